@@ -1,0 +1,77 @@
+//! The console's error type: what a server function can answer. The UI can tell
+//! not-found from forbidden from conflict; internal details never reach the browser.
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    #[error("Please sign in.")]
+    Unauthenticated,
+    #[error("You must change your password first.")]
+    PasswordChangeRequired,
+    #[error("You do not have permission to do this.")]
+    Forbidden,
+    #[error("{0} not found.")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("Please correct the highlighted fields.")]
+    Invalid { fields: BTreeMap<String, String> },
+    #[error("Something went wrong on our side. It has been logged.")]
+    Internal,
+    #[error("{0}")]
+    ServerFn(ServerFnErrorErr),
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        AppError::ServerFn(value)
+    }
+}
+
+impl AppError {
+    /// The message for one form field, if the error names it.
+    pub fn field(&self, name: &str) -> Option<String> {
+        match self {
+            AppError::Invalid { fields } => fields.get(name).cloned(),
+            AppError::Conflict {
+                field: Some(f),
+                message,
+            } if f == name => Some(message.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl From<warden_domain::DomainError> for AppError {
+    fn from(e: warden_domain::DomainError) -> Self {
+        use warden_domain::DomainError as D;
+        match e {
+            D::NotFound { what } => AppError::NotFound(what),
+            D::Conflict { field, message } => AppError::Conflict { field, message },
+            D::Forbidden { reason } => {
+                tracing::info!(%reason, "forbidden");
+                AppError::Forbidden
+            }
+            D::Invalid { fields } => AppError::Invalid { fields },
+            D::Unauthenticated => AppError::Unauthenticated,
+            D::PasswordChangeRequired => AppError::PasswordChangeRequired,
+            D::Db(e) => {
+                tracing::error!(error = %e, "database error");
+                AppError::Internal
+            }
+            D::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                AppError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The console shell: top bar with navigation and the user menu.
+
+use leptos::prelude::*;
+use leptos_router::components::{Outlet, A};
+use warden_domain::dto::Me;
+
+use crate::auth::{get_me, Logout};
+use crate::error::AppError;
+
+/// The signed-in user, for pages inside the console shell.
+pub type MeResource = Resource<Result<Option<Me>, AppError>>;
+
+#[component]
+pub fn ConsoleLayout() -> impl IntoView {
+    let me: MeResource = Resource::new(|| (), |_| get_me());
+    provide_context(me);
+    view! {
+        <a class="skip-link" href="#main">"Skip to content"</a>
+        <header class="topbar">
+            <a class="brand" href="/">"Warden"</a>
+            <nav class="mainnav" aria-label="Main">
+                <A href="/" exact=true>"Overview"</A>
+                <Suspense fallback=|| ()>
+                    {move || me.get().and_then(|r| r.ok()).flatten().map(|m| {
+                        let audit = m.has_org("audit.read") || m.grants.iter().any(|g| g.permissions.iter().any(|p| p == "audit.read"));
+                        audit.then(|| view! { <A href="/audit">"Audit log"</A> })
+                    })}
+                </Suspense>
+            </nav>
+            <Suspense fallback=|| ()>
+                {move || me.get().and_then(|r| r.ok()).flatten().map(|m| view! { <UserMenu me=m/> })}
+            </Suspense>
+        </header>
+        <main id="main" class="content">
+            <Outlet/>
+        </main>
+    }
+}
+
+#[component]
+fn UserMenu(me: Me) -> impl IntoView {
+    let (open, set_open) = signal(false);
+    let logout = ServerAction::<Logout>::new();
+    view! {
+        <div class="usermenu">
+            <button
+                type="button"
+                class="btn btn-ghost"
+                data-testid="user-menu"
+                aria-haspopup="true"
+                aria-expanded=move || open.get().to_string()
+                aria-controls="user-menu-items"
+                on:click=move |_| set_open.update(|o| *o = !*o)
+            >
+                {me.user.name.clone()} " ▾"
+            </button>
+            <div id="user-menu-items" class="menu" class:open=move || open.get() role="menu">
+                <p class="menu-id">{me.user.email.clone()}</p>
+                <a role="menuitem" href="/change-password">"Change password"</a>
+                <ActionForm action=logout>
+                    <button type="submit" role="menuitem" class="linklike" data-testid="sign-out">"Sign out"</button>
+                </ActionForm>
+            </div>
+            // Without JavaScript the menu cannot open: keep sign-out reachable.
+            <noscript>
+                <form method="post" action="/sfn/logout"><button type="submit" class="linklike">"Sign out"</button></form>
+            </noscript>
+        </div>
+    }
+}

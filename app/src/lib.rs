@@ -1,0 +1,79 @@
+//! Warden's console: Leptos pages and server functions. Server-only code sits behind the
+//! `ssr` feature; the same crate compiles to WASM for hydration.
+
+pub mod auth;
+pub mod error;
+pub mod home;
+pub mod layout;
+#[cfg(feature = "ssr")]
+pub mod ssr;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{ParentRoute, Route, Router, Routes};
+use leptos_router::path;
+
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    set_page_csp();
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.ico"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// Console pages allow only our own scripts, and inline scripts carrying this response's nonce
+/// (the hydration bootstrap).
+#[cfg(feature = "ssr")]
+fn set_page_csp() {
+    if let (Some(nonce), Some(res)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        let csp = format!(
+            "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; object-src 'none'; \
+             base-uri 'self'; form-action 'self'"
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&csp) {
+            res.insert_header(http::header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Effects run only in the browser: mark the page once the WASM bundle has hydrated it
+    // (end-to-end tests wait for this before they interact).
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+    view! {
+        <Stylesheet id="leptos" href="/pkg/warden.css"/>
+        <Title text="Warden"/>
+        <Router>
+            <Routes fallback=|| view! { <main class="content"><h1>"Not found"</h1><p><a href="/">"Back to the console"</a></p></main> }>
+                <Route path=path!("/login") view=auth::LoginPage/>
+                <Route path=path!("/change-password") view=auth::ChangePasswordPage/>
+                <Route path=path!("/set-password") view=auth::SetPasswordPage/>
+                <ParentRoute path=path!("") view=layout::ConsoleLayout>
+                    <Route path=path!("") view=home::HomePage/>
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}

@@ -1,0 +1,500 @@
+//! The one authorization gate. Every server function, REST handler, WebSocket and gateway
+//! request asks [`AccessPolicy::authorize`] and only acts on the [`Grant`] it returns.
+//!
+//! Decisions are computed from the bindings of the user and of the user's groups. They are
+//! cached per user and tagged with an *authorization epoch*, a counter bumped by every change
+//! that can alter a decision (bindings, group membership, roles, user status). A caller that
+//! holds a grant (a live stream, say) detects any change in O(1) by comparing epochs.
+
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::audit::{
+    Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType, SharedAuditSink,
+};
+use crate::dto::{EffectiveGrant, Me};
+use crate::entities::{bindings, group_members, groups, projects, roles, users};
+use crate::error::DomainResult;
+use crate::ids::UserId;
+use crate::permissions::{Permission, Scope};
+
+/// An authenticated caller. Built once per request by the transport.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub email: String,
+    pub name: String,
+    pub session_type: SessionType,
+    pub must_change_password: bool,
+    pub request: RequestMeta,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor::User {
+            id: self.user_id,
+            name: self.email.clone(),
+        }
+    }
+}
+
+/// What an action applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Org,
+    Project(String),
+    Namespace { project: String, namespace: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub permission: Permission,
+    pub target: Target,
+}
+
+impl Action {
+    pub fn org(permission: Permission) -> Self {
+        Self {
+            permission,
+            target: Target::Org,
+        }
+    }
+    pub fn project(permission: Permission, project: impl Into<String>) -> Self {
+        Self {
+            permission,
+            target: Target::Project(project.into()),
+        }
+    }
+    pub fn namespace(
+        permission: Permission,
+        project: impl Into<String>,
+        namespace: impl Into<String>,
+    ) -> Self {
+        Self {
+            permission,
+            target: Target::Namespace {
+                project: project.into(),
+                namespace: namespace.into(),
+            },
+        }
+    }
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Org => format!("{} on the organization", self.permission.name()),
+            Target::Project(p) => format!("{} on project {p}", self.permission.name()),
+            Target::Namespace { project, namespace } => {
+                format!(
+                    "{} on namespace {namespace} of project {project}",
+                    self.permission.name()
+                )
+            }
+        }
+    }
+}
+
+/// Proof that an action was allowed. Only this module constructs one.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    action: Action,
+    via: String,
+    epoch: u64,
+}
+
+impl Grant {
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+    /// The binding that allowed it, in words.
+    pub fn via(&self) -> &str {
+        &self.via
+    }
+    /// The authorization epoch the decision was made at.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The real reason, for the audit log. Callers answer a generic 403.
+    pub reason: String,
+}
+
+/// A binding resolved to its role's permissions.
+#[derive(Debug, Clone)]
+pub struct ResolvedBinding {
+    pub binding_id: String,
+    pub role: String,
+    pub scope: Scope,
+    pub permissions: BTreeSet<Permission>,
+    pub project: Option<String>,
+    pub namespaces: Vec<String>,
+    /// `user` or `group NAME`.
+    pub via: String,
+}
+
+impl ResolvedBinding {
+    fn covers(&self, target: &Target, permission: Permission) -> bool {
+        if !self.permissions.contains(&permission) {
+            return false;
+        }
+        match (self.scope, target) {
+            (Scope::Organization, _) => true,
+            (Scope::Project, Target::Project(p)) => self.project.as_deref() == Some(p),
+            (Scope::Project, Target::Namespace { project, .. }) => {
+                self.project.as_deref() == Some(project)
+            }
+            (Scope::Namespace, Target::Namespace { project, namespace }) => {
+                self.project.as_deref() == Some(project)
+                    && self.namespaces.iter().any(|n| n == namespace)
+            }
+            // A namespace role lets its holder see the project (and its clusters), nothing more.
+            (Scope::Namespace, Target::Project(p)) => {
+                self.project.as_deref() == Some(p) && !permission.is_kubectl()
+            }
+            (_, Target::Org) => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let at = match (self.scope, &self.project) {
+            (Scope::Organization, _) => "the organization".to_owned(),
+            (Scope::Project, Some(p)) => format!("project {p}"),
+            (Scope::Namespace, Some(p)) => {
+                format!("namespaces {} of project {p}", self.namespaces.join(", "))
+            }
+            _ => "?".to_owned(),
+        };
+        format!(
+            "role {} on {at} (binding {}, via {})",
+            self.role, self.binding_id, self.via
+        )
+    }
+}
+
+/// Everything the policy knows about one user's rights.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub active: bool,
+    pub bindings: Vec<ResolvedBinding>,
+    /// All project names (needed to expand organization-wide grants).
+    pub all_projects: Vec<String>,
+}
+
+impl Effective {
+    pub fn org_permissions(&self) -> BTreeSet<Permission> {
+        if !self.active {
+            return BTreeSet::new();
+        }
+        self.bindings
+            .iter()
+            .filter(|b| b.scope == Scope::Organization)
+            .flat_map(|b| b.permissions.iter().copied())
+            .collect()
+    }
+
+    /// Projects the user may see.
+    pub fn visible_projects(&self) -> Vec<String> {
+        if !self.active {
+            return vec![];
+        }
+        if self.org_permissions().contains(&Permission::ProjectRead) {
+            return self.all_projects.clone();
+        }
+        let set: BTreeSet<String> = self
+            .bindings
+            .iter()
+            .filter(|b| b.permissions.contains(&Permission::ProjectRead))
+            .filter_map(|b| b.project.clone())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    pub fn decide(&self, action: &Action) -> Result<String, String> {
+        if !self.active {
+            return Err("the user is deactivated".into());
+        }
+        self.bindings
+            .iter()
+            .find(|b| b.covers(&action.target, action.permission))
+            .map(ResolvedBinding::describe)
+            .ok_or_else(|| format!("no binding grants {}", action.describe()))
+    }
+}
+
+pub struct AccessPolicy {
+    db: DatabaseConnection,
+    audit: SharedAuditSink,
+    epoch: AtomicU64,
+    cache: Mutex<HashMap<UserId, (u64, Arc<Effective>)>>,
+}
+
+impl AccessPolicy {
+    pub fn new(db: DatabaseConnection, audit: SharedAuditSink) -> Self {
+        Self {
+            db,
+            audit,
+            epoch: AtomicU64::new(1),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current authorization epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Call after any change that can alter a decision.
+    pub fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The user's effective rights, from the cache when the epoch has not moved.
+    pub async fn effective(&self, user: UserId) -> DomainResult<Arc<Effective>> {
+        let epoch = self.epoch();
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((e, eff)) = cache.get(&user) {
+                if *e == epoch {
+                    return Ok(eff.clone());
+                }
+            }
+        }
+        let eff = Arc::new(load_effective(&self.db, user).await?);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(user, (epoch, eff.clone()));
+        }
+        Ok(eff)
+    }
+
+    /// The gate. Deny by default; a denial is written to the audit log with its reason.
+    pub async fn authorize(&self, who: &Principal, action: Action) -> Result<Grant, Denied> {
+        let epoch = self.epoch();
+        let decision = match self.effective(who.user_id).await {
+            Ok(eff) => eff.decide(&action),
+            Err(e) => {
+                tracing::error!(error = %e, "authorization lookup failed; denying");
+                Err("authorization lookup failed".to_owned())
+            }
+        };
+        match decision {
+            Ok(via) => Ok(Grant { action, via, epoch }),
+            Err(reason) => {
+                let mut ev = AuditEvent::new(
+                    AuditKind::Console,
+                    who.actor(),
+                    who.session_type,
+                    format!("authorize:{}", action.permission.name()),
+                    Outcome::Denied,
+                )
+                .reason(reason.clone())
+                .request(who.request.clone());
+                match &action.target {
+                    Target::Org => {}
+                    Target::Project(p) => ev = ev.project(p.clone()),
+                    Target::Namespace { project, namespace } => {
+                        ev = ev.project(project.clone());
+                        ev.namespace = Some(namespace.clone());
+                    }
+                }
+                if let Err(e) = self.audit.record(ev).await {
+                    tracing::error!(error = %e, "could not audit a denial");
+                }
+                Err(Denied { reason })
+            }
+        }
+    }
+
+    /// "Why": which binding allows `action` for `user`, or why none does. No audit.
+    pub async fn explain(
+        &self,
+        user: UserId,
+        action: &Action,
+    ) -> DomainResult<Result<String, String>> {
+        Ok(self.effective(user).await?.decide(action))
+    }
+
+    /// What the principal can do, for `GET /api/v1/me` and the console.
+    pub async fn me(&self, who: &Principal) -> DomainResult<Me> {
+        let eff = self.effective(who.user_id).await?;
+        let grants = if eff.active {
+            eff.bindings
+                .iter()
+                .map(|b| EffectiveGrant {
+                    scope: b.scope.as_str().to_owned(),
+                    project: b.project.clone(),
+                    namespaces: b.namespaces.clone(),
+                    permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),
+                    role: b.role.clone(),
+                    via: b.via.clone(),
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        Ok(Me {
+            user: crate::dto::UserSummary {
+                id: who.user_id.to_string(),
+                email: who.email.clone(),
+                name: who.name.clone(),
+            },
+            session_type: who.session_type.as_str().to_owned(),
+            must_change_password: who.must_change_password,
+            org_permissions: eff
+                .org_permissions()
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect(),
+            grants,
+            projects: eff.visible_projects(),
+        })
+    }
+}
+
+async fn load_effective(db: &DatabaseConnection, user: UserId) -> DomainResult<Effective> {
+    let Some(u) = users::Entity::find_by_id(user.to_string()).one(db).await? else {
+        return Ok(Effective {
+            active: false,
+            bindings: vec![],
+            all_projects: vec![],
+        });
+    };
+    let active = u.status == crate::users::STATUS_ACTIVE;
+
+    let memberships = group_members::Entity::find()
+        .filter(group_members::Column::UserId.eq(user.to_string()))
+        .all(db)
+        .await?;
+    let group_ids: Vec<String> = memberships.iter().map(|m| m.group_id.clone()).collect();
+    let group_names: HashMap<String, String> = groups::Entity::find()
+        .filter(groups::Column::Id.is_in(group_ids.clone()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|g| (g.id, g.name))
+        .collect();
+
+    let mut rows = bindings::Entity::find()
+        .filter(bindings::Column::UserId.eq(user.to_string()))
+        .all(db)
+        .await?;
+    if !group_ids.is_empty() {
+        rows.extend(
+            bindings::Entity::find()
+                .filter(bindings::Column::GroupId.is_in(group_ids))
+                .all(db)
+                .await?,
+        );
+    }
+
+    let role_map: HashMap<String, roles::Model> = roles::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let project_rows = projects::Entity::find().all(db).await?;
+    let project_map: BTreeMap<String, String> = project_rows
+        .iter()
+        .map(|p| (p.id.clone(), p.name.clone()))
+        .collect();
+
+    let mut resolved = Vec::new();
+    for b in rows {
+        let Some(role) = role_map.get(&b.role_id) else {
+            continue;
+        };
+        let Some(scope) = Scope::parse(&role.scope) else {
+            continue;
+        };
+        let permissions: BTreeSet<Permission> =
+            serde_json::from_str::<Vec<String>>(&role.permissions)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| Permission::parse(p))
+                .filter(|p| p.allowed_in(scope))
+                .collect();
+        let project = match &b.project_id {
+            Some(pid) => match project_map.get(pid) {
+                Some(name) => Some(name.clone()),
+                None => continue,
+            },
+            None => None,
+        };
+        // A binding whose shape does not match its role's scope grants nothing (fail closed).
+        let shape_ok = match scope {
+            Scope::Organization => project.is_none(),
+            Scope::Project => project.is_some(),
+            Scope::Namespace => project.is_some(),
+        };
+        if !shape_ok {
+            continue;
+        }
+        let namespaces: Vec<String> = serde_json::from_str(&b.namespaces).unwrap_or_default();
+        let via = match &b.group_id {
+            Some(g) => format!(
+                "group {}",
+                group_names.get(g).cloned().unwrap_or_else(|| g.clone())
+            ),
+            None => "user".to_owned(),
+        };
+        resolved.push(ResolvedBinding {
+            binding_id: b.id,
+            role: role.name.clone(),
+            scope,
+            permissions,
+            project,
+            namespaces,
+            via,
+        });
+    }
+    resolved.sort_by(|a, b| (a.scope, &a.project, &a.role).cmp(&(b.scope, &b.project, &b.role)));
+    Ok(Effective {
+        active,
+        bindings: resolved,
+        all_projects: project_map.into_values().collect(),
+    })
+}
+
+/// Which audit events `who` may read: `Ok(None)` for all (organization `audit.read`),
+/// `Ok(Some(projects))` for those projects' events, or the gate's denial.
+pub async fn audit_scope(
+    policy: &AccessPolicy,
+    who: &Principal,
+) -> Result<Option<Vec<String>>, Denied> {
+    let eff = match policy.effective(who.user_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "authorization lookup failed; denying");
+            return Err(Denied {
+                reason: "authorization lookup failed".into(),
+            });
+        }
+    };
+    if eff.active && eff.org_permissions().contains(&Permission::AuditRead) {
+        policy
+            .authorize(who, Action::org(Permission::AuditRead))
+            .await?;
+        return Ok(None);
+    }
+    let projects: BTreeSet<String> = if eff.active {
+        eff.bindings
+            .iter()
+            .filter(|b| b.scope == Scope::Project && b.permissions.contains(&Permission::AuditRead))
+            .filter_map(|b| b.project.clone())
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    if projects.is_empty() {
+        // Let the gate deny (and audit) it.
+        policy
+            .authorize(who, Action::org(Permission::AuditRead))
+            .await?;
+    }
+    Ok(Some(projects.into_iter().collect()))
+}

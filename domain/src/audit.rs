@@ -1,0 +1,506 @@
+//! The audit log: typed rows written through one [`AuditSink`], chained by hashes so that an
+//! edited or deleted row is detected by [`verify_chain`] (`warden audit verify`).
+
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+use crate::clock::{SharedClock, Timestamp};
+use crate::entities::{audit_events, audit_head};
+use crate::error::DomainResult;
+use crate::ids::{AuditEventId, UserId};
+
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+macro_rules! str_enum {
+    ($name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub fn as_str(self) -> &'static str { match self { $($name::$variant => $s),* } }
+            pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some($name::$variant),)* _ => None } }
+        }
+    };
+}
+
+str_enum!(AuditKind { Console => "console", SignIn => "sign_in", KubeApi => "kube_api", Terminal => "terminal", Agent => "agent", System => "system" });
+str_enum!(SessionType { Browser => "browser", Api => "api", Cli => "cli", WebShell => "web_shell", Agent => "agent", System => "system" });
+str_enum!(Outcome { Allowed => "allowed", Denied => "denied", Error => "error" });
+
+/// Who did it.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    User {
+        id: UserId,
+        name: String,
+    },
+    /// Someone not (yet) identified, e.g. a failed sign-in: the name they gave.
+    Anonymous {
+        claimed: String,
+    },
+    System,
+    Agent {
+        cluster: String,
+    },
+}
+
+/// Where the request came from, for events caused by an HTTP request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// One audit event, as data. Build it with [`AuditEvent::new`] and the `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub id: AuditEventId,
+    pub kind: AuditKind,
+    pub actor: Actor,
+    pub session_type: SessionType,
+    pub action: String,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub project: Option<String>,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub resource_kind: Option<String>,
+    pub resource_name: Option<String>,
+    pub status: Option<i32>,
+    pub duration_ms: Option<i64>,
+    pub request: RequestMeta,
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(
+        kind: AuditKind,
+        actor: Actor,
+        session_type: SessionType,
+        action: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            id: AuditEventId::new(),
+            kind,
+            actor,
+            session_type,
+            action: action.into(),
+            outcome,
+            reason: None,
+            project: None,
+            cluster: None,
+            namespace: None,
+            resource_kind: None,
+            resource_name: None,
+            status: None,
+            duration_ms: None,
+            request: RequestMeta::default(),
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+    pub fn resource(mut self, kind: &str, name: impl Into<String>) -> Self {
+        self.resource_kind = Some(kind.to_owned());
+        self.resource_name = Some(name.into());
+        self
+    }
+    pub fn project(mut self, p: impl Into<String>) -> Self {
+        self.project = Some(p.into());
+        self
+    }
+    pub fn request(mut self, meta: RequestMeta) -> Self {
+        self.request = meta;
+        self
+    }
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status as i32);
+        self
+    }
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Everything that writes to the audit log goes through this.
+#[async_trait::async_trait]
+pub trait AuditSink: Send + Sync {
+    async fn record(&self, event: AuditEvent) -> DomainResult<()>;
+}
+
+pub type SharedAuditSink = Arc<dyn AuditSink>;
+
+/// The hashed content of a row: every column but `seq` and `hash`, in a fixed order.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    id: &'a str,
+    at: i64,
+    kind: &'a str,
+    actor_id: Option<&'a str>,
+    actor_name: &'a str,
+    session_type: &'a str,
+    project: Option<&'a str>,
+    cluster: Option<&'a str>,
+    namespace: Option<&'a str>,
+    action: &'a str,
+    resource_kind: Option<&'a str>,
+    resource_name: Option<&'a str>,
+    outcome: &'a str,
+    reason: Option<&'a str>,
+    http_method: Option<&'a str>,
+    path: Option<&'a str>,
+    status: Option<i32>,
+    source_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
+    duration_ms: Option<i64>,
+    details: &'a str,
+    prev_hash: &'a str,
+}
+
+fn row_hash(m: &audit_events::Model) -> String {
+    let h = Hashed {
+        id: &m.id,
+        at: m.at,
+        kind: &m.kind,
+        actor_id: m.actor_id.as_deref(),
+        actor_name: &m.actor_name,
+        session_type: &m.session_type,
+        project: m.project.as_deref(),
+        cluster: m.cluster.as_deref(),
+        namespace: m.namespace.as_deref(),
+        action: &m.action,
+        resource_kind: m.resource_kind.as_deref(),
+        resource_name: m.resource_name.as_deref(),
+        outcome: &m.outcome,
+        reason: m.reason.as_deref(),
+        http_method: m.http_method.as_deref(),
+        path: m.path.as_deref(),
+        status: m.status,
+        source_ip: m.source_ip.as_deref(),
+        user_agent: m.user_agent.as_deref(),
+        request_id: m.request_id.as_deref(),
+        duration_ms: m.duration_ms,
+        details: &m.details,
+        prev_hash: &m.prev_hash,
+    };
+    let bytes = serde_json::to_vec(&h).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The database audit sink. Writes are serialised so each row chains to the one before.
+pub struct DbAuditSink {
+    db: DatabaseConnection,
+    clock: SharedClock,
+    head: Mutex<Option<String>>,
+}
+
+impl DbAuditSink {
+    pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
+        Self {
+            db,
+            clock,
+            head: Mutex::new(None),
+        }
+    }
+
+    async fn last_hash<C: ConnectionTrait>(db: &C) -> DomainResult<String> {
+        let last = audit_events::Entity::find()
+            .order_by_desc(audit_events::Column::Seq)
+            .limit(1)
+            .one(db)
+            .await?;
+        Ok(last
+            .map(|m| m.hash)
+            .unwrap_or_else(|| GENESIS_HASH.to_owned()))
+    }
+
+    fn to_model(&self, e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Model {
+        let (actor_id, actor_name) = match e.actor {
+            Actor::User { id, name } => (Some(id.to_string()), name),
+            Actor::Anonymous { claimed } => (None, truncate(&claimed, 254)),
+            Actor::System => (None, "system".to_owned()),
+            Actor::Agent { cluster } => (None, format!("agent:{cluster}")),
+        };
+        let mut m = audit_events::Model {
+            seq: 0,
+            id: e.id.to_string(),
+            at: at.millis(),
+            kind: e.kind.as_str().to_owned(),
+            actor_id,
+            actor_name,
+            session_type: e.session_type.as_str().to_owned(),
+            project: e.project,
+            cluster: e.cluster,
+            namespace: e.namespace,
+            action: e.action,
+            resource_kind: e.resource_kind,
+            resource_name: e.resource_name,
+            outcome: e.outcome.as_str().to_owned(),
+            reason: e.reason,
+            http_method: e.request.method,
+            path: e.request.path,
+            status: e.status,
+            source_ip: e.request.source_ip,
+            user_agent: e.request.user_agent.map(|u| truncate(&u, 512)),
+            request_id: e.request.request_id,
+            duration_ms: e.duration_ms,
+            details: e.details.to_string(),
+            prev_hash,
+            hash: String::new(),
+        };
+        m.hash = row_hash(&m);
+        m
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[async_trait::async_trait]
+impl AuditSink for DbAuditSink {
+    async fn record(&self, event: AuditEvent) -> DomainResult<()> {
+        let mut head = self.head.lock().await;
+        let prev = match head.as_ref() {
+            Some(h) => h.clone(),
+            None => Self::last_hash(&self.db).await?,
+        };
+        let model = self.to_model(event, self.clock.now(), prev);
+        let hash = model.hash.clone();
+        let mut active: audit_events::ActiveModel = model.into();
+        active.seq = sea_orm::ActiveValue::NotSet;
+        let write = async {
+            let tx = self.db.begin().await?;
+            let row = active.insert(&tx).await?;
+            audit_head::Entity::insert(audit_head::ActiveModel::from(audit_head::Model {
+                id: 1,
+                seq: row.seq,
+                hash: row.hash,
+            }))
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(audit_head::Column::Id)
+                    .update_columns([audit_head::Column::Seq, audit_head::Column::Hash])
+                    .to_owned(),
+            )
+            .exec(&tx)
+            .await?;
+            tx.commit().await
+        };
+        match write.await {
+            Ok(()) => {
+                *head = Some(hash);
+                Ok(())
+            }
+            Err(e) => {
+                // Re-read the head next time: we do not know what the database holds.
+                *head = None;
+                tracing::error!(error = %e, "audit write failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The result of walking the chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChainStatus {
+    Intact {
+        rows: u64,
+    },
+    /// The first row that does not match: its `seq` and why.
+    Broken {
+        seq: i64,
+        id: String,
+        problem: String,
+    },
+}
+
+/// Walk every row in order, recomputing hashes.
+pub async fn verify_chain(db: &DatabaseConnection) -> DomainResult<ChainStatus> {
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut rows = 0u64;
+    let mut after = i64::MIN;
+    loop {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let page = audit_events::Entity::find()
+            .filter(audit_events::Column::Seq.gt(after))
+            .order_by_asc(audit_events::Column::Seq)
+            .limit(1000)
+            .all(db)
+            .await?;
+        if page.is_empty() {
+            let head = audit_head::Entity::find_by_id(1).one(db).await?;
+            return Ok(match head {
+                None if rows == 0 => ChainStatus::Intact { rows },
+                Some(h) if h.seq == after && h.hash == prev => ChainStatus::Intact { rows },
+                Some(h) => ChainStatus::Broken {
+                    seq: h.seq,
+                    id: String::new(),
+                    problem: format!(
+                        "the newest row is missing: the log ends at seq {after} but its head records seq {} (rows were deleted from the end)",
+                        h.seq
+                    ),
+                },
+                None => ChainStatus::Broken { seq: after, id: String::new(), problem: "the audit head record was deleted".into() },
+            });
+        }
+        for m in page {
+            after = m.seq;
+            if m.prev_hash != prev {
+                return Ok(ChainStatus::Broken {
+                    seq: m.seq,
+                    id: m.id.clone(),
+                    problem: "the previous row was deleted or changed (prev_hash does not match)"
+                        .into(),
+                });
+            }
+            if row_hash(&m) != m.hash {
+                return Ok(ChainStatus::Broken {
+                    seq: m.seq,
+                    id: m.id.clone(),
+                    problem: "the row's content was changed (hash does not match)".into(),
+                });
+            }
+            prev = m.hash;
+            rows += 1;
+        }
+    }
+}
+
+fn to_dto(m: audit_events::Model) -> crate::dto::AuditEventDto {
+    crate::dto::AuditEventDto {
+        seq: m.seq,
+        id: m.id,
+        time: Timestamp(m.at).rfc3339(),
+        kind: m.kind,
+        actor_id: m.actor_id,
+        actor: m.actor_name,
+        session_type: m.session_type,
+        project: m.project,
+        cluster: m.cluster,
+        namespace: m.namespace,
+        action: m.action,
+        resource_kind: m.resource_kind,
+        resource_name: m.resource_name,
+        outcome: m.outcome,
+        reason: m.reason,
+        method: m.http_method,
+        path: m.path,
+        status: m.status,
+        source_ip: m.source_ip,
+        user_agent: m.user_agent,
+        request_id: m.request_id,
+        duration_ms: m.duration_ms,
+        details: serde_json::from_str(&m.details).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn parse_time(field: &str, v: &str) -> DomainResult<i64> {
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| Timestamp::from_offset(t).millis())
+        .map_err(|_| {
+            crate::DomainError::invalid(field, "must be an RFC 3339 time like 2026-11-28T10:00:00Z")
+        })
+}
+
+/// Search the audit log, newest first, with keyset pagination on `seq`.
+/// `projects`: when `Some`, only events of these projects are visible (project-scoped readers).
+pub async fn search(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    projects: Option<&[String]>,
+) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::Condition;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let mut cond = Condition::all();
+    let eq = |cond: Condition, col: C, v: &Option<String>| match v {
+        Some(v) if !v.is_empty() => cond.add(col.eq(v.clone())),
+        _ => cond,
+    };
+    if let Some(k) = &q.kind {
+        if AuditKind::parse(k).is_none() {
+            return Err(crate::DomainError::invalid(
+                "kind",
+                "must be one of console, sign_in, kube_api, terminal, agent, system",
+            ));
+        }
+    }
+    if let Some(o) = &q.outcome {
+        if Outcome::parse(o).is_none() {
+            return Err(crate::DomainError::invalid(
+                "outcome",
+                "must be one of allowed, denied, error",
+            ));
+        }
+    }
+    cond = eq(cond, C::Kind, &q.kind);
+    cond = eq(cond, C::Outcome, &q.outcome);
+    cond = eq(cond, C::Project, &q.project);
+    cond = eq(cond, C::Cluster, &q.cluster);
+    cond = eq(cond, C::Namespace, &q.namespace);
+    if let Some(a) = q.actor.as_ref().filter(|a| !a.is_empty()) {
+        cond = cond.add(
+            Condition::any()
+                .add(C::ActorName.eq(a.clone()))
+                .add(C::ActorId.eq(a.clone())),
+        );
+    }
+    if let Some(a) = q.action.as_ref().filter(|a| !a.is_empty()) {
+        cond = cond.add(C::Action.starts_with(a.as_str()));
+    }
+    if let Some(s) = q.since.as_ref().filter(|s| !s.is_empty()) {
+        cond = cond.add(C::At.gte(parse_time("since", s)?));
+    }
+    if let Some(s) = q.until.as_ref().filter(|s| !s.is_empty()) {
+        cond = cond.add(C::At.lte(parse_time("until", s)?));
+    }
+    if let Some(text) = q.q.as_ref().filter(|s| !s.is_empty()) {
+        cond = cond.add(
+            Condition::any()
+                .add(C::ResourceName.contains(text.as_str()))
+                .add(C::Path.contains(text.as_str()))
+                .add(C::Reason.contains(text.as_str()))
+                .add(C::ActorName.contains(text.as_str())),
+        );
+    }
+    if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
+        let seq: i64 = c.parse().map_err(|_| {
+            crate::DomainError::invalid("cursor", "is not a cursor this API returned")
+        })?;
+        cond = cond.add(C::Seq.lt(seq));
+    }
+    if let Some(ps) = projects {
+        cond = cond.add(C::Project.is_in(ps.to_vec()));
+    }
+    let mut rows = audit_events::Entity::find()
+        .filter(cond)
+        .order_by_desc(C::Seq)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(crate::dto::Page {
+        items: rows.into_iter().map(to_dto).collect(),
+        next,
+    })
+}

@@ -1,0 +1,377 @@
+//! Authentication of browser sessions: sign-in, sign-out, password changes, and turning a
+//! session into a [`Principal`] on every request (idle and absolute timeouts included).
+
+use sea_orm::TransactionTrait;
+use std::collections::BTreeMap;
+use tower_sessions::{Expiry, Session};
+
+use crate::access::Principal;
+use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
+use crate::clock::Timestamp;
+use crate::entities::users;
+use crate::error::{DomainError, DomainResult};
+use crate::login::{self, LoginFailure, LoginOutcome};
+use crate::sessions::{delete_user_sessions, AuthRecord, AUTH_KEY};
+use crate::types::{check_password_policy, Email};
+use crate::{password, settings, users as user_store, Services};
+
+/// How often `last_seen` is written back (a write per request would be wasteful).
+const TOUCH_INTERVAL_SECS: i64 = 30;
+
+pub use crate::dto::messages::{INVALID_CREDENTIALS, LOCKED};
+
+#[derive(Debug)]
+pub enum SignInError {
+    Invalid,
+    Locked,
+    Internal(DomainError),
+}
+
+impl From<DomainError> for SignInError {
+    fn from(e: DomainError) -> Self {
+        SignInError::Internal(e)
+    }
+}
+
+fn session_err(e: impl std::fmt::Display) -> DomainError {
+    DomainError::Internal(format!("session: {e}"))
+}
+
+/// Sign in with email and password; on success the session id is rotated and the session
+/// records the user. Every attempt is audited.
+pub async fn sign_in(
+    svc: &Services,
+    session: &Session,
+    raw_email: &str,
+    password_attempt: &str,
+    meta: RequestMeta,
+) -> Result<users::Model, SignInError> {
+    let now = svc.clock.now();
+    let org = settings::load(&svc.db).await?;
+    let outcome = login::authenticate(&svc.db, &org, raw_email, password_attempt, now).await?;
+    match outcome {
+        LoginOutcome::Success(user) => {
+            let uid = user_store::user_id(&user)?;
+            session.cycle_id().await.map_err(session_err)?;
+            let record = AuthRecord {
+                user_id: uid,
+                login_at: now,
+                last_seen: now,
+            };
+            session
+                .insert(AUTH_KEY, &record)
+                .await
+                .map_err(session_err)?;
+            let absolute_end = now.plus_secs(org.session_absolute_hours as i64 * 3600);
+            session.set_expiry(Some(Expiry::AtDateTime(absolute_end.to_offset())));
+            let user = user_store::record_login(&svc.db, user, now).await?;
+            svc.audit
+                .record(
+                    AuditEvent::new(
+                        AuditKind::SignIn,
+                        Actor::User {
+                            id: uid,
+                            name: user.email.clone(),
+                        },
+                        SessionType::Browser,
+                        "sign_in",
+                        Outcome::Allowed,
+                    )
+                    .request(meta),
+                )
+                .await?;
+            Ok(user)
+        }
+        LoginOutcome::Failure(f) => {
+            let (reason, err) = match f {
+                LoginFailure::InvalidCredentials => {
+                    ("invalid credentials".to_owned(), SignInError::Invalid)
+                }
+                LoginFailure::Locked { until } => (
+                    format!("account locked until {}", until.rfc3339()),
+                    SignInError::Locked,
+                ),
+            };
+            svc.audit
+                .record(
+                    AuditEvent::new(
+                        AuditKind::SignIn,
+                        Actor::Anonymous {
+                            claimed: raw_email.trim().to_owned(),
+                        },
+                        SessionType::Browser,
+                        "sign_in",
+                        Outcome::Denied,
+                    )
+                    .reason(reason)
+                    .request(meta),
+                )
+                .await?;
+            Err(err)
+        }
+    }
+}
+
+/// Sign out: the session is deleted server-side.
+pub async fn sign_out(svc: &Services, session: &Session, meta: RequestMeta) -> DomainResult<()> {
+    let record: Option<AuthRecord> = session.get(AUTH_KEY).await.map_err(session_err)?;
+    session.flush().await.map_err(session_err)?;
+    if let Some(r) = record {
+        let name = user_store::find_by_id(&svc.db, r.user_id)
+            .await?
+            .map(|u| u.email)
+            .unwrap_or_default();
+        svc.audit
+            .record(
+                AuditEvent::new(
+                    AuditKind::SignIn,
+                    Actor::User {
+                        id: r.user_id,
+                        name,
+                    },
+                    SessionType::Browser,
+                    "sign_out",
+                    Outcome::Allowed,
+                )
+                .request(meta),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The principal behind a browser session, or `Unauthenticated`. Enforces the idle and
+/// absolute lifetimes from the organization settings and the user's status.
+pub async fn principal_from_session(
+    svc: &Services,
+    session: &Session,
+    meta: RequestMeta,
+) -> DomainResult<Principal> {
+    let Some(mut record) = session
+        .get::<AuthRecord>(AUTH_KEY)
+        .await
+        .map_err(session_err)?
+    else {
+        return Err(DomainError::Unauthenticated);
+    };
+    let now = svc.clock.now();
+    let org = settings::load(&svc.db).await?;
+    let idle_ms = org.session_idle_minutes as i64 * 60_000;
+    let absolute_ms = org.session_absolute_hours as i64 * 3_600_000;
+    if now.millis() - record.last_seen.millis() >= idle_ms
+        || now.millis() - record.login_at.millis() >= absolute_ms
+    {
+        session.flush().await.map_err(session_err)?;
+        return Err(DomainError::Unauthenticated);
+    }
+    let Some(user) = user_store::find_by_id(&svc.db, record.user_id).await? else {
+        session.flush().await.map_err(session_err)?;
+        return Err(DomainError::Unauthenticated);
+    };
+    if user.status != user_store::STATUS_ACTIVE {
+        session.flush().await.map_err(session_err)?;
+        return Err(DomainError::Unauthenticated);
+    }
+    if now.millis() - record.last_seen.millis() >= TOUCH_INTERVAL_SECS * 1000 {
+        record.last_seen = now;
+        session
+            .insert(AUTH_KEY, &record)
+            .await
+            .map_err(session_err)?;
+    }
+    Ok(Principal {
+        user_id: record.user_id,
+        email: user.email,
+        name: user.name,
+        session_type: SessionType::Browser,
+        must_change_password: user.must_change_password,
+        request: meta,
+    })
+}
+
+fn invalid(field: &str, msg: impl Into<String>) -> DomainError {
+    DomainError::Invalid {
+        fields: BTreeMap::from([(field.to_owned(), msg.into())]),
+    }
+}
+
+/// Change one's own password (also completes a forced change). Other sessions of the user end.
+pub async fn change_password(
+    svc: &Services,
+    who: &Principal,
+    session: Option<&Session>,
+    current: &str,
+    new: &str,
+) -> DomainResult<()> {
+    let user = user_store::find_by_id(&svc.db, who.user_id)
+        .await?
+        .ok_or(DomainError::Unauthenticated)?;
+    if !password::verify(current, user.password_hash.as_deref()).await {
+        let ev = AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "password.change",
+            Outcome::Denied,
+        )
+        .reason("wrong current password")
+        .request(who.request.clone());
+        svc.audit.record(ev).await?;
+        return Err(invalid("current_password", "is not your current password"));
+    }
+    check_password_policy(new, &user.email).map_err(|e| invalid("new_password", e.0))?;
+    if password::verify(new, user.password_hash.as_deref()).await {
+        return Err(invalid(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    let hash = password::hash(new).await?;
+    let now = svc.clock.now();
+    let tx = svc.db.begin().await?;
+    user_store::set_password(&tx, user, hash, false, now).await?;
+    delete_user_sessions(&tx, who.user_id).await?;
+    tx.commit().await?;
+    if let Some(session) = session {
+        // This session survives: give it a new id and keep it signed in.
+        let record: Option<AuthRecord> = session.get(AUTH_KEY).await.map_err(session_err)?;
+        session.cycle_id().await.map_err(session_err)?;
+        if let Some(mut r) = record {
+            r.last_seen = now;
+            session.insert(AUTH_KEY, &r).await.map_err(session_err)?;
+        }
+    }
+    svc.audit
+        .record(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                who.actor(),
+                who.session_type,
+                "password.change",
+                Outcome::Allowed,
+            )
+            .request(who.request.clone()),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Set a password with a one-time link (after an administrator's reset, or for a new user).
+pub async fn set_password_with_token(
+    svc: &Services,
+    token: &str,
+    new: &str,
+    meta: RequestMeta,
+) -> DomainResult<users::Model> {
+    let now: Timestamp = svc.clock.now();
+    let user = user_store::peek_set_password_token(&svc.db, token, now).await?;
+    check_password_policy(new, &user.email).map_err(|e| invalid("new_password", e.0))?;
+    let hash = password::hash(new).await?;
+    let tx = svc.db.begin().await?;
+    let user = user_store::consume_set_password_token(&tx, token, now).await?;
+    let uid = user_store::user_id(&user)?;
+    let user = user_store::set_password(&tx, user, hash, false, now).await?;
+    delete_user_sessions(&tx, uid).await?;
+    tx.commit().await?;
+    if let Ok(email) = Email::parse(&user.email) {
+        login::clear_lockout(&svc.db, &email).await?;
+    }
+    svc.audit
+        .record(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                Actor::User {
+                    id: uid,
+                    name: user.email.clone(),
+                },
+                SessionType::Browser,
+                "password.set_with_link",
+                Outcome::Allowed,
+            )
+            .request(meta),
+        )
+        .await?;
+    Ok(user)
+}
+
+/// An administrator's reset: the user must set a new password through the returned one-time
+/// link token; their sessions end and the current password stops working.
+pub async fn admin_reset_password(
+    svc: &Services,
+    actor: Actor,
+    email: &Email,
+) -> DomainResult<String> {
+    let now = svc.clock.now();
+    let user = user_store::find_by_email(&svc.db, email)
+        .await?
+        .ok_or_else(|| DomainError::not_found("user"))?;
+    let uid = user_store::user_id(&user)?;
+    let tx = svc.db.begin().await?;
+    let token = user_store::issue_set_password_token(&tx, uid, now).await?;
+    let mut a: users::ActiveModel = user.into();
+    a.password_hash = sea_orm::Set(None);
+    a.must_change_password = sea_orm::Set(true);
+    a.updated_at = sea_orm::Set(now.millis());
+    sea_orm::ActiveModelTrait::update(a, &tx).await?;
+    delete_user_sessions(&tx, uid).await?;
+    tx.commit().await?;
+    svc.audit
+        .record(
+            AuditEvent::new(
+                AuditKind::Console,
+                actor,
+                SessionType::System,
+                "user.reset_password",
+                Outcome::Allowed,
+            )
+            .resource("user", email.as_str()),
+        )
+        .await?;
+    Ok(token)
+}
+
+/// The principal behind an API key (`Authorization: Bearer <key>`). Keys are stored hashed;
+/// revoked or expired keys and deactivated users are refused.
+pub async fn principal_from_api_key(
+    svc: &Services,
+    key: &str,
+    meta: RequestMeta,
+) -> DomainResult<Principal> {
+    use crate::entities::api_keys;
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+    let now = svc.clock.now();
+    let hash = crate::secrets::sha256_hex(key.as_bytes());
+    let Some(k) = api_keys::Entity::find()
+        .filter(api_keys::Column::SecretHash.eq(hash))
+        .one(&svc.db)
+        .await?
+    else {
+        return Err(DomainError::Unauthenticated);
+    };
+    if k.revoked_at.is_some() || k.expires_at <= now.millis() {
+        return Err(DomainError::Unauthenticated);
+    }
+    let uid = crate::ids::UserId::parse(&k.user_id).ok_or(DomainError::Unauthenticated)?;
+    let user = user_store::find_by_id(&svc.db, uid)
+        .await?
+        .ok_or(DomainError::Unauthenticated)?;
+    if user.status != user_store::STATUS_ACTIVE {
+        return Err(DomainError::Unauthenticated);
+    }
+    if k.last_used_at
+        .map(|t| now.millis() - t >= TOUCH_INTERVAL_SECS * 1000)
+        .unwrap_or(true)
+    {
+        let mut a = k.into_active_model();
+        a.last_used_at = Set(Some(now.millis()));
+        a.update(&svc.db).await?;
+    }
+    Ok(Principal {
+        user_id: uid,
+        email: user.email,
+        name: user.name,
+        session_type: SessionType::Api,
+        must_change_password: user.must_change_password,
+        request: meta,
+    })
+}

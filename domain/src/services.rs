@@ -1,0 +1,43 @@
+//! The handle every transport holds: database, clock, audit sink, access policy.
+
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+
+use crate::access::AccessPolicy;
+use crate::audit::SharedAuditSink;
+use crate::clock::SharedClock;
+
+pub struct Services {
+    pub db: DatabaseConnection,
+    pub clock: SharedClock,
+    pub audit: SharedAuditSink,
+    pub policy: AccessPolicy,
+    /// The URL browsers use (`WARDEN_PUBLIC_URL`), for links such as set-password.
+    pub public_url: String,
+}
+
+impl Services {
+    pub fn new(
+        db: DatabaseConnection,
+        clock: SharedClock,
+        audit: SharedAuditSink,
+        public_url: String,
+    ) -> Arc<Self> {
+        let policy = AccessPolicy::new(db.clone(), audit.clone());
+        Arc::new(Self {
+            db,
+            clock,
+            audit,
+            policy,
+            public_url,
+        })
+    }
+
+    pub fn set_password_url(&self, token: &str) -> String {
+        format!(
+            "{}/set-password?token={}",
+            self.public_url.trim_end_matches('/'),
+            token
+        )
+    }
+}

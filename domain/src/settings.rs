@@ -1,0 +1,117 @@
+//! Organization settings: one typed row.
+
+use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, IntoActiveModel, Set};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::entities::org_settings;
+use crate::error::{DomainError, DomainResult};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgSettings {
+    /// A browser session ends after this long without a request.
+    pub session_idle_minutes: i32,
+    /// A browser session ends this long after sign-in, whatever happens.
+    pub session_absolute_hours: i32,
+    /// Failed sign-ins within the window that lock an account.
+    pub lockout_threshold: i32,
+    pub lockout_window_minutes: i32,
+    /// How long a locked account stays locked.
+    pub lockout_minutes: i32,
+}
+
+impl Default for OrgSettings {
+    fn default() -> Self {
+        Self {
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            lockout_threshold: 5,
+            lockout_window_minutes: 15,
+            lockout_minutes: 15,
+        }
+    }
+}
+
+impl OrgSettings {
+    pub fn validate(&self) -> DomainResult<()> {
+        let mut fields = std::collections::BTreeMap::new();
+        let mut check = |name: &str, v: i32, lo: i32, hi: i32| {
+            if v < lo || v > hi {
+                fields.insert(name.to_owned(), format!("must be between {lo} and {hi}"));
+            }
+        };
+        check(
+            "session_idle_minutes",
+            self.session_idle_minutes,
+            1,
+            24 * 60,
+        );
+        check(
+            "session_absolute_hours",
+            self.session_absolute_hours,
+            1,
+            24 * 30,
+        );
+        check("lockout_threshold", self.lockout_threshold, 1, 100);
+        check(
+            "lockout_window_minutes",
+            self.lockout_window_minutes,
+            1,
+            24 * 60,
+        );
+        check("lockout_minutes", self.lockout_minutes, 1, 24 * 60);
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid { fields })
+        }
+    }
+}
+
+const ROW: i32 = 1;
+
+pub async fn load(db: &DatabaseConnection) -> DomainResult<OrgSettings> {
+    Ok(match org_settings::Entity::find_by_id(ROW).one(db).await? {
+        Some(m) => OrgSettings {
+            session_idle_minutes: m.session_idle_minutes,
+            session_absolute_hours: m.session_absolute_hours,
+            lockout_threshold: m.lockout_threshold,
+            lockout_window_minutes: m.lockout_window_minutes,
+            lockout_minutes: m.lockout_minutes,
+        },
+        None => OrgSettings::default(),
+    })
+}
+
+pub async fn save<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    s: &OrgSettings,
+    now: Timestamp,
+) -> DomainResult<()> {
+    s.validate()?;
+    let model = org_settings::Model {
+        id: ROW,
+        session_idle_minutes: s.session_idle_minutes,
+        session_absolute_hours: s.session_absolute_hours,
+        lockout_threshold: s.lockout_threshold,
+        lockout_window_minutes: s.lockout_window_minutes,
+        lockout_minutes: s.lockout_minutes,
+        updated_at: now.millis(),
+    };
+    match org_settings::Entity::find_by_id(ROW).one(db).await? {
+        Some(existing) => {
+            let mut active = existing.into_active_model();
+            active.session_idle_minutes = Set(model.session_idle_minutes);
+            active.session_absolute_hours = Set(model.session_absolute_hours);
+            active.lockout_threshold = Set(model.lockout_threshold);
+            active.lockout_window_minutes = Set(model.lockout_window_minutes);
+            active.lockout_minutes = Set(model.lockout_minutes);
+            active.updated_at = Set(model.updated_at);
+            active.update(db).await?;
+        }
+        None => {
+            org_settings::ActiveModel::from(model).insert(db).await?;
+        }
+    }
+    Ok(())
+}

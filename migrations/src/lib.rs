@@ -1,0 +1,18 @@
+//! Warden's schema. Every migration uses only portable sea-query DDL, so the same
+//! code path serves SQLite (the embedded default) and PostgreSQL (production).
+//!
+//! Timestamps are stored as `BIGINT` milliseconds since the Unix epoch (UTC): they compare,
+//! sort and round-trip identically on both databases, which the audit hash chain relies on.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_initial::Migration)]
+    }
+}

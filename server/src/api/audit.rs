@@ -1,0 +1,125 @@
+//! `GET /api/v1/audit/events` and `GET /api/v1/audit/export`.
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use warden_domain::access::audit_scope;
+use warden_domain::audit::search;
+use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub async fn list_audit_events(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Page<AuditEventDto>>> {
+    let scope = audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    Ok(Json(
+        search(&state.services.db, &q, scope.as_deref()).await?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ExportParams {
+    format: Option<String>,
+    #[serde(flatten)]
+    query: AuditQuery,
+}
+
+const EXPORT_MAX: usize = 100_000;
+
+pub async fn export_audit_events(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Query(p): Query<ExportParams>,
+) -> ApiResult<Response> {
+    let scope = audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let format = p.format.as_deref().unwrap_or("ndjson");
+    if format != "csv" && format != "ndjson" {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "format must be csv or ndjson",
+        );
+        e.fields
+            .insert("format".into(), "must be csv or ndjson".into());
+        return Err(e);
+    }
+    let mut q = p.query;
+    q.limit = Some(500);
+    let mut rows: Vec<AuditEventDto> = Vec::new();
+    loop {
+        let page = search(&state.services.db, &q, scope.as_deref()).await?;
+        rows.extend(page.items);
+        match page.next {
+            Some(n) if rows.len() < EXPORT_MAX => q.cursor = Some(n),
+            _ => break,
+        }
+    }
+    let (ctype, body) = if format == "csv" {
+        let mut out = String::from("seq,id,time,kind,actor,session_type,project,cluster,namespace,action,resource_kind,resource_name,outcome,reason,method,path,status,source_ip,request_id,duration_ms\n");
+        for r in &rows {
+            let cells = [
+                r.seq.to_string(),
+                r.id.clone(),
+                r.time.clone(),
+                r.kind.clone(),
+                r.actor.clone(),
+                r.session_type.clone(),
+                r.project.clone().unwrap_or_default(),
+                r.cluster.clone().unwrap_or_default(),
+                r.namespace.clone().unwrap_or_default(),
+                r.action.clone(),
+                r.resource_kind.clone().unwrap_or_default(),
+                r.resource_name.clone().unwrap_or_default(),
+                r.outcome.clone(),
+                r.reason.clone().unwrap_or_default(),
+                r.method.clone().unwrap_or_default(),
+                r.path.clone().unwrap_or_default(),
+                r.status.map(|s| s.to_string()).unwrap_or_default(),
+                r.source_ip.clone().unwrap_or_default(),
+                r.request_id.clone().unwrap_or_default(),
+                r.duration_ms.map(|s| s.to_string()).unwrap_or_default(),
+            ];
+            out.push_str(
+                &cells
+                    .iter()
+                    .map(|c| csv_cell(c))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            out.push('\n');
+        }
+        ("text/csv; charset=utf-8", out)
+    } else {
+        let mut out = String::new();
+        for r in &rows {
+            out.push_str(&serde_json::to_string(r).unwrap_or_default());
+            out.push('\n');
+        }
+        ("application/x-ndjson", out)
+    };
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+/// Quote a CSV cell; neutralise spreadsheet formulas.
+fn csv_cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}

@@ -1,0 +1,350 @@
+//! Warden's one typed configuration: an optional TOML file named by `WARDEN_CONFIG`, then
+//! `WARDEN_*` environment variables, then `WARDEN_*_FILE` files for secrets. Loaded once at
+//! start-up and handed down; nothing else reads the environment.
+//!
+//! File keys are the variable names without the `WARDEN_` prefix, in lower case
+//! (`database_url = "postgres://..."`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use warden_domain::secrets::Secret;
+use warden_domain::types::Email;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub gateway: GatewayConfig,
+    pub bootstrap: BootstrapConfig,
+    pub master_key: Option<Secret>,
+    pub log: LogConfig,
+    pub demo: bool,
+    /// Where the compiled console (cargo-leptos `site-root`) lives.
+    pub site_root: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl HttpConfig {
+    /// `scheme://host[:port]` of the public URL: what `Origin` must equal.
+    pub fn public_origin(&self) -> String {
+        origin_of(&self.public_url)
+    }
+    pub fn tls(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split('/').next().unwrap_or_default();
+    format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub addr: SocketAddr,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    pub admin_email: Email,
+    pub admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid TOML: {message}")]
+    Toml { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Where configuration values come from, so tests can supply their own.
+pub trait Source {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Env;
+impl Source for Env {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Source for BTreeMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        BTreeMap::get(self, key).cloned()
+    }
+}
+
+struct Layered<'a> {
+    env: &'a dyn Source,
+    file: BTreeMap<String, String>,
+}
+
+impl Layered<'_> {
+    fn raw(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        if let Some(v) = self.env.get(key) {
+            return Ok(Some(v));
+        }
+        let file_key = format!("{key}_FILE");
+        if let Some(path) = self
+            .env
+            .get(&file_key)
+            .or_else(|| self.file.get(&short(&file_key)).cloned())
+        {
+            let v = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                key: file_key.clone(),
+                message: format!("cannot read {path}: {e}"),
+            })?;
+            return Ok(Some(v.trim_end_matches(['\n', '\r']).to_owned()));
+        }
+        Ok(self.file.get(&short(key)).cloned())
+    }
+
+    fn string(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.raw(key)?.unwrap_or_else(|| default.to_owned()))
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        default: &str,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        let v = self.string(key, default)?;
+        v.trim().parse().map_err(|_| ConfigError::Invalid {
+            key: key.into(),
+            message: format!("{v:?} is not {what}"),
+        })
+    }
+}
+
+fn short(key: &str) -> String {
+    key.trim_start_matches("WARDEN_").to_ascii_lowercase()
+}
+
+fn url(key: &str, v: String) -> Result<String, ConfigError> {
+    if v.starts_with("http://") || v.starts_with("https://") {
+        Ok(v.trim_end_matches('/').to_owned())
+    } else {
+        Err(ConfigError::Invalid {
+            key: key.into(),
+            message: format!("{v:?} must start with http:// or https://"),
+        })
+    }
+}
+
+impl Config {
+    /// Load from the process environment (and the file it names).
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_source(&Env)
+    }
+
+    pub fn from_source(env: &dyn Source) -> Result<Self, ConfigError> {
+        let mut file = BTreeMap::new();
+        if let Some(path) = env.get("WARDEN_CONFIG") {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                source: e,
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Toml {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+            for (k, v) in table {
+                let s = match v {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                file.insert(k.to_ascii_lowercase(), s);
+            }
+        }
+        let l = Layered { env, file };
+        let admin_email_raw = l.string("WARDEN_ADMIN_EMAIL", "admin@warden.local")?;
+        let admin_email = Email::parse(&admin_email_raw).map_err(|e| ConfigError::Invalid {
+            key: "WARDEN_ADMIN_EMAIL".into(),
+            message: e.0,
+        })?;
+        let admin_password = l
+            .raw("WARDEN_ADMIN_PASSWORD")?
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
+        if let Some(p) = &admin_password {
+            warden_domain::types::check_password_policy(p.expose(), admin_email.as_str()).map_err(
+                |e| ConfigError::Invalid {
+                    key: "WARDEN_ADMIN_PASSWORD".into(),
+                    message: e.0,
+                },
+            )?;
+        }
+        let format = match l.string("WARDEN_LOG_FORMAT", "pretty")?.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "WARDEN_LOG_FORMAT".into(),
+                    message: format!("{other:?} is not pretty or json"),
+                })
+            }
+        };
+        let demo = match l
+            .string("WARDEN_DEMO", "false")?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" | "" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "WARDEN_DEMO".into(),
+                    message: format!("{other:?} is not true or false"),
+                })
+            }
+        };
+        Ok(Config {
+            database: DatabaseConfig {
+                url: Secret::new(
+                    l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,
+                ),
+            },
+            data_dir: PathBuf::from(l.string("WARDEN_DATA_DIR", "./data")?),
+            http: HttpConfig {
+                addr: l.parse(
+                    "WARDEN_HTTP_ADDR",
+                    "127.0.0.1:3000",
+                    "an address like 127.0.0.1:3000",
+                )?,
+                public_url: url(
+                    "WARDEN_PUBLIC_URL",
+                    l.string("WARDEN_PUBLIC_URL", "http://127.0.0.1:3000")?,
+                )?,
+                body_limit: l.parse("WARDEN_HTTP_BODY_LIMIT", "1048576", "a number of bytes")?,
+            },
+            gateway: GatewayConfig {
+                addr: l.parse(
+                    "WARDEN_GATEWAY_ADDR",
+                    "127.0.0.1:8443",
+                    "an address like 127.0.0.1:8443",
+                )?,
+                public_url: url(
+                    "WARDEN_GATEWAY_PUBLIC_URL",
+                    l.string("WARDEN_GATEWAY_PUBLIC_URL", "https://127.0.0.1:8443")?,
+                )?,
+            },
+            bootstrap: BootstrapConfig {
+                admin_email,
+                admin_password,
+            },
+            master_key: l.raw("WARDEN_MASTER_KEY")?.map(Secret::new),
+            log: LogConfig { format },
+            demo,
+            site_root: PathBuf::from(
+                l.raw("WARDEN_SITE_ROOT")?
+                    .or_else(|| env.get("LEPTOS_SITE_ROOT"))
+                    .unwrap_or_else(|| "target/site".to_owned()),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::from_source(&src(&[])).unwrap();
+        assert_eq!(c.database.url.expose(), "sqlite://data/warden.db?mode=rwc");
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.http.public_url, "http://127.0.0.1:3000");
+        assert_eq!(c.gateway.addr.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.bootstrap.admin_email.as_str(), "admin@warden.local");
+        assert!(c.bootstrap.admin_password.is_none());
+        assert!(!c.demo);
+        assert_eq!(c.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn file_then_env_then_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("warden.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"0.0.0.0:4000\"\ndemo = true\nadmin_email = \"ops@example.com\"\n",
+        )
+        .unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "a very long password\n").unwrap();
+        let c = Config::from_source(&src(&[
+            ("WARDEN_CONFIG", file.to_str().unwrap()),
+            ("WARDEN_ADMIN_EMAIL", "root@example.com"),
+            ("WARDEN_ADMIN_PASSWORD_FILE", pw.to_str().unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(c.http.addr.to_string(), "0.0.0.0:4000");
+        assert!(c.demo);
+        assert_eq!(c.bootstrap.admin_email.as_str(), "root@example.com");
+        assert_eq!(
+            c.bootstrap.admin_password.as_ref().unwrap().expose(),
+            "a very long password"
+        );
+        // Secrets never show in Debug output.
+        assert!(!format!("{c:?}").contains("a very long password"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::from_source(&src(&[("WARDEN_HTTP_ADDR", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("WARDEN_HTTP_ADDR"), "{e}");
+        let e = Config::from_source(&src(&[("WARDEN_ADMIN_PASSWORD", "short")])).unwrap_err();
+        assert!(e.to_string().contains("WARDEN_ADMIN_PASSWORD"), "{e}");
+        let e = Config::from_source(&src(&[("WARDEN_PUBLIC_URL", "example.com")])).unwrap_err();
+        assert!(e.to_string().contains("WARDEN_PUBLIC_URL"), "{e}");
+    }
+}

@@ -1,0 +1,97 @@
+//! The Warden server: start-up, state, layers, and the routes that are not Leptos pages
+//! (REST API, health, metrics). The console's pages and server functions live in `app`.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod middleware;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod testing;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::SessionManagerLayer;
+use warden_domain::sessions::DbSessionStore;
+
+use crate::state::AppState;
+
+/// What the Leptos renderer needs in its context, for pages and server functions alike.
+fn leptos_context(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
+    let services = state.services.clone();
+    move || {
+        provide_context(services.clone());
+        leptos::nonce::provide_nonce();
+    }
+}
+
+async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
+    handle_server_fns_with_context(leptos_context(&state), req).await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.services.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
+
+/// The whole HTTP application, as production and tests run it.
+pub fn build_router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let ctx = leptos_context(&state);
+    let options = state.leptos_options.clone();
+    let store = DbSessionStore::new(state.services.db.clone(), state.services.clock.clone());
+    let sessions = SessionManagerLayer::new(store)
+        .with_name(middleware::SESSION_COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.config.http.tls())
+        .with_path("/");
+
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/sfn/{*fn_name}", post(server_fn_handler))
+        .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
+        .nest("/api/v1", api::router())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(ctx, app::shell))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::console_guard))
+        .layer(sessions)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::security_headers))
+                .layer(axum::extract::DefaultBodyLimit::max(state.config.http.body_limit))
+                .layer(RequestBodyLimitLayer::new(state.config.http.body_limit)),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,129 @@
+//! Prometheus metrics: request counts and latencies by route, method and status.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Latency buckets, in seconds.
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; 11],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+impl Metrics {
+    pub fn observe(&self, route: &str, method: &str, status: u16, secs: f64) {
+        let Ok(mut map) = self.requests.lock() else {
+            return;
+        };
+        let s = map
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default();
+        s.count += 1;
+        s.sum += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let Ok(map) = self.requests.lock() else {
+            return out;
+        };
+        out.push_str(
+            "# HELP warden_http_requests_total HTTP requests by route, method and status.\n",
+        );
+        out.push_str("# TYPE warden_http_requests_total counter\n");
+        for ((route, method, status), s) in map.iter() {
+            let _ = writeln!(out, "warden_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}", esc(route), s.count);
+        }
+        out.push_str("# HELP warden_http_request_duration_seconds HTTP request latency by route and method.\n");
+        out.push_str("# TYPE warden_http_request_duration_seconds histogram\n");
+        let mut merged: BTreeMap<(&str, &str), (u64, f64, [u64; 11])> = BTreeMap::new();
+        for ((route, method, _), s) in map.iter() {
+            let e = merged.entry((route, method)).or_insert((0, 0.0, [0; 11]));
+            e.0 += s.count;
+            e.1 += s.sum;
+            for i in 0..BUCKETS.len() {
+                e.2[i] += s.buckets[i];
+            }
+        }
+        for ((route, method), (count, sum, buckets)) in merged {
+            let labels = format!("route=\"{}\",method=\"{method}\"", esc(route));
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "warden_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "warden_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "warden_http_request_duration_seconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "warden_http_request_duration_seconds_count{{{labels}}} {count}"
+            );
+        }
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Middleware: time every request. Unmatched paths share one label so that scanning cannot
+/// blow up the number of series.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| {
+            if req.uri().path().starts_with("/pkg/") {
+                "/pkg/{file}".into()
+            } else {
+                "unmatched".into()
+            }
+        });
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    metrics.observe(
+        &route,
+        &method,
+        res.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    res
+}
+
+pub async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}

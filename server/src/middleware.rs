@@ -1,0 +1,129 @@
+//! Cross-cutting HTTP layers: CSRF (Origin check), security headers, and the console's
+//! sign-in redirect. None of them authorizes anything: that is the gate's job.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use tower_sessions::Session;
+
+use crate::api::error::ApiError;
+use crate::config::origin_of;
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "warden_session";
+
+fn has_session_cookie(req: &Request) -> bool {
+    req.headers().get_all(header::COOKIE).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(';')
+                    .any(|c| c.trim().starts_with(&format!("{SESSION_COOKIE}=")))
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// CSRF: a state-changing request from a browser must come from our own origin. Requests
+/// carrying an `Authorization` header (API keys) are not sent by browsers on their own and
+/// need no check; a cookie-authenticated one without `Origin` or `Referer` is refused.
+pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let expected = state.config.http.public_origin();
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(origin_of);
+    let referer = req
+        .headers()
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .map(origin_of);
+    // Browsers never attach an Authorization header cross-site without a CORS preflight,
+    // which this server does not grant; such requests are authenticated by that header.
+    let bearer = req.headers().get(header::AUTHORIZATION).is_some();
+    let same_origin = match (origin, referer) {
+        (Some(o), _) => o == expected,
+        (None, Some(r)) => r == expected,
+        (None, None) => !has_session_cookie(&req),
+    };
+    if bearer || same_origin {
+        return next.run(req).await;
+    }
+    tracing::warn!(path = %req.uri().path(), "cross-site request refused");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        "cross-site request refused: Origin does not match this server",
+    )
+    .into_response()
+}
+
+/// Security headers on every response. Console pages set their own CSP with a nonce.
+pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(
+        "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'",
+    ));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if state.config.http.tls() {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    res
+}
+
+/// Paths served without a session: sign-in pages, assets, APIs (which answer 401 themselves).
+fn is_public(path: &str) -> bool {
+    const PREFIXES: &[&str] = &["/pkg/", "/sfn/", "/api/", "/assets/"];
+    const EXACT: &[&str] = &[
+        "/login",
+        "/set-password",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/favicon.ico",
+    ];
+    EXACT.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// Console pages: send signed-out browsers to the sign-in page and browsers with a pending
+/// forced password change to the change page. A convenience for people; every server
+/// function still authenticates and authorizes on its own.
+pub async fn console_guard(
+    State(state): State<AppState>,
+    session: Session,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    if req.method() != Method::GET || is_public(&path) {
+        return next.run(req).await;
+    }
+    let meta = app::ssr::request_meta_of(req.method(), req.uri(), req.headers(), req.extensions());
+    match warden_domain::authn::principal_from_session(&state.services, &session, meta).await {
+        Ok(p) if p.must_change_password && path != "/change-password" => {
+            Redirect::to("/change-password").into_response()
+        }
+        Ok(_) => next.run(req).await,
+        Err(_) => Redirect::to("/login").into_response(),
+    }
+}

@@ -1,0 +1,153 @@
+//! Start-up: database connection, migrations, first-start bootstrap, the services handle.
+
+use anyhow::Context;
+use leptos::prelude::LeptosOptions;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_domain::audit::{DbAuditSink, SharedAuditSink};
+use warden_domain::bootstrap::{self, BootstrapInput, BootstrapOutcome};
+use warden_domain::clock::SharedClock;
+use warden_domain::Services;
+use warden_migrations::MigratorTrait;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Connect to the database named by the configuration, with a clear error when it cannot.
+pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database.url.expose().to_owned();
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap_or_default();
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).with_context(|| {
+                format!("cannot create the database directory {}", parent.display())
+            })?;
+        }
+    }
+    let mut opts = ConnectOptions::new(url.clone());
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10));
+    if url.starts_with("sqlite:") {
+        opts.max_connections(8);
+    }
+    let db = Database::connect(opts).await.with_context(|| {
+        format!(
+            "cannot connect to the database {} (set WARDEN_DATABASE_URL)",
+            redact_url(&url)
+        )
+    })?;
+    if url.starts_with("sqlite:") {
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+        )
+        .await
+        .context("cannot configure SQLite")?;
+    }
+    Ok(db)
+}
+
+/// A database URL with any password removed, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    warden_migrations::Migrator::up(db, None)
+        .await
+        .context("database migration failed")
+}
+
+pub fn leptos_options(config: &Config) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("warden")
+        .site_root(config.site_root.to_string_lossy().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(config.http.addr)
+        .build()
+}
+
+/// Everything `warden serve` needs before it binds a port. Idempotent.
+pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let db = connect(&config).await?;
+    migrate(&db).await?;
+    let audit: SharedAuditSink = Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
+    let services = Services::new(
+        db.clone(),
+        clock.clone(),
+        audit.clone(),
+        config.http.public_url.clone(),
+    );
+    let outcome = bootstrap::run(
+        &db,
+        &audit,
+        BootstrapInput {
+            admin_email: config.bootstrap.admin_email.clone(),
+            admin_password: config.bootstrap.admin_password.clone(),
+        },
+        clock.now(),
+    )
+    .await
+    .context("first-start initialisation failed")?;
+    if let BootstrapOutcome::Initialised {
+        admin_email,
+        generated_password,
+    } = outcome
+    {
+        // Printed once, to the terminal, never to the log.
+        println!(
+            "\n  Warden is initialised. Sign in at {} as",
+            config.http.public_url
+        );
+        println!("    email:    {admin_email}");
+        match generated_password {
+            Some(p) => println!(
+                "    password: {}   (generated; shown only this once)",
+                p.expose()
+            ),
+            None => println!("    password: the one in WARDEN_ADMIN_PASSWORD"),
+        }
+        println!("  You will be asked to choose a new password at first sign-in.\n");
+    }
+    Ok(AppState {
+        leptos_options: leptos_options(&config),
+        services,
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// Background upkeep: expired sessions.
+pub fn spawn_maintenance(state: &AppState) {
+    let store = warden_domain::sessions::DbSessionStore::new(
+        state.services.db.clone(),
+        state.services.clock.clone(),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.delete_expired().await {
+                tracing::warn!(error = %e, "could not delete expired sessions");
+            }
+        }
+    });
+}

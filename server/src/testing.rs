@@ -1,0 +1,293 @@
+//! `TestApp`: the production router on a fresh database (a temporary SQLite file, or a fresh
+//! PostgreSQL database when `WARDEN_TEST_DATABASE_URL` is set), on a loopback port, with a
+//! clock the test controls.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use warden_domain::clock::{ManualClock, SharedClock};
+
+use crate::config::Config;
+use crate::state::AppState;
+
+pub const ADMIN_EMAIL: &str = "admin@warden.local";
+pub const ADMIN_PASSWORD: &str = "first-admin-password";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A fresh database URL: a new PostgreSQL database when `WARDEN_TEST_DATABASE_URL` is set,
+/// else a SQLite file in `dir`.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match std::env::var("WARDEN_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let name = format!("warden_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(&base)
+                .await
+                .expect("connect to WARDEN_TEST_DATABASE_URL");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            let (prefix, _) = base
+                .rsplit_once('/')
+                .expect("a postgres URL ending in /DBNAME");
+            format!("{prefix}/{name}")
+        }
+        _ => format!("sqlite://{}/warden.db?mode=rwc", dir.display()),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(BTreeMap::new()).await
+    }
+
+    /// Spawn with extra configuration (environment-style keys).
+    pub async fn spawn_with(extra: BTreeMap<String, String>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = fresh_database_url(dir.path()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}");
+        let mut env: BTreeMap<String, String> = BTreeMap::from([
+            ("WARDEN_DATABASE_URL".into(), database_url.clone()),
+            (
+                "WARDEN_DATA_DIR".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("WARDEN_HTTP_ADDR".into(), addr.to_string()),
+            ("WARDEN_PUBLIC_URL".into(), url.clone()),
+            ("WARDEN_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+            ("WARDEN_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            (
+                "WARDEN_SITE_ROOT".into(),
+                dir.path().join("site").display().to_string(),
+            ),
+        ]);
+        env.extend(extra);
+        let config = Config::from_source(&env).expect("test config");
+        let clock = ManualClock::new();
+        let shared: SharedClock = clock.clone();
+        let state = crate::startup::prepare(config, shared)
+            .await
+            .expect("prepare");
+        let router = crate::build_router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .ok();
+        });
+        TestApp {
+            addr,
+            url,
+            state,
+            clock,
+            database_url,
+            _dir: dir,
+            server,
+        }
+    }
+
+    /// A spawned app with the first admin's password already changed and signed in.
+    pub async fn with_admin(self) -> (Self, Client) {
+        let c = self.client();
+        c.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await
+            .assert_status(200);
+        c.post("/api/v1/me/password", serde_json::json!({"current_password": ADMIN_PASSWORD, "new_password": "the admin's new password"}))
+            .await
+            .assert_status(204);
+        (self, c)
+    }
+
+    /// A browser-like client: keeps cookies and sends our Origin on writes.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, true)
+    }
+
+    /// A client that sends no Origin header (a cross-site or scripted caller).
+    pub fn client_without_origin(&self) -> Client {
+        Client::new(&self.url, false)
+    }
+
+    pub fn services(&self) -> &Arc<warden_domain::Services> {
+        &self.state.services
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    jar: Arc<reqwest::cookie::Jar>,
+    send_origin: bool,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    #[track_caller]
+    pub fn assert_status(self, status: u16) -> Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Client {
+    fn new(base: &str, send_origin: bool) -> Self {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Client {
+            base: base.to_owned(),
+            http,
+            jar,
+            send_origin,
+        }
+    }
+
+    fn origin_headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if self.send_origin {
+            h.insert(ORIGIN, HeaderValue::from_str(&self.base).expect("origin"));
+        }
+        h
+    }
+
+    async fn finish(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.text().await.unwrap_or_default();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        Self::finish(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .headers(self.origin_headers())
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Resp {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .headers(self.origin_headers())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
+    /// Submit an HTML form the way a browser without JavaScript does.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .headers(self.origin_headers())
+            .header("accept", "text/html")
+            .form(fields)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Resp {
+        self.post(
+            "/api/v1/auth/login",
+            serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// The current value of the session cookie, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = self.base.parse().ok()?;
+        let header = self.jar.cookies(&url)?;
+        header
+            .to_str()
+            .ok()?
+            .split(';')
+            .map(str::trim)
+            .find_map(|c| {
+                c.strip_prefix(&format!("{}=", crate::middleware::SESSION_COOKIE))
+                    .map(str::to_owned)
+            })
+    }
+
+    /// Replace the session cookie (to replay an old one).
+    pub fn set_session_cookie(&self, value: &str) {
+        let url: reqwest::Url = self.base.parse().expect("url");
+        self.jar.add_cookie_str(
+            &format!("{}={value}; Path=/", crate::middleware::SESSION_COOKIE),
+            &url,
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! Sign-in, sessions, lockout, forced password change, CSRF. Runs on SQLite, and on
+//! PostgreSQL when WARDEN_TEST_DATABASE_URL is set.
+
+use serde_json::json;
+use warden_server::testing::{TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+
+const NEW_PASSWORD: &str = "the admin's new password";
+
+#[tokio::test]
+async fn right_password_signs_in_and_forces_a_change() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    let r = c
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(200);
+    assert_eq!(r.json()["must_change_password"], true);
+    assert_eq!(r.json()["user"]["email"], ADMIN_EMAIL);
+    let cookie_header = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(cookie_header.contains("warden_session="), "{cookie_header}");
+    assert!(cookie_header.contains("HttpOnly"), "{cookie_header}");
+    assert!(cookie_header.contains("SameSite=Lax"), "{cookie_header}");
+
+    // /me works while the change is pending; everything else answers 403 password_change_required.
+    c.get("/api/v1/me").await.assert_status(200);
+    let r = c.get("/api/v1/audit/events").await.assert_status(403);
+    assert_eq!(r.error_code(), "password_change_required");
+
+    // The policy applies.
+    let r = c
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": ADMIN_PASSWORD, "new_password": "short"}),
+        )
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["new_password"]
+        .as_str()
+        .unwrap()
+        .contains("12"));
+    let r = c
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": ADMIN_PASSWORD, "new_password": ADMIN_EMAIL}),
+        )
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["new_password"]
+        .as_str()
+        .unwrap()
+        .contains("email"));
+    let r = c
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": "not the password", "new_password": NEW_PASSWORD}),
+        )
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["current_password"].is_string());
+
+    c.post(
+        "/api/v1/me/password",
+        json!({"current_password": ADMIN_PASSWORD, "new_password": NEW_PASSWORD}),
+    )
+    .await
+    .assert_status(204);
+    let me = c.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["must_change_password"], false);
+    assert!(me["org_permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "user.write"));
+    c.get("/api/v1/audit/events").await.assert_status(200);
+
+    // The old password no longer works; the new one does.
+    let c2 = app.client();
+    c2.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(401);
+    c2.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(200);
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    let wrong = c
+        .login(ADMIN_EMAIL, "wrong password!!")
+        .await
+        .assert_status(401);
+    let unknown = c
+        .login("nobody@example.com", "wrong password!!")
+        .await
+        .assert_status(401);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.error_code(), "invalid_credentials");
+    assert!(c.session_cookie().is_none());
+    c.get("/api/v1/me").await.assert_status(401);
+
+    // Both attempts are in the audit log, as denied sign-ins.
+    let (_, admin) = TestApp::spawn().await.with_admin().await;
+    drop(admin);
+    let events = warden_domain::audit::search(&app.services().db, &Default::default(), None)
+        .await
+        .unwrap();
+    let denied: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.action == "sign_in" && e.outcome == "denied")
+        .collect();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(denied.iter().any(|e| e.actor == "nobody@example.com"));
+}
+
+#[tokio::test]
+async fn lockout_after_five_failures_then_expiry() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    for _ in 0..4 {
+        c.login(ADMIN_EMAIL, "wrong password!!")
+            .await
+            .assert_status(401);
+    }
+    let r = c
+        .login(ADMIN_EMAIL, "wrong password!!")
+        .await
+        .assert_status(429);
+    assert_eq!(r.error_code(), "locked");
+    // Even the right password is refused while locked.
+    c.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(429);
+    // An unknown email locks the same way: the lockout reveals nothing.
+    for _ in 0..4 {
+        c.login("ghost@example.com", "wrong password!!")
+            .await
+            .assert_status(401);
+    }
+    c.login("ghost@example.com", "wrong password!!")
+        .await
+        .assert_status(429);
+
+    app.clock.advance_secs(14 * 60);
+    c.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(429);
+    app.clock.advance_secs(2 * 60);
+    c.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn failures_outside_the_window_do_not_lock() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    for _ in 0..4 {
+        c.login(ADMIN_EMAIL, "wrong password!!")
+            .await
+            .assert_status(401);
+    }
+    app.clock.advance_secs(16 * 60);
+    c.login(ADMIN_EMAIL, "wrong password!!")
+        .await
+        .assert_status(401);
+    c.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn session_id_rotates_at_sign_in_and_sign_out_kills_it() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let first = c.session_cookie().expect("cookie");
+    c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(200);
+    let second = c.session_cookie().expect("cookie");
+    assert_ne!(first, second, "the session id must change at sign-in");
+
+    // A planted (fixated) cookie is not adopted as the signed-in session.
+    let victim = app.client();
+    victim.set_session_cookie("attacker-chosen-id");
+    victim
+        .login(ADMIN_EMAIL, NEW_PASSWORD)
+        .await
+        .assert_status(200);
+    assert_ne!(victim.session_cookie().unwrap(), "attacker-chosen-id");
+
+    c.post("/api/v1/auth/logout", json!({}))
+        .await
+        .assert_status(204);
+    c.get("/api/v1/me").await.assert_status(401);
+    // Replaying the old cookie does not work: the session was deleted server-side.
+    c.set_session_cookie(&second);
+    c.get("/api/v1/me").await.assert_status(401);
+}
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    app.clock.advance_secs(29 * 60);
+    c.get("/api/v1/me").await.assert_status(200);
+    app.clock.advance_secs(31 * 60);
+    c.get("/api/v1/me").await.assert_status(401);
+
+    // Absolute: active every 20 minutes, the session still ends after 12 hours.
+    c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(200);
+    for _ in 0..35 {
+        app.clock.advance_secs(20 * 60);
+        c.get("/api/v1/me").await.assert_status(200);
+    }
+    app.clock.advance_secs(20 * 60);
+    c.get("/api/v1/me").await.assert_status(401);
+}
+
+#[tokio::test]
+async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let cookie = c.session_cookie().unwrap();
+    let bare = app.client_without_origin();
+    bare.set_session_cookie(&cookie);
+    let r = bare
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": NEW_PASSWORD, "new_password": "yet another password"}),
+        )
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "csrf");
+    // A foreign Origin is refused too, also on server functions.
+    let r = bare
+        .http
+        .post(format!("{}/sfn/logout", app.url))
+        .header("origin", "https://evil.example")
+        .header("cookie", format!("warden_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Reads need no Origin.
+    bare.get("/api/v1/me").await.assert_status(200);
+    // The same-origin client still works.
+    c.post(
+        "/api/v1/me/password",
+        json!({"current_password": NEW_PASSWORD, "new_password": "yet another password"}),
+    )
+    .await
+    .assert_status(204);
+}
+
+#[tokio::test]
+async fn admin_reset_password_link_forces_a_new_password() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let email = warden_domain::types::Email::parse(ADMIN_EMAIL).unwrap();
+    let token = warden_domain::authn::admin_reset_password(
+        app.services(),
+        warden_domain::audit::Actor::System,
+        &email,
+    )
+    .await
+    .unwrap();
+    // Sessions ended; the old password stopped working.
+    c.get("/api/v1/me").await.assert_status(401);
+    c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(401);
+
+    // The set-password page is a server-rendered form that works without JavaScript.
+    let page = c
+        .get(&format!("/set-password?token={token}"))
+        .await
+        .assert_status(200);
+    assert!(
+        page.body.contains("action=\"/sfn/set_password\""),
+        "{}",
+        page.body
+    );
+    let r = c
+        .post_form(
+            "/sfn/set_password",
+            &[
+                ("token", &token),
+                ("new_password", "short"),
+                ("confirm_password", "short"),
+            ],
+        )
+        .await;
+    assert!(r.status == 302 || r.status == 303, "{}", r.status);
+    assert!(r.headers["location"]
+        .to_str()
+        .unwrap()
+        .contains("err.new_password"));
+    let r = c
+        .post_form(
+            "/sfn/set_password",
+            &[
+                ("token", &token),
+                ("new_password", "a brand new password"),
+                ("confirm_password", "a brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/login?password_set=1");
+    // One use only.
+    let r = c
+        .post_form(
+            "/sfn/set_password",
+            &[
+                ("token", &token),
+                ("new_password", "another new password"),
+                ("confirm_password", "another new password"),
+            ],
+        )
+        .await;
+    assert!(r.headers["location"]
+        .to_str()
+        .unwrap()
+        .contains("err.token"));
+    c.login(ADMIN_EMAIL, "a brand new password")
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn sign_in_form_works_without_javascript() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    // Console pages send signed-out browsers to the sign-in page.
+    let r = c.get("/").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.headers["location"], "/login");
+    let page = c.get("/login").await.assert_status(200);
+    assert!(page.body.contains("action=\"/sfn/login\""));
+    assert!(page.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("'nonce-"));
+
+    let r = c
+        .post_form(
+            "/sfn/login",
+            &[("email", ADMIN_EMAIL), ("password", "wrong password!!")],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/login?error=invalid");
+    let page = c.get("/login?error=invalid").await.assert_status(200);
+    assert!(page.body.contains("Invalid email or password."));
+
+    let r = c
+        .post_form(
+            "/sfn/login",
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/change-password");
+    // The forced change is enforced on every console page.
+    let r = c.get("/").await;
+    assert_eq!(r.headers["location"], "/change-password");
+    let r = c
+        .post_form(
+            "/sfn/change_password",
+            &[
+                ("current_password", ADMIN_PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("confirm_password", "different password"),
+            ],
+        )
+        .await;
+    assert!(r.headers["location"]
+        .to_str()
+        .unwrap()
+        .contains("err.confirm_password"));
+    let r = c
+        .post_form(
+            "/sfn/change_password",
+            &[
+                ("current_password", ADMIN_PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("confirm_password", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/?password_changed=1");
+    let home = c.get("/").await.assert_status(200);
+    assert!(home.body.contains("Welcome"), "{}", home.body);
+}
+
+#[tokio::test]
+async fn deactivated_users_lose_their_session() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &app.services().db;
+    db.execute(Statement::from_string(
+        db.get_database_backend(),
+        "UPDATE users SET status = 'deactivated'".to_owned(),
+    ))
+    .await
+    .unwrap();
+    c.get("/api/v1/me").await.assert_status(401);
+    c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(401);
+}

@@ -1,0 +1,277 @@
+//! Health, metrics, headers, bad input, first start, audit chain.
+
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
+use serde_json::json;
+use warden_domain::audit::{verify_chain, ChainStatus};
+use warden_domain::entities::{groups, organization, projects, users};
+use warden_server::testing::TestApp;
+
+#[tokio::test]
+async fn health_readiness_metrics() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    assert_eq!(c.get("/healthz").await.assert_status(200).body, "ok");
+    c.get("/readyz").await.assert_status(200);
+    c.login("x@example.com", "wrong password!!").await;
+    let m = c.get("/metrics").await.assert_status(200).body;
+    assert!(m.contains("warden_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"401\"} 1"), "{m}");
+    assert!(m.contains("warden_http_request_duration_seconds_bucket{route=\"/healthz\",method=\"GET\",le=\"+Inf\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn security_headers_and_request_ids() {
+    let app = TestApp::spawn().await;
+    let r = app.client().get("/login").await.assert_status(200);
+    assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    assert!(r.headers.contains_key("referrer-policy"));
+    assert!(r.headers.contains_key("content-security-policy"));
+    assert!(
+        !r.headers.contains_key("strict-transport-security"),
+        "no HSTS over plain HTTP"
+    );
+    assert!(!r.headers["x-request-id"].to_str().unwrap().is_empty());
+    let r = app.client().get("/api/v1/me").await.assert_status(401);
+    assert!(r.headers.contains_key("content-security-policy"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_error_envelope() {
+    let app = TestApp::spawn().await;
+    let c = app.client();
+    let r = c
+        .post_raw(
+            "/api/v1/auth/login",
+            "application/json",
+            b"{\"email\":".to_vec(),
+        )
+        .await
+        .assert_status(400);
+    assert_eq!(r.error_code(), "bad_request");
+    let r = c
+        .post_raw(
+            "/api/v1/auth/login",
+            "application/json",
+            b"{\"email\": 5, \"password\": \"x\"}".to_vec(),
+        )
+        .await
+        .assert_status(422);
+    assert_eq!(r.error_code(), "invalid");
+    let r = c
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "a@b.co", "password": "x", "admin": true}),
+        )
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    let r = c
+        .post_raw(
+            "/api/v1/auth/login",
+            "application/json",
+            vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'],
+        )
+        .await
+        .assert_status(400);
+    assert_eq!(r.error_code(), "bad_request");
+    let r = c
+        .post_raw("/api/v1/auth/login", "text/plain", b"{}".to_vec())
+        .await
+        .assert_status(415);
+    assert_eq!(r.error_code(), "unsupported_media_type");
+    let big = format!(
+        "{{\"email\":\"{}\",\"password\":\"x\"}}",
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let r = c
+        .post_raw("/api/v1/auth/login", "application/json", big.into_bytes())
+        .await;
+    assert_eq!(r.status, 413);
+    let r = c.get("/api/v1/does-not-exist").await.assert_status(404);
+    assert_eq!(r.error_code(), "not_found");
+    // Nothing was half-written: no session, no user.
+    assert!(c.session_cookie().is_none());
+    assert_eq!(
+        users::Entity::find()
+            .count(&app.services().db)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn first_start_is_idempotent() {
+    let app = TestApp::spawn().await;
+    let db = &app.services().db;
+    let before = warden_domain::audit::search(db, &Default::default(), None)
+        .await
+        .unwrap()
+        .items
+        .len();
+    // Start again on the same database, with a different admin configured.
+    let env = std::collections::BTreeMap::from([
+        ("WARDEN_DATABASE_URL".to_owned(), app.database_url.clone()),
+        (
+            "WARDEN_DATA_DIR".to_owned(),
+            tempfile::tempdir().unwrap().path().display().to_string(),
+        ),
+        (
+            "WARDEN_ADMIN_EMAIL".to_owned(),
+            "other@example.com".to_owned(),
+        ),
+    ]);
+    let config = warden_server::config::Config::from_source(&env).unwrap();
+    warden_server::startup::prepare(config, app.clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(organization::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(users::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(projects::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(groups::Entity::find().count(db).await.unwrap(), 2);
+    let names: Vec<String> = groups::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert!(
+        names.contains(&"Organization Admins".to_owned())
+            && names.contains(&"All Users".to_owned())
+    );
+    let after = warden_domain::audit::search(db, &Default::default(), None)
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(before, after, "a restart writes no bootstrap event");
+    // The first admin can still sign in with the original password.
+    app.client()
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            warden_server::testing::ADMIN_PASSWORD,
+        )
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn audit_chain_detects_edits_and_deletions() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    c.login("nobody@example.com", "wrong password!!").await;
+    c.login(warden_server::testing::ADMIN_EMAIL, "wrong password!!")
+        .await;
+    let db = &app.services().db;
+    let ChainStatus::Intact { rows } = verify_chain(db).await.unwrap() else {
+        panic!("chain should be intact")
+    };
+    assert!(rows >= 5, "{rows}");
+
+    let events = c
+        .get("/api/v1/audit/events?action=sign_in&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    // The older of the two: a row in the middle of the log.
+    let victim = items[1]["seq"].as_i64().unwrap();
+
+    let backend = db.get_database_backend();
+    db.execute(Statement::from_string(
+        backend,
+        format!("UPDATE audit_events SET actor_name = 'someone else' WHERE seq = {victim}"),
+    ))
+    .await
+    .unwrap();
+    match verify_chain(db).await.unwrap() {
+        ChainStatus::Broken { seq, .. } => assert_eq!(seq, victim),
+        other => panic!("edit not detected: {other:?}"),
+    }
+    db.execute(Statement::from_string(
+        backend,
+        format!("DELETE FROM audit_events WHERE seq = {victim}"),
+    ))
+    .await
+    .unwrap();
+    match verify_chain(db).await.unwrap() {
+        ChainStatus::Broken { seq, .. } => assert!(seq > victim),
+        other => panic!("deletion not detected: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn audit_chain_detects_rows_deleted_from_the_end() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    c.login("nobody@example.com", "wrong password!!").await;
+    let db = &app.services().db;
+    assert!(matches!(
+        verify_chain(db).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+    let backend = db.get_database_backend();
+    db.execute(Statement::from_string(
+        backend,
+        "DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)".to_owned(),
+    ))
+    .await
+    .unwrap();
+    match verify_chain(db).await.unwrap() {
+        ChainStatus::Broken { problem, .. } => {
+            assert!(problem.contains("deleted from the end"), "{problem}")
+        }
+        other => panic!("tail deletion not detected: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn audit_search_filters_and_paginates() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    for i in 0..7 {
+        c.login(&format!("user{i}@example.com"), "wrong password!!")
+            .await;
+    }
+    let p1 = c
+        .get("/api/v1/audit/events?outcome=denied&limit=3")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(p1["items"].as_array().unwrap().len(), 3);
+    let next = p1["next"].as_str().unwrap().to_owned();
+    let p2 = c
+        .get(&format!(
+            "/api/v1/audit/events?outcome=denied&limit=3&cursor={next}"
+        ))
+        .await
+        .assert_status(200)
+        .json();
+    let p3 = c
+        .get(&format!(
+            "/api/v1/audit/events?outcome=denied&limit=3&cursor={}",
+            p2["next"].as_str().unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(p3["items"].as_array().unwrap().len(), 1);
+    assert!(p3["next"].is_null());
+    let r = c
+        .get("/api/v1/audit/events?outcome=maybe")
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["outcome"].is_string());
+    let csv = c
+        .get("/api/v1/audit/export?format=csv&outcome=denied")
+        .await
+        .assert_status(200);
+    assert_eq!(csv.body.lines().count(), 8);
+    let nd = c
+        .get("/api/v1/audit/export?format=ndjson&actor=user3@example.com")
+        .await
+        .assert_status(200);
+    assert_eq!(nd.body.lines().count(), 1);
+    drop(app);
+}
