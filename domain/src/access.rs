@@ -136,7 +136,7 @@ pub struct ResolvedBinding {
 }
 
 impl ResolvedBinding {
-    fn covers(&self, target: &Target, permission: Permission) -> bool {
+    pub fn covers(&self, target: &Target, permission: Permission) -> bool {
         if !self.permissions.contains(&permission) {
             return false;
         }

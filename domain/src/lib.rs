@@ -45,3 +45,5 @@ pub mod authn;
 mod services;
 #[cfg(feature = "ssr")]
 pub use services::Services;
+#[cfg(feature = "ssr")]
+pub mod admin;

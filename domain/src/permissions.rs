@@ -82,6 +82,32 @@ impl Permission {
     pub fn is_kubectl(self) -> bool {
         self.name().starts_with("kubectl.")
     }
+    /// Whether holding `self` includes what `other` allows (kubectl permissions nest:
+    /// fullaccess > cluster.write > cluster.read > namespace.read, and
+    /// cluster.write > namespace.write > namespace.read).
+    pub fn implies(self, other: Permission) -> bool {
+        use Permission::*;
+        if self == other {
+            return true;
+        }
+        match self {
+            KubectlFullaccess => matches!(
+                other,
+                KubectlClusterWrite
+                    | KubectlClusterRead
+                    | KubectlNamespaceWrite
+                    | KubectlNamespaceRead
+            ),
+            KubectlClusterWrite => matches!(
+                other,
+                KubectlClusterRead | KubectlNamespaceWrite | KubectlNamespaceRead
+            ),
+            KubectlClusterRead => matches!(other, KubectlNamespaceRead),
+            KubectlNamespaceWrite => matches!(other, KubectlNamespaceRead),
+            _ => false,
+        }
+    }
+
     /// Whether a role of `scope` may carry this permission.
     pub fn allowed_in(self, scope: Scope) -> bool {
         scope <= self.min_scope()

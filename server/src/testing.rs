@@ -291,3 +291,74 @@ impl Client {
         );
     }
 }
+
+impl TestApp {
+    /// As `admin`: create a user with a first password, then sign them in and complete the
+    /// forced change. Returns their signed-in client.
+    pub async fn user_client(&self, admin: &Client, email: &str) -> Client {
+        admin
+            .post("/api/v1/users", serde_json::json!({"email": email, "name": email.split('@').next().unwrap_or(email), "password": "first password for tests"}))
+            .await
+            .assert_status(201);
+        let c = self.client();
+        c.login(email, "first password for tests")
+            .await
+            .assert_status(200);
+        c.post("/api/v1/me/password", serde_json::json!({"current_password": "first password for tests", "new_password": USER_PASSWORD}))
+            .await
+            .assert_status(204);
+        c
+    }
+}
+
+/// The password `user_client` leaves its users with.
+pub const USER_PASSWORD: &str = "a user's own password";
+
+impl Client {
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        let r = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .headers(self.origin_headers())
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .headers(self.origin_headers())
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
+    /// A GET with `Authorization: Bearer`.
+    pub async fn get_bearer(&self, path: &str, token: &str) -> Resp {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
+    pub async fn post_bearer(&self, path: &str, token: &str, body: Value) -> Resp {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+}

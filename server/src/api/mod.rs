@@ -1,22 +1,62 @@
-//! The REST API under `/api/v1`: thin handlers over the domain layer.
+//! The REST API under `/api/v1`: thin handlers over the domain layer. The route table below
+//! also generates the OpenAPI document (`GET /api/v1/openapi.json`).
 
+mod access_routes;
 mod audit;
 pub mod auth;
 pub mod error;
+pub mod openapi;
 mod session_routes;
 
-use axum::routing::{get, post};
 use axum::Router;
+use warden_domain::dto::*;
 
 use crate::state::AppState;
+use access_routes as a;
+
+crate::endpoints! {
+    post "/auth/login" => session_routes::login, "session", "Sign in with email and password; sets the session cookie", 200, req = LoginRequest, resp = Me, public = true;
+    post "/auth/logout" => session_routes::logout, "session", "Sign out; the session is deleted server-side", 204;
+    get "/me" => session_routes::me, "session", "The caller and their effective permissions", 200, resp = Me;
+    post "/me/password" => session_routes::change_password, "session", "Change one's own password", 204, req = ChangePasswordRequest;
+    get "/audit/events" => audit::list_audit_events, "audit", "Search the audit log (newest first, keyset pagination)", 200, resp = Page<AuditEventDto>, query = AuditQuery;
+    get "/audit/export" => audit::export_audit_events, "audit", "Export the audit log as CSV or NDJSON (format=csv|ndjson)", 200, query = AuditQuery;
+    get "/projects" => a::list_projects, "projects", "Projects visible to the caller", 200, resp = Page<ProjectDto>;
+    post "/projects" => a::create_project, "projects", "Create a project", 201, req = CreateProjectRequest, resp = ProjectDto;
+    get "/projects/{name}" => a::get_project, "projects", "A project by name or id", 200, resp = ProjectDto;
+    patch "/projects/{name}" => a::update_project, "projects", "Change a project", 200, req = UpdateProjectRequest, resp = ProjectDto;
+    delete "/projects/{name}" => a::delete_project, "projects", "Delete a project (refused while clusters belong to it)", 204;
+    get "/users" => a::list_users, "users", "Users, with search, filters and pagination", 200, resp = Page<UserDto>, query = UserQuery;
+    post "/users" => a::create_user, "users", "Create a user (with a first password, or get a one-time set-password link)", 201, req = CreateUserRequest, resp = CreatedUser;
+    get "/users/{user}" => a::get_user, "users", "A user by email or id, with groups, bindings and effective access", 200, resp = UserDetail;
+    patch "/users/{user}" => a::update_user, "users", "Activate, deactivate or rename a user", 200, req = UpdateUserRequest, resp = UserDto;
+    delete "/users/{user}" => a::delete_user, "users", "Delete a user", 204;
+    post "/users/{user}/reset-password" => a::reset_user_password, "users", "Invalidate the password and return a one-time set-password link", 200;
+    get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?)", 200, resp = Explanation;
+    get "/groups" => a::list_groups, "groups", "Groups and their members", 200, resp = Page<GroupDto>;
+    post "/groups" => a::create_group, "groups", "Create a group", 201, req = CreateGroupRequest, resp = GroupDto;
+    get "/groups/{name}" => a::get_group, "groups", "A group by name or id", 200, resp = GroupDto;
+    patch "/groups/{name}" => a::update_group, "groups", "Change a group", 200, req = UpdateGroupRequest, resp = GroupDto;
+    delete "/groups/{name}" => a::delete_group, "groups", "Delete a group (refused for built-ins and while bound)", 204;
+    post "/groups/{name}/members" => a::add_group_member, "groups", "Add a member", 201, req = AddMemberRequest, resp = GroupDto;
+    delete "/groups/{name}/members/{email}" => a::remove_group_member, "groups", "Remove a member", 200, resp = GroupDto;
+    get "/roles" => a::list_roles, "roles", "Built-in and custom roles", 200, resp = Page<RoleDto>;
+    post "/roles" => a::create_role, "roles", "Create a custom role", 201, req = CreateRoleRequest, resp = RoleDto;
+    get "/roles/{name}" => a::get_role, "roles", "A role by name or id", 200, resp = RoleDto;
+    patch "/roles/{name}" => a::update_role, "roles", "Change a custom role", 200, req = UpdateRoleRequest, resp = RoleDto;
+    delete "/roles/{name}" => a::delete_role, "roles", "Delete a custom role (refused while bound)", 204;
+    get "/permissions" => a::list_permissions, "roles", "The permission catalogue", 200, resp = Page<PermissionDto>;
+    get "/bindings" => a::list_bindings, "bindings", "Role bindings visible to the caller", 200, resp = Page<BindingDto>, query = BindingQuery;
+    post "/bindings" => a::create_binding, "bindings", "Bind a user or group to a role at organization, project or namespace scope", 201, req = CreateBindingRequest, resp = BindingDto;
+    delete "/bindings/{id}" => a::delete_binding, "bindings", "Remove a binding", 204;
+    get "/api-keys" => a::list_api_keys, "api-keys", "The caller's API keys", 200, resp = Page<ApiKeyDto>;
+    post "/api-keys" => a::create_api_key, "api-keys", "Create an API key (the secret is returned once)", 201, req = CreateApiKeyRequest, resp = CreatedApiKey;
+    delete "/api-keys/{id}" => a::revoke_api_key, "api-keys", "Revoke one of the caller's API keys", 204;
+    get "/settings" => a::get_settings, "settings", "Organization settings", 200, resp = SettingsDto;
+    patch "/settings" => a::update_settings, "settings", "Change organization settings", 200, req = UpdateSettingsRequest, resp = SettingsDto;
+}
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(session_routes::login))
-        .route("/auth/logout", post(session_routes::logout))
-        .route("/me", get(session_routes::me))
-        .route("/me/password", post(session_routes::change_password))
-        .route("/audit/events", get(audit::list_audit_events))
-        .route("/audit/export", get(audit::export_audit_events))
+    openapi::with_openapi(documented_router(), operations())
         .fallback(|| async { error::ApiError::not_found("endpoint") })
 }

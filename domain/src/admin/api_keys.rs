@@ -1,0 +1,125 @@
+//! API keys: `Authorization: Bearer <key>` acts as the key's owner with the owner's rights.
+//! The secret is shown once; only its SHA-256 is stored, with a visible prefix.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+};
+use serde_json::json;
+
+use super::ts;
+use crate::access::Principal;
+use crate::dto::{ApiKeyDto, CreateApiKeyRequest, CreatedApiKey, Page};
+use crate::entities::api_keys;
+use crate::error::{DomainError, DomainResult, OnConstraint};
+use crate::ids::ApiKeyId;
+use crate::secrets::{random_token, sha256_hex};
+use crate::Services;
+
+pub const DEFAULT_DAYS: u32 = 90;
+pub const MAX_DAYS: u32 = 365;
+
+fn to_dto(k: &api_keys::Model) -> ApiKeyDto {
+    ApiKeyDto {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        created_at: ts(k.created_at),
+        expires_at: ts(k.expires_at),
+        last_used_at: k.last_used_at.map(ts),
+        revoked: k.revoked_at.is_some(),
+    }
+}
+
+/// The caller's own keys.
+pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<ApiKeyDto>> {
+    let rows = api_keys::Entity::find()
+        .filter(api_keys::Column::UserId.eq(who.user_id.to_string()))
+        .order_by_desc(api_keys::Column::CreatedAt)
+        .all(&svc.db)
+        .await?;
+    Ok(Page {
+        items: rows.iter().map(to_dto).collect(),
+        next: None,
+    })
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateApiKeyRequest,
+) -> DomainResult<CreatedApiKey> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "name",
+            "must be 1 to 128 characters with no control characters",
+        ));
+    }
+    let days = req.expires_in_days.unwrap_or(DEFAULT_DAYS);
+    if days == 0 || days > MAX_DAYS {
+        return Err(DomainError::invalid(
+            "expires_in_days",
+            format!("must be between 1 and {MAX_DAYS}"),
+        ));
+    }
+    let id = ApiKeyId::new();
+    let prefix = format!("wdn_{}", &id.to_string()[..8]);
+    let secret = format!("{prefix}_{}", random_token(32));
+    let now = svc.clock.now();
+    let m = api_keys::ActiveModel::from(api_keys::Model {
+        id: id.to_string(),
+        user_id: who.user_id.to_string(),
+        name: name.to_owned(),
+        prefix,
+        secret_hash: sha256_hex(secret.as_bytes()),
+        expires_at: now.plus_secs(days as i64 * 86_400).millis(),
+        last_used_at: None,
+        revoked_at: None,
+        created_at: now.millis(),
+    })
+    .insert(&svc.db)
+    .await
+    .on_unique(
+        "uq_api_keys_secret_hash",
+        "name",
+        "could not create a unique key; try again",
+    )?;
+    let dto = to_dto(&m);
+    svc.audit_change(
+        who,
+        "api_key.create",
+        "api_key",
+        &dto.prefix,
+        None,
+        None,
+        Some(json!(dto)),
+    )
+    .await?;
+    Ok(CreatedApiKey { key: dto, secret })
+}
+
+pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<()> {
+    let k = api_keys::Entity::find_by_id(id.to_owned())
+        .filter(api_keys::Column::UserId.eq(who.user_id.to_string()))
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("API key"))?;
+    if k.revoked_at.is_some() {
+        return Ok(());
+    }
+    let before = to_dto(&k);
+    let mut a = k.into_active_model();
+    a.revoked_at = Set(Some(svc.clock.now().millis()));
+    let k = a.update(&svc.db).await?;
+    svc.audit_change(
+        who,
+        "api_key.revoke",
+        "api_key",
+        &k.prefix,
+        None,
+        Some(json!(before)),
+        Some(json!(to_dto(&k))),
+    )
+    .await?;
+    Ok(())
+}

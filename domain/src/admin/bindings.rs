@@ -1,0 +1,401 @@
+//! Role bindings: a user or group holds a role at organization, project, or project +
+//! namespaces scope. A subject may hold several bindings in one project.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+use super::ts;
+use crate::access::{Action, Principal, Target};
+use crate::dto::{BindingDto, BindingQuery, CreateBindingRequest, Page, SubjectRef};
+use crate::entities::{bindings, groups, projects, roles, users};
+use crate::error::{DomainError, DomainResult};
+use crate::ids::BindingId;
+use crate::permissions::{Permission, Scope};
+use crate::types::{DnsLabel, Email};
+use crate::Services;
+
+/// Lookup tables to render bindings without a query per row.
+pub(crate) struct Names {
+    users: HashMap<String, String>,
+    groups: HashMap<String, String>,
+    roles: HashMap<String, (String, String)>,
+    projects: HashMap<String, String>,
+}
+
+impl Names {
+    pub(crate) async fn load<C: ConnectionTrait>(db: &C) -> DomainResult<Self> {
+        Ok(Self {
+            users: users::Entity::find()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.email))
+                .collect(),
+            groups: groups::Entity::find()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|g| (g.id, g.name))
+                .collect(),
+            roles: roles::Entity::find()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|r| (r.id, (r.name, r.scope)))
+                .collect(),
+            projects: projects::Entity::find()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p.name))
+                .collect(),
+        })
+    }
+
+    pub(crate) fn dto(&self, b: &bindings::Model) -> BindingDto {
+        let subject = match (&b.user_id, &b.group_id) {
+            (Some(u), _) => SubjectRef {
+                kind: "user".into(),
+                name: self.users.get(u).cloned().unwrap_or_default(),
+            },
+            (_, Some(g)) => SubjectRef {
+                kind: "group".into(),
+                name: self.groups.get(g).cloned().unwrap_or_default(),
+            },
+            _ => SubjectRef {
+                kind: b.subject_kind.clone(),
+                name: String::new(),
+            },
+        };
+        let (role, scope) = self.roles.get(&b.role_id).cloned().unwrap_or_default();
+        BindingDto {
+            id: b.id.clone(),
+            subject,
+            role,
+            scope,
+            project: b
+                .project_id
+                .as_ref()
+                .and_then(|p| self.projects.get(p).cloned()),
+            namespaces: serde_json::from_str(&b.namespaces).unwrap_or_default(),
+            created_at: ts(b.created_at),
+        }
+    }
+}
+
+pub fn describe(d: &BindingDto) -> String {
+    let at = match (&d.project, d.namespaces.is_empty()) {
+        (None, _) => "the organization".to_owned(),
+        (Some(p), true) => format!("project {p}"),
+        (Some(p), false) => format!("namespaces {} of project {p}", d.namespaces.join(", ")),
+    };
+    format!(
+        "{} {} holds {} on {at}",
+        d.subject.kind, d.subject.name, d.role
+    )
+}
+
+pub(crate) async fn describe_all<C: ConnectionTrait>(
+    db: &C,
+    rows: &[bindings::Model],
+) -> DomainResult<Vec<String>> {
+    let names = Names::load(db).await?;
+    Ok(rows.iter().map(|b| describe(&names.dto(b))).collect())
+}
+
+/// The permission needed to create or delete a binding of this shape.
+async fn gate_for(svc: &Services, who: &Principal, project: Option<&str>) -> DomainResult<()> {
+    match project {
+        None => svc
+            .gate(who, Action::org(Permission::UserWrite))
+            .await
+            .map(|_| ()),
+        Some(p) => svc
+            .gate(who, Action::project(Permission::ProjectWrite, p))
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// No escalation: outside organization administrators, a granter may hand out only
+/// permissions they hold themselves where the binding applies.
+async fn check_no_escalation(
+    svc: &Services,
+    who: &Principal,
+    role: &roles::Model,
+    project: &str,
+    namespaces: &[String],
+) -> DomainResult<()> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    if eff.org_permissions().contains(&Permission::UserWrite) {
+        return Ok(());
+    }
+    let targets: Vec<Target> = if namespaces.is_empty() {
+        vec![Target::Project(project.to_owned())]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| Target::Namespace {
+                project: project.to_owned(),
+                namespace: n.clone(),
+            })
+            .collect()
+    };
+    for name in super::roles::permissions_of(role) {
+        let Some(p) = Permission::parse(&name) else {
+            continue;
+        };
+        for t in &targets {
+            let held = eff.active
+                && eff.bindings.iter().any(|b| {
+                    b.permissions
+                        .iter()
+                        .any(|h| h.implies(p) && b.covers(t, *h))
+                });
+            if !held {
+                let reason = format!(
+                    "cannot grant {} ({}): the granter does not hold it there",
+                    role.name,
+                    p.name()
+                );
+                svc.audit_denied(who, "binding.create", "binding", &role.name, &reason)
+                    .await?;
+                return Err(DomainError::forbidden(reason));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateBindingRequest,
+) -> DomainResult<BindingDto> {
+    let mut fields = BTreeMap::new();
+    let role = match super::roles::find(&svc.db, req.role.trim()).await {
+        Ok(r) => Some(r),
+        Err(DomainError::NotFound { .. }) => {
+            fields.insert("role".to_owned(), format!("no role named {:?}", req.role));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let scope = role.as_ref().and_then(|r| Scope::parse(&r.scope));
+    let project_name = req
+        .project
+        .as_ref()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    let mut namespaces = Vec::new();
+    for n in &req.namespaces {
+        match DnsLabel::parse(n.trim()) {
+            Ok(l) if !namespaces.contains(&l.to_string()) => namespaces.push(l.to_string()),
+            Ok(_) => {}
+            Err(e) => {
+                fields.insert("namespaces".to_owned(), format!("{n:?} {}", e.0));
+            }
+        }
+    }
+    match (scope, &project_name) {
+        (Some(Scope::Organization), Some(_)) => {
+            fields.insert(
+                "project".into(),
+                "an organization role is bound without a project (use null)".into(),
+            );
+        }
+        (Some(Scope::Project | Scope::Namespace), None) => {
+            fields.insert(
+                "project".into(),
+                format!(
+                    "a {} role needs a project",
+                    scope.map(|s| s.as_str()).unwrap_or("")
+                ),
+            );
+        }
+        _ => {}
+    }
+    match scope {
+        Some(Scope::Namespace) if namespaces.is_empty() && !fields.contains_key("namespaces") => {
+            fields.insert(
+                "namespaces".into(),
+                "a namespace role needs at least one namespace".into(),
+            );
+        }
+        Some(Scope::Organization | Scope::Project) if !namespaces.is_empty() => {
+            fields.insert(
+                "namespaces".into(),
+                "only namespace roles take namespaces".into(),
+            );
+        }
+        _ => {}
+    }
+    if req.subject.kind != "user" && req.subject.kind != "group" {
+        fields.insert("subject.kind".into(), "must be user or group".into());
+    }
+    if !fields.is_empty() {
+        return Err(DomainError::Invalid { fields });
+    }
+    let role = role.expect("checked above");
+
+    // Authorize before revealing anything about the project or the subject.
+    gate_for(svc, who, project_name.as_deref()).await?;
+    let project = match &project_name {
+        Some(p) => Some(
+            super::projects::find(&svc.db, p)
+                .await
+                .map_err(|_| DomainError::invalid("project", format!("no project named {p:?}")))?,
+        ),
+        None => None,
+    };
+    if let Some(p) = &project {
+        check_no_escalation(svc, who, &role, &p.name, &namespaces).await?;
+    }
+    let (user_id, group_id) = if req.subject.kind == "user" {
+        let email = Email::parse(&req.subject.name)
+            .map_err(|e| DomainError::invalid_value("subject.name", e))?;
+        let u = crate::users::find_by_email(&svc.db, &email)
+            .await?
+            .ok_or_else(|| {
+                DomainError::invalid("subject.name", format!("no user with email {email}"))
+            })?;
+        (Some(u.id), None)
+    } else {
+        let g = super::groups::find(&svc.db, req.subject.name.trim())
+            .await
+            .map_err(|_| {
+                DomainError::invalid(
+                    "subject.name",
+                    format!("no group named {:?}", req.subject.name),
+                )
+            })?;
+        (None, Some(g.id))
+    };
+    let ns_json = serde_json::to_string(&namespaces).unwrap_or_else(|_| "[]".into());
+    let dup = bindings::Entity::find()
+        .filter(bindings::Column::RoleId.eq(role.id.clone()))
+        .filter(match &user_id {
+            Some(u) => bindings::Column::UserId.eq(u.clone()),
+            None => bindings::Column::GroupId.eq(group_id.clone().unwrap_or_default()),
+        })
+        .filter(match &project {
+            Some(p) => bindings::Column::ProjectId.eq(p.id.clone()),
+            None => bindings::Column::ProjectId.is_null(),
+        })
+        .filter(bindings::Column::Namespaces.eq(ns_json.clone()))
+        .one(&svc.db)
+        .await?;
+    if dup.is_some() {
+        return Err(DomainError::conflict(
+            "role",
+            "this subject already holds this role there",
+        ));
+    }
+    let m = bindings::ActiveModel::from(bindings::Model {
+        id: BindingId::new().to_string(),
+        subject_kind: req.subject.kind.clone(),
+        user_id,
+        group_id,
+        role_id: role.id.clone(),
+        project_id: project.as_ref().map(|p| p.id.clone()),
+        namespaces: ns_json,
+        created_at: svc.clock.now().millis(),
+    })
+    .insert(&svc.db)
+    .await?;
+    svc.policy.bump();
+    let dto = Names::load(&svc.db).await?.dto(&m);
+    svc.audit_change(
+        who,
+        "binding.create",
+        "binding",
+        &describe(&dto),
+        dto.project.as_deref(),
+        None,
+        Some(json!(dto)),
+    )
+    .await?;
+    Ok(dto)
+}
+
+pub async fn list(
+    svc: &Services,
+    who: &Principal,
+    q: &BindingQuery,
+) -> DomainResult<Page<BindingDto>> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    let org_reader = eff.org_permissions().contains(&Permission::UserRead);
+    if let Some(p) = q.project.as_ref().filter(|p| !p.is_empty()) {
+        svc.gate(who, Action::project(Permission::ProjectRead, p.clone()))
+            .await?;
+    } else if !org_reader && q.user.as_deref() != Some(who.email.as_str()) {
+        // Without organization-wide read, list only what one can see.
+        if eff.visible_projects().is_empty() {
+            svc.gate(who, Action::org(Permission::UserRead)).await?;
+        }
+    }
+    let names = Names::load(&svc.db).await?;
+    let rows = bindings::Entity::find()
+        .order_by_asc(bindings::Column::CreatedAt)
+        .all(&svc.db)
+        .await?;
+    let visible = eff.visible_projects();
+    let items: Vec<(String, BindingDto)> = rows
+        .iter()
+        .map(|b| names.dto(b))
+        .filter(|d| {
+            q.project
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .is_none_or(|p| d.project.as_ref() == Some(p))
+        })
+        .filter(|d| {
+            q.user
+                .as_ref()
+                .is_none_or(|u| d.subject.kind == "user" && d.subject.name.eq_ignore_ascii_case(u))
+        })
+        .filter(|d| {
+            q.group
+                .as_ref()
+                .is_none_or(|g| d.subject.kind == "group" && &d.subject.name == g)
+        })
+        .filter(|d| q.role.as_ref().is_none_or(|r| &d.role == r))
+        .filter(|d| {
+            org_reader
+                || (d.subject.kind == "user" && d.subject.name == who.email)
+                || d.project.as_ref().is_some_and(|p| visible.contains(p))
+        })
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    let mut items = items;
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+}
+
+pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<()> {
+    let b = bindings::Entity::find_by_id(id.to_owned())
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("binding"))?;
+    let names = Names::load(&svc.db).await?;
+    let dto = names.dto(&b);
+    gate_for(svc, who, dto.project.as_deref()).await?;
+    bindings::Entity::delete_by_id(b.id.clone())
+        .exec(&svc.db)
+        .await?;
+    svc.policy.bump();
+    svc.audit_change(
+        who,
+        "binding.delete",
+        "binding",
+        &describe(&dto),
+        dto.project.as_deref(),
+        Some(json!(dto)),
+        None,
+    )
+    .await?;
+    Ok(())
+}

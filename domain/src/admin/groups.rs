@@ -1,0 +1,299 @@
+//! Groups and their members.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set,
+};
+use serde_json::json;
+use std::collections::HashMap;
+
+use crate::access::{Action, Principal};
+use crate::bootstrap::ALL_USERS_GROUP;
+use crate::dto::{CreateGroupRequest, GroupDto, Page, UpdateGroupRequest, UserSummary};
+use crate::entities::{bindings, group_members, groups, users};
+use crate::error::{DomainError, DomainResult, OnConstraint};
+use crate::ids::GroupId;
+use crate::permissions::Permission;
+use crate::types::Email;
+use crate::Services;
+
+pub async fn find<C: ConnectionTrait>(db: &C, name_or_id: &str) -> DomainResult<groups::Model> {
+    groups::Entity::find()
+        .filter(
+            groups::Column::Name
+                .eq(name_or_id)
+                .or(groups::Column::Id.eq(name_or_id)),
+        )
+        .one(db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("group"))
+}
+
+async fn members<C: ConnectionTrait>(db: &C, group_id: &str) -> DomainResult<Vec<UserSummary>> {
+    let ids: Vec<String> = group_members::Entity::find()
+        .filter(group_members::Column::GroupId.eq(group_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .collect();
+    let rows = users::Entity::find()
+        .filter(users::Column::Id.is_in(ids))
+        .order_by_asc(users::Column::Email)
+        .all(db)
+        .await?;
+    Ok(rows.iter().map(crate::users::summary).collect())
+}
+
+async fn to_dto<C: ConnectionTrait>(db: &C, g: &groups::Model) -> DomainResult<GroupDto> {
+    Ok(GroupDto {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        description: g.description.clone(),
+        builtin: g.builtin,
+        members: members(db, &g.id).await?,
+    })
+}
+
+fn validate_name(name: &str) -> DomainResult<String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 128 || n.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "name",
+            "must be 1 to 128 characters with no control characters",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<GroupDto>> {
+    svc.gate(who, Action::org(Permission::GroupRead)).await?;
+    let rows = groups::Entity::find()
+        .order_by_asc(groups::Column::Name)
+        .all(&svc.db)
+        .await?;
+    // One query for every membership, not one per group.
+    let all_members = group_members::Entity::find().all(&svc.db).await?;
+    let users: HashMap<String, users::Model> = users::Entity::find()
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    let mut items = Vec::new();
+    for g in rows {
+        let mut members: Vec<UserSummary> = all_members
+            .iter()
+            .filter(|m| m.group_id == g.id)
+            .filter_map(|m| users.get(&m.user_id).map(crate::users::summary))
+            .collect();
+        members.sort_by(|a, b| a.email.cmp(&b.email));
+        items.push(GroupDto {
+            id: g.id,
+            name: g.name,
+            description: g.description,
+            builtin: g.builtin,
+            members,
+        });
+    }
+    Ok(Page { items, next: None })
+}
+
+pub async fn get(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<GroupDto> {
+    svc.gate(who, Action::org(Permission::GroupRead)).await?;
+    let g = find(&svc.db, name_or_id).await?;
+    to_dto(&svc.db, &g).await
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateGroupRequest,
+) -> DomainResult<GroupDto> {
+    svc.gate(who, Action::org(Permission::GroupWrite)).await?;
+    let name = validate_name(&req.name)?;
+    let now = svc.clock.now().millis();
+    let g = groups::ActiveModel::from(groups::Model {
+        id: GroupId::new().to_string(),
+        name,
+        description: req
+            .description
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(1024)
+            .collect(),
+        builtin: false,
+        created_at: now,
+        updated_at: now,
+    })
+    .insert(&svc.db)
+    .await
+    .on_unique(
+        "uq_groups_name",
+        "name",
+        "a group with this name already exists",
+    )?;
+    let dto = to_dto(&svc.db, &g).await?;
+    svc.audit_change(
+        who,
+        "group.create",
+        "group",
+        &g.name,
+        None,
+        None,
+        Some(json!(dto)),
+    )
+    .await?;
+    Ok(dto)
+}
+
+pub async fn update(
+    svc: &Services,
+    who: &Principal,
+    name_or_id: &str,
+    req: UpdateGroupRequest,
+) -> DomainResult<GroupDto> {
+    svc.gate(who, Action::org(Permission::GroupWrite)).await?;
+    let g = find(&svc.db, name_or_id).await?;
+    let before = json!({"description": g.description});
+    let mut a = g.into_active_model();
+    if let Some(d) = req.description {
+        a.description = Set(d.trim().chars().take(1024).collect());
+    }
+    a.updated_at = Set(svc.clock.now().millis());
+    let g = a.update(&svc.db).await?;
+    svc.audit_change(
+        who,
+        "group.update",
+        "group",
+        &g.name,
+        None,
+        Some(before),
+        Some(json!({"description": g.description})),
+    )
+    .await?;
+    to_dto(&svc.db, &g).await
+}
+
+pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<()> {
+    svc.gate(who, Action::org(Permission::GroupWrite)).await?;
+    let g = find(&svc.db, name_or_id).await?;
+    if g.builtin {
+        return Err(DomainError::conflict(
+            "name",
+            format!("{} is built in and cannot be deleted", g.name),
+        ));
+    }
+    let uses = bindings::Entity::find()
+        .filter(bindings::Column::GroupId.eq(g.id.clone()))
+        .all(&svc.db)
+        .await?;
+    if !uses.is_empty() {
+        let list = super::bindings::describe_all(&svc.db, &uses).await?;
+        return Err(DomainError::conflict(
+            "name",
+            format!(
+                "the group is used by {} binding(s): {}; remove them first",
+                uses.len(),
+                list.join("; ")
+            ),
+        ));
+    }
+    let before = to_dto(&svc.db, &g).await?;
+    groups::Entity::delete_by_id(g.id.clone())
+        .exec(&svc.db)
+        .await?;
+    svc.audit_change(
+        who,
+        "group.delete",
+        "group",
+        &g.name,
+        None,
+        Some(json!(before)),
+        None,
+    )
+    .await?;
+    svc.policy.bump();
+    Ok(())
+}
+
+pub async fn add_member(
+    svc: &Services,
+    who: &Principal,
+    group: &str,
+    email: &str,
+) -> DomainResult<GroupDto> {
+    svc.gate(who, Action::org(Permission::GroupWrite)).await?;
+    let g = find(&svc.db, group).await?;
+    let email = Email::parse(email).map_err(|e| DomainError::invalid_value("user", e))?;
+    let u = crate::users::find_by_email(&svc.db, &email)
+        .await?
+        .ok_or_else(|| DomainError::not_found("user"))?;
+    let exists = group_members::Entity::find_by_id((g.id.clone(), u.id.clone()))
+        .one(&svc.db)
+        .await?;
+    if exists.is_some() {
+        return Err(DomainError::conflict(
+            "user",
+            format!("{email} is already a member of {}", g.name),
+        ));
+    }
+    group_members::ActiveModel::from(group_members::Model {
+        group_id: g.id.clone(),
+        user_id: u.id.clone(),
+        created_at: svc.clock.now().millis(),
+    })
+    .insert(&svc.db)
+    .await?;
+    svc.policy.bump();
+    svc.audit_change(
+        who,
+        "group.member.add",
+        "group",
+        &g.name,
+        None,
+        None,
+        Some(json!({"member": email.as_str()})),
+    )
+    .await?;
+    to_dto(&svc.db, &g).await
+}
+
+pub async fn remove_member(
+    svc: &Services,
+    who: &Principal,
+    group: &str,
+    email: &str,
+) -> DomainResult<GroupDto> {
+    svc.gate(who, Action::org(Permission::GroupWrite)).await?;
+    let g = find(&svc.db, group).await?;
+    if g.name == ALL_USERS_GROUP {
+        return Err(DomainError::conflict(
+            "user",
+            "every user belongs to All Users; deactivate the user instead",
+        ));
+    }
+    let email = Email::parse(email).map_err(|e| DomainError::invalid_value("user", e))?;
+    let u = crate::users::find_by_email(&svc.db, &email)
+        .await?
+        .ok_or_else(|| DomainError::not_found("user"))?;
+    let r = group_members::Entity::delete_by_id((g.id.clone(), u.id.clone()))
+        .exec(&svc.db)
+        .await?;
+    if r.rows_affected == 0 {
+        return Err(DomainError::not_found("membership"));
+    }
+    svc.policy.bump();
+    svc.audit_change(
+        who,
+        "group.member.remove",
+        "group",
+        &g.name,
+        None,
+        Some(json!({"member": email.as_str()})),
+        None,
+    )
+    .await?;
+    to_dto(&svc.db, &g).await
+}

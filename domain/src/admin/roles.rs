@@ -1,0 +1,264 @@
+//! Roles: the immutable built-ins and validated custom roles.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::access::{Action, Principal};
+use crate::dto::{CreateRoleRequest, Page, PermissionDto, RoleDto, UpdateRoleRequest};
+use crate::entities::{bindings, roles};
+use crate::error::{DomainError, DomainResult, OnConstraint};
+use crate::ids::RoleId;
+use crate::permissions::{Permission, Scope};
+use crate::Services;
+
+pub fn permissions_of(m: &roles::Model) -> Vec<String> {
+    serde_json::from_str(&m.permissions).unwrap_or_default()
+}
+
+pub fn to_dto(m: &roles::Model) -> RoleDto {
+    RoleDto {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        scope: m.scope.clone(),
+        description: m.description.clone(),
+        builtin: m.builtin,
+        permissions: permissions_of(m),
+    }
+}
+
+pub async fn find<C: ConnectionTrait>(db: &C, name_or_id: &str) -> DomainResult<roles::Model> {
+    roles::Entity::find()
+        .filter(
+            roles::Column::Name
+                .eq(name_or_id)
+                .or(roles::Column::Id.eq(name_or_id)),
+        )
+        .one(db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("role"))
+}
+
+pub fn catalogue() -> Vec<PermissionDto> {
+    Permission::ALL
+        .iter()
+        .map(|p| PermissionDto {
+            name: p.name().into(),
+            area: p.area().into(),
+            scope: p.min_scope().as_str().into(),
+            description: p.description().into(),
+        })
+        .collect()
+}
+
+/// Role definitions are not secret: any signed-in user may read them (people choosing a role
+/// for a project member need to see what it grants).
+pub async fn list(svc: &Services, _who: &Principal) -> DomainResult<Page<RoleDto>> {
+    let rows = roles::Entity::find()
+        .order_by_desc(roles::Column::Builtin)
+        .order_by_asc(roles::Column::Name)
+        .all(&svc.db)
+        .await?;
+    Ok(Page {
+        items: rows.iter().map(to_dto).collect(),
+        next: None,
+    })
+}
+
+pub async fn get(svc: &Services, _who: &Principal, name_or_id: &str) -> DomainResult<RoleDto> {
+    Ok(to_dto(&find(&svc.db, name_or_id).await?))
+}
+
+fn validate_name(name: &str) -> DomainResult<String> {
+    let n = name.trim();
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && n.as_bytes()[0].is_ascii_alphabetic();
+    if !ok {
+        return Err(DomainError::invalid(
+            "name",
+            "must be 1-64 letters, digits, '_' or '-', starting with a letter",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+/// Check a custom role's scope and permissions; returns the canonical permission list.
+pub fn validate_permissions(scope: Scope, names: &[String]) -> DomainResult<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut set = BTreeSet::new();
+    for n in names {
+        match Permission::parse(n) {
+            None => problems.push(format!("unknown permission {n:?}")),
+            Some(p) if !p.allowed_in(scope) => problems.push(format!(
+                "{} needs a role of {} scope; a {} role cannot carry it",
+                p.name(),
+                p.min_scope().as_str(),
+                scope.as_str()
+            )),
+            Some(p) => {
+                set.insert(p);
+            }
+        }
+    }
+    if set.is_empty() && problems.is_empty() {
+        problems.push("choose at least one permission".into());
+    }
+    if scope == Scope::Namespace
+        && !set.contains(&Permission::KubectlNamespaceRead)
+        && !set.contains(&Permission::KubectlNamespaceWrite)
+    {
+        problems.push(
+            "a namespace role must carry kubectl.namespace.read or kubectl.namespace.write".into(),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(DomainError::Invalid {
+            fields: BTreeMap::from([("permissions".to_owned(), problems.join("; "))]),
+        });
+    }
+    // Catalogue order, for stable output.
+    Ok(Permission::ALL
+        .iter()
+        .filter(|p| set.contains(p))
+        .map(|p| p.name().to_owned())
+        .collect())
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateRoleRequest,
+) -> DomainResult<RoleDto> {
+    svc.gate(who, Action::org(Permission::RoleWrite)).await?;
+    let name = validate_name(&req.name)?;
+    let scope = Scope::parse(&req.scope).ok_or_else(|| {
+        DomainError::invalid("scope", "must be organization, project or namespace")
+    })?;
+    let perms = validate_permissions(scope, &req.permissions)?;
+    let now = svc.clock.now().millis();
+    let m = roles::ActiveModel::from(roles::Model {
+        id: RoleId::new().to_string(),
+        name,
+        scope: scope.as_str().into(),
+        description: req
+            .description
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(1024)
+            .collect(),
+        builtin: false,
+        permissions: serde_json::to_string(&perms).unwrap_or_else(|_| "[]".into()),
+        created_at: now,
+        updated_at: now,
+    })
+    .insert(&svc.db)
+    .await
+    .on_unique(
+        "uq_roles_name",
+        "name",
+        "a role with this name already exists",
+    )?;
+    let dto = to_dto(&m);
+    svc.audit_change(
+        who,
+        "role.create",
+        "role",
+        &m.name,
+        None,
+        None,
+        Some(json!(dto)),
+    )
+    .await?;
+    Ok(dto)
+}
+
+pub async fn update(
+    svc: &Services,
+    who: &Principal,
+    name_or_id: &str,
+    req: UpdateRoleRequest,
+) -> DomainResult<RoleDto> {
+    svc.gate(who, Action::org(Permission::RoleWrite)).await?;
+    let m = find(&svc.db, name_or_id).await?;
+    if m.builtin {
+        return Err(DomainError::conflict(
+            "name",
+            "built-in roles cannot be changed; create a custom role instead",
+        ));
+    }
+    let scope = Scope::parse(&m.scope)
+        .ok_or_else(|| DomainError::Internal("role with a bad scope".into()))?;
+    let before = to_dto(&m);
+    let mut a = m.into_active_model();
+    if let Some(perms) = &req.permissions {
+        a.permissions = Set(serde_json::to_string(&validate_permissions(scope, perms)?)
+            .unwrap_or_else(|_| "[]".into()));
+    }
+    if let Some(d) = req.description {
+        a.description = Set(d.trim().chars().take(1024).collect());
+    }
+    a.updated_at = Set(svc.clock.now().millis());
+    let m = a.update(&svc.db).await?;
+    let after = to_dto(&m);
+    svc.audit_change(
+        who,
+        "role.update",
+        "role",
+        &m.name,
+        None,
+        Some(json!(before)),
+        Some(json!(after)),
+    )
+    .await?;
+    svc.policy.bump();
+    Ok(after)
+}
+
+pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<()> {
+    svc.gate(who, Action::org(Permission::RoleWrite)).await?;
+    let m = find(&svc.db, name_or_id).await?;
+    if m.builtin {
+        return Err(DomainError::conflict(
+            "name",
+            "built-in roles cannot be deleted",
+        ));
+    }
+    let uses = bindings::Entity::find()
+        .filter(bindings::Column::RoleId.eq(m.id.clone()))
+        .all(&svc.db)
+        .await?;
+    if !uses.is_empty() {
+        let list = super::bindings::describe_all(&svc.db, &uses).await?;
+        return Err(DomainError::conflict(
+            "name",
+            format!(
+                "the role is used by {} binding(s): {}",
+                uses.len(),
+                list.join("; ")
+            ),
+        ));
+    }
+    let before = to_dto(&m);
+    roles::Entity::delete_by_id(m.id.clone())
+        .exec(&svc.db)
+        .await?;
+    svc.audit_change(
+        who,
+        "role.delete",
+        "role",
+        &m.name,
+        None,
+        Some(json!(before)),
+        None,
+    )
+    .await?;
+    svc.policy.bump();
+    Ok(())
+}

@@ -1,0 +1,433 @@
+//! Users, as administrators manage them.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set, TransactionTrait,
+};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+
+use super::bindings::Names;
+use super::ts;
+use crate::access::{Action, Principal, Target};
+use crate::bootstrap::ALL_USERS_GROUP;
+use crate::dto::{
+    BindingDto, CreateUserRequest, CreatedUser, EffectiveGrant, Explanation, Page,
+    UpdateUserRequest, UserDetail, UserDto, UserQuery,
+};
+use crate::entities::{bindings, group_members, groups, users};
+use crate::error::{DomainError, DomainResult};
+use crate::ids::UserId;
+use crate::permissions::Permission;
+use crate::types::{check_password_policy, DisplayName, Email};
+use crate::users::{STATUS_ACTIVE, STATUS_DEACTIVATED};
+use crate::{password, Services};
+
+fn to_dto(u: &users::Model, groups: Vec<String>) -> UserDto {
+    UserDto {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        status: u.status.clone(),
+        origin: u.origin.clone(),
+        must_change_password: u.must_change_password,
+        created_at: ts(u.created_at),
+        last_login_at: u.last_login_at.map(ts),
+        groups,
+    }
+}
+
+/// A user by email or id.
+pub async fn find(svc: &Services, email_or_id: &str) -> DomainResult<users::Model> {
+    let by_id = users::Entity::find_by_id(email_or_id.to_owned())
+        .one(&svc.db)
+        .await?;
+    if let Some(u) = by_id {
+        return Ok(u);
+    }
+    let email = Email::parse(email_or_id).map_err(|_| DomainError::not_found("user"))?;
+    crate::users::find_by_email(&svc.db, &email)
+        .await?
+        .ok_or_else(|| DomainError::not_found("user"))
+}
+
+async fn group_names_of(svc: &Services, user_id: &str) -> DomainResult<Vec<String>> {
+    let ids: Vec<String> = group_members::Entity::find()
+        .filter(group_members::Column::UserId.eq(user_id))
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|m| m.group_id)
+        .collect();
+    let mut names: Vec<String> = groups::Entity::find()
+        .filter(groups::Column::Id.is_in(ids))
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResult<Page<UserDto>> {
+    svc.gate(who, Action::org(Permission::UserRead)).await?;
+    if let Some(s) = q.status.as_ref().filter(|s| !s.is_empty()) {
+        if s != STATUS_ACTIVE && s != STATUS_DEACTIVATED {
+            return Err(DomainError::invalid(
+                "status",
+                "must be active or deactivated",
+            ));
+        }
+    }
+    let all = users::Entity::find().all(&svc.db).await?;
+    let memberships = group_members::Entity::find().all(&svc.db).await?;
+    let group_names: HashMap<String, String> = groups::Entity::find()
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|g| (g.id, g.name))
+        .collect();
+    let names = Names::load(&svc.db).await?;
+    let all_bindings: Vec<(bindings::Model, BindingDto)> = bindings::Entity::find()
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|b| {
+            let d = names.dto(&b);
+            (b, d)
+        })
+        .collect();
+
+    let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut group_ids_of: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for m in &memberships {
+        if let Some(n) = group_names.get(&m.group_id) {
+            groups_of
+                .entry(m.user_id.clone())
+                .or_default()
+                .push(n.clone());
+        }
+        group_ids_of
+            .entry(m.user_id.clone())
+            .or_default()
+            .insert(m.group_id.clone());
+    }
+    let text =
+        q.q.as_ref()
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty());
+    let mut items = Vec::new();
+    for u in all {
+        let gids = group_ids_of.get(&u.id).cloned().unwrap_or_default();
+        let applies: Vec<&BindingDto> = all_bindings
+            .iter()
+            .filter(|(b, _)| {
+                b.user_id.as_deref() == Some(&u.id)
+                    || b.group_id.as_ref().is_some_and(|g| gids.contains(g))
+            })
+            .map(|(_, d)| d)
+            .collect();
+        let mut gnames = groups_of.get(&u.id).cloned().unwrap_or_default();
+        gnames.sort();
+        let keep = text.as_ref().is_none_or(|t| {
+            u.email.contains(t.as_str()) || u.name.to_lowercase().contains(t.as_str())
+        }) && q
+            .status
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .is_none_or(|s| &u.status == s)
+            && q.group
+                .as_ref()
+                .filter(|s| !s.is_empty())
+                .is_none_or(|g| gnames.contains(g))
+            && q.role
+                .as_ref()
+                .filter(|s| !s.is_empty())
+                .is_none_or(|r| applies.iter().any(|d| &d.role == r))
+            && q.project
+                .as_ref()
+                .filter(|s| !s.is_empty())
+                .is_none_or(|p| applies.iter().any(|d| d.project.as_ref() == Some(p)));
+        if keep {
+            items.push((u.email.clone(), to_dto(&u, gnames)));
+        }
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+}
+
+pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<UserDetail> {
+    let u = find(svc, email_or_id).await;
+    let is_self = u.as_ref().is_ok_and(|u| u.id == who.user_id.to_string());
+    if !is_self {
+        svc.gate(who, Action::org(Permission::UserRead)).await?;
+    }
+    let u = u?;
+    let gnames = group_names_of(svc, &u.id).await?;
+    let gids: Vec<String> = group_members::Entity::find()
+        .filter(group_members::Column::UserId.eq(u.id.clone()))
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|m| m.group_id)
+        .collect();
+    let names = Names::load(&svc.db).await?;
+    let mut rows = bindings::Entity::find()
+        .filter(bindings::Column::UserId.eq(u.id.clone()))
+        .all(&svc.db)
+        .await?;
+    rows.extend(
+        bindings::Entity::find()
+            .filter(bindings::Column::GroupId.is_in(gids))
+            .all(&svc.db)
+            .await?,
+    );
+    let uid = crate::users::user_id(&u)?;
+    let eff = svc.policy.effective(uid).await?;
+    let access = if eff.active {
+        eff.bindings
+            .iter()
+            .map(|b| EffectiveGrant {
+                scope: b.scope.as_str().into(),
+                project: b.project.clone(),
+                namespaces: b.namespaces.clone(),
+                permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),
+                role: b.role.clone(),
+                via: b.via.clone(),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    Ok(UserDetail {
+        user: to_dto(&u, gnames),
+        bindings: rows.iter().map(|b| names.dto(b)).collect(),
+        access,
+    })
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateUserRequest,
+) -> DomainResult<CreatedUser> {
+    svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    let mut fields = std::collections::BTreeMap::new();
+    let email = Email::parse(&req.email)
+        .map_err(|e| fields.insert("email".to_owned(), e.0))
+        .ok();
+    let name = DisplayName::parse(&req.name)
+        .map_err(|e| fields.insert("name".to_owned(), e.0))
+        .ok();
+    if let (Some(pw), Some(e)) = (&req.password, &email) {
+        if let Err(err) = check_password_policy(pw, e.as_str()) {
+            fields.insert("password".to_owned(), err.0);
+        }
+    }
+    if !fields.is_empty() {
+        return Err(DomainError::Invalid { fields });
+    }
+    let (email, name) = (email.expect("checked"), name.expect("checked"));
+    let hash = match &req.password {
+        Some(pw) => Some(password::hash(pw).await?),
+        None => None,
+    };
+    let now = svc.clock.now();
+    let tx = svc.db.begin().await?;
+    let u = crate::users::create(
+        &tx,
+        crate::users::NewUser {
+            email: email.clone(),
+            name,
+            password_hash: hash,
+            must_change_password: true,
+        },
+        now,
+    )
+    .await?;
+    if let Some(g) = groups::Entity::find()
+        .filter(groups::Column::Name.eq(ALL_USERS_GROUP))
+        .one(&tx)
+        .await?
+    {
+        group_members::ActiveModel::from(group_members::Model {
+            group_id: g.id,
+            user_id: u.id.clone(),
+            created_at: now.millis(),
+        })
+        .insert(&tx)
+        .await?;
+    }
+    let link = if req.password.is_none() {
+        let uid = crate::users::user_id(&u)?;
+        Some(svc.set_password_url(&crate::users::issue_set_password_token(&tx, uid, now).await?))
+    } else {
+        None
+    };
+    tx.commit().await?;
+    svc.policy.bump();
+    let dto = to_dto(&u, vec![ALL_USERS_GROUP.to_owned()]);
+    svc.audit_change(
+        who,
+        "user.create",
+        "user",
+        email.as_str(),
+        None,
+        None,
+        Some(json!(dto)),
+    )
+    .await?;
+    Ok(CreatedUser {
+        user: dto,
+        set_password_url: link,
+    })
+}
+
+pub async fn update(
+    svc: &Services,
+    who: &Principal,
+    email_or_id: &str,
+    req: UpdateUserRequest,
+) -> DomainResult<UserDto> {
+    svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    let u = find(svc, email_or_id).await?;
+    let before = to_dto(&u, vec![]);
+    let uid = crate::users::user_id(&u)?;
+    let mut a = u.clone().into_active_model();
+    let mut deactivate = false;
+    if let Some(status) = &req.status {
+        match status.as_str() {
+            STATUS_ACTIVE => a.status = Set(STATUS_ACTIVE.into()),
+            STATUS_DEACTIVATED => {
+                if uid == who.user_id {
+                    return Err(DomainError::conflict(
+                        "status",
+                        "you cannot deactivate yourself",
+                    ));
+                }
+                deactivate = u.status != STATUS_DEACTIVATED;
+                a.status = Set(STATUS_DEACTIVATED.into());
+            }
+            _ => {
+                return Err(DomainError::invalid(
+                    "status",
+                    "must be active or deactivated",
+                ))
+            }
+        }
+    }
+    if let Some(n) = &req.name {
+        a.name = Set(DisplayName::parse(n)
+            .map_err(|e| DomainError::invalid_value("name", e))?
+            .as_str()
+            .to_owned());
+    }
+    a.updated_at = Set(svc.clock.now().millis());
+    let u = a.update(&svc.db).await?;
+    if deactivate {
+        crate::sessions::delete_user_sessions(&svc.db, uid).await?;
+    }
+    svc.policy.bump();
+    let after = to_dto(&u, group_names_of(svc, &u.id).await?);
+    svc.audit_change(
+        who,
+        "user.update",
+        "user",
+        &u.email,
+        None,
+        Some(json!(before)),
+        Some(json!(after)),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
+    svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    let u = find(svc, email_or_id).await?;
+    let uid = crate::users::user_id(&u)?;
+    if uid == who.user_id {
+        return Err(DomainError::conflict("user", "you cannot delete yourself"));
+    }
+    let before = to_dto(&u, group_names_of(svc, &u.id).await?);
+    let tx = svc.db.begin().await?;
+    crate::sessions::delete_user_sessions(&tx, uid).await?;
+    users::Entity::delete_by_id(u.id.clone()).exec(&tx).await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.audit_change(
+        who,
+        "user.delete",
+        "user",
+        &u.email,
+        None,
+        Some(json!(before)),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// An administrator's reset: returns the one-time set-password URL.
+pub async fn reset_password(
+    svc: &Services,
+    who: &Principal,
+    email_or_id: &str,
+) -> DomainResult<String> {
+    svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    let u = find(svc, email_or_id).await?;
+    let email = Email::parse(&u.email).map_err(|e| DomainError::Internal(e.0))?;
+    let token = crate::authn::admin_reset_password(svc, who.actor(), &email).await?;
+    Ok(svc.set_password_url(&token))
+}
+
+/// "Why": may `user` do `permission` at `project` / `namespace`, and which binding allows it.
+pub async fn explain(
+    svc: &Services,
+    who: &Principal,
+    email_or_id: &str,
+    permission: &str,
+    project: Option<&str>,
+    namespace: Option<&str>,
+) -> DomainResult<Explanation> {
+    let u = find(svc, email_or_id).await;
+    let is_self = u.as_ref().is_ok_and(|u| u.id == who.user_id.to_string());
+    if !is_self {
+        svc.gate(who, Action::org(Permission::UserRead)).await?;
+    }
+    let u = u?;
+    let p = Permission::parse(permission).ok_or_else(|| {
+        DomainError::invalid("permission", format!("unknown permission {permission:?}"))
+    })?;
+    let target = match (project, namespace) {
+        (None, _) => Target::Org,
+        (Some(p), None) => Target::Project(p.to_owned()),
+        (Some(p), Some(n)) => Target::Namespace {
+            project: p.to_owned(),
+            namespace: n.to_owned(),
+        },
+    };
+    let uid = UserId::parse(&u.id).ok_or_else(|| DomainError::Internal("bad user id".into()))?;
+    Ok(
+        match svc
+            .policy
+            .explain(
+                uid,
+                &Action {
+                    permission: p,
+                    target,
+                },
+            )
+            .await?
+        {
+            Ok(via) => Explanation {
+                allowed: true,
+                because: via,
+            },
+            Err(reason) => Explanation {
+                allowed: false,
+                because: reason,
+            },
+        },
+    )
+}

@@ -1,0 +1,776 @@
+//! The access model through the REST API: CRUD, validation, conflicts, escalation, isolation,
+//! changes taking effect on the next request, API keys, settings.
+
+use serde_json::json;
+use warden_server::testing::{TestApp, USER_PASSWORD};
+
+#[tokio::test]
+async fn projects_crud_validation_and_conflicts() {
+    let (_app, admin) = TestApp::spawn().await.with_admin().await;
+    let r = admin
+        .post(
+            "/api/v1/projects",
+            json!({"name": "production", "description": "prod"}),
+        )
+        .await
+        .assert_status(201);
+    assert_eq!(r.json()["name"], "production");
+    let r = admin
+        .post("/api/v1/projects", json!({"name": "production"}))
+        .await
+        .assert_status(409);
+    assert_eq!(
+        r.json()["error"]["fields"]["name"],
+        "a project with this name already exists"
+    );
+    let r = admin
+        .post("/api/v1/projects", json!({"name": "Bad_Name"}))
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["name"]
+        .as_str()
+        .unwrap()
+        .contains("DNS-1123"));
+    admin.get("/api/v1/projects/nope").await.assert_status(404);
+    let r = admin
+        .patch(
+            "/api/v1/projects/production",
+            json!({"description": "Production workloads"}),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(r.json()["description"], "Production workloads");
+    let list = admin
+        .get("/api/v1/projects")
+        .await
+        .assert_status(200)
+        .json();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["default", "production"]);
+    assert!(list["next"].is_null());
+    admin
+        .delete("/api/v1/projects/default")
+        .await
+        .assert_status(409);
+    admin
+        .delete("/api/v1/projects/production")
+        .await
+        .assert_status(204);
+    admin
+        .get("/api/v1/projects/production")
+        .await
+        .assert_status(404);
+}
+
+#[tokio::test]
+async fn users_groups_roles_and_in_use_conflicts() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"email": "Sally@Example.com", "name": "Sally"}),
+        )
+        .await
+        .assert_status(201);
+    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("{}/set-password?token=", app.url)));
+    assert_eq!(r.json()["user"]["email"], "sally@example.com");
+    assert_eq!(r.json()["user"]["groups"], json!(["All Users"]));
+    admin
+        .post(
+            "/api/v1/users",
+            json!({"email": "sally@example.com", "name": "Sally 2"}),
+        )
+        .await
+        .assert_status(409);
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"email": "not-an-email", "name": "", "password": "short"}),
+        )
+        .await
+        .assert_status(422);
+    let f = &r.json()["error"]["fields"];
+    assert!(f["email"].is_string() && f["name"].is_string(), "{f}");
+
+    admin
+        .post("/api/v1/groups", json!({"name": "Developers"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/groups", json!({"name": "Developers"}))
+        .await
+        .assert_status(409);
+    admin
+        .post(
+            "/api/v1/groups/Developers/members",
+            json!({"user": "sally@example.com"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/groups/Developers/members",
+            json!({"user": "sally@example.com"}),
+        )
+        .await
+        .assert_status(409);
+    admin
+        .post(
+            "/api/v1/groups/Developers/members",
+            json!({"user": "ghost@example.com"}),
+        )
+        .await
+        .assert_status(404);
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let b = admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}))
+        .await
+        .assert_status(201)
+        .json();
+    assert_eq!(b["namespaces"], json!(["apple"]));
+    // A subject may hold several bindings in one project (Paralus #151).
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["banana"]}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}))
+        .await
+        .assert_status(409);
+    let r = admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["Not_A_Label"]}))
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["namespaces"].is_string());
+    let r = admin.post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "NAMESPACE_ADMIN", "project": "dev"})).await.assert_status(422);
+    assert!(r.json()["error"]["fields"]["namespaces"].is_string());
+    let r = admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "ADMIN", "project": "dev"})).await.assert_status(422);
+    assert!(r.json()["error"]["fields"]["project"].is_string());
+
+    // In use: deleting the group names the bindings.
+    let r = admin
+        .delete("/api/v1/groups/Developers")
+        .await
+        .assert_status(409);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NAMESPACE_ADMIN"),
+        "{}",
+        r.body
+    );
+    admin
+        .delete("/api/v1/groups/Organization%20Admins")
+        .await
+        .assert_status(409);
+    admin
+        .delete("/api/v1/groups/All%20Users/members/sally@example.com")
+        .await
+        .assert_status(409);
+
+    // Custom roles are validated; built-ins are immutable.
+    let r = admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "NS_VIEW", "scope": "namespace", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["permissions"]
+        .as_str()
+        .unwrap()
+        .contains("kubectl.namespace"));
+    let r = admin.post("/api/v1/roles", json!({"name": "NS_BAD", "scope": "namespace", "permissions": ["kubectl.namespace.read", "user.write"]})).await.assert_status(422);
+    assert!(r.json()["error"]["fields"]["permissions"]
+        .as_str()
+        .unwrap()
+        .contains("user.write"));
+    admin.post("/api/v1/roles", json!({"name": "NS_VIEW", "scope": "namespace", "permissions": ["project.read", "kubectl.namespace.read"]})).await.assert_status(201);
+    admin
+        .patch(
+            "/api/v1/roles/ADMIN",
+            json!({"permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(409);
+    admin.delete("/api/v1/roles/ADMIN").await.assert_status(409);
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NS_VIEW", "project": "dev", "namespaces": ["cherry"]}))
+        .await
+        .assert_status(201);
+    let r = admin
+        .delete("/api/v1/roles/NS_VIEW")
+        .await
+        .assert_status(409);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sally@example.com"));
+    admin.get("/api/v1/roles/NOPE").await.assert_status(404);
+    admin
+        .delete(&format!("/api/v1/bindings/{}", b["id"].as_str().unwrap()))
+        .await
+        .assert_status(204);
+    admin
+        .delete(&format!("/api/v1/bindings/{}", b["id"].as_str().unwrap()))
+        .await
+        .assert_status(404);
+
+    // Every change is audited with before/after values.
+    let ev = admin
+        .get("/api/v1/audit/events?action=binding.delete")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        ev["items"][0]["details"]["before"]["role"],
+        "NAMESPACE_ADMIN"
+    );
+    assert!(ev["items"][0]["details"]["after"].is_null());
+    let ev = admin
+        .get("/api/v1/audit/events?action=project.create")
+        .await
+        .json();
+    assert_eq!(ev["items"][0]["details"]["after"]["name"], "dev");
+}
+
+#[tokio::test]
+async fn project_isolation() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for p in ["production", "dev"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let john = app.user_client(&admin, "john@example.com").await;
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "john@example.com"}, "role": "PROJECT_ADMIN", "project": "production"}))
+        .await
+        .assert_status(201);
+    admin
+        .patch("/api/v1/projects/dev", json!({"description": "dev things"}))
+        .await
+        .assert_status(200);
+
+    let list = john.get("/api/v1/projects").await.assert_status(200).json();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["production"]);
+    john.get("/api/v1/projects/production")
+        .await
+        .assert_status(200);
+    assert_eq!(
+        john.get("/api/v1/projects/dev")
+            .await
+            .assert_status(403)
+            .error_code(),
+        "forbidden"
+    );
+    john.patch("/api/v1/projects/dev", json!({"description": "mine"}))
+        .await
+        .assert_status(403);
+    john.delete("/api/v1/projects/dev").await.assert_status(403);
+    john.get("/api/v1/bindings?project=dev")
+        .await
+        .assert_status(403);
+    john.get("/api/v1/bindings?project=production")
+        .await
+        .assert_status(200);
+    john.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "john@example.com"}, "role": "PROJECT_ADMIN", "project": "dev"})).await.assert_status(403);
+    john.get("/api/v1/users").await.assert_status(403);
+    john.get("/api/v1/users/admin@warden.local")
+        .await
+        .assert_status(403);
+    john.get("/api/v1/groups").await.assert_status(403);
+    john.get("/api/v1/settings").await.assert_status(403);
+    // Unfiltered binding lists and audit searches show only production.
+    let all = john.get("/api/v1/bindings").await.assert_status(200).json();
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["project"] == "production"),
+        "{all}"
+    );
+    let ev = john
+        .get("/api/v1/audit/events")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        ev["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["project"] == "production"),
+        "{ev}"
+    );
+    let ev = john
+        .get("/api/v1/audit/events?project=dev")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(ev["items"].as_array().unwrap().len(), 0);
+    // The answers never differ between "exists" and "does not exist" for a foreign project.
+    assert_eq!(
+        john.get("/api/v1/projects/does-not-exist").await.status,
+        403
+    );
+    // Denials are audited with the reason.
+    let denied = admin
+        .get("/api/v1/audit/events?outcome=denied&actor=john@example.com")
+        .await
+        .json();
+    assert!(denied["items"].as_array().unwrap().len() >= 8);
+    assert!(denied["items"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("no binding grants"));
+}
+
+#[tokio::test]
+async fn no_self_escalation() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}))
+        .await
+        .assert_status(201);
+    // Binding herself to more: refused and audited.
+    sally.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "PROJECT_ADMIN", "project": "dev"})).await.assert_status(403);
+    sally
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(403);
+    sally
+        .post(
+            "/api/v1/groups/Organization%20Admins/members",
+            json!({"user": "sally@example.com"}),
+        )
+        .await
+        .assert_status(403);
+    sally
+        .patch(
+            "/api/v1/roles/NAMESPACE_ADMIN",
+            json!({"permissions": ["kubectl.fullaccess"]}),
+        )
+        .await
+        .assert_status(403);
+
+    // A project admin cannot hand out what they do not hold.
+    let pa = app.user_client(&admin, "pa@example.com").await;
+    admin.post("/api/v1/roles", json!({"name": "PROJECT_AUDITOR_PLUS", "scope": "project", "permissions": ["project.read", "kubectl.cluster.write"]})).await.assert_status(201);
+    admin.post("/api/v1/roles", json!({"name": "PROJECT_SUPER", "scope": "project", "permissions": ["project.read", "cluster.write"]})).await.assert_status(201);
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "pa@example.com"}, "role": "CLUSTER_ADMIN", "project": "dev"}))
+        .await
+        .assert_status(201);
+    admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "pa@example.com"}, "role": "PROJECT_ADMIN", "project": "dev"})).await.assert_status(201);
+    // PROJECT_ADMIN holds kubectl.fullaccess, which includes kubectl.cluster.write: allowed.
+    pa.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "PROJECT_AUDITOR_PLUS", "project": "dev"})).await.assert_status(201);
+    let bob = app.user_client(&admin, "bob@example.com").await;
+    drop(bob);
+    let ca = app.user_client(&admin, "ca@example.com").await;
+    admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "ca@example.com"}, "role": "CLUSTER_ADMIN", "project": "dev"})).await.assert_status(201);
+    // CLUSTER_ADMIN has no project.write at all.
+    ca.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "bob@example.com"}, "role": "PROJECT_READ_ONLY", "project": "dev"})).await.assert_status(403);
+    let denied = admin
+        .get("/api/v1/audit/events?outcome=denied&actor=sally@example.com")
+        .await
+        .json();
+    assert!(denied["items"].as_array().unwrap().len() >= 4, "{denied}");
+}
+
+#[tokio::test]
+async fn changes_take_effect_on_the_next_request() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/groups", json!({"name": "Auditors"}))
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "Auditors"}, "role": "ADMIN_READ_ONLY"}),
+        )
+        .await
+        .assert_status(201);
+    let ann = app.user_client(&admin, "ann@example.com").await;
+    ann.get("/api/v1/users").await.assert_status(403);
+    let epoch = app.services().policy.epoch();
+    admin
+        .post(
+            "/api/v1/groups/Auditors/members",
+            json!({"user": "ann@example.com"}),
+        )
+        .await
+        .assert_status(201);
+    assert!(
+        app.services().policy.epoch() > epoch,
+        "a membership change bumps the epoch"
+    );
+    ann.get("/api/v1/users").await.assert_status(200);
+    admin
+        .delete("/api/v1/groups/Auditors/members/ann@example.com")
+        .await
+        .assert_status(200);
+    ann.get("/api/v1/users").await.assert_status(403);
+
+    // A direct binding, added then removed.
+    let b = admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "ann@example.com"}, "role": "ADMIN_READ_ONLY"})).await.assert_status(201).json();
+    ann.get("/api/v1/groups").await.assert_status(200);
+    admin
+        .delete(&format!("/api/v1/bindings/{}", b["id"].as_str().unwrap()))
+        .await
+        .assert_status(204);
+    ann.get("/api/v1/groups").await.assert_status(403);
+
+    // Deactivation ends the live session at once; reactivation does not revive it.
+    admin
+        .patch(
+            "/api/v1/users/ann@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    ann.get("/api/v1/me").await.assert_status(401);
+    ann.login("ann@example.com", USER_PASSWORD)
+        .await
+        .assert_status(401);
+    admin
+        .patch("/api/v1/users/ann@example.com", json!({"status": "active"}))
+        .await
+        .assert_status(200);
+    ann.get("/api/v1/me").await.assert_status(401);
+    ann.login("ann@example.com", USER_PASSWORD)
+        .await
+        .assert_status(200);
+    // Administrators cannot deactivate or delete themselves.
+    admin
+        .patch(
+            "/api/v1/users/admin@warden.local",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(409);
+    admin
+        .delete("/api/v1/users/admin@warden.local")
+        .await
+        .assert_status(409);
+    admin
+        .patch(
+            "/api/v1/users/ann@example.com",
+            json!({"status": "sleeping"}),
+        )
+        .await
+        .assert_status(422);
+    admin
+        .delete("/api/v1/users/ann@example.com")
+        .await
+        .assert_status(204);
+    ann.get("/api/v1/me").await.assert_status(401);
+    admin
+        .get("/api/v1/users/ann@example.com")
+        .await
+        .assert_status(404);
+}
+
+#[tokio::test]
+async fn me_lists_effective_permissions_and_why() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/groups", json!({"name": "Developers"}))
+        .await
+        .assert_status(201);
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    admin
+        .post(
+            "/api/v1/groups/Developers/members",
+            json!({"user": "sally@example.com"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}))
+        .await
+        .assert_status(201);
+    let me = sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["projects"], json!(["dev"]));
+    assert_eq!(me["org_permissions"], json!([]));
+    let g = &me["grants"][0];
+    assert_eq!(g["role"], "NAMESPACE_ADMIN");
+    assert_eq!(g["namespaces"], json!(["apple"]));
+    assert_eq!(g["via"], "group Developers");
+    assert!(g["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "kubectl.namespace.write"));
+
+    let why = admin.get("/api/v1/users/sally@example.com/explain?permission=kubectl.namespace.write&project=dev&namespace=apple").await.assert_status(200).json();
+    assert_eq!(why["allowed"], true);
+    assert!(why["because"].as_str().unwrap().contains("NAMESPACE_ADMIN"));
+    assert!(why["because"]
+        .as_str()
+        .unwrap()
+        .contains("group Developers"));
+    let why = admin.get("/api/v1/users/sally@example.com/explain?permission=kubectl.namespace.write&project=dev&namespace=default").await.json();
+    assert_eq!(why["allowed"], false);
+    let why = sally
+        .get("/api/v1/users/sally@example.com/explain?permission=user.read")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(why["allowed"], false);
+    sally
+        .get("/api/v1/users/admin@warden.local/explain?permission=user.read")
+        .await
+        .assert_status(403);
+    admin
+        .get("/api/v1/users/sally@example.com/explain?permission=nope")
+        .await
+        .assert_status(422);
+    let detail = admin
+        .get("/api/v1/users/sally@example.com")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(detail["user"]["groups"], json!(["All Users", "Developers"]));
+    assert_eq!(detail["access"][0]["role"], "NAMESPACE_ADMIN");
+}
+
+#[tokio::test]
+async fn users_list_filters_and_pagination() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/groups", json!({"name": "Developers"}))
+        .await
+        .assert_status(201);
+    for i in 0..5 {
+        admin
+            .post(
+                "/api/v1/users",
+                json!({"email": format!("dev{i}@example.com"), "name": format!("Dev {i}")}),
+            )
+            .await
+            .assert_status(201);
+    }
+    admin
+        .post(
+            "/api/v1/groups/Developers/members",
+            json!({"user": "dev1@example.com"}),
+        )
+        .await
+        .assert_status(201);
+    admin.post("/api/v1/bindings", json!({"subject": {"kind": "group", "name": "Developers"}, "role": "PROJECT_READ_ONLY", "project": "dev"})).await.assert_status(201);
+    admin
+        .patch(
+            "/api/v1/users/dev2@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    let p1 = admin
+        .get("/api/v1/users?q=dev&limit=2")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(p1["items"].as_array().unwrap().len(), 2);
+    let p2 = admin
+        .get(&format!(
+            "/api/v1/users?q=dev&limit=2&cursor={}",
+            p1["next"].as_str().unwrap()
+        ))
+        .await
+        .json();
+    let p3 = admin
+        .get(&format!(
+            "/api/v1/users?q=dev&limit=2&cursor={}",
+            p2["next"].as_str().unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(p3["items"].as_array().unwrap().len(), 1);
+    assert!(p3["next"].is_null());
+    let one = |v: serde_json::Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["email"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        one(admin.get("/api/v1/users?group=Developers").await.json()),
+        vec!["dev1@example.com"]
+    );
+    assert_eq!(
+        one(admin.get("/api/v1/users?project=dev").await.json()),
+        vec!["dev1@example.com"]
+    );
+    assert_eq!(
+        one(admin
+            .get("/api/v1/users?role=PROJECT_READ_ONLY")
+            .await
+            .json()),
+        vec!["dev1@example.com"]
+    );
+    assert_eq!(
+        one(admin.get("/api/v1/users?status=deactivated").await.json()),
+        vec!["dev2@example.com"]
+    );
+    assert_eq!(
+        one(admin.get("/api/v1/users?role=ADMIN").await.json()),
+        vec!["admin@warden.local"]
+    );
+    admin
+        .get("/api/v1/users?status=maybe")
+        .await
+        .assert_status(422);
+    admin.get("/api/v1/users?bogus=1").await.assert_status(422);
+    drop(app);
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_as_their_owner_until_revoked_or_expired() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let created = admin
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "ci", "expires_in_days": 1}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with(created["key"]["prefix"].as_str().unwrap()));
+    let keys = admin.get("/api/v1/api-keys").await.json();
+    assert_eq!(keys["items"][0]["name"], "ci");
+    assert!(
+        !keys.to_string().contains(&secret),
+        "the secret is shown once only"
+    );
+
+    let bare = app.client_without_origin();
+    let me = bare
+        .get_bearer("/api/v1/me", &secret)
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(me["user"]["email"], "admin@warden.local");
+    assert_eq!(me["session_type"], "api");
+    // Bearer-authenticated writes need no Origin.
+    bare.post_bearer("/api/v1/projects", &secret, json!({"name": "from-ci"}))
+        .await
+        .assert_status(201);
+    bare.get_bearer("/api/v1/me", "wdn_bogus_key")
+        .await
+        .assert_status(401);
+    let keys = admin.get("/api/v1/api-keys").await.json();
+    assert!(keys["items"][0]["last_used_at"].is_string());
+
+    app.clock.advance_secs(86_400 + 1);
+    bare.get_bearer("/api/v1/me", &secret)
+        .await
+        .assert_status(401);
+
+    let admin = app.client();
+    admin
+        .login("admin@warden.local", "the admin's new password")
+        .await
+        .assert_status(200);
+    let second = admin
+        .post("/api/v1/api-keys", json!({"name": "ops"}))
+        .await
+        .assert_status(201)
+        .json();
+    let s2 = second["secret"].as_str().unwrap().to_owned();
+    bare.get_bearer("/api/v1/me", &s2).await.assert_status(200);
+    admin
+        .delete(&format!(
+            "/api/v1/api-keys/{}",
+            second["key"]["id"].as_str().unwrap()
+        ))
+        .await
+        .assert_status(204);
+    bare.get_bearer("/api/v1/me", &s2).await.assert_status(401);
+    admin
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "x", "expires_in_days": 9999}),
+        )
+        .await
+        .assert_status(422);
+    // Stored hashed: the database never holds the secret.
+    use sea_orm::EntityTrait;
+    let rows = warden_domain::entities::api_keys::Entity::find()
+        .all(&app.services().db)
+        .await
+        .unwrap();
+    assert!(rows
+        .iter()
+        .all(|k| k.secret_hash != s2 && k.secret_hash.len() == 64));
+}
+
+#[tokio::test]
+async fn settings_are_validated_and_applied() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let s = admin
+        .get("/api/v1/settings")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["lockout_threshold"], 5);
+    let r = admin
+        .patch("/api/v1/settings", json!({"session_idle_minutes": 0}))
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["session_idle_minutes"].is_string());
+    admin
+        .patch(
+            "/api/v1/settings",
+            json!({"organization_name": "Acme", "session_idle_minutes": 5, "lockout_threshold": 2}),
+        )
+        .await
+        .assert_status(200);
+    app.clock.advance_secs(6 * 60);
+    admin.get("/api/v1/me").await.assert_status(401);
+    let c = app.client();
+    c.login("x@example.com", "wrong password!!")
+        .await
+        .assert_status(401);
+    c.login("x@example.com", "wrong password!!")
+        .await
+        .assert_status(429);
+}
