@@ -212,6 +212,24 @@ impl Effective {
         set.into_iter().collect()
     }
 
+    /// Every grant with the binding it comes from, as the API shows them (none when inactive).
+    pub fn grants(&self) -> Vec<EffectiveGrant> {
+        if !self.active {
+            return vec![];
+        }
+        self.bindings
+            .iter()
+            .map(|b| EffectiveGrant {
+                scope: b.scope.as_str().to_owned(),
+                project: b.project.clone(),
+                namespaces: b.namespaces.clone(),
+                permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),
+                role: b.role.clone(),
+                via: b.via.clone(),
+            })
+            .collect()
+    }
+
     pub fn decide(&self, action: &Action) -> Result<String, String> {
         if !self.active {
             return Err("the user is deactivated".into());
@@ -321,21 +339,7 @@ impl AccessPolicy {
     /// What the principal can do, for `GET /api/v1/me` and the console.
     pub async fn me(&self, who: &Principal) -> DomainResult<Me> {
         let eff = self.effective(who.user_id).await?;
-        let grants = if eff.active {
-            eff.bindings
-                .iter()
-                .map(|b| EffectiveGrant {
-                    scope: b.scope.as_str().to_owned(),
-                    project: b.project.clone(),
-                    namespaces: b.namespaces.clone(),
-                    permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),
-                    role: b.role.clone(),
-                    via: b.via.clone(),
-                })
-                .collect()
-        } else {
-            vec![]
-        };
+        let grants = eff.grants();
         Ok(Me {
             user: crate::dto::UserSummary {
                 id: who.user_id.to_string(),

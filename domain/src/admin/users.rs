@@ -11,8 +11,8 @@ use super::ts;
 use crate::access::{Action, Principal, Target};
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::dto::{
-    BindingDto, CreateUserRequest, CreatedUser, EffectiveGrant, Explanation, Page,
-    UpdateUserRequest, UserDetail, UserDto, UserQuery,
+    BindingDto, CreateUserRequest, CreatedUser, Explanation, Page, UpdateUserRequest, UserDetail,
+    UserDto, UserQuery,
 };
 use crate::entities::{bindings, group_members, groups, users};
 use crate::error::{DomainError, DomainResult};
@@ -184,21 +184,7 @@ pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainRe
     );
     let uid = crate::users::user_id(&u)?;
     let eff = svc.policy.effective(uid).await?;
-    let access = if eff.active {
-        eff.bindings
-            .iter()
-            .map(|b| EffectiveGrant {
-                scope: b.scope.as_str().into(),
-                project: b.project.clone(),
-                namespaces: b.namespaces.clone(),
-                permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),
-                role: b.role.clone(),
-                via: b.via.clone(),
-            })
-            .collect()
-    } else {
-        vec![]
-    };
+    let access = eff.grants();
     Ok(UserDetail {
         user: to_dto(&u, gnames),
         bindings: rows.iter().map(|b| names.dto(b)).collect(),

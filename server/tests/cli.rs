@@ -1,0 +1,143 @@
+//! The `warden` binary's subcommands, run as a user would.
+
+use sea_orm::{ConnectionTrait, Statement};
+use std::process::Command;
+use warden_server::testing::{TestApp, ADMIN_EMAIL};
+
+fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("WARDEN_DATABASE_URL", database_url)
+        .env("WARDEN_DATA_DIR", dir.path())
+        .env("WARDEN_LOG", "error")
+        .output()
+        .expect("run warden")
+}
+
+#[tokio::test]
+async fn audit_verify_passes_then_names_the_edited_row() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    c.login("nobody@example.com", "wrong password!!").await;
+    let out = warden(&app.database_url, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit log intact"));
+
+    let db = &app.services().db;
+    let row = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT MIN(seq) AS s FROM audit_events WHERE outcome = 'denied'".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let seq: i64 = row.try_get("", "s").unwrap();
+    db.execute(Statement::from_string(
+        db.get_database_backend(),
+        format!("UPDATE audit_events SET outcome = 'allowed' WHERE seq = {seq}"),
+    ))
+    .await
+    .unwrap();
+    let out = warden(&app.database_url, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("seq={seq}")), "{err}");
+}
+
+#[tokio::test]
+async fn reset_password_prints_a_one_time_link() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let out = warden(&app.database_url, &["admin", "reset-password", ADMIN_EMAIL]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let link = stdout
+        .lines()
+        .find(|l| l.contains("/set-password?token="))
+        .expect("a link")
+        .trim()
+        .to_owned();
+    let token = link.split("token=").nth(1).unwrap();
+    // The old session ended; the link sets a new password.
+    c.get("/api/v1/me").await.assert_status(401);
+    let r = c
+        .post_form(
+            "/sfn/set_password",
+            &[
+                ("token", token),
+                ("new_password", "from the reset link"),
+                ("confirm_password", "from the reset link"),
+            ],
+        )
+        .await;
+    assert_eq!(r.headers["location"], "/login?password_set=1");
+    c.login(ADMIN_EMAIL, "from the reset link")
+        .await
+        .assert_status(200);
+    let out = warden(
+        &app.database_url,
+        &["admin", "reset-password", "ghost@example.com"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+}
+
+#[test]
+fn unreachable_database_is_a_clear_error_not_a_panic() {
+    let out = warden(
+        "postgres://warden:secret-pw@127.0.0.1:1/warden",
+        &["migrate"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to the database"), "{err}");
+    assert!(
+        !err.contains("secret-pw"),
+        "the password must not be printed: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_configuration_is_reported_with_its_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("migrate")
+        .env("WARDEN_HTTP_ADDR", "not an address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARDEN_HTTP_ADDR"));
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    for sub in ["serve", "migrate", "audit", "admin"] {
+        assert!(s.contains(sub), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let app = TestApp::spawn().await;
+    for _ in 0..2 {
+        let out = warden(&app.database_url, &["migrate"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
