@@ -21,10 +21,7 @@ pub fn ConsoleLayout() -> impl IntoView {
             <nav class="mainnav" aria-label="Main">
                 <A href="/" exact=true>"Overview"</A>
                 <Suspense fallback=|| ()>
-                    {move || me.get().and_then(|r| r.ok()).flatten().map(|m| {
-                        let audit = m.has_org("audit.read") || m.grants.iter().any(|g| g.permissions.iter().any(|p| p == "audit.read"));
-                        audit.then(|| view! { <A href="/audit">"Audit log"</A> })
-                    })}
+                    {move || me.get().and_then(|r| r.ok()).flatten().map(|m| view! { <NavLinks me=m/> })}
                 </Suspense>
             </nav>
             <Suspense fallback=|| ()>
@@ -34,6 +31,26 @@ pub fn ConsoleLayout() -> impl IntoView {
         <main id="main" class="content">
             <Outlet/>
         </main>
+    }
+}
+
+/// Links to the pages the user may use. Hiding a link is a courtesy: every page's server
+/// functions ask the gate.
+#[component]
+fn NavLinks(me: Me) -> impl IntoView {
+    let projects = !me.projects.is_empty() || me.has_org("project.create");
+    let audit = me.has_org("audit.read")
+        || me
+            .grants
+            .iter()
+            .any(|g| g.scope == "project" && g.permissions.iter().any(|p| p == "audit.read"));
+    view! {
+        {projects.then(|| view! { <A href="/projects">"Projects"</A> })}
+        {me.has_org("user.read").then(|| view! { <A href="/users">"Users"</A> })}
+        {me.has_org("group.read").then(|| view! { <A href="/groups">"Groups"</A> })}
+        {me.has_org("role.read").then(|| view! { <A href="/roles">"Roles"</A> })}
+        {me.has_org("settings.read").then(|| view! { <A href="/settings">"Settings"</A> })}
+        {audit.then(|| view! { <A href="/audit">"Audit log"</A> })}
     }
 }
 
@@ -56,6 +73,7 @@ fn UserMenu(me: Me) -> impl IntoView {
             </button>
             <div id="user-menu-items" class="menu" class:open=move || open.get() role="menu">
                 <p class="menu-id">{me.user.email.clone()}</p>
+                <a role="menuitem" href="/me/api-keys">"API keys"</a>
                 <a role="menuitem" href="/change-password">"Change password"</a>
                 <ActionForm action=logout>
                     <button type="submit" role="menuitem" class="linklike" data-testid="sign-out">"Sign out"</button>

@@ -1,17 +1,26 @@
 //! Warden's console: Leptos pages and server functions. Server-only code sits behind the
 //! `ssr` feature; the same crate compiles to WASM for hydration.
 
+pub mod apikeys;
+pub mod audit;
 pub mod auth;
+pub mod bindings;
 pub mod error;
+pub mod groups;
 pub mod home;
 pub mod layout;
+pub mod projects;
+pub mod roles;
+pub mod settings;
 #[cfg(feature = "ssr")]
 pub mod ssr;
+pub mod ui;
+pub mod users;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
@@ -72,6 +81,19 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/set-password") view=auth::SetPasswordPage/>
                 <ParentRoute path=path!("") view=layout::ConsoleLayout>
                     <Route path=path!("") view=home::HomePage/>
+                    <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/users/new") view=users::CreateUserPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/users/:id") view=users::UserPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/groups") view=groups::GroupsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/groups/:id") view=groups::GroupPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/roles") view=roles::RolesPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/roles/new") view=roles::NewRolePage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -83,3 +83,165 @@ pub async fn authorize(action: Action) -> Result<(Principal, Grant), AppError> {
         Err(_) => Err(AppError::Forbidden),
     }
 }
+
+/// Whether this server-function call is a plain HTML form post (the page has not hydrated, or
+/// JavaScript is off). The browser then needs a redirect; the hydrated client wants the value.
+pub fn plain_form() -> bool {
+    leptos::prelude::use_context::<http::request::Parts>().is_some_and(|p| {
+        p.headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    })
+}
+
+/// Percent-encode a query-string component.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The name of the server function being called (`create_project` for `/sfn/create_project`).
+fn endpoint() -> String {
+    leptos::prelude::use_context::<http::request::Parts>()
+        .and_then(|p| p.uri.path().rsplit('/').next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The page a plain form was posted from: its path and query, without the parameters a
+/// previous answer or an open confirmation step added. Only same-site paths are used.
+fn referring_page() -> String {
+    let Some(referer) = leptos::prelude::use_context::<http::request::Parts>().and_then(|p| {
+        p.headers
+            .get(http::header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }) else {
+        return "/".into();
+    };
+    let Ok(uri) = referer.parse::<http::Uri>() else {
+        return "/".into();
+    };
+    let path = uri.path();
+    if !path.starts_with('/') || path.starts_with("//") {
+        return "/".into();
+    }
+    let kept: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or_default();
+            !key.is_empty()
+                && !key.starts_with("err.")
+                && !matches!(
+                    key,
+                    crate::ui::FORM_PARAM | crate::ui::OK_PARAM | "confirm" | "target"
+                )
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+fn with_params(page: &str, params: &[(String, String)]) -> String {
+    let q: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    let sep = if page.contains('?') { '&' } else { '?' };
+    format!("{page}{sep}{}", q.join("&"))
+}
+
+/// Finish a form's server function.
+///
+/// On success with `then`, both the plain browser and the hydrated client go to `then`.
+/// A plain post otherwise returns to the page it came from: with `ok=FORM` on success, or with
+/// `form=FORM&err.FIELD=message` (`err._` for a message without a field) on failure, which the
+/// page renders next to the fields. The hydrated client reads the result from the action.
+pub fn finish<T>(result: Result<T, AppError>, then: Option<String>) -> Result<T, AppError> {
+    let plain = plain_form();
+    match (&result, then) {
+        (Ok(_), Some(to)) => leptos_axum::redirect(&to),
+        (Ok(_), None) if plain => leptos_axum::redirect(&with_params(
+            &referring_page(),
+            &[(crate::ui::OK_PARAM.into(), endpoint())],
+        )),
+        (Err(e), _) if plain => {
+            let errors = crate::ui::FormErrors::from_app(e);
+            let mut params = vec![(crate::ui::FORM_PARAM.to_owned(), endpoint())];
+            if let Some(g) = errors.general {
+                params.push(("err._".into(), g));
+            }
+            params.extend(
+                errors
+                    .fields
+                    .into_iter()
+                    .map(|(k, v)| (format!("err.{k}"), v)),
+            );
+            leptos_axum::redirect(&with_params(&referring_page(), &params));
+        }
+        (Err(e), _) => set_error_status(e),
+        _ => {}
+    }
+    result
+}
+
+/// Answer a failed server-function call with the status its error deserves (not the default
+/// 500), so metrics and logs tell a refused or invalid request from a fault.
+fn set_error_status(e: &AppError) {
+    let status = match e {
+        AppError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+        AppError::PasswordChangeRequired | AppError::Forbidden => http::StatusCode::FORBIDDEN,
+        AppError::NotFound(_) => http::StatusCode::NOT_FOUND,
+        AppError::Conflict { .. } => http::StatusCode::CONFLICT,
+        AppError::Invalid { .. } => http::StatusCode::UNPROCESSABLE_ENTITY,
+        AppError::ServerFn(_) => http::StatusCode::BAD_REQUEST,
+        AppError::Internal => return,
+    };
+    if let Some(res) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+        res.set_status(status);
+    }
+}
+
+fn flash_key(kind: &str) -> String {
+    format!("warden.flash.{kind}")
+}
+
+/// Keep a one-time secret (a set-password link, an API key) in the session for the next page
+/// a plain form lands on. The hydrated client gets it from the action instead, so it is never
+/// stored then.
+pub async fn flash_for_plain_form(kind: &str, value: &str) -> Result<(), AppError> {
+    if !plain_form() {
+        return Ok(());
+    }
+    session()
+        .await?
+        .insert(&flash_key(kind), value.to_owned())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not store a flash message");
+            AppError::Internal
+        })
+}
+
+/// Take (and forget) the one-time secret of this kind, if a plain form left one.
+pub async fn take_flash(kind: &str) -> Result<Option<String>, AppError> {
+    session()
+        .await?
+        .remove::<String>(&flash_key(kind))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not read a flash message");
+            AppError::Internal
+        })
+}

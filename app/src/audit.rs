@@ -1,0 +1,212 @@
+//! The audit log: search with filters and keyset paging. Organization auditors see every
+//! event; project auditors see their projects' events.
+
+use leptos::prelude::*;
+use leptos_router::components::Form;
+use leptos_router::hooks::use_query_map;
+use leptos_router::params::ParamsMap;
+use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
+
+use crate::error::AppError;
+use crate::ui::{short_time, FormErrors, LoadError, Loading};
+
+const PAGE_SIZE: u64 = 50;
+
+#[server(prefix = "/sfn", endpoint = "search_audit")]
+pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    // The gate has audited a denial already; the caller gets a plain 403.
+    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    Ok(warden_domain::audit::search(&svc.db, &query, scope.as_deref()).await?)
+}
+
+fn query_of(q: &ParamsMap) -> AuditQuery {
+    let get = |k: &str| {
+        q.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    AuditQuery {
+        kind: get("kind"),
+        actor: get("actor"),
+        outcome: get("outcome"),
+        action: get("action"),
+        project: get("project"),
+        cluster: get("cluster"),
+        namespace: get("namespace"),
+        since: get("since"),
+        until: get("until"),
+        q: get("q"),
+        limit: Some(PAGE_SIZE),
+        cursor: get("cursor"),
+    }
+}
+
+const KINDS: &[(&str, &str)] = &[
+    ("console", "Console"),
+    ("sign_in", "Sign-in"),
+    ("kube_api", "Kubernetes API"),
+    ("terminal", "Terminal"),
+    ("agent", "Agent"),
+    ("system", "System"),
+];
+const OUTCOMES: &[(&str, &str)] = &[
+    ("allowed", "Allowed"),
+    ("denied", "Denied"),
+    ("error", "Error"),
+];
+
+#[component]
+fn Select(
+    name: &'static str,
+    label: &'static str,
+    any: &'static str,
+    options: &'static [(&'static str, &'static str)],
+    current: Option<String>,
+) -> impl IntoView {
+    let id = format!("audit-{name}");
+    let for_id = id.clone();
+    view! {
+        <div class="filter">
+            <label for=for_id>{label}</label>
+            <select id=id name=name>
+                <option value="" selected=current.is_none()>{any}</option>
+                {options.iter().map(|(v, t)| view! {
+                    <option value=*v selected=current.as_deref() == Some(*v)>{*t}</option>
+                }).collect_view()}
+            </select>
+        </div>
+    }
+}
+
+#[component]
+fn TextFilter(
+    name: &'static str,
+    label: &'static str,
+    current: Option<String>,
+    #[prop(optional)] placeholder: Option<&'static str>,
+) -> impl IntoView {
+    let id = format!("audit-{name}");
+    let for_id = id.clone();
+    view! {
+        <div class="filter">
+            <label for=for_id>{label}</label>
+            <input id=id name=name type="text" value=current placeholder=placeholder autocomplete="off"/>
+        </div>
+    }
+}
+
+#[component]
+pub fn AuditPage() -> impl IntoView {
+    let q = use_query_map();
+    let events = Resource::new(move || q.with(query_of), search_audit);
+    view! {
+        <h1>"Audit log"</h1>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                let result = events.await;
+                if let Err(AppError::Forbidden) = &result {
+                    return view! { <LoadError err=AppError::Forbidden/> }.into_any();
+                }
+                let current = q.get_untracked();
+                let aq = query_of(&current);
+                let filtered = [&aq.kind, &aq.actor, &aq.outcome, &aq.action, &aq.project, &aq.cluster, &aq.namespace, &aq.since, &aq.until, &aq.q]
+                    .iter()
+                    .any(|f| f.is_some());
+                let next_href = result.as_ref().ok().and_then(|p| p.next.clone()).map(|n| {
+                    let mut p = current.clone();
+                    p.replace("cursor", n);
+                    format!("/audit{}", p.to_query_string())
+                });
+                let newest_href = aq.cursor.is_some().then(|| {
+                    let mut p = current.clone();
+                    p.remove("cursor");
+                    format!("/audit{}", p.to_query_string())
+                });
+                view! {
+                    <Form method="GET" action="/audit" attr:class="filters" attr:role="search" attr:aria-label="Filter the audit log">
+                        <Select name="kind" label="Kind" any="Any kind" options=KINDS current=aq.kind.clone()/>
+                        <Select name="outcome" label="Outcome" any="Any outcome" options=OUTCOMES current=aq.outcome.clone()/>
+                        <TextFilter name="actor" label="Actor (email)" current=aq.actor.clone()/>
+                        <TextFilter name="action" label="Action starts with" current=aq.action.clone() placeholder="user."/>
+                        <TextFilter name="project" label="Project" current=aq.project.clone()/>
+                        <TextFilter name="since" label="Since" current=aq.since.clone() placeholder="2026-01-31T00:00:00Z"/>
+                        <TextFilter name="until" label="Until" current=aq.until.clone() placeholder="2026-01-31T23:59:59Z"/>
+                        <TextFilter name="q" label="Text" current=aq.q.clone() placeholder="resource, path, reason"/>
+                        <div class="filter-actions">
+                            <button type="submit" class="btn btn-primary">"Search"</button>
+                            {filtered.then(|| view! { <a class="btn" href="/audit">"Clear"</a> })}
+                        </div>
+                    </Form>
+                    {match result {
+                        Ok(page) if page.items.is_empty() => view! {
+                            <p class="empty">{if filtered { "No event matches these filters. Widen the time range or clear a filter." } else { "No events yet." }}</p>
+                        }.into_any(),
+                        Ok(page) => view! { <EventsTable events=page.items/> }.into_any(),
+                        Err(AppError::Invalid { fields }) => view! {
+                            <div class="form-error" role="alert">
+                                {fields.into_iter().map(|(k, v)| view! { <p>{format!("{k}: {v}")}</p> }).collect_view()}
+                            </div>
+                        }.into_any(),
+                        Err(e) => view! { <p class="form-error" role="alert">{FormErrors::from_app(&e).general.unwrap_or_default()}</p> }.into_any(),
+                    }}
+                    <nav class="pager" aria-label="Pages">
+                        <span>{newest_href.map(|h| view! { <a href=h>"← Newest"</a> })}</span>
+                        <span>{next_href.map(|h| view! { <a href=h data-testid="audit-next">"Older events →"</a> })}</span>
+                    </nav>
+                }.into_any()
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
+    view! {
+        <table class="table" data-testid="audit-events">
+            <thead><tr>
+                <th scope="col">"Time (UTC)"</th><th scope="col">"Actor"</th><th scope="col">"Action"</th>
+                <th scope="col">"Resource"</th><th scope="col">"Project"</th><th scope="col">"Outcome"</th><th scope="col">"Details"</th>
+            </tr></thead>
+            <tbody>
+                {events.into_iter().map(|e| {
+                    let outcome_class = format!("chip outcome-{}", e.outcome);
+                    let resource = match (&e.resource_kind, &e.resource_name) {
+                        (Some(k), Some(n)) => format!("{k} {n}"),
+                        (None, Some(n)) => n.clone(),
+                        _ => String::new(),
+                    };
+                    let details = serde_json::to_string_pretty(&e.details).unwrap_or_default();
+                    view! {
+                        <tr>
+                            <td class="nowrap">{short_time(&e.time)}</td>
+                            <td>{e.actor.clone()}</td>
+                            <td><code>{e.action.clone()}</code></td>
+                            <td>{resource}</td>
+                            <td>{e.project.clone().unwrap_or_default()}</td>
+                            <td><span class=outcome_class>{e.outcome.clone()}</span></td>
+                            <td>
+                                <details>
+                                    <summary>"More"</summary>
+                                    <dl class="facts small">
+                                        <dt>"Kind"</dt><dd>{e.kind.clone()}</dd>
+                                        {e.reason.clone().map(|r| view! { <dt>"Reason"</dt><dd>{r}</dd> })}
+                                        {e.namespace.clone().map(|n| view! { <dt>"Namespace"</dt><dd>{n}</dd> })}
+                                        {e.path.clone().map(|p| view! { <dt>"Request"</dt><dd><code>{format!("{} {p}", e.method.clone().unwrap_or_default())}</code></dd> })}
+                                        {e.source_ip.clone().map(|ip| view! { <dt>"Source"</dt><dd>{ip}</dd> })}
+                                        <dt>"Session"</dt><dd>{e.session_type.clone()}</dd>
+                                        <dt>"Event"</dt><dd><code>{format!("#{} {}", e.seq, e.id)}</code></dd>
+                                    </dl>
+                                    {(details != "null").then(|| view! { <pre class="details">{details.clone()}</pre> })}
+                                </details>
+                            </td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}

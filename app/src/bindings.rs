@@ -1,0 +1,377 @@
+//! Role bindings: who holds which role where. The project, group and user pages share the
+//! table, the form and the removal step defined here.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use warden_domain::dto::{BindingDto, BindingQuery, RoleDto, SubjectRef};
+
+use crate::error::AppError;
+use crate::ui::{confirm_href, confirm_target, ConfirmPanel, FieldError, FormAlert, FormState};
+
+/// Names a binding form can suggest: the users and groups the caller may list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Candidates {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// Namespaces typed as `apple, banana` or `apple banana`.
+pub fn split_namespaces(raw: &str) -> Vec<String> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A binding in words, e.g. "group Developers holds NAMESPACE_ADMIN on namespaces apple of
+/// project dev".
+pub fn describe(b: &BindingDto) -> String {
+    let at = match (&b.project, b.namespaces.is_empty()) {
+        (None, _) => "the organization".to_owned(),
+        (Some(p), true) => format!("project {p}"),
+        (Some(p), false) => format!("namespaces {} of project {p}", b.namespaces.join(", ")),
+    };
+    format!(
+        "{} {} holds {} on {at}",
+        b.subject.kind, b.subject.name, b.role
+    )
+}
+
+/// All bindings matching the query that the caller may see.
+#[server(prefix = "/sfn", endpoint = "list_bindings")]
+pub async fn list_bindings(query: BindingQuery) -> Result<Vec<BindingDto>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let mut q = query;
+    q.limit = Some(500);
+    let mut out = Vec::new();
+    loop {
+        let page = warden_domain::admin::bindings::list(&svc, &who, &q).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(next) if out.len() < 10_000 => q.cursor = Some(next),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Suggestions for a binding form's subject. Only lists what the caller may read, so that a
+/// project administrator's page does not fill the audit log with denials; the domain checks
+/// every listing anyway.
+#[server(prefix = "/sfn", endpoint = "binding_candidates")]
+pub async fn binding_candidates() -> Result<Candidates, AppError> {
+    use warden_domain::dto::UserQuery;
+    use warden_domain::permissions::Permission;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let org = svc.policy.effective(who.user_id).await?.org_permissions();
+    let users = if org.contains(&Permission::UserRead) {
+        let q = UserQuery {
+            status: Some("active".into()),
+            limit: Some(500),
+            ..Default::default()
+        };
+        warden_domain::admin::users::list(&svc, &who, &q)
+            .await?
+            .items
+            .into_iter()
+            .map(|u| u.email)
+            .collect()
+    } else {
+        vec![]
+    };
+    let groups = if org.contains(&Permission::GroupRead) {
+        warden_domain::admin::groups::list(&svc, &who)
+            .await?
+            .items
+            .into_iter()
+            .map(|g| g.name)
+            .collect()
+    } else {
+        vec![]
+    };
+    Ok(Candidates { users, groups })
+}
+
+#[server(prefix = "/sfn", endpoint = "create_binding")]
+pub async fn create_binding(
+    subject_kind: String,
+    subject_name: String,
+    role: String,
+    #[server(default)] project: String,
+    #[server(default)] namespaces: String,
+) -> Result<BindingDto, AppError> {
+    use warden_domain::dto::CreateBindingRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let req = CreateBindingRequest {
+        subject: SubjectRef {
+            kind: subject_kind,
+            name: subject_name.trim().to_owned(),
+        },
+        role,
+        project: Some(project).filter(|p| !p.trim().is_empty()),
+        namespaces: split_namespaces(&namespaces),
+    };
+    let r = warden_domain::admin::bindings::create(&svc, &who, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[server(prefix = "/sfn", endpoint = "delete_binding")]
+pub async fn delete_binding(id: String) -> Result<(), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = warden_domain::admin::bindings::delete(&svc, &who, &id).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+/// Bindings as a table, each with a link to the step that removes it.
+#[component]
+pub fn BindingsTable(
+    bindings: Vec<BindingDto>,
+    #[prop(optional)] hide_subject: bool,
+    #[prop(optional)] hide_project: bool,
+    /// Whether the viewer may remove this binding (the server decides in the end).
+    can_remove: fn(&BindingDto, &warden_domain::dto::Me) -> bool,
+    me: warden_domain::dto::Me,
+    testid: &'static str,
+) -> impl IntoView {
+    view! {
+        <table class="table" data-testid=testid>
+            <thead>
+                <tr>
+                    {(!hide_subject).then(|| view! { <th scope="col">"Who"</th> })}
+                    <th scope="col">"Role"</th>
+                    {(!hide_project).then(|| view! { <th scope="col">"Where"</th> })}
+                    <th scope="col">"Namespaces"</th>
+                    <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                </tr>
+            </thead>
+            <tbody>
+                {bindings.into_iter().map(|b| {
+                    let removable = can_remove(&b, &me);
+                    let label = format!("Remove: {}", describe(&b));
+                    let href = confirm_href("remove-binding", Some(&b.id));
+                    let subject_link = match b.subject.kind.as_str() {
+                        "group" => view! { <span class="tag">"group"</span> " " {b.subject.name.clone()} }.into_any(),
+                        _ => view! { <span class="tag">"user"</span> " " {b.subject.name.clone()} }.into_any(),
+                    };
+                    view! {
+                        <tr>
+                            {(!hide_subject).then(|| view! { <td>{subject_link}</td> })}
+                            <td><a href=format!("/roles/{}", b.role)>{b.role.clone()}</a></td>
+                            {(!hide_project).then(|| view! {
+                                <td>{match &b.project {
+                                    Some(p) => view! { <a href=format!("/projects/{p}")>{p.clone()}</a> }.into_any(),
+                                    None => view! { <span>"Organization"</span> }.into_any(),
+                                }}</td>
+                            })}
+                            <td>
+                                {if b.namespaces.is_empty() {
+                                    view! { <span class="muted">"all"</span> }.into_any()
+                                } else {
+                                    view! { <crate::ui::Chips items=b.namespaces.clone() label="Namespaces"/> }.into_any()
+                                }}
+                            </td>
+                            <td class="actions">
+                                {removable.then(|| view! { <a href=href aria-label=label>"Remove…"</a> })}
+                            </td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+/// The confirmation step that removes one of `bindings`.
+#[component]
+pub fn RemoveBinding(
+    bindings: Vec<BindingDto>,
+    action: ServerAction<DeleteBinding>,
+) -> impl IntoView {
+    let target = confirm_target("remove-binding");
+    crate::ui::close_confirm_on_success(action);
+    view! {
+        {move || {
+            let b = target.get().and_then(|t| bindings.iter().find(|b| b.id == t).cloned())?;
+            Some(view! {
+                <ConfirmPanel title="Remove this binding?">
+                    <p>{describe(&b)} "."</p>
+                    <p>
+                        {format!(
+                            "{} {} loses what {} grants there on the next request, unless another binding grants it.",
+                            if b.subject.kind == "group" { "Every member of group" } else { "User" },
+                            b.subject.name,
+                            b.role
+                        )}
+                    </p>
+                    <ActionForm action>
+                        <input type="hidden" name="id" value=b.id.clone()/>
+                        <button type="submit" class="btn btn-danger" data-testid="confirm-remove-binding">"Remove binding"</button>
+                    </ActionForm>
+                </ConfirmPanel>
+            })
+        }}
+    }
+}
+
+/// The form that binds a subject to a role. The subject and the project are either fixed by
+/// the page (hidden fields) or chosen in the form.
+#[component]
+pub fn BindingForm(
+    action: ServerAction<CreateBinding>,
+    /// The subject, on a user's or a group's page.
+    #[prop(optional)]
+    subject: Option<SubjectRef>,
+    /// The project, on a project's page.
+    #[prop(optional)]
+    project: Option<String>,
+    /// Projects to choose from when the project is not fixed.
+    #[prop(optional)]
+    projects: Vec<String>,
+    roles: Vec<RoleDto>,
+    #[prop(optional)] candidates: Candidates,
+    prefix: &'static str,
+) -> impl IntoView {
+    let state = FormState::new(action, prefix);
+    let form = NodeRef::<leptos::html::Form>::new();
+    crate::ui::reset_on_success(action, form);
+    let role = RwSignal::new(String::new());
+    let kind = RwSignal::new("group".to_owned());
+    let ns_text = RwSignal::new(String::new());
+    crate::ui::on_success(action, move |_| {
+        role.set(String::new());
+        ns_text.set(String::new());
+    });
+    let scope_of = {
+        let roles = roles.clone();
+        move |name: &str| {
+            roles
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.scope.clone())
+        }
+    };
+    // After hydration the namespaces field is enabled only for namespace roles.
+    let ns_disabled = Signal::derive(move || {
+        let r = role.get();
+        !r.is_empty() && scope_of(&r).as_deref() != Some("namespace")
+    });
+    let fixed_project = project.is_some();
+    let shown_roles: Vec<RoleDto> = roles
+        .into_iter()
+        .filter(|r| !fixed_project || r.scope != "organization")
+        .collect();
+    let groups_of = |scope: &'static str, shown: &[RoleDto]| -> Vec<RoleDto> {
+        shown.iter().filter(|r| r.scope == scope).cloned().collect()
+    };
+    let optgroups: Vec<(&'static str, Vec<RoleDto>)> = [
+        (
+            "Organization roles",
+            groups_of("organization", &shown_roles),
+        ),
+        ("Project roles", groups_of("project", &shown_roles)),
+        ("Namespace roles", groups_of("namespace", &shown_roles)),
+    ]
+    .into_iter()
+    .filter(|(_, rs)| !rs.is_empty())
+    .collect();
+    let users_list = format!("{prefix}-users");
+    let groups_list = format!("{prefix}-groups");
+    let (ul, gl) = (users_list.clone(), groups_list.clone());
+    let subject_list = move || {
+        if kind.get() == "user" {
+            ul.clone()
+        } else {
+            gl.clone()
+        }
+    };
+    let chips = move || split_namespaces(&ns_text.get());
+
+    view! {
+        <ActionForm action node_ref=form attr:class="form form-inline" attr:data-testid=prefix>
+            {match subject {
+                Some(s) => view! {
+                    <input type="hidden" name="subject_kind" value=s.kind/>
+                    <input type="hidden" name="subject_name" value=s.name/>
+                }.into_any(),
+                None => view! {
+                    <div class="field">
+                        <label for=state.id("subject_kind")>"Member type"</label>
+                        <select id=state.id("subject_kind") name="subject_kind"
+                            on:change=move |ev| kind.set(event_target_value(&ev))>
+                            <option value="group" selected=true>"Group"</option>
+                            <option value="user">"User"</option>
+                        </select>
+                        <FieldError state field="subject.kind"/>
+                    </div>
+                    <div class="field">
+                        <label for=state.id("subject_name")>"Group name or user email"</label>
+                        <input id=state.id("subject_name") name="subject_name" type="text" required
+                            list=subject_list autocomplete="off"
+                            aria-invalid=move || state.field("subject.name").is_some().to_string()
+                            aria-describedby=state.err_id("subject.name")/>
+                        <FieldError state field="subject.name"/>
+                        <datalist id=users_list>
+                            {candidates.users.iter().map(|u| view! { <option value=u.clone()/> }).collect_view()}
+                        </datalist>
+                        <datalist id=groups_list>
+                            {candidates.groups.iter().map(|g| view! { <option value=g.clone()/> }).collect_view()}
+                        </datalist>
+                    </div>
+                }.into_any(),
+            }}
+            {match project {
+                Some(p) => view! { <input type="hidden" name="project" value=p/> }.into_any(),
+                None => view! {
+                    <div class="field">
+                        <label for=state.id("project")>"Where"</label>
+                        <select id=state.id("project") name="project"
+                            aria-describedby=state.err_id("project")>
+                            <option value="">"The whole organization (organization roles)"</option>
+                            {projects.into_iter().map(|p| view! { <option value=p.clone()>{format!("Project {p}")}</option> }).collect_view()}
+                        </select>
+                        <FieldError state field="project"/>
+                    </div>
+                }.into_any(),
+            }}
+            <div class="field">
+                <label for=state.id("role")>"Role"</label>
+                <select id=state.id("role") name="role" required
+                    on:change=move |ev| role.set(event_target_value(&ev))
+                    prop:value=move || role.get()
+                    aria-invalid=move || state.field("role").is_some().to_string()
+                    aria-describedby=state.err_id("role")>
+                    <option value="">"Choose a role…"</option>
+                    {optgroups.into_iter().map(|(label, rs)| view! {
+                        <optgroup label=label>
+                            {rs.into_iter().map(|r| view! { <option value=r.name.clone()>{r.name.clone()}</option> }).collect_view()}
+                        </optgroup>
+                    }).collect_view()}
+                </select>
+                <FieldError state field="role"/>
+            </div>
+            <div class="field">
+                <label for=state.id("namespaces")>"Namespaces"</label>
+                <input id=state.id("namespaces") name="namespaces" type="text" autocomplete="off"
+                    placeholder="apple, banana"
+                    disabled=move || ns_disabled.get()
+                    on:input=move |ev| ns_text.set(event_target_value(&ev))
+                    aria-invalid=move || state.field("namespaces").is_some().to_string()
+                    aria-describedby=format!("{} {}", state.id("namespaces-hint"), state.err_id("namespaces"))/>
+                <p class="hint" id=state.id("namespaces-hint")>"Namespace roles only; separate names with commas."</p>
+                {move || {
+                    let c = chips();
+                    (!c.is_empty() && !ns_disabled.get()).then(|| view! { <crate::ui::Chips items=c label="Namespaces to bind"/> })
+                }}
+                <FieldError state field="namespaces"/>
+            </div>
+            <div class="field field-submit">
+                <button type="submit" class="btn btn-primary" data-testid=format!("{prefix}-submit")>"Add binding"</button>
+            </div>
+        </ActionForm>
+        <FormAlert state fields=&["subject.kind", "subject.name", "project", "role", "namespaces"] ok="Binding added."/>
+    }
+}

@@ -1,0 +1,323 @@
+//! Projects: the list, creation, and a project's page with its members.
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_params_map, use_query_map};
+use warden_domain::dto::{BindingQuery, ProjectDto};
+
+use crate::bindings::{
+    binding_candidates, list_bindings, BindingForm, BindingsTable, CreateBinding, DeleteBinding,
+    RemoveBinding,
+};
+use crate::error::AppError;
+use crate::layout::MeResource;
+use crate::roles::list_roles;
+use crate::ui::{
+    can, can_in, confirm_href, confirm_open, me_of, success_count, ConfirmPanel, Field, FormAlert,
+    FormState, LoadError, Loading, Submit,
+};
+
+/// The projects the caller can see.
+#[server(prefix = "/sfn", endpoint = "list_projects")]
+pub async fn list_projects() -> Result<Vec<ProjectDto>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::projects::list(&svc, &who)
+        .await?
+        .items)
+}
+
+#[server(prefix = "/sfn", endpoint = "get_project")]
+pub async fn get_project(name: String) -> Result<ProjectDto, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::projects::get(&svc, &who, &name).await?)
+}
+
+#[server(prefix = "/sfn", endpoint = "create_project")]
+pub async fn create_project(
+    name: String,
+    #[server(default)] description: String,
+) -> Result<ProjectDto, AppError> {
+    use warden_domain::dto::CreateProjectRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let req = CreateProjectRequest {
+        name,
+        description: Some(description),
+    };
+    let r = warden_domain::admin::projects::create(&svc, &who, req)
+        .await
+        .map_err(AppError::from);
+    let then = r.as_ref().ok().map(|p| format!("/projects/{}", p.name));
+    crate::ssr::finish(r, then)
+}
+
+#[server(prefix = "/sfn", endpoint = "update_project")]
+pub async fn update_project(name: String, description: String) -> Result<ProjectDto, AppError> {
+    use warden_domain::dto::UpdateProjectRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let req = UpdateProjectRequest {
+        description: Some(description),
+    };
+    let r = warden_domain::admin::projects::update(&svc, &who, &name, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[server(prefix = "/sfn", endpoint = "delete_project")]
+pub async fn delete_project(name: String) -> Result<(), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = warden_domain::admin::projects::delete(&svc, &who, &name).await;
+    let then = r
+        .is_ok()
+        .then(|| format!("/projects?deleted={}", crate::ui::encode(&name)));
+    crate::ssr::finish(r.map_err(AppError::from), then)
+}
+
+#[component]
+pub fn ProjectsPage() -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let create = ServerAction::<CreateProject>::new();
+    let created = success_count(create);
+    let projects = Resource::new(move || created.get(), |_| list_projects());
+    let q = use_query_map();
+    let deleted = move || q.with(|q| q.get("deleted"));
+    view! {
+        <h1>"Projects"</h1>
+        {move || deleted().map(|d| view! { <p class="notice" role="status">{format!("Project {d} was deleted.")}</p> })}
+        <div class="columns">
+            <section class="card grow" aria-labelledby="projects-list-title">
+                <h2 id="projects-list-title">"Your projects"</h2>
+                <Transition fallback=Loading>
+                    {move || Suspend::new(async move {
+                        match projects.await {
+                            Ok(list) if list.is_empty() => view! {
+                                <p class="empty">"No projects are visible to you. An administrator creates projects and adds you to them as a member."</p>
+                            }.into_any(),
+                            Ok(list) => view! {
+                                <table class="table" data-testid="projects">
+                                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Description"</th><th scope="col">"Created"</th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|p| view! {
+                                            <tr>
+                                                <td><a href=format!("/projects/{}", p.name)>{p.name.clone()}</a></td>
+                                                <td>{p.description.clone()}</td>
+                                                <td>{crate::ui::short_time(&p.created_at)}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any(),
+                            Err(e) => view! { <LoadError err=e/> }.into_any(),
+                        }
+                    })}
+                </Transition>
+            </section>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    can(&me, "project.create").then(|| view! { <CreateProjectForm action=create/> })
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+#[component]
+fn CreateProjectForm(action: ServerAction<CreateProject>) -> impl IntoView {
+    let state = FormState::new(action, "new-project");
+    view! {
+        <section class="card side" aria-labelledby="new-project-title">
+            <h2 id="new-project-title">"New project"</h2>
+            <ActionForm action attr:class="form" attr:data-testid="new-project">
+                <Field state name="name" label="Name" required=true autocomplete="off"
+                    hint="Lower-case letters, digits and '-', e.g. production."/>
+                <Field state name="description" label="Description (optional)" autocomplete="off"/>
+                <Submit state label="Create project"/>
+            </ActionForm>
+            <FormAlert state fields=&["name", "description"]/>
+        </section>
+    }
+}
+
+#[component]
+pub fn ProjectPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.with(|p| p.get("name").unwrap_or_default());
+    let update = ServerAction::<UpdateProject>::new();
+    let updated = success_count(update);
+    let project = Resource::new(move || (name(), updated.get()), |(n, _)| get_project(n));
+    view! {
+        <p class="crumbs"><a href="/projects">"Projects"</a></p>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                match project.await {
+                    Ok(p) => view! { <ProjectView project=p update/> }.into_any(),
+                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let name = project.name.clone();
+    let n1 = name.clone();
+    let n2 = name.clone();
+    view! {
+        <h1>"Project " <span data-testid="project-name">{project.name.clone()}</span></h1>
+        <p class="muted">{if project.description.is_empty() { "No description.".to_owned() } else { project.description.clone() }}</p>
+        <Transition fallback=|| ()>
+            {move || {
+                let (n1, project) = (n1.clone(), project.clone());
+                Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    can_in(&me, "project.write", &n1).then(|| view! { <EditProject project action=update/> })
+                })
+            }}
+        </Transition>
+        <ProjectMembers project=name/>
+        <Transition fallback=|| ()>
+            {move || {
+                let n2 = n2.clone();
+                Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    can(&me, "project.create").then(|| view! { <DeleteProjectSection name=n2/> })
+                })
+            }}
+        </Transition>
+    }
+}
+
+#[component]
+fn EditProject(project: ProjectDto, action: ServerAction<UpdateProject>) -> impl IntoView {
+    let state = FormState::new(action, "edit-project");
+    view! {
+        <details class="card">
+            <summary>"Edit description"</summary>
+            <ActionForm action attr:class="form">
+                <input type="hidden" name="name" value=project.name.clone()/>
+                <Field state name="description" label="Description" value=project.description.clone() autocomplete="off"/>
+                <Submit state label="Save"/>
+            </ActionForm>
+            <FormAlert state fields=&["description"] ok="Saved."/>
+        </details>
+    }
+}
+
+/// The project's members: bindings of users and groups to roles in it.
+#[component]
+fn ProjectMembers(project: String) -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let add = ServerAction::<CreateBinding>::new();
+    let remove = ServerAction::<DeleteBinding>::new();
+    let (added, removed) = (success_count(add), success_count(remove));
+    let p = project.clone();
+    let members = Resource::new(
+        move || (p.clone(), added.get(), removed.get()),
+        |(p, _, _)| {
+            list_bindings(BindingQuery {
+                project: Some(p),
+                ..Default::default()
+            })
+        },
+    );
+    let roles = Resource::new(|| (), |_| list_roles());
+    let candidates = Resource::new(|| (), |_| binding_candidates());
+    let remove_state = FormState::new(remove, "remove-binding");
+    let p_form = project.clone();
+    view! {
+        <section class="card" aria-labelledby="members-title">
+            <h2 id="members-title">"Members"</h2>
+            <p class="muted">"Users and groups holding a role in this project. Namespace roles apply only to the namespaces shown."</p>
+            <FormAlert state=remove_state ok="Binding removed."/>
+            <Transition fallback=Loading>
+                {move || Suspend::new(async move {
+                    let me = me_of(me.await);
+                    match (members.await, me) {
+                        (Ok(list), _) if list.is_empty() => view! {
+                            <p class="empty">"No members yet. Add a group (recommended) or a user with a role below."</p>
+                        }.into_any(),
+                        (Ok(list), Some(me)) => view! {
+                            <RemoveBinding bindings=list.clone() action=remove/>
+                            <BindingsTable bindings=list hide_project=true me
+                                can_remove=|b, me| can_in(me, "project.write", b.project.as_deref().unwrap_or_default())
+                                testid="members"/>
+                        }.into_any(),
+                        (Ok(_), None) => ().into_any(),
+                        (Err(e), _) => view! { <LoadError err=e/> }.into_any(),
+                    }
+                })}
+            </Transition>
+            <Transition fallback=|| ()>
+                {move || {
+                    let p = p_form.clone();
+                    Suspend::new(async move {
+                        let me = me_of(me.await)?;
+                        if !can_in(&me, "project.write", &p) {
+                            return None;
+                        }
+                        let roles = roles.await.ok()?;
+                        let candidates = candidates.await.unwrap_or_default();
+                        Some(view! {
+                            <h3>"Add a member"</h3>
+                            <BindingForm action=add project=p roles candidates prefix="add-member"/>
+                        })
+                    })
+                }}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn DeleteProjectSection(name: String) -> impl IntoView {
+    let action = ServerAction::<DeleteProject>::new();
+    let state = FormState::new(action, "delete-project");
+    let open = confirm_open("delete-project", None);
+    let members = Resource::new(
+        {
+            let n = name.clone();
+            move || n.clone()
+        },
+        |p| {
+            list_bindings(BindingQuery {
+                project: Some(p),
+                ..Default::default()
+            })
+        },
+    );
+    let href = confirm_href("delete-project", None);
+    let n = StoredValue::new(name);
+    view! {
+        <section class="card danger-zone" aria-labelledby="delete-project-title">
+            <h2 id="delete-project-title">"Delete this project"</h2>
+            <FormAlert state/>
+            <Show when=move || open.get() fallback=move || view! {
+                <p>"Deleting a project removes its members' access to it. A project that still owns clusters cannot be deleted."</p>
+                <a class="btn btn-danger-outline" href=href.clone() data-testid="delete-project">"Delete project…"</a>
+            }>
+                <ConfirmPanel title=format!("Delete project {}?", n.get_value())>
+                    <Transition fallback=Loading>
+                        {move || Suspend::new(async move {
+                            let count = members.await.map(|m| m.len()).unwrap_or_default();
+                            view! {
+                                <p>{format!(
+                                    "This deletes project {} and its {} member binding(s). Its members lose every right they hold through it on the next request.",
+                                    n.get_value(), count
+                                )}</p>
+                            }
+                        })}
+                    </Transition>
+                    <ActionForm action>
+                        <input type="hidden" name="name" value=n.get_value()/>
+                        <button type="submit" class="btn btn-danger" data-testid="confirm-delete-project">"Delete project"</button>
+                    </ActionForm>
+                </ConfirmPanel>
+            </Show>
+        </section>
+    }
+}

@@ -1,0 +1,101 @@
+//! Organization settings: name, session lifetimes, lockout policy.
+
+use leptos::prelude::*;
+use warden_domain::dto::SettingsDto;
+
+use crate::error::AppError;
+use crate::layout::MeResource;
+use crate::ui::{
+    can, me_of, success_count, Field, FormAlert, FormState, LoadError, Loading, Submit,
+};
+
+#[server(prefix = "/sfn", endpoint = "get_settings")]
+pub async fn get_settings() -> Result<SettingsDto, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::org_settings::get(&svc, &who).await?)
+}
+
+#[server(prefix = "/sfn", endpoint = "update_settings")]
+pub async fn update_settings(
+    organization_name: String,
+    session_idle_minutes: i32,
+    session_absolute_hours: i32,
+    lockout_threshold: i32,
+    lockout_window_minutes: i32,
+    lockout_minutes: i32,
+) -> Result<SettingsDto, AppError> {
+    use warden_domain::dto::UpdateSettingsRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let req = UpdateSettingsRequest {
+        organization_name: Some(organization_name),
+        session_idle_minutes: Some(session_idle_minutes),
+        session_absolute_hours: Some(session_absolute_hours),
+        lockout_threshold: Some(lockout_threshold),
+        lockout_window_minutes: Some(lockout_window_minutes),
+        lockout_minutes: Some(lockout_minutes),
+    };
+    let r = warden_domain::admin::org_settings::update(&svc, &who, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[component]
+pub fn SettingsPage() -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let action = ServerAction::<UpdateSettings>::new();
+    let saved = success_count(action);
+    let settings = Resource::new(move || saved.get(), |_| get_settings());
+    view! {
+        <h1>"Settings"</h1>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                let writable = me_of(me.await).is_some_and(|m| can(&m, "settings.write"));
+                match settings.await {
+                    Ok(s) => view! { <SettingsForm settings=s action writable/> }.into_any(),
+                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn SettingsForm(
+    settings: SettingsDto,
+    action: ServerAction<UpdateSettings>,
+    writable: bool,
+) -> impl IntoView {
+    let state = FormState::new(action, "settings");
+    let ro = Signal::stored(!writable);
+    view! {
+        {(!writable).then(|| view! { <p class="muted">"You may read these settings but not change them."</p> })}
+        <ActionForm action attr:class="form" attr:data-testid="settings">
+            <section class="card">
+                <h2>"Organization"</h2>
+                <Field state name="organization_name" label="Name" value=settings.organization_name.clone() required=true disabled=ro/>
+            </section>
+            <section class="card">
+                <h2>"Sessions"</h2>
+                <Field state name="session_idle_minutes" label="Sign out after this many idle minutes" kind="number" min="1" max="1440"
+                    value=settings.session_idle_minutes.to_string() required=true disabled=ro/>
+                <Field state name="session_absolute_hours" label="End every session after this many hours" kind="number" min="1" max="720"
+                    value=settings.session_absolute_hours.to_string() required=true disabled=ro/>
+            </section>
+            <section class="card">
+                <h2>"Lockout"</h2>
+                <p class="muted">"After this many failed sign-ins within the window, the account is locked for the lockout time."</p>
+                <Field state name="lockout_threshold" label="Failed sign-ins" kind="number" min="1" max="100"
+                    value=settings.lockout_threshold.to_string() required=true disabled=ro/>
+                <Field state name="lockout_window_minutes" label="Window (minutes)" kind="number" min="1" max="1440"
+                    value=settings.lockout_window_minutes.to_string() required=true disabled=ro/>
+                <Field state name="lockout_minutes" label="Lockout (minutes)" kind="number" min="1" max="1440"
+                    value=settings.lockout_minutes.to_string() required=true disabled=ro/>
+            </section>
+            {writable.then(|| view! { <Submit state label="Save settings"/> })}
+        </ActionForm>
+        <FormAlert state
+            fields=&["organization_name", "session_idle_minutes", "session_absolute_hours", "lockout_threshold", "lockout_window_minutes", "lockout_minutes"]
+            ok="Settings saved. New sessions and sign-ins use them at once."/>
+    }
+}
