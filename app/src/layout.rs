@@ -46,6 +46,7 @@ fn NavLinks(me: Me) -> impl IntoView {
             .any(|g| g.scope == "project" && g.permissions.iter().any(|p| p == "audit.read"));
     view! {
         {projects.then(|| view! { <A href="/projects">"Projects"</A> })}
+        {projects.then(|| view! { <A href="/clusters">"Clusters"</A> })}
         {me.has_org("user.read").then(|| view! { <A href="/users">"Users"</A> })}
         {me.has_org("group.read").then(|| view! { <A href="/groups">"Groups"</A> })}
         {me.has_org("role.read").then(|| view! { <A href="/roles">"Roles"</A> })}
@@ -73,6 +74,7 @@ fn UserMenu(me: Me) -> impl IntoView {
             </button>
             <div id="user-menu-items" class="menu" class:open=move || open.get() role="menu">
                 <p class="menu-id">{me.user.email.clone()}</p>
+                <a role="menuitem" href="/me/tools">"My tools (kubeconfig)"</a>
                 <a role="menuitem" href="/me/api-keys">"API keys"</a>
                 <a role="menuitem" href="/change-password">"Change password"</a>
                 <ActionForm action=logout>

@@ -5,9 +5,11 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod bindings;
+pub mod clusters;
 pub mod error;
 pub mod groups;
 pub mod home;
+pub mod kubectl;
 pub mod layout;
 pub mod projects;
 pub mod roles;
@@ -82,6 +84,10 @@ pub fn App() -> impl IntoView {
                 <ParentRoute path=path!("") view=layout::ConsoleLayout>
                     <Route path=path!("") view=home::HomePage/>
                     <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/clusters") view=clusters::ClustersPage/>
+                    <Route path=path!("/clusters/new") view=clusters::ImportClusterPage/>
+                    <Route path=path!("/clusters/:name") view=clusters::ClusterPage/>
+                    <Route path=path!("/clusters/:name/connect") view=clusters::ConnectClusterPage/>
                     <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/users/new") view=users::CreateUserPage ssr=SsrMode::InOrder/>
@@ -94,6 +100,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::InOrder/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -570,6 +570,17 @@ fn UserView(
                 })
             })}
         </Transition>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let me = me_of(me.await)?;
+                let email = u.with_value(|u| u.email.clone());
+                let writable = can(&me, "kubeconfig.write");
+                Some(view! {
+                    {writable.then(|| view! { <crate::kubectl::RevokeUserKubeconfigs email=email.clone()/> })}
+                    <crate::kubectl::KubectlSettingsCard scope="user" subject=email writable/>
+                })
+            })}
+        </Transition>
     }
 }
 

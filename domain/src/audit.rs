@@ -138,6 +138,17 @@ impl AuditEvent {
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync {
     async fn record(&self, event: AuditEvent) -> DomainResult<()>;
+
+    /// Record several events, in order. Sinks that can write them at once override this.
+    async fn record_many(&self, events: Vec<AuditEvent>) -> DomainResult<()> {
+        for e in events {
+            self.record(e).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every event recorded so far is stored (a no-op for synchronous sinks).
+    async fn flush(&self) {}
 }
 
 pub type SharedAuditSink = Arc<dyn AuditSink>;
@@ -273,18 +284,39 @@ fn truncate(s: &str, max: usize) -> String {
 #[async_trait::async_trait]
 impl AuditSink for DbAuditSink {
     async fn record(&self, event: AuditEvent) -> DomainResult<()> {
+        self.record_many(vec![event]).await
+    }
+
+    /// One transaction for the whole batch: each row chains to the one before, the head is
+    /// updated once.
+    async fn record_many(&self, events: Vec<AuditEvent>) -> DomainResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut head = self.head.lock().await;
-        let prev = match head.as_ref() {
+        let mut prev = match head.as_ref() {
             Some(h) => h.clone(),
             None => Self::last_hash(&self.db).await?,
         };
-        let model = self.to_model(event, self.clock.now(), prev);
-        let hash = model.hash.clone();
-        let mut active: audit_events::ActiveModel = model.into();
-        active.seq = sea_orm::ActiveValue::NotSet;
+        let now = self.clock.now();
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            let model = self.to_model(event, now, prev);
+            prev = model.hash.clone();
+            let mut active: audit_events::ActiveModel = model.into();
+            active.seq = sea_orm::ActiveValue::NotSet;
+            rows.push(active);
+        }
+        let hash = prev;
         let write = async {
             let tx = self.db.begin().await?;
-            let row = active.insert(&tx).await?;
+            let mut last = None;
+            for active in rows {
+                last = Some(active.insert(&tx).await?);
+            }
+            let Some(row) = last else {
+                return tx.commit().await;
+            };
             audit_head::Entity::insert(audit_head::ActiveModel::from(audit_head::Model {
                 id: 1,
                 seq: row.seq,
@@ -310,6 +342,91 @@ impl AuditSink for DbAuditSink {
                 tracing::error!(error = %e, "audit write failed");
                 Err(e.into())
             }
+        }
+    }
+}
+
+/// An [`AuditSink`] for hot paths (the Kubernetes API gateway): `record` only queues the
+/// event; one writer task stores queued events in batches (one transaction each) through the
+/// inner sink. Nothing is ever dropped: a full queue makes `record` wait (back-pressure), and a
+/// failed write is retried, in order, until it succeeds. When idle, each event is written at
+/// once; under load, batches grow up to `max_batch`.
+pub struct BatchingAuditSink {
+    tx: tokio::sync::mpsc::Sender<BatchMsg>,
+}
+
+enum BatchMsg {
+    Event(Box<AuditEvent>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl BatchingAuditSink {
+    /// Start the writer task. `capacity`: events queued before `record` waits.
+    pub fn spawn(inner: SharedAuditSink, capacity: usize, max_batch: usize) -> Arc<Self> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<BatchMsg>(capacity.max(1));
+        let max_batch = max_batch.max(1);
+        tokio::spawn(async move {
+            let mut batch: Vec<AuditEvent> = Vec::new();
+            let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        BatchMsg::Event(e) => batch.push(*e),
+                        BatchMsg::Flush(done) => waiting.push(done),
+                    }
+                    if batch.len() < max_batch {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                let mut backoff = std::time::Duration::from_millis(50);
+                while !batch.is_empty() {
+                    match inner.record_many(batch.clone()).await {
+                        Ok(()) => batch.clear(),
+                        Err(e) => {
+                            tracing::error!(error = %e, events = batch.len(), "audit batch write failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                        }
+                    }
+                }
+                for done in waiting.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Arc::new(Self { tx })
+    }
+}
+
+impl BatchingAuditSink {
+    /// Queue an event without waiting; hands it back when the queue is full (the caller then
+    /// awaits [`AuditSink::record`], which waits for room).
+    pub fn try_record(&self, event: AuditEvent) -> Result<(), AuditEvent> {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.tx.try_send(BatchMsg::Event(Box::new(event))) {
+            Ok(()) => Ok(()),
+            Err(
+                TrySendError::Full(BatchMsg::Event(e)) | TrySendError::Closed(BatchMsg::Event(e)),
+            ) => Err(*e),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for BatchingAuditSink {
+    async fn record(&self, event: AuditEvent) -> DomainResult<()> {
+        self.tx
+            .send(BatchMsg::Event(Box::new(event)))
+            .await
+            .map_err(|_| crate::DomainError::Internal("the audit writer stopped".into()))
+    }
+
+    async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(BatchMsg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 }

@@ -418,3 +418,191 @@ pub struct Explanation {
     /// The binding that allows it, or why nothing does.
     pub because: String,
 }
+
+// ---- Clusters and their agents ----
+
+/// The status of a cluster's agent connection.
+pub mod cluster_status {
+    /// Imported; no agent has connected yet.
+    pub const PENDING: &str = "pending";
+    /// The agent's tunnel is up and heartbeats arrive.
+    pub const CONNECTED: &str = "connected";
+    /// The agent was connected once, and no heartbeat arrived within the timeout.
+    pub const DISCONNECTED: &str = "disconnected";
+}
+
+/// The agent's dial-out proxy settings, written into the manifest.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySettings {
+    /// `http://[user:password@]host:port` for `ws://` Warden URLs.
+    pub http_proxy: Option<String>,
+    /// `http://[user:password@]host:port` for `wss://` Warden URLs.
+    pub https_proxy: Option<String>,
+    /// Comma-separated hosts or domain suffixes reached without the proxy.
+    pub no_proxy: Option<String>,
+    /// PEM of an extra certificate authority to trust (a TLS-inspecting proxy).
+    pub ca_pem: Option<String>,
+}
+
+impl ProxySettings {
+    pub fn is_empty(&self) -> bool {
+        self.http_proxy.is_none()
+            && self.https_proxy.is_none()
+            && self.no_proxy.is_none()
+            && self.ca_pem.is_none()
+    }
+}
+
+/// One node as the agent reports it.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFact {
+    pub name: String,
+    pub ready: bool,
+    #[serde(default)]
+    pub kubelet_version: Option<String>,
+}
+
+/// What the agent reports with every heartbeat.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterFacts {
+    pub kubernetes_version: Option<String>,
+    pub node_count: u32,
+    /// At most the first 500 nodes.
+    pub nodes: Vec<NodeFact>,
+    pub namespace_count: u32,
+    /// At most the first 1000 namespaces.
+    pub namespaces: Vec<String>,
+    pub agent_version: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDto {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The owning project.
+    pub project: String,
+    /// Other projects the cluster is shared with.
+    pub shared_with: Vec<String>,
+    /// `pending` | `connected` | `disconnected`.
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// The last heartbeat (RFC 3339).
+    pub last_seen: Option<String>,
+    /// When an agent first proved a bootstrap token.
+    pub registered_at: Option<String>,
+    pub connected_at: Option<String>,
+    pub kubernetes_version: Option<String>,
+    pub node_count: Option<i32>,
+    pub agent_version: Option<String>,
+    /// UID of the cluster's `kube-system` namespace, bound at registration.
+    pub fingerprint: Option<String>,
+    pub namespaces: Vec<String>,
+    pub nodes: Vec<NodeFact>,
+    pub proxy: ProxySettings,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One change of a cluster's status.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatusChange {
+    pub status: String,
+    pub reason: String,
+    pub at: String,
+}
+
+/// `GET /api/v1/clusters/{name}`: the cluster, its recent status changes, and the command that
+/// removes the agent from the cluster.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDetail {
+    #[serde(flatten)]
+    pub cluster: ClusterDto,
+    pub history: Vec<ClusterStatusChange>,
+    pub cleanup_command: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClusterRequest {
+    pub name: String,
+    pub project: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub shared_with: Option<Vec<String>>,
+    #[serde(default)]
+    pub proxy: Option<ProxySettings>,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClusterRequest {
+    /// Accepted only when equal to the current name: clusters cannot be renamed.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Moves the cluster to another project.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub shared_with: Option<Vec<String>>,
+    #[serde(default)]
+    pub proxy: Option<ProxySettings>,
+}
+
+/// A one-time way to install the agent: the manifest (with a fresh bootstrap token) and a URL
+/// that serves it once, without a session, for `kubectl apply -f <url>`.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterBootstrap {
+    pub manifest_url: String,
+    pub manifest_url_expires_at: String,
+    /// Until when the bootstrap token inside the manifest is accepted.
+    pub bootstrap_expires_at: String,
+    pub apply_command: String,
+    pub manifest: String,
+}
+
+/// `POST /api/v1/clusters`: the cluster and its one-time `manifest_url`.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedCluster {
+    #[serde(flatten)]
+    pub cluster: ClusterDto,
+    pub manifest_url: String,
+    pub manifest_url_expires_at: String,
+    pub bootstrap_expires_at: String,
+    pub apply_command: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterQuery {
+    /// Clusters owned by, or shared with, this project.
+    pub project: Option<String>,
+    pub status: Option<String>,
+    /// `key=value`, or `key` for any value.
+    pub label: Option<String>,
+    /// Matches the name or description.
+    pub q: Option<String>,
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}

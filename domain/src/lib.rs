@@ -5,7 +5,9 @@
 //! entities, the stores, password hashing, the session store, the access policy (the one gate
 //! every entry point asks) and the audit sink.
 
+pub mod agent_protocol;
 pub mod dto;
+pub mod kubeconfig;
 pub mod permissions;
 pub mod types;
 
@@ -47,3 +49,5 @@ mod services;
 pub use services::Services;
 #[cfg(feature = "ssr")]
 pub mod admin;
+#[cfg(feature = "ssr")]
+pub mod agents;

@@ -14,6 +14,8 @@ pub struct Services {
     pub policy: AccessPolicy,
     /// The URL browsers use (`WARDEN_PUBLIC_URL`), for links such as set-password.
     pub public_url: String,
+    /// The cluster feature's settings and the server's live tunnels, set at start-up.
+    pub clusters: crate::admin::clusters::ClusterHooks,
 }
 
 impl Services {
@@ -30,6 +32,7 @@ impl Services {
             audit,
             policy,
             public_url,
+            clusters: Default::default(),
         })
     }
 

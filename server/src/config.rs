@@ -23,6 +23,22 @@ pub struct Config {
     pub demo: bool,
     /// Where the compiled console (cargo-leptos `site-root`) lives.
     pub site_root: PathBuf,
+    pub agent: AgentConfig,
+}
+
+/// Cluster agents: their heartbeat, and what goes into their manifests.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// How often agents send a heartbeat (`WARDEN_AGENT_HEARTBEAT_MS`, default 10 s).
+    pub heartbeat_interval: std::time::Duration,
+    /// A cluster without a heartbeat for this long is `disconnected`
+    /// (`WARDEN_AGENT_TIMEOUT_MS`, default 30 s).
+    pub heartbeat_timeout: std::time::Duration,
+    /// The agent image written into manifests (`WARDEN_AGENT_IMAGE`).
+    pub image: String,
+    /// PEM of the CA that signs `WARDEN_PUBLIC_URL`'s certificate, written into manifests so
+    /// agents can verify Warden (`WARDEN_PUBLIC_CA_FILE`, a path).
+    pub public_ca_pem: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,7 +256,56 @@ impl Config {
                 })
             }
         };
+        let heartbeat_ms: u64 = l.parse(
+            "WARDEN_AGENT_HEARTBEAT_MS",
+            "10000",
+            "a number of milliseconds",
+        )?;
+        let timeout_ms: u64 = l.parse(
+            "WARDEN_AGENT_TIMEOUT_MS",
+            "30000",
+            "a number of milliseconds",
+        )?;
+        if heartbeat_ms < 100 || timeout_ms <= heartbeat_ms {
+            return Err(ConfigError::Invalid {
+                key: "WARDEN_AGENT_TIMEOUT_MS".into(),
+                message: "the heartbeat must be at least 100 ms and the timeout longer than the heartbeat".into(),
+            });
+        }
+        let public_ca_pem = match l
+            .raw("WARDEN_PUBLIC_CA_FILE")?
+            .filter(|p| !p.trim().is_empty())
+        {
+            Some(path) => {
+                let pem =
+                    std::fs::read_to_string(path.trim()).map_err(|e| ConfigError::Invalid {
+                        key: "WARDEN_PUBLIC_CA_FILE".into(),
+                        message: format!("cannot read {path}: {e}"),
+                    })?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError::Invalid {
+                        key: "WARDEN_PUBLIC_CA_FILE".into(),
+                        message: format!("{path} holds no PEM certificate"),
+                    });
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let agent = AgentConfig {
+            heartbeat_interval: std::time::Duration::from_millis(heartbeat_ms),
+            heartbeat_timeout: std::time::Duration::from_millis(timeout_ms),
+            image: l.string(
+                "WARDEN_AGENT_IMAGE",
+                &format!(
+                    "ghcr.io/warden-dev/warden-agent:{}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            )?,
+            public_ca_pem,
+        };
         Ok(Config {
+            agent,
             database: DatabaseConfig {
                 url: Secret::new(
                     l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,
@@ -308,6 +373,8 @@ mod tests {
         assert!(c.bootstrap.admin_password.is_none());
         assert!(!c.demo);
         assert_eq!(c.log.format, LogFormat::Pretty);
+        assert_eq!(c.agent.heartbeat_interval.as_secs(), 10);
+        assert_eq!(c.agent.heartbeat_timeout.as_secs(), 30);
     }
 
     #[test]

@@ -3,12 +3,16 @@
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod gateway;
 pub mod metrics;
 pub mod middleware;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod testing;
+pub mod tunnel;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -73,6 +77,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
         .nest("/api/v1", api::router())
+        .nest("/agent/v1", tunnel::endpoint::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

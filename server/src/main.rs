@@ -89,19 +89,106 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let state = startup::prepare(config, clock).await?;
     startup::spawn_maintenance(&state);
     let public_url = state.config.http.public_url.clone();
+    let gateway = state.gateway.clone();
+    let gateway_addr = state.config.gateway.addr;
+    // The Kubernetes API gateway: a console without it still serves, so a port clash is loud
+    // but not fatal.
+    let _gateway = match tokio::net::TcpListener::bind(gateway_addr).await {
+        Ok(listener) => {
+            let h = warden_server::gateway::start(gateway.clone(), listener)?;
+            tracing::info!(addr = %gateway_addr, url = %gateway.public_url(), "the Kubernetes API gateway is listening");
+            println!("Kubernetes API gateway: {}", gateway.public_url());
+            Some(h)
+        }
+        Err(e) => {
+            tracing::error!(addr = %gateway_addr, error = %e, "cannot listen for the Kubernetes API gateway (WARDEN_GATEWAY_ADDR); kubectl access is unavailable");
+            eprintln!("warden: cannot listen on {gateway_addr} (WARDEN_GATEWAY_ADDR): {e}; kubectl access is unavailable");
+            None
+        }
+    };
+    let clusters = state.clusters.clone();
+    let demo_state = state.clone();
     let router = warden_server::build_router(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (WARDEN_HTTP_ADDR): {e}"))?;
     tracing::info!(%addr, %public_url, "Warden is listening");
     println!("Warden console: {public_url}");
+    let mut demo = start_demo(&demo_state, listener.local_addr()?).await;
+    let demo_stop = demo.as_mut().and_then(|d| d.take_stop());
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // The demo agent drains first; then every agent is told to reconnect later.
+        if let Some(stop) = demo_stop {
+            let _ = stop.send(());
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        clusters.close_all("Warden is shutting down");
+    })
     .await?;
+    drop(demo);
+    // Audit events of the gateway's last requests are stored before exiting.
+    gateway
+        .flush_audit_within(std::time::Duration::from_secs(5))
+        .await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `WARDEN_DEMO=true`: a simulated cluster and its agent, connected to this process.
+#[cfg(feature = "demo")]
+async fn start_demo(
+    state: &warden_server::state::AppState,
+    local: std::net::SocketAddr,
+) -> Option<warden_server::demo::Demo> {
+    if !state.config.demo {
+        return None;
+    }
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    let url = format!("http://{host}:{}", local.port());
+    match warden_server::demo::start(state, &url).await {
+        Ok(d) => {
+            println!(
+                "Demo cluster: \"{}\" in project \"{}\" (simulated, WARDEN_DEMO=true)",
+                warden_server::demo::CLUSTER,
+                warden_server::demo::PROJECT
+            );
+            Some(d)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the demo cluster");
+            eprintln!("warden: cannot start the demo cluster: {e:#}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+async fn start_demo(
+    state: &warden_server::state::AppState,
+    _local: std::net::SocketAddr,
+) -> Option<NoDemo> {
+    if state.config.demo {
+        tracing::warn!("WARDEN_DEMO=true, but this build has no demo mode (cargo feature `demo`)");
+    }
+    None
+}
+
+#[cfg(not(feature = "demo"))]
+struct NoDemo;
+
+#[cfg(not(feature = "demo"))]
+impl NoDemo {
+    fn take_stop(&mut self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        None
+    }
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub leptos_options: LeptosOptions,
     pub metrics: Arc<Metrics>,
+    /// The Kubernetes API gateway (its listener is started by `warden serve` and `TestApp`).
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// Live agent tunnels, by cluster; `clusters.client(name)` is a `kube::Client` through one.
+    pub clusters: Arc<crate::tunnel::ClusterConnections>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -23,8 +23,11 @@ pub struct TestApp {
     pub state: AppState,
     pub clock: Arc<ManualClock>,
     pub database_url: String,
+    /// `https://127.0.0.1:PORT`: the Kubernetes API gateway (TLS; kubeconfigs point here).
+    pub gateway_url: String,
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
+    _gateway: crate::gateway::GatewayHandle,
 }
 
 impl Drop for TestApp {
@@ -70,7 +73,22 @@ impl TestApp {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let url = format!("http://{addr}");
+        let gateway_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gateway");
+        let gateway_url = format!(
+            "https://{}",
+            gateway_listener.local_addr().expect("gateway addr")
+        );
         let mut env: BTreeMap<String, String> = BTreeMap::from([
+            (
+                "WARDEN_GATEWAY_ADDR".into(),
+                gateway_listener
+                    .local_addr()
+                    .expect("gateway addr")
+                    .to_string(),
+            ),
+            ("WARDEN_GATEWAY_PUBLIC_URL".into(), gateway_url.clone()),
             ("WARDEN_DATABASE_URL".into(), database_url.clone()),
             (
                 "WARDEN_DATA_DIR".into(),
@@ -93,6 +111,8 @@ impl TestApp {
             .await
             .expect("prepare");
         let router = crate::build_router(state.clone());
+        let gateway = crate::gateway::start(state.gateway.clone(), gateway_listener)
+            .expect("start the gateway");
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,
@@ -107,8 +127,10 @@ impl TestApp {
             state,
             clock,
             database_url,
+            gateway_url,
             _dir: dir,
             server,
+            _gateway: gateway,
         }
     }
 

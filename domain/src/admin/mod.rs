@@ -5,7 +5,9 @@
 
 pub mod api_keys;
 pub mod bindings;
+pub mod clusters;
 pub mod groups;
+pub mod kubeconfig;
 pub mod org_settings;
 pub mod projects;
 pub mod roles;

@@ -191,11 +191,10 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
     Ok(())
 }
 
-/// Names of clusters owned by a project. (Clusters arrive with the import issue; until then
-/// no table holds them and a project owns none.)
+/// Names of clusters owned by a project.
 pub async fn cluster_names<C: ConnectionTrait>(
-    _db: &C,
-    _project_id: &str,
+    db: &C,
+    project_id: &str,
 ) -> DomainResult<Vec<String>> {
-    Ok(Vec::new())
+    crate::admin::clusters::names_owned_by(db, project_id).await
 }

@@ -4,6 +4,7 @@
 mod access_routes;
 mod audit;
 pub mod auth;
+mod clusters;
 pub mod error;
 pub mod openapi;
 mod session_routes;
@@ -54,6 +55,22 @@ crate::endpoints! {
     delete "/api-keys/{id}" => a::revoke_api_key, "api-keys", "Revoke one of the caller's API keys", 204;
     get "/settings" => a::get_settings, "settings", "Organization settings", 200, resp = SettingsDto;
     patch "/settings" => a::update_settings, "settings", "Change organization settings", 200, req = UpdateSettingsRequest, resp = SettingsDto;
+    get "/clusters" => clusters::list_clusters, "clusters", "Clusters visible to the caller (owned by or shared with their projects), filtered by project, status, label (key=value) or text", 200, resp = Page<ClusterDto>, query = ClusterQuery;
+    post "/clusters" => clusters::create_cluster, "clusters", "Import a cluster; the answer carries a one-time manifest_url for kubectl apply -f", 201, req = CreateClusterRequest, resp = CreatedCluster;
+    get "/clusters/{name}" => clusters::get_cluster, "clusters", "A cluster: status (pending|connected|disconnected), last_seen, kubernetes_version, facts, status history", 200, resp = ClusterDetail;
+    patch "/clusters/{name}" => clusters::update_cluster, "clusters", "Change a cluster's description, labels, project, sharing or agent proxy", 200, req = UpdateClusterRequest, resp = ClusterDto;
+    delete "/clusters/{name}" => clusters::delete_cluster, "clusters", "Delete a cluster: its agent credential is revoked and its tunnel closed at once (force=true when the agent is not connected)", 204, query = clusters::DeleteClusterQuery;
+    get "/clusters/{name}/manifest" => clusters::get_cluster_manifest, "clusters", "The agent manifest (YAML) with a fresh one-time bootstrap token (cluster.write)", 200;
+    post "/clusters/{name}/bootstrap" => clusters::create_cluster_bootstrap, "clusters", "A fresh one-time manifest URL and the manifest it serves (cluster.write)", 201, resp = ClusterBootstrap;
+    get "/kubeconfig" => crate::gateway::routes::issue_kubeconfig, "kubeconfig", "A kubeconfig (YAML) for the caller: one context per cluster reachable with kubectl, a fresh short-lived credential (?cluster=NAME for one)", 200, query = warden_domain::kubeconfig::KubeconfigQuery;
+    post "/kubeconfig/revoke" => crate::gateway::routes::revoke_own_kubeconfig, "kubeconfig", "Revoke every kubeconfig issued to the caller so far", 200, resp = warden_domain::kubeconfig::KubeconfigRevoked;
+    post "/users/{user}/kubeconfig/revoke" => crate::gateway::routes::revoke_user_kubeconfig, "kubeconfig", "Revoke every kubeconfig issued to a user so far (kubeconfig.write)", 200, resp = warden_domain::kubeconfig::KubeconfigRevoked;
+    get "/kubectl/settings" => crate::gateway::routes::get_org_kubectl_settings, "kubeconfig", "The organization's kubectl settings", 200, resp = warden_domain::kubeconfig::KubectlSettingsDto;
+    patch "/kubectl/settings" => crate::gateway::routes::update_org_kubectl_settings, "kubeconfig", "Change the organization's kubectl settings (null clears a value)", 200, req = warden_domain::kubeconfig::UpdateKubectlSettingsRequest, resp = warden_domain::kubeconfig::KubectlSettingsDto;
+    get "/users/{user}/kubectl-settings" => crate::gateway::routes::get_user_kubectl_settings, "kubeconfig", "A user's kubectl settings (overrides of the organization's)", 200, resp = warden_domain::kubeconfig::KubectlSettingsDto;
+    patch "/users/{user}/kubectl-settings" => crate::gateway::routes::update_user_kubectl_settings, "kubeconfig", "Change a user's kubectl settings (kubeconfig.write)", 200, req = warden_domain::kubeconfig::UpdateKubectlSettingsRequest, resp = warden_domain::kubeconfig::KubectlSettingsDto;
+    get "/clusters/{name}/kubectl-settings" => crate::gateway::routes::get_cluster_kubectl_settings, "kubeconfig", "A cluster's kubectl settings", 200, resp = warden_domain::kubeconfig::KubectlSettingsDto;
+    patch "/clusters/{name}/kubectl-settings" => crate::gateway::routes::update_cluster_kubectl_settings, "kubeconfig", "Change a cluster's kubectl settings (cluster.write on its project)", 200, req = warden_domain::kubeconfig::UpdateKubectlSettingsRequest, resp = warden_domain::kubeconfig::KubectlSettingsDto;
 }
 
 pub fn router() -> Router<AppState> {

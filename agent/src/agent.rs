@@ -1,0 +1,430 @@
+//! The agent's life: learn the cluster's fingerprint, dial Warden (bootstrap token the first
+//! time, its credential afterwards), serve tunnel streams, send heartbeats, and reconnect with
+//! jittered, capped exponential backoff whenever the tunnel is lost. On shutdown it tells
+//! Warden it is draining and lets open streams finish.
+
+use futures::StreamExt;
+use rand::Rng;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+use warden_domain::agent_protocol::{refusal, AgentMessage, ServerMessage};
+
+use crate::dial::{self, DialError, Hello};
+use crate::store::Store;
+use crate::tunnel::{self, Pump};
+use crate::{facts, forward};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// First reconnect delay; doubles up to `max_backoff` (each delay jittered to 50-100 %).
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long open streams may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// A connection that lasted this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
+            stable_after: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Warden refused the agent for good (used or expired token, another cluster's manifest,
+    /// deleted cluster). The message says what to do.
+    #[error("Warden refused this agent ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Counts open tunnel streams (and the upgraded connections they hand off).
+#[derive(Clone, Default)]
+pub struct Tracker {
+    count: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+/// Held while a stream is open.
+pub struct Active(Tracker);
+
+impl Tracker {
+    pub fn enter(&self) -> Active {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Active(self.clone())
+    }
+    pub fn open(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Jittered, capped exponential backoff.
+pub struct Backoff {
+    next: Duration,
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            next: initial,
+            initial,
+            max,
+        }
+    }
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+    /// The next delay: the current step, jittered to 50-100 % of it.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let ms = base.as_millis() as u64;
+        Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2))
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Revoked { code: String, message: String },
+    Lost(String),
+}
+
+pub struct Agent {
+    kube: kube::Client,
+    store: Store,
+    opts: Options,
+}
+
+impl Agent {
+    pub fn new(kube: kube::Client, store: Store, opts: Options) -> Self {
+        Self { kube, store, opts }
+    }
+
+    /// Run until `shutdown` resolves (then drain and return `Ok`) or Warden refuses the agent.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            // Keep the sender alive so receivers do not see it closed.
+            std::future::pending::<()>().await;
+        });
+        let result = self.run_inner(&mut stop).await;
+        stopper.abort();
+        result
+    }
+
+    async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+        if *stop.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = stop.changed() => true,
+        }
+    }
+
+    async fn run_inner(&self, stop: &mut watch::Receiver<bool>) -> Result<(), AgentError> {
+        let mut backoff = Backoff::new(self.opts.initial_backoff, self.opts.max_backoff);
+        let fingerprint = loop {
+            match facts::fingerprint(&self.kube).await {
+                Ok(f) if !f.is_empty() => break f,
+                Ok(_) => {
+                    return Err(AgentError::Config(
+                        "the kube-system namespace has no UID".into(),
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the kube-system namespace (the cluster fingerprint); retrying")
+                }
+            }
+            if Self::sleep_or_stop(stop, backoff.next_delay()).await {
+                return Ok(());
+            }
+        };
+        backoff.reset();
+        tracing::info!(fingerprint = %fingerprint, state = %self.store.describe(), "cluster identified");
+        let mut rejected: HashSet<String> = HashSet::new();
+        let mut last_refusal: Option<(String, String)> = None;
+        // The credential Warden issued, kept in memory too: used when it could not be stored.
+        let mut issued: Option<String> = None;
+        loop {
+            let mut settings = loop {
+                match self.store.load().await {
+                    Ok(s) => break s,
+                    Err(crate::store::StoreError::Settings(e)) => {
+                        return Err(AgentError::Config(format!(
+                            "bad bootstrap settings in {}: {e}",
+                            self.store.describe()
+                        )))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the bootstrap settings; retrying")
+                    }
+                }
+                if Self::sleep_or_stop(stop, backoff.next_delay()).await {
+                    return Ok(());
+                }
+            };
+            if settings
+                .credential
+                .as_ref()
+                .is_none_or(|c| rejected.contains(c))
+            {
+                if let Some(c) = issued.clone().filter(|c| !rejected.contains(c)) {
+                    settings.credential = Some(c);
+                }
+            }
+            let secret = settings
+                .credential
+                .clone()
+                .filter(|c| !rejected.contains(c))
+                .or_else(|| {
+                    settings
+                        .bootstrap_token
+                        .clone()
+                        .filter(|t| !rejected.contains(t))
+                });
+            let Some(secret) = secret else {
+                let (code, message) = last_refusal.unwrap_or_else(|| {
+                    (
+                        "no_credential".into(),
+                        "no usable bootstrap token or credential".into(),
+                    )
+                });
+                return Err(AgentError::Refused { code, message });
+            };
+            let using = if settings.credential.as_deref() == Some(secret.as_str()) {
+                "credential"
+            } else {
+                "bootstrap token"
+            };
+            tracing::info!(url = %settings.warden_url, cluster = %settings.cluster, using, "dialling Warden");
+            match dial::connect(
+                &settings,
+                &Hello {
+                    secret: &secret,
+                    fingerprint: &fingerprint,
+                },
+            )
+            .await
+            {
+                Ok(ws) => {
+                    let started = Instant::now();
+                    match self.session(ws, &mut settings, &mut issued, stop).await {
+                        Ended::Shutdown => return Ok(()),
+                        Ended::Revoked { code, message } => {
+                            tracing::error!(%code, "{message}");
+                            return Err(AgentError::Refused { code, message });
+                        }
+                        Ended::Lost(reason) => {
+                            tracing::warn!(%reason, "the tunnel to Warden was lost; reconnecting");
+                            if started.elapsed() >= self.opts.stable_after {
+                                backoff.reset();
+                            }
+                        }
+                    }
+                }
+                Err(DialError::Refused { code, message, .. }) => {
+                    tracing::error!(%code, using, "Warden refused the agent: {message}");
+                    rejected.insert(secret);
+                    // No other secret can help a deleted cluster or another cluster's manifest.
+                    if code == refusal::CLUSTER_DELETED || code == refusal::FINGERPRINT_MISMATCH {
+                        return Err(AgentError::Refused { code, message });
+                    }
+                    // The first refusal (of the credential, tried first) says the most.
+                    if last_refusal.is_none() {
+                        last_refusal = Some((code, message));
+                    }
+                    // A newer manifest may have been applied meanwhile: read the settings again
+                    // and try what is left at once.
+                    continue;
+                }
+                Err(DialError::Transient(e)) => {
+                    tracing::warn!(error = %e, "cannot reach Warden; will retry")
+                }
+            }
+            let delay = backoff.next_delay();
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "waiting before reconnecting"
+            );
+            if Self::sleep_or_stop(stop, delay).await {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        ws: dial::Socket,
+        settings: &mut crate::settings::Settings,
+        issued: &mut Option<String>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let (frames_in, frames_out) = tunnel::tungstenite_frames(ws);
+        let Pump {
+            io,
+            mut control_rx,
+            control_tx,
+            guard: _guard,
+        } = tunnel::pump(frames_in, frames_out);
+        let welcome = match tokio::time::timeout(Duration::from_secs(15), control_rx.recv()).await {
+            Ok(Some(text)) => serde_json::from_str::<ServerMessage>(&text).ok(),
+            _ => None,
+        };
+        let heartbeat = match welcome {
+            Some(ServerMessage::Welcome {
+                cluster,
+                credential,
+                heartbeat_interval_ms,
+            }) => {
+                if let Some(c) = credential {
+                    match self.store.save_credential(&settings.cluster, &c).await {
+                        Ok(()) => {
+                            tracing::info!(state = %self.store.describe(), "registered with Warden; the agent credential is stored")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, state = %self.store.describe(), "registered with Warden but could not store the agent credential; it is kept in memory only")
+                        }
+                    }
+                    settings.credential = Some(c.clone());
+                    *issued = Some(c);
+                }
+                tracing::info!(%cluster, "connected to Warden");
+                Duration::from_millis(heartbeat_interval_ms.clamp(100, 600_000))
+            }
+            Some(ServerMessage::Revoked { code, message }) => {
+                return Ended::Revoked { code, message }
+            }
+            Some(ServerMessage::Closing { reason }) => return Ended::Lost(reason),
+            None => return Ended::Lost("Warden sent no welcome".into()),
+        };
+        let mut session = tokio_yamux::Session::new_client(io, tunnel::yamux_config());
+        let mut control = session.control();
+        let tracker = Tracker::default();
+        let (facts_tx, mut facts_rx) = mpsc::channel(1);
+        let mut first_sent = false;
+        let mut gathering = false;
+        let mut fresh_facts: Option<warden_domain::dto::ClusterFacts> = None;
+        let mut last_gather: Option<Instant> = None;
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                s = session.next() => match s {
+                    Some(Ok(stream)) => {
+                        let kube = self.kube.clone();
+                        let active = tracker.enter();
+                        let t = tracker.clone();
+                        tokio::spawn(async move {
+                            forward::serve_stream(stream, kube, t).await;
+                            drop(active);
+                        });
+                    }
+                    Some(Err(e)) => return Ended::Lost(format!("tunnel error: {e}")),
+                    None => return Ended::Lost("Warden closed the tunnel".into()),
+                },
+                m = control_rx.recv() => match m.map(|t| serde_json::from_str::<ServerMessage>(&t)) {
+                    Some(Ok(ServerMessage::Revoked { code, message })) => return Ended::Revoked { code, message },
+                    Some(Ok(ServerMessage::Closing { reason })) => return Ended::Lost(format!("Warden closed the tunnel: {reason}")),
+                    Some(Ok(ServerMessage::Welcome { .. })) => {}
+                    Some(Err(e)) => tracing::debug!(error = %e, "ignoring an unknown control message"),
+                    None => return Ended::Lost("the WebSocket closed".into()),
+                },
+                // Heartbeats never wait for the API server: facts are read in the background
+                // and go out with the next heartbeat once read.
+                _ = tick.tick() => {
+                    if !gathering && last_gather.is_none_or(|t| t.elapsed() >= heartbeat) {
+                        gathering = true;
+                        last_gather = Some(Instant::now());
+                        let kube = self.kube.clone();
+                        let tx = facts_tx.clone();
+                        tokio::spawn(async move {
+                            let f = tokio::time::timeout(Duration::from_secs(20), facts::gather(&kube)).await.ok();
+                            let _ = tx.send(f).await;
+                        });
+                    }
+                    let msg = serde_json::to_string(&AgentMessage::Heartbeat { facts: fresh_facts.take() }).unwrap_or_default();
+                    if control_tx.send(msg).await.is_err() {
+                        return Ended::Lost("the WebSocket closed".into());
+                    }
+                }
+                f = facts_rx.recv() => {
+                    gathering = false;
+                    if let Some(Some(facts)) = f {
+                        // The first facts go out at once; later ones with the next heartbeat.
+                        if !first_sent {
+                            first_sent = true;
+                            let msg = serde_json::to_string(&AgentMessage::Heartbeat { facts: Some(facts) }).unwrap_or_default();
+                            if control_tx.send(msg).await.is_err() {
+                                return Ended::Lost("the WebSocket closed".into());
+                            }
+                        } else {
+                            fresh_facts = Some(facts);
+                        }
+                    }
+                }
+                _ = stop.changed() => {
+                    tracing::info!(open_streams = tracker.open(), "shutting down: draining open streams");
+                    let _ = control_tx.send(serde_json::to_string(&AgentMessage::Draining).unwrap_or_default()).await;
+                    let deadline = tokio::time::sleep(self.opts.drain_timeout);
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            // Keep the session moving so open streams can finish; refuse new ones.
+                            s = session.next() => match s {
+                                Some(Ok(stream)) => drop(stream),
+                                _ => break,
+                            },
+                            _ = tracker.idle() => break,
+                            _ = &mut deadline => {
+                                tracing::warn!(open_streams = tracker.open(), "drain timeout; closing open streams");
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        tokio::join!(control.close(), async { while session.next().await.is_some() {} })
+                    })
+                    .await;
+                    return Ended::Shutdown;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The tunnel's transport, shared by Warden and the agent: a WebSocket whose binary messages
+//! carry a byte stream (on which a yamux session multiplexes HTTP/1.1 connections) and whose
+//! text messages carry JSON control messages.
+//!
+//! [`pump`] is generic over a `Stream` and a `Sink` of [`Frame`]s, so both WebSocket
+//! libraries (axum's on the server, tokio-tungstenite in the agent) plug in, and tests can use
+//! channels.
+
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// One WebSocket message, as the tunnel sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Binary(Bytes),
+    Text(String),
+    Close,
+}
+
+/// Largest binary message the pump sends.
+pub const MAX_CHUNK: usize = 64 * 1024;
+/// Buffer between the WebSocket and yamux.
+const DUPLEX_BUFFER: usize = 256 * 1024;
+
+/// A running pump. Dropping it (or its guard) stops both directions.
+pub struct Pump {
+    /// The byte stream to run yamux on.
+    pub io: DuplexStream,
+    /// Text messages from the peer.
+    pub control_rx: mpsc::Receiver<String>,
+    /// Text messages to the peer.
+    pub control_tx: mpsc::Sender<String>,
+    pub guard: PumpGuard,
+}
+
+/// Stops the pump's tasks when dropped.
+pub struct PumpGuard {
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl PumpGuard {
+    /// Whether both directions have stopped.
+    pub fn is_finished(&self) -> bool {
+        self.tasks.iter().all(|t| t.is_finished())
+    }
+}
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Run the tunnel's transport over a WebSocket given as a stream and a sink of frames.
+///
+/// Binary messages are written, in order, to [`Pump::io`]'s peer end; what is written there is
+/// sent as binary messages of at most [`MAX_CHUNK`] bytes. Text messages go to and come from
+/// the control channels. When the WebSocket ends (close, error, end of stream) the byte stream
+/// reaches end-of-file; when the byte stream is shut down a close message is sent.
+pub fn pump<R, W>(mut reader: R, mut writer: W) -> Pump
+where
+    R: Stream<Item = io::Result<Frame>> + Send + Unpin + 'static,
+    W: Sink<Frame, Error = io::Error> + Send + Unpin + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(DUPLEX_BUFFER);
+    let (mut ours_r, mut ours_w) = tokio::io::split(ours);
+    let (in_tx, in_rx) = mpsc::channel::<String>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(64);
+    let read_task = tokio::spawn(async move {
+        while let Some(frame) = reader.next().await {
+            match frame {
+                Ok(Frame::Binary(b)) => {
+                    if ours_w.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Frame::Text(t)) => {
+                    // Nobody listening is fine: the message is dropped.
+                    let _ = in_tx.send(t).await;
+                }
+                Ok(Frame::Close) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "tunnel: WebSocket read failed");
+                    break;
+                }
+            }
+        }
+        let _ = ours_w.shutdown().await;
+    });
+    let write_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        let mut control_open = true;
+        loop {
+            tokio::select! {
+                n = ours_r.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if writer.send(Frame::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                msg = out_rx.recv(), if control_open => match msg {
+                    Some(t) => {
+                        if writer.send(Frame::Text(t)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => control_open = false,
+                },
+            }
+        }
+        // Flush control messages queued before the end (a final notice), then close.
+        while let Ok(t) = out_rx.try_recv() {
+            if writer.send(Frame::Text(t)).await.is_err() {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = writer.send(Frame::Close).await;
+            let _ = writer.close().await;
+        })
+        .await;
+    });
+    Pump {
+        io: theirs,
+        control_rx: in_rx,
+        control_tx: out_tx,
+        guard: PumpGuard {
+            tasks: [read_task, write_task],
+        },
+    }
+}
+
+/// The yamux settings both ends use.
+pub fn yamux_config() -> tokio_yamux::Config {
+    tokio_yamux::Config {
+        // Streams opened faster than the agent accepts them queue up to this many.
+        accept_backlog: 1024,
+        enable_keepalive: true,
+        keepalive_interval: Duration::from_secs(15),
+        connection_write_timeout: Duration::from_secs(30),
+        max_stream_count: 4096,
+        max_stream_window_size: 1024 * 1024,
+    }
+}
+
+/// Adapt tokio-tungstenite's WebSocket to frames.
+pub fn tungstenite_frames<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+) -> (
+    impl Stream<Item = io::Result<Frame>> + Send + Unpin + 'static,
+    impl Sink<Frame, Error = io::Error> + Send + Unpin + 'static,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    use tokio_tungstenite::tungstenite::Message;
+    let (sink, stream) = ws.split();
+    let stream = stream.filter_map(|m| async move {
+        match m {
+            Ok(Message::Binary(b)) => Some(Ok(Frame::Binary(b))),
+            Ok(Message::Text(t)) => Some(Ok(Frame::Text(t.as_str().to_owned()))),
+            Ok(Message::Close(_)) => Some(Ok(Frame::Close)),
+            Ok(_) => None,
+            Err(e) => Some(Err(io::Error::other(e))),
+        }
+    });
+    let sink = sink
+        .sink_map_err(io::Error::other)
+        .with(|f: Frame| async move {
+            Ok::<_, io::Error>(match f {
+                Frame::Binary(b) => Message::Binary(b),
+                Frame::Text(t) => Message::Text(t.into()),
+                Frame::Close => Message::Close(None),
+            })
+        });
+    (Box::pin(stream), Box::pin(sink))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc as fmpsc;
+
+    /// Two pumps joined back to back by channels: bytes and control messages cross, and
+    /// closing one side ends the other's byte stream.
+    #[tokio::test]
+    async fn bytes_and_control_messages_cross_and_close_propagates() {
+        let (a_tx, a_rx) = fmpsc::unbounded::<Frame>();
+        let (b_tx, b_rx) = fmpsc::unbounded::<Frame>();
+        let a = pump(b_rx.map(Ok), a_tx.sink_map_err(io::Error::other));
+        let b = pump(a_rx.map(Ok), b_tx.sink_map_err(io::Error::other));
+        let Pump {
+            io: mut a_io,
+            control_rx: mut a_ctl_rx,
+            control_tx: a_ctl_tx,
+            guard: a_guard,
+        } = a;
+        let Pump {
+            io: mut b_io,
+            control_rx: mut b_ctl_rx,
+            control_tx: b_ctl_tx,
+            guard: _b_guard,
+        } = b;
+
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let expect = big.clone();
+        let writer = tokio::spawn(async move {
+            a_io.write_all(&big).await.unwrap();
+            a_io
+        });
+        let mut got = vec![0u8; expect.len()];
+        b_io.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expect);
+        let mut a_io = writer.await.unwrap();
+
+        a_ctl_tx.send("hello".into()).await.unwrap();
+        assert_eq!(b_ctl_rx.recv().await.unwrap(), "hello");
+        b_ctl_tx.send("back".into()).await.unwrap();
+        assert_eq!(a_ctl_rx.recv().await.unwrap(), "back");
+
+        b_io.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        a_io.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"x");
+
+        // Shutting down A's byte stream closes the WebSocket; B's byte stream then ends.
+        a_io.shutdown().await.unwrap();
+        drop(a_io);
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), b_io.read_to_end(&mut rest))
+            .await
+            .expect("end of stream, not a hang")
+            .unwrap();
+        assert!(rest.is_empty());
+        drop(a_guard);
+    }
+}

@@ -1,0 +1,360 @@
+//! The agent's parts against real counterparts: the forwarder against kubesim (requests,
+//! errors, streaming, the agent's own credentials), dialling through an HTTP CONNECT proxy to a
+//! WebSocket server, refusals, and the backoff.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use warden_agent::agent::Tracker;
+use warden_agent::dial::{self, DialError, Hello};
+use warden_agent::{forward, Backoff, Settings};
+
+async fn sim_and_client() -> (kubesim::KubeSim, kube::Client, tempfile::TempDir) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = kubesim::KubeSim::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    sim.write_admin_kubeconfig(&path).unwrap();
+    let kube = warden_agent::kube_client(Some(&path), None).await.unwrap();
+    (sim, kube, dir)
+}
+
+/// An HTTP/1.1 client connection to a forwarder serving one end of an in-memory stream.
+async fn forwarder(kube: kube::Client) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(forward::serve_stream(theirs, kube, Tracker::default()));
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    sender
+}
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("host", "whatever.clusters.warden.internal")
+        // Whatever Warden sends as credentials is dropped: the agent uses its own.
+        .header("authorization", "Bearer not-a-real-token")
+        .body(Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_forwarder_uses_its_own_credentials_and_streams() {
+    let (sim, kube, _dir) = sim_and_client().await;
+    let mut send = forwarder(kube.clone()).await;
+
+    let r = send
+        .send_request(get("/api/v1/namespaces/kube-system"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["metadata"]["uid"], sim.kube_system_uid());
+
+    // Errors pass through as the API server's Status.
+    let r = send
+        .send_request(get("/api/v1/namespaces/nope"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["reason"], "NotFound");
+
+    // A watch streams: events arrive while the response is open.
+    let r = send
+        .send_request(get(
+            "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=20",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.into_body();
+    let api: Api<ConfigMap> = Api::namespaced(kube, "default");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cm: ConfigMap =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "streamed"}})).unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    });
+    let mut seen = String::new();
+    while !seen.contains("\"streamed\"") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.contains("\"type\":\"ADDED\""), "{seen}");
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_a_clear_status() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // A kubeconfig for a port where nothing listens.
+    let sim = kubesim::KubeSim::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = sim
+        .admin_kubeconfig()
+        .replace(sim.url(), &format!("https://127.0.0.1:{port}"));
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    let kube = warden_agent::kube_client(Some(&path), None).await.unwrap();
+    let mut send = forwarder(kube).await;
+    let r = send.send_request(get("/version")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable from the agent"),
+        "{body}"
+    );
+}
+
+/// A minimal HTTP proxy: CONNECT only, remembering what it was asked.
+async fn connect_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                s.lock().unwrap().push(head.clone());
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let Ok(mut up) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A WebSocket server that accepts one bearer secret and refuses others like Warden does.
+async fn ws_server() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+    use tokio_tungstenite::tungstenite::handshake::server::{
+        ErrorResponse, Request as WsRequest, Response as WsResponse,
+    };
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((c, _)) = l.accept().await {
+            let s = s.clone();
+            tokio::spawn(async move {
+                // The error type is tungstenite's, as its callback wants it.
+                #[expect(clippy::result_large_err)]
+                let check = |req: &WsRequest,
+                             resp: WsResponse|
+                 -> Result<WsResponse, ErrorResponse> {
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    s.lock()
+                        .unwrap()
+                        .push((h("authorization"), h("x-warden-fingerprint")));
+                    if h("authorization") == "Bearer wdb_good"
+                        && req.uri().path() == "/agent/v1/connect"
+                    {
+                        Ok(resp)
+                    } else {
+                        let body = r#"{"error":{"code":"token_used","message":"this bootstrap token was already used"}}"#;
+                        Err(http::Response::builder()
+                            .status(403)
+                            .body(Some(body.into()))
+                            .unwrap())
+                    }
+                };
+                if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(c, check).await {
+                    let _ = ws
+                        .send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+                        .await;
+                    while ws.next().await.is_some() {}
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn settings(url: String, proxy: Option<String>) -> Settings {
+    Settings {
+        warden_url: url,
+        cluster: "c".into(),
+        bootstrap_token: Some("wdb_good".into()),
+        warden_ca: None,
+        http_proxy: proxy,
+        https_proxy: None,
+        no_proxy: None,
+        proxy_ca: None,
+        credential: None,
+        allow_insecure_http: false,
+    }
+}
+
+#[tokio::test]
+async fn dialling_goes_through_a_connect_proxy_and_refusals_are_final() {
+    let (ws_port, ws_seen) = ws_server().await;
+    let (proxy_port, proxy_seen) = connect_proxy().await;
+    let s = settings(
+        format!("http://127.0.0.1:{ws_port}"),
+        Some(format!("http://user:p%40ss@127.0.0.1:{proxy_port}")),
+    );
+    let mut ws = dial::connect(
+        &s,
+        &Hello {
+            secret: "wdb_good",
+            fingerprint: "uid-1",
+        },
+    )
+    .await
+    .expect("connected through the proxy");
+    let first = ws.next().await.unwrap().unwrap();
+    assert_eq!(first.into_text().unwrap().as_str(), "hi");
+    let head = proxy_seen.lock().unwrap()[0].clone();
+    assert!(
+        head.starts_with(&format!("CONNECT 127.0.0.1:{ws_port} HTTP/1.1")),
+        "{head}"
+    );
+    // user:p@ss
+    assert!(
+        head.contains("Proxy-Authorization: Basic dXNlcjpwQHNz"),
+        "{head}"
+    );
+    assert_eq!(
+        ws_seen.lock().unwrap()[0],
+        ("Bearer wdb_good".to_owned(), "uid-1".to_owned())
+    );
+
+    // NO_PROXY skips the proxy.
+    let mut direct = s.clone();
+    direct.no_proxy = Some("127.0.0.1".into());
+    dial::connect(
+        &direct,
+        &Hello {
+            secret: "wdb_good",
+            fingerprint: "uid-1",
+        },
+    )
+    .await
+    .expect("direct");
+    assert_eq!(proxy_seen.lock().unwrap().len(), 1);
+
+    // A refusal carries Warden's code and message, and is final.
+    match dial::connect(
+        &s,
+        &Hello {
+            secret: "wdb_used",
+            fingerprint: "uid-1",
+        },
+    )
+    .await
+    {
+        Err(DialError::Refused {
+            status,
+            code,
+            message,
+        }) => {
+            assert_eq!((status, code.as_str()), (403, "token_used"));
+            assert!(message.contains("already used"));
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("connected"),
+    }
+    // Plain http:// to another host is refused unless the manifest says otherwise.
+    let remote = settings("http://warden.internal:3000".into(), None);
+    match dial::connect(
+        &remote,
+        &Hello {
+            secret: "wdb_good",
+            fingerprint: "uid-1",
+        },
+    )
+    .await
+    {
+        Err(DialError::Refused { code, .. }) => assert_eq!(code, "insecure_url"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("connected"),
+    }
+    // Nobody listening: transient.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert!(matches!(
+        dial::connect(
+            &settings(format!("http://127.0.0.1:{port}"), None),
+            &Hello {
+                secret: "x",
+                fingerprint: "y"
+            }
+        )
+        .await,
+        Err(DialError::Transient(_))
+    ));
+}
+
+#[test]
+fn backoff_is_jittered_exponential_and_capped() {
+    let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut base = 500u64;
+    for _ in 0..12 {
+        let d = b.next_delay().as_millis() as u64;
+        assert!(
+            d >= base / 2 && d <= base,
+            "{d} not within [{}, {base}]",
+            base / 2
+        );
+        base = (base * 2).min(30_000);
+    }
+    b.reset();
+    assert!(b.next_delay() <= Duration::from_millis(500));
+}

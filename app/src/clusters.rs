@@ -1,0 +1,766 @@
+//! Clusters: the list (status chips that update themselves, filters by project, label and
+//! status), a cluster's page (details, namespaces and nodes as its agent reports them, status
+//! history, recent audit events), and the import wizard (details -> connect -> done).
+//!
+//! Live updates poll a server function every few seconds; the pages work without JavaScript
+//! (they then show the state at load time, and the filters are a plain GET form).
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_params_map, use_query_map};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use warden_domain::dto::{AuditEventDto, ClusterBootstrap, ClusterDetail, ClusterDto, Me};
+
+use crate::error::AppError;
+use crate::layout::MeResource;
+use crate::ui::{
+    can_in, confirm_href, confirm_open, me_of, success_count, Chips, ConfirmPanel, Field,
+    FormAlert, FormState, LoadError, Loading, Submit,
+};
+
+// ---- server functions ----
+
+/// Clusters visible to the caller, filtered.
+#[server(prefix = "/sfn", endpoint = "list_clusters")]
+pub async fn list_clusters(
+    #[server(default)] project: String,
+    #[server(default)] status: String,
+    #[server(default)] label: String,
+) -> Result<Vec<ClusterDto>, AppError> {
+    use warden_domain::dto::ClusterQuery;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let opt = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let q = ClusterQuery {
+        project: opt(project),
+        status: opt(status),
+        label: opt(label),
+        limit: Some(500),
+        ..Default::default()
+    };
+    Ok(warden_domain::admin::clusters::list(&svc, &who, &q)
+        .await?
+        .items)
+}
+
+#[server(prefix = "/sfn", endpoint = "get_cluster")]
+pub async fn get_cluster(name: String) -> Result<ClusterDetail, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::clusters::get(&svc, &who, &name).await?)
+}
+
+/// Recent audit events about a cluster (empty for callers who may not read the audit log).
+#[server(prefix = "/sfn", endpoint = "cluster_events")]
+pub async fn cluster_events(name: String) -> Result<Vec<AuditEventDto>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::clusters::recent_events(&svc, &who, &name, 20).await?)
+}
+
+/// `key=value` pairs separated by commas or new lines.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            None => return Err(format!("{part:?} is not key=value")),
+        }
+    }
+    Ok(out)
+}
+
+pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Step 1 of the wizard: import the cluster, then go on to connect it.
+#[server(prefix = "/sfn", endpoint = "import_cluster")]
+#[allow(clippy::too_many_arguments)]
+pub async fn import_cluster(
+    name: String,
+    project: String,
+    #[server(default)] description: String,
+    #[server(default)] labels: String,
+    #[server(default)] https_proxy: String,
+    #[server(default)] http_proxy: String,
+    #[server(default)] no_proxy: String,
+    #[server(default)] proxy_ca: String,
+) -> Result<ClusterDto, AppError> {
+    use warden_domain::dto::{CreateClusterRequest, ProxySettings};
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = async {
+        let labels = parse_labels(&labels).map_err(|m| AppError::Invalid {
+            fields: BTreeMap::from([("labels".to_owned(), m)]),
+        })?;
+        let opt = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let req = CreateClusterRequest {
+            name: name.trim().to_owned(),
+            project,
+            description: Some(description),
+            labels: Some(labels),
+            shared_with: None,
+            proxy: Some(ProxySettings {
+                https_proxy: opt(https_proxy),
+                http_proxy: opt(http_proxy),
+                no_proxy: opt(no_proxy),
+                ca_pem: opt(proxy_ca),
+            }),
+        };
+        Ok(warden_domain::admin::clusters::create(&svc, &who, req)
+            .await?
+            .cluster)
+    }
+    .await;
+    let then = r
+        .as_ref()
+        .ok()
+        .map(|c: &ClusterDto| format!("/clusters/{}/connect", c.name));
+    crate::ssr::finish(r, then)
+}
+
+/// Step 2 of the wizard: a fresh one-time manifest URL and the manifest.
+#[server(prefix = "/sfn", endpoint = "bootstrap_cluster")]
+pub async fn bootstrap_cluster(name: String) -> Result<ClusterBootstrap, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::clusters::bootstrap(&svc, &who, &name).await?)
+}
+
+#[server(prefix = "/sfn", endpoint = "update_cluster")]
+pub async fn update_cluster(
+    name: String,
+    #[server(default)] description: String,
+    #[server(default)] labels: String,
+) -> Result<ClusterDto, AppError> {
+    use warden_domain::dto::UpdateClusterRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = async {
+        let labels = parse_labels(&labels).map_err(|m| AppError::Invalid {
+            fields: BTreeMap::from([("labels".to_owned(), m)]),
+        })?;
+        let req = UpdateClusterRequest {
+            description: Some(description),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        Ok(warden_domain::admin::clusters::update(&svc, &who, &name, req).await?)
+    }
+    .await;
+    crate::ssr::finish(r, None)
+}
+
+#[server(prefix = "/sfn", endpoint = "delete_cluster")]
+pub async fn delete_cluster(
+    name: String,
+    #[server(default)] force: String,
+) -> Result<String, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let force = matches!(force.as_str(), "true" | "on" | "1");
+    let r = warden_domain::admin::clusters::delete(&svc, &who, &name, force)
+        .await
+        .map_err(AppError::from);
+    let then = r
+        .is_ok()
+        .then(|| format!("/clusters?deleted={}", crate::ui::encode(&name)));
+    crate::ssr::finish(r, then)
+}
+
+// ---- shared pieces ----
+
+/// A counter that goes up every `every` in the browser (never on the server), to refetch a
+/// resource keyed on it.
+fn ticker(every: Duration) -> ReadSignal<u32> {
+    let (tick, set_tick) = signal(0u32);
+    Effect::new(move |_| {
+        let handle =
+            set_interval_with_handle(move || set_tick.update(|t| *t = t.wrapping_add(1)), every)
+                .ok();
+        on_cleanup(move || {
+            if let Some(h) = handle {
+                h.clear();
+            }
+        });
+    });
+    tick
+}
+
+/// Whether the user may import clusters into some project.
+fn can_import(me: &Me) -> bool {
+    me.has_org("cluster.write")
+        || me
+            .grants
+            .iter()
+            .any(|g| g.scope == "project" && g.permissions.iter().any(|p| p == "cluster.write"))
+}
+
+/// Projects the user may import clusters into.
+fn import_projects(me: &Me) -> Vec<String> {
+    me.projects
+        .iter()
+        .filter(|p| can_in(me, "cluster.write", p))
+        .cloned()
+        .collect()
+}
+
+#[component]
+fn StatusChip(status: String, #[prop(optional, into)] testid: Option<String>) -> impl IntoView {
+    let label = match status.as_str() {
+        "connected" => "Connected",
+        "disconnected" => "Disconnected",
+        "pending" => "Pending",
+        _ => "Unknown",
+    };
+    view! { <span class=format!("status status-{status}") data-testid=testid data-status=status.clone()>{label}</span> }
+}
+
+fn ago(rfc3339: &Option<String>) -> String {
+    rfc3339
+        .as_deref()
+        .map(crate::ui::short_time)
+        .unwrap_or_else(|| "never".into())
+}
+
+// ---- the list ----
+
+#[component]
+pub fn ClustersPage() -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let q = use_query_map();
+    let get = move |k: &str| q.with(|q| q.get(k).unwrap_or_default());
+    let tick = ticker(Duration::from_secs(3));
+    let clusters = Resource::new(
+        move || (get("project"), get("status"), get("label"), tick.get()),
+        |(p, s, l, _)| list_clusters(p, s, l),
+    );
+    let deleted = move || q.with(|q| q.get("deleted"));
+    // The clusters the caller reaches with kubectl (for the kubeconfig links).
+    let mine = Resource::new(|| (), |_| crate::kubectl::get_my_kubectl());
+    view! {
+        <div class="page-head">
+            <h1>"Clusters"</h1>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    can_import(&me).then(|| view! { <a class="btn btn-primary" href="/clusters/new" data-testid="import-cluster">"Import cluster"</a> })
+                })}
+            </Transition>
+        </div>
+        {move || deleted().map(|d| view! {
+            <p class="notice" role="status">{format!("Cluster {d} was deleted and its agent's credential revoked. Remove the agent from the cluster with: ")}
+                <code>{warden_domain::agent_protocol::CLEANUP_COMMAND}</code></p>
+        })}
+        <form class="filters" method="get" action="/clusters" aria-label="Filter clusters">
+            <div class="filter">
+                <label for="filter-project">"Project"</label>
+                <Transition fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let projects = me_of(me.await).map(|m| m.projects).unwrap_or_default();
+                        let current = get("project");
+                        view! {
+                            <select id="filter-project" name="project">
+                                <option value="">"All"</option>
+                                {projects.into_iter().map(|p| { let sel = p == current; view! { <option value=p.clone() selected=sel>{p.clone()}</option> } }).collect_view()}
+                            </select>
+                        }
+                    })}
+                </Transition>
+            </div>
+            <div class="filter">
+                <label for="filter-status">"Status"</label>
+                <select id="filter-status" name="status">
+                    {[("", "Any"), ("connected", "Connected"), ("disconnected", "Disconnected"), ("pending", "Pending")].into_iter().map(|(v, l)| {
+                        view! { <option value=v selected=move || get("status") == v>{l}</option> }
+                    }).collect_view()}
+                </select>
+            </div>
+            <div class="filter">
+                <label for="filter-label">"Label"</label>
+                <input id="filter-label" name="label" placeholder="env=prod" value=move || get("label")/>
+            </div>
+            <button type="submit" class="btn">"Filter"</button>
+        </form>
+        <section class="card" aria-labelledby="clusters-title">
+            <h2 id="clusters-title" class="visually-hidden">"Clusters"</h2>
+            <Transition fallback=Loading>
+                {move || Suspend::new(async move {
+                    match clusters.await {
+                        Ok(list) if list.is_empty() => view! {
+                            <p class="empty" data-testid="no-clusters">"No clusters match. Import one to reach it through Warden: its agent dials out, so the cluster needs no inbound port."</p>
+                        }.into_any(),
+                        Ok(list) => {
+                            let reachable: Vec<String> = mine.await.map(|m| if m.cli_disabled { Vec::new() } else { m.clusters.into_iter().map(|c| c.name).collect() }).unwrap_or_default();
+                            view! { <ClustersTable clusters=list reachable/> }.into_any()
+                        }
+                        Err(e) => view! { <LoadError err=e/> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn ClustersTable(clusters: Vec<ClusterDto>, reachable: Vec<String>) -> impl IntoView {
+    view! {
+        <table class="table" data-testid="clusters">
+            <thead><tr>
+                <th scope="col">"Name"</th><th scope="col">"Status"</th><th scope="col">"Project"</th>
+                <th scope="col">"Kubernetes"</th><th scope="col">"Nodes"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Labels"</th>
+                <th scope="col"><span class="visually-hidden">"kubectl"</span></th>
+            </tr></thead>
+            <tbody>
+                {clusters.into_iter().map(|c| {
+                    let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let shared = (!c.shared_with.is_empty()).then(|| format!(" (shared with {})", c.shared_with.join(", ")));
+                    view! {
+                        <tr data-testid=format!("cluster-row-{}", c.name)>
+                            <td><a href=format!("/clusters/{}", c.name)>{c.name.clone()}</a></td>
+                            <td><StatusChip status=c.status.clone() testid=format!("status-{}", c.name)/></td>
+                            <td>{c.project.clone()}{shared}</td>
+                            <td>{c.kubernetes_version.clone().unwrap_or_else(|| "—".into())}</td>
+                            <td>{c.node_count.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
+                            <td>{ago(&c.last_seen)}</td>
+                            <td><Chips items=labels/></td>
+                            <td class="actions">{reachable.contains(&c.name).then(|| view! {
+                                <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external" data-testid=format!("kubeconfig-{}", c.name)>"kubeconfig"</a>
+                            })}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+// ---- the import wizard ----
+
+#[component]
+fn WizardSteps(current: u8) -> impl IntoView {
+    let steps = [(1u8, "Details"), (2, "Connect"), (3, "Done")];
+    view! {
+        <ol class="steps" aria-label="Import steps">
+            {steps.into_iter().map(|(n, label)| {
+                let class = if n < current { "done" } else if n == current { "current" } else { "" };
+                view! { <li class=class aria-current=(n == current).then_some("step")>{format!("{n}. {label}")}</li> }
+            }).collect_view()}
+        </ol>
+    }
+}
+
+#[component]
+pub fn ImportClusterPage() -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let action = ServerAction::<ImportCluster>::new();
+    let state = FormState::new(action, "new-cluster");
+    view! {
+        <p class="crumbs"><a href="/clusters">"Clusters"</a></p>
+        <h1>"Import a cluster"</h1>
+        <WizardSteps current=1/>
+        <section class="card" aria-labelledby="details-title">
+            <h2 id="details-title">"Details"</h2>
+            <p class="muted">"Warden gives you a manifest to apply to the cluster. Its agent dials out to Warden; the cluster needs no inbound port and its credentials never leave it."</p>
+            <ActionForm action attr:class="form" attr:data-testid="import-form">
+                <Field state name="name" label="Name" required=true autocomplete="off" hint="Lower-case letters, digits and '-', e.g. prod-eu-1. It cannot be changed later."/>
+                <label for="new-cluster-project">"Project"</label>
+                <Transition fallback=Loading>
+                    {move || Suspend::new(async move {
+                        let projects = me_of(me.await).map(|m| import_projects(&m)).unwrap_or_default();
+                        view! {
+                            <select id="new-cluster-project" name="project" required=true aria-describedby="new-cluster-project-error">
+                                {projects.into_iter().map(|p| view! { <option value=p.clone() selected=p == "default">{p.clone()}</option> }).collect_view()}
+                            </select>
+                        }
+                    })}
+                </Transition>
+                <crate::ui::FieldError state field="project"/>
+                <Field state name="description" label="Description (optional)" autocomplete="off"/>
+                <Field state name="labels" label="Labels (optional)" autocomplete="off" placeholder="env=prod, region=eu" hint="key=value pairs separated by commas."/>
+                <details class="proxy">
+                    <summary>"The agent reaches Warden through a proxy (optional)"</summary>
+                    <Field state name="https_proxy" field="proxy.https_proxy" label="HTTPS proxy" autocomplete="off" placeholder="http://proxy.internal:3128" hint="For an https:// Warden URL; the proxy must allow CONNECT."/>
+                    <Field state name="http_proxy" field="proxy.http_proxy" label="HTTP proxy" autocomplete="off" placeholder="http://proxy.internal:3128"/>
+                    <Field state name="no_proxy" field="proxy.no_proxy" label="No proxy for" autocomplete="off" placeholder="localhost, .internal"/>
+                    <label for="new-cluster-proxy_ca">"Extra CA certificate (PEM, for a TLS-inspecting proxy)"</label>
+                    <textarea id="new-cluster-proxy_ca" name="proxy_ca" rows="4" class="mono"></textarea>
+                    <crate::ui::FieldError state field="proxy.ca_pem"/>
+                </details>
+                <Submit state label="Import and continue" testid="import-submit"/>
+            </ActionForm>
+            <FormAlert state fields=&["name", "project", "description", "labels", "proxy.https_proxy", "proxy.http_proxy", "proxy.no_proxy", "proxy.ca_pem"]/>
+        </section>
+    }
+}
+
+/// Steps 2 and 3: the manifest and the one-line command, then a checklist that follows the
+/// agent as it registers, connects and reports its first heartbeat.
+#[component]
+pub fn ConnectClusterPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.with(|p| p.get("name").unwrap_or_default());
+    let boot = Resource::new(name, bootstrap_cluster);
+    let tick = ticker(Duration::from_secs(2));
+    let cluster = Resource::new(move || (name(), tick.get()), |(n, _)| get_cluster(n));
+    view! {
+        <p class="crumbs"><a href="/clusters">"Clusters"</a></p>
+        <h1>"Connect " {name}</h1>
+        <Transition fallback=|| view! { <WizardSteps current=2/> }>
+            {move || Suspend::new(async move {
+                let done = matches!(cluster.await, Ok(c) if c.cluster.status == "connected" && c.cluster.last_seen.is_some());
+                view! { <WizardSteps current=if done { 3 } else { 2 }/> }
+            })}
+        </Transition>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                match boot.await {
+                    Ok(b) => view! { <ManifestCard boot=b name=name()/> }.into_any(),
+                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+        <Checklist cluster tick/>
+    }
+}
+
+#[component]
+fn CopyButton(value: String, #[prop(optional)] testid: Option<&'static str>) -> impl IntoView {
+    let (copied, set_copied) = signal(false);
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let _ = window().navigator().clipboard().write_text(&value);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = &value;
+        set_copied.set(true);
+    };
+    view! { <button type="button" class="btn" data-testid=testid on:click=copy>{move || if copied.get() { "Copied" } else { "Copy" }}</button> }
+}
+
+#[component]
+fn ManifestCard(boot: ClusterBootstrap, name: String) -> impl IntoView {
+    let command = boot.apply_command.clone();
+    let manifest = boot.manifest.clone();
+    view! {
+        <section class="card" aria-labelledby="connect-title">
+            <h2 id="connect-title">"Apply the agent's manifest to the cluster"</h2>
+            <p>"Run this once with a kubeconfig for the cluster (it needs to create a namespace, RBAC and a Deployment):"</p>
+            <div class="secret-row">
+                <label class="visually-hidden" for="apply-command">"Command"</label>
+                <input id="apply-command" class="mono" type="text" readonly value=command.clone() data-testid="apply-command"/>
+                <CopyButton value=command testid="copy-command"/>
+            </div>
+            <p class="hint">{format!(
+                "The link works once and until {}; the bootstrap token inside the manifest is accepted once, until {}, and only from the first cluster that uses it.",
+                crate::ui::short_time(&boot.manifest_url_expires_at),
+                crate::ui::short_time(&boot.bootstrap_expires_at)
+            )}</p>
+            <details class="manifest">
+                <summary>"Or copy or download the manifest"</summary>
+                <p>
+                    <CopyButton value=manifest.clone() testid="copy-manifest"/>
+                    " "
+                    <a class="btn" href=format!("/api/v1/clusters/{name}/manifest") download=format!("warden-agent-{name}.yaml") data-testid="download-manifest">"Download"</a>
+                </p>
+                <pre class="mono manifest" data-testid="manifest">{manifest}</pre>
+            </details>
+        </section>
+    }
+}
+
+#[component]
+fn CheckItem(
+    done: bool,
+    testid: &'static str,
+    label: &'static str,
+    #[prop(optional_no_strip)] detail: Option<String>,
+) -> impl IntoView {
+    view! {
+        <li class=if done { "check done" } else { "check" } data-testid=testid data-done=done.to_string()>
+            <span class="mark" aria-hidden="true">{if done { "✓" } else { "…" }}</span>
+            <span class="visually-hidden">{if done { "Done: " } else { "Waiting: " }}</span>
+            {label}
+            {detail.map(|d| view! { <span class="muted">" — " {d}</span> })}
+        </li>
+    }
+}
+
+#[component]
+fn Checklist(
+    cluster: Resource<Result<ClusterDetail, AppError>>,
+    tick: ReadSignal<u32>,
+) -> impl IntoView {
+    // After about a minute without a connection, open the guidance.
+    let waited_long = move || tick.get() >= 30;
+    view! {
+        <section class="card" aria-labelledby="checklist-title" aria-live="polite">
+            <h2 id="checklist-title">"Progress"</h2>
+            <Transition fallback=Loading>
+                {move || Suspend::new(async move {
+                    match cluster.await {
+                        Ok(d) => {
+                            let c = d.cluster;
+                            let registered = c.registered_at.is_some();
+                            let connected = c.status == "connected";
+                            let heartbeat = c.last_seen.is_some() && c.kubernetes_version.is_some();
+                            let facts = heartbeat.then(|| format!(
+                                "Kubernetes {}, {} node(s), {} namespace(s)",
+                                c.kubernetes_version.clone().unwrap_or_default(),
+                                c.node_count.unwrap_or_default(),
+                                c.namespaces.len()
+                            ));
+                            let all = registered && connected && heartbeat;
+                            let name = c.name.clone();
+                            view! {
+                                <ul class="checklist" data-testid="checklist">
+                                    <CheckItem done=registered testid="check-registered" label="The agent registered with its bootstrap token"/>
+                                    <CheckItem done=connected testid="check-connected" label="The agent's tunnel is connected" detail=(!connected && registered).then(|| format!("status: {}", c.status))/>
+                                    <CheckItem done=heartbeat testid="check-heartbeat" label="First heartbeat with the cluster's facts" detail=facts/>
+                                </ul>
+                                {all.then(|| view! {
+                                    <div class="notice" role="status" data-testid="connect-done">
+                                        <p><strong>"Done. "</strong>"The cluster is connected."</p>
+                                        <ul>
+                                            <li><a href=format!("/clusters/{name}") data-testid="open-cluster">"Open the cluster's page"</a></li>
+                                            <li><a href=format!("/api/v1/kubeconfig?cluster={name}") download=format!("warden-{name}.kubeconfig") rel="external">"Download a kubeconfig for it"</a></li>
+                                            <li>"Web terminal: from the cluster's page, once available."</li>
+                                        </ul>
+                                    </div>
+                                })}
+                            }.into_any()
+                        }
+                        Err(e) => view! { <LoadError err=e/> }.into_any(),
+                    }
+                })}
+            </Transition>
+            <details class="guidance" open=waited_long data-testid="guidance">
+                <summary>"Nothing happening?"</summary>
+                <ul>
+                    <li>"Check that the agent runs: " <code>"kubectl -n warden-system get pods"</code></li>
+                    <li>"Read its log, which says why it cannot connect or was refused: " <code>"kubectl -n warden-system logs deploy/warden-agent"</code></li>
+                    <li>"The cluster must reach Warden's URL (outbound HTTPS, through the proxy if you set one). A refusal such as \"token_used\" or \"fingerprint_mismatch\" means the manifest was already used, or applied to another cluster: reload this page for a new one."</li>
+                    <li>"Outside a cluster (development): " <code>"warden-agent --kubeconfig KUBECONFIG --manifest MANIFEST.yaml"</code></li>
+                </ul>
+            </details>
+        </section>
+    }
+}
+
+// ---- a cluster's page ----
+
+#[component]
+pub fn ClusterPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.with(|p| p.get("name").unwrap_or_default());
+    let update = ServerAction::<UpdateCluster>::new();
+    let updated = success_count(update);
+    let tick = ticker(Duration::from_secs(5));
+    let cluster = Resource::new(
+        move || (name(), updated.get(), tick.get()),
+        |(n, _, _)| get_cluster(n),
+    );
+    let events = Resource::new(move || (name(), updated.get()), |(n, _)| cluster_events(n));
+    view! {
+        <p class="crumbs"><a href="/clusters">"Clusters"</a></p>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                match cluster.await {
+                    Ok(d) => view! { <ClusterView detail=d update/> }.into_any(),
+                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+        <section class="card" aria-labelledby="events-title">
+            <h2 id="events-title">"Recent audit events"</h2>
+            <Transition fallback=Loading>
+                {move || Suspend::new(async move {
+                    match events.await {
+                        Ok(list) if list.is_empty() => view! { <p class="empty">"No events you may see."</p> }.into_any(),
+                        Ok(list) => view! {
+                            <table class="table" data-testid="cluster-events">
+                                <thead><tr><th scope="col">"Time"</th><th scope="col">"Who"</th><th scope="col">"Action"</th><th scope="col">"Outcome"</th><th scope="col">"Reason"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|e| view! {
+                                        <tr>
+                                            <td>{crate::ui::short_time(&e.time)}</td>
+                                            <td>{e.actor.clone()}</td>
+                                            <td>{e.action.clone()}</td>
+                                            <td><span class=format!("chip outcome-{}", e.outcome)>{e.outcome.clone()}</span></td>
+                                            <td>{e.reason.clone().unwrap_or_default()}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                        Err(e) => view! { <LoadError err=e/> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    let c = detail.cluster.clone();
+    let project = c.project.clone();
+    let row = |label: &'static str, value: String| view! { <dt>{label}</dt><dd>{value}</dd> };
+    let c2 = c.clone();
+    view! {
+        <h1>"Cluster " <span data-testid="cluster-name">{c.name.clone()}</span> " " <StatusChip status=c.status.clone() testid="cluster-status"/></h1>
+        <p class="muted">{if c.description.is_empty() { "No description.".to_owned() } else { c.description.clone() }}</p>
+        <section class="card" aria-labelledby="details-title">
+            <h2 id="details-title">"Details"</h2>
+            <dl class="facts">
+                {row("Project", c.project.clone())}
+                {row("Shared with", if c.shared_with.is_empty() { "no other project".into() } else { c.shared_with.join(", ") })}
+                {row("Status", format!("{}{}", c.status, c.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()))}
+                {row("Last heartbeat", ago(&c.last_seen))}
+                {row("Connected since", ago(&c.connected_at))}
+                {row("Registered", ago(&c.registered_at))}
+                {row("Kubernetes", c.kubernetes_version.clone().unwrap_or_else(|| "unknown".into()))}
+                {row("Nodes", c.node_count.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into()))}
+                {row("Agent", c.agent_version.clone().unwrap_or_else(|| "unknown".into()))}
+                {row("Fingerprint (kube-system UID)", c.fingerprint.clone().unwrap_or_else(|| "not registered yet".into()))}
+                {row("Labels", if c.labels.is_empty() { "none".into() } else { format_labels(&c.labels) })}
+            </dl>
+        </section>
+        <div class="columns">
+            <section class="card grow" aria-labelledby="nodes-title">
+                <h2 id="nodes-title">"Nodes"</h2>
+                {if c.nodes.is_empty() {
+                    view! { <p class="empty">"Not reported yet."</p> }.into_any()
+                } else {
+                    view! {
+                        <table class="table" data-testid="cluster-nodes">
+                            <thead><tr><th scope="col">"Name"</th><th scope="col">"Ready"</th><th scope="col">"Kubelet"</th></tr></thead>
+                            <tbody>
+                                {c.nodes.iter().map(|n| view! {
+                                    <tr><td>{n.name.clone()}</td><td>{if n.ready { "yes" } else { "no" }}</td><td>{n.kubelet_version.clone().unwrap_or_default()}</td></tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                }}
+            </section>
+            <section class="card side" aria-labelledby="namespaces-title">
+                <h2 id="namespaces-title">"Namespaces"</h2>
+                {if c.namespaces.is_empty() {
+                    view! { <p class="empty">"Not reported yet."</p> }.into_any()
+                } else {
+                    view! { <Chips items=c.namespaces.clone() label="Namespaces"/> }.into_any()
+                }}
+            </section>
+        </div>
+        <section class="card" aria-labelledby="history-title">
+            <h2 id="history-title">"Status history"</h2>
+            {if detail.history.is_empty() {
+                view! { <p class="empty">"No changes yet: the agent has not connected."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="table" data-testid="cluster-history">
+                        <thead><tr><th scope="col">"Time"</th><th scope="col">"Status"</th><th scope="col">"Why"</th></tr></thead>
+                        <tbody>
+                            {detail.history.iter().map(|h| view! {
+                                <tr><td>{crate::ui::short_time(&h.at)}</td><td><StatusChip status=h.status.clone()/></td><td>{h.reason.clone()}</td></tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
+        <Transition fallback=|| ()>
+            {move || {
+                let (c, project, cleanup) = (c2.clone(), project.clone(), detail.cleanup_command.clone());
+                Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    let writable = can_in(&me, "cluster.write", &project);
+                    let name = c.name.clone();
+                    Some(view! {
+                        <section class="card" aria-labelledby="kubectl-title">
+                            <h2 id="kubectl-title">"Use it with kubectl"</h2>
+                            <p>"Your kubeconfig reaches this cluster through Warden's gateway when your roles grant kubectl access here: "
+                                <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&name)) download=format!("warden-{name}.kubeconfig") rel="external" data-testid="cluster-kubeconfig">"download a kubeconfig for this cluster"</a>
+                                ", or see " <a href="/me/tools">"My tools"</a> " for all of yours."</p>
+                        </section>
+                        <crate::kubectl::KubectlSettingsCard scope="cluster" subject=name writable/>
+                        {writable.then(|| view! { <ManageCluster cluster=c cleanup update/> })}
+                    })
+                })
+            }}
+        </Transition>
+    }
+}
+
+#[component]
+fn ManageCluster(
+    cluster: ClusterDto,
+    cleanup: String,
+    update: ServerAction<UpdateCluster>,
+) -> impl IntoView {
+    let state = FormState::new(update, "edit-cluster");
+    let delete = ServerAction::<DeleteCluster>::new();
+    let delete_state = FormState::new(delete, "delete-cluster");
+    let name = StoredValue::new(cluster.name.clone());
+    let open = confirm_open("delete-cluster", None);
+    let href = confirm_href("delete-cluster", None);
+    let disconnected = cluster.status == "disconnected";
+    let cluster_name = cluster.name.clone();
+    let description = cluster.description.clone();
+    let labels = format_labels(&cluster.labels);
+    let connect_href = format!("/clusters/{}/connect", cluster.name);
+    view! {
+        <details class="card">
+            <summary>"Edit description and labels"</summary>
+            <ActionForm action=update attr:class="form">
+                <input type="hidden" name="name" value=cluster_name/>
+                <Field state name="description" label="Description" value=description autocomplete="off"/>
+                <Field state name="labels" label="Labels" value=labels autocomplete="off" hint="key=value pairs separated by commas."/>
+                <Submit state label="Save"/>
+            </ActionForm>
+            <FormAlert state fields=&["description", "labels"] ok="Saved."/>
+        </details>
+        <section class="card" aria-labelledby="agent-title">
+            <h2 id="agent-title">"Agent"</h2>
+            <p>"To install the agent again (a new cluster-side Secret, a lost credential), get a fresh manifest: "
+                <a href=connect_href data-testid="reconnect">"Connect the agent"</a></p>
+            <p>"To remove the agent and everything it created from the cluster:"</p>
+            <pre class="mono">{cleanup}</pre>
+        </section>
+        <section class="card danger-zone" aria-labelledby="delete-title">
+            <h2 id="delete-title">"Delete cluster"</h2>
+            <Show when=move || open.get() fallback=move || view! {
+                <p>"Deleting the cluster revokes its agent's credential at once and closes its tunnel; nobody reaches it through Warden any more."</p>
+                <a class="btn btn-danger-outline" href=href.clone() data-testid="delete-cluster">"Delete cluster…"</a>
+            }>
+                <ConfirmPanel title=format!("Delete cluster {}?", name.get_value())>
+                    <ActionForm action=delete>
+                        <input type="hidden" name="name" value=name.get_value()/>
+                        {disconnected.then(|| view! {
+                            <p>
+                                <input type="checkbox" id="delete-force" name="force" value="true"/>
+                                <label for="delete-force">" The agent is not connected, so it cannot be told to stop: delete anyway (the cluster is gone, or I will remove the agent myself)."</label>
+                            </p>
+                        })}
+                        <button type="submit" class="btn btn-danger" data-testid="confirm-delete-cluster">"Delete cluster"</button>
+                    </ActionForm>
+                    <FormAlert state=delete_state/>
+                </ConfirmPanel>
+            </Show>
+        </section>
+    }
+}

@@ -1,0 +1,1229 @@
+//! Clusters: import, list, change, delete; the one-time bootstrap tokens and the agent manifest.
+//!
+//! A cluster belongs to one project and may be shared with others. `cluster.read` on the owning
+//! project (or on a project it is shared with) lets a caller see it; `cluster.write` on the
+//! owning project lets them import, change, delete it and download its manifest. Every change is
+//! audited with before and after values; the agent's side (registration, connection, heartbeats)
+//! lives in [`crate::agents`].
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::ts;
+use crate::access::{Action, Principal};
+use crate::agent_protocol::{self, ManifestParams, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND};
+use crate::audit::{AuditEvent, AuditKind, Outcome};
+use crate::dto::{
+    cluster_status, ClusterBootstrap, ClusterDetail, ClusterDto, ClusterFacts, ClusterQuery,
+    ClusterStatusChange, CreateClusterRequest, CreatedCluster, Page, ProxySettings,
+    UpdateClusterRequest,
+};
+use crate::entities::{
+    cluster_agent_credentials, cluster_bootstrap_tokens, cluster_shares, cluster_status_history,
+    clusters, projects,
+};
+use crate::error::{DomainError, DomainResult, OnConstraint};
+use crate::permissions::Permission;
+use crate::secrets::{random_token, sha256_hex};
+use crate::types::DnsLabel;
+use crate::Services;
+
+/// How long a bootstrap token in a manifest is accepted.
+pub const AGENT_TOKEN_TTL_SECS: i64 = 24 * 3600;
+/// How long a one-time manifest URL works.
+pub const MANIFEST_URL_TTL_SECS: i64 = 3600;
+/// Status changes kept per cluster.
+pub const HISTORY_KEEP: usize = 50;
+
+pub const PURPOSE_AGENT: &str = "agent";
+pub const PURPOSE_MANIFEST: &str = "manifest";
+
+/// The server's live tunnels, as the domain needs them.
+pub trait ClusterRuntime: Send + Sync {
+    /// Whether an agent tunnel for the cluster is open in this process.
+    fn is_connected(&self, cluster_id: &str) -> bool;
+    /// Close the cluster's tunnel now, telling the agent why (its credential is revoked).
+    fn revoke(&self, cluster_id: &str, code: &str, message: &str);
+}
+
+/// Settings of the cluster feature, set once at start-up.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The agent image written into manifests.
+    pub agent_image: String,
+    /// PEM of the CA that signs `WARDEN_PUBLIC_URL`'s certificate, written into manifests.
+    pub warden_ca_pem: Option<String>,
+    /// How often agents send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A cluster without a heartbeat for this long is `disconnected`.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            agent_image: format!(
+                "ghcr.io/warden-dev/warden-agent:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            warden_ca_pem: None,
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the cluster use cases need from the running server; empty until start-up sets it.
+#[derive(Default)]
+pub struct ClusterHooks {
+    runtime: OnceLock<Arc<dyn ClusterRuntime>>,
+    settings: OnceLock<ClusterSettings>,
+}
+
+impl ClusterHooks {
+    pub fn set_runtime(&self, runtime: Arc<dyn ClusterRuntime>) {
+        let _ = self.runtime.set(runtime);
+    }
+    pub fn set_settings(&self, settings: ClusterSettings) {
+        let _ = self.settings.set(settings);
+    }
+    pub fn settings(&self) -> ClusterSettings {
+        self.settings.get().cloned().unwrap_or_default()
+    }
+    pub fn runtime(&self) -> Option<&Arc<dyn ClusterRuntime>> {
+        self.runtime.get()
+    }
+}
+
+// ---- conversions ----
+
+/// Project id -> name.
+pub(crate) async fn project_names<C: ConnectionTrait>(
+    db: &C,
+) -> DomainResult<HashMap<String, String>> {
+    Ok(projects::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect())
+}
+
+/// Cluster id -> ids of the projects it is shared with.
+async fn shares<C: ConnectionTrait>(db: &C) -> DomainResult<HashMap<String, Vec<String>>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for s in cluster_shares::Entity::find().all(db).await? {
+        out.entry(s.cluster_id).or_default().push(s.project_id);
+    }
+    Ok(out)
+}
+
+/// `http://user:secret@host` as `http://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..s], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn stored_proxy(m: &clusters::Model) -> ProxySettings {
+    serde_json::from_str(&m.proxy).unwrap_or_default()
+}
+
+fn to_dto(
+    m: &clusters::Model,
+    names: &HashMap<String, String>,
+    shares: &HashMap<String, Vec<String>>,
+) -> ClusterDto {
+    let facts: ClusterFacts = serde_json::from_str(&m.facts).unwrap_or_default();
+    let mut proxy = stored_proxy(m);
+    proxy.http_proxy = proxy.http_proxy.as_deref().map(redact_url);
+    proxy.https_proxy = proxy.https_proxy.as_deref().map(redact_url);
+    let mut shared_with: Vec<String> = shares
+        .get(&m.id)
+        .map(|ids| ids.iter().filter_map(|id| names.get(id).cloned()).collect())
+        .unwrap_or_default();
+    shared_with.sort();
+    ClusterDto {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        description: m.description.clone(),
+        labels: serde_json::from_str(&m.labels).unwrap_or_default(),
+        project: names.get(&m.project_id).cloned().unwrap_or_default(),
+        shared_with,
+        status: m.status.clone(),
+        status_reason: m.status_reason.clone(),
+        last_seen: m.last_seen.map(ts),
+        registered_at: m.registered_at.map(ts),
+        connected_at: m.connected_at.map(ts),
+        kubernetes_version: m.kubernetes_version.clone(),
+        node_count: m.node_count,
+        agent_version: m.agent_version.clone(),
+        fingerprint: m.fingerprint.clone(),
+        namespaces: facts.namespaces,
+        nodes: facts.nodes,
+        proxy,
+        created_at: ts(m.created_at),
+        updated_at: ts(m.updated_at),
+    }
+}
+
+/// The DTO of one cluster.
+pub async fn dto_of<C: ConnectionTrait>(db: &C, m: &clusters::Model) -> DomainResult<ClusterDto> {
+    Ok(to_dto(m, &project_names(db).await?, &shares(db).await?))
+}
+
+pub async fn find<C: ConnectionTrait>(db: &C, name: &str) -> DomainResult<clusters::Model> {
+    clusters::Entity::find()
+        .filter(clusters::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("cluster"))
+}
+
+/// Names of clusters owned by a project.
+pub async fn names_owned_by<C: ConnectionTrait>(
+    db: &C,
+    project_id: &str,
+) -> DomainResult<Vec<String>> {
+    Ok(clusters::Entity::find()
+        .filter(clusters::Column::ProjectId.eq(project_id))
+        .order_by_asc(clusters::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect())
+}
+
+// ---- validation ----
+
+fn check_description(d: &str) -> DomainResult<String> {
+    let d = d.trim();
+    if d.chars().count() > 1024 || d.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(DomainError::invalid(
+            "description",
+            "must be at most 1024 characters without control characters",
+        ));
+    }
+    Ok(d.to_owned())
+}
+
+fn label_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Labels follow Kubernetes' rules: `[prefix/]name` keys, values of at most 63 characters.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> DomainResult<BTreeMap<String, String>> {
+    if labels.len() > 64 {
+        return Err(DomainError::invalid("labels", "at most 64 labels"));
+    }
+    for (k, v) in labels {
+        let (prefix, name) = match k.split_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, k.as_str()),
+        };
+        let prefix_ok = prefix.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 253
+                && p.split('.').all(|part| DnsLabel::parse(part).is_ok())
+        });
+        if !prefix_ok || !label_name_ok(name) {
+            return Err(DomainError::invalid(
+                "labels",
+                format!("label key {k:?} must be [prefix/]name: a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+            ));
+        }
+        if !(v.is_empty() || label_name_ok(v)) {
+            return Err(DomainError::invalid(
+                "labels",
+                format!("label value {v:?} must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+            ));
+        }
+    }
+    Ok(labels.clone())
+}
+
+fn clean(o: &Option<String>) -> Option<String> {
+    o.as_ref()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn check_proxy(p: &ProxySettings) -> DomainResult<ProxySettings> {
+    let mut fields = BTreeMap::new();
+    let out = ProxySettings {
+        http_proxy: clean(&p.http_proxy),
+        https_proxy: clean(&p.https_proxy),
+        no_proxy: clean(&p.no_proxy),
+        ca_pem: p
+            .ca_pem
+            .as_ref()
+            .map(|s| s.trim().to_owned() + "\n")
+            .filter(|s| !s.trim().is_empty()),
+    };
+    for (field, v) in [
+        ("proxy.http_proxy", &out.http_proxy),
+        ("proxy.https_proxy", &out.https_proxy),
+    ] {
+        if let Some(v) = v {
+            let host = v
+                .strip_prefix("http://")
+                .map(|r| r.rsplit('@').next().unwrap_or_default());
+            let ok = v.len() <= 1024
+                && !v.chars().any(|c| c.is_control() || c.is_whitespace())
+                && host.is_some_and(|h| !h.is_empty() && !h.starts_with(':'));
+            if !ok {
+                fields.insert(
+                    field.to_owned(),
+                    "must be an http://host:port URL (an HTTP proxy that supports CONNECT)"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    if let Some(n) = &out.no_proxy {
+        if n.len() > 2048 || n.chars().any(|c| c.is_control()) {
+            fields.insert(
+                "proxy.no_proxy".into(),
+                "must be a comma-separated list of hosts of at most 2048 characters".into(),
+            );
+        }
+    }
+    if let Some(ca) = &out.ca_pem {
+        if ca.len() > 65_536
+            || !ca.contains("-----BEGIN CERTIFICATE-----")
+            || !ca.contains("-----END CERTIFICATE-----")
+        {
+            fields.insert(
+                "proxy.ca_pem".into(),
+                "must be one or more PEM certificates".into(),
+            );
+        }
+    }
+    if fields.is_empty() {
+        Ok(out)
+    } else {
+        Err(DomainError::Invalid { fields })
+    }
+}
+
+// ---- access ----
+
+/// Projects where `who` may read clusters.
+async fn readable_projects(svc: &Services, who: &Principal) -> DomainResult<BTreeSet<String>> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    Ok(eff
+        .all_projects
+        .iter()
+        .filter(|p| {
+            eff.decide(&Action::project(Permission::ClusterRead, p.as_str()))
+                .is_ok()
+        })
+        .cloned()
+        .collect())
+}
+
+/// Load a cluster for reading: allowed through the owning project or any project it is shared
+/// with. A caller who may read no cluster of the organization hears 403 whether or not it
+/// exists; the gate audits every refusal.
+async fn load_readable(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+) -> DomainResult<(
+    clusters::Model,
+    HashMap<String, String>,
+    HashMap<String, Vec<String>>,
+)> {
+    let names = project_names(&svc.db).await?;
+    let shares = shares(&svc.db).await?;
+    let Some(c) = clusters::Entity::find()
+        .filter(clusters::Column::Name.eq(name))
+        .one(&svc.db)
+        .await?
+    else {
+        let eff = svc.policy.effective(who.user_id).await?;
+        if !eff.org_permissions().contains(&Permission::ClusterRead) {
+            svc.gate(who, Action::org(Permission::ClusterRead)).await?;
+        }
+        return Err(DomainError::not_found("cluster"));
+    };
+    let owner = names.get(&c.project_id).cloned().unwrap_or_default();
+    let readable = readable_projects(svc, who).await?;
+    let via = std::iter::once(owner.clone())
+        .chain(
+            shares
+                .get(&c.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| names.get(id).cloned()),
+        )
+        .find(|p| readable.contains(p))
+        .unwrap_or(owner);
+    svc.gate(who, Action::project(Permission::ClusterRead, via))
+        .await?;
+    Ok((c, names, shares))
+}
+
+/// Load a cluster for changing: `cluster.write` on the owning project.
+async fn load_writable(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+) -> DomainResult<(clusters::Model, String)> {
+    let names = project_names(&svc.db).await?;
+    let Some(c) = clusters::Entity::find()
+        .filter(clusters::Column::Name.eq(name))
+        .one(&svc.db)
+        .await?
+    else {
+        let eff = svc.policy.effective(who.user_id).await?;
+        if !eff.org_permissions().contains(&Permission::ClusterWrite) {
+            svc.gate(who, Action::org(Permission::ClusterWrite)).await?;
+        }
+        return Err(DomainError::not_found("cluster"));
+    };
+    let owner = names.get(&c.project_id).cloned().unwrap_or_default();
+    svc.gate(
+        who,
+        Action::project(Permission::ClusterWrite, owner.clone()),
+    )
+    .await?;
+    Ok((c, owner))
+}
+
+/// Resolve the projects to share with: they must exist and be visible to the caller.
+async fn resolve_shares(
+    svc: &Services,
+    who: &Principal,
+    owner_id: &str,
+    wanted: &[String],
+) -> DomainResult<Vec<projects::Model>> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    let visible: BTreeSet<String> = eff.visible_projects().into_iter().collect();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for name in wanted {
+        let name = name.trim();
+        if !seen.insert(name.to_owned()) {
+            continue;
+        }
+        let p = projects::Entity::find()
+            .filter(projects::Column::Name.eq(name))
+            .one(&svc.db)
+            .await?;
+        match p {
+            Some(p) if visible.contains(&p.name) => {
+                if p.id != owner_id {
+                    out.push(p);
+                }
+            }
+            _ => {
+                return Err(DomainError::invalid(
+                    "shared_with",
+                    format!("unknown project {name:?}"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn replace_shares<C: ConnectionTrait>(
+    db: &C,
+    cluster_id: &str,
+    projects: &[projects::Model],
+    now: i64,
+) -> DomainResult<()> {
+    cluster_shares::Entity::delete_many()
+        .filter(cluster_shares::Column::ClusterId.eq(cluster_id))
+        .exec(db)
+        .await?;
+    for p in projects {
+        cluster_shares::ActiveModel::from(cluster_shares::Model {
+            cluster_id: cluster_id.to_owned(),
+            project_id: p.id.clone(),
+            created_at: now,
+        })
+        .insert(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An audit event about a cluster, with its cluster and project columns set.
+fn cluster_event(
+    who: &Principal,
+    action: &str,
+    cluster: &str,
+    project: &str,
+    outcome: Outcome,
+) -> AuditEvent {
+    let mut ev = AuditEvent::new(
+        AuditKind::Console,
+        who.actor(),
+        who.session_type,
+        action,
+        outcome,
+    )
+    .resource("cluster", cluster)
+    .project(project)
+    .request(who.request.clone());
+    ev.cluster = Some(cluster.to_owned());
+    ev
+}
+
+// ---- use cases ----
+
+/// The clusters the caller can see (owned by or shared with a project where they hold
+/// `cluster.read`), filtered.
+pub async fn list(
+    svc: &Services,
+    who: &Principal,
+    q: &ClusterQuery,
+) -> DomainResult<Page<ClusterDto>> {
+    let readable = readable_projects(svc, who).await?;
+    let names = project_names(&svc.db).await?;
+    let shares = shares(&svc.db).await?;
+    let rows = clusters::Entity::find()
+        .order_by_asc(clusters::Column::Name)
+        .all(&svc.db)
+        .await?;
+    let label = q
+        .label
+        .as_deref()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.trim().to_owned(), Some(v.trim().to_owned())),
+            None => (l.to_owned(), None),
+        });
+    let text =
+        q.q.as_deref()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty());
+    let mut items = Vec::new();
+    for c in &rows {
+        let d = to_dto(c, &names, &shares);
+        let visible =
+            readable.contains(&d.project) || d.shared_with.iter().any(|p| readable.contains(p));
+        if !visible {
+            continue;
+        }
+        if let Some(p) = q.project.as_deref().filter(|p| !p.is_empty()) {
+            if d.project != p && !d.shared_with.iter().any(|s| s == p) {
+                continue;
+            }
+        }
+        if let Some(s) = q.status.as_deref().filter(|s| !s.is_empty()) {
+            if d.status != s {
+                continue;
+            }
+        }
+        if let Some((k, v)) = &label {
+            match (d.labels.get(k), v) {
+                (None, _) => continue,
+                (Some(actual), Some(v)) if actual != v => continue,
+                _ => {}
+            }
+        }
+        if let Some(t) = &text {
+            if !d.name.contains(t.as_str()) && !d.description.to_lowercase().contains(t.as_str()) {
+                continue;
+            }
+        }
+        items.push((d.name.clone(), d));
+    }
+    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+}
+
+pub async fn get(svc: &Services, who: &Principal, name: &str) -> DomainResult<ClusterDetail> {
+    let (c, names, shares) = load_readable(svc, who, name).await?;
+    let history = cluster_status_history::Entity::find()
+        .filter(cluster_status_history::Column::ClusterId.eq(c.id.clone()))
+        .order_by_desc(cluster_status_history::Column::At)
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .take(HISTORY_KEEP)
+        .map(|h| ClusterStatusChange {
+            status: h.status,
+            reason: h.reason,
+            at: ts(h.at),
+        })
+        .collect();
+    Ok(ClusterDetail {
+        cluster: to_dto(&c, &names, &shares),
+        history,
+        cleanup_command: CLEANUP_COMMAND.to_owned(),
+    })
+}
+
+/// Import a cluster: `cluster.write` on the project. Answers with a one-time manifest URL.
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateClusterRequest,
+) -> DomainResult<CreatedCluster> {
+    let project_name = req.project.trim().to_owned();
+    svc.gate(
+        who,
+        Action::project(Permission::ClusterWrite, project_name.clone()),
+    )
+    .await?;
+    let mut fields = BTreeMap::new();
+    let name = DnsLabel::parse(req.name.trim())
+        .map_err(|e| fields.insert("name".to_owned(), e.0))
+        .ok();
+    let description = check_description(req.description.as_deref().unwrap_or(""))
+        .map_err(|e| merge(&mut fields, e))
+        .ok();
+    let labels = check_labels(&req.labels.clone().unwrap_or_default())
+        .map_err(|e| merge(&mut fields, e))
+        .ok();
+    let proxy = check_proxy(&req.proxy.clone().unwrap_or_default())
+        .map_err(|e| merge(&mut fields, e))
+        .ok();
+    let project = projects::Entity::find()
+        .filter(projects::Column::Name.eq(project_name.as_str()))
+        .one(&svc.db)
+        .await?;
+    if project.is_none() {
+        fields.insert(
+            "project".into(),
+            format!("unknown project {project_name:?}"),
+        );
+    }
+    let (Some(name), Some(description), Some(labels), Some(proxy), Some(project)) =
+        (name, description, labels, proxy, project)
+    else {
+        return Err(DomainError::Invalid { fields });
+    };
+    let shared = resolve_shares(
+        svc,
+        who,
+        &project.id,
+        &req.shared_with.clone().unwrap_or_default(),
+    )
+    .await?;
+    let now = svc.clock.now().millis();
+    let tx = svc.db.begin().await?;
+    let m = clusters::ActiveModel::from(clusters::Model {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+        description,
+        labels: serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into()),
+        project_id: project.id.clone(),
+        status: cluster_status::PENDING.into(),
+        status_reason: Some("waiting for the agent's first connection".into()),
+        last_seen: None,
+        registered_at: None,
+        connected_at: None,
+        kubernetes_version: None,
+        node_count: None,
+        agent_version: None,
+        fingerprint: None,
+        facts: "{}".into(),
+        proxy: serde_json::to_string(&proxy).unwrap_or_else(|_| "{}".into()),
+        created_at: now,
+        updated_at: now,
+    })
+    .insert(&tx)
+    .await
+    .on_unique(
+        "uq_clusters_name",
+        "name",
+        "a cluster with this name already exists",
+    )?;
+    replace_shares(&tx, &m.id, &shared, now).await?;
+    let boot = mint(
+        svc,
+        &tx,
+        Some(who.user_id.to_string()),
+        &m,
+        &project.name,
+        true,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    let dto = dto_of(&svc.db, &m).await?;
+    svc.audit
+        .record(
+            cluster_event(
+                who,
+                "cluster.create",
+                &m.name,
+                &project.name,
+                Outcome::Allowed,
+            )
+            .details(json!({"before": null, "after": dto})),
+        )
+        .await?;
+    svc.policy.bump();
+    Ok(CreatedCluster {
+        cluster: dto,
+        manifest_url: boot.manifest_url,
+        manifest_url_expires_at: boot.manifest_url_expires_at,
+        bootstrap_expires_at: boot.bootstrap_expires_at,
+        apply_command: boot.apply_command,
+    })
+}
+
+fn merge(fields: &mut BTreeMap<String, String>, e: DomainError) {
+    if let DomainError::Invalid { fields: f } = e {
+        fields.extend(f);
+    }
+}
+
+pub async fn update(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+    req: UpdateClusterRequest,
+) -> DomainResult<ClusterDto> {
+    let (c, owner) = load_writable(svc, who, name).await?;
+    if let Some(n) = req.name.as_deref() {
+        if n.trim() != c.name {
+            return Err(DomainError::invalid(
+                "name",
+                "a cluster cannot be renamed; import it again under the new name",
+            ));
+        }
+    }
+    let before = dto_of(&svc.db, &c).await?;
+    let mut owner_id = c.project_id.clone();
+    let mut new_owner = owner.clone();
+    if let Some(p) = req
+        .project
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| *p != owner)
+    {
+        svc.gate(who, Action::project(Permission::ClusterWrite, p))
+            .await?;
+        let project = projects::Entity::find()
+            .filter(projects::Column::Name.eq(p))
+            .one(&svc.db)
+            .await?
+            .ok_or_else(|| DomainError::invalid("project", format!("unknown project {p:?}")))?;
+        owner_id = project.id;
+        new_owner = project.name;
+    }
+    let now = svc.clock.now().millis();
+    let tx = svc.db.begin().await?;
+    let id = c.id.clone();
+    let mut a = c.into_active_model();
+    a.project_id = Set(owner_id.clone());
+    if let Some(d) = &req.description {
+        a.description = Set(check_description(d)?);
+    }
+    if let Some(l) = &req.labels {
+        a.labels = Set(serde_json::to_string(&check_labels(l)?).unwrap_or_else(|_| "{}".into()));
+    }
+    if let Some(p) = &req.proxy {
+        a.proxy = Set(serde_json::to_string(&check_proxy(p)?).unwrap_or_else(|_| "{}".into()));
+    }
+    a.updated_at = Set(now);
+    let m = a.update(&tx).await?;
+    if let Some(wanted) = &req.shared_with {
+        let shared = resolve_shares(svc, who, &owner_id, wanted).await?;
+        replace_shares(&tx, &id, &shared, now).await?;
+    } else {
+        // An owner needs no share (a no-op unless the cluster moved to a project it was shared with).
+        cluster_shares::Entity::delete_many()
+            .filter(cluster_shares::Column::ClusterId.eq(id.clone()))
+            .filter(cluster_shares::Column::ProjectId.eq(owner_id.clone()))
+            .exec(&tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let after = dto_of(&svc.db, &m).await?;
+    svc.audit
+        .record(
+            cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
+                .details(json!({"before": before, "after": after})),
+        )
+        .await?;
+    svc.policy.bump();
+    Ok(after)
+}
+
+/// Delete a cluster: revoke its agent credentials and close its tunnel at once. A cluster whose
+/// agent is not connected cannot be told to stop: that takes `force` (for clusters that are
+/// gone). Returns the command that removes the agent from the cluster.
+pub async fn delete(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+    force: bool,
+) -> DomainResult<String> {
+    let (c, owner) = load_writable(svc, who, name).await?;
+    if !force && c.status == cluster_status::DISCONNECTED {
+        return Err(DomainError::conflict(
+            "name",
+            format!("the cluster's agent is not connected, so it cannot be told to stop. Delete with force, then remove the agent on the cluster: {CLEANUP_COMMAND}"),
+        ));
+    }
+    let before = dto_of(&svc.db, &c).await?;
+    let now = svc.clock.now().millis();
+    let tx = svc.db.begin().await?;
+    cluster_agent_credentials::Entity::update_many()
+        .col_expr(
+            cluster_agent_credentials::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .col_expr(
+            cluster_agent_credentials::Column::RevokedReason,
+            sea_orm::sea_query::Expr::value("the cluster was deleted"),
+        )
+        .filter(cluster_agent_credentials::Column::ClusterId.eq(c.id.clone()))
+        .filter(cluster_agent_credentials::Column::RevokedAt.is_null())
+        .exec(&tx)
+        .await?;
+    cluster_agent_credentials::Entity::update_many()
+        .col_expr(
+            cluster_agent_credentials::Column::ClusterId,
+            sea_orm::sea_query::Expr::value(Option::<String>::None),
+        )
+        .filter(cluster_agent_credentials::Column::ClusterId.eq(c.id.clone()))
+        .exec(&tx)
+        .await?;
+    cluster_bootstrap_tokens::Entity::delete_many()
+        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(c.id.clone()))
+        .exec(&tx)
+        .await?;
+    cluster_shares::Entity::delete_many()
+        .filter(cluster_shares::Column::ClusterId.eq(c.id.clone()))
+        .exec(&tx)
+        .await?;
+    cluster_status_history::Entity::delete_many()
+        .filter(cluster_status_history::Column::ClusterId.eq(c.id.clone()))
+        .exec(&tx)
+        .await?;
+    clusters::Entity::delete_by_id(c.id.clone())
+        .exec(&tx)
+        .await?;
+    tx.commit().await?;
+    if let Some(rt) = svc.clusters.runtime() {
+        rt.revoke(
+            &c.id,
+            agent_protocol::refusal::CLUSTER_DELETED,
+            &format!(
+                "the cluster {} was deleted from Warden; remove the agent with: {CLEANUP_COMMAND}",
+                c.name
+            ),
+        );
+    }
+    svc.audit
+        .record(
+            cluster_event(
+                who,
+                if force {
+                    "cluster.force_delete"
+                } else {
+                    "cluster.delete"
+                },
+                &c.name,
+                &owner,
+                Outcome::Allowed,
+            )
+            .details(json!({"before": before, "after": null})),
+        )
+        .await?;
+    svc.policy.bump();
+    Ok(CLEANUP_COMMAND.to_owned())
+}
+
+/// A fresh one-time manifest URL and the manifest it serves (for callers allowed to import).
+pub async fn bootstrap(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+) -> DomainResult<ClusterBootstrap> {
+    let (c, owner) = load_writable(svc, who, name).await?;
+    let boot = mint(
+        svc,
+        &svc.db,
+        Some(who.user_id.to_string()),
+        &c,
+        &owner,
+        true,
+        None,
+    )
+    .await?;
+    svc.audit
+        .record(cluster_event(
+            who,
+            "cluster.bootstrap_token",
+            &c.name,
+            &owner,
+            Outcome::Allowed,
+        ))
+        .await?;
+    Ok(boot)
+}
+
+/// The agent manifest with a fresh bootstrap token (`GET /api/v1/clusters/{name}/manifest`).
+pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResult<String> {
+    let (c, owner) = load_writable(svc, who, name).await?;
+    let boot = mint(
+        svc,
+        &svc.db,
+        Some(who.user_id.to_string()),
+        &c,
+        &owner,
+        false,
+        None,
+    )
+    .await?;
+    svc.audit
+        .record(cluster_event(
+            who,
+            "cluster.manifest",
+            &c.name,
+            &owner,
+            Outcome::Allowed,
+        ))
+        .await?;
+    Ok(boot.manifest)
+}
+
+/// The bootstrap token that a manifest URL's token stands for: the manifest served from the URL
+/// and the one shown next to it carry the same token, while only hashes are stored.
+fn agent_token_for_url_token(url_token: &str) -> String {
+    let digest =
+        sha256_hex(format!("warden manifest url -> agent bootstrap token:{url_token}").as_bytes());
+    format!("{BOOTSTRAP_TOKEN_PREFIX}{digest}")
+}
+
+fn render(
+    svc: &Services,
+    c: &clusters::Model,
+    project: &str,
+    token: &str,
+    expires: i64,
+    warden_url: Option<&str>,
+) -> String {
+    let settings = svc.clusters.settings();
+    agent_protocol::render_manifest(&ManifestParams {
+        cluster: &c.name,
+        project,
+        warden_url: warden_url.unwrap_or(&svc.public_url).trim_end_matches('/'),
+        bootstrap_token: token,
+        bootstrap_expires_at: &ts(expires),
+        warden_ca_pem: settings.warden_ca_pem.as_deref(),
+        image: &settings.agent_image,
+        proxy: &stored_proxy(c),
+    })
+}
+
+/// Mint a bootstrap token (and, with `with_url`, a one-time manifest URL standing for it).
+async fn mint<C: ConnectionTrait>(
+    svc: &Services,
+    db: &C,
+    created_by: Option<String>,
+    c: &clusters::Model,
+    project: &str,
+    with_url: bool,
+    warden_url: Option<&str>,
+) -> DomainResult<ClusterBootstrap> {
+    let now = svc.clock.now();
+    let agent_expires = now.plus_secs(AGENT_TOKEN_TTL_SECS).millis();
+    let url_expires = now.plus_secs(MANIFEST_URL_TTL_SECS).millis();
+    let url_token = with_url.then(|| random_token(32));
+    let agent_token = match &url_token {
+        Some(u) => agent_token_for_url_token(u),
+        None => format!("{BOOTSTRAP_TOKEN_PREFIX}{}", random_token(32)),
+    };
+    let mut rows = vec![(
+        PURPOSE_AGENT,
+        sha256_hex(agent_token.as_bytes()),
+        agent_expires,
+    )];
+    if let Some(u) = &url_token {
+        rows.push((PURPOSE_MANIFEST, sha256_hex(u.as_bytes()), url_expires));
+    }
+    for (purpose, hash, expires_at) in rows {
+        cluster_bootstrap_tokens::ActiveModel::from(cluster_bootstrap_tokens::Model {
+            id: uuid::Uuid::new_v4().to_string(),
+            cluster_id: c.id.clone(),
+            purpose: purpose.into(),
+            token_hash: hash,
+            expires_at,
+            used_at: None,
+            used_fingerprint: None,
+            created_by: created_by.clone(),
+            created_at: now.millis(),
+        })
+        .insert(db)
+        .await?;
+    }
+    let manifest_url = url_token
+        .map(|u| {
+            format!(
+                "{}{}/{u}",
+                svc.public_url.trim_end_matches('/'),
+                agent_protocol::MANIFEST_PATH
+            )
+        })
+        .unwrap_or_default();
+    Ok(ClusterBootstrap {
+        apply_command: if manifest_url.is_empty() {
+            String::new()
+        } else {
+            format!("kubectl apply -f {manifest_url}")
+        },
+        manifest_url,
+        manifest_url_expires_at: ts(url_expires),
+        bootstrap_expires_at: ts(agent_expires),
+        manifest: render(svc, c, project, &agent_token, agent_expires, warden_url),
+    })
+}
+
+/// Why a manifest download was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadRefused {
+    /// Unknown token: 404.
+    Unknown,
+    /// Used or expired: 410.
+    Gone(String),
+}
+
+/// Serve a manifest for a one-time URL token, without a session: the token authorizes only this
+/// download, once, before it expires. Audited (kind `agent`).
+pub async fn download_manifest(
+    svc: &Services,
+    url_token: &str,
+    meta: crate::audit::RequestMeta,
+) -> DomainResult<Result<String, DownloadRefused>> {
+    let now = svc.clock.now().millis();
+    let row = cluster_bootstrap_tokens::Entity::find()
+        .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(url_token.as_bytes())))
+        .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_MANIFEST))
+        .one(&svc.db)
+        .await?;
+    let cluster = match &row {
+        Some(r) => {
+            clusters::Entity::find_by_id(r.cluster_id.clone())
+                .one(&svc.db)
+                .await?
+        }
+        None => None,
+    };
+    let names = project_names(&svc.db).await?;
+    let audit = |outcome: Outcome, reason: Option<String>| {
+        let name = cluster
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let mut ev = AuditEvent::new(
+            AuditKind::Agent,
+            crate::audit::Actor::Anonymous {
+                claimed: "manifest URL".into(),
+            },
+            crate::audit::SessionType::Api,
+            "agent.manifest_download",
+            outcome,
+        )
+        .resource("cluster", name.clone())
+        .request(meta.clone());
+        if let Some(c) = &cluster {
+            ev.cluster = Some(c.name.clone());
+            if let Some(p) = names.get(&c.project_id) {
+                ev = ev.project(p.clone());
+            }
+        }
+        if let Some(r) = reason {
+            ev = ev.reason(r);
+        }
+        ev
+    };
+    let (Some(row), Some(c)) = (row.clone(), cluster.clone()) else {
+        svc.audit
+            .record(audit(
+                Outcome::Denied,
+                Some("unknown manifest token".into()),
+            ))
+            .await?;
+        return Ok(Err(DownloadRefused::Unknown));
+    };
+    if row.used_at.is_some() {
+        let msg = "this manifest link was already used; links work once. Ask for a new one in the console or download the manifest there".to_owned();
+        svc.audit
+            .record(audit(Outcome::Denied, Some(msg.clone())))
+            .await?;
+        return Ok(Err(DownloadRefused::Gone(msg)));
+    }
+    if row.expires_at <= now {
+        let msg = "this manifest link has expired; ask for a new one in the console".to_owned();
+        svc.audit
+            .record(audit(Outcome::Denied, Some(msg.clone())))
+            .await?;
+        return Ok(Err(DownloadRefused::Gone(msg)));
+    }
+    // Mark it used only if nobody raced us to it.
+    let done = cluster_bootstrap_tokens::Entity::update_many()
+        .col_expr(
+            cluster_bootstrap_tokens::Column::UsedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(cluster_bootstrap_tokens::Column::Id.eq(row.id.clone()))
+        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .exec(&svc.db)
+        .await?;
+    if done.rows_affected != 1 {
+        let msg = "this manifest link was already used; links work once".to_owned();
+        svc.audit
+            .record(audit(Outcome::Denied, Some(msg.clone())))
+            .await?;
+        return Ok(Err(DownloadRefused::Gone(msg)));
+    }
+    let agent_token = agent_token_for_url_token(url_token);
+    let agent_row = cluster_bootstrap_tokens::Entity::find()
+        .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(agent_token.as_bytes())))
+        .one(&svc.db)
+        .await?;
+    let expires = agent_row.map(|r| r.expires_at).unwrap_or(now);
+    svc.audit.record(audit(Outcome::Allowed, None)).await?;
+    let project = names.get(&c.project_id).cloned().unwrap_or_default();
+    Ok(Ok(render(svc, &c, &project, &agent_token, expires, None)))
+}
+
+/// Audit events about one cluster, newest first, for callers who may read the audit log.
+pub async fn recent_events(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+    limit: u64,
+) -> DomainResult<Vec<crate::dto::AuditEventDto>> {
+    let (c, _, _) = load_readable(svc, who, name).await?;
+    // Ask the audit scope only of callers who may read some of the log: asking for others
+    // would write a denial on every page view.
+    let eff = svc.policy.effective(who.user_id).await?;
+    if !eff.active
+        || !eff
+            .bindings
+            .iter()
+            .any(|b| b.permissions.contains(&Permission::AuditRead))
+    {
+        return Ok(vec![]);
+    }
+    let scope = match crate::access::audit_scope(&svc.policy, who).await {
+        Ok(s) => s,
+        Err(_) => return Ok(vec![]),
+    };
+    let q = crate::dto::AuditQuery {
+        cluster: Some(c.name),
+        limit: Some(limit),
+        ..Default::default()
+    };
+    Ok(crate::audit::search(&svc.db, &q, scope.as_deref())
+        .await?
+        .items)
+}
+
+/// Import (or find) a cluster as the system, without asking the gate, and mint a manifest for
+/// it whose agent dials `warden_url`. Only for the demo cluster that `WARDEN_DEMO=true` starts
+/// in process; never reachable from a request.
+pub async fn unsafe_import_as_system(
+    svc: &Services,
+    name: &str,
+    project: &str,
+    description: &str,
+    warden_url: &str,
+) -> DomainResult<String> {
+    let name = DnsLabel::parse(name).map_err(|e| DomainError::invalid_value("name", e))?;
+    let p = projects::Entity::find()
+        .filter(projects::Column::Name.eq(project))
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("project"))?;
+    let existing = clusters::Entity::find()
+        .filter(clusters::Column::Name.eq(name.as_str()))
+        .one(&svc.db)
+        .await?;
+    let c = match existing {
+        Some(c) => c,
+        None => {
+            let now = svc.clock.now().millis();
+            let m = clusters::ActiveModel::from(clusters::Model {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.to_string(),
+                description: description.to_owned(),
+                labels: serde_json::to_string(&BTreeMap::from([("warden.dev/demo", "true")]))
+                    .unwrap_or_else(|_| "{}".into()),
+                project_id: p.id.clone(),
+                status: cluster_status::PENDING.into(),
+                status_reason: Some("waiting for the agent's first connection".into()),
+                last_seen: None,
+                registered_at: None,
+                connected_at: None,
+                kubernetes_version: None,
+                node_count: None,
+                agent_version: None,
+                fingerprint: None,
+                facts: "{}".into(),
+                proxy: "{}".into(),
+                created_at: now,
+                updated_at: now,
+            })
+            .insert(&svc.db)
+            .await
+            .on_unique(
+                "uq_clusters_name",
+                "name",
+                "a cluster with this name already exists",
+            )?;
+            let dto = dto_of(&svc.db, &m).await?;
+            let mut ev = AuditEvent::new(
+                AuditKind::System,
+                crate::audit::Actor::System,
+                crate::audit::SessionType::System,
+                "cluster.create",
+                Outcome::Allowed,
+            )
+            .resource("cluster", m.name.clone())
+            .project(p.name.clone())
+            .details(json!({"before": null, "after": dto, "demo": true}));
+            ev.cluster = Some(m.name.clone());
+            svc.audit.record(ev).await?;
+            svc.policy.bump();
+            m
+        }
+    };
+    let project_name = project_names(&svc.db)
+        .await?
+        .get(&c.project_id)
+        .cloned()
+        .unwrap_or_else(|| p.name.clone());
+    Ok(mint(
+        svc,
+        &svc.db,
+        None,
+        &c,
+        &project_name,
+        false,
+        Some(warden_url),
+    )
+    .await?
+    .manifest)
+}

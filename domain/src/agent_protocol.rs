@@ -1,0 +1,407 @@
+//! What Warden and its agent agree on: the connect endpoint and its headers, the control
+//! messages that travel beside the multiplexed streams, the keys of the agent's Secret, and
+//! the manifest that installs the agent. Plain data: compiled into the server, the console
+//! and the `warden-agent` binary alike.
+//!
+//! The tunnel: the agent dials `GET /agent/v1/connect` (WebSocket) with
+//! `Authorization: Bearer <bootstrap token | agent credential>` and
+//! `X-Warden-Fingerprint: <UID of kube-system>`. A refusal is an ordinary HTTP error with the
+//! REST error envelope. Once upgraded, binary messages carry a yamux session (Warden opens
+//! one stream per Kubernetes API request; the agent proxies it to its API server) and text
+//! messages carry the JSON control messages below.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dto::{ClusterFacts, ProxySettings};
+
+/// The WebSocket endpoint agents dial, relative to `WARDEN_PUBLIC_URL`.
+pub const CONNECT_PATH: &str = "/agent/v1/connect";
+/// One-time manifest downloads: `GET {MANIFEST_PATH}/{token}`.
+pub const MANIFEST_PATH: &str = "/agent/v1/manifests";
+
+pub const HEADER_FINGERPRINT: &str = "x-warden-fingerprint";
+pub const HEADER_CLUSTER: &str = "x-warden-cluster";
+pub const HEADER_AGENT_VERSION: &str = "x-warden-agent-version";
+
+/// Prefix of bootstrap tokens (one-time, in manifests).
+pub const BOOTSTRAP_TOKEN_PREFIX: &str = "wdb_";
+/// Prefix of agent credentials (long-lived, issued at registration).
+pub const CREDENTIAL_PREFIX: &str = "wdc_";
+
+/// Refusal codes in the error envelope of a refused connection. An agent treats every one of
+/// them as final: retrying cannot succeed.
+pub mod refusal {
+    pub const UNKNOWN_TOKEN: &str = "unknown_token";
+    pub const TOKEN_USED: &str = "token_used";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const FINGERPRINT_MISMATCH: &str = "fingerprint_mismatch";
+    pub const CREDENTIAL_REVOKED: &str = "credential_revoked";
+    pub const CLUSTER_DELETED: &str = "cluster_deleted";
+    pub const BAD_REQUEST: &str = "bad_request";
+}
+
+/// Warden -> agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message after the upgrade. `credential` is set when the agent proved a bootstrap
+    /// token: it must keep it and use it from now on.
+    Welcome {
+        cluster: String,
+        credential: Option<String>,
+        heartbeat_interval_ms: u64,
+    },
+    /// Warden closes the tunnel for good (the cluster was deleted, the credential revoked).
+    /// The agent stops and tells how to remove it.
+    Revoked { code: String, message: String },
+    /// Warden closes the tunnel for a passing reason (shutting down, replaced by a newer
+    /// connection, missed heartbeats); the agent reconnects.
+    Closing { reason: String },
+}
+
+/// Agent -> Warden.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// Sent every heartbeat interval whatever the API server does; `facts` when the agent has
+    /// read new ones (it reads them in the background, so a slow API server does not delay
+    /// heartbeats).
+    Heartbeat {
+        #[serde(default)]
+        facts: Option<ClusterFacts>,
+    },
+    /// The agent is shutting down: no new streams, it finishes the open ones.
+    Draining,
+}
+
+/// Names of the objects the manifest creates.
+pub const NAMESPACE: &str = "warden-system";
+pub const SERVICE_ACCOUNT: &str = "warden-agent";
+pub const SECRET: &str = "warden-agent";
+pub const DEPLOYMENT: &str = "warden-agent";
+pub const CLUSTER_ROLE: &str = "warden-agent";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "warden";
+
+/// Keys of the agent's Secret.
+pub mod secret_keys {
+    pub const WARDEN_URL: &str = "WARDEN_URL";
+    pub const CLUSTER: &str = "WARDEN_CLUSTER";
+    pub const BOOTSTRAP_TOKEN: &str = "WARDEN_BOOTSTRAP_TOKEN";
+    /// PEM: the CA that signs Warden's certificate (https only).
+    pub const WARDEN_CA: &str = "WARDEN_CA";
+    pub const HTTP_PROXY: &str = "HTTP_PROXY";
+    pub const HTTPS_PROXY: &str = "HTTPS_PROXY";
+    pub const NO_PROXY: &str = "NO_PROXY";
+    pub const PROXY_CA: &str = "PROXY_CA";
+    /// Written by the agent after registration.
+    pub const CREDENTIAL: &str = "WARDEN_AGENT_CREDENTIAL";
+    /// `true` when Warden's URL is plain `http://` to a host other than this machine: the
+    /// agent refuses such a URL unless told so (its secrets would travel in the clear).
+    pub const ALLOW_INSECURE_HTTP: &str = "WARDEN_ALLOW_INSECURE_HTTP";
+}
+
+/// The command that removes everything the manifest created.
+pub const CLEANUP_COMMAND: &str = "kubectl delete namespace warden-system --ignore-not-found && kubectl delete clusterrole,clusterrolebinding -l app.kubernetes.io/managed-by=warden";
+
+/// What goes into one manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestParams<'a> {
+    pub cluster: &'a str,
+    pub project: &'a str,
+    pub warden_url: &'a str,
+    pub bootstrap_token: &'a str,
+    pub bootstrap_expires_at: &'a str,
+    pub warden_ca_pem: Option<&'a str>,
+    pub image: &'a str,
+    pub proxy: &'a ProxySettings,
+}
+
+/// Whether `url` is `http://` to a host other than the loopback interface.
+pub fn is_insecure_remote(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    !(host == "localhost" || host == "::1" || host.starts_with("127."))
+}
+
+/// A YAML double-quoted scalar (JSON string syntax is valid YAML).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The agent manifest: Namespace, ServiceAccount, the least RBAC it needs (each rule says why),
+/// the Secret with its bootstrap settings, and the Deployment. Every object carries
+/// `app.kubernetes.io/managed-by=warden`.
+pub fn render_manifest(p: &ManifestParams<'_>) -> String {
+    use secret_keys as k;
+    let labels = format!(
+        "  labels:\n    {MANAGED_BY_LABEL}: {MANAGED_BY_VALUE}\n    app.kubernetes.io/name: warden-agent\n    warden.dev/cluster: {}\n",
+        q(p.cluster)
+    );
+    let mut data: Vec<(&str, String)> = vec![
+        (k::WARDEN_URL, p.warden_url.to_owned()),
+        (k::CLUSTER, p.cluster.to_owned()),
+        (k::BOOTSTRAP_TOKEN, p.bootstrap_token.to_owned()),
+    ];
+    let insecure = is_insecure_remote(p.warden_url);
+    if insecure {
+        data.push((k::ALLOW_INSECURE_HTTP, "true".to_owned()));
+    }
+    if let Some(ca) = p.warden_ca_pem.filter(|c| !c.trim().is_empty()) {
+        data.push((k::WARDEN_CA, ca.to_owned()));
+    }
+    let proxy = p.proxy;
+    for (key, v) in [
+        (k::HTTP_PROXY, &proxy.http_proxy),
+        (k::HTTPS_PROXY, &proxy.https_proxy),
+        (k::NO_PROXY, &proxy.no_proxy),
+        (k::PROXY_CA, &proxy.ca_pem),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.trim().is_empty()) {
+            data.push((key, v.clone()));
+        }
+    }
+    let string_data: String = data
+        .iter()
+        .map(|(key, v)| format!("  {key}: {}\n", q(v)))
+        .collect();
+    let warning = if insecure {
+        "# WARNING: Warden's URL is plain http:// to another host, so the bootstrap token and the\n# agent's credential cross the network in the clear. Serve Warden over https://.\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"# The Warden agent for cluster {cluster} (project {project}).
+{warning}#
+# Install:   kubectl apply -f <this file>
+# The agent dials out to {url} (no inbound port is opened on the cluster), proves the
+# one-time bootstrap token below together with this cluster's identity (the UID of the
+# kube-system namespace), and from then on uses the credential Warden gives it, which it keeps
+# in the Secret below. The bootstrap token is accepted until {expires} and only once; this file
+# cannot register a second cluster.
+# Remove:    {cleanup}
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+{labels}---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {sa}
+  namespace: {ns}
+{labels}---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {cr}
+{labels}rules:
+  # Read the kube-system namespace's UID (this cluster's fingerprint, proven at registration),
+  # report the namespace names with each heartbeat, and check that warden-system exists.
+  - apiGroups: [""]
+    resources: ["namespaces"]
+    verbs: ["get", "list"]
+  # Report the number, names and readiness of nodes with each heartbeat.
+  - apiGroups: [""]
+    resources: ["nodes"]
+    verbs: ["list"]
+  # Warden gives each user their own service account whose rights follow the user's grants
+  # (kubectl.* permissions) through Warden's ClusterRoles (warden-full-access,
+  # warden-cluster-write, warden-cluster-read, warden-namespace-write, warden-namespace-read).
+  # It keeps those five roles up to date; "escalate" and "bind" are limited to them by name.
+  # Whoever may change Warden's roles can grant cluster-wide access: this is the one powerful
+  # right the agent holds, because Warden grants kubectl.fullaccess.
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["clusterroles"]
+    verbs: ["create"]
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["clusterroles"]
+    resourceNames: ["warden-full-access", "warden-cluster-write", "warden-cluster-read", "warden-namespace-write", "warden-namespace-read"]
+    verbs: ["get", "patch", "update", "escalate", "bind"]
+  # Bind users' service accounts to those roles, cluster-wide or in granted namespaces, and
+  # remove bindings that no longer match a user's grants.
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["clusterrolebindings", "rolebindings"]
+    verbs: ["get", "list", "create", "patch", "update", "delete"]
+  # The version (GET /version) and discovery need no rule: every authenticated client may
+  # read them.
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {cr}
+{labels}roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {cr}
+subjects:
+  - kind: ServiceAccount
+    name: {sa}
+    namespace: {ns}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {sa}
+  namespace: {ns}
+{labels}rules:
+  # Its own Secret (bootstrap settings; the agent credential is written back into it) and the
+  # anchor Secrets that users' service-account tokens are bound to; all in warden-system only.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "create", "patch", "delete"]
+  # The users' service accounts, kept in warden-system. A user's request runs as their
+  # service account by impersonation, so the cluster's RBAC decides what it may do; the agent
+  # can impersonate these service accounts and no other identity.
+  - apiGroups: [""]
+    resources: ["serviceaccounts"]
+    verbs: ["get", "list", "create", "patch", "delete", "impersonate"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {sa}
+  namespace: {ns}
+{labels}roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {sa}
+subjects:
+  - kind: ServiceAccount
+    name: {sa}
+    namespace: {ns}
+---
+# Bootstrap settings. The agent adds {cred_key} here after registering.
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {secret}
+  namespace: {ns}
+{labels}type: Opaque
+stringData:
+{string_data}---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {deploy}
+  namespace: {ns}
+{labels}spec:
+  replicas: 1
+  # One agent per cluster: a new one starts after the old one has drained.
+  strategy:
+    type: Recreate
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: warden-agent
+  template:
+    metadata:
+      labels:
+        {MANAGED_BY_LABEL}: {MANAGED_BY_VALUE}
+        app.kubernetes.io/name: warden-agent
+    spec:
+      serviceAccountName: {sa}
+      terminationGracePeriodSeconds: 30
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: agent
+          image: {image}
+          args: ["--in-cluster"]
+          env:
+            - name: POD_NAMESPACE
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.namespace
+            - name: WARDEN_AGENT_SECRET
+              value: {secret}
+          resources:
+            requests:
+              cpu: 10m
+              memory: 32Mi
+            limits:
+              memory: 256Mi
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: ["ALL"]
+"#,
+        cluster = p.cluster,
+        project = p.project,
+        url = p.warden_url,
+        expires = p.bootstrap_expires_at,
+        cleanup = CLEANUP_COMMAND,
+        ns = NAMESPACE,
+        sa = SERVICE_ACCOUNT,
+        cr = CLUSTER_ROLE,
+        secret = SECRET,
+        deploy = DEPLOYMENT,
+        cred_key = k::CREDENTIAL,
+        image = q(p.image),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_quotes_values_and_labels_every_object() {
+        let proxy = ProxySettings {
+            https_proxy: Some("http://proxy:3128".into()),
+            ..Default::default()
+        };
+        let m = render_manifest(&ManifestParams {
+            cluster: "prod-1",
+            project: "default",
+            warden_url: "https://warden.example.com",
+            bootstrap_token: "wdb_abc\"x",
+            bootstrap_expires_at: "2026-01-01T00:00:00Z",
+            warden_ca_pem: Some("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n"),
+            image: "warden-agent:0.1.0",
+            proxy: &proxy,
+        });
+        assert!(m.contains("WARDEN_BOOTSTRAP_TOKEN: \"wdb_abc\\\"x\""));
+        assert!(m.contains("HTTPS_PROXY: \"http://proxy:3128\""));
+        assert!(!m.contains("WARDEN_ALLOW_INSECURE_HTTP"));
+        assert!(!m.contains("WARNING"));
+        assert!(!m.contains("HTTP_PROXY:"));
+        assert_eq!(m.matches("\nkind: ").count(), 8, "{m}");
+        // Eight objects and the pod template.
+        assert_eq!(m.matches("app.kubernetes.io/managed-by: warden").count(), 9);
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_flagged() {
+        assert!(!is_insecure_remote("https://warden.example.com"));
+        assert!(!is_insecure_remote("http://127.0.0.1:3000"));
+        assert!(!is_insecure_remote("http://localhost:3000/x"));
+        assert!(!is_insecure_remote("http://[::1]:3000"));
+        assert!(is_insecure_remote("http://warden.internal:3000"));
+        assert!(is_insecure_remote("http://10.0.0.5"));
+        let proxy = ProxySettings::default();
+        let m = render_manifest(&ManifestParams {
+            cluster: "c",
+            project: "p",
+            warden_url: "http://warden.internal:3000",
+            bootstrap_token: "wdb_x",
+            bootstrap_expires_at: "2026-01-01T00:00:00Z",
+            warden_ca_pem: None,
+            image: "i",
+            proxy: &proxy,
+        });
+        assert!(m.contains("WARDEN_ALLOW_INSECURE_HTTP: \"true\""));
+        assert!(m.contains("# WARNING: Warden's URL is plain http://"));
+    }
+}

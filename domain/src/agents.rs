@@ -1,0 +1,632 @@
+//! The agent's side of a cluster: registration with a one-time bootstrap token, reconnection
+//! with its long-lived credential, heartbeats, and the status they drive.
+//!
+//! Registration binds the cluster to a *fingerprint* (the UID of its `kube-system` namespace).
+//! A token or credential presented with another fingerprint is refused: one manifest cannot
+//! register two clusters. Every admission and refusal is audited (kind `agent`).
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
+};
+use serde_json::json;
+
+use crate::admin::clusters::{project_names, HISTORY_KEEP, PURPOSE_AGENT};
+use crate::agent_protocol::{refusal, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND, CREDENTIAL_PREFIX};
+use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
+use crate::clock::Timestamp;
+use crate::dto::{cluster_status, ClusterFacts};
+use crate::entities::{
+    cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters,
+};
+use crate::error::DomainResult;
+use crate::secrets::{random_token, sha256_hex};
+use crate::Services;
+
+/// What an agent presents when it dials in.
+#[derive(Debug, Clone)]
+pub struct AgentHello {
+    /// A bootstrap token (`wdb_…`) or an agent credential (`wdc_…`).
+    pub secret: String,
+    /// UID of the cluster's `kube-system` namespace.
+    pub fingerprint: String,
+    /// The cluster name the agent was configured with (informational).
+    pub cluster: Option<String>,
+    pub agent_version: Option<String>,
+    pub meta: RequestMeta,
+}
+
+/// An admitted agent.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub cluster_id: String,
+    pub cluster: String,
+    pub project: String,
+    pub credential_id: String,
+    /// Set at registration: the credential the agent must keep. Shown only this once.
+    pub new_credential: Option<String>,
+}
+
+/// A refused agent: the HTTP status, a stable code (see [`refusal`]) and a message for the
+/// agent's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn valid_fingerprint(f: &str) -> bool {
+    !f.is_empty() && f.len() <= 64 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The first characters of a fingerprint, for messages.
+fn short(f: &str) -> &str {
+    f.get(..8).unwrap_or(f)
+}
+
+struct Ctx<'a> {
+    svc: &'a Services,
+    hello: &'a AgentHello,
+    action: &'static str,
+}
+
+impl Ctx<'_> {
+    async fn audit(
+        &self,
+        cluster: Option<&clusters::Model>,
+        outcome: Outcome,
+        reason: Option<String>,
+        details: serde_json::Value,
+    ) -> DomainResult<()> {
+        let name = cluster
+            .map(|c| c.name.clone())
+            .or_else(|| self.hello.cluster.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let mut ev = AuditEvent::new(
+            AuditKind::Agent,
+            Actor::Agent {
+                cluster: name.clone(),
+            },
+            SessionType::Agent,
+            self.action,
+            outcome,
+        )
+        .resource("cluster", name.clone())
+        .request(self.hello.meta.clone())
+        .details(details);
+        if let Some(c) = cluster {
+            ev.cluster = Some(c.name.clone());
+            if let Some(p) = project_names(&self.svc.db).await?.get(&c.project_id) {
+                ev = ev.project(p.clone());
+            }
+        }
+        if let Some(r) = reason {
+            ev = ev.reason(r);
+        }
+        self.svc.audit.record(ev).await
+    }
+
+    async fn refuse(
+        &self,
+        cluster: Option<&clusters::Model>,
+        r: Refusal,
+    ) -> DomainResult<Result<Admission, Refusal>> {
+        tracing::warn!(
+            code = r.code,
+            cluster = cluster.map(|c| c.name.as_str()).unwrap_or("unknown"),
+            "agent refused: {}",
+            r.message
+        );
+        self.audit(
+            cluster,
+            Outcome::Denied,
+            Some(format!("{}: {}", r.code, r.message)),
+            json!({"code": r.code, "fingerprint": self.hello.fingerprint, "agent_version": self.hello.agent_version}),
+        )
+        .await?;
+        Ok(Err(r))
+    }
+}
+
+/// Admit or refuse an agent. Database failures are errors; refusals are values.
+pub async fn admit(svc: &Services, hello: AgentHello) -> DomainResult<Result<Admission, Refusal>> {
+    let secret = hello.secret.trim().to_owned();
+    let action = if secret.starts_with(CREDENTIAL_PREFIX) {
+        "agent.connect"
+    } else {
+        "agent.bootstrap"
+    };
+    let ctx = Ctx {
+        svc,
+        hello: &hello,
+        action,
+    };
+    if !valid_fingerprint(&hello.fingerprint) {
+        return ctx
+            .refuse(None, Refusal::new(400, refusal::BAD_REQUEST, "the agent sent no valid cluster fingerprint (X-Warden-Fingerprint: the UID of the kube-system namespace)"))
+            .await;
+    }
+    if secret.starts_with(CREDENTIAL_PREFIX) {
+        admit_credential(&ctx, &secret).await
+    } else if secret.starts_with(BOOTSTRAP_TOKEN_PREFIX) {
+        admit_bootstrap(&ctx, &secret).await
+    } else {
+        ctx.refuse(
+            None,
+            Refusal::new(
+                401,
+                refusal::UNKNOWN_TOKEN,
+                "the agent presented neither a bootstrap token nor an agent credential",
+            ),
+        )
+        .await
+    }
+}
+
+async fn admit_credential(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Admission, Refusal>> {
+    let svc = ctx.svc;
+    let fp = ctx.hello.fingerprint.as_str();
+    let Some(cred) = cluster_agent_credentials::Entity::find()
+        .filter(cluster_agent_credentials::Column::SecretHash.eq(sha256_hex(secret.as_bytes())))
+        .one(&svc.db)
+        .await?
+    else {
+        return ctx
+            .refuse(None, Refusal::new(401, refusal::UNKNOWN_TOKEN, "unknown agent credential. Download a new manifest for this cluster in Warden and apply it"))
+            .await;
+    };
+    let cluster = match &cred.cluster_id {
+        Some(id) => {
+            clusters::Entity::find_by_id(id.clone())
+                .one(&svc.db)
+                .await?
+        }
+        None => None,
+    };
+    let Some(cluster) = cluster else {
+        return ctx
+            .refuse(
+                None,
+                Refusal::new(
+                    403,
+                    refusal::CLUSTER_DELETED,
+                    format!("the cluster {} was deleted from Warden and this agent's credential is revoked. Remove the agent with: {CLEANUP_COMMAND}", cred.cluster_name),
+                ),
+            )
+            .await;
+    };
+    if cred.fingerprint != fp {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::FINGERPRINT_MISMATCH,
+                    format!(
+                        "this agent credential belongs to cluster {} registered from another Kubernetes cluster (kube-system UID {}…), not this one ({}…). Import this cluster separately in Warden and apply its own manifest",
+                        cluster.name,
+                        short(&cred.fingerprint),
+                        short(fp)
+                    ),
+                ),
+            )
+            .await;
+    }
+    if cred.revoked_at.is_some() {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::CREDENTIAL_REVOKED,
+                    format!(
+                        "this agent credential for cluster {} was revoked ({}). Download a new manifest for the cluster in Warden and apply it",
+                        cluster.name,
+                        cred.revoked_reason.as_deref().unwrap_or("revoked")
+                    ),
+                ),
+            )
+            .await;
+    }
+    let now = svc.clock.now().millis();
+    let mut a = cred.clone().into_active_model();
+    a.last_used_at = Set(Some(now));
+    a.update(&svc.db).await?;
+    ctx.audit(
+        Some(&cluster),
+        Outcome::Allowed,
+        None,
+        json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version}),
+    )
+    .await?;
+    let project = project_names(&svc.db)
+        .await?
+        .get(&cluster.project_id)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Ok(Admission {
+        cluster_id: cluster.id,
+        cluster: cluster.name,
+        project,
+        credential_id: cred.id,
+        new_credential: None,
+    }))
+}
+
+async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Admission, Refusal>> {
+    let svc = ctx.svc;
+    let fp = ctx.hello.fingerprint.as_str();
+    let now = svc.clock.now().millis();
+    let Some(token) = cluster_bootstrap_tokens::Entity::find()
+        .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(secret.as_bytes())))
+        .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_AGENT))
+        .one(&svc.db)
+        .await?
+    else {
+        return ctx
+            .refuse(
+                None,
+                Refusal::new(401, refusal::UNKNOWN_TOKEN, "unknown bootstrap token: the cluster may have been deleted from Warden. Download a new manifest in Warden and apply it"),
+            )
+            .await;
+    };
+    let Some(cluster) = clusters::Entity::find_by_id(token.cluster_id.clone())
+        .one(&svc.db)
+        .await?
+    else {
+        return ctx
+            .refuse(
+                None,
+                Refusal::new(
+                    403,
+                    refusal::CLUSTER_DELETED,
+                    "the cluster of this bootstrap token was deleted from Warden",
+                ),
+            )
+            .await;
+    };
+    if let Some(bound) = cluster.fingerprint.as_deref().filter(|b| *b != fp) {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::FINGERPRINT_MISMATCH,
+                    format!(
+                        "this manifest belongs to cluster {}, which is already registered from another Kubernetes cluster (kube-system UID {}…); this one is {}…. A manifest registers one cluster only: import this cluster separately in Warden and apply its own manifest",
+                        cluster.name,
+                        short(bound),
+                        short(fp)
+                    ),
+                ),
+            )
+            .await;
+    }
+    if let Some(used) = token.used_at {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::TOKEN_USED,
+                    format!(
+                        "this bootstrap token was already used (at {}); tokens work once. Download a new manifest for cluster {} in Warden and apply it",
+                        Timestamp(used).rfc3339(),
+                        cluster.name
+                    ),
+                ),
+            )
+            .await;
+    }
+    if token.expires_at <= now {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::TOKEN_EXPIRED,
+                    format!(
+                        "this bootstrap token expired at {}. Download a new manifest for cluster {} in Warden and apply it",
+                        Timestamp(token.expires_at).rfc3339(),
+                        cluster.name
+                    ),
+                ),
+            )
+            .await;
+    }
+    let tx = svc.db.begin().await?;
+    // Use the token only if nobody raced us to it.
+    let used = cluster_bootstrap_tokens::Entity::update_many()
+        .col_expr(
+            cluster_bootstrap_tokens::Column::UsedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .col_expr(
+            cluster_bootstrap_tokens::Column::UsedFingerprint,
+            sea_orm::sea_query::Expr::value(fp),
+        )
+        .filter(cluster_bootstrap_tokens::Column::Id.eq(token.id.clone()))
+        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .exec(&tx)
+        .await?;
+    if used.rows_affected != 1 {
+        drop(tx);
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::TOKEN_USED,
+                    "this bootstrap token was just used by another agent; tokens work once",
+                ),
+            )
+            .await;
+    }
+    // Bind the fingerprint, unless another registration bound a different one meanwhile.
+    let bound = clusters::Entity::update_many()
+        .col_expr(
+            clusters::Column::Fingerprint,
+            sea_orm::sea_query::Expr::value(fp),
+        )
+        .col_expr(
+            clusters::Column::RegisteredAt,
+            sea_orm::sea_query::Expr::value(cluster.registered_at.unwrap_or(now)),
+        )
+        .col_expr(
+            clusters::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(clusters::Column::Id.eq(cluster.id.clone()))
+        .filter(
+            clusters::Column::Fingerprint
+                .is_null()
+                .or(clusters::Column::Fingerprint.eq(fp)),
+        )
+        .exec(&tx)
+        .await?;
+    if bound.rows_affected != 1 {
+        drop(tx);
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::FINGERPRINT_MISMATCH,
+                    format!(
+                        "cluster {} was just registered from another Kubernetes cluster",
+                        cluster.name
+                    ),
+                ),
+            )
+            .await;
+    }
+    // A re-registration (same cluster, new manifest) replaces the previous credentials.
+    cluster_agent_credentials::Entity::update_many()
+        .col_expr(
+            cluster_agent_credentials::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .col_expr(
+            cluster_agent_credentials::Column::RevokedReason,
+            sea_orm::sea_query::Expr::value("replaced by a new registration"),
+        )
+        .filter(cluster_agent_credentials::Column::ClusterId.eq(cluster.id.clone()))
+        .filter(cluster_agent_credentials::Column::RevokedAt.is_null())
+        .exec(&tx)
+        .await?;
+    let credential = format!("{CREDENTIAL_PREFIX}{}", random_token(32));
+    let cred = cluster_agent_credentials::ActiveModel::from(cluster_agent_credentials::Model {
+        id: uuid::Uuid::new_v4().to_string(),
+        cluster_id: Some(cluster.id.clone()),
+        cluster_name: cluster.name.clone(),
+        secret_hash: sha256_hex(credential.as_bytes()),
+        fingerprint: fp.to_owned(),
+        created_at: now,
+        last_used_at: Some(now),
+        revoked_at: None,
+        revoked_reason: None,
+    })
+    .insert(&tx)
+    .await?;
+    tx.commit().await?;
+    ctx.audit(
+        Some(&cluster),
+        Outcome::Allowed,
+        None,
+        json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version, "credential": cred.id, "first_registration": cluster.fingerprint.is_none()}),
+    )
+    .await?;
+    let project = project_names(&svc.db)
+        .await?
+        .get(&cluster.project_id)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Ok(Admission {
+        cluster_id: cluster.id,
+        cluster: cluster.name,
+        project,
+        credential_id: cred.id,
+        new_credential: Some(credential),
+    }))
+}
+
+/// Whether a credential is still valid (not revoked, its cluster not deleted).
+pub async fn credential_valid(svc: &Services, credential_id: &str) -> DomainResult<bool> {
+    Ok(
+        cluster_agent_credentials::Entity::find_by_id(credential_id.to_owned())
+            .one(&svc.db)
+            .await?
+            .is_some_and(|c| c.revoked_at.is_none() && c.cluster_id.is_some()),
+    )
+}
+
+/// Change a cluster's status, recording the change in its history (and the audit log for
+/// connections and disconnections). Returns whether anything changed.
+pub async fn set_status(
+    svc: &Services,
+    cluster_id: &str,
+    status: &str,
+    reason: &str,
+) -> DomainResult<bool> {
+    let Some(c) = clusters::Entity::find_by_id(cluster_id.to_owned())
+        .one(&svc.db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if c.status == status {
+        return Ok(false);
+    }
+    let now = svc.clock.now().millis();
+    let name = c.name.clone();
+    let project_id = c.project_id.clone();
+    let mut a = c.into_active_model();
+    a.status = Set(status.to_owned());
+    a.status_reason = Set(Some(reason.to_owned()));
+    if status == cluster_status::CONNECTED {
+        a.connected_at = Set(Some(now));
+    }
+    a.updated_at = Set(now);
+    a.update(&svc.db).await?;
+    record_history(&svc.db, cluster_id, status, reason, now).await?;
+    let action = if status == cluster_status::CONNECTED {
+        "agent.connected"
+    } else {
+        "agent.disconnected"
+    };
+    let mut ev = AuditEvent::new(
+        AuditKind::Agent,
+        Actor::Agent {
+            cluster: name.clone(),
+        },
+        SessionType::Agent,
+        action,
+        Outcome::Allowed,
+    )
+    .resource("cluster", name.clone())
+    .reason(reason);
+    ev.cluster = Some(name);
+    if let Some(p) = project_names(&svc.db).await?.get(&project_id) {
+        ev = ev.project(p.clone());
+    }
+    svc.audit.record(ev).await?;
+    Ok(true)
+}
+
+async fn record_history<C: ConnectionTrait>(
+    db: &C,
+    cluster_id: &str,
+    status: &str,
+    reason: &str,
+    now: i64,
+) -> DomainResult<()> {
+    cluster_status_history::ActiveModel::from(cluster_status_history::Model {
+        id: uuid::Uuid::new_v4().to_string(),
+        cluster_id: cluster_id.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        at: now,
+    })
+    .insert(db)
+    .await?;
+    let old: Vec<String> = cluster_status_history::Entity::find()
+        .filter(cluster_status_history::Column::ClusterId.eq(cluster_id))
+        .order_by_desc(cluster_status_history::Column::At)
+        .all(db)
+        .await?
+        .into_iter()
+        .skip(HISTORY_KEEP)
+        .map(|h| h.id)
+        .collect();
+    if !old.is_empty() {
+        cluster_status_history::Entity::delete_many()
+            .filter(cluster_status_history::Column::Id.is_in(old))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A heartbeat: remember the time (and the facts, when new); a cluster that was not `connected` becomes so.
+pub async fn record_heartbeat(
+    svc: &Services,
+    cluster_id: &str,
+    facts: Option<&ClusterFacts>,
+) -> DomainResult<()> {
+    let Some(c) = clusters::Entity::find_by_id(cluster_id.to_owned())
+        .one(&svc.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let now = svc.clock.now().millis();
+    let was = c.status.clone();
+    let mut a = c.into_active_model();
+    a.last_seen = Set(Some(now));
+    if let Some(facts) = facts {
+        let mut facts = facts.clone();
+        facts.nodes.truncate(500);
+        facts.namespaces.truncate(1000);
+        a.kubernetes_version = Set(facts
+            .kubernetes_version
+            .clone()
+            .map(|v| v.chars().take(64).collect()));
+        a.node_count = Set(Some(facts.node_count.min(i32::MAX as u32) as i32));
+        a.agent_version = Set(facts
+            .agent_version
+            .clone()
+            .map(|v| v.chars().take(64).collect()));
+        a.facts = Set(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into()));
+    }
+    a.update(&svc.db).await?;
+    if was != cluster_status::CONNECTED {
+        set_status(
+            svc,
+            cluster_id,
+            cluster_status::CONNECTED,
+            "heartbeat received",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Clusters marked `connected` whose agent has no tunnel in `live`: mark them `disconnected`
+/// (after a restart of Warden, or a tunnel lost without notice).
+/// `is_live` is asked after the rows are read, so a tunnel registered meanwhile counts as live.
+pub async fn mark_unconnected(
+    svc: &Services,
+    is_live: &(dyn Fn(&str) -> bool + Sync),
+    reason: &str,
+) -> DomainResult<Vec<String>> {
+    let rows = clusters::Entity::find()
+        .filter(clusters::Column::Status.eq(cluster_status::CONNECTED))
+        .all(&svc.db)
+        .await?;
+    let mut changed = Vec::new();
+    for c in rows.into_iter().filter(|c| !is_live(&c.id)) {
+        if set_status(svc, &c.id, cluster_status::DISCONNECTED, reason).await? {
+            changed.push(c.name);
+        }
+    }
+    Ok(changed)
+}
+
+/// The cluster an agent connection belongs to, by id.
+pub async fn cluster_name(svc: &Services, cluster_id: &str) -> DomainResult<Option<String>> {
+    Ok(clusters::Entity::find_by_id(cluster_id.to_owned())
+        .one(&svc.db)
+        .await?
+        .map(|c| c.name))
+}

@@ -1,0 +1,20 @@
+use sea_orm::entity::prelude::*;
+
+/// One issued kubeconfig credential (a client certificate), by serial number.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "kube_credentials")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub serial: String,
+    pub user_id: String,
+    pub session_type: String,
+    pub cluster: Option<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,131 @@
+// The cluster import wizard end to end: the admin imports a cluster in the console, applies
+// the manifest to a simulated cluster with the real `kubectl apply -f <url>` (and again from
+// the manifest shown on the page), starts the agent exactly as the Deployment would, and
+// watches the checklist and the cluster list turn connected without reloading.
+//
+// Runs after signin.spec.ts against the same server (files run in name order).
+import { expect, test } from "@playwright/test";
+import { act as consoleAct, ADMIN_EMAIL, ADMIN_NEW_PASSWORD, check as consoleCheck } from "./fixtures/console";
+import { readFileSync } from "node:fs";
+import { act, check, Cluster, find } from "./fixtures/clusters";
+
+const NAME = "e2e-sim";
+
+test.describe.serial("cluster import wizard", () => {
+  const cluster = new Cluster();
+
+  test.beforeAll(async () => {
+    await cluster.start();
+  });
+
+  test.afterAll(() => {
+    cluster.stop();
+  });
+
+  test("import, apply with kubectl, start the agent, and see it connect live", async ({ page, context }) => {
+    test.setTimeout(120_000);
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+
+    // Step 1: details.
+    await act.importCluster(page, NAME, "env=e2e");
+
+    // Step 2: the one-line command and the manifest; nothing has happened yet.
+    await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+    const command = await find.applyCommand(page).inputValue();
+    expect(command).toMatch(/^kubectl apply -f http:\/\/.+\/agent\/v1\/manifests\/.+$/);
+    await check.checklist(page, { registered: false, connected: false, heartbeat: false });
+    await page.getByText("Or copy or download the manifest").click();
+    const manifest = await find.manifest(page).textContent();
+    expect(manifest).toContain("kind: Deployment");
+    expect(manifest).toContain("app.kubernetes.io/managed-by: warden");
+
+    // A second tab on the cluster list: pending for now.
+    const list = await context.newPage();
+    await consoleAct.open(list, "/clusters");
+    await expect(find.statusChip(list, NAME)).toHaveText("Pending");
+    await expect(find.clusterRow(list, NAME)).toContainText("env=e2e");
+
+    // The real kubectl applies the URL (no session needed), then the manifest again.
+    const url = command.replace("kubectl apply -f ", "");
+    const first = await cluster.kubectl("apply", "-f", url);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain("namespace/warden-system created");
+    expect(first.stdout).toContain("deployment.apps/warden-agent created");
+    const file = cluster.writeFile("manifest.yaml", manifest ?? "");
+    const again = await cluster.kubectl("apply", "-f", file);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain("deployment.apps/warden-agent unchanged");
+    // (stringData is write-only, so kubectl always patches the Secret: "configured".)
+    expect(again.stdout).toMatch(/secret\/warden-agent (unchanged|configured)/);
+    // The link worked once.
+    const reuse = await cluster.kubectl("apply", "-f", url);
+    expect(reuse.code).not.toBe(0);
+
+    // The agent, as the Deployment runs it: the checklist and the list turn without a reload.
+    cluster.startAgent(file);
+    await expect(find.check(page, "registered")).toHaveAttribute("data-done", "true", { timeout: 30_000 });
+    await check.checklist(page, { registered: true, connected: true, heartbeat: true });
+    await expect(find.done(page)).toBeVisible();
+    await expect(find.check(page, "heartbeat")).toContainText("Kubernetes v1.32.0, 3 node(s)");
+    await expect(find.statusChip(list, NAME)).toHaveText("Connected", { timeout: 15_000 });
+    await expect(find.clusterRow(list, NAME)).toContainText("v1.32.0");
+
+    // The cluster's page: facts as reported, history, audit events.
+    await page.getByTestId("open-cluster").click();
+    await expect(page).toHaveURL(new RegExp(`/clusters/${NAME}$`));
+    await expect(page.getByTestId("cluster-status")).toHaveText("Connected");
+    await expect(page.getByTestId("cluster-nodes")).toContainText("yes");
+    await expect(page.getByRole("list", { name: "Namespaces" })).toContainText("kube-system");
+    await expect(page.getByTestId("cluster-history")).toContainText("agent connected");
+    await expect(page.getByTestId("cluster-events")).toContainText("agent.bootstrap");
+    expect(cluster.agentLog).toContain("connected to Warden");
+    noErrors();
+  });
+
+  test("download a kubeconfig from My tools, use it with kubectl, revoke it", async ({ page }) => {
+    test.setTimeout(120_000);
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    await consoleAct.open(page, "/me/tools");
+    await expect(page.getByTestId(`my-cluster-${NAME}`)).toContainText("full access");
+    await expect(page.getByTestId("credential-summary")).toContainText("0 valid kubeconfig credential(s)");
+
+    // The browser downloads it (the link is not a console route).
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("download-kubeconfig").click()]);
+    expect(download.suggestedFilename()).toBe("warden.kubeconfig");
+    const kubeconfig = cluster.writeFile("downloaded.kubeconfig", readFileSync((await download.path())!, "utf8"));
+
+    // The real kubectl, through Warden's gateway and the agent's tunnel.
+    const ns = await cluster.kubectlWith(kubeconfig, "get", "namespaces", "-o", "name");
+    expect(ns.code, ns.stderr).toBe(0);
+    expect(ns.stdout).toContain("namespace/kube-system");
+    const who = await cluster.kubectlWith(kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}");
+    expect(who.code, who.stderr).toBe(0);
+    expect(who.stdout).toMatch(/^system:serviceaccount:warden-system:u-admin-warden-local/);
+
+    await consoleAct.open(page, "/me/tools");
+    await expect(page.getByTestId("credential-summary")).toContainText("1 valid kubeconfig credential(s)");
+    await page.getByTestId("revoke-kubeconfigs").click();
+    await page.getByTestId("confirm-revoke-kubeconfigs").click();
+    await expect(page.getByRole("status").filter({ hasText: "Your kubeconfigs were revoked" })).toBeVisible();
+    await expect(page.getByTestId("credential-summary")).toContainText("0 valid kubeconfig credential(s)");
+
+    // The very next request is refused, and says why.
+    const after = await cluster.kubectlWith(kubeconfig, "get", "namespaces");
+    expect(after.code).not.toBe(0);
+    expect(after.stderr).toContain("revoked");
+    noErrors();
+  });
+
+  test("the list filters by status and label", async ({ page }) => {
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    await consoleAct.open(page, "/clusters?status=connected&label=env%3De2e");
+    await expect(find.clusterRow(page, NAME)).toBeVisible();
+    await consoleAct.open(page, "/clusters?status=pending");
+    await expect(find.clusterRow(page, NAME)).toHaveCount(0);
+  });
+});

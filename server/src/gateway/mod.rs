@@ -1,0 +1,314 @@
+//! The Kubernetes API gateway: kubectl (or any client-go / kube-rs client) speaks the
+//! Kubernetes API to `WARDEN_GATEWAY_ADDR` over TLS, one path per cluster
+//! (`/clusters/<name>/...`), authenticated by a short-lived client certificate from a Warden
+//! kubeconfig. Every request is checked, narrowed to the user's own service account on the
+//! cluster, forwarded through the cluster's transport (the agent tunnel, or a direct
+//! connection in tests), streamed back and audited.
+//!
+//! - [`pki`]: the user CA, the gateway CA and serving certificate, client certificates.
+//! - [`kubeconfig`]: the YAML users download.
+//! - [`routes`]: `GET /api/v1/kubeconfig`, revocation and settings endpoints.
+//! - [`proxy`]: one request, in the fixed order of checks.
+//! - [`rbac`]: per-user service accounts and their RBAC on the clusters.
+//! - [`tokens`]: TokenRequest tokens for those service accounts.
+//! - [`transport`]: how a cluster is reached ([`transport::ClusterTransport`]).
+//! - [`sweeper`]: removal of service accounts that should no longer exist.
+
+pub mod kubeconfig;
+pub mod pki;
+pub mod proxy;
+pub mod rbac;
+pub mod request;
+pub mod routes;
+pub mod sweeper;
+pub mod testkit;
+pub mod tokens;
+pub mod transport;
+
+use anyhow::Context;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden_domain::audit::{AuditEvent, AuditSink, BatchingAuditSink};
+use warden_domain::Services;
+
+use crate::config::Config;
+use transport::{ClusterRef, Connector, HttpClient, SharedTransport, Transports};
+
+/// How often a service account's last use is written to the database (it is kept in memory
+/// in between).
+const TOUCH_WRITE_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct Gateway {
+    pub(crate) services: Arc<Services>,
+    pki: pki::Pki,
+    transports: Arc<Transports>,
+    pub(crate) transport: SharedTransport,
+    pub(crate) connector: Connector,
+    pub(crate) http: HttpClient<Incoming>,
+    public_url: String,
+    audit: Arc<BatchingAuditSink>,
+    pub(crate) reconciler: rbac::Reconciler,
+    pending: Arc<AtomicUsize>,
+    /// (cluster id, user id) -> (last database write, last use in Warden's clock, ms)
+    touched: Mutex<HashMap<(String, String), (Instant, i64)>>,
+    /// (serial, cluster name) -> what the checks before authorization established.
+    admissions: Mutex<HashMap<(String, String), Arc<proxy::Admission>>>,
+}
+
+/// Counts audit events not yet queued (requests in flight, streams still open).
+pub(crate) struct PendingAudit(Option<Arc<AtomicUsize>>);
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The hosts of a URL (for the serving certificate).
+fn url_host(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.host().map(str::to_owned)
+}
+
+impl Gateway {
+    pub fn new(services: Arc<Services>, config: &Config) -> anyhow::Result<Arc<Self>> {
+        let mut hosts: Vec<String> = url_host(&config.gateway.public_url).into_iter().collect();
+        if !config.gateway.addr.ip().is_unspecified() {
+            hosts.push(config.gateway.addr.ip().to_string());
+        }
+        let pki = pki::Pki::load_or_create(&config.data_dir, &hosts)
+            .context("cannot prepare the gateway's certificates (WARDEN_DATA_DIR)")?;
+        let transports = Transports::new();
+        let transport: SharedTransport = transports.clone();
+        let connector = Connector::new(transport.clone());
+        let http = transport::http_client(connector.clone());
+        let audit = BatchingAuditSink::spawn(services.audit.clone(), 10_000, 500);
+        Ok(Arc::new(Self {
+            services,
+            pki,
+            transports,
+            transport,
+            connector,
+            http,
+            public_url: config.gateway.public_url.clone(),
+            audit,
+            reconciler: rbac::Reconciler::default(),
+            pending: Arc::new(AtomicUsize::new(0)),
+            touched: Mutex::new(HashMap::new()),
+            admissions: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn pki(&self) -> &pki::Pki {
+        &self.pki
+    }
+
+    /// Where clusters are reached: register direct endpoints, plug in the agent tunnel.
+    pub fn transports(&self) -> &Arc<Transports> {
+        &self.transports
+    }
+
+    /// `WARDEN_GATEWAY_PUBLIC_URL`.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub(crate) fn pending(&self) -> PendingAudit {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        PendingAudit(Some(self.pending.clone()))
+    }
+
+    pub(crate) fn pending_noop(&self) -> PendingAudit {
+        PendingAudit(None)
+    }
+
+    /// Queue an audit event without blocking the request path (never dropped).
+    pub(crate) fn record(&self, ev: AuditEvent) {
+        if let Err(ev) = self.audit.try_record(ev) {
+            let audit = self.audit.clone();
+            let guard = self.pending();
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Err(e) = audit.record(ev).await {
+                    tracing::error!(error = %e, "could not queue a gateway audit event");
+                }
+            });
+        }
+    }
+
+    /// Wait until the events of every finished request are stored (tests, shutdown). Open
+    /// streams are waited for up to `max_wait`.
+    pub async fn flush_audit_within(&self, max_wait: Duration) {
+        let deadline = Instant::now() + max_wait;
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.audit.flush().await;
+    }
+
+    pub async fn flush_audit(&self) {
+        self.flush_audit_within(Duration::from_secs(10)).await;
+    }
+
+    /// An earlier admission of this credential on this cluster, if nothing it depends on
+    /// changed since (the authorization epoch moves with every change to users, bindings,
+    /// clusters, settings and revocations) and its time-bound checks still pass.
+    pub(crate) fn cached_admission(
+        &self,
+        serial: &str,
+        cluster: &str,
+        epoch: u64,
+        now: warden_domain::clock::Timestamp,
+    ) -> Option<Arc<proxy::Admission>> {
+        let m = self.admissions.lock().ok()?;
+        m.get(&(serial.to_owned(), cluster.to_owned()))
+            .filter(|a| a.still_valid(epoch, now))
+            .cloned()
+    }
+
+    pub(crate) fn cache_admission(&self, serial: &str, cluster: &str, a: Arc<proxy::Admission>) {
+        if let Ok(mut m) = self.admissions.lock() {
+            if m.len() >= 10_000 {
+                m.clear();
+            }
+            m.insert((serial.to_owned(), cluster.to_owned()), a);
+        }
+    }
+
+    /// Note a use of the user's service account on the cluster.
+    pub(crate) async fn touch(&self, cluster: &ClusterRef, user_id: &str) {
+        let now = self.services.clock.now();
+        let key = (cluster.id.clone(), user_id.to_owned());
+        let write = match self.touched.lock() {
+            Ok(mut m) => {
+                let e = m.entry(key).or_insert((Instant::now(), now.millis()));
+                e.1 = now.millis();
+                if e.0.elapsed() >= TOUCH_WRITE_INTERVAL {
+                    e.0 = Instant::now();
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => true,
+        };
+        if write {
+            if let Err(e) = warden_domain::admin::kubeconfig::touch_service_account(
+                &self.services.db,
+                &cluster.id,
+                user_id,
+                now,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "could not note a service account's use");
+            }
+        }
+    }
+
+    /// Note a use that was just written to the database.
+    pub(crate) fn mark_touched(&self, cluster: &ClusterRef, user_id: &str) {
+        let now = self.services.clock.now().millis();
+        if let Ok(mut m) = self.touched.lock() {
+            m.insert(
+                (cluster.id.clone(), user_id.to_owned()),
+                (Instant::now(), now),
+            );
+        }
+    }
+
+    /// The last use noted in memory (ms, Warden's clock).
+    pub(crate) fn last_used(&self, cluster_id: &str, user_id: &str) -> Option<i64> {
+        self.touched.lock().ok().and_then(|m| {
+            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
+                .map(|e| e.1)
+        })
+    }
+}
+
+/// A running gateway listener.
+pub struct GatewayHandle {
+    pub addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    pub fn stop(&self) {
+        self.server.abort();
+        self.sweeper.abort();
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serve the gateway on `listener` and start its sweeper.
+pub fn start(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> anyhow::Result<GatewayHandle> {
+    let addr = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(gw.pki.server_config());
+    let sweeper = sweeper::spawn(gw.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %peer, error = %e, "gateway: TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| pki::peer_identity(c.as_ref()));
+                let conn = Arc::new(proxy::ConnInfo { peer, identity });
+                let service = hyper::service::service_fn(move |req| {
+                    let gw = gw.clone();
+                    let conn = conn.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, conn, req).await) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(peer = %peer, error = %e, "gateway: connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(GatewayHandle {
+        addr,
+        server,
+        sweeper,
+    })
+}

@@ -1,0 +1,955 @@
+//! One request through the gateway, in a fixed order: authenticate (certificate -> user,
+//! serial), the user is active, the credential is neither revoked nor expired, kubectl is not
+//! disabled, a recent console sign-in if required, the user may use kubectl on this cluster;
+//! then strip the client's credentials and impersonation headers, add `Audit-ID`, refuse what
+//! read-only grants never allow, reconcile the user's service account, and forward as that
+//! service account, streaming the answer (or relaying the upgraded connection both ways).
+//! Every request ends as one `kube_api` audit event.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster, KubeLevel};
+use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
+use warden_domain::clock::Timestamp;
+use warden_domain::entities::users;
+use warden_domain::ids::UserId;
+use warden_domain::kubeconfig::EffectiveKubectlSettings;
+use warden_domain::users::STATUS_ACTIVE;
+
+use super::pki::PeerIdentity;
+use super::rbac::{self, Desired};
+use super::request;
+use super::transport::{As, ClusterRef};
+use super::Gateway;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What the TLS handshake established about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub identity: Option<PeerIdentity>,
+}
+
+const AUDIT_ID: HeaderName = HeaderName::from_static("audit-id");
+/// The WebSocket subprotocol prefix browsers use to send a bearer token.
+const WS_BEARER_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+fn empty() -> GatewayBody {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A Kubernetes `Status` failure, so kubectl prints the message.
+fn status_response(code: StatusCode, message: &str, audit_id: &str) -> Response<GatewayBody> {
+    let reason = match code {
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        StatusCode::BAD_GATEWAY => "InternalError",
+        _ => "BadRequest",
+    };
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {},
+        "code": code.as_u16(),
+    });
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(audit_id) {
+        r.headers_mut().insert(AUDIT_ID, v);
+    }
+    r
+}
+
+/// Headers that belong to one connection, not to the request.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Client-supplied credentials and identity claims: never forwarded.
+fn client_identity_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "audit-id"
+        || n == "cookie"
+        || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-")
+        || n.starts_with("x-warden-")
+}
+
+/// Split `/clusters/<name>/<rest>` into the cluster name and the API path.
+fn split_cluster_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/clusters/")?;
+    let (name, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    (!name.is_empty()).then_some((name, tail))
+}
+
+/// The event being built for this request, and how to finish it.
+struct Ctx {
+    gw: Arc<Gateway>,
+    ev: Option<AuditEvent>,
+    started: Instant,
+    _pending: super::PendingAudit,
+}
+
+impl Ctx {
+    fn id(&self) -> String {
+        self.ev
+            .as_ref()
+            .map(|e| e.id.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Refuse with a message the caller sees; the audit event carries `reason` (the same
+    /// message unless a more detailed one is given).
+    fn deny(
+        &mut self,
+        code: StatusCode,
+        message: &str,
+        reason: Option<&str>,
+    ) -> Response<GatewayBody> {
+        let id = self.id();
+        if let Some(mut ev) = self.ev.take() {
+            ev.outcome = Outcome::Denied;
+            ev.reason = Some(reason.unwrap_or(message).to_owned());
+            ev.status = Some(code.as_u16() as i32);
+            ev.duration_ms = Some(self.started.elapsed().as_millis() as i64);
+            self.gw.record(ev);
+        }
+        status_response(code, message, &id)
+    }
+
+    fn fail(&mut self, code: StatusCode, message: &str, detail: &str) -> Response<GatewayBody> {
+        let id = self.id();
+        if let Some(mut ev) = self.ev.take() {
+            ev.outcome = Outcome::Error;
+            ev.reason = Some(format!("{message}: {detail}"));
+            ev.status = Some(code.as_u16() as i32);
+            ev.duration_ms = Some(self.started.elapsed().as_millis() as i64);
+            self.gw.record(ev);
+        }
+        status_response(code, message, &id)
+    }
+}
+
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<GatewayBody> {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let split = split_cluster_path(&path);
+    let api_path = split.map(|(_, p)| p.to_owned()).unwrap_or_default();
+    let info = request::parse(req.method(), &api_path, query.as_deref());
+    let identity = conn.identity.clone();
+    let session_type = identity
+        .as_ref()
+        .and_then(|i| SessionType::parse(&i.session_type))
+        .unwrap_or(SessionType::Cli);
+    let mut ev = AuditEvent::new(
+        AuditKind::KubeApi,
+        Actor::Anonymous {
+            claimed: identity
+                .as_ref()
+                .map(|i| format!("certificate CN={}", i.user_id))
+                .unwrap_or_else(|| "no client certificate".into()),
+        },
+        session_type,
+        format!("kube.{}", info.verb),
+        Outcome::Allowed,
+    )
+    .request(RequestMeta {
+        method: Some(req.method().as_str().to_owned()),
+        path: Some(match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        }),
+        source_ip: Some(conn.peer.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        request_id: None,
+    });
+    ev.request.request_id = Some(ev.id.to_string());
+    ev.cluster = split.map(|(c, _)| c.to_owned());
+    ev.namespace = info.namespace.clone();
+    ev.resource_kind = info.resource_kind();
+    ev.resource_name = info.name.clone();
+    ev.details = json!({
+        "verb": info.verb,
+        "api_group": info.api_group,
+        "api_version": info.api_version,
+        "resource": info.resource,
+        "subresource": info.subresource,
+        "serial": identity.as_ref().map(|i| i.serial.clone()),
+    });
+    let mut ctx = Ctx {
+        _pending: gw.pending(),
+        gw: gw.clone(),
+        ev: Some(ev),
+        started,
+    };
+
+    // 1. Authenticate: the certificate (verified at TLS against the user CA) names the user.
+    let Some(identity) = identity else {
+        return ctx.deny(
+            StatusCode::UNAUTHORIZED,
+            "a Warden client certificate is required: download a kubeconfig from Warden",
+            None,
+        );
+    };
+    let Some((cluster_name, _)) = split else {
+        return ctx.deny(
+            StatusCode::NOT_FOUND,
+            "not a cluster path: the gateway serves each cluster at /clusters/<name> (use the kubeconfig Warden gives you)",
+            None,
+        );
+    };
+    let Some(user_id) = UserId::parse(&identity.user_id) else {
+        return ctx.deny(
+            StatusCode::UNAUTHORIZED,
+            "this credential does not name a Warden user; download a new kubeconfig",
+            None,
+        );
+    };
+    // Steps 2-4 (and the cluster lookup) come from a cache of earlier admissions while no
+    // authorization change happened (the epoch did not move) and nothing time-bound lapsed.
+    let epoch = gw.services.policy.epoch();
+    let now = gw.services.clock.now();
+    let adm = match gw.cached_admission(&identity.serial, cluster_name, epoch, now) {
+        Some(a) => a,
+        None => match admit(&gw, &mut ctx, &identity, user_id, cluster_name, epoch).await {
+            Ok(a) => {
+                gw.cache_admission(&identity.serial, cluster_name, a.clone());
+                a
+            }
+            Err(resp) => return resp,
+        },
+    };
+    if let Some(ev) = ctx.ev.as_mut() {
+        ev.actor = Actor::User {
+            id: user_id,
+            name: adm.user.email.clone(),
+        };
+        ev.project = Some(adm.cluster.owner.clone());
+    }
+    let (user, cluster, settings) = (&adm.user, &adm.cluster, &adm.settings);
+    // 5. The user may use kubectl on this cluster (a project owning or sharing it grants it).
+    let eff = match gw.services.policy.effective(user_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            return ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot check your access right now",
+                &e.to_string(),
+            )
+        }
+    };
+    let access = kc::kube_access(&eff, &cluster);
+    if !access.usable() {
+        // Losing every grant on a cluster removes the service account there, now.
+        gw.deprovision(&cluster, &user.id).await;
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            &format!("you have no kubectl access to cluster {}", cluster.name),
+            Some(&format!(
+                "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
+                cluster.owner
+            )),
+        );
+    }
+    if let Some(ev) = ctx.ev.as_mut() {
+        ev.project = access.project.clone().or(Some(cluster.owner.clone()));
+        if let Some(d) = ev.details.as_object_mut() {
+            d.insert("via".into(), json!(access.via));
+        }
+    }
+    // 6. What read-only grants never allow, whatever the cluster's RBAC says.
+    let level = access.level(info.namespace.as_deref());
+    if info.is_connect() && level == KubeLevel::Read {
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            "read-only access never allows exec, attach, port-forward or proxy",
+            None,
+        );
+    }
+    if info.is_secrets() && level == KubeLevel::Read {
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            "read-only access never allows secrets",
+            None,
+        );
+    }
+    if info.is_secrets() && settings.secrets_org_admins_only && !access.org_admin {
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            "only organization administrators may access secrets through Warden (organization setting)",
+            None,
+        );
+    }
+    // 7. The user's service account and RBAC, in line with their grants now.
+    let cref = ClusterRef {
+        id: cluster.id.clone(),
+        name: cluster.name.clone(),
+    };
+    let sa = match gw.ensure_identity(&cref, user, &adm.sa_name, &access).await {
+        Ok(sa) => sa,
+        Err(e) => return ctx.fail(e.status, &e.message, &e.detail),
+    };
+    let who = As::ServiceAccount {
+        namespace: rbac::NAMESPACE.to_owned(),
+        name: sa.clone(),
+        bound_secret: Some(rbac::anchor_name(&sa)),
+    };
+    let auth = match gw.transport.authenticate(&cref, &who).await {
+        Ok(h) => h,
+        Err(first) => {
+            // The service account may have been removed behind Warden's back: once more.
+            gw.transport.forget(&cref, &sa);
+            gw.reconciler.invalidate(&cref.id, &user.id);
+            match gw.ensure_identity(&cref, user, &adm.sa_name, &access).await {
+                Ok(_) => match gw.transport.authenticate(&cref, &who).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return ctx.fail(
+                            StatusCode::BAD_GATEWAY,
+                            &format!(
+                            "Warden cannot obtain a token for your service account on cluster {}",
+                            cluster.name
+                        ),
+                            &format!("{first}; then {e}"),
+                        )
+                    }
+                },
+                Err(e) => return ctx.fail(e.status, &e.message, &e.detail),
+            }
+        }
+    };
+    if let Some(ev) = ctx.ev.as_mut() {
+        if let Some(d) = ev.details.as_object_mut() {
+            d.insert(
+                "service_account".into(),
+                json!(format!("{}/{sa}", rbac::NAMESPACE)),
+            );
+        }
+    }
+    forward(
+        gw.clone(),
+        ctx,
+        &cref,
+        req,
+        &api_path,
+        query.as_deref(),
+        auth,
+    )
+    .await
+}
+
+/// What steps 1-4 established for a credential on a cluster (cached per serial and cluster).
+pub(crate) struct Admission {
+    /// The authorization epoch the data was read at.
+    pub epoch: u64,
+    pub user: users::Model,
+    pub credential_expires_at: i64,
+    pub cluster: KubeCluster,
+    pub settings: EffectiveKubectlSettings,
+    pub sa_name: String,
+}
+
+impl Admission {
+    /// Whether the time-bound checks still pass at `now`.
+    pub(crate) fn still_valid(&self, epoch: u64, now: Timestamp) -> bool {
+        self.epoch == epoch
+            && now.millis() < self.credential_expires_at
+            && (!self.settings.require_recent_sign_in
+                || recent_sign_in(&self.user, &self.settings, now))
+    }
+}
+
+fn recent_sign_in(
+    user: &users::Model,
+    settings: &EffectiveKubectlSettings,
+    now: Timestamp,
+) -> bool {
+    user.last_login_at
+        .is_some_and(|t| now.millis() - t <= settings.recent_sign_in_secs * 1000)
+}
+
+/// Steps 2-4 from the database: the user is active, the credential is neither revoked nor
+/// expired, the cluster exists, kubectl is not disabled, a recent console sign-in when
+/// required. A refusal is answered (and audited) through `ctx`.
+async fn admit(
+    gw: &Gateway,
+    ctx: &mut Ctx,
+    identity: &PeerIdentity,
+    user_id: UserId,
+    cluster_name: &str,
+    epoch: u64,
+) -> Result<Arc<Admission>, Response<GatewayBody>> {
+    let db = &gw.services.db;
+    let user = match warden_domain::users::find_by_id(db, user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(ctx.deny(
+                StatusCode::UNAUTHORIZED,
+                "the user of this credential no longer exists",
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err(ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot check your credential right now",
+                &e.to_string(),
+            ))
+        }
+    };
+    if let Some(ev) = ctx.ev.as_mut() {
+        ev.actor = Actor::User {
+            id: user_id,
+            name: user.email.clone(),
+        };
+    }
+    // 2. The user is active.
+    if user.status != STATUS_ACTIVE {
+        return Err(ctx.deny(
+            StatusCode::FORBIDDEN,
+            "your Warden account is deactivated",
+            None,
+        ));
+    }
+    // 3. The credential is neither revoked nor expired.
+    let now = gw.services.clock.now();
+    let credential = match kc::credential_status(db, &identity.serial, &user.id, now).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(problem)) => return Err(ctx.deny(StatusCode::UNAUTHORIZED, &problem, None)),
+        Err(e) => {
+            return Err(ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot check your credential right now",
+                &e.to_string(),
+            ))
+        }
+    };
+    let cluster = match kc::kube_cluster(db, cluster_name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(ctx.deny(
+                StatusCode::FORBIDDEN,
+                &format!("you have no kubectl access to a cluster named {cluster_name}"),
+                Some(&format!("no cluster named {cluster_name}")),
+            ))
+        }
+        Err(e) => {
+            return Err(ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot look up the cluster right now",
+                &e.to_string(),
+            ))
+        }
+    };
+    if let Some(ev) = ctx.ev.as_mut() {
+        ev.project = Some(cluster.owner.clone());
+    }
+    // 4. Settings: kubectl not disabled; a recent console sign-in when required.
+    let settings = match kc::effective_settings(db, Some(&user.id), Some(&cluster.id)).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot read its settings right now",
+                &e.to_string(),
+            ))
+        }
+    };
+    if settings.disable_cli {
+        return Err(ctx.deny(
+            StatusCode::FORBIDDEN,
+            "kubectl access is disabled for you on this cluster by Warden's settings",
+            None,
+        ));
+    }
+    if settings.require_recent_sign_in && !recent_sign_in(&user, &settings, now) {
+        return Err(ctx.deny(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "kubectl requires a sign-in to the Warden console within the last {} minutes: sign in at {}, then retry",
+                settings.recent_sign_in_secs / 60,
+                gw.services.public_url
+            ),
+            None,
+        ));
+    }
+    let sa_name = match kc::kube_user(db, &user.id, &user.email, now).await {
+        Ok(k) => k.sa_name,
+        Err(e) => {
+            return Err(ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot prepare your access right now",
+                &e.to_string(),
+            ))
+        }
+    };
+    Ok(Arc::new(Admission {
+        epoch,
+        user,
+        credential_expires_at: credential.expires_at,
+        cluster,
+        settings,
+        sa_name,
+    }))
+}
+
+/// Why preparing the user's identity on the cluster failed.
+pub struct PrepareError {
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: String,
+}
+
+impl Gateway {
+    /// The user's service account on the cluster, created or reconciled as their grants now
+    /// call for; its last use is noted for idle removal.
+    pub(crate) async fn ensure_identity(
+        &self,
+        cluster: &ClusterRef,
+        user: &users::Model,
+        sa: &str,
+        access: &KubeAccess,
+    ) -> Result<String, PrepareError> {
+        let now = self.services.clock.now();
+        let sa = sa.to_owned();
+        let desired = Desired::from_access(access);
+        let hash = desired.hash(&sa);
+        if self.reconciler.is_current(&cluster.id, &user.id, &hash) {
+            self.touch(cluster, &user.id).await;
+            return Ok(sa);
+        }
+        let unreachable = |e: &dyn std::fmt::Display| PrepareError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "the cluster {} is not reachable through Warden right now",
+                cluster.name
+            ),
+            detail: e.to_string(),
+        };
+        let client = self
+            .transport
+            .client(cluster)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let changes = self
+            .reconciler
+            .reconcile(&client, &cluster.id, &user.id, &user.email, &sa, &desired)
+            .await
+            .map_err(|e| PrepareError {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!(
+                    "Warden could not set up your service account on cluster {}",
+                    cluster.name
+                ),
+                detail: e.to_string(),
+            })?;
+        if !changes.removed_bindings.is_empty() || !changes.missing_namespaces.is_empty() {
+            tracing::info!(
+                cluster = %cluster.name,
+                user.id = %user.id,
+                removed = ?changes.removed_bindings,
+                missing_namespaces = ?changes.missing_namespaces,
+                "service account reconciled"
+            );
+        }
+        if let Err(e) =
+            kc::record_service_account(&self.services.db, &cluster.id, &user.id, &sa, &hash, now)
+                .await
+        {
+            tracing::warn!(error = %e, "could not record a service account");
+        }
+        self.mark_touched(cluster, &user.id);
+        Ok(sa)
+    }
+}
+
+async fn forward(
+    gw: Arc<Gateway>,
+    mut ctx: Ctx,
+    cluster: &ClusterRef,
+    mut req: Request<Incoming>,
+    api_path: &str,
+    query: Option<&str>,
+    auth: http::HeaderMap,
+) -> Response<GatewayBody> {
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let inbound = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let base = gw.connector.base(cluster);
+    let uri = match query {
+        Some(q) => format!("{base}{api_path}?{q}"),
+        None => format!("{base}{api_path}"),
+    };
+    let mut out = Request::builder().method(req.method().clone()).uri(uri);
+    for (name, value) in req.headers() {
+        let keep_for_upgrade = upgrade && (name == header::CONNECTION || name == header::UPGRADE);
+        if (hop_by_hop(name) && !keep_for_upgrade)
+            || client_identity_header(name)
+            || name == header::HOST
+        {
+            continue;
+        }
+        if name == header::SEC_WEBSOCKET_PROTOCOL {
+            // A browser-style bearer token rides in the subprotocol list: drop it.
+            let kept: Vec<&str> = value
+                .to_str()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && !p.starts_with(WS_BEARER_PREFIX))
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+                if !kept.is_empty() {
+                    out = out.header(name, v);
+                }
+            }
+            continue;
+        }
+        out = out.header(name, value);
+    }
+    let audit_id = ctx.id();
+    out = out.header(AUDIT_ID, audit_id.as_str());
+    for (k, v) in auth.iter() {
+        out = out.header(k, v);
+    }
+    let out = match out.body(req.into_body()) {
+        Ok(r) => r,
+        Err(e) => {
+            return ctx.fail(
+                StatusCode::BAD_REQUEST,
+                "the request cannot be forwarded",
+                &e.to_string(),
+            )
+        }
+    };
+    let mut resp = match gw.http.request(out).await {
+        Ok(r) => r,
+        Err(e) => {
+            let text = format!("{e:?}");
+            let not_connected = text.contains("NotConnected");
+            return ctx.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &if not_connected {
+                    format!("the cluster {} is not connected to Warden", cluster.name)
+                } else {
+                    format!("Warden cannot reach the cluster {} right now", cluster.name)
+                },
+                &text,
+            );
+        }
+    };
+    let status = resp.status();
+    if status == StatusCode::UNAUTHORIZED {
+        // The cluster refused the service account's token: start afresh next time.
+        if let Some(ev) = ctx.ev.as_ref() {
+            if let Some(sa) = ev.details.get("service_account").and_then(|v| v.as_str()) {
+                gw.transport
+                    .forget(cluster, sa.rsplit('/').next().unwrap_or_default());
+            }
+            if let Some(id) = ev.actor_id() {
+                gw.reconciler.invalidate(&cluster.id, &id);
+            }
+        }
+    }
+    if let Some(ev) = ctx.ev.as_mut() {
+        ev.status = Some(status.as_u16() as i32);
+        if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
+            ev.outcome = Outcome::Denied;
+            ev.reason = Some(format!(
+                "the cluster refused the request ({}) for the user's service account",
+                status.as_u16()
+            ));
+        }
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(inbound) = inbound else {
+            return ctx.fail(
+                StatusCode::BAD_GATEWAY,
+                "the cluster upgraded a request that did not ask for it",
+                "",
+            );
+        };
+        let outbound = hyper::upgrade::on(&mut resp);
+        let ev = ctx.ev.take();
+        let started = ctx.started;
+        let pending = std::mem::replace(&mut ctx._pending, gw.pending_noop());
+        let gw2 = gw.clone();
+        tokio::spawn(async move {
+            let _pending = pending;
+            let (mut up, mut down) = (0u64, 0u64);
+            match tokio::join!(inbound, outbound) {
+                (Ok(a), Ok(b)) => {
+                    let mut a = TokioIo::new(a);
+                    let mut b = TokioIo::new(b);
+                    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                        Ok((x, y)) => {
+                            up = x;
+                            down = y;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
+                    }
+                }
+                (a, b) => tracing::debug!(
+                    client = a.is_ok(),
+                    cluster = b.is_ok(),
+                    "an upgrade did not complete"
+                ),
+            }
+            if let Some(mut ev) = ev {
+                ev.duration_ms = Some(started.elapsed().as_millis() as i64);
+                if let Some(d) = ev.details.as_object_mut() {
+                    d.insert("bytes_in".into(), json!(up));
+                    d.insert("bytes_out".into(), json!(down));
+                    d.insert("upgraded".into(), json!(true));
+                }
+                gw2.record(ev);
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        if let Ok(v) = HeaderValue::from_str(&audit_id) {
+            parts.headers.insert(AUDIT_ID, v);
+        }
+        return Response::from_parts(parts, empty());
+    }
+    let (mut parts, body) = resp.into_parts();
+    let names: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| hop_by_hop(n))
+        .cloned()
+        .collect();
+    for n in names {
+        parts.headers.remove(n);
+    }
+    if let Ok(v) = HeaderValue::from_str(&audit_id) {
+        parts.headers.insert(AUDIT_ID, v);
+    }
+    let tracked = Tracked {
+        inner: body,
+        bytes: Arc::new(AtomicU64::new(0)),
+        finish: Some(ctx),
+    };
+    Response::from_parts(parts, tracked.boxed_unsync())
+}
+
+/// Streams the cluster's answer chunk by chunk (no buffering), counting bytes; the audit
+/// event is written when the body ends or the client goes away.
+struct Tracked {
+    inner: Incoming,
+    bytes: Arc<AtomicU64>,
+    finish: Option<Ctx>,
+}
+
+impl Tracked {
+    fn done(&mut self, error: Option<String>) {
+        if let Some(mut ctx) = self.finish.take() {
+            if let Some(mut ev) = ctx.ev.take() {
+                ev.duration_ms = Some(ctx.started.elapsed().as_millis() as i64);
+                if let Some(d) = ev.details.as_object_mut() {
+                    d.insert(
+                        "bytes_out".into(),
+                        json!(self.bytes.load(Ordering::Relaxed)),
+                    );
+                    if let Some(e) = &error {
+                        d.insert("stream_error".into(), json!(e));
+                    }
+                }
+                ctx.gw.record(ev);
+            }
+        }
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done(Some(e.to_string()));
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.done(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.finish.is_some() {
+            // An empty answer (204, HEAD) may never be polled: that is not an aborted stream.
+            let aborted = (!self.inner.is_end_stream())
+                .then(|| "the client went away before the end of the answer".to_owned());
+            self.done(aborted);
+        }
+    }
+}
+
+/// An audit event's user id, when it names one.
+trait ActorId {
+    fn actor_id(&self) -> Option<String>;
+}
+
+impl ActorId for AuditEvent {
+    fn actor_id(&self) -> Option<String> {
+        match &self.actor {
+            Actor::User { id, .. } => Some(id.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Gateway {
+    /// Remove the user's service account from the cluster (they lost every grant there).
+    pub(crate) async fn deprovision(&self, cluster: &KubeCluster, user_id: &str) {
+        let known = warden_domain::entities::kube_service_accounts::Entity::find_by_id((
+            cluster.id.clone(),
+            user_id.to_owned(),
+        ));
+        use sea_orm::EntityTrait;
+        let row = match known.one(&self.services.db).await {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let cref = ClusterRef {
+            id: cluster.id.clone(),
+            name: cluster.name.clone(),
+        };
+        let removal = async {
+            let client = self
+                .transport
+                .client(&cref)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.reconciler
+                .remove(&client, &cref.id, user_id, &row.sa_name)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), removal).await {
+            Ok(Ok(())) => {
+                self.transport.forget(&cref, &row.sa_name);
+                if let Err(e) =
+                    kc::forget_service_account(&self.services.db, &cref.id, user_id).await
+                {
+                    tracing::warn!(error = %e, "could not forget a service account");
+                }
+                tracing::info!(cluster = %cref.name, sa = %row.sa_name, "service account removed: no grant left on the cluster");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(cluster = %cref.name, error = %e, "could not remove a service account; the sweeper retries")
+            }
+            Err(_) => {
+                tracing::warn!(cluster = %cref.name, "removing a service account timed out; the sweeper retries")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_paths() {
+        assert_eq!(
+            split_cluster_path("/clusters/dev/api/v1/pods"),
+            Some(("dev", "/api/v1/pods"))
+        );
+        assert_eq!(split_cluster_path("/clusters/dev"), Some(("dev", "/")));
+        assert_eq!(split_cluster_path("/clusters/"), None);
+        assert_eq!(split_cluster_path("/api/v1"), None);
+    }
+
+    #[test]
+    fn client_credentials_are_never_forwarded() {
+        for h in [
+            "authorization",
+            "impersonate-user",
+            "impersonate-group",
+            "impersonate-extra-scopes",
+            "impersonate-uid",
+            "x-remote-user",
+            "audit-id",
+            "proxy-authorization",
+        ] {
+            assert!(client_identity_header(&HeaderName::from_static(h)), "{h}");
+        }
+        assert!(!client_identity_header(&header::ACCEPT));
+    }
+}

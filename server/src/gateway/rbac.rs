@@ -1,0 +1,585 @@
+//! Per-user service accounts on the clusters and their RBAC, reconciled (not appended) from the
+//! user's current grants before a request is forwarded.
+//!
+//! On each cluster, in `warden-system`: a ServiceAccount per user (`u-<email slug>`), a Secret
+//! `<sa>-anchor` its tokens are bound to, and bindings to Warden's ClusterRoles:
+//!
+//! | grant | binding |
+//! |---|---|
+//! | `kubectl.fullaccess` | ClusterRoleBinding `<sa>.full-access` -> `warden-full-access` |
+//! | `kubectl.cluster.write` | ClusterRoleBinding `<sa>.cluster-write` -> `warden-cluster-write` |
+//! | `kubectl.cluster.read` | ClusterRoleBinding `<sa>.cluster-read` -> `warden-cluster-read` |
+//! | `kubectl.namespace.write` in N | RoleBinding `<sa>.namespace-write` in N -> `warden-namespace-write` |
+//! | `kubectl.namespace.read` in N | RoleBinding `<sa>.namespace-read` in N -> `warden-namespace-read` |
+//!
+//! Every object carries `app.kubernetes.io/managed-by=warden` and `warden.dev/user-id`.
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use warden_domain::admin::kubeconfig::KubeAccess;
+
+pub const NAMESPACE: &str = "warden-system";
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const USER_LABEL: &str = "warden.dev/user-id";
+pub const SA_LABEL: &str = "warden.dev/service-account";
+const FIELD_MANAGER: &str = "warden";
+/// Re-check a service account that was reconciled longer ago than this, even if nothing changed.
+const RECHECK: Duration = Duration::from_secs(600);
+/// Bumped whenever the ClusterRoles' rules change, so they are re-applied.
+const ROLES_VERSION: &str = "1";
+
+/// Warden's ClusterRoles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum WardenRole {
+    FullAccess,
+    ClusterWrite,
+    ClusterRead,
+    NamespaceWrite,
+    NamespaceRead,
+}
+
+impl WardenRole {
+    pub const ALL: [WardenRole; 5] = [
+        WardenRole::FullAccess,
+        WardenRole::ClusterWrite,
+        WardenRole::ClusterRead,
+        WardenRole::NamespaceWrite,
+        WardenRole::NamespaceRead,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            WardenRole::FullAccess => "full-access",
+            WardenRole::ClusterWrite => "cluster-write",
+            WardenRole::ClusterRead => "cluster-read",
+            WardenRole::NamespaceWrite => "namespace-write",
+            WardenRole::NamespaceRead => "namespace-read",
+        }
+    }
+
+    pub fn cluster_role(self) -> String {
+        format!("warden-{}", self.suffix())
+    }
+
+    fn rules(self) -> Vec<PolicyRule> {
+        let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+            api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+            resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+            verbs: verbs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let urls = |verbs: &[&str]| PolicyRule {
+            non_resource_urls: Some(vec!["*".into()]),
+            verbs: verbs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        const WRITE: &[&str] = &[
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ];
+        match self {
+            WardenRole::FullAccess => vec![rule(&["*"], &["*"], &["*"]), urls(&["*"])],
+            WardenRole::ClusterWrite => vec![rule(&["*"], &["*"], WRITE), urls(&["get"])],
+            WardenRole::NamespaceWrite => vec![rule(&["*"], &["*"], WRITE)],
+            WardenRole::ClusterRead | WardenRole::NamespaceRead => read_rules(),
+        }
+    }
+}
+
+/// Read access without secrets, exec, attach, port-forward or proxy: RBAC cannot subtract,
+/// so the core resources are listed one by one (secrets and the connect subresources left
+/// out), and other API groups are listed by name (no `*` group, which would include core).
+fn read_rules() -> Vec<PolicyRule> {
+    const CORE: &[&str] = &[
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "persistentvolumes",
+        "persistentvolumes/status",
+        "events",
+        "limitranges",
+        "resourcequotas",
+        "resourcequotas/status",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "podtemplates",
+        "namespaces",
+        "namespaces/status",
+        "nodes",
+        "nodes/status",
+        "componentstatuses",
+    ];
+    const GROUPS: &[&str] = &[
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+        "networking.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "storage.k8s.io",
+        "rbac.authorization.k8s.io",
+        "apiextensions.k8s.io",
+        "coordination.k8s.io",
+        "scheduling.k8s.io",
+        "node.k8s.io",
+        "admissionregistration.k8s.io",
+        "certificates.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "metrics.k8s.io",
+        "gateway.networking.k8s.io",
+    ];
+    let verbs = vec!["get".to_string(), "list".into(), "watch".into()];
+    vec![
+        PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(CORE.iter().map(|s| s.to_string()).collect()),
+            verbs: verbs.clone(),
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(GROUPS.iter().map(|s| s.to_string()).collect()),
+            resources: Some(vec!["*".into()]),
+            verbs,
+            ..Default::default()
+        },
+    ]
+}
+
+/// The RBAC a user's grants call for on one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Desired {
+    pub cluster_roles: BTreeSet<WardenRole>,
+    /// namespace -> role
+    pub namespace_roles: BTreeMap<String, WardenRole>,
+}
+
+impl Desired {
+    pub fn from_access(a: &KubeAccess) -> Self {
+        let mut d = Desired::default();
+        if a.full {
+            d.cluster_roles.insert(WardenRole::FullAccess);
+            return d;
+        }
+        if a.cluster_write {
+            d.cluster_roles.insert(WardenRole::ClusterWrite);
+            return d;
+        }
+        if a.cluster_read {
+            d.cluster_roles.insert(WardenRole::ClusterRead);
+        }
+        for ns in &a.namespace_write {
+            d.namespace_roles
+                .insert(ns.clone(), WardenRole::NamespaceWrite);
+        }
+        if !a.cluster_read {
+            for ns in &a.namespace_read {
+                d.namespace_roles
+                    .entry(ns.clone())
+                    .or_insert(WardenRole::NamespaceRead);
+            }
+        }
+        d
+    }
+
+    pub fn hash(&self, sa: &str) -> String {
+        let body = serde_json::to_vec(&(ROLES_VERSION, sa, self)).unwrap_or_default();
+        hex::encode(Sha256::digest(body))
+    }
+}
+
+pub fn binding_name(sa: &str, role: WardenRole) -> String {
+    format!("{sa}.{}", role.suffix())
+}
+
+pub fn anchor_name(sa: &str) -> String {
+    format!("{sa}-anchor")
+}
+
+fn meta(name: &str, namespace: Option<&str>, user_id: &str, sa: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY.to_owned(), "warden".to_owned()),
+            (USER_LABEL.to_owned(), user_id.to_owned()),
+            (SA_LABEL.to_owned(), sa.to_owned()),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn subject(sa: &str) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: sa.to_owned(),
+        namespace: Some(NAMESPACE.to_owned()),
+        ..Default::default()
+    }]
+}
+
+fn role_ref(role: WardenRole) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: role.cluster_role(),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub applied: bool,
+    pub removed_bindings: Vec<String>,
+    /// Granted namespaces that do not exist on the cluster (Warden does not create them).
+    pub missing_namespaces: Vec<String>,
+}
+
+/// Applies users' RBAC to clusters and remembers what it applied.
+#[derive(Default)]
+pub struct Reconciler {
+    applied: Mutex<HashMap<(String, String), (String, Instant)>>,
+    roles: Mutex<HashSet<String>>,
+}
+
+impl Reconciler {
+    /// Whether `hash` is what was last applied for the user on the cluster, recently.
+    pub fn is_current(&self, cluster_id: &str, user_id: &str, hash: &str) -> bool {
+        self.applied.lock().ok().is_some_and(|m| {
+            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
+                .is_some_and(|(h, at)| h == hash && at.elapsed() < RECHECK)
+        })
+    }
+
+    /// Forget what was applied (the next request reconciles again).
+    pub fn invalidate(&self, cluster_id: &str, user_id: &str) {
+        if let Ok(mut m) = self.applied.lock() {
+            m.remove(&(cluster_id.to_owned(), user_id.to_owned()));
+        }
+    }
+
+    pub fn invalidate_cluster(&self, cluster_id: &str) {
+        if let Ok(mut m) = self.applied.lock() {
+            m.retain(|(c, _), _| c != cluster_id);
+        }
+        if let Ok(mut r) = self.roles.lock() {
+            r.remove(cluster_id);
+        }
+    }
+
+    async fn ensure_roles(
+        &self,
+        client: &kube::Client,
+        cluster_id: &str,
+    ) -> Result<(), kube::Error> {
+        if self
+            .roles
+            .lock()
+            .ok()
+            .is_some_and(|r| r.contains(cluster_id))
+        {
+            return Ok(());
+        }
+        let api: Api<ClusterRole> = Api::all(client.clone());
+        for role in WardenRole::ALL {
+            let mut m = ObjectMeta {
+                name: Some(role.cluster_role()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY.to_owned(),
+                    "warden".to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([(
+                    "warden.dev/description".to_owned(),
+                    format!(
+                        "Warden's {} role, bound to users' service accounts by Warden",
+                        role.suffix()
+                    ),
+                )])),
+                ..Default::default()
+            };
+            m.labels
+                .get_or_insert_with(Default::default)
+                .insert("warden.dev/roles-version".into(), ROLES_VERSION.into());
+            let cr = ClusterRole {
+                metadata: m,
+                rules: Some(role.rules()),
+                aggregation_rule: None,
+            };
+            api.patch(&role.cluster_role(), &apply(), &Patch::Apply(&cr))
+                .await?;
+        }
+        if let Ok(mut r) = self.roles.lock() {
+            r.insert(cluster_id.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn ensure_namespace(&self, client: &kube::Client) -> Result<(), kube::Error> {
+        let api: Api<Namespace> = Api::all(client.clone());
+        match api.get(NAMESPACE).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => {
+                let ns = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(NAMESPACE.into()),
+                        labels: Some(BTreeMap::from([(
+                            MANAGED_BY.to_owned(),
+                            "warden".to_owned(),
+                        )])),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match api.create(&PostParams::default(), &ns).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bring the cluster in line with `desired` for the user: service account, anchor Secret,
+    /// bindings added, stale bindings removed.
+    pub async fn reconcile(
+        &self,
+        client: &kube::Client,
+        cluster_id: &str,
+        user_id: &str,
+        email: &str,
+        sa: &str,
+        desired: &Desired,
+    ) -> Result<Changes, kube::Error> {
+        let mut changes = Changes {
+            applied: true,
+            ..Default::default()
+        };
+        self.ensure_namespace(client).await?;
+        self.ensure_roles(client, cluster_id).await?;
+        let mut sa_meta = meta(sa, Some(NAMESPACE), user_id, sa);
+        sa_meta.annotations = Some(BTreeMap::from([(
+            "warden.dev/email".to_owned(),
+            email.to_owned(),
+        )]));
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+        sas.patch(
+            sa,
+            &apply(),
+            &Patch::Apply(&ServiceAccount {
+                metadata: sa_meta,
+                automount_service_account_token: Some(false),
+                ..Default::default()
+            }),
+        )
+        .await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+        let mut anchor_meta = meta(&anchor_name(sa), Some(NAMESPACE), user_id, sa);
+        anchor_meta.annotations = Some(BTreeMap::from([(
+            "warden.dev/purpose".to_owned(),
+            "the tokens Warden requests for this service account are bound to this object: deleting it invalidates them. It holds no credential.".to_owned(),
+        )]));
+        secrets
+            .patch(
+                &anchor_name(sa),
+                &apply(),
+                &Patch::Apply(&Secret {
+                    metadata: anchor_meta,
+                    type_: Some("Opaque".into()),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+
+        let selector = ListParams::default().labels(&format!("{USER_LABEL}={user_id}"));
+        // Cluster-wide bindings.
+        let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+        let wanted: BTreeMap<String, WardenRole> = desired
+            .cluster_roles
+            .iter()
+            .map(|r| (binding_name(sa, *r), *r))
+            .collect();
+        for b in crbs.list(&selector).await? {
+            let name = b.metadata.name.unwrap_or_default();
+            if !wanted.contains_key(&name) {
+                delete_ok(crbs.delete(&name, &DeleteParams::default()).await)?;
+                changes.removed_bindings.push(name);
+            }
+        }
+        for (name, role) in &wanted {
+            crbs.patch(
+                name,
+                &apply(),
+                &Patch::Apply(&ClusterRoleBinding {
+                    metadata: meta(name, None, user_id, sa),
+                    role_ref: role_ref(*role),
+                    subjects: Some(subject(sa)),
+                }),
+            )
+            .await?;
+        }
+        // Namespace bindings.
+        let all_rbs: Api<RoleBinding> = Api::all(client.clone());
+        let wanted: BTreeMap<(String, String), WardenRole> = desired
+            .namespace_roles
+            .iter()
+            .map(|(ns, r)| ((ns.clone(), binding_name(sa, *r)), *r))
+            .collect();
+        for b in all_rbs.list(&selector).await? {
+            let ns = b.metadata.namespace.unwrap_or_default();
+            let name = b.metadata.name.unwrap_or_default();
+            if !wanted.contains_key(&(ns.clone(), name.clone())) {
+                let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+                delete_ok(api.delete(&name, &DeleteParams::default()).await)?;
+                changes.removed_bindings.push(format!("{ns}/{name}"));
+            }
+        }
+        for ((ns, name), role) in &wanted {
+            let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+            let rb = RoleBinding {
+                metadata: meta(name, Some(ns), user_id, sa),
+                role_ref: role_ref(*role),
+                subjects: Some(subject(sa)),
+            };
+            match api.patch(name, &apply(), &Patch::Apply(&rb)).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => changes.missing_namespaces.push(ns.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Ok(mut m) = self.applied.lock() {
+            m.insert(
+                (cluster_id.to_owned(), user_id.to_owned()),
+                (desired.hash(sa), Instant::now()),
+            );
+        }
+        Ok(changes)
+    }
+
+    /// Remove the user's service account and everything bound to it from the cluster.
+    pub async fn remove(
+        &self,
+        client: &kube::Client,
+        cluster_id: &str,
+        user_id: &str,
+        sa: &str,
+    ) -> Result<(), kube::Error> {
+        self.invalidate(cluster_id, user_id);
+        let selector = ListParams::default().labels(&format!("{USER_LABEL}={user_id}"));
+        let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+        for b in crbs.list(&selector).await? {
+            let name = b.metadata.name.unwrap_or_default();
+            delete_ok(crbs.delete(&name, &DeleteParams::default()).await)?;
+        }
+        let all_rbs: Api<RoleBinding> = Api::all(client.clone());
+        for b in all_rbs.list(&selector).await? {
+            let ns = b.metadata.namespace.unwrap_or_default();
+            let name = b.metadata.name.unwrap_or_default();
+            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+            delete_ok(api.delete(&name, &DeleteParams::default()).await)?;
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+        delete_ok(
+            secrets
+                .delete(&anchor_name(sa), &DeleteParams::default())
+                .await,
+        )?;
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+        delete_ok(sas.delete(sa, &DeleteParams::default()).await)?;
+        Ok(())
+    }
+}
+
+fn delete_ok<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_rbac_follows_the_strongest_grant() {
+        let mut a = KubeAccess::default();
+        a.namespace_write.insert("apple".into());
+        a.namespace_read.insert("banana".into());
+        let d = Desired::from_access(&a);
+        assert!(d.cluster_roles.is_empty());
+        assert_eq!(
+            d.namespace_roles.get("apple"),
+            Some(&WardenRole::NamespaceWrite)
+        );
+        assert_eq!(
+            d.namespace_roles.get("banana"),
+            Some(&WardenRole::NamespaceRead)
+        );
+        a.cluster_read = true;
+        let d2 = Desired::from_access(&a);
+        assert_eq!(d2.cluster_roles, BTreeSet::from([WardenRole::ClusterRead]));
+        assert_eq!(d2.namespace_roles.len(), 1, "read is covered cluster-wide");
+        assert_ne!(d.hash("u-x"), d2.hash("u-x"));
+        a.full = true;
+        let d3 = Desired::from_access(&a);
+        assert_eq!(d3.cluster_roles, BTreeSet::from([WardenRole::FullAccess]));
+        assert!(d3.namespace_roles.is_empty());
+    }
+
+    #[test]
+    fn read_roles_never_grant_secrets_or_connect() {
+        for r in read_rules() {
+            let res = r.resources.unwrap_or_default();
+            if r.api_groups.as_deref() == Some(&[String::new()][..]) {
+                assert!(!res.iter().any(|x| x == "secrets"
+                    || x == "*"
+                    || x.ends_with("/exec")
+                    || x.ends_with("/attach")
+                    || x.ends_with("/portforward")
+                    || x.ends_with("/proxy")));
+            } else {
+                assert!(!r
+                    .api_groups
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|g| g.is_empty() || g == "*"));
+            }
+            assert!(r
+                .verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str())));
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! What a Kubernetes API request is about, read from its method, path and query the way the
+//! API server's request-info resolver does: verb, API group and version, namespace, resource,
+//! subresource and name.
+
+use http::Method;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeRequest {
+    /// get, list, watch, create, update, patch, delete, deletecollection (exec, attach,
+    /// port-forward and proxy are `create`, as RBAC sees them); for non-resource URLs the
+    /// lower-case HTTP method.
+    pub verb: String,
+    pub api_group: String,
+    pub api_version: String,
+    pub namespace: Option<String>,
+    pub resource: Option<String>,
+    pub subresource: Option<String>,
+    pub name: Option<String>,
+    /// Whether it addresses a resource (not discovery, `/version`, `/healthz`...).
+    pub resource_request: bool,
+}
+
+impl KubeRequest {
+    /// `pods/exec`, `pods`, or the path for non-resource requests.
+    pub fn resource_kind(&self) -> Option<String> {
+        match (&self.resource, &self.subresource) {
+            (Some(r), Some(s)) => Some(format!("{r}/{s}")),
+            (Some(r), None) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// exec, attach, port-forward or proxy: an interactive connection into a workload.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            (self.resource.as_deref(), self.subresource.as_deref()),
+            (
+                Some("pods"),
+                Some("exec" | "attach" | "portforward" | "proxy")
+            ) | (Some("services" | "nodes"), Some("proxy"))
+        )
+    }
+
+    /// Anything about secrets (core group).
+    pub fn is_secrets(&self) -> bool {
+        self.resource_request
+            && self.api_group.is_empty()
+            && self.resource.as_deref() == Some("secrets")
+    }
+}
+
+fn query_flag(query: Option<&str>, key: &str) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded_pairs(q)
+            .any(|(k, v)| k == key && matches!(v.as_str(), "1" | "true" | "True"))
+    })
+}
+
+fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (decode(k, true), decode(v, true))
+    })
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parse a request to the API server (`path` without the gateway's `/clusters/<name>`).
+pub fn parse(method: &Method, path: &str, query: Option<&str>) -> KubeRequest {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| decode(s, false))
+        .collect();
+    let non_resource = || KubeRequest {
+        verb: method.as_str().to_ascii_lowercase(),
+        ..Default::default()
+    };
+    let (group, version, mut rest) = match segs.first().map(String::as_str) {
+        Some("api") if segs.len() >= 2 => (String::new(), segs[1].clone(), &segs[2..]),
+        Some("apis") if segs.len() >= 3 => (segs[1].clone(), segs[2].clone(), &segs[3..]),
+        _ => return non_resource(),
+    };
+    if rest.is_empty() {
+        // Discovery of a group version.
+        return non_resource();
+    }
+    let mut watch_prefix = false;
+    if rest[0] == "watch" {
+        watch_prefix = true;
+        rest = &rest[1..];
+    }
+    let mut r = KubeRequest {
+        api_group: group,
+        api_version: version,
+        resource_request: true,
+        ..Default::default()
+    };
+    let parts: &[String] = if rest.first().map(String::as_str) == Some("namespaces") {
+        match rest.len() {
+            1 => rest,
+            2 => {
+                r.namespace = Some(rest[1].clone());
+                rest
+            }
+            _ if matches!(rest[2].as_str(), "status" | "finalize") => {
+                r.namespace = Some(rest[1].clone());
+                rest
+            }
+            _ => {
+                r.namespace = Some(rest[1].clone());
+                &rest[2..]
+            }
+        }
+    } else {
+        rest
+    };
+    r.resource = parts.first().cloned();
+    r.name = parts.get(1).cloned();
+    r.subresource = parts.get(2).cloned();
+    let watch = watch_prefix || query_flag(query, "watch");
+    r.verb = match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if r.name.is_some() => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if r.name.is_some() => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    }
+    .to_owned();
+    if r.is_connect() {
+        r.verb = "create".into();
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_like_the_api_server() {
+        let r = parse(
+            &Method::GET,
+            "/api/v1/namespaces/apple/pods",
+            Some("limit=500"),
+        );
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.namespace.as_deref(),
+                r.resource.as_deref()
+            ),
+            ("list", Some("apple"), Some("pods"))
+        );
+        let r = parse(
+            &Method::GET,
+            "/api/v1/namespaces/apple/pods",
+            Some("watch=true&resourceVersion=1"),
+        );
+        assert_eq!(r.verb, "watch");
+        let r = parse(
+            &Method::GET,
+            "/api/v1/namespaces/apple/pods/web/exec",
+            Some("command=sh&tty=true"),
+        );
+        assert_eq!(
+            (r.verb.as_str(), r.subresource.as_deref(), r.name.as_deref()),
+            ("create", Some("exec"), Some("web"))
+        );
+        assert!(r.is_connect());
+        let r = parse(
+            &Method::GET,
+            "/api/v1/namespaces/apple/pods/web/log",
+            Some("follow=true"),
+        );
+        assert_eq!(
+            (r.verb.as_str(), r.subresource.as_deref()),
+            ("get", Some("log"))
+        );
+        assert!(!r.is_connect());
+        let r = parse(&Method::GET, "/api/v1/namespaces", None);
+        assert_eq!(
+            (r.verb.as_str(), r.resource.as_deref(), r.namespace),
+            ("list", Some("namespaces"), None)
+        );
+        let r = parse(&Method::DELETE, "/api/v1/namespaces/apple", None);
+        assert_eq!(
+            (r.verb.as_str(), r.resource.as_deref(), r.name.as_deref()),
+            ("delete", Some("namespaces"), Some("apple"))
+        );
+        let r = parse(
+            &Method::POST,
+            "/apis/apps/v1/namespaces/apple/deployments",
+            None,
+        );
+        assert_eq!(
+            (r.api_group.as_str(), r.resource.as_deref(), r.verb.as_str()),
+            ("apps", Some("deployments"), "create")
+        );
+        let r = parse(&Method::GET, "/api/v1/secrets", None);
+        assert!(r.is_secrets() && r.namespace.is_none());
+        let r = parse(
+            &Method::GET,
+            "/api/v1/watch/namespaces/apple/configmaps/x",
+            None,
+        );
+        assert_eq!((r.verb.as_str(), r.name.as_deref()), ("watch", Some("x")));
+        let r = parse(&Method::GET, "/apis", None);
+        assert!(!r.resource_request);
+        let r = parse(&Method::GET, "/version", None);
+        assert_eq!(r.verb, "get");
+        assert_eq!(decode("a%2Fb+c", true), "a/b c");
+        assert_eq!(decode("a+b%", false), "a+b%");
+    }
+}

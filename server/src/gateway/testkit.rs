@@ -1,0 +1,173 @@
+//! Test helpers for the gateway, on [`TestApp`]: clusters reached directly (a simulator), the
+//! real `kubectl` with a private home and cache, and the gateway's audit flushed on demand.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_domain::access::Principal;
+use warden_domain::audit::{RequestMeta, SessionType};
+use warden_domain::dto::CreateClusterRequest;
+
+use super::transport::DirectEndpoint;
+use super::Gateway;
+use crate::testing::{TestApp, ADMIN_EMAIL};
+
+impl TestApp {
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.state.gateway
+    }
+
+    /// The first administrator as a principal, for domain calls the REST API may not offer.
+    pub async fn admin_principal(&self) -> Principal {
+        let email = warden_domain::types::Email::parse(ADMIN_EMAIL).expect("admin email");
+        let u = warden_domain::users::find_by_email(&self.services().db, &email)
+            .await
+            .expect("db")
+            .expect("the admin exists");
+        Principal {
+            user_id: warden_domain::users::user_id(&u).expect("id"),
+            email: u.email,
+            name: u.name,
+            session_type: SessionType::System,
+            must_change_password: false,
+            request: RequestMeta::default(),
+        }
+    }
+
+    /// Import a cluster (as the first admin) into `project`, shared with `shared_with`, and
+    /// reach it directly at `endpoint`.
+    pub async fn import_direct_cluster(
+        &self,
+        name: &str,
+        project: &str,
+        shared_with: &[&str],
+        endpoint: DirectEndpoint,
+    ) {
+        let admin = self.admin_principal().await;
+        warden_domain::admin::clusters::create(
+            self.services(),
+            &admin,
+            CreateClusterRequest {
+                name: name.into(),
+                project: project.into(),
+                description: None,
+                labels: None,
+                shared_with: Some(shared_with.iter().map(|s| s.to_string()).collect()),
+                proxy: None,
+            },
+        )
+        .await
+        .expect("import the cluster");
+        self.gateway()
+            .transports()
+            .direct
+            .register(name, endpoint)
+            .expect("register the endpoint");
+    }
+}
+
+/// The real `/usr/bin/kubectl` with its own kubeconfig, `HOME` and discovery cache.
+pub struct Kubectl {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+/// What one `kubectl` run did.
+#[derive(Debug, Clone)]
+pub struct KubectlOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl KubectlOutput {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+    #[track_caller]
+    pub fn expect_ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "kubectl failed: {}{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn expect_err(self, needle: &str) -> Self {
+        assert_ne!(self.code, 0, "kubectl should have failed: {}", self.stdout);
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr: {}",
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Kubectl {
+    /// A kubectl using `kubeconfig` (YAML), with state under `dir`.
+    pub fn new(dir: &Path, kubeconfig: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("kubectl dir");
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+        Self {
+            dir: dir.to_owned(),
+            kubeconfig: path,
+        }
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Replace the kubeconfig (a new download); the discovery cache is kept.
+    pub fn set_kubeconfig(&self, kubeconfig: &str) {
+        std::fs::write(&self.kubeconfig, kubeconfig).expect("write kubeconfig");
+    }
+
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("/usr/bin/kubectl");
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &self.dir)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Run to completion (at most 60 s).
+    pub async fn run(&self, args: &[&str]) -> KubectlOutput {
+        self.run_with_stdin(args, None).await
+    }
+
+    pub async fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> KubectlOutput {
+        use tokio::io::AsyncWriteExt;
+        let mut c = self.command(args);
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().expect("spawn kubectl");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .await
+                .expect("kubectl stdin");
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl timed out")
+            .expect("kubectl ran");
+        KubectlOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! A `kube::Client` whose transport is the agent tunnel: a tower `Service` that opens a tunnel
+//! stream per request and speaks HTTP/1.1 over it with hyper's client connection (upgrades
+//! included, so exec, attach and port-forward work). A request to a cluster that is not
+//! connected fails at once; a tunnel lost mid-request fails the request (or its streaming body)
+//! with a message naming the cluster, never a hang.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::ClusterConnections;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("the cluster {0} is not connected to Warden (its agent has no open tunnel)")]
+    NotConnected(String),
+    #[error("the tunnel to cluster {cluster} closed: {message}")]
+    Closed { cluster: String, message: String },
+    #[error("the tunnel to cluster {cluster} closed while the request was in flight: {message}")]
+    Dropped { cluster: String, message: String },
+}
+
+/// The tower service behind [`kube_client`].
+#[derive(Clone)]
+pub struct TunnelService {
+    conns: Arc<ClusterConnections>,
+    cluster: String,
+    headers: HeaderMap,
+}
+
+impl TunnelService {
+    pub fn new(conns: Arc<ClusterConnections>, cluster: &str, headers: HeaderMap) -> Self {
+        Self {
+            conns,
+            cluster: cluster.to_owned(),
+            headers,
+        }
+    }
+}
+
+/// A `kube::Client` for `cluster` through its agent, with `headers` on every request.
+pub fn kube_client(
+    conns: Arc<ClusterConnections>,
+    cluster: &str,
+    headers: HeaderMap,
+) -> kube::Client {
+    kube::Client::new(TunnelService::new(conns, cluster, headers), "default")
+}
+
+/// Open a tunnel stream to the cluster and an HTTP/1.1 connection over it.
+pub async fn connect(
+    conns: &ClusterConnections,
+    cluster: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<kube::client::Body>, TunnelError> {
+    let tunnel = conns
+        .get(cluster)
+        .ok_or_else(|| TunnelError::NotConnected(cluster.to_owned()))?;
+    let stream = tunnel.open_stream().await?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| TunnelError::Closed {
+            cluster: cluster.to_owned(),
+            message: e.to_string(),
+        })?;
+    let name = cluster.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(cluster = %name, error = %e, "tunnel connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+impl tower::Service<Request<kube::client::Body>> for TunnelService {
+    type Response = Response<TunnelBody>;
+    type Error = TunnelError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<kube::client::Body>) -> Self::Future {
+        let conns = self.conns.clone();
+        let cluster = self.cluster.clone();
+        let headers = self.headers.clone();
+        Box::pin(async move {
+            let mut sender = connect(&conns, &cluster).await?;
+            // Origin-form URI; the agent sends it on to its API server.
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into());
+            *req.uri_mut() =
+                pq.parse()
+                    .map_err(|e: http::uri::InvalidUri| TunnelError::Closed {
+                        cluster: cluster.clone(),
+                        message: e.to_string(),
+                    })?;
+            if let Ok(host) = HeaderValue::from_str(&format!("{cluster}.clusters.warden.internal"))
+            {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+            for (k, v) in headers.iter() {
+                req.headers_mut().insert(k.clone(), v.clone());
+            }
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| TunnelError::Dropped {
+                    cluster: cluster.clone(),
+                    message: e.to_string(),
+                })?;
+            Ok(resp.map(|body| TunnelBody {
+                inner: body,
+                cluster,
+            }))
+        })
+    }
+}
+
+/// A response body from the tunnel; a failure names the cluster and the lost tunnel.
+pub struct TunnelBody {
+    inner: Incoming,
+    cluster: String,
+}
+
+impl http_body::Body for TunnelBody {
+    type Data = Bytes;
+    type Error = TunnelError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, TunnelError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(TunnelError::Dropped {
+                cluster: self.cluster.clone(),
+                message: e.to_string(),
+            }))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,362 @@
+//! Agent tunnels: the endpoint agents dial (`GET /agent/v1/connect`), the one-time manifest
+//! downloads (`GET /agent/v1/manifests/{token}`), the registry of live tunnels
+//! ([`ClusterConnections`]), a `kube::Client` over a tunnel ([`client`]), and the sweeper that
+//! marks clusters `disconnected` when heartbeats stop.
+//!
+//! One tunnel per cluster: a WebSocket the agent opened, carrying a yamux session
+//! ([`warden_agent::tunnel`]). Warden opens one yamux stream per HTTP/1.1 connection to the
+//! cluster's API server; the agent proxies it with its own credentials.
+
+pub mod client;
+pub mod endpoint;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use warden_domain::admin::clusters::ClusterRuntime;
+use warden_domain::agent_protocol::ServerMessage;
+use warden_domain::Services;
+
+pub use client::{TunnelError, TunnelService};
+
+/// One live agent tunnel.
+pub struct Tunnel {
+    pub cluster_id: String,
+    pub cluster: String,
+    /// Distinguishes successive connections of the same cluster.
+    pub conn_id: u64,
+    pub credential_id: String,
+    pub connected_at: Instant,
+    control: tokio_yamux::Control,
+    notices: mpsc::Sender<String>,
+    last_heartbeat: Mutex<Instant>,
+    draining: AtomicBool,
+    close: watch::Sender<Option<String>>,
+    streams_opened: AtomicU64,
+}
+
+impl Tunnel {
+    /// Open a new stream to the cluster's API server (through the agent).
+    pub async fn open_stream(&self) -> Result<tokio_yamux::StreamHandle, TunnelError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(TunnelError::NotConnected(self.cluster.clone()));
+        }
+        let mut control = self.control.clone();
+        match tokio::time::timeout(Duration::from_secs(10), control.open_stream()).await {
+            Ok(Ok(s)) => {
+                self.streams_opened.fetch_add(1, Ordering::Relaxed);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(TunnelError::Closed {
+                cluster: self.cluster.clone(),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(TunnelError::Closed {
+                cluster: self.cluster.clone(),
+                message: "opening a stream timed out".into(),
+            }),
+        }
+    }
+
+    pub fn last_heartbeat(&self) -> Instant {
+        self.last_heartbeat
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|p| *p.into_inner())
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_heartbeat.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// Streams opened on this tunnel so far.
+    pub fn streams_opened(&self) -> u64 {
+        self.streams_opened.load(Ordering::Relaxed)
+    }
+
+    /// Close the tunnel, telling the agent why first.
+    pub fn close(&self, notice: ServerMessage, reason: &str) {
+        if let Ok(text) = serde_json::to_string(&notice) {
+            let _ = self.notices.try_send(text);
+        }
+        let _ = self.close.send(Some(reason.to_owned()));
+    }
+}
+
+/// The cluster feature's timing, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// The live tunnels of this Warden process, by cluster id.
+pub struct ClusterConnections {
+    services: Arc<Services>,
+    tunnels: RwLock<HashMap<String, Arc<Tunnel>>>,
+    timing: Timing,
+    started: Instant,
+    next_conn: AtomicU64,
+    me: Weak<ClusterConnections>,
+}
+
+impl ClusterConnections {
+    /// Create the registry, hook it into the domain (deletions close tunnels), and start the
+    /// sweeper.
+    pub fn new(services: Arc<Services>, timing: Timing) -> Arc<Self> {
+        let c = Arc::new_cyclic(|me| Self {
+            services: services.clone(),
+            tunnels: RwLock::new(HashMap::new()),
+            timing,
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
+            me: me.clone(),
+        });
+        services
+            .clusters
+            .set_runtime(Arc::new(Runtime(Arc::downgrade(&c))));
+        spawn_sweeper(Arc::downgrade(&c));
+        c
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// The live tunnel of a cluster, by name.
+    pub fn get(&self, cluster: &str) -> Option<Arc<Tunnel>> {
+        self.tunnels
+            .read()
+            .ok()?
+            .values()
+            .find(|t| t.cluster == cluster)
+            .cloned()
+    }
+
+    pub fn get_by_id(&self, cluster_id: &str) -> Option<Arc<Tunnel>> {
+        self.tunnels.read().ok()?.get(cluster_id).cloned()
+    }
+
+    /// Names of the clusters with a live tunnel.
+    pub fn connected(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tunnels
+            .read()
+            .map(|m| m.values().map(|t| t.cluster.clone()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn is_connected(&self, cluster: &str) -> bool {
+        self.get(cluster).is_some()
+    }
+
+    /// A `kube::Client` for the cluster's API server through its agent (with the agent's
+    /// identity). Requests fail at once with a clear error while the cluster is not connected.
+    pub fn client(&self, cluster: &str) -> Option<kube::Client> {
+        let me = self.me.upgrade()?;
+        Some(client::kube_client(me, cluster, http::HeaderMap::new()))
+    }
+
+    /// Close every tunnel (Warden is shutting down); agents reconnect to the next process.
+    pub fn close_all(&self, reason: &str) {
+        let all: Vec<Arc<Tunnel>> = self
+            .tunnels
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for t in all {
+            self.close_tunnel(
+                &t,
+                ServerMessage::Closing {
+                    reason: reason.to_owned(),
+                },
+                reason,
+            );
+        }
+    }
+
+    /// Take a tunnel out of service at once (no new request goes to it) and close it.
+    pub fn close_tunnel(&self, t: &Tunnel, notice: ServerMessage, reason: &str) {
+        self.remove_if_current(t);
+        t.close(notice, reason);
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Register a tunnel; a previous one of the same cluster is closed (replaced).
+    fn insert(&self, t: Arc<Tunnel>) {
+        let old = self
+            .tunnels
+            .write()
+            .ok()
+            .and_then(|mut m| m.insert(t.cluster_id.clone(), t.clone()));
+        if let Some(old) = old {
+            old.close(
+                ServerMessage::Closing {
+                    reason: "replaced by a newer connection of this cluster's agent".into(),
+                },
+                "replaced by a newer connection",
+            );
+        }
+    }
+
+    /// Remove `t` if it is still the cluster's current tunnel. Returns whether it was.
+    fn remove_if_current(&self, t: &Tunnel) -> bool {
+        match self.tunnels.write() {
+            Ok(mut m) => match m.get(&t.cluster_id) {
+                Some(cur) if cur.conn_id == t.conn_id => {
+                    m.remove(&t.cluster_id);
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        }
+    }
+
+    fn has_tunnel(&self, cluster_id: &str) -> bool {
+        self.tunnels
+            .read()
+            .map(|m| m.contains_key(cluster_id))
+            .unwrap_or(false)
+    }
+
+    /// One pass of the sweeper: close tunnels whose heartbeats stopped, and mark clusters that
+    /// claim to be connected but have no tunnel here (after a restart) as disconnected.
+    pub async fn sweep(&self) {
+        let timeout = self.timing.heartbeat_timeout;
+        let stale: Vec<Arc<Tunnel>> = self
+            .tunnels
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|t| t.last_heartbeat().elapsed() > timeout)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for t in stale {
+            let reason = format!(
+                "no heartbeat for {} s",
+                timeout.as_secs_f64().round() as u64
+            );
+            tracing::warn!(cluster = %t.cluster, "{reason}; closing the tunnel");
+            self.close_tunnel(
+                &t,
+                ServerMessage::Closing {
+                    reason: reason.clone(),
+                },
+                &reason,
+            );
+            if let Err(e) = warden_domain::agents::set_status(
+                &self.services,
+                &t.cluster_id,
+                warden_domain::dto::cluster_status::DISCONNECTED,
+                &reason,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "cannot record the cluster's status");
+            }
+        }
+        if self.started.elapsed() > timeout {
+            let is_live = |id: &str| self.has_tunnel(id);
+            match warden_domain::agents::mark_unconnected(
+                &self.services,
+                &is_live,
+                "no agent connection",
+            )
+            .await
+            {
+                Ok(names) => {
+                    for n in names {
+                        tracing::warn!(cluster = %n, "marked disconnected: no agent connection");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cluster sweeper could not update statuses")
+                }
+            }
+        }
+    }
+}
+
+/// The domain's view of the registry.
+struct Runtime(Weak<ClusterConnections>);
+
+impl ClusterRuntime for Runtime {
+    fn is_connected(&self, cluster_id: &str) -> bool {
+        self.0.upgrade().is_some_and(|c| c.has_tunnel(cluster_id))
+    }
+
+    fn revoke(&self, cluster_id: &str, code: &str, message: &str) {
+        if let Some(c) = self.0.upgrade() {
+            if let Some(t) = c.get_by_id(cluster_id) {
+                c.close_tunnel(
+                    &t,
+                    ServerMessage::Revoked {
+                        code: code.to_owned(),
+                        message: message.to_owned(),
+                    },
+                    "the agent credential was revoked",
+                );
+            }
+        }
+    }
+}
+
+fn spawn_sweeper(conns: Weak<ClusterConnections>) {
+    tokio::spawn(async move {
+        loop {
+            let every = match conns.upgrade() {
+                Some(c) => (c.timing.heartbeat_interval / 2)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+                None => return,
+            };
+            tokio::time::sleep(every).await;
+            let Some(c) = conns.upgrade() else { return };
+            c.sweep().await;
+        }
+    });
+}
+
+/// Create the registry from the configuration, give the domain its settings, and plug the
+/// tunnel into the gateway as the way to reach clusters.
+pub fn setup(
+    services: &Arc<Services>,
+    config: &crate::config::Config,
+    gateway: &crate::gateway::Gateway,
+) -> Arc<ClusterConnections> {
+    services
+        .clusters
+        .set_settings(warden_domain::admin::clusters::ClusterSettings {
+            agent_image: config.agent.image.clone(),
+            warden_ca_pem: config.agent.public_ca_pem.clone(),
+            heartbeat_interval: config.agent.heartbeat_interval,
+            heartbeat_timeout: config.agent.heartbeat_timeout,
+        });
+    let conns = ClusterConnections::new(
+        services.clone(),
+        Timing {
+            heartbeat_interval: config.agent.heartbeat_interval,
+            heartbeat_timeout: config.agent.heartbeat_timeout,
+        },
+    );
+    gateway
+        .transports()
+        .set_tunnel(Arc::new(transport::TunnelTransport(conns.clone())));
+    conns
+}

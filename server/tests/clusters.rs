@@ -1,0 +1,1403 @@
+//! Clusters and their agents: REST CRUD and permissions; the one-time bootstrap and every way
+//! it is refused; the tunnel against kubesim (many concurrent requests, a watch, an exec
+//! upgrade, two clusters side by side); faults (agent killed and restarted, Warden restarted, a
+//! tunnel lost mid-request).
+//!
+//! Agents run in process (`warden_agent::Agent`, exactly what the binary runs) with a short
+//! heartbeat (200 ms) and timeout (2 s) configured on Warden.
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, AttachParams, ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use warden_agent::{Agent, AgentError, Options, Store};
+use warden_server::testing::{Client, TestApp, USER_PASSWORD};
+
+const HEARTBEAT_MS: &str = "200";
+/// The password `TestApp::with_admin` leaves the first administrator with.
+const ADMIN_NEW_PASSWORD: &str = "the admin's new password";
+const TIMEOUT_MS: &str = "2000";
+
+fn fast_env(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = BTreeMap::from([
+        (
+            "WARDEN_AGENT_HEARTBEAT_MS".to_owned(),
+            HEARTBEAT_MS.to_owned(),
+        ),
+        ("WARDEN_AGENT_TIMEOUT_MS".to_owned(), TIMEOUT_MS.to_owned()),
+    ]);
+    for (k, v) in extra {
+        m.insert(k.to_string(), v.to_string());
+    }
+    m
+}
+
+async fn app() -> (TestApp, Client) {
+    TestApp::spawn_with(fast_env(&[])).await.with_admin().await
+}
+
+/// A simulated cluster with an admin kubeconfig on disk.
+struct Sim {
+    sim: kubesim::KubeSim,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Sim {
+    async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = kubesim::KubeSim::start().await.expect("kubesim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        sim.write_admin_kubeconfig(&kubeconfig).expect("kubeconfig");
+        Sim {
+            sim,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    async fn kube(&self) -> kube::Client {
+        warden_agent::kube_client(Some(&self.kubeconfig), None)
+            .await
+            .expect("kube client")
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+}
+
+/// An agent running in this process, as `warden-agent --kubeconfig --manifest` runs it.
+struct RunningAgent {
+    handle: tokio::task::JoinHandle<Result<(), AgentError>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RunningAgent {
+    async fn start(kubeconfig: &Path, manifest: &Path) -> Self {
+        let kube = warden_agent::kube_client(Some(kubeconfig), None)
+            .await
+            .expect("kube client");
+        let opts = Options {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+            drain_timeout: Duration::from_secs(3),
+            stable_after: Duration::from_secs(1),
+        };
+        let agent = Agent::new(kube, Store::file(manifest, None), opts);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(agent.run(async move {
+            let _ = rx.await;
+        }));
+        RunningAgent {
+            handle,
+            stop: Some(tx),
+        }
+    }
+
+    /// Kill it: no goodbye, the connection just drops.
+    fn kill(self) {
+        self.handle.abort();
+    }
+
+    /// Ask it to drain and stop.
+    async fn stop(mut self) -> Result<(), AgentError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("the agent stops")
+            .expect("join")
+    }
+
+    /// Wait for it to end on its own (a refusal).
+    async fn outcome(self) -> Result<(), AgentError> {
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("the agent ends by itself")
+            .expect("join")
+    }
+}
+
+/// Import a cluster and fetch its manifest through the one-time URL (no session).
+async fn import(admin: &Client, name: &str, project: &str) -> (Value, String) {
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": name, "project": project}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let url = created["manifest_url"]
+        .as_str()
+        .expect("manifest_url")
+        .to_owned();
+    let yaml = reqwest::get(&url)
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("text");
+    assert!(yaml.contains("kind: Secret"), "{yaml}");
+    (created, yaml)
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(
+    admin: &Client,
+    name: &str,
+    what: &str,
+    f: F,
+    within: Duration,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let c = admin.get(&format!("/api/v1/clusters/{name}")).await.json();
+        if f(&c) {
+            return c;
+        }
+        assert!(
+            start.elapsed() < within,
+            "cluster {name} did not become {what} within {within:?}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_status(admin: &Client, name: &str, status: &str, within: Duration) -> Value {
+    wait_for(admin, name, status, |c| c["status"] == status, within).await
+}
+
+/// A cluster imported, its agent started and connected with a first heartbeat.
+async fn connected(app: &TestApp, admin: &Client, sim: &Sim, name: &str) -> RunningAgent {
+    let (_, yaml) = import(admin, name, "default").await;
+    let manifest = sim.write(&format!("{name}.yaml"), &yaml);
+    let agent = RunningAgent::start(&sim.kubeconfig, &manifest).await;
+    wait_for(
+        admin,
+        name,
+        "connected with facts",
+        |c| c["status"] == "connected" && c["last_seen"].is_string(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(app.state.clusters.is_connected(name));
+    agent
+}
+
+async fn audit(admin: &Client, query: &str) -> Vec<Value> {
+    admin
+        .get(&format!("/api/v1/audit/events?{query}&limit=200"))
+        .await
+        .assert_status(200)
+        .json()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+// ---- REST ----
+
+#[tokio::test]
+async fn clusters_crud_validation_filters_and_audit() {
+    let (_app, admin) = app().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "prod"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/projects", json!({"name": "qa"}))
+        .await
+        .assert_status(201);
+    let r = admin
+        .post("/api/v1/clusters", json!({"name": "eu-1", "project": "prod", "description": "Frankfurt", "labels": {"env": "prod", "region": "eu"}, "shared_with": ["qa"]}))
+        .await
+        .assert_status(201)
+        .json();
+    assert_eq!(r["name"], "eu-1");
+    assert_eq!(r["status"], "pending");
+    assert_eq!(r["project"], "prod");
+    assert_eq!(r["shared_with"], json!(["qa"]));
+    assert!(r["last_seen"].is_null() && r["kubernetes_version"].is_null());
+    assert!(r["manifest_url"]
+        .as_str()
+        .unwrap()
+        .contains("/agent/v1/manifests/"));
+    assert!(r["apply_command"]
+        .as_str()
+        .unwrap()
+        .starts_with("kubectl apply -f http"));
+
+    let e = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "eu-1", "project": "prod"}),
+        )
+        .await
+        .assert_status(409)
+        .json();
+    assert_eq!(
+        e["error"]["fields"]["name"],
+        "a cluster with this name already exists"
+    );
+    let e = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "EU_1", "project": "nope", "labels": {"bad key!": "x"}}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    let f = &e["error"]["fields"];
+    assert!(f["name"].as_str().unwrap().contains("DNS-1123"), "{f}");
+    assert!(f["project"].is_string() && f["labels"].is_string(), "{f}");
+    let e = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "x", "project": "prod", "proxy": {"https_proxy": "socks5://p"}}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    assert!(e["error"]["fields"]["proxy.https_proxy"].is_string());
+    admin.post("/api/v1/clusters", json!({"name": "us-1", "project": "default", "labels": {"env": "dev"}, "proxy": {"https_proxy": "http://user:secret@proxy:3128"}})).await.assert_status(201);
+
+    let names = |v: &Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            &admin
+                .get("/api/v1/clusters")
+                .await
+                .assert_status(200)
+                .json()
+        ),
+        ["eu-1", "us-1"]
+    );
+    assert_eq!(
+        names(&admin.get("/api/v1/clusters?label=env%3Dprod").await.json()),
+        ["eu-1"]
+    );
+    assert_eq!(
+        names(&admin.get("/api/v1/clusters?label=region").await.json()),
+        ["eu-1"]
+    );
+    assert_eq!(
+        names(&admin.get("/api/v1/clusters?project=qa").await.json()),
+        ["eu-1"]
+    );
+    assert_eq!(
+        names(
+            &admin
+                .get("/api/v1/clusters?status=pending&q=frank")
+                .await
+                .json()
+        ),
+        ["eu-1"]
+    );
+    assert!(names(&admin.get("/api/v1/clusters?status=connected").await.json()).is_empty());
+    // Proxy passwords are not shown back.
+    let us = admin
+        .get("/api/v1/clusters/us-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(us["proxy"]["https_proxy"], "http://user:***@proxy:3128");
+    assert!(us["cleanup_command"]
+        .as_str()
+        .unwrap()
+        .contains("kubectl delete namespace warden-system"));
+
+    let r = admin
+        .patch(
+            "/api/v1/clusters/eu-1",
+            json!({"description": "Frankfurt DC", "labels": {"env": "prod"}, "shared_with": []}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(r["description"], "Frankfurt DC");
+    assert_eq!(r["labels"], json!({"env": "prod"}));
+    assert_eq!(r["shared_with"], json!([]));
+    admin
+        .patch("/api/v1/clusters/eu-1", json!({"name": "eu-2"}))
+        .await
+        .assert_status(422);
+    admin.get("/api/v1/clusters/nope").await.assert_status(404);
+
+    // A project with clusters cannot be deleted.
+    let e = admin
+        .delete("/api/v1/projects/prod")
+        .await
+        .assert_status(409)
+        .json();
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("eu-1"),
+        "{e}"
+    );
+    admin
+        .delete("/api/v1/clusters/eu-1")
+        .await
+        .assert_status(204);
+    admin.get("/api/v1/clusters/eu-1").await.assert_status(404);
+    admin
+        .delete("/api/v1/projects/prod")
+        .await
+        .assert_status(204);
+
+    let actions: Vec<String> = audit(&admin, "kind=console&action=cluster.")
+        .await
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    for a in ["cluster.create", "cluster.update", "cluster.delete"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+    let del = audit(&admin, "action=cluster.delete").await;
+    assert_eq!(del[0]["cluster"], "eu-1");
+    assert_eq!(del[0]["project"], "prod");
+}
+
+#[tokio::test]
+async fn cluster_permissions_follow_the_project_and_sharing() {
+    let (app, admin) = app().await;
+    for p in ["team-a", "team-b", "team-c"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "a1", "project": "team-a", "shared_with": ["team-b"]}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "c1", "project": "team-c"}),
+        )
+        .await
+        .assert_status(201);
+
+    let writer = app.user_client(&admin, "writer@example.com").await;
+    let reader = app.user_client(&admin, "reader@example.com").await;
+    let nobody = app.user_client(&admin, "nobody@example.com").await;
+    admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "writer@example.com"}, "role": "PROJECT_ADMIN", "project": "team-a"})).await.assert_status(201);
+    admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "reader@example.com"}, "role": "PROJECT_READ_ONLY", "project": "team-b"})).await.assert_status(201);
+
+    let names = |v: Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            writer
+                .get("/api/v1/clusters")
+                .await
+                .assert_status(200)
+                .json()
+        ),
+        ["a1"]
+    );
+    // Shared into team-b: its readers see it.
+    assert_eq!(
+        names(
+            reader
+                .get("/api/v1/clusters")
+                .await
+                .assert_status(200)
+                .json()
+        ),
+        ["a1"]
+    );
+    reader.get("/api/v1/clusters/a1").await.assert_status(200);
+    assert!(names(
+        nobody
+            .get("/api/v1/clusters")
+            .await
+            .assert_status(200)
+            .json()
+    )
+    .is_empty());
+
+    // Writes need cluster.write on the owning project.
+    writer
+        .patch("/api/v1/clusters/a1", json!({"description": "mine"}))
+        .await
+        .assert_status(200);
+    writer
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "a2", "project": "team-a"}),
+        )
+        .await
+        .assert_status(201);
+    writer
+        .get("/api/v1/clusters/a1/manifest")
+        .await
+        .assert_status(200);
+    writer
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "c2", "project": "team-c"}),
+        )
+        .await
+        .assert_status(403);
+    writer.get("/api/v1/clusters/c1").await.assert_status(403);
+    reader
+        .patch("/api/v1/clusters/a1", json!({"description": "theirs"}))
+        .await
+        .assert_status(403);
+    reader
+        .get("/api/v1/clusters/a1/manifest")
+        .await
+        .assert_status(403);
+    reader
+        .delete("/api/v1/clusters/a1")
+        .await
+        .assert_status(403);
+    nobody.get("/api/v1/clusters/a1").await.assert_status(403);
+    // Unknown and invisible look the same to someone without organization-wide rights.
+    nobody
+        .get("/api/v1/clusters/does-not-exist")
+        .await
+        .assert_status(403);
+    // Sharing into a project the caller cannot see is refused.
+    writer
+        .patch("/api/v1/clusters/a1", json!({"shared_with": ["team-c"]}))
+        .await
+        .assert_status(422);
+
+    let denied = audit(&admin, "outcome=denied&action=authorize:cluster").await;
+    assert!(denied.len() >= 4, "denials are audited: {denied:?}");
+    let _ = USER_PASSWORD;
+}
+
+#[tokio::test]
+async fn manifest_url_is_one_time_expiring_and_needs_no_session() {
+    let (app, admin) = app().await;
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "edge", "project": "default"}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let url = created["manifest_url"].as_str().unwrap().to_owned();
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("yaml"));
+    let yaml = r.text().await.unwrap();
+    let settings = warden_agent::Settings::from_manifest(&yaml).expect("the manifest's Secret");
+    assert_eq!(settings.cluster, "edge");
+    assert_eq!(settings.warden_url, app.url);
+    assert!(settings.bootstrap_token.unwrap().starts_with("wdb_"));
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Deployment",
+    ] {
+        assert!(
+            yaml.contains(&format!("\nkind: {kind}\n")),
+            "{kind} missing"
+        );
+    }
+    assert_eq!(
+        yaml.matches("app.kubernetes.io/managed-by: warden").count(),
+        9
+    );
+
+    // Used once: gone.
+    let again = reqwest::get(&url).await.unwrap();
+    assert_eq!(again.status(), 410);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gone");
+    assert_eq!(
+        reqwest::get(format!("{}/agent/v1/manifests/nonsense", app.url))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Expired after an hour.
+    let fresh = admin
+        .post("/api/v1/clusters/edge/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    assert!(fresh["manifest"]
+        .as_str()
+        .unwrap()
+        .contains("WARDEN_BOOTSTRAP_TOKEN"));
+    app.clock.advance_secs(3601);
+    assert_eq!(
+        reqwest::get(fresh["manifest_url"].as_str().unwrap())
+            .await
+            .unwrap()
+            .status(),
+        410
+    );
+    // (The session idled out meanwhile.)
+    admin
+        .login(warden_server::testing::ADMIN_EMAIL, ADMIN_NEW_PASSWORD)
+        .await
+        .assert_status(200);
+
+    // The signed-in manifest endpoint (cluster.write).
+    let m = admin
+        .get("/api/v1/clusters/edge/manifest")
+        .await
+        .assert_status(200);
+    assert!(m.headers["content-type"].to_str().unwrap().contains("yaml"));
+    assert!(m.body.contains("name: warden-agent"));
+    let downloads = audit(&admin, "kind=agent&action=agent.manifest_download").await;
+    assert_eq!(
+        downloads
+            .iter()
+            .filter(|e| e["outcome"] == "allowed")
+            .count(),
+        1
+    );
+    assert_eq!(
+        downloads
+            .iter()
+            .filter(|e| e["outcome"] == "denied")
+            .count(),
+        3
+    );
+}
+
+// ---- bootstrap ----
+
+#[tokio::test]
+async fn an_agent_registers_reports_facts_and_reconnects_with_its_credential() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "alpha").await;
+    let c = wait_for(
+        &admin,
+        "alpha",
+        "reported facts",
+        |c| c["node_count"] == 3,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(c["kubernetes_version"], "v1.32.0");
+    assert_eq!(c["fingerprint"], sim.sim.kube_system_uid());
+    assert!(c["registered_at"].is_string() && c["connected_at"].is_string());
+    assert!(c["agent_version"].is_string());
+    let ns: Vec<&str> = c["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        ns.contains(&"kube-system") && ns.contains(&"default"),
+        "{ns:?}"
+    );
+    assert_eq!(c["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(c["history"][0]["status"], "connected");
+
+    // The credential is kept next to the manifest; the bootstrap token is not used again.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(sim.dir.path().join("alpha.yaml.state.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(state["credential"].as_str().unwrap().starts_with("wdc_"));
+
+    // A graceful stop drains and disconnects at once.
+    agent.stop().await.expect("a clean stop");
+    wait_status(&admin, "alpha", "disconnected", Duration::from_secs(5)).await;
+    let again = RunningAgent::start(&sim.kubeconfig, &sim.dir.path().join("alpha.yaml")).await;
+    wait_status(&admin, "alpha", "connected", Duration::from_secs(5)).await;
+    let events = audit(&admin, "kind=agent").await;
+    let count = |action: &str, outcome: &str| {
+        events
+            .iter()
+            .filter(|e| e["action"] == action && e["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(count("agent.bootstrap", "allowed"), 1);
+    assert_eq!(count("agent.connect", "allowed"), 1);
+    assert!(
+        count("agent.connected", "allowed") >= 2 && count("agent.disconnected", "allowed") >= 1
+    );
+    assert!(events.iter().all(|e| e["cluster"] == "alpha"));
+    assert!(events
+        .iter()
+        .filter(|e| e["action"] != "agent.manifest_download")
+        .all(|e| e["actor"] == "agent:alpha"));
+    again.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bootstrap_refusals_are_final_audited_and_clear() {
+    let (app, admin) = app().await;
+    let first = Sim::start().await;
+    let second = Sim::start().await;
+    let agent = connected(&app, &admin, &first, "one").await;
+
+    // 1. The same manifest on a second cluster: a different fingerprint.
+    let manifest = first.dir.path().join("one.yaml");
+    let copy = second.write("one.yaml", &std::fs::read_to_string(&manifest).unwrap());
+    let e = RunningAgent::start(&second.kubeconfig, &copy)
+        .await
+        .outcome()
+        .await
+        .unwrap_err();
+    let AgentError::Refused { code, message } = e else {
+        panic!("{e}")
+    };
+    assert_eq!(code, "fingerprint_mismatch");
+    assert!(
+        message.contains("already registered from another Kubernetes cluster"),
+        "{message}"
+    );
+
+    // 2. The used token again, from the right cluster but without the credential.
+    let reuse = first.write("reuse.yaml", &std::fs::read_to_string(&manifest).unwrap());
+    let AgentError::Refused { code, message } = RunningAgent::start(&first.kubeconfig, &reuse)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "token_used");
+    assert!(message.contains("already used"), "{message}");
+
+    // 3. An expired token.
+    let (_, yaml) = import(&admin, "late", "default").await;
+    app.clock.advance_secs(25 * 3600);
+    admin
+        .login(warden_server::testing::ADMIN_EMAIL, ADMIN_NEW_PASSWORD)
+        .await
+        .assert_status(200);
+    let late = second.write("late.yaml", &yaml);
+    let AgentError::Refused { code, .. } = RunningAgent::start(&second.kubeconfig, &late)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "token_expired");
+
+    // 4. A deleted cluster: its tunnel closes at once and its credential is refused.
+    admin
+        .delete("/api/v1/clusters/one")
+        .await
+        .assert_status(204);
+    let ended = agent.outcome().await.unwrap_err();
+    let AgentError::Refused { code, message } = ended else {
+        panic!()
+    };
+    assert_eq!(code, "cluster_deleted");
+    assert!(
+        message.contains("kubectl delete namespace warden-system"),
+        "{message}"
+    );
+    assert!(!app.state.clusters.is_connected("one"));
+    let AgentError::Refused { code, .. } = RunningAgent::start(&first.kubeconfig, &manifest)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "cluster_deleted");
+
+    let denied = audit(&admin, "kind=agent&outcome=denied").await;
+    for code in [
+        "fingerprint_mismatch",
+        "token_used",
+        "token_expired",
+        "cluster_deleted",
+    ] {
+        assert!(
+            denied
+                .iter()
+                .any(|e| e["reason"].as_str().unwrap_or_default().starts_with(code)),
+            "{code} not audited: {denied:?}"
+        );
+    }
+    // A bare WebSocket without credentials is refused before anything else.
+    let r = reqwest::Client::new()
+        .get(format!("{}/agent/v1/connect", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn a_new_manifest_re_registers_the_same_cluster() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "again").await;
+    agent.kill();
+    // Lost its state (a new Secret): a fresh manifest for the same cluster is accepted, and the
+    // old credential stops working.
+    let old_state = std::fs::read_to_string(sim.dir.path().join("again.yaml.state.json")).unwrap();
+    let fresh = admin
+        .post("/api/v1/clusters/again/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = sim.write("fresh.yaml", fresh["manifest"].as_str().unwrap());
+    let agent = RunningAgent::start(&sim.kubeconfig, &manifest).await;
+    wait_status(&admin, "again", "connected", Duration::from_secs(5)).await;
+    agent.stop().await.unwrap();
+    std::fs::write(sim.dir.path().join("old.yaml.state.json"), old_state).unwrap();
+    let old = sim.write(
+        "old.yaml",
+        &std::fs::read_to_string(sim.dir.path().join("again.yaml")).unwrap(),
+    );
+    let AgentError::Refused { code, .. } = RunningAgent::start(&sim.kubeconfig, &old)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    // The old credential is revoked (and the old manifest's token is used).
+    assert_eq!(code, "credential_revoked");
+    let denied = audit(&admin, "kind=agent&outcome=denied").await;
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().starts_with("token_used")),
+        "{denied:?}"
+    );
+}
+
+// ---- the tunnel ----
+
+#[tokio::test]
+async fn two_hundred_concurrent_requests_of_mixed_sizes() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "busy").await;
+    let direct: Api<ConfigMap> = Api::namespaced(sim.kube().await, "default");
+    let sizes = [
+        0usize,
+        10,
+        1_000,
+        10_000,
+        64 * 1024,
+        100_000,
+        300_000,
+        700_000,
+    ];
+    for (i, n) in sizes.iter().enumerate() {
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("cm-{i}")}, "data": {"blob": "x".repeat(*n)}}),
+        )
+        .unwrap();
+        direct.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let client = app.state.clusters.client("busy").expect("a client");
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let started = Instant::now();
+    let results = futures::future::join_all((0..200).map(|k| {
+        let api = api.clone();
+        let i = k % sizes.len();
+        async move {
+            let cm = api
+                .get(&format!("cm-{i}"))
+                .await
+                .map_err(|e| format!("request {k}: {e}"))?;
+            let len = cm
+                .data
+                .unwrap_or_default()
+                .get("blob")
+                .map(|b| b.len())
+                .unwrap_or(0);
+            if len == sizes[i] {
+                Ok(())
+            } else {
+                Err(format!("request {k}: {len} bytes instead of {}", sizes[i]))
+            }
+        }
+    }))
+    .await;
+    let failures: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    // Large writes go through too.
+    let big: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "written"}, "data": {"blob": "y".repeat(500_000)}}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &big).await.unwrap();
+    assert_eq!(
+        direct.get("written").await.unwrap().data.unwrap()["blob"].len(),
+        500_000
+    );
+    eprintln!("200 requests through the tunnel in {:?}", started.elapsed());
+    assert!(app.state.clusters.get("busy").unwrap().streams_opened() >= 200);
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_watch_streams_through_the_tunnel() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "watched").await;
+    let api: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("watched").unwrap(), "default");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(30), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let direct: Api<ConfigMap> = Api::namespaced(sim.kube().await, "default");
+    let writer = tokio::spawn(async move {
+        for i in 0..6 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let cm: ConfigMap =
+                serde_json::from_value(json!({"metadata": {"name": format!("w-{i}")}})).unwrap();
+            direct.create(&PostParams::default(), &cm).await.unwrap();
+        }
+    });
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while seen.len() < 6 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the watch goes on");
+        if let WatchEvent::Added(cm) = ev {
+            seen.push(cm.metadata.name.unwrap());
+        }
+    }
+    assert_eq!(seen, (0..6).map(|i| format!("w-{i}")).collect::<Vec<_>>());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the watch streamed over time"
+    );
+    writer.await.unwrap();
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn exec_upgrades_through_the_tunnel() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "shell").await;
+    let direct: Api<Pod> = Api::namespaced(sim.kube().await, "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "box"}, "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "60"]}]}})).unwrap();
+    direct.create(&PostParams::default(), &pod).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(app.state.clusters.client("shell").unwrap(), "default");
+    let mut proc = pods
+        .exec(
+            "box",
+            [
+                "sh",
+                "-c",
+                "echo hello from $HOSTNAME; read line; echo got $line",
+            ],
+            &AttachParams::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(false),
+        )
+        .await
+        .expect("exec through the tunnel");
+    let mut stdin = proc.stdin().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"ping\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    proc.stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, "hello from box\ngot ping\n");
+    let status = proc.take_status().unwrap().await.unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"));
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_clusters_never_cross() {
+    let (app, admin) = app().await;
+    let (sa, sb) = (Sim::start().await, Sim::start().await);
+    let a = connected(&app, &admin, &sa, "left").await;
+    let b = connected(&app, &admin, &sb, "right").await;
+    for (sim, name) in [(&sa, "left"), (&sb, "right")] {
+        let api: Api<ConfigMap> = Api::namespaced(sim.kube().await, "default");
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "whoami"}, "data": {"cluster": name}}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let left: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("left").unwrap(), "default");
+    let right: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("right").unwrap(), "default");
+    let results = futures::future::join_all((0..100).map(|i| {
+        let (api, want) = if i % 2 == 0 {
+            (left.clone(), "left")
+        } else {
+            (right.clone(), "right")
+        };
+        async move {
+            (
+                want,
+                api.get("whoami").await.unwrap().data.unwrap()["cluster"].clone(),
+            )
+        }
+    }))
+    .await;
+    for (want, got) in results {
+        assert_eq!(want, got);
+    }
+    let l = admin.get("/api/v1/clusters/left").await.json();
+    let r = admin.get("/api/v1/clusters/right").await.json();
+    assert_ne!(l["fingerprint"], r["fingerprint"]);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+// ---- faults ----
+
+#[tokio::test]
+async fn killed_agent_goes_disconnected_and_comes_back() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "flaky").await;
+    let killed = Instant::now();
+    agent.kill();
+    let c = wait_status(&admin, "flaky", "disconnected", Duration::from_secs(5)).await;
+    assert!(killed.elapsed() < Duration::from_millis(2000) + Duration::from_secs(1));
+    assert!(c["status_reason"].is_string());
+    // A request now fails at once with a clear message.
+    let api: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("flaky").unwrap(), "default");
+    let err = tokio::time::timeout(Duration::from_secs(2), api.list(&ListParams::default()))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(err.to_string().contains("not connected"), "{err}");
+    let agent = RunningAgent::start(&sim.kubeconfig, &sim.dir.path().join("flaky.yaml")).await;
+    wait_status(&admin, "flaky", "connected", Duration::from_secs(5)).await;
+    api.list(&ListParams::default()).await.expect("works again");
+    let history: Vec<String> = admin.get("/api/v1/clusters/flaky").await.json()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(&history[..3], ["connected", "disconnected", "connected"]);
+    agent.stop().await.unwrap();
+}
+
+/// An agent that connects and then goes silent (a half-open connection): the sweeper closes
+/// its tunnel after the timeout and the cluster turns disconnected.
+#[tokio::test]
+async fn a_silent_agent_is_marked_disconnected_by_the_sweeper() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let (_, yaml) = import(&admin, "silent", "default").await;
+    let settings = warden_agent::Settings::from_manifest(&yaml).unwrap();
+    let ws = warden_agent::dial::connect(
+        &settings,
+        &warden_agent::dial::Hello {
+            secret: settings.bootstrap_token.as_deref().unwrap(),
+            fingerprint: &sim.sim.kube_system_uid(),
+        },
+    )
+    .await
+    .expect("dial");
+    let (frames_in, frames_out) = warden_agent::tunnel::tungstenite_frames(ws);
+    let pump = warden_agent::tunnel::pump(frames_in, frames_out);
+    wait_status(&admin, "silent", "connected", Duration::from_secs(5)).await;
+    let started = Instant::now();
+    let c = wait_status(&admin, "silent", "disconnected", Duration::from_secs(6)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before the timeout"
+    );
+    assert!(
+        c["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat"),
+        "{c}"
+    );
+    drop(pump);
+    let _ = app;
+}
+
+#[tokio::test]
+async fn a_dropped_tunnel_fails_requests_in_flight_clearly() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "drop").await;
+    let api: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("drop").unwrap(), "default");
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(60), "0")
+        .await
+        .unwrap()
+        .boxed();
+    // The initial state arrives, then the tunnel dies under the open watch.
+    let _ = tokio::time::timeout(Duration::from_millis(500), stream.try_next()).await;
+    agent.kill();
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return "ended".to_owned(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    })
+    .await
+    .expect("the watch ends instead of hanging");
+    assert!(
+        outcome.contains("tunnel to cluster drop closed") || outcome == "ended",
+        "{outcome}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn the_agent_reconnects_by_itself_after_warden_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    // The database must outlive the first TestApp (whose directory goes with it).
+    let sqlite = format!("sqlite://{}/warden.db?mode=rwc", data.path().display());
+    let mut extra = vec![("WARDEN_DATA_DIR", data.path().to_str().unwrap())];
+    if std::env::var("WARDEN_TEST_DATABASE_URL")
+        .map(|v| v.is_empty())
+        .unwrap_or(true)
+    {
+        extra.push(("WARDEN_DATABASE_URL", sqlite.as_str()));
+    }
+    let env = fast_env(&extra);
+    let (app, admin) = TestApp::spawn_with(env.clone()).await.with_admin().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "steady").await;
+
+    // Warden stops, as a process exit would: tunnels closed, listener gone.
+    let addr = app.addr;
+    let database_url = app.database_url.clone();
+    app.state.clusters.close_all("Warden is shutting down");
+    drop(admin);
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A new Warden on the same database and port.
+    let mut env2 = env.clone();
+    // On PostgreSQL the TestApp's fresh database persists; on SQLite ours (set above) does.
+    env2.entry("WARDEN_DATABASE_URL".into())
+        .or_insert(database_url);
+    env2.insert("WARDEN_HTTP_ADDR".into(), addr.to_string());
+    env2.insert("WARDEN_PUBLIC_URL".into(), format!("http://{addr}"));
+    env2.insert("WARDEN_GATEWAY_ADDR".into(), "127.0.0.1:0".into());
+    env2.insert(
+        "WARDEN_ADMIN_PASSWORD".into(),
+        warden_server::testing::ADMIN_PASSWORD.into(),
+    );
+    let config = warden_server::config::Config::from_source(&env2).unwrap();
+    let state = warden_server::startup::prepare(
+        config,
+        std::sync::Arc::new(warden_domain::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let router = warden_server::build_router(state.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the same port again");
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .ok();
+    });
+    let start = Instant::now();
+    while !state.clusters.is_connected("steady") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the agent did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api: Api<ConfigMap> =
+        Api::namespaced(state.clusters.client("steady").unwrap(), "kube-system");
+    api.list(&ListParams::default())
+        .await
+        .expect("requests work after the restart");
+    agent.stop().await.unwrap();
+    server.abort();
+}
+
+// ---- the manifest, applied with the real kubectl ----
+
+/// `kubectl apply -f <manifest_url>` against a simulated cluster (and again, from the file),
+/// then the agent as the Deployment runs it: with its own service account's token, reading its
+/// Secret through the API and writing its credential back. The manifest's RBAC is enough for the
+/// heartbeat, for impersonating users' service accounts, and for managing Warden's roles.
+#[tokio::test]
+async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use warden_server::gateway::testkit::Kubectl;
+    use warden_server::gateway::transport::As;
+
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "real", "project": "default"}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let kubectl = Kubectl::new(&sim.dir.path().join("kubectl"), &sim.sim.admin_kubeconfig());
+    let url = created["manifest_url"].as_str().unwrap();
+    let out = kubectl.run(&["apply", "-f", url]).await.expect_ok();
+    for obj in [
+        "namespace/warden-system",
+        "serviceaccount/warden-agent",
+        "secret/warden-agent",
+        "deployment.apps/warden-agent",
+        "clusterrole.rbac.authorization.k8s.io/warden-agent",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("{obj} created")),
+            "{}",
+            out.stdout
+        );
+    }
+    // The link worked once; the manifest itself can be applied again.
+    kubectl.run(&["apply", "-f", url]).await.expect_err("410");
+    let manifest = admin
+        .get("/api/v1/clusters/real/manifest")
+        .await
+        .assert_status(200)
+        .body;
+    let file = sim.write("real.yaml", &manifest);
+
+    // The agent as the Deployment runs it: its service account, its Secret.
+    let token = sim
+        .sim
+        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
+        .unwrap();
+    let sa_kubeconfig = sim.write("sa.kubeconfig", &sim.sim.kubeconfig_for_token(&token));
+    let kube = warden_agent::kube_client(Some(&sa_kubeconfig), None)
+        .await
+        .unwrap();
+    let opts = Options {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let agent = Agent::new(
+        kube.clone(),
+        Store::secret(kube.clone(), "warden-system"),
+        opts,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(agent.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let c = wait_for(
+        &admin,
+        "real",
+        "connected with facts",
+        |c| c["status"] == "connected" && c["node_count"] == 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(c["kubernetes_version"], "v1.32.0");
+    let secrets: Api<Secret> = Api::namespaced(sim.kube().await, "warden-system");
+    let s = serde_json::to_value(secrets.get("warden-agent").await.unwrap()).unwrap();
+    let data = warden_agent::settings::secret_data(&s).unwrap();
+    assert!(
+        data["WARDEN_AGENT_CREDENTIAL"].starts_with("wdc_"),
+        "the credential is kept in the Secret"
+    );
+
+    // Re-applying the manifest keeps the credential and the agent.
+    let out = kubectl
+        .run(&["apply", "-f", file.to_str().unwrap()])
+        .await
+        .expect_ok();
+    assert!(
+        out.stdout
+            .contains("deployment.apps/warden-agent unchanged"),
+        "{}",
+        out.stdout
+    );
+    let s = serde_json::to_value(secrets.get("warden-agent").await.unwrap()).unwrap();
+    assert!(warden_agent::settings::secret_data(&s)
+        .unwrap()
+        .contains_key("WARDEN_AGENT_CREDENTIAL"));
+
+    // What the gateway does through the tunnel, with only the manifest's RBAC: manage Warden's
+    // roles and bindings, and run a request as a user's service account.
+    let warden: kube::Client = app.state.clusters.client("real").unwrap();
+    let roles: Api<ClusterRole> = Api::all(warden.clone());
+    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "warden-cluster-read"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]})).unwrap();
+    roles
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("escalate on Warden's roles");
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(warden.clone(), "warden-system");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "u-test"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let as_user = warden_server::tunnel::client::kube_client(
+        app.state.clusters.clone(),
+        "real",
+        warden_server::tunnel::transport::identity_headers(&As::ServiceAccount {
+            namespace: "warden-system".into(),
+            name: "u-test".into(),
+            bound_secret: None,
+        })
+        .unwrap(),
+    );
+    let user_pods: Api<Pod> = Api::namespaced(as_user.clone(), "default");
+    let denied = user_pods.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        denied
+            .to_string()
+            .contains("system:serviceaccount:warden-system:u-test"),
+        "{denied}"
+    );
+    let crbs: Api<ClusterRoleBinding> = Api::all(warden.clone());
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "u-test.cluster-read"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "warden-cluster-read"},
+        "subjects": [{"kind": "ServiceAccount", "name": "u-test", "namespace": "warden-system"}]
+    }))
+    .unwrap();
+    crbs.create(&PostParams::default(), &crb)
+        .await
+        .expect("bind Warden's roles");
+    user_pods
+        .list(&ListParams::default())
+        .await
+        .expect("the user's service account reads now");
+    // The agent cannot impersonate anyone else.
+    let admin_as =
+        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), "real", {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "impersonate-user",
+                http::HeaderValue::from_static("kubernetes-admin"),
+            );
+            h
+        });
+    Api::<Pod>::namespaced(admin_as, "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// `WARDEN_DEMO=true`: a simulated cluster and its agent, imported into `default` as `demo`,
+/// connected within seconds; the same cluster comes back after a restart of the demo.
+#[cfg(feature = "demo")]
+#[tokio::test]
+async fn demo_mode_connects_a_simulated_cluster() {
+    let (app, admin) = app().await;
+    let demo = warden_server::demo::start(&app.state, &app.url)
+        .await
+        .expect("the demo starts");
+    let c = wait_for(
+        &admin,
+        "demo",
+        "connected with facts",
+        |c| c["status"] == "connected" && c["node_count"] == 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(c["project"], "default");
+    assert_eq!(c["labels"]["warden.dev/demo"], "true");
+    let fingerprint = c["fingerprint"].clone();
+    let pods: Api<Pod> = Api::namespaced(app.state.clusters.client("demo").unwrap(), "default");
+    pods.list(&ListParams::default())
+        .await
+        .expect("the demo cluster answers through its tunnel");
+    demo.stop().await;
+    wait_status(&admin, "demo", "disconnected", Duration::from_secs(5)).await;
+    // Started again (as after a restart of Warden): the same cluster, with its stored credential.
+    let demo = warden_server::demo::start(&app.state, &app.url)
+        .await
+        .expect("the demo starts again");
+    let c = wait_status(&admin, "demo", "connected", Duration::from_secs(10)).await;
+    assert_eq!(c["fingerprint"], fingerprint);
+    let bootstraps = audit(&admin, "kind=agent&action=agent.bootstrap").await;
+    assert_eq!(
+        bootstraps.len(),
+        1,
+        "the second start used the stored credential"
+    );
+    demo.stop().await;
+}

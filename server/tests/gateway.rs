@@ -1,0 +1,1229 @@
+//! The Kubernetes API gateway with the real `/usr/bin/kubectl`, against kubesim clusters
+//! reached through the gateway's transport: the seed article's scenario, changes taking effect
+//! on the next request, exec/watch/log streaming, client-supplied credentials, foreign
+//! certificates, settings, and the audit rows of it all.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use warden_server::gateway::testkit::{Kubectl, KubectlOutput};
+use warden_server::gateway::transport::{DirectCredential, DirectEndpoint};
+use warden_server::testing::{Client, TestApp};
+
+const PROD: &str = "prod-1";
+const LAB: &str = "lab-1";
+
+struct World {
+    app: TestApp,
+    admin: Client,
+    prod: kubesim::KubeSim,
+    _lab: kubesim::KubeSim,
+    dir: tempfile::TempDir,
+}
+
+fn endpoint(sim: &kubesim::KubeSim) -> DirectEndpoint {
+    DirectEndpoint {
+        url: sim.url().to_owned(),
+        ca_pem: sim.ca_pem().to_owned(),
+        credential: DirectCredential::Bearer(sim.admin_token().to_owned()),
+    }
+}
+
+impl World {
+    /// Projects production (owns `prod-1`, shared into dev), dev and research (owns `lab-1`);
+    /// john is PROJECT_ADMIN on production, sally NAMESPACE_ADMIN on `apple` in dev.
+    async fn new() -> World {
+        let (app, admin) = TestApp::spawn().await.with_admin().await;
+        for p in ["production", "dev", "research"] {
+            admin
+                .post("/api/v1/projects", json!({"name": p}))
+                .await
+                .assert_status(201);
+        }
+        let prod = kubesim::KubeSim::start().await.expect("kubesim");
+        let lab = kubesim::KubeSim::start().await.expect("kubesim");
+        for ns in ["apple", "banana"] {
+            prod.store()
+                .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+                .expect("namespace");
+        }
+        app.import_direct_cluster(PROD, "production", &["dev"], endpoint(&prod))
+            .await;
+        app.import_direct_cluster(LAB, "research", &[], endpoint(&lab))
+            .await;
+        let w = World {
+            app,
+            admin,
+            prod,
+            _lab: lab,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        w.user("john@example.com", "PROJECT_ADMIN", "production", &[])
+            .await;
+        w.user("sally@example.com", "NAMESPACE_ADMIN", "dev", &["apple"])
+            .await;
+        w
+    }
+
+    /// Create a user bound to `role`; returns the binding's id.
+    async fn user(&self, email: &str, role: &str, project: &str, namespaces: &[&str]) -> String {
+        let _ = self.app.user_client(&self.admin, email).await;
+        self.bind(email, role, project, namespaces).await
+    }
+
+    async fn bind(&self, email: &str, role: &str, project: &str, namespaces: &[&str]) -> String {
+        let mut body =
+            json!({"subject": {"kind": "user", "name": email}, "role": role, "project": project});
+        if !namespaces.is_empty() {
+            body["namespaces"] = json!(namespaces);
+        }
+        let r = self
+            .admin
+            .post("/api/v1/bindings", body)
+            .await
+            .assert_status(201);
+        r.json()["id"].as_str().expect("binding id").to_owned()
+    }
+
+    async fn signed_in(&self, email: &str) -> Client {
+        let c = self.app.client();
+        c.login(email, warden_server::testing::USER_PASSWORD)
+            .await
+            .assert_status(200);
+        c
+    }
+
+    async fn kubeconfig(&self, c: &Client, cluster: Option<&str>) -> String {
+        let path = match cluster {
+            Some(n) => format!("/api/v1/kubeconfig?cluster={n}"),
+            None => "/api/v1/kubeconfig".to_owned(),
+        };
+        let r = c.get(&path).await.assert_status(200);
+        assert_eq!(r.headers["content-type"], "application/yaml");
+        r.body
+    }
+
+    fn kubectl(&self, who: &str, kubeconfig: &str) -> Kubectl {
+        Kubectl::new(&self.dir.path().join(who), kubeconfig)
+    }
+
+    /// The first admin, signed in now (sessions expire when a test moves the clock).
+    async fn admin_now(&self) -> Client {
+        let c = self.app.client();
+        c.login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+        c
+    }
+
+    /// Every kube_api audit event, oldest first.
+    async fn kube_events(&self) -> Vec<Value> {
+        self.app.gateway().flush_audit().await;
+        let admin = self.admin_now().await;
+        let mut out = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/audit/events?kind=kube_api&limit=500&cursor={c}"),
+                None => "/api/v1/audit/events?kind=kube_api&limit=500".to_owned(),
+            };
+            let page = admin.get(&path).await.assert_status(200).json();
+            out.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(n) => cursor = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    fn has_rolebinding(&self, ns: &str, name: &str) -> bool {
+        self.prod.store().get("rolebindings", ns, name).is_some()
+    }
+}
+
+fn pod_yaml(name: &str, command: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sh\", \"-c\", {command:?}]\n"
+    )
+}
+
+#[track_caller]
+fn forbidden(out: &KubectlOutput) {
+    assert_ne!(out.code, 0, "should be refused: {}", out.stdout);
+    assert!(
+        out.stderr.to_lowercase().contains("forbidden"),
+        "expected Forbidden: {}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The seed article: john sees his own service account; sally works in `apple` and is refused
+/// elsewhere; the cluster of a project she has no part in is not in her kubeconfig.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seed_article_scenario() {
+    let w = World::new().await;
+    let john = w.signed_in("john@example.com").await;
+    let jk = w.kubectl("john", &w.kubeconfig(&john, None).await);
+    let out = jk
+        .run(&["get", "serviceaccounts", "-n", "warden-system"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("u-john-example-com"), "{}", out.stdout);
+    // Full access as PROJECT_ADMIN of the owning project: cluster-wide.
+    jk.run(&["get", "namespaces"]).await.expect_ok();
+    assert!(w
+        .prod
+        .store()
+        .get("clusterrolebindings", "", "u-john-example-com.full-access")
+        .is_some());
+
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&kubeconfig).unwrap();
+    let contexts: Vec<&str> = doc["contexts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(contexts, vec![PROD], "only the cluster shared into dev");
+    assert_eq!(
+        doc["clusters"][0]["cluster"]["server"].as_str().unwrap(),
+        format!("{}/clusters/{PROD}", w.app.gateway_url)
+    );
+    let sk = w.kubectl("sally", &kubeconfig);
+    sk.run(&["--context", LAB, "get", "pods"])
+        .await
+        .expect_err("context was not found");
+
+    sk.run_with_stdin(
+        &["apply", "-n", "apple", "-f", "-"],
+        Some(&pod_yaml("web", "sleep 3600")),
+    )
+    .await
+    .expect_ok();
+    let out = sk
+        .run(&["get", "pod", "web", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+    assert_eq!(out.stdout.trim(), "pod/web");
+    sk.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "apple",
+        "--from-literal=colour=red",
+    ])
+    .await
+    .expect_ok();
+    let out = sk
+        .run(&[
+            "get",
+            "configmap",
+            "cfg",
+            "-n",
+            "apple",
+            "-o",
+            "jsonpath={.data.colour}",
+        ])
+        .await
+        .expect_ok();
+    assert_eq!(out.stdout, "red");
+    sk.run(&["delete", "configmap", "cfg", "-n", "apple"])
+        .await
+        .expect_ok();
+    sk.run(&["delete", "pod", "web", "-n", "apple", "--wait=false"])
+        .await
+        .expect_ok();
+    assert!(w.prod.store().get("pods", "apple", "web").is_none());
+    assert!(w.prod.store().get("configmaps", "apple", "cfg").is_none());
+
+    forbidden(&sk.run(&["get", "namespaces"]).await);
+    forbidden(&sk.run(&["get", "pods", "-n", "default"]).await);
+    forbidden(&sk.run(&["get", "pods", "-n", "banana"]).await);
+    // Her service account and its one RoleBinding, labelled for Warden.
+    let sa = w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .expect("sally's SA");
+    assert_eq!(
+        sa["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "warden"
+    );
+    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    assert!(w
+        .prod
+        .store()
+        .get("clusterrolebindings", "", "u-sally-example-com.full-access")
+        .is_none());
+    // No legacy token Secret, only the anchor her tokens are bound to.
+    let secrets = w.prod.store().list("secrets", Some("warden-system"));
+    assert!(secrets
+        .iter()
+        .all(|s| s["type"] != "kubernetes.io/service-account-token"));
+
+    // Audit: every request of the scenario, with outcomes.
+    let events = w.kube_events().await;
+    let find = |actor: &str, verb: &str, resource: &str, ns: Option<&str>| {
+        events
+            .iter()
+            .filter(|e| {
+                e["actor"] == actor
+                    && e["action"] == format!("kube.{verb}")
+                    && e["resource_kind"] == resource
+                    && e["namespace"].as_str() == ns
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let created = find("sally@example.com", "create", "pods", Some("apple"));
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["outcome"], "allowed");
+    assert_eq!(created[0]["status"], 201);
+    assert_eq!(created[0]["cluster"], PROD);
+    assert_eq!(created[0]["project"], "dev");
+    assert_eq!(created[0]["session_type"], "cli");
+    assert_eq!(created[0]["source_ip"], "127.0.0.1");
+    assert!(created[0]["duration_ms"].as_i64().is_some());
+    assert!(created[0]["details"]["bytes_out"].as_u64().unwrap() > 0);
+    let denied = find("sally@example.com", "list", "namespaces", None);
+    assert!(
+        !denied.is_empty()
+            && denied
+                .iter()
+                .all(|e| e["outcome"] == "denied" && e["status"] == 403),
+        "{denied:?}"
+    );
+    assert_eq!(
+        find("sally@example.com", "delete", "configmaps", Some("apple")).len(),
+        1
+    );
+    assert_eq!(
+        find(
+            "john@example.com",
+            "list",
+            "serviceaccounts",
+            Some("warden-system")
+        )
+        .len(),
+        1
+    );
+    assert!(events.iter().all(|e| e["kind"] == "kube_api"));
+    // Downloads are audited too.
+    w.app.services().audit.flush().await;
+    let dl = w
+        .admin
+        .get("/api/v1/audit/events?action=kubeconfig.download")
+        .await
+        .json();
+    assert_eq!(dl["items"].as_array().unwrap().len(), 2);
+}
+
+/// Revocation, binding changes, deactivation and expiry take effect on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_take_effect_on_the_next_request() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+
+    // She revokes her own kubeconfigs: refused at once, with a message that says so.
+    let r = sally
+        .post("/api/v1/kubeconfig/revoke", json!({}))
+        .await
+        .assert_status(200);
+    assert_eq!(r.json()["credentials_revoked"], 1);
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("revoked");
+    sk.set_kubeconfig(&w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+
+    // An admin revokes it (kubeconfig.write); john may not.
+    let john = w.signed_in("john@example.com").await;
+    john.post(
+        "/api/v1/users/sally@example.com/kubeconfig/revoke",
+        json!({}),
+    )
+    .await
+    .assert_status(403);
+    w.admin
+        .post(
+            "/api/v1/users/sally@example.com/kubeconfig/revoke",
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("revoked");
+    sk.set_kubeconfig(&w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+
+    // Her binding removed: the next request is refused and her RoleBinding is gone.
+    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    let bindings = w.admin.get("/api/v1/bindings?project=dev").await.json();
+    let id = bindings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["subject"]["name"] == "sally@example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.admin
+        .delete(&format!("/api/v1/bindings/{id}"))
+        .await
+        .assert_status(204);
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("no kubectl access");
+    assert!(!w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    assert!(w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .is_none());
+
+    // A binding added works on the next request, with the same kubeconfig.
+    w.bind("sally@example.com", "NAMESPACE_ADMIN", "dev", &["banana"])
+        .await;
+    sk.run(&["get", "pods", "-n", "banana"]).await.expect_ok();
+    assert!(w.has_rolebinding("banana", "u-sally-example-com.namespace-write"));
+    forbidden(&sk.run(&["get", "pods", "-n", "apple"]).await);
+    // Reconciled, not appended: a second grant adds, a narrower one replaces.
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["apple"],
+    )
+    .await;
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-read"));
+    forbidden(&sk.run(&["create", "configmap", "x", "-n", "apple"]).await);
+
+    // Deactivated: refused.
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "pods", "-n", "banana"])
+        .await
+        .expect_err("deactivated");
+    w.app.gateway().sweep_now().await;
+    assert!(w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .is_none());
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "active"}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "pods", "-n", "banana"]).await.expect_ok();
+
+    // Expired: the credential's 8 hours pass.
+    w.app.clock.advance_secs(8 * 3600 + 60);
+    sk.run(&["get", "pods", "-n", "banana"])
+        .await
+        .expect_err("expired");
+
+    let events = w.kube_events().await;
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|e| e["outcome"] == "denied")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for needle in ["revoked", "deactivated", "expired", "no binding grants"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no denial for {needle}: {reasons:?}"
+        );
+    }
+}
+
+/// Streaming and upgrades: exec with a TTY for a namespace admin, refused for a read-only
+/// user; `get pods -w` and `logs -f` stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_watch_and_logs_stream() {
+    let w = World::new().await;
+    w.user("rita@example.com", "NAMESPACE_READ_ONLY", "dev", &["apple"])
+        .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    let ticker = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    sk.run_with_stdin(
+        &["apply", "-n", "apple", "-f", "-"],
+        Some(&pod_yaml("box", ticker)),
+    )
+    .await
+    .expect_ok();
+
+    // exec (no TTY): the command's output and exit code.
+    let out = sk
+        .run(&[
+            "exec",
+            "-n",
+            "apple",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from $HOSTNAME; exit 3",
+        ])
+        .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.contains("hello from box"), "{out:?}");
+    // exec -it under a real terminal (script(1) gives kubectl a pty).
+    let cmd = format!(
+        "/usr/bin/kubectl exec -it -n apple box -- sh -c 'tty >/dev/null && echo TTY-OK; read line; echo got:$line'"
+    );
+    let mut c = tokio::process::Command::new("/usr/bin/script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", w.dir.path().join("sally"))
+        .env("KUBECONFIG", sk.kubeconfig_path())
+        .env("KUBECACHEDIR", w.dir.path().join("sally").join("cache"))
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut sent = false;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, stdout.next_line()).await {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("TTY-OK") && !sent {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(b"banana\r").await.unwrap();
+            sent = true;
+        }
+        if line.contains("got:banana") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("TTY-OK") && seen.contains("got:banana"),
+        "{seen}"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+
+    // A read-only user may not exec, whatever the cluster says.
+    let rita = w.signed_in("rita@example.com").await;
+    let rk = w.kubectl("rita", &w.kubeconfig(&rita, None).await);
+    rk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    rk.run(&["exec", "-n", "apple", "box", "--", "true"])
+        .await
+        .expect_err("read-only access never allows exec");
+    rk.run(&["get", "secrets", "-n", "apple"])
+        .await
+        .expect_err("read-only access never allows secrets");
+
+    // logs -f streams lines as they are written.
+    let mut logs = sk
+        .command(&["logs", "-f", "-n", "apple", "box"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let mut ticks = 0;
+    let start = std::time::Instant::now();
+    while ticks < 5 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a log line in time")
+            .unwrap()
+            .expect("the stream stays open");
+        if line.starts_with("tick") {
+            ticks += 1;
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let _ = logs.kill().await;
+
+    // get -w streams a change made after it started.
+    let mut watch = sk
+        .command(&["get", "pods", "-n", "apple", "-w", "-o", "name"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "pod/box");
+    sk.run_with_stdin(
+        &["apply", "-n", "apple", "-f", "-"],
+        Some(&pod_yaml("late", "sleep 3600")),
+    )
+    .await
+    .expect_ok();
+    let mut saw_late = false;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        if line == "pod/late" {
+            saw_late = true;
+            break;
+        }
+    }
+    assert!(saw_late, "the watch did not stream the new pod");
+    let _ = watch.kill().await;
+    let _ = watch.wait().await;
+
+    let events = w.kube_events().await;
+    let exec: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["resource_kind"] == "pods/exec")
+        .collect();
+    assert!(exec.iter().any(|e| e["actor"] == "sally@example.com"
+        && e["outcome"] == "allowed"
+        && e["status"] == 101
+        && e["details"]["upgraded"] == true));
+    assert!(exec.iter().any(|e| e["actor"] == "rita@example.com"
+        && e["outcome"] == "denied"
+        && e["status"] == 403));
+    let watches: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "kube.watch" && e["actor"] == "sally@example.com")
+        .collect();
+    assert!(!watches.is_empty());
+    assert!(events
+        .iter()
+        .any(|e| e["resource_kind"] == "pods/log"
+            && e["details"]["bytes_out"].as_u64().unwrap_or(0) > 0));
+}
+
+fn identity_from(kubeconfig: &str) -> (String, String) {
+    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).unwrap();
+    let b64 = |v: &serde_yaml::Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let u = &doc["users"][0]["user"];
+    (
+        b64(&u["client-certificate-data"]),
+        b64(&u["client-key-data"]),
+    )
+}
+
+fn gateway_ca(kubeconfig: &str) -> String {
+    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                doc["clusters"][0]["cluster"]["certificate-authority-data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn http_with(cert: &str, key: &str, ca: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A client's own Authorization or Impersonate-* headers gain nothing; a certificate from
+/// another CA is refused during the TLS handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_credentials_and_foreign_certificates_gain_nothing() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    let sk = w.kubectl("sally", &kubeconfig);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    forbidden(
+        &sk.run(&[
+            "--as=system:admin",
+            "--as-group=system:masters",
+            "get",
+            "namespaces",
+        ])
+        .await,
+    );
+    forbidden(
+        &sk.run(&["--token", w.prod.admin_token(), "get", "namespaces"])
+            .await,
+    );
+
+    let (cert, key) = identity_from(&kubeconfig);
+    let ca = gateway_ca(&kubeconfig);
+    let http = http_with(&cert, &key, &ca);
+    let url = format!("{}/clusters/{PROD}/api/v1/namespaces", w.app.gateway_url);
+    let r = http
+        .get(&url)
+        .header("Authorization", format!("Bearer {}", w.prod.admin_token()))
+        .header("Impersonate-User", "system:admin")
+        .header("Impersonate-Group", "system:masters")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let audit_id = r.headers()["audit-id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("system:serviceaccount:warden-system:u-sally-example-com"),
+        "{body}"
+    );
+    // The browser-style bearer subprotocol is dropped as well.
+    let r = http
+        .get(format!(
+            "{}/clusters/{PROD}/api/v1/namespaces/default/pods",
+            w.app.gateway_url
+        ))
+        .header(
+            "Sec-WebSocket-Protocol",
+            format!(
+                "base64url.bearer.authorization.k8s.io.{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(w.prod.admin_token())
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // A certificate from another CA (the cluster's own!) is refused at TLS.
+    let (foreign_cert, foreign_key) = w
+        .prod
+        .client_cert_for("kubernetes-admin", &["system:masters"])
+        .unwrap();
+    let foreign = http_with(&foreign_cert, &foreign_key, &ca);
+    let e = foreign.get(&url).send().await.expect_err("refused at TLS");
+    assert!(e.is_connect() || e.is_request(), "{e:?}");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&kubeconfig).unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    doc["users"][0]["user"]["client-certificate-data"] = b64(&foreign_cert).into();
+    doc["users"][0]["user"]["client-key-data"] = b64(&foreign_key).into();
+    let fk = w.kubectl("mallory", &serde_yaml::to_string(&doc).unwrap());
+    let out = fk.run(&["get", "pods", "-n", "apple"]).await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("tls") || out.stderr.contains("certificate"),
+        "{}",
+        out.stderr
+    );
+    // No client certificate at all: refused at TLS too.
+    let bare = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert!(bare.get(&url).send().await.is_err());
+
+    let events = w.kube_events().await;
+    let ev = events
+        .iter()
+        .find(|e| e["id"] == audit_id)
+        .expect("the Audit-ID names the event");
+    assert_eq!(ev["outcome"], "denied");
+    assert_eq!(ev["resource_kind"], "namespaces");
+    assert!(
+        events.iter().all(|e| e["actor"] == "sally@example.com"),
+        "no event for the refused handshakes"
+    );
+}
+
+/// The audit log holds exactly one row per request, with the outcome, status and Audit-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_rows_match_requests() {
+    let w = World::new().await;
+    w.user("rita@example.com", "NAMESPACE_READ_ONLY", "dev", &["apple"])
+        .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let rita = w.signed_in("rita@example.com").await;
+    let sk = w.kubeconfig(&sally, None).await;
+    let rk = w.kubeconfig(&rita, None).await;
+    let (sc, skey) = identity_from(&sk);
+    let (rc, rkey) = identity_from(&rk);
+    let ca = gateway_ca(&sk);
+    let s = http_with(&sc, &skey, &ca);
+    let r = http_with(&rc, &rkey, &ca);
+    let base = format!("{}/clusters/{PROD}", w.app.gateway_url);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"k": "v"}});
+    // (client, method, path, body, expected status, expected outcome)
+    let calls: Vec<(&reqwest::Client, &str, String, Option<Value>, u16, &str)> = vec![
+        (
+            &s,
+            "POST",
+            format!("{base}/api/v1/namespaces/apple/configmaps"),
+            Some(cm),
+            201,
+            "allowed",
+        ),
+        (
+            &s,
+            "GET",
+            format!("{base}/api/v1/namespaces/apple/configmaps/c1"),
+            None,
+            200,
+            "allowed",
+        ),
+        (
+            &s,
+            "GET",
+            format!("{base}/api/v1/namespaces"),
+            None,
+            403,
+            "denied",
+        ),
+        (
+            &r,
+            "GET",
+            format!("{base}/api/v1/namespaces/apple/configmaps"),
+            None,
+            200,
+            "allowed",
+        ),
+        (
+            &r,
+            "GET",
+            format!("{base}/api/v1/namespaces/apple/secrets"),
+            None,
+            403,
+            "denied",
+        ),
+        (
+            &r,
+            "DELETE",
+            format!("{base}/api/v1/namespaces/apple/configmaps/c1"),
+            None,
+            403,
+            "denied",
+        ),
+        (
+            &s,
+            "DELETE",
+            format!("{base}/api/v1/namespaces/apple/configmaps/c1"),
+            None,
+            200,
+            "allowed",
+        ),
+        (
+            &s,
+            "GET",
+            format!(
+                "{}/clusters/{LAB}/api/v1/namespaces/apple/pods",
+                w.app.gateway_url
+            ),
+            None,
+            403,
+            "denied",
+        ),
+        (
+            &s,
+            "GET",
+            format!("{}/clusters/nope/api", w.app.gateway_url),
+            None,
+            403,
+            "denied",
+        ),
+        (
+            &s,
+            "GET",
+            format!("{}/api/v1/pods", w.app.gateway_url),
+            None,
+            404,
+            "denied",
+        ),
+    ];
+    let before = w.kube_events().await.len();
+    let mut ids = vec![];
+    for (client, method, url, body, status, _) in &calls {
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), *status, "{method} {url}");
+        ids.push(resp.headers()["audit-id"].to_str().unwrap().to_owned());
+        let _ = resp.bytes().await;
+    }
+    let events = w.kube_events().await;
+    assert_eq!(events.len() - before, calls.len(), "one row per request");
+    for ((_, method, _, _, status, outcome), id) in calls.iter().zip(&ids) {
+        let ev = events
+            .iter()
+            .find(|e| &e["id"] == id)
+            .unwrap_or_else(|| panic!("no row {id}"));
+        assert_eq!(ev["status"], *status, "{ev}");
+        assert_eq!(ev["outcome"], *outcome, "{ev}");
+        assert_eq!(ev["method"], *method);
+        if *outcome == "denied" {
+            assert!(ev["reason"].as_str().is_some_and(|r| !r.is_empty()), "{ev}");
+        }
+    }
+    // The chain still verifies.
+    assert!(matches!(
+        warden_domain::audit::verify_chain(&w.app.services().db)
+            .await
+            .unwrap(),
+        warden_domain::audit::ChainStatus::Intact { .. }
+    ));
+}
+
+/// Settings: kubectl disabled per user, recent console sign-in, secrets only for org admins,
+/// service accounts removed after the idle time; access rules for the settings themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settings_apply_at_the_gateway() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "secrets", "-n", "apple"]).await.expect_ok();
+
+    // Only admins change settings; values are validated; null clears.
+    sally
+        .patch("/api/v1/kubectl/settings", json!({"disable_cli": true}))
+        .await
+        .assert_status(403);
+    w.admin
+        .patch("/api/v1/kubectl/settings", json!({"sa_idle_secs": 5}))
+        .await
+        .assert_status(422);
+    let s = w
+        .admin
+        .get("/api/v1/users/sally@example.com/kubectl-settings")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["effective"]["credential_validity_secs"], 8 * 3600);
+    sally
+        .get("/api/v1/users/sally@example.com/kubectl-settings")
+        .await
+        .assert_status(200);
+
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com/kubectl-settings",
+            json!({"disable_cli": true}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("disabled");
+    let r = sally.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "kubectl_disabled");
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com/kubectl-settings",
+            json!({"disable_cli": null}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+
+    w.admin
+        .patch(
+            &format!("/api/v1/clusters/{PROD}/kubectl-settings"),
+            json!({"secrets_org_admins_only": true}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "secrets", "-n", "apple"])
+        .await
+        .expect_err("only organization administrators");
+    sk.run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_ok();
+
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"require_recent_sign_in": true, "recent_sign_in_secs": 3600}),
+        )
+        .await
+        .assert_status(200);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    w.app.clock.advance_secs(2 * 3600);
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("sign-in to the Warden console");
+    let sally = w.signed_in("sally@example.com").await;
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    let _ = sally;
+
+    // Idle service accounts are removed (the background sweeper may get there first).
+    assert!(w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .is_some());
+    let admin = w.admin_now().await;
+    admin
+        .patch("/api/v1/kubectl/settings", json!({"sa_idle_secs": 3600}))
+        .await
+        .assert_status(200);
+    w.app.gateway().sweep_now().await;
+    assert!(
+        w.prod
+            .store()
+            .get("serviceaccounts", "warden-system", "u-sally-example-com")
+            .is_some(),
+        "used recently"
+    );
+    w.app.clock.advance_secs(2 * 3600);
+    let report = w.app.gateway().sweep_now().await;
+    assert!(report.deferred == 0, "{report:?}");
+    assert!(w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .is_none());
+    assert!(!w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+
+    // The OpenAPI document lists the endpoints.
+    let doc = admin.get("/api/v1/openapi.json").await.json();
+    for p in [
+        "/api/v1/kubeconfig",
+        "/api/v1/kubeconfig/revoke",
+        "/api/v1/users/{user}/kubeconfig/revoke",
+        "/api/v1/kubectl/settings",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p}");
+    }
+}
+
+/// The seed article's scenario again, this time through the agent tunnel: the cluster is
+/// imported through the API, its manifest applied with kubectl, and the agent runs with the
+/// manifest's own service account (its least RBAC), not as a cluster admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seed_article_scenario_through_the_agent_tunnel() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for p in ["production", "dev"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let sim = kubesim::KubeSim::start().await.expect("kubesim");
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
+        .expect("namespace");
+    let dir = tempfile::tempdir().unwrap();
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": PROD, "project": "production", "shared_with": ["dev"]}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = reqwest::get(created["manifest_url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let manifest_path = dir.path().join("manifest.yaml");
+    std::fs::write(&manifest_path, &manifest).unwrap();
+    // The cluster admin applies the manifest.
+    let ops = Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig());
+    ops.run(&["apply", "-f", manifest_path.to_str().unwrap()])
+        .await
+        .expect_ok();
+    // The agent runs as its own service account.
+    let token = sim
+        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
+        .unwrap();
+    let agent_kubeconfig = dir.path().join("agent.kubeconfig");
+    std::fs::write(&agent_kubeconfig, sim.kubeconfig_for_token(&token)).unwrap();
+    let kube = warden_agent::kube_client(Some(&agent_kubeconfig), None)
+        .await
+        .unwrap();
+    let agent = warden_agent::Agent::new(
+        kube,
+        warden_agent::Store::file(&manifest_path, None),
+        warden_agent::Options::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async move {
+        let _ = stopped.await;
+    }));
+    let start = std::time::Instant::now();
+    while !app.state.clusters.is_connected(PROD) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mk = |email: &'static str,
+              role: &'static str,
+              project: &'static str,
+              ns: Option<&'static str>| {
+        let admin = &admin;
+        let app = &app;
+        async move {
+            let c = app.user_client(admin, email).await;
+            let mut b = json!({"subject": {"kind": "user", "name": email}, "role": role, "project": project});
+            if let Some(ns) = ns {
+                b["namespaces"] = json!([ns]);
+            }
+            admin.post("/api/v1/bindings", b).await.assert_status(201);
+            c
+        }
+    };
+    let john = mk("john@example.com", "PROJECT_ADMIN", "production", None).await;
+    let sally = mk("sally@example.com", "NAMESPACE_ADMIN", "dev", Some("apple")).await;
+
+    let jk = Kubectl::new(
+        &dir.path().join("john"),
+        &john.get("/api/v1/kubeconfig").await.assert_status(200).body,
+    );
+    let out = jk
+        .run(&["get", "serviceaccounts", "-n", "warden-system"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("u-john-example-com"), "{}", out.stdout);
+    jk.run(&["get", "namespaces"]).await.expect_ok();
+
+    let sk = Kubectl::new(
+        &dir.path().join("sally"),
+        &sally
+            .get("/api/v1/kubeconfig")
+            .await
+            .assert_status(200)
+            .body,
+    );
+    sk.run_with_stdin(
+        &["apply", "-n", "apple", "-f", "-"],
+        Some(&pod_yaml("web", "sleep 3600")),
+    )
+    .await
+    .expect_ok();
+    assert_eq!(
+        sk.run(&["get", "pod", "web", "-n", "apple", "-o", "name"])
+            .await
+            .expect_ok()
+            .stdout
+            .trim(),
+        "pod/web"
+    );
+    let out = sk
+        .run(&[
+            "exec",
+            "-n",
+            "apple",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi from $HOSTNAME",
+        ])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("hi from web"), "{out:?}");
+    sk.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "apple",
+        "--from-literal=a=b",
+    ])
+    .await
+    .expect_ok();
+    sk.run(&["get", "configmap", "cfg", "-n", "apple"])
+        .await
+        .expect_ok();
+    sk.run(&["delete", "configmap", "cfg", "-n", "apple"])
+        .await
+        .expect_ok();
+    sk.run(&["delete", "pod", "web", "-n", "apple", "--wait=false"])
+        .await
+        .expect_ok();
+    forbidden(&sk.run(&["get", "namespaces"]).await);
+    forbidden(&sk.run(&["get", "pods", "-n", "default"]).await);
+    forbidden(&sk.run(&["--as=system:admin", "get", "namespaces"]).await);
+    assert!(sim
+        .store()
+        .get(
+            "rolebindings",
+            "apple",
+            "u-sally-example-com.namespace-write"
+        )
+        .is_some());
+
+    // A removed binding is enforced through the tunnel too.
+    let bindings = admin.get("/api/v1/bindings?project=dev").await.json();
+    let id = bindings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["subject"]["name"] == "sally@example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin
+        .delete(&format!("/api/v1/bindings/{id}"))
+        .await
+        .assert_status(204);
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("no kubectl access");
+    assert!(sim
+        .store()
+        .get(
+            "rolebindings",
+            "apple",
+            "u-sally-example-com.namespace-write"
+        )
+        .is_none());
+
+    app.gateway().flush_audit().await;
+    let events = admin
+        .get("/api/v1/audit/events?kind=kube_api&actor=sally@example.com&limit=500")
+        .await
+        .json();
+    let items = events["items"].as_array().unwrap();
+    assert!(items
+        .iter()
+        .any(|e| e["resource_kind"] == "pods/exec" && e["status"] == 101));
+    assert!(items.iter().any(|e| e["resource_kind"] == "configmaps"
+        && e["action"] == "kube.create"
+        && e["status"] == 201));
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+}
