@@ -161,6 +161,7 @@ mod tests {
             warden_ca_pem: Some("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n"),
             image: "warden-agent:0.1.0",
             proxy: &proxy,
+            allow_insecure_http: false,
         });
         let s = Settings::from_manifest(&m).unwrap();
         assert_eq!(s.warden_url, "https://warden.example.com");

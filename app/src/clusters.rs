@@ -751,10 +751,8 @@ fn ManageCluster(
                     <ActionForm action=delete>
                         <input type="hidden" name="name" value=name.get_value()/>
                         {disconnected.then(|| view! {
-                            <p>
-                                <input type="checkbox" id="delete-force" name="force" value="true"/>
-                                <label for="delete-force">" The agent is not connected, so it cannot be told to stop: delete anyway (the cluster is gone, or I will remove the agent myself)."</label>
-                            </p>
+                            <p>"The agent is not connected, so it cannot be told to stop. Its credential is revoked all the same; remove it from the cluster with the cleanup command shown after deletion."</p>
+                            <input type="hidden" name="force" value="true"/>
                         })}
                         <button type="submit" class="btn btn-danger" data-testid="confirm-delete-cluster">"Delete cluster"</button>
                     </ActionForm>

@@ -115,6 +115,9 @@ pub struct ManifestParams<'a> {
     pub warden_ca_pem: Option<&'a str>,
     pub image: &'a str,
     pub proxy: &'a ProxySettings,
+    /// The operator allowed agents to dial a plain `http://` Warden on another host
+    /// (`WARDEN_AGENT_ALLOW_INSECURE_HTTP`); without it such an agent refuses to start.
+    pub allow_insecure_http: bool,
 }
 
 /// Whether `url` is `http://` to a host other than the loopback interface.
@@ -152,7 +155,7 @@ pub fn render_manifest(p: &ManifestParams<'_>) -> String {
         (k::BOOTSTRAP_TOKEN, p.bootstrap_token.to_owned()),
     ];
     let insecure = is_insecure_remote(p.warden_url);
-    if insecure {
+    if insecure && p.allow_insecure_http {
         data.push((k::ALLOW_INSECURE_HTTP, "true".to_owned()));
     }
     if let Some(ca) = p.warden_ca_pem.filter(|c| !c.trim().is_empty()) {
@@ -173,10 +176,10 @@ pub fn render_manifest(p: &ManifestParams<'_>) -> String {
         .iter()
         .map(|(key, v)| format!("  {key}: {}\n", q(v)))
         .collect();
-    let warning = if insecure {
-        "# WARNING: Warden's URL is plain http:// to another host, so the bootstrap token and the\n# agent's credential cross the network in the clear. Serve Warden over https://.\n"
-    } else {
-        ""
+    let warning = match (insecure, p.allow_insecure_http) {
+        (true, true) => "# WARNING: Warden's URL is plain http:// to another host, so the bootstrap token and the\n# agent's credential cross the network in the clear. Serve Warden over https://.\n",
+        (true, false) => "# WARNING: Warden's URL is plain http:// to another host. The agent refuses to send its\n# secrets in the clear and will not start: serve Warden over https:// (WARDEN_PUBLIC_URL).\n",
+        _ => "",
     };
     format!(
         r#"# The Warden agent for cluster {cluster} (project {project}).
@@ -371,6 +374,7 @@ mod tests {
             warden_ca_pem: Some("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n"),
             image: "warden-agent:0.1.0",
             proxy: &proxy,
+            allow_insecure_http: false,
         });
         assert!(m.contains("WARDEN_BOOTSTRAP_TOKEN: \"wdb_abc\\\"x\""));
         assert!(m.contains("HTTPS_PROXY: \"http://proxy:3128\""));
@@ -400,6 +404,21 @@ mod tests {
             warden_ca_pem: None,
             image: "i",
             proxy: &proxy,
+            allow_insecure_http: false,
+        });
+        // Fail closed: no opt-in unless the operator gave it.
+        assert!(!m.contains("WARDEN_ALLOW_INSECURE_HTTP"));
+        assert!(m.contains("will not start"));
+        let m = render_manifest(&ManifestParams {
+            cluster: "c",
+            project: "p",
+            warden_url: "http://warden.internal:3000",
+            bootstrap_token: "wdb_x",
+            bootstrap_expires_at: "2026-01-01T00:00:00Z",
+            warden_ca_pem: None,
+            image: "i",
+            proxy: &proxy,
+            allow_insecure_http: true,
         });
         assert!(m.contains("WARDEN_ALLOW_INSECURE_HTTP: \"true\""));
         assert!(m.contains("# WARNING: Warden's URL is plain http://"));

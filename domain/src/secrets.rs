@@ -1,4 +1,5 @@
-//! Random secrets and their hashes. Only hashes are stored.
+//! Random secrets and their hashes (only hashes of tokens are stored), and the sealing of
+//! secrets Warden must keep readable (encrypted at rest with `WARDEN_MASTER_KEY`).
 
 use base64::Engine;
 use rand::RngCore;
@@ -47,5 +48,144 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Encrypts secrets kept at rest (the gateway's CA keys today) with a key derived from
+/// `WARDEN_MASTER_KEY`: AES-256-GCM, a fresh random nonce per value, and the value's purpose
+/// as associated data so a sealed value cannot be moved to another use. Sealed text looks like
+/// `warden-sealed:v1:<base64 of nonce and ciphertext>`.
+#[derive(Clone)]
+pub struct Sealer {
+    key: std::sync::Arc<ring::aead::LessSafeKey>,
+}
+
+/// Why a sealed value cannot be opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("the value is not sealed by Warden")]
+    NotSealed,
+    #[error("the value cannot be decrypted: wrong WARDEN_MASTER_KEY, or the value was altered")]
+    Undecryptable,
+}
+
+const SEALED_PREFIX: &str = "warden-sealed:v1:";
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<key redacted>)")
+    }
+}
+
+impl Sealer {
+    /// A sealer keyed by the master key (any length; HKDF-SHA256 derives the AES key).
+    pub fn new(master_key: &Secret) -> Self {
+        use ring::{aead, hkdf};
+        struct Len;
+        impl hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"warden master key v1");
+        let prk = salt.extract(master_key.expose().as_bytes());
+        let mut bytes = [0u8; 32];
+        prk.expand(&[b"secrets at rest"], Len)
+            .and_then(|okm| okm.fill(&mut bytes))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let key =
+            aead::UnboundKey::new(&aead::AES_256_GCM, &bytes).expect("32 bytes is an AES-256 key");
+        Self {
+            key: std::sync::Arc::new(aead::LessSafeKey::new(key)),
+        }
+    }
+
+    /// Whether `text` is a sealed value.
+    pub fn is_sealed(text: &str) -> bool {
+        text.starts_with(SEALED_PREFIX)
+    }
+
+    /// Seal `plain` for `purpose` (e.g. the file name).
+    pub fn seal(&self, purpose: &str, plain: &[u8]) -> String {
+        use ring::aead;
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let mut buf = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(purpose.as_bytes()),
+                &mut buf,
+            )
+            .expect("AES-GCM seals any length we store");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        format!(
+            "{SEALED_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        )
+    }
+
+    /// Open a value sealed for `purpose`.
+    pub fn open(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
+        use ring::aead;
+        let body = sealed
+            .trim()
+            .strip_prefix(SEALED_PREFIX)
+            .ok_or(SealError::NotSealed)?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| SealError::Undecryptable)?;
+        if raw.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
+            return Err(SealError::Undecryptable);
+        }
+        let (nonce, ct) = raw.split_at(aead::NONCE_LEN);
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Undecryptable)?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, aead::Aad::from(purpose.as_bytes()), &mut buf)
+            .map_err(|_| SealError::Undecryptable)?;
+        Ok(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod sealer_tests {
+    use super::*;
+
+    #[test]
+    fn seals_opens_and_refuses_the_wrong_key_purpose_or_edits() {
+        let s = Sealer::new(&Secret::new("correct horse battery staple"));
+        let sealed = s.seal("user-ca-key.pem", b"-----BEGIN PRIVATE KEY-----");
+        assert!(Sealer::is_sealed(&sealed));
+        assert!(!sealed.contains("PRIVATE KEY"));
+        assert_eq!(
+            s.open("user-ca-key.pem", &sealed).unwrap(),
+            b"-----BEGIN PRIVATE KEY-----"
+        );
+        // A fresh nonce each time.
+        assert_ne!(
+            sealed,
+            s.seal("user-ca-key.pem", b"-----BEGIN PRIVATE KEY-----")
+        );
+        assert_eq!(
+            s.open("gateway-ca-key.pem", &sealed),
+            Err(SealError::Undecryptable)
+        );
+        let other = Sealer::new(&Secret::new("another key"));
+        assert_eq!(
+            other.open("user-ca-key.pem", &sealed),
+            Err(SealError::Undecryptable)
+        );
+        let mut edited = sealed.clone();
+        edited.pop();
+        edited.push(if sealed.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(
+            s.open("user-ca-key.pem", &edited),
+            Err(SealError::Undecryptable)
+        );
+        assert_eq!(s.open("x", "plain text"), Err(SealError::NotSealed));
     }
 }

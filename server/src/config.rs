@@ -39,6 +39,10 @@ pub struct AgentConfig {
     /// PEM of the CA that signs `WARDEN_PUBLIC_URL`'s certificate, written into manifests so
     /// agents can verify Warden (`WARDEN_PUBLIC_CA_FILE`, a path).
     pub public_ca_pem: Option<String>,
+    /// Let agents dial a plain `http://` `WARDEN_PUBLIC_URL` on another host
+    /// (`WARDEN_AGENT_ALLOW_INSECURE_HTTP`, default false: their secrets would cross the network
+    /// in the clear). Loopback development servers need no opt-in.
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -242,20 +246,18 @@ impl Config {
                 })
             }
         };
-        let demo = match l
-            .string("WARDEN_DEMO", "false")?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" | "" => false,
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "WARDEN_DEMO".into(),
+        let flag = |key: &str| -> Result<bool, ConfigError> {
+            match l.string(key, "false")?.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" | "" => Ok(false),
+                other => Err(ConfigError::Invalid {
+                    key: key.into(),
                     message: format!("{other:?} is not true or false"),
-                })
+                }),
             }
         };
+        let demo = flag("WARDEN_DEMO")?;
+        let allow_insecure_http = flag("WARDEN_AGENT_ALLOW_INSECURE_HTTP")?;
         let heartbeat_ms: u64 = l.parse(
             "WARDEN_AGENT_HEARTBEAT_MS",
             "10000",
@@ -303,6 +305,7 @@ impl Config {
                 ),
             )?,
             public_ca_pem,
+            allow_insecure_http,
         };
         Ok(Config {
             agent,

@@ -1039,6 +1039,17 @@ async fn killed_agent_goes_disconnected_and_comes_back() {
         .collect();
     assert_eq!(&history[..3], ["connected", "disconnected", "connected"]);
     agent.stop().await.unwrap();
+    // A cluster whose agent is gone is deleted by a plain DELETE (its credential is revoked
+    // either way); the audit says the agent could not be told.
+    wait_status(&admin, "flaky", "disconnected", Duration::from_secs(5)).await;
+    admin
+        .delete("/api/v1/clusters/flaky")
+        .await
+        .assert_status(204);
+    admin.get("/api/v1/clusters/flaky").await.assert_status(404);
+    let deleted = audit(&admin, "action=cluster.delete").await;
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0]["details"]["agent_connected"], false);
 }
 
 /// An agent that connects and then goes silent (a half-open connection): the sweeper closes
@@ -1400,4 +1411,78 @@ async fn demo_mode_connects_a_simulated_cluster() {
         "the second start used the stored credential"
     );
     demo.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_passwords_are_sealed_at_rest_and_survive_a_masked_patch() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = TestApp::spawn_with(BTreeMap::from([(
+        "WARDEN_MASTER_KEY".to_owned(),
+        "a master key for this test only".to_owned(),
+    )]))
+    .await;
+    let (app, admin) = app.with_admin().await;
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "edge-1", "project": "default",
+                   "proxy": {"https_proxy": "http://ops:s3cret-pass@proxy.corp:3128", "no_proxy": "10.0.0.0/8"}}),
+        )
+        .await
+        .assert_status(201);
+    let stored = || async {
+        let db = &app.services().db;
+        let row = db
+            .query_one(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT proxy FROM clusters WHERE name = 'edge-1'".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<String>("", "proxy").unwrap()
+    };
+    // Sealed in the database: neither the password nor the host is readable there.
+    let raw = stored().await;
+    assert!(raw.starts_with("warden-sealed:v1:"), "{raw}");
+    assert!(!raw.contains("s3cret-pass") && !raw.contains("proxy.corp"));
+    // The API shows it masked; the manifest (for the agent) carries the real one.
+    let c = admin
+        .get("/api/v1/clusters/edge-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(c["proxy"]["https_proxy"], "http://ops:***@proxy.corp:3128");
+    async fn manifest(admin: &Client) -> String {
+        admin
+            .get("/api/v1/clusters/edge-1/manifest")
+            .await
+            .assert_status(200)
+            .body
+    }
+    assert!(manifest(&admin)
+        .await
+        .contains("http://ops:s3cret-pass@proxy.corp:3128"));
+    // Sending back what the API showed keeps the password (a form round trip loses nothing).
+    admin
+        .patch(
+            "/api/v1/clusters/edge-1",
+            json!({"description": "edge", "proxy": c["proxy"].clone()}),
+        )
+        .await
+        .assert_status(200);
+    assert!(manifest(&admin)
+        .await
+        .contains("http://ops:s3cret-pass@proxy.corp:3128"));
+    // A new password replaces it.
+    admin
+        .patch(
+            "/api/v1/clusters/edge-1",
+            json!({"proxy": {"https_proxy": "http://ops:n3w@proxy.corp:3128"}}),
+        )
+        .await
+        .assert_status(200);
+    let m = manifest(&admin).await;
+    assert!(m.contains("http://ops:n3w@proxy.corp:3128") && !m.contains("s3cret-pass"));
+    assert!(stored().await.starts_with("warden-sealed:v1:"));
 }

@@ -741,6 +741,7 @@ async fn client_credentials_and_foreign_certificates_gain_nothing() {
         "{}",
         out.stderr
     );
+
     // No client certificate at all: refused at TLS too.
     let bare = reqwest::Client::builder()
         .use_rustls_tls()
@@ -760,6 +761,45 @@ async fn client_credentials_and_foreign_certificates_gain_nothing() {
         events.iter().all(|e| e["actor"] == "sally@example.com"),
         "no event for the refused handshakes"
     );
+
+    // A kubeconfig downloaded for one cluster reaches that cluster only, even for a user who
+    // may reach others: pointing it at another cluster's path is refused.
+    let admin = w.admin_now().await;
+    let lab_only = w.kubeconfig(&admin, Some(LAB)).await;
+    let lk = w.kubectl("admin-lab", &lab_only);
+    lk.run(&["get", "namespaces"]).await.expect_ok();
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&lab_only).unwrap();
+    let server = doc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .replace(&format!("/clusters/{LAB}"), &format!("/clusters/{PROD}"));
+    doc["clusters"][0]["cluster"]["server"] = server.into();
+    lk.set_kubeconfig(&serde_yaml::to_string(&doc).unwrap());
+    // (kubectl's discovery shows no message for a refusal; the API answer carries it.)
+    lk.run(&["get", "namespaces"]).await.expect_err("Forbidden");
+    let (lab_cert, lab_key) = identity_from(&lab_only);
+    let r = http_with(&lab_cert, &lab_key, &ca)
+        .get(format!(
+            "{}/clusters/{PROD}/api/v1/namespaces",
+            w.app.gateway_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("issued for cluster {LAB} only")),
+        "{body}"
+    );
+    let all = w.kubeconfig(&admin, None).await;
+    lk.set_kubeconfig(&all);
+    lk.run(&["--context", PROD, "get", "namespaces"])
+        .await
+        .expect_ok();
 }
 
 /// The audit log holds exactly one row per request, with the outcome, status and Audit-ID.

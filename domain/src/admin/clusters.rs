@@ -63,6 +63,10 @@ pub struct ClusterSettings {
     pub heartbeat_interval: Duration,
     /// A cluster without a heartbeat for this long is `disconnected`.
     pub heartbeat_timeout: Duration,
+    /// Manifests let agents dial a plain `http://` Warden on another host.
+    pub allow_insecure_http: bool,
+    /// Seals the proxy settings (they may hold a password) at rest (`WARDEN_MASTER_KEY`).
+    pub sealer: Option<crate::secrets::Sealer>,
 }
 
 impl Default for ClusterSettings {
@@ -75,6 +79,8 @@ impl Default for ClusterSettings {
             warden_ca_pem: None,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
+            allow_insecure_http: false,
+            sealer: None,
         }
     }
 }
@@ -138,17 +144,54 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn stored_proxy(m: &clusters::Model) -> ProxySettings {
-    serde_json::from_str(&m.proxy).unwrap_or_default()
+const PROXY_PURPOSE: &str = "clusters.proxy";
+
+/// The proxy settings as stored: sealed with the master key when one is set (a proxy URL may
+/// carry a password), plain JSON otherwise.
+fn seal_proxy(settings: &ClusterSettings, p: &ProxySettings) -> String {
+    let json = serde_json::to_string(p).unwrap_or_else(|_| "{}".into());
+    match &settings.sealer {
+        Some(sealer) => sealer.seal(PROXY_PURPOSE, json.as_bytes()),
+        None => json,
+    }
+}
+
+/// The proxy settings of a cluster, opened. A sealed value that cannot be opened (no or
+/// another master key) reads as no proxy, and says so in the log.
+fn stored_proxy(settings: &ClusterSettings, m: &clusters::Model) -> ProxySettings {
+    if !crate::secrets::Sealer::is_sealed(&m.proxy) {
+        return serde_json::from_str(&m.proxy).unwrap_or_default();
+    }
+    let opened = settings
+        .sealer
+        .as_ref()
+        .ok_or_else(|| "WARDEN_MASTER_KEY is not set".to_owned())
+        .and_then(|s| s.open(PROXY_PURPOSE, &m.proxy).map_err(|e| e.to_string()));
+    match opened {
+        Ok(json) => serde_json::from_slice(&json).unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(cluster = %m.name, error = %e, "cannot open the cluster's sealed proxy settings");
+            ProxySettings::default()
+        }
+    }
+}
+
+/// A proxy URL sent back as the API showed it (`user:***@host`) keeps the stored password.
+fn keep_masked(new: &Option<String>, old: &Option<String>) -> Option<String> {
+    match (new, old) {
+        (Some(n), Some(o)) if n.contains(":***@") && redact_url(o) == n.trim() => Some(o.clone()),
+        _ => new.clone(),
+    }
 }
 
 fn to_dto(
+    settings: &ClusterSettings,
     m: &clusters::Model,
     names: &HashMap<String, String>,
     shares: &HashMap<String, Vec<String>>,
 ) -> ClusterDto {
     let facts: ClusterFacts = serde_json::from_str(&m.facts).unwrap_or_default();
-    let mut proxy = stored_proxy(m);
+    let mut proxy = stored_proxy(settings, m);
     proxy.http_proxy = proxy.http_proxy.as_deref().map(redact_url);
     proxy.https_proxy = proxy.https_proxy.as_deref().map(redact_url);
     let mut shared_with: Vec<String> = shares
@@ -181,8 +224,13 @@ fn to_dto(
 }
 
 /// The DTO of one cluster.
-pub async fn dto_of<C: ConnectionTrait>(db: &C, m: &clusters::Model) -> DomainResult<ClusterDto> {
-    Ok(to_dto(m, &project_names(db).await?, &shares(db).await?))
+pub async fn dto_of(svc: &Services, m: &clusters::Model) -> DomainResult<ClusterDto> {
+    Ok(to_dto(
+        &svc.clusters.settings(),
+        m,
+        &project_names(&svc.db).await?,
+        &shares(&svc.db).await?,
+    ))
 }
 
 pub async fn find<C: ConnectionTrait>(db: &C, name: &str) -> DomainResult<clusters::Model> {
@@ -521,8 +569,9 @@ pub async fn list(
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty());
     let mut items = Vec::new();
+    let settings = svc.clusters.settings();
     for c in &rows {
-        let d = to_dto(c, &names, &shares);
+        let d = to_dto(&settings, c, &names, &shares);
         let visible =
             readable.contains(&d.project) || d.shared_with.iter().any(|p| readable.contains(p));
         if !visible {
@@ -571,7 +620,7 @@ pub async fn get(svc: &Services, who: &Principal, name: &str) -> DomainResult<Cl
         })
         .collect();
     Ok(ClusterDetail {
-        cluster: to_dto(&c, &names, &shares),
+        cluster: to_dto(&svc.clusters.settings(), &c, &names, &shares),
         history,
         cleanup_command: CLEANUP_COMMAND.to_owned(),
     })
@@ -642,7 +691,7 @@ pub async fn create(
         agent_version: None,
         fingerprint: None,
         facts: "{}".into(),
-        proxy: serde_json::to_string(&proxy).unwrap_or_else(|_| "{}".into()),
+        proxy: seal_proxy(&svc.clusters.settings(), &proxy),
         created_at: now,
         updated_at: now,
     })
@@ -665,7 +714,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    let dto = dto_of(&svc.db, &m).await?;
+    let dto = dto_of(svc, &m).await?;
     svc.audit
         .record(
             cluster_event(
@@ -709,7 +758,7 @@ pub async fn update(
             ));
         }
     }
-    let before = dto_of(&svc.db, &c).await?;
+    let before = dto_of(svc, &c).await?;
     let mut owner_id = c.project_id.clone();
     let mut new_owner = owner.clone();
     if let Some(p) = req
@@ -731,6 +780,7 @@ pub async fn update(
     let now = svc.clock.now().millis();
     let tx = svc.db.begin().await?;
     let id = c.id.clone();
+    let current = c.clone();
     let mut a = c.into_active_model();
     a.project_id = Set(owner_id.clone());
     if let Some(d) = &req.description {
@@ -740,7 +790,14 @@ pub async fn update(
         a.labels = Set(serde_json::to_string(&check_labels(l)?).unwrap_or_else(|_| "{}".into()));
     }
     if let Some(p) = &req.proxy {
-        a.proxy = Set(serde_json::to_string(&check_proxy(p)?).unwrap_or_else(|_| "{}".into()));
+        let settings = svc.clusters.settings();
+        let old = stored_proxy(&settings, &current);
+        let p = ProxySettings {
+            http_proxy: keep_masked(&p.http_proxy, &old.http_proxy),
+            https_proxy: keep_masked(&p.https_proxy, &old.https_proxy),
+            ..p.clone()
+        };
+        a.proxy = Set(seal_proxy(&settings, &check_proxy(&p)?));
     }
     a.updated_at = Set(now);
     let m = a.update(&tx).await?;
@@ -756,7 +813,7 @@ pub async fn update(
             .await?;
     }
     tx.commit().await?;
-    let after = dto_of(&svc.db, &m).await?;
+    let after = dto_of(svc, &m).await?;
     svc.audit
         .record(
             cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
@@ -767,9 +824,11 @@ pub async fn update(
     Ok(after)
 }
 
-/// Delete a cluster: revoke its agent credentials and close its tunnel at once. A cluster whose
-/// agent is not connected cannot be told to stop: that takes `force` (for clusters that are
-/// gone). Returns the command that removes the agent from the cluster.
+/// Delete a cluster: revoke its agent credentials and close its tunnel at once (a connected
+/// agent is told why and stops). An agent that is not connected cannot be told: the deletion
+/// goes ahead all the same (the credential is dead either way), and the answer is the command
+/// that removes the agent from the cluster. `force` marks a cluster known to be gone (audited as
+/// `cluster.force_delete`).
 pub async fn delete(
     svc: &Services,
     who: &Principal,
@@ -777,13 +836,8 @@ pub async fn delete(
     force: bool,
 ) -> DomainResult<String> {
     let (c, owner) = load_writable(svc, who, name).await?;
-    if !force && c.status == cluster_status::DISCONNECTED {
-        return Err(DomainError::conflict(
-            "name",
-            format!("the cluster's agent is not connected, so it cannot be told to stop. Delete with force, then remove the agent on the cluster: {CLEANUP_COMMAND}"),
-        ));
-    }
-    let before = dto_of(&svc.db, &c).await?;
+    let agent_connected = c.status == cluster_status::CONNECTED;
+    let before = dto_of(svc, &c).await?;
     let now = svc.clock.now().millis();
     let tx = svc.db.begin().await?;
     cluster_agent_credentials::Entity::update_many()
@@ -846,7 +900,7 @@ pub async fn delete(
                 &owner,
                 Outcome::Allowed,
             )
-            .details(json!({"before": before, "after": null})),
+            .details(json!({"before": before, "after": null, "agent_connected": agent_connected})),
         )
         .await?;
     svc.policy.bump();
@@ -932,7 +986,8 @@ fn render(
         bootstrap_expires_at: &ts(expires),
         warden_ca_pem: settings.warden_ca_pem.as_deref(),
         image: &settings.agent_image,
-        proxy: &stored_proxy(c),
+        proxy: &stored_proxy(&settings, c),
+        allow_insecure_http: settings.allow_insecure_http,
     })
 }
 
@@ -1193,7 +1248,7 @@ pub async fn unsafe_import_as_system(
                 "name",
                 "a cluster with this name already exists",
             )?;
-            let dto = dto_of(&svc.db, &m).await?;
+            let dto = dto_of(svc, &m).await?;
             let mut ev = AuditEvent::new(
                 AuditKind::System,
                 crate::audit::Actor::System,

@@ -83,7 +83,11 @@ impl Gateway {
         if !config.gateway.addr.ip().is_unspecified() {
             hosts.push(config.gateway.addr.ip().to_string());
         }
-        let pki = pki::Pki::load_or_create(&config.data_dir, &hosts)
+        let sealer = config
+            .master_key
+            .as_ref()
+            .map(warden_domain::secrets::Sealer::new);
+        let pki = pki::Pki::load_or_create(&config.data_dir, &hosts, sealer.as_ref())
             .context("cannot prepare the gateway's certificates (WARDEN_DATA_DIR)")?;
         let transports = Transports::new();
         let transport: SharedTransport = transports.clone();

@@ -7,6 +7,9 @@
 //!   so kubectl verifies the gateway without trusting anything else. The serving certificate is
 //!   re-issued at every start for the hosts of `WARDEN_GATEWAY_PUBLIC_URL` and loopback.
 //!
+//! With `WARDEN_MASTER_KEY` the CA keys are encrypted at rest (AES-256-GCM, see
+//! `warden_domain::secrets::Sealer`); without it they are plain PEM, readable by the owner only.
+//!
 //! At TLS, a client certificate must chain to the user CA (anything else is refused before a
 //! byte of HTTP); its validity period is checked per request against Warden's clock and the
 //! credential's record, so an expired or revoked credential hears why.
@@ -24,6 +27,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName as RustlsDn, SignatureSche
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
+use warden_domain::secrets::Sealer;
 
 /// The organization every Warden client certificate carries.
 pub const CERT_ORG: &str = "warden";
@@ -75,19 +79,46 @@ impl Ca {
         })
     }
 
-    /// Load `<name>.pem` / `<name>-key.pem` from `dir`, or create and store them.
-    fn load_or_create(dir: &Path, name: &str, cn: &str) -> anyhow::Result<Ca> {
+    /// Load `<name>.pem` / `<name>-key.pem` from `dir`, or create and store them. With a
+    /// sealer (`WARDEN_MASTER_KEY`) the key file is encrypted; a plain key file found then is
+    /// sealed in place.
+    fn load_or_create(
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        sealer: Option<&Sealer>,
+    ) -> anyhow::Result<Ca> {
         let cert = dir.join(format!("{name}.pem"));
         let key = dir.join(format!("{name}-key.pem"));
+        let purpose = format!("gateway/{name}-key.pem");
         if cert.exists() && key.exists() {
             let c = std::fs::read_to_string(&cert)
                 .with_context(|| format!("cannot read {}", cert.display()))?;
-            let k = std::fs::read_to_string(&key)
+            let stored = std::fs::read_to_string(&key)
                 .with_context(|| format!("cannot read {}", key.display()))?;
+            let k = match (Sealer::is_sealed(&stored), sealer) {
+                (true, Some(s)) => String::from_utf8(s.open(&purpose, &stored).with_context(|| {
+                    format!("cannot open {}", key.display())
+                })?)
+                .context("the sealed key is not text")?,
+                (true, None) => anyhow::bail!(
+                    "{} is encrypted: set WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE) to the key it was sealed with",
+                    key.display()
+                ),
+                (false, Some(s)) => {
+                    write_private(&key, &s.seal(&purpose, stored.as_bytes()))?;
+                    tracing::info!(path = %key.display(), "encrypted a CA key with the master key");
+                    stored
+                }
+                (false, None) => stored,
+            };
             return Ca::from_pem(&c, &k).with_context(|| format!("{} is not a CA", cert.display()));
         }
         let (ca, key_pem) = Ca::generate(cn)?;
-        write_private(&key, &key_pem)?;
+        match sealer {
+            Some(s) => write_private(&key, &s.seal(&purpose, key_pem.as_bytes()))?,
+            None => write_private(&key, &key_pem)?,
+        }
         write_private(&cert, &ca.cert_pem)?;
         tracing::info!(path = %cert.display(), "created a certificate authority");
         Ok(ca)
@@ -139,8 +170,13 @@ pub struct PeerIdentity {
 
 impl Pki {
     /// Load (or create) the CAs under `data_dir/gateway` and issue a serving certificate for
-    /// `hosts` (DNS names or IP addresses).
-    pub fn load_or_create(data_dir: &Path, hosts: &[String]) -> anyhow::Result<Pki> {
+    /// `hosts` (DNS names or IP addresses). With a sealer the CA keys are encrypted at rest.
+    /// The serving key lives in memory only (it is re-issued at every start).
+    pub fn load_or_create(
+        data_dir: &Path,
+        hosts: &[String],
+        sealer: Option<&Sealer>,
+    ) -> anyhow::Result<Pki> {
         let dir = data_dir.join("gateway");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -149,11 +185,18 @@ impl Pki {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let user_ca = Ca::load_or_create(&dir, "user-ca", "Warden user CA")?;
-        let gateway_ca = Ca::load_or_create(&dir, "gateway-ca", "Warden gateway CA")?;
+        if sealer.is_none() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "WARDEN_MASTER_KEY is not set: the gateway's CA keys are stored unencrypted (files 0600); set it in production"
+            );
+        }
+        let user_ca = Ca::load_or_create(&dir, "user-ca", "Warden user CA", sealer)?;
+        let gateway_ca = Ca::load_or_create(&dir, "gateway-ca", "Warden gateway CA", sealer)?;
         let (cert_pem, key_pem) = serving_cert(&gateway_ca, hosts)?;
         write_private(&dir.join("gateway.pem"), &cert_pem)?;
-        write_private(&dir.join("gateway-key.pem"), &key_pem)?;
+        // A serving key left by an older version: it is not needed on disk.
+        let _ = std::fs::remove_file(dir.join("gateway-key.pem"));
         let server = server_config(&user_ca, &gateway_ca, &cert_pem, &key_pem)?;
         Ok(Pki {
             dir,
@@ -382,7 +425,7 @@ mod tests {
     #[test]
     fn issues_client_certs_it_can_read_back_and_keeps_its_cas() {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::load_or_create(dir.path(), &["gw.example.com".into()]).unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["gw.example.com".into()], None).unwrap();
         let now = OffsetDateTime::now_utc();
         let (cert, _key) = pki
             .client_cert(
@@ -397,19 +440,58 @@ mod tests {
         assert_eq!(id.user_id, "6f1c1f47-6d7c-4a37-9d8b-0d7c3f1e2a10");
         assert_eq!(id.session_type, "cli");
         assert_eq!(id.serial, "1a2b3c");
-        let again = Pki::load_or_create(dir.path(), &[]).unwrap();
+        let again = Pki::load_or_create(dir.path(), &[], None).unwrap();
         assert_eq!(again.user_ca_pem(), pki.user_ca_pem());
         assert_eq!(again.gateway_ca_pem(), pki.gateway_ca_pem());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for f in ["user-ca-key.pem", "gateway-ca-key.pem", "gateway-key.pem"] {
+            for f in ["user-ca-key.pem", "gateway-ca-key.pem", "gateway.pem"] {
                 let mode = std::fs::metadata(dir.path().join("gateway").join(f))
                     .unwrap()
                     .permissions()
                     .mode();
                 assert_eq!(mode & 0o777, 0o600, "{f}");
             }
+        }
+    }
+
+    #[test]
+    fn ca_keys_are_sealed_with_the_master_key_and_refused_without_it() {
+        use warden_domain::secrets::Secret;
+        let dir = tempfile::tempdir().unwrap();
+        // Created unencrypted first (no master key yet)...
+        let plain = Pki::load_or_create(dir.path(), &[], None).unwrap();
+        let key_file = dir.path().join("gateway").join("user-ca-key.pem");
+        assert!(std::fs::read_to_string(&key_file)
+            .unwrap()
+            .contains("PRIVATE KEY"));
+        assert!(!dir.path().join("gateway").join("gateway-key.pem").exists());
+        // ...then sealed in place once a master key is set, and still the same CA.
+        let sealer = Sealer::new(&Secret::new("master key for tests"));
+        let sealed = Pki::load_or_create(dir.path(), &[], Some(&sealer)).unwrap();
+        assert_eq!(sealed.user_ca_pem(), plain.user_ca_pem());
+        let on_disk = std::fs::read_to_string(&key_file).unwrap();
+        assert!(Sealer::is_sealed(&on_disk) && !on_disk.contains("PRIVATE KEY"));
+        let again = Pki::load_or_create(dir.path(), &[], Some(&sealer)).unwrap();
+        assert_eq!(again.gateway_ca_pem(), plain.gateway_ca_pem());
+        // Without the key, or with another one, it refuses to start and says why.
+        let err = Pki::load_or_create(dir.path(), &[], None).err().unwrap();
+        assert!(format!("{err:#}").contains("WARDEN_MASTER_KEY"), "{err:#}");
+        let wrong = Sealer::new(&Secret::new("another key"));
+        let err = Pki::load_or_create(dir.path(), &[], Some(&wrong))
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("wrong WARDEN_MASTER_KEY"),
+            "{err:#}"
+        );
+        // A fresh directory with a master key never holds a plain key.
+        let fresh = tempfile::tempdir().unwrap();
+        Pki::load_or_create(fresh.path(), &[], Some(&sealer)).unwrap();
+        for f in ["user-ca-key.pem", "gateway-ca-key.pem"] {
+            let text = std::fs::read_to_string(fresh.path().join("gateway").join(f)).unwrap();
+            assert!(Sealer::is_sealed(&text), "{f}");
         }
     }
 }

@@ -477,6 +477,16 @@ async fn admit(
             ))
         }
     };
+    // A kubeconfig downloaded for one cluster (`?cluster=NAME`) reaches that cluster only.
+    if let Some(only) = credential.cluster.as_deref().filter(|c| *c != cluster_name) {
+        return Err(ctx.deny(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this kubeconfig was issued for cluster {only} only; download one that includes {cluster_name}"
+            ),
+            None,
+        ));
+    }
     let cluster = match kc::kube_cluster(db, cluster_name).await {
         Ok(Some(c)) => c,
         Ok(None) => {

@@ -347,6 +347,11 @@ pub fn setup(
             warden_ca_pem: config.agent.public_ca_pem.clone(),
             heartbeat_interval: config.agent.heartbeat_interval,
             heartbeat_timeout: config.agent.heartbeat_timeout,
+            allow_insecure_http: config.agent.allow_insecure_http,
+            sealer: config
+                .master_key
+                .as_ref()
+                .map(warden_domain::secrets::Sealer::new),
         });
     let conns = ClusterConnections::new(
         services.clone(),
