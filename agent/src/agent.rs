@@ -122,13 +122,19 @@ enum Ended {
 
 pub struct Agent {
     kube: kube::Client,
+    clients: crate::KubeClients,
     store: Store,
     opts: Options,
 }
 
 impl Agent {
-    pub fn new(kube: kube::Client, store: Store, opts: Options) -> Self {
-        Self { kube, store, opts }
+    pub fn new(clients: crate::KubeClients, store: Store, opts: Options) -> Self {
+        Self {
+            kube: clients.agent.clone(),
+            clients,
+            store,
+            opts,
+        }
     }
 
     /// Run until `shutdown` resolves (then drain and return `Ok`) or Warden refuses the agent.
@@ -348,11 +354,11 @@ impl Agent {
             tokio::select! {
                 s = session.next() => match s {
                     Some(Ok(stream)) => {
-                        let kube = self.kube.clone();
+                        let clients = self.clients.clone();
                         let active = tracker.enter();
                         let t = tracker.clone();
                         tokio::spawn(async move {
-                            forward::serve_stream(stream, kube, t).await;
+                            forward::serve_stream(stream, clients, t).await;
                             drop(active);
                         });
                     }

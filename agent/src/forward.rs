@@ -1,7 +1,13 @@
 //! The agent's one job on a tunnel stream: read the HTTP/1.1 requests Warden sends on it and
-//! forward them to the Kubernetes API with the agent's own credentials, streaming the answers
-//! back (watches, log follows) and splicing upgraded connections (exec, attach, port-forward).
-//! It forwards nothing else: no other destination is reachable through it.
+//! forward them to the Kubernetes API, streaming the answers back (watches, log follows) and
+//! splicing upgraded connections (exec, attach, port-forward). It forwards nothing else: no
+//! other destination is reachable through it.
+//!
+//! Warden's own calls come without `Authorization` and go out with the agent's credentials. A
+//! user's request comes with the bearer token of the user's service account (a short-lived
+//! TokenRequest token Warden obtained through the agent), and goes out with that token and no
+//! agent credential at all, so the cluster's RBAC sees the user's service account only. Warden
+//! removes every client-supplied credential before it sends anything here.
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
@@ -22,14 +28,14 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
 /// Serve one tunnel stream until Warden closes it.
-pub async fn serve_stream<S>(io: S, kube: kube::Client, tracker: Tracker)
+pub async fn serve_stream<S>(io: S, clients: crate::KubeClients, tracker: Tracker)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let kube = kube.clone();
+        let clients = clients.clone();
         let tracker = tracker.clone();
-        async move { Ok::<_, Infallible>(forward(kube, req, tracker).await) }
+        async move { Ok::<_, Infallible>(forward(clients, req, tracker).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -80,11 +86,22 @@ pub fn status_response(code: StatusCode, reason: &str, message: &str) -> Respons
 }
 
 async fn forward(
-    kube: kube::Client,
+    clients: crate::KubeClients,
     mut req: Request<Incoming>,
     tracker: Tracker,
 ) -> Response<ResponseBody> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
+    // A bearer token from Warden: the request runs as that identity, without the agent's.
+    let as_user = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    let kube = if as_user {
+        clients.user.clone()
+    } else {
+        clients.agent.clone()
+    };
     let inbound = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
@@ -109,7 +126,7 @@ async fn forward(
         let keep_for_upgrade = upgrade && (name == header::CONNECTION || name == header::UPGRADE);
         if (hop_by_hop(name) && !keep_for_upgrade)
             || name == header::HOST
-            || name == header::AUTHORIZATION
+            || (name == header::AUTHORIZATION && !as_user)
             || name == header::CONTENT_LENGTH
         {
             continue;

@@ -19,12 +19,44 @@ pub use agent::{Agent, AgentError, Backoff, Options};
 pub use settings::Settings;
 pub use store::Store;
 
-/// A kube client for the agent's own use, from a kubeconfig file (`context` optional) or, with
-/// `None`, from the in-cluster service account.
+/// The agent's two clients of its API server: `agent` carries the agent's own credentials (its
+/// service account in a cluster) for Warden's management calls and its own work; `user` carries
+/// none, and sends requests that Warden already authenticated as a user's service account
+/// (with a TokenRequest token in `Authorization`).
+#[derive(Clone)]
+pub struct KubeClients {
+    pub agent: kube::Client,
+    pub user: kube::Client,
+}
+
+/// Both clients, from a kubeconfig file (`context` optional) or, with `None`, from the
+/// in-cluster service account.
+pub async fn kube_clients(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<KubeClients> {
+    use anyhow::Context;
+    let config = kube_config(kubeconfig, context).await?;
+    let mut bare = config.clone();
+    bare.auth_info = Default::default();
+    Ok(KubeClients {
+        agent: kube::Client::try_from(config).context("cannot build the Kubernetes client")?,
+        user: kube::Client::try_from(bare).context("cannot build the Kubernetes client")?,
+    })
+}
+
+/// A kube client for the agent's own use (see [`kube_clients`]).
 pub async fn kube_client(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
 ) -> anyhow::Result<kube::Client> {
+    Ok(kube_clients(kubeconfig, context).await?.agent)
+}
+
+async fn kube_config(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Config> {
     use anyhow::Context;
     let mut config = match kubeconfig {
         Some(path) => {
@@ -37,5 +69,5 @@ pub async fn kube_client(
     // Watches and log follows stay open as long as the caller wants.
     config.read_timeout = None;
     config.connect_timeout = Some(std::time::Duration::from_secs(10));
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+    Ok(config)
 }

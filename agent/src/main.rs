@@ -69,8 +69,8 @@ async fn main() -> ExitCode {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let kube =
-        match warden_agent::kube_client(cli.kubeconfig.as_deref(), cli.context.as_deref()).await {
+    let clients =
+        match warden_agent::kube_clients(cli.kubeconfig.as_deref(), cli.context.as_deref()).await {
             Ok(k) => k,
             Err(e) => {
                 eprintln!("warden-agent: {e:#}");
@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|| warden_domain::agent_protocol::NAMESPACE.to_owned());
             let name = std::env::var("WARDEN_AGENT_SECRET").unwrap_or_else(|_| SECRET.to_owned());
-            match Store::secret(kube.clone(), namespace) {
+            match Store::secret(clients.agent.clone(), namespace) {
                 Store::Secret {
                     kube, namespace, ..
                 } => Store::Secret {
@@ -103,7 +103,7 @@ async fn main() -> ExitCode {
             }
         }
     };
-    match Agent::new(kube, store, Options::default())
+    match Agent::new(clients, store, Options::default())
         .run(shutdown_signal())
         .await
     {

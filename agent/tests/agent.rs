@@ -17,20 +17,26 @@ use warden_agent::agent::Tracker;
 use warden_agent::dial::{self, DialError, Hello};
 use warden_agent::{forward, Backoff, Settings};
 
-async fn sim_and_client() -> (kubesim::KubeSim, kube::Client, tempfile::TempDir) {
+async fn sim_and_client() -> (
+    kubesim::KubeSim,
+    warden_agent::KubeClients,
+    tempfile::TempDir,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = kubesim::KubeSim::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     sim.write_admin_kubeconfig(&path).unwrap();
-    let kube = warden_agent::kube_client(Some(&path), None).await.unwrap();
-    (sim, kube, dir)
+    let clients = warden_agent::kube_clients(Some(&path), None).await.unwrap();
+    (sim, clients, dir)
 }
 
 /// An HTTP/1.1 client connection to a forwarder serving one end of an in-memory stream.
-async fn forwarder(kube: kube::Client) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+async fn forwarder(
+    clients: warden_agent::KubeClients,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(forward::serve_stream(theirs, kube, Tracker::default()));
+    tokio::spawn(forward::serve_stream(theirs, clients, Tracker::default()));
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
         .await
         .unwrap();
@@ -38,19 +44,28 @@ async fn forwarder(kube: kube::Client) -> hyper::client::conn::http1::SendReques
     sender
 }
 
+/// A request as Warden sends its own calls: no credentials (the agent adds its own).
 fn get(path: &str) -> Request<Empty<Bytes>> {
     Request::get(path)
         .header("host", "whatever.clusters.warden.internal")
-        // Whatever Warden sends as credentials is dropped: the agent uses its own.
-        .header("authorization", "Bearer not-a-real-token")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// A request as Warden sends a user's: with the user's service-account token.
+fn get_as(path: &str, token: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("host", "whatever.clusters.warden.internal")
+        .header("authorization", format!("Bearer {token}"))
         .body(Empty::new())
         .unwrap()
 }
 
 #[tokio::test]
 async fn the_forwarder_uses_its_own_credentials_and_streams() {
-    let (sim, kube, _dir) = sim_and_client().await;
-    let mut send = forwarder(kube.clone()).await;
+    let (sim, clients, _dir) = sim_and_client().await;
+    let kube = clients.agent.clone();
+    let mut send = forwarder(clients).await;
 
     let r = send
         .send_request(get("/api/v1/namespaces/kube-system"))
@@ -101,6 +116,50 @@ async fn the_forwarder_uses_its_own_credentials_and_streams() {
     assert!(seen.contains("\"type\":\"ADDED\""), "{seen}");
 }
 
+/// A user's request runs with the user's token and nothing of the agent's: the cluster's RBAC
+/// sees the service account only, and a bad token is not rescued by the agent's credentials.
+#[tokio::test]
+async fn user_requests_carry_only_the_users_token() {
+    let (sim, clients, _dir) = sim_and_client().await;
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(clients.agent.clone(), "default");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": "u-dev"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let token = sim
+        .service_account_token("default", "u-dev", Duration::from_secs(600))
+        .unwrap();
+    let mut send = forwarder(clients).await;
+    let r = send
+        .send_request(get_as("/api/v1/namespaces/kube-system/pods", &token))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body =
+        String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    assert!(
+        body.contains("system:serviceaccount:default:u-dev"),
+        "{body}"
+    );
+    let r = send
+        .send_request(get_as(
+            "/api/v1/namespaces/kube-system/pods",
+            "not-a-real-token",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Warden's own calls still run as the agent.
+    let r = send
+        .send_request(get("/api/v1/namespaces/kube-system/pods"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn an_unreachable_api_server_is_a_clear_status() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -118,8 +177,8 @@ async fn an_unreachable_api_server_is_a_clear_status() {
         .replace(sim.url(), &format!("https://127.0.0.1:{port}"));
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, text).unwrap();
-    let kube = warden_agent::kube_client(Some(&path), None).await.unwrap();
-    let mut send = forwarder(kube).await;
+    let clients = warden_agent::kube_clients(Some(&path), None).await.unwrap();
+    let mut send = forwarder(clients).await;
     let r = send.send_request(get("/version")).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body: serde_json::Value =

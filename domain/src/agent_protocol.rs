@@ -261,12 +261,17 @@ metadata:
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "create", "patch", "delete"]
-  # The users' service accounts, kept in warden-system. A user's request runs as their
-  # service account by impersonation, so the cluster's RBAC decides what it may do; the agent
-  # can impersonate these service accounts and no other identity.
+  # The users' service accounts, kept in warden-system, created and removed as users gain
+  # and lose access.
   - apiGroups: [""]
     resources: ["serviceaccounts"]
-    verbs: ["get", "list", "create", "patch", "delete", "impersonate"]
+    verbs: ["get", "list", "create", "patch", "delete"]
+  # Short-lived tokens for those service accounts (TokenRequest, bound to each user's anchor
+  # Secret). A user's request is sent with the user's token only, so the cluster's RBAC decides
+  # what it may do; the agent cannot impersonate anyone.
+  - apiGroups: [""]
+    resources: ["serviceaccounts/token"]
+    verbs: ["create"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

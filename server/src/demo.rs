@@ -72,8 +72,12 @@ pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
     .context("cannot import the demo cluster")?;
     let manifest_path = dir.join("manifest.yaml");
     std::fs::write(&manifest_path, manifest).context("cannot write the demo manifest")?;
-    let kube = warden_agent::kube_client(Some(&kubeconfig), None).await?;
-    let agent = Agent::new(kube, Store::file(&manifest_path, None), Options::default());
+    let clients = warden_agent::kube_clients(Some(&kubeconfig), None).await?;
+    let agent = Agent::new(
+        clients,
+        Store::file(&manifest_path, None),
+        Options::default(),
+    );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         let stop = async move {

@@ -82,7 +82,7 @@ struct RunningAgent {
 
 impl RunningAgent {
     async fn start(kubeconfig: &Path, manifest: &Path) -> Self {
-        let kube = warden_agent::kube_client(Some(kubeconfig), None)
+        let kube = warden_agent::kube_clients(Some(kubeconfig), None)
             .await
             .expect("kube client");
         let opts = Options {
@@ -1207,7 +1207,7 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
     use k8s_openapi::api::core::v1::Secret;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use warden_server::gateway::testkit::Kubectl;
-    use warden_server::gateway::transport::As;
+    use warden_server::gateway::transport::{As, ClusterTransport};
 
     let (app, admin) = app().await;
     let sim = Sim::start().await;
@@ -1250,7 +1250,7 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
         .unwrap();
     let sa_kubeconfig = sim.write("sa.kubeconfig", &sim.sim.kubeconfig_for_token(&token));
-    let kube = warden_agent::kube_client(Some(&sa_kubeconfig), None)
+    let kube = warden_agent::kube_clients(Some(&sa_kubeconfig), None)
         .await
         .unwrap();
     let opts = Options {
@@ -1260,7 +1260,7 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
     };
     let agent = Agent::new(
         kube.clone(),
-        Store::secret(kube.clone(), "warden-system"),
+        Store::secret(kube.agent.clone(), "warden-system"),
         opts,
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1301,7 +1301,8 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .contains_key("WARDEN_AGENT_CREDENTIAL"));
 
     // What the gateway does through the tunnel, with only the manifest's RBAC: manage Warden's
-    // roles and bindings, and run a request as a user's service account.
+    // roles and bindings, get a TokenRequest token for a user's service account (bound to its
+    // anchor Secret), and run a request with it.
     let warden: kube::Client = app.state.clusters.client("real").unwrap();
     let roles: Api<ClusterRole> = Api::all(warden.clone());
     let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "warden-cluster-read"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]})).unwrap();
@@ -1317,16 +1318,37 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
     )
     .await
     .unwrap();
-    let as_user = warden_server::tunnel::client::kube_client(
-        app.state.clusters.clone(),
-        "real",
-        warden_server::tunnel::transport::identity_headers(&As::ServiceAccount {
-            namespace: "warden-system".into(),
-            name: "u-test".into(),
-            bound_secret: None,
-        })
-        .unwrap(),
-    );
+    let anchors: Api<Secret> = Api::namespaced(warden.clone(), "warden-system");
+    anchors
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "u-test-anchor"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let transport =
+        warden_server::tunnel::transport::TunnelTransport::new(app.state.clusters.clone());
+    let cref = warden_server::gateway::transport::ClusterRef {
+        id: c["id"].as_str().unwrap().to_owned(),
+        name: "real".into(),
+    };
+    let headers = transport
+        .authenticate(
+            &cref,
+            &As::ServiceAccount {
+                namespace: "warden-system".into(),
+                name: "u-test".into(),
+                bound_secret: Some("u-test-anchor".into()),
+            },
+        )
+        .await
+        .expect("a TokenRequest token through the agent");
+    assert!(headers[http::header::AUTHORIZATION]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer "));
+    let as_user =
+        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), "real", headers);
     let user_pods: Api<Pod> = Api::namespaced(as_user.clone(), "default");
     let denied = user_pods.list(&ListParams::default()).await.unwrap_err();
     assert!(

@@ -1107,7 +1107,7 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
         .unwrap();
     let agent_kubeconfig = dir.path().join("agent.kubeconfig");
     std::fs::write(&agent_kubeconfig, sim.kubeconfig_for_token(&token)).unwrap();
-    let kube = warden_agent::kube_client(Some(&agent_kubeconfig), None)
+    let kube = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
         .await
         .unwrap();
     let agent = warden_agent::Agent::new(

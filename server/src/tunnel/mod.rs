@@ -362,6 +362,6 @@ pub fn setup(
     );
     gateway
         .transports()
-        .set_tunnel(Arc::new(transport::TunnelTransport(conns.clone())));
+        .set_tunnel(Arc::new(transport::TunnelTransport::new(conns.clone())));
     conns
 }

@@ -1,39 +1,45 @@
-//! The agent tunnel as the gateway's [`ClusterTransport`]: streams are tunnel streams; the
-//! agent authenticates them with its own service account, and a request runs as a user's
-//! service account through impersonation (`Impersonate-User:
-//! system:serviceaccount:NS:NAME`), which the cluster's RBAC checks like any other request.
-//! The agent's Role allows impersonating service accounts of `warden-system` only, so no other
-//! identity can be assumed through it.
+//! The agent tunnel as the gateway's [`ClusterTransport`]: streams are tunnel streams. Warden's
+//! own calls carry no credential and the agent adds its own (its service account). A user's
+//! request carries a short-lived token of the user's service account, obtained with the
+//! TokenRequest API through the agent (bound to the user's anchor Secret, so deleting it kills
+//! the tokens; cached until 80 % of their life); the agent forwards it with that token and
+//! nothing of its own, so the cluster's RBAC sees only the user's service account. Legacy token
+//! Secrets are never used, and the agent needs no right to impersonate.
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
 use super::ClusterConnections;
+use crate::gateway::tokens::TokenCache;
 use crate::gateway::transport::{As, BoxIo, ClusterRef, ClusterTransport, TransportError};
 
-pub struct TunnelTransport(pub Arc<ClusterConnections>);
+pub struct TunnelTransport {
+    conns: Arc<ClusterConnections>,
+    tokens: TokenCache,
+}
 
 impl TunnelTransport {
+    pub fn new(conns: Arc<ClusterConnections>) -> Self {
+        Self {
+            conns,
+            tokens: TokenCache::default(),
+        }
+    }
+
     fn tunnel(&self, cluster: &ClusterRef) -> Result<Arc<super::Tunnel>, TransportError> {
-        self.0
+        self.conns
             .get_by_id(&cluster.id)
-            .or_else(|| self.0.get(&cluster.name))
+            .or_else(|| self.conns.get(&cluster.name))
             .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
     }
 }
 
-/// The headers that make a tunnelled request run as `who`.
-pub fn identity_headers(who: &As) -> Result<HeaderMap, String> {
+/// The header that makes a tunnelled request run with `token`.
+pub fn bearer_headers(token: &str) -> Result<HeaderMap, String> {
     let mut h = HeaderMap::new();
-    if let As::ServiceAccount {
-        namespace, name, ..
-    } = who
-    {
-        let v = HeaderValue::from_str(&format!("system:serviceaccount:{namespace}:{name}"))
-            .map_err(|e| e.to_string())?;
-        h.insert("impersonate-user", v);
-    }
+    let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
+    h.insert(http::header::AUTHORIZATION, v);
     Ok(h)
 }
 
@@ -56,17 +62,46 @@ impl ClusterTransport for TunnelTransport {
         cluster: &ClusterRef,
         who: &As,
     ) -> Result<HeaderMap, TransportError> {
-        identity_headers(who).map_err(|message| TransportError::Kube {
+        let kube_err = |message: String| TransportError::Kube {
             cluster: cluster.name.clone(),
             message,
-        })
+        };
+        match who {
+            // The agent adds its own credentials to a request that carries none.
+            As::Warden => Ok(HeaderMap::new()),
+            As::ServiceAccount {
+                namespace,
+                name,
+                bound_secret,
+            } => {
+                let client = self.client(cluster).await?;
+                let token = self
+                    .tokens
+                    .token(
+                        &client,
+                        &cluster.name,
+                        namespace,
+                        name,
+                        bound_secret.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        kube_err(format!("cannot get a token for {namespace}/{name}: {e}"))
+                    })?;
+                bearer_headers(&token).map_err(kube_err)
+            }
+        }
     }
 
     async fn client(&self, cluster: &ClusterRef) -> Result<kube::Client, TransportError> {
         let t = self.tunnel(cluster)?;
-        self.0
+        self.conns
             .client(&t.cluster)
             .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
+    }
+
+    fn forget(&self, cluster: &ClusterRef, service_account: &str) {
+        self.tokens.forget(&cluster.name, service_account);
     }
 
     fn reaches(&self, cluster: &ClusterRef) -> bool {
