@@ -20,6 +20,80 @@ struct World {
     prod: kubesim::KubeSim,
     _lab: kubesim::KubeSim,
     dir: tempfile::TempDir,
+    /// With [`World::via_agent`]: the agent serving `prod-1` (stops when dropped).
+    _agent: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), warden_agent::AgentError>>,
+    )>,
+}
+
+/// How `prod-1` is reached: a direct connection, or the agent's tunnel as in production.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Direct,
+    Agent,
+}
+
+/// Import `name` into `project` (shared with `shared`) the way an operator does: the manifest
+/// applied with the real kubectl, and the agent run as its own service account.
+async fn connect_agent(
+    app: &TestApp,
+    admin: &Client,
+    sim: &kubesim::KubeSim,
+    dir: &std::path::Path,
+    name: &str,
+    project: &str,
+    shared: &[&str],
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), warden_agent::AgentError>>,
+) {
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": name, "project": project, "shared_with": shared}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = reqwest::get(created["manifest_url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let manifest_path = dir.join(format!("{name}.manifest.yaml"));
+    std::fs::write(&manifest_path, &manifest).unwrap();
+    Kubectl::new(&dir.join(format!("{name}-ops")), &sim.admin_kubeconfig())
+        .run(&["apply", "-f", manifest_path.to_str().unwrap()])
+        .await
+        .expect_ok();
+    let token = sim
+        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
+        .unwrap();
+    let agent_kubeconfig = dir.join(format!("{name}.agent.kubeconfig"));
+    std::fs::write(&agent_kubeconfig, sim.kubeconfig_for_token(&token)).unwrap();
+    let clients = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
+        .await
+        .unwrap();
+    let agent = warden_agent::Agent::new(
+        clients,
+        warden_agent::Store::file(&manifest_path, None),
+        warden_agent::Options::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async move {
+        let _ = stopped.await;
+    }));
+    let start = std::time::Instant::now();
+    while !app.state.clusters.is_connected(name) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (stop, running)
 }
 
 fn endpoint(sim: &kubesim::KubeSim) -> DirectEndpoint {
@@ -34,6 +108,15 @@ impl World {
     /// Projects production (owns `prod-1`, shared into dev), dev and research (owns `lab-1`);
     /// john is PROJECT_ADMIN on production, sally NAMESPACE_ADMIN on `apple` in dev.
     async fn new() -> World {
+        Self::build(Via::Direct).await
+    }
+
+    /// The same world with `prod-1` reached through a real agent's tunnel.
+    async fn via_agent() -> World {
+        Self::build(Via::Agent).await
+    }
+
+    async fn build(via: Via) -> World {
         let (app, admin) = TestApp::spawn().await.with_admin().await;
         for p in ["production", "dev", "research"] {
             admin
@@ -48,8 +131,26 @@ impl World {
                 .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
                 .expect("namespace");
         }
-        app.import_direct_cluster(PROD, "production", &["dev"], endpoint(&prod))
-            .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = match via {
+            Via::Direct => {
+                app.import_direct_cluster(PROD, "production", &["dev"], endpoint(&prod))
+                    .await;
+                None
+            }
+            Via::Agent => Some(
+                connect_agent(
+                    &app,
+                    &admin,
+                    &prod,
+                    dir.path(),
+                    PROD,
+                    "production",
+                    &["dev"],
+                )
+                .await,
+            ),
+        };
         app.import_direct_cluster(LAB, "research", &[], endpoint(&lab))
             .await;
         let w = World {
@@ -57,7 +158,8 @@ impl World {
             admin,
             prod,
             _lab: lab,
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
+            _agent: agent,
         };
         w.user("john@example.com", "PROJECT_ADMIN", "production", &[])
             .await;
@@ -332,7 +434,15 @@ async fn seed_article_scenario() {
 /// Revocation, binding changes, deactivation and expiry take effect on the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changes_take_effect_on_the_next_request() {
-    let w = World::new().await;
+    changes_take_effect(World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_take_effect_on_the_next_request_through_the_agent() {
+    changes_take_effect(World::via_agent().await).await;
+}
+
+async fn changes_take_effect(w: World) {
     let sally = w.signed_in("sally@example.com").await;
     let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
     sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
@@ -464,7 +574,15 @@ async fn changes_take_effect_on_the_next_request() {
 /// user; `get pods -w` and `logs -f` stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_watch_and_logs_stream() {
-    let w = World::new().await;
+    exec_watch_and_logs(World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_watch_and_logs_stream_through_the_agent() {
+    exec_watch_and_logs(World::via_agent().await).await;
+}
+
+async fn exec_watch_and_logs(w: World) {
     w.user("rita@example.com", "NAMESPACE_READ_ONLY", "dev", &["apple"])
         .await;
     let sally = w.signed_in("sally@example.com").await;
@@ -662,7 +780,15 @@ fn http_with(cert: &str, key: &str, ca: &str) -> reqwest::Client {
 /// another CA is refused during the TLS handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_credentials_and_foreign_certificates_gain_nothing() {
-    let w = World::new().await;
+    client_credentials_gain_nothing(World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_credentials_and_foreign_certificates_gain_nothing_through_the_agent() {
+    client_credentials_gain_nothing(World::via_agent().await).await;
+}
+
+async fn client_credentials_gain_nothing(w: World) {
     let sally = w.signed_in("sally@example.com").await;
     let kubeconfig = w.kubeconfig(&sally, None).await;
     let sk = w.kubectl("sally", &kubeconfig);
@@ -805,7 +931,15 @@ async fn client_credentials_and_foreign_certificates_gain_nothing() {
 /// The audit log holds exactly one row per request, with the outcome, status and Audit-ID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_rows_match_requests() {
-    let w = World::new().await;
+    audit_rows_match(World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_rows_match_requests_through_the_agent() {
+    audit_rows_match(World::via_agent().await).await;
+}
+
+async fn audit_rows_match(w: World) {
     w.user("rita@example.com", "NAMESPACE_READ_ONLY", "dev", &["apple"])
         .await;
     let sally = w.signed_in("sally@example.com").await;
@@ -1080,53 +1214,8 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
         .expect("namespace");
     let dir = tempfile::tempdir().unwrap();
-    let created = admin
-        .post(
-            "/api/v1/clusters",
-            json!({"name": PROD, "project": "production", "shared_with": ["dev"]}),
-        )
-        .await
-        .assert_status(201)
-        .json();
-    let manifest = reqwest::get(created["manifest_url"].as_str().unwrap())
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let manifest_path = dir.path().join("manifest.yaml");
-    std::fs::write(&manifest_path, &manifest).unwrap();
-    // The cluster admin applies the manifest.
-    let ops = Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig());
-    ops.run(&["apply", "-f", manifest_path.to_str().unwrap()])
-        .await
-        .expect_ok();
-    // The agent runs as its own service account.
-    let token = sim
-        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
-        .unwrap();
-    let agent_kubeconfig = dir.path().join("agent.kubeconfig");
-    std::fs::write(&agent_kubeconfig, sim.kubeconfig_for_token(&token)).unwrap();
-    let kube = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
-        .await
-        .unwrap();
-    let agent = warden_agent::Agent::new(
-        kube,
-        warden_agent::Store::file(&manifest_path, None),
-        warden_agent::Options::default(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent.run(async move {
-        let _ = stopped.await;
-    }));
-    let start = std::time::Instant::now();
-    while !app.state.clusters.is_connected(PROD) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the agent did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (stop, running) =
+        connect_agent(&app, &admin, &sim, dir.path(), PROD, "production", &["dev"]).await;
 
     let mk = |email: &'static str,
               role: &'static str,
