@@ -63,8 +63,9 @@ test.describe.serial("cluster import wizard", () => {
     const reuse = await cluster.kubectl("apply", "-f", url);
     expect(reuse.code).not.toBe(0);
 
-    // The agent, as the Deployment runs it: the checklist and the list turn without a reload.
-    cluster.startAgent(file);
+    // The agent, as the Deployment runs it (its own service account, the manifest's RBAC):
+    // the checklist and the list turn without a reload.
+    await cluster.startAgent(file);
     await expect(find.check(page, "registered")).toHaveAttribute("data-done", "true", { timeout: 30_000 });
     await check.checklist(page, { registered: true, connected: true, heartbeat: true });
     await expect(find.done(page)).toBeVisible();

@@ -333,10 +333,29 @@ async fn clusters_crud_validation_filters_and_audit() {
     assert_eq!(r["description"], "Frankfurt DC");
     assert_eq!(r["labels"], json!({"env": "prod"}));
     assert_eq!(r["shared_with"], json!([]));
+    // Renamed (a DNS-1123 label, unique), and back.
+    let e = admin
+        .patch("/api/v1/clusters/eu-1", json!({"name": "EU_2"}))
+        .await
+        .assert_status(422)
+        .json();
+    assert!(e["error"]["fields"]["name"].is_string(), "{e}");
     admin
+        .patch("/api/v1/clusters/eu-1", json!({"name": "us-1"}))
+        .await
+        .assert_status(409);
+    let r = admin
         .patch("/api/v1/clusters/eu-1", json!({"name": "eu-2"}))
         .await
-        .assert_status(422);
+        .assert_status(200)
+        .json();
+    assert_eq!(r["name"], "eu-2");
+    assert_eq!(r["description"], "Frankfurt DC");
+    admin.get("/api/v1/clusters/eu-1").await.assert_status(404);
+    admin
+        .patch("/api/v1/clusters/eu-2", json!({"name": "eu-1"}))
+        .await
+        .assert_status(200);
     admin.get("/api/v1/clusters/nope").await.assert_status(404);
 
     // A project with clusters cannot be deleted.
@@ -1038,6 +1057,30 @@ async fn killed_agent_goes_disconnected_and_comes_back() {
         .map(|h| h["status"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(&history[..3], ["connected", "disconnected", "connected"]);
+    // Renamed while connected: the agent reconnects under the new name by itself.
+    admin
+        .patch("/api/v1/clusters/flaky", json!({"name": "steady"}))
+        .await
+        .assert_status(200);
+    wait_status(&admin, "steady", "connected", Duration::from_secs(5)).await;
+    let start = Instant::now();
+    while !app.state.clusters.is_connected("steady") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no tunnel under the new name"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("steady").unwrap(), "default");
+    api.list(&ListParams::default())
+        .await
+        .expect("works under the new name");
+    admin
+        .patch("/api/v1/clusters/steady", json!({"name": "flaky"}))
+        .await
+        .assert_status(200);
+    wait_status(&admin, "flaky", "connected", Duration::from_secs(5)).await;
     agent.stop().await.unwrap();
     // A cluster whose agent is gone is deleted by a plain DELETE (its credential is revoked
     // either way); the audit says the agent could not be told.
@@ -1094,6 +1137,26 @@ async fn a_dropped_tunnel_fails_requests_in_flight_clearly() {
     let (app, admin) = app().await;
     let sim = Sim::start().await;
     let agent = connected(&app, &admin, &sim, "drop").await;
+    // A log follow (a plain streamed GET) open through the tunnel as well.
+    let direct: Api<Pod> = Api::namespaced(sim.kube().await, "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "ticker"}, "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "while true; do echo tick; sleep 0.1; done"]}]}})).unwrap();
+    direct.create(&PostParams::default(), &pod).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(app.state.clusters.client("drop").unwrap(), "default");
+    let mut logs = futures::AsyncBufReadExt::lines(
+        pods.log_stream(
+            "ticker",
+            &kube::api::LogParams {
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("a log follow through the tunnel"),
+    );
+    let first = tokio::time::timeout(Duration::from_secs(5), logs.next())
+        .await
+        .expect("a log line in time");
+    assert_eq!(first.unwrap().unwrap(), "tick");
     let api: Api<ConfigMap> =
         Api::namespaced(app.state.clusters.client("drop").unwrap(), "default");
     let mut stream = api
@@ -1120,7 +1183,22 @@ async fn a_dropped_tunnel_fails_requests_in_flight_clearly() {
         outcome.contains("tunnel to cluster drop closed") || outcome == "ended",
         "{outcome}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The log follow fails with an error, not a clean end that would pass for "done".
+    let logged = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match logs.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the log follow ends instead of hanging");
+    let message = logged.expect_err("a dropped tunnel is an error for a streamed GET");
+    assert!(!message.is_empty());
+    eprintln!("log follow after the drop: {message}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]

@@ -661,6 +661,45 @@ async fn exec_watch_and_logs(w: World) {
         .await
         .expect_err("read-only access never allows secrets");
 
+    // attach: the namespace admin talks to a container's main process; read-only may not
+    // attach or port-forward.
+    let echoer = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: echoer\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    stdin: true\n    command: [\"sh\", \"-c\", \"while read line; do echo got:$line; done\"]\n";
+    sk.run_with_stdin(&["apply", "-n", "apple", "-f", "-"], Some(echoer))
+        .await
+        .expect_ok();
+    // (As with a real cluster, the session stays open after kubectl's stdin ends: read, then
+    // stop it.)
+    let mut attach = sk
+        .command(&["attach", "-i", "-n", "apple", "echoer", "-c", "main"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = attach.stdin.take().unwrap();
+        stdin.write_all(b"ping\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
+        let mut seen = String::new();
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+        {
+            seen.push_str(&line);
+            if line.contains("got:ping") {
+                break;
+            }
+        }
+        assert!(seen.contains("got:ping"), "attach output: {seen}");
+    }
+    let _ = attach.kill().await;
+    let _ = attach.wait().await;
+    rk.run(&["attach", "-n", "apple", "echoer", "-c", "main"])
+        .await
+        .expect_err("read-only access never allows exec, attach");
+    rk.run(&["port-forward", "-n", "apple", "pod/box", "18080:80"])
+        .await
+        .expect_err("read-only access never allows");
+
     // logs -f streams lines as they are written.
     let mut logs = sk
         .command(&["logs", "-f", "-n", "apple", "box"])

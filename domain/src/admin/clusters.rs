@@ -50,6 +50,9 @@ pub trait ClusterRuntime: Send + Sync {
     fn is_connected(&self, cluster_id: &str) -> bool;
     /// Close the cluster's tunnel now, telling the agent why (its credential is revoked).
     fn revoke(&self, cluster_id: &str, code: &str, message: &str);
+    /// Close the cluster's tunnel so that the agent reconnects at once (its credential stays
+    /// valid), e.g. to pick up a new name.
+    fn reconnect(&self, _cluster_id: &str, _reason: &str) {}
 }
 
 /// Settings of the cluster feature, set once at start-up.
@@ -750,14 +753,12 @@ pub async fn update(
     req: UpdateClusterRequest,
 ) -> DomainResult<ClusterDto> {
     let (c, owner) = load_writable(svc, who, name).await?;
-    if let Some(n) = req.name.as_deref() {
-        if n.trim() != c.name {
-            return Err(DomainError::invalid(
-                "name",
-                "a cluster cannot be renamed; import it again under the new name",
-            ));
+    let rename = match req.name.as_deref().map(str::trim) {
+        Some(n) if n != c.name => {
+            Some(DnsLabel::parse(n).map_err(|e| DomainError::invalid("name", e.0))?)
         }
-    }
+        _ => None,
+    };
     let before = dto_of(svc, &c).await?;
     let mut owner_id = c.project_id.clone();
     let mut new_owner = owner.clone();
@@ -782,6 +783,9 @@ pub async fn update(
     let id = c.id.clone();
     let current = c.clone();
     let mut a = c.into_active_model();
+    if let Some(n) = &rename {
+        a.name = Set(n.to_string());
+    }
     a.project_id = Set(owner_id.clone());
     if let Some(d) = &req.description {
         a.description = Set(check_description(d)?);
@@ -800,7 +804,11 @@ pub async fn update(
         a.proxy = Set(seal_proxy(&settings, &check_proxy(&p)?));
     }
     a.updated_at = Set(now);
-    let m = a.update(&tx).await?;
+    let m = a.update(&tx).await.on_unique(
+        "uq_clusters_name",
+        "name",
+        "a cluster with this name already exists",
+    )?;
     if let Some(wanted) = &req.shared_with {
         let shared = resolve_shares(svc, who, &owner_id, wanted).await?;
         replace_shares(&tx, &id, &shared, now).await?;
@@ -821,6 +829,13 @@ pub async fn update(
         )
         .await?;
     svc.policy.bump();
+    if rename.is_some() {
+        // The live tunnel carries the old name: the agent reconnects under the new one (its
+        // credential is bound to the cluster, not the name).
+        if let Some(rt) = svc.clusters.runtime() {
+            rt.reconnect(&m.id, &format!("the cluster was renamed to {}", m.name));
+        }
+    }
     Ok(after)
 }
 

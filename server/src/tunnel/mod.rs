@@ -316,6 +316,20 @@ impl ClusterRuntime for Runtime {
             }
         }
     }
+
+    fn reconnect(&self, cluster_id: &str, reason: &str) {
+        if let Some(c) = self.0.upgrade() {
+            if let Some(t) = c.get_by_id(cluster_id) {
+                c.close_tunnel(
+                    &t,
+                    ServerMessage::Closing {
+                        reason: reason.to_owned(),
+                    },
+                    reason,
+                );
+            }
+        }
+    }
 }
 
 fn spawn_sweeper(conns: Weak<ClusterConnections>) {
