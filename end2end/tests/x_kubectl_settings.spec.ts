@@ -43,3 +43,24 @@ test("organization kubectl settings apply to My tools and can be cleared", async
   await expect(page.getByTestId("cli-disabled")).toHaveCount(0);
   noErrors();
 });
+
+test("a user's page sets their kubectl overrides and revokes their kubeconfigs", async ({ page }) => {
+  const noErrors = check.noConsoleErrors(page);
+  await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+  await check.onConsole(page);
+  await act.open(page, "/users?q=sally");
+  await page.getByRole("link", { name: "sally@example.com" }).click();
+  await expect(page.getByTestId("user-email")).toHaveText("sally@example.com");
+  await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+
+  const form = page.getByTestId("kubectl-settings-user");
+  await expect(form.getByLabel("A kubeconfig's credential is valid for")).toHaveValue("");
+  await form.getByLabel("A kubeconfig's credential is valid for").fill("1");
+  await form.getByTestId("save-kubectl-settings").click();
+  await expect(page.getByTestId("kubectl-effective")).toContainText("credentials valid for 1 h");
+
+  await page.getByTestId("revoke-user-kubeconfigs").click();
+  await page.getByTestId("confirm-revoke-user-kubeconfigs").click();
+  await expect(page.getByRole("status").filter({ hasText: "Revoked: every kubeconfig issued so far" })).toBeVisible();
+  noErrors();
+});

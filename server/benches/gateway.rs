@@ -1,6 +1,7 @@
 //! The gateway's cost, in one run: latency (p50, p99) and throughput of the same Kubernetes
-//! API request sent straight to a kubesim cluster (as the user's service account) and through
-//! Warden's gateway (client certificate, every check, audit, forwarding).
+//! API request sent straight to a kubesim cluster (as the user's service account), through
+//! Warden's gateway over a direct connection (client certificate, every check, audit,
+//! forwarding), and through the gateway and a real agent's tunnel, as in production.
 //!
 //! `cargo bench -p server --bench gateway` (`GATEWAY_BENCH_N` sequential requests per path,
 //! default 2000; `GATEWAY_BENCH_SECS` seconds of concurrent load, default 3; concurrency 16).
@@ -108,6 +109,57 @@ async fn run() {
     sim.store()
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apple"}, "data": {"k": "v"}}))
         .expect("configmap");
+    // A second simulated cluster, reached through an agent as in production.
+    let tunnelled = kubesim::KubeSim::start().await.expect("kubesim");
+    tunnelled
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
+        .expect("namespace");
+    tunnelled
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apple"}, "data": {"k": "v"}}))
+        .expect("configmap");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let created = admin
+        .post("/api/v1/clusters", json!({"name": "bench-agent", "project": "bench"}))
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
+        .await
+        .expect("manifest")
+        .text()
+        .await
+        .expect("manifest");
+    let manifest_path = dir.path().join("manifest.yaml");
+    std::fs::write(&manifest_path, &manifest).expect("manifest");
+    warden_server::gateway::testkit::Kubectl::new(&dir.path().join("ops"), &tunnelled.admin_kubeconfig())
+        .run(&["apply", "-f", manifest_path.to_str().expect("path")])
+        .await
+        .expect_ok();
+    let agent_token = tunnelled
+        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
+        .expect("token");
+    let agent_kubeconfig = dir.path().join("agent.kubeconfig");
+    std::fs::write(&agent_kubeconfig, tunnelled.kubeconfig_for_token(&agent_token))
+        .expect("kubeconfig");
+    let clients = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
+        .await
+        .expect("clients");
+    let agent = warden_agent::Agent::new(
+        clients,
+        warden_agent::Store::file(&manifest_path, None),
+        warden_agent::Options::default(),
+    );
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent.run(async move {
+        let _ = stopped.await;
+    }));
+    let start = Instant::now();
+    while !app.state.clusters.is_connected("bench-agent") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the agent did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.import_direct_cluster(
         "bench",
         "bench",
@@ -162,14 +214,22 @@ async fn run() {
         .expect("client");
     let straight = format!("{}/api/v1/namespaces/apple/configmaps/c", sim.url());
 
-    // Warm up both paths.
+    let via_agent = format!(
+        "{}/clusters/bench-agent/api/v1/namespaces/apple/configmaps/c",
+        app.gateway_url
+    );
+
+    // Warm up the paths.
     let _ = sequential(&direct, &straight, Some(&token), 200).await;
     let _ = sequential(&through, &via_gateway, None, 200).await;
+    let _ = sequential(&through, &via_agent, None, 200).await;
 
     let d = stats(sequential(&direct, &straight, Some(&token), n).await);
     let g = stats(sequential(&through, &via_gateway, None, n).await);
+    let a = stats(sequential(&through, &via_agent, None, n).await);
     let d_rps = throughput(&direct, &straight, Some(&token), secs).await;
     let g_rps = throughput(&through, &via_gateway, None, secs).await;
+    let a_rps = throughput(&through, &via_agent, None, secs).await;
     app.gateway().flush_audit().await;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -202,5 +262,21 @@ async fn run() {
         ms(g.p99) - ms(d.p99),
         ms(g.mean) - ms(d.mean),
         (g_rps / d_rps) * 100.0
+    );
+    println!(
+        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
+        "gateway + agent",
+        ms(a.p50),
+        ms(a.p99),
+        ms(a.mean),
+        a_rps
+    );
+    println!(
+        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>11.0}%",
+        "added by both",
+        ms(a.p50) - ms(d.p50),
+        ms(a.p99) - ms(d.p99),
+        ms(a.mean) - ms(d.mean),
+        (a_rps / d_rps) * 100.0
     );
 }
