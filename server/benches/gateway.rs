@@ -121,7 +121,10 @@ async fn run() {
         .expect("configmap");
     let dir = tempfile::tempdir().expect("tempdir");
     let created = admin
-        .post("/api/v1/clusters", json!({"name": "bench-agent", "project": "bench"}))
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "bench-agent", "project": "bench"}),
+        )
         .await
         .assert_status(201)
         .json();
@@ -133,16 +136,22 @@ async fn run() {
         .expect("manifest");
     let manifest_path = dir.path().join("manifest.yaml");
     std::fs::write(&manifest_path, &manifest).expect("manifest");
-    warden_server::gateway::testkit::Kubectl::new(&dir.path().join("ops"), &tunnelled.admin_kubeconfig())
-        .run(&["apply", "-f", manifest_path.to_str().expect("path")])
-        .await
-        .expect_ok();
+    warden_server::gateway::testkit::Kubectl::new(
+        &dir.path().join("ops"),
+        &tunnelled.admin_kubeconfig(),
+    )
+    .run(&["apply", "-f", manifest_path.to_str().expect("path")])
+    .await
+    .expect_ok();
     let agent_token = tunnelled
         .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
         .expect("token");
     let agent_kubeconfig = dir.path().join("agent.kubeconfig");
-    std::fs::write(&agent_kubeconfig, tunnelled.kubeconfig_for_token(&agent_token))
-        .expect("kubeconfig");
+    std::fs::write(
+        &agent_kubeconfig,
+        tunnelled.kubeconfig_for_token(&agent_token),
+    )
+    .expect("kubeconfig");
     let clients = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
         .await
         .expect("clients");
@@ -157,7 +166,10 @@ async fn run() {
     }));
     let start = Instant::now();
     while !app.state.clusters.is_connected("bench-agent") {
-        assert!(start.elapsed() < Duration::from_secs(20), "the agent did not connect");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.import_direct_cluster(

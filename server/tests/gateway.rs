@@ -1104,6 +1104,16 @@ async fn audit_rows_match(w: World) {
             assert!(ev["reason"].as_str().is_some_and(|r| !r.is_empty()), "{ev}");
         }
     }
+    // Bytes both ways: the created ConfigMap's JSON went up, the cluster's answer came down.
+    let create = events.iter().find(|e| e["id"] == ids[0]).unwrap();
+    let sent = serde_json::to_vec(calls[0].3.as_ref().unwrap())
+        .unwrap()
+        .len() as u64;
+    assert_eq!(create["details"]["bytes_in"], sent, "{create}");
+    assert!(
+        create["details"]["bytes_out"].as_u64().unwrap() > 0,
+        "{create}"
+    );
     // The chain still verifies.
     assert!(matches!(
         warden_domain::audit::verify_chain(&w.app.services().db)

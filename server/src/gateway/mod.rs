@@ -26,7 +26,6 @@ pub mod tokens;
 pub mod transport;
 
 use anyhow::Context;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,7 +48,7 @@ pub struct Gateway {
     transports: Arc<Transports>,
     pub(crate) transport: SharedTransport,
     pub(crate) connector: Connector,
-    pub(crate) http: HttpClient<Incoming>,
+    pub(crate) http: HttpClient<proxy::CountedBody>,
     public_url: String,
     audit: Arc<BatchingAuditSink>,
     pub(crate) reconciler: rbac::Reconciler,

@@ -674,7 +674,11 @@ async fn forward(
     for (k, v) in auth.iter() {
         out = out.header(k, v);
     }
-    let out = match out.body(req.into_body()) {
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let out = match out.body(CountedBody {
+        inner: req.into_body(),
+        bytes: bytes_in.clone(),
+    }) {
         Ok(r) => r,
         Err(e) => {
             return ctx.fail(
@@ -789,6 +793,7 @@ async fn forward(
     let tracked = Tracked {
         inner: body,
         bytes: Arc::new(AtomicU64::new(0)),
+        bytes_in,
         finish: Some(ctx),
     };
     Response::from_parts(parts, tracked.boxed_unsync())
@@ -799,7 +804,41 @@ async fn forward(
 struct Tracked {
     inner: Incoming,
     bytes: Arc<AtomicU64>,
+    /// The request body's bytes, counted as they were forwarded.
+    bytes_in: Arc<AtomicU64>,
     finish: Option<Ctx>,
+}
+
+/// The client's request body, streamed to the cluster as it comes, counting its bytes.
+pub(crate) struct CountedBody {
+    inner: Incoming,
+    bytes: Arc<AtomicU64>,
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                self.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Tracked {
@@ -808,6 +847,10 @@ impl Tracked {
             if let Some(mut ev) = ctx.ev.take() {
                 ev.duration_ms = Some(ctx.started.elapsed().as_millis() as i64);
                 if let Some(d) = ev.details.as_object_mut() {
+                    d.insert(
+                        "bytes_in".into(),
+                        json!(self.bytes_in.load(Ordering::Relaxed)),
+                    );
                     d.insert(
                         "bytes_out".into(),
                         json!(self.bytes.load(Ordering::Relaxed)),
