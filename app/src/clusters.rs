@@ -14,8 +14,8 @@ use warden_domain::dto::{AuditEventDto, ClusterBootstrap, ClusterDetail, Cluster
 use crate::error::AppError;
 use crate::layout::MeResource;
 use crate::ui::{
-    can_in, confirm_href, confirm_open, me_of, success_count, Chips, ConfirmPanel, Field,
-    FormAlert, FormState, LoadError, Loading, Submit,
+    can_in, confirm_href, confirm_open, me_of, Chips, ConfirmPanel, Field, FormAlert, FormState,
+    LoadError, Loading, Submit,
 };
 
 // ---- server functions ----
@@ -141,6 +141,7 @@ pub async fn bootstrap_cluster(name: String) -> Result<ClusterBootstrap, AppErro
 #[server(prefix = "/sfn", endpoint = "update_cluster")]
 pub async fn update_cluster(
     name: String,
+    #[server(default)] new_name: String,
     #[server(default)] description: String,
     #[server(default)] labels: String,
 ) -> Result<ClusterDto, AppError> {
@@ -151,7 +152,9 @@ pub async fn update_cluster(
         let labels = parse_labels(&labels).map_err(|m| AppError::Invalid {
             fields: BTreeMap::from([("labels".to_owned(), m)]),
         })?;
+        let new_name = new_name.trim();
         let req = UpdateClusterRequest {
+            name: (!new_name.is_empty() && new_name != name).then(|| new_name.to_owned()),
             description: Some(description),
             labels: Some(labels),
             ..Default::default()
@@ -159,7 +162,9 @@ pub async fn update_cluster(
         Ok(warden_domain::admin::clusters::update(&svc, &who, &name, req).await?)
     }
     .await;
-    crate::ssr::finish(r, None)
+    // A plain form lands on the cluster's page under its (new) name.
+    let then = r.as_ref().ok().map(|c| format!("/clusters/{}", c.name));
+    crate::ssr::finish(r, then)
 }
 
 #[server(prefix = "/sfn", endpoint = "delete_cluster")]
@@ -217,7 +222,10 @@ fn import_projects(me: &Me) -> Vec<String> {
 }
 
 #[component]
-fn StatusChip(status: String, #[prop(optional, into)] testid: Option<String>) -> impl IntoView {
+pub(crate) fn StatusChip(
+    status: String,
+    #[prop(optional, into)] testid: Option<String>,
+) -> impl IntoView {
     let label = match status.as_str() {
         "connected" => "Connected",
         "disconnected" => "Disconnected",
@@ -374,7 +382,7 @@ pub fn ImportClusterPage() -> impl IntoView {
             <h2 id="details-title">"Details"</h2>
             <p class="muted">"Warden gives you a manifest to apply to the cluster. Its agent dials out to Warden; the cluster needs no inbound port and its credentials never leave it."</p>
             <ActionForm action attr:class="form" attr:data-testid="import-form">
-                <Field state name="name" label="Name" required=true autocomplete="off" hint="Lower-case letters, digits and '-', e.g. prod-eu-1. It cannot be changed later."/>
+                <Field state name="name" label="Name" required=true autocomplete="off" hint="Lower-case letters, digits and '-', e.g. prod-eu-1."/>
                 <label for="new-cluster-project">"Project"</label>
                 <Transition fallback=Loading>
                     {move || Suspend::new(async move {
@@ -566,7 +574,16 @@ pub fn ClusterPage() -> impl IntoView {
     let params = use_params_map();
     let name = move || params.with(|p| p.get("name").unwrap_or_default());
     let update = ServerAction::<UpdateCluster>::new();
-    let updated = success_count(update);
+    // Saved: refetch. Renamed: the page moves to the new name (and fetches it there).
+    let (updated, set_updated) = signal(0u32);
+    let navigate = leptos_router::hooks::use_navigate();
+    crate::ui::on_success(update, move |c: &ClusterDto| {
+        if c.name != params.with_untracked(|p| p.get("name").unwrap_or_default()) {
+            navigate(&format!("/clusters/{}", c.name), Default::default());
+        } else {
+            set_updated.update(|n| *n += 1);
+        }
+    });
     let tick = ticker(Duration::from_secs(5));
     let cluster = Resource::new(
         move || (name(), updated.get(), tick.get()),
@@ -583,6 +600,7 @@ pub fn ClusterPage() -> impl IntoView {
                 }
             })}
         </Transition>
+        <crate::kubectl::KubectlSettingsCard scope="cluster" subject=Signal::derive(name)/>
         <section class="card" aria-labelledby="events-title">
             <h2 id="events-title">"Recent audit events"</h2>
             <Transition fallback=Loading>
@@ -697,7 +715,6 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                                 <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&name)) download=format!("warden-{name}.kubeconfig") rel="external" data-testid="cluster-kubeconfig">"download a kubeconfig for this cluster"</a>
                                 ", or see " <a href="/me/tools">"My tools"</a> " for all of yours."</p>
                         </section>
-                        <crate::kubectl::KubectlSettingsCard scope="cluster" subject=name writable/>
                         {writable.then(|| view! { <ManageCluster cluster=c cleanup update/> })}
                     })
                 })
@@ -725,14 +742,15 @@ fn ManageCluster(
     let connect_href = format!("/clusters/{}/connect", cluster.name);
     view! {
         <details class="card">
-            <summary>"Edit description and labels"</summary>
+            <summary>"Edit name, description and labels"</summary>
             <ActionForm action=update attr:class="form">
-                <input type="hidden" name="name" value=cluster_name/>
+                <input type="hidden" name="name" value=cluster_name.clone()/>
+                <Field state name="new_name" label="Name" value=cluster_name autocomplete="off" hint="Renaming reconnects the agent under the new name and cuts open sessions; kubeconfigs downloaded for this cluster alone must be downloaded again."/>
                 <Field state name="description" label="Description" value=description autocomplete="off"/>
                 <Field state name="labels" label="Labels" value=labels autocomplete="off" hint="key=value pairs separated by commas."/>
                 <Submit state label="Save"/>
             </ActionForm>
-            <FormAlert state fields=&["description", "labels"] ok="Saved."/>
+            <FormAlert state fields=&["new_name", "description", "labels"] ok="Saved."/>
         </details>
         <section class="card" aria-labelledby="agent-title">
             <h2 id="agent-title">"Agent"</h2>

@@ -52,17 +52,37 @@ fn level(
     }
 }
 
+/// One level's kubectl settings, and whether the caller may change them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KubectlSettingsView {
+    pub settings: KubectlSettingsDto,
+    pub writable: bool,
+}
+
 /// The kubectl settings of one level: `organization`, `user` (subject: email or id) or
-/// `cluster` (subject: name).
+/// `cluster` (subject: name). Whether the caller may change them is read from their grants
+/// (the update asks the gate again).
 #[server(prefix = "/sfn", endpoint = "get_kubectl_settings")]
 pub async fn get_kubectl_settings(
     scope: String,
     #[server(default)] subject: String,
-) -> Result<KubectlSettingsDto, AppError> {
+) -> Result<KubectlSettingsView, AppError> {
+    use crate::ui::{can, can_in};
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let level = level(&scope, subject)?;
-    Ok(warden_domain::admin::kubeconfig::get_settings(&svc, &who, level).await?)
+    let settings =
+        warden_domain::admin::kubeconfig::get_settings(&svc, &who, level(&scope, subject.clone())?)
+            .await?;
+    let me = svc.policy.me(&who).await?;
+    let writable = match scope.as_str() {
+        "organization" => can(&me, "settings.write"),
+        "user" => can(&me, "kubeconfig.write"),
+        _ => {
+            let c = warden_domain::admin::clusters::get(&svc, &who, &subject).await?;
+            can_in(&me, "cluster.write", &c.cluster.project)
+        }
+    };
+    Ok(KubectlSettingsView { settings, writable })
 }
 
 /// Hours as typed (empty: inherit) to seconds.
@@ -249,7 +269,7 @@ fn MyTools(
                                 <tr data-testid=format!("my-cluster-{}", c.name)>
                                     <td>{c.name.clone()}</td>
                                     <td>{c.project.clone()}</td>
-                                    <td><span class=format!("status status-{}", c.status)>{c.status.clone()}</span></td>
+                                    <td><crate::clusters::StatusChip status=c.status.clone()/></td>
                                     <td>{c.access.clone()}</td>
                                     <td class="actions">{(!mine.cli_disabled).then(|| view! {
                                         <a href=format!("/api/v1/kubeconfig?cluster={}", encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external">"kubeconfig for this cluster"</a>
@@ -271,7 +291,7 @@ fn MyTools(
                 mine.active_credentials,
                 mine.latest_expiry.as_deref().map(|e| format!("; the newest expires {}", short_time(e))).unwrap_or_default(),
             )}</p>
-            <p><a class="btn btn-danger" href=confirm_href("revoke-kubeconfigs", None) data-testid="revoke-kubeconfigs">"Revoke my kubeconfigs…"</a></p>
+            <p><a class="btn btn-danger-outline" href=confirm_href("revoke-kubeconfigs", None) data-testid="revoke-kubeconfigs">"Revoke my kubeconfigs…"</a></p>
             {move || confirming.get().then(|| view! {
                 <ConfirmPanel title="Revoke every kubeconfig you downloaded?">
                     <p>"kubectl stops working with all of them at its next request, on every cluster. Use this when a laptop is lost or a kubeconfig was shared by mistake. You can download a new one right after."</p>
@@ -299,7 +319,7 @@ pub fn RevokeUserKubeconfigs(email: String) -> impl IntoView {
             <h2 id="user-kubeconfigs-title">"Kubeconfigs"</h2>
             <p class="muted">{format!("Revoking refuses every kubeconfig issued to {email} so far, from its next request. Their access through roles is unchanged: they may download a new one.")}</p>
             <FormAlert state ok="Revoked: every kubeconfig issued so far is refused from its next request."/>
-            <p><a class="btn btn-danger" href=confirm_href("revoke-user-kubeconfigs", None) data-testid="revoke-user-kubeconfigs">"Revoke kubeconfigs…"</a></p>
+            <p><a class="btn btn-danger-outline" href=confirm_href("revoke-user-kubeconfigs", None) data-testid="revoke-user-kubeconfigs">"Revoke kubeconfigs…"</a></p>
             {move || confirming.get().then(|| view! {
                 <ConfirmPanel title=format!("Revoke every kubeconfig of {}?", who.get_value())>
                     <ActionForm action=revoke>
@@ -315,19 +335,19 @@ pub fn RevokeUserKubeconfigs(email: String) -> impl IntoView {
 // ---- kubectl settings card ----
 
 /// The kubectl settings of one level. `scope`: `organization`, `user` or `cluster`;
-/// `subject`: the user's email or the cluster's name.
+/// `subject`: the user's email or id, or the cluster's name. Render it at a page's top level,
+/// not inside a `Suspend`: its resource must be created in the same order on the server and in
+/// the browser for hydration.
 #[component]
 pub fn KubectlSettingsCard(
     scope: &'static str,
-    #[prop(optional, into)] subject: String,
-    writable: bool,
+    #[prop(optional, into)] subject: Signal<String>,
 ) -> impl IntoView {
     let action = ServerAction::<UpdateKubectlSettings>::new();
     let saved = success_count(action);
-    let subj = subject.clone();
     let settings = Resource::new(
-        move || saved.get(),
-        move |_| get_kubectl_settings(scope.to_owned(), subj.clone()),
+        move || (subject.get(), saved.get()),
+        move |(subject, _)| get_kubectl_settings(scope.to_owned(), subject),
     );
     let intro = match scope {
         "organization" => "Defaults for everyone. A user's settings override them; a cluster's settings can only make access stricter.",
@@ -335,21 +355,22 @@ pub fn KubectlSettingsCard(
         _ => "Stricter settings for this cluster: a shorter idle time, a recent sign-in, kubectl or secrets turned off. Empty fields inherit.",
     };
     view! {
-        <section class="card" aria-labelledby="kubectl-settings-title" data-testid="kubectl-settings">
-            <h2 id="kubectl-settings-title">"kubectl access"</h2>
-            <p class="muted">{intro}</p>
-            <Transition fallback=Loading>
-                {move || {
-                    let subject = subject.clone();
-                    Suspend::new(async move {
-                        match settings.await {
-                            Ok(s) => view! { <KubectlSettingsForm scope subject settings=s action writable/> }.into_any(),
-                            Err(e) => view! { <LoadError err=e/> }.into_any(),
-                        }
-                    })
-                }}
-            </Transition>
-        </section>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                match settings.await {
+                    Ok(v) => view! {
+                        <section class="card" aria-labelledby="kubectl-settings-title" data-testid="kubectl-settings">
+                            <h2 id="kubectl-settings-title">"kubectl access"</h2>
+                            <p class="muted">{intro}</p>
+                            <KubectlSettingsForm scope subject=subject.get_untracked() settings=v.settings action writable=v.writable/>
+                        </section>
+                    }.into_any(),
+                    // The page itself says so (and shows nothing else).
+                    Err(AppError::Forbidden | AppError::NotFound(_)) => ().into_any(),
+                    Err(e) => view! { <section class="card"><LoadError err=e/></section> }.into_any(),
+                }
+            })}
+        </Transition>
     }
 }
 
@@ -361,7 +382,7 @@ fn HoursField(
     value: Option<i64>,
     /// What applies when the field is empty (seconds).
     inherited: i64,
-    disabled: bool,
+    disabled: Signal<bool>,
 ) -> impl IntoView {
     let id = state.id(name);
     let hint_id = format!("{id}-hint");
@@ -371,7 +392,7 @@ fn HoursField(
         <input id=id name=name type="number" min="0.02" max="8784" step="any"
             value=value.map(hours).unwrap_or_default()
             placeholder=hours(inherited)
-            disabled=disabled
+            disabled=move || disabled.get()
             aria-invalid=move || state.field(name).is_some().to_string()
             aria-describedby=described/>
         <p class="hint" id=hint_id>{format!("Hours. Empty: inherit ({}).", human_duration(inherited))}</p>
@@ -386,7 +407,7 @@ fn FlagField(
     label: &'static str,
     value: Option<bool>,
     inherited: bool,
-    disabled: bool,
+    disabled: Signal<bool>,
 ) -> impl IntoView {
     let id = state.id(name);
     let current = match value {
@@ -397,7 +418,7 @@ fn FlagField(
     let onoff = if inherited { "on" } else { "off" };
     view! {
         <label for=id.clone()>{label}</label>
-        <select id=id name=name disabled=disabled aria-describedby=state.err_id(name)>
+        <select id=id name=name disabled=move || disabled.get() aria-describedby=state.err_id(name)>
             {[("", format!("Inherit ({onoff})")), ("on", "On".to_owned()), ("off", "Off".to_owned())].into_iter().map(|(v, l)| {
                 view! { <option value=v selected=v == current>{l}</option> }
             }).collect_view()}
@@ -427,9 +448,9 @@ fn KubectlSettingsForm(
     let e = settings.effective.clone();
     // What an empty field falls back to: the level above (the defaults for the organization).
     let above = settings.inherited.clone();
-    let ro = !writable;
+    let ro = Signal::stored(!writable);
     view! {
-        {ro.then(|| view! { <p class="muted">"You may read these settings but not change them."</p> })}
+        {(!writable).then(|| view! { <p class="muted">"You may read these settings but not change them."</p> })}
         <ActionForm action attr:class="form" attr:data-testid=format!("kubectl-settings-{scope}")>
             <input type="hidden" name="scope" value=scope/>
             <input type="hidden" name="subject" value=subject/>

@@ -86,7 +86,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/clusters") view=clusters::ClustersPage/>
                     <Route path=path!("/clusters/new") view=clusters::ImportClusterPage/>
-                    <Route path=path!("/clusters/:name") view=clusters::ClusterPage/>
+                    <Route path=path!("/clusters/:name") view=clusters::ClusterPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/clusters/:name/connect") view=clusters::ConnectClusterPage/>
                     <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::InOrder/>

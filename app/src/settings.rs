@@ -52,14 +52,12 @@ pub fn SettingsPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let writable = me_of(me.await).is_some_and(|m| can(&m, "settings.write"));
                 match settings.await {
-                    Ok(s) => view! {
-                        <SettingsForm settings=s action writable/>
-                        <crate::kubectl::KubectlSettingsCard scope="organization" writable/>
-                    }.into_any(),
+                    Ok(s) => view! { <SettingsForm settings=s action writable/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
         </Transition>
+        <crate::kubectl::KubectlSettingsCard scope="organization"/>
     }
 }
 

@@ -436,6 +436,7 @@ pub fn UserPage() -> impl IntoView {
                 }
             })}
         </Transition>
+        <crate::kubectl::KubectlSettingsCard scope="user" subject=Signal::derive(id)/>
     }
 }
 
@@ -575,10 +576,7 @@ fn UserView(
                 let me = me_of(me.await)?;
                 let email = u.with_value(|u| u.email.clone());
                 let writable = can(&me, "kubeconfig.write");
-                Some(view! {
-                    {writable.then(|| view! { <crate::kubectl::RevokeUserKubeconfigs email=email.clone()/> })}
-                    <crate::kubectl::KubectlSettingsCard scope="user" subject=email writable/>
-                })
+                writable.then(|| view! { <crate::kubectl::RevokeUserKubeconfigs email=email/> })
             })}
         </Transition>
     }

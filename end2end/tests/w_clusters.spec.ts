@@ -129,4 +129,19 @@ test.describe.serial("cluster import wizard", () => {
     await consoleAct.open(page, "/clusters?status=pending");
     await expect(find.clusterRow(page, NAME)).toHaveCount(0);
   });
+
+  test("rename in the console: the page follows and the agent reconnects under the new name", async ({ page }) => {
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    await consoleAct.open(page, `/clusters/${NAME}`);
+    await page.getByText("Edit name, description and labels").click();
+    await page.getByLabel("Name", { exact: true }).fill("e2e-renamed");
+    await page.getByRole("button", { name: "Save", exact: true }).click();
+    await expect(page).toHaveURL(/\/clusters\/e2e-renamed$/);
+    await expect(page.getByTestId("cluster-name")).toHaveText("e2e-renamed");
+    await expect(page.getByTestId("cluster-status")).toHaveText("Connected", { timeout: 20_000 });
+    await expect(page.getByTestId("cluster-events")).toContainText("cluster.update");
+    noErrors();
+  });
 });
