@@ -120,58 +120,9 @@ async fn run() {
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apple"}, "data": {"k": "v"}}))
         .expect("configmap");
     let dir = tempfile::tempdir().expect("tempdir");
-    let created = admin
-        .post(
-            "/api/v1/clusters",
-            json!({"name": "bench-agent", "project": "bench"}),
-        )
-        .await
-        .assert_status(201)
-        .json();
-    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
-        .await
-        .expect("manifest")
-        .text()
-        .await
-        .expect("manifest");
-    let manifest_path = dir.path().join("manifest.yaml");
-    std::fs::write(&manifest_path, &manifest).expect("manifest");
-    warden_server::gateway::testkit::Kubectl::new(
-        &dir.path().join("ops"),
-        &tunnelled.admin_kubeconfig(),
-    )
-    .run(&["apply", "-f", manifest_path.to_str().expect("path")])
-    .await
-    .expect_ok();
-    let agent_token = tunnelled
-        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
-        .expect("token");
-    let agent_kubeconfig = dir.path().join("agent.kubeconfig");
-    std::fs::write(
-        &agent_kubeconfig,
-        tunnelled.kubeconfig_for_token(&agent_token),
-    )
-    .expect("kubeconfig");
-    let clients = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
-        .await
-        .expect("clients");
-    let agent = warden_agent::Agent::new(
-        clients,
-        warden_agent::Store::file(&manifest_path, None),
-        warden_agent::Options::default(),
-    );
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agent.run(async move {
-        let _ = stopped.await;
-    }));
-    let start = Instant::now();
-    while !app.state.clusters.is_connected("bench-agent") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the agent did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _agent = app
+        .connect_agent(&admin, &tunnelled, dir.path(), "bench-agent", "bench", &[])
+        .await;
     app.import_direct_cluster(
         "bench",
         "bench",

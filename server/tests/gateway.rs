@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use warden_server::gateway::testkit::{Kubectl, KubectlOutput};
+use warden_server::gateway::testkit::{Kubectl, KubectlOutput, RunningAgent};
 use warden_server::gateway::transport::{DirectCredential, DirectEndpoint};
 use warden_server::testing::{Client, TestApp};
 
@@ -21,10 +21,7 @@ struct World {
     _lab: kubesim::KubeSim,
     dir: tempfile::TempDir,
     /// With [`World::via_agent`]: the agent serving `prod-1` (stops when dropped).
-    _agent: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<Result<(), warden_agent::AgentError>>,
-    )>,
+    _agent: Option<RunningAgent>,
 }
 
 /// How `prod-1` is reached: a direct connection, or the agent's tunnel as in production.
@@ -32,68 +29,6 @@ struct World {
 enum Via {
     Direct,
     Agent,
-}
-
-/// Import `name` into `project` (shared with `shared`) the way an operator does: the manifest
-/// applied with the real kubectl, and the agent run as its own service account.
-async fn connect_agent(
-    app: &TestApp,
-    admin: &Client,
-    sim: &kubesim::KubeSim,
-    dir: &std::path::Path,
-    name: &str,
-    project: &str,
-    shared: &[&str],
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), warden_agent::AgentError>>,
-) {
-    let created = admin
-        .post(
-            "/api/v1/clusters",
-            json!({"name": name, "project": project, "shared_with": shared}),
-        )
-        .await
-        .assert_status(201)
-        .json();
-    let manifest = reqwest::get(created["manifest_url"].as_str().unwrap())
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let manifest_path = dir.join(format!("{name}.manifest.yaml"));
-    std::fs::write(&manifest_path, &manifest).unwrap();
-    Kubectl::new(&dir.join(format!("{name}-ops")), &sim.admin_kubeconfig())
-        .run(&["apply", "-f", manifest_path.to_str().unwrap()])
-        .await
-        .expect_ok();
-    let token = sim
-        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
-        .unwrap();
-    let agent_kubeconfig = dir.join(format!("{name}.agent.kubeconfig"));
-    std::fs::write(&agent_kubeconfig, sim.kubeconfig_for_token(&token)).unwrap();
-    let clients = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
-        .await
-        .unwrap();
-    let agent = warden_agent::Agent::new(
-        clients,
-        warden_agent::Store::file(&manifest_path, None),
-        warden_agent::Options::default(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent.run(async move {
-        let _ = stopped.await;
-    }));
-    let start = std::time::Instant::now();
-    while !app.state.clusters.is_connected(name) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the agent did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (stop, running)
 }
 
 fn endpoint(sim: &kubesim::KubeSim) -> DirectEndpoint {
@@ -139,16 +74,8 @@ impl World {
                 None
             }
             Via::Agent => Some(
-                connect_agent(
-                    &app,
-                    &admin,
-                    &prod,
-                    dir.path(),
-                    PROD,
-                    "production",
-                    &["dev"],
-                )
-                .await,
+                app.connect_agent(&admin, &prod, dir.path(), PROD, "production", &["dev"])
+                    .await,
             ),
         };
         app.import_direct_cluster(LAB, "research", &[], endpoint(&lab))
@@ -1263,8 +1190,9 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
         .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
         .expect("namespace");
     let dir = tempfile::tempdir().unwrap();
-    let (stop, running) =
-        connect_agent(&app, &admin, &sim, dir.path(), PROD, "production", &["dev"]).await;
+    let agent = app
+        .connect_agent(&admin, &sim, dir.path(), PROD, "production", &["dev"])
+        .await;
 
     let mk = |email: &'static str,
               role: &'static str,
@@ -1402,6 +1330,5 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
     assert!(items.iter().any(|e| e["resource_kind"] == "configmaps"
         && e["action"] == "kube.create"
         && e["status"] == 201));
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    agent.stop().await;
 }

@@ -65,6 +65,88 @@ impl TestApp {
             .register(name, endpoint)
             .expect("register the endpoint");
     }
+
+    /// Import `name` into `project` (shared with `shared_with`) the way an operator does: the
+    /// manifest fetched by its one-time URL and applied to `sim` with the real kubectl, then the
+    /// agent run on its own service account (only the manifest's RBAC), as the Deployment
+    /// runs it. Returns once the cluster is connected.
+    #[cfg(feature = "demo")]
+    pub async fn connect_agent(
+        &self,
+        admin: &crate::testing::Client,
+        sim: &kubesim::KubeSim,
+        dir: &Path,
+        name: &str,
+        project: &str,
+        shared_with: &[&str],
+    ) -> RunningAgent {
+        let created = admin
+            .post(
+                "/api/v1/clusters",
+                serde_json::json!({"name": name, "project": project, "shared_with": shared_with}),
+            )
+            .await
+            .assert_status(201)
+            .json();
+        let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
+            .await
+            .expect("the manifest URL")
+            .text()
+            .await
+            .expect("the manifest");
+        let manifest_path = dir.join(format!("{name}.manifest.yaml"));
+        std::fs::write(&manifest_path, &manifest).expect("write the manifest");
+        Kubectl::new(&dir.join(format!("{name}-ops")), &sim.admin_kubeconfig())
+            .run(&["apply", "-f", manifest_path.to_str().expect("a UTF-8 path")])
+            .await
+            .expect_ok();
+        let token = sim
+            .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
+            .expect("the agent's token");
+        let agent_kubeconfig = dir.join(format!("{name}.agent.kubeconfig"));
+        std::fs::write(&agent_kubeconfig, sim.kubeconfig_for_token(&token))
+            .expect("write the agent's kubeconfig");
+        let clients = warden_agent::kube_clients(Some(&agent_kubeconfig), None)
+            .await
+            .expect("the agent's clients");
+        let agent = warden_agent::Agent::new(
+            clients,
+            warden_agent::Store::file(&manifest_path, None),
+            warden_agent::Options::default(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(agent.run(async move {
+            let _ = stopped.await;
+        }));
+        let start = std::time::Instant::now();
+        while !self.state.clusters.is_connected(name) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the agent of {name} did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        RunningAgent {
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+/// An agent running in this process (see [`TestApp::connect_agent`]); dropping it stops it.
+pub struct RunningAgent {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), warden_agent::AgentError>>,
+}
+
+impl RunningAgent {
+    /// Stop the agent (it drains) and wait for it, at most 10 s.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
 }
 
 /// The real `/usr/bin/kubectl` with its own kubeconfig, `HOME` and discovery cache.
