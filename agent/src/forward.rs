@@ -47,31 +47,12 @@ where
 }
 
 fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    warden_domain::agent_protocol::is_hop_by_hop(name.as_str())
 }
 
 /// A Kubernetes `Status` failure, so clients show a clear message.
 pub fn status_response(code: StatusCode, reason: &str, message: &str) -> Response<ResponseBody> {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    });
+    let body = warden_domain::agent_protocol::kube_status(code.as_u16(), reason, message);
     let mut r = Response::new(
         Full::new(Bytes::from(body.to_string()))
             .map_err(|e| match e {})

@@ -120,6 +120,37 @@ pub struct ManifestParams<'a> {
     pub allow_insecure_http: bool,
 }
 
+/// Headers that belong to one HTTP/1.1 connection, not to the request: neither end of the
+/// tunnel forwards them (an upgrade keeps `Connection` and `Upgrade` itself).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// A Kubernetes `Status` failure body, which kubectl and client-go print the message of.
+pub fn kube_status(code: u16, reason: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {},
+        "code": code,
+    })
+}
+
 /// Whether `url` is `http://` to a host other than the loopback interface.
 pub fn is_insecure_remote(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {

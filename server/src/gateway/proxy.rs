@@ -63,16 +63,7 @@ fn status_response(code: StatusCode, message: &str, audit_id: &str) -> Response<
         StatusCode::BAD_GATEWAY => "InternalError",
         _ => "BadRequest",
     };
-    let body = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "details": {},
-        "code": code.as_u16(),
-    });
+    let body = warden_domain::agent_protocol::kube_status(code.as_u16(), reason, message);
     let mut r = Response::new(
         Full::new(Bytes::from(body.to_string()))
             .map_err(|e| match e {})
@@ -91,17 +82,7 @@ fn status_response(code: StatusCode, message: &str, audit_id: &str) -> Response<
 
 /// Headers that belong to one connection, not to the request.
 fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    warden_domain::agent_protocol::is_hop_by_hop(name.as_str())
 }
 
 /// Client-supplied credentials and identity claims: never forwarded.
