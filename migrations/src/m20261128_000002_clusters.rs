@@ -3,61 +3,10 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::*;
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-fn id(name: &str) -> Alias {
-    Alias::new(name)
-}
-
-fn uuid_pk() -> ColumnDef {
-    ColumnDef::new(id("id"))
-        .string_len(36)
-        .not_null()
-        .primary_key()
-        .to_owned()
-}
-
-fn text(name: &str) -> ColumnDef {
-    ColumnDef::new(id(name)).text().not_null().to_owned()
-}
-
-fn text_null(name: &str) -> ColumnDef {
-    ColumnDef::new(id(name)).text().null().to_owned()
-}
-
-fn string(name: &str, len: u32) -> ColumnDef {
-    ColumnDef::new(id(name))
-        .string_len(len)
-        .not_null()
-        .to_owned()
-}
-
-fn string_null(name: &str, len: u32) -> ColumnDef {
-    ColumnDef::new(id(name)).string_len(len).null().to_owned()
-}
-
-fn millis(name: &str) -> ColumnDef {
-    ColumnDef::new(id(name)).big_integer().not_null().to_owned()
-}
-
-fn millis_null(name: &str) -> ColumnDef {
-    ColumnDef::new(id(name)).big_integer().null().to_owned()
-}
-
-fn fk(
-    name: &str,
-    from: (&str, &str),
-    to: &str,
-    on_delete: ForeignKeyAction,
-) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .name(name)
-        .from(id(from.0), id(from.1))
-        .to(id(to), id("id"))
-        .on_delete(on_delete)
-        .to_owned()
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
