@@ -11,13 +11,13 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use crate::admin::clusters::{project_names, HISTORY_KEEP, PURPOSE_AGENT};
+use crate::admin::clusters::{HISTORY_KEEP, PURPOSE_AGENT};
 use crate::agent_protocol::{refusal, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND, CREDENTIAL_PREFIX};
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::clock::Timestamp;
 use crate::dto::{cluster_status, ClusterFacts};
 use crate::entities::{
-    cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters,
+    cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters, projects,
 };
 use crate::error::DomainResult;
 use crate::secrets::{random_token, sha256_hex};
@@ -107,8 +107,8 @@ impl Ctx<'_> {
         .details(details);
         if let Some(c) = cluster {
             ev.cluster = Some(c.name.clone());
-            if let Some(p) = project_names(&self.svc.db).await?.get(&c.project_id) {
-                ev = ev.project(p.clone());
+            if let Some(p) = project_name(&self.svc.db, &c.project_id).await? {
+                ev = ev.project(p);
             }
         }
         if let Some(r) = reason {
@@ -250,18 +250,7 @@ async fn admit_credential(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Ad
         json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version}),
     )
     .await?;
-    let project = project_names(&svc.db)
-        .await?
-        .get(&cluster.project_id)
-        .cloned()
-        .unwrap_or_default();
-    Ok(Ok(Admission {
-        cluster_id: cluster.id,
-        cluster: cluster.name,
-        project,
-        credential_id: cred.id,
-        new_credential: None,
-    }))
+    Ok(Ok(admitted(svc, cluster, cred.id, None).await?))
 }
 
 async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Admission, Refusal>> {
@@ -447,18 +436,36 @@ async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Adm
         json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version, "credential": cred.id, "first_registration": cluster.fingerprint.is_none()}),
     )
     .await?;
-    let project = project_names(&svc.db)
+    Ok(Ok(admitted(svc, cluster, cred.id, Some(credential)).await?))
+}
+
+/// The name of a project, by id.
+async fn project_name<C: ConnectionTrait>(
+    db: &C,
+    project_id: &str,
+) -> DomainResult<Option<String>> {
+    Ok(projects::Entity::find_by_id(project_id.to_owned())
+        .one(db)
         .await?
-        .get(&cluster.project_id)
-        .cloned()
-        .unwrap_or_default();
-    Ok(Ok(Admission {
+        .map(|p| p.name))
+}
+
+/// An admitted agent of `cluster`, with the name of the cluster's project.
+async fn admitted(
+    svc: &Services,
+    cluster: clusters::Model,
+    credential_id: String,
+    new_credential: Option<String>,
+) -> DomainResult<Admission> {
+    Ok(Admission {
+        project: project_name(&svc.db, &cluster.project_id)
+            .await?
+            .unwrap_or_default(),
         cluster_id: cluster.id,
         cluster: cluster.name,
-        project,
-        credential_id: cred.id,
-        new_credential: Some(credential),
-    }))
+        credential_id,
+        new_credential,
+    })
 }
 
 /// Whether a credential is still valid (not revoked, its cluster not deleted).
@@ -517,8 +524,8 @@ pub async fn set_status(
     .resource("cluster", name.clone())
     .reason(reason);
     ev.cluster = Some(name);
-    if let Some(p) = project_names(&svc.db).await?.get(&project_id) {
-        ev = ev.project(p.clone());
+    if let Some(p) = project_name(&svc.db, &project_id).await? {
+        ev = ev.project(p);
     }
     svc.audit.record(ev).await?;
     Ok(true)
