@@ -39,6 +39,8 @@ pub struct KubeCluster {
     pub name: String,
     pub owner: String,
     pub shared_with: Vec<String>,
+    /// `pending`, `connected` or `disconnected`.
+    pub status: String,
 }
 
 impl KubeCluster {
@@ -84,6 +86,7 @@ async fn kube_clusters_where<C: ConnectionTrait>(
                 id: c.id,
                 name: c.name,
                 shared_with,
+                status: c.status,
             }
         })
         .collect())
@@ -802,12 +805,6 @@ pub fn access_in_words(a: &KubeAccess) -> String {
 /// the caller's own access; an empty list when they have none).
 pub async fn my_kubectl(svc: &Services, who: &Principal) -> DomainResult<MyKubectl> {
     let eff = svc.policy.effective(who.user_id).await?;
-    let status: HashMap<String, String> = clusters::Entity::find()
-        .all(&svc.db)
-        .await?
-        .into_iter()
-        .map(|c| (c.id, c.status))
-        .collect();
     let mut out = Vec::new();
     for c in kube_clusters(&svc.db).await? {
         let a = kube_access(&eff, &c);
@@ -815,7 +812,7 @@ pub async fn my_kubectl(svc: &Services, who: &Principal) -> DomainResult<MyKubec
             continue;
         }
         out.push(MyKubeCluster {
-            status: status.get(&c.id).cloned().unwrap_or_default(),
+            status: c.status.clone(),
             project: a.project.clone().unwrap_or_else(|| c.owner.clone()),
             access: access_in_words(&a),
             name: c.name,
@@ -1087,6 +1084,7 @@ mod tests {
             name: "prod".into(),
             owner: "production".into(),
             shared_with: vec!["dev".into()],
+            status: "connected".into(),
         }
     }
 
