@@ -345,6 +345,8 @@ fn ClustersTable(clusters: Vec<ClusterDto>, reachable: Vec<String>) -> impl Into
                             <td><Chips items=labels/></td>
                             <td class="actions">{reachable.contains(&c.name).then(|| view! {
                                 <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external" data-testid=format!("kubeconfig-{}", c.name)>"kubeconfig"</a>
+                                " "
+                                <a href=format!("/clusters/{}/terminal", c.name) data-testid=format!("terminal-{}", c.name)>"terminal"</a>
                             })}</td>
                         </tr>
                     }
@@ -544,7 +546,7 @@ fn Checklist(
                                         <ul>
                                             <li><a href=format!("/clusters/{name}") data-testid="open-cluster">"Open the cluster's page"</a></li>
                                             <li><a href=format!("/api/v1/kubeconfig?cluster={name}") download=format!("warden-{name}.kubeconfig") rel="external">"Download a kubeconfig for it"</a></li>
-                                            <li>"Web terminal: from the cluster's page, once available."</li>
+                                            <li><a href=format!("/clusters/{name}/terminal")>"Open a terminal into one of its pods"</a></li>
                                         </ul>
                                     </div>
                                 })}
@@ -714,6 +716,8 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                             <p>"Your kubeconfig reaches this cluster through Warden's gateway when your roles grant kubectl access here: "
                                 <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&name)) download=format!("warden-{name}.kubeconfig") rel="external" data-testid="cluster-kubeconfig">"download a kubeconfig for this cluster"</a>
                                 ", or see " <a href="/me/tools">"My tools"</a> " for all of yours."</p>
+                            <p>"Or open a shell in one of its pods, in the browser: "
+                                <a href=format!("/clusters/{name}/terminal") data-testid="cluster-terminal">"terminal"</a>"."</p>
                         </section>
                         {writable.then(|| view! { <ManageCluster cluster=c cleanup update/> })}
                     })

@@ -1,5 +1,6 @@
 //! Warden's console: Leptos pages and server functions. Server-only code sits behind the
 //! `ssr` feature; the same crate compiles to WASM for hydration.
+#![recursion_limit = "512"]
 
 pub mod apikeys;
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod roles;
 pub mod settings;
 #[cfg(feature = "ssr")]
 pub mod ssr;
+pub mod terminal;
 pub mod ui;
 pub mod users;
 
@@ -88,6 +90,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/clusters/new") view=clusters::ImportClusterPage/>
                     <Route path=path!("/clusters/:name") view=clusters::ClusterPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/clusters/:name/connect") view=clusters::ConnectClusterPage/>
+                    <Route path=path!("/clusters/:name/terminal") view=terminal::TerminalPage/>
                     <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/users/new") view=users::CreateUserPage ssr=SsrMode::InOrder/>

@@ -246,6 +246,9 @@ pub struct AccessPolicy {
     db: DatabaseConnection,
     audit: SharedAuditSink,
     epoch: AtomicU64,
+    /// Tells holders of live grants (streams, terminals) that the epoch moved, so they are
+    /// re-checked at once, idle or not.
+    epoch_tx: tokio::sync::watch::Sender<u64>,
     cache: Mutex<HashMap<UserId, (u64, Arc<Effective>)>>,
 }
 
@@ -255,6 +258,7 @@ impl AccessPolicy {
             db,
             audit,
             epoch: AtomicU64::new(1),
+            epoch_tx: tokio::sync::watch::Sender::new(1),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -266,7 +270,14 @@ impl AccessPolicy {
 
     /// Call after any change that can alter a decision.
     pub fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let now = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.epoch_tx.send_modify(|v| *v = (*v).max(now));
+    }
+
+    /// A receiver that wakes whenever the epoch moves (changes coalesce: a slow receiver sees
+    /// the latest value).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epoch_tx.subscribe()
     }
 
     /// The user's effective rights, from the cache when the epoch has not moved.

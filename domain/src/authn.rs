@@ -116,6 +116,8 @@ pub async fn sign_in(
 pub async fn sign_out(svc: &Services, session: &Session, meta: RequestMeta) -> DomainResult<()> {
     let record: Option<AuthRecord> = session.get(AUTH_KEY).await.map_err(session_err)?;
     session.flush().await.map_err(session_err)?;
+    // What the session held open (web terminals) is re-checked now, not at its next frame.
+    svc.policy.bump();
     if let Some(r) = record {
         let name = user_store::find_by_id(&svc.db, r.user_id)
             .await?

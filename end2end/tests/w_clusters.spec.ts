@@ -130,6 +130,40 @@ test.describe.serial("cluster import wizard", () => {
     await expect(find.clusterRow(page, NAME)).toHaveCount(0);
   });
 
+  test("a web terminal into a pod: a round trip in xterm.js, then a sign-out elsewhere closes it with the reason", async ({ page, context }) => {
+    test.setTimeout(120_000);
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    const pod = await cluster.kubectl("run", "shell", "-n", "default", "--image=busybox:1.36", "--restart=Never", "--", "sleep", "3600");
+    expect(pod.code, pod.stderr).toBe(0);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    // From the cluster list's row to the terminal page, then the pod picked in the form.
+    await consoleAct.open(page, "/clusters");
+    await page.getByTestId(`terminal-${NAME}`).click();
+    await expect(page).toHaveURL(new RegExp(`/clusters/${NAME}/terminal$`));
+    await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+    await page.getByTestId("terminal-namespace").fill("default");
+    await page.getByTestId("terminal-pod").fill("shell");
+    await page.getByTestId("terminal-open").click();
+    await expect(page).toHaveURL(/namespace=default&pod=shell/);
+    const status = page.getByTestId("terminal-status");
+    await expect(status).toContainText("as system:serviceaccount:warden-system:u-admin-warden-local", { timeout: 30_000 });
+    await expect(status).toContainText(`${NAME} · default/shell`);
+    // Keystrokes reach the container's shell and its output is drawn by xterm.js.
+    await page.getByTestId("terminal").click();
+    await page.keyboard.type("echo $((6*7))-ok\n");
+    await expect(page.locator("[data-testid=terminal] .xterm-rows")).toContainText("42-ok", { timeout: 15_000 });
+
+    // Signing out in another tab ends the (idle) terminal at once, with the reason on screen.
+    const other = await context.newPage();
+    await consoleAct.open(other, "/");
+    const out = await other.request.post("/api/v1/auth/logout", { headers: { origin: new URL(page.url()).origin } });
+    expect(out.status()).toBe(204);
+    await expect(status).toContainText("Closed: signed out", { timeout: 5_000 });
+    await expect(page.locator("[data-testid=terminal] .xterm-rows")).toContainText("[closed: signed out");
+    noErrors();
+  });
+
   test("rename in the console: the page follows and the agent reconnects under the new name", async ({ page }) => {
     const noErrors = consoleCheck.noConsoleErrors(page);
     await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);

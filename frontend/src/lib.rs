@@ -1,4 +1,7 @@
 //! The WASM entry point: hydrate the server-rendered page.
+// The release profile (LTO, one codegen unit) instantiates the whole console's view types in
+// this crate; their nesting exceeds the default query depth.
+#![recursion_limit = "512"]
 
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {

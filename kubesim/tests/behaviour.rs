@@ -1037,6 +1037,126 @@ async fn rolebinding_requires_bind_or_coverage() {
     .ok();
 }
 
+/// Real cluster: the request-info resolver gives `/api/v1/namespaces/N` the namespace N, so the
+/// rules of a RoleBinding in N apply to the Namespace object N itself, and to no other namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolebinding_applies_to_its_own_namespace_object() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "ns", "dev"]).await.ok();
+    env.kubectl(&["create", "ns", "other"]).await.ok();
+    env.kubectl(&[
+        "create",
+        "role",
+        "ns-owner",
+        "--verb=get,patch,delete",
+        "--resource=namespaces",
+        "-n",
+        "dev",
+    ])
+    .await
+    .ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "nina-ns-owner",
+        "--role=ns-owner",
+        "--user=nina",
+        "-n",
+        "dev",
+    ])
+    .await
+    .ok();
+    let kc = env.user("nina", &[]);
+    env.run(&kc, &["get", "ns", "dev"], None).await.ok();
+    env.run(&kc, &["label", "ns", "dev", "team=blue"], None)
+        .await
+        .ok();
+    assert_eq!(
+        env.kubectl(&["get", "ns", "dev", "-o", "jsonpath={.metadata.labels.team}"])
+            .await
+            .ok(),
+        "blue"
+    );
+    let other = env.run(&kc, &["get", "ns", "other"], None).await;
+    assert!(
+        other.err().contains(
+            "namespaces \"other\" is forbidden: User \"nina\" cannot get resource \"namespaces\" in API group \"\" in the namespace \"other\""
+        ),
+        "{}",
+        other.stderr
+    );
+    let list = env.run(&kc, &["get", "ns"], None).await;
+    assert!(
+        list.err()
+            .contains("cannot list resource \"namespaces\" in API group \"\" at the cluster scope"),
+        "{}",
+        list.stderr
+    );
+    env.run(&kc, &["delete", "ns", "dev", "--wait=false"], None)
+        .await
+        .ok();
+}
+
+/// Real cluster: the apiserver routes and authorizes on the decoded path, so `%2F` is a path
+/// separator: `/api/v1/namespaces/default%2Fconfigmaps` lists the configmaps of `default` and
+/// `.../configmaps%2Fcm1` gets `cm1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_encoded_slashes_separate_path_segments() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "cm", "cm1", "-n", "default"])
+        .await
+        .ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "olga-view",
+        "--clusterrole=view",
+        "--user=olga",
+        "-n",
+        "default",
+    ])
+    .await
+    .ok();
+    let get = |client: kube::Client, uri: &'static str| async move {
+        client
+            .request::<serde_json::Value>(
+                http::Request::get(uri).body(Vec::new()).expect("request"),
+            )
+            .await
+    };
+    // olga may list configmaps in default but holds nothing on namespaces: the request is
+    // authorized as what it is served as.
+    let olga = common::client_from(&env.sim.kubeconfig_for_cert("olga", &[]).expect("cert")).await;
+    let list = get(olga.clone(), "/api/v1/namespaces/default%2Fconfigmaps")
+        .await
+        .expect("list configmaps");
+    assert_eq!(list["kind"], "ConfigMapList");
+    assert!(
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|i| i["metadata"]["name"] == "cm1"),
+        "{list}"
+    );
+    let cm = get(olga, "/api/v1/namespaces/default/configmaps%2Fcm1")
+        .await
+        .expect("get cm1");
+    assert_eq!(
+        (&cm["kind"], &cm["metadata"]["name"]),
+        (&json!("ConfigMap"), &json!("cm1"))
+    );
+    let nobody =
+        common::client_from(&env.sim.kubeconfig_for_cert("nobody", &[]).expect("cert")).await;
+    match get(nobody, "/api/v1/namespaces/default%2Fsecrets").await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert_eq!(s.message, "secrets is forbidden: User \"nobody\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\"");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Impersonation
 

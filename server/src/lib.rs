@@ -6,11 +6,13 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod gateway;
+pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod terminal;
 pub mod testing;
 pub mod tunnel;
 
@@ -23,8 +25,11 @@ use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
 use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
@@ -73,10 +78,21 @@ pub fn build_router(state: AppState) -> Router {
         .with_path("/");
 
     let request_id = axum::http::HeaderName::from_static("x-request-id");
+    // The console's bundle (WASM, JS, CSS): compressed (brotli or gzip, as the browser
+    // accepts), and revalidated with Last-Modified instead of downloaded again. Only these
+    // static files are compressed: pages and API answers carry secrets next to reflected input.
+    let pkg = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-cache"),
+        ))
+        .layer(CompressionLayer::new().br(true).gzip(true))
+        .service(ServeDir::new(state.config.site_root.join("pkg")));
     Router::new()
+        .nest_service("/pkg", pkg)
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router().merge(terminal::routes()))
         .nest("/agent/v1", tunnel::endpoint::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

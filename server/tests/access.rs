@@ -774,3 +774,56 @@ async fn settings_are_validated_and_applied() {
         .await
         .assert_status(429);
 }
+
+/// Warden's own namespace (every user's service account, the agent's, the anchors their tokens
+/// are bound to) is never granted: a binding naming it is invalid, alone or among others.
+#[tokio::test]
+async fn warden_namespace_cannot_be_granted() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let _sally = app.user_client(&admin, "sally@example.com").await;
+    for (role, namespaces) in [
+        ("NAMESPACE_ADMIN", json!(["warden-system"])),
+        ("NAMESPACE_READ_ONLY", json!(["warden-system"])),
+        ("NAMESPACE_ADMIN", json!(["apple", " warden-system "])),
+    ] {
+        let r = admin
+            .post(
+                "/api/v1/bindings",
+                json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": role, "project": "dev", "namespaces": namespaces}),
+            )
+            .await
+            .assert_status(422);
+        let field = r.json()["error"]["fields"]["namespaces"].clone();
+        assert!(
+            field
+                .as_str()
+                .is_some_and(|m| m.contains("Warden's own namespace and cannot be granted")),
+            "{role} {namespaces}: {field}"
+        );
+    }
+    let all = admin
+        .get("/api/v1/bindings?project=dev")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["subject"]["name"] != "sally@example.com"),
+        "{all}"
+    );
+    // Any other namespace is fine.
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+}

@@ -1332,3 +1332,307 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
         && e["status"] == 201));
     agent.stop().await;
 }
+
+/// A namespace admin's rights end where the namespace does. A RoleBinding in N also governs
+/// the Namespace object N (the API server resolves `/api/v1/namespaces/N` to namespace N), so
+/// `warden-namespace-write` enumerates what it grants: sally runs workloads in `apple`, but
+/// may not relabel it (Pod Security), delete it, mint tokens for its service accounts, or
+/// change its quotas, limit ranges or RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namespace_admin_stays_within_the_namespace() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    let sk = w.kubectl("sally", &kubeconfig);
+    // Workloads: yes.
+    sk.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "apple",
+        "--from-literal=a=b",
+    ])
+    .await
+    .expect_ok();
+    sk.run_with_stdin(
+        &["apply", "-n", "apple", "-f", "-"],
+        Some(&pod_yaml("web", "sleep 3600")),
+    )
+    .await
+    .expect_ok();
+    let out = sk
+        .run(&["get", "ns", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+    assert_eq!(out.stdout.trim(), "namespace/apple");
+
+    // The namespace itself: read only.
+    forbidden(
+        &sk.run(&[
+            "label",
+            "ns",
+            "apple",
+            "pod-security.kubernetes.io/enforce=privileged",
+        ])
+        .await,
+    );
+    forbidden(&sk.run(&["delete", "ns", "apple", "--wait=false"]).await);
+    // No tokens for the namespace's service accounts.
+    forbidden(&sk.run(&["-n", "apple", "create", "token", "default"]).await);
+    // No RBAC of her own making.
+    forbidden(
+        &sk.run(&[
+            "-n",
+            "apple",
+            "create",
+            "rolebinding",
+            "mine",
+            "--clusterrole=warden-namespace-write",
+            "--serviceaccount=apple:default",
+        ])
+        .await,
+    );
+    // Quotas and limit ranges: the cluster's authorizer says no (kubesim serves no
+    // ResourceQuota kind, so kubectl cannot build one; ask RBAC, then send the writes raw).
+    for (verb, resource) in [
+        ("create", "resourcequotas"),
+        ("patch", "resourcequotas"),
+        ("delete", "resourcequotas"),
+        ("create", "limitranges"),
+        ("update", "limitranges"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("patch", "namespaces"),
+        ("delete", "namespaces"),
+    ] {
+        let out = sk
+            .run(&["auth", "can-i", verb, resource, "-n", "apple"])
+            .await;
+        assert_eq!(out.stdout.trim(), "no", "{verb} {resource}: {out:?}");
+    }
+    let out = sk
+        .run(&[
+            "auth",
+            "can-i",
+            "create",
+            "serviceaccounts",
+            "--subresource=token",
+            "-n",
+            "apple",
+        ])
+        .await;
+    assert_eq!(out.stdout.trim(), "no", "{out:?}");
+    for (verb, resource) in [
+        ("create", "pods"),
+        ("create", "secrets"),
+        ("create", "deployments.apps"),
+        ("get", "resourcequotas"),
+        ("list", "limitranges"),
+        ("get", "rolebindings.rbac.authorization.k8s.io"),
+    ] {
+        let out = sk
+            .run(&["auth", "can-i", verb, resource, "-n", "apple"])
+            .await;
+        assert_eq!(out.stdout.trim(), "yes", "{verb} {resource}: {out:?}");
+    }
+    let (cert, key) = identity_from(&kubeconfig);
+    let http = http_with(&cert, &key, &gateway_ca(&kubeconfig));
+    let base = format!(
+        "{}/clusters/{PROD}/api/v1/namespaces/apple",
+        w.app.gateway_url
+    );
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"pods": "1000"}}});
+    let r = http
+        .post(format!("{base}/resourcequotas"))
+        .json(&quota)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .patch(format!("{base}/resourcequotas/compute"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"spec":{"hard":{"pods":"1000"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot patch resource \"resourcequotas\""),
+        "{body}"
+    );
+
+    // Nothing changed on the cluster.
+    let ns = w
+        .prod
+        .store()
+        .get("namespaces", "", "apple")
+        .expect("apple");
+    assert!(
+        ns["metadata"]["labels"]
+            .get("pod-security.kubernetes.io/enforce")
+            .is_none(),
+        "{ns}"
+    );
+    assert!(ns["metadata"].get("deletionTimestamp").is_none(), "{ns}");
+    assert!(!w.has_rolebinding("apple", "mine"));
+}
+
+/// A GET sent with its path exactly as given (reqwest would resolve `..`): TLS with the
+/// client certificate, one HTTP/1.1 request over hyper. The status, the JSON body and the
+/// Audit-ID.
+async fn raw_get(
+    gateway_url: &str,
+    (cert, key, ca): (&str, &str, &str),
+    path: &str,
+) -> (u16, Value, String) {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = gateway_url.trim_start_matches("https://").parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let audit_id = resp
+        .headers()
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+        audit_id,
+    )
+}
+
+/// The gateway forwards the path it checked, so it accepts only canonical paths: the API
+/// server decodes `%2F` into a separator after Warden has read the path, so
+/// `apple/secrets%2Fx` would pass Warden as resource `secrets/x` (not secrets) and be served
+/// as secret `x`. Percent-encoding, `.`/`..` and empty segments are refused with 400 before
+/// anything is decided, and audited. Query strings are not paths and stay as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn non_canonical_paths_are_refused() {
+    let w = World::new().await;
+    // Secrets for organization admins only: a check on the path Warden reads.
+    w.admin
+        .patch(
+            &format!("/api/v1/clusters/{PROD}/kubectl-settings"),
+            json!({"secrets_org_admins_only": true}),
+        )
+        .await
+        .assert_status(200);
+    w.prod
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x", "namespace": "apple"}, "stringData": {"password": "hunter2"}}))
+        .expect("secret");
+    w.prod
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "apple", "labels": {"colour": "red"}}}))
+        .expect("configmap");
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    let (cert, key) = identity_from(&kubeconfig);
+    let ca = gateway_ca(&kubeconfig);
+    let id = (cert.as_str(), key.as_str(), ca.as_str());
+    let url = &w.app.gateway_url;
+
+    // The canonical paths: the secret is refused by the setting, configmaps are listed, also
+    // with an encoded label selector in the query.
+    let (status, _, _) = raw_get(
+        url,
+        id,
+        &format!("/clusters/{PROD}/api/v1/namespaces/apple/secrets/x"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, list, _) = raw_get(
+        url,
+        id,
+        &format!("/clusters/{PROD}/api/v1/namespaces/apple/configmaps?labelSelector=colour%3Dred&limit=500"),
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "cfg", "{list}");
+
+    let before = w.kube_events().await.len();
+    let mut ids = vec![];
+    for path in [
+        format!("/clusters/{PROD}/api/v1/namespaces/apple%2Fconfigmaps"),
+        format!("/clusters/{PROD}/api/v1/namespaces/apple/secrets%2Fx"),
+        format!("/clusters/{PROD}/api/v1/namespaces/apple/../kube-system/secrets"),
+        format!("/clusters/{PROD}/api/v1/namespaces/apple/./secrets/x"),
+        format!("/clusters/{PROD}/api/v1/namespaces//apple/secrets/x"),
+        "/clusters/prod%2D1/api/v1/namespaces/apple/configmaps".to_owned(),
+        format!("/clusters/../clusters/{PROD}/api/v1/namespaces/apple/secrets/x"),
+    ] {
+        let (status, body, audit_id) = raw_get(url, id, &path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(
+            (&body["kind"], &body["reason"], &body["code"]),
+            (&json!("Status"), &json!("BadRequest"), &json!(400)),
+            "{path}: {body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the request path is not canonical")),
+            "{path}: {body}"
+        );
+        assert!(body.get("data").is_none(), "{path}: {body}");
+        ids.push((path, audit_id));
+    }
+    let events = w.kube_events().await;
+    assert_eq!(events.len() - before, ids.len(), "one row per request");
+    for (path, audit_id) in &ids {
+        let ev = events
+            .iter()
+            .find(|e| &e["id"] == audit_id)
+            .unwrap_or_else(|| panic!("no audit row for {path}"));
+        assert_eq!(ev["outcome"], "denied", "{ev}");
+        assert_eq!(ev["status"], 400, "{ev}");
+        assert!(
+            ev["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not canonical")),
+            "{ev}"
+        );
+        assert!(
+            ev["namespace"].is_null(),
+            "nothing read from the path: {ev}"
+        );
+    }
+}

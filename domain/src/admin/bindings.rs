@@ -193,6 +193,17 @@ pub async fn create(
     let mut namespaces = Vec::new();
     for n in &req.namespaces {
         match DnsLabel::parse(n.trim()) {
+            // Warden's own namespace holds every user's service account and the agent's:
+            // a grant there would reach them all.
+            Ok(l) if l.as_str() == crate::agent_protocol::NAMESPACE => {
+                fields.insert(
+                    "namespaces".to_owned(),
+                    format!(
+                        "{:?} is Warden's own namespace and cannot be granted",
+                        crate::agent_protocol::NAMESPACE
+                    ),
+                );
+            }
             Ok(l) if !namespaces.contains(&l.to_string()) => namespaces.push(l.to_string()),
             Ok(_) => {}
             Err(e) => {

@@ -27,8 +27,13 @@ fn is_true(v: Option<&String>) -> bool {
 }
 
 pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> ReqInfo {
+    // Like Go's `URL.Path`, which the apiserver routes and authorizes on: decoded first, then
+    // split, so `%2F` separates segments as `/` does.
+    let path = percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned();
     let mut ri = ReqInfo {
-        path: path.to_string(),
+        path: path.clone(),
         verb: method.as_str().to_lowercase(),
         ..Default::default()
     };
@@ -36,11 +41,7 @@ pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Re
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .to_string()
-        })
+        .map(str::to_string)
         .collect();
     if parts.len() < 3 || (parts[0] != "api" && parts[0] != "apis") {
         return ri;
@@ -166,5 +167,40 @@ mod tests {
             &[("watch", "true"), ("fieldSelector", "metadata.name=x")],
         );
         assert_eq!((r.verb.as_str(), r.name.as_str()), ("watch", "x"));
+    }
+
+    /// The path is decoded before it is split (Go's `URL.Path`): `%2F` separates segments.
+    #[test]
+    fn encoded_slashes_separate_segments() {
+        let r = p(Method::GET, "/api/v1/namespaces/default%2Fconfigmaps", &[]);
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.namespace.as_str(),
+                r.resource.as_str(),
+                r.name.as_str()
+            ),
+            ("list", "default", "configmaps", "")
+        );
+        assert_eq!(r.path, "/api/v1/namespaces/default/configmaps");
+        let r = p(
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps%2Fcm1",
+            &[],
+        );
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.namespace.as_str(),
+                r.resource.as_str(),
+                r.name.as_str()
+            ),
+            ("get", "default", "configmaps", "cm1")
+        );
+        let r = p(Method::DELETE, "/api/v1/namespaces%2Fdev", &[]);
+        assert_eq!(
+            (r.verb.as_str(), r.namespace.as_str(), r.name.as_str()),
+            ("delete", "dev", "dev")
+        );
     }
 }

@@ -201,6 +201,9 @@ where
     (out_tx, in_rx, writer)
 }
 
+/// How long a container runtime takes to start an exec, roughly.
+const EXEC_SETUP: Duration = Duration::from_millis(50);
+
 /// Run one exec session over an upgraded WebSocket.
 pub async fn serve_exec<S>(
     ws: S,
@@ -216,6 +219,11 @@ pub async fn serve_exec<S>(
         + 'static,
 {
     let (out, mut input, writer) = pump(ws, proto);
+    // A real exec starts after the container runtime has set it up (tens of milliseconds).
+    // client-go's WebSocket executor reads before it registers its streams, so output sent in
+    // the first instant after the upgrade is discarded ("Unknown stream id"): start as late as
+    // a runtime would.
+    tokio::time::sleep(EXEC_SETUP).await;
     let status = if spec.tty {
         exec_tty(proto, &out, &mut input, &pod, &container, &spec).await
     } else {

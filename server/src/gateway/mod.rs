@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod pki;
 pub mod proxy;
 pub mod rbac;
+pub mod relay;
 pub mod request;
 pub mod routes;
 pub mod sweeper;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pending: Arc<AtomicUsize>,
     /// (cluster id, user id) -> (last database write, last use in Warden's clock, ms)
     touched: Mutex<HashMap<(String, String), (Instant, i64)>>,
+    /// Every long-lived stream the gateway relays, re-checked when authorization changes.
+    pub live: Arc<crate::live::LiveStreams>,
     /// (serial, cluster name) -> what the checks before authorization established.
     admissions: Mutex<HashMap<(String, String), Arc<proxy::Admission>>>,
 }
@@ -93,7 +96,10 @@ impl Gateway {
         let connector = Connector::new(transport.clone());
         let http = transport::http_client(connector.clone());
         let audit = BatchingAuditSink::spawn(services.audit.clone(), 10_000, 500);
+        let live = crate::live::LiveStreams::new(services.clone());
+        live.spawn_watcher();
         Ok(Arc::new(Self {
+            live,
             services,
             pki,
             transports,

@@ -1,6 +1,8 @@
-//! One request through the gateway, in a fixed order: authenticate (certificate -> user,
-//! serial), the user is active, the credential is neither revoked nor expired, kubectl is not
-//! disabled, a recent console sign-in if required, the user may use kubectl on this cluster;
+//! One request through the gateway, in a fixed order: the path is canonical (no
+//! percent-encoding, `.`/`..` or empty segments, backslashes: what is checked is what is
+//! forwarded), authenticate (certificate -> user, serial), the user is active, the credential
+//! is neither revoked nor expired, kubectl is not disabled, a recent console sign-in if
+//! required, the user may use kubectl on this cluster;
 //! then strip the client's credentials and impersonation headers, add `Audit-ID`, refuse what
 //! read-only grants never allow, reconcile the user's service account, and forward as that
 //! service account, streaming the answer (or relaying the upgraded connection both ways).
@@ -31,9 +33,12 @@ use warden_domain::users::STATUS_ACTIVE;
 
 use super::pki::PeerIdentity;
 use super::rbac::{self, Desired};
+use super::relay;
 use super::request;
 use super::transport::{As, ClusterRef};
 use super::Gateway;
+use crate::live::{Check, LiveGuard, StreamInfo};
+use std::future::Future;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -107,6 +112,36 @@ fn split_cluster_path(path: &str) -> Option<(&str, &str)> {
     (!name.is_empty()).then_some((name, tail))
 }
 
+/// Why `path` is not in canonical form, if it is not. The gateway decides on the path it
+/// forwards, so the path must mean the same to the gateway and to the API server, which
+/// percent-decodes before it splits (`apple%2Fsecrets` is `apple/secrets` there) and may
+/// resolve dot segments. Kubernetes API paths never need any of this: names are DNS labels
+/// and subdomains. A single trailing slash is allowed (the API server ignores it too). Only
+/// the path is checked; the query (label selectors...) is left as it is.
+fn non_canonical(path: &str) -> Option<&'static str> {
+    if path.contains('%') {
+        return Some("it contains percent-encoding");
+    }
+    if path.contains('\\') {
+        return Some("it contains a backslash");
+    }
+    let Some(inner) = path.strip_prefix('/') else {
+        return Some("it does not start with /");
+    };
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if inner.is_empty() {
+        return None;
+    }
+    for seg in inner.split('/') {
+        match seg {
+            "" => return Some("it contains an empty segment (//)"),
+            "." | ".." => return Some("it contains a . or .. segment"),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The event being built for this request, and how to finish it.
 struct Ctx {
     gw: Arc<Gateway>,
@@ -163,7 +198,10 @@ pub async fn handle(
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    let split = split_cluster_path(&path);
+    // A path that is not canonical is refused below, before anything is decided on it; nor
+    // is it read for the audit event (what it names depends on who decodes it).
+    let not_canonical = non_canonical(&path);
+    let split = split_cluster_path(&path).filter(|_| not_canonical.is_none());
     let api_path = split.map(|(_, p)| p.to_owned()).unwrap_or_default();
     let info = request::parse(req.method(), &api_path, query.as_deref());
     let identity = conn.identity.clone();
@@ -217,6 +255,17 @@ pub async fn handle(
         started,
     };
 
+    // 0. The path is canonical: what is checked is what is forwarded.
+    if let Some(why) = not_canonical {
+        return ctx.deny(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the request path is not canonical: {why}; Kubernetes API paths never need it"
+            ),
+            None,
+        );
+    }
+
     // 1. Authenticate: the certificate (verified at TLS against the user CA) names the user.
     let Some(identity) = identity else {
         return ctx.deny(
@@ -239,81 +288,58 @@ pub async fn handle(
             None,
         );
     };
-    // Steps 2-4 (and the cluster lookup) come from a cache of earlier admissions while no
-    // authorization change happened (the epoch did not move) and nothing time-bound lapsed.
+    // Steps 2-6: the same decision a live stream is re-checked with later.
     let epoch = gw.services.policy.epoch();
-    let now = gw.services.clock.now();
-    let adm = match gw.cached_admission(&identity.serial, cluster_name, epoch, now) {
-        Some(a) => a,
-        None => match admit(&gw, &mut ctx, &identity, user_id, cluster_name, epoch).await {
-            Ok(a) => {
-                gw.cache_admission(&identity.serial, cluster_name, a.clone());
-                a
+    let authorized = authorize(
+        &gw,
+        Via::Kubeconfig(&identity),
+        user_id,
+        cluster_name,
+        &info,
+        epoch,
+    )
+    .await;
+    let authorized = match authorized {
+        Ok(a) => a,
+        Err(refusal) => {
+            if let Some(ev) = ctx.ev.as_mut() {
+                if let Some((id, email)) = &refusal.user {
+                    ev.actor = Actor::User {
+                        id: *id,
+                        name: email.clone(),
+                    };
+                }
+                if refusal.project.is_some() {
+                    ev.project = refusal.project.clone();
+                }
             }
-            Err(resp) => return resp,
-        },
+            if let Some(cluster) = &refusal.lost_cluster {
+                // Losing every grant on a cluster removes the service account there, now.
+                gw.deprovision(cluster, &user_id.to_string()).await;
+            }
+            return if refusal.error {
+                ctx.fail(
+                    refusal.status,
+                    &refusal.message,
+                    refusal.reason.as_deref().unwrap_or_default(),
+                )
+            } else {
+                ctx.deny(refusal.status, &refusal.message, refusal.reason.as_deref())
+            };
+        }
     };
+    let Authorized { adm, access } = authorized;
     if let Some(ev) = ctx.ev.as_mut() {
         ev.actor = Actor::User {
             id: user_id,
             name: adm.user.email.clone(),
         };
-        ev.project = Some(adm.cluster.owner.clone());
-    }
-    let (user, cluster, settings) = (&adm.user, &adm.cluster, &adm.settings);
-    // 5. The user may use kubectl on this cluster (a project owning or sharing it grants it).
-    let eff = match gw.services.policy.effective(user_id).await {
-        Ok(e) => e,
-        Err(e) => {
-            return ctx.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot check your access right now",
-                &e.to_string(),
-            )
-        }
-    };
-    let access = kc::kube_access(&eff, &cluster);
-    if !access.usable() {
-        // Losing every grant on a cluster removes the service account there, now.
-        gw.deprovision(&cluster, &user.id).await;
-        return ctx.deny(
-            StatusCode::FORBIDDEN,
-            &format!("you have no kubectl access to cluster {}", cluster.name),
-            Some(&format!(
-                "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
-                cluster.owner
-            )),
-        );
-    }
-    if let Some(ev) = ctx.ev.as_mut() {
-        ev.project = access.project.clone().or(Some(cluster.owner.clone()));
+        ev.project = access.project.clone().or(Some(adm.cluster.owner.clone()));
         if let Some(d) = ev.details.as_object_mut() {
             d.insert("via".into(), json!(access.via));
         }
     }
-    // 6. What read-only grants never allow, whatever the cluster's RBAC says.
-    let level = access.level(info.namespace.as_deref());
-    if info.is_connect() && level == KubeLevel::Read {
-        return ctx.deny(
-            StatusCode::FORBIDDEN,
-            "read-only access never allows exec, attach, port-forward or proxy",
-            None,
-        );
-    }
-    if info.is_secrets() && level == KubeLevel::Read {
-        return ctx.deny(
-            StatusCode::FORBIDDEN,
-            "read-only access never allows secrets",
-            None,
-        );
-    }
-    if info.is_secrets() && settings.secrets_org_admins_only && !access.org_admin {
-        return ctx.deny(
-            StatusCode::FORBIDDEN,
-            "only organization administrators may access secrets through Warden (organization setting)",
-            None,
-        );
-    }
+    let (user, cluster) = (&adm.user, &adm.cluster);
     // 7. The user's service account and RBAC, in line with their grants now.
     let cref = ClusterRef {
         id: cluster.id.clone(),
@@ -360,6 +386,16 @@ pub async fn handle(
             );
         }
     }
+    // A stream that can outlive this instant (watch, follow, exec/attach/port-forward) is
+    // registered, re-checked whenever authorization changes, and cut when it no longer passes.
+    let live = is_long_lived(&info, query.as_deref(), req.headers()).then(|| LiveSpec {
+        identity: identity.clone(),
+        user_id,
+        cluster: cluster.name.clone(),
+        info: info.clone(),
+        epoch,
+        valid_until: adm.valid_until(),
+    });
     forward(
         gw.clone(),
         ctx,
@@ -368,8 +404,89 @@ pub async fn handle(
         &api_path,
         query.as_deref(),
         auth,
+        live,
     )
     .await
+}
+
+/// What a long-lived request needs to be registered as a live stream.
+pub(crate) struct LiveSpec {
+    identity: PeerIdentity,
+    user_id: UserId,
+    cluster: String,
+    info: request::KubeRequest,
+    epoch: u64,
+    valid_until: i64,
+}
+
+/// A watch, a followed log, or an upgrade: the answer may stream for hours.
+fn is_long_lived(
+    info: &request::KubeRequest,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+) -> bool {
+    info.verb == "watch"
+        || info.is_connect()
+        || headers.contains_key(header::UPGRADE)
+        || (info.subresource.as_deref() == Some("log") && request::query_flag(query, "follow"))
+}
+
+impl LiveSpec {
+    fn kind(&self) -> &'static str {
+        match (self.info.subresource.as_deref(), self.info.verb.as_str()) {
+            (Some("exec"), _) => "exec",
+            (Some("attach"), _) => "attach",
+            (Some("portforward"), _) => "portforward",
+            (Some("proxy"), _) => "proxy",
+            (Some("log"), _) => "logs",
+            (_, "watch") => "watch",
+            _ => "stream",
+        }
+    }
+
+    /// Register the stream; its check is the request's own authorization, run again.
+    fn register(self, gw: &Arc<Gateway>, template: &AuditEvent, email: &str) -> LiveGuard {
+        let info = StreamInfo {
+            kind: self.kind().to_owned(),
+            user_id: self.user_id.to_string(),
+            email: email.to_owned(),
+            cluster: self.cluster.clone(),
+            namespace: self.info.namespace.clone(),
+            target: match (&self.info.resource, &self.info.name) {
+                (Some(r), Some(n)) => Some(format!("{r}/{n}")),
+                (Some(r), None) => Some(r.clone()),
+                _ => None,
+            },
+            started_at: gw.services.clock.now().millis(),
+        };
+        let (epoch, valid_until) = (self.epoch, self.valid_until);
+        let spec = Arc::new(self);
+        let gw2 = gw.clone();
+        let check: Check = Arc::new(move || {
+            let gw = gw2.clone();
+            let spec = spec.clone();
+            Box::pin(async move {
+                let epoch = gw.services.policy.epoch();
+                match authorize(
+                    &gw,
+                    Via::Kubeconfig(&spec.identity),
+                    spec.user_id,
+                    &spec.cluster,
+                    &spec.info,
+                    epoch,
+                )
+                .await
+                {
+                    Ok(a) => Ok(a.adm.valid_until()),
+                    Err(r) => Err(r.message),
+                }
+            })
+        });
+        let mut audit = template.clone();
+        audit.status = None;
+        audit.duration_ms = None;
+        gw.live.register(info, epoch, valid_until, check, audit)
+    }
 }
 
 /// What steps 1-4 established for a credential on a cluster (cached per serial and cluster).
@@ -384,6 +501,16 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// Until when (ms, Warden's clock) the time-bound checks pass, nothing else changing.
+    pub(crate) fn valid_until(&self) -> i64 {
+        let mut until = self.credential_expires_at;
+        if self.settings.require_recent_sign_in {
+            let signed_in = self.user.last_login_at.unwrap_or(i64::MIN / 2);
+            until = until.min(signed_in + self.settings.recent_sign_in_secs * 1000 + 1);
+        }
+        until
+    }
+
     /// Whether the time-bound checks still pass at `now`.
     pub(crate) fn still_valid(&self, epoch: u64, now: Timestamp) -> bool {
         self.epoch == epoch
@@ -402,135 +529,254 @@ fn recent_sign_in(
         .is_some_and(|t| now.millis() - t <= settings.recent_sign_in_secs * 1000)
 }
 
+/// Why a request, or a live stream at a later check, is refused.
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    /// What the caller is told.
+    pub message: String,
+    /// The detail for the audit log (the message when absent).
+    pub reason: Option<String>,
+    /// Warden could not decide (an error, not a denial).
+    pub error: bool,
+    /// The user, when the credential named an existing one.
+    pub user: Option<(UserId, String)>,
+    pub project: Option<String>,
+    /// The user lost every grant on this cluster: their service account there should go.
+    pub lost_cluster: Option<KubeCluster>,
+}
+
+impl Refusal {
+    fn deny(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            reason: None,
+            error: false,
+            user: None,
+            project: None,
+            lost_cluster: None,
+        }
+    }
+
+    fn fail(status: StatusCode, message: impl Into<String>, detail: impl ToString) -> Self {
+        Self {
+            error: true,
+            reason: Some(detail.to_string()),
+            ..Self::deny(status, message)
+        }
+    }
+
+    fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    fn of(mut self, user: &users::Model, user_id: UserId) -> Self {
+        self.user = Some((user_id, user.email.clone()));
+        self
+    }
+}
+
+/// How the person reaches the cluster: a kubeconfig credential (its serial is checked), or
+/// the console (its session is checked by the caller, e.g. the web terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via<'a> {
+    Kubeconfig(&'a PeerIdentity),
+    Console,
+}
+
+/// What the gateway's checks established for a request.
+pub(crate) struct Authorized {
+    pub adm: Arc<Admission>,
+    pub access: KubeAccess,
+}
+
+/// Steps 2-6 for a credential's request on a cluster: the admission (user active, credential
+/// valid, cluster known, settings), the user's kubectl access to the cluster through their
+/// bindings now, and what read-only grants and the secrets setting never allow. The request
+/// path and the re-check of a live stream both ask this, so a stream ends exactly when the
+/// same request would now be refused.
+pub(crate) async fn authorize(
+    gw: &Arc<Gateway>,
+    via: Via<'_>,
+    user_id: UserId,
+    cluster_name: &str,
+    info: &request::KubeRequest,
+    epoch: u64,
+) -> Result<Authorized, Refusal> {
+    // Steps 2-4 (and the cluster lookup) come from a cache of earlier admissions while no
+    // authorization change happened (the epoch did not move) and nothing time-bound lapsed.
+    let now = gw.services.clock.now();
+    let key = match via {
+        Via::Kubeconfig(identity) => identity.serial.clone(),
+        Via::Console => format!("console:{user_id}"),
+    };
+    let adm = match gw.cached_admission(&key, cluster_name, epoch, now) {
+        Some(a) => a,
+        None => {
+            let a = admit(gw, via, user_id, cluster_name, epoch).await?;
+            gw.cache_admission(&key, cluster_name, a.clone());
+            a
+        }
+    };
+    let (user, cluster, settings) = (&adm.user, &adm.cluster, &adm.settings);
+    // 5. The user may use kubectl on this cluster (a project owning or sharing it grants it).
+    let eff = gw.services.policy.effective(user_id).await.map_err(|e| {
+        Refusal::fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Warden cannot check your access right now",
+            e,
+        )
+        .of(user, user_id)
+    })?;
+    let access = kc::kube_access(&eff, cluster);
+    let refuse = |status, message: String| Refusal {
+        project: access.project.clone().or(Some(cluster.owner.clone())),
+        ..Refusal::deny(status, message).of(user, user_id)
+    };
+    if !access.usable() {
+        return Err(Refusal {
+            lost_cluster: Some(cluster.clone()),
+            ..refuse(
+                StatusCode::FORBIDDEN,
+                format!("you have no kubectl access to cluster {}", cluster.name),
+            )
+            .because(format!(
+                "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
+                cluster.owner
+            ))
+        });
+    }
+    // 6. What read-only grants never allow, whatever the cluster's RBAC says.
+    let level = access.level(info.namespace.as_deref());
+    if info.is_connect() && level == KubeLevel::Read {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "read-only access never allows exec, attach, port-forward or proxy".into(),
+        ));
+    }
+    if info.is_secrets() && level == KubeLevel::Read {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "read-only access never allows secrets".into(),
+        ));
+    }
+    if info.is_secrets() && settings.secrets_org_admins_only && !access.org_admin {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only organization administrators may access secrets through Warden (organization setting)".into(),
+        ));
+    }
+    Ok(Authorized { adm, access })
+}
+
 /// Steps 2-4 from the database: the user is active, the credential is neither revoked nor
 /// expired, the cluster exists, kubectl is not disabled, a recent console sign-in when
-/// required. A refusal is answered (and audited) through `ctx`.
+/// required.
 async fn admit(
     gw: &Gateway,
-    ctx: &mut Ctx,
-    identity: &PeerIdentity,
+    via: Via<'_>,
     user_id: UserId,
     cluster_name: &str,
     epoch: u64,
-) -> Result<Arc<Admission>, Response<GatewayBody>> {
+) -> Result<Arc<Admission>, Refusal> {
     let db = &gw.services.db;
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        Refusal::fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Warden cannot {what} right now"),
+            e,
+        )
+    };
     let user = match warden_domain::users::find_by_id(db, user_id).await {
         Ok(Some(u)) => u,
         Ok(None) => {
-            return Err(ctx.deny(
+            return Err(Refusal::deny(
                 StatusCode::UNAUTHORIZED,
                 "the user of this credential no longer exists",
-                None,
             ));
         }
-        Err(e) => {
-            return Err(ctx.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot check your credential right now",
-                &e.to_string(),
-            ))
-        }
+        Err(e) => return Err(unavailable("check your credential", &e)),
     };
-    if let Some(ev) = ctx.ev.as_mut() {
-        ev.actor = Actor::User {
-            id: user_id,
-            name: user.email.clone(),
-        };
-    }
+    let of = |r: Refusal| r.of(&user, user_id);
     // 2. The user is active.
     if user.status != STATUS_ACTIVE {
-        return Err(ctx.deny(
+        return Err(of(Refusal::deny(
             StatusCode::FORBIDDEN,
             "your Warden account is deactivated",
-            None,
-        ));
+        )));
     }
-    // 3. The credential is neither revoked nor expired.
+    // 3. The credential is neither revoked nor expired (a console session is checked by its
+    // own caller).
     let now = gw.services.clock.now();
-    let credential = match kc::credential_status(db, &identity.serial, &user.id, now).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(problem)) => return Err(ctx.deny(StatusCode::UNAUTHORIZED, &problem, None)),
-        Err(e) => {
-            return Err(ctx.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot check your credential right now",
-                &e.to_string(),
-            ))
+    let mut credential_expires_at = i64::MAX;
+    if let Via::Kubeconfig(identity) = via {
+        let credential = match kc::credential_status(db, &identity.serial, &user.id, now).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(problem)) => return Err(of(Refusal::deny(StatusCode::UNAUTHORIZED, problem))),
+            Err(e) => return Err(of(unavailable("check your credential", &e))),
+        };
+        // A kubeconfig downloaded for one cluster (`?cluster=NAME`) reaches that cluster only.
+        if let Some(only) = credential.cluster.as_deref().filter(|c| *c != cluster_name) {
+            return Err(of(Refusal::deny(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this kubeconfig was issued for cluster {only} only; download one that includes {cluster_name}"
+                ),
+            )));
         }
-    };
-    // A kubeconfig downloaded for one cluster (`?cluster=NAME`) reaches that cluster only.
-    if let Some(only) = credential.cluster.as_deref().filter(|c| *c != cluster_name) {
-        return Err(ctx.deny(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "this kubeconfig was issued for cluster {only} only; download one that includes {cluster_name}"
-            ),
-            None,
-        ));
+        credential_expires_at = credential.expires_at;
     }
     let cluster = match kc::kube_cluster(db, cluster_name).await {
         Ok(Some(c)) => c,
         Ok(None) => {
-            return Err(ctx.deny(
+            return Err(of(Refusal::deny(
                 StatusCode::FORBIDDEN,
-                &format!("you have no kubectl access to a cluster named {cluster_name}"),
-                Some(&format!("no cluster named {cluster_name}")),
-            ))
+                format!("you have no kubectl access to a cluster named {cluster_name}"),
+            )
+            .because(format!("no cluster named {cluster_name}"))))
         }
-        Err(e) => {
-            return Err(ctx.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot look up the cluster right now",
-                &e.to_string(),
-            ))
-        }
+        Err(e) => return Err(of(unavailable("look up the cluster", &e))),
     };
-    if let Some(ev) = ctx.ev.as_mut() {
-        ev.project = Some(cluster.owner.clone());
-    }
-    // 4. Settings: kubectl not disabled; a recent console sign-in when required.
-    let settings = match kc::effective_settings(db, Some(&user.id), Some(&cluster.id)).await {
+    let project = Some(cluster.owner.clone());
+    let of = |r: Refusal| Refusal {
+        project: project.clone(),
+        ..r.of(&user, user_id)
+    };
+    // 4. Settings: kubectl not disabled; a recent console sign-in when required. (They are
+    // about the kubectl CLI: the console's own terminal has its session instead.)
+    let mut settings = match kc::effective_settings(db, Some(&user.id), Some(&cluster.id)).await {
         Ok(s) => s,
-        Err(e) => {
-            return Err(ctx.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot read its settings right now",
-                &e.to_string(),
-            ))
-        }
+        Err(e) => return Err(of(unavailable("read its settings", &e))),
     };
+    if via == Via::Console {
+        settings.disable_cli = false;
+        settings.require_recent_sign_in = false;
+    }
     if settings.disable_cli {
-        return Err(ctx.deny(
+        return Err(of(Refusal::deny(
             StatusCode::FORBIDDEN,
             "kubectl access is disabled for you on this cluster by Warden's settings",
-            None,
-        ));
+        )));
     }
     if settings.require_recent_sign_in && !recent_sign_in(&user, &settings, now) {
-        return Err(ctx.deny(
+        return Err(of(Refusal::deny(
             StatusCode::FORBIDDEN,
-            &format!(
+            format!(
                 "kubectl requires a sign-in to the Warden console within the last {} minutes: sign in at {}, then retry",
                 settings.recent_sign_in_secs / 60,
                 gw.services.public_url
             ),
-            None,
-        ));
+        )));
     }
     let sa_name = match kc::kube_user(db, &user.id, &user.email, now).await {
         Ok(k) => k.sa_name,
-        Err(e) => {
-            return Err(ctx.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot prepare your access right now",
-                &e.to_string(),
-            ))
-        }
+        Err(e) => return Err(of(unavailable("prepare your access", &e))),
     };
     Ok(Arc::new(Admission {
         epoch,
         user,
-        credential_expires_at: credential.expires_at,
+        credential_expires_at,
         cluster,
         settings,
         sa_name,
@@ -615,8 +861,39 @@ async fn forward(
     api_path: &str,
     query: Option<&str>,
     auth: http::HeaderMap,
+    live: Option<LiveSpec>,
 ) -> Response<GatewayBody> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
+    // Registered before the request leaves, so a change while it is on its way is caught; the
+    // start is audited durably before anything reaches the cluster.
+    let live = match live {
+        Some(spec) => {
+            let Some(template) = ctx.ev.clone() else {
+                return ctx.fail(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    "no audit event",
+                );
+            };
+            let email = match &template.actor {
+                Actor::User { name, .. } => name.clone(),
+                _ => String::new(),
+            };
+            let mut start = template.clone();
+            start.id = warden_domain::ids::AuditEventId::new();
+            start.action = format!("{}.start", template.action);
+            start.details["stream_of"] = json!(template.id.to_string());
+            if let Err(e) = gw.services.audit.record(start).await {
+                return ctx.fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Warden cannot record the start of this session right now",
+                    &e.to_string(),
+                );
+            }
+            Some(spec.register(&gw, &template, &email))
+        }
+        None => None,
+    };
     let inbound = upgrade.then(|| hyper::upgrade::on(&mut req));
     let base = gw.connector.base(cluster);
     let uri = match query {
@@ -721,33 +998,39 @@ async fn forward(
         let started = ctx.started;
         let pending = std::mem::replace(&mut ctx._pending, gw.pending_noop());
         let gw2 = gw.clone();
+        let framing = relay::Framing::from_subprotocol(
+            resp.headers()
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok()),
+        );
         tokio::spawn(async move {
             let _pending = pending;
-            let (mut up, mut down) = (0u64, 0u64);
-            match tokio::join!(inbound, outbound) {
+            let end = match tokio::join!(inbound, outbound) {
                 (Ok(a), Ok(b)) => {
-                    let mut a = TokioIo::new(a);
-                    let mut b = TokioIo::new(b);
-                    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-                        Ok((x, y)) => {
-                            up = x;
-                            down = y;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
-                    }
+                    relay::relay(TokioIo::new(a), TokioIo::new(b), live.as_ref(), framing).await
                 }
-                (a, b) => tracing::debug!(
-                    client = a.is_ok(),
-                    cluster = b.is_ok(),
-                    "an upgrade did not complete"
-                ),
+                (a, b) => {
+                    tracing::debug!(
+                        client = a.is_ok(),
+                        cluster = b.is_ok(),
+                        "an upgrade did not complete"
+                    );
+                    relay::RelayEnd::default()
+                }
+            };
+            drop(live);
+            if let Some(e) = &end.error {
+                tracing::debug!(error = %e, "upgraded connection ended");
             }
             if let Some(mut ev) = ev {
                 ev.duration_ms = Some(started.elapsed().as_millis() as i64);
                 if let Some(d) = ev.details.as_object_mut() {
-                    d.insert("bytes_in".into(), json!(up));
-                    d.insert("bytes_out".into(), json!(down));
+                    d.insert("bytes_in".into(), json!(end.up));
+                    d.insert("bytes_out".into(), json!(end.down));
                     d.insert("upgraded".into(), json!(true));
+                    if let Some(r) = &end.closed_by_warden {
+                        d.insert("closed_by_warden".into(), json!(r));
+                    }
                 }
                 gw2.record(ev);
             }
@@ -771,11 +1054,26 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&audit_id) {
         parts.headers.insert(AUDIT_ID, v);
     }
+    let watch_json = live.is_some()
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"))
+        && ctx.ev.as_ref().is_some_and(|e| e.action == "kube.watch");
     let tracked = Tracked {
         inner: body,
         bytes: Arc::new(AtomicU64::new(0)),
         bytes_in,
         finish: Some(ctx),
+        live: live.map(|guard| LiveBody {
+            cancelled: Box::pin(guard.cancelled()),
+            guard,
+            check: None,
+            held: None,
+            watch_json,
+            closing: None,
+        }),
     };
     Response::from_parts(parts, tracked.boxed_unsync())
 }
@@ -788,6 +1086,30 @@ struct Tracked {
     /// The request body's bytes, counted as they were forwarded.
     bytes_in: Arc<AtomicU64>,
     finish: Option<Ctx>,
+    /// A long-lived answer: each frame is admitted before it is passed on.
+    live: Option<LiveBody>,
+}
+
+/// The live-stream side of a streamed answer.
+struct LiveBody {
+    guard: LiveGuard,
+    cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// A full re-check in progress (the epoch moved since the last one).
+    check: Option<futures::future::BoxFuture<'static, Result<(), String>>>,
+    /// A frame waiting for that check.
+    held: Option<Frame<Bytes>>,
+    /// A JSON watch: Warden's reason goes out as a final `ERROR` event.
+    watch_json: bool,
+    /// Ending: the reason, and whether the final event was sent.
+    closing: Option<(String, bool)>,
+}
+
+/// A watch `ERROR` event carrying a `Status`, as the API server sends when it ends a watch.
+fn watch_error_event(message: &str) -> Bytes {
+    let status = warden_domain::agent_protocol::kube_status(403, "Forbidden", message);
+    let mut line = json!({"type": "ERROR", "object": status}).to_string();
+    line.push('\n');
+    Bytes::from(line)
 }
 
 /// The client's request body, streamed to the cluster as it comes, counting its bytes.
@@ -837,7 +1159,10 @@ impl Tracked {
                         json!(self.bytes.load(Ordering::Relaxed)),
                     );
                     if let Some(e) = &error {
-                        d.insert("stream_error".into(), json!(e));
+                        match e.strip_prefix("closed by Warden: ") {
+                            Some(r) => d.insert("closed_by_warden".into(), json!(r)),
+                            None => d.insert("stream_error".into(), json!(e)),
+                        };
                     }
                 }
                 ctx.gw.record(ev);
@@ -855,8 +1180,61 @@ impl HttpBody for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(live) = this.live.as_mut() {
+            // Ended by Warden: the reason (a final watch event where the format allows), then
+            // an error, so the connection is cut rather than reused.
+            if live.closing.is_none() {
+                if live.cancelled.as_mut().poll(cx).is_ready() {
+                    let reason = live.guard.reason().unwrap_or_else(|| "access ended".into());
+                    live.closing = Some((reason, false));
+                }
+            }
+            if let Some((reason, sent)) = live.closing.as_mut() {
+                let message = format!("Warden closed this stream: {reason}");
+                if live.watch_json && !*sent {
+                    *sent = true;
+                    let ev = watch_error_event(&message);
+                    this.bytes.fetch_add(ev.len() as u64, Ordering::Relaxed);
+                    return Poll::Ready(Some(Ok(Frame::data(ev))));
+                }
+                let closed = format!("closed by Warden: {reason}");
+                this.live = None;
+                this.done(Some(closed.clone()));
+                return Poll::Ready(Some(Err(closed.into())));
+            }
+            // A frame waiting for a re-check.
+            if let Some(check) = live.check.as_mut() {
+                match check.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(verdict) => {
+                        live.check = None;
+                        if verdict.is_err() {
+                            // The guard is cancelled now: close on the next poll.
+                            cx.waker().wake_by_ref();
+                            live.held = None;
+                            return Poll::Pending;
+                        }
+                        if let Some(frame) = live.held.take() {
+                            if let Some(d) = frame.data_ref() {
+                                this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            }
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                    }
+                }
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(live) = this.live.as_mut() {
+                    if !live.guard.is_fresh() {
+                        // Something changed: this frame waits for the check.
+                        live.held = Some(frame);
+                        live.check = Some(live.guard.admit_owned());
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
                 if let Some(d) = frame.data_ref() {
                     this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
@@ -968,6 +1346,70 @@ mod tests {
         assert_eq!(split_cluster_path("/clusters/dev"), Some(("dev", "/")));
         assert_eq!(split_cluster_path("/clusters/"), None);
         assert_eq!(split_cluster_path("/api/v1"), None);
+    }
+
+    #[test]
+    fn only_canonical_paths_are_accepted() {
+        for ok in [
+            "/clusters/prod-1/api/v1/namespaces/apple/pods",
+            "/clusters/prod-1/api/v1/namespaces/apple/pods/",
+            "/clusters/prod-1",
+            "/clusters/prod-1/",
+            "/clusters/prod-1/apis/apps/v1/namespaces/apple/deployments/web/scale",
+            "/clusters/prod-1/openapi/v3/apis/apps/v1",
+            "/clusters/prod-1/api/v1/namespaces/apple/pods/my.pod.v1",
+            "/",
+        ] {
+            assert_eq!(non_canonical(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple%2Fconfigmaps",
+                "percent-encoding",
+            ),
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple/secrets%2fx",
+                "percent-encoding",
+            ),
+            (
+                "/clusters/prod-1/api/v1/namespaces/%61pple/pods",
+                "percent-encoding",
+            ),
+            ("/clusters/prod%2D1/api/v1/pods", "percent-encoding"),
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple/pods%",
+                "percent-encoding",
+            ),
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple\\..\\kube-system/secrets",
+                "backslash",
+            ),
+            (
+                "/clusters/prod-1/api/v1//namespaces/apple/pods",
+                "empty segment",
+            ),
+            ("/clusters//prod-1/api/v1/pods", "empty segment"),
+            ("//clusters/prod-1/api/v1/pods", "empty segment"),
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple/pods//",
+                "empty segment",
+            ),
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple/../kube-system/secrets",
+                ". or ..",
+            ),
+            ("/clusters/prod-1/api/v1/namespaces/apple/./pods", ". or .."),
+            ("/clusters/../clusters/prod-1/api/v1/pods", ". or .."),
+            ("/clusters/./api/v1/pods", ". or .."),
+            (
+                "/clusters/prod-1/api/v1/namespaces/apple/pods/..",
+                ". or ..",
+            ),
+            ("*", "does not start with /"),
+        ] {
+            let got = non_canonical(bad);
+            assert!(got.is_some_and(|g| g.contains(why)), "{bad}: {got:?}");
+        }
     }
 
     #[test]

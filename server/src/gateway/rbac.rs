@@ -4,13 +4,18 @@
 //! On each cluster, in `warden-system`: a ServiceAccount per user (`u-<email slug>`), a Secret
 //! `<sa>-anchor` its tokens are bound to, and bindings to Warden's ClusterRoles:
 //!
-//! | grant | binding |
-//! |---|---|
-//! | `kubectl.fullaccess` | ClusterRoleBinding `<sa>.full-access` -> `warden-full-access` |
-//! | `kubectl.cluster.write` | ClusterRoleBinding `<sa>.cluster-write` -> `warden-cluster-write` |
-//! | `kubectl.cluster.read` | ClusterRoleBinding `<sa>.cluster-read` -> `warden-cluster-read` |
-//! | `kubectl.namespace.write` in N | RoleBinding `<sa>.namespace-write` in N -> `warden-namespace-write` |
-//! | `kubectl.namespace.read` in N | RoleBinding `<sa>.namespace-read` in N -> `warden-namespace-read` |
+//! | grant | binding | rules |
+//! |---|---|---|
+//! | `kubectl.fullaccess` | ClusterRoleBinding `<sa>.full-access` -> `warden-full-access` | every verb on every resource and non-resource URL |
+//! | `kubectl.cluster.write` | ClusterRoleBinding `<sa>.cluster-write` -> `warden-cluster-write` | get list watch create update patch delete deletecollection on every resource (not escalate, bind, impersonate, approve, sign); GET on non-resource URLs |
+//! | `kubectl.cluster.read` | ClusterRoleBinding `<sa>.cluster-read` -> `warden-cluster-read` | `read_rules()`: get list watch without secrets and the connect subresources |
+//! | `kubectl.namespace.write` in N | RoleBinding `<sa>.namespace-write` in N -> `warden-namespace-write` | `namespace_write_rules()`: the read rules, plus the write verbs on the core workload resources (secrets and exec included, `serviceaccounts/token` not) and on apps, batch, autoscaling, policy, networking, discovery, events, coordination; never write on the namespace itself, its quotas, limit ranges or RBAC |
+//! | `kubectl.namespace.read` in N | RoleBinding `<sa>.namespace-read` in N -> `warden-namespace-read` | `read_rules()` |
+//!
+//! A RoleBinding in N also applies to the Namespace object N itself (the API server resolves
+//! `/api/v1/namespaces/N` to namespace N), so a namespace role must never hold `*` resources
+//! or write verbs on `namespaces`: that would let a namespace admin relabel (Pod Security) or
+//! delete their namespace.
 //!
 //! Every object carries `app.kubernetes.io/managed-by=warden` and `warden.dev/user-id`.
 
@@ -34,7 +39,7 @@ const FIELD_MANAGER: &str = "warden";
 /// Re-check a service account that was reconciled longer ago than this, even if nothing changed.
 const RECHECK: Duration = Duration::from_secs(600);
 /// Bumped whenever the ClusterRoles' rules change, so they are re-applied.
-const ROLES_VERSION: &str = "1";
+const ROLES_VERSION: &str = "2";
 
 /// Warden's ClusterRoles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -81,23 +86,78 @@ impl WardenRole {
             verbs: verbs.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        const WRITE: &[&str] = &[
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-            "deletecollection",
-        ];
         match self {
             WardenRole::FullAccess => vec![rule(&["*"], &["*"], &["*"]), urls(&["*"])],
-            WardenRole::ClusterWrite => vec![rule(&["*"], &["*"], WRITE), urls(&["get"])],
-            WardenRole::NamespaceWrite => vec![rule(&["*"], &["*"], WRITE)],
+            WardenRole::ClusterWrite => vec![rule(&["*"], &["*"], WRITE_VERBS), urls(&["get"])],
+            WardenRole::NamespaceWrite => namespace_write_rules(),
             WardenRole::ClusterRead | WardenRole::NamespaceRead => read_rules(),
         }
     }
+}
+
+/// The verbs of the write roles (no `escalate`, `bind`, `impersonate`, `approve`, `sign`).
+const WRITE_VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// Write access within a namespace, enumerated (bound by a RoleBinding in N, these rules also
+/// govern the Namespace object N): everything `read_rules()` gives, plus the write verbs on the
+/// core workload resources and on every resource of the workload API groups. Not included:
+/// `serviceaccounts/token` (tokens for any service account of the namespace), and write on
+/// `namespaces` (Pod Security labels, deletion), `resourcequotas`, `limitranges`, `roles` and
+/// `rolebindings`, which stay read-only.
+fn namespace_write_rules() -> Vec<PolicyRule> {
+    const CORE: &[&str] = &[
+        "pods",
+        "pods/log",
+        "pods/exec",
+        "pods/attach",
+        "pods/portforward",
+        "pods/eviction",
+        "services",
+        "services/proxy",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+        "events",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "podtemplates",
+    ];
+    const GROUPS: &[&str] = &[
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+        "networking.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "coordination.k8s.io",
+    ];
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut rules = read_rules();
+    rules.push(PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(strings(CORE)),
+        verbs: strings(WRITE_VERBS),
+        ..Default::default()
+    });
+    rules.push(PolicyRule {
+        api_groups: Some(strings(GROUPS)),
+        resources: Some(vec!["*".into()]),
+        verbs: strings(WRITE_VERBS),
+        ..Default::default()
+    });
+    rules
 }
 
 /// Read access without secrets, exec, attach, port-forward or proxy: RBAC cannot subtract,
@@ -190,12 +250,14 @@ impl Desired {
         if a.cluster_read {
             d.cluster_roles.insert(WardenRole::ClusterRead);
         }
-        for ns in &a.namespace_write {
+        // Warden's own namespace is never granted (bindings naming it are refused; one stored
+        // before that rule binds nothing).
+        for ns in a.namespace_write.iter().filter(|n| *n != NAMESPACE) {
             d.namespace_roles
                 .insert(ns.clone(), WardenRole::NamespaceWrite);
         }
         if !a.cluster_read {
-            for ns in &a.namespace_read {
+            for ns in a.namespace_read.iter().filter(|n| *n != NAMESPACE) {
                 d.namespace_roles
                     .entry(ns.clone())
                     .or_insert(WardenRole::NamespaceRead);
@@ -547,6 +609,14 @@ mod tests {
             d.namespace_roles.get("banana"),
             Some(&WardenRole::NamespaceRead)
         );
+        let mut own = a.clone();
+        own.namespace_write.insert(NAMESPACE.into());
+        own.namespace_read.insert(NAMESPACE.into());
+        assert_eq!(
+            Desired::from_access(&own),
+            d,
+            "Warden's own namespace is never bound"
+        );
         a.cluster_read = true;
         let d2 = Desired::from_access(&a);
         assert_eq!(d2.cluster_roles, BTreeSet::from([WardenRole::ClusterRead]));
@@ -556,6 +626,109 @@ mod tests {
         let d3 = Desired::from_access(&a);
         assert_eq!(d3.cluster_roles, BTreeSet::from([WardenRole::FullAccess]));
         assert!(d3.namespace_roles.is_empty());
+    }
+
+    /// Whether `rules` allow `verb` on `group`/`resource`, evaluated as RBAC does.
+    fn allows(rules: &[PolicyRule], verb: &str, group: &str, resource: &str) -> bool {
+        let has = |list: &[String], x: &str| list.iter().any(|v| v == "*" || v == x);
+        rules.iter().any(|r| {
+            has(&r.verbs, verb)
+                && has(r.api_groups.as_deref().unwrap_or_default(), group)
+                && has(r.resources.as_deref().unwrap_or_default(), resource)
+        })
+    }
+
+    #[test]
+    fn namespace_write_stays_within_the_namespace() {
+        let rules = WardenRole::NamespaceWrite.rules();
+        for r in &rules {
+            assert!(
+                r.api_groups
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|g| g != "*"),
+                "no rule on every group: {r:?}"
+            );
+            if r.api_groups.as_deref() == Some(&[String::new()][..]) {
+                assert!(
+                    r.resources
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .all(|x| x != "*"),
+                    "core resources are enumerated: {r:?}"
+                );
+            }
+            assert!(r.non_resource_urls.is_none(), "{r:?}");
+            assert!(r.resource_names.is_none(), "{r:?}");
+            assert!(
+                r.verbs.iter().all(|v| WRITE_VERBS.contains(&v.as_str())),
+                "{r:?}"
+            );
+        }
+        // Workloads: everything a namespace admin does.
+        for (group, resource) in [
+            ("", "pods"),
+            ("", "pods/exec"),
+            ("", "pods/portforward"),
+            ("", "configmaps"),
+            ("", "secrets"),
+            ("", "services"),
+            ("", "serviceaccounts"),
+            ("apps", "deployments"),
+            ("apps", "deployments/scale"),
+            ("batch", "cronjobs"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("policy", "poddisruptionbudgets"),
+        ] {
+            for verb in WRITE_VERBS {
+                assert!(
+                    allows(&rules, verb, group, resource),
+                    "{verb} {group}/{resource}"
+                );
+            }
+        }
+        // The namespace itself, its quotas and limits, and RBAC: read only.
+        for (group, resource) in [
+            ("", "namespaces"),
+            ("", "namespaces/status"),
+            ("", "resourcequotas"),
+            ("", "limitranges"),
+            ("rbac.authorization.k8s.io", "roles"),
+            ("rbac.authorization.k8s.io", "rolebindings"),
+        ] {
+            assert!(
+                allows(&rules, "get", group, resource),
+                "get {group}/{resource}"
+            );
+            assert!(
+                allows(&rules, "list", group, resource),
+                "list {group}/{resource}"
+            );
+            for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+                assert!(
+                    !allows(&rules, verb, group, resource),
+                    "{verb} {group}/{resource}"
+                );
+            }
+        }
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!allows(&rules, verb, "", "namespaces/finalize"), "{verb}");
+        }
+        // No tokens for the namespace's service accounts, no escalation.
+        assert!(!allows(&rules, "create", "", "serviceaccounts/token"));
+        for verb in ["escalate", "bind", "impersonate", "approve", "sign"] {
+            assert!(
+                !allows(&rules, verb, "rbac.authorization.k8s.io", "roles"),
+                "{verb}"
+            );
+            assert!(!allows(&rules, verb, "", "serviceaccounts"), "{verb}");
+        }
+        // Read access is never narrower than the read-only role's.
+        for r in read_rules() {
+            assert!(rules.contains(&r), "{r:?}");
+        }
     }
 
     #[test]

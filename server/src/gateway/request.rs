@@ -49,7 +49,7 @@ impl KubeRequest {
     }
 }
 
-fn query_flag(query: Option<&str>, key: &str) -> bool {
+pub(crate) fn query_flag(query: Option<&str>, key: &str) -> bool {
     query.is_some_and(|q| {
         form_urlencoded_pairs(q)
             .any(|(k, v)| k == key && matches!(v.as_str(), "1" | "true" | "True"))

@@ -133,6 +133,56 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A fresh simulated cluster with `namespaces`, imported as `name` into `project` (shared
+    /// with `shared_with`) and connected through a real agent (see [`TestApp::connect_agent`]).
+    #[cfg(feature = "demo")]
+    pub async fn cluster_with_agent(
+        &self,
+        admin: &crate::testing::Client,
+        dir: &Path,
+        name: &str,
+        project: &str,
+        shared_with: &[&str],
+        namespaces: &[&str],
+    ) -> (kubesim::KubeSim, RunningAgent) {
+        let sim = kubesim::KubeSim::start().await.expect("kubesim");
+        for ns in namespaces {
+            sim.store()
+                .create(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+                .expect("namespace");
+        }
+        let agent = self
+            .connect_agent(admin, &sim, dir, name, project, shared_with)
+            .await;
+        (sim, agent)
+    }
+}
+
+impl crate::testing::Client {
+    /// As an administrator: bind `role` to the user `email` in `project` (on `namespaces`
+    /// when given); returns the binding's id.
+    pub async fn bind_user(
+        &self,
+        email: &str,
+        role: &str,
+        project: &str,
+        namespaces: &[&str],
+    ) -> String {
+        let mut body = serde_json::json!({"subject": {"kind": "user", "name": email}, "role": role, "project": project});
+        if !namespaces.is_empty() {
+            body["namespaces"] = serde_json::json!(namespaces);
+        }
+        self.post("/api/v1/bindings", body)
+            .await
+            .assert_status(201)
+            .json()["id"]
+            .as_str()
+            .expect("binding id")
+            .to_owned()
+    }
+}
+
 /// An agent running in this process (see [`TestApp::connect_agent`]); dropping it stops it.
 pub struct RunningAgent {
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -1,0 +1,427 @@
+//! Revocation reaches live streams: a watch, a `logs -f`, an `exec -i` and an `attach -i`,
+//! opened with the real kubectl through a real agent's tunnel, are cut by every kind of
+//! revocation (binding removed, user deactivated, kubeconfig revoked, credential expired),
+//! within a second on Warden's side, each with an audit event saying why; a downgrade to
+//! read-only ends exec but not a watch the read-only role still allows.
+
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Child;
+use warden_server::gateway::testkit::{Kubectl, RunningAgent};
+use warden_server::testing::{Client, TestApp};
+
+const PROD: &str = "prod-1";
+
+struct World {
+    app: TestApp,
+    admin: Client,
+    _sim: kubesim::KubeSim,
+    dir: tempfile::TempDir,
+    _agent: RunningAgent,
+    /// sally's binding (NAMESPACE_ADMIN on `apple` in project dev).
+    binding: String,
+    sally: Kubectl,
+}
+
+async fn world() -> World {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for p in ["production", "dev"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, agent) = app
+        .cluster_with_agent(&admin, dir.path(), PROD, "production", &["dev"], &["apple"])
+        .await;
+    let _ = app.user_client(&admin, "sally@example.com").await;
+    let binding = bind(&admin, "NAMESPACE_ADMIN").await;
+    let c = app.client();
+    c.login("sally@example.com", warden_server::testing::USER_PASSWORD)
+        .await
+        .assert_status(200);
+    let kubeconfig = c.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    let sally = Kubectl::new(&dir.path().join("sally"), &kubeconfig);
+    let ticker = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    let pods = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sh\", \"-c\", {ticker:?}]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: echoer\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    stdin: true\n    command: [\"sh\", \"-c\", \"while read line; do echo got:$line; done\"]\n"
+    );
+    sally
+        .run_with_stdin(&["apply", "-n", "apple", "-f", "-"], Some(&pods))
+        .await
+        .expect_ok();
+    World {
+        app,
+        admin,
+        _sim: sim,
+        dir,
+        _agent: agent,
+        binding,
+        sally,
+    }
+}
+
+async fn bind(admin: &Client, role: &str) -> String {
+    admin
+        .bind_user("sally@example.com", role, "dev", &["apple"])
+        .await
+}
+
+/// A kubectl process whose output is collected as it comes.
+struct Streaming {
+    what: &'static str,
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: String,
+}
+
+impl Streaming {
+    fn spawn(k: &Kubectl, what: &'static str, args: &[&str]) -> Streaming {
+        let mut child = k
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut l = BufReader::new(out).lines();
+                while let Ok(Some(line)) = l.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Streaming {
+            what,
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    /// Wait for a line containing `needle`.
+    async fn expect_line(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.seen.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                _ => panic!("{}: no {needle:?} in time; saw:\n{}", self.what, self.seen),
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// The process ends by itself within `within`; returns everything it printed.
+    async fn ends_within(&mut self, within: Duration) -> String {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => panic!(
+                "{}: still running {within:?} after the revocation; saw:\n{}",
+                self.what, self.seen
+            ),
+        }
+        // Drain what is left.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        self.seen.clone()
+    }
+
+    fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl World {
+    fn live(&self) -> usize {
+        self.app.gateway().live.len()
+    }
+
+    async fn open_all(&self, tag: &str) -> Vec<Streaming> {
+        let k = &self.sally;
+        let cm = format!("configmap/{tag}");
+        let mut watch = Streaming::spawn(
+            k,
+            "watch",
+            &["get", "configmaps", "-n", "apple", "-w", "-o", "name"],
+        );
+        let mut logs = Streaming::spawn(k, "logs -f", &["logs", "-f", "-n", "apple", "box"]);
+        let mut exec = Streaming::spawn(
+            k,
+            "exec",
+            &[
+                "exec",
+                "-i",
+                "-n",
+                "apple",
+                "box",
+                "--",
+                "sh",
+                "-c",
+                "while read l; do echo exec:$l; done",
+            ],
+        );
+        let mut attach = Streaming::spawn(
+            k,
+            "attach",
+            &["attach", "-i", "-n", "apple", "echoer", "-c", "main"],
+        );
+        // Every stream works before the revocation.
+        self.sally
+            .run(&["create", "configmap", "-n", "apple", tag])
+            .await
+            .expect_ok();
+        watch.expect_line(&cm).await;
+        logs.expect_line("tick").await;
+        exec.send("one").await;
+        exec.expect_line("exec:one").await;
+        attach.send("ping").await;
+        attach.expect_line("got:ping").await;
+        // The watch's line may have come from its initial list: wait for the watch itself.
+        self.wait_live(4).await;
+        vec![watch, logs, exec, attach]
+    }
+
+    async fn wait_live(&self, n: usize) {
+        let t = Instant::now();
+        while self.live() < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{} live streams, not {n}",
+                self.live()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Warden's side: every registered stream is gone within a second.
+    async fn registry_empties_within_a_second(&self, since: Instant) {
+        while self.live() > 0 {
+            assert!(
+                since.elapsed() < Duration::from_secs(1),
+                "{} live stream(s) still open a second after the revocation: {:?}",
+                self.live(),
+                self.app.gateway().live.list()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn audit(&self, action_prefix: &str) -> Vec<Value> {
+        self.app.gateway().flush_audit().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let admin = self.admin_now().await;
+        let page = admin
+            .get("/api/v1/audit/events?kind=kube_api&limit=500")
+            .await
+            .assert_status(200)
+            .json();
+        page["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(action_prefix))
+            })
+            .collect()
+    }
+
+    async fn admin_now(&self) -> Client {
+        let c = self.app.client();
+        c.login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+        c
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_the_binding_cuts_watch_logs_exec_and_attach() {
+    let w = world().await;
+    let mut streams = w.open_all("first").await;
+    assert_eq!(w.live(), 4, "{:?}", w.app.gateway().live.list());
+    let t = Instant::now();
+    w.admin
+        .delete(&format!("/api/v1/bindings/{}", w.binding))
+        .await
+        .assert_status(204);
+    w.registry_empties_within_a_second(t).await;
+    let mut said = vec![];
+    for s in streams.iter_mut() {
+        said.push((s.what, s.ends_within(Duration::from_secs(5)).await));
+    }
+    // kubectl says why where the protocol carries a reason: exec's error channel. (The watch
+    // ends with an ERROR event carrying the reason too, which client-go informers log, but
+    // `kubectl get -w` prints nothing of it.)
+    for (what, out) in &said {
+        if *what == "exec" {
+            assert!(
+                out.contains("you have no kubectl access to cluster prod-1"),
+                "{what} did not say why:\n{out}"
+            );
+        }
+    }
+    let closed = w.audit("kube.").await;
+    for kind in ["watch", "logs", "exec", "attach"] {
+        let ev = closed
+            .iter()
+            .find(|e| e["action"] == format!("kube.{kind}.closed"))
+            .unwrap_or_else(|| panic!("no kube.{kind}.closed event in {closed:#?}"));
+        assert_eq!(ev["outcome"], "denied");
+        assert_eq!(ev["actor"], "sally@example.com");
+        assert!(ev["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no kubectl access to cluster prod-1"));
+    }
+    // Each long-lived request was audited when it started, before it was forwarded.
+    for action in ["kube.watch.start", "kube.get.start", "kube.create.start"] {
+        assert!(
+            closed.iter().any(|e| e["action"] == action),
+            "no {action} event"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deactivation_and_kubeconfig_revocation_cut_streams() {
+    let w = world().await;
+    // Deactivating the user.
+    let mut streams = w.open_all("first").await;
+    let t = Instant::now();
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    w.registry_empties_within_a_second(t).await;
+    for s in streams.iter_mut() {
+        s.ends_within(Duration::from_secs(5)).await;
+    }
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "active"}),
+        )
+        .await
+        .assert_status(200);
+
+    // Revoking her kubeconfigs.
+    let mut streams = w.open_all("second").await;
+    let t = Instant::now();
+    w.admin
+        .post(
+            "/api/v1/users/sally@example.com/kubeconfig/revoke",
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    w.registry_empties_within_a_second(t).await;
+    for s in streams.iter_mut() {
+        s.ends_within(Duration::from_secs(5)).await;
+    }
+    let closed = w.audit("kube.exec.closed").await;
+    assert!(closed.iter().any(|e| e["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("deactivated")));
+    assert!(closed
+        .iter()
+        .any(|e| e["reason"].as_str().unwrap_or_default().contains("revoked")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expiring_credential_ends_its_streams() {
+    let w = world().await;
+    let mut watch = Streaming::spawn(
+        &w.sally,
+        "watch",
+        &["get", "configmaps", "-n", "apple", "-w", "-o", "name"],
+    );
+    w.sally
+        .run(&["create", "configmap", "-n", "apple", "before"])
+        .await
+        .expect_ok();
+    watch.expect_line("configmap/before").await;
+    w.wait_live(1).await;
+    // Nothing changes but time: past the credential's 8 hours.
+    w.app.clock.advance_secs(8 * 3600 + 1);
+    let t = Instant::now();
+    while w.live() > 0 {
+        // The one-second tick of the watcher, plus the check.
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the watch outlived its credential"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch.ends_within(Duration::from_secs(5)).await;
+    let closed = w.audit("kube.").await;
+    assert!(
+        closed.iter().any(|e| e["action"] == "kube.watch.closed"
+            && e["reason"].as_str().unwrap_or_default().contains("expired")),
+        "{closed:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_downgrade_to_read_only_ends_exec_but_not_a_watch() {
+    let w = world().await;
+    let mut streams = w.open_all("first").await;
+    bind(&w.admin, "NAMESPACE_READ_ONLY").await;
+    let t = Instant::now();
+    w.admin
+        .delete(&format!("/api/v1/bindings/{}", w.binding))
+        .await
+        .assert_status(204);
+    // exec and attach end (read-only never execs); the watch and the log follow go on.
+    let (mut kept, mut ended): (Vec<_>, Vec<_>) = streams
+        .drain(..)
+        .partition(|s| matches!(s.what, "watch" | "logs -f"));
+    for s in ended.iter_mut() {
+        s.ends_within(Duration::from_secs(5)).await;
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(w.live(), 2, "{:?}", w.app.gateway().live.list());
+    for s in kept.iter_mut() {
+        assert!(s.still_running(), "{} was cut: {}", s.what, s.seen);
+    }
+    // The watch still streams (a change made by someone else).
+    w.admin_now().await;
+    w._sim
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "after", "namespace": "apple"}}))
+        .expect("configmap");
+    kept[0].expect_line("configmap/after").await;
+    let _ = w.dir.path();
+}
