@@ -14,6 +14,7 @@ pub mod kubectl;
 pub mod layout;
 pub mod projects;
 pub mod roles;
+pub mod sessions;
 pub mod settings;
 #[cfg(feature = "ssr")]
 pub mod ssr;
@@ -104,6 +105,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/sessions") view=sessions::SessionsPage ssr=SsrMode::InOrder/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -94,6 +94,19 @@ impl Action {
     }
 }
 
+impl Target {
+    /// In words, for audit reasons: `the organization`, `project P`, `namespace N of project P`.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Org => "the organization".to_owned(),
+            Target::Project(p) => format!("project {p}"),
+            Target::Namespace { project, namespace } => {
+                format!("namespace {namespace} of project {project}")
+            }
+        }
+    }
+}
+
 /// Proof that an action was allowed. Only this module constructs one.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -228,6 +241,17 @@ impl Effective {
                 via: b.via.clone(),
             })
             .collect()
+    }
+
+    /// Whether the user holds `permission`, or one that implies it, at `target`. What a user
+    /// may hand out to others (bindings, role changes, group members) is bounded by this.
+    pub fn holds(&self, permission: Permission, target: &Target) -> bool {
+        self.active
+            && self.bindings.iter().any(|b| {
+                b.permissions
+                    .iter()
+                    .any(|h| h.implies(permission) && b.covers(target, *h))
+            })
     }
 
     pub fn decide(&self, action: &Action) -> Result<String, String> {

@@ -87,8 +87,26 @@ pub async fn sign_in(
                 LoginFailure::InvalidCredentials => {
                     ("invalid credentials".to_owned(), SignInError::Invalid)
                 }
-                LoginFailure::Locked { until } => (
-                    format!("account locked until {}", until.rfc3339()),
+                // The caller gets the same answer either way; the audit log tells apart the
+                // failure that set the lock from attempts refused without a password check.
+                LoginFailure::Locked {
+                    until,
+                    password_checked: true,
+                } => (
+                    format!(
+                        "invalid credentials; account locked until {}",
+                        until.rfc3339()
+                    ),
+                    SignInError::Locked,
+                ),
+                LoginFailure::Locked {
+                    until,
+                    password_checked: false,
+                } => (
+                    format!(
+                        "account locked until {}; password not checked",
+                        until.rfc3339()
+                    ),
                     SignInError::Locked,
                 ),
             };

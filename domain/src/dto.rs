@@ -65,6 +65,9 @@ pub mod messages {
     /// The answer to a failed sign-in; the same whether or not the email exists.
     pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
     pub const LOCKED: &str = "Too many failed sign-in attempts. Try again later.";
+    /// The answer to `POST /api/v1/api-keys` authenticated by an API key.
+    pub const API_KEY_NEEDS_SESSION: &str =
+        "An API key cannot create API keys. Sign in to the console to create one.";
 }
 
 /// One audit event as the API and the console show it.
@@ -605,4 +608,24 @@ pub struct ClusterQuery {
     pub q: Option<String>,
     pub limit: Option<u64>,
     pub cursor: Option<String>,
+}
+
+// ---- Live streams and terminals ----
+
+/// A live stream Warden relays for a person: a watch, a log follow, an exec/attach/port-forward
+/// through the gateway, or a web terminal.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveStreamDto {
+    pub id: u64,
+    /// watch, logs, exec, attach, portforward, proxy, stream, terminal
+    pub kind: String,
+    pub user_id: String,
+    pub user: String,
+    pub cluster: String,
+    pub namespace: Option<String>,
+    /// What it reads or runs in, e.g. `pods/web`.
+    pub target: Option<String>,
+    /// RFC 3339.
+    pub started_at: String,
 }

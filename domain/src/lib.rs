@@ -51,3 +51,5 @@ pub use services::Services;
 pub mod admin;
 #[cfg(feature = "ssr")]
 pub mod agents;
+#[cfg(feature = "ssr")]
+pub mod streams;

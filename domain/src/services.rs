@@ -16,6 +16,8 @@ pub struct Services {
     pub public_url: String,
     /// The cluster feature's settings and the server's live tunnels, set at start-up.
     pub clusters: crate::admin::clusters::ClusterHooks,
+    /// The server's registry of live streams and terminals, set at start-up.
+    pub streams: crate::streams::StreamHooks,
 }
 
 impl Services {
@@ -33,6 +35,7 @@ impl Services {
             policy,
             public_url,
             clusters: Default::default(),
+            streams: Default::default(),
         })
     }
 

@@ -154,9 +154,19 @@ test.describe.serial("cluster import wizard", () => {
     await page.keyboard.type("echo $((6*7))-ok\n");
     await expect(page.locator("[data-testid=terminal] .xterm-rows")).toContainText("42-ok", { timeout: 15_000 });
 
-    // Signing out in another tab ends the (idle) terminal at once, with the reason on screen.
+    // Live sessions (user menu) lists it; ending it there closes it at once, with who did.
     const other = await context.newPage();
-    await consoleAct.open(other, "/");
+    await consoleAct.open(other, "/sessions");
+    const row = other.getByTestId("streams").locator("tr", { hasText: "terminal" });
+    await expect(row).toContainText("pods/shell");
+    await row.getByRole("link", { name: /End/ }).click();
+    await other.getByTestId("confirm-end-stream").click();
+    await expect(status).toContainText("Closed: ended by admin@warden.local", { timeout: 5_000 });
+    await expect(other.getByTestId("no-streams")).toBeVisible();
+
+    // A new terminal; signing out in the other tab ends it (idle) at once, with the reason.
+    await page.reload();
+    await expect(status).toContainText("as system:serviceaccount:", { timeout: 30_000 });
     const out = await other.request.post("/api/v1/auth/logout", { headers: { origin: new URL(page.url()).origin } });
     expect(out.status()).toBe(204);
     await expect(status).toContainText("Closed: signed out", { timeout: 5_000 });

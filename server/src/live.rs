@@ -270,6 +270,28 @@ impl LiveStreams {
     }
 }
 
+impl warden_domain::streams::LiveRegistry for LiveStreams {
+    fn list(&self) -> Vec<warden_domain::dto::LiveStreamDto> {
+        LiveStreams::list(self)
+            .into_iter()
+            .map(|(id, i)| warden_domain::dto::LiveStreamDto {
+                id,
+                kind: i.kind,
+                user_id: i.user_id,
+                user: i.email,
+                cluster: i.cluster,
+                namespace: i.namespace,
+                target: i.target,
+                started_at: warden_domain::clock::Timestamp(i.started_at).rfc3339(),
+            })
+            .collect()
+    }
+
+    fn close(&self, id: u64, reason: &str) -> bool {
+        LiveStreams::close(self, id, reason)
+    }
+}
+
 impl LiveGuard {
     pub fn id(&self) -> u64 {
         self.entry.id

@@ -190,6 +190,7 @@ struct TerminalSession {
     guard: crate::live::LiveGuard,
     audit: AuditEvent,
     ready: serde_json::Value,
+    recorder: Recorder,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -433,6 +434,26 @@ async fn open(
         .gateway
         .live
         .register(info_rec, epoch, now + 60_000, check, closing);
+    // Recorded, or not opened at all.
+    let recorder = match Recorder::create(
+        &state.config.data_dir,
+        &ev.id.to_string(),
+        &format!("{} {}/{}", cluster.name, q.namespace, q.pod),
+        now / 1000,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(deny(
+                &ev,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot record the terminal right now, so it does not open".into(),
+                Some(e.to_string()),
+            ))
+        }
+    };
+    ev.details["recording"] = json!(ev.id.to_string());
     ev.details["terminal_id"] = json!(guard.id());
     ev.details["service_account"] = json!(format!("{}/{sa}", rbac::NAMESPACE));
     if let Err(e) = state.services.audit.record(ev.clone()).await {
@@ -457,6 +478,7 @@ async fn open(
         guard,
         audit: ev,
         ready,
+        recorder,
     })
 }
 
@@ -482,7 +504,10 @@ impl TerminalSession {
             guard,
             audit,
             ready,
+            mut recorder,
         } = self;
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let started = Instant::now();
         let (mut browser_tx, mut browser_rx) = socket.split();
         let (mut exec_tx, mut exec_rx) = exec.split();
@@ -504,6 +529,14 @@ impl TerminalSession {
                 _ = tokio::time::sleep(idle_left) => {
                     break End::Closed(format!("idle for {} minutes", IDLE_LIMIT.as_secs() / 60));
                 }
+                _ = flush.tick() => {
+                    // A crash loses at most the last second of the recording.
+                    if let Err(e) = recorder.flush().await {
+                        tracing::error!(error = %e, "terminal recording failed");
+                        break End::Closed("the recording failed, so the terminal ends".into());
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(max_left) => {
                     break End::Closed(format!("limit of {} hours reached", MAX_DURATION.as_secs() / 3600));
                 }
@@ -523,7 +556,8 @@ impl TerminalSession {
                         }
                         AxMessage::Text(t) => match serde_json::from_str::<serde_json::Value>(&t) {
                             Ok(c) if c["type"] == "resize" => {
-                                let (w, h) = (c["cols"].as_u64().unwrap_or(80), c["rows"].as_u64().unwrap_or(24));
+                                let (w, h) = (c["cols"].as_u64().unwrap_or(80).min(1000), c["rows"].as_u64().unwrap_or(24).min(1000));
+                                let _ = recorder.resize(w, h).await;
                                 let mut f = vec![4u8];
                                 f.extend_from_slice(json!({"Width": w.min(1000), "Height": h.min(1000)}).to_string().as_bytes());
                                 Some(f)
@@ -555,6 +589,10 @@ impl TerminalSession {
                     match channel {
                         1 | 2 => {
                             bytes_out += payload.len() as u64;
+                            if let Err(e) = recorder.output(payload).await {
+                                tracing::error!(error = %e, "terminal recording failed");
+                                break End::Closed("the recording failed, so the terminal ends".into());
+                            }
                             if browser_tx.send(AxMessage::Binary(payload.to_vec().into())).await.is_err() {
                                 break End::Closed("the browser closed the terminal".into());
                             }
@@ -591,6 +629,16 @@ impl TerminalSession {
         ev.duration_ms = Some(started.elapsed().as_millis() as i64);
         ev.details["bytes_in"] = json!(bytes_in);
         ev.details["bytes_out"] = json!(bytes_out);
+        match recorder.finish().await {
+            Ok((sha256, bytes)) => {
+                ev.details["recording"] =
+                    json!({"id": audit.id.to_string(), "sha256": sha256, "bytes": bytes});
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not finish a terminal recording");
+                ev.details["recording_error"] = json!(e.to_string());
+            }
+        }
         if let End::Exited(c) = end {
             ev.details["exit_code"] = json!(c);
         } else if guard.is_cancelled() {
@@ -601,6 +649,168 @@ impl TerminalSession {
             tracing::error!(error = %e, "could not audit the end of a terminal");
         }
     }
+}
+
+/// A terminal's recording: asciicast v2 (a header line, then `[seconds, "o", text]` for output
+/// and `[seconds, "r", "COLSxROWS"]` for resizes; keystrokes are never recorded), streamed to
+/// `WARDEN_DATA_DIR/recordings/<terminal.open event id>.cast` and flushed at least every second,
+/// with the SHA-256 of everything written.
+pub struct Recorder {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    hash: sha2::Sha256,
+    started: Instant,
+    bytes: u64,
+    /// The tail of a UTF-8 sequence split between two chunks.
+    carry: Vec<u8>,
+    dirty: bool,
+}
+
+impl Recorder {
+    pub fn path(data_dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+        data_dir.join("recordings").join(format!("{id}.cast"))
+    }
+
+    pub async fn create(
+        data_dir: &std::path::Path,
+        id: &str,
+        title: &str,
+        now_secs: i64,
+    ) -> std::io::Result<Self> {
+        let path = Self::path(data_dir, id);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .await?;
+        let mut r = Self {
+            file: tokio::io::BufWriter::new(file),
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+            started: Instant::now(),
+            bytes: 0,
+            carry: vec![],
+            dirty: false,
+        };
+        let header = json!({"version": 2, "width": 80, "height": 24, "timestamp": now_secs,
+            "title": title, "env": {"TERM": "xterm-256color"}});
+        r.line(&header.to_string()).await?;
+        r.flush().await?;
+        Ok(r)
+    }
+
+    async fn line(&mut self, l: &str) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        sha2::Digest::update(&mut self.hash, l.as_bytes());
+        sha2::Digest::update(&mut self.hash, b"\n");
+        self.file.write_all(l.as_bytes()).await?;
+        self.file.write_all(b"\n").await?;
+        self.bytes += l.len() as u64 + 1;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn t(&self) -> f64 {
+        (self.started.elapsed().as_micros() as f64 / 1e6 * 1e6).round() / 1e6
+    }
+
+    pub async fn output(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(data);
+        let valid = match std::str::from_utf8(&buf) {
+            Ok(_) => buf.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => buf.len(),
+        };
+        self.carry = buf.split_off(valid);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let ev = json!([self.t(), "o", text]);
+        self.line(&ev.to_string()).await
+    }
+
+    pub async fn resize(&mut self, cols: u64, rows: u64) -> std::io::Result<()> {
+        let ev = json!([self.t(), "r", format!("{cols}x{rows}")]);
+        self.line(&ev.to_string()).await
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if self.dirty {
+            self.file.flush().await?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Close the file; `(sha256 hex, bytes)`.
+    pub async fn finish(mut self) -> std::io::Result<(String, u64)> {
+        if !self.carry.is_empty() {
+            let rest = std::mem::take(&mut self.carry);
+            let ev = json!([self.t(), "o", String::from_utf8_lossy(&rest)]);
+            self.line(&ev.to_string()).await?;
+        }
+        self.flush().await?;
+        let digest = sha2::Digest::finalize(self.hash);
+        Ok((hex::encode(digest), self.bytes))
+    }
+}
+
+/// `GET /api/v1/terminal/recordings/{id}`: the asciicast of a terminal, for those who may read
+/// its audit events (`audit.read` on the organization, or on the terminal's project).
+pub async fn get_recording(
+    State(state): State<AppState>,
+    crate::api::auth::AuthUser(who): crate::api::auth::AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, crate::api::error::ApiError> {
+    use crate::api::error::ApiError;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use warden_domain::entities::audit_events;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ApiError::not_found("recording"));
+    }
+    let opened = audit_events::Entity::find()
+        .filter(audit_events::Column::Id.eq(id.clone()))
+        .filter(audit_events::Column::Action.eq("terminal.open"))
+        .one(&state.services.db)
+        .await
+        .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?
+        .ok_or_else(|| ApiError::not_found("recording"))?;
+    let scope = warden_domain::access::audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    if let Some(projects) = scope {
+        if !opened
+            .project
+            .as_ref()
+            .is_some_and(|p| projects.contains(p))
+        {
+            return Err(ApiError::forbidden());
+        }
+    }
+    let path = Recorder::path(&state.config.data_dir, &id);
+    let body = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::not_found("recording"))?;
+    Ok((
+        [
+            (
+                http::header::CONTENT_TYPE,
+                "application/x-asciicast".to_owned(),
+            ),
+            (http::header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"terminal-{id}.cast\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// The exit code in an exec's final `Status` (0 on success).

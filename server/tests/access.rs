@@ -404,6 +404,220 @@ async fn no_self_escalation() {
     assert!(denied["items"].as_array().unwrap().len() >= 4, "{denied}");
 }
 
+/// Delegated administrators hand out only what they hold. Each attack below went through
+/// before: a role editor widened their own role, a group editor joined a group bound to
+/// ADMIN, and a user administrator bound themselves to ADMIN at organization scope.
+#[tokio::test]
+async fn delegated_administrators_cannot_escalate() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let role_of = |r: &serde_json::Value| r["permissions"].clone();
+
+    // 1. A role editor (role.read + role.write only) adds user.write to their own role.
+    admin
+        .post("/api/v1/roles", json!({"name": "ROLE_EDITOR", "scope": "organization", "permissions": ["role.read", "role.write"]}))
+        .await
+        .assert_status(201);
+    let rita = app.user_client(&admin, "rita@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "rita@example.com"}, "role": "ROLE_EDITOR"}),
+        )
+        .await
+        .assert_status(201);
+    let before = admin.get("/api/v1/roles/ROLE_EDITOR").await.json();
+    let r = rita
+        .patch(
+            "/api/v1/roles/ROLE_EDITOR",
+            json!({"permissions": ["role.read", "role.write", "user.write"]}),
+        )
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "forbidden");
+    let after = admin.get("/api/v1/roles/ROLE_EDITOR").await.json();
+    assert_eq!(role_of(&after), role_of(&before), "the role is unchanged");
+    rita.get("/api/v1/users").await.assert_status(403);
+    // Through another role bound to her, or one bound elsewhere, the same.
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "DEV_READER", "scope": "project", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "rita@example.com"}, "role": "DEV_READER", "project": "dev"}))
+        .await
+        .assert_status(201);
+    rita.patch(
+        "/api/v1/roles/DEV_READER",
+        json!({"permissions": ["project.read", "kubectl.fullaccess"]}),
+    )
+    .await
+    .assert_status(403);
+    // What she holds where the role is bound, and changes that add nothing, are fine.
+    rita.patch(
+        "/api/v1/roles/ROLE_EDITOR",
+        json!({"permissions": ["role.write", "role.read"], "description": "edits roles"}),
+    )
+    .await
+    .assert_status(200);
+    rita.patch(
+        "/api/v1/roles/ROLE_EDITOR",
+        json!({"permissions": ["role.read"]}),
+    )
+    .await
+    .assert_status(200);
+    // The administrator still widens roles freely.
+    admin
+        .patch(
+            "/api/v1/roles/DEV_READER",
+            json!({"permissions": ["project.read", "kubectl.cluster.read"]}),
+        )
+        .await
+        .assert_status(200);
+
+    // 2. A group editor (group.read + group.write only) joins a group bound to ADMIN.
+    admin
+        .post("/api/v1/roles", json!({"name": "GROUP_EDITOR", "scope": "organization", "permissions": ["group.read", "group.write"]}))
+        .await
+        .assert_status(201);
+    let gina = app.user_client(&admin, "gina@example.com").await;
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "gina@example.com"}, "role": "GROUP_EDITOR"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/groups", json!({"name": "Ops"}))
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "Ops"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(201);
+    let members = |g: &serde_json::Value| g["members"].as_array().unwrap().len();
+    for who in ["gina@example.com", "rita@example.com"] {
+        gina.post("/api/v1/groups/Ops/members", json!({"user": who}))
+            .await
+            .assert_status(403);
+    }
+    gina.post(
+        "/api/v1/groups/Organization%20Admins/members",
+        json!({"user": "gina@example.com"}),
+    )
+    .await
+    .assert_status(403);
+    assert_eq!(members(&admin.get("/api/v1/groups/Ops").await.json()), 0);
+    gina.get("/api/v1/users").await.assert_status(403);
+    // A group whose bindings she holds herself (or none) she may still fill.
+    admin
+        .post("/api/v1/groups", json!({"name": "Readers"}))
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "GROUP_READER", "scope": "organization", "permissions": ["group.read"]}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "Readers"}, "role": "GROUP_READER"}),
+        )
+        .await
+        .assert_status(201);
+    gina.post(
+        "/api/v1/groups/Readers/members",
+        json!({"user": "rita@example.com"}),
+    )
+    .await
+    .assert_status(201);
+    admin
+        .post(
+            "/api/v1/groups/Ops/members",
+            json!({"user": "rita@example.com"}),
+        )
+        .await
+        .assert_status(201);
+
+    // 3. A user administrator (user.read + user.write only) binds themselves to ADMIN.
+    admin
+        .post("/api/v1/roles", json!({"name": "USER_ADMIN", "scope": "organization", "permissions": ["user.read", "user.write"]}))
+        .await
+        .assert_status(201);
+    let uma = app.user_client(&admin, "uma@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "uma@example.com"}, "role": "USER_ADMIN"}),
+        )
+        .await
+        .assert_status(201);
+    let bindings_before = admin.get("/api/v1/bindings?limit=500").await.json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    for body in [
+        json!({"subject": {"kind": "user", "name": "uma@example.com"}, "role": "ADMIN"}),
+        json!({"subject": {"kind": "group", "name": "Readers"}, "role": "GROUP_EDITOR"}),
+    ] {
+        uma.post("/api/v1/bindings", body).await.assert_status(403);
+    }
+    let bindings_after = admin.get("/api/v1/bindings?limit=500").await.json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(bindings_after, bindings_before, "no binding was created");
+    uma.get("/api/v1/groups").await.assert_status(403);
+    // A role within what she holds she may hand out.
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "USER_READER", "scope": "organization", "permissions": ["user.read"]}),
+        )
+        .await
+        .assert_status(201);
+    uma.post(
+        "/api/v1/bindings",
+        json!({"subject": {"kind": "user", "name": "gina@example.com"}, "role": "USER_READER"}),
+    )
+    .await
+    .assert_status(201);
+
+    // Every refusal is in the audit log with its reason.
+    for (actor, action) in [
+        ("rita@example.com", "role.update"),
+        ("gina@example.com", "group.member.add"),
+        ("uma@example.com", "binding.create"),
+    ] {
+        let denied = admin
+            .get(&format!(
+                "/api/v1/audit/events?outcome=denied&actor={actor}&action={action}"
+            ))
+            .await
+            .assert_status(200)
+            .json();
+        let items = denied["items"].as_array().unwrap();
+        assert!(!items.is_empty(), "{actor} {action}: {denied}");
+        assert!(
+            items.iter().all(|e| e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("the granter does not hold it there")),
+            "{denied}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn changes_take_effect_on_the_next_request() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
@@ -741,6 +955,60 @@ async fn api_keys_authenticate_as_their_owner_until_revoked_or_expired() {
     assert!(rows
         .iter()
         .all(|k| k.secret_hash != s2 && k.secret_hash.len() == 64));
+}
+
+/// A request authenticated by an API key cannot create API keys (a leaked key could
+/// otherwise multiply itself and outlive its own expiry); a signed-in session still can.
+#[tokio::test]
+async fn api_keys_cannot_create_api_keys() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let secret = admin
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "ci", "expires_in_days": 1}),
+        )
+        .await
+        .assert_status(201)
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bare = app.client_without_origin();
+    let r = bare
+        .post_bearer(
+            "/api/v1/api-keys",
+            &secret,
+            json!({"name": "child", "expires_in_days": 365}),
+        )
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "forbidden");
+    assert_eq!(
+        r.json()["error"]["message"],
+        warden_domain::dto::messages::API_KEY_NEEDS_SESSION
+    );
+    let keys = admin.get("/api/v1/api-keys").await.json();
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1, "{keys}");
+
+    // The key still works for everything else, and the session still creates keys.
+    bare.get_bearer("/api/v1/me", &secret)
+        .await
+        .assert_status(200);
+    admin
+        .post("/api/v1/api-keys", json!({"name": "second"}))
+        .await
+        .assert_status(201);
+
+    // The refusal is audited, as made with an API key.
+    let denied = admin
+        .get("/api/v1/audit/events?outcome=denied&action=api_key.create")
+        .await
+        .assert_status(200)
+        .json();
+    let items = denied["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{denied}");
+    assert_eq!(items[0]["session_type"], "api");
+    assert_eq!(items[0]["actor"], "admin@warden.local");
 }
 
 #[tokio::test]

@@ -157,6 +157,96 @@ async fn lockout_after_five_failures_then_expiry() {
         .assert_status(200);
 }
 
+/// A burst of concurrent wrong guesses for one account: every guess is counted before its
+/// password is checked, so at most `lockout_threshold` (5) passwords are checked in the window
+/// and the rest are refused as locked. (Counted after the check, every guess of the burst was
+/// checked against the real password.)
+#[tokio::test]
+async fn concurrent_wrong_guesses_get_at_most_five_password_checks() {
+    const GUESSES: usize = 120;
+    let app = TestApp::spawn().await;
+    // One failure already in the window.
+    app.client()
+        .login(ADMIN_EMAIL, "wrong guess first")
+        .await
+        .assert_status(401);
+
+    let clients: Vec<_> = (0..GUESSES).map(|_| app.client()).collect();
+    let guesses: Vec<String> = (0..GUESSES)
+        .map(|i| format!("wrong guess {i:03}"))
+        .collect();
+    let answers = futures::future::join_all(
+        clients
+            .iter()
+            .zip(&guesses)
+            .map(|(c, guess)| c.login(ADMIN_EMAIL, guess)),
+    )
+    .await;
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for r in &answers {
+        *by_status.entry(r.status).or_default() += 1;
+    }
+    // What a client sees: three more "invalid" answers, then the fifth failure locks.
+    let invalid = by_status.get(&401).copied().unwrap_or(0);
+    assert!(invalid <= 3, "answers by status: {by_status:?}");
+    assert_eq!(
+        invalid + by_status.get(&429).copied().unwrap_or(0),
+        GUESSES,
+        "answers by status: {by_status:?}"
+    );
+    assert!(answers
+        .iter()
+        .filter(|r| r.status == 429)
+        .all(|r| r.error_code() == "locked"));
+
+    // The account is locked: even the right password is refused.
+    let r = app
+        .client()
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(429);
+    assert_eq!(r.error_code(), "locked");
+
+    // Every attempt was counted, the refused ones included.
+    use sea_orm::EntityTrait;
+    let throttle = warden_domain::entities::login_throttle::Entity::find_by_id(ADMIN_EMAIL)
+        .one(&app.services().db)
+        .await
+        .unwrap()
+        .expect("a throttle row");
+    assert_eq!(throttle.failures as usize, 1 + GUESSES + 1);
+    assert!(throttle.locked_until.is_some());
+
+    // The audit log says which attempts had their password checked: five in all.
+    let q = warden_domain::dto::AuditQuery {
+        action: Some("sign_in".into()),
+        outcome: Some("denied".into()),
+        limit: Some(500),
+        ..Default::default()
+    };
+    let events = warden_domain::audit::search(&app.services().db, &q, None)
+        .await
+        .unwrap()
+        .items;
+    let reason = |e: &warden_domain::dto::AuditEventDto| e.reason.clone().unwrap_or_default();
+    let checked = events
+        .iter()
+        .filter(|e| reason(e).starts_with("invalid credentials"))
+        .count();
+    let refused = events
+        .iter()
+        .filter(|e| reason(e).ends_with("password not checked"))
+        .count();
+    assert!(
+        checked <= 5,
+        "{checked} passwords were checked, at most 5 may be"
+    );
+    assert_eq!(
+        (checked + refused, events.len()),
+        (1 + GUESSES + 1, 1 + GUESSES + 1)
+    );
+}
+
 #[tokio::test]
 async fn failures_outside_the_window_do_not_lock() {
     let app = TestApp::spawn().await;

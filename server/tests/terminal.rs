@@ -198,6 +198,90 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         action("terminal.open", "denied"),
         "rita's refusal is audited: {items:#?}"
     );
+
+    // The recording: asciicast v2 with the output (never the keystrokes as input events), its
+    // SHA-256 in the closing event, readable by those who read the audit log only.
+    let close = items
+        .iter()
+        .find(|e| e["action"] == "terminal.close")
+        .unwrap();
+    let rec = &close["details"]["recording"];
+    let id = rec["id"].as_str().expect("a recording id");
+    let cast = w
+        .admin
+        .get(&format!("/api/v1/terminal/recordings/{id}"))
+        .await
+        .assert_status(200)
+        .body;
+    let mut lines = cast.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    let events: Vec<Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        events.iter().all(|e| e[1] == "o" || e[1] == "r"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e[1] == "r" && e[2] == "100x30"));
+    assert!(events
+        .iter()
+        .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("42")));
+    use sha2::Digest;
+    assert_eq!(
+        rec["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(cast.as_bytes()))
+    );
+    sally
+        .get(&format!("/api/v1/terminal/recordings/{id}"))
+        .await
+        .assert_status(403);
+    w.admin
+        .get("/api/v1/terminal/recordings/..%2F..%2Fetc")
+        .await
+        .assert_status(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_terminals_are_listed_and_an_administrator_ends_one() {
+    let w = world().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w
+        .open(Some(&sally), Some(&w.app.url), "box")
+        .await
+        .expect("a terminal");
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    let mine = sally.get("/api/v1/streams").await.assert_status(200).json();
+    let items = mine["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{mine}");
+    assert_eq!(items[0]["kind"], "terminal");
+    assert_eq!(items[0]["user"], "sally@example.com");
+    assert_eq!(items[0]["target"], "pods/box");
+    // Everyone's: administrators only.
+    sally
+        .get("/api/v1/streams?all=true")
+        .await
+        .assert_status(403);
+    let rita = w.signed_in("rita@example.com").await;
+    let id = items[0]["id"].as_u64().unwrap();
+    rita.delete(&format!("/api/v1/streams/{id}"))
+        .await
+        .assert_status(404);
+    let all = w
+        .admin
+        .get("/api/v1/streams?all=true&kind=terminal")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id));
+    w.admin
+        .delete(&format!("/api/v1/streams/{id}"))
+        .await
+        .assert_status(204);
+    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(2)).await;
+    assert_eq!(closed["reason"], "ended by admin@warden.local");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::ts;
 use crate::access::Principal;
+use crate::audit::SessionType;
 use crate::dto::{ApiKeyDto, CreateApiKeyRequest, CreatedApiKey, Page};
 use crate::entities::api_keys;
 use crate::error::{DomainError, DomainResult, OnConstraint};
@@ -49,6 +50,18 @@ pub async fn create(
     req: CreateApiKeyRequest,
 ) -> DomainResult<CreatedApiKey> {
     let name = req.name.trim();
+    // Keys are minted by a signed-in person only: a request authenticated by an API key (or
+    // any credential other than a browser session) cannot create another key, so a leaked
+    // key can neither multiply nor outlive its own expiry.
+    if who.session_type != SessionType::Browser {
+        let reason = format!(
+            "API keys are created from a signed-in session, not with {} credentials",
+            who.session_type.as_str()
+        );
+        svc.audit_denied(who, "api_key.create", "api_key", name, &reason)
+            .await?;
+        return Err(DomainError::forbidden(reason));
+    }
     if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(DomainError::invalid(
             "name",

@@ -120,49 +120,108 @@ async fn gate_for(svc: &Services, who: &Principal, project: Option<&str>) -> Dom
     }
 }
 
-/// No escalation: outside organization administrators, a granter may hand out only
-/// permissions they hold themselves where the binding applies.
-async fn check_no_escalation(
-    svc: &Services,
-    who: &Principal,
-    role: &roles::Model,
-    project: &str,
-    namespaces: &[String],
-) -> DomainResult<()> {
-    let eff = svc.policy.effective(who.user_id).await?;
-    if eff.org_permissions().contains(&Permission::UserWrite) {
-        return Ok(());
-    }
-    let targets: Vec<Target> = if namespaces.is_empty() {
-        vec![Target::Project(project.to_owned())]
-    } else {
-        namespaces
+/// Something a change would hand out: permissions at targets (what a new binding grants,
+/// what a widened role adds where it is bound, what a group's bindings give a new member).
+pub(crate) struct Handout {
+    /// In words, for the audit log: `user x holds ROLE on project p`.
+    pub what: String,
+    pub permissions: Vec<Permission>,
+    pub targets: Vec<Target>,
+}
+
+/// The permissions a role grants, read the way the gate reads them (unknown names and names
+/// above the role's scope grant nothing).
+pub(crate) fn granted_by(role: &roles::Model) -> Vec<Permission> {
+    let Some(scope) = Scope::parse(&role.scope) else {
+        return vec![];
+    };
+    super::roles::permissions_of(role)
+        .iter()
+        .filter_map(|n| Permission::parse(n))
+        .filter(|p| p.allowed_in(scope))
+        .collect()
+}
+
+/// Where a binding applies, as the gate's targets.
+fn targets(project: Option<&str>, namespaces: &[String]) -> Vec<Target> {
+    match project {
+        None => vec![Target::Org],
+        Some(p) if namespaces.is_empty() => vec![Target::Project(p.to_owned())],
+        Some(p) => namespaces
             .iter()
             .map(|n| Target::Namespace {
-                project: project.to_owned(),
+                project: p.to_owned(),
                 namespace: n.clone(),
             })
-            .collect()
-    };
-    for name in super::roles::permissions_of(role) {
-        let Some(p) = Permission::parse(&name) else {
+            .collect(),
+    }
+}
+
+/// What existing bindings hand out: each one's role permissions (or only `permissions`, when
+/// given) at the binding's targets. Bindings of a deleted role or project grant nothing.
+pub(crate) async fn handouts<C: ConnectionTrait>(
+    db: &C,
+    rows: &[bindings::Model],
+    permissions: Option<&[Permission]>,
+) -> DomainResult<Vec<Handout>> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let names = Names::load(db).await?;
+    let role_rows: HashMap<String, roles::Model> = roles::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let mut out = Vec::new();
+    for b in rows {
+        let Some(role) = role_rows.get(&b.role_id) else {
             continue;
         };
-        for t in &targets {
-            let held = eff.active
-                && eff.bindings.iter().any(|b| {
-                    b.permissions
-                        .iter()
-                        .any(|h| h.implies(p) && b.covers(t, *h))
-                });
-            if !held {
+        let project = match &b.project_id {
+            Some(pid) => match names.projects.get(pid) {
+                Some(name) => Some(name.as_str()),
+                None => continue,
+            },
+            None => None,
+        };
+        let namespaces: Vec<String> = serde_json::from_str(&b.namespaces).unwrap_or_default();
+        out.push(Handout {
+            what: describe(&names.dto(b)),
+            permissions: match permissions {
+                Some(only) => only.to_vec(),
+                None => granted_by(role),
+            },
+            targets: targets(project, &namespaces),
+        });
+    }
+    Ok(out)
+}
+
+/// No escalation: a user may hand out only permissions they hold themselves wherever the
+/// grant applies (organization administrators hold everything at organization scope, which
+/// covers every project and namespace). A refusal is audited as a denial of `action` on
+/// `kind`/`name` and answered `Forbidden`.
+pub(crate) async fn refuse_escalation(
+    svc: &Services,
+    who: &Principal,
+    handouts: &[Handout],
+    action: &str,
+    kind: &str,
+    name: &str,
+) -> DomainResult<()> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    for h in handouts {
+        for p in &h.permissions {
+            if let Some(t) = h.targets.iter().find(|t| !eff.holds(*p, t)) {
                 let reason = format!(
-                    "cannot grant {} ({}): the granter does not hold it there",
-                    role.name,
-                    p.name()
+                    "cannot hand out {} on {} ({}): the granter does not hold it there",
+                    p.name(),
+                    t.describe(),
+                    h.what
                 );
-                svc.audit_denied(who, "binding.create", "binding", &role.name, &reason)
-                    .await?;
+                svc.audit_denied(who, action, kind, name, &reason).await?;
                 return Err(DomainError::forbidden(reason));
             }
         }
@@ -262,9 +321,26 @@ pub async fn create(
         ),
         None => None,
     };
-    if let Some(p) = &project {
-        check_no_escalation(svc, who, &role, &p.name, &namespaces).await?;
-    }
+    // Whatever the scope: the binding may grant only what its creator holds where it applies.
+    let handout = Handout {
+        what: format!(
+            "{} {} would hold {}",
+            req.subject.kind,
+            req.subject.name.trim(),
+            role.name
+        ),
+        permissions: granted_by(&role),
+        targets: targets(project.as_ref().map(|p| p.name.as_str()), &namespaces),
+    };
+    refuse_escalation(
+        svc,
+        who,
+        &[handout],
+        "binding.create",
+        "binding",
+        &role.name,
+    )
+    .await?;
     let (user_id, group_id) = if req.subject.kind == "user" {
         let email = Email::parse(&req.subject.name)
             .map_err(|e| DomainError::invalid_value("subject.name", e))?;

@@ -226,6 +226,15 @@ pub async fn add_member(
 ) -> DomainResult<GroupDto> {
     svc.gate(who, Action::org(Permission::GroupWrite)).await?;
     let g = find(&svc.db, group).await?;
+    // No escalation: a new member gets what the group's bindings grant, so the one adding
+    // them (themselves included) must hold all of it where it applies.
+    let uses = bindings::Entity::find()
+        .filter(bindings::Column::GroupId.eq(g.id.clone()))
+        .all(&svc.db)
+        .await?;
+    let handouts = super::bindings::handouts(&svc.db, &uses, None).await?;
+    super::bindings::refuse_escalation(svc, who, &handouts, "group.member.add", "group", &g.name)
+        .await?;
     let email = Email::parse(email).map_err(|e| DomainError::invalid_value("user", e))?;
     let u = crate::users::find_by_email(&svc.db, &email)
         .await?

@@ -195,11 +195,33 @@ pub async fn update(
     }
     let scope = Scope::parse(&m.scope)
         .ok_or_else(|| DomainError::Internal("role with a bad scope".into()))?;
+    let perms = match &req.permissions {
+        Some(p) => Some(validate_permissions(scope, p)?),
+        None => None,
+    };
+    if let Some(perms) = &perms {
+        // No escalation: what the role would newly grant, the editor must hold wherever the
+        // role is bound (an unbound role grants nothing; binding it is checked then).
+        let old = super::bindings::granted_by(&m);
+        let added: Vec<Permission> = perms
+            .iter()
+            .filter_map(|n| Permission::parse(n))
+            .filter(|p| !old.iter().any(|o| o.implies(*p)))
+            .collect();
+        if !added.is_empty() {
+            let uses = bindings::Entity::find()
+                .filter(bindings::Column::RoleId.eq(m.id.clone()))
+                .all(&svc.db)
+                .await?;
+            let handouts = super::bindings::handouts(&svc.db, &uses, Some(&added)).await?;
+            super::bindings::refuse_escalation(svc, who, &handouts, "role.update", "role", &m.name)
+                .await?;
+        }
+    }
     let before = to_dto(&m);
     let mut a = m.into_active_model();
-    if let Some(perms) = &req.permissions {
-        a.permissions = Set(serde_json::to_string(&validate_permissions(scope, perms)?)
-            .unwrap_or_else(|_| "[]".into()));
+    if let Some(perms) = &perms {
+        a.permissions = Set(serde_json::to_string(perms).unwrap_or_else(|_| "[]".into()));
     }
     if let Some(d) = req.description {
         a.description = Set(d.trim().chars().take(1024).collect());

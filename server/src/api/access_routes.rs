@@ -8,9 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use warden_domain::admin::{api_keys, bindings, groups, org_settings, projects, roles, users};
 use warden_domain::dto::*;
+use warden_domain::DomainError;
 
 use super::auth::AuthUser;
-use super::error::{ApiJson, ApiQuery, ApiResult};
+use super::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 type S = State<AppState>;
@@ -285,10 +286,19 @@ pub async fn create_api_key(
     AuthUser(who): AuthUser,
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok((
-        StatusCode::CREATED,
-        Json(api_keys::create(&s.services, &who, req).await?),
-    ))
+    match api_keys::create(&s.services, &who, req).await {
+        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
+        // The one refusal here (an API key minting a key) is no secret: say what to do.
+        Err(DomainError::Forbidden { reason }) => {
+            tracing::info!(%reason, "forbidden");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                warden_domain::dto::messages::API_KEY_NEEDS_SESSION,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 pub async fn revoke_api_key(
     State(s): S,

@@ -8,6 +8,7 @@ mod clusters;
 pub mod error;
 pub mod openapi;
 mod session_routes;
+mod streams;
 
 use axum::Router;
 use warden_domain::dto::*;
@@ -62,6 +63,9 @@ crate::endpoints! {
     delete "/clusters/{name}" => clusters::delete_cluster, "clusters", "Delete a cluster: its agent credential is revoked and its tunnel closed at once (force=true when the agent is not connected)", 204, query = clusters::DeleteClusterQuery;
     get "/clusters/{name}/manifest" => clusters::get_cluster_manifest, "clusters", "The agent manifest (YAML) with a fresh one-time bootstrap token (cluster.write)", 200;
     post "/clusters/{name}/bootstrap" => clusters::create_cluster_bootstrap, "clusters", "A fresh one-time manifest URL and the manifest it serves (cluster.write)", 201, resp = ClusterBootstrap;
+    get "/streams" => streams::list_streams, "streams", "Live streams and web terminals: the caller's, or every user's with all=true (kubeconfig.write)", 200, resp = Page<LiveStreamDto>, query = streams::StreamQuery;
+    delete "/streams/{id}" => streams::end_stream, "streams", "End a live stream or terminal now (one's own, or anyone's with kubeconfig.write)", 204;
+    get "/terminal/recordings/{id}" => crate::terminal::get_recording, "streams", "A terminal's recording (asciicast v2), for those who may read its audit events", 200;
     get "/kubeconfig" => crate::gateway::routes::issue_kubeconfig, "kubeconfig", "A kubeconfig (YAML) for the caller: one context per cluster reachable with kubectl, a fresh short-lived credential (?cluster=NAME for one)", 200, query = warden_domain::kubeconfig::KubeconfigQuery;
     post "/kubeconfig/revoke" => crate::gateway::routes::revoke_own_kubeconfig, "kubeconfig", "Revoke every kubeconfig issued to the caller so far", 200, resp = warden_domain::kubeconfig::KubeconfigRevoked;
     post "/users/{user}/kubeconfig/revoke" => crate::gateway::routes::revoke_user_kubeconfig, "kubeconfig", "Revoke every kubeconfig issued to a user so far (kubeconfig.write)", 200, resp = warden_domain::kubeconfig::KubeconfigRevoked;

@@ -98,6 +98,7 @@ impl Gateway {
         let audit = BatchingAuditSink::spawn(services.audit.clone(), 10_000, 500);
         let live = crate::live::LiveStreams::new(services.clone());
         live.spawn_watcher();
+        services.streams.set_registry(live.clone());
         Ok(Arc::new(Self {
             live,
             services,
