@@ -27,6 +27,12 @@ pub fn TerminalPage() -> impl IntoView {
     ));
     let ended = RwSignal::new(false);
     let screen = NodeRef::<leptos::html::Div>::new();
+    // The open socket: closed when the page is left (also by in-app navigation) or another pod
+    // is picked, so no terminal outlives its page.
+    #[cfg(feature = "hydrate")]
+    let socket = StoredValue::new_local(None::<web_sys::WebSocket>);
+    #[cfg(feature = "hydrate")]
+    on_cleanup(move || browser::close(socket));
     // Effects run only in the browser.
     Effect::new(move |_| {
         let (c, n, p, k) = (cluster(), namespace(), pod(), container());
@@ -36,7 +42,10 @@ pub fn TerminalPage() -> impl IntoView {
         if let Some(_el) = screen.get() {
             status.set(format!("Connecting to {p} in {n} on cluster {c}…"));
             #[cfg(feature = "hydrate")]
-            browser::start(_el, c, n, p, k, status, ended);
+            {
+                browser::close(socket);
+                browser::start(_el, c, n, p, k, status, ended, socket);
+            }
             #[cfg(not(feature = "hydrate"))]
             let _ = (c, k);
         }
@@ -109,6 +118,16 @@ export function create_terminal(el) {
         serde_json::json!({"type": "resize", "cols": cols, "rows": rows}).to_string()
     }
 
+    pub type Socket = StoredValue<Option<web_sys::WebSocket>, leptos::prelude::LocalStorage>;
+
+    /// Close the page's terminal socket, if one is open.
+    pub fn close(socket: Socket) {
+        if let Some(Some(ws)) = socket.try_update_value(|s| s.take()) {
+            let _ = ws.close();
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         el: web_sys::HtmlDivElement,
         cluster: String,
@@ -117,6 +136,7 @@ export function create_terminal(el) {
         container: String,
         status: RwSignal<String>,
         ended: RwSignal<bool>,
+        socket: Socket,
     ) {
         leptos::task::spawn_local(async move {
             let el: web_sys::HtmlElement = el.unchecked_into();
@@ -160,6 +180,7 @@ export function create_terminal(el) {
                 }
             };
             ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
+            socket.set_value(Some(ws.clone()));
             let closed_with_reason = RwSignal::new(false);
 
             let on_message = {

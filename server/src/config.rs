@@ -307,7 +307,7 @@ impl Config {
             public_ca_pem,
             allow_insecure_http,
         };
-        Ok(Config {
+        let config = Config {
             agent,
             database: DatabaseConfig {
                 url: Secret::new(
@@ -350,7 +350,32 @@ impl Config {
                     .or_else(|| env.get("LEPTOS_SITE_ROOT"))
                     .unwrap_or_else(|| "target/site".to_owned()),
             ),
-        })
+        };
+        // The demo cluster runs pod commands as processes of this host: only for a console
+        // that nobody else can reach.
+        if config.demo && !is_loopback_url(&config.http.public_url) {
+            return Err(ConfigError::Invalid {
+                key: "WARDEN_DEMO".into(),
+                message: "the demo cluster runs pods as processes of this host, so it is refused with a WARDEN_PUBLIC_URL other than a loopback address (127.0.0.1, ::1, localhost)".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Whether a URL's host is a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -378,6 +403,36 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Pretty);
         assert_eq!(c.agent.heartbeat_interval.as_secs(), 10);
         assert_eq!(c.agent.heartbeat_timeout.as_secs(), 30);
+    }
+
+    #[test]
+    fn the_demo_is_refused_with_a_public_url_others_can_reach() {
+        for url in [
+            "https://warden.example.com",
+            "http://10.0.0.5:3000",
+            "http://0.0.0.0:3000",
+        ] {
+            let e =
+                Config::from_source(&src(&[("WARDEN_DEMO", "true"), ("WARDEN_PUBLIC_URL", url)]))
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains("WARDEN_DEMO"), "{url}: {e}");
+        }
+        for url in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "http://[::1]:3000",
+        ] {
+            let c =
+                Config::from_source(&src(&[("WARDEN_DEMO", "true"), ("WARDEN_PUBLIC_URL", url)]))
+                    .unwrap();
+            assert!(c.demo, "{url}");
+        }
+        // Without the demo, any public URL.
+        assert!(
+            Config::from_source(&src(&[("WARDEN_PUBLIC_URL", "https://warden.example.com")]))
+                .is_ok()
+        );
     }
 
     #[test]

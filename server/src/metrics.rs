@@ -109,7 +109,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
                 "unmatched".into()
             }
         });
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let start = Instant::now();
     let res = next.run(req).await;
     metrics.observe(
@@ -119,6 +119,36 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         start.elapsed().as_secs_f64(),
     );
     res
+}
+
+/// The method as a label: the standard ones by name, anything else `OTHER` (an arbitrary
+/// method must not create a series).
+fn method_label(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod method_tests {
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = |s: &str| super::method_label(&http::Method::from_bytes(s.as_bytes()).unwrap());
+        assert_eq!(m("GET"), "GET");
+        assert_eq!(m("DELETE"), "DELETE");
+        assert_eq!(m("FOO123"), "OTHER");
+        assert_eq!(m("PROPFIND"), "OTHER");
+    }
 }
 
 pub async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
