@@ -73,8 +73,6 @@ pub struct LiveStreams {
     services: Arc<Services>,
     entries: Mutex<HashMap<u64, Arc<Entry>>>,
     next: AtomicU64,
-    /// Closed by a failed check (for metrics and tests).
-    closed: AtomicU64,
 }
 
 /// A registered stream. Dropping it unregisters the stream.
@@ -89,7 +87,6 @@ impl LiveStreams {
             services,
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            closed: AtomicU64::new(0),
         })
     }
 
@@ -152,11 +149,6 @@ impl LiveStreams {
         self.len() == 0
     }
 
-    /// How many streams a failed check has closed since start.
-    pub fn closed_count(&self) -> u64 {
-        self.closed.load(Ordering::Relaxed)
-    }
-
     /// End a stream now (an administrator's action, a sign-out), with the reason shown to its
     /// holder. Returns whether it was open.
     pub fn close(&self, id: u64, reason: &str) -> bool {
@@ -175,7 +167,6 @@ impl LiveStreams {
             return; // already ended
         }
         entry.cancel.cancel();
-        self.closed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             stream.id = entry.id,
             stream.kind = %entry.info.kind,

@@ -63,29 +63,16 @@ enum Proof {
     ApiKey(String),
 }
 
+/// A refusal before the upgrade, in the REST API's error envelope.
 fn refuse(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": match status {
-            StatusCode::UNAUTHORIZED => "unauthenticated",
-            StatusCode::FORBIDDEN => "forbidden",
-            StatusCode::NOT_FOUND => "not_found",
-            StatusCode::BAD_REQUEST => "invalid",
-            _ => "unavailable",
-        }, "message": message}})),
-    )
-        .into_response()
-}
-
-/// The origin (`scheme://host[:port]`) of a URL.
-fn origin_of(url: &str) -> String {
-    match url.parse::<http::Uri>() {
-        Ok(u) => match (u.scheme_str(), u.authority()) {
-            (Some(s), Some(a)) => format!("{s}://{a}"),
-            _ => url.trim_end_matches('/').to_owned(),
-        },
-        Err(_) => url.trim_end_matches('/').to_owned(),
-    }
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::BAD_REQUEST => "invalid",
+        _ => "unavailable",
+    };
+    crate::api::error::ApiError::new(status, code, message).into_response()
 }
 
 /// Authenticate the upgrade request: an API key, or the session cookie with our `Origin`
@@ -104,12 +91,14 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal,
             .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
         return Ok((p, Proof::ApiKey(token)));
     }
-    let ours = origin_of(&state.config.http.public_url);
+    // The same comparison as the CSRF layer's.
+    let ours = state.config.http.public_origin();
     let origin = parts
         .headers
         .get(http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if origin != Some(ours.as_str()) {
+        .and_then(|v| v.to_str().ok())
+        .map(crate::config::origin_of);
+    if origin.as_deref() != Some(ours.as_str()) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "a terminal can only be opened from Warden's console",
