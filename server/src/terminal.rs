@@ -592,6 +592,9 @@ impl TerminalSession {
                 }
             }
         };
+        // The terminal is over: out of the registry before anyone is told so.
+        let closed_by_warden = guard.is_cancelled();
+        drop(guard);
         let _ = exec_tx.send(KMessage::Close(None)).await;
         let (control, reason, code) = match &end {
             End::Exited(c) => (
@@ -630,10 +633,9 @@ impl TerminalSession {
         }
         if let End::Exited(c) = end {
             ev.details["exit_code"] = json!(c);
-        } else if guard.is_cancelled() {
+        } else if closed_by_warden {
             ev.details["closed_by_warden"] = json!(true);
         }
-        drop(guard);
         if let Err(e) = state.services.audit.record(ev).await {
             tracing::error!(error = %e, "could not audit the end of a terminal");
         }
