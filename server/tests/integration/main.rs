@@ -1,0 +1,13 @@
+//! The server's integration tests, one binary: each module used to be its own test target, and
+//! every target linked the whole server again (minutes of linking and gigabytes of disk per
+//! build on two cores). Modules keep their own helpers; nothing is shared through globals.
+
+mod access;
+mod auth;
+mod cli;
+mod clusters;
+mod gateway;
+mod live_streams;
+mod matrix;
+mod platform;
+mod terminal;
