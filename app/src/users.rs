@@ -147,10 +147,18 @@ pub async fn delete_user(id: String) -> Result<(), AppError> {
 
 /// An administrator's password reset: answers the one-time set-password link.
 #[server(prefix = "/sfn", endpoint = "reset_user_password")]
-pub async fn reset_user_password(id: String) -> Result<String, AppError> {
+pub async fn reset_user_password(
+    id: String,
+    #[server(default)] revoke_api_keys: Option<String>,
+    #[server(default)] revoke_kubeconfigs: Option<String>,
+) -> Result<String, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let r = warden_domain::admin::users::reset_password(&svc, &who, &id)
+    let opts = warden_domain::admin::users::ResetOptions {
+        revoke_api_keys: revoke_api_keys.is_some(),
+        revoke_kubeconfigs: revoke_kubeconfigs.is_some(),
+    };
+    let r = warden_domain::admin::users::reset_password(&svc, &who, &id, opts)
         .await
         .map_err(AppError::from);
     if let Ok(link) = &r {
@@ -730,6 +738,9 @@ fn AccountActions(
                     <p>"Their current password stops working and their sessions end. You get a one-time link, valid 24 hours, to give them so they can choose a new one."</p>
                     <ActionForm action=reset>
                         <input type="hidden" name="id" value=u.with_value(|u| u.id.clone())/>
+                        <p class="muted">"If the account may be in someone else's hands, also end what outlives the password:"</p>
+                        <label class="check"><input type="checkbox" name="revoke_api_keys" value="on" checked data-testid="reset-revoke-api-keys"/>" Revoke their API keys"</label>
+                        <label class="check"><input type="checkbox" name="revoke_kubeconfigs" value="on" checked data-testid="reset-revoke-kubeconfigs"/>" Revoke their kubeconfigs (kubectl stops working until they download a new one)"</label>
                         <button type="submit" class="btn btn-danger" data-testid="confirm-reset-password">"Reset password"</button>
                     </ActionForm>
                 </ConfirmPanel>

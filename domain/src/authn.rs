@@ -53,10 +53,13 @@ pub async fn sign_in(
         LoginOutcome::Success(user) => {
             let uid = user_store::user_id(&user)?;
             session.cycle_id().await.map_err(session_err)?;
+            // The generation read with the password hash: a reset that lands between the
+            // password check and this session's creation makes the session dead on arrival.
             let record = AuthRecord {
                 user_id: uid,
                 login_at: now,
                 last_seen: now,
+                generation: user.session_generation,
             };
             session
                 .insert(AUTH_KEY, &record)
@@ -188,7 +191,8 @@ pub async fn principal_from_session(
         session.flush().await.map_err(session_err)?;
         return Err(DomainError::Unauthenticated);
     };
-    if user.status != user_store::STATUS_ACTIVE {
+    if user.status != user_store::STATUS_ACTIVE || record.generation != user.session_generation
+    {
         session.flush().await.map_err(session_err)?;
         return Err(DomainError::Unauthenticated);
     }
@@ -250,14 +254,17 @@ pub async fn change_password(
     let now = svc.clock.now();
     let tx = svc.db.begin().await?;
     user_store::set_password(&tx, user, hash, false, now).await?;
-    delete_user_sessions(&tx, who.user_id).await?;
+    let generation = delete_user_sessions(&tx, who.user_id).await?;
     tx.commit().await?;
+    // Live streams and terminals opened with the ended sessions are re-checked now.
+    svc.policy.bump();
     if let Some(session) = session {
         // This session survives: give it a new id and keep it signed in.
         let record: Option<AuthRecord> = session.get(AUTH_KEY).await.map_err(session_err)?;
         session.cycle_id().await.map_err(session_err)?;
         if let Some(mut r) = record {
             r.last_seen = now;
+            r.generation = generation;
             session.insert(AUTH_KEY, &r).await.map_err(session_err)?;
         }
     }
@@ -293,6 +300,7 @@ pub async fn set_password_with_token(
     let user = user_store::set_password(&tx, user, hash, false, now).await?;
     delete_user_sessions(&tx, uid).await?;
     tx.commit().await?;
+    svc.policy.bump();
     if let Ok(email) = Email::parse(&user.email) {
         login::clear_lockout(&svc.db, &email).await?;
     }
@@ -335,6 +343,7 @@ pub async fn admin_reset_password(
     sea_orm::ActiveModelTrait::update(a, &tx).await?;
     delete_user_sessions(&tx, uid).await?;
     tx.commit().await?;
+    svc.policy.bump();
     svc.audit
         .record(
             AuditEvent::new(

@@ -8,9 +8,23 @@ use std::sync::OnceLock;
 
 use crate::error::{DomainError, DomainResult};
 
+/// At most this many argon2 computations run at once (about the number of cores): a burst of
+/// sign-ins queues here instead of taking every blocking thread and 19 MiB each.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.max(1))
+    })
+}
+
 /// Hash a password. Runs on a blocking thread: argon2 is deliberately slow.
 pub async fn hash(password: &str) -> DomainResult<String> {
     let password = password.to_owned();
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .map_err(|e| DomainError::Internal(format!("hashing slots: {e}")))?;
     tokio::task::spawn_blocking(move || hash_blocking(&password))
         .await
         .map_err(|e| DomainError::Internal(format!("hashing task failed: {e}")))?
@@ -29,6 +43,9 @@ pub fn hash_blocking(password: &str) -> DomainResult<String> {
 pub async fn verify(password: &str, stored: Option<&str>) -> bool {
     let password = password.to_owned();
     let stored = stored.map(str::to_owned);
+    let Ok(_slot) = hashing_slots().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         let (phc, real) = match stored {
             Some(h) => (h, true),

@@ -19,6 +19,10 @@ pub struct AuthRecord {
     pub user_id: UserId,
     pub login_at: Timestamp,
     pub last_seen: Timestamp,
+    /// The user's session generation at sign-in: a session of an older generation is dead
+    /// (password changed or reset, user deactivated), whatever its row says.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -42,16 +46,31 @@ impl DbSessionStore {
     }
 }
 
-/// End every session of a user (deactivation, password change by an administrator).
+/// End every session of a user (deactivation, password change or reset): the user's session
+/// generation moves on, so no session made before (even one a concurrent request writes back,
+/// or a sign-in that checked the old password) is accepted again, and the rows are deleted.
+/// Returns the new generation.
 pub async fn delete_user_sessions<C: sea_orm::ConnectionTrait>(
     db: &C,
     user: UserId,
-) -> Result<u64, sea_orm::DbErr> {
-    let r = sessions::Entity::delete_many()
+) -> Result<i64, sea_orm::DbErr> {
+    use sea_orm::sea_query::Expr;
+    crate::entities::users::Entity::update_many()
+        .col_expr(
+            crate::entities::users::Column::SessionGeneration,
+            Expr::col(crate::entities::users::Column::SessionGeneration).add(1),
+        )
+        .filter(crate::entities::users::Column::Id.eq(user.to_string()))
+        .exec(db)
+        .await?;
+    sessions::Entity::delete_many()
         .filter(sessions::Column::UserId.eq(user.to_string()))
         .exec(db)
         .await?;
-    Ok(r.rows_affected)
+    Ok(crate::entities::users::Entity::find_by_id(user.to_string())
+        .one(db)
+        .await?
+        .map_or(0, |u| u.session_generation))
 }
 
 fn backend(e: impl std::fmt::Display) -> session_store::Error {
@@ -93,18 +112,15 @@ impl SessionStore for DbSessionStore {
         Ok(())
     }
 
+    /// Update an existing session, never re-create one: a session deleted while a request
+    /// held it (sign-out, password change, deactivation) stays deleted when that request ends.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let m = to_model(record)?;
-        sessions::Entity::insert(sessions::ActiveModel::from(m))
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(sessions::Column::Id)
-                    .update_columns([
-                        sessions::Column::Data,
-                        sessions::Column::ExpiresAt,
-                        sessions::Column::UserId,
-                    ])
-                    .to_owned(),
-            )
+        sessions::Entity::update_many()
+            .col_expr(sessions::Column::Data, sea_orm::sea_query::Expr::value(m.data))
+            .col_expr(sessions::Column::ExpiresAt, sea_orm::sea_query::Expr::value(m.expires_at))
+            .col_expr(sessions::Column::UserId, sea_orm::sea_query::Expr::value(m.user_id))
+            .filter(sessions::Column::Id.eq(m.id))
             .exec(&self.db)
             .await
             .map_err(backend)?;

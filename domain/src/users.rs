@@ -71,6 +71,7 @@ pub async fn create<C: ConnectionTrait>(
         created_at: now.millis(),
         updated_at: now.millis(),
         last_login_at: None,
+        session_generation: 0,
     };
     users::ActiveModel::from(model).insert(db).await.on_unique(
         "uq_users_email",

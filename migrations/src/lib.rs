@@ -10,6 +10,7 @@ mod columns;
 mod m20261128_000001_initial;
 mod m20261128_000002_clusters;
 mod m20261128_000003_kubeconfig;
+mod m20261130_000004_session_generation;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_clusters::Migration),
             Box::new(m20261128_000003_kubeconfig::Migration),
+            Box::new(m20261130_000004_session_generation::Migration),
         ]
     }
 }

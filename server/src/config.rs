@@ -24,6 +24,10 @@ pub struct Config {
     /// Where the compiled console (cargo-leptos `site-root`) lives.
     pub site_root: PathBuf,
     pub agent: AgentConfig,
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (`WARDEN_METRICS_TOKEN`
+    /// or `WARDEN_METRICS_TOKEN_FILE`).
+    pub metrics_token: Option<Secret>,
 }
 
 /// Cluster agents: their heartbeat, and what goes into their manifests.
@@ -307,8 +311,49 @@ impl Config {
             public_ca_pem,
             allow_insecure_http,
         };
+        let trusted_proxies = l
+            .string("WARDEN_TRUSTED_PROXIES", "")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<std::net::IpAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "WARDEN_TRUSTED_PROXIES".into(),
+                        message: format!("{s:?} is not an IP address"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rate_limits = crate::ratelimit::RateLimitConfig {
+            sign_in_per_minute: l.parse(
+                "WARDEN_RATE_LIMIT_SIGN_IN",
+                "30",
+                "a number of requests per minute (0: no limit)",
+            )?,
+            agent_per_minute: l.parse(
+                "WARDEN_RATE_LIMIT_AGENT",
+                "120",
+                "a number of requests per minute (0: no limit)",
+            )?,
+            trusted_proxies,
+        };
+        let metrics_token = l
+            .raw("WARDEN_METRICS_TOKEN")?
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Secret::new(t.trim().to_owned()));
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(ConfigError::Invalid {
+                key: "WARDEN_METRICS_TOKEN".into(),
+                message: "must be at least 16 characters".into(),
+            });
+        }
         let config = Config {
             agent,
+            rate_limits,
+            metrics_token,
             database: DatabaseConfig {
                 url: Secret::new(
                     l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod live;
 pub mod metrics;
 pub mod middleware;
+pub mod ratelimit;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
@@ -96,11 +97,12 @@ pub fn build_router(state: AppState) -> Router {
         .nest("/agent/v1", tunnel::endpoint::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(metrics::render_protected))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(ctx, app::shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::console_guard))
         .layer(sessions)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

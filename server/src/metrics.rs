@@ -23,9 +23,17 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// Requests refused by a rate limit, by class.
+    rate_limited: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
+    pub fn rate_limited(&self, class: &'static str) {
+        if let Ok(mut m) = self.rate_limited.lock() {
+            *m.entry(class).or_default() += 1;
+        }
+    }
+
     pub fn observe(&self, route: &str, method: &str, status: u16, secs: f64) {
         let Ok(mut map) = self.requests.lock() else {
             return;
@@ -44,6 +52,14 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if let Ok(limited) = self.rate_limited.lock() {
+            out.push_str("# HELP warden_rate_limited_total Requests refused by a per-source rate limit, by class.\n");
+            out.push_str("# TYPE warden_rate_limited_total counter\n");
+            for class in ["sign_in", "agent"] {
+                let n = limited.get(class).copied().unwrap_or(0);
+                let _ = writeln!(out, "warden_rate_limited_total{{class=\"{class}\"}} {n}");
+            }
+        }
         let Ok(map) = self.requests.lock() else {
             return out;
         };
@@ -156,4 +172,41 @@ pub async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
     )
+}
+
+/// `GET /metrics`: open, or with `WARDEN_METRICS_TOKEN` set, only for
+/// `Authorization: Bearer <token>` (compared in constant time).
+pub async fn render_protected(
+    State(state): State<crate::state::AppState>,
+    headers: http::HeaderMap,
+) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .trim();
+        if !same_secret(given, token.expose()) {
+            let mut res = crate::api::error::ApiError::new(
+                http::StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the metrics need the bearer token set in WARDEN_METRICS_TOKEN",
+            )
+            .into_response();
+            res.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"warden-metrics\""),
+            );
+            return res;
+        }
+    }
+    render(State(state.metrics.clone())).await.into_response()
+}
+
+/// Equal secrets, without an early exit on the first differing byte.
+fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
 }

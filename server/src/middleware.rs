@@ -24,10 +24,26 @@ fn has_session_cookie(req: &Request) -> bool {
     })
 }
 
-/// CSRF: a state-changing request from a browser must come from our own origin. Requests
-/// carrying an `Authorization` header (API keys) are not sent by browsers on their own and
-/// need no check; a cookie-authenticated one without `Origin` or `Referer` is refused.
-pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// An API key the CSRF layer already verified: the REST extractors use it as is.
+#[derive(Clone)]
+pub struct VerifiedApiKey(pub warden_domain::access::Principal);
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// CSRF: a state-changing request from a browser must come from our own origin. A request
+/// authenticated by a valid API key needs no check (browsers never attach an `Authorization`
+/// header cross-site without a CORS preflight, which this server does not grant); any other
+/// `Authorization` header earns nothing, and server functions (`/sfn/*`, the console's own
+/// calls) are always checked. A cookie-authenticated request without `Origin` or `Referer`
+/// is refused.
+pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
@@ -42,15 +58,29 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())
         .map(origin_of);
-    // Browsers never attach an Authorization header cross-site without a CORS preflight,
-    // which this server does not grant; such requests are authenticated by that header.
-    let bearer = req.headers().get(header::AUTHORIZATION).is_some();
+    let mut api_key = false;
+    if !req.uri().path().starts_with("/sfn/") {
+        if let Some(token) = bearer(req.headers()).map(str::to_owned) {
+            let meta = app::ssr::request_meta_of(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                req.extensions(),
+            );
+            if let Ok(p) =
+                warden_domain::authn::principal_from_api_key(&state.services, &token, meta).await
+            {
+                req.extensions_mut().insert(VerifiedApiKey(p));
+                api_key = true;
+            }
+        }
+    }
     let same_origin = match (origin, referer) {
         (Some(o), _) => o == expected,
         (None, Some(r)) => r == expected,
         (None, None) => !has_session_cookie(&req),
     };
-    if bearer || same_origin {
+    if api_key || same_origin {
         return next.run(req).await;
     }
     tracing::warn!(path = %req.uri().path(), "cross-site request refused");

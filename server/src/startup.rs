@@ -134,8 +134,9 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         gateway,
         clusters,
         services,
-        config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
+        rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
+        config: Arc::new(config),
     })
 }
 

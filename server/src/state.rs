@@ -18,6 +18,8 @@ pub struct AppState {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// Live agent tunnels, by cluster; `clusters.client(name)` is a `kube::Client` through one.
     pub clusters: Arc<crate::tunnel::ClusterConnections>,
+    /// Per-source limits on sign-in and the agent endpoint.
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

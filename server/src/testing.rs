@@ -98,6 +98,8 @@ impl TestApp {
             ("WARDEN_PUBLIC_URL".into(), url.clone()),
             ("WARDEN_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
             ("WARDEN_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            // Tests sign in far more often than people; the limit's own tests set it low.
+            ("WARDEN_RATE_LIMIT_SIGN_IN".into(), "100000".into()),
             (
                 "WARDEN_SITE_ROOT".into(),
                 dir.path().join("site").display().to_string(),

@@ -136,3 +136,39 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     .await?;
     Ok(())
 }
+
+/// Revoke every live API key of another user (an administrator's password reset). The caller
+/// has already passed the gate for `user.write`. Audited once, with the prefixes revoked.
+pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> DomainResult<u64> {
+    let now = svc.clock.now().millis();
+    let live = api_keys::Entity::find()
+        .filter(api_keys::Column::UserId.eq(user_id.to_owned()))
+        .filter(api_keys::Column::RevokedAt.is_null())
+        .all(&svc.db)
+        .await?;
+    if live.is_empty() {
+        return Ok(0);
+    }
+    let prefixes: Vec<String> = live.iter().map(|k| k.prefix.clone()).collect();
+    let r = api_keys::Entity::update_many()
+        .col_expr(
+            api_keys::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(api_keys::Column::UserId.eq(user_id.to_owned()))
+        .filter(api_keys::Column::RevokedAt.is_null())
+        .exec(&svc.db)
+        .await?;
+    svc.policy.bump();
+    svc.audit_change(
+        who,
+        "api_key.revoke_all",
+        "user",
+        user_id,
+        None,
+        Some(json!({"prefixes": prefixes})),
+        None,
+    )
+    .await?;
+    Ok(r.rows_affected)
+}

@@ -354,16 +354,37 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
     Ok(())
 }
 
-/// An administrator's reset: returns the one-time set-password URL.
+/// What else a password reset ends: a reset usually means the account may be in someone
+/// else's hands, and API keys and kubeconfigs outlive the password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetOptions {
+    pub revoke_api_keys: bool,
+    pub revoke_kubeconfigs: bool,
+}
+
+/// An administrator's reset: returns the one-time set-password URL. With `opts`, the user's
+/// API keys and kubeconfig credentials are revoked too (each audited); the rights for that are
+/// checked before anything changes.
 pub async fn reset_password(
     svc: &Services,
     who: &Principal,
     email_or_id: &str,
+    opts: ResetOptions,
 ) -> DomainResult<String> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    if opts.revoke_kubeconfigs {
+        svc.gate(who, Action::org(Permission::KubeconfigWrite))
+            .await?;
+    }
     let u = find(svc, email_or_id).await?;
     let email = Email::parse(&u.email).map_err(|e| DomainError::Internal(e.0))?;
     let token = crate::authn::admin_reset_password(svc, who.actor(), &email).await?;
+    if opts.revoke_api_keys {
+        super::api_keys::revoke_all_of(svc, who, &u.id).await?;
+    }
+    if opts.revoke_kubeconfigs {
+        super::kubeconfig::revoke(svc, who, Some(&u.id)).await?;
+    }
     Ok(svc.set_password_url(&token))
 }
 

@@ -14,6 +14,9 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
+    /// Bumped whenever every session of the user must end; sessions carry the value they
+    /// were made with.
+    pub session_generation: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -105,13 +105,42 @@ pub async fn delete_user(
 pub struct ResetPasswordResponse {
     pub set_password_url: String,
 }
+/// `POST /users/{user}/reset-password`: the body is optional (no body: only the password).
+#[derive(Deserialize, Default)]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    /// Also revoke every API key of the user.
+    #[serde(default)]
+    pub revoke_api_keys: bool,
+    /// Also revoke every kubeconfig credential issued to the user (needs `kubeconfig.write`).
+    #[serde(default)]
+    pub revoke_kubeconfigs: bool,
+}
+
 pub async fn reset_user_password(
     State(s): S,
     AuthUser(who): AuthUser,
     Path(user): Path<String>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<ResetPasswordResponse>> {
+    let req: ResetPasswordRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ResetPasswordRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("the JSON body does not match: {e}"),
+            )
+        })?
+    };
+    let opts = users::ResetOptions {
+        revoke_api_keys: req.revoke_api_keys,
+        revoke_kubeconfigs: req.revoke_kubeconfigs,
+    };
     Ok(Json(ResetPasswordResponse {
-        set_password_url: users::reset_password(&s.services, &who, &user).await?,
+        set_password_url: users::reset_password(&s.services, &who, &user, opts).await?,
     }))
 }
 

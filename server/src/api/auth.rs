@@ -13,6 +13,9 @@ pub struct AuthUser(pub Principal);
 pub struct AuthUserPendingPassword(pub Principal);
 
 async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    if let Some(crate::middleware::VerifiedApiKey(p)) = parts.extensions.get() {
+        return Ok(p.clone());
+    }
     let meta = app::ssr::request_meta_from_parts(parts);
     if let Some(auth) = parts.headers.get(http::header::AUTHORIZATION) {
         let value = auth.to_str().map_err(|_| ApiError::unauthenticated())?;

@@ -33,7 +33,7 @@ crate::endpoints! {
     get "/users/{user}" => a::get_user, "users", "A user by email or id, with groups, bindings and effective access", 200, resp = UserDetail;
     patch "/users/{user}" => a::update_user, "users", "Activate, deactivate or rename a user", 200, req = UpdateUserRequest, resp = UserDto;
     delete "/users/{user}" => a::delete_user, "users", "Delete a user", 204;
-    post "/users/{user}/reset-password" => a::reset_user_password, "users", "Invalidate the password and return a one-time set-password link", 200;
+    post "/users/{user}/reset-password" => a::reset_user_password, "users", "Invalidate the password and return a one-time set-password link; optionally revoke the user's API keys and kubeconfigs", 200, req = crate::api::access_routes::ResetPasswordRequest;
     get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?)", 200, resp = Explanation;
     get "/groups" => a::list_groups, "groups", "Groups and their members", 200, resp = Page<GroupDto>;
     post "/groups" => a::create_group, "groups", "Create a group", 201, req = CreateGroupRequest, resp = GroupDto;

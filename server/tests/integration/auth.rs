@@ -493,3 +493,232 @@ async fn deactivated_users_lose_their_session() {
     c.get("/api/v1/me").await.assert_status(401);
     c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(401);
 }
+
+/// An Authorization header earns the CSRF exemption only when it is a valid API key, and
+/// never on the console's server functions.
+#[tokio::test]
+async fn a_bogus_bearer_does_not_skip_the_csrf_check() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let cookie = c.session_cookie().unwrap();
+    let forged = |path: &str| {
+        c.http
+            .post(format!("{}{path}", app.url))
+            .header("origin", "https://evil.example")
+            .header("authorization", "Bearer not-a-key")
+            .header("cookie", format!("warden_session={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+    };
+    let r = forged("/sfn/logout").send().await.unwrap();
+    assert_eq!(r.status(), 403, "a server function behind a bogus bearer");
+    let r = forged("/api/v1/projects")
+        .header("content-type", "application/json")
+        .body(r#"{"name":"csrf-made"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Still signed in, nothing created.
+    c.get("/api/v1/me").await.assert_status(200);
+    c.get("/api/v1/projects/csrf-made").await.assert_status(404);
+
+    // A real API key needs no Origin.
+    let key = c
+        .post("/api/v1/api-keys", json!({"name": "ci"}))
+        .await
+        .assert_status(201)
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bare = app.client_without_origin();
+    bare.post_bearer("/api/v1/projects", &key, json!({"name": "by-key"}))
+        .await
+        .assert_status(201);
+    // ...but not on a server function, where the cookie is what authenticates.
+    let r = bare
+        .http
+        .post(format!("{}/sfn/logout", app.url))
+        .header("authorization", format!("Bearer {key}"))
+        .header("origin", "https://evil.example")
+        .header("cookie", format!("warden_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    c.get("/api/v1/me").await.assert_status(200);
+}
+
+/// A flood of sign-ins from one address is cut with 429 and Retry-After; other addresses and
+/// other routes are not affected; the refusals are counted in /metrics.
+#[tokio::test]
+async fn sign_in_floods_are_rate_limited_per_source() {
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_RATE_LIMIT_SIGN_IN".to_owned(),
+        "5".to_owned(),
+    )]))
+    .await;
+    let c = app.client();
+    let attempts = futures::future::join_all(
+        (0..40).map(|_| c.login("nobody@example.com", "wrong password, wrong")),
+    )
+    .await;
+    // (Past five failures the account lock answers too; the limit comes before it.)
+    let limited: Vec<_> = attempts
+        .iter()
+        .filter(|r| r.error_code() == "rate_limited")
+        .collect();
+    let checked = attempts.len() - limited.len();
+    assert!(checked <= 5, "{checked} sign-ins were checked past a burst of 5");
+    assert!(limited.len() >= 35, "only {} refused", limited.len());
+    let r = limited[0];
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // The console's sign-in server function shares the limit.
+    let r = c
+        .post_form(
+            "/sfn/login",
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    // Other routes are not limited.
+    c.get("/healthz").await.assert_status(200);
+    c.get("/api/v1/me").await.assert_status(401);
+    let metrics = c.get("/metrics").await.assert_status(200).body;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("warden_rate_limited_total{class=\"sign_in\"}"))
+        .expect("the counter");
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 36, "{line}");
+}
+
+/// With WARDEN_METRICS_TOKEN set, /metrics needs it.
+#[tokio::test]
+async fn metrics_can_require_a_bearer_token() {
+    let token = "metrics-token-0123456789";
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_METRICS_TOKEN".to_owned(),
+        token.to_owned(),
+    )]))
+    .await;
+    let c = app.client();
+    let r = c.get("/metrics").await.assert_status(401);
+    assert!(r.headers.contains_key("www-authenticate"));
+    assert!(!r.body.contains("warden_http_requests_total"));
+    c.get_bearer("/metrics", "metrics-token-012345678X")
+        .await
+        .assert_status(401);
+    let r = c.get_bearer("/metrics", token).await.assert_status(200);
+    assert!(r.body.contains("warden_http_requests_total"), "{}", r.body);
+    // Health stays open for probes.
+    c.get("/healthz").await.assert_status(200);
+}
+
+/// A session written back after the user's sessions were ended (by a request that held it
+/// while the password changed, or a sign-in that checked the old password) stays dead.
+#[tokio::test]
+async fn a_session_written_back_after_a_password_change_stays_dead() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let user = app.user_client(&admin, "sally@example.com").await;
+    let old_cookie = user.session_cookie().unwrap();
+    let db = &app.services().db;
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all(Statement::from_string(
+            backend,
+            "SELECT id, data, expires_at, user_id FROM sessions",
+        ))
+        .await
+        .unwrap();
+    let saved: Vec<(String, String, i64, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "id").unwrap(),
+                r.try_get("", "data").unwrap(),
+                r.try_get("", "expires_at").unwrap(),
+                r.try_get("", "user_id").unwrap(),
+            )
+        })
+        .collect();
+    // The administrator resets Sally's password: her sessions end.
+    admin
+        .post("/api/v1/users/sally@example.com/reset-password", json!({}))
+        .await
+        .assert_status(200);
+    user.get("/api/v1/me").await.assert_status(401);
+    // A racing request writes the old rows back, as they were.
+    for (id, data, expires_at, user_id) in saved {
+        db.execute(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => "INSERT INTO sessions (id, data, expires_at, user_id) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                _ => "INSERT OR IGNORE INTO sessions (id, data, expires_at, user_id) VALUES (?, ?, ?, ?)",
+            },
+            [id.into(), data.into(), expires_at.into(), user_id.into()],
+        ))
+        .await
+        .unwrap();
+    }
+    let replay = app.client();
+    replay.set_session_cookie(&old_cookie);
+    replay.get("/api/v1/me").await.assert_status(401);
+    // The administrator's own session (written back too) was not ended: it still works.
+    admin.get("/api/v1/me").await.assert_status(200);
+}
+
+/// A reset can also end what outlives the password: API keys and kubeconfigs.
+#[tokio::test]
+async fn a_reset_can_revoke_api_keys_and_kubeconfigs() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    let key = sally
+        .post("/api/v1/api-keys", json!({"name": "laptop"}))
+        .await
+        .assert_status(201)
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bare = app.client_without_origin();
+    // A reset without options leaves the key working (the administrator chose so)...
+    admin
+        .post("/api/v1/users/sally@example.com/reset-password", json!({}))
+        .await
+        .assert_status(200);
+    bare.get_bearer("/api/v1/me", &key).await.assert_status(200);
+    // ...unknown options are refused, and nothing happens...
+    admin
+        .post(
+            "/api/v1/users/sally@example.com/reset-password",
+            json!({"revoke_everything": true}),
+        )
+        .await
+        .assert_status(422);
+    bare.get_bearer("/api/v1/me", &key).await.assert_status(200);
+    // ...and with them, the key stops at once and the kubeconfigs are revoked.
+    admin
+        .post(
+            "/api/v1/users/sally@example.com/reset-password",
+            json!({"revoke_api_keys": true, "revoke_kubeconfigs": true}),
+        )
+        .await
+        .assert_status(200);
+    bare.get_bearer("/api/v1/me", &key).await.assert_status(401);
+    let events = admin
+        .get("/api/v1/audit/events?limit=20")
+        .await
+        .assert_status(200)
+        .json();
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"api_key.revoke_all"), "{actions:?}");
+    assert!(actions.contains(&"kubeconfig.revoke"), "{actions:?}");
+}

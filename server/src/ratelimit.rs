@@ -1,0 +1,217 @@
+//! Per-source rate limits on the doors an anonymous flood knocks on: sign-in (REST
+//! `/api/v1/auth/*` and the console's sign-in and password server functions) and the agent
+//! endpoint (`/agent/v1/*`). Each source address has a bucket (the `governor` crate, GCRA): a
+//! burst of the configured size, refilled at that many per minute. Past it the answer is
+//! `429 Too Many Requests` with `Retry-After`, in the REST error envelope, and the refusal is
+//! counted (`warden_rate_limited_total`), not audited row by row.
+//!
+//! The source is the TCP peer; behind a reverse proxy listed in `WARDEN_TRUSTED_PROXIES`, the
+//! last `X-Forwarded-For` hop that is not itself a trusted proxy.
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+
+/// The limits, from configuration (`0` turns a class off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Sign-in attempts per minute and source (`WARDEN_RATE_LIMIT_SIGN_IN`, default 30).
+    pub sign_in_per_minute: u32,
+    /// Agent endpoint requests per minute and source (`WARDEN_RATE_LIMIT_AGENT`, default 120).
+    pub agent_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`WARDEN_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            sign_in_per_minute: 30,
+            agent_per_minute: 120,
+            trusted_proxies: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    SignIn,
+    Agent,
+}
+
+impl Class {
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::SignIn => "sign_in",
+            Class::Agent => "agent",
+        }
+    }
+
+    /// Which limit a request falls under, if any.
+    pub fn of(path: &str) -> Option<Class> {
+        const SIGN_IN: &[&str] = &[
+            "/sfn/login",
+            "/sfn/set_password",
+            "/sfn/change_password",
+        ];
+        if path.starts_with("/api/v1/auth/") || SIGN_IN.contains(&path) {
+            Some(Class::SignIn)
+        } else if path.starts_with("/agent/v1/") {
+            Some(Class::Agent)
+        } else {
+            None
+        }
+    }
+}
+
+/// The buckets of every source, per class.
+pub struct RateLimits {
+    sign_in: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    agent: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+/// Forget idle sources once this many are tracked (a spoofed-address flood cannot grow
+/// memory without bound).
+const MAX_TRACKED: usize = 10_000;
+
+fn limiter(per_minute: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
+    NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            sign_in: limiter(config.sign_in_per_minute),
+            agent: limiter(config.agent_per_minute),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
+
+    /// The client's address: the peer, or behind trusted proxies the last untrusted hop.
+    pub fn source(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> IpAddr {
+        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let Some(chain) = forwarded_for else {
+            return peer;
+        };
+        chain
+            .rsplit(',')
+            .map(str::trim)
+            .filter_map(|hop| hop.parse::<IpAddr>().ok())
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .unwrap_or(peer)
+    }
+
+    /// `Ok` to go on, or how long to wait.
+    pub fn check(&self, class: Class, source: IpAddr) -> Result<(), std::time::Duration> {
+        let limiter = match class {
+            Class::SignIn => &self.sign_in,
+            Class::Agent => &self.agent,
+        };
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        if limiter.len() > MAX_TRACKED {
+            limiter.retain_recent();
+        }
+        limiter
+            .check_key(&source)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// Middleware: apply the limit of the request's class.
+pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(class) = Class::of(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let source = state.rate_limits.source(peer, forwarded);
+    match state.rate_limits.check(class, source) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            state.metrics.rate_limited(class.label());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut res = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from your address; try again in {secs} s"),
+            )
+            .into_response();
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(secs.max(1)),
+            );
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(Class::of("/api/v1/auth/login"), Some(Class::SignIn));
+        assert_eq!(Class::of("/sfn/login"), Some(Class::SignIn));
+        assert_eq!(Class::of("/agent/v1/connect"), Some(Class::Agent));
+        assert_eq!(Class::of("/api/v1/projects"), None);
+        assert_eq!(Class::of("/sfn/me"), None);
+    }
+
+    #[test]
+    fn a_burst_is_cut_and_sources_are_separate() {
+        let l = RateLimits::new(&RateLimitConfig {
+            sign_in_per_minute: 3,
+            ..Default::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(Class::SignIn, a).is_ok());
+        }
+        let wait = l.check(Class::SignIn, a).unwrap_err();
+        assert!(wait.as_secs() <= 20, "{wait:?}");
+        assert!(l.check(Class::SignIn, b).is_ok());
+        // Agents are limited separately (default 120).
+        assert!(l.check(Class::Agent, a).is_ok());
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.1.1.1".parse().unwrap();
+        let l = RateLimits::new(&RateLimitConfig {
+            trusted_proxies: vec![proxy],
+            ..Default::default()
+        });
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        // A client cannot choose its bucket by sending the header itself.
+        let direct: IpAddr = "198.51.100.9".parse().unwrap();
+        assert_eq!(l.source(Some(direct), Some("203.0.113.7")), direct);
+        // Through the proxy: the last hop the proxy saw, not what the client wrote first.
+        assert_eq!(
+            l.source(Some(proxy), Some("1.2.3.4, 203.0.113.7")),
+            client
+        );
+        assert_eq!(l.source(Some(proxy), None), proxy);
+    }
+}
