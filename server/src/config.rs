@@ -24,6 +24,15 @@ pub struct Config {
     /// Where the compiled console (cargo-leptos `site-root`) lives.
     pub site_root: PathBuf,
     pub agent: AgentConfig,
+    pub terminal: TerminalConfig,
+}
+
+/// The web terminal.
+#[derive(Debug, Clone, Default)]
+pub struct TerminalConfig {
+    /// `WARDEN_KUBECTL`: the kubectl the kubectl shell runs; by default the one found on
+    /// Warden's `PATH` when a shell opens.
+    pub kubectl: Option<PathBuf>,
 }
 
 /// Cluster agents: their heartbeat, and what goes into their manifests.
@@ -309,6 +318,12 @@ impl Config {
         };
         let config = Config {
             agent,
+            terminal: TerminalConfig {
+                kubectl: l
+                    .raw("WARDEN_KUBECTL")?
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| PathBuf::from(p.trim())),
+            },
             database: DatabaseConfig {
                 url: Secret::new(
                     l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,
