@@ -690,10 +690,11 @@ where
             }
         }
     };
-    backend.close().await;
-    // The terminal is over: out of the registry before anyone is told so.
+    // The terminal is over: out of the registry before anyone is told so (and before the
+    // backend's own clean-up, such as refusing the shell's credential, could fail a re-check).
     let closed_by_warden = gate.reason().is_some();
     drop(gate);
+    backend.close().await;
     let (control, code) = match &end {
         End::Exited(c) => (json!({"type": "exit", "code": c}), 1000u16),
         End::Closed(r) => (json!({"type": "closed", "reason": r}), 4000u16),
