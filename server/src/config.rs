@@ -28,6 +28,15 @@ pub struct Config {
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (`WARDEN_METRICS_TOKEN`
     /// or `WARDEN_METRICS_TOKEN_FILE`).
     pub metrics_token: Option<Secret>,
+    pub terminal: TerminalConfig,
+}
+
+/// The web terminal.
+#[derive(Debug, Clone, Default)]
+pub struct TerminalConfig {
+    /// `WARDEN_KUBECTL`: the kubectl the kubectl shell runs; by default the one found on
+    /// Warden's `PATH` when a shell opens.
+    pub kubectl: Option<PathBuf>,
 }
 
 /// Cluster agents: their heartbeat, and what goes into their manifests.
@@ -354,6 +363,12 @@ impl Config {
             agent,
             rate_limits,
             metrics_token,
+            terminal: TerminalConfig {
+                kubectl: l
+                    .raw("WARDEN_KUBECTL")?
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| PathBuf::from(p.trim())),
+            },
             database: DatabaseConfig {
                 url: Secret::new(
                     l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,

@@ -780,6 +780,50 @@ pub async fn issue(
     }))
 }
 
+/// A credential for one web terminal's kubectl shell: it reaches `cluster` only, carries the
+/// session type `web_shell`, and lives no longer than the terminal (`expires_at`); the
+/// terminal revokes it when it ends ([`revoke_credential`]). Not a download: the terminal's
+/// own `terminal.open` event records it.
+pub async fn issue_web_shell<C: ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+    cluster: &str,
+    now: Timestamp,
+    expires_at: Timestamp,
+) -> DomainResult<String> {
+    let serial = new_serial();
+    kube_credentials::ActiveModel::from(kube_credentials::Model {
+        serial: serial.clone(),
+        user_id: user_id.to_owned(),
+        session_type: SessionType::WebShell.as_str().to_owned(),
+        cluster: Some(cluster.to_owned()),
+        issued_at: now.millis(),
+        expires_at: expires_at.millis(),
+        revoked_at: None,
+    })
+    .insert(db)
+    .await?;
+    Ok(serial)
+}
+
+/// Revoke one credential (a web terminal's, when the terminal ends).
+pub async fn revoke_credential<C: ConnectionTrait>(
+    db: &C,
+    serial: &str,
+    now: Timestamp,
+) -> DomainResult<()> {
+    kube_credentials::Entity::update_many()
+        .col_expr(
+            kube_credentials::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now.millis()),
+        )
+        .filter(kube_credentials::Column::Serial.eq(serial))
+        .filter(kube_credentials::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// The caller's rights on a cluster in words.
 pub fn access_in_words(a: &KubeAccess) -> String {
     if a.full {

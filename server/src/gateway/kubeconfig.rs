@@ -17,6 +17,8 @@ pub struct KubeconfigInput<'a> {
     pub key_pem: &'a str,
     /// When the credential expires (RFC 3339), written as a comment.
     pub expires_at: &'a str,
+    /// The contexts' namespace (kubectl's `default` when absent).
+    pub namespace: Option<&'a str>,
 }
 
 /// The kubeconfig YAML, usable by kubectl as is.
@@ -38,7 +40,13 @@ pub fn render(i: &KubeconfigInput<'_>) -> String {
     let contexts: Vec<_> = i
         .clusters
         .iter()
-        .map(|c| json!({"name": c, "context": {"cluster": c, "user": i.user}}))
+        .map(|c| {
+            let mut ctx = json!({"cluster": c, "user": i.user});
+            if let Some(ns) = i.namespace {
+                ctx["namespace"] = json!(ns);
+            }
+            json!({"name": c, "context": ctx})
+        })
         .collect();
     let doc = json!({
         "apiVersion": "v1",
@@ -78,6 +86,7 @@ mod tests {
             cert_pem: "C",
             key_pem: "K",
             expires_at: "2026-01-01T00:00:00Z",
+            namespace: None,
         });
         let v: serde_yaml::Value = serde_yaml::from_str(&y).unwrap();
         assert_eq!(v["current-context"], "prod");

@@ -60,6 +60,9 @@ pub struct Gateway {
     pub live: Arc<crate::live::LiveStreams>,
     /// (serial, cluster name) -> what the checks before authorization established.
     admissions: Mutex<HashMap<(String, String), Arc<proxy::Admission>>>,
+    /// The credentials of open web terminals' kubectl shells: serial -> terminal id. A
+    /// `web_shell` credential not in here is refused (its terminal ended, or Warden restarted).
+    web_shells: Mutex<HashMap<String, u64>>,
 }
 
 /// Counts audit events not yet queued (requests in flight, streams still open).
@@ -113,6 +116,7 @@ impl Gateway {
             pending: Arc::new(AtomicUsize::new(0)),
             touched: Mutex::new(HashMap::new()),
             admissions: Mutex::new(HashMap::new()),
+            web_shells: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -190,6 +194,25 @@ impl Gateway {
             }
             m.insert((serial.to_owned(), cluster.to_owned()), a);
         }
+    }
+
+    /// A web terminal's shell credential is in use by terminal `terminal_id`.
+    pub(crate) fn web_shell_opened(&self, serial: &str, terminal_id: u64) {
+        if let Ok(mut m) = self.web_shells.lock() {
+            m.insert(serial.to_owned(), terminal_id);
+        }
+    }
+
+    /// The terminal ended: its credential is refused from now on.
+    pub(crate) fn web_shell_ended(&self, serial: &str) {
+        if let Ok(mut m) = self.web_shells.lock() {
+            m.remove(serial);
+        }
+    }
+
+    /// The open terminal a web-shell credential belongs to.
+    pub(crate) fn web_shell_terminal(&self, serial: &str) -> Option<u64> {
+        self.web_shells.lock().ok()?.get(serial).copied()
     }
 
     /// Note a use of the user's service account on the cluster.

@@ -248,6 +248,14 @@ pub async fn handle(
         "subresource": info.subresource,
         "serial": identity.as_ref().map(|i| i.serial.clone()),
     });
+    // A call from a web terminal's kubectl shell is linked to that terminal.
+    if let Some(terminal) = identity
+        .as_ref()
+        .filter(|i| is_web_shell(i))
+        .and_then(|i| gw.web_shell_terminal(&i.serial))
+    {
+        ev.details["terminal_id"] = json!(terminal);
+    }
     let mut ctx = Ctx {
         _pending: gw.pending(),
         gw: gw.clone(),
@@ -607,6 +615,15 @@ pub(crate) async fn authorize(
     // Steps 2-4 (and the cluster lookup) come from a cache of earlier admissions while no
     // authorization change happened (the epoch did not move) and nothing time-bound lapsed.
     let now = gw.services.clock.now();
+    // A web terminal's credential lives as long as its terminal, not a second longer.
+    if let Via::Kubeconfig(identity) = via {
+        if is_web_shell(identity) && gw.web_shell_terminal(&identity.serial).is_none() {
+            return Err(Refusal::deny(
+                StatusCode::UNAUTHORIZED,
+                "this credential belonged to a web terminal that has ended",
+            ));
+        }
+    }
     let key = match via {
         Via::Kubeconfig(identity) => identity.serial.clone(),
         Via::Console => format!("console:{user_id}"),
@@ -713,6 +730,13 @@ async fn admit(
     if let Via::Kubeconfig(identity) = via {
         let credential = match kc::credential_status(db, &identity.serial, &user.id, now).await {
             Ok(Ok(c)) => c,
+            Ok(Err(problem)) if is_web_shell(identity) => {
+                // Said to the person in the terminal, who never saw a kubeconfig.
+                let problem = problem
+                    .replace("this kubeconfig", "your kubectl credentials")
+                    .replace("; download a new one", "");
+                return Err(of(Refusal::deny(StatusCode::UNAUTHORIZED, problem)));
+            }
             Ok(Err(problem)) => return Err(of(Refusal::deny(StatusCode::UNAUTHORIZED, problem))),
             Err(e) => return Err(of(unavailable("check your credential", &e))),
         };
@@ -749,7 +773,12 @@ async fn admit(
         Ok(s) => s,
         Err(e) => return Err(of(unavailable("read its settings", &e))),
     };
-    if via == Via::Console {
+    // A web terminal's shell is the console's too (its session is checked per frame).
+    let console = match via {
+        Via::Console => true,
+        Via::Kubeconfig(identity) => is_web_shell(identity),
+    };
+    if console {
         settings.disable_cli = false;
         settings.require_recent_sign_in = false;
     }
@@ -781,6 +810,12 @@ async fn admit(
         settings,
         sa_name,
     }))
+}
+
+/// A credential made for a web terminal's kubectl shell (its session type, signed into the
+/// certificate by Warden's user CA).
+fn is_web_shell(identity: &PeerIdentity) -> bool {
+    identity.session_type == SessionType::WebShell.as_str()
 }
 
 /// Why preparing the user's identity on the cluster failed.

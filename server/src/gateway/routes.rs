@@ -69,6 +69,7 @@ pub async fn issue_kubeconfig(
         cert_pem: &cert,
         key_pem: &key,
         expires_at: &issued.expires_at.rfc3339(),
+        namespace: None,
     });
     let filename = match cluster {
         Some(c) => format!("warden-{c}.kubeconfig"),

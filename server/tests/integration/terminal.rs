@@ -1,6 +1,9 @@
-//! The web terminal's WebSocket (pod exec) through a real agent's tunnel: a round trip into
+//! The web terminal's WebSocket through a real agent's tunnel. Pod exec: a round trip into
 //! the container, refusals before the upgrade (foreign Origin, no session, read-only), and
-//! every kind of revocation closing an open (idle) terminal with its reason.
+//! every kind of revocation closing an open (idle) terminal with its reason. Kubectl shell:
+//! the machine's real kubectl through the gateway as the user, every refused flag and
+//! subcommand refused with nothing run, revocations closing it, the audit links, and the
+//! terminal's credential dying with it.
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -22,7 +25,11 @@ struct World {
 }
 
 async fn world() -> World {
-    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    world_with(Default::default()).await
+}
+
+async fn world_with(extra: std::collections::BTreeMap<String, String>) -> World {
+    let (app, admin) = TestApp::spawn_with(extra).await.with_admin().await;
     for p in ["production", "dev"] {
         admin
             .post("/api/v1/projects", json!({"name": p}))
@@ -354,4 +361,436 @@ async fn revocations_close_an_idle_terminal_with_the_reason() {
         .unwrap();
     assert!(matches!(end, Some(Ok(Message::Close(_))) | None), "{end:?}");
     assert_eq!(w.app.gateway().live.len(), 0);
+}
+
+// ---- the kubectl shell ----
+
+const PROMPT: &str = "prod-1:apple$ ";
+
+impl World {
+    /// Open the kubectl shell (no `pod`) as `who` in `namespace`.
+    async fn open_shell(&self, who: &Client, namespace: &str) -> Ws {
+        let url = format!(
+            "ws://{}/api/v1/terminal/ws?cluster={PROD}&namespace={namespace}",
+            self.app.addr
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("origin", self.app.url.parse().unwrap());
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "warden.terminal.v1".parse().unwrap(),
+        );
+        let cookie = who.session_cookie().expect("signed in");
+        req.headers_mut().insert(
+            "cookie",
+            format!("warden_session={cookie}").parse().unwrap(),
+        );
+        let tcp = tokio::net::TcpStream::connect(self.app.addr).await.unwrap();
+        let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .expect("a shell");
+        assert_eq!(
+            resp.headers()["sec-websocket-protocol"],
+            "warden.terminal.v1"
+        );
+        ws
+    }
+
+    async fn events(&self, query: &str) -> Vec<Value> {
+        self.app.gateway().flush_audit().await;
+        self.admin
+            .get(&format!("/api/v1/audit/events?limit=500&{query}"))
+            .await
+            .assert_status(200)
+            .json()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Type a line; the output up to the next prompt.
+async fn run_line(ws: &mut Ws, line: &str) -> String {
+    ws.send(Message::Binary(format!("{line}\r").into_bytes().into()))
+        .await
+        .unwrap();
+    until_output(ws, PROMPT).await
+}
+
+/// The lines the shell must refuse, none of which may reach the cluster.
+fn refused_lines(data_dir: &std::path::Path) -> Vec<String> {
+    let key = data_dir.join("gateway").join("user-ca-key.pem");
+    let mut lines: Vec<String> = [
+        // Files on Warden's host.
+        "kubectl apply -f /etc/passwd",
+        "kubectl apply --filename=/etc/passwd",
+        "kubectl create -Rf /etc",
+        "kubectl apply -k .",
+        "kubectl apply --kustomize=.",
+        "kubectl create configmap x --from-file=/etc/passwd",
+        "kubectl create configmap x --from-env-file /etc/environment",
+        "kubectl get pods -o go-template-file=/etc/passwd",
+        "kubectl cp apple/box:/etc/passwd /tmp/x",
+        "kubectl edit pod box",
+        "kubectl proxy",
+        "kubectl port-forward box 8080:80",
+        "kubectl config view",
+        "kubectl plugin list",
+        "kubectl frobnicate",
+        "kubectl diff -f -",
+        "kubectl cluster-info dump",
+        "kubectl auth reconcile -f -",
+        // Another identity or target.
+        "kubectl get pods --token=abc",
+        "kubectl get pods --as=admin",
+        "kubectl get pods --as-group system:masters",
+        "kubectl get pods --as-uid=0",
+        "kubectl get pods -s https://127.0.0.1:1",
+        "kubectl get pods --server=https://127.0.0.1:1",
+        "kubectl get pods --context=x",
+        "kubectl get pods --cluster x",
+        "kubectl get pods --user=x",
+        "kubectl get pods --certificate-authority=/etc/ssl/certs/ca-certificates.crt",
+        "kubectl get pods --insecure-skip-tls-verify",
+        "kubectl get pods --client-certificate=/x",
+        "kubectl get pods --client-key=/x",
+        "kubectl get pods --username=x",
+        "kubectl get pods --password=x",
+        "kubectl get pods --cache-dir=/tmp",
+        // No shell.
+        "kubectl get pods | grep box",
+        "kubectl get pods > /tmp/x",
+        "kubectl get pods; id",
+        "kubectl get pods && id",
+        "kubectl get $(id)",
+        "kubectl get `id`",
+        "cat /etc/passwd",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    lines.push(format!("kubectl get pods --kubeconfig={}", key.display()));
+    lines.push(format!("kubectl --kubeconfig {} get pods", key.display()));
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_shell_runs_kubectl_through_the_gateway_and_refuses_the_rest() {
+    let w = world().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w.open_shell(&sally, "apple").await;
+    let (ready, _) = until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    assert_eq!(ready["mode"], "shell");
+    assert_eq!(ready["cluster"], PROD);
+    assert_eq!(ready["namespace"], "apple");
+    assert!(ready["identity"]
+        .as_str()
+        .unwrap()
+        .starts_with("system:serviceaccount:warden-system:u-sally"));
+    assert!(ready["expires_at"].as_i64().unwrap() > 0);
+    let terminal_id = ready["terminal_id"].as_u64().expect("a terminal id");
+    let banner = until_output(&mut ws, PROMPT).await;
+    assert!(banner.contains("kubectl shell"), "{banner}");
+
+    // Allowed in her namespace; the namespace is the context's default.
+    let out = run_line(&mut ws, "kubectl get pods -n apple").await;
+    assert!(out.contains("box"), "{out}");
+    let out = run_line(&mut ws, "kubectl get pods").await;
+    assert!(out.contains("box"), "{out}");
+    // Forbidden by the cluster (her service account's RBAC), said by kubectl.
+    let out = run_line(&mut ws, "kubectl get ns").await;
+    assert!(out.to_lowercase().contains("forbidden"), "{out}");
+    // Built-ins.
+    let out = run_line(&mut ws, "help").await;
+    assert!(out.contains("Ctrl-D"), "{out}");
+
+    // Every API call the shell made is a gateway event linked to the terminal.
+    let kube = w.events("kind=kube_api").await;
+    let linked: Vec<&Value> = kube
+        .iter()
+        .filter(|e| e["details"]["terminal_id"].as_u64() == Some(terminal_id))
+        .collect();
+    assert!(
+        linked
+            .iter()
+            .any(|e| e["resource_kind"] == "pods" && e["outcome"] == "allowed"),
+        "{linked:#?}"
+    );
+    assert!(
+        linked
+            .iter()
+            .any(|e| e["resource_kind"] == "namespaces" && e["outcome"] == "denied"),
+        "{linked:#?}"
+    );
+    assert!(linked.iter().all(|e| e["session_type"] == "web_shell"));
+    let before = kube.len();
+
+    // Refused, with a message, and nothing run: no gateway event appears.
+    let lines = refused_lines(&w.app.state.config.data_dir);
+    for line in &lines {
+        let out = run_line(&mut ws, line).await;
+        assert!(out.contains("warden: "), "{line}: {out}");
+    }
+    assert_eq!(w.events("kind=kube_api").await.len(), before);
+
+    // The terminal's audit trail: open (shell), one event per line, refusals denied.
+    let term = w.events("kind=terminal").await;
+    let opened = term
+        .iter()
+        .find(|e| e["action"] == "terminal.open" && e["outcome"] == "allowed")
+        .expect("terminal.open");
+    assert_eq!(opened["details"]["mode"], "shell");
+    assert_eq!(opened["details"]["terminal_id"].as_u64(), Some(terminal_id));
+    let commands: Vec<&Value> = term
+        .iter()
+        .filter(|e| e["action"] == "terminal.command")
+        .collect();
+    assert!(commands.iter().any(|e| e["outcome"] == "allowed"
+        && e["details"]["argv"] == json!(["get", "pods", "-n", "apple"])));
+    let denied = commands.iter().filter(|e| e["outcome"] == "denied").count();
+    assert_eq!(denied, lines.len(), "{commands:#?}");
+    assert!(commands
+        .iter()
+        .filter(|e| e["outcome"] == "denied")
+        .all(|e| e["reason"].as_str().is_some_and(|r| !r.is_empty())));
+
+    // The terminal's credential, as if it were taken from the shell's directory: it works
+    // while the terminal is open, and not a moment after.
+    let serial = opened["details"]["credential_serial"]
+        .as_str()
+        .expect("the credential's serial")
+        .to_owned();
+    let user_id = opened["actor_id"].as_str().unwrap().to_owned();
+    let gw = w.app.gateway();
+    let now = w.app.services().clock.now().to_offset();
+    let (cert, key) = gw
+        .pki()
+        .client_cert(
+            &user_id,
+            "web_shell",
+            &serial,
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(1),
+        )
+        .unwrap();
+    let kubeconfig = warden_server::gateway::kubeconfig::render(
+        &warden_server::gateway::kubeconfig::KubeconfigInput {
+            gateway_url: &w.app.gateway_url,
+            gateway_ca_pem: gw.pki().gateway_ca_pem(),
+            clusters: &[PROD.to_owned()],
+            user: "stolen",
+            cert_pem: &cert,
+            key_pem: &key,
+            expires_at: "",
+            namespace: Some("apple"),
+        },
+    );
+    let stolen = Kubectl::new(&w._dir.path().join("stolen"), &kubeconfig);
+    stolen.run(&["get", "pods"]).await.expect_ok();
+
+    // Ctrl-D on an empty line ends the shell.
+    ws.send(Message::Binary(b"\x04".to_vec().into()))
+        .await
+        .unwrap();
+    let (exit, _) = until_control(&mut ws, "exit", Duration::from_secs(10)).await;
+    assert_eq!(exit["code"], 0);
+    let t = Instant::now();
+    loop {
+        let out = stolen.run(&["get", "pods"]).await;
+        if !out.ok() {
+            out.expect_err("a web terminal that has ended");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "still accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Revoked in the database too (a restart forgets nothing).
+    let t = Instant::now();
+    loop {
+        let cred = warden_domain::admin::kubeconfig::credential_status(
+            &w.app.services().db,
+            &serial,
+            &user_id,
+            w.app.services().clock.now(),
+        )
+        .await
+        .unwrap();
+        if cred.is_err() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "not revoked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed = w.events("kind=terminal&action=terminal.close").await;
+    assert!(closed.iter().any(
+        |e| e["details"]["terminal_id"].as_u64() == Some(terminal_id)
+            && e["details"]["exit_code"] == 0
+            && e["details"]["bytes_in"].as_u64() > Some(0)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_shell_apply_from_the_terminal_and_interactive_commands() {
+    let w = world().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w.open_shell(&sally, "apple").await;
+    until_output(&mut ws, PROMPT).await;
+    // `apply -f -` reads the pasted manifest; Ctrl-D ends it.
+    ws.send(Message::Binary(b"kubectl apply -f -\r".to_vec().into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.send(Message::Binary(
+        b"apiVersion: v1\rkind: ConfigMap\rmetadata:\r  name: pasted\rdata:\r  a: xyzzy\r\x04"
+            .to_vec()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let out = until_output(&mut ws, PROMPT).await;
+    assert!(out.contains("configmap/pasted created"), "{out}");
+    let out = run_line(
+        &mut ws,
+        "kubectl get configmap pasted -o jsonpath='{.data.a}'",
+    )
+    .await;
+    assert!(out.contains("xyzzy"), "{out}");
+    // The manifest is not in the audit log.
+    let term = w.events("kind=terminal&action=terminal.command").await;
+    assert!(term
+        .iter()
+        .any(|e| e["details"]["argv"] == json!(["apply", "-f", "-"])));
+    assert!(!serde_json::to_string(&term).unwrap().contains("xyzzy"));
+
+    // An exec into the pod, with a TTY, from the shell; resize reaches its PTY.
+    ws.send(Message::Text(
+        json!({"type": "resize", "cols": 100, "rows": 30})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Binary(
+        b"kubectl exec -it box -- sh\r".to_vec().into(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ws.send(Message::Binary(
+        b"echo $((6*7)); stty size\r".to_vec().into(),
+    ))
+    .await
+    .unwrap();
+    let out = until_output(&mut ws, "42").await;
+    let out = if out.contains("30 100") {
+        out
+    } else {
+        until_output(&mut ws, "30 100").await
+    };
+    assert!(!out.is_empty());
+    ws.send(Message::Binary(b"exit\r".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, PROMPT).await;
+
+    // A follow runs until Ctrl-C interrupts it; the shell goes on.
+    ws.send(Message::Binary(b"kubectl get pods -w\r".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, "box").await;
+    ws.send(Message::Binary(b"\x03".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, PROMPT).await;
+    let out = run_line(&mut ws, "kubectl get pods").await;
+    assert!(out.contains("box"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocations_close_a_kubectl_shell_with_the_reason() {
+    let w = world().await;
+    let open = |c: Client| async {
+        let mut ws = w.open_shell(&c, "apple").await;
+        until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+        until_output(&mut ws, PROMPT).await;
+        (ws, c)
+    };
+    let closes_within_2s = |mut ws: Ws, needle: &'static str| async move {
+        let t = Instant::now();
+        let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(2)).await;
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let reason = closed["reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(needle), "{reason}");
+    };
+
+    // Sign-out.
+    let (ws, sally) = open(w.signed_in("sally@example.com").await).await;
+    sally
+        .post("/api/v1/auth/logout", json!({}))
+        .await
+        .assert_status(204);
+    closes_within_2s(ws, "signed out").await;
+
+    // The user's kubeconfigs revoked (the shell's credential with them).
+    let (ws, _sally) = open(w.signed_in("sally@example.com").await).await;
+    w.admin
+        .post(
+            "/api/v1/users/sally@example.com/kubeconfig/revoke",
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    closes_within_2s(ws, "revoked").await;
+
+    // Deactivation.
+    let (ws, _sally) = open(w.signed_in("sally@example.com").await).await;
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    closes_within_2s(ws, "").await;
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "active"}),
+        )
+        .await
+        .assert_status(200);
+
+    // The binding removed while a command runs: the command is killed too.
+    let (mut ws, _sally) = open(w.signed_in("sally@example.com").await).await;
+    ws.send(Message::Binary(b"kubectl get pods -w\r".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, "box").await;
+    w.admin
+        .delete(&format!("/api/v1/bindings/{}", w.binding))
+        .await
+        .assert_status(204);
+    closes_within_2s(ws, "no kubectl access to cluster prod-1").await;
+    assert_eq!(w.app.gateway().live.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_kubectl_the_shell_says_so() {
+    let w = world_with(
+        [(
+            "WARDEN_KUBECTL".to_owned(),
+            "/nonexistent/kubectl".to_owned(),
+        )]
+        .into(),
+    )
+    .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w.open_shell(&sally, "apple").await;
+    let (closed, out) = until_control(&mut ws, "closed", Duration::from_secs(10)).await;
+    assert!(out.contains("kubectl is not installed"), "{out}");
+    assert_eq!(
+        closed["reason"],
+        "kubectl is not available on the Warden server"
+    );
 }

@@ -1,0 +1,1094 @@
+//! The web terminal's server side: a kubectl shell or a pod exec, streamed to the browser over
+//! a WebSocket and authorized on every frame.
+//!
+//! `GET /api/v1/terminal/ws?cluster=C[&namespace=N][&pod=P[&container=K]]` upgrades to a
+//! WebSocket (subprotocol `warden.terminal.v1`) when the caller is signed in (the console's
+//! session cookie, with an `Origin` equal to `WARDEN_PUBLIC_URL`'s, or an API key in
+//! `Authorization` for scripts) and may use kubectl on that cluster through the same checks as
+//! the gateway. The namespace defaults to `default`.
+//!
+//! - With `pod`: **pod exec** ([`exec`]), `/bin/sh` with a TTY in the container, run on the
+//!   cluster as the person's own service account through the agent's tunnel. Needs exec rights
+//!   in the namespace (read-only access never execs).
+//! - Without `pod`: **kubectl shell** ([`shell`]), Warden's own line editor in front of the
+//!   real `kubectl` of Warden's host, run in a PTY, confined, with a credential made for this
+//!   terminal only, so every API call goes through the gateway's checks and audit.
+//!
+//! Framing between the browser and Warden (the same in both modes):
+//! - binary messages: terminal bytes (keystrokes to Warden, output to the browser);
+//! - text messages: JSON control. From the browser `{"type":"resize","cols":C,"rows":R}`.
+//!   From Warden, first `{"type":"ready","mode":"shell"|"exec","cluster","namespace",
+//!   "identity","expires_at","terminal_id", ...}` (exec adds `pod` and `container`; `expires_at`
+//!   is milliseconds since the epoch), and at the end `{"type":"exit","code":N}` (the command
+//!   or shell ended by itself; close code 1000) or `{"type":"closed","reason":"..."}` (Warden
+//!   ended it: access removed, signed out, idle, time limit, connection lost; close code 4000),
+//!   then the close frame, whose reason repeats the first 100 characters.
+//!
+//! The terminal is a live stream of [`crate::live::LiveStreams`]: every frame, both ways, is
+//! admitted by its guard (O(1) unless the authorization epoch moved), and a change made
+//! elsewhere (a binding removed, the user deactivated, the session signed out, the credential
+//! revoked) ends an idle terminal too, with the reason on screen and an audit event. The relay
+//! ([`relay`]) is generic over the browser's socket, the backend ([`Backend`]) and the gate
+//! ([`Gate`]), so it is unit-tested with channels.
+
+pub mod argv;
+mod exec;
+mod recorder;
+pub(crate) mod shell;
+
+pub use recorder::Recorder;
+
+use axum::extract::ws::{CloseFrame as AxCloseFrame, Message as AxMessage, WebSocket};
+use axum::extract::{FromRequestParts, Query, State, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_sessions::Session;
+use warden_domain::access::Principal;
+use warden_domain::audit::{AuditEvent, AuditKind, Outcome};
+
+use crate::gateway::pki::PeerIdentity;
+use crate::gateway::proxy::{authorize, Via};
+use crate::gateway::rbac;
+use crate::gateway::request;
+use crate::gateway::transport::{As, ClusterRef};
+use crate::live::{Check, LiveGuard, StreamInfo};
+use crate::state::AppState;
+
+/// Idle terminals end after this long without input.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// No terminal lives longer than this.
+pub const MAX_DURATION: Duration = Duration::from_secs(8 * 3600);
+/// The WebSocket subprotocol of the framing above.
+pub const SUBPROTOCOL: &str = "warden.terminal.v1";
+
+#[derive(Debug, Deserialize)]
+pub struct TerminalQuery {
+    pub cluster: String,
+    /// `default` when absent.
+    pub namespace: Option<String>,
+    /// Absent: the kubectl shell.
+    pub pod: Option<String>,
+    pub container: Option<String>,
+}
+
+/// How the caller proved who they are; re-checked with every authorization change.
+#[derive(Clone)]
+enum Proof {
+    Session(tower_sessions::session::Id),
+    ApiKey(String),
+}
+
+/// A refusal before the upgrade, in the REST API's error envelope.
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::BAD_REQUEST => "invalid",
+        _ => "unavailable",
+    };
+    crate::api::error::ApiError::new(status, code, message).into_response()
+}
+
+/// Authenticate the upgrade request: an API key, or the session cookie with our `Origin`
+/// (a cross-site page cannot open a terminal with the user's cookie).
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal, Proof), Response> {
+    let meta = app::ssr::request_meta_from_parts(parts);
+    if let Some(auth) = parts.headers.get(http::header::AUTHORIZATION) {
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned())
+            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
+        let p = warden_domain::authn::principal_from_api_key(&state.services, &token, meta)
+            .await
+            .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
+        return Ok((p, Proof::ApiKey(token)));
+    }
+    // The same comparison as the CSRF layer's.
+    let ours = state.config.http.public_origin();
+    let origin = parts
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::config::origin_of);
+    if origin.as_deref() != Some(ours.as_str()) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "a terminal can only be opened from Warden's console",
+        ));
+    }
+    let session = Session::from_request_parts(parts, state)
+        .await
+        .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
+    let p = warden_domain::authn::principal_from_session(&state.services, &session, meta)
+        .await
+        .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
+    let id = session
+        .id()
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
+    Ok((p, Proof::Session(id)))
+}
+
+/// Whether the proof still holds: the session exists (not signed out, not expired, user
+/// active), or the API key is still valid.
+async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), String> {
+    let meta = Default::default();
+    match proof {
+        Proof::ApiKey(token) => {
+            warden_domain::authn::principal_from_api_key(&state.services, token, meta)
+                .await
+                .map(|_| ())
+                .map_err(|_| "the API key was revoked or expired".to_owned())
+        }
+        Proof::Session(id) => {
+            let store = warden_domain::sessions::DbSessionStore::new(
+                state.services.db.clone(),
+                state.services.clock.clone(),
+            );
+            let session = Session::new(Some(*id), Arc::new(store), None);
+            warden_domain::authn::principal_from_session(&state.services, &session, meta)
+                .await
+                .map(|_| ())
+                .map_err(|_| "signed out (the console session ended)".to_owned())
+        }
+    }
+}
+
+/// `GET /api/v1/terminal/ws`.
+pub async fn terminal_ws(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let (principal, proof) = match authenticate(&mut parts, &state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if principal.must_change_password {
+        return refuse(StatusCode::FORBIDDEN, "choose a new password first");
+    }
+    let Query(q) = match Query::<TerminalQuery>::from_request_parts(&mut parts, &state).await {
+        Ok(q) => q,
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "cluster is required"),
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required"),
+    };
+    match open(&state, &principal, proof, &q).await {
+        Ok(session) => ws
+            .protocols([SUBPROTOCOL])
+            .on_upgrade(move |socket| session.run(socket)),
+        Err((status, message)) => refuse(status, &message),
+    }
+}
+
+/// What the terminal runs.
+pub(crate) enum AnyBackend {
+    Exec(exec::ExecBackend),
+    Shell(shell::ShellBackend),
+}
+
+impl Backend for AnyBackend {
+    async fn input(&mut self, data: Vec<u8>) -> Result<(), String> {
+        match self {
+            Self::Exec(b) => b.input(data).await,
+            Self::Shell(b) => b.input(data).await,
+        }
+    }
+
+    async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
+        match self {
+            Self::Exec(b) => b.resize(cols, rows).await,
+            Self::Shell(b) => b.resize(cols, rows).await,
+        }
+    }
+
+    async fn next_output(&mut self) -> Output {
+        match self {
+            Self::Exec(b) => b.next_output().await,
+            Self::Shell(b) => b.next_output().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Self::Exec(b) => b.close().await,
+            Self::Shell(b) => b.close().await,
+        }
+    }
+}
+
+/// A terminal admitted and started, waiting for the browser's socket.
+struct TerminalSession {
+    state: AppState,
+    backend: AnyBackend,
+    guard: LiveGuard,
+    audit: AuditEvent,
+    ready: Value,
+    recorder: Recorder,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// Record a refusal to open (in the background: the answer does not wait for it).
+fn deny(
+    state: &AppState,
+    ev: &AuditEvent,
+    status: StatusCode,
+    message: String,
+    detail: Option<String>,
+) -> (StatusCode, String) {
+    let mut ev = ev.clone();
+    ev.outcome = if status.is_server_error() {
+        Outcome::Error
+    } else {
+        Outcome::Denied
+    };
+    ev.reason = Some(detail.unwrap_or_else(|| message.clone()));
+    let audit = state.services.audit.clone();
+    tokio::spawn(async move {
+        let _ = audit.record(ev).await;
+    });
+    (status, message)
+}
+
+async fn open(
+    state: &AppState,
+    who: &Principal,
+    proof: Proof,
+    q: &TerminalQuery,
+) -> Result<TerminalSession, (StatusCode, String)> {
+    let namespace = q.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    for (field, v) in [
+        ("cluster", Some(q.cluster.as_str())),
+        ("namespace", Some(namespace.as_str())),
+        ("pod", q.pod.as_deref()),
+        ("container", q.container.as_deref()),
+    ] {
+        if v.is_some_and(|v| !valid_name(v)) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("{field} is not a valid name"),
+            ));
+        }
+    }
+    if q.pod.is_none() && q.container.is_some() {
+        return Err((StatusCode::BAD_REQUEST, "container needs a pod".to_owned()));
+    }
+    let gw = state.gateway.clone();
+    let mode = if q.pod.is_some() { "exec" } else { "shell" };
+    // What the terminal stands for at the gate: an exec into the pod, or (the shell) reaching
+    // the cluster at all: every call the shell makes is checked by the gateway on its own.
+    let info = match &q.pod {
+        Some(pod) => request::parse(
+            &http::Method::GET,
+            &format!("/api/v1/namespaces/{namespace}/pods/{pod}/exec"),
+            Some("tty=true"),
+        ),
+        None => request::parse(&http::Method::GET, "/api", None),
+    };
+    let mut ev = AuditEvent::new(
+        AuditKind::Terminal,
+        who.actor(),
+        who.session_type,
+        "terminal.open",
+        Outcome::Allowed,
+    )
+    .request(who.request.clone());
+    ev.cluster = Some(q.cluster.clone());
+    ev.namespace = Some(namespace.clone());
+    match &q.pod {
+        Some(pod) => {
+            ev.resource_kind = Some("pods/exec".into());
+            ev.resource_name = Some(pod.clone());
+            ev.details = json!({"container": q.container, "mode": mode});
+        }
+        None => ev.details = json!({"mode": mode}),
+    }
+    let epoch = state.services.policy.epoch();
+    let authorized = match authorize(&gw, Via::Console, who.user_id, &q.cluster, &info, epoch).await
+    {
+        Ok(a) => a,
+        Err(r) => return Err(deny(state, &ev, r.status, r.message, r.reason)),
+    };
+    ev.project = authorized
+        .access
+        .project
+        .clone()
+        .or(Some(authorized.adm.cluster.owner.clone()));
+    let cluster = ClusterRef {
+        id: authorized.adm.cluster.id.clone(),
+        name: authorized.adm.cluster.name.clone(),
+    };
+    let now = state.services.clock.now().millis();
+    let expires_at = now + MAX_DURATION.as_millis() as i64;
+    let sa = authorized.adm.sa_name.clone();
+    let identity = format!("system:serviceaccount:{}:{sa}", rbac::NAMESPACE);
+
+    // The backend: the exec opened on the cluster, or the shell prepared on this host.
+    let (backend, shell_credential, target) = match &q.pod {
+        Some(pod) => {
+            let sa = match gw
+                .ensure_identity(
+                    &cluster,
+                    &authorized.adm.user,
+                    &authorized.adm.sa_name,
+                    &authorized.access,
+                )
+                .await
+            {
+                Ok(sa) => sa,
+                Err(e) => return Err(deny(state, &ev, e.status, e.message, Some(e.detail))),
+            };
+            let on_cluster = As::ServiceAccount {
+                namespace: rbac::NAMESPACE.to_owned(),
+                name: sa.clone(),
+                bound_secret: Some(rbac::anchor_name(&sa)),
+            };
+            let b = exec::connect(
+                &gw,
+                &cluster,
+                &on_cluster,
+                &namespace,
+                pod,
+                q.container.as_deref(),
+                &ev.id.to_string(),
+            )
+            .await
+            .map_err(|(s, m, d)| deny(state, &ev, s, m, d))?;
+            (PreparedBackend::Exec(b), None, format!("pods/{pod}"))
+        }
+        None => {
+            let prepared = shell::prepare(state, who, &cluster.name, &namespace, &sa, expires_at)
+                .await
+                .map_err(|(s, m, d)| deny(state, &ev, s, m, d))?;
+            let credential = prepared.identity().cloned();
+            (
+                PreparedBackend::Shell(Box::new(prepared)),
+                credential,
+                "shell".to_owned(),
+            )
+        }
+    };
+
+    // Registered as a live stream: re-checked on every authorization change and every frame.
+    let info_rec = StreamInfo {
+        kind: "terminal".into(),
+        user_id: who.user_id.to_string(),
+        email: who.email.clone(),
+        cluster: cluster.name.clone(),
+        namespace: Some(namespace.clone()),
+        target: Some(target),
+        started_at: now,
+    };
+    let check = terminal_check(state, who, proof, &cluster.name, info, shell_credential);
+    let mut closing = ev.clone();
+    closing.action = "terminal".into();
+    let guard = state
+        .gateway
+        .live
+        .register(info_rec, epoch, now + 60_000, check, closing);
+    ev.details["terminal_id"] = json!(guard.id());
+    ev.details["service_account"] = json!(format!("{}/{sa}", rbac::NAMESPACE));
+    // Recorded, or not opened at all.
+    let title = match &q.pod {
+        Some(pod) => format!("{} {namespace}/{pod}", cluster.name),
+        None => format!("{} {namespace} (kubectl shell)", cluster.name),
+    };
+    let recorder = match Recorder::create(
+        &state.config.data_dir,
+        &ev.id.to_string(),
+        &title,
+        now / 1000,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(deny(
+                state,
+                &ev,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot record the terminal right now, so it does not open".into(),
+                Some(e.to_string()),
+            ))
+        }
+    };
+    ev.details["recording"] = json!(ev.id.to_string());
+    let backend = match backend {
+        PreparedBackend::Exec(b) => AnyBackend::Exec(b),
+        PreparedBackend::Shell(p) => {
+            if let Some(c) = p.confinement() {
+                ev.details["confinement"] = json!(c);
+            }
+            if let Some(serial) = p.serial() {
+                ev.details["credential_serial"] = json!(serial);
+            }
+            AnyBackend::Shell(p.start(guard.id(), ev.clone()))
+        }
+    };
+    if let Err(e) = state.services.audit.record(ev.clone()).await {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Warden cannot record the terminal right now: {e}"),
+        ));
+    }
+    let mut ready = json!({
+        "type": "ready",
+        "mode": mode,
+        "cluster": cluster.name,
+        "namespace": namespace,
+        "identity": identity,
+        "expires_at": expires_at,
+        "terminal_id": guard.id(),
+    });
+    if let Some(pod) = &q.pod {
+        ready["pod"] = json!(pod);
+        ready["container"] = json!(q.container);
+    }
+    Ok(TerminalSession {
+        state: state.clone(),
+        backend,
+        guard,
+        audit: ev,
+        ready,
+        recorder,
+    })
+}
+
+enum PreparedBackend {
+    Exec(exec::ExecBackend),
+    Shell(Box<shell::PreparedShell>),
+}
+
+/// The check a terminal is re-admitted with: the console session (or API key) still holds, and
+/// the same gate that opened it still says yes. The shell is checked with its own credential,
+/// so revoking the user's kubeconfigs ends it too.
+fn terminal_check(
+    state: &AppState,
+    who: &Principal,
+    proof: Proof,
+    cluster: &str,
+    info: request::KubeRequest,
+    credential: Option<PeerIdentity>,
+) -> Check {
+    let state = state.clone();
+    let user_id = who.user_id;
+    let cluster = cluster.to_owned();
+    let info = Arc::new(info);
+    let credential = credential.map(Arc::new);
+    Arc::new(move || {
+        let state = state.clone();
+        let proof = proof.clone();
+        let cluster = cluster.clone();
+        let info = info.clone();
+        let credential = credential.clone();
+        Box::pin(async move {
+            proof_holds(&state, &proof).await?;
+            let epoch = state.services.policy.epoch();
+            let via = match credential.as_deref() {
+                Some(c) => Via::Kubeconfig(c),
+                None => Via::Console,
+            };
+            match authorize(&state.gateway, via, user_id, &cluster, &info, epoch).await {
+                // The session is re-checked at least every minute (idle/absolute limits).
+                Ok(_) => Ok(state.services.clock.now().millis() + 60_000),
+                Err(r) => Err(r.message),
+            }
+        })
+    })
+}
+
+// ---- the relay ----
+
+/// What a backend has for the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// Terminal bytes.
+    Data(Vec<u8>),
+    /// The shell or command ended by itself with this code.
+    Exit(i32),
+    /// The backend is gone (the cluster's connection lost...), with the reason.
+    Lost(String),
+}
+
+/// What runs behind a terminal: the pod exec or the kubectl shell.
+pub(crate) trait Backend: Send {
+    /// Keystrokes.
+    fn input(&mut self, data: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
+    /// The browser's terminal size.
+    fn resize(&mut self, cols: u16, rows: u16) -> impl Future<Output = Result<(), String>> + Send;
+    /// The next output. Cancel-safe: the relay selects on it.
+    fn next_output(&mut self) -> impl Future<Output = Output> + Send;
+    /// End it (idempotent; the relay always calls it last).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// The per-frame check ([`LiveGuard`] in production).
+pub(crate) trait Gate: Send {
+    /// Whether the next frame may pass; the reason when the terminal must end.
+    fn admit(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Resolves when Warden ends the terminal from elsewhere.
+    fn cancelled(&self) -> BoxFuture<'static, ()>;
+    /// Why it was ended, once it was.
+    fn reason(&self) -> Option<String>;
+}
+
+impl Gate for LiveGuard {
+    fn admit(&self) -> impl Future<Output = Result<(), String>> + Send {
+        LiveGuard::admit(self)
+    }
+
+    fn cancelled(&self) -> BoxFuture<'static, ()> {
+        Box::pin(LiveGuard::cancelled(self))
+    }
+
+    fn reason(&self) -> Option<String> {
+        LiveGuard::reason(self)
+    }
+}
+
+/// How a terminal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    Exited(i32),
+    Closed(String),
+}
+
+/// The time limits of a terminal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub idle: Duration,
+    pub max: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            idle: IDLE_LIMIT,
+            max: MAX_DURATION,
+        }
+    }
+}
+
+/// The outcome of [`relay`].
+#[derive(Debug)]
+pub(crate) struct Relayed {
+    pub end: End,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Warden ended it (the gate's reason), rather than the person or the backend.
+    pub closed_by_warden: bool,
+}
+
+/// Relay one terminal: `ready` first, then frames both ways (each admitted by `gate`), output
+/// recorded, until one side ends, the gate refuses, or a limit passes. Then the backend is
+/// closed, the gate dropped (out of the registry), and the browser told why and closed.
+pub(crate) async fn relay<Tx, Rx, E, B, G>(
+    browser_tx: &mut Tx,
+    browser_rx: &mut Rx,
+    backend: &mut B,
+    gate: G,
+    recorder: &mut Recorder,
+    ready: &Value,
+    limits: Limits,
+) -> Relayed
+where
+    Tx: Sink<AxMessage> + Unpin,
+    Rx: Stream<Item = Result<AxMessage, E>> + Unpin,
+    B: Backend,
+    G: Gate,
+{
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let _ = browser_tx
+        .send(AxMessage::Text(ready.to_string().into()))
+        .await;
+    let mut last_input = Instant::now();
+    let mut cancelled = gate.cancelled();
+    let browser_gone = || End::Closed("the browser closed the terminal".into());
+    let end = loop {
+        let idle_left = limits.idle.saturating_sub(last_input.elapsed());
+        let max_left = limits.max.saturating_sub(started.elapsed());
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => {
+                break End::Closed(gate.reason().unwrap_or_else(|| "access ended".into()));
+            }
+            _ = tokio::time::sleep(idle_left) => {
+                break End::Closed(format!("idle for {} minutes", limits.idle.as_secs() / 60));
+            }
+            _ = tokio::time::sleep(max_left) => {
+                break End::Closed(format!("limit of {} hours reached", limits.max.as_secs() / 3600));
+            }
+            _ = flush.tick() => {
+                // A crash loses at most the last second of the recording.
+                if let Err(e) = recorder.flush().await {
+                    tracing::error!(error = %e, "terminal recording failed");
+                    break End::Closed("the recording failed, so the terminal ends".into());
+                }
+            }
+            m = browser_rx.next() => {
+                let Some(Ok(m)) = m else { break browser_gone() };
+                if let Err(reason) = gate.admit().await {
+                    break End::Closed(reason);
+                }
+                let sent = match m {
+                    AxMessage::Binary(b) => {
+                        last_input = Instant::now();
+                        bytes_in += b.len() as u64;
+                        backend.input(b.to_vec()).await
+                    }
+                    AxMessage::Text(t) => match serde_json::from_str::<Value>(&t) {
+                        Ok(c) if c["type"] == "resize" => {
+                            let cols = c["cols"].as_u64().unwrap_or(80).clamp(1, 1000) as u16;
+                            let rows = c["rows"].as_u64().unwrap_or(24).clamp(1, 1000) as u16;
+                            let _ = recorder.resize(cols.into(), rows.into()).await;
+                            backend.resize(cols, rows).await
+                        }
+                        _ => Ok(()),
+                    },
+                    AxMessage::Close(_) => break browser_gone(),
+                    _ => Ok(()),
+                };
+                if let Err(reason) = sent {
+                    break End::Closed(reason);
+                }
+            }
+            out = backend.next_output() => {
+                let data = match out {
+                    Output::Data(d) => d,
+                    Output::Exit(code) => break End::Exited(code),
+                    Output::Lost(reason) => break End::Closed(reason),
+                };
+                if let Err(reason) = gate.admit().await {
+                    break End::Closed(reason);
+                }
+                bytes_out += data.len() as u64;
+                if let Err(e) = recorder.output(&data).await {
+                    tracing::error!(error = %e, "terminal recording failed");
+                    break End::Closed("the recording failed, so the terminal ends".into());
+                }
+                if browser_tx.send(AxMessage::Binary(data.into())).await.is_err() {
+                    break browser_gone();
+                }
+            }
+        }
+    };
+    // The terminal is over: out of the registry before anyone is told so (and before the
+    // backend's own clean-up, such as refusing the shell's credential, could fail a re-check).
+    let closed_by_warden = gate.reason().is_some();
+    drop(gate);
+    backend.close().await;
+    let (control, code) = match &end {
+        End::Exited(c) => (json!({"type": "exit", "code": c}), 1000u16),
+        End::Closed(r) => (json!({"type": "closed", "reason": r}), 4000u16),
+    };
+    let _ = browser_tx
+        .send(AxMessage::Text(control.to_string().into()))
+        .await;
+    let reason = match &end {
+        End::Exited(c) => format!("exited (code {c})"),
+        End::Closed(r) => r.clone(),
+    };
+    let short: String = reason.chars().take(100).collect();
+    let _ = browser_tx
+        .send(AxMessage::Close(Some(AxCloseFrame {
+            code,
+            reason: short.into(),
+        })))
+        .await;
+    Relayed {
+        end,
+        bytes_in,
+        bytes_out,
+        closed_by_warden,
+    }
+}
+
+impl TerminalSession {
+    async fn run(self, socket: WebSocket) {
+        let TerminalSession {
+            state,
+            mut backend,
+            guard,
+            audit,
+            ready,
+            mut recorder,
+        } = self;
+        let started = Instant::now();
+        let (mut browser_tx, mut browser_rx) = socket.split();
+        let r = relay(
+            &mut browser_tx,
+            &mut browser_rx,
+            &mut backend,
+            guard,
+            &mut recorder,
+            &ready,
+            Limits::default(),
+        )
+        .await;
+        let mut ev = audit.clone();
+        ev.id = warden_domain::ids::AuditEventId::new();
+        ev.action = "terminal.close".into();
+        ev.reason = Some(match &r.end {
+            End::Exited(c) => format!("exited (code {c})"),
+            End::Closed(reason) => reason.clone(),
+        });
+        ev.duration_ms = Some(started.elapsed().as_millis() as i64);
+        ev.details["bytes_in"] = json!(r.bytes_in);
+        ev.details["bytes_out"] = json!(r.bytes_out);
+        match recorder.finish().await {
+            Ok((sha256, bytes)) => {
+                ev.details["recording"] =
+                    json!({"id": audit.id.to_string(), "sha256": sha256, "bytes": bytes});
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not finish a terminal recording");
+                ev.details["recording_error"] = json!(e.to_string());
+            }
+        }
+        if let End::Exited(c) = r.end {
+            ev.details["exit_code"] = json!(c);
+        } else if r.closed_by_warden {
+            ev.details["closed_by_warden"] = json!(true);
+        }
+        if let Err(e) = state.services.audit.record(ev).await {
+            tracing::error!(error = %e, "could not audit the end of a terminal");
+        }
+    }
+}
+
+/// `GET /api/v1/terminal/recordings/{id}`: the asciicast of a terminal, for those who may read
+/// its audit events (`audit.read` on the organization, or on the terminal's project).
+pub async fn get_recording(
+    State(state): State<AppState>,
+    crate::api::auth::AuthUser(who): crate::api::auth::AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, crate::api::error::ApiError> {
+    use crate::api::error::ApiError;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use warden_domain::entities::audit_events;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ApiError::not_found("recording"));
+    }
+    let opened = audit_events::Entity::find()
+        .filter(audit_events::Column::Id.eq(id.clone()))
+        .filter(audit_events::Column::Action.eq("terminal.open"))
+        .one(&state.services.db)
+        .await
+        .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?
+        .ok_or_else(|| ApiError::not_found("recording"))?;
+    let scope = warden_domain::access::audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    if let Some(projects) = scope {
+        if !opened
+            .project
+            .as_ref()
+            .is_some_and(|p| projects.contains(p))
+        {
+            return Err(ApiError::forbidden());
+        }
+    }
+    let path = Recorder::path(&state.config.data_dir, &id);
+    let body = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::not_found("recording"))?;
+    Ok((
+        [
+            (
+                http::header::CONTENT_TYPE,
+                "application/x-asciicast".to_owned(),
+            ),
+            (http::header::CACHE_CONTROL, "no-store".to_owned()),
+            (
+                http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"terminal-{id}.cast\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The routes of the terminal (merged into `/api/v1`).
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/terminal/ws", axum::routing::get(terminal_ws))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay over channels: a fake browser, a fake backend, a fake gate.
+    use super::*;
+    use futures::channel::mpsc as fmpsc;
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    /// What the relay did to the backend.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Did {
+        Input(Vec<u8>),
+        Resize(u16, u16),
+        Close,
+    }
+
+    struct FakeBackend {
+        did: mpsc::UnboundedSender<Did>,
+        out: mpsc::UnboundedReceiver<Output>,
+    }
+
+    impl Backend for FakeBackend {
+        async fn input(&mut self, data: Vec<u8>) -> Result<(), String> {
+            self.did.send(Did::Input(data)).map_err(|_| "gone".into())
+        }
+        async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
+            self.did
+                .send(Did::Resize(cols, rows))
+                .map_err(|_| "gone".into())
+        }
+        async fn next_output(&mut self) -> Output {
+            self.out
+                .recv()
+                .await
+                .unwrap_or(Output::Lost("backend gone".into()))
+        }
+        async fn close(&mut self) {
+            let _ = self.did.send(Did::Close);
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct FakeGate {
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<String>>>,
+    }
+
+    impl FakeGate {
+        fn revoke(&self, why: &str) {
+            *self.reason.lock().unwrap() = Some(why.into());
+            self.cancel.cancel();
+        }
+    }
+
+    impl Gate for FakeGate {
+        async fn admit(&self) -> Result<(), String> {
+            match self.reason.lock().unwrap().clone() {
+                Some(r) => Err(r),
+                None => Ok(()),
+            }
+        }
+        fn cancelled(&self) -> BoxFuture<'static, ()> {
+            Box::pin(self.cancel.clone().cancelled_owned())
+        }
+        fn reason(&self) -> Option<String> {
+            self.reason.lock().unwrap().clone()
+        }
+    }
+
+    type BrowserIn = fmpsc::UnboundedSender<Result<AxMessage, std::convert::Infallible>>;
+
+    struct Rig {
+        browser: BrowserIn,
+        seen: fmpsc::UnboundedReceiver<AxMessage>,
+        did: mpsc::UnboundedReceiver<Did>,
+        out: mpsc::UnboundedSender<Output>,
+        gate: FakeGate,
+        relay: tokio::task::JoinHandle<Relayed>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig(limits: Limits) -> Rig {
+        let (browser, mut from_browser) = fmpsc::unbounded();
+        let (mut to_browser, seen) = fmpsc::unbounded::<AxMessage>();
+        let (did_tx, did) = mpsc::unbounded_channel();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let gate = FakeGate::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::create(dir.path(), "t", "test", 0).await.unwrap();
+        let g = gate.clone();
+        let relay = tokio::spawn(async move {
+            let mut backend = FakeBackend {
+                did: did_tx,
+                out: out_rx,
+            };
+            let ready = json!({"type": "ready", "mode": "shell"});
+            relay(
+                &mut to_browser,
+                &mut from_browser,
+                &mut backend,
+                g,
+                &mut recorder,
+                &ready,
+                limits,
+            )
+            .await
+        });
+        let mut r = Rig {
+            browser,
+            seen,
+            did,
+            out,
+            gate,
+            relay,
+            _dir: dir,
+        };
+        assert_eq!(r.control().await["type"], "ready");
+        r
+    }
+
+    impl Rig {
+        async fn next(&mut self) -> AxMessage {
+            tokio::time::timeout(Duration::from_secs(5), self.seen.next())
+                .await
+                .expect("a message in time")
+                .expect("the browser side is open")
+        }
+
+        async fn control(&mut self) -> Value {
+            match self.next().await {
+                AxMessage::Text(t) => serde_json::from_str(&t).unwrap(),
+                other => panic!("not a control message: {other:?}"),
+            }
+        }
+
+        async fn did(&mut self) -> Did {
+            tokio::time::timeout(Duration::from_secs(5), self.did.recv())
+                .await
+                .expect("the backend is used in time")
+                .expect("open")
+        }
+
+        fn type_in(&self, m: AxMessage) {
+            self.browser.unbounded_send(Ok(m)).unwrap();
+        }
+
+        async fn close_code(&mut self) -> u16 {
+            match self.next().await {
+                AxMessage::Close(Some(f)) => f.code,
+                other => panic!("not a close frame: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_and_resize_pass_both_ways() {
+        let mut r = rig(Limits::default()).await;
+        r.type_in(AxMessage::Binary(b"ls\r".to_vec().into()));
+        assert_eq!(r.did().await, Did::Input(b"ls\r".to_vec()));
+        r.type_in(AxMessage::Text(
+            json!({"type": "resize", "cols": 120, "rows": 40})
+                .to_string()
+                .into(),
+        ));
+        assert_eq!(r.did().await, Did::Resize(120, 40));
+        // Unknown control messages are ignored.
+        r.type_in(AxMessage::Text("{\"type\":\"nonsense\"}".into()));
+        r.out.send(Output::Data(b"hello".to_vec())).unwrap();
+        match r.next().await {
+            AxMessage::Binary(b) => assert_eq!(&b[..], b"hello"),
+            other => panic!("{other:?}"),
+        }
+        // The backend ends by itself: exit, close 1000.
+        r.out.send(Output::Exit(3)).unwrap();
+        assert_eq!(r.control().await, json!({"type": "exit", "code": 3}));
+        assert_eq!(r.close_code().await, 1000);
+        assert_eq!(r.did().await, Did::Close);
+        let done = r.relay.await.unwrap();
+        assert_eq!(done.end, End::Exited(3));
+        assert_eq!((done.bytes_in, done.bytes_out), (3, 5));
+        assert!(!done.closed_by_warden);
+    }
+
+    #[tokio::test]
+    async fn the_browser_closing_closes_the_backend() {
+        let mut r = rig(Limits::default()).await;
+        r.type_in(AxMessage::Close(None));
+        assert_eq!(r.did().await, Did::Close);
+        let done = r.relay.await.unwrap();
+        assert_eq!(
+            done.end,
+            End::Closed("the browser closed the terminal".into())
+        );
+        // Or the socket just goes away.
+        let r = rig(Limits::default()).await;
+        drop(r.browser);
+        let mut did = r.did;
+        assert_eq!(did.recv().await, Some(Did::Close));
+    }
+
+    #[tokio::test]
+    async fn a_lost_backend_closes_the_browser_with_the_reason() {
+        let mut r = rig(Limits::default()).await;
+        r.out
+            .send(Output::Lost("the connection to cluster c was lost".into()))
+            .unwrap();
+        assert_eq!(
+            r.control().await,
+            json!({"type": "closed", "reason": "the connection to cluster c was lost"})
+        );
+        assert_eq!(r.close_code().await, 4000);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_mid_stream_closes_both_ends_with_the_reason() {
+        let mut r = rig(Limits::default()).await;
+        r.type_in(AxMessage::Binary(b"a".to_vec().into()));
+        assert_eq!(r.did().await, Did::Input(b"a".to_vec()));
+        // Refused by a change elsewhere while idle: the notification ends it.
+        r.gate.revoke("you have no kubectl access to cluster c");
+        assert_eq!(
+            r.control().await,
+            json!({"type": "closed", "reason": "you have no kubectl access to cluster c"})
+        );
+        assert_eq!(r.close_code().await, 4000);
+        assert_eq!(r.did().await, Did::Close);
+        let done = r.relay.await.unwrap();
+        assert!(done.closed_by_warden);
+    }
+
+    #[tokio::test]
+    async fn a_refused_frame_is_not_relayed() {
+        let mut r = rig(Limits::default()).await;
+        // The gate refuses the next frame (no notification yet): the output never reaches
+        // the browser.
+        *r.gate.reason.lock().unwrap() = Some("signed out".into());
+        r.out.send(Output::Data(b"secret".to_vec())).unwrap();
+        assert_eq!(
+            r.control().await,
+            json!({"type": "closed", "reason": "signed out"})
+        );
+        assert_eq!(r.close_code().await, 4000);
+        assert_eq!(r.did().await, Did::Close);
+        assert_eq!(r.relay.await.unwrap().bytes_out, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_terminals_end() {
+        let mut r = rig(Limits {
+            idle: Duration::from_millis(200),
+            max: MAX_DURATION,
+        })
+        .await;
+        let closed = r.control().await;
+        assert_eq!(closed["type"], "closed");
+        assert!(closed["reason"].as_str().unwrap().starts_with("idle"));
+    }
+}
