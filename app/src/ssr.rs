@@ -201,7 +201,10 @@ pub fn finish<T>(result: Result<T, AppError>, then: Option<String>) -> Result<T,
 fn set_error_status(e: &AppError) {
     let status = match e {
         AppError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
-        AppError::PasswordChangeRequired | AppError::Forbidden => http::StatusCode::FORBIDDEN,
+        AppError::PasswordChangeRequired | AppError::Forbidden | AppError::Refused(_) => {
+            http::StatusCode::FORBIDDEN
+        }
+        AppError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
         AppError::NotFound(_) => http::StatusCode::NOT_FOUND,
         AppError::Conflict { .. } => http::StatusCode::CONFLICT,
         AppError::Invalid { .. } => http::StatusCode::UNPROCESSABLE_ENTITY,

@@ -53,3 +53,7 @@ pub mod admin;
 pub mod agents;
 #[cfg(feature = "ssr")]
 pub mod streams;
+#[cfg(feature = "ssr")]
+pub mod cluster_reads;
+#[cfg(feature = "ssr")]
+pub mod recordings;
