@@ -615,7 +615,7 @@ pub fn ClusterPage() -> impl IntoView {
                 }
             })}
         </Transition>
-        <PodsCard name=Signal::derive(name)/>
+        <crate::pods::PodPicker cluster=Signal::derive(name) param="namespace" card=true/>
         <crate::kubectl::KubectlSettingsCard scope="cluster" subject=Signal::derive(name)/>
         <section class="card" aria-labelledby="events-title">
             <h2 id="events-title">"Recent audit events"</h2>
@@ -644,27 +644,6 @@ pub fn ClusterPage() -> impl IntoView {
                 })}
             </Transition>
         </section>
-    }
-}
-
-/// The cluster's namespaces and pods as the user sees them, for those who reach it with
-/// kubectl (others would only see a refusal).
-#[component]
-fn PodsCard(name: Signal<String>) -> impl IntoView {
-    let mine = Resource::new(|| (), |_| crate::kubectl::get_my_kubectl());
-    view! {
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move {
-                let reaches = mine.await.is_ok_and(|m| m.clusters.iter().any(|c| c.name == name.get_untracked()));
-                reaches.then(|| view! {
-                    <section class="card" aria-labelledby="pods-title">
-                        <h2 id="pods-title">"Pods"</h2>
-                        <p class="muted">"Listed on the cluster as you (your own service account): what you see is what your access lets you see."</p>
-                        <crate::pods::PodPicker cluster=name param="namespace"/>
-                    </section>
-                })
-            })}
-        </Transition>
     }
 }
 

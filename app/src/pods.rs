@@ -4,7 +4,6 @@
 //! the terminal page; works without JavaScript (links and GET forms).
 
 use leptos::prelude::*;
-use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 use warden_domain::dto::{NamespaceAccessDto, PodDto, PodListDto};
@@ -16,6 +15,8 @@ use crate::ui::{encode, LoadError, Loading};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodPickerView {
     pub cluster: String,
+    /// The caller reaches the cluster with kubectl (else nothing else is read).
+    pub reachable: bool,
     pub namespaces: Vec<NamespaceAccessDto>,
     /// The namespace whose pods are listed (none when the user may see none).
     pub namespace: Option<String>,
@@ -34,7 +35,35 @@ pub async fn pod_picker(
     use warden_domain::cluster_reads;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let ns = cluster_reads::list_namespaces(&svc, &who, &cluster).await?;
+    let empty = |cluster: String, reachable: bool, refused: Option<String>| PodPickerView {
+        cluster,
+        reachable,
+        namespaces: vec![],
+        namespace: None,
+        pods: None,
+        refused,
+    };
+    // Not even asked (nor audited as a refusal) for clusters the caller does not reach with
+    // kubectl: the cluster page shows no picker then.
+    let mine = warden_domain::admin::kubeconfig::my_kubectl(&svc, &who).await?;
+    if !mine.clusters.iter().any(|c| c.name == cluster) {
+        let why = format!("you have no kubectl access to cluster {cluster}");
+        return Ok(empty(cluster, false, Some(why)));
+    }
+    // Refusals are answers the picker shows (a clear message), not failed calls.
+    let ns = match cluster_reads::list_namespaces(&svc, &who, &cluster).await {
+        Ok(ns) => ns,
+        Err(e) => {
+            return Ok(PodPickerView {
+                cluster,
+                reachable: true,
+                namespaces: vec![],
+                namespace: None,
+                pods: None,
+                refused: Some(e.to_string()),
+            })
+        }
+    };
     let wanted = namespace.trim();
     let namespace = if !wanted.is_empty() {
         Some(wanted.to_owned())
@@ -52,6 +81,7 @@ pub async fn pod_picker(
     };
     Ok(PodPickerView {
         cluster: ns.cluster,
+        reachable: true,
         namespaces: ns.items,
         namespace,
         pods,
@@ -61,8 +91,14 @@ pub async fn pod_picker(
 
 /// The picker. `param` is the query parameter that picks the namespace (`namespace` on a
 /// cluster's page; `browse` on the terminal page, whose `namespace` belongs to the terminal).
+/// As a `card` (a cluster's page) it shows nothing to those who do not reach the cluster with
+/// kubectl.
 #[component]
-pub fn PodPicker(cluster: Signal<String>, param: &'static str) -> impl IntoView {
+pub fn PodPicker(
+    cluster: Signal<String>,
+    param: &'static str,
+    #[prop(optional)] card: bool,
+) -> impl IntoView {
     let query = use_query_map();
     let chosen = move || query.read().get(param).unwrap_or_default();
     let (refreshed, set_refreshed) = signal(0u32);
@@ -75,6 +111,14 @@ pub fn PodPicker(cluster: Signal<String>, param: &'static str) -> impl IntoView 
             <Transition fallback=Loading>
                 {move || Suspend::new(async move {
                     match view_res.await {
+                        Ok(v) if card && !v.reachable => ().into_any(),
+                        Ok(v) if card => view! {
+                            <section class="card" aria-labelledby="pods-title">
+                                <h2 id="pods-title">"Pods"</h2>
+                                <p class="muted">"Listed on the cluster as you (your own service account): what you see is what your access lets you see."</p>
+                                <PickerBody view=v param on_refresh=move || set_refreshed.update(|n| *n += 1)/>
+                            </section>
+                        }.into_any(),
                         Ok(v) => view! { <PickerBody view=v param on_refresh=move || set_refreshed.update(|n| *n += 1)/> }.into_any(),
                         Err(e @ (AppError::Refused(_) | AppError::Unavailable(_))) => view! {
                             <p class="form-error" role="alert" data-testid="pods-refused">{e.to_string()}</p>
@@ -116,12 +160,12 @@ fn PickerBody(
         })
         .collect_view();
     let body = match (&view.namespace, view.pods, view.refused) {
-        (None, _, _) => view! {
-            <p class="empty" data-testid="no-namespaces">"You may not look into any namespace of this cluster. A project administrator grants access with a role binding."</p>
+        (_, _, Some(why)) => view! {
+            <p class="form-error" role="alert" data-testid="pods-refused">{why}</p>
         }
         .into_any(),
-        (Some(_), _, Some(why)) => view! {
-            <p class="form-error" role="alert" data-testid="pods-refused">{why}</p>
+        (None, _, None) => view! {
+            <p class="empty" data-testid="no-namespaces">"You may not look into any namespace of this cluster. A project administrator grants access with a role binding."</p>
         }
         .into_any(),
         (Some(ns), Some(list), None) if list.items.is_empty() => view! {
@@ -133,7 +177,7 @@ fn PickerBody(
     };
     view! {
         <div class="picker-head">
-            <ul class="chips namespaces" aria-label="Namespaces">{chips}</ul>
+            <ul class="chips namespaces" aria-label="Pick a namespace">{chips}</ul>
             <button type="button" class="btn btn-ghost btn-small" on:click=move |_| on_refresh() data-testid="pods-refresh">"Refresh"</button>
         </div>
         {body}
@@ -188,7 +232,9 @@ fn ExecForm(action: String, namespace: String, pod: PodDto) -> impl IntoView {
     let first = pod.containers.first().cloned().unwrap_or_default();
     let label = format!("Container of {}", pod.name);
     view! {
-        <Form method="GET" action=action attr:class="exec-form">
+        // A plain GET form: leptos_router's <Form> would add the nameless submit button to
+        // the query ("&=").
+        <form method="get" action=action class="exec-form">
             <input type="hidden" name="namespace" value=namespace/>
             <input type="hidden" name="pod" value=pod.name.clone()/>
             {if many {
@@ -201,6 +247,6 @@ fn ExecForm(action: String, namespace: String, pod: PodDto) -> impl IntoView {
                 view! { <input type="hidden" name="container" value=first/> }.into_any()
             }}
             <button type="submit" class="btn btn-small" data-testid=format!("exec-{}", pod.name)>"Exec"</button>
-        </Form>
+        </form>
     }
 }

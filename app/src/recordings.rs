@@ -15,7 +15,11 @@ use crate::ui::{short_time, Loading};
 pub async fn get_recording(id: String) -> Result<RecordingDto, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::recordings::get(&svc, &who, &id).await?)
+    crate::ssr::answer(
+        warden_domain::recordings::get(&svc, &who, &id)
+            .await
+            .map_err(AppError::from),
+    )
 }
 
 /// The player's URL for a recording.
