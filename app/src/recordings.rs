@@ -31,9 +31,7 @@ pub fn player_href(id: &str) -> String {
 /// detail, or the `terminal.close` event's `recording.id`.
 pub fn recording_of(details: &serde_json::Value) -> Option<String> {
     let r = &details["recording"];
-    r.as_str()
-        .or_else(|| r["id"].as_str())
-        .map(str::to_owned)
+    r.as_str().or_else(|| r["id"].as_str()).map(str::to_owned)
 }
 
 /// One event of an asciicast v2 recording.
@@ -82,7 +80,12 @@ pub fn parse_cast(text: &str) -> Result<Cast, String> {
     if header["version"] != 2 {
         return Err("the recording is not asciicast version 2".into());
     }
-    let dim = |k: &str, d: u32| header[k].as_u64().map(|v| v.clamp(1, 1000) as u32).unwrap_or(d);
+    let dim = |k: &str, d: u32| {
+        header[k]
+            .as_u64()
+            .map(|v| v.clamp(1, 1000) as u32)
+            .unwrap_or(d)
+    };
     let mut events = Vec::new();
     for line in lines {
         let Ok(serde_json::Value::Array(ev)) = serde_json::from_str::<serde_json::Value>(line)
@@ -201,7 +204,17 @@ fn Player(id: String, download: String) -> impl IntoView {
     Effect::new(move |_| {
         if let Some(_el) = screen.get() {
             #[cfg(feature = "hydrate")]
-            player::load(_el, _src.clone(), state, playing, speed, time, duration, problem, loaded);
+            player::load(
+                _el,
+                _src.clone(),
+                state,
+                playing,
+                speed,
+                time,
+                duration,
+                problem,
+                loaded,
+            );
         }
     });
     let _ = id;
@@ -350,7 +363,9 @@ mod player {
                     return;
                 }
                 Some((401, _)) => {
-                    problem.set(Some("Your session has ended: sign in again to watch.".into()));
+                    problem.set(Some(
+                        "Your session has ended: sign in again to watch.".into(),
+                    ));
                     return;
                 }
                 _ => {

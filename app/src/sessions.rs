@@ -110,7 +110,7 @@ pub fn SessionsPage() -> impl IntoView {
                                         <th scope="col"><span class="visually-hidden">"Actions"</span></th>
                                     </tr></thead>
                                     <tbody>
-                                        {l.items.iter().cloned().map(|s| view! {
+                                        {l.items.iter().map(|s| view! {
                                             <tr data-testid=format!("stream-{}", s.id)>
                                                 <td>{s.kind.clone()}</td>
                                                 <td>{s.user.clone()}</td>
@@ -157,14 +157,8 @@ pub fn MyTerminalsCard() -> impl IntoView {
                         Ok(l) if l.items.is_empty() => view! {
                             <p class="empty" data-testid="no-terminals">"You have no web terminal open."</p>
                         }.into_any(),
-                        Ok(l) => view! {
-                            <table class="table">
-                                <thead><tr>
-                                    <th scope="col">"Cluster"</th><th scope="col">"Namespace"</th><th scope="col">"Target"</th>
-                                    <th scope="col">"Since"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th>
-                                </tr></thead>
-                                <tbody>
-                                    {l.items.iter().cloned().map(|s| view! {
+                        Ok(l) => {
+                            let rows = l.items.clone().into_iter().map(|s| view! {
                                         <tr data-testid=format!("my-terminal-{}", s.id)>
                                             <td>{s.cluster.clone()}</td>
                                             <td>{s.namespace.clone().unwrap_or_else(|| "—".into())}</td>
@@ -180,10 +174,19 @@ pub fn MyTerminalsCard() -> impl IntoView {
                                                 </ActionForm>
                                             </td>
                                         </tr>
-                                    }).collect_view()}
+                                    }).collect_view();
+                            view! {
+                            <table class="table">
+                                <thead><tr>
+                                    <th scope="col">"Cluster"</th><th scope="col">"Namespace"</th><th scope="col">"Target"</th>
+                                    <th scope="col">"Since"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                                </tr></thead>
+                                <tbody>
+                                    {rows}
                                 </tbody>
                             </table>
-                        }.into_any(),
+                            }.into_any()
+                        }
                         Err(e) => view! { <LoadError err=e/> }.into_any(),
                     }
                 })}

@@ -415,7 +415,9 @@ mod browser {
             let ws = match web_sys::WebSocket::new_with_str(&url, "warden.terminal.v1") {
                 Ok(ws) => ws,
                 Err(_) => {
-                    phase.set(Phase::Ended("The terminal could not connect to Warden.".into()));
+                    phase.set(Phase::Ended(
+                        "The terminal could not connect to Warden.".into(),
+                    ));
                     return;
                 }
             };
@@ -447,7 +449,9 @@ mod browser {
                             let code = msg["code"].as_i64().unwrap_or_default();
                             told.set_value(true);
                             phase.set(Phase::Ended(format!("Ended: exited (code {code})")));
-                            term.write_str(&format!("\r\n\x1b[2m[exited (code {code})]\x1b[0m\r\n"));
+                            term.write_str(&format!(
+                                "\r\n\x1b[2m[exited (code {code})]\x1b[0m\r\n"
+                            ));
                         }
                         Some("closed") => {
                             let reason = msg["reason"].as_str().unwrap_or("closed").to_owned();
@@ -517,8 +521,10 @@ mod browser {
             // Follow the window's size (the fit addon recomputes cols/rows; onResize sends them).
             let fit: FitAddon = fit;
             let on_window_resize = Closure::<dyn FnMut()>::new(move || fit.fit());
-            let _ = window
-                .add_event_listener_with_callback("resize", on_window_resize.as_ref().unchecked_ref());
+            let _ = window.add_event_listener_with_callback(
+                "resize",
+                on_window_resize.as_ref().unchecked_ref(),
+            );
             slot.update_value(|s| {
                 s.socket = Some(ws);
                 s.term = Some(term);
@@ -564,9 +570,13 @@ mod tests {
 
     #[test]
     fn ready_messages_say_where() {
-        let exec = ReadyInfo::from_json(&serde_json::json!({"type":"ready","mode":"exec","cluster":"demo","namespace":"default","pod":"shell","container":null,"identity":"system:serviceaccount:warden-system:u-a","expires_at":1.0}));
+        let exec = ReadyInfo::from_json(
+            &serde_json::json!({"type":"ready","mode":"exec","cluster":"demo","namespace":"default","pod":"shell","container":null,"identity":"system:serviceaccount:warden-system:u-a","expires_at":1.0}),
+        );
         assert_eq!(exec.place(), "demo · default/shell");
-        let shell = ReadyInfo::from_json(&serde_json::json!({"type":"ready","mode":"shell","cluster":"demo","namespace":null,"identity":"x","expires_at":1.0}));
+        let shell = ReadyInfo::from_json(
+            &serde_json::json!({"type":"ready","mode":"shell","cluster":"demo","namespace":null,"identity":"x","expires_at":1.0}),
+        );
         assert_eq!(shell.place(), "demo · all namespaces · kubectl shell");
     }
 }

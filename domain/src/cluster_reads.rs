@@ -56,9 +56,9 @@ impl ClusterReadHooks {
         let _ = self.reader.set(r);
     }
     fn reader(&self) -> Result<&Arc<dyn ClusterReader>, ReadError> {
-        self.reader.get().ok_or_else(|| {
-            ReadError::Unavailable("Warden cannot read clusters right now".into())
-        })
+        self.reader
+            .get()
+            .ok_or_else(|| ReadError::Unavailable("Warden cannot read clusters right now".into()))
     }
 }
 
@@ -85,7 +85,11 @@ pub async fn list_namespaces(
     cluster: &str,
 ) -> Result<ClusterNamespacesDto, ReadError> {
     check_name("cluster", cluster)?;
-    let r = svc.cluster_reads.reader()?.namespaces(who.user_id, cluster).await;
+    let r = svc
+        .cluster_reads
+        .reader()?
+        .namespaces(who.user_id, cluster)
+        .await;
     audit_refusal(svc, who, "namespaces.list", cluster, None, &r).await;
     r
 }
@@ -132,7 +136,14 @@ async fn audit_refusal<T>(
     .reason(reason.clone());
     ev.cluster = Some(cluster.to_owned());
     ev.namespace = namespace.map(str::to_owned);
-    ev.resource_kind = Some(if namespace.is_some() { "pods" } else { "namespaces" }.into());
+    ev.resource_kind = Some(
+        if namespace.is_some() {
+            "pods"
+        } else {
+            "namespaces"
+        }
+        .into(),
+    );
     if let Err(e) = svc.audit.record(ev).await {
         tracing::error!(error = %e, "could not audit a refused cluster read");
     }

@@ -36,7 +36,11 @@ pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<Reco
         .await
         .map_err(|d| DomainError::forbidden(d.reason))?;
     if let Some(projects) = scope {
-        if !opened.project.as_ref().is_some_and(|p| projects.contains(p)) {
+        if !opened
+            .project
+            .as_ref()
+            .is_some_and(|p| projects.contains(p))
+        {
             return Err(DomainError::forbidden(
                 "the recording's audit events belong to a project the caller may not audit",
             ));

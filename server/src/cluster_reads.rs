@@ -70,14 +70,10 @@ impl GatewayReads {
             name: sa.clone(),
             bound_secret: Some(rbac::anchor_name(&sa)),
         };
-        let headers = gw
-            .transport
-            .authenticate(&cref, &who)
-            .await
-            .map_err(|e| {
-                tracing::warn!(cluster = %cref.name, error = %e, "cluster read: no token");
-                unreachable(&cref.name)
-            })?;
+        let headers = gw.transport.authenticate(&cref, &who).await.map_err(|e| {
+            tracing::warn!(cluster = %cref.name, error = %e, "cluster read: no token");
+            unreachable(&cref.name)
+        })?;
         Ok((
             authorized,
             kube_client_over(gw.transport.clone(), &cref, headers),
@@ -125,7 +121,10 @@ impl ClusterReader for GatewayReads {
             .cloned()
             .collect();
         let cluster_wide = access.level(None) > KubeLevel::None;
-        match Api::<Namespace>::all(client).list(&ListParams::default()).await {
+        match Api::<Namespace>::all(client)
+            .list(&ListParams::default())
+            .await
+        {
             Ok(list) => {
                 let listed = list.items.into_iter().filter_map(|n| n.metadata.name);
                 if cluster_wide {

@@ -31,7 +31,14 @@ async fn world() -> World {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (sim, agent) = app
-        .cluster_with_agent(&admin, dir.path(), PROD, "production", &["dev"], &["apple", "banana"])
+        .cluster_with_agent(
+            &admin,
+            dir.path(),
+            PROD,
+            "production",
+            &["dev"],
+            &["apple", "banana"],
+        )
         .await;
     let ops = Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig());
     for (ns, name) in [("apple", "box"), ("banana", "crate")] {
@@ -39,7 +46,12 @@ async fn world() -> World {
             .await
             .expect_ok();
     }
-    for email in ["sally@example.com", "rita@example.com", "audrey@example.com", "nora@example.com"] {
+    for email in [
+        "sally@example.com",
+        "rita@example.com",
+        "audrey@example.com",
+        "nora@example.com",
+    ] {
         let _ = app.user_client(&admin, email).await;
     }
     admin
@@ -130,19 +142,12 @@ async fn pods_are_listed_as_the_user_and_refused_outside_their_namespaces() {
         .get("/api/v1/clusters/nowhere/pods?namespace=apple")
         .await
         .assert_status(403);
-    sally
-        .get(&pods("Bad_Name"))
-        .await
-        .assert_status(422);
+    sally.get(&pods("Bad_Name")).await.assert_status(422);
     sally
         .get(&format!("/api/v1/clusters/{PROD}/pods"))
         .await
         .assert_status(422);
-    w.app
-        .client()
-        .get(&pods("apple"))
-        .await
-        .assert_status(401);
+    w.app.client().get(&pods("apple")).await.assert_status(401);
 
     let events = w
         .admin
@@ -165,7 +170,11 @@ async fn pods_are_listed_as_the_user_and_refused_outside_their_namespaces() {
         .await
         .assert_status(200)
         .json();
-    assert!(doc["paths"]["/api/v1/clusters/{name}/pods"]["get"].is_object(), "{}", doc["paths"]);
+    assert!(
+        doc["paths"]["/api/v1/clusters/{name}/pods"]["get"].is_object(),
+        "{}",
+        doc["paths"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,8 +203,15 @@ async fn read_only_users_see_pods_but_are_never_offered_exec() {
         .json();
     assert_eq!(ns["cluster_wide"], true);
     let listed = names(&ns);
-    assert!(listed.contains(&"apple".to_owned()) && listed.contains(&"banana".to_owned()), "{listed:?}");
-    assert!(ns["items"].as_array().unwrap().iter().all(|n| n["can_exec"] == false));
+    assert!(
+        listed.contains(&"apple".to_owned()) && listed.contains(&"banana".to_owned()),
+        "{listed:?}"
+    );
+    assert!(ns["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["can_exec"] == false));
     let b = audrey
         .get(&format!("/api/v1/clusters/{PROD}/pods?namespace=banana"))
         .await
@@ -213,16 +229,28 @@ async fn read_only_users_see_pods_but_are_never_offered_exec() {
         .body;
     assert!(page.contains("data-testid=\"pod-row-box\""), "{page}");
     assert!(page.contains("data-testid=\"exec-box\""), "{page}");
-    assert!(page.contains("data-testid=\"container-box\""), "a container picker: {page}");
+    assert!(
+        page.contains("data-testid=\"container-box\""),
+        "a container picker: {page}"
+    );
     for (who, ns, pod) in [(&rita, "apple", "box"), (&audrey, "banana", "crate")] {
         let page = who
             .get(&format!("/clusters/{PROD}?namespace={ns}"))
             .await
             .assert_status(200)
             .body;
-        assert!(page.contains(&format!("data-testid=\"pod-row-{pod}\"")), "{page}");
-        assert!(!page.contains("data-testid=\"exec-"), "no exec for read-only: {page}");
-        assert!(page.contains("read-only access never allows exec"), "{page}");
+        assert!(
+            page.contains(&format!("data-testid=\"pod-row-{pod}\"")),
+            "{page}"
+        );
+        assert!(
+            !page.contains("data-testid=\"exec-"),
+            "no exec for read-only: {page}"
+        );
+        assert!(
+            page.contains("read-only access never allows exec"),
+            "{page}"
+        );
     }
     // And the exec itself is refused to read-only users whatever the page shows (the
     // terminal's own tests cover the WebSocket).
