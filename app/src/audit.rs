@@ -184,7 +184,12 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                         <tr>
                             <td class="nowrap">{short_time(&e.time)}</td>
                             <td>{e.actor.clone()}</td>
-                            <td><code>{e.action.clone()}</code></td>
+                            <td>
+                                <code>{e.action.clone()}</code>
+                                {(e.outcome == "allowed" && e.action.starts_with("terminal.")).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
+                                    " " <a class="chip" href=crate::recordings::player_href(&r) data-testid=format!("play-{}", e.id)>"▶ Recording"</a>
+                                })}
+                            </td>
                             <td>{resource}</td>
                             <td>{e.project.clone().unwrap_or_default()}</td>
                             <td><span class=outcome_class>{e.outcome.clone()}</span></td>

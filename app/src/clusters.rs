@@ -13,6 +13,7 @@ use warden_domain::dto::{AuditEventDto, ClusterBootstrap, ClusterDetail, Cluster
 
 use crate::error::AppError;
 use crate::layout::MeResource;
+use crate::terminal::TerminalLink;
 use crate::ui::{
     can_in, confirm_href, confirm_open, me_of, Chips, ConfirmPanel, Field, FormAlert, FormState,
     LoadError, Loading, Submit,
@@ -310,8 +311,12 @@ pub fn ClustersPage() -> impl IntoView {
                             <p class="empty" data-testid="no-clusters">"No clusters match. Import one to reach it through Warden: its agent dials out, so the cluster needs no inbound port."</p>
                         }.into_any(),
                         Ok(list) => {
-                            let reachable: Vec<String> = mine.await.map(|m| if m.cli_disabled { Vec::new() } else { m.clusters.into_iter().map(|c| c.name).collect() }).unwrap_or_default();
-                            view! { <ClustersTable clusters=list reachable/> }.into_any()
+                            // The console's terminal does not depend on the kubectl CLI setting.
+                            let (reachable, terminals): (Vec<String>, Vec<String>) = mine.await.map(|m| {
+                                let all: Vec<String> = m.clusters.into_iter().map(|c| c.name).collect();
+                                (if m.cli_disabled { Vec::new() } else { all.clone() }, all)
+                            }).unwrap_or_default();
+                            view! { <ClustersTable clusters=list reachable terminals/> }.into_any()
                         }
                         Err(e) => view! { <LoadError err=e/> }.into_any(),
                     }
@@ -322,7 +327,11 @@ pub fn ClustersPage() -> impl IntoView {
 }
 
 #[component]
-fn ClustersTable(clusters: Vec<ClusterDto>, reachable: Vec<String>) -> impl IntoView {
+fn ClustersTable(
+    clusters: Vec<ClusterDto>,
+    reachable: Vec<String>,
+    terminals: Vec<String>,
+) -> impl IntoView {
     view! {
         <table class="table" data-testid="clusters">
             <thead><tr>
@@ -343,11 +352,15 @@ fn ClustersTable(clusters: Vec<ClusterDto>, reachable: Vec<String>) -> impl Into
                             <td>{c.node_count.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
                             <td>{ago(&c.last_seen)}</td>
                             <td><Chips items=labels/></td>
-                            <td class="actions">{reachable.contains(&c.name).then(|| view! {
-                                <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external" data-testid=format!("kubeconfig-{}", c.name)>"kubeconfig"</a>
-                                " "
-                                <a href=format!("/clusters/{}/terminal", c.name) data-testid=format!("terminal-{}", c.name)>"terminal"</a>
-                            })}</td>
+                            <td class="actions">
+                                {reachable.contains(&c.name).then(|| view! {
+                                    <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external" data-testid=format!("kubeconfig-{}", c.name)>"kubeconfig"</a>
+                                    " "
+                                })}
+                                {(terminals.contains(&c.name) && c.status == "connected").then(|| view! {
+                                    <TerminalLink cluster=c.name.clone() label="Terminal" testid=format!("terminal-{}", c.name)/>
+                                })}
+                            </td>
                         </tr>
                     }
                 }).collect_view()}
@@ -546,7 +559,7 @@ fn Checklist(
                                         <ul>
                                             <li><a href=format!("/clusters/{name}") data-testid="open-cluster">"Open the cluster's page"</a></li>
                                             <li><a href=format!("/api/v1/kubeconfig?cluster={name}") download=format!("warden-{name}.kubeconfig") rel="external">"Download a kubeconfig for it"</a></li>
-                                            <li><a href=format!("/clusters/{name}/terminal")>"Open a terminal into one of its pods"</a></li>
+                                            <li><a href=format!("/clusters/{name}/terminal")>"Open a terminal on it (kubectl, or exec into a pod)"</a></li>
                                         </ul>
                                     </div>
                                 })}
@@ -602,6 +615,7 @@ pub fn ClusterPage() -> impl IntoView {
                 }
             })}
         </Transition>
+        <crate::pods::PodPicker cluster=Signal::derive(name) param="namespace" card=true/>
         <crate::kubectl::KubectlSettingsCard scope="cluster" subject=Signal::derive(name)/>
         <section class="card" aria-labelledby="events-title">
             <h2 id="events-title">"Recent audit events"</h2>
@@ -716,8 +730,9 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                             <p>"Your kubeconfig reaches this cluster through Warden's gateway when your roles grant kubectl access here: "
                                 <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&name)) download=format!("warden-{name}.kubeconfig") rel="external" data-testid="cluster-kubeconfig">"download a kubeconfig for this cluster"</a>
                                 ", or see " <a href="/me/tools">"My tools"</a> " for all of yours."</p>
-                            <p>"Or open a shell in one of its pods, in the browser: "
-                                <a href=format!("/clusters/{name}/terminal") data-testid="cluster-terminal">"terminal"</a>"."</p>
+                            <p>"Or in the browser: "
+                                <TerminalLink cluster=name.clone() label="Terminal (kubectl shell)" class="btn" testid="cluster-terminal"/>
+                                " or exec into a pod below."</p>
                         </section>
                         {writable.then(|| view! { <ManageCluster cluster=c cleanup update/> })}
                     })

@@ -23,6 +23,13 @@ pub enum AppError {
     },
     #[error("Please correct the highlighted fields.")]
     Invalid { fields: BTreeMap<String, String> },
+    /// A refusal whose reason is about the caller's own access (e.g. "you have no access to
+    /// pods in namespace apple"), safe and useful to show.
+    #[error("{0}")]
+    Refused(String),
+    /// Something outside Warden (a cluster) cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("Something went wrong on our side. It has been logged.")]
     Internal,
     #[error("{0}")]
@@ -46,6 +53,17 @@ impl AppError {
                 message,
             } if f == name => Some(message.clone()),
             _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl From<warden_domain::cluster_reads::ReadError> for AppError {
+    fn from(e: warden_domain::cluster_reads::ReadError) -> Self {
+        use warden_domain::cluster_reads::ReadError as R;
+        match e {
+            R::Forbidden(m) | R::NotFound(m) | R::Invalid(m) => AppError::Refused(m),
+            R::Unavailable(m) => AppError::Unavailable(m),
         }
     }
 }

@@ -233,6 +233,7 @@ pub fn MyToolsPage() -> impl IntoView {
                 }
             })}
         </Transition>
+        <crate::sessions::MyTerminalsCard/>
     }
 }
 
@@ -271,9 +272,15 @@ fn MyTools(
                                     <td>{c.project.clone()}</td>
                                     <td><crate::clusters::StatusChip status=c.status.clone()/></td>
                                     <td>{c.access.clone()}</td>
-                                    <td class="actions">{(!mine.cli_disabled).then(|| view! {
-                                        <a href=format!("/api/v1/kubeconfig?cluster={}", encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external">"kubeconfig for this cluster"</a>
-                                    })}</td>
+                                    <td class="actions">
+                                        {(!mine.cli_disabled).then(|| view! {
+                                            <a href=format!("/api/v1/kubeconfig?cluster={}", encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external">"kubeconfig for this cluster"</a>
+                                            " "
+                                        })}
+                                        {(c.status == "connected").then(|| view! {
+                                            <crate::terminal::TerminalLink cluster=c.name.clone() label="Terminal" testid=format!("my-terminal-open-{}", c.name)/>
+                                        })}
+                                    </td>
                                 </tr>
                             }).collect_view()}
                         </tbody>

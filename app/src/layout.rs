@@ -14,6 +14,7 @@ pub type MeResource = Resource<Result<Option<Me>, AppError>>;
 pub fn ConsoleLayout() -> impl IntoView {
     let me: MeResource = Resource::new(|| (), |_| get_me());
     provide_context(me);
+    crate::terminal::provide_drawer();
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="topbar">
@@ -31,6 +32,7 @@ pub fn ConsoleLayout() -> impl IntoView {
         <main id="main" class="content">
             <Outlet/>
         </main>
+        <crate::terminal::TerminalDrawer/>
     }
 }
 

@@ -12,7 +12,9 @@ pub mod groups;
 pub mod home;
 pub mod kubectl;
 pub mod layout;
+pub mod pods;
 pub mod projects;
+pub mod recordings;
 pub mod roles;
 pub mod sessions;
 pub mod settings;
@@ -21,6 +23,8 @@ pub mod ssr;
 pub mod terminal;
 pub mod ui;
 pub mod users;
+#[cfg(feature = "hydrate")]
+pub mod xterm;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -103,6 +107,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::InOrder/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/sessions") view=sessions::SessionsPage ssr=SsrMode::InOrder/>

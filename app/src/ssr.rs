@@ -196,12 +196,26 @@ pub fn finish<T>(result: Result<T, AppError>, then: Option<String>) -> Result<T,
     result
 }
 
+/// Finish a read: a failed call over HTTP (`/sfn/...`) answers with the status its error
+/// deserves (403, 404...), not the default 500; while a page renders, nothing changes.
+pub fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+    let over_http = leptos::prelude::use_context::<http::request::Parts>()
+        .is_some_and(|p| p.uri.path().starts_with("/sfn/"));
+    if let (Err(e), true) = (&result, over_http) {
+        set_error_status(e);
+    }
+    result
+}
+
 /// Answer a failed server-function call with the status its error deserves (not the default
 /// 500), so metrics and logs tell a refused or invalid request from a fault.
 fn set_error_status(e: &AppError) {
     let status = match e {
         AppError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
-        AppError::PasswordChangeRequired | AppError::Forbidden => http::StatusCode::FORBIDDEN,
+        AppError::PasswordChangeRequired | AppError::Forbidden | AppError::Refused(_) => {
+            http::StatusCode::FORBIDDEN
+        }
+        AppError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
         AppError::NotFound(_) => http::StatusCode::NOT_FOUND,
         AppError::Conflict { .. } => http::StatusCode::CONFLICT,
         AppError::Invalid { .. } => http::StatusCode::UNPROCESSABLE_ENTITY,

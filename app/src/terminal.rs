@@ -1,68 +1,338 @@
-//! The web terminal page: `/clusters/:name/terminal?namespace=N&pod=P[&container=C]`.
+//! The web terminal: `/clusters/:name/terminal[?namespace=N]` is the cluster's kubectl shell,
+//! `/clusters/:name/terminal?namespace=N&pod=P[&container=C]` a shell in a pod's container.
+//! The same terminal also opens as a drawer over any console page (the "Terminal" actions of
+//! the cluster list, a cluster's page and My tools), with a link to the full page.
 //!
-//! The page is server-rendered like every other (a form picks the pod; deep links carry only
-//! cluster, namespace, pod and container, never a command). In the browser, xterm.js
-//! (`@xterm/xterm` 6 and `@xterm/addon-fit`, put in `/xterm/` by `./x` from `node_modules`, no
-//! CDN) is loaded on this page only and bound with wasm-bindgen extern types; the terminal
-//! talks to `GET /api/v1/terminal/ws` (see `server/src/terminal.rs` for the framing), and the
-//! status line says where the terminal is, as whom, until when, and why it ended.
-//!
-//! (The crate `xterm-js-sys` is unmaintained and does not build with today's wasm-bindgen, so
-//! the few calls used here are bound directly.)
+//! Pages are server-rendered like every other (the pod picker and a plain GET form pick the
+//! pod; deep links carry only cluster, namespace, pod and container, never a command). In the
+//! browser, xterm.js (see [`crate::xterm`]) talks to `GET /api/v1/terminal/ws` (framing:
+//! binary = terminal bytes; JSON text control messages `resize` from the browser, `ready`,
+//! `exit`, `closed` from Warden), and the status line says where the terminal is, as whom,
+//! how long it may still run, and why it ended.
 
 use leptos::prelude::*;
 use leptos_meta::Stylesheet;
 use leptos_router::hooks::{use_params_map, use_query_map};
+
+use crate::ui::encode;
+
+/// What a terminal opens: the cluster's kubectl shell (no pod), or a pod's container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub cluster: String,
+    /// Optional for the shell (its default namespace); required for a pod.
+    pub namespace: String,
+    pub pod: String,
+    /// Empty: the pod's first container.
+    pub container: String,
+}
+
+impl Target {
+    pub fn shell(cluster: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn is_shell(&self) -> bool {
+        self.pod.is_empty()
+    }
+
+    /// The query string shared by the full page and the WebSocket (empty values left out).
+    pub fn query(&self) -> String {
+        let mut q = Vec::new();
+        for (k, v) in [
+            ("namespace", &self.namespace),
+            ("pod", &self.pod),
+            ("container", &self.container),
+        ] {
+            if !v.is_empty() {
+                q.push(format!("{k}={}", encode(v)));
+            }
+        }
+        q.join("&")
+    }
+
+    /// The full-page route of this terminal.
+    pub fn page_href(&self) -> String {
+        let q = self.query();
+        let base = format!("/clusters/{}/terminal", encode(&self.cluster));
+        if q.is_empty() {
+            base
+        } else {
+            format!("{base}?{q}")
+        }
+    }
+
+    /// The WebSocket's path and query.
+    pub fn ws_path(&self) -> String {
+        let q = self.query();
+        let mut p = format!("/api/v1/terminal/ws?cluster={}", encode(&self.cluster));
+        if !q.is_empty() {
+            p.push('&');
+            p.push_str(&q);
+        }
+        p
+    }
+
+    /// In words, for titles.
+    pub fn describe(&self) -> String {
+        if self.is_shell() {
+            match self.namespace.as_str() {
+                "" => format!("kubectl on {}", self.cluster),
+                ns => format!("kubectl on {} (namespace {ns})", self.cluster),
+            }
+        } else {
+            format!("{}/{} on {}", self.namespace, self.pod, self.cluster)
+        }
+    }
+}
+
+/// `H:MM:SS` (or `M:SS`) left until `ms`; `0:00` once past.
+pub fn time_left(ms: f64) -> String {
+    let secs = (ms / 1000.0).max(0.0).floor() as u64;
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// What the `ready` message told about an open terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyInfo {
+    pub cluster: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub identity: String,
+    pub shell: bool,
+    /// Milliseconds since the epoch.
+    pub expires_at: f64,
+}
+
+impl ReadyInfo {
+    /// Where the terminal is, for the status line.
+    pub fn place(&self) -> String {
+        if self.shell {
+            let ns = if self.namespace.is_empty() {
+                "all namespaces".to_owned()
+            } else {
+                format!("namespace {}", self.namespace)
+            };
+            format!("{} · {ns} · kubectl shell", self.cluster)
+        } else {
+            let c = if self.container.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.container)
+            };
+            format!("{} · {}/{}{c}", self.cluster, self.namespace, self.pod)
+        }
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Self {
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Self {
+            cluster: s("cluster"),
+            namespace: s("namespace"),
+            pod: s("pod"),
+            container: s("container"),
+            identity: s("identity"),
+            shell: v["mode"] == "shell" || v["pod"].is_null() || v["pod"] == "",
+            expires_at: v["expires_at"].as_f64().unwrap_or_default(),
+        }
+    }
+}
+
+/// Where a terminal is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Idle(String),
+    Connecting(String),
+    Ready(ReadyInfo),
+    Ended(String),
+}
+
+/// A terminal bound to `target`: (re)connects whenever the target changes, and closes its
+/// socket when it is unmounted (the page is left or the drawer closed).
+#[component]
+pub fn TerminalView(#[prop(into)] target: Signal<Option<Target>>) -> impl IntoView {
+    let phase = RwSignal::new(Phase::Idle(
+        "Pick a pod to exec into, or open the cluster's kubectl shell.".into(),
+    ));
+    let now = RwSignal::new(0f64);
+    let screen = NodeRef::<leptos::html::Div>::new();
+    #[cfg(feature = "hydrate")]
+    let session = StoredValue::new_local(browser::Session::default());
+    #[cfg(feature = "hydrate")]
+    on_cleanup(move || browser::stop(session));
+    // Effects run only in the browser.
+    Effect::new(move |_| {
+        let handle = set_interval_with_handle(
+            move || now.set(js_sys_now()),
+            std::time::Duration::from_secs(1),
+        )
+        .ok();
+        now.set(js_sys_now());
+        on_cleanup(move || {
+            if let Some(h) = handle {
+                h.clear();
+            }
+        });
+    });
+    Effect::new(move |_| {
+        let Some(t) = target.get() else { return };
+        if !t.is_shell() && t.namespace.is_empty() {
+            phase.set(Phase::Idle("A pod needs its namespace.".into()));
+            return;
+        }
+        if let Some(_el) = screen.get() {
+            phase.set(Phase::Connecting(format!("Connecting: {}…", t.describe())));
+            #[cfg(feature = "hydrate")]
+            {
+                browser::stop(session);
+                browser::start(_el, t, phase, session);
+            }
+        }
+    });
+    let status = move || match phase.get() {
+        Phase::Idle(m) | Phase::Connecting(m) => m.into_any(),
+        Phase::Ready(r) => {
+            let left = move || {
+                let n = now.get();
+                if n <= 0.0 {
+                    String::new()
+                } else {
+                    format!("{} left", time_left(r.expires_at - n))
+                }
+            };
+            view! {
+                {format!("{} · as {} · ", r.place(), r.identity)}
+                <span class="time-left" data-testid="terminal-time-left" title="until the session's limit">{left}</span>
+            }
+            .into_any()
+        }
+        Phase::Ended(m) => m.into_any(),
+    };
+    view! {
+        <Stylesheet id="xterm" href="/xterm/xterm.css"/>
+        <p class="terminal-status" class:ended=move || matches!(phase.get(), Phase::Ended(_)) role="status" data-testid="terminal-status">{status}</p>
+        <div class="terminal-screen" node_ref=screen data-testid="terminal"></div>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+fn js_sys_now() -> f64 {
+    js_sys::Date::now()
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn js_sys_now() -> f64 {
+    0.0
+}
+
+/// The terminal drawer's state, provided by the console layout: `Some` while it is open.
+#[derive(Debug, Clone, Copy)]
+pub struct Drawer(pub RwSignal<Option<Target>>);
+
+pub fn provide_drawer() {
+    provide_context(Drawer(RwSignal::new(None)));
+}
+
+/// The terminal as a drawer over the current page (mounted by the console layout).
+#[component]
+pub fn TerminalDrawer() -> impl IntoView {
+    let Some(Drawer(open)) = use_context::<Drawer>() else {
+        return ().into_any();
+    };
+    let close = move |_| open.set(None);
+    (move || {
+        open.get().map(|t| {
+            let href = t.page_href();
+            let title = t.describe();
+            let target = t.clone();
+            view! {
+                <aside class="drawer" role="dialog" aria-modal="false" aria-labelledby="drawer-title" data-testid="terminal-drawer">
+                    <header class="drawer-head">
+                        <h2 id="drawer-title">{format!("Terminal: {title}")}</h2>
+                        <a class="btn" href=href on:click=close data-testid="drawer-full-page">"Open full page"</a>
+                        <button type="button" class="btn btn-ghost" aria-label="Close the terminal" on:click=close data-testid="drawer-close">"✕"</button>
+                    </header>
+                    <TerminalView target=Signal::derive(move || Some(target.clone()))/>
+                </aside>
+            }
+        })
+    })
+    .into_any()
+}
+
+/// A link to a cluster's kubectl shell: opens the drawer when the page is hydrated (a plain
+/// click), the full page otherwise (no JavaScript, or a new tab).
+#[component]
+pub fn TerminalLink(
+    #[prop(into)] cluster: String,
+    #[prop(optional, into)] namespace: String,
+    #[prop(into)] label: String,
+    #[prop(optional, into)] class: String,
+    #[prop(optional, into)] testid: String,
+) -> impl IntoView {
+    let target = Target::shell(cluster, namespace);
+    let href = target.page_href();
+    let drawer = use_context::<Drawer>();
+    let aria = format!("Open a terminal: {}", target.describe());
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        if let Some(Drawer(open)) = drawer {
+            let plain = ev.button() == 0
+                && !(ev.ctrl_key() || ev.meta_key() || ev.shift_key() || ev.alt_key());
+            if plain {
+                ev.prevent_default();
+                open.set(Some(target.clone()));
+            }
+        }
+    };
+    view! { <a href=href class=class aria-label=aria data-testid=testid on:click=on_click>{label}</a> }
+}
 
 #[component]
 pub fn TerminalPage() -> impl IntoView {
     let params = use_params_map();
     let query = use_query_map();
     let cluster = move || params.read().get("name").unwrap_or_default();
-    let namespace = move || query.read().get("namespace").unwrap_or_default();
-    let pod = move || query.read().get("pod").unwrap_or_default();
-    let container = move || query.read().get("container").unwrap_or_default();
-    let status = RwSignal::new(String::from(
-        "Pick a pod: the terminal opens a shell in its container, as you.",
-    ));
-    let ended = RwSignal::new(false);
-    let screen = NodeRef::<leptos::html::Div>::new();
-    // The open socket: closed when the page is left (also by in-app navigation) or another pod
-    // is picked, so no terminal outlives its page.
-    #[cfg(feature = "hydrate")]
-    let socket = StoredValue::new_local(None::<web_sys::WebSocket>);
-    #[cfg(feature = "hydrate")]
-    on_cleanup(move || browser::close(socket));
-    // Effects run only in the browser.
-    Effect::new(move |_| {
-        let (c, n, p, k) = (cluster(), namespace(), pod(), container());
-        if p.is_empty() || n.is_empty() {
-            return;
-        }
-        if let Some(_el) = screen.get() {
-            status.set(format!("Connecting to {p} in {n} on cluster {c}…"));
-            #[cfg(feature = "hydrate")]
-            {
-                browser::close(socket);
-                browser::start(_el, c, n, p, k, status, ended, socket);
-            }
-            #[cfg(not(feature = "hydrate"))]
-            let _ = (c, k);
-        }
+    let q = move |k: &str| query.read().get(k).unwrap_or_default();
+    let target = Signal::derive(move || {
+        let c = cluster();
+        (!c.is_empty()).then(|| Target {
+            cluster: c,
+            namespace: q("namespace"),
+            pod: q("pod"),
+            container: q("container"),
+        })
     });
+    let shell_href = move || Target::shell(cluster(), q("namespace")).page_href();
+    let is_shell = move || q("pod").is_empty();
     view! {
-        <Stylesheet id="xterm" href="/xterm/xterm.css"/>
-        <main class="content terminal-page">
-            <h1>"Terminal on " {cluster}</h1>
-            <form method="get" class="terminal-target" data-testid="terminal-form">
-                <label>"Namespace " <input name="namespace" prop:value=namespace required data-testid="terminal-namespace"/></label>
-                <label>"Pod " <input name="pod" prop:value=pod required data-testid="terminal-pod"/></label>
-                <label>"Container " <input name="container" prop:value=container placeholder="the pod's first" data-testid="terminal-container"/></label>
-                <button type="submit" data-testid="terminal-open">"Open"</button>
-            </form>
-            <p class="terminal-status" class:ended=move || ended.get() role="status" data-testid="terminal-status">{move || status.get()}</p>
-            <div class="terminal-screen" node_ref=screen data-testid="terminal"></div>
-        </main>
+        <div class="terminal-page">
+            <p class="crumbs"><a href="/clusters">"Clusters"</a> " / " <a href=move || format!("/clusters/{}", encode(&cluster()))>{cluster}</a></p>
+            <div class="page-head">
+                <h1>"Terminal on " {cluster}</h1>
+                <a class="btn" class:btn-primary=move || !is_shell() href=shell_href data-testid="terminal-shell" aria-current=move || is_shell().then_some("page")>"kubectl shell"</a>
+            </div>
+            <details class="card terminal-pick" open=is_shell data-testid="terminal-pick">
+                <summary>"Exec into a pod"</summary>
+                <crate::pods::PodPicker cluster=Signal::derive(cluster) param="browse"/>
+                <form method="get" class="terminal-target" data-testid="terminal-form">
+                    <label>"Namespace " <input name="namespace" prop:value=move || q("namespace") required data-testid="terminal-namespace"/></label>
+                    <label>"Pod " <input name="pod" prop:value=move || q("pod") required data-testid="terminal-pod"/></label>
+                    <label>"Container " <input name="container" prop:value=move || q("container") placeholder="the pod's first" data-testid="terminal-container"/></label>
+                    <button type="submit" class="btn" data-testid="terminal-open">"Open"</button>
+                </form>
+            </details>
+            <TerminalView target/>
+        </div>
     }
 }
 
@@ -72,86 +342,62 @@ mod browser {
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
 
-    #[wasm_bindgen(inline_js = "
-export function create_terminal(el) {
-  return Promise.all([import('/xterm/xterm.mjs'), import('/xterm/addon-fit.mjs')]).then(([x, f]) => {
-    const term = new x.Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
-    const fit = new f.FitAddon();
-    term.loadAddon(fit);
-    term.open(el);
-    fit.fit();
-    return [term, fit];
-  });
-}")]
-    extern "C" {
-        fn create_terminal(el: &web_sys::HtmlElement) -> js_sys::Promise;
+    use super::{Phase, ReadyInfo, Target};
+    use crate::xterm::{FitAddon, Terminal};
+
+    /// What an open terminal holds in the browser, released by [`stop`].
+    #[derive(Default)]
+    pub struct Session {
+        socket: Option<web_sys::WebSocket>,
+        term: Option<Terminal>,
+        on_window_resize: Option<Closure<dyn FnMut()>>,
+        /// Bumped by every start and stop, so a terminal still loading knows it is stale.
+        generation: u64,
     }
 
-    #[wasm_bindgen]
-    extern "C" {
-        /// xterm.js's `Terminal`.
-        pub type Terminal;
-        #[wasm_bindgen(method)]
-        fn write(this: &Terminal, data: &JsValue);
-        #[wasm_bindgen(method, js_name = onData)]
-        fn on_data(this: &Terminal, f: &Closure<dyn FnMut(String)>) -> JsValue;
-        #[wasm_bindgen(method, js_name = onResize)]
-        fn on_resize(this: &Terminal, f: &Closure<dyn FnMut(JsValue)>) -> JsValue;
-        #[wasm_bindgen(method, getter)]
-        fn cols(this: &Terminal) -> u32;
-        #[wasm_bindgen(method, getter)]
-        fn rows(this: &Terminal) -> u32;
-        #[wasm_bindgen(method)]
-        fn focus(this: &Terminal);
-
-        /// `@xterm/addon-fit`'s `FitAddon`.
-        pub type FitAddon;
-        #[wasm_bindgen(method)]
-        fn fit(this: &FitAddon);
-    }
-
-    fn enc(s: &str) -> String {
-        js_sys::encode_uri_component(s).into()
-    }
+    pub type Slot = StoredValue<Session, LocalStorage>;
 
     fn resize_message(cols: u32, rows: u32) -> String {
         serde_json::json!({"type": "resize", "cols": cols, "rows": rows}).to_string()
     }
 
-    pub type Socket = StoredValue<Option<web_sys::WebSocket>, leptos::prelude::LocalStorage>;
-
-    /// Close the page's terminal socket, if one is open.
-    pub fn close(socket: Socket) {
-        if let Some(Some(ws)) = socket.try_update_value(|s| s.take()) {
+    /// Close the socket, dispose of the terminal and stop following the window.
+    pub fn stop(slot: Slot) {
+        let Some(old) = slot.try_update_value(|s| {
+            s.generation += 1;
+            (s.socket.take(), s.term.take(), s.on_window_resize.take())
+        }) else {
+            return;
+        };
+        let (socket, term, listener) = old;
+        if let Some(ws) = socket {
+            ws.set_onclose(None);
+            ws.set_onmessage(None);
             let _ = ws.close();
+        }
+        if let (Some(l), Some(w)) = (listener, web_sys::window()) {
+            let _ = w.remove_event_listener_with_callback("resize", l.as_ref().unchecked_ref());
+        }
+        if let Some(t) = term {
+            t.dispose();
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        el: web_sys::HtmlDivElement,
-        cluster: String,
-        namespace: String,
-        pod: String,
-        container: String,
-        status: RwSignal<String>,
-        ended: RwSignal<bool>,
-        socket: Socket,
-    ) {
+    pub fn start(el: web_sys::HtmlDivElement, target: Target, phase: RwSignal<Phase>, slot: Slot) {
+        let generation = slot.with_value(|s| s.generation);
         leptos::task::spawn_local(async move {
             let el: web_sys::HtmlElement = el.unchecked_into();
-            let pair = match wasm_bindgen_futures::JsFuture::from(create_terminal(&el)).await {
-                Ok(p) => js_sys::Array::from(&p),
-                Err(_) => {
-                    status.set(
-                        "The terminal could not load (xterm.js is missing from /xterm/).".into(),
-                    );
-                    ended.set(true);
-                    return;
-                }
+            el.set_inner_html("");
+            let Ok((term, fit)) = crate::xterm::open(&el, false).await else {
+                phase.set(Phase::Ended(
+                    "The terminal could not load (xterm.js is missing from /xterm/).".into(),
+                ));
+                return;
             };
-            let term: Terminal = pair.get(0).unchecked_into();
-            let fit: FitAddon = pair.get(1).unchecked_into();
+            if slot.try_with_value(|s| s.generation) != Some(generation) {
+                term.dispose(); // stopped or restarted while xterm.js loaded
+                return;
+            }
             let Some(window) = web_sys::window() else {
                 return;
             };
@@ -161,32 +407,27 @@ export function create_terminal(el) {
             } else {
                 "ws"
             };
-            let mut url = format!(
-                "{scheme}://{}/api/v1/terminal/ws?cluster={}&namespace={}&pod={}",
+            let url = format!(
+                "{scheme}://{}{}",
                 loc.host().unwrap_or_default(),
-                enc(&cluster),
-                enc(&namespace),
-                enc(&pod)
+                target.ws_path()
             );
-            if !container.is_empty() {
-                url.push_str(&format!("&container={}", enc(&container)));
-            }
             let ws = match web_sys::WebSocket::new_with_str(&url, "warden.terminal.v1") {
                 Ok(ws) => ws,
                 Err(_) => {
-                    status.set("The terminal could not connect to Warden.".into());
-                    ended.set(true);
+                    phase.set(Phase::Ended(
+                        "The terminal could not connect to Warden.".into(),
+                    ));
                     return;
                 }
             };
             ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
-            socket.set_value(Some(ws.clone()));
-            let closed_with_reason = RwSignal::new(false);
+            let opened = StoredValue::new(false);
+            let told = StoredValue::new(false);
 
             let on_message = {
-                let term: Terminal = term.clone().unchecked_into();
+                let term = term.clone();
                 let ws = ws.clone();
-                let cluster = cluster.clone();
                 Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
                     let data = e.data();
                     if let Ok(buf) = data.clone().dyn_into::<js_sys::ArrayBuffer>() {
@@ -199,37 +440,24 @@ export function create_terminal(el) {
                     };
                     match msg["type"].as_str() {
                         Some("ready") => {
-                            let until = js_sys::Date::new(&JsValue::from_f64(
-                                msg["expires_at"].as_f64().unwrap_or_default(),
-                            ));
-                            let until: String = until.to_locale_time_string("default").into();
-                            status.set(format!(
-                                "{} · {}/{} · as {} · ends by {until}",
-                                cluster,
-                                msg["namespace"].as_str().unwrap_or_default(),
-                                msg["pod"].as_str().unwrap_or_default(),
-                                msg["identity"].as_str().unwrap_or_default(),
-                            ));
+                            opened.set_value(true);
+                            phase.set(Phase::Ready(ReadyInfo::from_json(&msg)));
                             let _ = ws.send_with_str(&resize_message(term.cols(), term.rows()));
                             term.focus();
                         }
                         Some("exit") => {
                             let code = msg["code"].as_i64().unwrap_or_default();
-                            closed_with_reason.set(true);
-                            ended.set(true);
-                            status.set(format!("Ended: exited (code {code})"));
-                            term.write(&JsValue::from_str(&format!(
+                            told.set_value(true);
+                            phase.set(Phase::Ended(format!("Ended: exited (code {code})")));
+                            term.write_str(&format!(
                                 "\r\n\x1b[2m[exited (code {code})]\x1b[0m\r\n"
-                            )));
+                            ));
                         }
                         Some("closed") => {
                             let reason = msg["reason"].as_str().unwrap_or("closed").to_owned();
-                            closed_with_reason.set(true);
-                            ended.set(true);
-                            status.set(format!("Closed: {reason}"));
-                            term.write(&JsValue::from_str(&format!(
-                                "\r\n\x1b[31m[closed: {reason}]\x1b[0m\r\n"
-                            )));
+                            told.set_value(true);
+                            phase.set(Phase::Ended(format!("Closed: {reason}")));
+                            term.write_str(&format!("\r\n\x1b[31m[closed: {reason}]\x1b[0m\r\n"));
                         }
                         _ => {}
                     }
@@ -238,19 +466,27 @@ export function create_terminal(el) {
             ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
             on_message.forget();
 
-            let on_close = Closure::<dyn FnMut(web_sys::CloseEvent)>::new(
-                move |e: web_sys::CloseEvent| {
-                    if !closed_with_reason.get_untracked() {
-                        ended.set(true);
-                        let reason = e.reason();
-                        status.set(if reason.is_empty() {
-                        "Closed: the connection to Warden ended (or was refused: check your access).".into()
-                    } else {
-                        format!("Closed: {reason}")
-                    });
+            let on_close = {
+                let target = target.clone();
+                Closure::<dyn FnMut(web_sys::CloseEvent)>::new(move |e: web_sys::CloseEvent| {
+                    if told.get_value() {
+                        return;
                     }
-                },
-            );
+                    let reason = e.reason();
+                    phase.set(Phase::Ended(if !reason.is_empty() {
+                        format!("Closed: {reason}")
+                    } else if !opened.get_value() {
+                        let what = if target.is_shell() {
+                            format!("use kubectl on cluster {}", target.cluster)
+                        } else {
+                            format!("exec into pods in namespace {}", target.namespace)
+                        };
+                        format!("Warden refused the terminal: check that you may {what} and that the cluster is connected.")
+                    } else {
+                        "Closed: the connection to Warden was lost.".into()
+                    }));
+                })
+            };
             ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
             on_close.forget();
 
@@ -283,12 +519,64 @@ export function create_terminal(el) {
             on_resize.forget();
 
             // Follow the window's size (the fit addon recomputes cols/rows; onResize sends them).
+            let fit: FitAddon = fit;
             let on_window_resize = Closure::<dyn FnMut()>::new(move || fit.fit());
             let _ = window.add_event_listener_with_callback(
                 "resize",
                 on_window_resize.as_ref().unchecked_ref(),
             );
-            on_window_resize.forget();
+            slot.update_value(|s| {
+                s.socket = Some(ws);
+                s.term = Some(term);
+                s.on_window_resize = Some(on_window_resize);
+            });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_make_links_and_socket_paths() {
+        let shell = Target::shell("demo", "");
+        assert!(shell.is_shell());
+        assert_eq!(shell.page_href(), "/clusters/demo/terminal");
+        assert_eq!(shell.ws_path(), "/api/v1/terminal/ws?cluster=demo");
+        let pod = Target {
+            cluster: "demo".into(),
+            namespace: "apple".into(),
+            pod: "box".into(),
+            container: "main".into(),
+        };
+        assert_eq!(
+            pod.page_href(),
+            "/clusters/demo/terminal?namespace=apple&pod=box&container=main"
+        );
+        assert_eq!(
+            pod.ws_path(),
+            "/api/v1/terminal/ws?cluster=demo&namespace=apple&pod=box&container=main"
+        );
+        assert_eq!(pod.describe(), "apple/box on demo");
+    }
+
+    #[test]
+    fn time_left_counts_down() {
+        assert_eq!(time_left(8.0 * 3600.0 * 1000.0), "8:00:00");
+        assert_eq!(time_left(61_500.0), "1:01");
+        assert_eq!(time_left(-5.0), "0:00");
+    }
+
+    #[test]
+    fn ready_messages_say_where() {
+        let exec = ReadyInfo::from_json(
+            &serde_json::json!({"type":"ready","mode":"exec","cluster":"demo","namespace":"default","pod":"shell","container":null,"identity":"system:serviceaccount:warden-system:u-a","expires_at":1.0}),
+        );
+        assert_eq!(exec.place(), "demo · default/shell");
+        let shell = ReadyInfo::from_json(
+            &serde_json::json!({"type":"ready","mode":"shell","cluster":"demo","namespace":null,"identity":"x","expires_at":1.0}),
+        );
+        assert_eq!(shell.place(), "demo · all namespaces · kubectl shell");
     }
 }

@@ -629,3 +629,78 @@ pub struct LiveStreamDto {
     /// RFC 3339.
     pub started_at: String,
 }
+
+// ---- Reading a cluster as the user (the pod picker) ----
+
+/// A namespace of a cluster the user may look into, and whether they may exec there.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceAccessDto {
+    pub name: String,
+    /// Write access there (read-only access never execs).
+    pub can_exec: bool,
+}
+
+/// The namespaces of a cluster the user may look into: those Warden grants them, and those
+/// the cluster lists for them when they may list namespaces.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNamespacesDto {
+    pub cluster: String,
+    pub items: Vec<NamespaceAccessDto>,
+    /// The user's access covers every namespace of the cluster.
+    pub cluster_wide: bool,
+}
+
+/// A pod as the user sees it.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodDto {
+    pub name: String,
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    pub phase: String,
+    /// Ready containers over containers, e.g. `1/2`.
+    pub ready: String,
+    pub containers: Vec<String>,
+    pub node: Option<String>,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+}
+
+/// The pods of one namespace, listed on the cluster as the user (their own service account).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodListDto {
+    pub cluster: String,
+    pub namespace: String,
+    /// Whether the user may exec into these pods (write access in the namespace).
+    pub can_exec: bool,
+    pub items: Vec<PodDto>,
+}
+
+/// A terminal recording's facts, for the player.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingDto {
+    /// The id of the `terminal.open` audit event (and of the recording).
+    pub id: String,
+    pub user: String,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    /// `pods/NAME` for a pod exec; none for a kubectl shell.
+    pub target: Option<String>,
+    pub mode: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Set once the terminal closed.
+    pub ended: Option<RecordingEnd>,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingEnd {
+    pub reason: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub sha256: Option<String>,
+    pub bytes: Option<u64>,
+}

@@ -52,4 +52,8 @@ pub mod admin;
 #[cfg(feature = "ssr")]
 pub mod agents;
 #[cfg(feature = "ssr")]
+pub mod cluster_reads;
+#[cfg(feature = "ssr")]
+pub mod recordings;
+#[cfg(feature = "ssr")]
 pub mod streams;

@@ -18,6 +18,8 @@ pub struct Services {
     pub clusters: crate::admin::clusters::ClusterHooks,
     /// The server's registry of live streams and terminals, set at start-up.
     pub streams: crate::streams::StreamHooks,
+    /// Reads on clusters as a user (the pod picker), set at start-up.
+    pub cluster_reads: crate::cluster_reads::ClusterReadHooks,
 }
 
 impl Services {
@@ -36,6 +38,7 @@ impl Services {
             public_url,
             clusters: Default::default(),
             streams: Default::default(),
+            cluster_reads: Default::default(),
         })
     }
 

@@ -137,22 +137,25 @@ test.describe.serial("cluster import wizard", () => {
     expect(pod.code, pod.stderr).toBe(0);
     await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
     await consoleCheck.onConsole(page);
-    // From the cluster list's row to the terminal page, then the pod picked in the form.
-    await consoleAct.open(page, "/clusters");
-    await page.getByTestId(`terminal-${NAME}`).click();
-    await expect(page).toHaveURL(new RegExp(`/clusters/${NAME}/terminal$`));
+    // The cluster's page lists the pods as the admin sees them; "Exec" on one opens the
+    // terminal page on it.
+    await consoleAct.open(page, `/clusters/${NAME}`);
+    await expect(find.podRow(page, "shell")).toContainText("Running", { timeout: 15_000 });
+    await expect(find.namespaceChip(page, "default")).toHaveAttribute("aria-current", "true");
+    await find.exec(page, "shell").click();
+    await expect(page).toHaveURL(new RegExp(`/clusters/${NAME}/terminal\\?namespace=default&pod=shell&container=shell$`));
     await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
-    await page.getByTestId("terminal-namespace").fill("default");
-    await page.getByTestId("terminal-pod").fill("shell");
-    await page.getByTestId("terminal-open").click();
-    await expect(page).toHaveURL(/namespace=default&pod=shell/);
     const status = page.getByTestId("terminal-status");
     await expect(status).toContainText("as system:serviceaccount:warden-system:u-admin-warden-local", { timeout: 30_000 });
     await expect(status).toContainText(`${NAME} · default/shell`);
+    // The time left before the session's limit (8 hours), counting down.
+    await expect(page.getByTestId("terminal-time-left")).toHaveText(/^7:59:\d\d left$/);
     // Keystrokes reach the container's shell and its output is drawn by xterm.js.
     await page.getByTestId("terminal").click();
-    await page.keyboard.type("echo $((6*7))-ok\n");
-    await expect(page.locator("[data-testid=terminal] .xterm-rows")).toContainText("42-ok", { timeout: 15_000 });
+    await page.keyboard.type("echo h''i; echo $((6*7))-ok\n");
+    const rows = page.locator("[data-testid=terminal] .xterm-rows");
+    await expect(rows).toContainText("42-ok", { timeout: 15_000 });
+    await expect(rows.locator("> div").filter({ hasText: /^\s*hi\s*$/ }).first()).toBeVisible();
 
     // Live sessions (user menu) lists it; ending it there closes it at once, with who did.
     const other = await context.newPage();
@@ -172,6 +175,36 @@ test.describe.serial("cluster import wizard", () => {
     await expect(status).toContainText("Closed: signed out", { timeout: 5_000 });
     await expect(page.locator("[data-testid=terminal] .xterm-rows")).toContainText("[closed: signed out");
     noErrors();
+  });
+
+  test("the terminal's recording plays back from the audit log", async ({ page }) => {
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    // The terminal that was ended from Live sessions: its closing event links the recording.
+    await consoleAct.open(page, "/audit?kind=terminal&q=ended%20by");
+    await page.getByRole("link", { name: "▶ Recording" }).first().click();
+    await expect(page).toHaveURL(/\/audit\/recordings\/[0-9a-f-]+$/);
+    await expect(page.getByTestId("recording-facts")).toContainText("default/shell");
+    await expect(page.getByTestId("recording-facts")).toContainText("ended by admin@warden.local");
+    await page.getByTestId("player-speed").selectOption("4");
+    const screen = page.locator("[data-testid=player-screen] .xterm-rows");
+    await expect(screen).toContainText("42-ok", { timeout: 30_000 });
+    // Seek back to the start: the screen is redrawn from there.
+    await page.getByTestId("player-seek").evaluate((el: HTMLInputElement) => {
+      el.value = "0";
+      el.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+    await expect(page.getByTestId("player-clock")).toContainText(/^0:0\d \//);
+    await expect(page.getByTestId("player-download")).toHaveAttribute("href", /\/api\/v1\/terminal\/recordings\//);
+    noErrors();
+  });
+
+  test("a recording is refused, with a message, to those who may not read its audit events", async ({ page }) => {
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    await consoleAct.open(page, "/audit/recordings/00000000-0000-0000-0000-000000000000");
+    await expect(page.getByTestId("recording-not-found")).toBeVisible();
   });
 
   test("rename in the console: the page follows and the agent reconnects under the new name", async ({ page }) => {

@@ -2,6 +2,7 @@
 //! (REST API, health, metrics). The console's pages and server functions live in `app`.
 
 pub mod api;
+pub mod cluster_reads;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -128,6 +128,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         println!("  You will be asked to choose a new password at first sign-in.\n");
     }
     let gateway = crate::gateway::Gateway::new(services.clone(), &config)?;
+    crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
     Ok(AppState {
         leptos_options: leptos_options(&config),

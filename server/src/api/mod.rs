@@ -4,6 +4,7 @@
 mod access_routes;
 mod audit;
 pub mod auth;
+mod cluster_reads;
 mod clusters;
 pub mod error;
 pub mod openapi;
@@ -63,6 +64,8 @@ crate::endpoints! {
     delete "/clusters/{name}" => clusters::delete_cluster, "clusters", "Delete a cluster: its agent credential is revoked and its tunnel closed at once (force=true when the agent is not connected)", 204, query = clusters::DeleteClusterQuery;
     get "/clusters/{name}/manifest" => clusters::get_cluster_manifest, "clusters", "The agent manifest (YAML) with a fresh one-time bootstrap token (cluster.write)", 200;
     post "/clusters/{name}/bootstrap" => clusters::create_cluster_bootstrap, "clusters", "A fresh one-time manifest URL and the manifest it serves (cluster.write)", 201, resp = ClusterBootstrap;
+    get "/clusters/{name}/namespaces" => cluster_reads::list_cluster_namespaces, "clusters", "The namespaces of a cluster the caller may look into (granted by Warden, or listed by the cluster for the caller), and where they may exec", 200, resp = ClusterNamespacesDto;
+    get "/clusters/{name}/pods" => cluster_reads::list_cluster_pods, "clusters", "The pods of a namespace, listed on the cluster as the caller (their own service account); 403 with the reason when they may not see them", 200, resp = PodListDto, query = cluster_reads::PodQuery;
     get "/streams" => streams::list_streams, "streams", "Live streams and web terminals: the caller's, or every user's with all=true (kubeconfig.write)", 200, resp = Page<LiveStreamDto>, query = streams::StreamQuery;
     delete "/streams/{id}" => streams::end_stream, "streams", "End a live stream or terminal now (one's own, or anyone's with kubeconfig.write)", 204;
     get "/terminal/recordings/{id}" => crate::terminal::get_recording, "streams", "A terminal's recording (asciicast v2), for those who may read its audit events", 200;

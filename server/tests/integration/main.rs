@@ -10,4 +10,5 @@ mod gateway;
 mod live_streams;
 mod matrix;
 mod platform;
+mod pods;
 mod terminal;

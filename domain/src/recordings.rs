@@ -1,0 +1,143 @@
+//! Terminal recordings as use cases: the facts of one (for the console's player), and which
+//! open terminals have a recording the caller may watch. A recording is as readable as the
+//! terminal's audit events: `audit.read` on the organization, or on the terminal's project.
+//! (The file itself is served by `GET /api/v1/terminal/recordings/{id}`, which applies the
+//! same rule.)
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::access::Principal;
+use crate::clock::Timestamp;
+use crate::dto::{LiveStreamDto, RecordingDto, RecordingEnd};
+use crate::entities::audit_events;
+use crate::error::{DomainError, DomainResult};
+use crate::permissions::{Permission, Scope};
+use crate::Services;
+
+/// A recording id: the `terminal.open` event's id.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The facts of a recording, for those who may read its audit events. Not found and not
+/// allowed are told apart (the id is not guessable and the caller asked for it).
+pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<RecordingDto> {
+    use audit_events::Column as C;
+    if !valid_id(id) {
+        return Err(DomainError::not_found("recording"));
+    }
+    let opened = audit_events::Entity::find()
+        .filter(C::Id.eq(id))
+        .filter(C::Action.eq("terminal.open"))
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("recording"))?;
+    let scope = crate::access::audit_scope(&svc.policy, who)
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    if let Some(projects) = scope {
+        if !opened
+            .project
+            .as_ref()
+            .is_some_and(|p| projects.contains(p))
+        {
+            return Err(DomainError::forbidden(
+                "the recording's audit events belong to a project the caller may not audit",
+            ));
+        }
+    }
+    let closed = audit_events::Entity::find()
+        .filter(C::Action.eq("terminal.close"))
+        .filter(C::Cluster.eq(opened.cluster.clone()))
+        .filter(C::Details.contains(id))
+        .order_by_desc(C::Seq)
+        .limit(5)
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .find_map(|m| {
+            let d: serde_json::Value = serde_json::from_str(&m.details).ok()?;
+            (d["recording"]["id"] == id).then(|| RecordingEnd {
+                reason: m.reason.clone(),
+                duration_ms: m.duration_ms,
+                sha256: d["recording"]["sha256"].as_str().map(str::to_owned),
+                bytes: d["recording"]["bytes"].as_u64(),
+            })
+        });
+    let details: serde_json::Value = serde_json::from_str(&opened.details).unwrap_or_default();
+    let mode = details["mode"].as_str().unwrap_or("exec").to_owned();
+    let target = match (&opened.resource_kind, &opened.resource_name) {
+        (Some(k), Some(n)) if k.starts_with("pods") => Some(format!("pods/{n}")),
+        _ => None,
+    };
+    Ok(RecordingDto {
+        id: opened.id,
+        user: opened.actor_name,
+        cluster: opened.cluster,
+        namespace: opened.namespace,
+        target,
+        mode,
+        started_at: Timestamp(opened.at).rfc3339(),
+        ended: closed,
+    })
+}
+
+/// For the open terminals among `streams`, the recording the caller may watch:
+/// `(stream id, recording id)`. No audit entry: this only decides which links to show (the
+/// player asks the gate).
+pub async fn of_streams(
+    svc: &Services,
+    who: &Principal,
+    streams: &[LiveStreamDto],
+) -> DomainResult<Vec<(u64, String)>> {
+    use audit_events::Column as C;
+    let terminals: Vec<&LiveStreamDto> = streams.iter().filter(|s| s.kind == "terminal").collect();
+    if terminals.is_empty() {
+        return Ok(vec![]);
+    }
+    let eff = svc.policy.effective(who.user_id).await?;
+    if !eff.active {
+        return Ok(vec![]);
+    }
+    let org = eff.org_permissions().contains(&Permission::AuditRead);
+    let projects: Vec<String> = eff
+        .bindings
+        .iter()
+        .filter(|b| b.scope == Scope::Project && b.permissions.contains(&Permission::AuditRead))
+        .filter_map(|b| b.project.clone())
+        .collect();
+    if !org && projects.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    for s in terminals {
+        let since = time::OffsetDateTime::parse(
+            &s.started_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| Timestamp::from_offset(t).millis() - 60_000)
+        .unwrap_or(0);
+        let rows = audit_events::Entity::find()
+            .filter(C::Action.eq("terminal.open"))
+            .filter(C::Outcome.eq("allowed"))
+            .filter(C::ActorId.eq(s.user_id.clone()))
+            .filter(C::Cluster.eq(s.cluster.clone()))
+            .filter(C::At.gte(since))
+            .filter(C::Details.contains(format!("\"terminal_id\":{}", s.id)))
+            .order_by_desc(C::Seq)
+            .limit(5)
+            .all(&svc.db)
+            .await?;
+        let found = rows.into_iter().find(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.details)
+                .is_ok_and(|d| d["terminal_id"].as_u64() == Some(s.id))
+        });
+        if let Some(m) = found {
+            let allowed = org || m.project.as_ref().is_some_and(|p| projects.contains(p));
+            if allowed {
+                out.push((s.id, m.id));
+            }
+        }
+    }
+    Ok(out)
+}
