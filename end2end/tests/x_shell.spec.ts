@@ -59,7 +59,7 @@ test.describe.serial("kubectl shell", () => {
     await expect(page.getByTestId("terminal-shell")).toHaveAttribute("aria-current", "page");
   });
 
-  test("kubectl get namespaces in the shell (needs the shell backend)", async ({ page }) => {
+  test("kubectl get namespaces in the shell", async ({ page }) => {
     test.setTimeout(90_000);
     const noErrors = consoleCheck.noConsoleErrors(page);
     await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
@@ -68,7 +68,7 @@ test.describe.serial("kubectl shell", () => {
     await find.terminalLink(page, NAME).click();
     const drawer = find.drawer(page);
     const status = drawer.getByTestId("terminal-status");
-    await expect(status).toContainText(`${NAME} · all namespaces · kubectl shell`, { timeout: 30_000 });
+    await expect(status).toContainText(`${NAME} · namespace default · kubectl shell`, { timeout: 30_000 });
     await expect(status).toContainText("as system:serviceaccount:warden-system:u-admin-warden-local");
     await expect(drawer.getByTestId("terminal-time-left")).toHaveText(/^7:59:\d\d left$/);
     await drawer.getByTestId("terminal").click();
@@ -83,7 +83,7 @@ test.describe.serial("kubectl shell", () => {
     noErrors();
   });
 
-  test("My tools lists one's open terminals and ends them (needs the shell backend)", async ({ page, context }) => {
+  test("My tools lists one's open terminals and ends them", async ({ page, context }) => {
     test.setTimeout(90_000);
     await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
     await consoleCheck.onConsole(page);

@@ -379,7 +379,8 @@ async fn open(
             (
                 PreparedBackend::Shell(Box::new(prepared)),
                 credential,
-                "shell".to_owned(),
+                // As the Live sessions and My tools pages show it.
+                "kubectl shell".to_owned(),
             )
         }
     };
