@@ -119,6 +119,36 @@ pub fn hours(secs: i64) -> String {
     }
 }
 
+/// A whole number typed in a form field, within `range`; empty inherits. `scale` turns it into
+/// the stored unit (60 for minutes as seconds, 1 for a count).
+pub fn parse_whole(
+    fields: &mut std::collections::BTreeMap<String, String>,
+    name: &str,
+    text: &str,
+    range: std::ops::RangeInclusive<i64>,
+    unit: &str,
+    scale: i64,
+) -> Option<i64> {
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    match t.parse::<i64>() {
+        Ok(n) if range.contains(&n) => Some(n * scale),
+        _ => {
+            fields.insert(
+                name.to_owned(),
+                format!(
+                    "Enter a whole number of {unit} between {} and {}, or leave it empty to inherit.",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// A three-way choice as typed: empty inherits, `on`, `off`.
 pub fn parse_flag(
     fields: &mut std::collections::BTreeMap<String, String>,
@@ -150,6 +180,9 @@ pub async fn update_kubectl_settings(
     #[server(default)] recent_sign_in_hours: String,
     #[server(default)] disable_cli: String,
     #[server(default)] secrets_org_admins_only: String,
+    #[server(default)] terminal_idle_minutes: String,
+    #[server(default)] terminal_max_hours: String,
+    #[server(default)] terminal_max_concurrent: String,
 ) -> Result<KubectlSettingsDto, AppError> {
     use std::collections::BTreeMap;
     use warden_domain::kubeconfig::UpdateKubectlSettingsRequest;
@@ -186,6 +219,26 @@ pub async fn update_kubectl_settings(
             "secrets_org_admins_only",
             &secrets_org_admins_only,
         )),
+        terminal_idle_secs: Some(parse_whole(
+            f,
+            "terminal_idle_minutes",
+            &terminal_idle_minutes,
+            1..=24 * 60,
+            "minutes",
+            60,
+        )),
+        terminal_max_secs: Some(parse_hours(f, "terminal_max_hours", &terminal_max_hours)),
+        // Counted per person on every cluster: not a cluster's setting.
+        terminal_max_concurrent: (scope != "cluster").then(|| {
+            parse_whole(
+                f,
+                "terminal_max_concurrent",
+                &terminal_max_concurrent,
+                1..=100,
+                "terminals",
+                1,
+            )
+        }),
     };
     let r = if fields.is_empty() {
         warden_domain::admin::kubeconfig::update_settings(&svc, &who, level, req)
@@ -195,11 +248,13 @@ pub async fn update_kubectl_settings(
                 AppError::Invalid { fields } => AppError::Invalid {
                     fields: fields
                         .into_iter()
-                        .map(|(k, v)| {
-                            (
+                        .map(|(k, v)| match k.as_str() {
+                            "terminal_idle_secs" => ("terminal_idle_minutes".to_owned(), v),
+                            "terminal_max_concurrent" => (k, v),
+                            _ => (
                                 k.replace("_secs", "_hours"),
                                 v.replace(" seconds", " seconds (converted from hours)"),
-                            )
+                            ),
                         })
                         .collect(),
                 },
@@ -408,6 +463,34 @@ fn HoursField(
 }
 
 #[component]
+fn WholeField(
+    state: FormState,
+    name: &'static str,
+    label: &'static str,
+    value: Option<i64>,
+    /// What applies when the field is empty, in the field's unit.
+    inherited: i64,
+    unit: &'static str,
+    max: i64,
+    disabled: Signal<bool>,
+) -> impl IntoView {
+    let id = state.id(name);
+    let hint_id = format!("{id}-hint");
+    let described = format!("{hint_id} {}", state.err_id(name));
+    view! {
+        <label for=id.clone()>{label}</label>
+        <input id=id name=name type="number" min="1" max=max.to_string() step="1"
+            value=value.map(|v| v.to_string()).unwrap_or_default()
+            placeholder=inherited.to_string()
+            disabled=move || disabled.get()
+            aria-invalid=move || state.field(name).is_some().to_string()
+            aria-describedby=described/>
+        <p class="hint" id=hint_id>{format!("{unit}. Empty: inherit ({inherited}).")}</p>
+        <FieldError state field=name/>
+    }
+}
+
+#[component]
 fn FlagField(
     state: FormState,
     name: &'static str,
@@ -451,6 +534,9 @@ fn KubectlSettingsForm(
         recent_sign_in_secs,
         disable_cli,
         secrets_org_admins_only,
+        terminal_idle_secs,
+        terminal_max_secs,
+        terminal_max_concurrent,
     } = settings.settings.clone();
     let e = settings.effective.clone();
     // What an empty field falls back to: the level above (the defaults for the organization).
@@ -479,18 +565,31 @@ fn KubectlSettingsForm(
                 value=disable_cli inherited=above.disable_cli disabled=ro/>
             <FlagField state name="secrets_org_admins_only" label="Only organization admins may read secrets"
                 value=secrets_org_admins_only inherited=above.secrets_org_admins_only disabled=ro/>
+            <WholeField state name="terminal_idle_minutes" label="End a web terminal after this long without input"
+                value=terminal_idle_secs.map(|s| s / 60) inherited=above.terminal_idle_secs / 60
+                unit="Minutes" max=1440 disabled=ro/>
+            <HoursField state name="terminal_max_hours" label="End a web terminal this long after it opened"
+                value=terminal_max_secs inherited=above.terminal_max_secs disabled=ro/>
+            {(scope != "cluster").then(|| view! {
+                <WholeField state name="terminal_max_concurrent" label="Web terminals one person may have open at once"
+                    value=terminal_max_concurrent inherited=above.terminal_max_concurrent
+                    unit="Terminals" max=100 disabled=ro/>
+            })}
             {writable.then(|| view! { <Submit state label="Save kubectl settings" testid="save-kubectl-settings"/> })}
         </ActionForm>
         <FormAlert state
-            fields=&["credential_validity_hours", "max_credential_validity_hours", "sa_idle_hours", "require_recent_sign_in", "recent_sign_in_hours", "disable_cli", "secrets_org_admins_only"]
+            fields=&["credential_validity_hours", "max_credential_validity_hours", "sa_idle_hours", "require_recent_sign_in", "recent_sign_in_hours", "disable_cli", "secrets_org_admins_only", "terminal_idle_minutes", "terminal_max_hours", "terminal_max_concurrent"]
             ok="kubectl settings saved. They apply from the next request."/>
         <p class="muted" data-testid="kubectl-effective">{format!(
-            "In force here: credentials valid for {}, service accounts removed after {} unused, recent sign-in {}, kubectl {}, secrets {}.",
+            "In force here: credentials valid for {}, service accounts removed after {} unused, recent sign-in {}, kubectl {}, secrets {}; web terminals end after {} idle or {} open, {} at once per person.",
             human_duration(e.credential_validity_secs),
             human_duration(e.sa_idle_secs),
             if e.require_recent_sign_in { format!("required (within {})", human_duration(e.recent_sign_in_secs)) } else { "not required".into() },
             if e.disable_cli { "off" } else { "on" },
             if e.secrets_org_admins_only { "for organization admins only" } else { "as the roles allow" },
+            human_duration(e.terminal_idle_secs),
+            human_duration(e.terminal_max_secs),
+            e.terminal_max_concurrent,
         )}</p>
     }
 }

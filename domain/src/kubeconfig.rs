@@ -11,6 +11,16 @@ pub const DEFAULT_RECENT_SIGN_IN_SECS: i64 = 12 * 3600;
 /// Bounds accepted for any duration setting.
 pub const MIN_DURATION_SECS: i64 = 60;
 pub const MAX_DURATION_SECS: i64 = 366 * 24 * 3600;
+/// Web terminals: ended after this long without a keystroke (15 min)...
+pub const DEFAULT_TERMINAL_IDLE_SECS: i64 = 15 * 60;
+/// ...or this long after they opened (8 h)...
+pub const DEFAULT_TERMINAL_MAX_SECS: i64 = 8 * 3600;
+/// ...and at most this many open per person at once.
+pub const DEFAULT_TERMINAL_MAX_CONCURRENT: i64 = 5;
+/// Bounds of the terminal settings.
+pub const TERMINAL_IDLE_RANGE: std::ops::RangeInclusive<i64> = 60..=24 * 3600;
+pub const TERMINAL_MAX_RANGE: std::ops::RangeInclusive<i64> = 60..=7 * 24 * 3600;
+pub const TERMINAL_CONCURRENT_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
 
 /// The kubectl settings stored at one level (organization, user or cluster). `null` inherits
 /// from the level above (or the default).
@@ -30,6 +40,16 @@ pub struct KubectlSettings {
     pub disable_cli: Option<bool>,
     /// Only organization administrators may read or write secrets through the gateway.
     pub secrets_org_admins_only: Option<bool>,
+    /// A web terminal ends after this many seconds without input (organization, user,
+    /// cluster: a cluster can only shorten it).
+    #[serde(default)]
+    pub terminal_idle_secs: Option<i64>,
+    /// A web terminal ends this many seconds after it opened (same levels).
+    #[serde(default)]
+    pub terminal_max_secs: Option<i64>,
+    /// How many web terminals one person may have open at once (organization, user).
+    #[serde(default)]
+    pub terminal_max_concurrent: Option<i64>,
 }
 
 /// The settings that apply, after combining the levels.
@@ -43,6 +63,9 @@ pub struct EffectiveKubectlSettings {
     pub recent_sign_in_secs: i64,
     pub disable_cli: bool,
     pub secrets_org_admins_only: bool,
+    pub terminal_idle_secs: i64,
+    pub terminal_max_secs: i64,
+    pub terminal_max_concurrent: i64,
 }
 
 impl Default for EffectiveKubectlSettings {
@@ -55,6 +78,9 @@ impl Default for EffectiveKubectlSettings {
             recent_sign_in_secs: DEFAULT_RECENT_SIGN_IN_SECS,
             disable_cli: false,
             secrets_org_admins_only: false,
+            terminal_idle_secs: DEFAULT_TERMINAL_IDLE_SECS,
+            terminal_max_secs: DEFAULT_TERMINAL_MAX_SECS,
+            terminal_max_concurrent: DEFAULT_TERMINAL_MAX_CONCURRENT,
         }
     }
 }
@@ -109,6 +135,22 @@ impl EffectiveKubectlSettings {
                 org.secrets_org_admins_only,
                 cluster.secrets_org_admins_only,
             ),
+            terminal_idle_secs: shorter(
+                user.terminal_idle_secs
+                    .or(org.terminal_idle_secs)
+                    .unwrap_or(d.terminal_idle_secs),
+                cluster.terminal_idle_secs,
+            ),
+            terminal_max_secs: shorter(
+                user.terminal_max_secs
+                    .or(org.terminal_max_secs)
+                    .unwrap_or(d.terminal_max_secs),
+                cluster.terminal_max_secs,
+            ),
+            terminal_max_concurrent: user
+                .terminal_max_concurrent
+                .or(org.terminal_max_concurrent)
+                .unwrap_or(d.terminal_max_concurrent),
         }
     }
 }
@@ -158,6 +200,12 @@ pub struct UpdateKubectlSettingsRequest {
     pub disable_cli: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
     pub secrets_org_admins_only: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pub terminal_idle_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub terminal_max_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub terminal_max_concurrent: Option<Option<i64>>,
 }
 
 /// The answer to a revocation.

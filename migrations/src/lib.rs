@@ -11,6 +11,7 @@ mod m20261128_000001_initial;
 mod m20261128_000002_clusters;
 mod m20261128_000003_kubeconfig;
 mod m20261130_000004_session_generation;
+mod m20261130_000005_terminal_limits;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_clusters::Migration),
             Box::new(m20261128_000003_kubeconfig::Migration),
             Box::new(m20261130_000004_session_generation::Migration),
+            Box::new(m20261130_000005_terminal_limits::Migration),
         ]
     }
 }

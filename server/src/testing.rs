@@ -28,12 +28,52 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
     _gateway: crate::gateway::GatewayHandle,
+    /// On PostgreSQL: the `application_name` this app's connections carry.
+    pg_tag: Option<String>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        // Every integration test runs in one process: connections a finished test's pool still
+        // holds (its tasks die with the test's runtime, but not always everything that holds
+        // the pool) would add up past PostgreSQL's connection limit. End this app's own.
+        if let (Some(tag), Ok(base)) = (
+            self.pg_tag.take(),
+            std::env::var("WARDEN_TEST_DATABASE_URL"),
+        ) {
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(admin) = Database::connect(&base).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                 WHERE application_name = '{tag}' AND pid <> pg_backend_pid()"
+                            ))
+                            .await;
+                        admin.close().await.ok();
+                    }
+                });
+            })
+            .join();
+        }
     }
+}
+
+/// The URL with `application_name=<tag>` (PostgreSQL only), so a test app's connections can be
+/// found and ended when it is dropped.
+fn tag_connections(url: &str, tag: &str) -> String {
+    if !url.starts_with("postgres") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={tag}")
 }
 
 /// A fresh database URL: a new PostgreSQL database when `WARDEN_TEST_DATABASE_URL` is set,
@@ -106,6 +146,14 @@ impl TestApp {
             ),
         ]);
         env.extend(extra);
+        let pg_tag = env
+            .get("WARDEN_DATABASE_URL")
+            .filter(|u| u.starts_with("postgres"))
+            .map(|_| format!("warden_test_{}", uuid::Uuid::new_v4().simple()));
+        if let Some(tag) = &pg_tag {
+            let url = tag_connections(&env["WARDEN_DATABASE_URL"], tag);
+            env.insert("WARDEN_DATABASE_URL".into(), url);
+        }
         let config = Config::from_source(&env).expect("test config");
         let clock = ManualClock::new();
         let shared: SharedClock = clock.clone();
@@ -133,6 +181,7 @@ impl TestApp {
             _dir: dir,
             server,
             _gateway: gateway,
+            pg_tag,
         }
     }
 

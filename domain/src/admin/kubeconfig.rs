@@ -367,6 +367,9 @@ fn to_settings(m: &kubectl_settings::Model) -> KubectlSettings {
         recent_sign_in_secs: m.recent_sign_in_secs,
         disable_cli: m.disable_cli,
         secrets_org_admins_only: m.secrets_org_admins_only,
+        terminal_idle_secs: m.terminal_idle_secs,
+        terminal_max_secs: m.terminal_max_secs,
+        terminal_max_concurrent: m.terminal_max_concurrent,
     }
 }
 
@@ -560,6 +563,47 @@ pub async fn update_settings(
             "is set for the whole organization only".into(),
         );
     }
+    let in_range = |fields: &mut BTreeMap<String, String>,
+                    name: &str,
+                    v: Option<Option<i64>>,
+                    range: std::ops::RangeInclusive<i64>,
+                    unit: &str| {
+        if let Some(Some(x)) = v {
+            if !range.contains(&x) {
+                fields.insert(
+                    name.to_owned(),
+                    format!("must be between {} and {} {unit}", range.start(), range.end()),
+                );
+            }
+        }
+    };
+    in_range(
+        &mut fields,
+        "terminal_idle_secs",
+        req.terminal_idle_secs,
+        crate::kubeconfig::TERMINAL_IDLE_RANGE,
+        "seconds",
+    );
+    in_range(
+        &mut fields,
+        "terminal_max_secs",
+        req.terminal_max_secs,
+        crate::kubeconfig::TERMINAL_MAX_RANGE,
+        "seconds",
+    );
+    in_range(
+        &mut fields,
+        "terminal_max_concurrent",
+        req.terminal_max_concurrent,
+        crate::kubeconfig::TERMINAL_CONCURRENT_RANGE,
+        "terminals",
+    );
+    if l.scope == "cluster" && matches!(req.terminal_max_concurrent, Some(Some(_))) {
+        fields.insert(
+            "terminal_max_concurrent".into(),
+            "is set for the organization or a user: it counts a person's terminals on every cluster".into(),
+        );
+    }
     if l.scope == "cluster" && matches!(req.credential_validity_secs, Some(Some(_))) {
         fields.insert(
             "credential_validity_secs".into(),
@@ -594,6 +638,9 @@ pub async fn update_settings(
         disable_cli: None,
         secrets_org_admins_only: None,
         updated_at: now,
+        terminal_idle_secs: None,
+        terminal_max_secs: None,
+        terminal_max_concurrent: None,
     });
     if let Some(v) = req.credential_validity_secs {
         m.validity_secs = v;
@@ -616,6 +663,15 @@ pub async fn update_settings(
     if let Some(v) = req.secrets_org_admins_only {
         m.secrets_org_admins_only = v;
     }
+    if let Some(v) = req.terminal_idle_secs {
+        m.terminal_idle_secs = v;
+    }
+    if let Some(v) = req.terminal_max_secs {
+        m.terminal_max_secs = v;
+    }
+    if let Some(v) = req.terminal_max_concurrent {
+        m.terminal_max_concurrent = v;
+    }
     m.updated_at = now;
     if existing.is_some() {
         let mut a = m.clone().into_active_model();
@@ -626,6 +682,9 @@ pub async fn update_settings(
         a.recent_sign_in_secs = Set(m.recent_sign_in_secs);
         a.disable_cli = Set(m.disable_cli);
         a.secrets_org_admins_only = Set(m.secrets_org_admins_only);
+        a.terminal_idle_secs = Set(m.terminal_idle_secs);
+        a.terminal_max_secs = Set(m.terminal_max_secs);
+        a.terminal_max_concurrent = Set(m.terminal_max_concurrent);
         a.updated_at = Set(now);
         a.update(&svc.db).await?;
     } else {

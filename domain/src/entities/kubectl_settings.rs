@@ -16,6 +16,9 @@ pub struct Model {
     pub disable_cli: Option<bool>,
     pub secrets_org_admins_only: Option<bool>,
     pub updated_at: i64,
+    pub terminal_idle_secs: Option<i64>,
+    pub terminal_max_secs: Option<i64>,
+    pub terminal_max_concurrent: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

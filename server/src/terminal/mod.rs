@@ -93,6 +93,7 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::BAD_REQUEST => "invalid",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_terminals",
         _ => "unavailable",
     };
     crate::api::error::ApiError::new(status, code, message).into_response()
@@ -234,6 +235,7 @@ struct TerminalSession {
     audit: AuditEvent,
     ready: Value,
     recorder: Recorder,
+    limits: Limits,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -333,8 +335,48 @@ async fn open(
         id: authorized.adm.cluster.id.clone(),
         name: authorized.adm.cluster.name.clone(),
     };
+    // The limits in force for this person on this cluster (kubectl settings: organization,
+    // user, cluster), and how many terminals they have open already.
+    let settings = warden_domain::admin::kubeconfig::effective_settings(
+        &state.services.db,
+        Some(&who.user_id.to_string()),
+        Some(&cluster.id),
+    )
+    .await
+    .map_err(|e| {
+        deny(
+            state,
+            &ev,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Warden cannot read the terminal limits right now".into(),
+            Some(e.to_string()),
+        )
+    })?;
+    let limits = Limits {
+        idle: Duration::from_secs(settings.terminal_idle_secs.max(1) as u64),
+        max: Duration::from_secs(settings.terminal_max_secs.max(1) as u64),
+    };
+    let uid = who.user_id.to_string();
+    let open_now = state
+        .gateway
+        .live
+        .list()
+        .iter()
+        .filter(|(_, i)| i.kind == "terminal" && i.user_id == uid)
+        .count() as i64;
+    if open_now >= settings.terminal_max_concurrent {
+        return Err(deny(
+            state,
+            &ev,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "you have {open_now} terminals open, the most allowed at once: close one first (My tools lists them)"
+            ),
+            None,
+        ));
+    }
     let now = state.services.clock.now().millis();
-    let expires_at = now + MAX_DURATION.as_millis() as i64;
+    let expires_at = now + limits.max.as_millis() as i64;
     let sa = authorized.adm.sa_name.clone();
     let identity = format!("system:serviceaccount:{}:{sa}", rbac::NAMESPACE);
 
@@ -467,6 +509,7 @@ async fn open(
         audit: ev,
         ready,
         recorder,
+        limits,
     })
 }
 
@@ -562,6 +605,19 @@ impl Gate for LiveGuard {
     }
 }
 
+/// A limit in words: "15 minutes", "8 hours", "90 seconds", "1 hour".
+fn in_words(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s >= 3600 && s % 3600 == 0 {
+        (s / 3600, "hour")
+    } else if s >= 60 && s % 60 == 0 {
+        (s / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// How a terminal ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
@@ -632,10 +688,10 @@ where
                 break End::Closed(gate.reason().unwrap_or_else(|| "access ended".into()));
             }
             _ = tokio::time::sleep(idle_left) => {
-                break End::Closed(format!("idle for {} minutes", limits.idle.as_secs() / 60));
+                break End::Closed(format!("idle for {}", in_words(limits.idle)));
             }
             _ = tokio::time::sleep(max_left) => {
-                break End::Closed(format!("limit of {} hours reached", limits.max.as_secs() / 3600));
+                break End::Closed(format!("limit of {} reached", in_words(limits.max)));
             }
             _ = flush.tick() => {
                 // A crash loses at most the last second of the recording.
@@ -731,6 +787,7 @@ impl TerminalSession {
             audit,
             ready,
             mut recorder,
+            limits,
         } = self;
         let started = Instant::now();
         let (mut browser_tx, mut browser_rx) = socket.split();
@@ -741,7 +798,7 @@ impl TerminalSession {
             guard,
             &mut recorder,
             &ready,
-            Limits::default(),
+            limits,
         )
         .await;
         let mut ev = audit.clone();

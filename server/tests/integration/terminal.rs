@@ -794,3 +794,106 @@ async fn without_kubectl_the_shell_says_so() {
         "kubectl is not available on the Warden server"
     );
 }
+
+/// The terminal limits are kubectl settings: the organization sets how many terminals one
+/// person may hold and how long they live; a user level overrides; a cluster can only shorten
+/// the durations; out-of-range values are refused and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminal_limits_come_from_the_settings() {
+    let w = world().await;
+    // Bad values are refused with the field named; the concurrency is not a cluster's.
+    let r = w
+        .admin
+        .patch("/api/v1/kubectl/settings", json!({"terminal_idle_secs": 5}))
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["terminal_idle_secs"].is_string());
+    w.admin
+        .patch("/api/v1/kubectl/settings", json!({"terminal_max_concurrent": 0}))
+        .await
+        .assert_status(422);
+    w.admin
+        .patch(
+            &format!("/api/v1/clusters/{PROD}/kubectl-settings"),
+            json!({"terminal_max_concurrent": 3}),
+        )
+        .await
+        .assert_status(422);
+    let org = w
+        .admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_max_concurrent": 1, "terminal_max_secs": 7200}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(org["effective"]["terminal_max_concurrent"], 1);
+    assert_eq!(org["effective"]["terminal_idle_secs"], 900);
+    // The cluster shortens the duration further; a longer value there would not lengthen it.
+    w.admin
+        .patch(
+            &format!("/api/v1/clusters/{PROD}/kubectl-settings"),
+            json!({"terminal_max_secs": 1800}),
+        )
+        .await
+        .assert_status(200);
+
+    let sally = w.signed_in("sally@example.com").await;
+    let mut first = w
+        .open(Some(&sally), Some(&w.app.url), "box")
+        .await
+        .expect("a terminal");
+    let (ready, _) = until_control(&mut first, "ready", Duration::from_secs(10)).await;
+    let now = w.app.services().clock.now().millis();
+    let left = ready["expires_at"].as_i64().unwrap() - now;
+    assert!((1_790_000..=1_800_000).contains(&left), "{ready}");
+    // A second one at once is refused, with the way out in words, and audited.
+    assert_eq!(
+        w.open(Some(&sally), Some(&w.app.url), "box").await.err(),
+        Some(429)
+    );
+    let denied = w
+        .admin
+        .get("/api/v1/audit/events?action=terminal.open&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        denied["items"].as_array().unwrap().iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the most allowed at once")),
+        "{denied}"
+    );
+    // A user level raises it for Sally alone.
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com/kubectl-settings",
+            json!({"terminal_max_concurrent": 2}),
+        )
+        .await
+        .assert_status(200);
+    let mut second = w
+        .open(Some(&sally), Some(&w.app.url), "box")
+        .await
+        .expect("a second terminal");
+    until_control(&mut second, "ready", Duration::from_secs(10)).await;
+    // Closing one frees its place.
+    drop(first);
+    drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = sally.get("/api/v1/streams").await.json();
+        if open["items"].as_array().is_some_and(|i| i.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{open}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut again = w
+        .open(Some(&sally), Some(&w.app.url), "box")
+        .await
+        .expect("a place again");
+    until_control(&mut again, "ready", Duration::from_secs(10)).await;
+}
