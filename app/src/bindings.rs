@@ -101,6 +101,7 @@ pub async fn create_binding(
     role: String,
     #[server(default)] project: String,
     #[server(default)] namespaces: String,
+    #[server(default)] confirm_system_namespaces: Option<String>,
 ) -> Result<BindingDto, AppError> {
     use warden_domain::dto::CreateBindingRequest;
     let svc = crate::ssr::services()?;
@@ -113,6 +114,7 @@ pub async fn create_binding(
         role,
         project: Some(project).filter(|p| !p.trim().is_empty()),
         namespaces: split_namespaces(&namespaces),
+        confirm_system_namespaces: confirm_system_namespaces.is_some(),
     };
     let r = warden_domain::admin::bindings::create(&svc, &who, req).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
@@ -171,7 +173,11 @@ pub fn BindingsTable(
                                 {if b.namespaces.is_empty() {
                                     view! { <span class="muted">"all"</span> }.into_any()
                                 } else {
-                                    view! { <crate::ui::Chips items=b.namespaces.clone() label="Namespaces"/> }.into_any()
+                                    let system = b.namespaces.iter().any(|n| warden_domain::dto::SYSTEM_NAMESPACES.contains(&n.as_str()));
+                                    view! {
+                                        <crate::ui::Chips items=b.namespaces.clone() label="Namespaces"/>
+                                        {system.then(|| view! { <span class="tag tag-warn" title="A grant in the cluster's own namespaces reaches its components and their credentials" data-testid="system-namespace-flag">"system namespace"</span> })}
+                                    }.into_any()
                                 }}
                             </td>
                             <td class="actions">
@@ -367,6 +373,16 @@ pub fn BindingForm(
                     (!c.is_empty() && !ns_disabled.get()).then(|| view! { <crate::ui::Chips items=c label="Namespaces to bind"/> })
                 }}
                 <FieldError state field="namespaces"/>
+                <label class="check" data-testid=format!("{prefix}-confirm-system")>
+                    <input type="checkbox" name="confirm_system_namespaces" value="on" disabled=move || ns_disabled.get()/>
+                    " Allow system namespaces (kube-system, kube-public, kube-node-lease): a grant there reaches the cluster's own components and their credentials."
+                </label>
+                {move || {
+                    let system: Vec<String> = chips().into_iter().filter(|n| warden_domain::dto::SYSTEM_NAMESPACES.contains(&n.as_str())).collect();
+                    (!system.is_empty() && !ns_disabled.get()).then(|| view! {
+                        <p class="hint warn" role="note">{format!("{} is a system namespace: tick the box above if you mean it.", system.join(", "))}</p>
+                    })
+                }}
             </div>
             <div class="field field-submit">
                 <button type="submit" class="btn btn-primary" data-testid=format!("{prefix}-submit")>"Add binding"</button>

@@ -338,7 +338,14 @@ pub struct CreateBindingRequest {
     pub project: Option<String>,
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// A grant on `kube-system`, `kube-public` or `kube-node-lease` reaches the cluster's own
+    /// components: it is refused unless this is `true`.
+    #[serde(default)]
+    pub confirm_system_namespaces: bool,
 }
+
+/// Namespaces of the cluster itself: grants there need an explicit confirmation.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -263,6 +263,20 @@ pub async fn create(
                     ),
                 );
             }
+            // The cluster's own namespaces: its controllers' service accounts and tokens live
+            // there. Granted only when the administrator says so.
+            Ok(l)
+                if crate::dto::SYSTEM_NAMESPACES.contains(&l.as_str())
+                    && !req.confirm_system_namespaces =>
+            {
+                fields.insert(
+                    "namespaces".to_owned(),
+                    format!(
+                        "{:?} is a system namespace: a grant there reaches the cluster's own components and their credentials; confirm it explicitly (confirm_system_namespaces) if that is what you mean",
+                        l.as_str()
+                    ),
+                );
+            }
             Ok(l) if !namespaces.contains(&l.to_string()) => namespaces.push(l.to_string()),
             Ok(_) => {}
             Err(e) => {

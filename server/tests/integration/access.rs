@@ -1095,3 +1095,57 @@ async fn warden_namespace_cannot_be_granted() {
         .await
         .assert_status(201);
 }
+
+/// A grant in the cluster's own namespaces needs an explicit confirmation (and even then never
+/// `warden-system`); the console flags it.
+#[tokio::test]
+async fn system_namespaces_need_an_explicit_confirmation() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let _sally = app.user_client(&admin, "sally@example.com").await;
+    let grant = |namespaces: serde_json::Value, confirm: Option<bool>| {
+        let mut body = json!({"subject": {"kind": "user", "name": "sally@example.com"},
+            "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": namespaces});
+        if let Some(c) = confirm {
+            body["confirm_system_namespaces"] = json!(c);
+        }
+        body
+    };
+    for ns in ["kube-system", "kube-public", "kube-node-lease"] {
+        for confirm in [None, Some(false)] {
+            let r = admin
+                .post("/api/v1/bindings", grant(json!(["apple", ns]), confirm))
+                .await
+                .assert_status(422);
+            let field = r.json()["error"]["fields"]["namespaces"].clone();
+            assert!(
+                field.as_str().is_some_and(|m| m.contains("system namespace")),
+                "{ns}: {field}"
+            );
+        }
+    }
+    // Nothing was bound by the refused attempts.
+    let all = admin.get("/api/v1/bindings?project=dev").await.json();
+    assert!(all["items"].as_array().unwrap().is_empty(), "{all}");
+    // Confirmed, it is granted; warden-system stays refused even so.
+    admin
+        .post(
+            "/api/v1/bindings",
+            grant(json!(["kube-system"]), Some(true)),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/bindings",
+            grant(json!(["warden-system"]), Some(true)),
+        )
+        .await
+        .assert_status(422);
+    // The console shows the grant flagged.
+    let page = admin.get("/projects/dev").await.assert_status(200).body;
+    assert!(page.contains("system-namespace-flag"), "no flag on the project page");
+}
