@@ -49,7 +49,16 @@ pub fn request_meta_of(
     };
     RequestMeta {
         method: Some(method.to_string()),
-        path: Some(uri.path().to_owned()),
+        // The path as the client sent it (a nested router sees it without its prefix), with
+        // credentials in it redacted.
+        path: Some(
+            warden_domain::audit::loggable_path(
+                extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(uri.path(), |o| o.0.path()),
+            )
+            .into_owned(),
+        ),
         source_ip: extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip().to_string()),

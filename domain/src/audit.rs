@@ -621,3 +621,25 @@ pub async fn search(
         next,
     })
 }
+
+/// A request path as it may be logged or audited: the one-time token of a manifest link
+/// (`/agent/v1/manifests/<token>`) is a credential and never written anywhere.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const MANIFESTS: &str = "/agent/v1/manifests/";
+    match path.strip_prefix(MANIFESTS) {
+        Some(rest) if !rest.is_empty() => format!("{MANIFESTS}<redacted>").into(),
+        _ => path.into(),
+    }
+}
+
+#[cfg(test)]
+mod loggable_path_tests {
+    #[test]
+    fn manifest_tokens_are_redacted() {
+        assert_eq!(
+            super::loggable_path("/agent/v1/manifests/abc123.yaml"),
+            "/agent/v1/manifests/<redacted>"
+        );
+        assert_eq!(super::loggable_path("/api/v1/clusters"), "/api/v1/clusters");
+    }
+}

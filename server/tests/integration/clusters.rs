@@ -227,10 +227,14 @@ async fn clusters_crud_validation_filters_and_audit() {
     assert_eq!(r["project"], "prod");
     assert_eq!(r["shared_with"], json!(["qa"]));
     assert!(r["last_seen"].is_null() && r["kubernetes_version"].is_null());
-    assert!(r["manifest_url"]
-        .as_str()
-        .unwrap()
-        .contains("/agent/v1/manifests/"));
+    let manifest_url = r["manifest_url"].as_str().unwrap().to_owned();
+    assert!(manifest_url.contains("/agent/v1/manifests/"));
+    // The link's token is a credential: downloading it leaves no trace of it in the audit log.
+    let token = manifest_url.rsplit('/').next().unwrap().trim_end_matches(".yaml").to_owned();
+    reqwest::get(&manifest_url).await.unwrap();
+    let events = admin.get("/api/v1/audit/events?limit=50").await.json().to_string();
+    assert!(events.contains("agent.manifest_download"), "{events}");
+    assert!(!events.contains(&token), "the manifest token is in the audit log");
     assert!(r["apply_command"]
         .as_str()
         .unwrap()
