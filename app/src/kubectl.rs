@@ -183,6 +183,7 @@ pub async fn update_kubectl_settings(
     #[server(default)] terminal_idle_minutes: String,
     #[server(default)] terminal_max_hours: String,
     #[server(default)] terminal_max_concurrent: String,
+    #[server(default)] terminal_record_input: String,
 ) -> Result<KubectlSettingsDto, AppError> {
     use std::collections::BTreeMap;
     use warden_domain::kubeconfig::UpdateKubectlSettingsRequest;
@@ -239,6 +240,11 @@ pub async fn update_kubectl_settings(
                 1,
             )
         }),
+        terminal_record_input: Some(parse_flag(
+            f,
+            "terminal_record_input",
+            &terminal_record_input,
+        )),
     };
     let r = if fields.is_empty() {
         warden_domain::admin::kubeconfig::update_settings(&svc, &who, level, req)
@@ -537,6 +543,7 @@ fn KubectlSettingsForm(
         terminal_idle_secs,
         terminal_max_secs,
         terminal_max_concurrent,
+        terminal_record_input,
     } = settings.settings.clone();
     let e = settings.effective.clone();
     // What an empty field falls back to: the level above (the defaults for the organization).
@@ -575,10 +582,12 @@ fn KubectlSettingsForm(
                     value=terminal_max_concurrent inherited=above.terminal_max_concurrent
                     unit="Terminals" max=100 disabled=ro/>
             })}
+            <FlagField state name="terminal_record_input" label="Terminal recordings keep the keystrokes (passwords typed included)"
+                value=terminal_record_input inherited=above.terminal_record_input disabled=ro/>
             {writable.then(|| view! { <Submit state label="Save kubectl settings" testid="save-kubectl-settings"/> })}
         </ActionForm>
         <FormAlert state
-            fields=&["credential_validity_hours", "max_credential_validity_hours", "sa_idle_hours", "require_recent_sign_in", "recent_sign_in_hours", "disable_cli", "secrets_org_admins_only", "terminal_idle_minutes", "terminal_max_hours", "terminal_max_concurrent"]
+            fields=&["credential_validity_hours", "max_credential_validity_hours", "sa_idle_hours", "require_recent_sign_in", "recent_sign_in_hours", "disable_cli", "secrets_org_admins_only", "terminal_idle_minutes", "terminal_max_hours", "terminal_max_concurrent", "terminal_record_input"]
             ok="kubectl settings saved. They apply from the next request."/>
         <p class="muted" data-testid="kubectl-effective">{format!(
             "In force here: credentials valid for {}, service accounts removed after {} unused, recent sign-in {}, kubectl {}, secrets {}; web terminals end after {} idle or {} open, {} at once per person.",

@@ -50,6 +50,10 @@ pub struct KubectlSettings {
     /// How many web terminals one person may have open at once (organization, user).
     #[serde(default)]
     pub terminal_max_concurrent: Option<i64>,
+    /// Web terminal recordings keep the keystrokes too (off by default: they hold whatever
+    /// people type, passwords included). Any level's `true` wins.
+    #[serde(default)]
+    pub terminal_record_input: Option<bool>,
 }
 
 /// The settings that apply, after combining the levels.
@@ -66,6 +70,7 @@ pub struct EffectiveKubectlSettings {
     pub terminal_idle_secs: i64,
     pub terminal_max_secs: i64,
     pub terminal_max_concurrent: i64,
+    pub terminal_record_input: bool,
 }
 
 impl Default for EffectiveKubectlSettings {
@@ -81,6 +86,7 @@ impl Default for EffectiveKubectlSettings {
             terminal_idle_secs: DEFAULT_TERMINAL_IDLE_SECS,
             terminal_max_secs: DEFAULT_TERMINAL_MAX_SECS,
             terminal_max_concurrent: DEFAULT_TERMINAL_MAX_CONCURRENT,
+            terminal_record_input: false,
         }
     }
 }
@@ -151,6 +157,11 @@ impl EffectiveKubectlSettings {
                 .terminal_max_concurrent
                 .or(org.terminal_max_concurrent)
                 .unwrap_or(d.terminal_max_concurrent),
+            terminal_record_input: flag(
+                user.terminal_record_input,
+                org.terminal_record_input,
+                cluster.terminal_record_input,
+            ),
         }
     }
 }
@@ -206,6 +217,8 @@ pub struct UpdateKubectlSettingsRequest {
     pub terminal_max_secs: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     pub terminal_max_concurrent: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub terminal_record_input: Option<Option<bool>>,
 }
 
 /// The answer to a revocation.

@@ -1,5 +1,6 @@
 //! Web terminal limits as kubectl settings (organization, user, cluster): idle timeout,
-//! maximum duration, concurrent terminals per person. NULL inherits, like the other settings.
+//! maximum duration, concurrent terminals per person, and whether recordings keep the
+//! keystrokes. NULL inherits, like the other settings.
 //! One column per statement: SQLite alters one column at a time.
 
 use sea_orm_migration::prelude::*;
@@ -27,11 +28,17 @@ impl MigrationTrait for Migration {
             )
             .await?;
         }
-        Ok(())
+        m.alter_table(
+            Table::alter()
+                .table(id("kubectl_settings"))
+                .add_column(bool_null("terminal_record_input"))
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for c in COLUMNS {
+        for c in COLUMNS.into_iter().chain(["terminal_record_input"]) {
             m.alter_table(
                 Table::alter()
                     .table(id("kubectl_settings"))

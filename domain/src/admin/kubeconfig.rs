@@ -370,6 +370,7 @@ fn to_settings(m: &kubectl_settings::Model) -> KubectlSettings {
         terminal_idle_secs: m.terminal_idle_secs,
         terminal_max_secs: m.terminal_max_secs,
         terminal_max_concurrent: m.terminal_max_concurrent,
+        terminal_record_input: m.terminal_record_input,
     }
 }
 
@@ -641,6 +642,7 @@ pub async fn update_settings(
         terminal_idle_secs: None,
         terminal_max_secs: None,
         terminal_max_concurrent: None,
+        terminal_record_input: None,
     });
     if let Some(v) = req.credential_validity_secs {
         m.validity_secs = v;
@@ -672,6 +674,9 @@ pub async fn update_settings(
     if let Some(v) = req.terminal_max_concurrent {
         m.terminal_max_concurrent = v;
     }
+    if let Some(v) = req.terminal_record_input {
+        m.terminal_record_input = v;
+    }
     m.updated_at = now;
     if existing.is_some() {
         let mut a = m.clone().into_active_model();
@@ -685,6 +690,7 @@ pub async fn update_settings(
         a.terminal_idle_secs = Set(m.terminal_idle_secs);
         a.terminal_max_secs = Set(m.terminal_max_secs);
         a.terminal_max_concurrent = Set(m.terminal_max_concurrent);
+        a.terminal_record_input = Set(m.terminal_record_input);
         a.updated_at = Set(now);
         a.update(&svc.db).await?;
     } else {

@@ -19,6 +19,7 @@ pub struct Model {
     pub terminal_idle_secs: Option<i64>,
     pub terminal_max_secs: Option<i64>,
     pub terminal_max_concurrent: Option<i64>,
+    pub terminal_record_input: Option<bool>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

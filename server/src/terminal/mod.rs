@@ -451,7 +451,7 @@ async fn open(
         Some(pod) => format!("{} {namespace}/{pod}", cluster.name),
         None => format!("{} {namespace} (kubectl shell)", cluster.name),
     };
-    let recorder = match Recorder::create(
+    let mut recorder = match Recorder::create(
         &state.config.data_dir,
         &ev.id.to_string(),
         &title,
@@ -471,6 +471,8 @@ async fn open(
         }
     };
     ev.details["recording"] = json!(ev.id.to_string());
+    recorder.record_input(settings.terminal_record_input);
+    ev.details["recording_input"] = json!(settings.terminal_record_input);
     let backend = match backend {
         PreparedBackend::Exec(b) => AnyBackend::Exec(b),
         PreparedBackend::Shell(p) => {
@@ -709,6 +711,10 @@ where
                     AxMessage::Binary(b) => {
                         last_input = Instant::now();
                         bytes_in += b.len() as u64;
+                        if let Err(e) = recorder.input(&b).await {
+                            tracing::error!(error = %e, "terminal recording failed");
+                            break End::Closed("the recording failed, so the terminal ends".into());
+                        }
                         backend.input(b.to_vec()).await
                     }
                     AxMessage::Text(t) => match serde_json::from_str::<Value>(&t) {

@@ -4,7 +4,8 @@ use serde_json::json;
 use std::time::Instant;
 
 /// A terminal's recording: asciicast v2 (a header line, then `[seconds, "o", text]` for output
-/// and `[seconds, "r", "COLSxROWS"]` for resizes; keystrokes are never recorded), streamed to
+/// and `[seconds, "r", "COLSxROWS"]` for resizes; keystrokes, as `[seconds, "i", text]`, only
+/// when the `terminal_record_input` setting is on), streamed to
 /// `WARDEN_DATA_DIR/recordings/<terminal.open event id>.cast` and flushed at least every second,
 /// with the SHA-256 of everything written.
 pub struct Recorder {
@@ -15,6 +16,8 @@ pub struct Recorder {
     /// The tail of a UTF-8 sequence split between two chunks.
     carry: Vec<u8>,
     dirty: bool,
+    /// Keystrokes are written too (`"i"` events): an organization's choice, off by default.
+    record_input: bool,
 }
 
 impl Recorder {
@@ -44,6 +47,7 @@ impl Recorder {
             bytes: 0,
             carry: vec![],
             dirty: false,
+            record_input: false,
         };
         let header = json!({"version": 2, "width": 80, "height": 24, "timestamp": now_secs,
             "title": title, "env": {"TERM": "xterm-256color"}});
@@ -81,6 +85,20 @@ impl Recorder {
         }
         let text = String::from_utf8_lossy(&buf);
         let ev = json!([self.t(), "o", text]);
+        self.line(&ev.to_string()).await
+    }
+
+    /// Record keystrokes from now on (the `terminal_record_input` setting).
+    pub fn record_input(&mut self, on: bool) {
+        self.record_input = on;
+    }
+
+    /// What the person typed, when keystrokes are recorded; nothing otherwise.
+    pub async fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if !self.record_input || data.is_empty() {
+            return Ok(());
+        }
+        let ev = json!([self.t(), "i", String::from_utf8_lossy(data)]);
         self.line(&ev.to_string()).await
     }
 

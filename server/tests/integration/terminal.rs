@@ -897,3 +897,59 @@ async fn terminal_limits_come_from_the_settings() {
         .expect("a place again");
     until_control(&mut again, "ready", Duration::from_secs(10)).await;
 }
+
+/// Keystrokes reach a recording only when the organization turns `terminal_record_input` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recordings_keep_keystrokes_only_when_the_setting_says_so() {
+    let w = world().await;
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_record_input": true}),
+        )
+        .await
+        .assert_status(200);
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w
+        .open(Some(&sally), Some(&w.app.url), "box")
+        .await
+        .expect("a terminal");
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    ws.send(Message::Binary(b"echo typed-$((2*21))\n".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, "typed-42").await;
+    ws.send(Message::Binary(b"exit\n".to_vec().into()))
+        .await
+        .unwrap();
+    until_control(&mut ws, "exit", Duration::from_secs(10)).await;
+    w.app.gateway().flush_audit().await;
+    let events = w
+        .admin
+        .get("/api/v1/audit/events?kind=terminal&limit=100")
+        .await
+        .json();
+    let open = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "terminal.open" && e["outcome"] == "allowed")
+        .cloned()
+        .unwrap();
+    assert_eq!(open["details"]["recording_input"], true);
+    let id = open["id"].as_str().unwrap();
+    let cast = w
+        .admin
+        .get(&format!("/api/v1/terminal/recordings/{id}"))
+        .await
+        .assert_status(200)
+        .body;
+    let typed: String = cast
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "i")
+        .map(|e| e[2].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(typed.contains("echo typed-$((2*21))"), "{cast}");
+}
