@@ -610,9 +610,9 @@ impl Gate for LiveGuard {
 /// A limit in words: "15 minutes", "8 hours", "90 seconds", "1 hour".
 fn in_words(d: Duration) -> String {
     let s = d.as_secs();
-    let (n, unit) = if s >= 3600 && s % 3600 == 0 {
+    let (n, unit) = if s >= 3600 && s.is_multiple_of(3600) {
         (s / 3600, "hour")
-    } else if s >= 60 && s % 60 == 0 {
+    } else if s >= 60 && s.is_multiple_of(60) {
         (s / 60, "minute")
     } else {
         (s, "second")
