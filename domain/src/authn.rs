@@ -191,8 +191,7 @@ pub async fn principal_from_session(
         session.flush().await.map_err(session_err)?;
         return Err(DomainError::Unauthenticated);
     };
-    if user.status != user_store::STATUS_ACTIVE || record.generation != user.session_generation
-    {
+    if user.status != user_store::STATUS_ACTIVE || record.generation != user.session_generation {
         session.flush().await.map_err(session_err)?;
         return Err(DomainError::Unauthenticated);
     }

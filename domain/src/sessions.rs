@@ -117,9 +117,18 @@ impl SessionStore for DbSessionStore {
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let m = to_model(record)?;
         sessions::Entity::update_many()
-            .col_expr(sessions::Column::Data, sea_orm::sea_query::Expr::value(m.data))
-            .col_expr(sessions::Column::ExpiresAt, sea_orm::sea_query::Expr::value(m.expires_at))
-            .col_expr(sessions::Column::UserId, sea_orm::sea_query::Expr::value(m.user_id))
+            .col_expr(
+                sessions::Column::Data,
+                sea_orm::sea_query::Expr::value(m.data),
+            )
+            .col_expr(
+                sessions::Column::ExpiresAt,
+                sea_orm::sea_query::Expr::value(m.expires_at),
+            )
+            .col_expr(
+                sessions::Column::UserId,
+                sea_orm::sea_query::Expr::value(m.user_id),
+            )
             .filter(sessions::Column::Id.eq(m.id))
             .exec(&self.db)
             .await

@@ -61,12 +61,8 @@ pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -
     let mut api_key = false;
     if !req.uri().path().starts_with("/sfn/") {
         if let Some(token) = bearer(req.headers()).map(str::to_owned) {
-            let meta = app::ssr::request_meta_of(
-                req.method(),
-                req.uri(),
-                req.headers(),
-                req.extensions(),
-            );
+            let meta =
+                app::ssr::request_meta_of(req.method(), req.uri(), req.headers(), req.extensions());
             if let Ok(p) =
                 warden_domain::authn::principal_from_api_key(&state.services, &token, meta).await
             {

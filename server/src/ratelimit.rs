@@ -57,11 +57,7 @@ impl Class {
 
     /// Which limit a request falls under, if any.
     pub fn of(path: &str) -> Option<Class> {
-        const SIGN_IN: &[&str] = &[
-            "/sfn/login",
-            "/sfn/set_password",
-            "/sfn/change_password",
-        ];
+        const SIGN_IN: &[&str] = &["/sfn/login", "/sfn/set_password", "/sfn/change_password"];
         if path.starts_with("/api/v1/auth/") || SIGN_IN.contains(&path) {
             Some(Class::SignIn)
         } else if path.starts_with("/agent/v1/") {
@@ -208,10 +204,7 @@ mod tests {
         let direct: IpAddr = "198.51.100.9".parse().unwrap();
         assert_eq!(l.source(Some(direct), Some("203.0.113.7")), direct);
         // Through the proxy: the last hop the proxy saw, not what the client wrote first.
-        assert_eq!(
-            l.source(Some(proxy), Some("1.2.3.4, 203.0.113.7")),
-            client
-        );
+        assert_eq!(l.source(Some(proxy), Some("1.2.3.4, 203.0.113.7")), client);
         assert_eq!(l.source(Some(proxy), None), proxy);
     }
 }

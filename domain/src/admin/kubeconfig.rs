@@ -573,7 +573,11 @@ pub async fn update_settings(
             if !range.contains(&x) {
                 fields.insert(
                     name.to_owned(),
-                    format!("must be between {} and {} {unit}", range.start(), range.end()),
+                    format!(
+                        "must be between {} and {} {unit}",
+                        range.start(),
+                        range.end()
+                    ),
                 );
             }
         }

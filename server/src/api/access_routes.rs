@@ -106,8 +106,7 @@ pub struct ResetPasswordResponse {
     pub set_password_url: String,
 }
 /// `POST /users/{user}/reset-password`: the body is optional (no body: only the password).
-#[derive(Deserialize, Default)]
-#[derive(schemars::JsonSchema)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
     /// Also revoke every API key of the user.

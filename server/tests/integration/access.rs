@@ -1122,7 +1122,9 @@ async fn system_namespaces_need_an_explicit_confirmation() {
                 .assert_status(422);
             let field = r.json()["error"]["fields"]["namespaces"].clone();
             assert!(
-                field.as_str().is_some_and(|m| m.contains("system namespace")),
+                field
+                    .as_str()
+                    .is_some_and(|m| m.contains("system namespace")),
                 "{ns}: {field}"
             );
         }
@@ -1147,5 +1149,8 @@ async fn system_namespaces_need_an_explicit_confirmation() {
         .assert_status(422);
     // The console shows the grant flagged.
     let page = admin.get("/projects/dev").await.assert_status(200).body;
-    assert!(page.contains("system-namespace-flag"), "no flag on the project page");
+    assert!(
+        page.contains("system-namespace-flag"),
+        "no flag on the project page"
+    );
 }

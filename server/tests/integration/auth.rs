@@ -568,7 +568,10 @@ async fn sign_in_floods_are_rate_limited_per_source() {
         .filter(|r| r.error_code() == "rate_limited")
         .collect();
     let checked = attempts.len() - limited.len();
-    assert!(checked <= 5, "{checked} sign-ins were checked past a burst of 5");
+    assert!(
+        checked <= 5,
+        "{checked} sign-ins were checked past a burst of 5"
+    );
     assert!(limited.len() >= 35, "only {} refused", limited.len());
     let r = limited[0];
     assert_eq!(r.status, 429);

@@ -230,11 +230,23 @@ async fn clusters_crud_validation_filters_and_audit() {
     let manifest_url = r["manifest_url"].as_str().unwrap().to_owned();
     assert!(manifest_url.contains("/agent/v1/manifests/"));
     // The link's token is a credential: downloading it leaves no trace of it in the audit log.
-    let token = manifest_url.rsplit('/').next().unwrap().trim_end_matches(".yaml").to_owned();
+    let token = manifest_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".yaml")
+        .to_owned();
     reqwest::get(&manifest_url).await.unwrap();
-    let events = admin.get("/api/v1/audit/events?limit=50").await.json().to_string();
+    let events = admin
+        .get("/api/v1/audit/events?limit=50")
+        .await
+        .json()
+        .to_string();
     assert!(events.contains("agent.manifest_download"), "{events}");
-    assert!(!events.contains(&token), "the manifest token is in the audit log");
+    assert!(
+        !events.contains(&token),
+        "the manifest token is in the audit log"
+    );
     assert!(r["apply_command"]
         .as_str()
         .unwrap()

@@ -809,7 +809,10 @@ async fn terminal_limits_come_from_the_settings() {
         .assert_status(422);
     assert!(r.json()["error"]["fields"]["terminal_idle_secs"].is_string());
     w.admin
-        .patch("/api/v1/kubectl/settings", json!({"terminal_max_concurrent": 0}))
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_max_concurrent": 0}),
+        )
         .await
         .assert_status(422);
     w.admin
@@ -860,10 +863,14 @@ async fn terminal_limits_come_from_the_settings() {
         .assert_status(200)
         .json();
     assert!(
-        denied["items"].as_array().unwrap().iter().any(|e| e["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("the most allowed at once")),
+        denied["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the most allowed at once")),
         "{denied}"
     );
     // A user level raises it for Sally alone.
