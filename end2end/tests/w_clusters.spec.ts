@@ -177,6 +177,45 @@ test.describe.serial("cluster import wizard", () => {
     noErrors();
   });
 
+  test("removing a developer's grant in one browser closes her open terminal in another, with the reason", async ({ page, browser }) => {
+    test.setTimeout(120_000);
+    const made = await cluster.kubectl("create", "namespace", "apple");
+    expect(made.code, made.stderr).toBe(0);
+    const pod = await cluster.kubectl("run", "box", "-n", "apple", "--image=busybox:1.36", "--restart=Never", "--", "sleep", "3600");
+    expect(pod.code, pod.stderr).toBe(0);
+    // The administrator grants sally (from the access suite) namespace admin on apple.
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    const origin = new URL(page.url()).origin;
+    const info = await (await page.request.get(`/api/v1/clusters/${NAME}`)).json();
+    const created = await page.request.post("/api/v1/bindings", {
+      headers: { origin },
+      data: { subject: { kind: "user", name: "sally@example.com" }, role: "NAMESPACE_ADMIN", project: info.project, namespaces: ["apple"] },
+    });
+    expect(created.status(), await created.text()).toBe(201);
+    const binding = await created.json();
+
+    // Sally, in her own browser, opens a terminal into the pod.
+    const hers = await browser.newContext();
+    const sally = await hers.newPage();
+    await consoleAct.signIn(sally, "sally@example.com", "sally-chosen-pass-22");
+    await consoleCheck.onConsole(sally);
+    await consoleAct.open(sally, `/clusters/${NAME}/terminal?namespace=apple&pod=box`);
+    const status = sally.getByTestId("terminal-status");
+    await expect(status).toContainText("as system:serviceaccount:warden-system:u-sally-example-com", { timeout: 30_000 });
+    await sally.getByTestId("terminal").click();
+    await sally.keyboard.type("echo still-$((40+2))\n");
+    await expect(sally.locator("[data-testid=terminal] .xterm-rows")).toContainText("still-42", { timeout: 15_000 });
+
+    // The administrator removes the grant: her terminal closes at once and says why.
+    const removed = await page.request.delete(`/api/v1/bindings/${binding.id}`, { headers: { origin } });
+    expect(removed.status()).toBe(204);
+    await expect(status).toContainText("Closed:", { timeout: 5_000 });
+    await expect(status).not.toContainText("ended by");
+    await expect(status).not.toContainText("signed out");
+    await hers.close();
+  });
+
   test("the terminal's recording plays back from the audit log", async ({ page }) => {
     const noErrors = consoleCheck.noConsoleErrors(page);
     await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
