@@ -856,23 +856,26 @@ async fn terminal_limits_come_from_the_settings() {
         w.open(Some(&sally), Some(&w.app.url), "box").await.err(),
         Some(429)
     );
-    let denied = w
-        .admin
-        .get("/api/v1/audit/events?action=terminal.open&outcome=denied")
-        .await
-        .assert_status(200)
-        .json();
-    assert!(
-        denied["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["reason"]
+    // (The refusal's audit event is written in the background: wait for it.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let denied = w
+            .admin
+            .get("/api/v1/audit/events?action=terminal.open&outcome=denied")
+            .await
+            .assert_status(200)
+            .json();
+        if denied["items"].as_array().unwrap().iter().any(|e| {
+            e["reason"]
                 .as_str()
                 .unwrap_or_default()
-                .contains("the most allowed at once")),
-        "{denied}"
-    );
+                .contains("the most allowed at once")
+        }) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{denied}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A user level raises it for Sally alone.
     w.admin
         .patch(
