@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster, KubeLevel};
+use warden_domain::access::kube::{KubeIntent, KubeRules};
+use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use warden_domain::clock::Timestamp;
 use warden_domain::entities::users;
@@ -303,7 +304,7 @@ pub async fn handle(
         Via::Kubeconfig(&identity),
         user_id,
         cluster_name,
-        &info,
+        &info.intent(),
         epoch,
     )
     .await;
@@ -331,6 +332,12 @@ pub async fn handle(
                     &refusal.message,
                     refusal.reason.as_deref().unwrap_or_default(),
                 )
+            } else if refusal.status == StatusCode::FORBIDDEN && info.resource_request {
+                // Worded as the API server words a refusal (`pods is forbidden: ...`), which
+                // kubectl shows as is for every verb.
+                let resource = info.resource.as_deref().unwrap_or("resources");
+                let message = format!("{resource} is forbidden: {}", refusal.message);
+                ctx.deny(refusal.status, &message, refusal.reason.as_deref())
             } else {
                 ctx.deny(refusal.status, &refusal.message, refusal.reason.as_deref())
             };
@@ -480,7 +487,7 @@ impl LiveSpec {
                     Via::Kubeconfig(&spec.identity),
                     spec.user_id,
                     &spec.cluster,
-                    &spec.info,
+                    &spec.info.intent(),
                     epoch,
                 )
                 .await
@@ -609,7 +616,7 @@ pub(crate) async fn authorize(
     via: Via<'_>,
     user_id: UserId,
     cluster_name: &str,
-    info: &request::KubeRequest,
+    intent: &KubeIntent,
     epoch: u64,
 ) -> Result<Authorized, Refusal> {
     // Steps 2-4 (and the cluster lookup) come from a cache of earlier admissions while no
@@ -637,53 +644,30 @@ pub(crate) async fn authorize(
         }
     };
     let (user, cluster, settings) = (&adm.user, &adm.cluster, &adm.settings);
-    // 5. The user may use kubectl on this cluster (a project owning or sharing it grants it).
-    let eff = gw.services.policy.effective(user_id).await.map_err(|e| {
-        Refusal::fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Warden cannot check your access right now",
-            e,
-        )
-        .of(user, user_id)
-    })?;
-    let access = kc::kube_access(&eff, cluster);
-    let refuse = |status, message: String| Refusal {
-        project: access.project.clone().or(Some(cluster.owner.clone())),
-        ..Refusal::deny(status, message).of(user, user_id)
+    // 5-6. The gate: the user's kubectl rights on this cluster through their bindings now,
+    // and what those rights (and the organization's rules) never allow.
+    let rules = KubeRules {
+        secrets_org_admins_only: settings.secrets_org_admins_only,
     };
-    if !access.usable() {
-        return Err(Refusal {
-            lost_cluster: Some(cluster.clone()),
-            ..refuse(
-                StatusCode::FORBIDDEN,
-                format!("you have no kubectl access to cluster {}", cluster.name),
+    let decision = gw
+        .services
+        .policy
+        .admit_kube(user_id, &user.email, cluster, intent, rules)
+        .await
+        .map_err(|e| {
+            Refusal::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot check your access right now",
+                e,
             )
-            .because(format!(
-                "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
-                cluster.owner
-            ))
-        });
-    }
-    // 6. What read-only grants never allow, whatever the cluster's RBAC says.
-    let level = access.level(info.namespace.as_deref());
-    if info.is_connect() && level == KubeLevel::Read {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "read-only access never allows exec, attach, port-forward or proxy".into(),
-        ));
-    }
-    if info.is_secrets() && level == KubeLevel::Read {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "read-only access never allows secrets".into(),
-        ));
-    }
-    if info.is_secrets() && settings.secrets_org_admins_only && !access.org_admin {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "only organization administrators may access secrets through Warden (organization setting)".into(),
-        ));
-    }
+            .of(user, user_id)
+        })?;
+    let access = decision.map_err(|d| Refusal {
+        project: Some(d.project),
+        lost_cluster: d.lost_cluster.then(|| cluster.clone()),
+        reason: d.reason,
+        ..Refusal::deny(StatusCode::FORBIDDEN, d.message).of(user, user_id)
+    })?;
     Ok(Authorized { adm, access })
 }
 
