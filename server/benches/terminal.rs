@@ -14,11 +14,11 @@
 
 use futures::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
 use warden_server::live::{Check, StreamInfo};
 use warden_server::testing::TestApp;
