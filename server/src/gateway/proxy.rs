@@ -846,10 +846,16 @@ impl Gateway {
             .await
             .map_err(|e| PrepareError {
                 status: StatusCode::BAD_GATEWAY,
-                message: format!(
-                    "Warden could not set up your service account on cluster {}",
-                    cluster.name
-                ),
+                message: match &e {
+                    rbac::RbacError::Shared { .. } => format!(
+                        "Warden refuses to serve you on cluster {}: {e}",
+                        cluster.name
+                    ),
+                    rbac::RbacError::Kube(_) => format!(
+                        "Warden could not set up your service account on cluster {}",
+                        cluster.name
+                    ),
+                },
                 detail: e.to_string(),
             })?;
         if !changes.removed_bindings.is_empty() || !changes.missing_namespaces.is_empty() {

@@ -1636,3 +1636,106 @@ async fn non_canonical_paths_are_refused() {
         );
     }
 }
+
+/// Bindings someone else made on the cluster for a user's service account (or for every service
+/// account of `warden-system`) are found by their subjects, not by Warden's label, and go at the
+/// next reconcile: the user gets exactly what Warden grants. Warden's ClusterRoles are
+/// repaired too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_bindings_for_a_users_service_account_are_removed() {
+    let w = World::via_agent().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    forbidden(&sk.run(&["get", "nodes"]).await);
+    let store = w.prod.store();
+    let sa = json!({"kind": "ServiceAccount", "name": "u-sally-example-com", "namespace": "warden-system"});
+    // A cluster administrator "helps" her outside Warden, under names Warden uses...
+    store
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "u-sally-example-com.cluster-read"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [sa]}))
+        .expect("crb");
+    // ...for every Warden service account at once...
+    store
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "everyone"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "system:serviceaccounts:warden-system", "apiGroup": "rbac.authorization.k8s.io"}]}))
+        .expect("group crb");
+    // Someone also widened Warden's own namespace-write role.
+    let mut role = store
+        .get("clusterroles", "", "warden-namespace-write")
+        .expect("warden's role");
+    role["rules"] = json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+    for key in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
+        role["metadata"].as_object_mut().unwrap().remove(key);
+    }
+    store
+        .delete("clusterroles", "", "warden-namespace-write")
+        .expect("delete role");
+    store.create(role).expect("widened role");
+    sk.run(&["get", "nodes"]).await.expect_ok();
+
+    // Her grants change (an administrator adds a read-only namespace): the next request
+    // reconciles, and only what Warden grants is left.
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["banana"],
+    )
+    .await;
+    sk.run(&["get", "pods", "-n", "banana"]).await.expect_ok();
+    forbidden(&sk.run(&["get", "nodes"]).await);
+    assert!(store
+        .get(
+            "clusterrolebindings",
+            "",
+            "u-sally-example-com.cluster-read"
+        )
+        .is_none());
+    assert!(store.get("clusterrolebindings", "", "everyone").is_none());
+    let role = store
+        .get("clusterroles", "", "warden-namespace-write")
+        .expect("warden's role");
+    assert_ne!(
+        role["rules"][0]["apiGroups"],
+        json!(["*"]),
+        "the widened role was not repaired: {role}"
+    );
+    // What Warden made for her stays.
+    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    assert!(w.has_rolebinding("banana", "u-sally-example-com.namespace-read"));
+
+    // A binding shared with someone else cannot be edited by Warden (that takes `bind` on its
+    // role) and must not be deleted (bob needs it): she is refused, saying why, until a
+    // cluster administrator takes her out of it; bob keeps his.
+    store
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "shared", "namespace": "apple"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [sa, {"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}]}))
+        .expect("rb");
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["cherry"],
+    )
+    .await;
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("the binding apple/shared, made outside Warden");
+    assert!(store.get("rolebindings", "apple", "shared").is_some());
+    store
+        .delete("rolebindings", "apple", "shared")
+        .expect("an administrator fixes it");
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+}
