@@ -59,6 +59,7 @@ impl GatewayReads {
                 &authorized.adm.user,
                 &authorized.adm.sa_name,
                 &authorized.access,
+                namespace_of(path),
             )
             .await
             .map_err(|e| {
@@ -94,6 +95,13 @@ fn status_error(status: StatusCode, message: String) -> ReadError {
         StatusCode::BAD_REQUEST => ReadError::Invalid(message),
         _ => ReadError::Unavailable(message),
     }
+}
+
+/// The namespace a read addresses (`/api/v1/namespaces/<ns>/...`).
+fn namespace_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/namespaces/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|ns| !ns.is_empty())
 }
 
 fn refused(r: Refusal) -> ReadError {

@@ -360,10 +360,26 @@ pub async fn handle(
         id: cluster.id.clone(),
         name: cluster.name.clone(),
     };
-    let sa = match gw.ensure_identity(&cref, user, &adm.sa_name, &access).await {
+    let namespace = info.namespace.as_deref();
+    let sa = match gw
+        .ensure_identity(&cref, user, &adm.sa_name, &access, namespace)
+        .await
+    {
         Ok(sa) => sa,
         Err(e) => return ctx.fail(e.status, &e.message, &e.detail),
     };
+    // Granted in Warden, but the namespace is not on the cluster (yet): said in words, where
+    // the cluster would only say Forbidden. It works once the namespace exists.
+    if let Some(ns) = namespace.filter(|ns| gw.reconciler.is_missing(&cref.id, &user.id, ns)) {
+        return ctx.deny(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "namespace {ns} does not exist on cluster {}: Warden grants you access there, which applies as soon as it is created",
+                cluster.name
+            ),
+            None,
+        );
+    }
     let who = As::ServiceAccount {
         namespace: rbac::NAMESPACE.to_owned(),
         name: sa.clone(),
@@ -375,7 +391,10 @@ pub async fn handle(
             // The service account may have been removed behind Warden's back: once more.
             gw.transport.forget(&cref, &sa);
             gw.reconciler.invalidate(&cref.id, &user.id);
-            match gw.ensure_identity(&cref, user, &adm.sa_name, &access).await {
+            match gw
+                .ensure_identity(&cref, user, &adm.sa_name, &access, namespace)
+                .await
+            {
                 Ok(_) => match gw.transport.authenticate(&cref, &who).await {
                     Ok(h) => h,
                     Err(e) => {
@@ -818,12 +837,16 @@ impl Gateway {
         user: &users::Model,
         sa: &str,
         access: &KubeAccess,
+        namespace: Option<&str>,
     ) -> Result<String, PrepareError> {
         let now = self.services.clock.now();
         let sa = sa.to_owned();
         let desired = Desired::from_access(access);
         let hash = desired.hash(&sa);
-        if self.reconciler.is_current(&cluster.id, &user.id, &hash) {
+        if self
+            .reconciler
+            .is_current(&cluster.id, &user.id, &hash, namespace)
+        {
             self.touch(cluster, &user.id).await;
             return Ok(sa);
         }

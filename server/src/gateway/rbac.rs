@@ -361,15 +361,55 @@ impl From<kube::Error> for RbacError {
 /// Applies users' RBAC to clusters and remembers what it applied.
 #[derive(Default)]
 pub struct Reconciler {
-    applied: Mutex<HashMap<(String, String), (String, Instant)>>,
+    applied: Mutex<HashMap<(String, String), Applied>>,
 }
 
+/// What was last applied for a user on a cluster.
+struct Applied {
+    hash: String,
+    at: Instant,
+    /// Granted namespaces the cluster did not have then.
+    missing: BTreeSet<String>,
+}
+
+/// While a granted namespace is missing, look again this often (it may have been created).
+const RECHECK_MISSING: Duration = Duration::from_secs(3);
+/// A request into a namespace that was missing reconciles again, at most this often.
+const RECHECK_MISSING_TARGET: Duration = Duration::from_secs(1);
+
 impl Reconciler {
-    /// Whether `hash` is what was last applied for the user on the cluster, recently.
-    pub fn is_current(&self, cluster_id: &str, user_id: &str, hash: &str) -> bool {
+    /// Whether `hash` is what was last applied for the user on the cluster, recently. A request
+    /// into `namespace` that was missing then makes it stale sooner: a grant works as soon as
+    /// its namespace is created, not at the next periodic reconcile.
+    pub fn is_current(
+        &self,
+        cluster_id: &str,
+        user_id: &str,
+        hash: &str,
+        namespace: Option<&str>,
+    ) -> bool {
         self.applied.lock().ok().is_some_and(|m| {
             m.get(&(cluster_id.to_owned(), user_id.to_owned()))
-                .is_some_and(|(h, at)| h == hash && at.elapsed() < RECHECK)
+                .is_some_and(|a| {
+                    let age = a.at.elapsed();
+                    let limit = if namespace.is_some_and(|ns| a.missing.contains(ns)) {
+                        RECHECK_MISSING_TARGET
+                    } else if !a.missing.is_empty() {
+                        RECHECK_MISSING
+                    } else {
+                        RECHECK
+                    };
+                    a.hash == hash && age < limit
+                })
+        })
+    }
+
+    /// Whether `namespace` is granted to the user but was missing on the cluster at the last
+    /// reconcile.
+    pub fn is_missing(&self, cluster_id: &str, user_id: &str, namespace: &str) -> bool {
+        self.applied.lock().ok().is_some_and(|m| {
+            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
+                .is_some_and(|a| a.missing.contains(namespace))
         })
     }
 
@@ -464,10 +504,11 @@ impl Reconciler {
         self.ensure_namespace(client).await?;
         self.ensure_roles(client).await?;
         let mut sa_meta = meta(sa, Some(NAMESPACE), user_id, sa);
-        sa_meta.annotations = Some(BTreeMap::from([(
-            "warden.dev/email".to_owned(),
-            email.to_owned(),
-        )]));
+        // Who this is, for whoever reads the cluster's own audit log or RBAC.
+        sa_meta.annotations = Some(BTreeMap::from([
+            ("warden.dev/email".to_owned(), email.to_owned()),
+            ("warden.dev/user-id".to_owned(), user_id.to_owned()),
+        ]));
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
         sas.patch(
             sa,
@@ -573,7 +614,11 @@ impl Reconciler {
         if let Ok(mut m) = self.applied.lock() {
             m.insert(
                 (cluster_id.to_owned(), user_id.to_owned()),
-                (desired.hash(sa), Instant::now()),
+                Applied {
+                    hash: desired.hash(sa),
+                    at: Instant::now(),
+                    missing: changes.missing_namespaces.iter().cloned().collect(),
+                },
             );
         }
         Ok(changes)

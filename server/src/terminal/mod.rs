@@ -386,6 +386,7 @@ async fn open(
                     &authorized.adm.user,
                     &authorized.adm.sa_name,
                     &authorized.access,
+                    Some(&namespace),
                 )
                 .await
             {

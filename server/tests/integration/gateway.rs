@@ -1739,3 +1739,50 @@ async fn foreign_bindings_for_a_users_service_account_are_removed() {
         .expect("an administrator fixes it");
     sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
 }
+
+/// A namespace granted before it exists on the cluster: kubectl says so in words (not the
+/// cluster's Forbidden about a service account), and the grant works as soon as the namespace
+/// is created, not at the next periodic reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_works_as_soon_as_its_namespace_is_created() {
+    let w = World::via_agent().await;
+    w.bind("sally@example.com", "NAMESPACE_ADMIN", "dev", &["cherry"])
+        .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    let out = sk.run(&["get", "configmaps", "-n", "cherry"]).await;
+    assert!(
+        out.stderr.contains("(NotFound)")
+            && out.stderr.contains(
+                "namespace cherry does not exist on cluster prod-1: Warden grants you access there"
+            ),
+        "{}",
+        out.stderr
+    );
+    w.prod
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cherry"}}))
+        .expect("namespace");
+    // The very next request reconciles (at most a second after the last look).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    sk.run(&["create", "configmap", "x", "-n", "cherry"])
+        .await
+        .expect_ok();
+    assert!(w.has_rolebinding("cherry", "u-sally-example-com.namespace-write"));
+    // Her service account says who she is.
+    let sa = w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .expect("service account");
+    assert_eq!(
+        sa["metadata"]["annotations"]["warden.dev/email"],
+        "sally@example.com"
+    );
+    let me = sally.get("/api/v1/me").await.json();
+    assert_eq!(
+        sa["metadata"]["annotations"]["warden.dev/user-id"],
+        me["user"]["id"]
+    );
+}
