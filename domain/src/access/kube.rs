@@ -324,6 +324,30 @@ pub struct KubeDenied {
     pub lost_cluster: bool,
 }
 
+/// A refusal the cluster made (its RBAC said no to what the gate let through, e.g. a
+/// cluster-scoped read for a namespace grant), in the person's words instead of the cluster's
+/// words about a service account.
+pub fn cluster_refusal(
+    email: &str,
+    cluster: &str,
+    intent: &KubeIntent,
+    access: &KubeAccess,
+) -> String {
+    let place = match &intent.namespace {
+        Some(ns) => format!("in namespace {ns} of cluster {cluster}"),
+        None => format!("on cluster {cluster}"),
+    };
+    let mut s = format!(
+        "{email} cannot {} {place}: Warden grants you {}",
+        intent.in_words(),
+        access.in_words()
+    );
+    if let Some(p) = &access.project {
+        s.push_str(&format!(". Ask a project administrator of {p} for more"));
+    }
+    s
+}
+
 /// The gate's answer for `intent` on `cluster`: the user's rights there, or why not.
 pub fn decide_kube(
     eff: &Effective,

@@ -430,6 +430,12 @@ pub async fn handle(
         epoch,
         valid_until: adm.valid_until(),
     });
+    let words = Words {
+        email: &user.email,
+        cluster: &cluster.name,
+        info: &info,
+        access: &access,
+    };
     forward(
         gw.clone(),
         ctx,
@@ -439,8 +445,51 @@ pub async fn handle(
         query.as_deref(),
         auth,
         live,
+        words,
     )
     .await
+}
+
+/// Who asks what, for a refusal by the cluster told in the person's words.
+struct Words<'a> {
+    email: &'a str,
+    cluster: &'a str,
+    info: &'a request::KubeRequest,
+    access: &'a KubeAccess,
+}
+
+/// The largest refusal body Warden rewrites (a `Status` is a few hundred bytes).
+const MAX_STATUS_BODY: usize = 64 * 1024;
+
+/// The cluster's 403 `Status`, with its message in the person's words (code, reason and details
+/// kept); the cluster's own message goes to the audit log. `None`: not a `Status` to rewrite.
+async fn reword_forbidden(body: Incoming, words: &Words<'_>) -> Option<(Bytes, String)> {
+    let bytes = http_body_util::Limited::new(body, MAX_STATUS_BODY)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let mut status: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if status.get("kind").and_then(|k| k.as_str()) != Some("Status") {
+        return None;
+    }
+    let original = status
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let intent = words.info.intent();
+    let resource = words.info.resource.as_deref().unwrap_or("resources");
+    status["message"] = json!(format!(
+        "{resource} is forbidden: {}",
+        warden_domain::access::kube::cluster_refusal(
+            words.email,
+            words.cluster,
+            &intent,
+            words.access
+        )
+    ));
+    Some((Bytes::from(status.to_string()), original))
 }
 
 /// What a long-lived request needs to be registered as a live stream.
@@ -910,6 +959,7 @@ async fn forward(
     query: Option<&str>,
     auth: http::HeaderMap,
     live: Option<LiveSpec>,
+    words: Words<'_>,
 ) -> Response<GatewayBody> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
     // Registered before the request leaves, so a change while it is on its way is caught; the
@@ -1101,6 +1151,35 @@ async fn forward(
     }
     if let Ok(v) = HeaderValue::from_str(&audit_id) {
         parts.headers.insert(AUDIT_ID, v);
+    }
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status == StatusCode::FORBIDDEN && json {
+        // The cluster's RBAC refused what the gate let through: said to the person about
+        // themself and what Warden grants them, not about a service account.
+        if let Some((reworded, original)) = reword_forbidden(body, &words).await {
+            if let Some(mut ev) = ctx.ev.take() {
+                ev.reason = Some(format!("the cluster refused the request (403): {original}"));
+                ev.duration_ms = Some(ctx.started.elapsed().as_millis() as i64);
+                if let Some(d) = ev.details.as_object_mut() {
+                    d.insert("bytes_out".into(), json!(reworded.len()));
+                }
+                gw.record(ev);
+            }
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(
+                parts,
+                Full::new(reworded).map_err(|e| match e {}).boxed_unsync(),
+            );
+        }
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            "the cluster refused the request",
+            Some("the cluster refused the request (403) with an answer that is not a Status"),
+        );
     }
     let watch_json = live.is_some()
         && parts

@@ -276,8 +276,26 @@ async fn seed_article_scenario() {
     assert!(w.prod.store().get("pods", "apple", "web").is_none());
     assert!(w.prod.store().get("configmaps", "apple", "cfg").is_none());
 
-    forbidden(&sk.run(&["get", "namespaces"]).await);
-    forbidden(&sk.run(&["get", "pods", "-n", "default"]).await);
+    // Refusals speak of her and of what Warden grants her, not of a service account: the
+    // cluster's own (a cluster-scoped read), reworded, and Warden's (another namespace).
+    let out = sk.run(&["get", "namespaces"]).await;
+    forbidden(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "namespaces is forbidden: sally@example.com cannot list namespaces on cluster {PROD}: Warden grants you write in namespace apple (project dev). Ask a project administrator of dev for more"
+        )) && !out.stderr.contains("serviceaccount"),
+        "{}",
+        out.stderr
+    );
+    let out = sk.run(&["get", "pods", "-n", "default"]).await;
+    forbidden(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "pods is forbidden: sally@example.com cannot list pods in namespace default of cluster {PROD}: Warden grants you write in namespace apple (project dev)"
+        )),
+        "{}",
+        out.stderr
+    );
     forbidden(&sk.run(&["get", "pods", "-n", "banana"]).await);
     // Her service account and its one RoleBinding, labelled for Warden.
     let sa = w
@@ -788,12 +806,27 @@ async fn client_credentials_gain_nothing(w: World) {
     assert_eq!(r.status(), 403);
     let audit_id = r.headers()["audit-id"].to_str().unwrap().to_owned();
     let body: Value = r.json().await.unwrap();
+    // Said to her in her words; the cluster's own refusal, kept in the audit log, shows the
+    // request ran as her service account (not the token or identity she sent).
     assert!(
         body["message"]
             .as_str()
             .unwrap()
-            .contains("system:serviceaccount:warden-system:u-sally-example-com"),
+            .contains("sally@example.com cannot list namespaces"),
         "{body}"
+    );
+    let row = w
+        .kube_events()
+        .await
+        .into_iter()
+        .find(|e| e["id"] == audit_id.as_str())
+        .expect("the refused request's audit row");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("system:serviceaccount:warden-system:u-sally-example-com"),
+        "{row}"
     );
     // The browser-style bearer subprotocol is dropped as well.
     let r = http
@@ -1462,7 +1495,7 @@ async fn namespace_admin_stays_within_the_namespace() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("cannot patch resource \"resourcequotas\""),
+            .contains("sally@example.com cannot patch resourcequotas in namespace apple"),
         "{body}"
     );
 
