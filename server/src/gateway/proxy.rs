@@ -59,8 +59,39 @@ fn empty() -> GatewayBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
-/// A Kubernetes `Status` failure, so kubectl prints the message.
+/// What the client is answered for `code`: Warden's 503 (a cluster not connected or not
+/// reachable) goes out as 502, whose message client-go shows (for a 503 it prints only "the
+/// server is currently unable to handle the request").
+fn client_code(code: StatusCode) -> StatusCode {
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        StatusCode::BAD_GATEWAY
+    } else {
+        code
+    }
+}
+
+/// A Kubernetes `Status` failure, so kubectl prints the message. Server errors are plain text:
+/// client-go's discovery, which every kubectl command runs first, decodes no `Status` and
+/// shows a plain-text body in its message (`an error on the server ("the cluster demo is not
+/// connected to Warden") has prevented the request from succeeding`).
 fn status_response(code: StatusCode, message: &str, audit_id: &str) -> Response<GatewayBody> {
+    let code = client_code(code);
+    if code.is_server_error() {
+        let mut r = Response::new(
+            Full::new(Bytes::from(message.to_owned()))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *r.status_mut() = code;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(audit_id) {
+            r.headers_mut().insert(AUDIT_ID, v);
+        }
+        return r;
+    }
     let reason = match code {
         StatusCode::UNAUTHORIZED => "Unauthorized",
         StatusCode::FORBIDDEN => "Forbidden",
@@ -183,7 +214,7 @@ impl Ctx {
         if let Some(mut ev) = self.ev.take() {
             ev.outcome = Outcome::Error;
             ev.reason = Some(format!("{message}: {detail}"));
-            ev.status = Some(code.as_u16() as i32);
+            ev.status = Some(client_code(code).as_u16() as i32);
             ev.duration_ms = Some(self.started.elapsed().as_millis() as i64);
             self.gw.record(ev);
         }
@@ -899,13 +930,23 @@ impl Gateway {
             self.touch(cluster, &user.id).await;
             return Ok(sa);
         }
-        let unreachable = |e: &dyn std::fmt::Display| PrepareError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!(
-                "the cluster {} is not reachable through Warden right now",
-                cluster.name
-            ),
-            detail: e.to_string(),
+        let unreachable = |e: &dyn std::fmt::Display| {
+            let detail = e.to_string();
+            PrepareError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: if detail.contains("is not connected to Warden") {
+                    format!(
+                        "the cluster {} is not connected to Warden: its agent is offline",
+                        cluster.name
+                    )
+                } else {
+                    format!(
+                        "the cluster {} is not reachable through Warden right now",
+                        cluster.name
+                    )
+                },
+                detail,
+            }
         };
         let client = self
             .transport

@@ -1819,3 +1819,36 @@ async fn a_grant_works_as_soon_as_its_namespace_is_created() {
         me["user"]["id"]
     );
 }
+
+/// A cluster whose agent is offline: kubectl says so in words, through its discovery too
+/// (client-go shows no message of a 503, so Warden answers 502 in plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disconnected_cluster_is_named_as_such_by_kubectl() {
+    let mut w = World::via_agent().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    w._agent.take().expect("agent").stop().await;
+    let t = std::time::Instant::now();
+    loop {
+        let out = sk.run(&["get", "pods", "-n", "apple"]).await;
+        if out.code != 0 && out.stderr.contains("is not connected to Warden") {
+            assert!(
+                !out.stderr.contains("unable to handle the request"),
+                "{}",
+                out.stderr
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "kubectl did not say why: {}",
+            out.stderr
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let events = w.kube_events().await;
+    assert!(events
+        .iter()
+        .any(|e| e["status"] == 502 && e["outcome"] == "error"));
+}
