@@ -228,12 +228,6 @@ async fn echo_round_trip() {
     proc.abort();
 
     // Through Warden: the console's terminal WebSocket, as a namespace administrator.
-    admin
-        .post(
-            "/api/v1/users",
-            serde_json::json!({"email": "typist@example.com", "name": "Typist"}),
-        )
-        .await;
     let c = app.user_client(&admin, "typist@example.com").await;
     admin
         .bind_user("typist@example.com", "NAMESPACE_ADMIN", "bench", &["apple"])
