@@ -103,6 +103,22 @@ impl KubeAccess {
 }
 
 impl KubeAccess {
+    /// The one namespace the rights cover, when they cover exactly one and nothing
+    /// cluster-wide (a kubeconfig's context defaults to it).
+    pub fn only_namespace(&self) -> Option<String> {
+        if self.full || self.cluster_write || self.cluster_read {
+            return None;
+        }
+        let mut all = self
+            .namespace_write
+            .iter()
+            .chain(self.namespace_read.iter());
+        match (all.next(), all.next()) {
+            (Some(ns), None) => Some(ns.clone()),
+            _ => None,
+        }
+    }
+
     /// The rights in words, for refusals ("write in namespace apple; read on the whole
     /// cluster").
     pub fn in_words(&self) -> String {

@@ -39,7 +39,7 @@ use warden_domain::audit::{AuditEvent, Outcome, SessionType};
 use warden_domain::Services;
 
 use super::{argv, Backend, Output};
-use crate::gateway::kubeconfig::{render, KubeconfigInput};
+use crate::gateway::kubeconfig::{render, KubeconfigCluster, KubeconfigInput};
 use crate::gateway::pki::PeerIdentity;
 use crate::gateway::Gateway;
 use crate::state::AppState;
@@ -193,12 +193,14 @@ pub(crate) async fn prepare(
     let kubeconfig = render(&KubeconfigInput {
         gateway_url: &local_gateway_url(state.config.gateway.addr),
         gateway_ca_pem: state.gateway.pki().gateway_ca_pem(),
-        clusters: &[cluster.to_owned()],
+        clusters: &[KubeconfigCluster {
+            name: cluster.to_owned(),
+            namespace: Some(namespace.to_owned()),
+        }],
         user: sa,
         cert_pem: &cert,
         key_pem: &key,
         expires_at: &until.rfc3339(),
-        namespace: Some(namespace),
     });
     write_private(&dir_path.join("kubeconfig"), &kubeconfig)
         .map_err(|e| internal("write a kubeconfig", &e))?;

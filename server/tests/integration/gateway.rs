@@ -223,13 +223,20 @@ async fn seed_article_scenario() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(contexts, vec![PROD], "only the cluster shared into dev");
+    assert_eq!(
+        contexts,
+        vec![format!("warden-{PROD}")],
+        "only the cluster shared into dev"
+    );
+    // Her grant on it is one namespace: the context defaults to it.
+    assert_eq!(doc["contexts"][0]["context"]["namespace"], "apple");
     assert_eq!(
         doc["clusters"][0]["cluster"]["server"].as_str().unwrap(),
         format!("{}/clusters/{PROD}", w.app.gateway_url)
     );
     let sk = w.kubectl("sally", &kubeconfig);
-    sk.run(&["--context", LAB, "get", "pods"])
+    sk.run(&["get", "pods"]).await.expect_ok();
+    sk.run(&["--context", &format!("warden-{LAB}"), "get", "pods"])
         .await
         .expect_err("context was not found");
 
@@ -922,7 +929,7 @@ async fn client_credentials_gain_nothing(w: World) {
     );
     let all = w.kubeconfig(&admin, None).await;
     lk.set_kubeconfig(&all);
-    lk.run(&["--context", PROD, "get", "namespaces"])
+    lk.run(&["--context", &format!("warden-{PROD}"), "get", "namespaces"])
         .await
         .expect_ok();
 }
