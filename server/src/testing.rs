@@ -30,6 +30,9 @@ pub struct TestApp {
     _gateway: crate::gateway::GatewayHandle,
     /// On PostgreSQL: the `application_name` this app's connections carry.
     pg_tag: Option<String>,
+    /// On PostgreSQL: the database this app created, dropped with it (a suite run creates
+    /// hundreds; left behind they fill the disk of a machine that runs it again and again).
+    pg_database: Option<String>,
 }
 
 impl Drop for TestApp {
@@ -38,6 +41,7 @@ impl Drop for TestApp {
         // Every integration test runs in one process: connections a finished test's pool still
         // holds (its tasks die with the test's runtime, but not always everything that holds
         // the pool) would add up past PostgreSQL's connection limit. End this app's own.
+        let database = self.pg_database.take();
         if let (Some(tag), Ok(base)) = (
             self.pg_tag.take(),
             std::env::var("WARDEN_TEST_DATABASE_URL"),
@@ -57,6 +61,13 @@ impl Drop for TestApp {
                                  WHERE application_name = '{tag}' AND pid <> pg_backend_pid()"
                             ))
                             .await;
+                        if let Some(db) = database {
+                            let _ = admin
+                                .execute_unprepared(&format!(
+                                    "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                                ))
+                                .await;
+                        }
                         admin.close().await.ok();
                     }
                 });
@@ -108,6 +119,16 @@ impl TestApp {
     pub async fn spawn_with(extra: BTreeMap<String, String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = fresh_database_url(dir.path()).await;
+        let pg_database = database_url
+            .starts_with("postgres")
+            .then(|| {
+                database_url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .filter(|name| name.starts_with("warden_test_"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -182,6 +203,7 @@ impl TestApp {
             server,
             _gateway: gateway,
             pg_tag,
+            pg_database,
         }
     }
 
