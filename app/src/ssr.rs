@@ -216,6 +216,19 @@ pub fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {
     result
 }
 
+/// A page whose main content was refused or does not exist answers 403 or 404 (it still
+/// renders its friendly message), so scripts, crawlers and monitors are not told 200.
+pub fn page_status(e: &AppError) {
+    let status = match e {
+        AppError::Forbidden | AppError::Refused(_) => http::StatusCode::FORBIDDEN,
+        AppError::NotFound(_) => http::StatusCode::NOT_FOUND,
+        _ => return,
+    };
+    if let Some(res) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+        res.set_status(status);
+    }
+}
+
 /// Answer a failed server-function call with the status its error deserves (not the default
 /// 500), so metrics and logs tell a refused or invalid request from a fault.
 fn set_error_status(e: &AppError) {

@@ -405,6 +405,8 @@ pub fn Submit(
 /// What a page shows when its data could not be loaded.
 #[component]
 pub fn LoadError(err: AppError) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::ssr::page_status(&err);
     match err {
         AppError::Forbidden => view! {
             <section class="card forbidden" role="alert" data-testid="forbidden">
