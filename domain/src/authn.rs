@@ -51,23 +51,8 @@ pub async fn sign_in(
     let outcome = login::authenticate(&svc.db, &org, raw_email, password_attempt, now).await?;
     match outcome {
         LoginOutcome::Success(user) => {
+            let user = start_session(svc, session, user, now).await?;
             let uid = user_store::user_id(&user)?;
-            session.cycle_id().await.map_err(session_err)?;
-            // The generation read with the password hash: a reset that lands between the
-            // password check and this session's creation makes the session dead on arrival.
-            let record = AuthRecord {
-                user_id: uid,
-                login_at: now,
-                last_seen: now,
-                generation: user.session_generation,
-            };
-            session
-                .insert(AUTH_KEY, &record)
-                .await
-                .map_err(session_err)?;
-            let absolute_end = now.plus_secs(org.session_absolute_hours as i64 * 3600);
-            session.set_expiry(Some(Expiry::AtDateTime(absolute_end.to_offset())));
-            let user = user_store::record_login(&svc.db, user, now).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -131,6 +116,34 @@ pub async fn sign_in(
             Err(err)
         }
     }
+}
+
+/// Sign `user` in on `session` (local password or single sign-on): the session id rotates and
+/// the session records the user, their session generation and the absolute lifetime.
+pub(crate) async fn start_session(
+    svc: &Services,
+    session: &Session,
+    user: users::Model,
+    now: Timestamp,
+) -> DomainResult<users::Model> {
+    let org = settings::load(&svc.db).await?;
+    let uid = user_store::user_id(&user)?;
+    session.cycle_id().await.map_err(session_err)?;
+    // The generation read with the password hash (or the provider's answer): a reset that
+    // lands between that check and this session's creation makes the session dead on arrival.
+    let record = AuthRecord {
+        user_id: uid,
+        login_at: now,
+        last_seen: now,
+        generation: user.session_generation,
+    };
+    session
+        .insert(AUTH_KEY, &record)
+        .await
+        .map_err(session_err)?;
+    let absolute_end = now.plus_secs(org.session_absolute_hours as i64 * 3600);
+    session.set_expiry(Some(Expiry::AtDateTime(absolute_end.to_offset())));
+    user_store::record_login(&svc.db, user, now).await
 }
 
 /// Sign out: the session is deleted server-side.

@@ -36,6 +36,8 @@ pub mod sessions;
 #[cfg(feature = "ssr")]
 pub mod settings;
 #[cfg(feature = "ssr")]
+pub mod sso;
+#[cfg(feature = "ssr")]
 pub mod users;
 
 #[cfg(feature = "ssr")]

@@ -11,4 +11,5 @@ mod live_streams;
 mod matrix;
 mod platform;
 mod pods;
+mod sso;
 mod terminal;
