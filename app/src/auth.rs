@@ -192,7 +192,11 @@ pub fn LoginPage() -> impl IntoView {
         q.with(|q| match q.get("error").as_deref() {
             Some("invalid") => Some(warden_domain::dto::messages::INVALID_CREDENTIALS),
             Some("locked") => Some(warden_domain::dto::messages::LOCKED),
-            _ => None,
+            _ => q.get("sso_error").map(|c| {
+                warden_domain::dto::SsoFailure::parse(&c)
+                    .unwrap_or(warden_domain::dto::SsoFailure::ProviderError)
+                    .message()
+            }),
         })
     };
     let notice = move || {
@@ -214,6 +218,7 @@ pub fn LoginPage() -> impl IntoView {
                 <p class="muted">"Sign in to the console"</p>
                 {move || notice().map(|n| view! { <p class="notice" role="status">{n}</p> })}
                 {move || error().map(|e| view! { <p class="form-error" role="alert" data-testid="login-error">{e}</p> })}
+                <crate::identity_providers::SignInButtons/>
                 <ActionForm action=login attr:class="form">
                     <label for="email">"Email"</label>
                     <input id="email" type="email" name="email" autocomplete="username" required autofocus/>

@@ -53,6 +53,7 @@ fn NavLinks(me: Me) -> impl IntoView {
         {me.has_org("group.read").then(|| view! { <A href="/groups">"Groups"</A> })}
         {me.has_org("role.read").then(|| view! { <A href="/roles">"Roles"</A> })}
         {me.has_org("settings.read").then(|| view! { <A href="/settings">"Settings"</A> })}
+        {me.has_org("idp.read").then(|| view! { <A href="/identity-providers">"Sign-in providers"</A> })}
         {audit.then(|| view! { <A href="/audit">"Audit log"</A> })}
     }
 }

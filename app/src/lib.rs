@@ -10,6 +10,7 @@ pub mod clusters;
 pub mod error;
 pub mod groups;
 pub mod home;
+pub mod identity_providers;
 pub mod kubectl;
 pub mod layout;
 pub mod pods;
@@ -106,6 +107,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/roles/new") view=roles::NewRolePage ssr=SsrMode::InOrder/>
                     <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::InOrder/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>

@@ -168,6 +168,11 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(Class::of("/api/v1/auth/login"), Some(Class::SignIn));
+        // Single sign-on's start and callback are sign-in doors too.
+        assert_eq!(
+            Class::of("/api/v1/auth/oidc/corp/callback"),
+            Some(Class::SignIn)
+        );
         assert_eq!(Class::of("/sfn/login"), Some(Class::SignIn));
         assert_eq!(Class::of("/agent/v1/connect"), Some(Class::Agent));
         assert_eq!(Class::of("/api/v1/projects"), None);
