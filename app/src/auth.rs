@@ -41,6 +41,10 @@ pub async fn login(email: String, password: String) -> Result<(), AppError> {
             leptos_axum::redirect("/login?error=locked");
             Ok(())
         }
+        Err(SignInError::MfaRequired) => {
+            leptos_axum::redirect("/login/mfa");
+            Ok(())
+        }
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
 }

@@ -78,6 +78,7 @@ fn UserMenu(me: Me) -> impl IntoView {
             <div id="user-menu-items" class="menu" class:open=move || open.get() role="menu">
                 <p class="menu-id">{me.user.email.clone()}</p>
                 <a role="menuitem" href="/me/tools">"My tools (kubeconfig)"</a>
+                <a role="menuitem" href="/me/mfa">"Two-factor authentication"</a>
                 <a role="menuitem" href="/sessions">"Live sessions"</a>
                 <a role="menuitem" href="/me/api-keys">"API keys"</a>
                 <a role="menuitem" href="/change-password">"Change password"</a>

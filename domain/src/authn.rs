@@ -23,6 +23,8 @@ pub use crate::dto::messages::{INVALID_CREDENTIALS, LOCKED};
 #[derive(Debug)]
 pub enum SignInError {
     Invalid,
+    /// The password was right; the second factor is due (`complete_mfa_sign_in`).
+    MfaRequired,
     Locked,
     Internal(DomainError),
 }
@@ -51,8 +53,36 @@ pub async fn sign_in(
     let outcome = login::authenticate(&svc.db, &org, raw_email, password_attempt, now).await?;
     match outcome {
         LoginOutcome::Success(user) => {
-            let user = start_session(svc, session, user, now).await?;
             let uid = user_store::user_id(&user)?;
+            if crate::mfa::is_enabled(&svc.db, uid).await? {
+                let pending = crate::mfa::MfaPending {
+                    user_id: uid,
+                    generation: user.session_generation,
+                    started_at: now,
+                };
+                session
+                    .insert(crate::mfa::PENDING_KEY, &pending)
+                    .await
+                    .map_err(session_err)?;
+                svc.audit
+                    .record(
+                        AuditEvent::new(
+                            AuditKind::SignIn,
+                            Actor::User {
+                                id: uid,
+                                name: user.email.clone(),
+                            },
+                            SessionType::Browser,
+                            "sign_in.password",
+                            Outcome::Allowed,
+                        )
+                        .reason("password checked; second factor due")
+                        .request(meta),
+                    )
+                    .await?;
+                return Err(SignInError::MfaRequired);
+            }
+            let user = start_session(svc, session, user, now).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -144,6 +174,107 @@ pub(crate) async fn start_session(
     let absolute_end = now.plus_secs(org.session_absolute_hours as i64 * 3600);
     session.set_expiry(Some(Expiry::AtDateTime(absolute_end.to_offset())));
     user_store::record_login(&svc.db, user, now).await
+}
+
+/// The second step of a sign-in with a second factor: the code of the authenticator app (or a
+/// recovery code) for the user whose password the first step checked. Failed codes count
+/// towards the lockout, keyed by the user; on success the session id rotates and the session
+/// records the user.
+pub async fn complete_mfa_sign_in(
+    svc: &Services,
+    session: &Session,
+    code: &str,
+    meta: RequestMeta,
+) -> Result<users::Model, SignInError> {
+    use crate::mfa::{MfaPending, PENDING_KEY, PENDING_TTL_SECS};
+    let now = svc.clock.now();
+    let Some(pending) = session
+        .get::<MfaPending>(PENDING_KEY)
+        .await
+        .map_err(session_err)?
+    else {
+        return Err(SignInError::Invalid);
+    };
+    let user = user_store::find_by_id(&svc.db, pending.user_id)
+        .await?
+        .filter(|u| {
+            u.status == user_store::STATUS_ACTIVE && u.session_generation == pending.generation
+        });
+    let expired = now.millis() - pending.started_at.millis() > PENDING_TTL_SECS * 1000;
+    let Some(user) = user.filter(|_| !expired) else {
+        session
+            .remove::<MfaPending>(PENDING_KEY)
+            .await
+            .map_err(session_err)?;
+        return Err(SignInError::Invalid);
+    };
+    let actor = Actor::User {
+        id: pending.user_id,
+        name: user.email.clone(),
+    };
+    let denied = |reason: String| {
+        AuditEvent::new(
+            AuditKind::SignIn,
+            actor.clone(),
+            SessionType::Browser,
+            "sign_in",
+            Outcome::Denied,
+        )
+        .reason(reason)
+        .request(meta.clone())
+    };
+    let org = settings::load(&svc.db).await?;
+    let key = format!("mfa:{}", pending.user_id);
+    let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
+    let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
+    if !login::may_check(&throttle, &org, lock_end) {
+        let until = Timestamp(throttle.locked_until.unwrap_or(lock_end));
+        svc.audit
+            .record(denied(format!(
+                "second factor locked until {}; code not checked",
+                until.rfc3339()
+            )))
+            .await?;
+        return Err(SignInError::Locked);
+    }
+    match crate::mfa::check_second_factor(svc, pending.user_id, &user.email, code, now).await? {
+        Some(factor) => {
+            login::clear_attempts(&svc.db, &key).await?;
+            session
+                .remove::<MfaPending>(PENDING_KEY)
+                .await
+                .map_err(session_err)?;
+            let user = start_session(svc, session, user, now).await?;
+            svc.audit
+                .record(
+                    AuditEvent::new(
+                        AuditKind::SignIn,
+                        actor,
+                        SessionType::Browser,
+                        "sign_in",
+                        Outcome::Allowed,
+                    )
+                    .request(meta.clone())
+                    .details(serde_json::json!({"mfa": factor.as_str()})),
+                )
+                .await?;
+            Ok(user)
+        }
+        None => {
+            let locked = throttle.locked_until.is_some();
+            let reason = if locked {
+                "wrong or used second factor; account locked".to_owned()
+            } else {
+                "wrong or used second factor".to_owned()
+            };
+            svc.audit.record(denied(reason)).await?;
+            Err(if locked {
+                SignInError::Locked
+            } else {
+                SignInError::Invalid
+            })
+        }
+    }
 }
 
 /// Sign out: the session is deleted server-side.

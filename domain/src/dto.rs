@@ -66,6 +66,8 @@ pub mod messages {
     pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
     pub const LOCKED: &str = "Too many failed sign-in attempts. Try again later.";
     /// The answer to `POST /api/v1/api-keys` authenticated by an API key.
+    /// The answer to a wrong, used or expired second factor.
+    pub const MFA_INVALID: &str = "Invalid or already used code. Sign in again if this persists.";
     pub const API_KEY_NEEDS_SESSION: &str =
         "An API key cannot create API keys. Sign in to the console to create one.";
 }
@@ -910,4 +912,39 @@ impl SsoFailure {
             SsoFailure::Internal => "Something went wrong on our side. It has been logged.",
         }
     }
+}
+
+// ---- multi-factor authentication (TOTP) ----
+
+/// `POST /api/v1/auth/mfa` (the second step of a sign-in) and enrolment confirmation.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaCodeRequest {
+    /// The 6-digit code of the authenticator app, or a recovery code.
+    pub code: String,
+}
+
+/// A new authenticator: the secret (also in text for manual entry), its `otpauth://` URI and
+/// the QR code of that URI (SVG).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpEnrolment {
+    pub secret: String,
+    pub otpauth_url: String,
+    pub qr_svg: String,
+}
+
+/// Ten single-use recovery codes, shown once (Warden keeps only their hashes).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaStatus {
+    pub enabled: bool,
+    pub recovery_codes_left: usize,
 }

@@ -28,6 +28,8 @@ pub mod ids;
 #[cfg(feature = "ssr")]
 pub mod login;
 #[cfg(feature = "ssr")]
+pub mod mfa;
+#[cfg(feature = "ssr")]
 pub mod password;
 #[cfg(feature = "ssr")]
 pub mod secrets;

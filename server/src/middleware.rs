@@ -122,6 +122,7 @@ fn is_public(path: &str) -> bool {
     const PREFIXES: &[&str] = &["/pkg/", "/sfn/", "/api/", "/assets/", "/agent/"];
     const EXACT: &[&str] = &[
         "/login",
+        "/login/mfa",
         "/set-password",
         "/healthz",
         "/readyz",

@@ -57,7 +57,12 @@ impl Class {
 
     /// Which limit a request falls under, if any.
     pub fn of(path: &str) -> Option<Class> {
-        const SIGN_IN: &[&str] = &["/sfn/login", "/sfn/set_password", "/sfn/change_password"];
+        const SIGN_IN: &[&str] = &[
+            "/sfn/login",
+            "/sfn/verify_mfa",
+            "/sfn/set_password",
+            "/sfn/change_password",
+        ];
         if path.starts_with("/api/v1/auth/") || SIGN_IN.contains(&path) {
             Some(Class::SignIn)
         } else if path.starts_with("/agent/v1/") {

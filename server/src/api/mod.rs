@@ -7,6 +7,7 @@ pub mod auth;
 mod cluster_reads;
 mod clusters;
 pub mod error;
+mod mfa_routes;
 pub mod openapi;
 mod session_routes;
 mod sso_routes;
@@ -20,11 +21,16 @@ use access_routes as a;
 
 crate::endpoints! {
     post "/auth/login" => session_routes::login, "session", "Sign in with email and password; sets the session cookie", 200, req = LoginRequest, resp = Me, public = true;
+    post "/auth/mfa" => mfa_routes::verify_mfa, "session", "The second step of a sign-in with a second factor: the authenticator's code or a recovery code", 200, req = MfaCodeRequest, resp = Me, public = true;
     post "/auth/logout" => session_routes::logout, "session", "Sign out; the session is deleted server-side", 204;
     get "/auth/providers" => sso_routes::list_sign_in_providers, "session", "The identity providers the sign-in page offers (name, display name, login URL)", 200, resp = Vec<SignInProvider>, public = true;
     get "/auth/oidc/{name}/login" => sso_routes::start_oidc_sign_in, "session", "Start signing in with an identity provider: redirects the browser to the provider (authorization code flow with PKCE)", 303, public = true;
     get "/auth/oidc/{name}/callback" => sso_routes::finish_oidc_sign_in, "session", "Where the provider sends the browser back: signs the user in and redirects to the console, or to /login?sso_error=CODE", 303, public = true;
     get "/me" => session_routes::me, "session", "The caller and their effective permissions", 200, resp = Me;
+    get "/me/mfa" => mfa_routes::get_my_mfa, "session", "Whether the caller signs in with a second factor, and how many recovery codes are left", 200, resp = MfaStatus;
+    post "/me/mfa/totp" => mfa_routes::begin_totp_enrolment, "session", "Start enrolling an authenticator app: secret, otpauth URI and QR code (SVG)", 201, resp = TotpEnrolment;
+    post "/me/mfa/totp/confirm" => mfa_routes::confirm_totp_enrolment, "session", "Confirm the enrolment with a first code; answers ten recovery codes, shown once", 200, req = MfaCodeRequest, resp = RecoveryCodes;
+    delete "/users/{user}/mfa" => mfa_routes::reset_user_mfa, "users", "Reset a user's second factor (user.write); audited", 204;
     post "/me/password" => session_routes::change_password, "session", "Change one's own password", 204, req = ChangePasswordRequest;
     get "/audit/events" => audit::list_audit_events, "audit", "Search the audit log (newest first, keyset pagination)", 200, resp = Page<AuditEventDto>, query = AuditQuery;
     get "/audit/export" => audit::export_audit_events, "audit", "Export the audit log as CSV or NDJSON (format=csv|ndjson)", 200, query = AuditQuery;

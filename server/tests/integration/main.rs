@@ -9,6 +9,7 @@ mod clusters;
 mod gateway;
 mod live_streams;
 mod matrix;
+mod mfa;
 mod platform;
 mod pods;
 mod sso;
