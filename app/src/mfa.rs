@@ -37,7 +37,7 @@ pub async fn verify_mfa(code: String) -> Result<(), AppError> {
 #[server(prefix = "/sfn", endpoint = "get_my_mfa")]
 pub async fn get_my_mfa() -> Result<MfaStatus, AppError> {
     let svc = crate::ssr::services()?;
-    let who = crate::ssr::principal().await?;
+    let who = crate::ssr::principal_enrolling().await?;
     crate::ssr::answer(
         warden_domain::mfa::status(&svc, &who)
             .await
@@ -48,7 +48,7 @@ pub async fn get_my_mfa() -> Result<MfaStatus, AppError> {
 #[server(prefix = "/sfn", endpoint = "begin_totp_enrolment")]
 pub async fn begin_totp_enrolment() -> Result<TotpEnrolment, AppError> {
     let svc = crate::ssr::services()?;
-    let who = crate::ssr::principal().await?;
+    let who = crate::ssr::principal_enrolling().await?;
     let r = warden_domain::mfa::begin_enrolment(&svc, &who).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
@@ -56,7 +56,7 @@ pub async fn begin_totp_enrolment() -> Result<TotpEnrolment, AppError> {
 #[server(prefix = "/sfn", endpoint = "confirm_totp_enrolment")]
 pub async fn confirm_totp_enrolment(code: String) -> Result<RecoveryCodes, AppError> {
     let svc = crate::ssr::services()?;
-    let who = crate::ssr::principal().await?;
+    let who = crate::ssr::principal_enrolling().await?;
     let r = warden_domain::mfa::confirm_enrolment(&svc, &who, &code).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }

@@ -28,6 +28,9 @@ pub struct Principal {
     pub name: String,
     pub session_type: SessionType,
     pub must_change_password: bool,
+    /// The organization's policy asks this user for a second factor and they have not enrolled
+    /// one yet: until they do, only enrolment (and `GET /me`) is open to them.
+    pub must_enrol_mfa: bool,
     pub request: RequestMeta,
 }
 

@@ -346,14 +346,39 @@ pub async fn principal_from_session(
             .await
             .map_err(session_err)?;
     }
+    let must_enrol_mfa = must_enrol_mfa(svc, &org, &user, record.user_id).await?;
     Ok(Principal {
         user_id: record.user_id,
         email: user.email,
         name: user.name,
         session_type: SessionType::Browser,
         must_change_password: user.must_change_password,
+        must_enrol_mfa,
         request: meta,
     })
+}
+
+/// Whether the organization's MFA policy asks `user` for a second factor they lack. Single
+/// sign-on users are left to their identity provider.
+async fn must_enrol_mfa(
+    svc: &Services,
+    org: &settings::OrgSettings,
+    user: &users::Model,
+    uid: crate::ids::UserId,
+) -> DomainResult<bool> {
+    let applies = match org.mfa_policy.as_str() {
+        "everyone" => true,
+        "admins" => !svc
+            .policy
+            .effective(uid)
+            .await?
+            .org_permissions()
+            .is_empty(),
+        _ => false,
+    };
+    Ok(applies
+        && user.origin == user_store::ORIGIN_LOCAL
+        && !crate::mfa::is_enabled(&svc.db, uid).await?)
 }
 
 fn invalid(field: &str, msg: impl Into<String>) -> DomainError {
@@ -544,6 +569,8 @@ pub async fn principal_from_api_key(
         name: user.name,
         session_type: SessionType::Api,
         must_change_password: user.must_change_password,
+        // Keys are made from a signed-in session, which passed the policy when it was made.
+        must_enrol_mfa: false,
         request: meta,
     })
 }

@@ -402,6 +402,10 @@ pub struct SettingsDto {
     pub lockout_threshold: i32,
     pub lockout_window_minutes: i32,
     pub lockout_minutes: i32,
+    /// Who must sign in with a second factor: `nobody`, `admins` (anyone holding an
+    /// organization-wide permission) or `everyone`. Single sign-on users are left to their
+    /// identity provider.
+    pub mfa_policy: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -420,6 +424,8 @@ pub struct UpdateSettingsRequest {
     pub lockout_window_minutes: Option<i32>,
     #[serde(default)]
     pub lockout_minutes: Option<i32>,
+    #[serde(default)]
+    pub mfa_policy: Option<String>,
 }
 
 /// "Why": may this user do this, and which binding allows it.

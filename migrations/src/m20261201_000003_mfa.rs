@@ -34,6 +34,20 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        // Who must sign in with a second factor: nobody, admins (anyone holding an
+        // organization-wide permission) or everyone.
+        m.alter_table(
+            Table::alter()
+                .table(id("org_settings"))
+                .add_column(
+                    ColumnDef::new(id("mfa_policy"))
+                        .string_len(16)
+                        .not_null()
+                        .default("nobody"),
+                )
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(id("mfa_recovery_codes"))
@@ -65,6 +79,13 @@ impl MigrationTrait for Migration {
         m.drop_table(Table::drop().table(id("mfa_recovery_codes")).to_owned())
             .await?;
         m.drop_table(Table::drop().table(id("user_mfa")).to_owned())
-            .await
+            .await?;
+        m.alter_table(
+            Table::alter()
+                .table(id("org_settings"))
+                .drop_column(id("mfa_policy"))
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -150,6 +150,9 @@ pub async fn console_guard(
         Ok(p) if p.must_change_password && path != "/change-password" => {
             Redirect::to("/change-password").into_response()
         }
+        Ok(p) if p.must_enrol_mfa && !p.must_change_password && path != "/me/mfa" => {
+            Redirect::to("/me/mfa").into_response()
+        }
         Ok(_) => next.run(req).await,
         Err(_) => Redirect::to("/login").into_response(),
     }

@@ -11,7 +11,7 @@ use warden_domain::authn::{self, SignInError};
 use warden_domain::dto::{Me, MfaCodeRequest, MfaStatus, RecoveryCodes, TotpEnrolment};
 use warden_domain::mfa;
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, AuthUserEnrolling};
 use super::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 
@@ -43,13 +43,16 @@ pub async fn verify_mfa(
     }
 }
 
-pub async fn get_my_mfa(State(s): S, AuthUser(who): AuthUser) -> ApiResult<Json<MfaStatus>> {
+pub async fn get_my_mfa(
+    State(s): S,
+    AuthUserEnrolling(who): AuthUserEnrolling,
+) -> ApiResult<Json<MfaStatus>> {
     Ok(Json(mfa::status(&s.services, &who).await?))
 }
 
 pub async fn begin_totp_enrolment(
     State(s): S,
-    AuthUser(who): AuthUser,
+    AuthUserEnrolling(who): AuthUserEnrolling,
 ) -> ApiResult<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
@@ -59,7 +62,7 @@ pub async fn begin_totp_enrolment(
 
 pub async fn confirm_totp_enrolment(
     State(s): S,
-    AuthUser(who): AuthUser,
+    AuthUserEnrolling(who): AuthUserEnrolling,
     ApiJson(body): ApiJson<MfaCodeRequest>,
 ) -> ApiResult<Json<RecoveryCodes>> {
     Ok(Json(

@@ -31,6 +31,7 @@ impl TestApp {
             name: u.name,
             session_type: SessionType::System,
             must_change_password: false,
+            must_enrol_mfa: false,
             request: RequestMeta::default(),
         }
     }

@@ -425,6 +425,7 @@ async fn authorization_matrix() {
                     name: role.to_string(),
                     session_type: SessionType::Browser,
                     must_change_password: false,
+                    must_enrol_mfa: false,
                     request: RequestMeta::default(),
                 };
                 let allowed = app
@@ -490,6 +491,7 @@ async fn authorization_matrix() {
                 name: "ADMIN".into(),
                 session_type: SessionType::Browser,
                 must_change_password: false,
+                must_enrol_mfa: false,
                 request: RequestMeta::default(),
             };
             checked += 1;

@@ -243,3 +243,42 @@ async fn wrong_codes_lock_the_account_and_an_admin_reset_removes_the_factor() {
         .await
         .assert_status(200);
 }
+
+#[tokio::test]
+async fn the_organization_policy_sends_who_must_enrol_to_enrolment() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "sometimes"}))
+        .await
+        .assert_status(422);
+    let s = admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "admins"}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["mfa_policy"], "admins");
+
+    // The administrator must enrol before anything else; the console sends them there.
+    let r = admin.get("/api/v1/projects").await.assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
+    admin.get("/api/v1/me").await.assert_status(200);
+    let r = admin.get("/").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.headers["location"], "/me/mfa");
+    // A user without organization-wide rights is not asked.
+    mia.get("/api/v1/projects").await.assert_status(200);
+
+    enrol(&app, &admin).await;
+    admin.get("/api/v1/projects").await.assert_status(200);
+
+    // Everyone: now mia too.
+    admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
+        .await
+        .assert_status(200);
+    let r = mia.get("/api/v1/projects").await.assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
+    enrol(&app, &mia).await;
+    mia.get("/api/v1/projects").await.assert_status(200);
+}
