@@ -815,6 +815,14 @@ async fn callback(
             (u, false, false)
         }
         None => match user_store::find_by_email(&tx, &email).await? {
+            // Linking by email hands over an existing account: only for an email the provider
+            // says it verified.
+            Some(_) if provider.link_existing_users && identity.email_verified != Some(true) => {
+                return Err(with_claimed(refuse(
+                    SsoFailure::LinkRefused,
+                    "a Warden user with this email exists, and the provider does not say the email is verified",
+                )))
+            }
             Some(u) if provider.link_existing_users => (u, false, true),
             Some(_) => return Err(with_claimed(refuse(
                 SsoFailure::LinkRefused,

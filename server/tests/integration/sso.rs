@@ -86,6 +86,18 @@ impl OidcProvider {
         assert_eq!(r.status().as_u16(), 204);
     }
 
+    /// A user whose email the provider says it has not verified.
+    async fn set_unverified_user(&self, login: &str, email: &str) {
+        let r = self
+            .http
+            .put(format!("{}/__admin/users/{login}", self.url))
+            .json(&json!({"email": email, "name": login, "groups": [], "email_verified": false}))
+            .send()
+            .await
+            .expect("set user");
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
     async fn tamper(&self, client_id: &str, how: Value) {
         let mut body = how;
         body["client_id"] = json!(client_id);
@@ -529,7 +541,7 @@ async fn sso_refuses_tampered_state_replayed_codes_and_bad_id_tokens() {
 async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
     let op = OidcProvider::start().await;
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    add_provider(
+    let client_id = add_provider(
         &app,
         &admin,
         &op,
@@ -572,8 +584,27 @@ async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
         )
         .await
         .assert_status(200);
+    // ...and only for an email the provider says it verified: refused when it says it did not,
+    // and when it says nothing.
+    op.set_unverified_user("dave", "dave@example.com").await;
+    let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
+    assert_refused(&r, "email_unverified");
+    op.set_user("dave", "dave@example.com", &[]).await;
+    op.tamper(&client_id, json!({"drop_claims": ["email_verified"]}))
+        .await;
+    let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
+    assert_refused(&r, "link_refused");
     let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
     assert_eq!(location(&r), "/", "{}", r.body);
+    let dave = admin
+        .get("/api/v1/users/dave@example.com")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        dave["user"]["origin"], "local",
+        "a linked account stays what it was"
+    );
 
     // Without auto-provisioning, unknown people get no account.
     admin
