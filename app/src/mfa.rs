@@ -61,6 +61,31 @@ pub async fn confirm_totp_enrolment(code: String) -> Result<RecoveryCodes, AppEr
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
+/// Step-up: a fresh second factor in this session (a terminal or a kubeconfig for a role that
+/// allows writes asks for one when the last is older than an hour).
+#[server(prefix = "/sfn", endpoint = "step_up")]
+pub async fn step_up(code: String) -> Result<(), AppError> {
+    use warden_domain::authn::SignInError;
+    let svc = crate::ssr::services()?;
+    let session = crate::ssr::session().await?;
+    let who = crate::ssr::principal().await?;
+    let r = match warden_domain::authn::step_up(&svc, &session, &who, &code).await {
+        Ok(()) => Ok(()),
+        Err(SignInError::Internal(e)) => Err(e.into()),
+        Err(SignInError::Locked) => Err(AppError::Refused(
+            warden_domain::dto::messages::LOCKED.to_owned(),
+        )),
+        Err(_) => Err(AppError::Invalid {
+            fields: [(
+                "code".to_owned(),
+                warden_domain::dto::messages::MFA_INVALID.to_owned(),
+            )]
+            .into(),
+        }),
+    };
+    crate::ssr::finish(r, None)
+}
+
 /// The second step of a sign-in: the authenticator's code, or a recovery code.
 #[component]
 pub fn LoginMfaPage() -> impl IntoView {
@@ -93,6 +118,8 @@ pub fn LoginMfaPage() -> impl IntoView {
 #[component]
 pub fn MyMfaPage() -> impl IntoView {
     let begin = ServerAction::<BeginTotpEnrolment>::new();
+    let step_up = ServerAction::<StepUp>::new();
+    let step_up_state = FormState::new(step_up, "step-up");
     let confirm = ServerAction::<ConfirmTotpEnrolment>::new();
     let confirmed = crate::ui::success_count(confirm);
     let status = Resource::new(move || confirmed.get(), |_| get_my_mfa());
@@ -108,6 +135,15 @@ pub fn MyMfaPage() -> impl IntoView {
                             {format!("An authenticator app is enrolled. Recovery codes left: {}.", s.recovery_codes_left)}
                         </p>
                         <p class="muted">"Lost the device? Sign in with a recovery code, or ask an administrator to reset your second factor."</p>
+                        <section class="card" aria-labelledby="step-up-title">
+                            <h2 id="step-up-title">"Confirm it is you"</h2>
+                            <p class="muted">"A terminal or a kubeconfig for a role that allows writes asks for a code when your last one is more than an hour old."</p>
+                            <ActionForm action=step_up attr:class="form" attr:data-testid="step-up">
+                                <Field state=step_up_state name="code" label="Code from the app" required=true autocomplete="one-time-code"/>
+                                <Submit state=step_up_state label="Confirm"/>
+                            </ActionForm>
+                            <FormAlert state=step_up_state fields=&["code"] ok="Confirmed for the next hour."/>
+                        </section>
                     }.into_any(),
                     Ok(_) => view! {
                         <p class="muted">"Sign in with a code from an authenticator app (any TOTP app) besides your password."</p>

@@ -82,7 +82,7 @@ pub async fn sign_in(
                     .await?;
                 return Err(SignInError::MfaRequired);
             }
-            let user = start_session(svc, session, user, now).await?;
+            let user = start_session(svc, session, user, now, None).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -155,6 +155,7 @@ pub(crate) async fn start_session(
     session: &Session,
     user: users::Model,
     now: Timestamp,
+    mfa_at: Option<Timestamp>,
 ) -> DomainResult<users::Model> {
     let org = settings::load(&svc.db).await?;
     let uid = user_store::user_id(&user)?;
@@ -166,6 +167,7 @@ pub(crate) async fn start_session(
         login_at: now,
         last_seen: now,
         generation: user.session_generation,
+        mfa_at,
     };
     session
         .insert(AUTH_KEY, &record)
@@ -244,7 +246,7 @@ pub async fn complete_mfa_sign_in(
                 .remove::<MfaPending>(PENDING_KEY)
                 .await
                 .map_err(session_err)?;
-            let user = start_session(svc, session, user, now).await?;
+            let user = start_session(svc, session, user, now, Some(now)).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -269,6 +271,69 @@ pub async fn complete_mfa_sign_in(
             };
             svc.audit.record(denied(reason)).await?;
             Err(if locked {
+                SignInError::Locked
+            } else {
+                SignInError::Invalid
+            })
+        }
+    }
+}
+
+/// Step-up: prove a second factor again in a signed-in browser session (before a terminal or a
+/// kubeconfig for a role that allows writes). Failed codes count towards the same lockout as
+/// the sign-in's second step.
+pub async fn step_up(
+    svc: &Services,
+    session: &Session,
+    who: &Principal,
+    code: &str,
+) -> Result<(), SignInError> {
+    let now = svc.clock.now();
+    let mut record: AuthRecord = session
+        .get(AUTH_KEY)
+        .await
+        .map_err(session_err)?
+        .ok_or(SignInError::Invalid)?;
+    let org = settings::load(&svc.db).await?;
+    let key = format!("mfa:{}", who.user_id);
+    let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
+    let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
+    let event = |outcome: Outcome| {
+        AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "mfa.step_up",
+            outcome,
+        )
+        .request(who.request.clone())
+    };
+    if !login::may_check(&throttle, &org, lock_end) {
+        svc.audit
+            .record(event(Outcome::Denied).reason("second factor locked; code not checked"))
+            .await?;
+        return Err(SignInError::Locked);
+    }
+    match crate::mfa::check_second_factor(svc, who.user_id, &who.email, code, now).await? {
+        Some(factor) => {
+            login::clear_attempts(&svc.db, &key).await?;
+            record.mfa_at = Some(now);
+            session
+                .insert(AUTH_KEY, &record)
+                .await
+                .map_err(session_err)?;
+            svc.audit
+                .record(
+                    event(Outcome::Allowed).details(serde_json::json!({"mfa": factor.as_str()})),
+                )
+                .await?;
+            Ok(())
+        }
+        None => {
+            svc.audit
+                .record(event(Outcome::Denied).reason("wrong or used second factor"))
+                .await?;
+            Err(if throttle.locked_until.is_some() {
                 SignInError::Locked
             } else {
                 SignInError::Invalid
@@ -354,6 +419,7 @@ pub async fn principal_from_session(
         session_type: SessionType::Browser,
         must_change_password: user.must_change_password,
         must_enrol_mfa,
+        second_factor_at: record.mfa_at,
         request: meta,
     })
 }
@@ -571,6 +637,7 @@ pub async fn principal_from_api_key(
         must_change_password: user.must_change_password,
         // Keys are made from a signed-in session, which passed the policy when it was made.
         must_enrol_mfa: false,
+        second_factor_at: None,
         request: meta,
     })
 }

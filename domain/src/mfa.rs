@@ -35,6 +35,50 @@ const ISSUER: &str = "Warden";
 const SECRET_BYTES: usize = 20;
 const RECOVERY_CODE_COUNT: usize = 10;
 
+/// How old a second factor may be before a terminal or a kubeconfig for a role that allows
+/// writes asks for a fresh one (step-up).
+pub const STEP_UP_MAX_AGE_SECS: i64 = 3600;
+
+/// Step-up: `Err(message)` when `who` must prove a second factor again before opening a terminal
+/// or downloading a kubeconfig: a browser session of a user with an authenticator, who holds a
+/// role that allows writes in a cluster, whose last second factor is older than an hour (or who
+/// signed in without one, e.g. through single sign-on).
+pub async fn require_fresh_second_factor(
+    svc: &Services,
+    who: &Principal,
+) -> DomainResult<Result<(), String>> {
+    if who.session_type != crate::audit::SessionType::Browser
+        || !is_enabled(&svc.db, who.user_id).await?
+    {
+        return Ok(Ok(()));
+    }
+    let writes = svc
+        .policy
+        .effective(who.user_id)
+        .await?
+        .bindings
+        .iter()
+        .any(|b| {
+            b.permissions.iter().any(|p| {
+                matches!(
+                    p,
+                    Permission::KubectlClusterWrite
+                        | Permission::KubectlNamespaceWrite
+                        | Permission::KubectlFullaccess
+                )
+            })
+        });
+    let now = svc.clock.now().millis();
+    let fresh = who
+        .second_factor_at
+        .is_some_and(|t| now - t.millis() <= STEP_UP_MAX_AGE_SECS * 1000);
+    Ok(if !writes || fresh {
+        Ok(())
+    } else {
+        Err("confirm it is you with a code from your authenticator app first (POST /api/v1/auth/step-up)".to_owned())
+    })
+}
+
 /// A password check passed; the second factor is still due.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MfaPending {

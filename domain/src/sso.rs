@@ -893,7 +893,8 @@ async fn callback(
         svc.policy.bump();
     }
 
-    let user = crate::authn::start_session(svc, session, user, now).await?;
+    // The provider's sign-in is not Warden's second factor: a step-up asks for one.
+    let user = crate::authn::start_session(svc, session, user, now, None).await?;
     let uid = user_store::user_id(&user)?;
     let actor = Actor::User {
         id: uid,

@@ -43,6 +43,29 @@ pub async fn verify_mfa(
     }
 }
 
+/// Step-up: a fresh second factor in this browser session.
+pub async fn step_up(
+    State(s): S,
+    session: Session,
+    AuthUser(who): AuthUser,
+    ApiJson(body): ApiJson<MfaCodeRequest>,
+) -> ApiResult<StatusCode> {
+    match authn::step_up(&s.services, &session, &who, &body.code).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(SignInError::Locked) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked",
+            authn::LOCKED,
+        )),
+        Err(SignInError::Internal(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            warden_domain::dto::messages::MFA_INVALID,
+        )),
+    }
+}
+
 pub async fn get_my_mfa(
     State(s): S,
     AuthUserEnrolling(who): AuthUserEnrolling,

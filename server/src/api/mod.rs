@@ -22,6 +22,7 @@ use access_routes as a;
 crate::endpoints! {
     post "/auth/login" => session_routes::login, "session", "Sign in with email and password; sets the session cookie", 200, req = LoginRequest, resp = Me, public = true;
     post "/auth/mfa" => mfa_routes::verify_mfa, "session", "The second step of a sign-in with a second factor: the authenticator's code or a recovery code", 200, req = MfaCodeRequest, resp = Me, public = true;
+    post "/auth/step-up" => mfa_routes::step_up, "session", "Prove a second factor again in this browser session (asked before a terminal or a kubeconfig for a role that allows writes when the last one is older than an hour)", 204, req = MfaCodeRequest;
     post "/auth/logout" => session_routes::logout, "session", "Sign out; the session is deleted server-side", 204;
     get "/auth/providers" => sso_routes::list_sign_in_providers, "session", "The identity providers the sign-in page offers (name, display name, login URL)", 200, resp = Vec<SignInProvider>, public = true;
     get "/auth/oidc/{name}/login" => sso_routes::start_oidc_sign_in, "session", "Start signing in with an identity provider: redirects the browser to the provider (authorization code flow with PKCE)", 303, public = true;

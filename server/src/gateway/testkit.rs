@@ -32,6 +32,7 @@ impl TestApp {
             session_type: SessionType::System,
             must_change_password: false,
             must_enrol_mfa: false,
+            second_factor_at: None,
             request: RequestMeta::default(),
         }
     }

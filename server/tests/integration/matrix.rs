@@ -426,6 +426,7 @@ async fn authorization_matrix() {
                     session_type: SessionType::Browser,
                     must_change_password: false,
                     must_enrol_mfa: false,
+                    second_factor_at: None,
                     request: RequestMeta::default(),
                 };
                 let allowed = app
@@ -492,6 +493,7 @@ async fn authorization_matrix() {
                 session_type: SessionType::Browser,
                 must_change_password: false,
                 must_enrol_mfa: false,
+                second_factor_at: None,
                 request: RequestMeta::default(),
             };
             checked += 1;

@@ -65,6 +65,22 @@ async fn password_step(app: &TestApp) -> Client {
     c
 }
 
+/// The error code of opening a terminal (from our origin, without a WebSocket upgrade).
+async fn terminal_refusal(app: &TestApp, c: &Client) -> String {
+    let r = c
+        .http
+        .get(format!("{}/api/v1/terminal/ws?cluster=none", app.url))
+        .header("origin", &app.url)
+        .send()
+        .await
+        .expect("request");
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn audit(admin: &Client, query: &str, min: usize) -> Vec<Value> {
     for _ in 0..100 {
         let items = admin
@@ -281,4 +297,88 @@ async fn the_organization_policy_sends_who_must_enrol_to_enrolment() {
     assert_eq!(r.error_code(), "mfa_enrolment_required");
     enrol(&app, &mia).await;
     mia.get("/api/v1/projects").await.assert_status(200);
+}
+
+#[tokio::test]
+async fn a_kubeconfig_or_terminal_for_a_role_that_writes_asks_for_a_fresh_second_factor() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+    let (secret, _) = enrol(&app, &mia).await;
+    // Enrolling in this session did not prove a second factor at sign-in: a fresh one is due.
+    let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+
+    // Signed in with a code: fresh for an hour.
+    app.clock.advance_secs(30);
+    let c = password_step(&app).await;
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200);
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+    // Past the step-up check (refused later: no WebSocket upgrade).
+    assert_eq!(terminal_refusal(&app, &c).await, "invalid");
+
+    // An hour later (the session kept alive), the kubeconfig and the terminal ask again.
+    for _ in 0..3 {
+        app.clock.advance_secs(1201);
+        c.get("/api/v1/me").await.assert_status(200);
+        admin.get("/api/v1/me").await.assert_status(200);
+    }
+    let r = c.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+    assert_eq!(terminal_refusal(&app, &c).await, "step_up_required");
+    c.post("/api/v1/auth/step-up", json!({"code": "000000"}))
+        .await
+        .assert_status(401);
+    c.post(
+        "/api/v1/auth/step-up",
+        json!({"code": code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(204);
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+    audit(&admin, "action=mfa.step_up&outcome=allowed", 1).await;
+
+    // A role that only reads is not asked.
+    admin
+        .delete(&format!(
+            "/api/v1/bindings/{}",
+            admin.get("/api/v1/bindings").await.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["role"] == "NAMESPACE_ADMIN")
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+        ))
+        .await
+        .assert_status(204);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+    for _ in 0..3 {
+        app.clock.advance_secs(1201);
+        c.get("/api/v1/me").await.assert_status(200);
+        admin.get("/api/v1/me").await.assert_status(200);
+    }
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
 }
