@@ -855,7 +855,7 @@ async fn callback(
             "the Warden user is deactivated",
         )));
     }
-    if link_needed(created, linked) {
+    if created || linked {
         user_identities::ActiveModel::from(user_identities::Model {
             provider_id: provider.id.clone(),
             subject: identity.subject.clone(),
@@ -937,10 +937,6 @@ async fn callback(
     }
     svc.audit.record_many(events).await?;
     Ok(user)
-}
-
-fn link_needed(created: bool, linked: bool) -> bool {
-    created || linked
 }
 
 /// A new SSO user: no local password, a member of All Users.
