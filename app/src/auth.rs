@@ -41,6 +41,10 @@ pub async fn login(email: String, password: String) -> Result<(), AppError> {
             leptos_axum::redirect("/login?error=locked");
             Ok(())
         }
+        Err(SignInError::MfaRequired) => {
+            leptos_axum::redirect("/login/mfa");
+            Ok(())
+        }
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
 }
@@ -192,7 +196,11 @@ pub fn LoginPage() -> impl IntoView {
         q.with(|q| match q.get("error").as_deref() {
             Some("invalid") => Some(warden_domain::dto::messages::INVALID_CREDENTIALS),
             Some("locked") => Some(warden_domain::dto::messages::LOCKED),
-            _ => None,
+            _ => q.get("sso_error").map(|c| {
+                warden_domain::dto::SsoFailure::parse(&c)
+                    .unwrap_or(warden_domain::dto::SsoFailure::ProviderError)
+                    .message()
+            }),
         })
     };
     let notice = move || {
@@ -214,6 +222,7 @@ pub fn LoginPage() -> impl IntoView {
                 <p class="muted">"Sign in to the console"</p>
                 {move || notice().map(|n| view! { <p class="notice" role="status">{n}</p> })}
                 {move || error().map(|e| view! { <p class="form-error" role="alert" data-testid="login-error">{e}</p> })}
+                <crate::identity_providers::SignInButtons/>
                 <ActionForm action=login attr:class="form">
                     <label for="email">"Email"</label>
                     <input id="email" type="email" name="email" autocomplete="username" required autofocus/>

@@ -53,6 +53,7 @@ fn NavLinks(me: Me) -> impl IntoView {
         {me.has_org("group.read").then(|| view! { <A href="/groups">"Groups"</A> })}
         {me.has_org("role.read").then(|| view! { <A href="/roles">"Roles"</A> })}
         {me.has_org("settings.read").then(|| view! { <A href="/settings">"Settings"</A> })}
+        {me.has_org("idp.read").then(|| view! { <A href="/identity-providers">"Sign-in providers"</A> })}
         {audit.then(|| view! { <A href="/audit">"Audit log"</A> })}
     }
 }
@@ -77,6 +78,7 @@ fn UserMenu(me: Me) -> impl IntoView {
             <div id="user-menu-items" class="menu" class:open=move || open.get() role="menu">
                 <p class="menu-id">{me.user.email.clone()}</p>
                 <a role="menuitem" href="/me/tools">"My tools (kubeconfig)"</a>
+                <a role="menuitem" href="/me/mfa">"Two-factor authentication"</a>
                 <a role="menuitem" href="/sessions">"Live sessions"</a>
                 <a role="menuitem" href="/me/api-keys">"API keys"</a>
                 <a role="menuitem" href="/change-password">"Change password"</a>

@@ -10,8 +10,10 @@ pub mod clusters;
 pub mod error;
 pub mod groups;
 pub mod home;
+pub mod identity_providers;
 pub mod kubectl;
 pub mod layout;
+pub mod mfa;
 pub mod pods;
 pub mod projects;
 pub mod recordings;
@@ -86,6 +88,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <main class="content"><h1>"Not found"</h1><p><a href="/">"Back to the console"</a></p></main> }>
                 <Route path=path!("/login") view=auth::LoginPage/>
+                <Route path=path!("/login/mfa") view=mfa::LoginMfaPage/>
                 <Route path=path!("/change-password") view=auth::ChangePasswordPage/>
                 <Route path=path!("/set-password") view=auth::SetPasswordPage/>
                 <ParentRoute path=path!("") view=layout::ConsoleLayout>
@@ -106,10 +109,12 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/roles/new") view=roles::NewRolePage ssr=SsrMode::InOrder/>
                     <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::InOrder/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/me/mfa") view=mfa::MyMfaPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/sessions") view=sessions::SessionsPage ssr=SsrMode::InOrder/>
                 </ParentRoute>
             </Routes>

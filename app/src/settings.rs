@@ -24,6 +24,7 @@ pub async fn update_settings(
     lockout_threshold: i32,
     lockout_window_minutes: i32,
     lockout_minutes: i32,
+    mfa_policy: String,
 ) -> Result<SettingsDto, AppError> {
     use warden_domain::dto::UpdateSettingsRequest;
     let svc = crate::ssr::services()?;
@@ -35,6 +36,7 @@ pub async fn update_settings(
         lockout_threshold: Some(lockout_threshold),
         lockout_window_minutes: Some(lockout_window_minutes),
         lockout_minutes: Some(lockout_minutes),
+        mfa_policy: Some(mfa_policy),
     };
     let r = warden_domain::admin::org_settings::update(&svc, &who, req).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
@@ -92,6 +94,17 @@ fn SettingsForm(
                     value=settings.lockout_window_minutes.to_string() required=true disabled=ro/>
                 <Field state name="lockout_minutes" label="Lockout (minutes)" kind="number" min="1" max="1440"
                     value=settings.lockout_minutes.to_string() required=true disabled=ro/>
+            </section>
+            <section class="card">
+                <h2>"Two-factor authentication"</h2>
+                <label for="settings-mfa_policy">"Who must sign in with a second factor"</label>
+                <select id="settings-mfa_policy" name="mfa_policy" disabled=move || ro.get()>
+                    {[("nobody", "Nobody (everyone may enrol)"), ("admins", "Administrators (anyone with an organization-wide role)"), ("everyone", "Everyone")]
+                        .into_iter()
+                        .map(|(v, label)| view! { <option value=v selected=settings.mfa_policy == v>{label}</option> })
+                        .collect_view()}
+                </select>
+                <p class="hint">"Users who must and have not enrolled are sent to enrolment after signing in. Single sign-on users are left to their identity provider."</p>
             </section>
             {writable.then(|| view! { <Submit state label="Save settings"/> })}
         </ActionForm>

@@ -73,6 +73,22 @@ pub async fn principal() -> Result<Principal, AppError> {
     if p.must_change_password {
         return Err(AppError::PasswordChangeRequired);
     }
+    if p.must_enrol_mfa {
+        return Err(AppError::Refused(
+            "Set up two-factor authentication first (Two-factor authentication, in your menu)."
+                .into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// The signed-in principal, even while the MFA policy still asks them to enrol (the enrolment
+/// server functions).
+pub async fn principal_enrolling() -> Result<Principal, AppError> {
+    let p = principal_allow_password_change().await?;
+    if p.must_change_password {
+        return Err(AppError::PasswordChangeRequired);
+    }
     Ok(p)
 }
 

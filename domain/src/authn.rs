@@ -23,6 +23,8 @@ pub use crate::dto::messages::{INVALID_CREDENTIALS, LOCKED};
 #[derive(Debug)]
 pub enum SignInError {
     Invalid,
+    /// The password was right; the second factor is due (`complete_mfa_sign_in`).
+    MfaRequired,
     Locked,
     Internal(DomainError),
 }
@@ -52,22 +54,35 @@ pub async fn sign_in(
     match outcome {
         LoginOutcome::Success(user) => {
             let uid = user_store::user_id(&user)?;
-            session.cycle_id().await.map_err(session_err)?;
-            // The generation read with the password hash: a reset that lands between the
-            // password check and this session's creation makes the session dead on arrival.
-            let record = AuthRecord {
-                user_id: uid,
-                login_at: now,
-                last_seen: now,
-                generation: user.session_generation,
-            };
-            session
-                .insert(AUTH_KEY, &record)
-                .await
-                .map_err(session_err)?;
-            let absolute_end = now.plus_secs(org.session_absolute_hours as i64 * 3600);
-            session.set_expiry(Some(Expiry::AtDateTime(absolute_end.to_offset())));
-            let user = user_store::record_login(&svc.db, user, now).await?;
+            if crate::mfa::is_enabled(&svc.db, uid).await? {
+                let pending = crate::mfa::MfaPending {
+                    user_id: uid,
+                    generation: user.session_generation,
+                    started_at: now,
+                };
+                session
+                    .insert(crate::mfa::PENDING_KEY, &pending)
+                    .await
+                    .map_err(session_err)?;
+                svc.audit
+                    .record(
+                        AuditEvent::new(
+                            AuditKind::SignIn,
+                            Actor::User {
+                                id: uid,
+                                name: user.email.clone(),
+                            },
+                            SessionType::Browser,
+                            "sign_in.password",
+                            Outcome::Allowed,
+                        )
+                        .reason("password checked; second factor due")
+                        .request(meta),
+                    )
+                    .await?;
+                return Err(SignInError::MfaRequired);
+            }
+            let user = start_session(svc, session, user, now, None).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -129,6 +144,200 @@ pub async fn sign_in(
                 )
                 .await?;
             Err(err)
+        }
+    }
+}
+
+/// Sign `user` in on `session` (local password or single sign-on): the session id rotates and
+/// the session records the user, their session generation and the absolute lifetime.
+pub(crate) async fn start_session(
+    svc: &Services,
+    session: &Session,
+    user: users::Model,
+    now: Timestamp,
+    mfa_at: Option<Timestamp>,
+) -> DomainResult<users::Model> {
+    let org = settings::load(&svc.db).await?;
+    let uid = user_store::user_id(&user)?;
+    session.cycle_id().await.map_err(session_err)?;
+    // The generation read with the password hash (or the provider's answer): a reset that
+    // lands between that check and this session's creation makes the session dead on arrival.
+    let record = AuthRecord {
+        user_id: uid,
+        login_at: now,
+        last_seen: now,
+        generation: user.session_generation,
+        mfa_at,
+    };
+    session
+        .insert(AUTH_KEY, &record)
+        .await
+        .map_err(session_err)?;
+    let absolute_end = now.plus_secs(org.session_absolute_hours as i64 * 3600);
+    session.set_expiry(Some(Expiry::AtDateTime(absolute_end.to_offset())));
+    user_store::record_login(&svc.db, user, now).await
+}
+
+/// The second step of a sign-in with a second factor: the code of the authenticator app (or a
+/// recovery code) for the user whose password the first step checked. Failed codes count
+/// towards the lockout, keyed by the user; on success the session id rotates and the session
+/// records the user.
+pub async fn complete_mfa_sign_in(
+    svc: &Services,
+    session: &Session,
+    code: &str,
+    meta: RequestMeta,
+) -> Result<users::Model, SignInError> {
+    use crate::mfa::{MfaPending, PENDING_KEY, PENDING_TTL_SECS};
+    let now = svc.clock.now();
+    let Some(pending) = session
+        .get::<MfaPending>(PENDING_KEY)
+        .await
+        .map_err(session_err)?
+    else {
+        return Err(SignInError::Invalid);
+    };
+    let user = user_store::find_by_id(&svc.db, pending.user_id)
+        .await?
+        .filter(|u| {
+            u.status == user_store::STATUS_ACTIVE && u.session_generation == pending.generation
+        });
+    let expired = now.millis() - pending.started_at.millis() > PENDING_TTL_SECS * 1000;
+    let Some(user) = user.filter(|_| !expired) else {
+        session
+            .remove::<MfaPending>(PENDING_KEY)
+            .await
+            .map_err(session_err)?;
+        return Err(SignInError::Invalid);
+    };
+    let actor = Actor::User {
+        id: pending.user_id,
+        name: user.email.clone(),
+    };
+    let denied = |reason: String| {
+        AuditEvent::new(
+            AuditKind::SignIn,
+            actor.clone(),
+            SessionType::Browser,
+            "sign_in",
+            Outcome::Denied,
+        )
+        .reason(reason)
+        .request(meta.clone())
+    };
+    let org = settings::load(&svc.db).await?;
+    let key = format!("mfa:{}", pending.user_id);
+    let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
+    let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
+    if !login::may_check(&throttle, &org, lock_end) {
+        let until = Timestamp(throttle.locked_until.unwrap_or(lock_end));
+        svc.audit
+            .record(denied(format!(
+                "second factor locked until {}; code not checked",
+                until.rfc3339()
+            )))
+            .await?;
+        return Err(SignInError::Locked);
+    }
+    match crate::mfa::check_second_factor(svc, pending.user_id, &user.email, code, now).await? {
+        Some(factor) => {
+            login::clear_attempts(&svc.db, &key).await?;
+            session
+                .remove::<MfaPending>(PENDING_KEY)
+                .await
+                .map_err(session_err)?;
+            let user = start_session(svc, session, user, now, Some(now)).await?;
+            svc.audit
+                .record(
+                    AuditEvent::new(
+                        AuditKind::SignIn,
+                        actor,
+                        SessionType::Browser,
+                        "sign_in",
+                        Outcome::Allowed,
+                    )
+                    .request(meta.clone())
+                    .details(serde_json::json!({"mfa": factor.as_str()})),
+                )
+                .await?;
+            Ok(user)
+        }
+        None => {
+            let locked = throttle.locked_until.is_some();
+            let reason = if locked {
+                "wrong or used second factor; account locked".to_owned()
+            } else {
+                "wrong or used second factor".to_owned()
+            };
+            svc.audit.record(denied(reason)).await?;
+            Err(if locked {
+                SignInError::Locked
+            } else {
+                SignInError::Invalid
+            })
+        }
+    }
+}
+
+/// Step-up: prove a second factor again in a signed-in browser session (before a terminal or a
+/// kubeconfig for a role that allows writes). Failed codes count towards the same lockout as
+/// the sign-in's second step.
+pub async fn step_up(
+    svc: &Services,
+    session: &Session,
+    who: &Principal,
+    code: &str,
+) -> Result<(), SignInError> {
+    let now = svc.clock.now();
+    let mut record: AuthRecord = session
+        .get(AUTH_KEY)
+        .await
+        .map_err(session_err)?
+        .ok_or(SignInError::Invalid)?;
+    let org = settings::load(&svc.db).await?;
+    let key = format!("mfa:{}", who.user_id);
+    let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
+    let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
+    let event = |outcome: Outcome| {
+        AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "mfa.step_up",
+            outcome,
+        )
+        .request(who.request.clone())
+    };
+    if !login::may_check(&throttle, &org, lock_end) {
+        svc.audit
+            .record(event(Outcome::Denied).reason("second factor locked; code not checked"))
+            .await?;
+        return Err(SignInError::Locked);
+    }
+    match crate::mfa::check_second_factor(svc, who.user_id, &who.email, code, now).await? {
+        Some(factor) => {
+            login::clear_attempts(&svc.db, &key).await?;
+            record.mfa_at = Some(now);
+            session
+                .insert(AUTH_KEY, &record)
+                .await
+                .map_err(session_err)?;
+            svc.audit
+                .record(
+                    event(Outcome::Allowed).details(serde_json::json!({"mfa": factor.as_str()})),
+                )
+                .await?;
+            Ok(())
+        }
+        None => {
+            svc.audit
+                .record(event(Outcome::Denied).reason("wrong or used second factor"))
+                .await?;
+            Err(if throttle.locked_until.is_some() {
+                SignInError::Locked
+            } else {
+                SignInError::Invalid
+            })
         }
     }
 }
@@ -202,14 +411,40 @@ pub async fn principal_from_session(
             .await
             .map_err(session_err)?;
     }
+    let must_enrol_mfa = must_enrol_mfa(svc, &org, &user, record.user_id).await?;
     Ok(Principal {
         user_id: record.user_id,
         email: user.email,
         name: user.name,
         session_type: SessionType::Browser,
         must_change_password: user.must_change_password,
+        must_enrol_mfa,
+        second_factor_at: record.mfa_at,
         request: meta,
     })
+}
+
+/// Whether the organization's MFA policy asks `user` for a second factor they lack. Single
+/// sign-on users are left to their identity provider.
+async fn must_enrol_mfa(
+    svc: &Services,
+    org: &settings::OrgSettings,
+    user: &users::Model,
+    uid: crate::ids::UserId,
+) -> DomainResult<bool> {
+    let applies = match org.mfa_policy.as_str() {
+        "everyone" => true,
+        "admins" => !svc
+            .policy
+            .effective(uid)
+            .await?
+            .org_permissions()
+            .is_empty(),
+        _ => false,
+    };
+    Ok(applies
+        && user.origin == user_store::ORIGIN_LOCAL
+        && !crate::mfa::is_enabled(&svc.db, uid).await?)
 }
 
 fn invalid(field: &str, msg: impl Into<String>) -> DomainError {
@@ -400,6 +635,9 @@ pub async fn principal_from_api_key(
         name: user.name,
         session_type: SessionType::Api,
         must_change_password: user.must_change_password,
+        // Keys are made from a signed-in session, which passed the policy when it was made.
+        must_enrol_mfa: false,
+        second_factor_at: None,
         request: meta,
     })
 }

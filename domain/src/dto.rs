@@ -66,6 +66,8 @@ pub mod messages {
     pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
     pub const LOCKED: &str = "Too many failed sign-in attempts. Try again later.";
     /// The answer to `POST /api/v1/api-keys` authenticated by an API key.
+    /// The answer to a wrong, used or expired second factor.
+    pub const MFA_INVALID: &str = "Invalid or already used code. Sign in again if this persists.";
     pub const API_KEY_NEEDS_SESSION: &str =
         "An API key cannot create API keys. Sign in to the console to create one.";
 }
@@ -400,6 +402,10 @@ pub struct SettingsDto {
     pub lockout_threshold: i32,
     pub lockout_window_minutes: i32,
     pub lockout_minutes: i32,
+    /// Who must sign in with a second factor: `nobody`, `admins` (anyone holding an
+    /// organization-wide permission) or `everyone`. Single sign-on users are left to their
+    /// identity provider.
+    pub mfa_policy: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -418,6 +424,8 @@ pub struct UpdateSettingsRequest {
     pub lockout_window_minutes: Option<i32>,
     #[serde(default)]
     pub lockout_minutes: Option<i32>,
+    #[serde(default)]
+    pub mfa_policy: Option<String>,
 }
 
 /// "Why": may this user do this, and which binding allows it.
@@ -710,4 +718,239 @@ pub struct RecordingEnd {
     pub duration_ms: Option<i64>,
     pub sha256: Option<String>,
     pub bytes: Option<u64>,
+}
+
+// ---- single sign-on (OpenID Connect) ----
+
+/// An identity provider as the API and the console show it. The client secret is write-only:
+/// only whether one is set is shown.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityProviderDto {
+    pub id: String,
+    /// The identifier in URLs (lowercase letters, digits and dashes); it never changes.
+    pub name: String,
+    /// What the sign-in button says: "Sign in with DISPLAY_NAME".
+    pub display_name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_set: bool,
+    pub scopes: Vec<String>,
+    pub email_claim: String,
+    pub name_claim: String,
+    pub groups_claim: String,
+    /// Empty: any domain.
+    pub allowed_domains: Vec<String>,
+    /// `by_name` (a provider group joins the Warden group of the same name) or `explicit`.
+    pub group_mapping_mode: String,
+    /// Provider group -> Warden group (explicit mode).
+    pub group_mapping: std::collections::BTreeMap<String, String>,
+    pub auto_provision: bool,
+    /// Whether a first sign-in may link an existing Warden account with the same email.
+    pub link_existing_users: bool,
+    pub enabled: bool,
+    /// The redirect URI to register at the provider.
+    pub callback_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIdentityProviderRequest {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Default `openid email profile`; add `groups` when the provider needs it.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub email_claim: Option<String>,
+    #[serde(default)]
+    pub name_claim: Option<String>,
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub allowed_domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub group_mapping_mode: Option<String>,
+    #[serde(default)]
+    pub group_mapping: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub auto_provision: Option<bool>,
+    #[serde(default)]
+    pub link_existing_users: Option<bool>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Every field optional; an absent or empty `client_secret` keeps the stored one.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIdentityProviderRequest {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub email_claim: Option<String>,
+    #[serde(default)]
+    pub name_claim: Option<String>,
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub allowed_domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub group_mapping_mode: Option<String>,
+    #[serde(default)]
+    pub group_mapping: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub auto_provision: Option<bool>,
+    #[serde(default)]
+    pub link_existing_users: Option<bool>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// What "Test" found: the provider's discovery document, or the error in words.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityProviderTest {
+    pub ok: bool,
+    pub message: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub signing_keys: usize,
+    pub scopes_supported: Vec<String>,
+}
+
+/// A sign-in button: shown to everyone on the sign-in page.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignInProvider {
+    pub name: String,
+    pub display_name: String,
+    pub login_url: String,
+}
+
+/// Why a single sign-on did not sign anyone in: the code travels in the sign-in page's query
+/// string (`/login?sso_error=CODE`), the page shows [`SsoFailure::message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SsoFailure {
+    UnknownProvider,
+    ProviderDenied,
+    ProviderError,
+    Unavailable,
+    State,
+    Token,
+    MissingEmail,
+    EmailUnverified,
+    Domain,
+    NoAccount,
+    LinkRefused,
+    Deactivated,
+    Internal,
+}
+
+impl SsoFailure {
+    pub const ALL: [SsoFailure; 13] = [
+        SsoFailure::UnknownProvider,
+        SsoFailure::ProviderDenied,
+        SsoFailure::ProviderError,
+        SsoFailure::Unavailable,
+        SsoFailure::State,
+        SsoFailure::Token,
+        SsoFailure::MissingEmail,
+        SsoFailure::EmailUnverified,
+        SsoFailure::Domain,
+        SsoFailure::NoAccount,
+        SsoFailure::LinkRefused,
+        SsoFailure::Deactivated,
+        SsoFailure::Internal,
+    ];
+    pub fn code(self) -> &'static str {
+        match self {
+            SsoFailure::UnknownProvider => "unknown_provider",
+            SsoFailure::ProviderDenied => "denied",
+            SsoFailure::ProviderError => "provider_error",
+            SsoFailure::Unavailable => "unavailable",
+            SsoFailure::State => "state",
+            SsoFailure::Token => "token",
+            SsoFailure::MissingEmail => "missing_email",
+            SsoFailure::EmailUnverified => "email_unverified",
+            SsoFailure::Domain => "domain",
+            SsoFailure::NoAccount => "no_account",
+            SsoFailure::LinkRefused => "link_refused",
+            SsoFailure::Deactivated => "deactivated",
+            SsoFailure::Internal => "internal",
+        }
+    }
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.code() == code)
+    }
+    pub fn message(self) -> &'static str {
+        match self {
+            SsoFailure::UnknownProvider => "This identity provider does not exist or is turned off.",
+            SsoFailure::ProviderDenied => "The identity provider did not let you sign in (access denied or cancelled).",
+            SsoFailure::ProviderError => "The identity provider answered with an error. Try again, or ask an administrator.",
+            SsoFailure::Unavailable => "The identity provider cannot be reached now. Try again later.",
+            SsoFailure::State => "This sign-in link is invalid or has expired. Start again from the sign-in page.",
+            SsoFailure::Token => "The identity provider's answer could not be verified. Nobody was signed in.",
+            SsoFailure::MissingEmail => "The identity provider did not tell Warden your email address.",
+            SsoFailure::EmailUnverified => "The identity provider has not verified your email address.",
+            SsoFailure::Domain => "Your email domain is not allowed to sign in with this provider.",
+            SsoFailure::NoAccount => "You have no Warden account yet. Ask an administrator to create one.",
+            SsoFailure::LinkRefused => "A Warden account with your email already exists and is not linked to this provider. Ask an administrator.",
+            SsoFailure::Deactivated => "Your Warden account is deactivated.",
+            SsoFailure::Internal => "Something went wrong on our side. It has been logged.",
+        }
+    }
+}
+
+// ---- multi-factor authentication (TOTP) ----
+
+/// `POST /api/v1/auth/mfa` (the second step of a sign-in) and enrolment confirmation.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaCodeRequest {
+    /// The 6-digit code of the authenticator app, or a recovery code.
+    pub code: String,
+}
+
+/// A new authenticator: the secret (also in text for manual entry), its `otpauth://` URI and
+/// the QR code of that URI (SVG).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpEnrolment {
+    pub secret: String,
+    pub otpauth_url: String,
+    pub qr_svg: String,
+}
+
+/// Ten single-use recovery codes, shown once (Warden keeps only their hashes).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaStatus {
+    pub enabled: bool,
+    pub recovery_codes_left: usize,
 }

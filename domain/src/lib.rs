@@ -28,6 +28,8 @@ pub mod ids;
 #[cfg(feature = "ssr")]
 pub mod login;
 #[cfg(feature = "ssr")]
+pub mod mfa;
+#[cfg(feature = "ssr")]
 pub mod password;
 #[cfg(feature = "ssr")]
 pub mod secrets;
@@ -35,6 +37,8 @@ pub mod secrets;
 pub mod sessions;
 #[cfg(feature = "ssr")]
 pub mod settings;
+#[cfg(feature = "ssr")]
+pub mod sso;
 #[cfg(feature = "ssr")]
 pub mod users;
 

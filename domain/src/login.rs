@@ -58,7 +58,7 @@ fn throttle_key(raw_email: &str) -> String {
 /// - no row yet: insert `failures = 1`;
 /// - the window has passed (or an old lock has expired): restart at `failures = 1`;
 /// - else `failures + 1`, and the lock is set by the attempt that reaches the threshold.
-async fn count_attempt(
+pub(crate) async fn count_attempt(
     db: &DatabaseConnection,
     settings: &OrgSettings,
     key: &str,
@@ -109,6 +109,25 @@ async fn count_attempt(
     Ok(login_throttle::Model::from_query_result(&row, "")?)
 }
 
+/// Within the threshold, and not under a lock set earlier (only the attempt that reached the
+/// threshold may find the lock, its own, already in place).
+pub(crate) fn may_check(
+    throttle: &login_throttle::Model,
+    settings: &OrgSettings,
+    lock_end: i64,
+) -> bool {
+    throttle.failures <= settings.lockout_threshold
+        && throttle.locked_until.is_none_or(|until| until == lock_end)
+}
+
+/// Forget the failures counted under `key` (after a success).
+pub(crate) async fn clear_attempts(db: &DatabaseConnection, key: &str) -> DomainResult<()> {
+    login_throttle::Entity::delete_by_id(key.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn authenticate(
     db: &DatabaseConnection,
     settings: &OrgSettings,
@@ -119,10 +138,7 @@ pub async fn authenticate(
     let key = throttle_key(raw_email);
     let lock_end = now.plus_secs(settings.lockout_minutes as i64 * 60).millis();
     let throttle = count_attempt(db, settings, &key, now, lock_end).await?;
-    // Within the threshold, and not under a lock set earlier (only the attempt that reached
-    // the threshold may find the lock, its own, already in place).
-    let may_check = throttle.failures <= settings.lockout_threshold
-        && throttle.locked_until.is_none_or(|until| until == lock_end);
+    let may_check = may_check(&throttle, settings, lock_end);
     if !may_check {
         // Spend the same time as a real check.
         let _ = password::verify(password_attempt, None).await;

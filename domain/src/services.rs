@@ -20,6 +20,8 @@ pub struct Services {
     pub streams: crate::streams::StreamHooks,
     /// Reads on clusters as a user (the pod picker), set at start-up.
     pub cluster_reads: crate::cluster_reads::ClusterReadHooks,
+    /// Single sign-on: the master key's sealer (set at start-up) and the providers' cache.
+    pub sso: crate::sso::SsoHooks,
 }
 
 impl Services {
@@ -39,6 +41,7 @@ impl Services {
             clusters: Default::default(),
             streams: Default::default(),
             cluster_reads: Default::default(),
+            sso: Default::default(),
         })
     }
 

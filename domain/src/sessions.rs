@@ -23,6 +23,9 @@ pub struct AuthRecord {
     /// (password changed or reset, user deactivated), whatever its row says.
     #[serde(default)]
     pub generation: i64,
+    /// When the user last proved a second factor in this session (at sign-in or a step-up).
+    #[serde(default)]
+    pub mfa_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]

@@ -18,7 +18,11 @@ pub struct OrgSettings {
     pub lockout_window_minutes: i32,
     /// How long a locked account stays locked.
     pub lockout_minutes: i32,
+    /// Who must sign in with a second factor: `nobody`, `admins` or `everyone`.
+    pub mfa_policy: String,
 }
+
+pub const MFA_POLICIES: [&str; 3] = ["nobody", "admins", "everyone"];
 
 impl Default for OrgSettings {
     fn default() -> Self {
@@ -28,6 +32,7 @@ impl Default for OrgSettings {
             lockout_threshold: 5,
             lockout_window_minutes: 15,
             lockout_minutes: 15,
+            mfa_policy: "nobody".to_owned(),
         }
     }
 }
@@ -60,6 +65,12 @@ impl OrgSettings {
             24 * 60,
         );
         check("lockout_minutes", self.lockout_minutes, 1, 24 * 60);
+        if !MFA_POLICIES.contains(&self.mfa_policy.as_str()) {
+            fields.insert(
+                "mfa_policy".to_owned(),
+                "must be nobody, admins or everyone".to_owned(),
+            );
+        }
         if fields.is_empty() {
             Ok(())
         } else {
@@ -78,6 +89,7 @@ pub async fn load(db: &DatabaseConnection) -> DomainResult<OrgSettings> {
             lockout_threshold: m.lockout_threshold,
             lockout_window_minutes: m.lockout_window_minutes,
             lockout_minutes: m.lockout_minutes,
+            mfa_policy: m.mfa_policy,
         },
         None => OrgSettings::default(),
     })
@@ -96,6 +108,7 @@ pub async fn save<C: sea_orm::ConnectionTrait>(
         lockout_threshold: s.lockout_threshold,
         lockout_window_minutes: s.lockout_window_minutes,
         lockout_minutes: s.lockout_minutes,
+        mfa_policy: s.mfa_policy.clone(),
         updated_at: now.millis(),
     };
     match org_settings::Entity::find_by_id(ROW).one(db).await? {
@@ -106,6 +119,7 @@ pub async fn save<C: sea_orm::ConnectionTrait>(
             active.lockout_threshold = Set(model.lockout_threshold);
             active.lockout_window_minutes = Set(model.lockout_window_minutes);
             active.lockout_minutes = Set(model.lockout_minutes);
+            active.mfa_policy = Set(model.mfa_policy);
             active.updated_at = Set(model.updated_at);
             active.update(db).await?;
         }

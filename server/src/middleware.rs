@@ -122,6 +122,7 @@ fn is_public(path: &str) -> bool {
     const PREFIXES: &[&str] = &["/pkg/", "/sfn/", "/api/", "/assets/", "/agent/"];
     const EXACT: &[&str] = &[
         "/login",
+        "/login/mfa",
         "/set-password",
         "/healthz",
         "/readyz",
@@ -148,6 +149,9 @@ pub async fn console_guard(
     match warden_domain::authn::principal_from_session(&state.services, &session, meta).await {
         Ok(p) if p.must_change_password && path != "/change-password" => {
             Redirect::to("/change-password").into_response()
+        }
+        Ok(p) if p.must_enrol_mfa && !p.must_change_password && path != "/me/mfa" => {
+            Redirect::to("/me/mfa").into_response()
         }
         Ok(_) => next.run(req).await,
         Err(_) => Redirect::to("/login").into_response(),

@@ -57,7 +57,12 @@ impl Class {
 
     /// Which limit a request falls under, if any.
     pub fn of(path: &str) -> Option<Class> {
-        const SIGN_IN: &[&str] = &["/sfn/login", "/sfn/set_password", "/sfn/change_password"];
+        const SIGN_IN: &[&str] = &[
+            "/sfn/login",
+            "/sfn/verify_mfa",
+            "/sfn/set_password",
+            "/sfn/change_password",
+        ];
         if path.starts_with("/api/v1/auth/") || SIGN_IN.contains(&path) {
             Some(Class::SignIn)
         } else if path.starts_with("/agent/v1/") {
@@ -168,6 +173,11 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(Class::of("/api/v1/auth/login"), Some(Class::SignIn));
+        // Single sign-on's start and callback are sign-in doors too.
+        assert_eq!(
+            Class::of("/api/v1/auth/oidc/corp/callback"),
+            Some(Class::SignIn)
+        );
         assert_eq!(Class::of("/sfn/login"), Some(Class::SignIn));
         assert_eq!(Class::of("/agent/v1/connect"), Some(Class::Agent));
         assert_eq!(Class::of("/api/v1/projects"), None);

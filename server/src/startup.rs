@@ -96,6 +96,11 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         audit.clone(),
         config.http.public_url.clone(),
     );
+    if let Some(key) = &config.master_key {
+        services
+            .sso
+            .set_sealer(warden_domain::secrets::Sealer::new(key));
+    }
     let outcome = bootstrap::run(
         &db,
         &audit,

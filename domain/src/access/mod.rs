@@ -30,6 +30,11 @@ pub struct Principal {
     pub name: String,
     pub session_type: SessionType,
     pub must_change_password: bool,
+    /// The organization's policy asks this user for a second factor and they have not enrolled
+    /// one yet: until they do, only enrolment (and `GET /me`) is open to them.
+    pub must_enrol_mfa: bool,
+    /// When this browser session last proved a second factor (none for other sessions).
+    pub second_factor_at: Option<crate::clock::Timestamp>,
     pub request: RequestMeta,
 }
 

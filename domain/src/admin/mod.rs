@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod bindings;
 pub mod clusters;
 pub mod groups;
+pub mod identity_providers;
 pub mod kubeconfig;
 pub mod org_settings;
 pub mod projects;

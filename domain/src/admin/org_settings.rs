@@ -27,6 +27,7 @@ fn to_dto(org: &organization::Model, s: &OrgSettings) -> SettingsDto {
         lockout_threshold: s.lockout_threshold,
         lockout_window_minutes: s.lockout_window_minutes,
         lockout_minutes: s.lockout_minutes,
+        mfa_policy: s.mfa_policy.clone(),
     }
 }
 
@@ -59,6 +60,9 @@ pub async fn update(
     }
     if let Some(v) = req.lockout_minutes {
         s.lockout_minutes = v;
+    }
+    if let Some(v) = req.mfa_policy {
+        s.mfa_policy = v;
     }
     s.validate()?;
     let org = match req.organization_name {

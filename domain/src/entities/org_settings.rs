@@ -10,6 +10,8 @@ pub struct Model {
     pub lockout_threshold: i32,
     pub lockout_window_minutes: i32,
     pub lockout_minutes: i32,
+    /// `nobody`, `admins` or `everyone`: who must sign in with a second factor.
+    pub mfa_policy: String,
     pub updated_at: i64,
 }
 

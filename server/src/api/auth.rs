@@ -11,6 +11,9 @@ use crate::state::AppState;
 
 pub struct AuthUser(pub Principal);
 pub struct AuthUserPendingPassword(pub Principal);
+/// Signed in, possibly still owing the enrolment of a second factor the MFA policy asks for
+/// (the enrolment endpoints themselves).
+pub struct AuthUserEnrolling(pub Principal);
 
 async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
     if let Some(crate::middleware::VerifiedApiKey(p)) = parts.extensions.get() {
@@ -48,7 +51,24 @@ impl FromRequestParts<AppState> for AuthUser {
         if p.must_change_password {
             return Err(ApiError::password_change_required());
         }
+        if p.must_enrol_mfa {
+            return Err(ApiError::mfa_enrolment_required());
+        }
         Ok(AuthUser(p))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUserEnrolling {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = authenticate(parts, state).await?;
+        if p.must_change_password {
+            return Err(ApiError::password_change_required());
+        }
+        Ok(AuthUserEnrolling(p))
     }
 }
 

@@ -45,6 +45,13 @@ impl ApiError {
             "change your password first (POST /api/v1/me/password)",
         )
     }
+    pub fn mfa_enrolment_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "mfa_enrolment_required",
+            "set up two-factor authentication first (POST /api/v1/me/mfa/totp)",
+        )
+    }
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

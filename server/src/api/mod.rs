@@ -7,8 +7,10 @@ pub mod auth;
 mod cluster_reads;
 mod clusters;
 pub mod error;
+mod mfa_routes;
 pub mod openapi;
 mod session_routes;
+mod sso_routes;
 mod streams;
 
 use axum::Router;
@@ -19,8 +21,17 @@ use access_routes as a;
 
 crate::endpoints! {
     post "/auth/login" => session_routes::login, "session", "Sign in with email and password; sets the session cookie", 200, req = LoginRequest, resp = Me, public = true;
+    post "/auth/mfa" => mfa_routes::verify_mfa, "session", "The second step of a sign-in with a second factor: the authenticator's code or a recovery code", 200, req = MfaCodeRequest, resp = Me, public = true;
+    post "/auth/step-up" => mfa_routes::step_up, "session", "Prove a second factor again in this browser session (asked before a terminal or a kubeconfig for a role that allows writes when the last one is older than an hour)", 204, req = MfaCodeRequest;
     post "/auth/logout" => session_routes::logout, "session", "Sign out; the session is deleted server-side", 204;
+    get "/auth/providers" => sso_routes::list_sign_in_providers, "session", "The identity providers the sign-in page offers (name, display name, login URL)", 200, resp = Vec<SignInProvider>, public = true;
+    get "/auth/oidc/{name}/login" => sso_routes::start_oidc_sign_in, "session", "Start signing in with an identity provider: redirects the browser to the provider (authorization code flow with PKCE)", 303, public = true;
+    get "/auth/oidc/{name}/callback" => sso_routes::finish_oidc_sign_in, "session", "Where the provider sends the browser back: signs the user in and redirects to the console, or to /login?sso_error=CODE", 303, public = true;
     get "/me" => session_routes::me, "session", "The caller and their effective permissions", 200, resp = Me;
+    get "/me/mfa" => mfa_routes::get_my_mfa, "session", "Whether the caller signs in with a second factor, and how many recovery codes are left", 200, resp = MfaStatus;
+    post "/me/mfa/totp" => mfa_routes::begin_totp_enrolment, "session", "Start enrolling an authenticator app: secret, otpauth URI and QR code (SVG)", 201, resp = TotpEnrolment;
+    post "/me/mfa/totp/confirm" => mfa_routes::confirm_totp_enrolment, "session", "Confirm the enrolment with a first code; answers ten recovery codes, shown once", 200, req = MfaCodeRequest, resp = RecoveryCodes;
+    delete "/users/{user}/mfa" => mfa_routes::reset_user_mfa, "users", "Reset a user's second factor (user.write); audited", 204;
     post "/me/password" => session_routes::change_password, "session", "Change one's own password", 204, req = ChangePasswordRequest;
     get "/audit/events" => audit::list_audit_events, "audit", "Search the audit log (newest first, keyset pagination)", 200, resp = Page<AuditEventDto>, query = AuditQuery;
     get "/audit/export" => audit::export_audit_events, "audit", "Export the audit log as CSV or NDJSON (format=csv|ndjson)", 200, query = audit::ExportQueryDoc;
@@ -57,6 +68,12 @@ crate::endpoints! {
     delete "/api-keys/{id}" => a::revoke_api_key, "api-keys", "Revoke one of the caller's API keys", 204;
     get "/settings" => a::get_settings, "settings", "Organization settings", 200, resp = SettingsDto;
     patch "/settings" => a::update_settings, "settings", "Change organization settings", 200, req = UpdateSettingsRequest, resp = SettingsDto;
+    get "/identity-providers" => sso_routes::list_identity_providers, "identity-providers", "OpenID Connect identity providers (the client secret is never returned)", 200, resp = Page<IdentityProviderDto>;
+    post "/identity-providers" => sso_routes::create_identity_provider, "identity-providers", "Add an identity provider (organization administrators)", 201, req = CreateIdentityProviderRequest, resp = IdentityProviderDto;
+    get "/identity-providers/{name}" => sso_routes::get_identity_provider, "identity-providers", "An identity provider by name or id", 200, resp = IdentityProviderDto;
+    patch "/identity-providers/{name}" => sso_routes::update_identity_provider, "identity-providers", "Change an identity provider (an empty or absent client_secret keeps the stored one)", 200, req = UpdateIdentityProviderRequest, resp = IdentityProviderDto;
+    delete "/identity-providers/{name}" => sso_routes::delete_identity_provider, "identity-providers", "Remove an identity provider (its users stay, unable to sign in with it)", 204;
+    post "/identity-providers/{name}/test" => sso_routes::test_identity_provider, "identity-providers", "Run discovery against the provider's issuer and report what was found or the error", 200, resp = IdentityProviderTest;
     get "/clusters" => clusters::list_clusters, "clusters", "Clusters visible to the caller (owned by or shared with their projects), filtered by project, status, label (key=value) or text", 200, resp = Page<ClusterDto>, query = ClusterQuery;
     post "/clusters" => clusters::create_cluster, "clusters", "Import a cluster; the answer carries a one-time manifest_url for kubectl apply -f", 201, req = CreateClusterRequest, resp = CreatedCluster;
     get "/clusters/{name}" => clusters::get_cluster, "clusters", "A cluster: status (pending|connected|disconnected), last_seen, kubernetes_version, facts, status history", 200, resp = ClusterDetail;

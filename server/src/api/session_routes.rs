@@ -42,6 +42,11 @@ pub async fn login(
             "locked",
             authn::LOCKED,
         )),
+        Err(SignInError::MfaRequired) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "mfa_required",
+            "enter the code of your authenticator app: POST /api/v1/auth/mfa {\"code\"}",
+        )),
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
 }

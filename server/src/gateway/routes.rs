@@ -25,6 +25,14 @@ pub async fn issue_kubeconfig(
     AuthUser(who): AuthUser,
     ApiQuery(q): ApiQuery<KubeconfigQuery>,
 ) -> ApiResult<Response> {
+    if let Err(message) = warden_domain::mfa::require_fresh_second_factor(&s.services, &who).await?
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "step_up_required",
+            message,
+        ));
+    }
     let cluster = q
         .cluster
         .as_deref()

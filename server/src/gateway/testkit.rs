@@ -31,6 +31,8 @@ impl TestApp {
             name: u.name,
             session_type: SessionType::System,
             must_change_password: false,
+            must_enrol_mfa: false,
+            second_factor_at: None,
             request: RequestMeta::default(),
         }
     }

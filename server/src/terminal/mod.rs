@@ -176,6 +176,24 @@ pub async fn terminal_ws(State(state): State<AppState>, req: axum::extract::Requ
     if principal.must_change_password {
         return refuse(StatusCode::FORBIDDEN, "choose a new password first");
     }
+    if principal.must_enrol_mfa {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "set up two-factor authentication first",
+        );
+    }
+    match warden_domain::mfa::require_fresh_second_factor(&state.services, &principal).await {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => {
+            return crate::api::error::ApiError::new(
+                StatusCode::FORBIDDEN,
+                "step_up_required",
+                message,
+            )
+            .into_response()
+        }
+        Err(e) => return crate::api::error::ApiError::from(e).into_response(),
+    }
     let Query(q) = match Query::<TerminalQuery>::from_request_parts(&mut parts, &state).await {
         Ok(q) => q,
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "cluster is required"),

@@ -9,6 +9,8 @@ mod clusters;
 mod gateway;
 mod live_streams;
 mod matrix;
+mod mfa;
 mod platform;
 mod pods;
+mod sso;
 mod terminal;

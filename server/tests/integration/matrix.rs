@@ -427,6 +427,8 @@ async fn authorization_matrix() {
                     name: role.to_string(),
                     session_type: SessionType::Browser,
                     must_change_password: false,
+                    must_enrol_mfa: false,
+                    second_factor_at: None,
                     request: RequestMeta::default(),
                 };
                 let allowed = app
@@ -492,6 +494,8 @@ async fn authorization_matrix() {
                 name: "ADMIN".into(),
                 session_type: SessionType::Browser,
                 must_change_password: false,
+                must_enrol_mfa: false,
+                second_factor_at: None,
                 request: RequestMeta::default(),
             };
             checked += 1;

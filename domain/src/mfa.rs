@@ -1,0 +1,416 @@
+//! Multi-factor authentication with TOTP (RFC 6238, the `totp-rs` crate): enrolment with a QR
+//! code (SVG, the `qrcode` crate) confirmed by a first code, ten single-use recovery codes
+//! stored hashed, codes checked with a ±1 step window, and a used code refused (replay): the
+//! last accepted step is stored and only a later one passes, in one atomic update.
+//!
+//! Sign-in with a second factor is two steps: the password check holds the user in the
+//! browser's pre-session ([`MfaPending`], 5 minutes) instead of signing them in;
+//! [`crate::authn::complete_mfa_sign_in`] checks the code and only then starts the session
+//! (its id rotates). Failed codes count towards the same lockout as passwords.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use totp_rs::{Algorithm, Builder, Totp};
+
+use crate::access::{Action, Principal};
+use crate::audit::{AuditEvent, AuditKind, Outcome};
+use crate::clock::Timestamp;
+use crate::dto::{MfaStatus, RecoveryCodes, TotpEnrolment};
+use crate::entities::{mfa_recovery_codes, user_mfa};
+use crate::error::{DomainError, DomainResult};
+use crate::ids::{TokenId, UserId};
+use crate::permissions::Permission;
+use crate::secrets::{random_token, sha256_hex, Sealer};
+use crate::Services;
+
+/// The session key of a sign-in waiting for its second factor.
+pub const PENDING_KEY: &str = "warden.mfa_pending";
+/// How long the second step may take.
+pub const PENDING_TTL_SECS: i64 = 300;
+const ISSUER: &str = "Warden";
+const SECRET_BYTES: usize = 20;
+const RECOVERY_CODE_COUNT: usize = 10;
+
+/// How old a second factor may be before a terminal or a kubeconfig for a role that allows
+/// writes asks for a fresh one (step-up).
+pub const STEP_UP_MAX_AGE_SECS: i64 = 3600;
+
+/// Step-up: `Err(message)` when `who` must prove a second factor again before opening a terminal
+/// or downloading a kubeconfig: a browser session of a user with an authenticator, who holds a
+/// role that allows writes in a cluster, whose last second factor is older than an hour (or who
+/// signed in without one, e.g. through single sign-on).
+pub async fn require_fresh_second_factor(
+    svc: &Services,
+    who: &Principal,
+) -> DomainResult<Result<(), String>> {
+    if who.session_type != crate::audit::SessionType::Browser
+        || !is_enabled(&svc.db, who.user_id).await?
+    {
+        return Ok(Ok(()));
+    }
+    let writes = svc
+        .policy
+        .effective(who.user_id)
+        .await?
+        .bindings
+        .iter()
+        .any(|b| {
+            b.permissions.iter().any(|p| {
+                matches!(
+                    p,
+                    Permission::KubectlClusterWrite
+                        | Permission::KubectlNamespaceWrite
+                        | Permission::KubectlFullaccess
+                )
+            })
+        });
+    let now = svc.clock.now().millis();
+    let fresh = who
+        .second_factor_at
+        .is_some_and(|t| now - t.millis() <= STEP_UP_MAX_AGE_SECS * 1000);
+    Ok(if !writes || fresh {
+        Ok(())
+    } else {
+        Err("confirm it is you with a code from your authenticator app first (POST /api/v1/auth/step-up)".to_owned())
+    })
+}
+
+/// A password check passed; the second factor is still due.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MfaPending {
+    pub user_id: UserId,
+    pub generation: i64,
+    pub started_at: Timestamp,
+}
+
+/// Which second factor signed someone in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactor {
+    Totp,
+    RecoveryCode,
+}
+
+impl SecondFactor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecondFactor::Totp => "totp",
+            SecondFactor::RecoveryCode => "recovery_code",
+        }
+    }
+}
+
+fn purpose(user_id: &str) -> String {
+    format!("user_mfa.secret:{user_id}")
+}
+
+fn totp(secret: &[u8], account: &str) -> DomainResult<Totp> {
+    Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(6)
+        .with_skew(1)
+        .with_step_duration(30)
+        .with_secret(secret.to_vec())
+        .with_issuer(Some(ISSUER))
+        .with_account_name(account)
+        .build()
+        .map_err(|e| DomainError::Internal(format!("totp: {e}")))
+}
+
+fn unix_secs(now: Timestamp) -> u64 {
+    (now.millis().max(0) / 1000) as u64
+}
+
+/// The code an authenticator shows for a base32 secret at a time (tests and tools).
+pub fn code_at(secret_base32: &str, unix_secs: u64) -> Option<String> {
+    let secret = totp_rs::Secret::try_from_base32(secret_base32).ok()?;
+    let bytes = secret.as_ref().to_vec();
+    Some(totp(&bytes, "x").ok()?.generate(unix_secs).to_string())
+}
+
+fn seal(svc: &Services, user_id: &str, base32: &str) -> String {
+    match svc.sso.sealer() {
+        Some(s) => s.seal(&purpose(user_id), base32.as_bytes()),
+        None => base32.to_owned(),
+    }
+}
+
+fn open(svc: &Services, row: &user_mfa::Model) -> DomainResult<Vec<u8>> {
+    let base32 = if Sealer::is_sealed(&row.secret) {
+        let sealer = svc.sso.sealer().ok_or_else(|| {
+            DomainError::Internal("an MFA secret is sealed but WARDEN_MASTER_KEY is not set".into())
+        })?;
+        let plain = sealer
+            .open(&purpose(&row.user_id), &row.secret)
+            .map_err(|e| DomainError::Internal(format!("MFA secret: {e}")))?;
+        String::from_utf8(plain)
+            .map_err(|_| DomainError::Internal("MFA secret: not UTF-8".into()))?
+    } else {
+        row.secret.clone()
+    };
+    totp_rs::Secret::try_from_base32(&base32)
+        .ok()
+        .map(|s| s.as_ref().to_vec())
+        .ok_or_else(|| DomainError::Internal("MFA secret: not base32".into()))
+}
+
+/// Whether the user signs in with a second factor.
+pub async fn is_enabled<C: ConnectionTrait>(db: &C, user: UserId) -> DomainResult<bool> {
+    Ok(user_mfa::Entity::find_by_id(user.to_string())
+        .one(db)
+        .await?
+        .is_some_and(|m| m.confirmed_at.is_some()))
+}
+
+fn normalise_recovery(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+fn new_recovery_code() -> String {
+    // 10 characters from an unambiguous set, shown as xxxxx-xxxxx.
+    const SET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let raw = random_token(16);
+    let chars: Vec<char> = raw
+        .bytes()
+        .take(10)
+        .map(|b| SET[b as usize % SET.len()] as char)
+        .collect();
+    format!(
+        "{}-{}",
+        chars[..5].iter().collect::<String>(),
+        chars[5..].iter().collect::<String>()
+    )
+}
+
+pub async fn status(svc: &Services, who: &Principal) -> DomainResult<MfaStatus> {
+    let row = user_mfa::Entity::find_by_id(who.user_id.to_string())
+        .one(&svc.db)
+        .await?;
+    let left = mfa_recovery_codes::Entity::find()
+        .filter(mfa_recovery_codes::Column::UserId.eq(who.user_id.to_string()))
+        .filter(mfa_recovery_codes::Column::UsedAt.is_null())
+        .all(&svc.db)
+        .await?
+        .len();
+    Ok(MfaStatus {
+        enabled: row.as_ref().is_some_and(|r| r.confirmed_at.is_some()),
+        recovery_codes_left: left,
+    })
+}
+
+/// Start (or restart) enrolling an authenticator: a fresh secret, its `otpauth://` URI and the
+/// QR code of it. Nothing changes at sign-in until [`confirm_enrolment`].
+pub async fn begin_enrolment(svc: &Services, who: &Principal) -> DomainResult<TotpEnrolment> {
+    let uid = who.user_id.to_string();
+    if is_enabled(&svc.db, who.user_id).await? {
+        return Err(DomainError::conflict(
+            "mfa",
+            "an authenticator is already enrolled; an administrator can reset it",
+        ));
+    }
+    let mut bytes = vec![0u8; SECRET_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let t = totp(&bytes, &who.email)?;
+    let base32 = totp_rs::Secret::from(bytes.clone()).to_base32();
+    let url = t
+        .to_url()
+        .map_err(|e| DomainError::Internal(format!("totp url: {e}")))?;
+    let qr_svg = qrcode::QrCode::new(url.as_bytes())
+        .map_err(|e| DomainError::Internal(format!("qr code: {e}")))?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .build();
+    user_mfa::Entity::delete_by_id(uid.clone())
+        .exec(&svc.db)
+        .await?;
+    user_mfa::ActiveModel::from(user_mfa::Model {
+        secret: seal(svc, &uid, &base32),
+        user_id: uid,
+        confirmed_at: None,
+        last_step: None,
+        created_at: svc.clock.now().millis(),
+    })
+    .insert(&svc.db)
+    .await?;
+    Ok(TotpEnrolment {
+        secret: base32,
+        otpauth_url: url,
+        qr_svg,
+    })
+}
+
+/// Confirm enrolment with a first code; the answer holds ten recovery codes, shown once.
+pub async fn confirm_enrolment(
+    svc: &Services,
+    who: &Principal,
+    code: &str,
+) -> DomainResult<RecoveryCodes> {
+    let uid = who.user_id.to_string();
+    let row = user_mfa::Entity::find_by_id(uid.clone())
+        .one(&svc.db)
+        .await?
+        .filter(|r| r.confirmed_at.is_none())
+        .ok_or_else(|| DomainError::invalid("code", "start the enrolment first"))?;
+    let now = svc.clock.now();
+    let step = totp(&open(svc, &row)?, &who.email)?
+        .check(code.trim(), unix_secs(now))
+        .ok_or_else(|| {
+            DomainError::invalid(
+                "code",
+                "this code is not valid; check that the device's clock is right",
+            )
+        })?;
+    let codes: Vec<String> = (0..RECOVERY_CODE_COUNT)
+        .map(|_| new_recovery_code())
+        .collect();
+    let tx = svc.db.begin().await?;
+    user_mfa::Entity::update_many()
+        .col_expr(user_mfa::Column::ConfirmedAt, Expr::value(now.millis()))
+        .col_expr(user_mfa::Column::LastStep, Expr::value(step as i64))
+        .filter(user_mfa::Column::UserId.eq(uid.clone()))
+        .exec(&tx)
+        .await?;
+    mfa_recovery_codes::Entity::delete_many()
+        .filter(mfa_recovery_codes::Column::UserId.eq(uid.clone()))
+        .exec(&tx)
+        .await?;
+    for c in &codes {
+        mfa_recovery_codes::ActiveModel::from(mfa_recovery_codes::Model {
+            id: TokenId::new().to_string(),
+            user_id: uid.clone(),
+            code_hash: sha256_hex(normalise_recovery(c).as_bytes()),
+            used_at: None,
+            created_at: now.millis(),
+        })
+        .insert(&tx)
+        .await?;
+    }
+    tx.commit().await?;
+    svc.audit
+        .record(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                who.actor(),
+                who.session_type,
+                "mfa.enrol",
+                Outcome::Allowed,
+            )
+            .resource("user", who.email.clone())
+            .request(who.request.clone())
+            .details(json!({"method": "totp"})),
+        )
+        .await?;
+    Ok(RecoveryCodes {
+        recovery_codes: codes,
+    })
+}
+
+/// An administrator's reset: the user's authenticator and recovery codes are removed; they sign
+/// in with their password alone until they enrol again.
+pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
+    svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    let user = crate::admin::users::find(svc, email_or_id).await?;
+    let tx = svc.db.begin().await?;
+    let removed = user_mfa::Entity::delete_by_id(user.id.clone())
+        .exec(&tx)
+        .await?
+        .rows_affected;
+    mfa_recovery_codes::Entity::delete_many()
+        .filter(mfa_recovery_codes::Column::UserId.eq(user.id.clone()))
+        .exec(&tx)
+        .await?;
+    tx.commit().await?;
+    if removed == 0 {
+        return Err(DomainError::not_found("authenticator"));
+    }
+    svc.audit_change(
+        who,
+        "user.mfa.reset",
+        "user",
+        &user.email,
+        None,
+        Some(json!({"mfa": "totp"})),
+        None,
+    )
+    .await
+}
+
+/// Check a second factor: a TOTP code of the current step ±1 that is later than the last one
+/// accepted, or an unused recovery code. Either is used up atomically.
+pub(crate) async fn check_second_factor(
+    svc: &Services,
+    user: UserId,
+    account: &str,
+    code: &str,
+    now: Timestamp,
+) -> DomainResult<Option<SecondFactor>> {
+    let uid = user.to_string();
+    let code = code.trim();
+    if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        let Some(row) = user_mfa::Entity::find_by_id(uid.clone())
+            .one(&svc.db)
+            .await?
+            .filter(|r| r.confirmed_at.is_some())
+        else {
+            return Ok(None);
+        };
+        let Some(step) = totp(&open(svc, &row)?, account)?.check(code, unix_secs(now)) else {
+            return Ok(None);
+        };
+        let step = step as i64;
+        let r = user_mfa::Entity::update_many()
+            .col_expr(user_mfa::Column::LastStep, Expr::value(step))
+            .filter(user_mfa::Column::UserId.eq(uid))
+            .filter(
+                user_mfa::Column::LastStep
+                    .is_null()
+                    .or(user_mfa::Column::LastStep.lt(step)),
+            )
+            .exec(&svc.db)
+            .await?;
+        return Ok((r.rows_affected == 1).then_some(SecondFactor::Totp));
+    }
+    let r = mfa_recovery_codes::Entity::update_many()
+        .col_expr(
+            mfa_recovery_codes::Column::UsedAt,
+            Expr::value(now.millis()),
+        )
+        .filter(mfa_recovery_codes::Column::UserId.eq(uid))
+        .filter(
+            mfa_recovery_codes::Column::CodeHash
+                .eq(sha256_hex(normalise_recovery(code).as_bytes())),
+        )
+        .filter(mfa_recovery_codes::Column::UsedAt.is_null())
+        .exec(&svc.db)
+        .await?;
+    Ok((r.rows_affected == 1).then_some(SecondFactor::RecoveryCode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6238_sha1_vector() {
+        // RFC 6238 appendix B: secret "12345678901234567890", T = 59 s, 8 digits 94287082.
+        let secret = totp_rs::Secret::from(b"12345678901234567890".to_vec()).to_base32();
+        assert_eq!(code_at(&secret, 59).as_deref(), Some("287082"));
+    }
+
+    #[test]
+    fn recovery_codes_are_normalised_before_hashing() {
+        let c = new_recovery_code();
+        assert_eq!(c.len(), 11);
+        assert_eq!(
+            normalise_recovery(&c.to_uppercase()),
+            normalise_recovery(&c)
+        );
+        assert_eq!(normalise_recovery(" abcde-fghjk "), "abcdefghjk");
+    }
+}

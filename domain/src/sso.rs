@@ -1,0 +1,1155 @@
+//! Single sign-on with OpenID Connect (the `openidconnect` crate): the authorization code flow
+//! with PKCE, `state` and `nonce` bound to a short-lived pre-session, every ID token check
+//! (issuer, audience, `azp`, expiry, issue time, signature against the provider's JWKS,
+//! refetched once on an unknown `kid`), the user matched by the provider's `sub`, and the
+//! user's groups replaced by the provider's at every sign-in.
+//!
+//! The pre-session is the browser's own (tower) session: [`start_sign_in`] stores a
+//! [`PendingSignIn`] in it, [`finish_sign_in`] takes it out (once: a replayed callback finds
+//! nothing) and, on success, rotates the session id and signs the user in.
+
+use openidconnect::core::{
+    CoreClient, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreResponseType,
+};
+use openidconnect::{
+    reqwest, AccessTokenHash, AdditionalClaims, AuthenticationFlow, AuthorizationCode,
+    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IdToken, IdTokenClaims, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+    UserInfoClaims,
+};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tower_sessions::{Expiry, Session};
+
+use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
+use crate::bootstrap::ALL_USERS_GROUP;
+use crate::clock::Timestamp;
+use crate::dto::{IdentityProviderTest, SignInProvider, SsoFailure};
+use crate::entities::{group_members, groups, identity_providers, user_identities, users};
+use crate::error::{DomainError, DomainResult};
+use crate::secrets::{ct_eq, Sealer, Secret};
+use crate::types::{DisplayName, Email};
+use crate::{users as user_store, Services};
+
+/// The session key of a sign-in in progress.
+pub const PENDING_KEY: &str = "warden.oidc";
+/// How long a sign-in may take at the provider.
+pub const PENDING_TTL_SECS: i64 = 600;
+/// How long a provider's discovery document and keys are kept before being fetched again.
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+/// How far in the future an ID token's `iat` may be (clock skew).
+const MAX_IAT_SKEW_SECS: i64 = 300;
+pub const ORIGIN_SSO: &str = "sso";
+pub const MODE_BY_NAME: &str = "by_name";
+pub const MODE_EXPLICIT: &str = "explicit";
+
+/// Claims beyond the standard ones (groups, or an email under another name), by name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExtraClaims {
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
+}
+impl AdditionalClaims for ExtraClaims {}
+
+type ExtraIdToken = IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type Claims = IdTokenClaims<ExtraClaims, CoreGenderClaim>;
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A sign-in in progress, kept in the browser's pre-session until the provider sends it back.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingSignIn {
+    pub provider_id: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub started_at: Timestamp,
+}
+
+impl std::fmt::Debug for PendingSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSignIn")
+            .field("provider_id", &self.provider_id)
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
+}
+
+struct CachedMetadata {
+    issuer: String,
+    fetched_at: Instant,
+    metadata: CoreProviderMetadata,
+}
+
+/// What single sign-on needs from the running server: the master key's sealer (set at
+/// start-up), an HTTP client that follows no redirects, and the providers' discovery cache.
+#[derive(Default)]
+pub struct SsoHooks {
+    sealer: OnceLock<Sealer>,
+    http: OnceLock<reqwest::Client>,
+    metadata: Mutex<HashMap<String, CachedMetadata>>,
+}
+
+impl SsoHooks {
+    pub fn set_sealer(&self, sealer: Sealer) {
+        let _ = self.sealer.set(sealer);
+    }
+
+    pub(crate) fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.get()
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                // Following redirects would open the client to SSRF.
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client with default TLS settings")
+        })
+    }
+
+    /// Drop a provider's cached discovery document (its issuer changed, or it was deleted).
+    pub fn forget(&self, provider_id: &str) {
+        if let Ok(mut m) = self.metadata.lock() {
+            m.remove(provider_id);
+        }
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
+        let url = IssuerUrl::new(issuer.to_owned())
+            .map_err(|e| format!("the issuer URL is not valid: {e}"))?;
+        CoreProviderMetadata::discover_async(url, self.http())
+            .await
+            .map_err(|e| format!("discovery failed: {}", error_chain(&e)))
+    }
+
+    /// The provider's discovery document and keys: cached, or fetched when `refresh`.
+    async fn metadata(&self, p: &Provider, refresh: bool) -> Result<CoreProviderMetadata, String> {
+        if !refresh {
+            if let Ok(m) = self.metadata.lock() {
+                if let Some(c) = m.get(&p.id) {
+                    if c.issuer == p.issuer && c.fetched_at.elapsed() < METADATA_TTL {
+                        return Ok(c.metadata.clone());
+                    }
+                }
+            }
+        }
+        let metadata = self.discover(&p.issuer).await?;
+        if let Ok(mut m) = self.metadata.lock() {
+            m.insert(
+                p.id.clone(),
+                CachedMetadata {
+                    issuer: p.issuer.clone(),
+                    fetched_at: Instant::now(),
+                    metadata: metadata.clone(),
+                },
+            );
+        }
+        Ok(metadata)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// How provider groups become Warden groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupMapping {
+    /// A provider group joins the Warden group of the same name (any group but the built-ins).
+    ByName,
+    /// Provider group -> Warden group.
+    Explicit(BTreeMap<String, String>),
+}
+
+/// An identity provider's settings, parsed.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub issuer: String,
+    pub client_id: String,
+    sealed_secret: String,
+    pub scopes: Vec<String>,
+    pub email_claim: String,
+    pub name_claim: String,
+    pub groups_claim: String,
+    pub allowed_domains: Vec<String>,
+    pub mapping: GroupMapping,
+    pub auto_provision: bool,
+    pub link_existing_users: bool,
+    pub enabled: bool,
+}
+
+/// The purpose a client secret is sealed for (bound to its provider).
+pub(crate) fn secret_purpose(provider_id: &str) -> String {
+    format!("identity_providers.client_secret:{provider_id}")
+}
+
+impl Provider {
+    pub fn from_model(m: &identity_providers::Model) -> Self {
+        let mapping = if m.group_mapping_mode == MODE_EXPLICIT {
+            GroupMapping::Explicit(serde_json::from_str(&m.group_mapping).unwrap_or_default())
+        } else {
+            GroupMapping::ByName
+        };
+        Self {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            display_name: m.display_name.clone(),
+            issuer: m.issuer.clone(),
+            client_id: m.client_id.clone(),
+            sealed_secret: m.client_secret.clone(),
+            scopes: m.scopes.split_whitespace().map(str::to_owned).collect(),
+            email_claim: m.email_claim.clone(),
+            name_claim: m.name_claim.clone(),
+            groups_claim: m.groups_claim.clone(),
+            allowed_domains: serde_json::from_str(&m.allowed_domains).unwrap_or_default(),
+            mapping,
+            auto_provision: m.auto_provision,
+            link_existing_users: m.link_existing_users,
+            enabled: m.enabled,
+        }
+    }
+
+    /// The client secret, opened with the master key when it is sealed.
+    fn client_secret(&self, svc: &Services) -> Result<Secret, String> {
+        if !Sealer::is_sealed(&self.sealed_secret) {
+            return Ok(Secret::new(self.sealed_secret.clone()));
+        }
+        let sealer = svc
+            .sso
+            .sealer()
+            .ok_or("the client secret is sealed but WARDEN_MASTER_KEY is not set")?;
+        let plain = sealer
+            .open(&secret_purpose(&self.id), &self.sealed_secret)
+            .map_err(|e| format!("cannot open the client secret: {e}"))?;
+        String::from_utf8(plain)
+            .map(Secret::new)
+            .map_err(|_| "the client secret is not UTF-8".to_owned())
+    }
+
+    fn client(
+        &self,
+        svc: &Services,
+        metadata: CoreProviderMetadata,
+        secret: &Secret,
+    ) -> Result<Client, String> {
+        let redirect = RedirectUrl::new(callback_url(&svc.public_url, &self.name))
+            .map_err(|e| format!("the callback URL is not valid: {e}"))?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.client_id.clone()),
+            Some(ClientSecret::new(secret.expose().to_owned())),
+        )
+        .set_redirect_uri(redirect))
+    }
+}
+
+/// The redirect URI registered at the provider.
+pub fn callback_url(public_url: &str, provider_name: &str) -> String {
+    format!(
+        "{}/api/v1/auth/oidc/{provider_name}/callback",
+        public_url.trim_end_matches('/')
+    )
+}
+
+/// Where a browser starts signing in with a provider.
+pub fn login_path(provider_name: &str) -> String {
+    format!("/api/v1/auth/oidc/{provider_name}/login")
+}
+
+async fn find_enabled<C: ConnectionTrait>(db: &C, name: &str) -> DomainResult<Option<Provider>> {
+    Ok(identity_providers::Entity::find()
+        .filter(identity_providers::Column::Name.eq(name))
+        .filter(identity_providers::Column::Enabled.eq(true))
+        .one(db)
+        .await?
+        .map(|m| Provider::from_model(&m)))
+}
+
+/// The sign-in page's buttons: every enabled provider (no authentication needed).
+pub async fn sign_in_providers(svc: &Services) -> DomainResult<Vec<SignInProvider>> {
+    Ok(identity_providers::Entity::find()
+        .filter(identity_providers::Column::Enabled.eq(true))
+        .order_by_asc(identity_providers::Column::DisplayName)
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|m| SignInProvider {
+            login_url: login_path(&m.name),
+            name: m.name,
+            display_name: m.display_name,
+        })
+        .collect())
+}
+
+/// Run discovery against an issuer and say what was found, or what went wrong, in words.
+pub async fn test_issuer(svc: &Services, issuer: &str) -> IdentityProviderTest {
+    match svc.sso.discover(issuer).await {
+        Ok(m) => IdentityProviderTest {
+            ok: true,
+            message: format!(
+                "Discovery succeeded: {} signing key(s) published.",
+                m.jwks().keys().len()
+            ),
+            authorization_endpoint: Some(m.authorization_endpoint().to_string()),
+            token_endpoint: m.token_endpoint().map(|u| u.to_string()),
+            userinfo_endpoint: m.userinfo_endpoint().map(|u| u.to_string()),
+            jwks_uri: Some(m.jwks_uri().to_string()),
+            signing_keys: m.jwks().keys().len(),
+            scopes_supported: m
+                .scopes_supported()
+                .map(|s| s.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+        },
+        Err(message) => IdentityProviderTest {
+            ok: false,
+            message,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            userinfo_endpoint: None,
+            jwks_uri: None,
+            signing_keys: 0,
+            scopes_supported: vec![],
+        },
+    }
+}
+
+/// Start signing in with `provider_name`: the pre-session keeps `state`, `nonce` and the PKCE
+/// verifier; the answer is the provider's authorization URL to send the browser to.
+pub async fn start_sign_in(
+    svc: &Services,
+    session: &Session,
+    provider_name: &str,
+) -> Result<String, SsoFailure> {
+    let provider = match find_enabled(&svc.db, provider_name).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(SsoFailure::UnknownProvider),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load an identity provider");
+            return Err(SsoFailure::Internal);
+        }
+    };
+    let prepared = async {
+        let secret = provider.client_secret(svc)?;
+        let metadata = svc.sso.metadata(&provider, false).await?;
+        provider.client(svc, metadata, &secret)
+    }
+    .await;
+    let client = prepared.map_err(|reason| {
+        tracing::warn!(provider = %provider.name, %reason, "cannot start a single sign-on");
+        SsoFailure::Unavailable
+    })?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for s in provider.scopes.iter().filter(|s| s.as_str() != "openid") {
+        request = request.add_scope(Scope::new(s.clone()));
+    }
+    let (url, state, nonce) = request.url();
+    let now = svc.clock.now();
+    let pending = PendingSignIn {
+        provider_id: provider.id.clone(),
+        state: state.secret().clone(),
+        nonce: nonce.secret().clone(),
+        pkce_verifier: verifier.secret().clone(),
+        started_at: now,
+    };
+    let stored = async {
+        let signed_in = session
+            .get::<crate::sessions::AuthRecord>(crate::sessions::AUTH_KEY)
+            .await?
+            .is_some();
+        session.insert(PENDING_KEY, &pending).await?;
+        if !signed_in {
+            // A pre-session only lives as long as a sign-in may take.
+            session.set_expiry(Some(Expiry::AtDateTime(
+                now.plus_secs(PENDING_TTL_SECS).to_offset(),
+            )));
+        }
+        Ok::<_, tower_sessions::session::Error>(())
+    }
+    .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "cannot store a sign-in in progress");
+        return Err(SsoFailure::Internal);
+    }
+    Ok(url.to_string())
+}
+
+/// What the provider sent back to the callback.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+struct Refusal {
+    failure: SsoFailure,
+    reason: String,
+    claimed: String,
+}
+
+fn refuse(failure: SsoFailure, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        failure,
+        reason: reason.into(),
+        claimed: String::new(),
+    }
+}
+
+impl From<DomainError> for Refusal {
+    fn from(e: DomainError) -> Self {
+        tracing::error!(error = %e, "single sign-on failed on our side");
+        refuse(SsoFailure::Internal, "internal error")
+    }
+}
+
+impl From<sea_orm::DbErr> for Refusal {
+    fn from(e: sea_orm::DbErr) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+/// The groups a sign-in added and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Finish a sign-in at the callback: check the pre-session, exchange the code, verify the ID
+/// token, find or provision the user, replace their mapped groups, and sign them in (the
+/// session id rotates). Every outcome is audited (kind `sign_in`, with the provider).
+pub async fn finish_sign_in(
+    svc: &Services,
+    session: &Session,
+    provider_name: &str,
+    params: CallbackParams,
+    meta: RequestMeta,
+) -> Result<users::Model, SsoFailure> {
+    // Taken out at once: a replayed or second callback finds no sign-in in progress.
+    let pending = match session.remove::<PendingSignIn>(PENDING_KEY).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable sign-in in progress");
+            None
+        }
+    };
+    match callback(svc, session, provider_name, params, pending, &meta).await {
+        Ok(user) => Ok(user),
+        Err(r) => {
+            let ev = AuditEvent::new(
+                AuditKind::SignIn,
+                Actor::Anonymous { claimed: r.claimed },
+                SessionType::Browser,
+                "sign_in",
+                Outcome::Denied,
+            )
+            .resource("identity_provider", provider_name)
+            .reason(r.reason)
+            .request(meta)
+            .details(
+                json!({"provider": provider_name, "method": "oidc", "failure": r.failure.code()}),
+            );
+            if let Err(e) = svc.audit.record(ev).await {
+                tracing::error!(error = %e, "could not audit a refused single sign-on");
+            }
+            Err(r.failure)
+        }
+    }
+}
+
+/// The verified claims Warden uses.
+struct Identity {
+    subject: String,
+    email: Option<String>,
+    email_verified: Option<bool>,
+    name: Option<String>,
+    groups: Option<Vec<String>>,
+}
+
+fn claim_str(extra: &ExtraClaims, name: &str) -> Option<String> {
+    extra
+        .rest
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn claim_groups(extra: &ExtraClaims, name: &str) -> Option<Vec<String>> {
+    match extra.rest.get(name)? {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Value::String(s) => Some(vec![s.clone()]),
+        _ => None,
+    }
+}
+
+impl Identity {
+    fn from_id_token(p: &Provider, c: &Claims) -> Self {
+        let extra = c.additional_claims();
+        Self {
+            subject: c.subject().to_string(),
+            email: claim_str(extra, &p.email_claim).or_else(|| {
+                (p.email_claim == "email")
+                    .then(|| c.email().map(|e| e.to_string()))
+                    .flatten()
+            }),
+            email_verified: extra
+                .rest
+                .get("email_verified")
+                .and_then(Value::as_bool)
+                .or(c.email_verified()),
+            name: claim_str(extra, &p.name_claim).or_else(|| {
+                (p.name_claim == "name")
+                    .then(|| c.name().and_then(|n| n.get(None)).map(|n| n.to_string()))
+                    .flatten()
+            }),
+            groups: claim_groups(extra, &p.groups_claim),
+        }
+    }
+
+    /// Fill in what the ID token lacked from the userinfo answer.
+    fn merge_userinfo(&mut self, p: &Provider, u: &UserInfoClaims<ExtraClaims, CoreGenderClaim>) {
+        let extra = u.additional_claims();
+        if self.email.is_none() {
+            self.email = claim_str(extra, &p.email_claim).or_else(|| {
+                (p.email_claim == "email")
+                    .then(|| u.email().map(|e| e.to_string()))
+                    .flatten()
+            });
+            self.email_verified = extra
+                .rest
+                .get("email_verified")
+                .and_then(Value::as_bool)
+                .or(u.email_verified());
+        }
+        if self.name.is_none() {
+            self.name = claim_str(extra, &p.name_claim).or_else(|| {
+                (p.name_claim == "name")
+                    .then(|| u.name().and_then(|n| n.get(None)).map(|n| n.to_string()))
+                    .flatten()
+            });
+        }
+        if self.groups.is_none() {
+            self.groups = claim_groups(extra, &p.groups_claim);
+        }
+    }
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Verify the ID token (issuer, audience and `azp`, expiry, issue time, signature, nonce) and
+/// its `at_hash` when present.
+fn verify(
+    client: &Client,
+    id_token: &ExtraIdToken,
+    nonce: &Nonce,
+    access_token: &openidconnect::AccessToken,
+) -> Result<Claims, ClaimsVerificationError> {
+    let verifier = client
+        .id_token_verifier()
+        .set_issue_time_verifier_fn(|iat| {
+            if iat.timestamp() > unix_now_secs() + MAX_IAT_SKEW_SECS {
+                Err("the token was issued in the future".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+    let claims = id_token.claims(&verifier, nonce)?.clone();
+    if let Some(expected) = claims.access_token_hash() {
+        let alg = id_token
+            .signing_alg()
+            .map_err(ClaimsVerificationError::SignatureVerification)?;
+        let key = id_token
+            .signing_key(&verifier)
+            .map_err(ClaimsVerificationError::SignatureVerification)?;
+        let actual = AccessTokenHash::from_token(access_token, alg, key)
+            .map_err(|e| ClaimsVerificationError::Other(format!("at_hash: {e}")))?;
+        if actual != *expected {
+            return Err(ClaimsVerificationError::Other(
+                "the at_hash claim does not match the access token".into(),
+            ));
+        }
+    }
+    Ok(claims)
+}
+
+async fn callback(
+    svc: &Services,
+    session: &Session,
+    provider_name: &str,
+    params: CallbackParams,
+    pending: Option<PendingSignIn>,
+    meta: &RequestMeta,
+) -> Result<users::Model, Refusal> {
+    let provider = find_enabled(&svc.db, provider_name).await?.ok_or_else(|| {
+        refuse(
+            SsoFailure::UnknownProvider,
+            "no enabled identity provider has this name",
+        )
+    })?;
+    if let Some(error) = params.error.as_deref() {
+        let description: String = params
+            .error_description
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        let failure = if error == "access_denied" {
+            SsoFailure::ProviderDenied
+        } else {
+            SsoFailure::ProviderError
+        };
+        let error: String = error.chars().take(64).collect();
+        return Err(refuse(
+            failure,
+            format!("the provider answered {error}: {description}"),
+        ));
+    }
+    let pending = pending.ok_or_else(|| {
+        refuse(
+            SsoFailure::State,
+            "no sign-in in progress in this browser session (never started, or already used)",
+        )
+    })?;
+    if pending.provider_id != provider.id {
+        return Err(refuse(
+            SsoFailure::State,
+            "the sign-in in progress was started with another provider",
+        ));
+    }
+    let now = svc.clock.now();
+    if now.millis() - pending.started_at.millis() > PENDING_TTL_SECS * 1000 {
+        return Err(refuse(
+            SsoFailure::State,
+            format!("the sign-in was started more than {PENDING_TTL_SECS} s ago"),
+        ));
+    }
+    if !ct_eq(params.state.as_deref().unwrap_or(""), &pending.state) {
+        return Err(refuse(
+            SsoFailure::State,
+            "the state parameter does not match this browser's sign-in",
+        ));
+    }
+    let code = params
+        .code
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| refuse(SsoFailure::ProviderError, "no authorization code"))?;
+
+    let secret = provider
+        .client_secret(svc)
+        .map_err(|e| refuse(SsoFailure::Unavailable, e))?;
+    let metadata = svc
+        .sso
+        .metadata(&provider, false)
+        .await
+        .map_err(|e| refuse(SsoFailure::Unavailable, e))?;
+    let mut client = provider
+        .client(svc, metadata, &secret)
+        .map_err(|e| refuse(SsoFailure::Unavailable, e))?;
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| refuse(SsoFailure::Unavailable, e.to_string()))?
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier))
+        .request_async(svc.sso.http())
+        .await
+        .map_err(|e| {
+            refuse(
+                SsoFailure::Token,
+                format!("the token endpoint refused the code: {}", error_chain(&e)),
+            )
+        })?;
+    let raw_id_token = token
+        .id_token()
+        .ok_or_else(|| refuse(SsoFailure::Token, "the token response has no ID token"))?
+        .to_string();
+    let id_token: ExtraIdToken = raw_id_token
+        .parse()
+        .map_err(|e| refuse(SsoFailure::Token, format!("the ID token is malformed: {e}")))?;
+    let nonce = Nonce::new(pending.nonce);
+    let claims = match verify(&client, &id_token, &nonce, token.access_token()) {
+        Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        )) => {
+            // The provider may have rotated its keys: fetch them again, once.
+            let metadata = svc
+                .sso
+                .metadata(&provider, true)
+                .await
+                .map_err(|e| refuse(SsoFailure::Unavailable, e))?;
+            client = provider
+                .client(svc, metadata, &secret)
+                .map_err(|e| refuse(SsoFailure::Unavailable, e))?;
+            verify(&client, &id_token, &nonce, token.access_token())
+        }
+        other => other,
+    }
+    .map_err(|e| {
+        refuse(
+            SsoFailure::Token,
+            format!("the ID token was refused: {}", error_chain(&e)),
+        )
+    })?;
+
+    let mut identity = Identity::from_id_token(&provider, &claims);
+    let wants_groups = !provider.groups_claim.is_empty();
+    if identity.email.is_none() || (wants_groups && identity.groups.is_none()) {
+        // The ID token lacks claims: ask the userinfo endpoint, when there is one.
+        if let Ok(request) =
+            client.user_info(token.access_token().clone(), Some(claims.subject().clone()))
+        {
+            let info: UserInfoClaims<ExtraClaims, CoreGenderClaim> =
+                request.request_async(svc.sso.http()).await.map_err(|e| {
+                    refuse(
+                        SsoFailure::Token,
+                        format!("the userinfo endpoint failed: {}", error_chain(&e)),
+                    )
+                })?;
+            identity.merge_userinfo(&provider, &info);
+        }
+    }
+    let claimed = identity
+        .email
+        .clone()
+        .unwrap_or_else(|| format!("sub {}", identity.subject));
+    let with_claimed = |mut r: Refusal| {
+        r.claimed = claimed.clone();
+        r
+    };
+    let raw_email = identity.email.clone().ok_or_else(|| {
+        with_claimed(refuse(
+            SsoFailure::MissingEmail,
+            format!(
+                "no {} claim in the ID token or userinfo",
+                provider.email_claim
+            ),
+        ))
+    })?;
+    if identity.email_verified == Some(false) {
+        return Err(with_claimed(refuse(
+            SsoFailure::EmailUnverified,
+            "the provider says the email is not verified",
+        )));
+    }
+    let email = Email::parse(&raw_email).map_err(|e| {
+        with_claimed(refuse(
+            SsoFailure::MissingEmail,
+            format!("the email claim is not an email address: {}", e.0),
+        ))
+    })?;
+    let domain = email
+        .as_str()
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default();
+    if !provider.allowed_domains.is_empty() && !provider.allowed_domains.contains(&domain) {
+        return Err(with_claimed(refuse(
+            SsoFailure::Domain,
+            format!("the email domain {domain} is not among the provider's allowed domains"),
+        )));
+    }
+
+    let tx = svc.db.begin().await?;
+    let link = user_identities::Entity::find_by_id((provider.id.clone(), identity.subject.clone()))
+        .one(&tx)
+        .await?;
+    let (user, created, linked) = match link {
+        Some(l) => {
+            let u = users::Entity::find_by_id(l.user_id.clone())
+                .one(&tx)
+                .await?
+                .ok_or_else(|| DomainError::Internal("a linked user is missing".into()))?;
+            (u, false, false)
+        }
+        None => match user_store::find_by_email(&tx, &email).await? {
+            // Linking by email hands over an existing account: only for an email the provider
+            // says it verified.
+            Some(_) if provider.link_existing_users && identity.email_verified != Some(true) => {
+                return Err(with_claimed(refuse(
+                    SsoFailure::LinkRefused,
+                    "a Warden user with this email exists, and the provider does not say the email is verified",
+                )))
+            }
+            Some(u) if provider.link_existing_users => (u, false, true),
+            Some(_) => return Err(with_claimed(refuse(
+                SsoFailure::LinkRefused,
+                "a Warden user with this email exists and linking is not allowed for this provider",
+            ))),
+            None if provider.auto_provision => {
+                let name = identity
+                    .name
+                    .as_deref()
+                    .and_then(|n| DisplayName::parse(n).ok())
+                    .or_else(|| {
+                        DisplayName::parse(email.as_str().split('@').next().unwrap_or("")).ok()
+                    })
+                    .ok_or_else(|| DomainError::Internal("no usable display name".into()))?;
+                let u = provision(&tx, email.clone(), name, now).await?;
+                (u, true, false)
+            }
+            None => {
+                return Err(with_claimed(refuse(
+                    SsoFailure::NoAccount,
+                    "no Warden user with this email, and auto-provisioning is off",
+                )))
+            }
+        },
+    };
+    // Deactivating a user in Warden wins over the provider.
+    if user.status != user_store::STATUS_ACTIVE {
+        return Err(with_claimed(refuse(
+            SsoFailure::Deactivated,
+            "the Warden user is deactivated",
+        )));
+    }
+    if created || linked {
+        user_identities::ActiveModel::from(user_identities::Model {
+            provider_id: provider.id.clone(),
+            subject: identity.subject.clone(),
+            user_id: user.id.clone(),
+            created_at: now.millis(),
+            last_login_at: Some(now.millis()),
+        })
+        .insert(&tx)
+        .await?;
+    } else {
+        user_identities::Entity::update_many()
+            .col_expr(
+                user_identities::Column::LastLoginAt,
+                sea_orm::sea_query::Expr::value(now.millis()),
+            )
+            .filter(user_identities::Column::ProviderId.eq(provider.id.clone()))
+            .filter(user_identities::Column::Subject.eq(identity.subject.clone()))
+            .exec(&tx)
+            .await?;
+    }
+    let changes = if wants_groups {
+        sync_groups(
+            &tx,
+            &provider,
+            &user.id,
+            identity.groups.as_deref().unwrap_or(&[]),
+            now,
+        )
+        .await?
+    } else {
+        GroupChanges::default()
+    };
+    tx.commit().await?;
+    if created || !changes.added.is_empty() || !changes.removed.is_empty() {
+        svc.policy.bump();
+    }
+
+    // The provider's sign-in is not Warden's second factor: a step-up asks for one.
+    let user = crate::authn::start_session(svc, session, user, now, None).await?;
+    let uid = user_store::user_id(&user)?;
+    let actor = Actor::User {
+        id: uid,
+        name: user.email.clone(),
+    };
+    let mut events = vec![AuditEvent::new(
+        AuditKind::SignIn,
+        actor.clone(),
+        SessionType::Browser,
+        "sign_in",
+        Outcome::Allowed,
+    )
+    .resource("identity_provider", provider.name.clone())
+    .request(meta.clone())
+    .details(json!({
+        "provider": provider.name,
+        "method": "oidc",
+        "user_created": created,
+        "account_linked": linked,
+        "groups_added": changes.added,
+        "groups_removed": changes.removed,
+    }))];
+    if !changes.added.is_empty() || !changes.removed.is_empty() {
+        events.push(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                actor,
+                SessionType::Browser,
+                "sign_in.groups",
+                Outcome::Allowed,
+            )
+            .resource("user", user.email.clone())
+            .request(meta.clone())
+            .details(json!({
+                "provider": provider.name,
+                "groups_added": changes.added,
+                "groups_removed": changes.removed,
+            })),
+        );
+    }
+    svc.audit.record_many(events).await?;
+    Ok(user)
+}
+
+/// A new SSO user: no local password, a member of All Users.
+async fn provision<C: ConnectionTrait>(
+    db: &C,
+    email: Email,
+    name: DisplayName,
+    now: Timestamp,
+) -> DomainResult<users::Model> {
+    let u = user_store::create(
+        db,
+        user_store::NewUser {
+            email,
+            name,
+            password_hash: None,
+            must_change_password: false,
+        },
+        now,
+    )
+    .await?;
+    let mut a = u.into_active_model();
+    a.origin = Set(ORIGIN_SSO.to_owned());
+    let u = a.update(db).await?;
+    if let Some(g) = groups::Entity::find()
+        .filter(groups::Column::Name.eq(ALL_USERS_GROUP))
+        .one(db)
+        .await?
+    {
+        group_members::ActiveModel::from(group_members::Model {
+            group_id: g.id,
+            user_id: u.id.clone(),
+            created_at: now.millis(),
+        })
+        .insert(db)
+        .await?;
+    }
+    Ok(u)
+}
+
+/// The Warden groups a provider manages (whose membership it replaces), and the ones its
+/// groups map to.
+fn mapped_groups(
+    provider: &Provider,
+    all: &[groups::Model],
+    provider_groups: &[String],
+) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let by_lower: HashMap<String, &groups::Model> =
+        all.iter().map(|g| (g.name.to_lowercase(), g)).collect();
+    let mut managed = BTreeMap::new();
+    let mut wanted = BTreeSet::new();
+    match &provider.mapping {
+        GroupMapping::ByName => {
+            for g in all.iter().filter(|g| !g.builtin) {
+                managed.insert(g.id.clone(), g.name.clone());
+            }
+            for pg in provider_groups {
+                if let Some(g) = by_lower.get(&pg.to_lowercase()).filter(|g| !g.builtin) {
+                    wanted.insert(g.id.clone());
+                }
+            }
+        }
+        GroupMapping::Explicit(table) => {
+            for target in table.values() {
+                if let Some(g) = by_lower
+                    .get(&target.to_lowercase())
+                    .filter(|g| g.name != ALL_USERS_GROUP)
+                {
+                    managed.insert(g.id.clone(), g.name.clone());
+                }
+            }
+            for pg in provider_groups {
+                if let Some(g) = table
+                    .get(pg)
+                    .and_then(|t| by_lower.get(&t.to_lowercase()))
+                    .filter(|g| g.name != ALL_USERS_GROUP)
+                {
+                    wanted.insert(g.id.clone());
+                }
+            }
+        }
+    }
+    (managed, wanted)
+}
+
+/// Replace the user's membership in the provider's mapped groups by what the provider says.
+async fn sync_groups<C: ConnectionTrait>(
+    db: &C,
+    provider: &Provider,
+    user_id: &str,
+    provider_groups: &[String],
+    now: Timestamp,
+) -> DomainResult<GroupChanges> {
+    let all = groups::Entity::find().all(db).await?;
+    let (managed, wanted) = mapped_groups(provider, &all, provider_groups);
+    let current: BTreeSet<String> = group_members::Entity::find()
+        .filter(group_members::Column::UserId.eq(user_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.group_id)
+        .filter(|g| managed.contains_key(g))
+        .collect();
+    let mut changes = GroupChanges::default();
+    for g in wanted.difference(&current) {
+        group_members::ActiveModel::from(group_members::Model {
+            group_id: g.clone(),
+            user_id: user_id.to_owned(),
+            created_at: now.millis(),
+        })
+        .insert(db)
+        .await?;
+        changes.added.push(managed[g].clone());
+    }
+    for g in current.difference(&wanted) {
+        group_members::Entity::delete_by_id((g.clone(), user_id.to_owned()))
+            .exec(db)
+            .await?;
+        changes.removed.push(managed[g].clone());
+    }
+    changes.added.sort();
+    changes.removed.sort();
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, builtin: bool) -> groups::Model {
+        groups::Model {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            description: String::new(),
+            builtin,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn provider(mapping: GroupMapping) -> Provider {
+        Provider::from_model(&identity_providers::Model {
+            id: "p".into(),
+            name: "p".into(),
+            display_name: "P".into(),
+            issuer: "https://idp.example".into(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: "openid email".into(),
+            email_claim: "email".into(),
+            name_claim: "name".into(),
+            groups_claim: "groups".into(),
+            allowed_domains: "[]".into(),
+            group_mapping_mode: match &mapping {
+                GroupMapping::ByName => MODE_BY_NAME.into(),
+                GroupMapping::Explicit(_) => MODE_EXPLICIT.into(),
+            },
+            group_mapping: match &mapping {
+                GroupMapping::ByName => "{}".into(),
+                GroupMapping::Explicit(t) => serde_json::to_string(t).unwrap(),
+            },
+            auto_provision: true,
+            link_existing_users: false,
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+
+    #[test]
+    fn by_name_manages_every_custom_group_and_never_a_builtin() {
+        let all = [
+            group("Organization Admins", true),
+            group(ALL_USERS_GROUP, true),
+            group("developers", false),
+            group("ops", false),
+        ];
+        let (managed, wanted) = mapped_groups(
+            &provider(GroupMapping::ByName),
+            &all,
+            &[
+                "Developers".into(),
+                "Organization Admins".into(),
+                "unknown".into(),
+            ],
+        );
+        assert_eq!(
+            managed.values().cloned().collect::<Vec<_>>(),
+            ["developers", "ops"]
+        );
+        assert_eq!(wanted.into_iter().collect::<Vec<_>>(), ["id-developers"]);
+    }
+
+    #[test]
+    fn explicit_manages_only_the_table_targets() {
+        let all = [
+            group("Organization Admins", true),
+            group("developers", false),
+            group("ops", false),
+        ];
+        let table = BTreeMap::from([
+            ("idp-admins".to_owned(), "Organization Admins".to_owned()),
+            ("idp-devs".to_owned(), "developers".to_owned()),
+        ]);
+        let (managed, wanted) = mapped_groups(
+            &provider(GroupMapping::Explicit(table)),
+            &all,
+            &["idp-admins".into(), "ops".into()],
+        );
+        assert_eq!(managed.len(), 2);
+        assert!(!managed.contains_key("id-ops"));
+        assert_eq!(
+            wanted.into_iter().collect::<Vec<_>>(),
+            ["id-Organization Admins"]
+        );
+    }
+}

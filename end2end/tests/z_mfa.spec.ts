@@ -1,0 +1,36 @@
+// Two-factor authentication end to end: a user enrols an authenticator app from the console
+// (QR code, first code, recovery codes), then signs in with password and a code computed by the
+// test, as the app would.
+//
+// Runs after signin.spec.ts against the same server (files run in name order).
+import { expect, test } from "@playwright/test";
+import { act as consoleAct, ADMIN_EMAIL, ADMIN_NEW_PASSWORD, check as consoleCheck, find as consoleFind } from "./fixtures/console";
+import { act as adminAct } from "./fixtures/admin";
+import { act, totp } from "./fixtures/mfa";
+
+const MIA = { email: "mia@example.com", name: "Mia", initial: "mia-initial-pass-1", next: "mia-chosen-pass-22" };
+
+test.describe.serial("two-factor authentication", () => {
+  test("a user enrols an authenticator app and signs in with a code", async ({ page }) => {
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    await adminAct.createUser(page, MIA.email, MIA.name, MIA.initial);
+    await page.context().clearCookies();
+    await adminAct.firstSignIn(page, MIA.email, MIA.initial, MIA.next);
+    await consoleCheck.onConsole(page);
+
+    const secret = await act.enrol(page);
+    await consoleAct.open(page, "/me/mfa");
+    await expect(page.getByTestId("mfa-enabled")).toContainText("Recovery codes left: 10");
+
+    await page.context().clearCookies();
+    await consoleAct.signIn(page, MIA.email, MIA.next);
+    // The enrolment used this step's code: the next step's (within the ±1 window) signs in.
+    await act.enterCode(page, "000000");
+    await expect(consoleFind.loginError(page)).toContainText("Invalid or already used code");
+    await act.enterCode(page, totp(secret, 1));
+    await consoleCheck.onConsole(page);
+    noErrors();
+  });
+});

@@ -1,0 +1,384 @@
+//! Multi-factor authentication (TOTP): enrolment, sign-in with a code, replay, the ±1 step
+//! window, recovery codes, lockout and an administrator's reset. Runs on SQLite, and on
+//! PostgreSQL when WARDEN_TEST_DATABASE_URL is set.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use warden_server::testing::{Client, TestApp, USER_PASSWORD};
+
+const EMAIL: &str = "mia@example.com";
+
+fn now_secs(app: &TestApp) -> u64 {
+    (app.services().clock.now().millis() / 1000) as u64
+}
+
+fn code(app: &TestApp, secret: &str, offset_steps: i64) -> String {
+    let at = now_secs(app) as i64 + offset_steps * 30;
+    warden_domain::mfa::code_at(secret, at as u64).expect("a code")
+}
+
+/// Enrol `c`'s user; returns the secret and the recovery codes.
+async fn enrol(app: &TestApp, c: &Client) -> (String, Vec<String>) {
+    let e = c
+        .post("/api/v1/me/mfa/totp", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    let secret = e["secret"].as_str().unwrap().to_owned();
+    assert!(e["otpauth_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/"));
+    assert!(e["qr_svg"].as_str().unwrap().contains("<svg"), "{e}");
+    // Nothing changes until a first code confirms it.
+    assert_eq!(c.get("/api/v1/me/mfa").await.json()["enabled"], false);
+    c.post("/api/v1/me/mfa/totp/confirm", json!({"code": "000000"}))
+        .await
+        .assert_status(422);
+    let r = c
+        .post(
+            "/api/v1/me/mfa/totp/confirm",
+            json!({"code": code(app, &secret, 0)}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    let codes: Vec<String> = r["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let status = c.get("/api/v1/me/mfa").await.assert_status(200).json();
+    assert_eq!(status, json!({"enabled": true, "recovery_codes_left": 10}));
+    (secret, codes)
+}
+
+async fn password_step(app: &TestApp) -> Client {
+    let c = app.client();
+    let r = c.login(EMAIL, USER_PASSWORD).await.assert_status(401);
+    assert_eq!(r.error_code(), "mfa_required");
+    // Not signed in yet.
+    c.get("/api/v1/me").await.assert_status(401);
+    c
+}
+
+/// The error code of opening a terminal (from our origin, without a WebSocket upgrade).
+async fn terminal_refusal(app: &TestApp, c: &Client) -> String {
+    let r = c
+        .http
+        .get(format!("{}/api/v1/terminal/ws?cluster=none", app.url))
+        .header("origin", &app.url)
+        .send()
+        .await
+        .expect("request");
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn audit(admin: &Client, query: &str, min: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let items = admin
+            .get(&format!("/api/v1/audit/events?{query}"))
+            .await
+            .assert_status(200)
+            .json()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if items.len() >= min {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {min} audit events for {query}");
+}
+
+#[tokio::test]
+async fn totp_enrolment_sign_in_replay_window_and_recovery_codes() {
+    let env = BTreeMap::from([(
+        "WARDEN_MASTER_KEY".to_owned(),
+        "mfa test master key".to_owned(),
+    )]);
+    let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    let (secret, recovery) = enrol(&app, &mia).await;
+    // Enrolled once: a second enrolment is refused.
+    mia.post("/api/v1/me/mfa/totp", json!({}))
+        .await
+        .assert_status(409);
+
+    // The secret is sealed at rest.
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &app.services().db;
+    let row = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT secret FROM user_mfa".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: String = row.try_get("", "secret").unwrap();
+    assert!(stored.starts_with("warden-sealed:v1:") && !stored.contains(&secret));
+
+    // The confirmation's code cannot sign in again (replay), the next step's can.
+    let c = password_step(&app).await;
+    let r = c
+        .post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(401);
+    assert_eq!(r.error_code(), "invalid_code");
+    c.get("/api/v1/me").await.assert_status(401);
+    app.clock.advance_secs(30);
+    let pre = c.session_cookie();
+    let me = c
+        .post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(me["user"]["email"], EMAIL);
+    assert_ne!(c.session_cookie(), pre, "the session id rotates at sign-in");
+    c.get("/api/v1/me").await.assert_status(200);
+
+    // ±1 step: the previous step's code passes (when not used yet), two steps back does not.
+    app.clock.advance_secs(90);
+    let c = password_step(&app).await;
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, -2)}))
+        .await
+        .assert_status(401);
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, -1)}))
+        .await
+        .assert_status(200);
+    // The same step again does not pass; a later one does.
+    let c = password_step(&app).await;
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, -1)}))
+        .await
+        .assert_status(401);
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200);
+
+    // A recovery code works once, in any case and with or without its dash.
+    let c = password_step(&app).await;
+    c.post(
+        "/api/v1/auth/mfa",
+        json!({"code": recovery[0].to_uppercase().replace('-', "")}),
+    )
+    .await
+    .assert_status(200);
+    let c = password_step(&app).await;
+    c.post("/api/v1/auth/mfa", json!({"code": recovery[0]}))
+        .await
+        .assert_status(401);
+    assert_eq!(
+        c.get("/api/v1/me/mfa").await.status,
+        401,
+        "still not signed in"
+    );
+    assert_eq!(
+        mia.get("/api/v1/me/mfa").await.json()["recovery_codes_left"],
+        9
+    );
+
+    // A second step without a first one gets nowhere.
+    app.client()
+        .post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 1)}))
+        .await
+        .assert_status(401);
+
+    // Audited with the method; no code in the audit log.
+    let ev = audit(
+        &admin,
+        &format!("action=sign_in&actor={EMAIL}&outcome=allowed"),
+        1,
+    )
+    .await;
+    let methods: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["action"] == "sign_in")
+        .filter_map(|e| e["details"]["mfa"].as_str())
+        .collect();
+    assert!(
+        methods.contains(&"totp") && methods.contains(&"recovery_code"),
+        "{methods:?}"
+    );
+    let all = admin.get("/api/v1/audit/events?limit=500").await.body;
+    assert!(!all.contains(&recovery[1]) && !all.contains(&secret));
+}
+
+#[tokio::test]
+async fn wrong_codes_lock_the_account_and_an_admin_reset_removes_the_factor() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    let (secret, _) = enrol(&app, &mia).await;
+    app.clock.advance_secs(30);
+
+    let c = password_step(&app).await;
+    for _ in 0..5 {
+        c.post("/api/v1/auth/mfa", json!({"code": "123456"})).await;
+    }
+    // Locked: even the right code is refused now.
+    let r = c
+        .post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    c.get("/api/v1/me").await.assert_status(401);
+    let ev = audit(
+        &admin,
+        &format!("action=sign_in&outcome=denied&actor={EMAIL}"),
+        5,
+    )
+    .await;
+    assert!(ev
+        .iter()
+        .any(|e| e["reason"].as_str().unwrap_or("").contains("second factor")));
+
+    // Only administrators reset someone's second factor; the user then signs in with the
+    // password alone, and the reset is audited.
+    mia.delete(&format!("/api/v1/users/{EMAIL}/mfa"))
+        .await
+        .assert_status(403);
+    admin
+        .delete(&format!("/api/v1/users/{EMAIL}/mfa"))
+        .await
+        .assert_status(204);
+    admin
+        .delete(&format!("/api/v1/users/{EMAIL}/mfa"))
+        .await
+        .assert_status(404);
+    audit(&admin, "action=user.mfa.reset", 1).await;
+    app.clock.advance_secs(3600);
+    app.client()
+        .login(EMAIL, USER_PASSWORD)
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn the_organization_policy_sends_who_must_enrol_to_enrolment() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "sometimes"}))
+        .await
+        .assert_status(422);
+    let s = admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "admins"}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["mfa_policy"], "admins");
+
+    // The administrator must enrol before anything else; the console sends them there.
+    let r = admin.get("/api/v1/projects").await.assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
+    admin.get("/api/v1/me").await.assert_status(200);
+    let r = admin.get("/").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.headers["location"], "/me/mfa");
+    // A user without organization-wide rights is not asked.
+    mia.get("/api/v1/projects").await.assert_status(200);
+
+    enrol(&app, &admin).await;
+    admin.get("/api/v1/projects").await.assert_status(200);
+
+    // Everyone: now mia too.
+    admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
+        .await
+        .assert_status(200);
+    let r = mia.get("/api/v1/projects").await.assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
+    enrol(&app, &mia).await;
+    mia.get("/api/v1/projects").await.assert_status(200);
+}
+
+#[tokio::test]
+async fn a_kubeconfig_or_terminal_for_a_role_that_writes_asks_for_a_fresh_second_factor() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+    let (secret, _) = enrol(&app, &mia).await;
+    // Enrolling in this session did not prove a second factor at sign-in: a fresh one is due.
+    let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+
+    // Signed in with a code: fresh for an hour.
+    app.clock.advance_secs(30);
+    let c = password_step(&app).await;
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200);
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+    // Past the step-up check (refused later: no WebSocket upgrade).
+    assert_eq!(terminal_refusal(&app, &c).await, "invalid");
+
+    // An hour later (the session kept alive), the kubeconfig and the terminal ask again.
+    for _ in 0..3 {
+        app.clock.advance_secs(1201);
+        c.get("/api/v1/me").await.assert_status(200);
+        admin.get("/api/v1/me").await.assert_status(200);
+    }
+    let r = c.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+    assert_eq!(terminal_refusal(&app, &c).await, "step_up_required");
+    c.post("/api/v1/auth/step-up", json!({"code": "000000"}))
+        .await
+        .assert_status(401);
+    c.post(
+        "/api/v1/auth/step-up",
+        json!({"code": code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(204);
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+    audit(&admin, "action=mfa.step_up&outcome=allowed", 1).await;
+
+    // A role that only reads is not asked.
+    admin
+        .delete(&format!(
+            "/api/v1/bindings/{}",
+            admin.get("/api/v1/bindings").await.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["role"] == "NAMESPACE_ADMIN")
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+        ))
+        .await
+        .assert_status(204);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+    for _ in 0..3 {
+        app.clock.advance_secs(1201);
+        c.get("/api/v1/me").await.assert_status(200);
+        admin.get("/api/v1/me").await.assert_status(200);
+    }
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+}

@@ -1,0 +1,806 @@
+//! Single sign-on with OpenID Connect against a real provider: the npm package `oidc-provider`
+//! started by `end2end/oidc/provider.mjs` on loopback, one per test. Runs on SQLite, and on
+//! PostgreSQL when WARDEN_TEST_DATABASE_URL is set.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use warden_server::testing::{Client, Resp, TestApp};
+
+const PROVIDER: &str = "test";
+const SECRET_MARKER: &str = "a-master-key-for-the-sso-tests";
+
+/// The test provider: a node process, ended when the value is dropped.
+struct OidcProvider {
+    _child: tokio::process::Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl OidcProvider {
+    async fn start() -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/oidc/provider.mjs");
+        let mut child = tokio::process::Command::new("node")
+            .args([script, "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node end2end/oidc/provider.mjs (run npm ci first)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the test provider did not start within 30 s")
+            .expect("read the provider's stdout")
+            .expect("the test provider exited (is oidc-provider installed? npm ci)");
+        let url = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        OidcProvider {
+            _child: child,
+            url,
+            http,
+        }
+    }
+
+    /// Dynamic client registration (RFC 7591): a confidential client for this Warden.
+    async fn register_client(&self, redirect_uri: &str) -> (String, String) {
+        let r: Value = self
+            .http
+            .post(format!("{}/reg", self.url))
+            .json(&json!({"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "client_secret_basic"}))
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("registration answer");
+        (
+            r["client_id"].as_str().expect("client_id").to_owned(),
+            r["client_secret"]
+                .as_str()
+                .expect("client_secret")
+                .to_owned(),
+        )
+    }
+
+    async fn set_user(&self, login: &str, email: &str, groups: &[&str]) {
+        let r = self
+            .http
+            .put(format!("{}/__admin/users/{login}", self.url))
+            .json(&json!({"email": email, "name": login, "groups": groups}))
+            .send()
+            .await
+            .expect("set user");
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
+    /// A user whose email the provider says it has not verified.
+    async fn set_unverified_user(&self, login: &str, email: &str) {
+        let r = self
+            .http
+            .put(format!("{}/__admin/users/{login}", self.url))
+            .json(&json!({"email": email, "name": login, "groups": [], "email_verified": false}))
+            .send()
+            .await
+            .expect("set user");
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
+    async fn tamper(&self, client_id: &str, how: Value) {
+        let mut body = how;
+        body["client_id"] = json!(client_id);
+        let r = self
+            .http
+            .post(format!("{}/__admin/tamper", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("tamper");
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
+    /// Sign in at the provider as `login`, from the authorization URL Warden redirected to, and
+    /// return the URL the provider sends the browser back to (Warden's callback).
+    async fn authorize(&self, authorize_url: &str, login: &str) -> String {
+        // A fresh browser at the provider each time.
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let mut url = authorize_url.to_owned();
+        for _ in 0..10 {
+            if !url.starts_with(&self.url) {
+                return url;
+            }
+            let r = browser.get(&url).send().await.expect("provider request");
+            match r.status().as_u16() {
+                302 | 303 => {
+                    let loc = r.headers()["location"]
+                        .to_str()
+                        .expect("location")
+                        .to_owned();
+                    url = if loc.starts_with('/') {
+                        format!("{}{loc}", self.url)
+                    } else {
+                        loc
+                    };
+                }
+                200 if url.contains("/interaction/") => {
+                    let r = browser
+                        .post(format!("{url}/login"))
+                        .form(&[("login", login)])
+                        .send()
+                        .await
+                        .expect("login");
+                    assert_eq!(r.status().as_u16(), 303, "provider login refused");
+                    let loc = r.headers()["location"]
+                        .to_str()
+                        .expect("location")
+                        .to_owned();
+                    url = if loc.starts_with('/') {
+                        format!("{}{loc}", self.url)
+                    } else {
+                        loc
+                    };
+                }
+                s => panic!(
+                    "unexpected provider answer {s} at {url}: {}",
+                    r.text().await.unwrap_or_default()
+                ),
+            }
+        }
+        panic!("the provider never sent the browser back");
+    }
+}
+
+fn master_key_env() -> BTreeMap<String, String> {
+    BTreeMap::from([("WARDEN_MASTER_KEY".to_owned(), SECRET_MARKER.to_owned())])
+}
+
+/// Register a client at the provider for `app` and add the provider to Warden.
+async fn add_provider(app: &TestApp, admin: &Client, op: &OidcProvider, extra: Value) -> String {
+    let callback = format!("{}/api/v1/auth/oidc/{PROVIDER}/callback", app.url);
+    let (client_id, secret) = op.register_client(&callback).await;
+    let mut body = json!({
+        "name": PROVIDER,
+        "display_name": "Test IdP",
+        "issuer": op.url,
+        "client_id": client_id,
+        "client_secret": secret,
+        "scopes": ["openid", "email", "profile", "groups"],
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        body[k] = v;
+    }
+    let r = admin
+        .post("/api/v1/identity-providers", body)
+        .await
+        .assert_status(201)
+        .json();
+    assert_eq!(r["callback_url"], callback);
+    client_id
+}
+
+fn location(r: &Resp) -> String {
+    r.headers
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Start at Warden, sign in at the provider as `login`, and come back: Warden's answer to the
+/// callback.
+async fn sso_sign_in(app: &TestApp, c: &Client, op: &OidcProvider, login: &str) -> Resp {
+    let callback = start_and_authorize(c, op, login).await;
+    c.get(callback.strip_prefix(&app.url).expect("callback at Warden"))
+        .await
+}
+
+async fn start_and_authorize(c: &Client, op: &OidcProvider, login: &str) -> String {
+    let r = c
+        .get(&format!("/api/v1/auth/oidc/{PROVIDER}/login"))
+        .await
+        .assert_status(303);
+    let authorize = location(&r);
+    assert!(authorize.starts_with(&op.url), "{authorize}");
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    assert!(authorize.contains("nonce="), "{authorize}");
+    op.authorize(&authorize, login).await
+}
+
+#[track_caller]
+fn assert_refused(r: &Resp, code: &str) {
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(location(r), format!("/login?sso_error={code}"));
+}
+
+async fn audit(admin: &Client, query: &str, min: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let r = admin
+            .get(&format!("/api/v1/audit/events?{query}"))
+            .await
+            .assert_status(200)
+            .json();
+        let items = r["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= min {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {min} audit events for {query}");
+}
+
+async fn groups_of(admin: &Client, email: &str) -> Vec<String> {
+    let u = admin
+        .get(&format!("/api/v1/users/{email}"))
+        .await
+        .assert_status(200)
+        .json();
+    let mut g: Vec<String> = u["user"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    g.sort();
+    g
+}
+
+#[tokio::test]
+async fn sso_sign_in_provisions_the_user_with_mapped_groups_and_resyncs_them_at_every_sign_in() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    for g in ["developers", "ops"] {
+        admin
+            .post("/api/v1/groups", json!({"name": g}))
+            .await
+            .assert_status(201);
+    }
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "developers"}, "role": "PROJECT_READ_ONLY", "project": "dev"}),
+        )
+        .await
+        .assert_status(201);
+    let client_id = add_provider(&app, &admin, &op, json!({})).await;
+
+    // The client secret is write-only and sealed at rest.
+    let dto = admin
+        .get(&format!("/api/v1/identity-providers/{PROVIDER}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(dto["client_secret_set"], true);
+    assert!(dto.get("client_secret").is_none(), "{dto}");
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &app.services().db;
+    let row = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT client_secret FROM identity_providers".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: String = row.try_get("", "client_secret").unwrap();
+    assert!(stored.starts_with("warden-sealed:v1:"), "{stored}");
+
+    // The sign-in page offers the provider.
+    let anon = app.client();
+    let list = anon
+        .get("/api/v1/auth/providers")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(list[0]["display_name"], "Test IdP");
+    assert_eq!(list[0]["login_url"], "/api/v1/auth/oidc/test/login");
+
+    op.set_user(
+        "alice",
+        "alice@example.com",
+        &["developers", "not-in-warden"],
+    )
+    .await;
+    let alice = app.client();
+    let callback = start_and_authorize(&alice, &op, "alice").await;
+    let pre_session = alice.session_cookie().expect("a pre-session cookie");
+    let r = alice.get(callback.strip_prefix(&app.url).unwrap()).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(location(&r), "/");
+    // The session id rotates at sign-in.
+    let session = alice.session_cookie().expect("a session");
+    assert_ne!(session, pre_session);
+    let me = alice.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["user"]["email"], "alice@example.com");
+    assert_eq!(me["must_change_password"], false);
+    let u = admin
+        .get("/api/v1/users/alice@example.com")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(u["user"]["origin"], "sso");
+    let alice_id = u["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        groups_of(&admin, "alice@example.com").await,
+        ["All Users", "developers"]
+    );
+    alice.get("/api/v1/projects/dev").await.assert_status(200);
+    // SSO users have no local password.
+    app.client()
+        .login("alice@example.com", "any password at all")
+        .await
+        .assert_status(401);
+
+    let ev: Vec<Value> = audit(
+        &admin,
+        "action=sign_in&outcome=allowed&actor=alice@example.com",
+        1,
+    )
+    .await
+    .into_iter()
+    .filter(|e| e["action"] == "sign_in")
+    .collect();
+    assert_eq!(ev[0]["kind"], "sign_in");
+    assert_eq!(ev[0]["details"]["provider"], PROVIDER);
+    assert_eq!(ev[0]["details"]["user_created"], true);
+    assert_eq!(ev[0]["details"]["groups_added"], json!(["developers"]));
+
+    // The provider moves alice from developers to ops: at her next sign-in Warden follows, and
+    // her access with it.
+    op.set_user("alice", "alice@example.com", &["ops"]).await;
+    let again = app.client();
+    let r = sso_sign_in(&app, &again, &op, "alice").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    assert_eq!(
+        groups_of(&admin, "alice@example.com").await,
+        ["All Users", "ops"]
+    );
+    let r = again.get("/api/v1/projects/dev").await;
+    assert!(
+        r.status == 403 || r.status == 404,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    // Matched by the provider's subject: the same user, not a new one.
+    let me = again.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["user"]["id"], alice_id);
+    let ev = audit(&admin, "action=sign_in.groups&actor=alice@example.com", 2).await;
+    assert_eq!(ev[0]["details"]["groups_added"], json!(["ops"]));
+    assert_eq!(ev[0]["details"]["groups_removed"], json!(["developers"]));
+
+    // A token whose claims came only from userinfo (the ID token lacks email and groups).
+    op.set_user("alice", "alice@example.com", &["developers"])
+        .await;
+    op.tamper(
+        &client_id,
+        json!({"drop_claims": ["email", "groups", "email_verified"]}),
+    )
+    .await;
+    let third = app.client();
+    let r = sso_sign_in(&app, &third, &op, "alice").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    assert_eq!(
+        groups_of(&admin, "alice@example.com").await,
+        ["All Users", "developers"]
+    );
+}
+
+#[tokio::test]
+async fn sso_refuses_tampered_state_replayed_codes_and_bad_id_tokens() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let client_id = add_provider(&app, &admin, &op, json!({})).await;
+    op.set_user("bob", "bob@example.com", &[]).await;
+
+    // A tampered state.
+    let c = app.client();
+    let callback = start_and_authorize(&c, &op, "bob").await;
+    let tampered = callback.replace("state=", "state=x");
+    let r = c.get(tampered.strip_prefix(&app.url).unwrap()).await;
+    assert_refused(&r, "state");
+    c.get("/api/v1/me").await.assert_status(401);
+    // The sign-in in progress is used up by the refusal: the genuine callback fails too.
+    let r = c.get(callback.strip_prefix(&app.url).unwrap()).await;
+    assert_refused(&r, "state");
+
+    // A callback with no sign-in started in this browser (login CSRF).
+    let stranger = app.client();
+    let callback = start_and_authorize(&app.client(), &op, "bob").await;
+    let r = stranger.get(callback.strip_prefix(&app.url).unwrap()).await;
+    assert_refused(&r, "state");
+
+    // A replayed code: once in the same browser (the sign-in in progress is gone), then with a
+    // fresh sign-in's state (the provider refuses the used code).
+    let c = app.client();
+    let callback = start_and_authorize(&c, &op, "bob").await;
+    let path = callback.strip_prefix(&app.url).unwrap().to_owned();
+    let r = c.get(&path).await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let r = c.get(&path).await;
+    assert_refused(&r, "state");
+    let replayer = app.client();
+    let fresh = start_and_authorize(&replayer, &op, "bob").await;
+    let state = fresh
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let code = path
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let r = replayer
+        .get(&format!(
+            "/api/v1/auth/oidc/{PROVIDER}/callback?code={code}&state={state}"
+        ))
+        .await;
+    assert_refused(&r, "token");
+    replayer.get("/api/v1/me").await.assert_status(401);
+
+    // ID tokens the provider signs but Warden must refuse.
+    let mut refused = 5;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (what, how, expected) in [
+        (
+            "wrong nonce",
+            json!({"claims": {"nonce": "not-the-nonce-warden-sent"}}),
+            "nonce mismatch",
+        ),
+        (
+            "other audience",
+            json!({"claims": {"aud": "another-client", "azp": "another-client"}}),
+            "Invalid audiences",
+        ),
+        (
+            "several audiences",
+            json!({"claims": {"aud": [client_id, "another-client"]}}),
+            "Invalid audiences",
+        ),
+        (
+            "expired",
+            json!({"claims": {"exp": now - 120, "iat": now - 900}}),
+            "ID token expired",
+        ),
+        (
+            "issued in the future",
+            json!({"claims": {"iat": now + 3600, "exp": now + 7200}}),
+            "issued in the future",
+        ),
+        (
+            "other issuer",
+            json!({"claims": {"iss": "http://127.0.0.1:1"}}),
+            "Invalid issuer",
+        ),
+        // Signed by a key the provider does not publish: refused after fetching its keys again.
+        (
+            "unknown kid",
+            json!({"unknown_key": true}),
+            "No matching key",
+        ),
+    ] {
+        op.tamper(&client_id, how).await;
+        let c = app.client();
+        let r = sso_sign_in(&app, &c, &op, "bob").await;
+        assert_eq!(r.status, 303, "{what}: {}", r.body);
+        assert_eq!(location(&r), "/login?sso_error=token", "{what}");
+        c.get("/api/v1/me").await.assert_status(401);
+        refused += 1;
+        let ev = audit(&admin, "action=sign_in&outcome=denied", refused).await;
+        let reason = ev[0]["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.contains(expected), "{what}: {reason}");
+    }
+    // Every refusal is audited, with the provider and the reason.
+    let ev = audit(&admin, "action=sign_in&outcome=denied", 12).await;
+    assert!(ev
+        .iter()
+        .all(|e| e["details"]["provider"] == PROVIDER && e["kind"] == "sign_in"));
+    assert!(
+        ev.iter()
+            .any(|e| e["reason"].as_str().unwrap_or("").contains("nonce")),
+        "{ev:?}"
+    );
+    // Nothing secret in the audit log: no code, no token.
+    let text = serde_json::to_string(&ev).unwrap();
+    assert!(!text.contains(code), "{text}");
+}
+
+#[tokio::test]
+async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let client_id = add_provider(
+        &app,
+        &admin,
+        &op,
+        json!({"allowed_domains": ["example.com"]}),
+    )
+    .await;
+
+    op.set_user("mallory", "mallory@elsewhere.org", &[]).await;
+    let r = sso_sign_in(&app, &app.client(), &op, "mallory").await;
+    assert_refused(&r, "domain");
+
+    // Deactivating a user in Warden wins over the provider.
+    op.set_user("carol", "carol@example.com", &[]).await;
+    let carol = app.client();
+    let r = sso_sign_in(&app, &carol, &op, "carol").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    admin
+        .patch(
+            "/api/v1/users/carol@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    carol.get("/api/v1/me").await.assert_status(401);
+    let r = sso_sign_in(&app, &app.client(), &op, "carol").await;
+    assert_refused(&r, "deactivated");
+
+    // A local account with the same email is linked only when the provider allows it.
+    admin
+        .post("/api/v1/users", json!({"email": "dave@example.com", "name": "Dave", "password": "dave's first password"}))
+        .await
+        .assert_status(201);
+    op.set_user("dave", "dave@example.com", &[]).await;
+    let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
+    assert_refused(&r, "link_refused");
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"link_existing_users": true}),
+        )
+        .await
+        .assert_status(200);
+    // ...and only for an email the provider says it verified: refused when it says it did not,
+    // and when it says nothing.
+    op.set_unverified_user("dave", "dave@example.com").await;
+    let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
+    assert_refused(&r, "email_unverified");
+    op.set_user("dave", "dave@example.com", &[]).await;
+    op.tamper(&client_id, json!({"drop_claims": ["email_verified"]}))
+        .await;
+    let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
+    assert_refused(&r, "link_refused");
+    let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let dave = admin
+        .get("/api/v1/users/dave@example.com")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        dave["user"]["origin"], "local",
+        "a linked account stays what it was"
+    );
+
+    // Without auto-provisioning, unknown people get no account.
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"auto_provision": false}),
+        )
+        .await
+        .assert_status(200);
+    op.set_user("erin", "erin@example.com", &[]).await;
+    let r = sso_sign_in(&app, &app.client(), &op, "erin").await;
+    assert_refused(&r, "no_account");
+    let users = admin
+        .get("/api/v1/users?q=erin")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(users["items"].as_array().unwrap().len(), 0);
+
+    // An error at the provider comes back as a clear refusal, never a 500.
+    let c = app.client();
+    let r = c
+        .get(&format!("/api/v1/auth/oidc/{PROVIDER}/login"))
+        .await
+        .assert_status(303);
+    let state = location(&r)
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = c
+        .get(&format!("/api/v1/auth/oidc/{PROVIDER}/callback?error=access_denied&error_description=no&state={state}"))
+        .await;
+    assert_refused(&r, "denied");
+    let r = c.get("/api/v1/auth/oidc/nobody/login").await;
+    assert_refused(&r, "unknown_provider");
+    let ev = audit(&admin, "action=sign_in&outcome=denied", 5).await;
+    let failures: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| e["details"]["failure"].as_str())
+        .collect();
+    for f in [
+        "domain",
+        "deactivated",
+        "link_refused",
+        "no_account",
+        "denied",
+    ] {
+        assert!(failures.contains(&f), "{f} not in {failures:?}");
+    }
+}
+
+#[tokio::test]
+async fn identity_providers_are_for_organization_admins_and_their_secret_is_write_only() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    let body = json!({"name": "corp", "issuer": op.url, "client_id": "warden", "client_secret": "s3cret-value"});
+
+    let user = app.user_client(&admin, "user@example.com").await;
+    user.get("/api/v1/identity-providers")
+        .await
+        .assert_status(403);
+    user.post("/api/v1/identity-providers", body.clone())
+        .await
+        .assert_status(403);
+
+    // CSRF: a cookie-authenticated write from another origin is refused; the callback (a GET
+    // from the provider) is not a write.
+    let cross = app.client_without_origin();
+    cross
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+    let r = cross.post("/api/v1/identity-providers", body.clone()).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "csrf");
+
+    let bad = admin
+        .post("/api/v1/identity-providers", json!({"name": "Bad Name", "issuer": "ftp://x", "client_id": "c", "client_secret": "s"}))
+        .await
+        .assert_status(422)
+        .json();
+    assert!(bad["error"]["fields"]["name"].is_string(), "{bad}");
+    let insecure = admin
+        .post("/api/v1/identity-providers", json!({"name": "plain", "issuer": "http://idp.example.com", "client_id": "c", "client_secret": "s"}))
+        .await
+        .assert_status(422)
+        .json();
+    assert!(
+        insecure["error"]["fields"]["issuer"].is_string(),
+        "{insecure}"
+    );
+
+    let created = admin
+        .post("/api/v1/identity-providers", body.clone())
+        .await
+        .assert_status(201)
+        .json();
+    assert!(!created.to_string().contains("s3cret-value"));
+    assert_eq!(created["scopes"], json!(["openid", "email", "profile"]));
+    assert_eq!(created["display_name"], "corp");
+    admin
+        .post("/api/v1/identity-providers", body.clone())
+        .await
+        .assert_status(409);
+
+    // An empty secret keeps the stored one; a new one is sealed again.
+    let sealed = || async {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = &app.services().db;
+        let row = db
+            .query_one(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT client_secret FROM identity_providers WHERE name = 'corp'".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<String>("", "client_secret").unwrap()
+    };
+    let first = sealed().await;
+    assert!(first.starts_with("warden-sealed:v1:") && !first.contains("s3cret"));
+    admin
+        .patch(
+            "/api/v1/identity-providers/corp",
+            json!({"client_secret": "", "display_name": "Corp SSO"}),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(sealed().await, first);
+    let r = admin
+        .patch(
+            "/api/v1/identity-providers/corp",
+            json!({"client_secret": "another-secret"}),
+        )
+        .await
+        .assert_status(200);
+    assert!(!r.body.contains("another-secret"));
+    assert_ne!(sealed().await, first);
+
+    // Test runs discovery and says what it found, or the error in words.
+    let t = admin
+        .post("/api/v1/identity-providers/corp/test", json!({}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(t["ok"], true, "{t}");
+    assert_eq!(t["token_endpoint"], format!("{}/token", op.url));
+    assert!(t["signing_keys"].as_u64().unwrap() >= 1);
+    admin
+        .patch(
+            "/api/v1/identity-providers/corp",
+            json!({"issuer": "http://127.0.0.1:9"}),
+        )
+        .await
+        .assert_status(200);
+    let t = admin
+        .post("/api/v1/identity-providers/corp/test", json!({}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(t["ok"], false);
+    assert!(
+        t["message"].as_str().unwrap().contains("discovery failed"),
+        "{t}"
+    );
+
+    // Audited, without the secret.
+    let ev = audit(&admin, "action=identity_provider.", 4).await;
+    assert!(!serde_json::to_string(&ev).unwrap().contains("secret-value"));
+    assert!(!serde_json::to_string(&ev)
+        .unwrap()
+        .contains("another-secret"));
+
+    admin
+        .delete("/api/v1/identity-providers/corp")
+        .await
+        .assert_status(204);
+    admin
+        .get("/api/v1/identity-providers/corp")
+        .await
+        .assert_status(404);
+    let list = app
+        .client()
+        .get("/api/v1/auth/providers")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(list, json!([]));
+}
