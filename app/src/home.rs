@@ -25,7 +25,7 @@ pub fn HomePage() -> impl IntoView {
                         } else {
                             view! {
                                 <table class="table" data-testid="my-grants">
-                                    <thead><tr><th>"Role"</th><th>"Scope"</th><th>"Project"</th><th>"Namespaces"</th><th>"Via"</th></tr></thead>
+                                    <thead><tr><th>"Role"</th><th>"Scope"</th><th>"Project"</th><th>"Namespaces"</th><th>"Via"</th><th>"Time left"</th></tr></thead>
                                     <tbody>
                                         {m.grants.iter().map(|g| view! {
                                             <tr>
@@ -34,6 +34,10 @@ pub fn HomePage() -> impl IntoView {
                                                 <td>{g.project.clone().unwrap_or_else(|| "all".into())}</td>
                                                 <td>{g.namespaces.join(", ")}</td>
                                                 <td>{g.via.clone()}</td>
+                                                <td data-testid="grant-time-left">{match &g.expires_at {
+                                                    Some(at) => view! { <span class="tag tag-warn" title=at.clone()>{crate::bindings::time_left_rfc3339(at)}</span> }.into_any(),
+                                                    None => view! { <span class="muted">"permanent"</span> }.into_any(),
+                                                }}</td>
                                             </tr>
                                         }).collect_view()}
                                     </tbody>

@@ -20,6 +20,8 @@ pub struct Services {
     pub streams: crate::streams::StreamHooks,
     /// Reads on clusters as a user (the pod picker), set at start-up.
     pub cluster_reads: crate::cluster_reads::ClusterReadHooks,
+    /// Just-in-time access: the webhook notifier, set at start-up.
+    pub jit: crate::admin::access_requests::JitHooks,
 }
 
 impl Services {
@@ -29,7 +31,7 @@ impl Services {
         audit: SharedAuditSink,
         public_url: String,
     ) -> Arc<Self> {
-        let policy = AccessPolicy::new(db.clone(), audit.clone());
+        let policy = AccessPolicy::new(db.clone(), audit.clone(), clock.clone());
         Arc::new(Self {
             db,
             clock,
@@ -39,6 +41,7 @@ impl Services {
             clusters: Default::default(),
             streams: Default::default(),
             cluster_reads: Default::default(),
+            jit: Default::default(),
         })
     }
 

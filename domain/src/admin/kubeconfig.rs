@@ -1188,6 +1188,7 @@ mod tests {
             project: project.map(str::to_owned),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
             via: "user".into(),
+            expires_at: None,
         }
     }
 
@@ -1227,6 +1228,8 @@ mod tests {
                 ),
             ],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let a = kube_access(&eff, &cluster());
         assert!(a.usable() && !a.full && !a.cluster_read);
@@ -1250,6 +1253,8 @@ mod tests {
                 &[KubeconfigRead, KubectlFullaccess],
             )],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let a = kube_access(&eff, &cluster());
         assert!(a.full && a.org_admin && a.usable());

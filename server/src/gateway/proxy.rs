@@ -336,7 +336,8 @@ pub async fn handle(
             };
         }
     };
-    let Authorized { adm, access } = authorized;
+    let authorized_until = authorized.valid_until();
+    let Authorized { adm, access, .. } = authorized;
     if let Some(ev) = ctx.ev.as_mut() {
         ev.actor = Actor::User {
             id: user_id,
@@ -402,7 +403,7 @@ pub async fn handle(
         cluster: cluster.name.clone(),
         info: info.clone(),
         epoch,
-        valid_until: adm.valid_until(),
+        valid_until: authorized_until,
     });
     forward(
         gw.clone(),
@@ -485,7 +486,7 @@ impl LiveSpec {
                 )
                 .await
                 {
-                    Ok(a) => Ok(a.adm.valid_until()),
+                    Ok(a) => Ok(a.valid_until()),
                     Err(r) => Err(r.message),
                 }
             })
@@ -597,6 +598,15 @@ pub(crate) enum Via<'a> {
 pub(crate) struct Authorized {
     pub adm: Arc<Admission>,
     pub access: KubeAccess,
+    /// When the first binding behind the user's rights expires (ms; `i64::MAX`: none does).
+    pub grants_until: i64,
+}
+
+impl Authorized {
+    /// Until when (ms, Warden's clock) the decision holds, nothing else changing.
+    pub(crate) fn valid_until(&self) -> i64 {
+        self.adm.valid_until().min(self.grants_until)
+    }
 }
 
 /// Steps 2-6 for a credential's request on a cluster: the admission (user active, credential
@@ -652,12 +662,14 @@ pub(crate) async fn authorize(
         ..Refusal::deny(status, message).of(user, user_id)
     };
     if !access.usable() {
+        // A grant that just expired says so (a binding is kept a day after its expiry).
+        let message = match expired_grant(&eff, cluster) {
+            Some(reason) => reason,
+            None => format!("you have no kubectl access to cluster {}", cluster.name),
+        };
         return Err(Refusal {
             lost_cluster: Some(cluster.clone()),
-            ..refuse(
-                StatusCode::FORBIDDEN,
-                format!("you have no kubectl access to cluster {}", cluster.name),
-            )
+            ..refuse(StatusCode::FORBIDDEN, message)
             .because(format!(
                 "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
                 cluster.owner
@@ -684,7 +696,25 @@ pub(crate) async fn authorize(
             "only organization administrators may access secrets through Warden (organization setting)".into(),
         ));
     }
-    Ok(Authorized { adm, access })
+    let grants_until = eff.valid_until;
+    Ok(Authorized {
+        adm,
+        access,
+        grants_until,
+    })
+}
+
+/// When the user's access to `cluster` is gone because a binding expired: what to tell them
+/// ("your access (role R on project P) expired at T").
+fn expired_grant(eff: &warden_domain::access::Effective, cluster: &KubeCluster) -> Option<String> {
+    if eff.expired.is_empty() || !kc::kube_access(&eff.with_expired(), cluster).usable() {
+        return None;
+    }
+    let projects: Vec<&String> = cluster.projects().collect();
+    eff.expired_covering(|b| {
+        b.project.is_none() || b.project.as_ref().is_some_and(|p| projects.contains(&p))
+    })
+    .map(|b| b.expired_reason())
 }
 
 /// Steps 2-4 from the database: the user is active, the credential is neither revoked nor

@@ -550,8 +550,9 @@ fn terminal_check(
                 None => Via::Console,
             };
             match authorize(&state.gateway, via, user_id, &cluster, &info, epoch).await {
-                // The session is re-checked at least every minute (idle/absolute limits).
-                Ok(_) => Ok(state.services.clock.now().millis() + 60_000),
+                // The session is re-checked at least every minute (idle/absolute limits),
+                // and when a grant behind it expires.
+                Ok(a) => Ok((state.services.clock.now().millis() + 60_000).min(a.grants_until)),
                 Err(r) => Err(r.message),
             }
         })
