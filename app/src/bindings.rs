@@ -435,7 +435,7 @@ pub fn BindingForm(
                     })
                 }}
             </div>
-            <ExpiryField state=state prefix=prefix name="expires" allow_never=true/>
+            <ExpiryField state=state prefix=prefix name="expires" allow_never=true error_field="expires_at"/>
             <div class="field field-submit">
                 <button type="submit" class="btn btn-primary" data-testid=format!("{prefix}-submit")>"Add binding"</button>
             </div>
@@ -453,6 +453,8 @@ pub fn ExpiryField(
     name: &'static str,
     /// Offer "Never" (bindings) or not (requests).
     allow_never: bool,
+    /// The field the server names in its errors.
+    error_field: &'static str,
 ) -> impl IntoView {
     let choice = RwSignal::new(if allow_never {
         String::new()
@@ -464,7 +466,7 @@ pub fn ExpiryField(
             <label for=state.id(name)>"Expires"</label>
             <select id=state.id(name) name=name data-testid=format!("{prefix}-{name}")
                 on:change=move |ev| choice.set(event_target_value(&ev))
-                aria-describedby=state.err_id("expires_at")>
+                aria-describedby=state.err_id(error_field)>
                 {allow_never.then(|| view! { <option value="" selected=true>"Never"</option> })}
                 {EXPIRY_PRESETS.iter().enumerate().map(|(i, (v, l))| view! {
                     <option value=*v selected=!allow_never && i == 0>{*l}</option>
@@ -474,7 +476,7 @@ pub fn ExpiryField(
                 aria-label="Custom duration in hours" placeholder="hours"
                 data-testid=format!("{prefix}-{name}-hours")
                 disabled=move || choice.get() != "custom"/>
-            <FieldError state field="expires_at"/>
+            <FieldError state field=error_field/>
         </div>
     }
 }

@@ -21,7 +21,7 @@ pub fn HomePage() -> impl IntoView {
                     <section class="card" aria-labelledby="access-title">
                         <h2 id="access-title">"Your access"</h2>
                         {if m.grants.is_empty() {
-                            view! { <p class="empty">"You have no roles yet. Ask an administrator to add you to a project."</p> }.into_any()
+                            view! { <p class="empty">"You have no roles yet. Ask an administrator to add you to a project, or "<a href="/access">"request access"</a>"."</p> }.into_any()
                         } else {
                             view! {
                                 <table class="table" data-testid="my-grants">
@@ -42,6 +42,7 @@ pub fn HomePage() -> impl IntoView {
                                         }).collect_view()}
                                     </tbody>
                                 </table>
+                                <p><a href="/access" data-testid="request-more-access">"Request more access…"</a></p>
                             }.into_any()
                         }}
                     </section>

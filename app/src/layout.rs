@@ -54,6 +54,7 @@ fn NavLinks(me: Me) -> impl IntoView {
         {me.has_org("role.read").then(|| view! { <A href="/roles">"Roles"</A> })}
         {me.has_org("settings.read").then(|| view! { <A href="/settings">"Settings"</A> })}
         {audit.then(|| view! { <A href="/audit">"Audit log"</A> })}
+        <crate::access_requests::AccessNavLink/>
     }
 }
 

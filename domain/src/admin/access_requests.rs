@@ -1075,3 +1075,24 @@ pub async fn approvable_projects(svc: &Services, who: &Principal) -> DomainResul
     }
     Ok(out)
 }
+
+/// The roles one may ask for (project and namespace roles), as `(name, scope)`: what the
+/// console's request form offers.
+pub async fn requestable_roles(
+    svc: &Services,
+    who: &Principal,
+) -> DomainResult<Vec<(String, String)>> {
+    svc.policy
+        .authorize_self(who, "access_request.roles")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let mut out: Vec<(String, String)> = roles::Entity::find()
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .filter(|r| r.scope == "project" || r.scope == "namespace")
+        .map(|r| (r.name, r.scope))
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -663,9 +663,17 @@ pub(crate) async fn authorize(
     };
     if !access.usable() {
         // A grant that just expired says so (a binding is kept a day after its expiry).
+        // The refusal carries a link to a pre-filled access request.
+        let base = gw.services.public_url.trim_end_matches('/');
         let message = match expired_grant(&eff, cluster) {
-            Some(reason) => reason,
-            None => format!("you have no kubectl access to cluster {}", cluster.name),
+            Some(reason) => format!(
+                "{reason}; ask again at {base}/access?project={}&cluster={}",
+                cluster.owner, cluster.name
+            ),
+            None => format!(
+                "you have no kubectl access to cluster {}; request it at {base}/access?project={}&cluster={}",
+                cluster.name, cluster.owner, cluster.name
+            ),
         };
         return Err(Refusal {
             lost_cluster: Some(cluster.clone()),

@@ -1,0 +1,434 @@
+//! Just-in-time access in the console (issue 17): ask for access (the form can be pre-filled
+//! from a link: `/access?project=P&role=R&namespaces=N&cluster=C`), follow one's requests, and,
+//! for approvers, an inbox to approve (optionally for less time) or deny, and to revoke an
+//! approved grant early. The navigation shows a badge with what waits for the person.
+//! Every server function calls one domain use case, which asks the gate.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+use warden_domain::dto::{AccessInbox, AccessRequestDto};
+
+use crate::bindings::{split_namespaces, time_left_rfc3339, ExpiryField};
+use crate::error::AppError;
+use crate::ui::{short_time, success_count, FieldError, FormAlert, FormState, LoadError, Loading};
+
+// ---- server functions ----
+
+#[server(prefix = "/sfn", endpoint = "get_access_inbox")]
+pub async fn get_access_inbox() -> Result<AccessInbox, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::access_requests::inbox(&svc, &who).await?)
+}
+
+#[server(prefix = "/sfn", endpoint = "list_access_requests")]
+pub async fn list_access_requests(scope: String) -> Result<Vec<AccessRequestDto>, AppError> {
+    use warden_domain::dto::AccessRequestQuery;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let q = AccessRequestQuery {
+        scope: Some(scope),
+        limit: Some(200),
+        ..Default::default()
+    };
+    Ok(warden_domain::admin::access_requests::list(&svc, &who, &q)
+        .await?
+        .items)
+}
+
+#[server(prefix = "/sfn", endpoint = "requestable_roles")]
+pub async fn requestable_roles() -> Result<Vec<(String, String)>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::access_requests::requestable_roles(&svc, &who).await?)
+}
+
+#[expect(clippy::too_many_arguments, reason = "one argument per form field")]
+#[server(prefix = "/sfn", endpoint = "create_access_request")]
+pub async fn create_access_request(
+    project: String,
+    role: String,
+    #[server(default)] namespaces: String,
+    #[server(default)] cluster: String,
+    #[server(default)] duration: String,
+    #[server(default)] duration_custom_hours: String,
+    #[server(default)] reason: String,
+    #[server(default)] confirm_system_namespaces: Option<String>,
+) -> Result<AccessRequestDto, AppError> {
+    use warden_domain::dto::CreateAccessRequest as Req;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let secs = crate::bindings::expiry_secs(&duration, &duration_custom_hours)
+        .map_err(|_| AppError::Invalid {
+            fields: [(
+                "duration_secs".to_owned(),
+                "choose how long you need it".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+        })?
+        .unwrap_or(0);
+    let req = Req {
+        project: project.trim().to_owned(),
+        role,
+        namespaces: split_namespaces(&namespaces),
+        cluster: Some(cluster.trim().to_owned()).filter(|c| !c.is_empty()),
+        duration_secs: secs,
+        reason,
+        confirm_system_namespaces: confirm_system_namespaces.is_some(),
+    };
+    let r = warden_domain::admin::access_requests::create(&svc, &who, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[server(prefix = "/sfn", endpoint = "approve_access_request")]
+pub async fn approve_access_request(
+    id: String,
+    #[server(default)] duration: String,
+    #[server(default)] comment: String,
+) -> Result<AccessRequestDto, AppError> {
+    use warden_domain::dto::DecideAccessRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let d = DecideAccessRequest {
+        comment: Some(comment),
+        duration_secs: duration.trim().parse().ok(),
+    };
+    let r = warden_domain::admin::access_requests::approve(&svc, &who, &id, d).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[server(prefix = "/sfn", endpoint = "deny_access_request")]
+pub async fn deny_access_request(
+    id: String,
+    #[server(default)] comment: String,
+) -> Result<AccessRequestDto, AppError> {
+    use warden_domain::dto::DecideAccessRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let d = DecideAccessRequest {
+        comment: Some(comment),
+        duration_secs: None,
+    };
+    let r = warden_domain::admin::access_requests::deny(&svc, &who, &id, d).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[server(prefix = "/sfn", endpoint = "revoke_access_request")]
+pub async fn revoke_access_request(
+    id: String,
+    #[server(default)] comment: String,
+) -> Result<AccessRequestDto, AppError> {
+    use warden_domain::dto::DecideAccessRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let d = DecideAccessRequest {
+        comment: Some(comment),
+        duration_secs: None,
+    };
+    let r = warden_domain::admin::access_requests::revoke(&svc, &who, &id, d).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+#[server(prefix = "/sfn", endpoint = "cancel_access_request")]
+pub async fn cancel_access_request(id: String) -> Result<AccessRequestDto, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = warden_domain::admin::access_requests::cancel(&svc, &who, &id).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+// ---- components ----
+
+/// The navigation's link to the inbox, with a badge: requests waiting for the person's
+/// decision, and their own pending ones.
+#[component]
+pub fn AccessNavLink() -> impl IntoView {
+    let inbox = Resource::new(|| (), |_| get_access_inbox());
+    view! {
+        <a href="/access" data-testid="nav-access">
+            "Access requests"
+            <Suspense fallback=|| ()>
+                {move || inbox.get().and_then(|r| r.ok()).map(|i| {
+                    let n = i.to_decide + i.pending_mine;
+                    (n > 0).then(|| view! {
+                        <span class="badge" data-testid="access-badge"
+                            title=format!("{} to decide, {} of yours pending", i.to_decide, i.pending_mine)>
+                            {n.to_string()}
+                        </span>
+                    })
+                })}
+            </Suspense>
+        </a>
+    }
+}
+
+fn where_of(r: &AccessRequestDto) -> String {
+    if r.namespaces.is_empty() {
+        format!("project {}", r.project)
+    } else {
+        format!("{} in project {}", r.namespaces.join(", "), r.project)
+    }
+}
+
+fn status_chip(r: &AccessRequestDto) -> impl IntoView {
+    let class = match r.status.as_str() {
+        "approved" => "chip allowed",
+        "pending" => "chip",
+        _ => "chip denied",
+    };
+    let label = match (&r.status[..], &r.grant_expires_at) {
+        ("approved", Some(at)) => format!("approved · {}", time_left_rfc3339(at)),
+        ("pending", _) if r.approvals_needed > 1 => format!(
+            "pending ({} of {} approvals)",
+            r.approvals.len(),
+            r.approvals_needed
+        ),
+        (s, _) => s.to_owned(),
+    };
+    view! { <span class=class data-testid="request-status">{label}</span> }
+}
+
+#[component]
+pub fn AccessRequestsPage() -> impl IntoView {
+    let create = ServerAction::<CreateAccessRequest>::new();
+    let approve = ServerAction::<ApproveAccessRequest>::new();
+    let deny = ServerAction::<DenyAccessRequest>::new();
+    let revoke = ServerAction::<RevokeAccessRequest>::new();
+    let cancel = ServerAction::<CancelAccessRequest>::new();
+    let counts = (
+        success_count(create),
+        success_count(approve),
+        success_count(deny),
+        success_count(revoke),
+        success_count(cancel),
+    );
+    let changed = move || {
+        (
+            counts.0.get(),
+            counts.1.get(),
+            counts.2.get(),
+            counts.3.get(),
+            counts.4.get(),
+        )
+    };
+    let mine = Resource::new(changed, |_| list_access_requests("mine".into()));
+    let approvals = Resource::new(changed, |_| list_access_requests("approvals".into()));
+    let roles = Resource::new(|| (), |_| requestable_roles());
+    let state = FormState::new(create, "request-access");
+    let decide_state = FormState::new(approve, "decide");
+    let deny_state = FormState::new(deny, "deny");
+    let revoke_state = FormState::new(revoke, "revoke");
+    let cancel_state = FormState::new(cancel, "cancel");
+    let q = use_query_map();
+    let pre = move |k: &str| q.with_untracked(|q| q.get(k).unwrap_or_default());
+    let (project, role, namespaces, cluster) = (
+        pre("project"),
+        pre("role"),
+        pre("namespaces"),
+        pre("cluster"),
+    );
+    let system = split_namespaces(&namespaces)
+        .iter()
+        .any(|n| warden_domain::dto::SYSTEM_NAMESPACES.contains(&n.as_str()));
+    view! {
+        <h1>"Access requests"</h1>
+        <p class="muted">"Nobody holds standing access they do not use: ask for a role for as long as you need it; an approver of the project decides. Approved access ends by itself."</p>
+        <div class="columns">
+            <section class="card grow" aria-labelledby="inbox-title">
+                <h2 id="inbox-title">"To decide"</h2>
+                <FormAlert state=decide_state ok="Approved."/>
+                <FormAlert state=deny_state ok="Denied."/>
+                <FormAlert state=revoke_state ok="Access revoked."/>
+                <Transition fallback=Loading>
+                    {move || Suspend::new(async move {
+                        match approvals.await {
+                            Ok(list) if list.is_empty() => view! { <p class="empty" data-testid="no-approvals">"Nothing waits for your decision."</p> }.into_any(),
+                            Ok(list) => view! {
+                                <table class="table" data-testid="approvals">
+                                    <thead><tr>
+                                        <th scope="col">"Who"</th><th scope="col">"Role"</th><th scope="col">"Where"</th>
+                                        <th scope="col">"For"</th><th scope="col">"Reason"</th><th scope="col">"Status"</th>
+                                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                                    </tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|r| {
+                                            let pending = r.status == "pending" && r.can_decide;
+                                            let active = r.status == "approved" && r.can_decide
+                                                && r.grant_expires_at.as_deref().is_some_and(|t| time_left_rfc3339(t) != "expired");
+                                            let asked = r.duration_secs;
+                                            let (id1, id2, id3) = (r.id.clone(), r.id.clone(), r.id.clone());
+                                            let shorter: Vec<(&str, &str)> = crate::bindings::EXPIRY_PRESETS.iter().copied()
+                                                .filter(|(v, _)| v.parse::<i64>().is_ok_and(|s| s < asked))
+                                                .collect();
+                                            view! {
+                                                <tr data-testid="approval-row">
+                                                    <td>{r.requester.clone()}</td>
+                                                    <td>{r.role.clone()}</td>
+                                                    <td>{where_of(&r)}{r.cluster.clone().map(|c| format!(" (cluster {c})"))}</td>
+                                                    <td>{warden_domain::dto::jit_duration(r.duration_secs)}</td>
+                                                    <td>{r.reason.clone()}</td>
+                                                    <td>{status_chip(&r)}</td>
+                                                    <td class="actions">
+                                                        {pending.then(|| view! {
+                                                            <ActionForm action=approve attr:class="form form-inline" attr:data-testid="approve-form">
+                                                                <input type="hidden" name="id" value=id1/>
+                                                                <label>"For "
+                                                                    <select name="duration" data-testid="approve-duration">
+                                                                        <option value="" selected=true>{format!("{} (as asked)", warden_domain::dto::jit_duration(asked))}</option>
+                                                                        {shorter.into_iter().map(|(v, l)| view! { <option value=v>{l}</option> }).collect_view()}
+                                                                    </select>
+                                                                </label>
+                                                                <input type="text" name="comment" placeholder="Comment" aria-label="Comment"/>
+                                                                <button type="submit" class="btn btn-primary" data-testid="approve">"Approve"</button>
+                                                            </ActionForm>
+                                                            <ActionForm action=deny attr:class="form form-inline">
+                                                                <input type="hidden" name="id" value=id2/>
+                                                                <input type="text" name="comment" placeholder="Why not" aria-label="Reason for denying"/>
+                                                                <button type="submit" class="btn btn-danger" data-testid="deny">"Deny"</button>
+                                                            </ActionForm>
+                                                        })}
+                                                        {active.then(|| view! {
+                                                            <ActionForm action=revoke attr:class="form form-inline">
+                                                                <input type="hidden" name="id" value=id3/>
+                                                                <button type="submit" class="btn btn-danger" data-testid="revoke">"Revoke now"</button>
+                                                            </ActionForm>
+                                                        })}
+                                                    </td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any(),
+                            Err(e) => view! { <LoadError err=e/> }.into_any(),
+                        }
+                    })}
+                </Transition>
+                <h2 id="mine-title">"Your requests"</h2>
+                <FormAlert state=cancel_state ok="Request cancelled."/>
+                <Transition fallback=Loading>
+                    {move || Suspend::new(async move {
+                        match mine.await {
+                            Ok(list) if list.is_empty() => view! { <p class="empty">"You have not asked for access yet."</p> }.into_any(),
+                            Ok(list) => view! {
+                                <table class="table" data-testid="my-requests">
+                                    <thead><tr>
+                                        <th scope="col">"Role"</th><th scope="col">"Where"</th><th scope="col">"For"</th>
+                                        <th scope="col">"Asked"</th><th scope="col">"Status"</th><th scope="col">"Decision"</th>
+                                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                                    </tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|r| view! {
+                                            <tr data-testid="my-request-row">
+                                                <td>{r.role.clone()}</td>
+                                                <td>{where_of(&r)}</td>
+                                                <td>{warden_domain::dto::jit_duration(r.duration_secs)}</td>
+                                                <td>{short_time(&r.created_at)}</td>
+                                                <td>{status_chip(&r)}</td>
+                                                <td>{r.decided_by.clone().map(|d| format!("{d}{}", r.decision_comment.clone().map(|c| format!(": {c}")).unwrap_or_default()))}</td>
+                                                <td class="actions">{(r.status == "pending").then(|| view! {
+                                                    <ActionForm action=cancel>
+                                                        <input type="hidden" name="id" value=r.id.clone()/>
+                                                        <button type="submit" class="btn" data-testid="cancel-request">"Cancel"</button>
+                                                    </ActionForm>
+                                                })}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any(),
+                            Err(e) => view! { <LoadError err=e/> }.into_any(),
+                        }
+                    })}
+                </Transition>
+            </section>
+            <section class="card side" aria-labelledby="request-title">
+                <h2 id="request-title">"Request access"</h2>
+                <ActionForm action=create attr:class="form" attr:data-testid="request-access">
+                    <div class="field">
+                        <label for=state.id("project")>"Project"</label>
+                        <input id=state.id("project") name="project" type="text" required value=project autocomplete="off"
+                            aria-describedby=state.err_id("project")/>
+                        <FieldError state field="project"/>
+                    </div>
+                    <div class="field">
+                        <label for=state.id("role")>"Role"</label>
+                        <Suspense fallback=|| view! { <select disabled=true><option>"Loading…"</option></select> }>
+                            {
+                                let role = role.clone();
+                                move || {
+                                    let role = role.clone();
+                                    roles.get().map(move |r| {
+                                        let list = r.unwrap_or_default();
+                                        view! {
+                                            <select id=state.id("role") name="role" required aria-describedby=state.err_id("role")>
+                                                <option value="">"Choose a role…"</option>
+                                                {list.into_iter().map(|(name, scope)| {
+                                                    let selected = name == role;
+                                                    view! { <option value=name.clone() selected=selected>{format!("{name} ({scope})")}</option> }
+                                                }).collect_view()}
+                                            </select>
+                                        }
+                                    })
+                                }
+                            }
+                        </Suspense>
+                        <FieldError state field="role"/>
+                    </div>
+                    <div class="field">
+                        <label for=state.id("namespaces")>"Namespaces"</label>
+                        <input id=state.id("namespaces") name="namespaces" type="text" value=namespaces autocomplete="off"
+                            placeholder="apple, banana" aria-describedby=state.err_id("namespaces")/>
+                        <FieldError state field="namespaces"/>
+                        <label class="check">
+                            <input type="checkbox" name="confirm_system_namespaces" value="on" checked=system/>
+                            " Includes a system namespace (kube-system…), on purpose."
+                        </label>
+                    </div>
+                    <div class="field">
+                        <label for=state.id("cluster")>"Cluster (optional)"</label>
+                        <input id=state.id("cluster") name="cluster" type="text" value=cluster autocomplete="off"
+                            aria-describedby=state.err_id("cluster")/>
+                        <FieldError state field="cluster"/>
+                    </div>
+                    <ExpiryField state=state prefix="request-access" name="duration" allow_never=false error_field="duration_secs"/>
+                    <div class="field">
+                        <label for=state.id("reason")>"Reason"</label>
+                        <textarea id=state.id("reason") name="reason" required rows="3"
+                            aria-describedby=state.err_id("reason")></textarea>
+                        <FieldError state field="reason"/>
+                    </div>
+                    <button type="submit" class="btn btn-primary" data-testid="request-access-submit">"Ask for access"</button>
+                </ActionForm>
+                <FormAlert state fields=&["project", "role", "namespaces", "cluster", "duration_secs", "reason"] ok="Request sent: the project's approvers have been told."/>
+            </section>
+        </div>
+    }
+}
+
+/// A link to the request form, pre-filled.
+pub fn request_href(
+    project: &str,
+    role: &str,
+    namespaces: &[String],
+    cluster: Option<&str>,
+) -> String {
+    let enc = |s: &str| {
+        s.chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c.to_string(),
+                ' ' => "+".to_owned(),
+                c => format!("%{:02X}", c as u32),
+            })
+            .collect::<String>()
+    };
+    let mut href = format!("/access?project={}&role={}", enc(project), enc(role));
+    if !namespaces.is_empty() {
+        href.push_str(&format!("&namespaces={}", enc(&namespaces.join(","))));
+    }
+    if let Some(c) = cluster {
+        href.push_str(&format!("&cluster={}", enc(c)));
+    }
+    href
+}
