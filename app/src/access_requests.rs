@@ -143,22 +143,17 @@ pub async fn cancel_access_request(id: String) -> Result<AccessRequestDto, AppEr
 /// The navigation's link to the inbox, with a badge: requests waiting for the person's
 /// decision, and their own pending ones.
 #[component]
-pub fn AccessNavLink() -> impl IntoView {
-    let inbox = Resource::new(|| (), |_| get_access_inbox());
+pub fn AccessNavLink(inbox: AccessInbox) -> impl IntoView {
+    let n = inbox.to_decide + inbox.pending_mine;
     view! {
         <a href="/access" data-testid="nav-access">
             "Access requests"
-            <Suspense fallback=|| ()>
-                {move || inbox.get().and_then(|r| r.ok()).map(|i| {
-                    let n = i.to_decide + i.pending_mine;
-                    (n > 0).then(|| view! {
-                        <span class="badge" data-testid="access-badge"
-                            title=format!("{} to decide, {} of yours pending", i.to_decide, i.pending_mine)>
-                            {n.to_string()}
-                        </span>
-                    })
-                })}
-            </Suspense>
+            {(n > 0).then(|| view! {
+                <span class="badge" data-testid="access-badge"
+                    title=format!("{} to decide, {} of yours pending", inbox.to_decide, inbox.pending_mine)>
+                    {n.to_string()}
+                </span>
+            })}
         </a>
     }
 }

@@ -667,3 +667,58 @@ pub async fn audit_scope(
     }
     Ok(Some(projects.into_iter().collect()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns_admin(expires_at: Option<i64>) -> ResolvedBinding {
+        ResolvedBinding {
+            binding_id: "b1".into(),
+            role: "NAMESPACE_ADMIN".into(),
+            scope: Scope::Namespace,
+            permissions: [Permission::KubectlNamespaceWrite, Permission::ProjectRead]
+                .into_iter()
+                .collect(),
+            project: Some("dev".into()),
+            namespaces: vec!["apple".into()],
+            via: "user".into(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_expired_binding_grants_nothing_and_says_why() {
+        let action = Action::namespace(Permission::KubectlNamespaceWrite, "dev", "apple");
+        let live = Effective {
+            active: true,
+            bindings: vec![ns_admin(Some(2_000))],
+            all_projects: vec!["dev".into()],
+            expired: vec![],
+            valid_until: 2_000,
+        };
+        assert!(live.decide(&action).is_ok());
+        assert_eq!(
+            live.grants()[0].expires_at.as_deref(),
+            Some("1970-01-01T00:00:02Z")
+        );
+        let gone = Effective {
+            bindings: vec![],
+            expired: vec![ns_admin(Some(2_000))],
+            valid_until: i64::MAX,
+            ..live.clone()
+        };
+        let reason = gone.decide(&action).unwrap_err();
+        assert_eq!(
+            reason,
+            "your access (role NAMESPACE_ADMIN on namespaces apple of project dev) expired at 1970-01-01T00:00:02Z"
+        );
+        assert!(gone.with_expired().decide(&action).is_ok());
+        // Elsewhere, the usual reason.
+        let other = Action::namespace(Permission::KubectlNamespaceWrite, "dev", "banana");
+        assert!(gone
+            .decide(&other)
+            .unwrap_err()
+            .starts_with("no binding grants"));
+    }
+}

@@ -600,3 +600,31 @@ async fn the_organization_can_require_an_expiry_for_chosen_roles() {
         .await
         .assert_status(422);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_jit_endpoints() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .client()
+        .get("/api/v1/openapi.json")
+        .await
+        .assert_status(200)
+        .json();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/access-requests", "post"),
+        ("/api/v1/access-requests", "get"),
+        ("/api/v1/access-requests/inbox", "get"),
+        ("/api/v1/access-requests/{id}/approve", "post"),
+        ("/api/v1/access-requests/{id}/deny", "post"),
+        ("/api/v1/access-requests/{id}/cancel", "post"),
+        ("/api/v1/access-requests/{id}/revoke", "post"),
+        ("/api/v1/settings/jit", "patch"),
+        ("/api/v1/projects/{name}/approver-group", "put"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+}
