@@ -43,7 +43,7 @@ pub async fn requestable_roles() -> Result<Vec<(String, String)>, AppError> {
     Ok(warden_domain::admin::access_requests::requestable_roles(&svc, &who).await?)
 }
 
-#[expect(clippy::too_many_arguments, reason = "one argument per form field")]
+#[allow(clippy::too_many_arguments)] // one argument per form field (`expect` is unfulfilled on the code `#[server]` generates)
 #[server(prefix = "/sfn", endpoint = "create_access_request")]
 pub async fn create_access_request(
     project: String,

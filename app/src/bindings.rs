@@ -134,6 +134,7 @@ pub async fn binding_candidates() -> Result<Candidates, AppError> {
     Ok(Candidates { users, groups })
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per form field
 #[server(prefix = "/sfn", endpoint = "create_binding")]
 pub async fn create_binding(
     subject_kind: String,
