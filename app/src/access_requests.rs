@@ -54,6 +54,7 @@ pub async fn create_access_request(
     #[server(default)] duration_custom_hours: String,
     #[server(default)] reason: String,
     #[server(default)] confirm_system_namespaces: Option<String>,
+    #[server(default)] break_glass: Option<String>,
 ) -> Result<AccessRequestDto, AppError> {
     use warden_domain::dto::CreateAccessRequest as Req;
     let svc = crate::ssr::services()?;
@@ -77,7 +78,11 @@ pub async fn create_access_request(
         reason,
         confirm_system_namespaces: confirm_system_namespaces.is_some(),
     };
-    let r = warden_domain::admin::access_requests::create(&svc, &who, req).await;
+    let r = if break_glass.is_some() {
+        warden_domain::admin::access_requests::break_glass(&svc, &who, req).await
+    } else {
+        warden_domain::admin::access_requests::create(&svc, &who, req).await
+    };
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
@@ -144,13 +149,13 @@ pub async fn cancel_access_request(id: String) -> Result<AccessRequestDto, AppEr
 /// decision, and their own pending ones.
 #[component]
 pub fn AccessNavLink(inbox: AccessInbox) -> impl IntoView {
-    let n = inbox.to_decide + inbox.pending_mine;
+    let n = inbox.to_decide + inbox.pending_mine + inbox.break_glass_active;
     view! {
         <a href="/access" data-testid="nav-access">
             "Access requests"
             {(n > 0).then(|| view! {
                 <span class="badge" data-testid="access-badge"
-                    title=format!("{} to decide, {} of yours pending", inbox.to_decide, inbox.pending_mine)>
+                    title=format!("{} to decide, {} of yours pending, {} break-glass grants in force", inbox.to_decide, inbox.pending_mine, inbox.break_glass_active)>
                     {n.to_string()}
                 </span>
             })}
@@ -172,6 +177,7 @@ fn status_chip(r: &AccessRequestDto) -> impl IntoView {
         "pending" => "chip",
         _ => "chip denied",
     };
+    let class = if r.break_glass { "chip denied" } else { class };
     let label = match (&r.status[..], &r.grant_expires_at) {
         ("approved", Some(at)) => format!("approved · {}", time_left_rfc3339(at)),
         ("pending", _) if r.approvals_needed > 1 => format!(
@@ -180,6 +186,11 @@ fn status_chip(r: &AccessRequestDto) -> impl IntoView {
             r.approvals_needed
         ),
         (s, _) => s.to_owned(),
+    };
+    let label = if r.break_glass {
+        format!("break-glass · {label}")
+    } else {
+        label
     };
     view! { <span class=class data-testid="request-status">{label}</span> }
 }
@@ -394,6 +405,10 @@ pub fn AccessRequestsPage() -> impl IntoView {
                             aria-describedby=state.err_id("reason")></textarea>
                         <FieldError state field="reason"/>
                     </div>
+                    <label class="check" data-testid="break-glass">
+                        <input type="checkbox" name="break_glass" value="on"/>
+                        " Break glass: take a break-glass role now, without approval (every administrator is alerted)."
+                    </label>
                     <button type="submit" class="btn btn-primary" data-testid="request-access-submit">"Ask for access"</button>
                 </ActionForm>
                 <FormAlert state fields=&["project", "role", "namespaces", "cluster", "duration_secs", "reason"] ok="Request sent: the project's approvers have been told."/>

@@ -5,8 +5,9 @@
 //!   the grant and audited it), `bindings.access_request_id` (the request that created it).
 //! - `projects.approver_group_id`: who approves requests for the project (NULL: its admins).
 //! - `jit_settings`: one row (required expiry per role, request lifetime, two approvals for
-//!   write roles, webhook).
-//! - `access_requests`: one row per request and its whole story.
+//!   write roles, webhook, break-glass roles).
+//! - `access_requests`: one row per request and its whole story (`break_glass`: taken without
+//!   approval).
 //!
 //! One column per statement: SQLite alters one column at a time.
 
@@ -60,6 +61,8 @@ impl MigrationTrait for Migration {
                         .not_null(),
                 )
                 .col(boolean("two_approvals_for_write"))
+                // JSON array of {"role": NAME, "max_secs": N}: roles taken without approval.
+                .col(text("break_glass"))
                 .col(text_null("webhook_url"))
                 .col(millis("updated_at"))
                 .to_owned(),
@@ -86,6 +89,7 @@ impl MigrationTrait for Migration {
                 .col(text_null("decision_comment"))
                 .col(string_null("binding_id", 36))
                 .col(millis_null("grant_expires_at"))
+                .col(boolean("break_glass"))
                 .foreign_key(&mut fk(
                     "fk_access_requests_requester",
                     ("access_requests", "requester_id"),

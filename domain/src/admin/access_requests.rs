@@ -142,6 +142,7 @@ fn to_dto(r: &access_requests::Model, c: &Ctx, can_decide: bool) -> AccessReques
         binding_id: r.binding_id.clone(),
         grant_expires_at: r.grant_expires_at.map(ts),
         can_decide,
+        break_glass: r.break_glass,
     }
 }
 
@@ -299,16 +300,20 @@ fn clean_comment(c: Option<String>) -> DomainResult<Option<String>> {
     Ok(c)
 }
 
-pub async fn create(
+/// A request's fields, validated.
+struct Prepared {
+    project: projects::Model,
+    role: roles::Model,
+    namespaces: Vec<String>,
+    cluster: Option<String>,
+    reason: String,
+}
+
+async fn prepare(
     svc: &Services,
-    who: &Principal,
     req: CreateAccessRequest,
-) -> DomainResult<AccessRequestDto> {
-    svc.policy
-        .authorize_self(who, "access_request.create")
-        .await
-        .map_err(|d| DomainError::forbidden(d.reason))?;
-    let now = svc.clock.now();
+    now: Timestamp,
+) -> DomainResult<Prepared> {
     let mut fields = BTreeMap::new();
     let project = match super::projects::find(&svc.db, req.project.trim()).await {
         Ok(p) => Some(p),
@@ -422,7 +427,33 @@ pub async fn create(
     if !fields.is_empty() {
         return Err(DomainError::Invalid { fields });
     }
-    let (project, role) = (project.expect("checked"), role.expect("checked"));
+    Ok(Prepared {
+        project: project.expect("checked"),
+        role: role.expect("checked"),
+        namespaces,
+        cluster,
+        reason,
+    })
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    svc.policy
+        .authorize_self(who, "access_request.create")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let now = svc.clock.now();
+    let duration_secs = req.duration_secs;
+    let Prepared {
+        project,
+        role,
+        namespaces,
+        cluster,
+        reason,
+    } = prepare(svc, req, now).await?;
     let ns_json = serde_json::to_string(&namespaces).unwrap_or_else(|_| "[]".into());
     let same = access_requests::Entity::find()
         .filter(access_requests::Column::RequesterId.eq(who.user_id.to_string()))
@@ -447,7 +478,7 @@ pub async fn create(
         role_id: role.id.clone(),
         namespaces: ns_json,
         cluster,
-        duration_secs: req.duration_secs,
+        duration_secs,
         reason,
         status: PENDING.to_owned(),
         approvals: "[]".to_owned(),
@@ -458,6 +489,7 @@ pub async fn create(
         decision_comment: None,
         binding_id: None,
         grant_expires_at: None,
+        break_glass: false,
     })
     .insert(&svc.db)
     .await?;
@@ -589,7 +621,21 @@ pub async fn inbox(svc: &Services, who: &Principal) -> DomainResult<AccessInbox>
     )
     .await?;
     let me = who.email.to_lowercase();
+    // Organization administrators are alerted of every break-glass grant in force.
+    let eff = svc.policy.effective(who.user_id).await?;
+    let break_glass_active = if eff.org_permissions().contains(&Permission::ProjectWrite) {
+        access_requests::Entity::find()
+            .filter(access_requests::Column::BreakGlass.eq(true))
+            .filter(access_requests::Column::Status.eq(APPROVED))
+            .filter(access_requests::Column::GrantExpiresAt.gt(svc.clock.now().millis()))
+            .all(&svc.db)
+            .await?
+            .len() as u64
+    } else {
+        0
+    };
     Ok(AccessInbox {
+        break_glass_active,
         to_decide: page.items.iter().filter(|r| r.can_decide).count() as u64,
         pending_mine: page
             .items
@@ -1095,4 +1141,143 @@ pub async fn requestable_roles(
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Break-glass: an active user takes one of the organization's break-glass roles at once,
+/// without approval, for at most the role's maximum, giving a reason. The grant is a
+/// time-bound binding like an approved request's; every organization administrator is alerted
+/// (their inbox, the webhook) and the audit event is marked (`details.break_glass`).
+pub async fn break_glass(
+    svc: &Services,
+    who: &Principal,
+    req: CreateAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    svc.policy
+        .authorize_self(who, "access_request.break_glass")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let now = svc.clock.now();
+    let settings = super::jit_settings::load(&svc.db).await?;
+    let asked_role = req.role.trim().to_owned();
+    let duration = req.duration_secs;
+    let p = prepare(svc, req, now).await?;
+    let Some(rule) = settings
+        .break_glass_roles
+        .iter()
+        .find(|r| r.role == p.role.name)
+    else {
+        let reason = format!("{asked_role} is not a break-glass role of the organization");
+        svc.audit_denied(
+            who,
+            "access_request.break_glass",
+            "access_request",
+            &p.role.name,
+            &reason,
+        )
+        .await?;
+        return Err(DomainError::forbidden(reason));
+    };
+    if duration > rule.max_secs {
+        return Err(DomainError::invalid(
+            "duration_secs",
+            format!(
+                "break-glass {} lasts at most {}",
+                p.role.name,
+                jit_duration(rule.max_secs)
+            ),
+        ));
+    }
+    let ns_json = serde_json::to_string(&p.namespaces).unwrap_or_else(|_| "[]".into());
+    let expires_at = now.millis() + duration * 1000;
+    let me = who.user_id.to_string();
+    let tx = svc.db.begin().await?;
+    let existing = bindings::Entity::find()
+        .filter(bindings::Column::UserId.eq(me.clone()))
+        .filter(bindings::Column::RoleId.eq(p.role.id.clone()))
+        .filter(bindings::Column::ProjectId.eq(p.project.id.clone()))
+        .filter(bindings::Column::Namespaces.eq(ns_json.clone()))
+        .one(&tx)
+        .await?;
+    if let Some(b) = existing {
+        if b.expires_at.is_none() {
+            return Err(DomainError::conflict(
+                "role",
+                "you already hold this role there, without an expiry",
+            ));
+        }
+        bindings::Entity::delete_by_id(b.id).exec(&tx).await?;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let binding = bindings::ActiveModel::from(bindings::Model {
+        id: BindingId::new().to_string(),
+        subject_kind: "user".to_owned(),
+        user_id: Some(me.clone()),
+        group_id: None,
+        role_id: p.role.id.clone(),
+        project_id: Some(p.project.id.clone()),
+        namespaces: ns_json.clone(),
+        created_at: now.millis(),
+        expires_at: Some(expires_at),
+        expiry_recorded_at: None,
+        access_request_id: Some(id.clone()),
+    })
+    .insert(&tx)
+    .await?;
+    let m = access_requests::ActiveModel::from(access_requests::Model {
+        id,
+        requester_id: me,
+        project_id: p.project.id.clone(),
+        role_id: p.role.id.clone(),
+        namespaces: ns_json,
+        cluster: p.cluster,
+        duration_secs: duration,
+        reason: p.reason,
+        status: APPROVED.to_owned(),
+        approvals: "[]".to_owned(),
+        created_at: now.millis(),
+        expires_at: now.millis(),
+        decided_at: Some(now.millis()),
+        decided_by: Some("break-glass".to_owned()),
+        decision_comment: None,
+        binding_id: Some(binding.id.clone()),
+        grant_expires_at: Some(expires_at),
+        break_glass: true,
+    })
+    .insert(&tx)
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    let c = context(svc, &m).await?;
+    let dto = to_dto(&m, &c, false);
+    record(
+        svc,
+        Some(who),
+        "access_request.break_glass",
+        &m,
+        &c,
+        Some(m.reason.clone()),
+        json!({
+            "break_glass": true,
+            "binding_id": binding.id,
+            "grant_expires_at": ts(expires_at),
+            "after": dto,
+        }),
+    )
+    .await?;
+    notify(
+        svc,
+        "access_request.break_glass",
+        format!(
+            ":rotating_light: BREAK-GLASS: {} took {} on {} until {} ({}): {}",
+            who.email,
+            c.role.name,
+            c.project.name,
+            ts(expires_at),
+            m.reason,
+            request_link(svc, &m.id)
+        ),
+        &dto,
+    )
+    .await;
+    Ok(dto)
 }

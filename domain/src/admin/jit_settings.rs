@@ -24,12 +24,14 @@ pub async fn load<C: sea_orm::ConnectionTrait>(db: &C) -> DomainResult<JitSettin
             request_ttl_secs: m.request_ttl_secs,
             two_approvals_for_write: m.two_approvals_for_write,
             webhook_url: m.webhook_url,
+            break_glass_roles: serde_json::from_str(&m.break_glass).unwrap_or_default(),
         },
         None => JitSettingsDto {
             required_expiry: vec![],
             request_ttl_secs: DEFAULT_REQUEST_TTL_SECS,
             two_approvals_for_write: false,
             webhook_url: None,
+            break_glass_roles: vec![],
         },
     })
 }
@@ -79,32 +81,19 @@ pub async fn update(
     let mut s = before.clone();
     let mut fields = std::collections::BTreeMap::new();
     if let Some(rules) = req.required_expiry {
-        let mut out: Vec<RequiredExpiry> = Vec::new();
-        for r in rules {
-            match super::roles::find(&svc.db, r.role.trim()).await {
-                Ok(role) if (60..=super::bindings::MAX_EXPIRY_SECS).contains(&r.max_secs) => {
-                    out.retain(|o| o.role != role.name);
-                    out.push(RequiredExpiry {
-                        role: role.name,
-                        max_secs: r.max_secs,
-                    });
-                }
-                Ok(_) => {
-                    fields.insert(
-                        "required_expiry".to_owned(),
-                        "max_secs must be between 60 and a year".to_owned(),
-                    );
-                }
-                Err(DomainError::NotFound { .. }) => {
-                    fields.insert(
-                        "required_expiry".to_owned(),
-                        format!("no role named {:?}", r.role),
-                    );
-                }
-                Err(e) => return Err(e),
-            }
+        s.required_expiry = role_rules(svc, rules, "required_expiry", &mut fields).await?;
+    }
+    if let Some(rules) = req.break_glass_roles {
+        s.break_glass_roles = role_rules(svc, rules, "break_glass_roles", &mut fields).await?;
+        if s.break_glass_roles
+            .iter()
+            .any(|r| r.max_secs > MAX_BREAK_GLASS_SECS)
+        {
+            fields.insert(
+                "break_glass_roles".to_owned(),
+                "break-glass access lasts at most a day".to_owned(),
+            );
         }
-        s.required_expiry = out;
     }
     if let Some(v) = req.request_ttl_secs {
         if !(60..=30 * 24 * 3600).contains(&v) {
@@ -136,6 +125,7 @@ pub async fn update(
     }
     let now = svc.clock.now().millis();
     let rules = serde_json::to_string(&s.required_expiry).unwrap_or_else(|_| "[]".into());
+    let glass = serde_json::to_string(&s.break_glass_roles).unwrap_or_else(|_| "[]".into());
     match jit_settings::Entity::find_by_id(ROW).one(&svc.db).await? {
         Some(m) => {
             let mut a = m.into_active_model();
@@ -143,6 +133,7 @@ pub async fn update(
             a.request_ttl_secs = Set(s.request_ttl_secs);
             a.two_approvals_for_write = Set(s.two_approvals_for_write);
             a.webhook_url = Set(s.webhook_url.clone());
+            a.break_glass = Set(glass);
             a.updated_at = Set(now);
             a.update(&svc.db).await?;
         }
@@ -153,6 +144,7 @@ pub async fn update(
                 request_ttl_secs: s.request_ttl_secs,
                 two_approvals_for_write: s.two_approvals_for_write,
                 webhook_url: s.webhook_url.clone(),
+                break_glass: glass,
                 updated_at: now,
             })
             .insert(&svc.db)
@@ -170,4 +162,40 @@ pub async fn update(
     )
     .await?;
     Ok(s)
+}
+
+/// Break-glass access lasts at most this long.
+pub const MAX_BREAK_GLASS_SECS: i64 = 24 * 3600;
+
+/// Role rules (`{"role", "max_secs"}`) with their roles resolved to their canonical names; bad
+/// ones are reported under `field`.
+async fn role_rules(
+    svc: &Services,
+    rules: Vec<RequiredExpiry>,
+    field: &str,
+    fields: &mut std::collections::BTreeMap<String, String>,
+) -> DomainResult<Vec<RequiredExpiry>> {
+    let mut out: Vec<RequiredExpiry> = Vec::new();
+    for r in rules {
+        match super::roles::find(&svc.db, r.role.trim()).await {
+            Ok(role) if (60..=super::bindings::MAX_EXPIRY_SECS).contains(&r.max_secs) => {
+                out.retain(|o| o.role != role.name);
+                out.push(RequiredExpiry {
+                    role: role.name,
+                    max_secs: r.max_secs,
+                });
+            }
+            Ok(_) => {
+                fields.insert(
+                    field.to_owned(),
+                    "max_secs must be between 60 and a year".to_owned(),
+                );
+            }
+            Err(DomainError::NotFound { .. }) => {
+                fields.insert(field.to_owned(), format!("no role named {:?}", r.role));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }

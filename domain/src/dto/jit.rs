@@ -23,6 +23,10 @@ pub struct JitSettingsDto {
     pub two_approvals_for_write: bool,
     /// Where request events are posted (JSON with a Slack-compatible `text`); none when null.
     pub webhook_url: Option<String>,
+    /// Roles a user may take for a short time without approval, giving a reason (every
+    /// organization administrator is alerted). `max_secs` bounds the duration.
+    #[serde(default)]
+    pub break_glass_roles: Vec<RequiredExpiry>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -34,6 +38,7 @@ pub struct UpdateJitSettingsRequest {
     pub two_approvals_for_write: Option<bool>,
     /// An empty string clears it.
     pub webhook_url: Option<String>,
+    pub break_glass_roles: Option<Vec<RequiredExpiry>>,
 }
 
 /// `POST /api/v1/access-requests`.
@@ -101,6 +106,9 @@ pub struct AccessRequestDto {
     pub grant_expires_at: Option<String>,
     /// Whether the caller may approve, deny or revoke it now.
     pub can_decide: bool,
+    /// Taken without approval (a break-glass role).
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -123,6 +131,9 @@ pub struct AccessInbox {
     pub to_decide: u64,
     /// The caller's own requests still pending.
     pub pending_mine: u64,
+    /// Break-glass grants in force (for organization administrators: each one is an alert).
+    #[serde(default)]
+    pub break_glass_active: u64,
 }
 
 /// `PUT /api/v1/projects/{name}/approver-group`.

@@ -25,6 +25,8 @@ pub struct Model {
     pub decision_comment: Option<String>,
     pub binding_id: Option<String>,
     pub grant_expires_at: Option<i64>,
+    /// Taken without approval (a break-glass role).
+    pub break_glass: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,8 @@ pub struct Model {
     pub request_ttl_secs: i64,
     pub two_approvals_for_write: bool,
     pub webhook_url: Option<String>,
+    /// JSON array of `{"role": NAME, "max_secs": N}`: break-glass roles.
+    pub break_glass: String,
     pub updated_at: i64,
 }
 

@@ -26,6 +26,17 @@ pub async fn create_access_request(
     ))
 }
 
+pub async fn break_glass_access(
+    State(s): S,
+    AuthUser(who): AuthUser,
+    ApiJson(req): ApiJson<CreateAccessRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(ar::break_glass(&s.services, &who, req).await?),
+    ))
+}
+
 pub async fn list_access_requests(
     State(s): S,
     AuthUser(who): AuthUser,

@@ -54,6 +54,7 @@ crate::endpoints! {
     post "/bindings" => a::create_binding, "bindings", "Bind a user or group to a role at organization, project or namespace scope", 201, req = CreateBindingRequest, resp = BindingDto;
     delete "/bindings/{id}" => a::delete_binding, "bindings", "Remove a binding", 204;
     post "/access-requests" => access_requests::create_access_request, "access-requests", "Ask for a role in a project (optionally on namespaces, naming a cluster) for a duration, with a reason", 201, req = CreateAccessRequest, resp = AccessRequestDto;
+    post "/access-requests/break-glass" => access_requests::break_glass_access, "access-requests", "Take a break-glass role at once, without approval, for at most its maximum, giving a reason; every organization administrator is alerted", 201, req = CreateAccessRequest, resp = AccessRequestDto;
     get "/access-requests" => access_requests::list_access_requests, "access-requests", "The caller's requests and those they may decide (scope=mine|approvals|all, status)", 200, resp = Page<AccessRequestDto>, query = AccessRequestQuery;
     get "/access-requests/inbox" => access_requests::get_access_inbox, "access-requests", "The console's badge: pending requests the caller may decide, and their own pending ones", 200, resp = AccessInbox;
     get "/access-requests/{id}" => access_requests::get_access_request, "access-requests", "One request (its requester and approvers only)", 200, resp = AccessRequestDto;

@@ -297,7 +297,10 @@ async fn access_requests_are_approved_by_others_only_and_can_be_revoked_early() 
         .await
         .assert_status(200)
         .json();
-    assert_eq!(inbox, json!({"to_decide": 0, "pending_mine": 1}));
+    assert_eq!(
+        inbox,
+        json!({"to_decide": 0, "pending_mine": 1, "break_glass_active": 0})
+    );
     // Someone who is neither requester nor approver does not even see it.
     p.mallory
         .get(&format!("/api/v1/access-requests/{rid}"))
@@ -627,4 +630,86 @@ async fn the_openapi_document_lists_the_jit_endpoints() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_grants_at_once_and_alerts_every_administrator() {
+    let p = people().await;
+    let (hook, mut calls) = webhook().await;
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"webhook_url": hook, "break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    let glass = |role: &str, secs: i64| json!({"project": "dev", "role": role, "duration_secs": secs, "reason": "prod is down"});
+    // Only the organization's break-glass roles, for at most their maximum.
+    p.mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            glass("PROJECT_ADMIN", 600),
+        )
+        .await
+        .assert_status(403);
+    p.mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            glass("CLUSTER_ADMIN", 7200),
+        )
+        .await
+        .assert_status(422);
+    let r = p
+        .mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            glass("CLUSTER_ADMIN", 1800),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    assert_eq!(r["status"], "approved", "{r:#}");
+    assert_eq!(r["break_glass"], true);
+    let rid = id(&r);
+    // The grant holds at once, time-bound.
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"][0]["role"], "CLUSTER_ADMIN", "{me:#}");
+    assert_eq!(me["grants"][0]["expires_at"], r["grant_expires_at"]);
+    // Every organization administrator is alerted: their inbox, and the webhook.
+    let inbox = p
+        .admin
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(inbox["break_glass_active"], 1, "{inbox:#}");
+    let inbox = p
+        .john
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        inbox["break_glass_active"], 0,
+        "not an organization administrator: {inbox:#}"
+    );
+    let call = next_hook(&mut calls, "access_request.break_glass").await;
+    assert!(
+        call["text"].as_str().unwrap().contains("BREAK-GLASS"),
+        "{call:#}"
+    );
+    // Marked in the audit log.
+    let ev = audit_event(&p.admin, "action=access_request.break_glass", |e| {
+        e["resource_name"] == rid.as_str()
+    })
+    .await;
+    assert_eq!(ev["details"]["break_glass"], true, "{ev:#}");
+    assert_eq!(ev["actor"], "mallory@example.com");
+    // An approver can end it early.
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/revoke"), json!({}))
+        .await
+        .assert_status(200);
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"], json!([]), "{me:#}");
 }
