@@ -497,9 +497,14 @@ async fn open(
         "cluster": cluster.name,
         "namespace": namespace,
         "identity": identity,
-        "expires_at": expires_at,
+        // The status line counts down to the limit that applies: the terminal's own, or the
+        // expiry of a time-bound grant behind it, whichever comes first.
+        "expires_at": expires_at.min(authorized.grants_until),
         "terminal_id": guard.id(),
     });
+    if authorized.grants_until < expires_at {
+        ready["grant_expires_at"] = json!(authorized.grants_until);
+    }
     if let Some(pod) = &q.pod {
         ready["pod"] = json!(pod);
         ready["container"] = json!(q.container);

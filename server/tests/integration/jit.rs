@@ -713,3 +713,85 @@ async fn break_glass_grants_at_once_and_alerts_every_administrator() {
     let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
     assert_eq!(me["grants"], json!([]), "{me:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_grant_closes_an_open_terminal_with_the_reason() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "production"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), PROD, "production", &[], &["apple"])
+        .await;
+    Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig())
+        .run_with_stdin(
+            &["apply", "-n", "apple", "-f", "-"],
+            Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sleep\", \"3600\"]\n"),
+        )
+        .await
+        .expect_ok();
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_ADMIN",
+                   "project": "production", "namespaces": ["apple"], "expires_in_secs": 600}),
+        )
+        .await
+        .assert_status(201);
+    let url = format!(
+        "ws://{}/api/v1/terminal/ws?cluster={PROD}&namespace=apple&pod=box",
+        app.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("origin", app.url.parse().unwrap());
+    req.headers_mut().insert(
+        "cookie",
+        format!("warden_session={}", sally.session_cookie().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("a terminal");
+    let ready = next_control(&mut ws, Duration::from_secs(15)).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    // The status line counts down to the grant's expiry, sooner than the terminal's limit.
+    let left = ready["expires_at"].as_i64().unwrap() - {
+        use warden_domain::clock::Clock;
+        app.clock.now().millis()
+    };
+    assert!((590_000..=600_000).contains(&left), "{ready}");
+    assert_eq!(ready["grant_expires_at"], ready["expires_at"]);
+
+    app.clock.advance_secs(601);
+    let closed = next_control(&mut ws, Duration::from_secs(3)).await;
+    assert_eq!(closed["type"], "closed", "{closed}");
+    let reason = closed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("your access (role NAMESPACE_ADMIN") && reason.contains("expired at"),
+        "{closed}"
+    );
+}
+
+/// The next text (control) message of a terminal's WebSocket.
+async fn next_control(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    within: Duration,
+) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no control message: {other:?}"),
+        }
+    }
+}
