@@ -795,3 +795,41 @@ async fn next_control(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_retried_until_it_answers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let p = people().await;
+    // A receiver that fails twice, then accepts.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let seen = calls.clone();
+    let router = axum::Router::new().route(
+        "/flaky",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let (seen, tx) = (seen.clone(), tx.clone());
+            async move {
+                if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let _ = tx.send(v);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/flaky", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, router).await.ok() });
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": url}))
+        .await
+        .assert_status(200);
+    ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+    let delivered = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("delivered after retries")
+        .expect("a call");
+    assert_eq!(delivered["event"], "access_request.create");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
