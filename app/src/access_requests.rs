@@ -442,3 +442,127 @@ pub fn request_href(
     }
     href
 }
+
+// ---- the organization's just-in-time settings (on the Settings page) ----
+
+#[server(prefix = "/sfn", endpoint = "get_jit_settings")]
+pub async fn get_jit_settings() -> Result<warden_domain::dto::JitSettingsDto, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::jit_settings::get(&svc, &who).await?)
+}
+
+/// `CLUSTER_ADMIN=8, NAMESPACE_ADMIN=24` (hours) as role rules.
+pub fn parse_role_hours(
+    raw: &str,
+    field: &str,
+) -> Result<Vec<warden_domain::dto::RequiredExpiry>, AppError> {
+    raw.split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (role, hours) = item.split_once('=').unwrap_or((item, ""));
+            match hours.trim().parse::<f64>() {
+                Ok(h) if h > 0.0 => Ok(warden_domain::dto::RequiredExpiry {
+                    role: role.trim().to_owned(),
+                    max_secs: (h * 3600.0).round() as i64,
+                }),
+                _ => Err(AppError::Invalid {
+                    fields: [(
+                        field.to_owned(),
+                        format!("{item:?}: write ROLE=HOURS, e.g. CLUSTER_ADMIN=8"),
+                    )]
+                    .into_iter()
+                    .collect(),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Role rules back as `ROLE=HOURS, ...`.
+pub fn show_role_hours(rules: &[warden_domain::dto::RequiredExpiry]) -> String {
+    rules
+        .iter()
+        .map(|r| {
+            let h = r.max_secs as f64 / 3600.0;
+            format!("{}={}", r.role, (h * 100.0).round() / 100.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[server(prefix = "/sfn", endpoint = "update_jit_settings")]
+pub async fn update_jit_settings(
+    #[server(default)] required_expiry: String,
+    #[server(default)] break_glass_roles: String,
+    request_ttl_hours: f64,
+    #[server(default)] two_approvals_for_write: Option<String>,
+    #[server(default)] webhook_url: String,
+) -> Result<warden_domain::dto::JitSettingsDto, AppError> {
+    use warden_domain::dto::UpdateJitSettingsRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let req = UpdateJitSettingsRequest {
+        required_expiry: Some(parse_role_hours(&required_expiry, "required_expiry")?),
+        break_glass_roles: Some(parse_role_hours(&break_glass_roles, "break_glass_roles")?),
+        request_ttl_secs: Some((request_ttl_hours * 3600.0).round() as i64),
+        two_approvals_for_write: Some(two_approvals_for_write.is_some()),
+        webhook_url: Some(webhook_url),
+    };
+    let r = warden_domain::admin::jit_settings::update(&svc, &who, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+/// The Settings page's card: required expiry per role, request lifetime, two approvals for
+/// write roles, break-glass roles, the webhook. (The page creates the resource and the action,
+/// beside its own, so that server and browser resolve them in the same order.)
+#[component]
+pub fn JitSettingsForm(
+    settings: warden_domain::dto::JitSettingsDto,
+    action: ServerAction<UpdateJitSettings>,
+    writable: bool,
+) -> impl IntoView {
+    let state = FormState::new(action, "jit-settings");
+    let ro = Signal::stored(!writable);
+    let s = settings;
+    view! {
+        <ActionForm action attr:class="form" attr:data-testid="jit-settings">
+            <section class="card">
+                <h2>"Just-in-time access"</h2>
+                <crate::ui::Field state name="required_expiry" label="Roles that must expire (ROLE=max hours, …)"
+                    value=show_role_hours(&s.required_expiry) placeholder="CLUSTER_ADMIN=8" disabled=ro
+                    hint="A binding of these roles needs an expiry no later than the maximum."/>
+                <crate::ui::Field state name="request_ttl_hours" label="Undecided requests lapse after (hours)" kind="number"
+                    value=(s.request_ttl_secs as f64 / 3600.0).to_string() required=true disabled=ro/>
+                <label class="check">
+                    <input type="checkbox" name="two_approvals_for_write" value="on" checked=s.two_approvals_for_write disabled=!writable/>
+                    " Requests for write roles need two approvers"
+                </label>
+                <crate::ui::Field state name="break_glass_roles" label="Break-glass roles (ROLE=max hours, …)"
+                    value=show_role_hours(&s.break_glass_roles) placeholder="CLUSTER_ADMIN=1" disabled=ro
+                    hint="Taken at once without approval, giving a reason; every administrator is alerted."/>
+                <crate::ui::Field state name="webhook_url" label="Webhook URL (JSON with a Slack-compatible text)"
+                    value=s.webhook_url.clone().unwrap_or_default() disabled=ro/>
+                {writable.then(|| view! { <crate::ui::Submit state label="Save just-in-time settings"/> })}
+            </section>
+        </ActionForm>
+        <FormAlert state fields=&["required_expiry", "request_ttl_hours", "break_glass_roles", "webhook_url"] ok="Just-in-time settings saved."/>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn role_hours_round_trip() {
+        let rules = super::parse_role_hours("CLUSTER_ADMIN=8, NAMESPACE_ADMIN=0.5", "f").unwrap();
+        assert_eq!(rules[0].max_secs, 8 * 3600);
+        assert_eq!(rules[1].max_secs, 1800);
+        assert_eq!(
+            super::show_role_hours(&rules),
+            "CLUSTER_ADMIN=8, NAMESPACE_ADMIN=0.5"
+        );
+        assert!(super::parse_role_hours("CLUSTER_ADMIN", "f").is_err());
+        assert!(super::parse_role_hours("", "f").unwrap().is_empty());
+    }
+}
