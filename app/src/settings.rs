@@ -68,7 +68,8 @@ pub fn SettingsPage() -> impl IntoView {
                 let writable = me_of(me.await).is_some_and(|m| can(&m, "settings.write"));
                 match jit.await {
                     Ok(s) => view! { <crate::access_requests::JitSettingsForm settings=s action=jit_action writable/> }.into_any(),
-                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                    // The settings card above already says why.
+                    Err(_) => ().into_any(),
                 }
             })}
         </Transition>

@@ -27,10 +27,10 @@ test.describe.serial("just-in-time access", () => {
     await consoleCheck.onConsole(sally);
     await consoleAct.open(sally, "/access?project=production&role=NAMESPACE_READ_ONLY&namespaces=kube-system");
     const form = find.requestForm(sally);
-    await expect(form.getByLabel("Project")).toHaveValue("production");
-    await expect(form.getByLabel("Role")).toHaveValue("NAMESPACE_READ_ONLY");
+    await expect(form.getByLabel("Project", { exact: true })).toHaveValue("production");
+    await expect(form.getByLabel("Role", { exact: true })).toHaveValue("NAMESPACE_READ_ONLY");
     await form.getByTestId("request-access-duration").selectOption("28800");
-    await form.getByLabel("Reason").fill("Investigating the DNS incident");
+    await form.getByLabel("Reason", { exact: true }).fill("Investigating the DNS incident");
     await form.getByTestId("request-access-submit").click();
     await expect(sally.getByText("Request sent")).toBeVisible();
     await expect(find.myRequest(sally, "NAMESPACE_READ_ONLY")).toContainText("pending");
