@@ -276,6 +276,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                                     <td>{r.reason.clone()}</td>
                                                     <td>{status_chip(&r)}</td>
                                                     <td class="actions">
+                                                        <a href=format!("/audit?q={}", r.id) data-testid="request-history">"History"</a>
                                                         {pending.then(|| view! {
                                                             <ActionForm action=approve attr:class="form form-inline" attr:data-testid="approve-form">
                                                                 <input type="hidden" name="id" value=id1/>
@@ -564,5 +565,76 @@ mod tests {
         );
         assert!(super::parse_role_hours("CLUSTER_ADMIN", "f").is_err());
         assert!(super::parse_role_hours("", "f").unwrap().is_empty());
+    }
+}
+
+// ---- a project's approver group (on the project's page) ----
+
+#[server(prefix = "/sfn", endpoint = "get_approver_group")]
+pub async fn get_approver_group(
+    project: String,
+) -> Result<warden_domain::dto::ApproverGroupDto, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::access_requests::get_approver_group(&svc, &who, &project).await?)
+}
+
+#[server(prefix = "/sfn", endpoint = "set_approver_group")]
+pub async fn set_approver_group(
+    project: String,
+    #[server(default)] group: String,
+) -> Result<warden_domain::dto::ApproverGroupDto, AppError> {
+    use warden_domain::dto::ApproverGroupDto;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let req = ApproverGroupDto {
+        group: Some(group.trim().to_owned()).filter(|g| !g.is_empty()),
+    };
+    let r =
+        warden_domain::admin::access_requests::set_approver_group(&svc, &who, &project, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+/// Who approves the project's access requests: its administrators, and the members of its
+/// approver group (set here by those who may change the project).
+#[component]
+pub fn ApproverGroupCard(project: String, writable: bool) -> impl IntoView {
+    let action = ServerAction::<SetApproverGroup>::new();
+    let saved = success_count(action);
+    let p = project.clone();
+    let current = Resource::new(
+        move || (p.clone(), saved.get()),
+        |(p, _)| get_approver_group(p),
+    );
+    let state = FormState::new(action, "approver-group");
+    view! {
+        <section class="card" aria-labelledby="approvers-title" data-testid="approver-group">
+            <h2 id="approvers-title">"Access requests"</h2>
+            <Transition fallback=Loading>
+                {move || {
+                    let project = project.clone();
+                    Suspend::new(async move {
+                        let group = current.await.ok().and_then(|g| g.group);
+                        view! {
+                            <p>"The project's administrators approve requests for access to it"
+                                {match &group {
+                                    Some(g) => format!(", and so do the members of group {g}."),
+                                    None => ".".to_owned(),
+                                }}
+                                " Nobody approves their own."</p>
+                            {writable.then(|| view! {
+                                <ActionForm action attr:class="form form-inline">
+                                    <input type="hidden" name="project" value=project.clone()/>
+                                    <crate::ui::Field state name="group" label="Approver group" value=group.clone().unwrap_or_default()
+                                        autocomplete="off" hint="Empty: the administrators only."/>
+                                    <crate::ui::Submit state label="Save"/>
+                                </ActionForm>
+                            })}
+                        }
+                    })
+                }}
+            </Transition>
+            <FormAlert state fields=&["group"] ok="Approvers saved."/>
+        </section>
     }
 }

@@ -167,6 +167,7 @@ fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl
     let name = project.name.clone();
     let n1 = name.clone();
     let n2 = name.clone();
+    let n3 = name.clone();
     view! {
         <h1>"Project " <span data-testid="project-name">{project.name.clone()}</span></h1>
         <p class="muted">{if project.description.is_empty() { "No description.".to_owned() } else { project.description.clone() }}</p>
@@ -179,7 +180,17 @@ fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl
                 })
             }}
         </Transition>
-        <ProjectMembers project=name/>
+        <ProjectMembers project=name.clone()/>
+        <Transition fallback=|| ()>
+            {move || {
+                let n3 = n3.clone();
+                Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    let writable = can_in(&me, "project.write", &n3);
+                    Some(view! { <crate::access_requests::ApproverGroupCard project=n3 writable/> })
+                })
+            }}
+        </Transition>
         <Transition fallback=|| ()>
             {move || {
                 let n2 = n2.clone();

@@ -67,6 +67,11 @@ test.describe.serial("just-in-time access", () => {
     // The project's members list shows the grant's expiry too (john administers production).
     await consoleAct.open(john, "/projects/production");
     await expect(john.getByTestId("binding-expiry").filter({ hasText: "left" })).toHaveCount(1);
+    // And who approves its requests: john may name an approver group there.
+    await expect(john.getByTestId("approver-group")).toContainText("The project's administrators approve requests");
+    await john.getByTestId("approver-group").getByLabel("Approver group").fill("Operations");
+    await john.getByTestId("approver-group").getByRole("button", { name: "Save" }).click();
+    await expect(john.getByTestId("approver-group")).toContainText("and so do the members of group Operations");
     await hers.close();
     await his.close();
   });
