@@ -595,17 +595,20 @@ pub async fn set_approver_group(
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
+/// The approver group of a project, as the project page loads it.
+pub type ApproverGroupResource = Resource<Result<warden_domain::dto::ApproverGroupDto, AppError>>;
+
 /// Who approves the project's access requests: its administrators, and the members of its
-/// approver group (set here by those who may change the project).
+/// approver group (set here by those who may change the project). The page creates the
+/// resource and the action beside its own, so that server and browser resolve them in the
+/// same order.
 #[component]
-pub fn ApproverGroupCard(project: String, writable: bool) -> impl IntoView {
-    let action = ServerAction::<SetApproverGroup>::new();
-    let saved = success_count(action);
-    let p = project.clone();
-    let current = Resource::new(
-        move || (p.clone(), saved.get()),
-        |(p, _)| get_approver_group(p),
-    );
+pub fn ApproverGroupCard(
+    project: String,
+    writable: bool,
+    current: ApproverGroupResource,
+    action: ServerAction<SetApproverGroup>,
+) -> impl IntoView {
     let state = FormState::new(action, "approver-group");
     view! {
         <section class="card" aria-labelledby="approvers-title" data-testid="approver-group">
@@ -616,12 +619,10 @@ pub fn ApproverGroupCard(project: String, writable: bool) -> impl IntoView {
                     Suspend::new(async move {
                         let group = current.await.ok().and_then(|g| g.group);
                         view! {
-                            <p>"The project's administrators approve requests for access to it"
-                                {match &group {
-                                    Some(g) => format!(", and so do the members of group {g}."),
-                                    None => ".".to_owned(),
-                                }}
-                                " Nobody approves their own."</p>
+                            <p>{match &group {
+                                Some(g) => format!("The project's administrators approve requests for access to it, and so do the members of group {g}. Nobody approves their own."),
+                                None => "The project's administrators approve requests for access to it. Nobody approves their own.".to_owned(),
+                            }}</p>
                             {writable.then(|| view! {
                                 <ActionForm action attr:class="form form-inline">
                                     <input type="hidden" name="project" value=project.clone()/>

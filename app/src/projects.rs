@@ -148,12 +148,18 @@ pub fn ProjectPage() -> impl IntoView {
     let update = ServerAction::<UpdateProject>::new();
     let updated = success_count(update);
     let project = Resource::new(move || (name(), updated.get()), |(n, _)| get_project(n));
+    let set_approvers = ServerAction::<crate::access_requests::SetApproverGroup>::new();
+    let approvers_saved = success_count(set_approvers);
+    let approvers = Resource::new(
+        move || (name(), approvers_saved.get()),
+        |(n, _)| crate::access_requests::get_approver_group(n),
+    );
     view! {
         <p class="crumbs"><a href="/projects">"Projects"</a></p>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match project.await {
-                    Ok(p) => view! { <ProjectView project=p update/> }.into_any(),
+                    Ok(p) => view! { <ProjectView project=p update approvers set_approvers/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
@@ -162,7 +168,12 @@ pub fn ProjectPage() -> impl IntoView {
 }
 
 #[component]
-fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl IntoView {
+fn ProjectView(
+    project: ProjectDto,
+    update: ServerAction<UpdateProject>,
+    approvers: crate::access_requests::ApproverGroupResource,
+    set_approvers: ServerAction<crate::access_requests::SetApproverGroup>,
+) -> impl IntoView {
     let me = expect_context::<MeResource>();
     let name = project.name.clone();
     let n1 = name.clone();
@@ -187,7 +198,7 @@ fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl
                 Suspend::new(async move {
                     let me = me_of(me.await)?;
                     let writable = can_in(&me, "project.write", &n3);
-                    Some(view! { <crate::access_requests::ApproverGroupCard project=n3 writable/> })
+                    Some(view! { <crate::access_requests::ApproverGroupCard project=n3 writable current=approvers action=set_approvers/> })
                 })
             }}
         </Transition>
