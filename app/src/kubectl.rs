@@ -347,7 +347,7 @@ fn MyTools(
                         </tbody>
                     </table>
                     <p>"Then:"</p>
-                    <pre class="mono">{format!("export KUBECONFIG=~/Downloads/warden.kubeconfig\nkubectl config get-contexts\nkubectl --context {} get pods -n <namespace>", mine.clusters[0].name)}</pre>
+                    <pre class="mono">{format!("export KUBECONFIG=~/Downloads/warden.kubeconfig\nkubectl config get-contexts\nkubectl --context warden-{} get pods -n <namespace>", mine.clusters[0].name)}</pre>
                 }.into_any()
             }}
         </section>

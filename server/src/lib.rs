@@ -95,7 +95,10 @@ pub fn build_router(state: AppState) -> Router {
         .nest_service("/pkg", pkg)
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
-        .nest("/api/v1", api::router().merge(terminal::routes()))
+        .nest(
+            "/api/v1",
+            api::router().merge(terminal::routes()),
+        )
         .nest("/agent/v1", tunnel::endpoint::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -114,6 +117,7 @@ pub fn build_router(state: AppState) -> Router {
                     tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn(api::error::envelope))
                 .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
                 .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::security_headers))
                 .layer(axum::extract::DefaultBodyLimit::max(state.config.http.body_limit))

@@ -112,6 +112,14 @@ pub async fn create(
 ) -> DomainResult<GroupDto> {
     svc.gate(who, Action::org(Permission::GroupWrite)).await?;
     let name = validate_name(&req.name)?;
+    if super::name_taken_ignoring_case::<groups::Entity, _>(&svc.db, groups::Column::Name, &name)
+        .await?
+    {
+        return Err(DomainError::conflict(
+            "name",
+            "a group with this name already exists (names ignore letter case)",
+        ));
+    }
     let now = svc.clock.now().millis();
     let g = groups::ActiveModel::from(groups::Model {
         id: GroupId::new().to_string(),

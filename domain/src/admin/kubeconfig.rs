@@ -13,7 +13,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::ts;
-use crate::access::{Action, Effective, Principal};
+use crate::access::{Action, Principal};
 use crate::audit::{AuditEvent, AuditKind, Outcome, SessionType};
 use crate::clock::Timestamp;
 use crate::entities::{
@@ -26,29 +26,13 @@ use crate::kubeconfig::{
     EffectiveKubectlSettings, KubeconfigRevoked, KubectlSettings, KubectlSettingsDto,
     MyKubeCluster, MyKubectl, UpdateKubectlSettingsRequest, MAX_DURATION_SECS, MIN_DURATION_SECS,
 };
-use crate::permissions::{Permission, Scope};
+use crate::permissions::Permission;
 use crate::secrets::sha256_hex;
 use crate::Services;
 
 // ---- clusters as kubectl sees them ----
 
-/// A cluster with the projects that own and share it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeCluster {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub shared_with: Vec<String>,
-    /// `pending`, `connected` or `disconnected`.
-    pub status: String,
-}
-
-impl KubeCluster {
-    /// The owner first, then the projects it is shared with.
-    pub fn projects(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.owner).chain(self.shared_with.iter())
-    }
-}
+pub use crate::access::kube::{kube_access, KubeAccess, KubeCluster, KubeLevel};
 
 async fn kube_clusters_where<C: ConnectionTrait>(
     db: &C,
@@ -106,172 +90,6 @@ pub async fn kube_cluster<C: ConnectionTrait>(
 /// Every cluster.
 pub async fn kube_clusters<C: ConnectionTrait>(db: &C) -> DomainResult<Vec<KubeCluster>> {
     kube_clusters_where(db, None).await
-}
-
-// ---- what a user may do on a cluster through kubectl ----
-
-/// The rights a user's bindings give on one cluster, computed from the access policy's
-/// effective bindings (the user's own and their groups').
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KubeAccess {
-    /// `kubectl.fullaccess`.
-    pub full: bool,
-    /// `kubectl.cluster.write`, or a namespace write permission granted to a whole project.
-    pub cluster_write: bool,
-    /// `kubectl.cluster.read`, or a namespace read permission granted to a whole project.
-    pub cluster_read: bool,
-    /// `kubectl.namespace.write` in these namespaces.
-    pub namespace_write: BTreeSet<String>,
-    /// `kubectl.namespace.read` in these namespaces.
-    pub namespace_read: BTreeSet<String>,
-    /// `kubeconfig.read` through a binding that reaches this cluster.
-    pub kubeconfig_read: bool,
-    /// An organization-scope binding grants `kubectl.fullaccess` (an organization admin).
-    pub org_admin: bool,
-    /// The project through which the strongest right comes (the owner when it grants any).
-    pub project: Option<String>,
-    /// The bindings that grant the rights, in words (for the audit log).
-    pub via: Vec<String>,
-}
-
-/// What a request may do in one namespace (or cluster-wide, for `None`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KubeLevel {
-    None,
-    Read,
-    Write,
-}
-
-impl KubeAccess {
-    /// Whether any kubectl permission reaches the cluster.
-    pub fn any(&self) -> bool {
-        self.full
-            || self.cluster_write
-            || self.cluster_read
-            || !self.namespace_write.is_empty()
-            || !self.namespace_read.is_empty()
-    }
-
-    /// Whether the user may use kubectl on the cluster at all (and find it in a kubeconfig).
-    pub fn usable(&self) -> bool {
-        self.any() && self.kubeconfig_read
-    }
-
-    /// The level in `namespace` (`None`: a cluster-scoped request or one across namespaces).
-    pub fn level(&self, namespace: Option<&str>) -> KubeLevel {
-        if self.full || self.cluster_write {
-            return KubeLevel::Write;
-        }
-        if let Some(ns) = namespace {
-            if self.namespace_write.contains(ns) {
-                return KubeLevel::Write;
-            }
-            if self.cluster_read || self.namespace_read.contains(ns) {
-                return KubeLevel::Read;
-            }
-            return KubeLevel::None;
-        }
-        if self.cluster_read {
-            KubeLevel::Read
-        } else {
-            KubeLevel::None
-        }
-    }
-}
-
-/// The user's kubectl rights on `cluster`, through the projects that own or share it (and the
-/// organization). A deactivated user has none.
-pub fn kube_access(eff: &Effective, cluster: &KubeCluster) -> KubeAccess {
-    let mut a = KubeAccess::default();
-    if !eff.active {
-        return a;
-    }
-    let mut best: Option<(u8, usize, String)> = None;
-    let projects: Vec<&String> = cluster.projects().collect();
-    for b in &eff.bindings {
-        let project_rank = match (b.scope, &b.project) {
-            (Scope::Organization, _) => None,
-            (_, Some(p)) => match projects.iter().position(|x| *x == p) {
-                Some(i) => Some(i),
-                None => continue,
-            },
-            (_, None) => continue,
-        };
-        let mut strength = 0u8;
-        for p in &b.permissions {
-            let s = match (p, b.scope) {
-                (Permission::KubectlFullaccess, _) => {
-                    a.full = true;
-                    if b.scope == Scope::Organization {
-                        a.org_admin = true;
-                    }
-                    5
-                }
-                (Permission::KubectlClusterWrite, _) => {
-                    a.cluster_write = true;
-                    4
-                }
-                (Permission::KubectlClusterRead, _) => {
-                    a.cluster_read = true;
-                    2
-                }
-                (Permission::KubectlNamespaceWrite, Scope::Namespace) => {
-                    a.namespace_write.extend(b.namespaces.iter().cloned());
-                    3
-                }
-                (Permission::KubectlNamespaceRead, Scope::Namespace) => {
-                    a.namespace_read.extend(b.namespaces.iter().cloned());
-                    1
-                }
-                // A namespace permission granted to a whole project or the organization
-                // reaches every namespace of the cluster.
-                (Permission::KubectlNamespaceWrite, _) => {
-                    a.cluster_write = true;
-                    4
-                }
-                (Permission::KubectlNamespaceRead, _) => {
-                    a.cluster_read = true;
-                    2
-                }
-                (Permission::KubeconfigRead, _) => {
-                    a.kubeconfig_read = true;
-                    0
-                }
-                _ => 0,
-            };
-            strength = strength.max(s);
-        }
-        if strength > 0 {
-            a.via.push(format!(
-                "role {} ({}) via {}",
-                b.role,
-                match &b.project {
-                    Some(p) => format!("project {p}"),
-                    None => "organization".to_owned(),
-                },
-                b.via
-            ));
-            let rank = project_rank.unwrap_or(0);
-            let project = b.project.clone().unwrap_or_else(|| cluster.owner.clone());
-            let better = match &best {
-                None => true,
-                Some((s, r, _)) => strength > *s || (strength == *s && rank < *r),
-            };
-            if better {
-                best = Some((strength, rank, project));
-            }
-        }
-    }
-    if a.cluster_write {
-        a.cluster_read = true;
-    }
-    a.namespace_read = a
-        .namespace_read
-        .difference(&a.namespace_write)
-        .cloned()
-        .collect();
-    a.project = best.map(|(_, _, p)| p);
-    a
 }
 
 // ---- per-user kubectl identity ----
@@ -1172,100 +990,6 @@ pub fn parse_user_id(s: &str) -> Option<UserId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::ResolvedBinding;
-
-    fn binding(
-        scope: Scope,
-        project: Option<&str>,
-        ns: &[&str],
-        perms: &[Permission],
-    ) -> ResolvedBinding {
-        ResolvedBinding {
-            binding_id: "b".into(),
-            role: "R".into(),
-            scope,
-            permissions: perms.iter().copied().collect(),
-            project: project.map(str::to_owned),
-            namespaces: ns.iter().map(|s| s.to_string()).collect(),
-            via: "user".into(),
-            expires_at: None,
-        }
-    }
-
-    fn cluster() -> KubeCluster {
-        KubeCluster {
-            id: "c".into(),
-            name: "prod".into(),
-            owner: "production".into(),
-            shared_with: vec!["dev".into()],
-            status: "connected".into(),
-        }
-    }
-
-    #[test]
-    fn namespace_admin_through_a_sharing_project() {
-        use Permission::*;
-        let eff = Effective {
-            active: true,
-            bindings: vec![
-                binding(
-                    Scope::Namespace,
-                    Some("dev"),
-                    &["apple"],
-                    &[KubeconfigRead, KubectlNamespaceRead, KubectlNamespaceWrite],
-                ),
-                binding(
-                    Scope::Namespace,
-                    Some("dev"),
-                    &["banana"],
-                    &[KubeconfigRead, KubectlNamespaceRead],
-                ),
-                binding(
-                    Scope::Project,
-                    Some("other"),
-                    &[],
-                    &[KubeconfigRead, KubectlFullaccess],
-                ),
-            ],
-            all_projects: vec![],
-            expired: vec![],
-            valid_until: i64::MAX,
-        };
-        let a = kube_access(&eff, &cluster());
-        assert!(a.usable() && !a.full && !a.cluster_read);
-        assert_eq!(a.level(Some("apple")), KubeLevel::Write);
-        assert_eq!(a.level(Some("banana")), KubeLevel::Read);
-        assert_eq!(a.level(Some("default")), KubeLevel::None);
-        assert_eq!(a.level(None), KubeLevel::None);
-        assert_eq!(a.project.as_deref(), Some("dev"));
-        assert!(a.namespace_read.contains("banana") && !a.namespace_read.contains("apple"));
-    }
-
-    #[test]
-    fn org_and_owner_grants() {
-        use Permission::*;
-        let eff = Effective {
-            active: true,
-            bindings: vec![binding(
-                Scope::Organization,
-                None,
-                &[],
-                &[KubeconfigRead, KubectlFullaccess],
-            )],
-            all_projects: vec![],
-            expired: vec![],
-            valid_until: i64::MAX,
-        };
-        let a = kube_access(&eff, &cluster());
-        assert!(a.full && a.org_admin && a.usable());
-        assert_eq!(a.project.as_deref(), Some("production"));
-        let inactive = Effective {
-            active: false,
-            ..eff
-        };
-        assert!(!kube_access(&inactive, &cluster()).any());
-    }
-
     #[test]
     fn service_account_names() {
         assert_eq!(

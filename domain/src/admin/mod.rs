@@ -23,6 +23,28 @@ use crate::clock::Timestamp;
 use crate::error::{DomainError, DomainResult};
 use crate::Services;
 
+/// Whether another row of `E` has `name` in any letter case (`Developers` and `developers` are
+/// one name to people). Names never change after creation, so creation checks this; the
+/// unique index on the exact name stays the guard against a race.
+pub(crate) async fn name_taken_ignoring_case<E, C>(
+    db: &C,
+    column: E::Column,
+    name: &str,
+) -> DomainResult<bool>
+where
+    E: sea_orm::EntityTrait,
+    E::Model: Send + Sync,
+    C: sea_orm::ConnectionTrait,
+{
+    use sea_orm::sea_query::{Expr, Func};
+    use sea_orm::{PaginatorTrait, QueryFilter};
+    let n = E::find()
+        .filter(Expr::expr(Func::lower(Expr::col(column))).eq(name.to_lowercase()))
+        .count(db)
+        .await?;
+    Ok(n > 0)
+}
+
 pub(crate) fn ts(ms: i64) -> String {
     Timestamp(ms).rfc3339()
 }

@@ -137,6 +137,14 @@ pub async fn create(
 ) -> DomainResult<RoleDto> {
     svc.gate(who, Action::org(Permission::RoleWrite)).await?;
     let name = validate_name(&req.name)?;
+    if super::name_taken_ignoring_case::<roles::Entity, _>(&svc.db, roles::Column::Name, &name)
+        .await?
+    {
+        return Err(DomainError::conflict(
+            "name",
+            "a role with this name already exists (names ignore letter case)",
+        ));
+    }
     let scope = Scope::parse(&req.scope).ok_or_else(|| {
         DomainError::invalid("scope", "must be organization, project or namespace")
     })?;

@@ -143,7 +143,7 @@ pub async fn reset_user_password(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainQuery {
     pub permission: String,

@@ -1,6 +1,6 @@
 //! `GET /api/v1/audit/events` and `GET /api/v1/audit/export`.
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,13 +9,13 @@ use warden_domain::audit::search;
 use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
 
 pub async fn list_audit_events(
     State(state): State<AppState>,
     AuthUser(who): AuthUser,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEventDto>>> {
     let scope = audit_scope(&state.services.policy, &who)
         .await
@@ -25,11 +25,35 @@ pub async fn list_audit_events(
     ))
 }
 
-#[derive(serde::Deserialize)]
-pub struct ExportParams {
+/// The export's parameters, as documented: the audit filter and `format`. (The handler reads
+/// `format` and the filter separately: the filter refuses unknown fields, and through a
+/// `#[serde(flatten)]` query strings lose their numbers, so `limit=10` would be refused.)
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct ExportQueryDoc {
+    /// `ndjson` (default) or `csv`.
     format: Option<String>,
     #[serde(flatten)]
     query: AuditQuery,
+}
+
+/// `format`, and the rest of the query string (the filter).
+fn split_format(raw: Option<&str>) -> (Option<String>, String) {
+    let mut format = None;
+    let rest: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .filter_map(|(k, v)| {
+            if k == "format" {
+                format = Some(v.into_owned());
+                None
+            } else {
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    let rest = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(rest)
+        .finish();
+    (format, rest)
 }
 
 const EXPORT_MAX: usize = 100_000;
@@ -37,12 +61,20 @@ const EXPORT_MAX: usize = 100_000;
 pub async fn export_audit_events(
     State(state): State<AppState>,
     AuthUser(who): AuthUser,
-    Query(p): Query<ExportParams>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    let (format, filter) = split_format(raw.as_deref());
+    let query: AuditQuery = serde_urlencoded::from_str(&filter).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("bad query parameters: {e}"),
+        )
+    })?;
     let scope = audit_scope(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
-    let format = p.format.as_deref().unwrap_or("ndjson");
+    let format = format.as_deref().unwrap_or("ndjson");
     if format != "csv" && format != "ndjson" {
         let mut e = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -53,17 +85,22 @@ pub async fn export_audit_events(
             .insert("format".into(), "must be csv or ndjson".into());
         return Err(e);
     }
-    let mut q = p.query;
-    q.limit = Some(500);
+    // `limit`: at most that many events (the newest first); at most EXPORT_MAX in any case.
+    let max = query
+        .limit
+        .map_or(EXPORT_MAX, |l| (l as usize).min(EXPORT_MAX));
+    let mut q = query;
+    q.limit = Some(500.min(max as u64));
     let mut rows: Vec<AuditEventDto> = Vec::new();
     loop {
         let page = search(&state.services.db, &q, scope.as_deref()).await?;
         rows.extend(page.items);
         match page.next {
-            Some(n) if rows.len() < EXPORT_MAX => q.cursor = Some(n),
+            Some(n) if rows.len() < max => q.cursor = Some(n),
             _ => break,
         }
     }
+    rows.truncate(max);
     let (ctype, body) = if format == "csv" {
         let mut out = String::from("seq,id,time,kind,actor,session_type,project,cluster,namespace,action,resource_kind,resource_name,outcome,reason,method,path,status,source_ip,request_id,duration_ms\n");
         for r in &rows {

@@ -181,3 +181,63 @@ where
         }
     }
 }
+
+/// Every error the REST API answers is the envelope, also those made below the handlers (a
+/// wrong method, a body over the limit, a path parameter that is not UTF-8): a failure that is
+/// not JSON is rewritten into the envelope, its text kept as the message, its headers (`Allow`,
+/// `Retry-After`, `WWW-Authenticate`) kept.
+pub async fn envelope(req: Request, next: axum::middleware::Next) -> Response {
+    // Applied to the whole application (a body over the limit is refused before routing), for
+    // the REST API's paths only; the terminal's WebSocket refusals are JSON already.
+    let api = req.uri().path() == "/api/v1" || req.uri().path().starts_with("/api/v1/");
+    let res = next.run(req).await;
+    if !api {
+        return res;
+    }
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty() && !t.starts_with('<'));
+    let (code, default): (&'static str, &str) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::UNAUTHORIZED => ("unauthenticated", "sign in first"),
+        StatusCode::FORBIDDEN => ("forbidden", "you do not have permission to do this"),
+        StatusCode::NOT_FOUND => ("not_found", "endpoint not found"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method (see the Allow header)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid", "the request has invalid fields"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
+        s if s.is_server_error() => ("internal", "internal error; it has been logged"),
+        _ => ("bad_request", "the request cannot be served"),
+    };
+    let message = match (status.is_server_error(), text) {
+        (false, Some(t)) => t,
+        _ => default.to_owned(),
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (k, v) in out.headers().iter() {
+        parts.headers.insert(k.clone(), v.clone());
+    }
+    *out.headers_mut() = parts.headers;
+    out
+}

@@ -24,7 +24,7 @@ crate::endpoints! {
     get "/me" => session_routes::me, "session", "The caller and their effective permissions", 200, resp = Me;
     post "/me/password" => session_routes::change_password, "session", "Change one's own password", 204, req = ChangePasswordRequest;
     get "/audit/events" => audit::list_audit_events, "audit", "Search the audit log (newest first, keyset pagination)", 200, resp = Page<AuditEventDto>, query = AuditQuery;
-    get "/audit/export" => audit::export_audit_events, "audit", "Export the audit log as CSV or NDJSON (format=csv|ndjson)", 200, query = AuditQuery;
+    get "/audit/export" => audit::export_audit_events, "audit", "Export the audit log as CSV or NDJSON (format=csv|ndjson)", 200, query = audit::ExportQueryDoc;
     get "/projects" => a::list_projects, "projects", "Projects visible to the caller", 200, resp = Page<ProjectDto>;
     post "/projects" => a::create_project, "projects", "Create a project", 201, req = CreateProjectRequest, resp = ProjectDto;
     get "/projects/{name}" => a::get_project, "projects", "A project by name or id", 200, resp = ProjectDto;
@@ -36,7 +36,7 @@ crate::endpoints! {
     patch "/users/{user}" => a::update_user, "users", "Activate, deactivate or rename a user", 200, req = UpdateUserRequest, resp = UserDto;
     delete "/users/{user}" => a::delete_user, "users", "Delete a user", 204;
     post "/users/{user}/reset-password" => a::reset_user_password, "users", "Invalidate the password and return a one-time set-password link; optionally revoke the user's API keys and kubeconfigs", 200, req = crate::api::access_routes::ResetPasswordRequest;
-    get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?)", 200, resp = Explanation;
+    get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?)", 200, resp = Explanation, query = access_routes::ExplainQuery;
     get "/groups" => a::list_groups, "groups", "Groups and their members", 200, resp = Page<GroupDto>;
     post "/groups" => a::create_group, "groups", "Create a group", 201, req = CreateGroupRequest, resp = GroupDto;
     get "/groups/{name}" => a::get_group, "groups", "A group by name or id", 200, resp = GroupDto;
@@ -96,5 +96,9 @@ crate::endpoints! {
 
 pub fn router() -> Router<AppState> {
     openapi::with_openapi(documented_router(), operations())
+        .route(
+            "/",
+            axum::routing::any(|| async { error::ApiError::not_found("endpoint") }),
+        )
         .fallback(|| async { error::ApiError::not_found("endpoint") })
 }

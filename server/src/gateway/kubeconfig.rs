@@ -1,6 +1,7 @@
 //! The kubeconfig a user downloads: one cluster and one context per cluster they reach (the
 //! server is the gateway's `/clusters/<name>`, the gateway CA embedded), one user entry with the
-//! short-lived client certificate.
+//! short-lived client certificate. Cluster and context entries are named `warden-<cluster>`, so
+//! they do not collide with others when merged into an existing `~/.kube/config`.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -9,16 +10,27 @@ use serde_json::json;
 pub struct KubeconfigInput<'a> {
     pub gateway_url: &'a str,
     pub gateway_ca_pem: &'a str,
-    /// Cluster names, in order; the first is the current context.
-    pub clusters: &'a [String],
+    /// The clusters, in order; the first is the current context.
+    pub clusters: &'a [KubeconfigCluster],
     /// The name of the user entry (the user's service account name: recognisable, stable).
     pub user: &'a str,
     pub cert_pem: &'a str,
     pub key_pem: &'a str,
     /// When the credential expires (RFC 3339), written as a comment.
     pub expires_at: &'a str,
-    /// The contexts' namespace (kubectl's `default` when absent).
-    pub namespace: Option<&'a str>,
+}
+
+/// One cluster of a kubeconfig.
+pub struct KubeconfigCluster {
+    pub name: String,
+    /// The context's namespace (kubectl's `default` when absent): set when the user's grant
+    /// on the cluster is one namespace, so `kubectl get pods` works without `-n`.
+    pub namespace: Option<String>,
+}
+
+/// The name of a cluster's entry and context in Warden's kubeconfigs.
+pub fn context_name(cluster: &str) -> String {
+    format!("warden-{cluster}")
 }
 
 /// The kubeconfig YAML, usable by kubectl as is.
@@ -29,9 +41,9 @@ pub fn render(i: &KubeconfigInput<'_>) -> String {
         .iter()
         .map(|c| {
             json!({
-                "name": c,
+                "name": context_name(&c.name),
                 "cluster": {
-                    "server": format!("{base}/clusters/{c}"),
+                    "server": format!("{base}/clusters/{}", c.name),
                     "certificate-authority-data": B64.encode(i.gateway_ca_pem),
                 }
             })
@@ -41,18 +53,18 @@ pub fn render(i: &KubeconfigInput<'_>) -> String {
         .clusters
         .iter()
         .map(|c| {
-            let mut ctx = json!({"cluster": c, "user": i.user});
-            if let Some(ns) = i.namespace {
+            let mut ctx = json!({"cluster": context_name(&c.name), "user": i.user});
+            if let Some(ns) = &c.namespace {
                 ctx["namespace"] = json!(ns);
             }
-            json!({"name": c, "context": ctx})
+            json!({"name": context_name(&c.name), "context": ctx})
         })
         .collect();
     let doc = json!({
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "current-context": i.clusters.first().cloned().unwrap_or_default(),
+        "current-context": i.clusters.first().map(|c| context_name(&c.name)).unwrap_or_default(),
         "clusters": clusters,
         "contexts": contexts,
         "users": [{
@@ -81,15 +93,26 @@ mod tests {
         let y = render(&KubeconfigInput {
             gateway_url: "https://gw.example.com:8443/",
             gateway_ca_pem: "CA",
-            clusters: &["prod".into(), "dev".into()],
+            clusters: &[
+                KubeconfigCluster {
+                    name: "prod".into(),
+                    namespace: Some("apple".into()),
+                },
+                KubeconfigCluster {
+                    name: "dev".into(),
+                    namespace: None,
+                },
+            ],
             user: "u-sally-example-com",
             cert_pem: "C",
             key_pem: "K",
             expires_at: "2026-01-01T00:00:00Z",
-            namespace: None,
         });
         let v: serde_yaml::Value = serde_yaml::from_str(&y).unwrap();
-        assert_eq!(v["current-context"], "prod");
+        assert_eq!(v["current-context"], "warden-prod");
+        assert_eq!(v["contexts"][0]["context"]["namespace"], "apple");
+        assert_eq!(v["contexts"][0]["context"]["cluster"], "warden-prod");
+        assert!(v["contexts"][1]["context"].get("namespace").is_none());
         assert_eq!(
             v["clusters"][1]["cluster"]["server"],
             "https://gw.example.com:8443/clusters/dev"

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster, KubeLevel};
+use warden_domain::access::kube::{KubeIntent, KubeRules};
+use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use warden_domain::clock::Timestamp;
 use warden_domain::entities::users;
@@ -58,8 +59,39 @@ fn empty() -> GatewayBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
-/// A Kubernetes `Status` failure, so kubectl prints the message.
+/// What the client is answered for `code`: Warden's 503 (a cluster not connected or not
+/// reachable) goes out as 502, whose message client-go shows (for a 503 it prints only "the
+/// server is currently unable to handle the request").
+fn client_code(code: StatusCode) -> StatusCode {
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        StatusCode::BAD_GATEWAY
+    } else {
+        code
+    }
+}
+
+/// A Kubernetes `Status` failure, so kubectl prints the message. Server errors are plain text:
+/// client-go's discovery, which every kubectl command runs first, decodes no `Status` and
+/// shows a plain-text body in its message (`an error on the server ("the cluster demo is not
+/// connected to Warden") has prevented the request from succeeding`).
 fn status_response(code: StatusCode, message: &str, audit_id: &str) -> Response<GatewayBody> {
+    let code = client_code(code);
+    if code.is_server_error() {
+        let mut r = Response::new(
+            Full::new(Bytes::from(message.to_owned()))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *r.status_mut() = code;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(audit_id) {
+            r.headers_mut().insert(AUDIT_ID, v);
+        }
+        return r;
+    }
     let reason = match code {
         StatusCode::UNAUTHORIZED => "Unauthorized",
         StatusCode::FORBIDDEN => "Forbidden",
@@ -182,7 +214,7 @@ impl Ctx {
         if let Some(mut ev) = self.ev.take() {
             ev.outcome = Outcome::Error;
             ev.reason = Some(format!("{message}: {detail}"));
-            ev.status = Some(code.as_u16() as i32);
+            ev.status = Some(client_code(code).as_u16() as i32);
             ev.duration_ms = Some(self.started.elapsed().as_millis() as i64);
             self.gw.record(ev);
         }
@@ -303,7 +335,7 @@ pub async fn handle(
         Via::Kubeconfig(&identity),
         user_id,
         cluster_name,
-        &info,
+        &info.intent(),
         epoch,
     )
     .await;
@@ -331,6 +363,12 @@ pub async fn handle(
                     &refusal.message,
                     refusal.reason.as_deref().unwrap_or_default(),
                 )
+            } else if refusal.status == StatusCode::FORBIDDEN && info.resource_request {
+                // Worded as the API server words a refusal (`pods is forbidden: ...`), which
+                // kubectl shows as is for every verb.
+                let resource = info.resource.as_deref().unwrap_or("resources");
+                let message = format!("{resource} is forbidden: {}", refusal.message);
+                ctx.deny(refusal.status, &message, refusal.reason.as_deref())
             } else {
                 ctx.deny(refusal.status, &refusal.message, refusal.reason.as_deref())
             };
@@ -354,10 +392,26 @@ pub async fn handle(
         id: cluster.id.clone(),
         name: cluster.name.clone(),
     };
-    let sa = match gw.ensure_identity(&cref, user, &adm.sa_name, &access).await {
+    let namespace = info.namespace.as_deref();
+    let sa = match gw
+        .ensure_identity(&cref, user, &adm.sa_name, &access, namespace)
+        .await
+    {
         Ok(sa) => sa,
         Err(e) => return ctx.fail(e.status, &e.message, &e.detail),
     };
+    // Granted in Warden, but the namespace is not on the cluster (yet): said in words, where
+    // the cluster would only say Forbidden. It works once the namespace exists.
+    if let Some(ns) = namespace.filter(|ns| gw.reconciler.is_missing(&cref.id, &user.id, ns)) {
+        return ctx.deny(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "namespace {ns} does not exist on cluster {}: Warden grants you access there, which applies as soon as it is created",
+                cluster.name
+            ),
+            None,
+        );
+    }
     let who = As::ServiceAccount {
         namespace: rbac::NAMESPACE.to_owned(),
         name: sa.clone(),
@@ -369,7 +423,10 @@ pub async fn handle(
             // The service account may have been removed behind Warden's back: once more.
             gw.transport.forget(&cref, &sa);
             gw.reconciler.invalidate(&cref.id, &user.id);
-            match gw.ensure_identity(&cref, user, &adm.sa_name, &access).await {
+            match gw
+                .ensure_identity(&cref, user, &adm.sa_name, &access, namespace)
+                .await
+            {
                 Ok(_) => match gw.transport.authenticate(&cref, &who).await {
                     Ok(h) => h,
                     Err(e) => {
@@ -405,6 +462,12 @@ pub async fn handle(
         epoch,
         valid_until: authorized_until,
     });
+    let words = Words {
+        email: &user.email,
+        cluster: &cluster.name,
+        info: &info,
+        access: &access,
+    };
     forward(
         gw.clone(),
         ctx,
@@ -414,8 +477,51 @@ pub async fn handle(
         query.as_deref(),
         auth,
         live,
+        words,
     )
     .await
+}
+
+/// Who asks what, for a refusal by the cluster told in the person's words.
+struct Words<'a> {
+    email: &'a str,
+    cluster: &'a str,
+    info: &'a request::KubeRequest,
+    access: &'a KubeAccess,
+}
+
+/// The largest refusal body Warden rewrites (a `Status` is a few hundred bytes).
+const MAX_STATUS_BODY: usize = 64 * 1024;
+
+/// The cluster's 403 `Status`, with its message in the person's words (code, reason and details
+/// kept); the cluster's own message goes to the audit log. `None`: not a `Status` to rewrite.
+async fn reword_forbidden(body: Incoming, words: &Words<'_>) -> Option<(Bytes, String)> {
+    let bytes = http_body_util::Limited::new(body, MAX_STATUS_BODY)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let mut status: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if status.get("kind").and_then(|k| k.as_str()) != Some("Status") {
+        return None;
+    }
+    let original = status
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let intent = words.info.intent();
+    let resource = words.info.resource.as_deref().unwrap_or("resources");
+    status["message"] = json!(format!(
+        "{resource} is forbidden: {}",
+        warden_domain::access::kube::cluster_refusal(
+            words.email,
+            words.cluster,
+            &intent,
+            words.access
+        )
+    ));
+    Some((Bytes::from(status.to_string()), original))
 }
 
 /// What a long-lived request needs to be registered as a live stream.
@@ -481,7 +587,7 @@ impl LiveSpec {
                     Via::Kubeconfig(&spec.identity),
                     spec.user_id,
                     &spec.cluster,
-                    &spec.info,
+                    &spec.info.intent(),
                     epoch,
                 )
                 .await
@@ -619,7 +725,7 @@ pub(crate) async fn authorize(
     via: Via<'_>,
     user_id: UserId,
     cluster_name: &str,
-    info: &request::KubeRequest,
+    intent: &KubeIntent,
     epoch: u64,
 ) -> Result<Authorized, Refusal> {
     // Steps 2-4 (and the cluster lookup) come from a cache of earlier admissions while no
@@ -647,82 +753,57 @@ pub(crate) async fn authorize(
         }
     };
     let (user, cluster, settings) = (&adm.user, &adm.cluster, &adm.settings);
-    // 5. The user may use kubectl on this cluster (a project owning or sharing it grants it).
-    let eff = gw.services.policy.effective(user_id).await.map_err(|e| {
-        Refusal::fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Warden cannot check your access right now",
-            e,
-        )
-        .of(user, user_id)
-    })?;
-    let access = kc::kube_access(&eff, cluster);
-    let refuse = |status, message: String| Refusal {
-        project: access.project.clone().or(Some(cluster.owner.clone())),
-        ..Refusal::deny(status, message).of(user, user_id)
+    // 5-6. The gate: the user's kubectl rights on this cluster through their bindings now,
+    // and what those rights (and the organization's rules) never allow.
+    let rules = KubeRules {
+        secrets_org_admins_only: settings.secrets_org_admins_only,
     };
-    if !access.usable() {
-        // A grant that just expired says so (a binding is kept a day after its expiry).
-        // The refusal carries a link to a pre-filled access request.
-        let base = gw.services.public_url.trim_end_matches('/');
-        let message = match expired_grant(&eff, cluster) {
-            Some(reason) => format!(
-                "{reason}; ask again at {base}/access?project={}&cluster={}",
-                cluster.owner, cluster.name
-            ),
-            None => format!(
-                "you have no kubectl access to cluster {}; request it at {base}/access?project={}&cluster={}",
-                cluster.name, cluster.owner, cluster.name
-            ),
+    let decision = gw
+        .services
+        .policy
+        .admit_kube(user_id, &user.email, cluster, intent, rules)
+        .await
+        .map_err(|e| {
+            Refusal::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot check your access right now",
+                e,
+            )
+            .of(user, user_id)
+        })?;
+    // Losing every grant on the cluster: the refusal carries a link to a pre-filled access
+    // request (issue 17).
+    let base = gw.services.public_url.trim_end_matches('/');
+    let access = decision.map_err(|d| {
+        let message = if d.lost_cluster {
+            format!(
+                "{}; request access at {base}/access?project={}&cluster={}",
+                d.message, cluster.owner, cluster.name
+            )
+        } else {
+            d.message
         };
-        return Err(Refusal {
-            lost_cluster: Some(cluster.clone()),
-            ..refuse(StatusCode::FORBIDDEN, message)
-            .because(format!(
-                "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
-                cluster.owner
-            ))
-        });
-    }
-    // 6. What read-only grants never allow, whatever the cluster's RBAC says.
-    let level = access.level(info.namespace.as_deref());
-    if info.is_connect() && level == KubeLevel::Read {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "read-only access never allows exec, attach, port-forward or proxy".into(),
-        ));
-    }
-    if info.is_secrets() && level == KubeLevel::Read {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "read-only access never allows secrets".into(),
-        ));
-    }
-    if info.is_secrets() && settings.secrets_org_admins_only && !access.org_admin {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "only organization administrators may access secrets through Warden (organization setting)".into(),
-        ));
-    }
-    let grants_until = eff.valid_until;
+        Refusal {
+            project: Some(d.project),
+            lost_cluster: d.lost_cluster.then(|| cluster.clone()),
+            reason: d.reason,
+            ..Refusal::deny(StatusCode::FORBIDDEN, message).of(user, user_id)
+        }
+    })?;
+    // When the first time-bound grant behind these rights ends (the user's rights are cached
+    // per epoch: this is no second lookup).
+    let grants_until = gw
+        .services
+        .policy
+        .effective(user_id)
+        .await
+        .map(|e| e.valid_until)
+        .unwrap_or(i64::MAX);
     Ok(Authorized {
         adm,
         access,
         grants_until,
     })
-}
-
-/// When the user's access to `cluster` is gone because a binding expired: what to tell them
-/// ("your access (role R on project P) expired at T").
-fn expired_grant(eff: &warden_domain::access::Effective, cluster: &KubeCluster) -> Option<String> {
-    if eff.expired.is_empty() || !kc::kube_access(&eff.with_expired(), cluster).usable() {
-        return None;
-    }
-    let projects: Vec<&String> = cluster.projects().collect();
-    eff.expired_covering(|b| {
-        b.project.is_none() || b.project.as_ref().is_some_and(|p| projects.contains(&p))
-    })
-    .map(|b| b.expired_reason())
 }
 
 /// Steps 2-4 from the database: the user is active, the credential is neither revoked nor
@@ -872,22 +953,36 @@ impl Gateway {
         user: &users::Model,
         sa: &str,
         access: &KubeAccess,
+        namespace: Option<&str>,
     ) -> Result<String, PrepareError> {
         let now = self.services.clock.now();
         let sa = sa.to_owned();
         let desired = Desired::from_access(access);
         let hash = desired.hash(&sa);
-        if self.reconciler.is_current(&cluster.id, &user.id, &hash) {
+        if self
+            .reconciler
+            .is_current(&cluster.id, &user.id, &hash, namespace)
+        {
             self.touch(cluster, &user.id).await;
             return Ok(sa);
         }
-        let unreachable = |e: &dyn std::fmt::Display| PrepareError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!(
-                "the cluster {} is not reachable through Warden right now",
-                cluster.name
-            ),
-            detail: e.to_string(),
+        let unreachable = |e: &dyn std::fmt::Display| {
+            let detail = e.to_string();
+            PrepareError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: if detail.contains("is not connected to Warden") {
+                    format!(
+                        "the cluster {} is not connected to Warden: its agent is offline",
+                        cluster.name
+                    )
+                } else {
+                    format!(
+                        "the cluster {} is not reachable through Warden right now",
+                        cluster.name
+                    )
+                },
+                detail,
+            }
         };
         let client = self
             .transport
@@ -900,10 +995,16 @@ impl Gateway {
             .await
             .map_err(|e| PrepareError {
                 status: StatusCode::BAD_GATEWAY,
-                message: format!(
-                    "Warden could not set up your service account on cluster {}",
-                    cluster.name
-                ),
+                message: match &e {
+                    rbac::RbacError::Shared { .. } => format!(
+                        "Warden refuses to serve you on cluster {}: {e}",
+                        cluster.name
+                    ),
+                    rbac::RbacError::Kube(_) => format!(
+                        "Warden could not set up your service account on cluster {}",
+                        cluster.name
+                    ),
+                },
                 detail: e.to_string(),
             })?;
         if !changes.removed_bindings.is_empty() || !changes.missing_namespaces.is_empty() {
@@ -935,6 +1036,7 @@ async fn forward(
     query: Option<&str>,
     auth: http::HeaderMap,
     live: Option<LiveSpec>,
+    words: Words<'_>,
 ) -> Response<GatewayBody> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
     // Registered before the request leaves, so a change while it is on its way is caught; the
@@ -1126,6 +1228,35 @@ async fn forward(
     }
     if let Ok(v) = HeaderValue::from_str(&audit_id) {
         parts.headers.insert(AUDIT_ID, v);
+    }
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status == StatusCode::FORBIDDEN && json {
+        // The cluster's RBAC refused what the gate let through: said to the person about
+        // themself and what Warden grants them, not about a service account.
+        if let Some((reworded, original)) = reword_forbidden(body, &words).await {
+            if let Some(mut ev) = ctx.ev.take() {
+                ev.reason = Some(format!("the cluster refused the request (403): {original}"));
+                ev.duration_ms = Some(ctx.started.elapsed().as_millis() as i64);
+                if let Some(d) = ev.details.as_object_mut() {
+                    d.insert("bytes_out".into(), json!(reworded.len()));
+                }
+                gw.record(ev);
+            }
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(
+                parts,
+                Full::new(reworded).map_err(|e| match e {}).boxed_unsync(),
+            );
+        }
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            "the cluster refused the request",
+            Some("the cluster refused the request (403) with an answer that is not a Status"),
+        );
     }
     let watch_json = live.is_some()
         && parts

@@ -26,7 +26,7 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use warden_domain::admin::kubeconfig::KubeAccess;
@@ -327,19 +327,89 @@ pub struct Changes {
     pub missing_namespaces: Vec<String>,
 }
 
+/// Why a user's RBAC could not be put in place.
+#[derive(Debug)]
+pub enum RbacError {
+    /// The cluster refused or failed a call.
+    Kube(kube::Error),
+    /// A binding made outside Warden names the user's service account beside other subjects.
+    /// Warden may neither edit it (that takes `bind` on its role) nor delete it (it grants
+    /// others too), so the user is refused until a cluster administrator removes it.
+    Shared { binding: String },
+}
+
+impl std::fmt::Display for RbacError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RbacError::Kube(e) => write!(f, "{e}"),
+            RbacError::Shared { binding } => write!(
+                f,
+                "the binding {binding}, made outside Warden, gives your service account rights beside other subjects; a cluster administrator must remove your service account from it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RbacError {}
+
+impl From<kube::Error> for RbacError {
+    fn from(e: kube::Error) -> Self {
+        RbacError::Kube(e)
+    }
+}
+
 /// Applies users' RBAC to clusters and remembers what it applied.
 #[derive(Default)]
 pub struct Reconciler {
-    applied: Mutex<HashMap<(String, String), (String, Instant)>>,
-    roles: Mutex<HashSet<String>>,
+    applied: Mutex<HashMap<(String, String), Applied>>,
 }
 
+/// What was last applied for a user on a cluster.
+struct Applied {
+    hash: String,
+    at: Instant,
+    /// Granted namespaces the cluster did not have then.
+    missing: BTreeSet<String>,
+}
+
+/// While a granted namespace is missing, look again this often (it may have been created).
+const RECHECK_MISSING: Duration = Duration::from_secs(3);
+/// A request into a namespace that was missing reconciles again, at most this often.
+const RECHECK_MISSING_TARGET: Duration = Duration::from_secs(1);
+
 impl Reconciler {
-    /// Whether `hash` is what was last applied for the user on the cluster, recently.
-    pub fn is_current(&self, cluster_id: &str, user_id: &str, hash: &str) -> bool {
+    /// Whether `hash` is what was last applied for the user on the cluster, recently. A request
+    /// into `namespace` that was missing then makes it stale sooner: a grant works as soon as
+    /// its namespace is created, not at the next periodic reconcile.
+    pub fn is_current(
+        &self,
+        cluster_id: &str,
+        user_id: &str,
+        hash: &str,
+        namespace: Option<&str>,
+    ) -> bool {
         self.applied.lock().ok().is_some_and(|m| {
             m.get(&(cluster_id.to_owned(), user_id.to_owned()))
-                .is_some_and(|(h, at)| h == hash && at.elapsed() < RECHECK)
+                .is_some_and(|a| {
+                    let age = a.at.elapsed();
+                    let limit = if namespace.is_some_and(|ns| a.missing.contains(ns)) {
+                        RECHECK_MISSING_TARGET
+                    } else if !a.missing.is_empty() {
+                        RECHECK_MISSING
+                    } else {
+                        RECHECK
+                    };
+                    a.hash == hash && age < limit
+                })
+        })
+    }
+
+    /// Whether `namespace` is granted to the user but was missing on the cluster at the last
+    /// reconcile.
+    pub fn is_missing(&self, cluster_id: &str, user_id: &str, namespace: &str) -> bool {
+        self.applied.lock().ok().is_some_and(|m| {
+            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
+                .is_some_and(|a| a.missing.contains(namespace))
         })
     }
 
@@ -354,24 +424,11 @@ impl Reconciler {
         if let Ok(mut m) = self.applied.lock() {
             m.retain(|(c, _), _| c != cluster_id);
         }
-        if let Ok(mut r) = self.roles.lock() {
-            r.remove(cluster_id);
-        }
     }
 
-    async fn ensure_roles(
-        &self,
-        client: &kube::Client,
-        cluster_id: &str,
-    ) -> Result<(), kube::Error> {
-        if self
-            .roles
-            .lock()
-            .ok()
-            .is_some_and(|r| r.contains(cluster_id))
-        {
-            return Ok(());
-        }
+    /// Warden's ClusterRoles, re-applied at every reconcile (server-side apply: a no-op when
+    /// they are as Warden wants them, a repair when someone edited them).
+    async fn ensure_roles(&self, client: &kube::Client) -> Result<(), kube::Error> {
         let api: Api<ClusterRole> = Api::all(client.clone());
         for role in WardenRole::ALL {
             let mut m = ObjectMeta {
@@ -399,9 +456,6 @@ impl Reconciler {
             };
             api.patch(&role.cluster_role(), &apply(), &Patch::Apply(&cr))
                 .await?;
-        }
-        if let Ok(mut r) = self.roles.lock() {
-            r.insert(cluster_id.to_owned());
         }
         Ok(())
     }
@@ -442,18 +496,19 @@ impl Reconciler {
         email: &str,
         sa: &str,
         desired: &Desired,
-    ) -> Result<Changes, kube::Error> {
+    ) -> Result<Changes, RbacError> {
         let mut changes = Changes {
             applied: true,
             ..Default::default()
         };
         self.ensure_namespace(client).await?;
-        self.ensure_roles(client, cluster_id).await?;
+        self.ensure_roles(client).await?;
         let mut sa_meta = meta(sa, Some(NAMESPACE), user_id, sa);
-        sa_meta.annotations = Some(BTreeMap::from([(
-            "warden.dev/email".to_owned(),
-            email.to_owned(),
-        )]));
+        // Who this is, for whoever reads the cluster's own audit log or RBAC.
+        sa_meta.annotations = Some(BTreeMap::from([
+            ("warden.dev/email".to_owned(), email.to_owned()),
+            ("warden.dev/user-id".to_owned(), user_id.to_owned()),
+        ]));
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
         sas.patch(
             sa,
@@ -483,20 +538,28 @@ impl Reconciler {
             )
             .await?;
 
-        let selector = ListParams::default().labels(&format!("{USER_LABEL}={user_id}"));
-        // Cluster-wide bindings.
+        // Cluster-wide bindings. Found by subject, not by Warden's label: a binding anyone made
+        // for this service account (or for every service account of Warden's namespace) is
+        // Warden's business, and what Warden does not want goes.
         let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
         let wanted: BTreeMap<String, WardenRole> = desired
             .cluster_roles
             .iter()
             .map(|r| (binding_name(sa, *r), *r))
             .collect();
-        for b in crbs.list(&selector).await? {
-            let name = b.metadata.name.unwrap_or_default();
-            if !wanted.contains_key(&name) {
-                delete_ok(crbs.delete(&name, &DeleteParams::default()).await)?;
-                changes.removed_bindings.push(name);
+        for b in crbs.list(&ListParams::default()).await? {
+            if !names_us(b.subjects.as_deref(), sa) {
+                continue;
             }
+            let name = b.metadata.name.clone().unwrap_or_default();
+            if wanted.contains_key(&name) && is_ours(&b.metadata, user_id) {
+                continue;
+            }
+            if strip_us(b.subjects.as_deref(), sa).is_some() {
+                return Err(RbacError::Shared { binding: name });
+            }
+            delete_ok(crbs.delete(&name, &DeleteParams::default()).await)?;
+            changes.removed_bindings.push(name);
         }
         for (name, role) in &wanted {
             crbs.patch(
@@ -517,14 +580,23 @@ impl Reconciler {
             .iter()
             .map(|(ns, r)| ((ns.clone(), binding_name(sa, *r)), *r))
             .collect();
-        for b in all_rbs.list(&selector).await? {
-            let ns = b.metadata.namespace.unwrap_or_default();
-            let name = b.metadata.name.unwrap_or_default();
-            if !wanted.contains_key(&(ns.clone(), name.clone())) {
-                let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-                delete_ok(api.delete(&name, &DeleteParams::default()).await)?;
-                changes.removed_bindings.push(format!("{ns}/{name}"));
+        for b in all_rbs.list(&ListParams::default()).await? {
+            if !names_us(b.subjects.as_deref(), sa) {
+                continue;
             }
+            let ns = b.metadata.namespace.clone().unwrap_or_default();
+            let name = b.metadata.name.clone().unwrap_or_default();
+            if wanted.contains_key(&(ns.clone(), name.clone())) && is_ours(&b.metadata, user_id) {
+                continue;
+            }
+            if strip_us(b.subjects.as_deref(), sa).is_some() {
+                return Err(RbacError::Shared {
+                    binding: format!("{ns}/{name}"),
+                });
+            }
+            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+            delete_ok(api.delete(&name, &DeleteParams::default()).await)?;
+            changes.removed_bindings.push(format!("{ns}/{name}"));
         }
         for ((ns, name), role) in &wanted {
             let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
@@ -536,13 +608,17 @@ impl Reconciler {
             match api.patch(name, &apply(), &Patch::Apply(&rb)).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => changes.missing_namespaces.push(ns.clone()),
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         if let Ok(mut m) = self.applied.lock() {
             m.insert(
                 (cluster_id.to_owned(), user_id.to_owned()),
-                (desired.hash(sa), Instant::now()),
+                Applied {
+                    hash: desired.hash(sa),
+                    at: Instant::now(),
+                    missing: changes.missing_namespaces.iter().cloned().collect(),
+                },
             );
         }
         Ok(changes)
@@ -557,18 +633,28 @@ impl Reconciler {
         sa: &str,
     ) -> Result<(), kube::Error> {
         self.invalidate(cluster_id, user_id);
-        let selector = ListParams::default().labels(&format!("{USER_LABEL}={user_id}"));
         let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-        for b in crbs.list(&selector).await? {
-            let name = b.metadata.name.unwrap_or_default();
-            delete_ok(crbs.delete(&name, &DeleteParams::default()).await)?;
+        for b in crbs.list(&ListParams::default()).await? {
+            if !names_us(b.subjects.as_deref(), sa) {
+                continue;
+            }
+            let name = b.metadata.name.clone().unwrap_or_default();
+            // A binding shared with others stays (the service account goes below).
+            if strip_us(b.subjects.as_deref(), sa).is_none() {
+                delete_ok(crbs.delete(&name, &DeleteParams::default()).await)?;
+            }
         }
         let all_rbs: Api<RoleBinding> = Api::all(client.clone());
-        for b in all_rbs.list(&selector).await? {
-            let ns = b.metadata.namespace.unwrap_or_default();
-            let name = b.metadata.name.unwrap_or_default();
-            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
-            delete_ok(api.delete(&name, &DeleteParams::default()).await)?;
+        for b in all_rbs.list(&ListParams::default()).await? {
+            if !names_us(b.subjects.as_deref(), sa) {
+                continue;
+            }
+            let ns = b.metadata.namespace.clone().unwrap_or_default();
+            let name = b.metadata.name.clone().unwrap_or_default();
+            if strip_us(b.subjects.as_deref(), sa).is_none() {
+                let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+                delete_ok(api.delete(&name, &DeleteParams::default()).await)?;
+            }
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
         delete_ok(
@@ -580,6 +666,46 @@ impl Reconciler {
         delete_ok(sas.delete(sa, &DeleteParams::default()).await)?;
         Ok(())
     }
+}
+
+/// The group every service account of Warden's namespace is in: a binding to it reaches every
+/// user's service account, so Warden never wants one.
+const NAMESPACE_SA_GROUP: &str = "system:serviceaccounts:warden-system";
+
+/// Whether `subject` is the user's service account or the group of all of Warden's.
+fn is_us(subject: &Subject, sa: &str) -> bool {
+    match subject.kind.as_str() {
+        "ServiceAccount" => subject.name == sa && subject.namespace.as_deref() == Some(NAMESPACE),
+        // `system:serviceaccount:<ns>:<name>` as a user name is the same identity.
+        "User" => subject.name == format!("system:serviceaccount:{NAMESPACE}:{sa}"),
+        "Group" => subject.name == NAMESPACE_SA_GROUP,
+        _ => false,
+    }
+}
+
+/// Whether a binding names the user's service account (or every service account of Warden's
+/// namespace) among its subjects.
+fn names_us(subjects: Option<&[Subject]>, sa: &str) -> bool {
+    subjects.unwrap_or_default().iter().any(|s| is_us(s, sa))
+}
+
+/// The subjects left once the user's are taken out; `None` when none are left.
+fn strip_us(subjects: Option<&[Subject]>, sa: &str) -> Option<Vec<Subject>> {
+    let rest: Vec<Subject> = subjects
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| !is_us(s, sa))
+        .cloned()
+        .collect();
+    (!rest.is_empty()).then_some(rest)
+}
+
+/// Whether a binding is one Warden made for this user (its name alone proves nothing: anyone
+/// who may create bindings can pick it).
+fn is_ours(meta: &ObjectMeta, user_id: &str) -> bool {
+    let labels = meta.labels.as_ref();
+    labels.and_then(|l| l.get(USER_LABEL)).map(String::as_str) == Some(user_id)
+        && labels.and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some("warden")
 }
 
 fn delete_ok<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {

@@ -41,6 +41,19 @@ impl KubeRequest {
         )
     }
 
+    /// What the request asks, as the authorization gate sees it.
+    pub fn intent(&self) -> warden_domain::access::kube::KubeIntent {
+        warden_domain::access::kube::KubeIntent {
+            verb: self.verb.clone(),
+            api_group: self.api_group.clone(),
+            resource: self.resource_kind(),
+            namespace: self.namespace.clone(),
+            resource_request: self.resource_request,
+            connect: self.is_connect(),
+            secrets: self.is_secrets(),
+        }
+    }
+
     /// Anything about secrets (core group).
     pub fn is_secrets(&self) -> bool {
         self.resource_request

@@ -12,7 +12,7 @@ use warden_domain::kubeconfig::{
     KubeconfigQuery, KubeconfigRevoked, KubectlSettingsDto, UpdateKubectlSettingsRequest,
 };
 
-use super::kubeconfig::{render, KubeconfigInput};
+use super::kubeconfig::{render, KubeconfigCluster, KubeconfigInput};
 use crate::api::auth::AuthUser;
 use crate::api::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -60,16 +60,24 @@ pub async fn issue_kubeconfig(
                 "internal error; it has been logged",
             )
         })?;
-    let names: Vec<String> = issued.clusters.iter().map(|c| c.name.clone()).collect();
+    // Each context's namespace: the one namespace the user's grant on that cluster covers.
+    let eff = s.services.policy.effective(who.user_id).await?;
+    let clusters: Vec<KubeconfigCluster> = issued
+        .clusters
+        .iter()
+        .map(|c| KubeconfigCluster {
+            name: c.name.clone(),
+            namespace: kc::kube_access(&eff, c).only_namespace(),
+        })
+        .collect();
     let yaml = render(&KubeconfigInput {
         gateway_url: gw.public_url(),
         gateway_ca_pem: gw.pki().gateway_ca_pem(),
-        clusters: &names,
+        clusters: &clusters,
         user: &issued.sa_name,
         cert_pem: &cert,
         key_pem: &key,
         expires_at: &issued.expires_at.rfc3339(),
-        namespace: None,
     });
     let filename = match cluster {
         Some(c) => format!("warden-{c}.kubeconfig"),

@@ -51,13 +51,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_sessions::Session;
+use warden_domain::access::kube::KubeIntent;
 use warden_domain::access::Principal;
 use warden_domain::audit::{AuditEvent, AuditKind, Outcome};
 
 use crate::gateway::pki::PeerIdentity;
 use crate::gateway::proxy::{authorize, Via};
 use crate::gateway::rbac;
-use crate::gateway::request;
+
 use crate::gateway::transport::{As, ClusterRef};
 use crate::live::{Check, LiveGuard, StreamInfo};
 use crate::state::AppState;
@@ -295,12 +296,8 @@ async fn open(
     // What the terminal stands for at the gate: an exec into the pod, or (the shell) reaching
     // the cluster at all: every call the shell makes is checked by the gateway on its own.
     let info = match &q.pod {
-        Some(pod) => request::parse(
-            &http::Method::GET,
-            &format!("/api/v1/namespaces/{namespace}/pods/{pod}/exec"),
-            Some("tty=true"),
-        ),
-        None => request::parse(&http::Method::GET, "/api", None),
+        Some(_) => KubeIntent::pod_exec(&namespace),
+        None => KubeIntent::shell(),
     };
     let mut ev = AuditEvent::new(
         AuditKind::Terminal,
@@ -389,6 +386,7 @@ async fn open(
                     &authorized.adm.user,
                     &authorized.adm.sa_name,
                     &authorized.access,
+                    Some(&namespace),
                 )
                 .await
             {
@@ -533,7 +531,7 @@ fn terminal_check(
     who: &Principal,
     proof: Proof,
     cluster: &str,
-    info: request::KubeRequest,
+    info: KubeIntent,
     credential: Option<PeerIdentity>,
 ) -> Check {
     let state = state.clone();

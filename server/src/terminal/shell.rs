@@ -39,7 +39,7 @@ use warden_domain::audit::{AuditEvent, Outcome, SessionType};
 use warden_domain::Services;
 
 use super::{argv, Backend, Output};
-use crate::gateway::kubeconfig::{render, KubeconfigInput};
+use crate::gateway::kubeconfig::{render, KubeconfigCluster, KubeconfigInput};
 use crate::gateway::pki::PeerIdentity;
 use crate::gateway::Gateway;
 use crate::state::AppState;
@@ -193,12 +193,14 @@ pub(crate) async fn prepare(
     let kubeconfig = render(&KubeconfigInput {
         gateway_url: &local_gateway_url(state.config.gateway.addr),
         gateway_ca_pem: state.gateway.pki().gateway_ca_pem(),
-        clusters: &[cluster.to_owned()],
+        clusters: &[KubeconfigCluster {
+            name: cluster.to_owned(),
+            namespace: Some(namespace.to_owned()),
+        }],
         user: sa,
         cert_pem: &cert,
         key_pem: &key,
         expires_at: &until.rfc3339(),
-        namespace: Some(namespace),
     });
     write_private(&dir_path.join("kubeconfig"), &kubeconfig)
         .map_err(|e| internal("write a kubeconfig", &e))?;
@@ -329,8 +331,9 @@ Not available here: files on Warden's server (-f PATH, -k, --from-file, cp), edi
 listeners (proxy, port-forward), other identities or targets (--kubeconfig, --as, --server,
 --context, --token...), config, plugins, diff, debug.
 
-Keys: ←/→ Home/End Ctrl-A/E to move, ↑/↓ history, Tab completes subcommands, Ctrl-U/K/W
-delete, Ctrl-L or clear clears the screen, Ctrl-C interrupts, Ctrl-D or exit leaves.
+Keys: ←/→ Home/End Ctrl-A/E to move, ↑/↓ history, Tab completes subcommands and resource
+kinds, Ctrl-U/K/W delete, Ctrl-L or clear clears the screen, Ctrl-C interrupts, Ctrl-D or exit
+leaves.
 ";
 
 /// What the line said to do.
@@ -1049,6 +1052,45 @@ fn next_key(b: &[u8]) -> Option<(Key, usize)> {
     })
 }
 
+/// The subcommands whose first argument is a resource kind.
+const RESOURCE_VERBS: &[&str] = &[
+    "get", "describe", "delete", "explain", "label", "annotate", "patch", "scale", "create", "set",
+    "rollout", "top", "wait",
+];
+
+/// The resource kinds Tab offers (the built-in ones people type most).
+const RESOURCE_KINDS: &[&str] = &[
+    "all",
+    "clusterrolebindings",
+    "clusterroles",
+    "configmaps",
+    "cronjobs",
+    "daemonsets",
+    "deployments",
+    "endpoints",
+    "events",
+    "horizontalpodautoscalers",
+    "ingresses",
+    "jobs",
+    "limitranges",
+    "namespaces",
+    "networkpolicies",
+    "nodes",
+    "persistentvolumeclaims",
+    "persistentvolumes",
+    "poddisruptionbudgets",
+    "pods",
+    "replicasets",
+    "resourcequotas",
+    "rolebindings",
+    "roles",
+    "secrets",
+    "serviceaccounts",
+    "services",
+    "statefulsets",
+    "storageclasses",
+];
+
 /// The shell's line editor: it draws the prompt and the line as keys arrive.
 pub(crate) struct Editor {
     prompt: String,
@@ -1252,7 +1294,7 @@ impl Editor {
     }
 
     /// Complete the word before the cursor: `kubectl` and the built-ins first, then kubectl's
-    /// subcommands.
+    /// subcommands, then the resource kind after a verb that takes one.
     fn complete(&mut self, out: &mut Vec<u8>) {
         if self.cursor != self.line.len() {
             return;
@@ -1275,6 +1317,12 @@ impl Editor {
                     .filter(|c| c.starts_with(partial))
                     .collect()
             }
+            // The resource kind after a verb that takes one (`kubectl get po<Tab>`).
+            ["kubectl", verb, partial] if RESOURCE_VERBS.contains(verb) => RESOURCE_KINDS
+                .iter()
+                .copied()
+                .filter(|c| c.starts_with(partial))
+                .collect(),
             _ => return,
         };
         let partial = words.last().copied().unwrap_or("");
@@ -1382,6 +1430,18 @@ mod tests {
         let (_, out) = typed(&mut e, b"kubectl api-\t");
         assert!(out.contains("api-resources  api-versions"), "{out}");
         assert_eq!(line(&mut e, b"r\t\r"), "kubectl api-resources ");
+        // Resource kinds after a verb that takes one.
+        assert_eq!(
+            line(&mut e, b"kubectl get dep\t-n apple\r"),
+            "kubectl get deployments -n apple"
+        );
+        let (_, out) = typed(&mut e, b"kubectl describe pe\t\t");
+        assert!(
+            out.contains("persistentvolumeclaims  persistentvolumes"),
+            "{out}"
+        );
+        assert_eq!(line(&mut e, b"\x15\r"), "");
+        assert_eq!(line(&mut e, b"kubectl logs dep\t\r"), "kubectl logs dep");
         // Escape sequences we do not know are ignored.
         assert_eq!(line(&mut e, b"a\x1b[200~b\x1b[201~\r"), "ab");
     }

@@ -1154,3 +1154,49 @@ async fn system_namespaces_need_an_explicit_confirmation() {
         "no flag on the project page"
     );
 }
+
+/// Names people tell apart only by letter case are one name: a second group or role whose
+/// name differs in case only is refused (projects are lower-case DNS labels already).
+#[tokio::test]
+async fn group_and_role_names_ignore_letter_case() {
+    let (_app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/groups", json!({"name": "Developers"}))
+        .await
+        .assert_status(201);
+    let r = admin
+        .post("/api/v1/groups", json!({"name": "developers"}))
+        .await
+        .assert_status(409);
+    assert_eq!(r.json()["error"]["fields"]["name"].as_str().is_some(), true);
+    admin
+        .post("/api/v1/groups", json!({"name": "DEVELOPERS "}))
+        .await
+        .assert_status(409);
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "Viewer", "scope": "project", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "viewer", "scope": "project", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(409);
+    // A built-in role's name in another case is taken too.
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "admin", "scope": "organization", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(409);
+    let r = admin
+        .post("/api/v1/projects", json!({"name": "Production"}))
+        .await;
+    assert_eq!(r.status, 422, "projects are lower-case: {}", r.body);
+}

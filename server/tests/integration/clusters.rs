@@ -680,13 +680,25 @@ async fn an_agent_registers_reports_facts_and_reconnects_with_its_credential() {
     wait_status(&admin, "alpha", "disconnected", Duration::from_secs(5)).await;
     let again = RunningAgent::start(&sim.kubeconfig, &sim.dir.path().join("alpha.yaml")).await;
     wait_status(&admin, "alpha", "connected", Duration::from_secs(5)).await;
-    let events = audit(&admin, "kind=agent").await;
-    let count = |action: &str, outcome: &str| {
+    // Agent events are written in the background: wait for the reconnection's.
+    let count_in = |events: &[Value], action: &str, outcome: &str| {
         events
             .iter()
             .filter(|e| e["action"] == action && e["outcome"] == outcome)
             .count()
     };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = audit(&admin, "kind=agent").await;
+        if (count_in(&events, "agent.connected", "allowed") >= 2
+            && count_in(&events, "agent.disconnected", "allowed") >= 1)
+            || std::time::Instant::now() > deadline
+        {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let count = |action: &str, outcome: &str| count_in(&events, action, outcome);
     assert_eq!(count("agent.bootstrap", "allowed"), 1);
     assert_eq!(count("agent.connect", "allowed"), 1);
     assert!(

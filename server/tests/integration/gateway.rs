@@ -223,13 +223,20 @@ async fn seed_article_scenario() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(contexts, vec![PROD], "only the cluster shared into dev");
+    assert_eq!(
+        contexts,
+        vec![format!("warden-{PROD}")],
+        "only the cluster shared into dev"
+    );
+    // Her grant on it is one namespace: the context defaults to it.
+    assert_eq!(doc["contexts"][0]["context"]["namespace"], "apple");
     assert_eq!(
         doc["clusters"][0]["cluster"]["server"].as_str().unwrap(),
         format!("{}/clusters/{PROD}", w.app.gateway_url)
     );
     let sk = w.kubectl("sally", &kubeconfig);
-    sk.run(&["--context", LAB, "get", "pods"])
+    sk.run(&["get", "pods"]).await.expect_ok();
+    sk.run(&["--context", &format!("warden-{LAB}"), "get", "pods"])
         .await
         .expect_err("context was not found");
 
@@ -276,8 +283,26 @@ async fn seed_article_scenario() {
     assert!(w.prod.store().get("pods", "apple", "web").is_none());
     assert!(w.prod.store().get("configmaps", "apple", "cfg").is_none());
 
-    forbidden(&sk.run(&["get", "namespaces"]).await);
-    forbidden(&sk.run(&["get", "pods", "-n", "default"]).await);
+    // Refusals speak of her and of what Warden grants her, not of a service account: the
+    // cluster's own (a cluster-scoped read), reworded, and Warden's (another namespace).
+    let out = sk.run(&["get", "namespaces"]).await;
+    forbidden(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "namespaces is forbidden: sally@example.com cannot list namespaces on cluster {PROD}: Warden grants you write in namespace apple (project dev). Ask a project administrator of dev for more"
+        )) && !out.stderr.contains("serviceaccount"),
+        "{}",
+        out.stderr
+    );
+    let out = sk.run(&["get", "pods", "-n", "default"]).await;
+    forbidden(&out);
+    assert!(
+        out.stderr.contains(&format!(
+            "pods is forbidden: sally@example.com cannot list pods in namespace default of cluster {PROD}: Warden grants you write in namespace apple (project dev)"
+        )),
+        "{}",
+        out.stderr
+    );
     forbidden(&sk.run(&["get", "pods", "-n", "banana"]).await);
     // Her service account and its one RoleBinding, labelled for Warden.
     let sa = w
@@ -788,12 +813,27 @@ async fn client_credentials_gain_nothing(w: World) {
     assert_eq!(r.status(), 403);
     let audit_id = r.headers()["audit-id"].to_str().unwrap().to_owned();
     let body: Value = r.json().await.unwrap();
+    // Said to her in her words; the cluster's own refusal, kept in the audit log, shows the
+    // request ran as her service account (not the token or identity she sent).
     assert!(
         body["message"]
             .as_str()
             .unwrap()
-            .contains("system:serviceaccount:warden-system:u-sally-example-com"),
+            .contains("sally@example.com cannot list namespaces"),
         "{body}"
+    );
+    let row = w
+        .kube_events()
+        .await
+        .into_iter()
+        .find(|e| e["id"] == audit_id.as_str())
+        .expect("the refused request's audit row");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("system:serviceaccount:warden-system:u-sally-example-com"),
+        "{row}"
     );
     // The browser-style bearer subprotocol is dropped as well.
     let r = http
@@ -889,7 +929,7 @@ async fn client_credentials_gain_nothing(w: World) {
     );
     let all = w.kubeconfig(&admin, None).await;
     lk.set_kubeconfig(&all);
-    lk.run(&["--context", PROD, "get", "namespaces"])
+    lk.run(&["--context", &format!("warden-{PROD}"), "get", "namespaces"])
         .await
         .expect_ok();
 }
@@ -1462,7 +1502,7 @@ async fn namespace_admin_stays_within_the_namespace() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("cannot patch resource \"resourcequotas\""),
+            .contains("sally@example.com cannot patch resourcequotas in namespace apple"),
         "{body}"
     );
 
@@ -1635,4 +1675,187 @@ async fn non_canonical_paths_are_refused() {
             "nothing read from the path: {ev}"
         );
     }
+}
+
+/// Bindings someone else made on the cluster for a user's service account (or for every service
+/// account of `warden-system`) are found by their subjects, not by Warden's label, and go at the
+/// next reconcile: the user gets exactly what Warden grants. Warden's ClusterRoles are
+/// repaired too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_bindings_for_a_users_service_account_are_removed() {
+    let w = World::via_agent().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    forbidden(&sk.run(&["get", "nodes"]).await);
+    let store = w.prod.store();
+    let sa = json!({"kind": "ServiceAccount", "name": "u-sally-example-com", "namespace": "warden-system"});
+    // A cluster administrator "helps" her outside Warden, under names Warden uses...
+    store
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "u-sally-example-com.cluster-read"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [sa]}))
+        .expect("crb");
+    // ...for every Warden service account at once...
+    store
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "everyone"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "system:serviceaccounts:warden-system", "apiGroup": "rbac.authorization.k8s.io"}]}))
+        .expect("group crb");
+    // Someone also widened Warden's own namespace-write role.
+    let mut role = store
+        .get("clusterroles", "", "warden-namespace-write")
+        .expect("warden's role");
+    role["rules"] = json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+    for key in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
+        role["metadata"].as_object_mut().unwrap().remove(key);
+    }
+    store
+        .delete("clusterroles", "", "warden-namespace-write")
+        .expect("delete role");
+    store.create(role).expect("widened role");
+    sk.run(&["get", "nodes"]).await.expect_ok();
+
+    // Her grants change (an administrator adds a read-only namespace): the next request
+    // reconciles, and only what Warden grants is left.
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["banana"],
+    )
+    .await;
+    sk.run(&["get", "pods", "-n", "banana"]).await.expect_ok();
+    forbidden(&sk.run(&["get", "nodes"]).await);
+    assert!(store
+        .get(
+            "clusterrolebindings",
+            "",
+            "u-sally-example-com.cluster-read"
+        )
+        .is_none());
+    assert!(store.get("clusterrolebindings", "", "everyone").is_none());
+    let role = store
+        .get("clusterroles", "", "warden-namespace-write")
+        .expect("warden's role");
+    assert_ne!(
+        role["rules"][0]["apiGroups"],
+        json!(["*"]),
+        "the widened role was not repaired: {role}"
+    );
+    // What Warden made for her stays.
+    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    assert!(w.has_rolebinding("banana", "u-sally-example-com.namespace-read"));
+
+    // A binding shared with someone else cannot be edited by Warden (that takes `bind` on its
+    // role) and must not be deleted (bob needs it): she is refused, saying why, until a
+    // cluster administrator takes her out of it; bob keeps his.
+    store
+        .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "shared", "namespace": "apple"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [sa, {"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}]}))
+        .expect("rb");
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["cherry"],
+    )
+    .await;
+    sk.run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("the binding apple/shared, made outside Warden");
+    assert!(store.get("rolebindings", "apple", "shared").is_some());
+    store
+        .delete("rolebindings", "apple", "shared")
+        .expect("an administrator fixes it");
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+}
+
+/// A namespace granted before it exists on the cluster: kubectl says so in words (not the
+/// cluster's Forbidden about a service account), and the grant works as soon as the namespace
+/// is created, not at the next periodic reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_works_as_soon_as_its_namespace_is_created() {
+    let w = World::via_agent().await;
+    w.bind("sally@example.com", "NAMESPACE_ADMIN", "dev", &["cherry"])
+        .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    let out = sk.run(&["get", "configmaps", "-n", "cherry"]).await;
+    assert!(
+        out.stderr.contains("(NotFound)")
+            && out.stderr.contains(
+                "namespace cherry does not exist on cluster prod-1: Warden grants you access there"
+            ),
+        "{}",
+        out.stderr
+    );
+    w.prod
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cherry"}}))
+        .expect("namespace");
+    // The very next request reconciles (at most a second after the last look).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    sk.run(&["create", "configmap", "x", "-n", "cherry"])
+        .await
+        .expect_ok();
+    assert!(w.has_rolebinding("cherry", "u-sally-example-com.namespace-write"));
+    // Her service account says who she is.
+    let sa = w
+        .prod
+        .store()
+        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .expect("service account");
+    assert_eq!(
+        sa["metadata"]["annotations"]["warden.dev/email"],
+        "sally@example.com"
+    );
+    let me = sally.get("/api/v1/me").await.json();
+    assert_eq!(
+        sa["metadata"]["annotations"]["warden.dev/user-id"],
+        me["user"]["id"]
+    );
+}
+
+/// A cluster whose agent is offline: kubectl says so in words, through its discovery too
+/// (client-go shows no message of a 503, so Warden answers 502 in plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disconnected_cluster_is_named_as_such_by_kubectl() {
+    let mut w = World::via_agent().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    w._agent.take().expect("agent").stop().await;
+    let t = std::time::Instant::now();
+    loop {
+        let out = sk.run(&["get", "pods", "-n", "apple"]).await;
+        if out.code != 0 && out.stderr.contains("is not connected to Warden") {
+            assert!(
+                !out.stderr.contains("unable to handle the request"),
+                "{}",
+                out.stderr
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "kubectl did not say why: {}",
+            out.stderr
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let events = w.kube_events().await;
+    assert!(events
+        .iter()
+        .any(|e| e["status"] == 502 && e["outcome"] == "error"));
 }

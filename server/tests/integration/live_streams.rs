@@ -425,3 +425,45 @@ async fn a_downgrade_to_read_only_ends_exec_but_not_a_watch() {
     kept[0].expect_line("configmap/after").await;
     let _ = w.dir.path();
 }
+
+/// Losing the grant on one namespace while keeping another: the streams opened in the lost
+/// namespace end (the cluster would not re-check a watch it already admitted; Warden does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_a_grant_to_another_namespace_ends_the_streams_in_the_old_one() {
+    let w = world().await;
+    let mut streams = w.open_all("first").await;
+    w._sim
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "banana"}}))
+        .expect("namespace");
+    w.admin
+        .bind_user("sally@example.com", "NAMESPACE_ADMIN", "dev", &["banana"])
+        .await;
+    let t = Instant::now();
+    w.admin
+        .delete(&format!("/api/v1/bindings/{}", w.binding))
+        .await
+        .assert_status(204);
+    w.registry_empties_within_a_second(t).await;
+    for s in streams.iter_mut() {
+        s.ends_within(Duration::from_secs(5)).await;
+    }
+    let closed = w.audit("kube.").await;
+    assert!(
+        closed.iter().any(|e| e["action"] == "kube.watch.closed"
+            && e["outcome"] == "denied"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cannot watch configmaps in namespace apple"))),
+        "{closed:#?}"
+    );
+    // Her new namespace works; the old one is refused in her words.
+    w.sally
+        .run(&["get", "pods", "-n", "banana"])
+        .await
+        .expect_ok();
+    w.sally
+        .run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("Warden grants you write in namespace banana");
+}

@@ -4,10 +4,12 @@
 //! checked through the REST API and through the gate directly. Zero unexpected allows.
 
 use serde_json::{json, Value};
+use warden_domain::access::kube::{KubeCluster, KubeIntent, KubeRules};
 use warden_domain::access::{Action, Principal};
 use warden_domain::audit::{RequestMeta, SessionType};
 use warden_domain::ids::UserId;
 use warden_domain::permissions::Permission;
+use warden_server::gateway::testkit::Kubectl;
 use warden_server::testing::{Client, TestApp};
 
 const ROLES: &[&str] = &[
@@ -512,4 +514,253 @@ async fn authorization_matrix() {
     );
     assert!(checked >= 200, "only {checked} cases");
     eprintln!("authorization matrix: {checked} cases checked");
+}
+
+// ---- the same gate for Kubernetes ----------------------------------------------------------
+
+/// (name, kubectl arguments, the gate's intent, roles the gate lets through, roles that succeed
+/// end to end through the gateway and the cluster's RBAC Warden set up).
+struct KubeCase {
+    name: &'static str,
+    args: &'static [&'static str],
+    intent: fn() -> KubeIntent,
+    gate: &'static [&'static str],
+    kubectl: &'static [&'static str],
+}
+
+const FULL: &[&str] = &["ADMIN", "PROJECT_ADMIN", "CLUSTER_ADMIN"];
+const CLUSTER_READERS: &[&str] = &[
+    "ADMIN",
+    "ADMIN_READ_ONLY",
+    "PROJECT_ADMIN",
+    "PROJECT_READ_ONLY",
+    "CLUSTER_ADMIN",
+];
+const TEAM_WRITERS: &[&str] = &["ADMIN", "PROJECT_ADMIN", "CLUSTER_ADMIN", "NAMESPACE_ADMIN"];
+
+fn intent(verb: &str, resource: &str, ns: Option<&str>) -> KubeIntent {
+    KubeIntent {
+        verb: verb.into(),
+        resource: Some(resource.into()),
+        namespace: ns.map(str::to_owned),
+        resource_request: true,
+        secrets: resource == "secrets",
+        ..KubeIntent::default()
+    }
+}
+
+fn kube_cases() -> Vec<KubeCase> {
+    vec![
+        KubeCase {
+            name: "list pods in the granted namespace",
+            args: &["get", "pods", "-n", "team"],
+            intent: || intent("list", "pods", Some("team")),
+            gate: ALL,
+            kubectl: ALL,
+        },
+        KubeCase {
+            name: "list pods in another namespace",
+            args: &["get", "pods", "-n", "other"],
+            intent: || intent("list", "pods", Some("other")),
+            gate: CLUSTER_READERS,
+            kubectl: CLUSTER_READERS,
+        },
+        KubeCase {
+            name: "list nodes (cluster-scoped read: the cluster's RBAC answers)",
+            args: &["get", "nodes"],
+            intent: || intent("list", "nodes", None),
+            gate: ALL,
+            kubectl: CLUSTER_READERS,
+        },
+        KubeCase {
+            name: "create a configmap in the granted namespace",
+            args: &["create", "configmap", "m-ROLE", "-n", "team"],
+            intent: || intent("create", "configmaps", Some("team")),
+            gate: TEAM_WRITERS,
+            kubectl: TEAM_WRITERS,
+        },
+        KubeCase {
+            name: "create a configmap in another namespace",
+            args: &["create", "configmap", "m-ROLE", "-n", "other"],
+            intent: || intent("create", "configmaps", Some("other")),
+            gate: FULL,
+            kubectl: FULL,
+        },
+        KubeCase {
+            name: "list secrets in the granted namespace",
+            args: &["get", "secrets", "-n", "team"],
+            intent: || intent("list", "secrets", Some("team")),
+            gate: TEAM_WRITERS,
+            kubectl: TEAM_WRITERS,
+        },
+        KubeCase {
+            name: "exec into a pod of the granted namespace",
+            args: &["exec", "-n", "team", "box", "--", "echo", "hi"],
+            intent: || KubeIntent::pod_exec("team"),
+            gate: TEAM_WRITERS,
+            kubectl: TEAM_WRITERS,
+        },
+        KubeCase {
+            name: "label the granted Namespace object",
+            args: &["label", "namespace", "team", "ROLE=yes"],
+            intent: || intent("patch", "namespaces", Some("team")),
+            gate: FULL,
+            kubectl: FULL,
+        },
+        KubeCase {
+            name: "create a namespace",
+            args: &["create", "namespace", "n-ROLE"],
+            intent: || intent("create", "namespaces", None),
+            gate: FULL,
+            kubectl: FULL,
+        },
+        KubeCase {
+            name: "create a cluster role binding",
+            args: &[
+                "create",
+                "clusterrolebinding",
+                "crb-ROLE",
+                "--clusterrole=cluster-admin",
+                "--user=ROLE",
+            ],
+            intent: || intent("create", "clusterrolebindings", None),
+            gate: FULL,
+            kubectl: FULL,
+        },
+    ]
+}
+
+/// Every built-in role x Kubernetes requests inside and outside its grant, on a cluster of
+/// project `alpha` (and, through the gate, one of `beta`): what the gate decides, and what the
+/// real kubectl gets through the gateway and a real agent's tunnel. Zero unexpected allows.
+#[tokio::test]
+async fn kube_authorization_matrix() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for p in ["alpha", "beta"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = app
+        .cluster_with_agent(
+            &admin,
+            dir.path(),
+            "alpha-1",
+            "alpha",
+            &[],
+            &["team", "other"],
+        )
+        .await;
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "box", "namespace": "team"},
+            "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 3600"]}]}}))
+        .expect("pod");
+    let policy = &app.services().policy;
+    let alpha = KubeCluster {
+        id: "alpha-1".into(),
+        name: "alpha-1".into(),
+        owner: "alpha".into(),
+        shared_with: vec![],
+        status: "connected".into(),
+    };
+    let beta = KubeCluster {
+        name: "beta-1".into(),
+        owner: "beta".into(),
+        ..alpha.clone()
+    };
+
+    let mut users = Vec::new();
+    for role in ROLES {
+        let email = role_email(role);
+        let c = app.user_client(&admin, &email).await;
+        match *role {
+            "ADMIN" | "ADMIN_READ_ONLY" => {
+                admin
+                    .post(
+                        "/api/v1/bindings",
+                        json!({"subject": {"kind": "user", "name": email}, "role": role}),
+                    )
+                    .await
+                    .assert_status(201);
+            }
+            "NAMESPACE_ADMIN" | "NAMESPACE_READ_ONLY" => {
+                admin.bind_user(&email, role, "alpha", &["team"]).await;
+            }
+            _ => {
+                admin.bind_user(&email, role, "alpha", &[]).await;
+            }
+        }
+        let uid = UserId::parse(
+            c.get("/api/v1/me").await.json()["user"]["id"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let kubeconfig = c.get("/api/v1/kubeconfig").await.assert_status(200).body;
+        let kubectl = Kubectl::new(&dir.path().join(role.to_lowercase()), &kubeconfig);
+        users.push((*role, email, uid, kubectl));
+    }
+
+    let mut unexpected = Vec::new();
+    let mut checked = 0;
+    for case in kube_cases() {
+        for (role, email, uid, kubectl) in &users {
+            // The gate, directly.
+            let gate = policy
+                .admit_kube(*uid, email, &alpha, &(case.intent)(), KubeRules::default())
+                .await
+                .expect("gate");
+            if gate.is_ok() != case.gate.contains(role) {
+                unexpected.push(format!(
+                    "gate: {role} / {}: got {}",
+                    case.name,
+                    if gate.is_ok() { "allow" } else { "deny" }
+                ));
+            }
+            // The real kubectl through the gateway, the tunnel and the cluster's RBAC.
+            let args: Vec<String> = case
+                .args
+                .iter()
+                .map(|a| a.replace("ROLE", &role.to_lowercase().replace('_', "-")))
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = kubectl.run(&args).await;
+            if out.ok() != case.kubectl.contains(role) {
+                unexpected.push(format!(
+                    "kubectl: {role} / {}: exit {} {}",
+                    case.name, out.code, out.stderr
+                ));
+            }
+            if !out.ok() {
+                assert!(
+                    out.stderr.to_lowercase().contains("forbidden"),
+                    "{role} / {}: a refusal is a Forbidden: {}",
+                    case.name,
+                    out.stderr
+                );
+            }
+            checked += 2;
+        }
+    }
+    // A cluster of a project the project-scoped roles have no part in: only the organization's.
+    for (role, email, uid, _) in &users {
+        for intent in [intent("list", "pods", Some("team")), KubeIntent::shell()] {
+            let gate = policy
+                .admit_kube(*uid, email, &beta, &intent, KubeRules::default())
+                .await
+                .expect("gate");
+            if gate.is_ok() != ["ADMIN", "ADMIN_READ_ONLY"].contains(role) {
+                unexpected.push(format!("gate: {role} / beta-1 {intent:?}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "unexpected decisions:\n{}",
+        unexpected.join("\n")
+    );
+    assert_eq!(checked, ROLES.len() * (kube_cases().len() * 2 + 2));
 }

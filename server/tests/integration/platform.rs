@@ -90,8 +90,30 @@ async fn bad_input_gets_the_error_envelope() {
         .post_raw("/api/v1/auth/login", "application/json", big.into_bytes())
         .await;
     assert_eq!(r.status, 413);
+    assert_eq!(r.error_code(), "payload_too_large");
     let r = c.get("/api/v1/does-not-exist").await.assert_status(404);
     assert_eq!(r.error_code(), "not_found");
+    // The API's root is no console page.
+    for root in ["/api/v1", "/api/v1/"] {
+        let r = c.get(root).await.assert_status(404);
+        assert_eq!(r.error_code(), "not_found", "{root}: {}", r.body);
+    }
+    // A wrong method: 405 in the envelope, with Allow.
+    let r = c
+        .http
+        .put(format!("{}/api/v1/auth/login", c.base))
+        .header("origin", &c.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    // A path parameter that is not UTF-8.
+    let r = c.get("/api/v1/users/%FF%FE").await;
+    assert!(r.status == 400 || r.status == 401, "{}", r.body);
+    assert!(r.json()["error"]["code"].is_string(), "{}", r.body);
     // Nothing was half-written: no session, no user.
     assert!(c.session_cookie().is_none());
     assert_eq!(
@@ -328,5 +350,71 @@ async fn openapi_document_describes_the_api() {
                 "GET {path} is documented but not routed"
             );
         }
+    }
+}
+
+/// The audit endpoints answer bad parameters like every list (422, the envelope), the export
+/// honours `limit` beside `format`, and the OpenAPI document lists what the handlers require.
+#[tokio::test]
+async fn audit_parameters_and_their_documentation() {
+    let (_app, admin) = TestApp::spawn().await.with_admin().await;
+    for i in 0..15 {
+        admin
+            .post("/api/v1/projects", json!({"name": format!("p{i}")}))
+            .await
+            .assert_status(201);
+    }
+    let r = admin
+        .get("/api/v1/audit/events?limit=ten")
+        .await
+        .assert_status(422);
+    assert_eq!(r.error_code(), "invalid");
+    let r = admin
+        .get("/api/v1/audit/events?colour=red")
+        .await
+        .assert_status(422);
+    assert_eq!(r.error_code(), "invalid");
+    let r = admin
+        .get("/api/v1/audit/export?limit=10&format=csv")
+        .await
+        .assert_status(200);
+    assert_eq!(
+        r.body.lines().count(),
+        11,
+        "a header and 10 rows:\n{}",
+        r.body
+    );
+    let r = admin
+        .get("/api/v1/audit/export?limit=3")
+        .await
+        .assert_status(200);
+    assert_eq!(r.body.lines().count(), 3, "NDJSON by default:\n{}", r.body);
+    let r = admin
+        .get("/api/v1/audit/export?format=xml")
+        .await
+        .assert_status(422);
+    assert_eq!(r.error_code(), "invalid");
+
+    let doc = admin
+        .get("/api/v1/openapi.json")
+        .await
+        .assert_status(200)
+        .json();
+    let params = |path: &str| doc["paths"][path]["get"]["parameters"].clone();
+    let explain = params("/api/v1/users/{user}/explain");
+    assert!(
+        explain
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "permission" && p["required"] == true),
+        "{explain}"
+    );
+    let export = params("/api/v1/audit/export");
+    for name in ["format", "limit", "actor", "since"] {
+        assert!(
+            export.as_array().unwrap().iter().any(|p| p["name"] == name),
+            "{name} missing: {export}"
+        );
     }
 }

@@ -186,19 +186,28 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
     let (exit, _) = until_control(&mut ws, "exit", Duration::from_secs(10)).await;
     assert_eq!(exit["code"], 3);
 
-    w.app.gateway().flush_audit().await;
-    let events = w
-        .admin
-        .get("/api/v1/audit/events?kind=terminal&limit=100")
-        .await
-        .assert_status(200)
-        .json();
-    let items = events["items"].as_array().unwrap();
-    let action = |a: &str, outcome: &str| {
+    // The closing event is written in the background: wait for it.
+    let has = |items: &[Value], a: &str, outcome: &str| {
         items
             .iter()
             .any(|e| e["action"] == a && e["outcome"] == outcome)
     };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        w.app.gateway().flush_audit().await;
+        let events = w
+            .admin
+            .get("/api/v1/audit/events?kind=terminal&limit=100")
+            .await
+            .assert_status(200)
+            .json();
+        let items = events["items"].as_array().unwrap().clone();
+        if has(&items, "terminal.close", "allowed") || std::time::Instant::now() > deadline {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let action = |a: &str, outcome: &str| has(&items, a, outcome);
     assert!(action("terminal.open", "allowed"), "{items:#?}");
     assert!(action("terminal.close", "allowed"), "{items:#?}");
     assert!(
@@ -578,12 +587,14 @@ async fn kubectl_shell_runs_kubectl_through_the_gateway_and_refuses_the_rest() {
         &warden_server::gateway::kubeconfig::KubeconfigInput {
             gateway_url: &w.app.gateway_url,
             gateway_ca_pem: gw.pki().gateway_ca_pem(),
-            clusters: &[PROD.to_owned()],
+            clusters: &[warden_server::gateway::kubeconfig::KubeconfigCluster {
+                name: PROD.to_owned(),
+                namespace: Some("apple".into()),
+            }],
             user: "stolen",
             cert_pem: &cert,
             key_pem: &key,
             expires_at: "",
-            namespace: Some("apple"),
         },
     );
     let stolen = Kubectl::new(&w._dir.path().join("stolen"), &kubeconfig);

@@ -20,6 +20,8 @@ use crate::error::DomainResult;
 use crate::ids::UserId;
 use crate::permissions::{Permission, Scope};
 
+pub mod kube;
+
 /// An authenticated caller. Built once per request by the transport.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -464,6 +466,21 @@ impl AccessPolicy {
             tracing::error!(error = %e, "could not audit a denial");
         }
         Err(Denied { reason })
+    }
+
+    /// The gate for Kubernetes: what `user` may do on `cluster` for `intent` now, or why not.
+    /// The gateway, the web terminal and every live stream's re-check ask it. (The gateway
+    /// audits each request itself, with the refusal's reason.)
+    pub async fn admit_kube(
+        &self,
+        user: UserId,
+        email: &str,
+        cluster: &kube::KubeCluster,
+        intent: &kube::KubeIntent,
+        rules: kube::KubeRules,
+    ) -> DomainResult<Result<kube::KubeAccess, kube::KubeDenied>> {
+        let eff = self.effective(user).await?;
+        Ok(kube::decide_kube(&eff, email, cluster, intent, rules))
     }
 
     /// "Why": which binding allows `action` for `user`, or why none does. No audit.

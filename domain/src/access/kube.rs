@@ -1,0 +1,805 @@
+//! The gate's decision for Kubernetes: what a user may do on one cluster through kubectl, the
+//! gateway or a web terminal, and why not. The gateway asks it for every request, the terminal
+//! when it opens and on every frame after the authorization epoch moved, and a live stream at
+//! each re-check, so all three end exactly when the same request would now be refused.
+//!
+//! The rights come from the user's effective bindings (their own and their groups') on the
+//! projects that own or share the cluster. Beyond what the cluster's RBAC enforces, Warden
+//! itself refuses what no grant covers, so a stale or lagging cluster-side RBAC never lets more
+//! through than the bindings say: a namespaced request where the user has no right, a write
+//! where they may only read, exec/attach/port-forward/proxy and secrets for read-only grants,
+//! and secrets to non-administrators when the organization says so.
+
+use std::collections::BTreeSet;
+
+use super::Effective;
+use crate::permissions::{Permission, Scope};
+
+/// A cluster with the projects that own and share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeCluster {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub shared_with: Vec<String>,
+    /// `pending`, `connected` or `disconnected`.
+    pub status: String,
+}
+
+impl KubeCluster {
+    /// The owner first, then the projects it is shared with.
+    pub fn projects(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.owner).chain(self.shared_with.iter())
+    }
+}
+
+/// The rights a user's bindings give on one cluster, computed from the access policy's
+/// effective bindings (the user's own and their groups').
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeAccess {
+    /// `kubectl.fullaccess`.
+    pub full: bool,
+    /// `kubectl.cluster.write`, or a namespace write permission granted to a whole project.
+    pub cluster_write: bool,
+    /// `kubectl.cluster.read`, or a namespace read permission granted to a whole project.
+    pub cluster_read: bool,
+    /// `kubectl.namespace.write` in these namespaces.
+    pub namespace_write: BTreeSet<String>,
+    /// `kubectl.namespace.read` in these namespaces.
+    pub namespace_read: BTreeSet<String>,
+    /// `kubeconfig.read` through a binding that reaches this cluster.
+    pub kubeconfig_read: bool,
+    /// An organization-scope binding grants `kubectl.fullaccess` (an organization admin).
+    pub org_admin: bool,
+    /// The project through which the strongest right comes (the owner when it grants any).
+    pub project: Option<String>,
+    /// The bindings that grant the rights, in words (for the audit log).
+    pub via: Vec<String>,
+}
+
+/// What a request may do in one namespace (or cluster-wide, for `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KubeLevel {
+    None,
+    Read,
+    Write,
+}
+
+impl KubeAccess {
+    /// Whether any kubectl permission reaches the cluster.
+    pub fn any(&self) -> bool {
+        self.full
+            || self.cluster_write
+            || self.cluster_read
+            || !self.namespace_write.is_empty()
+            || !self.namespace_read.is_empty()
+    }
+
+    /// Whether the user may use kubectl on the cluster at all (and find it in a kubeconfig).
+    pub fn usable(&self) -> bool {
+        self.any() && self.kubeconfig_read
+    }
+
+    /// The level in `namespace` (`None`: a cluster-scoped request or one across namespaces).
+    pub fn level(&self, namespace: Option<&str>) -> KubeLevel {
+        if self.full || self.cluster_write {
+            return KubeLevel::Write;
+        }
+        if let Some(ns) = namespace {
+            if self.namespace_write.contains(ns) {
+                return KubeLevel::Write;
+            }
+            if self.cluster_read || self.namespace_read.contains(ns) {
+                return KubeLevel::Read;
+            }
+            return KubeLevel::None;
+        }
+        if self.cluster_read {
+            KubeLevel::Read
+        } else {
+            KubeLevel::None
+        }
+    }
+}
+
+impl KubeAccess {
+    /// The one namespace the rights cover, when they cover exactly one and nothing
+    /// cluster-wide (a kubeconfig's context defaults to it).
+    pub fn only_namespace(&self) -> Option<String> {
+        if self.full || self.cluster_write || self.cluster_read {
+            return None;
+        }
+        let mut all = self
+            .namespace_write
+            .iter()
+            .chain(self.namespace_read.iter());
+        match (all.next(), all.next()) {
+            (Some(ns), None) => Some(ns.clone()),
+            _ => None,
+        }
+    }
+
+    /// The rights in words, for refusals ("write in namespace apple; read on the whole
+    /// cluster").
+    pub fn in_words(&self) -> String {
+        let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
+        let mut parts = Vec::new();
+        if self.full {
+            parts.push("full access to the cluster".to_owned());
+        } else if self.cluster_write {
+            parts.push("write on the whole cluster".to_owned());
+        } else if self.cluster_read {
+            parts.push("read on the whole cluster".to_owned());
+        }
+        let plural = |s: &BTreeSet<String>| {
+            if s.len() > 1 {
+                "namespaces"
+            } else {
+                "namespace"
+            }
+        };
+        if !self.namespace_write.is_empty() && !self.full && !self.cluster_write {
+            parts.push(format!(
+                "write in {} {}",
+                plural(&self.namespace_write),
+                list(&self.namespace_write)
+            ));
+        }
+        if !self.namespace_read.is_empty() && !self.full && !self.cluster_read {
+            parts.push(format!(
+                "read in {} {}",
+                plural(&self.namespace_read),
+                list(&self.namespace_read)
+            ));
+        }
+        if parts.is_empty() {
+            return "no kubectl access".into();
+        }
+        let mut s = parts.join("; ");
+        if let Some(p) = &self.project {
+            s.push_str(&format!(" (project {p})"));
+        }
+        s
+    }
+}
+
+/// The user's kubectl rights on `cluster`, through the projects that own or share it (and the
+/// organization). A deactivated user has none.
+pub fn kube_access(eff: &Effective, cluster: &KubeCluster) -> KubeAccess {
+    let mut a = KubeAccess::default();
+    if !eff.active {
+        return a;
+    }
+    let mut best: Option<(u8, usize, String)> = None;
+    let projects: Vec<&String> = cluster.projects().collect();
+    for b in &eff.bindings {
+        let project_rank = match (b.scope, &b.project) {
+            (Scope::Organization, _) => None,
+            (_, Some(p)) => match projects.iter().position(|x| *x == p) {
+                Some(i) => Some(i),
+                None => continue,
+            },
+            (_, None) => continue,
+        };
+        let mut strength = 0u8;
+        for p in &b.permissions {
+            let s = match (p, b.scope) {
+                (Permission::KubectlFullaccess, _) => {
+                    a.full = true;
+                    if b.scope == Scope::Organization {
+                        a.org_admin = true;
+                    }
+                    5
+                }
+                (Permission::KubectlClusterWrite, _) => {
+                    a.cluster_write = true;
+                    4
+                }
+                (Permission::KubectlClusterRead, _) => {
+                    a.cluster_read = true;
+                    2
+                }
+                (Permission::KubectlNamespaceWrite, Scope::Namespace) => {
+                    a.namespace_write.extend(b.namespaces.iter().cloned());
+                    3
+                }
+                (Permission::KubectlNamespaceRead, Scope::Namespace) => {
+                    a.namespace_read.extend(b.namespaces.iter().cloned());
+                    1
+                }
+                // A namespace permission granted to a whole project or the organization
+                // reaches every namespace of the cluster.
+                (Permission::KubectlNamespaceWrite, _) => {
+                    a.cluster_write = true;
+                    4
+                }
+                (Permission::KubectlNamespaceRead, _) => {
+                    a.cluster_read = true;
+                    2
+                }
+                (Permission::KubeconfigRead, _) => {
+                    a.kubeconfig_read = true;
+                    0
+                }
+                _ => 0,
+            };
+            strength = strength.max(s);
+        }
+        if strength > 0 {
+            a.via.push(format!(
+                "role {} ({}) via {}",
+                b.role,
+                match &b.project {
+                    Some(p) => format!("project {p}"),
+                    None => "organization".to_owned(),
+                },
+                b.via
+            ));
+            let rank = project_rank.unwrap_or(0);
+            let project = b.project.clone().unwrap_or_else(|| cluster.owner.clone());
+            let better = match &best {
+                None => true,
+                Some((s, r, _)) => strength > *s || (strength == *s && rank < *r),
+            };
+            if better {
+                best = Some((strength, rank, project));
+            }
+        }
+    }
+    if a.cluster_write {
+        a.cluster_read = true;
+    }
+    a.namespace_read = a
+        .namespace_read
+        .difference(&a.namespace_write)
+        .cloned()
+        .collect();
+    a.project = best.map(|(_, _, p)| p);
+    a
+}
+
+/// What a person asks of a cluster: one Kubernetes API request (through the gateway or a
+/// terminal's kubectl), or the opening of a terminal (a pod exec is a connect in its
+/// namespace; the kubectl shell asks only for the cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeIntent {
+    /// The RBAC verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`; connections are `create`).
+    pub verb: String,
+    pub api_group: String,
+    /// `pods`, `pods/exec`, ... (`None`: a non-resource request such as discovery).
+    pub resource: Option<String>,
+    pub namespace: Option<String>,
+    /// Whether it addresses a resource (not discovery, `/version`, `/healthz`...).
+    pub resource_request: bool,
+    /// exec, attach, port-forward or proxy: an interactive connection into a workload.
+    pub connect: bool,
+    /// Anything about core secrets.
+    pub secrets: bool,
+}
+
+impl KubeIntent {
+    /// A kubectl shell on the cluster: only the right to use kubectl there.
+    pub fn shell() -> Self {
+        Self::default()
+    }
+
+    /// An exec into a pod of `namespace`.
+    pub fn pod_exec(namespace: &str) -> Self {
+        Self {
+            verb: "create".into(),
+            resource: Some("pods/exec".into()),
+            namespace: Some(namespace.into()),
+            resource_request: true,
+            connect: true,
+            ..Self::default()
+        }
+    }
+
+    fn writes(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+
+    /// The self-reviews every user may create (`kubectl auth can-i`, `whoami`).
+    fn self_review(&self) -> bool {
+        matches!(
+            self.api_group.as_str(),
+            "authorization.k8s.io" | "authentication.k8s.io"
+        ) && self
+            .resource
+            .as_deref()
+            .is_some_and(|r| r.starts_with("self") || r == "localsubjectaccessreviews")
+    }
+
+    fn in_words(&self) -> String {
+        let what = self.resource.as_deref().unwrap_or("resources");
+        format!("{} {what}", self.verb)
+    }
+}
+
+/// Organization rules the decision applies beyond the bindings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KubeRules {
+    /// Only organization administrators may touch secrets through Warden.
+    pub secrets_org_admins_only: bool,
+}
+
+/// Why the gate refuses a Kubernetes request or terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeDenied {
+    /// What the person is told.
+    pub message: String,
+    /// The detail for the audit log, when it says more than the message.
+    pub reason: Option<String>,
+    /// The project the refusal is about.
+    pub project: String,
+    /// The user holds no kubectl right on the cluster any more: their identity there goes.
+    pub lost_cluster: bool,
+}
+
+/// A refusal the cluster made (its RBAC said no to what the gate let through, e.g. a
+/// cluster-scoped read for a namespace grant), in the person's words instead of the cluster's
+/// words about a service account.
+pub fn cluster_refusal(
+    email: &str,
+    cluster: &str,
+    intent: &KubeIntent,
+    access: &KubeAccess,
+) -> String {
+    let place = match &intent.namespace {
+        Some(ns) => format!("in namespace {ns} of cluster {cluster}"),
+        None => format!("on cluster {cluster}"),
+    };
+    let mut s = format!(
+        "{email} cannot {} {place}: Warden grants you {}",
+        intent.in_words(),
+        access.in_words()
+    );
+    if let Some(p) = &access.project {
+        s.push_str(&format!(". Ask a project administrator of {p} for more"));
+    }
+    s
+}
+
+/// The gate's answer for `intent` on `cluster`: the user's rights there, or why not.
+/// When the user's access to `cluster` is gone because a binding expired: what to tell them
+/// ("your access (role R on project P) expired at T").
+fn expired_grant(eff: &Effective, cluster: &KubeCluster) -> Option<String> {
+    if eff.expired.is_empty() || !kube_access(&eff.with_expired(), cluster).usable() {
+        return None;
+    }
+    let projects: Vec<&String> = cluster.projects().collect();
+    eff.expired_covering(|b| {
+        b.project.is_none() || b.project.as_ref().is_some_and(|p| projects.contains(&p))
+    })
+    .map(|b| b.expired_reason())
+}
+
+pub fn decide_kube(
+    eff: &Effective,
+    email: &str,
+    cluster: &KubeCluster,
+    intent: &KubeIntent,
+    rules: KubeRules,
+) -> Result<KubeAccess, KubeDenied> {
+    let access = kube_access(eff, cluster);
+    let project = access
+        .project
+        .clone()
+        .unwrap_or_else(|| cluster.owner.clone());
+    let deny = |message: String| KubeDenied {
+        message,
+        reason: None,
+        project: project.clone(),
+        lost_cluster: false,
+    };
+    if !access.usable() {
+        // A grant that just expired says so (a binding is kept a day after its expiry).
+        let message = expired_grant(eff, cluster)
+            .unwrap_or_else(|| format!("you have no kubectl access to cluster {}", cluster.name));
+        return Err(KubeDenied {
+            reason: Some(format!(
+                "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
+                cluster.owner
+            )),
+            lost_cluster: true,
+            ..deny(message)
+        });
+    }
+    let level = access.level(intent.namespace.as_deref());
+    if intent.connect && level == KubeLevel::Read {
+        return Err(deny(
+            "read-only access never allows exec, attach, port-forward or proxy".into(),
+        ));
+    }
+    if intent.secrets && level == KubeLevel::Read {
+        return Err(deny("read-only access never allows secrets".into()));
+    }
+    if intent.secrets && rules.secrets_org_admins_only && !access.org_admin {
+        return Err(deny(
+            "only organization administrators may access secrets through Warden (organization setting)".into(),
+        ));
+    }
+    // A namespaced request where no grant reaches: refused here, in the person's words, and
+    // never left to the cluster's RBAC (which may still hold what a revoked grant gave).
+    if let (true, Some(ns), KubeLevel::None) =
+        (intent.resource_request, intent.namespace.as_deref(), level)
+    {
+        return Err(KubeDenied {
+            reason: Some(format!("no kubectl grant reaches namespace {ns}")),
+            ..deny(format!(
+                "{email} cannot {} in namespace {ns} of cluster {}: Warden grants you {}. Ask a project administrator of {project} for more",
+                intent.in_words(),
+                cluster.name,
+                access.in_words(),
+            ))
+        });
+    }
+    if intent.resource_request && intent.writes() && !intent.self_review() {
+        let place = match &intent.namespace {
+            Some(ns) => format!("in namespace {ns} of cluster {}", cluster.name),
+            None => format!("on cluster {}", cluster.name),
+        };
+        let refuse = |why: String| {
+            deny(format!(
+                "{email} cannot {} {place}: {why}",
+                intent.in_words()
+            ))
+        };
+        // The Namespace object is the cluster's, not the namespace's: a RoleBinding in N
+        // matches `PATCH /api/v1/namespaces/N` on a real API server, and a label there can turn
+        // pod security off. Changing it takes write access to the whole cluster.
+        let namespace_object = intent
+            .resource
+            .as_deref()
+            .is_some_and(|r| r == "namespaces" || r.starts_with("namespaces/"));
+        let level = if namespace_object {
+            access.level(None)
+        } else {
+            level
+        };
+        match level {
+            KubeLevel::Write => {}
+            KubeLevel::Read => {
+                return Err(refuse(format!(
+                    "read-only access never allows {}",
+                    intent.verb
+                )))
+            }
+            KubeLevel::None if namespace_object => {
+                return Err(refuse(
+                    "a namespace grant does not reach the Namespace object itself (that takes write access to the whole cluster)".into(),
+                ))
+            }
+            KubeLevel::None => {
+                return Err(refuse(format!(
+                    "Warden grants you {}. Ask a project administrator of {project} for more",
+                    access.in_words()
+                )))
+            }
+        }
+    }
+    Ok(access)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::ResolvedBinding;
+    use Permission::*;
+
+    fn binding(
+        scope: Scope,
+        project: Option<&str>,
+        ns: &[&str],
+        perms: &[Permission],
+    ) -> ResolvedBinding {
+        ResolvedBinding {
+            binding_id: "b".into(),
+            role: "R".into(),
+            scope,
+            permissions: perms.iter().copied().collect(),
+            project: project.map(str::to_owned),
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            via: "user".into(),
+            expires_at: None,
+        }
+    }
+
+    fn cluster() -> KubeCluster {
+        KubeCluster {
+            id: "c".into(),
+            name: "prod".into(),
+            owner: "production".into(),
+            shared_with: vec!["dev".into()],
+            status: "connected".into(),
+        }
+    }
+
+    #[test]
+    fn namespace_admin_through_a_sharing_project() {
+        let eff = Effective {
+            active: true,
+            bindings: vec![
+                binding(
+                    Scope::Namespace,
+                    Some("dev"),
+                    &["apple"],
+                    &[KubeconfigRead, KubectlNamespaceRead, KubectlNamespaceWrite],
+                ),
+                binding(
+                    Scope::Namespace,
+                    Some("dev"),
+                    &["banana"],
+                    &[KubeconfigRead, KubectlNamespaceRead],
+                ),
+                binding(
+                    Scope::Project,
+                    Some("other"),
+                    &[],
+                    &[KubeconfigRead, KubectlFullaccess],
+                ),
+            ],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        let a = kube_access(&eff, &cluster());
+        assert!(a.usable() && !a.full && !a.cluster_read);
+        assert_eq!(a.level(Some("apple")), KubeLevel::Write);
+        assert_eq!(a.level(Some("banana")), KubeLevel::Read);
+        assert_eq!(a.level(Some("default")), KubeLevel::None);
+        assert_eq!(a.level(None), KubeLevel::None);
+        assert_eq!(a.project.as_deref(), Some("dev"));
+        assert!(a.namespace_read.contains("banana") && !a.namespace_read.contains("apple"));
+    }
+
+    #[test]
+    fn org_and_owner_grants() {
+        let eff = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Organization,
+                None,
+                &[],
+                &[KubeconfigRead, KubectlFullaccess],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        let a = kube_access(&eff, &cluster());
+        assert!(a.full && a.org_admin && a.usable());
+        assert_eq!(a.project.as_deref(), Some("production"));
+        let inactive = Effective {
+            active: false,
+            ..eff
+        };
+        assert!(!kube_access(&inactive, &cluster()).any());
+    }
+
+    fn sally() -> Effective {
+        Effective {
+            active: true,
+            bindings: vec![
+                binding(
+                    Scope::Namespace,
+                    Some("dev"),
+                    &["apple"],
+                    &[KubeconfigRead, KubectlNamespaceRead, KubectlNamespaceWrite],
+                ),
+                binding(
+                    Scope::Namespace,
+                    Some("dev"),
+                    &["banana"],
+                    &[KubeconfigRead, KubectlNamespaceRead],
+                ),
+            ],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        }
+    }
+
+    fn ask(verb: &str, resource: &str, ns: Option<&str>) -> KubeIntent {
+        KubeIntent {
+            verb: verb.into(),
+            resource: Some(resource.into()),
+            namespace: ns.map(str::to_owned),
+            resource_request: true,
+            connect: resource.ends_with("/exec"),
+            secrets: resource == "secrets",
+            ..KubeIntent::default()
+        }
+    }
+
+    fn decide(eff: &Effective, intent: &KubeIntent) -> Result<KubeAccess, KubeDenied> {
+        decide_kube(
+            eff,
+            "sally@example.com",
+            &cluster(),
+            intent,
+            KubeRules::default(),
+        )
+    }
+
+    #[test]
+    fn a_namespace_grant_reaches_its_namespace_and_nothing_else() {
+        let eff = sally();
+        assert!(decide(&eff, &ask("delete", "pods", Some("apple"))).is_ok());
+        assert!(decide(&eff, &KubeIntent::pod_exec("apple")).is_ok());
+        assert!(decide(&eff, &ask("list", "pods", Some("banana"))).is_ok());
+        // Cluster-scoped reads go to the cluster, whose RBAC answers (discovery, `get ns`).
+        assert!(decide(&eff, &ask("list", "namespaces", None)).is_ok());
+        assert!(decide(&eff, &KubeIntent::shell()).is_ok());
+        let d = decide(&eff, &ask("list", "pods", Some("kube-system"))).unwrap_err();
+        assert_eq!(
+            d.message,
+            "sally@example.com cannot list pods in namespace kube-system of cluster prod: Warden grants you write in namespace apple; read in namespace banana (project dev). Ask a project administrator of dev for more"
+        );
+        assert!(!d.lost_cluster);
+        assert_eq!(d.project, "dev");
+        let d = decide(&eff, &KubeIntent::pod_exec("default")).unwrap_err();
+        assert!(d
+            .message
+            .contains("cannot create pods/exec in namespace default"));
+        // Not the Namespace object of her own namespace, nor anything cluster-wide.
+        let d = decide(&eff, &ask("patch", "namespaces", Some("apple"))).unwrap_err();
+        assert!(
+            d.message.contains("does not reach the Namespace object"),
+            "{}",
+            d.message
+        );
+        assert!(decide(&eff, &ask("delete", "namespaces", Some("apple"))).is_err());
+        assert!(decide(&eff, &ask("update", "namespaces/finalize", Some("apple"))).is_err());
+        let d = decide(&eff, &ask("create", "clusterrolebindings", None)).unwrap_err();
+        assert!(
+            d.message
+                .contains("cannot create clusterrolebindings on cluster prod: Warden grants you"),
+            "{}",
+            d.message
+        );
+        let mut whoami = ask("create", "selfsubjectreviews", None);
+        whoami.api_group = "authentication.k8s.io".into();
+        assert!(decide(&eff, &whoami).is_ok());
+    }
+
+    #[test]
+    fn read_only_never_writes_execs_or_reads_secrets() {
+        let eff = sally();
+        let d = decide(&eff, &ask("patch", "configmaps", Some("banana"))).unwrap_err();
+        assert!(
+            d.message.contains("read-only access never allows patch"),
+            "{}",
+            d.message
+        );
+        let d = decide(&eff, &KubeIntent::pod_exec("banana")).unwrap_err();
+        assert_eq!(
+            d.message,
+            "read-only access never allows exec, attach, port-forward or proxy"
+        );
+        let d = decide(&eff, &ask("get", "secrets", Some("banana"))).unwrap_err();
+        assert_eq!(d.message, "read-only access never allows secrets");
+        // A cluster reader may still ask what they may do.
+        let reader = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Project,
+                Some("production"),
+                &[],
+                &[KubeconfigRead, KubectlClusterRead],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        let mut review = ask("create", "selfsubjectaccessreviews", None);
+        review.api_group = "authorization.k8s.io".into();
+        assert!(decide(&reader, &review).is_ok());
+        assert!(decide(&reader, &ask("create", "namespaces", None)).is_err());
+        assert!(decide(&reader, &ask("list", "pods", Some("anything"))).is_ok());
+    }
+
+    #[test]
+    fn an_expired_grant_says_when_it_ended() {
+        let mut gone = binding(
+            Scope::Namespace,
+            Some("dev"),
+            &["apple"],
+            &[KubeconfigRead, KubectlNamespaceWrite],
+        );
+        gone.role = "NAMESPACE_ADMIN".into();
+        gone.expires_at = Some(0);
+        let eff = Effective {
+            active: true,
+            bindings: vec![],
+            all_projects: vec![],
+            expired: vec![gone],
+            valid_until: i64::MAX,
+        };
+        let d = decide(&eff, &ask("list", "pods", Some("apple"))).unwrap_err();
+        assert!(d.lost_cluster);
+        assert_eq!(
+            d.message,
+            "your access (role NAMESPACE_ADMIN on namespaces apple of project dev) expired at 1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn no_grant_on_the_cluster_means_its_identity_goes() {
+        let eff = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Project,
+                Some("elsewhere"),
+                &[],
+                &[KubeconfigRead, KubectlFullaccess],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        let d = decide(&eff, &KubeIntent::shell()).unwrap_err();
+        assert!(d.lost_cluster);
+        assert_eq!(d.message, "you have no kubectl access to cluster prod");
+        let inactive = Effective {
+            active: false,
+            ..sally()
+        };
+        assert!(
+            decide(&inactive, &ask("list", "pods", Some("apple")))
+                .unwrap_err()
+                .lost_cluster
+        );
+    }
+
+    #[test]
+    fn secrets_for_organization_administrators_only_when_the_organization_says_so() {
+        let admin_of_project = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Project,
+                Some("production"),
+                &[],
+                &[KubeconfigRead, KubectlFullaccess],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        let rules = KubeRules {
+            secrets_org_admins_only: true,
+        };
+        let secrets = ask("get", "secrets", Some("apple"));
+        assert!(decide_kube(
+            &admin_of_project,
+            "p@x",
+            &cluster(),
+            &secrets,
+            KubeRules::default()
+        )
+        .is_ok());
+        assert!(
+            decide_kube(&admin_of_project, "p@x", &cluster(), &secrets, rules)
+                .unwrap_err()
+                .message
+                .starts_with("only organization administrators")
+        );
+        let org_admin = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Organization,
+                None,
+                &[],
+                &[KubeconfigRead, KubectlFullaccess],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        assert!(decide_kube(&org_admin, "a@x", &cluster(), &secrets, rules).is_ok());
+    }
+}
