@@ -180,8 +180,10 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                         _ => String::new(),
                     };
                     let details = serde_json::to_string_pretty(&e.details).unwrap_or_default();
+                    // Break-glass access is marked in red.
+                    let alert = e.details.get("break_glass").and_then(|v| v.as_bool()).unwrap_or(false);
                     view! {
-                        <tr>
+                        <tr class:row-alert=alert data-break-glass=alert.then_some("true")>
                             <td class="nowrap">{short_time(&e.time)}</td>
                             <td>{e.actor.clone()}</td>
                             <td>

@@ -37,6 +37,46 @@ pub fn describe(b: &BindingDto) -> String {
     )
 }
 
+/// The console's expiry presets, in seconds (`custom`: the hours field).
+pub const EXPIRY_PRESETS: [(&str, &str); 5] = [
+    ("3600", "1 hour"),
+    ("28800", "8 hours"),
+    ("86400", "1 day"),
+    ("604800", "7 days"),
+    ("custom", "Custom (hours)…"),
+];
+
+/// The form's expiry choice as seconds from now (`None`: no expiry).
+pub fn expiry_secs(choice: &str, custom_hours: &str) -> Result<Option<i64>, AppError> {
+    match choice.trim() {
+        "" | "never" => Ok(None),
+        "custom" => match custom_hours.trim().parse::<f64>() {
+            Ok(h) if h > 0.0 && h <= 24.0 * 366.0 => Ok(Some((h * 3600.0).round() as i64)),
+            _ => Err(AppError::Invalid {
+                fields: [(
+                    "expires_at".to_owned(),
+                    "give a number of hours (at most a year)".to_owned(),
+                )]
+                .into_iter()
+                .collect(),
+            }),
+        },
+        s => s.parse::<i64>().map(Some).map_err(|_| AppError::Invalid {
+            fields: [("expires_at".to_owned(), "choose an expiry".to_owned())]
+                .into_iter()
+                .collect(),
+        }),
+    }
+}
+
+/// Time left until an RFC 3339 time, now (the browser's clock once hydrated).
+pub fn time_left_rfc3339(at: &str) -> String {
+    match crate::ui::parse_rfc3339_ms(at) {
+        Some(ms) => warden_domain::dto::time_left(ms, crate::ui::now_ms()),
+        None => String::new(),
+    }
+}
+
 /// All bindings matching the query that the caller may see.
 #[server(prefix = "/sfn", endpoint = "list_bindings")]
 pub async fn list_bindings(query: BindingQuery) -> Result<Vec<BindingDto>, AppError> {
@@ -94,6 +134,7 @@ pub async fn binding_candidates() -> Result<Candidates, AppError> {
     Ok(Candidates { users, groups })
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per form field
 #[server(prefix = "/sfn", endpoint = "create_binding")]
 pub async fn create_binding(
     subject_kind: String,
@@ -102,6 +143,8 @@ pub async fn create_binding(
     #[server(default)] project: String,
     #[server(default)] namespaces: String,
     #[server(default)] confirm_system_namespaces: Option<String>,
+    #[server(default)] expires: String,
+    #[server(default)] expires_custom_hours: String,
 ) -> Result<BindingDto, AppError> {
     use warden_domain::dto::CreateBindingRequest;
     let svc = crate::ssr::services()?;
@@ -115,6 +158,8 @@ pub async fn create_binding(
         project: Some(project).filter(|p| !p.trim().is_empty()),
         namespaces: split_namespaces(&namespaces),
         confirm_system_namespaces: confirm_system_namespaces.is_some(),
+        expires_at: None,
+        expires_in_secs: expiry_secs(&expires, &expires_custom_hours)?,
     };
     let r = warden_domain::admin::bindings::create(&svc, &who, req).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
@@ -147,6 +192,7 @@ pub fn BindingsTable(
                     <th scope="col">"Role"</th>
                     {(!hide_project).then(|| view! { <th scope="col">"Where"</th> })}
                     <th scope="col">"Namespaces"</th>
+                    <th scope="col">"Expires"</th>
                     <th scope="col"><span class="visually-hidden">"Actions"</span></th>
                 </tr>
             </thead>
@@ -178,6 +224,12 @@ pub fn BindingsTable(
                                         <crate::ui::Chips items=b.namespaces.clone() label="Namespaces"/>
                                         {system.then(|| view! { <span class="tag tag-warn" title="A grant in the cluster's own namespaces reaches its components and their credentials" data-testid="system-namespace-flag">"system namespace"</span> })}
                                     }.into_any()
+                                }}
+                            </td>
+                            <td data-testid="binding-expiry">
+                                {match &b.expires_at {
+                                    Some(at) => view! { <span class="tag tag-warn" title=at.clone()>{time_left_rfc3339(at)}</span> }.into_any(),
+                                    None => view! { <span class="muted">"never"</span> }.into_any(),
                                 }}
                             </td>
                             <td class="actions">
@@ -384,10 +436,48 @@ pub fn BindingForm(
                     })
                 }}
             </div>
+            <ExpiryField state=state prefix=prefix name="expires" allow_never=true error_field="expires_at"/>
             <div class="field field-submit">
                 <button type="submit" class="btn btn-primary" data-testid=format!("{prefix}-submit")>"Add binding"</button>
             </div>
         </ActionForm>
-        <FormAlert state fields=&["subject.kind", "subject.name", "project", "role", "namespaces"] ok="Binding added."/>
+        <FormAlert state fields=&["subject.kind", "subject.name", "project", "role", "namespaces", "expires_at"] ok="Binding added."/>
+    }
+}
+
+/// How long a grant lasts: presets (1 h, 8 h, 1 day, 7 days) or a custom number of hours.
+#[component]
+pub fn ExpiryField(
+    state: FormState,
+    prefix: &'static str,
+    /// The select's name; the custom hours go in `{name}_custom_hours`.
+    name: &'static str,
+    /// Offer "Never" (bindings) or not (requests).
+    allow_never: bool,
+    /// The field the server names in its errors.
+    error_field: &'static str,
+) -> impl IntoView {
+    let choice = RwSignal::new(if allow_never {
+        String::new()
+    } else {
+        "3600".to_owned()
+    });
+    view! {
+        <div class="field">
+            <label for=state.id(name)>"Expires"</label>
+            <select id=state.id(name) name=name data-testid=format!("{prefix}-{name}")
+                on:change=move |ev| choice.set(event_target_value(&ev))
+                aria-describedby=state.err_id(error_field)>
+                {allow_never.then(|| view! { <option value="" selected=true>"Never"</option> })}
+                {EXPIRY_PRESETS.iter().enumerate().map(|(i, (v, l))| view! {
+                    <option value=*v selected=!allow_never && i == 0>{*l}</option>
+                }).collect_view()}
+            </select>
+            <input type="number" min="0.1" step="0.1" name=format!("{name}_custom_hours")
+                aria-label="Custom duration in hours" placeholder="hours"
+                data-testid=format!("{prefix}-{name}-hours")
+                disabled=move || choice.get() != "custom"/>
+            <FieldError state field=error_field/>
+        </div>
     }
 }

@@ -360,6 +360,9 @@ fn ClustersTable(
                                 {(terminals.contains(&c.name) && c.status == "connected").then(|| view! {
                                     <TerminalLink cluster=c.name.clone() label="Terminal" testid=format!("terminal-{}", c.name)/>
                                 })}
+                                {(!reachable.contains(&c.name)).then(|| view! {
+                                    <a href=crate::access_requests::request_href(&c.project, "", &[], Some(&c.name)) data-testid=format!("request-access-{}", c.name)>"Request access"</a>
+                                })}
                             </td>
                         </tr>
                     }
@@ -733,6 +736,9 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                             <p>"Or in the browser: "
                                 <TerminalLink cluster=name.clone() label="Terminal (kubectl shell)" class="btn" testid="cluster-terminal"/>
                                 " or exec into a pod below."</p>
+                            <p>"Need more than you hold here? "
+                                <a href=crate::access_requests::request_href(&project, "", &[], Some(&name)) data-testid="cluster-request-access">"Request access"</a>
+                                " for as long as you need it."</p>
                         </section>
                         {writable.then(|| view! { <ManageCluster cluster=c cleanup update/> })}
                     })

@@ -21,11 +21,11 @@ pub fn HomePage() -> impl IntoView {
                     <section class="card" aria-labelledby="access-title">
                         <h2 id="access-title">"Your access"</h2>
                         {if m.grants.is_empty() {
-                            view! { <p class="empty">"You have no roles yet. Ask an administrator to add you to a project."</p> }.into_any()
+                            view! { <p class="empty">"You have no roles yet. Ask an administrator to add you to a project, or "<a href="/access">"request access"</a>"."</p> }.into_any()
                         } else {
                             view! {
                                 <table class="table" data-testid="my-grants">
-                                    <thead><tr><th>"Role"</th><th>"Scope"</th><th>"Project"</th><th>"Namespaces"</th><th>"Via"</th></tr></thead>
+                                    <thead><tr><th>"Role"</th><th>"Scope"</th><th>"Project"</th><th>"Namespaces"</th><th>"Via"</th><th>"Time left"</th></tr></thead>
                                     <tbody>
                                         {m.grants.iter().map(|g| view! {
                                             <tr>
@@ -34,10 +34,15 @@ pub fn HomePage() -> impl IntoView {
                                                 <td>{g.project.clone().unwrap_or_else(|| "all".into())}</td>
                                                 <td>{g.namespaces.join(", ")}</td>
                                                 <td>{g.via.clone()}</td>
+                                                <td data-testid="grant-time-left">{match &g.expires_at {
+                                                    Some(at) => view! { <span class="tag tag-warn" title=at.clone()>{crate::bindings::time_left_rfc3339(at)}</span> }.into_any(),
+                                                    None => view! { <span class="muted">"permanent"</span> }.into_any(),
+                                                }}</td>
                                             </tr>
                                         }).collect_view()}
                                     </tbody>
                                 </table>
+                                <p><a href="/access" data-testid="request-more-access">"Request more access…"</a></p>
                             }.into_any()
                         }}
                     </section>

@@ -318,7 +318,7 @@ fn MyTools(
                 })}
             </div>
             {if none {
-                view! { <p class="empty" data-testid="no-kube-clusters">"No cluster is open to you through kubectl. A project administrator grants access with a role binding on a project that owns or shares a cluster."</p> }.into_any()
+                view! { <p class="empty" data-testid="no-kube-clusters">"No cluster is open to you through kubectl. A project administrator grants access with a role binding on a project that owns or shares a cluster, or "<a href="/access" data-testid="request-access-link">"request access"</a>" for as long as you need it."</p> }.into_any()
             } else {
                 view! {
                     <table class="table" data-testid="my-clusters">

@@ -14,6 +14,9 @@ pub type MeResource = Resource<Result<Option<Me>, AppError>>;
 pub fn ConsoleLayout() -> impl IntoView {
     let me: MeResource = Resource::new(|| (), |_| get_me());
     provide_context(me);
+    // The access-request inbox's badge (created here, beside `me`, so that server and browser
+    // resolve the two in the same order).
+    let inbox = Resource::new(|| (), |_| crate::access_requests::get_access_inbox());
     crate::terminal::provide_drawer();
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
@@ -23,6 +26,9 @@ pub fn ConsoleLayout() -> impl IntoView {
                 <A href="/" exact=true>"Overview"</A>
                 <Suspense fallback=|| ()>
                     {move || me.get().and_then(|r| r.ok()).flatten().map(|m| view! { <NavLinks me=m/> })}
+                </Suspense>
+                <Suspense fallback=|| ()>
+                    {move || inbox.get().and_then(|r| r.ok()).map(|i| view! { <crate::access_requests::AccessNavLink inbox=i/> })}
                 </Suspense>
             </nav>
             <Suspense fallback=|| ()>

@@ -2,6 +2,7 @@
 //! `ssr` feature; the same crate compiles to WASM for hydration.
 #![recursion_limit = "512"]
 
+pub mod access_requests;
 pub mod apikeys;
 pub mod audit;
 pub mod auth;
@@ -112,6 +113,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/access") view=access_requests::AccessRequestsPage/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/me/mfa") view=mfa::MyMfaPage ssr=SsrMode::InOrder/>

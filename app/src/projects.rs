@@ -148,12 +148,18 @@ pub fn ProjectPage() -> impl IntoView {
     let update = ServerAction::<UpdateProject>::new();
     let updated = success_count(update);
     let project = Resource::new(move || (name(), updated.get()), |(n, _)| get_project(n));
+    let set_approvers = ServerAction::<crate::access_requests::SetApproverGroup>::new();
+    let approvers_saved = success_count(set_approvers);
+    let approvers = Resource::new(
+        move || (name(), approvers_saved.get()),
+        |(n, _)| crate::access_requests::get_approver_group(n),
+    );
     view! {
         <p class="crumbs"><a href="/projects">"Projects"</a></p>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match project.await {
-                    Ok(p) => view! { <ProjectView project=p update/> }.into_any(),
+                    Ok(p) => view! { <ProjectView project=p update approvers set_approvers/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
@@ -162,11 +168,17 @@ pub fn ProjectPage() -> impl IntoView {
 }
 
 #[component]
-fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl IntoView {
+fn ProjectView(
+    project: ProjectDto,
+    update: ServerAction<UpdateProject>,
+    approvers: crate::access_requests::ApproverGroupResource,
+    set_approvers: ServerAction<crate::access_requests::SetApproverGroup>,
+) -> impl IntoView {
     let me = expect_context::<MeResource>();
     let name = project.name.clone();
     let n1 = name.clone();
     let n2 = name.clone();
+    let n3 = name.clone();
     view! {
         <h1>"Project " <span data-testid="project-name">{project.name.clone()}</span></h1>
         <p class="muted">{if project.description.is_empty() { "No description.".to_owned() } else { project.description.clone() }}</p>
@@ -179,7 +191,17 @@ fn ProjectView(project: ProjectDto, update: ServerAction<UpdateProject>) -> impl
                 })
             }}
         </Transition>
-        <ProjectMembers project=name/>
+        <ProjectMembers project=name.clone()/>
+        <Transition fallback=|| ()>
+            {move || {
+                let n3 = n3.clone();
+                Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    let writable = can_in(&me, "project.write", &n3);
+                    Some(view! { <crate::access_requests::ApproverGroupCard project=n3 writable current=approvers action=set_approvers/> })
+                })
+            }}
+        </Transition>
         <Transition fallback=|| ()>
             {move || {
                 let n2 = n2.clone();

@@ -48,6 +48,12 @@ pub fn SettingsPage() -> impl IntoView {
     let action = ServerAction::<UpdateSettings>::new();
     let saved = success_count(action);
     let settings = Resource::new(move || saved.get(), |_| get_settings());
+    let jit_action = ServerAction::<crate::access_requests::UpdateJitSettings>::new();
+    let jit_saved = success_count(jit_action);
+    let jit = Resource::new(
+        move || jit_saved.get(),
+        |_| crate::access_requests::get_jit_settings(),
+    );
     view! {
         <h1>"Settings"</h1>
         <Transition fallback=Loading>
@@ -56,6 +62,16 @@ pub fn SettingsPage() -> impl IntoView {
                 match settings.await {
                     Ok(s) => view! { <SettingsForm settings=s action writable/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                let writable = me_of(me.await).is_some_and(|m| can(&m, "settings.write"));
+                match jit.await {
+                    Ok(s) => view! { <crate::access_requests::JitSettingsForm settings=s action=jit_action writable/> }.into_any(),
+                    // The settings card above already says why.
+                    Err(_) => ().into_any(),
                 }
             })}
         </Transition>

@@ -536,3 +536,55 @@ pub fn me_of(r: Result<Option<Me>, AppError>) -> Option<Me> {
 pub fn Loading() -> impl IntoView {
     view! { <p class="muted" aria-busy="true">"Loading…"</p> }
 }
+
+/// Milliseconds since the Unix epoch of a UTC RFC 3339 time as Warden writes them
+/// (`2026-01-31T10:22:05Z`, optionally with a fraction of a second).
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.trim().strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (time, ""),
+    };
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let ms = format!("{frac:0<3}").get(..3)?.parse::<i64>().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+/// Now, in milliseconds since the Unix epoch (the browser's clock once hydrated).
+pub fn now_ms() -> i64 {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now() as i64
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod jit_time_tests {
+    #[test]
+    fn parses_warden_times() {
+        assert_eq!(super::parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            super::parse_rfc3339_ms("2026-12-01T10:00:00.5Z"),
+            Some(1_796_119_200_500)
+        );
+        assert_eq!(super::parse_rfc3339_ms("nonsense"), None);
+    }
+}

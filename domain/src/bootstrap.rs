@@ -108,6 +108,7 @@ pub async fn run(
         description: "The default project".into(),
         created_at: now.millis(),
         updated_at: now.millis(),
+        approver_group_id: None,
     })
     .insert(&tx)
     .await?;
@@ -145,6 +146,9 @@ pub async fn run(
         project_id: None,
         namespaces: "[]".into(),
         created_at: now.millis(),
+        expires_at: None,
+        expiry_recorded_at: None,
+        access_request_id: None,
     })
     .insert(&tx)
     .await?;

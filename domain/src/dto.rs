@@ -39,6 +39,9 @@ pub struct EffectiveGrant {
     /// The role and binding that grant these permissions.
     pub role: String,
     pub via: String,
+    /// When the grant ends (RFC 3339); absent for a permanent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -328,6 +331,12 @@ pub struct BindingDto {
     pub project: Option<String>,
     pub namespaces: Vec<String>,
     pub created_at: String,
+    /// When the grant ends (RFC 3339); absent for a permanent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// The access request whose approval created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_request: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -344,6 +353,13 @@ pub struct CreateBindingRequest {
     /// components: it is refused unless this is `true`.
     #[serde(default)]
     pub confirm_system_namespaces: bool,
+    /// When the grant ends (RFC 3339, in the future). Absent: until removed, unless the
+    /// organization requires an expiry for the role.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Or: the grant ends this many seconds from now (the console's presets).
+    #[serde(default)]
+    pub expires_in_secs: Option<i64>,
 }
 
 /// Namespaces of the cluster itself: grants there need an explicit confirmation.
@@ -954,3 +970,6 @@ pub struct MfaStatus {
     pub enabled: bool,
     pub recovery_codes_left: usize,
 }
+/// Just-in-time access: time-bound grants, access requests, their settings.
+pub mod jit;
+pub use jit::*;

@@ -1,4 +1,5 @@
 //! sea-orm entities. Server-side only: never sent to a browser (see `dto`).
+pub mod access_requests;
 pub mod api_keys;
 pub mod audit_events;
 pub mod audit_head;
@@ -11,6 +12,7 @@ pub mod clusters;
 pub mod group_members;
 pub mod groups;
 pub mod identity_providers;
+pub mod jit_settings;
 pub mod kube_credentials;
 pub mod kube_service_accounts;
 pub mod kube_users;

@@ -22,6 +22,8 @@ pub struct Services {
     pub cluster_reads: crate::cluster_reads::ClusterReadHooks,
     /// Single sign-on: the master key's sealer (set at start-up) and the providers' cache.
     pub sso: crate::sso::SsoHooks,
+    /// Just-in-time access: the webhook notifier, set at start-up.
+    pub jit: crate::admin::access_requests::JitHooks,
 }
 
 impl Services {
@@ -31,7 +33,7 @@ impl Services {
         audit: SharedAuditSink,
         public_url: String,
     ) -> Arc<Self> {
-        let policy = AccessPolicy::new(db.clone(), audit.clone());
+        let policy = AccessPolicy::new(db.clone(), audit.clone(), clock.clone());
         Arc::new(Self {
             db,
             clock,
@@ -42,6 +44,7 @@ impl Services {
             streams: Default::default(),
             cluster_reads: Default::default(),
             sso: Default::default(),
+            jit: Default::default(),
         })
     }
 

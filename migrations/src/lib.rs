@@ -12,6 +12,7 @@ mod m20261128_000002_clusters;
 mod m20261128_000003_kubeconfig;
 mod m20261130_000004_session_generation;
 mod m20261130_000005_terminal_limits;
+mod m20261201_000001_binding_expiry;
 mod m20261201_000002_identity_providers;
 mod m20261201_000003_mfa;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_kubeconfig::Migration),
             Box::new(m20261130_000004_session_generation::Migration),
             Box::new(m20261130_000005_terminal_limits::Migration),
+            Box::new(m20261201_000001_binding_expiry::Migration),
             Box::new(m20261201_000002_identity_providers::Migration),
             Box::new(m20261201_000003_mfa::Migration),
         ]

@@ -7,6 +7,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod gateway;
+pub mod jit;
 pub mod live;
 pub mod metrics;
 pub mod middleware;

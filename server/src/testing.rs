@@ -422,6 +422,18 @@ impl Client {
         Self::finish(r).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .headers(self.origin_headers())
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::finish(r).await
+    }
+
     pub async fn delete(&self, path: &str) -> Resp {
         let r = self
             .http

@@ -365,6 +365,19 @@ pub fn cluster_refusal(
 }
 
 /// The gate's answer for `intent` on `cluster`: the user's rights there, or why not.
+/// When the user's access to `cluster` is gone because a binding expired: what to tell them
+/// ("your access (role R on project P) expired at T").
+fn expired_grant(eff: &Effective, cluster: &KubeCluster) -> Option<String> {
+    if eff.expired.is_empty() || !kube_access(&eff.with_expired(), cluster).usable() {
+        return None;
+    }
+    let projects: Vec<&String> = cluster.projects().collect();
+    eff.expired_covering(|b| {
+        b.project.is_none() || b.project.as_ref().is_some_and(|p| projects.contains(&p))
+    })
+    .map(|b| b.expired_reason())
+}
+
 pub fn decide_kube(
     eff: &Effective,
     email: &str,
@@ -384,13 +397,16 @@ pub fn decide_kube(
         lost_cluster: false,
     };
     if !access.usable() {
+        // A grant that just expired says so (a binding is kept a day after its expiry).
+        let message = expired_grant(eff, cluster)
+            .unwrap_or_else(|| format!("you have no kubectl access to cluster {}", cluster.name));
         return Err(KubeDenied {
             reason: Some(format!(
                 "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
                 cluster.owner
             )),
             lost_cluster: true,
-            ..deny(format!("you have no kubectl access to cluster {}", cluster.name))
+            ..deny(message)
         });
     }
     let level = access.level(intent.namespace.as_deref());
@@ -489,6 +505,7 @@ mod tests {
             project: project.map(str::to_owned),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
             via: "user".into(),
+            expires_at: None,
         }
     }
 
@@ -527,6 +544,8 @@ mod tests {
                 ),
             ],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let a = kube_access(&eff, &cluster());
         assert!(a.usable() && !a.full && !a.cluster_read);
@@ -549,6 +568,8 @@ mod tests {
                 &[KubeconfigRead, KubectlFullaccess],
             )],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let a = kube_access(&eff, &cluster());
         assert!(a.full && a.org_admin && a.usable());
@@ -578,6 +599,8 @@ mod tests {
                 ),
             ],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         }
     }
 
@@ -670,12 +693,39 @@ mod tests {
                 &[KubeconfigRead, KubectlClusterRead],
             )],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let mut review = ask("create", "selfsubjectaccessreviews", None);
         review.api_group = "authorization.k8s.io".into();
         assert!(decide(&reader, &review).is_ok());
         assert!(decide(&reader, &ask("create", "namespaces", None)).is_err());
         assert!(decide(&reader, &ask("list", "pods", Some("anything"))).is_ok());
+    }
+
+    #[test]
+    fn an_expired_grant_says_when_it_ended() {
+        let mut gone = binding(
+            Scope::Namespace,
+            Some("dev"),
+            &["apple"],
+            &[KubeconfigRead, KubectlNamespaceWrite],
+        );
+        gone.role = "NAMESPACE_ADMIN".into();
+        gone.expires_at = Some(0);
+        let eff = Effective {
+            active: true,
+            bindings: vec![],
+            all_projects: vec![],
+            expired: vec![gone],
+            valid_until: i64::MAX,
+        };
+        let d = decide(&eff, &ask("list", "pods", Some("apple"))).unwrap_err();
+        assert!(d.lost_cluster);
+        assert_eq!(
+            d.message,
+            "your access (role NAMESPACE_ADMIN on namespaces apple of project dev) expired at 1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -689,6 +739,8 @@ mod tests {
                 &[KubeconfigRead, KubectlFullaccess],
             )],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let d = decide(&eff, &KubeIntent::shell()).unwrap_err();
         assert!(d.lost_cluster);
@@ -715,6 +767,8 @@ mod tests {
                 &[KubeconfigRead, KubectlFullaccess],
             )],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         let rules = KubeRules {
             secrets_org_admins_only: true,
@@ -743,6 +797,8 @@ mod tests {
                 &[KubeconfigRead, KubectlFullaccess],
             )],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         };
         assert!(decide_kube(&org_admin, "a@x", &cluster(), &secrets, rules).is_ok());
     }

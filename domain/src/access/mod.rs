@@ -136,6 +136,18 @@ impl Grant {
     }
 }
 
+/// Proof that an active user may act for themselves (see [`AccessPolicy::authorize_self`]).
+#[derive(Debug, Clone)]
+pub struct SelfGrant {
+    epoch: u64,
+}
+
+impl SelfGrant {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     /// The real reason, for the audit log. Callers answer a generic 403.
@@ -153,6 +165,8 @@ pub struct ResolvedBinding {
     pub namespaces: Vec<String>,
     /// `user` or `group NAME`.
     pub via: String,
+    /// When the binding ends (ms, Warden's clock); `None`: until removed.
+    pub expires_at: Option<i64>,
 }
 
 impl ResolvedBinding {
@@ -178,6 +192,28 @@ impl ResolvedBinding {
         }
     }
 
+    /// `role R on project P`, for people.
+    pub fn what(&self) -> String {
+        let at = match (self.scope, &self.project) {
+            (Scope::Organization, _) => "the organization".to_owned(),
+            (Scope::Project, Some(p)) => format!("project {p}"),
+            (Scope::Namespace, Some(p)) => {
+                format!("namespaces {} of project {p}", self.namespaces.join(", "))
+            }
+            _ => "?".to_owned(),
+        };
+        format!("role {} on {at}", self.role)
+    }
+
+    /// What the holder is told once the binding has expired.
+    pub fn expired_reason(&self) -> String {
+        format!(
+            "your access ({}) expired at {}",
+            self.what(),
+            crate::clock::Timestamp(self.expires_at.unwrap_or_default()).rfc3339()
+        )
+    }
+
     fn describe(&self) -> String {
         let at = match (self.scope, &self.project) {
             (Scope::Organization, _) => "the organization".to_owned(),
@@ -201,6 +237,12 @@ pub struct Effective {
     pub bindings: Vec<ResolvedBinding>,
     /// All project names (needed to expand organization-wide grants).
     pub all_projects: Vec<String>,
+    /// Bindings that expired (in the last day and are not yet removed): they grant nothing,
+    /// but tell a refused holder why.
+    pub expired: Vec<ResolvedBinding>,
+    /// When the first of `bindings` expires (ms, Warden's clock; `i64::MAX`: none does). The
+    /// rights hold until then, nothing else changing.
+    pub valid_until: i64,
 }
 
 impl Effective {
@@ -246,6 +288,7 @@ impl Effective {
                 permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),
                 role: b.role.clone(),
                 via: b.via.clone(),
+                expires_at: b.expires_at.map(|t| crate::clock::Timestamp(t).rfc3339()),
             })
             .collect()
     }
@@ -269,13 +312,39 @@ impl Effective {
             .iter()
             .find(|b| b.covers(&action.target, action.permission))
             .map(ResolvedBinding::describe)
-            .ok_or_else(|| format!("no binding grants {}", action.describe()))
+            .ok_or_else(|| {
+                match self.expired_covering(|b| b.covers(&action.target, action.permission)) {
+                    Some(b) => b.expired_reason(),
+                    None => format!("no binding grants {}", action.describe()),
+                }
+            })
+    }
+
+    /// The most recently expired binding that satisfies `f` (to say why access ended).
+    pub fn expired_covering(
+        &self,
+        f: impl Fn(&ResolvedBinding) -> bool,
+    ) -> Option<&ResolvedBinding> {
+        self.expired
+            .iter()
+            .filter(|b| f(b))
+            .max_by_key(|b| b.expires_at)
+    }
+
+    /// These rights as they were before the expired bindings ended (to tell whether an expiry
+    /// is why something is now refused).
+    pub fn with_expired(&self) -> Effective {
+        let mut e = self.clone();
+        e.bindings.extend(self.expired.iter().cloned());
+        e.expired.clear();
+        e
     }
 }
 
 pub struct AccessPolicy {
     db: DatabaseConnection,
     audit: SharedAuditSink,
+    clock: crate::clock::SharedClock,
     epoch: AtomicU64,
     /// Tells holders of live grants (streams, terminals) that the epoch moved, so they are
     /// re-checked at once, idle or not.
@@ -284,10 +353,15 @@ pub struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    pub fn new(db: DatabaseConnection, audit: SharedAuditSink) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        audit: SharedAuditSink,
+        clock: crate::clock::SharedClock,
+    ) -> Self {
         Self {
             db,
             audit,
+            clock,
             epoch: AtomicU64::new(1),
             epoch_tx: tokio::sync::watch::Sender::new(1),
             cache: Mutex::new(HashMap::new()),
@@ -311,17 +385,19 @@ impl AccessPolicy {
         self.epoch_tx.subscribe()
     }
 
-    /// The user's effective rights, from the cache when the epoch has not moved.
+    /// The user's effective rights, from the cache when the epoch has not moved and no
+    /// binding in it has expired since.
     pub async fn effective(&self, user: UserId) -> DomainResult<Arc<Effective>> {
         let epoch = self.epoch();
+        let now = self.clock.now().millis();
         if let Ok(cache) = self.cache.lock() {
             if let Some((e, eff)) = cache.get(&user) {
-                if *e == epoch {
+                if *e == epoch && now < eff.valid_until {
                     return Ok(eff.clone());
                 }
             }
         }
-        let eff = Arc::new(load_effective(&self.db, user).await?);
+        let eff = Arc::new(load_effective(&self.db, user, now).await?);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 10_000 {
                 cache.clear();
@@ -367,6 +443,34 @@ impl AccessPolicy {
                 Err(Denied { reason })
             }
         }
+    }
+
+    /// The gate for self-service: what any active user may do for themselves (ask for access,
+    /// follow and cancel their own requests, read their inbox). `what` names it for the audit
+    /// log. A deactivated (or deleted) user is refused, and the refusal audited.
+    pub async fn authorize_self(&self, who: &Principal, what: &str) -> Result<SelfGrant, Denied> {
+        let epoch = self.epoch();
+        let reason = match self.effective(who.user_id).await {
+            Ok(eff) if eff.active => return Ok(SelfGrant { epoch }),
+            Ok(_) => "the user is deactivated".to_owned(),
+            Err(e) => {
+                tracing::error!(error = %e, "authorization lookup failed; denying");
+                "authorization lookup failed".to_owned()
+            }
+        };
+        let ev = AuditEvent::new(
+            AuditKind::Console,
+            who.actor(),
+            who.session_type,
+            format!("authorize:{what}"),
+            Outcome::Denied,
+        )
+        .reason(reason.clone())
+        .request(who.request.clone());
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!(error = %e, "could not audit a denial");
+        }
+        Err(Denied { reason })
     }
 
     /// The gate for Kubernetes: what `user` may do on `cluster` for `intent` now, or why not.
@@ -416,12 +520,22 @@ impl AccessPolicy {
     }
 }
 
-async fn load_effective(db: &DatabaseConnection, user: UserId) -> DomainResult<Effective> {
+/// How long an expired binding is kept (to tell its holder why access ended) before the
+/// expiry job removes it.
+pub const EXPIRED_KEPT_MS: i64 = 24 * 3600 * 1000;
+
+async fn load_effective(
+    db: &DatabaseConnection,
+    user: UserId,
+    now: i64,
+) -> DomainResult<Effective> {
     let Some(u) = users::Entity::find_by_id(user.to_string()).one(db).await? else {
         return Ok(Effective {
             active: false,
             bindings: vec![],
             all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
         });
     };
     let active = u.status == crate::users::STATUS_ACTIVE;
@@ -511,13 +625,29 @@ async fn load_effective(db: &DatabaseConnection, user: UserId) -> DomainResult<E
             project,
             namespaces,
             via,
+            expires_at: b.expires_at,
         });
     }
     resolved.sort_by(|a, b| (a.scope, &a.project, &a.role).cmp(&(b.scope, &b.project, &b.role)));
+    // A binding stops granting at its expiry, whether or not the expiry job has run yet.
+    let (resolved, expired): (Vec<_>, Vec<_>) = resolved
+        .into_iter()
+        .partition(|b| b.expires_at.is_none_or(|t| now < t));
+    let expired = expired
+        .into_iter()
+        .filter(|b| b.expires_at.is_some_and(|t| now - t < EXPIRED_KEPT_MS))
+        .collect();
+    let valid_until = resolved
+        .iter()
+        .filter_map(|b| b.expires_at)
+        .min()
+        .unwrap_or(i64::MAX);
     Ok(Effective {
         active,
         bindings: resolved,
         all_projects: project_map.into_values().collect(),
+        expired,
+        valid_until,
     })
 }
 
@@ -558,4 +688,59 @@ pub async fn audit_scope(
             .await?;
     }
     Ok(Some(projects.into_iter().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns_admin(expires_at: Option<i64>) -> ResolvedBinding {
+        ResolvedBinding {
+            binding_id: "b1".into(),
+            role: "NAMESPACE_ADMIN".into(),
+            scope: Scope::Namespace,
+            permissions: [Permission::KubectlNamespaceWrite, Permission::ProjectRead]
+                .into_iter()
+                .collect(),
+            project: Some("dev".into()),
+            namespaces: vec!["apple".into()],
+            via: "user".into(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_expired_binding_grants_nothing_and_says_why() {
+        let action = Action::namespace(Permission::KubectlNamespaceWrite, "dev", "apple");
+        let live = Effective {
+            active: true,
+            bindings: vec![ns_admin(Some(2_000))],
+            all_projects: vec!["dev".into()],
+            expired: vec![],
+            valid_until: 2_000,
+        };
+        assert!(live.decide(&action).is_ok());
+        assert_eq!(
+            live.grants()[0].expires_at.as_deref(),
+            Some("1970-01-01T00:00:02Z")
+        );
+        let gone = Effective {
+            bindings: vec![],
+            expired: vec![ns_admin(Some(2_000))],
+            valid_until: i64::MAX,
+            ..live.clone()
+        };
+        let reason = gone.decide(&action).unwrap_err();
+        assert_eq!(
+            reason,
+            "your access (role NAMESPACE_ADMIN on namespaces apple of project dev) expired at 1970-01-01T00:00:02Z"
+        );
+        assert!(gone.with_expired().decide(&action).is_ok());
+        // Elsewhere, the usual reason.
+        let other = Action::namespace(Permission::KubectlNamespaceWrite, "dev", "banana");
+        assert!(gone
+            .decide(&other)
+            .unwrap_err()
+            .starts_with("no binding grants"));
+    }
 }

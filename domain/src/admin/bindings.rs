@@ -82,6 +82,8 @@ impl Names {
                 .and_then(|p| self.projects.get(p).cloned()),
             namespaces: serde_json::from_str(&b.namespaces).unwrap_or_default(),
             created_at: ts(b.created_at),
+            expires_at: b.expires_at.map(ts),
+            access_request: b.access_request_id.clone(),
         }
     }
 }
@@ -229,6 +231,44 @@ pub(crate) async fn refuse_escalation(
     Ok(())
 }
 
+/// Bindings still in force at `now` (expired ones are kept a day to explain the expiry).
+pub fn live(now: crate::clock::Timestamp) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(bindings::Column::ExpiresAt.is_null())
+        .add(bindings::Column::ExpiresAt.gt(now.millis()))
+}
+
+/// The longest a grant may last when it has an expiry (a year).
+pub const MAX_EXPIRY_SECS: i64 = 366 * 24 * 3600;
+
+/// `expires_at` (RFC 3339) or `expires_in_secs`, in the future and within a year.
+fn parse_expiry(
+    req: &CreateBindingRequest,
+    now: crate::clock::Timestamp,
+) -> Result<Option<i64>, String> {
+    let at = match (&req.expires_at, req.expires_in_secs) {
+        (Some(_), Some(_)) => return Err("give expires_at or expires_in_secs, not both".into()),
+        (Some(s), None) if s.trim().is_empty() => return Ok(None),
+        (Some(s), None) => {
+            let t = time::OffsetDateTime::parse(
+                s.trim(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|_| format!("{s:?} is not an RFC 3339 time"))?;
+            crate::clock::Timestamp::from_offset(t).millis()
+        }
+        (None, Some(secs)) => now.millis().saturating_add(secs.saturating_mul(1000)),
+        (None, None) => return Ok(None),
+    };
+    if at <= now.millis() {
+        return Err("must be in the future".into());
+    }
+    if at - now.millis() > MAX_EXPIRY_SECS * 1000 {
+        return Err("must be within a year".into());
+    }
+    Ok(Some(at))
+}
+
 pub async fn create(
     svc: &Services,
     who: &Principal,
@@ -320,6 +360,21 @@ pub async fn create(
     if req.subject.kind != "user" && req.subject.kind != "group" {
         fields.insert("subject.kind".into(), "must be user or group".into());
     }
+    let now = svc.clock.now();
+    let expires_at = match parse_expiry(&req, now) {
+        Ok(e) => e,
+        Err(msg) => {
+            fields.insert("expires_at".into(), msg);
+            None
+        }
+    };
+    if let Some(r) = &role {
+        if let Err(msg) =
+            super::jit_settings::check_required_expiry(svc, &r.name, expires_at, now).await?
+        {
+            fields.insert("expires_at".into(), msg);
+        }
+    }
     if !fields.is_empty() {
         return Err(DomainError::Invalid { fields });
     }
@@ -389,6 +444,14 @@ pub async fn create(
         .filter(bindings::Column::Namespaces.eq(ns_json.clone()))
         .one(&svc.db)
         .await?;
+    // An expired binding of the same shape is only kept to explain the expiry: replace it.
+    let dup = match dup {
+        Some(d) if d.expires_at.is_some_and(|t| t <= now.millis()) => {
+            bindings::Entity::delete_by_id(d.id).exec(&svc.db).await?;
+            None
+        }
+        d => d,
+    };
     if dup.is_some() {
         return Err(DomainError::conflict(
             "role",
@@ -403,7 +466,10 @@ pub async fn create(
         role_id: role.id.clone(),
         project_id: project.as_ref().map(|p| p.id.clone()),
         namespaces: ns_json,
-        created_at: svc.clock.now().millis(),
+        created_at: now.millis(),
+        expires_at,
+        expiry_recorded_at: None,
+        access_request_id: None,
     })
     .insert(&svc.db)
     .await?;
@@ -440,6 +506,7 @@ pub async fn list(
     }
     let names = Names::load(&svc.db).await?;
     let rows = bindings::Entity::find()
+        .filter(live(svc.clock.now()))
         .order_by_asc(bindings::Column::CreatedAt)
         .all(&svc.db)
         .await?;
@@ -499,4 +566,78 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     )
     .await?;
     Ok(())
+}
+
+/// Ends the grants whose time is up: each expired binding is audited once
+/// (`binding.expired`, by the system), the authorization epoch moves so every live stream and
+/// terminal that depended on it is re-checked at once (the gate already ignores it), and
+/// bindings expired for more than a day are removed. Returns how many grants ended now. The
+/// server runs this every second (`server/src/jit.rs`).
+pub async fn expire_due(svc: &Services) -> DomainResult<usize> {
+    use sea_orm::{IntoActiveModel, Set};
+    let now = svc.clock.now();
+    let due = bindings::Entity::find()
+        .filter(bindings::Column::ExpiresAt.lte(now.millis()))
+        .filter(bindings::Column::ExpiryRecordedAt.is_null())
+        .all(&svc.db)
+        .await?;
+    let mut ended = 0;
+    if !due.is_empty() {
+        let names = Names::load(&svc.db).await?;
+        for b in due {
+            let dto = names.dto(&b);
+            let mut a = b.clone().into_active_model();
+            a.expiry_recorded_at = Set(Some(now.millis()));
+            // Only the first of several Wardens records it.
+            let updated = bindings::Entity::update_many()
+                .set(a)
+                .filter(bindings::Column::Id.eq(b.id.clone()))
+                .filter(bindings::Column::ExpiryRecordedAt.is_null())
+                .exec(&svc.db)
+                .await?;
+            if updated.rows_affected == 0 {
+                continue;
+            }
+            ended += 1;
+            let mut ev = crate::audit::AuditEvent::new(
+                crate::audit::AuditKind::System,
+                crate::audit::Actor::System,
+                crate::audit::SessionType::System,
+                "binding.expired",
+                crate::audit::Outcome::Allowed,
+            )
+            .resource("binding", describe(&dto))
+            .reason(format!(
+                "the grant expired at {}",
+                dto.expires_at.clone().unwrap_or_default()
+            ))
+            .details(json!({ "before": dto, "after": null, "binding_id": b.id }));
+            if let Some(p) = &dto.project {
+                ev = ev.project(p.clone());
+            }
+            svc.audit.record(ev).await?;
+        }
+        if ended > 0 {
+            svc.policy.bump();
+        }
+    }
+    let gone = bindings::Entity::delete_many()
+        .filter(bindings::Column::ExpiresAt.lte(now.millis() - crate::access::EXPIRED_KEPT_MS))
+        .exec(&svc.db)
+        .await?;
+    if gone.rows_affected > 0 {
+        svc.policy.bump();
+    }
+    Ok(ended)
+}
+
+/// When the next binding expires (ms), to sleep until then.
+pub async fn next_expiry(svc: &Services) -> DomainResult<Option<i64>> {
+    Ok(bindings::Entity::find()
+        .filter(bindings::Column::ExpiresAt.is_not_null())
+        .filter(bindings::Column::ExpiryRecordedAt.is_null())
+        .order_by_asc(bindings::Column::ExpiresAt)
+        .one(&svc.db)
+        .await?
+        .and_then(|b| b.expires_at))
 }

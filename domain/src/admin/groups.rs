@@ -195,6 +195,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
     }
     let uses = bindings::Entity::find()
         .filter(bindings::Column::GroupId.eq(g.id.clone()))
+        .filter(super::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?;
     if !uses.is_empty() {
@@ -238,6 +239,7 @@ pub async fn add_member(
     // them (themselves included) must hold all of it where it applies.
     let uses = bindings::Entity::find()
         .filter(bindings::Column::GroupId.eq(g.id.clone()))
+        .filter(super::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?;
     let handouts = super::bindings::handouts(&svc.db, &uses, None).await?;

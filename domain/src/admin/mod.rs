@@ -3,11 +3,13 @@
 //! the gate first, then acts, then audits with before and after values, then bumps the
 //! authorization epoch when a decision may have changed.
 
+pub mod access_requests;
 pub mod api_keys;
 pub mod bindings;
 pub mod clusters;
 pub mod groups;
 pub mod identity_providers;
+pub mod jit_settings;
 pub mod kubeconfig;
 pub mod org_settings;
 pub mod projects;

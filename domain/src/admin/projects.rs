@@ -94,6 +94,7 @@ pub async fn create(
         description,
         created_at: now,
         updated_at: now,
+        approver_group_id: None,
     })
     .insert(&svc.db)
     .await

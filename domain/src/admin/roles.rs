@@ -262,6 +262,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
     }
     let uses = bindings::Entity::find()
         .filter(bindings::Column::RoleId.eq(m.id.clone()))
+        .filter(super::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?;
     if !uses.is_empty() {
@@ -276,6 +277,11 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         ));
     }
     let before = to_dto(&m);
+    // Expired bindings of the role (kept only to explain their expiry) go with it.
+    bindings::Entity::delete_many()
+        .filter(bindings::Column::RoleId.eq(m.id.clone()))
+        .exec(&svc.db)
+        .await?;
     roles::Entity::delete_by_id(m.id.clone())
         .exec(&svc.db)
         .await?;

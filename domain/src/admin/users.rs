@@ -89,6 +89,7 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
         .collect();
     let names = Names::load(&svc.db).await?;
     let all_bindings: Vec<(bindings::Model, BindingDto)> = bindings::Entity::find()
+        .filter(super::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?
         .into_iter()
@@ -174,11 +175,13 @@ pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainRe
     let names = Names::load(&svc.db).await?;
     let mut rows = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(u.id.clone()))
+        .filter(super::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?;
     rows.extend(
         bindings::Entity::find()
             .filter(bindings::Column::GroupId.is_in(gids))
+            .filter(super::bindings::live(svc.clock.now()))
             .all(&svc.db)
             .await?,
     );

@@ -13,6 +13,12 @@ pub struct Model {
     /// JSON array of namespace names (empty unless the role is namespace-scoped).
     pub namespaces: String,
     pub created_at: i64,
+    /// When the grant ends (ms); `None`: until removed.
+    pub expires_at: Option<i64>,
+    /// When Warden ended the grant at its expiry and audited it.
+    pub expiry_recorded_at: Option<i64>,
+    /// The access request whose approval created the binding.
+    pub access_request_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,8 @@ pub struct Model {
     pub description: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The group whose members approve access requests (`None`: the project's admins).
+    pub approver_group_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

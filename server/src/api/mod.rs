@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: thin handlers over the domain layer. The route table below
 //! also generates the OpenAPI document (`GET /api/v1/openapi.json`).
 
+mod access_requests;
 mod access_routes;
 mod audit;
 pub mod auth;
@@ -63,6 +64,19 @@ crate::endpoints! {
     get "/bindings" => a::list_bindings, "bindings", "Role bindings visible to the caller", 200, resp = Page<BindingDto>, query = BindingQuery;
     post "/bindings" => a::create_binding, "bindings", "Bind a user or group to a role at organization, project or namespace scope", 201, req = CreateBindingRequest, resp = BindingDto;
     delete "/bindings/{id}" => a::delete_binding, "bindings", "Remove a binding", 204;
+    post "/access-requests" => access_requests::create_access_request, "access-requests", "Ask for a role in a project (optionally on namespaces, naming a cluster) for a duration, with a reason", 201, req = CreateAccessRequest, resp = AccessRequestDto;
+    post "/access-requests/break-glass" => access_requests::break_glass_access, "access-requests", "Take a break-glass role at once, without approval, for at most its maximum, giving a reason; every organization administrator is alerted", 201, req = CreateAccessRequest, resp = AccessRequestDto;
+    get "/access-requests" => access_requests::list_access_requests, "access-requests", "The caller's requests and those they may decide (scope=mine|approvals|all, status)", 200, resp = Page<AccessRequestDto>, query = AccessRequestQuery;
+    get "/access-requests/inbox" => access_requests::get_access_inbox, "access-requests", "The console's badge: pending requests the caller may decide, and their own pending ones", 200, resp = AccessInbox;
+    get "/access-requests/{id}" => access_requests::get_access_request, "access-requests", "One request (its requester and approvers only)", 200, resp = AccessRequestDto;
+    post "/access-requests/{id}/approve" => access_requests::approve_access_request, "access-requests", "Approve (optionally for less time, with a comment); the last approval needed creates a time-bound binding", 200, req = DecideAccessRequest, resp = AccessRequestDto;
+    post "/access-requests/{id}/deny" => access_requests::deny_access_request, "access-requests", "Deny, with a comment", 200, req = DecideAccessRequest, resp = AccessRequestDto;
+    post "/access-requests/{id}/cancel" => access_requests::cancel_access_request, "access-requests", "The requester withdraws a pending request", 200, resp = AccessRequestDto;
+    post "/access-requests/{id}/revoke" => access_requests::revoke_access_request, "access-requests", "End an approved grant before its expiry (its live streams end at once)", 200, req = DecideAccessRequest, resp = AccessRequestDto;
+    get "/settings/jit" => access_requests::get_jit_settings, "settings", "Just-in-time access settings: required expiry per role, request lifetime, two approvals for write roles, webhook", 200, resp = JitSettingsDto;
+    patch "/settings/jit" => access_requests::update_jit_settings, "settings", "Change the just-in-time access settings", 200, req = UpdateJitSettingsRequest, resp = JitSettingsDto;
+    get "/projects/{name}/approver-group" => access_requests::get_approver_group, "projects", "The group whose members approve the project's access requests (beside its admins)", 200, resp = ApproverGroupDto;
+    put "/projects/{name}/approver-group" => access_requests::set_approver_group, "projects", "Set or clear the project's approver group (project.write)", 200, req = ApproverGroupDto, resp = ApproverGroupDto;
     get "/api-keys" => a::list_api_keys, "api-keys", "The caller's API keys", 200, resp = Page<ApiKeyDto>;
     post "/api-keys" => a::create_api_key, "api-keys", "Create an API key (the secret is returned once)", 201, req = CreateApiKeyRequest, resp = CreatedApiKey;
     delete "/api-keys/{id}" => a::revoke_api_key, "api-keys", "Revoke one of the caller's API keys", 204;

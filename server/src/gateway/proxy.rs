@@ -374,7 +374,8 @@ pub async fn handle(
             };
         }
     };
-    let Authorized { adm, access } = authorized;
+    let authorized_until = authorized.valid_until();
+    let Authorized { adm, access, .. } = authorized;
     if let Some(ev) = ctx.ev.as_mut() {
         ev.actor = Actor::User {
             id: user_id,
@@ -459,7 +460,7 @@ pub async fn handle(
         cluster: cluster.name.clone(),
         info: info.clone(),
         epoch,
-        valid_until: adm.valid_until(),
+        valid_until: authorized_until,
     });
     let words = Words {
         email: &user.email,
@@ -591,7 +592,7 @@ impl LiveSpec {
                 )
                 .await
                 {
-                    Ok(a) => Ok(a.adm.valid_until()),
+                    Ok(a) => Ok(a.valid_until()),
                     Err(r) => Err(r.message),
                 }
             })
@@ -703,6 +704,15 @@ pub(crate) enum Via<'a> {
 pub(crate) struct Authorized {
     pub adm: Arc<Admission>,
     pub access: KubeAccess,
+    /// When the first binding behind the user's rights expires (ms; `i64::MAX`: none does).
+    pub grants_until: i64,
+}
+
+impl Authorized {
+    /// Until when (ms, Warden's clock) the decision holds, nothing else changing.
+    pub(crate) fn valid_until(&self) -> i64 {
+        self.adm.valid_until().min(self.grants_until)
+    }
 }
 
 /// Steps 2-6 for a credential's request on a cluster: the admission (user active, credential
@@ -761,13 +771,39 @@ pub(crate) async fn authorize(
             )
             .of(user, user_id)
         })?;
-    let access = decision.map_err(|d| Refusal {
-        project: Some(d.project),
-        lost_cluster: d.lost_cluster.then(|| cluster.clone()),
-        reason: d.reason,
-        ..Refusal::deny(StatusCode::FORBIDDEN, d.message).of(user, user_id)
+    // Losing every grant on the cluster: the refusal carries a link to a pre-filled access
+    // request (issue 17).
+    let base = gw.services.public_url.trim_end_matches('/');
+    let access = decision.map_err(|d| {
+        let message = if d.lost_cluster {
+            format!(
+                "{}; request access at {base}/access?project={}&cluster={}",
+                d.message, cluster.owner, cluster.name
+            )
+        } else {
+            d.message
+        };
+        Refusal {
+            project: Some(d.project),
+            lost_cluster: d.lost_cluster.then(|| cluster.clone()),
+            reason: d.reason,
+            ..Refusal::deny(StatusCode::FORBIDDEN, message).of(user, user_id)
+        }
     })?;
-    Ok(Authorized { adm, access })
+    // When the first time-bound grant behind these rights ends (the user's rights are cached
+    // per epoch: this is no second lookup).
+    let grants_until = gw
+        .services
+        .policy
+        .effective(user_id)
+        .await
+        .map(|e| e.valid_until)
+        .unwrap_or(i64::MAX);
+    Ok(Authorized {
+        adm,
+        access,
+        grants_until,
+    })
 }
 
 /// Steps 2-4 from the database: the user is active, the credential is neither revoked nor

@@ -513,9 +513,14 @@ async fn open(
         "cluster": cluster.name,
         "namespace": namespace,
         "identity": identity,
-        "expires_at": expires_at,
+        // The status line counts down to the limit that applies: the terminal's own, or the
+        // expiry of a time-bound grant behind it, whichever comes first.
+        "expires_at": expires_at.min(authorized.grants_until),
         "terminal_id": guard.id(),
     });
+    if authorized.grants_until < expires_at {
+        ready["grant_expires_at"] = json!(authorized.grants_until);
+    }
     if let Some(pod) = &q.pod {
         ready["pod"] = json!(pod);
         ready["container"] = json!(q.container);
@@ -566,8 +571,9 @@ fn terminal_check(
                 None => Via::Console,
             };
             match authorize(&state.gateway, via, user_id, &cluster, &info, epoch).await {
-                // The session is re-checked at least every minute (idle/absolute limits).
-                Ok(_) => Ok(state.services.clock.now().millis() + 60_000),
+                // The session is re-checked at least every minute (idle/absolute limits),
+                // and when a grant behind it expires.
+                Ok(a) => Ok((state.services.clock.now().millis() + 60_000).min(a.grants_until)),
                 Err(r) => Err(r.message),
             }
         })

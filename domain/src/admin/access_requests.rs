@@ -1,0 +1,1283 @@
+//! Access requests (issue 17): a user asks for a role in a project (optionally on namespaces,
+//! optionally naming one cluster) for a while, with a reason; an approver approves (optionally
+//! for less time) or denies, with a comment; approval creates a time-bound binding at once.
+//!
+//! Approvers are the project's administrators (`project.write` on it) and the members of the
+//! project's approver group, never the requester (not even through a group). An organization
+//! setting can require two approvers for write roles. Pending requests lapse after the
+//! organization's request lifetime (default 24 h); the requester may cancel theirs; an approver
+//! may revoke an approved grant early. Every step is an audit event whose resource is the
+//! request (`access_request`, its id), so the audit page shows a request's whole story.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use super::ts;
+use crate::access::{Action, Principal, Target};
+use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
+use crate::clock::Timestamp;
+use crate::dto::{
+    jit_duration, AccessInbox, AccessRequestDto, AccessRequestQuery, ApprovalDto, ApproverGroupDto,
+    CreateAccessRequest, DecideAccessRequest, Page,
+};
+use crate::entities::{access_requests, bindings, group_members, groups, projects, roles, users};
+use crate::error::{DomainError, DomainResult};
+use crate::ids::BindingId;
+use crate::permissions::{Permission, Scope};
+use crate::types::DnsLabel;
+use crate::Services;
+
+pub const PENDING: &str = "pending";
+pub const APPROVED: &str = "approved";
+pub const DENIED: &str = "denied";
+pub const CANCELLED: &str = "cancelled";
+pub const EXPIRED: &str = "expired";
+pub const REVOKED: &str = "revoked";
+
+/// The shortest grant one may ask for.
+pub const MIN_DURATION_SECS: i64 = 60;
+
+/// Where request events go besides the audit log: the server posts them to the
+/// organization's webhook (with retries).
+pub trait Notifier: Send + Sync {
+    fn notify(&self, url: String, payload: serde_json::Value);
+}
+
+/// What the access-request use cases need from the running server; empty until start-up.
+#[derive(Default)]
+pub struct JitHooks {
+    notifier: OnceLock<Arc<dyn Notifier>>,
+}
+
+impl JitHooks {
+    pub fn set_notifier(&self, n: Arc<dyn Notifier>) {
+        let _ = self.notifier.set(n);
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Approval {
+    user_id: String,
+    email: String,
+    comment: Option<String>,
+    at: i64,
+}
+
+/// A role that changes things: any `*.write` permission or full kubectl access.
+pub fn is_write_role(role: &roles::Model) -> bool {
+    super::bindings::granted_by(role)
+        .iter()
+        .any(|p| p.name().ends_with(".write") || *p == Permission::KubectlFullaccess)
+}
+
+struct Ctx {
+    project: projects::Model,
+    role: roles::Model,
+    requester: String,
+    approvals: Vec<Approval>,
+    needed: u32,
+}
+
+async fn context(svc: &Services, r: &access_requests::Model) -> DomainResult<Ctx> {
+    let project = projects::Entity::find_by_id(r.project_id.clone())
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("access request"))?;
+    let role = roles::Entity::find_by_id(r.role_id.clone())
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("access request"))?;
+    let requester = users::Entity::find_by_id(r.requester_id.clone())
+        .one(&svc.db)
+        .await?
+        .map(|u| u.email)
+        .unwrap_or_default();
+    let settings = super::jit_settings::load(&svc.db).await?;
+    let needed = if settings.two_approvals_for_write && is_write_role(&role) {
+        2
+    } else {
+        1
+    };
+    Ok(Ctx {
+        project,
+        role,
+        requester,
+        approvals: serde_json::from_str(&r.approvals).unwrap_or_default(),
+        needed,
+    })
+}
+
+fn to_dto(r: &access_requests::Model, c: &Ctx, can_decide: bool) -> AccessRequestDto {
+    AccessRequestDto {
+        id: r.id.clone(),
+        requester: c.requester.clone(),
+        project: c.project.name.clone(),
+        role: c.role.name.clone(),
+        namespaces: serde_json::from_str(&r.namespaces).unwrap_or_default(),
+        cluster: r.cluster.clone(),
+        duration_secs: r.duration_secs,
+        reason: r.reason.clone(),
+        status: r.status.clone(),
+        approvals: c
+            .approvals
+            .iter()
+            .map(|a| ApprovalDto {
+                approver: a.email.clone(),
+                comment: a.comment.clone(),
+                at: ts(a.at),
+            })
+            .collect(),
+        approvals_needed: c.needed,
+        created_at: ts(r.created_at),
+        expires_at: ts(r.expires_at),
+        decided_at: r.decided_at.map(ts),
+        decided_by: r.decided_by.clone(),
+        decision_comment: r.decision_comment.clone(),
+        binding_id: r.binding_id.clone(),
+        grant_expires_at: r.grant_expires_at.map(ts),
+        can_decide,
+        break_glass: r.break_glass,
+    }
+}
+
+fn describe(r: &access_requests::Model, c: &Ctx) -> String {
+    let ns: Vec<String> = serde_json::from_str(&r.namespaces).unwrap_or_default();
+    let at = if ns.is_empty() {
+        format!("project {}", c.project.name)
+    } else {
+        format!("namespaces {} of project {}", ns.join(", "), c.project.name)
+    };
+    format!(
+        "{} asks for {} on {at} for {}",
+        c.requester,
+        c.role.name,
+        jit_duration(r.duration_secs)
+    )
+}
+
+/// Whether `who` approves requests for `project`: not the requester, and a project
+/// administrator or a member of the project's approver group. No audit.
+async fn approver_via(
+    svc: &Services,
+    who: &Principal,
+    project: &projects::Model,
+) -> DomainResult<Option<&'static str>> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    if eff.holds(
+        Permission::ProjectWrite,
+        &Target::Project(project.name.clone()),
+    ) {
+        return Ok(Some("admin"));
+    }
+    if !eff.active {
+        return Ok(None);
+    }
+    if let Some(g) = &project.approver_group_id {
+        let member = group_members::Entity::find()
+            .filter(group_members::Column::GroupId.eq(g.clone()))
+            .filter(group_members::Column::UserId.eq(who.user_id.to_string()))
+            .one(&svc.db)
+            .await?
+            .is_some();
+        if member {
+            return Ok(Some("group"));
+        }
+    }
+    Ok(None)
+}
+
+/// The gate for deciding on a request: refuses the requester (whatever groups they are in),
+/// then asks the access gate (`project.write` on the project) for administrators, or checks
+/// membership of the approver group. Refusals are audited.
+async fn gate_decide(
+    svc: &Services,
+    who: &Principal,
+    r: &access_requests::Model,
+    c: &Ctx,
+    action: &str,
+) -> DomainResult<()> {
+    svc.policy
+        .authorize_self(who, action)
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    if r.requester_id == who.user_id.to_string() {
+        let reason = "no self-approval: the requester cannot decide on their own request";
+        svc.audit_denied(who, action, "access_request", &r.id, reason)
+            .await?;
+        return Err(DomainError::forbidden(reason));
+    }
+    match approver_via(svc, who, &c.project).await? {
+        Some("admin") => {
+            svc.gate(
+                who,
+                Action::project(Permission::ProjectWrite, c.project.name.clone()),
+            )
+            .await?;
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        None => {
+            let reason = format!(
+                "not an approver of project {} (its administrators or its approver group)",
+                c.project.name
+            );
+            svc.audit_denied(who, action, "access_request", &r.id, &reason)
+                .await?;
+            Err(DomainError::forbidden(reason))
+        }
+    }
+}
+
+async fn record(
+    svc: &Services,
+    who: Option<&Principal>,
+    action: &str,
+    r: &access_requests::Model,
+    c: &Ctx,
+    reason: Option<String>,
+    details: serde_json::Value,
+) -> DomainResult<()> {
+    let (actor, session) = match who {
+        Some(p) => (p.actor(), p.session_type),
+        None => (Actor::System, SessionType::System),
+    };
+    let mut ev = AuditEvent::new(AuditKind::Console, actor, session, action, Outcome::Allowed)
+        .resource("access_request", r.id.clone())
+        .project(c.project.name.clone())
+        .details(details);
+    if let Some(p) = who {
+        ev = ev.request(p.request.clone());
+    }
+    if let Some(x) = reason {
+        ev = ev.reason(x);
+    }
+    svc.audit.record(ev).await
+}
+
+/// Post to the organization's webhook, if any (in the background, with retries).
+async fn notify(svc: &Services, event: &str, text: String, dto: &AccessRequestDto) {
+    let Some(n) = svc.jit.notifier.get() else {
+        return;
+    };
+    match super::jit_settings::load(&svc.db).await {
+        Ok(s) => {
+            if let Some(url) = s.webhook_url {
+                n.notify(url, json!({ "text": text, "event": event, "request": dto }));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the webhook setting"),
+    }
+}
+
+fn request_link(svc: &Services, id: &str) -> String {
+    format!(
+        "{}/access?request={id}",
+        svc.public_url.trim_end_matches('/')
+    )
+}
+
+async fn find(svc: &Services, id: &str) -> DomainResult<access_requests::Model> {
+    access_requests::Entity::find_by_id(id.to_owned())
+        .one(&svc.db)
+        .await?
+        .ok_or_else(|| DomainError::not_found("access request"))
+}
+
+fn clean_comment(c: Option<String>) -> DomainResult<Option<String>> {
+    let c = c.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if c.as_ref().is_some_and(|c| c.chars().count() > 1000) {
+        return Err(DomainError::invalid(
+            "comment",
+            "must be at most 1000 characters",
+        ));
+    }
+    Ok(c)
+}
+
+/// A request's fields, validated.
+struct Prepared {
+    project: projects::Model,
+    role: roles::Model,
+    namespaces: Vec<String>,
+    cluster: Option<String>,
+    reason: String,
+}
+
+async fn prepare(
+    svc: &Services,
+    req: CreateAccessRequest,
+    now: Timestamp,
+) -> DomainResult<Prepared> {
+    let mut fields = BTreeMap::new();
+    let project = match super::projects::find(&svc.db, req.project.trim()).await {
+        Ok(p) => Some(p),
+        Err(DomainError::NotFound { .. }) => {
+            fields.insert(
+                "project".to_owned(),
+                format!("no project named {:?}", req.project),
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let role = match super::roles::find(&svc.db, req.role.trim()).await {
+        Ok(r) => Some(r),
+        Err(DomainError::NotFound { .. }) => {
+            fields.insert("role".to_owned(), format!("no role named {:?}", req.role));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let scope = role.as_ref().and_then(|r| Scope::parse(&r.scope));
+    let mut namespaces: Vec<String> = Vec::new();
+    for n in &req.namespaces {
+        match DnsLabel::parse(n.trim()) {
+            Ok(l) if l.as_str() == crate::agent_protocol::NAMESPACE => {
+                fields.insert(
+                    "namespaces".to_owned(),
+                    "Warden's own namespace cannot be granted".to_owned(),
+                );
+            }
+            Ok(l)
+                if crate::dto::SYSTEM_NAMESPACES.contains(&l.as_str())
+                    && !req.confirm_system_namespaces =>
+            {
+                fields.insert(
+                    "namespaces".to_owned(),
+                    format!(
+                        "{:?} is a system namespace: confirm it explicitly (confirm_system_namespaces)",
+                        l.as_str()
+                    ),
+                );
+            }
+            Ok(l) if !namespaces.contains(&l.to_string()) => namespaces.push(l.to_string()),
+            Ok(_) => {}
+            Err(e) => {
+                fields.insert("namespaces".to_owned(), format!("{n:?} {}", e.0));
+            }
+        }
+    }
+    match scope {
+        Some(Scope::Organization) => {
+            fields.insert(
+                "role".to_owned(),
+                "organization roles cannot be requested".to_owned(),
+            );
+        }
+        Some(Scope::Namespace) if namespaces.is_empty() && !fields.contains_key("namespaces") => {
+            fields.insert(
+                "namespaces".to_owned(),
+                "a namespace role needs at least one namespace".to_owned(),
+            );
+        }
+        Some(Scope::Project) if !namespaces.is_empty() => {
+            fields.insert(
+                "namespaces".to_owned(),
+                "only namespace roles take namespaces".to_owned(),
+            );
+        }
+        _ => {}
+    }
+    if !(MIN_DURATION_SECS..=super::bindings::MAX_EXPIRY_SECS).contains(&req.duration_secs) {
+        fields.insert(
+            "duration_secs".to_owned(),
+            "must be between a minute and a year".to_owned(),
+        );
+    } else if let Some(r) = &role {
+        if let Err(m) = super::jit_settings::check_required_expiry(
+            svc,
+            &r.name,
+            Some(now.millis() + req.duration_secs * 1000),
+            now,
+        )
+        .await?
+        {
+            fields.insert("duration_secs".to_owned(), m);
+        }
+    }
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        fields.insert(
+            "reason".to_owned(),
+            "say why, in at most 1000 characters".to_owned(),
+        );
+    }
+    let cluster = req
+        .cluster
+        .as_ref()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if let (Some(c), Some(p)) = (&cluster, &project) {
+        let reaches = super::kubeconfig::kube_cluster(&svc.db, c)
+            .await?
+            .is_some_and(|k| k.projects().any(|x| *x == p.name));
+        if !reaches {
+            fields.insert(
+                "cluster".to_owned(),
+                format!("no cluster named {c:?} in project {}", p.name),
+            );
+        }
+    }
+    if !fields.is_empty() {
+        return Err(DomainError::Invalid { fields });
+    }
+    Ok(Prepared {
+        project: project.expect("checked"),
+        role: role.expect("checked"),
+        namespaces,
+        cluster,
+        reason,
+    })
+}
+
+pub async fn create(
+    svc: &Services,
+    who: &Principal,
+    req: CreateAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    svc.policy
+        .authorize_self(who, "access_request.create")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let now = svc.clock.now();
+    let duration_secs = req.duration_secs;
+    let Prepared {
+        project,
+        role,
+        namespaces,
+        cluster,
+        reason,
+    } = prepare(svc, req, now).await?;
+    let ns_json = serde_json::to_string(&namespaces).unwrap_or_else(|_| "[]".into());
+    let same = access_requests::Entity::find()
+        .filter(access_requests::Column::RequesterId.eq(who.user_id.to_string()))
+        .filter(access_requests::Column::ProjectId.eq(project.id.clone()))
+        .filter(access_requests::Column::RoleId.eq(role.id.clone()))
+        .filter(access_requests::Column::Namespaces.eq(ns_json.clone()))
+        .filter(access_requests::Column::Status.eq(PENDING))
+        .filter(access_requests::Column::ExpiresAt.gt(now.millis()))
+        .one(&svc.db)
+        .await?;
+    if same.is_some() {
+        return Err(DomainError::conflict(
+            "role",
+            "you already asked for this; wait for a decision or cancel that request",
+        ));
+    }
+    let settings = super::jit_settings::load(&svc.db).await?;
+    let m = access_requests::ActiveModel::from(access_requests::Model {
+        id: uuid::Uuid::new_v4().to_string(),
+        requester_id: who.user_id.to_string(),
+        project_id: project.id.clone(),
+        role_id: role.id.clone(),
+        namespaces: ns_json,
+        cluster,
+        duration_secs,
+        reason,
+        status: PENDING.to_owned(),
+        approvals: "[]".to_owned(),
+        created_at: now.millis(),
+        expires_at: now.millis() + settings.request_ttl_secs * 1000,
+        decided_at: None,
+        decided_by: None,
+        decision_comment: None,
+        binding_id: None,
+        grant_expires_at: None,
+        break_glass: false,
+    })
+    .insert(&svc.db)
+    .await?;
+    let c = context(svc, &m).await?;
+    let dto = to_dto(&m, &c, false);
+    record(
+        svc,
+        Some(who),
+        "access_request.create",
+        &m,
+        &c,
+        Some(m.reason.clone()),
+        json!({ "after": dto }),
+    )
+    .await?;
+    notify(
+        svc,
+        "access_request.create",
+        format!(
+            "{} ({}): {}",
+            describe(&m, &c),
+            m.reason,
+            request_link(svc, &m.id)
+        ),
+        &dto,
+    )
+    .await;
+    Ok(dto)
+}
+
+/// The caller's requests and those they may decide (`scope`: `mine`, `approvals`, `all`).
+pub async fn list(
+    svc: &Services,
+    who: &Principal,
+    q: &AccessRequestQuery,
+) -> DomainResult<Page<AccessRequestDto>> {
+    svc.policy
+        .authorize_self(who, "access_request.list")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let scope = q.scope.as_deref().unwrap_or("all");
+    if !["mine", "approvals", "all"].contains(&scope) {
+        return Err(DomainError::invalid(
+            "scope",
+            "must be mine, approvals or all",
+        ));
+    }
+    let me = who.user_id.to_string();
+    let mut rows = access_requests::Entity::find()
+        .order_by_desc(access_requests::Column::CreatedAt)
+        .all(&svc.db)
+        .await?;
+    if let Some(st) = q.status.as_ref().filter(|s| !s.is_empty()) {
+        rows.retain(|r| &r.status == st);
+    }
+    let mut approver_of: std::collections::HashMap<String, bool> = Default::default();
+    let mut items = Vec::new();
+    for r in rows {
+        let mine = r.requester_id == me;
+        let approver = if mine {
+            false
+        } else {
+            match approver_of.get(&r.project_id) {
+                Some(a) => *a,
+                None => {
+                    let Some(p) = projects::Entity::find_by_id(r.project_id.clone())
+                        .one(&svc.db)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    let a = approver_via(svc, who, &p).await?.is_some();
+                    approver_of.insert(r.project_id.clone(), a);
+                    a
+                }
+            }
+        };
+        let shown = match scope {
+            "mine" => mine,
+            "approvals" => approver,
+            _ => mine || approver,
+        };
+        if !shown {
+            continue;
+        }
+        let c = context(svc, &r).await?;
+        let can_decide = approver
+            && (r.status == PENDING && !c.approvals.iter().any(|a| a.user_id == me)
+                || r.status == APPROVED);
+        // Newest first: the key sorts descending by creation time.
+        let key = format!("{:020}-{}", i64::MAX - r.created_at, r.id);
+        items.push((key, to_dto(&r, &c, can_decide)));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+}
+
+/// One request, for its requester and its approvers.
+pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<AccessRequestDto> {
+    svc.policy
+        .authorize_self(who, "access_request.read")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let r = find(svc, id).await?;
+    let c = context(svc, &r).await?;
+    let mine = r.requester_id == who.user_id.to_string();
+    let approver = !mine && approver_via(svc, who, &c.project).await?.is_some();
+    if !mine && !approver {
+        return Err(DomainError::not_found("access request"));
+    }
+    let me = who.user_id.to_string();
+    let can_decide = approver
+        && (r.status == PENDING && !c.approvals.iter().any(|a| a.user_id == me)
+            || r.status == APPROVED);
+    Ok(to_dto(&r, &c, can_decide))
+}
+
+/// The console's badge: pending requests the caller may decide, and their own pending ones.
+pub async fn inbox(svc: &Services, who: &Principal) -> DomainResult<AccessInbox> {
+    let page = list(
+        svc,
+        who,
+        &AccessRequestQuery {
+            scope: Some("all".into()),
+            status: Some(PENDING.into()),
+            cursor: None,
+            limit: Some(500),
+        },
+    )
+    .await?;
+    let me = who.email.to_lowercase();
+    // Organization administrators are alerted of every break-glass grant in force.
+    let eff = svc.policy.effective(who.user_id).await?;
+    let break_glass_active = if eff.org_permissions().contains(&Permission::ProjectWrite) {
+        access_requests::Entity::find()
+            .filter(access_requests::Column::BreakGlass.eq(true))
+            .filter(access_requests::Column::Status.eq(APPROVED))
+            .filter(access_requests::Column::GrantExpiresAt.gt(svc.clock.now().millis()))
+            .all(&svc.db)
+            .await?
+            .len() as u64
+    } else {
+        0
+    };
+    Ok(AccessInbox {
+        break_glass_active,
+        to_decide: page.items.iter().filter(|r| r.can_decide).count() as u64,
+        pending_mine: page
+            .items
+            .iter()
+            .filter(|r| r.requester.to_lowercase() == me)
+            .count() as u64,
+    })
+}
+
+/// A pending request past its lifetime becomes `expired` (audited once, by the system).
+async fn lapse(svc: &Services, r: &access_requests::Model, now: Timestamp) -> DomainResult<bool> {
+    if r.status != PENDING || now.millis() < r.expires_at {
+        return Ok(false);
+    }
+    let updated = access_requests::Entity::update_many()
+        .col_expr(
+            access_requests::Column::Status,
+            sea_orm::sea_query::Expr::value(EXPIRED),
+        )
+        .col_expr(
+            access_requests::Column::DecidedAt,
+            sea_orm::sea_query::Expr::value(now.millis()),
+        )
+        .filter(access_requests::Column::Id.eq(r.id.clone()))
+        .filter(access_requests::Column::Status.eq(PENDING))
+        .exec(&svc.db)
+        .await?;
+    if updated.rows_affected > 0 {
+        let c = context(svc, r).await?;
+        record(
+            svc,
+            None,
+            "access_request.expired",
+            r,
+            &c,
+            Some(format!(
+                "nobody decided before {}",
+                Timestamp(r.expires_at).rfc3339()
+            )),
+            json!({}),
+        )
+        .await?;
+        let mut after = r.clone();
+        after.status = EXPIRED.to_owned();
+        let dto = to_dto(&after, &c, false);
+        notify(
+            svc,
+            "access_request.expired",
+            format!("Expired without a decision: {}", describe(r, &c)),
+            &dto,
+        )
+        .await;
+    }
+    Ok(true)
+}
+
+/// Lapse every pending request past its lifetime. The server runs this every second.
+pub async fn expire_due(svc: &Services) -> DomainResult<usize> {
+    let now = svc.clock.now();
+    let due = access_requests::Entity::find()
+        .filter(access_requests::Column::Status.eq(PENDING))
+        .filter(access_requests::Column::ExpiresAt.lte(now.millis()))
+        .all(&svc.db)
+        .await?;
+    let mut n = 0;
+    for r in due {
+        if lapse(svc, &r, now).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A pending request, or `Conflict` saying what became of it.
+async fn pending(svc: &Services, id: &str) -> DomainResult<access_requests::Model> {
+    let r = find(svc, id).await?;
+    if lapse(svc, &r, svc.clock.now()).await? {
+        return Err(DomainError::conflict(
+            "status",
+            "the request expired before anyone decided",
+        ));
+    }
+    if r.status != PENDING {
+        return Err(DomainError::conflict(
+            "status",
+            format!("the request is already {}", r.status),
+        ));
+    }
+    Ok(r)
+}
+
+pub async fn approve(
+    svc: &Services,
+    who: &Principal,
+    id: &str,
+    d: DecideAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    let r = find(svc, id).await?;
+    let c = context(svc, &r).await?;
+    gate_decide(svc, who, &r, &c, "access_request.approve").await?;
+    let r = pending(svc, id).await?;
+    let comment = clean_comment(d.comment)?;
+    let me = who.user_id.to_string();
+    if c.approvals.iter().any(|a| a.user_id == me) {
+        return Err(DomainError::conflict(
+            "approvals",
+            "you already approved this request; it needs another approver",
+        ));
+    }
+    let duration = match d.duration_secs {
+        Some(s) if !(MIN_DURATION_SECS..=r.duration_secs).contains(&s) => {
+            return Err(DomainError::invalid(
+                "duration_secs",
+                format!(
+                    "may shorten the request (at most {}), not lengthen it",
+                    jit_duration(r.duration_secs)
+                ),
+            ))
+        }
+        Some(s) => s,
+        None => r.duration_secs,
+    };
+    let now = svc.clock.now();
+    let mut approvals = c.approvals.clone();
+    approvals.push(Approval {
+        user_id: me.clone(),
+        email: who.email.clone(),
+        comment: comment.clone(),
+        at: now.millis(),
+    });
+    let approvals_json = serde_json::to_string(&approvals).unwrap_or_else(|_| "[]".into());
+    let c = Ctx { approvals, ..c };
+    if (c.approvals.len() as u32) < c.needed {
+        let mut a = r.clone().into_active_model();
+        a.approvals = Set(approvals_json);
+        a.duration_secs = Set(duration);
+        let m = a.update(&svc.db).await?;
+        let dto = to_dto(&m, &c, false);
+        record(
+            svc,
+            Some(who),
+            "access_request.approve",
+            &m,
+            &c,
+            comment,
+            json!({ "approvals": c.approvals.len(), "approvals_needed": c.needed, "duration_secs": duration }),
+        )
+        .await?;
+        notify(
+            svc,
+            "access_request.approve",
+            format!(
+                "{} approved ({} of {}): {}",
+                who.email,
+                c.approvals.len(),
+                c.needed,
+                describe(&m, &c)
+            ),
+            &dto,
+        )
+        .await;
+        return Ok(dto);
+    }
+    // The last approval: the grant, as a time-bound binding of the requester.
+    let expires_at = now.millis() + duration * 1000;
+    let tx = svc.db.begin().await?;
+    let existing = bindings::Entity::find()
+        .filter(bindings::Column::UserId.eq(r.requester_id.clone()))
+        .filter(bindings::Column::RoleId.eq(r.role_id.clone()))
+        .filter(bindings::Column::ProjectId.eq(r.project_id.clone()))
+        .filter(bindings::Column::Namespaces.eq(r.namespaces.clone()))
+        .one(&tx)
+        .await?;
+    if let Some(b) = existing {
+        if b.expires_at.is_none() {
+            return Err(DomainError::conflict(
+                "role",
+                "the requester already holds this role there, without an expiry",
+            ));
+        }
+        // A time-bound grant of the same shape (expired, or ending sooner) is replaced.
+        bindings::Entity::delete_by_id(b.id).exec(&tx).await?;
+    }
+    let binding = bindings::ActiveModel::from(bindings::Model {
+        id: BindingId::new().to_string(),
+        subject_kind: "user".to_owned(),
+        user_id: Some(r.requester_id.clone()),
+        group_id: None,
+        role_id: r.role_id.clone(),
+        project_id: Some(r.project_id.clone()),
+        namespaces: r.namespaces.clone(),
+        created_at: now.millis(),
+        expires_at: Some(expires_at),
+        expiry_recorded_at: None,
+        access_request_id: Some(r.id.clone()),
+    })
+    .insert(&tx)
+    .await?;
+    let mut a = r.clone().into_active_model();
+    a.approvals = Set(approvals_json);
+    a.duration_secs = Set(duration);
+    a.status = Set(APPROVED.to_owned());
+    a.decided_at = Set(Some(now.millis()));
+    a.decided_by = Set(Some(who.email.clone()));
+    a.decision_comment = Set(comment.clone());
+    a.binding_id = Set(Some(binding.id.clone()));
+    a.grant_expires_at = Set(Some(expires_at));
+    let m = a.update(&tx).await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    let dto = to_dto(&m, &c, true);
+    record(
+        svc,
+        Some(who),
+        "access_request.approve",
+        &m,
+        &c,
+        comment,
+        json!({
+            "approvals": c.approvals.len(),
+            "approvals_needed": c.needed,
+            "duration_secs": duration,
+            "asked_secs": r.duration_secs,
+            "binding_id": binding.id,
+            "grant_expires_at": ts(expires_at),
+        }),
+    )
+    .await?;
+    let bdto = super::bindings::Names::load(&svc.db).await?.dto(&binding);
+    svc.audit_change(
+        who,
+        "binding.create",
+        "binding",
+        &super::bindings::describe(&bdto),
+        Some(&c.project.name),
+        None,
+        Some(json!(bdto)),
+    )
+    .await?;
+    notify(
+        svc,
+        "access_request.approved",
+        format!(
+            "{} approved: {} — granted until {}",
+            who.email,
+            describe(&m, &c),
+            ts(expires_at)
+        ),
+        &dto,
+    )
+    .await;
+    Ok(dto)
+}
+
+pub async fn deny(
+    svc: &Services,
+    who: &Principal,
+    id: &str,
+    d: DecideAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    let r = find(svc, id).await?;
+    let c = context(svc, &r).await?;
+    gate_decide(svc, who, &r, &c, "access_request.deny").await?;
+    let r = pending(svc, id).await?;
+    let comment = clean_comment(d.comment)?;
+    let mut a = r.clone().into_active_model();
+    a.status = Set(DENIED.to_owned());
+    a.decided_at = Set(Some(svc.clock.now().millis()));
+    a.decided_by = Set(Some(who.email.clone()));
+    a.decision_comment = Set(comment.clone());
+    let m = a.update(&svc.db).await?;
+    let dto = to_dto(&m, &c, false);
+    record(
+        svc,
+        Some(who),
+        "access_request.deny",
+        &m,
+        &c,
+        comment,
+        json!({}),
+    )
+    .await?;
+    notify(
+        svc,
+        "access_request.denied",
+        format!("{} denied: {}", who.email, describe(&m, &c)),
+        &dto,
+    )
+    .await;
+    Ok(dto)
+}
+
+/// The requester withdraws a pending request.
+pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<AccessRequestDto> {
+    svc.policy
+        .authorize_self(who, "access_request.cancel")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let r = find(svc, id).await?;
+    if r.requester_id != who.user_id.to_string() {
+        let reason = "only the requester may cancel a request";
+        svc.audit_denied(who, "access_request.cancel", "access_request", id, reason)
+            .await?;
+        return Err(DomainError::forbidden(reason));
+    }
+    let r = pending(svc, id).await?;
+    let c = context(svc, &r).await?;
+    let mut a = r.clone().into_active_model();
+    a.status = Set(CANCELLED.to_owned());
+    a.decided_at = Set(Some(svc.clock.now().millis()));
+    a.decided_by = Set(Some(who.email.clone()));
+    let m = a.update(&svc.db).await?;
+    let dto = to_dto(&m, &c, false);
+    record(
+        svc,
+        Some(who),
+        "access_request.cancel",
+        &m,
+        &c,
+        None,
+        json!({}),
+    )
+    .await?;
+    notify(
+        svc,
+        "access_request.cancelled",
+        format!("Cancelled: {}", describe(&m, &c)),
+        &dto,
+    )
+    .await;
+    Ok(dto)
+}
+
+/// An approver ends an approved grant before its expiry: the binding goes, and every live
+/// stream and terminal that depended on it ends at once.
+pub async fn revoke(
+    svc: &Services,
+    who: &Principal,
+    id: &str,
+    d: DecideAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    let r = find(svc, id).await?;
+    let c = context(svc, &r).await?;
+    gate_decide(svc, who, &r, &c, "access_request.revoke").await?;
+    let now = svc.clock.now();
+    if r.status != APPROVED || r.grant_expires_at.is_some_and(|t| t <= now.millis()) {
+        return Err(DomainError::conflict(
+            "status",
+            format!(
+                "only a grant still in force can be revoked (the request is {})",
+                if r.status == APPROVED {
+                    "expired"
+                } else {
+                    r.status.as_str()
+                }
+            ),
+        ));
+    }
+    let comment = clean_comment(d.comment)?;
+    let binding = match &r.binding_id {
+        Some(b) => bindings::Entity::find_by_id(b.clone()).one(&svc.db).await?,
+        None => None,
+    };
+    if let Some(b) = &binding {
+        bindings::Entity::delete_by_id(b.id.clone())
+            .exec(&svc.db)
+            .await?;
+    }
+    let mut a = r.clone().into_active_model();
+    a.status = Set(REVOKED.to_owned());
+    a.grant_expires_at = Set(Some(now.millis()));
+    let m = a.update(&svc.db).await?;
+    svc.policy.bump();
+    let dto = to_dto(&m, &c, false);
+    record(
+        svc,
+        Some(who),
+        "access_request.revoke",
+        &m,
+        &c,
+        comment,
+        json!({ "binding_id": r.binding_id }),
+    )
+    .await?;
+    if let Some(b) = &binding {
+        let bdto = super::bindings::Names::load(&svc.db).await?.dto(b);
+        svc.audit_change(
+            who,
+            "binding.delete",
+            "binding",
+            &super::bindings::describe(&bdto),
+            Some(&c.project.name),
+            Some(json!(bdto)),
+            None,
+        )
+        .await?;
+    }
+    notify(
+        svc,
+        "access_request.revoked",
+        format!("{} revoked early: {}", who.email, describe(&m, &c)),
+        &dto,
+    )
+    .await;
+    Ok(dto)
+}
+
+// ---- the project's approver group ----
+
+pub async fn get_approver_group(
+    svc: &Services,
+    who: &Principal,
+    project: &str,
+) -> DomainResult<ApproverGroupDto> {
+    let p = super::projects::find(&svc.db, project).await?;
+    svc.gate(
+        who,
+        Action::project(Permission::ProjectRead, p.name.clone()),
+    )
+    .await?;
+    let group = match &p.approver_group_id {
+        Some(g) => groups::Entity::find_by_id(g.clone())
+            .one(&svc.db)
+            .await?
+            .map(|g| g.name),
+        None => None,
+    };
+    Ok(ApproverGroupDto { group })
+}
+
+pub async fn set_approver_group(
+    svc: &Services,
+    who: &Principal,
+    project: &str,
+    req: ApproverGroupDto,
+) -> DomainResult<ApproverGroupDto> {
+    let p = super::projects::find(&svc.db, project).await?;
+    svc.gate(
+        who,
+        Action::project(Permission::ProjectWrite, p.name.clone()),
+    )
+    .await?;
+    let before = get_approver_group(svc, who, &p.name).await?;
+    let group = match req
+        .group
+        .as_ref()
+        .map(|g| g.trim())
+        .filter(|g| !g.is_empty())
+    {
+        Some(g) => Some(
+            super::groups::find(&svc.db, g)
+                .await
+                .map_err(|_| DomainError::invalid("group", format!("no group named {g:?}")))?,
+        ),
+        None => None,
+    };
+    let mut a = p.clone().into_active_model();
+    a.approver_group_id = Set(group.as_ref().map(|g| g.id.clone()));
+    a.update(&svc.db).await?;
+    let after = ApproverGroupDto {
+        group: group.map(|g| g.name),
+    };
+    svc.audit_change(
+        who,
+        "project.approver_group.update",
+        "project",
+        &p.name,
+        Some(&p.name),
+        Some(json!(before)),
+        Some(json!(after)),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// Projects whose requests `who` may decide (for the console's pickers). No audit.
+pub async fn approvable_projects(svc: &Services, who: &Principal) -> DomainResult<HashSet<String>> {
+    let mut out = HashSet::new();
+    for p in projects::Entity::find().all(&svc.db).await? {
+        if approver_via(svc, who, &p).await?.is_some() {
+            out.insert(p.name);
+        }
+    }
+    Ok(out)
+}
+
+/// The roles one may ask for (project and namespace roles), as `(name, scope)`: what the
+/// console's request form offers.
+pub async fn requestable_roles(
+    svc: &Services,
+    who: &Principal,
+) -> DomainResult<Vec<(String, String)>> {
+    svc.policy
+        .authorize_self(who, "access_request.roles")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let mut out: Vec<(String, String)> = roles::Entity::find()
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .filter(|r| r.scope == "project" || r.scope == "namespace")
+        .map(|r| (r.name, r.scope))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Break-glass: an active user takes one of the organization's break-glass roles at once,
+/// without approval, for at most the role's maximum, giving a reason. The grant is a
+/// time-bound binding like an approved request's; every organization administrator is alerted
+/// (their inbox, the webhook) and the audit event is marked (`details.break_glass`).
+pub async fn break_glass(
+    svc: &Services,
+    who: &Principal,
+    req: CreateAccessRequest,
+) -> DomainResult<AccessRequestDto> {
+    svc.policy
+        .authorize_self(who, "access_request.break_glass")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let now = svc.clock.now();
+    let settings = super::jit_settings::load(&svc.db).await?;
+    let asked_role = req.role.trim().to_owned();
+    let duration = req.duration_secs;
+    let p = prepare(svc, req, now).await?;
+    let Some(rule) = settings
+        .break_glass_roles
+        .iter()
+        .find(|r| r.role == p.role.name)
+    else {
+        let reason = format!("{asked_role} is not a break-glass role of the organization");
+        svc.audit_denied(
+            who,
+            "access_request.break_glass",
+            "access_request",
+            &p.role.name,
+            &reason,
+        )
+        .await?;
+        return Err(DomainError::forbidden(reason));
+    };
+    if duration > rule.max_secs {
+        return Err(DomainError::invalid(
+            "duration_secs",
+            format!(
+                "break-glass {} lasts at most {}",
+                p.role.name,
+                jit_duration(rule.max_secs)
+            ),
+        ));
+    }
+    let ns_json = serde_json::to_string(&p.namespaces).unwrap_or_else(|_| "[]".into());
+    let expires_at = now.millis() + duration * 1000;
+    let me = who.user_id.to_string();
+    let tx = svc.db.begin().await?;
+    let existing = bindings::Entity::find()
+        .filter(bindings::Column::UserId.eq(me.clone()))
+        .filter(bindings::Column::RoleId.eq(p.role.id.clone()))
+        .filter(bindings::Column::ProjectId.eq(p.project.id.clone()))
+        .filter(bindings::Column::Namespaces.eq(ns_json.clone()))
+        .one(&tx)
+        .await?;
+    if let Some(b) = existing {
+        if b.expires_at.is_none() {
+            return Err(DomainError::conflict(
+                "role",
+                "you already hold this role there, without an expiry",
+            ));
+        }
+        bindings::Entity::delete_by_id(b.id).exec(&tx).await?;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let binding = bindings::ActiveModel::from(bindings::Model {
+        id: BindingId::new().to_string(),
+        subject_kind: "user".to_owned(),
+        user_id: Some(me.clone()),
+        group_id: None,
+        role_id: p.role.id.clone(),
+        project_id: Some(p.project.id.clone()),
+        namespaces: ns_json.clone(),
+        created_at: now.millis(),
+        expires_at: Some(expires_at),
+        expiry_recorded_at: None,
+        access_request_id: Some(id.clone()),
+    })
+    .insert(&tx)
+    .await?;
+    let m = access_requests::ActiveModel::from(access_requests::Model {
+        id,
+        requester_id: me,
+        project_id: p.project.id.clone(),
+        role_id: p.role.id.clone(),
+        namespaces: ns_json,
+        cluster: p.cluster,
+        duration_secs: duration,
+        reason: p.reason,
+        status: APPROVED.to_owned(),
+        approvals: "[]".to_owned(),
+        created_at: now.millis(),
+        expires_at: now.millis(),
+        decided_at: Some(now.millis()),
+        decided_by: Some("break-glass".to_owned()),
+        decision_comment: None,
+        binding_id: Some(binding.id.clone()),
+        grant_expires_at: Some(expires_at),
+        break_glass: true,
+    })
+    .insert(&tx)
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    let c = context(svc, &m).await?;
+    let dto = to_dto(&m, &c, false);
+    record(
+        svc,
+        Some(who),
+        "access_request.break_glass",
+        &m,
+        &c,
+        Some(m.reason.clone()),
+        json!({
+            "break_glass": true,
+            "binding_id": binding.id,
+            "grant_expires_at": ts(expires_at),
+            "after": dto,
+        }),
+    )
+    .await?;
+    notify(
+        svc,
+        "access_request.break_glass",
+        format!(
+            ":rotating_light: BREAK-GLASS: {} took {} on {} until {} ({}): {}",
+            who.email,
+            c.role.name,
+            c.project.name,
+            ts(expires_at),
+            m.reason,
+            request_link(svc, &m.id)
+        ),
+        &dto,
+    )
+    .await;
+    Ok(dto)
+}

@@ -1,0 +1,35 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "access_requests")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub requester_id: String,
+    pub project_id: String,
+    pub role_id: String,
+    /// JSON array of namespace names (empty unless the role is namespace-scoped).
+    pub namespaces: String,
+    pub cluster: Option<String>,
+    pub duration_secs: i64,
+    pub reason: String,
+    /// `pending`, `approved`, `denied`, `cancelled`, `expired`, `revoked`.
+    pub status: String,
+    /// JSON array of `{"user_id","email","comment","at"}`.
+    pub approvals: String,
+    pub created_at: i64,
+    /// A pending request lapses at this time (ms).
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+    pub decision_comment: Option<String>,
+    pub binding_id: Option<String>,
+    pub grant_expires_at: Option<i64>,
+    /// Taken without approval (a break-glass role).
+    pub break_glass: bool,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

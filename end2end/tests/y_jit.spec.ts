@@ -1,0 +1,78 @@
+// Just-in-time access end to end (issue 17): sally (from the access suite) asks for read-only
+// access to namespace kube-system of project production from the pre-filled request form; john
+// (production's administrator) sees the request in his inbox, with the badge, and approves it
+// for 1 hour instead of the 8 asked; sally sees the grant and its time left.
+//
+// Runs after v_access.spec.ts against the same server (files run in name order).
+import { expect, Page, test } from "@playwright/test";
+import { act as consoleAct, check as consoleCheck } from "./fixtures/console";
+
+const SALLY = { email: "sally@example.com", password: "sally-chosen-pass-22" };
+const JOHN = { email: "john@example.com", password: "john-chosen-pass-22" };
+
+const find = {
+  requestForm: (p: Page) => p.getByTestId("request-access"),
+  badge: (p: Page) => p.getByTestId("access-badge"),
+  approvalRow: (p: Page, who: string) => p.getByTestId("approval-row").filter({ hasText: who }),
+  myRequest: (p: Page, role: string) => p.getByTestId("my-request-row").filter({ hasText: role }),
+  myGrant: (p: Page, role: string) => p.getByTestId("my-grants").locator("tr").filter({ hasText: role }),
+};
+
+test.describe.serial("just-in-time access", () => {
+  test("sally requests access, john approves it for an hour from his inbox, and the time left shows", async ({ browser }) => {
+    // Sally asks, from a link that pre-fills the form (as a refusal's link does).
+    const hers = await browser.newContext();
+    const sally = await hers.newPage();
+    await consoleAct.signIn(sally, SALLY.email, SALLY.password);
+    await consoleCheck.onConsole(sally);
+    await consoleAct.open(sally, "/access?project=production&role=NAMESPACE_READ_ONLY&namespaces=kube-system");
+    const form = find.requestForm(sally);
+    await expect(form.getByLabel("Project", { exact: true })).toHaveValue("production");
+    await expect(form.getByLabel("Role", { exact: true })).toHaveValue("NAMESPACE_READ_ONLY");
+    await form.getByTestId("request-access-duration").selectOption("28800");
+    await form.getByLabel("Reason", { exact: true }).fill("Investigating the DNS incident");
+    await form.getByTestId("request-access-submit").click();
+    await expect(sally.getByText("Request sent")).toBeVisible();
+    await expect(find.myRequest(sally, "NAMESPACE_READ_ONLY")).toContainText("pending");
+
+    // John's inbox: the badge, the request, approve for 1 hour.
+    const his = await browser.newContext();
+    const john = await his.newPage();
+    const noErrors = consoleCheck.noConsoleErrors(john);
+    await consoleAct.signIn(john, JOHN.email, JOHN.password);
+    await consoleCheck.onConsole(john);
+    await expect(find.badge(john)).toHaveText("1");
+    await john.getByTestId("nav-access").click();
+    await expect(john).toHaveURL(/\/access/);
+    await expect(john.locator("body[data-hydrated='true']")).toHaveCount(1);
+    const row = find.approvalRow(john, SALLY.email);
+    await expect(row).toContainText("NAMESPACE_READ_ONLY");
+    await expect(row).toContainText("kube-system in project production");
+    await expect(row).toContainText("Investigating the DNS incident");
+    await row.getByTestId("approve-duration").selectOption("3600");
+    await row.getByTestId("approve").click();
+    await expect(john.getByText("Approved.")).toBeVisible();
+    await expect(find.approvalRow(john, SALLY.email).getByTestId("request-status")).toContainText("approved");
+    noErrors();
+
+    // Sally has it at once, with the time left.
+    await consoleAct.open(sally, "/");
+    const grant = find.myGrant(sally, "NAMESPACE_READ_ONLY");
+    await expect(grant).toContainText("production");
+    await expect(grant.getByTestId("grant-time-left")).toHaveText(/^(59m|1h 0m) left$/);
+    await consoleAct.open(sally, "/access");
+    await expect(find.myRequest(sally, "NAMESPACE_READ_ONLY").getByTestId("request-status")).toContainText(/approved · (59m|1h 0m) left/);
+    await expect(find.myRequest(sally, "NAMESPACE_READ_ONLY")).toContainText(JOHN.email);
+
+    // The project's members list shows the grant's expiry too (john administers production).
+    await consoleAct.open(john, "/projects/production");
+    await expect(john.getByTestId("binding-expiry").filter({ hasText: "left" })).toHaveCount(1);
+    // And who approves its requests: john may name an approver group there.
+    await expect(john.getByTestId("approver-group")).toContainText("The project's administrators approve requests");
+    await john.getByTestId("approver-group").getByLabel("Approver group").fill("Operations");
+    await john.getByTestId("approver-group").getByRole("button", { name: "Save" }).click();
+    await expect(john.getByTestId("approver-group")).toContainText("and so do the members of group Operations");
+    await hers.close();
+    await his.close();
+  });
+});

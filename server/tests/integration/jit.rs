@@ -1,0 +1,835 @@
+//! Just-in-time access (issue 17): time-bound grants end on Warden's clock (the next kubectl
+//! request is refused and an open `kubectl get -w` through a real agent's tunnel ends, saying
+//! why), access requests with approval (no self-approval, directly or through a group; two
+//! approvals for write roles; request expiry; early revoke; cancel; the webhook), and the
+//! organization's required-expiry policy. Audit rows are written in the background: polled.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use warden_server::gateway::testkit::Kubectl;
+use warden_server::testing::{Client, TestApp};
+
+const PROD: &str = "prod-1";
+
+/// Poll the audit log (as the admin) until an event matching `f` shows up.
+async fn audit_event(admin: &Client, query: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let page = admin
+            .get(&format!("/api/v1/audit/events?limit=500&{query}"))
+            .await
+            .assert_status(200)
+            .json();
+        if let Some(e) = page["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| f(e)).cloned())
+        {
+            return e;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no audit event for {query:?} in time; saw {page:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_grant_ends_kubectl_access_and_an_open_watch() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for p in ["production", "dev"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), PROD, "production", &["dev"], &["apple"])
+        .await;
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    let created = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_ADMIN",
+                   "project": "dev", "namespaces": ["apple"], "expires_in_secs": 600}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let expires_at = created["expires_at"]
+        .as_str()
+        .expect("expires_at returned")
+        .to_owned();
+    // The caller sees when the grant ends.
+    let me = sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"][0]["expires_at"], expires_at.as_str(), "{me:#}");
+
+    let kubeconfig = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let k = Kubectl::new(&dir.path().join("sally"), &kubeconfig);
+    k.run(&["create", "configmap", "-n", "apple", "before"])
+        .await
+        .expect_ok();
+    let mut watch = k
+        .command(&["get", "configmaps", "-n", "apple", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl");
+    let t = Instant::now();
+    while app.gateway().live.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the watch never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Nothing happens before the expiry.
+    app.clock.advance_secs(590);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.gateway().live.len(), 1, "the watch ended early");
+    k.run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_ok();
+
+    // At the expiry: the open watch ends (Warden's side within a couple of ticks)...
+    app.clock.advance_secs(11);
+    let t = Instant::now();
+    while !app.gateway().live.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the watch outlived the grant: {:?}",
+            app.gateway().live.list()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), watch.wait())
+        .await
+        .expect("kubectl get -w ended")
+        .expect("wait");
+    // ...the next request is refused, saying why...
+    k.run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_err("expired at");
+    // ...and the grant is gone from the caller's access and the bindings.
+    let me = sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"], json!([]), "{me:#}");
+    let list = admin
+        .get("/api/v1/bindings?user=sally@example.com")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(list["items"], json!([]), "{list:#}");
+
+    // The expiry and the stream's end are audited, with the reason.
+    let ev = audit_event(&admin, "action=binding.expired", |e| {
+        e["action"] == "binding.expired"
+    })
+    .await;
+    assert_eq!(ev["project"], "dev");
+    let closed = audit_event(&admin, "action=kube.watch.closed", |e| {
+        e["action"] == "kube.watch.closed"
+    })
+    .await;
+    let reason = closed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("your access (role NAMESPACE_ADMIN") && reason.contains("expired at"),
+        "{closed:#}"
+    );
+    // With no grant left on the cluster, the sweeper removes sally's service account there.
+    let t = Instant::now();
+    loop {
+        let left = warden_domain::admin::kubeconfig::service_accounts(&app.services().db)
+            .await
+            .expect("db");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the service account outlived the grant: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A webhook receiver: every JSON body posted to it.
+async fn webhook() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, router).await.ok() });
+    (url, rx)
+}
+
+async fn next_hook(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, event: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(v)) if v["event"] == event => return v,
+            Ok(Some(_)) => {}
+            _ => panic!("no webhook call for {event}"),
+        }
+    }
+}
+
+struct People {
+    app: TestApp,
+    admin: Client,
+    sally: Client,
+    carol: Client,
+    john: Client,
+    mallory: Client,
+}
+
+/// Project dev; john administers it; group `dev-approvers` (sally and carol) approves its
+/// requests; mallory holds nothing.
+async fn people() -> People {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    let carol = app.user_client(&admin, "carol@example.com").await;
+    let john = app.user_client(&admin, "john@example.com").await;
+    let mallory = app.user_client(&admin, "mallory@example.com").await;
+    admin
+        .bind_user("john@example.com", "PROJECT_ADMIN", "dev", &[])
+        .await;
+    admin
+        .post("/api/v1/groups", json!({"name": "dev-approvers"}))
+        .await
+        .assert_status(201);
+    for m in ["sally@example.com", "carol@example.com"] {
+        admin
+            .post("/api/v1/groups/dev-approvers/members", json!({"user": m}))
+            .await
+            .assert_status(201);
+    }
+    // Only someone who administers the project sets its approver group.
+    mallory
+        .put(
+            "/api/v1/projects/dev/approver-group",
+            json!({"group": "dev-approvers"}),
+        )
+        .await
+        .assert_status(403);
+    john.put(
+        "/api/v1/projects/dev/approver-group",
+        json!({"group": "dev-approvers"}),
+    )
+    .await
+    .assert_status(200);
+    People {
+        app,
+        admin,
+        sally,
+        carol,
+        john,
+        mallory,
+    }
+}
+
+async fn ask(c: &Client, role: &str, ns: &[&str], secs: i64) -> Value {
+    c.post(
+        "/api/v1/access-requests",
+        json!({"project": "dev", "role": role, "namespaces": ns, "duration_secs": secs, "reason": "incident 42"}),
+    )
+    .await
+    .assert_status(201)
+    .json()
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_requests_are_approved_by_others_only_and_can_be_revoked_early() {
+    let p = people().await;
+    let (hook, mut calls) = webhook().await;
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": hook}))
+        .await
+        .assert_status(200);
+
+    let r = ask(&p.sally, "NAMESPACE_ADMIN", &["apple"], 3600).await;
+    assert_eq!(r["status"], "pending");
+    assert_eq!(r["requester"], "sally@example.com");
+    let rid = id(&r);
+    let created = next_hook(&mut calls, "access_request.create").await;
+    assert!(
+        created["text"]
+            .as_str()
+            .unwrap()
+            .contains("sally@example.com asks for NAMESPACE_ADMIN"),
+        "{created:#}"
+    );
+
+    // The approvers' inbox counts it; the requester's shows it as hers.
+    let inbox = p
+        .john
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(inbox["to_decide"], 1, "{inbox:#}");
+    let inbox = p
+        .sally
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        inbox,
+        json!({"to_decide": 0, "pending_mine": 1, "break_glass_active": 0})
+    );
+    // Someone who is neither requester nor approver does not even see it.
+    p.mallory
+        .get(&format!("/api/v1/access-requests/{rid}"))
+        .await
+        .assert_status(404);
+
+    // No self-approval: not directly, and not through the approver group sally belongs to.
+    let own = p
+        .sally
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(403);
+    assert_eq!(own.error_code(), "forbidden");
+    // Not by someone who approves nothing here either.
+    p.mallory
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(403);
+    // Never longer than asked.
+    p.carol
+        .post(
+            &format!("/api/v1/access-requests/{rid}/approve"),
+            json!({"duration_secs": 7200}),
+        )
+        .await
+        .assert_status(422);
+    // carol (approver group) approves for half an hour: a time-bound binding, at once.
+    let approved = p
+        .carol
+        .post(
+            &format!("/api/v1/access-requests/{rid}/approve"),
+            json!({"duration_secs": 1800, "comment": "go ahead"}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(approved["status"], "approved", "{approved:#}");
+    assert_eq!(approved["duration_secs"], 1800);
+    let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+    let grant = &me["grants"][0];
+    assert_eq!(grant["role"], "NAMESPACE_ADMIN", "{me:#}");
+    assert_eq!(grant["expires_at"], approved["grant_expires_at"]);
+    next_hook(&mut calls, "access_request.approved").await;
+    // Deciding twice is a conflict.
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/deny"), json!({}))
+        .await
+        .assert_status(409);
+
+    // Early revoke: by an approver, not by someone else; the grant ends now.
+    p.mallory
+        .post(&format!("/api/v1/access-requests/{rid}/revoke"), json!({}))
+        .await
+        .assert_status(403);
+    let revoked = p
+        .john
+        .post(
+            &format!("/api/v1/access-requests/{rid}/revoke"),
+            json!({"comment": "incident over"}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(revoked["status"], "revoked");
+    let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"], json!([]), "{me:#}");
+    next_hook(&mut calls, "access_request.revoked").await;
+
+    // Deny, and cancel (by the requester only).
+    let r2 = id(&ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await);
+    let denied = p
+        .john
+        .post(
+            &format!("/api/v1/access-requests/{r2}/deny"),
+            json!({"comment": "no"}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(denied["status"], "denied");
+    assert_eq!(denied["decision_comment"], "no");
+    let r3 = id(&ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await);
+    p.john
+        .post(&format!("/api/v1/access-requests/{r3}/cancel"), json!({}))
+        .await
+        .assert_status(403);
+    p.sally
+        .post(&format!("/api/v1/access-requests/{r3}/cancel"), json!({}))
+        .await
+        .assert_status(200);
+    p.john
+        .post(&format!("/api/v1/access-requests/{r3}/approve"), json!({}))
+        .await
+        .assert_status(409);
+
+    // The request's whole story is in the audit log, under its id.
+    for action in [
+        "access_request.create",
+        "access_request.approve",
+        "access_request.revoke",
+    ] {
+        let ev = audit_event(&p.admin, &format!("action={action}"), |e| {
+            e["action"] == action && e["resource_name"] == rid.as_str()
+        })
+        .await;
+        assert_eq!(ev["project"], "dev");
+    }
+    audit_event(
+        &p.admin,
+        "action=access_request.approve&outcome=denied",
+        |e| {
+            e["actor"] == "sally@example.com"
+                && e["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("self-approval")
+        },
+    )
+    .await;
+    audit_event(&p.admin, "action=access_request.deny", |e| {
+        e["resource_name"] == r2.as_str()
+    })
+    .await;
+    audit_event(&p.admin, "action=access_request.cancel", |e| {
+        e["resource_name"] == r3.as_str()
+    })
+    .await;
+    let _ = &p.app;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_roles_can_need_two_approvals() {
+    let p = people().await;
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"two_approvals_for_write": true}),
+        )
+        .await
+        .assert_status(200);
+    let rid = id(&ask(&p.mallory, "NAMESPACE_ADMIN", &["apple"], 3600).await);
+    let first = p
+        .john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(first["status"], "pending", "{first:#}");
+    assert_eq!(first["approvals_needed"], 2);
+    assert_eq!(first["approvals"].as_array().unwrap().len(), 1);
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(
+        me["grants"],
+        json!([]),
+        "one approval granted a write role: {me:#}"
+    );
+    // The same approver twice does not count as two.
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(409);
+    let second = p
+        .sally
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(second["status"], "approved", "{second:#}");
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"][0]["role"], "NAMESPACE_ADMIN");
+    // A read-only role needs one.
+    let rid = id(&ask(&p.mallory, "NAMESPACE_READ_ONLY", &["banana"], 3600).await);
+    let one = p
+        .carol
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(one["status"], "approved", "{one:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecided_requests_expire() {
+    let p = people().await;
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"request_ttl_secs": 600}))
+        .await
+        .assert_status(200);
+    let rid = id(&ask(&p.mallory, "NAMESPACE_READ_ONLY", &["apple"], 3600).await);
+    p.app.clock.advance_secs(601);
+    // The job lapses it within a tick or two (and approving it is refused meanwhile).
+    let t = Instant::now();
+    loop {
+        let r = p
+            .mallory
+            .get(&format!("/api/v1/access-requests/{rid}"))
+            .await
+            .assert_status(200)
+            .json();
+        if r["status"] == "expired" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{r:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = p
+        .john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(409);
+    assert!(late.body.contains("expired"), "{}", late.body);
+    audit_event(&p.admin, "action=access_request.expired", |e| {
+        e["resource_name"] == rid.as_str() && e["actor"] == "system"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organization_can_require_an_expiry_for_chosen_roles() {
+    let p = people().await;
+    // Only organization settings writers change it.
+    p.john
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800}]}),
+        )
+        .await
+        .assert_status(403);
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800}, {"role": "NO_SUCH_ROLE", "max_secs": 60}]}),
+        )
+        .await
+        .assert_status(422);
+    let s = p
+        .admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800}]}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        s["required_expiry"],
+        json!([{"role": "CLUSTER_ADMIN", "max_secs": 28800}])
+    );
+    let bind = |extra: Value| {
+        let mut body = json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "CLUSTER_ADMIN", "project": "dev"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let r = p
+        .john
+        .post("/api/v1/bindings", bind(json!({})))
+        .await
+        .assert_status(422);
+    assert!(r.json()["error"]["fields"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .contains("requires an expiry"));
+    p.john
+        .post("/api/v1/bindings", bind(json!({"expires_in_secs": 86400})))
+        .await
+        .assert_status(422);
+    p.john
+        .post(
+            "/api/v1/bindings",
+            bind(json!({"expires_at": "2001-01-01T00:00:00Z"})),
+        )
+        .await
+        .assert_status(422);
+    let ok = p
+        .john
+        .post("/api/v1/bindings", bind(json!({"expires_in_secs": 3600})))
+        .await
+        .assert_status(201)
+        .json();
+    assert!(ok["expires_at"].is_string());
+    // Other roles stay permanent unless asked.
+    let perm = p
+        .john
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "carol@example.com"}, "role": "PROJECT_READ_ONLY", "project": "dev"}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    assert!(perm.get("expires_at").is_none(), "{perm:#}");
+    // Requests follow the same rule.
+    p.sally
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 86400, "reason": "x"}),
+        )
+        .await
+        .assert_status(422);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_jit_endpoints() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .client()
+        .get("/api/v1/openapi.json")
+        .await
+        .assert_status(200)
+        .json();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/access-requests", "post"),
+        ("/api/v1/access-requests", "get"),
+        ("/api/v1/access-requests/inbox", "get"),
+        ("/api/v1/access-requests/{id}/approve", "post"),
+        ("/api/v1/access-requests/{id}/deny", "post"),
+        ("/api/v1/access-requests/{id}/cancel", "post"),
+        ("/api/v1/access-requests/{id}/revoke", "post"),
+        ("/api/v1/settings/jit", "patch"),
+        ("/api/v1/projects/{name}/approver-group", "put"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_grants_at_once_and_alerts_every_administrator() {
+    let p = people().await;
+    let (hook, mut calls) = webhook().await;
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"webhook_url": hook, "break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    let glass = |role: &str, secs: i64| json!({"project": "dev", "role": role, "duration_secs": secs, "reason": "prod is down"});
+    // Only the organization's break-glass roles, for at most their maximum.
+    p.mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            glass("PROJECT_ADMIN", 600),
+        )
+        .await
+        .assert_status(403);
+    p.mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            glass("CLUSTER_ADMIN", 7200),
+        )
+        .await
+        .assert_status(422);
+    let r = p
+        .mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            glass("CLUSTER_ADMIN", 1800),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    assert_eq!(r["status"], "approved", "{r:#}");
+    assert_eq!(r["break_glass"], true);
+    let rid = id(&r);
+    // The grant holds at once, time-bound.
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"][0]["role"], "CLUSTER_ADMIN", "{me:#}");
+    assert_eq!(me["grants"][0]["expires_at"], r["grant_expires_at"]);
+    // Every organization administrator is alerted: their inbox, and the webhook.
+    let inbox = p
+        .admin
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(inbox["break_glass_active"], 1, "{inbox:#}");
+    let inbox = p
+        .john
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        inbox["break_glass_active"], 0,
+        "not an organization administrator: {inbox:#}"
+    );
+    let call = next_hook(&mut calls, "access_request.break_glass").await;
+    assert!(
+        call["text"].as_str().unwrap().contains("BREAK-GLASS"),
+        "{call:#}"
+    );
+    // Marked in the audit log.
+    let ev = audit_event(&p.admin, "action=access_request.break_glass", |e| {
+        e["resource_name"] == rid.as_str()
+    })
+    .await;
+    assert_eq!(ev["details"]["break_glass"], true, "{ev:#}");
+    assert_eq!(ev["actor"], "mallory@example.com");
+    // An approver can end it early.
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/revoke"), json!({}))
+        .await
+        .assert_status(200);
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"], json!([]), "{me:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_grant_closes_an_open_terminal_with_the_reason() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "production"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), PROD, "production", &[], &["apple"])
+        .await;
+    Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig())
+        .run_with_stdin(
+            &["apply", "-n", "apple", "-f", "-"],
+            Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sleep\", \"3600\"]\n"),
+        )
+        .await
+        .expect_ok();
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_ADMIN",
+                   "project": "production", "namespaces": ["apple"], "expires_in_secs": 600}),
+        )
+        .await
+        .assert_status(201);
+    let url = format!(
+        "ws://{}/api/v1/terminal/ws?cluster={PROD}&namespace=apple&pod=box",
+        app.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("origin", app.url.parse().unwrap());
+    req.headers_mut().insert(
+        "cookie",
+        format!("warden_session={}", sally.session_cookie().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("a terminal");
+    let ready = next_control(&mut ws, Duration::from_secs(15)).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    // The status line counts down to the grant's expiry, sooner than the terminal's limit.
+    let left = ready["expires_at"].as_i64().unwrap() - {
+        use warden_domain::clock::Clock;
+        app.clock.now().millis()
+    };
+    assert!((590_000..=600_000).contains(&left), "{ready}");
+    assert_eq!(ready["grant_expires_at"], ready["expires_at"]);
+
+    app.clock.advance_secs(601);
+    let closed = next_control(&mut ws, Duration::from_secs(3)).await;
+    assert_eq!(closed["type"], "closed", "{closed}");
+    let reason = closed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("your access (role NAMESPACE_ADMIN") && reason.contains("expired at"),
+        "{closed}"
+    );
+}
+
+/// The next text (control) message of a terminal's WebSocket.
+async fn next_control(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    within: Duration,
+) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no control message: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_retried_until_it_answers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let p = people().await;
+    // A receiver that fails twice, then accepts.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let seen = calls.clone();
+    let router = axum::Router::new().route(
+        "/flaky",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let (seen, tx) = (seen.clone(), tx.clone());
+            async move {
+                if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let _ = tx.send(v);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/flaky", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, router).await.ok() });
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": url}))
+        .await
+        .assert_status(200);
+    ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+    let delivered = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("delivered after retries")
+        .expect("a call");
+    assert_eq!(delivered["event"], "access_request.create");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
