@@ -207,6 +207,12 @@ impl TestApp {
         }
     }
 
+    /// Keep this app's PostgreSQL database when the app is dropped (a test that starts another
+    /// Warden on it afterwards).
+    pub fn keep_database(&mut self) {
+        self.pg_database = None;
+    }
+
     /// A spawned app with the first admin's password already changed and signed in.
     pub async fn with_admin(self) -> (Self, Client) {
         let c = self.client();

@@ -1242,7 +1242,9 @@ async fn the_agent_reconnects_by_itself_after_warden_restarts() {
         extra.push(("WARDEN_DATABASE_URL", sqlite.as_str()));
     }
     let env = fast_env(&extra);
-    let (app, admin) = TestApp::spawn_with(env.clone()).await.with_admin().await;
+    let (mut app, admin) = TestApp::spawn_with(env.clone()).await.with_admin().await;
+    // The second Warden below starts on this app's database.
+    app.keep_database();
     let sim = Sim::start().await;
     let agent = connected(&app, &admin, &sim, "steady").await;
 
