@@ -8,7 +8,6 @@ use sea_orm::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::sync::Mutex;
 
 use crate::clock::{SharedClock, Timestamp};
 use crate::entities::{audit_events, audit_head};
@@ -211,70 +210,134 @@ fn row_hash(m: &audit_events::Model) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The database audit sink. Writes are serialised so each row chains to the one before.
+/// The database audit sink: each call is one transaction through [`append`].
 pub struct DbAuditSink {
     db: DatabaseConnection,
     clock: SharedClock,
-    head: Mutex<Option<String>>,
 }
 
 impl DbAuditSink {
     pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
-        Self {
-            db,
-            clock,
-            head: Mutex::new(None),
-        }
+        Self { db, clock }
     }
+}
 
-    async fn last_hash<C: ConnectionTrait>(db: &C) -> DomainResult<String> {
-        let last = audit_events::Entity::find()
-            .order_by_desc(audit_events::Column::Seq)
-            .limit(1)
-            .one(db)
-            .await?;
-        Ok(last
-            .map(|m| m.hash)
-            .unwrap_or_else(|| GENESIS_HASH.to_owned()))
-    }
+/// A key for PostgreSQL's transaction-scoped advisory lock that guards the chain's head.
+const CHAIN_LOCK_KEY: i64 = 0x5741_5244_454e_4155; // "WARDENAU"
 
-    fn to_model(&self, e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Model {
-        let (actor_id, actor_name) = match e.actor {
-            Actor::User { id, name } => (Some(id.to_string()), name),
-            Actor::Anonymous { claimed } => (None, truncate(&claimed, 254)),
-            Actor::System => (None, "system".to_owned()),
-            Actor::Agent { cluster } => (None, format!("agent:{cluster}")),
-        };
-        let mut m = audit_events::Model {
-            seq: 0,
-            id: e.id.to_string(),
-            at: at.millis(),
-            kind: e.kind.as_str().to_owned(),
-            actor_id,
-            actor_name,
-            session_type: e.session_type.as_str().to_owned(),
-            project: e.project,
-            cluster: e.cluster,
-            namespace: e.namespace,
-            action: e.action,
-            resource_kind: e.resource_kind,
-            resource_name: e.resource_name,
-            outcome: e.outcome.as_str().to_owned(),
-            reason: e.reason,
-            http_method: e.request.method,
-            path: e.request.path,
-            status: e.status,
-            source_ip: e.request.source_ip,
-            user_agent: e.request.user_agent.map(|u| truncate(&u, 512)),
-            request_id: e.request.request_id,
-            duration_ms: e.duration_ms,
-            details: e.details.to_string(),
-            prev_hash,
-            hash: String::new(),
-        };
-        m.hash = row_hash(&m);
-        m
+/// Lock the chain's head for the rest of the transaction `tx`: whoever appends next (this
+/// process, another replica, the `warden admin` CLI) waits until this transaction ends, so two
+/// writers can never chain to the same row. PostgreSQL: an advisory lock released at commit or
+/// rollback. SQLite: a write to the head table takes the database's single write lock now
+/// (rather than at the first insert, after the head was read).
+async fn lock_chain<C: ConnectionTrait>(tx: &C) -> DomainResult<()> {
+    use sea_orm::DbBackend;
+    let sql = match tx.get_database_backend() {
+        DbBackend::Postgres => format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"),
+        DbBackend::Sqlite => "UPDATE audit_head SET seq = seq WHERE id = 1".to_owned(),
+        DbBackend::MySql => "SELECT id FROM audit_head WHERE id = 1 FOR UPDATE".to_owned(),
+    };
+    tx.execute_unprepared(&sql).await?;
+    Ok(())
+}
+
+/// Begin a transaction for a change that will be audited with [`append`]: the chain is locked
+/// first, so on SQLite the transaction holds the write lock from its first statement (a
+/// deferred transaction that reads first fails when another writer commits before its first
+/// write), and on PostgreSQL the change and its audit row take their place in the chain
+/// together.
+pub async fn begin_change(db: &DatabaseConnection) -> DomainResult<sea_orm::DatabaseTransaction> {
+    let tx = db.begin().await?;
+    lock_chain(&tx).await?;
+    Ok(tx)
+}
+
+async fn last_hash<C: ConnectionTrait>(db: &C) -> DomainResult<String> {
+    let last = audit_events::Entity::find()
+        .order_by_desc(audit_events::Column::Seq)
+        .limit(1)
+        .one(db)
+        .await?;
+    Ok(last
+        .map(|m| m.hash)
+        .unwrap_or_else(|| GENESIS_HASH.to_owned()))
+}
+
+/// Append `events`, in order, to the chain inside the transaction `tx`: the head is locked
+/// and read inside it, each row chains to the one before, the head record is updated once.
+/// A change and its audit event written through the same `tx` are stored together or not
+/// at all.
+pub async fn append<C: ConnectionTrait>(
+    tx: &C,
+    at: Timestamp,
+    events: Vec<AuditEvent>,
+) -> DomainResult<()> {
+    if events.is_empty() {
+        return Ok(());
     }
+    lock_chain(tx).await?;
+    let mut prev = last_hash(tx).await?;
+    let mut last = None;
+    for event in events {
+        let model = to_model(event, at, prev);
+        prev = model.hash.clone();
+        let mut active: audit_events::ActiveModel = model.into();
+        active.seq = sea_orm::ActiveValue::NotSet;
+        last = Some(active.insert(tx).await?);
+    }
+    if let Some(row) = last {
+        audit_head::Entity::insert(audit_head::ActiveModel::from(audit_head::Model {
+            id: 1,
+            seq: row.seq,
+            hash: row.hash,
+        }))
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(audit_head::Column::Id)
+                .update_columns([audit_head::Column::Seq, audit_head::Column::Hash])
+                .to_owned(),
+        )
+        .exec(tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn to_model(e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Model {
+    let (actor_id, actor_name) = match e.actor {
+        Actor::User { id, name } => (Some(id.to_string()), name),
+        Actor::Anonymous { claimed } => (None, truncate(&claimed, 254)),
+        Actor::System => (None, "system".to_owned()),
+        Actor::Agent { cluster } => (None, format!("agent:{cluster}")),
+    };
+    let mut m = audit_events::Model {
+        seq: 0,
+        id: e.id.to_string(),
+        at: at.millis(),
+        kind: e.kind.as_str().to_owned(),
+        actor_id,
+        actor_name,
+        session_type: e.session_type.as_str().to_owned(),
+        project: e.project,
+        cluster: e.cluster,
+        namespace: e.namespace,
+        action: e.action,
+        resource_kind: e.resource_kind,
+        resource_name: e.resource_name,
+        outcome: e.outcome.as_str().to_owned(),
+        reason: e.reason,
+        http_method: e.request.method,
+        path: e.request.path,
+        status: e.status,
+        source_ip: e.request.source_ip,
+        user_agent: e.request.user_agent.map(|u| truncate(&u, 512)),
+        request_id: e.request.request_id,
+        duration_ms: e.duration_ms,
+        details: e.details.to_string(),
+        prev_hash,
+        hash: String::new(),
+    };
+    m.hash = row_hash(&m);
+    m
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -287,62 +350,20 @@ impl AuditSink for DbAuditSink {
         self.record_many(vec![event]).await
     }
 
-    /// One transaction for the whole batch: each row chains to the one before, the head is
-    /// updated once.
+    /// One transaction for the whole batch.
     async fn record_many(&self, events: Vec<AuditEvent>) -> DomainResult<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut head = self.head.lock().await;
-        let mut prev = match head.as_ref() {
-            Some(h) => h.clone(),
-            None => Self::last_hash(&self.db).await?,
-        };
-        let now = self.clock.now();
-        let mut rows = Vec::with_capacity(events.len());
-        for event in events {
-            let model = self.to_model(event, now, prev);
-            prev = model.hash.clone();
-            let mut active: audit_events::ActiveModel = model.into();
-            active.seq = sea_orm::ActiveValue::NotSet;
-            rows.push(active);
-        }
-        let hash = prev;
         let write = async {
             let tx = self.db.begin().await?;
-            let mut last = None;
-            for active in rows {
-                last = Some(active.insert(&tx).await?);
-            }
-            let Some(row) = last else {
-                return tx.commit().await;
-            };
-            audit_head::Entity::insert(audit_head::ActiveModel::from(audit_head::Model {
-                id: 1,
-                seq: row.seq,
-                hash: row.hash,
-            }))
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(audit_head::Column::Id)
-                    .update_columns([audit_head::Column::Seq, audit_head::Column::Hash])
-                    .to_owned(),
-            )
-            .exec(&tx)
-            .await?;
-            tx.commit().await
+            append(&tx, self.clock.now(), events).await?;
+            tx.commit().await?;
+            Ok::<_, crate::DomainError>(())
         };
-        match write.await {
-            Ok(()) => {
-                *head = Some(hash);
-                Ok(())
-            }
-            Err(e) => {
-                // Re-read the head next time: we do not know what the database holds.
-                *head = None;
-                tracing::error!(error = %e, "audit write failed");
-                Err(e.into())
-            }
-        }
+        write.await.inspect_err(|e| {
+            tracing::error!(error = %e, "audit write failed");
+        })
     }
 }
 
@@ -353,6 +374,8 @@ impl AuditSink for DbAuditSink {
 /// once; under load, batches grow up to `max_batch`.
 pub struct BatchingAuditSink {
     tx: tokio::sync::mpsc::Sender<BatchMsg>,
+    /// Events handed to `record` that wait for room in the full queue.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 enum BatchMsg {
@@ -395,11 +418,21 @@ impl BatchingAuditSink {
                 }
             }
         });
-        Arc::new(Self { tx })
+        Arc::new(Self {
+            tx,
+            waiting: Default::default(),
+        })
     }
 }
 
 impl BatchingAuditSink {
+    /// Events not yet stored: those in the queue and those waiting for room in it (the
+    /// `warden_audit_queue_depth` metric).
+    pub fn depth(&self) -> usize {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        queued + self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Queue an event without waiting; hands it back when the queue is full (the caller then
     /// awaits [`AuditSink::record`], which waits for room).
     pub fn try_record(&self, event: AuditEvent) -> Result<(), AuditEvent> {
@@ -417,10 +450,11 @@ impl BatchingAuditSink {
 #[async_trait::async_trait]
 impl AuditSink for BatchingAuditSink {
     async fn record(&self, event: AuditEvent) -> DomainResult<()> {
-        self.tx
-            .send(BatchMsg::Event(Box::new(event)))
-            .await
-            .map_err(|_| crate::DomainError::Internal("the audit writer stopped".into()))
+        use std::sync::atomic::Ordering;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.send(BatchMsg::Event(Box::new(event))).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        sent.map_err(|_| crate::DomainError::Internal("the audit writer stopped".into()))
     }
 
     async fn flush(&self) {

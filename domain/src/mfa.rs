@@ -316,7 +316,7 @@ pub async fn confirm_enrolment(
 pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
     let user = crate::admin::users::find(svc, email_or_id).await?;
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let removed = user_mfa::Entity::delete_by_id(user.id.clone())
         .exec(&tx)
         .await?
@@ -325,11 +325,11 @@ pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> Domain
         .filter(mfa_recovery_codes::Column::UserId.eq(user.id.clone()))
         .exec(&tx)
         .await?;
-    tx.commit().await?;
     if removed == 0 {
         return Err(DomainError::not_found("authenticator"));
     }
     svc.audit_change(
+        &tx,
         who,
         "user.mfa.reset",
         "user",
@@ -338,7 +338,9 @@ pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> Domain
         Some(json!({"mfa": "totp"})),
         None,
     )
-    .await
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Check a second factor: a TOTP code of the current step ±1 that is later than the last one

@@ -25,9 +25,16 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Series>>,
     /// Requests refused by a rate limit, by class.
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
+    /// How many audit events wait to be stored (set at start-up).
+    audit_queue: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 
 impl Metrics {
+    /// Report the depth of the gateway's audit queue as `warden_audit_queue_depth`.
+    pub fn watch_audit_queue(&self, depth: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.audit_queue.set(Box::new(depth));
+    }
+
     pub fn rate_limited(&self, class: &'static str) {
         if let Ok(mut m) = self.rate_limited.lock() {
             *m.entry(class).or_default() += 1;
@@ -59,6 +66,13 @@ impl Metrics {
                 let n = limited.get(class).copied().unwrap_or(0);
                 let _ = writeln!(out, "warden_rate_limited_total{{class=\"{class}\"}} {n}");
             }
+        }
+        if let Some(depth) = self.audit_queue.get() {
+            out.push_str(
+                "# HELP warden_audit_queue_depth Audit events of the gateway not yet stored.\n",
+            );
+            out.push_str("# TYPE warden_audit_queue_depth gauge\n");
+            let _ = writeln!(out, "warden_audit_queue_depth {}", depth());
         }
         let Ok(map) = self.requests.lock() else {
             return out;

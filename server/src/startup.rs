@@ -139,12 +139,15 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let gateway = crate::gateway::Gateway::new(services.clone(), &config)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
+    let metrics = Arc::new(Metrics::default());
+    let gw = Arc::downgrade(&gateway);
+    metrics.watch_audit_queue(move || gw.upgrade().map_or(0, |g| g.audit_queue_depth()));
     Ok(AppState {
         leptos_options: leptos_options(&config),
         gateway,
         clusters,
         services,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
         config: Arc::new(config),
     })

@@ -11,7 +11,6 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -234,7 +233,8 @@ async fn gate_decide(
     }
 }
 
-async fn record(
+async fn record<C: sea_orm::ConnectionTrait>(
+    tx: &C,
     svc: &Services,
     who: Option<&Principal>,
     action: &str,
@@ -257,7 +257,7 @@ async fn record(
     if let Some(x) = reason {
         ev = ev.reason(x);
     }
-    svc.audit.record(ev).await
+    crate::audit::append(tx, svc.clock.now(), vec![ev]).await
 }
 
 /// Post to the organization's webhook, if any (in the background, with retries).
@@ -471,6 +471,7 @@ pub async fn create(
         ));
     }
     let settings = super::jit_settings::load(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = access_requests::ActiveModel::from(access_requests::Model {
         id: uuid::Uuid::new_v4().to_string(),
         requester_id: who.user_id.to_string(),
@@ -491,11 +492,12 @@ pub async fn create(
         grant_expires_at: None,
         break_glass: false,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await?;
     let c = context(svc, &m).await?;
     let dto = to_dto(&m, &c, false);
     record(
+        &tx,
         svc,
         Some(who),
         "access_request.create",
@@ -505,6 +507,7 @@ pub async fn create(
         json!({ "after": dto }),
     )
     .await?;
+    tx.commit().await?;
     notify(
         svc,
         "access_request.create",
@@ -650,6 +653,7 @@ async fn lapse(svc: &Services, r: &access_requests::Model, now: Timestamp) -> Do
     if r.status != PENDING || now.millis() < r.expires_at {
         return Ok(false);
     }
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let updated = access_requests::Entity::update_many()
         .col_expr(
             access_requests::Column::Status,
@@ -661,11 +665,12 @@ async fn lapse(svc: &Services, r: &access_requests::Model, now: Timestamp) -> Do
         )
         .filter(access_requests::Column::Id.eq(r.id.clone()))
         .filter(access_requests::Column::Status.eq(PENDING))
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
     if updated.rows_affected > 0 {
         let c = context(svc, r).await?;
         record(
+            &tx,
             svc,
             None,
             "access_request.expired",
@@ -678,6 +683,7 @@ async fn lapse(svc: &Services, r: &access_requests::Model, now: Timestamp) -> Do
             json!({}),
         )
         .await?;
+        tx.commit().await?;
         let mut after = r.clone();
         after.status = EXPIRED.to_owned();
         let dto = to_dto(&after, &c, false);
@@ -772,9 +778,11 @@ pub async fn approve(
         let mut a = r.clone().into_active_model();
         a.approvals = Set(approvals_json);
         a.duration_secs = Set(duration);
-        let m = a.update(&svc.db).await?;
+        let tx = crate::audit::begin_change(&svc.db).await?;
+        let m = a.update(&tx).await?;
         let dto = to_dto(&m, &c, false);
         record(
+            &tx,
             svc,
             Some(who),
             "access_request.approve",
@@ -784,6 +792,7 @@ pub async fn approve(
             json!({ "approvals": c.approvals.len(), "approvals_needed": c.needed, "duration_secs": duration }),
         )
         .await?;
+        tx.commit().await?;
         notify(
             svc,
             "access_request.approve",
@@ -801,7 +810,7 @@ pub async fn approve(
     }
     // The last approval: the grant, as a time-bound binding of the requester.
     let expires_at = now.millis() + duration * 1000;
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let existing = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(r.requester_id.clone()))
         .filter(bindings::Column::RoleId.eq(r.role_id.clone()))
@@ -844,10 +853,9 @@ pub async fn approve(
     a.binding_id = Set(Some(binding.id.clone()));
     a.grant_expires_at = Set(Some(expires_at));
     let m = a.update(&tx).await?;
-    tx.commit().await?;
-    svc.policy.bump();
     let dto = to_dto(&m, &c, true);
     record(
+        &tx,
         svc,
         Some(who),
         "access_request.approve",
@@ -864,8 +872,9 @@ pub async fn approve(
         }),
     )
     .await?;
-    let bdto = super::bindings::Names::load(&svc.db).await?.dto(&binding);
+    let bdto = super::bindings::Names::load(&tx).await?.dto(&binding);
     svc.audit_change(
+        &tx,
         who,
         "binding.create",
         "binding",
@@ -875,6 +884,8 @@ pub async fn approve(
         Some(json!(bdto)),
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     notify(
         svc,
         "access_request.approved",
@@ -906,9 +917,11 @@ pub async fn deny(
     a.decided_at = Set(Some(svc.clock.now().millis()));
     a.decided_by = Set(Some(who.email.clone()));
     a.decision_comment = Set(comment.clone());
-    let m = a.update(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let m = a.update(&tx).await?;
     let dto = to_dto(&m, &c, false);
     record(
+        &tx,
         svc,
         Some(who),
         "access_request.deny",
@@ -918,6 +931,7 @@ pub async fn deny(
         json!({}),
     )
     .await?;
+    tx.commit().await?;
     notify(
         svc,
         "access_request.denied",
@@ -947,9 +961,11 @@ pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<A
     a.status = Set(CANCELLED.to_owned());
     a.decided_at = Set(Some(svc.clock.now().millis()));
     a.decided_by = Set(Some(who.email.clone()));
-    let m = a.update(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let m = a.update(&tx).await?;
     let dto = to_dto(&m, &c, false);
     record(
+        &tx,
         svc,
         Some(who),
         "access_request.cancel",
@@ -959,6 +975,7 @@ pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<A
         json!({}),
     )
     .await?;
+    tx.commit().await?;
     notify(
         svc,
         "access_request.cancelled",
@@ -999,18 +1016,19 @@ pub async fn revoke(
         Some(b) => bindings::Entity::find_by_id(b.clone()).one(&svc.db).await?,
         None => None,
     };
+    let tx = crate::audit::begin_change(&svc.db).await?;
     if let Some(b) = &binding {
         bindings::Entity::delete_by_id(b.id.clone())
-            .exec(&svc.db)
+            .exec(&tx)
             .await?;
     }
     let mut a = r.clone().into_active_model();
     a.status = Set(REVOKED.to_owned());
     a.grant_expires_at = Set(Some(now.millis()));
-    let m = a.update(&svc.db).await?;
-    svc.policy.bump();
+    let m = a.update(&tx).await?;
     let dto = to_dto(&m, &c, false);
     record(
+        &tx,
         svc,
         Some(who),
         "access_request.revoke",
@@ -1021,8 +1039,9 @@ pub async fn revoke(
     )
     .await?;
     if let Some(b) = &binding {
-        let bdto = super::bindings::Names::load(&svc.db).await?.dto(b);
+        let bdto = super::bindings::Names::load(&tx).await?.dto(b);
         svc.audit_change(
+            &tx,
             who,
             "binding.delete",
             "binding",
@@ -1033,6 +1052,8 @@ pub async fn revoke(
         )
         .await?;
     }
+    tx.commit().await?;
+    svc.policy.bump();
     notify(
         svc,
         "access_request.revoked",
@@ -1093,12 +1114,14 @@ pub async fn set_approver_group(
         None => None,
     };
     let mut a = p.clone().into_active_model();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     a.approver_group_id = Set(group.as_ref().map(|g| g.id.clone()));
-    a.update(&svc.db).await?;
+    a.update(&tx).await?;
     let after = ApproverGroupDto {
         group: group.map(|g| g.name),
     };
     svc.audit_change(
+        &tx,
         who,
         "project.approver_group.update",
         "project",
@@ -1108,6 +1131,7 @@ pub async fn set_approver_group(
         Some(json!(after)),
     )
     .await?;
+    tx.commit().await?;
     Ok(after)
 }
 
@@ -1190,7 +1214,7 @@ pub async fn break_glass(
     let ns_json = serde_json::to_string(&p.namespaces).unwrap_or_else(|_| "[]".into());
     let expires_at = now.millis() + duration * 1000;
     let me = who.user_id.to_string();
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let existing = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(me.clone()))
         .filter(bindings::Column::RoleId.eq(p.role.id.clone()))
@@ -1245,11 +1269,10 @@ pub async fn break_glass(
     })
     .insert(&tx)
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
     let c = context(svc, &m).await?;
     let dto = to_dto(&m, &c, false);
     record(
+        &tx,
         svc,
         Some(who),
         "access_request.break_glass",
@@ -1264,6 +1287,8 @@ pub async fn break_glass(
         }),
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     notify(
         svc,
         "access_request.break_glass",

@@ -79,6 +79,7 @@ pub async fn create(
     let prefix = format!("wdn_{}", &id.to_string()[..8]);
     let secret = format!("{prefix}_{}", random_token(32));
     let now = svc.clock.now();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = api_keys::ActiveModel::from(api_keys::Model {
         id: id.to_string(),
         user_id: who.user_id.to_string(),
@@ -90,7 +91,7 @@ pub async fn create(
         revoked_at: None,
         created_at: now.millis(),
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await
     .on_unique(
         "uq_api_keys_secret_hash",
@@ -99,6 +100,7 @@ pub async fn create(
     )?;
     let dto = to_dto(&m);
     svc.audit_change(
+        &tx,
         who,
         "api_key.create",
         "api_key",
@@ -108,6 +110,7 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
     Ok(CreatedApiKey { key: dto, secret })
 }
 
@@ -123,8 +126,10 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     let before = to_dto(&k);
     let mut a = k.into_active_model();
     a.revoked_at = Set(Some(svc.clock.now().millis()));
-    let k = a.update(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let k = a.update(&tx).await?;
     svc.audit_change(
+        &tx,
         who,
         "api_key.revoke",
         "api_key",
@@ -134,6 +139,7 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
         Some(json!(to_dto(&k))),
     )
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -150,6 +156,7 @@ pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> Do
         return Ok(0);
     }
     let prefixes: Vec<String> = live.iter().map(|k| k.prefix.clone()).collect();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let r = api_keys::Entity::update_many()
         .col_expr(
             api_keys::Column::RevokedAt,
@@ -157,10 +164,10 @@ pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> Do
         )
         .filter(api_keys::Column::UserId.eq(user_id.to_owned()))
         .filter(api_keys::Column::RevokedAt.is_null())
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
-    svc.policy.bump();
     svc.audit_change(
+        &tx,
         who,
         "api_key.revoke_all",
         "user",
@@ -170,5 +177,7 @@ pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> Do
         None,
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     Ok(r.rows_affected)
 }

@@ -458,6 +458,7 @@ pub async fn create(
             "this subject already holds this role there",
         ));
     }
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
         subject_kind: req.subject.kind.clone(),
@@ -471,11 +472,11 @@ pub async fn create(
         expiry_recorded_at: None,
         access_request_id: None,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await?;
-    svc.policy.bump();
-    let dto = Names::load(&svc.db).await?.dto(&m);
+    let dto = Names::load(&tx).await?.dto(&m);
     svc.audit_change(
+        &tx,
         who,
         "binding.create",
         "binding",
@@ -485,6 +486,8 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     Ok(dto)
 }
 
@@ -551,11 +554,12 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     let names = Names::load(&svc.db).await?;
     let dto = names.dto(&b);
     gate_for(svc, who, dto.project.as_deref()).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     bindings::Entity::delete_by_id(b.id.clone())
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
-    svc.policy.bump();
     svc.audit_change(
+        &tx,
         who,
         "binding.delete",
         "binding",
@@ -565,6 +569,8 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
         None,
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     Ok(())
 }
 
@@ -588,12 +594,13 @@ pub async fn expire_due(svc: &Services) -> DomainResult<usize> {
             let dto = names.dto(&b);
             let mut a = b.clone().into_active_model();
             a.expiry_recorded_at = Set(Some(now.millis()));
-            // Only the first of several Wardens records it.
+            // Only the first of several Wardens records it, with its audit event.
+            let tx = crate::audit::begin_change(&svc.db).await?;
             let updated = bindings::Entity::update_many()
                 .set(a)
                 .filter(bindings::Column::Id.eq(b.id.clone()))
                 .filter(bindings::Column::ExpiryRecordedAt.is_null())
-                .exec(&svc.db)
+                .exec(&tx)
                 .await?;
             if updated.rows_affected == 0 {
                 continue;
@@ -615,7 +622,8 @@ pub async fn expire_due(svc: &Services) -> DomainResult<usize> {
             if let Some(p) = &dto.project {
                 ev = ev.project(p.clone());
             }
-            svc.audit.record(ev).await?;
+            crate::audit::append(&tx, now, vec![ev]).await?;
+            tx.commit().await?;
         }
         if ended > 0 {
             svc.policy.bump();

@@ -8,7 +8,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    QueryOrder, Set,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -228,11 +228,20 @@ fn to_dto(
 
 /// The DTO of one cluster.
 pub async fn dto_of(svc: &Services, m: &clusters::Model) -> DomainResult<ClusterDto> {
+    dto_in(svc, &svc.db, m).await
+}
+
+/// The DTO of one cluster as `db` (e.g. a transaction that changed it) sees it.
+async fn dto_in<C: ConnectionTrait>(
+    svc: &Services,
+    db: &C,
+    m: &clusters::Model,
+) -> DomainResult<ClusterDto> {
     Ok(to_dto(
         &svc.clusters.settings(),
         m,
-        &project_names(&svc.db).await?,
-        &shares(&svc.db).await?,
+        &project_names(db).await?,
+        &shares(db).await?,
     ))
 }
 
@@ -677,7 +686,7 @@ pub async fn create(
     )
     .await?;
     let now = svc.clock.now().millis();
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = clusters::ActiveModel::from(clusters::Model {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
@@ -716,20 +725,17 @@ pub async fn create(
         None,
     )
     .await?;
+    let dto = dto_in(svc, &tx, &m).await?;
+    let event = cluster_event(
+        who,
+        "cluster.create",
+        &m.name,
+        &project.name,
+        Outcome::Allowed,
+    )
+    .details(json!({"before": null, "after": dto}));
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
-    let dto = dto_of(svc, &m).await?;
-    svc.audit
-        .record(
-            cluster_event(
-                who,
-                "cluster.create",
-                &m.name,
-                &project.name,
-                Outcome::Allowed,
-            )
-            .details(json!({"before": null, "after": dto})),
-        )
-        .await?;
     svc.policy.bump();
     Ok(CreatedCluster {
         cluster: dto,
@@ -779,7 +785,7 @@ pub async fn update(
         new_owner = project.name;
     }
     let now = svc.clock.now().millis();
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let id = c.id.clone();
     let current = c.clone();
     let mut a = c.into_active_model();
@@ -820,14 +826,11 @@ pub async fn update(
             .exec(&tx)
             .await?;
     }
+    let after = dto_in(svc, &tx, &m).await?;
+    let event = cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
+        .details(json!({"before": before, "after": after}));
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
-    let after = dto_of(svc, &m).await?;
-    svc.audit
-        .record(
-            cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
-                .details(json!({"before": before, "after": after})),
-        )
-        .await?;
     svc.policy.bump();
     if rename.is_some() {
         // The live tunnel carries the old name: the agent reconnects under the new one (its
@@ -854,7 +857,7 @@ pub async fn delete(
     let agent_connected = c.status == cluster_status::CONNECTED;
     let before = dto_of(svc, &c).await?;
     let now = svc.clock.now().millis();
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     cluster_agent_credentials::Entity::update_many()
         .col_expr(
             cluster_agent_credentials::Column::RevokedAt,
@@ -891,6 +894,19 @@ pub async fn delete(
     clusters::Entity::delete_by_id(c.id.clone())
         .exec(&tx)
         .await?;
+    let event = cluster_event(
+        who,
+        if force {
+            "cluster.force_delete"
+        } else {
+            "cluster.delete"
+        },
+        &c.name,
+        &owner,
+        Outcome::Allowed,
+    )
+    .details(json!({"before": before, "after": null, "agent_connected": agent_connected}));
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
     if let Some(rt) = svc.clusters.runtime() {
         rt.revoke(
@@ -902,22 +918,6 @@ pub async fn delete(
             ),
         );
     }
-    svc.audit
-        .record(
-            cluster_event(
-                who,
-                if force {
-                    "cluster.force_delete"
-                } else {
-                    "cluster.delete"
-                },
-                &c.name,
-                &owner,
-                Outcome::Allowed,
-            )
-            .details(json!({"before": before, "after": null, "agent_connected": agent_connected})),
-        )
-        .await?;
     svc.policy.bump();
     Ok(CLEANUP_COMMAND.to_owned())
 }
@@ -929,9 +929,10 @@ pub async fn bootstrap(
     name: &str,
 ) -> DomainResult<ClusterBootstrap> {
     let (c, owner) = load_writable(svc, who, name).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let boot = mint(
         svc,
-        &svc.db,
+        &tx,
         Some(who.user_id.to_string()),
         &c,
         &owner,
@@ -939,24 +940,25 @@ pub async fn bootstrap(
         None,
     )
     .await?;
-    svc.audit
-        .record(cluster_event(
-            who,
-            "cluster.bootstrap_token",
-            &c.name,
-            &owner,
-            Outcome::Allowed,
-        ))
-        .await?;
+    let event = cluster_event(
+        who,
+        "cluster.bootstrap_token",
+        &c.name,
+        &owner,
+        Outcome::Allowed,
+    );
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
+    tx.commit().await?;
     Ok(boot)
 }
 
 /// The agent manifest with a fresh bootstrap token (`GET /api/v1/clusters/{name}/manifest`).
 pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResult<String> {
     let (c, owner) = load_writable(svc, who, name).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let boot = mint(
         svc,
-        &svc.db,
+        &tx,
         Some(who.user_id.to_string()),
         &c,
         &owner,
@@ -964,15 +966,9 @@ pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResu
         None,
     )
     .await?;
-    svc.audit
-        .record(cluster_event(
-            who,
-            "cluster.manifest",
-            &c.name,
-            &owner,
-            Outcome::Allowed,
-        ))
-        .await?;
+    let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed);
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
+    tx.commit().await?;
     Ok(boot.manifest)
 }
 

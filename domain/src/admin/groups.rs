@@ -121,6 +121,7 @@ pub async fn create(
         ));
     }
     let now = svc.clock.now().millis();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let g = groups::ActiveModel::from(groups::Model {
         id: GroupId::new().to_string(),
         name,
@@ -135,15 +136,16 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await
     .on_unique(
         "uq_groups_name",
         "name",
         "a group with this name already exists",
     )?;
-    let dto = to_dto(&svc.db, &g).await?;
+    let dto = to_dto(&tx, &g).await?;
     svc.audit_change(
+        &tx,
         who,
         "group.create",
         "group",
@@ -153,6 +155,7 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
     Ok(dto)
 }
 
@@ -170,8 +173,10 @@ pub async fn update(
         a.description = Set(d.trim().chars().take(1024).collect());
     }
     a.updated_at = Set(svc.clock.now().millis());
-    let g = a.update(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let g = a.update(&tx).await?;
     svc.audit_change(
+        &tx,
         who,
         "group.update",
         "group",
@@ -181,6 +186,7 @@ pub async fn update(
         Some(json!({"description": g.description})),
     )
     .await?;
+    tx.commit().await?;
     to_dto(&svc.db, &g).await
 }
 
@@ -210,10 +216,10 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         ));
     }
     let before = to_dto(&svc.db, &g).await?;
-    groups::Entity::delete_by_id(g.id.clone())
-        .exec(&svc.db)
-        .await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    groups::Entity::delete_by_id(g.id.clone()).exec(&tx).await?;
     svc.audit_change(
+        &tx,
         who,
         "group.delete",
         "group",
@@ -223,6 +229,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         None,
     )
     .await?;
+    tx.commit().await?;
     svc.policy.bump();
     Ok(())
 }
@@ -258,15 +265,16 @@ pub async fn add_member(
             format!("{email} is already a member of {}", g.name),
         ));
     }
+    let tx = crate::audit::begin_change(&svc.db).await?;
     group_members::ActiveModel::from(group_members::Model {
         group_id: g.id.clone(),
         user_id: u.id.clone(),
         created_at: svc.clock.now().millis(),
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await?;
-    svc.policy.bump();
     svc.audit_change(
+        &tx,
         who,
         "group.member.add",
         "group",
@@ -276,6 +284,8 @@ pub async fn add_member(
         Some(json!({"member": email.as_str()})),
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     to_dto(&svc.db, &g).await
 }
 
@@ -297,14 +307,15 @@ pub async fn remove_member(
     let u = crate::users::find_by_email(&svc.db, &email)
         .await?
         .ok_or_else(|| DomainError::not_found("user"))?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let r = group_members::Entity::delete_by_id((g.id.clone(), u.id.clone()))
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
     if r.rows_affected == 0 {
         return Err(DomainError::not_found("membership"));
     }
-    svc.policy.bump();
     svc.audit_change(
+        &tx,
         who,
         "group.member.remove",
         "group",
@@ -314,5 +325,7 @@ pub async fn remove_member(
         None,
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     to_dto(&svc.db, &g).await
 }

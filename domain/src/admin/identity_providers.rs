@@ -277,6 +277,7 @@ pub async fn create(
     }
     let id = TokenId::new().to_string();
     let now = svc.clock.now().millis();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = identity_providers::ActiveModel::from(identity_providers::Model {
         client_secret: seal(svc, &id, &secret),
         id,
@@ -297,7 +298,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await
     // A concurrent create with the same name (SQLite names the column, PostgreSQL the index).
     .map_err(|e| {
@@ -310,6 +311,7 @@ pub async fn create(
     })?;
     let dto = to_dto(svc, &m);
     svc.audit_change(
+        &tx,
         who,
         "identity_provider.create",
         "identity_provider",
@@ -319,6 +321,7 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
     Ok(dto)
 }
 
@@ -381,14 +384,15 @@ pub async fn update(
         a.enabled = Set(v);
     }
     a.updated_at = Set(svc.clock.now().millis());
-    let m = a.update(&svc.db).await?;
-    svc.sso.forget(&m.id);
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let m = a.update(&tx).await?;
     let after = to_dto(svc, &m);
     let mut details_after = json!(after);
     if secret_changed {
         details_after["client_secret"] = json!("(changed)");
     }
     svc.audit_change(
+        &tx,
         who,
         "identity_provider.update",
         "identity_provider",
@@ -398,6 +402,8 @@ pub async fn update(
         Some(details_after),
     )
     .await?;
+    tx.commit().await?;
+    svc.sso.forget(&m.id);
     Ok(after)
 }
 
@@ -405,11 +411,12 @@ pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult
     svc.gate(who, Action::org(Permission::IdpWrite)).await?;
     let m = find(svc, name).await?;
     let before = to_dto(svc, &m);
+    let tx = crate::audit::begin_change(&svc.db).await?;
     identity_providers::Entity::delete_by_id(m.id.clone())
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
-    svc.sso.forget(&m.id);
     svc.audit_change(
+        &tx,
         who,
         "identity_provider.delete",
         "identity_provider",
@@ -418,7 +425,10 @@ pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult
         Some(json!(before)),
         None,
     )
-    .await
+    .await?;
+    tx.commit().await?;
+    svc.sso.forget(&m.id);
+    Ok(())
 }
 
 /// "Test": run discovery against the provider's issuer.

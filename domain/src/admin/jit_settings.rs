@@ -126,7 +126,8 @@ pub async fn update(
     let now = svc.clock.now().millis();
     let rules = serde_json::to_string(&s.required_expiry).unwrap_or_else(|_| "[]".into());
     let glass = serde_json::to_string(&s.break_glass_roles).unwrap_or_else(|_| "[]".into());
-    match jit_settings::Entity::find_by_id(ROW).one(&svc.db).await? {
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    match jit_settings::Entity::find_by_id(ROW).one(&tx).await? {
         Some(m) => {
             let mut a = m.into_active_model();
             a.required_expiry = Set(rules);
@@ -135,7 +136,7 @@ pub async fn update(
             a.webhook_url = Set(s.webhook_url.clone());
             a.break_glass = Set(glass);
             a.updated_at = Set(now);
-            a.update(&svc.db).await?;
+            a.update(&tx).await?;
         }
         None => {
             jit_settings::ActiveModel::from(jit_settings::Model {
@@ -147,11 +148,12 @@ pub async fn update(
                 break_glass: glass,
                 updated_at: now,
             })
-            .insert(&svc.db)
+            .insert(&tx)
             .await?;
         }
     }
     svc.audit_change(
+        &tx,
         who,
         "settings.jit.update",
         "settings",
@@ -161,6 +163,7 @@ pub async fn update(
         Some(json!(s)),
     )
     .await?;
+    tx.commit().await?;
     Ok(s)
 }
 

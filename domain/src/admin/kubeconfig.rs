@@ -302,7 +302,10 @@ async fn resolve_level(
     }
 }
 
-async fn settings_dto(svc: &Services, l: &ResolvedLevel) -> DomainResult<KubectlSettingsDto> {
+async fn settings_dto<C: ConnectionTrait>(
+    db: &C,
+    l: &ResolvedLevel,
+) -> DomainResult<KubectlSettingsDto> {
     let id = level_id(
         if l.scope == "organization" {
             ORG_LEVEL
@@ -311,15 +314,15 @@ async fn settings_dto(svc: &Services, l: &ResolvedLevel) -> DomainResult<Kubectl
         },
         l.subject_id.as_deref(),
     );
-    let (settings, updated) = load_level(&svc.db, &id).await?;
+    let (settings, updated) = load_level(db, &id).await?;
     let effective = match l.scope {
-        "user" => effective_settings(&svc.db, l.subject_id.as_deref(), None).await?,
-        "cluster" => effective_settings(&svc.db, None, l.subject_id.as_deref()).await?,
-        _ => effective_settings(&svc.db, None, None).await?,
+        "user" => effective_settings(db, l.subject_id.as_deref(), None).await?,
+        "cluster" => effective_settings(db, None, l.subject_id.as_deref()).await?,
+        _ => effective_settings(db, None, None).await?,
     };
     let inherited = match l.scope {
         "organization" => EffectiveKubectlSettings::default(),
-        _ => effective_settings(&svc.db, None, None).await?,
+        _ => effective_settings(db, None, None).await?,
     };
     Ok(KubectlSettingsDto {
         scope: l.scope.to_owned(),
@@ -337,7 +340,7 @@ pub async fn get_settings(
     level: SettingsLevel,
 ) -> DomainResult<KubectlSettingsDto> {
     let l = resolve_level(svc, who, &level, false).await?;
-    settings_dto(svc, &l).await
+    settings_dto(&svc.db, &l).await
 }
 
 fn check_duration(
@@ -436,7 +439,7 @@ pub async fn update_settings(
     if !fields.is_empty() {
         return Err(DomainError::Invalid { fields });
     }
-    let before = settings_dto(svc, &l).await?;
+    let before = settings_dto(&svc.db, &l).await?;
     let id = level_id(
         if l.scope == "organization" {
             ORG_LEVEL
@@ -500,6 +503,7 @@ pub async fn update_settings(
         m.terminal_record_input = v;
     }
     m.updated_at = now;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     if existing.is_some() {
         let mut a = m.clone().into_active_model();
         a.validity_secs = Set(m.validity_secs);
@@ -514,14 +518,13 @@ pub async fn update_settings(
         a.terminal_max_concurrent = Set(m.terminal_max_concurrent);
         a.terminal_record_input = Set(m.terminal_record_input);
         a.updated_at = Set(now);
-        a.update(&svc.db).await?;
+        a.update(&tx).await?;
     } else {
-        kubectl_settings::ActiveModel::from(m)
-            .insert(&svc.db)
-            .await?;
+        kubectl_settings::ActiveModel::from(m).insert(&tx).await?;
     }
-    let after = settings_dto(svc, &l).await?;
+    let after = settings_dto(&tx, &l).await?;
     svc.audit_change(
+        &tx,
         who,
         "kubectl_settings.update",
         &format!("kubectl_settings.{}", l.scope),
@@ -531,6 +534,7 @@ pub async fn update_settings(
         Some(json!(after)),
     )
     .await?;
+    tx.commit().await?;
     // Settings change gateway decisions: make every cached decision stale.
     svc.policy.bump();
     Ok(after)
@@ -634,6 +638,7 @@ pub async fn issue(
     let expires_at = now.plus_secs(settings.credential_validity_secs);
     let ku = kube_user(&svc.db, &who.user_id.to_string(), &who.email, now).await?;
     let serial = new_serial();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     kube_credentials::ActiveModel::from(kube_credentials::Model {
         serial: serial.clone(),
         user_id: who.user_id.to_string(),
@@ -643,7 +648,7 @@ pub async fn issue(
         expires_at: expires_at.millis(),
         revoked_at: None,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await?;
     let mut ev = event(Outcome::Allowed).details(json!({
         "serial": serial,
@@ -655,7 +660,8 @@ pub async fn issue(
         ev.cluster = Some(only.name.clone());
         ev = ev.project(only.owner.clone());
     }
-    svc.audit.record(ev).await?;
+    crate::audit::append(&tx, now, vec![ev]).await?;
+    tx.commit().await?;
     Ok(Ok(IssuedCredential {
         serial,
         user_id: who.user_id.to_string(),
@@ -852,9 +858,10 @@ pub async fn revoke(
         }
     };
     let now = svc.clock.now();
-    // Single statements, no transaction: each is idempotent, and a read-then-write
-    // transaction on SQLite fails when the (busy) audit writer commits in between.
-    kube_user(&svc.db, &target.id, &target.email, now).await?;
+    // One transaction that holds the audit chain's lock from its start (on SQLite, the write
+    // lock: a read-then-write transaction would fail when another writer commits in between).
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    kube_user(&tx, &target.id, &target.email, now).await?;
     kube_users::Entity::update_many()
         .col_expr(
             kube_users::Column::RevokedBefore,
@@ -865,7 +872,7 @@ pub async fn revoke(
             sea_orm::sea_query::Expr::value(now.millis()),
         )
         .filter(kube_users::Column::UserId.eq(target.id.clone()))
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
     let done = kube_credentials::Entity::update_many()
         .col_expr(
@@ -875,26 +882,28 @@ pub async fn revoke(
         .filter(kube_credentials::Column::UserId.eq(target.id.clone()))
         .filter(kube_credentials::Column::RevokedAt.is_null())
         .filter(kube_credentials::Column::ExpiresAt.gt(now.millis()))
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
-    svc.audit
-        .record(
-            AuditEvent::new(
-                AuditKind::Console,
-                who.actor(),
-                who.session_type,
-                "kubeconfig.revoke",
-                Outcome::Allowed,
-            )
-            .resource("kubeconfig", target.email.clone())
-            .request(who.request.clone())
-            .details(json!({
-                "user": target.email,
-                "revoked_before": now.rfc3339(),
-                "credentials_revoked": done.rows_affected,
-            })),
+    crate::audit::append(
+        &tx,
+        now,
+        vec![AuditEvent::new(
+            AuditKind::Console,
+            who.actor(),
+            who.session_type,
+            "kubeconfig.revoke",
+            Outcome::Allowed,
         )
-        .await?;
+        .resource("kubeconfig", target.email.clone())
+        .request(who.request.clone())
+        .details(json!({
+            "user": target.email,
+            "revoked_before": now.rfc3339(),
+            "credentials_revoked": done.rows_affected,
+        }))],
+    )
+    .await?;
+    tx.commit().await?;
     svc.policy.bump();
     Ok(KubeconfigRevoked {
         user: target.email,
@@ -944,6 +953,19 @@ pub async fn record_service_account<C: ConnectionTrait>(
         }
     }
     Ok(())
+}
+
+/// The service account on record for the user on the cluster.
+pub async fn service_account_of<C: ConnectionTrait>(
+    db: &C,
+    cluster_id: &str,
+    user_id: &str,
+) -> DomainResult<Option<kube_service_accounts::Model>> {
+    Ok(
+        kube_service_accounts::Entity::find_by_id((cluster_id.to_owned(), user_id.to_owned()))
+            .one(db)
+            .await?,
+    )
 }
 
 /// Note a use of the service account (for idle removal).

@@ -59,9 +59,12 @@ impl Services {
             .map_err(|d| DomainError::forbidden(d.reason))
     }
 
-    /// Audit a change made by `who`, with before and after values.
-    pub async fn audit_change(
+    /// Audit a change made by `who`, with before and after values, inside the change's own
+    /// transaction `tx`: the change and its audit event are stored together or not at all.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn audit_change<C: sea_orm::ConnectionTrait>(
         &self,
+        tx: &C,
         who: &Principal,
         action: &str,
         kind: &str,
@@ -83,7 +86,7 @@ impl Services {
         if let Some(p) = project {
             ev = ev.project(p);
         }
-        self.audit.record(ev).await
+        crate::audit::append(tx, self.clock.now(), vec![ev]).await
     }
 
     /// Audit a refusal that is not the gate's (e.g. self-escalation detected by a use case).

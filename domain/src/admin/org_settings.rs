@@ -65,6 +65,7 @@ pub async fn update(
         s.mfa_policy = v;
     }
     s.validate()?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let org = match req.organization_name {
         Some(n) => {
             let n = n.trim();
@@ -76,13 +77,14 @@ pub async fn update(
             }
             let mut a = org.into_active_model();
             a.name = Set(n.to_owned());
-            a.update(&svc.db).await?
+            a.update(&tx).await?
         }
         None => org,
     };
-    settings::save(&svc.db, &s, svc.clock.now()).await?;
+    settings::save(&tx, &s, svc.clock.now()).await?;
     let after = to_dto(&org, &s);
     svc.audit_change(
+        &tx,
         who,
         "settings.update",
         "settings",
@@ -92,5 +94,6 @@ pub async fn update(
         Some(json!(after)),
     )
     .await?;
+    tx.commit().await?;
     Ok(after)
 }

@@ -88,6 +88,7 @@ pub async fn create(
         DnsLabel::parse(req.name.trim()).map_err(|e| DomainError::invalid_value("name", e))?;
     let description = check_description(req.description.as_deref().unwrap_or(""))?;
     let now = svc.clock.now().millis();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = projects::ActiveModel::from(projects::Model {
         id: ProjectId::new().to_string(),
         name: name.to_string(),
@@ -96,7 +97,7 @@ pub async fn create(
         updated_at: now,
         approver_group_id: None,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await
     .on_unique(
         "uq_projects_name",
@@ -105,6 +106,7 @@ pub async fn create(
     )?;
     let dto = to_dto(&m);
     svc.audit_change(
+        &tx,
         who,
         "project.create",
         "project",
@@ -114,6 +116,7 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
     svc.policy.bump();
     Ok(dto)
 }
@@ -138,9 +141,11 @@ pub async fn update(
         a.description = Set(check_description(&d)?);
     }
     a.updated_at = Set(svc.clock.now().millis());
-    let m = a.update(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let m = a.update(&tx).await?;
     let after = to_dto(&m);
     svc.audit_change(
+        &tx,
         who,
         "project.update",
         "project",
@@ -150,6 +155,7 @@ pub async fn update(
         Some(json!(after)),
     )
     .await?;
+    tx.commit().await?;
     Ok(after)
 }
 
@@ -174,11 +180,13 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
             ),
         ));
     }
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let before = to_dto(&p);
     projects::Entity::delete_by_id(p.id.clone())
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
     svc.audit_change(
+        &tx,
         who,
         "project.delete",
         "project",
@@ -188,6 +196,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         None,
     )
     .await?;
+    tx.commit().await?;
     svc.policy.bump();
     Ok(())
 }

@@ -150,6 +150,7 @@ pub async fn create(
     })?;
     let perms = validate_permissions(scope, &req.permissions)?;
     let now = svc.clock.now().millis();
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let m = roles::ActiveModel::from(roles::Model {
         id: RoleId::new().to_string(),
         name,
@@ -166,7 +167,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     })
-    .insert(&svc.db)
+    .insert(&tx)
     .await
     .on_unique(
         "uq_roles_name",
@@ -175,6 +176,7 @@ pub async fn create(
     )?;
     let dto = to_dto(&m);
     svc.audit_change(
+        &tx,
         who,
         "role.create",
         "role",
@@ -184,6 +186,7 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
     Ok(dto)
 }
 
@@ -235,9 +238,11 @@ pub async fn update(
         a.description = Set(d.trim().chars().take(1024).collect());
     }
     a.updated_at = Set(svc.clock.now().millis());
-    let m = a.update(&svc.db).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let m = a.update(&tx).await?;
     let after = to_dto(&m);
     svc.audit_change(
+        &tx,
         who,
         "role.update",
         "role",
@@ -247,6 +252,7 @@ pub async fn update(
         Some(json!(after)),
     )
     .await?;
+    tx.commit().await?;
     svc.policy.bump();
     Ok(after)
 }
@@ -277,15 +283,15 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         ));
     }
     let before = to_dto(&m);
+    let tx = crate::audit::begin_change(&svc.db).await?;
     // Expired bindings of the role (kept only to explain their expiry) go with it.
     bindings::Entity::delete_many()
         .filter(bindings::Column::RoleId.eq(m.id.clone()))
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
-    roles::Entity::delete_by_id(m.id.clone())
-        .exec(&svc.db)
-        .await?;
+    roles::Entity::delete_by_id(m.id.clone()).exec(&tx).await?;
     svc.audit_change(
+        &tx,
         who,
         "role.delete",
         "role",
@@ -295,6 +301,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         None,
     )
     .await?;
+    tx.commit().await?;
     svc.policy.bump();
     Ok(())
 }

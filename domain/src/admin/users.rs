@@ -1,8 +1,6 @@
 //! Users, as administrators manage them.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 
@@ -222,7 +220,7 @@ pub async fn create(
         None => None,
     };
     let now = svc.clock.now();
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let u = crate::users::create(
         &tx,
         crate::users::NewUser {
@@ -253,10 +251,9 @@ pub async fn create(
     } else {
         None
     };
-    tx.commit().await?;
-    svc.policy.bump();
     let dto = to_dto(&u, vec![ALL_USERS_GROUP.to_owned()]);
     svc.audit_change(
+        &tx,
         who,
         "user.create",
         "user",
@@ -266,6 +263,8 @@ pub async fn create(
         Some(json!(dto)),
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     Ok(CreatedUser {
         user: dto,
         set_password_url: link,
@@ -312,13 +311,15 @@ pub async fn update(
             .to_owned());
     }
     a.updated_at = Set(svc.clock.now().millis());
-    let u = a.update(&svc.db).await?;
+    let after_groups = group_names_of(svc, &u.id).await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let u = a.update(&tx).await?;
     if deactivate {
-        crate::sessions::delete_user_sessions(&svc.db, uid).await?;
+        crate::sessions::delete_user_sessions(&tx, uid).await?;
     }
-    svc.policy.bump();
-    let after = to_dto(&u, group_names_of(svc, &u.id).await?);
+    let after = to_dto(&u, after_groups);
     svc.audit_change(
+        &tx,
         who,
         "user.update",
         "user",
@@ -328,6 +329,8 @@ pub async fn update(
         Some(json!(after)),
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     Ok(after)
 }
 
@@ -339,12 +342,11 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
         return Err(DomainError::conflict("user", "you cannot delete yourself"));
     }
     let before = to_dto(&u, group_names_of(svc, &u.id).await?);
-    let tx = svc.db.begin().await?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
     crate::sessions::delete_user_sessions(&tx, uid).await?;
     users::Entity::delete_by_id(u.id.clone()).exec(&tx).await?;
-    tx.commit().await?;
-    svc.policy.bump();
     svc.audit_change(
+        &tx,
         who,
         "user.delete",
         "user",
@@ -354,6 +356,8 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
         None,
     )
     .await?;
+    tx.commit().await?;
+    svc.policy.bump();
     Ok(())
 }
 

@@ -167,6 +167,11 @@ impl Gateway {
         self.audit.flush().await;
     }
 
+    /// Audit events queued and not yet stored.
+    pub fn audit_queue_depth(&self) -> usize {
+        self.audit.depth()
+    }
+
     pub async fn flush_audit(&self) {
         self.flush_audit_within(Duration::from_secs(10)).await;
     }

@@ -16,6 +16,7 @@ async fn health_readiness_metrics() {
     let m = c.get("/metrics").await.assert_status(200).body;
     assert!(m.contains("warden_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"401\"} 1"), "{m}");
     assert!(m.contains("warden_http_request_duration_seconds_bucket{route=\"/healthz\",method=\"GET\",le=\"+Inf\"} 1"), "{m}");
+    assert!(m.contains("\nwarden_audit_queue_depth 0\n"), "{m}");
 }
 
 #[tokio::test]
@@ -417,4 +418,125 @@ async fn audit_parameters_and_their_documentation() {
             "{name} missing: {export}"
         );
     }
+}
+
+/// A second writer of the audit log (another replica, the `warden admin` CLI) on its own
+/// connections, writing while this Warden audits console changes and sign-ins: the chain's
+/// head is locked inside each writer's transaction, so no two rows chain to the same
+/// predecessor and `verify_chain` finds one intact chain holding every event.
+#[tokio::test]
+async fn two_audit_writers_cannot_fork_the_chain() {
+    use warden_domain::audit::{
+        Actor, AuditEvent, AuditKind, AuditSink, DbAuditSink, Outcome, SessionType,
+    };
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let other_db = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let other = std::sync::Arc::new(DbAuditSink::new(other_db, app.services().clock.clone()));
+    let db = &app.services().db;
+    let before = match verify_chain(db).await.unwrap() {
+        ChainStatus::Intact { rows } => rows,
+        broken => panic!("{broken:?}"),
+    };
+    let writer = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let ev = AuditEvent::new(
+                    AuditKind::System,
+                    Actor::System,
+                    SessionType::System,
+                    format!("test.other_writer.{i}"),
+                    Outcome::Allowed,
+                );
+                other.record(ev).await.expect("the other writer's event");
+            }
+        })
+    };
+    let console = async {
+        for i in 0..20 {
+            c.post(
+                "/api/v1/groups",
+                serde_json::json!({ "name": format!("fork-test-{i}") }),
+            )
+            .await
+            .assert_status(201);
+        }
+    };
+    let (w, ()) = tokio::join!(writer, console);
+    w.unwrap();
+    match verify_chain(db).await.unwrap() {
+        ChainStatus::Intact { rows } => assert!(
+            rows >= before + 60,
+            "every event is in the chain: {rows} rows, {before} before"
+        ),
+        broken => panic!("two writers forked the chain: {broken:?}"),
+    }
+    // Each change has its event (written in the change's own transaction).
+    let events = c
+        .get("/api/v1/audit/events?action=group.create&limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(events["items"].as_array().unwrap().len(), 20);
+}
+
+/// A change and its audit event are one transaction: an audit row written through the
+/// change's transaction goes when the transaction is rolled back, and is there once it commits.
+#[tokio::test]
+async fn a_change_and_its_audit_event_commit_together() {
+    use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
+    use warden_domain::entities::audit_events;
+    let (app, _c) = TestApp::spawn().await.with_admin().await;
+    let svc = app.services();
+    let rows = |db| async move { audit_events::Entity::find().count(db).await.unwrap() };
+    let groups_before = groups::Entity::find().count(&svc.db).await.unwrap();
+    let audit_before = rows(&svc.db).await;
+    let change = |name: &'static str| async move {
+        let tx = warden_domain::audit::begin_change(&svc.db).await.unwrap();
+        let now = svc.clock.now();
+        sea_orm::ActiveModelTrait::insert(
+            groups::ActiveModel::from(groups::Model {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.into(),
+                description: String::new(),
+                builtin: false,
+                created_at: now.millis(),
+                updated_at: now.millis(),
+            }),
+            &tx,
+        )
+        .await
+        .unwrap();
+        let ev = AuditEvent::new(
+            AuditKind::Console,
+            Actor::System,
+            SessionType::System,
+            "group.create",
+            Outcome::Allowed,
+        );
+        warden_domain::audit::append(&tx, now, vec![ev])
+            .await
+            .unwrap();
+        tx
+    };
+    change("rolled-back").await.rollback().await.unwrap();
+    assert_eq!(
+        groups::Entity::find().count(&svc.db).await.unwrap(),
+        groups_before
+    );
+    assert_eq!(
+        rows(&svc.db).await,
+        audit_before,
+        "the audit row went with the change"
+    );
+    change("committed").await.commit().await.unwrap();
+    assert_eq!(
+        groups::Entity::find().count(&svc.db).await.unwrap(),
+        groups_before + 1
+    );
+    assert_eq!(rows(&svc.db).await, audit_before + 1);
+    assert!(matches!(
+        verify_chain(&svc.db).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
 }
