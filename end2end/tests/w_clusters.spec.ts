@@ -202,7 +202,7 @@ test.describe.serial("cluster import wizard", () => {
     await consoleCheck.onConsole(sally);
     await consoleAct.open(sally, `/clusters/${NAME}/terminal?namespace=apple&pod=box`);
     const status = sally.getByTestId("terminal-status");
-    await expect(status).toContainText("as system:serviceaccount:warden-system:u-sally-example-com", { timeout: 30_000 });
+    await expect(status).toContainText(/as system:serviceaccount:warden-system:u-sally-example-com-[0-9a-f]{6}/, { timeout: 30_000 });
     await sally.getByTestId("terminal").click();
     await sally.keyboard.type("echo still-$((40+2))\n");
     await expect(sally.locator("[data-testid=terminal] .xterm-rows")).toContainText("still-42", { timeout: 15_000 });

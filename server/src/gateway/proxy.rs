@@ -412,12 +412,13 @@ pub async fn handle(
             None,
         );
     }
-    let who = As::ServiceAccount {
+    let as_sa = |sa: &str| As::ServiceAccount {
         namespace: rbac::NAMESPACE.to_owned(),
-        name: sa.clone(),
-        bound_secret: Some(rbac::anchor_name(&sa)),
+        name: sa.to_owned(),
+        bound_secret: Some(rbac::anchor_name(sa)),
     };
-    let auth = match gw.transport.authenticate(&cref, &who).await {
+    let mut sa = sa;
+    let auth = match gw.transport.authenticate(&cref, &as_sa(&sa)).await {
         Ok(h) => h,
         Err(first) => {
             // The service account may have been removed behind Warden's back: once more.
@@ -427,8 +428,11 @@ pub async fn handle(
                 .ensure_identity(&cref, user, &adm.sa_name, &access, namespace)
                 .await
             {
-                Ok(_) => match gw.transport.authenticate(&cref, &who).await {
-                    Ok(h) => h,
+                Ok(again) => match gw.transport.authenticate(&cref, &as_sa(&again)).await {
+                    Ok(h) => {
+                        sa = again;
+                        h
+                    }
                     Err(e) => {
                         return ctx.fail(
                             StatusCode::BAD_GATEWAY,
@@ -956,16 +960,42 @@ impl Gateway {
         namespace: Option<&str>,
     ) -> Result<String, PrepareError> {
         let now = self.services.clock.now();
-        let sa = sa.to_owned();
         let desired = Desired::from_access(access);
-        let hash = desired.hash(&sa);
-        if self
+        let fingerprint = desired.fingerprint();
+        if let Some(sa) = self
             .reconciler
-            .is_current(&cluster.id, &user.id, &hash, namespace)
+            .is_current(&cluster.id, &user.id, &fingerprint, namespace)
         {
             self.touch(cluster, &user.id).await;
             return Ok(sa);
         }
+        // Which service account: the one on record for the cluster while the user keeps every
+        // right it had; a new one (fresh name) when it is the first, or when rights shrank (or
+        // may have: what was applied before a restart is known only by its fingerprint). The
+        // old one then goes with everything bound to it, tokens included.
+        let recorded = kc::service_account_of(&self.services.db, &cluster.id, &user.id)
+            .await
+            .map_err(|e| PrepareError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "Warden cannot read its records right now".into(),
+                detail: e.to_string(),
+            })?;
+        let previous = recorded.as_ref().map(|r| r.sa_name.clone());
+        let keep = match (
+            &recorded,
+            self.reconciler.last_applied(&cluster.id, &user.id),
+        ) {
+            (None, _) => false,
+            (Some(r), Some((applied_sa, before))) if applied_sa == r.sa_name => {
+                desired.keeps_all_of(&before)
+            }
+            (Some(r), _) => r.rbac_hash == fingerprint,
+        };
+        let sa = match (&previous, keep) {
+            (Some(old), true) => old.clone(),
+            _ => rbac::fresh_service_account_name(sa),
+        };
+        let retired = previous.filter(|old| *old != sa);
         let unreachable = |e: &dyn std::fmt::Display| {
             let detail = e.to_string();
             PrepareError {
@@ -989,6 +1019,23 @@ impl Gateway {
             .client(cluster)
             .await
             .map_err(|e| unreachable(&e))?;
+        if let Some(old) = &retired {
+            // Before the new one exists: a failure leaves the record on the old one, and the
+            // next request tries again (no account is ever left behind unrecorded).
+            self.transport.forget(cluster, old);
+            self.reconciler
+                .remove_account(&client, old)
+                .await
+                .map_err(|e| PrepareError {
+                    status: StatusCode::BAD_GATEWAY,
+                    message: format!(
+                        "Warden could not retire your previous service account on cluster {}",
+                        cluster.name
+                    ),
+                    detail: e.to_string(),
+                })?;
+            tracing::info!(cluster = %cluster.name, user.id = %user.id, old = %old, new = %sa, "service account rotated");
+        }
         let changes = self
             .reconciler
             .reconcile(&client, &cluster.id, &user.id, &user.email, &sa, &desired)
@@ -1016,9 +1063,15 @@ impl Gateway {
                 "service account reconciled"
             );
         }
-        if let Err(e) =
-            kc::record_service_account(&self.services.db, &cluster.id, &user.id, &sa, &hash, now)
-                .await
+        if let Err(e) = kc::record_service_account(
+            &self.services.db,
+            &cluster.id,
+            &user.id,
+            &sa,
+            &fingerprint,
+            now,
+        )
+        .await
         {
             tracing::warn!(error = %e, "could not record a service account");
         }

@@ -1,7 +1,8 @@
 //! Per-user service accounts on the clusters and their RBAC, reconciled (not appended) from the
 //! user's current grants before a request is forwarded.
 //!
-//! On each cluster, in `warden-system`: a ServiceAccount per user (`u-<email slug>`), a Secret
+//! On each cluster, in `warden-system`: a ServiceAccount per user (`u-<email slug>-<random>`, new
+//! at creation and whenever the user's rights shrink), a Secret
 //! `<sa>-anchor` its tokens are bound to, and bindings to Warden's ClusterRoles:
 //!
 //! | grant | binding | rules |
@@ -266,10 +267,31 @@ impl Desired {
         d
     }
 
-    pub fn hash(&self, sa: &str) -> String {
-        let body = serde_json::to_vec(&(ROLES_VERSION, sa, self)).unwrap_or_default();
+    /// A fingerprint of the RBAC (and of Warden's role definitions): what was applied is
+    /// current while this does not change.
+    pub fn fingerprint(&self) -> String {
+        let body = serde_json::to_vec(&(ROLES_VERSION, self)).unwrap_or_default();
         hex::encode(Sha256::digest(body))
     }
+
+    /// Whether `self` grants everything `before` granted (nothing was taken away).
+    pub fn keeps_all_of(&self, before: &Desired) -> bool {
+        before.cluster_roles.is_subset(&self.cluster_roles)
+            && before
+                .namespace_roles
+                .iter()
+                .all(|(ns, r)| self.namespace_roles.get(ns) == Some(r))
+    }
+}
+
+/// A fresh service account name for a user on a cluster: their base name (`u-<email slug>`)
+/// and a random suffix, new at every creation, so a name is never used for two users (a
+/// deleted user's leftovers cannot reach whoever later gets the same email) nor for two
+/// generations of one user's rights.
+pub fn fresh_service_account_name(base: &str) -> String {
+    use rand::Rng;
+    let suffix: u32 = rand::thread_rng().gen_range(0..0x100_0000);
+    format!("{base}-{suffix:06x}")
 }
 
 pub fn binding_name(sa: &str, role: WardenRole) -> String {
@@ -366,7 +388,10 @@ pub struct Reconciler {
 
 /// What was last applied for a user on a cluster.
 struct Applied {
-    hash: String,
+    fingerprint: String,
+    /// The service account it was applied to, and what it was.
+    sa: String,
+    desired: Desired,
     at: Instant,
     /// Granted namespaces the cluster did not have then.
     missing: BTreeSet<String>,
@@ -378,30 +403,35 @@ const RECHECK_MISSING: Duration = Duration::from_secs(3);
 const RECHECK_MISSING_TARGET: Duration = Duration::from_secs(1);
 
 impl Reconciler {
-    /// Whether `hash` is what was last applied for the user on the cluster, recently. A request
-    /// into `namespace` that was missing then makes it stale sooner: a grant works as soon as
-    /// its namespace is created, not at the next periodic reconcile.
+    /// The service account of the user on the cluster when `fingerprint` is what was last
+    /// applied to it, recently. A request into `namespace` that was missing then makes it stale
+    /// sooner: a grant works as soon as its namespace is created, not at the next periodic
+    /// reconcile.
     pub fn is_current(
         &self,
         cluster_id: &str,
         user_id: &str,
-        hash: &str,
+        fingerprint: &str,
         namespace: Option<&str>,
-    ) -> bool {
-        self.applied.lock().ok().is_some_and(|m| {
-            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
-                .is_some_and(|a| {
-                    let age = a.at.elapsed();
-                    let limit = if namespace.is_some_and(|ns| a.missing.contains(ns)) {
-                        RECHECK_MISSING_TARGET
-                    } else if !a.missing.is_empty() {
-                        RECHECK_MISSING
-                    } else {
-                        RECHECK
-                    };
-                    a.hash == hash && age < limit
-                })
-        })
+    ) -> Option<String> {
+        let m = self.applied.lock().ok()?;
+        let a = m.get(&(cluster_id.to_owned(), user_id.to_owned()))?;
+        let limit = if namespace.is_some_and(|ns| a.missing.contains(ns)) {
+            RECHECK_MISSING_TARGET
+        } else if !a.missing.is_empty() {
+            RECHECK_MISSING
+        } else {
+            RECHECK
+        };
+        (a.fingerprint == fingerprint && a.at.elapsed() < limit).then(|| a.sa.clone())
+    }
+
+    /// What was last applied for the user on the cluster by this process: the service account
+    /// and its RBAC.
+    pub fn last_applied(&self, cluster_id: &str, user_id: &str) -> Option<(String, Desired)> {
+        let m = self.applied.lock().ok()?;
+        let a = m.get(&(cluster_id.to_owned(), user_id.to_owned()))?;
+        Some((a.sa.clone(), a.desired.clone()))
     }
 
     /// Whether `namespace` is granted to the user but was missing on the cluster at the last
@@ -615,7 +645,9 @@ impl Reconciler {
             m.insert(
                 (cluster_id.to_owned(), user_id.to_owned()),
                 Applied {
-                    hash: desired.hash(sa),
+                    fingerprint: desired.fingerprint(),
+                    sa: sa.to_owned(),
+                    desired: desired.clone(),
                     at: Instant::now(),
                     missing: changes.missing_namespaces.iter().cloned().collect(),
                 },
@@ -633,6 +665,12 @@ impl Reconciler {
         sa: &str,
     ) -> Result<(), kube::Error> {
         self.invalidate(cluster_id, user_id);
+        self.remove_account(client, sa).await
+    }
+
+    /// Remove a service account and everything bound to it alone (a binding shared with
+    /// others loses nothing but stays).
+    pub async fn remove_account(&self, client: &kube::Client, sa: &str) -> Result<(), kube::Error> {
         let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
         for b in crbs.list(&ListParams::default()).await? {
             if !names_us(b.subjects.as_deref(), sa) {
@@ -747,7 +785,7 @@ mod tests {
         let d2 = Desired::from_access(&a);
         assert_eq!(d2.cluster_roles, BTreeSet::from([WardenRole::ClusterRead]));
         assert_eq!(d2.namespace_roles.len(), 1, "read is covered cluster-wide");
-        assert_ne!(d.hash("u-x"), d2.hash("u-x"));
+        assert_ne!(d.fingerprint(), d2.fingerprint());
         a.full = true;
         let d3 = Desired::from_access(&a);
         assert_eq!(d3.cluster_roles, BTreeSet::from([WardenRole::FullAccess]));

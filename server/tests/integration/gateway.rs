@@ -174,6 +174,34 @@ impl World {
     fn has_rolebinding(&self, ns: &str, name: &str) -> bool {
         self.prod.store().get("rolebindings", ns, name).is_some()
     }
+
+    /// The name of the user's service account on `prod-1` now, if any (Warden names each one
+    /// afresh: `u-<email slug>-<random>`).
+    fn sa_of(&self, email: &str) -> Option<String> {
+        sa_name_on(&self.prod, email)
+    }
+
+    fn sa(&self, email: &str) -> String {
+        self.sa_of(email)
+            .unwrap_or_else(|| panic!("no service account for {email} on {PROD}"))
+    }
+}
+
+/// The name of the user's service account on the cluster, found by its `warden.dev/email`
+/// annotation.
+fn sa_name_on(sim: &kubesim::KubeSim, email: &str) -> Option<String> {
+    let found: Vec<String> = sim
+        .store()
+        .list("serviceaccounts", Some("warden-system"))
+        .into_iter()
+        .filter(|sa| sa["metadata"]["annotations"]["warden.dev/email"] == email)
+        .filter_map(|sa| sa["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        found.len() <= 1,
+        "{email} has several service accounts: {found:?}"
+    );
+    found.into_iter().next()
 }
 
 fn pod_yaml(name: &str, command: &str) -> String {
@@ -205,13 +233,21 @@ async fn seed_article_scenario() {
         .run(&["get", "serviceaccounts", "-n", "warden-system"])
         .await
         .expect_ok();
-    assert!(out.stdout.contains("u-john-example-com"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&w.sa("john@example.com")),
+        "{}",
+        out.stdout
+    );
     // Full access as PROJECT_ADMIN of the owning project: cluster-wide.
     jk.run(&["get", "namespaces"]).await.expect_ok();
     assert!(w
         .prod
         .store()
-        .get("clusterrolebindings", "", "u-john-example-com.full-access")
+        .get(
+            "clusterrolebindings",
+            "",
+            &format!("{}.full-access", w.sa("john@example.com"))
+        )
         .is_some());
 
     let sally = w.signed_in("sally@example.com").await;
@@ -308,17 +344,28 @@ async fn seed_article_scenario() {
     let sa = w
         .prod
         .store()
-        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .get(
+            "serviceaccounts",
+            "warden-system",
+            &w.sa("sally@example.com"),
+        )
         .expect("sally's SA");
     assert_eq!(
         sa["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "warden"
     );
-    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    assert!(w.has_rolebinding(
+        "apple",
+        &format!("{}.namespace-write", w.sa("sally@example.com"))
+    ));
     assert!(w
         .prod
         .store()
-        .get("clusterrolebindings", "", "u-sally-example-com.full-access")
+        .get(
+            "clusterrolebindings",
+            "",
+            &format!("{}.full-access", w.sa("sally@example.com"))
+        )
         .is_none());
     // No legacy token Secret, only the anchor her tokens are bound to.
     let secrets = w.prod.store().list("secrets", Some("warden-system"));
@@ -433,7 +480,8 @@ async fn changes_take_effect(w: World) {
     sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
 
     // Her binding removed: the next request is refused and her RoleBinding is gone.
-    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    let old_sa = w.sa("sally@example.com");
+    assert!(w.has_rolebinding("apple", &format!("{old_sa}.namespace-write")));
     let bindings = w.admin.get("/api/v1/bindings?project=dev").await.json();
     let id = bindings["items"]
         .as_array()
@@ -451,18 +499,17 @@ async fn changes_take_effect(w: World) {
     sk.run(&["get", "pods", "-n", "apple"])
         .await
         .expect_err("no kubectl access");
-    assert!(!w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
-    assert!(w
-        .prod
-        .store()
-        .get("serviceaccounts", "warden-system", "u-sally-example-com")
-        .is_none());
+    assert!(!w.has_rolebinding("apple", &format!("{old_sa}.namespace-write")));
+    assert!(w.sa_of("sally@example.com").is_none());
 
     // A binding added works on the next request, with the same kubeconfig.
     w.bind("sally@example.com", "NAMESPACE_ADMIN", "dev", &["banana"])
         .await;
     sk.run(&["get", "pods", "-n", "banana"]).await.expect_ok();
-    assert!(w.has_rolebinding("banana", "u-sally-example-com.namespace-write"));
+    assert!(w.has_rolebinding(
+        "banana",
+        &format!("{}.namespace-write", w.sa("sally@example.com"))
+    ));
     forbidden(&sk.run(&["get", "pods", "-n", "apple"]).await);
     // Reconciled, not appended: a second grant adds, a narrower one replaces.
     w.bind(
@@ -473,7 +520,10 @@ async fn changes_take_effect(w: World) {
     )
     .await;
     sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
-    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-read"));
+    assert!(w.has_rolebinding(
+        "apple",
+        &format!("{}.namespace-read", w.sa("sally@example.com"))
+    ));
     forbidden(&sk.run(&["create", "configmap", "x", "-n", "apple"]).await);
 
     // Deactivated: refused.
@@ -488,11 +538,7 @@ async fn changes_take_effect(w: World) {
         .await
         .expect_err("deactivated");
     w.app.gateway().sweep_now().await;
-    assert!(w
-        .prod
-        .store()
-        .get("serviceaccounts", "warden-system", "u-sally-example-com")
-        .is_none());
+    assert!(w.sa_of("sally@example.com").is_none());
     w.admin
         .patch(
             "/api/v1/users/sally@example.com",
@@ -832,7 +878,10 @@ async fn client_credentials_gain_nothing(w: World) {
         row["reason"]
             .as_str()
             .unwrap_or_default()
-            .contains("system:serviceaccount:warden-system:u-sally-example-com"),
+            .contains(&format!(
+                "system:serviceaccount:warden-system:{}",
+                w.sa("sally@example.com")
+            )),
         "{row}"
     );
     // The browser-style bearer subprotocol is dropped as well.
@@ -1172,33 +1221,19 @@ async fn settings_apply_at_the_gateway() {
     let _ = sally;
 
     // Idle service accounts are removed (the background sweeper may get there first).
-    assert!(w
-        .prod
-        .store()
-        .get("serviceaccounts", "warden-system", "u-sally-example-com")
-        .is_some());
+    let old_sa = w.sa("sally@example.com");
     let admin = w.admin_now().await;
     admin
         .patch("/api/v1/kubectl/settings", json!({"sa_idle_secs": 3600}))
         .await
         .assert_status(200);
     w.app.gateway().sweep_now().await;
-    assert!(
-        w.prod
-            .store()
-            .get("serviceaccounts", "warden-system", "u-sally-example-com")
-            .is_some(),
-        "used recently"
-    );
+    assert!(w.sa_of("sally@example.com").is_some(), "used recently");
     w.app.clock.advance_secs(2 * 3600);
     let report = w.app.gateway().sweep_now().await;
     assert!(report.deferred == 0, "{report:?}");
-    assert!(w
-        .prod
-        .store()
-        .get("serviceaccounts", "warden-system", "u-sally-example-com")
-        .is_none());
-    assert!(!w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
+    assert!(w.sa_of("sally@example.com").is_none());
+    assert!(!w.has_rolebinding("apple", &format!("{old_sa}.namespace-write")));
 
     // The OpenAPI document lists the endpoints.
     let doc = admin.get("/api/v1/openapi.json").await.json();
@@ -1261,7 +1296,12 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
         .run(&["get", "serviceaccounts", "-n", "warden-system"])
         .await
         .expect_ok();
-    assert!(out.stdout.contains("u-john-example-com"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&sa_name_on(&sim, "john@example.com").expect("his service account")),
+        "{}",
+        out.stdout
+    );
     jk.run(&["get", "namespaces"]).await.expect_ok();
 
     let sk = Kubectl::new(
@@ -1322,12 +1362,13 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
     forbidden(&sk.run(&["get", "namespaces"]).await);
     forbidden(&sk.run(&["get", "pods", "-n", "default"]).await);
     forbidden(&sk.run(&["--as=system:admin", "get", "namespaces"]).await);
+    let sally_sa = sa_name_on(&sim, "sally@example.com").expect("her service account");
     assert!(sim
         .store()
         .get(
             "rolebindings",
             "apple",
-            "u-sally-example-com.namespace-write"
+            &format!("{sally_sa}.namespace-write")
         )
         .is_some());
 
@@ -1354,7 +1395,7 @@ async fn seed_article_scenario_through_the_agent_tunnel() {
         .get(
             "rolebindings",
             "apple",
-            "u-sally-example-com.namespace-write"
+            &format!("{sally_sa}.namespace-write")
         )
         .is_none());
 
@@ -1689,11 +1730,12 @@ async fn foreign_bindings_for_a_users_service_account_are_removed() {
     sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
     forbidden(&sk.run(&["get", "nodes"]).await);
     let store = w.prod.store();
-    let sa = json!({"kind": "ServiceAccount", "name": "u-sally-example-com", "namespace": "warden-system"});
+    let sally_sa = w.sa("sally@example.com");
+    let sa = json!({"kind": "ServiceAccount", "name": sally_sa, "namespace": "warden-system"});
     // A cluster administrator "helps" her outside Warden, under names Warden uses...
     store
         .create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "u-sally-example-com.cluster-read"},
+            "metadata": {"name": format!("{sally_sa}.cluster-read")},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": [sa]}))
         .expect("crb");
@@ -1738,7 +1780,7 @@ async fn foreign_bindings_for_a_users_service_account_are_removed() {
         .get(
             "clusterrolebindings",
             "",
-            "u-sally-example-com.cluster-read"
+            &format!("{sally_sa}.cluster-read")
         )
         .is_none());
     assert!(store.get("clusterrolebindings", "", "everyone").is_none());
@@ -1751,8 +1793,14 @@ async fn foreign_bindings_for_a_users_service_account_are_removed() {
         "the widened role was not repaired: {role}"
     );
     // What Warden made for her stays.
-    assert!(w.has_rolebinding("apple", "u-sally-example-com.namespace-write"));
-    assert!(w.has_rolebinding("banana", "u-sally-example-com.namespace-read"));
+    assert!(w.has_rolebinding(
+        "apple",
+        &format!("{}.namespace-write", w.sa("sally@example.com"))
+    ));
+    assert!(w.has_rolebinding(
+        "banana",
+        &format!("{}.namespace-read", w.sa("sally@example.com"))
+    ));
 
     // A binding shared with someone else cannot be edited by Warden (that takes `bind` on its
     // role) and must not be deleted (bob needs it): she is refused, saying why, until a
@@ -1809,12 +1857,19 @@ async fn a_grant_works_as_soon_as_its_namespace_is_created() {
     sk.run(&["create", "configmap", "x", "-n", "cherry"])
         .await
         .expect_ok();
-    assert!(w.has_rolebinding("cherry", "u-sally-example-com.namespace-write"));
+    assert!(w.has_rolebinding(
+        "cherry",
+        &format!("{}.namespace-write", w.sa("sally@example.com"))
+    ));
     // Her service account says who she is.
     let sa = w
         .prod
         .store()
-        .get("serviceaccounts", "warden-system", "u-sally-example-com")
+        .get(
+            "serviceaccounts",
+            "warden-system",
+            &w.sa("sally@example.com"),
+        )
         .expect("service account");
     assert_eq!(
         sa["metadata"]["annotations"]["warden.dev/email"],
@@ -1858,4 +1913,75 @@ async fn a_disconnected_cluster_is_named_as_such_by_kubectl() {
     assert!(events
         .iter()
         .any(|e| e["status"] == 502 && e["outcome"] == "error"));
+}
+
+/// A service account name is never reused: each is `u-<email slug>-<random>`, new at every
+/// creation, and a new one replaces it when the user's rights shrink. What a user set up for
+/// their account while they held more (a binding of their own, a token minted for it) dies
+/// with the old account instead of waiting for Warden to find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn service_accounts_rotate_when_rights_shrink() {
+    let w = World::new().await;
+    let banana = w
+        .bind("sally@example.com", "NAMESPACE_ADMIN", "dev", &["banana"])
+        .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    let first = w.sa("sally@example.com");
+    let suffix = first
+        .strip_prefix("u-sally-example-com-")
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(
+        suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+        "{first}"
+    );
+    assert!(w.has_rolebinding("banana", &format!("{first}.namespace-write")));
+
+    // More rights: the same account.
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["default"],
+    )
+    .await;
+    sk.run(&["get", "pods", "-n", "default"]).await.expect_ok();
+    assert_eq!(w.sa("sally@example.com"), first);
+
+    // Fewer rights: the next request runs as a new account, and the old one is gone with
+    // every binding naming it.
+    w.admin
+        .delete(&format!("/api/v1/bindings/{banana}"))
+        .await
+        .assert_status(204);
+    sk.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    let second = w.sa("sally@example.com");
+    assert_ne!(second, first);
+    assert!(second.starts_with("u-sally-example-com-"), "{second}");
+    let store = w.prod.store();
+    assert!(store
+        .get("serviceaccounts", "warden-system", &first)
+        .is_none());
+    assert!(store
+        .get("secrets", "warden-system", &format!("{first}-anchor"))
+        .is_none());
+    for ns in ["apple", "banana", "default"] {
+        for b in store.list("rolebindings", Some(ns)) {
+            let text = b.to_string();
+            assert!(!text.contains(&first), "left behind in {ns}: {text}");
+        }
+    }
+    assert!(w.has_rolebinding("apple", &format!("{second}.namespace-write")));
+    forbidden(&sk.run(&["get", "pods", "-n", "banana"]).await);
+    // Warden records the account it uses now.
+    let me = sally.get("/api/v1/me").await.json();
+    let rows = warden_domain::admin::kubeconfig::service_accounts(&w.app.services().db)
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find(|r| Some(r.user_id.as_str()) == me["user"]["id"].as_str())
+        .expect("her record");
+    assert_eq!(row.sa_name, second);
 }
