@@ -677,3 +677,162 @@ mod loggable_path_tests {
         assert_eq!(super::loggable_path("/api/v1/clusters"), "/api/v1/clusters");
     }
 }
+
+/// Refusals of requests nobody was authenticated for (failed sign-ins, refused manifest links,
+/// refused credentials) are counted, and sampled into the audit log: in each window of
+/// [`RefusalSampler::WINDOW_MS`], the first [`RefusalSampler::PER_WINDOW`] of each action are
+/// written in full; the rest are counted, and one summary event per action and window (how
+/// many, from which sources, claiming which names) is written when the window ends. A flood
+/// from many addresses then costs the log one row a minute, not one row a guess.
+#[derive(Default)]
+pub struct RefusalSampler {
+    windows: std::sync::Mutex<std::collections::HashMap<String, RefusalWindow>>,
+    total: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+#[derive(Default)]
+struct RefusalWindow {
+    start: i64,
+    written: u32,
+    suppressed: u64,
+    sources: std::collections::HashMap<String, u64>,
+    claimed: std::collections::HashMap<String, u64>,
+    reasons: std::collections::HashMap<String, u64>,
+    kind: Option<AuditKind>,
+    session_type: Option<SessionType>,
+}
+
+/// At most this many distinct sources and names are counted per window (the rest as `other`).
+const SAMPLE_KEYS: usize = 64;
+
+fn bump(map: &mut std::collections::HashMap<String, u64>, key: String) {
+    if map.len() < SAMPLE_KEYS || map.contains_key(&key) {
+        *map.entry(key).or_default() += 1;
+    } else {
+        *map.entry("other".into()).or_default() += 1;
+    }
+}
+
+fn top(map: &std::collections::HashMap<String, u64>) -> serde_json::Value {
+    let mut v: Vec<(&String, &u64)> = map.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    serde_json::Value::Array(
+        v.into_iter()
+            .take(10)
+            .map(|(k, n)| serde_json::json!({ "value": k, "count": n }))
+            .collect(),
+    )
+}
+
+impl RefusalSampler {
+    pub const WINDOW_MS: i64 = 60_000;
+    pub const PER_WINDOW: u32 = 50;
+
+    /// Whether an unauthenticated refusal is one: a denied event with an anonymous actor.
+    pub fn applies_to(ev: &AuditEvent) -> bool {
+        ev.outcome == Outcome::Denied && matches!(ev.actor, Actor::Anonymous { .. })
+    }
+
+    /// Count `ev` and say what to write now: the summary of a window that ended (if any
+    /// refusal of this action was left out of it) and the event itself while the window has
+    /// room for it.
+    pub fn admit(&self, ev: AuditEvent, now: Timestamp) -> Vec<AuditEvent> {
+        if let Ok(mut t) = self.total.lock() {
+            *t.entry(ev.action.clone()).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        let Ok(mut windows) = self.windows.lock() else {
+            out.push(ev);
+            return out;
+        };
+        let w = windows.entry(ev.action.clone()).or_default();
+        if now.millis() - w.start >= Self::WINDOW_MS {
+            out.extend(Self::summary(&ev.action, w, now));
+            *w = RefusalWindow {
+                start: now.millis(),
+                ..Default::default()
+            };
+        }
+        if w.written < Self::PER_WINDOW {
+            w.written += 1;
+            out.push(ev);
+        } else {
+            w.suppressed += 1;
+            w.kind = Some(ev.kind);
+            w.session_type = Some(ev.session_type);
+            bump(
+                &mut w.sources,
+                ev.request
+                    .source_ip
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into()),
+            );
+            if let Actor::Anonymous { claimed } = &ev.actor {
+                bump(&mut w.claimed, truncate(claimed, 254));
+            }
+            bump(
+                &mut w.reasons,
+                truncate(ev.reason.as_deref().unwrap_or("refused"), 254),
+            );
+        }
+        out
+    }
+
+    /// The summaries of every window that has ended (a periodic task writes them, so the last
+    /// window of a flood is told too).
+    pub fn due(&self, now: Timestamp) -> Vec<AuditEvent> {
+        let Ok(mut windows) = self.windows.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        windows.retain(|action, w| {
+            if now.millis() - w.start < Self::WINDOW_MS {
+                return true;
+            }
+            out.extend(Self::summary(action, w, now));
+            false
+        });
+        out
+    }
+
+    /// Unauthenticated refusals counted since start, by action (the
+    /// `warden_unauthenticated_refusals_total` metric).
+    pub fn totals(&self) -> Vec<(String, u64)> {
+        self.total
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    fn summary(action: &str, w: &RefusalWindow, now: Timestamp) -> Option<AuditEvent> {
+        if w.suppressed == 0 {
+            return None;
+        }
+        let from = Timestamp(w.start).rfc3339();
+        let until = Timestamp(now.millis().min(w.start + Self::WINDOW_MS)).rfc3339();
+        Some(
+            AuditEvent::new(
+                w.kind.unwrap_or(AuditKind::System),
+                Actor::System,
+                w.session_type.unwrap_or(SessionType::System),
+                format!("{action}.sampled"),
+                Outcome::Denied,
+            )
+            .reason(format!(
+                "{} more refusals of {action} between {from} and {until} were counted, not written one by one (the first {} of the window were)",
+                w.suppressed,
+                Self::PER_WINDOW
+            ))
+            .details(serde_json::json!({
+                "action": action,
+                "suppressed": w.suppressed,
+                "written": w.written,
+                "from": from,
+                "until": until,
+                "sources": top(&w.sources),
+                "claimed": top(&w.claimed),
+                "reasons": top(&w.reasons),
+            })),
+        )
+    }
+}

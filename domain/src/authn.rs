@@ -128,21 +128,20 @@ pub async fn sign_in(
                     SignInError::Locked,
                 ),
             };
-            svc.audit
-                .record(
-                    AuditEvent::new(
-                        AuditKind::SignIn,
-                        Actor::Anonymous {
-                            claimed: raw_email.trim().to_owned(),
-                        },
-                        SessionType::Browser,
-                        "sign_in",
-                        Outcome::Denied,
-                    )
-                    .reason(reason)
-                    .request(meta),
+            svc.record_refusal(
+                AuditEvent::new(
+                    AuditKind::SignIn,
+                    Actor::Anonymous {
+                        claimed: raw_email.trim().to_owned(),
+                    },
+                    SessionType::Browser,
+                    "sign_in",
+                    Outcome::Denied,
                 )
-                .await?;
+                .reason(reason)
+                .request(meta),
+            )
+            .await?;
             Err(err)
         }
     }

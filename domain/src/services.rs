@@ -24,6 +24,8 @@ pub struct Services {
     pub sso: crate::sso::SsoHooks,
     /// Just-in-time access: the webhook notifier, set at start-up.
     pub jit: crate::admin::access_requests::JitHooks,
+    /// Unauthenticated refusals: counted, and sampled into the audit log.
+    pub refusals: crate::audit::RefusalSampler,
 }
 
 impl Services {
@@ -45,7 +47,26 @@ impl Services {
             cluster_reads: Default::default(),
             sso: Default::default(),
             jit: Default::default(),
+            refusals: Default::default(),
         })
+    }
+
+    /// Audit an event through the refusal sampler when it is an unauthenticated refusal
+    /// (counted, and written in full while its window has room), as is otherwise.
+    pub async fn record_refusal(&self, ev: crate::audit::AuditEvent) -> crate::DomainResult<()> {
+        use crate::audit::RefusalSampler;
+        let events = if RefusalSampler::applies_to(&ev) {
+            self.refusals.admit(ev, self.clock.now())
+        } else {
+            vec![ev]
+        };
+        self.audit.record_many(events).await
+    }
+
+    /// Write the summaries of sampling windows that have ended.
+    pub async fn flush_refusals(&self) -> crate::DomainResult<()> {
+        let due = self.refusals.due(self.clock.now());
+        self.audit.record_many(due).await
     }
 
     pub fn set_password_url(&self, token: &str) -> String {

@@ -493,7 +493,7 @@ pub async fn finish_sign_in(
             .details(
                 json!({"provider": provider_name, "method": "oidc", "failure": r.failure.code()}),
             );
-            if let Err(e) = svc.audit.record(ev).await {
+            if let Err(e) = svc.record_refusal(ev).await {
                 tracing::error!(error = %e, "could not audit a refused single sign-on");
             }
             Err(r.failure)

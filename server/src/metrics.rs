@@ -27,12 +27,19 @@ pub struct Metrics {
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
     /// How many audit events wait to be stored (set at start-up).
     audit_queue: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    /// Unauthenticated refusals by action (set at start-up).
+    refusals: std::sync::OnceLock<Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>>,
 }
 
 impl Metrics {
     /// Report the depth of the gateway's audit queue as `warden_audit_queue_depth`.
     pub fn watch_audit_queue(&self, depth: impl Fn() -> usize + Send + Sync + 'static) {
         let _ = self.audit_queue.set(Box::new(depth));
+    }
+
+    /// Report unauthenticated refusals as `warden_unauthenticated_refusals_total{action}`.
+    pub fn watch_refusals(&self, totals: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static) {
+        let _ = self.refusals.set(Box::new(totals));
     }
 
     pub fn rate_limited(&self, class: &'static str) {
@@ -73,6 +80,17 @@ impl Metrics {
             );
             out.push_str("# TYPE warden_audit_queue_depth gauge\n");
             let _ = writeln!(out, "warden_audit_queue_depth {}", depth());
+        }
+        if let Some(totals) = self.refusals.get() {
+            out.push_str("# HELP warden_unauthenticated_refusals_total Refusals of clients Warden did not authenticate, by action (sampled into the audit log).\n");
+            out.push_str("# TYPE warden_unauthenticated_refusals_total counter\n");
+            for (action, n) in totals() {
+                let _ = writeln!(
+                    out,
+                    "warden_unauthenticated_refusals_total{{action=\"{}\"}} {n}",
+                    esc(&action)
+                );
+            }
         }
         let Ok(map) = self.requests.lock() else {
             return out;

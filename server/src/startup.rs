@@ -142,6 +142,12 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let metrics = Arc::new(Metrics::default());
     let gw = Arc::downgrade(&gateway);
     metrics.watch_audit_queue(move || gw.upgrade().map_or(0, |g| g.audit_queue_depth()));
+    let svc = Arc::downgrade(&services);
+    metrics.watch_refusals(move || {
+        svc.upgrade()
+            .map(|s| s.refusals.totals())
+            .unwrap_or_default()
+    });
     Ok(AppState {
         leptos_options: leptos_options(&config),
         gateway,
@@ -153,8 +159,18 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     })
 }
 
-/// Background upkeep: expired sessions.
+/// Background upkeep: expired sessions; summaries of sampled refusals.
 pub fn spawn_maintenance(state: &AppState) {
+    let services = state.services.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            if let Err(e) = services.flush_refusals().await {
+                tracing::warn!(error = %e, "could not write the summary of sampled refusals");
+            }
+        }
+    });
     let store = warden_domain::sessions::DbSessionStore::new(
         state.services.db.clone(),
         state.services.clock.clone(),

@@ -320,6 +320,9 @@ impl KubeIntent {
     }
 }
 
+/// Warden's namespace on every cluster (the agent, users' service accounts).
+pub const WARDEN_NAMESPACE: &str = "warden-system";
+
 /// Organization rules the decision applies beyond the bindings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KubeRules {
@@ -423,6 +426,24 @@ pub fn decide_kube(
             "only organization administrators may access secrets through Warden (organization setting)".into(),
         ));
     }
+    // Warden's own namespace on the cluster (the agent and its credential, every user's
+    // service account) is out of reach of every grant short of full access, reads included;
+    // so are secrets of all namespaces at once (they include the agent's credential).
+    if intent.resource_request && !access.full {
+        let verb = intent.in_words();
+        if intent.namespace.as_deref() == Some(WARDEN_NAMESPACE) {
+            return Err(deny(format!(
+                "{email} cannot {verb} in namespace {WARDEN_NAMESPACE} of cluster {}: it is Warden's own namespace, which only full access reaches",
+                cluster.name
+            )));
+        }
+        if intent.secrets && intent.namespace.is_none() {
+            return Err(deny(format!(
+                "{email} cannot {verb} of all namespaces at once on cluster {}: they include Warden's own ({WARDEN_NAMESPACE}), which only full access reaches; ask namespace by namespace",
+                cluster.name
+            )));
+        }
+    }
     // A namespaced request where no grant reaches: refused here, in the person's words, and
     // never left to the cluster's RBAC (which may still hold what a revoked grant gave).
     if let (true, Some(ns), KubeLevel::None) =
@@ -461,6 +482,24 @@ pub fn decide_kube(
         } else {
             level
         };
+        // Warden's own namespace on the cluster (the agent, its credential, every user's
+        // service account) and the admission rules that guard it are out of reach of every
+        // grant short of full access: a cluster-wide write grant could otherwise delete the
+        // guard policy's binding, then take the agent's namespace.
+        if !access.full {
+            let admission = intent.api_group == "admissionregistration.k8s.io"
+                && intent.resource.as_deref().is_some_and(|r| {
+                    r.starts_with("validatingadmissionpolic")
+                        || r.starts_with("mutatingadmissionpolic")
+                        || r.starts_with("validatingwebhookconfigurations")
+                        || r.starts_with("mutatingwebhookconfigurations")
+                });
+            if admission {
+                return Err(refuse(
+                    "admission policies and webhooks guard the cluster (Warden's namespace included); changing them takes full access".into(),
+                ));
+            }
+        }
         match level {
             KubeLevel::Write => {}
             KubeLevel::Read => {
@@ -665,6 +704,65 @@ mod tests {
         let mut whoami = ask("create", "selfsubjectreviews", None);
         whoami.api_group = "authentication.k8s.io".into();
         assert!(decide(&eff, &whoami).is_ok());
+    }
+
+    #[test]
+    fn wardens_namespace_and_its_guard_need_full_access() {
+        let writer = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Project,
+                Some("production"),
+                &[],
+                &[KubeconfigRead, KubectlClusterRead, KubectlClusterWrite],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        assert!(decide(&writer, &ask("create", "configmaps", Some("default"))).is_ok());
+        assert!(decide(&writer, &ask("list", "secrets", Some("default"))).is_ok());
+        for intent in [
+            ask("list", "secrets", Some(WARDEN_NAMESPACE)),
+            ask("get", "pods", Some(WARDEN_NAMESPACE)),
+            ask("create", "pods", Some(WARDEN_NAMESPACE)),
+            ask("create", "serviceaccounts/token", Some(WARDEN_NAMESPACE)),
+            ask("patch", "namespaces", Some(WARDEN_NAMESPACE)),
+            ask("list", "secrets", None),
+            ask("watch", "secrets", None),
+        ] {
+            let d = decide(&writer, &intent).unwrap_err();
+            assert!(
+                d.message.contains(WARDEN_NAMESPACE),
+                "{intent:?}: {}",
+                d.message
+            );
+        }
+        for resource in [
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicies",
+            "validatingwebhookconfigurations",
+            "mutatingwebhookconfigurations",
+        ] {
+            let mut i = ask("delete", resource, None);
+            i.api_group = "admissionregistration.k8s.io".into();
+            let d = decide(&writer, &i).unwrap_err();
+            assert!(d.message.contains("takes full access"), "{}", d.message);
+            i.verb = "list".into();
+            assert!(decide(&writer, &i).is_ok(), "reading them is fine");
+        }
+        // Full access is the cluster: nothing of it is out of reach.
+        let full = Effective {
+            bindings: vec![binding(
+                Scope::Organization,
+                None,
+                &[],
+                &[KubeconfigRead, KubectlFullaccess],
+            )],
+            ..writer
+        };
+        assert!(decide(&full, &ask("list", "secrets", Some(WARDEN_NAMESPACE))).is_ok());
+        assert!(decide(&full, &ask("list", "secrets", None)).is_ok());
     }
 
     #[test]

@@ -1134,15 +1134,13 @@ pub async fn download_manifest(
     };
     if row.used_at.is_some() {
         let msg = "this manifest link was already used; links work once. Ask for a new one in the console or download the manifest there".to_owned();
-        svc.audit
-            .record(audit(Outcome::Denied, Some(msg.clone())))
+        svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
             .await?;
         return Ok(Err(DownloadRefused::Gone(msg)));
     }
     if row.expires_at <= now {
         let msg = "this manifest link has expired; ask for a new one in the console".to_owned();
-        svc.audit
-            .record(audit(Outcome::Denied, Some(msg.clone())))
+        svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
             .await?;
         return Ok(Err(DownloadRefused::Gone(msg)));
     }
@@ -1158,8 +1156,7 @@ pub async fn download_manifest(
         .await?;
     if done.rows_affected != 1 {
         let msg = "this manifest link was already used; links work once".to_owned();
-        svc.audit
-            .record(audit(Outcome::Denied, Some(msg.clone())))
+        svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
             .await?;
         return Ok(Err(DownloadRefused::Gone(msg)));
     }

@@ -143,8 +143,20 @@ impl Gateway {
         PendingAudit(None)
     }
 
-    /// Queue an audit event without blocking the request path (never dropped).
+    /// Queue an audit event without blocking the request path (never dropped). A refusal of
+    /// a client Warden did not authenticate is counted and sampled.
     pub(crate) fn record(&self, ev: AuditEvent) {
+        if warden_domain::audit::RefusalSampler::applies_to(&ev) {
+            let now = self.services.clock.now();
+            for ev in self.services.refusals.admit(ev, now) {
+                self.queue(ev);
+            }
+            return;
+        }
+        self.queue(ev);
+    }
+
+    fn queue(&self, ev: AuditEvent) {
         if let Err(ev) = self.audit.try_record(ev) {
             let audit = self.audit.clone();
             let guard = self.pending();

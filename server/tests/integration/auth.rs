@@ -237,12 +237,37 @@ async fn concurrent_wrong_guesses_get_at_most_five_password_checks() {
         .iter()
         .filter(|e| reason(e).ends_with("password not checked"))
         .count();
+    // Unauthenticated refusals beyond the first of each minute are counted in one summary row
+    // (with their reasons), not written one by one.
+    app.clock.advance_secs(61);
+    app.services().flush_refusals().await.unwrap();
+    let q = warden_domain::dto::AuditQuery {
+        action: Some("sign_in.sampled".into()),
+        ..Default::default()
+    };
+    let summaries = warden_domain::audit::search(&app.services().db, &q, None)
+        .await
+        .unwrap()
+        .items;
+    let (mut checked_more, mut refused_more, mut suppressed) = (0, 0, 0);
+    for s in &summaries {
+        suppressed += s.details["suppressed"].as_u64().unwrap() as usize;
+        for r in s.details["reasons"].as_array().unwrap() {
+            let (text, n) = (r["value"].as_str().unwrap(), r["count"].as_u64().unwrap());
+            if text.starts_with("invalid credentials") {
+                checked_more += n as usize;
+            } else if text.ends_with("password not checked") {
+                refused_more += n as usize;
+            }
+        }
+    }
+    let checked = checked + checked_more;
     assert!(
         checked <= 5,
         "{checked} passwords were checked, at most 5 may be"
     );
     assert_eq!(
-        (checked + refused, events.len()),
+        (checked + refused + refused_more, events.len() + suppressed),
         (1 + GUESSES + 1, 1 + GUESSES + 1)
     );
 }
@@ -724,4 +749,69 @@ async fn a_reset_can_revoke_api_keys_and_kubeconfigs() {
         .collect();
     assert!(actions.contains(&"api_key.revoke_all"), "{actions:?}");
     assert!(actions.contains(&"kubeconfig.revoke"), "{actions:?}");
+}
+
+/// A flood of failed sign-ins (from anywhere: the per-source limit is raised here) is counted
+/// in full, but only the first of each minute are written one row each; the rest become one
+/// summary row saying how many, from where and claiming whom.
+#[tokio::test]
+async fn failed_sign_ins_beyond_the_sample_are_counted_not_written_one_by_one() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use warden_domain::audit::RefusalSampler;
+    use warden_domain::entities::audit_events;
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_RATE_LIMIT_SIGN_IN".to_owned(),
+        "100000".to_owned(),
+    )]))
+    .await;
+    let c = app.client();
+    let flood = RefusalSampler::PER_WINDOW as usize + 12;
+    for i in 0..flood {
+        c.login(&format!("guess{i}@example.com"), "wrong password!!")
+            .await
+            .assert_status(401);
+    }
+    let db = &app.services().db;
+    let rows = |action: &'static str| async move {
+        audit_events::Entity::find()
+            .filter(audit_events::Column::Action.eq(action))
+            .all(db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        rows("sign_in").await.len(),
+        RefusalSampler::PER_WINDOW as usize
+    );
+    let metrics = c.get("/metrics").await.assert_status(200).body;
+    assert!(
+        metrics.contains(&format!(
+            "warden_unauthenticated_refusals_total{{action=\"sign_in\"}} {flood}"
+        )),
+        "{metrics}"
+    );
+    // The window ends: its summary is written.
+    assert!(rows("sign_in.sampled").await.is_empty());
+    app.clock.advance_secs(61);
+    app.services().flush_refusals().await.unwrap();
+    let summary = rows("sign_in.sampled").await;
+    assert_eq!(summary.len(), 1);
+    let details: serde_json::Value = serde_json::from_str(&summary[0].details).unwrap();
+    assert_eq!(details["suppressed"], 12);
+    assert_eq!(details["sources"][0]["value"], "127.0.0.1");
+    assert_eq!(details["sources"][0]["count"], 12);
+    assert_eq!(details["claimed"].as_array().unwrap().len(), 10);
+    assert_eq!(summary[0].outcome, "denied");
+    // A new window writes in full again.
+    c.login("late@example.com", "wrong password!!")
+        .await
+        .assert_status(401);
+    assert_eq!(
+        rows("sign_in").await.len(),
+        RefusalSampler::PER_WINDOW as usize + 1
+    );
+    assert!(matches!(
+        warden_domain::audit::verify_chain(db).await.unwrap(),
+        warden_domain::audit::ChainStatus::Intact { .. }
+    ));
 }
