@@ -564,15 +564,18 @@ async fn manifest_url_is_one_time_expiring_and_needs_no_session() {
         "RoleBinding",
         "Secret",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(
             yaml.contains(&format!("\nkind: {kind}\n")),
             "{kind} missing"
         );
     }
+    // Ten objects and the pod template.
     assert_eq!(
         yaml.matches("app.kubernetes.io/managed-by: warden").count(),
-        9
+        11
     );
 
     // Used once: gone.
