@@ -80,6 +80,8 @@ pub const SERVICE_ACCOUNT: &str = "warden-agent";
 pub const SECRET: &str = "warden-agent";
 pub const DEPLOYMENT: &str = "warden-agent";
 pub const CLUSTER_ROLE: &str = "warden-agent";
+/// The ValidatingAdmissionPolicy (and its binding) that keeps `warden-system` to the agent.
+pub const GUARD_POLICY: &str = "warden-system-guard";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "warden";
 
@@ -102,7 +104,7 @@ pub mod secret_keys {
 }
 
 /// The command that removes everything the manifest created.
-pub const CLEANUP_COMMAND: &str = "kubectl delete namespace warden-system --ignore-not-found && kubectl delete clusterrole,clusterrolebinding -l app.kubernetes.io/managed-by=warden";
+pub const CLEANUP_COMMAND: &str = "kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy -l app.kubernetes.io/managed-by=warden && kubectl delete namespace warden-system --ignore-not-found && kubectl delete clusterrole,clusterrolebinding -l app.kubernetes.io/managed-by=warden";
 
 /// What goes into one manifest.
 #[derive(Debug, Clone)]
@@ -375,7 +377,9 @@ metadata:
             readOnlyRootFilesystem: true
             capabilities:
               drop: ["ALL"]
-"#,
+---
+{guard}"#,
+        guard = guard_policy(&labels),
         cluster = p.cluster,
         project = p.project,
         url = p.warden_url,
@@ -388,6 +392,93 @@ metadata:
         deploy = DEPLOYMENT,
         cred_key = k::CREDENTIAL,
         image = q(p.image),
+    )
+}
+
+/// The ValidatingAdmissionPolicy and its binding (admissionregistration.k8s.io/v1, GA in
+/// Kubernetes 1.30) that keep `warden-system`, Warden's ClusterRoles and the bindings of
+/// Warden's service accounts to the agent. They deny, to everyone but the agent and whoever may
+/// `escalate` every ClusterRole (cluster-admin intent: such a user can grant themselves
+/// anything anyway):
+/// every write in `warden-system` (pods, Secrets, service accounts and their tokens, roles and
+/// bindings, the Deployment, exec and attach) and to the Namespace itself; any binding, in any
+/// namespace, that names or named a subject of `warden-system`; any write to a `warden-*`
+/// ClusterRole. Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
+/// and Kubernetes never applies admission policies to policy objects themselves.
+/// kubesim enforces the same rules natively (`kubesim/src/admission.rs`).
+pub fn guard_policy(labels: &str) -> String {
+    format!(
+        r#"# Keeps warden-system to the agent: see the README ("The manifest"). Needs Kubernetes 1.30.
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: {name}
+{labels}spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      # Every write in every namespace: warden-system itself, and role bindings elsewhere.
+      - apiGroups: ["*"]
+        apiVersions: ["*"]
+        operations: ["CREATE", "UPDATE", "DELETE", "CONNECT"]
+        resources: ["*", "*/*"]
+        scope: "Namespaced"
+      # The namespace object (labels such as Pod Security, deletion).
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["UPDATE", "DELETE"]
+        resources: ["namespaces"]
+        resourceNames: ["{ns}"]
+      # Warden's ClusterRoles and cluster-wide bindings.
+      - apiGroups: ["rbac.authorization.k8s.io"]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE", "DELETE"]
+        resources: ["clusterroles", "clusterrolebindings"]
+  matchConditions:
+    - name: not-the-agent
+      expression: "request.userInfo.username != 'system:serviceaccount:{ns}:{sa}'"
+    - name: not-cluster-admin
+      expression: "!authorizer.group('rbac.authorization.k8s.io').resource('clusterroles').check('escalate').allowed()"
+  variables:
+    - name: isBinding
+      expression: >-
+        request.resource.group == 'rbac.authorization.k8s.io' &&
+        request.resource.resource in ['rolebindings', 'clusterrolebindings']
+  validations:
+    - expression: >-
+        request.namespace != '{ns}' &&
+        !(request.resource.group == '' && request.resource.resource == 'namespaces' && request.name == '{ns}')
+      reason: Forbidden
+      message: "namespace {ns} belongs to the Warden agent: no one else may write there"
+    - expression: >-
+        !variables.isBinding ||
+        !((object != null && has(object.subjects) && object.subjects.exists(s,
+            (s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == '{ns}') ||
+            (s.kind == 'User' && s.name.startsWith('system:serviceaccount:{ns}:')) ||
+            (s.kind == 'Group' && s.name in ['system:serviceaccounts', 'system:serviceaccounts:{ns}']))) ||
+          (oldObject != null && has(oldObject.subjects) && oldObject.subjects.exists(s,
+            (s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == '{ns}') ||
+            (s.kind == 'User' && s.name.startsWith('system:serviceaccount:{ns}:')) ||
+            (s.kind == 'Group' && s.name in ['system:serviceaccounts', 'system:serviceaccounts:{ns}']))))
+      reason: Forbidden
+      message: "the service accounts of {ns} are bound by the Warden agent only"
+    - expression: >-
+        !(request.resource.group == 'rbac.authorization.k8s.io' &&
+          request.resource.resource == 'clusterroles' && request.name.startsWith('warden-'))
+      reason: Forbidden
+      message: "Warden's ClusterRoles (warden-*) are kept by the Warden agent only"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {name}
+{labels}spec:
+  policyName: {name}
+  validationActions: [Deny]
+"#,
+        name = GUARD_POLICY,
+        ns = NAMESPACE,
+        sa = SERVICE_ACCOUNT,
     )
 }
 
@@ -417,9 +508,12 @@ mod tests {
         assert!(!m.contains("WARDEN_ALLOW_INSECURE_HTTP"));
         assert!(!m.contains("WARNING"));
         assert!(!m.contains("HTTP_PROXY:"));
-        assert_eq!(m.matches("\nkind: ").count(), 8, "{m}");
-        // Eight objects and the pod template.
-        assert_eq!(m.matches("app.kubernetes.io/managed-by: warden").count(), 9);
+        assert_eq!(m.matches("\nkind: ").count(), 10, "{m}");
+        // Ten objects and the pod template.
+        assert_eq!(
+            m.matches("app.kubernetes.io/managed-by: warden").count(),
+            11
+        );
     }
 
     #[test]

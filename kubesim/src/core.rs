@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+pub use crate::exec::confine::Confinement;
 use crate::exec::runtime::Runtime;
 use crate::rbac::UserInfo;
 use crate::store::db::{Db, Key};
@@ -29,6 +30,9 @@ pub struct Options {
     pub work_dir: Option<PathBuf>,
     /// UID of the `kube-system` namespace (default: random per simulator).
     pub kube_system_uid: Option<String>,
+    /// Confine pod processes (container commands and exec): see `exec::confine`. `None`
+    /// (default): they run unconfined as this process's user, with a cleared environment.
+    pub confine: Option<Confinement>,
 }
 
 impl Default for Options {
@@ -39,6 +43,7 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(5),
             work_dir: None,
             kube_system_uid: None,
+            confine: None,
         }
     }
 }
@@ -130,7 +135,7 @@ impl Core {
             signer,
             admin_token,
             static_tokens: RwLock::new(HashMap::new()),
-            runtime: Arc::new(Runtime::new(root)),
+            runtime: Arc::new(Runtime::new(root, opts.confine.clone())),
             opts,
             url: OnceLock::new(),
             counters: Mutex::new(Counters::default()),

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod api;
 mod authn;
 mod core;
@@ -36,8 +37,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::core::Options;
+pub use crate::core::{Confinement, Options};
 pub use crate::error::{Error, Result, Status};
+pub use crate::exec::confine::landlock_abi;
 pub use crate::store::Store;
 
 /// A running simulator. Dropping it shuts the server down and kills every pod process.

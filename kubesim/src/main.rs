@@ -22,6 +22,10 @@ struct Args {
     /// Directory for pod scratch directories.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Confine pod processes (Landlock where the kernel has it): they may not read these
+    /// paths, nor anything outside the system directories and their pod's directory.
+    #[arg(long, value_name = "PATH", num_args = 0..)]
+    confine: Option<Vec<PathBuf>>,
 }
 
 #[tokio::main]
@@ -37,6 +41,10 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         state_file: args.state.clone(),
         work_dir: args.work_dir.clone(),
+        confine: args
+            .confine
+            .clone()
+            .map(|protect| kubesim::Confinement { protect }),
         ..Default::default()
     };
     let sim = kubesim::KubeSim::start_with(opts)

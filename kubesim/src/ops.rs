@@ -8,6 +8,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+use crate::admission::{self, Op};
 use crate::core::Core;
 use crate::defaults;
 use crate::error::{ApiResult, FieldError, Status};
@@ -77,6 +78,8 @@ pub struct ListQuery {
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOpts {
     pub dry_run: bool,
+    /// The requester (None: the simulator itself, never refused by admission).
+    pub user: Option<UserInfo>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
 }
@@ -307,6 +310,34 @@ impl Core {
     }
 
     /// RBAC escalation / bind checks for writes of roles and bindings.
+    /// Admission of a write by the requester (`o.user`; the simulator itself is never refused).
+    fn admit(
+        &self,
+        o: &WriteOpts,
+        op: Op,
+        res: &ResourceDef,
+        ns: &str,
+        object: Option<&Value>,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        let Some(user) = &o.user else {
+            return Ok(());
+        };
+        let name = object.or(old).map(name_of).unwrap_or("");
+        admission::admit(
+            &self.db,
+            user,
+            &admission::Request {
+                op,
+                res,
+                ns,
+                name,
+                object,
+                old,
+            },
+        )
+    }
+
     fn check_rbac_write(
         &self,
         user: &UserInfo,
@@ -495,6 +526,7 @@ impl Core {
         if let Some(u) = &o.user {
             self.check_rbac_write(u, res, ns, &obj)?;
         }
+        self.admit(o, Op::Create, res, ns, Some(&obj), None)?;
         let key = Self::key(res, ns, name_of(&obj));
         if o.dry_run {
             if self.db.get(&key).is_some() {
@@ -665,6 +697,7 @@ impl Core {
         if let Some(u) = &o.user {
             self.check_rbac_write(u, res, ns, &new)?;
         }
+        self.admit(o, Op::Update, res, ns, Some(&new), Some(&cur.obj))?;
         if o.dry_run {
             return Ok(WriteResult {
                 object: new,
@@ -764,6 +797,7 @@ impl Core {
             if let Some(u) = &o.user {
                 self.check_rbac_write(u, res, ns, &new)?;
             }
+            self.admit(o, Op::Update, res, ns, Some(&new), Some(&cur.obj))?;
             if o.dry_run {
                 return Ok(WriteResult {
                     object: new,
@@ -834,6 +868,7 @@ impl Core {
                 if let Some(u) = &o.user {
                     self.check_rbac_write(u, res, ns, &obj)?;
                 }
+                self.admit(o, Op::Create, res, ns, Some(&obj), None)?;
                 if o.dry_run {
                     return Ok(WriteResult {
                         object: obj,
@@ -893,6 +928,7 @@ impl Core {
             if let Some(u) = &o.user {
                 self.check_rbac_write(u, res, ns, &new)?;
             }
+            self.admit(o, Op::Update, res, ns, Some(&new), Some(&cur.obj))?;
             if o.dry_run {
                 return Ok(WriteResult {
                     object: new,
@@ -941,6 +977,20 @@ impl Core {
             ));
         }
         let key = Self::key(res, ns, name);
+        if let (Some(user), Some(cur)) = (&d.user, self.db.get(&key)) {
+            admission::admit(
+                &self.db,
+                user,
+                &admission::Request {
+                    op: Op::Delete,
+                    res,
+                    ns,
+                    name,
+                    object: None,
+                    old: Some(&cur),
+                },
+            )?;
+        }
         let check = |cur: &Value| -> ApiResult<()> {
             let uid = cur
                 .pointer("/metadata/uid")

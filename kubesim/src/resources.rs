@@ -400,6 +400,39 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         generation: false,
     },
+    // Stored as given; `crate::admission` enforces Warden's guard policy natively (no CEL).
+    ResourceDef {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        plural: "validatingadmissionpolicies",
+        singular: "validatingadmissionpolicy",
+        kind: "ValidatingAdmissionPolicy",
+        namespaced: false,
+        short_names: &[],
+        categories: &["api-extensions"],
+        verbs: STD,
+        subresources: &[sub("status", "ValidatingAdmissionPolicy", GET_PATCH_UPDATE)],
+        stored: true,
+        name_rule: NameRule::Subdomain,
+        has_status: true,
+        generation: true,
+    },
+    ResourceDef {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        plural: "validatingadmissionpolicybindings",
+        singular: "validatingadmissionpolicybinding",
+        kind: "ValidatingAdmissionPolicyBinding",
+        namespaced: false,
+        short_names: &[],
+        categories: &["api-extensions"],
+        verbs: STD,
+        subresources: &[],
+        stored: true,
+        name_rule: NameRule::Subdomain,
+        has_status: false,
+        generation: true,
+    },
 ];
 
 /// API groups in discovery order (the core group first, served under `/api`).
@@ -409,6 +442,7 @@ pub const GROUPS: &[&str] = &[
     "rbac.authorization.k8s.io",
     "authorization.k8s.io",
     "authentication.k8s.io",
+    "admissionregistration.k8s.io",
 ];
 
 impl ResourceDef {

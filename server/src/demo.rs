@@ -3,6 +3,11 @@
 //! a connected cluster within seconds. Its state lives in `WARDEN_DATA_DIR/demo` (the
 //! simulator's objects and CA, the manifest, the agent's credential), so the same cluster comes
 //! back after a restart.
+//!
+//! The simulated pods are processes of this host, so they are confined (kubesim's
+//! `Options::confine`): a cleared environment, their own directory, no inherited descriptors,
+//! and with Landlock no access to Warden's data directory, its SQLite database or anything but
+//! the system's programs (see the README's *Demo mode*).
 
 use anyhow::Context;
 use std::time::Duration;
@@ -47,6 +52,19 @@ impl Drop for Demo {
     }
 }
 
+/// What demo pods must never read: the data directory (CA keys, recordings, the demo
+/// cluster's own admin kubeconfig and state) and a SQLite database file wherever it lives.
+fn protected_paths(state: &AppState) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![state.config.data_dir.clone()];
+    if let Some(rest) = state.config.database.url.expose().strip_prefix("sqlite://") {
+        let file = rest.split('?').next().unwrap_or_default();
+        if !file.is_empty() && file != ":memory:" {
+            paths.push(std::path::PathBuf::from(file));
+        }
+    }
+    paths
+}
+
 /// Start the simulator and its agent. The agent dials `warden_url` (Warden's own listener).
 pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
     let dir = state.config.data_dir.join("demo");
@@ -54,10 +72,29 @@ pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
     let sim = kubesim::KubeSim::start_with(kubesim::Options {
         state_file: Some(dir.join("kubesim-state.json")),
         work_dir: Some(dir.join("pods")),
+        confine: Some(kubesim::Confinement {
+            protect: protected_paths(state),
+        }),
         ..Default::default()
     })
     .await
     .context("cannot start the simulated cluster")?;
+    // The guard of warden-system, as the manifest installs it on a real cluster (the demo's
+    // agent runs as the simulator's administrator, so the manifest is not applied).
+    if sim
+        .store()
+        .get(
+            "validatingadmissionpolicies",
+            "",
+            warden_domain::agent_protocol::GUARD_POLICY,
+        )
+        .is_none()
+    {
+        let labels = "  labels:\n    app.kubernetes.io/managed-by: warden\n";
+        sim.store()
+            .create_yaml(&warden_domain::agent_protocol::guard_policy(labels))
+            .context("cannot install the guard policy on the demo cluster")?;
+    }
     let kubeconfig = dir.join("admin.kubeconfig");
     sim.write_admin_kubeconfig(&kubeconfig)
         .context("cannot write the demo kubeconfig")?;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::body::{self, Resp};
 use super::{decode_body, table, Ctx};
+use crate::admission::Op;
 use crate::error::{ApiResult, Status};
 use crate::ops::{DeleteOpts, ListQuery, PatchType, Validation, WriteOpts, WriteResult};
 use crate::resources::{self, ResourceDef};
@@ -67,13 +68,33 @@ pub async fn dispatch(ctx: Ctx, body: Bytes, on_upgrade: Option<OnUpgrade>) -> A
         ("get", "scale") | ("update", "scale") | ("patch", "scale") => {
             scale(&ctx, res, &ns, &name, &body)
         }
-        ("create", "token") => super::reviews::token_request(&ctx, &ns, &name, &body),
+        ("create", "token") => {
+            admit_subresource(&ctx, Op::Create, res, &ns, &name)?;
+            super::reviews::token_request(&ctx, &ns, &name, &body)
+        }
         ("get", "log") => super::pods::logs(&ctx, &ns, &name).await,
         ("get", "exec") | ("create", "exec") | ("get", "attach") | ("create", "attach") => {
+            admit_subresource(&ctx, Op::Connect, res, &ns, &name)?;
             super::pods::remote_command(&ctx, &ns, &name, &sub, on_upgrade).await
         }
         _ => Err(method_not_allowed()),
     }
+}
+
+/// Admission of a subresource request (a TokenRequest, exec, attach): no object to look at.
+fn admit_subresource(ctx: &Ctx, op: Op, res: &ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
+    crate::admission::admit(
+        &ctx.core.db,
+        &ctx.user,
+        &crate::admission::Request {
+            op,
+            res,
+            ns,
+            name,
+            object: None,
+            old: None,
+        },
+    )
 }
 
 fn accept(ctx: &Ctx) -> &str {
@@ -277,6 +298,7 @@ fn patch(
 fn delete_opts(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOpts> {
     let mut d = DeleteOpts {
         dry_run: ctx.q("dryRun") == Some("All"),
+        user: Some(ctx.user.clone()),
         ..Default::default()
     };
     if !body.is_empty() {

@@ -10,11 +10,15 @@ use std::process::Stdio;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 
-/// Environment and working directory of a container.
+use super::confine::{self, Sandbox};
+
+/// Environment, working directory and sandbox of a container.
 #[derive(Debug, Clone, Default)]
 pub struct ProcEnv {
     pub dir: std::path::PathBuf,
     pub env: Vec<(String, String)>,
+    /// `Some` when the simulator confines pod processes (`Options::confine`).
+    pub sandbox: Option<Sandbox>,
 }
 
 fn base_command(argv: &[String], penv: &ProcEnv) -> io::Result<Command> {
@@ -30,11 +34,25 @@ fn base_command(argv: &[String], penv: &ProcEnv) -> io::Result<Command> {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
     cmd.env("HOME", &penv.dir);
+    if penv.sandbox.is_some() {
+        cmd.env("TMPDIR", &penv.dir);
+    }
     for (k, v) in &penv.env {
         cmd.env(k, v);
     }
     cmd.kill_on_drop(false);
     Ok(cmd)
+}
+
+/// Enter the sandbox last, after every other `pre_exec` step.
+fn confine_command(cmd: &mut Command, penv: &ProcEnv) {
+    if let Some(sb) = &penv.sandbox {
+        let ruleset = sb.raw();
+        // SAFETY: `confine::enter` makes only async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(move || confine::enter(ruleset));
+        }
+    }
 }
 
 /// Spawn with pipes, in a new process group.
@@ -44,6 +62,7 @@ pub fn spawn_piped(argv: &[String], penv: &ProcEnv, stdin: bool) -> io::Result<C
     cmd.stdout(Stdio::piped());
     cmd.stderr(Stdio::piped());
     cmd.process_group(0);
+    confine_command(&mut cmd, penv);
     cmd.spawn()
 }
 
@@ -156,6 +175,7 @@ pub fn spawn_pty(
             Ok(())
         });
     }
+    confine_command(&mut cmd, penv);
     let child = cmd.spawn()?;
     drop(cmd);
     // SAFETY: `master` is an fd we own exclusively; nothing else registers or closes it.

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::confine::{Confinement, Sandbox};
 use super::logbuf::LogBuf;
 use super::process::{self, ProcEnv};
 use crate::core::Core;
@@ -67,6 +68,7 @@ impl PodRt {
 
 pub struct Runtime {
     root: PathBuf,
+    confine: Option<Confinement>,
     pods: Mutex<HashMap<(String, String), Arc<PodRt>>>,
 }
 
@@ -88,9 +90,13 @@ fn argv_of(c: &Value) -> Vec<String> {
 }
 
 impl Runtime {
-    pub fn new(root: PathBuf) -> Runtime {
+    pub fn new(root: PathBuf, confine: Option<Confinement>) -> Runtime {
+        if confine.is_some() {
+            tracing::info!("{}", super::confine::describe());
+        }
         Runtime {
             root,
+            confine,
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -129,6 +135,7 @@ impl Runtime {
         if let Err(e) = process::ensure_dir(&dir) {
             tracing::warn!(error = %e, "cannot create the pod directory");
         }
+        let sandbox = self.confine.as_ref().map(|c| Sandbox::for_pod(c, &dir));
         let mut containers = BTreeMap::new();
         let mut to_start = Vec::new();
         let specs = pod
@@ -165,6 +172,7 @@ impl Runtime {
                 env: ProcEnv {
                     dir: dir.clone(),
                     env,
+                    sandbox: sandbox.clone(),
                 },
                 log: LogBuf::default(),
                 output: broadcast::channel(1024).0,

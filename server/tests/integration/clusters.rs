@@ -564,15 +564,18 @@ async fn manifest_url_is_one_time_expiring_and_needs_no_session() {
         "RoleBinding",
         "Secret",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(
             yaml.contains(&format!("\nkind: {kind}\n")),
             "{kind} missing"
         );
     }
+    // Ten objects and the pod template.
     assert_eq!(
         yaml.matches("app.kubernetes.io/managed-by: warden").count(),
-        9
+        11
     );
 
     // Used once: gone.
@@ -971,6 +974,90 @@ async fn a_watch_streams_through_the_tunnel() {
     );
     writer.await.unwrap();
     agent.stop().await.unwrap();
+}
+
+/// Security issue "Demo mode is for a demo": a user allowed to exec in a demo pod runs
+/// processes on Warden's host. Through the demo cluster's tunnel (agent, kubesim exec), the
+/// pod's process sees none of Warden's environment and, where the kernel has Landlock, cannot
+/// read Warden's data directory (CA keys, the demo cluster's admin kubeconfig and state) or its
+/// database.
+#[cfg(feature = "demo")]
+#[tokio::test]
+async fn demo_pods_cannot_read_wardens_data_or_environment() {
+    let (app, admin) = app().await;
+    let demo = warden_server::demo::start(&app.state, &app.url)
+        .await
+        .expect("the demo starts");
+    wait_status(&admin, "demo", "connected", Duration::from_secs(10)).await;
+    let pods: Api<Pod> = Api::namespaced(app.state.clusters.client("demo").unwrap(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "box"}, "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "600"]}]}})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let exec = |cmd: String| {
+        let pods = pods.clone();
+        async move {
+            let mut p = pods
+                .exec(
+                    "box",
+                    ["sh", "-c", &cmd],
+                    &AttachParams::default().stderr(false),
+                )
+                .await
+                .expect("exec in the demo pod");
+            let mut out = String::new();
+            p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+            let status = p.take_status().unwrap().await.unwrap();
+            (out, status.status.as_deref() == Some("Success"))
+        }
+    };
+    let (env, ok) = exec("env".into()).await;
+    assert!(ok, "{env}");
+    assert!(env.contains("HOSTNAME=box"), "{env}");
+    for leak in ["WARDEN_", "CARGO_", "RUST_"] {
+        assert!(
+            !env.contains(leak),
+            "{leak} in the pod's environment: {env}"
+        );
+    }
+    let data = std::fs::canonicalize(&app.state.config.data_dir).unwrap();
+    let (pwd, _) = exec("pwd".into()).await;
+    assert!(
+        pwd.trim()
+            .starts_with(&*data.join("demo").to_string_lossy()),
+        "{pwd}"
+    );
+
+    let Some(abi) = kubesim::landlock_abi() else {
+        eprintln!("Landlock is not available on this kernel: the read denials are not checked");
+        demo.stop().await;
+        return;
+    };
+    eprintln!("Landlock ABI {abi}");
+    let mut secrets: Vec<PathBuf> = std::fs::read_dir(data.join("gateway"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    secrets.push(data.join("demo/admin.kubeconfig"));
+    secrets.push(data.join("demo/kubesim-state.json"));
+    let db = app
+        .database_url
+        .strip_prefix("sqlite://")
+        .map(|f| f.split('?').next().unwrap().to_owned());
+    secrets.extend(db.map(PathBuf::from));
+    assert!(secrets.len() >= 4, "{secrets:?}");
+    for file in &secrets {
+        assert!(file.exists(), "{}", file.display());
+        let (out, ok) = exec(format!("cat {}", file.display())).await;
+        assert!(
+            !ok && out.is_empty(),
+            "{} was readable: {out}",
+            file.display()
+        );
+    }
+    let (out, ok) = exec(format!("ls {}", data.display())).await;
+    assert!(!ok && out.is_empty(), "{out}");
+    let (out, ok) = exec(format!("cat /proc/{}/environ", std::process::id())).await;
+    assert!(!ok && out.is_empty(), "{out}");
+    demo.stop().await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod clusters;
 mod gateway;
+mod guard;
 mod jit;
 mod live_streams;
 mod matrix;

@@ -1,0 +1,250 @@
+//! Warden's namespace on a cluster is out of reach of every grant short of cluster-admin intent:
+//! the agent manifest's ValidatingAdmissionPolicy `warden-system-guard` (kubesim enforces the
+//! same rules natively). A user with a cluster-wide write grant (`kubectl.cluster.write`: every
+//! write verb on every resource, no `escalate`, `bind` or `impersonate`) attacks through the
+//! gateway (refused), and with their own service account straight at the cluster (refused by
+//! the guard); the agent keeps working.
+
+use serde_json::{json, Value};
+use warden_server::gateway::testkit::Kubectl;
+use warden_server::testing::TestApp;
+
+/// The policy and its binding, as the manifest ships them, are valid
+/// admissionregistration.k8s.io/v1 objects: decoded with the Kubernetes API types
+/// (k8s-openapi) and encoded again, nothing is lost (a misspelt field would be).
+#[test]
+fn the_guard_policy_matches_the_kubernetes_schema() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let yaml = warden_domain::agent_protocol::guard_policy(
+        "  labels:\n    app.kubernetes.io/managed-by: warden\n",
+    );
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
+    assert_eq!(serde_json::to_value(&policy).unwrap(), docs[0]);
+    let binding: ValidatingAdmissionPolicyBinding =
+        serde_json::from_value(docs[1].clone()).unwrap();
+    assert_eq!(serde_json::to_value(&binding).unwrap(), docs[1]);
+    let spec = policy.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(spec.validations.unwrap().len(), 3);
+    let bspec = binding.spec;
+    assert_eq!(bspec.policy_name, "warden-system-guard");
+    assert_eq!(bspec.validation_actions, vec!["Deny".to_string()]);
+}
+
+#[tokio::test]
+async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "alpha"}))
+        .await
+        .assert_status(201);
+    // Cluster-wide write, short of full access (which is cluster-admin intent: it carries
+    // `escalate` and `impersonate`, which no admission policy can see through).
+    admin
+        .post("/api/v1/roles", json!({"name": "CLUSTER_WRITER", "scope": "project",
+            "permissions": ["project.read", "cluster.read", "kubeconfig.read", "kubectl.cluster.write"]}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), "alpha-1", "alpha", &[], &["team"])
+        .await;
+    assert!(
+        sim.store()
+            .get(
+                "validatingadmissionpolicybindings",
+                "",
+                "warden-system-guard"
+            )
+            .is_some(),
+        "the manifest installs the guard"
+    );
+    let email = "writer@example.com";
+    let writer = app.user_client(&admin, email).await;
+    admin.bind_user(email, "CLUSTER_WRITER", "alpha", &[]).await;
+    let kubeconfig = writer
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let kubectl = Kubectl::new(&dir.path().join("writer"), &kubeconfig);
+    // The grant works where it should.
+    kubectl
+        .run(&["create", "configmap", "fine", "-n", "team"])
+        .await
+        .expect_ok();
+
+    let attacks: &[(&str, &[&str])] = &[
+        (
+            "a pod in warden-system (it could mount the agent's service account)",
+            &[
+                "run",
+                "steal",
+                "-n",
+                "warden-system",
+                "--image=busybox",
+                "--restart=Never",
+                "--",
+                "sleep",
+                "1",
+            ],
+        ),
+        (
+            "a token for the agent's service account",
+            &["create", "token", "warden-agent", "-n", "warden-system"],
+        ),
+        (
+            "a role binding in warden-system",
+            &[
+                "create",
+                "rolebinding",
+                "rb",
+                "-n",
+                "warden-system",
+                "--clusterrole=view",
+                "--serviceaccount=team:default",
+            ],
+        ),
+        (
+            "rewriting the agent's Secret (its Warden URL)",
+            &[
+                "patch",
+                "secret",
+                "warden-agent",
+                "-n",
+                "warden-system",
+                "-p",
+                r#"{"stringData":{"WARDEN_URL":"https://evil.example"}}"#,
+            ],
+        ),
+        (
+            "a Secret in warden-system",
+            &[
+                "create",
+                "secret",
+                "generic",
+                "planted",
+                "-n",
+                "warden-system",
+                "--from-literal=a=b",
+            ],
+        ),
+        (
+            "binding a subject of warden-system elsewhere",
+            &[
+                "create",
+                "rolebinding",
+                "rb2",
+                "-n",
+                "team",
+                "--clusterrole=view",
+                "--serviceaccount=warden-system:warden-agent",
+            ],
+        ),
+        (
+            "binding warden-system's service accounts group cluster-wide",
+            &[
+                "create",
+                "clusterrolebinding",
+                "crb",
+                "--clusterrole=view",
+                "--group=system:serviceaccounts:warden-system",
+            ],
+        ),
+        (
+            "editing a warden-* ClusterRole",
+            &["label", "clusterrole", "warden-cluster-read", "owned=yes"],
+        ),
+        (
+            "deleting a warden-* ClusterRole",
+            &["delete", "clusterrole", "warden-namespace-read"],
+        ),
+        (
+            "relabelling the warden-system namespace",
+            &[
+                "label",
+                "namespace",
+                "warden-system",
+                "pod-security.kubernetes.io/enforce=privileged",
+            ],
+        ),
+        (
+            "deleting the warden-system namespace",
+            &["delete", "namespace", "warden-system"],
+        ),
+    ];
+    // The same user's own service account on the cluster, with the RBAC Warden gave it, as if
+    // its token had leaked or Warden's gate had a hole: the cluster itself refuses.
+    let sa = sim
+        .store()
+        .list("serviceaccounts", Some("warden-system"))
+        .into_iter()
+        .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_owned))
+        .find(|n| n.starts_with("u-writer"))
+        .expect("the writer's service account");
+    let token = sim
+        .service_account_token("warden-system", &sa, std::time::Duration::from_secs(600))
+        .unwrap();
+    let direct = Kubectl::new(
+        &dir.path().join("writer-direct"),
+        &sim.kubeconfig_for_token(&token),
+    );
+    direct
+        .run(&["create", "configmap", "fine-too", "-n", "team"])
+        .await
+        .expect_ok();
+    for (what, args) in attacks {
+        // Through the gateway: refused (by Warden's gate, or by the cluster).
+        let out = kubectl.run(args).await;
+        assert!(
+            !out.ok() && out.stderr.to_lowercase().contains("forbidden"),
+            "gateway: {what}: exit {} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+        // Straight to the cluster with the grant's RBAC: refused by the guard.
+        let out = direct.run(args).await;
+        assert!(
+            !out.ok()
+                && out
+                    .stderr
+                    .contains("ValidatingAdmissionPolicy 'warden-system-guard'"),
+            "cluster: {what}: exit {} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+    }
+    assert!(sim.store().get("pods", "warden-system", "steal").is_none());
+    assert!(sim.store().get("namespaces", "", "warden-system").is_some());
+    let secret = sim
+        .store()
+        .get("secrets", "warden-system", "warden-agent")
+        .unwrap();
+    assert!(!secret.to_string().contains("evil.example"));
+
+    // The agent keeps working: a new user's first request has it create their service account,
+    // anchor Secret and binding in warden-system, and a token for them.
+    let email = "reader@example.com";
+    let reader = app.user_client(&admin, email).await;
+    admin
+        .bind_user(email, "NAMESPACE_READ_ONLY", "alpha", &["team"])
+        .await;
+    let kubeconfig = reader
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let out = Kubectl::new(&dir.path().join("reader"), &kubeconfig)
+        .run(&["get", "configmaps", "-n", "team"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("fine"), "{}", out.stdout);
+}
