@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use warden_domain::agent_protocol::{refusal, AgentMessage, ServerMessage};
 
 use crate::dial::{self, DialError, Hello};
+use crate::identity::AgentKey;
 use crate::store::Store;
 use crate::tunnel::{self, Pump};
 use crate::{facts, forward};
@@ -27,6 +28,9 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// A connection that lasted this long resets the backoff.
     pub stable_after: Duration,
+    /// Requests Warden may have in flight at once on one tunnel (watches, log follows and
+    /// upgraded connections count until they end); beyond it the agent answers 429.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Options {
@@ -36,6 +40,7 @@ impl Default for Options {
             max_backoff: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
             stable_after: Duration::from_secs(30),
+            max_concurrent_requests: forward::DEFAULT_MAX_REQUESTS,
         }
     }
 }
@@ -184,6 +189,22 @@ impl Agent {
         };
         backoff.reset();
         tracing::info!(fingerprint = %fingerprint, state = %self.store.describe(), "cluster identified");
+        // The agent's key pair: generated at its first start and kept with its other state
+        // before it is ever used, so a restarted agent proves the same key.
+        let key = loop {
+            match self.ensure_key().await {
+                Ok(Ok(k)) => break k,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, state = %self.store.describe(), "cannot keep the agent's key; retrying")
+                }
+                Err(e) => return Err(e),
+            }
+            if Self::sleep_or_stop(stop, backoff.next_delay()).await {
+                return Ok(());
+            }
+        };
+        backoff.reset();
+        tracing::info!(agent_key = %key.public_b64(), "agent key ready");
         let mut rejected: HashSet<String> = HashSet::new();
         let mut last_refusal: Option<(String, String)> = None;
         // The credential Warden issued, kept in memory too: used when it could not be stored.
@@ -245,6 +266,7 @@ impl Agent {
                 &Hello {
                     secret: &secret,
                     fingerprint: &fingerprint,
+                    key: &key,
                 },
             )
             .await
@@ -295,6 +317,34 @@ impl Agent {
         }
     }
 
+    /// The stored key pair, or a new one stored now. `Ok(Err(_))`: the store could not be read
+    /// or written (retry); `Err(_)`: the stored settings or key are unusable.
+    async fn ensure_key(&self) -> Result<Result<AgentKey, String>, AgentError> {
+        let settings = match self.store.load().await {
+            Ok(s) => s,
+            Err(crate::store::StoreError::Settings(e)) => {
+                return Err(AgentError::Config(format!(
+                    "bad bootstrap settings in {}: {e}",
+                    self.store.describe()
+                )))
+            }
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if let Some(seed) = &settings.agent_key {
+            return AgentKey::from_seed(seed)
+                .map(Ok)
+                .map_err(|e| AgentError::Config(format!("{e} ({})", self.store.describe())));
+        }
+        let seed = AgentKey::generate_seed().map_err(AgentError::Config)?;
+        if let Err(e) = self.store.save_key(&settings.cluster, &seed).await {
+            return Ok(Err(e.to_string()));
+        }
+        tracing::info!(state = %self.store.describe(), "generated the agent's key pair");
+        AgentKey::from_seed(&seed)
+            .map(Ok)
+            .map_err(AgentError::Config)
+    }
+
     async fn session(
         &self,
         ws: dial::Socket,
@@ -343,6 +393,7 @@ impl Agent {
         let mut session = tokio_yamux::Session::new_client(io, tunnel::yamux_config());
         let mut control = session.control();
         let tracker = Tracker::default();
+        let limits = forward::Limits::new(self.opts.max_concurrent_requests.max(1));
         let (facts_tx, mut facts_rx) = mpsc::channel(1);
         let mut first_sent = false;
         let mut gathering = false;
@@ -357,8 +408,9 @@ impl Agent {
                         let clients = self.clients.clone();
                         let active = tracker.enter();
                         let t = tracker.clone();
+                        let limits = limits.clone();
                         tokio::spawn(async move {
-                            forward::serve_stream(stream, clients, t).await;
+                            forward::serve_stream(stream, clients, t, limits).await;
                             drop(active);
                         });
                     }

@@ -12,9 +12,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::WebSocketStream;
 use warden_domain::agent_protocol::{
-    CONNECT_PATH, HEADER_AGENT_VERSION, HEADER_CLUSTER, HEADER_FINGERPRINT,
+    Challenge, CHALLENGE_PATH, CONNECT_PATH, HEADER_AGENT_KEY, HEADER_AGENT_VERSION,
+    HEADER_CLUSTER, HEADER_FINGERPRINT, HEADER_NONCE, HEADER_PROOF,
 };
 
+use crate::identity::AgentKey;
 use crate::settings::Settings;
 
 /// Any byte stream the WebSocket can run on.
@@ -256,15 +258,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The TLS settings for Warden: the CA from the Secret when given (plus the proxy's CA), else the
-/// public web roots.
-pub fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig, DialError> {
+/// The roots that may vouch for Warden's certificate: `WARDEN_CA` when given, else the public
+/// web roots. Never the proxy's CA (`PROXY_CA`): a proxy (or whoever holds its CA) must not be
+/// able to pose as Warden.
+pub fn warden_roots(settings: &Settings) -> Result<rustls::RootCertStore, DialError> {
     let mut roots = rustls::RootCertStore::empty();
     let mut custom = false;
-    for pem in [settings.warden_ca.as_deref(), settings.proxy_ca.as_deref()]
-        .into_iter()
-        .flatten()
-    {
+    for pem in [settings.warden_ca.as_deref()].into_iter().flatten() {
         for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
             let cert: rustls_pki_types::CertificateDer<'static> =
                 cert.map_err(|e| DialError::Refused {
@@ -283,6 +283,12 @@ pub fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig, DialError
     if settings.warden_ca.is_none() || !custom {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
+    Ok(roots)
+}
+
+/// The TLS settings for Warden (see [`warden_roots`]).
+pub fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig, DialError> {
+    let roots = warden_roots(settings)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -297,10 +303,107 @@ pub fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig, DialError
 pub struct Hello<'a> {
     pub secret: &'a str,
     pub fingerprint: &'a str,
+    /// Its key pair: the public key goes along, and a signature over a fresh challenge.
+    pub key: &'a AgentKey,
 }
 
-/// Dial Warden and upgrade to the tunnel's WebSocket.
+/// Dial Warden: ask for a one-time challenge, sign it, and upgrade to the tunnel's WebSocket
+/// with the proof.
 pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, DialError> {
+    let challenge = challenge(settings, hello.secret).await?;
+    let proof = hello.key.prove(&challenge);
+    let public = hello.key.public_b64();
+    upgrade(
+        settings,
+        hello.secret,
+        hello.fingerprint,
+        &[
+            (HEADER_AGENT_KEY, public.as_str()),
+            (HEADER_NONCE, challenge.nonce.as_str()),
+            (HEADER_PROOF, proof.as_str()),
+        ],
+    )
+    .await
+}
+
+/// A refusal from Warden's error envelope: 400/401/403 are final, anything else may pass.
+fn refusal_from(status: u16, body: &str) -> DialError {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let code = v
+        .pointer("/error/code")
+        .and_then(|c| c.as_str())
+        .unwrap_or("http_error")
+        .to_owned();
+    let message = v
+        .pointer("/error/message")
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            format!(
+                "HTTP {status}: {}",
+                body.chars().take(200).collect::<String>()
+            )
+        });
+    if matches!(status, 400 | 401 | 403) {
+        DialError::Refused {
+            status,
+            code,
+            message,
+        }
+    } else {
+        DialError::Transient(format!("Warden answered HTTP {status}: {message}"))
+    }
+}
+
+/// `POST /agent/v1/challenge`: a one-time nonce for this secret's cluster.
+pub async fn challenge(settings: &Settings, secret: &str) -> Result<Challenge, DialError> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let (target, io) = open(settings).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .map_err(DialError::transient)?;
+    let driver = tokio::spawn(conn);
+    let req = http::Request::post(format!("{}{}", target.base, CHALLENGE_PATH))
+        .header(http::header::HOST, target.authority())
+        .header(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| DialError::Refused {
+                status: 0,
+                code: "bad_settings".into(),
+                message: "a setting holds characters not allowed in an HTTP header".into(),
+            })?,
+        )
+        .header(HEADER_AGENT_VERSION, env!("CARGO_PKG_VERSION"))
+        .body(Empty::new())
+        .map_err(DialError::transient)?;
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(DialError::transient)?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| DialError::transient(format!("reading the challenge: {e}")))?
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status != 200 {
+            return Err(refusal_from(status, &body));
+        }
+        serde_json::from_str::<Challenge>(&body)
+            .map_err(|e| DialError::transient(format!("Warden sent a bad challenge: {e}")))
+    })
+    .await
+    .map_err(|_| DialError::transient("asking Warden for a challenge timed out"))?;
+    driver.abort();
+    result
+}
+
+/// TCP (through the proxy if any) and TLS to Warden.
+async fn open(settings: &Settings) -> Result<(Target, Box<dyn Io>), DialError> {
     let target = Target::parse(&settings.warden_url)?;
     if warden_domain::agent_protocol::is_insecure_remote(&settings.warden_url)
         && !settings.allow_insecure_http
@@ -334,6 +437,17 @@ pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, D
     } else {
         Box::new(tcp)
     };
+    Ok((target, io))
+}
+
+/// Upgrade to the tunnel's WebSocket with the secret, the fingerprint and `extra` headers.
+pub async fn upgrade(
+    settings: &Settings,
+    secret: &str,
+    fingerprint: &str,
+    extra: &[(&'static str, &str)],
+) -> Result<Socket, DialError> {
+    let (target, io) = open(settings).await?;
     let scheme = if target.tls { "wss" } else { "ws" };
     let url = format!(
         "{scheme}://{}{}{}",
@@ -353,11 +467,11 @@ pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, D
             message: "a setting holds characters not allowed in an HTTP header".into(),
         })
     };
-    headers.insert(
-        "authorization",
-        header(&format!("Bearer {}", hello.secret))?,
-    );
-    headers.insert(HEADER_FINGERPRINT, header(hello.fingerprint)?);
+    headers.insert("authorization", header(&format!("Bearer {secret}"))?);
+    headers.insert(HEADER_FINGERPRINT, header(fingerprint)?);
+    for (name, value) in extra {
+        headers.insert(*name, header(value)?);
+    }
     headers.insert(HEADER_CLUSTER, header(&settings.cluster)?);
     headers.insert(HEADER_AGENT_VERSION, header(env!("CARGO_PKG_VERSION"))?);
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -379,33 +493,7 @@ pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, D
                 .as_deref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let code = v
-                .pointer("/error/code")
-                .and_then(|c| c.as_str())
-                .unwrap_or("http_error")
-                .to_owned();
-            let message = v
-                .pointer("/error/message")
-                .and_then(|c| c.as_str())
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    format!(
-                        "HTTP {status}: {}",
-                        body.chars().take(200).collect::<String>()
-                    )
-                });
-            if matches!(status, 400 | 401 | 403) {
-                Err(DialError::Refused {
-                    status,
-                    code,
-                    message,
-                })
-            } else {
-                Err(DialError::Transient(format!(
-                    "Warden answered HTTP {status}: {message}"
-                )))
-            }
+            Err(refusal_from(status, &body))
         }
         Ok(Err(e)) => Err(DialError::transient(format!(
             "the WebSocket upgrade with Warden failed: {e}"
@@ -452,5 +540,35 @@ mod tests {
             Some("u@x:p:w")
         );
         assert_eq!(proxy_credentials("http://proxy:3128"), None);
+    }
+
+    #[test]
+    fn the_proxy_ca_never_vouches_for_warden() {
+        let mut data = std::collections::BTreeMap::new();
+        data.insert(
+            "WARDEN_URL".to_owned(),
+            "https://warden.example.com".to_owned(),
+        );
+        data.insert("WARDEN_CLUSTER".to_owned(), "c".to_owned());
+        data.insert("WARDEN_BOOTSTRAP_TOKEN".to_owned(), "wdb_x".to_owned());
+        // A proxy CA, even a broken one, is not read for Warden: only the public roots are.
+        data.insert(
+            "PROXY_CA".to_owned(),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned(),
+        );
+        let settings = Settings::from_data(&data).unwrap();
+        assert!(settings.proxy_ca.is_some());
+        let roots = warden_roots(&settings).unwrap();
+        assert_eq!(roots.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+        // WARDEN_CA is what Warden is verified with (here a broken one is refused).
+        data.insert(
+            "WARDEN_CA".to_owned(),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned(),
+        );
+        let settings = Settings::from_data(&data).unwrap();
+        assert!(matches!(
+            warden_roots(&settings),
+            Err(DialError::Refused { code, .. }) if code == "bad_ca"
+        ));
     }
 }

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod dial;
 pub mod facts;
 pub mod forward;
+pub mod identity;
 pub mod settings;
 pub mod store;
 pub mod tunnel;

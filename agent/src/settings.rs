@@ -21,6 +21,8 @@ pub struct Settings {
     pub proxy_ca: Option<String>,
     /// The credential a previous registration stored in the Secret.
     pub credential: Option<String>,
+    /// The seed of the agent's Ed25519 key, generated at its first start (never sent anywhere).
+    pub agent_key: Option<String>,
     /// Dial a plain `http://` Warden URL on another host (set by Warden in the manifest).
     pub allow_insecure_http: bool,
 }
@@ -42,6 +44,7 @@ impl std::fmt::Debug for Settings {
                 "credential",
                 &self.credential.as_ref().map(|_| "<redacted>"),
             )
+            .field("agent_key", &self.agent_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -89,6 +92,7 @@ impl Settings {
             no_proxy: non_empty(data.get(k::NO_PROXY)),
             proxy_ca: non_empty(data.get(k::PROXY_CA)),
             credential,
+            agent_key: non_empty(data.get(k::AGENT_KEY)),
             allow_insecure_http: data
                 .get(k::ALLOW_INSECURE_HTTP)
                 .is_some_and(|v| v.trim() == "true"),

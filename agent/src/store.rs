@@ -1,6 +1,7 @@
-//! Where the agent keeps what it learns: in a cluster, its own Secret (the bootstrap settings
-//! and, after registration, its credential); outside one, the manifest file it was given and a
-//! state file next to it.
+//! Where the agent keeps what it learns: in a cluster, its own Secret (the bootstrap settings,
+//! its private key from its first start and, after registration, its credential); outside one,
+//! the manifest file it was given and a state file next to it (mode 0600). The private key never
+//! leaves the cluster (or, outside one, that file).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,7 +37,11 @@ pub enum Store {
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct State {
     cluster: String,
+    #[serde(default)]
     credential: Option<String>,
+    /// The seed of the agent's Ed25519 key.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 impl Store {
@@ -84,8 +89,13 @@ impl Store {
                     let st: State = serde_json::from_str(&raw)
                         .map_err(|e| StoreError::Io(format!("{}: {e}", state.display())))?;
                     // A state file written for another cluster's manifest does not apply.
-                    if st.cluster == settings.cluster && st.credential.is_some() {
-                        settings.credential = st.credential;
+                    if st.cluster == settings.cluster {
+                        if st.credential.is_some() {
+                            settings.credential = st.credential;
+                        }
+                        if st.key.is_some() {
+                            settings.agent_key = st.key;
+                        }
                     }
                 }
                 Ok(settings)
@@ -95,6 +105,16 @@ impl Store {
 
     /// Keep the credential Warden issued at registration.
     pub async fn save_credential(&self, cluster: &str, credential: &str) -> Result<(), StoreError> {
+        self.save(cluster, secret_keys::CREDENTIAL, credential)
+            .await
+    }
+
+    /// Keep the agent's private key (the seed of its Ed25519 key pair).
+    pub async fn save_key(&self, cluster: &str, seed: &str) -> Result<(), StoreError> {
+        self.save(cluster, secret_keys::AGENT_KEY, seed).await
+    }
+
+    async fn save(&self, cluster: &str, key: &'static str, value: &str) -> Result<(), StoreError> {
         match self {
             Store::Secret {
                 kube,
@@ -102,16 +122,24 @@ impl Store {
                 name,
             } => {
                 let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
-                let patch = serde_json::json!({"stringData": BTreeMap::from([(secret_keys::CREDENTIAL, credential)])});
+                let patch = serde_json::json!({"stringData": BTreeMap::from([(key, value)])});
                 api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
                 Ok(())
             }
             Store::File { state, .. } => {
-                let st = State {
-                    cluster: cluster.to_owned(),
-                    credential: Some(credential.to_owned()),
-                };
+                // Keep what else the state holds for this cluster.
+                let mut st: State = std::fs::read_to_string(state)
+                    .ok()
+                    .and_then(|raw| serde_json::from_str(&raw).ok())
+                    .filter(|st: &State| st.cluster == cluster)
+                    .unwrap_or_default();
+                st.cluster = cluster.to_owned();
+                if key == secret_keys::AGENT_KEY {
+                    st.key = Some(value.to_owned());
+                } else {
+                    st.credential = Some(value.to_owned());
+                }
                 let text = serde_json::to_string_pretty(&st).unwrap_or_default();
                 let tmp = state.with_extension("tmp");
                 write_private(&tmp, text.as_bytes())

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use warden_agent::agent::Tracker;
-use warden_agent::dial::{self, DialError, Hello};
+use warden_agent::dial::{self, DialError};
 use warden_agent::{forward, Backoff, Settings};
 
 async fn sim_and_client() -> (
@@ -36,7 +36,12 @@ async fn forwarder(
     clients: warden_agent::KubeClients,
 ) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(forward::serve_stream(theirs, clients, Tracker::default()));
+    tokio::spawn(forward::serve_stream(
+        theirs,
+        clients,
+        Tracker::default(),
+        forward::Limits::default(),
+    ));
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
         .await
         .unwrap();
@@ -44,10 +49,12 @@ async fn forwarder(
     sender
 }
 
-/// A request as Warden sends its own calls: no credentials (the agent adds its own).
+/// A request as Warden sends its own calls: no credentials and the management marker (the
+/// agent adds its own credentials).
 fn get(path: &str) -> Request<Empty<Bytes>> {
     Request::get(path)
         .header("host", "whatever.clusters.warden.internal")
+        .header("x-warden-management", "agent")
         .body(Empty::new())
         .unwrap()
 }
@@ -293,6 +300,7 @@ fn settings(url: String, proxy: Option<String>) -> Settings {
         no_proxy: None,
         proxy_ca: None,
         credential: None,
+        agent_key: None,
         allow_insecure_http: false,
     }
 }
@@ -305,15 +313,9 @@ async fn dialling_goes_through_a_connect_proxy_and_refusals_are_final() {
         format!("http://127.0.0.1:{ws_port}"),
         Some(format!("http://user:p%40ss@127.0.0.1:{proxy_port}")),
     );
-    let mut ws = dial::connect(
-        &s,
-        &Hello {
-            secret: "wdb_good",
-            fingerprint: "uid-1",
-        },
-    )
-    .await
-    .expect("connected through the proxy");
+    let mut ws = dial::upgrade(&s, "wdb_good", "uid-1", &[])
+        .await
+        .expect("connected through the proxy");
     let first = ws.next().await.unwrap().unwrap();
     assert_eq!(first.into_text().unwrap().as_str(), "hi");
     let head = proxy_seen.lock().unwrap()[0].clone();
@@ -334,27 +336,13 @@ async fn dialling_goes_through_a_connect_proxy_and_refusals_are_final() {
     // NO_PROXY skips the proxy.
     let mut direct = s.clone();
     direct.no_proxy = Some("127.0.0.1".into());
-    dial::connect(
-        &direct,
-        &Hello {
-            secret: "wdb_good",
-            fingerprint: "uid-1",
-        },
-    )
-    .await
-    .expect("direct");
+    dial::upgrade(&direct, "wdb_good", "uid-1", &[])
+        .await
+        .expect("direct");
     assert_eq!(proxy_seen.lock().unwrap().len(), 1);
 
     // A refusal carries Warden's code and message, and is final.
-    match dial::connect(
-        &s,
-        &Hello {
-            secret: "wdb_used",
-            fingerprint: "uid-1",
-        },
-    )
-    .await
-    {
+    match dial::upgrade(&s, "wdb_used", "uid-1", &[]).await {
         Err(DialError::Refused {
             status,
             code,
@@ -368,15 +356,7 @@ async fn dialling_goes_through_a_connect_proxy_and_refusals_are_final() {
     }
     // Plain http:// to another host is refused unless the manifest says otherwise.
     let remote = settings("http://warden.internal:3000".into(), None);
-    match dial::connect(
-        &remote,
-        &Hello {
-            secret: "wdb_good",
-            fingerprint: "uid-1",
-        },
-    )
-    .await
-    {
+    match dial::upgrade(&remote, "wdb_good", "uid-1", &[]).await {
         Err(DialError::Refused { code, .. }) => assert_eq!(code, "insecure_url"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("connected"),
@@ -389,12 +369,11 @@ async fn dialling_goes_through_a_connect_proxy_and_refusals_are_final() {
         .unwrap()
         .port();
     assert!(matches!(
-        dial::connect(
+        dial::upgrade(
             &settings(format!("http://127.0.0.1:{port}"), None),
-            &Hello {
-                secret: "x",
-                fingerprint: "y"
-            }
+            "x",
+            "y",
+            &[]
         )
         .await,
         Err(DialError::Transient(_))
@@ -416,4 +395,152 @@ fn backoff_is_jittered_exponential_and_capped() {
     }
     b.reset();
     assert!(b.next_delay() <= Duration::from_millis(500));
+}
+
+/// A forwarder with its own limits.
+async fn forwarder_with<B>(
+    clients: warden_agent::KubeClients,
+    limits: forward::Limits,
+) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(forward::serve_stream(
+        theirs,
+        clients,
+        Tracker::default(),
+        limits,
+    ));
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    sender
+}
+
+/// The attack: a request reaches the agent without a user token (a gateway bug, a forged
+/// stream). The agent must not run it with its own identity; only the explicit management
+/// marker does that, and never together with a token.
+#[tokio::test]
+async fn a_request_without_a_user_token_is_refused_not_run_as_the_agent() {
+    let (_sim, clients, _dir) = sim_and_client().await;
+    let mut send = forwarder(clients).await;
+    let bare = Request::get("/api/v1/namespaces/kube-system/secrets")
+        .header("host", "x")
+        .body(Empty::new())
+        .unwrap();
+    let r = send.send_request(bare).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body =
+        String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    assert!(body.contains("never lends its own identity"), "{body}");
+    for (auth, marker) in [
+        (Some("Bearer "), None),
+        (Some("Bearer    "), None),
+        (Some("Basic dXNlcjpw"), None),
+        (Some("Bearer sometoken"), Some("agent")),
+        (None, Some("yes")),
+    ] {
+        let mut b = Request::get("/api/v1/namespaces/kube-system/secrets").header("host", "x");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        if let Some(m) = marker {
+            b = b.header("x-warden-management", m);
+        }
+        let r = send
+            .send_request(b.body(Empty::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?} {marker:?}");
+    }
+    // The marker alone is Warden's own call.
+    let r = send
+        .send_request(get("/api/v1/namespaces/kube-system"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// The attack: a client sends a huge body to make the agent buffer it. Refused before reading
+/// when the length is declared, and cut off at the limit when it is not.
+#[tokio::test]
+async fn request_bodies_are_capped_at_the_api_servers_limit() {
+    let (_sim, clients, _dir) = sim_and_client().await;
+    let mut send =
+        forwarder_with::<http_body_util::Full<Bytes>>(clients.clone(), forward::Limits::default())
+            .await;
+    let big = Bytes::from(vec![b'x'; forward::MAX_REQUEST_BODY + 1]);
+    let r = send
+        .send_request(
+            Request::post("/api/v1/namespaces/default/configmaps")
+                .header("host", "x")
+                .header("x-warden-management", "agent")
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(big.clone()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Without a length (chunked): read up to the limit, then refused.
+    let mut send =
+        forwarder_with::<http_body_util::StreamBody<_>>(clients, forward::Limits::default()).await;
+    let chunks = futures::stream::iter(
+        big.chunks(64 * 1024)
+            .map(|c| {
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(
+                    c,
+                )))
+            })
+            .collect::<Vec<_>>(),
+    );
+    let r = send
+        .send_request(
+            Request::post("/api/v1/namespaces/default/configmaps")
+                .header("host", "x")
+                .header("x-warden-management", "agent")
+                .header("content-type", "application/json")
+                .body(http_body_util::StreamBody::new(chunks))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// The attack: a client opens watch after watch to tie up the agent. Past the tunnel's limit
+/// the agent answers 429 at once; a finished request frees its place.
+#[tokio::test]
+async fn concurrent_requests_per_tunnel_are_capped() {
+    let (_sim, clients, _dir) = sim_and_client().await;
+    let limits = forward::Limits::new(2);
+    let watch = "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=30";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut send = forwarder_with::<Empty<Bytes>>(clients.clone(), limits.clone()).await;
+        let r = send.send_request(get(watch)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        open.push((send, r.into_body()));
+    }
+    let mut third = forwarder_with::<Empty<Bytes>>(clients.clone(), limits.clone()).await;
+    let r = third.send_request(get("/version")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // One watch ends: there is room again.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = third.send_request(get("/version")).await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after a watch ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

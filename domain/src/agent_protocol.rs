@@ -3,10 +3,13 @@
 //! the manifest that installs the agent. Plain data: compiled into the server, the console
 //! and the `warden-agent` binary alike.
 //!
-//! The tunnel: the agent dials `GET /agent/v1/connect` (WebSocket) with
-//! `Authorization: Bearer <bootstrap token | agent credential>` and
-//! `X-Warden-Fingerprint: <UID of kube-system>`. A refusal is an ordinary HTTP error with the
-//! REST error envelope. Once upgraded, binary messages carry a yamux session (Warden opens
+//! The tunnel: the agent first asks `POST /agent/v1/challenge` (with the same `Authorization`)
+//! for a one-time nonce, then dials `GET /agent/v1/connect` (WebSocket) with
+//! `Authorization: Bearer <bootstrap token | agent credential>`,
+//! `X-Warden-Fingerprint: <UID of kube-system>` (a label that keeps one manifest from
+//! registering two clusters, not a secret), `X-Warden-Agent-Key` (its Ed25519 public key),
+//! `X-Warden-Nonce` and `X-Warden-Proof` (its signature over [`proof_message`]). A refusal is an
+//! ordinary HTTP error with the REST error envelope. Once upgraded, binary messages carry a yamux session (Warden opens
 //! one stream per Kubernetes API request; the agent proxies it to its API server) and text
 //! messages carry the JSON control messages below.
 
@@ -22,6 +25,66 @@ pub const MANIFEST_PATH: &str = "/agent/v1/manifests";
 pub const HEADER_FINGERPRINT: &str = "x-warden-fingerprint";
 pub const HEADER_CLUSTER: &str = "x-warden-cluster";
 pub const HEADER_AGENT_VERSION: &str = "x-warden-agent-version";
+/// The agent's Ed25519 public key (32 bytes, base64url without padding).
+pub const HEADER_AGENT_KEY: &str = "x-warden-agent-key";
+/// The nonce from `POST /agent/v1/challenge`.
+pub const HEADER_NONCE: &str = "x-warden-nonce";
+/// The agent's Ed25519 signature over [`proof_message`] (base64url without padding).
+pub const HEADER_PROOF: &str = "x-warden-proof";
+/// On a tunnelled request: "run this with the agent's own identity" (Warden's management
+/// calls). Without it, a request must carry a user's bearer token or the agent refuses it. The
+/// gateway strips every `x-warden-*` header a client sends, so only Warden can set it.
+pub const HEADER_MANAGEMENT: &str = "x-warden-management";
+pub const MANAGEMENT_VALUE: &str = "agent";
+
+/// One-time challenges: `POST {CHALLENGE_PATH}` with the agent's bearer secret answers
+/// [`Challenge`].
+pub const CHALLENGE_PATH: &str = "/agent/v1/challenge";
+/// What a proof is for: part of every signed message, so a signature made for anything else
+/// (another protocol, another version) never passes.
+pub const PROOF_CONTEXT: &str = "warden-agent-connect-v1";
+/// How long a challenge nonce may be used.
+pub const CHALLENGE_TTL_SECS: u64 = 60;
+
+/// The answer to `POST /agent/v1/challenge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes, base64url; usable once, for [`CHALLENGE_TTL_SECS`].
+    pub nonce: String,
+    /// The cluster the presented secret belongs to (its id, not its name).
+    pub cluster_id: String,
+    /// [`PROOF_CONTEXT`].
+    pub context: String,
+}
+
+/// The bytes an agent signs to prove it holds its key: context, nonce and cluster id, each
+/// length-prefixed so no two different triples give the same message.
+pub fn proof_message(context: &str, nonce: &str, cluster_id: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(16 + context.len() + nonce.len() + cluster_id.len());
+    for part in [context, nonce, cluster_id] {
+        m.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        m.extend_from_slice(part.as_bytes());
+    }
+    m
+}
+
+/// Bounds on what an agent sends Warden.
+pub mod limits {
+    /// Largest control (text) message, a heartbeat with its facts included.
+    pub const MAX_CONTROL_MESSAGE: usize = 256 * 1024;
+    /// Control messages allowed per heartbeat interval (a heartbeat, the first facts at once,
+    /// a draining notice, slack for jitter); more closes the tunnel as a flood.
+    pub const MAX_CONTROL_MESSAGES_PER_INTERVAL: u32 = 8;
+    pub const MAX_NODES: usize = 500;
+    pub const MAX_NAMESPACES: usize = 1000;
+    /// Versions (`v1.32.0`, kubelet and agent versions).
+    pub const MAX_VERSION_LEN: usize = 64;
+    /// A node name is a DNS subdomain (253), a namespace a DNS label (63).
+    pub const MAX_NODE_NAME: usize = 253;
+    pub const MAX_NAMESPACE_NAME: usize = 63;
+    /// Largest response body Warden reads for one of its own management calls.
+    pub const MAX_MANAGEMENT_RESPONSE: usize = 16 * 1024 * 1024;
+}
 
 /// Prefix of bootstrap tokens (one-time, in manifests).
 pub const BOOTSTRAP_TOKEN_PREFIX: &str = "wdb_";
@@ -38,6 +101,76 @@ pub mod refusal {
     pub const CREDENTIAL_REVOKED: &str = "credential_revoked";
     pub const CLUSTER_DELETED: &str = "cluster_deleted";
     pub const BAD_REQUEST: &str = "bad_request";
+    /// No valid proof of the agent's key (no challenge, a bad signature, no key header).
+    pub const PROOF_REQUIRED: &str = "proof_required";
+    /// The key presented is not the one registered for the cluster (or another key holds its
+    /// live tunnel).
+    pub const KEY_MISMATCH: &str = "key_mismatch";
+    /// The cluster was registered before agents had keys: it must be registered again with a
+    /// new manifest.
+    pub const KEY_REQUIRED: &str = "key_required";
+    /// The challenge nonce is unknown, used or expired (HTTP 409: the agent asks again).
+    pub const CHALLENGE_EXPIRED: &str = "challenge_expired";
+}
+
+/// Whether `s` is a DNS-1123 label (namespace names): lowercase alphanumerics and `-`, not
+/// starting or ending with `-`, at most 63 characters.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Whether `s` is a DNS-1123 subdomain (node names): dot-separated labels, at most 253.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Whether `s` is a plausible version string: printable ASCII without spaces, bounded.
+pub fn is_version(s: &str) -> bool {
+    !s.is_empty() && s.len() <= limits::MAX_VERSION_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Check the facts an agent reports: sizes and shapes. `Err` says what is wrong; Warden
+/// then keeps the previous facts.
+pub fn validate_facts(f: &ClusterFacts) -> Result<(), String> {
+    if f.nodes.len() > limits::MAX_NODES {
+        return Err(format!(
+            "{} nodes listed (at most {})",
+            f.nodes.len(),
+            limits::MAX_NODES
+        ));
+    }
+    if f.namespaces.len() > limits::MAX_NAMESPACES {
+        return Err(format!(
+            "{} namespaces listed (at most {})",
+            f.namespaces.len(),
+            limits::MAX_NAMESPACES
+        ));
+    }
+    for v in [&f.kubernetes_version, &f.agent_version]
+        .into_iter()
+        .flatten()
+    {
+        if !is_version(v) {
+            return Err("a version is not a short printable string".into());
+        }
+    }
+    for n in &f.nodes {
+        if !is_dns_subdomain(&n.name) {
+            return Err("a node name is not a DNS subdomain".into());
+        }
+        if n.kubelet_version.as_deref().is_some_and(|v| !is_version(v)) {
+            return Err("a kubelet version is not a short printable string".into());
+        }
+    }
+    if !f.namespaces.iter().all(|n| is_dns_label(n)) {
+        return Err("a namespace name is not a DNS label".into());
+    }
+    Ok(())
 }
 
 /// Warden -> agent.
@@ -98,6 +231,9 @@ pub mod secret_keys {
     pub const PROXY_CA: &str = "PROXY_CA";
     /// Written by the agent after registration.
     pub const CREDENTIAL: &str = "WARDEN_AGENT_CREDENTIAL";
+    /// Written by the agent at its first start: the 32-byte seed of its Ed25519 key
+    /// (base64url). It never leaves the cluster; Warden keeps only the public key.
+    pub const AGENT_KEY: &str = "WARDEN_AGENT_KEY";
     /// `true` when Warden's URL is plain `http://` to a host other than this machine: the
     /// agent refuses such a URL unless told so (its secrets would travel in the clear).
     pub const ALLOW_INSECURE_HTTP: &str = "WARDEN_ALLOW_INSECURE_HTTP";
@@ -218,11 +354,12 @@ pub fn render_manifest(p: &ManifestParams<'_>) -> String {
         r#"# The Warden agent for cluster {cluster} (project {project}).
 {warning}#
 # Install:   kubectl apply -f <this file>
-# The agent dials out to {url} (no inbound port is opened on the cluster), proves the
-# one-time bootstrap token below together with this cluster's identity (the UID of the
-# kube-system namespace), and from then on uses the credential Warden gives it, which it keeps
-# in the Secret below. The bootstrap token is accepted until {expires} and only once; this file
-# cannot register a second cluster.
+# The agent dials out to {url} (no inbound port is opened on the cluster). At its first start
+# it generates a key pair and keeps the private key in the Secret below (it never leaves the
+# cluster); it registers the public key with the one-time bootstrap token below (bound to this
+# cluster's kube-system UID, so this file cannot register a second cluster), and from then on
+# proves that key, with the credential Warden gives it, on every connection. The bootstrap
+# token is accepted until {expires} and only once.
 # Remove:    {cleanup}
 apiVersion: v1
 kind: Namespace
@@ -240,7 +377,7 @@ kind: ClusterRole
 metadata:
   name: {cr}
 {labels}rules:
-  # Read the kube-system namespace's UID (this cluster's fingerprint, proven at registration),
+  # Read the kube-system namespace's UID (this cluster's fingerprint, bound at registration),
   # report the namespace names with each heartbeat, and check that warden-system exists.
   - apiGroups: [""]
     resources: ["namespaces"]
@@ -289,8 +426,9 @@ metadata:
   name: {sa}
   namespace: {ns}
 {labels}rules:
-  # Its own Secret (bootstrap settings; the agent credential is written back into it) and the
-  # anchor Secrets that users' service-account tokens are bound to; all in warden-system only.
+  # Its own Secret (bootstrap settings; the agent's private key and credential are written back
+  # into it) and the anchor Secrets that users' service-account tokens are bound to; all in
+  # warden-system only.
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "create", "patch", "delete"]

@@ -3,7 +3,12 @@
 //!
 //! Registration binds the cluster to a *fingerprint* (the UID of its `kube-system` namespace).
 //! A token or credential presented with another fingerprint is refused: one manifest cannot
-//! register two clusters. Every admission and refusal is audited (kind `agent`).
+//! register two clusters. The fingerprint is a label, not a secret: what identifies the agent
+//! is its Ed25519 key pair, generated in the cluster at its first start. Registration (with the
+//! bootstrap token) records the public key; every connection proves possession of the private
+//! key by signing a one-time challenge ([`crate::agent_protocol::proof_message`]). A credential
+//! presented with another key is refused, and so is a registration from another key while the
+//! cluster's tunnel is live. Every admission and refusal is audited (kind `agent`).
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
@@ -12,7 +17,10 @@ use sea_orm::{
 use serde_json::json;
 
 use crate::admin::clusters::{HISTORY_KEEP, PURPOSE_AGENT};
-use crate::agent_protocol::{refusal, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND, CREDENTIAL_PREFIX};
+use crate::agent_protocol::{
+    proof_message, refusal, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND, CREDENTIAL_PREFIX,
+    PROOF_CONTEXT,
+};
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::clock::Timestamp;
 use crate::dto::{cluster_status, ClusterFacts};
@@ -34,6 +42,117 @@ pub struct AgentHello {
     pub cluster: Option<String>,
     pub agent_version: Option<String>,
     pub meta: RequestMeta,
+    /// The agent's Ed25519 public key (base64url, `X-Warden-Agent-Key`).
+    pub key: Option<String>,
+    /// Its signature over [`proof_message`] for `challenge` (base64url, `X-Warden-Proof`).
+    pub proof: Option<String>,
+    /// The challenge named by `X-Warden-Nonce`, taken (once) from the issuer's store; `None`
+    /// when the agent sent no nonce.
+    pub challenge: Option<ChallengeCheck>,
+}
+
+/// What the issuer of challenges knows about a nonce an agent presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChallengeCheck {
+    /// Issued for this cluster (by id), unused and fresh; now used up.
+    Issued { nonce: String, cluster_id: String },
+    /// Unknown, used or expired (e.g. issued by a Warden process that has restarted since).
+    Stale,
+}
+
+/// A short, stable name for a public key in audit rows and messages: the first 16 hex digits
+/// of its SHA-256.
+pub fn key_id(key_b64: &str) -> String {
+    sha256_hex(key_b64.as_bytes())[..16].to_owned()
+}
+
+fn decode_b64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim().trim_end_matches('='))
+        .ok()
+}
+
+/// Whether `key_b64` is a well-formed Ed25519 public key (32 bytes, base64url).
+fn valid_key(key_b64: &str) -> bool {
+    key_b64.len() <= 64 && decode_b64(key_b64).is_some_and(|k| k.len() == 32)
+}
+
+/// Whether `proof_b64` is `key_b64`'s Ed25519 signature over the challenge's proof message.
+pub fn verify_proof(key_b64: &str, nonce: &str, cluster_id: &str, proof_b64: &str) -> bool {
+    let (Some(key), Some(sig)) = (decode_b64(key_b64), decode_b64(proof_b64)) else {
+        return false;
+    };
+    if key.len() != 32 || sig.len() != 64 {
+        return false;
+    }
+    let msg = proof_message(PROOF_CONTEXT, nonce, cluster_id);
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
+        .verify(&msg, &sig)
+        .is_ok()
+}
+
+/// Before a challenge is issued: the cluster (id) the bootstrap token or agent credential
+/// belongs to. An unknown secret is refused (and audited, action `agent.challenge`).
+pub async fn challenge(
+    svc: &Services,
+    secret: &str,
+    agent_version: Option<String>,
+    meta: RequestMeta,
+) -> DomainResult<Result<String, Refusal>> {
+    if let Some(id) = challenge_cluster(svc, secret).await? {
+        return Ok(Ok(id));
+    }
+    let hello = AgentHello {
+        secret: String::new(),
+        fingerprint: String::new(),
+        cluster: None,
+        agent_version,
+        meta,
+        key: None,
+        proof: None,
+        challenge: None,
+    };
+    let ctx = Ctx {
+        svc,
+        hello: &hello,
+        action: "agent.challenge",
+    };
+    Ok(ctx
+        .refuse(
+            None,
+            Refusal::new(
+                401,
+                refusal::UNKNOWN_TOKEN,
+                "unknown or revoked bootstrap token or agent credential. Download a new manifest for this cluster in Warden and apply it",
+            ),
+        )
+        .await?
+        .map(|a| a.cluster_id))
+}
+
+/// The cluster (id) a bootstrap token or agent credential belongs to, for a challenge. `None`
+/// when the secret is unknown. A revoked credential, or one of a deleted cluster (id ``), still
+/// gets a challenge: the connection then says precisely why it is refused.
+pub async fn challenge_cluster(svc: &Services, secret: &str) -> DomainResult<Option<String>> {
+    let secret = secret.trim();
+    let hash = sha256_hex(secret.as_bytes());
+    if secret.starts_with(CREDENTIAL_PREFIX) {
+        Ok(cluster_agent_credentials::Entity::find()
+            .filter(cluster_agent_credentials::Column::SecretHash.eq(hash))
+            .one(&svc.db)
+            .await?
+            .map(|c| c.cluster_id.unwrap_or_default()))
+    } else if secret.starts_with(BOOTSTRAP_TOKEN_PREFIX) {
+        Ok(cluster_bootstrap_tokens::Entity::find()
+            .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(hash))
+            .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_AGENT))
+            .one(&svc.db)
+            .await?
+            .map(|t| t.cluster_id))
+    } else {
+        Ok(None)
+    }
 }
 
 /// An admitted agent.
@@ -45,6 +164,8 @@ pub struct Admission {
     pub credential_id: String,
     /// Set at registration: the credential the agent must keep. Shown only this once.
     pub new_credential: Option<String>,
+    /// The public key the agent proved it holds (base64url).
+    pub key: String,
 }
 
 /// A refused agent: the HTTP status, a stable code (see [`refusal`]) and a message for the
@@ -132,10 +253,30 @@ impl Ctx<'_> {
             cluster,
             Outcome::Denied,
             Some(format!("{}: {}", r.code, r.message)),
-            json!({"code": r.code, "fingerprint": self.hello.fingerprint, "agent_version": self.hello.agent_version}),
+            json!({
+                "code": r.code,
+                "fingerprint": self.hello.fingerprint,
+                "agent_version": self.hello.agent_version,
+                "agent_key": self.hello.key.as_deref().filter(|k| valid_key(k)).map(key_id),
+            }),
         )
         .await?;
         Ok(Err(r))
+    }
+}
+
+/// A key and its signature over a challenge.
+struct Proof {
+    key: String,
+    sig: String,
+    nonce: String,
+    cluster_id: String,
+}
+
+impl Proof {
+    /// Whether the signature is `key`'s over this challenge, issued for `cluster`.
+    fn holds_for(&self, key: &str, cluster: &clusters::Model) -> bool {
+        self.cluster_id == cluster.id && verify_proof(key, &self.nonce, &cluster.id, &self.sig)
     }
 }
 
@@ -157,10 +298,59 @@ pub async fn admit(svc: &Services, hello: AgentHello) -> DomainResult<Result<Adm
             .refuse(None, Refusal::new(400, refusal::BAD_REQUEST, "the agent sent no valid cluster fingerprint (X-Warden-Fingerprint: the UID of the kube-system namespace)"))
             .await;
     }
+    if !(secret.starts_with(CREDENTIAL_PREFIX) || secret.starts_with(BOOTSTRAP_TOKEN_PREFIX)) {
+        return ctx
+            .refuse(
+                None,
+                Refusal::new(
+                    401,
+                    refusal::UNKNOWN_TOKEN,
+                    "the agent presented neither a bootstrap token nor an agent credential",
+                ),
+            )
+            .await;
+    }
+    // No key, no proof: an agent from before agents had keys, or someone replaying a secret.
+    let proof = match (&hello.key, &hello.proof, &hello.challenge) {
+        (Some(key), Some(sig), Some(ChallengeCheck::Issued { nonce, cluster_id }))
+            if valid_key(key) =>
+        {
+            Proof {
+                key: key.trim().to_owned(),
+                sig: sig.trim().to_owned(),
+                nonce: nonce.clone(),
+                cluster_id: cluster_id.clone(),
+            }
+        }
+        (Some(_), Some(_), Some(ChallengeCheck::Stale)) => {
+            return ctx
+                .refuse(
+                    None,
+                    Refusal::new(
+                        409,
+                        refusal::CHALLENGE_EXPIRED,
+                        "the challenge nonce is unknown, used or expired; ask for a new one",
+                    ),
+                )
+                .await;
+        }
+        _ => {
+            return ctx
+                .refuse(
+                    None,
+                    Refusal::new(
+                        401,
+                        refusal::PROOF_REQUIRED,
+                        "the agent must prove its key: send X-Warden-Agent-Key, and X-Warden-Nonce and X-Warden-Proof for a challenge from POST /agent/v1/challenge. An agent older than this Warden must be upgraded",
+                    ),
+                )
+                .await;
+        }
+    };
     if secret.starts_with(CREDENTIAL_PREFIX) {
-        admit_credential(&ctx, &secret).await
+        admit_credential(&ctx, &secret, &proof).await
     } else if secret.starts_with(BOOTSTRAP_TOKEN_PREFIX) {
-        admit_bootstrap(&ctx, &secret).await
+        admit_bootstrap(&ctx, &secret, &proof).await
     } else {
         ctx.refuse(
             None,
@@ -174,7 +364,11 @@ pub async fn admit(svc: &Services, hello: AgentHello) -> DomainResult<Result<Adm
     }
 }
 
-async fn admit_credential(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Admission, Refusal>> {
+async fn admit_credential(
+    ctx: &Ctx<'_>,
+    secret: &str,
+    proof: &Proof,
+) -> DomainResult<Result<Admission, Refusal>> {
     let svc = ctx.svc;
     let fp = ctx.hello.fingerprint.as_str();
     let Some(cred) = cluster_agent_credentials::Entity::find()
@@ -239,6 +433,51 @@ async fn admit_credential(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Ad
             )
             .await;
     }
+    // The credential alone proves nothing: the agent must hold the key registered with it.
+    let Some(registered) = cluster.agent_public_key.clone() else {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::KEY_REQUIRED,
+                    format!(
+                        "cluster {} was registered before agents had keys, so this credential alone no longer admits an agent. Download a new manifest for the cluster in Warden and apply it",
+                        cluster.name
+                    ),
+                ),
+            )
+            .await;
+    };
+    if registered != proof.key {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::KEY_MISMATCH,
+                    format!(
+                        "this agent's key ({}) is not the one registered for cluster {} ({}). Only the agent that registered the cluster may use its credential",
+                        key_id(&proof.key),
+                        cluster.name,
+                        key_id(&registered)
+                    ),
+                ),
+            )
+            .await;
+    }
+    if !proof.holds_for(&registered, &cluster) {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::PROOF_REQUIRED,
+                    "the proof of the agent's key does not verify",
+                ),
+            )
+            .await;
+    }
     let now = svc.clock.now().millis();
     let mut a = cred.clone().into_active_model();
     a.last_used_at = Set(Some(now));
@@ -247,13 +486,17 @@ async fn admit_credential(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Ad
         Some(&cluster),
         Outcome::Allowed,
         None,
-        json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version}),
+        json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version, "agent_key": key_id(&registered)}),
     )
     .await?;
-    Ok(Ok(admitted(svc, cluster, cred.id, None).await?))
+    Ok(Ok(admitted(svc, cluster, cred.id, None, registered).await?))
 }
 
-async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Admission, Refusal>> {
+async fn admit_bootstrap(
+    ctx: &Ctx<'_>,
+    secret: &str,
+    proof: &Proof,
+) -> DomainResult<Result<Admission, Refusal>> {
     let svc = ctx.svc;
     let fp = ctx.hello.fingerprint.as_str();
     let now = svc.clock.now().millis();
@@ -334,6 +577,46 @@ async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Adm
             )
             .await;
     }
+    // The key to register: the agent proves it holds it before anything is spent.
+    if !proof.holds_for(&proof.key, &cluster) {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    403,
+                    refusal::PROOF_REQUIRED,
+                    "the proof of the agent's key does not verify",
+                ),
+            )
+            .await;
+    }
+    // Another key holds the cluster's live tunnel: never swap it out silently. (Once that
+    // tunnel is gone, a new manifest may register a new key: a reinstalled agent.)
+    let live = svc
+        .clusters
+        .runtime()
+        .is_some_and(|r| r.is_connected(&cluster.id));
+    if let Some(current) = cluster
+        .agent_public_key
+        .as_deref()
+        .filter(|k| *k != proof.key && live)
+    {
+        return ctx
+            .refuse(
+                Some(&cluster),
+                Refusal::new(
+                    409,
+                    refusal::KEY_MISMATCH,
+                    format!(
+                        "cluster {} has a live tunnel from another agent key ({}); this agent's key is {}. Stop the other agent first",
+                        cluster.name,
+                        key_id(current),
+                        key_id(&proof.key)
+                    ),
+                ),
+            )
+            .await;
+    }
     let tx = svc.db.begin().await?;
     // Use the token only if nobody raced us to it.
     let used = cluster_bootstrap_tokens::Entity::update_many()
@@ -374,6 +657,14 @@ async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Adm
         )
         .col_expr(
             clusters::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .col_expr(
+            clusters::Column::AgentPublicKey,
+            sea_orm::sea_query::Expr::value(proof.key.clone()),
+        )
+        .col_expr(
+            clusters::Column::AgentKeyRegisteredAt,
             sea_orm::sea_query::Expr::value(now),
         )
         .filter(clusters::Column::Id.eq(cluster.id.clone()))
@@ -433,10 +724,24 @@ async fn admit_bootstrap(ctx: &Ctx<'_>, secret: &str) -> DomainResult<Result<Adm
         Some(&cluster),
         Outcome::Allowed,
         None,
-        json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version, "credential": cred.id, "first_registration": cluster.fingerprint.is_none()}),
+        json!({
+            "fingerprint": fp,
+            "agent_version": ctx.hello.agent_version,
+            "credential": cred.id,
+            "first_registration": cluster.fingerprint.is_none(),
+            "agent_key": key_id(&proof.key),
+            "previous_agent_key": cluster.agent_public_key.as_deref().map(key_id),
+        }),
     )
     .await?;
-    Ok(Ok(admitted(svc, cluster, cred.id, Some(credential)).await?))
+    Ok(Ok(admitted(
+        svc,
+        cluster,
+        cred.id,
+        Some(credential),
+        proof.key.clone(),
+    )
+    .await?))
 }
 
 /// The name of a project, by id.
@@ -456,6 +761,7 @@ async fn admitted(
     cluster: clusters::Model,
     credential_id: String,
     new_credential: Option<String>,
+    key: String,
 ) -> DomainResult<Admission> {
     Ok(Admission {
         project: project_name(&svc.db, &cluster.project_id)
@@ -465,6 +771,7 @@ async fn admitted(
         cluster: cluster.name,
         credential_id,
         new_credential,
+        key,
     })
 }
 
@@ -581,10 +888,15 @@ pub async fn record_heartbeat(
     let was = c.status.clone();
     let mut a = c.into_active_model();
     a.last_seen = Set(Some(now));
-    if let Some(facts) = facts {
+    // Facts that break the bounds are never stored (the caller audits them).
+    if let Some(facts) = facts.filter(|f| crate::agent_protocol::validate_facts(f).is_ok()) {
         let mut facts = facts.clone();
-        facts.nodes.truncate(500);
-        facts.namespaces.truncate(1000);
+        facts
+            .nodes
+            .truncate(crate::agent_protocol::limits::MAX_NODES);
+        facts
+            .namespaces
+            .truncate(crate::agent_protocol::limits::MAX_NAMESPACES);
         a.kubernetes_version = Set(facts
             .kubernetes_version
             .clone()
@@ -636,4 +948,37 @@ pub async fn cluster_name(svc: &Services, cluster_id: &str) -> DomainResult<Opti
         .one(&svc.db)
         .await?
         .map(|c| c.name))
+}
+
+/// Record what an admitted agent did wrong on its tunnel (oversize or malformed facts, a
+/// heartbeat flood), as a denied audit event (kind `agent`) on its cluster.
+pub async fn audit_violation(
+    svc: &Services,
+    cluster_id: &str,
+    action: &'static str,
+    reason: &str,
+) -> DomainResult<()> {
+    let Some(c) = clusters::Entity::find_by_id(cluster_id.to_owned())
+        .one(&svc.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    tracing::warn!(cluster = %c.name, action, "agent misbehaved: {reason}");
+    let mut ev = AuditEvent::new(
+        AuditKind::Agent,
+        Actor::Agent {
+            cluster: c.name.clone(),
+        },
+        SessionType::Agent,
+        action,
+        Outcome::Denied,
+    )
+    .resource("cluster", c.name.clone())
+    .reason(reason);
+    ev.cluster = Some(c.name.clone());
+    if let Some(p) = project_name(&svc.db, &c.project_id).await? {
+        ev = ev.project(p);
+    }
+    svc.audit.record(ev).await
 }

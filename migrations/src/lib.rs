@@ -15,6 +15,7 @@ mod m20261130_000005_terminal_limits;
 mod m20261201_000001_binding_expiry;
 mod m20261201_000002_identity_providers;
 mod m20261201_000003_mfa;
+mod m20261202_000001_agent_keys;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_binding_expiry::Migration),
             Box::new(m20261201_000002_identity_providers::Migration),
             Box::new(m20261201_000003_mfa::Migration),
+            Box::new(m20261202_000001_agent_keys::Migration),
         ]
     }
 }

@@ -706,6 +706,8 @@ pub async fn create(
         proxy: seal_proxy(&svc.clusters.settings(), &proxy),
         created_at: now,
         updated_at: now,
+        agent_public_key: None,
+        agent_key_registered_at: None,
     })
     .insert(&tx)
     .await
@@ -972,12 +974,36 @@ pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResu
     Ok(boot.manifest)
 }
 
-/// The bootstrap token that a manifest URL's token stands for: the manifest served from the URL
-/// and the one shown next to it carry the same token, while only hashes are stored.
-fn agent_token_for_url_token(url_token: &str) -> String {
-    let digest =
-        sha256_hex(format!("warden manifest url -> agent bootstrap token:{url_token}").as_bytes());
-    format!("{BOOTSTRAP_TOKEN_PREFIX}{digest}")
+/// A fresh bootstrap token: an independent random value, never derived from anything else
+/// (in particular not from a manifest URL's token, which travels in URLs and shell history).
+fn new_agent_token() -> String {
+    format!("{BOOTSTRAP_TOKEN_PREFIX}{}", random_token(32))
+}
+
+/// Store the hash of a one-time token of `purpose` for cluster `c`.
+async fn insert_token<C: ConnectionTrait>(
+    db: &C,
+    c: &clusters::Model,
+    purpose: &str,
+    token: &str,
+    expires_at: i64,
+    created_by: Option<String>,
+    now: i64,
+) -> DomainResult<()> {
+    cluster_bootstrap_tokens::ActiveModel::from(cluster_bootstrap_tokens::Model {
+        id: uuid::Uuid::new_v4().to_string(),
+        cluster_id: c.id.clone(),
+        purpose: purpose.into(),
+        token_hash: sha256_hex(token.as_bytes()),
+        expires_at,
+        used_at: None,
+        used_fingerprint: None,
+        created_by,
+        created_at: now,
+    })
+    .insert(db)
+    .await?;
+    Ok(())
 }
 
 fn render(
@@ -1015,32 +1041,30 @@ async fn mint<C: ConnectionTrait>(
     let now = svc.clock.now();
     let agent_expires = now.plus_secs(AGENT_TOKEN_TTL_SECS).millis();
     let url_expires = now.plus_secs(MANIFEST_URL_TTL_SECS).millis();
+    // The manifest shown next to a URL and the one the URL serves carry two different,
+    // independent bootstrap tokens: the URL's manifest gets its own at download time.
     let url_token = with_url.then(|| random_token(32));
-    let agent_token = match &url_token {
-        Some(u) => agent_token_for_url_token(u),
-        None => format!("{BOOTSTRAP_TOKEN_PREFIX}{}", random_token(32)),
-    };
-    let mut rows = vec![(
+    let agent_token = new_agent_token();
+    insert_token(
+        db,
+        c,
         PURPOSE_AGENT,
-        sha256_hex(agent_token.as_bytes()),
+        &agent_token,
         agent_expires,
-    )];
+        created_by.clone(),
+        now.millis(),
+    )
+    .await?;
     if let Some(u) = &url_token {
-        rows.push((PURPOSE_MANIFEST, sha256_hex(u.as_bytes()), url_expires));
-    }
-    for (purpose, hash, expires_at) in rows {
-        cluster_bootstrap_tokens::ActiveModel::from(cluster_bootstrap_tokens::Model {
-            id: uuid::Uuid::new_v4().to_string(),
-            cluster_id: c.id.clone(),
-            purpose: purpose.into(),
-            token_hash: hash,
-            expires_at,
-            used_at: None,
-            used_fingerprint: None,
-            created_by: created_by.clone(),
-            created_at: now.millis(),
-        })
-        .insert(db)
+        insert_token(
+            db,
+            c,
+            PURPOSE_MANIFEST,
+            u,
+            url_expires,
+            created_by.clone(),
+            now.millis(),
+        )
         .await?;
     }
     let manifest_url = url_token
@@ -1160,12 +1184,19 @@ pub async fn download_manifest(
             .await?;
         return Ok(Err(DownloadRefused::Gone(msg)));
     }
-    let agent_token = agent_token_for_url_token(url_token);
-    let agent_row = cluster_bootstrap_tokens::Entity::find()
-        .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(agent_token.as_bytes())))
-        .one(&svc.db)
-        .await?;
-    let expires = agent_row.map(|r| r.expires_at).unwrap_or(now);
+    // A fresh, independent bootstrap token for the manifest this link serves.
+    let agent_token = new_agent_token();
+    let expires = svc.clock.now().plus_secs(AGENT_TOKEN_TTL_SECS).millis();
+    insert_token(
+        &svc.db,
+        &c,
+        PURPOSE_AGENT,
+        &agent_token,
+        expires,
+        row.created_by.clone(),
+        now,
+    )
+    .await?;
     svc.audit.record(audit(Outcome::Allowed, None)).await?;
     let project = names.get(&c.project_id).cloned().unwrap_or_default();
     Ok(Ok(render(svc, &c, &project, &agent_token, expires, None)))
@@ -1248,6 +1279,8 @@ pub async fn unsafe_import_as_system(
                 proxy: "{}".into(),
                 created_at: now,
                 updated_at: now,
+                agent_public_key: None,
+                agent_key_registered_at: None,
             })
             .insert(&svc.db)
             .await

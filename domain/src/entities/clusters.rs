@@ -25,6 +25,11 @@ pub struct Model {
     pub proxy: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The agent's Ed25519 public key (base64url), registered with its bootstrap token. NULL
+    /// for a cluster registered before agents had keys: its credential is refused until it is
+    /// registered again.
+    pub agent_public_key: Option<String>,
+    pub agent_key_registered_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1680,6 +1680,8 @@ mod tests {
             "x-remote-user",
             "audit-id",
             "proxy-authorization",
+            // The marker that makes the agent use its own identity: only Warden sets it.
+            "x-warden-management",
         ] {
             assert!(client_identity_header(&HeaderName::from_static(h)), "{h}");
         }

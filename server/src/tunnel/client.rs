@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::ClusterConnections;
+use warden_domain::agent_protocol::{limits, HEADER_MANAGEMENT, MANAGEMENT_VALUE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -23,42 +24,64 @@ pub enum TunnelError {
     Closed { cluster: String, message: String },
     #[error("the tunnel to cluster {cluster} closed while the request was in flight: {message}")]
     Dropped { cluster: String, message: String },
+    #[error(
+        "the agent of cluster {cluster} answered more than {limit} bytes to a management call"
+    )]
+    TooLarge { cluster: String, limit: usize },
 }
 
-/// The tower service behind [`kube_client`].
+/// The tower service behind [`kube_client`]. Without an `Authorization` among its headers it
+/// makes Warden's own management calls, which run with the agent's identity (each carries the
+/// management marker); with one, the calls run as that token's identity and nothing else.
+/// Answers are bounded ([`limits::MAX_MANAGEMENT_RESPONSE`] bytes per body).
 #[derive(Clone)]
 pub struct TunnelService {
     conns: Arc<ClusterConnections>,
+    /// The cluster's id: the only key tunnels are found by.
+    cluster_id: String,
+    /// Its name, for messages.
     cluster: String,
     headers: HeaderMap,
 }
 
 impl TunnelService {
-    pub fn new(conns: Arc<ClusterConnections>, cluster: &str, headers: HeaderMap) -> Self {
+    pub fn new(
+        conns: Arc<ClusterConnections>,
+        cluster_id: &str,
+        cluster: &str,
+        headers: HeaderMap,
+    ) -> Self {
         Self {
             conns,
+            cluster_id: cluster_id.to_owned(),
             cluster: cluster.to_owned(),
             headers,
         }
     }
 }
 
-/// A `kube::Client` for `cluster` through its agent, with `headers` on every request.
+/// A `kube::Client` for the cluster `cluster_id` (named `cluster` in messages) through its
+/// agent, with `headers` on every request (see [`TunnelService`]).
 pub fn kube_client(
     conns: Arc<ClusterConnections>,
+    cluster_id: &str,
     cluster: &str,
     headers: HeaderMap,
 ) -> kube::Client {
-    kube::Client::new(TunnelService::new(conns, cluster, headers), "default")
+    kube::Client::new(
+        TunnelService::new(conns, cluster_id, cluster, headers),
+        "default",
+    )
 }
 
-/// Open a tunnel stream to the cluster and an HTTP/1.1 connection over it.
+/// Open a tunnel stream to the cluster (by id) and an HTTP/1.1 connection over it.
 pub async fn connect(
     conns: &ClusterConnections,
+    cluster_id: &str,
     cluster: &str,
 ) -> Result<hyper::client::conn::http1::SendRequest<kube::client::Body>, TunnelError> {
     let tunnel = conns
-        .get(cluster)
+        .get_by_id(cluster_id)
         .ok_or_else(|| TunnelError::NotConnected(cluster.to_owned()))?;
     let stream = tunnel.open_stream().await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
@@ -89,9 +112,10 @@ impl tower::Service<Request<kube::client::Body>> for TunnelService {
     fn call(&mut self, mut req: Request<kube::client::Body>) -> Self::Future {
         let conns = self.conns.clone();
         let cluster = self.cluster.clone();
+        let cluster_id = self.cluster_id.clone();
         let headers = self.headers.clone();
         Box::pin(async move {
-            let mut sender = connect(&conns, &cluster).await?;
+            let mut sender = connect(&conns, &cluster_id, &cluster).await?;
             // Origin-form URI; the agent sends it on to its API server.
             let pq = req
                 .uri()
@@ -104,12 +128,22 @@ impl tower::Service<Request<kube::client::Body>> for TunnelService {
                         cluster: cluster.clone(),
                         message: e.to_string(),
                     })?;
-            if let Ok(host) = HeaderValue::from_str(&format!("{cluster}.clusters.warden.internal"))
+            if let Ok(host) =
+                HeaderValue::from_str(&format!("{cluster_id}.clusters.warden.internal"))
             {
                 req.headers_mut().insert(http::header::HOST, host);
             }
+            req.headers_mut().remove(http::header::AUTHORIZATION);
+            req.headers_mut().remove(HEADER_MANAGEMENT);
             for (k, v) in headers.iter() {
                 req.headers_mut().insert(k.clone(), v.clone());
+            }
+            // Without a token, Warden's own call: the agent's identity, asked for explicitly.
+            if !headers.contains_key(http::header::AUTHORIZATION) {
+                req.headers_mut().insert(
+                    HEADER_MANAGEMENT,
+                    HeaderValue::from_static(MANAGEMENT_VALUE),
+                );
             }
             let resp = sender
                 .send_request(req)
@@ -121,15 +155,18 @@ impl tower::Service<Request<kube::client::Body>> for TunnelService {
             Ok(resp.map(|body| TunnelBody {
                 inner: body,
                 cluster,
+                read: 0,
             }))
         })
     }
 }
 
-/// A response body from the tunnel; a failure names the cluster and the lost tunnel.
+/// A response body from the tunnel; a failure names the cluster and the lost tunnel. At most
+/// [`limits::MAX_MANAGEMENT_RESPONSE`] bytes are read: an agent cannot make Warden buffer more.
 pub struct TunnelBody {
     inner: Incoming,
     cluster: String,
+    read: usize,
 }
 
 impl http_body::Body for TunnelBody {
@@ -141,7 +178,16 @@ impl http_body::Body for TunnelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, TunnelError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.read += frame.data_ref().map_or(0, |d| d.len());
+                if self.read > limits::MAX_MANAGEMENT_RESPONSE {
+                    return Poll::Ready(Some(Err(TunnelError::TooLarge {
+                        cluster: self.cluster.clone(),
+                        limit: limits::MAX_MANAGEMENT_RESPONSE,
+                    })));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(TunnelError::Dropped {
                 cluster: self.cluster.clone(),
                 message: e.to_string(),

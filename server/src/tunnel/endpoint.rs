@@ -7,7 +7,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use warden_agent::tunnel::{self, Frame, Pump};
 use warden_domain::admin::clusters::{self, DownloadRefused};
 use warden_domain::agent_protocol::{
-    AgentMessage, ServerMessage, HEADER_AGENT_VERSION, HEADER_CLUSTER, HEADER_FINGERPRINT,
+    self, limits, AgentMessage, Challenge, ServerMessage, HEADER_AGENT_KEY, HEADER_AGENT_VERSION,
+    HEADER_CLUSTER, HEADER_FINGERPRINT, HEADER_NONCE, HEADER_PROOF, PROOF_CONTEXT,
 };
 use warden_domain::agents::{self, Admission, AgentHello};
 use warden_domain::dto::cluster_status;
@@ -30,7 +31,50 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/connect", get(connect))
+        .route("/challenge", post(challenge))
         .route("/manifests/{token}", get(download_manifest))
+}
+
+fn bearer(h: &HeaderMap) -> Option<String> {
+    header_str(h, header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer ").map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+}
+
+/// `POST /agent/v1/challenge`: a one-time nonce the agent signs with its key to connect. Asked
+/// with the same bearer secret as the connection; an unknown secret is refused and audited.
+pub async fn challenge(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let meta = app::ssr::request_meta_from_parts(&parts);
+    let Some(secret) = bearer(&parts.headers) else {
+        return refusal(
+            401,
+            "unauthenticated",
+            "send Authorization: Bearer <bootstrap token or agent credential>",
+        );
+    };
+    let version = header_str(&parts.headers, HEADER_AGENT_VERSION);
+    let cluster_id = match agents::challenge(&state.services, &secret, version, meta).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(r)) => return refusal(r.status, r.code, r.message),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some(nonce) = state.clusters.issue_challenge(&cluster_id) else {
+        return refusal(
+            503,
+            "busy",
+            "too many outstanding challenges; try again in a moment",
+        );
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(Challenge {
+            nonce,
+            cluster_id,
+            context: PROOF_CONTEXT.to_owned(),
+        }),
+    )
+        .into_response()
 }
 
 fn refusal(status: u16, code: &'static str, message: impl Into<String>) -> Response {
@@ -65,9 +109,7 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
             )
         }
     };
-    let Some(secret) = header_str(&parts.headers, header::AUTHORIZATION.as_str())
-        .and_then(|v| v.strip_prefix("Bearer ").map(|s| s.trim().to_owned()))
-    else {
+    let Some(secret) = bearer(&parts.headers) else {
         return refusal(
             401,
             "unauthenticated",
@@ -80,6 +122,10 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
         cluster: header_str(&parts.headers, HEADER_CLUSTER),
         agent_version: header_str(&parts.headers, HEADER_AGENT_VERSION),
         meta,
+        key: header_str(&parts.headers, HEADER_AGENT_KEY),
+        proof: header_str(&parts.headers, HEADER_PROOF),
+        challenge: header_str(&parts.headers, HEADER_NONCE)
+            .map(|n| state.clusters.take_challenge(&n)),
     };
     let admission = match agents::admit(&state.services, hello).await {
         Ok(Ok(a)) => a,
@@ -140,6 +186,7 @@ async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admis
         cluster: admission.cluster.clone(),
         conn_id: conns.next_conn_id(),
         credential_id: admission.credential_id.clone(),
+        agent_key: admission.key.clone(),
         connected_at: Instant::now(),
         control: session.control(),
         notices: control_tx.clone(),
@@ -160,6 +207,14 @@ async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admis
     {
         tracing::warn!(error = %e, "cannot record the cluster's status");
     }
+    // Bounds on what the agent makes Warden do: control messages per heartbeat interval, their
+    // size, and the facts' size and shape (bad facts are audited once per connection).
+    let window = timing
+        .heartbeat_interval
+        .max(std::time::Duration::from_millis(100));
+    let mut window_start = Instant::now();
+    let mut in_window: u32 = 0;
+    let mut facts_rejected = false;
     let reason: String = loop {
         tokio::select! {
             s = session.next() => match s {
@@ -168,9 +223,44 @@ async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admis
                 Some(Err(e)) => break format!("tunnel error: {e}"),
                 None => break "the agent closed the tunnel".into(),
             },
-            m = control_rx.recv() => match m.map(|text| serde_json::from_str::<AgentMessage>(&text)) {
-                Some(Ok(AgentMessage::Heartbeat { facts })) => {
+            m = control_rx.recv() => {
+                if window_start.elapsed() >= window {
+                    window_start = Instant::now();
+                    in_window = 0;
+                }
+                in_window += 1;
+                let violation = match &m {
+                    Some(text) if text.len() > limits::MAX_CONTROL_MESSAGE => Some((
+                        "agent.oversize_message",
+                        format!("a control message of {} bytes (at most {})", text.len(), limits::MAX_CONTROL_MESSAGE),
+                    )),
+                    Some(_) if in_window > limits::MAX_CONTROL_MESSAGES_PER_INTERVAL => Some((
+                        "agent.heartbeat_flood",
+                        format!("more than {} control messages within one heartbeat interval ({} ms)", limits::MAX_CONTROL_MESSAGES_PER_INTERVAL, window.as_millis()),
+                    )),
+                    _ => None,
+                };
+                if let Some((action, why)) = violation {
+                    if let Err(e) = agents::audit_violation(&svc, &t.cluster_id, action, &why).await {
+                        tracing::warn!(error = %e, "cannot audit an agent's violation");
+                    }
+                    conns.close_tunnel(&t, ServerMessage::Closing { reason: why.clone() }, &why);
+                    // The close signal ends the loop; read nothing more from this agent.
+                    let _ = close_rx.changed().await;
+                    break why;
+                }
+                match m.map(|text| serde_json::from_str::<AgentMessage>(&text)) {
+                Some(Ok(AgentMessage::Heartbeat { mut facts })) => {
                     t.touch();
+                    if let Some(Err(why)) = facts.as_ref().map(agent_protocol::validate_facts) {
+                        facts = None;
+                        if !facts_rejected {
+                            facts_rejected = true;
+                            if let Err(e) = agents::audit_violation(&svc, &t.cluster_id, "agent.facts_rejected", &why).await {
+                                tracing::warn!(error = %e, "cannot audit an agent's violation");
+                            }
+                        }
+                    }
                     let svc = svc.clone();
                     let t2 = t.clone();
                     let conns2 = conns.clone();
@@ -197,7 +287,7 @@ async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admis
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "ignoring an unknown agent message"),
                 None => break "the WebSocket closed".into(),
-            },
+            }},
             r = close_rx.changed() => {
                 let why = close_rx.borrow().clone().unwrap_or_else(|| "closed".into());
                 if r.is_ok() {

@@ -29,6 +29,8 @@ pub struct Tunnel {
     /// Distinguishes successive connections of the same cluster.
     pub conn_id: u64,
     pub credential_id: String,
+    /// The public key the agent proved it holds (base64url).
+    pub agent_key: String,
     pub connected_at: Instant,
     control: tokio_yamux::Control,
     notices: mpsc::Sender<String>,
@@ -103,7 +105,15 @@ pub struct ClusterConnections {
     started: Instant,
     next_conn: AtomicU64,
     me: Weak<ClusterConnections>,
+    /// One-time challenges handed out: nonce -> (cluster id, issued at).
+    challenges: Mutex<HashMap<String, (String, Instant)>>,
+    /// Cluster name -> id of every tunnel seen, for [`Self::client`] (tests, the demo).
+    seen: RwLock<HashMap<String, String>>,
 }
+
+/// Challenges outstanding at once (each is used or expires within a minute); past it new ones
+/// are refused for a moment (the agent endpoint's rate limit keeps this far away).
+const MAX_OUTSTANDING_CHALLENGES: usize = 10_000;
 
 impl ClusterConnections {
     /// Create the registry, hook it into the domain (deletions close tunnels), and start the
@@ -116,6 +126,8 @@ impl ClusterConnections {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             me: me.clone(),
+            challenges: Mutex::new(HashMap::new()),
+            seen: RwLock::new(HashMap::new()),
         });
         services
             .clusters
@@ -132,7 +144,41 @@ impl ClusterConnections {
         &self.services
     }
 
-    /// The live tunnel of a cluster, by name.
+    /// A one-time challenge for an agent of `cluster_id`; `None` when too many are outstanding.
+    pub fn issue_challenge(&self, cluster_id: &str) -> Option<String> {
+        let ttl = Duration::from_secs(warden_domain::agent_protocol::CHALLENGE_TTL_SECS);
+        let mut m = self.challenges.lock().ok()?;
+        if m.len() >= MAX_OUTSTANDING_CHALLENGES {
+            m.retain(|_, (_, at)| at.elapsed() < ttl);
+            if m.len() >= MAX_OUTSTANDING_CHALLENGES {
+                return None;
+            }
+        }
+        let nonce = warden_domain::secrets::random_token(32);
+        m.insert(nonce.clone(), (cluster_id.to_owned(), Instant::now()));
+        Some(nonce)
+    }
+
+    /// Use up a challenge: the cluster it was issued for, if it is known and fresh.
+    pub fn take_challenge(&self, nonce: &str) -> warden_domain::agents::ChallengeCheck {
+        use warden_domain::agents::ChallengeCheck;
+        let ttl = Duration::from_secs(warden_domain::agent_protocol::CHALLENGE_TTL_SECS);
+        let taken = self
+            .challenges
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(nonce));
+        match taken {
+            Some((cluster_id, at)) if at.elapsed() < ttl => ChallengeCheck::Issued {
+                nonce: nonce.to_owned(),
+                cluster_id,
+            },
+            _ => ChallengeCheck::Stale,
+        }
+    }
+
+    /// The live tunnel of a cluster, by name: for tests and diagnostics only. Requests are
+    /// routed by cluster id ([`Self::get_by_id`]), never by name.
     pub fn get(&self, cluster: &str) -> Option<Arc<Tunnel>> {
         self.tunnels
             .read()
@@ -162,10 +208,26 @@ impl ClusterConnections {
     }
 
     /// A `kube::Client` for the cluster's API server through its agent (with the agent's
-    /// identity). Requests fail at once with a clear error while the cluster is not connected.
-    pub fn client(&self, cluster: &str) -> Option<kube::Client> {
+    /// identity: every request carries the management marker). Requests go to the tunnel of
+    /// `cluster_id` only and fail at once with a clear error while it is not connected.
+    pub fn client_by_id(&self, cluster_id: &str, cluster_name: &str) -> Option<kube::Client> {
         let me = self.me.upgrade()?;
-        Some(client::kube_client(me, cluster, http::HeaderMap::new()))
+        Some(client::kube_client(
+            me,
+            cluster_id,
+            cluster_name,
+            http::HeaderMap::new(),
+        ))
+    }
+
+    /// [`Self::client_by_id`] for the cluster whose tunnel was last seen under the name `cluster`
+    /// (tests, the demo): the name is resolved once, and the client keeps to that cluster's id.
+    pub fn client(&self, cluster: &str) -> Option<kube::Client> {
+        let id = match self.get(cluster) {
+            Some(t) => t.cluster_id.clone(),
+            None => self.seen.read().ok()?.get(cluster)?.clone(),
+        };
+        self.client_by_id(&id, cluster)
     }
 
     /// Close every tunnel (Warden is shutting down); agents reconnect to the next process.
@@ -198,6 +260,9 @@ impl ClusterConnections {
 
     /// Register a tunnel; a previous one of the same cluster is closed (replaced).
     fn insert(&self, t: Arc<Tunnel>) {
+        if let Ok(mut seen) = self.seen.write() {
+            seen.insert(t.cluster.clone(), t.cluster_id.clone());
+        }
         let old = self
             .tunnels
             .write()

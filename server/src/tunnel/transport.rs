@@ -1,5 +1,7 @@
-//! The agent tunnel as the gateway's [`ClusterTransport`]: streams are tunnel streams. Warden's
-//! own calls carry no credential and the agent adds its own (its service account). A user's
+//! The agent tunnel as the gateway's [`ClusterTransport`]: streams are tunnel streams, found by
+//! cluster id only. Warden's own calls carry the management marker and no credential, and the
+//! agent adds its own (its service account); the agent refuses any other request without a
+//! user token. A user's
 //! request carries a short-lived token of the user's service account, obtained with the
 //! TokenRequest API through the agent (bound to the user's anchor Secret, so deleting it kills
 //! the tokens; cached until 80 % of their life); the agent forwards it with that token and
@@ -27,20 +29,33 @@ impl TunnelTransport {
         }
     }
 
+    /// The cluster's tunnel, by id only: a name can be renamed or reused, an id cannot.
     fn tunnel(&self, cluster: &ClusterRef) -> Result<Arc<super::Tunnel>, TransportError> {
         self.conns
             .get_by_id(&cluster.id)
-            .or_else(|| self.conns.get(&cluster.name))
             .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
     }
 }
 
-/// The header that makes a tunnelled request run with `token`.
+/// The header that makes a tunnelled request run with `token`. Never an empty token.
 pub fn bearer_headers(token: &str) -> Result<HeaderMap, String> {
+    if token.trim().is_empty() {
+        return Err("refusing to send an empty token".into());
+    }
     let mut h = HeaderMap::new();
     let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
     h.insert(http::header::AUTHORIZATION, v);
     Ok(h)
+}
+
+/// The headers of Warden's own (management) calls through a tunnel.
+pub fn management_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        warden_domain::agent_protocol::HEADER_MANAGEMENT,
+        HeaderValue::from_static(warden_domain::agent_protocol::MANAGEMENT_VALUE),
+    );
+    h
 }
 
 #[async_trait]
@@ -67,8 +82,9 @@ impl ClusterTransport for TunnelTransport {
             message,
         };
         match who {
-            // The agent adds its own credentials to a request that carries none.
-            As::Warden => Ok(HeaderMap::new()),
+            // Warden's own identity there: asked for explicitly, with the management marker
+            // (the gateway strips every `x-warden-*` header a client sends).
+            As::Warden => Ok(management_headers()),
             As::ServiceAccount {
                 namespace,
                 name,
@@ -96,7 +112,7 @@ impl ClusterTransport for TunnelTransport {
     async fn client(&self, cluster: &ClusterRef) -> Result<kube::Client, TransportError> {
         let t = self.tunnel(cluster)?;
         self.conns
-            .client(&t.cluster)
+            .client_by_id(&t.cluster_id, &cluster.name)
             .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
     }
 

@@ -90,6 +90,7 @@ impl RunningAgent {
             max_backoff: Duration::from_millis(400),
             drain_timeout: Duration::from_secs(3),
             stable_after: Duration::from_secs(1),
+            ..Default::default()
         };
         let agent = Agent::new(kube, Store::file(manifest, None), opts);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -1218,11 +1219,13 @@ async fn a_silent_agent_is_marked_disconnected_by_the_sweeper() {
     let sim = Sim::start().await;
     let (_, yaml) = import(&admin, "silent", "default").await;
     let settings = warden_agent::Settings::from_manifest(&yaml).unwrap();
+    let (_, key) = new_key();
     let ws = warden_agent::dial::connect(
         &settings,
         &warden_agent::dial::Hello {
             secret: settings.bootstrap_token.as_deref().unwrap(),
             fingerprint: &sim.sim.kube_system_uid(),
+            key: &key,
         },
     )
     .await
@@ -1542,8 +1545,13 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .to_str()
         .unwrap()
         .starts_with("Bearer "));
-    let as_user =
-        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), "real", headers);
+    let real_id = app.state.clusters.get("real").unwrap().cluster_id.clone();
+    let as_user = warden_server::tunnel::client::kube_client(
+        app.state.clusters.clone(),
+        &real_id,
+        "real",
+        headers,
+    );
     let user_pods: Api<Pod> = Api::namespaced(as_user.clone(), "default");
     let denied = user_pods.list(&ListParams::default()).await.unwrap_err();
     assert!(
@@ -1568,7 +1576,7 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .expect("the user's service account reads now");
     // The agent cannot impersonate anyone else.
     let admin_as =
-        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), "real", {
+        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), &real_id, "real", {
             let mut h = http::HeaderMap::new();
             h.insert(
                 "impersonate-user",
@@ -1702,4 +1710,424 @@ async fn proxy_passwords_are_sealed_at_rest_and_survive_a_masked_patch() {
     let m = manifest(&admin).await;
     assert!(m.contains("http://ops:n3w@proxy.corp:3128") && !m.contains("s3cret-pass"));
     assert!(stored().await.starts_with("warden-sealed:v1:"));
+}
+
+// ---- agent identity: the key pair, and bounds on what an agent may make Warden do ----
+
+/// A fresh Ed25519 key, as an impostor would make one.
+fn new_key() -> (String, warden_agent::identity::AgentKey) {
+    let seed = warden_agent::identity::AgentKey::generate_seed().unwrap();
+    let key = warden_agent::identity::AgentKey::from_seed(&seed).unwrap();
+    (seed, key)
+}
+
+/// Ask for a challenge with `secret` and upgrade with `key`'s proof of it: what an agent (or an
+/// impostor holding `secret`) does.
+async fn dial_with(
+    settings: &warden_agent::Settings,
+    secret: &str,
+    fingerprint: &str,
+    key: &warden_agent::identity::AgentKey,
+) -> (
+    Result<warden_agent::dial::Socket, warden_agent::dial::DialError>,
+    String,
+) {
+    let c = warden_agent::dial::challenge(settings, secret)
+        .await
+        .expect("a challenge");
+    let proof = key.prove(&c);
+    let public = key.public_b64();
+    let r = warden_agent::dial::upgrade(
+        settings,
+        secret,
+        fingerprint,
+        &[
+            ("x-warden-agent-key", public.as_str()),
+            ("x-warden-nonce", c.nonce.as_str()),
+            ("x-warden-proof", proof.as_str()),
+        ],
+    )
+    .await;
+    (r, c.nonce)
+}
+
+fn refused(
+    r: Result<warden_agent::dial::Socket, warden_agent::dial::DialError>,
+) -> (u16, String, String) {
+    match r {
+        Err(warden_agent::dial::DialError::Refused {
+            status,
+            code,
+            message,
+        }) => (status, code, message),
+        Err(e) => panic!("not a final refusal: {e}"),
+        Ok(_) => panic!("admitted"),
+    }
+}
+
+async fn denied_with(admin: &Client, code: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found: Vec<Value> = audit(admin, "kind=agent&outcome=denied")
+            .await
+            .into_iter()
+            .filter(|e| e["reason"].as_str().unwrap_or_default().starts_with(code))
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunnel_stays() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "prod").await;
+    let live = app.state.clusters.get("prod").unwrap();
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(sim.dir.path().join("prod.yaml.state.json")).unwrap(),
+    )
+    .unwrap();
+    let credential = state["credential"].as_str().unwrap().to_owned();
+    let real_key = state["key"]
+        .as_str()
+        .expect("the agent keeps its key")
+        .to_owned();
+    // The key stays in the cluster: Warden keeps only the public key.
+    let real_public = warden_agent::identity::AgentKey::from_seed(&real_key)
+        .unwrap()
+        .public_b64();
+    assert_eq!(live.agent_key, real_public);
+    let settings = warden_agent::Settings::from_manifest(
+        &std::fs::read_to_string(sim.dir.path().join("prod.yaml")).unwrap(),
+    )
+    .unwrap();
+    let fp = sim.sim.kube_system_uid();
+
+    // 1. The stolen credential (and the right fingerprint) with the impostor's own key.
+    let (_, impostor) = new_key();
+    let (r, nonce) = dial_with(&settings, &credential, &fp, &impostor).await;
+    let (status, code, message) = refused(r);
+    assert_eq!((status, code.as_str()), (403, "key_mismatch"), "{message}");
+    // The nonce was used up by that attempt: replaying it is refused too.
+    let proof = impostor.prove(&warden_domain::agent_protocol::Challenge {
+        nonce: nonce.clone(),
+        cluster_id: live.cluster_id.clone(),
+        context: warden_domain::agent_protocol::PROOF_CONTEXT.into(),
+    });
+    let public = impostor.public_b64();
+    let replay = warden_agent::dial::upgrade(
+        &settings,
+        &credential,
+        &fp,
+        &[
+            ("x-warden-agent-key", public.as_str()),
+            ("x-warden-nonce", nonce.as_str()),
+            ("x-warden-proof", proof.as_str()),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&replay, Err(warden_agent::dial::DialError::Transient(m)) if m.contains("409")),
+        "{:?}",
+        replay.as_ref().err().map(|e| e.to_string())
+    );
+
+    // 2. The old way: the credential and fingerprint without any proof.
+    let (status, code, _) =
+        refused(warden_agent::dial::upgrade(&settings, &credential, &fp, &[]).await);
+    assert_eq!((status, code.as_str()), (401, "proof_required"));
+    // The real public key named, but no signature over a challenge.
+    let (status, code, _) = refused(
+        warden_agent::dial::upgrade(
+            &settings,
+            &credential,
+            &fp,
+            &[("x-warden-agent-key", real_public.as_str())],
+        )
+        .await,
+    );
+    assert_eq!((status, code.as_str()), (401, "proof_required"));
+    // The real public key with a signature made by another key.
+    let c = warden_agent::dial::challenge(&settings, &credential)
+        .await
+        .unwrap();
+    let forged = impostor.prove(&c);
+    let (status, code, _) = refused(
+        warden_agent::dial::upgrade(
+            &settings,
+            &credential,
+            &fp,
+            &[
+                ("x-warden-agent-key", real_public.as_str()),
+                ("x-warden-nonce", c.nonce.as_str()),
+                ("x-warden-proof", forged.as_str()),
+            ],
+        )
+        .await,
+    );
+    assert_eq!((status, code.as_str()), (403, "proof_required"));
+
+    // 3. A fresh manifest (an unused bootstrap token) used from another key while the real
+    // tunnel is live: refused (409: it may pass once that tunnel is gone), not swapped in.
+    let fresh = admin
+        .post("/api/v1/clusters/prod/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    let fresh = warden_agent::Settings::from_manifest(fresh["manifest"].as_str().unwrap()).unwrap();
+    let token = fresh.bootstrap_token.clone().unwrap();
+    let (r, _) = dial_with(&fresh, &token, &fp, &impostor).await;
+    match r {
+        Err(warden_agent::dial::DialError::Transient(m)) => {
+            assert!(m.contains("409") && m.contains("live tunnel"), "{m}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("the impostor was swapped in"),
+    }
+
+    // 4. An impostor agent run as the binary runs, with the stolen state but its own key.
+    let copy = sim.write(
+        "impostor.yaml",
+        &std::fs::read_to_string(sim.dir.path().join("prod.yaml")).unwrap(),
+    );
+    let (seed, _) = new_key();
+    std::fs::write(
+        sim.dir.path().join("impostor.yaml.state.json"),
+        json!({"cluster": "prod", "credential": credential, "key": seed}).to_string(),
+    )
+    .unwrap();
+    let AgentError::Refused { code, .. } = RunningAgent::start(&sim.kubeconfig, &copy)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "key_mismatch");
+
+    // The real tunnel never moved, and still serves.
+    let now = app.state.clusters.get("prod").unwrap();
+    assert_eq!(now.conn_id, live.conn_id);
+    let cms: Api<ConfigMap> =
+        Api::namespaced(app.state.clusters.client("prod").unwrap(), "default");
+    cms.list(&ListParams::default())
+        .await
+        .expect("the real tunnel serves");
+    assert_eq!(
+        admin.get("/api/v1/clusters/prod").await.json()["status"],
+        "connected"
+    );
+    // Every refusal is audited, naming the key that was tried.
+    let mismatches = denied_with(&admin, "key_mismatch").await;
+    assert!(mismatches.len() >= 3, "{mismatches:?}");
+    let impostor_id = warden_domain::agents::key_id(&impostor.public_b64());
+    assert!(
+        mismatches
+            .iter()
+            .any(|e| e["details"]["agent_key"] == impostor_id.as_str()),
+        "{mismatches:?}"
+    );
+    assert!(mismatches.iter().all(|e| e["cluster"] == "prod"));
+    assert!(denied_with(&admin, "proof_required").await.len() >= 3);
+    assert!(!denied_with(&admin, "challenge_expired").await.is_empty());
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cluster_registered_before_agent_keys_must_register_again() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "legacy").await;
+    agent.stop().await.unwrap();
+    wait_status(&admin, "legacy", "disconnected", Duration::from_secs(5)).await;
+    // As a row from before the migration: no key.
+    warden_domain::entities::clusters::Entity::update_many()
+        .col_expr(
+            warden_domain::entities::clusters::Column::AgentPublicKey,
+            sea_orm::sea_query::Expr::value(Option::<String>::None),
+        )
+        .filter(warden_domain::entities::clusters::Column::Name.eq("legacy"))
+        .exec(&app.state.services.db)
+        .await
+        .unwrap();
+    // Fail closed: the credential alone no longer admits the agent.
+    let AgentError::Refused { code, message } =
+        RunningAgent::start(&sim.kubeconfig, &sim.dir.path().join("legacy.yaml"))
+            .await
+            .outcome()
+            .await
+            .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "key_required");
+    assert!(message.contains("new manifest"), "{message}");
+    assert!(!denied_with(&admin, "key_required").await.is_empty());
+    // A new manifest registers the agent's key, and it connects again.
+    let fresh = admin
+        .post("/api/v1/clusters/legacy/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    std::fs::write(
+        sim.dir.path().join("legacy.yaml"),
+        fresh["manifest"].as_str().unwrap(),
+    )
+    .unwrap();
+    let again = RunningAgent::start(&sim.kubeconfig, &sim.dir.path().join("legacy.yaml")).await;
+    wait_status(&admin, "legacy", "connected", Duration::from_secs(5)).await;
+    again.stop().await.unwrap();
+}
+
+/// A registered agent that talks back too much: malformed facts are dropped and audited,
+/// an oversize control message and a heartbeat flood close its tunnel and are audited.
+#[tokio::test]
+async fn an_agent_cannot_flood_warden_or_feed_it_malformed_facts() {
+    use futures::SinkExt;
+    use warden_agent::tunnel::Frame;
+    let (app, admin) = app().await;
+    let (_, yaml) = import(&admin, "noisy", "default").await;
+    let settings = warden_agent::Settings::from_manifest(&yaml).unwrap();
+    let (_, key) = new_key();
+    let fp = "0b9c5e1e-noisy";
+    let (ws, _) = dial_with(
+        &settings,
+        settings.bootstrap_token.as_deref().unwrap(),
+        fp,
+        &key,
+    )
+    .await;
+    let (mut rx, mut tx) = warden_agent::tunnel::tungstenite_frames(ws.expect("registered"));
+    let Some(Ok(Frame::Text(welcome))) = rx.next().await else {
+        panic!("no welcome")
+    };
+    let welcome: Value = serde_json::from_str(&welcome).unwrap();
+    let credential = welcome["credential"].as_str().unwrap().to_owned();
+
+    // Malformed facts: not stored, audited once.
+    let bad = json!({"type": "heartbeat", "facts": {
+        "kubernetes_version": "v1.32.0",
+        "namespaces": ["default", "Not A DNS Label; DROP TABLE"],
+        "nodes": [{"name": "n1", "ready": true}],
+    }});
+    tx.send(Frame::Text(bad.to_string())).await.unwrap();
+    let too_many = json!({"type": "heartbeat", "facts": {
+        "namespaces": (0..5000).map(|i| format!("ns-{i}")).collect::<Vec<_>>(),
+    }});
+    tx.send(Frame::Text(too_many.to_string())).await.unwrap();
+    wait_status(&admin, "noisy", "connected", Duration::from_secs(5)).await;
+    let rejected = denied_with(&admin, "").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut facts_rejected = rejected
+        .iter()
+        .filter(|e| e["action"] == "agent.facts_rejected")
+        .count();
+    while facts_rejected == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        facts_rejected = audit(&admin, "kind=agent&action=agent.facts_rejected")
+            .await
+            .len();
+    }
+    assert_eq!(facts_rejected, 1);
+    let c = admin.get("/api/v1/clusters/noisy").await.json();
+    assert!(
+        c["namespaces"].as_array().map_or(true, |n| n.is_empty()),
+        "{c}"
+    );
+
+    // An oversize control message closes the tunnel.
+    let huge =
+        json!({"type": "heartbeat", "facts": {"kubernetes_version": "x".repeat(300 * 1024)}});
+    tx.send(Frame::Text(huge.to_string())).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(f) = rx.next().await {
+            if matches!(f, Ok(Frame::Close) | Err(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the tunnel stays open after an oversize message"
+    );
+    drop((rx, tx));
+
+    // A heartbeat flood (with the credential and the key) closes the tunnel too.
+    let (ws, _) = dial_with(&settings, &credential, fp, &key).await;
+    let (mut rx, mut tx) = warden_agent::tunnel::tungstenite_frames(ws.expect("reconnected"));
+    let _welcome = rx.next().await;
+    for _ in 0..50 {
+        if tx
+            .send(Frame::Text(json!({"type": "heartbeat"}).to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(f) = rx.next().await {
+            if matches!(f, Ok(Frame::Close) | Err(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the tunnel stays open during a flood");
+    for action in ["agent.oversize_message", "agent.heartbeat_flood"] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = audit(
+                &admin,
+                &format!("kind=agent&action={action}&outcome=denied"),
+            )
+            .await
+            .len();
+            if n >= 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{action} not audited");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(!app.state.clusters.is_connected("noisy"));
+}
+
+#[tokio::test]
+async fn the_manifest_links_bootstrap_token_is_independent_of_the_link() {
+    let (_app, admin) = app().await;
+    import(&admin, "indep", "default").await;
+    let fresh = admin
+        .post("/api/v1/clusters/indep/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    let url = fresh["manifest_url"].as_str().unwrap();
+    let url_token = url.rsplit('/').next().unwrap();
+    let yaml = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let served = warden_agent::Settings::from_manifest(&yaml)
+        .unwrap()
+        .bootstrap_token
+        .unwrap();
+    let shown = warden_agent::Settings::from_manifest(fresh["manifest"].as_str().unwrap())
+        .unwrap()
+        .bootstrap_token
+        .unwrap();
+    // Neither is the old derivation from the link's token, and the two are independent.
+    let derived = format!(
+        "wdb_{}",
+        warden_domain::secrets::sha256_hex(
+            format!("warden manifest url -> agent bootstrap token:{url_token}").as_bytes()
+        )
+    );
+    assert_ne!(served, derived);
+    assert_ne!(shown, derived);
+    assert_ne!(served, shown);
+    assert!(!served.contains(url_token) && !shown.contains(url_token));
 }
