@@ -87,37 +87,41 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/warden.css"/>
         <Title text="Warden"/>
         <Router>
-            <Routes fallback=|| view! { <main class="content"><h1>"Not found"</h1><p><a href="/">"Back to the console"</a></p></main> }>
+            <Routes fallback=|| {
+                #[cfg(feature = "ssr")]
+                crate::ssr::page_status(&crate::error::AppError::NotFound("page".into()));
+                view! { <main class="content"><h1>"Not found"</h1><p><a href="/">"Back to the console"</a></p></main> }
+            }>
                 <Route path=path!("/login") view=auth::LoginPage/>
                 <Route path=path!("/login/mfa") view=mfa::LoginMfaPage/>
                 <Route path=path!("/change-password") view=auth::ChangePasswordPage/>
                 <Route path=path!("/set-password") view=auth::SetPasswordPage/>
                 <ParentRoute path=path!("") view=layout::ConsoleLayout>
                     <Route path=path!("") view=home::HomePage/>
-                    <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::Async/>
                     <Route path=path!("/clusters") view=clusters::ClustersPage/>
                     <Route path=path!("/clusters/new") view=clusters::ImportClusterPage/>
-                    <Route path=path!("/clusters/:name") view=clusters::ClusterPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/clusters/:name") view=clusters::ClusterPage ssr=SsrMode::Async/>
                     <Route path=path!("/clusters/:name/connect") view=clusters::ConnectClusterPage/>
                     <Route path=path!("/clusters/:name/terminal") view=terminal::TerminalPage/>
-                    <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/users/new") view=users::CreateUserPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/users/:id") view=users::UserPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/groups") view=groups::GroupsPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/groups/:id") view=groups::GroupPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/roles") view=roles::RolesPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/roles/new") view=roles::NewRolePage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::Async/>
+                    <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::Async/>
+                    <Route path=path!("/users/new") view=users::CreateUserPage ssr=SsrMode::Async/>
+                    <Route path=path!("/users/:id") view=users::UserPage ssr=SsrMode::Async/>
+                    <Route path=path!("/groups") view=groups::GroupsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/groups/:id") view=groups::GroupPage ssr=SsrMode::Async/>
+                    <Route path=path!("/roles") view=roles::RolesPage ssr=SsrMode::Async/>
+                    <Route path=path!("/roles/new") view=roles::NewRolePage ssr=SsrMode::Async/>
+                    <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::Async/>
+                    <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::Async/>
+                    <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::Async/>
                     <Route path=path!("/access") view=access_requests::AccessRequestsPage/>
-                    <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/me/mfa") view=mfa::MyMfaPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/sessions") view=sessions::SessionsPage ssr=SsrMode::InOrder/>
+                    <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::Async/>
+                    <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/me/mfa") view=mfa::MyMfaPage ssr=SsrMode::Async/>
+                    <Route path=path!("/sessions") view=sessions::SessionsPage ssr=SsrMode::Async/>
                 </ParentRoute>
             </Routes>
         </Router>

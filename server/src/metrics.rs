@@ -25,15 +25,16 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Series>>,
     /// Requests refused by a rate limit, by class.
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
-    /// How many audit events wait to be stored (set at start-up).
-    audit_queue: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    /// How many audit events wait to be stored, and how many requests were refused because too
+    /// many did (set at start-up).
+    audit_queue: std::sync::OnceLock<Box<dyn Fn() -> (usize, u64) + Send + Sync>>,
     /// Unauthenticated refusals by action (set at start-up).
     refusals: std::sync::OnceLock<Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>>,
 }
 
 impl Metrics {
     /// Report the depth of the gateway's audit queue as `warden_audit_queue_depth`.
-    pub fn watch_audit_queue(&self, depth: impl Fn() -> usize + Send + Sync + 'static) {
+    pub fn watch_audit_queue(&self, depth: impl Fn() -> (usize, u64) + Send + Sync + 'static) {
         let _ = self.audit_queue.set(Box::new(depth));
     }
 
@@ -79,7 +80,11 @@ impl Metrics {
                 "# HELP warden_audit_queue_depth Audit events of the gateway not yet stored.\n",
             );
             out.push_str("# TYPE warden_audit_queue_depth gauge\n");
-            let _ = writeln!(out, "warden_audit_queue_depth {}", depth());
+            let (depth, refused) = depth();
+            let _ = writeln!(out, "warden_audit_queue_depth {depth}");
+            out.push_str("# HELP warden_audit_backpressure_refusals_total Gateway requests refused because the audit queue was past its bound.\n");
+            out.push_str("# TYPE warden_audit_backpressure_refusals_total counter\n");
+            let _ = writeln!(out, "warden_audit_backpressure_refusals_total {refused}");
         }
         if let Some(totals) = self.refusals.get() {
             out.push_str("# HELP warden_unauthenticated_refusals_total Refusals of clients Warden did not authenticate, by action (sampled into the audit log).\n");

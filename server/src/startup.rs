@@ -141,7 +141,11 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
     let metrics = Arc::new(Metrics::default());
     let gw = Arc::downgrade(&gateway);
-    metrics.watch_audit_queue(move || gw.upgrade().map_or(0, |g| g.audit_queue_depth()));
+    metrics.watch_audit_queue(move || {
+        gw.upgrade().map_or((0, 0), |g| {
+            (g.audit_queue_depth(), g.audit_backpressure_refusals())
+        })
+    });
     let svc = Arc::downgrade(&services);
     metrics.watch_refusals(move || {
         svc.upgrade()

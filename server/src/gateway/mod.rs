@@ -63,7 +63,13 @@ pub struct Gateway {
     /// The credentials of open web terminals' kubectl shells: serial -> terminal id. A
     /// `web_shell` credential not in here is refused (its terminal ended, or Warden restarted).
     web_shells: Mutex<HashMap<String, u64>>,
+    backpressure_refusals: std::sync::atomic::AtomicU64,
 }
+
+/// Audit events the gateway's queue holds before `record` waits for room.
+const AUDIT_QUEUE: usize = 10_000;
+/// Past this many events not yet stored (queued or waiting for room), new requests are refused.
+const AUDIT_BACKLOG_LIMIT: usize = AUDIT_QUEUE + AUDIT_QUEUE / 5;
 
 /// Counts audit events not yet queued (requests in flight, streams still open).
 pub(crate) struct PendingAudit(Option<Arc<AtomicUsize>>);
@@ -98,7 +104,7 @@ impl Gateway {
         let transport: SharedTransport = transports.clone();
         let connector = Connector::new(transport.clone());
         let http = transport::http_client(connector.clone());
-        let audit = BatchingAuditSink::spawn(services.audit.clone(), 10_000, 500);
+        let audit = BatchingAuditSink::spawn(services.audit.clone(), AUDIT_QUEUE, 500);
         let live = crate::live::LiveStreams::new(services.clone());
         live.spawn_watcher();
         services.streams.set_registry(live.clone());
@@ -117,6 +123,7 @@ impl Gateway {
             touched: Mutex::new(HashMap::new()),
             admissions: Mutex::new(HashMap::new()),
             web_shells: Mutex::new(HashMap::new()),
+            backpressure_refusals: Default::default(),
         }))
     }
 
@@ -182,6 +189,21 @@ impl Gateway {
     /// Audit events queued and not yet stored.
     pub fn audit_queue_depth(&self) -> usize {
         self.audit.depth()
+    }
+
+    /// Whether the audit queue is past its bound: new requests are refused until it drains
+    /// (each refusal counted in `warden_audit_backpressure_refusals_total`).
+    pub(crate) fn audit_backlogged(&self) -> bool {
+        let over = self.audit.depth() > AUDIT_BACKLOG_LIMIT;
+        if over {
+            self.backpressure_refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        over
+    }
+
+    /// Requests refused because the audit queue was past its bound.
+    pub fn audit_backpressure_refusals(&self) -> u64 {
+        self.backpressure_refusals.load(Ordering::Relaxed)
     }
 
     pub async fn flush_audit(&self) {

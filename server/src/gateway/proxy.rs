@@ -295,6 +295,23 @@ pub async fn handle(
         started,
     };
 
+    // The audit log keeps up, or nothing goes through: past its bound the request is refused
+    // (fail closed) until the writer catches up. Nothing is dropped and memory stays bounded;
+    // the refusal itself is counted, not queued behind the backlog.
+    if gw.audit_backlogged() {
+        let id = ctx.id();
+        ctx.ev = None;
+        let mut refused = status_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Warden cannot record requests as fast as they come right now; try again in a moment",
+            &id,
+        );
+        refused
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return refused;
+    }
+
     // 0. The path is canonical: what is checked is what is forwarded.
     if let Some(why) = not_canonical {
         return ctx.deny(

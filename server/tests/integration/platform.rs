@@ -540,3 +540,30 @@ async fn a_change_and_its_audit_event_commit_together() {
         ChainStatus::Intact { .. }
     ));
 }
+
+/// Console pages that refuse answer 403 and unknown ids 404 (still with the friendly page).
+#[tokio::test]
+async fn console_pages_answer_the_status_of_their_refusal() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    let r = sally.get("/users").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("Not allowed"), "{}", r.body);
+    let r = admin
+        .get("/users/00000000-0000-0000-0000-000000000000")
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = admin.get("/projects/nowhere").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = admin.get("/users").await;
+    assert_eq!(r.status, 200);
+}
+
+/// An address the console does not have answers 404 (with its friendly page).
+#[tokio::test]
+async fn unknown_console_pages_answer_404() {
+    let (_app, admin) = TestApp::spawn().await.with_admin().await;
+    let r = admin.get("/no-such-page").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("Not found"), "{}", r.body);
+}
