@@ -20,7 +20,7 @@ pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppE
     let scope = warden_domain::access::audit_scope(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    Ok(warden_domain::audit::search(&svc.db, &query, scope.as_deref()).await?)
+    Ok(warden_domain::audit::search_at(&svc.db, &query, scope.as_deref(), svc.clock.now()).await?)
 }
 
 fn query_of(q: &ParamsMap) -> AuditQuery {
@@ -40,10 +40,77 @@ fn query_of(q: &ParamsMap) -> AuditQuery {
         since: get("since"),
         until: get("until"),
         q: get("q"),
+        range: get("range"),
+        verb: get("verb"),
+        resource: get("resource"),
+        status: get("status").and_then(|s| s.parse().ok()),
+        source_ip: get("source_ip"),
+        // Discovery and health requests are folded away unless asked for.
+        discovery: Some(get("discovery").as_deref() == Some("true")),
         limit: Some(PAGE_SIZE),
         cursor: get("cursor"),
     }
 }
+
+/// The filter keys the page carries in its URL.
+const FILTER_KEYS: &[&str] = &[
+    "range",
+    "since",
+    "until",
+    "kind",
+    "outcome",
+    "actor",
+    "action",
+    "project",
+    "cluster",
+    "namespace",
+    "verb",
+    "resource",
+    "status",
+    "source_ip",
+    "q",
+    "discovery",
+];
+
+/// The CSV export of exactly the current filter (every page of it, newest first).
+fn export_href(q: &ParamsMap) -> String {
+    let mut out = ParamsMap::new();
+    for k in FILTER_KEYS {
+        if let Some(v) = q
+            .get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+        {
+            out.insert(*k, v);
+        }
+    }
+    if out.get("discovery").is_none() {
+        out.insert("discovery", "false".to_owned());
+    }
+    out.insert("format", "csv".to_owned());
+    format!("/api/v1/audit/export{}", out.to_query_string())
+}
+
+const RANGES: &[(&str, &str)] = &[
+    ("15m", "Last 15 minutes"),
+    ("1h", "Last hour"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+];
+const VERBS: &[(&str, &str)] = &[
+    ("get", "get"),
+    ("list", "list"),
+    ("watch", "watch"),
+    ("create", "create"),
+    ("update", "update"),
+    ("patch", "patch"),
+    ("delete", "delete"),
+    ("deletecollection", "deletecollection"),
+    ("exec", "exec"),
+    ("attach", "attach"),
+    ("portforward", "port-forward"),
+];
 
 const KINDS: &[(&str, &str)] = &[
     ("console", "Console"),
@@ -88,13 +155,14 @@ fn TextFilter(
     label: &'static str,
     current: Option<String>,
     #[prop(optional)] placeholder: Option<&'static str>,
+    #[prop(optional)] kind: Option<&'static str>,
 ) -> impl IntoView {
     let id = format!("audit-{name}");
     let for_id = id.clone();
     view! {
         <div class="filter">
             <label for=for_id>{label}</label>
-            <input id=id name=name type="text" value=current placeholder=placeholder autocomplete="off"/>
+            <input id=id name=name type=kind.unwrap_or("text") value=current placeholder=placeholder autocomplete="off"/>
         </div>
     }
 }
@@ -113,9 +181,12 @@ pub fn AuditPage() -> impl IntoView {
                 }
                 let current = q.get_untracked();
                 let aq = query_of(&current);
-                let filtered = [&aq.kind, &aq.actor, &aq.outcome, &aq.action, &aq.project, &aq.cluster, &aq.namespace, &aq.since, &aq.until, &aq.q]
+                let filtered = [&aq.kind, &aq.actor, &aq.outcome, &aq.action, &aq.project, &aq.cluster, &aq.namespace, &aq.since, &aq.until, &aq.q, &aq.range, &aq.verb, &aq.resource, &aq.source_ip]
                     .iter()
-                    .any(|f| f.is_some());
+                    .any(|f| f.is_some())
+                    || aq.status.is_some();
+                let show_discovery = aq.discovery == Some(true);
+                let export = export_href(&current);
                 let next_href = result.as_ref().ok().and_then(|p| p.next.clone()).map(|n| {
                     let mut p = current.clone();
                     p.replace("cursor", n);
@@ -128,17 +199,31 @@ pub fn AuditPage() -> impl IntoView {
                 });
                 view! {
                     <Form method="GET" action="/audit" attr:class="filters" attr:role="search" attr:aria-label="Filter the audit log">
+                        <Select name="range" label="When" any="Any time" options=RANGES current=aq.range.clone()/>
+                        <TextFilter name="since" label="From (UTC)" current=aq.since.clone() kind="datetime-local"/>
+                        <TextFilter name="until" label="To (UTC)" current=aq.until.clone() kind="datetime-local"/>
                         <Select name="kind" label="Kind" any="Any kind" options=KINDS current=aq.kind.clone()/>
                         <Select name="outcome" label="Outcome" any="Any outcome" options=OUTCOMES current=aq.outcome.clone()/>
-                        <TextFilter name="actor" label="Actor (email)" current=aq.actor.clone()/>
-                        <TextFilter name="action" label="Action starts with" current=aq.action.clone() placeholder="user."/>
+                        <TextFilter name="actor" label="Who (email starts with)" current=aq.actor.clone() placeholder="sally@"/>
                         <TextFilter name="project" label="Project" current=aq.project.clone()/>
-                        <TextFilter name="since" label="Since" current=aq.since.clone() placeholder="2026-01-31T00:00:00Z"/>
-                        <TextFilter name="until" label="Until" current=aq.until.clone() placeholder="2026-01-31T23:59:59Z"/>
+                        <TextFilter name="cluster" label="Cluster" current=aq.cluster.clone()/>
+                        <TextFilter name="namespace" label="Namespace" current=aq.namespace.clone()/>
+                        <Select name="verb" label="Verb (Kubernetes)" any="Any verb" options=VERBS current=aq.verb.clone()/>
+                        <TextFilter name="resource" label="Resource (Kubernetes)" current=aq.resource.clone() placeholder="pods"/>
+                        <TextFilter name="status" label="HTTP status" current=aq.status.map(|s| s.to_string()) placeholder="403"/>
+                        <TextFilter name="source_ip" label="Source address" current=aq.source_ip.clone()/>
+                        <TextFilter name="action" label="Action starts with" current=aq.action.clone() placeholder="user."/>
                         <TextFilter name="q" label="Text" current=aq.q.clone() placeholder="resource, path, reason"/>
+                        <div class="filter">
+                            <label class="check">
+                                <input type="checkbox" name="discovery" value="true" checked=show_discovery data-testid="audit-discovery"/>
+                                " Show discovery and health requests"
+                            </label>
+                        </div>
                         <div class="filter-actions">
                             <button type="submit" class="btn btn-primary">"Search"</button>
                             {filtered.then(|| view! { <a class="btn" href="/audit">"Clear"</a> })}
+                            <a class="btn" href=export data-testid="audit-export" rel="external" download="">"Export CSV"</a>
                         </div>
                     </Form>
                     {match result {
@@ -163,45 +248,88 @@ pub fn AuditPage() -> impl IntoView {
     }
 }
 
+/// What happened, in a few words: a Kubernetes request's verb and resource, or the action.
+fn what(e: &AuditEventDto) -> String {
+    if e.kind == "kube_api" {
+        let verb = e.action.strip_prefix("kube.").unwrap_or(&e.action);
+        let verb = match e.resource_kind.as_deref() {
+            Some("pods/exec") => "exec",
+            Some("pods/attach") => "attach",
+            Some("pods/portforward") => "port-forward",
+            _ => verb,
+        };
+        return match (&e.resource_kind, &e.resource_name) {
+            (Some(k), Some(n)) => format!("{verb} {k} {n}"),
+            (Some(k), None) => format!("{verb} {k}"),
+            _ => format!(
+                "{verb} {}",
+                e.path
+                    .as_deref()
+                    .map(|p| p.split('?').next().unwrap_or(p))
+                    .unwrap_or("")
+            ),
+        };
+    }
+    match (&e.resource_kind, &e.resource_name) {
+        (Some(k), Some(n)) => format!("{} ({k} {n})", e.action),
+        (None, Some(n)) => format!("{} ({n})", e.action),
+        _ => e.action.clone(),
+    }
+}
+
+/// Where it happened: cluster and namespace.
+fn place(e: &AuditEventDto) -> String {
+    match (&e.cluster, &e.namespace) {
+        (Some(c), Some(n)) => format!("{c} / {n}"),
+        (Some(c), None) => c.clone(),
+        (None, Some(n)) => n.clone(),
+        _ => String::new(),
+    }
+}
+
 #[component]
 fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
     view! {
         <table class="table" data-testid="audit-events">
             <thead><tr>
-                <th scope="col">"Time (UTC)"</th><th scope="col">"Actor"</th><th scope="col">"Action"</th>
-                <th scope="col">"Resource"</th><th scope="col">"Project"</th><th scope="col">"Outcome"</th><th scope="col">"Details"</th>
+                <th scope="col">"Time (UTC)"</th><th scope="col">"Who"</th><th scope="col">"What"</th>
+                <th scope="col">"Where"</th><th scope="col">"Outcome"</th><th scope="col">"Details"</th>
             </tr></thead>
             <tbody>
                 {events.into_iter().map(|e| {
                     let outcome_class = format!("chip outcome-{}", e.outcome);
-                    let resource = match (&e.resource_kind, &e.resource_name) {
-                        (Some(k), Some(n)) => format!("{k} {n}"),
-                        (None, Some(n)) => n.clone(),
-                        _ => String::new(),
-                    };
+                    let what = what(&e);
+                    let place = place(&e);
+                    let via = match e.session_type.as_str() {
+                        "browser" => "console",
+                        "api" => "API key",
+                        "cli" => "kubectl",
+                        "web_shell" => "web terminal",
+                        other => other,
+                    }.to_owned();
                     let details = serde_json::to_string_pretty(&e.details).unwrap_or_default();
                     // Break-glass access is marked in red.
                     let alert = e.details.get("break_glass").and_then(|v| v.as_bool()).unwrap_or(false);
+                    let outcome_title = e.reason.clone().unwrap_or_default();
                     view! {
                         <tr class:row-alert=alert data-break-glass=alert.then_some("true")>
                             <td class="nowrap">{short_time(&e.time)}</td>
-                            <td>{e.actor.clone()}</td>
+                            <td><span data-testid="audit-who">{e.actor.clone()}</span><br/><small class="muted">{via}</small></td>
                             <td>
-                                <code>{e.action.clone()}</code>
+                                <code data-testid="audit-what">{what}</code>
                                 {(e.outcome == "allowed" && e.action.starts_with("terminal.")).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
                                     " " <a class="chip" href=crate::recordings::player_href(&r) data-testid=format!("play-{}", e.id)>"▶ Recording"</a>
                                 })}
                             </td>
-                            <td>{resource}</td>
-                            <td>{e.project.clone().unwrap_or_default()}</td>
-                            <td><span class=outcome_class>{e.outcome.clone()}</span></td>
+                            <td data-testid="audit-where">{place}<br/><small class="muted">{e.project.clone().unwrap_or_default()}</small></td>
+                            <td><span class=outcome_class title=outcome_title>{e.outcome.clone()}</span>{e.status.map(|s| view! { " " <small class="muted">{s}</small> })}</td>
                             <td>
                                 <details>
                                     <summary>"More"</summary>
                                     <dl class="facts small">
                                         <dt>"Kind"</dt><dd>{e.kind.clone()}</dd>
+                                        <dt>"Action"</dt><dd><code>{e.action.clone()}</code></dd>
                                         {e.reason.clone().map(|r| view! { <dt>"Reason"</dt><dd>{r}</dd> })}
-                                        {e.namespace.clone().map(|n| view! { <dt>"Namespace"</dt><dd>{n}</dd> })}
                                         {e.path.clone().map(|p| view! { <dt>"Request"</dt><dd><code>{format!("{} {p}", e.method.clone().unwrap_or_default())}</code></dd> })}
                                         {e.source_ip.clone().map(|ip| view! { <dt>"Source"</dt><dd>{ip}</dd> })}
                                         <dt>"Session"</dt><dd>{e.session_type.clone()}</dd>

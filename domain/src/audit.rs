@@ -559,20 +559,65 @@ fn to_dto(m: audit_events::Model) -> crate::dto::AuditEventDto {
     }
 }
 
+/// An RFC 3339 time, or a browser's `datetime-local` value (`2026-11-28T10:00`, seconds
+/// optional), read as UTC.
 fn parse_time(field: &str, v: &str) -> DomainResult<i64> {
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let v = v.trim();
+    let local = match v.len() {
+        16 => Some(format!("{v}:00Z")),
+        19 => Some(format!("{v}Z")),
+        _ => None,
+    };
+    time::OffsetDateTime::parse(v, rfc3339)
+        .or_else(|e| match &local {
+            Some(l) => time::OffsetDateTime::parse(l, rfc3339),
+            None => Err(e),
+        })
         .map(|t| Timestamp::from_offset(t).millis())
         .map_err(|_| {
-            crate::DomainError::invalid(field, "must be an RFC 3339 time like 2026-11-28T10:00:00Z")
+            crate::DomainError::invalid(
+                field,
+                "must be a time like 2026-11-28T10:00:00Z (or 2026-11-28T10:00, read as UTC)",
+            )
         })
 }
 
-/// Search the audit log, newest first, with keyset pagination on `seq`.
-/// `projects`: when `Some`, only events of these projects are visible (project-scoped readers).
+/// The length of a preset time range, in ms.
+fn range_ms(v: &str) -> DomainResult<i64> {
+    Ok(match v {
+        "15m" => 15 * 60_000,
+        "1h" => 3_600_000,
+        "24h" => 24 * 3_600_000,
+        "7d" => 7 * 24 * 3_600_000,
+        "30d" => 30 * 24 * 3_600_000,
+        _ => {
+            return Err(crate::DomainError::invalid(
+                "range",
+                "must be one of 15m, 1h, 24h, 7d, 30d",
+            ))
+        }
+    })
+}
+
+/// Search the audit log as of now (see [`search_at`]).
 pub async fn search(
     db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
     projects: Option<&[String]>,
+) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
+    let now = Timestamp::from_offset(time::OffsetDateTime::now_utc());
+    search_at(db, q, projects, now).await
+}
+
+/// Search the audit log, newest first, with keyset pagination on `seq`; a preset `range` ends
+/// at `now`. `projects`: when `Some`, only events of these projects are visible
+/// (project-scoped readers).
+pub async fn search_at(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    projects: Option<&[String]>,
+    now: Timestamp,
 ) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
     use audit_events::Column as C;
     use sea_orm::sea_query::Condition;
@@ -607,9 +652,37 @@ pub async fn search(
     if let Some(a) = q.actor.as_ref().filter(|a| !a.is_empty()) {
         cond = cond.add(
             Condition::any()
-                .add(C::ActorName.eq(a.clone()))
+                .add(C::ActorName.starts_with(a.as_str()))
                 .add(C::ActorId.eq(a.clone())),
         );
+    }
+    if let Some(v) = q.verb.as_ref().filter(|v| !v.is_empty()) {
+        cond = cond.add(match v.as_str() {
+            // Connections are `create` on a pod subresource.
+            "exec" | "attach" | "portforward" => C::ResourceKind.eq(format!("pods/{v}")),
+            _ => C::Action.eq(format!("kube.{v}")),
+        });
+    }
+    if let Some(r) = q.resource.as_ref().filter(|r| !r.is_empty()) {
+        cond = cond.add(C::ResourceKind.eq(r.clone()));
+    }
+    if let Some(s) = q.status {
+        cond = cond.add(C::Status.eq(s));
+    }
+    cond = eq(cond, C::SourceIp, &q.source_ip);
+    if q.discovery == Some(false) {
+        // Kubernetes requests that address no resource: discovery, version, health.
+        cond = cond.add(
+            Condition::any()
+                .add(C::Kind.ne(AuditKind::KubeApi.as_str()))
+                .add(C::ResourceKind.is_not_null()),
+        );
+    }
+    if let Some(r) = q.range.as_ref().filter(|r| !r.is_empty()) {
+        let ms = range_ms(r)?;
+        if q.since.as_ref().is_none_or(|s| s.is_empty()) {
+            cond = cond.add(C::At.gte(now.millis() - ms));
+        }
     }
     if let Some(a) = q.action.as_ref().filter(|a| !a.is_empty()) {
         cond = cond.add(C::Action.starts_with(a.as_str()));

@@ -111,7 +111,7 @@ pub struct AuditEventDto {
 #[serde(default, deny_unknown_fields)]
 pub struct AuditQuery {
     pub kind: Option<String>,
-    /// Matches the actor's name (email) exactly, or the actor id.
+    /// Matches the start of the actor's name (email), or the actor id exactly.
     pub actor: Option<String>,
     pub outcome: Option<String>,
     /// Prefix of the action, e.g. `sign_in` or `user.`.
@@ -124,6 +124,20 @@ pub struct AuditQuery {
     pub until: Option<String>,
     /// Free text matched against the resource name, path and reason.
     pub q: Option<String>,
+    /// The last `15m`, `1h`, `24h`, `7d` or `30d` (when `since` is not given).
+    pub range: Option<String>,
+    /// Kubernetes API events: the verb (`get`, `list`, `watch`, `create`, `update`, `patch`,
+    /// `delete`, `deletecollection`, `exec`...).
+    pub verb: Option<String>,
+    /// Kubernetes API events: the resource (`pods`, `configmaps`, `pods/exec`...).
+    pub resource: Option<String>,
+    /// The HTTP status answered.
+    pub status: Option<i32>,
+    /// The client's address.
+    pub source_ip: Option<String>,
+    /// `false`: leave out Kubernetes discovery and health requests (`/api`, `/apis`,
+    /// `/version`, `/openapi`...), which are half of what kubectl sends.
+    pub discovery: Option<bool>,
     pub limit: Option<u64>,
     /// The `next` value of the previous page.
     pub cursor: Option<String>,

@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use warden_domain::access::audit_scope;
-use warden_domain::audit::search;
+use warden_domain::audit::search_at;
 use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
 
 use super::auth::AuthUser;
@@ -21,7 +21,13 @@ pub async fn list_audit_events(
         .await
         .map_err(|_| ApiError::forbidden())?;
     Ok(Json(
-        search(&state.services.db, &q, scope.as_deref()).await?,
+        search_at(
+            &state.services.db,
+            &q,
+            scope.as_deref(),
+            state.services.clock.now(),
+        )
+        .await?,
     ))
 }
 
@@ -93,7 +99,13 @@ pub async fn export_audit_events(
     q.limit = Some(500.min(max as u64));
     let mut rows: Vec<AuditEventDto> = Vec::new();
     loop {
-        let page = search(&state.services.db, &q, scope.as_deref()).await?;
+        let page = search_at(
+            &state.services.db,
+            &q,
+            scope.as_deref(),
+            state.services.clock.now(),
+        )
+        .await?;
         rows.extend(page.items);
         match page.next {
             Some(n) if rows.len() < max => q.cursor = Some(n),

@@ -392,25 +392,27 @@ async fn open(
     }
     let now = state.services.clock.now().millis();
     let expires_at = now + limits.max.as_millis() as i64;
-    let sa = authorized.adm.sa_name.clone();
+    // The user's service account on the cluster, in line with their grants now (its name
+    // changes when their rights shrink): what the pod's exec runs as, and what the status line
+    // and the shell's banner name.
+    let sa = match gw
+        .ensure_identity(
+            &cluster,
+            &authorized.adm.user,
+            &authorized.adm.sa_name,
+            &authorized.access,
+            Some(&namespace),
+        )
+        .await
+    {
+        Ok(sa) => sa,
+        Err(e) => return Err(deny(state, &ev, e.status, e.message, Some(e.detail))),
+    };
     let identity = format!("system:serviceaccount:{}:{sa}", rbac::NAMESPACE);
 
     // The backend: the exec opened on the cluster, or the shell prepared on this host.
     let (backend, shell_credential, target) = match &q.pod {
         Some(pod) => {
-            let sa = match gw
-                .ensure_identity(
-                    &cluster,
-                    &authorized.adm.user,
-                    &authorized.adm.sa_name,
-                    &authorized.access,
-                    Some(&namespace),
-                )
-                .await
-            {
-                Ok(sa) => sa,
-                Err(e) => return Err(deny(state, &ev, e.status, e.message, Some(e.detail))),
-            };
             let on_cluster = As::ServiceAccount {
                 namespace: rbac::NAMESPACE.to_owned(),
                 name: sa.clone(),

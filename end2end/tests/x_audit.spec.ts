@@ -1,0 +1,60 @@
+// The audit log page answers "who did what, where" at a glance: Kubernetes requests show their
+// verb, resource, cluster and namespace; discovery is folded away unless asked for; the filters
+// live in the URL; the export carries exactly the current filter.
+//
+// Runs after w_clusters.spec.ts (files run in name order): kubectl has been used through the
+// gateway by then.
+import { expect, test } from "@playwright/test";
+import { act, ADMIN_EMAIL, ADMIN_NEW_PASSWORD, check } from "./fixtures/console";
+
+test.describe.serial("audit log page", () => {
+  test("Kubernetes requests read as verb, resource and place; discovery is folded; export follows the filter", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+
+    await act.open(page, "/audit?kind=kube_api&range=24h");
+    const table = page.getByTestId("audit-events");
+    await expect(table).toBeVisible();
+    const what = page.getByTestId("audit-what");
+    // `kubectl get namespaces` through the gateway: "list namespaces", with its cluster.
+    await expect(what.filter({ hasText: /^list namespaces$/ }).first()).toBeVisible();
+    await expect(page.getByTestId("audit-where").filter({ hasText: /e2e-sim/ }).first()).toBeVisible();
+    // Discovery (`GET /api`, `/apis`) is not listed by default...
+    await expect(what.filter({ hasText: /^get \/apis?$/ })).toHaveCount(0);
+    // ...and is, when asked for (the choice is in the URL).
+    await page.getByTestId("audit-discovery").check();
+    await page.getByRole("button", { name: "Search" }).click();
+    await expect(page).toHaveURL(/discovery=true/);
+    await expect(what.filter({ hasText: /^get \/apis?$/ }).first()).toBeVisible();
+
+    // The verb filter narrows to one verb.
+    await act.open(page, "/audit?kind=kube_api&verb=list");
+    await expect(what.first()).toBeVisible();
+    for (const text of await what.allTextContents()) {
+      expect(text).toMatch(/^list /);
+    }
+
+    // Who: the start of an email is enough.
+    await act.open(page, "/audit?actor=admin%40");
+    const who = page.getByTestId("audit-who");
+    await expect(who.first()).toBeVisible();
+    for (const text of await who.allTextContents()) {
+      expect(text).toMatch(/^admin@/);
+    }
+
+    // The export is the current filter, as CSV.
+    await act.open(page, "/audit?kind=kube_api&verb=list&range=7d");
+    const href = await page.getByTestId("audit-export").getAttribute("href");
+    expect(href).toContain("format=csv");
+    expect(href).toContain("verb=list");
+    expect(href).toContain("discovery=false");
+    const csv = await page.request.get(href!);
+    expect(csv.status()).toBe(200);
+    expect(csv.headers()["content-type"]).toContain("text/csv");
+    const lines = (await csv.text()).trim().split("\n");
+    expect(lines.length).toBeGreaterThan(1);
+    expect(lines.slice(1).every((l) => l.includes("kube.list"))).toBe(true);
+    noErrors();
+  });
+});
