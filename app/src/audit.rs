@@ -261,12 +261,10 @@ fn what(e: &AuditEventDto) -> String {
         return match (&e.resource_kind, &e.resource_name) {
             (Some(k), Some(n)) => format!("{verb} {k} {n}"),
             (Some(k), None) => format!("{verb} {k}"),
+            // Discovery and health: the API path on the cluster (without `/clusters/<name>`).
             _ => format!(
                 "{verb} {}",
-                e.path
-                    .as_deref()
-                    .map(|p| p.split('?').next().unwrap_or(p))
-                    .unwrap_or("")
+                e.path.as_deref().map(api_path).unwrap_or_default()
             ),
         };
     }
@@ -274,6 +272,18 @@ fn what(e: &AuditEventDto) -> String {
         (Some(k), Some(n)) => format!("{} ({k} {n})", e.action),
         (None, Some(n)) => format!("{} ({n})", e.action),
         _ => e.action.clone(),
+    }
+}
+
+/// A gateway path as the cluster sees it: `/clusters/demo/apis?timeout=32s` -> `/apis`.
+fn api_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    match path
+        .strip_prefix("/clusters/")
+        .and_then(|p| p.split_once('/'))
+    {
+        Some((_, rest)) => format!("/{rest}"),
+        None => path.to_owned(),
     }
 }
 

@@ -32,7 +32,6 @@ use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
@@ -67,6 +66,50 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// `/pkg/<version>/<file>` is `<file>` of the current bundle, cached for good when `<version>`
+/// is the current one (a page of an older build asking for its old version gets today's files,
+/// revalidated); any other `/pkg` address is revalidated (`no-cache`).
+async fn versioned_assets(
+    version: String,
+    mut req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    let (rest, current) = match path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .filter(|(v, _)| {
+            (v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit())) || *v == "unbuilt"
+        }) {
+        Some((v, rest)) => (Some(format!("/{rest}")), v == version),
+        None => (None, false),
+    };
+    if let Some(rest) = rest {
+        let mut parts = req.uri().clone().into_parts();
+        let pq = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest,
+        };
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    let mut res = next.run(req).await;
+    let cache = if current && res.status().is_success() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static(cache),
+    );
+    res
+}
+
 /// The whole HTTP application, as production and tests run it.
 pub fn build_router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
@@ -81,14 +124,19 @@ pub fn build_router(state: AppState) -> Router {
         .with_path("/");
 
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    // The console's bundle (WASM, JS, CSS): compressed (brotli or gzip, as the browser
-    // accepts), and revalidated with Last-Modified instead of downloaded again. Only these
+    // The console's bundle (WASM, JS, CSS), compressed (brotli or gzip, as the browser
+    // accepts). Pages link it under `/pkg/<version>/` (a digest of the bundle): there it is
+    // cached for good (`immutable`); anywhere else under `/pkg` it is revalidated. Only these
     // static files are compressed: pages and API answers carry secrets next to reflected input.
+    let version = options
+        .site_pkg_dir
+        .strip_prefix("pkg/")
+        .unwrap_or_default()
+        .to_owned();
     let pkg = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(
-            axum::http::header::CACHE_CONTROL,
-            axum::http::HeaderValue::from_static("no-cache"),
-        ))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            versioned_assets(version.clone(), req, next)
+        }))
         .layer(CompressionLayer::new().br(true).gzip(true))
         .service(ServeDir::new(state.config.site_root.join("pkg")));
     Router::new()

@@ -74,9 +74,30 @@ pub fn leptos_options(config: &Config) -> LeptosOptions {
     LeptosOptions::builder()
         .output_name("warden")
         .site_root(config.site_root.to_string_lossy().to_string())
-        .site_pkg_dir("pkg")
+        .site_pkg_dir(format!("pkg/{}", asset_version(&config.site_root)))
         .site_addr(config.http.addr)
         .build()
+}
+
+/// The console bundle's version: a digest of its files (`pkg/warden.js`, `.wasm`, `.css`).
+/// Pages link the bundle under `/pkg/<version>/`, so a browser may keep it for good (a new
+/// build is a new address) and never downloads the same bundle twice.
+pub fn asset_version(site_root: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut found = false;
+    for name in ["warden.js", "warden.wasm", "warden.css"] {
+        if let Ok(bytes) = std::fs::read(site_root.join("pkg").join(name)) {
+            h.update(name.as_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+            found = true;
+        }
+    }
+    if !found {
+        return "unbuilt".to_owned();
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Everything `warden serve` needs before it binds a port. Idempotent.

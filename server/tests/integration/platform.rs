@@ -567,3 +567,60 @@ async fn unknown_console_pages_answer_404() {
     assert_eq!(r.status, 404, "{}", r.body);
     assert!(r.body.contains("Not found"), "{}", r.body);
 }
+
+/// The console bundle is linked under its version (a digest of its files): there it is cached
+/// for good, and a new build is a new address; elsewhere under `/pkg` it is revalidated.
+#[tokio::test]
+async fn the_console_bundle_is_versioned_and_cached_for_good() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    for (name, body) in [
+        ("warden.js", "export default function init() {}"),
+        ("warden.wasm", "\0asm"),
+        ("warden.css", "body { margin: 0 }"),
+    ] {
+        std::fs::write(site.path().join("pkg").join(name), body).unwrap();
+    }
+    let version = warden_server::startup::asset_version(site.path());
+    assert_eq!(version.len(), 16);
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_SITE_ROOT".to_owned(),
+        site.path().display().to_string(),
+    )]))
+    .await;
+    let c = app.client();
+    let page = c.get("/login").await.assert_status(200).body;
+    assert!(
+        page.contains(&format!("/pkg/{version}/warden.js")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("/pkg/{version}/warden.css")),
+        "{page}"
+    );
+    let r = c
+        .get(&format!("/pkg/{version}/warden.css"))
+        .await
+        .assert_status(200);
+    assert_eq!(r.body, "body { margin: 0 }");
+    assert_eq!(
+        r.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("public, max-age=31536000, immutable")
+    );
+    // An older version's address: today's file, revalidated; the plain address too.
+    for path in ["/pkg/0123456789abcdef/warden.css", "/pkg/warden.css"] {
+        let r = c.get(path).await.assert_status(200);
+        assert_eq!(r.body, "body { margin: 0 }");
+        assert_eq!(
+            r.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-cache"),
+            "{path}"
+        );
+    }
+    c.get(&format!("/pkg/{version}/nothing.js"))
+        .await
+        .assert_status(404);
+    // A different bundle is a different address.
+    std::fs::write(site.path().join("pkg/warden.css"), "body { margin: 1px }").unwrap();
+    assert_ne!(warden_server::startup::asset_version(site.path()), version);
+}
