@@ -45,8 +45,21 @@ pub async fn login(email: String, password: String) -> Result<(), AppError> {
             leptos_axum::redirect("/login/mfa");
             Ok(())
         }
+        Err(SignInError::LocalSignInDisabled) => {
+            leptos_axum::redirect("/login?error=local_sign_in_disabled&break_glass=1");
+            Ok(())
+        }
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
+}
+
+/// Whether the sign-in page shows the password form to everyone (no authentication needed:
+/// the page says as much). `false` when local passwords are limited to break-glass accounts.
+#[server(prefix = "/sfn", endpoint = "local_sign_in_open")]
+pub async fn local_sign_in_open() -> Result<bool, AppError> {
+    let svc = crate::ssr::services()?;
+    let org = warden_domain::settings::load(&svc.db).await?;
+    Ok(org.local_sign_in != warden_domain::settings::LOCAL_SIGN_IN_BREAK_GLASS_ONLY)
 }
 
 #[server(prefix = "/sfn", endpoint = "logout")]
@@ -196,6 +209,7 @@ pub fn LoginPage() -> impl IntoView {
         q.with(|q| match q.get("error").as_deref() {
             Some("invalid") => Some(warden_domain::dto::messages::INVALID_CREDENTIALS),
             Some("locked") => Some(warden_domain::dto::messages::LOCKED),
+            Some("local_sign_in_disabled") => Some("Local passwords are turned off for your account: sign in with your organization's identity provider."),
             _ => q.get("sso_error").map(|c| {
                 warden_domain::dto::SsoFailure::parse(&c)
                     .unwrap_or(warden_domain::dto::SsoFailure::ProviderError)
@@ -215,6 +229,8 @@ pub fn LoginPage() -> impl IntoView {
         })
     };
     let (show, set_show) = signal(false);
+    let local_open = Resource::new_blocking(|| (), |_| local_sign_in_open());
+    let break_glass = move || q.with(|q| q.get("break_glass").is_some());
     view! {
         <main class="auth-page">
             <section class="auth-card" aria-labelledby="signin-title">
@@ -223,32 +239,58 @@ pub fn LoginPage() -> impl IntoView {
                 {move || notice().map(|n| view! { <p class="notice" role="status">{n}</p> })}
                 {move || error().map(|e| view! { <p class="form-error" role="alert" data-testid="login-error">{e}</p> })}
                 <crate::identity_providers::SignInButtons/>
-                <ActionForm action=login attr:class="form">
-                    <label for="email">"Email"</label>
-                    <input id="email" type="email" name="email" autocomplete="username" required autofocus/>
-                    <label for="password">"Password"</label>
-                    <div class="password-row">
-                        <input
-                            id="password"
-                            type=move || if show.get() { "text" } else { "password" }
-                            name="password"
-                            autocomplete="current-password"
-                            required
-                        />
-                        <button
-                            type="button"
-                            class="btn btn-ghost"
-                            data-testid="toggle-password"
-                            aria-pressed=move || show.get().to_string()
-                            on:click=move |_| set_show.update(|s| *s = !*s)
-                        >
-                            {move || if show.get() { "Hide" } else { "Show" }}
-                        </button>
-                    </div>
-                    <button type="submit" class="btn btn-primary">"Sign in"</button>
-                </ActionForm>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        // Local passwords limited to break-glass accounts: the form only behind a link.
+                        let open = local_open.await.unwrap_or(true);
+                        if open || break_glass() {
+                            view! { <LocalSignInForm login show set_show/> }.into_any()
+                        } else {
+                            view! {
+                                <p class="muted break-glass">
+                                    <a href="/login?break_glass=1" data-testid="break-glass-link">"Break-glass sign-in"</a>
+                                </p>
+                            }.into_any()
+                        }
+                    })}
+                </Suspense>
             </section>
         </main>
+    }
+}
+
+/// The email and password form.
+#[component]
+fn LocalSignInForm(
+    login: ServerAction<Login>,
+    show: ReadSignal<bool>,
+    set_show: WriteSignal<bool>,
+) -> impl IntoView {
+    view! {
+        <ActionForm action=login attr:class="form">
+            <label for="email">"Email"</label>
+            <input id="email" type="email" name="email" autocomplete="username" required autofocus/>
+            <label for="password">"Password"</label>
+            <div class="password-row">
+                <input
+                    id="password"
+                    type=move || if show.get() { "text" } else { "password" }
+                    name="password"
+                    autocomplete="current-password"
+                    required
+                />
+                <button
+                    type="button"
+                    class="btn btn-ghost"
+                    data-testid="toggle-password"
+                    aria-pressed=move || show.get().to_string()
+                    on:click=move |_| set_show.update(|s| *s = !*s)
+                >
+                    {move || if show.get() { "Hide" } else { "Show" }}
+                </button>
+            </div>
+            <button type="submit" class="btn btn-primary">"Sign in"</button>
+        </ActionForm>
     }
 }
 

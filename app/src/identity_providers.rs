@@ -1,5 +1,5 @@
-//! Identity providers (OpenID Connect single sign-on): organization administrators add, test
-//! and remove them; the sign-in page shows one button per enabled provider. The client secret
+//! Identity providers (OpenID Connect single sign-on): organization administrators add, edit,
+//! test and remove them; the sign-in page shows one button per enabled provider. The client secret
 //! is write-only.
 
 use leptos::prelude::*;
@@ -27,6 +27,16 @@ pub async fn list_identity_providers() -> Result<Vec<IdentityProviderDto>, AppEr
     crate::ssr::answer(r.map(|p| p.items).map_err(AppError::from))
 }
 
+/// `provider group = Warden group`, one per line.
+#[cfg(feature = "ssr")]
+fn parse_mapping(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .collect()
+}
+
 /// `group_mapping`: one `provider group = Warden group` per line; empty maps groups by name.
 #[allow(clippy::too_many_arguments)]
 #[server(prefix = "/sfn", endpoint = "create_identity_provider")]
@@ -42,16 +52,12 @@ pub async fn create_identity_provider(
     group_mapping: String,
     #[server(default)] auto_provision: Option<String>,
     #[server(default)] link_existing_users: Option<String>,
+    #[server(default)] trust_provider_mfa: Option<String>,
 ) -> Result<IdentityProviderDto, AppError> {
     use warden_domain::dto::CreateIdentityProviderRequest;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let table: std::collections::BTreeMap<String, String> = group_mapping
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
-        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-        .collect();
+    let table = parse_mapping(&group_mapping);
     let req = CreateIdentityProviderRequest {
         name,
         display_name: Some(display_name).filter(|d| !d.trim().is_empty()),
@@ -76,8 +82,60 @@ pub async fn create_identity_provider(
         auto_provision: Some(auto_provision.is_some()),
         link_existing_users: Some(link_existing_users.is_some()),
         enabled: Some(true),
+        trust_provider_mfa: Some(trust_provider_mfa.is_some()),
     };
     let r = warden_domain::admin::identity_providers::create(&svc, &who, req).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
+/// Edit a provider; an empty `client_secret` keeps the stored one. Checkboxes absent from the
+/// form are off.
+#[allow(clippy::too_many_arguments)]
+#[server(prefix = "/sfn", endpoint = "update_identity_provider")]
+pub async fn update_identity_provider(
+    name: String,
+    display_name: String,
+    issuer: String,
+    client_id: String,
+    #[server(default)] client_secret: String,
+    scopes: String,
+    groups_claim: String,
+    allowed_domains: String,
+    group_mapping: String,
+    #[server(default)] auto_provision: Option<String>,
+    #[server(default)] link_existing_users: Option<String>,
+    #[server(default)] trust_provider_mfa: Option<String>,
+    #[server(default)] enabled: Option<String>,
+) -> Result<IdentityProviderDto, AppError> {
+    use warden_domain::dto::UpdateIdentityProviderRequest;
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let table = parse_mapping(&group_mapping);
+    let req = UpdateIdentityProviderRequest {
+        display_name: Some(display_name),
+        issuer: Some(issuer),
+        client_id: Some(client_id),
+        client_secret: Some(client_secret).filter(|s| !s.is_empty()),
+        scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
+        email_claim: None,
+        name_claim: None,
+        groups_claim: Some(groups_claim),
+        allowed_domains: Some(vec![allowed_domains]),
+        group_mapping_mode: Some(
+            if table.is_empty() {
+                "by_name"
+            } else {
+                "explicit"
+            }
+            .to_owned(),
+        ),
+        group_mapping: Some(table),
+        auto_provision: Some(auto_provision.is_some()),
+        link_existing_users: Some(link_existing_users.is_some()),
+        enabled: Some(enabled.is_some()),
+        trust_provider_mfa: Some(trust_provider_mfa.is_some()),
+    };
+    let r = warden_domain::admin::identity_providers::update(&svc, &who, &name, req).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
@@ -129,11 +187,19 @@ pub fn IdentityProvidersPage() -> impl IntoView {
     let create = ServerAction::<CreateIdentityProvider>::new();
     let delete = ServerAction::<DeleteIdentityProvider>::new();
     let test = ServerAction::<TestIdentityProvider>::new();
-    let (created, deleted) = (success_count(create), success_count(delete));
+    let update = ServerAction::<UpdateIdentityProvider>::new();
+    let (created, deleted, updated) = (
+        success_count(create),
+        success_count(delete),
+        success_count(update),
+    );
     let list = Resource::new(
-        move || (created.get(), deleted.get()),
+        move || (created.get(), deleted.get(), updated.get()),
         |_| list_identity_providers(),
     );
+    let update_state = FormState::new(update, "edit-idp");
+    crate::ui::close_confirm_on_success(update);
+    let editing = confirm_target("edit-idp");
     let create_state = FormState::new(create, "new-idp");
     let delete_state = FormState::new(delete, "delete-idp");
     let form = NodeRef::<leptos::html::Form>::new();
@@ -146,6 +212,7 @@ pub fn IdentityProvidersPage() -> impl IntoView {
             "People sign in with their organization's OpenID Connect provider. Their groups are read at every sign-in: membership in the mapped Warden groups is replaced by what the provider says, so it is never older than a console session (see Settings)."
         </p>
         <FormAlert state=delete_state ok="Provider removed."/>
+        <FormAlert state=update_state ok="Provider saved."/>
         {move || test.value().get().map(|r| match r {
             Ok(t) => view! {
                 <section class=if t.ok { "card notice" } else { "card form-error" } role="status" data-testid="idp-test-result">
@@ -163,7 +230,9 @@ pub fn IdentityProvidersPage() -> impl IntoView {
                 match list.await {
                     Ok(items) => {
                         let confirm = deleting.get().and_then(|n| items.iter().find(|p| p.name == n).cloned());
+                        let edit = editing.get().filter(|_| writable).and_then(|n| items.iter().find(|p| p.name == n).cloned());
                         view! {
+                            {edit.map(|p| view! { <EditProvider p action=update state=update_state/> })}
                             {confirm.map(|p| view! {
                                 <ConfirmPanel title=format!("Remove {}?", p.display_name)>
                                     <p>"Its users stay in Warden but can no longer sign in with it."</p>
@@ -206,6 +275,8 @@ fn ProviderCard(
     let callback = p.callback_url.clone();
     let name = p.name.clone();
     let delete_href = confirm_href("delete-idp", Some(&p.name));
+    let edit_href = confirm_href("edit-idp", Some(&p.name));
+    let edit_id = format!("edit-idp-{}", p.name);
     let delete_label = format!("Remove {}", p.display_name);
     let test_id = format!("test-idp-{}", p.name);
     let copy = move |_| {
@@ -231,6 +302,7 @@ fn ProviderCard(
                 <dt>"Allowed email domains"</dt><dd>{if p.allowed_domains.is_empty() { "any".to_owned() } else { p.allowed_domains.join(", ") }}</dd>
                 <dt>"New users"</dt><dd>{if p.auto_provision { "created at first sign-in" } else { "must exist in Warden" }}</dd>
                 <dt>"Existing accounts"</dt><dd>{if p.link_existing_users { "linked by email at first sign-in" } else { "never linked by email" }}</dd>
+                <dt>"Provider's second factor"</dt><dd data-testid=format!("idp-mfa-{}", p.name)>{if p.trust_provider_mfa { "trusted when its sign-in says one was used (amr)" } else { "not trusted: Warden asks its own" }}</dd>
             </dl>
             <label for=format!("callback-{}", p.name)>"Callback URL to register at the provider"</label>
             <div class="secret-row">
@@ -243,6 +315,7 @@ fn ProviderCard(
                         <input type="hidden" name="name" value=name.clone()/>
                         <button type="submit" class="btn" data-testid=test_id>"Test"</button>
                     </ActionForm>
+                    <a class="btn" href=edit_href data-testid=edit_id>"Edit…"</a>
                     <a href=delete_href aria-label=delete_label>"Remove…"</a>
                 </div>
             })}
@@ -273,9 +346,48 @@ fn NewProvider(
                 <p class="hint">"One “provider group = Warden group” per line. Empty: provider groups join Warden groups of the same name."</p>
                 <label class="check"><input type="checkbox" name="auto_provision" checked/>" Create Warden users at their first sign-in"</label>
                 <label class="check"><input type="checkbox" name="link_existing_users"/>" Link existing Warden accounts with the same email"</label>
+                <label class="check"><input type="checkbox" name="trust_provider_mfa"/>" Trust the provider's second factor (its amr claim)"</label>
                 <Submit state label="Add provider"/>
             </ActionForm>
             <FormAlert state fields=&["name", "display_name", "issuer", "client_id", "client_secret", "scopes", "groups_claim", "allowed_domains"] ok="Provider added. Register its callback URL at the provider."/>
         </section>
+    }
+}
+
+/// Edit a provider in place (its name, in URLs, never changes).
+#[component]
+fn EditProvider(
+    p: IdentityProviderDto,
+    action: ServerAction<UpdateIdentityProvider>,
+    state: FormState,
+) -> impl IntoView {
+    let mapping = p
+        .group_mapping
+        .iter()
+        .map(|(a, b)| format!("{a} = {b}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    view! {
+        <ConfirmPanel title=format!("Edit {}", p.display_name)>
+            <ActionForm action attr:class="form" attr:data-testid="edit-idp">
+                <input type="hidden" name="name" value=p.name.clone()/>
+                <Field state name="display_name" label="Button text" value=p.display_name.clone() required=true autocomplete="off"/>
+                <Field state name="issuer" label="Issuer URL" kind="url" value=p.issuer.clone() required=true autocomplete="off"/>
+                <Field state name="client_id" label="Client id" value=p.client_id.clone() required=true autocomplete="off"/>
+                <Field state name="client_secret" label="Client secret" kind="password" autocomplete="new-password" hint="Empty: keep the stored one."/>
+                <Field state name="scopes" label="Scopes" value=p.scopes.join(" ") autocomplete="off"/>
+                <Field state name="groups_claim" label="Groups claim" value=p.groups_claim.clone() autocomplete="off" hint="Empty: groups are not synced."/>
+                <Field state name="allowed_domains" label="Allowed email domains" value=p.allowed_domains.join(", ") autocomplete="off" hint="Empty: any domain."/>
+                <label for="edit-idp-group_mapping">"Group mapping"</label>
+                <textarea id="edit-idp-group_mapping" name="group_mapping" rows="3">{mapping}</textarea>
+                <p class="hint">"One “provider group = Warden group” per line. Empty: provider groups join Warden groups of the same name."</p>
+                <label class="check"><input type="checkbox" name="enabled" checked=p.enabled data-testid="edit-idp-enabled"/>" Enabled (a button on the sign-in page)"</label>
+                <label class="check"><input type="checkbox" name="auto_provision" checked=p.auto_provision/>" Create Warden users at their first sign-in"</label>
+                <label class="check"><input type="checkbox" name="link_existing_users" checked=p.link_existing_users/>" Link existing Warden accounts with the same email"</label>
+                <label class="check"><input type="checkbox" name="trust_provider_mfa" checked=p.trust_provider_mfa data-testid="edit-idp-trust-mfa"/>" Trust the provider's second factor (its amr claim)"</label>
+                <Submit state label="Save provider" testid="save-idp"/>
+            </ActionForm>
+            <FormAlert state fields=&["display_name", "issuer", "client_id", "client_secret", "scopes", "groups_claim", "allowed_domains"]/>
+        </ConfirmPanel>
     }
 }

@@ -62,7 +62,7 @@ pub async fn confirm_totp_enrolment(code: String) -> Result<RecoveryCodes, AppEr
 }
 
 /// Step-up: a fresh second factor in this session (a terminal or a kubeconfig for a role that
-/// allows writes asks for one when the last is older than an hour).
+/// allows writes asks for one when the last is older than the organization's step-up age, one hour by default).
 #[server(prefix = "/sfn", endpoint = "step_up")]
 pub async fn step_up(code: String) -> Result<(), AppError> {
     use warden_domain::authn::SignInError;
@@ -137,7 +137,7 @@ pub fn MyMfaPage() -> impl IntoView {
                         <p class="muted">"Lost the device? Sign in with a recovery code, or ask an administrator to reset your second factor."</p>
                         <section class="card" aria-labelledby="step-up-title">
                             <h2 id="step-up-title">"Confirm it is you"</h2>
-                            <p class="muted">"A terminal or a kubeconfig for a role that allows writes asks for a code when your last one is more than an hour old."</p>
+                            <p class="muted">"A terminal or a kubeconfig for a role that allows writes asks for a code when your last one is older than the organization allows (an hour by default)."</p>
                             <ActionForm action=step_up attr:class="form" attr:data-testid="step-up">
                                 <Field state=step_up_state name="code" label="Code from the app" required=true autocomplete="one-time-code"/>
                                 <Submit state=step_up_state label="Confirm"/>

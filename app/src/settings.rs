@@ -25,6 +25,9 @@ pub async fn update_settings(
     lockout_window_minutes: i32,
     lockout_minutes: i32,
     mfa_policy: String,
+    #[server(default)] local_sign_in: Option<String>,
+    #[server(default)] break_glass_users: Option<String>,
+    #[server(default)] step_up_max_age_minutes: Option<i32>,
 ) -> Result<SettingsDto, AppError> {
     use warden_domain::dto::UpdateSettingsRequest;
     let svc = crate::ssr::services()?;
@@ -37,6 +40,15 @@ pub async fn update_settings(
         lockout_window_minutes: Some(lockout_window_minutes),
         lockout_minutes: Some(lockout_minutes),
         mfa_policy: Some(mfa_policy),
+        local_sign_in,
+        break_glass_users: break_glass_users.map(|v| {
+            v.split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }),
+        step_up_max_age_minutes,
     };
     let r = warden_domain::admin::org_settings::update(&svc, &who, req).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
@@ -120,12 +132,27 @@ fn SettingsForm(
                         .map(|(v, label)| view! { <option value=v selected=settings.mfa_policy == v>{label}</option> })
                         .collect_view()}
                 </select>
-                <p class="hint">"Users who must and have not enrolled are sent to enrolment after signing in. Single sign-on users are left to their identity provider."</p>
+                <p class="hint">"Users who must and have not enrolled are sent to enrolment after signing in. A single sign-on counts as a second factor only with a provider trusted for it (Sign-in providers) whose sign-in says one was used."</p>
+                <Field state name="step_up_max_age_minutes" label="Ask for a fresh second factor after this many minutes" kind="number" min="1" max="1440"
+                    value=settings.step_up_max_age_minutes.to_string() required=true disabled=ro
+                    hint="Before a web terminal or a kubeconfig for a role that allows writes (step-up)."/>
+            </section>
+            <section class="card">
+                <h2>"Local passwords"</h2>
+                <label for="settings-local_sign_in">"Who may sign in with a Warden password"</label>
+                <select id="settings-local_sign_in" name="local_sign_in" data-testid="local-sign-in" disabled=move || ro.get()>
+                    {[("everyone", "Everyone"), ("break_glass_only", "Only the break-glass administrators below (everyone else uses single sign-on)")]
+                        .into_iter()
+                        .map(|(v, label)| view! { <option value=v selected=settings.local_sign_in == v>{label}</option> })
+                        .collect_view()}
+                </select>
+                <Field state name="break_glass_users" label="Break-glass administrators" value=settings.break_glass_users.join(", ") disabled=ro autocomplete="off"
+                    placeholder="admin@example.com" hint="Emails of organization administrators who keep their password, comma-separated. Needs an enabled identity provider."/>
             </section>
             {writable.then(|| view! { <Submit state label="Save settings"/> })}
         </ActionForm>
         <FormAlert state
-            fields=&["organization_name", "session_idle_minutes", "session_absolute_hours", "lockout_threshold", "lockout_window_minutes", "lockout_minutes"]
+            fields=&["organization_name", "session_idle_minutes", "session_absolute_hours", "lockout_threshold", "lockout_window_minutes", "lockout_minutes", "step_up_max_age_minutes", "break_glass_users"]
             ok="Settings saved. New sessions and sign-ins use them at once."/>
     }
 }

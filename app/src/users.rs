@@ -167,6 +167,15 @@ pub async fn reset_user_password(
     crate::ssr::finish(r, None)
 }
 
+/// An administrator's reset of the user's second factor (authenticator and recovery codes).
+#[server(prefix = "/sfn", endpoint = "reset_user_mfa")]
+pub async fn reset_user_mfa(id: String) -> Result<(), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = warden_domain::mfa::reset(&svc, &who, &id).await;
+    crate::ssr::finish(r.map_err(AppError::from), None)
+}
+
 /// "Why": may the user do `permission` at `project` / `namespace`, and which binding allows it.
 #[server(prefix = "/sfn", endpoint = "explain_access")]
 pub async fn explain_access(
@@ -393,11 +402,13 @@ pub fn UserPage() -> impl IntoView {
     let reset = ServerAction::<ResetUserPassword>::new();
     let add = ServerAction::<CreateBinding>::new();
     let remove = ServerAction::<DeleteBinding>::new();
+    let reset_mfa = ServerAction::<ResetUserMfa>::new();
     let changed = (
         success_count(update),
         success_count(reset),
         success_count(add),
         success_count(remove),
+        success_count(reset_mfa),
     );
     let user = Resource::new(
         move || {
@@ -407,6 +418,7 @@ pub fn UserPage() -> impl IntoView {
                 changed.1.get(),
                 changed.2.get(),
                 changed.3.get(),
+                changed.4.get(),
             )
         },
         |(id, ..)| get_user(id),
@@ -439,7 +451,7 @@ pub fn UserPage() -> impl IntoView {
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match user.await {
-                    Ok(d) => view! { <UserView detail=d update reset add remove/> }.into_any(),
+                    Ok(d) => view! { <UserView detail=d update reset add remove reset_mfa/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
@@ -455,9 +467,11 @@ fn UserView(
     reset: ServerAction<ResetUserPassword>,
     add: ServerAction<CreateBinding>,
     remove: ServerAction<DeleteBinding>,
+    reset_mfa: ServerAction<ResetUserMfa>,
 ) -> impl IntoView {
     let me = expect_context::<MeResource>();
     let u = StoredValue::new(detail.user.clone());
+    let mfa_enabled = detail.mfa_enabled;
     let rename_state = FormState::new(update, "rename-user");
     let remove_state = FormState::new(remove, "remove-binding");
     let roles = Resource::new(|| (), |_| list_roles());
@@ -575,7 +589,7 @@ fn UserView(
                 let me = me_of(me.await)?;
                 let user = u.get_value();
                 (can(&me, "user.write")).then(|| view! {
-                    <AccountActions user is_self=me.user.id == u.with_value(|u| u.id.clone()) update reset bindings=bindings.get_value().iter().filter(|b| b.subject.kind == "user").count()/>
+                    <AccountActions user is_self=me.user.id == u.with_value(|u| u.id.clone()) update reset reset_mfa mfa_enabled bindings=bindings.get_value().iter().filter(|b| b.subject.kind == "user").count()/>
                 })
             })}
         </Transition>
@@ -681,6 +695,9 @@ fn AccountActions(
     is_self: bool,
     update: ServerAction<UpdateUser>,
     reset: ServerAction<ResetUserPassword>,
+    reset_mfa: ServerAction<ResetUserMfa>,
+    /// Whether the user has an authenticator.
+    mfa_enabled: bool,
     /// How many roles are bound to the user directly.
     bindings: usize,
 ) -> impl IntoView {
@@ -688,8 +705,12 @@ fn AccountActions(
     let status_state = FormState::new(update, "user-status");
     let reset_state = FormState::new(reset, "reset-password");
     let delete_state = FormState::new(delete, "delete-user");
+    let reset_mfa_state = FormState::new(reset_mfa, "reset-mfa");
     crate::ui::close_confirm_on_success(update);
     crate::ui::close_confirm_on_success(reset);
+    crate::ui::close_confirm_on_success(reset_mfa);
+    let resetting_mfa = confirm_open("reset-mfa", None);
+    let reset_mfa_href = confirm_href("reset-mfa", None);
     let deactivating = confirm_open("deactivate", None);
     let resetting = confirm_open("reset-password", None);
     let deleting = confirm_open("delete-user", None);
@@ -707,6 +728,7 @@ fn AccountActions(
             <FormAlert state=status_state fields=&["name"]/>
             <FormAlert state=reset_state/>
             <FormAlert state=delete_state/>
+            <FormAlert state=reset_mfa_state ok="Second factor reset: they sign in without one until they enrol again."/>
             <div class="button-row">
                 {if active {
                     (!is_self).then(|| view! { <a class="btn btn-danger-outline" href=deactivate_href data-testid="deactivate">"Deactivate…"</a> }).into_any()
@@ -720,6 +742,7 @@ fn AccountActions(
                     }.into_any()
                 }}
                 {(local && !is_self).then(|| view! { <a class="btn" href=reset_href data-testid="reset-password">"Reset password…"</a> })}
+                {(mfa_enabled && !is_self).then(|| view! { <a class="btn" href=reset_mfa_href data-testid="reset-mfa">"Reset second factor…"</a> })}
                 {is_self.then(|| view! { <p class="muted">"This is your own account: change your password from the menu at the top right."</p> })}
                 {(!is_self).then(|| view! { <a class="btn btn-danger-outline" href=delete_href data-testid="delete-user">"Delete user…"</a> })}
             </div>
@@ -742,6 +765,15 @@ fn AccountActions(
                         <label class="check"><input type="checkbox" name="revoke_api_keys" value="on" checked data-testid="reset-revoke-api-keys"/>" Revoke their API keys"</label>
                         <label class="check"><input type="checkbox" name="revoke_kubeconfigs" value="on" checked data-testid="reset-revoke-kubeconfigs"/>" Revoke their kubeconfigs (kubectl stops working until they download a new one)"</label>
                         <button type="submit" class="btn btn-danger" data-testid="confirm-reset-password">"Reset password"</button>
+                    </ActionForm>
+                </ConfirmPanel>
+            </Show>
+            <Show when=move || resetting_mfa.get()>
+                <ConfirmPanel title=format!("Reset {}'s second factor?", u.with_value(|u| u.email.clone()))>
+                    <p>"Their authenticator app and recovery codes stop working. They sign in without a second factor until they enrol again (at once, if the organization's policy requires one)."</p>
+                    <ActionForm action=reset_mfa>
+                        <input type="hidden" name="id" value=u.with_value(|u| u.id.clone())/>
+                        <button type="submit" class="btn btn-danger" data-testid="confirm-reset-mfa">"Reset second factor"</button>
                     </ActionForm>
                 </ConfirmPanel>
             </Show>

@@ -20,12 +20,19 @@ const TOUCH_INTERVAL_SECS: i64 = 30;
 
 pub use crate::dto::messages::{INVALID_CREDENTIALS, LOCKED};
 
+/// The error code (REST, audit `details.failure`, `/login?error=`) of a local sign-in refused
+/// because local passwords are limited to break-glass accounts.
+pub const LOCAL_SIGN_IN_DISABLED: &str = "local_sign_in_disabled";
+
 #[derive(Debug)]
 pub enum SignInError {
     Invalid,
     /// The password was right; the second factor is due (`complete_mfa_sign_in`).
     MfaRequired,
     Locked,
+    /// The password was right, but the organization limits local passwords to break-glass
+    /// accounts and this is not one: sign in with an identity provider.
+    LocalSignInDisabled,
     Internal(DomainError),
 }
 
@@ -54,6 +61,31 @@ pub async fn sign_in(
     match outcome {
         LoginOutcome::Success(user) => {
             let uid = user_store::user_id(&user)?;
+            // Checked after the password, so the answer never tells which accounts are
+            // break-glass ones.
+            if !org.allows_local_sign_in(&user.email) {
+                svc.audit
+                    .record(
+                        AuditEvent::new(
+                            AuditKind::SignIn,
+                            Actor::User {
+                                id: uid,
+                                name: user.email.clone(),
+                            },
+                            SessionType::Browser,
+                            "sign_in",
+                            Outcome::Denied,
+                        )
+                        .reason("local passwords are limited to break-glass accounts")
+                        .request(meta)
+                        .details(serde_json::json!({
+                            "method": "password",
+                            "failure": LOCAL_SIGN_IN_DISABLED,
+                        })),
+                    )
+                    .await?;
+                return Err(SignInError::LocalSignInDisabled);
+            }
             if crate::mfa::is_enabled(&svc.db, uid).await? {
                 let pending = crate::mfa::MfaPending {
                     user_id: uid,
@@ -410,7 +442,8 @@ pub async fn principal_from_session(
             .await
             .map_err(session_err)?;
     }
-    let must_enrol_mfa = must_enrol_mfa(svc, &org, &user, record.user_id).await?;
+    let must_enrol_mfa =
+        record.mfa_at.is_none() && must_enrol_mfa(svc, &org, record.user_id).await?;
     Ok(Principal {
         user_id: record.user_id,
         email: user.email,
@@ -423,12 +456,11 @@ pub async fn principal_from_session(
     })
 }
 
-/// Whether the organization's MFA policy asks `user` for a second factor they lack. Single
-/// sign-on users are left to their identity provider.
+/// Whether the organization's MFA policy asks `user` for a second factor they lack. A session
+/// whose sign-in had a second factor (Warden's, or a trusted provider's `amr`) owes none.
 async fn must_enrol_mfa(
     svc: &Services,
     org: &settings::OrgSettings,
-    user: &users::Model,
     uid: crate::ids::UserId,
 ) -> DomainResult<bool> {
     let applies = match org.mfa_policy.as_str() {
@@ -441,9 +473,7 @@ async fn must_enrol_mfa(
             .is_empty(),
         _ => false,
     };
-    Ok(applies
-        && user.origin == user_store::ORIGIN_LOCAL
-        && !crate::mfa::is_enabled(&svc.db, uid).await?)
+    Ok(applies && !crate::mfa::is_enabled(&svc.db, uid).await?)
 }
 
 fn invalid(field: &str, msg: impl Into<String>) -> DomainError {

@@ -245,6 +245,9 @@ pub struct UserDetail {
     pub bindings: Vec<BindingDto>,
     /// Effective access: every grant with the binding it comes from.
     pub access: Vec<EffectiveGrant>,
+    /// Whether the user has an authenticator (an administrator may reset it).
+    #[serde(default)]
+    pub mfa_enabled: bool,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -434,8 +437,17 @@ pub struct SettingsDto {
     pub lockout_minutes: i32,
     /// Who must sign in with a second factor: `nobody`, `admins` (anyone holding an
     /// organization-wide permission) or `everyone`. Single sign-on users are left to their
-    /// identity provider.
+    /// identity provider unless the provider is trusted for MFA and its `amr` claim names a
+    /// second factor; otherwise Warden asks its own after single sign-on.
     pub mfa_policy: String,
+    /// Who may sign in with a local password: `everyone` or `break_glass_only` (only the
+    /// accounts in `break_glass_users`; everyone else signs in with an identity provider).
+    pub local_sign_in: String,
+    /// The emails that keep their local password when `local_sign_in` is `break_glass_only`.
+    pub break_glass_users: Vec<String>,
+    /// How old a second factor may be before a terminal or a kubeconfig for a role that allows
+    /// writes asks for a fresh one (step-up), in minutes (default 60).
+    pub step_up_max_age_minutes: i32,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -456,6 +468,12 @@ pub struct UpdateSettingsRequest {
     pub lockout_minutes: Option<i32>,
     #[serde(default)]
     pub mfa_policy: Option<String>,
+    #[serde(default)]
+    pub local_sign_in: Option<String>,
+    #[serde(default)]
+    pub break_glass_users: Option<Vec<String>>,
+    #[serde(default)]
+    pub step_up_max_age_minutes: Option<i32>,
 }
 
 /// "Why": may this user do this, and which binding allows it.
@@ -779,6 +797,9 @@ pub struct IdentityProviderDto {
     /// Whether a first sign-in may link an existing Warden account with the same email.
     pub link_existing_users: bool,
     pub enabled: bool,
+    /// Whether an ID token whose `amr` claim names a second factor (RFC 8176: `mfa`, `otp`,
+    /// `hwk`, `swk`, `sms`, ...) counts as Warden's second factor.
+    pub trust_provider_mfa: bool,
     /// The redirect URI to register at the provider.
     pub callback_url: String,
     pub created_at: String,
@@ -816,6 +837,8 @@ pub struct CreateIdentityProviderRequest {
     pub link_existing_users: Option<bool>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    #[serde(default)]
+    pub trust_provider_mfa: Option<bool>,
 }
 
 /// Every field optional; an absent or empty `client_secret` keeps the stored one.
@@ -851,6 +874,8 @@ pub struct UpdateIdentityProviderRequest {
     pub link_existing_users: Option<bool>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    #[serde(default)]
+    pub trust_provider_mfa: Option<bool>,
 }
 
 /// What "Test" found: the provider's discovery document, or the error in words.

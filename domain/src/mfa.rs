@@ -35,14 +35,11 @@ const ISSUER: &str = "Warden";
 const SECRET_BYTES: usize = 20;
 const RECOVERY_CODE_COUNT: usize = 10;
 
-/// How old a second factor may be before a terminal or a kubeconfig for a role that allows
-/// writes asks for a fresh one (step-up).
-pub const STEP_UP_MAX_AGE_SECS: i64 = 3600;
-
 /// Step-up: `Err(message)` when `who` must prove a second factor again before opening a terminal
 /// or downloading a kubeconfig: a browser session of a user with an authenticator, who holds a
-/// role that allows writes in a cluster, whose last second factor is older than an hour (or who
-/// signed in without one, e.g. through single sign-on).
+/// role that allows writes in a cluster, whose last second factor is older than the
+/// organization's `step_up_max_age_minutes` (or who signed in without one, e.g. through a
+/// single sign-on the provider did not vouch for).
 pub async fn require_fresh_second_factor(
     svc: &Services,
     who: &Principal,
@@ -68,10 +65,14 @@ pub async fn require_fresh_second_factor(
                 )
             })
         });
+    let max_age_ms = crate::settings::load(&svc.db)
+        .await?
+        .step_up_max_age_minutes as i64
+        * 60_000;
     let now = svc.clock.now().millis();
     let fresh = who
         .second_factor_at
-        .is_some_and(|t| now - t.millis() <= STEP_UP_MAX_AGE_SECS * 1000);
+        .is_some_and(|t| now - t.millis() <= max_age_ms);
     Ok(if !writes || fresh {
         Ok(())
     } else {

@@ -20,9 +20,19 @@ pub struct OrgSettings {
     pub lockout_minutes: i32,
     /// Who must sign in with a second factor: `nobody`, `admins` or `everyone`.
     pub mfa_policy: String,
+    /// Who may sign in with a local password: `everyone` or `break_glass_only`.
+    pub local_sign_in: String,
+    /// Emails (lowercase) that keep their local password under `break_glass_only`.
+    pub break_glass_users: Vec<String>,
+    /// How old a second factor may be before a step-up asks for a fresh one.
+    pub step_up_max_age_minutes: i32,
 }
 
 pub const MFA_POLICIES: [&str; 3] = ["nobody", "admins", "everyone"];
+pub const LOCAL_SIGN_IN_EVERYONE: &str = "everyone";
+pub const LOCAL_SIGN_IN_BREAK_GLASS_ONLY: &str = "break_glass_only";
+/// At most this many break-glass accounts.
+pub const MAX_BREAK_GLASS_USERS: usize = 10;
 
 impl Default for OrgSettings {
     fn default() -> Self {
@@ -33,11 +43,23 @@ impl Default for OrgSettings {
             lockout_window_minutes: 15,
             lockout_minutes: 15,
             mfa_policy: "nobody".to_owned(),
+            local_sign_in: LOCAL_SIGN_IN_EVERYONE.to_owned(),
+            break_glass_users: vec![],
+            step_up_max_age_minutes: 60,
         }
     }
 }
 
 impl OrgSettings {
+    /// Whether `email` may sign in with a local password.
+    pub fn allows_local_sign_in(&self, email: &str) -> bool {
+        self.local_sign_in != LOCAL_SIGN_IN_BREAK_GLASS_ONLY
+            || self
+                .break_glass_users
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(email))
+    }
+
     pub fn validate(&self) -> DomainResult<()> {
         let mut fields = std::collections::BTreeMap::new();
         let mut check = |name: &str, v: i32, lo: i32, hi: i32| {
@@ -65,6 +87,33 @@ impl OrgSettings {
             24 * 60,
         );
         check("lockout_minutes", self.lockout_minutes, 1, 24 * 60);
+        check(
+            "step_up_max_age_minutes",
+            self.step_up_max_age_minutes,
+            1,
+            24 * 60,
+        );
+        if ![LOCAL_SIGN_IN_EVERYONE, LOCAL_SIGN_IN_BREAK_GLASS_ONLY]
+            .contains(&self.local_sign_in.as_str())
+        {
+            fields.insert(
+                "local_sign_in".to_owned(),
+                "must be everyone or break_glass_only".to_owned(),
+            );
+        }
+        if self.break_glass_users.len() > MAX_BREAK_GLASS_USERS {
+            fields.insert(
+                "break_glass_users".to_owned(),
+                format!("at most {MAX_BREAK_GLASS_USERS} accounts"),
+            );
+        } else if self.local_sign_in == LOCAL_SIGN_IN_BREAK_GLASS_ONLY
+            && self.break_glass_users.is_empty()
+        {
+            fields.insert(
+                "break_glass_users".to_owned(),
+                "name at least one administrator who keeps a local password".to_owned(),
+            );
+        }
         if !MFA_POLICIES.contains(&self.mfa_policy.as_str()) {
             fields.insert(
                 "mfa_policy".to_owned(),
@@ -90,6 +139,9 @@ pub async fn load(db: &DatabaseConnection) -> DomainResult<OrgSettings> {
             lockout_window_minutes: m.lockout_window_minutes,
             lockout_minutes: m.lockout_minutes,
             mfa_policy: m.mfa_policy,
+            local_sign_in: m.local_sign_in,
+            break_glass_users: serde_json::from_str(&m.break_glass_users).unwrap_or_default(),
+            step_up_max_age_minutes: m.step_up_max_age_minutes,
         },
         None => OrgSettings::default(),
     })
@@ -109,6 +161,10 @@ pub async fn save<C: sea_orm::ConnectionTrait>(
         lockout_window_minutes: s.lockout_window_minutes,
         lockout_minutes: s.lockout_minutes,
         mfa_policy: s.mfa_policy.clone(),
+        local_sign_in: s.local_sign_in.clone(),
+        break_glass_users: serde_json::to_string(&s.break_glass_users)
+            .unwrap_or_else(|_| "[]".to_owned()),
+        step_up_max_age_minutes: s.step_up_max_age_minutes,
         updated_at: now.millis(),
     };
     match org_settings::Entity::find_by_id(ROW).one(db).await? {
@@ -120,6 +176,9 @@ pub async fn save<C: sea_orm::ConnectionTrait>(
             active.lockout_window_minutes = Set(model.lockout_window_minutes);
             active.lockout_minutes = Set(model.lockout_minutes);
             active.mfa_policy = Set(model.mfa_policy);
+            active.local_sign_in = Set(model.local_sign_in);
+            active.break_glass_users = Set(model.break_glass_users);
+            active.step_up_max_age_minutes = Set(model.step_up_max_age_minutes);
             active.updated_at = Set(model.updated_at);
             active.update(db).await?;
         }

@@ -51,6 +51,25 @@ const MAX_IAT_SKEW_SECS: i64 = 300;
 pub const ORIGIN_SSO: &str = "sso";
 pub const MODE_BY_NAME: &str = "by_name";
 pub const MODE_EXPLICIT: &str = "explicit";
+/// `amr` values (RFC 8176) that say a second factor was used: multiple factors or channels,
+/// one-time passwords, proof of possession of a hardware or software key, SMS or telephone
+/// confirmation, a smart card. A biometric or a PIN alone is not taken as a second factor.
+pub const SECOND_FACTOR_AMR: [&str; 8] = ["mfa", "mca", "otp", "hwk", "swk", "sms", "tel", "sc"];
+
+/// How a single sign-on ended.
+#[derive(Debug)]
+pub enum SsoSignIn {
+    /// Signed in: the session id rotated.
+    SignedIn(users::Model),
+    /// The provider's sign-in passed; Warden's own second factor is due (`/login/mfa`).
+    MfaRequired,
+}
+
+/// Whether an ID token's `amr` values say a second factor was used.
+pub fn amr_has_second_factor<S: AsRef<str>>(amr: &[S]) -> bool {
+    amr.iter()
+        .any(|a| SECOND_FACTOR_AMR.contains(&a.as_ref().to_ascii_lowercase().as_str()))
+}
 
 /// Claims beyond the standard ones (groups, or an email under another name), by name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -212,6 +231,7 @@ pub struct Provider {
     pub auto_provision: bool,
     pub link_existing_users: bool,
     pub enabled: bool,
+    pub trust_provider_mfa: bool,
 }
 
 /// The purpose a client secret is sealed for (bound to its provider).
@@ -242,6 +262,7 @@ impl Provider {
             auto_provision: m.auto_provision,
             link_existing_users: m.link_existing_users,
             enabled: m.enabled,
+            trust_provider_mfa: m.trust_provider_mfa,
         }
     }
 
@@ -468,7 +489,7 @@ pub async fn finish_sign_in(
     provider_name: &str,
     params: CallbackParams,
     meta: RequestMeta,
-) -> Result<users::Model, SsoFailure> {
+) -> Result<SsoSignIn, SsoFailure> {
     // Taken out at once: a replayed or second callback finds no sign-in in progress.
     let pending = match session.remove::<PendingSignIn>(PENDING_KEY).await {
         Ok(p) => p,
@@ -478,7 +499,7 @@ pub async fn finish_sign_in(
         }
     };
     match callback(svc, session, provider_name, params, pending, &meta).await {
-        Ok(user) => Ok(user),
+        Ok(done) => Ok(done),
         Err(r) => {
             let ev = AuditEvent::new(
                 AuditKind::SignIn,
@@ -633,7 +654,7 @@ async fn callback(
     params: CallbackParams,
     pending: Option<PendingSignIn>,
     meta: &RequestMeta,
-) -> Result<users::Model, Refusal> {
+) -> Result<SsoSignIn, Refusal> {
     let provider = find_enabled(&svc.db, provider_name).await?.ok_or_else(|| {
         refuse(
             SsoFailure::UnknownProvider,
@@ -892,31 +913,68 @@ async fn callback(
     if created || !changes.added.is_empty() || !changes.removed.is_empty() {
         svc.policy.bump();
     }
+    let user_email = user.email.clone();
 
-    // The provider's sign-in is not Warden's second factor: a step-up asks for one.
-    let user = crate::authn::start_session(svc, session, user, now, None).await?;
+    // The provider's sign-in counts as a second factor only when the provider is trusted for
+    // it and its `amr` claim names one; otherwise an enrolled user gives Warden's own code.
+    let amr: Vec<String> = claims
+        .auth_method_refs()
+        .map(|v| v.iter().map(|a| a.to_string()).collect())
+        .unwrap_or_default();
+    let provider_mfa = provider.trust_provider_mfa && amr_has_second_factor(&amr);
     let uid = user_store::user_id(&user)?;
     let actor = Actor::User {
         id: uid,
         name: user.email.clone(),
     };
-    let mut events = vec![AuditEvent::new(
-        AuditKind::SignIn,
-        actor.clone(),
-        SessionType::Browser,
-        "sign_in",
-        Outcome::Allowed,
-    )
-    .resource("identity_provider", provider.name.clone())
-    .request(meta.clone())
-    .details(json!({
+    let mfa_due = !provider_mfa && crate::mfa::is_enabled(&svc.db, uid).await?;
+    let mut details = json!({
         "provider": provider.name,
         "method": "oidc",
         "user_created": created,
         "account_linked": linked,
         "groups_added": changes.added,
         "groups_removed": changes.removed,
-    }))];
+        "amr": amr,
+        "provider_mfa": provider_mfa,
+    });
+    let (user, first) = if mfa_due {
+        let pending = crate::mfa::MfaPending {
+            user_id: uid,
+            generation: user.session_generation,
+            started_at: now,
+        };
+        session
+            .insert(crate::mfa::PENDING_KEY, &pending)
+            .await
+            .map_err(|e| DomainError::Internal(format!("session: {e}")))?;
+        details["second_factor_due"] = json!(true);
+        let ev = AuditEvent::new(
+            AuditKind::SignIn,
+            actor.clone(),
+            SessionType::Browser,
+            "sign_in.oidc",
+            Outcome::Allowed,
+        )
+        .reason("provider sign-in checked; second factor due");
+        (None, ev)
+    } else {
+        let mfa_at = provider_mfa.then_some(now);
+        let user = crate::authn::start_session(svc, session, user, now, mfa_at).await?;
+        let ev = AuditEvent::new(
+            AuditKind::SignIn,
+            actor.clone(),
+            SessionType::Browser,
+            "sign_in",
+            Outcome::Allowed,
+        );
+        (Some(user), ev)
+    };
+    let email = user_email.clone();
+    let mut events = vec![first
+        .resource("identity_provider", provider.name.clone())
+        .request(meta.clone())
+        .details(details)];
     if !changes.added.is_empty() || !changes.removed.is_empty() {
         events.push(
             AuditEvent::new(
@@ -926,7 +984,7 @@ async fn callback(
                 "sign_in.groups",
                 Outcome::Allowed,
             )
-            .resource("user", user.email.clone())
+            .resource("user", email)
             .request(meta.clone())
             .details(json!({
                 "provider": provider.name,
@@ -936,7 +994,10 @@ async fn callback(
         );
     }
     svc.audit.record_many(events).await?;
-    Ok(user)
+    Ok(match user {
+        Some(u) => SsoSignIn::SignedIn(u),
+        None => SsoSignIn::MfaRequired,
+    })
 }
 
 /// A new SSO user: no local password, a member of All Users.
@@ -1100,9 +1161,20 @@ mod tests {
             auto_provision: true,
             link_existing_users: false,
             enabled: true,
+            trust_provider_mfa: false,
             created_at: 0,
             updated_at: 0,
         })
+    }
+
+    #[test]
+    fn amr_second_factors() {
+        assert!(amr_has_second_factor(&["pwd", "otp"]));
+        assert!(amr_has_second_factor(&["MFA"]));
+        assert!(amr_has_second_factor(&["hwk"]));
+        assert!(!amr_has_second_factor(&["pwd"]));
+        assert!(!amr_has_second_factor(&["pwd", "fpt"]));
+        assert!(!amr_has_second_factor::<&str>(&[]));
     }
 
     #[test]

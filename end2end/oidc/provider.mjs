@@ -9,7 +9,9 @@
 //
 // Clients: static ones from FILE, or registered at run time with Dynamic Client Registration
 // (`POST /reg`, RFC 7591, open: no initial access token). Test-only endpoints, loopback only:
-//   PUT  /__admin/users/SUB   {"email", "name", "groups": [..], "email_verified"}: a user
+//   PUT  /__admin/users/SUB   {"email", "name", "groups": [..], "email_verified", "amr": [..]}: a
+//        user; `amr` (RFC 8176 values, e.g. ["pwd", "otp"]) is what their sign-in says was used,
+//        carried into the ID token's `amr` claim
 //   POST /__admin/tamper      {"client_id", "claims": {..}, "drop_claims": [..], "unknown_key": bool}
 //        the next ID token issued to that client carries these claims (null deletes one), lacks
 //        the dropped ones (userinfo still has them), or is signed by a key the JWKS does not have.
@@ -58,7 +60,8 @@ const configuration = {
     return { accountId: sub, claims: async () => userClaims(sub) };
   },
   claims: {
-    openid: ['sub'],
+    // `amr` (from the login's result) in the ID token whenever the sign-in set it.
+    openid: ['sub', 'amr'],
     email: ['email', 'email_verified'],
     profile: ['name'],
     groups: ['groups'],
@@ -158,7 +161,9 @@ provider.use(async (ctx, next) => {
         return;
       }
       const grantId = await grantAll(details, accountId);
-      await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId }, consent: { grantId } }, { mergeWithLastSubmission: false });
+      const amr = users.get(accountId)?.amr;
+      const login = Array.isArray(amr) ? { accountId, amr } : { accountId };
+      await provider.interactionFinished(ctx.req, ctx.res, { login, consent: { grantId } }, { mergeWithLastSubmission: false });
       ctx.respond = false;
       return;
     }

@@ -16,6 +16,7 @@ mod m20261201_000001_binding_expiry;
 mod m20261201_000002_identity_providers;
 mod m20261201_000003_mfa;
 mod m20261202_000001_agent_keys;
+mod m20261202_000002_sign_in_policy;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_identity_providers::Migration),
             Box::new(m20261201_000003_mfa::Migration),
             Box::new(m20261202_000001_agent_keys::Migration),
+            Box::new(m20261202_000002_sign_in_policy::Migration),
         ]
     }
 }

@@ -45,6 +45,7 @@ fn to_dto(svc: &Services, m: &identity_providers::Model) -> IdentityProviderDto 
         auto_provision: m.auto_provision,
         link_existing_users: m.link_existing_users,
         enabled: m.enabled,
+        trust_provider_mfa: m.trust_provider_mfa,
         callback_url: sso::callback_url(&svc.public_url, &m.name),
         created_at: ts(m.created_at),
         updated_at: ts(m.updated_at),
@@ -295,6 +296,7 @@ pub async fn create(
         auto_provision: req.auto_provision.unwrap_or(true),
         link_existing_users: req.link_existing_users.unwrap_or(false),
         enabled: req.enabled.unwrap_or(true),
+        trust_provider_mfa: req.trust_provider_mfa.unwrap_or(false),
         created_at: now,
         updated_at: now,
     })
@@ -383,8 +385,15 @@ pub async fn update(
     if let Some(v) = req.enabled {
         a.enabled = Set(v);
     }
+    if let Some(v) = req.trust_provider_mfa {
+        a.trust_provider_mfa = Set(v);
+    }
     a.updated_at = Set(svc.clock.now().millis());
+    let org = crate::settings::load(&svc.db).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    if m.enabled && req.enabled == Some(false) {
+        super::org_settings::ensure_sign_in_remains(&tx, &org, &m.id).await?;
+    }
     let m = a.update(&tx).await?;
     let after = to_dto(svc, &m);
     let mut details_after = json!(after);
@@ -411,7 +420,11 @@ pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult
     svc.gate(who, Action::org(Permission::IdpWrite)).await?;
     let m = find(svc, name).await?;
     let before = to_dto(svc, &m);
+    let org = crate::settings::load(&svc.db).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    if m.enabled {
+        super::org_settings::ensure_sign_in_remains(&tx, &org, &m.id).await?;
+    }
     identity_providers::Entity::delete_by_id(m.id.clone())
         .exec(&tx)
         .await?;

@@ -1,14 +1,19 @@
-//! Organization settings: name, session lifetimes, lockout policy.
+//! Organization settings: name, session lifetimes, lockout policy, second factors, and who may
+//! sign in with a local password.
 
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, Set,
+};
 use serde_json::json;
 
 use crate::access::{Action, Principal};
 use crate::dto::{SettingsDto, UpdateSettingsRequest};
-use crate::entities::organization;
+use crate::entities::{identity_providers, organization};
 use crate::error::{DomainError, DomainResult};
 use crate::permissions::Permission;
-use crate::settings::{self, OrgSettings};
+use crate::settings::{self, OrgSettings, LOCAL_SIGN_IN_BREAK_GLASS_ONLY};
+use crate::types::Email;
 use crate::Services;
 
 async fn current(svc: &Services) -> DomainResult<(organization::Model, OrgSettings)> {
@@ -28,7 +33,76 @@ fn to_dto(org: &organization::Model, s: &OrgSettings) -> SettingsDto {
         lockout_window_minutes: s.lockout_window_minutes,
         lockout_minutes: s.lockout_minutes,
         mfa_policy: s.mfa_policy.clone(),
+        local_sign_in: s.local_sign_in.clone(),
+        break_glass_users: s.break_glass_users.clone(),
+        step_up_max_age_minutes: s.step_up_max_age_minutes,
     }
+}
+
+/// Whether an enabled identity provider exists (other than `except`, when given).
+pub(crate) async fn enabled_provider_exists<C: ConnectionTrait>(
+    db: &C,
+    except: Option<&str>,
+) -> DomainResult<bool> {
+    let mut q =
+        identity_providers::Entity::find().filter(identity_providers::Column::Enabled.eq(true));
+    if let Some(id) = except {
+        q = q.filter(identity_providers::Column::Id.ne(id));
+    }
+    Ok(q.count(db).await? > 0)
+}
+
+/// Refuse to leave the organization with local passwords restricted to break-glass accounts and
+/// no enabled identity provider (disabling or deleting the last one).
+pub(crate) async fn ensure_sign_in_remains<C: ConnectionTrait>(
+    db: &C,
+    s: &OrgSettings,
+    except: &str,
+) -> DomainResult<()> {
+    if s.local_sign_in == LOCAL_SIGN_IN_BREAK_GLASS_ONLY
+        && !enabled_provider_exists(db, Some(except)).await?
+    {
+        return Err(DomainError::conflict(
+            "enabled",
+            "local passwords are limited to break-glass accounts: this is the last enabled identity provider; allow local sign-in for everyone first (Settings)",
+        ));
+    }
+    Ok(())
+}
+
+/// Break-glass accounts: existing, active, local users holding `settings.write` organization
+/// wide (they can turn local sign-in back on). Answers their emails, normalised.
+async fn check_break_glass(svc: &Services, raw: &[String]) -> DomainResult<Vec<String>> {
+    let bad = |msg: String| DomainError::invalid("break_glass_users", msg);
+    let mut out: Vec<String> = Vec::new();
+    for e in raw.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let email = Email::parse(e).map_err(|_| bad(format!("{e} is not an email address")))?;
+        let user = crate::users::find_by_email(&svc.db, &email)
+            .await?
+            .filter(|u| u.status == crate::users::STATUS_ACTIVE)
+            .ok_or_else(|| bad(format!("{e} is not an active Warden user")))?;
+        if user.origin != crate::users::ORIGIN_LOCAL {
+            return Err(bad(format!(
+                "{e} signs in with an identity provider, not a local password"
+            )));
+        }
+        let uid = crate::users::user_id(&user)?;
+        if !svc
+            .policy
+            .effective(uid)
+            .await?
+            .org_permissions()
+            .contains(&Permission::SettingsWrite)
+        {
+            return Err(bad(format!(
+                "{e} is not an organization administrator (settings.write)"
+            )));
+        }
+        if !out.contains(&user.email) {
+            out.push(user.email);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn get(svc: &Services, who: &Principal) -> DomainResult<SettingsDto> {
@@ -64,7 +138,31 @@ pub async fn update(
     if let Some(v) = req.mfa_policy {
         s.mfa_policy = v;
     }
+    if let Some(v) = req.local_sign_in {
+        s.local_sign_in = v;
+    }
+    if let Some(v) = req.break_glass_users {
+        let unchanged = v.len() == s.break_glass_users.len()
+            && v.iter()
+                .zip(&s.break_glass_users)
+                .all(|(a, b)| a.trim().eq_ignore_ascii_case(b));
+        if !unchanged {
+            s.break_glass_users = check_break_glass(svc, &v).await?;
+        }
+    }
+    if let Some(v) = req.step_up_max_age_minutes {
+        s.step_up_max_age_minutes = v;
+    }
     s.validate()?;
+    // No lockout: local passwords go off only while someone can sign in with a provider.
+    if s.local_sign_in == LOCAL_SIGN_IN_BREAK_GLASS_ONLY
+        && !enabled_provider_exists(&svc.db, None).await?
+    {
+        return Err(DomainError::invalid(
+            "local_sign_in",
+            "add and enable an identity provider before turning local passwords off",
+        ));
+    }
     let tx = crate::audit::begin_change(&svc.db).await?;
     let org = match req.organization_name {
         Some(n) => {

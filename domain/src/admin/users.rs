@@ -190,6 +190,7 @@ pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainRe
         user: to_dto(&u, gnames),
         bindings: rows.iter().map(|b| names.dto(b)).collect(),
         access,
+        mfa_enabled: crate::mfa::is_enabled(&svc.db, uid).await?,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct Model {
     pub auto_provision: bool,
     pub link_existing_users: bool,
     pub enabled: bool,
+    /// An `amr` claim naming a second factor counts as Warden's second factor.
+    pub trust_provider_mfa: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -12,6 +12,12 @@ pub struct Model {
     pub lockout_minutes: i32,
     /// `nobody`, `admins` or `everyone`: who must sign in with a second factor.
     pub mfa_policy: String,
+    /// `everyone` or `break_glass_only`: who may sign in with a local password.
+    pub local_sign_in: String,
+    /// JSON array of emails that keep their local password when it is `break_glass_only`.
+    pub break_glass_users: String,
+    /// How old a second factor may be before a step-up asks for a fresh one.
+    pub step_up_max_age_minutes: i32,
     pub updated_at: i64,
 }
 

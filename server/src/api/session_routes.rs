@@ -47,6 +47,11 @@ pub async fn login(
             "mfa_required",
             "enter the code of your authenticator app: POST /api/v1/auth/mfa {\"code\"}",
         )),
+        Err(SignInError::LocalSignInDisabled) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            authn::LOCAL_SIGN_IN_DISABLED,
+            "local passwords are turned off for this account: sign in with your identity provider (GET /api/v1/auth/providers)",
+        )),
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
 }

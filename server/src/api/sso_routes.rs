@@ -105,7 +105,8 @@ pub async fn finish_oidc_sign_in(
         .unwrap_or_default();
     let meta = app::ssr::request_meta_from_parts(&parts);
     match sso::finish_sign_in(&s.services, &session, &name, params, meta).await {
-        Ok(_) => Redirect::to("/").into_response(),
+        Ok(sso::SsoSignIn::SignedIn(_)) => Redirect::to("/").into_response(),
+        Ok(sso::SsoSignIn::MfaRequired) => Redirect::to("/login/mfa").into_response(),
         Err(f) => back_to_sign_in(f),
     }
 }

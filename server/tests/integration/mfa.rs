@@ -13,13 +13,13 @@ fn now_secs(app: &TestApp) -> u64 {
     (app.services().clock.now().millis() / 1000) as u64
 }
 
-fn code(app: &TestApp, secret: &str, offset_steps: i64) -> String {
+pub(crate) fn code(app: &TestApp, secret: &str, offset_steps: i64) -> String {
     let at = now_secs(app) as i64 + offset_steps * 30;
     warden_domain::mfa::code_at(secret, at as u64).expect("a code")
 }
 
 /// Enrol `c`'s user; returns the secret and the recovery codes.
-async fn enrol(app: &TestApp, c: &Client) -> (String, Vec<String>) {
+pub(crate) async fn enrol(app: &TestApp, c: &Client) -> (String, Vec<String>) {
     let e = c
         .post("/api/v1/me/mfa/totp", json!({}))
         .await
@@ -381,4 +381,63 @@ async fn a_kubeconfig_or_terminal_for_a_role_that_writes_asks_for_a_fresh_second
     }
     let r = c.get("/api/v1/kubeconfig").await;
     assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+}
+
+#[tokio::test]
+async fn the_step_up_age_is_an_organization_setting() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let s = admin
+        .get("/api/v1/settings")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["step_up_max_age_minutes"], 60);
+    for bad in [0, 1441] {
+        let r = admin
+            .patch("/api/v1/settings", json!({"step_up_max_age_minutes": bad}))
+            .await
+            .assert_status(422);
+        assert!(
+            r.json()["error"]["fields"]["step_up_max_age_minutes"].is_string(),
+            "{}",
+            r.body
+        );
+    }
+    let s = admin
+        .patch("/api/v1/settings", json!({"step_up_max_age_minutes": 5}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["step_up_max_age_minutes"], 5);
+    audit(&admin, "action=settings.update", 1).await;
+
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+    let (secret, _) = enrol(&app, &mia).await;
+    app.clock.advance_secs(30);
+    let c = password_step(&app).await;
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200);
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+    // Four minutes later: still fresh.
+    app.clock.advance_secs(240);
+    let r = c.get("/api/v1/kubeconfig").await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+    // Past five minutes: asked again, though the hour of the default is far.
+    app.clock.advance_secs(61);
+    let r = c.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+    assert_eq!(terminal_refusal(&app, &c).await, "step_up_required");
 }

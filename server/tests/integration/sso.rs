@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use warden_server::testing::{Client, Resp, TestApp};
+use warden_server::testing::{Client, Resp, TestApp, ADMIN_EMAIL, USER_PASSWORD};
 
 const PROVIDER: &str = "test";
+/// The first admin's password after `with_admin` changed it.
+const ADMIN_NEW_PASSWORD: &str = "the admin's new password";
 const SECRET_MARKER: &str = "a-master-key-for-the-sso-tests";
 
 /// The test provider: a node process, ended when the value is dropped.
@@ -80,6 +82,18 @@ impl OidcProvider {
             .http
             .put(format!("{}/__admin/users/{login}", self.url))
             .json(&json!({"email": email, "name": login, "groups": groups}))
+            .send()
+            .await
+            .expect("set user");
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
+    /// A user whose sign-in at the provider says it used `amr` (RFC 8176) methods.
+    async fn set_user_amr(&self, login: &str, email: &str, amr: &[&str]) {
+        let r = self
+            .http
+            .put(format!("{}/__admin/users/{login}", self.url))
+            .json(&json!({"email": email, "name": login, "groups": [], "amr": amr}))
             .send()
             .await
             .expect("set user");
@@ -803,4 +817,201 @@ async fn identity_providers_are_for_organization_admins_and_their_secret_is_writ
         .assert_status(200)
         .json();
     assert_eq!(list, json!([]));
+}
+
+#[tokio::test]
+async fn local_passwords_can_be_limited_to_break_glass_administrators() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let _bob = app.user_client(&admin, "bob@example.com").await;
+    let restrict = json!({"local_sign_in": "break_glass_only", "break_glass_users": [ADMIN_EMAIL]});
+
+    // Never a lockout: not without an enabled identity provider.
+    let r = admin
+        .patch("/api/v1/settings", restrict.clone())
+        .await
+        .assert_status(422);
+    assert!(
+        r.json()["error"]["fields"]["local_sign_in"].is_string(),
+        "{}",
+        r.body
+    );
+    add_provider(&app, &admin, &op, json!({})).await;
+    // Break-glass accounts are organization administrators with a local password.
+    let r = admin
+        .patch(
+            "/api/v1/settings",
+            json!({"local_sign_in": "break_glass_only", "break_glass_users": ["bob@example.com"]}),
+        )
+        .await
+        .assert_status(422);
+    assert!(
+        r.json()["error"]["fields"]["break_glass_users"].is_string(),
+        "{}",
+        r.body
+    );
+    admin
+        .patch(
+            "/api/v1/settings",
+            json!({"local_sign_in": "break_glass_only", "break_glass_users": []}),
+        )
+        .await
+        .assert_status(422);
+    let s = admin
+        .patch("/api/v1/settings", restrict)
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["local_sign_in"], "break_glass_only");
+    assert_eq!(s["break_glass_users"], json!([ADMIN_EMAIL]));
+
+    // A normal user's password is refused, with a clear code (a wrong one stays invalid).
+    let r = app
+        .client()
+        .login("bob@example.com", USER_PASSWORD)
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "local_sign_in_disabled");
+    let r = app
+        .client()
+        .login("bob@example.com", "not bob's password")
+        .await
+        .assert_status(401);
+    assert_eq!(r.error_code(), "invalid_credentials");
+    // The break-glass administrator's works.
+    let glass = app.client();
+    glass
+        .login(ADMIN_EMAIL, ADMIN_NEW_PASSWORD)
+        .await
+        .assert_status(200);
+    glass.get("/api/v1/me").await.assert_status(200);
+    // Single sign-on still works, for bob too.
+    op.set_user("bob", "bob@example.com", &[]).await;
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"link_existing_users": true}),
+        )
+        .await
+        .assert_status(200);
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "bob").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    c.get("/api/v1/me").await.assert_status(200);
+
+    // The last enabled provider can be neither disabled nor removed while it holds.
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"enabled": false}),
+        )
+        .await
+        .assert_status(409);
+    admin
+        .delete(&format!("/api/v1/identity-providers/{PROVIDER}"))
+        .await
+        .assert_status(409);
+
+    let ev = audit(&admin, "action=sign_in&outcome=denied", 1).await;
+    let refusal = ev
+        .iter()
+        .find(|e| e["details"]["failure"] == "local_sign_in_disabled")
+        .unwrap_or_else(|| panic!("no local_sign_in_disabled refusal in {ev:?}"));
+    assert_eq!(refusal["actor"], "bob@example.com", "{refusal}");
+    audit(&admin, "action=settings.update", 1).await;
+
+    // Back to everyone: bob's password works again.
+    admin
+        .patch("/api/v1/settings", json!({"local_sign_in": "everyone"}))
+        .await
+        .assert_status(200);
+    app.client()
+        .login("bob@example.com", USER_PASSWORD)
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn a_provider_trusted_for_mfa_vouches_for_the_second_factor_and_otherwise_warden_asks_its_own(
+) {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    add_provider(&app, &admin, &op, json!({})).await;
+    let p = admin
+        .get(&format!("/api/v1/identity-providers/{PROVIDER}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(p["trust_provider_mfa"], false, "off by default");
+
+    // Sam enrols Warden's authenticator after a first single sign-on.
+    op.set_user_amr("sam", "sam@example.com", &["pwd", "otp"])
+        .await;
+    let sam = app.client();
+    let r = sso_sign_in(&app, &sam, &op, "sam").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let (secret, _) = crate::mfa::enrol(&app, &sam).await;
+
+    // Untrusted provider: its `amr` does not count, Warden asks its own code.
+    app.clock.advance_secs(30);
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "sam").await;
+    assert_eq!(location(&r), "/login/mfa", "{}", r.body);
+    c.get("/api/v1/me").await.assert_status(401);
+    c.post(
+        "/api/v1/auth/mfa",
+        json!({"code": crate::mfa::code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(200);
+    c.get("/api/v1/me").await.assert_status(200);
+
+    // Trusted, and the provider says a second factor was used: signed in at once.
+    let p = admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"trust_provider_mfa": true}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(p["trust_provider_mfa"], true);
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "sam").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    c.get("/api/v1/me").await.assert_status(200);
+    // Trusted, but a password alone: Warden's code again.
+    op.set_user_amr("sam", "sam@example.com", &["pwd"]).await;
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "sam").await;
+    assert_eq!(location(&r), "/login/mfa", "{}", r.body);
+
+    let ev = audit(&admin, "action=sign_in.oidc", 2).await;
+    assert!(ev.iter().all(|e| e["details"]["second_factor_due"] == true));
+    let ev = audit(&admin, "action=sign_in&outcome=allowed", 1).await;
+    assert!(
+        ev.iter().any(|e| e["details"]["provider_mfa"] == true
+            && e["details"]["amr"] == json!(["pwd", "otp"])),
+        "{ev:?}"
+    );
+
+    // The MFA policy covers single sign-on users too: one the provider vouched for owes nothing,
+    // one it did not must enrol in Warden. (The administrator enrols first.)
+    crate::mfa::enrol(&app, &admin).await;
+    admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
+        .await
+        .assert_status(200);
+    op.set_user_amr("tom", "tom@example.com", &["pwd", "hwk"])
+        .await;
+    let tom = app.client();
+    let r = sso_sign_in(&app, &tom, &op, "tom").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    tom.get("/api/v1/projects").await.assert_status(200);
+    op.set_user_amr("uma", "uma@example.com", &["pwd"]).await;
+    let uma = app.client();
+    let r = sso_sign_in(&app, &uma, &op, "uma").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let r = uma.get("/api/v1/projects").await.assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
 }
