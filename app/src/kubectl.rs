@@ -572,6 +572,9 @@ fn KubectlSettingsForm(
                 value=disable_cli inherited=above.disable_cli disabled=ro/>
             <FlagField state name="secrets_org_admins_only" label="Only organization admins may read secrets"
                 value=secrets_org_admins_only inherited=above.secrets_org_admins_only disabled=ro/>
+            <p class="hint" data-testid="secrets-setting-limits">
+                "This refuses requests for Secret objects through Warden. It does not stop someone who may create pods or exec into them from reading a secret another way: mounting it into a pod, or printing the environment of a container that has it. Keep pod write and exec for people trusted with the namespace's secrets."
+            </p>
             <WholeField state name="terminal_idle_minutes" label="End a web terminal after this long without input"
                 value=terminal_idle_secs.map(|s| s / 60) inherited=above.terminal_idle_secs / 60
                 unit="Minutes" max=1440 disabled=ro/>

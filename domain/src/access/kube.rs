@@ -341,6 +341,9 @@ pub struct KubeDenied {
     pub project: String,
     /// The user holds no kubectl right on the cluster any more: their identity there goes.
     pub lost_cluster: bool,
+    /// A namespace no grant reaches, and the built-in role that would allow the request: what
+    /// a pre-filled access request asks for.
+    pub could_request: Option<(String, &'static str)>,
 }
 
 /// A refusal the cluster made (its RBAC said no to what the gate let through, e.g. a
@@ -398,6 +401,7 @@ pub fn decide_kube(
         reason: None,
         project: project.clone(),
         lost_cluster: false,
+        could_request: None,
     };
     if !access.usable() {
         // A grant that just expired says so (a binding is kept a day after its expiry).
@@ -449,8 +453,14 @@ pub fn decide_kube(
     if let (true, Some(ns), KubeLevel::None) =
         (intent.resource_request, intent.namespace.as_deref(), level)
     {
+        let role = if intent.writes() || intent.connect {
+            "NAMESPACE_ADMIN"
+        } else {
+            "NAMESPACE_READ_ONLY"
+        };
         return Err(KubeDenied {
             reason: Some(format!("no kubectl grant reaches namespace {ns}")),
+            could_request: Some((ns.to_owned(), role)),
             ..deny(format!(
                 "{email} cannot {} in namespace {ns} of cluster {}: Warden grants you {}. Ask a project administrator of {project} for more",
                 intent.in_words(),

@@ -796,13 +796,17 @@ pub(crate) async fn authorize(
     // request (issue 17).
     let base = gw.services.public_url.trim_end_matches('/');
     let access = decision.map_err(|d| {
-        let message = if d.lost_cluster {
-            format!(
+        let message = match (&d.could_request, d.lost_cluster) {
+            (_, true) => format!(
                 "{}; request access at {base}/access?project={}&cluster={}",
                 d.message, cluster.owner, cluster.name
-            )
-        } else {
-            d.message
+            ),
+            // A namespace no grant reaches: a request for it, pre-filled.
+            (Some((ns, role)), false) => format!(
+                "{} (or request it: {base}/access?project={}&cluster={}&namespaces={ns}&role={role})",
+                d.message, d.project, cluster.name
+            ),
+            (None, false) => d.message,
         };
         Refusal {
             project: Some(d.project),

@@ -339,6 +339,22 @@ async fn seed_article_scenario() {
         "{}",
         out.stderr
     );
+    // The way out: a pre-filled access request (the role that would allow it).
+    assert!(
+        out.stderr.contains(&format!(
+            "/access?project=dev&cluster={PROD}&namespaces=default&role=NAMESPACE_READ_ONLY"
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = sk.run(&["create", "configmap", "x", "-n", "default"]).await;
+    forbidden(&out);
+    assert!(
+        out.stderr
+            .contains("namespaces=default&role=NAMESPACE_ADMIN"),
+        "{}",
+        out.stderr
+    );
     forbidden(&sk.run(&["get", "pods", "-n", "banana"]).await);
     // Her service account and its one RoleBinding, labelled for Warden.
     let sa = w
