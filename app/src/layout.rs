@@ -10,6 +10,11 @@ use crate::error::AppError;
 /// The signed-in user, for pages inside the console shell.
 pub type MeResource = Resource<Result<Option<Me>, AppError>>;
 
+/// Without JavaScript the menu button cannot open the navigation: show the links instead.
+/// (Not a literal in the view: the macro would write a literal `inner_html` as an attribute.)
+const NO_SCRIPT_NAV: &str =
+    "<style>.topbar .nav-toggle { display: none } .topbar .mainnav { display: flex; flex-direction: row }</style>";
+
 #[component]
 pub fn ConsoleLayout() -> impl IntoView {
     let me: MeResource = Resource::new(|| (), |_| get_me());
@@ -37,7 +42,7 @@ pub fn ConsoleLayout() -> impl IntoView {
             </button>
             // As markup, not elements: a browser running scripts keeps a `noscript`'s inner
             // HTML as text, also when the router renders this shell after a navigation.
-            <noscript inner_html="<style>.topbar .nav-toggle { display: none } .topbar .mainnav { display: flex; flex-direction: row }</style>"></noscript>
+            <noscript inner_html=NO_SCRIPT_NAV></noscript>
             // A click on a link (or anywhere in the open menu) folds it again; so does Escape.
             <nav
                 id="main-nav"

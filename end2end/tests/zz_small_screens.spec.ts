@@ -83,6 +83,28 @@ test.describe.serial("small screens (390 × 844)", () => {
     noErrors();
   });
 
+  test("without JavaScript the navigation's links show instead of the menu button", async ({ page, browser }) => {
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    const context = await browser.newContext({
+      viewport: { width: 390, height: 844 },
+      javaScriptEnabled: false,
+      storageState: await page.context().storageState(),
+    });
+    const noScript = await context.newPage();
+    // Pages with data are sent whole (their data loaded on the server).
+    await noScript.goto("/users");
+    await expect(noScript.getByTestId("users")).toBeVisible();
+    await expect(find.menuButton(noScript)).toBeHidden();
+    const groups = find.mainNav(noScript).getByRole("link", { name: "Groups", exact: true });
+    await expect(groups).toBeVisible();
+    await checks.fitsWidth(noScript, "/users without JavaScript");
+    await groups.click();
+    await expect(noScript).toHaveURL(/\/groups$/);
+    await expect(noScript.getByTestId("groups")).toBeVisible();
+    await context.close();
+  });
+
   test("every main page fits the width of a phone", async ({ page }) => {
     test.setTimeout(180_000);
     const noErrors = check.noConsoleErrors(page);
