@@ -251,6 +251,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                         match approvals.await {
                             Ok(list) if list.is_empty() => view! { <p class="empty" data-testid="no-approvals">"Nothing waits for your decision."</p> }.into_any(),
                             Ok(list) => view! {
+                                <div class="table-scroll">
                                 <table class="table" data-testid="approvals">
                                     <thead><tr>
                                         <th scope="col">"Who"</th><th scope="col">"Role"</th><th scope="col">"Where"</th>
@@ -307,6 +308,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                         }).collect_view()}
                                     </tbody>
                                 </table>
+                                </div>
                             }.into_any(),
                             Err(e) => view! { <LoadError err=e/> }.into_any(),
                         }
@@ -319,6 +321,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                         match mine.await {
                             Ok(list) if list.is_empty() => view! { <p class="empty">"You have not asked for access yet."</p> }.into_any(),
                             Ok(list) => view! {
+                                <div class="table-scroll">
                                 <table class="table" data-testid="my-requests">
                                     <thead><tr>
                                         <th scope="col">"Role"</th><th scope="col">"Where"</th><th scope="col">"For"</th>
@@ -344,6 +347,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                         }).collect_view()}
                                     </tbody>
                                 </table>
+                                </div>
                             }.into_any(),
                             Err(e) => view! { <LoadError err=e/> }.into_any(),
                         }

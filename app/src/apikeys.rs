@@ -102,6 +102,7 @@ pub fn ApiKeysPage() -> impl IntoView {
                                             </ActionForm>
                                         </ConfirmPanel>
                                     })}
+                                    <div class="table-scroll">
                                     <table class="table" data-testid="api-keys">
                                         <thead><tr>
                                             <th scope="col">"Name"</th><th scope="col">"Key starts with"</th><th scope="col">"Created"</th>
@@ -128,6 +129,7 @@ pub fn ApiKeysPage() -> impl IntoView {
                                             }).collect_view()}
                                         </tbody>
                                     </table>
+                                    </div>
                                 }.into_any()
                             }
                             Err(e) => view! { <LoadError err=e/> }.into_any(),

@@ -300,6 +300,7 @@ fn place(e: &AuditEventDto) -> String {
 #[component]
 fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
     view! {
+        <div class="table-scroll">
         <table class="table" data-testid="audit-events">
             <thead><tr>
                 <th scope="col">"Time (UTC)"</th><th scope="col">"Who"</th><th scope="col">"What"</th>
@@ -353,5 +354,6 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                 }).collect_view()}
             </tbody>
         </table>
+        </div>
     }
 }

@@ -185,6 +185,7 @@ pub fn BindingsTable(
     testid: &'static str,
 ) -> impl IntoView {
     view! {
+        <div class="table-scroll">
         <table class="table" data-testid=testid>
             <thead>
                 <tr>
@@ -240,6 +241,7 @@ pub fn BindingsTable(
                 }).collect_view()}
             </tbody>
         </table>
+        </div>
     }
 }
 

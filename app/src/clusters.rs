@@ -333,6 +333,7 @@ fn ClustersTable(
     terminals: Vec<String>,
 ) -> impl IntoView {
     view! {
+        <div class="table-scroll">
         <table class="table" data-testid="clusters">
             <thead><tr>
                 <th scope="col">"Name"</th><th scope="col">"Status"</th><th scope="col">"Project"</th>
@@ -369,6 +370,7 @@ fn ClustersTable(
                 }).collect_view()}
             </tbody>
         </table>
+        </div>
     }
 }
 
@@ -627,6 +629,7 @@ pub fn ClusterPage() -> impl IntoView {
                     match events.await {
                         Ok(list) if list.is_empty() => view! { <p class="empty">"No events you may see."</p> }.into_any(),
                         Ok(list) => view! {
+                            <div class="table-scroll">
                             <table class="table" data-testid="cluster-events">
                                 <thead><tr><th scope="col">"Time"</th><th scope="col">"Who"</th><th scope="col">"Action"</th><th scope="col">"Outcome"</th><th scope="col">"Reason"</th></tr></thead>
                                 <tbody>
@@ -641,6 +644,7 @@ pub fn ClusterPage() -> impl IntoView {
                                     }).collect_view()}
                                 </tbody>
                             </table>
+                            </div>
                         }.into_any(),
                         Err(e) => view! { <LoadError err=e/> }.into_any(),
                     }
@@ -683,6 +687,7 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                     view! { <p class="empty">"Not reported yet."</p> }.into_any()
                 } else {
                     view! {
+                        <div class="table-scroll">
                         <table class="table" data-testid="cluster-nodes">
                             <thead><tr><th scope="col">"Name"</th><th scope="col">"Ready"</th><th scope="col">"Kubelet"</th></tr></thead>
                             <tbody>
@@ -691,6 +696,7 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                                 }).collect_view()}
                             </tbody>
                         </table>
+                        </div>
                     }.into_any()
                 }}
             </section>
@@ -709,6 +715,7 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                 view! { <p class="empty">"No changes yet: the agent has not connected."</p> }.into_any()
             } else {
                 view! {
+                    <div class="table-scroll">
                     <table class="table" data-testid="cluster-history">
                         <thead><tr><th scope="col">"Time"</th><th scope="col">"Status"</th><th scope="col">"Why"</th></tr></thead>
                         <tbody>
@@ -717,6 +724,7 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                             }).collect_view()}
                         </tbody>
                     </table>
+                    </div>
                 }.into_any()
             }}
         </section>
@@ -782,7 +790,7 @@ fn ManageCluster(
             <p>"To install the agent again (a new cluster-side Secret, a lost credential), get a fresh manifest: "
                 <a href=connect_href data-testid="reconnect">"Connect the agent"</a></p>
             <p>"To remove the agent and everything it created from the cluster:"</p>
-            <pre class="mono">{cleanup}</pre>
+            <crate::ui::CommandBox command=cleanup testid="cleanup-command"/>
         </section>
         <section class="card danger-zone" aria-labelledby="delete-title">
             <h2 id="delete-title">"Delete cluster"</h2>

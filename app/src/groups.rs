@@ -114,6 +114,7 @@ pub fn GroupsPage() -> impl IntoView {
                             <section class="card grow" aria-labelledby="groups-title">
                                 <h2 id="groups-title">"All groups"</h2>
                                 <p class="muted">"Bind roles to groups rather than to people: adding someone to a group then gives them its access."</p>
+                                <div class="table-scroll">
                                 <table class="table" data-testid="groups">
                                     <thead><tr><th scope="col">"Name"</th><th scope="col">"Description"</th><th scope="col">"Members"</th></tr></thead>
                                     <tbody>
@@ -129,6 +130,7 @@ pub fn GroupsPage() -> impl IntoView {
                                         }).collect_view()}
                                     </tbody>
                                 </table>
+                                </div>
                             </section>
                             <Transition fallback=|| ()>
                                 {move || Suspend::new(async move {
@@ -257,6 +259,7 @@ fn GroupView(
                         view! { <p class="empty">"No members yet. Add people by email below; they get the group's access at once."</p> }.into_any()
                     } else {
                         view! {
+                            <div class="table-scroll">
                             <table class="table" data-testid="group-members">
                                 <thead><tr><th scope="col">"Email"</th><th scope="col">"Name"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th></tr></thead>
                                 <tbody>
@@ -279,6 +282,7 @@ fn GroupView(
                                     }).collect_view()}
                                 </tbody>
                             </table>
+                            </div>
                         }.into_any()
                     })
                 })}

@@ -321,6 +321,7 @@ fn MyTools(
                 view! { <p class="empty" data-testid="no-kube-clusters">"No cluster is open to you through kubectl. A project administrator grants access with a role binding on a project that owns or shares a cluster, or "<a href="/access" data-testid="request-access-link">"request access"</a>" for as long as you need it."</p> }.into_any()
             } else {
                 view! {
+                    <div class="table-scroll">
                     <table class="table" data-testid="my-clusters">
                         <thead><tr>
                             <th scope="col">"Cluster"</th><th scope="col">"Project"</th><th scope="col">"Status"</th>
@@ -346,8 +347,9 @@ fn MyTools(
                             }).collect_view()}
                         </tbody>
                     </table>
+                    </div>
                     <p>"Then:"</p>
-                    <pre class="mono">{format!("export KUBECONFIG=~/Downloads/warden.kubeconfig\nkubectl config get-contexts\nkubectl --context warden-{} get pods -n <namespace>", mine.clusters[0].name)}</pre>
+                    <crate::ui::CommandBox command=format!("export KUBECONFIG=~/Downloads/warden.kubeconfig\nkubectl config get-contexts\nkubectl --context warden-{} get pods -n <namespace>", mine.clusters[0].name)/>
                 }.into_any()
             }}
         </section>

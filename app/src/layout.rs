@@ -10,6 +10,11 @@ use crate::error::AppError;
 /// The signed-in user, for pages inside the console shell.
 pub type MeResource = Resource<Result<Option<Me>, AppError>>;
 
+/// Without JavaScript the menu button cannot open the navigation: show the links instead.
+/// (Not a literal in the view: the macro would write a literal `inner_html` as an attribute.)
+const NO_SCRIPT_NAV: &str =
+    "<style>.topbar .nav-toggle { display: none } .topbar .mainnav { display: flex; flex-direction: row }</style>";
+
 #[component]
 pub fn ConsoleLayout() -> impl IntoView {
     let me: MeResource = Resource::new(|| (), |_| get_me());
@@ -18,11 +23,39 @@ pub fn ConsoleLayout() -> impl IntoView {
     // resolve the two in the same order).
     let inbox = Resource::new(|| (), |_| crate::access_requests::get_access_inbox());
     crate::terminal::provide_drawer();
+    // On a small screen the navigation folds behind a menu button. Without JavaScript the
+    // button cannot work, so the `noscript` rules hide it and show the links, wrapped.
+    let (nav_open, set_nav_open) = signal(false);
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="topbar">
             <a class="brand" href="/">"Warden"</a>
-            <nav class="mainnav" aria-label="Main">
+            <button
+                type="button"
+                class="btn btn-ghost nav-toggle"
+                data-testid="nav-toggle"
+                aria-expanded=move || nav_open.get().to_string()
+                aria-controls="main-nav"
+                on:click=move |_| set_nav_open.update(|o| *o = !*o)
+            >
+                <span aria-hidden="true">"☰ "</span>"Menu"
+            </button>
+            // As markup, not elements: a browser running scripts keeps a `noscript`'s inner
+            // HTML as text, also when the router renders this shell after a navigation.
+            <noscript inner_html=NO_SCRIPT_NAV></noscript>
+            // A click on a link (or anywhere in the open menu) folds it again; so does Escape.
+            <nav
+                id="main-nav"
+                class="mainnav"
+                class:open=move || nav_open.get()
+                aria-label="Main"
+                on:click=move |_| set_nav_open.set(false)
+                on:keydown=move |ev| {
+                    if ev.key() == "Escape" {
+                        set_nav_open.set(false);
+                    }
+                }
+            >
                 <A href="/" exact=true>"Overview"</A>
                 <Suspense fallback=|| ()>
                     {move || me.get().and_then(|r| r.ok()).flatten().map(|m| view! { <NavLinks me=m/> })}

@@ -197,6 +197,7 @@ fn PodTable(list: PodListDto) -> impl IntoView {
         {(!can_exec).then(|| view! {
             <p class="muted" data-testid="pods-readonly">{format!("Your access to namespace {namespace} is read-only: read-only access never allows exec.")}</p>
         })}
+        <div class="table-scroll">
         <table class="table pods" data-testid="pods">
             <thead><tr>
                 <th scope="col">"Pod"</th><th scope="col">"Status"</th><th scope="col">"Ready"</th>
@@ -221,6 +222,7 @@ fn PodTable(list: PodListDto) -> impl IntoView {
                 }).collect_view()}
             </tbody>
         </table>
+        </div>
     }
 }
 

@@ -151,6 +151,7 @@ pub fn RolesPage() -> impl IntoView {
                     Ok(list) => {
                         let custom = list.iter().filter(|r| !r.builtin).count();
                         view! {
+                            <div class="table-scroll">
                             <table class="table" data-testid="roles">
                                 <thead><tr><th scope="col">"Name"</th><th scope="col">"Scope"</th><th scope="col">"Description"</th><th scope="col">"Permissions"</th></tr></thead>
                                 <tbody>
@@ -167,6 +168,7 @@ pub fn RolesPage() -> impl IntoView {
                                     }).collect_view()}
                                 </tbody>
                             </table>
+                            </div>
                             {(custom == 0).then(|| view! {
                                 <p class="empty">"No custom roles yet. When no built-in role fits, create one with exactly the permissions needed."</p>
                             })}

@@ -103,6 +103,7 @@ pub fn SessionsPage() -> impl IntoView {
                                     </ConfirmPanel>
                                 })}
                                 <p class="muted">{if all { "Everyone's sessions." } else { "Your sessions." }}</p>
+                                <div class="table-scroll">
                                 <table class="table" data-testid="streams">
                                     <thead><tr>
                                         <th scope="col">"What"</th><th scope="col">"Who"</th><th scope="col">"Cluster"</th>
@@ -129,6 +130,7 @@ pub fn SessionsPage() -> impl IntoView {
                                         }).collect_view()}
                                     </tbody>
                                 </table>
+                                </div>
                             }.into_any()
                         }
                         Err(e) => view! { <LoadError err=e/> }.into_any(),
@@ -176,6 +178,7 @@ pub fn MyTerminalsCard() -> impl IntoView {
                                         </tr>
                                     }).collect_view();
                             view! {
+                            <div class="table-scroll">
                             <table class="table">
                                 <thead><tr>
                                     <th scope="col">"Cluster"</th><th scope="col">"Namespace"</th><th scope="col">"Target"</th>
@@ -185,6 +188,7 @@ pub fn MyTerminalsCard() -> impl IntoView {
                                     {rows}
                                 </tbody>
                             </table>
+                            </div>
                             }.into_any()
                         }
                         Err(e) => view! { <LoadError err=e/> }.into_any(),

@@ -452,17 +452,6 @@ pub fn OneTimeSecret(
     #[prop(into)] note: String,
     testid: &'static str,
 ) -> impl IntoView {
-    let (copied, set_copied) = signal(false);
-    let copy_value = value.clone();
-    let copy = move |_| {
-        #[cfg(feature = "hydrate")]
-        {
-            let _ = window().navigator().clipboard().write_text(&copy_value);
-        }
-        #[cfg(not(feature = "hydrate"))]
-        let _ = &copy_value;
-        set_copied.set(true);
-    };
     let input_id = format!("{testid}-value");
     view! {
         <section class="secret" role="status" aria-labelledby=format!("{testid}-title") data-testid=testid>
@@ -470,10 +459,44 @@ pub fn OneTimeSecret(
             <p>{note}</p>
             <div class="secret-row">
                 <label class="visually-hidden" for=input_id.clone()>"Secret"</label>
-                <input id=input_id class="mono" type="text" readonly value=value/>
-                <button type="button" class="btn" on:click=copy>{move || if copied.get() { "Copied" } else { "Copy" }}</button>
+                <input id=input_id class="mono" type="text" readonly value=value.clone()/>
+                <CopyButton value/>
             </div>
         </section>
+    }
+}
+
+/// A button that copies `value` to the clipboard (after hydration; it needs JavaScript).
+#[component]
+pub fn CopyButton(
+    #[prop(into)] value: String,
+    #[prop(optional)] testid: Option<&'static str>,
+) -> impl IntoView {
+    let (copied, set_copied) = signal(false);
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let _ = window().navigator().clipboard().write_text(&value);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = &value;
+        set_copied.set(true);
+    };
+    view! { <button type="button" class="btn" data-testid=testid on:click=copy>{move || if copied.get() { "Copied" } else { "Copy" }}</button> }
+}
+
+/// A command (or a few lines of them) to copy into a shell: a code box that scrolls sideways
+/// instead of widening the page, with a copy button.
+#[component]
+pub fn CommandBox(
+    #[prop(into)] command: String,
+    #[prop(optional)] testid: Option<&'static str>,
+) -> impl IntoView {
+    view! {
+        <div class="codebox">
+            <pre class="mono" data-testid=testid tabindex="0">{command.clone()}</pre>
+            <CopyButton value=command/>
+        </div>
     }
 }
 

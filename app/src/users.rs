@@ -302,6 +302,7 @@ pub fn UsersPage() -> impl IntoView {
                         }
                     } else {
                         view! {
+                            <div class="table-scroll">
                             <table class="table" data-testid="users">
                                 <thead><tr>
                                     <th scope="col">"Email"</th><th scope="col">"Name"</th><th scope="col">"Status"</th>
@@ -319,6 +320,7 @@ pub fn UsersPage() -> impl IntoView {
                                     }).collect_view()}
                                 </tbody>
                             </table>
+                            </div>
                         }.into_any()
                     }}
                     <nav class="pager" aria-label="Pages">
@@ -563,6 +565,7 @@ fn UserView(
                 view! { <p class="empty">"This user can do nothing yet (or is deactivated)."</p> }.into_any()
             } else {
                 view! {
+                    <div class="table-scroll">
                     <table class="table" data-testid="user-access">
                         <thead><tr><th scope="col">"Role"</th><th scope="col">"Where"</th><th scope="col">"Namespaces"</th><th scope="col">"Via"</th><th scope="col">"Permissions"</th></tr></thead>
                         <tbody>
@@ -579,6 +582,7 @@ fn UserView(
                             }).collect_view()}
                         </tbody>
                     </table>
+                    </div>
                 }.into_any()
             }}
             <WhyChecker user=detail.user.id.clone()/>
