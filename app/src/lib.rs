@@ -98,7 +98,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/change-password") view=auth::ChangePasswordPage/>
                 <Route path=path!("/set-password") view=auth::SetPasswordPage/>
                 <ParentRoute path=path!("") view=layout::ConsoleLayout>
-                    <Route path=path!("") view=home::HomePage ssr=SsrMode::Async/>
+                    <Route path=path!("") view=home::HomePage/>
                     <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::Async/>
                     <Route path=path!("/clusters") view=clusters::ClustersPage/>
                     <Route path=path!("/clusters/new") view=clusters::ImportClusterPage/>
