@@ -9,7 +9,9 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use warden_domain::dto::{AuditEventDto, ClusterBootstrap, ClusterDetail, ClusterDto, Me};
+use warden_domain::dto::{
+    AuditEventDto, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, Me,
+};
 
 use crate::error::AppError;
 use crate::layout::MeResource;
@@ -102,10 +104,36 @@ pub async fn import_cluster(
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let r = async {
-        let labels = parse_labels(&labels).map_err(|m| AppError::Invalid {
-            fields: BTreeMap::from([("labels".to_owned(), m)]),
-        })?;
         let opt = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let labels = match parse_labels(&labels) {
+            Ok(l) => l,
+            Err(m) => {
+                // Every error of the form at once: the labels' and the other fields'.
+                use warden_domain::admin::clusters as c;
+                let mut fields = BTreeMap::from([("labels".to_owned(), m)]);
+                if let Err(e) = warden_domain::types::DnsLabel::parse(name.trim()) {
+                    fields.insert("name".into(), e.0);
+                }
+                let proxy = ProxySettings {
+                    https_proxy: opt(https_proxy.clone()),
+                    http_proxy: opt(http_proxy.clone()),
+                    no_proxy: opt(no_proxy.clone()),
+                    ca_pem: opt(proxy_ca.clone()),
+                };
+                for e in [
+                    c::check_description(&description).err(),
+                    c::check_proxy(&proxy).err(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    if let warden_domain::error::DomainError::Invalid { fields: f } = e {
+                        fields.extend(f);
+                    }
+                }
+                return Err(AppError::Invalid { fields });
+            }
+        };
         let req = CreateClusterRequest {
             name: name.trim().to_owned(),
             project,
@@ -131,7 +159,17 @@ pub async fn import_cluster(
     crate::ssr::finish(r, then)
 }
 
-/// Step 2 of the wizard: a fresh one-time manifest URL and the manifest.
+/// Step 2 of the wizard: the cluster's one pending manifest (the same link again while it is
+/// live; a new one only when none is pending), and what the wizard must say about this
+/// installation.
+#[server(prefix = "/sfn", endpoint = "connect_cluster")]
+pub async fn connect_cluster(name: String) -> Result<ClusterConnect, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::clusters::connect(&svc, &who, &name).await?)
+}
+
+/// A new one-time manifest URL and manifest; the earlier ones not yet used stop working.
 #[server(prefix = "/sfn", endpoint = "bootstrap_cluster")]
 pub async fn bootstrap_cluster(name: String) -> Result<ClusterBootstrap, AppError> {
     let svc = crate::ssr::services()?;
@@ -205,7 +243,7 @@ fn ticker(every: Duration) -> ReadSignal<u32> {
 }
 
 /// Whether the user may import clusters into some project.
-fn can_import(me: &Me) -> bool {
+pub(crate) fn can_import(me: &Me) -> bool {
     me.has_org("cluster.write")
         || me
             .grants
@@ -389,6 +427,9 @@ fn WizardSteps(current: u8) -> impl IntoView {
     }
 }
 
+/// The browser's check of a DNS-1123 label (the server checks it again).
+const DNS_LABEL_PATTERN: &str = "[a-z0-9]([a-z0-9\\-]{0,61}[a-z0-9])?";
+
 #[component]
 pub fn ImportClusterPage() -> impl IntoView {
     let me = expect_context::<MeResource>();
@@ -402,7 +443,7 @@ pub fn ImportClusterPage() -> impl IntoView {
             <h2 id="details-title">"Details"</h2>
             <p class="muted">"Warden gives you a manifest to apply to the cluster. Its agent dials out to Warden; the cluster needs no inbound port and its credentials never leave it."</p>
             <ActionForm action attr:class="form" attr:data-testid="import-form">
-                <Field state name="name" label="Name" required=true autocomplete="off" hint="Lower-case letters, digits and '-', e.g. prod-eu-1."/>
+                <Field state name="name" label="Name" required=true autocomplete="off" pattern=DNS_LABEL_PATTERN maxlength=63 hint="At most 63 lower-case letters, digits and '-', starting and ending with a letter or digit, e.g. prod-eu-1."/>
                 <label for="new-cluster-project">"Project"</label>
                 <Transition fallback=Loading>
                     {move || Suspend::new(async move {
@@ -439,7 +480,11 @@ pub fn ImportClusterPage() -> impl IntoView {
 pub fn ConnectClusterPage() -> impl IntoView {
     let params = use_params_map();
     let name = move || params.with(|p| p.get("name").unwrap_or_default());
-    let boot = Resource::new(name, bootstrap_cluster);
+    let renew = ServerAction::<BootstrapCluster>::new();
+    let boot = Resource::new(
+        move || (name(), renew.version().get()),
+        |(n, _)| connect_cluster(n),
+    );
     let tick = ticker(Duration::from_secs(2));
     let cluster = Resource::new(move || (name(), tick.get()), |(n, _)| get_cluster(n));
     view! {
@@ -453,8 +498,11 @@ pub fn ConnectClusterPage() -> impl IntoView {
         </Transition>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
+                // A new link: the answer itself (the page's resource would show it too, as the
+                // process remembers it, but another process may serve the next request).
+                let fresh = renew.value().get().and_then(Result::ok);
                 match boot.await {
-                    Ok(b) => view! { <ManifestCard boot=b name=name()/> }.into_any(),
+                    Ok(c) => view! { <ConnectCard connect=c fresh renew name=name()/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
@@ -476,6 +524,76 @@ fn CopyButton(value: String, #[prop(optional)] testid: Option<&'static str>) -> 
         set_copied.set(true);
     };
     view! { <button type="button" class="btn" data-testid=testid on:click=copy>{move || if copied.get() { "Copied" } else { "Copy" }}</button> }
+}
+
+/// Warnings, then the pending manifest (or why it is not shown), and a way to a new link.
+#[component]
+fn ConnectCard(
+    connect: ClusterConnect,
+    fresh: Option<ClusterBootstrap>,
+    renew: ServerAction<BootstrapCluster>,
+    name: String,
+) -> impl IntoView {
+    let warnings = (!connect.warnings.is_empty()).then(|| {
+        view! {
+            <section class="card notice-warn" role="note" aria-labelledby="connect-warn-title" data-testid="connect-warnings">
+                <h2 id="connect-warn-title">"Before you apply the manifest"</h2>
+                <ul>
+                    {connect.warnings.into_iter().map(|w| view! {
+                        <li data-testid=format!("warning-{}", w.code)>{w.message}</li>
+                    }).collect_view()}
+                </ul>
+            </section>
+        }
+    });
+    let boot = fresh.or(connect.bootstrap);
+    let pending = connect.pending;
+    let new_link = {
+        let name = name.clone();
+        move |label: &'static str| {
+            view! {
+                <ActionForm action=renew attr:class="inline-form">
+                    <input type="hidden" name="name" value=name.clone()/>
+                    <button type="submit" class="btn" data-testid="new-manifest-link">{label}</button>
+                </ActionForm>
+            }
+        }
+    };
+    view! {
+        {warnings}
+        {match (boot, pending) {
+            (Some(b), _) => view! {
+                <ManifestCard boot=b name=name.clone()/>
+                <p class="hint">"Lost the command, or applied it to the wrong cluster? A new link stops this one (and its manifest) from working."</p>
+                {new_link("New link")}
+            }.into_any(),
+            (None, Some(p)) => view! {
+                <section class="card" aria-labelledby="connect-title" data-testid="manifest-pending">
+                    <h2 id="connect-title">"A manifest is already pending"</h2>
+                    <p>{format!(
+                        "A manifest for this cluster was issued at {} and works until {}. Its link was used, or another Warden process issued it, so it cannot be shown again. If the agent is on its way, wait for it below; otherwise get a new link, which stops the earlier one from working.",
+                        crate::ui::short_time(&p.issued_at),
+                        crate::ui::short_time(&p.expires_at)
+                    )}</p>
+                    {new_link("New link (revokes the earlier one)")}
+                </section>
+            }.into_any(),
+            (None, None) => view! { <p class="empty">"No manifest is pending."</p> {new_link("New link")} }.into_any(),
+        }}
+    }
+}
+
+/// A data URL that downloads the manifest shown (no new token, unlike the REST download).
+fn data_url(text: &str) -> String {
+    let mut out = String::from("data:application/yaml;charset=utf-8,");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[component]
@@ -501,7 +619,7 @@ fn ManifestCard(boot: ClusterBootstrap, name: String) -> impl IntoView {
                 <p>
                     <CopyButton value=manifest.clone() testid="copy-manifest"/>
                     " "
-                    <a class="btn" href=format!("/api/v1/clusters/{name}/manifest") download=format!("warden-agent-{name}.yaml") data-testid="download-manifest">"Download"</a>
+                    <a class="btn" href=data_url(&manifest) download=format!("warden-agent-{name}.yaml") data-testid="download-manifest">"Download"</a>
                 </p>
                 <pre class="mono manifest" data-testid="manifest">{manifest}</pre>
             </details>
@@ -579,7 +697,7 @@ fn Checklist(
                 <ul>
                     <li>"Check that the agent runs: " <code>"kubectl -n warden-system get pods"</code></li>
                     <li>"Read its log, which says why it cannot connect or was refused: " <code>"kubectl -n warden-system logs deploy/warden-agent"</code></li>
-                    <li>"The cluster must reach Warden's URL (outbound HTTPS, through the proxy if you set one). A refusal such as \"token_used\" or \"fingerprint_mismatch\" means the manifest was already used, or applied to another cluster: reload this page for a new one."</li>
+                    <li>"The cluster must reach Warden's URL (outbound HTTPS, through the proxy if you set one). A refusal such as \"token_used\" or \"fingerprint_mismatch\" means the manifest was already used, or applied to another cluster: ask for a new link above."</li>
                     <li>"Outside a cluster (development): " <code>"warden-agent --kubeconfig KUBECONFIG --manifest MANIFEST.yaml"</code></li>
                 </ul>
             </details>
@@ -778,7 +896,7 @@ fn ManageCluster(
             <summary>"Edit name, description and labels"</summary>
             <ActionForm action=update attr:class="form">
                 <input type="hidden" name="name" value=cluster_name.clone()/>
-                <Field state name="new_name" label="Name" value=cluster_name autocomplete="off" hint="Renaming reconnects the agent under the new name and cuts open sessions; kubeconfigs downloaded for this cluster alone must be downloaded again."/>
+                <Field state name="new_name" label="Name" value=cluster_name autocomplete="off" pattern=DNS_LABEL_PATTERN maxlength=63 hint="Renaming reconnects the agent under the new name and cuts open sessions; kubeconfigs downloaded for this cluster alone must be downloaded again."/>
                 <Field state name="description" label="Description" value=description autocomplete="off"/>
                 <Field state name="labels" label="Labels" value=labels autocomplete="off" hint="key=value pairs separated by commas."/>
                 <Submit state label="Save"/>

@@ -356,6 +356,10 @@ pub fn Field(
     #[prop(optional)] placeholder: Option<&'static str>,
     #[prop(optional)] min: Option<&'static str>,
     #[prop(optional)] max: Option<&'static str>,
+    /// The browser's check (the server checks again).
+    #[prop(optional)]
+    pattern: Option<&'static str>,
+    #[prop(optional)] maxlength: Option<u32>,
     #[prop(optional, into)] disabled: Signal<bool>,
 ) -> impl IntoView {
     let field = field.unwrap_or(name);
@@ -378,6 +382,8 @@ pub fn Field(
             placeholder=placeholder
             min=min
             max=max
+            pattern=pattern
+            maxlength=maxlength
             disabled=move || disabled.get()
             aria-invalid=move || state.field(field).is_some().to_string()
             aria-describedby=described

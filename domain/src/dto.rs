@@ -646,6 +646,78 @@ pub struct ClusterBootstrap {
     pub manifest: String,
 }
 
+/// The connect page of a cluster: the one pending manifest, shown again while its link is live,
+/// and what the wizard must say plainly about this installation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConnect {
+    /// The live manifest link (and its manifest), when Warden still holds it.
+    pub bootstrap: Option<ClusterBootstrap>,
+    /// A manifest issued earlier is still pending but cannot be shown again (its link was
+    /// used, or another Warden process issued it): when it was issued and until when it works.
+    pub pending: Option<PendingManifest>,
+    /// Why an agent in a real cluster may not get going with this installation's settings.
+    pub warnings: Vec<ConnectWarning>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingManifest {
+    pub issued_at: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectWarning {
+    /// `loopback_url` | `unpublished_image`.
+    pub code: String,
+    pub message: String,
+}
+
+/// The console's landing page, each part only for callers who may see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// Clusters the caller may read, those needing attention first (pending, then
+    /// disconnected), at most [`Overview::CLUSTERS_SHOWN`].
+    pub clusters: Vec<OverviewCluster>,
+    /// Readable clusters by status (`pending`, `connected`, `disconnected`).
+    pub cluster_counts: std::collections::BTreeMap<String, u64>,
+    /// `None`: the caller may not read the audit log.
+    pub recent_denials: Option<Vec<AuditEventDto>>,
+    pub recent_activity: Option<Vec<AuditEventDto>>,
+    /// For organization administrators: the first steps of a fresh installation.
+    pub getting_started: Option<GettingStarted>,
+}
+
+impl Overview {
+    pub const CLUSTERS_SHOWN: usize = 10;
+    pub const EVENTS_SHOWN: u64 = 8;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OverviewCluster {
+    pub name: String,
+    pub project: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub last_seen: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GettingStarted {
+    pub cluster_imported: bool,
+    pub project_created: bool,
+    pub people_added: bool,
+    pub kubeconfig_downloaded: bool,
+}
+
+impl GettingStarted {
+    pub fn done(&self) -> bool {
+        self.cluster_imported
+            && self.project_created
+            && self.people_added
+            && self.kubeconfig_downloaded
+    }
+}
+
 /// `POST /api/v1/clusters`: the cluster and its one-time `manifest_url`.
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

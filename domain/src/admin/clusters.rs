@@ -20,9 +20,9 @@ use crate::access::{Action, Principal};
 use crate::agent_protocol::{self, ManifestParams, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND};
 use crate::audit::{AuditEvent, AuditKind, Outcome};
 use crate::dto::{
-    cluster_status, ClusterBootstrap, ClusterDetail, ClusterDto, ClusterFacts, ClusterQuery,
-    ClusterStatusChange, CreateClusterRequest, CreatedCluster, Page, ProxySettings,
-    UpdateClusterRequest,
+    cluster_status, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, ClusterFacts,
+    ClusterQuery, ClusterStatusChange, ConnectWarning, CreateClusterRequest, CreatedCluster, Page,
+    PendingManifest, ProxySettings, UpdateClusterRequest,
 };
 use crate::entities::{
     cluster_agent_credentials, cluster_bootstrap_tokens, cluster_shares, cluster_status_history,
@@ -93,6 +93,10 @@ impl Default for ClusterSettings {
 pub struct ClusterHooks {
     runtime: OnceLock<Arc<dyn ClusterRuntime>>,
     settings: OnceLock<ClusterSettings>,
+    /// Per cluster id: the latest manifest link this process issued (the hash of its token and
+    /// what the connect page shows), so that viewing the page again shows it again instead of
+    /// minting another. Only ever served while the link's row is live in the database.
+    latest: std::sync::Mutex<HashMap<String, (String, ClusterBootstrap)>>,
 }
 
 impl ClusterHooks {
@@ -107,6 +111,19 @@ impl ClusterHooks {
     }
     pub fn runtime(&self) -> Option<&Arc<dyn ClusterRuntime>> {
         self.runtime.get()
+    }
+    fn remember(&self, cluster_id: &str, url_hash: String, boot: ClusterBootstrap) {
+        if let Ok(mut m) = self.latest.lock() {
+            m.insert(cluster_id.to_owned(), (url_hash, boot));
+        }
+    }
+    fn latest(&self, cluster_id: &str) -> Option<(String, ClusterBootstrap)> {
+        self.latest.lock().ok()?.get(cluster_id).cloned()
+    }
+    fn forget(&self, cluster_id: &str) {
+        if let Ok(mut m) = self.latest.lock() {
+            m.remove(cluster_id);
+        }
     }
 }
 
@@ -270,7 +287,7 @@ pub async fn names_owned_by<C: ConnectionTrait>(
 
 // ---- validation ----
 
-fn check_description(d: &str) -> DomainResult<String> {
+pub fn check_description(d: &str) -> DomainResult<String> {
     let d = d.trim();
     if d.chars().count() > 1024 || d.chars().any(|c| c.is_control() && c != '\n') {
         return Err(DomainError::invalid(
@@ -761,6 +778,8 @@ pub async fn update(
     req: UpdateClusterRequest,
 ) -> DomainResult<ClusterDto> {
     let (c, owner) = load_writable(svc, who, name).await?;
+    // A remembered manifest names the cluster, its project and its proxy as they were.
+    svc.clusters.forget(&c.id);
     let rename = match req.name.as_deref().map(str::trim) {
         Some(n) if n != c.name => {
             Some(DnsLabel::parse(n).map_err(|e| DomainError::invalid("name", e.0))?)
@@ -881,6 +900,7 @@ pub async fn delete(
         .filter(cluster_agent_credentials::Column::ClusterId.eq(c.id.clone()))
         .exec(&tx)
         .await?;
+    svc.clusters.forget(&c.id);
     cluster_bootstrap_tokens::Entity::delete_many()
         .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(c.id.clone()))
         .exec(&tx)
@@ -925,6 +945,8 @@ pub async fn delete(
 }
 
 /// A fresh one-time manifest URL and the manifest it serves (for callers allowed to import).
+/// One manifest is pending per cluster: the tokens of earlier ones not yet used are revoked
+/// (the audit event counts them).
 pub async fn bootstrap(
     svc: &Services,
     who: &Principal,
@@ -932,6 +954,8 @@ pub async fn bootstrap(
 ) -> DomainResult<ClusterBootstrap> {
     let (c, owner) = load_writable(svc, who, name).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    let revoked = revoke_pending(&tx, &c.id, svc.clock.now().millis()).await?;
+    svc.clusters.forget(&c.id);
     let boot = mint(
         svc,
         &tx,
@@ -948,10 +972,123 @@ pub async fn bootstrap(
         &c.name,
         &owner,
         Outcome::Allowed,
-    );
+    )
+    .details(json!({ "revoked_tokens": revoked }));
     crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
     Ok(boot)
+}
+
+/// Revoke a cluster's bootstrap tokens (manifest links and agent tokens) not yet used: they
+/// expire now. Answers how many.
+async fn revoke_pending<C: ConnectionTrait>(
+    db: &C,
+    cluster_id: &str,
+    now: i64,
+) -> DomainResult<u64> {
+    let done = cluster_bootstrap_tokens::Entity::update_many()
+        .col_expr(
+            cluster_bootstrap_tokens::Column::ExpiresAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(cluster_id))
+        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected)
+}
+
+/// What the connect page shows: the cluster's one pending manifest. Viewing it again shows the
+/// same link while it is live; a new one is minted only when none is pending (nothing to show
+/// and nothing to revoke), else the caller asks for one with [`bootstrap`].
+pub async fn connect(svc: &Services, who: &Principal, name: &str) -> DomainResult<ClusterConnect> {
+    let (c, _) = load_writable(svc, who, name).await?;
+    let now = svc.clock.now().millis();
+    let warnings = connect_warnings(svc);
+    let live = cluster_bootstrap_tokens::Entity::find()
+        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(c.id.clone()))
+        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
+        .all(&svc.db)
+        .await?;
+    if let Some((hash, boot)) = svc.clusters.latest(&c.id) {
+        if live
+            .iter()
+            .any(|t| t.purpose == PURPOSE_MANIFEST && t.token_hash == hash)
+        {
+            return Ok(ClusterConnect {
+                bootstrap: Some(boot),
+                pending: None,
+                warnings,
+            });
+        }
+    }
+    if !live.is_empty() {
+        let issued = live.iter().map(|t| t.created_at).max().unwrap_or(now);
+        let until = live.iter().map(|t| t.expires_at).max().unwrap_or(now);
+        return Ok(ClusterConnect {
+            bootstrap: None,
+            pending: Some(PendingManifest {
+                issued_at: ts(issued),
+                expires_at: ts(until),
+            }),
+            warnings,
+        });
+    }
+    Ok(ClusterConnect {
+        bootstrap: Some(bootstrap(svc, who, name).await?),
+        pending: None,
+        warnings,
+    })
+}
+
+/// Whether a URL's host is a loopback (or unspecified) address, unreachable from a cluster.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Err(_) => false,
+    }
+}
+
+/// What the wizard says plainly about this installation's settings.
+pub fn connect_warnings(svc: &Services) -> Vec<ConnectWarning> {
+    let settings = svc.clusters.settings();
+    let mut out = Vec::new();
+    if is_loopback_url(&svc.public_url) {
+        out.push(ConnectWarning {
+            code: "loopback_url".into(),
+            message: format!(
+                "Warden's public URL is {}, a loopback address: an agent in a real cluster cannot reach it (only an agent on this machine can, such as the demo's). Set WARDEN_PUBLIC_URL to an address the cluster reaches (e.g. https://warden.example.com), restart Warden, then ask for a new link.",
+                svc.public_url
+            ),
+        });
+    }
+    if settings.agent_image == ClusterSettings::default().agent_image {
+        out.push(ConnectWarning {
+            code: "unpublished_image".into(),
+            message: format!(
+                "The manifest names the agent image {}, Warden's default, which is not published. Build it with `docker build -f agent/Dockerfile -t REGISTRY/warden-agent:TAG .`, push it where the cluster can pull it, set WARDEN_AGENT_IMAGE to it, restart Warden, then ask for a new link.",
+                settings.agent_image
+            ),
+        });
+    }
+    out
 }
 
 /// The agent manifest with a fresh bootstrap token (`GET /api/v1/clusters/{name}/manifest`).
@@ -1067,6 +1204,7 @@ async fn mint<C: ConnectionTrait>(
         )
         .await?;
     }
+    let url_hash = url_token.as_ref().map(|u| sha256_hex(u.as_bytes()));
     let manifest_url = url_token
         .map(|u| {
             format!(
@@ -1076,7 +1214,7 @@ async fn mint<C: ConnectionTrait>(
             )
         })
         .unwrap_or_default();
-    Ok(ClusterBootstrap {
+    let boot = ClusterBootstrap {
         apply_command: if manifest_url.is_empty() {
             String::new()
         } else {
@@ -1086,7 +1224,11 @@ async fn mint<C: ConnectionTrait>(
         manifest_url_expires_at: ts(url_expires),
         bootstrap_expires_at: ts(agent_expires),
         manifest: render(svc, c, project, &agent_token, agent_expires, warden_url),
-    })
+    };
+    if let Some(hash) = url_hash {
+        svc.clusters.remember(&c.id, hash, boot.clone());
+    }
+    Ok(boot)
 }
 
 /// Why a manifest download was refused.

@@ -12,6 +12,7 @@ pub mod identity_providers;
 pub mod jit_settings;
 pub mod kubeconfig;
 pub mod org_settings;
+pub mod overview;
 pub mod projects;
 pub mod roles;
 pub mod users;

@@ -12,6 +12,7 @@ mod jit;
 mod live_streams;
 mod matrix;
 mod mfa;
+mod overview;
 mod platform;
 mod pods;
 mod sso;

@@ -1,0 +1,229 @@
+//! The console's landing page (an overview, each part only for those who may see it) and the
+//! import wizard's connect page (one pending manifest per cluster; it tells the truth about
+//! loopback URLs and unpublished agent images).
+
+use serde_json::{json, Value};
+use warden_server::testing::{Client, TestApp};
+
+/// A server function as the browser's JavaScript calls it (URL-encoded in, JSON out).
+async fn sfn(app: &TestApp, c: &Client, name: &str, fields: &[(&str, &str)]) -> Value {
+    let r = c
+        .http
+        .post(format!("{}/sfn/{name}", app.url))
+        .header("origin", app.url.clone())
+        .form(fields)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{name}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn count(admin: &Client, query: &str) -> usize {
+    admin
+        .get(&format!("/api/v1/audit/events?{query}&limit=500"))
+        .await
+        .assert_status(200)
+        .json()["items"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_home_page_is_an_overview_for_what_each_user_may_see() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    // A fresh installation, as its administrator: the checklist, no clusters yet, audit panels.
+    let home = admin.get("/").await.assert_status(200).body;
+    assert!(home.contains("Welcome"), "{home}");
+    assert!(home.contains("data-testid=\"getting-started\""), "{home}");
+    assert!(
+        home.contains("data-testid=\"start-cluster\" data-done=\"false\""),
+        "{home}"
+    );
+    assert!(home.contains("No clusters yet"), "{home}");
+    assert!(home.contains("data-testid=\"overview-import\""), "{home}");
+    assert!(home.contains("data-testid=\"recent-activity\""), "{home}");
+    assert!(home.contains("data-testid=\"recent-denials\""), "{home}");
+    assert!(home.contains("data-testid=\"my-grants\""), "{home}");
+    assert!(home.contains("across the whole organization"), "{home}");
+
+    // Two clusters, one connected in the past and now pending is not possible here: both pend.
+    for name in ["zeta", "alpha"] {
+        admin
+            .post(
+                "/api/v1/clusters",
+                json!({"name": name, "project": "default"}),
+            )
+            .await
+            .assert_status(201);
+    }
+    let home = admin.get("/").await.assert_status(200).body;
+    assert!(home.contains("2 clusters: 2 pending."), "{home}");
+    let (a, z) = (
+        home.find("overview-cluster-alpha").unwrap(),
+        home.find("overview-cluster-zeta").unwrap(),
+    );
+    assert!(a < z, "same status: by name");
+    assert!(home.contains("href=\"/clusters/alpha/connect\""), "{home}");
+    assert!(
+        home.contains("data-testid=\"start-cluster\" data-done=\"true\""),
+        "{home}"
+    );
+    assert!(home.contains("cluster.create"), "recent activity: {home}");
+
+    // A user without roles: no checklist, no audit panels, an empty state that says what to do,
+    // and the visit writes no denial.
+    let member = app.user_client(&admin, "member@example.com").await;
+    let denials = count(&admin, "outcome=denied").await;
+    let home = member.get("/").await.assert_status(200).body;
+    assert!(home.contains("Welcome"), "{home}");
+    assert!(!home.contains("getting-started"), "{home}");
+    assert!(!home.contains("recent-denials"), "{home}");
+    assert!(!home.contains("recent-activity"), "{home}");
+    assert!(home.contains("No clusters are visible to you"), "{home}");
+    assert!(!home.contains("overview-cluster-alpha"), "{home}");
+    assert_eq!(count(&admin, "outcome=denied").await, denials);
+
+    // Read-only in the project: its clusters, still no checklist.
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "member@example.com"}, "role": "PROJECT_READ_ONLY", "project": "default"}),
+        )
+        .await
+        .assert_status(201);
+    let home = member.get("/").await.assert_status(200).body;
+    assert!(home.contains("overview-cluster-alpha"), "{home}");
+    assert!(home.contains("href=\"/clusters/alpha\""), "{home}");
+    assert!(!home.contains("getting-started"), "{home}");
+    assert!(home.contains("in project default"), "{home}");
+    assert_eq!(count(&admin, "outcome=denied").await, denials);
+
+    // The overview as a server function: the same gates.
+    let o = sfn(&app, &member, "get_overview", &[]).await;
+    assert!(o["getting_started"].is_null(), "{o}");
+    assert_eq!(o["clusters"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_connect_page_shows_one_pending_manifest_until_a_new_link_is_asked_for() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "edge", "project": "default"}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let first_url = created["manifest_url"].as_str().unwrap().to_owned();
+    let minted = || count(&admin, "action=cluster.bootstrap_token");
+
+    // Viewing the page, again and again: the link the import issued, no new token.
+    let before = minted().await;
+    for _ in 0..3 {
+        let c = sfn(&app, &admin, "connect_cluster", &[("name", "edge")]).await;
+        assert_eq!(c["bootstrap"]["manifest_url"], first_url.as_str(), "{c}");
+        assert!(c["pending"].is_null());
+    }
+    assert_eq!(minted().await, before);
+
+    // The wizard says plainly that a loopback URL and the default image will not do.
+    let c = sfn(&app, &admin, "connect_cluster", &[("name", "edge")]).await;
+    let codes: Vec<&str> = c["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["loopback_url", "unpublished_image"], "{c}");
+    assert!(c["warnings"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("WARDEN_PUBLIC_URL"));
+    assert!(c["warnings"][1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("WARDEN_AGENT_IMAGE"));
+
+    // A new link on request: the earlier one stops working, and the audit event says so.
+    let fresh = sfn(&app, &admin, "bootstrap_cluster", &[("name", "edge")]).await;
+    let second_url = fresh["manifest_url"].as_str().unwrap().to_owned();
+    assert_ne!(second_url, first_url);
+    assert_eq!(reqwest::get(&first_url).await.unwrap().status(), 410);
+    let events = admin
+        .get("/api/v1/audit/events?action=cluster.bootstrap_token&limit=1")
+        .await
+        .json();
+    assert_eq!(
+        events["items"][0]["details"]["revoked_tokens"], 2,
+        "{events}"
+    );
+    let c = sfn(&app, &admin, "connect_cluster", &[("name", "edge")]).await;
+    assert_eq!(c["bootstrap"]["manifest_url"], second_url.as_str());
+
+    // The link used (kubectl apply), the agent not yet there: the page does not mint another
+    // (that would revoke the manifest on its way); it says one is pending.
+    assert_eq!(reqwest::get(&second_url).await.unwrap().status(), 200);
+    let before = minted().await;
+    let c = sfn(&app, &admin, "connect_cluster", &[("name", "edge")]).await;
+    assert!(c["bootstrap"].is_null(), "{c}");
+    assert!(c["pending"]["expires_at"].is_string(), "{c}");
+    assert_eq!(minted().await, before);
+
+    // Nothing pending any more (a day later): the page issues a new one.
+    app.clock.advance_secs(25 * 3600);
+    admin
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+    let c = sfn(&app, &admin, "connect_cluster", &[("name", "edge")]).await;
+    assert!(c["bootstrap"]["manifest_url"].is_string(), "{c}");
+    assert_eq!(minted().await, before + 1);
+
+    // Only for those who may import: a member gets 403 and no link.
+    let member = app.user_client(&admin, "member@example.com").await;
+    let r = member
+        .http
+        .post(format!("{}/sfn/connect_cluster", app.url))
+        .header("origin", app.url.clone())
+        .form(&[("name", "edge")])
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status().as_u16(), 200);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("manifest"), "{body}");
+}
+
+#[tokio::test]
+async fn the_import_form_reports_every_error_at_once() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let r = admin
+        .http
+        .post(format!("{}/sfn/import_cluster", app.url))
+        .header("origin", app.url.clone())
+        .form(&[
+            ("name", "Not A Label"),
+            ("project", "default"),
+            ("labels", "novalue"),
+            ("https_proxy", "not a url"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    for field in ["name", "labels", "proxy.https_proxy"] {
+        assert!(body.contains(&format!("\"{field}\"")), "{field}: {body}");
+    }
+    // The form's name field carries the browser's checks.
+    let page = admin.get("/clusters/new").await.assert_status(200).body;
+    assert!(page.contains("maxlength=\"63\""), "{page}");
+    assert!(page.contains("pattern=\"[a-z0-9]"), "{page}");
+}
