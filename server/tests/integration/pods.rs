@@ -113,9 +113,17 @@ async fn pods_are_listed_as_the_user_and_refused_outside_their_namespaces() {
     // Namespace B (not granted): a clear 403, and the refusal is audited.
     let b = sally.get(&pods("banana")).await.assert_status(403);
     assert_eq!(b.error_code(), "forbidden");
-    assert_eq!(
-        b.json()["error"]["message"],
-        format!("sally@example.com cannot list pods in namespace banana of cluster {PROD}: Warden grants you write in namespace apple (project dev). Ask a project administrator of dev for more")
+    let message = b.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with(&format!("sally@example.com cannot list pods in namespace banana of cluster {PROD}: Warden grants you write in namespace apple (project dev). Ask a project administrator of dev for more (or request it: ")),
+        "{message}"
+    );
+    // The way out: a pre-filled access request for that namespace.
+    assert!(
+        message.ends_with(&format!(
+            "/access?project=dev&cluster={PROD}&namespaces=banana&role=NAMESPACE_READ_ONLY)"
+        )),
+        "{message}"
     );
     // Her namespaces: only what Warden grants her (she may not list the cluster's).
     let ns = sally
