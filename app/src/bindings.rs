@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use warden_domain::dto::{BindingDto, BindingQuery, RoleDto, SubjectRef};
+use warden_domain::dto::{BindingDto, BindingQuery, ClusterNamespaces, RoleDto, SubjectRef};
 
 use crate::error::AppError;
 use crate::ui::{confirm_href, confirm_target, ConfirmPanel, FieldError, FormAlert, FormState};
@@ -165,6 +165,15 @@ pub async fn create_binding(
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
+/// The namespaces the clusters of a project report: the binding form's suggestions and its
+/// "not on cluster X yet" hint.
+#[server(prefix = "/sfn", endpoint = "project_namespaces")]
+pub async fn project_namespaces(project: String) -> Result<Vec<ClusterNamespaces>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::bindings::namespaces_of_project(&svc, &who, &project).await?)
+}
+
 #[server(prefix = "/sfn", endpoint = "delete_binding")]
 pub async fn delete_binding(id: String) -> Result<(), AppError> {
     let svc = crate::ssr::services()?;
@@ -298,6 +307,32 @@ pub fn BindingForm(
     let state = FormState::new(action, prefix);
     let form = NodeRef::<leptos::html::Form>::new();
     crate::ui::reset_on_success(action, form);
+    // The namespaces the project's clusters report: suggested while typing, and a hint names
+    // the clusters that lack a typed one (a warning: the grant applies once it exists).
+    let chosen_project = RwSignal::new(project.clone().unwrap_or_default());
+    // Fetched in the browser only (an effect), so server and client render the same empty list
+    // first and hydration never depends on a request made inside the form.
+    let reported = RwSignal::new(Vec::<ClusterNamespaces>::new());
+    Effect::new(move |_| {
+        let p = chosen_project.get();
+        if p.is_empty() {
+            reported.set(vec![]);
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            if let Ok(v) = project_namespaces(p).await {
+                reported.set(v);
+            }
+        });
+    });
+    let ns_list = format!("{prefix}-namespaces");
+    // What the last binding made said about namespaces the clusters lack.
+    let made_warnings = move || {
+        action.value().with(|v| match v {
+            Some(Ok(b)) => b.warnings.clone(),
+            _ => vec![],
+        })
+    };
     let role = RwSignal::new(String::new());
     let kind = RwSignal::new("group".to_owned());
     let ns_text = RwSignal::new(String::new());
@@ -389,6 +424,7 @@ pub fn BindingForm(
                     <div class="field">
                         <label for=state.id("project")>"Where"</label>
                         <select id=state.id("project") name="project"
+                            on:change=move |ev| chosen_project.set(event_target_value(&ev))
                             aria-describedby=state.err_id("project")>
                             <option value="">"The whole organization (organization roles)"</option>
                             {projects.into_iter().map(|p| view! { <option value=p.clone()>{format!("Project {p}")}</option> }).collect_view()}
@@ -416,12 +452,34 @@ pub fn BindingForm(
             <div class="field">
                 <label for=state.id("namespaces")>"Namespaces"</label>
                 <input id=state.id("namespaces") name="namespaces" type="text" autocomplete="off"
+                    list=ns_list.clone()
                     placeholder="apple, banana"
                     disabled=move || ns_disabled.get()
                     on:input=move |ev| ns_text.set(event_target_value(&ev))
                     aria-invalid=move || state.field("namespaces").is_some().to_string()
                     aria-describedby=format!("{} {}", state.id("namespaces-hint"), state.err_id("namespaces"))/>
                 <p class="hint" id=state.id("namespaces-hint")>"Namespace roles only; separate names with commas."</p>
+                <datalist id=ns_list>
+                    {move || {
+                        let mut all: Vec<String> = reported.with(|r| r.iter().flat_map(|c| c.namespaces.iter().cloned()).collect());
+                        all.sort();
+                        all.dedup();
+                        all.into_iter().map(|n| view! { <option value=n/> }).collect_view()
+                    }}
+                </datalist>
+                {move || {
+                    let typed = chips();
+                    let lacking = if typed.is_empty() || ns_disabled.get() {
+                        vec![]
+                    } else {
+                        reported.with(|r| warden_domain::dto::missing_namespaces(r, &typed))
+                    };
+                    (!lacking.is_empty()).then(|| view! {
+                        <ul class="hint warn-list" role="note" data-testid=format!("{prefix}-namespace-hint")>
+                            {lacking.into_iter().map(|w| view! { <li>{w}</li> }).collect_view()}
+                        </ul>
+                    })
+                }}
                 {move || {
                     let c = chips();
                     (!c.is_empty() && !ns_disabled.get()).then(|| view! { <crate::ui::Chips items=c label="Namespaces to bind"/> })
@@ -444,6 +502,14 @@ pub fn BindingForm(
             </div>
         </ActionForm>
         <FormAlert state fields=&["subject.kind", "subject.name", "project", "role", "namespaces", "expires_at"] ok="Binding added."/>
+        {move || {
+            let w = made_warnings();
+            (!w.is_empty()).then(|| view! {
+                <div class="notice-warn card-note" role="note" data-testid=format!("{prefix}-warnings")>
+                    <ul>{w.into_iter().map(|w| view! { <li>{w}</li> }).collect_view()}</ul>
+                </div>
+            })
+        }}
     }
 }
 

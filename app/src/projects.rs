@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
-use warden_domain::dto::{BindingQuery, ProjectDto};
+use warden_domain::dto::{BindingQuery, ProjectCounts, ProjectDto};
 
 use crate::bindings::{
     binding_candidates, list_bindings, BindingForm, BindingsTable, CreateBinding, DeleteBinding,
@@ -97,14 +97,19 @@ pub fn ProjectsPage() -> impl IntoView {
                             }.into_any(),
                             Ok(list) => view! {
                                 <table class="table" data-testid="projects">
-                                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Description"</th><th scope="col">"Created"</th></tr></thead>
+                                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Description"</th><th scope="col">"Clusters"</th><th scope="col">"Members"</th><th scope="col">"Created"</th></tr></thead>
                                     <tbody>
-                                        {list.into_iter().map(|p| view! {
-                                            <tr>
-                                                <td><a href=format!("/projects/{}", p.name)>{p.name.clone()}</a></td>
-                                                <td>{p.description.clone()}</td>
-                                                <td>{crate::ui::short_time(&p.created_at)}</td>
-                                            </tr>
+                                        {list.into_iter().map(|p| {
+                                            let c = p.counts.unwrap_or_default();
+                                            view! {
+                                                <tr>
+                                                    <td><a href=format!("/projects/{}", p.name)>{p.name.clone()}</a></td>
+                                                    <td>{p.description.clone()}</td>
+                                                    <td data-testid="project-clusters">{cluster_count_words(&c)}</td>
+                                                    <td data-testid="project-members">{member_count_words(&c)}</td>
+                                                    <td>{crate::ui::short_time(&p.created_at)}</td>
+                                                </tr>
+                                            }
                                         }).collect_view()}
                                     </tbody>
                                 </table>
@@ -121,6 +126,34 @@ pub fn ProjectsPage() -> impl IntoView {
                 })}
             </Transition>
         </div>
+    }
+}
+
+fn plural(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "2 owned, 1 shared in", or "none".
+fn cluster_count_words(c: &ProjectCounts) -> String {
+    match (c.clusters_owned, c.clusters_shared) {
+        (0, 0) => "none".to_owned(),
+        (o, 0) => format!("{o} owned"),
+        (0, s) => format!("{s} shared in"),
+        (o, s) => format!("{o} owned, {s} shared in"),
+    }
+}
+
+/// "3 users, 1 group", or "none".
+fn member_count_words(c: &ProjectCounts) -> String {
+    match (c.member_users, c.member_groups) {
+        (0, 0) => "none".to_owned(),
+        (u, 0) => plural(u, "user", "users"),
+        (0, g) => plural(g, "group", "groups"),
+        (u, g) => format!(
+            "{}, {}",
+            plural(u, "user", "users"),
+            plural(g, "group", "groups")
+        ),
     }
 }
 
@@ -182,6 +215,11 @@ fn ProjectView(
     view! {
         <h1>"Project " <span data-testid="project-name">{project.name.clone()}</span></h1>
         <p class="muted">{if project.description.is_empty() { "No description.".to_owned() } else { project.description.clone() }}</p>
+        {project.counts.map(|c| view! {
+            <p class="project-counts" data-testid="project-counts">
+                {format!("Clusters: {}. Members: {}.", cluster_count_words(&c), member_count_words(&c))}
+            </p>
+        })}
         <Transition fallback=|| ()>
             {move || {
                 let (n1, project) = (n1.clone(), project.clone());
@@ -191,6 +229,7 @@ fn ProjectView(
                 })
             }}
         </Transition>
+        <ProjectClusters project=name.clone()/>
         <ProjectMembers project=name.clone()/>
         <Transition fallback=|| ()>
             {move || {
@@ -227,6 +266,58 @@ fn EditProject(project: ProjectDto, action: ServerAction<UpdateProject>) -> impl
             </ActionForm>
             <FormAlert state fields=&["description"] ok="Saved."/>
         </details>
+    }
+}
+
+/// The clusters the project owns and those shared with it.
+#[component]
+fn ProjectClusters(project: String) -> impl IntoView {
+    let p = project.clone();
+    let clusters = Resource::new(
+        move || p.clone(),
+        |p| crate::clusters::list_clusters(p, String::new(), String::new()),
+    );
+    let project = StoredValue::new(project);
+    view! {
+        <section class="card" aria-labelledby="project-clusters-title">
+            <h2 id="project-clusters-title">"Clusters"</h2>
+            <Transition fallback=Loading>
+                {move || Suspend::new(async move {
+                    let project = project.get_value();
+                    match clusters.await {
+                        Ok(list) if list.is_empty() => view! {
+                            <p class="empty">{format!(
+                                "No clusters in {project} that you can see. An administrator imports a cluster into this project, or shares one with it, from the Clusters page."
+                            )}</p>
+                        }.into_any(),
+                        Ok(list) => view! {
+                            <div class="table-scroll">
+                                <table class="table" data-testid="project-clusters-table">
+                                    <thead><tr><th scope="col">"Cluster"</th><th scope="col">"Status"</th><th scope="col">"In this project"</th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|c| {
+                                            let how = if c.project == project {
+                                                "owned".to_owned()
+                                            } else {
+                                                format!("shared by {}", c.project)
+                                            };
+                                            view! {
+                                                <tr>
+                                                    <td><a href=format!("/clusters/{}", c.name)>{c.name.clone()}</a></td>
+                                                    <td><crate::clusters::StatusChip status=c.status.clone()/></td>
+                                                    <td>{how}</td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </div>
+                        }.into_any(),
+                        Err(e) => view! { <LoadError err=e/> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
     }
 }
 

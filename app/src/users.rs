@@ -11,6 +11,7 @@ use warden_domain::dto::{
 
 use crate::bindings::{BindingForm, BindingsTable, CreateBinding, DeleteBinding, RemoveBinding};
 use crate::error::AppError;
+use crate::groups::{AddGroupMember, RemoveGroupMember};
 use crate::layout::MeResource;
 use crate::projects::list_projects;
 use crate::roles::{list_permissions, list_roles};
@@ -183,11 +184,13 @@ pub async fn explain_access(
     permission: String,
     project: Option<String>,
     namespace: Option<String>,
+    #[server(default)] cluster: Option<String>,
 ) -> Result<Explanation, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let project = project.filter(|p| !p.is_empty());
     let namespace = namespace.filter(|n| !n.is_empty());
+    let cluster = cluster.filter(|c| !c.is_empty());
     Ok(warden_domain::admin::users::explain(
         &svc,
         &who,
@@ -195,6 +198,7 @@ pub async fn explain_access(
         &permission,
         project.as_deref(),
         namespace.as_deref(),
+        cluster.as_deref(),
     )
     .await?)
 }
@@ -405,12 +409,16 @@ pub fn UserPage() -> impl IntoView {
     let add = ServerAction::<CreateBinding>::new();
     let remove = ServerAction::<DeleteBinding>::new();
     let reset_mfa = ServerAction::<ResetUserMfa>::new();
+    let join = ServerAction::<AddGroupMember>::new();
+    let leave = ServerAction::<RemoveGroupMember>::new();
     let changed = (
         success_count(update),
         success_count(reset),
         success_count(add),
         success_count(remove),
         success_count(reset_mfa),
+        success_count(join),
+        success_count(leave),
     );
     let user = Resource::new(
         move || {
@@ -421,6 +429,7 @@ pub fn UserPage() -> impl IntoView {
                 changed.2.get(),
                 changed.3.get(),
                 changed.4.get(),
+                changed.5.get() + changed.6.get(),
             )
         },
         |(id, ..)| get_user(id),
@@ -453,7 +462,7 @@ pub fn UserPage() -> impl IntoView {
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match user.await {
-                    Ok(d) => view! { <UserView detail=d update reset add remove reset_mfa/> }.into_any(),
+                    Ok(d) => view! { <UserView detail=d update reset add remove reset_mfa join leave/> }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
@@ -470,9 +479,22 @@ fn UserView(
     add: ServerAction<CreateBinding>,
     remove: ServerAction<DeleteBinding>,
     reset_mfa: ServerAction<ResetUserMfa>,
+    join: ServerAction<AddGroupMember>,
+    leave: ServerAction<RemoveGroupMember>,
 ) -> impl IntoView {
     let me = expect_context::<MeResource>();
     let u = StoredValue::new(detail.user.clone());
+    // The groups to offer, for those who may change membership only (others are not sent to
+    // the gate for a list they would be refused).
+    let groups = Resource::new(
+        || (),
+        move |_| async move {
+            match me_of(me.await) {
+                Some(m) if can(&m, "group.write") => crate::groups::list_groups().await,
+                _ => Ok(vec![]),
+            }
+        },
+    );
     let mfa_enabled = detail.mfa_enabled;
     let rename_state = FormState::new(update, "rename-user");
     let remove_state = FormState::new(remove, "remove-binding");
@@ -501,6 +523,14 @@ fn UserView(
                     </ul>
                 </dd>
             </dl>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let me = me_of(me.await)?;
+                    can(&me, "group.write").then(|| view! {
+                        <UserGroups user=u.get_value() join leave groups/>
+                    })
+                })}
+            </Transition>
             <Transition fallback=|| ()>
                 {move || Suspend::new(async move {
                     let me = me_of(me.await)?;
@@ -608,6 +638,77 @@ fn UserView(
     }
 }
 
+/// Membership from the user's side: remove them from a group, or add them to one. The group's
+/// roles come with it, so the domain refuses an addition that would hand out more than the
+/// administrator holds (the same rule as on the group's page).
+#[component]
+fn UserGroups(
+    user: UserDto,
+    join: ServerAction<AddGroupMember>,
+    leave: ServerAction<RemoveGroupMember>,
+    /// Created by the page, not here: a resource made inside a suspended branch would not
+    /// hydrate.
+    groups: Resource<Result<Vec<warden_domain::dto::GroupDto>, AppError>>,
+) -> impl IntoView {
+    let join_state = FormState::new(join, "user-join-group");
+    let leave_state = FormState::new(leave, "user-leave-group");
+    let user = StoredValue::new(user);
+    view! {
+        <div class="user-groups" data-testid="user-groups-manage">
+            <h3>"Group membership"</h3>
+            <FormAlert state=leave_state ok="Removed from the group."/>
+            <Transition fallback=Loading>
+                {move || Suspend::new(async move {
+                    let groups = groups.await.unwrap_or_default();
+                    let (email, member_of) = user.with_value(|u| (u.email.clone(), u.groups.clone()));
+                    let (mine, others): (Vec<_>, Vec<_>) =
+                        groups.into_iter().partition(|g| member_of.contains(&g.name));
+                    let leavable: Vec<_> = mine.into_iter().filter(|g| !g.builtin).collect();
+                    view! {
+                        {if leavable.is_empty() {
+                            view! { <p class="muted">"Only in the built-in group every user belongs to."</p> }.into_any()
+                        } else {
+                            view! {
+                                <ul class="plain member-of">
+                                    {leavable.into_iter().map(|g| {
+                                        let email = email.clone();
+                                        view! {
+                                            <li>
+                                                <ActionForm action=leave attr:class="inline-form">
+                                                    <input type="hidden" name="group" value=g.name.clone()/>
+                                                    <input type="hidden" name="user" value=email/>
+                                                    <a href=format!("/groups/{}", g.id)>{g.name.clone()}</a>
+                                                    " "
+                                                    <button type="submit" class="btn btn-small btn-danger-outline"
+                                                        data-testid=format!("leave-{}", g.name)>
+                                                        {format!("Remove from {}", g.name)}
+                                                    </button>
+                                                </ActionForm>
+                                            </li>
+                                        }
+                                    }).collect_view()}
+                                </ul>
+                            }.into_any()
+                        }}
+                        {(!others.is_empty()).then(|| view! {
+                            <ActionForm action=join attr:class="form inline-form" attr:data-testid="user-join-group">
+                                <input type="hidden" name="user" value=email.clone()/>
+                                <label for="join-group">"Add to group"</label>
+                                <select id="join-group" name="group" required>
+                                    <option value="">"Choose a group…"</option>
+                                    {others.into_iter().map(|g| view! { <option value=g.name.clone()>{g.name.clone()}</option> }).collect_view()}
+                                </select>
+                                <Submit state=join_state label="Add"/>
+                            </ActionForm>
+                        })}
+                    }
+                })}
+            </Transition>
+            <FormAlert state=join_state fields=&["group", "user"] ok="Added to the group."/>
+        </div>
+    }
+}
+
 /// "Why": may this user do something somewhere, and which binding allows it. A GET form, so
 /// the answer has a URL and works without JavaScript.
 #[component]
@@ -615,10 +716,14 @@ fn WhyChecker(user: String) -> impl IntoView {
     let q = use_query_map();
     let perms = Resource::new(|| (), |_| list_permissions());
     let projects = Resource::new(|| (), |_| list_projects());
+    let clusters = Resource::new(
+        || (),
+        |_| crate::clusters::list_clusters(String::new(), String::new(), String::new()),
+    );
     let ask = move || {
         q.with(|q| {
             let perm = q.get("perm").filter(|p| !p.is_empty())?;
-            Some((perm, q.get("project"), q.get("ns")))
+            Some((perm, q.get("project"), q.get("ns"), q.get("cluster")))
         })
     };
     let page = format!("/users/{user}");
@@ -627,7 +732,9 @@ fn WhyChecker(user: String) -> impl IntoView {
         let u = u.clone();
         async move {
             match a {
-                Some((perm, project, ns)) => explain_access(u, perm, project, ns).await.map(Some),
+                Some((perm, project, ns, cluster)) => explain_access(u, perm, project, ns, cluster)
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         }
@@ -638,7 +745,8 @@ fn WhyChecker(user: String) -> impl IntoView {
             {move || { let page = page.clone(); Suspend::new(async move {
                 let perms = perms.await.unwrap_or_default();
                 let projects = projects.await.unwrap_or_default();
-                let (perm, project, ns) = q.with_untracked(|q| (q.get("perm"), q.get("project"), q.get("ns")));
+                let clusters = clusters.await.unwrap_or_default();
+                let (perm, project, ns, cluster) = q.with_untracked(|q| (q.get("perm"), q.get("project"), q.get("ns"), q.get("cluster")));
                 view! {
                     <Form method="GET" action=page attr:class="filters" attr:aria-labelledby="why-title" attr:data-testid="why">
                         <div class="filter">
@@ -665,6 +773,16 @@ fn WhyChecker(user: String) -> impl IntoView {
                             <label for="why-ns">"Namespace (optional)"</label>
                             <input id="why-ns" name="ns" type="text" value=ns autocomplete="off"/>
                         </div>
+                        <div class="filter">
+                            <label for="why-cluster">"On cluster (optional)"</label>
+                            <select id="why-cluster" name="cluster">
+                                <option value="" selected=cluster.as_deref().unwrap_or_default().is_empty()>"Any (Warden's side only)"</option>
+                                {clusters.into_iter().map(|c| {
+                                    let selected = cluster.as_deref() == Some(c.name.as_str());
+                                    view! { <option value=c.name.clone() selected=selected>{c.name.clone()}</option> }
+                                }).collect_view()}
+                            </select>
+                        </div>
                         <div class="filter-actions"><button type="submit" class="btn">"Check"</button></div>
                     </Form>
                 }
@@ -681,6 +799,16 @@ fn WhyChecker(user: String) -> impl IntoView {
                                 view! { <span class="chip denied">"Denied"</span> }.into_any()
                             }}
                             " " {e.because}
+                            {e.cluster.map(|c| view! {
+                                <span class="why-cluster" data-testid="why-cluster" data-ready=c.ready.to_string()>
+                                    {if c.ready {
+                                        view! { <span class="chip allowed">"Cluster ready"</span> }.into_any()
+                                    } else {
+                                        view! { <span class="chip warn">"Not yet on the cluster"</span> }.into_any()
+                                    }}
+                                    " " {c.says}
+                                </span>
+                            })}
                         </p>
                     }.into_any(),
                     Ok(None) => ().into_any(),

@@ -699,7 +699,11 @@ pub async fn search_at(
                 .add(C::ResourceName.contains(text.as_str()))
                 .add(C::Path.contains(text.as_str()))
                 .add(C::Reason.contains(text.as_str()))
-                .add(C::ActorName.contains(text.as_str())),
+                .add(C::ActorName.contains(text.as_str()))
+                // An event's id is the `Audit-ID` the gateway sends the cluster: pasting one
+                // from the cluster's own audit log finds Warden's side of the request.
+                .add(C::Id.eq(text.trim()))
+                .add(C::RequestId.eq(text.trim())),
         );
     }
     if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {

@@ -122,7 +122,8 @@ pub struct AuditQuery {
     /// RFC 3339 lower and upper bounds on the event time.
     pub since: Option<String>,
     pub until: Option<String>,
-    /// Free text matched against the resource name, path and reason.
+    /// Free text matched against the resource name, path, reason and actor, or exactly an
+    /// event id (the `Audit-ID` the gateway sent the cluster).
     pub q: Option<String>,
     /// The last `15m`, `1h`, `24h`, `7d` or `30d` (when `since` is not given).
     pub range: Option<String>,
@@ -160,6 +161,24 @@ pub struct ProjectDto {
     pub description: String,
     pub created_at: String,
     pub updated_at: String,
+    /// How many clusters and members the project has (in lists and on reads; absent in audit
+    /// snapshots of the project itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<ProjectCounts>,
+}
+
+/// A project's size at a glance.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectCounts {
+    /// Clusters the project owns.
+    pub clusters_owned: u32,
+    /// Clusters other projects share with it.
+    pub clusters_shared: u32,
+    /// Distinct users holding a role in it directly.
+    pub member_users: u32,
+    /// Distinct groups holding a role in it.
+    pub member_groups: u32,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -354,6 +373,43 @@ pub struct BindingDto {
     /// The access request whose approval created it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_request: Option<String>,
+    /// Said when the binding is made: granted namespaces that clusters of the project do not
+    /// have (yet). A warning, not a refusal: the grant applies as soon as they exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The namespaces a cluster of a project reports (for the binding form's suggestions and its
+/// "which clusters have it" hint).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNamespaces {
+    pub cluster: String,
+    /// `pending` | `connected` | `disconnected`.
+    pub status: String,
+    /// As the agent last reported them; empty until it has.
+    pub namespaces: Vec<String>,
+}
+
+/// "namespace cherry does not exist on cluster prod-1 yet: …", for each granted namespace a
+/// cluster lacks (clusters that have not reported their namespaces are left out).
+pub fn missing_namespaces(clusters: &[ClusterNamespaces], granted: &[String]) -> Vec<String> {
+    let mut out = vec![];
+    for ns in granted {
+        let lacking: Vec<&str> = clusters
+            .iter()
+            .filter(|c| !c.namespaces.is_empty() && !c.namespaces.contains(ns))
+            .map(|c| c.cluster.as_str())
+            .collect();
+        if !lacking.is_empty() {
+            out.push(format!(
+                "namespace {ns} does not exist on {} {} yet: the grant applies there as soon as it is created",
+                if lacking.len() == 1 { "cluster" } else { "clusters" },
+                lacking.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -483,6 +539,20 @@ pub struct Explanation {
     pub allowed: bool,
     /// The binding that allows it, or why nothing does.
     pub because: String,
+    /// When a cluster was named: whether the cluster side is in place for the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSide>,
+}
+
+/// Whether a grant Warden gives can be used on a cluster right now.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSide {
+    pub cluster: String,
+    /// The cluster is connected and, when a namespace was named, reports that namespace.
+    pub ready: bool,
+    /// The cluster side in words.
+    pub says: String,
 }
 
 // ---- Clusters and their agents ----

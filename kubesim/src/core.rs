@@ -67,6 +67,26 @@ pub struct Core {
     pub url: OnceLock<String>,
     counters: Mutex<Counters>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The audit log, as a real API server's log backend would write it (the newest
+    /// [`AUDIT_KEEP`] requests).
+    audit: Mutex<std::collections::VecDeque<AuditRecord>>,
+}
+
+/// How many audit records the simulator keeps.
+pub const AUDIT_KEEP: usize = 10_000;
+
+/// One request in the simulator's audit log (the fields of `audit.k8s.io/v1` `Event` that
+/// joining with another log needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// `auditID`: the request's `Audit-ID` header when it sent one, else a new UUID.
+    pub audit_id: String,
+    /// `user.username`; empty when the request did not authenticate.
+    pub username: String,
+    pub verb: String,
+    pub request_uri: String,
+    /// `responseStatus.code`.
+    pub code: u16,
 }
 
 /// What `--state` files hold.
@@ -93,6 +113,23 @@ pub const NODES: &[(&str, &str)] = &[
     ("kubesim-worker", "172.18.0.3"),
     ("kubesim-worker2", "172.18.0.4"),
 ];
+
+impl Core {
+    /// Append to the audit log, forgetting the oldest past [`AUDIT_KEEP`].
+    pub fn record_audit(&self, r: AuditRecord) {
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= AUDIT_KEEP {
+            log.pop_front();
+        }
+        log.push_back(r);
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_log(&self) -> Vec<AuditRecord> {
+        let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().cloned().collect()
+    }
+}
 
 impl Core {
     pub fn new(opts: Options) -> Result<Arc<Core>> {
@@ -140,6 +177,7 @@ impl Core {
             url: OnceLock::new(),
             counters: Mutex::new(Counters::default()),
             shutdown,
+            audit: Mutex::new(std::collections::VecDeque::new()),
         });
         match loaded {
             Some(st) => {

@@ -37,7 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::core::{Confinement, Options};
+pub use crate::core::{AuditRecord, Confinement, Options};
 pub use crate::error::{Error, Result, Status};
 pub use crate::exec::confine::landlock_abi;
 pub use crate::store::Store;
@@ -201,6 +201,12 @@ impl KubeSim {
         let (t, _) =
             authn::issue_sa_token(&self.core, namespace, name, &[], ttl.as_secs() as i64, None)?;
         Ok(t)
+    }
+
+    /// The audit log (the newest requests, oldest first), as an API server's log backend
+    /// would have written it.
+    pub fn audit_log(&self) -> Vec<core::AuditRecord> {
+        self.core.audit_log()
     }
 
     /// Direct access to the objects.

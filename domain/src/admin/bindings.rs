@@ -84,6 +84,7 @@ impl Names {
             created_at: ts(b.created_at),
             expires_at: b.expires_at.map(ts),
             access_request: b.access_request_id.clone(),
+            warnings: vec![],
         }
     }
 }
@@ -488,7 +489,55 @@ pub async fn create(
     .await?;
     tx.commit().await?;
     svc.policy.bump();
+    let mut dto = dto;
+    if let Some(p) = dto.project.clone().filter(|_| !dto.namespaces.is_empty()) {
+        // Advice only: the binding is made whatever this lookup does.
+        let clusters = project_namespaces(svc, who, &p).await.unwrap_or_default();
+        dto.warnings = crate::dto::missing_namespaces(&clusters, &dto.namespaces);
+    }
     Ok(dto)
+}
+
+/// The namespaces the clusters of a project report (`project.read` there; only the clusters
+/// the caller may see).
+pub async fn namespaces_of_project(
+    svc: &Services,
+    who: &Principal,
+    project: &str,
+) -> DomainResult<Vec<crate::dto::ClusterNamespaces>> {
+    let p = super::projects::find(&svc.db, project).await;
+    let name = p
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|_| project.to_owned());
+    svc.gate(who, Action::project(Permission::ProjectRead, name.clone()))
+        .await?;
+    p?;
+    project_namespaces(svc, who, &name).await
+}
+
+/// The clusters of a project (owned and shared in) that the caller may see, with the
+/// namespaces each reports.
+async fn project_namespaces(
+    svc: &Services,
+    who: &Principal,
+    project: &str,
+) -> DomainResult<Vec<crate::dto::ClusterNamespaces>> {
+    let q = crate::dto::ClusterQuery {
+        project: Some(project.to_owned()),
+        limit: Some(500),
+        ..Default::default()
+    };
+    Ok(super::clusters::list(svc, who, &q)
+        .await?
+        .items
+        .into_iter()
+        .map(|c| crate::dto::ClusterNamespaces {
+            cluster: c.name,
+            status: c.status,
+            namespaces: c.namespaces,
+        })
+        .collect())
 }
 
 pub async fn list(

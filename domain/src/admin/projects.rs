@@ -8,13 +8,14 @@ use serde_json::json;
 
 use super::ts;
 use crate::access::{Action, Principal};
-use crate::dto::{CreateProjectRequest, Page, ProjectDto, UpdateProjectRequest};
+use crate::dto::{CreateProjectRequest, Page, ProjectCounts, ProjectDto, UpdateProjectRequest};
 use crate::entities::projects;
 use crate::error::{DomainError, DomainResult, OnConstraint};
 use crate::ids::ProjectId;
 use crate::permissions::Permission;
 use crate::types::DnsLabel;
 use crate::Services;
+use std::collections::HashMap;
 
 pub fn to_dto(m: &projects::Model) -> ProjectDto {
     ProjectDto {
@@ -23,7 +24,86 @@ pub fn to_dto(m: &projects::Model) -> ProjectDto {
         description: m.description.clone(),
         created_at: ts(m.created_at),
         updated_at: ts(m.updated_at),
+        counts: None,
     }
+}
+
+/// Clusters and members of each project in `ids`, counted by the database (three grouped
+/// queries, whatever the number of projects).
+pub async fn counts<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+    now_ms: i64,
+) -> DomainResult<HashMap<String, ProjectCounts>> {
+    use crate::entities::{bindings, cluster_shares, clusters};
+    use sea_orm::sea_query::Expr;
+    use sea_orm::QuerySelect;
+    let mut out: HashMap<String, ProjectCounts> = ids
+        .iter()
+        .map(|id| (id.clone(), ProjectCounts::default()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let owned: Vec<(String, i64)> = clusters::Entity::find()
+        .select_only()
+        .column(clusters::Column::ProjectId)
+        .column_as(Expr::col(clusters::Column::Id).count(), "n")
+        .filter(clusters::Column::ProjectId.is_in(ids.iter().cloned()))
+        .group_by(clusters::Column::ProjectId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (p, n) in owned {
+        out.entry(p).or_default().clusters_owned = n as u32;
+    }
+    let shared: Vec<(String, i64)> = cluster_shares::Entity::find()
+        .select_only()
+        .column(cluster_shares::Column::ProjectId)
+        .column_as(Expr::col(cluster_shares::Column::ClusterId).count(), "n")
+        .filter(cluster_shares::Column::ProjectId.is_in(ids.iter().cloned()))
+        .group_by(cluster_shares::Column::ProjectId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (p, n) in shared {
+        out.entry(p).or_default().clusters_shared = n as u32;
+    }
+    let members: Vec<(Option<String>, i64, i64)> = bindings::Entity::find()
+        .select_only()
+        .column(bindings::Column::ProjectId)
+        .column_as(
+            Expr::col(bindings::Column::UserId).count_distinct(),
+            "users",
+        )
+        .column_as(
+            Expr::col(bindings::Column::GroupId).count_distinct(),
+            "groups",
+        )
+        .filter(bindings::Column::ProjectId.is_in(ids.iter().cloned()))
+        // Grants that ended at their expiry are history, not members.
+        .filter(
+            bindings::Column::ExpiresAt
+                .is_null()
+                .or(bindings::Column::ExpiresAt.gt(now_ms)),
+        )
+        .group_by(bindings::Column::ProjectId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (p, users, groups) in members {
+        if let Some(p) = p {
+            let c = out.entry(p).or_default();
+            c.member_users = users as u32;
+            c.member_groups = groups as u32;
+        }
+    }
+    Ok(out)
+}
+
+fn with_counts(mut dto: ProjectDto, counts: &HashMap<String, ProjectCounts>) -> ProjectDto {
+    dto.counts = Some(counts.get(&dto.id).copied().unwrap_or_default());
+    dto
 }
 
 /// A project by name or id.
@@ -59,8 +139,13 @@ pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<ProjectD
         .order_by_asc(projects::Column::Name)
         .all(&svc.db)
         .await?;
+    let ids: Vec<String> = rows.iter().map(|p| p.id.clone()).collect();
+    let counts = counts(&svc.db, &ids, svc.clock.now().millis()).await?;
     Ok(Page {
-        items: rows.iter().map(to_dto).collect(),
+        items: rows
+            .iter()
+            .map(|p| with_counts(to_dto(p), &counts))
+            .collect(),
         next: None,
     })
 }
@@ -74,7 +159,14 @@ pub async fn get(svc: &Services, who: &Principal, name_or_id: &str) -> DomainRes
         .unwrap_or_else(|_| name_or_id.to_owned());
     svc.gate(who, Action::project(Permission::ProjectRead, name))
         .await?;
-    Ok(to_dto(&p?))
+    let p = p?;
+    let counts = counts(
+        &svc.db,
+        std::slice::from_ref(&p.id),
+        svc.clock.now().millis(),
+    )
+    .await?;
+    Ok(with_counts(to_dto(&p), &counts))
 }
 
 pub async fn create(

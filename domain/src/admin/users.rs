@@ -404,6 +404,7 @@ pub async fn explain(
     permission: &str,
     project: Option<&str>,
     namespace: Option<&str>,
+    cluster: Option<&str>,
 ) -> DomainResult<Explanation> {
     let u = find(svc, email_or_id).await;
     let is_self = u.as_ref().is_ok_and(|u| u.id == who.user_id.to_string());
@@ -414,35 +415,147 @@ pub async fn explain(
     let p = Permission::parse(permission).ok_or_else(|| {
         DomainError::invalid("permission", format!("unknown permission {permission:?}"))
     })?;
-    let target = match (project, namespace) {
-        (None, _) => Target::Org,
-        (Some(p), None) => Target::Project(p.to_owned()),
-        (Some(p), Some(n)) => Target::Namespace {
-            project: p.to_owned(),
-            namespace: n.to_owned(),
-        },
-    };
     let uid = UserId::parse(&u.id).ok_or_else(|| DomainError::Internal("bad user id".into()))?;
-    Ok(
-        match svc
-            .policy
-            .explain(
-                uid,
-                &Action {
-                    permission: p,
-                    target,
+    let decide = |project: Option<String>| {
+        let target = match (project, namespace) {
+            (None, _) => Target::Org,
+            (Some(p), None) => Target::Project(p),
+            (Some(p), Some(n)) => Target::Namespace {
+                project: p,
+                namespace: n.to_owned(),
+            },
+        };
+        let action = Action {
+            permission: p,
+            target,
+        };
+        async move {
+            Ok::<_, DomainError>(match svc.policy.explain(uid, &action).await? {
+                Ok(via) => Explanation {
+                    allowed: true,
+                    because: via,
+                    cluster: None,
                 },
-            )
-            .await?
-        {
-            Ok(via) => Explanation {
-                allowed: true,
-                because: via,
-            },
-            Err(reason) => Explanation {
+                Err(reason) => Explanation {
+                    allowed: false,
+                    because: reason,
+                    cluster: None,
+                },
+            })
+        }
+    };
+    let Some(cluster) = cluster.map(str::trim).filter(|c| !c.is_empty()) else {
+        return decide(project.map(str::to_owned)).await;
+    };
+    // The asker must be allowed to read the cluster (the gate audits a refusal), so the answer
+    // tells nothing about clusters they cannot see.
+    let c = crate::admin::clusters::get(svc, who, cluster)
+        .await?
+        .cluster;
+    let holders: Vec<&String> = std::iter::once(&c.project)
+        .chain(c.shared_with.iter())
+        .collect();
+    let mut answer = match project {
+        Some(p) if !holders.iter().any(|h| h.as_str() == p) => {
+            return Ok(Explanation {
                 allowed: false,
-                because: reason,
+                because: format!(
+                    "cluster {} is not in project {p} (it belongs to {}{}): a grant in {p} does not reach it",
+                    c.name,
+                    c.project,
+                    if c.shared_with.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", shared with {}", c.shared_with.join(", "))
+                    }
+                ),
+                cluster: None,
+            });
+        }
+        Some(p) => decide(Some(p.to_owned())).await?,
+        // No project named: any project holding the cluster may grant it.
+        None => {
+            let mut first = None;
+            let mut allowed = None;
+            for h in &holders {
+                let e = decide(Some((*h).clone())).await?;
+                if e.allowed {
+                    allowed = Some(e);
+                    break;
+                }
+                first.get_or_insert(e);
+            }
+            match (allowed, first) {
+                (Some(e), _) | (None, Some(e)) => e,
+                (None, None) => decide(Some(c.project.clone())).await?,
+            }
+        }
+    };
+    if answer.allowed {
+        answer.cluster = Some(cluster_side(
+            &c,
+            namespace,
+            p == Permission::KubectlFullaccess,
+        ));
+    }
+    Ok(answer)
+}
+
+/// Whether the cluster side is in place for a grant Warden gives (connected; the namespace
+/// exists as far as the agent last reported).
+fn cluster_side(
+    c: &crate::dto::ClusterDto,
+    namespace: Option<&str>,
+    full_access: bool,
+) -> crate::dto::ClusterSide {
+    let name = &c.name;
+    let (ready, says) = if c.status != "connected" {
+        let why = c
+            .status_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        (
+            false,
+            format!(
+                "granted in Warden, but cluster {name} is {}{why}: requests fail until its agent connects",
+                c.status
+            ),
+        )
+    } else if let Some(ns) = namespace.filter(|_| c.namespaces.is_empty()) {
+        (
+            false,
+            format!(
+                "granted in Warden; cluster {name} is connected but has not reported its namespaces yet, so whether {ns} exists is not known"
+            ),
+        )
+    } else if let Some(ns) = namespace.filter(|ns| !c.namespaces.iter().any(|n| n == ns)) {
+        (
+            false,
+            format!(
+                "granted in Warden; namespace {ns} does not exist on cluster {name}: requests into it answer NotFound until it is created, and work from the first request after"
+            ),
+        )
+    } else if !full_access && namespace == Some(crate::access::kube::WARDEN_NAMESPACE) {
+        (
+            false,
+            format!(
+                "namespace {} on cluster {name} is Warden's own: only full access reaches it",
+                crate::access::kube::WARDEN_NAMESPACE
+            ),
+        )
+    } else {
+        (
+            true,
+            match namespace {
+                Some(ns) => format!("in place on cluster {name}: connected, namespace {ns} exists"),
+                None => format!("in place on cluster {name}: connected"),
             },
-        },
-    )
+        )
+    };
+    crate::dto::ClusterSide {
+        cluster: name.clone(),
+        ready,
+        says,
+    }
 }

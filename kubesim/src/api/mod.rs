@@ -70,13 +70,37 @@ pub async fn handle(
     peer: PeerIdentity,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
-    let audit_id = uuid::Uuid::new_v4().to_string();
+    // As the API server's audit filter does: the client's `Audit-ID` names the request in the
+    // audit log and the answer (a proxy in front, such as Warden, sets it to join the logs).
+    let audit_id = req
+        .headers()
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut resp = match handle_inner(core, peer, req).await {
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| path.clone());
+    let mut username = String::new();
+    let mut verb = method.as_str().to_lowercase();
+    let resp = handle_inner(core.clone(), peer, req, &mut username, &mut verb).await;
+    let mut resp = match resp {
         Ok(r) => r,
         Err(s) => body::status(&s),
     };
+    core.record_audit(crate::core::AuditRecord {
+        audit_id: audit_id.clone(),
+        username,
+        verb,
+        request_uri,
+        code: resp.status().as_u16(),
+    });
     tracing::debug!(method = %method, path = %path, status = resp.status().as_u16(), "request");
     if let Ok(v) = HeaderValue::from_str(&audit_id) {
         resp.headers_mut().insert("audit-id", v);
@@ -99,6 +123,8 @@ async fn handle_inner(
     core: Arc<Core>,
     peer: PeerIdentity,
     mut req: Request<Incoming>,
+    username: &mut String,
+    verb: &mut String,
 ) -> ApiResult<Resp> {
     let (query, query_all) = parse_query(req.uri().query());
     let method = req.method().clone();
@@ -108,10 +134,12 @@ async fn handle_inner(
     // 1. Authenticate, 2. impersonate.
     let user = crate::authn::authenticate(&core, peer.as_deref(), &headers)?;
     let user = crate::authn::impersonate(&core, user, &headers)?;
+    username.clone_from(&user.name);
 
     // 3. Authorize.
     let info = reqinfo::parse(&method, &path, &query);
     let attrs = info.attributes();
+    verb.clone_from(&attrs.verb);
     let decision = rbac::authorize(&core.db, &user, &attrs);
     if !decision.allowed {
         tracing::debug!(user = %user.name, verb = %attrs.verb, resource = %attrs.resource, reason = %decision.reason, "forbidden");

@@ -41,6 +41,15 @@ pub async fn get_project(
 ) -> ApiResult<Json<ProjectDto>> {
     Ok(Json(projects::get(&s.services, &who, &name).await?))
 }
+pub async fn project_namespaces(
+    State(s): S,
+    AuthUser(who): AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<ClusterNamespaces>>> {
+    Ok(Json(
+        warden_domain::admin::bindings::namespaces_of_project(&s.services, &who, &name).await?,
+    ))
+}
 pub async fn update_project(
     State(s): S,
     AuthUser(who): AuthUser,
@@ -149,6 +158,8 @@ pub struct ExplainQuery {
     pub permission: String,
     pub project: Option<String>,
     pub namespace: Option<String>,
+    /// Also say whether the cluster side is in place (connected; the namespace exists).
+    pub cluster: Option<String>,
 }
 pub async fn explain_user(
     State(s): S,
@@ -164,6 +175,7 @@ pub async fn explain_user(
             &q.permission,
             q.project.as_deref(),
             q.namespace.as_deref(),
+            q.cluster.as_deref(),
         )
         .await?,
     ))

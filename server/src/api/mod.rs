@@ -40,6 +40,7 @@ crate::endpoints! {
     post "/projects" => a::create_project, "projects", "Create a project", 201, req = CreateProjectRequest, resp = ProjectDto;
     get "/projects/{name}" => a::get_project, "projects", "A project by name or id", 200, resp = ProjectDto;
     patch "/projects/{name}" => a::update_project, "projects", "Change a project", 200, req = UpdateProjectRequest, resp = ProjectDto;
+    get "/projects/{name}/namespaces" => a::project_namespaces, "projects", "The namespaces each cluster of the project (owned or shared in) reports, for choosing a namespace grant", 200, resp = Vec<ClusterNamespaces>;
     delete "/projects/{name}" => a::delete_project, "projects", "Delete a project (refused while clusters belong to it)", 204;
     get "/users" => a::list_users, "users", "Users, with search, filters and pagination", 200, resp = Page<UserDto>, query = UserQuery;
     post "/users" => a::create_user, "users", "Create a user (with a first password, or get a one-time set-password link)", 201, req = CreateUserRequest, resp = CreatedUser;
@@ -47,7 +48,7 @@ crate::endpoints! {
     patch "/users/{user}" => a::update_user, "users", "Activate, deactivate or rename a user", 200, req = UpdateUserRequest, resp = UserDto;
     delete "/users/{user}" => a::delete_user, "users", "Delete a user", 204;
     post "/users/{user}/reset-password" => a::reset_user_password, "users", "Invalidate the password and return a one-time set-password link; optionally revoke the user's API keys and kubeconfigs", 200, req = crate::api::access_routes::ResetPasswordRequest;
-    get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?)", 200, resp = Explanation, query = access_routes::ExplainQuery;
+    get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?, cluster?)", 200, resp = Explanation, query = access_routes::ExplainQuery;
     get "/groups" => a::list_groups, "groups", "Groups and their members", 200, resp = Page<GroupDto>;
     post "/groups" => a::create_group, "groups", "Create a group", 201, req = CreateGroupRequest, resp = GroupDto;
     get "/groups/{name}" => a::get_group, "groups", "A group by name or id", 200, resp = GroupDto;

@@ -2058,3 +2058,303 @@ async fn audit_search_by_verb_resource_range_and_without_discovery() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("range"), "{}", r.body);
 }
+
+/// The "why" checker takes a cluster too: Warden's side of a grant and the cluster's, in words
+/// (the namespace granted before it exists; a cluster outside the project; who may ask).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_why_checker_says_whether_the_cluster_side_is_in_place() {
+    let w = World::via_agent().await;
+    w.bind("sally@example.com", "NAMESPACE_ADMIN", "dev", &["cherry"])
+        .await;
+    let ask = |project: &str, ns: &str, cluster: &str| {
+        format!(
+            "/api/v1/users/sally@example.com/explain?permission=kubectl.namespace.write&project={project}&namespace={ns}&cluster={cluster}"
+        )
+    };
+    // apple exists on prod-1, which production shares with dev.
+    let e = w
+        .admin
+        .get(&ask("dev", "apple", PROD))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(e["allowed"], true, "{e}");
+    assert_eq!(e["cluster"]["ready"], true, "{e}");
+    assert!(e["cluster"]["says"]
+        .as_str()
+        .unwrap()
+        .contains("namespace apple exists"));
+    // cherry is granted but not on the cluster: said, and not "ready".
+    let e = w
+        .admin
+        .get(&ask("dev", "cherry", PROD))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(e["allowed"], true, "{e}");
+    assert_eq!(e["cluster"]["ready"], false, "{e}");
+    assert!(
+        e["cluster"]["says"]
+            .as_str()
+            .unwrap()
+            .contains("namespace cherry does not exist on cluster prod-1"),
+        "{e}"
+    );
+    // lab-1 belongs to research only: a grant in dev does not reach it.
+    let e = w
+        .admin
+        .get(&ask("dev", "apple", LAB))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(e["allowed"], false, "{e}");
+    assert!(
+        e["because"]
+            .as_str()
+            .unwrap()
+            .contains("cluster lab-1 is not in project dev"),
+        "{e}"
+    );
+    assert!(e.get("cluster").is_none(), "{e}");
+    // Without a project: any project holding the cluster may grant it.
+    let e = w
+        .admin
+        .get("/api/v1/users/sally@example.com/explain?permission=kubectl.namespace.write&namespace=apple&cluster=prod-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(e["allowed"], true, "{e}");
+    // Warden's own namespace: a project-wide read covers it in Warden's words, but only full
+    // access reaches it on the cluster.
+    w.user("mia@example.com", "PROJECT_READ_ONLY", "dev", &[])
+        .await;
+    let e = w
+        .admin
+        .get("/api/v1/users/mia@example.com/explain?permission=kubectl.cluster.read&project=dev&namespace=warden-system&cluster=prod-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(e["allowed"], true, "{e}");
+    assert_eq!(e["cluster"]["ready"], false, "{e}");
+    assert!(
+        e["cluster"]["says"]
+            .as_str()
+            .unwrap()
+            .contains("only full access reaches it"),
+        "{e}"
+    );
+    let e = w
+        .admin
+        .get("/api/v1/users/john@example.com/explain?permission=kubectl.fullaccess&project=production&namespace=warden-system&cluster=prod-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(e["cluster"]["ready"], true, "{e}");
+    // Sally may ask about herself on her cluster, but learns nothing of a cluster she cannot
+    // read (refused, and the refusal is audited), nor of one that does not exist.
+    let sally = w.signed_in("sally@example.com").await;
+    sally
+        .get(&ask("dev", "apple", PROD))
+        .await
+        .assert_status(200);
+    sally
+        .get(&ask("dev", "apple", LAB))
+        .await
+        .assert_status(403);
+    w.admin
+        .get(&ask("dev", "apple", "no-such-cluster"))
+        .await
+        .assert_status(404);
+}
+
+/// The cluster's audit log and Warden's join on the `Audit-ID`: the API server records the id
+/// the gateway sent, and that id finds Warden's row (who, through what, the decision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_clusters_audit_log_joins_wardens_on_the_audit_id() {
+    let w = World::via_agent().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally", &w.kubeconfig(&sally, None).await);
+    sk.run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_ok();
+    let sa = format!(
+        "system:serviceaccount:warden-system:{}",
+        w.sa("sally@example.com")
+    );
+    let on_cluster = w
+        .prod
+        .audit_log()
+        .into_iter()
+        .rev()
+        .find(|r| {
+            r.username == sa
+                && r.request_uri
+                    .starts_with("/api/v1/namespaces/apple/configmaps")
+        })
+        .expect("the cluster's audit record of sally's list");
+    w.app.gateway().flush_audit().await;
+    let admin = w.admin_now().await;
+    let found = admin
+        .get(&format!("/api/v1/audit/events?q={}", on_cluster.audit_id))
+        .await
+        .assert_status(200)
+        .json();
+    let items = found["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{found}");
+    assert_eq!(items[0]["id"], on_cluster.audit_id.as_str());
+    assert_eq!(items[0]["actor"], "sally@example.com");
+    assert_eq!(items[0]["cluster"], PROD);
+    assert_eq!(items[0]["namespace"], "apple");
+    // A client's own Audit-ID never reaches the cluster: Warden's replaces it, on the way in
+    // and in the answer.
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    let (cert, key) = identity_from(&kubeconfig);
+    let http = http_with(&cert, &key, &gateway_ca(&kubeconfig));
+    let r = http
+        .get(format!(
+            "{}/clusters/{PROD}/api/v1/namespaces/apple/configmaps",
+            w.app.gateway_url
+        ))
+        .header("Audit-ID", "forged-audit-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answered = r.headers()["audit-id"].to_str().unwrap().to_owned();
+    assert_ne!(answered, "forged-audit-id");
+    let log = w.prod.audit_log();
+    assert!(log.iter().all(|r| r.audit_id != "forged-audit-id"));
+    assert!(
+        log.iter()
+            .any(|r| r.audit_id == answered && r.username == sa),
+        "the cluster recorded the id Warden answered with"
+    );
+}
+
+/// A project's size at a glance: the list and the project say how many clusters it owns and
+/// is shared, and how many users and groups hold a role in it (ended grants are not members).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projects_show_their_clusters_and_members() {
+    let w = World::new().await;
+    w.admin
+        .post("/api/v1/groups", json!({"name": "devs"}))
+        .await
+        .assert_status(201);
+    w.admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "devs"}, "role": "PROJECT_READ_ONLY", "project": "dev"}),
+        )
+        .await
+        .assert_status(201);
+    // A second grant to the same person counts her once.
+    w.bind(
+        "sally@example.com",
+        "NAMESPACE_READ_ONLY",
+        "dev",
+        &["banana"],
+    )
+    .await;
+    let list = w
+        .admin
+        .get("/api/v1/projects")
+        .await
+        .assert_status(200)
+        .json();
+    let counts = |name: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {list}"))["counts"]
+            .clone()
+    };
+    assert_eq!(
+        counts("production"),
+        json!({"clusters_owned": 1, "clusters_shared": 0, "member_users": 1, "member_groups": 0})
+    );
+    assert_eq!(
+        counts("dev"),
+        json!({"clusters_owned": 0, "clusters_shared": 1, "member_users": 1, "member_groups": 1})
+    );
+    assert_eq!(
+        counts("research"),
+        json!({"clusters_owned": 1, "clusters_shared": 0, "member_users": 0, "member_groups": 0})
+    );
+    let one = w
+        .admin
+        .get("/api/v1/projects/dev")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(one["counts"], counts("dev"));
+    // Creating a project answers without counts (it has none yet), and its audit snapshot
+    // carries no counts either.
+    let created = w
+        .admin
+        .post("/api/v1/projects", json!({"name": "empty"}))
+        .await
+        .assert_status(201)
+        .json();
+    assert!(created.get("counts").is_none(), "{created}");
+}
+
+/// A namespace grant made before the namespace exists is accepted with a warning naming the
+/// clusters that lack it; the project's clusters' namespaces are there to choose from, for
+/// those who may read the project only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_grant_says_which_clusters_lack_the_namespace() {
+    let w = World::via_agent().await;
+    let made = w
+        .admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["banana", "cherry"]}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    assert_eq!(
+        made["warnings"],
+        json!(["namespace cherry does not exist on cluster prod-1 yet: the grant applies there as soon as it is created"]),
+        "{made}"
+    );
+    // A grant on namespaces every cluster has says nothing more.
+    let quiet = w
+        .admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    assert!(quiet.get("warnings").is_none(), "{quiet}");
+
+    let sally = w.signed_in("sally@example.com").await;
+    let listed = sally
+        .get("/api/v1/projects/dev/namespaces")
+        .await
+        .assert_status(200)
+        .json();
+    let clusters = listed.as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{listed}");
+    assert_eq!(clusters[0]["cluster"], PROD);
+    let ns: Vec<&str> = clusters[0]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(ns.contains(&"apple") && ns.contains(&"banana"), "{listed}");
+    // Not a member of research: refused, whether or not the project exists.
+    sally
+        .get("/api/v1/projects/research/namespaces")
+        .await
+        .assert_status(403);
+    sally
+        .get("/api/v1/projects/nowhere/namespaces")
+        .await
+        .assert_status(403);
+}
