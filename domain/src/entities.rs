@@ -1,6 +1,7 @@
 //! sea-orm entities. Server-side only: never sent to a browser (see `dto`).
 pub mod access_requests;
 pub mod api_keys;
+pub mod audit_checkpoints;
 pub mod audit_events;
 pub mod audit_head;
 pub mod bindings;

@@ -15,5 +15,6 @@ mod mfa;
 mod overview;
 mod platform;
 mod pods;
+mod retention;
 mod sso;
 mod terminal;
