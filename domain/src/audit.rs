@@ -15,6 +15,7 @@ use crate::error::DomainResult;
 use crate::ids::{AuditEventId, UserId};
 
 pub mod retention;
+pub mod siem;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

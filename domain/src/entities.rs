@@ -26,6 +26,7 @@ pub mod organization;
 pub mod projects;
 pub mod roles;
 pub mod sessions;
+pub mod siem_cursors;
 pub mod user_identities;
 pub mod user_mfa;
 pub mod users;

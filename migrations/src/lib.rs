@@ -18,6 +18,7 @@ mod m20261201_000003_mfa;
 mod m20261202_000001_agent_keys;
 mod m20261202_000002_sign_in_policy;
 mod m20261203_000001_audit_retention;
+mod m20261203_000002_siem_cursor;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_agent_keys::Migration),
             Box::new(m20261202_000002_sign_in_policy::Migration),
             Box::new(m20261203_000001_audit_retention::Migration),
+            Box::new(m20261203_000002_siem_cursor::Migration),
         ]
     }
 }

@@ -218,6 +218,10 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
             (g.audit_queue_depth(), g.audit_backpressure_refusals())
         })
     });
+    if let Some(streamer) = crate::siem::Streamer::from_config(services.clone(), &config.siem)? {
+        metrics.watch_siem(streamer.stats());
+        streamer.spawn(config.siem.poll);
+    }
     let svc = Arc::downgrade(&services);
     metrics.watch_refusals(move || {
         svc.upgrade()

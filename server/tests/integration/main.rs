@@ -16,5 +16,6 @@ mod overview;
 mod platform;
 mod pods;
 mod retention;
+mod siem;
 mod sso;
 mod terminal;
