@@ -36,10 +36,15 @@ fn event(n: usize) -> AuditEvent {
 /// An app with `old` events written 10 days ago (besides those of its start and sign-in), then
 /// `new` events, with a retention of 7 days: returns the ids of the new events.
 async fn aged_app(old: usize, new: usize) -> (TestApp, Client, Vec<String>) {
-    let (app, admin) = TestApp::spawn_with(master_key_env())
-        .await
-        .with_admin()
-        .await;
+    aged_app_with(master_key_env(), old, new).await
+}
+
+async fn aged_app_with(
+    env: BTreeMap<String, String>,
+    old: usize,
+    new: usize,
+) -> (TestApp, Client, Vec<String>) {
+    let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
     let svc = app.services().clone();
     for n in 0..old {
         svc.audit.record(event(n)).await.unwrap();
@@ -70,14 +75,23 @@ async fn verify(app: &TestApp) -> ChainStatus {
 
 fn warden_verify(database_url: &str, master_key: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["audit", "verify"])
+    warden_verify_in(database_url, dir.path(), Some(master_key))
+}
+
+fn warden_verify_in(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    master_key: Option<&str>,
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.args(["audit", "verify"])
         .env("WARDEN_DATABASE_URL", database_url)
-        .env("WARDEN_DATA_DIR", dir.path())
-        .env("WARDEN_MASTER_KEY", master_key)
-        .env("WARDEN_LOG", "error")
-        .output()
-        .expect("run warden")
+        .env("WARDEN_DATA_DIR", data_dir)
+        .env("WARDEN_LOG", "error");
+    if let Some(k) = master_key {
+        cmd.env("WARDEN_MASTER_KEY", k);
+    }
+    cmd.output().expect("run warden")
 }
 
 async fn exec(app: &TestApp, sql: &str) {
@@ -371,4 +385,39 @@ async fn after_retention_tampering_and_forged_checkpoints_are_found() {
     // Deleting every checkpoint does not help either: the chain then starts mid-air.
     exec(&app, "DELETE FROM audit_checkpoints").await;
     assert!(matches!(verify(&app).await, ChainStatus::Broken { .. }));
+}
+
+/// Without a master key, checkpoints are signed with a key generated into the data directory:
+/// `warden audit verify` with that directory proves the chain, without it it says what is
+/// missing.
+#[tokio::test]
+async fn without_a_master_key_the_data_directory_key_signs_checkpoints() {
+    let (app, _admin, _) = aged_app_with(BTreeMap::new(), 3, 2).await;
+    let data_dir = app.state.config.data_dir.clone();
+    let key_file = data_dir.join(warden_server::startup::CHECKPOINT_KEY_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    retention::run(app.services())
+        .await
+        .unwrap()
+        .expect("a run");
+    assert!(matches!(verify(&app).await, ChainStatus::Intact { .. }));
+    let out = warden_verify_in(&app.database_url, &data_dir, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = warden_verify_in(&app.database_url, elsewhere.path(), None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit-checkpoint.key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
