@@ -115,6 +115,8 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
     let cutoff = now.millis() - i64::from(days) * DAY_MS;
     let mut deleted = 0u64;
     let mut batches = 0u32;
+    // The checkpoint this run wrote last.
+    let mut last: Option<(i64, String)> = None;
     loop {
         let tx = begin_change(&svc.db).await?;
         // The oldest rows in chain order; the prefix older than the cutoff goes (a row written
@@ -132,9 +134,22 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
         let old = rows.iter().take_while(|r| r.1 < cutoff).count();
         let take = old.min(batch as usize);
         if take == 0 {
-            // Only reached before anything was deleted: the last batch ends the loop below.
-            tx.rollback().await?;
-            return Ok(None);
+            let Some((seq, hash)) = last.take() else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            // Someone else (another replica's run) deleted the rest meanwhile: tell what this
+            // run did.
+            let run = RetentionRun {
+                deleted,
+                batches,
+                cutoff,
+                checkpoint_seq: seq,
+                chain_start_seq: rows.first().map(|r| r.0),
+            };
+            append(&tx, now, vec![retention_event(&run, days, &hash)]).await?;
+            tx.commit().await?;
+            return Ok(Some(run));
         }
         let (last_seq, _, last_hash) = rows[take - 1].clone();
         let n = audit_events::Entity::delete_many()
@@ -157,6 +172,7 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
         let more = take == batch as usize && old > take;
         if more {
             tx.commit().await?;
+            last = Some((last_seq, last_hash));
             continue;
         }
         let run = RetentionRun {
