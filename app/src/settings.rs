@@ -1,4 +1,4 @@
-//! Organization settings: name, session lifetimes, lockout policy.
+//! Organization settings: name, session lifetimes, lockout policy, audit retention.
 
 use leptos::prelude::*;
 use warden_domain::dto::SettingsDto;
@@ -28,10 +28,17 @@ pub async fn update_settings(
     #[server(default)] local_sign_in: Option<String>,
     #[server(default)] break_glass_users: Option<String>,
     #[server(default)] step_up_max_age_minutes: Option<i32>,
+    #[server(default)] audit_retention_days: String,
 ) -> Result<SettingsDto, AppError> {
     use warden_domain::dto::UpdateSettingsRequest;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
+    // The form always sends the field: empty keeps events forever; a value that is not a
+    // number is refused as out of range (0), with the same message.
+    let audit_retention_days = Some(match audit_retention_days.trim() {
+        "" => None,
+        v => Some(v.parse::<i32>().unwrap_or(0)),
+    });
     let req = UpdateSettingsRequest {
         organization_name: Some(organization_name),
         session_idle_minutes: Some(session_idle_minutes),
@@ -49,6 +56,7 @@ pub async fn update_settings(
                 .collect()
         }),
         step_up_max_age_minutes,
+        audit_retention_days,
     };
     let r = warden_domain::admin::org_settings::update(&svc, &who, req).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
@@ -149,10 +157,16 @@ fn SettingsForm(
                 <Field state name="break_glass_users" label="Break-glass administrators" value=settings.break_glass_users.join(", ") disabled=ro autocomplete="off"
                     placeholder="admin@example.com" hint="Emails of organization administrators who keep their password, comma-separated. Needs an enabled identity provider."/>
             </section>
+            <section class="card">
+                <h2>"Audit log"</h2>
+                <Field state name="audit_retention_days" label="Delete audit events older than this many days" kind="number" min="1" max="36500"
+                    value=settings.audit_retention_days.map(|d| d.to_string()).unwrap_or_default() disabled=ro autocomplete="off"
+                    hint="Empty keeps them forever. Deletion runs in the background; `warden audit verify` still proves the events kept (from a signed checkpoint)."/>
+            </section>
             {writable.then(|| view! { <Submit state label="Save settings"/> })}
         </ActionForm>
         <FormAlert state
-            fields=&["organization_name", "session_idle_minutes", "session_absolute_hours", "lockout_threshold", "lockout_window_minutes", "lockout_minutes", "step_up_max_age_minutes", "break_glass_users"]
+            fields=&["organization_name", "session_idle_minutes", "session_absolute_hours", "lockout_threshold", "lockout_window_minutes", "lockout_minutes", "step_up_max_age_minutes", "break_glass_users", "audit_retention_days"]
             ok="Settings saved. New sessions and sign-ins use them at once."/>
     }
 }

@@ -14,6 +14,9 @@ use crate::entities::{audit_events, audit_head};
 use crate::error::DomainResult;
 use crate::ids::{AuditEventId, UserId};
 
+pub mod retention;
+pub mod siem;
+
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 macro_rules! str_enum {
@@ -479,13 +482,63 @@ pub enum ChainStatus {
     },
 }
 
-/// Walk every row in order, recomputing hashes.
+/// Walk every row in order, recomputing hashes (a log without retention checkpoints; see
+/// [`verify_chain_with`]).
 pub async fn verify_chain(db: &DatabaseConnection) -> DomainResult<ChainStatus> {
+    verify_chain_with(db, None).await
+}
+
+/// Walk every row in order, recomputing hashes, in one read snapshot. Where retention deleted
+/// the oldest rows, the chain starts from the newest checkpoint: each checkpoint's MAC must be
+/// `key`'s, the first retained row must continue from it, and older rows that are still (or
+/// again) present must chain exactly to it.
+pub async fn verify_chain_with(
+    db: &DatabaseConnection,
+    key: Option<&retention::CheckpointKey>,
+) -> DomainResult<ChainStatus> {
+    let tx = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            db.begin_with_config(
+                Some(sea_orm::IsolationLevel::RepeatableRead),
+                Some(sea_orm::AccessMode::ReadOnly),
+            )
+            .await?
+        }
+        _ => db.begin().await?,
+    };
+    let status = walk_chain(&tx, key).await;
+    tx.rollback().await?;
+    status
+}
+
+async fn walk_chain<C: ConnectionTrait>(
+    db: &C,
+    key: Option<&retention::CheckpointKey>,
+) -> DomainResult<ChainStatus> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let checkpoints = retention::checkpoints(db).await?;
+    if !checkpoints.is_empty() {
+        let Some(key) = key else {
+            return Err(crate::DomainError::Internal(
+                "the audit log has retention checkpoints: verifying it needs the key that signed them (WARDEN_MASTER_KEY, or audit-checkpoint.key in WARDEN_DATA_DIR)".into(),
+            ));
+        };
+        if let Some(c) = checkpoints.iter().find(|c| !key.verifies(c)) {
+            return Ok(ChainStatus::Broken {
+                seq: c.seq,
+                id: String::new(),
+                problem:
+                    "a retention checkpoint is forged or altered (its signature does not match)"
+                        .into(),
+            });
+        }
+    }
+    let mut next_checkpoint = 0usize;
     let mut prev = GENESIS_HASH.to_owned();
     let mut rows = 0u64;
     let mut after = i64::MIN;
+    let mut last: Option<i64> = None;
     loop {
-        use sea_orm::{ColumnTrait, QueryFilter};
         let page = audit_events::Entity::find()
             .filter(audit_events::Column::Seq.gt(after))
             .order_by_asc(audit_events::Column::Seq)
@@ -493,6 +546,16 @@ pub async fn verify_chain(db: &DatabaseConnection) -> DomainResult<ChainStatus> 
             .all(db)
             .await?;
         if page.is_empty() {
+            // A checkpoint at or beyond the newest row: only the row it names may be there.
+            for c in &checkpoints[next_checkpoint..] {
+                if last != Some(c.seq) || prev != c.hash {
+                    return Ok(ChainStatus::Broken {
+                        seq: c.seq,
+                        id: String::new(),
+                        problem: "a retention checkpoint names rows that are not in the log (rows were deleted from the end)".into(),
+                    });
+                }
+            }
             let head = audit_head::Entity::find_by_id(1).one(db).await?;
             return Ok(match head {
                 None if rows == 0 => ChainStatus::Intact { rows },
@@ -510,12 +573,38 @@ pub async fn verify_chain(db: &DatabaseConnection) -> DomainResult<ChainStatus> 
         }
         for m in page {
             after = m.seq;
+            // The checkpoints between the previous row and this one.
+            let mut jumped = false;
+            while let Some(c) = checkpoints.get(next_checkpoint).filter(|c| c.seq < m.seq) {
+                next_checkpoint += 1;
+                match last {
+                    // The chain starts here: continue from the (newest) checkpoint.
+                    None => {
+                        prev = c.hash.clone();
+                        jumped = true;
+                    }
+                    Some(l) if l == c.seq && prev == c.hash => {}
+                    Some(l) => {
+                        return Ok(ChainStatus::Broken {
+                            seq: l,
+                            id: String::new(),
+                            problem: format!(
+                                "rows older than the retention checkpoint at seq {} are present but do not end at it (deleted rows reappeared altered, or rows after them were deleted)",
+                                c.seq
+                            ),
+                        })
+                    }
+                }
+            }
             if m.prev_hash != prev {
                 return Ok(ChainStatus::Broken {
                     seq: m.seq,
                     id: m.id.clone(),
-                    problem: "the previous row was deleted or changed (prev_hash does not match)"
-                        .into(),
+                    problem: if jumped {
+                        "the first retained row does not continue from the retention checkpoint (rows after it were deleted or changed)".into()
+                    } else {
+                        "the previous row was deleted or changed (prev_hash does not match)".into()
+                    },
                 });
             }
             if row_hash(&m) != m.hash {
@@ -526,6 +615,7 @@ pub async fn verify_chain(db: &DatabaseConnection) -> DomainResult<ChainStatus> 
                 });
             }
             prev = m.hash;
+            last = Some(m.seq);
             rows += 1;
         }
     }

@@ -504,6 +504,10 @@ pub struct SettingsDto {
     /// How old a second factor may be before a terminal or a kubeconfig for a role that allows
     /// writes asks for a fresh one (step-up), in minutes (default 60).
     pub step_up_max_age_minutes: i32,
+    /// Audit events older than this many days are deleted by a background job (the remaining
+    /// chain stays verifiable from a signed checkpoint); `null` keeps them forever (default).
+    #[serde(default)]
+    pub audit_retention_days: Option<i32>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -530,6 +534,18 @@ pub struct UpdateSettingsRequest {
     pub break_glass_users: Option<Vec<String>>,
     #[serde(default)]
     pub step_up_max_age_minutes: Option<i32>,
+    /// Days (1 to 36500); `null` keeps audit events forever; absent leaves it unchanged.
+    #[serde(default, deserialize_with = "present")]
+    pub audit_retention_days: Option<Option<i32>>,
+}
+
+/// A PATCH field that is present: `null` becomes `Some(None)`, absence stays `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// "Why": may this user do this, and which binding allows it.

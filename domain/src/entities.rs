@@ -1,6 +1,7 @@
 //! sea-orm entities. Server-side only: never sent to a browser (see `dto`).
 pub mod access_requests;
 pub mod api_keys;
+pub mod audit_checkpoints;
 pub mod audit_events;
 pub mod audit_head;
 pub mod bindings;
@@ -25,6 +26,7 @@ pub mod organization;
 pub mod projects;
 pub mod roles;
 pub mod sessions;
+pub mod siem_cursors;
 pub mod user_identities;
 pub mod user_mfa;
 pub mod users;

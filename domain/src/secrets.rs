@@ -51,6 +51,25 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A 32-byte key for one `purpose`, derived from the master key (any length) with
+/// HKDF-SHA256: keys for different purposes are independent of each other.
+pub fn derive_key(master_key: &Secret, purpose: &[u8]) -> [u8; 32] {
+    use ring::hkdf;
+    struct Len;
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"warden master key v1");
+    let prk = salt.extract(master_key.expose().as_bytes());
+    let mut bytes = [0u8; 32];
+    prk.expand(&[purpose], Len)
+        .and_then(|okm| okm.fill(&mut bytes))
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    bytes
+}
+
 /// Encrypts secrets kept at rest (the gateway's CA keys today) with a key derived from
 /// `WARDEN_MASTER_KEY`: AES-256-GCM, a fresh random nonce per value, and the value's purpose
 /// as associated data so a sealed value cannot be moved to another use. Sealed text looks like
@@ -80,19 +99,8 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// A sealer keyed by the master key (any length; HKDF-SHA256 derives the AES key).
     pub fn new(master_key: &Secret) -> Self {
-        use ring::{aead, hkdf};
-        struct Len;
-        impl hkdf::KeyType for Len {
-            fn len(&self) -> usize {
-                32
-            }
-        }
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"warden master key v1");
-        let prk = salt.extract(master_key.expose().as_bytes());
-        let mut bytes = [0u8; 32];
-        prk.expand(&[b"secrets at rest"], Len)
-            .and_then(|okm| okm.fill(&mut bytes))
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        use ring::aead;
+        let bytes = derive_key(master_key, b"secrets at rest");
         let key =
             aead::UnboundKey::new(&aead::AES_256_GCM, &bytes).expect("32 bytes is an AES-256 key");
         Self {

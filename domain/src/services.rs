@@ -26,6 +26,8 @@ pub struct Services {
     pub jit: crate::admin::access_requests::JitHooks,
     /// Unauthenticated refusals: counted, and sampled into the audit log.
     pub refusals: crate::audit::RefusalSampler,
+    /// Audit retention: the key that signs checkpoints, set at start-up.
+    pub retention: crate::audit::retention::RetentionHooks,
 }
 
 impl Services {
@@ -48,6 +50,7 @@ impl Services {
             sso: Default::default(),
             jit: Default::default(),
             refusals: Default::default(),
+            retention: Default::default(),
         })
     }
 

@@ -26,11 +26,17 @@ pub struct OrgSettings {
     pub break_glass_users: Vec<String>,
     /// How old a second factor may be before a step-up asks for a fresh one.
     pub step_up_max_age_minutes: i32,
+    /// Audit events older than this many days are deleted (in batches, keeping the chain
+    /// verifiable); `None` keeps them forever.
+    #[serde(default)]
+    pub audit_retention_days: Option<i32>,
 }
 
 pub const MFA_POLICIES: [&str; 3] = ["nobody", "admins", "everyone"];
 pub const LOCAL_SIGN_IN_EVERYONE: &str = "everyone";
 pub const LOCAL_SIGN_IN_BREAK_GLASS_ONLY: &str = "break_glass_only";
+/// The longest retention that can be set (100 years).
+pub const MAX_AUDIT_RETENTION_DAYS: i32 = 36_500;
 /// At most this many break-glass accounts.
 pub const MAX_BREAK_GLASS_USERS: usize = 10;
 
@@ -46,6 +52,7 @@ impl Default for OrgSettings {
             local_sign_in: LOCAL_SIGN_IN_EVERYONE.to_owned(),
             break_glass_users: vec![],
             step_up_max_age_minutes: 60,
+            audit_retention_days: None,
         }
     }
 }
@@ -93,6 +100,9 @@ impl OrgSettings {
             1,
             24 * 60,
         );
+        if let Some(days) = self.audit_retention_days {
+            check("audit_retention_days", days, 1, MAX_AUDIT_RETENTION_DAYS);
+        }
         if ![LOCAL_SIGN_IN_EVERYONE, LOCAL_SIGN_IN_BREAK_GLASS_ONLY]
             .contains(&self.local_sign_in.as_str())
         {
@@ -142,6 +152,7 @@ pub async fn load(db: &DatabaseConnection) -> DomainResult<OrgSettings> {
             local_sign_in: m.local_sign_in,
             break_glass_users: serde_json::from_str(&m.break_glass_users).unwrap_or_default(),
             step_up_max_age_minutes: m.step_up_max_age_minutes,
+            audit_retention_days: m.audit_retention_days,
         },
         None => OrgSettings::default(),
     })
@@ -165,6 +176,7 @@ pub async fn save<C: sea_orm::ConnectionTrait>(
         break_glass_users: serde_json::to_string(&s.break_glass_users)
             .unwrap_or_else(|_| "[]".to_owned()),
         step_up_max_age_minutes: s.step_up_max_age_minutes,
+        audit_retention_days: s.audit_retention_days,
         updated_at: now.millis(),
     };
     match org_settings::Entity::find_by_id(ROW).one(db).await? {
@@ -179,6 +191,7 @@ pub async fn save<C: sea_orm::ConnectionTrait>(
             active.local_sign_in = Set(model.local_sign_in);
             active.break_glass_users = Set(model.break_glass_users);
             active.step_up_max_age_minutes = Set(model.step_up_max_age_minutes);
+            active.audit_retention_days = Set(model.audit_retention_days);
             active.updated_at = Set(model.updated_at);
             active.update(db).await?;
         }

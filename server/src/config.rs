@@ -29,6 +29,8 @@ pub struct Config {
     /// or `WARDEN_METRICS_TOKEN_FILE`).
     pub metrics_token: Option<Secret>,
     pub terminal: TerminalConfig,
+    /// The SIEM stream (`WARDEN_SIEM_*`).
+    pub siem: crate::siem::SiemConfig,
 }
 
 /// The web terminal.
@@ -359,7 +361,48 @@ impl Config {
                 message: "must be at least 16 characters".into(),
             });
         }
+        let siem = {
+            let d = crate::siem::SiemConfig::default();
+            let sink = match l.raw("WARDEN_SIEM_SINK")?.filter(|v| !v.trim().is_empty()) {
+                Some(v) => Some(crate::siem::SinkSpec::parse(&v).map_err(|message| {
+                    ConfigError::Invalid {
+                        key: "WARDEN_SIEM_SINK".into(),
+                        message,
+                    }
+                })?),
+                None => None,
+            };
+            let batch: u64 = l.parse("WARDEN_SIEM_BATCH", "500", "a number of events")?;
+            if !(1..=10_000).contains(&batch) {
+                return Err(ConfigError::Invalid {
+                    key: "WARDEN_SIEM_BATCH".into(),
+                    message: "must be between 1 and 10000".into(),
+                });
+            }
+            let poll_ms: u64 =
+                l.parse("WARDEN_SIEM_POLL_MS", "1000", "a number of milliseconds")?;
+            crate::siem::SiemConfig {
+                sink,
+                file_max_bytes: l.parse(
+                    "WARDEN_SIEM_FILE_MAX_BYTES",
+                    &d.file_max_bytes.to_string(),
+                    "a number of bytes",
+                )?,
+                file_keep: l.parse(
+                    "WARDEN_SIEM_FILE_KEEP",
+                    &d.file_keep.to_string(),
+                    "a number of files",
+                )?,
+                webhook_token: l
+                    .raw("WARDEN_SIEM_WEBHOOK_TOKEN")?
+                    .filter(|t| !t.trim().is_empty())
+                    .map(|t| Secret::new(t.trim().to_owned())),
+                batch,
+                poll: std::time::Duration::from_millis(poll_ms.max(10)),
+            }
+        };
         let config = Config {
+            siem,
             agent,
             rate_limits,
             metrics_token,
@@ -424,7 +467,7 @@ impl Config {
 }
 
 /// Whether a URL's host is a loopback address.
-fn is_loopback_url(url: &str) -> bool {
+pub(crate) fn is_loopback_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
     };

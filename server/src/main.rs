@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::Arc;
-use warden_domain::audit::{verify_chain, Actor, ChainStatus, DbAuditSink};
+use warden_domain::audit::{verify_chain_with, Actor, ChainStatus, DbAuditSink};
 use warden_domain::clock::{SharedClock, SystemClock};
 use warden_domain::types::Email;
 use warden_server::config::Config;
@@ -217,9 +217,19 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
     let db = startup::connect(&config).await?;
-    match verify_chain(&db).await? {
+    let key = startup::checkpoint_key(&config, false)?;
+    let checkpoint = warden_domain::audit::retention::checkpoints(&db)
+        .await
+        .ok()
+        .and_then(|c| c.last().map(|c| c.seq));
+    match verify_chain_with(&db, key.as_ref()).await? {
         ChainStatus::Intact { rows } => {
-            println!("audit log intact: {rows} rows verified");
+            match checkpoint {
+            Some(seq) => println!(
+                "audit log intact: {rows} rows verified (retention deleted the rows up to seq {seq}; the chain continues from its signed checkpoint)"
+            ),
+                None => println!("audit log intact: {rows} rows verified"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         ChainStatus::Broken { seq, id, problem } => {

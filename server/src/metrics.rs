@@ -30,6 +30,8 @@ pub struct Metrics {
     audit_queue: std::sync::OnceLock<Box<dyn Fn() -> (usize, u64) + Send + Sync>>,
     /// Unauthenticated refusals by action (set at start-up).
     refusals: std::sync::OnceLock<Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>>,
+    /// The SIEM stream's counters (set at start-up when a sink is configured).
+    siem: std::sync::OnceLock<Arc<crate::siem::SiemStats>>,
 }
 
 impl Metrics {
@@ -41,6 +43,11 @@ impl Metrics {
     /// Report unauthenticated refusals as `warden_unauthenticated_refusals_total{action}`.
     pub fn watch_refusals(&self, totals: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static) {
         let _ = self.refusals.set(Box::new(totals));
+    }
+
+    /// Report the SIEM stream as `warden_siem_*`.
+    pub fn watch_siem(&self, stats: Arc<crate::siem::SiemStats>) {
+        let _ = self.siem.set(stats);
     }
 
     pub fn rate_limited(&self, class: &'static str) {
@@ -85,6 +92,17 @@ impl Metrics {
             out.push_str("# HELP warden_audit_backpressure_refusals_total Gateway requests refused because the audit queue was past its bound.\n");
             out.push_str("# TYPE warden_audit_backpressure_refusals_total counter\n");
             let _ = writeln!(out, "warden_audit_backpressure_refusals_total {refused}");
+        }
+        if let Some(siem) = self.siem.get() {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (name, kind, help, v) in [
+                ("warden_siem_events_total", "counter", "Audit events delivered to the SIEM sink.", siem.delivered.load(Relaxed) as i64),
+                ("warden_siem_dropped_total", "counter", "Audit events retention deleted before the SIEM stream delivered them (at most).", siem.dropped.load(Relaxed) as i64),
+                ("warden_siem_failures_total", "counter", "Failed deliveries to the SIEM sink (each is retried).", siem.failures.load(Relaxed) as i64),
+                ("warden_siem_cursor", "gauge", "The audit seq the SIEM stream delivered last.", siem.cursor.load(Relaxed)),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            }
         }
         if let Some(totals) = self.refusals.get() {
             out.push_str("# HELP warden_unauthenticated_refusals_total Refusals of clients Warden did not authenticate, by action (sampled into the audit log).\n");

@@ -100,6 +100,54 @@ pub fn asset_version(site_root: &std::path::Path) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// The file in the data directory whose secret signs audit retention checkpoints when no
+/// master key is configured.
+pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
+
+/// The key that signs audit retention checkpoints: derived from `WARDEN_MASTER_KEY`, else from
+/// [`CHECKPOINT_KEY_FILE`] in the data directory (generated, mode 0600, when `create`). Someone
+/// who can write to the database but read neither cannot forge a checkpoint.
+pub fn checkpoint_key(
+    config: &Config,
+    create: bool,
+) -> anyhow::Result<Option<warden_domain::audit::retention::CheckpointKey>> {
+    use warden_domain::audit::retention::CheckpointKey;
+    use warden_domain::secrets::Secret;
+    if let Some(master) = &config.master_key {
+        return Ok(Some(CheckpointKey::from_master(master)));
+    }
+    let path = config.data_dir.join(CHECKPOINT_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => {
+            return Ok(Some(CheckpointKey::from_master(&Secret::new(s.trim()))))
+        }
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", path.display()));
+        }
+    }
+    let secret = warden_domain::secrets::random_token(32);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    {
+        use std::io::Write;
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(secret.as_bytes())
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(Some(CheckpointKey::from_master(&Secret::new(secret))))
+}
+
 /// Everything `warden serve` needs before it binds a port. Idempotent.
 pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -121,6 +169,9 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         services
             .sso
             .set_sealer(warden_domain::secrets::Sealer::new(key));
+    }
+    if let Some(key) = checkpoint_key(&config, true)? {
+        services.retention.set_key(key);
     }
     let outcome = bootstrap::run(
         &db,
@@ -167,6 +218,10 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
             (g.audit_queue_depth(), g.audit_backpressure_refusals())
         })
     });
+    if let Some(streamer) = crate::siem::Streamer::from_config(services.clone(), &config.siem)? {
+        metrics.watch_siem(streamer.stats());
+        streamer.spawn(config.siem.poll);
+    }
     let svc = Arc::downgrade(&services);
     metrics.watch_refusals(move || {
         svc.upgrade()
@@ -184,8 +239,21 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     })
 }
 
-/// Background upkeep: expired sessions; summaries of sampled refusals.
+/// How often audit retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Background upkeep: expired sessions; summaries of sampled refusals; audit retention.
 pub fn spawn_maintenance(state: &AppState) {
+    let services = state.services.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(e) = warden_domain::audit::retention::run(&services).await {
+                tracing::warn!(error = %e, "audit retention failed; retrying at the next run");
+            }
+        }
+    });
     let services = state.services.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));

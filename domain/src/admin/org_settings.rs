@@ -36,6 +36,7 @@ fn to_dto(org: &organization::Model, s: &OrgSettings) -> SettingsDto {
         local_sign_in: s.local_sign_in.clone(),
         break_glass_users: s.break_glass_users.clone(),
         step_up_max_age_minutes: s.step_up_max_age_minutes,
+        audit_retention_days: s.audit_retention_days,
     }
 }
 
@@ -152,6 +153,9 @@ pub async fn update(
     }
     if let Some(v) = req.step_up_max_age_minutes {
         s.step_up_max_age_minutes = v;
+    }
+    if let Some(v) = req.audit_retention_days {
+        s.audit_retention_days = v;
     }
     s.validate()?;
     // No lockout: local passwords go off only while someone can sign in with a provider.

@@ -18,6 +18,8 @@ pub struct Model {
     pub break_glass_users: String,
     /// How old a second factor may be before a step-up asks for a fresh one.
     pub step_up_max_age_minutes: i32,
+    /// Audit events older than this many days are deleted; NULL keeps them forever.
+    pub audit_retention_days: Option<i32>,
     pub updated_at: i64,
 }
 

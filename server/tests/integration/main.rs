@@ -15,5 +15,7 @@ mod mfa;
 mod overview;
 mod platform;
 mod pods;
+mod retention;
+mod siem;
 mod sso;
 mod terminal;

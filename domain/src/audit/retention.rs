@@ -1,0 +1,231 @@
+//! Audit retention: events older than the organization's `audit_retention_days` are deleted,
+//! oldest first, in batches, without breaking verification.
+//!
+//! Each batch is one transaction that holds the chain lock (as appends do): it deletes a
+//! prefix of the chain (the oldest rows, up to the first one that is still young enough) and
+//! writes a checkpoint naming the last deleted row's `seq` and `hash`, so the first retained
+//! row's `prev_hash` is explained. The checkpoint carries an HMAC-SHA256 with a key derived
+//! from the master key ([`CheckpointKey`]): someone who can only write to the database cannot
+//! forge one to hide rows they deleted. The last batch also appends an `audit.retention`
+//! event (how many rows were deleted, where the chain now begins) in the same transaction.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use std::sync::OnceLock;
+
+use super::{append, begin_change, Actor, AuditEvent, AuditKind, Outcome, SessionType};
+use crate::clock::Timestamp;
+use crate::entities::{audit_checkpoints, audit_events};
+use crate::error::{DomainError, DomainResult};
+use crate::secrets::Secret;
+use crate::Services;
+
+/// Rows deleted per transaction.
+pub const DEFAULT_BATCH: u64 = 1000;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The key that signs retention checkpoints: HKDF of the master key (or of the generated key
+/// file when no master key is configured) for this purpose only.
+#[derive(Clone)]
+pub struct CheckpointKey(ring::hmac::Key);
+
+impl std::fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointKey(<redacted>)")
+    }
+}
+
+fn message(seq: i64, hash: &str, deleted: i64, at: i64) -> String {
+    format!("warden audit checkpoint v1\n{seq}\n{hash}\n{deleted}\n{at}")
+}
+
+impl CheckpointKey {
+    pub fn from_master(master_key: &Secret) -> Self {
+        let bytes = crate::secrets::derive_key(master_key, b"audit checkpoints");
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+    }
+
+    fn sign(&self, seq: i64, hash: &str, deleted: i64, at: i64) -> String {
+        hex::encode(ring::hmac::sign(&self.0, message(seq, hash, deleted, at).as_bytes()).as_ref())
+    }
+
+    /// Whether the checkpoint's MAC is this key's (constant-time).
+    pub fn verifies(&self, c: &audit_checkpoints::Model) -> bool {
+        let Ok(tag) = hex::decode(&c.mac) else {
+            return false;
+        };
+        ring::hmac::verify(
+            &self.0,
+            message(c.seq, &c.hash, c.deleted, c.at).as_bytes(),
+            &tag,
+        )
+        .is_ok()
+    }
+}
+
+/// The checkpoint key, set at start-up.
+#[derive(Default)]
+pub struct RetentionHooks {
+    key: OnceLock<CheckpointKey>,
+}
+
+impl RetentionHooks {
+    pub fn set_key(&self, key: CheckpointKey) {
+        let _ = self.key.set(key);
+    }
+    pub fn key(&self) -> Option<&CheckpointKey> {
+        self.key.get()
+    }
+}
+
+/// What one retention run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRun {
+    pub deleted: u64,
+    pub batches: u32,
+    /// Events older than this (ms since the epoch) were deleted.
+    pub cutoff: i64,
+    /// The last deleted row, named by the newest checkpoint.
+    pub checkpoint_seq: i64,
+    /// The first retained row (`None` when every earlier row was deleted: the chain then
+    /// begins with this run's own `audit.retention` event).
+    pub chain_start_seq: Option<i64>,
+}
+
+/// Apply the organization's retention now, in batches of [`DEFAULT_BATCH`].
+pub async fn run(svc: &Services) -> DomainResult<Option<RetentionRun>> {
+    run_batched(svc, DEFAULT_BATCH).await
+}
+
+/// Apply the organization's retention now: `None` when retention is off or nothing is old
+/// enough. Runs that delete rows are audited (`audit.retention`).
+#[tracing::instrument(skip_all)]
+pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<RetentionRun>> {
+    let Some(days) = crate::settings::load(&svc.db).await?.audit_retention_days else {
+        return Ok(None);
+    };
+    let key = svc.retention.key().ok_or_else(|| {
+        DomainError::Internal("no audit checkpoint key was set at start-up".into())
+    })?;
+    let batch = batch.max(1);
+    let now = svc.clock.now();
+    let cutoff = now.millis() - i64::from(days) * DAY_MS;
+    let mut deleted = 0u64;
+    let mut batches = 0u32;
+    // The checkpoint this run wrote last.
+    let mut last: Option<(i64, String)> = None;
+    loop {
+        let tx = begin_change(&svc.db).await?;
+        // The oldest rows in chain order; the prefix older than the cutoff goes (a row written
+        // with a clock behind another's still waits for its predecessors).
+        let rows: Vec<(i64, i64, String)> = audit_events::Entity::find()
+            .select_only()
+            .column(audit_events::Column::Seq)
+            .column(audit_events::Column::At)
+            .column(audit_events::Column::Hash)
+            .order_by_asc(audit_events::Column::Seq)
+            .limit(batch + 1)
+            .into_tuple()
+            .all(&tx)
+            .await?;
+        let old = rows.iter().take_while(|r| r.1 < cutoff).count();
+        let take = old.min(batch as usize);
+        if take == 0 {
+            let Some((seq, hash)) = last.take() else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            // Someone else (another replica's run) deleted the rest meanwhile: tell what this
+            // run did.
+            let run = RetentionRun {
+                deleted,
+                batches,
+                cutoff,
+                checkpoint_seq: seq,
+                chain_start_seq: rows.first().map(|r| r.0),
+            };
+            append(&tx, now, vec![retention_event(&run, days, &hash)]).await?;
+            tx.commit().await?;
+            return Ok(Some(run));
+        }
+        let (last_seq, _, last_hash) = rows[take - 1].clone();
+        let n = audit_events::Entity::delete_many()
+            .filter(audit_events::Column::Seq.lte(last_seq))
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        let at = now.millis();
+        audit_checkpoints::ActiveModel::from(audit_checkpoints::Model {
+            seq: last_seq,
+            hash: last_hash.clone(),
+            deleted: n as i64,
+            at,
+            mac: key.sign(last_seq, &last_hash, n as i64, at),
+        })
+        .insert(&tx)
+        .await?;
+        deleted += n;
+        batches += 1;
+        let more = take == batch as usize && old > take;
+        if more {
+            tx.commit().await?;
+            last = Some((last_seq, last_hash));
+            continue;
+        }
+        let run = RetentionRun {
+            deleted,
+            batches,
+            cutoff,
+            checkpoint_seq: last_seq,
+            chain_start_seq: rows.get(take).map(|r| r.0),
+        };
+        append(&tx, now, vec![retention_event(&run, days, &last_hash)]).await?;
+        tx.commit().await?;
+        tracing::info!(
+            audit.deleted = run.deleted,
+            audit.batches = run.batches,
+            audit.checkpoint_seq = run.checkpoint_seq,
+            "audit retention applied"
+        );
+        return Ok(Some(run));
+    }
+}
+
+fn retention_event(run: &RetentionRun, days: i32, checkpoint_hash: &str) -> AuditEvent {
+    AuditEvent::new(
+        AuditKind::System,
+        Actor::System,
+        SessionType::System,
+        "audit.retention",
+        Outcome::Allowed,
+    )
+    .resource("audit_log", "events")
+    .reason(format!(
+        "{} audit events older than {days} days (before {}) were deleted; the chain now begins after seq {}",
+        run.deleted,
+        Timestamp(run.cutoff).rfc3339(),
+        run.checkpoint_seq
+    ))
+    .details(serde_json::json!({
+        "retention_days": days,
+        "cutoff": Timestamp(run.cutoff).rfc3339(),
+        "deleted": run.deleted,
+        "batches": run.batches,
+        "checkpoint_seq": run.checkpoint_seq,
+        "checkpoint_hash": checkpoint_hash,
+        "chain_start_seq": run.chain_start_seq,
+    }))
+}
+
+/// Every checkpoint, oldest first.
+pub async fn checkpoints<C: ConnectionTrait>(
+    db: &C,
+) -> DomainResult<Vec<audit_checkpoints::Model>> {
+    Ok(audit_checkpoints::Entity::find()
+        .order_by_asc(audit_checkpoints::Column::Seq)
+        .all(db)
+        .await?)
+}
