@@ -457,44 +457,75 @@ pub async fn get_jit_settings() -> Result<warden_domain::dto::JitSettingsDto, Ap
     Ok(warden_domain::admin::jit_settings::get(&svc, &who).await?)
 }
 
-/// `CLUSTER_ADMIN=8, NAMESPACE_ADMIN=24` (hours) as role rules.
+/// `CLUSTER_ADMIN=8, NAMESPACE_ADMIN=24` (hours) as role rules; a rule limited to clusters
+/// whose labels match a selector reads `CLUSTER_ADMIN=8 where env=production`, and rules are
+/// then separated by `;` or new lines (a selector has commas of its own).
 pub fn parse_role_hours(
     raw: &str,
     field: &str,
 ) -> Result<Vec<warden_domain::dto::RequiredExpiry>, AppError> {
-    raw.split([',', '\n'])
+    let bad = |item: &str| {
+        AppError::Invalid {
+        fields: [(
+            field.to_owned(),
+            format!(
+                "{item:?}: write ROLE=HOURS, e.g. CLUSTER_ADMIN=8, or ROLE=HOURS where SELECTOR, e.g. CLUSTER_ADMIN=8 where env=production"
+            ),
+        )]
+        .into_iter()
+        .collect(),
+    }
+    };
+    let mut items: Vec<&str> = Vec::new();
+    for chunk in raw.split([';', '\n']) {
+        if chunk.contains(" where ") {
+            items.push(chunk);
+        } else {
+            items.extend(chunk.split(','));
+        }
+    }
+    items
+        .into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|item| {
-            let (role, hours) = item.split_once('=').unwrap_or((item, ""));
+            let (rule, selector) = match item.split_once(" where ") {
+                Some((r, sel)) => (r.trim(), Some(sel.trim().to_owned())),
+                None => (item, None),
+            };
+            let (role, hours) = rule.split_once('=').unwrap_or((rule, ""));
             match hours.trim().parse::<f64>() {
                 Ok(h) if h > 0.0 => Ok(warden_domain::dto::RequiredExpiry {
                     role: role.trim().to_owned(),
                     max_secs: (h * 3600.0).round() as i64,
+                    cluster_selector: selector,
                 }),
-                _ => Err(AppError::Invalid {
-                    fields: [(
-                        field.to_owned(),
-                        format!("{item:?}: write ROLE=HOURS, e.g. CLUSTER_ADMIN=8"),
-                    )]
-                    .into_iter()
-                    .collect(),
-                }),
+                _ => Err(bad(item)),
             }
         })
         .collect()
 }
 
-/// Role rules back as `ROLE=HOURS, ...`.
+/// Role rules back as `ROLE=HOURS, ...` (`ROLE=HOURS where SELECTOR; ...` when a rule has a
+/// cluster selector).
 pub fn show_role_hours(rules: &[warden_domain::dto::RequiredExpiry]) -> String {
+    let sep = if rules.iter().any(|r| r.cluster_selector.is_some()) {
+        "; "
+    } else {
+        ", "
+    };
     rules
         .iter()
         .map(|r| {
             let h = r.max_secs as f64 / 3600.0;
-            format!("{}={}", r.role, (h * 100.0).round() / 100.0)
+            let h = (h * 100.0).round() / 100.0;
+            match &r.cluster_selector {
+                Some(sel) => format!("{}={h} where {sel}", r.role),
+                None => format!("{}={h}", r.role),
+            }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(sep)
 }
 
 #[server(prefix = "/sfn", endpoint = "update_jit_settings")]
@@ -536,8 +567,8 @@ pub fn JitSettingsForm(
             <section class="card">
                 <h2>"Just-in-time access"</h2>
                 <crate::ui::Field state name="required_expiry" label="Roles that must expire (ROLE=max hours, …)"
-                    value=show_role_hours(&s.required_expiry) placeholder="CLUSTER_ADMIN=8" disabled=ro
-                    hint="A binding of these roles needs an expiry no later than the maximum."/>
+                    value=show_role_hours(&s.required_expiry) placeholder="CLUSTER_ADMIN=8 where env=production; NAMESPACE_ADMIN=24" disabled=ro
+                    hint="A binding of these roles needs an expiry no later than the maximum. Add where SELECTOR (e.g. env=production) to limit a rule to projects holding clusters whose labels match; separate such rules with ';'."/>
                 <crate::ui::Field state name="request_ttl_hours" label="Undecided requests lapse after (hours)" kind="number"
                     value=(s.request_ttl_secs as f64 / 3600.0).to_string() required=true disabled=ro/>
                 <label class="check">
@@ -568,6 +599,20 @@ mod tests {
             "CLUSTER_ADMIN=8, NAMESPACE_ADMIN=0.5"
         );
         assert!(super::parse_role_hours("CLUSTER_ADMIN", "f").is_err());
+        let scoped = super::parse_role_hours(
+            "CLUSTER_ADMIN=8 where env=production,tier in (a,b); NAMESPACE_ADMIN=24",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            scoped[0].cluster_selector.as_deref(),
+            Some("env=production,tier in (a,b)")
+        );
+        assert_eq!(scoped[1].cluster_selector, None);
+        assert_eq!(
+            super::show_role_hours(&scoped),
+            "CLUSTER_ADMIN=8 where env=production,tier in (a,b); NAMESPACE_ADMIN=24"
+        );
         assert!(super::parse_role_hours("", "f").unwrap().is_empty());
     }
 }

@@ -389,10 +389,11 @@ async fn prepare(
             "duration_secs".to_owned(),
             "must be between a minute and a year".to_owned(),
         );
-    } else if let Some(r) = &role {
+    } else if let (Some(r), Some(p)) = (&role, &project) {
         if let Err(m) = super::jit_settings::check_required_expiry(
-            svc,
+            &svc.db,
             &r.name,
+            Some(&p.id),
             Some(now.millis() + req.duration_secs * 1000),
             now,
         )
@@ -811,6 +812,22 @@ pub async fn approve(
     // The last approval: the grant, as a time-bound binding of the requester.
     let expires_at = now.millis() + duration * 1000;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    // The policy as it stands now (a cluster may have been shared into the project, or the
+    // rule tightened, since the request was made): the approver may shorten, never exceed.
+    if let Err(m) = super::jit_settings::check_required_expiry(
+        &tx,
+        &c.role.name,
+        Some(&r.project_id),
+        Some(expires_at),
+        now,
+    )
+    .await?
+    {
+        return Err(DomainError::invalid(
+            "duration_secs",
+            format!("{m}: approve for less time"),
+        ));
+    }
     let existing = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(r.requester_id.clone()))
         .filter(bindings::Column::RoleId.eq(r.role_id.clone()))
@@ -1215,6 +1232,17 @@ pub async fn break_glass(
     let expires_at = now.millis() + duration * 1000;
     let me = who.user_id.to_string();
     let tx = crate::audit::begin_change(&svc.db).await?;
+    if let Err(m) = super::jit_settings::check_required_expiry(
+        &tx,
+        &p.role.name,
+        Some(&p.project.id),
+        Some(expires_at),
+        now,
+    )
+    .await?
+    {
+        return Err(DomainError::invalid("duration_secs", m));
+    }
     let existing = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(me.clone()))
         .filter(bindings::Column::RoleId.eq(p.role.id.clone()))

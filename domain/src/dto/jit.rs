@@ -10,6 +10,12 @@ pub struct RequiredExpiry {
     pub role: String,
     /// The longest such a binding may last, in seconds.
     pub max_secs: i64,
+    /// Only where the binding reaches a cluster whose labels match this selector (e.g.
+    /// `env=production`): a project or namespace binding in a project that owns or is shared
+    /// such a cluster, or an organization binding while any cluster matches. Everywhere when
+    /// absent. Not allowed on break-glass roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

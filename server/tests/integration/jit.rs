@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use warden_server::gateway::testkit::Kubectl;
-use warden_server::testing::{Client, TestApp};
+use warden_server::testing::{Client, Resp, TestApp};
 
 const PROD: &str = "prod-1";
 
@@ -832,4 +832,292 @@ async fn the_webhook_is_retried_until_it_answers() {
         .expect("a call");
     assert_eq!(delivered["event"], "access_request.create");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+// ---- the required-expiry policy limited to clusters by label ----
+
+async fn cluster(admin: &Client, name: &str, project: &str, labels: Value) -> Resp {
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": name, "project": project, "labels": labels}),
+        )
+        .await
+}
+
+fn binding(user: &str, role: &str, project: &str, extra: Value) -> Value {
+    let mut body =
+        json!({"subject": {"kind": "user", "name": user}, "role": role, "project": project});
+    if role.starts_with("NAMESPACE") {
+        body["namespaces"] = json!(["apple"]);
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_expiry_can_be_limited_to_clusters_matching_a_label_selector() {
+    let p = people().await;
+    let admin = &p.admin;
+    admin
+        .post("/api/v1/projects", json!({"name": "production"}))
+        .await
+        .assert_status(201);
+    cluster(admin, "prod-1", "production", json!({"env": "production"}))
+        .await
+        .assert_status(201);
+    cluster(admin, "stage-1", "dev", json!({"env": "staging"}))
+        .await
+        .assert_status(201);
+
+    // A selector that does not parse is a 422 with the field, in the one error envelope.
+    for bad in ["env in (production", "env=prod uction", "env within (a)"] {
+        let r = admin
+            .patch(
+                "/api/v1/settings/jit",
+                json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": bad}]}),
+            )
+            .await
+            .assert_status(422);
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "invalid", "{e:#}");
+        assert!(
+            e["error"]["fields"]["required_expiry"]
+                .as_str()
+                .unwrap()
+                .contains("cluster selector"),
+            "{e:#}"
+        );
+    }
+    // Break-glass roles take none.
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 3600, "cluster_selector": "env=production"}]}),
+        )
+        .await
+        .assert_status(422);
+
+    // Before the rule: a standing CLUSTER_ADMIN in dev (no production cluster there), and a
+    // request for a week of it.
+    let standing = p
+        .john
+        .post(
+            "/api/v1/bindings",
+            binding("mallory@example.com", "CLUSTER_ADMIN", "dev", json!({})),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let week = ask(&p.sally, "CLUSTER_ADMIN", &[], 7 * 86400).await;
+
+    let s = admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": " env = production "}]}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        s["required_expiry"],
+        json!([{"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": "env=production"}])
+    );
+
+    // In a project holding a matching cluster: an expiry, at most 8 hours.
+    let r = admin
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "production",
+                json!({}),
+            ),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    let msg = r["error"]["fields"]["expires_at"].as_str().unwrap();
+    assert!(msg.contains("requires an expiry"), "{msg}");
+    assert!(msg.contains("env=production (prod-1)"), "{msg}");
+    admin
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "production",
+                json!({"expires_in_secs": 30 * 86400}),
+            ),
+        )
+        .await
+        .assert_status(422);
+    admin
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "production",
+                json!({"expires_in_secs": 3600}),
+            ),
+        )
+        .await
+        .assert_status(201);
+    // Elsewhere, and for other roles, nothing changes.
+    p.john
+        .post(
+            "/api/v1/bindings",
+            binding("carol@example.com", "NAMESPACE_ADMIN", "dev", json!({})),
+        )
+        .await
+        .assert_status(201);
+
+    // Dodges, refused while mallory's standing grant is in dev, each naming it: sharing the
+    // production cluster into dev...
+    let r = admin
+        .patch("/api/v1/clusters/prod-1", json!({"shared_with": ["dev"]}))
+        .await
+        .assert_status(409)
+        .json();
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("mallory@example.com holds CLUSTER_ADMIN on project dev without an expiry"),
+        "{msg}"
+    );
+    assert!(msg.contains(standing["id"].as_str().unwrap()), "{msg}");
+    assert!(r["error"]["fields"]["shared_with"].is_string(), "{r:#}");
+    let c = admin
+        .get("/api/v1/clusters/prod-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(c["shared_with"], json!([]), "{c:#}");
+    // ...labelling dev's own cluster as production...
+    admin
+        .patch(
+            "/api/v1/clusters/stage-1",
+            json!({"labels": {"env": "production"}}),
+        )
+        .await
+        .assert_status(409);
+    let c = admin
+        .get("/api/v1/clusters/stage-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(c["labels"], json!({"env": "staging"}), "{c:#}");
+    // ...importing a production cluster into dev...
+    cluster(admin, "prod-2", "dev", json!({"env": "production"}))
+        .await
+        .assert_status(409);
+    admin
+        .get("/api/v1/clusters/prod-2")
+        .await
+        .assert_status(404);
+    // ...or moving the production cluster there.
+    admin
+        .patch("/api/v1/clusters/prod-1", json!({"project": "dev"}))
+        .await
+        .assert_status(409);
+
+    // Once the standing grant is gone, the share goes through...
+    admin
+        .delete(&format!(
+            "/api/v1/bindings/{}",
+            standing["id"].as_str().unwrap()
+        ))
+        .await
+        .assert_status(204);
+    admin
+        .patch("/api/v1/clusters/prod-1", json!({"shared_with": ["dev"]}))
+        .await
+        .assert_status(200);
+    // ...and dev is held to the rule: no standing grant, no week-long approval.
+    p.john
+        .post(
+            "/api/v1/bindings",
+            binding("mallory@example.com", "CLUSTER_ADMIN", "dev", json!({})),
+        )
+        .await
+        .assert_status(422);
+    let r = p
+        .john
+        .post(
+            &format!("/api/v1/access-requests/{}/approve", id(&week)),
+            json!({}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    assert!(
+        r["error"]["fields"]["duration_secs"]
+            .as_str()
+            .unwrap()
+            .contains("at most 8 hours"),
+        "{r:#}"
+    );
+    let ok = p
+        .john
+        .post(
+            &format!("/api/v1/access-requests/{}/approve", id(&week)),
+            json!({"duration_secs": 3600}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(ok["status"], "approved");
+    // New requests and break-glass follow it too.
+    p.mallory
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 86400, "reason": "x"}),
+        )
+        .await
+        .assert_status(422);
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 86400}]}),
+        )
+        .await
+        .assert_status(200);
+    p.mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 12 * 3600, "reason": "outage"}),
+        )
+        .await
+        .assert_status(422);
+
+    // A rule that standing grants already break is refused, naming them (carol's permanent
+    // NAMESPACE_ADMIN in dev, which now holds a production cluster).
+    let r = admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [
+                {"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": "env=production"},
+                {"role": "NAMESPACE_ADMIN", "max_secs": 3600, "cluster_selector": "env in (production)"}
+            ]}),
+        )
+        .await
+        .assert_status(409)
+        .json();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("carol@example.com holds NAMESPACE_ADMIN on namespaces apple of project dev"),
+        "{r:#}"
+    );
+    // The refused changes left the settings as they were.
+    let s = admin
+        .get("/api/v1/settings/jit")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["required_expiry"].as_array().unwrap().len(), 1, "{s:#}");
 }
