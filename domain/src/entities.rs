@@ -28,3 +28,4 @@ pub mod sessions;
 pub mod user_identities;
 pub mod user_mfa;
 pub mod users;
+pub mod webhook_outbox;

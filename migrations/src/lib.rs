@@ -17,6 +17,7 @@ mod m20261201_000002_identity_providers;
 mod m20261201_000003_mfa;
 mod m20261202_000001_agent_keys;
 mod m20261202_000002_sign_in_policy;
+mod m20261203_000001_webhook_outbox;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_mfa::Migration),
             Box::new(m20261202_000001_agent_keys::Migration),
             Box::new(m20261202_000002_sign_in_policy::Migration),
+            Box::new(m20261203_000001_webhook_outbox::Migration),
         ]
     }
 }

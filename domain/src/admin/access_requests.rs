@@ -15,7 +15,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, OnceLock};
 
 use super::ts;
 use crate::access::{Action, Principal, Target};
@@ -42,21 +41,21 @@ pub const REVOKED: &str = "revoked";
 /// The shortest grant one may ask for.
 pub const MIN_DURATION_SECS: i64 = 60;
 
-/// Where request events go besides the audit log: the server posts them to the
-/// organization's webhook (with retries).
-pub trait Notifier: Send + Sync {
-    fn notify(&self, url: String, payload: serde_json::Value);
-}
-
-/// What the access-request use cases need from the running server; empty until start-up.
+/// What the access-request use cases share with the running server: the signal that wakes the
+/// webhook worker when a delivery is queued.
 #[derive(Default)]
 pub struct JitHooks {
-    notifier: OnceLock<Arc<dyn Notifier>>,
+    outbox: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl JitHooks {
-    pub fn set_notifier(&self, n: Arc<dyn Notifier>) {
-        let _ = self.notifier.set(n);
+    /// A delivery was committed to the outbox: deliver it now rather than at the next tick.
+    pub fn wake(&self) {
+        self.outbox.notify_one();
+    }
+    /// What the worker waits on (it holds this, not the services).
+    pub fn waker(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox.clone()
     }
 }
 
@@ -260,19 +259,23 @@ async fn record<C: sea_orm::ConnectionTrait>(
     crate::audit::append(tx, svc.clock.now(), vec![ev]).await
 }
 
-/// Post to the organization's webhook, if any (in the background, with retries).
-async fn notify(svc: &Services, event: &str, text: String, dto: &AccessRequestDto) {
-    let Some(n) = svc.jit.notifier.get() else {
-        return;
-    };
-    match super::jit_settings::load(&svc.db).await {
-        Ok(s) => {
-            if let Some(url) = s.webhook_url {
-                n.notify(url, json!({ "text": text, "event": event, "request": dto }));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the webhook setting"),
-    }
+/// Queue the event for the organization's webhook, if any, inside the event's transaction
+/// (delivered by the server's worker, with retries, after commit; see `webhook_outbox`).
+async fn notify<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    svc: &Services,
+    event: &str,
+    text: String,
+    dto: &AccessRequestDto,
+) -> DomainResult<()> {
+    super::webhook_outbox::enqueue(
+        tx,
+        svc,
+        event,
+        &json!({ "text": text, "event": event, "request": dto }),
+    )
+    .await?;
+    Ok(())
 }
 
 fn request_link(svc: &Services, id: &str) -> String {
@@ -508,8 +511,8 @@ pub async fn create(
         json!({ "after": dto }),
     )
     .await?;
-    tx.commit().await?;
     notify(
+        &tx,
         svc,
         "access_request.create",
         format!(
@@ -520,7 +523,9 @@ pub async fn create(
         ),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -684,17 +689,19 @@ async fn lapse(svc: &Services, r: &access_requests::Model, now: Timestamp) -> Do
             json!({}),
         )
         .await?;
-        tx.commit().await?;
         let mut after = r.clone();
         after.status = EXPIRED.to_owned();
         let dto = to_dto(&after, &c, false);
         notify(
+            &tx,
             svc,
             "access_request.expired",
             format!("Expired without a decision: {}", describe(r, &c)),
             &dto,
         )
-        .await;
+        .await?;
+        tx.commit().await?;
+        svc.jit.wake();
     }
     Ok(true)
 }
@@ -793,8 +800,8 @@ pub async fn approve(
             json!({ "approvals": c.approvals.len(), "approvals_needed": c.needed, "duration_secs": duration }),
         )
         .await?;
-        tx.commit().await?;
         notify(
+            &tx,
             svc,
             "access_request.approve",
             format!(
@@ -806,7 +813,9 @@ pub async fn approve(
             ),
             &dto,
         )
-        .await;
+        .await?;
+        tx.commit().await?;
+        svc.jit.wake();
         return Ok(dto);
     }
     // The last approval: the grant, as a time-bound binding of the requester.
@@ -901,9 +910,8 @@ pub async fn approve(
         Some(json!(bdto)),
     )
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
     notify(
+        &tx,
         svc,
         "access_request.approved",
         format!(
@@ -914,7 +922,10 @@ pub async fn approve(
         ),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -948,14 +959,16 @@ pub async fn deny(
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     notify(
+        &tx,
         svc,
         "access_request.denied",
         format!("{} denied: {}", who.email, describe(&m, &c)),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -992,14 +1005,16 @@ pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<A
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     notify(
+        &tx,
         svc,
         "access_request.cancelled",
         format!("Cancelled: {}", describe(&m, &c)),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -1069,15 +1084,17 @@ pub async fn revoke(
         )
         .await?;
     }
-    tx.commit().await?;
-    svc.policy.bump();
     notify(
+        &tx,
         svc,
         "access_request.revoked",
         format!("{} revoked early: {}", who.email, describe(&m, &c)),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -1315,9 +1332,8 @@ pub async fn break_glass(
         }),
     )
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
     notify(
+        &tx,
         svc,
         "access_request.break_glass",
         format!(
@@ -1331,6 +1347,9 @@ pub async fn break_glass(
         ),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.jit.wake();
     Ok(dto)
 }

@@ -796,21 +796,33 @@ async fn next_control(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_webhook_is_retried_until_it_answers() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// A receiver that answers 503 to the first `fail_first` calls (and to every call while `down`
+/// is set), then 200: the bodies it accepted, and how many calls it saw. The URL carries a
+/// token, as a chat webhook's does.
+struct Flaky {
+    url: String,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+const HOOK_TOKEN: &str = "s3cret-hook-token";
+
+async fn flaky(fail_first: usize) -> Flaky {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let p = people().await;
-    // A receiver that fails twice, then accepts.
     let calls = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let seen = calls.clone();
+    let down = Arc::new(AtomicBool::new(false));
+    let (tx, accepted) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (seen, is_down) = (calls.clone(), down.clone());
     let router = axum::Router::new().route(
         "/flaky",
         axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let (seen, tx) = (seen.clone(), tx.clone());
+            let (seen, tx, is_down) = (seen.clone(), tx.clone(), is_down.clone());
             async move {
-                if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                if seen.fetch_add(1, Ordering::SeqCst) < fail_first
+                    || is_down.load(Ordering::SeqCst)
+                {
                     return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                 }
                 let _ = tx.send(v);
@@ -819,19 +831,186 @@ async fn the_webhook_is_retried_until_it_answers() {
         }),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/flaky", l.local_addr().unwrap());
+    let url = format!(
+        "http://{}/flaky?token={HOOK_TOKEN}",
+        l.local_addr().unwrap()
+    );
     tokio::spawn(async move { axum::serve(l, router).await.ok() });
+    Flaky {
+        url,
+        calls,
+        down,
+        accepted,
+    }
+}
+
+/// The outbox's rows, newest first.
+async fn outbox(app: &TestApp) -> Vec<warden_domain::entities::webhook_outbox::Model> {
+    warden_domain::admin::webhook_outbox::list(app.services())
+        .await
+        .expect("outbox")
+}
+
+/// Move Warden's clock by `step` seconds at a time (retries fall due on it) until `done`.
+async fn advance_until<F, Fut>(app: &TestApp, step: i64, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !done().await {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}: not in time");
+        app.clock.advance_secs(step);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_retried_from_the_outbox_and_delivered_once() {
+    use std::sync::atomic::Ordering;
+    let p = people().await;
+    // A receiver that fails twice, then accepts.
+    let mut hook = flaky(2).await;
     p.admin
-        .patch("/api/v1/settings/jit", json!({"webhook_url": url}))
+        .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
         .await
         .assert_status(200);
     ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
-    let delivered = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("delivered after retries")
-        .expect("a call");
+    // Queued with the request (same transaction).
+    let rows = outbox(&p.app).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].event, "access_request.create");
+    // The retries fall due on Warden's clock (2 s, then 4 s).
+    advance_until(&p.app, 2, "three attempts", || async {
+        outbox(&p.app).await[0].status == "delivered"
+    })
+    .await;
+    let delivered = hook.accepted.try_recv().expect("delivered after retries");
     assert_eq!(delivered["event"], "access_request.create");
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(
+        delivered["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sally@example.com asks for NAMESPACE_READ_ONLY"),
+        "{delivered:#}"
+    );
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 3);
+    let row = &outbox(&p.app).await[0];
+    assert_eq!((row.attempts, row.status.as_str()), (3, "delivered"));
+    // Exactly once: nothing more, however long one waits.
+    for _ in 0..5 {
+        p.app.clock.advance_secs(3600);
+        warden_server::jit::deliver_due(p.app.services(), &warden_server::jit::webhook_client())
+            .await;
+    }
+    assert!(hook.accepted.try_recv().is_err(), "delivered twice");
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_is_given_up_after_the_last_attempt_and_audited() {
+    use std::sync::atomic::Ordering;
+    use warden_domain::admin::webhook_outbox::MAX_ATTEMPTS;
+    let p = people().await;
+    let hook = flaky(usize::MAX).await;
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
+        .await
+        .assert_status(200);
+    let r = ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+    advance_until(&p.app, 300, "the give-up", || async {
+        outbox(&p.app).await[0].status == "failed"
+    })
+    .await;
+    let row = &outbox(&p.app).await[0];
+    assert_eq!(row.attempts, MAX_ATTEMPTS);
+    assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(hook.calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+    // Hours passed on Warden's clock: the admin's session is idle-expired; sign in again.
+    p.admin
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+    let ev = audit_event(&p.admin, "action=webhook.delivery.failed", |e| {
+        e["action"] == "webhook.delivery.failed"
+    })
+    .await;
+    assert_eq!(ev["actor"], "system");
+    assert_eq!(ev["outcome"], "error");
+    assert_eq!(ev["project"], "dev");
+    assert_eq!(ev["details"]["request"], r["id"]);
+    assert!(
+        ev["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("after {MAX_ATTEMPTS} attempts")),
+        "{ev:#}"
+    );
+    // The URL's token is nowhere in the record.
+    assert!(!ev.to_string().contains(HOOK_TOKEN), "{ev:#}");
+    assert!(!format!("{row:?}").contains(HOOK_TOKEN));
+    // No more attempts after the give-up.
+    for _ in 0..3 {
+        p.app.clock.advance_secs(3600);
+        warden_server::jit::deliver_due(p.app.services(), &warden_server::jit::webhook_client())
+            .await;
+    }
+    assert_eq!(hook.calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_pending_when_warden_stops_is_delivered_after_a_restart() {
+    use std::sync::atomic::Ordering;
+    let data = tempfile::tempdir().expect("tempdir");
+    // The database outlives the first Warden (SQLite: a file here; PostgreSQL: kept).
+    let url = warden_server::testing::fresh_database_url(data.path()).await;
+    let mut hook = flaky(0).await;
+    hook.down.store(true, Ordering::SeqCst);
+    {
+        let (app, admin) = TestApp::spawn_on(&url).await.with_admin().await;
+        admin
+            .post("/api/v1/projects", json!({"name": "dev"}))
+            .await
+            .assert_status(201);
+        let sally = app.user_client(&admin, "sally@example.com").await;
+        admin
+            .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
+            .await
+            .assert_status(200);
+        ask(&sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+        // One failed attempt; the delivery waits for its retry when Warden stops.
+        let t = Instant::now();
+        while outbox(&app).await[0].attempts < 1 {
+            assert!(t.elapsed() < Duration::from_secs(10), "no first attempt");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let row = &outbox(&app).await[0];
+        assert_eq!(row.status, "pending");
+        // Stop: nothing of this Warden may deliver it afterwards.
+        app.services().db.clone().close().await.ok();
+        drop(admin);
+        drop(app);
+    }
+    let before_restart = hook.calls.load(Ordering::SeqCst);
+    assert!(before_restart >= 1);
+    hook.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hook.accepted.try_recv().is_err());
+
+    // A new Warden on the same database delivers it.
+    let mut app = TestApp::spawn_on(&url).await;
+    app.drop_database_on_exit();
+    advance_until(&app, 5, "the delivery after the restart", || async {
+        outbox(&app).await[0].status == "delivered"
+    })
+    .await;
+    let delivered = hook.accepted.try_recv().expect("delivered");
+    assert_eq!(delivered["event"], "access_request.create");
+    assert!(hook.accepted.try_recv().is_err(), "delivered twice");
+    assert_eq!(outbox(&app).await.len(), 1);
 }
 
 // ---- the required-expiry policy limited to clusters by label ----
