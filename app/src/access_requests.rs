@@ -622,12 +622,15 @@ mod tests {
 #[server(prefix = "/sfn", endpoint = "get_approver_group")]
 pub async fn get_approver_group(
     project: String,
-) -> Result<warden_domain::dto::ApproverGroupDto, AppError> {
+) -> Result<warden_domain::dto::ApproverGroupForm, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::access_requests::get_approver_group(&svc, &who, &project).await?)
+    let r = warden_domain::admin::access_requests::approver_group_form(&svc, &who, &project).await;
+    crate::ssr::answer(r.map_err(AppError::from))
 }
 
+/// Set (or, with an empty group, clear) the project's approver group. The domain use case asks
+/// the gate (`project.write` on the project) and audits the change in its own transaction.
 #[server(prefix = "/sfn", endpoint = "set_approver_group")]
 pub async fn set_approver_group(
     project: String,
@@ -645,16 +648,15 @@ pub async fn set_approver_group(
 }
 
 /// The approver group of a project, as the project page loads it.
-pub type ApproverGroupResource = Resource<Result<warden_domain::dto::ApproverGroupDto, AppError>>;
+pub type ApproverGroupResource = Resource<Result<warden_domain::dto::ApproverGroupForm, AppError>>;
 
 /// Who approves the project's access requests: its administrators, and the members of its
-/// approver group (set here by those who may change the project). The page creates the
-/// resource and the action beside its own, so that server and browser resolve them in the
-/// same order.
+/// approver group, chosen here from the organization's groups (or cleared) by those who may
+/// change the project. The page creates the resource and the action beside its own, so that
+/// server and browser resolve them in the same order.
 #[component]
 pub fn ApproverGroupCard(
     project: String,
-    writable: bool,
     current: ApproverGroupResource,
     action: ServerAction<SetApproverGroup>,
 ) -> impl IntoView {
@@ -666,19 +668,39 @@ pub fn ApproverGroupCard(
                 {move || {
                     let project = project.clone();
                     Suspend::new(async move {
-                        let group = current.await.ok().and_then(|g| g.group);
+                        let form = current.await.ok().unwrap_or_default();
+                        let group = form.group.clone();
+                        let clear = group.is_some().then(|| {
+                            let project = project.clone();
+                            view! {
+                                <ActionForm action attr:class="form form-inline">
+                                    <input type="hidden" name="project" value=project/>
+                                    <input type="hidden" name="group" value=""/>
+                                    <crate::ui::Submit state label="Clear" class="btn" testid="approver-group-clear"/>
+                                </ActionForm>
+                            }
+                        });
                         view! {
                             <p>{match &group {
                                 Some(g) => format!("The project's administrators approve requests for access to it, and so do the members of group {g}. Nobody approves their own."),
                                 None => "The project's administrators approve requests for access to it. Nobody approves their own.".to_owned(),
                             }}</p>
-                            {writable.then(|| view! {
+                            {form.writable.then(|| view! {
                                 <ActionForm action attr:class="form form-inline">
                                     <input type="hidden" name="project" value=project.clone()/>
-                                    <crate::ui::Field state name="group" label="Approver group" value=group.clone().unwrap_or_default()
-                                        autocomplete="off" hint="Empty: the administrators only."/>
-                                    <crate::ui::Submit state label="Save"/>
+                                    <label for=state.id("group")>"Approver group"</label>
+                                    <select id=state.id("group") name="group" data-testid="approver-group-select"
+                                        aria-describedby=state.err_id("group")>
+                                        <option value="" selected=group.is_none()>"None: the administrators only"</option>
+                                        {form.choices.iter().map(|g| {
+                                            let selected = group.as_deref() == Some(g.as_str());
+                                            view! { <option value=g.clone() selected=selected>{g.clone()}</option> }
+                                        }).collect_view()}
+                                    </select>
+                                    <crate::ui::FieldError state field="group"/>
+                                    <crate::ui::Submit state label="Save" testid="approver-group-save"/>
                                 </ActionForm>
+                                {clear}
                             })}
                         }
                     })

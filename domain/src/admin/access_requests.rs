@@ -1121,6 +1121,39 @@ pub async fn get_approver_group(
     Ok(ApproverGroupDto { group })
 }
 
+/// The approver group and, for those who may change the project (checked without a denial
+/// record: a reader is simply shown no form), the groups to choose from. Changing it goes
+/// through [`set_approver_group`] and its gate.
+pub async fn approver_group_form(
+    svc: &Services,
+    who: &Principal,
+    project: &str,
+) -> DomainResult<crate::dto::ApproverGroupForm> {
+    let current = get_approver_group(svc, who, project).await?;
+    let p = super::projects::find(&svc.db, project).await?;
+    let writable = svc
+        .policy
+        .effective(who.user_id)
+        .await?
+        .holds(Permission::ProjectWrite, &Target::Project(p.name.clone()));
+    let mut choices: Vec<String> = if writable {
+        groups::Entity::find()
+            .all(&svc.db)
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect()
+    } else {
+        vec![]
+    };
+    choices.sort_by_key(|g| g.to_lowercase());
+    Ok(crate::dto::ApproverGroupForm {
+        group: current.group,
+        choices,
+        writable,
+    })
+}
+
 pub async fn set_approver_group(
     svc: &Services,
     who: &Principal,

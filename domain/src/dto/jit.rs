@@ -152,6 +152,16 @@ pub struct ApproverGroupDto {
     pub group: Option<String>,
 }
 
+/// The console's approver-group form on a project's page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverGroupForm {
+    pub group: Option<String>,
+    /// The groups one may choose (sorted); empty unless the caller may change the project.
+    pub choices: Vec<String>,
+    /// Whether the caller may change it.
+    pub writable: bool,
+}
+
 /// A duration in words: `90 minutes`, `8 hours`, `7 days`.
 pub fn jit_duration(secs: i64) -> String {
     let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });

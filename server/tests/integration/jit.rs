@@ -1300,3 +1300,71 @@ async fn required_expiry_can_be_limited_to_clusters_matching_a_label_selector() 
         .json();
     assert_eq!(s["required_expiry"].as_array().unwrap().len(), 1, "{s:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
+    let p = people().await;
+    async fn group(c: &Client) -> Value {
+        c.get("/api/v1/projects/dev/approver-group")
+            .await
+            .assert_status(200)
+            .json()["group"]
+            .clone()
+    }
+    // The project page offers john the organization's groups to choose from.
+    let page = p.john.get("/projects/dev").await.assert_status(200);
+    assert!(
+        page.body.contains("data-testid=\"approver-group-select\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">dev-approvers</option>"));
+    // Neither mallory (nothing) nor sally (an approver, not an administrator) may change it:
+    // the server function asks the gate, whatever the page shows.
+    for c in [&p.mallory, &p.sally] {
+        let r = c
+            .post_form(
+                "/sfn/set_approver_group",
+                &[("project", "dev"), ("group", "")],
+            )
+            .await;
+        let to = r.headers["location"].to_str().unwrap().to_owned();
+        assert!(to.contains("err._"), "{to}");
+        assert!(!to.contains("ok="), "{to}");
+    }
+    assert_eq!(group(&p.john).await, "dev-approvers");
+    // John clears it, then sets it again; an unknown group is refused on the field.
+    let r = p
+        .john
+        .post_form(
+            "/sfn/set_approver_group",
+            &[("project", "dev"), ("group", "")],
+        )
+        .await;
+    assert!(r.headers["location"].to_str().unwrap().contains("ok="));
+    assert_eq!(group(&p.john).await, Value::Null);
+    let ev = audit_event(&p.admin, "action=project.approver_group.update", |e| {
+        e["details"]["after"]["group"].is_null()
+    })
+    .await;
+    assert_eq!(ev["actor"], "john@example.com");
+    assert_eq!(ev["details"]["before"]["group"], "dev-approvers");
+    let r = p
+        .john
+        .post_form(
+            "/sfn/set_approver_group",
+            &[("project", "dev"), ("group", "no-such-group")],
+        )
+        .await;
+    assert!(r.headers["location"]
+        .to_str()
+        .unwrap()
+        .contains("err.group"));
+    p.john
+        .post_form(
+            "/sfn/set_approver_group",
+            &[("project", "dev"), ("group", "dev-approvers")],
+        )
+        .await;
+    assert_eq!(group(&p.john).await, "dev-approvers");
+}
