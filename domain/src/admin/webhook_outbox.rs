@@ -68,8 +68,8 @@ pub async fn enqueue<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// A delivery claimed by a worker.
-#[derive(Debug, Clone)]
+/// A delivery claimed by a worker. Its `Debug` leaves the URL out.
+#[derive(Clone)]
 pub struct Delivery {
     pub id: String,
     pub event: String,
@@ -78,6 +78,17 @@ pub struct Delivery {
     pub attempts: i32,
     /// The organization's webhook now. A secret: never log it.
     pub url: String,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("event", &self.event)
+            .field("attempts", &self.attempts)
+            .field("url", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Claim up to `limit` deliveries that are due. With no webhook configured any more, pending
