@@ -457,44 +457,75 @@ pub async fn get_jit_settings() -> Result<warden_domain::dto::JitSettingsDto, Ap
     Ok(warden_domain::admin::jit_settings::get(&svc, &who).await?)
 }
 
-/// `CLUSTER_ADMIN=8, NAMESPACE_ADMIN=24` (hours) as role rules.
+/// `CLUSTER_ADMIN=8, NAMESPACE_ADMIN=24` (hours) as role rules; a rule limited to clusters
+/// whose labels match a selector reads `CLUSTER_ADMIN=8 where env=production`, and rules are
+/// then separated by `;` or new lines (a selector has commas of its own).
 pub fn parse_role_hours(
     raw: &str,
     field: &str,
 ) -> Result<Vec<warden_domain::dto::RequiredExpiry>, AppError> {
-    raw.split([',', '\n'])
+    let bad = |item: &str| {
+        AppError::Invalid {
+        fields: [(
+            field.to_owned(),
+            format!(
+                "{item:?}: write ROLE=HOURS, e.g. CLUSTER_ADMIN=8, or ROLE=HOURS where SELECTOR, e.g. CLUSTER_ADMIN=8 where env=production"
+            ),
+        )]
+        .into_iter()
+        .collect(),
+    }
+    };
+    let mut items: Vec<&str> = Vec::new();
+    for chunk in raw.split([';', '\n']) {
+        if chunk.contains(" where ") {
+            items.push(chunk);
+        } else {
+            items.extend(chunk.split(','));
+        }
+    }
+    items
+        .into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|item| {
-            let (role, hours) = item.split_once('=').unwrap_or((item, ""));
+            let (rule, selector) = match item.split_once(" where ") {
+                Some((r, sel)) => (r.trim(), Some(sel.trim().to_owned())),
+                None => (item, None),
+            };
+            let (role, hours) = rule.split_once('=').unwrap_or((rule, ""));
             match hours.trim().parse::<f64>() {
                 Ok(h) if h > 0.0 => Ok(warden_domain::dto::RequiredExpiry {
                     role: role.trim().to_owned(),
                     max_secs: (h * 3600.0).round() as i64,
+                    cluster_selector: selector,
                 }),
-                _ => Err(AppError::Invalid {
-                    fields: [(
-                        field.to_owned(),
-                        format!("{item:?}: write ROLE=HOURS, e.g. CLUSTER_ADMIN=8"),
-                    )]
-                    .into_iter()
-                    .collect(),
-                }),
+                _ => Err(bad(item)),
             }
         })
         .collect()
 }
 
-/// Role rules back as `ROLE=HOURS, ...`.
+/// Role rules back as `ROLE=HOURS, ...` (`ROLE=HOURS where SELECTOR; ...` when a rule has a
+/// cluster selector).
 pub fn show_role_hours(rules: &[warden_domain::dto::RequiredExpiry]) -> String {
+    let sep = if rules.iter().any(|r| r.cluster_selector.is_some()) {
+        "; "
+    } else {
+        ", "
+    };
     rules
         .iter()
         .map(|r| {
             let h = r.max_secs as f64 / 3600.0;
-            format!("{}={}", r.role, (h * 100.0).round() / 100.0)
+            let h = (h * 100.0).round() / 100.0;
+            match &r.cluster_selector {
+                Some(sel) => format!("{}={h} where {sel}", r.role),
+                None => format!("{}={h}", r.role),
+            }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(sep)
 }
 
 #[server(prefix = "/sfn", endpoint = "update_jit_settings")]
@@ -536,8 +567,8 @@ pub fn JitSettingsForm(
             <section class="card">
                 <h2>"Just-in-time access"</h2>
                 <crate::ui::Field state name="required_expiry" label="Roles that must expire (ROLE=max hours, …)"
-                    value=show_role_hours(&s.required_expiry) placeholder="CLUSTER_ADMIN=8" disabled=ro
-                    hint="A binding of these roles needs an expiry no later than the maximum."/>
+                    value=show_role_hours(&s.required_expiry) placeholder="CLUSTER_ADMIN=8 where env=production; NAMESPACE_ADMIN=24" disabled=ro
+                    hint="A binding of these roles needs an expiry no later than the maximum. Add where SELECTOR (e.g. env=production) to limit a rule to projects holding clusters whose labels match; separate such rules with ';'."/>
                 <crate::ui::Field state name="request_ttl_hours" label="Undecided requests lapse after (hours)" kind="number"
                     value=(s.request_ttl_secs as f64 / 3600.0).to_string() required=true disabled=ro/>
                 <label class="check">
@@ -568,6 +599,20 @@ mod tests {
             "CLUSTER_ADMIN=8, NAMESPACE_ADMIN=0.5"
         );
         assert!(super::parse_role_hours("CLUSTER_ADMIN", "f").is_err());
+        let scoped = super::parse_role_hours(
+            "CLUSTER_ADMIN=8 where env=production,tier in (a,b); NAMESPACE_ADMIN=24",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            scoped[0].cluster_selector.as_deref(),
+            Some("env=production,tier in (a,b)")
+        );
+        assert_eq!(scoped[1].cluster_selector, None);
+        assert_eq!(
+            super::show_role_hours(&scoped),
+            "CLUSTER_ADMIN=8 where env=production,tier in (a,b); NAMESPACE_ADMIN=24"
+        );
         assert!(super::parse_role_hours("", "f").unwrap().is_empty());
     }
 }
@@ -577,12 +622,15 @@ mod tests {
 #[server(prefix = "/sfn", endpoint = "get_approver_group")]
 pub async fn get_approver_group(
     project: String,
-) -> Result<warden_domain::dto::ApproverGroupDto, AppError> {
+) -> Result<warden_domain::dto::ApproverGroupForm, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::access_requests::get_approver_group(&svc, &who, &project).await?)
+    let r = warden_domain::admin::access_requests::approver_group_form(&svc, &who, &project).await;
+    crate::ssr::answer(r.map_err(AppError::from))
 }
 
+/// Set (or, with an empty group, clear) the project's approver group. The domain use case asks
+/// the gate (`project.write` on the project) and audits the change in its own transaction.
 #[server(prefix = "/sfn", endpoint = "set_approver_group")]
 pub async fn set_approver_group(
     project: String,
@@ -600,16 +648,15 @@ pub async fn set_approver_group(
 }
 
 /// The approver group of a project, as the project page loads it.
-pub type ApproverGroupResource = Resource<Result<warden_domain::dto::ApproverGroupDto, AppError>>;
+pub type ApproverGroupResource = Resource<Result<warden_domain::dto::ApproverGroupForm, AppError>>;
 
 /// Who approves the project's access requests: its administrators, and the members of its
-/// approver group (set here by those who may change the project). The page creates the
-/// resource and the action beside its own, so that server and browser resolve them in the
-/// same order.
+/// approver group, chosen here from the organization's groups (or cleared) by those who may
+/// change the project. The page creates the resource and the action beside its own, so that
+/// server and browser resolve them in the same order.
 #[component]
 pub fn ApproverGroupCard(
     project: String,
-    writable: bool,
     current: ApproverGroupResource,
     action: ServerAction<SetApproverGroup>,
 ) -> impl IntoView {
@@ -621,19 +668,39 @@ pub fn ApproverGroupCard(
                 {move || {
                     let project = project.clone();
                     Suspend::new(async move {
-                        let group = current.await.ok().and_then(|g| g.group);
+                        let form = current.await.ok().unwrap_or_default();
+                        let group = form.group.clone();
+                        let clear = group.is_some().then(|| {
+                            let project = project.clone();
+                            view! {
+                                <ActionForm action attr:class="form form-inline">
+                                    <input type="hidden" name="project" value=project/>
+                                    <input type="hidden" name="group" value=""/>
+                                    <crate::ui::Submit state label="Clear" class="btn" testid="approver-group-clear"/>
+                                </ActionForm>
+                            }
+                        });
                         view! {
                             <p>{match &group {
                                 Some(g) => format!("The project's administrators approve requests for access to it, and so do the members of group {g}. Nobody approves their own."),
                                 None => "The project's administrators approve requests for access to it. Nobody approves their own.".to_owned(),
                             }}</p>
-                            {writable.then(|| view! {
+                            {form.writable.then(|| view! {
                                 <ActionForm action attr:class="form form-inline">
                                     <input type="hidden" name="project" value=project.clone()/>
-                                    <crate::ui::Field state name="group" label="Approver group" value=group.clone().unwrap_or_default()
-                                        autocomplete="off" hint="Empty: the administrators only."/>
-                                    <crate::ui::Submit state label="Save"/>
+                                    <label for=state.id("group")>"Approver group"</label>
+                                    <select id=state.id("group") name="group" data-testid="approver-group-select"
+                                        aria-describedby=state.err_id("group")>
+                                        <option value="" selected=group.is_none()>"None: the administrators only"</option>
+                                        {form.choices.iter().map(|g| {
+                                            let selected = group.as_deref() == Some(g.as_str());
+                                            view! { <option value=g.clone() selected=selected>{g.clone()}</option> }
+                                        }).collect_view()}
+                                    </select>
+                                    <crate::ui::FieldError state field="group"/>
+                                    <crate::ui::Submit state label="Save" testid="approver-group-save"/>
                                 </ActionForm>
+                                {clear}
                             })}
                         }
                     })

@@ -231,16 +231,7 @@ fn ProjectView(
         </Transition>
         <ProjectClusters project=name.clone()/>
         <ProjectMembers project=name.clone()/>
-        <Transition fallback=|| ()>
-            {move || {
-                let n3 = n3.clone();
-                Suspend::new(async move {
-                    let me = me_of(me.await)?;
-                    let writable = can_in(&me, "project.write", &n3);
-                    Some(view! { <crate::access_requests::ApproverGroupCard project=n3 writable current=approvers action=set_approvers/> })
-                })
-            }}
-        </Transition>
+        <crate::access_requests::ApproverGroupCard project=n3 current=approvers action=set_approvers/>
         <Transition fallback=|| ()>
             {move || {
                 let n2 = n2.clone();

@@ -30,3 +30,4 @@ pub mod siem_cursors;
 pub mod user_identities;
 pub mod user_mfa;
 pub mod users;
+pub mod webhook_outbox;

@@ -133,6 +133,177 @@ impl From<DisplayName> for String {
     }
 }
 
+/// A Kubernetes-style label selector over cluster labels: requirements separated by commas,
+/// all of which must hold. `key=value` (or `key==value`), `key!=value`, `key` (present),
+/// `!key` (absent), `key in (a,b)`, `key notin (a,b)`. Keys are `[prefix/]name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSelector(Vec<LabelRequirement>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LabelRequirement {
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    Absent(String),
+}
+
+fn label_part_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+fn label_key(raw: &str) -> Result<String, InvalidValue> {
+    let k = raw.trim();
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 253 && p.split('.').all(|x| DnsLabel::parse(x).is_ok())
+    });
+    if prefix_ok && label_part_ok(name) {
+        Ok(k.to_owned())
+    } else {
+        Err(InvalidValue(format!(
+            "{k:?} is not a label key ([prefix/]name: letters, digits, '-', '_' or '.')"
+        )))
+    }
+}
+
+fn label_value(raw: &str) -> Result<String, InvalidValue> {
+    let v = raw.trim();
+    if v.is_empty() || label_part_ok(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(InvalidValue(format!("{v:?} is not a label value")))
+    }
+}
+
+impl LabelSelector {
+    pub const SYNTAX: &'static str =
+        "key=value, key!=value, key, !key, key in (a,b), key notin (a,b), separated by commas";
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(InvalidValue(format!(
+                "an empty selector; write {}",
+                Self::SYNTAX
+            )));
+        }
+        if raw.len() > 1000 {
+            return Err(InvalidValue("at most 1000 characters".into()));
+        }
+        // Split on the commas outside parentheses.
+        let mut parts = Vec::new();
+        let (mut depth, mut start) = (0i32, 0usize);
+        for (i, c) in raw.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&raw[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+            if !(0..=1).contains(&depth) {
+                return Err(InvalidValue(format!("unbalanced parentheses in {raw:?}")));
+            }
+        }
+        if depth != 0 {
+            return Err(InvalidValue(format!("unbalanced parentheses in {raw:?}")));
+        }
+        parts.push(&raw[start..]);
+        let mut out = Vec::new();
+        for part in parts {
+            out.push(
+                Self::requirement(part.trim())
+                    .map_err(|e| InvalidValue(format!("{} (write {})", e.0, Self::SYNTAX)))?,
+            );
+        }
+        Ok(Self(out))
+    }
+
+    fn requirement(p: &str) -> Result<LabelRequirement, InvalidValue> {
+        if p.is_empty() {
+            return Err(InvalidValue("an empty requirement".into()));
+        }
+        if let Some(k) = p.strip_prefix('!') {
+            return Ok(LabelRequirement::Absent(label_key(k)?));
+        }
+        if let Some((k, v)) = p.split_once("!=") {
+            return Ok(LabelRequirement::NotIn(
+                label_key(k)?,
+                vec![label_value(v)?],
+            ));
+        }
+        if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
+            return Ok(LabelRequirement::In(label_key(k)?, vec![label_value(v)?]));
+        }
+        if let Some(open) = p.find('(') {
+            let head = p[..open].trim();
+            let Some(inner) = p[open + 1..].trim_end().strip_suffix(')') else {
+                return Err(InvalidValue(format!("{p:?}: text after ')'")));
+            };
+            let (key, op) = head.rsplit_once(char::is_whitespace).ok_or_else(|| {
+                InvalidValue(format!("{p:?}: expected key in (…) or key notin (…)"))
+            })?;
+            let values = inner
+                .split(',')
+                .map(label_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            if values.iter().all(|v| v.is_empty()) {
+                return Err(InvalidValue(format!("{p:?}: no values")));
+            }
+            let key = label_key(key)?;
+            return match op {
+                "in" => Ok(LabelRequirement::In(key, values)),
+                "notin" => Ok(LabelRequirement::NotIn(key, values)),
+                _ => Err(InvalidValue(format!(
+                    "{p:?}: expected in or notin, not {op:?}"
+                ))),
+            };
+        }
+        if p.contains(char::is_whitespace) {
+            return Err(InvalidValue(format!("{p:?} is not a requirement")));
+        }
+        Ok(LabelRequirement::Exists(label_key(p)?))
+    }
+
+    /// Whether labels satisfy every requirement.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            LabelRequirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            LabelRequirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            LabelRequirement::Exists(k) => labels.contains_key(k),
+            LabelRequirement::Absent(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| match r {
+                LabelRequirement::In(k, vs) if vs.len() == 1 => format!("{k}={}", vs[0]),
+                LabelRequirement::In(k, vs) => format!("{k} in ({})", vs.join(",")),
+                LabelRequirement::NotIn(k, vs) if vs.len() == 1 => format!("{k}!={}", vs[0]),
+                LabelRequirement::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                LabelRequirement::Exists(k) => k.clone(),
+                LabelRequirement::Absent(k) => format!("!{k}"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// The password policy: at least 12 characters, at most 1024, not the email address itself.
 pub const PASSWORD_MIN_LEN: usize = 12;
 pub const PASSWORD_MAX_LEN: usize = 1024;
@@ -197,5 +368,53 @@ mod tests {
         assert!(check_password_policy("john@example.com", "john@example.com").is_err());
         assert!(check_password_policy("JOHN@EXAMPLE.COM", "john@example.com").is_err());
         assert!(check_password_policy("correct horse battery", "john@example.com").is_ok());
+    }
+
+    #[test]
+    fn label_selectors() {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("env".to_owned(), "production".to_owned()),
+            ("team".to_owned(), "a".to_owned()),
+        ]
+        .into();
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&labels);
+        assert!(m("env=production"));
+        assert!(m(" env == production "));
+        assert!(!m("env=staging"));
+        assert!(m("env!=staging"));
+        assert!(m("env,team=a"));
+        assert!(!m("env=production,team=b"));
+        assert!(m("!region"));
+        assert!(!m("!env"));
+        assert!(m("env in (staging, production)"));
+        assert!(!m("env notin (production)"));
+        assert!(m("region notin (eu)"));
+        assert!(m("example.com/tier!=gold"));
+        assert_eq!(
+            LabelSelector::parse("env = production,team in (a,b)")
+                .unwrap()
+                .to_string(),
+            "env=production,team in (a,b)"
+        );
+        for bad in [
+            "",
+            "env=",
+            "=x",
+            "env=prod uction",
+            "env in (a",
+            "env in a,b)",
+            "env within (a)",
+            "env=production,,team",
+            "Env Prod",
+            "-env=x",
+        ] {
+            let parsed = LabelSelector::parse(bad);
+            // `env=` (an empty value) is legal in Kubernetes: it matches an empty label.
+            if bad == "env=" {
+                assert!(parsed.is_ok());
+                continue;
+            }
+            assert!(parsed.is_err(), "{bad:?} should be refused");
+        }
     }
 }

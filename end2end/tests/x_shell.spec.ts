@@ -98,4 +98,60 @@ test.describe.serial("kubectl shell", () => {
     await expect(status).toContainText("Closed: ended by admin@warden.local", { timeout: 5_000 });
     await expect(tools.getByTestId("no-terminals")).toBeVisible();
   });
+
+  test("a grant made before its namespace exists: warned in the console, refusals in words in the shell, usable once created", async ({ page, browser }) => {
+    test.setTimeout(120_000);
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    // The administrator grants sally namespace admin on `cherry`, which no cluster has yet.
+    await consoleAct.open(page, "/projects/default");
+    await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+    const form = page.getByTestId("add-member");
+    await form.getByLabel("Member type").selectOption("user");
+    await form.getByLabel("Group name or user email").fill("sally@example.com");
+    await form.getByLabel("Role", { exact: true }).selectOption("NAMESPACE_ADMIN");
+    await form.getByLabel("Namespaces", { exact: true }).fill("cherry");
+    // Said before the binding is made (from the namespaces the clusters report) ...
+    await expect(page.getByTestId("add-member-namespace-hint")).toContainText(`namespace cherry does not exist on`);
+    await expect(page.getByTestId("add-member-namespace-hint")).toContainText(NAME);
+    await form.getByRole("button", { name: "Add binding" }).click();
+    // ... and after: a warning, not a refusal.
+    await expect(page.getByTestId("add-member-warnings")).toContainText("the grant applies there as soon as it is created");
+    await expect(page.getByTestId("members").getByRole("row").filter({ hasText: "sally@example.com" })).toContainText("NAMESPACE_ADMIN");
+
+    // Sally's kubectl shell on the cluster: a refusal names her and her grant, and the missing
+    // namespace is said in words.
+    const hers = await browser.newContext();
+    const sally = await hers.newPage();
+    await consoleAct.signIn(sally, "sally@example.com", "sally-chosen-pass-22");
+    await consoleCheck.onConsole(sally);
+    await consoleAct.open(sally, `/clusters/${NAME}/terminal`);
+    await expect(sally.getByTestId("terminal-status")).toContainText("kubectl shell", { timeout: 30_000 });
+    const rows = sally.locator("[data-testid=terminal] .xterm-rows");
+    await sally.getByTestId("terminal").click();
+    await sally.keyboard.type("kubectl get pods -n kube-system\n");
+    await expect(rows).toContainText("sally@example.com cannot list pods in namespace kube-system", { timeout: 20_000 });
+    await expect(rows).toContainText("Warden grants you");
+    await sally.keyboard.type("kubectl create configmap early -n cherry\n");
+    await expect(rows).toContainText("namespace cherry does not exist on cluster", { timeout: 20_000 });
+
+    // Someone creates the namespace on the cluster: her next command works.
+    const made = await cluster.kubectl("create", "namespace", "cherry");
+    expect(made.code, made.stderr).toBe(0);
+    await sally.waitForTimeout(1_500);
+    await sally.keyboard.type("kubectl create configmap late -n cherry\n");
+    await expect(rows).toContainText("configmap/late created", { timeout: 20_000 });
+    await hers.close();
+
+    // Leave the default project as it was for the suites after this one.
+    await consoleAct.open(page, "/projects/default");
+    const origin = new URL(page.url()).origin;
+    const list = await (await page.request.get("/api/v1/bindings?project=default")).json();
+    for (const b of list.items.filter((b: any) => b.subject.name === "sally@example.com")) {
+      const gone = await page.request.delete(`/api/v1/bindings/${b.id}`, { headers: { origin } });
+      expect(gone.status()).toBe(204);
+    }
+    noErrors();
+  });
 });

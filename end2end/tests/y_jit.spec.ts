@@ -69,8 +69,17 @@ test.describe.serial("just-in-time access", () => {
     await expect(john.getByTestId("binding-expiry").filter({ hasText: "left" })).toHaveCount(1);
     // And who approves its requests: john may name an approver group there.
     await expect(john.getByTestId("approver-group")).toContainText("The project's administrators approve requests");
-    await john.getByTestId("approver-group").getByLabel("Approver group").fill("Operations");
-    await john.getByTestId("approver-group").getByRole("button", { name: "Save" }).click();
+    await john.getByTestId("approver-group").getByLabel("Approver group").selectOption("Operations");
+    await john.getByTestId("approver-group-save").click();
+    await expect(john.getByTestId("approver-group")).toContainText("and so do the members of group Operations");
+    await expect(john.getByTestId("approver-group-select")).toHaveValue("Operations");
+    // And clear it again: the administrators alone.
+    await john.getByTestId("approver-group-clear").click();
+    await expect(john.getByTestId("approver-group")).toContainText("The project's administrators approve requests for access to it. Nobody");
+    await expect(john.getByTestId("approver-group-select")).toHaveValue("");
+    // Set again for what follows.
+    await john.getByTestId("approver-group-select").selectOption("Operations");
+    await john.getByTestId("approver-group-save").click();
     await expect(john.getByTestId("approver-group")).toContainText("and so do the members of group Operations");
     await hers.close();
     await his.close();

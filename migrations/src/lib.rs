@@ -19,6 +19,7 @@ mod m20261202_000001_agent_keys;
 mod m20261202_000002_sign_in_policy;
 mod m20261203_000001_audit_retention;
 mod m20261203_000002_siem_cursor;
+mod m20261203_000003_webhook_outbox;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_sign_in_policy::Migration),
             Box::new(m20261203_000001_audit_retention::Migration),
             Box::new(m20261203_000002_siem_cursor::Migration),
+            Box::new(m20261203_000003_webhook_outbox::Migration),
         ]
     }
 }

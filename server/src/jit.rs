@@ -5,12 +5,13 @@
 //!   terminal that depended on one is re-checked at once and ends with "your access ...
 //!   expired at ...", and the sweeper removes the service account of a user left with no
 //!   grant on a cluster) and lapses pending access requests nobody decided in time;
-//! - the webhook notifier: request events posted as JSON with a Slack-compatible `text`,
-//!   retried with backoff.
+//! - the webhook worker: request events, queued in the database outbox by the transaction that
+//!   records them, posted as JSON with a Slack-compatible `text`, retried with exponential
+//!   backoff for a bounded number of attempts (the give-up is audited), across restarts.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use warden_domain::admin::{access_requests, bindings};
+use warden_domain::admin::{access_requests, bindings, webhook_outbox};
 use warden_domain::Services;
 
 /// Start the expiry job. It stops when the services are dropped.
@@ -39,53 +40,82 @@ pub async fn run_once(svc: &Services) {
     }
 }
 
-/// Posts request events to the organization's webhook.
-pub struct WebhookNotifier {
-    http: reqwest::Client,
-    /// Waits between attempts (the first attempt is immediate).
-    backoff: Vec<Duration>,
+/// Start the webhook worker: it delivers the outbox's due deliveries when an event wakes it
+/// and at least every second (so retries fall due on Warden's clock), until the services are
+/// dropped.
+pub fn spawn_webhooks(services: &Arc<Services>) -> tokio::task::JoinHandle<()> {
+    let weak: Weak<Services> = Arc::downgrade(services);
+    let waker = services.jit.waker();
+    let http = webhook_client();
+    tokio::spawn(async move {
+        loop {
+            {
+                let Some(svc) = weak.upgrade() else { return };
+                deliver_due(&svc, &http).await;
+            }
+            tokio::select! {
+                _ = waker.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    })
 }
 
-impl WebhookNotifier {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
-            backoff: [1, 2, 4, 8, 16]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
-        })
-    }
+/// The HTTP client for webhook deliveries.
+pub fn webhook_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
 }
 
-impl access_requests::Notifier for WebhookNotifier {
-    fn notify(&self, url: String, payload: serde_json::Value) {
-        let http = self.http.clone();
-        let backoff = self.backoff.clone();
-        tokio::spawn(async move {
-            let mut waits = backoff.into_iter();
-            loop {
-                let outcome = http.post(&url).json(&payload).send().await;
-                let error = match outcome {
-                    Ok(r) if r.status().is_success() => return,
-                    Ok(r) => format!("status {}", r.status()),
-                    Err(e) => e.to_string(),
-                };
-                match waits.next() {
-                    Some(w) => {
-                        tracing::debug!(%error, "webhook delivery failed; retrying");
-                        tokio::time::sleep(w).await;
-                    }
-                    None => {
-                        // The URL may carry a token: never logged.
-                        tracing::warn!(%error, "webhook delivery failed; giving up");
-                        return;
+/// One pass over the outbox: post every due delivery once; a failure is scheduled again with
+/// backoff, or given up (and audited) after the last attempt. Returns how many were accepted.
+pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
+    let mut accepted = 0;
+    loop {
+        let batch = match webhook_outbox::claim_due(svc, 50).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the webhook outbox");
+                return accepted;
+            }
+        };
+        if batch.is_empty() {
+            return accepted;
+        }
+        for d in batch {
+            let outcome = http.post(&d.url).json(&d.payload).send().await;
+            // The URL may carry a token: errors are stripped of it, and it is never logged.
+            let error = match outcome {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+                Err(e) => Some(e.without_url().to_string()),
+            };
+            let attempt = d.attempts + 1;
+            match error {
+                None => {
+                    accepted += 1;
+                    if let Err(e) = webhook_outbox::delivered(svc, &d).await {
+                        tracing::warn!(error = %e, "could not record a webhook delivery");
                     }
                 }
+                Some(error) => match webhook_outbox::failed(svc, &d, &error).await {
+                    Ok(true) => tracing::warn!(
+                        webhook.event = %d.event,
+                        webhook.attempts = attempt,
+                        %error,
+                        "webhook delivery failed; giving up"
+                    ),
+                    Ok(false) => tracing::debug!(
+                        webhook.event = %d.event,
+                        webhook.attempts = attempt,
+                        %error,
+                        "webhook delivery failed; will retry"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not record a webhook failure"),
+                },
             }
-        });
+        }
     }
 }

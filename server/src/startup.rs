@@ -204,10 +204,8 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         }
         println!("  You will be asked to choose a new password at first sign-in.\n");
     }
-    services
-        .jit
-        .set_notifier(crate::jit::WebhookNotifier::new());
     crate::jit::spawn(&services);
+    crate::jit::spawn_webhooks(&services);
     let gateway = crate::gateway::Gateway::new(services.clone(), &config)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);

@@ -117,8 +117,37 @@ impl TestApp {
 
     /// Spawn with extra configuration (environment-style keys).
     pub async fn spawn_with(extra: BTreeMap<String, String>) -> Self {
+        Self::spawn_inner(None, extra).await
+    }
+
+    /// Spawn on a database another app used (a restart): from [`fresh_database_url`], kept
+    /// when this app is dropped unless [`drop_database_on_exit`](Self::drop_database_on_exit).
+    pub async fn spawn_on(database_url: &str) -> Self {
+        Self::spawn_inner(Some(database_url.to_owned()), BTreeMap::new()).await
+    }
+
+    /// Drop this app's PostgreSQL database with it (the last app of a restart test).
+    pub fn drop_database_on_exit(&mut self) {
+        self.pg_database = self
+            .database_url
+            .starts_with("postgres")
+            .then(|| {
+                self.database_url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .filter(|name| name.starts_with("warden_test_"));
+    }
+
+    async fn spawn_inner(given: Option<String>, extra: BTreeMap<String, String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = fresh_database_url(dir.path()).await;
+        let kept = given.is_some();
+        let database_url = match given {
+            Some(u) => u,
+            None => fresh_database_url(dir.path()).await,
+        };
         let pg_database = database_url
             .starts_with("postgres")
             .then(|| {
@@ -128,7 +157,7 @@ impl TestApp {
                     .unwrap_or_default()
                     .to_owned()
             })
-            .filter(|name| name.starts_with("warden_test_"));
+            .filter(|name| name.starts_with("warden_test_") && !kept);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

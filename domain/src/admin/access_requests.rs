@@ -15,7 +15,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, OnceLock};
 
 use super::ts;
 use crate::access::{Action, Principal, Target};
@@ -42,21 +41,21 @@ pub const REVOKED: &str = "revoked";
 /// The shortest grant one may ask for.
 pub const MIN_DURATION_SECS: i64 = 60;
 
-/// Where request events go besides the audit log: the server posts them to the
-/// organization's webhook (with retries).
-pub trait Notifier: Send + Sync {
-    fn notify(&self, url: String, payload: serde_json::Value);
-}
-
-/// What the access-request use cases need from the running server; empty until start-up.
+/// What the access-request use cases share with the running server: the signal that wakes the
+/// webhook worker when a delivery is queued.
 #[derive(Default)]
 pub struct JitHooks {
-    notifier: OnceLock<Arc<dyn Notifier>>,
+    outbox: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl JitHooks {
-    pub fn set_notifier(&self, n: Arc<dyn Notifier>) {
-        let _ = self.notifier.set(n);
+    /// A delivery was committed to the outbox: deliver it now rather than at the next tick.
+    pub fn wake(&self) {
+        self.outbox.notify_one();
+    }
+    /// What the worker waits on (it holds this, not the services).
+    pub fn waker(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox.clone()
     }
 }
 
@@ -260,19 +259,23 @@ async fn record<C: sea_orm::ConnectionTrait>(
     crate::audit::append(tx, svc.clock.now(), vec![ev]).await
 }
 
-/// Post to the organization's webhook, if any (in the background, with retries).
-async fn notify(svc: &Services, event: &str, text: String, dto: &AccessRequestDto) {
-    let Some(n) = svc.jit.notifier.get() else {
-        return;
-    };
-    match super::jit_settings::load(&svc.db).await {
-        Ok(s) => {
-            if let Some(url) = s.webhook_url {
-                n.notify(url, json!({ "text": text, "event": event, "request": dto }));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the webhook setting"),
-    }
+/// Queue the event for the organization's webhook, if any, inside the event's transaction
+/// (delivered by the server's worker, with retries, after commit; see `webhook_outbox`).
+async fn notify<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    svc: &Services,
+    event: &str,
+    text: String,
+    dto: &AccessRequestDto,
+) -> DomainResult<()> {
+    super::webhook_outbox::enqueue(
+        tx,
+        svc,
+        event,
+        &json!({ "text": text, "event": event, "request": dto }),
+    )
+    .await?;
+    Ok(())
 }
 
 fn request_link(svc: &Services, id: &str) -> String {
@@ -389,10 +392,11 @@ async fn prepare(
             "duration_secs".to_owned(),
             "must be between a minute and a year".to_owned(),
         );
-    } else if let Some(r) = &role {
+    } else if let (Some(r), Some(p)) = (&role, &project) {
         if let Err(m) = super::jit_settings::check_required_expiry(
-            svc,
+            &svc.db,
             &r.name,
+            Some(&p.id),
             Some(now.millis() + req.duration_secs * 1000),
             now,
         )
@@ -507,8 +511,8 @@ pub async fn create(
         json!({ "after": dto }),
     )
     .await?;
-    tx.commit().await?;
     notify(
+        &tx,
         svc,
         "access_request.create",
         format!(
@@ -519,7 +523,9 @@ pub async fn create(
         ),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -683,17 +689,19 @@ async fn lapse(svc: &Services, r: &access_requests::Model, now: Timestamp) -> Do
             json!({}),
         )
         .await?;
-        tx.commit().await?;
         let mut after = r.clone();
         after.status = EXPIRED.to_owned();
         let dto = to_dto(&after, &c, false);
         notify(
+            &tx,
             svc,
             "access_request.expired",
             format!("Expired without a decision: {}", describe(r, &c)),
             &dto,
         )
-        .await;
+        .await?;
+        tx.commit().await?;
+        svc.jit.wake();
     }
     Ok(true)
 }
@@ -792,8 +800,8 @@ pub async fn approve(
             json!({ "approvals": c.approvals.len(), "approvals_needed": c.needed, "duration_secs": duration }),
         )
         .await?;
-        tx.commit().await?;
         notify(
+            &tx,
             svc,
             "access_request.approve",
             format!(
@@ -805,12 +813,30 @@ pub async fn approve(
             ),
             &dto,
         )
-        .await;
+        .await?;
+        tx.commit().await?;
+        svc.jit.wake();
         return Ok(dto);
     }
     // The last approval: the grant, as a time-bound binding of the requester.
     let expires_at = now.millis() + duration * 1000;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    // The policy as it stands now (a cluster may have been shared into the project, or the
+    // rule tightened, since the request was made): the approver may shorten, never exceed.
+    if let Err(m) = super::jit_settings::check_required_expiry(
+        &tx,
+        &c.role.name,
+        Some(&r.project_id),
+        Some(expires_at),
+        now,
+    )
+    .await?
+    {
+        return Err(DomainError::invalid(
+            "duration_secs",
+            format!("{m}: approve for less time"),
+        ));
+    }
     let existing = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(r.requester_id.clone()))
         .filter(bindings::Column::RoleId.eq(r.role_id.clone()))
@@ -884,9 +910,8 @@ pub async fn approve(
         Some(json!(bdto)),
     )
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
     notify(
+        &tx,
         svc,
         "access_request.approved",
         format!(
@@ -897,7 +922,10 @@ pub async fn approve(
         ),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -931,14 +959,16 @@ pub async fn deny(
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     notify(
+        &tx,
         svc,
         "access_request.denied",
         format!("{} denied: {}", who.email, describe(&m, &c)),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -975,14 +1005,16 @@ pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<A
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     notify(
+        &tx,
         svc,
         "access_request.cancelled",
         format!("Cancelled: {}", describe(&m, &c)),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -1052,15 +1084,17 @@ pub async fn revoke(
         )
         .await?;
     }
-    tx.commit().await?;
-    svc.policy.bump();
     notify(
+        &tx,
         svc,
         "access_request.revoked",
         format!("{} revoked early: {}", who.email, describe(&m, &c)),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.jit.wake();
     Ok(dto)
 }
 
@@ -1085,6 +1119,39 @@ pub async fn get_approver_group(
         None => None,
     };
     Ok(ApproverGroupDto { group })
+}
+
+/// The approver group and, for those who may change the project (checked without a denial
+/// record: a reader is simply shown no form), the groups to choose from. Changing it goes
+/// through [`set_approver_group`] and its gate.
+pub async fn approver_group_form(
+    svc: &Services,
+    who: &Principal,
+    project: &str,
+) -> DomainResult<crate::dto::ApproverGroupForm> {
+    let current = get_approver_group(svc, who, project).await?;
+    let p = super::projects::find(&svc.db, project).await?;
+    let writable = svc
+        .policy
+        .effective(who.user_id)
+        .await?
+        .holds(Permission::ProjectWrite, &Target::Project(p.name.clone()));
+    let mut choices: Vec<String> = if writable {
+        groups::Entity::find()
+            .all(&svc.db)
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect()
+    } else {
+        vec![]
+    };
+    choices.sort_by_key(|g| g.to_lowercase());
+    Ok(crate::dto::ApproverGroupForm {
+        group: current.group,
+        choices,
+        writable,
+    })
 }
 
 pub async fn set_approver_group(
@@ -1215,6 +1282,17 @@ pub async fn break_glass(
     let expires_at = now.millis() + duration * 1000;
     let me = who.user_id.to_string();
     let tx = crate::audit::begin_change(&svc.db).await?;
+    if let Err(m) = super::jit_settings::check_required_expiry(
+        &tx,
+        &p.role.name,
+        Some(&p.project.id),
+        Some(expires_at),
+        now,
+    )
+    .await?
+    {
+        return Err(DomainError::invalid("duration_secs", m));
+    }
     let existing = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(me.clone()))
         .filter(bindings::Column::RoleId.eq(p.role.id.clone()))
@@ -1287,9 +1365,8 @@ pub async fn break_glass(
         }),
     )
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
     notify(
+        &tx,
         svc,
         "access_request.break_glass",
         format!(
@@ -1303,6 +1380,9 @@ pub async fn break_glass(
         ),
         &dto,
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    svc.jit.wake();
     Ok(dto)
 }

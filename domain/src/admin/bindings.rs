@@ -369,13 +369,6 @@ pub async fn create(
             None
         }
     };
-    if let Some(r) = &role {
-        if let Err(msg) =
-            super::jit_settings::check_required_expiry(svc, &r.name, expires_at, now).await?
-        {
-            fields.insert("expires_at".into(), msg);
-        }
-    }
     if !fields.is_empty() {
         return Err(DomainError::Invalid { fields });
     }
@@ -460,6 +453,19 @@ pub async fn create(
         ));
     }
     let tx = crate::audit::begin_change(&svc.db).await?;
+    // Inside the transaction: a cluster shared into the project meanwhile counts (changes that
+    // bring clusters into projects take the same lock).
+    if let Err(msg) = super::jit_settings::check_required_expiry(
+        &tx,
+        &role.name,
+        project.as_ref().map(|p| p.id.as_str()),
+        expires_at,
+        now,
+    )
+    .await?
+    {
+        return Err(DomainError::invalid("expires_at", msg));
+    }
     let m = bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
         subject_kind: req.subject.kind.clone(),

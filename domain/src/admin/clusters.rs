@@ -704,6 +704,7 @@ pub async fn create(
     .await?;
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
+    let standing = super::jit_settings::current_violations(&tx, svc.clock.now()).await?;
     let m = clusters::ActiveModel::from(clusters::Model {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
@@ -734,6 +735,19 @@ pub async fn create(
         "a cluster with this name already exists",
     )?;
     replace_shares(&tx, &m.id, &shared, now).await?;
+    // A cluster that brings a project under a required-expiry rule with standing bindings
+    // beyond it is refused (fail closed), naming them.
+    super::jit_settings::refuse_new_violations(
+        &tx,
+        &standing,
+        svc.clock.now(),
+        if shared.is_empty() {
+            "labels"
+        } else {
+            "shared_with"
+        },
+    )
+    .await?;
     let boot = mint(
         svc,
         &tx,
@@ -807,6 +821,7 @@ pub async fn update(
     }
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
+    let standing = super::jit_settings::current_violations(&tx, svc.clock.now()).await?;
     let id = c.id.clone();
     let current = c.clone();
     let mut a = c.into_active_model();
@@ -847,6 +862,21 @@ pub async fn update(
             .exec(&tx)
             .await?;
     }
+    // Labelled, shared or moved into a project with standing bindings a required-expiry rule
+    // would now cover beyond its maximum: refused (fail closed), naming them.
+    super::jit_settings::refuse_new_violations(
+        &tx,
+        &standing,
+        svc.clock.now(),
+        if req.shared_with.is_some() {
+            "shared_with"
+        } else if req.labels.is_some() {
+            "labels"
+        } else {
+            "project"
+        },
+    )
+    .await?;
     let after = dto_in(svc, &tx, &m).await?;
     let event = cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
         .details(json!({"before": before, "after": after}));

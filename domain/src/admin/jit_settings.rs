@@ -2,15 +2,20 @@
 //! maximum), how long a pending access request lives, two approvals for write roles, and the
 //! webhook that hears about requests. One row; defaults when absent.
 
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, Set,
+};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 use crate::access::{Action, Principal};
 use crate::clock::Timestamp;
 use crate::dto::{JitSettingsDto, RequiredExpiry, UpdateJitSettingsRequest};
-use crate::entities::jit_settings;
+use crate::entities::{bindings, cluster_shares, clusters, jit_settings, roles};
 use crate::error::{DomainError, DomainResult};
 use crate::permissions::Permission;
+use crate::types::LabelSelector;
 use crate::Services;
 
 const ROW: i32 = 1;
@@ -36,33 +41,230 @@ pub async fn load<C: sea_orm::ConnectionTrait>(db: &C) -> DomainResult<JitSettin
     })
 }
 
-/// `Ok(Err(message))` when the organization requires an expiry for `role` and `expires_at`
-/// is missing or beyond the maximum.
-pub async fn check_required_expiry(
-    svc: &Services,
+/// The clusters a binding in `project_id` reaches (owned or shared), or every cluster for an
+/// organization binding (`None`): name and labels.
+async fn clusters_reached<C: ConnectionTrait>(
+    db: &C,
+    project_id: Option<&str>,
+) -> DomainResult<Vec<(String, BTreeMap<String, String>)>> {
+    let rows = match project_id {
+        None => clusters::Entity::find().all(db).await?,
+        Some(p) => {
+            let shared: Vec<String> = cluster_shares::Entity::find()
+                .filter(cluster_shares::Column::ProjectId.eq(p))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|s| s.cluster_id)
+                .collect();
+            clusters::Entity::find()
+                .filter(
+                    Condition::any()
+                        .add(clusters::Column::ProjectId.eq(p))
+                        .add(clusters::Column::Id.is_in(shared)),
+                )
+                .all(db)
+                .await?
+        }
+    };
+    let mut out: Vec<_> = rows
+        .into_iter()
+        .map(|c| (c.name, serde_json::from_str(&c.labels).unwrap_or_default()))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The strictest rule of `settings` that applies to a binding of `role` in `project_id`
+/// (`None`: organization scope), with the cluster that makes it apply (none for a rule without
+/// a selector).
+async fn applicable_rule<C: ConnectionTrait>(
+    db: &C,
+    settings: &JitSettingsDto,
     role: &str,
+    project_id: Option<&str>,
+) -> DomainResult<Option<(RequiredExpiry, Option<String>)>> {
+    let mut reached: Option<Vec<(String, BTreeMap<String, String>)>> = None;
+    let mut best: Option<(RequiredExpiry, Option<String>)> = None;
+    for rule in settings
+        .required_expiry
+        .iter()
+        .filter(|r| r.role.eq_ignore_ascii_case(role))
+    {
+        let cluster = match rule.cluster_selector.as_deref() {
+            None => None,
+            Some(sel) => {
+                // A stored selector was validated when saved; one that no longer parses
+                // matches every cluster (fail closed).
+                let sel = LabelSelector::parse(sel).ok();
+                if reached.is_none() {
+                    reached = Some(clusters_reached(db, project_id).await?);
+                }
+                let hit = reached
+                    .as_ref()
+                    .into_iter()
+                    .flatten()
+                    .find(|(_, labels)| sel.as_ref().is_none_or(|s| s.matches(labels)));
+                match hit {
+                    Some((name, _)) => Some(name.clone()),
+                    None => continue,
+                }
+            }
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| rule.max_secs < b.max_secs)
+        {
+            best = Some((rule.clone(), cluster));
+        }
+    }
+    Ok(best)
+}
+
+/// Why a binding of `role` in `project_id` (`None`: organization scope) ending at
+/// `expires_at` breaks the organization's required-expiry policy, if it does.
+pub async fn required_expiry_violation<C: ConnectionTrait>(
+    db: &C,
+    settings: &JitSettingsDto,
+    role: &str,
+    project_id: Option<&str>,
+    expires_at: Option<i64>,
+    now: Timestamp,
+) -> DomainResult<Option<String>> {
+    let Some((rule, cluster)) = applicable_rule(db, settings, role, project_id).await? else {
+        return Ok(None);
+    };
+    let max = crate::dto::jit_duration(rule.max_secs);
+    let where_ = match (&rule.cluster_selector, cluster) {
+        (Some(sel), Some(c)) => format!(" where it reaches a cluster matching {sel} ({c})"),
+        _ => String::new(),
+    };
+    Ok(match expires_at {
+        None => Some(format!(
+            "the organization requires an expiry for role {role}{where_} (at most {max})"
+        )),
+        Some(t) if t - now.millis() > rule.max_secs * 1000 + 1000 => Some(format!(
+            "role {role} may be granted for at most {max}{where_}"
+        )),
+        Some(_) => None,
+    })
+}
+
+/// `Ok(Err(message))` when the organization requires an expiry for `role` in `project_id`
+/// and `expires_at` is missing or beyond the maximum.
+pub async fn check_required_expiry<C: ConnectionTrait>(
+    db: &C,
+    role: &str,
+    project_id: Option<&str>,
     expires_at: Option<i64>,
     now: Timestamp,
 ) -> DomainResult<Result<(), String>> {
-    let s = load(&svc.db).await?;
-    let Some(rule) = s
-        .required_expiry
+    let s = load(db).await?;
+    Ok(
+        match required_expiry_violation(db, &s, role, project_id, expires_at, now).await? {
+            Some(m) => Err(m),
+            None => Ok(()),
+        },
+    )
+}
+
+/// Live bindings that break `settings`' required-expiry policy as the database stands (inside
+/// the caller's transaction): binding id -> description and why.
+pub async fn violations<C: ConnectionTrait>(
+    db: &C,
+    settings: &JitSettingsDto,
+    now: Timestamp,
+) -> DomainResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if settings.required_expiry.is_empty() {
+        return Ok(out);
+    }
+    let role_ids: Vec<String> = roles::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            settings
+                .required_expiry
+                .iter()
+                .any(|x| x.role.eq_ignore_ascii_case(&r.name))
+        })
+        .map(|r| r.id)
+        .collect();
+    let rows = bindings::Entity::find()
+        .filter(bindings::Column::RoleId.is_in(role_ids))
+        .filter(super::bindings::live(now))
+        .all(db)
+        .await?;
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let names = super::bindings::Names::load(db).await?;
+    for b in rows {
+        let dto = names.dto(&b);
+        if let Some(why) = required_expiry_violation(
+            db,
+            settings,
+            &dto.role,
+            b.project_id.as_deref(),
+            b.expires_at,
+            now,
+        )
+        .await?
+        {
+            let held = match b.expires_at {
+                None => "without an expiry".to_owned(),
+                Some(t) => format!("until {}", Timestamp(t).rfc3339()),
+            };
+            out.insert(
+                b.id.clone(),
+                format!(
+                    "{} {held} (binding {}): {why}",
+                    super::bindings::describe(&dto),
+                    b.id
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The fail-closed guard for changes that bring clusters into projects (a cluster imported,
+/// shared, moved or labelled): `before` are the violations before the change, taken in the same
+/// transaction; standing bindings that the change would newly put beyond the policy refuse it,
+/// naming them (`Conflict` on `field`).
+pub async fn refuse_new_violations<C: ConnectionTrait>(
+    db: &C,
+    before: &BTreeMap<String, String>,
+    now: Timestamp,
+    field: &str,
+) -> DomainResult<()> {
+    let s = load(db).await?;
+    let after = violations(db, &s, now).await?;
+    let new: Vec<&String> = after
         .iter()
-        .find(|r| r.role.eq_ignore_ascii_case(role))
-    else {
-        return Ok(Ok(()));
-    };
-    Ok(match expires_at {
-        None => Err(format!(
-            "the organization requires an expiry for role {role} (at most {})",
-            crate::dto::jit_duration(rule.max_secs)
-        )),
-        Some(t) if t - now.millis() > rule.max_secs * 1000 + 1000 => Err(format!(
-            "role {role} may be granted for at most {}",
-            crate::dto::jit_duration(rule.max_secs)
-        )),
-        Some(_) => Ok(()),
-    })
+        .filter(|(id, _)| !before.contains_key(*id))
+        .map(|(_, d)| d)
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    Err(DomainError::conflict(
+        field,
+        format!(
+            "refused: the organization requires an expiry for these roles on the matching clusters, and this change would bring them under that rule while these bindings stand beyond it; give them an expiry within the maximum or remove them first: {}",
+            new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+        ),
+    ))
+}
+
+/// The violations as the policy stands now, for [`refuse_new_violations`].
+pub async fn current_violations<C: ConnectionTrait>(
+    db: &C,
+    now: Timestamp,
+) -> DomainResult<BTreeMap<String, String>> {
+    let s = load(db).await?;
+    violations(db, &s, now).await
 }
 
 pub async fn get(svc: &Services, who: &Principal) -> DomainResult<JitSettingsDto> {
@@ -127,6 +329,24 @@ pub async fn update(
     let rules = serde_json::to_string(&s.required_expiry).unwrap_or_else(|_| "[]".into());
     let glass = serde_json::to_string(&s.break_glass_roles).unwrap_or_else(|_| "[]".into());
     let tx = crate::audit::begin_change(&svc.db).await?;
+    // Fail closed: a rule that standing bindings already break is refused, naming them, rather
+    // than saved as a promise the bindings do not keep.
+    let already = violations(&tx, &before, svc.clock.now()).await?;
+    let broken: Vec<String> = violations(&tx, &s, svc.clock.now())
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !already.contains_key(id))
+        .map(|(_, d)| d)
+        .collect();
+    if !broken.is_empty() {
+        return Err(DomainError::conflict(
+            "required_expiry",
+            format!(
+                "refused: standing bindings break this rule; give them an expiry within the maximum or remove them first: {}",
+                broken.join("; ")
+            ),
+        ));
+    }
     match jit_settings::Entity::find_by_id(ROW).one(&tx).await? {
         Some(m) => {
             let mut a = m.into_active_model();
@@ -180,12 +400,38 @@ async fn role_rules(
 ) -> DomainResult<Vec<RequiredExpiry>> {
     let mut out: Vec<RequiredExpiry> = Vec::new();
     for r in rules {
+        let selector = match r
+            .cluster_selector
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(_) if field != "required_expiry" => {
+                fields.insert(
+                    field.to_owned(),
+                    "a cluster selector applies to required expiry only".to_owned(),
+                );
+                continue;
+            }
+            Some(raw) => match LabelSelector::parse(raw) {
+                Ok(sel) => Some(sel.to_string()),
+                Err(e) => {
+                    fields.insert(
+                        field.to_owned(),
+                        format!("cluster selector {raw:?} of role {}: {e}", r.role.trim()),
+                    );
+                    continue;
+                }
+            },
+        };
         match super::roles::find(&svc.db, r.role.trim()).await {
             Ok(role) if (60..=super::bindings::MAX_EXPIRY_SECS).contains(&r.max_secs) => {
-                out.retain(|o| o.role != role.name);
+                out.retain(|o| !(o.role == role.name && o.cluster_selector == selector));
                 out.push(RequiredExpiry {
                     role: role.name,
                     max_secs: r.max_secs,
+                    cluster_selector: selector,
                 });
             }
             Ok(_) => {

@@ -16,6 +16,7 @@ pub mod overview;
 pub mod projects;
 pub mod roles;
 pub mod users;
+pub mod webhook_outbox;
 
 use serde_json::Value;
 

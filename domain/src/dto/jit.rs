@@ -10,6 +10,12 @@ pub struct RequiredExpiry {
     pub role: String,
     /// The longest such a binding may last, in seconds.
     pub max_secs: i64,
+    /// Only where the binding reaches a cluster whose labels match this selector (e.g.
+    /// `env=production`): a project or namespace binding in a project that owns or is shared
+    /// such a cluster, or an organization binding while any cluster matches. Everywhere when
+    /// absent. Not allowed on break-glass roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -144,6 +150,16 @@ pub struct ApproverGroupDto {
     /// The group whose members approve the project's access requests (beside its admins);
     /// null for none.
     pub group: Option<String>,
+}
+
+/// The console's approver-group form on a project's page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverGroupForm {
+    pub group: Option<String>,
+    /// The groups one may choose (sorted); empty unless the caller may change the project.
+    pub choices: Vec<String>,
+    /// Whether the caller may change it.
+    pub writable: bool,
 }
 
 /// A duration in words: `90 minutes`, `8 hours`, `7 days`.

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use warden_server::gateway::testkit::Kubectl;
-use warden_server::testing::{Client, TestApp};
+use warden_server::testing::{Client, Resp, TestApp};
 
 const PROD: &str = "prod-1";
 
@@ -796,21 +796,33 @@ async fn next_control(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_webhook_is_retried_until_it_answers() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// A receiver that answers 503 to the first `fail_first` calls (and to every call while `down`
+/// is set), then 200: the bodies it accepted, and how many calls it saw. The URL carries a
+/// token, as a chat webhook's does.
+struct Flaky {
+    url: String,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+const HOOK_TOKEN: &str = "s3cret-hook-token";
+
+async fn flaky(fail_first: usize) -> Flaky {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let p = people().await;
-    // A receiver that fails twice, then accepts.
     let calls = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let seen = calls.clone();
+    let down = Arc::new(AtomicBool::new(false));
+    let (tx, accepted) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (seen, is_down) = (calls.clone(), down.clone());
     let router = axum::Router::new().route(
         "/flaky",
         axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let (seen, tx) = (seen.clone(), tx.clone());
+            let (seen, tx, is_down) = (seen.clone(), tx.clone(), is_down.clone());
             async move {
-                if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                if seen.fetch_add(1, Ordering::SeqCst) < fail_first
+                    || is_down.load(Ordering::SeqCst)
+                {
                     return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                 }
                 let _ = tx.send(v);
@@ -819,17 +831,540 @@ async fn the_webhook_is_retried_until_it_answers() {
         }),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/flaky", l.local_addr().unwrap());
+    let url = format!(
+        "http://{}/flaky?token={HOOK_TOKEN}",
+        l.local_addr().unwrap()
+    );
     tokio::spawn(async move { axum::serve(l, router).await.ok() });
+    Flaky {
+        url,
+        calls,
+        down,
+        accepted,
+    }
+}
+
+/// The outbox's rows, newest first.
+async fn outbox(app: &TestApp) -> Vec<warden_domain::entities::webhook_outbox::Model> {
+    warden_domain::admin::webhook_outbox::list(app.services())
+        .await
+        .expect("outbox")
+}
+
+/// Move Warden's clock by `step` seconds at a time (retries fall due on it) until `done`.
+async fn advance_until<F, Fut>(app: &TestApp, step: i64, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !done().await {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}: not in time");
+        app.clock.advance_secs(step);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_retried_from_the_outbox_and_delivered_once() {
+    use std::sync::atomic::Ordering;
+    let p = people().await;
+    // A receiver that fails twice, then accepts.
+    let mut hook = flaky(2).await;
     p.admin
-        .patch("/api/v1/settings/jit", json!({"webhook_url": url}))
+        .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
         .await
         .assert_status(200);
     ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
-    let delivered = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("delivered after retries")
-        .expect("a call");
+    // Queued with the request (same transaction).
+    let rows = outbox(&p.app).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].event, "access_request.create");
+    // The retries fall due on Warden's clock (2 s, then 4 s).
+    advance_until(&p.app, 2, "three attempts", || async {
+        outbox(&p.app).await[0].status == "delivered"
+    })
+    .await;
+    let delivered = hook.accepted.try_recv().expect("delivered after retries");
     assert_eq!(delivered["event"], "access_request.create");
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(
+        delivered["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sally@example.com asks for NAMESPACE_READ_ONLY"),
+        "{delivered:#}"
+    );
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 3);
+    let row = &outbox(&p.app).await[0];
+    assert_eq!((row.attempts, row.status.as_str()), (3, "delivered"));
+    // Exactly once: nothing more, however long one waits.
+    for _ in 0..5 {
+        p.app.clock.advance_secs(3600);
+        warden_server::jit::deliver_due(p.app.services(), &warden_server::jit::webhook_client())
+            .await;
+    }
+    assert!(hook.accepted.try_recv().is_err(), "delivered twice");
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_is_given_up_after_the_last_attempt_and_audited() {
+    use std::sync::atomic::Ordering;
+    use warden_domain::admin::webhook_outbox::MAX_ATTEMPTS;
+    let p = people().await;
+    let hook = flaky(usize::MAX).await;
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
+        .await
+        .assert_status(200);
+    let r = ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+    advance_until(&p.app, 300, "the give-up", || async {
+        outbox(&p.app).await[0].status == "failed"
+    })
+    .await;
+    let row = &outbox(&p.app).await[0];
+    assert_eq!(row.attempts, MAX_ATTEMPTS);
+    assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(hook.calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+    // Hours passed on Warden's clock: the admin's session is idle-expired; sign in again.
+    p.admin
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+    let ev = audit_event(&p.admin, "action=webhook.delivery.failed", |e| {
+        e["action"] == "webhook.delivery.failed"
+    })
+    .await;
+    assert_eq!(ev["actor"], "system");
+    assert_eq!(ev["outcome"], "error");
+    assert_eq!(ev["project"], "dev");
+    assert_eq!(ev["details"]["request"], r["id"]);
+    assert!(
+        ev["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("after {MAX_ATTEMPTS} attempts")),
+        "{ev:#}"
+    );
+    // The URL's token is nowhere in the record.
+    assert!(!ev.to_string().contains(HOOK_TOKEN), "{ev:#}");
+    assert!(!format!("{row:?}").contains(HOOK_TOKEN));
+    // No more attempts after the give-up.
+    for _ in 0..3 {
+        p.app.clock.advance_secs(3600);
+        warden_server::jit::deliver_due(p.app.services(), &warden_server::jit::webhook_client())
+            .await;
+    }
+    assert_eq!(hook.calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_pending_when_warden_stops_is_delivered_after_a_restart() {
+    use std::sync::atomic::Ordering;
+    let data = tempfile::tempdir().expect("tempdir");
+    // The database outlives the first Warden (SQLite: a file here; PostgreSQL: kept).
+    let url = warden_server::testing::fresh_database_url(data.path()).await;
+    let mut hook = flaky(0).await;
+    hook.down.store(true, Ordering::SeqCst);
+    {
+        let (app, admin) = TestApp::spawn_on(&url).await.with_admin().await;
+        admin
+            .post("/api/v1/projects", json!({"name": "dev"}))
+            .await
+            .assert_status(201);
+        let sally = app.user_client(&admin, "sally@example.com").await;
+        admin
+            .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
+            .await
+            .assert_status(200);
+        ask(&sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+        // One failed attempt; the delivery waits for its retry when Warden stops.
+        let t = Instant::now();
+        while outbox(&app).await[0].attempts < 1 {
+            assert!(t.elapsed() < Duration::from_secs(10), "no first attempt");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let row = &outbox(&app).await[0];
+        assert_eq!(row.status, "pending");
+        // Stop: nothing of this Warden may deliver it afterwards.
+        app.services().db.clone().close().await.ok();
+        drop(admin);
+        drop(app);
+    }
+    let before_restart = hook.calls.load(Ordering::SeqCst);
+    assert!(before_restart >= 1);
+    hook.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hook.accepted.try_recv().is_err());
+
+    // A new Warden on the same database delivers it.
+    let mut app = TestApp::spawn_on(&url).await;
+    app.drop_database_on_exit();
+    advance_until(&app, 5, "the delivery after the restart", || async {
+        outbox(&app).await[0].status == "delivered"
+    })
+    .await;
+    let delivered = hook.accepted.try_recv().expect("delivered");
+    assert_eq!(delivered["event"], "access_request.create");
+    assert!(hook.accepted.try_recv().is_err(), "delivered twice");
+    assert_eq!(outbox(&app).await.len(), 1);
+}
+
+// ---- the required-expiry policy limited to clusters by label ----
+
+async fn cluster(admin: &Client, name: &str, project: &str, labels: Value) -> Resp {
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": name, "project": project, "labels": labels}),
+        )
+        .await
+}
+
+fn binding(user: &str, role: &str, project: &str, extra: Value) -> Value {
+    let mut body =
+        json!({"subject": {"kind": "user", "name": user}, "role": role, "project": project});
+    if role.starts_with("NAMESPACE") {
+        body["namespaces"] = json!(["apple"]);
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_expiry_can_be_limited_to_clusters_matching_a_label_selector() {
+    let p = people().await;
+    let admin = &p.admin;
+    admin
+        .post("/api/v1/projects", json!({"name": "production"}))
+        .await
+        .assert_status(201);
+    cluster(admin, "prod-1", "production", json!({"env": "production"}))
+        .await
+        .assert_status(201);
+    cluster(admin, "stage-1", "dev", json!({"env": "staging"}))
+        .await
+        .assert_status(201);
+
+    // A selector that does not parse is a 422 with the field, in the one error envelope.
+    for bad in ["env in (production", "env=prod uction", "env within (a)"] {
+        let r = admin
+            .patch(
+                "/api/v1/settings/jit",
+                json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": bad}]}),
+            )
+            .await
+            .assert_status(422);
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "invalid", "{e:#}");
+        assert!(
+            e["error"]["fields"]["required_expiry"]
+                .as_str()
+                .unwrap()
+                .contains("cluster selector"),
+            "{e:#}"
+        );
+    }
+    // Break-glass roles take none.
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 3600, "cluster_selector": "env=production"}]}),
+        )
+        .await
+        .assert_status(422);
+
+    // Before the rule: a standing CLUSTER_ADMIN in dev (no production cluster there), and a
+    // request for a week of it.
+    let standing = p
+        .john
+        .post(
+            "/api/v1/bindings",
+            binding("mallory@example.com", "CLUSTER_ADMIN", "dev", json!({})),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let week = ask(&p.sally, "CLUSTER_ADMIN", &[], 7 * 86400).await;
+
+    let s = admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [{"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": " env = production "}]}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        s["required_expiry"],
+        json!([{"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": "env=production"}])
+    );
+
+    // In a project holding a matching cluster: an expiry, at most 8 hours.
+    let r = admin
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "production",
+                json!({}),
+            ),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    let msg = r["error"]["fields"]["expires_at"].as_str().unwrap();
+    assert!(msg.contains("requires an expiry"), "{msg}");
+    assert!(msg.contains("env=production (prod-1)"), "{msg}");
+    admin
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "production",
+                json!({"expires_in_secs": 30 * 86400}),
+            ),
+        )
+        .await
+        .assert_status(422);
+    admin
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "production",
+                json!({"expires_in_secs": 3600}),
+            ),
+        )
+        .await
+        .assert_status(201);
+    // Elsewhere, and for other roles, nothing changes.
+    p.john
+        .post(
+            "/api/v1/bindings",
+            binding("carol@example.com", "NAMESPACE_ADMIN", "dev", json!({})),
+        )
+        .await
+        .assert_status(201);
+
+    // Dodges, refused while mallory's standing grant is in dev, each naming it: sharing the
+    // production cluster into dev...
+    let r = admin
+        .patch("/api/v1/clusters/prod-1", json!({"shared_with": ["dev"]}))
+        .await
+        .assert_status(409)
+        .json();
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("mallory@example.com holds CLUSTER_ADMIN on project dev without an expiry"),
+        "{msg}"
+    );
+    assert!(msg.contains(standing["id"].as_str().unwrap()), "{msg}");
+    assert!(r["error"]["fields"]["shared_with"].is_string(), "{r:#}");
+    let c = admin
+        .get("/api/v1/clusters/prod-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(c["shared_with"], json!([]), "{c:#}");
+    // ...labelling dev's own cluster as production...
+    admin
+        .patch(
+            "/api/v1/clusters/stage-1",
+            json!({"labels": {"env": "production"}}),
+        )
+        .await
+        .assert_status(409);
+    let c = admin
+        .get("/api/v1/clusters/stage-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(c["labels"], json!({"env": "staging"}), "{c:#}");
+    // ...importing a production cluster into dev...
+    cluster(admin, "prod-2", "dev", json!({"env": "production"}))
+        .await
+        .assert_status(409);
+    admin
+        .get("/api/v1/clusters/prod-2")
+        .await
+        .assert_status(404);
+    // ...or moving the production cluster there.
+    admin
+        .patch("/api/v1/clusters/prod-1", json!({"project": "dev"}))
+        .await
+        .assert_status(409);
+
+    // Once the standing grant is gone, the share goes through...
+    admin
+        .delete(&format!(
+            "/api/v1/bindings/{}",
+            standing["id"].as_str().unwrap()
+        ))
+        .await
+        .assert_status(204);
+    admin
+        .patch("/api/v1/clusters/prod-1", json!({"shared_with": ["dev"]}))
+        .await
+        .assert_status(200);
+    // ...and dev is held to the rule: no standing grant, no week-long approval.
+    p.john
+        .post(
+            "/api/v1/bindings",
+            binding("mallory@example.com", "CLUSTER_ADMIN", "dev", json!({})),
+        )
+        .await
+        .assert_status(422);
+    let r = p
+        .john
+        .post(
+            &format!("/api/v1/access-requests/{}/approve", id(&week)),
+            json!({}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    assert!(
+        r["error"]["fields"]["duration_secs"]
+            .as_str()
+            .unwrap()
+            .contains("at most 8 hours"),
+        "{r:#}"
+    );
+    let ok = p
+        .john
+        .post(
+            &format!("/api/v1/access-requests/{}/approve", id(&week)),
+            json!({"duration_secs": 3600}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(ok["status"], "approved");
+    // New requests and break-glass follow it too.
+    p.mallory
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 86400, "reason": "x"}),
+        )
+        .await
+        .assert_status(422);
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 86400}]}),
+        )
+        .await
+        .assert_status(200);
+    p.mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 12 * 3600, "reason": "outage"}),
+        )
+        .await
+        .assert_status(422);
+
+    // A rule that standing grants already break is refused, naming them (carol's permanent
+    // NAMESPACE_ADMIN in dev, which now holds a production cluster).
+    let r = admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"required_expiry": [
+                {"role": "CLUSTER_ADMIN", "max_secs": 28800, "cluster_selector": "env=production"},
+                {"role": "NAMESPACE_ADMIN", "max_secs": 3600, "cluster_selector": "env in (production)"}
+            ]}),
+        )
+        .await
+        .assert_status(409)
+        .json();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("carol@example.com holds NAMESPACE_ADMIN on namespaces apple of project dev"),
+        "{r:#}"
+    );
+    // The refused changes left the settings as they were.
+    let s = admin
+        .get("/api/v1/settings/jit")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(s["required_expiry"].as_array().unwrap().len(), 1, "{s:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
+    let p = people().await;
+    async fn group(c: &Client) -> Value {
+        c.get("/api/v1/projects/dev/approver-group")
+            .await
+            .assert_status(200)
+            .json()["group"]
+            .clone()
+    }
+    // The project page offers john the organization's groups to choose from.
+    let page = p.john.get("/projects/dev").await.assert_status(200);
+    assert!(
+        page.body.contains("data-testid=\"approver-group-select\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">dev-approvers</option>"));
+    // Neither mallory (nothing) nor sally (an approver, not an administrator) may change it:
+    // the server function asks the gate, whatever the page shows.
+    for c in [&p.mallory, &p.sally] {
+        let r = c
+            .post_form(
+                "/sfn/set_approver_group",
+                &[("project", "dev"), ("group", "")],
+            )
+            .await;
+        let to = r.headers["location"].to_str().unwrap().to_owned();
+        assert!(to.contains("err._"), "{to}");
+        assert!(!to.contains("ok="), "{to}");
+    }
+    assert_eq!(group(&p.john).await, "dev-approvers");
+    // John clears it, then sets it again; an unknown group is refused on the field.
+    let r = p
+        .john
+        .post_form(
+            "/sfn/set_approver_group",
+            &[("project", "dev"), ("group", "")],
+        )
+        .await;
+    assert!(r.headers["location"].to_str().unwrap().contains("ok="));
+    assert_eq!(group(&p.john).await, Value::Null);
+    let ev = audit_event(&p.admin, "action=project.approver_group.update", |e| {
+        e["details"]["after"]["group"].is_null()
+    })
+    .await;
+    assert_eq!(ev["actor"], "john@example.com");
+    assert_eq!(ev["details"]["before"]["group"], "dev-approvers");
+    let r = p
+        .john
+        .post_form(
+            "/sfn/set_approver_group",
+            &[("project", "dev"), ("group", "no-such-group")],
+        )
+        .await;
+    assert!(r.headers["location"]
+        .to_str()
+        .unwrap()
+        .contains("err.group"));
+    p.john
+        .post_form(
+            "/sfn/set_approver_group",
+            &[("project", "dev"), ("group", "dev-approvers")],
+        )
+        .await;
+    assert_eq!(group(&p.john).await, "dev-approvers");
 }
