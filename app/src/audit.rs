@@ -1,11 +1,14 @@
-//! The audit log: search with filters and keyset paging. Organization auditors see every
-//! event; project auditors see their projects' events.
+//! The audit log: search with filters and keyset paging, facets with counts and a histogram
+//! of the current filter. Organization auditors see every event; project auditors see their
+//! projects' events.
 
 use leptos::prelude::*;
 use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
-use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
+use warden_domain::dto::{
+    AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, FacetCount, Page,
+};
 
 use crate::error::AppError;
 use crate::ui::{short_time, FormErrors, LoadError, Loading};
@@ -21,6 +24,21 @@ pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppE
         .await
         .map_err(|_| AppError::Forbidden)?;
     Ok(warden_domain::audit::search_at(&svc.db, &query, scope.as_deref(), svc.clock.now()).await?)
+}
+
+/// The facets and the histogram of a filter, within the caller's scope.
+#[server(prefix = "/sfn", endpoint = "summarize_audit")]
+pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHistogram), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    let now = svc.clock.now();
+    let facets = warden_domain::audit::facets_at(&svc.db, &query, scope.as_deref(), now).await?;
+    let histogram =
+        warden_domain::audit::histogram_at(&svc.db, &query, scope.as_deref(), now).await?;
+    Ok((facets, histogram))
 }
 
 fn query_of(q: &ParamsMap) -> AuditQuery {
@@ -171,11 +189,23 @@ fn TextFilter(
 pub fn AuditPage() -> impl IntoView {
     let q = use_query_map();
     let events = Resource::new(move || q.with(query_of), search_audit);
+    // The summary does not depend on the page of the list.
+    let summary = Resource::new(
+        move || {
+            q.with(|q| AuditQuery {
+                cursor: None,
+                limit: None,
+                ..query_of(q)
+            })
+        },
+        summarize_audit,
+    );
     view! {
         <h1>"Audit log"</h1>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let result = events.await;
+                let summary = summary.await.ok();
                 if let Err(AppError::Forbidden) = &result {
                     return view! { <LoadError err=AppError::Forbidden/> }.into_any();
                 }
@@ -226,6 +256,10 @@ pub fn AuditPage() -> impl IntoView {
                             <a class="btn" href=export data-testid="audit-export" rel="external" download="">"Export CSV"</a>
                         </div>
                     </Form>
+                    {summary.clone().map(|(_, h)| view! { <Histogram histogram=h params=current.clone()/> })}
+                    <div class="audit-body">
+                    {summary.map(|(f, _)| view! { <Facets facets=f params=current.clone()/> })}
+                    <div class="audit-results">
                     {match result {
                         Ok(page) if page.items.is_empty() => view! {
                             <p class="empty">{if filtered { "No event matches these filters. Widen the time range or clear a filter." } else { "No events yet." }}</p>
@@ -242,10 +276,180 @@ pub fn AuditPage() -> impl IntoView {
                         <span>{newest_href.map(|h| view! { <a href=h>"← Newest"</a> })}</span>
                         <span>{next_href.map(|h| view! { <a href=h data-testid="audit-next">"Older events →"</a> })}</span>
                     </nav>
+                    </div>
+                    </div>
                 }.into_any()
             })}
         </Transition>
     }
+}
+
+/// The page's URL with `changes` applied (`None` removes a key), back on the newest page.
+fn href_with(params: &ParamsMap, changes: &[(&str, Option<String>)]) -> String {
+    let mut p = params.clone();
+    p.remove("cursor");
+    for (k, v) in changes {
+        match v {
+            Some(v) => p.replace(k.to_string(), v.clone()),
+            None => {
+                p.remove(k);
+            }
+        }
+    }
+    format!("/audit{}", p.to_query_string())
+}
+
+/// Each facet: its filter parameter, heading, and how a value reads.
+const FACETS: &[(&str, &str)] = &[
+    ("actor", "Who"),
+    ("kind", "Kind"),
+    ("cluster", "Cluster"),
+    ("namespace", "Namespace"),
+    ("verb", "Verb"),
+    ("outcome", "Outcome"),
+];
+
+fn facet_label(key: &str, value: &str) -> String {
+    let table = match key {
+        "kind" => KINDS,
+        "outcome" => OUTCOMES,
+        "verb" => VERBS,
+        _ => return value.to_owned(),
+    };
+    table
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map(|(_, t)| (*t).to_owned())
+        .unwrap_or_else(|| value.to_owned())
+}
+
+/// The most frequent values of the current filter, with counts; each a link that narrows the
+/// filter to it (or, when the filter holds it already, widens it again).
+#[component]
+fn Facets(facets: AuditFacets, params: ParamsMap) -> impl IntoView {
+    let groups: Vec<(&str, &str, Vec<FacetCount>)> = FACETS
+        .iter()
+        .map(|(key, title)| {
+            let values = match *key {
+                "actor" => facets.actors.clone(),
+                "kind" => facets.kinds.clone(),
+                "cluster" => facets.clusters.clone(),
+                "namespace" => facets.namespaces.clone(),
+                "verb" => facets.verbs.clone(),
+                _ => facets.outcomes.clone(),
+            };
+            (*key, *title, values)
+        })
+        .filter(|(_, _, values)| !values.is_empty())
+        .collect();
+    view! {
+        <aside class="facets" aria-label="Narrow the filter" data-testid="audit-facets">
+            <p class="facets-total"><strong>{facets.total}</strong>{if facets.total == 1 { " event" } else { " events" }}</p>
+            {groups.into_iter().map(|(key, title, values)| {
+                let current = params.get(key);
+                view! {
+                    <section class="facet" data-facet=key>
+                        <h2>{title}</h2>
+                        <ul>
+                            {values.into_iter().map(|f| {
+                                let selected = current.as_deref() == Some(f.value.as_str());
+                                let href = href_with(&params, &[(key, (!selected).then(|| f.value.clone()))]);
+                                let label = facet_label(key, &f.value);
+                                let title = if selected { format!("Remove the filter {key}={}", f.value) } else { format!("Only {key}={}", f.value) };
+                                view! {
+                                    <li>
+                                        <a href=href class:selected=selected title=title data-testid=format!("facet-{key}-{}", f.value)>
+                                            <span class="facet-value">{label}</span>
+                                            <span class="facet-count">{f.count}</span>
+                                        </a>
+                                    </li>
+                                }
+                            }).collect_view()}
+                        </ul>
+                    </section>
+                }
+            }).collect_view()}
+        </aside>
+    }
+}
+
+/// `2026-11-30T17:00:00Z` -> `2026-11-30T17:00` (what the date pickers show, read as UTC).
+fn picker_time(rfc3339: &str) -> String {
+    rfc3339.chars().take(16).collect()
+}
+
+/// A bucket's width in words.
+fn width_words(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s => format!("{} min", s / 60),
+    }
+}
+
+/// Allowed vs denied events per bucket of the range, as inline SVG bars; each bucket is a link
+/// that zooms the range to it.
+#[component]
+fn Histogram(histogram: AuditHistogram, params: ParamsMap) -> impl IntoView {
+    if histogram.buckets.is_empty() {
+        return ().into_any();
+    }
+    let max = histogram
+        .buckets
+        .iter()
+        .map(|b| b.allowed + b.denied + b.error)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (allowed, denied, error) = histogram.buckets.iter().fold((0, 0, 0), |(a, d, e), b| {
+        (a + b.allowed, d + b.denied, e + b.error)
+    });
+    let first = histogram
+        .buckets
+        .first()
+        .map(|b| short_time(&b.start))
+        .unwrap_or_default();
+    let last = histogram
+        .buckets
+        .last()
+        .map(|b| short_time(&b.end))
+        .unwrap_or_default();
+    let width = width_words(histogram.bucket_seconds);
+    view! {
+        <figure class="histogram" data-testid="audit-histogram">
+            <figcaption>
+                <span class="legend allowed">{format!("{allowed} allowed")}</span>
+                <span class="legend denied">{format!("{denied} denied")}</span>
+                {(error > 0).then(|| view! { <span class="legend error">{format!("{error} errors")}</span> })}
+                <small class="muted">{format!(" · one bar per {width}; click a bar to zoom in")}</small>
+            </figcaption>
+            <div class="bars">
+                {histogram.buckets.into_iter().enumerate().map(|(i, b)| {
+                    // Heights in a 100-unit box, stacked from the bottom: allowed, errors, denied.
+                    let h = |n: u64| n as f64 * 100.0 / max as f64;
+                    let (ha, he, hd) = (h(b.allowed), h(b.error), h(b.denied));
+                    let total = b.allowed + b.denied + b.error;
+                    let href = href_with(&params, &[
+                        ("range", None),
+                        ("since", Some(picker_time(&b.start))),
+                        ("until", Some(picker_time(&b.end))),
+                    ]);
+                    let title = format!("{} – {}: {} allowed, {} denied{}", short_time(&b.start), short_time(&b.end), b.allowed, b.denied, if b.error > 0 { format!(", {} errors", b.error) } else { String::new() });
+                    view! {
+                        <a class="bar" href=href title=title.clone() aria-label=title data-testid=format!("bucket-{i}") data-count=total>
+                            <svg viewBox="0 0 10 100" preserveAspectRatio="none" aria-hidden="true">
+                                <rect class="allowed" x="0" width="10" y=format!("{:.2}", 100.0 - ha) height=format!("{ha:.2}")/>
+                                <rect class="error" x="0" width="10" y=format!("{:.2}", 100.0 - ha - he) height=format!("{he:.2}")/>
+                                <rect class="denied" x="0" width="10" y=format!("{:.2}", 100.0 - ha - he - hd) height=format!("{hd:.2}")/>
+                            </svg>
+                        </a>
+                    }
+                }).collect_view()}
+            </div>
+            <div class="axis"><span>{first}</span><span>{last}</span></div>
+        </figure>
+    }
+    .into_any()
 }
 
 /// What happened, in a few words: a Kubernetes request's verb and resource, or the action.

@@ -66,4 +66,56 @@ test.describe.serial("audit log page", () => {
     expect(lines.slice(1).every((l) => l.includes("kube.list"))).toBe(true);
     noErrors();
   });
+
+  test("facets narrow the filter; the histogram zooms into a bucket", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await act.open(page, "/audit?kind=kube_api&range=24h");
+    const facets = page.getByTestId("audit-facets");
+    await expect(facets).toBeVisible();
+    // The verb facet counts `list` requests; following it narrows the list to them.
+    const list = page.getByTestId("facet-verb-list");
+    await expect(list).toBeVisible();
+    const listed = Number(await list.locator(".facet-count").textContent());
+    expect(listed).toBeGreaterThan(0);
+    await list.click();
+    await expect(page).toHaveURL(/verb=list/);
+    await expect(page).toHaveURL(/range=24h/);
+    const what = page.getByTestId("audit-what");
+    await expect(what.first()).toBeVisible();
+    for (const text of await what.allTextContents()) {
+      expect(text).toMatch(/^list /);
+    }
+    await expect(page.getByTestId("facet-verb-list")).toHaveClass(/selected/);
+    // Then the cluster facet: both filters hold, the total is at most the verb's count.
+    await page.getByTestId("facet-cluster-e2e-sim").click();
+    await expect(page).toHaveURL(/cluster=e2e-sim/);
+    await expect(page).toHaveURL(/verb=list/);
+    await expect(page.getByTestId("facet-cluster-e2e-sim")).toHaveClass(/selected/);
+    for (const text of await page.getByTestId("audit-where").allTextContents()) {
+      expect(text).toContain("e2e-sim");
+    }
+    // The same counts as the REST API's facets for that filter.
+    const api = await page.request.get("/api/v1/audit/facets?kind=kube_api&range=24h&verb=list&cluster=e2e-sim&discovery=false");
+    expect(api.status()).toBe(200);
+    const total = (await api.json()).total;
+    await expect(facets.locator(".facets-total strong")).toHaveText(String(total));
+    expect(total).toBeLessThanOrEqual(listed);
+
+    // The histogram: one bar per bucket; a bar with events zooms the range to its bucket.
+    const histogram = page.getByTestId("audit-histogram");
+    await expect(histogram).toBeVisible();
+    const bar = histogram.locator("a.bar:not([data-count='0'])").last();
+    const inBar = Number(await bar.getAttribute("data-count"));
+    expect(inBar).toBeGreaterThan(0);
+    await bar.click();
+    await expect(page).toHaveURL(/since=/);
+    await expect(page).toHaveURL(/until=/);
+    await expect(page).not.toHaveURL(/range=/);
+    await expect(page).toHaveURL(/verb=list/);
+    await expect(what.first()).toBeVisible();
+    await expect(facets.locator(".facets-total strong")).toHaveText(String(inBar));
+    noErrors();
+  });
 });

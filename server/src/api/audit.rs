@@ -1,12 +1,13 @@
-//! `GET /api/v1/audit/events` and `GET /api/v1/audit/export`.
+//! `GET /api/v1/audit/events`, `/facets`, `/histogram` and `/export`: every one reads through
+//! the same filter within the caller's scope.
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use warden_domain::access::audit_scope;
-use warden_domain::audit::search_at;
-use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
+use warden_domain::audit::{facets_at, histogram_at, search_at};
+use warden_domain::dto::{AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, Page};
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiQuery, ApiResult};
@@ -28,6 +29,34 @@ pub async fn list_audit_events(
             state.services.clock.now(),
         )
         .await?,
+    ))
+}
+
+pub async fn get_audit_facets(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditFacets>> {
+    let scope = audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let now = state.services.clock.now();
+    Ok(Json(
+        facets_at(&state.services.db, &q, scope.as_deref(), now).await?,
+    ))
+}
+
+pub async fn get_audit_histogram(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditHistogram>> {
+    let scope = audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let now = state.services.clock.now();
+    Ok(Json(
+        histogram_at(&state.services.db, &q, scope.as_deref(), now).await?,
     ))
 }
 

@@ -1,0 +1,399 @@
+//! The audit page's reads beside the list: facets, histogram (counts as data, on SQLite and
+//! PostgreSQL), their scope and their refusals.
+
+use serde_json::{json, Value};
+use warden_domain::audit::{
+    append, begin_change, Actor, AuditEvent, AuditKind, Outcome, SessionType,
+};
+use warden_domain::clock::{Clock, Timestamp};
+use warden_server::testing::{Client, TestApp};
+
+/// A Kubernetes request by `who` on `cluster`/`namespace` of `project`.
+fn kube(
+    who: &str,
+    project: &str,
+    cluster: &str,
+    namespace: &str,
+    verb: &str,
+    outcome: Outcome,
+) -> AuditEvent {
+    let (action, resource) = match verb {
+        "exec" => ("kube.create".to_owned(), "pods/exec"),
+        v => (format!("kube.{v}"), "pods"),
+    };
+    let mut e = AuditEvent::new(
+        AuditKind::KubeApi,
+        Actor::Anonymous {
+            claimed: who.to_owned(),
+        },
+        SessionType::Cli,
+        action,
+        outcome,
+    )
+    .resource(resource, "web-1")
+    .project(project);
+    e.cluster = Some(cluster.to_owned());
+    e.namespace = Some(namespace.to_owned());
+    e
+}
+
+/// Store `events` as written `ago_secs` before the app's now.
+async fn write_at(app: &TestApp, ago_secs: i64, events: Vec<AuditEvent>) {
+    let db = &app.services().db;
+    let tx = begin_change(db).await.unwrap();
+    append(&tx, app.clock.now().minus_secs(ago_secs), events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Two projects' Kubernetes requests over the last 20 minutes:
+/// alpha: alice get ×3 and exec (denied) ×1 on c1/apple 5 min ago, bob list ×2 (denied) on
+/// c1/banana 20 min ago; beta: carol delete ×4 on c2/cherry 10 min ago.
+async fn seed(app: &TestApp, admin: &Client) {
+    for p in ["alpha", "beta"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let mut five = Vec::new();
+    for _ in 0..3 {
+        five.push(kube(
+            "alice@example.com",
+            "alpha",
+            "c1",
+            "apple",
+            "get",
+            Outcome::Allowed,
+        ));
+    }
+    five.push(kube(
+        "alice@example.com",
+        "alpha",
+        "c1",
+        "apple",
+        "exec",
+        Outcome::Denied,
+    ));
+    write_at(app, 5 * 60, five).await;
+    let carol = (0..4)
+        .map(|_| {
+            kube(
+                "carol@example.com",
+                "beta",
+                "c2",
+                "cherry",
+                "delete",
+                Outcome::Allowed,
+            )
+        })
+        .collect();
+    write_at(app, 10 * 60, carol).await;
+    let bob = (0..2)
+        .map(|_| {
+            kube(
+                "bob@example.com",
+                "alpha",
+                "c1",
+                "banana",
+                "list",
+                Outcome::Denied,
+            )
+        })
+        .collect();
+    write_at(app, 20 * 60, bob).await;
+}
+
+fn pairs(v: &Value) -> Vec<(String, u64)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["value"].as_str().unwrap().to_owned(),
+                f["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn p(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter().map(|(v, n)| (v.to_string(), *n)).collect()
+}
+
+fn sums(h: &Value) -> (u64, u64, u64) {
+    h["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0, 0), |(a, d, e), b| {
+            (
+                a + b["allowed"].as_u64().unwrap(),
+                d + b["denied"].as_u64().unwrap(),
+                e + b["error"].as_u64().unwrap(),
+            )
+        })
+}
+
+/// The bucket holding the instant `t`.
+fn bucket_at(h: &Value, t: Timestamp) -> Value {
+    let parse = |s: &Value| {
+        Timestamp::from_offset(
+            time::OffsetDateTime::parse(
+                s.as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap(),
+        )
+    };
+    h["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| parse(&b["start"]) <= t && t < parse(&b["end"]))
+        .unwrap_or_else(|| panic!("no bucket holds {}: {h}", t.rfc3339()))
+        .clone()
+}
+
+#[tokio::test]
+async fn audit_facets_count_the_filter() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    seed(&app, &admin).await;
+    let f = admin
+        .get("/api/v1/audit/facets?range=1h&kind=kube_api")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(f["total"], 10, "{f}");
+    assert_eq!(
+        pairs(&f["actors"]),
+        p(&[
+            ("alice@example.com", 4),
+            ("carol@example.com", 4),
+            ("bob@example.com", 2)
+        ])
+    );
+    assert_eq!(pairs(&f["kinds"]), p(&[("kube_api", 10)]));
+    assert_eq!(pairs(&f["clusters"]), p(&[("c1", 6), ("c2", 4)]));
+    assert_eq!(
+        pairs(&f["namespaces"]),
+        p(&[("apple", 4), ("cherry", 4), ("banana", 2)])
+    );
+    assert_eq!(
+        pairs(&f["verbs"]),
+        p(&[("delete", 4), ("get", 3), ("list", 2), ("exec", 1)])
+    );
+    assert_eq!(pairs(&f["outcomes"]), p(&[("allowed", 7), ("denied", 3)]));
+
+    // A facet's value narrows the filter as its parameter does.
+    let f = admin
+        .get("/api/v1/audit/facets?range=1h&verb=exec")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(f["total"], 1, "{f}");
+    assert_eq!(pairs(&f["actors"]), p(&[("alice@example.com", 1)]));
+    let f = admin
+        .get("/api/v1/audit/facets?range=1h&cluster=c1&namespace=banana")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(pairs(&f["verbs"]), p(&[("list", 2)]));
+    assert_eq!(pairs(&f["outcomes"]), p(&[("denied", 2)]));
+    // The range counts: 15 minutes leave bob out.
+    let f = admin
+        .get("/api/v1/audit/facets?range=15m&kind=kube_api")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(f["total"], 8, "{f}");
+    assert!(!f["actors"].to_string().contains("bob"), "{f}");
+    // The list agrees with the total.
+    let list = admin
+        .get("/api/v1/audit/events?range=15m&kind=kube_api&limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn audit_histogram_counts_allowed_and_denied_per_bucket() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    seed(&app, &admin).await;
+    let now = app.clock.now();
+    let h = admin
+        .get("/api/v1/audit/histogram?range=1h&kind=kube_api")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(h["bucket_seconds"], 60, "{h}");
+    let n = h["buckets"].as_array().unwrap().len();
+    assert!((60..=62).contains(&n), "{n} buckets");
+    assert_eq!(sums(&h), (7, 3, 0));
+    let five = bucket_at(&h, now.minus_secs(5 * 60));
+    assert_eq!(
+        (five["allowed"].as_u64(), five["denied"].as_u64()),
+        (Some(3), Some(1)),
+        "{five}"
+    );
+    let twenty = bucket_at(&h, now.minus_secs(20 * 60));
+    assert_eq!(
+        (twenty["allowed"].as_u64(), twenty["denied"].as_u64()),
+        (Some(0), Some(2)),
+        "{twenty}"
+    );
+
+    // Wider ranges, wider buckets.
+    for (range, secs) in [
+        ("15m", 60),
+        ("24h", 1800),
+        ("7d", 3 * 3600),
+        ("30d", 12 * 3600),
+    ] {
+        let h = admin
+            .get(&format!(
+                "/api/v1/audit/histogram?range={range}&kind=kube_api"
+            ))
+            .await
+            .assert_status(200)
+            .json();
+        assert_eq!(h["bucket_seconds"], secs, "{range}: {h}");
+        let n = h["buckets"].as_array().unwrap().len();
+        assert!((15..=62).contains(&n), "{range}: {n} buckets");
+        let expected = if range == "15m" { (7, 1, 0) } else { (7, 3, 0) };
+        assert_eq!(sums(&h), expected, "{range}");
+    }
+
+    // A custom range (as a bucket's zoom link sets it), and the outcome filter.
+    let since = now.minus_secs(11 * 60).rfc3339();
+    let until = now.minus_secs(4 * 60).rfc3339();
+    let url = format!(
+        "/api/v1/audit/histogram?kind=kube_api&outcome=allowed&since={}&until={}",
+        urlencode(&since),
+        urlencode(&until)
+    );
+    let h = admin.get(&url).await.assert_status(200).json();
+    assert_eq!(h["bucket_seconds"], 60, "{h}");
+    assert_eq!(sums(&h), (7, 0, 0));
+    // Without a range: from the first to the last matching event.
+    let h = admin
+        .get("/api/v1/audit/histogram?kind=kube_api&actor=bob")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(sums(&h), (0, 2, 0), "{h}");
+    let h = admin
+        .get("/api/v1/audit/histogram?actor=nobody")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(h["buckets"].as_array().unwrap().is_empty(), "{h}");
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A project auditor counts their project's events only, whatever the filter asks.
+#[tokio::test]
+async fn audit_facets_and_histogram_stay_in_scope() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    seed(&app, &admin).await;
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "alpha"}),
+        )
+        .await
+        .assert_status(201);
+    let f = auditor
+        .get("/api/v1/audit/facets?range=1h&kind=kube_api")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(f["total"], 6, "{f}");
+    assert_eq!(pairs(&f["clusters"]), p(&[("c1", 6)]));
+    assert!(!f.to_string().contains("carol"), "{f}");
+    assert!(!f.to_string().contains("cherry"), "{f}");
+    let f = auditor
+        .get("/api/v1/audit/facets?project=beta")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(f["total"], 0, "{f}");
+    assert!(f["actors"].as_array().unwrap().is_empty(), "{f}");
+    let h = auditor
+        .get("/api/v1/audit/histogram?range=1h&kind=kube_api")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(sums(&h), (3, 3, 0), "{h}");
+    let h = auditor
+        .get("/api/v1/audit/histogram?range=1h&cluster=c2")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(sums(&h), (0, 0, 0), "{h}");
+
+    // Someone without audit.read anywhere: refused.
+    let nobody = app.user_client(&admin, "nobody@example.com").await;
+    for path in ["/api/v1/audit/facets", "/api/v1/audit/histogram"] {
+        let r = nobody.get(path).await.assert_status(403);
+        assert_eq!(r.error_code(), "forbidden", "{path}");
+        app.client().get(path).await.assert_status(401);
+    }
+}
+
+#[tokio::test]
+async fn audit_facets_and_histogram_refuse_bad_parameters() {
+    let (_app, admin) = TestApp::spawn().await.with_admin().await;
+    for (query, field) in [
+        ("kind=nope", Some("kind")),
+        ("outcome=maybe", Some("outcome")),
+        ("range=2w", Some("range")),
+        ("since=yesterday", Some("since")),
+        ("status=ok", None),
+        ("colour=red", None),
+    ] {
+        for path in ["facets", "histogram"] {
+            let r = admin
+                .get(&format!("/api/v1/audit/{path}?{query}"))
+                .await
+                .assert_status(422);
+            assert_eq!(r.error_code(), "invalid", "{path}?{query}: {}", r.body);
+            if let Some(field) = field {
+                assert!(
+                    r.json()["error"]["fields"][field].is_string(),
+                    "{path}?{query}: {}",
+                    r.body
+                );
+            }
+        }
+    }
+    let r = admin
+        .get("/api/v1/audit/histogram?since=2026-11-28T10:00&until=2026-11-28T09:00")
+        .await
+        .assert_status(422);
+    assert!(
+        r.json()["error"]["fields"]["until"].is_string(),
+        "{}",
+        r.body
+    );
+    let doc = admin
+        .get("/api/v1/openapi.json")
+        .await
+        .assert_status(200)
+        .json();
+    for path in ["/api/v1/audit/facets", "/api/v1/audit/histogram"] {
+        let params = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} undocumented"))
+            .clone();
+        for name in ["range", "actor", "cluster", "verb"] {
+            assert!(params.iter().any(|p| p["name"] == name), "{path}: {name}");
+        }
+    }
+}
