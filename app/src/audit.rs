@@ -4,10 +4,10 @@
 
 use leptos::prelude::*;
 use leptos_router::components::Form;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::params::ParamsMap;
 use warden_domain::dto::{
-    AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, FacetCount, Page,
+    AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, FacetCount, Page,
 };
 
 use crate::error::AppError;
@@ -39,6 +39,26 @@ pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHis
     let histogram =
         warden_domain::audit::histogram_at(&svc.db, &query, scope.as_deref(), now).await?;
     Ok((facets, histogram))
+}
+
+/// One event and the events linked to it; not found when outside the caller's scope.
+#[server(prefix = "/sfn", endpoint = "get_audit_event")]
+pub async fn get_audit_event(id: String) -> Result<AuditEventDetail, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    crate::ssr::answer(
+        warden_domain::audit::event_detail(&svc.db, &id, scope.as_deref(), svc.clock.now())
+            .await
+            .map_err(AppError::from),
+    )
+}
+
+/// An event's detail page.
+pub fn event_href(id: &str) -> String {
+    format!("/audit/{}", crate::ui::encode(id))
 }
 
 fn query_of(q: &ParamsMap) -> AuditQuery {
@@ -452,6 +472,130 @@ fn Histogram(histogram: AuditHistogram, params: ParamsMap) -> impl IntoView {
     .into_any()
 }
 
+/// `/audit/:id`: every field of one event, its raw JSON, and links to its user, cluster,
+/// project, terminal recording, and the other events of its request and terminal.
+#[component]
+pub fn AuditEventPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let detail = Resource::new(id, get_audit_event);
+    view! {
+        <p class="crumbs"><a href="/audit">"Audit log"</a></p>
+        <h1>"Audit event"</h1>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Ok(d) => view! { <EventDetail detail=d/> }.into_any(),
+                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
+    let e = detail.event;
+    let raw = serde_json::to_string_pretty(&e).unwrap_or_default();
+    let user_href = e
+        .actor_id
+        .as_ref()
+        .map(|id| format!("/users/{}", crate::ui::encode(id)));
+    let activity_href = format!(
+        "/audit?actor={}",
+        crate::ui::encode(e.actor_id.as_deref().unwrap_or(&e.actor))
+    );
+    let what = what(&e);
+    let via = via(&e.session_type);
+    let outcome_class = format!("chip outcome-{}", e.outcome);
+    let fact = |label: &'static str, value: Option<String>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| view! { <dt>{label}</dt><dd>{v}</dd> })
+    };
+    let request_href = e
+        .request_id
+        .as_ref()
+        .map(|r| format!("/audit?q={}", crate::ui::encode(r)));
+    view! {
+        <section class="card" data-testid="audit-event">
+            <p class="event-headline">
+                <span class=outcome_class>{e.outcome.clone()}</span>" "
+                <code>{what}</code>
+            </p>
+            {e.reason.clone().map(|r| view! { <p class="event-reason" data-testid="audit-event-reason">{r}</p> })}
+            <dl class="facts">
+                <dt>"Time (UTC)"</dt><dd>{e.time.clone()}</dd>
+                <dt>"Who"</dt>
+                <dd>
+                    {match user_href {
+                        Some(h) => view! { <a href=h data-testid="audit-event-user">{e.actor.clone()}</a> }.into_any(),
+                        None => view! { <span>{e.actor.clone()}</span> }.into_any(),
+                    }}
+                    " " <small class="muted">{format!("through {via}")}</small>
+                    " · " <a href=activity_href data-testid="audit-event-activity">"their activity"</a>
+                </dd>
+                <dt>"Kind"</dt><dd>{e.kind.clone()}</dd>
+                <dt>"Action"</dt><dd><code>{e.action.clone()}</code></dd>
+                {e.project.clone().map(|p| view! { <dt>"Project"</dt><dd><a href=format!("/projects/{}", crate::ui::encode(&p))>{p.clone()}</a></dd> })}
+                {e.cluster.clone().map(|c| view! { <dt>"Cluster"</dt><dd><a href=format!("/clusters/{}", crate::ui::encode(&c)) data-testid="audit-event-cluster">{c.clone()}</a></dd> })}
+                {fact("Namespace", e.namespace.clone())}
+                {fact("Resource", match (&e.resource_kind, &e.resource_name) {
+                    (Some(k), Some(n)) => Some(format!("{k} {n}")),
+                    (Some(k), None) => Some(k.clone()),
+                    (None, Some(n)) => Some(n.clone()),
+                    _ => None,
+                })}
+                {fact("HTTP status", e.status.map(|s| s.to_string()))}
+                {e.path.clone().map(|p| view! { <dt>"Request"</dt><dd><code>{format!("{} {p}", e.method.clone().unwrap_or_default())}</code></dd> })}
+                {fact("Source address", e.source_ip.clone())}
+                {fact("User agent", e.user_agent.clone())}
+                {e.request_id.clone().map(|r| view! { <dt>"Request id (Audit-ID)"</dt><dd><code>{r}</code></dd> })}
+                {fact("Duration", e.duration_ms.map(|d| format!("{d} ms")))}
+                <dt>"Event"</dt><dd><code>{format!("#{} {}", e.seq, e.id)}</code></dd>
+            </dl>
+            {detail.recording.clone().map(|r| view! {
+                <p><a class="btn" href=crate::recordings::player_href(&r) data-testid="audit-event-recording">"▶ Play the terminal's recording"</a></p>
+            })}
+        </section>
+        {(!detail.same_request.is_empty()).then(|| view! {
+            <section class="card" data-testid="audit-same-request">
+                <h2>"The same request"</h2>
+                <p class="muted small">"Other events with this request id: a stream's start and end, or what one console action did."</p>
+                <EventsTable events=detail.same_request.clone()/>
+            </section>
+        })}
+        {detail.terminal_id.clone().map(|t| view! {
+            <section class="card" data-testid="audit-same-terminal">
+                <h2>"The same web terminal"</h2>
+                <p class="muted small">{format!("Terminal {t}: its opening, its closing and the requests of its shell.")}</p>
+                {if detail.same_terminal.is_empty() {
+                    view! { <p class="empty">"No other event of this terminal."</p> }.into_any()
+                } else {
+                    view! { <EventsTable events=detail.same_terminal.clone()/> }.into_any()
+                }}
+            </section>
+        })}
+        {request_href.map(|h| view! { <p><a href=h>"Search the log for this request id"</a></p> })}
+        <section class="card">
+            <h2>"Raw event"</h2>
+            <pre class="details" data-testid="audit-event-json">{raw}</pre>
+        </section>
+    }
+}
+
+/// Through what: console, kubectl, API key, web terminal.
+fn via(session_type: &str) -> String {
+    match session_type {
+        "browser" => "console",
+        "api" => "API key",
+        "cli" => "kubectl",
+        "web_shell" => "web terminal",
+        other => other,
+    }
+    .to_owned()
+}
+
 /// What happened, in a few words: a Kubernetes request's verb and resource, or the action.
 fn what(e: &AuditEventDto) -> String {
     if e.kind == "kube_api" {
@@ -515,20 +659,15 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                     let outcome_class = format!("chip outcome-{}", e.outcome);
                     let what = what(&e);
                     let place = place(&e);
-                    let via = match e.session_type.as_str() {
-                        "browser" => "console",
-                        "api" => "API key",
-                        "cli" => "kubectl",
-                        "web_shell" => "web terminal",
-                        other => other,
-                    }.to_owned();
+                    let via = via(&e.session_type);
+                    let open_href = event_href(&e.id);
                     let details = serde_json::to_string_pretty(&e.details).unwrap_or_default();
                     // Break-glass access is marked in red.
                     let alert = e.details.get("break_glass").and_then(|v| v.as_bool()).unwrap_or(false);
                     let outcome_title = e.reason.clone().unwrap_or_default();
                     view! {
                         <tr class:row-alert=alert data-break-glass=alert.then_some("true")>
-                            <td class="nowrap">{short_time(&e.time)}</td>
+                            <td class="nowrap"><a href=open_href title="Open the event" data-testid="audit-open">{short_time(&e.time)}</a></td>
                             <td><span data-testid="audit-who">{e.actor.clone()}</span><br/><small class="muted">{via}</small></td>
                             <td>
                                 <code data-testid="audit-what">{what}</code>

@@ -955,6 +955,83 @@ pub async fn histogram_at(
     })
 }
 
+/// The most related events a detail lists per kind of link.
+const RELATED_MAX: u64 = 100;
+
+/// One event by its id, with the events of the same request and terminal (see
+/// [`crate::dto::AuditEventDetail`]). An event outside the reader's scope (`projects`) is
+/// answered as not found, like one that does not exist.
+pub async fn event_detail(
+    db: &DatabaseConnection,
+    id: &str,
+    projects: Option<&[String]>,
+    now: Timestamp,
+) -> DomainResult<crate::dto::AuditEventDetail> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let not_found = || crate::DomainError::not_found("audit event");
+    let scope = filter(&Default::default(), projects, now)?;
+    let event = audit_events::Entity::find()
+        .filter(scope.clone().add(C::Id.eq(id)))
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?;
+    let related = |link: sea_orm::sea_query::SimpleExpr| {
+        audit_events::Entity::find()
+            .filter(scope.clone().add(link).add(C::Seq.ne(event.seq)))
+            .order_by_asc(C::Seq)
+            .limit(RELATED_MAX)
+            .all(db)
+    };
+    let same_request = match &event.request_id {
+        Some(r) if !r.is_empty() => related(C::RequestId.eq(r.clone())).await?,
+        _ => Vec::new(),
+    };
+    let details: serde_json::Value = serde_json::from_str(&event.details).unwrap_or_default();
+    let terminal = details.get("terminal_id").filter(|t| !t.is_null()).cloned();
+    let same_terminal = match &terminal {
+        // The details are stored as compact JSON (`serde_json::to_string`), so the link reads
+        // `"terminal_id":<value>` in every event of the terminal: one LIKE, the same SQL on
+        // SQLite and PostgreSQL.
+        Some(t) => {
+            let needle = format!("\"terminal_id\":{t}")
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            related(
+                sea_orm::sea_query::Expr::col(C::Details)
+                    .like(sea_orm::sea_query::LikeExpr::new(format!("%{needle}%")).escape('\\')),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    // The recording: the terminal event's own, else that of the terminal's opening.
+    let recording_of = |action: &str, details: &serde_json::Value| {
+        let r = &details["recording"];
+        action
+            .starts_with("terminal.")
+            .then(|| r.as_str().or_else(|| r["id"].as_str()).map(str::to_owned))
+            .flatten()
+    };
+    let recording = recording_of(&event.action, &details).or_else(|| {
+        same_terminal
+            .iter()
+            .filter(|e| e.action == "terminal.open" && e.outcome == Outcome::Allowed.as_str())
+            .find_map(|e| recording_of(&e.action, &serde_json::from_str(&e.details).ok()?))
+    });
+    Ok(crate::dto::AuditEventDetail {
+        event: to_dto(event),
+        same_request: same_request.into_iter().map(to_dto).collect(),
+        terminal_id: terminal.map(|t| match t {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        }),
+        same_terminal: same_terminal.into_iter().map(to_dto).collect(),
+        recording,
+    })
+}
+
 /// Facets as of now (see [`facets_at`]).
 pub async fn facets(
     db: &DatabaseConnection,

@@ -143,6 +143,24 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
+/// One audit event with what links it to the rest of the log: the other events of the same
+/// request (the same `request_id`: a Kubernetes request's `Audit-ID`, which its stream's start
+/// and end events share, or a console request's `X-Request-Id`) and of the same web terminal
+/// (`details.terminal_id`: the terminal's open and close events and its shell's requests),
+/// oldest first, each list at most 100 events, within the reader's scope.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventDetail {
+    pub event: AuditEventDto,
+    pub same_request: Vec<AuditEventDto>,
+    /// The web terminal the event belongs to, if any.
+    pub terminal_id: Option<String>,
+    pub same_terminal: Vec<AuditEventDto>,
+    /// The terminal's recording (for the player at `/audit/recordings/{id}`), when the event
+    /// names one.
+    pub recording: Option<String>,
+}
+
 /// One value of a facet and how many events of the current filter have it.
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -118,4 +118,32 @@ test.describe.serial("audit log page", () => {
     await expect(facets.locator(".facets-total strong")).toHaveText(String(inBar));
     noErrors();
   });
+
+  test("an event opens on its own page, with its fields, raw JSON and a link to its user", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await act.open(page, "/audit?kind=console&actor=admin%40");
+    const open = page.getByTestId("audit-open").first();
+    await expect(open).toBeVisible();
+    await open.click();
+    await expect(page).toHaveURL(/\/audit\/[0-9a-f-]{36}$/);
+    const id = page.url().split("/").pop()!;
+    await expect(page.getByTestId("audit-event")).toBeVisible();
+    await expect(page.getByTestId("audit-event-json")).toContainText(`"id": "${id}"`);
+    // The same event through the REST API.
+    const api = await page.request.get(`/api/v1/audit/events/${id}`);
+    expect(api.status()).toBe(200);
+    expect((await api.json()).event.id).toBe(id);
+    // Its user's page.
+    const user = page.getByTestId("audit-event-user");
+    await expect(user).toHaveText(ADMIN_EMAIL);
+    await user.click();
+    await expect(page).toHaveURL(/\/users\/[0-9a-f-]{36}$/);
+    await expect(page.getByTestId("user-email")).toHaveText(ADMIN_EMAIL);
+    // An event that does not exist: not found.
+    const missing = await page.request.get("/audit/00000000-0000-0000-0000-000000000000");
+    expect(missing.status()).toBe(404);
+    noErrors();
+  });
 });

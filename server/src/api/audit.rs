@@ -1,13 +1,15 @@
 //! `GET /api/v1/audit/events`, `/facets`, `/histogram` and `/export`: every one reads through
 //! the same filter within the caller's scope.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use warden_domain::access::audit_scope;
-use warden_domain::audit::{facets_at, histogram_at, search_at};
-use warden_domain::dto::{AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, Page};
+use warden_domain::audit::{event_detail, facets_at, histogram_at, search_at};
+use warden_domain::dto::{
+    AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, Page,
+};
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiQuery, ApiResult};
@@ -29,6 +31,20 @@ pub async fn list_audit_events(
             state.services.clock.now(),
         )
         .await?,
+    ))
+}
+
+pub async fn get_audit_event(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AuditEventDetail>> {
+    let scope = audit_scope(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let now = state.services.clock.now();
+    Ok(Json(
+        event_detail(&state.services.db, &id, scope.as_deref(), now).await?,
     ))
 }
 

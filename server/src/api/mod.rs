@@ -37,6 +37,7 @@ crate::endpoints! {
     get "/audit/events" => audit::list_audit_events, "audit", "Search the audit log (newest first, keyset pagination)", 200, resp = Page<AuditEventDto>, query = AuditQuery;
     get "/audit/facets" => audit::get_audit_facets, "audit", "Facets of the audit filter (same parameters as /audit/events): the most frequent actors, kinds, clusters, namespaces, verbs and outcomes with their counts, within the caller's scope", 200, resp = AuditFacets, query = AuditQuery;
     get "/audit/histogram" => audit::get_audit_histogram, "audit", "Allowed, denied and error events per time bucket over the filter's range (same parameters as /audit/events); the bucket width follows the range (1 min for 15m and 1h … 12 h for 30d)", 200, resp = AuditHistogram, query = AuditQuery;
+    get "/audit/events/{id}" => audit::get_audit_event, "audit", "One audit event with the other events of the same request (request_id, the Kubernetes Audit-ID) and of the same web terminal, and its recording; 404 when it is outside the caller's scope", 200, resp = AuditEventDetail;
     get "/audit/export" => audit::export_audit_events, "audit", "Export the audit log as CSV or NDJSON (format=csv|ndjson)", 200, query = audit::ExportQueryDoc;
     get "/projects" => a::list_projects, "projects", "Projects visible to the caller", 200, resp = Page<ProjectDto>;
     post "/projects" => a::create_project, "projects", "Create a project", 201, req = CreateProjectRequest, resp = ProjectDto;

@@ -397,3 +397,226 @@ async fn audit_facets_and_histogram_refuse_bad_parameters() {
         }
     }
 }
+
+/// An event's detail: every field, the events of the same request (request id) and of the same
+/// terminal (`details.terminal_id`), the recording; within scope, else 404 (REST and page).
+#[tokio::test]
+async fn audit_event_detail_links_and_scope() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    seed(&app, &admin).await;
+    let me = admin.get("/api/v1/me").await.assert_status(200).json();
+    let admin_id = me["user"]["id"].as_str().unwrap().to_owned();
+    let admin_uid = warden_domain::ids::UserId::parse(&admin_id).unwrap();
+    let with_request = |mut e: AuditEvent, r: &str| {
+        e.request.request_id = Some(r.to_owned());
+        e
+    };
+    let mut first = with_request(
+        kube(
+            "alice@example.com",
+            "alpha",
+            "c1",
+            "apple",
+            "exec",
+            Outcome::Allowed,
+        ),
+        "rq-1",
+    );
+    first.actor = Actor::User {
+        id: admin_uid,
+        name: "admin@warden.local".into(),
+    };
+    let mut end = with_request(
+        kube(
+            "alice@example.com",
+            "alpha",
+            "c1",
+            "apple",
+            "exec",
+            Outcome::Denied,
+        ),
+        "rq-1",
+    );
+    end.action = "kube.exec.closed".into();
+    let other_project = with_request(
+        kube(
+            "carol@example.com",
+            "beta",
+            "c2",
+            "cherry",
+            "get",
+            Outcome::Allowed,
+        ),
+        "rq-1",
+    );
+    let mut open = AuditEvent::new(
+        AuditKind::Terminal,
+        Actor::User {
+            id: admin_uid,
+            name: "admin@warden.local".into(),
+        },
+        SessionType::WebShell,
+        "terminal.open",
+        Outcome::Allowed,
+    )
+    .project("alpha");
+    open.cluster = Some("c1".into());
+    open.details = json!({"terminal_id": "term-9", "recording": open.id.to_string()});
+    let mut in_shell = kube(
+        "admin@warden.local",
+        "alpha",
+        "c1",
+        "apple",
+        "get",
+        Outcome::Allowed,
+    );
+    in_shell.details = json!({"terminal_id": "term-9"});
+    let mut decoy = kube(
+        "admin@warden.local",
+        "alpha",
+        "c1",
+        "apple",
+        "get",
+        Outcome::Allowed,
+    );
+    decoy.details = json!({"terminal_id": "term-90"});
+    let ids: Vec<String> = [&first, &end, &other_project, &open, &in_shell, &decoy]
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    write_at(
+        &app,
+        60,
+        vec![first, end, other_project, open, in_shell, decoy],
+    )
+    .await;
+    let [first, end, other_project, open, in_shell, _decoy] = <[String; 6]>::try_from(ids).unwrap();
+    let ids_of = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let d = admin
+        .get(&format!("/api/v1/audit/events/{first}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(d["event"]["id"], first.as_str());
+    assert_eq!(d["event"]["request_id"], "rq-1");
+    assert_eq!(d["event"]["actor_id"], admin_id.as_str());
+    assert_eq!(d["event"]["resource_kind"], "pods/exec");
+    assert_eq!(
+        ids_of(&d["same_request"]),
+        vec![end.clone(), other_project.clone()]
+    );
+    assert!(d["terminal_id"].is_null(), "{d}");
+    assert!(d["recording"].is_null(), "{d}");
+
+    // The terminal: its opening and its shell's request, not the terminal "term-90".
+    let d = admin
+        .get(&format!("/api/v1/audit/events/{in_shell}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(d["terminal_id"], "term-9");
+    assert_eq!(ids_of(&d["same_terminal"]), vec![open.clone()]);
+    assert_eq!(d["recording"], open.as_str(), "{d}");
+    let d = admin
+        .get(&format!("/api/v1/audit/events/{open}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(ids_of(&d["same_terminal"]), vec![in_shell.clone()]);
+    assert_eq!(d["recording"], open.as_str());
+
+    // The page: every field, the raw JSON, links to the user, the cluster and the recording.
+    let page = admin
+        .get(&format!("/audit/{first}"))
+        .await
+        .assert_status(200)
+        .body;
+    assert!(
+        page.contains(&format!("href=\"/users/{admin_id}\"")),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/clusters/c1\""), "{page}");
+    assert!(page.contains("audit-same-request"), "{page}");
+    assert!(page.contains("audit-event-json"), "{page}");
+    let page = admin
+        .get(&format!("/audit/{in_shell}"))
+        .await
+        .assert_status(200)
+        .body;
+    assert!(
+        page.contains(&format!("href=\"/audit/recordings/{open}\"")),
+        "{page}"
+    );
+    // The list links each event to its page.
+    let list = admin
+        .get("/audit?kind=terminal")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(list.contains(&format!("href=\"/audit/{open}\"")), "{list}");
+
+    // A project auditor: alpha's events, never beta's (404 as if it did not exist).
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "alpha"}),
+        )
+        .await
+        .assert_status(201);
+    let d = auditor
+        .get(&format!("/api/v1/audit/events/{first}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        ids_of(&d["same_request"]),
+        vec![end.clone()],
+        "beta's event is not linked"
+    );
+    let r = auditor
+        .get(&format!("/api/v1/audit/events/{other_project}"))
+        .await
+        .assert_status(404);
+    assert_eq!(r.error_code(), "not_found");
+    auditor
+        .get(&format!("/audit/{other_project}"))
+        .await
+        .assert_status(404);
+    auditor
+        .get(&format!("/audit/{first}"))
+        .await
+        .assert_status(200);
+    // Events of no project (the admin's console changes) are the organization's.
+    let console = admin
+        .get("/api/v1/audit/events?kind=console&action=user.create&limit=1")
+        .await
+        .json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    auditor
+        .get(&format!("/api/v1/audit/events/{console}"))
+        .await
+        .assert_status(404);
+    admin
+        .get("/api/v1/audit/events/no-such-event")
+        .await
+        .assert_status(404);
+    let nobody = app.user_client(&admin, "nobody@example.com").await;
+    nobody
+        .get(&format!("/api/v1/audit/events/{first}"))
+        .await
+        .assert_status(403);
+    app.client()
+        .get(&format!("/api/v1/audit/events/{first}"))
+        .await
+        .assert_status(401);
+}
