@@ -20,10 +20,10 @@ pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppE
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     // The gate has audited a denial already; the caller gets a plain 403.
-    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    Ok(warden_domain::audit::search_at(&svc.db, &query, scope.as_deref(), svc.clock.now()).await?)
+    Ok(warden_domain::audit::search_in(&svc.db, &query, &scope, svc.clock.now()).await?)
 }
 
 /// The facets and the histogram of a filter, within the caller's scope.
@@ -31,14 +31,26 @@ pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppE
 pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHistogram), AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
     let now = svc.clock.now();
-    let facets = warden_domain::audit::facets_at(&svc.db, &query, scope.as_deref(), now).await?;
-    let histogram =
-        warden_domain::audit::histogram_at(&svc.db, &query, scope.as_deref(), now).await?;
+    let facets = warden_domain::audit::facets_at(&svc.db, &query, &scope, now).await?;
+    let histogram = warden_domain::audit::histogram_at(&svc.db, &query, &scope, now).await?;
     Ok((facets, histogram))
+}
+
+/// What the viewer may read: whether only their own activity, and the people to suggest in
+/// the actor filter (those whose events they may see).
+#[server(prefix = "/sfn", endpoint = "audit_viewer")]
+pub async fn audit_viewer() -> Result<(bool, Vec<String>), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    let names = warden_domain::audit::actor_suggestions(&svc.db, &scope, svc.clock.now()).await?;
+    Ok((scope.own_only(), names))
 }
 
 /// One event and the events linked to it; not found when outside the caller's scope.
@@ -46,11 +58,11 @@ pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHis
 pub async fn get_audit_event(id: String) -> Result<AuditEventDetail, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
     crate::ssr::answer(
-        warden_domain::audit::event_detail(&svc.db, &id, scope.as_deref(), svc.clock.now())
+        warden_domain::audit::event_detail(&svc.db, &id, &scope, svc.clock.now())
             .await
             .map_err(AppError::from),
     )
@@ -194,13 +206,16 @@ fn TextFilter(
     current: Option<String>,
     #[prop(optional)] placeholder: Option<&'static str>,
     #[prop(optional)] kind: Option<&'static str>,
+    /// The id of a `<datalist>` of suggestions.
+    #[prop(optional)]
+    list: Option<&'static str>,
 ) -> impl IntoView {
     let id = format!("audit-{name}");
     let for_id = id.clone();
     view! {
         <div class="filter">
             <label for=for_id>{label}</label>
-            <input id=id name=name type=kind.unwrap_or("text") value=current placeholder=placeholder autocomplete="off"/>
+            <input id=id name=name type=kind.unwrap_or("text") value=current placeholder=placeholder autocomplete="off" list=list/>
         </div>
     }
 }
@@ -220,12 +235,14 @@ pub fn AuditPage() -> impl IntoView {
         },
         summarize_audit,
     );
+    let viewer = Resource::new(|| (), |_| audit_viewer());
     view! {
         <h1>"Audit log"</h1>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let result = events.await;
                 let summary = summary.await.ok();
+                let (own_only, actors) = viewer.await.unwrap_or_default();
                 if let Err(AppError::Forbidden) = &result {
                     return view! { <LoadError err=AppError::Forbidden/> }.into_any();
                 }
@@ -254,7 +271,10 @@ pub fn AuditPage() -> impl IntoView {
                         <TextFilter name="until" label="To (UTC)" current=aq.until.clone() kind="datetime-local"/>
                         <Select name="kind" label="Kind" any="Any kind" options=KINDS current=aq.kind.clone()/>
                         <Select name="outcome" label="Outcome" any="Any outcome" options=OUTCOMES current=aq.outcome.clone()/>
-                        <TextFilter name="actor" label="Who (email starts with)" current=aq.actor.clone() placeholder="sally@"/>
+                        <TextFilter name="actor" label="Who (email starts with)" current=aq.actor.clone() placeholder="sally@" list="audit-actors"/>
+                        <datalist id="audit-actors" data-testid="audit-actors">
+                            {actors.into_iter().map(|a| view! { <option value=a></option> }).collect_view()}
+                        </datalist>
                         <TextFilter name="project" label="Project" current=aq.project.clone()/>
                         <TextFilter name="cluster" label="Cluster" current=aq.cluster.clone()/>
                         <TextFilter name="namespace" label="Namespace" current=aq.namespace.clone()/>
@@ -276,6 +296,9 @@ pub fn AuditPage() -> impl IntoView {
                             <a class="btn" href=export data-testid="audit-export" rel="external" download="">"Export CSV"</a>
                         </div>
                     </Form>
+                    {own_only.then(|| view! {
+                        <p class="hint" data-testid="audit-own-only">"You see your own activity: what you did. Refusals and other people's events are for those with audit.read on a project or the organization."</p>
+                    })}
                     {summary.clone().map(|(_, h)| view! { <Histogram histogram=h params=current.clone()/> })}
                     <div class="audit-body">
                     {summary.map(|(f, _)| view! { <Facets facets=f params=current.clone()/> })}

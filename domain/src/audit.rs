@@ -619,10 +619,86 @@ pub async fn search_at(
     projects: Option<&[String]>,
     now: Timestamp,
 ) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
+    search_in(db, q, &AuditScope::projects(projects), now).await
+}
+
+/// Which events a reader may see: all of them, or those of some projects and/or their own
+/// activity (every user may read what they did; their refusals stay with auditors). Built by
+/// `access::audit_view`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditScope {
+    pub all: bool,
+    /// Projects whose events are visible (`audit.read` on them).
+    pub projects: Vec<String>,
+    /// The reader's user id: what they did (allowed events they caused) is visible.
+    pub user: Option<String>,
+}
+
+impl AuditScope {
+    /// Everything (organization auditors).
+    pub fn all() -> Self {
+        Self {
+            all: true,
+            ..Default::default()
+        }
+    }
+
+    /// `None`: everything; `Some(projects)`: these projects' events.
+    pub fn projects(projects: Option<&[String]>) -> Self {
+        match projects {
+            None => Self::all(),
+            Some(p) => Self {
+                projects: p.to_vec(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Only the reader's own activity (no `audit.read` anywhere).
+    pub fn own_only(&self) -> bool {
+        !self.all && self.projects.is_empty()
+    }
+
+    fn condition(&self) -> Option<sea_orm::sea_query::Condition> {
+        use audit_events::Column as C;
+        use sea_orm::ColumnTrait;
+        if self.all {
+            return None;
+        }
+        let mut any = sea_orm::sea_query::Condition::any();
+        if !self.projects.is_empty() {
+            any = any.add(C::Project.is_in(self.projects.clone()));
+        }
+        match &self.user {
+            // Only what they were allowed to do: a refusal's audited reason is the real one,
+            // which the person was answered only as a generic 403 (and which could tell them
+            // what exists where they may not look), so refusals stay with auditors.
+            Some(u) => {
+                any = any.add(
+                    sea_orm::sea_query::Condition::all()
+                        .add(C::ActorId.eq(u.clone()))
+                        .add(C::Outcome.eq(Outcome::Allowed.as_str())),
+                )
+            }
+            // Neither projects nor a user: nothing (an empty `any` would be true).
+            None if self.projects.is_empty() => any = any.add(C::Seq.lt(i64::MIN)),
+            None => {}
+        }
+        Some(any)
+    }
+}
+
+/// [`search_at`] within a reader's [`AuditScope`].
+pub async fn search_in(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let mut cond = filter(q, projects, now)?;
+    let mut cond = filter(q, scope, now)?;
     if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
         let seq: i64 = c.parse().map_err(|_| {
             crate::DomainError::invalid("cursor", "is not a cursor this API returned")
@@ -672,11 +748,10 @@ fn time_bounds(
 }
 
 /// The `WHERE` of every read of the audit log (the list, the export, facets, histogram, live
-/// tail): the filter `q` (without its cursor) within the reader's scope (`projects`: when
-/// `Some`, only these projects' events). Refuses an invalid filter with the field at fault.
+/// tail): the filter `q` (without its cursor) within the reader's scope. Refuses an invalid filter with the field at fault.
 pub fn filter(
     q: &crate::dto::AuditQuery,
-    projects: Option<&[String]>,
+    scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<sea_orm::sea_query::Condition> {
     use audit_events::Column as C;
@@ -756,8 +831,8 @@ pub fn filter(
                 .add(C::ActorName.contains(text.as_str())),
         );
     }
-    if let Some(ps) = projects {
-        cond = cond.add(C::Project.is_in(ps.to_vec()));
+    if let Some(visible) = scope.condition() {
+        cond = cond.add(visible);
     }
     Ok(cond)
 }
@@ -775,13 +850,13 @@ const VERB_SQL: &str =
 pub async fn facets_at(
     db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
-    projects: Option<&[String]>,
+    scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<crate::dto::AuditFacets> {
     use audit_events::Column as C;
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, SimpleExpr};
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
-    let cond = filter(q, projects, now)?;
+    let cond = filter(q, scope, now)?;
     let total = audit_events::Entity::find()
         .filter(cond.clone())
         .count(db)
@@ -871,13 +946,13 @@ pub fn bucket_width_ms(span_ms: i64) -> i64 {
 pub async fn histogram_at(
     db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
-    projects: Option<&[String]>,
+    scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<crate::dto::AuditHistogram> {
     use audit_events::Column as C;
     use sea_orm::sea_query::Expr;
     use sea_orm::QueryFilter;
-    let cond = filter(q, projects, now)?;
+    let cond = filter(q, scope, now)?;
     let (since, until) = time_bounds(q, now)?;
     let (since, until) = match (since, until) {
         (Some(s), Some(u)) => (s, u),
@@ -955,6 +1030,28 @@ pub async fn histogram_at(
     })
 }
 
+/// Users to suggest in the actor filter: the people (events with a user id) whose events the
+/// reader may see, by name, at most 200.
+pub async fn actor_suggestions(
+    db: &DatabaseConnection,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<Vec<String>> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let cond = filter(&Default::default(), scope, now)?.add(C::ActorId.is_not_null());
+    Ok(audit_events::Entity::find()
+        .select_only()
+        .column(C::ActorName)
+        .filter(cond)
+        .group_by(C::ActorName)
+        .order_by_asc(C::ActorName)
+        .limit(200)
+        .into_tuple::<String>()
+        .all(db)
+        .await?)
+}
+
 /// The most related events a detail lists per kind of link.
 const RELATED_MAX: u64 = 100;
 
@@ -964,13 +1061,13 @@ const RELATED_MAX: u64 = 100;
 pub async fn event_detail(
     db: &DatabaseConnection,
     id: &str,
-    projects: Option<&[String]>,
+    scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<crate::dto::AuditEventDetail> {
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
     let not_found = || crate::DomainError::not_found("audit event");
-    let scope = filter(&Default::default(), projects, now)?;
+    let scope = filter(&Default::default(), scope, now)?;
     let event = audit_events::Entity::find()
         .filter(scope.clone().add(C::Id.eq(id)))
         .one(db)
@@ -1041,7 +1138,7 @@ pub async fn facets(
     facets_at(
         db,
         q,
-        projects,
+        &AuditScope::projects(projects),
         Timestamp::from_offset(time::OffsetDateTime::now_utc()),
     )
     .await

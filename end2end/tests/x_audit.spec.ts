@@ -146,4 +146,25 @@ test.describe.serial("audit log page", () => {
     expect(missing.status()).toBe(404);
     noErrors();
   });
+
+  test("My activity in the user menu; the actor filter suggests people", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await page.getByTestId("user-menu").click();
+    await page.getByTestId("my-activity").click();
+    await expect(page).toHaveURL(/\/audit\?actor=[0-9a-f-]{36}$/);
+    const who = page.getByTestId("audit-who");
+    await expect(who.first()).toBeVisible();
+    for (const text of await who.allTextContents()) {
+      expect(text).toBe(ADMIN_EMAIL);
+    }
+    // The actor filter's suggestions: people whose events the viewer may see.
+    const input = page.locator("#audit-actor");
+    await expect(input).toHaveAttribute("list", "audit-actors");
+    const options = page.locator("#audit-actors option");
+    expect(await options.count()).toBeGreaterThan(1);
+    await expect(page.locator(`#audit-actors option[value="${ADMIN_EMAIL}"]`)).toHaveCount(1);
+    noErrors();
+  });
 });

@@ -5,8 +5,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use warden_domain::access::audit_scope;
-use warden_domain::audit::{event_detail, facets_at, histogram_at, search_at};
+use warden_domain::access::audit_view;
+use warden_domain::audit::{event_detail, facets_at, histogram_at, search_in};
 use warden_domain::dto::{
     AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, Page,
 };
@@ -20,17 +20,11 @@ pub async fn list_audit_events(
     AuthUser(who): AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEventDto>>> {
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     Ok(Json(
-        search_at(
-            &state.services.db,
-            &q,
-            scope.as_deref(),
-            state.services.clock.now(),
-        )
-        .await?,
+        search_in(&state.services.db, &q, &scope, state.services.clock.now()).await?,
     ))
 }
 
@@ -39,12 +33,12 @@ pub async fn get_audit_event(
     AuthUser(who): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AuditEventDetail>> {
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     let now = state.services.clock.now();
     Ok(Json(
-        event_detail(&state.services.db, &id, scope.as_deref(), now).await?,
+        event_detail(&state.services.db, &id, &scope, now).await?,
     ))
 }
 
@@ -53,13 +47,11 @@ pub async fn get_audit_facets(
     AuthUser(who): AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditFacets>> {
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     let now = state.services.clock.now();
-    Ok(Json(
-        facets_at(&state.services.db, &q, scope.as_deref(), now).await?,
-    ))
+    Ok(Json(facets_at(&state.services.db, &q, &scope, now).await?))
 }
 
 pub async fn get_audit_histogram(
@@ -67,12 +59,12 @@ pub async fn get_audit_histogram(
     AuthUser(who): AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditHistogram>> {
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     let now = state.services.clock.now();
     Ok(Json(
-        histogram_at(&state.services.db, &q, scope.as_deref(), now).await?,
+        histogram_at(&state.services.db, &q, &scope, now).await?,
     ))
 }
 
@@ -122,7 +114,7 @@ pub async fn export_audit_events(
             format!("bad query parameters: {e}"),
         )
     })?;
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     let format = format.as_deref().unwrap_or("ndjson");
@@ -144,13 +136,7 @@ pub async fn export_audit_events(
     q.limit = Some(500.min(max as u64));
     let mut rows: Vec<AuditEventDto> = Vec::new();
     loop {
-        let page = search_at(
-            &state.services.db,
-            &q,
-            scope.as_deref(),
-            state.services.clock.now(),
-        )
-        .await?;
+        let page = search_in(&state.services.db, &q, &scope, state.services.clock.now()).await?;
         rows.extend(page.items);
         match page.next {
             Some(n) if rows.len() < max => q.cursor = Some(n),

@@ -338,11 +338,25 @@ async fn audit_facets_and_histogram_stay_in_scope() {
         .json();
     assert_eq!(sums(&h), (0, 0, 0), "{h}");
 
-    // Someone without audit.read anywhere: refused.
+    // Someone without audit.read anywhere counts their own activity only (two sign-ins).
     let nobody = app.user_client(&admin, "nobody@example.com").await;
+    let f = nobody
+        .get("/api/v1/audit/facets")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        pairs(&f["actors"]),
+        p(&[("nobody@example.com", f["total"].as_u64().unwrap())]),
+        "{f}"
+    );
+    let h = nobody
+        .get("/api/v1/audit/histogram?kind=kube_api")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(h["buckets"].as_array().unwrap().is_empty(), "{h}");
     for path in ["/api/v1/audit/facets", "/api/v1/audit/histogram"] {
-        let r = nobody.get(path).await.assert_status(403);
-        assert_eq!(r.error_code(), "forbidden", "{path}");
         app.client().get(path).await.assert_status(401);
     }
 }
@@ -614,9 +628,135 @@ async fn audit_event_detail_links_and_scope() {
     nobody
         .get(&format!("/api/v1/audit/events/{first}"))
         .await
-        .assert_status(403);
+        .assert_status(404);
     app.client()
         .get(&format!("/api/v1/audit/events/{first}"))
         .await
         .assert_status(401);
+}
+
+/// Every user reads their own activity (list, facets, histogram, detail, export), nobody
+/// else's; the page says so and suggests only the people they may see; "My activity" is in the
+/// user menu.
+#[tokio::test]
+async fn audit_every_user_sees_their_own_activity_only() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    seed(&app, &admin).await;
+    let dev = app.user_client(&admin, "dev@example.com").await;
+    let me = dev.get("/api/v1/me").await.assert_status(200).json();
+    let dev_id = me["user"]["id"].as_str().unwrap().to_owned();
+    // dev's own activity: their sign-in and password change; not their refused project
+    // creation (a refusal's audited reason is for auditors).
+    dev.post("/api/v1/projects", json!({"name": "mine"}))
+        .await
+        .assert_status(403);
+    let page = dev
+        .get("/api/v1/audit/events?limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    let items = page["items"].as_array().unwrap();
+    assert!(items.len() >= 2, "{page}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["actor_id"] == dev_id.as_str() && e["outcome"] == "allowed"),
+        "{page}"
+    );
+    let denied = dev
+        .get("/api/v1/audit/events?outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(denied["items"].as_array().unwrap().is_empty(), "{denied}");
+    let refused = admin
+        .get("/api/v1/audit/events?outcome=denied&actor=dev@")
+        .await
+        .json();
+    assert!(
+        !refused["items"].as_array().unwrap().is_empty(),
+        "the refusal is audited: {refused}"
+    );
+    let refusal = refused["items"][0]["id"].as_str().unwrap().to_owned();
+    dev.get(&format!("/api/v1/audit/events/{refusal}"))
+        .await
+        .assert_status(404);
+    let f = dev
+        .get("/api/v1/audit/facets")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(f["total"].as_u64().unwrap(), items.len() as u64, "{f}");
+    assert_eq!(
+        pairs(&f["actors"]),
+        p(&[("dev@example.com", items.len() as u64)])
+    );
+    let h = dev
+        .get("/api/v1/audit/histogram?range=1h")
+        .await
+        .assert_status(200)
+        .json();
+    let (a, d, e) = sums(&h);
+    assert_eq!(a + d + e, items.len() as u64, "{h}");
+    let nd = dev
+        .get("/api/v1/audit/export?format=ndjson")
+        .await
+        .assert_status(200)
+        .body;
+    assert_eq!(nd.lines().count(), items.len());
+    assert!(!nd.contains("alice@example.com"));
+    // Someone else's event: not found.
+    let other = admin
+        .get("/api/v1/audit/events?actor=carol&limit=1")
+        .await
+        .json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    dev.get(&format!("/api/v1/audit/events/{other}"))
+        .await
+        .assert_status(404);
+    let own = items[0]["id"].as_str().unwrap();
+    dev.get(&format!("/api/v1/audit/events/{own}"))
+        .await
+        .assert_status(200);
+    // The page: their own activity, said so; suggestions are only themselves; the menu links it.
+    let html = dev.get("/audit").await.assert_status(200).body;
+    assert!(html.contains("audit-own-only"), "{html}");
+    assert!(html.contains("<option value=\"dev@example.com\""), "{html}");
+    assert!(
+        !html.contains("admin@warden.local\""),
+        "no other person is suggested"
+    );
+    assert!(
+        html.contains(&format!("href=\"/audit?actor={dev_id}\"")),
+        "My activity: {html}"
+    );
+
+    // A project auditor is suggested the people of their project's events (and themselves).
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "alpha"}),
+        )
+        .await
+        .assert_status(201);
+    let html = auditor.get("/audit").await.assert_status(200).body;
+    assert!(!html.contains("audit-own-only"), "{html}");
+    assert!(
+        html.contains("<option value=\"auditor@example.com\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<option value=\"dev@example.com\""),
+        "{html}"
+    );
+    // The organization auditor: everyone who did something.
+    let html = admin.get("/audit").await.assert_status(200).body;
+    assert!(html.contains("<option value=\"dev@example.com\""), "{html}");
+    assert!(
+        html.contains("<option value=\"admin@warden.local\""),
+        "{html}"
+    );
 }
