@@ -1030,6 +1030,40 @@ pub async fn histogram_at(
     })
 }
 
+/// The newest event's `seq` (0 for an empty log): where a live tail starts.
+pub async fn latest_seq(db: &DatabaseConnection) -> DomainResult<i64> {
+    Ok(audit_events::Entity::find()
+        .order_by_desc(audit_events::Column::Seq)
+        .limit(1)
+        .one(db)
+        .await?
+        .map_or(0, |m| m.seq))
+}
+
+/// The events of filter `q` within `scope` stored after `after` (a `seq`), oldest first, at
+/// most `limit`: the next batch of a live tail.
+pub async fn newer_than(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    after: i64,
+    limit: u64,
+    now: Timestamp,
+) -> DomainResult<Vec<crate::dto::AuditEventDto>> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let cond = filter(q, scope, now)?.add(C::Seq.gt(after));
+    Ok(audit_events::Entity::find()
+        .filter(cond)
+        .order_by_asc(C::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_dto)
+        .collect())
+}
+
 /// Users to suggest in the actor filter: the people (events with a user id) whose events the
 /// reader may see, by name, at most 200.
 pub async fn actor_suggestions(

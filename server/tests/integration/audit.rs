@@ -760,3 +760,146 @@ async fn audit_every_user_sees_their_own_activity_only() {
         "{html}"
     );
 }
+
+/// Read a Server-Sent Events answer until `done` holds for what arrived, or `secs` pass.
+async fn read_until(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    secs: u64,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done(buf) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => buf.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => return,
+        }
+    }
+}
+
+async fn open_tail(c: &Client, query: &str) -> reqwest::Response {
+    let r = c
+        .http
+        .get(format!("{}/api/v1/audit/tail?{query}", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    r
+}
+
+/// The live tail streams new matching events within the viewer's scope (a project auditor never
+/// sees another project's), follows a narrowed scope, and ends when the sign-in ends.
+#[tokio::test]
+async fn audit_tail_streams_new_events_in_scope_and_ends_when_signed_out() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    seed(&app, &admin).await;
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    let binding = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "alpha"}),
+        )
+        .await
+        .assert_status(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = auditor
+        .get("/api/v1/audit/tail?kind=nope")
+        .await
+        .assert_status(422);
+    assert!(
+        r.json()["error"]["fields"]["kind"].is_string(),
+        "{}",
+        r.body
+    );
+    app.client()
+        .get("/api/v1/audit/tail")
+        .await
+        .assert_status(401);
+
+    let mut mine = open_tail(&auditor, "kind=kube_api").await;
+    let mut everyone_c2 = open_tail(&admin, "kind=kube_api&cluster=c2").await;
+    let beta = kube(
+        "carol@example.com",
+        "beta",
+        "c2",
+        "cherry",
+        "get",
+        Outcome::Allowed,
+    );
+    let alpha = kube(
+        "alice@example.com",
+        "alpha",
+        "c1",
+        "apple",
+        "get",
+        Outcome::Denied,
+    );
+    let mut console = AuditEvent::new(
+        AuditKind::Console,
+        Actor::System,
+        SessionType::System,
+        "project.update",
+        Outcome::Allowed,
+    )
+    .project("alpha");
+    console.resource_name = Some("alpha".into());
+    let (beta_id, alpha_id, console_id) = (
+        beta.id.to_string(),
+        alpha.id.to_string(),
+        console.id.to_string(),
+    );
+    write_at(&app, 0, vec![beta, console, alpha]).await;
+
+    let mut got = String::new();
+    read_until(&mut mine, &mut got, 10, |b| b.contains(&alpha_id)).await;
+    assert!(got.contains("event: audit"), "{got}");
+    assert!(got.contains(&alpha_id), "the project's event: {got}");
+    assert!(!got.contains(&beta_id), "another project's event: {got}");
+    assert!(!got.contains(&console_id), "outside the filter: {got}");
+    let mut admin_got = String::new();
+    read_until(&mut everyone_c2, &mut admin_got, 10, |b| {
+        b.contains(&beta_id)
+    })
+    .await;
+    assert!(admin_got.contains(&beta_id), "{admin_got}");
+    assert!(!admin_got.contains(&alpha_id), "{admin_got}");
+
+    // The binding goes: the tail narrows to the auditor's own activity at the next check.
+    admin
+        .delete(&format!("/api/v1/bindings/{binding}"))
+        .await
+        .assert_status(204);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let later = kube(
+        "alice@example.com",
+        "alpha",
+        "c1",
+        "apple",
+        "list",
+        Outcome::Allowed,
+    );
+    let later_id = later.id.to_string();
+    write_at(&app, 0, vec![later]).await;
+    let mut after = String::new();
+    read_until(&mut mine, &mut after, 3, |b| b.contains(&later_id)).await;
+    assert!(!after.contains(&later_id), "no longer in scope: {after}");
+
+    // Signed out: the stream ends, saying why.
+    auditor
+        .post("/api/v1/auth/logout", json!({}))
+        .await
+        .assert_status(204);
+    let mut end = String::new();
+    read_until(&mut mine, &mut end, 10, |b| b.contains("event: end")).await;
+    assert!(end.contains("event: end"), "{end}");
+    assert!(end.contains("signed out"), "{end}");
+    drop(everyone_c2);
+}
