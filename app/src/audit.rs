@@ -122,6 +122,20 @@ const FILTER_KEYS: &[&str] = &[
     "discovery",
 ];
 
+/// The live tail of exactly the current filter (Server-Sent Events).
+fn tail_href(q: &ParamsMap) -> String {
+    let export = export_href(q);
+    let query = export
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| *kv != "format=csv")
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("/api/v1/audit/tail?{query}")
+}
+
 /// The CSV export of exactly the current filter (every page of it, newest first).
 fn export_href(q: &ParamsMap) -> String {
     let mut out = ParamsMap::new();
@@ -303,6 +317,7 @@ pub fn AuditPage() -> impl IntoView {
                     <div class="audit-body">
                     {summary.map(|(f, _)| view! { <Facets facets=f params=current.clone()/> })}
                     <div class="audit-results">
+                    <LiveTail url=tail_href(&current)/>
                     {match result {
                         Ok(page) if page.items.is_empty() => view! {
                             <p class="empty">{if filtered { "No event matches these filters. Widen the time range or clear a filter." } else { "No events yet." }}</p>
@@ -617,6 +632,125 @@ fn via(session_type: &str) -> String {
         other => other,
     }
     .to_owned()
+}
+
+/// The live tail: with the toggle on, new events of the current filter arrive at the top (an
+/// `EventSource` on `GET /api/v1/audit/tail`; it needs JavaScript). The stream ends, saying
+/// why, when the sign-in no longer holds.
+#[component]
+fn LiveTail(url: String) -> impl IntoView {
+    let (on, set_on) = signal(false);
+    let (events, set_events) = signal(Vec::<AuditEventDto>::new());
+    let (status, set_status) = signal(String::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let source = StoredValue::new_local(None::<wasm_bindgen::JsValue>);
+        let close = move || {
+            if let Some(es) = source.try_update_value(|s| s.take()).flatten() {
+                live::close(&es);
+            }
+        };
+        Effect::new(move |_| {
+            if on.get() {
+                set_status.set("Connecting…".into());
+                let es = live::open(
+                    &url,
+                    move |json| {
+                        if let Ok(e) = serde_json::from_str::<AuditEventDto>(&json) {
+                            set_events.update(|v| {
+                                v.insert(0, e);
+                                v.truncate(200);
+                            });
+                        }
+                    },
+                    move || set_status.set("Live: new events appear here as they happen".into()),
+                    move |reason| {
+                        set_on.set(false);
+                        set_status.set(format!("Stopped: {reason}"));
+                    },
+                );
+                source.set_value(es);
+            } else {
+                close();
+                if status.get_untracked().starts_with("Live")
+                    || status.get_untracked().starts_with("Connecting")
+                {
+                    set_status.set(String::new());
+                }
+            }
+        });
+        on_cleanup(close);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (&url, set_events, set_status);
+    view! {
+        <div class="live-tail">
+            <label class="check">
+                <input type="checkbox" data-testid="audit-live" prop:checked=move || on.get() on:change=move |ev| set_on.set(event_target_checked(&ev))/>
+                " Live tail"
+            </label>
+            " " <span class="muted" data-testid="audit-live-status" role="status">{move || status.get()}</span>
+            <Show when=move || !events.with(|e| e.is_empty())>
+                <section class="live-events" data-testid="audit-live-events" aria-label="New events">
+                    {move || view! { <EventsTable events=events.get()/> }}
+                </section>
+            </Show>
+        </div>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod live {
+    //! An `EventSource`, reached through `js_sys` (no extra web-sys feature).
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+
+    fn listen(
+        target: &web_sys::EventTarget,
+        name: &str,
+        f: impl FnMut(web_sys::MessageEvent) + 'static,
+    ) {
+        let cb = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(f);
+        let _ = target.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
+
+    pub fn open(
+        url: &str,
+        on_event: impl Fn(String) + 'static,
+        on_open: impl Fn() + 'static,
+        on_end: impl Fn(String) + 'static,
+    ) -> Option<JsValue> {
+        let window = web_sys::window()?;
+        let ctor: js_sys::Function = js_sys::Reflect::get(&window, &"EventSource".into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
+        let es = js_sys::Reflect::construct(&ctor, &js_sys::Array::of1(&url.into())).ok()?;
+        let target: web_sys::EventTarget = es.clone().unchecked_into();
+        listen(&target, "audit", move |e| {
+            if let Some(t) = e.data().as_string() {
+                on_event(t)
+            }
+        });
+        listen(&target, "open", move |_| on_open());
+        let this = es.clone();
+        listen(&target, "end", move |e| {
+            // The server ended it: do not let the browser reconnect.
+            close(&this);
+            on_end(e.data().as_string().unwrap_or_default());
+        });
+        Some(es)
+    }
+
+    pub fn close(es: &JsValue) {
+        if let Some(f) = js_sys::Reflect::get(es, &"close".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        {
+            let _ = f.call0(es);
+        }
+    }
 }
 
 /// What happened, in a few words: a Kubernetes request's verb and resource, or the action.

@@ -167,4 +167,28 @@ test.describe.serial("audit log page", () => {
     await expect(page.locator(`#audit-actors option[value="${ADMIN_EMAIL}"]`)).toHaveCount(1);
     noErrors();
   });
+
+  test("live tail shows an event made in a second browser context", async ({ page, browser }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await act.open(page, "/audit?kind=sign_in");
+    await page.getByTestId("audit-live").check();
+    await expect(page.getByTestId("audit-live-status")).toHaveText(/^Live/);
+    await expect(page.getByTestId("audit-live-events")).toHaveCount(0);
+    // Someone signs in elsewhere: the sign-in appears at the top, without reloading.
+    const other = await browser.newContext();
+    const second = await other.newPage();
+    await act.signIn(second, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(second);
+    const live = page.getByTestId("audit-live-events");
+    await expect(live).toBeVisible({ timeout: 15_000 });
+    await expect(live.getByTestId("audit-who").first()).toHaveText(ADMIN_EMAIL);
+    await expect(live.getByTestId("audit-what").first()).toContainText("sign_in");
+    await other.close();
+    // Off: the stream is closed.
+    await page.getByTestId("audit-live").uncheck();
+    await expect(page.getByTestId("audit-live-status")).toHaveText("");
+    noErrors();
+  });
 });
