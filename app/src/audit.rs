@@ -429,6 +429,7 @@ fn Facets(facets: AuditFacets, params: ParamsMap) -> impl IntoView {
             }).collect_view()}
         </aside>
     }
+    .into_any()
 }
 
 /// `2026-11-30T17:00:00Z` -> `2026-11-30T17:00` (what the date pickers show, read as UTC).
@@ -697,6 +698,7 @@ fn LiveTail(url: String) -> impl IntoView {
             </Show>
         </div>
     }
+    .into_any()
 }
 
 #[cfg(feature = "hydrate")]
