@@ -1,11 +1,14 @@
-//! The audit log: search with filters and keyset paging. Organization auditors see every
-//! event; project auditors see their projects' events.
+//! The audit log: search with filters and keyset paging, facets with counts and a histogram
+//! of the current filter. Organization auditors see every event; project auditors see their
+//! projects' events.
 
 use leptos::prelude::*;
 use leptos_router::components::Form;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::params::ParamsMap;
-use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
+use warden_domain::dto::{
+    AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, FacetCount, Page,
+};
 
 use crate::error::AppError;
 use crate::ui::{short_time, FormErrors, LoadError, Loading};
@@ -17,10 +20,57 @@ pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppE
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     // The gate has audited a denial already; the caller gets a plain 403.
-    let scope = warden_domain::access::audit_scope(&svc.policy, &who)
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    Ok(warden_domain::audit::search_at(&svc.db, &query, scope.as_deref(), svc.clock.now()).await?)
+    Ok(warden_domain::audit::search_in(&svc.db, &query, &scope, svc.clock.now()).await?)
+}
+
+/// The facets and the histogram of a filter, within the caller's scope.
+#[server(prefix = "/sfn", endpoint = "summarize_audit")]
+pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHistogram), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    let now = svc.clock.now();
+    let facets = warden_domain::audit::facets_at(&svc.db, &query, &scope, now).await?;
+    let histogram = warden_domain::audit::histogram_at(&svc.db, &query, &scope, now).await?;
+    Ok((facets, histogram))
+}
+
+/// What the viewer may read: whether only their own activity, and the people to suggest in
+/// the actor filter (those whose events they may see).
+#[server(prefix = "/sfn", endpoint = "audit_viewer")]
+pub async fn audit_viewer() -> Result<(bool, Vec<String>), AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    let names = warden_domain::audit::actor_suggestions(&svc.db, &scope, svc.clock.now()).await?;
+    Ok((scope.own_only(), names))
+}
+
+/// One event and the events linked to it; not found when outside the caller's scope.
+#[server(prefix = "/sfn", endpoint = "get_audit_event")]
+pub async fn get_audit_event(id: String) -> Result<AuditEventDetail, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let scope = warden_domain::access::audit_view(&svc.policy, &who)
+        .await
+        .map_err(|_| AppError::Forbidden)?;
+    crate::ssr::answer(
+        warden_domain::audit::event_detail(&svc.db, &id, &scope, svc.clock.now())
+            .await
+            .map_err(AppError::from),
+    )
+}
+
+/// An event's detail page.
+pub fn event_href(id: &str) -> String {
+    format!("/audit/{}", crate::ui::encode(id))
 }
 
 fn query_of(q: &ParamsMap) -> AuditQuery {
@@ -71,6 +121,20 @@ const FILTER_KEYS: &[&str] = &[
     "q",
     "discovery",
 ];
+
+/// The live tail of exactly the current filter (Server-Sent Events).
+fn tail_href(q: &ParamsMap) -> String {
+    let export = export_href(q);
+    let query = export
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| *kv != "format=csv")
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("/api/v1/audit/tail?{query}")
+}
 
 /// The CSV export of exactly the current filter (every page of it, newest first).
 fn export_href(q: &ParamsMap) -> String {
@@ -156,13 +220,16 @@ fn TextFilter(
     current: Option<String>,
     #[prop(optional)] placeholder: Option<&'static str>,
     #[prop(optional)] kind: Option<&'static str>,
+    /// The id of a `<datalist>` of suggestions.
+    #[prop(optional)]
+    list: Option<&'static str>,
 ) -> impl IntoView {
     let id = format!("audit-{name}");
     let for_id = id.clone();
     view! {
         <div class="filter">
             <label for=for_id>{label}</label>
-            <input id=id name=name type=kind.unwrap_or("text") value=current placeholder=placeholder autocomplete="off"/>
+            <input id=id name=name type=kind.unwrap_or("text") value=current placeholder=placeholder autocomplete="off" list=list/>
         </div>
     }
 }
@@ -171,11 +238,25 @@ fn TextFilter(
 pub fn AuditPage() -> impl IntoView {
     let q = use_query_map();
     let events = Resource::new(move || q.with(query_of), search_audit);
+    // The summary does not depend on the page of the list.
+    let summary = Resource::new(
+        move || {
+            q.with(|q| AuditQuery {
+                cursor: None,
+                limit: None,
+                ..query_of(q)
+            })
+        },
+        summarize_audit,
+    );
+    let viewer = Resource::new(|| (), |_| audit_viewer());
     view! {
         <h1>"Audit log"</h1>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let result = events.await;
+                let summary = summary.await.ok();
+                let (own_only, actors) = viewer.await.unwrap_or_default();
                 if let Err(AppError::Forbidden) = &result {
                     return view! { <LoadError err=AppError::Forbidden/> }.into_any();
                 }
@@ -204,7 +285,10 @@ pub fn AuditPage() -> impl IntoView {
                         <TextFilter name="until" label="To (UTC)" current=aq.until.clone() kind="datetime-local"/>
                         <Select name="kind" label="Kind" any="Any kind" options=KINDS current=aq.kind.clone()/>
                         <Select name="outcome" label="Outcome" any="Any outcome" options=OUTCOMES current=aq.outcome.clone()/>
-                        <TextFilter name="actor" label="Who (email starts with)" current=aq.actor.clone() placeholder="sally@"/>
+                        <TextFilter name="actor" label="Who (email starts with)" current=aq.actor.clone() placeholder="sally@" list="audit-actors"/>
+                        <datalist id="audit-actors" data-testid="audit-actors">
+                            {actors.into_iter().map(|a| view! { <option value=a></option> }).collect_view()}
+                        </datalist>
                         <TextFilter name="project" label="Project" current=aq.project.clone()/>
                         <TextFilter name="cluster" label="Cluster" current=aq.cluster.clone()/>
                         <TextFilter name="namespace" label="Namespace" current=aq.namespace.clone()/>
@@ -226,6 +310,14 @@ pub fn AuditPage() -> impl IntoView {
                             <a class="btn" href=export data-testid="audit-export" rel="external" download="">"Export CSV"</a>
                         </div>
                     </Form>
+                    {own_only.then(|| view! {
+                        <p class="hint" data-testid="audit-own-only">"You see your own activity: what you did. Refusals and other people's events are for those with audit.read on a project or the organization."</p>
+                    })}
+                    {summary.clone().map(|(_, h)| view! { <Histogram histogram=h params=current.clone()/> })}
+                    <div class="audit-body">
+                    {summary.map(|(f, _)| view! { <Facets facets=f params=current.clone()/> })}
+                    <div class="audit-results">
+                    <LiveTail url=tail_href(&current)/>
                     {match result {
                         Ok(page) if page.items.is_empty() => view! {
                             <p class="empty">{if filtered { "No event matches these filters. Widen the time range or clear a filter." } else { "No events yet." }}</p>
@@ -242,9 +334,424 @@ pub fn AuditPage() -> impl IntoView {
                         <span>{newest_href.map(|h| view! { <a href=h>"← Newest"</a> })}</span>
                         <span>{next_href.map(|h| view! { <a href=h data-testid="audit-next">"Older events →"</a> })}</span>
                     </nav>
+                    </div>
+                    </div>
                 }.into_any()
             })}
         </Transition>
+    }
+}
+
+/// The page's URL with `changes` applied (`None` removes a key), back on the newest page.
+fn href_with(params: &ParamsMap, changes: &[(&str, Option<String>)]) -> String {
+    let mut p = params.clone();
+    p.remove("cursor");
+    for (k, v) in changes {
+        match v {
+            Some(v) => p.replace(k.to_string(), v.clone()),
+            None => {
+                p.remove(k);
+            }
+        }
+    }
+    format!("/audit{}", p.to_query_string())
+}
+
+/// Each facet: its filter parameter, heading, and how a value reads.
+const FACETS: &[(&str, &str)] = &[
+    ("actor", "Who"),
+    ("kind", "Kind"),
+    ("cluster", "Cluster"),
+    ("namespace", "Namespace"),
+    ("verb", "Verb"),
+    ("outcome", "Outcome"),
+];
+
+fn facet_label(key: &str, value: &str) -> String {
+    let table = match key {
+        "kind" => KINDS,
+        "outcome" => OUTCOMES,
+        "verb" => VERBS,
+        _ => return value.to_owned(),
+    };
+    table
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map(|(_, t)| (*t).to_owned())
+        .unwrap_or_else(|| value.to_owned())
+}
+
+/// The most frequent values of the current filter, with counts; each a link that narrows the
+/// filter to it (or, when the filter holds it already, widens it again).
+#[component]
+fn Facets(facets: AuditFacets, params: ParamsMap) -> impl IntoView {
+    let groups: Vec<(&str, &str, Vec<FacetCount>)> = FACETS
+        .iter()
+        .map(|(key, title)| {
+            let values = match *key {
+                "actor" => facets.actors.clone(),
+                "kind" => facets.kinds.clone(),
+                "cluster" => facets.clusters.clone(),
+                "namespace" => facets.namespaces.clone(),
+                "verb" => facets.verbs.clone(),
+                _ => facets.outcomes.clone(),
+            };
+            (*key, *title, values)
+        })
+        .filter(|(_, _, values)| !values.is_empty())
+        .collect();
+    view! {
+        <aside class="facets" aria-label="Narrow the filter" data-testid="audit-facets">
+            <p class="facets-total"><strong>{facets.total}</strong>{if facets.total == 1 { " event" } else { " events" }}</p>
+            {groups.into_iter().map(|(key, title, values)| {
+                let current = params.get(key);
+                view! {
+                    <section class="facet" data-facet=key>
+                        <h2>{title}</h2>
+                        <ul>
+                            {values.into_iter().map(|f| {
+                                let selected = current.as_deref() == Some(f.value.as_str());
+                                let href = href_with(&params, &[(key, (!selected).then(|| f.value.clone()))]);
+                                let label = facet_label(key, &f.value);
+                                let title = if selected { format!("Remove the filter {key}={}", f.value) } else { format!("Only {key}={}", f.value) };
+                                view! {
+                                    <li>
+                                        <a href=href class:selected=selected title=title data-testid=format!("facet-{key}-{}", f.value)>
+                                            <span class="facet-value">{label}</span>
+                                            <span class="facet-count">{f.count}</span>
+                                        </a>
+                                    </li>
+                                }
+                            }).collect_view()}
+                        </ul>
+                    </section>
+                }
+            }).collect_view()}
+        </aside>
+    }
+    .into_any()
+}
+
+/// `2026-11-30T17:00:00Z` -> `2026-11-30T17:00` (what the date pickers show, read as UTC).
+fn picker_time(rfc3339: &str) -> String {
+    rfc3339.chars().take(16).collect()
+}
+
+/// A bucket's width in words.
+fn width_words(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s => format!("{} min", s / 60),
+    }
+}
+
+/// Allowed vs denied events per bucket of the range, as inline SVG bars; each bucket is a link
+/// that zooms the range to it.
+#[component]
+fn Histogram(histogram: AuditHistogram, params: ParamsMap) -> impl IntoView {
+    if histogram.buckets.is_empty() {
+        return ().into_any();
+    }
+    let max = histogram
+        .buckets
+        .iter()
+        .map(|b| b.allowed + b.denied + b.error)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (allowed, denied, error) = histogram.buckets.iter().fold((0, 0, 0), |(a, d, e), b| {
+        (a + b.allowed, d + b.denied, e + b.error)
+    });
+    let first = histogram
+        .buckets
+        .first()
+        .map(|b| short_time(&b.start))
+        .unwrap_or_default();
+    let last = histogram
+        .buckets
+        .last()
+        .map(|b| short_time(&b.end))
+        .unwrap_or_default();
+    let width = width_words(histogram.bucket_seconds);
+    view! {
+        <figure class="histogram" data-testid="audit-histogram">
+            <figcaption>
+                <span class="legend allowed">{format!("{allowed} allowed")}</span>
+                <span class="legend denied">{format!("{denied} denied")}</span>
+                {(error > 0).then(|| view! { <span class="legend error">{format!("{error} errors")}</span> })}
+                <small class="muted">{format!(" · one bar per {width}; click a bar to zoom in")}</small>
+            </figcaption>
+            <div class="bars">
+                {histogram.buckets.into_iter().enumerate().map(|(i, b)| {
+                    // Heights in a 100-unit box, stacked from the bottom: allowed, errors, denied.
+                    let h = |n: u64| n as f64 * 100.0 / max as f64;
+                    let (ha, he, hd) = (h(b.allowed), h(b.error), h(b.denied));
+                    let total = b.allowed + b.denied + b.error;
+                    let href = href_with(&params, &[
+                        ("range", None),
+                        ("since", Some(picker_time(&b.start))),
+                        ("until", Some(picker_time(&b.end))),
+                    ]);
+                    let title = format!("{} – {}: {} allowed, {} denied{}", short_time(&b.start), short_time(&b.end), b.allowed, b.denied, if b.error > 0 { format!(", {} errors", b.error) } else { String::new() });
+                    view! {
+                        <a class="bar" href=href title=title.clone() aria-label=title data-testid=format!("bucket-{i}") data-count=total>
+                            <svg viewBox="0 0 10 100" preserveAspectRatio="none" aria-hidden="true">
+                                <rect class="allowed" x="0" width="10" y=format!("{:.2}", 100.0 - ha) height=format!("{ha:.2}")/>
+                                <rect class="error" x="0" width="10" y=format!("{:.2}", 100.0 - ha - he) height=format!("{he:.2}")/>
+                                <rect class="denied" x="0" width="10" y=format!("{:.2}", 100.0 - ha - he - hd) height=format!("{hd:.2}")/>
+                            </svg>
+                        </a>
+                    }
+                }).collect_view()}
+            </div>
+            <div class="axis"><span>{first}</span><span>{last}</span></div>
+        </figure>
+    }
+    .into_any()
+}
+
+/// `/audit/:id`: every field of one event, its raw JSON, and links to its user, cluster,
+/// project, terminal recording, and the other events of its request and terminal.
+#[component]
+pub fn AuditEventPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let detail = Resource::new(id, get_audit_event);
+    view! {
+        <p class="crumbs"><a href="/audit">"Audit log"</a></p>
+        <h1>"Audit event"</h1>
+        <Transition fallback=Loading>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Ok(d) => view! { <EventDetail detail=d/> }.into_any(),
+                    Err(e) => view! { <LoadError err=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
+    let e = detail.event;
+    let raw = serde_json::to_string_pretty(&e).unwrap_or_default();
+    let user_href = e
+        .actor_id
+        .as_ref()
+        .map(|id| format!("/users/{}", crate::ui::encode(id)));
+    let activity_href = format!(
+        "/audit?actor={}",
+        crate::ui::encode(e.actor_id.as_deref().unwrap_or(&e.actor))
+    );
+    let what = what(&e);
+    let via = via(&e.session_type);
+    let outcome_class = format!("chip outcome-{}", e.outcome);
+    let fact = |label: &'static str, value: Option<String>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| view! { <dt>{label}</dt><dd>{v}</dd> })
+    };
+    let request_href = e
+        .request_id
+        .as_ref()
+        .map(|r| format!("/audit?q={}", crate::ui::encode(r)));
+    view! {
+        <section class="card" data-testid="audit-event">
+            <p class="event-headline">
+                <span class=outcome_class>{e.outcome.clone()}</span>" "
+                <code>{what}</code>
+            </p>
+            {e.reason.clone().map(|r| view! { <p class="event-reason" data-testid="audit-event-reason">{r}</p> })}
+            <dl class="facts">
+                <dt>"Time (UTC)"</dt><dd>{e.time.clone()}</dd>
+                <dt>"Who"</dt>
+                <dd>
+                    {match user_href {
+                        Some(h) => view! { <a href=h data-testid="audit-event-user">{e.actor.clone()}</a> }.into_any(),
+                        None => view! { <span>{e.actor.clone()}</span> }.into_any(),
+                    }}
+                    " " <small class="muted">{format!("through {via}")}</small>
+                    " · " <a href=activity_href data-testid="audit-event-activity">"their activity"</a>
+                </dd>
+                <dt>"Kind"</dt><dd>{e.kind.clone()}</dd>
+                <dt>"Action"</dt><dd><code>{e.action.clone()}</code></dd>
+                {e.project.clone().map(|p| view! { <dt>"Project"</dt><dd><a href=format!("/projects/{}", crate::ui::encode(&p))>{p.clone()}</a></dd> })}
+                {e.cluster.clone().map(|c| view! { <dt>"Cluster"</dt><dd><a href=format!("/clusters/{}", crate::ui::encode(&c)) data-testid="audit-event-cluster">{c.clone()}</a></dd> })}
+                {fact("Namespace", e.namespace.clone())}
+                {fact("Resource", match (&e.resource_kind, &e.resource_name) {
+                    (Some(k), Some(n)) => Some(format!("{k} {n}")),
+                    (Some(k), None) => Some(k.clone()),
+                    (None, Some(n)) => Some(n.clone()),
+                    _ => None,
+                })}
+                {fact("HTTP status", e.status.map(|s| s.to_string()))}
+                {e.path.clone().map(|p| view! { <dt>"Request"</dt><dd><code>{format!("{} {p}", e.method.clone().unwrap_or_default())}</code></dd> })}
+                {fact("Source address", e.source_ip.clone())}
+                {fact("User agent", e.user_agent.clone())}
+                {e.request_id.clone().map(|r| view! { <dt>"Request id (Audit-ID)"</dt><dd><code>{r}</code></dd> })}
+                {fact("Duration", e.duration_ms.map(|d| format!("{d} ms")))}
+                <dt>"Event"</dt><dd><code>{format!("#{} {}", e.seq, e.id)}</code></dd>
+            </dl>
+            {detail.recording.clone().map(|r| view! {
+                <p><a class="btn" href=crate::recordings::player_href(&r) data-testid="audit-event-recording">"▶ Play the terminal's recording"</a></p>
+            })}
+        </section>
+        {(!detail.same_request.is_empty()).then(|| view! {
+            <section class="card" data-testid="audit-same-request">
+                <h2>"The same request"</h2>
+                <p class="muted small">"Other events with this request id: a stream's start and end, or what one console action did."</p>
+                <EventsTable events=detail.same_request.clone()/>
+            </section>
+        })}
+        {detail.terminal_id.clone().map(|t| view! {
+            <section class="card" data-testid="audit-same-terminal">
+                <h2>"The same web terminal"</h2>
+                <p class="muted small">{format!("Terminal {t}: its opening, its closing and the requests of its shell.")}</p>
+                {if detail.same_terminal.is_empty() {
+                    view! { <p class="empty">"No other event of this terminal."</p> }.into_any()
+                } else {
+                    view! { <EventsTable events=detail.same_terminal.clone()/> }.into_any()
+                }}
+            </section>
+        })}
+        {request_href.map(|h| view! { <p><a href=h>"Search the log for this request id"</a></p> })}
+        <section class="card">
+            <h2>"Raw event"</h2>
+            <pre class="details" data-testid="audit-event-json">{raw}</pre>
+        </section>
+    }
+}
+
+/// Through what: console, kubectl, API key, web terminal.
+fn via(session_type: &str) -> String {
+    match session_type {
+        "browser" => "console",
+        "api" => "API key",
+        "cli" => "kubectl",
+        "web_shell" => "web terminal",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// The live tail: with the toggle on, new events of the current filter arrive at the top (an
+/// `EventSource` on `GET /api/v1/audit/tail`; it needs JavaScript). The stream ends, saying
+/// why, when the sign-in no longer holds.
+#[component]
+fn LiveTail(url: String) -> impl IntoView {
+    let (on, set_on) = signal(false);
+    let (events, set_events) = signal(Vec::<AuditEventDto>::new());
+    let (status, set_status) = signal(String::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let source = StoredValue::new_local(None::<wasm_bindgen::JsValue>);
+        let close = move || {
+            if let Some(es) = source.try_update_value(|s| s.take()).flatten() {
+                live::close(&es);
+            }
+        };
+        Effect::new(move |_| {
+            if on.get() {
+                set_status.set("Connecting…".into());
+                let es = live::open(
+                    &url,
+                    move |json| {
+                        if let Ok(e) = serde_json::from_str::<AuditEventDto>(&json) {
+                            set_events.update(|v| {
+                                v.insert(0, e);
+                                v.truncate(200);
+                            });
+                        }
+                    },
+                    move || set_status.set("Live: new events appear here as they happen".into()),
+                    move |reason| {
+                        set_on.set(false);
+                        set_status.set(format!("Stopped: {reason}"));
+                    },
+                );
+                source.set_value(es);
+            } else {
+                close();
+                if status.get_untracked().starts_with("Live")
+                    || status.get_untracked().starts_with("Connecting")
+                {
+                    set_status.set(String::new());
+                }
+            }
+        });
+        on_cleanup(close);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (&url, set_events, set_status);
+    view! {
+        <div class="live-tail">
+            <label class="check">
+                <input type="checkbox" data-testid="audit-live" prop:checked=move || on.get() on:change=move |ev| set_on.set(event_target_checked(&ev))/>
+                " Live tail"
+            </label>
+            " " <span class="muted" data-testid="audit-live-status" role="status">{move || status.get()}</span>
+            <Show when=move || !events.with(|e| e.is_empty())>
+                <section class="live-events" data-testid="audit-live-events" aria-label="New events">
+                    {move || view! { <EventsTable events=events.get()/> }}
+                </section>
+            </Show>
+        </div>
+    }
+    .into_any()
+}
+
+#[cfg(feature = "hydrate")]
+mod live {
+    //! An `EventSource`, reached through `js_sys` (no extra web-sys feature).
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+
+    fn listen(
+        target: &web_sys::EventTarget,
+        name: &str,
+        f: impl FnMut(web_sys::MessageEvent) + 'static,
+    ) {
+        let cb = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(f);
+        let _ = target.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
+
+    pub fn open(
+        url: &str,
+        on_event: impl Fn(String) + 'static,
+        on_open: impl Fn() + 'static,
+        on_end: impl Fn(String) + 'static,
+    ) -> Option<JsValue> {
+        let window = web_sys::window()?;
+        let ctor: js_sys::Function = js_sys::Reflect::get(&window, &"EventSource".into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
+        let es = js_sys::Reflect::construct(&ctor, &js_sys::Array::of1(&url.into())).ok()?;
+        let target: web_sys::EventTarget = es.clone().unchecked_into();
+        listen(&target, "audit", move |e| {
+            if let Some(t) = e.data().as_string() {
+                on_event(t)
+            }
+        });
+        listen(&target, "open", move |_| on_open());
+        let this = es.clone();
+        listen(&target, "end", move |e| {
+            // The server ended it: do not let the browser reconnect.
+            close(&this);
+            on_end(e.data().as_string().unwrap_or_default());
+        });
+        Some(es)
+    }
+
+    pub fn close(es: &JsValue) {
+        if let Some(f) = js_sys::Reflect::get(es, &"close".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        {
+            let _ = f.call0(es);
+        }
     }
 }
 
@@ -311,20 +818,15 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                     let outcome_class = format!("chip outcome-{}", e.outcome);
                     let what = what(&e);
                     let place = place(&e);
-                    let via = match e.session_type.as_str() {
-                        "browser" => "console",
-                        "api" => "API key",
-                        "cli" => "kubectl",
-                        "web_shell" => "web terminal",
-                        other => other,
-                    }.to_owned();
+                    let via = via(&e.session_type);
+                    let open_href = event_href(&e.id);
                     let details = serde_json::to_string_pretty(&e.details).unwrap_or_default();
                     // Break-glass access is marked in red.
                     let alert = e.details.get("break_glass").and_then(|v| v.as_bool()).unwrap_or(false);
                     let outcome_title = e.reason.clone().unwrap_or_default();
                     view! {
                         <tr class:row-alert=alert data-break-glass=alert.then_some("true")>
-                            <td class="nowrap">{short_time(&e.time)}</td>
+                            <td class="nowrap"><a href=open_href title="Open the event" data-testid="audit-open">{short_time(&e.time)}</a></td>
                             <td><span data-testid="audit-who">{e.actor.clone()}</span><br/><small class="muted">{via}</small></td>
                             <td>
                                 <code data-testid="audit-what">{what}</code>

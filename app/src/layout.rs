@@ -116,6 +116,7 @@ fn UserMenu(me: Me) -> impl IntoView {
             </button>
             <div id="user-menu-items" class="menu" class:open=move || open.get() role="menu">
                 <p class="menu-id">{me.user.email.clone()}</p>
+                <a role="menuitem" href=format!("/audit?actor={}", crate::ui::encode(&me.user.id)) data-testid="my-activity">"My activity"</a>
                 <a role="menuitem" href="/me/tools">"My tools (kubeconfig)"</a>
                 <a role="menuitem" href="/me/mfa">"Two-factor authentication"</a>
                 <a role="menuitem" href="/sessions">"Live sessions"</a>

@@ -118,6 +118,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::Async/>
                     <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::Async/>
                     <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::Async/>
+                    <Route path=path!("/audit/:id") view=audit::AuditEventPage ssr=SsrMode::Async/>
                     <Route path=path!("/access") view=access_requests::AccessRequestsPage/>
                     <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::Async/>
                     <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::Async/>

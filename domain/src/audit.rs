@@ -709,16 +709,150 @@ pub async fn search_at(
     projects: Option<&[String]>,
     now: Timestamp,
 ) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
+    search_in(db, q, &AuditScope::projects(projects), now).await
+}
+
+/// Which events a reader may see: all of them, or those of some projects and/or their own
+/// activity (every user may read what they did; their refusals stay with auditors). Built by
+/// `access::audit_view`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditScope {
+    pub all: bool,
+    /// Projects whose events are visible (`audit.read` on them).
+    pub projects: Vec<String>,
+    /// The reader's user id: what they did (allowed events they caused) is visible.
+    pub user: Option<String>,
+}
+
+impl AuditScope {
+    /// Everything (organization auditors).
+    pub fn all() -> Self {
+        Self {
+            all: true,
+            ..Default::default()
+        }
+    }
+
+    /// `None`: everything; `Some(projects)`: these projects' events.
+    pub fn projects(projects: Option<&[String]>) -> Self {
+        match projects {
+            None => Self::all(),
+            Some(p) => Self {
+                projects: p.to_vec(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Only the reader's own activity (no `audit.read` anywhere).
+    pub fn own_only(&self) -> bool {
+        !self.all && self.projects.is_empty()
+    }
+
+    fn condition(&self) -> Option<sea_orm::sea_query::Condition> {
+        use audit_events::Column as C;
+        use sea_orm::ColumnTrait;
+        if self.all {
+            return None;
+        }
+        let mut any = sea_orm::sea_query::Condition::any();
+        if !self.projects.is_empty() {
+            any = any.add(C::Project.is_in(self.projects.clone()));
+        }
+        match &self.user {
+            // Only what they were allowed to do: a refusal's audited reason is the real one,
+            // which the person was answered only as a generic 403 (and which could tell them
+            // what exists where they may not look), so refusals stay with auditors.
+            Some(u) => {
+                any = any.add(
+                    sea_orm::sea_query::Condition::all()
+                        .add(C::ActorId.eq(u.clone()))
+                        .add(C::Outcome.eq(Outcome::Allowed.as_str())),
+                )
+            }
+            // Neither projects nor a user: nothing (an empty `any` would be true).
+            None if self.projects.is_empty() => any = any.add(C::Seq.lt(i64::MIN)),
+            None => {}
+        }
+        Some(any)
+    }
+}
+
+/// [`search_at`] within a reader's [`AuditScope`].
+pub async fn search_in(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
     use audit_events::Column as C;
-    use sea_orm::sea_query::Condition;
     use sea_orm::{ColumnTrait, QueryFilter};
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let mut cond = filter(q, scope, now)?;
+    if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
+        let seq: i64 = c.parse().map_err(|_| {
+            crate::DomainError::invalid("cursor", "is not a cursor this API returned")
+        })?;
+        cond = cond.add(C::Seq.lt(seq));
+    }
+    let mut rows = audit_events::Entity::find()
+        .filter(cond)
+        .order_by_desc(C::Seq)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(crate::dto::Page {
+        items: rows.into_iter().map(to_dto).collect(),
+        next,
+    })
+}
+
+/// The time bounds a filter sets, in ms (inclusive): a preset `range` ends at `now` (and is
+/// ignored beside `since`), `since`/`until` as given.
+fn time_bounds(
+    q: &crate::dto::AuditQuery,
+    now: Timestamp,
+) -> DomainResult<(Option<i64>, Option<i64>)> {
+    let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
+    let mut since = match given(&q.since) {
+        Some(s) => Some(parse_time("since", &s)?),
+        None => None,
+    };
+    if let Some(r) = given(&q.range) {
+        let ms = range_ms(&r)?;
+        if since.is_none() {
+            since = Some(now.millis() - ms);
+        }
+    }
+    let until = match given(&q.until) {
+        Some(s) => Some(parse_time("until", &s)?),
+        None => None,
+    };
+    Ok((since, until))
+}
+
+/// The `WHERE` of every read of the audit log (the list, the export, facets, histogram, live
+/// tail): the filter `q` (without its cursor) within the reader's scope. Refuses an invalid filter with the field at fault.
+pub fn filter(
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<sea_orm::sea_query::Condition> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::Condition;
+    use sea_orm::ColumnTrait;
     let mut cond = Condition::all();
     let eq = |cond: Condition, col: C, v: &Option<String>| match v {
         Some(v) if !v.is_empty() => cond.add(col.eq(v.clone())),
         _ => cond,
     };
-    if let Some(k) = &q.kind {
+    if let Some(k) = q.kind.as_ref().filter(|k| !k.is_empty()) {
         if AuditKind::parse(k).is_none() {
             return Err(crate::DomainError::invalid(
                 "kind",
@@ -726,7 +860,7 @@ pub async fn search_at(
             ));
         }
     }
-    if let Some(o) = &q.outcome {
+    if let Some(o) = q.outcome.as_ref().filter(|o| !o.is_empty()) {
         if Outcome::parse(o).is_none() {
             return Err(crate::DomainError::invalid(
                 "outcome",
@@ -768,20 +902,15 @@ pub async fn search_at(
                 .add(C::ResourceKind.is_not_null()),
         );
     }
-    if let Some(r) = q.range.as_ref().filter(|r| !r.is_empty()) {
-        let ms = range_ms(r)?;
-        if q.since.as_ref().is_none_or(|s| s.is_empty()) {
-            cond = cond.add(C::At.gte(now.millis() - ms));
-        }
-    }
+    let (since, until) = time_bounds(q, now)?;
     if let Some(a) = q.action.as_ref().filter(|a| !a.is_empty()) {
         cond = cond.add(C::Action.starts_with(a.as_str()));
     }
-    if let Some(s) = q.since.as_ref().filter(|s| !s.is_empty()) {
-        cond = cond.add(C::At.gte(parse_time("since", s)?));
+    if let Some(s) = since {
+        cond = cond.add(C::At.gte(s));
     }
-    if let Some(s) = q.until.as_ref().filter(|s| !s.is_empty()) {
-        cond = cond.add(C::At.lte(parse_time("until", s)?));
+    if let Some(u) = until {
+        cond = cond.add(C::At.lte(u));
     }
     if let Some(text) = q.q.as_ref().filter(|s| !s.is_empty()) {
         cond = cond.add(
@@ -796,31 +925,367 @@ pub async fn search_at(
                 .add(C::RequestId.eq(text.trim())),
         );
     }
-    if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
-        let seq: i64 = c.parse().map_err(|_| {
-            crate::DomainError::invalid("cursor", "is not a cursor this API returned")
-        })?;
-        cond = cond.add(C::Seq.lt(seq));
+    if let Some(visible) = scope.condition() {
+        cond = cond.add(visible);
     }
-    if let Some(ps) = projects {
-        cond = cond.add(C::Project.is_in(ps.to_vec()));
+    Ok(cond)
+}
+
+/// The verb of a Kubernetes request as the `verb` filter names it: `exec`, `attach` and
+/// `portforward` for connections to a pod (stored as `create` on the subresource), else the
+/// action without `kube.`. SQL that SQLite and PostgreSQL both understand.
+const VERB_SQL: &str =
+    "CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
+     THEN substr(resource_kind, 6) ELSE substr(action, 6) END";
+
+/// The facets of a filter: its most frequent actors, kinds, clusters, namespaces, verbs and
+/// outcomes, counted by the database (`GROUP BY` over the same `WHERE` and scope as
+/// [`search_at`]; the cursor and limit are ignored).
+pub async fn facets_at(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::AuditFacets> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, SimpleExpr};
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    let cond = filter(q, scope, now)?;
+    let total = audit_events::Entity::find()
+        .filter(cond.clone())
+        .count(db)
+        .await?;
+    let top = |value: SimpleExpr, only: Option<sea_orm::sea_query::Condition>| {
+        let mut c = cond.clone().add(value.clone().is_not_null());
+        if let Some(o) = only {
+            c = c.add(o);
+        }
+        audit_events::Entity::find()
+            .select_only()
+            .column_as(value.clone(), "v")
+            .column_as(Expr::col(C::Seq).count(), "n")
+            .filter(c)
+            .group_by(value)
+            .order_by(Expr::col(Alias::new("n")), Order::Desc)
+            .order_by(Expr::col(Alias::new("v")), Order::Asc)
+            .limit(crate::dto::AuditFacets::TOP)
+            .into_tuple::<(String, i64)>()
+            .all(db)
+    };
+    let counts = |rows: Vec<(String, i64)>| {
+        rows.into_iter()
+            .map(|(value, n)| crate::dto::FacetCount {
+                value,
+                count: n.max(0) as u64,
+            })
+            .collect::<Vec<_>>()
+    };
+    let kube = C::Kind
+        .eq(AuditKind::KubeApi.as_str())
+        .and(C::Action.starts_with("kube."));
+    Ok(crate::dto::AuditFacets {
+        total,
+        actors: counts(top(Expr::col(C::ActorName).into(), None).await?),
+        kinds: counts(top(Expr::col(C::Kind).into(), None).await?),
+        clusters: counts(top(Expr::col(C::Cluster).into(), None).await?),
+        namespaces: counts(top(Expr::col(C::Namespace).into(), None).await?),
+        verbs: counts(
+            top(
+                Expr::cust(VERB_SQL),
+                Some(sea_orm::sea_query::Condition::all().add(kube)),
+            )
+            .await?,
+        ),
+        outcomes: counts(top(Expr::col(C::Outcome).into(), None).await?),
+    })
+}
+
+/// Bucket widths the histogram chooses from, in ms: the smallest that cuts the range into at
+/// most [`HISTOGRAM_MAX_BUCKETS`].
+const BUCKET_WIDTHS_MS: &[i64] = &[
+    60_000,
+    2 * 60_000,
+    5 * 60_000,
+    10 * 60_000,
+    15 * 60_000,
+    30 * 60_000,
+    3_600_000,
+    2 * 3_600_000,
+    3 * 3_600_000,
+    6 * 3_600_000,
+    12 * 3_600_000,
+    24 * 3_600_000,
+    2 * 24 * 3_600_000,
+    7 * 24 * 3_600_000,
+    30 * 24 * 3_600_000,
+    365 * 24 * 3_600_000,
+];
+pub const HISTOGRAM_MAX_BUCKETS: i64 = 60;
+
+/// The bucket width for a range of `span_ms`: 1 min for 15 min or 1 h, 30 min for 24 h, 3 h for
+/// 7 d, 12 h for 30 d.
+pub fn bucket_width_ms(span_ms: i64) -> i64 {
+    let span = span_ms.max(1);
+    BUCKET_WIDTHS_MS
+        .iter()
+        .copied()
+        .find(|w| (span + w - 1) / w <= HISTOGRAM_MAX_BUCKETS)
+        .unwrap_or(BUCKET_WIDTHS_MS[BUCKET_WIDTHS_MS.len() - 1])
+}
+
+/// The histogram of a filter over its time range (allowed, denied and error events per
+/// bucket), counted by the database with integer arithmetic on the millisecond timestamps
+/// (`(at - start) / width`, the same in SQLite and PostgreSQL). A filter without a time range
+/// spans its first to its last event; one without an end ends at `now`.
+pub async fn histogram_at(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::AuditHistogram> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::QueryFilter;
+    let cond = filter(q, scope, now)?;
+    let (since, until) = time_bounds(q, now)?;
+    let (since, until) = match (since, until) {
+        (Some(s), Some(u)) => (s, u),
+        (Some(s), None) => (s, now.millis().max(s)),
+        (None, given_until) => {
+            let (first, last) = audit_events::Entity::find()
+                .select_only()
+                .column_as(Expr::col(C::At).min(), "first")
+                .column_as(Expr::col(C::At).max(), "last")
+                .filter(cond.clone())
+                .into_tuple::<(Option<i64>, Option<i64>)>()
+                .one(db)
+                .await?
+                .unwrap_or((None, None));
+            match (first, given_until.or(last)) {
+                (Some(f), Some(u)) => (f, u.max(f)),
+                _ => {
+                    return Ok(crate::dto::AuditHistogram {
+                        bucket_seconds: 60,
+                        ..Default::default()
+                    })
+                }
+            }
+        }
+    };
+    if until < since {
+        return Err(crate::DomainError::invalid(
+            "until",
+            "must not be before since",
+        ));
     }
-    let mut rows = audit_events::Entity::find()
+    let width = bucket_width_ms(until - since);
+    // Buckets start on multiples of their width, so that zooming in and out lines them up.
+    let start = since.div_euclid(width) * width;
+    let n = ((until - start) / width + 1).max(1);
+    // Literal integers (computed here, not given by the caller), so that PostgreSQL sees the
+    // same expression in SELECT and GROUP BY.
+    let bucket = Expr::cust(format!("(\"at\" - {start}) / {width}"));
+    let rows = audit_events::Entity::find()
+        .select_only()
+        .column_as(bucket.clone(), "b")
+        .column(C::Outcome)
+        .column_as(Expr::col(C::Seq).count(), "n")
         .filter(cond)
-        .order_by_desc(C::Seq)
-        .limit(limit + 1)
+        .group_by(bucket)
+        .group_by(C::Outcome)
+        .into_tuple::<(i64, String, i64)>()
         .all(db)
         .await?;
-    let next = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.seq.to_string())
-    } else {
-        None
-    };
-    Ok(crate::dto::Page {
-        items: rows.into_iter().map(to_dto).collect(),
-        next,
+    let mut buckets: Vec<crate::dto::HistogramBucket> = (0..n)
+        .map(|i| crate::dto::HistogramBucket {
+            start: Timestamp(start + i * width).rfc3339(),
+            end: Timestamp(start + (i + 1) * width).rfc3339(),
+            allowed: 0,
+            denied: 0,
+            error: 0,
+        })
+        .collect();
+    for (b, outcome, count) in rows {
+        let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) else {
+            continue;
+        };
+        let count = count.max(0) as u64;
+        match Outcome::parse(&outcome) {
+            Some(Outcome::Allowed) => slot.allowed += count,
+            Some(Outcome::Denied) => slot.denied += count,
+            _ => slot.error += count,
+        }
+    }
+    Ok(crate::dto::AuditHistogram {
+        since: Some(Timestamp(since).rfc3339()),
+        until: Some(Timestamp(until).rfc3339()),
+        bucket_seconds: width / 1000,
+        buckets,
     })
+}
+
+/// The newest event's `seq` (0 for an empty log): where a live tail starts.
+pub async fn latest_seq(db: &DatabaseConnection) -> DomainResult<i64> {
+    Ok(audit_events::Entity::find()
+        .order_by_desc(audit_events::Column::Seq)
+        .limit(1)
+        .one(db)
+        .await?
+        .map_or(0, |m| m.seq))
+}
+
+/// The events of filter `q` within `scope` stored after `after` (a `seq`), oldest first, at
+/// most `limit`: the next batch of a live tail.
+pub async fn newer_than(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    after: i64,
+    limit: u64,
+    now: Timestamp,
+) -> DomainResult<Vec<crate::dto::AuditEventDto>> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let cond = filter(q, scope, now)?.add(C::Seq.gt(after));
+    Ok(audit_events::Entity::find()
+        .filter(cond)
+        .order_by_asc(C::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_dto)
+        .collect())
+}
+
+/// Users to suggest in the actor filter: the people (events with a user id) whose events the
+/// reader may see, by name, at most 200.
+pub async fn actor_suggestions(
+    db: &DatabaseConnection,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<Vec<String>> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let cond = filter(&Default::default(), scope, now)?.add(C::ActorId.is_not_null());
+    Ok(audit_events::Entity::find()
+        .select_only()
+        .column(C::ActorName)
+        .filter(cond)
+        .group_by(C::ActorName)
+        .order_by_asc(C::ActorName)
+        .limit(200)
+        .into_tuple::<String>()
+        .all(db)
+        .await?)
+}
+
+/// The most related events a detail lists per kind of link.
+const RELATED_MAX: u64 = 100;
+
+/// One event by its id, with the events of the same request and terminal (see
+/// [`crate::dto::AuditEventDetail`]). An event outside the reader's scope (`projects`) is
+/// answered as not found, like one that does not exist.
+pub async fn event_detail(
+    db: &DatabaseConnection,
+    id: &str,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::AuditEventDetail> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let not_found = || crate::DomainError::not_found("audit event");
+    let scope = filter(&Default::default(), scope, now)?;
+    let event = audit_events::Entity::find()
+        .filter(scope.clone().add(C::Id.eq(id)))
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?;
+    let related = |link: sea_orm::sea_query::SimpleExpr| {
+        audit_events::Entity::find()
+            .filter(scope.clone().add(link).add(C::Seq.ne(event.seq)))
+            .order_by_asc(C::Seq)
+            .limit(RELATED_MAX)
+            .all(db)
+    };
+    let same_request = match &event.request_id {
+        Some(r) if !r.is_empty() => related(C::RequestId.eq(r.clone())).await?,
+        _ => Vec::new(),
+    };
+    let details: serde_json::Value = serde_json::from_str(&event.details).unwrap_or_default();
+    let terminal = details.get("terminal_id").filter(|t| !t.is_null()).cloned();
+    let same_terminal = match &terminal {
+        // The details are stored as compact JSON (`serde_json::to_string`), so the link reads
+        // `"terminal_id":<value>` in every event of the terminal: one LIKE, the same SQL on
+        // SQLite and PostgreSQL.
+        Some(t) => {
+            let needle = format!("\"terminal_id\":{t}")
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            related(
+                sea_orm::sea_query::Expr::col(C::Details)
+                    .like(sea_orm::sea_query::LikeExpr::new(format!("%{needle}%")).escape('\\')),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    // The recording: the terminal event's own, else that of the terminal's opening.
+    let recording_of = |action: &str, details: &serde_json::Value| {
+        let r = &details["recording"];
+        action
+            .starts_with("terminal.")
+            .then(|| r.as_str().or_else(|| r["id"].as_str()).map(str::to_owned))
+            .flatten()
+    };
+    let recording = recording_of(&event.action, &details).or_else(|| {
+        same_terminal
+            .iter()
+            .filter(|e| e.action == "terminal.open" && e.outcome == Outcome::Allowed.as_str())
+            .find_map(|e| recording_of(&e.action, &serde_json::from_str(&e.details).ok()?))
+    });
+    Ok(crate::dto::AuditEventDetail {
+        event: to_dto(event),
+        same_request: same_request.into_iter().map(to_dto).collect(),
+        terminal_id: terminal.map(|t| match t {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        }),
+        same_terminal: same_terminal.into_iter().map(to_dto).collect(),
+        recording,
+    })
+}
+
+/// Facets as of now (see [`facets_at`]).
+pub async fn facets(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    projects: Option<&[String]>,
+) -> DomainResult<crate::dto::AuditFacets> {
+    facets_at(
+        db,
+        q,
+        &AuditScope::projects(projects),
+        Timestamp::from_offset(time::OffsetDateTime::now_utc()),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::bucket_width_ms;
+
+    #[test]
+    fn bucket_widths_follow_the_range() {
+        let min = 60_000;
+        let h = 60 * min;
+        assert_eq!(bucket_width_ms(15 * min), min);
+        assert_eq!(bucket_width_ms(h), min);
+        assert_eq!(bucket_width_ms(24 * h), 30 * min);
+        assert_eq!(bucket_width_ms(7 * 24 * h), 3 * h);
+        assert_eq!(bucket_width_ms(30 * 24 * h), 12 * h);
+    }
 }
 
 /// A request path as it may be logged or audited: the one-time token of a manifest link

@@ -144,6 +144,76 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
+/// One audit event with what links it to the rest of the log: the other events of the same
+/// request (the same `request_id`: a Kubernetes request's `Audit-ID`, which its stream's start
+/// and end events share, or a console request's `X-Request-Id`) and of the same web terminal
+/// (`details.terminal_id`: the terminal's open and close events and its shell's requests),
+/// oldest first, each list at most 100 events, within the reader's scope.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventDetail {
+    pub event: AuditEventDto,
+    pub same_request: Vec<AuditEventDto>,
+    /// The web terminal the event belongs to, if any.
+    pub terminal_id: Option<String>,
+    pub same_terminal: Vec<AuditEventDto>,
+    /// The terminal's recording (for the player at `/audit/recordings/{id}`), when the event
+    /// names one.
+    pub recording: Option<String>,
+}
+
+/// One value of a facet and how many events of the current filter have it.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacetCount {
+    pub value: String,
+    pub count: u64,
+}
+
+/// The most frequent values (at most [`AuditFacets::TOP`] each, most frequent first) among the
+/// events of a filter, as the filter's own parameters: `actors` narrow `actor`, `verbs` narrow
+/// `verb`, and so on.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFacets {
+    /// Events matching the filter.
+    pub total: u64,
+    pub actors: Vec<FacetCount>,
+    pub kinds: Vec<FacetCount>,
+    pub clusters: Vec<FacetCount>,
+    pub namespaces: Vec<FacetCount>,
+    pub verbs: Vec<FacetCount>,
+    pub outcomes: Vec<FacetCount>,
+}
+
+impl AuditFacets {
+    pub const TOP: u64 = 8;
+}
+
+/// Events per time bucket, allowed vs denied (errors counted apart).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistogramBucket {
+    /// RFC 3339; the bucket is `[start, end)`.
+    pub start: String,
+    pub end: String,
+    pub allowed: u64,
+    pub denied: u64,
+    pub error: u64,
+}
+
+/// The events of a filter over its time range, in buckets of equal width (every bucket of the
+/// range, also the empty ones, oldest first).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHistogram {
+    /// RFC 3339; `null` when no event matches a filter without a time range.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub bucket_seconds: i64,
+    pub buckets: Vec<HistogramBucket>,
+}
+
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {

@@ -66,4 +66,129 @@ test.describe.serial("audit log page", () => {
     expect(lines.slice(1).every((l) => l.includes("kube.list"))).toBe(true);
     noErrors();
   });
+
+  test("facets narrow the filter; the histogram zooms into a bucket", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await act.open(page, "/audit?kind=kube_api&range=24h");
+    const facets = page.getByTestId("audit-facets");
+    await expect(facets).toBeVisible();
+    // The verb facet counts `list` requests; following it narrows the list to them.
+    const list = page.getByTestId("facet-verb-list");
+    await expect(list).toBeVisible();
+    const listed = Number(await list.locator(".facet-count").textContent());
+    expect(listed).toBeGreaterThan(0);
+    await list.click();
+    await expect(page).toHaveURL(/verb=list/);
+    await expect(page).toHaveURL(/range=24h/);
+    const what = page.getByTestId("audit-what");
+    await expect(what.first()).toBeVisible();
+    for (const text of await what.allTextContents()) {
+      expect(text).toMatch(/^list /);
+    }
+    await expect(page.getByTestId("facet-verb-list")).toHaveClass(/selected/);
+    // Then the cluster facet: both filters hold, the total is at most the verb's count.
+    await page.getByTestId("facet-cluster-e2e-sim").click();
+    await expect(page).toHaveURL(/cluster=e2e-sim/);
+    await expect(page).toHaveURL(/verb=list/);
+    await expect(page.getByTestId("facet-cluster-e2e-sim")).toHaveClass(/selected/);
+    for (const text of await page.getByTestId("audit-where").allTextContents()) {
+      expect(text).toContain("e2e-sim");
+    }
+    // The same counts as the REST API's facets for that filter.
+    const api = await page.request.get("/api/v1/audit/facets?kind=kube_api&range=24h&verb=list&cluster=e2e-sim&discovery=false");
+    expect(api.status()).toBe(200);
+    const total = (await api.json()).total;
+    await expect(facets.locator(".facets-total strong")).toHaveText(String(total));
+    expect(total).toBeLessThanOrEqual(listed);
+
+    // The histogram: one bar per bucket; a bar with events zooms the range to its bucket.
+    const histogram = page.getByTestId("audit-histogram");
+    await expect(histogram).toBeVisible();
+    const bar = histogram.locator("a.bar:not([data-count='0'])").last();
+    const inBar = Number(await bar.getAttribute("data-count"));
+    expect(inBar).toBeGreaterThan(0);
+    await bar.click();
+    await expect(page).toHaveURL(/since=/);
+    await expect(page).toHaveURL(/until=/);
+    await expect(page).not.toHaveURL(/range=/);
+    await expect(page).toHaveURL(/verb=list/);
+    await expect(what.first()).toBeVisible();
+    await expect(facets.locator(".facets-total strong")).toHaveText(String(inBar));
+    noErrors();
+  });
+
+  test("an event opens on its own page, with its fields, raw JSON and a link to its user", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await act.open(page, "/audit?kind=console&actor=admin%40");
+    const open = page.getByTestId("audit-open").first();
+    await expect(open).toBeVisible();
+    await open.click();
+    await expect(page).toHaveURL(/\/audit\/[0-9a-f-]{36}$/);
+    const id = page.url().split("/").pop()!;
+    await expect(page.getByTestId("audit-event")).toBeVisible();
+    await expect(page.getByTestId("audit-event-json")).toContainText(`"id": "${id}"`);
+    // The same event through the REST API.
+    const api = await page.request.get(`/api/v1/audit/events/${id}`);
+    expect(api.status()).toBe(200);
+    expect((await api.json()).event.id).toBe(id);
+    // Its user's page.
+    const user = page.getByTestId("audit-event-user");
+    await expect(user).toHaveText(ADMIN_EMAIL);
+    await user.click();
+    await expect(page).toHaveURL(/\/users\/[0-9a-f-]{36}$/);
+    await expect(page.getByTestId("user-email")).toHaveText(ADMIN_EMAIL);
+    // An event that does not exist: not found.
+    const missing = await page.request.get("/audit/00000000-0000-0000-0000-000000000000");
+    expect(missing.status()).toBe(404);
+    noErrors();
+  });
+
+  test("My activity in the user menu; the actor filter suggests people", async ({ page }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await page.getByTestId("user-menu").click();
+    await page.getByTestId("my-activity").click();
+    await expect(page).toHaveURL(/\/audit\?actor=[0-9a-f-]{36}$/);
+    const who = page.getByTestId("audit-who");
+    await expect(who.first()).toBeVisible();
+    for (const text of await who.allTextContents()) {
+      expect(text).toBe(ADMIN_EMAIL);
+    }
+    // The actor filter's suggestions: people whose events the viewer may see.
+    const input = page.locator("#audit-actor");
+    await expect(input).toHaveAttribute("list", "audit-actors");
+    const options = page.locator("#audit-actors option");
+    expect(await options.count()).toBeGreaterThan(1);
+    await expect(page.locator(`#audit-actors option[value="${ADMIN_EMAIL}"]`)).toHaveCount(1);
+    noErrors();
+  });
+
+  test("live tail shows an event made in a second browser context", async ({ page, browser }) => {
+    const noErrors = check.noConsoleErrors(page);
+    await act.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(page);
+    await act.open(page, "/audit?kind=sign_in");
+    await page.getByTestId("audit-live").check();
+    await expect(page.getByTestId("audit-live-status")).toHaveText(/^Live/);
+    await expect(page.getByTestId("audit-live-events")).toHaveCount(0);
+    // Someone signs in elsewhere: the sign-in appears at the top, without reloading.
+    const other = await browser.newContext();
+    const second = await other.newPage();
+    await act.signIn(second, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await check.onConsole(second);
+    const live = page.getByTestId("audit-live-events");
+    await expect(live).toBeVisible({ timeout: 15_000 });
+    await expect(live.getByTestId("audit-who").first()).toHaveText(ADMIN_EMAIL);
+    await expect(live.getByTestId("audit-what").first()).toContainText("sign_in");
+    await other.close();
+    // Off: the stream is closed.
+    await page.getByTestId("audit-live").uncheck();
+    await expect(page.getByTestId("audit-live-status")).toHaveText("");
+    noErrors();
+  });
 });

@@ -134,6 +134,10 @@ test.describe.serial("small screens (390 × 844)", () => {
     await openAndCheck(page, "/settings");
     await openAndCheck(page, "/audit", "audit-events");
     await openAndCheck(page, "/audit?kind=kube_api&discovery=true", "audit-events");
+    await openAndCheck(page, "/audit?kind=kube_api&range=24h", "audit-histogram");
+    // An event's page (a Kubernetes request: the longest fields).
+    const event = (await (await page.request.get("/api/v1/audit/events?kind=kube_api&limit=1")).json()).items[0];
+    await openAndCheck(page, `/audit/${event.id}`, "audit-event");
     await openAndCheck(page, "/me/tools", "my-clusters");
     await openAndCheck(page, "/me/api-keys");
     await openAndCheck(page, "/me/mfa");

@@ -690,6 +690,43 @@ pub async fn audit_scope(
     Ok(Some(projects.into_iter().collect()))
 }
 
+/// Which audit events `who` may read on the audit page and its API: everything (organization
+/// `audit.read`), their projects' events (project `audit.read`), and in any case their own
+/// activity. Denied only to someone who is not an active user.
+pub async fn audit_view(
+    policy: &AccessPolicy,
+    who: &Principal,
+) -> Result<crate::audit::AuditScope, Denied> {
+    let eff = match policy.effective(who.user_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "authorization lookup failed; denying");
+            return Err(Denied {
+                reason: "authorization lookup failed".into(),
+            });
+        }
+    };
+    if !eff.active {
+        return Err(Denied {
+            reason: "the user is not active".into(),
+        });
+    }
+    if eff.org_permissions().contains(&Permission::AuditRead) {
+        return Ok(crate::audit::AuditScope::all());
+    }
+    let projects: BTreeSet<String> = eff
+        .bindings
+        .iter()
+        .filter(|b| b.scope == Scope::Project && b.permissions.contains(&Permission::AuditRead))
+        .filter_map(|b| b.project.clone())
+        .collect();
+    Ok(crate::audit::AuditScope {
+        all: false,
+        projects: projects.into_iter().collect(),
+        user: Some(who.user_id.to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,16 @@
-//! `GET /api/v1/audit/events` and `GET /api/v1/audit/export`.
+//! `GET /api/v1/audit/events`, `/facets`, `/histogram` and `/export`: every one reads through
+//! the same filter within the caller's scope.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use warden_domain::access::audit_scope;
-use warden_domain::audit::search_at;
-use warden_domain::dto::{AuditEventDto, AuditQuery, Page};
+use futures::StreamExt;
+use warden_domain::access::audit_view;
+use warden_domain::audit::{event_detail, facets_at, histogram_at, search_in};
+use warden_domain::dto::{
+    AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, Page,
+};
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiQuery, ApiResult};
@@ -17,17 +21,153 @@ pub async fn list_audit_events(
     AuthUser(who): AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEventDto>>> {
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     Ok(Json(
-        search_at(
-            &state.services.db,
-            &q,
-            scope.as_deref(),
-            state.services.clock.now(),
-        )
-        .await?,
+        search_in(&state.services.db, &q, &scope, state.services.clock.now()).await?,
+    ))
+}
+
+pub async fn get_audit_event(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AuditEventDetail>> {
+    let scope = audit_view(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let now = state.services.clock.now();
+    Ok(Json(
+        event_detail(&state.services.db, &id, &scope, now).await?,
+    ))
+}
+
+/// How often a live tail looks for new events, and re-checks its viewer every this many looks
+/// (and at once when the authorization epoch moves).
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+const TAIL_RECHECK_EVERY: u32 = 6;
+
+pub async fn tail_audit_events(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    session: tower_sessions::Session,
+    headers: axum::http::HeaderMap,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Response> {
+    use crate::terminal::{proof_holds, Proof};
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let scope = audit_view(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    // Refuse a bad filter now, with the envelope, rather than in the stream.
+    warden_domain::audit::filter(&q, &scope, state.services.clock.now())?;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let proof = match (bearer, session.id()) {
+        (Some(token), _) => Proof::ApiKey(token),
+        (None, Some(id)) => Proof::Session(id),
+        (None, None) => return Err(ApiError::unauthenticated()),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let mut last = match resume {
+        Some(seq) => seq,
+        None => warden_domain::audit::latest_seq(&state.services.db).await?,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let services = state.services.clone();
+        let mut scope = scope;
+        let mut epoch = services.policy.epoch();
+        let mut ticks = 0u32;
+        let mut interval = tokio::time::interval(TAIL_POLL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = interval.tick() => {}
+            }
+            ticks = ticks.wrapping_add(1);
+            let now_epoch = services.policy.epoch();
+            if now_epoch != epoch || ticks % TAIL_RECHECK_EVERY == 0 {
+                epoch = now_epoch;
+                let verdict = match proof_holds(&state, &proof).await {
+                    Ok(()) => audit_view(&services.policy, &who)
+                        .await
+                        .map_err(|_| "you may no longer read the audit log".to_owned()),
+                    Err(reason) => Err(reason),
+                };
+                match verdict {
+                    Ok(s) => scope = s,
+                    Err(reason) => {
+                        let _ = tx.send(Event::default().event("end").data(reason)).await;
+                        return;
+                    }
+                }
+            }
+            let batch = warden_domain::audit::newer_than(
+                &services.db,
+                &q,
+                &scope,
+                last,
+                100,
+                services.clock.now(),
+            )
+            .await;
+            match batch {
+                Ok(events) => {
+                    for e in events {
+                        last = last.max(e.seq);
+                        let data = serde_json::to_string(&e).unwrap_or_default();
+                        let ev = Event::default()
+                            .event("audit")
+                            .id(e.seq.to_string())
+                            .data(data);
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "audit tail: reading new events failed"),
+            }
+        }
+    });
+    let stream =
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+pub async fn get_audit_facets(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditFacets>> {
+    let scope = audit_view(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let now = state.services.clock.now();
+    Ok(Json(facets_at(&state.services.db, &q, &scope, now).await?))
+}
+
+pub async fn get_audit_histogram(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditHistogram>> {
+    let scope = audit_view(&state.services.policy, &who)
+        .await
+        .map_err(|_| ApiError::forbidden())?;
+    let now = state.services.clock.now();
+    Ok(Json(
+        histogram_at(&state.services.db, &q, &scope, now).await?,
     ))
 }
 
@@ -77,7 +217,7 @@ pub async fn export_audit_events(
             format!("bad query parameters: {e}"),
         )
     })?;
-    let scope = audit_scope(&state.services.policy, &who)
+    let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
     let format = format.as_deref().unwrap_or("ndjson");
@@ -99,13 +239,7 @@ pub async fn export_audit_events(
     q.limit = Some(500.min(max as u64));
     let mut rows: Vec<AuditEventDto> = Vec::new();
     loop {
-        let page = search_at(
-            &state.services.db,
-            &q,
-            scope.as_deref(),
-            state.services.clock.now(),
-        )
-        .await?;
+        let page = search_in(&state.services.db, &q, &scope, state.services.clock.now()).await?;
         rows.extend(page.items);
         match page.next {
             Some(n) if rows.len() < max => q.cursor = Some(n),

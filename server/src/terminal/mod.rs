@@ -82,7 +82,7 @@ pub struct TerminalQuery {
 
 /// How the caller proved who they are; re-checked with every authorization change.
 #[derive(Clone)]
-enum Proof {
+pub(crate) enum Proof {
     Session(tower_sessions::session::Id),
     ApiKey(String),
 }
@@ -143,7 +143,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal,
 
 /// Whether the proof still holds: the session exists (not signed out, not expired, user
 /// active), or the API key is still valid.
-async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), String> {
+pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), String> {
     let meta = Default::default();
     match proof {
         Proof::ApiKey(token) => {

@@ -3,6 +3,7 @@
 //! build on two cores). Modules keep their own helpers; nothing is shared through globals.
 
 mod access;
+mod audit;
 mod auth;
 mod cli;
 mod clusters;
