@@ -170,10 +170,10 @@ test.describe.serial("just-in-time access", () => {
       // As asked (the form's default: 1 hour).
       await row.getByTestId("approve").click();
       await expect(john.getByText("Approved.")).toBeVisible();
-      await expect.poll(() => received.map((r) => r.event), { timeout: 20_000 }).toContain("access_request.approve");
-      const decision = received.find((r) => r.event === "access_request.approve");
-      expect(decision.text).toContain("sally@example.com");
-      expect(decision.text).toContain("approved");
+      await expect.poll(() => received.map((r) => r.event), { timeout: 20_000 }).toContain("access_request.approved");
+      const decision = received.find((r) => r.event === "access_request.approved");
+      expect(decision.text).toContain("john@example.com approved: sally@example.com asks for NAMESPACE_READ_ONLY on namespaces payments of project production");
+      expect(decision.request.status).toBe("approved");
 
       // Her very next kubectl request works.
       const works = await cluster.kubectlWith(kubeconfig, "get", "pods", "-n", "payments");
