@@ -117,8 +117,24 @@ impl TestApp {
 
     /// Spawn with extra configuration (environment-style keys).
     pub async fn spawn_with(extra: BTreeMap<String, String>) -> Self {
+        Self::spawn_inner(extra, None).await
+    }
+
+    /// Spawn on an existing database and data directory: Warden started again on what another
+    /// one (another process, maybe killed) left. On PostgreSQL, a `warden_test_` database is
+    /// dropped with this app (unless [`TestApp::keep_database`]).
+    pub async fn spawn_on(database_url: &str, data_dir: &std::path::Path) -> Self {
+        let extra =
+            BTreeMap::from([("WARDEN_DATA_DIR".to_owned(), data_dir.display().to_string())]);
+        Self::spawn_inner(extra, Some(database_url.to_owned())).await
+    }
+
+    async fn spawn_inner(extra: BTreeMap<String, String>, database_url: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = fresh_database_url(dir.path()).await;
+        let database_url = match database_url {
+            Some(url) => url,
+            None => fresh_database_url(dir.path()).await,
+        };
         let pg_database = database_url
             .starts_with("postgres")
             .then(|| {
