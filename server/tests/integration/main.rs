@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod cli;
 mod clusters;
+mod durability;
 mod gateway;
 mod guard;
 mod jit;
