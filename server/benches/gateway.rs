@@ -163,12 +163,16 @@ async fn run() {
     );
     // The first request creates the service account; the direct path then uses its token.
     let _ = sequential(&through, &via_gateway, None, 1).await;
+    // Service accounts are named `u-<email slug>-<random>`.
+    let sa = sim
+        .store()
+        .list("serviceaccounts", Some("warden-system"))
+        .into_iter()
+        .filter_map(|a| a["metadata"]["name"].as_str().map(str::to_owned))
+        .find(|n| n.starts_with("u-bench-example-com"))
+        .expect("the user's service account");
     let token = sim
-        .service_account_token(
-            "warden-system",
-            "u-bench-example-com",
-            Duration::from_secs(3600),
-        )
+        .service_account_token("warden-system", &sa, Duration::from_secs(3600))
         .expect("token");
     let direct = reqwest::Client::builder()
         .use_rustls_tls()
