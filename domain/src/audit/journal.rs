@@ -2,8 +2,9 @@
 //! durable before its answer leaves Warden, so a `SIGKILL` the next instant loses nothing.
 //!
 //! - The request path appends a record to an in-memory buffer and awaits [`AuditJournal::wait`]:
-//!   one writer task writes whatever accumulated while the previous `fsync` ran and `fsync`s it
-//!   (a group commit: one `fsync` for every request that arrived meanwhile), then wakes them.
+//!   one writer thread (its own, so an `fsync` never waits behind request tasks) writes whatever
+//!   accumulated while the previous `fsync` ran and `fsync`s it (a group commit: one `fsync` for
+//!   every request that arrived meanwhile), then wakes them.
 //! - Records: `Begin` (a request answered, written before its headers go out, with what is
 //!   known then) and `End` (the finished event, written when its answer ends). The batching
 //!   database writer stores the `End` event in the chain as before and reports it stored; a
@@ -235,7 +236,7 @@ pub struct JournalStats {
 pub struct AuditJournal {
     dir: PathBuf,
     state: Mutex<State>,
-    wake: Arc<tokio::sync::Notify>,
+    wake: std::sync::Condvar,
     durable: tokio::sync::watch::Sender<u64>,
     broken: AtomicBool,
     pub stats: JournalStats,
@@ -257,72 +258,60 @@ impl AuditJournal {
                 segment: next,
                 ..Default::default()
             }),
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake: std::sync::Condvar::new(),
             durable,
             broken: AtomicBool::new(false),
             stats: JournalStats::default(),
             leftovers: Mutex::new(leftovers),
         });
+        // A thread of its own: the `fsync`s never wait behind request tasks for a worker.
         let writer = Arc::downgrade(&journal);
-        let wake = journal.wake.clone();
-        tokio::spawn(async move {
-            let mut file: Option<(u64, std::fs::File)> = None;
-            let mut pending: Option<(Vec<u8>, u64, u64)> = None;
-            loop {
-                let Some(j) = writer.upgrade() else { return };
-                if pending.is_none() {
-                    let notified = wake.notified();
-                    pending = j.take();
+        std::thread::Builder::new()
+            .name("audit-journal".into())
+            .spawn(move || {
+                let mut file: Option<(u64, std::fs::File)> = None;
+                let mut pending: Option<(Vec<u8>, u64, u64)> = None;
+                loop {
+                    let Some(j) = writer.upgrade() else { return };
                     if pending.is_none() {
-                        drop(j);
-                        let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                        pending = j.take_or_wait(Duration::from_secs(1));
+                    }
+                    let Some((data, upto, seg)) = pending.take() else {
                         continue;
+                    };
+                    let started = Instant::now();
+                    match write_segment(&j.dir, &mut file, seg, &data) {
+                        Ok(()) => {
+                            j.observe_fsync(started.elapsed());
+                            j.broken.store(false, Ordering::SeqCst);
+                            j.durable.send_replace(upto);
+                            j.collect();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the audit journal cannot be written; gateway requests are refused until it can");
+                            j.broken.store(true, Ordering::SeqCst);
+                            j.durable.send_modify(|_| {});
+                            pending = Some((data, upto, seg));
+                            file = None;
+                            drop(j);
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
                     }
                 }
-                let Some((data, upto, seg)) = pending.take() else {
-                    continue;
-                };
-                let dir = j.dir.clone();
-                let started = Instant::now();
-                let (written, back) = tokio::task::spawn_blocking(move || {
-                    let r = write_segment(&dir, &mut file, seg, &data);
-                    (r, (file, data))
-                })
-                .await
-                .unwrap_or_else(|_| {
-                    (
-                        Err(std::io::Error::other("the journal writer panicked")),
-                        (None, Vec::new()),
-                    )
-                });
-                file = back.0;
-                match written {
-                    Ok(()) => {
-                        j.observe_fsync(started.elapsed());
-                        j.broken.store(false, Ordering::SeqCst);
-                        j.durable.send_replace(upto);
-                        j.collect();
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the audit journal cannot be written; gateway requests are refused until it can");
-                        j.broken.store(true, Ordering::SeqCst);
-                        j.durable.send_modify(|_| {});
-                        pending = Some((back.1, upto, seg));
-                        file = None;
-                        drop(j);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+            })?;
         Ok(journal)
     }
 
-    /// What the writer writes next: the buffer, the ticket it makes durable, its segment.
-    fn take(&self) -> Option<(Vec<u8>, u64, u64)> {
+    /// What the writer writes next (the buffer, the ticket it makes durable, its segment),
+    /// waiting up to `idle` for something to write.
+    fn take_or_wait(&self, idle: Duration) -> Option<(Vec<u8>, u64, u64)> {
         let mut st = self.state.lock().ok()?;
-        if st.buf.is_empty() {
-            return None;
+        while st.buf.is_empty() {
+            let (next, waited) = self.wake.wait_timeout(st, idle).ok()?;
+            st = next;
+            if waited.timed_out() && st.buf.is_empty() {
+                return None;
+            }
         }
         let data = std::mem::take(&mut st.buf);
         let seg = st.segment;
@@ -340,9 +329,6 @@ impl AuditJournal {
             st.segment += 1;
             st.segment_bytes = 0;
             st.buf = carried;
-            if !st.buf.is_empty() {
-                self.wake.notify_one();
-            }
         }
         Some((data, st.appended, seg))
     }
