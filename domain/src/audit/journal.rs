@@ -4,7 +4,8 @@
 //! - The request path appends a record to an in-memory buffer and awaits [`AuditJournal::wait`]:
 //!   one writer thread (its own, so an `fsync` never waits behind request tasks) writes whatever
 //!   accumulated while the previous `fsync` ran and `fsync`s it (a group commit: one `fsync` for
-//!   every request that arrived meanwhile), then wakes them.
+//!   every request that arrived meanwhile), then wakes them. Records nobody waits for (the end
+//!   of an answer already sent) wait up to 2 ms to share the next `fsync`.
 //! - Records: `Begin` (a request answered, written before its headers go out, with what is
 //!   known then) and `End` (the finished event, written when its answer ends). The batching
 //!   database writer stores the `End` event in the chain as before and reports it stored; a
@@ -35,6 +36,10 @@ use crate::ids::{AuditEventId, UserId};
 
 /// A segment rotates past this size.
 const SEGMENT_MAX: u64 = 8 * 1024 * 1024;
+/// Records nobody waits for (the end of an answer already sent) are written within this long,
+/// with the next record someone waits for, or when this much accumulated.
+const LAZY_FOR: Duration = Duration::from_millis(2);
+const LAZY_BYTES: usize = 256 * 1024;
 /// The reason given to a request whose end the journal never saw.
 pub const END_NOT_RECORDED: &str =
     "Warden stopped before the end of this request was recorded; restored from the audit journal";
@@ -223,6 +228,11 @@ struct State {
     /// Closed segments, and the write after which their open `Begin`s are safe elsewhere.
     closed: Vec<(u64, u64)>,
     writes: u64,
+    /// The highest ticket an answer waits for, and the tickets taken to be written so far.
+    urgent: u64,
+    taken: u64,
+    /// When the buffer's oldest record was appended.
+    since: Option<Instant>,
 }
 
 /// What `warden_audit_journal_*` reports.
@@ -306,13 +316,24 @@ impl AuditJournal {
     /// waiting up to `idle` for something to write.
     fn take_or_wait(&self, idle: Duration) -> Option<(Vec<u8>, u64, u64)> {
         let mut st = self.state.lock().ok()?;
-        while st.buf.is_empty() {
-            let (next, waited) = self.wake.wait_timeout(st, idle).ok()?;
-            st = next;
-            if waited.timed_out() && st.buf.is_empty() {
-                return None;
+        loop {
+            if st.buf.is_empty() {
+                let (next, waited) = self.wake.wait_timeout(st, idle).ok()?;
+                st = next;
+                if waited.timed_out() && st.buf.is_empty() {
+                    return None;
+                }
+                continue;
             }
+            // Someone waits for a record not taken yet, or enough accumulated, or long enough.
+            let age = st.since.map_or(LAZY_FOR, |t| t.elapsed());
+            if st.urgent > st.taken || st.buf.len() >= LAZY_BYTES || age >= LAZY_FOR {
+                break;
+            }
+            st = self.wake.wait_timeout(st, LAZY_FOR - age).ok()?.0;
         }
+        st.taken = st.appended;
+        st.since = None;
         let data = std::mem::take(&mut st.buf);
         let seg = st.segment;
         st.writes += 1;
@@ -374,6 +395,9 @@ impl AuditJournal {
         let Ok(mut st) = self.state.lock() else {
             return u64::MAX;
         };
+        if st.buf.is_empty() {
+            st.since = Some(Instant::now());
+        }
         st.buf.extend_from_slice(&bytes);
         st.appended += 1;
         f(&mut st, &bytes);
@@ -425,6 +449,13 @@ impl AuditJournal {
     /// Wait until the records up to `ticket` are on disk.
     pub async fn wait(&self, ticket: u64) -> Result<(), JournalUnavailable> {
         let mut rx = self.durable.subscribe();
+        if *rx.borrow_and_update() < ticket {
+            // Written now rather than after `LAZY_FOR`.
+            if let Ok(mut st) = self.state.lock() {
+                st.urgent = st.urgent.max(ticket);
+            }
+            self.wake.notify_one();
+        }
         loop {
             if *rx.borrow_and_update() >= ticket {
                 return Ok(());
