@@ -237,3 +237,94 @@ async fn a_sigkill_under_load_loses_no_answered_request() {
     let unfinished = row.try_get::<i64>("", "n").expect("n");
     eprintln!("SIGKILL after {answered} answered requests: {recorded} kube_api events recorded, {unfinished} of them restored from a start the journal had");
 }
+
+/// The replay at start, record by record: an event the database already has is not stored
+/// twice, a start without its end becomes an event saying so, a torn record at the tail is
+/// dropped, and the chain stays intact.
+#[tokio::test]
+async fn the_journal_is_replayed_once_and_a_torn_tail_is_dropped() {
+    use warden_domain::audit::journal::{AuditJournal, END_NOT_RECORDED};
+    use warden_domain::audit::{
+        verify_chain, Actor, AuditEvent, AuditKind, ChainStatus, Outcome, SessionType,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_database_url(dir.path()).await;
+    let data = dir.path().join("data");
+    let event = |action: &str| {
+        AuditEvent::new(
+            AuditKind::KubeApi,
+            Actor::Anonymous {
+                claimed: "replay".into(),
+            },
+            SessionType::Cli,
+            action,
+            Outcome::Allowed,
+        )
+        .status(200)
+    };
+    let (stored, started, finished) = (event("kube.get"), event("kube.watch"), event("kube.list"));
+    let mut first = TestApp::spawn_on(&db, &data).await;
+    first
+        .services()
+        .audit
+        .record(stored.clone())
+        .await
+        .expect("store");
+    first.keep_database();
+    drop(first);
+
+    let journal_dir = data.join("audit-journal");
+    let journal = AuditJournal::open(&journal_dir).expect("journal");
+    let now = warden_domain::clock::Timestamp(1_700_000_000_000);
+    journal.end(&stored, now);
+    journal.begin(&started, now);
+    journal.begin(&finished, now);
+    let ticket = journal.end(&finished, now);
+    journal.wait(ticket).await.expect("durable");
+    drop(journal);
+    // A write cut short by the crash.
+    let segment = std::fs::read_dir(&journal_dir)
+        .expect("journal dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "journal"))
+        .expect("a segment");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .expect("segment");
+    std::io::Write::write_all(&mut f, &[200, 0, 0, 0, 1, 2, 3, 4, b'{']).expect("torn tail");
+    drop(f);
+
+    let app = TestApp::spawn_on(&db, &data).await;
+    let rows = |id: String| {
+        let conn = app.services().db.clone();
+        async move {
+            conn.query_all(Statement::from_string(
+                conn.get_database_backend(),
+                format!("SELECT reason, details FROM audit_events WHERE id = '{id}'"),
+            ))
+            .await
+            .expect("rows")
+        }
+    };
+    assert_eq!(rows(stored.id.to_string()).await.len(), 1, "stored once");
+    assert_eq!(rows(finished.id.to_string()).await.len(), 1);
+    let open = rows(started.id.to_string()).await;
+    assert_eq!(open.len(), 1);
+    let reason: Option<String> = open[0].try_get("", "reason").expect("reason");
+    assert_eq!(reason.as_deref(), Some(END_NOT_RECORDED));
+    let details: String = open[0].try_get("", "details").expect("details");
+    assert!(details.contains("\"end_not_recorded\":true"), "{details}");
+    assert!(
+        std::fs::read_dir(&journal_dir)
+            .expect("journal dir")
+            .next()
+            .is_none(),
+        "the replayed segments are deleted"
+    );
+    assert!(matches!(
+        verify_chain(&app.services().db).await.expect("verify"),
+        ChainStatus::Intact { .. }
+    ));
+}
