@@ -14,6 +14,7 @@ use crate::entities::{audit_events, audit_head};
 use crate::error::DomainResult;
 use crate::ids::{AuditEventId, UserId};
 
+pub mod journal;
 pub mod retention;
 pub mod siem;
 
@@ -389,6 +390,17 @@ enum BatchMsg {
 impl BatchingAuditSink {
     /// Start the writer task. `capacity`: events queued before `record` waits.
     pub fn spawn(inner: SharedAuditSink, capacity: usize, max_batch: usize) -> Arc<Self> {
+        Self::spawn_with(inner, capacity, max_batch, None)
+    }
+
+    /// [`BatchingAuditSink::spawn`], telling `journal` which events are stored once their
+    /// transaction committed (so it can let go of them).
+    pub fn spawn_with(
+        inner: SharedAuditSink,
+        capacity: usize,
+        max_batch: usize,
+        journal: Option<Arc<journal::AuditJournal>>,
+    ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<BatchMsg>(capacity.max(1));
         let max_batch = max_batch.max(1);
         tokio::spawn(async move {
@@ -408,7 +420,12 @@ impl BatchingAuditSink {
                 let mut backoff = std::time::Duration::from_millis(50);
                 while !batch.is_empty() {
                     match inner.record_many(batch.clone()).await {
-                        Ok(()) => batch.clear(),
+                        Ok(()) => {
+                            if let Some(j) = &journal {
+                                j.stored(batch.iter().map(|e| &e.id));
+                            }
+                            batch.clear()
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, events = batch.len(), "audit batch write failed; retrying");
                             tokio::time::sleep(backoff).await;

@@ -5,6 +5,8 @@
 //!
 //! `cargo bench -p server --bench gateway` (`GATEWAY_BENCH_N` sequential requests per path,
 //! default 2000; `GATEWAY_BENCH_SECS` seconds of concurrent load, default 3; concurrency 16).
+//! Every answer through the gateway waits for the audit journal's `fsync` (see the README's
+//! *Audit journal*); the run ends with the journal's group commits.
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -163,12 +165,16 @@ async fn run() {
     );
     // The first request creates the service account; the direct path then uses its token.
     let _ = sequential(&through, &via_gateway, None, 1).await;
+    // Service accounts are named `u-<email slug>-<random>`.
+    let sa = sim
+        .store()
+        .list("serviceaccounts", Some("warden-system"))
+        .into_iter()
+        .filter_map(|a| a["metadata"]["name"].as_str().map(str::to_owned))
+        .find(|n| n.starts_with("u-bench-example-com"))
+        .expect("the user's service account");
     let token = sim
-        .service_account_token(
-            "warden-system",
-            "u-bench-example-com",
-            Duration::from_secs(3600),
-        )
+        .service_account_token("warden-system", &sa, Duration::from_secs(3600))
         .expect("token");
     let direct = reqwest::Client::builder()
         .use_rustls_tls()
@@ -241,5 +247,15 @@ async fn run() {
         ms(a.p99) - ms(d.p99),
         ms(a.mean) - ms(d.mean),
         (a_rps / d_rps) * 100.0
+    );
+    // Every answer waited for the audit journal's group commit (write + fsync).
+    let stats = &app.gateway().audit_journal().stats;
+    let commits = stats.fsync_count.load(std::sync::atomic::Ordering::Relaxed);
+    let micros = stats
+        .fsync_micros
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "audit journal: {commits} group commits, mean write + fsync {:.3} ms",
+        micros as f64 / 1000.0 / commits.max(1) as f64
     );
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     refusals: std::sync::OnceLock<Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>>,
     /// The SIEM stream's counters (set at start-up when a sink is configured).
     siem: std::sync::OnceLock<Arc<crate::siem::SiemStats>>,
+    /// The gateway's audit journal (set at start-up).
+    journal: std::sync::OnceLock<Arc<warden_domain::audit::journal::AuditJournal>>,
 }
 
 impl Metrics {
@@ -43,6 +45,11 @@ impl Metrics {
     /// Report unauthenticated refusals as `warden_unauthenticated_refusals_total{action}`.
     pub fn watch_refusals(&self, totals: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static) {
         let _ = self.refusals.set(Box::new(totals));
+    }
+
+    /// Report the audit journal as `warden_audit_journal_*`.
+    pub fn watch_audit_journal(&self, journal: Arc<warden_domain::audit::journal::AuditJournal>) {
+        let _ = self.journal.set(journal);
     }
 
     /// Report the SIEM stream as `warden_siem_*`.
@@ -92,6 +99,33 @@ impl Metrics {
             out.push_str("# HELP warden_audit_backpressure_refusals_total Gateway requests refused because the audit queue was past its bound.\n");
             out.push_str("# TYPE warden_audit_backpressure_refusals_total counter\n");
             let _ = writeln!(out, "warden_audit_backpressure_refusals_total {refused}");
+        }
+        if let Some(j) = self.journal.get() {
+            use std::sync::atomic::Ordering::Relaxed;
+            use warden_domain::audit::journal::FSYNC_BUCKETS;
+            out.push_str("# HELP warden_audit_journal_fsync_seconds How long each group commit of the audit journal (write and fsync) took.\n");
+            out.push_str("# TYPE warden_audit_journal_fsync_seconds histogram\n");
+            for (b, n) in FSYNC_BUCKETS.iter().zip(&j.stats.fsync_buckets) {
+                let _ = writeln!(
+                    out,
+                    "warden_audit_journal_fsync_seconds_bucket{{le=\"{b}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+            let count = j.stats.fsync_count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "warden_audit_journal_fsync_seconds_bucket{{le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "warden_audit_journal_fsync_seconds_sum {}",
+                j.stats.fsync_micros.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(out, "warden_audit_journal_fsync_seconds_count {count}");
+            out.push_str("# HELP warden_audit_journal_pending Audit events in the journal not yet in the database (answers still streaming, events the writer has not stored yet).\n");
+            out.push_str("# TYPE warden_audit_journal_pending gauge\n");
+            let _ = writeln!(out, "warden_audit_journal_pending {}", j.pending());
         }
         if let Some(siem) = self.siem.get() {
             use std::sync::atomic::Ordering::Relaxed;

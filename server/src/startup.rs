@@ -206,10 +206,20 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     }
     crate::jit::spawn(&services);
     crate::jit::spawn_webhooks(&services);
-    let gateway = crate::gateway::Gateway::new(services.clone(), &config)?;
+    // Events the previous run journaled but did not store go into the chain before anything
+    // is served.
+    let journal_dir = config.data_dir.join("audit-journal");
+    let journal = warden_domain::audit::journal::AuditJournal::open(&journal_dir)
+        .with_context(|| format!("cannot open the audit journal {}", journal_dir.display()))?;
+    journal
+        .recover(&db)
+        .await
+        .context("cannot restore the events of the audit journal")?;
+    let gateway = crate::gateway::Gateway::new(services.clone(), &config, journal)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
     let metrics = Arc::new(Metrics::default());
+    metrics.watch_audit_journal(gateway.audit_journal().clone());
     let gw = Arc::downgrade(&gateway);
     metrics.watch_audit_queue(move || {
         gw.upgrade().map_or((0, 0), |g| {

@@ -117,13 +117,22 @@ impl TestApp {
 
     /// Spawn with extra configuration (environment-style keys).
     pub async fn spawn_with(extra: BTreeMap<String, String>) -> Self {
-        Self::spawn_inner(None, extra).await
+        Self::spawn_inner(None, extra, false).await
     }
 
     /// Spawn on a database another app used (a restart): from [`fresh_database_url`], kept
     /// when this app is dropped unless [`drop_database_on_exit`](Self::drop_database_on_exit).
     pub async fn spawn_on(database_url: &str) -> Self {
-        Self::spawn_inner(Some(database_url.to_owned()), BTreeMap::new()).await
+        Self::spawn_inner(Some(database_url.to_owned()), BTreeMap::new(), false).await
+    }
+
+    /// Spawn on an existing database and data directory: Warden started again on what another
+    /// one (another process, maybe killed) left. On PostgreSQL, a `warden_test_` database is
+    /// dropped with this app (unless [`TestApp::keep_database`]).
+    pub async fn spawn_on_data_dir(database_url: &str, data_dir: &std::path::Path) -> Self {
+        let extra =
+            BTreeMap::from([("WARDEN_DATA_DIR".to_owned(), data_dir.display().to_string())]);
+        Self::spawn_inner(Some(database_url.to_owned()), extra, true).await
     }
 
     /// Drop this app's PostgreSQL database with it (the last app of a restart test).
@@ -141,9 +150,15 @@ impl TestApp {
             .filter(|name| name.starts_with("warden_test_"));
     }
 
-    async fn spawn_inner(given: Option<String>, extra: BTreeMap<String, String>) -> Self {
+    /// `given`: a database another app made (kept when this one is dropped, unless
+    /// `drop_given`); otherwise a fresh one, dropped with this app.
+    async fn spawn_inner(
+        given: Option<String>,
+        extra: BTreeMap<String, String>,
+        drop_given: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let kept = given.is_some();
+        let kept = given.is_some() && !drop_given;
         let database_url = match given {
             Some(u) => u,
             None => fresh_database_url(dir.path()).await,

@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use warden_domain::audit::journal::{AuditJournal, JournalUnavailable};
 use warden_domain::audit::{AuditEvent, AuditSink, BatchingAuditSink};
 use warden_domain::Services;
 
@@ -52,6 +53,9 @@ pub struct Gateway {
     pub(crate) http: HttpClient<proxy::CountedBody>,
     public_url: String,
     audit: Arc<BatchingAuditSink>,
+    /// Every event is journaled (and `fsync`ed) before its answer leaves; see
+    /// [`warden_domain::audit::journal`].
+    journal: Arc<AuditJournal>,
     pub(crate) reconciler: rbac::Reconciler,
     pending: Arc<AtomicUsize>,
     /// (cluster id, user id) -> (last database write, last use in Warden's clock, ms)
@@ -89,7 +93,12 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 impl Gateway {
-    pub fn new(services: Arc<Services>, config: &Config) -> anyhow::Result<Arc<Self>> {
+    /// `journal`: opened and recovered by start-up before anything is served.
+    pub fn new(
+        services: Arc<Services>,
+        config: &Config,
+        journal: Arc<AuditJournal>,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut hosts: Vec<String> = url_host(&config.gateway.public_url).into_iter().collect();
         if !config.gateway.addr.ip().is_unspecified() {
             hosts.push(config.gateway.addr.ip().to_string());
@@ -104,7 +113,12 @@ impl Gateway {
         let transport: SharedTransport = transports.clone();
         let connector = Connector::new(transport.clone());
         let http = transport::http_client(connector.clone());
-        let audit = BatchingAuditSink::spawn(services.audit.clone(), AUDIT_QUEUE, 500);
+        let audit = BatchingAuditSink::spawn_with(
+            services.audit.clone(),
+            AUDIT_QUEUE,
+            500,
+            Some(journal.clone()),
+        );
         let live = crate::live::LiveStreams::new(services.clone());
         live.spawn_watcher();
         services.streams.set_registry(live.clone());
@@ -118,6 +132,7 @@ impl Gateway {
             http,
             public_url: config.gateway.public_url.clone(),
             audit,
+            journal,
             reconciler: rbac::Reconciler::default(),
             pending: Arc::new(AtomicUsize::new(0)),
             touched: Mutex::new(HashMap::new()),
@@ -164,6 +179,7 @@ impl Gateway {
     }
 
     fn queue(&self, ev: AuditEvent) {
+        self.journal.end(&ev, self.services.clock.now());
         if let Err(ev) = self.audit.try_record(ev) {
             let audit = self.audit.clone();
             let guard = self.pending();
@@ -174,6 +190,23 @@ impl Gateway {
                 }
             });
         }
+    }
+
+    /// Journal the start of an answer, with what is known when its headers go out: if Warden
+    /// stops before its end, the request is still in the log.
+    pub(crate) fn journal_begin(&self, ev: &AuditEvent) {
+        self.journal.begin(ev, self.services.clock.now());
+    }
+
+    /// Wait until everything journaled so far is on disk (before an answer goes out).
+    pub(crate) async fn journal_durable(&self) -> Result<(), JournalUnavailable> {
+        let ticket = self.journal.appended();
+        self.journal.wait(ticket).await
+    }
+
+    /// The audit journal (its metrics).
+    pub fn audit_journal(&self) -> &Arc<AuditJournal> {
+        &self.journal
     }
 
     /// Wait until the events of every finished request are stored (tests, shutdown). Open
@@ -194,7 +227,7 @@ impl Gateway {
     /// Whether the audit queue is past its bound: new requests are refused until it drains
     /// (each refusal counted in `warden_audit_backpressure_refusals_total`).
     pub(crate) fn audit_backlogged(&self) -> bool {
-        let over = self.audit.depth() > AUDIT_BACKLOG_LIMIT;
+        let over = self.audit.depth() > AUDIT_BACKLOG_LIMIT || self.journal.is_broken();
         if over {
             self.backpressure_refusals.fetch_add(1, Ordering::Relaxed);
         }

@@ -222,7 +222,40 @@ impl Ctx {
     }
 }
 
+/// Answer one request. Its audit record (the finished event, or for a forwarded answer the
+/// start of it) is on disk before the answer's headers go out: a request answered is a request
+/// audited, even if Warden is killed the next instant. A journal that cannot be written turns
+/// the answer into a 503 (fail closed).
 pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<GatewayBody> {
+    let resp = answer(gw.clone(), conn, req).await;
+    match gw.journal_durable().await {
+        Ok(()) => resp,
+        Err(e) => {
+            let id = resp
+                .headers()
+                .get(AUDIT_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            tracing::error!(error = %e, audit.id = %id, "an answer was withheld: its audit record could not be written");
+            let mut refused = status_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot record requests right now; try again in a moment",
+                &id,
+            );
+            refused
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            refused
+        }
+    }
+}
+
+async fn answer(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -1244,6 +1277,9 @@ async fn forward(
         };
         let outbound = hyper::upgrade::on(&mut resp);
         let ev = ctx.ev.take();
+        if let Some(ev) = &ev {
+            gw.journal_begin(ev);
+        }
         let started = ctx.started;
         let pending = std::mem::replace(&mut ctx._pending, gw.pending_noop());
         let gw2 = gw.clone();
@@ -1339,6 +1375,9 @@ async fn forward(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/json"))
         && ctx.ev.as_ref().is_some_and(|e| e.action == "kube.watch");
+    if let Some(ev) = ctx.ev.as_ref() {
+        gw.journal_begin(ev);
+    }
     let tracked = Tracked {
         inner: body,
         bytes: Arc::new(AtomicU64::new(0)),

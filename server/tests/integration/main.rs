@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod cli;
 mod clusters;
+mod durability;
 mod gateway;
 mod guard;
 mod jit;
