@@ -112,6 +112,20 @@ async fn versioned_assets(
 }
 
 /// The whole HTTP application, as production and tests run it.
+/// The console's listener with `TCP_NODELAY` on every accepted socket. Agents' tunnels and
+/// web terminals arrive here; small frames must not wait for Nagle's algorithm.
+pub fn console_listener(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn nodelay(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a console connection");
+        }
+    }
+    listener.tap_io(nodelay as fn(&mut tokio::net::TcpStream))
+}
+
 pub fn build_router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let ctx = leptos_context(&state);

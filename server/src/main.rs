@@ -116,8 +116,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     println!("Warden console: {public_url}");
     let mut demo = start_demo(&demo_state, listener.local_addr()?).await;
     let demo_stop = demo.as_mut().and_then(|d| d.take_stop());
+    // Agents' tunnels arrive on this listener: without TCP_NODELAY, Nagle's algorithm meets
+    // delayed ACKs and a small tunnelled answer waits up to 40 ms.
     axum::serve(
-        listener,
+        warden_server::console_listener(listener),
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {

@@ -230,7 +230,7 @@ impl TestApp {
             .expect("start the gateway");
         let server = tokio::spawn(async move {
             axum::serve(
-                listener,
+                crate::console_listener(listener),
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .await
