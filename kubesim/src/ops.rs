@@ -111,9 +111,13 @@ fn top_level_keys(res: &ResourceDef) -> Option<&'static [&'static str]> {
             "imagePullSecrets",
             "automountServiceAccountToken",
         ],
-        ("", "pods") | ("", "services") | ("", "namespaces") | ("", "nodes") | ("apps", _) => {
-            &["spec", "status"]
-        }
+        ("", "pods")
+        | ("", "services")
+        | ("", "namespaces")
+        | ("", "nodes")
+        | ("apps", _)
+        | ("networking.k8s.io", "ingresses")
+        | ("policy", "poddisruptionbudgets") => &["spec", "status"],
         ("rbac.authorization.k8s.io", "roles") => &["rules"],
         ("rbac.authorization.k8s.io", "clusterroles") => &["rules", "aggregationRule"],
         ("rbac.authorization.k8s.io", _) => &["subjects", "roleRef"],

@@ -433,6 +433,38 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         generation: true,
     },
+    ResourceDef {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "ingresses",
+        singular: "ingress",
+        kind: "Ingress",
+        namespaced: true,
+        short_names: &["ing"],
+        categories: &[],
+        verbs: STD,
+        subresources: &[sub("status", "Ingress", GET_PATCH_UPDATE)],
+        stored: true,
+        name_rule: NameRule::Subdomain,
+        has_status: true,
+        generation: true,
+    },
+    ResourceDef {
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        short_names: &["pdb"],
+        categories: &[],
+        verbs: STD,
+        subresources: &[sub("status", "PodDisruptionBudget", GET_PATCH_UPDATE)],
+        stored: true,
+        name_rule: NameRule::Subdomain,
+        has_status: true,
+        generation: true,
+    },
 ];
 
 /// API groups in discovery order (the core group first, served under `/api`).
@@ -443,6 +475,8 @@ pub const GROUPS: &[&str] = &[
     "authorization.k8s.io",
     "authentication.k8s.io",
     "admissionregistration.k8s.io",
+    "networking.k8s.io",
+    "policy",
 ];
 
 impl ResourceDef {

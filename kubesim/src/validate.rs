@@ -441,6 +441,8 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
                 }
             }
         }
+        ("networking.k8s.io", "ingresses") => errs.extend(ingress_errors(obj)),
+        ("policy", "poddisruptionbudgets") => errs.extend(pdb_errors(obj)),
         ("", "configmaps") | ("", "secrets") => {
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(m) = obj.get(field).and_then(Value::as_object) {
@@ -510,6 +512,187 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
 }
 
 /// Pod spec changes beyond images, activeDeadlineSeconds, tolerations and the grace period.
+/// An Ingress backend: a service (name and a port by number or name) or a resource.
+fn ingress_backend_errors(b: &Value, base: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match (b.get("service"), b.get("resource")) {
+        (Some(_), Some(_)) => errs.push(FieldError::invalid(
+            base.to_owned(),
+            "",
+            "cannot set both resource and service backends",
+        )),
+        (None, None) => errs.push(FieldError::required(
+            base.to_owned(),
+            "resource or service must be specified",
+        )),
+        (Some(svc), None) => {
+            let name = svc.get("name").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() {
+                errs.push(FieldError::required(format!("{base}.service.name"), ""));
+            } else if !is_dns1035_label(name) {
+                errs.push(FieldError::invalid(
+                    format!("{base}.service.name"),
+                    name,
+                    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+                ));
+            }
+            let port = svc.get("port");
+            let number = port.and_then(|p| p.get("number")).and_then(Value::as_i64);
+            let pname = port.and_then(|p| p.get("name")).and_then(Value::as_str);
+            match (number, pname) {
+                (Some(_), Some(_)) => errs.push(FieldError::invalid(
+                    format!("{base}.service.port"),
+                    "",
+                    "cannot set both port name & port number",
+                )),
+                (None, None) => errs.push(FieldError::required(
+                    format!("{base}.service.port"),
+                    "port name or number is required",
+                )),
+                (Some(n), None) if !(1..=65535).contains(&n) => errs.push(FieldError::invalid(
+                    format!("{base}.service.port.number"),
+                    &n.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                )),
+                _ => {}
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    errs
+}
+
+/// `networking.k8s.io/v1` Ingress, as the apiserver's validation checks it.
+fn ingress_errors(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let spec = obj.get("spec");
+    let rules = spec
+        .and_then(|s| s.get("rules"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let default = spec.and_then(|s| s.get("defaultBackend"));
+    if rules.is_empty() && default.is_none() {
+        errs.push(FieldError::invalid(
+            "spec.rules",
+            "[]",
+            "either `defaultBackend` or `rules` must be specified",
+        ));
+    }
+    if let Some(d) = default {
+        errs.extend(ingress_backend_errors(d, "spec.defaultBackend"));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(host) = rule.get("host").and_then(Value::as_str) {
+            let plain = host.strip_prefix("*.").unwrap_or(host);
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                errs.push(FieldError::invalid(
+                    format!("spec.rules[{i}].host"),
+                    host,
+                    "must be a DNS name, not an IP address",
+                ));
+            } else if !is_dns1123_subdomain(plain) {
+                errs.push(FieldError::invalid(
+                    format!("spec.rules[{i}].host"),
+                    host,
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                ));
+            }
+        }
+        let paths = rule
+            .pointer("/http/paths")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if rule.get("http").is_some() && paths.is_empty() {
+            errs.push(FieldError::required(
+                format!("spec.rules[{i}].http.paths"),
+                "",
+            ));
+        }
+        for (j, p) in paths.iter().enumerate() {
+            let base = format!("spec.rules[{i}].http.paths[{j}]");
+            let allowed = ["Exact", "ImplementationSpecific", "Prefix"];
+            match p.get("pathType").and_then(Value::as_str) {
+                None => errs.push(FieldError::required(
+                    format!("{base}.pathType"),
+                    "pathType must be specified",
+                )),
+                Some(t) if !allowed.contains(&t) => errs.push(FieldError::unsupported(
+                    format!("{base}.pathType"),
+                    t,
+                    &allowed,
+                )),
+                Some(t) => {
+                    let path = p.get("path").and_then(Value::as_str).unwrap_or("");
+                    if t != "ImplementationSpecific" && !path.starts_with('/') {
+                        errs.push(FieldError::invalid(
+                            format!("{base}.path"),
+                            path,
+                            "must be an absolute path",
+                        ));
+                    }
+                }
+            }
+            match p.get("backend") {
+                Some(b) => errs.extend(ingress_backend_errors(b, &format!("{base}.backend"))),
+                None => errs.push(FieldError::required(format!("{base}.backend"), "")),
+            }
+        }
+    }
+    errs
+}
+
+/// `policy/v1` PodDisruptionBudget: one of minAvailable / maxUnavailable (a count or a
+/// percentage), and a valid selector.
+fn pdb_errors(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let spec = obj.get("spec");
+    let min = spec.and_then(|s| s.get("minAvailable"));
+    let max = spec.and_then(|s| s.get("maxUnavailable"));
+    if min.is_some() && max.is_some() {
+        errs.push(FieldError::invalid(
+            "spec",
+            "",
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (field, v) in [("spec.minAvailable", min), ("spec.maxUnavailable", max)] {
+        let Some(v) = v else { continue };
+        let ok = match v {
+            Value::Number(n) => n.as_i64().is_some_and(|n| n >= 0),
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p <= 100),
+            _ => false,
+        };
+        if !ok {
+            errs.push(FieldError::invalid(
+                field,
+                &v.to_string(),
+                "must be a non-negative integer or a percentage between 0% and 100%",
+            ));
+        }
+    }
+    if let Some(sel) = spec
+        .and_then(|s| s.pointer("/selector/matchLabels"))
+        .and_then(Value::as_object)
+    {
+        for (k, v) in sel {
+            let v = v.as_str().unwrap_or("");
+            if !valid_qualified_name(k) || !valid_label_value(v) {
+                errs.push(FieldError::invalid(
+                    format!("spec.selector.matchLabels[{k}]"),
+                    v,
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'",
+                ));
+            }
+        }
+    }
+    errs
+}
+
 fn pod_spec_changed_illegally(old: &Value, new: &Value) -> bool {
     let scrub = |v: &Value| {
         let mut s = v.get("spec").cloned().unwrap_or(Value::Null);

@@ -97,6 +97,9 @@ pub fn origin_of(url: &str) -> String {
 pub struct GatewayConfig {
     pub addr: SocketAddr,
     pub public_url: String,
+    /// An operator-provided serving certificate (`WARDEN_GATEWAY_TLS_CERT_FILE`,
+    /// `WARDEN_GATEWAY_TLS_KEY_FILE`, `WARDEN_GATEWAY_TLS_CA_FILE`); `None`: the gateway CA's.
+    pub tls: Option<crate::gateway::serving::ProvidedTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +192,60 @@ impl Layered<'_> {
             message: format!("{v:?} is not {what}"),
         })
     }
+}
+
+/// `WARDEN_GATEWAY_TLS_CERT_FILE` and `_KEY_FILE` (both or neither), `_CA_FILE` optional. The
+/// provided certificate is chosen by the name a client asks for (SNI), so the gateway's public
+/// URL must use a DNS name.
+fn gateway_tls(
+    l: &Layered<'_>,
+    gateway_url: &str,
+) -> Result<Option<crate::gateway::serving::ProvidedTls>, ConfigError> {
+    let path = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        Ok(l.raw(key)?
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| PathBuf::from(p.trim())))
+    };
+    let cert = path("WARDEN_GATEWAY_TLS_CERT_FILE")?;
+    let key = path("WARDEN_GATEWAY_TLS_KEY_FILE")?;
+    let ca = path("WARDEN_GATEWAY_TLS_CA_FILE")?;
+    let (cert_file, key_file) = match (cert, key) {
+        (None, None) => {
+            if ca.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "WARDEN_GATEWAY_TLS_CA_FILE".into(),
+                    message: "needs WARDEN_GATEWAY_TLS_CERT_FILE and WARDEN_GATEWAY_TLS_KEY_FILE"
+                        .into(),
+                });
+            }
+            return Ok(None);
+        }
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) | (None, Some(_)) => return Err(ConfigError::Invalid {
+            key: "WARDEN_GATEWAY_TLS_CERT_FILE".into(),
+            message:
+                "set both WARDEN_GATEWAY_TLS_CERT_FILE and WARDEN_GATEWAY_TLS_KEY_FILE, or neither"
+                    .into(),
+        }),
+    };
+    let host = gateway_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .unwrap_or_default();
+    if host.parse::<std::net::IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
+        return Err(ConfigError::Invalid {
+            key: "WARDEN_GATEWAY_PUBLIC_URL".into(),
+            message: format!(
+                "{host:?}: with a provided TLS certificate the gateway's public URL must use a DNS name (the certificate is chosen by the name kubectl asks for)"
+            ),
+        });
+    }
+    Ok(Some(crate::gateway::serving::ProvidedTls {
+        cert_file,
+        key_file,
+        ca_file: ca,
+    }))
 }
 
 fn short(key: &str) -> String {
@@ -401,6 +458,10 @@ impl Config {
                 poll: std::time::Duration::from_millis(poll_ms.max(10)),
             }
         };
+        let gateway_url = url(
+            "WARDEN_GATEWAY_PUBLIC_URL",
+            l.string("WARDEN_GATEWAY_PUBLIC_URL", "https://127.0.0.1:8443")?,
+        )?;
         let config = Config {
             siem,
             agent,
@@ -436,10 +497,8 @@ impl Config {
                     "127.0.0.1:8443",
                     "an address like 127.0.0.1:8443",
                 )?,
-                public_url: url(
-                    "WARDEN_GATEWAY_PUBLIC_URL",
-                    l.string("WARDEN_GATEWAY_PUBLIC_URL", "https://127.0.0.1:8443")?,
-                )?,
+                public_url: gateway_url.clone(),
+                tls: gateway_tls(&l, &gateway_url)?,
             },
             bootstrap: BootstrapConfig {
                 admin_email,
@@ -491,6 +550,36 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_provided_gateway_certificate_needs_both_files_and_a_dns_name() {
+        let c = Config::from_source(&src(&[])).unwrap();
+        assert!(c.gateway.tls.is_none());
+        let both = [
+            ("WARDEN_GATEWAY_PUBLIC_URL", "https://kube.example.com"),
+            ("WARDEN_GATEWAY_TLS_CERT_FILE", "/s/tls.crt"),
+            ("WARDEN_GATEWAY_TLS_KEY_FILE", "/s/tls.key"),
+        ];
+        let tls = Config::from_source(&src(&both))
+            .unwrap()
+            .gateway
+            .tls
+            .unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/s/tls.crt"));
+        assert_eq!(tls.ca_file, None);
+        let err = Config::from_source(&src(&both[..2]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("set both"), "{err}");
+        let err = Config::from_source(&src(&[("WARDEN_GATEWAY_TLS_CA_FILE", "/s/ca.crt")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs WARDEN_GATEWAY_TLS_CERT_FILE"), "{err}");
+        let mut by_ip = both;
+        by_ip[0].1 = "https://10.0.0.7:8443";
+        let err = Config::from_source(&src(&by_ip)).unwrap_err().to_string();
+        assert!(err.contains("DNS name"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod jit;
 pub mod live;
 pub mod metrics;
 pub mod middleware;
+pub mod probe;
 pub mod ratelimit;
 pub mod siem;
 pub mod startup;

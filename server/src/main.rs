@@ -31,6 +31,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Exit 0 when this host's Warden answers `/readyz` (database reachable): the container
+    /// image's HEALTHCHECK (the image has no shell and no curl).
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Administration tools.
     Admin {
         #[command(subcommand)]
@@ -73,6 +80,7 @@ async fn main() -> ExitCode {
         Command::Admin {
             command: AdminCommand::ResetPassword { email },
         } => reset_password(config, &email).await,
+        Command::Healthcheck { timeout } => healthcheck(&config, timeout).await,
     };
     match result {
         Ok(code) => code,
@@ -208,6 +216,17 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+async fn healthcheck(config: &Config, timeout_secs: u64) -> anyhow::Result<ExitCode> {
+    let timeout = std::time::Duration::from_secs(timeout_secs);
+    match warden_server::probe::check(config.http.addr, "/readyz", timeout).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("warden: not ready: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn migrate(config: Config) -> anyhow::Result<ExitCode> {

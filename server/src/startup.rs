@@ -64,10 +64,36 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The advisory lock key under which replicas migrate PostgreSQL ("warden-migrate").
+const MIGRATION_LOCK: i64 = 0x7761_7264_656e_6d67;
+
+/// Apply pending migrations. On PostgreSQL, replicas starting together (a rolling upgrade)
+/// take turns under an advisory lock held by a transaction: the first applies them, the others
+/// wait, then find nothing left to do, and none serves before the schema is current.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    warden_migrations::Migrator::up(db, None)
+    use sea_orm::{Statement, TransactionTrait};
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return warden_migrations::Migrator::up(db, None)
+            .await
+            .context("database migration failed");
+    }
+    let lock = db
+        .begin()
         .await
-        .context("database migration failed")
+        .context("cannot open the migration lock's transaction")?;
+    lock.execute(Statement::from_sql_and_values(
+        sea_orm::DatabaseBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [MIGRATION_LOCK.into()],
+    ))
+    .await
+    .context("cannot take the migration lock")?;
+    let result = warden_migrations::Migrator::up(db, None)
+        .await
+        .context("database migration failed");
+    // Ending the transaction releases the lock, whatever the outcome.
+    lock.rollback().await.ok();
+    result
 }
 
 pub fn leptos_options(config: &Config) -> LeptosOptions {

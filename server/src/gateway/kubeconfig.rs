@@ -9,7 +9,9 @@ use serde_json::json;
 
 pub struct KubeconfigInput<'a> {
     pub gateway_url: &'a str,
-    pub gateway_ca_pem: &'a str,
+    /// The CA kubectl must trust for the gateway; `None`: the system's trust store (an
+    /// operator-provided, publicly trusted certificate).
+    pub gateway_ca_pem: Option<&'a str>,
     /// The clusters, in order; the first is the current context.
     pub clusters: &'a [KubeconfigCluster],
     /// The name of the user entry (the user's service account name: recognisable, stable).
@@ -40,13 +42,11 @@ pub fn render(i: &KubeconfigInput<'_>) -> String {
         .clusters
         .iter()
         .map(|c| {
-            json!({
-                "name": context_name(&c.name),
-                "cluster": {
-                    "server": format!("{base}/clusters/{}", c.name),
-                    "certificate-authority-data": B64.encode(i.gateway_ca_pem),
-                }
-            })
+            let mut cluster = json!({"server": format!("{base}/clusters/{}", c.name)});
+            if let Some(ca) = i.gateway_ca_pem {
+                cluster["certificate-authority-data"] = json!(B64.encode(ca));
+            }
+            json!({"name": context_name(&c.name), "cluster": cluster})
         })
         .collect();
     let contexts: Vec<_> = i
@@ -92,7 +92,7 @@ mod tests {
     fn one_context_per_cluster() {
         let y = render(&KubeconfigInput {
             gateway_url: "https://gw.example.com:8443/",
-            gateway_ca_pem: "CA",
+            gateway_ca_pem: Some("CA"),
             clusters: &[
                 KubeconfigCluster {
                     name: "prod".into(),

@@ -21,6 +21,7 @@ pub mod rbac;
 pub mod relay;
 pub mod request;
 pub mod routes;
+pub mod serving;
 pub mod sweeper;
 pub mod testkit;
 pub mod tokens;
@@ -107,8 +108,11 @@ impl Gateway {
             .master_key
             .as_ref()
             .map(warden_domain::secrets::Sealer::new);
-        let pki = pki::Pki::load_or_create(&config.data_dir, &hosts, sealer.as_ref())
+        let mut pki = pki::Pki::load_or_create(&config.data_dir, &hosts, sealer.as_ref())
             .context("cannot prepare the gateway's certificates (WARDEN_DATA_DIR)")?;
+        if let Some(tls) = &config.gateway.tls {
+            pki.serve_provided(tls.clone())?;
+        }
         let transports = Transports::new();
         let transport: SharedTransport = transports.clone();
         let connector = Connector::new(transport.clone());

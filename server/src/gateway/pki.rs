@@ -29,6 +29,8 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use warden_domain::secrets::Sealer;
 
+use super::serving::{BySni, Fixed, ProvidedCert, ProvidedTls};
+
 /// The organization every Warden client certificate carries.
 pub const CERT_ORG: &str = "warden";
 
@@ -156,6 +158,10 @@ pub struct Pki {
     dir: PathBuf,
     user_ca: Ca,
     gateway_ca: Ca,
+    /// The serving certificate from the gateway CA (always served to loopback clients).
+    internal: Arc<rustls::sign::CertifiedKey>,
+    /// An operator-provided serving certificate for clients that name a host.
+    provided: Option<Arc<ProvidedCert>>,
     server: Arc<rustls::ServerConfig>,
 }
 
@@ -197,13 +203,43 @@ impl Pki {
         write_private(&dir.join("gateway.pem"), &cert_pem)?;
         // A serving key left by an older version: it is not needed on disk.
         let _ = std::fs::remove_file(dir.join("gateway-key.pem"));
-        let server = server_config(&user_ca, &gateway_ca, &cert_pem, &key_pem)?;
+        let internal = certified_key(&gateway_ca, &cert_pem, &key_pem)?;
+        let server = server_config(&user_ca, Arc::new(Fixed(internal.clone())))?;
         Ok(Pki {
             dir,
             user_ca,
             gateway_ca,
+            internal,
+            provided: None,
             server,
         })
+    }
+
+    /// Serve the operator's certificate to clients that name a host (see [`super::serving`]).
+    pub fn serve_provided(&mut self, tls: ProvidedTls) -> anyhow::Result<()> {
+        let provided = Arc::new(
+            ProvidedCert::load(tls, Arc::new(rustls::crypto::ring::default_provider())).context(
+                "cannot use the gateway's provided TLS certificate (WARDEN_GATEWAY_TLS_*)",
+            )?,
+        );
+        self.server = server_config(
+            &self.user_ca,
+            Arc::new(BySni {
+                internal: self.internal.clone(),
+                provided: provided.clone(),
+            }),
+        )?;
+        self.provided = Some(provided);
+        Ok(())
+    }
+
+    /// The CA certificates a downloaded kubeconfig embeds: the gateway CA, or with a provided
+    /// certificate its CA file (`None`: kubectl uses the system's trust store).
+    pub fn kubeconfig_ca_pem(&self) -> Option<String> {
+        match &self.provided {
+            Some(p) => p.ca_pem(),
+            None => Some(self.gateway_ca.cert_pem().to_owned()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -282,11 +318,25 @@ fn serving_cert(ca: &Ca, hosts: &[String]) -> anyhow::Result<(String, String)> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn server_config(
-    user_ca: &Ca,
+/// The serving certificate (chain: it and the gateway CA) with its key.
+fn certified_key(
     gateway_ca: &Ca,
     cert_pem: &str,
     key_pem: &str,
+) -> anyhow::Result<Arc<rustls::sign::CertifiedKey>> {
+    let cert_der = pem_to_der(cert_pem).context("serving certificate")?;
+    let key_der = pem_to_der(key_pem).context("serving key")?;
+    let ck = rustls::sign::CertifiedKey::from_der(
+        vec![CertificateDer::from(cert_der), gateway_ca.cert_der.clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+        &rustls::crypto::ring::default_provider(),
+    )?;
+    Ok(Arc::new(ck))
+}
+
+fn server_config(
+    user_ca: &Ca,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -295,15 +345,10 @@ fn server_config(
         .build()
         .map_err(|e| anyhow::anyhow!("client verifier: {e}"))?;
     let verifier = Arc::new(ChainOnlyVerifier { inner });
-    let cert_der = pem_to_der(cert_pem).context("serving certificate")?;
-    let key_der = pem_to_der(key_pem).context("serving key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from(cert_der), gateway_ca.cert_der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
-        )?;
+        .with_cert_resolver(certs);
     // HTTP/1.1 only: upgrades (exec, attach, port-forward) are HTTP/1.1 upgrades.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))

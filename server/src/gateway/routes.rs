@@ -78,9 +78,10 @@ pub async fn issue_kubeconfig(
             namespace: kc::kube_access(&eff, c).only_namespace(),
         })
         .collect();
+    let ca = gw.pki().kubeconfig_ca_pem();
     let yaml = render(&KubeconfigInput {
         gateway_url: gw.public_url(),
-        gateway_ca_pem: gw.pki().gateway_ca_pem(),
+        gateway_ca_pem: ca.as_deref(),
         clusters: &clusters,
         user: &issued.sa_name,
         cert_pem: &cert,

@@ -192,7 +192,8 @@ pub(crate) async fn prepare(
         .map_err(|e| internal("sign a credential", &e))?;
     let kubeconfig = render(&KubeconfigInput {
         gateway_url: &local_gateway_url(state.config.gateway.addr),
-        gateway_ca_pem: state.gateway.pki().gateway_ca_pem(),
+        // The shell's kubectl dials loopback, where the gateway CA's certificate is served.
+        gateway_ca_pem: Some(state.gateway.pki().gateway_ca_pem()),
         clusters: &[KubeconfigCluster {
             name: cluster.to_owned(),
             namespace: Some(namespace.to_owned()),

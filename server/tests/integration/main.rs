@@ -5,10 +5,12 @@
 mod access;
 mod audit;
 mod auth;
+mod chart;
 mod cli;
 mod clusters;
 mod durability;
 mod gateway;
+mod gateway_tls;
 mod guard;
 mod jit;
 mod live_streams;

@@ -624,3 +624,55 @@ async fn the_console_bundle_is_versioned_and_cached_for_good() {
     std::fs::write(site.path().join("pkg/warden.css"), "body { margin: 1px }").unwrap();
     assert_ne!(warden_server::startup::asset_version(site.path()), version);
 }
+
+/// Replicas of a new version starting together (a rolling upgrade, or the first install of
+/// several) migrate once, in turn, and all start: on PostgreSQL under an advisory lock. (SQLite
+/// serves one process; there the test checks that migrating again is a no-op.)
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    use warden_migrations::MigratorTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let url = warden_server::testing::fresh_database_url(dir.path()).await;
+    let replicas = if url.starts_with("postgres") { 4 } else { 1 };
+    let mut dbs = Vec::new();
+    for _ in 0..replicas {
+        dbs.push(sea_orm::Database::connect(&url).await.expect("connect"));
+    }
+    let results = futures::future::join_all(dbs.iter().map(warden_server::startup::migrate)).await;
+    for r in &results {
+        assert!(r.is_ok(), "a replica failed to migrate: {r:?}");
+    }
+    // And once more, as the next rolling update's first replica would: nothing to do.
+    warden_server::startup::migrate(&dbs[0])
+        .await
+        .expect("again");
+    let applied = dbs[0]
+        .query_one(Statement::from_string(
+            dbs[0].get_database_backend(),
+            "SELECT COUNT(*) AS n FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(
+        applied as usize,
+        warden_migrations::Migrator::migrations().len()
+    );
+    for db in dbs {
+        db.close().await.ok();
+    }
+    if let Some(name) = url
+        .strip_prefix("postgres")
+        .and_then(|u| u.rsplit('/').next())
+    {
+        if let Ok(base) = std::env::var("WARDEN_TEST_DATABASE_URL") {
+            let admin = sea_orm::Database::connect(&base).await.unwrap();
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+                .ok();
+        }
+    }
+}

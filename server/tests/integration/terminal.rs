@@ -586,7 +586,7 @@ async fn kubectl_shell_runs_kubectl_through_the_gateway_and_refuses_the_rest() {
     let kubeconfig = warden_server::gateway::kubeconfig::render(
         &warden_server::gateway::kubeconfig::KubeconfigInput {
             gateway_url: &w.app.gateway_url,
-            gateway_ca_pem: gw.pki().gateway_ca_pem(),
+            gateway_ca_pem: Some(gw.pki().gateway_ca_pem()),
             clusters: &[warden_server::gateway::kubeconfig::KubeconfigCluster {
                 name: PROD.to_owned(),
                 namespace: Some("apple".into()),
