@@ -1,15 +1,26 @@
-//! The gateway's cost, in one run: latency (p50, p99) and throughput of the same Kubernetes
-//! API request sent straight to a kubesim cluster (as the user's service account), through
-//! Warden's gateway over a direct connection (client certificate, every check, audit,
-//! forwarding), and through the gateway and a real agent's tunnel, as in production.
+//! The gateway's cost, in one run, as ratios to the same request sent straight to the cluster.
 //!
-//! `cargo bench -p server --bench gateway` (`GATEWAY_BENCH_N` sequential requests per path,
-//! default 2000; `GATEWAY_BENCH_SECS` seconds of concurrent load, default 3; concurrency 16).
-//! Every answer through the gateway waits for the audit journal's `fsync` (see the README's
-//! *Audit journal*); the run ends with the journal's group commits.
+//! Four paths to a kubesim cluster, each as the user's own service account:
+//! - **direct**: straight to kubesim (the reference, 1.00);
+//! - **kubectl proxy**: the machine's kubectl in front of it (adds credentials only);
+//! - **gateway**: Warden's gateway over a direct connection to the cluster (client
+//!   certificate, every check, the audit journal, forwarding);
+//! - **gateway + agent**: the gateway and a real agent's tunnel, as in production (an identical
+//!   kubesim behind it).
+//!
+//! Requests: GET of one ConfigMap, LIST of 20, and a WATCH fan-out (16 watchers per path, then
+//! events created on the cluster: delivered events per second). Concurrency 1 (`GATEWAY_BENCH_N`
+//! sequential requests, default 2000: p50, p99) and 16 (`GATEWAY_BENCH_SECS` seconds, default
+//! 3: requests per second).
+//!
+//! `./x bench` runs it in release mode (`cargo bench -p server --bench gateway`). Every answer
+//! through the gateway waits for its audit record in the journal (see the README's *Audit
+//! journal*); the run ends with the journal's numbers.
 
 use serde_json::json;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use warden_server::gateway::transport::{DirectCredential, DirectEndpoint};
 use warden_server::testing::TestApp;
 
@@ -29,59 +40,62 @@ fn main() {
     rt.block_on(run());
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
+/// One way to the cluster.
+#[derive(Clone)]
+struct Path {
+    name: &'static str,
+    client: reqwest::Client,
+    /// Up to (not including) `/api/v1/...`.
+    base: String,
+    bearer: Option<String>,
+    /// Which simulated cluster answers (events for its watchers are created there).
+    tunnelled: bool,
 }
 
-fn stats(mut v: Vec<Duration>) -> Stats {
-    v.sort();
-    let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    let mean = v.iter().sum::<Duration>() / v.len() as u32;
-    Stats {
-        p50: pick(0.50),
-        p99: pick(0.99),
-        mean,
+impl Path {
+    fn get(&self, api: &str) -> reqwest::RequestBuilder {
+        let r = self.client.get(format!("{}{api}", self.base));
+        match &self.bearer {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
     }
 }
 
-async fn sequential(
-    client: &reqwest::Client,
-    url: &str,
-    auth: Option<&str>,
-    n: u64,
-) -> Vec<Duration> {
+#[derive(Clone, Copy, Default)]
+struct Row {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+}
+
+fn quantile(v: &mut [Duration], q: f64) -> f64 {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+async fn sequential(p: &Path, api: &str, n: u64) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let mut req = client.get(url);
-        if let Some(t) = auth {
-            req = req.bearer_auth(t);
-        }
         let t = Instant::now();
-        let r = req.send().await.expect("request");
-        assert!(r.status().is_success(), "{}", r.status());
+        let r = p.get(api).send().await.expect("request");
+        assert!(r.status().is_success(), "{}: {}", p.name, r.status());
         let _ = r.bytes().await.expect("body");
         out.push(t.elapsed());
     }
     out
 }
 
-async fn throughput(client: &reqwest::Client, url: &str, auth: Option<&str>, secs: u64) -> f64 {
+async fn throughput(p: &Path, api: &str, secs: u64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = vec![];
     for _ in 0..16 {
-        let client = client.clone();
-        let url = url.to_owned();
-        let auth = auth.map(str::to_owned);
+        let p = p.clone();
+        let api = api.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let mut req = client.get(&url);
-                if let Some(t) = &auth {
-                    req = req.bearer_auth(t);
-                }
-                let r = req.send().await.expect("request");
+                let r = p.get(&api).send().await.expect("request");
                 assert!(r.status().is_success());
                 let _ = r.bytes().await;
                 n += 1;
@@ -96,31 +110,134 @@ async fn throughput(client: &reqwest::Client, url: &str, auth: Option<&str>, sec
     total as f64 / secs as f64
 }
 
+async fn measure(p: &Path, api: &str, n: u64, secs: u64) -> Row {
+    let _ = sequential(p, api, n / 10 + 1).await; // warm up
+    let mut lat = sequential(p, api, n).await;
+    let rps = throughput(p, api, secs).await;
+    Row {
+        p50: quantile(&mut lat, 0.50),
+        p99: quantile(&mut lat, 0.99),
+        rps,
+    }
+}
+
+/// 16 watchers on namespace `fan` through `p`; `events` ConfigMaps created on the cluster;
+/// delivered events per second until every watcher saw every event.
+async fn fan_out(p: &Path, sim: &kubesim::KubeSim, round: usize, events: usize) -> f64 {
+    const WATCHERS: usize = 16;
+    let list: serde_json::Value = p
+        .get("/api/v1/namespaces/fan/configmaps")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list json");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("resourceVersion")
+        .to_owned();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(WATCHERS);
+    let mut watchers = vec![];
+    for _ in 0..WATCHERS {
+        let p = p.clone();
+        let rv = rv.clone();
+        let ready = ready_tx.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut r = p
+                .get(&format!(
+                    "/api/v1/namespaces/fan/configmaps?watch=1&resourceVersion={rv}&allowWatchBookmarks=false"
+                ))
+                .send()
+                .await
+                .expect("watch");
+            assert!(r.status().is_success(), "watch: {}", r.status());
+            ready.send(()).await.ok();
+            let mut seen = 0usize;
+            let mut buf = Vec::new();
+            while seen < events {
+                let Some(chunk) = r.chunk().await.expect("watch chunk") else {
+                    panic!("the watch ended after {seen} events");
+                };
+                buf.extend_from_slice(&chunk);
+                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    if line.windows(7).any(|w| w == b"\"ADDED\"") {
+                        seen += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..WATCHERS {
+        ready_rx.recv().await;
+    }
+    // Headers are back; give the streams a moment to be registered on the cluster's side.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let store = sim.store();
+    for i in 0..events {
+        store
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("r{round}-{i}"), "namespace": "fan"}, "data": {"k": "v"}}))
+            .expect("configmap");
+    }
+    for w in watchers {
+        w.await.expect("watcher");
+    }
+    (WATCHERS * events) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn seed(sim: &kubesim::KubeSim) {
+    for ns in ["apple", "fan"] {
+        sim.store()
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .expect("namespace");
+    }
+    for i in 0..20 {
+        sim.store()
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("c{i}"), "namespace": "apple"},
+                "data": {"key": "a value of some length, as configuration usually has", "n": i.to_string()}}))
+            .expect("configmap");
+    }
+}
+
+/// `kubectl proxy` on a free port with `kubeconfig`; the child and its URL.
+async fn kubectl_proxy(kubeconfig: &std::path::Path) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new("kubectl")
+        .args(["proxy", "--port=0", "--kubeconfig"])
+        .arg(kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl proxy (the machine's kubectl)");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("kubectl proxy did not start")
+        .expect("read")
+        .expect("a line");
+    // "Starting to serve on 127.0.0.1:41234"
+    let addr = line.rsplit(' ').next().expect("address").to_owned();
+    (child, format!("http://{addr}"))
+}
+
 async fn run() {
     let n = env_num("GATEWAY_BENCH_N", 2000);
     let secs = env_num("GATEWAY_BENCH_SECS", 3);
+    let events = env_num("GATEWAY_BENCH_EVENTS", 200) as usize;
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     admin
         .post("/api/v1/projects", json!({"name": "bench"}))
         .await
         .assert_status(201);
     let sim = kubesim::KubeSim::start().await.expect("kubesim");
-    sim.store()
-        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
-        .expect("namespace");
-    sim.store()
-        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apple"}, "data": {"k": "v"}}))
-        .expect("configmap");
-    // A second simulated cluster, reached through an agent as in production.
+    seed(&sim);
+    // An identical cluster reached through an agent, as in production.
     let tunnelled = kubesim::KubeSim::start().await.expect("kubesim");
-    tunnelled
-        .store()
-        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
-        .expect("namespace");
-    tunnelled
-        .store()
-        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apple"}, "data": {"k": "v"}}))
-        .expect("configmap");
+    seed(&tunnelled);
     let dir = tempfile::tempdir().expect("tempdir");
     let _agent = app
         .connect_agent(&admin, &tunnelled, dir.path(), "bench-agent", "bench", &[])
@@ -138,7 +255,7 @@ async fn run() {
     .await;
     let user = app.user_client(&admin, "bench@example.com").await;
     admin
-        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "bench@example.com"}, "role": "NAMESPACE_ADMIN", "project": "bench", "namespaces": ["apple"]}))
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "bench@example.com"}, "role": "NAMESPACE_ADMIN", "project": "bench", "namespaces": ["apple", "fan"]}))
         .await
         .assert_status(201);
     let kubeconfig = user.get("/api/v1/kubeconfig").await.assert_status(200).body;
@@ -159,13 +276,15 @@ async fn run() {
         .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
         .build()
         .expect("client");
-    let via_gateway = format!(
-        "{}/clusters/bench/api/v1/namespaces/apple/configmaps/c",
-        app.gateway_url
-    );
-    // The first request creates the service account; the direct path then uses its token.
-    let _ = sequential(&through, &via_gateway, None, 1).await;
-    // Service accounts are named `u-<email slug>-<random>`.
+    let gateway = Path {
+        name: "gateway",
+        client: through.clone(),
+        base: format!("{}/clusters/bench", app.gateway_url),
+        bearer: None,
+        tunnelled: false,
+    };
+    // The first request creates the user's service account; the direct paths then use its token.
+    let _ = sequential(&gateway, "/api/v1/namespaces/apple/configmaps/c0", 1).await;
     let sa = sim
         .store()
         .list("serviceaccounts", Some("warden-system"))
@@ -176,79 +295,94 @@ async fn run() {
     let token = sim
         .service_account_token("warden-system", &sa, Duration::from_secs(3600))
         .expect("token");
-    let direct = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("ca"))
-        .build()
-        .expect("client");
-    let straight = format!("{}/api/v1/namespaces/apple/configmaps/c", sim.url());
+    let direct = Path {
+        name: "direct",
+        client: reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("ca"),
+            )
+            .build()
+            .expect("client"),
+        base: sim.url().to_owned(),
+        bearer: Some(token.clone()),
+        tunnelled: false,
+    };
+    let proxy_kubeconfig = dir.path().join("sa.kubeconfig");
+    std::fs::write(&proxy_kubeconfig, sim.kubeconfig_for_token(&token)).expect("kubeconfig");
+    let (_proxy_child, proxy_url) = kubectl_proxy(&proxy_kubeconfig).await;
+    let proxy = Path {
+        name: "kubectl proxy",
+        client: reqwest::Client::builder().build().expect("client"),
+        base: proxy_url,
+        bearer: None,
+        tunnelled: false,
+    };
+    let agent = Path {
+        name: "gateway + agent",
+        client: through,
+        base: format!("{}/clusters/bench-agent", app.gateway_url),
+        bearer: None,
+        tunnelled: true,
+    };
+    let paths = [direct, proxy, gateway, agent];
 
-    let via_agent = format!(
-        "{}/clusters/bench-agent/api/v1/namespaces/apple/configmaps/c",
-        app.gateway_url
-    );
-
-    // Warm up the paths.
-    let _ = sequential(&direct, &straight, Some(&token), 200).await;
-    let _ = sequential(&through, &via_gateway, None, 200).await;
-    let _ = sequential(&through, &via_agent, None, 200).await;
-
-    let d = stats(sequential(&direct, &straight, Some(&token), n).await);
-    let g = stats(sequential(&through, &via_gateway, None, n).await);
-    let a = stats(sequential(&through, &via_agent, None, n).await);
-    let d_rps = throughput(&direct, &straight, Some(&token), secs).await;
-    let g_rps = throughput(&through, &via_gateway, None, secs).await;
-    let a_rps = throughput(&through, &via_agent, None, secs).await;
-    app.gateway().flush_audit().await;
-
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let requests = [
+        ("GET", "/api/v1/namespaces/apple/configmaps/c0"),
+        ("LIST 20", "/api/v1/namespaces/apple/configmaps"),
+    ];
     println!();
-    println!("gateway benchmark: GET a ConfigMap, {n} sequential requests per path, then {secs} s at concurrency 16");
     println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>12}",
-        "path", "p50 ms", "p99 ms", "mean ms", "req/s"
+        "gateway benchmark: {n} sequential requests (c=1), then {secs} s at concurrency 16 (c=16); \
+         WATCH: 16 watchers, {events} events each"
     );
     println!(
-        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
-        "kubesim directly",
-        ms(d.p50),
-        ms(d.p99),
-        ms(d.mean),
-        d_rps
+        "{:<8} {:<16} {:>10} {:>10} {:>11} {:>13} {:>12} {:>12}",
+        "request",
+        "path",
+        "c=1 p50",
+        "c=1 p99",
+        "c=16 req/s",
+        "p50 vs direct",
+        "p99 ×direct",
+        "req/s ×direct"
     );
-    println!(
-        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
-        "through the gateway",
-        ms(g.p50),
-        ms(g.p99),
-        ms(g.mean),
-        g_rps
-    );
-    println!(
-        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>11.0}%",
-        "added by the gateway",
-        ms(g.p50) - ms(d.p50),
-        ms(g.p99) - ms(d.p99),
-        ms(g.mean) - ms(d.mean),
-        (g_rps / d_rps) * 100.0
-    );
-    println!(
-        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
-        "gateway + agent",
-        ms(a.p50),
-        ms(a.p99),
-        ms(a.mean),
-        a_rps
-    );
-    println!(
-        "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>11.0}%",
-        "added by both",
-        ms(a.p50) - ms(d.p50),
-        ms(a.p99) - ms(d.p99),
-        ms(a.mean) - ms(d.mean),
-        (a_rps / d_rps) * 100.0
-    );
-    // Every answer waited for the audit journal's group commit (write + fsync).
+    for (label, api) in requests {
+        let mut rows = vec![];
+        for p in &paths {
+            rows.push(measure(p, api, n, secs).await);
+        }
+        let d = rows[0];
+        for (p, r) in paths.iter().zip(&rows) {
+            println!(
+                "{:<8} {:<16} {:>8.3}ms {:>8.3}ms {:>11.0} {:>+11.3}ms {:>12.2} {:>12.2}",
+                label,
+                p.name,
+                r.p50,
+                r.p99,
+                r.rps,
+                r.p50 - d.p50,
+                r.p99 / d.p99,
+                r.rps / d.rps
+            );
+        }
+    }
+    let mut direct_fan = 0.0;
+    for (round, p) in paths.iter().enumerate() {
+        let cluster = if p.tunnelled { &tunnelled } else { &sim };
+        let eps = fan_out(p, cluster, round, events).await;
+        if round == 0 {
+            direct_fan = eps;
+        }
+        println!(
+            "{:<8} {:<16} {:>54.0} events/s {:>12.2}",
+            "WATCH",
+            p.name,
+            eps,
+            eps / direct_fan
+        );
+    }
+    app.gateway().flush_audit().await;
     let stats = &app.gateway().audit_journal().stats;
     let commits = stats.fsync_count.load(std::sync::atomic::Ordering::Relaxed);
     let micros = stats

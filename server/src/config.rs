@@ -31,6 +31,8 @@ pub struct Config {
     pub terminal: TerminalConfig,
     /// The SIEM stream (`WARDEN_SIEM_*`).
     pub siem: crate::siem::SiemConfig,
+    /// What a gateway answer waits for in the audit journal (`WARDEN_AUDIT_JOURNAL_SYNC`).
+    pub audit_journal_sync: warden_domain::audit::journal::JournalSync,
 }
 
 /// The web terminal.
@@ -462,7 +464,16 @@ impl Config {
             "WARDEN_GATEWAY_PUBLIC_URL",
             l.string("WARDEN_GATEWAY_PUBLIC_URL", "https://127.0.0.1:8443")?,
         )?;
+        let sync_text = l.string("WARDEN_AUDIT_JOURNAL_SYNC", "write")?;
+        let audit_journal_sync = warden_domain::audit::journal::JournalSync::parse(&sync_text)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "WARDEN_AUDIT_JOURNAL_SYNC".into(),
+                message: format!(
+                    "{sync_text:?} is not fsync, write or write:<milliseconds between background fsyncs, 1 to 10000>"
+                ),
+            })?;
         let config = Config {
+            audit_journal_sync,
             siem,
             agent,
             rate_limits,

@@ -235,8 +235,11 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     // Events the previous run journaled but did not store go into the chain before anything
     // is served.
     let journal_dir = config.data_dir.join("audit-journal");
-    let journal = warden_domain::audit::journal::AuditJournal::open(&journal_dir)
-        .with_context(|| format!("cannot open the audit journal {}", journal_dir.display()))?;
+    let journal = warden_domain::audit::journal::AuditJournal::open_with(
+        &journal_dir,
+        config.audit_journal_sync,
+    )
+    .with_context(|| format!("cannot open the audit journal {}", journal_dir.display()))?;
     journal
         .recover(&db)
         .await

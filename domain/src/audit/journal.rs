@@ -235,6 +235,35 @@ struct State {
     since: Option<Instant>,
 }
 
+/// When an answer may leave: after its record is written into the operating system (`Write`,
+/// survives Warden being killed, `fsync`'d in the background every `interval`), or after the
+/// record is also `fsync`'d (`Fsync`, survives a power cut; costs a disk flush per group
+/// commit on the request path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalSync {
+    Fsync,
+    Write { interval: Duration },
+}
+
+impl JournalSync {
+    /// `WARDEN_AUDIT_JOURNAL_SYNC`: `fsync` or `write` (`write:<ms>` sets the background
+    /// `fsync` interval, default 100 ms).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "fsync" => Some(Self::Fsync),
+            "write" => Some(Self::Write {
+                interval: Duration::from_millis(100),
+            }),
+            other => {
+                let ms: u64 = other.strip_prefix("write:")?.trim().parse().ok()?;
+                (1..=10_000).contains(&ms).then_some(Self::Write {
+                    interval: Duration::from_millis(ms),
+                })
+            }
+        }
+    }
+}
+
 /// What `warden_audit_journal_*` reports.
 #[derive(Default)]
 pub struct JournalStats {
@@ -258,6 +287,11 @@ impl AuditJournal {
     /// Open the journal in `dir` (created if needed) and start its writer task. Segments left
     /// by a previous run wait for [`AuditJournal::recover`].
     pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+        Self::open_with(dir, JournalSync::Fsync)
+    }
+
+    /// [`AuditJournal::open`] with the given durability before an answer.
+    pub fn open_with(dir: &Path, sync: JournalSync) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let leftovers = segments(dir)?;
         let next = leftovers.last().map_or(1, |n| n + 1);
@@ -274,6 +308,39 @@ impl AuditJournal {
             stats: JournalStats::default(),
             leftovers: Mutex::new(leftovers),
         });
+        // With `Write`, a second thread `fsync`s what was written, off the request path.
+        let syncer: Option<Arc<Syncer>> = match sync {
+            JournalSync::Fsync => None,
+            JournalSync::Write { interval } => {
+                let syncer = Arc::new(Syncer::default());
+                let weak = Arc::downgrade(&journal);
+                let s = syncer.clone();
+                std::thread::Builder::new()
+                    .name("audit-journal-sync".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(interval);
+                        let Some(j) = weak.upgrade() else { return };
+                        let started = Instant::now();
+                        match s.sync() {
+                            Ok(synced) => {
+                                if synced {
+                                    j.observe_fsync(started.elapsed());
+                                }
+                                if s.failed.swap(false, Ordering::AcqRel) {
+                                    j.broken.store(false, Ordering::SeqCst);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the audit journal cannot be flushed to disk; gateway requests are refused until it can");
+                                s.failed.store(true, Ordering::Release);
+                                j.broken.store(true, Ordering::SeqCst);
+                                j.durable.send_modify(|_| {});
+                            }
+                        }
+                    })?;
+                Some(syncer)
+            }
+        };
         // A thread of its own: the `fsync`s never wait behind request tasks for a worker.
         let writer = Arc::downgrade(&journal);
         std::thread::Builder::new()
@@ -290,10 +357,17 @@ impl AuditJournal {
                         continue;
                     };
                     let started = Instant::now();
-                    match write_segment(&j.dir, &mut file, seg, &data) {
+                    match write_segment(&j.dir, &mut file, seg, &data, syncer.as_deref()) {
                         Ok(()) => {
-                            j.observe_fsync(started.elapsed());
-                            j.broken.store(false, Ordering::SeqCst);
+                            if syncer.is_none() {
+                                j.observe_fsync(started.elapsed());
+                            }
+                            if syncer
+                                .as_ref()
+                                .is_none_or(|s| !s.failed.load(Ordering::Acquire))
+                            {
+                                j.broken.store(false, Ordering::SeqCst);
+                            }
                             j.durable.send_replace(upto);
                             j.collect();
                         }
@@ -568,25 +642,72 @@ impl AuditJournal {
     }
 }
 
+/// The background `fsync` of [`JournalSync::Write`]: the segment being written, and whether
+/// anything was written since its last `fsync`.
+#[derive(Default)]
+struct Syncer {
+    file: Mutex<Option<std::fs::File>>,
+    dirty: AtomicBool,
+    /// The last background `fsync` failed: the journal stays broken until one succeeds.
+    failed: AtomicBool,
+}
+
+impl Syncer {
+    /// `fsync` the current segment if it was written to; `Ok(true)` when it did.
+    fn sync(&self) -> std::io::Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let guard = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        match guard.as_ref() {
+            Some(f) => f.sync_data().map(|()| true).inspect_err(|_| {
+                self.dirty.store(true, Ordering::Release);
+            }),
+            None => Ok(false),
+        }
+    }
+}
+
 fn write_segment(
     dir: &Path,
     file: &mut Option<(u64, std::fs::File)>,
     seg: u64,
     data: &[u8],
+    syncer: Option<&Syncer>,
 ) -> std::io::Result<()> {
     if file.as_ref().is_none_or(|(n, _)| *n != seg) {
+        if let (Some(s), Some((_, old))) = (syncer, file.as_ref()) {
+            // A closed segment is complete on disk before the next one starts.
+            old.sync_data()?;
+            s.dirty.store(false, Ordering::Release);
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(segment_path(dir, seg))?;
         sync_dir(dir)?;
+        if let Some(s) = syncer {
+            *s.file
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))? = Some(f.try_clone()?);
+        }
         *file = Some((seg, f));
     }
     let Some((_, f)) = file.as_mut() else {
         return Err(std::io::Error::other("no segment open"));
     };
     f.write_all(data)?;
-    f.sync_data()
+    match syncer {
+        // Written into the operating system: Warden may die now, the record stays.
+        Some(s) => {
+            s.dirty.store(true, Ordering::Release);
+            Ok(())
+        }
+        None => f.sync_data(),
+    }
 }
 
 #[cfg(test)]
@@ -643,6 +764,58 @@ mod tests {
                 assert!(matches!(ev.actor, Actor::User { .. }));
             }
             _ => panic!("a begin record"),
+        }
+    }
+
+    #[tokio::test]
+    async fn in_write_mode_an_answer_waits_for_the_write_and_the_fsync_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = AuditJournal::open_with(
+            dir.path(),
+            JournalSync::Write {
+                interval: Duration::from_millis(20),
+            },
+        )
+        .unwrap();
+        let a = event();
+        let t = j.end(&a, Timestamp(1));
+        j.wait(t).await.unwrap();
+        // Acknowledged: the record is in the file (the operating system has it), before any
+        // background fsync was needed for that.
+        let seg = segments(dir.path()).unwrap();
+        let bytes = std::fs::read(segment_path(dir.path(), seg[0])).unwrap();
+        let (records, torn) = decode_all(&bytes);
+        assert_eq!(records.len(), 1);
+        assert!(!torn);
+        // The background thread flushes it to the disk shortly after.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while j.stats.fsync_count.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no background fsync");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Nothing written since: no more flushes.
+        let n = j.stats.fsync_count.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(j.stats.fsync_count.load(Ordering::Relaxed), n);
+    }
+
+    #[test]
+    fn the_sync_setting_parses_or_says_no() {
+        assert_eq!(JournalSync::parse("fsync"), Some(JournalSync::Fsync));
+        assert_eq!(
+            JournalSync::parse("write"),
+            Some(JournalSync::Write {
+                interval: Duration::from_millis(100)
+            })
+        );
+        assert_eq!(
+            JournalSync::parse("write:5"),
+            Some(JournalSync::Write {
+                interval: Duration::from_millis(5)
+            })
+        );
+        for bad in ["", "never", "write:0", "write:x", "write:100000", "FSYNC"] {
+            assert_eq!(JournalSync::parse(bad), None, "{bad}");
         }
     }
 }
