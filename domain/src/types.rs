@@ -147,7 +147,9 @@ enum LabelRequirement {
     Absent(String),
 }
 
-fn label_part_ok(s: &str) -> bool {
+/// A label name or value (Kubernetes' rules): at most 63 letters, digits, `-`, `_` or `.`,
+/// starting and ending with a letter or digit.
+pub(crate) fn label_name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -156,8 +158,8 @@ fn label_part_ok(s: &str) -> bool {
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
 
-fn label_key(raw: &str) -> Result<String, InvalidValue> {
-    let k = raw.trim();
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain.
+pub(crate) fn label_key_ok(k: &str) -> bool {
     let (prefix, name) = match k.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
@@ -165,7 +167,12 @@ fn label_key(raw: &str) -> Result<String, InvalidValue> {
     let prefix_ok = prefix.is_none_or(|p| {
         !p.is_empty() && p.len() <= 253 && p.split('.').all(|x| DnsLabel::parse(x).is_ok())
     });
-    if prefix_ok && label_part_ok(name) {
+    prefix_ok && label_name_ok(name)
+}
+
+fn label_key(raw: &str) -> Result<String, InvalidValue> {
+    let k = raw.trim();
+    if label_key_ok(k) {
         Ok(k.to_owned())
     } else {
         Err(InvalidValue(format!(
@@ -176,7 +183,7 @@ fn label_key(raw: &str) -> Result<String, InvalidValue> {
 
 fn label_value(raw: &str) -> Result<String, InvalidValue> {
     let v = raw.trim();
-    if v.is_empty() || label_part_ok(v) {
+    if v.is_empty() || label_name_ok(v) {
         Ok(v.to_owned())
     } else {
         Err(InvalidValue(format!("{v:?} is not a label value")))

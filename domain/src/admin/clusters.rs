@@ -31,7 +31,7 @@ use crate::entities::{
 use crate::error::{DomainError, DomainResult, OnConstraint};
 use crate::permissions::Permission;
 use crate::secrets::{random_token, sha256_hex};
-use crate::types::DnsLabel;
+use crate::types::{label_key_ok, label_name_ok, DnsLabel};
 use crate::Services;
 
 /// How long a bootstrap token in a manifest is accepted.
@@ -298,31 +298,13 @@ pub fn check_description(d: &str) -> DomainResult<String> {
     Ok(d.to_owned())
 }
 
-fn label_name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
-}
-
 /// Labels follow Kubernetes' rules: `[prefix/]name` keys, values of at most 63 characters.
 pub fn check_labels(labels: &BTreeMap<String, String>) -> DomainResult<BTreeMap<String, String>> {
     if labels.len() > 64 {
         return Err(DomainError::invalid("labels", "at most 64 labels"));
     }
     for (k, v) in labels {
-        let (prefix, name) = match k.split_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, k.as_str()),
-        };
-        let prefix_ok = prefix.is_none_or(|p| {
-            !p.is_empty()
-                && p.len() <= 253
-                && p.split('.').all(|part| DnsLabel::parse(part).is_ok())
-        });
-        if !prefix_ok || !label_name_ok(name) {
+        if !label_key_ok(k) {
             return Err(DomainError::invalid(
                 "labels",
                 format!("label key {k:?} must be [prefix/]name: a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
