@@ -522,7 +522,20 @@ async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
 /// `SIGKILL` and started again. Then every answered request is in the audit log (at most the
 /// requests that got no answer are there besides), the journal is empty and
 /// `warden audit verify` passes.
-async fn restarts_under_load(per_phase: usize, clients: usize) {
+/// A `warden serve` child process set up as an operator would: a project, a kubesim cluster
+/// imported and its manifest applied, the agent (a child process) connected; a user with
+/// `NAMESPACE_ADMIN` on `apple` and their kubeconfig.
+struct World {
+    dir: tempfile::TempDir,
+    sim: kubesim::KubeSim,
+    stack: Stack,
+    warden: tokio::process::Child,
+    agent: tokio::process::Child,
+    user: Client,
+    kubeconfig: String,
+}
+
+async fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = fresh_database_url(dir.path()).await;
     let data = dir.path().join("data");
@@ -536,16 +549,14 @@ async fn restarts_under_load(per_phase: usize, clients: usize) {
         .expect("configmap");
     let mut stack = Stack {
         dir: dir.path().to_owned(),
-        db: db.clone(),
-        data: data.clone(),
+        db,
+        data,
         http: free_addr(),
         gateway: free_addr(),
         starts: 0,
     };
-    let mut warden = stack.start_warden().await;
+    let warden = stack.start_warden().await;
 
-    // Set up as an operator would: a project, the cluster imported and its manifest applied,
-    // the agent started; a user with a grant and a kubeconfig.
     let admin = Client::for_url(&stack.url());
     admin
         .login(ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -590,7 +601,7 @@ async fn restarts_under_load(per_phase: usize, clients: usize) {
         sim.kubeconfig_for_token(&token),
     )
     .expect("the agent's kubeconfig");
-    let mut agent = stack.start_agent();
+    let agent = stack.start_agent();
     admin
         .post(
             "/api/v1/users",
@@ -610,7 +621,58 @@ async fn restarts_under_load(per_phase: usize, clients: usize) {
         .await
         .assert_status(201);
     let kubeconfig = user.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    World {
+        dir,
+        sim,
+        stack,
+        warden,
+        agent,
+        user,
+        kubeconfig,
+    }
+}
 
+/// Warden again in this process, on what the `warden serve` children left (the journal
+/// replayed before it serves), and `warden audit verify` run on it.
+async fn replayed_and_verified(stack: &Stack) -> TestApp {
+    let app = TestApp::spawn_on_data_dir(&stack.db, &stack.data).await;
+    let left: Vec<_> = std::fs::read_dir(stack.data.join("audit-journal"))
+        .expect("the journal directory")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "journal segments left: {left:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", "verify"])
+        .env("WARDEN_DATABASE_URL", &stack.db)
+        .env("WARDEN_DATA_DIR", &stack.data)
+        .env("WARDEN_LOG", "error")
+        .output()
+        .expect("run warden");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app
+}
+
+/// The restart scenario: `clients` clients send requests through the gateway; at least
+/// `per_phase` of them are answered 200 between each step: the agent killed (502/503s while it
+/// is away) and started again, Warden stopped with `SIGTERM` and started again, Warden killed
+/// with `SIGKILL` and started again. Then every answered request is in the audit log (at most
+/// the requests that got no answer are there besides), the journal is empty and
+/// `warden audit verify` passes.
+async fn restarts_under_load(per_phase: usize, clients: usize) {
+    let World {
+        dir: _dir,
+        sim: _sim,
+        mut stack,
+        mut warden,
+        mut agent,
+        user: _user,
+        kubeconfig,
+    } = world().await;
     let client = gateway_client(&kubeconfig);
     let url = format!(
         "https://{}/clusters/sim/api/v1/namespaces/apple/configmaps/c",
@@ -697,7 +759,7 @@ async fn restarts_under_load(per_phase: usize, clients: usize) {
     stop(&mut agent, false).await;
 
     // Warden again, on what the last one left (its journal replayed before it serves).
-    let app = TestApp::spawn_on_data_dir(&db, &data).await;
+    let app = replayed_and_verified(&stack).await;
     let conn = &app.services().db;
     let count = |filter: &str| {
         let sql = format!(
@@ -740,24 +802,6 @@ async fn restarts_under_load(per_phase: usize, clients: usize) {
         "more events than requests: {summary}"
     );
     assert!(recorded_ok >= tally.ok.load(Ordering::SeqCst), "{summary}");
-    let left: Vec<_> = std::fs::read_dir(data.join("audit-journal"))
-        .expect("the journal directory")
-        .filter_map(|e| e.ok())
-        .collect();
-    assert!(left.is_empty(), "journal segments left: {left:?}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["audit", "verify"])
-        .env("WARDEN_DATABASE_URL", &db)
-        .env("WARDEN_DATA_DIR", &data)
-        .env("WARDEN_LOG", "error")
-        .output()
-        .expect("run warden");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,4 +822,143 @@ async fn restarts_under_load_at_scale() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     restarts_under_load((n / 4).max(1), clients).await;
+}
+
+/// A web terminal open when its Warden is killed: the next start records its end, saying the
+/// terminal ended with Warden's stop, linked to the terminal (its id, its opening's recording).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_open_when_warden_is_killed_gets_its_end_recorded() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let World {
+        dir: _dir,
+        sim,
+        stack,
+        mut warden,
+        mut agent,
+        user,
+        kubeconfig: _,
+    } = world().await;
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "box", "namespace": "apple"}, "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}))
+        .expect("pod");
+    let mut req = format!(
+        "ws://{}/api/v1/terminal/ws?cluster=sim&namespace=apple&pod=box",
+        stack.http
+    )
+    .into_client_request()
+    .expect("request");
+    req.headers_mut()
+        .insert("origin", stack.url().parse().expect("origin"));
+    req.headers_mut().insert(
+        "cookie",
+        format!(
+            "warden_session={}",
+            user.session_cookie().expect("a session")
+        )
+        .parse()
+        .expect("cookie"),
+    );
+    let tcp = tokio::net::TcpStream::connect(&stack.http)
+        .await
+        .expect("connect");
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(req, tcp),
+    )
+    .await
+    .expect("in time")
+    .expect("a terminal");
+    let mut ready = None;
+    let mut out = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ready.is_none() || !out.contains("42") {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == "ready" {
+                    ready = Some(v);
+                    ws.send(Message::Binary(b"echo $((6*7))\n".to_vec().into()))
+                        .await
+                        .expect("send");
+                }
+            }
+            Ok(Some(Ok(Message::Binary(b)))) => out.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the terminal did not open and answer: {other:?} {out}"),
+        }
+    }
+    let terminal_id = ready.expect("ready")["terminal_id"]
+        .as_u64()
+        .expect("terminal_id");
+
+    // Killed with the terminal open: nothing of Warden's gets to record its end.
+    stop(&mut warden, false).await;
+    stop(&mut agent, false).await;
+    drop(ws);
+
+    let app = replayed_and_verified(&stack).await;
+    let conn = &app.services().db;
+    let rows = conn
+        .query_all(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT id, action, outcome, reason, details FROM audit_events WHERE kind = 'terminal' ORDER BY seq".to_owned(),
+        ))
+        .await
+        .expect("rows");
+    let events: Vec<(String, String, String, Option<String>, serde_json::Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "id").expect("id"),
+                r.try_get("", "action").expect("action"),
+                r.try_get("", "outcome").expect("outcome"),
+                r.try_get("", "reason").expect("reason"),
+                serde_json::from_str(&r.try_get::<String>("", "details").expect("details"))
+                    .expect("json"),
+            )
+        })
+        .collect();
+    let opened: Vec<_> = events
+        .iter()
+        .filter(|e| e.1 == "terminal.open" && e.2 == "allowed")
+        .collect();
+    assert_eq!(opened.len(), 1, "{events:#?}");
+    let closed: Vec<_> = events.iter().filter(|e| e.1 == "terminal.close").collect();
+    assert_eq!(
+        closed.len(),
+        1,
+        "one end, recorded at the start: {events:#?}"
+    );
+    let (close_id, _, outcome, reason, details) = closed[0];
+    assert_eq!(outcome, "error");
+    assert_eq!(
+        reason.as_deref(),
+        Some(warden_server::terminal::ENDED_WITH_WARDEN)
+    );
+    assert_eq!(details["terminal_id"].as_u64(), Some(terminal_id));
+    assert_eq!(details["recording"]["id"], json!(opened[0].0));
+    assert_eq!(details["ended_with_warden"], json!(true));
+    assert_eq!(details["end_not_recorded"], json!(true));
+
+    // The audit page's terminal links find it: the opening's "same terminal" lists the end.
+    let admin = Client::for_url(&app.url);
+    admin
+        .login(ADMIN_EMAIL, "the admin's new password")
+        .await
+        .assert_status(200);
+    let detail = admin
+        .get(&format!("/api/v1/audit/events/{}", opened[0].0))
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        detail["same_terminal"]
+            .as_array()
+            .expect("same_terminal")
+            .iter()
+            .any(|e| e["id"] == json!(close_id)),
+        "{detail:#}"
+    );
 }
