@@ -1240,11 +1240,13 @@ pub async fn event_detail(
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
-            related(
-                sea_orm::sea_query::Expr::col(C::Details)
-                    .like(sea_orm::sea_query::LikeExpr::new(format!("%{needle}%")).escape('\\')),
-            )
-            .await?
+            // The value ends at the next `,` or `}`: terminal 1 is not terminal 12.
+            let like = |end: char| {
+                sea_orm::sea_query::Expr::col(C::Details).like(
+                    sea_orm::sea_query::LikeExpr::new(format!("%{needle}{end}%")).escape('\\'),
+                )
+            };
+            related(like(',').or(like('}'))).await?
         }
         None => Vec::new(),
     };
