@@ -31,6 +31,15 @@ pub struct Config {
     pub terminal: TerminalConfig,
     /// The SIEM stream (`WARDEN_SIEM_*`).
     pub siem: crate::siem::SiemConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log's readers.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// A live tail reads new events when they are committed; it also reads this often in any
+    /// case, a safety net (`WARDEN_AUDIT_TAIL_REREAD_MS`, default 5 s).
+    pub tail_reread: std::time::Duration,
 }
 
 /// The web terminal.
@@ -401,8 +410,16 @@ impl Config {
                 poll: std::time::Duration::from_millis(poll_ms.max(10)),
             }
         };
+        let tail_reread_ms: u64 = l.parse(
+            "WARDEN_AUDIT_TAIL_REREAD_MS",
+            "5000",
+            "a number of milliseconds",
+        )?;
         let config = Config {
             siem,
+            audit: AuditConfig {
+                tail_reread: std::time::Duration::from_millis(tail_reread_ms.max(100)),
+            },
             agent,
             rate_limits,
             metrics_token,
