@@ -6,6 +6,12 @@
 //! The killed Warden is this test binary run again as a child process
 //! ([`child_warden_serving_until_killed`]): the production start-up and router
 //! ([`TestApp::spawn_on_data_dir`]), with the cluster imported directly, in a process of its own.
+//!
+//! Restarts under load ([`restarts_under_load`]): the real `warden serve` binary, a kubesim
+//! cluster connected through an agent in a process of its own ([`child_agent_until_killed`]),
+//! clients sending requests through the gateway while the agent is killed and started again and
+//! Warden is stopped (`SIGTERM`), killed (`SIGKILL`) and started again; and a web terminal open
+//! when Warden is killed gets its end recorded at the next start.
 
 use base64::Engine;
 use sea_orm::{ConnectionTrait, Statement};
