@@ -950,3 +950,43 @@ async fn audit_tail_is_pushed_by_commits_not_polled() {
     assert!(got.contains(&batched_id), "{got}");
     assert!(t.elapsed() < Duration::from_secs(1));
 }
+
+/// Web terminals' ids are numbers: terminal 7's events are not terminal 71's (nor 7's
+/// neighbours in the JSON).
+#[tokio::test]
+async fn a_terminals_events_are_those_of_its_exact_id() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let with_terminal = |details: Value| {
+        let mut e = kube(
+            "admin@warden.local",
+            "alpha",
+            "c1",
+            "apple",
+            "get",
+            Outcome::Allowed,
+        );
+        e.details = details;
+        e
+    };
+    let seven = with_terminal(json!({"terminal_id": 7, "verb": "get"}));
+    // Stored as compact JSON with sorted keys: here the id is the last value.
+    let seven_last = with_terminal(json!({"bytes_in": 3, "terminal_id": 7}));
+    let seventy_one = with_terminal(json!({"terminal_id": 71, "verb": "get"}));
+    let ids: Vec<String> = [&seven, &seven_last, &seventy_one]
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    write_at(&app, 60, vec![seven, seven_last, seventy_one]).await;
+    let d = admin
+        .get(&format!("/api/v1/audit/events/{}", ids[0]))
+        .await
+        .assert_status(200)
+        .json();
+    let same: Vec<&str> = d["same_terminal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(same, vec![ids[1].as_str()], "{d}");
+}
