@@ -250,10 +250,81 @@ async fn lock_chain<C: ConnectionTrait>(tx: &C) -> DomainResult<()> {
 /// deferred transaction that reads first fails when another writer commits before its first
 /// write), and on PostgreSQL the change and its audit row take their place in the chain
 /// together.
-pub async fn begin_change(db: &DatabaseConnection) -> DomainResult<sea_orm::DatabaseTransaction> {
+pub async fn begin_change(db: &DatabaseConnection) -> DomainResult<ChangeTx> {
     let tx = db.begin().await?;
     lock_chain(&tx).await?;
-    Ok(tx)
+    Ok(ChangeTx(tx))
+}
+
+/// Commits that stored audit events in this process: a counter bumped after each, which the
+/// live tails wait on (`GET /api/v1/audit/tail` reads the log when it moves, not on a timer).
+/// Process-wide because audited changes commit in plain functions that hold only a
+/// connection; a tail of another database in the same process (tests) just reads once more.
+static COMMITTED: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::Sender::new(0));
+
+/// Wait on this to learn that audit events were committed (see [`COMMITTED`]).
+pub fn committed() -> tokio::sync::watch::Receiver<u64> {
+    COMMITTED.subscribe()
+}
+
+/// Tell the followers of the log that audit events were committed. Every path that commits
+/// audit rows calls it after its commit: [`DbAuditSink`] (and so the gateway's batching
+/// writer), [`ChangeTx::commit`] (changes audited with [`append`], retention, the replay of
+/// the audit journal).
+pub fn notify_committed() {
+    COMMITTED.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// The transaction of an audited change ([`begin_change`]): a `DatabaseTransaction` whose
+/// [`commit`](ChangeTx::commit) also tells the log's followers ([`notify_committed`]).
+pub struct ChangeTx(sea_orm::DatabaseTransaction);
+
+impl ChangeTx {
+    pub async fn commit(self) -> Result<(), sea_orm::DbErr> {
+        self.0.commit().await?;
+        notify_committed();
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), sea_orm::DbErr> {
+        self.0.rollback().await
+    }
+}
+
+impl std::ops::Deref for ChangeTx {
+    type Target = sea_orm::DatabaseTransaction;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for ChangeTx {
+    fn get_database_backend(&self) -> sea_orm::DbBackend {
+        self.0.get_database_backend()
+    }
+    async fn execute(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.0.execute(stmt).await
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.0.execute_unprepared(sql).await
+    }
+    async fn query_one(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+        self.0.query_one(stmt).await
+    }
+    async fn query_all(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+        self.0.query_all(stmt).await
+    }
 }
 
 async fn last_hash<C: ConnectionTrait>(db: &C) -> DomainResult<String> {
@@ -363,6 +434,7 @@ impl AuditSink for DbAuditSink {
             let tx = self.db.begin().await?;
             append(&tx, self.clock.now(), events).await?;
             tx.commit().await?;
+            notify_committed();
             Ok::<_, crate::DomainError>(())
         };
         write.await.inspect_err(|e| {
@@ -1240,11 +1312,13 @@ pub async fn event_detail(
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
-            related(
-                sea_orm::sea_query::Expr::col(C::Details)
-                    .like(sea_orm::sea_query::LikeExpr::new(format!("%{needle}%")).escape('\\')),
-            )
-            .await?
+            // The value ends at the next `,` or `}`: terminal 1 is not terminal 12.
+            let like = |end: char| {
+                sea_orm::sea_query::Expr::col(C::Details).like(
+                    sea_orm::sea_query::LikeExpr::new(format!("%{needle}{end}%")).escape('\\'),
+                )
+            };
+            related(like(',').or(like('}'))).await?
         }
         None => Vec::new(),
     };

@@ -189,12 +189,60 @@ async fn fan_out(p: &Path, sim: &kubesim::KubeSim, round: usize, events: usize) 
     (WATCHERS * events) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A kube client from a kubeconfig (YAML) and one of its contexts.
+async fn kube_client(kubeconfig: &str, context: Option<&str>) -> kube::Client {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(kubeconfig).expect("kubeconfig"),
+        &options,
+    )
+    .await
+    .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// `exec echo` in pod `box`: from the call to the first byte of its output (the upgrade, the
+/// process start and the stream through every hop), `rounds` times: (p50, p99) in ms.
+async fn exec_first_byte(client: kube::Client, rounds: usize) -> (f64, f64) {
+    use tokio::io::AsyncReadExt;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "apple");
+    let params = kube::api::AttachParams::default()
+        .stdin(false)
+        .stdout(true)
+        .stderr(false);
+    let mut lat = Vec::with_capacity(rounds);
+    for i in 0..rounds + 2 {
+        let t = Instant::now();
+        let mut proc = pods
+            .exec("box", ["echo", "hello"], &params)
+            .await
+            .expect("exec");
+        let mut out = proc.stdout().expect("stdout");
+        let mut b = [0u8; 1];
+        let n = out.read(&mut b).await.expect("read");
+        assert_eq!(n, 1, "exec printed nothing");
+        if i >= 2 {
+            lat.push(t.elapsed());
+        }
+        drop(out);
+        let _ = proc.join().await;
+    }
+    (quantile(&mut lat, 0.5), quantile(&mut lat, 0.99))
+}
+
 fn seed(sim: &kubesim::KubeSim) {
     for ns in ["apple", "fan"] {
         sim.store()
             .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
             .expect("namespace");
     }
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "box", "namespace": "apple"},
+            "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}))
+        .expect("pod");
     for i in 0..20 {
         sim.store()
             .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -385,6 +433,36 @@ async fn run() {
             p.name,
             eps,
             eps / direct_fan
+        );
+    }
+    // exec through each path but kubectl proxy (kubectl's proxy is not an exec path).
+    let rounds = env_num("GATEWAY_BENCH_EXECS", 100) as usize;
+    let sa_kubeconfig = sim.kubeconfig_for_token(&token);
+    let clients = [
+        ("direct", kube_client(&sa_kubeconfig, None).await),
+        (
+            "gateway",
+            kube_client(&kubeconfig, Some("warden-bench")).await,
+        ),
+        (
+            "gateway + agent",
+            kube_client(&kubeconfig, Some("warden-bench-agent")).await,
+        ),
+    ];
+    let mut direct_exec = 0.0;
+    for (i, (name, client)) in clients.into_iter().enumerate() {
+        let (p50, p99) = exec_first_byte(client, rounds).await;
+        if i == 0 {
+            direct_exec = p50;
+        }
+        println!(
+            "{:<8} {:<16} {:>8.3}ms {:>8.3}ms {:>11} {:>+11.3}ms   (time to the first byte of `exec echo`)",
+            "EXEC",
+            name,
+            p50,
+            p99,
+            "",
+            p50 - direct_exec
         );
     }
     app.gateway().flush_audit().await;

@@ -31,8 +31,17 @@ pub struct Config {
     pub terminal: TerminalConfig,
     /// The SIEM stream (`WARDEN_SIEM_*`).
     pub siem: crate::siem::SiemConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log's journal and readers.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// A live tail reads new events when they are committed; it also reads this often in any
+    /// case, a safety net (`WARDEN_AUDIT_TAIL_REREAD_MS`, default 5 s).
+    pub tail_reread: std::time::Duration,
     /// What a gateway answer waits for in the audit journal (`WARDEN_AUDIT_JOURNAL_SYNC`).
-    pub audit_journal_sync: warden_domain::audit::journal::JournalSync,
+    pub journal_sync: warden_domain::audit::journal::JournalSync,
 }
 
 /// The web terminal.
@@ -472,9 +481,17 @@ impl Config {
                     "{sync_text:?} is not fsync, write or write:<milliseconds between background fsyncs, 1 to 10000>"
                 ),
             })?;
+        let tail_reread_ms: u64 = l.parse(
+            "WARDEN_AUDIT_TAIL_REREAD_MS",
+            "5000",
+            "a number of milliseconds",
+        )?;
         let config = Config {
-            audit_journal_sync,
             siem,
+            audit: AuditConfig {
+                tail_reread: std::time::Duration::from_millis(tail_reread_ms.max(100)),
+                journal_sync: audit_journal_sync,
+            },
             agent,
             rate_limits,
             metrics_token,

@@ -237,7 +237,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let journal_dir = config.data_dir.join("audit-journal");
     let journal = warden_domain::audit::journal::AuditJournal::open_with(
         &journal_dir,
-        config.audit_journal_sync,
+        config.audit.journal_sync,
     )
     .with_context(|| format!("cannot open the audit journal {}", journal_dir.display()))?;
     journal

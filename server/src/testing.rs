@@ -319,6 +319,11 @@ impl Resp {
 }
 
 impl Client {
+    /// A browser-like client of a Warden at `base` (e.g. a `warden serve` child process).
+    pub fn for_url(base: &str) -> Self {
+        Self::new(base, true)
+    }
+
     fn new(base: &str, send_origin: bool) -> Self {
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let http = reqwest::Client::builder()

@@ -43,10 +43,11 @@ pub async fn get_audit_event(
     ))
 }
 
-/// How often a live tail looks for new events, and re-checks its viewer every this many looks
-/// (and at once when the authorization epoch moves).
-const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
-const TAIL_RECHECK_EVERY: u32 = 6;
+/// How often a live tail re-checks its viewer (sign-in and scope), besides at once when the
+/// authorization epoch moves.
+const TAIL_RECHECK: std::time::Duration = std::time::Duration::from_secs(3);
+/// A live tail reads at most this many events at a time (and again until it has caught up).
+const TAIL_BATCH: u64 = 100;
 
 pub async fn tail_audit_events(
     State(state): State<AppState>,
@@ -76,27 +77,39 @@ pub async fn tail_audit_events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
+    // Woken by every commit of audit rows (`warden_domain::audit::committed`): subscribed
+    // before the starting point is read, so nothing committed in between is missed.
+    let mut committed = warden_domain::audit::committed();
     let mut last = match resume {
         Some(seq) => seq,
         None => warden_domain::audit::latest_seq(&state.services.db).await?,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let reread_every = state.config.audit.tail_reread;
     tokio::spawn(async move {
         let services = state.services.clone();
         let mut scope = scope;
-        let mut epoch = services.policy.epoch();
-        let mut ticks = 0u32;
-        let mut interval = tokio::time::interval(TAIL_POLL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut epochs = services.policy.subscribe();
+        let mut recheck = tokio::time::interval(TAIL_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await;
+        // A safety net: a read now and then even if no commit was heard of.
+        let mut reread = tokio::time::interval(reread_every);
+        reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let check = tokio::select! {
                 _ = tx.closed() => return,
-                _ = interval.tick() => {}
-            }
-            ticks = ticks.wrapping_add(1);
-            let now_epoch = services.policy.epoch();
-            if now_epoch != epoch || ticks % TAIL_RECHECK_EVERY == 0 {
-                epoch = now_epoch;
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+                _ = reread.tick() => false,
+                _ = epochs.changed() => true,
+                _ = recheck.tick() => true,
+            };
+            if check {
                 let verdict = match proof_holds(&state, &proof).await {
                     Ok(()) => audit_view(&services.policy, &who)
                         .await
@@ -110,31 +123,42 @@ pub async fn tail_audit_events(
                         return;
                     }
                 }
+                // A re-check reads nothing: new events come with their commit.
+                continue;
             }
-            let batch = warden_domain::audit::newer_than(
-                &services.db,
-                &q,
-                &scope,
-                last,
-                100,
-                services.clock.now(),
-            )
-            .await;
-            match batch {
-                Ok(events) => {
-                    for e in events {
-                        last = last.max(e.seq);
-                        let data = serde_json::to_string(&e).unwrap_or_default();
-                        let ev = Event::default()
-                            .event("audit")
-                            .id(e.seq.to_string())
-                            .data(data);
-                        if tx.send(ev).await.is_err() {
-                            return;
-                        }
+            // Read until caught up.
+            loop {
+                let batch = warden_domain::audit::newer_than(
+                    &services.db,
+                    &q,
+                    &scope,
+                    last,
+                    TAIL_BATCH,
+                    services.clock.now(),
+                )
+                .await;
+                let events = match batch {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit tail: reading new events failed");
+                        break;
+                    }
+                };
+                let full = events.len() as u64 >= TAIL_BATCH;
+                for e in events {
+                    last = last.max(e.seq);
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    let ev = Event::default()
+                        .event("audit")
+                        .id(e.seq.to_string())
+                        .data(data);
+                    if tx.send(ev).await.is_err() {
+                        return;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "audit tail: reading new events failed"),
+                if !full {
+                    break;
+                }
             }
         }
     });

@@ -246,12 +246,86 @@ impl Backend for AnyBackend {
     }
 }
 
+/// The reason of a terminal's end recorded at start-up: its Warden stopped (`SIGTERM` or
+/// `SIGKILL`) while it was open.
+pub const ENDED_WITH_WARDEN: &str =
+    "the terminal ended when Warden stopped while it was open; this end was restored from the audit journal when Warden started again";
+
+/// A terminal's `terminal.close` event, journaled (a start in the audit journal) before the
+/// terminal opens: if Warden stops while it is open, the next start stores this event, saying
+/// so ([`ENDED_WITH_WARDEN`]); the real end replaces it (same id). Dropped without an end (the
+/// browser's connection was never upgraded), it records that the terminal did not start.
+struct Ending {
+    gateway: Arc<crate::gateway::Gateway>,
+    ev: Option<AuditEvent>,
+}
+
+impl Ending {
+    /// Journal the end of the terminal `open` (on disk when this returns).
+    async fn journal(
+        gateway: &Arc<crate::gateway::Gateway>,
+        open: &AuditEvent,
+    ) -> Result<Self, String> {
+        let mut ev = open.clone();
+        ev.id = warden_domain::ids::AuditEventId::new();
+        ev.action = "terminal.close".into();
+        ev.outcome = Outcome::Error;
+        ev.reason = Some(ENDED_WITH_WARDEN.into());
+        ev.details["recording"] = json!({"id": open.id.to_string()});
+        ev.details["ended_with_warden"] = json!(true);
+        gateway.journal_begin(&ev);
+        let ending = Ending {
+            gateway: gateway.clone(),
+            ev: Some(ev),
+        };
+        match gateway.journal_durable().await {
+            Ok(()) => Ok(ending),
+            Err(e) => {
+                ending.did_not_start("its audit record could not be written");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The terminal ended: the id its real end is recorded under (replacing this one).
+    fn finish(mut self) -> warden_domain::ids::AuditEventId {
+        self.ev
+            .take()
+            .map_or_else(warden_domain::ids::AuditEventId::new, |e| e.id)
+    }
+
+    fn did_not_start(mut self, why: &str) {
+        if let Some(mut ev) = self.ev.take() {
+            ev.reason = Some(format!("the terminal did not start: {why}"));
+            if let Some(d) = ev.details.as_object_mut() {
+                d.remove("ended_with_warden");
+            }
+            self.gateway.record(ev);
+        }
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if let Some(mut ev) = self.ev.take() {
+            ev.reason = Some(
+                "the terminal did not start: the browser's connection was not upgraded".into(),
+            );
+            if let Some(d) = ev.details.as_object_mut() {
+                d.remove("ended_with_warden");
+            }
+            self.gateway.record(ev);
+        }
+    }
+}
+
 /// A terminal admitted and started, waiting for the browser's socket.
 struct TerminalSession {
     state: AppState,
     backend: AnyBackend,
     guard: LiveGuard,
     audit: AuditEvent,
+    ending: Ending,
     ready: Value,
     recorder: Recorder,
     limits: Limits,
@@ -503,7 +577,22 @@ async fn open(
             AnyBackend::Shell(p.start(guard.id(), ev.clone()))
         }
     };
+    // Its end is journaled before its opening is stored: from here on, a Warden stopped in
+    // any way leaves both in the log.
+    let ending = match Ending::journal(&state.gateway, &ev).await {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(deny(
+                state,
+                &ev,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot record the terminal right now, so it does not open".into(),
+                Some(e),
+            ))
+        }
+    };
     if let Err(e) = state.services.audit.record(ev.clone()).await {
+        ending.did_not_start("its opening could not be recorded");
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Warden cannot record the terminal right now: {e}"),
@@ -532,6 +621,7 @@ async fn open(
         backend,
         guard,
         audit: ev,
+        ending,
         ready,
         recorder,
         limits,
@@ -815,6 +905,7 @@ impl TerminalSession {
             mut backend,
             guard,
             audit,
+            ending,
             ready,
             mut recorder,
             limits,
@@ -832,7 +923,8 @@ impl TerminalSession {
         )
         .await;
         let mut ev = audit.clone();
-        ev.id = warden_domain::ids::AuditEventId::new();
+        // The id of the end journaled when it opened: this event replaces that one.
+        ev.id = ending.finish();
         ev.action = "terminal.close".into();
         ev.reason = Some(match &r.end {
             End::Exited(c) => format!("exited (code {c})"),
@@ -856,9 +948,8 @@ impl TerminalSession {
         } else if r.closed_by_warden {
             ev.details["closed_by_warden"] = json!(true);
         }
-        if let Err(e) = state.services.audit.record(ev).await {
-            tracing::error!(error = %e, "could not audit the end of a terminal");
-        }
+        // Journaled, then stored by the gateway's audit writer (which clears the journal).
+        state.gateway.record(ev);
     }
 }
 

@@ -903,3 +903,90 @@ async fn audit_tail_streams_new_events_in_scope_and_ends_when_signed_out() {
     assert!(end.contains("signed out"), "{end}");
     drop(everyone_c2);
 }
+
+/// The live tail is woken by commits, not a timer: with its safety re-read set to ten minutes,
+/// events committed by an audited change and by the gateway's batching writer arrive within a
+/// second.
+#[tokio::test]
+async fn audit_tail_is_pushed_by_commits_not_polled() {
+    use std::time::{Duration, Instant};
+    use warden_domain::audit::{AuditSink, BatchingAuditSink};
+    let (app, admin) = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_AUDIT_TAIL_REREAD_MS".to_owned(),
+        "600000".to_owned(),
+    )]))
+    .await
+    .with_admin()
+    .await;
+    let mut tail = open_tail(&admin, "").await;
+    // Let the tail's first read (at its start) go by.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut got = String::new();
+    // An audited change (`append` in its transaction): announced after its commit.
+    let t = Instant::now();
+    admin
+        .post("/api/v1/projects", json!({"name": "pushed"}))
+        .await
+        .assert_status(201);
+    read_until(&mut tail, &mut got, 1, |b| b.contains("\"pushed\"")).await;
+    assert!(got.contains("\"pushed\""), "{got}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+
+    // The batching writer (the gateway's): announced after each batch's commit.
+    let batching = BatchingAuditSink::spawn(app.services().audit.clone(), 16, 8);
+    let batched = kube(
+        "bob@example.com",
+        "alpha",
+        "c1",
+        "banana",
+        "list",
+        Outcome::Allowed,
+    );
+    let batched_id = batched.id.to_string();
+    let t = Instant::now();
+    batching.record(batched).await.unwrap();
+    read_until(&mut tail, &mut got, 1, |b| b.contains(&batched_id)).await;
+    assert!(got.contains(&batched_id), "{got}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+/// Web terminals' ids are numbers: terminal 7's events are not terminal 71's (nor 7's
+/// neighbours in the JSON).
+#[tokio::test]
+async fn a_terminals_events_are_those_of_its_exact_id() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let with_terminal = |details: Value| {
+        let mut e = kube(
+            "admin@warden.local",
+            "alpha",
+            "c1",
+            "apple",
+            "get",
+            Outcome::Allowed,
+        );
+        e.details = details;
+        e
+    };
+    let seven = with_terminal(json!({"terminal_id": 7, "verb": "get"}));
+    // Stored as compact JSON with sorted keys: here the id is the last value.
+    let seven_last = with_terminal(json!({"bytes_in": 3, "terminal_id": 7}));
+    let seventy_one = with_terminal(json!({"terminal_id": 71, "verb": "get"}));
+    let ids: Vec<String> = [&seven, &seven_last, &seventy_one]
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    write_at(&app, 60, vec![seven, seven_last, seventy_one]).await;
+    let d = admin
+        .get(&format!("/api/v1/audit/events/{}", ids[0]))
+        .await
+        .assert_status(200)
+        .json();
+    let same: Vec<&str> = d["same_terminal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(same, vec![ids[1].as_str()], "{d}");
+}

@@ -6,6 +6,12 @@
 //! The killed Warden is this test binary run again as a child process
 //! ([`child_warden_serving_until_killed`]): the production start-up and router
 //! ([`TestApp::spawn_on_data_dir`]), with the cluster imported directly, in a process of its own.
+//!
+//! Restarts under load ([`restarts_under_load`]): the real `warden serve` binary, a kubesim
+//! cluster connected through an agent in a process of its own ([`child_agent_until_killed`]),
+//! clients sending requests through the gateway while the agent is killed and started again and
+//! Warden is stopped (`SIGTERM`), killed (`SIGKILL`) and started again; and a web terminal open
+//! when Warden is killed gets its end recorded at the next start.
 
 use base64::Engine;
 use sea_orm::{ConnectionTrait, Statement};
@@ -16,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use warden_server::gateway::testkit::Kubectl;
 use warden_server::gateway::transport::{DirectCredential, DirectEndpoint};
-use warden_server::testing::{fresh_database_url, TestApp};
+use warden_server::testing::{fresh_database_url, Client, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 const USER: &str = "durable@example.com";
 const CLIENTS: usize = 8;
@@ -327,4 +334,637 @@ async fn the_journal_is_replayed_once_and_a_torn_tail_is_dropped() {
         verify_chain(&app.services().db).await.expect("verify"),
         ChainStatus::Intact { .. }
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restarts under load: the agent killed and started again, Warden stopped (SIGTERM) and killed
+// (SIGKILL) and started again, while clients keep sending requests through the gateway.
+// ---------------------------------------------------------------------------------------------
+
+/// The agent the restart tests kill: run as `warden-agent --kubeconfig --manifest` runs it
+/// (its credential kept in the state file next to the manifest), with a short reconnect
+/// backoff, in a process of its own. Runs only as the child of those tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of the restart load tests"]
+async fn child_agent_until_killed() {
+    let (Some(kubeconfig), Some(manifest)) = (
+        env("DURABLE_AGENT_KUBECONFIG"),
+        env("DURABLE_AGENT_MANIFEST"),
+    ) else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clients = warden_agent::kube_clients(Some(Path::new(&kubeconfig)), None)
+        .await
+        .expect("the agent's kube clients");
+    let opts = warden_agent::Options {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        stable_after: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let agent = warden_agent::Agent::new(clients, warden_agent::Store::file(&manifest, None), opts);
+    let end = agent.run(std::future::pending::<()>()).await;
+    panic!("the agent ended by itself: {end:?}");
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    /// Answers with 200 (the whole body read).
+    ok: AtomicUsize,
+    /// Other answers from Warden (502 or 503 while the agent is away), by status.
+    other: std::sync::Mutex<std::collections::BTreeMap<u16, usize>>,
+    /// Answers whose headers arrived but whose body was cut (a kill mid-answer): answered,
+    /// so audited (the start is journaled before the headers go out).
+    cut_body: AtomicUsize,
+    /// Requests that may have reached Warden but got no answer (the connection died under
+    /// them): they may or may not be in the log.
+    no_answer: AtomicUsize,
+    /// Connections refused (Warden down): never reached it.
+    refused: AtomicUsize,
+}
+
+impl Tally {
+    fn other(&self) -> usize {
+        self.other.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+    /// Every request the clients saw an answer to.
+    fn answered(&self) -> usize {
+        self.ok.load(Ordering::SeqCst) + self.other() + self.cut_body.load(Ordering::SeqCst)
+    }
+}
+
+/// A `warden serve` child process and the pieces a restart needs.
+struct Stack {
+    dir: std::path::PathBuf,
+    db: String,
+    data: std::path::PathBuf,
+    http: String,
+    gateway: String,
+    starts: usize,
+}
+
+/// A loopback address nothing listens on now.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+impl Stack {
+    fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// `warden serve` on the same database, data directory and ports; returns when it is ready.
+    async fn start_warden(&mut self) -> tokio::process::Child {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("warden-{}.log", self.starts)))
+            .expect("log file");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("serve")
+            .env("WARDEN_DATABASE_URL", &self.db)
+            .env("WARDEN_DATA_DIR", &self.data)
+            .env("WARDEN_HTTP_ADDR", &self.http)
+            .env("WARDEN_PUBLIC_URL", self.url())
+            .env("WARDEN_GATEWAY_ADDR", &self.gateway)
+            .env(
+                "WARDEN_GATEWAY_PUBLIC_URL",
+                format!("https://{}", self.gateway),
+            )
+            .env("WARDEN_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("WARDEN_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("WARDEN_SITE_ROOT", self.dir.join("site"))
+            .env("WARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start warden serve");
+        let ready = format!("{}/readyz", self.url());
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(&ready).await {
+                if r.status() == reqwest::StatusCode::OK {
+                    return child;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "warden serve ended before it was ready ({status}): {}",
+                    std::fs::read_to_string(self.dir.join(format!("warden-{}.log", self.starts)))
+                        .unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "warden serve is not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The agent, a child process of its own (see [`child_agent_until_killed`]).
+    fn start_agent(&self) -> tokio::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("log file");
+        tokio::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "durability::child_agent_until_killed",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                "DURABLE_AGENT_KUBECONFIG",
+                self.dir.join("agent.kubeconfig"),
+            )
+            .env("DURABLE_AGENT_MANIFEST", self.dir.join("sim.manifest.yaml"))
+            .env("WARDEN_AGENT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the agent")
+    }
+}
+
+/// Stop a child: `SIGTERM` (and wait for its orderly end) or `SIGKILL`.
+async fn stop(child: &mut tokio::process::Child, graceful: bool) {
+    if graceful {
+        let pid = child.id().expect("running") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("warden serve stops after SIGTERM")
+            .expect("wait");
+        assert!(status.success(), "warden serve ended with {status}");
+    } else {
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.expect("the child ends");
+    }
+}
+
+/// Wait until `f` holds (the load keeps going meanwhile).
+async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The restart scenario: `clients` clients send requests through the gateway; at least
+/// `per_phase` of them are answered 200 between each step: the agent killed (503s while it is
+/// away) and started again, Warden stopped with `SIGTERM` and started again, Warden killed with
+/// `SIGKILL` and started again. Then every answered request is in the audit log (at most the
+/// requests that got no answer are there besides), the journal is empty and
+/// `warden audit verify` passes.
+/// A `warden serve` child process set up as an operator would: a project, a kubesim cluster
+/// imported and its manifest applied, the agent (a child process) connected; a user with
+/// `NAMESPACE_ADMIN` on `apple` and their kubeconfig.
+struct World {
+    dir: tempfile::TempDir,
+    sim: kubesim::KubeSim,
+    stack: Stack,
+    warden: tokio::process::Child,
+    agent: tokio::process::Child,
+    user: Client,
+    kubeconfig: String,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_database_url(dir.path()).await;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let sim = kubesim::KubeSim::start().await.expect("kubesim");
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
+        .expect("namespace");
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apple"}, "data": {"k": "v"}}))
+        .expect("configmap");
+    let mut stack = Stack {
+        dir: dir.path().to_owned(),
+        db,
+        data,
+        http: free_addr(),
+        gateway: free_addr(),
+        starts: 0,
+    };
+    let warden = stack.start_warden().await;
+
+    let admin = Client::for_url(&stack.url());
+    admin
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .assert_status(200);
+    admin
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": ADMIN_PASSWORD, "new_password": "the admin's new password"}),
+        )
+        .await
+        .assert_status(204);
+    admin
+        .post("/api/v1/projects", json!({"name": "durable"}))
+        .await
+        .assert_status(201);
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "sim", "project": "durable"}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
+        .await
+        .expect("the manifest URL")
+        .text()
+        .await
+        .expect("the manifest");
+    let manifest_path = dir.path().join("sim.manifest.yaml");
+    std::fs::write(&manifest_path, &manifest).expect("write the manifest");
+    Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig())
+        .run(&["apply", "-f", manifest_path.to_str().expect("UTF-8")])
+        .await
+        .expect_ok();
+    let token = sim
+        .service_account_token("warden-system", "warden-agent", Duration::from_secs(3600))
+        .expect("the agent's token");
+    std::fs::write(
+        dir.path().join("agent.kubeconfig"),
+        sim.kubeconfig_for_token(&token),
+    )
+    .expect("the agent's kubeconfig");
+    let agent = stack.start_agent();
+    admin
+        .post(
+            "/api/v1/users",
+            json!({"email": USER, "name": "durable", "password": "first password for tests"}),
+        )
+        .await
+        .assert_status(201);
+    let user = Client::for_url(&stack.url());
+    user.login(USER, "first password for tests")
+        .await
+        .assert_status(200);
+    user.post("/api/v1/me/password", json!({"current_password": "first password for tests", "new_password": "a user's own password"}))
+        .await
+        .assert_status(204);
+    admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": USER}, "role": "NAMESPACE_ADMIN", "project": "durable", "namespaces": ["apple"]}))
+        .await
+        .assert_status(201);
+    let kubeconfig = user.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    World {
+        dir,
+        sim,
+        stack,
+        warden,
+        agent,
+        user,
+        kubeconfig,
+    }
+}
+
+/// Warden again in this process, on what the `warden serve` children left (the journal
+/// replayed before it serves), and `warden audit verify` run on it.
+async fn replayed_and_verified(stack: &Stack) -> TestApp {
+    let app = TestApp::spawn_on_data_dir(&stack.db, &stack.data).await;
+    let left: Vec<_> = std::fs::read_dir(stack.data.join("audit-journal"))
+        .expect("the journal directory")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "journal segments left: {left:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", "verify"])
+        .env("WARDEN_DATABASE_URL", &stack.db)
+        .env("WARDEN_DATA_DIR", &stack.data)
+        .env("WARDEN_LOG", "error")
+        .output()
+        .expect("run warden");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app
+}
+
+/// The restart scenario: `clients` clients send requests through the gateway; at least
+/// `per_phase` of them are answered 200 between each step: the agent killed (502/503s while it
+/// is away) and started again, Warden stopped with `SIGTERM` and started again, Warden killed
+/// with `SIGKILL` and started again. Then every answered request is in the audit log (at most
+/// the requests that got no answer are there besides), the journal is empty and
+/// `warden audit verify` passes.
+async fn restarts_under_load(per_phase: usize, clients: usize) {
+    let World {
+        dir: _dir,
+        sim: _sim,
+        mut stack,
+        mut warden,
+        mut agent,
+        user: _user,
+        kubeconfig,
+    } = world().await;
+    let client = gateway_client(&kubeconfig);
+    let url = format!(
+        "https://{}/clusters/sim/api/v1/namespaces/apple/configmaps/c",
+        stack.gateway
+    );
+    let tally = Arc::new(Tally::default());
+    let halt = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, url, tally, halt) =
+                (client.clone(), url.clone(), tally.clone(), halt.clone());
+            tokio::spawn(async move {
+                while !halt.load(Ordering::SeqCst) {
+                    let r = match client.get(&url).send().await {
+                        Ok(r) => r,
+                        Err(e) if e.is_connect() => {
+                            tally.refused.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            tally.no_answer.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
+                    };
+                    let status = r.status();
+                    if r.bytes().await.is_err() {
+                        tally.cut_body.fetch_add(1, Ordering::SeqCst);
+                    } else if status == reqwest::StatusCode::OK {
+                        tally.ok.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        if let Ok(mut m) = tally.other.lock() {
+                            *m.entry(status.as_u16()).or_default() += 1;
+                        }
+                        // Warden answered at once (the agent is away): not a busy loop.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let ok = || tally.ok.load(Ordering::SeqCst);
+    let phase = Duration::from_secs(60 + per_phase as u64 / 20);
+    until("the first answers", phase, || ok() >= per_phase).await;
+
+    // The agent is killed: the requests on its tunnel are cut, the next ones are refused by
+    // Warden (502/503: the cluster cannot be reached); then it starts again and reconnects.
+    stop(&mut agent, false).await;
+    let before = tally.other();
+    until("502s or 503s while the agent is away", phase, || {
+        tally.other() >= before + 20
+    })
+    .await;
+    let mut agent = stack.start_agent();
+    let mark = ok();
+    until("answers through the new agent", phase, || {
+        ok() >= mark + per_phase
+    })
+    .await;
+
+    // Warden stopped in order and started again; the agent reconnects to it.
+    stop(&mut warden, true).await;
+    let mut warden = stack.start_warden().await;
+    let mark = ok();
+    until("answers after a SIGTERM and a restart", phase, || {
+        ok() >= mark + per_phase
+    })
+    .await;
+
+    // Warden killed and started again.
+    stop(&mut warden, false).await;
+    let mut warden = stack.start_warden().await;
+    let mark = ok();
+    until("answers after a SIGKILL and a restart", phase, || {
+        ok() >= mark + per_phase
+    })
+    .await;
+
+    halt.store(true, Ordering::SeqCst);
+    for c in load {
+        c.await.expect("client");
+    }
+    stop(&mut warden, true).await;
+    stop(&mut agent, false).await;
+
+    // Warden again, on what the last one left (its journal replayed before it serves).
+    let app = replayed_and_verified(&stack).await;
+    let conn = &app.services().db;
+    let count = |filter: &str| {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'kube_api' AND resource_name = 'c'{filter}"
+        );
+        async move {
+            let row = conn
+                .query_one(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .expect("count")
+                .expect("a row");
+            row.try_get::<i64>("", "n").expect("n") as usize
+        }
+    };
+    let recorded = count("").await;
+    let restored = count(" AND details LIKE '%end_not_recorded%'").await;
+    let recorded_ok = count(" AND status = 200").await;
+    let answered = tally.answered();
+    let no_answer = tally.no_answer.load(Ordering::SeqCst);
+    let other = tally.other.lock().map(|m| m.clone()).unwrap_or_default();
+    let summary = format!(
+        "{answered} answered ({} × 200, others {other:?}, {} cut mid-body), {no_answer} without an answer, {} refused connections; {recorded} kube_api events ({recorded_ok} × 200, {restored} restored from a journaled start)",
+        tally.ok.load(Ordering::SeqCst),
+        tally.cut_body.load(Ordering::SeqCst),
+        tally.refused.load(Ordering::SeqCst),
+    );
+    eprintln!("{summary}");
+    assert!(
+        other.keys().all(|s| matches!(s, 502 | 503)),
+        "while the agent was away Warden answered 502 or 503, nothing else: {summary}"
+    );
+    // Every answer the clients saw is in the log...
+    assert!(
+        recorded >= answered,
+        "answered requests are missing from the audit log: {summary}"
+    );
+    // ...and nothing else but requests that got no answer (cut by a kill).
+    assert!(
+        recorded <= answered + no_answer,
+        "more events than requests: {summary}"
+    );
+    assert!(recorded_ok >= tally.ok.load(Ordering::SeqCst), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_warden_restarts_under_load_lose_no_answered_request() {
+    restarts_under_load(60, 6).await;
+}
+
+/// The same at scale (a benchmark-sized run, not part of the suite): `WARDEN_LOAD_REQUESTS`
+/// answers 200 in all (default 20000, split over the four phases), `WARDEN_LOAD_CLIENTS`
+/// concurrent clients (default 32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "large scale: cargo test -p server --test integration restarts_under_load_at_scale -- --ignored"]
+async fn restarts_under_load_at_scale() {
+    let n: usize = env("WARDEN_LOAD_REQUESTS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let clients: usize = env("WARDEN_LOAD_CLIENTS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    restarts_under_load((n / 4).max(1), clients).await;
+}
+
+/// A web terminal open when its Warden is killed: the next start records its end, saying the
+/// terminal ended with Warden's stop, linked to the terminal (its id, its opening's recording).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_open_when_warden_is_killed_gets_its_end_recorded() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let World {
+        dir: _dir,
+        sim,
+        stack,
+        mut warden,
+        mut agent,
+        user,
+        kubeconfig: _,
+    } = world().await;
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "box", "namespace": "apple"}, "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}))
+        .expect("pod");
+    let mut req = format!(
+        "ws://{}/api/v1/terminal/ws?cluster=sim&namespace=apple&pod=box",
+        stack.http
+    )
+    .into_client_request()
+    .expect("request");
+    req.headers_mut()
+        .insert("origin", stack.url().parse().expect("origin"));
+    req.headers_mut().insert(
+        "cookie",
+        format!(
+            "warden_session={}",
+            user.session_cookie().expect("a session")
+        )
+        .parse()
+        .expect("cookie"),
+    );
+    let tcp = tokio::net::TcpStream::connect(&stack.http)
+        .await
+        .expect("connect");
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(req, tcp),
+    )
+    .await
+    .expect("in time")
+    .expect("a terminal");
+    let mut ready = None;
+    let mut out = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ready.is_none() || !out.contains("42") {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == "ready" {
+                    ready = Some(v);
+                    ws.send(Message::Binary(b"echo $((6*7))\n".to_vec().into()))
+                        .await
+                        .expect("send");
+                }
+            }
+            Ok(Some(Ok(Message::Binary(b)))) => out.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the terminal did not open and answer: {other:?} {out}"),
+        }
+    }
+    let terminal_id = ready.expect("ready")["terminal_id"]
+        .as_u64()
+        .expect("terminal_id");
+
+    // Killed with the terminal open: nothing of Warden's gets to record its end.
+    stop(&mut warden, false).await;
+    stop(&mut agent, false).await;
+    drop(ws);
+
+    let app = replayed_and_verified(&stack).await;
+    let conn = &app.services().db;
+    let rows = conn
+        .query_all(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT id, action, outcome, reason, details FROM audit_events WHERE kind = 'terminal' ORDER BY seq".to_owned(),
+        ))
+        .await
+        .expect("rows");
+    let events: Vec<(String, String, String, Option<String>, serde_json::Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "id").expect("id"),
+                r.try_get("", "action").expect("action"),
+                r.try_get("", "outcome").expect("outcome"),
+                r.try_get("", "reason").expect("reason"),
+                serde_json::from_str(&r.try_get::<String>("", "details").expect("details"))
+                    .expect("json"),
+            )
+        })
+        .collect();
+    let opened: Vec<_> = events
+        .iter()
+        .filter(|e| e.1 == "terminal.open" && e.2 == "allowed")
+        .collect();
+    assert_eq!(opened.len(), 1, "{events:#?}");
+    let closed: Vec<_> = events.iter().filter(|e| e.1 == "terminal.close").collect();
+    assert_eq!(
+        closed.len(),
+        1,
+        "one end, recorded at the start: {events:#?}"
+    );
+    let (close_id, _, outcome, reason, details) = closed[0];
+    assert_eq!(outcome, "error");
+    assert_eq!(
+        reason.as_deref(),
+        Some(warden_server::terminal::ENDED_WITH_WARDEN)
+    );
+    assert_eq!(details["terminal_id"].as_u64(), Some(terminal_id));
+    assert_eq!(details["recording"]["id"], json!(opened[0].0));
+    assert_eq!(details["ended_with_warden"], json!(true));
+    assert_eq!(details["end_not_recorded"], json!(true));
+
+    // The audit page's terminal links find it: the opening's "same terminal" lists the end.
+    let admin = Client::for_url(&app.url);
+    admin
+        .login(ADMIN_EMAIL, "the admin's new password")
+        .await
+        .assert_status(200);
+    let detail = admin
+        .get(&format!("/api/v1/audit/events/{}", opened[0].0))
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        detail["same_terminal"]
+            .as_array()
+            .expect("same_terminal")
+            .iter()
+            .any(|e| e["id"] == json!(close_id)),
+        "{detail:#}"
+    );
 }
