@@ -12,6 +12,7 @@ pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod ratelimit;
+pub mod replicas;
 pub mod siem;
 pub mod startup;
 pub mod state;

@@ -218,6 +218,12 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let gateway = crate::gateway::Gateway::new(services.clone(), &config, journal)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
+    let replicas = crate::replicas::Replicas::start(&services, &config.replicas)
+        .await
+        .context("cannot join the replicas sharing the database")?;
+    if let Some(r) = &replicas {
+        clusters.set_replicas(r.clone());
+    }
     let metrics = Arc::new(Metrics::default());
     metrics.watch_audit_journal(gateway.audit_journal().clone());
     let gw = Arc::downgrade(&gateway);
@@ -243,6 +249,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         services,
         metrics,
         rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
+        replicas,
         config: Arc::new(config),
     })
 }

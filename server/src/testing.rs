@@ -319,7 +319,8 @@ impl Resp {
 }
 
 impl Client {
-    fn new(base: &str, send_origin: bool) -> Self {
+    /// A client of the Warden at `base` (another process, say); `send_origin`: like a browser.
+    pub fn new(base: &str, send_origin: bool) -> Self {
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let http = reqwest::Client::builder()
             .cookie_provider(jar.clone())

@@ -109,6 +109,8 @@ pub struct ClusterConnections {
     challenges: Mutex<HashMap<String, (String, Instant)>>,
     /// Cluster name -> id of every tunnel seen, for [`Self::client`] (tests, the demo).
     seen: RwLock<HashMap<String, String>>,
+    /// This replica among others on PostgreSQL: told which tunnels it holds.
+    replicas: std::sync::OnceLock<Arc<crate::replicas::Replicas>>,
 }
 
 /// Challenges outstanding at once (each is used or expires within a minute); past it new ones
@@ -128,12 +130,23 @@ impl ClusterConnections {
             me: me.clone(),
             challenges: Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
+            replicas: std::sync::OnceLock::new(),
         });
         services
             .clusters
             .set_runtime(Arc::new(Runtime(Arc::downgrade(&c))));
         spawn_sweeper(Arc::downgrade(&c));
         c
+    }
+
+    /// Record the tunnels of this registry in the replicas' shared registry from now on.
+    pub fn set_replicas(&self, replicas: Arc<crate::replicas::Replicas>) {
+        if let Ok(m) = self.tunnels.read() {
+            for id in m.keys() {
+                replicas.tunnel_held(id);
+            }
+        }
+        let _ = self.replicas.set(replicas);
     }
 
     pub fn timing(&self) -> Timing {
@@ -263,11 +276,13 @@ impl ClusterConnections {
         if let Ok(mut seen) = self.seen.write() {
             seen.insert(t.cluster.clone(), t.cluster_id.clone());
         }
-        let old = self
-            .tunnels
-            .write()
-            .ok()
-            .and_then(|mut m| m.insert(t.cluster_id.clone(), t.clone()));
+        let old = self.tunnels.write().ok().and_then(|mut m| {
+            // Under the lock: a release of this tunnel cannot be recorded before its hold.
+            if let Some(r) = self.replicas.get() {
+                r.tunnel_held(&t.cluster_id);
+            }
+            m.insert(t.cluster_id.clone(), t.clone())
+        });
         if let Some(old) = old {
             old.close(
                 ServerMessage::Closing {
@@ -284,6 +299,9 @@ impl ClusterConnections {
             Ok(mut m) => match m.get(&t.cluster_id) {
                 Some(cur) if cur.conn_id == t.conn_id => {
                     m.remove(&t.cluster_id);
+                    if let Some(r) = self.replicas.get() {
+                        r.tunnel_released(&t.cluster_id);
+                    }
                     true
                 }
                 _ => false,
@@ -338,7 +356,10 @@ impl ClusterConnections {
             }
         }
         if self.started.elapsed() > timeout {
-            let is_live = |id: &str| self.has_tunnel(id);
+            // A tunnel another live replica holds is connected too.
+            let replicas = self.replicas.get();
+            let is_live =
+                |id: &str| self.has_tunnel(id) || replicas.is_some_and(|r| r.held_elsewhere(id));
             match warden_domain::agents::mark_unconnected(
                 &self.services,
                 &is_live,
