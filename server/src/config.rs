@@ -444,6 +444,17 @@ impl Config {
                     .raw("WARDEN_REPLICA_ADDR")?
                     .map(|v| v.trim().to_owned())
                     .filter(|v| !v.is_empty()),
+                listen_addr: match l
+                    .raw("WARDEN_REPLICA_LISTEN_ADDR")?
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                {
+                    Some(v) => Some(v.parse().map_err(|_| ConfigError::Invalid {
+                        key: "WARDEN_REPLICA_LISTEN_ADDR".into(),
+                        message: format!("{v:?} is not an address such as 0.0.0.0:8444"),
+                    })?),
+                    None => None,
+                },
                 heartbeat,
                 timeout,
                 epoch_recheck: ms("WARDEN_REPLICA_EPOCH_RECHECK_MS", "5000")?,

@@ -218,9 +218,14 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let gateway = crate::gateway::Gateway::new(services.clone(), &config, journal)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
-    let replicas = crate::replicas::Replicas::start(&services, &config.replicas)
-        .await
-        .context("cannot join the replicas sharing the database")?;
+    let replicas = crate::replicas::Replicas::start(
+        &services,
+        &config.replicas,
+        config.master_key.as_ref(),
+        &clusters,
+    )
+    .await
+    .context("cannot join the replicas sharing the database")?;
     if let Some(r) = &replicas {
         clusters.set_replicas(r.clone());
     }

@@ -201,6 +201,37 @@ impl ClusterConnections {
             .cloned()
     }
 
+    /// A stream to the API server of `cluster_id` (named `cluster` in messages): through this
+    /// replica's tunnel, else forwarded to the replica that holds it.
+    pub async fn open_stream(
+        &self,
+        cluster_id: &str,
+        cluster: &str,
+    ) -> Result<crate::gateway::transport::BoxIo, TunnelError> {
+        if let Some(t) = self.get_by_id(cluster_id) {
+            return Ok(Box::new(t.open_stream().await?));
+        }
+        match self.replicas.get() {
+            Some(r) => r.open_remote(cluster_id, cluster).await,
+            None => Err(TunnelError::NotConnected(cluster.to_owned())),
+        }
+    }
+
+    /// Whether a stream to `cluster_id` can be opened: a tunnel here, or (at the last
+    /// heartbeat) on another live replica.
+    pub fn reaches(&self, cluster_id: &str) -> bool {
+        self.has_tunnel(cluster_id)
+            || self
+                .replicas
+                .get()
+                .is_some_and(|r| r.held_elsewhere(cluster_id))
+    }
+
+    /// Whether other replicas may hold tunnels this one does not (several replicas).
+    pub fn replicated(&self) -> bool {
+        self.replicas.get().is_some()
+    }
+
     pub fn get_by_id(&self, cluster_id: &str) -> Option<Arc<Tunnel>> {
         self.tunnels.read().ok()?.get(cluster_id).cloned()
     }

@@ -27,6 +27,7 @@ fn on_postgres() -> bool {
 /// A `warden serve` process on `database_url`, killed when dropped.
 struct WardenServe {
     url: String,
+    gateway_url: String,
     _child: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -89,6 +90,7 @@ impl WardenServe {
         }
         WardenServe {
             url,
+            gateway_url: format!("https://127.0.0.1:{gw}"),
             _child: child,
             _dir: dir,
         }
@@ -345,4 +347,274 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(a);
+}
+
+const MASTER_KEY: &str = "the master key both replicas of this test share";
+
+/// A kubectl process whose stdout lines are collected as they come.
+struct Streaming {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: String,
+}
+
+impl Streaming {
+    fn spawn(k: &Kubectl, args: &[&str]) -> Streaming {
+        let mut child = k
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        for out in [
+            Box::new(child.stdout.take().expect("stdout"))
+                as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut l = BufReader::new(out).lines();
+                while let Ok(Some(line)) = l.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Streaming {
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    async fn expect_line(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.seen.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                _ => panic!("no {needle:?} in time; saw:\n{}", self.seen),
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(line.as_bytes()).await.expect("write");
+        stdin.write_all(b"\n").await.expect("write");
+        stdin.flush().await.expect("flush");
+    }
+}
+
+/// One raw hello on the internal channel at `addr`; the answer line.
+async fn hello_answer(addr: &str, line: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(line.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    let mut r = BufReader::new(s);
+    let _ = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut answer)).await;
+    answer.trim_end().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    // X: this process, holding the agent's tunnel, reachable by the other replicas.
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal.clone()),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let _ = x.user_client(&admin_x, USER).await;
+    admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+
+    // Y: a `warden serve` without a tunnel; sally signs in there and uses its gateway.
+    let y_internal = format!("127.0.0.1:{}", free_port());
+    let y = WardenServe::start(
+        &x.database_url,
+        &[
+            ("WARDEN_REPLICA_ID", "replica-y"),
+            ("WARDEN_REPLICA_ADDR", &y_internal),
+            ("WARDEN_MASTER_KEY", MASTER_KEY),
+        ],
+    )
+    .await;
+    let sally = Client::new(&y.url, true);
+    sally.login(USER, USER_PASSWORD).await.assert_status(200);
+    let kubeconfig = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(
+        kubeconfig.contains(&y.gateway_url) && !kubeconfig.contains(&x.gateway_url),
+        "the kubeconfig points at Y's gateway"
+    );
+    let k = Kubectl::new(&dir.path().join("sally"), &kubeconfig);
+    let ticker = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sh\", \"-c\", {ticker:?}]\n"
+    );
+    k.run_with_stdin(&["apply", "-n", "apple", "-f", "-"], Some(&pod))
+        .await
+        .expect_ok();
+    // get
+    let got = k.run(&["get", "pods", "-n", "apple", "-o", "name"]).await;
+    got.clone().expect_ok();
+    assert!(got.stdout.contains("pod/box"), "{got:?}");
+    // watch
+    let mut watch = Streaming::spawn(
+        &k,
+        &["get", "configmaps", "-n", "apple", "-w", "-o", "name"],
+    );
+    // logs -f
+    let mut logs = Streaming::spawn(&k, &["logs", "-f", "-n", "apple", "box"]);
+    // exec -i: bytes both ways
+    let mut exec = Streaming::spawn(
+        &k,
+        &[
+            "exec",
+            "-i",
+            "-n",
+            "apple",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo exec:$l; done",
+        ],
+    );
+    k.run(&["create", "configmap", "-n", "apple", "through-y"])
+        .await
+        .expect_ok();
+    watch.expect_line("configmap/through-y").await;
+    logs.expect_line("tick 2").await;
+    exec.send("one").await;
+    exec.expect_line("exec:one").await;
+    exec.send("two").await;
+    exec.expect_line("exec:two").await;
+    // Y forwarded: it holds no tunnel, and the streams are still going.
+    let owner = x
+        .state
+        .replicas
+        .as_ref()
+        .expect("replicas")
+        .owner_of(
+            &scalar(
+                &x.services().db,
+                &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+            )
+            .await
+            .remove(0),
+        )
+        .await
+        .expect("owner")
+        .expect("an owner");
+    assert_eq!(owner.id, "replica-x");
+    for s in [&mut watch, &mut logs, &mut exec] {
+        assert!(
+            matches!(s.child.try_wait(), Ok(None)),
+            "a stream ended: {}",
+            s.seen
+        );
+    }
+    drop((watch, logs, exec));
+
+    // Forged requests on X's internal channel: refused and audited.
+    use warden_server::replicas::forward::{hello, InternalKey};
+    let cluster_id = owner_cluster_id(&x).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    let right = InternalKey::from_master(&warden_domain::secrets::Secret::new(MASTER_KEY));
+    let wrong = InternalKey::from_master(&warden_domain::secrets::Secret::new("a guessed key"));
+    let no_key = format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {internal}\r\n\r\n");
+    assert_eq!(hello_answer(&internal, &no_key).await, "ERR refused");
+    let forged = hello(
+        &wrong,
+        &cluster_id,
+        "replica-y",
+        now,
+        "0123456789abcdef0123",
+    );
+    assert_eq!(hello_answer(&internal, &forged).await, "ERR refused");
+    let old = hello(
+        &right,
+        &cluster_id,
+        "replica-y",
+        now - 120_000,
+        "1123456789abcdef0123",
+    );
+    assert_eq!(hello_answer(&internal, &old).await, "ERR refused");
+    let valid = hello(
+        &right,
+        &cluster_id,
+        "replica-y",
+        now,
+        "2123456789abcdef0123",
+    );
+    assert_eq!(
+        hello_answer(&internal, &valid).await,
+        "OK",
+        "a correctly signed hello opens a stream"
+    );
+    assert_eq!(
+        hello_answer(&internal, &valid).await,
+        "ERR refused",
+        "a replayed hello"
+    );
+    let start = Instant::now();
+    let reasons = loop {
+        let reasons = scalar(
+            &x.services().db,
+            "SELECT reason FROM audit_events WHERE action = 'replica.forward' AND outcome = 'denied' ORDER BY seq",
+        )
+        .await;
+        if reasons.len() >= 4 || start.elapsed() > Duration::from_secs(5) {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    // Each refusal says why (the events are written concurrently: in any order).
+    for why in ["malformed", "does not verify", "120 s old", "replayed"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(why)),
+            "no {why:?} in {reasons:?}"
+        );
+    }
+    drop(y);
+}
+
+async fn owner_cluster_id(app: &TestApp) -> String {
+    scalar(
+        &app.services().db,
+        &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+    )
+    .await
+    .remove(0)
 }

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+pub mod forward;
+
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 use tokio::sync::mpsc;
@@ -39,8 +41,13 @@ pub struct ReplicaConfig {
     /// `WARDEN_REPLICA_ID`: this replica's name in the registry (default: a random UUID; a
     /// stable name such as the pod name makes the registry easier to read).
     pub id: Option<String>,
-    /// `WARDEN_REPLICA_ADDR`: where the other replicas reach this one (`host:port`).
+    /// `WARDEN_REPLICA_ADDR`: where the other replicas reach this one (`host:port`), for
+    /// streams to the clusters whose agent tunnel it holds. Unset: this replica forwards to
+    /// others but nothing is forwarded to it.
     pub internal_addr: Option<String>,
+    /// `WARDEN_REPLICA_LISTEN_ADDR`: what the internal channel binds (default `0.0.0.0` and
+    /// the port of `WARDEN_REPLICA_ADDR`).
+    pub listen_addr: Option<std::net::SocketAddr>,
     /// `WARDEN_REPLICA_HEARTBEAT_MS` (default 5 s).
     pub heartbeat: Duration,
     /// `WARDEN_REPLICA_TIMEOUT_MS` (default 15 s): a replica silent this long is gone, and so
@@ -56,6 +63,7 @@ impl Default for ReplicaConfig {
         Self {
             id: None,
             internal_addr: None,
+            listen_addr: None,
             heartbeat: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
             epoch_recheck: Duration::from_secs(5),
@@ -80,6 +88,8 @@ pub struct Replicas {
     ownership: mpsc::UnboundedSender<Ownership>,
     /// Cluster ids whose tunnel another live replica holds (refreshed with the heartbeat).
     elsewhere: RwLock<HashSet<String>>,
+    /// The internal channel's key (`None` without a master key: nothing is forwarded).
+    key: Option<forward::InternalKey>,
 }
 
 /// The database's clock, in milliseconds (one clock for every replica).
@@ -91,6 +101,8 @@ impl Replicas {
     pub async fn start(
         services: &Arc<Services>,
         config: &ReplicaConfig,
+        master_key: Option<&warden_domain::secrets::Secret>,
+        clusters: &Arc<crate::tunnel::ClusterConnections>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let db = services.db.clone();
         if db.get_database_backend() != DatabaseBackend::Postgres {
@@ -108,7 +120,34 @@ impl Replicas {
             seen_epoch: AtomicI64::new(0),
             ownership,
             elsewhere: RwLock::new(HashSet::new()),
+            key: master_key.map(forward::InternalKey::from_master),
         });
+        if let Some(addr) = &me.config.internal_addr {
+            let listen = match me.config.listen_addr {
+                Some(a) => a,
+                None => {
+                    let port = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("WARDEN_REPLICA_ADDR {addr:?} is not host:port")
+                        })?;
+                    std::net::SocketAddr::from(([0, 0, 0, 0], port))
+                }
+            };
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {listen} for the other replicas (WARDEN_REPLICA_LISTEN_ADDR): {e}")
+            })?;
+            if me.key.is_none() {
+                tracing::warn!("WARDEN_REPLICA_ADDR is set but WARDEN_MASTER_KEY is not: other replicas cannot forward to this one");
+            }
+            forward::spawn_server(
+                listener,
+                me.key.clone(),
+                Arc::downgrade(services),
+                Arc::downgrade(clusters),
+            );
+        }
         me.heartbeat().await?;
         me.seen_epoch
             .store(me.read_epoch().await?, Ordering::SeqCst);
@@ -146,6 +185,43 @@ impl Replicas {
         let _ = self
             .ownership
             .send(Ownership::Released(cluster_id.to_owned()));
+    }
+
+    /// A stream to the API server of `cluster_id` (named `cluster`) through the replica that
+    /// holds its agent tunnel.
+    pub async fn open_remote(
+        &self,
+        cluster_id: &str,
+        cluster: &str,
+    ) -> Result<crate::gateway::transport::BoxIo, crate::tunnel::TunnelError> {
+        use crate::tunnel::TunnelError;
+        let closed = |message: String| TunnelError::Closed {
+            cluster: cluster.to_owned(),
+            message,
+        };
+        let owner = match self.owner_of(cluster_id).await {
+            Ok(Some(o)) if o.id != self.id => o,
+            Ok(_) => return Err(TunnelError::NotConnected(cluster.to_owned())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up which replica holds a tunnel");
+                return Err(closed("cannot find which replica holds the tunnel".into()));
+            }
+        };
+        let Some(addr) = owner.internal_addr.as_deref() else {
+            return Err(closed(format!(
+                "replica {} holds the agent tunnel but has no WARDEN_REPLICA_ADDR",
+                owner.id
+            )));
+        };
+        let Some(key) = &self.key else {
+            return Err(closed(
+                "another replica holds the agent tunnel, and without WARDEN_MASTER_KEY this one cannot forward to it".into(),
+            ));
+        };
+        let s = forward::dial(addr, key, &self.id, cluster_id)
+            .await
+            .map_err(closed)?;
+        Ok(Box::new(s))
     }
 
     /// Whether another live replica held the tunnel of `cluster_id` at the last heartbeat.
