@@ -242,6 +242,16 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         streamer.spawn(config.siem.poll);
     }
     let svc = Arc::downgrade(&services);
+    metrics.watch_jobs(move || {
+        svc.upgrade().map_or((false, vec![]), |s| {
+            let runs = s.jobs.runs();
+            (
+                s.jobs.held(),
+                runs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            )
+        })
+    });
+    let svc = Arc::downgrade(&services);
     metrics.watch_refusals(move || {
         svc.upgrade()
             .map(|s| s.refusals.totals())
@@ -269,6 +279,9 @@ pub fn spawn_maintenance(state: &AppState) {
         let mut tick = tokio::time::interval(RETENTION_EVERY);
         loop {
             tick.tick().await;
+            if !services.jobs.run("audit_retention") {
+                continue;
+            }
             if let Err(e) = warden_domain::audit::retention::run(&services).await {
                 tracing::warn!(error = %e, "audit retention failed; retrying at the next run");
             }
@@ -288,10 +301,14 @@ pub fn spawn_maintenance(state: &AppState) {
         state.services.db.clone(),
         state.services.clock.clone(),
     );
+    let services = state.services.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
+            if !services.jobs.run("session_cleanup") {
+                continue;
+            }
             if let Err(e) = store.delete_expired().await {
                 tracing::warn!(error = %e, "could not delete expired sessions");
             }

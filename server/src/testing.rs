@@ -126,6 +126,11 @@ impl TestApp {
         Self::spawn_inner(Some(database_url.to_owned()), BTreeMap::new(), false).await
     }
 
+    /// [`TestApp::spawn_on`] with extra configuration (environment-style keys).
+    pub async fn spawn_on_with(database_url: &str, extra: BTreeMap<String, String>) -> Self {
+        Self::spawn_inner(Some(database_url.to_owned()), extra, false).await
+    }
+
     /// Spawn on an existing database and data directory: Warden started again on what another
     /// one (another process, maybe killed) left. On PostgreSQL, a `warden_test_` database is
     /// dropped with this app (unless [`TestApp::keep_database`]).

@@ -26,6 +26,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 pub mod forward;
+pub mod lease;
 
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
@@ -163,6 +164,8 @@ impl Replicas {
         tokio::spawn(recheck_loop(Arc::downgrade(&me), weak));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&me)));
         tokio::spawn(ownership_loop(Arc::downgrade(&me), ownership_rx));
+        let opts = (*me.db.get_postgres_connection_pool().connect_options()).clone();
+        lease::start(services, opts, me.config.heartbeat).await;
         tracing::info!(replica.id = %me.id, replica.addr = ?me.config.internal_addr, "joined the replicas sharing the database");
         Ok(Some(me))
     }

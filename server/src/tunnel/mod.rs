@@ -386,7 +386,7 @@ impl ClusterConnections {
                 tracing::warn!(error = %e, "cannot record the cluster's status");
             }
         }
-        if self.started.elapsed() > timeout {
+        if self.started.elapsed() > timeout && self.services.jobs.run("cluster_status_sweeper") {
             // A tunnel another live replica holds is connected too.
             let replicas = self.replicas.get();
             let is_live =

@@ -28,7 +28,7 @@ fn on_postgres() -> bool {
 struct WardenServe {
     url: String,
     gateway_url: String,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
 
@@ -91,9 +91,15 @@ impl WardenServe {
         WardenServe {
             url,
             gateway_url: format!("https://127.0.0.1:{gw}"),
-            _child: child,
+            child: child,
             _dir: dir,
         }
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let _ = self.child.wait().await;
     }
 
     async fn admin(&self) -> Client {
@@ -617,4 +623,91 @@ async fn owner_cluster_id(app: &TestApp) -> String {
     )
     .await
     .remove(0)
+}
+
+/// `warden_background_jobs_held` and the passes of `job` on the replica at `url`.
+async fn jobs_metrics(url: &str, job: &str) -> (u64, u64) {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        value("warden_background_jobs_held "),
+        value(&format!(
+            "warden_background_job_runs_total{{job=\"{job}\"}} "
+        )),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn background_jobs_run_on_one_replica_and_move_when_it_dies() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = warden_server::testing::fresh_database_url(dir.path()).await;
+    let fast = [
+        ("WARDEN_REPLICA_HEARTBEAT_MS", "200"),
+        ("WARDEN_REPLICA_TIMEOUT_MS", "1000"),
+    ];
+    // Y starts first and takes the jobs' lease.
+    let mut y = WardenServe::start(&db, &fast).await;
+    let mut x = TestApp::spawn_on_with(
+        &db,
+        fast.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .await;
+    x.drop_database_on_exit();
+    let (_, y_before) = jobs_metrics(&y.url, "grant_expiry").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (y_held, y_after) = jobs_metrics(&y.url, "grant_expiry").await;
+    assert_eq!(y_held, 1, "Y holds the lease");
+    assert!(y_after > y_before, "Y runs the expiry job");
+    assert!(!x.services().jobs.held(), "X holds the lease too");
+    assert_eq!(
+        x.services().jobs.runs(),
+        Default::default(),
+        "a background job ran on X while Y held the lease"
+    );
+
+    // Y dies (no goodbye): X takes the jobs over.
+    y.kill().await;
+    let t = Instant::now();
+    while !x.services().jobs.held() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "X did not take the jobs over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the jobs moved to X {:?} after Y died", t.elapsed());
+    let t = Instant::now();
+    while x
+        .services()
+        .jobs
+        .runs()
+        .get("grant_expiry")
+        .copied()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "X runs no expiry pass"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (held, _) = jobs_metrics(&x.url, "grant_expiry").await;
+    assert_eq!(held, 1);
 }
