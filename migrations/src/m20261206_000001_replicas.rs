@@ -1,7 +1,9 @@
 //! Several replicas on one PostgreSQL: the shared authorization epoch (moved, and announced
 //! with `NOTIFY`, on every change that can alter a decision), the replicas that are running
 //! (their internal address and heartbeat), and which replica holds each cluster's agent tunnel.
-//! On SQLite (one process) the tables exist but stay unused.
+//! the gateway's certificate authorities (keys sealed with the master key), so a kubeconfig
+//! one replica issued works on every other. On SQLite (one process) the tables exist but stay
+//! unused.
 
 use sea_orm_migration::prelude::*;
 
@@ -48,6 +50,15 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        m.create_table(
+            Table::create()
+                .table(id("gateway_cas"))
+                .col(string("name", 32).primary_key())
+                .col(text("cert_pem"))
+                .col(text("key_sealed"))
+                .to_owned(),
+        )
+        .await?;
         m.create_index(
             Index::create()
                 .name("ix_cluster_tunnels_replica")
@@ -59,7 +70,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in ["cluster_tunnels", "replicas", "authz_epoch"] {
+        for t in ["gateway_cas", "cluster_tunnels", "replicas", "authz_epoch"] {
             m.drop_table(Table::drop().table(id(t)).to_owned()).await?;
         }
         Ok(())

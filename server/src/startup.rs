@@ -215,6 +215,17 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         .recover(&db)
         .await
         .context("cannot restore the events of the audit journal")?;
+    crate::replicas::cas::share(
+        &db,
+        &config.data_dir,
+        config
+            .master_key
+            .as_ref()
+            .map(warden_domain::secrets::Sealer::new)
+            .as_ref(),
+    )
+    .await
+    .context("cannot share the gateway's certificate authorities with the other replicas")?;
     let gateway = crate::gateway::Gateway::new(services.clone(), &config, journal)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+pub mod cas;
 pub mod forward;
 pub mod lease;
 

@@ -711,3 +711,61 @@ async fn background_jobs_run_on_one_replica_and_move_when_it_dies() {
     let (held, _) = jobs_metrics(&x.url, "grant_expiry").await;
     assert_eq!(held, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_and_a_kubeconfig_from_one_replica_work_on_another() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let _ = x.user_client(&admin_x, USER).await;
+    admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let y = WardenServe::start(&x.database_url, &[("WARDEN_MASTER_KEY", MASTER_KEY)]).await;
+
+    // Signed in on X, the same session cookie works on Y.
+    let on_x = x.client();
+    on_x.login(USER, USER_PASSWORD).await.assert_status(200);
+    let on_y = Client::new(&y.url, true);
+    on_y.get("/api/v1/me").await.assert_status(401);
+    on_y.set_session_cookie(&on_x.session_cookie().expect("a session cookie"));
+    let me = on_y.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["user"]["email"], USER, "{me}");
+
+    // A kubeconfig X issued, pointed at Y's gateway: Y trusts its certificate and kubectl
+    // trusts Y's (the CAs are the database's).
+    let kubeconfig = on_x.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    assert!(kubeconfig.contains(&x.gateway_url));
+    let to_y = kubeconfig.replace(&x.gateway_url, &y.gateway_url);
+    let k = Kubectl::new(&dir.path().join("sally-y"), &to_y);
+    k.run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+    // The CA files the replicas use hold the same sealed key, never the key in the clear.
+    let stored = scalar(
+        &x.services().db,
+        "SELECT key_sealed FROM gateway_cas ORDER BY name",
+    )
+    .await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored
+        .iter()
+        .all(|k| k.starts_with("warden-sealed:") && !k.contains("PRIVATE KEY")));
+}
