@@ -41,13 +41,18 @@ fn free_port() -> u16 {
 
 impl WardenServe {
     async fn start(database_url: &str, extra: &[(&str, &str)]) -> WardenServe {
+        Self::start_at(database_url, &format!("127.0.0.1:{}", free_port()), extra).await
+    }
+
+    /// Listening on `http` (`127.0.0.1:PORT`).
+    async fn start_at(database_url: &str, http: &str, extra: &[(&str, &str)]) -> WardenServe {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (http, gw) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{http}");
+        let gw = free_port();
+        let url = format!("http://{http}");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
         cmd.arg("serve")
             .env("WARDEN_DATABASE_URL", database_url)
-            .env("WARDEN_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("WARDEN_HTTP_ADDR", http)
             .env("WARDEN_PUBLIC_URL", &url)
             .env("WARDEN_GATEWAY_ADDR", format!("127.0.0.1:{gw}"))
             .env(
@@ -768,4 +773,190 @@ async fn a_session_and_a_kubeconfig_from_one_replica_work_on_another() {
     assert!(stored
         .iter()
         .all(|k| k.starts_with("warden-sealed:") && !k.contains("PRIVATE KEY")));
+}
+
+/// A TCP proxy standing in for a load balancer: every new connection goes to the current
+/// target.
+struct Balancer {
+    url: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Balancer {
+    async fn start(target: &str) -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target.to_owned()));
+        let t = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = t.lock().expect("target").clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Balancer { url, target }
+    }
+
+    fn point_to(&self, target: &str) {
+        *self.target.lock().expect("target") = target.to_owned();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_moves_to_another_replica_when_its_replica_dies() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = warden_server::testing::fresh_database_url(dir.path()).await;
+    let y_http = format!("127.0.0.1:{}", free_port());
+    let lb = Balancer::start(&y_http).await;
+    // X: this process; Y: a `warden serve` the agent reaches first. Both answer to the load
+    // balancer's URL.
+    let mut x = TestApp::spawn_on_with(
+        &db,
+        std::collections::BTreeMap::from([
+            ("WARDEN_PUBLIC_URL".to_owned(), lb.url.clone()),
+            (
+                "WARDEN_REPLICA_ADDR".to_owned(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+            ("WARDEN_REPLICA_HEARTBEAT_MS".to_owned(), "200".to_owned()),
+            ("WARDEN_REPLICA_TIMEOUT_MS".to_owned(), "1000".to_owned()),
+        ]),
+    )
+    .await;
+    x.drop_database_on_exit();
+    let y_internal = format!("127.0.0.1:{}", free_port());
+    let mut y = WardenServe::start_at(
+        &db,
+        &y_http,
+        &[
+            ("WARDEN_PUBLIC_URL", &lb.url),
+            ("WARDEN_REPLICA_ID", "replica-y"),
+            ("WARDEN_REPLICA_ADDR", &y_internal),
+            ("WARDEN_MASTER_KEY", MASTER_KEY),
+            ("WARDEN_REPLICA_HEARTBEAT_MS", "200"),
+            ("WARDEN_REPLICA_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    // Through the load balancer (to Y).
+    let admin = Client::new(&lb.url, true);
+    admin
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            warden_server::testing::ADMIN_PASSWORD,
+        )
+        .await
+        .assert_status(200);
+    admin
+        .post("/api/v1/me/password", json!({"current_password": warden_server::testing::ADMIN_PASSWORD, "new_password": "the admin's new password"}))
+        .await
+        .assert_status(204);
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let sim = kubesim::KubeSim::start().await.expect("kubesim");
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
+        .expect("namespace");
+    let _agent =
+        warden_server::gateway::testkit::start_agent(&admin, &sim, dir.path(), CLUSTER, "dev", &[])
+            .await;
+    let cluster_id = owner_cluster_id(&x).await;
+    let owner = |want: &'static str| {
+        let cluster_id = cluster_id.clone();
+        let replicas = x.state.replicas.clone().expect("replicas");
+        async move {
+            let t = Instant::now();
+            loop {
+                let o = replicas.owner_of(&cluster_id).await.expect("owner");
+                if o.as_ref()
+                    .is_some_and(|o| o.id == want || want == "x" && o.id == replicas.id())
+                {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "the tunnel is not on {want}: {o:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    owner("replica-y").await;
+    admin
+        .post(
+            "/api/v1/users",
+            json!({"email": USER, "name": "sally", "password": "first password for tests"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let sally = Client::new(&lb.url, true);
+    sally
+        .login(USER, "first password for tests")
+        .await
+        .assert_status(200);
+    sally
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": "first password for tests", "new_password": USER_PASSWORD}),
+        )
+        .await
+        .assert_status(204);
+    let kubeconfig = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    // kubectl through X's gateway (the CAs are shared): forwarded to Y, which holds the agent.
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server")
+        .to_owned();
+    let (base, _) = server.split_once("/clusters/").unwrap_or((&server, ""));
+    let k = Kubectl::new(
+        &dir.path().join("sally"),
+        &kubeconfig.replace(base, &x.gateway_url),
+    );
+    k.run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+
+    // Y dies; the load balancer sends new connections to X; the agent reconnects there.
+    y.kill().await;
+    lb.point_to(&x.addr.to_string());
+    let t = Instant::now();
+    owner("x").await;
+    let moved = t.elapsed();
+    let again = loop {
+        let out = k
+            .run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+            .await;
+        if out.code == 0 {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "kubectl through X does not work again: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("after Y died: the agent was on X in {moved:?}, kubectl worked again in {again:?}");
+    // Within the agents' heartbeat timeout (WARDEN_AGENT_TIMEOUT_MS, 30 s by default).
+    assert!(again < Duration::from_secs(30), "{again:?}");
 }
