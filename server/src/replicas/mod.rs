@@ -92,6 +92,8 @@ pub struct Replicas {
     elsewhere: RwLock<HashSet<String>>,
     /// The internal channel's key (`None` without a master key: nothing is forwarded).
     key: Option<forward::InternalKey>,
+    /// Set when this replica left the registry (shutting down): no more heartbeats or claims.
+    left: std::sync::atomic::AtomicBool,
 }
 
 /// The database's clock, in milliseconds (one clock for every replica).
@@ -123,6 +125,7 @@ impl Replicas {
             ownership,
             elsewhere: RwLock::new(HashSet::new()),
             key: master_key.map(forward::InternalKey::from_master),
+            left: std::sync::atomic::AtomicBool::new(false),
         });
         if let Some(addr) = &me.config.internal_addr {
             let listen = match me.config.listen_addr {
@@ -282,8 +285,10 @@ impl Replicas {
             .collect()
     }
 
-    /// Leave the registry (a graceful shutdown): this replica's row and its tunnel rows go.
+    /// Leave the registry (a graceful shutdown): this replica's row and its tunnel rows go, so
+    /// the others stop forwarding here at once rather than after the heartbeat timeout.
     pub async fn leave(&self) -> anyhow::Result<()> {
+        self.left.store(true, Ordering::SeqCst);
         self.db
             .execute(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
@@ -503,6 +508,9 @@ async fn heartbeat_loop(me: Weak<Replicas>) {
         };
         tokio::time::sleep(every).await;
         let Some(r) = me.upgrade() else { return };
+        if r.left.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = r.heartbeat().await {
             tracing::warn!(error = %e, "cannot write this replica's heartbeat");
         }
@@ -514,6 +522,9 @@ async fn ownership_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<Owne
     while let Some(change) = rx.recv().await {
         loop {
             let Some(r) = me.upgrade() else { return };
+            if r.left.load(Ordering::SeqCst) {
+                break;
+            }
             let st = match &change {
                 Ownership::Held(c) => Statement::from_sql_and_values(
                     DatabaseBackend::Postgres,

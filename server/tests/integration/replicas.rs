@@ -107,6 +107,21 @@ impl WardenServe {
         let _ = self.child.wait().await;
     }
 
+    /// SIGTERM, and wait for a clean exit.
+    async fn terminate(&mut self) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("warden serve ends after SIGTERM")
+            .expect("wait");
+        assert!(exit.success(), "warden serve exited with {exit}");
+    }
+
     async fn admin(&self) -> Client {
         let c = Client::new(&self.url, true);
         c.login(
@@ -810,10 +825,23 @@ impl Balancer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_moves_to_another_replica_when_its_replica_dies() {
+    failover(false).await;
+}
+
+/// SIGTERM: the replica leaves the registry at once, tells its agents to reconnect (to the
+/// other replica, through the load balancer), and exits cleanly within its drain bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_stopped_with_sigterm_hands_its_agent_over() {
+    failover(true).await;
+}
+
+async fn failover(graceful: bool) {
     if !on_postgres() {
         eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
         return;
     }
+    // Stopped gracefully, nothing may depend on the heartbeat timeout: make it long.
+    let timeout = if graceful { "60000" } else { "1000" };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = warden_server::testing::fresh_database_url(dir.path()).await;
     let y_http = format!("127.0.0.1:{}", free_port());
@@ -830,7 +858,7 @@ async fn an_agent_moves_to_another_replica_when_its_replica_dies() {
             ),
             ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
             ("WARDEN_REPLICA_HEARTBEAT_MS".to_owned(), "200".to_owned()),
-            ("WARDEN_REPLICA_TIMEOUT_MS".to_owned(), "1000".to_owned()),
+            ("WARDEN_REPLICA_TIMEOUT_MS".to_owned(), timeout.to_owned()),
         ]),
     )
     .await;
@@ -845,7 +873,7 @@ async fn an_agent_moves_to_another_replica_when_its_replica_dies() {
             ("WARDEN_REPLICA_ADDR", &y_internal),
             ("WARDEN_MASTER_KEY", MASTER_KEY),
             ("WARDEN_REPLICA_HEARTBEAT_MS", "200"),
-            ("WARDEN_REPLICA_TIMEOUT_MS", "1000"),
+            ("WARDEN_REPLICA_TIMEOUT_MS", timeout),
         ],
     )
     .await;
@@ -937,9 +965,25 @@ async fn an_agent_moves_to_another_replica_when_its_replica_dies() {
         .await
         .expect_ok();
 
-    // Y dies; the load balancer sends new connections to X; the agent reconnects there.
-    y.kill().await;
+    // Y stops; the load balancer sends new connections to X; the agent reconnects there.
     lb.point_to(&x.addr.to_string());
+    if graceful {
+        let t = Instant::now();
+        y.terminate().await;
+        let stopped = t.elapsed();
+        assert!(stopped < Duration::from_secs(15), "{stopped:?}");
+        // Y left the registry: it is no owner and no replica any more, at once.
+        let left = scalar(
+            &x.services().db,
+            "SELECT id FROM replicas WHERE id = 'replica-y' UNION ALL \
+             SELECT replica_id FROM cluster_tunnels WHERE replica_id = 'replica-y'",
+        )
+        .await;
+        assert!(left.is_empty(), "{left:?}");
+        eprintln!("SIGTERM: Y stopped in {stopped:?}");
+    } else {
+        y.kill().await;
+    }
     let t = Instant::now();
     owner("x").await;
     let moved = t.elapsed();
