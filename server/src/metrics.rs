@@ -20,6 +20,9 @@ struct Series {
     buckets: [u64; 11],
 }
 
+/// Whether this replica holds the background jobs' lease, and the passes of each job.
+type JobsView = Box<dyn Fn() -> (bool, Vec<(String, u64)>) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Series>>,
@@ -35,7 +38,7 @@ pub struct Metrics {
     /// The gateway's audit journal (set at start-up).
     journal: std::sync::OnceLock<Arc<warden_domain::audit::journal::AuditJournal>>,
     /// The background jobs' lease and passes (set at start-up).
-    jobs: std::sync::OnceLock<Box<dyn Fn() -> (bool, Vec<(String, u64)>) + Send + Sync>>,
+    jobs: std::sync::OnceLock<JobsView>,
 }
 
 impl Metrics {

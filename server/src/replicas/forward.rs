@@ -14,7 +14,8 @@
 //! only a process holding the master key can ask. The timestamp must be within
 //! [`MAX_SKEW`] of the receiver's clock and a nonce is accepted once; anything else (no key,
 //! a wrong key, an old or replayed hello, a malformed line) is answered `ERR refused`, closed,
-//! and audited (`replica.forward` denied, kind `system`). Accepted, the answer is `OK` and the
+//! and audited (`replica.forward` denied, kind `system`, sampled like every unauthenticated
+//! refusal). Accepted, the answer is `OK` and the
 //! connection is spliced onto a new stream of the local tunnel.
 //!
 //! The channel is authenticated, not encrypted: run replicas on a private network (or a mesh
@@ -290,9 +291,13 @@ async fn refuse(
     let _ = sock.write_all(b"ERR refused\n").await;
     let _ = sock.shutdown().await;
     if let Some(svc) = services.upgrade() {
+        // An unauthenticated caller: sampled like every such refusal (a flood of them is
+        // counted, and summarised, rather than written row by row).
         let ev = AuditEvent::new(
             AuditKind::System,
-            Actor::System,
+            Actor::Anonymous {
+                claimed: format!("replica channel peer {}", peer.ip()),
+            },
             SessionType::System,
             "replica.forward",
             Outcome::Denied,
@@ -302,7 +307,7 @@ async fn refuse(
             source_ip: Some(peer.ip().to_string()),
             ..Default::default()
         });
-        if let Err(e) = svc.audit.record(ev).await {
+        if let Err(e) = svc.record_refusal(ev).await {
             tracing::error!(error = %e, "could not audit a refusal on the internal channel");
         }
     }

@@ -96,7 +96,7 @@ impl WardenServe {
         WardenServe {
             url,
             gateway_url: format!("https://127.0.0.1:{gw}"),
-            child: child,
+            child,
             _dir: dir,
         }
     }
@@ -205,7 +205,7 @@ async fn a_revocation_on_one_replica_cuts_a_watch_on_another_within_a_second() {
     assert_eq!(first.as_deref(), Some("configmap/before"));
     // The watch itself is open on B, not just its initial list.
     let start = Instant::now();
-    while b.gateway().live.len() == 0 {
+    while b.gateway().live.is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "no live watch on B"
@@ -332,11 +332,11 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
     );
 
     // A replica that stopped without leaving (killed): its row and its tunnels expire.
-    db.execute_unprepared(&format!(
+    db.execute_unprepared(
         "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ('replica-dead', NULL, 0, \
          (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint); \
          INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ('other-cluster', 'replica-dead', 0)"
-    ))
+    )
     .await
     .expect("a replica about to die");
     assert_eq!(
