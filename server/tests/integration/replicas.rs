@@ -1004,3 +1004,70 @@ async fn failover(graceful: bool) {
     // Within the agents' heartbeat timeout (WARDEN_AGENT_TIMEOUT_MS, 30 s by default).
     assert!(again < Duration::from_secs(30), "{again:?}");
 }
+
+/// A change announced by another replica moves the local epoch at once; one whose
+/// announcement was missed is found by the periodic re-read; this replica's own announcements
+/// are not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoch_follows_notifications_and_the_safety_net_finds_missed_ones() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_REPLICA_EPOCH_RECHECK_MS".to_owned(),
+        "300".to_owned(),
+    )]))
+    .await;
+    let policy = &app.services().policy;
+    let db = &app.services().db;
+    let moved_from = |from: u64| async move {
+        let t = Instant::now();
+        while policy.epoch() == from {
+            if t.elapsed() > Duration::from_secs(3) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Some(t.elapsed())
+    };
+    // Another replica's announcement.
+    let before = policy.epoch();
+    db.execute_unprepared(
+        "WITH u AS (UPDATE authz_epoch SET value = value + 1 WHERE id = 1 RETURNING value) \
+         SELECT pg_notify('warden_authz_epoch', 'another-replica:' || u.value::text) FROM u",
+    )
+    .await
+    .expect("notify");
+    let heard = moved_from(before)
+        .await
+        .expect("the notification moved the epoch");
+    assert!(heard < Duration::from_millis(250), "{heard:?}");
+    // A change whose announcement was lost: the re-read finds it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = policy.epoch();
+    db.execute_unprepared("UPDATE authz_epoch SET value = value + 1 WHERE id = 1")
+        .await
+        .expect("update");
+    assert!(
+        moved_from(before).await.is_some(),
+        "the re-read did not find the change"
+    );
+    // A local change moves the epoch once (its own announcement is not heard as news).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = policy.epoch();
+    policy.bump();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(policy.epoch(), before + 1);
+    let shared: i64 = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT value FROM authz_epoch WHERE id = 1",
+        ))
+        .await
+        .expect("read")
+        .expect("row")
+        .try_get("", "value")
+        .expect("value");
+    assert_eq!(shared, 3, "the local change was published");
+}
