@@ -243,7 +243,8 @@ async fn a_revocation_on_one_replica_cuts_a_watch_on_another_within_a_second() {
     agent.stop().await;
     let start = Instant::now();
     while b.state.clusters.is_connected(CLUSTER) {
-        assert!(start.elapsed() < Duration::from_secs(10), "the agent stays");
+        // The agent drains its open streams first (at most 20 s).
+        assert!(start.elapsed() < Duration::from_secs(30), "the agent stays");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("agent gone after {:?}", start.elapsed());
@@ -360,7 +361,8 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(3),
+            // The timeout is 1 s and heartbeats come every 0.2 s; slack for a loaded machine.
+            start.elapsed() < Duration::from_secs(10),
             "the dead replica's rows outlived its heartbeat: {left:?}"
         );
         // Until removed, it is no owner once its heartbeat is older than the timeout.
