@@ -28,6 +28,51 @@ pub struct Services {
     pub refusals: crate::audit::RefusalSampler,
     /// Audit retention: the key that signs checkpoints, set at start-up.
     pub retention: crate::audit::retention::RetentionHooks,
+    /// Whether this process runs the background jobs now.
+    pub jobs: JobLease,
+}
+
+/// Background jobs (grant expiry, the sweepers, audit retention, SIEM streaming, webhook
+/// delivery) run in one process at a time: always in a single process (SQLite); with replicas
+/// on PostgreSQL, in the one holding the jobs' advisory lock (the server takes it at start and
+/// keeps it on a connection of its own; another replica takes it over when that one dies).
+#[derive(Debug, Default)]
+pub struct JobLease {
+    held: std::sync::atomic::AtomicBool,
+    runs: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl JobLease {
+    pub fn new(held: bool) -> Self {
+        Self {
+            held: std::sync::atomic::AtomicBool::new(held),
+            runs: Default::default(),
+        }
+    }
+
+    pub fn held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether `job` runs a pass now (while the lease is held); the pass is counted.
+    pub fn run(&self, job: &'static str) -> bool {
+        if !self.held() {
+            return false;
+        }
+        if let Ok(mut m) = self.runs.lock() {
+            *m.entry(job).or_default() += 1;
+        }
+        true
+    }
+
+    /// The passes each job ran in this process.
+    pub fn runs(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.runs.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 impl Services {
@@ -38,7 +83,13 @@ impl Services {
         public_url: String,
     ) -> Arc<Self> {
         let policy = AccessPolicy::new(db.clone(), audit.clone(), clock.clone());
+        // On PostgreSQL, replicas may share the database: the jobs wait for the lease.
+        let jobs = JobLease::new(
+            sea_orm::ConnectionTrait::get_database_backend(&db)
+                != sea_orm::DatabaseBackend::Postgres,
+        );
         Arc::new(Self {
+            jobs,
             db,
             clock,
             audit,

@@ -32,6 +32,8 @@ pub struct Config {
     /// The SIEM stream (`WARDEN_SIEM_*`).
     pub siem: crate::siem::SiemConfig,
     pub audit: AuditConfig,
+    /// Several replicas on one PostgreSQL (`WARDEN_REPLICA_*`; unused on SQLite).
+    pub replicas: crate::replicas::ReplicaConfig,
 }
 
 /// The audit log's journal and readers.
@@ -486,7 +488,65 @@ impl Config {
             "5000",
             "a number of milliseconds",
         )?;
+        let replicas = {
+            let ms = |key: &str, default: &str| -> Result<std::time::Duration, ConfigError> {
+                let v: u64 = l.parse(key, default, "a number of milliseconds")?;
+                if v < 50 {
+                    return Err(ConfigError::Invalid {
+                        key: key.into(),
+                        message: "must be at least 50 ms".into(),
+                    });
+                }
+                Ok(std::time::Duration::from_millis(v))
+            };
+            let heartbeat = ms("WARDEN_REPLICA_HEARTBEAT_MS", "5000")?;
+            let timeout = ms("WARDEN_REPLICA_TIMEOUT_MS", "15000")?;
+            if timeout <= heartbeat {
+                return Err(ConfigError::Invalid {
+                    key: "WARDEN_REPLICA_TIMEOUT_MS".into(),
+                    message: "must be longer than WARDEN_REPLICA_HEARTBEAT_MS".into(),
+                });
+            }
+            let id = l
+                .raw("WARDEN_REPLICA_ID")?
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty());
+            if let Some(id) = &id {
+                if id.len() > 64
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "WARDEN_REPLICA_ID".into(),
+                        message: "at most 64 letters, digits, '-', '_' or '.'".into(),
+                    });
+                }
+            }
+            crate::replicas::ReplicaConfig {
+                id,
+                internal_addr: l
+                    .raw("WARDEN_REPLICA_ADDR")?
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty()),
+                listen_addr: match l
+                    .raw("WARDEN_REPLICA_LISTEN_ADDR")?
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                {
+                    Some(v) => Some(v.parse().map_err(|_| ConfigError::Invalid {
+                        key: "WARDEN_REPLICA_LISTEN_ADDR".into(),
+                        message: format!("{v:?} is not an address such as 0.0.0.0:8444"),
+                    })?),
+                    None => None,
+                },
+                heartbeat,
+                timeout,
+                epoch_recheck: ms("WARDEN_REPLICA_EPOCH_RECHECK_MS", "5000")?,
+            }
+        };
         let config = Config {
+            replicas,
             siem,
             audit: AuditConfig {
                 tail_reread: std::time::Duration::from_millis(tail_reread_ms.max(100)),

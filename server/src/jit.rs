@@ -23,7 +23,9 @@ pub fn spawn(services: &Arc<Services>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let Some(svc) = weak.upgrade() else { return };
-            run_once(&svc).await;
+            if svc.jobs.run("grant_expiry") {
+                run_once(&svc).await;
+            }
         }
     })
 }
@@ -51,7 +53,9 @@ pub fn spawn_webhooks(services: &Arc<Services>) -> tokio::task::JoinHandle<()> {
         loop {
             {
                 let Some(svc) = weak.upgrade() else { return };
-                deliver_due(&svc, &http).await;
+                if svc.jobs.run("webhook_delivery") {
+                    deliver_due(&svc, &http).await;
+                }
             }
             tokio::select! {
                 _ = waker.notified() => {}

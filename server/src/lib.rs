@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod probe;
 pub mod ratelimit;
+pub mod replicas;
 pub mod siem;
 pub mod startup;
 pub mod state;

@@ -162,6 +162,20 @@ impl LiveStreams {
         }
     }
 
+    /// End every stream now (Warden is shutting down), with the reason shown to its holder.
+    /// Returns how many were open.
+    pub fn close_all(&self, reason: &str) -> usize {
+        let all: Vec<_> = self
+            .entries
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for e in &all {
+            self.end(e, reason.to_owned());
+        }
+        all.len()
+    }
+
     fn end(&self, entry: &Entry, reason: String) {
         if entry.reason.set(reason.clone()).is_err() {
             return; // already ended

@@ -91,6 +91,9 @@ async fn main() -> ExitCode {
     }
 }
 
+/// How long a shutdown waits for open requests to finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let clock: SharedClock = Arc::new(SystemClock);
     let addr = config.http.addr;
@@ -115,6 +118,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     };
     let clusters = state.clusters.clone();
+    let replicas = state.replicas.clone();
+    let live = state.gateway.live.clone();
     let demo_state = state.clone();
     let router = warden_server::build_router(state);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -126,20 +131,40 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let demo_stop = demo.as_mut().and_then(|d| d.take_stop());
     // Agents' tunnels arrive on this listener: without TCP_NODELAY, Nagle's algorithm meets
     // delayed ACKs and a small tunnelled answer waits up to 40 ms.
-    axum::serve(
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
         warden_server::console_listener(listener),
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown_signal().await;
-        // The demo agent drains first; then every agent is told to reconnect later.
+        let _ = stopping_tx.send(true);
+        // Other replicas stop forwarding here at once (not after the heartbeat timeout).
+        if let Some(r) = &replicas {
+            if let Err(e) = r.leave().await {
+                tracing::warn!(error = %e, "cannot leave the replicas' registry");
+            }
+        }
+        // The demo agent drains first; then every agent is told to reconnect (to another
+        // replica, through the load balancer).
         if let Some(stop) = demo_stop {
             let _ = stop.send(());
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
+        let n = live.close_all("server restarting");
+        tracing::info!(streams = n, "closed the open streams and terminals");
         clusters.close_all("Warden is shutting down");
-    })
-    .await?;
+    });
+    // Short requests finish; past the drain bound, whatever is left is dropped.
+    tokio::select! {
+        r = server => r?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        } => {
+            tracing::warn!(drain_s = SHUTDOWN_DRAIN.as_secs(), "requests still open after the drain; stopping anyway");
+        }
+    }
     drop(demo);
     // Audit events of the gateway's last requests are stored before exiting.
     gateway

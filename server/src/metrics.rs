@@ -20,6 +20,9 @@ struct Series {
     buckets: [u64; 11],
 }
 
+/// Whether this replica holds the background jobs' lease, and the passes of each job.
+type JobsView = Box<dyn Fn() -> (bool, Vec<(String, u64)>) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Series>>,
@@ -34,6 +37,8 @@ pub struct Metrics {
     siem: std::sync::OnceLock<Arc<crate::siem::SiemStats>>,
     /// The gateway's audit journal (set at start-up).
     journal: std::sync::OnceLock<Arc<warden_domain::audit::journal::AuditJournal>>,
+    /// The background jobs' lease and passes (set at start-up).
+    jobs: std::sync::OnceLock<JobsView>,
 }
 
 impl Metrics {
@@ -45,6 +50,15 @@ impl Metrics {
     /// Report unauthenticated refusals as `warden_unauthenticated_refusals_total{action}`.
     pub fn watch_refusals(&self, totals: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static) {
         let _ = self.refusals.set(Box::new(totals));
+    }
+
+    /// Report the background jobs as `warden_background_jobs_held` (1 on the replica that
+    /// runs them) and `warden_background_job_runs_total{job}`.
+    pub fn watch_jobs(
+        &self,
+        jobs: impl Fn() -> (bool, Vec<(String, u64)>) + Send + Sync + 'static,
+    ) {
+        let _ = self.jobs.set(Box::new(jobs));
     }
 
     /// Report the audit journal as `warden_audit_journal_*`.
@@ -136,6 +150,29 @@ impl Metrics {
                 ("warden_siem_cursor", "gauge", "The audit seq the SIEM stream delivered last.", siem.cursor.load(Relaxed)),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            }
+        }
+        if let Some(jobs) = self.jobs.get() {
+            let (held, runs) = jobs();
+            out.push_str("# HELP warden_background_jobs_held 1 when this replica runs the background jobs (one replica at a time does).
+");
+            out.push_str(
+                "# TYPE warden_background_jobs_held gauge
+",
+            );
+            let _ = writeln!(out, "warden_background_jobs_held {}", u8::from(held));
+            out.push_str("# HELP warden_background_job_runs_total Passes of each background job run by this replica.
+");
+            out.push_str(
+                "# TYPE warden_background_job_runs_total counter
+",
+            );
+            for (job, n) in runs {
+                let _ = writeln!(
+                    out,
+                    "warden_background_job_runs_total{{job=\"{}\"}} {n}",
+                    esc(&job)
+                );
             }
         }
         if let Some(totals) = self.refusals.get() {

@@ -369,6 +369,12 @@ impl Streamer {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
+                // One replica streams (the cursor is in the database: a new holder of the
+                // lease goes on where the last one stopped).
+                if !self.services.jobs.run("siem_streaming") {
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
                 match self.pump().await {
                     Ok(0) => tokio::time::sleep(poll).await,
                     Ok(_) => backoff = Duration::from_millis(200),

@@ -244,9 +244,31 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         .recover(&db)
         .await
         .context("cannot restore the events of the audit journal")?;
+    crate::replicas::cas::share(
+        &db,
+        &config.data_dir,
+        config
+            .master_key
+            .as_ref()
+            .map(warden_domain::secrets::Sealer::new)
+            .as_ref(),
+    )
+    .await
+    .context("cannot share the gateway's certificate authorities with the other replicas")?;
     let gateway = crate::gateway::Gateway::new(services.clone(), &config, journal)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
+    let replicas = crate::replicas::Replicas::start(
+        &services,
+        &config.replicas,
+        config.master_key.as_ref(),
+        &clusters,
+    )
+    .await
+    .context("cannot join the replicas sharing the database")?;
+    if let Some(r) = &replicas {
+        clusters.set_replicas(r.clone());
+    }
     let metrics = Arc::new(Metrics::default());
     metrics.watch_audit_journal(gateway.audit_journal().clone());
     let gw = Arc::downgrade(&gateway);
@@ -260,6 +282,16 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         streamer.spawn(config.siem.poll);
     }
     let svc = Arc::downgrade(&services);
+    metrics.watch_jobs(move || {
+        svc.upgrade().map_or((false, vec![]), |s| {
+            let runs = s.jobs.runs();
+            (
+                s.jobs.held(),
+                runs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            )
+        })
+    });
+    let svc = Arc::downgrade(&services);
     metrics.watch_refusals(move || {
         svc.upgrade()
             .map(|s| s.refusals.totals())
@@ -272,6 +304,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         services,
         metrics,
         rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
+        replicas,
         config: Arc::new(config),
     })
 }
@@ -286,6 +319,9 @@ pub fn spawn_maintenance(state: &AppState) {
         let mut tick = tokio::time::interval(RETENTION_EVERY);
         loop {
             tick.tick().await;
+            if !services.jobs.run("audit_retention") {
+                continue;
+            }
             if let Err(e) = warden_domain::audit::retention::run(&services).await {
                 tracing::warn!(error = %e, "audit retention failed; retrying at the next run");
             }
@@ -305,10 +341,14 @@ pub fn spawn_maintenance(state: &AppState) {
         state.services.db.clone(),
         state.services.clock.clone(),
     );
+    let services = state.services.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
+            if !services.jobs.run("session_cleanup") {
+                continue;
+            }
             if let Err(e) = store.delete_expired().await {
                 tracing::warn!(error = %e, "could not delete expired sessions");
             }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub clusters: Arc<crate::tunnel::ClusterConnections>,
     /// Per-source limits on sign-in and the agent endpoint.
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
+    /// This replica among those sharing a PostgreSQL database (`None` on SQLite).
+    pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

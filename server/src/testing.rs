@@ -126,6 +126,11 @@ impl TestApp {
         Self::spawn_inner(Some(database_url.to_owned()), BTreeMap::new(), false).await
     }
 
+    /// [`TestApp::spawn_on`] with extra configuration (environment-style keys).
+    pub async fn spawn_on_with(database_url: &str, extra: BTreeMap<String, String>) -> Self {
+        Self::spawn_inner(Some(database_url.to_owned()), extra, false).await
+    }
+
     /// Spawn on an existing database and data directory: Warden started again on what another
     /// one (another process, maybe killed) left. On PostgreSQL, a `warden_test_` database is
     /// dropped with this app (unless [`TestApp::keep_database`]).
@@ -324,7 +329,8 @@ impl Client {
         Self::new(base, true)
     }
 
-    fn new(base: &str, send_origin: bool) -> Self {
+    /// A client of the Warden at `base` (another process, say); `send_origin`: like a browser.
+    pub fn new(base: &str, send_origin: bool) -> Self {
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let http = reqwest::Client::builder()
             .cookie_provider(jar.clone())

@@ -349,6 +349,9 @@ pub struct AccessPolicy {
     /// Tells holders of live grants (streams, terminals) that the epoch moved, so they are
     /// re-checked at once, idle or not.
     epoch_tx: tokio::sync::watch::Sender<u64>,
+    /// Where a local move of the epoch is announced to the other replicas (set once at start
+    /// when several replicas share a PostgreSQL database; see `server/src/replicas.rs`).
+    publisher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<()>>,
     cache: Mutex<HashMap<UserId, (u64, Arc<Effective>)>>,
 }
 
@@ -364,6 +367,7 @@ impl AccessPolicy {
             clock,
             epoch: AtomicU64::new(1),
             epoch_tx: tokio::sync::watch::Sender::new(1),
+            publisher: std::sync::OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -373,10 +377,31 @@ impl AccessPolicy {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Call after any change that can alter a decision.
+    /// Call after any change that can alter a decision (after its transaction committed).
+    /// Other replicas, if any, are told (see [`AccessPolicy::set_publisher`]).
     pub fn bump(&self) {
+        self.move_epoch();
+        if let Some(tx) = self.publisher.get() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Another replica changed something that can alter a decision (or may have: a missed
+    /// announcement): move the local epoch, so cached rights are read again and every live
+    /// grant is re-checked, without announcing it again.
+    pub fn bump_from_elsewhere(&self) {
+        self.move_epoch();
+    }
+
+    fn move_epoch(&self) {
         let now = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         self.epoch_tx.send_modify(|v| *v = (*v).max(now));
+    }
+
+    /// Announce every later [`AccessPolicy::bump`] on `tx` (once; a second call is ignored
+    /// and returns false).
+    pub fn set_publisher(&self, tx: tokio::sync::mpsc::UnboundedSender<()>) -> bool {
+        self.publisher.set(tx).is_ok()
     }
 
     /// A receiver that wakes whenever the epoch moves (changes coalesce: a slow receiver sees

@@ -151,7 +151,9 @@ pub fn spawn(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(tick).await;
             since_full += tick;
             let now_epoch = gw.services.policy.epoch();
-            if now_epoch != epoch || since_full >= Duration::from_secs(60) {
+            if (now_epoch != epoch || since_full >= Duration::from_secs(60))
+                && gw.services.jobs.run("service_account_sweeper")
+            {
                 epoch = now_epoch;
                 since_full = Duration::ZERO;
                 let report = gw.sweep_now().await;

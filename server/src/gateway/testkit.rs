@@ -82,6 +82,32 @@ impl TestApp {
         project: &str,
         shared_with: &[&str],
     ) -> RunningAgent {
+        let agent = start_agent(admin, sim, dir, name, project, shared_with).await;
+        let start = std::time::Instant::now();
+        while !self.state.clusters.is_connected(name) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the agent of {name} did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent
+    }
+}
+
+/// [`TestApp::connect_agent`] through whichever Warden `admin` talks to (another process, a
+/// load balancer): the agent dials that Warden's public URL. Returns at once (the agent
+/// connects in the background).
+#[cfg(feature = "demo")]
+pub async fn start_agent(
+    admin: &crate::testing::Client,
+    sim: &kubesim::KubeSim,
+    dir: &Path,
+    name: &str,
+    project: &str,
+    shared_with: &[&str],
+) -> RunningAgent {
+    {
         let created = admin
             .post(
                 "/api/v1/clusters",
@@ -120,14 +146,6 @@ impl TestApp {
         let task = tokio::spawn(agent.run(async move {
             let _ = stopped.await;
         }));
-        let start = std::time::Instant::now();
-        while !self.state.clusters.is_connected(name) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the agent of {name} did not connect"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         RunningAgent {
             stop: Some(stop),
             task,

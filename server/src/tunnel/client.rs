@@ -80,10 +80,7 @@ pub async fn connect(
     cluster_id: &str,
     cluster: &str,
 ) -> Result<hyper::client::conn::http1::SendRequest<kube::client::Body>, TunnelError> {
-    let tunnel = conns
-        .get_by_id(cluster_id)
-        .ok_or_else(|| TunnelError::NotConnected(cluster.to_owned()))?;
-    let stream = tunnel.open_stream().await?;
+    let stream = conns.open_stream(cluster_id, cluster).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

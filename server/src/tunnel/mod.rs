@@ -109,6 +109,8 @@ pub struct ClusterConnections {
     challenges: Mutex<HashMap<String, (String, Instant)>>,
     /// Cluster name -> id of every tunnel seen, for [`Self::client`] (tests, the demo).
     seen: RwLock<HashMap<String, String>>,
+    /// This replica among others on PostgreSQL: told which tunnels it holds.
+    replicas: std::sync::OnceLock<Arc<crate::replicas::Replicas>>,
 }
 
 /// Challenges outstanding at once (each is used or expires within a minute); past it new ones
@@ -128,12 +130,23 @@ impl ClusterConnections {
             me: me.clone(),
             challenges: Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
+            replicas: std::sync::OnceLock::new(),
         });
         services
             .clusters
             .set_runtime(Arc::new(Runtime(Arc::downgrade(&c))));
         spawn_sweeper(Arc::downgrade(&c));
         c
+    }
+
+    /// Record the tunnels of this registry in the replicas' shared registry from now on.
+    pub fn set_replicas(&self, replicas: Arc<crate::replicas::Replicas>) {
+        if let Ok(m) = self.tunnels.read() {
+            for id in m.keys() {
+                replicas.tunnel_held(id);
+            }
+        }
+        let _ = self.replicas.set(replicas);
     }
 
     pub fn timing(&self) -> Timing {
@@ -186,6 +199,37 @@ impl ClusterConnections {
             .values()
             .find(|t| t.cluster == cluster)
             .cloned()
+    }
+
+    /// A stream to the API server of `cluster_id` (named `cluster` in messages): through this
+    /// replica's tunnel, else forwarded to the replica that holds it.
+    pub async fn open_stream(
+        &self,
+        cluster_id: &str,
+        cluster: &str,
+    ) -> Result<crate::gateway::transport::BoxIo, TunnelError> {
+        if let Some(t) = self.get_by_id(cluster_id) {
+            return Ok(Box::new(t.open_stream().await?));
+        }
+        match self.replicas.get() {
+            Some(r) => r.open_remote(cluster_id, cluster).await,
+            None => Err(TunnelError::NotConnected(cluster.to_owned())),
+        }
+    }
+
+    /// Whether a stream to `cluster_id` can be opened: a tunnel here, or (at the last
+    /// heartbeat) on another live replica.
+    pub fn reaches(&self, cluster_id: &str) -> bool {
+        self.has_tunnel(cluster_id)
+            || self
+                .replicas
+                .get()
+                .is_some_and(|r| r.held_elsewhere(cluster_id))
+    }
+
+    /// Whether other replicas may hold tunnels this one does not (several replicas).
+    pub fn replicated(&self) -> bool {
+        self.replicas.get().is_some()
     }
 
     pub fn get_by_id(&self, cluster_id: &str) -> Option<Arc<Tunnel>> {
@@ -263,11 +307,13 @@ impl ClusterConnections {
         if let Ok(mut seen) = self.seen.write() {
             seen.insert(t.cluster.clone(), t.cluster_id.clone());
         }
-        let old = self
-            .tunnels
-            .write()
-            .ok()
-            .and_then(|mut m| m.insert(t.cluster_id.clone(), t.clone()));
+        let old = self.tunnels.write().ok().and_then(|mut m| {
+            // Under the lock: a release of this tunnel cannot be recorded before its hold.
+            if let Some(r) = self.replicas.get() {
+                r.tunnel_held(&t.cluster_id);
+            }
+            m.insert(t.cluster_id.clone(), t.clone())
+        });
         if let Some(old) = old {
             old.close(
                 ServerMessage::Closing {
@@ -284,6 +330,9 @@ impl ClusterConnections {
             Ok(mut m) => match m.get(&t.cluster_id) {
                 Some(cur) if cur.conn_id == t.conn_id => {
                     m.remove(&t.cluster_id);
+                    if let Some(r) = self.replicas.get() {
+                        r.tunnel_released(&t.cluster_id);
+                    }
                     true
                 }
                 _ => false,
@@ -337,8 +386,11 @@ impl ClusterConnections {
                 tracing::warn!(error = %e, "cannot record the cluster's status");
             }
         }
-        if self.started.elapsed() > timeout {
-            let is_live = |id: &str| self.has_tunnel(id);
+        if self.started.elapsed() > timeout && self.services.jobs.run("cluster_status_sweeper") {
+            // A tunnel another live replica holds is connected too.
+            let replicas = self.replicas.get();
+            let is_live =
+                |id: &str| self.has_tunnel(id) || replicas.is_some_and(|r| r.held_elsewhere(id));
             match warden_domain::agents::mark_unconnected(
                 &self.services,
                 &is_live,

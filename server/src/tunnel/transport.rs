@@ -29,11 +29,15 @@ impl TunnelTransport {
         }
     }
 
-    /// The cluster's tunnel, by id only: a name can be renamed or reused, an id cannot.
-    fn tunnel(&self, cluster: &ClusterRef) -> Result<Arc<super::Tunnel>, TransportError> {
-        self.conns
-            .get_by_id(&cluster.id)
-            .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
+    /// Fail at once when no tunnel of the cluster (by id only: a name can be renamed or
+    /// reused, an id cannot) is here; with several replicas, opening a stream asks the
+    /// database which replica holds it.
+    fn check_reachable(&self, cluster: &ClusterRef) -> Result<(), TransportError> {
+        if self.conns.get_by_id(&cluster.id).is_some() || self.conns.replicated() {
+            Ok(())
+        } else {
+            Err(TransportError::NotConnected(cluster.name.clone()))
+        }
     }
 }
 
@@ -61,15 +65,17 @@ pub fn management_headers() -> HeaderMap {
 #[async_trait]
 impl ClusterTransport for TunnelTransport {
     async fn connect(&self, cluster: &ClusterRef) -> Result<BoxIo, TransportError> {
-        let t = self.tunnel(cluster)?;
-        let s = t
-            .open_stream()
+        self.check_reachable(cluster)?;
+        self.conns
+            .open_stream(&cluster.id, &cluster.name)
             .await
-            .map_err(|e| TransportError::Unreachable {
-                cluster: cluster.name.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(Box::new(s))
+            .map_err(|e| match e {
+                super::TunnelError::NotConnected(n) => TransportError::NotConnected(n),
+                e => TransportError::Unreachable {
+                    cluster: cluster.name.clone(),
+                    message: e.to_string(),
+                },
+            })
     }
 
     async fn authenticate(
@@ -110,9 +116,9 @@ impl ClusterTransport for TunnelTransport {
     }
 
     async fn client(&self, cluster: &ClusterRef) -> Result<kube::Client, TransportError> {
-        let t = self.tunnel(cluster)?;
+        self.check_reachable(cluster)?;
         self.conns
-            .client_by_id(&t.cluster_id, &cluster.name)
+            .client_by_id(&cluster.id, &cluster.name)
             .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
     }
 
@@ -121,6 +127,6 @@ impl ClusterTransport for TunnelTransport {
     }
 
     fn reaches(&self, cluster: &ClusterRef) -> bool {
-        self.tunnel(cluster).is_ok()
+        self.conns.reaches(&cluster.id)
     }
 }

@@ -19,6 +19,7 @@ mod mfa;
 mod overview;
 mod platform;
 mod pods;
+mod replicas;
 mod retention;
 mod siem;
 mod sso;

@@ -1,0 +1,353 @@
+//! The internal channel between replicas: a stream to a cluster whose agent tunnel another
+//! replica holds.
+//!
+//! The replica the client reached authenticates the caller and runs the authorization gate as
+//! always (and keeps re-checking live streams when the shared epoch moves); only the byte
+//! stream to the cluster's API server crosses to the replica holding the tunnel. So requests,
+//! watches, `logs -f` and upgrades (exec, attach, port-forward) all work unchanged: HTTP/1.1
+//! runs end to end over the forwarded stream.
+//!
+//! The receiving replica does not re-run the gate; it verifies a signed, short-lived assertion
+//! from a peer instead: a TCP connection to `WARDEN_REPLICA_ADDR` starts with one line
+//! `WARDEN-TUNNEL/1 <cluster id> <origin replica> <unix ms> <nonce> <hmac>`, where the HMAC-SHA256
+//! key is derived with HKDF from `WARDEN_MASTER_KEY` (purpose `replica internal channel`), so
+//! only a process holding the master key can ask. The timestamp must be within
+//! [`MAX_SKEW`] of the receiver's clock and a nonce is accepted once; anything else (no key,
+//! a wrong key, an old or replayed hello, a malformed line) is answered `ERR refused`, closed,
+//! and audited (`replica.forward` denied, kind `system`, sampled like every unauthenticated
+//! refusal). Accepted, the answer is `OK` and the
+//! connection is spliced onto a new stream of the local tunnel.
+//!
+//! The channel is authenticated, not encrypted: run replicas on a private network (or a mesh
+//! that encrypts pod-to-pod traffic).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
+use warden_domain::secrets::Secret;
+use warden_domain::Services;
+
+use crate::tunnel::ClusterConnections;
+
+const PROTOCOL: &str = "WARDEN-TUNNEL/1";
+/// How far a hello's timestamp may be from the receiver's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(30);
+/// The longest hello line accepted.
+const MAX_LINE: usize = 512;
+/// How long a peer may take to say hello (or to answer one).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The key of the internal channel (HKDF of the master key).
+#[derive(Clone)]
+pub struct InternalKey(ring::hmac::Key);
+
+impl std::fmt::Debug for InternalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InternalKey(<redacted>)")
+    }
+}
+
+impl InternalKey {
+    pub fn from_master(master_key: &Secret) -> Self {
+        let bytes = warden_domain::secrets::derive_key(master_key, b"replica internal channel");
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+    }
+
+    fn sign(&self, cluster_id: &str, origin: &str, at_ms: i64, nonce: &str) -> String {
+        hex::encode(
+            ring::hmac::sign(&self.0, signed(cluster_id, origin, at_ms, nonce).as_bytes()).as_ref(),
+        )
+    }
+
+    fn verifies(&self, cluster_id: &str, origin: &str, at_ms: i64, nonce: &str, mac: &str) -> bool {
+        let Ok(tag) = hex::decode(mac) else {
+            return false;
+        };
+        ring::hmac::verify(
+            &self.0,
+            signed(cluster_id, origin, at_ms, nonce).as_bytes(),
+            &tag,
+        )
+        .is_ok()
+    }
+}
+
+fn signed(cluster_id: &str, origin: &str, at_ms: i64, nonce: &str) -> String {
+    format!("{PROTOCOL}\n{cluster_id}\n{origin}\n{at_ms}\n{nonce}")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The hello line for a stream to `cluster_id`, signed with `key` at `at_ms` (tests sign
+/// their own, with wrong keys and old timestamps).
+pub fn hello(key: &InternalKey, cluster_id: &str, origin: &str, at_ms: i64, nonce: &str) -> String {
+    let mac = key.sign(cluster_id, origin, at_ms, nonce);
+    format!("{PROTOCOL} {cluster_id} {origin} {at_ms} {nonce} {mac}\n")
+}
+
+/// Read one `\n`-terminated line, byte by byte (nothing after it is consumed), at most
+/// [`MAX_LINE`] bytes.
+async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut line = Vec::with_capacity(128);
+    loop {
+        let b = s.read_u8().await?;
+        if b == b'\n' {
+            break;
+        }
+        line.push(b);
+        if line.len() > MAX_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "line too long",
+            ));
+        }
+    }
+    String::from_utf8(line)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+/// Open a stream to `cluster_id` through the replica at `addr`: an error says why not.
+pub async fn dial(
+    addr: &str,
+    key: &InternalKey,
+    origin: &str,
+    cluster_id: &str,
+) -> Result<TcpStream, String> {
+    let mut s = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to replica {addr} timed out"))?
+        .map_err(|e| format!("cannot connect to replica {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let nonce = warden_domain::secrets::random_token(16);
+    let line = hello(key, cluster_id, origin, now_ms(), &nonce);
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, async {
+        s.write_all(line.as_bytes()).await?;
+        read_line(&mut s).await
+    })
+    .await
+    .map_err(|_| format!("replica {addr} did not answer in time"))?
+    .map_err(|e| format!("replica {addr}: {e}"))?;
+    if answer == "OK" {
+        Ok(s)
+    } else {
+        Err(format!("replica {addr} answered: {answer}"))
+    }
+}
+
+/// Nonces seen within the skew window: each hello is accepted once.
+#[derive(Default)]
+struct SeenNonces(Mutex<HashMap<String, i64>>);
+
+impl SeenNonces {
+    /// Record `nonce` (first use: true).
+    fn first_use(&self, nonce: &str, now: i64) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        let window = 2 * MAX_SKEW.as_millis() as i64;
+        if m.len() > 10_000 {
+            m.retain(|_, at| now - *at < window);
+        }
+        if m.len() > 100_000 {
+            return false;
+        }
+        m.insert(nonce.to_owned(), now).is_none()
+    }
+}
+
+/// Why a hello is refused (audited; the peer only hears `ERR refused`).
+fn check(
+    line: &str,
+    key: Option<&InternalKey>,
+    seen: &SeenNonces,
+    now: i64,
+) -> Result<(String, String), String> {
+    let Some(key) = key else {
+        return Err("this replica has no WARDEN_MASTER_KEY: the internal channel is closed".into());
+    };
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [proto, cluster_id, origin, at, nonce, mac] = parts[..] else {
+        return Err("a malformed hello".into());
+    };
+    if proto != PROTOCOL {
+        return Err("not the internal channel's protocol".into());
+    }
+    let at: i64 = at.parse().map_err(|_| "a malformed timestamp".to_owned())?;
+    if !key.verifies(cluster_id, origin, at, nonce, mac) {
+        return Err("the hello's signature does not verify (wrong or no key)".into());
+    }
+    if (now - at).abs() > MAX_SKEW.as_millis() as i64 {
+        return Err(format!(
+            "the hello is {} s old (at most {} s)",
+            (now - at) / 1000,
+            MAX_SKEW.as_secs()
+        ));
+    }
+    if nonce.len() < 16 || !seen.first_use(nonce, now) {
+        return Err("a replayed hello".into());
+    }
+    Ok((cluster_id.to_owned(), origin.to_owned()))
+}
+
+/// Serve the internal channel on `listener` until the registry is gone.
+pub fn spawn_server(
+    listener: TcpListener,
+    key: Option<InternalKey>,
+    services: Weak<Services>,
+    conns: Weak<ClusterConnections>,
+) {
+    let seen = Arc::new(SeenNonces::default());
+    tokio::spawn(async move {
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the internal channel cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if conns.strong_count() == 0 {
+                return;
+            }
+            let (key, seen, services, conns) =
+                (key.clone(), seen.clone(), services.clone(), conns.clone());
+            tokio::spawn(async move {
+                serve_one(sock, peer, key, &seen, services, conns).await;
+            });
+        }
+    });
+}
+
+async fn serve_one(
+    mut sock: TcpStream,
+    peer: std::net::SocketAddr,
+    key: Option<InternalKey>,
+    seen: &SeenNonces,
+    services: Weak<Services>,
+    conns: Weak<ClusterConnections>,
+) {
+    let _ = sock.set_nodelay(true);
+    let line = match tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut sock)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            refuse(
+                &mut sock,
+                peer,
+                &services,
+                &format!("an unreadable hello: {e}"),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            refuse(&mut sock, peer, &services, "no hello in time").await;
+            return;
+        }
+    };
+    let (cluster_id, origin) = match check(&line, key.as_ref(), seen, now_ms()) {
+        Ok(v) => v,
+        Err(why) => {
+            refuse(&mut sock, peer, &services, &why).await;
+            return;
+        }
+    };
+    let Some(tunnel) = conns.upgrade().and_then(|c| c.get_by_id(&cluster_id)) else {
+        let _ = sock.write_all(b"ERR not connected here\n").await;
+        return;
+    };
+    let mut stream = match tunnel.open_stream().await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = sock
+                .write_all(format!("ERR {}\n", e.to_string().replace('\n', " ")).as_bytes())
+                .await;
+            return;
+        }
+    };
+    if sock.write_all(b"OK\n").await.is_err() {
+        return;
+    }
+    tracing::debug!(cluster.id = %cluster_id, replica.origin = %origin, "forwarding a stream from another replica");
+    let _ = tokio::io::copy_bidirectional(&mut sock, &mut stream).await;
+}
+
+async fn refuse(
+    sock: &mut TcpStream,
+    peer: std::net::SocketAddr,
+    services: &Weak<Services>,
+    why: &str,
+) {
+    tracing::warn!(peer = %peer, reason = %why, "refused a connection on the replicas' internal channel");
+    let _ = sock.write_all(b"ERR refused\n").await;
+    let _ = sock.shutdown().await;
+    if let Some(svc) = services.upgrade() {
+        // An unauthenticated caller: sampled like every such refusal (a flood of them is
+        // counted, and summarised, rather than written row by row).
+        let ev = AuditEvent::new(
+            AuditKind::System,
+            Actor::Anonymous {
+                claimed: format!("replica channel peer {}", peer.ip()),
+            },
+            SessionType::System,
+            "replica.forward",
+            Outcome::Denied,
+        )
+        .reason(why)
+        .request(RequestMeta {
+            source_ip: Some(peer.ip().to_string()),
+            ..Default::default()
+        });
+        if let Err(e) = svc.record_refusal(ev).await {
+            tracing::error!(error = %e, "could not audit a refusal on the internal channel");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> InternalKey {
+        InternalKey::from_master(&Secret::new(k))
+    }
+
+    #[test]
+    fn a_hello_is_accepted_once_within_the_skew_and_with_the_key() {
+        let k = key("the master key of the test, long enough");
+        let seen = SeenNonces::default();
+        let now = now_ms();
+        let good = hello(&k, "c1", "r1", now, "0123456789abcdef0123");
+        let good = good.trim_end();
+        assert_eq!(
+            check(good, Some(&k), &seen, now),
+            Ok(("c1".to_owned(), "r1".to_owned()))
+        );
+        assert_eq!(
+            check(good, Some(&k), &seen, now),
+            Err("a replayed hello".into())
+        );
+        let wrong = hello(&key("another key"), "c1", "r1", now, "abcdef0123456789abcd");
+        assert!(check(wrong.trim_end(), Some(&k), &seen, now)
+            .unwrap_err()
+            .contains("does not verify"));
+        let old = hello(&k, "c1", "r1", now - 60_000, "fedcba9876543210fedc");
+        assert!(check(old.trim_end(), Some(&k), &seen, now)
+            .unwrap_err()
+            .contains("old"));
+        // A signature for another cluster does not open this one.
+        let line = hello(&k, "c1", "r1", now, "1111111111111111aaaa").replace(" c1 ", " c2 ");
+        assert!(check(line.trim_end(), Some(&k), &seen, now).is_err());
+        assert!(check(good, None, &seen, now).is_err());
+        assert!(check("GET / HTTP/1.1", Some(&k), &seen, now).is_err());
+    }
+}

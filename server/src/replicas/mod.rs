@@ -1,0 +1,554 @@
+//! Several Warden replicas on one PostgreSQL database. SQLite stays the single-process default:
+//! nothing here runs on it.
+//!
+//! - **The authorization epoch is shared.** Every local [`AccessPolicy::bump`] moves the
+//!   `authz_epoch` row and announces it with `NOTIFY warden_authz_epoch` (payload
+//!   `<replica id>:<value>`), in one statement, so the announcement goes out when the move is
+//!   committed. Each replica `LISTEN`s on a connection of its own (sqlx `PgListener`, which
+//!   reconnects by itself); a notification from another replica moves the local epoch
+//!   ([`AccessPolicy::bump_from_elsewhere`]): the policy cache is read again and every live
+//!   stream and terminal is re-checked at once. A lost listening connection counts as a missed
+//!   notification (the epoch moves), and a periodic re-read of the row is the safety net
+//!   (`WARDEN_REPLICA_EPOCH_RECHECK_MS`).
+//! - **Replica registry and tunnel ownership.** Each replica keeps a `replicas` row (its id,
+//!   the internal address other replicas reach it at, its heartbeat, all in the database's
+//!   clock so replicas' clocks need not agree). A cluster's agent connection is recorded in
+//!   `cluster_tunnels` (written at connect, cleared at disconnect, in order, by one writer);
+//!   a replica whose heartbeat is older than `WARDEN_REPLICA_TIMEOUT_MS` is removed with its
+//!   tunnel rows by whichever replica sees it first, and [`Replicas::owner_of`] never names it.
+//!
+//! [`AccessPolicy::bump`]: warden_domain::access::AccessPolicy::bump
+//! [`AccessPolicy::bump_from_elsewhere`]: warden_domain::access::AccessPolicy::bump_from_elsewhere
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+pub mod cas;
+pub mod forward;
+pub mod lease;
+
+use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use tokio::sync::mpsc;
+use warden_domain::Services;
+
+/// The `LISTEN`/`NOTIFY` channel of the authorization epoch.
+pub const EPOCH_CHANNEL: &str = "warden_authz_epoch";
+
+/// The replicas' settings (`WARDEN_REPLICA_*`).
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// `WARDEN_REPLICA_ID`: this replica's name in the registry (default: a random UUID; a
+    /// stable name such as the pod name makes the registry easier to read).
+    pub id: Option<String>,
+    /// `WARDEN_REPLICA_ADDR`: where the other replicas reach this one (`host:port`), for
+    /// streams to the clusters whose agent tunnel it holds. Unset: this replica forwards to
+    /// others but nothing is forwarded to it.
+    pub internal_addr: Option<String>,
+    /// `WARDEN_REPLICA_LISTEN_ADDR`: what the internal channel binds (default `0.0.0.0` and
+    /// the port of `WARDEN_REPLICA_ADDR`).
+    pub listen_addr: Option<std::net::SocketAddr>,
+    /// `WARDEN_REPLICA_HEARTBEAT_MS` (default 5 s).
+    pub heartbeat: Duration,
+    /// `WARDEN_REPLICA_TIMEOUT_MS` (default 15 s): a replica silent this long is gone, and so
+    /// are the agent tunnels it held.
+    pub timeout: Duration,
+    /// `WARDEN_REPLICA_EPOCH_RECHECK_MS` (default 5 s): how often the shared epoch is re-read,
+    /// in case a notification was missed.
+    pub epoch_recheck: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            internal_addr: None,
+            listen_addr: None,
+            heartbeat: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            epoch_recheck: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A change of tunnel ownership, written in order by one task.
+#[derive(Debug)]
+enum Ownership {
+    Held(String),
+    Released(String),
+}
+
+/// This replica, in the registry of replicas sharing the database.
+pub struct Replicas {
+    id: String,
+    db: DatabaseConnection,
+    config: ReplicaConfig,
+    /// The highest shared epoch value this replica has seen.
+    seen_epoch: AtomicI64,
+    ownership: mpsc::UnboundedSender<Ownership>,
+    /// Cluster ids whose tunnel another live replica holds (refreshed with the heartbeat).
+    elsewhere: RwLock<HashSet<String>>,
+    /// The internal channel's key (`None` without a master key: nothing is forwarded).
+    key: Option<forward::InternalKey>,
+    /// Set when this replica left the registry (shutting down): no more heartbeats or claims.
+    left: std::sync::atomic::AtomicBool,
+}
+
+/// The database's clock, in milliseconds (one clock for every replica).
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+
+impl Replicas {
+    /// Join the replicas: register, start the heartbeat, the epoch's publisher, listener and
+    /// safety net, and the tunnel-ownership writer. `None` on SQLite (one process).
+    pub async fn start(
+        services: &Arc<Services>,
+        config: &ReplicaConfig,
+        master_key: Option<&warden_domain::secrets::Secret>,
+        clusters: &Arc<crate::tunnel::ClusterConnections>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        let db = services.db.clone();
+        if db.get_database_backend() != DatabaseBackend::Postgres {
+            return Ok(None);
+        }
+        let id = config
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (ownership, ownership_rx) = mpsc::unbounded_channel();
+        let me = Arc::new(Self {
+            id,
+            db,
+            config: config.clone(),
+            seen_epoch: AtomicI64::new(0),
+            ownership,
+            elsewhere: RwLock::new(HashSet::new()),
+            key: master_key.map(forward::InternalKey::from_master),
+            left: std::sync::atomic::AtomicBool::new(false),
+        });
+        if let Some(addr) = &me.config.internal_addr {
+            let listen = match me.config.listen_addr {
+                Some(a) => a,
+                None => {
+                    let port = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("WARDEN_REPLICA_ADDR {addr:?} is not host:port")
+                        })?;
+                    std::net::SocketAddr::from(([0, 0, 0, 0], port))
+                }
+            };
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {listen} for the other replicas (WARDEN_REPLICA_LISTEN_ADDR): {e}")
+            })?;
+            if me.key.is_none() {
+                tracing::warn!("WARDEN_REPLICA_ADDR is set but WARDEN_MASTER_KEY is not: other replicas cannot forward to this one");
+            }
+            forward::spawn_server(
+                listener,
+                me.key.clone(),
+                Arc::downgrade(services),
+                Arc::downgrade(clusters),
+            );
+        }
+        me.heartbeat().await?;
+        me.seen_epoch
+            .store(me.read_epoch().await?, Ordering::SeqCst);
+        // Listen before publishing anything: a change made from now on is heard.
+        let listener = me.listen().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if !services.policy.set_publisher(tx) {
+            anyhow::bail!("the authorization epoch already has a publisher");
+        }
+        let weak = Arc::downgrade(services);
+        tokio::spawn(publish_loop(Arc::downgrade(&me), rx));
+        tokio::spawn(listen_loop(Arc::downgrade(&me), weak.clone(), listener));
+        tokio::spawn(recheck_loop(Arc::downgrade(&me), weak));
+        tokio::spawn(heartbeat_loop(Arc::downgrade(&me)));
+        tokio::spawn(ownership_loop(Arc::downgrade(&me), ownership_rx));
+        let opts = (*me.db.get_postgres_connection_pool().connect_options()).clone();
+        lease::start(services, opts, me.config.heartbeat).await;
+        tracing::info!(replica.id = %me.id, replica.addr = ?me.config.internal_addr, "joined the replicas sharing the database");
+        Ok(Some(me))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn internal_addr(&self) -> Option<&str> {
+        self.config.internal_addr.as_deref()
+    }
+
+    /// This replica now holds the agent tunnel of `cluster_id`.
+    pub fn tunnel_held(&self, cluster_id: &str) {
+        let _ = self.ownership.send(Ownership::Held(cluster_id.to_owned()));
+    }
+
+    /// This replica no longer holds the agent tunnel of `cluster_id`.
+    pub fn tunnel_released(&self, cluster_id: &str) {
+        let _ = self
+            .ownership
+            .send(Ownership::Released(cluster_id.to_owned()));
+    }
+
+    /// A stream to the API server of `cluster_id` (named `cluster`) through the replica that
+    /// holds its agent tunnel.
+    pub async fn open_remote(
+        &self,
+        cluster_id: &str,
+        cluster: &str,
+    ) -> Result<crate::gateway::transport::BoxIo, crate::tunnel::TunnelError> {
+        use crate::tunnel::TunnelError;
+        let closed = |message: String| TunnelError::Closed {
+            cluster: cluster.to_owned(),
+            message,
+        };
+        let owner = match self.owner_of(cluster_id).await {
+            Ok(Some(o)) if o.id != self.id => o,
+            Ok(_) => return Err(TunnelError::NotConnected(cluster.to_owned())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up which replica holds a tunnel");
+                return Err(closed("cannot find which replica holds the tunnel".into()));
+            }
+        };
+        let Some(addr) = owner.internal_addr.as_deref() else {
+            return Err(closed(format!(
+                "replica {} holds the agent tunnel but has no WARDEN_REPLICA_ADDR",
+                owner.id
+            )));
+        };
+        let Some(key) = &self.key else {
+            return Err(closed(
+                "another replica holds the agent tunnel, and without WARDEN_MASTER_KEY this one cannot forward to it".into(),
+            ));
+        };
+        let s = forward::dial(addr, key, &self.id, cluster_id)
+            .await
+            .map_err(closed)?;
+        Ok(Box::new(s))
+    }
+
+    /// Whether another live replica held the tunnel of `cluster_id` at the last heartbeat.
+    pub fn held_elsewhere(&self, cluster_id: &str) -> bool {
+        self.elsewhere
+            .read()
+            .map(|s| s.contains(cluster_id))
+            .unwrap_or(false)
+    }
+
+    /// The live replica holding the agent tunnel of `cluster_id`: its id and internal address.
+    pub async fn owner_of(&self, cluster_id: &str) -> anyhow::Result<Option<ReplicaRef>> {
+        let timeout = self.config.timeout.as_millis() as i64;
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "SELECT r.id, r.internal_addr FROM cluster_tunnels t JOIN replicas r ON r.id = t.replica_id \
+                     WHERE t.cluster_id = $1 AND r.heartbeat_at > {DB_NOW_MS} - $2"
+                ),
+                [cluster_id.into(), timeout.into()],
+            ))
+            .await?;
+        Ok(match row {
+            Some(r) => Some(ReplicaRef {
+                id: r.try_get("", "id")?,
+                internal_addr: r.try_get("", "internal_addr")?,
+            }),
+            None => None,
+        })
+    }
+
+    /// The live replicas (heartbeat within the timeout), this one included.
+    pub async fn live(&self) -> anyhow::Result<Vec<ReplicaRef>> {
+        let timeout = self.config.timeout.as_millis() as i64;
+        let rows = self
+            .db
+            .query_all(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "SELECT id, internal_addr FROM replicas WHERE heartbeat_at > {DB_NOW_MS} - $1 ORDER BY id"
+                ),
+                [timeout.into()],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ReplicaRef {
+                    id: r.try_get("", "id")?,
+                    internal_addr: r.try_get("", "internal_addr")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Leave the registry (a graceful shutdown): this replica's row and its tunnel rows go, so
+    /// the others stop forwarding here at once rather than after the heartbeat timeout.
+    pub async fn leave(&self) -> anyhow::Result<()> {
+        self.left.store(true, Ordering::SeqCst);
+        self.db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "DELETE FROM cluster_tunnels WHERE replica_id = $1",
+                [self.id.clone().into()],
+            ))
+            .await?;
+        self.db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "DELETE FROM replicas WHERE id = $1",
+                [self.id.clone().into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Write this replica's heartbeat; remove replicas (and their tunnels) silent past the
+    /// timeout; refresh which tunnels other live replicas hold.
+    async fn heartbeat(&self) -> anyhow::Result<()> {
+        let timeout = self.config.timeout.as_millis() as i64;
+        self.db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ($1, $2, {DB_NOW_MS}, {DB_NOW_MS}) \
+                     ON CONFLICT (id) DO UPDATE SET internal_addr = EXCLUDED.internal_addr, heartbeat_at = EXCLUDED.heartbeat_at"
+                ),
+                [
+                    self.id.clone().into(),
+                    self.config.internal_addr.clone().into(),
+                ],
+            ))
+            .await?;
+        self.db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "DELETE FROM cluster_tunnels WHERE replica_id IN \
+                     (SELECT id FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1)"
+                ),
+                [timeout.into()],
+            ))
+            .await?;
+        self.db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!("DELETE FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1"),
+                [timeout.into()],
+            ))
+            .await?;
+        let rows = self
+            .db
+            .query_all(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT cluster_id FROM cluster_tunnels WHERE replica_id <> $1",
+                [self.id.clone().into()],
+            ))
+            .await?;
+        let set: HashSet<String> = rows
+            .into_iter()
+            .filter_map(|r| r.try_get::<String>("", "cluster_id").ok())
+            .collect();
+        if let Ok(mut e) = self.elsewhere.write() {
+            *e = set;
+        }
+        Ok(())
+    }
+
+    async fn read_epoch(&self) -> anyhow::Result<i64> {
+        let row = self
+            .db
+            .query_one(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT value FROM authz_epoch WHERE id = 1",
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the authz_epoch row is missing"))?;
+        Ok(row.try_get("", "value")?)
+    }
+
+    /// Move the shared epoch and announce it, in one statement (the notification goes out
+    /// when it commits). Returns the new value.
+    async fn publish(&self) -> anyhow::Result<i64> {
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                format!(
+                    "WITH u AS (UPDATE authz_epoch SET value = value + 1 WHERE id = 1 RETURNING value) \
+                     SELECT u.value AS value, pg_notify('{EPOCH_CHANNEL}', $1 || ':' || u.value::text) AS sent FROM u"
+                ),
+                [self.id.clone().into()],
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the authz_epoch row is missing"))?;
+        Ok(row.try_get("", "value")?)
+    }
+
+    async fn listen(&self) -> anyhow::Result<PgListener> {
+        let mut l = PgListener::connect_with(self.db.get_postgres_connection_pool()).await?;
+        l.listen(EPOCH_CHANNEL).await?;
+        Ok(l)
+    }
+
+    /// Record `value` as seen (the re-read); true when it is news.
+    fn saw_epoch(&self, value: i64) -> bool {
+        self.seen_epoch.fetch_max(value, Ordering::SeqCst) < value
+    }
+
+    /// A move to `value` was handled (published here, or heard): record it only when it
+    /// follows the last one seen, so a move not heard in between is still found by the re-read.
+    fn handled_epoch(&self, value: i64) {
+        let _ =
+            self.seen_epoch
+                .compare_exchange(value - 1, value, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// A replica, as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRef {
+    pub id: String,
+    pub internal_addr: Option<String>,
+}
+
+/// Announce local moves of the epoch, coalescing those that come while one is being written;
+/// a failed write is retried (the other replicas' safety net reads the same row).
+async fn publish_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<()>) {
+    while rx.recv().await.is_some() {
+        while rx.try_recv().is_ok() {}
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let Some(r) = me.upgrade() else { return };
+            match r.publish().await {
+                Ok(v) => {
+                    r.handled_epoch(v);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot announce an authorization change to the other replicas; retrying");
+                }
+            }
+            drop(r);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Hear the other replicas' moves of the epoch.
+async fn listen_loop(me: Weak<Replicas>, services: Weak<Services>, mut listener: PgListener) {
+    loop {
+        let next = listener.try_recv().await;
+        let (Some(r), Some(svc)) = (me.upgrade(), services.upgrade()) else {
+            return;
+        };
+        match next {
+            Ok(Some(n)) => {
+                let (origin, value) = n.payload().rsplit_once(':').unwrap_or(("", ""));
+                if origin != r.id {
+                    svc.policy.bump_from_elsewhere();
+                }
+                if let Ok(v) = value.parse::<i64>() {
+                    r.handled_epoch(v);
+                }
+            }
+            Ok(None) => {
+                // The connection was lost (sqlx reconnects it): what was said meanwhile is
+                // unknown, so assume something changed.
+                tracing::warn!(
+                    "the authorization-change listener lost its connection; reconnecting"
+                );
+                svc.policy.bump_from_elsewhere();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the authorization-change listener failed; retrying");
+                svc.policy.bump_from_elsewhere();
+                drop((r, svc));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The safety net: re-read the shared epoch now and then.
+async fn recheck_loop(me: Weak<Replicas>, services: Weak<Services>) {
+    loop {
+        let every = match me.upgrade() {
+            Some(r) => r.config.epoch_recheck,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let (Some(r), Some(svc)) = (me.upgrade(), services.upgrade()) else {
+            return;
+        };
+        match r.read_epoch().await {
+            Ok(v) => {
+                if r.saw_epoch(v) {
+                    tracing::debug!(
+                        epoch = v,
+                        "an authorization change was found by re-reading the epoch"
+                    );
+                    svc.policy.bump_from_elsewhere();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the shared authorization epoch"),
+        }
+    }
+}
+
+async fn heartbeat_loop(me: Weak<Replicas>) {
+    loop {
+        let every = match me.upgrade() {
+            Some(r) => r.config.heartbeat,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(r) = me.upgrade() else { return };
+        if r.left.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = r.heartbeat().await {
+            tracing::warn!(error = %e, "cannot write this replica's heartbeat");
+        }
+    }
+}
+
+/// Write tunnel ownership changes in the order they happened.
+async fn ownership_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<Ownership>) {
+    while let Some(change) = rx.recv().await {
+        loop {
+            let Some(r) = me.upgrade() else { return };
+            if r.left.load(Ordering::SeqCst) {
+                break;
+            }
+            let st = match &change {
+                Ownership::Held(c) => Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    format!(
+                        "INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ($1, $2, {DB_NOW_MS}) \
+                         ON CONFLICT (cluster_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, connected_at = EXCLUDED.connected_at"
+                    ),
+                    [c.clone().into(), r.id.clone().into()],
+                ),
+                // Only this replica's own claim: the agent may already be connected elsewhere.
+                Ownership::Released(c) => Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "DELETE FROM cluster_tunnels WHERE cluster_id = $1 AND replica_id = $2",
+                    [c.clone().into(), r.id.clone().into()],
+                ),
+            };
+            match r.db.execute(st).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?change, "cannot record the agent tunnel's replica; retrying");
+                    drop(r);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}

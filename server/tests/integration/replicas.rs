@@ -1,0 +1,1075 @@
+//! Several replicas on one PostgreSQL (skipped on SQLite, where Warden is one process): replica
+//! B is a `TestApp` in this process holding the cluster's agent tunnel, replica A a real
+//! `warden serve` child process on the same database.
+//!
+//! - A binding removed through A's REST API ends a `kubectl get -w` held on B within a second
+//!   (`LISTEN/NOTIFY` on the authorization epoch; B's safety-net re-read is 5 s, too slow to
+//!   pass), and from then on B refuses the user at once (no stale cached decision).
+//! - The registry: both replicas are listed, the tunnel is recorded as B's while the agent is
+//!   connected and cleared when it leaves; A does not mark B's cluster disconnected; a replica
+//!   whose heartbeat stopped is removed with its tunnels.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::json;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use warden_server::gateway::testkit::Kubectl;
+use warden_server::testing::{Client, TestApp, USER_PASSWORD};
+
+const CLUSTER: &str = "shared-1";
+const USER: &str = "sally@example.com";
+
+fn on_postgres() -> bool {
+    std::env::var("WARDEN_TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty())
+}
+
+/// A `warden serve` process on `database_url`, killed when dropped.
+struct WardenServe {
+    url: String,
+    gateway_url: String,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl WardenServe {
+    async fn start(database_url: &str, extra: &[(&str, &str)]) -> WardenServe {
+        Self::start_at(database_url, &format!("127.0.0.1:{}", free_port()), extra).await
+    }
+
+    /// Listening on `http` (`127.0.0.1:PORT`).
+    async fn start_at(database_url: &str, http: &str, extra: &[(&str, &str)]) -> WardenServe {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gw = free_port();
+        let url = format!("http://{http}");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.arg("serve")
+            .env("WARDEN_DATABASE_URL", database_url)
+            .env("WARDEN_HTTP_ADDR", http)
+            .env("WARDEN_PUBLIC_URL", &url)
+            .env("WARDEN_GATEWAY_ADDR", format!("127.0.0.1:{gw}"))
+            .env(
+                "WARDEN_GATEWAY_PUBLIC_URL",
+                format!("https://127.0.0.1:{gw}"),
+            )
+            .env("WARDEN_DATA_DIR", dir.path().join("data"))
+            .env("WARDEN_SITE_ROOT", dir.path().join("site"))
+            .env("WARDEN_RATE_LIMIT_SIGN_IN", "100000")
+            .env("WARDEN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start warden serve");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err.next_line().await {
+                eprintln!("[replica A] {line}");
+            }
+        });
+        let http = reqwest::Client::new();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("warden serve ended: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "warden serve is not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        WardenServe {
+            url,
+            gateway_url: format!("https://127.0.0.1:{gw}"),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    async fn terminate(&mut self) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("warden serve ends after SIGTERM")
+            .expect("wait");
+        assert!(exit.success(), "warden serve exited with {exit}");
+    }
+
+    async fn admin(&self) -> Client {
+        let c = Client::new(&self.url, true);
+        c.login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+        c
+    }
+}
+
+async fn scalar(db: &DatabaseConnection, sql: &str) -> Vec<String> {
+    db.query_all(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|r| r.try_get_by_index::<String>(0).expect("a text column"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_one_replica_cuts_a_watch_on_another_within_a_second() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    // B: this process, holding the agent's tunnel.
+    let (b, admin_b) = TestApp::spawn().await.with_admin().await;
+    admin_b
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, agent) = b
+        .cluster_with_agent(&admin_b, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "before", "namespace": "apple"}}))
+        .expect("configmap");
+    let _ = b.user_client(&admin_b, USER).await;
+    let binding = admin_b
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let sally = b.client();
+    sally.login(USER, USER_PASSWORD).await.assert_status(200);
+    let kubeconfig = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let kubectl = Kubectl::new(&dir.path().join("sally"), &kubeconfig);
+    // B has decided for sally (and cached it).
+    kubectl
+        .run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+
+    // A: another process on the same database, with no tunnel of its own.
+    let a = WardenServe::start(&b.database_url, &[]).await;
+    let admin_a = a.admin().await;
+    let db = &b.services().db;
+    let replica_b = b.state.replicas.as_ref().expect("B joined the replicas");
+    let live = replica_b.live().await.expect("live replicas");
+    assert_eq!(live.len(), 2, "{live:?}");
+    let owners = scalar(db, "SELECT replica_id FROM cluster_tunnels").await;
+    assert_eq!(owners, vec![replica_b.id().to_owned()]);
+
+    let mut watch = kubectl
+        .command(&["get", "configmaps", "-n", "apple", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl get -w");
+    let mut out = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), out.next_line())
+        .await
+        .expect("the watch lists in time")
+        .expect("read");
+    assert_eq!(first.as_deref(), Some("configmap/before"));
+    // The watch itself is open on B, not just its initial list.
+    let start = Instant::now();
+    while b.gateway().live.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no live watch on B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let t = Instant::now();
+    admin_a
+        .delete(&format!("/api/v1/bindings/{binding}"))
+        .await
+        .assert_status(204);
+    tokio::time::timeout(Duration::from_secs(1), watch.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the watch on B outlived a revocation made on A by {:?}",
+                t.elapsed()
+            )
+        })
+        .expect("kubectl ends");
+    let cut_after = t.elapsed();
+    // The notification arrived: B decides afresh, never from its cache.
+    let refused = kubectl
+        .run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+        .await;
+    assert_ne!(refused.code, 0, "B still admits sally: {refused:?}");
+    assert!(
+        refused.stderr.contains("Forbidden") || refused.stderr.contains("forbidden"),
+        "{refused:?}"
+    );
+    eprintln!("a revocation on replica A ended the watch on replica B after {cut_after:?}");
+
+    // The agent leaves: its tunnel is no longer B's.
+    agent.stop().await;
+    let start = Instant::now();
+    while b.state.clusters.is_connected(CLUSTER) {
+        // The agent drains its open streams first (at most 20 s).
+        assert!(start.elapsed() < Duration::from_secs(30), "the agent stays");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("agent gone after {:?}", start.elapsed());
+    let start = Instant::now();
+    while !scalar(db, "SELECT replica_id FROM cluster_tunnels")
+        .await
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the tunnel row outlived the agent's connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let fast = std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ID".to_owned(), "replica-b".to_owned()),
+        ("WARDEN_REPLICA_ADDR".to_owned(), "10.0.0.2:8444".to_owned()),
+        ("WARDEN_REPLICA_HEARTBEAT_MS".to_owned(), "200".to_owned()),
+        ("WARDEN_REPLICA_TIMEOUT_MS".to_owned(), "1000".to_owned()),
+    ]);
+    let (b, admin_b) = TestApp::spawn_with(fast).await.with_admin().await;
+    admin_b
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = b
+        .cluster_with_agent(&admin_b, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let db = &b.services().db;
+    let cluster_id = scalar(
+        db,
+        &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+    )
+    .await
+    .remove(0);
+    // A replica with a short agent timeout: its sweeper runs its "no tunnel here" pass soon.
+    let a = WardenServe::start(
+        &b.database_url,
+        &[
+            ("WARDEN_REPLICA_ID", "replica-a"),
+            ("WARDEN_REPLICA_HEARTBEAT_MS", "200"),
+            ("WARDEN_REPLICA_TIMEOUT_MS", "1000"),
+            ("WARDEN_AGENT_HEARTBEAT_MS", "200"),
+            ("WARDEN_AGENT_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    let replica_b = b.state.replicas.as_ref().expect("B joined the replicas");
+    assert_eq!(replica_b.id(), "replica-b");
+    let owner = replica_b
+        .owner_of(&cluster_id)
+        .await
+        .expect("owner")
+        .expect("an owner");
+    assert_eq!(owner.id, "replica-b");
+    assert_eq!(owner.internal_addr.as_deref(), Some("10.0.0.2:8444"));
+    let ids: Vec<String> = replica_b
+        .live()
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["replica-a", "replica-b"]);
+    // A has no tunnel of the cluster, yet leaves it connected: B holds it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = scalar(
+        db,
+        &format!("SELECT status FROM clusters WHERE id = '{cluster_id}'"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        vec!["connected"],
+        "A marked B's cluster disconnected"
+    );
+
+    // A replica that stopped without leaving (killed): its row and its tunnels expire.
+    db.execute_unprepared(
+        "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ('replica-dead', NULL, 0, \
+         (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint); \
+         INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ('other-cluster', 'replica-dead', 0)"
+    )
+    .await
+    .expect("a replica about to die");
+    assert_eq!(
+        replica_b
+            .owner_of("other-cluster")
+            .await
+            .expect("owner")
+            .map(|r| r.id)
+            .as_deref(),
+        Some("replica-dead")
+    );
+    let start = Instant::now();
+    loop {
+        let left = scalar(
+            db,
+            "SELECT replica_id FROM cluster_tunnels WHERE replica_id = 'replica-dead' \
+             UNION ALL SELECT id FROM replicas WHERE id = 'replica-dead'",
+        )
+        .await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            // The timeout is 1 s and heartbeats come every 0.2 s; slack for a loaded machine.
+            start.elapsed() < Duration::from_secs(10),
+            "the dead replica's rows outlived its heartbeat: {left:?}"
+        );
+        // Until removed, it is no owner once its heartbeat is older than the timeout.
+        if start.elapsed() > Duration::from_millis(1100) {
+            assert_eq!(
+                replica_b.owner_of("other-cluster").await.expect("owner"),
+                None
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+}
+
+const MASTER_KEY: &str = "the master key both replicas of this test share";
+
+/// A kubectl process whose stdout lines are collected as they come.
+struct Streaming {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: String,
+}
+
+impl Streaming {
+    fn spawn(k: &Kubectl, args: &[&str]) -> Streaming {
+        let mut child = k
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        for out in [
+            Box::new(child.stdout.take().expect("stdout"))
+                as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut l = BufReader::new(out).lines();
+                while let Ok(Some(line)) = l.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Streaming {
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    async fn expect_line(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.seen.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                _ => panic!("no {needle:?} in time; saw:\n{}", self.seen),
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(line.as_bytes()).await.expect("write");
+        stdin.write_all(b"\n").await.expect("write");
+        stdin.flush().await.expect("flush");
+    }
+}
+
+/// One raw hello on the internal channel at `addr`; the answer line.
+async fn hello_answer(addr: &str, line: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(line.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    let mut r = BufReader::new(s);
+    let _ = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut answer)).await;
+    answer.trim_end().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    // X: this process, holding the agent's tunnel, reachable by the other replicas.
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal.clone()),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let _ = x.user_client(&admin_x, USER).await;
+    admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+
+    // Y: a `warden serve` without a tunnel; sally signs in there and uses its gateway.
+    let y_internal = format!("127.0.0.1:{}", free_port());
+    let y = WardenServe::start(
+        &x.database_url,
+        &[
+            ("WARDEN_REPLICA_ID", "replica-y"),
+            ("WARDEN_REPLICA_ADDR", &y_internal),
+            ("WARDEN_MASTER_KEY", MASTER_KEY),
+        ],
+    )
+    .await;
+    let sally = Client::new(&y.url, true);
+    sally.login(USER, USER_PASSWORD).await.assert_status(200);
+    let kubeconfig = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(
+        kubeconfig.contains(&y.gateway_url) && !kubeconfig.contains(&x.gateway_url),
+        "the kubeconfig points at Y's gateway"
+    );
+    let k = Kubectl::new(&dir.path().join("sally"), &kubeconfig);
+    let ticker = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sh\", \"-c\", {ticker:?}]\n"
+    );
+    k.run_with_stdin(&["apply", "-n", "apple", "-f", "-"], Some(&pod))
+        .await
+        .expect_ok();
+    // get
+    let got = k.run(&["get", "pods", "-n", "apple", "-o", "name"]).await;
+    got.clone().expect_ok();
+    assert!(got.stdout.contains("pod/box"), "{got:?}");
+    // watch
+    let mut watch = Streaming::spawn(
+        &k,
+        &["get", "configmaps", "-n", "apple", "-w", "-o", "name"],
+    );
+    // logs -f
+    let mut logs = Streaming::spawn(&k, &["logs", "-f", "-n", "apple", "box"]);
+    // exec -i: bytes both ways
+    let mut exec = Streaming::spawn(
+        &k,
+        &[
+            "exec",
+            "-i",
+            "-n",
+            "apple",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo exec:$l; done",
+        ],
+    );
+    k.run(&["create", "configmap", "-n", "apple", "through-y"])
+        .await
+        .expect_ok();
+    watch.expect_line("configmap/through-y").await;
+    logs.expect_line("tick 2").await;
+    exec.send("one").await;
+    exec.expect_line("exec:one").await;
+    exec.send("two").await;
+    exec.expect_line("exec:two").await;
+    // Y forwarded: it holds no tunnel, and the streams are still going.
+    let owner = x
+        .state
+        .replicas
+        .as_ref()
+        .expect("replicas")
+        .owner_of(
+            &scalar(
+                &x.services().db,
+                &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+            )
+            .await
+            .remove(0),
+        )
+        .await
+        .expect("owner")
+        .expect("an owner");
+    assert_eq!(owner.id, "replica-x");
+    for s in [&mut watch, &mut logs, &mut exec] {
+        assert!(
+            matches!(s.child.try_wait(), Ok(None)),
+            "a stream ended: {}",
+            s.seen
+        );
+    }
+    drop((watch, logs, exec));
+
+    // Forged requests on X's internal channel: refused and audited.
+    use warden_server::replicas::forward::{hello, InternalKey};
+    let cluster_id = owner_cluster_id(&x).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    let right = InternalKey::from_master(&warden_domain::secrets::Secret::new(MASTER_KEY));
+    let wrong = InternalKey::from_master(&warden_domain::secrets::Secret::new("a guessed key"));
+    let no_key = format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {internal}\r\n\r\n");
+    assert_eq!(hello_answer(&internal, &no_key).await, "ERR refused");
+    let forged = hello(
+        &wrong,
+        &cluster_id,
+        "replica-y",
+        now,
+        "0123456789abcdef0123",
+    );
+    assert_eq!(hello_answer(&internal, &forged).await, "ERR refused");
+    let old = hello(
+        &right,
+        &cluster_id,
+        "replica-y",
+        now - 120_000,
+        "1123456789abcdef0123",
+    );
+    assert_eq!(hello_answer(&internal, &old).await, "ERR refused");
+    let valid = hello(
+        &right,
+        &cluster_id,
+        "replica-y",
+        now,
+        "2123456789abcdef0123",
+    );
+    assert_eq!(
+        hello_answer(&internal, &valid).await,
+        "OK",
+        "a correctly signed hello opens a stream"
+    );
+    assert_eq!(
+        hello_answer(&internal, &valid).await,
+        "ERR refused",
+        "a replayed hello"
+    );
+    let start = Instant::now();
+    let reasons = loop {
+        let reasons = scalar(
+            &x.services().db,
+            "SELECT reason FROM audit_events WHERE action = 'replica.forward' AND outcome = 'denied' ORDER BY seq",
+        )
+        .await;
+        if reasons.len() >= 4 || start.elapsed() > Duration::from_secs(5) {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    // Each refusal says why (the events are written concurrently: in any order).
+    for why in ["malformed", "does not verify", "120 s old", "replayed"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(why)),
+            "no {why:?} in {reasons:?}"
+        );
+    }
+    drop(y);
+}
+
+async fn owner_cluster_id(app: &TestApp) -> String {
+    scalar(
+        &app.services().db,
+        &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+    )
+    .await
+    .remove(0)
+}
+
+/// `warden_background_jobs_held` and the passes of `job` on the replica at `url`.
+async fn jobs_metrics(url: &str, job: &str) -> (u64, u64) {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        value("warden_background_jobs_held "),
+        value(&format!(
+            "warden_background_job_runs_total{{job=\"{job}\"}} "
+        )),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn background_jobs_run_on_one_replica_and_move_when_it_dies() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = warden_server::testing::fresh_database_url(dir.path()).await;
+    let fast = [
+        ("WARDEN_REPLICA_HEARTBEAT_MS", "200"),
+        ("WARDEN_REPLICA_TIMEOUT_MS", "1000"),
+    ];
+    // Y starts first and takes the jobs' lease.
+    let mut y = WardenServe::start(&db, &fast).await;
+    let mut x = TestApp::spawn_on_with(
+        &db,
+        fast.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .await;
+    x.drop_database_on_exit();
+    let (_, y_before) = jobs_metrics(&y.url, "grant_expiry").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (y_held, y_after) = jobs_metrics(&y.url, "grant_expiry").await;
+    assert_eq!(y_held, 1, "Y holds the lease");
+    assert!(y_after > y_before, "Y runs the expiry job");
+    assert!(!x.services().jobs.held(), "X holds the lease too");
+    assert_eq!(
+        x.services().jobs.runs(),
+        Default::default(),
+        "a background job ran on X while Y held the lease"
+    );
+
+    // Y dies (no goodbye): X takes the jobs over.
+    y.kill().await;
+    let t = Instant::now();
+    while !x.services().jobs.held() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "X did not take the jobs over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the jobs moved to X {:?} after Y died", t.elapsed());
+    let t = Instant::now();
+    while x
+        .services()
+        .jobs
+        .runs()
+        .get("grant_expiry")
+        .copied()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "X runs no expiry pass"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (held, _) = jobs_metrics(&x.url, "grant_expiry").await;
+    assert_eq!(held, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_and_a_kubeconfig_from_one_replica_work_on_another() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let _ = x.user_client(&admin_x, USER).await;
+    admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let y = WardenServe::start(&x.database_url, &[("WARDEN_MASTER_KEY", MASTER_KEY)]).await;
+
+    // Signed in on X, the same session cookie works on Y.
+    let on_x = x.client();
+    on_x.login(USER, USER_PASSWORD).await.assert_status(200);
+    let on_y = Client::new(&y.url, true);
+    on_y.get("/api/v1/me").await.assert_status(401);
+    on_y.set_session_cookie(&on_x.session_cookie().expect("a session cookie"));
+    let me = on_y.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["user"]["email"], USER, "{me}");
+
+    // A kubeconfig X issued, pointed at Y's gateway: Y trusts its certificate and kubectl
+    // trusts Y's (the CAs are the database's).
+    let kubeconfig = on_x.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    assert!(kubeconfig.contains(&x.gateway_url));
+    let to_y = kubeconfig.replace(&x.gateway_url, &y.gateway_url);
+    let k = Kubectl::new(&dir.path().join("sally-y"), &to_y);
+    k.run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+    // The CA files the replicas use hold the same sealed key, never the key in the clear.
+    let stored = scalar(
+        &x.services().db,
+        "SELECT key_sealed FROM gateway_cas ORDER BY name",
+    )
+    .await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored
+        .iter()
+        .all(|k| k.starts_with("warden-sealed:") && !k.contains("PRIVATE KEY")));
+}
+
+/// A TCP proxy standing in for a load balancer: every new connection goes to the current
+/// target.
+struct Balancer {
+    url: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Balancer {
+    async fn start(target: &str) -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target.to_owned()));
+        let t = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = t.lock().expect("target").clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Balancer { url, target }
+    }
+
+    fn point_to(&self, target: &str) {
+        *self.target.lock().expect("target") = target.to_owned();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_moves_to_another_replica_when_its_replica_dies() {
+    failover(false).await;
+}
+
+/// SIGTERM: the replica leaves the registry at once, tells its agents to reconnect (to the
+/// other replica, through the load balancer), and exits cleanly within its drain bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_stopped_with_sigterm_hands_its_agent_over() {
+    failover(true).await;
+}
+
+async fn failover(graceful: bool) {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    // Stopped gracefully, nothing may depend on the heartbeat timeout: make it long.
+    let timeout = if graceful { "60000" } else { "1000" };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = warden_server::testing::fresh_database_url(dir.path()).await;
+    let y_http = format!("127.0.0.1:{}", free_port());
+    let lb = Balancer::start(&y_http).await;
+    // X: this process; Y: a `warden serve` the agent reaches first. Both answer to the load
+    // balancer's URL.
+    let mut x = TestApp::spawn_on_with(
+        &db,
+        std::collections::BTreeMap::from([
+            ("WARDEN_PUBLIC_URL".to_owned(), lb.url.clone()),
+            (
+                "WARDEN_REPLICA_ADDR".to_owned(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+            ("WARDEN_REPLICA_HEARTBEAT_MS".to_owned(), "200".to_owned()),
+            ("WARDEN_REPLICA_TIMEOUT_MS".to_owned(), timeout.to_owned()),
+        ]),
+    )
+    .await;
+    x.drop_database_on_exit();
+    let y_internal = format!("127.0.0.1:{}", free_port());
+    let mut y = WardenServe::start_at(
+        &db,
+        &y_http,
+        &[
+            ("WARDEN_PUBLIC_URL", &lb.url),
+            ("WARDEN_REPLICA_ID", "replica-y"),
+            ("WARDEN_REPLICA_ADDR", &y_internal),
+            ("WARDEN_MASTER_KEY", MASTER_KEY),
+            ("WARDEN_REPLICA_HEARTBEAT_MS", "200"),
+            ("WARDEN_REPLICA_TIMEOUT_MS", timeout),
+        ],
+    )
+    .await;
+    // Through the load balancer (to Y).
+    let admin = Client::new(&lb.url, true);
+    admin
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            warden_server::testing::ADMIN_PASSWORD,
+        )
+        .await
+        .assert_status(200);
+    admin
+        .post("/api/v1/me/password", json!({"current_password": warden_server::testing::ADMIN_PASSWORD, "new_password": "the admin's new password"}))
+        .await
+        .assert_status(204);
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let sim = kubesim::KubeSim::start().await.expect("kubesim");
+    sim.store()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apple"}}))
+        .expect("namespace");
+    let _agent =
+        warden_server::gateway::testkit::start_agent(&admin, &sim, dir.path(), CLUSTER, "dev", &[])
+            .await;
+    let cluster_id = owner_cluster_id(&x).await;
+    let owner = |want: &'static str| {
+        let cluster_id = cluster_id.clone();
+        let replicas = x.state.replicas.clone().expect("replicas");
+        async move {
+            let t = Instant::now();
+            loop {
+                let o = replicas.owner_of(&cluster_id).await.expect("owner");
+                if o.as_ref()
+                    .is_some_and(|o| o.id == want || want == "x" && o.id == replicas.id())
+                {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "the tunnel is not on {want}: {o:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    owner("replica-y").await;
+    admin
+        .post(
+            "/api/v1/users",
+            json!({"email": USER, "name": "sally", "password": "first password for tests"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let sally = Client::new(&lb.url, true);
+    sally
+        .login(USER, "first password for tests")
+        .await
+        .assert_status(200);
+    sally
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": "first password for tests", "new_password": USER_PASSWORD}),
+        )
+        .await
+        .assert_status(204);
+    let kubeconfig = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    // kubectl through X's gateway (the CAs are shared): forwarded to Y, which holds the agent.
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server")
+        .to_owned();
+    let (base, _) = server.split_once("/clusters/").unwrap_or((&server, ""));
+    let k = Kubectl::new(
+        &dir.path().join("sally"),
+        &kubeconfig.replace(base, &x.gateway_url),
+    );
+    k.run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+
+    // Y stops; the load balancer sends new connections to X; the agent reconnects there.
+    lb.point_to(&x.addr.to_string());
+    if graceful {
+        let t = Instant::now();
+        y.terminate().await;
+        let stopped = t.elapsed();
+        assert!(stopped < Duration::from_secs(15), "{stopped:?}");
+        // Y left the registry: it is no owner and no replica any more, at once.
+        let left = scalar(
+            &x.services().db,
+            "SELECT id FROM replicas WHERE id = 'replica-y' UNION ALL \
+             SELECT replica_id FROM cluster_tunnels WHERE replica_id = 'replica-y'",
+        )
+        .await;
+        assert!(left.is_empty(), "{left:?}");
+        eprintln!("SIGTERM: Y stopped in {stopped:?}");
+    } else {
+        y.kill().await;
+    }
+    let t = Instant::now();
+    owner("x").await;
+    let moved = t.elapsed();
+    let again = loop {
+        let out = k
+            .run(&["get", "configmaps", "-n", "apple", "-o", "name"])
+            .await;
+        if out.code == 0 {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "kubectl through X does not work again: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("after Y died: the agent was on X in {moved:?}, kubectl worked again in {again:?}");
+    // Within the agents' heartbeat timeout (WARDEN_AGENT_TIMEOUT_MS, 30 s by default).
+    assert!(again < Duration::from_secs(30), "{again:?}");
+}
+
+/// A change announced by another replica moves the local epoch at once; one whose
+/// announcement was missed is found by the periodic re-read; this replica's own announcements
+/// are not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoch_follows_notifications_and_the_safety_net_finds_missed_ones() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_REPLICA_EPOCH_RECHECK_MS".to_owned(),
+        "300".to_owned(),
+    )]))
+    .await;
+    let policy = &app.services().policy;
+    let db = &app.services().db;
+    let moved_from = |from: u64| async move {
+        let t = Instant::now();
+        while policy.epoch() == from {
+            if t.elapsed() > Duration::from_secs(3) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Some(t.elapsed())
+    };
+    // Another replica's announcement.
+    let before = policy.epoch();
+    db.execute_unprepared(
+        "WITH u AS (UPDATE authz_epoch SET value = value + 1 WHERE id = 1 RETURNING value) \
+         SELECT pg_notify('warden_authz_epoch', 'another-replica:' || u.value::text) FROM u",
+    )
+    .await
+    .expect("notify");
+    let heard = moved_from(before)
+        .await
+        .expect("the notification moved the epoch");
+    assert!(heard < Duration::from_millis(250), "{heard:?}");
+    // A change whose announcement was lost: the re-read finds it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = policy.epoch();
+    db.execute_unprepared("UPDATE authz_epoch SET value = value + 1 WHERE id = 1")
+        .await
+        .expect("update");
+    assert!(
+        moved_from(before).await.is_some(),
+        "the re-read did not find the change"
+    );
+    // A local change moves the epoch once (its own announcement is not heard as news).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = policy.epoch();
+    policy.bump();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(policy.epoch(), before + 1);
+    let shared: i64 = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT value FROM authz_epoch WHERE id = 1",
+        ))
+        .await
+        .expect("read")
+        .expect("row")
+        .try_get("", "value")
+        .expect("value");
+    assert_eq!(shared, 3, "the local change was published");
+}
