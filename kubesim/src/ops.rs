@@ -117,6 +117,7 @@ fn top_level_keys(res: &ResourceDef) -> Option<&'static [&'static str]> {
         | ("", "nodes")
         | ("apps", _)
         | ("networking.k8s.io", "ingresses")
+        | ("networking.k8s.io", "networkpolicies")
         | ("policy", "poddisruptionbudgets") => &["spec", "status"],
         ("rbac.authorization.k8s.io", "roles") => &["rules"],
         ("rbac.authorization.k8s.io", "clusterroles") => &["rules", "aggregationRule"],

@@ -443,6 +443,7 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         }
         ("networking.k8s.io", "ingresses") => errs.extend(ingress_errors(obj)),
         ("policy", "poddisruptionbudgets") => errs.extend(pdb_errors(obj)),
+        ("networking.k8s.io", "networkpolicies") => errs.extend(network_policy_errors(obj)),
         ("", "configmaps") | ("", "secrets") => {
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(m) = obj.get(field).and_then(Value::as_object) {
@@ -637,6 +638,80 @@ fn ingress_errors(obj: &Value) -> Vec<FieldError> {
             match p.get("backend") {
                 Some(b) => errs.extend(ingress_backend_errors(b, &format!("{base}.backend"))),
                 None => errs.push(FieldError::required(format!("{base}.backend"), "")),
+            }
+        }
+    }
+    errs
+}
+
+/// `networking.k8s.io/v1` NetworkPolicy: known policy types, ports by number or name with a
+/// known protocol.
+fn network_policy_errors(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let spec = obj.get("spec");
+    if spec.and_then(|s| s.get("podSelector")).is_none() {
+        errs.push(FieldError::required("spec.podSelector", ""));
+    }
+    let allowed = ["Egress", "Ingress"];
+    for (i, t) in spec
+        .and_then(|s| s.get("policyTypes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let t = t.as_str().unwrap_or("");
+        if !allowed.contains(&t) {
+            errs.push(FieldError::unsupported(
+                format!("spec.policyTypes[{i}]"),
+                t,
+                &allowed,
+            ));
+        }
+    }
+    for dir in ["ingress", "egress"] {
+        for (i, rule) in spec
+            .and_then(|s| s.get(dir))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for (j, p) in rule
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let base = format!("spec.{dir}[{i}].ports[{j}]");
+                let protocols = ["SCTP", "TCP", "UDP"];
+                if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
+                    if !protocols.contains(&proto) {
+                        errs.push(FieldError::unsupported(
+                            format!("{base}.protocol"),
+                            proto,
+                            &protocols,
+                        ));
+                    }
+                }
+                match p.get("port") {
+                    Some(Value::Number(n)) if !n.as_i64().is_some_and(|n| (1..=65535).contains(&n)) => {
+                        errs.push(FieldError::invalid(
+                            format!("{base}.port"),
+                            &n.to_string(),
+                            "must be between 1 and 65535, inclusive",
+                        ))
+                    }
+                    Some(Value::String(name)) if !is_dns1123_label(name) || name.len() > 15 => {
+                        errs.push(FieldError::invalid(
+                            format!("{base}.port"),
+                            name,
+                            "must be a valid port name (at most 15 characters, lower case alphanumerics and '-')",
+                        ))
+                    }
+                    _ => {}
+                }
             }
         }
     }

@@ -298,6 +298,7 @@ async fn an_api_server_accepts_the_rendered_chart() {
         "ingress.networking.k8s.io/w-warden created (server dry run)",
         "poddisruptionbudget.policy/w-warden created (server dry run)",
         "serviceaccount/w-warden created (server dry run)",
+        "networkpolicy.networking.k8s.io/w-warden created (server dry run)",
     ] {
         assert!(
             out.stdout.contains(obj),
