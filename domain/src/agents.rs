@@ -60,6 +60,54 @@ pub enum ChallengeCheck {
     Stale,
 }
 
+/// At most this many challenges are outstanding (an agent asks one per connection attempt).
+pub const MAX_OUTSTANDING_CHALLENGES: u64 = 10_000;
+
+/// A one-time challenge for an agent of `cluster_id`, kept in the database (only its SHA-256)
+/// so the agent may connect through any replica; `None` when too many are outstanding.
+pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<Option<String>> {
+    use crate::entities::agent_challenges as ch;
+    use sea_orm::PaginatorTrait;
+    let now = svc.clock.now();
+    ch::Entity::delete_many()
+        .filter(ch::Column::ExpiresAt.lte(now.millis()))
+        .exec(&svc.db)
+        .await?;
+    if ch::Entity::find().count(&svc.db).await? >= MAX_OUTSTANDING_CHALLENGES {
+        return Ok(None);
+    }
+    let nonce = random_token(32);
+    ch::ActiveModel {
+        nonce_hash: Set(sha256_hex(nonce.as_bytes())),
+        cluster_id: Set(cluster_id.to_owned()),
+        expires_at: Set(now
+            .plus_secs(crate::agent_protocol::CHALLENGE_TTL_SECS as i64)
+            .millis()),
+    }
+    .insert(&svc.db)
+    .await?;
+    Ok(Some(nonce))
+}
+
+/// Use up a challenge: the cluster it was issued for, if it is known and fresh. Taking it is
+/// deleting its row: of two replicas presented the same nonce, one deletes it and the other
+/// finds nothing.
+pub async fn take_challenge(svc: &Services, nonce: &str) -> DomainResult<ChallengeCheck> {
+    use crate::entities::agent_challenges as ch;
+    let hash = sha256_hex(nonce.as_bytes());
+    let Some(row) = ch::Entity::find_by_id(hash.clone()).one(&svc.db).await? else {
+        return Ok(ChallengeCheck::Stale);
+    };
+    let taken = ch::Entity::delete_by_id(hash).exec(&svc.db).await?;
+    if taken.rows_affected != 1 || row.expires_at <= svc.clock.now().millis() {
+        return Ok(ChallengeCheck::Stale);
+    }
+    Ok(ChallengeCheck::Issued {
+        nonce: nonce.to_owned(),
+        cluster_id: row.cluster_id,
+    })
+}
+
 /// A short, stable name for a public key in audit rows and messages: the first 16 hex digits
 /// of its SHA-256.
 pub fn key_id(key_b64: &str) -> String {

@@ -1,5 +1,6 @@
 //! sea-orm entities. Server-side only: never sent to a browser (see `dto`).
 pub mod access_requests;
+pub mod agent_challenges;
 pub mod api_keys;
 pub mod audit_checkpoints;
 pub mod audit_events;

@@ -59,12 +59,16 @@ pub async fn challenge(State(state): State<AppState>, req: Request) -> Response 
         Ok(Err(r)) => return refusal(r.status, r.code, r.message),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let Some(nonce) = state.clusters.issue_challenge(&cluster_id) else {
-        return refusal(
-            503,
-            "busy",
-            "too many outstanding challenges; try again in a moment",
-        );
+    let nonce = match agents::issue_challenge(&state.services, &cluster_id).await {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return refusal(
+                503,
+                "busy",
+                "too many outstanding challenges; try again in a moment",
+            )
+        }
+        Err(e) => return ApiError::from(e).into_response(),
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -116,6 +120,14 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
             "send Authorization: Bearer <bootstrap token or agent credential>",
         );
     };
+    // The challenge is used up here, whichever replica issued it.
+    let challenge = match header_str(&parts.headers, HEADER_NONCE) {
+        Some(n) => match agents::take_challenge(&state.services, &n).await {
+            Ok(c) => Some(c),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
     let hello = AgentHello {
         secret,
         fingerprint: header_str(&parts.headers, HEADER_FINGERPRINT).unwrap_or_default(),
@@ -124,8 +136,7 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
         meta,
         key: header_str(&parts.headers, HEADER_AGENT_KEY),
         proof: header_str(&parts.headers, HEADER_PROOF),
-        challenge: header_str(&parts.headers, HEADER_NONCE)
-            .map(|n| state.clusters.take_challenge(&n)),
+        challenge,
     };
     let admission = match agents::admit(&state.services, hello).await {
         Ok(Ok(a)) => a,

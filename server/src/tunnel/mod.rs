@@ -105,17 +105,11 @@ pub struct ClusterConnections {
     started: Instant,
     next_conn: AtomicU64,
     me: Weak<ClusterConnections>,
-    /// One-time challenges handed out: nonce -> (cluster id, issued at).
-    challenges: Mutex<HashMap<String, (String, Instant)>>,
     /// Cluster name -> id of every tunnel seen, for [`Self::client`] (tests, the demo).
     seen: RwLock<HashMap<String, String>>,
     /// This replica among others on PostgreSQL: told which tunnels it holds.
     replicas: std::sync::OnceLock<Arc<crate::replicas::Replicas>>,
 }
-
-/// Challenges outstanding at once (each is used or expires within a minute); past it new ones
-/// are refused for a moment (the agent endpoint's rate limit keeps this far away).
-const MAX_OUTSTANDING_CHALLENGES: usize = 10_000;
 
 impl ClusterConnections {
     /// Create the registry, hook it into the domain (deletions close tunnels), and start the
@@ -128,7 +122,6 @@ impl ClusterConnections {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             me: me.clone(),
-            challenges: Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
             replicas: std::sync::OnceLock::new(),
         });
@@ -155,39 +148,6 @@ impl ClusterConnections {
 
     pub fn services(&self) -> &Arc<Services> {
         &self.services
-    }
-
-    /// A one-time challenge for an agent of `cluster_id`; `None` when too many are outstanding.
-    pub fn issue_challenge(&self, cluster_id: &str) -> Option<String> {
-        let ttl = Duration::from_secs(warden_domain::agent_protocol::CHALLENGE_TTL_SECS);
-        let mut m = self.challenges.lock().ok()?;
-        if m.len() >= MAX_OUTSTANDING_CHALLENGES {
-            m.retain(|_, (_, at)| at.elapsed() < ttl);
-            if m.len() >= MAX_OUTSTANDING_CHALLENGES {
-                return None;
-            }
-        }
-        let nonce = warden_domain::secrets::random_token(32);
-        m.insert(nonce.clone(), (cluster_id.to_owned(), Instant::now()));
-        Some(nonce)
-    }
-
-    /// Use up a challenge: the cluster it was issued for, if it is known and fresh.
-    pub fn take_challenge(&self, nonce: &str) -> warden_domain::agents::ChallengeCheck {
-        use warden_domain::agents::ChallengeCheck;
-        let ttl = Duration::from_secs(warden_domain::agent_protocol::CHALLENGE_TTL_SECS);
-        let taken = self
-            .challenges
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(nonce));
-        match taken {
-            Some((cluster_id, at)) if at.elapsed() < ttl => ChallengeCheck::Issued {
-                nonce: nonce.to_owned(),
-                cluster_id,
-            },
-            _ => ChallengeCheck::Stale,
-        }
     }
 
     /// The live tunnel of a cluster, by name: for tests and diagnostics only. Requests are

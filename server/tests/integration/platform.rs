@@ -676,3 +676,53 @@ async fn replicas_starting_together_migrate_once() {
         }
     }
 }
+
+/// An agent's challenge is kept in the database: asked of one replica, it is accepted by
+/// another, once; a second use, an unknown nonce and an expired one are stale everywhere.
+#[tokio::test]
+async fn an_agent_challenge_from_one_replica_is_used_once_on_another() {
+    use warden_domain::agents::{issue_challenge, take_challenge, ChallengeCheck};
+    let mut a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(&a.database_url).await;
+    let nonce = issue_challenge(a.services(), "cluster-1")
+        .await
+        .unwrap()
+        .expect("a challenge");
+    match take_challenge(b.services(), &nonce).await.unwrap() {
+        ChallengeCheck::Issued { cluster_id, .. } => assert_eq!(cluster_id, "cluster-1"),
+        ChallengeCheck::Stale => panic!("the other replica must accept it"),
+    }
+    for (who, app) in [("the same replica", &b), ("the first replica", &a)] {
+        assert!(
+            matches!(
+                take_challenge(app.services(), &nonce).await.unwrap(),
+                ChallengeCheck::Stale
+            ),
+            "used twice through {who}"
+        );
+    }
+    assert!(matches!(
+        take_challenge(a.services(), "never-issued").await.unwrap(),
+        ChallengeCheck::Stale
+    ));
+    // Expired: a minute later it is refused, and no longer counted as outstanding.
+    let late = issue_challenge(a.services(), "cluster-1")
+        .await
+        .unwrap()
+        .unwrap();
+    a.clock.advance_secs(61);
+    assert!(matches!(
+        take_challenge(a.services(), &late).await.unwrap(),
+        ChallengeCheck::Stale
+    ));
+    // Only the nonce's hash is stored.
+    let rows = warden_domain::entities::agent_challenges::Entity::find()
+        .all(&a.services().db)
+        .await
+        .unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r.nonce_hash != nonce && r.nonce_hash != late));
+    drop(b);
+    a.drop_database_on_exit();
+}
