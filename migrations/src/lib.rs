@@ -20,6 +20,7 @@ mod m20261202_000002_sign_in_policy;
 mod m20261203_000001_audit_retention;
 mod m20261203_000002_siem_cursor;
 mod m20261203_000003_webhook_outbox;
+mod m20261205_000001_audit_search;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_audit_retention::Migration),
             Box::new(m20261203_000002_siem_cursor::Migration),
             Box::new(m20261203_000003_webhook_outbox::Migration),
+            Box::new(m20261205_000001_audit_search::Migration),
         ]
     }
 }
