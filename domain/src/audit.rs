@@ -1001,23 +1001,19 @@ fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query
     };
     match backend {
         sea_orm::DbBackend::Postgres => {
-            let ilike = |col: &str| -> SimpleExpr {
-                Expr::cust_with_values(format!("\"{col}\" ILIKE ?"), [pattern.clone()])
-            };
+            use sea_orm::sea_query::extension::postgres::PgExpr;
+            let ilike = |col: C| Expr::col(col).ilike(pattern.as_str());
             let columns = Condition::any()
-                .add(ilike("resource_name"))
-                .add(ilike("path"))
-                .add(ilike("reason"))
-                .add(ilike("actor_name"));
+                .add(ilike(C::ResourceName))
+                .add(ilike(C::Path))
+                .add(ilike(C::Reason))
+                .add(ilike(C::ActorName));
+            let indexed: SimpleExpr = Expr::expr(Expr::cust(
+                "audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\")",
+            ))
+            .ilike(pattern.as_str());
             Condition::any()
-                .add(
-                    Condition::all()
-                        .add(Expr::cust_with_values(
-                            "audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\") ILIKE ?",
-                            [pattern.clone()],
-                        ))
-                        .add(columns),
-                )
+                .add(Condition::all().add(indexed).add(columns))
                 .add(exact_id())
         }
         _ => {
@@ -1034,6 +1030,7 @@ fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query
                 return exact;
             }
             let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+            // (SQLite's placeholder: `?`.)
             let candidates = Expr::cust_with_values(
                 "\"audit_events\".\"seq\" IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ? \
                  UNION ALL SELECT seq FROM audit_events WHERE id = ? \
