@@ -14,6 +14,7 @@ use crate::entities::{audit_events, audit_head};
 use crate::error::DomainResult;
 use crate::ids::{AuditEventId, UserId};
 
+pub mod generate;
 pub mod journal;
 pub mod retention;
 pub mod siem;
@@ -352,28 +353,62 @@ pub async fn append<C: ConnectionTrait>(
     }
     lock_chain(tx).await?;
     let mut prev = last_hash(tx).await?;
-    let mut last = None;
+    let n = events.len();
+    let mut models = Vec::with_capacity(n);
     for event in events {
         let model = to_model(event, at, prev);
         prev = model.hash.clone();
-        let mut active: audit_events::ActiveModel = model.into();
+        models.push(model);
+    }
+    if n == 1 {
+        // One row (most changes): inserted with its `seq` returned.
+        let mut active: audit_events::ActiveModel = models.remove(0).into();
         active.seq = sea_orm::ActiveValue::NotSet;
-        last = Some(active.insert(tx).await?);
+        let row = active.insert(tx).await?;
+        return set_head(tx, row.seq, row.hash).await;
     }
-    if let Some(row) = last {
-        audit_head::Entity::insert(audit_head::ActiveModel::from(audit_head::Model {
-            id: 1,
-            seq: row.seq,
-            hash: row.hash,
-        }))
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::column(audit_head::Column::Id)
-                .update_columns([audit_head::Column::Seq, audit_head::Column::Hash])
-                .to_owned(),
-        )
-        .exec(tx)
-        .await?;
+    // A batch (the gateway's writer): multi-row INSERTs, in order, so `seq` follows the chain.
+    for chunk in models.chunks(ROWS_PER_INSERT) {
+        let rows = chunk.iter().cloned().map(|m| {
+            let mut a: audit_events::ActiveModel = m.into();
+            a.seq = sea_orm::ActiveValue::NotSet;
+            a
+        });
+        audit_events::Entity::insert_many(rows)
+            .exec_without_returning(tx)
+            .await?;
     }
+    // The chain is locked: the newest row is the last one inserted.
+    let seq: i64 = audit_events::Entity::find()
+        .select_only()
+        .column(audit_events::Column::Seq)
+        .order_by_desc(audit_events::Column::Seq)
+        .limit(1)
+        .into_tuple()
+        .one(tx)
+        .await?
+        .ok_or_else(|| crate::DomainError::Internal("appended audit rows vanished".into()))?;
+    set_head(tx, seq, prev).await
+}
+
+/// Rows per multi-row `INSERT`: within SQLite's (32,766) and PostgreSQL's (65,535) limits on
+/// bound parameters, at 24 columns a row.
+pub(crate) const ROWS_PER_INSERT: usize = 1_000;
+
+/// Record the chain's newest row in the head (same transaction as the rows).
+async fn set_head<C: ConnectionTrait>(tx: &C, seq: i64, hash: String) -> DomainResult<()> {
+    audit_head::Entity::insert(audit_head::ActiveModel::from(audit_head::Model {
+        id: 1,
+        seq,
+        hash,
+    }))
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(audit_head::Column::Id)
+            .update_columns([audit_head::Column::Seq, audit_head::Column::Hash])
+            .to_owned(),
+    )
+    .exec(tx)
+    .await?;
     Ok(())
 }
 
@@ -877,7 +912,7 @@ pub async fn search_in(
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let mut cond = filter(q, scope, now)?;
+    let mut cond = filter(db.get_database_backend(), q, scope, now)?;
     if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
         let seq: i64 = c.parse().map_err(|_| {
             crate::DomainError::invalid("cursor", "is not a cursor this API returned")
@@ -927,8 +962,11 @@ fn time_bounds(
 }
 
 /// The `WHERE` of every read of the audit log (the list, the export, facets, histogram, live
-/// tail): the filter `q` (without its cursor) within the reader's scope. Refuses an invalid filter with the field at fault.
+/// tail): the filter `q` (without its cursor) within the reader's scope, for the database
+/// `backend` (the free text goes through its text index: see [`text_condition`]). Refuses an
+/// invalid filter with the field at fault.
 pub fn filter(
+    backend: sea_orm::DbBackend,
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
     now: Timestamp,
@@ -1002,22 +1040,78 @@ pub fn filter(
         cond = cond.add(C::At.lte(u));
     }
     if let Some(text) = q.q.as_ref().filter(|s| !s.is_empty()) {
-        cond = cond.add(
-            Condition::any()
-                .add(C::ResourceName.contains(text.as_str()))
-                .add(C::Path.contains(text.as_str()))
-                .add(C::Reason.contains(text.as_str()))
-                .add(C::ActorName.contains(text.as_str()))
-                // An event's id is the `Audit-ID` the gateway sends the cluster: pasting one
-                // from the cluster's own audit log finds Warden's side of the request.
-                .add(C::Id.eq(text.trim()))
-                .add(C::RequestId.eq(text.trim())),
-        );
+        cond = cond.add(text_condition(backend, text));
     }
     if let Some(visible) = scope.condition() {
         cond = cond.add(visible);
     }
     Ok(cond)
+}
+
+/// The free-text search: `text` anywhere in the resource name, path, reason or actor name
+/// (case-insensitive, `%` and `_` acting as `LIKE` wildcards), or exactly an event's id or
+/// request id.
+///
+/// The exact condition is always there; the text index (migration `m20261205_000001`) only
+/// narrows the rows it is checked on, so an indexed search finds exactly what a scan finds.
+/// PostgreSQL: `ILIKE` on each column, plus the same pattern on `audit_text(..)`, the
+/// expression of the GIN trigram index (each column's match implies it). SQLite (whose `LIKE`
+/// is case-insensitive already): candidates from the FTS5 trigram table `audit_fts` (a phrase
+/// of 3 characters or more; trigram matching folds case like `LIKE` does, and more), plus the
+/// rows with that id or request id; shorter texts and texts with a wildcard scan.
+fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query::Condition {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
+    use sea_orm::ColumnTrait;
+    let pattern = format!("%{text}%");
+    let exact_id = || {
+        // An event's id is the `Audit-ID` the gateway sends the cluster: pasting one from the
+        // cluster's own audit log finds Warden's side of the request.
+        Condition::any()
+            .add(C::Id.eq(text.trim()))
+            .add(C::RequestId.eq(text.trim()))
+    };
+    match backend {
+        sea_orm::DbBackend::Postgres => {
+            use sea_orm::sea_query::extension::postgres::PgExpr;
+            let ilike = |col: C| Expr::col(col).ilike(pattern.as_str());
+            let columns = Condition::any()
+                .add(ilike(C::ResourceName))
+                .add(ilike(C::Path))
+                .add(ilike(C::Reason))
+                .add(ilike(C::ActorName));
+            let indexed: SimpleExpr = Expr::expr(Expr::cust(
+                "audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\")",
+            ))
+            .ilike(pattern.as_str());
+            Condition::any()
+                .add(Condition::all().add(indexed).add(columns))
+                .add(exact_id())
+        }
+        _ => {
+            let exact = Condition::any()
+                .add(C::ResourceName.like(pattern.as_str()))
+                .add(C::Path.like(pattern.as_str()))
+                .add(C::Reason.like(pattern.as_str()))
+                .add(C::ActorName.like(pattern.as_str()))
+                .add(exact_id());
+            let indexable = backend == sea_orm::DbBackend::Sqlite
+                && text.chars().count() >= 3
+                && !text.contains(['%', '_']);
+            if !indexable {
+                return exact;
+            }
+            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+            // (SQLite's placeholder: `?`.)
+            let candidates = Expr::cust_with_values(
+                "\"audit_events\".\"seq\" IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ? \
+                 UNION ALL SELECT seq FROM audit_events WHERE id = ? \
+                 UNION ALL SELECT seq FROM audit_events WHERE request_id = ?)",
+                [phrase, text.trim().to_owned(), text.trim().to_owned()],
+            );
+            Condition::all().add(candidates).add(exact)
+        }
+    }
 }
 
 /// The verb of a Kubernetes request as the `verb` filter names it: `exec`, `attach` and
@@ -1039,11 +1133,7 @@ pub async fn facets_at(
     use audit_events::Column as C;
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, SimpleExpr};
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
-    let cond = filter(q, scope, now)?;
-    let total = audit_events::Entity::find()
-        .filter(cond.clone())
-        .count(db)
-        .await?;
+    let cond = filter(db.get_database_backend(), q, scope, now)?;
     let top = |value: SimpleExpr, only: Option<sea_orm::sea_query::Condition>| {
         let mut c = cond.clone().add(value.clone().is_not_null());
         if let Some(o) = only {
@@ -1072,20 +1162,106 @@ pub async fn facets_at(
     let kube = C::Kind
         .eq(AuditKind::KubeApi.as_str())
         .and(C::Action.starts_with("kube."));
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        return facets_grouping_sets(db, cond).await;
+    }
+    // SQLite: one GROUP BY per facet, run concurrently (each on its own connection of the
+    // pool, WAL readers in parallel).
+    let (total, actors, kinds, clusters, namespaces, verbs, outcomes) = tokio::try_join!(
+        audit_events::Entity::find().filter(cond.clone()).count(db),
+        top(Expr::col(C::ActorName).into(), None),
+        top(Expr::col(C::Kind).into(), None),
+        top(Expr::col(C::Cluster).into(), None),
+        top(Expr::col(C::Namespace).into(), None),
+        top(
+            Expr::cust(VERB_SQL),
+            Some(sea_orm::sea_query::Condition::all().add(kube)),
+        ),
+        top(Expr::col(C::Outcome).into(), None),
+    )?;
     Ok(crate::dto::AuditFacets {
         total,
-        actors: counts(top(Expr::col(C::ActorName).into(), None).await?),
-        kinds: counts(top(Expr::col(C::Kind).into(), None).await?),
-        clusters: counts(top(Expr::col(C::Cluster).into(), None).await?),
-        namespaces: counts(top(Expr::col(C::Namespace).into(), None).await?),
-        verbs: counts(
-            top(
-                Expr::cust(VERB_SQL),
-                Some(sea_orm::sea_query::Condition::all().add(kube)),
-            )
-            .await?,
-        ),
-        outcomes: counts(top(Expr::col(C::Outcome).into(), None).await?),
+        actors: counts(actors),
+        kinds: counts(kinds),
+        clusters: counts(clusters),
+        namespaces: counts(namespaces),
+        verbs: counts(verbs),
+        outcomes: counts(outcomes),
+    })
+}
+
+/// [`facets_at`] on PostgreSQL: every facet and the total in one pass over the matching rows
+/// (`GROUP BY GROUPING SETS`), the top values picked here (most frequent first, then by value).
+async fn facets_grouping_sets(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+) -> DomainResult<crate::dto::AuditFacets> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::{Expr, PostgresQueryBuilder};
+    use sea_orm::{QueryFilter, QueryTrait};
+    let inner = audit_events::Entity::find()
+        .select_only()
+        .column(C::ActorName)
+        .column(C::Kind)
+        .column(C::Cluster)
+        .column(C::Namespace)
+        .column_as(
+            // Kubernetes requests only, as the other backends' verb facet.
+            Expr::cust(format!(
+                "CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {VERB_SQL} END"
+            )),
+            "verb",
+        )
+        .column(C::Outcome)
+        .filter(cond)
+        .into_query();
+    let (inner, values) = inner.build(PostgresQueryBuilder);
+    let sql = format!(
+        "SELECT GROUPING(actor_name, kind, cluster, namespace, verb, outcome)::int AS g, \
+         COALESCE(actor_name, kind, cluster, namespace, verb, outcome) AS v, COUNT(*) AS n \
+         FROM ({inner}) AS t \
+         GROUP BY GROUPING SETS ((actor_name), (kind), (cluster), (namespace), (verb), (outcome), ())"
+    );
+    let rows = db
+        .query_all(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    // GROUPING(...) has a bit set for each column *not* grouped by, the first column highest.
+    let mut lists: [Vec<crate::dto::FacetCount>; 6] = Default::default();
+    let mut total = 0u64;
+    for row in rows {
+        let g: i32 = row.try_get("", "g")?;
+        let v: Option<String> = row.try_get("", "v")?;
+        let n: i64 = row.try_get("", "n")?;
+        if g == 0b111111 {
+            total = n.max(0) as u64;
+            continue;
+        }
+        let Some(v) = v else { continue };
+        let Some(slot) = (0..6).find(|i| g == 0b111111 & !(1 << (5 - i))) else {
+            continue;
+        };
+        lists[slot].push(crate::dto::FacetCount {
+            value: v,
+            count: n.max(0) as u64,
+        });
+    }
+    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists.map(|mut l| {
+        l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        l.truncate(crate::dto::AuditFacets::TOP as usize);
+        l
+    });
+    Ok(crate::dto::AuditFacets {
+        total,
+        actors,
+        kinds,
+        clusters,
+        namespaces,
+        verbs,
+        outcomes,
     })
 }
 
@@ -1135,7 +1311,7 @@ pub async fn histogram_at(
     use audit_events::Column as C;
     use sea_orm::sea_query::Expr;
     use sea_orm::QueryFilter;
-    let cond = filter(q, scope, now)?;
+    let cond = filter(db.get_database_backend(), q, scope, now)?;
     let (since, until) = time_bounds(q, now)?;
     let (since, until) = match (since, until) {
         (Some(s), Some(u)) => (s, u),
@@ -1235,7 +1411,7 @@ pub async fn newer_than(
 ) -> DomainResult<Vec<crate::dto::AuditEventDto>> {
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
-    let cond = filter(q, scope, now)?.add(C::Seq.gt(after));
+    let cond = filter(db.get_database_backend(), q, scope, now)?.add(C::Seq.gt(after));
     Ok(audit_events::Entity::find()
         .filter(cond)
         .order_by_asc(C::Seq)
@@ -1256,7 +1432,8 @@ pub async fn actor_suggestions(
 ) -> DomainResult<Vec<String>> {
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
-    let cond = filter(&Default::default(), scope, now)?.add(C::ActorId.is_not_null());
+    let cond = filter(db.get_database_backend(), &Default::default(), scope, now)?
+        .add(C::ActorId.is_not_null());
     Ok(audit_events::Entity::find()
         .select_only()
         .column(C::ActorName)
@@ -1284,7 +1461,7 @@ pub async fn event_detail(
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
     let not_found = || crate::DomainError::not_found("audit event");
-    let scope = filter(&Default::default(), scope, now)?;
+    let scope = filter(db.get_database_backend(), &Default::default(), scope, now)?;
     let event = audit_events::Entity::find()
         .filter(scope.clone().add(C::Id.eq(id)))
         .one(db)

@@ -20,6 +20,7 @@ mod m20261202_000002_sign_in_policy;
 mod m20261203_000001_audit_retention;
 mod m20261203_000002_siem_cursor;
 mod m20261203_000003_webhook_outbox;
+mod m20261205_000001_audit_search;
 mod m20261206_000001_replicas;
 mod m20261208_000001_agent_challenges;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_audit_retention::Migration),
             Box::new(m20261203_000002_siem_cursor::Migration),
             Box::new(m20261203_000003_webhook_outbox::Migration),
+            Box::new(m20261205_000001_audit_search::Migration),
             Box::new(m20261206_000001_replicas::Migration),
             Box::new(m20261208_000001_agent_challenges::Migration),
         ]

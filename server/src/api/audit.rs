@@ -62,7 +62,12 @@ pub async fn tail_audit_events(
         .await
         .map_err(|_| ApiError::forbidden())?;
     // Refuse a bad filter now, with the envelope, rather than in the stream.
-    warden_domain::audit::filter(&q, &scope, state.services.clock.now())?;
+    warden_domain::audit::filter(
+        sea_orm::ConnectionTrait::get_database_backend(&state.services.db),
+        &q,
+        &scope,
+        state.services.clock.now(),
+    )?;
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

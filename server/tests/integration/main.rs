@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod audit_scale;
 mod auth;
 mod chart;
 mod cli;

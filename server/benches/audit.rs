@@ -1,0 +1,394 @@
+//! The audit log at scale: every filter of the audit page (list, deep keyset page, facets,
+//! histogram) on a generated database, export throughput through the REST export, and ingest
+//! throughput through the gateway's batched writer.
+//!
+//! `cargo bench -p server --bench audit`. Environment:
+//! - `AUDIT_BENCH_DATABASE_URL`: the database (default: a SQLite file,
+//!   `sqlite:///tmp/warden-audit-bench.sqlite?mode=rwc`). It is migrated, and filled with
+//!   generated events (`warden audit generate`'s generator) up to `AUDIT_BENCH_EVENTS`
+//!   (default 1,000,000) when it holds fewer; it is kept afterwards (delete it yourself).
+//! - `AUDIT_BENCH_RUNS`: timed runs of each query (default 7, after one warm-up run).
+//! - `AUDIT_BENCH_INGEST`: events written through the batched writer (default 200,000; 0 skips).
+//! - `AUDIT_BENCH_ONLY`: run only the queries whose name contains this.
+//!
+//! Times are relative to the newest event, so the presets (15m ... 30d) cover data whenever the
+//! database was generated.
+
+use std::time::{Duration, Instant};
+use warden_domain::audit::generate::{generate, GenerateOptions};
+use warden_domain::audit::{facets_at, histogram_at, search_in, AuditScope};
+use warden_domain::clock::Timestamp;
+use warden_domain::dto::AuditQuery;
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+fn pct(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// The page's filters: each alone, and realistic combinations.
+fn queries() -> Vec<(&'static str, AuditQuery)> {
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut a = AuditQuery::default();
+        f(&mut a);
+        a
+    };
+    vec![
+        ("all", q(|_| {})),
+        ("range=15m", q(|a| a.range = Some("15m".into()))),
+        ("range=1h", q(|a| a.range = Some("1h".into()))),
+        ("range=24h", q(|a| a.range = Some("24h".into()))),
+        ("range=7d", q(|a| a.range = Some("7d".into()))),
+        ("range=30d", q(|a| a.range = Some("30d".into()))),
+        ("actor=alice.sm", q(|a| a.actor = Some("alice.sm".into()))),
+        ("kind=sign_in", q(|a| a.kind = Some("sign_in".into()))),
+        ("kind=kube_api", q(|a| a.kind = Some("kube_api".into()))),
+        ("outcome=denied", q(|a| a.outcome = Some("denied".into()))),
+        ("outcome=error", q(|a| a.outcome = Some("error".into()))),
+        (
+            "project=payments",
+            q(|a| a.project = Some("payments".into())),
+        ),
+        (
+            "cluster=prod-eu-1",
+            q(|a| a.cluster = Some("prod-eu-1".into())),
+        ),
+        (
+            "namespace=ledger",
+            q(|a| a.namespace = Some("ledger".into())),
+        ),
+        ("verb=exec", q(|a| a.verb = Some("exec".into()))),
+        ("verb=delete", q(|a| a.verb = Some("delete".into()))),
+        (
+            "resource=secrets",
+            q(|a| a.resource = Some("secrets".into())),
+        ),
+        ("status=500", q(|a| a.status = Some(500))),
+        (
+            "source_ip=203.0.113.7",
+            q(|a| a.source_ip = Some("203.0.113.7".into())),
+        ),
+        ("action=auth.", q(|a| a.action = Some("auth.".into()))),
+        (
+            "q=payments-batch",
+            q(|a| a.q = Some("payments-batch".into())),
+        ),
+        ("q=locked (reason)", q(|a| a.q = Some("LOCKED".into()))),
+        ("q=api-1f2 (pod name)", q(|a| a.q = Some("api-1f2".into()))),
+        ("q=no match", q(|a| a.q = Some("zzqx-nothing".into()))),
+        (
+            "24h+kind=kube_api+outcome=denied",
+            q(|a| {
+                a.range = Some("24h".into());
+                a.kind = Some("kube_api".into());
+                a.outcome = Some("denied".into());
+            }),
+        ),
+        (
+            "7d+cluster+namespace+verb=exec",
+            q(|a| {
+                a.range = Some("7d".into());
+                a.cluster = Some("prod-eu-1".into());
+                a.namespace = Some("payments".into());
+                a.verb = Some("exec".into());
+            }),
+        ),
+        (
+            "30d+actor+outcome=denied",
+            q(|a| {
+                a.range = Some("30d".into());
+                a.actor = Some("bob".into());
+                a.outcome = Some("denied".into());
+            }),
+        ),
+        (
+            "1h+project+resource=pods",
+            q(|a| {
+                a.range = Some("1h".into());
+                a.project = Some("checkout".into());
+                a.resource = Some("pods".into());
+            }),
+        ),
+        (
+            "15m+kind=sign_in+outcome=denied",
+            q(|a| {
+                a.range = Some("15m".into());
+                a.kind = Some("sign_in".into());
+                a.outcome = Some("denied".into());
+            }),
+        ),
+        (
+            "30d+status=403+cluster",
+            q(|a| {
+                a.range = Some("30d".into());
+                a.status = Some(403);
+                a.cluster = Some("prod-us-1".into());
+            }),
+        ),
+        (
+            "7d+q=ledger+verb=delete",
+            q(|a| {
+                a.range = Some("7d".into());
+                a.q = Some("ledger".into());
+                a.verb = Some("delete".into());
+            }),
+        ),
+        (
+            "24h+source_ip+actor",
+            q(|a| {
+                a.range = Some("24h".into());
+                a.source_ip = Some("10.1.2.3".into());
+                a.actor = Some("carol".into());
+            }),
+        ),
+    ]
+}
+
+async fn time<F, Fut, T>(runs: u64, mut f: F) -> (Duration, Duration, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut out = f().await;
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        out = f().await;
+        v.push(t.elapsed());
+    }
+    (pct(&mut v, 0.5), pct(&mut v, 0.95), out)
+}
+
+async fn run() {
+    let url = std::env::var("AUDIT_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "sqlite:///tmp/warden-audit-bench.sqlite?mode=rwc".into());
+    let want = env_num("AUDIT_BENCH_EVENTS", 1_000_000);
+    let runs = env_num("AUDIT_BENCH_RUNS", 7).max(1);
+    let only = std::env::var("AUDIT_BENCH_ONLY").unwrap_or_default();
+    let db = warden_migrations_connect(&url).await;
+    let have = count(&db).await;
+    if have < want * 9 / 10 {
+        let n = want - have;
+        println!("generating {n} events into {} ...", redact(&url));
+        let t = Instant::now();
+        let now = Timestamp::from_offset(time::OffsetDateTime::now_utc());
+        generate(
+            &db,
+            &GenerateOptions {
+                events: n,
+                ..Default::default()
+            },
+            now,
+            |w| {
+                if w % 100_000 == 0 {
+                    eprintln!("  {w}/{n} ({:.0}/s)", w as f64 / t.elapsed().as_secs_f64());
+                }
+            },
+        )
+        .await
+        .expect("generate");
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "generated {n} events in {s:.1} s ({:.0} events/s, generator: multi-row INSERTs, indexes and text index maintained)",
+            n as f64 / s
+        );
+    }
+    let total = count(&db).await;
+    let newest = newest_at(&db).await;
+    let now = Timestamp(newest + 1);
+    let backend = format!("{:?}", sea_orm::ConnectionTrait::get_database_backend(&db));
+    println!(
+        "\n{backend}, {total} events; {runs} runs per query (p50 / p95 in ms); scope: everything\n"
+    );
+    println!(
+        "{:<36} {:>15} {:>15} {:>15} {:>15}  {:>9}",
+        "filter", "list", "deep page", "facets", "histogram", "matches"
+    );
+    let scope = AuditScope::all();
+    let mut worst = (Duration::ZERO, "");
+    for (name, q) in queries() {
+        if !only.is_empty() && !name.contains(&only) {
+            continue;
+        }
+        let (l50, l95, page) = time(runs, || search_in(&db, &q, &scope, now)).await;
+        let page = page.expect("list");
+        // A deep keyset page: the page after the event half-way down the log.
+        let mut deep = q.clone();
+        deep.cursor = Some((total as i64 / 2).to_string());
+        let (d50, d95, _) = time(runs, || search_in(&db, &deep, &scope, now)).await;
+        let (f50, f95, facets) = time(runs, || facets_at(&db, &q, &scope, now)).await;
+        let facets = facets.expect("facets");
+        let (h50, h95, h) = time(runs, || histogram_at(&db, &q, &scope, now)).await;
+        h.expect("histogram");
+        for (d, what) in [(l95, name), (d95, name), (f95, name), (h95, name)] {
+            if d > worst.0 {
+                worst = (d, what);
+            }
+        }
+        let _ = page;
+        println!(
+            "{:<36} {:>15} {:>15} {:>15} {:>15}  {:>9}",
+            name,
+            format!("{} / {}", ms(l50), ms(l95)),
+            format!("{} / {}", ms(d50), ms(d95)),
+            format!("{} / {}", ms(f50), ms(f95)),
+            format!("{} / {}", ms(h50), ms(h95)),
+            facets.total
+        );
+    }
+    println!("\nworst p95: {} ms ({})", ms(worst.0), worst.1);
+    export(&url).await;
+    let ingest = env_num("AUDIT_BENCH_INGEST", 200_000);
+    if ingest > 0 {
+        ingest_through_writer(&db, ingest).await;
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((_, host)) => format!("postgres://…@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+async fn warden_migrations_connect(url: &str) -> sea_orm::DatabaseConnection {
+    use warden_migrations::MigratorTrait;
+    let mut opt = sea_orm::ConnectOptions::new(url.to_owned());
+    opt.max_connections(8).sqlx_logging(false);
+    let db = sea_orm::Database::connect(opt).await.expect("connect");
+    if url.starts_with("sqlite") {
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"] {
+            sea_orm::ConnectionTrait::execute_unprepared(&db, pragma)
+                .await
+                .expect("pragma");
+        }
+    }
+    warden_migrations::Migrator::up(&db, None)
+        .await
+        .expect("migrate");
+    db
+}
+
+async fn count(db: &sea_orm::DatabaseConnection) -> u64 {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    warden_domain::entities::audit_events::Entity::find()
+        .count(db)
+        .await
+        .expect("count")
+}
+
+async fn newest_at(db: &sea_orm::DatabaseConnection) -> i64 {
+    use sea_orm::{EntityTrait, QueryOrder};
+    warden_domain::entities::audit_events::Entity::find()
+        .order_by_desc(warden_domain::entities::audit_events::Column::Seq)
+        .one(db)
+        .await
+        .expect("newest")
+        .map_or(0, |m| m.at)
+}
+
+/// Export throughput: the REST export (`GET /api/v1/audit/export`, at most 100,000 events, the
+/// newest) on a Warden started on this database, CSV and NDJSON.
+async fn export(url: &str) {
+    use warden_server::testing::TestApp;
+    let app = TestApp::spawn_on(url).await;
+    let (_app, admin) = app.with_admin().await;
+    println!("\nexport (REST, admin, newest 100,000 events, 3 runs each):");
+    for format in ["csv", "ndjson"] {
+        let mut best = None::<(f64, usize, Duration)>;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let r = admin
+                .get(&format!("/api/v1/audit/export?format={format}"))
+                .await;
+            let d = t.elapsed();
+            assert_eq!(r.status, 200, "{}", r.body);
+            let mbs = r.body.len() as f64 / 1e6 / d.as_secs_f64();
+            if best.map_or(true, |b| mbs > b.0) {
+                best = Some((mbs, r.body.len(), d));
+            }
+        }
+        let (mbs, len, d) = best.expect("runs");
+        println!(
+            "  {format:<7} {:.1} MB in {} ms: {mbs:.1} MB/s (best of 3)",
+            len as f64 / 1e6,
+            ms(d)
+        );
+    }
+}
+
+/// Ingest throughput: events recorded through the gateway's batched writer (one transaction
+/// per batch of up to 1,000; many producers), until all are stored.
+async fn ingest_through_writer(db: &sea_orm::DatabaseConnection, n: u64) {
+    use std::sync::Arc;
+    use warden_domain::audit::{
+        Actor, AuditEvent, AuditKind, AuditSink, BatchingAuditSink, DbAuditSink, Outcome,
+        RequestMeta, SessionType,
+    };
+    let clock: warden_domain::clock::SharedClock = Arc::new(warden_domain::clock::SystemClock);
+    let inner = Arc::new(DbAuditSink::new(db.clone(), clock));
+    let sink = BatchingAuditSink::spawn(inner, 10_000, 1_000);
+    let producers = 16u64;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                for i in 0..n / producers {
+                    let mut ev = AuditEvent::new(
+                        AuditKind::KubeApi,
+                        Actor::Anonymous {
+                            claimed: format!("bench-{p}"),
+                        },
+                        SessionType::Cli,
+                        "kube.get",
+                        Outcome::Allowed,
+                    )
+                    .resource("pods", format!("bench-{p}-{i}"))
+                    .request(RequestMeta {
+                        method: Some("GET".into()),
+                        path: Some(format!(
+                            "/clusters/bench/api/v1/namespaces/bench/pods/bench-{p}-{i}"
+                        )),
+                        source_ip: Some("10.9.9.9".into()),
+                        user_agent: Some("kubectl/v1.31.2".into()),
+                        request_id: None,
+                    })
+                    .status(200);
+                    ev.cluster = Some("bench".into());
+                    ev.namespace = Some("bench".into());
+                    sink.record(ev).await.expect("record");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("producer");
+    }
+    sink.flush().await;
+    let d = t.elapsed();
+    let stored = n / producers * producers;
+    println!(
+        "\ningest through the batched writer: {stored} events in {:.2} s: {:.0} events/s",
+        d.as_secs_f64(),
+        stored as f64 / d.as_secs_f64()
+    );
+}

@@ -1,0 +1,445 @@
+//! The audit log at scale: the generator (`warden audit generate`) writes a log that verifies,
+//! and free-text search through the text indexes (FTS5 on SQLite, a trigram index on
+//! PostgreSQL) finds exactly what a scan of the columns finds, also after retention deleted
+//! rows.
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use warden_domain::audit::generate::{generate, GenerateOptions};
+use warden_domain::audit::{
+    append, begin_change, verify_chain, verify_chain_with, Actor, AuditEvent, AuditKind,
+    ChainStatus, Outcome, RequestMeta, SessionType,
+};
+use warden_domain::clock::Clock;
+use warden_server::testing::{Client, TestApp};
+
+fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("WARDEN_DATABASE_URL", database_url)
+        .env("WARDEN_DATA_DIR", dir.path())
+        .env("WARDEN_LOG", "error")
+        .output()
+        .expect("run warden")
+}
+
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    let db = &app.services().db;
+    let row = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+#[tokio::test]
+async fn audit_generate_writes_a_realistic_log_that_verifies() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    // Through the command, as an operator runs it.
+    let out = warden(
+        &app.database_url,
+        &["audit", "generate", "--events", "1500", "--days", "90"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("generated 1500 audit events"));
+    // And through the domain, several transactions of several multi-row INSERTs each.
+    let now = app.clock.now();
+    let done = generate(
+        &app.services().db,
+        &GenerateOptions {
+            events: 2_500,
+            days: 30,
+            seed: 7,
+            per_transaction: 1_100,
+        },
+        now,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.events, 2_500);
+    assert_eq!(done.last_seq - done.first_seq + 1, 2_500);
+    assert_eq!(
+        scalar(&app, "SELECT COUNT(*) FROM audit_events").await,
+        before + 4_000
+    );
+    // Realistic: every kind, many actors, clusters and namespaces, refusals, statuses, over
+    // the whole range.
+    for (sql, min) in [
+        ("SELECT COUNT(DISTINCT kind) FROM audit_events", 6),
+        ("SELECT COUNT(DISTINCT actor_name) FROM audit_events", 200),
+        ("SELECT COUNT(DISTINCT cluster) FROM audit_events", 12),
+        ("SELECT COUNT(DISTINCT namespace) FROM audit_events", 25),
+        ("SELECT COUNT(DISTINCT source_ip) FROM audit_events", 300),
+        ("SELECT COUNT(DISTINCT status) FROM audit_events", 6),
+        ("SELECT COUNT(DISTINCT resource_kind) FROM audit_events", 10),
+        (
+            "SELECT COUNT(*) FROM audit_events WHERE outcome = 'denied'",
+            100,
+        ),
+        (
+            "SELECT COUNT(*) FROM audit_events WHERE resource_kind = 'pods/exec'",
+            50,
+        ),
+    ] {
+        let n = scalar(&app, sql).await;
+        assert!(n >= min, "{sql}: {n} < {min}");
+    }
+    let oldest = scalar(&app, "SELECT MIN(at) FROM audit_events").await;
+    let span_days = (now.millis() - oldest) as f64 / 86_400_000.0;
+    assert!((89.0..=90.0).contains(&span_days), "{span_days}");
+
+    // The chain holds, by the command and by the library, and goes on with real events.
+    let out = warden(&app.database_url, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    admin.login("nobody@example.com", "wrong password!!").await;
+    let ChainStatus::Intact { rows } = verify_chain(&app.services().db).await.unwrap() else {
+        panic!("the chain should be intact after generating and appending");
+    };
+    assert!(rows as i64 >= before + 4_001);
+
+    // A generated row edited afterwards is named.
+    let victim = done.first_seq + 1_234;
+    let db = &app.services().db;
+    db.execute(Statement::from_string(
+        db.get_database_backend(),
+        format!("UPDATE audit_events SET reason = 'nothing to see' WHERE seq = {victim}"),
+    ))
+    .await
+    .unwrap();
+    let out = warden(&app.database_url, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("seq={victim}")), "{err}");
+}
+
+struct Row {
+    resource_name: Option<&'static str>,
+    path: Option<&'static str>,
+    reason: Option<&'static str>,
+    actor: &'static str,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        resource_name: Some("web-7f9c4-abcde"),
+        path: Some("/clusters/prod/api/v1/namespaces/payments/pods/web-7f9c4-abcde"),
+        reason: None,
+        actor: "alice.smith@example.com",
+    },
+    Row {
+        resource_name: Some("db-credentials"),
+        path: Some("/clusters/prod/api/v1/namespaces/payments/secrets/db-credentials"),
+        reason: Some("secrets are not readable with the viewer role"),
+        actor: "bob.jones@example.com",
+    },
+    Row {
+        resource_name: None,
+        path: Some("/api/v1/auth/login"),
+        reason: Some("the account is locked after repeated failures"),
+        actor: "mallory@example.org",
+    },
+    Row {
+        resource_name: Some("Report_2026%Q4"),
+        path: None,
+        reason: Some("quoted \"dry run\" refused"),
+        actor: "erin.müller@example.com",
+    },
+    Row {
+        resource_name: Some("WEB-frontend"),
+        path: Some("/clusters/edge/apis/apps/v1/namespaces/shop/deployments/WEB-frontend"),
+        reason: Some("Forbidden by policy"),
+        actor: "carol.kim@example.com",
+    },
+];
+
+/// What the free text matched before the text indexes: a case-insensitive (ASCII) substring
+/// of the resource name, path, reason or actor, or exactly the id or the request id.
+fn scan(events: &[Value], text: &str) -> BTreeSet<String> {
+    let needle = text.to_ascii_lowercase();
+    events
+        .iter()
+        .filter(|e| {
+            ["resource_name", "path", "reason", "actor"]
+                .iter()
+                .filter_map(|f| e[*f].as_str())
+                .any(|v| v.to_ascii_lowercase().contains(&needle))
+                || e["id"] == text.trim()
+                || e["request_id"] == text.trim()
+        })
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn urlencode(s: &str) -> String {
+    url_escape(s)
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every event the filter `query` lists, following the pages.
+async fn all_ids(c: &Client, query: &str) -> (BTreeSet<String>, Vec<Value>) {
+    let mut ids = BTreeSet::new();
+    let mut events = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = c
+            .get(&format!("/api/v1/audit/events?limit=500{query}{cursor}"))
+            .await
+            .assert_status(200)
+            .json();
+        for e in page["items"].as_array().unwrap() {
+            ids.insert(e["id"].as_str().unwrap().to_owned());
+            events.push(e.clone());
+        }
+        match page["next"].as_str() {
+            Some(n) => cursor = format!("&cursor={n}"),
+            None => return (ids, events),
+        }
+    }
+}
+
+async fn seed_rows(app: &TestApp) -> Vec<String> {
+    let events: Vec<AuditEvent> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut e = AuditEvent::new(
+                AuditKind::KubeApi,
+                Actor::Anonymous {
+                    claimed: r.actor.to_owned(),
+                },
+                SessionType::Cli,
+                "kube.get",
+                if r.reason.is_some() {
+                    Outcome::Denied
+                } else {
+                    Outcome::Allowed
+                },
+            )
+            .request(RequestMeta {
+                path: r.path.map(str::to_owned),
+                request_id: Some(format!("req-{i}-{}", uuid::Uuid::new_v4().simple())),
+                ..Default::default()
+            });
+            e.resource_name = r.resource_name.map(str::to_owned);
+            e.reason = r.reason.map(str::to_owned);
+            e
+        })
+        .collect();
+    let ids = events.iter().map(|e| e.id.to_string()).collect();
+    let tx = begin_change(&app.services().db).await.unwrap();
+    append(&tx, app.clock.now(), events).await.unwrap();
+    tx.commit().await.unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    // Noise around the rows searched for: generated events (which mention payments, secrets,
+    // locked accounts, web pods...).
+    generate(
+        &app.services().db,
+        &GenerateOptions {
+            events: 1_500,
+            days: 2,
+            ..Default::default()
+        },
+        app.clock.now().minus_secs(60),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let seeded = seed_rows(&app).await;
+    let (_, everything) = all_ids(&admin, "").await;
+    let request_id = everything.iter().find(|e| e["id"] == seeded[1]).unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut texts: Vec<String> = [
+        // A word in the middle of a message, in other case.
+        "LOCKED after",
+        "ocked aft",
+        // A resource name, part of one, across a dash.
+        "web-7f9c4-abcde",
+        "7f9c4",
+        "db-cred",
+        // Case-insensitive.
+        "web-FRONTEND",
+        "forbidden",
+        // Part of a path.
+        "namespaces/payments/secrets",
+        // An actor.
+        "erin.müller",
+        "@example.org",
+        // A double quote in the text.
+        "\"dry run\"",
+        // Short texts (no trigram): scanned.
+        "eb",
+        "Q",
+        // Matches nothing.
+        "zzqx-nothing-here",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The id and the request id, exactly.
+    texts.push(seeded[3].clone());
+    texts.push(request_id.clone());
+    texts.push(format!("  {}  ", seeded[0]));
+    for text in &texts {
+        let q = format!("&q={}", urlencode(text));
+        let (found, _) = all_ids(&admin, &q).await;
+        let expected = scan(&everything, text);
+        assert_eq!(found, expected, "q={text:?}");
+        let facets = admin
+            .get(&format!("/api/v1/audit/facets?{}", &q[1..]))
+            .await
+            .assert_status(200)
+            .json();
+        assert_eq!(facets["total"], expected.len() as u64, "facets q={text:?}");
+    }
+    // What the test is about: the seeded rows are found (the scan above is not vacuous).
+    for (text, row) in [
+        ("ocked aft", 2),
+        ("7f9c4", 0),
+        ("web-FRONTEND", 4),
+        ("\"dry run\"", 3),
+        ("namespaces/payments/secrets", 1),
+    ] {
+        assert!(
+            scan(&everything, text).contains(&seeded[row]),
+            "{text} should find row {row}"
+        );
+    }
+    assert_eq!(
+        all_ids(&admin, &format!("&q={}", urlencode(&request_id)))
+            .await
+            .0,
+        BTreeSet::from([seeded[1].clone()])
+    );
+    // `%` and `_` stay LIKE wildcards, as before: `Report_2026%Q4` is matched by `t_2026%q`.
+    let (found, _) = all_ids(&admin, &format!("&q={}", urlencode("t_2026%q"))).await;
+    assert!(found.contains(&seeded[3]), "{found:?}");
+    // With the other filters.
+    let (found, _) = all_ids(
+        &admin,
+        &format!("&q={}&outcome=denied&kind=kube_api", urlencode("FORBIDDEN")),
+    )
+    .await;
+    assert!(found.contains(&seeded[4]));
+    assert!(found.iter().all(|id| everything
+        .iter()
+        .any(|e| e["id"] == *id && e["outcome"] == "denied")));
+}
+
+/// The ids the free text `text` finds (the list, through the domain: the session of a test
+/// whose clock jumped days ahead has expired).
+async fn search_ids(app: &TestApp, text: &str) -> BTreeSet<String> {
+    let q = warden_domain::dto::AuditQuery {
+        q: Some(text.to_owned()),
+        limit: Some(500),
+        ..Default::default()
+    };
+    warden_domain::audit::search_in(
+        &app.services().db,
+        &q,
+        &warden_domain::audit::AuditScope::all(),
+        app.clock.now(),
+    )
+    .await
+    .unwrap()
+    .items
+    .into_iter()
+    .map(|e| e.id)
+    .collect()
+}
+
+#[tokio::test]
+async fn audit_text_index_follows_retention_deletes() {
+    let env = BTreeMap::from([(
+        "WARDEN_MASTER_KEY".to_owned(),
+        "text index retention master key".to_owned(),
+    )]);
+    let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
+    let svc = app.services().clone();
+    let pod = |name: String| {
+        AuditEvent::new(
+            AuditKind::KubeApi,
+            Actor::System,
+            SessionType::Cli,
+            "kube.get",
+            Outcome::Allowed,
+        )
+        .resource("pods", name)
+    };
+    for n in 0..30 {
+        svc.audit
+            .record(pod(format!("expiring-pod-{n}")))
+            .await
+            .unwrap();
+    }
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 7}))
+        .await
+        .assert_status(200);
+    app.clock.advance_secs(10 * 86_400);
+    for n in 0..5 {
+        svc.audit
+            .record(pod(format!("kept-pod-{n}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(search_ids(&app, "expiring-pod").await.len(), 30);
+    // Small batches: several transactions of deletes.
+    let run = warden_domain::audit::retention::run_batched(&svc, 7)
+        .await
+        .unwrap()
+        .expect("a retention run");
+    assert!(run.deleted >= 30, "{run:?}");
+    assert!(search_ids(&app, "expiring-pod").await.is_empty());
+    assert!(search_ids(&app, "EXPIRING-POD-1").await.is_empty());
+    assert_eq!(search_ids(&app, "kept-pod").await.len(), 5);
+    assert_eq!(search_ids(&app, "kept-pod-3").await.len(), 1);
+    assert!(matches!(
+        verify_chain_with(&svc.db, svc.retention.key())
+            .await
+            .unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+    if svc.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        // The FTS index matches its content table exactly: no entry of a deleted row is left,
+        // none is missing.
+        svc.db
+            .execute_unprepared(
+                "INSERT INTO audit_fts(audit_fts, rank) VALUES ('integrity-check', 1)",
+            )
+            .await
+            .expect("the FTS index is consistent with audit_events");
+    }
+}
