@@ -28,6 +28,7 @@ pub mod projects;
 pub mod roles;
 pub mod sessions;
 pub mod siem_cursors;
+pub mod terminal_recording_chunks;
 pub mod user_identities;
 pub mod user_mfa;
 pub mod users;

@@ -1,8 +1,8 @@
 //! Terminal recordings as use cases: the facts of one (for the console's player), and which
 //! open terminals have a recording the caller may watch. A recording is as readable as the
 //! terminal's audit events: `audit.read` on the organization, or on the terminal's project.
-//! (The file itself is served by `GET /api/v1/terminal/recordings/{id}`, which applies the
-//! same rule.)
+//! (The recording itself, kept in the database as chunks (`store`), is served by
+//! `GET /api/v1/terminal/recordings/{id}`, which applies the same rule.)
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -140,4 +140,66 @@ pub async fn of_streams(
         }
     }
     Ok(out)
+}
+
+/// Where recordings are kept: chunks in the database, so every replica writes and plays them
+/// alike. Callers check who may read a recording before they ask for its chunks.
+pub mod store {
+    use sea_orm::{
+        ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    };
+
+    use crate::entities::terminal_recording_chunks as chunks;
+
+    /// Add the next chunk of a recording.
+    pub async fn append<C: ConnectionTrait>(
+        db: &C,
+        id: &str,
+        seq: i32,
+        started_at: i64,
+        data: Vec<u8>,
+    ) -> Result<(), DbErr> {
+        chunks::Entity::insert(chunks::ActiveModel::from(chunks::Model {
+            recording_id: id.to_owned(),
+            seq,
+            data,
+            started_at,
+        }))
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
+    }
+
+    /// Up to `limit` chunks after `after` (`-1` for the first), in order: `(seq, data)`.
+    pub async fn page<C: ConnectionTrait>(
+        db: &C,
+        id: &str,
+        after: i32,
+        limit: u64,
+    ) -> Result<Vec<(i32, Vec<u8>)>, DbErr> {
+        chunks::Entity::find()
+            .select_only()
+            .column(chunks::Column::Seq)
+            .column(chunks::Column::Data)
+            .filter(chunks::Column::RecordingId.eq(id))
+            .filter(chunks::Column::Seq.gt(after))
+            .order_by_asc(chunks::Column::Seq)
+            .limit(limit)
+            .into_tuple()
+            .all(db)
+            .await
+    }
+
+    /// Remove the recordings that began before `cutoff` (ms): audit retention, with the events
+    /// that name them.
+    pub async fn delete_started_before<C: ConnectionTrait>(
+        db: &C,
+        cutoff: i64,
+    ) -> Result<u64, DbErr> {
+        Ok(chunks::Entity::delete_many()
+            .filter(chunks::Column::StartedAt.lt(cutoff))
+            .exec(db)
+            .await?
+            .rows_affected)
+    }
 }

@@ -19,6 +19,7 @@ use super::{append, begin_change, Actor, AuditEvent, AuditKind, Outcome, Session
 use crate::clock::Timestamp;
 use crate::entities::{audit_checkpoints, audit_events};
 use crate::error::{DomainError, DomainResult};
+use crate::recordings;
 use crate::secrets::Secret;
 use crate::Services;
 
@@ -93,6 +94,8 @@ pub struct RetentionRun {
     /// The first retained row (`None` when every earlier row was deleted: the chain then
     /// begins with this run's own `audit.retention` event).
     pub chain_start_seq: Option<i64>,
+    /// Terminal recordings deleted with them (those that began before the cutoff).
+    pub recordings_deleted: u64,
 }
 
 /// Apply the organization's retention now, in batches of [`DEFAULT_BATCH`].
@@ -146,6 +149,7 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
                 cutoff,
                 checkpoint_seq: seq,
                 chain_start_seq: rows.first().map(|r| r.0),
+                recordings_deleted: recordings::store::delete_started_before(&tx, cutoff).await?,
             };
             append(&tx, now, vec![retention_event(&run, days, &hash)]).await?;
             tx.commit().await?;
@@ -181,6 +185,7 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
             cutoff,
             checkpoint_seq: last_seq,
             chain_start_seq: rows.get(take).map(|r| r.0),
+            recordings_deleted: recordings::store::delete_started_before(&tx, cutoff).await?,
         };
         append(&tx, now, vec![retention_event(&run, days, &last_hash)]).await?;
         tx.commit().await?;
@@ -217,6 +222,7 @@ fn retention_event(run: &RetentionRun, days: i32, checkpoint_hash: &str) -> Audi
         "checkpoint_seq": run.checkpoint_seq,
         "checkpoint_hash": checkpoint_hash,
         "chain_start_seq": run.chain_start_seq,
+        "recordings_deleted": run.recordings_deleted,
     }))
 }
 

@@ -543,25 +543,19 @@ async fn open(
         Some(pod) => format!("{} {namespace}/{pod}", cluster.name),
         None => format!("{} {namespace} (kubectl shell)", cluster.name),
     };
-    let mut recorder = match Recorder::create(
-        &state.config.data_dir,
-        &ev.id.to_string(),
-        &title,
-        now / 1000,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(deny(
-                state,
-                &ev,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Warden cannot record the terminal right now, so it does not open".into(),
-                Some(e.to_string()),
-            ))
-        }
-    };
+    let mut recorder =
+        match Recorder::create(state.services.db.clone(), &ev.id.to_string(), &title, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(deny(
+                    state,
+                    &ev,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Warden cannot record the terminal right now, so it does not open".into(),
+                    Some(e.to_string()),
+                ))
+            }
+        };
     ev.details["recording"] = json!(ev.id.to_string());
     recorder.record_input(settings.terminal_record_input);
     ev.details["recording_input"] = json!(settings.terminal_record_input);
@@ -953,6 +947,9 @@ impl TerminalSession {
     }
 }
 
+/// Chunks read per query when a recording is served.
+const PAGE: u64 = 32;
+
 /// `GET /api/v1/terminal/recordings/{id}`: the asciicast of a terminal, for those who may read
 /// its audit events (`audit.read` on the organization, or on the terminal's project).
 pub async fn get_recording(
@@ -986,10 +983,46 @@ pub async fn get_recording(
             return Err(ApiError::forbidden());
         }
     }
-    let path = Recorder::path(&state.config.data_dir, &id);
-    let body = tokio::fs::read(&path)
+    let first = warden_domain::recordings::store::page(&state.services.db, &id, -1, PAGE)
         .await
-        .map_err(|_| ApiError::not_found("recording"))?;
+        .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;
+    let body = if first.is_empty() {
+        // Made before recordings moved into the database: a file in this replica's data
+        // directory, if it is still there.
+        let legacy = state
+            .config
+            .data_dir
+            .join("recordings")
+            .join(format!("{id}.cast"));
+        axum::body::Body::from(
+            tokio::fs::read(&legacy)
+                .await
+                .map_err(|_| ApiError::not_found("recording"))?,
+        )
+    } else {
+        // Streamed a page of chunks at a time: memory does not grow with the recording.
+        let db = state.services.db.clone();
+        let pages =
+            futures::stream::unfold((Some(first), db, id.clone()), |(page, db, id)| async move {
+                let page = page?;
+                let last = page.last().map(|c| c.0)?;
+                let full = page.len() as u64 == PAGE;
+                let bytes: Vec<u8> = page.into_iter().flat_map(|c| c.1).collect();
+                let next = if full {
+                    match warden_domain::recordings::store::page(&db, &id, last, PAGE).await {
+                        Ok(p) if !p.is_empty() => Some(p),
+                        Ok(_) => None,
+                        Err(e) => {
+                            return Some((Err(std::io::Error::other(e)), (None, db, id)));
+                        }
+                    }
+                } else {
+                    None
+                };
+                Some((Ok(bytes::Bytes::from(bytes)), (next, db, id)))
+            });
+        axum::body::Body::from_stream(pages)
+    };
     Ok((
         [
             (
@@ -1101,7 +1134,8 @@ mod tests {
         let (out, out_rx) = mpsc::unbounded_channel();
         let gate = FakeGate::default();
         let dir = tempfile::tempdir().unwrap();
-        let mut recorder = Recorder::create(dir.path(), "t", "test", 0).await.unwrap();
+        let db = recorder::tests::database(dir.path()).await;
+        let mut recorder = Recorder::create(db, "t", "test", 0).await.unwrap();
         let g = gate.clone();
         let relay = tokio::spawn(async move {
             let mut backend = FakeBackend {

@@ -1,55 +1,55 @@
-//! A terminal's recording, asciicast v2, streamed to disk.
+//! A terminal's recording, asciicast v2, streamed to the database in chunks.
 
+use sea_orm::DatabaseConnection;
 use serde_json::json;
 use std::time::Instant;
 
+/// A chunk is written once this much is waiting, even before the next second's flush.
+const CHUNK: usize = 64 * 1024;
+
 /// A terminal's recording: asciicast v2 (a header line, then `[seconds, "o", text]` for output
 /// and `[seconds, "r", "COLSxROWS"]` for resizes; keystrokes, as `[seconds, "i", text]`, only
-/// when the `terminal_record_input` setting is on), streamed to
-/// `WARDEN_DATA_DIR/recordings/<terminal.open event id>.cast` and flushed at least every second,
-/// with the SHA-256 of everything written.
+/// when the `terminal_record_input` setting is on), kept in the database as numbered chunks
+/// (`terminal_recording_chunks`, keyed by the `terminal.open` event's id) so that every replica
+/// can play it, flushed at least every second, with the SHA-256 of everything written.
 pub struct Recorder {
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    db: DatabaseConnection,
+    id: String,
+    /// The recording's start (ms), on every chunk.
+    started_at: i64,
+    seq: i32,
+    pending: Vec<u8>,
     hash: sha2::Sha256,
     started: Instant,
     bytes: u64,
     /// The tail of a UTF-8 sequence split between two chunks.
     carry: Vec<u8>,
-    dirty: bool,
     /// Keystrokes are written too (`"i"` events): an organization's choice, off by default.
     record_input: bool,
 }
 
 impl Recorder {
-    pub fn path(data_dir: &std::path::Path, id: &str) -> std::path::PathBuf {
-        data_dir.join("recordings").join(format!("{id}.cast"))
-    }
-
+    /// Start a recording: its header is stored before the terminal opens, so a terminal that
+    /// cannot be recorded does not open.
     pub async fn create(
-        data_dir: &std::path::Path,
+        db: DatabaseConnection,
         id: &str,
         title: &str,
-        now_secs: i64,
+        now_ms: i64,
     ) -> std::io::Result<Self> {
-        let path = Self::path(data_dir, id);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .await?;
         let mut r = Self {
-            file: tokio::io::BufWriter::new(file),
+            db,
+            id: id.to_owned(),
+            started_at: now_ms,
+            seq: 0,
+            pending: Vec::with_capacity(4096),
             hash: <sha2::Sha256 as sha2::Digest>::new(),
             started: Instant::now(),
             bytes: 0,
             carry: vec![],
-            dirty: false,
             record_input: false,
         };
-        let header = json!({"version": 2, "width": 80, "height": 24, "timestamp": now_secs,
+        let header = json!({"version": 2, "width": 80, "height": 24, "timestamp": now_ms / 1000,
             "title": title, "env": {"TERM": "xterm-256color"}});
         r.line(&header.to_string()).await?;
         r.flush().await?;
@@ -57,13 +57,14 @@ impl Recorder {
     }
 
     async fn line(&mut self, l: &str) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
         sha2::Digest::update(&mut self.hash, l.as_bytes());
         sha2::Digest::update(&mut self.hash, b"\n");
-        self.file.write_all(l.as_bytes()).await?;
-        self.file.write_all(b"\n").await?;
+        self.pending.extend_from_slice(l.as_bytes());
+        self.pending.push(b'\n');
         self.bytes += l.len() as u64 + 1;
-        self.dirty = true;
+        if self.pending.len() >= CHUNK {
+            self.flush().await?;
+        }
         Ok(())
     }
 
@@ -107,16 +108,28 @@ impl Recorder {
         self.line(&ev.to_string()).await
     }
 
+    /// Store what is waiting as the next chunk.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        if self.dirty {
-            self.file.flush().await?;
-            self.dirty = false;
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        // Kept until stored: a failed write can be tried again with nothing lost.
+        let data = self.pending.clone();
+        warden_domain::recordings::store::append(
+            &self.db,
+            &self.id,
+            self.seq,
+            self.started_at,
+            data,
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+        self.pending.clear();
+        self.seq += 1;
         Ok(())
     }
 
-    /// Close the file; `(sha256 hex, bytes)`.
+    /// Store the rest; `(sha256 hex, bytes)`.
     pub async fn finish(mut self) -> std::io::Result<(String, u64)> {
         if !self.carry.is_empty() {
             let rest = std::mem::take(&mut self.carry);
@@ -126,5 +139,87 @@ impl Recorder {
         self.flush().await?;
         let digest = sha2::Digest::finalize(self.hash);
         Ok((hex::encode(digest), self.bytes))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A migrated SQLite database in `dir`.
+    pub(crate) async fn database(dir: &std::path::Path) -> DatabaseConnection {
+        use warden_migrations::MigratorTrait;
+        let url = format!("sqlite://{}?mode=rwc", dir.join("recordings.db").display());
+        let db = sea_orm::Database::connect(url).await.unwrap();
+        warden_migrations::Migrator::up(&db, None).await.unwrap();
+        db
+    }
+
+    async fn stored(db: &DatabaseConnection, id: &str) -> Vec<u8> {
+        let mut all = vec![];
+        let mut after = -1;
+        loop {
+            let page = warden_domain::recordings::store::page(db, id, after, 3)
+                .await
+                .unwrap();
+            let Some(last) = page.last().map(|c| c.0) else {
+                return all;
+            };
+            for (seq, data) in page {
+                assert_eq!(seq, after + 1, "chunks in order, none missing");
+                after = seq;
+                all.extend(data);
+            }
+            after = last;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recording_is_stored_in_chunks_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(dir.path()).await;
+        let mut r = Recorder::create(db.clone(), "rec-1", "test", 1_000)
+            .await
+            .unwrap();
+        // The header is stored before anything else happens.
+        let header = stored(&db, "rec-1").await;
+        assert!(String::from_utf8_lossy(&header).contains("\"version\":2"));
+        // Enough output for several chunks, a UTF-8 sequence split between two writes.
+        let block = "x".repeat(10_000);
+        for _ in 0..20 {
+            r.output(block.as_bytes()).await.unwrap();
+        }
+        let euro = "€".as_bytes();
+        r.output(&euro[..1]).await.unwrap();
+        r.output(&euro[1..]).await.unwrap();
+        r.resize(100, 30).await.unwrap();
+        // Keystrokes are not kept unless the organization says so.
+        r.input(b"secret").await.unwrap();
+        r.record_input(true);
+        r.input(b"ls\r").await.unwrap();
+        let (sha, bytes) = r.finish().await.unwrap();
+        let all = stored(&db, "rec-1").await;
+        assert_eq!(all.len() as u64, bytes);
+        let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&all));
+        assert_eq!(
+            hex::encode(digest),
+            sha,
+            "what is stored is what was hashed"
+        );
+        let text = String::from_utf8(all).unwrap();
+        assert!(text.contains("€"), "a split sequence is joined");
+        assert!(text.contains("\"100x30\""));
+        assert!(!text.contains("secret"));
+        assert!(text.contains("ls\\r"));
+        let chunks = warden_domain::recordings::store::page(&db, "rec-1", -1, 100)
+            .await
+            .unwrap();
+        assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+        // Retention removes it whole.
+        let gone = warden_domain::recordings::store::delete_started_before(&db, 1_001)
+            .await
+            .unwrap();
+        assert_eq!(gone, chunks.len() as u64);
+        assert!(stored(&db, "rec-1").await.is_empty());
     }
 }
