@@ -24,6 +24,7 @@ mod m20261205_000001_audit_search;
 mod m20261206_000001_replicas;
 mod m20261208_000001_agent_challenges;
 mod m20261209_000001_terminal_recordings;
+mod m20261209_000002_rate_limits;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_replicas::Migration),
             Box::new(m20261208_000001_agent_challenges::Migration),
             Box::new(m20261209_000001_terminal_recordings::Migration),
+            Box::new(m20261209_000002_rate_limits::Migration),
         ]
     }
 }

@@ -7,6 +7,13 @@
 //!
 //! The source is the TCP peer; behind a reverse proxy listed in `WARDEN_TRUSTED_PROXIES`, the
 //! last `X-Forwarded-For` hop that is not itself a trusted proxy.
+//!
+//! On PostgreSQL, where several replicas may serve behind one load balancer, the buckets are
+//! shared through the database ([`Shared`]: the same GCRA, one row per class and source, one
+//! statement per request, in the database's clock), so a source gets the configured rate in
+//! all, not once per replica. The in-memory bucket stays in front of it: a flood past the
+//! limit is turned away without a database round trip. If the database cannot answer, the
+//! request is refused (fail closed).
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -78,6 +85,92 @@ pub struct RateLimits {
     sign_in: Option<DefaultKeyedRateLimiter<IpAddr>>,
     agent: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trusted_proxies: Vec<IpAddr>,
+    config: RateLimitConfig,
+    shared: Option<Shared>,
+}
+
+/// Why a request may not go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Past the limit: wait this long.
+    Wait(std::time::Duration),
+    /// The shared buckets could not be read: refused rather than let through.
+    Unavailable,
+}
+
+/// Buckets shared by the replicas, in PostgreSQL (`rate_limit_buckets`).
+pub struct Shared {
+    db: sea_orm::DatabaseConnection,
+}
+
+/// The database's clock, in milliseconds (one clock for every replica).
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+
+impl Shared {
+    pub fn new(db: sea_orm::DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// One request from `source` in `class` at `per_minute`: GCRA with a burst of
+    /// `per_minute`, in one statement (the row is only moved when the request is admitted).
+    pub async fn check(
+        &self,
+        class: Class,
+        source: IpAddr,
+        per_minute: u32,
+    ) -> Result<(), Refusal> {
+        use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+        let key = format!("{}:{source}", class.label());
+        let interval = (60_000 / i64::from(per_minute.max(1))).max(1);
+        let window = interval * i64::from(per_minute.max(1));
+        let admit = Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            format!(
+                "INSERT INTO rate_limit_buckets AS b (key, tat) VALUES ($1, {DB_NOW_MS} + $2) \
+                 ON CONFLICT (key) DO UPDATE SET tat = GREATEST(b.tat, {DB_NOW_MS}) + $2 \
+                 WHERE GREATEST(b.tat, {DB_NOW_MS}) + $2 - {DB_NOW_MS} <= $3 \
+                 RETURNING tat"
+            ),
+            [key.clone().into(), interval.into(), window.into()],
+        );
+        match self.db.query_one(admit).await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the shared rate limit could not be read");
+                return Err(Refusal::Unavailable);
+            }
+        }
+        // Refused: how long until one more fits.
+        let wait = Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            format!(
+                "SELECT GREATEST(tat, {DB_NOW_MS}) + $2 - {DB_NOW_MS} - $3 AS wait \
+                 FROM rate_limit_buckets WHERE key = $1"
+            ),
+            [key.into(), interval.into(), window.into()],
+        );
+        let ms = match self.db.query_one(wait).await {
+            Ok(Some(row)) => row.try_get::<i64>("", "wait").unwrap_or(interval),
+            _ => interval,
+        };
+        Err(Refusal::Wait(std::time::Duration::from_millis(
+            ms.clamp(1, 3_600_000) as u64,
+        )))
+    }
+
+    /// Forget full buckets (their time has passed). Returns how many rows went.
+    pub async fn sweep(&self) -> Result<u64, sea_orm::DbErr> {
+        use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+        Ok(self
+            .db
+            .execute(Statement::from_string(
+                DatabaseBackend::Postgres,
+                format!("DELETE FROM rate_limit_buckets WHERE tat < {DB_NOW_MS}"),
+            ))
+            .await?
+            .rows_affected())
+    }
 }
 
 /// Forget idle sources once this many are tracked (a spoofed-address flood cannot grow
@@ -94,7 +187,20 @@ impl RateLimits {
             sign_in: limiter(config.sign_in_per_minute),
             agent: limiter(config.agent_per_minute),
             trusted_proxies: config.trusted_proxies.clone(),
+            config: config.clone(),
+            shared: None,
         }
+    }
+
+    /// Share the buckets with the other replicas through PostgreSQL.
+    pub fn shared(mut self, shared: Shared) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The buckets shared with the other replicas, if any.
+    pub fn shared_buckets(&self) -> Option<&Shared> {
+        self.shared.as_ref()
     }
 
     /// The client's address: the peer, or behind trusted proxies the last untrusted hop.
@@ -114,8 +220,22 @@ impl RateLimits {
             .unwrap_or(peer)
     }
 
-    /// `Ok` to go on, or how long to wait.
-    pub fn check(&self, class: Class, source: IpAddr) -> Result<(), std::time::Duration> {
+    /// `Ok` to go on, or why not: this replica's bucket first, then (on PostgreSQL) the one
+    /// shared by every replica.
+    pub async fn check(&self, class: Class, source: IpAddr) -> Result<(), Refusal> {
+        self.check_local(class, source).map_err(Refusal::Wait)?;
+        let per_minute = match class {
+            Class::SignIn => self.config.sign_in_per_minute,
+            Class::Agent => self.config.agent_per_minute,
+        };
+        match &self.shared {
+            Some(shared) if per_minute > 0 => shared.check(class, source, per_minute).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `Ok` to go on, or how long to wait, by this replica's bucket.
+    pub fn check_local(&self, class: Class, source: IpAddr) -> Result<(), std::time::Duration> {
         let limiter = match class {
             Class::SignIn => &self.sign_in,
             Class::Agent => &self.agent,
@@ -146,9 +266,21 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let source = state.rate_limits.source(peer, forwarded);
-    match state.rate_limits.check(class, source) {
+    match state.rate_limits.check(class, source).await {
         Ok(()) => next.run(req).await,
-        Err(wait) => {
+        Err(Refusal::Unavailable) => {
+            state.metrics.rate_limited(class.label());
+            let mut res = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                "Warden cannot check its rate limits right now; try again shortly",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(5u64));
+            res
+        }
+        Err(Refusal::Wait(wait)) => {
             state.metrics.rate_limited(class.label());
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut res = ApiError::new(
@@ -193,13 +325,13 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(l.check(Class::SignIn, a).is_ok());
+            assert!(l.check_local(Class::SignIn, a).is_ok());
         }
-        let wait = l.check(Class::SignIn, a).unwrap_err();
+        let wait = l.check_local(Class::SignIn, a).unwrap_err();
         assert!(wait.as_secs() <= 20, "{wait:?}");
-        assert!(l.check(Class::SignIn, b).is_ok());
+        assert!(l.check_local(Class::SignIn, b).is_ok());
         // Agents are limited separately (default 120).
-        assert!(l.check(Class::Agent, a).is_ok());
+        assert!(l.check_local(Class::Agent, a).is_ok());
     }
 
     #[test]

@@ -297,13 +297,18 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
             .map(|s| s.refusals.totals())
             .unwrap_or_default()
     });
+    let mut rate_limits = crate::ratelimit::RateLimits::new(&config.rate_limits);
+    if services.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        // Several replicas may serve one source: its buckets are shared through the database.
+        rate_limits = rate_limits.shared(crate::ratelimit::Shared::new(services.db.clone()));
+    }
     Ok(AppState {
         leptos_options: leptos_options(&config),
         gateway,
         clusters,
         services,
         metrics,
-        rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
+        rate_limits: Arc::new(rate_limits),
         replicas,
         config: Arc::new(config),
     })
@@ -354,4 +359,22 @@ pub fn spawn_maintenance(state: &AppState) {
             }
         }
     });
+    let services = state.services.clone();
+    let rate_limits = state.rate_limits.clone();
+    if rate_limits.shared_buckets().is_some() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if !services.jobs.run("rate_limit_sweep") {
+                    continue;
+                }
+                if let Some(shared) = rate_limits.shared_buckets() {
+                    if let Err(e) = shared.sweep().await {
+                        tracing::warn!(error = %e, "could not sweep the shared rate limits");
+                    }
+                }
+            }
+        });
+    }
 }

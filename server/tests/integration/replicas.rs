@@ -1073,3 +1073,52 @@ async fn the_epoch_follows_notifications_and_the_safety_net_finds_missed_ones() 
         .expect("value");
     assert_eq!(shared, 3, "the local change was published");
 }
+
+/// Sign-in rate limits are shared by the replicas: a source that spent its burst on one
+/// replica is refused by the other (without sharing, each replica would give it the whole
+/// burst again), and the buckets live in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sign_in_burst_spent_on_one_replica_is_spent_on_the_other() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let limit = [("WARDEN_RATE_LIMIT_SIGN_IN", "6")];
+    let x = TestApp::spawn_with(
+        limit
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .await;
+    let y = WardenServe::start(&x.database_url, &limit).await;
+    let on_x = x.client();
+    let on_y = Client::new(&y.url, true);
+    // Each guess names another account, so the per-account lock never answers first.
+    for i in 0..3 {
+        on_x.login(&format!("nobody{i}@example.com"), "wrong password, wrong")
+            .await
+            .assert_status(401);
+        on_y.login(&format!("nobody-y{i}@example.com"), "wrong password, wrong")
+            .await
+            .assert_status(401);
+    }
+    // Six in all: the seventh is refused on either replica.
+    for c in [&on_y, &on_x] {
+        let r = c
+            .login("someone@example.com", "wrong password, wrong")
+            .await;
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert_eq!(r.error_code(), "rate_limited");
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    }
+    let rows = scalar(
+        &x.services().db,
+        "SELECT key FROM rate_limit_buckets ORDER BY key",
+    )
+    .await;
+    assert_eq!(rows, vec!["sign_in:127.0.0.1".to_owned()]);
+    // Other routes are not limited.
+    on_y.get("/healthz").await.assert_status(200);
+}
