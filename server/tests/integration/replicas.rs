@@ -790,6 +790,22 @@ async fn a_session_and_a_kubeconfig_from_one_replica_work_on_another() {
     assert!(stored
         .iter()
         .all(|k| k.starts_with("warden-sealed:") && !k.contains("PRIVATE KEY")));
+
+    // The account lock is shared too: four wrong guesses on X, the fifth on Y locks, and
+    // the right password is refused on Y.
+    let guesser = x.client();
+    for i in 0..4 {
+        guesser
+            .login(USER, &format!("a wrong guess {i}"))
+            .await
+            .assert_status(401);
+    }
+    let on_y = Client::new(&y.url, true);
+    let r = on_y.login(USER, "the fifth wrong guess").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let r = on_y.login(USER, USER_PASSWORD).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.error_code(), "locked");
 }
 
 /// A TCP proxy standing in for a load balancer: every new connection goes to the current
@@ -1121,4 +1137,185 @@ async fn a_sign_in_burst_spent_on_one_replica_is_spent_on_the_other() {
     assert_eq!(rows, vec!["sign_in:127.0.0.1".to_owned()]);
     // Other routes are not limited.
     on_y.get("/healthz").await.assert_status(200);
+}
+
+/// Open a web terminal on the Warden at `base` (`http://host:port`) as the holder of
+/// `cookie`; `query` picks the cluster, namespace and pod (none: the kubectl shell).
+async fn open_terminal(base: &str, cookie: &str, query: &str) -> crate::terminal::Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let host = base.trim_start_matches("http://");
+    let mut req = format!("ws://{host}/api/v1/terminal/ws?{query}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", base.parse().unwrap());
+    req.headers_mut().insert(
+        "cookie",
+        format!("warden_session={cookie}").parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("a terminal")
+        .0
+}
+
+async fn type_line(ws: &mut crate::terminal::Ws, line: &str) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Binary(format!("{line}\r").into_bytes().into()))
+        .await
+        .unwrap();
+}
+
+/// Three replicas: the agent on X, web terminals on Y (a pod exec and the kubectl shell, both
+/// reaching the cluster through X), a revocation made on Z: both terminals on Y close with
+/// the reason within a second. The recording Y made is played from Z. Then Y is stopped with
+/// SIGTERM while a terminal is open: the terminal is told "server restarting".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_them() {
+    use crate::terminal::{until_control, until_output};
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal.clone()),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig())
+        .run_with_stdin(
+            &["apply", "-n", "apple", "-f", "-"],
+            Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: box\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [\"sleep\", \"3600\"]\n"),
+        )
+        .await
+        .expect_ok();
+    let _ = x.user_client(&admin_x, USER).await;
+    let binding = admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let start_replica = |name: &'static str| {
+        let db = x.database_url.clone();
+        async move {
+            let addr = format!("127.0.0.1:{}", free_port());
+            WardenServe::start(
+                &db,
+                &[
+                    ("WARDEN_REPLICA_ID", name),
+                    ("WARDEN_REPLICA_ADDR", &addr),
+                    ("WARDEN_MASTER_KEY", MASTER_KEY),
+                ],
+            )
+            .await
+        }
+    };
+    let mut y = start_replica("replica-y").await;
+    let z = start_replica("replica-z").await;
+    let sally = Client::new(&y.url, true);
+    sally.login(USER, USER_PASSWORD).await.assert_status(200);
+    let cookie = sally.session_cookie().expect("a session cookie");
+
+    // A console read of the cluster on Y (the pod picker), through X's tunnel.
+    let pods = sally
+        .get(&format!("/api/v1/clusters/{CLUSTER}/pods?namespace=apple"))
+        .await
+        .assert_status(200)
+        .body;
+    assert!(pods.contains("\"box\""), "{pods}");
+    // A pod exec and the kubectl shell on Y; Y holds no tunnel.
+    let mut exec = open_terminal(
+        &y.url,
+        &cookie,
+        &format!("cluster={CLUSTER}&namespace=apple&pod=box"),
+    )
+    .await;
+    until_control(&mut exec, "ready", Duration::from_secs(20)).await;
+    type_line(&mut exec, "echo through-$((40+2))").await;
+    until_output(&mut exec, "through-42").await;
+    let mut shell = open_terminal(
+        &y.url,
+        &cookie,
+        &format!("cluster={CLUSTER}&namespace=apple"),
+    )
+    .await;
+    until_control(&mut shell, "ready", Duration::from_secs(20)).await;
+    type_line(&mut shell, "kubectl get pods -o name").await;
+    until_output(&mut shell, "pod/box").await;
+
+    // The binding is removed on Z: both terminals on Y end within a second.
+    let admin_z = z.admin().await;
+    let removed = Instant::now();
+    admin_z
+        .delete(&format!("/api/v1/bindings/{binding}"))
+        .await
+        .assert_status(204);
+    for ws in [&mut exec, &mut shell] {
+        let (closed, _) = until_control(ws, "closed", Duration::from_secs(5)).await;
+        let reason = closed["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(!reason.is_empty(), "{closed}");
+    }
+    let took = removed.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the terminals on Y closed {took:?} after the revocation on Z"
+    );
+
+    // The recording made on Y, played from Z (found through the terminal's audit events).
+    let start = Instant::now();
+    let id = loop {
+        let events = admin_z
+            .get("/api/v1/audit/events?kind=terminal&limit=50")
+            .await
+            .assert_status(200)
+            .json();
+        let found = events["items"].as_array().unwrap().iter().find_map(|e| {
+            (e["action"] == "terminal.close" && e["resource_name"] == "box")
+                .then(|| e["details"]["recording"]["id"].as_str().map(str::to_owned))
+                .flatten()
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no closing event with its recording: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cast = admin_z
+        .get(&format!("/api/v1/terminal/recordings/{id}"))
+        .await
+        .assert_status(200)
+        .body;
+    assert!(cast.contains("through-42"), "{cast}");
+
+    // Y stops (a rolling update) while a terminal is open: it is told why.
+    admin_z
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let mut again = open_terminal(
+        &y.url,
+        &cookie,
+        &format!("cluster={CLUSTER}&namespace=apple&pod=box"),
+    )
+    .await;
+    until_control(&mut again, "ready", Duration::from_secs(20)).await;
+    let ((closed, _), ()) = tokio::join!(
+        until_control(&mut again, "closed", Duration::from_secs(10)),
+        y.terminate()
+    );
+    assert_eq!(closed["reason"], "server restarting", "{closed}");
+    drop(z);
 }

@@ -65,7 +65,7 @@ async fn bind(admin: &Client, email: &str, role: &str) -> String {
     admin.bind_user(email, role, "dev", &["apple"]).await
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 impl World {
     async fn signed_in(&self, email: &str) -> Client {
@@ -101,7 +101,7 @@ impl World {
 }
 
 /// Read until a text control message of `kind` arrives; returns it and the output seen.
-async fn until_control(ws: &mut Ws, kind: &str, within: Duration) -> (Value, String) {
+pub(crate) async fn until_control(ws: &mut Ws, kind: &str, within: Duration) -> (Value, String) {
     let mut out = String::new();
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -120,7 +120,7 @@ async fn until_control(ws: &mut Ws, kind: &str, within: Duration) -> (Value, Str
 }
 
 /// Read output until it contains `needle`.
-async fn until_output(ws: &mut Ws, needle: &str) -> String {
+pub(crate) async fn until_output(ws: &mut Ws, needle: &str) -> String {
     let mut out = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !out.contains(needle) {
