@@ -198,12 +198,25 @@ async fn retention_deletes_old_events_in_batches_and_verify_still_passes() {
         .await
         .unwrap();
     assert!(old > 25, "{old}");
+    // Two terminal recordings: one begun before the cutoff (it goes with its events), one
+    // after (it stays).
+    use warden_domain::recordings::store;
+    for (id, started) in [("rec-old", cutoff - 1), ("rec-new", cutoff + 1)] {
+        for seq in 0..3 {
+            store::append(db, id, seq, started, b"[0.1, \"o\", \"x\"]\n".to_vec())
+                .await
+                .unwrap();
+        }
+    }
 
     let run = retention::run_batched(&svc, 10)
         .await
         .unwrap()
         .expect("a run");
     assert_eq!(run.deleted, old);
+    assert_eq!(run.recordings_deleted, 3, "{run:?}");
+    assert!(store::page(db, "rec-old", -1, 10).await.unwrap().is_empty());
+    assert_eq!(store::page(db, "rec-new", -1, 10).await.unwrap().len(), 3);
     assert!(run.batches >= 3, "{run:?}");
     assert_eq!(run.cutoff, cutoff);
     let left_old = audit_events::Entity::find()
