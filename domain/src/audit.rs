@@ -14,6 +14,7 @@ use crate::entities::{audit_events, audit_head};
 use crate::error::DomainResult;
 use crate::ids::{AuditEventId, UserId};
 
+pub mod export;
 pub mod generate;
 pub mod journal;
 pub mod retention;
