@@ -8,7 +8,7 @@
 //!   generated events (`warden audit generate`'s generator) up to `AUDIT_BENCH_EVENTS`
 //!   (default 1,000,000) when it holds fewer; it is kept afterwards (delete it yourself).
 //! - `AUDIT_BENCH_RUNS`: timed runs of each query (default 7, after one warm-up run).
-//! - `AUDIT_BENCH_EXPORT`: events per export run (default 200,000).
+//! - `AUDIT_BENCH_EXPORT`: events per export run (default 200,000; 0 skips).
 //! - `AUDIT_BENCH_INGEST`: events written through the batched writer (default 200,000; 0 skips).
 //! - `AUDIT_BENCH_ONLY`: run only the queries whose name contains this.
 //!
@@ -256,7 +256,9 @@ async fn run() {
         );
     }
     println!("\nworst p95: {} ms ({})", ms(worst.0), worst.1);
-    export(&url).await;
+    if env_num("AUDIT_BENCH_EXPORT", 200_000) > 0 {
+        export(&url).await;
+    }
     let ingest = env_num("AUDIT_BENCH_INGEST", 200_000);
     if ingest > 0 {
         ingest_through_writer(&db, ingest).await;

@@ -582,3 +582,112 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         .assert_status(200);
     assert_eq!(other.body, "");
 }
+
+/// The batched writer's path (`DbAuditSink::record_many`, one transaction a batch; on
+/// PostgreSQL one `json_to_recordset` statement whatever the size): batches larger than one
+/// multi-row INSERT, interleaved with single audited changes, store every event once, `seq`
+/// in the order given, and the chain verifies; a batch that fails (a duplicate id) stores
+/// nothing of itself and leaves the chain intact.
+#[tokio::test]
+async fn big_audit_batches_keep_the_chain_and_their_order() {
+    use warden_domain::audit::{AuditSink, BatchingAuditSink, DbAuditSink};
+    let (app, _admin) = TestApp::spawn().await.with_admin().await;
+    let db = app.services().db.clone();
+    let clock: warden_domain::clock::SharedClock = app.clock.clone();
+    let sink = std::sync::Arc::new(DbAuditSink::new(db.clone(), clock));
+    let event = |i: usize| {
+        let mut e = AuditEvent::new(
+            AuditKind::KubeApi,
+            Actor::Anonymous {
+                claimed: format!("batch-{i}"),
+            },
+            SessionType::Cli,
+            "kube.get",
+            Outcome::Allowed,
+        )
+        .resource("pods", format!("pod-{i}, \"quoted\" \u{e9}\n"))
+        .request(RequestMeta {
+            method: Some("GET".into()),
+            path: Some(format!("/api/v1/namespaces/n/pods/pod-{i}")),
+            source_ip: Some("10.0.0.1".into()),
+            user_agent: None,
+            request_id: Some(format!("req-{i}")),
+        })
+        .details(json!({"i": i, "nested": {"a": [1, null, "x"]}}));
+        if i % 3 == 0 {
+            e.status = Some(200);
+            e.duration_ms = Some(i as i64);
+            e.cluster = Some("c1".into());
+        }
+        e
+    };
+    let first: Vec<AuditEvent> = (0..2_500).map(event).collect();
+    let ids: Vec<String> = first.iter().map(|e| e.id.to_string()).collect();
+    sink.record_many(first).await.unwrap();
+    // A single audited change between two batches.
+    let tx = begin_change(&db).await.unwrap();
+    append(&tx, app.clock.now(), vec![event(99_999)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Through the gateway's batching writer, many producers.
+    let batching = BatchingAuditSink::spawn(sink.clone(), 1_000, 700);
+    let tasks: Vec<_> = (0..4)
+        .map(|p| {
+            let batching = batching.clone();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    batching
+                        .record(event(10_000 + p * 1_000 + i))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    batching.flush().await;
+    // The first batch: in the order given.
+    let stored: Vec<String> = {
+        let rows = db
+            .query_all(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT id FROM audit_events WHERE actor_name LIKE 'batch-%' ORDER BY seq"
+                    .to_owned(),
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "id").unwrap())
+            .collect()
+    };
+    assert_eq!(stored.len(), 2_500 + 1 + 2_000);
+    assert_eq!(stored[..2_500], ids[..]);
+    // Every field round-trips (quotes, commas, a newline, accents, nested JSON).
+    let n = scalar(
+        &app,
+        "SELECT COUNT(*) FROM audit_events WHERE resource_name LIKE 'pod-%, \"quoted\" %' AND details LIKE '{\"i\":%,\"nested\":{\"a\":[1,null,\"x\"]}}'",
+    )
+    .await;
+    assert_eq!(n, 4_501);
+    assert!(matches!(
+        verify_chain(&db).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+    // A failing batch (its last event repeats an id): nothing of it is stored.
+    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let mut bad: Vec<AuditEvent> = (0..1_200).map(|i| event(50_000 + i)).collect();
+    bad[1_199].id = bad[0].id.clone();
+    assert!(sink.record_many(bad).await.is_err());
+    assert_eq!(
+        scalar(&app, "SELECT COUNT(*) FROM audit_events").await,
+        before
+    );
+    sink.record_many(vec![event(7), event(8)]).await.unwrap();
+    assert!(matches!(
+        verify_chain(&db).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+}
