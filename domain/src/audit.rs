@@ -18,6 +18,7 @@ pub mod export;
 pub mod generate;
 pub mod journal;
 pub mod retention;
+pub mod rollup;
 pub mod siem;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -329,15 +330,18 @@ impl ConnectionTrait for ChangeTx {
     }
 }
 
-async fn last_hash<C: ConnectionTrait>(db: &C) -> DomainResult<String> {
-    let last = audit_events::Entity::find()
+/// The chain's newest row: its `seq` (0 for an empty log) and hash.
+pub(crate) async fn last_row<C: ConnectionTrait>(db: &C) -> DomainResult<(i64, String)> {
+    let last: Option<(i64, String)> = audit_events::Entity::find()
+        .select_only()
+        .column(audit_events::Column::Seq)
+        .column(audit_events::Column::Hash)
         .order_by_desc(audit_events::Column::Seq)
         .limit(1)
+        .into_tuple()
         .one(db)
         .await?;
-    Ok(last
-        .map(|m| m.hash)
-        .unwrap_or_else(|| GENESIS_HASH.to_owned()))
+    Ok(last.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())))
 }
 
 /// Append `events`, in order, to the chain inside the transaction `tx`: the head is locked
@@ -353,7 +357,7 @@ pub async fn append<C: ConnectionTrait>(
         return Ok(());
     }
     lock_chain(tx).await?;
-    let mut prev = last_hash(tx).await?;
+    let (before, mut prev) = last_row(tx).await?;
     let n = events.len();
     let mut models = Vec::with_capacity(n);
     for event in events {
@@ -366,10 +370,12 @@ pub async fn append<C: ConnectionTrait>(
         let mut active: audit_events::ActiveModel = models.remove(0).into();
         active.seq = sea_orm::ActiveValue::NotSet;
         let row = active.insert(tx).await?;
+        rollup::add_after(tx, before.min(row.seq - 1)).await?;
         return set_head(tx, row.seq, row.hash).await;
     }
     // A batch (the gateway's writer): all rows at once, in order, so `seq` follows the chain.
     let seq = insert_rows(tx, &models).await?;
+    rollup::add_after(tx, before).await?;
     set_head(tx, seq, prev).await
 }
 
@@ -1244,6 +1250,19 @@ pub async fn facets_at(
     scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<crate::dto::AuditFacets> {
+    if let Some(f) = rollup::facets_from_rollup(db, q, scope, now).await? {
+        return Ok(f);
+    }
+    facets_scan(db, q, scope, now).await
+}
+
+/// [`facets_at`] counted from the events themselves (no rollup).
+pub async fn facets_scan(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::AuditFacets> {
     use audit_events::Column as C;
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, SimpleExpr};
     use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
@@ -1422,6 +1441,47 @@ pub async fn histogram_at(
     scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<crate::dto::AuditHistogram> {
+    Ok(histogram_with(db, q, scope, now, Counted::Either)
+        .await?
+        .unwrap_or_default())
+}
+
+/// [`histogram_at`] counted from the events themselves (no rollup).
+pub async fn histogram_from_events(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<crate::dto::AuditHistogram> {
+    Ok(histogram_with(db, q, scope, now, Counted::FromEvents)
+        .await?
+        .unwrap_or_default())
+}
+
+/// [`histogram_at`] from the rollup ([`rollup`]), `None` when it cannot answer `q`.
+pub async fn histogram_from_rollup(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> DomainResult<Option<crate::dto::AuditHistogram>> {
+    histogram_with(db, q, scope, now, Counted::FromRollup).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Either,
+    FromEvents,
+    FromRollup,
+}
+
+async fn histogram_with(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+    counted: Counted,
+) -> DomainResult<Option<crate::dto::AuditHistogram>> {
     use audit_events::Column as C;
     use sea_orm::sea_query::Expr;
     use sea_orm::QueryFilter;
@@ -1443,10 +1503,10 @@ pub async fn histogram_at(
             match (first, given_until.or(last)) {
                 (Some(f), Some(u)) => (f, u.max(f)),
                 _ => {
-                    return Ok(crate::dto::AuditHistogram {
+                    return Ok(Some(crate::dto::AuditHistogram {
                         bucket_seconds: 60,
                         ..Default::default()
-                    })
+                    }))
                 }
             }
         }
@@ -1461,20 +1521,15 @@ pub async fn histogram_at(
     // Buckets start on multiples of their width, so that zooming in and out lines them up.
     let start = since.div_euclid(width) * width;
     let n = ((until - start) / width + 1).max(1);
-    // Literal integers (computed here, not given by the caller), so that PostgreSQL sees the
-    // same expression in SELECT and GROUP BY.
-    let bucket = Expr::cust(format!("(\"at\" - {start}) / {width}"));
-    let rows = audit_events::Entity::find()
-        .select_only()
-        .column_as(bucket.clone(), "b")
-        .column(C::Outcome)
-        .column_as(Expr::col(C::Seq).count(), "n")
-        .filter(cond)
-        .group_by(bucket)
-        .group_by(C::Outcome)
-        .into_tuple::<(i64, String, i64)>()
-        .all(db)
-        .await?;
+    let from_rollup = match counted {
+        Counted::FromEvents => None,
+        _ => rollup::histogram_counts(db, q, scope, &cond, since, until, start, width).await?,
+    };
+    let rows = match (from_rollup, counted) {
+        (Some(rows), _) => rows,
+        (None, Counted::FromRollup) => return Ok(None),
+        (None, _) => histogram_scan(db, cond, start, width).await?,
+    };
     let mut buckets: Vec<crate::dto::HistogramBucket> = (0..n)
         .map(|i| crate::dto::HistogramBucket {
             start: Timestamp(start + i * width).rfc3339(),
@@ -1495,12 +1550,39 @@ pub async fn histogram_at(
             _ => slot.error += count,
         }
     }
-    Ok(crate::dto::AuditHistogram {
+    Ok(Some(crate::dto::AuditHistogram {
         since: Some(Timestamp(since).rfc3339()),
         until: Some(Timestamp(until).rfc3339()),
         bucket_seconds: width / 1000,
         buckets,
-    })
+    }))
+}
+
+/// Events per (bucket, outcome) of `cond`, buckets of `width` ms from `start`, counted from the
+/// events.
+pub(crate) async fn histogram_scan(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+    start: i64,
+    width: i64,
+) -> DomainResult<Vec<(i64, String, i64)>> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::QueryFilter;
+    // Literal integers (computed here, not given by the caller), so that PostgreSQL sees the
+    // same expression in SELECT and GROUP BY.
+    let bucket = Expr::cust(format!("(\"at\" - {start}) / {width}"));
+    Ok(audit_events::Entity::find()
+        .select_only()
+        .column_as(bucket.clone(), "b")
+        .column(C::Outcome)
+        .column_as(Expr::col(C::Seq).count(), "n")
+        .filter(cond)
+        .group_by(bucket)
+        .group_by(C::Outcome)
+        .into_tuple::<(i64, String, i64)>()
+        .all(db)
+        .await?)
 }
 
 /// The newest event's `seq` (0 for an empty log): where a live tail starts.

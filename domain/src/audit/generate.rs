@@ -11,7 +11,7 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use super::{
-    insert_rows, last_hash, lock_chain, row_hash, set_head, AuditKind, Outcome, SessionType,
+    insert_rows, last_row, lock_chain, row_hash, set_head, AuditKind, Outcome, SessionType,
 };
 use crate::clock::Timestamp;
 use crate::entities::audit_events;
@@ -506,7 +506,7 @@ pub async fn generate(
         let count = per_tx.min(n - written);
         let tx = db.begin().await?;
         lock_chain(&tx).await?;
-        let mut prev = last_hash(&tx).await?;
+        let (before, mut prev) = last_row(&tx).await?;
         let mut rows = Vec::with_capacity(count as usize);
         for i in written..written + count {
             // Evenly spread, jittered within the slot: times never go backwards.
@@ -519,6 +519,7 @@ pub async fn generate(
         let last_hash = prev;
         // The rows' seqs: the chain is locked, so the newest row is the last one written.
         let seq = insert_rows(&tx, &rows).await?;
+        super::rollup::add_after(&tx, before).await?;
         first_seq.get_or_insert(seq - count as i64 + 1);
         last_seq = seq;
         set_head(&tx, seq, last_hash).await?;

@@ -691,3 +691,192 @@ async fn big_audit_batches_keep_the_chain_and_their_order() {
         ChainStatus::Intact { .. }
     ));
 }
+
+/// Facets and the histogram of broad filters come from the rollup (`audit_rollup`, kept by
+/// the writer and retention) for the whole days / hours inside their range and from the
+/// events at its edges: for a table of filters, the answer is exactly what counting the
+/// events answers, before and after retention deleted the oldest events; filters and scopes
+/// the rollup cannot answer are counted from the events.
+#[tokio::test]
+async fn audit_rollup_answers_what_a_scan_answers() {
+    use warden_domain::audit::rollup::facets_from_rollup;
+    use warden_domain::audit::{
+        facets_at, facets_scan, histogram_at, histogram_from_events, histogram_from_rollup,
+        AuditScope,
+    };
+    use warden_domain::dto::AuditQuery;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let db = app.services().db.clone();
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 11}))
+        .await
+        .assert_status(200);
+    // The start-up's events a month old, then 20 days of generated events.
+    app.clock.advance_secs(30 * 86_400);
+    generate(
+        &db,
+        &GenerateOptions {
+            events: 6_000,
+            days: 20,
+            seed: 5,
+            per_transaction: 1_500,
+        },
+        app.clock.now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    // Single appends after the batches (the one-row path).
+    for i in 0..5 {
+        let tx = begin_change(&db).await.unwrap();
+        let e = AuditEvent::new(
+            AuditKind::Console,
+            Actor::System,
+            SessionType::System,
+            format!("project.create.{i}"),
+            Outcome::Allowed,
+        );
+        append(&tx, app.clock.now(), vec![e]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut a = AuditQuery::default();
+        f(&mut a);
+        a
+    };
+    let day = |d: u32, h: u32, m: u32| {
+        let t = time::OffsetDateTime::from_unix_timestamp(app.clock.now().millis() / 1000).unwrap()
+            - time::Duration::days(i64::from(d));
+        t.replace_time(time::Time::from_hms(h as u8, m as u8, 7).unwrap())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (s1, u1) = (day(12, 5, 17), day(3, 19, 3));
+    let (s2, u2) = (day(9, 0, 0), day(8, 23, 59));
+    // (filter, whether the rollup answers its facets)
+    let answered: Vec<(AuditQuery, bool)> = vec![
+        (q(|_| {}), true),
+        (q(|a| a.kind = Some("kube_api".into())), true),
+        (q(|a| a.outcome = Some("denied".into())), true),
+        (
+            q(|a| {
+                a.kind = Some("sign_in".into());
+                a.outcome = Some("denied".into());
+            }),
+            true,
+        ),
+        (q(|a| a.discovery = Some(false)), true),
+        (
+            q(|a| {
+                a.discovery = Some(false);
+                a.kind = Some("kube_api".into());
+            }),
+            true,
+        ),
+        (q(|a| a.range = Some("7d".into())), true),
+        (q(|a| a.range = Some("30d".into())), true),
+        (
+            q(|a| {
+                a.range = Some("7d".into());
+                a.kind = Some("kube_api".into());
+                a.outcome = Some("allowed".into());
+            }),
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(s1.clone());
+                a.until = Some(u1.clone());
+                a
+            },
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(s2.clone());
+                a.until = Some(u2.clone());
+                a.outcome = Some("allowed".into());
+                a
+            },
+            false,
+        ),
+        // No end: the days after its start (none yet) from the rollup, the rest from events.
+        (q(|a| a.range = Some("1h".into())), true),
+        // Filters the rollup does not hold: counted from the events.
+        (q(|a| a.actor = Some("alice".into())), false),
+        (q(|a| a.project = Some("payments".into())), false),
+        (q(|a| a.verb = Some("delete".into())), false),
+        (q(|a| a.q = Some("ledger".into())), false),
+        (q(|a| a.status = Some(403)), false),
+    ];
+    let all = AuditScope::all();
+    let project_reader = AuditScope {
+        projects: vec!["payments".into()],
+        ..Default::default()
+    };
+    let check = |label: &'static str| {
+        let answered = answered.clone();
+        let db = db.clone();
+        let all = all.clone();
+        let project_reader = project_reader.clone();
+        let now = app.clock.now();
+        async move {
+            let mut from_rollup = 0;
+            for (filter, by_rollup) in &answered {
+                let scan = facets_scan(&db, filter, &all, now).await.unwrap();
+                let rolled = facets_from_rollup(&db, filter, &all, now).await.unwrap();
+                assert_eq!(rolled.is_some(), *by_rollup, "{label}: {filter:?}");
+                if let Some(r) = rolled {
+                    assert_eq!(r, scan, "{label}: facets of {filter:?}");
+                    assert!(r.total > 0, "{label}: {filter:?} matches nothing");
+                    from_rollup += 1;
+                }
+                assert_eq!(facets_at(&db, filter, &all, now).await.unwrap(), scan);
+                let scan_h = histogram_from_events(&db, filter, &all, now).await.unwrap();
+                if let Some(h) = histogram_from_rollup(&db, filter, &all, now).await.unwrap() {
+                    assert_eq!(h, scan_h, "{label}: histogram of {filter:?}");
+                    from_rollup += 1;
+                }
+                assert_eq!(histogram_at(&db, filter, &all, now).await.unwrap(), scan_h);
+                // A reader of some projects only: never from the rollup.
+                assert!(facets_from_rollup(&db, filter, &project_reader, now)
+                    .await
+                    .unwrap()
+                    .is_none());
+                assert_eq!(
+                    facets_at(&db, filter, &project_reader, now).await.unwrap(),
+                    facets_scan(&db, filter, &project_reader, now)
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(from_rollup >= 15, "{label}: {from_rollup}");
+        }
+    };
+    check("fresh").await;
+
+    // Retention deletes the oldest events (and their counts) in batches.
+    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let run = warden_domain::audit::retention::run_batched(app.services(), 700)
+        .await
+        .unwrap()
+        .expect("old events deleted");
+    assert!(run.deleted > 1_000 && run.batches > 1, "{run:?}");
+    assert!(scalar(&app, "SELECT COUNT(*) FROM audit_events").await < before);
+    check("after retention").await;
+    assert_eq!(
+        scalar(&app, "SELECT COUNT(*) FROM audit_rollup WHERE n <= 0").await,
+        0
+    );
+    // The rollup's total is the log's size.
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE dim = ''"
+        )
+        .await,
+        scalar(&app, "SELECT COUNT(*) FROM audit_events").await
+    );
+}
