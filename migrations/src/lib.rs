@@ -25,6 +25,7 @@ mod m20261206_000001_replicas;
 mod m20261208_000001_agent_challenges;
 mod m20261209_000001_terminal_recordings;
 mod m20261209_000002_rate_limits;
+mod m20261210_000001_audit_rollup;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000001_agent_challenges::Migration),
             Box::new(m20261209_000001_terminal_recordings::Migration),
             Box::new(m20261209_000002_rate_limits::Migration),
+            Box::new(m20261210_000001_audit_rollup::Migration),
         ]
     }
 }

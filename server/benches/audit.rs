@@ -8,6 +8,7 @@
 //!   generated events (`warden audit generate`'s generator) up to `AUDIT_BENCH_EVENTS`
 //!   (default 1,000,000) when it holds fewer; it is kept afterwards (delete it yourself).
 //! - `AUDIT_BENCH_RUNS`: timed runs of each query (default 7, after one warm-up run).
+//! - `AUDIT_BENCH_EXPORT`: events per export run (default 200,000; 0 skips).
 //! - `AUDIT_BENCH_INGEST`: events written through the batched writer (default 200,000; 0 skips).
 //! - `AUDIT_BENCH_ONLY`: run only the queries whose name contains this.
 //!
@@ -255,7 +256,9 @@ async fn run() {
         );
     }
     println!("\nworst p95: {} ms ({})", ms(worst.0), worst.1);
-    export(&url).await;
+    if env_num("AUDIT_BENCH_EXPORT", 200_000) > 0 {
+        export(&url).await;
+    }
     let ingest = env_num("AUDIT_BENCH_INGEST", 200_000);
     if ingest > 0 {
         ingest_through_writer(&db, ingest).await;
@@ -305,19 +308,21 @@ async fn newest_at(db: &sea_orm::DatabaseConnection) -> i64 {
         .map_or(0, |m| m.at)
 }
 
-/// Export throughput: the REST export (`GET /api/v1/audit/export`, at most 100,000 events, the
-/// newest) on a Warden started on this database, CSV and NDJSON.
+/// Export throughput: the REST export (`GET /api/v1/audit/export`, streamed page by page; the
+/// newest `AUDIT_BENCH_EXPORT` events, default 200,000) on a Warden started on this database,
+/// CSV and NDJSON.
 async fn export(url: &str) {
     use warden_server::testing::TestApp;
+    let n = env_num("AUDIT_BENCH_EXPORT", 200_000);
     let app = TestApp::spawn_on(url).await;
     let (_app, admin) = app.with_admin().await;
-    println!("\nexport (REST, admin, newest 100,000 events, 3 runs each):");
+    println!("\nexport (REST, admin, newest {n} events, 3 runs each):");
     for format in ["csv", "ndjson"] {
         let mut best = None::<(f64, usize, Duration)>;
         for _ in 0..3 {
             let t = Instant::now();
             let r = admin
-                .get(&format!("/api/v1/audit/export?format={format}"))
+                .get(&format!("/api/v1/audit/export?format={format}&limit={n}"))
                 .await;
             let d = t.elapsed();
             assert_eq!(r.status, 200, "{}", r.body);

@@ -8,12 +8,10 @@
 //! per transaction, the hashes being computed in memory. The content is deterministic for a
 //! given seed (the event ids too), apart from the times, which end at `now`.
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use super::{
-    last_hash, lock_chain, row_hash, set_head, AuditKind, Outcome, SessionType, ROWS_PER_INSERT,
+    insert_rows, last_row, lock_chain, row_hash, set_head, AuditKind, Outcome, SessionType,
 };
 use crate::clock::Timestamp;
 use crate::entities::audit_events;
@@ -508,7 +506,7 @@ pub async fn generate(
         let count = per_tx.min(n - written);
         let tx = db.begin().await?;
         lock_chain(&tx).await?;
-        let mut prev = last_hash(&tx).await?;
+        let (before, mut prev) = last_row(&tx).await?;
         let mut rows = Vec::with_capacity(count as usize);
         for i in written..written + count {
             // Evenly spread, jittered within the slot: times never go backwards.
@@ -519,26 +517,9 @@ pub async fn generate(
             rows.push(m);
         }
         let last_hash = prev;
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let models = chunk.iter().cloned().map(|m| {
-                let mut a: audit_events::ActiveModel = m.into();
-                a.seq = sea_orm::ActiveValue::NotSet;
-                a
-            });
-            audit_events::Entity::insert_many(models)
-                .exec_without_returning(&tx)
-                .await?;
-        }
         // The rows' seqs: the chain is locked, so the newest row is the last one written.
-        let seq: i64 = audit_events::Entity::find()
-            .select_only()
-            .column(audit_events::Column::Seq)
-            .order_by_desc(audit_events::Column::Seq)
-            .limit(1)
-            .into_tuple()
-            .one(&tx)
-            .await?
-            .ok_or_else(|| crate::DomainError::Internal("generated rows vanished".into()))?;
+        let seq = insert_rows(&tx, &rows).await?;
+        super::rollup::add_after(&tx, before).await?;
         first_seq.get_or_insert(seq - count as i64 + 1);
         last_seq = seq;
         set_head(&tx, seq, last_hash).await?;

@@ -156,6 +156,8 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
             return Ok(Some(run));
         }
         let (last_seq, _, last_hash) = rows[take - 1].clone();
+        // The pre-counted events (facets, histogram) lose them in the same transaction.
+        super::rollup::remove_through(&*tx, last_seq).await?;
         let n = audit_events::Entity::delete_many()
             .filter(audit_events::Column::Seq.lte(last_seq))
             .exec(&tx)

@@ -200,7 +200,8 @@ pub async fn get_audit_histogram(
     ))
 }
 
-/// The export's parameters, as documented: the audit filter and `format`. (The handler reads
+/// The export's parameters, as documented: the audit filter and `format`; `limit` is how many
+/// of the newest events to send (without it: every matching event, streamed; no other cap). (The handler reads
 /// `format` and the filter separately: the filter refuses unknown fields, and through a
 /// `#[serde(flatten)]` query strings lose their numbers, so `limit=10` would be refused.)
 #[derive(schemars::JsonSchema)]
@@ -231,13 +232,16 @@ fn split_format(raw: Option<&str>) -> (Option<String>, String) {
     (format, rest)
 }
 
-const EXPORT_MAX: usize = 100_000;
-
+/// Streams the export: the filter is checked and the first page read before answering (so a
+/// bad filter or a failing database answers with the error envelope), then the body is
+/// written page by page (`warden_domain::audit::export`: keyset paging, one page in memory).
+/// `limit` sends at most that many of the newest events; without it, every matching event.
 pub async fn export_audit_events(
     State(state): State<AppState>,
     AuthUser(who): AuthUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    use warden_domain::audit::export::{Export, ExportFormat};
     let (format, filter) = split_format(raw.as_deref());
     let query: AuditQuery = serde_urlencoded::from_str(&filter).map_err(|e| {
         ApiError::new(
@@ -249,8 +253,7 @@ pub async fn export_audit_events(
     let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
-    let format = format.as_deref().unwrap_or("ndjson");
-    if format != "csv" && format != "ndjson" {
+    let Some(format) = ExportFormat::parse(format.as_deref().unwrap_or("ndjson")) else {
         let mut e = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
@@ -259,79 +262,27 @@ pub async fn export_audit_events(
         e.fields
             .insert("format".into(), "must be csv or ndjson".into());
         return Err(e);
-    }
-    // `limit`: at most that many events (the newest first); at most EXPORT_MAX in any case.
-    let max = query
-        .limit
-        .map_or(EXPORT_MAX, |l| (l as usize).min(EXPORT_MAX));
-    let mut q = query;
-    q.limit = Some(500.min(max as u64));
-    let mut rows: Vec<AuditEventDto> = Vec::new();
-    loop {
-        let page = search_in(&state.services.db, &q, &scope, state.services.clock.now()).await?;
-        rows.extend(page.items);
-        match page.next {
-            Some(n) if rows.len() < max => q.cursor = Some(n),
-            _ => break,
-        }
-    }
-    rows.truncate(max);
-    let (ctype, body) = if format == "csv" {
-        let mut out = String::from("seq,id,time,kind,actor,session_type,project,cluster,namespace,action,resource_kind,resource_name,outcome,reason,method,path,status,source_ip,request_id,duration_ms\n");
-        for r in &rows {
-            let cells = [
-                r.seq.to_string(),
-                r.id.clone(),
-                r.time.clone(),
-                r.kind.clone(),
-                r.actor.clone(),
-                r.session_type.clone(),
-                r.project.clone().unwrap_or_default(),
-                r.cluster.clone().unwrap_or_default(),
-                r.namespace.clone().unwrap_or_default(),
-                r.action.clone(),
-                r.resource_kind.clone().unwrap_or_default(),
-                r.resource_name.clone().unwrap_or_default(),
-                r.outcome.clone(),
-                r.reason.clone().unwrap_or_default(),
-                r.method.clone().unwrap_or_default(),
-                r.path.clone().unwrap_or_default(),
-                r.status.map(|s| s.to_string()).unwrap_or_default(),
-                r.source_ip.clone().unwrap_or_default(),
-                r.request_id.clone().unwrap_or_default(),
-                r.duration_ms.map(|s| s.to_string()).unwrap_or_default(),
-            ];
-            out.push_str(
-                &cells
-                    .iter()
-                    .map(|c| csv_cell(c))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            out.push('\n');
-        }
-        ("text/csv; charset=utf-8", out)
-    } else {
-        let mut out = String::new();
-        for r in &rows {
-            out.push_str(&serde_json::to_string(r).unwrap_or_default());
-            out.push('\n');
-        }
-        ("application/x-ndjson", out)
     };
-    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
-}
-
-/// Quote a CSV cell; neutralise spreadsheet formulas.
-fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    let db = state.services.db.clone();
+    let mut export = Export::start(&db, &query, &scope, format, state.services.clock.now())?;
+    let first = export.next_chunk(&db).await?;
+    let rest = futures::stream::unfold(Some((export, db)), |st| async move {
+        let (mut export, db) = st?;
+        match export.next_chunk(&db).await {
+            Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk)), Some((export, db)))),
+            Ok(None) => None,
+            Err(e) => {
+                // The answer has begun: cut it short (the client sees an incomplete body,
+                // never a silently shorter export).
+                tracing::error!(error = %e, "audit export: reading the next page failed");
+                Some((Err(std::io::Error::other("audit export failed")), None))
+            }
+        }
+    });
+    let body = futures::stream::iter(first.map(|c| Ok(bytes::Bytes::from(c)))).chain(rest);
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }

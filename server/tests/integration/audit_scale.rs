@@ -443,3 +443,440 @@ async fn audit_text_index_follows_retention_deletes() {
             .expect("the FTS index is consistent with audit_events");
     }
 }
+
+/// The export streams page by page (keyset on `seq`): an export of more rows than one page
+/// (`EXPORT_PAGE`) sends every matching event exactly once, newest first, each line the very
+/// JSON the list answers; `limit` spans pages; CSV has the same rows; a project auditor's
+/// export holds their project's events (and their own activity) and nothing else.
+#[tokio::test]
+async fn audit_export_streams_every_row_once_in_order_within_scope() {
+    use warden_domain::audit::export::EXPORT_PAGE;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "payments"}))
+        .await
+        .assert_status(201);
+    let n = 2 * EXPORT_PAGE + 500;
+    generate(
+        &app.services().db,
+        &GenerateOptions {
+            events: n,
+            days: 30,
+            seed: 11,
+            per_transaction: 2_000,
+        },
+        app.clock.now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let total = scalar(&app, "SELECT COUNT(*) FROM audit_events").await as usize;
+    assert!(total as u64 > 2 * EXPORT_PAGE, "{total}");
+
+    // NDJSON: exactly the list, in the list's order (newest first), every row once.
+    let (_, listed) = all_ids(&admin, "").await;
+    let nd = admin
+        .get("/api/v1/audit/export?format=ndjson")
+        .await
+        .assert_status(200);
+    let exported: Vec<Value> = nd
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The export's own sign-in is older than the export: the same rows either way.
+    assert_eq!(exported.len(), total);
+    let seqs: Vec<i64> = exported
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats"
+    );
+    assert_eq!(
+        exported, listed,
+        "each line is the event as the list answers it"
+    );
+
+    // CSV: the header and the same rows, in the same order.
+    let csv = admin
+        .get("/api/v1/audit/export?format=csv")
+        .await
+        .assert_status(200);
+    let mut lines = csv.body.lines();
+    assert!(lines.next().unwrap().starts_with("seq,id,time,"));
+    let csv_seqs: Vec<i64> = lines
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(csv_seqs, seqs);
+
+    // `limit` across pages: the newest that many.
+    let limited = admin
+        .get(&format!("/api/v1/audit/export?limit={}", EXPORT_PAGE + 7))
+        .await
+        .assert_status(200);
+    let limited: Vec<i64> = limited
+        .body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(limited, seqs[..EXPORT_PAGE as usize + 7]);
+
+    // A filter with more matches than a page.
+    let kube = scalar(
+        &app,
+        "SELECT COUNT(*) FROM audit_events WHERE kind = 'kube_api'",
+    )
+    .await as usize;
+    assert!(kube as u64 > EXPORT_PAGE, "{kube}");
+    let k = admin
+        .get("/api/v1/audit/export?format=csv&kind=kube_api")
+        .await
+        .assert_status(200);
+    assert_eq!(k.body.lines().count(), kube + 1);
+
+    // Scope: a project auditor of `payments` gets that project's events, all of them, and
+    // their own activity; nothing of other projects.
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "payments"}),
+        )
+        .await
+        .assert_status(201);
+    let payments = scalar(
+        &app,
+        "SELECT COUNT(*) FROM audit_events WHERE project = 'payments'",
+    )
+    .await as usize;
+    assert!(payments > 100, "{payments}");
+    let mine = auditor
+        .get("/api/v1/audit/export?format=ndjson")
+        .await
+        .assert_status(200);
+    let mine: Vec<Value> = mine
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (theirs, own): (Vec<&Value>, Vec<&Value>) =
+        mine.iter().partition(|e| e["project"] == "payments");
+    assert_eq!(theirs.len(), payments);
+    assert!(
+        own.iter()
+            .all(|e| e["actor"] == "auditor@example.com" && e["outcome"] == "allowed"),
+        "only their own activity besides the project: {own:?}"
+    );
+    let seqs: Vec<i64> = mine.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]));
+    // A filter naming another project finds nothing for them.
+    let other = auditor
+        .get("/api/v1/audit/export?format=ndjson&project=checkout")
+        .await
+        .assert_status(200);
+    assert_eq!(other.body, "");
+}
+
+/// The batched writer's path (`DbAuditSink::record_many`, one transaction a batch; on
+/// PostgreSQL one `json_to_recordset` statement whatever the size): batches larger than one
+/// multi-row INSERT, interleaved with single audited changes, store every event once, `seq`
+/// in the order given, and the chain verifies; a batch that fails (a duplicate id) stores
+/// nothing of itself and leaves the chain intact.
+#[tokio::test]
+async fn big_audit_batches_keep_the_chain_and_their_order() {
+    use warden_domain::audit::{AuditSink, BatchingAuditSink, DbAuditSink};
+    let (app, _admin) = TestApp::spawn().await.with_admin().await;
+    let db = app.services().db.clone();
+    let clock: warden_domain::clock::SharedClock = app.clock.clone();
+    let sink = std::sync::Arc::new(DbAuditSink::new(db.clone(), clock));
+    let event = |i: usize| {
+        let mut e = AuditEvent::new(
+            AuditKind::KubeApi,
+            Actor::Anonymous {
+                claimed: format!("batch-{i}"),
+            },
+            SessionType::Cli,
+            "kube.get",
+            Outcome::Allowed,
+        )
+        .resource("pods", format!("pod-{i}, \"quoted\" \u{e9}\n"))
+        .request(RequestMeta {
+            method: Some("GET".into()),
+            path: Some(format!("/api/v1/namespaces/n/pods/pod-{i}")),
+            source_ip: Some("10.0.0.1".into()),
+            user_agent: None,
+            request_id: Some(format!("req-{i}")),
+        })
+        .details(json!({"i": i, "nested": {"a": [1, null, "x"]}}));
+        if i % 3 == 0 {
+            e.status = Some(200);
+            e.duration_ms = Some(i as i64);
+            e.cluster = Some("c1".into());
+        }
+        e
+    };
+    let first: Vec<AuditEvent> = (0..2_500).map(event).collect();
+    let ids: Vec<String> = first.iter().map(|e| e.id.to_string()).collect();
+    sink.record_many(first).await.unwrap();
+    // A single audited change between two batches.
+    let tx = begin_change(&db).await.unwrap();
+    append(&tx, app.clock.now(), vec![event(99_999)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Through the gateway's batching writer, many producers.
+    let batching = BatchingAuditSink::spawn(sink.clone(), 1_000, 700);
+    let tasks: Vec<_> = (0..4)
+        .map(|p| {
+            let batching = batching.clone();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    batching
+                        .record(event(10_000 + p * 1_000 + i))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    batching.flush().await;
+    // The first batch: in the order given.
+    let stored: Vec<String> = {
+        let rows = db
+            .query_all(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT id FROM audit_events WHERE actor_name LIKE 'batch-%' ORDER BY seq"
+                    .to_owned(),
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "id").unwrap())
+            .collect()
+    };
+    assert_eq!(stored.len(), 2_500 + 1 + 2_000);
+    assert_eq!(stored[..2_500], ids[..]);
+    // Every field round-trips (quotes, commas, a newline, accents, nested JSON).
+    let n = scalar(
+        &app,
+        "SELECT COUNT(*) FROM audit_events WHERE resource_name LIKE 'pod-%, \"quoted\" %' AND details LIKE '{\"i\":%,\"nested\":{\"a\":[1,null,\"x\"]}}'",
+    )
+    .await;
+    assert_eq!(n, 4_501);
+    assert!(matches!(
+        verify_chain(&db).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+    // A failing batch (its last event repeats an id): nothing of it is stored.
+    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let mut bad: Vec<AuditEvent> = (0..1_200).map(|i| event(50_000 + i)).collect();
+    bad[1_199].id = bad[0].id.clone();
+    assert!(sink.record_many(bad).await.is_err());
+    assert_eq!(
+        scalar(&app, "SELECT COUNT(*) FROM audit_events").await,
+        before
+    );
+    sink.record_many(vec![event(7), event(8)]).await.unwrap();
+    assert!(matches!(
+        verify_chain(&db).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+}
+
+/// Facets and the histogram of broad filters come from the rollup (`audit_rollup`, kept by
+/// the writer and retention) for the whole days / hours inside their range and from the
+/// events at its edges: for a table of filters, the answer is exactly what counting the
+/// events answers, before and after retention deleted the oldest events; filters and scopes
+/// the rollup cannot answer are counted from the events.
+#[tokio::test]
+async fn audit_rollup_answers_what_a_scan_answers() {
+    use warden_domain::audit::rollup::facets_from_rollup;
+    use warden_domain::audit::{
+        facets_at, facets_scan, histogram_at, histogram_from_events, histogram_from_rollup,
+        AuditScope,
+    };
+    use warden_domain::dto::AuditQuery;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let db = app.services().db.clone();
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 11}))
+        .await
+        .assert_status(200);
+    // The start-up's events a month old, then 20 days of generated events.
+    app.clock.advance_secs(30 * 86_400);
+    generate(
+        &db,
+        &GenerateOptions {
+            events: 6_000,
+            days: 20,
+            seed: 5,
+            per_transaction: 1_500,
+        },
+        app.clock.now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    // Single appends after the batches (the one-row path).
+    for i in 0..5 {
+        let tx = begin_change(&db).await.unwrap();
+        let e = AuditEvent::new(
+            AuditKind::Console,
+            Actor::System,
+            SessionType::System,
+            format!("project.create.{i}"),
+            Outcome::Allowed,
+        );
+        append(&tx, app.clock.now(), vec![e]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut a = AuditQuery::default();
+        f(&mut a);
+        a
+    };
+    let day = |d: u32, h: u32, m: u32| {
+        let t = time::OffsetDateTime::from_unix_timestamp(app.clock.now().millis() / 1000).unwrap()
+            - time::Duration::days(i64::from(d));
+        t.replace_time(time::Time::from_hms(h as u8, m as u8, 7).unwrap())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (s1, u1) = (day(12, 5, 17), day(3, 19, 3));
+    let (s2, u2) = (day(9, 0, 0), day(8, 23, 59));
+    // (filter, whether the rollup answers its facets)
+    let answered: Vec<(AuditQuery, bool)> = vec![
+        (q(|_| {}), true),
+        (q(|a| a.kind = Some("kube_api".into())), true),
+        (q(|a| a.outcome = Some("denied".into())), true),
+        (
+            q(|a| {
+                a.kind = Some("sign_in".into());
+                a.outcome = Some("denied".into());
+            }),
+            true,
+        ),
+        (q(|a| a.discovery = Some(false)), true),
+        (
+            q(|a| {
+                a.discovery = Some(false);
+                a.kind = Some("kube_api".into());
+            }),
+            true,
+        ),
+        (q(|a| a.range = Some("7d".into())), true),
+        (q(|a| a.range = Some("30d".into())), true),
+        (
+            q(|a| {
+                a.range = Some("7d".into());
+                a.kind = Some("kube_api".into());
+                a.outcome = Some("allowed".into());
+            }),
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(s1.clone());
+                a.until = Some(u1.clone());
+                a
+            },
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(s2.clone());
+                a.until = Some(u2.clone());
+                a.outcome = Some("allowed".into());
+                a
+            },
+            false,
+        ),
+        // No end: the days after its start (none yet) from the rollup, the rest from events.
+        (q(|a| a.range = Some("1h".into())), true),
+        // Filters the rollup does not hold: counted from the events.
+        (q(|a| a.actor = Some("alice".into())), false),
+        (q(|a| a.project = Some("payments".into())), false),
+        (q(|a| a.verb = Some("delete".into())), false),
+        (q(|a| a.q = Some("ledger".into())), false),
+        (q(|a| a.status = Some(403)), false),
+    ];
+    let all = AuditScope::all();
+    let project_reader = AuditScope {
+        projects: vec!["payments".into()],
+        ..Default::default()
+    };
+    let check = |label: &'static str| {
+        let answered = answered.clone();
+        let db = db.clone();
+        let all = all.clone();
+        let project_reader = project_reader.clone();
+        let now = app.clock.now();
+        async move {
+            let mut from_rollup = 0;
+            for (filter, by_rollup) in &answered {
+                let scan = facets_scan(&db, filter, &all, now).await.unwrap();
+                let rolled = facets_from_rollup(&db, filter, &all, now).await.unwrap();
+                assert_eq!(rolled.is_some(), *by_rollup, "{label}: {filter:?}");
+                if let Some(r) = rolled {
+                    assert_eq!(r, scan, "{label}: facets of {filter:?}");
+                    assert!(r.total > 0, "{label}: {filter:?} matches nothing");
+                    from_rollup += 1;
+                }
+                assert_eq!(facets_at(&db, filter, &all, now).await.unwrap(), scan);
+                let scan_h = histogram_from_events(&db, filter, &all, now).await.unwrap();
+                if let Some(h) = histogram_from_rollup(&db, filter, &all, now).await.unwrap() {
+                    assert_eq!(h, scan_h, "{label}: histogram of {filter:?}");
+                    from_rollup += 1;
+                }
+                assert_eq!(histogram_at(&db, filter, &all, now).await.unwrap(), scan_h);
+                // A reader of some projects only: never from the rollup.
+                assert!(facets_from_rollup(&db, filter, &project_reader, now)
+                    .await
+                    .unwrap()
+                    .is_none());
+                assert_eq!(
+                    facets_at(&db, filter, &project_reader, now).await.unwrap(),
+                    facets_scan(&db, filter, &project_reader, now)
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(from_rollup >= 15, "{label}: {from_rollup}");
+        }
+    };
+    check("fresh").await;
+
+    // Retention deletes the oldest events (and their counts) in batches.
+    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let run = warden_domain::audit::retention::run_batched(app.services(), 700)
+        .await
+        .unwrap()
+        .expect("old events deleted");
+    assert!(run.deleted > 1_000 && run.batches > 1, "{run:?}");
+    assert!(scalar(&app, "SELECT COUNT(*) FROM audit_events").await < before);
+    check("after retention").await;
+    assert_eq!(
+        scalar(&app, "SELECT COUNT(*) FROM audit_rollup WHERE n <= 0").await,
+        0
+    );
+    // The rollup's total is the log's size.
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE dim = ''"
+        )
+        .await,
+        scalar(&app, "SELECT COUNT(*) FROM audit_events").await
+    );
+}
