@@ -23,6 +23,7 @@ mod m20261203_000003_webhook_outbox;
 mod m20261205_000001_audit_search;
 mod m20261206_000001_replicas;
 mod m20261208_000001_agent_challenges;
+mod m20261211_000001_org_scale_indexes;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_audit_search::Migration),
             Box::new(m20261206_000001_replicas::Migration),
             Box::new(m20261208_000001_agent_challenges::Migration),
+            Box::new(m20261211_000001_org_scale_indexes::Migration),
         ]
     }
 }

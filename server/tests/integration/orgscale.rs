@@ -4,6 +4,7 @@
 
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::process::Command;
 use warden_domain::clock::Clock;
 use warden_domain::seed::{seed, SeedOptions};
@@ -212,4 +213,210 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
         page.body.contains(&expected[0]),
         "the first user is on the page"
     );
+}
+
+async fn small_org(app: &TestApp) {
+    seed(
+        &app.services().db,
+        &SeedOptions {
+            users: 120,
+            groups: 8,
+            projects: 6,
+            clusters: 40,
+            bindings: 300,
+            seed: 3,
+            force: false,
+        },
+        app.clock.now(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    app.services().policy.bump();
+}
+
+/// A cursor names a position, not a row: pages keep going, without repeats or gaps among the
+/// rows that were there, while rows are added before and after it.
+#[tokio::test]
+async fn cursors_stay_valid_while_rows_are_added() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    small_org(&app).await;
+    let before = {
+        let mut e = strings(&app, "SELECT email FROM users").await;
+        e.sort();
+        e
+    };
+    let mut seen = Vec::new();
+    let first = admin
+        .get("/api/v1/users?limit=25")
+        .await
+        .assert_status(200)
+        .json();
+    seen.extend(emails(first["items"].as_array().unwrap()));
+    let mut cursor = first["next"].as_str().unwrap().to_owned();
+    let mut added_after = Vec::new();
+    let mut round = 0;
+    loop {
+        // Between pages: a user sorting before the cursor (never shown now) and one after it
+        // (shown once, in order).
+        for email in [
+            format!("aaa.new{round}@example.com"),
+            format!("zzz.new{round}@example.com"),
+        ] {
+            admin
+                .post(
+                    "/api/v1/users",
+                    serde_json::json!({"email": email, "name": "New Person"}),
+                )
+                .await
+                .assert_status(201);
+        }
+        added_after.push(format!("zzz.new{round}@example.com"));
+        round += 1;
+        let page = admin
+            .get(&format!("/api/v1/users?limit=25&cursor={cursor}"))
+            .await
+            .assert_status(200)
+            .json();
+        seen.extend(emails(page["items"].as_array().unwrap()));
+        match page["next"].as_str() {
+            Some(n) => cursor = n.to_owned(),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "in order, each once");
+    for e in &before {
+        assert!(seen.contains(e), "{e} was skipped");
+    }
+    for e in &added_after {
+        assert!(
+            seen.contains(e),
+            "{e}, added after the cursor, was not shown"
+        );
+    }
+    assert!(!seen.iter().any(|e| e.starts_with("aaa.new")));
+
+    // The same for bindings (ordered by id: new ones land anywhere), while bindings are
+    // added: every binding that was there is shown once.
+    let all_before = strings(&app, "SELECT id FROM bindings").await;
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut i = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("/api/v1/bindings?limit=40&cursor={c}"),
+            None => "/api/v1/bindings?limit=40".to_owned(),
+        };
+        let page = admin.get(&url).await.assert_status(200).json();
+        got.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["id"].as_str().unwrap().to_owned()),
+        );
+        admin
+            .post(
+                "/api/v1/bindings",
+                serde_json::json!({"subject": {"kind": "user", "name": before[i]}, "role": "PROJECT_READ_ONLY", "project": "default"}),
+            )
+            .await
+            .assert_status(201);
+        i += 1;
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "no binding shown twice");
+    let expired = strings(
+        &app,
+        &format!(
+            "SELECT id FROM bindings WHERE expires_at IS NOT NULL AND expires_at <= {}",
+            app.clock.now().millis()
+        ),
+    )
+    .await;
+    for id in all_before.iter().filter(|id| !expired.contains(id)) {
+        assert!(unique.contains(id), "binding {id} was skipped");
+    }
+
+    // Clusters page by name through the whole list, filtered too.
+    let clusters = page_through(&admin, "/api/v1/clusters", 7).await;
+    let names: Vec<String> = clusters
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut want = strings(&app, "SELECT name FROM clusters").await;
+    want.sort();
+    assert_eq!(names, want);
+    let prod = page_through(&admin, "/api/v1/clusters?label=env%3Dprod", 3).await;
+    assert!(!prod.is_empty());
+    assert!(prod.iter().all(|c| c["labels"]["env"] == "prod"));
+    assert_eq!(
+        prod.len() as i64,
+        scalar(
+            &app,
+            "SELECT COUNT(*) FROM clusters WHERE name LIKE 'prod-%'"
+        )
+        .await
+    );
+    let project = strings(&app, "SELECT p.name FROM projects p JOIN cluster_shares s ON s.project_id = p.id ORDER BY p.name").await[0].clone();
+    let held = page_through(&admin, &format!("/api/v1/clusters?project={project}"), 2).await;
+    assert!(held.iter().all(|c| c["project"] == project.as_str()
+        || c["shared_with"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == project.as_str())));
+    assert!(held.iter().any(|c| c["shared_with"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == project.as_str())));
+}
+
+/// A cursor the API did not return (a raw key, another list's, garbage) is refused with the
+/// error envelope, for every list that pages in the database.
+#[tokio::test]
+async fn a_forged_cursor_is_refused() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    small_org(&app).await;
+    let users_cursor = admin
+        .get("/api/v1/users?limit=2")
+        .await
+        .assert_status(200)
+        .json()["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in ["/api/v1/users", "/api/v1/bindings", "/api/v1/clusters"] {
+        for forged in [
+            "admin@warden.local".to_owned(),
+            "%00%ff".to_owned(),
+            "bm90LWEtY3Vyc29y".to_owned(),
+        ] {
+            let r = admin.get(&format!("{path}?cursor={forged}")).await;
+            assert_eq!(r.status, 422, "{path} {forged}: {}", r.body);
+            assert_eq!(r.error_code(), "invalid");
+            assert!(
+                r.json()["error"]["fields"]["cursor"].is_string(),
+                "{}",
+                r.body
+            );
+        }
+    }
+    // A cursor of one list is not a cursor of another.
+    let r = admin
+        .get(&format!("/api/v1/bindings?cursor={users_cursor}"))
+        .await;
+    assert_eq!(r.status, 422);
+    admin
+        .get(&format!("/api/v1/users?cursor={users_cursor}"))
+        .await
+        .assert_status(200);
 }
