@@ -207,6 +207,29 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
         .await
     );
 
+    // The groups list counts members in the database and leaves the members to each group's
+    // page.
+    let groups = admin.get("/api/v1/groups").await.assert_status(200).json();
+    let all_users = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "All Users")
+        .unwrap()
+        .clone();
+    assert_eq!(all_users["member_count"], 221);
+    assert_eq!(all_users["members"].as_array().unwrap().len(), 0);
+    let one = admin
+        .get(&format!("/api/v1/groups/{}", enc(&group)))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        one["member_count"].as_u64().unwrap() as usize,
+        one["members"].as_array().unwrap().len()
+    );
+    assert_eq!(one["members"].as_array().unwrap().len(), want.len());
+
     // The console's users page renders from the same list.
     let page = admin.get("/users").await.assert_status(200);
     assert!(
