@@ -118,40 +118,43 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
     }
     let now = svc.clock.now();
     // Users a live binding matching `matching` applies to: theirs, or one of their groups'.
+    // Correlated `EXISTS` on the user's own rows (indexed by user), so a page stops at its
+    // limit instead of first collecting every holder in the organization.
     let holders = |matching: SelectStatement, column: bindings::Column| {
         let live = Condition::any()
             .add(Expr::col((bindings::Entity, bindings::Column::ExpiresAt)).is_null())
             .add(Expr::col((bindings::Entity, bindings::Column::ExpiresAt)).gt(now.millis()));
         let hit = Expr::col((bindings::Entity, column)).in_subquery(matching);
         Condition::any()
-            .add(
-                users::Column::Id.in_subquery(
-                    Query::select()
-                        .column((bindings::Entity, bindings::Column::UserId))
-                        .from(bindings::Entity)
-                        .and_where(
-                            Expr::col((bindings::Entity, bindings::Column::UserId)).is_not_null(),
-                        )
-                        .cond_where(live.clone())
-                        .and_where(hit.clone())
-                        .to_owned(),
-                ),
-            )
-            .add(
-                users::Column::Id.in_subquery(
-                    Query::select()
-                        .column((group_members::Entity, group_members::Column::UserId))
-                        .from(group_members::Entity)
-                        .inner_join(
-                            bindings::Entity,
-                            Expr::col((bindings::Entity, bindings::Column::GroupId))
-                                .equals((group_members::Entity, group_members::Column::GroupId)),
-                        )
-                        .cond_where(live)
-                        .and_where(hit)
-                        .to_owned(),
-                ),
-            )
+            .add(Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(bindings::Entity)
+                    .and_where(
+                        Expr::col((bindings::Entity, bindings::Column::UserId))
+                            .equals((users::Entity, users::Column::Id)),
+                    )
+                    .cond_where(live.clone())
+                    .and_where(hit.clone())
+                    .to_owned(),
+            ))
+            .add(Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(group_members::Entity)
+                    .inner_join(
+                        bindings::Entity,
+                        Expr::col((bindings::Entity, bindings::Column::GroupId))
+                            .equals((group_members::Entity, group_members::Column::GroupId)),
+                    )
+                    .and_where(
+                        Expr::col((group_members::Entity, group_members::Column::UserId))
+                            .equals((users::Entity, users::Column::Id)),
+                    )
+                    .cond_where(live)
+                    .and_where(hit)
+                    .to_owned(),
+            ))
     };
     if let Some(r) = given(&q.role) {
         cond = cond.add(holders(

@@ -207,6 +207,71 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
         .await
     );
 
+    // Role and project filters: a user matches when a live binding of theirs or of one of
+    // their groups has the role (and one, maybe another, is in the project). The reference is
+    // computed here from the raw tables.
+    let now = app.clock.now().millis();
+    let pairs = |sql: String| {
+        let app = &app;
+        async move {
+            let db = &app.services().db;
+            db.query_all(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.try_get_by_index::<String>(0).unwrap(),
+                        r.try_get_by_index::<String>(1).unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let live = format!("(b.expires_at IS NULL OR b.expires_at > {now})");
+    // (user email, role name, project name or "") for every binding that applies to a user.
+    let mut applies: Vec<(String, String, String)> = Vec::new();
+    for (sql, via_group) in [
+        (format!("SELECT u.email, r.name || '|' || COALESCE(p.name, '') FROM bindings b JOIN users u ON u.id = b.user_id JOIN roles r ON r.id = b.role_id LEFT JOIN projects p ON p.id = b.project_id WHERE {live}"), false),
+        (format!("SELECT u.email, r.name || '|' || COALESCE(p.name, '') FROM bindings b JOIN group_members m ON m.group_id = b.group_id JOIN users u ON u.id = m.user_id JOIN roles r ON r.id = b.role_id LEFT JOIN projects p ON p.id = b.project_id WHERE {live}"), true),
+    ] {
+        let rows = pairs(sql).await;
+        assert!(via_group || !rows.is_empty());
+        for (e, rp) in rows {
+            let (r, p) = rp.split_once('|').unwrap();
+            applies.push((e, r.to_owned(), p.to_owned()));
+        }
+    }
+    let project = strings(
+        &app,
+        "SELECT name FROM projects ORDER BY name LIMIT 1 OFFSET 3",
+    )
+    .await[0]
+        .clone();
+    for (role, project) in [
+        (Some("PROJECT_ADMIN"), None),
+        (None, Some(project.as_str())),
+        (Some("NAMESPACE_READ_ONLY"), Some(project.as_str())),
+    ] {
+        let mut want: Vec<String> = expected
+            .iter()
+            .filter(|e| role.is_none_or(|r| applies.iter().any(|a| &a.0 == *e && a.1 == r)))
+            .filter(|e| project.is_none_or(|p| applies.iter().any(|a| &a.0 == *e && a.2 == p)))
+            .cloned()
+            .collect();
+        want.sort();
+        let mut path = "/api/v1/users?status=".to_owned();
+        if let Some(r) = role {
+            path.push_str(&format!("&role={r}"));
+        }
+        if let Some(p) = project {
+            path.push_str(&format!("&project={p}"));
+        }
+        let got = emails(&page_through(&admin, &path, 9).await);
+        assert!(!want.is_empty(), "{path}");
+        assert_eq!(got, want, "{path}");
+    }
+
     // The groups list counts members in the database and leaves the members to each group's
     // page.
     let groups = admin.get("/api/v1/groups").await.assert_status(200).json();
