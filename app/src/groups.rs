@@ -125,7 +125,7 @@ pub fn GroupsPage() -> impl IntoView {
                                                     {g.builtin.then(|| view! { " " <span class="tag">"built-in"</span> })}
                                                 </td>
                                                 <td>{g.description.clone()}</td>
-                                                <td>{g.members.len()}</td>
+                                                <td>{g.member_count}</td>
                                             </tr>
                                         }).collect_view()}
                                     </tbody>

@@ -346,7 +346,12 @@ pub struct GroupDto {
     pub name: String,
     pub description: String,
     pub builtin: bool,
+    /// The members, sorted by email (a group's own page; the list leaves it empty: a group
+    /// may have thousands).
     pub members: Vec<UserSummary>,
+    /// How many members the group has.
+    #[serde(default)]
+    pub member_count: u64,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

@@ -60,4 +60,6 @@ pub mod cluster_reads;
 #[cfg(feature = "ssr")]
 pub mod recordings;
 #[cfg(feature = "ssr")]
+pub mod seed;
+#[cfg(feature = "ssr")]
 pub mod streams;

@@ -26,6 +26,7 @@ mod m20261208_000001_agent_challenges;
 mod m20261209_000001_terminal_recordings;
 mod m20261209_000002_rate_limits;
 mod m20261210_000001_audit_rollup;
+mod m20261211_000001_org_scale_indexes;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261209_000001_terminal_recordings::Migration),
             Box::new(m20261209_000002_rate_limits::Migration),
             Box::new(m20261210_000001_audit_rollup::Migration),
+            Box::new(m20261211_000001_org_scale_indexes::Migration),
         ]
     }
 }

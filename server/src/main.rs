@@ -43,6 +43,37 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Development tools.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Fill the configured database with a realistic organization (users, groups and members,
+    /// projects, clusters owned by and shared with projects, bindings at organization, project
+    /// and namespace scope), to measure the console and the API at scale. Refuses a database
+    /// that has users besides the bootstrap administrator, unless --force.
+    Seed {
+        #[arg(long, default_value_t = 10_000)]
+        users: u64,
+        #[arg(long, default_value_t = 1_000)]
+        groups: u64,
+        #[arg(long, default_value_t = 500)]
+        projects: u64,
+        #[arg(long, default_value_t = 1_000)]
+        clusters: u64,
+        #[arg(long, default_value_t = 50_000)]
+        bindings: u64,
+        /// The seed of the generated content.
+        #[arg(long, default_value_t = 0x5345_4544)]
+        seed: u64,
+        /// Add to a database that already has users.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +128,29 @@ async fn main() -> ExitCode {
             command: AdminCommand::ResetPassword { email },
         } => reset_password(config, &email).await,
         Command::Healthcheck { timeout } => healthcheck(&config, timeout).await,
+        Command::Dev {
+            command:
+                DevCommand::Seed {
+                    users,
+                    groups,
+                    projects,
+                    clusters,
+                    bindings,
+                    seed,
+                    force,
+                },
+        } => {
+            let opts = warden_domain::seed::SeedOptions {
+                users,
+                groups,
+                projects,
+                clusters,
+                bindings,
+                seed,
+                force,
+            };
+            dev_seed(config, opts).await
+        }
     };
     match result {
         Ok(code) => code,
@@ -334,6 +388,68 @@ async fn audit_generate(
         done.events as f64 / secs.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn dev_seed(
+    config: Config,
+    opts: warden_domain::seed::SeedOptions,
+) -> anyhow::Result<ExitCode> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let db = startup::connect(&config).await?;
+    startup::migrate(&db).await?;
+    // The organization must exist: the same first-start bootstrap as `warden serve` (which
+    // prints the administrator's credentials when it creates them).
+    let audit: warden_domain::audit::SharedAuditSink =
+        Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
+    let outcome = warden_domain::bootstrap::run(
+        &db,
+        &audit,
+        warden_domain::bootstrap::BootstrapInput {
+            admin_email: config.bootstrap.admin_email.clone(),
+            admin_password: config.bootstrap.admin_password.clone(),
+        },
+        clock.now(),
+    )
+    .await?;
+    if let warden_domain::bootstrap::BootstrapOutcome::Initialised {
+        admin_email,
+        generated_password,
+    } = outcome
+    {
+        println!("Warden is initialised: administrator {admin_email}");
+        if let Some(p) = generated_password {
+            println!(
+                "  password: {}   (generated; shown only this once)",
+                p.expose()
+            );
+        }
+    }
+    let started = std::time::Instant::now();
+    let done = warden_domain::seed::seed(&db, &opts, clock.now(), |what, n| {
+        eprintln!("{n} {what} ({:.1} s)", started.elapsed().as_secs_f64())
+    })
+    .await;
+    match done {
+        Ok(s) => {
+            println!(
+                "seeded {} users, {} groups ({} memberships), {} projects, {} clusters ({} shares), {} bindings in {:.1} s",
+                s.users,
+                s.groups,
+                s.memberships,
+                s.projects,
+                s.clusters,
+                s.shares,
+                s.bindings,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(warden_domain::DomainError::Conflict { message, .. }) => {
+            eprintln!("warden: {message}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn reset_password(config: Config, email: &str) -> anyhow::Result<ExitCode> {

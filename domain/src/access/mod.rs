@@ -6,7 +6,7 @@
 //! that can alter a decision (bindings, group membership, roles, user status). A caller that
 //! holds a grant (a live stream, say) detects any change in O(1) by comparing epochs.
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -235,7 +235,8 @@ impl ResolvedBinding {
 pub struct Effective {
     pub active: bool,
     pub bindings: Vec<ResolvedBinding>,
-    /// All project names (needed to expand organization-wide grants).
+    /// Project names, sorted: every project's when an organization-wide binding may expand to
+    /// them, else those the bindings name (no decision can reach another).
     pub all_projects: Vec<String>,
     /// Bindings that expired (in the last day and are not yet removed): they grant nothing,
     /// but tell a refused holder why.
@@ -591,18 +592,32 @@ async fn load_effective(
         );
     }
 
-    let role_map: HashMap<String, roles::Model> = roles::Entity::find()
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
-    let project_rows = projects::Entity::find().all(db).await?;
-    let project_map: BTreeMap<String, String> = project_rows
-        .iter()
-        .map(|p| (p.id.clone(), p.name.clone()))
-        .collect();
-
+    // Only the roles and projects these bindings name: a cold decision costs the same in an
+    // organization of ten users or ten thousand.
+    let role_ids: BTreeSet<String> = rows.iter().map(|b| b.role_id.clone()).collect();
+    let role_map: HashMap<String, roles::Model> = if role_ids.is_empty() {
+        HashMap::new()
+    } else {
+        roles::Entity::find()
+            .filter(roles::Column::Id.is_in(role_ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect()
+    };
+    let project_ids: BTreeSet<String> = rows.iter().filter_map(|b| b.project_id.clone()).collect();
+    let mut project_map: BTreeMap<String, String> = BTreeMap::new();
+    for chunk in project_ids.into_iter().collect::<Vec<_>>().chunks(1000) {
+        project_map.extend(
+            projects::Entity::find()
+                .filter(projects::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p.name)),
+        );
+    }
     let mut resolved = Vec::new();
     for b in rows {
         let Some(role) = role_map.get(&b.role_id) else {
@@ -658,7 +673,7 @@ async fn load_effective(
     let (resolved, expired): (Vec<_>, Vec<_>) = resolved
         .into_iter()
         .partition(|b| b.expires_at.is_none_or(|t| now < t));
-    let expired = expired
+    let expired: Vec<ResolvedBinding> = expired
         .into_iter()
         .filter(|b| b.expires_at.is_some_and(|t| now - t < EXPIRED_KEPT_MS))
         .collect();
@@ -667,10 +682,31 @@ async fn load_effective(
         .filter_map(|b| b.expires_at)
         .min()
         .unwrap_or(i64::MAX);
+    // Every project's name only when an organization-wide grant may expand to them; else
+    // the projects the bindings name are all the decisions can reach.
+    let all_projects: Vec<String> = if resolved
+        .iter()
+        .chain(expired.iter())
+        .any(|b| b.scope == Scope::Organization)
+    {
+        projects::Entity::find()
+            .select_only()
+            .column(projects::Column::Name)
+            .order_by_asc(projects::Column::Name)
+            .into_tuple()
+            .all(db)
+            .await?
+    } else {
+        project_map
+            .into_values()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
     Ok(Effective {
         active,
         bindings: resolved,
-        all_projects: project_map.into_values().collect(),
+        all_projects,
         expired,
         valid_until,
     })

@@ -898,7 +898,9 @@ pub async fn approve(
         }),
     )
     .await?;
-    let bdto = super::bindings::Names::load(&tx).await?.dto(&binding);
+    let bdto = super::bindings::Names::load(&tx, std::slice::from_ref(&binding))
+        .await?
+        .dto(&binding);
     svc.audit_change(
         &tx,
         who,
@@ -1071,7 +1073,9 @@ pub async fn revoke(
     )
     .await?;
     if let Some(b) = &binding {
-        let bdto = super::bindings::Names::load(&tx).await?.dto(b);
+        let bdto = super::bindings::Names::load(&tx, std::slice::from_ref(b))
+            .await?
+            .dto(b);
         svc.audit_change(
             &tx,
             who,

@@ -26,33 +26,74 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    pub(crate) async fn load<C: ConnectionTrait>(db: &C) -> DomainResult<Self> {
-        Ok(Self {
-            users: users::Entity::find()
-                .all(db)
-                .await?
+    /// The names `rows` refer to (their users, groups, roles and projects), and only those:
+    /// four small keyed queries, whatever the size of the organization.
+    pub(crate) async fn load<C: ConnectionTrait>(
+        db: &C,
+        rows: &[bindings::Model],
+    ) -> DomainResult<Self> {
+        use std::collections::BTreeSet;
+        let ids = |f: &dyn Fn(&bindings::Model) -> Option<String>| -> Vec<String> {
+            rows.iter()
+                .filter_map(f)
+                .collect::<BTreeSet<_>>()
                 .into_iter()
-                .map(|u| (u.id, u.email))
-                .collect(),
-            groups: groups::Entity::find()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|g| (g.id, g.name))
-                .collect(),
-            roles: roles::Entity::find()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|r| (r.id, (r.name, r.scope)))
-                .collect(),
-            projects: projects::Entity::find()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|p| (p.id, p.name))
-                .collect(),
-        })
+                .collect()
+        };
+        let (user_ids, group_ids, role_ids, project_ids) = (
+            ids(&|b| b.user_id.clone()),
+            ids(&|b| b.group_id.clone()),
+            ids(&|b| Some(b.role_id.clone())),
+            ids(&|b| b.project_id.clone()),
+        );
+        let mut names = Self {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            roles: HashMap::new(),
+            projects: HashMap::new(),
+        };
+        // In chunks: a statement's bound parameters are limited.
+        for chunk in user_ids.chunks(1000) {
+            names.users.extend(
+                users::Entity::find()
+                    .filter(users::Column::Id.is_in(chunk.to_vec()))
+                    .all(db)
+                    .await?
+                    .into_iter()
+                    .map(|u| (u.id, u.email)),
+            );
+        }
+        for chunk in group_ids.chunks(1000) {
+            names.groups.extend(
+                groups::Entity::find()
+                    .filter(groups::Column::Id.is_in(chunk.to_vec()))
+                    .all(db)
+                    .await?
+                    .into_iter()
+                    .map(|g| (g.id, g.name)),
+            );
+        }
+        for chunk in role_ids.chunks(1000) {
+            names.roles.extend(
+                roles::Entity::find()
+                    .filter(roles::Column::Id.is_in(chunk.to_vec()))
+                    .all(db)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.id, (r.name, r.scope))),
+            );
+        }
+        for chunk in project_ids.chunks(1000) {
+            names.projects.extend(
+                projects::Entity::find()
+                    .filter(projects::Column::Id.is_in(chunk.to_vec()))
+                    .all(db)
+                    .await?
+                    .into_iter()
+                    .map(|p| (p.id, p.name)),
+            );
+        }
+        Ok(names)
     }
 
     pub(crate) fn dto(&self, b: &bindings::Model) -> BindingDto {
@@ -105,7 +146,7 @@ pub(crate) async fn describe_all<C: ConnectionTrait>(
     db: &C,
     rows: &[bindings::Model],
 ) -> DomainResult<Vec<String>> {
-    let names = Names::load(db).await?;
+    let names = Names::load(db, rows).await?;
     Ok(rows.iter().map(|b| describe(&names.dto(b))).collect())
 }
 
@@ -170,7 +211,7 @@ pub(crate) async fn handouts<C: ConnectionTrait>(
     if rows.is_empty() {
         return Ok(vec![]);
     }
-    let names = Names::load(db).await?;
+    let names = Names::load(db, rows).await?;
     let role_rows: HashMap<String, roles::Model> = roles::Entity::find()
         .all(db)
         .await?
@@ -481,7 +522,7 @@ pub async fn create(
     })
     .insert(&tx)
     .await?;
-    let dto = Names::load(&tx).await?.dto(&m);
+    let dto = Names::load(&tx, std::slice::from_ref(&m)).await?.dto(&m);
     svc.audit_change(
         &tx,
         who,
@@ -562,43 +603,76 @@ pub async fn list(
             svc.gate(who, Action::org(Permission::UserRead)).await?;
         }
     }
-    let names = Names::load(&svc.db).await?;
-    let rows = bindings::Entity::find()
-        .filter(live(svc.clock.now()))
-        .order_by_asc(bindings::Column::CreatedAt)
+    use sea_orm::sea_query::{Expr, Func, Query};
+    use sea_orm::{Condition, QuerySelect};
+    let after = super::cursor::decode("bindings", q.cursor.as_deref())?;
+    let limit = super::cursor::limit(q.limit);
+    // The ids of `table`'s rows that `name` matches.
+    let ids_named = |table: &str, name: sea_orm::sea_query::SimpleExpr| {
+        Query::select()
+            .column(sea_orm::sea_query::Alias::new("id"))
+            .from(sea_orm::sea_query::Alias::new(table))
+            .and_where(name)
+            .to_owned()
+    };
+    let mut cond = Condition::all().add(live(svc.clock.now()));
+    if let Some(p) = q.project.as_ref().filter(|p| !p.is_empty()) {
+        cond = cond.add(bindings::Column::ProjectId.in_subquery(ids_named(
+            "projects",
+            Expr::col(projects::Column::Name).eq(p.clone()),
+        )));
+    }
+    if let Some(u) = &q.user {
+        cond = cond.add(bindings::Column::UserId.in_subquery(ids_named(
+            "users",
+            Expr::expr(Func::lower(Expr::col(users::Column::Email))).eq(u.to_lowercase()),
+        )));
+    }
+    if let Some(g) = &q.group {
+        cond = cond.add(bindings::Column::GroupId.in_subquery(ids_named(
+            "groups",
+            Expr::col(groups::Column::Name).eq(g.clone()),
+        )));
+    }
+    if let Some(r) = &q.role {
+        cond = cond.add(bindings::Column::RoleId.in_subquery(ids_named(
+            "roles",
+            Expr::col(roles::Column::Name).eq(r.clone()),
+        )));
+    }
+    if !org_reader {
+        // One's own bindings, and those of the projects one can see.
+        let visible = eff.visible_projects();
+        let mut mine = Condition::any().add(bindings::Column::UserId.eq(who.user_id.to_string()));
+        if !visible.is_empty() {
+            mine = mine.add(bindings::Column::ProjectId.in_subquery(ids_named(
+                "projects",
+                Expr::col(projects::Column::Name).is_in(visible),
+            )));
+        }
+        cond = cond.add(mine);
+    }
+    if let Some(a) = after {
+        cond = cond.add(bindings::Column::Id.gt(a));
+    }
+    let mut rows = bindings::Entity::find()
+        .filter(cond)
+        .order_by_asc(bindings::Column::Id)
+        .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    let visible = eff.visible_projects();
-    let items: Vec<(String, BindingDto)> = rows
-        .iter()
-        .map(|b| names.dto(b))
-        .filter(|d| {
-            q.project
-                .as_ref()
-                .filter(|p| !p.is_empty())
-                .is_none_or(|p| d.project.as_ref() == Some(p))
-        })
-        .filter(|d| {
-            q.user
-                .as_ref()
-                .is_none_or(|u| d.subject.kind == "user" && d.subject.name.eq_ignore_ascii_case(u))
-        })
-        .filter(|d| {
-            q.group
-                .as_ref()
-                .is_none_or(|g| d.subject.kind == "group" && &d.subject.name == g)
-        })
-        .filter(|d| q.role.as_ref().is_none_or(|r| &d.role == r))
-        .filter(|d| {
-            org_reader
-                || (d.subject.kind == "user" && d.subject.name == who.email)
-                || d.project.as_ref().is_some_and(|p| visible.contains(p))
-        })
-        .map(|d| (d.id.clone(), d))
-        .collect();
-    let mut items = items;
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|b| super::cursor::encode("bindings", &b.id))
+    } else {
+        None
+    };
+    let names = Names::load(&svc.db, &rows).await?;
+    Ok(Page {
+        items: rows.iter().map(|b| names.dto(b)).collect(),
+        next,
+    })
 }
 
 pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<()> {
@@ -606,7 +680,7 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
         .one(&svc.db)
         .await?
         .ok_or_else(|| DomainError::not_found("binding"))?;
-    let names = Names::load(&svc.db).await?;
+    let names = Names::load(&svc.db, std::slice::from_ref(&b)).await?;
     let dto = names.dto(&b);
     gate_for(svc, who, dto.project.as_deref()).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
@@ -644,7 +718,7 @@ pub async fn expire_due(svc: &Services) -> DomainResult<usize> {
         .await?;
     let mut ended = 0;
     if !due.is_empty() {
-        let names = Names::load(&svc.db).await?;
+        let names = Names::load(&svc.db, &due).await?;
         for b in due {
             let dto = names.dto(&b);
             let mut a = b.clone().into_active_model();

@@ -150,6 +150,40 @@ async fn shares<C: ConnectionTrait>(db: &C) -> DomainResult<HashMap<String, Vec<
     Ok(out)
 }
 
+/// What [`to_dto`] needs for `rows` only: the names of their owning and sharing projects,
+/// and their shares (two keyed queries, whatever the size of the organization).
+async fn names_and_shares_of<C: ConnectionTrait>(
+    db: &C,
+    rows: &[clusters::Model],
+) -> DomainResult<(HashMap<String, String>, HashMap<String, Vec<String>>)> {
+    let mut shares: HashMap<String, Vec<String>> = HashMap::new();
+    let mut project_ids: BTreeSet<String> = rows.iter().map(|c| c.project_id.clone()).collect();
+    for chunk in rows.chunks(1000) {
+        let ids: Vec<String> = chunk.iter().map(|c| c.id.clone()).collect();
+        for s in cluster_shares::Entity::find()
+            .filter(cluster_shares::Column::ClusterId.is_in(ids))
+            .all(db)
+            .await?
+        {
+            project_ids.insert(s.project_id.clone());
+            shares.entry(s.cluster_id).or_default().push(s.project_id);
+        }
+    }
+    let project_ids: Vec<String> = project_ids.into_iter().collect();
+    let mut names = HashMap::new();
+    for chunk in project_ids.chunks(1000) {
+        names.extend(
+            projects::Entity::find()
+                .filter(projects::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p.name)),
+        );
+    }
+    Ok((names, shares))
+}
+
 /// `http://user:secret@host` as `http://user:***@host`.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -412,8 +446,6 @@ async fn load_readable(
     HashMap<String, String>,
     HashMap<String, Vec<String>>,
 )> {
-    let names = project_names(&svc.db).await?;
-    let shares = shares(&svc.db).await?;
     let Some(c) = clusters::Entity::find()
         .filter(clusters::Column::Name.eq(name))
         .one(&svc.db)
@@ -425,6 +457,7 @@ async fn load_readable(
         }
         return Err(DomainError::not_found("cluster"));
     };
+    let (names, shares) = names_and_shares_of(&svc.db, std::slice::from_ref(&c)).await?;
     let owner = names.get(&c.project_id).cloned().unwrap_or_default();
     let readable = readable_projects(svc, who).await?;
     let via = std::iter::once(owner.clone())
@@ -559,13 +592,55 @@ pub async fn list(
     who: &Principal,
     q: &ClusterQuery,
 ) -> DomainResult<Page<ClusterDto>> {
-    let readable = readable_projects(svc, who).await?;
-    let names = project_names(&svc.db).await?;
-    let shares = shares(&svc.db).await?;
-    let rows = clusters::Entity::find()
-        .order_by_asc(clusters::Column::Name)
-        .all(&svc.db)
-        .await?;
+    use sea_orm::sea_query::{Expr, Func, LikeExpr, Query};
+    use sea_orm::{Condition, QuerySelect};
+    let after = super::cursor::decode("clusters", q.cursor.as_deref())?;
+    let limit = super::cursor::limit(q.limit);
+    let eff = svc.policy.effective(who.user_id).await?;
+    // The ids of the projects named `names`.
+    let project_ids = |names: Vec<String>| {
+        Query::select()
+            .column(projects::Column::Id)
+            .from(projects::Entity)
+            .and_where(Expr::col(projects::Column::Name).is_in(names))
+            .to_owned()
+    };
+    // Owned by, or shared with, one of the projects named `names`.
+    let held_by = |names: Vec<String>| {
+        Condition::any()
+            .add(clusters::Column::ProjectId.in_subquery(project_ids(names.clone())))
+            .add(
+                clusters::Column::Id.in_subquery(
+                    Query::select()
+                        .column(cluster_shares::Column::ClusterId)
+                        .from(cluster_shares::Entity)
+                        .and_where(
+                            Expr::col(cluster_shares::Column::ProjectId)
+                                .in_subquery(project_ids(names)),
+                        )
+                        .to_owned(),
+                ),
+            )
+    };
+    let mut cond = Condition::all();
+    // Visible: an organization-wide `cluster.read` sees every cluster; anyone else those
+    // owned by or shared with a project where they hold it.
+    if !(eff.active && eff.org_permissions().contains(&Permission::ClusterRead)) {
+        let readable: Vec<String> = readable_projects(svc, who).await?.into_iter().collect();
+        if readable.is_empty() {
+            return Ok(Page {
+                items: vec![],
+                next: None,
+            });
+        }
+        cond = cond.add(held_by(readable));
+    }
+    if let Some(p) = q.project.as_deref().filter(|p| !p.is_empty()) {
+        cond = cond.add(held_by(vec![p.to_owned()]));
+    }
+    if let Some(s) = q.status.as_deref().filter(|s| !s.is_empty()) {
+        cond = cond.add(clusters::Column::Status.eq(s));
+    }
     let label = q
         .label
         .as_deref()
@@ -575,44 +650,64 @@ pub async fn list(
             Some((k, v)) => (k.trim().to_owned(), Some(v.trim().to_owned())),
             None => (l.to_owned(), None),
         });
-    let text =
+    if let Some((k, v)) = &label {
+        // Labels are stored as a JSON object: `"k":` (and `"k":"v"`) occur in it exactly when
+        // the label is there (quotes inside keys and values are escaped). Checked again below.
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let needle = match v {
+            Some(v) => format!("{}:{}", json(k), json(v)),
+            None => format!("{}:", json(k)),
+        };
+        cond = cond.add(
+            Expr::col(clusters::Column::Labels)
+                .like(LikeExpr::new(super::cursor::contains_pattern(&needle)).escape('\\')),
+        );
+    }
+    if let Some(t) =
         q.q.as_deref()
             .map(|s| s.trim().to_lowercase())
-            .filter(|s| !s.is_empty());
-    let mut items = Vec::new();
-    let settings = svc.clusters.settings();
-    for c in &rows {
-        let d = to_dto(&settings, c, &names, &shares);
-        let visible =
-            readable.contains(&d.project) || d.shared_with.iter().any(|p| readable.contains(p));
-        if !visible {
-            continue;
-        }
-        if let Some(p) = q.project.as_deref().filter(|p| !p.is_empty()) {
-            if d.project != p && !d.shared_with.iter().any(|s| s == p) {
-                continue;
-            }
-        }
-        if let Some(s) = q.status.as_deref().filter(|s| !s.is_empty()) {
-            if d.status != s {
-                continue;
-            }
-        }
-        if let Some((k, v)) = &label {
-            match (d.labels.get(k), v) {
-                (None, _) => continue,
-                (Some(actual), Some(v)) if actual != v => continue,
-                _ => {}
-            }
-        }
-        if let Some(t) = &text {
-            if !d.name.contains(t.as_str()) && !d.description.to_lowercase().contains(t.as_str()) {
-                continue;
-            }
-        }
-        items.push((d.name.clone(), d));
+            .filter(|s| !s.is_empty())
+    {
+        let like = || LikeExpr::new(super::cursor::contains_pattern(&t)).escape('\\');
+        cond = cond.add(
+            Condition::any()
+                .add(Expr::col(clusters::Column::Name).like(like()))
+                .add(
+                    Expr::expr(Func::lower(Expr::col(clusters::Column::Description))).like(like()),
+                ),
+        );
     }
-    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+    if let Some(a) = after {
+        cond = cond.add(clusters::Column::Name.gt(a));
+    }
+    let mut rows = clusters::Entity::find()
+        .filter(cond)
+        .order_by_asc(clusters::Column::Name)
+        .limit(limit + 1)
+        .all(&svc.db)
+        .await?;
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|c| super::cursor::encode("clusters", &c.name))
+    } else {
+        None
+    };
+    let (names, shares) = names_and_shares_of(&svc.db, &rows).await?;
+    let settings = svc.clusters.settings();
+    let items = rows
+        .iter()
+        .map(|c| to_dto(&settings, c, &names, &shares))
+        .filter(|d| match &label {
+            Some((k, v)) => match (d.labels.get(k), v) {
+                (None, _) => false,
+                (Some(actual), Some(v)) => actual == v,
+                _ => true,
+            },
+            None => true,
+        })
+        .collect();
+    Ok(Page { items, next })
 }
 
 pub async fn get(svc: &Services, who: &Principal, name: &str) -> DomainResult<ClusterDetail> {

@@ -46,12 +46,14 @@ async fn members<C: ConnectionTrait>(db: &C, group_id: &str) -> DomainResult<Vec
 }
 
 async fn to_dto<C: ConnectionTrait>(db: &C, g: &groups::Model) -> DomainResult<GroupDto> {
+    let members = members(db, &g.id).await?;
     Ok(GroupDto {
         id: g.id.clone(),
         name: g.name.clone(),
         description: g.description.clone(),
         builtin: g.builtin,
-        members: members(db, &g.id).await?,
+        member_count: members.len() as u64,
+        members,
     })
 }
 
@@ -72,30 +74,31 @@ pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<GroupDto
         .order_by_asc(groups::Column::Name)
         .all(&svc.db)
         .await?;
-    // One query for every membership, not one per group.
-    let all_members = group_members::Entity::find().all(&svc.db).await?;
-    let users: HashMap<String, users::Model> = users::Entity::find()
+    // The member counts in one query; the members themselves are on each group's page (the
+    // list would carry every membership of the organization).
+    use sea_orm::sea_query::Expr;
+    use sea_orm::QuerySelect;
+    let counts: HashMap<String, i64> = group_members::Entity::find()
+        .select_only()
+        .column(group_members::Column::GroupId)
+        .column_as(Expr::col(group_members::Column::UserId).count(), "n")
+        .group_by(group_members::Column::GroupId)
+        .into_tuple::<(String, i64)>()
         .all(&svc.db)
         .await?
         .into_iter()
-        .map(|u| (u.id.clone(), u))
         .collect();
-    let mut items = Vec::new();
-    for g in rows {
-        let mut members: Vec<UserSummary> = all_members
-            .iter()
-            .filter(|m| m.group_id == g.id)
-            .filter_map(|m| users.get(&m.user_id).map(crate::users::summary))
-            .collect();
-        members.sort_by(|a, b| a.email.cmp(&b.email));
-        items.push(GroupDto {
+    let items = rows
+        .into_iter()
+        .map(|g| GroupDto {
+            member_count: counts.get(&g.id).copied().unwrap_or(0).max(0) as u64,
             id: g.id,
             name: g.name,
             description: g.description,
             builtin: g.builtin,
-            members,
-        });
-    }
+            members: vec![],
+        })
+        .collect();
     Ok(Page { items, next: None })
 }
 

@@ -199,7 +199,7 @@ pub async fn violations<C: ConnectionTrait>(
     if rows.is_empty() {
         return Ok(out);
     }
-    let names = super::bindings::Names::load(db).await?;
+    let names = super::bindings::Names::load(db, &rows).await?;
     for b in rows {
         let dto = names.dto(&b);
         if let Some(why) = required_expiry_violation(

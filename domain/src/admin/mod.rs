@@ -7,6 +7,7 @@ pub mod access_requests;
 pub mod api_keys;
 pub mod bindings;
 pub mod clusters;
+pub mod cursor;
 pub mod groups;
 pub mod identity_providers;
 pub mod jit_settings;

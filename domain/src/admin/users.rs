@@ -2,15 +2,15 @@
 
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::bindings::Names;
 use super::ts;
 use crate::access::{Action, Principal, Target};
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::dto::{
-    BindingDto, CreateUserRequest, CreatedUser, Explanation, Page, UpdateUserRequest, UserDetail,
-    UserDto, UserQuery,
+    CreateUserRequest, CreatedUser, Explanation, Page, UpdateUserRequest, UserDetail, UserDto,
+    UserQuery,
 };
 use crate::entities::{bindings, group_members, groups, users};
 use crate::error::{DomainError, DomainResult};
@@ -68,8 +68,11 @@ async fn group_names_of(svc: &Services, user_id: &str) -> DomainResult<Vec<Strin
 }
 
 pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResult<Page<UserDto>> {
+    use sea_orm::sea_query::{Expr, Func, LikeExpr, Query, SelectStatement};
+    use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect};
     svc.gate(who, Action::org(Permission::UserRead)).await?;
-    if let Some(s) = q.status.as_ref().filter(|s| !s.is_empty()) {
+    let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
+    if let Some(s) = given(&q.status) {
         if s != STATUS_ACTIVE && s != STATUS_DEACTIVATED {
             return Err(DomainError::invalid(
                 "status",
@@ -77,82 +80,160 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
             ));
         }
     }
-    let all = users::Entity::find().all(&svc.db).await?;
-    let memberships = group_members::Entity::find().all(&svc.db).await?;
-    let group_names: HashMap<String, String> = groups::Entity::find()
-        .all(&svc.db)
-        .await?
-        .into_iter()
-        .map(|g| (g.id, g.name))
-        .collect();
-    let names = Names::load(&svc.db).await?;
-    let all_bindings: Vec<(bindings::Model, BindingDto)> = bindings::Entity::find()
-        .filter(super::bindings::live(svc.clock.now()))
-        .all(&svc.db)
-        .await?
-        .into_iter()
-        .map(|b| {
-            let d = names.dto(&b);
-            (b, d)
-        })
-        .collect();
+    let after = super::cursor::decode("users", q.cursor.as_deref())?;
+    let limit = super::cursor::limit(q.limit);
 
-    let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
-    let mut group_ids_of: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for m in &memberships {
-        if let Some(n) = group_names.get(&m.group_id) {
-            groups_of
-                .entry(m.user_id.clone())
-                .or_default()
-                .push(n.clone());
-        }
-        group_ids_of
-            .entry(m.user_id.clone())
-            .or_default()
-            .insert(m.group_id.clone());
+    // Filter, sort and page in the database (keyset on the unique email).
+    let mut cond = Condition::all();
+    if let Some(s) = given(&q.status) {
+        cond = cond.add(users::Column::Status.eq(s));
     }
-    let text =
+    if let Some(t) =
         q.q.as_ref()
             .map(|t| t.trim().to_lowercase())
-            .filter(|t| !t.is_empty());
-    let mut items = Vec::new();
-    for u in all {
-        let gids = group_ids_of.get(&u.id).cloned().unwrap_or_default();
-        let applies: Vec<&BindingDto> = all_bindings
-            .iter()
-            .filter(|(b, _)| {
-                b.user_id.as_deref() == Some(&u.id)
-                    || b.group_id.as_ref().is_some_and(|g| gids.contains(g))
+            .filter(|t| !t.is_empty())
+    {
+        let like = || LikeExpr::new(super::cursor::contains_pattern(&t)).escape('\\');
+        cond = cond.add(
+            Condition::any()
+                .add(Expr::expr(Func::lower(Expr::col(users::Column::Email))).like(like()))
+                .add(Expr::expr(Func::lower(Expr::col(users::Column::Name))).like(like())),
+        );
+    }
+    if let Some(g) = given(&q.group) {
+        cond = cond.add(
+            users::Column::Id.in_subquery(
+                Query::select()
+                    .column((group_members::Entity, group_members::Column::UserId))
+                    .from(group_members::Entity)
+                    .inner_join(
+                        groups::Entity,
+                        Expr::col((groups::Entity, groups::Column::Id))
+                            .equals((group_members::Entity, group_members::Column::GroupId)),
+                    )
+                    .and_where(Expr::col((groups::Entity, groups::Column::Name)).eq(g))
+                    .to_owned(),
+            ),
+        );
+    }
+    let now = svc.clock.now();
+    // Users a live binding matching `matching` applies to: theirs, or one of their groups'.
+    // Correlated `EXISTS` on the user's own rows (indexed by user), so a page stops at its
+    // limit instead of first collecting every holder in the organization.
+    let holders = |matching: SelectStatement, column: bindings::Column| {
+        let live = Condition::any()
+            .add(Expr::col((bindings::Entity, bindings::Column::ExpiresAt)).is_null())
+            .add(Expr::col((bindings::Entity, bindings::Column::ExpiresAt)).gt(now.millis()));
+        let hit = Expr::col((bindings::Entity, column)).in_subquery(matching);
+        Condition::any()
+            .add(Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(bindings::Entity)
+                    .and_where(
+                        Expr::col((bindings::Entity, bindings::Column::UserId))
+                            .equals((users::Entity, users::Column::Id)),
+                    )
+                    .cond_where(live.clone())
+                    .and_where(hit.clone())
+                    .to_owned(),
+            ))
+            .add(Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(group_members::Entity)
+                    .inner_join(
+                        bindings::Entity,
+                        Expr::col((bindings::Entity, bindings::Column::GroupId))
+                            .equals((group_members::Entity, group_members::Column::GroupId)),
+                    )
+                    .and_where(
+                        Expr::col((group_members::Entity, group_members::Column::UserId))
+                            .equals((users::Entity, users::Column::Id)),
+                    )
+                    .cond_where(live)
+                    .and_where(hit)
+                    .to_owned(),
+            ))
+    };
+    if let Some(r) = given(&q.role) {
+        cond = cond.add(holders(
+            Query::select()
+                .column(crate::entities::roles::Column::Id)
+                .from(crate::entities::roles::Entity)
+                .and_where(Expr::col(crate::entities::roles::Column::Name).eq(r))
+                .to_owned(),
+            bindings::Column::RoleId,
+        ));
+    }
+    if let Some(p) = given(&q.project) {
+        cond = cond.add(holders(
+            Query::select()
+                .column(crate::entities::projects::Column::Id)
+                .from(crate::entities::projects::Entity)
+                .and_where(Expr::col(crate::entities::projects::Column::Name).eq(p))
+                .to_owned(),
+            bindings::Column::ProjectId,
+        ));
+    }
+    if let Some(a) = after {
+        cond = cond.add(users::Column::Email.gt(a));
+    }
+    let mut rows = users::Entity::find()
+        .filter(cond)
+        .order_by_asc(users::Column::Email)
+        .limit(limit + 1)
+        .all(&svc.db)
+        .await?;
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|u| super::cursor::encode("users", &u.email))
+    } else {
+        None
+    };
+
+    // The page's users' groups, in one query.
+    let ids: Vec<String> = rows.iter().map(|u| u.id.clone()).collect();
+    let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
+    if !ids.is_empty() {
+        let stmt = Query::select()
+            .column((group_members::Entity, group_members::Column::UserId))
+            .column((groups::Entity, groups::Column::Name))
+            .from(group_members::Entity)
+            .inner_join(
+                groups::Entity,
+                Expr::col((groups::Entity, groups::Column::Id))
+                    .equals((group_members::Entity, group_members::Column::GroupId)),
+            )
+            .and_where(Expr::col((group_members::Entity, group_members::Column::UserId)).is_in(ids))
+            .to_owned();
+        let backend = svc.db.get_database_backend();
+        let pairs = svc
+            .db
+            .query_all(backend.build(&stmt))
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get_by_index::<String>(0)?,
+                    r.try_get_by_index::<String>(1)?,
+                ))
             })
-            .map(|(_, d)| d)
-            .collect();
-        let mut gnames = groups_of.get(&u.id).cloned().unwrap_or_default();
-        gnames.sort();
-        let keep = text.as_ref().is_none_or(|t| {
-            u.email.contains(t.as_str()) || u.name.to_lowercase().contains(t.as_str())
-        }) && q
-            .status
-            .as_ref()
-            .filter(|s| !s.is_empty())
-            .is_none_or(|s| &u.status == s)
-            && q.group
-                .as_ref()
-                .filter(|s| !s.is_empty())
-                .is_none_or(|g| gnames.contains(g))
-            && q.role
-                .as_ref()
-                .filter(|s| !s.is_empty())
-                .is_none_or(|r| applies.iter().any(|d| &d.role == r))
-            && q.project
-                .as_ref()
-                .filter(|s| !s.is_empty())
-                .is_none_or(|p| applies.iter().any(|d| d.project.as_ref() == Some(p)));
-        if keep {
-            items.push((u.email.clone(), to_dto(&u, gnames)));
+            .collect::<Result<Vec<(String, String)>, sea_orm::DbErr>>()?;
+        for (u, g) in pairs {
+            groups_of.entry(u).or_default().push(g);
         }
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+    let items = rows
+        .iter()
+        .map(|u| {
+            let mut g = groups_of.remove(&u.id).unwrap_or_default();
+            g.sort();
+            to_dto(u, g)
+        })
+        .collect();
+    Ok(Page { items, next })
 }
 
 pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<UserDetail> {
@@ -170,7 +251,6 @@ pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainRe
         .into_iter()
         .map(|m| m.group_id)
         .collect();
-    let names = Names::load(&svc.db).await?;
     let mut rows = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(u.id.clone()))
         .filter(super::bindings::live(svc.clock.now()))
@@ -183,6 +263,7 @@ pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainRe
             .all(&svc.db)
             .await?,
     );
+    let names = Names::load(&svc.db, &rows).await?;
     let uid = crate::users::user_id(&u)?;
     let eff = svc.policy.effective(uid).await?;
     let access = eff.grants();

@@ -53,7 +53,7 @@ crate::endpoints! {
     delete "/users/{user}" => a::delete_user, "users", "Delete a user", 204;
     post "/users/{user}/reset-password" => a::reset_user_password, "users", "Invalidate the password and return a one-time set-password link; optionally revoke the user's API keys and kubeconfigs", 200, req = crate::api::access_routes::ResetPasswordRequest;
     get "/users/{user}/explain" => a::explain_user, "users", "Why a user may (or may not) do something (permission, project?, namespace?, cluster?)", 200, resp = Explanation, query = access_routes::ExplainQuery;
-    get "/groups" => a::list_groups, "groups", "Groups and their members", 200, resp = Page<GroupDto>;
+    get "/groups" => a::list_groups, "groups", "Groups with their member counts (the members: GET /groups/{name})", 200, resp = Page<GroupDto>;
     post "/groups" => a::create_group, "groups", "Create a group", 201, req = CreateGroupRequest, resp = GroupDto;
     get "/groups/{name}" => a::get_group, "groups", "A group by name or id", 200, resp = GroupDto;
     patch "/groups/{name}" => a::update_group, "groups", "Change a group", 200, req = UpdateGroupRequest, resp = GroupDto;

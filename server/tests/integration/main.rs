@@ -17,6 +17,7 @@ mod jit;
 mod live_streams;
 mod matrix;
 mod mfa;
+mod orgscale;
 mod overview;
 mod platform;
 mod pods;
