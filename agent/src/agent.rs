@@ -55,11 +55,23 @@ pub enum AgentError {
     Config(String),
 }
 
-/// Counts open tunnel streams (and the upgraded connections they hand off).
-#[derive(Clone, Default)]
+/// Counts open tunnel streams (and the upgraded connections they hand off), and tells them
+/// when the agent drains.
+#[derive(Clone)]
 pub struct Tracker {
     count: Arc<AtomicUsize>,
     idle: Arc<Notify>,
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self {
+            count: Arc::default(),
+            idle: Arc::default(),
+            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
 }
 
 /// Held while a stream is open.
@@ -81,6 +93,16 @@ impl Tracker {
             }
             notified.await;
         }
+    }
+    /// The agent is shutting down: streams finish what they are serving and take no more.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+    /// Resolves once [`Tracker::drain`] was called.
+    pub async fn draining(&self) {
+        let mut rx = self.draining.subscribe();
+        // The sender lives as long as `self`: this only ends when draining.
+        let _ = rx.wait_for(|d| *d).await;
     }
 }
 
@@ -459,6 +481,8 @@ impl Agent {
                 }
                 _ = stop.changed() => {
                     tracing::info!(open_streams = tracker.open(), "shutting down: draining open streams");
+                    // Idle keep-alive streams close now; busy ones after their answer.
+                    tracker.drain();
                     let _ = control_tx.send(serde_json::to_string(&AgentMessage::Draining).unwrap_or_default()).await;
                     let deadline = tokio::time::sleep(self.opts.drain_timeout);
                     tokio::pin!(deadline);

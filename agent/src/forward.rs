@@ -71,6 +71,7 @@ pub async fn serve_stream<S>(io: S, clients: crate::KubeClients, tracker: Tracke
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let drain = tracker.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let clients = clients.clone();
         let tracker = tracker.clone();
@@ -81,7 +82,17 @@ where
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    // Warden keeps idle streams for its next requests: when the agent drains, an idle one
+    // closes at once and a busy one after its answer (an upgraded exec is tracked on its own).
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.draining() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "tunnel stream ended with an error");
     }
 }

@@ -68,6 +68,86 @@ fn get_as(path: &str, token: &str) -> Request<Empty<Bytes>> {
         .unwrap()
 }
 
+/// Warden keeps an idle tunnel stream for its next request. When the agent drains, that
+/// stream closes at once (a shutdown does not wait out its drain timeout for it), while a
+/// request still being answered gets its whole answer first.
+#[tokio::test]
+async fn draining_closes_idle_streams_and_finishes_busy_ones() {
+    let (_sim, clients, _dir) = sim_and_client().await;
+    let kube = clients.agent.clone();
+    let tracker = Tracker::default();
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let served = tokio::spawn(forward::serve_stream(
+        theirs,
+        clients.clone(),
+        tracker.clone(),
+        forward::Limits::default(),
+    ));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+        .await
+        .unwrap();
+    let client_conn = tokio::spawn(conn.with_upgrades());
+    let r = send
+        .send_request(get("/api/v1/namespaces/kube-system"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.into_body().collect().await.unwrap();
+    // Idle and kept alive: still served a second later.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !served.is_finished(),
+        "an idle stream stays open until drained"
+    );
+
+    // A busy stream: a watch that is answering when the drain begins.
+    let (ours2, theirs2) = tokio::io::duplex(64 * 1024);
+    let served2 = tokio::spawn(forward::serve_stream(
+        theirs2,
+        clients,
+        tracker.clone(),
+        forward::Limits::default(),
+    ));
+    let (mut send2, conn2) = hyper::client::conn::http1::handshake(TokioIo::new(ours2))
+        .await
+        .unwrap();
+    tokio::spawn(conn2.with_upgrades());
+    let watch = send2
+        .send_request(get("/api/v1/namespaces/default/configmaps?watch=1"))
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+
+    tracker.drain();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the idle stream closed when the agent drained")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), client_conn)
+        .await
+        .expect("Warden's end sees the close")
+        .unwrap()
+        .ok();
+    // The busy one keeps answering: an event made now still arrives.
+    let api: Api<ConfigMap> = Api::namespaced(kube, "default");
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("made-while-draining".into());
+    api.create(&PostParams::default(), &cm).await.unwrap();
+    let mut body = watch.into_body();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("made-while-draining") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the watch still streams while draining")
+            .expect("a frame")
+            .unwrap();
+        if let Some(d) = frame.data_ref() {
+            seen.extend_from_slice(d);
+        }
+    }
+    assert!(!served2.is_finished(), "a busy stream finishes its answer");
+}
+
 #[tokio::test]
 async fn the_forwarder_uses_its_own_credentials_and_streams() {
     let (sim, clients, _dir) = sim_and_client().await;
