@@ -143,9 +143,9 @@ impl Export {
 }
 
 /// One CSV cell, quoted when needed; a cell that a spreadsheet would read as a formula (`=`,
-/// `+`, `-`, `@` first) is neutralised with a leading `'`.
+/// `+`, `-`, `@`, tab or carriage return first: OWASP's list) is neutralised with a leading `'`.
 pub fn csv_cell(out: &mut Vec<u8>, s: &str) {
-    let formula = s.starts_with(['=', '+', '-', '@']);
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let quote = s.contains([',', '"', '\n', '\r']);
     if quote {
         out.push(b'"');
@@ -301,6 +301,8 @@ mod tests {
         assert_eq!(cell("-x,y"), "\"'-x,y\"");
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("a\nb"), "\"a\nb\"");
+        assert_eq!(cell("\t=1+2"), "'\t=1+2");
+        assert_eq!(cell("\r=1+2"), "\"'\r=1+2\"");
         assert_eq!(cell(""), "");
     }
 
