@@ -17,20 +17,17 @@ RUN PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 
 # The release console (WASM) and server, built the way `./x test` builds them in CI.
 FROM rust:${RUST_VERSION}-bookworm AS build
-ENV CARGO_LEPTOS_VERSION=0.3.10 \
-    WASM_BINDGEN_VERSION=0.2.130 \
+ENV WASM_BINDGEN_VERSION=0.2.130 \
     LEPTOS_OUTPUT_NAME=warden \
     CARGO_TERM_COLOR=never
 RUN rustup target add wasm32-unknown-unknown \
- && cargo install cargo-leptos@${CARGO_LEPTOS_VERSION} --locked --features no_downloads \
  && cargo install wasm-bindgen-cli --version ${WASM_BINDGEN_VERSION}
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 WORKDIR /src
 COPY . .
 COPY --from=node /src/node_modules ./node_modules
 ENV PATH=/src/node_modules/.bin:$PATH
-RUN ./x assets \
- && cargo leptos build --release \
+RUN CARGO_TARGET_DIR=/src/target ./x release \
  && strip target/release/warden \
  && mkdir -p /out/data
 
