@@ -39,6 +39,11 @@ pub struct Metrics {
     journal: std::sync::OnceLock<Arc<warden_domain::audit::journal::AuditJournal>>,
     /// The background jobs' lease and passes (set at start-up).
     jobs: std::sync::OnceLock<JobsView>,
+    /// Agents' heartbeats: from arrival to stored, and the slowest so far (microseconds).
+    heartbeats: Mutex<Series>,
+    heartbeat_max_micros: std::sync::atomic::AtomicU64,
+    /// Agent tunnels open on this replica.
+    agents_connected: std::sync::atomic::AtomicI64,
 }
 
 impl Metrics {
@@ -71,6 +76,28 @@ impl Metrics {
         let _ = self.siem.set(stats);
     }
 
+    /// An agent's heartbeat was handled (arrival to stored) in `secs`.
+    pub fn heartbeat(&self, secs: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(mut s) = self.heartbeats.lock() {
+            s.count += 1;
+            s.sum += secs;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    s.buckets[i] += 1;
+                }
+            }
+        }
+        self.heartbeat_max_micros
+            .fetch_max((secs * 1e6) as u64, Relaxed);
+    }
+
+    /// An agent tunnel opened (`+1`) or closed (`-1`) on this replica.
+    pub fn agent_tunnels(&self, delta: i64) {
+        self.agents_connected
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn rate_limited(&self, class: &'static str) {
         if let Ok(mut m) = self.rate_limited.lock() {
             *m.entry(class).or_default() += 1;
@@ -95,6 +122,40 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            out.push_str("# HELP warden_agents_connected Agent tunnels open on this replica.\n");
+            out.push_str("# TYPE warden_agents_connected gauge\n");
+            let _ = writeln!(
+                out,
+                "warden_agents_connected {}",
+                self.agents_connected.load(Relaxed)
+            );
+            if let Ok(s) = self.heartbeats.lock() {
+                out.push_str("# HELP warden_agent_heartbeat_seconds How long an agent's heartbeat took from its arrival to its record in the database.\n");
+                out.push_str("# TYPE warden_agent_heartbeat_seconds histogram\n");
+                for (b, n) in BUCKETS.iter().zip(s.buckets.iter()) {
+                    let _ = writeln!(
+                        out,
+                        "warden_agent_heartbeat_seconds_bucket{{le=\"{b}\"}} {n}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "warden_agent_heartbeat_seconds_bucket{{le=\"+Inf\"}} {}",
+                    s.count
+                );
+                let _ = writeln!(out, "warden_agent_heartbeat_seconds_sum {}", s.sum);
+                let _ = writeln!(out, "warden_agent_heartbeat_seconds_count {}", s.count);
+            }
+            out.push_str("# HELP warden_agent_heartbeat_max_seconds The slowest agent heartbeat since start (arrival to stored).\n");
+            out.push_str("# TYPE warden_agent_heartbeat_max_seconds gauge\n");
+            let _ = writeln!(
+                out,
+                "warden_agent_heartbeat_max_seconds {}",
+                self.heartbeat_max_micros.load(Relaxed) as f64 / 1e6
+            );
+        }
         if let Ok(limited) = self.rate_limited.lock() {
             out.push_str("# HELP warden_rate_limited_total Requests refused by a per-source rate limit, by class.\n");
             out.push_str("# TYPE warden_rate_limited_total counter\n");

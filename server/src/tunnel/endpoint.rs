@@ -144,14 +144,29 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError::from(e).into_response(),
     };
     let conns = state.clusters.clone();
+    let metrics = state.metrics.clone();
     ws.max_message_size(16 << 20)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "agent WebSocket upgrade failed"))
-        .on_upgrade(move |socket| run(conns, socket, admission))
+        .on_upgrade(move |socket| run(conns, socket, admission, metrics))
 }
 
 /// Serve one agent's tunnel until it ends, then record the disconnection.
-async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admission) {
+async fn run(
+    conns: Arc<ClusterConnections>,
+    socket: WebSocket,
+    admission: Admission,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let svc = conns.services().clone();
+    // Counted open for as long as this function runs.
+    struct Open(Arc<crate::metrics::Metrics>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.agent_tunnels(-1);
+        }
+    }
+    metrics.agent_tunnels(1);
+    let _open = Open(metrics.clone());
     let timing = conns.timing();
     let (sink, stream) = socket.split();
     let frames_in = stream.filter_map(|m| async move {
@@ -262,6 +277,7 @@ async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admis
                 }
                 match m.map(|text| serde_json::from_str::<AgentMessage>(&text)) {
                 Some(Ok(AgentMessage::Heartbeat { mut facts })) => {
+                    let arrived = Instant::now();
                     t.touch();
                     if let Some(Err(why)) = facts.as_ref().map(agent_protocol::validate_facts) {
                         facts = None;
@@ -275,9 +291,11 @@ async fn run(conns: Arc<ClusterConnections>, socket: WebSocket, admission: Admis
                     let svc = svc.clone();
                     let t2 = t.clone();
                     let conns2 = conns.clone();
+                    let metrics = metrics.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = agents::record_heartbeat(&svc, &t2.cluster_id, facts.as_ref()).await {
-                            tracing::warn!(error = %e, cluster = %t2.cluster, "cannot record a heartbeat");
+                        match agents::record_heartbeat(&svc, &t2.cluster_id, facts.as_ref()).await {
+                            Ok(_) => metrics.heartbeat(arrived.elapsed().as_secs_f64()),
+                            Err(e) => tracing::warn!(error = %e, cluster = %t2.cluster, "cannot record a heartbeat"),
                         }
                         // A revoked credential ends the tunnel even if the close signal was missed.
                         if let Ok(false) = agents::credential_valid(&svc, &t2.credential_id).await {
