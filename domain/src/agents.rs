@@ -920,6 +920,47 @@ async fn record_history<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Heartbeats of many clusters at once (see the server's heartbeat writer): those with facts
+/// one by one as [`record_heartbeat`]; the others in one `UPDATE` per 500 clusters, so a
+/// thousand agents cost a handful of statements a second instead of a thousand. A cluster
+/// among them that was not `connected` becomes so.
+pub async fn record_heartbeats(
+    svc: &Services,
+    beats: &[(String, Option<ClusterFacts>)],
+) -> DomainResult<()> {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::QuerySelect;
+    let mut plain: Vec<String> = Vec::new();
+    for (id, facts) in beats {
+        match facts {
+            Some(f) => record_heartbeat(svc, id, Some(f)).await?,
+            None => plain.push(id.clone()),
+        }
+    }
+    plain.sort();
+    plain.dedup();
+    let now = svc.clock.now().millis();
+    for chunk in plain.chunks(500) {
+        clusters::Entity::update_many()
+            .col_expr(clusters::Column::LastSeen, Expr::value(now))
+            .filter(clusters::Column::Id.is_in(chunk.to_vec()))
+            .exec(&svc.db)
+            .await?;
+        let not_connected: Vec<String> = clusters::Entity::find()
+            .select_only()
+            .column(clusters::Column::Id)
+            .filter(clusters::Column::Id.is_in(chunk.to_vec()))
+            .filter(clusters::Column::Status.ne(cluster_status::CONNECTED))
+            .into_tuple()
+            .all(&svc.db)
+            .await?;
+        for id in not_connected {
+            set_status(svc, &id, cluster_status::CONNECTED, "heartbeat received").await?;
+        }
+    }
+    Ok(())
+}
+
 /// A heartbeat: remember the time (and the facts, when new); a cluster that was not `connected` becomes so.
 pub async fn record_heartbeat(
     svc: &Services,

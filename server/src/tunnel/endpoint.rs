@@ -293,8 +293,8 @@ async fn run(
                     let conns2 = conns.clone();
                     let metrics = metrics.clone();
                     tokio::spawn(async move {
-                        match agents::record_heartbeat(&svc, &t2.cluster_id, facts.as_ref()).await {
-                            Ok(_) => metrics.heartbeat(arrived.elapsed().as_secs_f64()),
+                        match conns2.heartbeats().record(&t2.cluster_id, facts).await {
+                            Ok(()) => metrics.heartbeat(arrived.elapsed().as_secs_f64()),
                             Err(e) => tracing::warn!(error = %e, cluster = %t2.cluster, "cannot record a heartbeat"),
                         }
                         // A revoked credential ends the tunnel even if the close signal was missed.

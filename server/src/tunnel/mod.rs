@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod endpoint;
+pub mod heartbeats;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -109,6 +110,8 @@ pub struct ClusterConnections {
     seen: RwLock<HashMap<String, String>>,
     /// This replica among others on PostgreSQL: told which tunnels it holds.
     replicas: std::sync::OnceLock<Arc<crate::replicas::Replicas>>,
+    /// Where the tunnels' heartbeats are stored, in groups.
+    heartbeats: heartbeats::Heartbeats,
 }
 
 impl ClusterConnections {
@@ -124,6 +127,7 @@ impl ClusterConnections {
             me: me.clone(),
             seen: RwLock::new(HashMap::new()),
             replicas: std::sync::OnceLock::new(),
+            heartbeats: heartbeats::Heartbeats::start(services.clone()),
         });
         services
             .clusters
@@ -148,6 +152,11 @@ impl ClusterConnections {
 
     pub fn services(&self) -> &Arc<Services> {
         &self.services
+    }
+
+    /// The heartbeat writer of this process.
+    pub fn heartbeats(&self) -> &heartbeats::Heartbeats {
+        &self.heartbeats
     }
 
     /// The live tunnel of a cluster, by name: for tests and diagnostics only. Requests are

@@ -2131,3 +2131,67 @@ async fn the_manifest_links_bootstrap_token_is_independent_of_the_link() {
     assert_ne!(served, shown);
     assert!(!served.contains(url_token) && !shown.contains(url_token));
 }
+
+/// Heartbeats stored in groups (the heartbeat writer's write): every cluster of the group gets
+/// its time, a pending or disconnected one becomes connected (once, audited), facts are kept
+/// where a heartbeat brought some, a repeated or unknown cluster is harmless, and a later
+/// group moves the time on.
+#[tokio::test]
+async fn heartbeats_are_stored_in_groups() {
+    let (app, admin) = app().await;
+    let mut ids = Vec::new();
+    for name in ["hb-1", "hb-2", "hb-3"] {
+        let (r, _) = import(&admin, name, "default").await;
+        ids.push(r["id"].as_str().unwrap().to_owned());
+    }
+    let facts = warden_domain::dto::ClusterFacts {
+        kubernetes_version: Some("v1.32.4".into()),
+        node_count: 3,
+        agent_version: Some("0.1.0".into()),
+        ..Default::default()
+    };
+    let group = vec![
+        (ids[0].clone(), None),
+        (ids[1].clone(), None),
+        (ids[0].clone(), None),
+        (ids[2].clone(), Some(facts)),
+        ("no-such-cluster".to_owned(), None),
+    ];
+    warden_domain::agents::record_heartbeats(app.services(), &group)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for name in ["hb-1", "hb-2", "hb-3"] {
+        let c = admin.get(&format!("/api/v1/clusters/{name}")).await.json();
+        assert_eq!(c["status"], "connected", "{c}");
+        assert!(c["last_seen"].is_string(), "{c}");
+        seen.push(c["last_seen"].clone());
+    }
+    let c3 = admin.get("/api/v1/clusters/hb-3").await.json();
+    assert_eq!(c3["kubernetes_version"], "v1.32.4");
+    assert_eq!(c3["node_count"], 3);
+    let c1 = admin.get("/api/v1/clusters/hb-1").await.json();
+    assert!(c1["kubernetes_version"].is_null(), "{c1}");
+    let connected = audit(&admin, "action=agent.connected").await;
+    for name in ["hb-1", "hb-2", "hb-3"] {
+        assert_eq!(
+            connected.iter().filter(|e| e["cluster"] == name).count(),
+            1,
+            "{name}: {connected:?}"
+        );
+    }
+
+    app.clock.advance_secs(30);
+    warden_domain::agents::record_heartbeats(app.services(), &group[..2])
+        .await
+        .unwrap();
+    let c1 = admin.get("/api/v1/clusters/hb-1").await.json();
+    assert_ne!(
+        c1["last_seen"], seen[0],
+        "a later heartbeat moves the time on"
+    );
+    let c3 = admin.get("/api/v1/clusters/hb-3").await.json();
+    assert_eq!(c3["last_seen"], seen[2], "not in the group: unchanged");
+    assert_eq!(c3["kubernetes_version"], "v1.32.4", "facts are kept");
+    assert_eq!(audit(&admin, "action=agent.connected").await.len(), 3);
+}
