@@ -661,13 +661,7 @@ pub async fn list(
         .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    let next = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|b| super::cursor::encode("bindings", &b.id))
-    } else {
-        None
-    };
+    let next = super::cursor::page(&mut rows, limit, "bindings", |b| &b.id);
     let names = Names::load(&svc.db, &rows).await?;
     Ok(Page {
         items: rows.iter().map(|b| names.dto(b)).collect(),

@@ -686,13 +686,7 @@ pub async fn list(
         .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    let next = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|c| super::cursor::encode("clusters", &c.name))
-    } else {
-        None
-    };
+    let next = super::cursor::page(&mut rows, limit, "clusters", |c| &c.name);
     let (names, shares) = names_and_shares_of(&svc.db, &rows).await?;
     let settings = svc.clusters.settings();
     let items = rows

@@ -28,6 +28,22 @@ pub fn decode(list: &str, c: Option<&str>) -> DomainResult<Option<String>> {
     }
 }
 
+/// Cut `rows`, fetched with `limit + 1`, to one page: the cursor after its last row (by
+/// `key`) when another row was there, else `None`.
+pub fn page<T>(
+    rows: &mut Vec<T>,
+    limit: u64,
+    list: &str,
+    key: impl Fn(&T) -> &str,
+) -> Option<String> {
+    if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode(list, key(r)))
+    } else {
+        None
+    }
+}
+
 /// `limit` as the lists take it: 50 by default, 1 to 500.
 pub fn limit(limit: Option<u64>) -> u64 {
     limit.unwrap_or(50).clamp(1, 500)

@@ -185,13 +185,7 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
         .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    let next = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|u| super::cursor::encode("users", &u.email))
-    } else {
-        None
-    };
+    let next = super::cursor::page(&mut rows, limit, "users", |u| &u.email);
 
     // The page's users' groups, in one query.
     let ids: Vec<String> = rows.iter().map(|u| u.id.clone()).collect();
