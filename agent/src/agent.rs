@@ -18,6 +18,7 @@ use crate::identity::AgentKey;
 use crate::store::Store;
 use crate::tunnel::{self, Pump};
 use crate::{facts, forward};
+use warden_domain::dto::ClusterFacts;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -53,6 +54,35 @@ pub enum AgentError {
     Refused { code: String, message: String },
     #[error("{0}")]
     Config(String),
+}
+
+/// The cluster's facts on their way to Warden over one connection: the first facts go out at
+/// once, later ones with the next heartbeat and only when they differ from the last sent, so
+/// a thousand unchanged clusters send bare heartbeats (which Warden stores a few hundred to a
+/// statement) instead of the same facts every beat.
+#[derive(Debug, Default)]
+struct FactsOutbox {
+    sent: Option<ClusterFacts>,
+    pending: Option<ClusterFacts>,
+}
+
+impl FactsOutbox {
+    /// Freshly gathered facts: returns them when they must go out now (the first).
+    fn gathered(&mut self, facts: ClusterFacts) -> Option<ClusterFacts> {
+        if self.sent.is_none() {
+            self.sent = Some(facts.clone());
+            return Some(facts);
+        }
+        self.pending = (self.sent.as_ref() != Some(&facts)).then_some(facts);
+        None
+    }
+
+    /// The facts to attach to the heartbeat going out now, if any.
+    fn for_heartbeat(&mut self) -> Option<ClusterFacts> {
+        let facts = self.pending.take()?;
+        self.sent = Some(facts.clone());
+        Some(facts)
+    }
 }
 
 /// Counts open tunnel streams (and the upgraded connections they hand off), and tells them
@@ -417,9 +447,8 @@ impl Agent {
         let tracker = Tracker::default();
         let limits = forward::Limits::new(self.opts.max_concurrent_requests.max(1));
         let (facts_tx, mut facts_rx) = mpsc::channel(1);
-        let mut first_sent = false;
         let mut gathering = false;
-        let mut fresh_facts: Option<warden_domain::dto::ClusterFacts> = None;
+        let mut outbox = FactsOutbox::default();
         let mut last_gather: Option<Instant> = None;
         let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,23 +488,17 @@ impl Agent {
                             let _ = tx.send(f).await;
                         });
                     }
-                    let msg = serde_json::to_string(&AgentMessage::Heartbeat { facts: fresh_facts.take() }).unwrap_or_default();
+                    let msg = serde_json::to_string(&AgentMessage::Heartbeat { facts: outbox.for_heartbeat() }).unwrap_or_default();
                     if control_tx.send(msg).await.is_err() {
                         return Ended::Lost("the WebSocket closed".into());
                     }
                 }
                 f = facts_rx.recv() => {
                     gathering = false;
-                    if let Some(Some(facts)) = f {
-                        // The first facts go out at once; later ones with the next heartbeat.
-                        if !first_sent {
-                            first_sent = true;
-                            let msg = serde_json::to_string(&AgentMessage::Heartbeat { facts: Some(facts) }).unwrap_or_default();
-                            if control_tx.send(msg).await.is_err() {
-                                return Ended::Lost("the WebSocket closed".into());
-                            }
-                        } else {
-                            fresh_facts = Some(facts);
+                    if let Some(facts) = f.flatten().and_then(|f| outbox.gathered(f)) {
+                        let msg = serde_json::to_string(&AgentMessage::Heartbeat { facts: Some(facts) }).unwrap_or_default();
+                        if control_tx.send(msg).await.is_err() {
+                            return Ended::Lost("the WebSocket closed".into());
                         }
                     }
                 }
@@ -508,5 +531,40 @@ impl Agent {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(nodes: u32) -> ClusterFacts {
+        ClusterFacts {
+            node_count: nodes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn facts_go_out_first_at_once_then_only_when_changed() {
+        let mut o = FactsOutbox::default();
+        assert_eq!(o.for_heartbeat(), None, "nothing gathered yet");
+        assert_eq!(o.gathered(facts(3)), Some(facts(3)), "the first at once");
+        assert_eq!(o.for_heartbeat(), None);
+        assert_eq!(o.gathered(facts(3)), None);
+        assert_eq!(o.for_heartbeat(), None, "unchanged: a bare heartbeat");
+        assert_eq!(
+            o.gathered(facts(4)),
+            None,
+            "changed: with the next heartbeat"
+        );
+        assert_eq!(o.for_heartbeat(), Some(facts(4)));
+        assert_eq!(o.for_heartbeat(), None, "sent once");
+        assert_eq!(o.gathered(facts(4)), None);
+        assert_eq!(o.for_heartbeat(), None);
+        // Changed and changed back before a heartbeat: nothing new to say.
+        assert_eq!(o.gathered(facts(5)), None);
+        assert_eq!(o.gathered(facts(4)), None);
+        assert_eq!(o.for_heartbeat(), None);
     }
 }

@@ -823,16 +823,6 @@ async fn admitted(
     })
 }
 
-/// Whether a credential is still valid (not revoked, its cluster not deleted).
-pub async fn credential_valid(svc: &Services, credential_id: &str) -> DomainResult<bool> {
-    Ok(
-        cluster_agent_credentials::Entity::find_by_id(credential_id.to_owned())
-            .one(&svc.db)
-            .await?
-            .is_some_and(|c| c.revoked_at.is_none() && c.cluster_id.is_some()),
-    )
-}
-
 /// Change a cluster's status, recording the change in its history (and the audit log for
 /// connections and disconnections). Returns whether anything changed.
 pub async fn set_status(
@@ -920,36 +910,76 @@ async fn record_history<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Heartbeats of many clusters at once (see the server's heartbeat writer): those with facts
-/// one by one as [`record_heartbeat`]; the others in one `UPDATE` per 500 clusters, so a
-/// thousand agents cost a handful of statements a second instead of a thousand. A cluster
-/// among them that was not `connected` becomes so.
+/// Heartbeats of many clusters at once (see the server's heartbeat writer), in one
+/// transaction: new facts with one `UPDATE` per cluster that brought some, the time of the
+/// others with one `UPDATE` per 500 clusters, so a thousand agents cost one commit a second
+/// instead of a thousand. A cluster among them that was not `connected` becomes so (after the
+/// commit, audited). Facts that break the bounds are never stored (the caller audits them).
 pub async fn record_heartbeats(
     svc: &Services,
     beats: &[(String, Option<ClusterFacts>)],
 ) -> DomainResult<()> {
     use sea_orm::sea_query::Expr;
     use sea_orm::QuerySelect;
+    let now = svc.clock.now().millis();
     let mut plain: Vec<String> = Vec::new();
+    let txn = svc.db.begin().await?;
     for (id, facts) in beats {
-        match facts {
-            Some(f) => record_heartbeat(svc, id, Some(f)).await?,
-            None => plain.push(id.clone()),
-        }
+        let Some(facts) = facts
+            .as_ref()
+            .filter(|f| crate::agent_protocol::validate_facts(f).is_ok())
+        else {
+            plain.push(id.clone());
+            continue;
+        };
+        let mut facts = facts.clone();
+        facts
+            .nodes
+            .truncate(crate::agent_protocol::limits::MAX_NODES);
+        facts
+            .namespaces
+            .truncate(crate::agent_protocol::limits::MAX_NAMESPACES);
+        let short = |v: &Option<String>| v.as_ref().map(|v| v.chars().take(64).collect::<String>());
+        clusters::Entity::update_many()
+            .col_expr(clusters::Column::LastSeen, Expr::value(now))
+            .col_expr(
+                clusters::Column::KubernetesVersion,
+                Expr::value(short(&facts.kubernetes_version)),
+            )
+            .col_expr(
+                clusters::Column::NodeCount,
+                Expr::value(facts.node_count.min(i32::MAX as u32) as i32),
+            )
+            .col_expr(
+                clusters::Column::AgentVersion,
+                Expr::value(short(&facts.agent_version)),
+            )
+            .col_expr(
+                clusters::Column::Facts,
+                Expr::value(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into())),
+            )
+            .filter(clusters::Column::Id.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
     }
     plain.sort();
     plain.dedup();
-    let now = svc.clock.now().millis();
     for chunk in plain.chunks(500) {
         clusters::Entity::update_many()
             .col_expr(clusters::Column::LastSeen, Expr::value(now))
             .filter(clusters::Column::Id.is_in(chunk.to_vec()))
-            .exec(&svc.db)
+            .exec(&txn)
             .await?;
+    }
+    txn.commit().await?;
+    let mut all: Vec<&str> = beats.iter().map(|(id, _)| id.as_str()).collect();
+    all.sort();
+    all.dedup();
+    for chunk in all.chunks(500) {
         let not_connected: Vec<String> = clusters::Entity::find()
             .select_only()
             .column(clusters::Column::Id)
-            .filter(clusters::Column::Id.is_in(chunk.to_vec()))
+            .filter(clusters::Column::Id.is_in(chunk.iter().copied()))
             .filter(clusters::Column::Status.ne(cluster_status::CONNECTED))
             .into_tuple()
             .all(&svc.db)
@@ -961,53 +991,25 @@ pub async fn record_heartbeats(
     Ok(())
 }
 
-/// A heartbeat: remember the time (and the facts, when new); a cluster that was not `connected` becomes so.
-pub async fn record_heartbeat(
+/// Which of these agent credentials are still valid (not revoked, bound to a cluster): one
+/// query per 500 for a group of heartbeats.
+pub async fn valid_credentials(
     svc: &Services,
-    cluster_id: &str,
-    facts: Option<&ClusterFacts>,
-) -> DomainResult<()> {
-    let Some(c) = clusters::Entity::find_by_id(cluster_id.to_owned())
-        .one(&svc.db)
-        .await?
-    else {
-        return Ok(());
-    };
-    let now = svc.clock.now().millis();
-    let was = c.status.clone();
-    let mut a = c.into_active_model();
-    a.last_seen = Set(Some(now));
-    // Facts that break the bounds are never stored (the caller audits them).
-    if let Some(facts) = facts.filter(|f| crate::agent_protocol::validate_facts(f).is_ok()) {
-        let mut facts = facts.clone();
-        facts
-            .nodes
-            .truncate(crate::agent_protocol::limits::MAX_NODES);
-        facts
-            .namespaces
-            .truncate(crate::agent_protocol::limits::MAX_NAMESPACES);
-        a.kubernetes_version = Set(facts
-            .kubernetes_version
-            .clone()
-            .map(|v| v.chars().take(64).collect()));
-        a.node_count = Set(Some(facts.node_count.min(i32::MAX as u32) as i32));
-        a.agent_version = Set(facts
-            .agent_version
-            .clone()
-            .map(|v| v.chars().take(64).collect()));
-        a.facts = Set(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into()));
+    credential_ids: &[&str],
+) -> DomainResult<std::collections::HashSet<String>> {
+    let mut valid = std::collections::HashSet::new();
+    for chunk in credential_ids.chunks(500) {
+        for c in cluster_agent_credentials::Entity::find()
+            .filter(cluster_agent_credentials::Column::Id.is_in(chunk.iter().copied()))
+            .filter(cluster_agent_credentials::Column::RevokedAt.is_null())
+            .filter(cluster_agent_credentials::Column::ClusterId.is_not_null())
+            .all(&svc.db)
+            .await?
+        {
+            valid.insert(c.id);
+        }
     }
-    a.update(&svc.db).await?;
-    if was != cluster_status::CONNECTED {
-        set_status(
-            svc,
-            cluster_id,
-            cluster_status::CONNECTED,
-            "heartbeat received",
-        )
-        .await?;
-    }
-    Ok(())
+    Ok(valid)
 }
 
 /// Clusters marked `connected` whose agent has no tunnel in `live`: mark them `disconnected`

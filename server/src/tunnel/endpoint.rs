@@ -288,17 +288,22 @@ async fn run(
                             }
                         }
                     }
-                    let svc = svc.clone();
                     let t2 = t.clone();
                     let conns2 = conns.clone();
                     let metrics = metrics.clone();
                     tokio::spawn(async move {
-                        match conns2.heartbeats().record(&t2.cluster_id, facts).await {
-                            Ok(()) => metrics.heartbeat(arrived.elapsed().as_secs_f64()),
-                            Err(e) => tracing::warn!(error = %e, cluster = %t2.cluster, "cannot record a heartbeat"),
-                        }
+                        let valid = match conns2.heartbeats().record(&t2.cluster_id, &t2.credential_id, facts).await {
+                            Ok(valid) => {
+                                metrics.heartbeat(arrived.elapsed().as_secs_f64());
+                                valid
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, cluster = %t2.cluster, "cannot record a heartbeat");
+                                true
+                            }
+                        };
                         // A revoked credential ends the tunnel even if the close signal was missed.
-                        if let Ok(false) = agents::credential_valid(&svc, &t2.credential_id).await {
+                        if !valid {
                             conns2.close_tunnel(
                                 &t2,
                                 ServerMessage::Revoked {

@@ -1,9 +1,10 @@
 //! Agents' heartbeats, written in groups. Each tunnel hands its heartbeat to one writer per
-//! process, which stores whatever has arrived since its last write in one go
-//! ([`agents::record_heartbeats`]) and then tells every sender it is stored: a group commit.
-//! With a few agents a heartbeat is written at once; with thousands, a write carries hundreds
-//! of them instead of each taking the database's write lock on its own (on SQLite, a
-//! heartbeat a millisecond kept every other writer, an import say, waiting).
+//! process, which stores whatever has arrived since its last write in one transaction
+//! ([`agents::record_heartbeats`]), checks the senders' credentials in one query, and then
+//! answers every sender: a group commit. With a few agents a heartbeat is written at once;
+//! with thousands, a write carries hundreds of them instead of each taking the database's
+//! write lock on its own (on SQLite, a heartbeat a millisecond kept every other writer, an
+//! import say, waiting).
 
 use tokio::sync::{mpsc, oneshot};
 use warden_domain::agents;
@@ -15,44 +16,69 @@ use std::sync::Arc;
 /// At most this many heartbeats in one write.
 const MAX_GROUP: usize = 2000;
 
-type Done = oneshot::Sender<Result<(), String>>;
+/// Stored: whether the sender's agent credential is still valid.
+type Done = oneshot::Sender<Result<bool, String>>;
+
+struct Beat {
+    cluster_id: String,
+    credential_id: String,
+    facts: Option<ClusterFacts>,
+    done: Done,
+}
 
 /// The process's heartbeat writer (see the module).
 pub struct Heartbeats {
-    tx: mpsc::UnboundedSender<(String, Option<ClusterFacts>, Done)>,
+    tx: mpsc::UnboundedSender<Beat>,
 }
 
 impl Heartbeats {
     /// Start the writer; it ends when this handle is dropped.
     pub fn start(services: Arc<Services>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Option<ClusterFacts>, Done)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Beat>();
         tokio::spawn(async move {
             let mut group = Vec::new();
             while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
                 let beats: Vec<(String, Option<ClusterFacts>)> = group
                     .iter_mut()
-                    .map(|(id, facts, _)| (std::mem::take(id), facts.take()))
+                    .map(|b: &mut Beat| (b.cluster_id.clone(), b.facts.take()))
                     .collect();
-                let result = agents::record_heartbeats(&services, &beats)
-                    .await
-                    .map_err(|e| e.to_string());
-                for (_, _, done) in group.drain(..) {
-                    let _ = done.send(result.clone());
+                let credentials: Vec<&str> =
+                    group.iter().map(|b| b.credential_id.as_str()).collect();
+                let result = match agents::record_heartbeats(&services, &beats).await {
+                    Ok(()) => agents::valid_credentials(&services, &credentials)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                for b in group.drain(..) {
+                    let answer = match &result {
+                        Ok(valid) => Ok(valid.contains(&b.credential_id)),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = b.done.send(answer);
                 }
             }
         });
         Self { tx }
     }
 
-    /// Record a heartbeat of `cluster_id` (with new facts, if any); resolves once it is stored.
+    /// Record a heartbeat of `cluster_id` (with new facts, if any) sent with the agent
+    /// credential `credential_id`; resolves once it is stored, to whether that credential is
+    /// still valid.
     pub async fn record(
         &self,
         cluster_id: &str,
+        credential_id: &str,
         facts: Option<ClusterFacts>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let (done, stored) = oneshot::channel();
         self.tx
-            .send((cluster_id.to_owned(), facts, done))
+            .send(Beat {
+                cluster_id: cluster_id.to_owned(),
+                credential_id: credential_id.to_owned(),
+                facts,
+                done,
+            })
             .map_err(|_| "the heartbeat writer has stopped".to_owned())?;
         stored
             .await

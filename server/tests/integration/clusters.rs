@@ -2150,9 +2150,14 @@ async fn heartbeats_are_stored_in_groups() {
         agent_version: Some("0.1.0".into()),
         ..Default::default()
     };
+    let bad = warden_domain::dto::ClusterFacts {
+        kubernetes_version: Some("v1.32.4".into()),
+        namespaces: vec!["n".into(); 100_000],
+        ..Default::default()
+    };
     let group = vec![
         (ids[0].clone(), None),
-        (ids[1].clone(), None),
+        (ids[1].clone(), Some(bad)),
         (ids[0].clone(), None),
         (ids[2].clone(), Some(facts)),
         ("no-such-cluster".to_owned(), None),
@@ -2172,6 +2177,11 @@ async fn heartbeats_are_stored_in_groups() {
     assert_eq!(c3["node_count"], 3);
     let c1 = admin.get("/api/v1/clusters/hb-1").await.json();
     assert!(c1["kubernetes_version"].is_null(), "{c1}");
+    let c2 = admin.get("/api/v1/clusters/hb-2").await.json();
+    assert!(
+        c2["kubernetes_version"].is_null(),
+        "facts out of bounds are not stored: {c2}"
+    );
     let connected = audit(&admin, "action=agent.connected").await;
     for name in ["hb-1", "hb-2", "hb-3"] {
         assert_eq!(
@@ -2194,4 +2204,42 @@ async fn heartbeats_are_stored_in_groups() {
     assert_eq!(c3["last_seen"], seen[2], "not in the group: unchanged");
     assert_eq!(c3["kubernetes_version"], "v1.32.4", "facts are kept");
     assert_eq!(audit(&admin, "action=agent.connected").await.len(), 3);
+}
+
+/// The heartbeat writer checks the senders' agent credentials in one query: revoked ones and
+/// those of deleted clusters (no cluster any more) are not valid, nor unknown ones.
+#[tokio::test]
+async fn heartbeat_groups_tell_which_credentials_are_valid() {
+    use sea_orm::{ActiveModelTrait, Set};
+    use warden_domain::entities::cluster_agent_credentials as creds;
+    let (app, admin) = app().await;
+    let (r, _) = import(&admin, "hb-cred", "default").await;
+    let cluster = r["id"].as_str().unwrap().to_owned();
+    for (id, cluster_id, revoked_at) in [
+        ("c-valid", Some(cluster.clone()), None),
+        ("c-revoked", Some(cluster.clone()), Some(1)),
+        ("c-orphan", None, None),
+    ] {
+        creds::ActiveModel {
+            id: Set(id.into()),
+            cluster_id: Set(cluster_id),
+            cluster_name: Set("hb-cred".into()),
+            secret_hash: Set(format!("hash-{id}")),
+            fingerprint: Set(format!("fp-{id}")),
+            created_at: Set(0),
+            last_used_at: Set(None),
+            revoked_at: Set(revoked_at),
+            revoked_reason: Set(None),
+        }
+        .insert(&app.services().db)
+        .await
+        .unwrap();
+    }
+    let valid = warden_domain::agents::valid_credentials(
+        app.services(),
+        &["c-valid", "c-revoked", "c-orphan", "c-unknown", "c-valid"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(valid, ["c-valid".to_owned()].into_iter().collect());
 }
