@@ -187,32 +187,38 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
+impl<'a> From<&'a audit_events::Model> for Hashed<'a> {
+    fn from(m: &'a audit_events::Model) -> Self {
+        Hashed {
+            id: &m.id,
+            at: m.at,
+            kind: &m.kind,
+            actor_id: m.actor_id.as_deref(),
+            actor_name: &m.actor_name,
+            session_type: &m.session_type,
+            project: m.project.as_deref(),
+            cluster: m.cluster.as_deref(),
+            namespace: m.namespace.as_deref(),
+            action: &m.action,
+            resource_kind: m.resource_kind.as_deref(),
+            resource_name: m.resource_name.as_deref(),
+            outcome: &m.outcome,
+            reason: m.reason.as_deref(),
+            http_method: m.http_method.as_deref(),
+            path: m.path.as_deref(),
+            status: m.status,
+            source_ip: m.source_ip.as_deref(),
+            user_agent: m.user_agent.as_deref(),
+            request_id: m.request_id.as_deref(),
+            duration_ms: m.duration_ms,
+            details: &m.details,
+            prev_hash: &m.prev_hash,
+        }
+    }
+}
+
 fn row_hash(m: &audit_events::Model) -> String {
-    let h = Hashed {
-        id: &m.id,
-        at: m.at,
-        kind: &m.kind,
-        actor_id: m.actor_id.as_deref(),
-        actor_name: &m.actor_name,
-        session_type: &m.session_type,
-        project: m.project.as_deref(),
-        cluster: m.cluster.as_deref(),
-        namespace: m.namespace.as_deref(),
-        action: &m.action,
-        resource_kind: m.resource_kind.as_deref(),
-        resource_name: m.resource_name.as_deref(),
-        outcome: &m.outcome,
-        reason: m.reason.as_deref(),
-        http_method: m.http_method.as_deref(),
-        path: m.path.as_deref(),
-        status: m.status,
-        source_ip: m.source_ip.as_deref(),
-        user_agent: m.user_agent.as_deref(),
-        request_id: m.request_id.as_deref(),
-        duration_ms: m.duration_ms,
-        details: &m.details,
-        prev_hash: &m.prev_hash,
-    };
+    let h = Hashed::from(m);
     let bytes = serde_json::to_vec(&h).unwrap_or_default();
     hex::encode(Sha256::digest(bytes))
 }
@@ -389,29 +395,8 @@ const ROW_COLUMNS: &str = "id, at, kind, actor_id, actor_name, session_type, pro
 #[derive(Serialize)]
 struct JsonRow<'a> {
     n: usize,
-    id: &'a str,
-    at: i64,
-    kind: &'a str,
-    actor_id: Option<&'a str>,
-    actor_name: &'a str,
-    session_type: &'a str,
-    project: Option<&'a str>,
-    cluster: Option<&'a str>,
-    namespace: Option<&'a str>,
-    action: &'a str,
-    resource_kind: Option<&'a str>,
-    resource_name: Option<&'a str>,
-    outcome: &'a str,
-    reason: Option<&'a str>,
-    http_method: Option<&'a str>,
-    path: Option<&'a str>,
-    status: Option<i32>,
-    source_ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    request_id: Option<&'a str>,
-    duration_ms: Option<i64>,
-    details: &'a str,
-    prev_hash: &'a str,
+    #[serde(flatten)]
+    content: Hashed<'a>,
     hash: &'a str,
 }
 
@@ -433,29 +418,7 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
             .enumerate()
             .map(|(n, m)| JsonRow {
                 n,
-                id: &m.id,
-                at: m.at,
-                kind: &m.kind,
-                actor_id: m.actor_id.as_deref(),
-                actor_name: &m.actor_name,
-                session_type: &m.session_type,
-                project: m.project.as_deref(),
-                cluster: m.cluster.as_deref(),
-                namespace: m.namespace.as_deref(),
-                action: &m.action,
-                resource_kind: m.resource_kind.as_deref(),
-                resource_name: m.resource_name.as_deref(),
-                outcome: &m.outcome,
-                reason: m.reason.as_deref(),
-                http_method: m.http_method.as_deref(),
-                path: m.path.as_deref(),
-                status: m.status,
-                source_ip: m.source_ip.as_deref(),
-                user_agent: m.user_agent.as_deref(),
-                request_id: m.request_id.as_deref(),
-                duration_ms: m.duration_ms,
-                details: &m.details,
-                prev_hash: &m.prev_hash,
+                content: Hashed::from(m),
                 hash: &m.hash,
             })
             .collect();

@@ -17,44 +17,14 @@
 //! `./x bench` runs it in release mode (`cargo bench -p server --bench agents`);
 //! `AGENTS_BENCH_SERVER_LOG=<file>` keeps the server's warnings.
 
+mod common;
+
+use common::{env_num, free_port, memory_kib};
 use std::time::{Duration, Instant};
 use warden_server::testing::Client;
 
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// `(resident KiB, peak resident KiB)` of a process.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    common::block_on(run());
 }
 
 /// CPU time of a process (user + system), in seconds.
@@ -190,7 +160,7 @@ async fn run() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (idle_rss, _) = memory(pid);
+    let (idle_rss, _) = memory_kib(&pid.to_string());
 
     let admin = Client::new(&url, true);
     admin
@@ -287,7 +257,7 @@ async fn run() {
     let after = scrape(&http, &url).await;
     let window = t0.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(pid) - cpu_before) / window;
-    let (rss, peak) = memory(pid);
+    let (rss, peak) = memory_kib(&pid.to_string());
     let handled = after.count.saturating_sub(before.count);
     let expected = n as f64 * window * 1000.0 / heartbeat_ms as f64;
 

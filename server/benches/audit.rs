@@ -15,34 +15,17 @@
 //! Times are relative to the newest event, so the presets (15m ... 30d) cover data whenever the
 //! database was generated.
 
+mod common;
+
+use common::{env_num, ms, pct};
 use std::time::{Duration, Instant};
 use warden_domain::audit::generate::{generate, GenerateOptions};
 use warden_domain::audit::{facets_at, histogram_at, search_in, AuditScope};
 use warden_domain::clock::Timestamp;
 use warden_domain::dto::AuditQuery;
 
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
-}
-
-fn pct(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
+    common::block_on(run());
 }
 
 /// The page's filters: each alone, and realistic combinations.

@@ -18,6 +18,9 @@
 //! journal*; `GATEWAY_BENCH_JOURNAL_SYNC=fsync` for the stricter setting); the run ends with
 //! the journal's numbers.
 
+mod common;
+
+use common::{env_num, millis, pct};
 use serde_json::json;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -25,20 +28,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use warden_server::gateway::transport::{DirectCredential, DirectEndpoint};
 use warden_server::testing::TestApp;
 
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 /// One way to the cluster.
@@ -68,11 +59,6 @@ struct Row {
     p50: f64,
     p99: f64,
     rps: f64,
-}
-
-fn quantile(v: &mut [Duration], q: f64) -> f64 {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
 }
 
 async fn sequential(p: &Path, api: &str, n: u64) -> Vec<Duration> {
@@ -116,8 +102,8 @@ async fn measure(p: &Path, api: &str, n: u64, secs: u64) -> Row {
     let mut lat = sequential(p, api, n).await;
     let rps = throughput(p, api, secs).await;
     Row {
-        p50: quantile(&mut lat, 0.50),
-        p99: quantile(&mut lat, 0.99),
+        p50: millis(pct(&mut lat, 0.50)),
+        p99: millis(pct(&mut lat, 0.99)),
         rps,
     }
 }
@@ -230,7 +216,7 @@ async fn exec_first_byte(client: kube::Client, rounds: usize) -> (f64, f64) {
         drop(out);
         let _ = proc.join().await;
     }
-    (quantile(&mut lat, 0.5), quantile(&mut lat, 0.99))
+    (millis(pct(&mut lat, 0.5)), millis(pct(&mut lat, 0.99)))
 }
 
 fn seed(sim: &kubesim::KubeSim) {

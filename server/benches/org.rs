@@ -14,6 +14,9 @@
 //! Times are measured by the client over loopback (request sent to response read), so they
 //! include a little more than the server's own time.
 
+mod common;
+
+use common::{env_num, memory_kib, ms, pct};
 use sea_orm::{ConnectionTrait, Statement};
 use std::time::{Duration, Instant};
 use warden_domain::access::{Action, Target};
@@ -24,43 +27,13 @@ use warden_domain::permissions::Permission;
 use warden_domain::seed::{seed, SeedOptions};
 use warden_server::testing::{Client, TestApp};
 
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Memory in MiB.
+fn mib((rss, peak): (u64, u64)) -> (f64, f64) {
+    (rss as f64 / 1024.0, peak as f64 / 1024.0)
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
-}
-
-fn pct(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
-/// This process's resident memory and its peak, in MiB (Linux).
-fn rss() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
+    common::block_on(run());
 }
 
 async fn first_string(app: &TestApp, sql: &str) -> String {
@@ -117,7 +90,7 @@ async fn run() {
     } else {
         "SQLite"
     };
-    let (rss0, _) = rss();
+    let (rss0, _) = mib(memory_kib("self"));
     let t = Instant::now();
     let s = seed(&app.services().db, &opts, app.clock.now(), |what, n| {
         eprintln!("  {n} {what}")
@@ -297,7 +270,7 @@ async fn run() {
     };
     let (u50, u95) = cold(user, action.clone()).await;
     let (a50, a95) = cold(admin_id, action).await;
-    let (rss1, peak) = rss();
+    let (rss1, peak) = mib(memory_kib("self"));
 
     println!("\n| request | p50 ms | p95 ms | response bytes |");
     println!("|---|---:|---:|---:|");

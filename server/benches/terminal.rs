@@ -12,6 +12,9 @@
 //! `TERMINAL_BENCH_ROUNDS`, default 20; `TERMINAL_BENCH_FRAMES`, default 5,000,000;
 //! `TERMINAL_BENCH_KEYS`, default 2,000).
 
+mod common;
+
+use common::{env_num, millis, pct};
 use futures::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,19 +26,12 @@ use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
 use warden_server::live::{Check, StreamInfo};
 use warden_server::testing::TestApp;
 
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+fn p50_p99(mut lat: Vec<Duration>) -> (f64, f64) {
+    (millis(pct(&mut lat, 0.5)), millis(pct(&mut lat, 0.99)))
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 fn info(i: u64) -> StreamInfo {
@@ -144,12 +140,6 @@ async fn run() {
     );
 
     echo_round_trip().await;
-}
-
-fn quantiles(mut lat: Vec<Duration>) -> (f64, f64) {
-    lat.sort();
-    let pick = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-    (pick(0.5), pick(0.99))
 }
 
 /// Keys typed into a TTY (erasing the line now and then so it never fills), each timed from
@@ -269,8 +259,8 @@ async fn echo_round_trip() {
         },
     )
     .await;
-    let (d50, d99) = quantiles(direct);
-    let (w50, w99) = quantiles(warden);
+    let (d50, d99) = p50_p99(direct);
+    let (w50, w99) = p50_p99(warden);
     println!(
         "keystroke echo, {keys} keys: direct exec on kubesim p50 {d50:.2} ms p99 {d99:.2} ms; through Warden p50 {w50:.2} ms p99 {w99:.2} ms ({:.2}x direct at p50)",
         w50 / d50

@@ -6,7 +6,6 @@
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use warden_domain::audit::generate::{generate, GenerateOptions};
 use warden_domain::audit::{
     append, begin_change, verify_chain, verify_chain_with, Actor, AuditEvent, AuditKind,
@@ -15,34 +14,12 @@ use warden_domain::audit::{
 use warden_domain::clock::Clock;
 use warden_server::testing::{Client, TestApp};
 
-fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .env("WARDEN_DATABASE_URL", database_url)
-        .env("WARDEN_DATA_DIR", dir.path())
-        .env("WARDEN_LOG", "error")
-        .output()
-        .expect("run warden")
-}
-
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
-    let db = &app.services().db;
-    let row = db
-        .query_one(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
-}
+use crate::support::{sql_i64, warden};
 
 #[tokio::test]
 async fn audit_generate_writes_a_realistic_log_that_verifies() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let before = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
     // Through the command, as an operator runs it.
     let out = warden(
         &app.database_url,
@@ -72,7 +49,7 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     assert_eq!(done.events, 2_500);
     assert_eq!(done.last_seq - done.first_seq + 1, 2_500);
     assert_eq!(
-        scalar(&app, "SELECT COUNT(*) FROM audit_events").await,
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await,
         before + 4_000
     );
     // Realistic: every kind, many actors, clusters and namespaces, refusals, statuses, over
@@ -94,10 +71,10 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
             50,
         ),
     ] {
-        let n = scalar(&app, sql).await;
+        let n = sql_i64(&app.services().db, sql).await;
         assert!(n >= min, "{sql}: {n} < {min}");
     }
-    let oldest = scalar(&app, "SELECT MIN(at) FROM audit_events").await;
+    let oldest = sql_i64(&app.services().db, "SELECT MIN(at) FROM audit_events").await;
     let span_days = (now.millis() - oldest) as f64 / 86_400_000.0;
     assert!((89.0..=90.0).contains(&span_days), "{span_days}");
 
@@ -470,7 +447,7 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
     )
     .await
     .unwrap();
-    let total = scalar(&app, "SELECT COUNT(*) FROM audit_events").await as usize;
+    let total = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await as usize;
     assert!(total as u64 > 2 * EXPORT_PAGE, "{total}");
 
     // NDJSON: exactly the list, in the list's order (newest first), every row once.
@@ -528,8 +505,8 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
     assert_eq!(limited, seqs[..EXPORT_PAGE as usize + 7]);
 
     // A filter with more matches than a page.
-    let kube = scalar(
-        &app,
+    let kube = sql_i64(
+        &app.services().db,
         "SELECT COUNT(*) FROM audit_events WHERE kind = 'kube_api'",
     )
     .await as usize;
@@ -550,8 +527,8 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         )
         .await
         .assert_status(201);
-    let payments = scalar(
-        &app,
+    let payments = sql_i64(
+        &app.services().db,
         "SELECT COUNT(*) FROM audit_events WHERE project = 'payments'",
     )
     .await as usize;
@@ -666,8 +643,8 @@ async fn big_audit_batches_keep_the_chain_and_their_order() {
     assert_eq!(stored.len(), 2_500 + 1 + 2_000);
     assert_eq!(stored[..2_500], ids[..]);
     // Every field round-trips (quotes, commas, a newline, accents, nested JSON).
-    let n = scalar(
-        &app,
+    let n = sql_i64(
+        &app.services().db,
         "SELECT COUNT(*) FROM audit_events WHERE resource_name LIKE 'pod-%, \"quoted\" %' AND details LIKE '{\"i\":%,\"nested\":{\"a\":[1,null,\"x\"]}}'",
     )
     .await;
@@ -677,12 +654,12 @@ async fn big_audit_batches_keep_the_chain_and_their_order() {
         ChainStatus::Intact { .. }
     ));
     // A failing batch (its last event repeats an id): nothing of it is stored.
-    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let before = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
     let mut bad: Vec<AuditEvent> = (0..1_200).map(|i| event(50_000 + i)).collect();
     bad[1_199].id = bad[0].id.clone();
     assert!(sink.record_many(bad).await.is_err());
     assert_eq!(
-        scalar(&app, "SELECT COUNT(*) FROM audit_events").await,
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await,
         before
     );
     sink.record_many(vec![event(7), event(8)]).await.unwrap();
@@ -858,25 +835,29 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     check("fresh").await;
 
     // Retention deletes the oldest events (and their counts) in batches.
-    let before = scalar(&app, "SELECT COUNT(*) FROM audit_events").await;
+    let before = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
     let run = warden_domain::audit::retention::run_batched(app.services(), 700)
         .await
         .unwrap()
         .expect("old events deleted");
     assert!(run.deleted > 1_000 && run.batches > 1, "{run:?}");
-    assert!(scalar(&app, "SELECT COUNT(*) FROM audit_events").await < before);
+    assert!(sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await < before);
     check("after retention").await;
     assert_eq!(
-        scalar(&app, "SELECT COUNT(*) FROM audit_rollup WHERE n <= 0").await,
+        sql_i64(
+            &app.services().db,
+            "SELECT COUNT(*) FROM audit_rollup WHERE n <= 0"
+        )
+        .await,
         0
     );
     // The rollup's total is the log's size.
     assert_eq!(
-        scalar(
-            &app,
+        sql_i64(
+            &app.services().db,
             "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE dim = ''"
         )
         .await,
-        scalar(&app, "SELECT COUNT(*) FROM audit_events").await
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await
     );
 }

@@ -1,19 +1,9 @@
 //! The `warden` binary's subcommands, run as a user would.
 
+use crate::support::warden;
 use sea_orm::{ConnectionTrait, Statement};
 use std::process::Command;
 use warden_server::testing::{TestApp, ADMIN_EMAIL};
-
-fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .env("WARDEN_DATABASE_URL", database_url)
-        .env("WARDEN_DATA_DIR", dir.path())
-        .env("WARDEN_LOG", "error")
-        .output()
-        .expect("run warden")
-}
 
 #[tokio::test]
 async fn audit_verify_passes_then_names_the_edited_row() {

@@ -25,4 +25,5 @@ mod replicas;
 mod retention;
 mod siem;
 mod sso;
+mod support;
 mod terminal;

@@ -5,47 +5,11 @@
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Command;
 use warden_domain::clock::Clock;
 use warden_domain::seed::{seed, SeedOptions};
 use warden_server::testing::{Client, TestApp};
 
-fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .env("WARDEN_DATABASE_URL", database_url)
-        .env("WARDEN_DATA_DIR", dir.path())
-        .env("WARDEN_LOG", "error")
-        .output()
-        .expect("run warden")
-}
-
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
-    let db = &app.services().db;
-    let row = db
-        .query_one(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
-}
-
-async fn strings(app: &TestApp, sql: &str) -> Vec<String> {
-    let db = &app.services().db;
-    db.query_all(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.try_get_by_index::<String>(0).unwrap())
-    .collect()
-}
+use crate::support::{sql_i64, sql_strings, warden};
 
 fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -108,14 +72,29 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("seeded 200 users, 20 groups"), "{said}");
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM users").await, 201);
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM groups").await, 22);
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM projects").await, 11);
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM clusters").await, 30);
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM bindings").await, 601);
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM users").await,
+        201
+    );
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM groups").await,
+        22
+    );
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM projects").await,
+        11
+    );
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM clusters").await,
+        30
+    );
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM bindings").await,
+        601
+    );
     // Realistic: everyone in All Users and in one to four teams; clusters shared; bindings at
     // every scope, to users and to groups; some users deactivated.
-    let members = scalar(&app, "SELECT COUNT(*) FROM group_members").await;
+    let members = sql_i64(&app.services().db, "SELECT COUNT(*) FROM group_members").await;
     assert!((200 * 2 + 1..=200 * 5 + 2).contains(&members), "{members}");
     for (sql, min) in [
         ("SELECT COUNT(*) FROM cluster_shares", 1),
@@ -139,7 +118,7 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
             10,
         ),
     ] {
-        let n = scalar(&app, sql).await;
+        let n = sql_i64(&app.services().db, sql).await;
         assert!(n >= min, "{sql}: {n} < {min}");
     }
 
@@ -147,7 +126,10 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
     let again = warden(&app.database_url, &["dev", "seed", "--users", "5"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM users").await, 201);
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM users").await,
+        201
+    );
     // Unless forced; the new names do not clash with the old.
     let more = seed(
         &app.services().db,
@@ -166,29 +148,36 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
     .await
     .unwrap();
     assert_eq!(more.users, 20);
-    assert_eq!(scalar(&app, "SELECT COUNT(*) FROM users").await, 221);
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM users").await,
+        221
+    );
     app.services().policy.bump();
 
     // The API's list pages through every user, sorted by email, each once.
     let all = emails(&page_through(&admin, "/api/v1/users", 50).await);
-    let mut expected = strings(&app, "SELECT email FROM users").await;
+    let mut expected = sql_strings(&app.services().db, "SELECT email FROM users").await;
     expected.sort();
     assert_eq!(all, expected);
     // Filters page too, and agree with the tables.
     let deactivated = emails(&page_through(&admin, "/api/v1/users?status=deactivated", 7).await);
-    let mut want = strings(&app, "SELECT email FROM users WHERE status = 'deactivated'").await;
+    let mut want = sql_strings(
+        &app.services().db,
+        "SELECT email FROM users WHERE status = 'deactivated'",
+    )
+    .await;
     want.sort();
     assert_eq!(deactivated, want);
-    let group = strings(
-        &app,
+    let group = sql_strings(
+        &app.services().db,
         "SELECT name FROM groups WHERE builtin = false ORDER BY name",
     )
     .await[0]
         .clone();
     let in_group =
         emails(&page_through(&admin, &format!("/api/v1/users?group={}", enc(&group)), 3).await);
-    let mut want = strings(
-        &app,
+    let mut want = sql_strings(
+        &app.services().db,
         &format!("SELECT u.email FROM users u JOIN group_members m ON m.user_id = u.id JOIN groups g ON g.id = m.group_id WHERE g.name = '{group}'"),
     )
     .await;
@@ -200,8 +189,8 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
     assert!(text.iter().all(|e| e.contains("alice")));
     assert_eq!(
         text.len() as i64,
-        scalar(
-            &app,
+        sql_i64(
+            &app.services().db,
             "SELECT COUNT(*) FROM users WHERE email LIKE '%alice%' OR LOWER(name) LIKE '%alice%'"
         )
         .await
@@ -242,8 +231,8 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
             applies.push((e, r.to_owned(), p.to_owned()));
         }
     }
-    let project = strings(
-        &app,
+    let project = sql_strings(
+        &app.services().db,
         "SELECT name FROM projects ORDER BY name LIMIT 1 OFFSET 3",
     )
     .await[0]
@@ -330,7 +319,7 @@ async fn cursors_stay_valid_while_rows_are_added() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     small_org(&app).await;
     let before = {
-        let mut e = strings(&app, "SELECT email FROM users").await;
+        let mut e = sql_strings(&app.services().db, "SELECT email FROM users").await;
         e.sort();
         e
     };
@@ -389,7 +378,7 @@ async fn cursors_stay_valid_while_rows_are_added() {
 
     // The same for bindings (ordered by id: new ones land anywhere), while bindings are
     // added: every binding that was there is shown once.
-    let all_before = strings(&app, "SELECT id FROM bindings").await;
+    let all_before = sql_strings(&app.services().db, "SELECT id FROM bindings").await;
     let mut got = Vec::new();
     let mut cursor: Option<String> = None;
     let mut i = 0;
@@ -421,8 +410,8 @@ async fn cursors_stay_valid_while_rows_are_added() {
     }
     let unique: BTreeSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "no binding shown twice");
-    let expired = strings(
-        &app,
+    let expired = sql_strings(
+        &app.services().db,
         &format!(
             "SELECT id FROM bindings WHERE expires_at IS NOT NULL AND expires_at <= {}",
             app.clock.now().millis()
@@ -439,7 +428,7 @@ async fn cursors_stay_valid_while_rows_are_added() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
-    let mut want = strings(&app, "SELECT name FROM clusters").await;
+    let mut want = sql_strings(&app.services().db, "SELECT name FROM clusters").await;
     want.sort();
     assert_eq!(names, want);
     let prod = page_through(&admin, "/api/v1/clusters?label=env%3Dprod", 3).await;
@@ -447,13 +436,13 @@ async fn cursors_stay_valid_while_rows_are_added() {
     assert!(prod.iter().all(|c| c["labels"]["env"] == "prod"));
     assert_eq!(
         prod.len() as i64,
-        scalar(
-            &app,
+        sql_i64(
+            &app.services().db,
             "SELECT COUNT(*) FROM clusters WHERE name LIKE 'prod-%'"
         )
         .await
     );
-    let project = strings(&app, "SELECT p.name FROM projects p JOIN cluster_shares s ON s.project_id = p.id ORDER BY p.name").await[0].clone();
+    let project = sql_strings(&app.services().db, "SELECT p.name FROM projects p JOIN cluster_shares s ON s.project_id = p.id ORDER BY p.name").await[0].clone();
     let held = page_through(&admin, &format!("/api/v1/clusters?project={project}"), 2).await;
     assert!(held.iter().all(|c| c["project"] == project.as_str()
         || c["shared_with"]

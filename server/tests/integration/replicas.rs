@@ -9,13 +9,15 @@
 //!   connected and cleared when it leaves; A does not mark B's cluster disconnected; a replica
 //!   whose heartbeat stopped is removed with its tunnels.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use warden_server::gateway::testkit::Kubectl;
 use warden_server::testing::{Client, TestApp, USER_PASSWORD};
+
+use crate::support::{free_port, sql_strings};
 
 const CLUSTER: &str = "shared-1";
 const USER: &str = "sally@example.com";
@@ -30,13 +32,6 @@ struct WardenServe {
     gateway_url: String,
     child: tokio::process::Child,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl WardenServe {
@@ -134,15 +129,6 @@ impl WardenServe {
     }
 }
 
-async fn scalar(db: &DatabaseConnection, sql: &str) -> Vec<String> {
-    db.query_all(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .expect("query")
-        .into_iter()
-        .map(|r| r.try_get_by_index::<String>(0).expect("a text column"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_on_one_replica_cuts_a_watch_on_another_within_a_second() {
     if !on_postgres() {
@@ -187,7 +173,7 @@ async fn a_revocation_on_one_replica_cuts_a_watch_on_another_within_a_second() {
     let replica_b = b.state.replicas.as_ref().expect("B joined the replicas");
     let live = replica_b.live().await.expect("live replicas");
     assert_eq!(live.len(), 2, "{live:?}");
-    let owners = scalar(db, "SELECT replica_id FROM cluster_tunnels").await;
+    let owners = sql_strings(db, "SELECT replica_id FROM cluster_tunnels").await;
     assert_eq!(owners, vec![replica_b.id().to_owned()]);
 
     let mut watch = kubectl
@@ -249,7 +235,7 @@ async fn a_revocation_on_one_replica_cuts_a_watch_on_another_within_a_second() {
     }
     eprintln!("agent gone after {:?}", start.elapsed());
     let start = Instant::now();
-    while !scalar(db, "SELECT replica_id FROM cluster_tunnels")
+    while !sql_strings(db, "SELECT replica_id FROM cluster_tunnels")
         .await
         .is_empty()
     {
@@ -284,7 +270,7 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         .cluster_with_agent(&admin_b, dir.path(), CLUSTER, "dev", &[], &["apple"])
         .await;
     let db = &b.services().db;
-    let cluster_id = scalar(
+    let cluster_id = sql_strings(
         db,
         &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
     )
@@ -321,7 +307,7 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
     assert_eq!(ids, vec!["replica-a", "replica-b"]);
     // A has no tunnel of the cluster, yet leaves it connected: B holds it.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let status = scalar(
+    let status = sql_strings(
         db,
         &format!("SELECT status FROM clusters WHERE id = '{cluster_id}'"),
     )
@@ -351,7 +337,7 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
     );
     let start = Instant::now();
     loop {
-        let left = scalar(
+        let left = sql_strings(
             db,
             "SELECT replica_id FROM cluster_tunnels WHERE replica_id = 'replica-dead' \
              UNION ALL SELECT id FROM replicas WHERE id = 'replica-dead'",
@@ -551,7 +537,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
         .as_ref()
         .expect("replicas")
         .owner_of(
-            &scalar(
+            &sql_strings(
                 &x.services().db,
                 &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
             )
@@ -617,7 +603,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     );
     let start = Instant::now();
     let reasons = loop {
-        let reasons = scalar(
+        let reasons = sql_strings(
             &x.services().db,
             "SELECT reason FROM audit_events WHERE action = 'replica.forward' AND outcome = 'denied' ORDER BY seq",
         )
@@ -639,7 +625,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
 }
 
 async fn owner_cluster_id(app: &TestApp) -> String {
-    scalar(
+    sql_strings(
         &app.services().db,
         &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
     )
@@ -781,7 +767,7 @@ async fn a_session_and_a_kubeconfig_from_one_replica_work_on_another() {
         .await
         .expect_ok();
     // The CA files the replicas use hold the same sealed key, never the key in the clear.
-    let stored = scalar(
+    let stored = sql_strings(
         &x.services().db,
         "SELECT key_sealed FROM gateway_cas ORDER BY name",
     )
@@ -991,7 +977,7 @@ async fn failover(graceful: bool) {
         let stopped = t.elapsed();
         assert!(stopped < Duration::from_secs(15), "{stopped:?}");
         // Y left the registry: it is no owner and no replica any more, at once.
-        let left = scalar(
+        let left = sql_strings(
             &x.services().db,
             "SELECT id FROM replicas WHERE id = 'replica-y' UNION ALL \
              SELECT replica_id FROM cluster_tunnels WHERE replica_id = 'replica-y'",
@@ -1129,7 +1115,7 @@ async fn a_sign_in_burst_spent_on_one_replica_is_spent_on_the_other() {
         let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry), "Retry-After {retry}");
     }
-    let rows = scalar(
+    let rows = sql_strings(
         &x.services().db,
         "SELECT key FROM rate_limit_buckets ORDER BY key",
     )
