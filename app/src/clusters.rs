@@ -46,6 +46,14 @@ pub async fn list_clusters(
         .items)
 }
 
+/// The names of the clusters the caller can see, for a form's choice.
+#[server(prefix = "/sfn", endpoint = "cluster_names")]
+pub async fn cluster_names() -> Result<Vec<String>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::clusters::names(&svc, &who).await?)
+}
+
 #[server(prefix = "/sfn", endpoint = "get_cluster")]
 pub async fn get_cluster(name: String) -> Result<ClusterDetail, AppError> {
     let svc = crate::ssr::services()?;

@@ -10,7 +10,7 @@ use crate::bindings::{
 };
 use crate::error::AppError;
 use crate::layout::MeResource;
-use crate::projects::list_projects;
+use crate::projects::project_names;
 use crate::roles::list_roles;
 use crate::ui::{
     can, can_in, confirm_href, confirm_open, confirm_target, me_of, success_count, ConfirmPanel,
@@ -25,6 +25,14 @@ pub async fn list_groups() -> Result<Vec<GroupDto>, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     Ok(warden_domain::admin::groups::list(&svc, &who).await?.items)
+}
+
+/// Every group as a choice in a form (id, name, built in), without member counts.
+#[server(prefix = "/sfn", endpoint = "group_refs")]
+pub async fn group_refs() -> Result<Vec<warden_domain::dto::GroupRef>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::groups::refs(&svc, &who).await?)
 }
 
 #[server(prefix = "/sfn", endpoint = "get_group")]
@@ -343,7 +351,7 @@ fn GroupBindings(group: GroupDto) -> impl IntoView {
         },
     );
     let roles = Resource::new(|| (), |_| list_roles());
-    let projects = Resource::new(|| (), |_| list_projects());
+    let projects = Resource::new(|| (), |_| project_names());
     let remove_state = FormState::new(remove, "remove-binding");
     let subject = StoredValue::new(SubjectRef {
         kind: "group".into(),
@@ -378,7 +386,7 @@ fn GroupBindings(group: GroupDto) -> impl IntoView {
                 {move || Suspend::new(async move {
                     let me = me_of(me.await)?;
                     let roles = roles.await.ok()?;
-                    let projects: Vec<String> = projects.await.ok()?.into_iter().map(|p| p.name).collect();
+                    let projects: Vec<String> = projects.await.ok()?;
                     let writable: Vec<String> = projects.into_iter().filter(|p| can_in(&me, "project.write", p)).collect();
                     if writable.is_empty() && !can(&me, "user.write") {
                         return None;

@@ -1,8 +1,9 @@
 //! Projects: the list, creation, and a project's page with its members.
 
 use leptos::prelude::*;
+use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
-use warden_domain::dto::{BindingQuery, ProjectCounts, ProjectDto};
+use warden_domain::dto::{BindingQuery, Page, ProjectCounts, ProjectDto, ProjectQuery};
 
 use crate::bindings::{
     binding_candidates, list_bindings, BindingForm, BindingsTable, CreateBinding, DeleteBinding,
@@ -16,14 +17,20 @@ use crate::ui::{
     FormState, LoadError, Loading, Submit,
 };
 
-/// The projects the caller can see.
+/// The projects the caller can see, a page at a time.
 #[server(prefix = "/sfn", endpoint = "list_projects")]
-pub async fn list_projects() -> Result<Vec<ProjectDto>, AppError> {
+pub async fn list_projects(query: ProjectQuery) -> Result<Page<ProjectDto>, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::projects::list(&svc, &who)
-        .await?
-        .items)
+    Ok(warden_domain::admin::projects::list(&svc, &who, &query).await?)
+}
+
+/// The names of the projects the caller can see, for a form's choice (no counts).
+#[server(prefix = "/sfn", endpoint = "project_names")]
+pub async fn project_names() -> Result<Vec<String>, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    Ok(warden_domain::admin::projects::names(&svc, &who).await?)
 }
 
 #[server(prefix = "/sfn", endpoint = "get_project")]
@@ -75,13 +82,28 @@ pub async fn delete_project(name: String) -> Result<(), AppError> {
     crate::ssr::finish(r.map_err(AppError::from), then)
 }
 
+/// Projects on a page of the console.
+const PAGE_SIZE: u64 = 50;
+
+fn query_of(q: &leptos_router::params::ParamsMap) -> ProjectQuery {
+    let get = |k: &str| q.get(k).filter(|v| !v.is_empty());
+    ProjectQuery {
+        q: get("q"),
+        limit: Some(PAGE_SIZE),
+        cursor: get("cursor"),
+    }
+}
+
 #[component]
 pub fn ProjectsPage() -> impl IntoView {
     let me = expect_context::<MeResource>();
     let create = ServerAction::<CreateProject>::new();
     let created = success_count(create);
-    let projects = Resource::new(move || created.get(), |_| list_projects());
     let q = use_query_map();
+    let projects = Resource::new(
+        move || (q.with(query_of), created.get()),
+        |(query, _)| list_projects(query),
+    );
     let deleted = move || q.with(|q| q.get("deleted"));
     view! {
         <h1>"Projects"</h1>
@@ -91,31 +113,66 @@ pub fn ProjectsPage() -> impl IntoView {
                 <h2 id="projects-list-title">"Your projects"</h2>
                 <Transition fallback=Loading>
                     {move || Suspend::new(async move {
-                        match projects.await {
-                            Ok(list) if list.is_empty() => view! {
-                                <p class="empty">"No projects are visible to you. An administrator creates projects and adds you to them as a member."</p>
-                            }.into_any(),
-                            Ok(list) => view! {
-                                <table class="table" data-testid="projects">
-                                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Description"</th><th scope="col">"Clusters"</th><th scope="col">"Members"</th><th scope="col">"Created"</th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|p| {
-                                            let c = p.counts.unwrap_or_default();
-                                            view! {
-                                                <tr>
-                                                    <td><a href=format!("/projects/{}", p.name)>{p.name.clone()}</a></td>
-                                                    <td>{p.description.clone()}</td>
-                                                    <td data-testid="project-clusters">{cluster_count_words(&c)}</td>
-                                                    <td data-testid="project-members">{member_count_words(&c)}</td>
-                                                    <td>{crate::ui::short_time(&p.created_at)}</td>
-                                                </tr>
-                                            }
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            }.into_any(),
-                            Err(e) => view! { <LoadError err=e/> }.into_any(),
-                        }
+                        let page = match projects.await {
+                            Ok(p) => p,
+                            Err(e) => return view! { <LoadError err=e/> }.into_any(),
+                        };
+                        let current = q.get_untracked();
+                        let pq = query_of(&current);
+                        let next_href = page.next.as_ref().map(|n| {
+                            let mut p = current.clone();
+                            p.replace("cursor", n.clone());
+                            format!("/projects{}", p.to_query_string())
+                        });
+                        let first_href = pq.cursor.is_some().then(|| {
+                            let mut p = current.clone();
+                            p.remove("cursor");
+                            format!("/projects{}", p.to_query_string())
+                        });
+                        let searched = pq.q.is_some();
+                        view! {
+                            <Form method="GET" action="/projects" attr:class="filters" attr:role="search" attr:aria-label="Search projects">
+                                <div class="filter">
+                                    <label for="projects-q">"Search"</label>
+                                    <input id="projects-q" type="search" name="q" placeholder="Name or description" value=pq.q.clone()/>
+                                </div>
+                                <div class="filter-actions">
+                                    <button type="submit" class="btn">"Search"</button>
+                                    {searched.then(|| view! { <a class="btn" href="/projects">"Clear"</a> })}
+                                </div>
+                            </Form>
+                            {if page.items.is_empty() {
+                                if searched {
+                                    view! { <p class="empty">"No project matches. " <a href="/projects">"Clear the search"</a> "."</p> }.into_any()
+                                } else {
+                                    view! { <p class="empty">"No projects are visible to you. An administrator creates projects and adds you to them as a member."</p> }.into_any()
+                                }
+                            } else {
+                                view! {
+                                    <table class="table" data-testid="projects">
+                                        <thead><tr><th scope="col">"Name"</th><th scope="col">"Description"</th><th scope="col">"Clusters"</th><th scope="col">"Members"</th><th scope="col">"Created"</th></tr></thead>
+                                        <tbody>
+                                            {page.items.into_iter().map(|p| {
+                                                let c = p.counts.unwrap_or_default();
+                                                view! {
+                                                    <tr>
+                                                        <td><a href=format!("/projects/{}", p.name)>{p.name.clone()}</a></td>
+                                                        <td>{p.description.clone()}</td>
+                                                        <td data-testid="project-clusters">{cluster_count_words(&c)}</td>
+                                                        <td data-testid="project-members">{member_count_words(&c)}</td>
+                                                        <td>{crate::ui::short_time(&p.created_at)}</td>
+                                                    </tr>
+                                                }
+                                            }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                }.into_any()
+                            }}
+                            <nav class="pager" aria-label="Pages">
+                                <span>{first_href.map(|h| view! { <a href=h>"← First page"</a> })}</span>
+                                <span>{next_href.map(|h| view! { <a href=h data-testid="next-page">"Next page →"</a> })}</span>
+                            </nav>
+                        }.into_any()
                     })}
                 </Transition>
             </section>

@@ -13,7 +13,7 @@ use crate::bindings::{BindingForm, BindingsTable, CreateBinding, DeleteBinding, 
 use crate::error::AppError;
 use crate::groups::{AddGroupMember, RemoveGroupMember};
 use crate::layout::MeResource;
-use crate::projects::list_projects;
+use crate::projects::project_names;
 use crate::roles::{list_permissions, list_roles};
 use crate::ui::{
     can, can_in, confirm_href, confirm_open, me_of, short_time, success_count, take_flash,
@@ -47,9 +47,8 @@ pub async fn user_filter_options() -> Result<UserFilterChoices, AppError> {
     let who = crate::ssr::principal().await?;
     let org = svc.policy.effective(who.user_id).await?.org_permissions();
     let groups = if org.contains(&Permission::GroupRead) {
-        warden_domain::admin::groups::list(&svc, &who)
+        warden_domain::admin::groups::refs(&svc, &who)
             .await?
-            .items
             .into_iter()
             .map(|g| g.name)
             .collect()
@@ -62,12 +61,7 @@ pub async fn user_filter_options() -> Result<UserFilterChoices, AppError> {
         .into_iter()
         .map(|r| r.name)
         .collect();
-    let projects = warden_domain::admin::projects::list(&svc, &who)
-        .await?
-        .items
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
+    let projects = warden_domain::admin::projects::names(&svc, &who).await?;
     Ok(UserFilterChoices {
         groups,
         roles,
@@ -490,7 +484,7 @@ fn UserView(
         || (),
         move |_| async move {
             match me_of(me.await) {
-                Some(m) if can(&m, "group.write") => crate::groups::list_groups().await,
+                Some(m) if can(&m, "group.write") => crate::groups::group_refs().await,
                 _ => Ok(vec![]),
             }
         },
@@ -499,7 +493,7 @@ fn UserView(
     let rename_state = FormState::new(update, "rename-user");
     let remove_state = FormState::new(remove, "remove-binding");
     let roles = Resource::new(|| (), |_| list_roles());
-    let projects = Resource::new(|| (), |_| list_projects());
+    let projects = Resource::new(|| (), |_| project_names());
     let bindings = StoredValue::new(detail.bindings.clone());
     let access = detail.access.clone();
     view! {
@@ -576,7 +570,7 @@ fn UserView(
                 {move || Suspend::new(async move {
                     let me = me_of(me.await)?;
                     let roles = roles.await.ok()?;
-                    let writable: Vec<String> = projects.await.ok()?.into_iter().map(|p| p.name).filter(|p| can_in(&me, "project.write", p)).collect();
+                    let writable: Vec<String> = projects.await.ok()?.into_iter().filter(|p| can_in(&me, "project.write", p)).collect();
                     if writable.is_empty() && !can(&me, "user.write") {
                         return None;
                     }
@@ -648,7 +642,7 @@ fn UserGroups(
     leave: ServerAction<RemoveGroupMember>,
     /// Created by the page, not here: a resource made inside a suspended branch would not
     /// hydrate.
-    groups: Resource<Result<Vec<warden_domain::dto::GroupDto>, AppError>>,
+    groups: Resource<Result<Vec<warden_domain::dto::GroupRef>, AppError>>,
 ) -> impl IntoView {
     let join_state = FormState::new(join, "user-join-group");
     let leave_state = FormState::new(leave, "user-leave-group");
@@ -715,11 +709,8 @@ fn UserGroups(
 fn WhyChecker(user: String) -> impl IntoView {
     let q = use_query_map();
     let perms = Resource::new(|| (), |_| list_permissions());
-    let projects = Resource::new(|| (), |_| list_projects());
-    let clusters = Resource::new(
-        || (),
-        |_| crate::clusters::list_clusters(String::new(), String::new(), String::new()),
-    );
+    let projects = Resource::new(|| (), |_| project_names());
+    let clusters = Resource::new(|| (), |_| crate::clusters::cluster_names());
     let ask = move || {
         q.with(|q| {
             let perm = q.get("perm").filter(|p| !p.is_empty())?;
@@ -764,8 +755,8 @@ fn WhyChecker(user: String) -> impl IntoView {
                             <select id="why-project" name="project">
                                 <option value="" selected=project.as_deref().unwrap_or_default().is_empty()>"The organization"</option>
                                 {projects.into_iter().map(|p| {
-                                    let selected = project.as_deref() == Some(p.name.as_str());
-                                    view! { <option value=p.name.clone() selected=selected>{p.name.clone()}</option> }
+                                    let selected = project.as_deref() == Some(p.as_str());
+                                    view! { <option value=p.clone() selected=selected>{p.clone()}</option> }
                                 }).collect_view()}
                             </select>
                         </div>
@@ -778,8 +769,8 @@ fn WhyChecker(user: String) -> impl IntoView {
                             <select id="why-cluster" name="cluster">
                                 <option value="" selected=cluster.as_deref().unwrap_or_default().is_empty()>"Any (Warden's side only)"</option>
                                 {clusters.into_iter().map(|c| {
-                                    let selected = cluster.as_deref() == Some(c.name.as_str());
-                                    view! { <option value=c.name.clone() selected=selected>{c.name.clone()}</option> }
+                                    let selected = cluster.as_deref() == Some(c.as_str());
+                                    view! { <option value=c.clone() selected=selected>{c.clone()}</option> }
                                 }).collect_view()}
                             </select>
                         </div>

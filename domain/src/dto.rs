@@ -354,6 +354,15 @@ pub struct GroupDto {
     pub member_count: u64,
 }
 
+/// A group as a choice in a form: no description, members or counts.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: String,
+    pub builtin: bool,
+}
+
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -889,6 +898,19 @@ pub struct CreatedCluster {
     pub manifest_url_expires_at: String,
     pub bootstrap_expires_at: String,
     pub apply_command: String,
+}
+
+/// Filters and paging of the projects list (sorted by name).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectQuery {
+    /// Matches the name or description.
+    pub q: Option<String>,
+    /// Rows per page: 50 by default, 1 to 500.
+    pub limit: Option<u64>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

@@ -587,17 +587,24 @@ fn cluster_event(
 
 /// The clusters the caller can see (owned by or shared with a project where they hold
 /// `cluster.read`), filtered.
-pub async fn list(
-    svc: &Services,
-    who: &Principal,
-    q: &ClusterQuery,
-) -> DomainResult<Page<ClusterDto>> {
-    use sea_orm::sea_query::{Expr, Func, LikeExpr, Query};
-    use sea_orm::{Condition, QuerySelect};
-    let after = super::cursor::decode("clusters", q.cursor.as_deref())?;
-    let limit = super::cursor::limit(q.limit);
+/// The clusters the caller can see, as a condition: an organization-wide `cluster.read` sees
+/// every cluster; anyone else those owned by or shared with a project where they hold it.
+/// `None`: none at all.
+async fn visible(svc: &Services, who: &Principal) -> DomainResult<Option<sea_orm::Condition>> {
     let eff = svc.policy.effective(who.user_id).await?;
-    // The ids of the projects named `names`.
+    if eff.active && eff.org_permissions().contains(&Permission::ClusterRead) {
+        return Ok(Some(sea_orm::Condition::all()));
+    }
+    let readable: Vec<String> = readable_projects(svc, who).await?.into_iter().collect();
+    if readable.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(sea_orm::Condition::all().add(held_by(readable))))
+}
+
+/// Owned by, or shared with, one of the projects named `names`.
+fn held_by(names: Vec<String>) -> sea_orm::Condition {
+    use sea_orm::sea_query::{Expr, Query};
     let project_ids = |names: Vec<String>| {
         Query::select()
             .column(projects::Column::Id)
@@ -605,36 +612,54 @@ pub async fn list(
             .and_where(Expr::col(projects::Column::Name).is_in(names))
             .to_owned()
     };
-    // Owned by, or shared with, one of the projects named `names`.
-    let held_by = |names: Vec<String>| {
-        Condition::any()
-            .add(clusters::Column::ProjectId.in_subquery(project_ids(names.clone())))
-            .add(
-                clusters::Column::Id.in_subquery(
-                    Query::select()
-                        .column(cluster_shares::Column::ClusterId)
-                        .from(cluster_shares::Entity)
-                        .and_where(
-                            Expr::col(cluster_shares::Column::ProjectId)
-                                .in_subquery(project_ids(names)),
-                        )
-                        .to_owned(),
-                ),
-            )
+    sea_orm::Condition::any()
+        .add(clusters::Column::ProjectId.in_subquery(project_ids(names.clone())))
+        .add(
+            clusters::Column::Id.in_subquery(
+                Query::select()
+                    .column(cluster_shares::Column::ClusterId)
+                    .from(cluster_shares::Entity)
+                    .and_where(
+                        Expr::col(cluster_shares::Column::ProjectId)
+                            .in_subquery(project_ids(names)),
+                    )
+                    .to_owned(),
+            ),
+        )
+}
+
+/// The names of the clusters the caller can see, sorted: what a form's cluster choice needs,
+/// without [`list`]'s projects, shares and facts.
+pub async fn names(svc: &Services, who: &Principal) -> DomainResult<Vec<String>> {
+    use sea_orm::QuerySelect;
+    let Some(cond) = visible(svc, who).await? else {
+        return Ok(vec![]);
     };
-    let mut cond = Condition::all();
-    // Visible: an organization-wide `cluster.read` sees every cluster; anyone else those
-    // owned by or shared with a project where they hold it.
-    if !(eff.active && eff.org_permissions().contains(&Permission::ClusterRead)) {
-        let readable: Vec<String> = readable_projects(svc, who).await?.into_iter().collect();
-        if readable.is_empty() {
-            return Ok(Page {
-                items: vec![],
-                next: None,
-            });
-        }
-        cond = cond.add(held_by(readable));
-    }
+    Ok(clusters::Entity::find()
+        .select_only()
+        .column(clusters::Column::Name)
+        .filter(cond)
+        .order_by_asc(clusters::Column::Name)
+        .into_tuple()
+        .all(&svc.db)
+        .await?)
+}
+
+pub async fn list(
+    svc: &Services,
+    who: &Principal,
+    q: &ClusterQuery,
+) -> DomainResult<Page<ClusterDto>> {
+    use sea_orm::sea_query::{Expr, Func, LikeExpr};
+    use sea_orm::{Condition, QuerySelect};
+    let after = super::cursor::decode("clusters", q.cursor.as_deref())?;
+    let limit = super::cursor::limit(q.limit);
+    let Some(mut cond) = visible(svc, who).await? else {
+        return Ok(Page {
+            items: vec![],
+            next: None,
+        });
+    };
     if let Some(p) = q.project.as_deref().filter(|p| !p.is_empty()) {
         cond = cond.add(held_by(vec![p.to_owned()]));
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::access::{Action, Principal};
 use crate::bootstrap::ALL_USERS_GROUP;
-use crate::dto::{CreateGroupRequest, GroupDto, Page, UpdateGroupRequest, UserSummary};
+use crate::dto::{CreateGroupRequest, GroupDto, GroupRef, Page, UpdateGroupRequest, UserSummary};
 use crate::entities::{bindings, group_members, groups, users};
 use crate::error::{DomainError, DomainResult, OnConstraint};
 use crate::ids::GroupId;
@@ -100,6 +100,28 @@ pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<GroupDto
         })
         .collect();
     Ok(Page { items, next: None })
+}
+
+/// Every group's id, name and whether it is built in, sorted by name: what a form's group
+/// choice needs, without [`list`]'s member counts. Same permission as the list.
+pub async fn refs(svc: &Services, who: &Principal) -> DomainResult<Vec<GroupRef>> {
+    use sea_orm::QuerySelect;
+    svc.gate(who, Action::org(Permission::GroupRead)).await?;
+    let rows: Vec<(String, String, bool)> = groups::Entity::find()
+        .select_only()
+        .columns([
+            groups::Column::Id,
+            groups::Column::Name,
+            groups::Column::Builtin,
+        ])
+        .order_by_asc(groups::Column::Name)
+        .into_tuple()
+        .all(&svc.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, builtin)| GroupRef { id, name, builtin })
+        .collect())
 }
 
 pub async fn get(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<GroupDto> {

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::ts;
 use crate::access::{Action, Principal};
-use crate::dto::{CreateProjectRequest, Page, ProjectCounts, ProjectDto, UpdateProjectRequest};
+use crate::dto::{
+    CreateProjectRequest, Page, ProjectCounts, ProjectDto, ProjectQuery, UpdateProjectRequest,
+};
 use crate::entities::projects;
 use crate::error::{DomainError, DomainResult, OnConstraint};
 use crate::ids::ProjectId;
@@ -131,14 +133,47 @@ fn check_description(d: &str) -> DomainResult<String> {
 }
 
 /// The projects the caller can see.
-pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<ProjectDto>> {
+/// The projects the caller can see, a page at a time (keyset on the name), with their counts
+/// (for that page only).
+pub async fn list(
+    svc: &Services,
+    who: &Principal,
+    q: &ProjectQuery,
+) -> DomainResult<Page<ProjectDto>> {
+    use sea_orm::sea_query::{Expr, Func, LikeExpr};
+    use sea_orm::{Condition, QuerySelect};
+    let after = super::cursor::decode("projects", q.cursor.as_deref())?;
+    let limit = super::cursor::limit(q.limit);
     let eff = svc.policy.effective(who.user_id).await?;
-    let visible = eff.visible_projects();
-    let rows = projects::Entity::find()
-        .filter(projects::Column::Name.is_in(visible))
+    let mut cond = Condition::all();
+    // An organization-wide `project.read` sees them all: no list of names to send.
+    if !(eff.active && eff.org_permissions().contains(&Permission::ProjectRead)) {
+        cond = cond.add(projects::Column::Name.is_in(eff.visible_projects()));
+    }
+    if let Some(t) =
+        q.q.as_deref()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+    {
+        let like = || LikeExpr::new(super::cursor::contains_pattern(&t)).escape('\\');
+        cond = cond.add(
+            Condition::any()
+                .add(Expr::col(projects::Column::Name).like(like()))
+                .add(
+                    Expr::expr(Func::lower(Expr::col(projects::Column::Description))).like(like()),
+                ),
+        );
+    }
+    if let Some(a) = after {
+        cond = cond.add(projects::Column::Name.gt(a));
+    }
+    let mut rows = projects::Entity::find()
+        .filter(cond)
         .order_by_asc(projects::Column::Name)
+        .limit(limit + 1)
         .all(&svc.db)
         .await?;
+    let next = super::cursor::page(&mut rows, limit, "projects", |p| &p.name);
     let ids: Vec<String> = rows.iter().map(|p| p.id.clone()).collect();
     let counts = counts(&svc.db, &ids, svc.clock.now().millis()).await?;
     Ok(Page {
@@ -146,8 +181,24 @@ pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<ProjectD
             .iter()
             .map(|p| with_counts(to_dto(p), &counts))
             .collect(),
-        next: None,
+        next,
     })
+}
+
+/// The names of the projects the caller can see, sorted: what a form's project choice needs,
+/// without [`list`]'s counts (which cost a grouped scan of bindings and clusters).
+pub async fn names(svc: &Services, who: &Principal) -> DomainResult<Vec<String>> {
+    use sea_orm::QuerySelect;
+    let eff = svc.policy.effective(who.user_id).await?;
+    let visible = eff.visible_projects();
+    Ok(projects::Entity::find()
+        .select_only()
+        .column(projects::Column::Name)
+        .filter(projects::Column::Name.is_in(visible))
+        .order_by_asc(projects::Column::Name)
+        .into_tuple()
+        .all(&svc.db)
+        .await?)
 }
 
 pub async fn get(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<ProjectDto> {

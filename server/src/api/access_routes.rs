@@ -21,8 +21,9 @@ type S = State<AppState>;
 pub async fn list_projects(
     State(s): S,
     AuthUser(who): AuthUser,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
 ) -> ApiResult<Json<Page<ProjectDto>>> {
-    Ok(Json(projects::list(&s.services, &who).await?))
+    Ok(Json(projects::list(&s.services, &who, &q).await?))
 }
 pub async fn create_project(
     State(s): S,

@@ -471,7 +471,12 @@ async fn a_forged_cursor_is_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    for path in ["/api/v1/users", "/api/v1/bindings", "/api/v1/clusters"] {
+    for path in [
+        "/api/v1/users",
+        "/api/v1/bindings",
+        "/api/v1/clusters",
+        "/api/v1/projects",
+    ] {
         for forged in [
             "admin@warden.local".to_owned(),
             "%00%ff".to_owned(),
@@ -496,4 +501,94 @@ async fn a_forged_cursor_is_refused() {
         .get(&format!("/api/v1/users?cursor={users_cursor}"))
         .await
         .assert_status(200);
+}
+
+/// The projects list pages in the database too (keyset on the name, counts for the page
+/// only), filters by text, and shows a member only the projects they hold a role in; the
+/// console's project list pages the same way, and a user's page offers projects, groups and
+/// clusters by name only (it once carried every project's counts and every cluster).
+#[tokio::test]
+async fn projects_page_through_what_the_caller_may_see() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    small_org(&app).await;
+    let mut all = sql_strings(&app.services().db, "SELECT name FROM projects").await;
+    all.sort();
+    assert!(all.len() >= 6, "{all:?}");
+    let names = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let paged = page_through(&admin, "/api/v1/projects", 4).await;
+    assert_eq!(names(&paged), all);
+    assert!(paged.iter().all(|p| p["counts"].is_object()), "{paged:?}");
+    let one = &all[2];
+    let found = page_through(
+        &admin,
+        &format!("/api/v1/projects?q={}", enc(&one.to_uppercase())),
+        2,
+    )
+    .await;
+    assert!(names(&found).contains(one), "{found:?}");
+    assert!(found
+        .iter()
+        .all(|p| p["name"].as_str().unwrap().contains(one.as_str())
+            || p["description"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(one.as_str())));
+
+    // A member of one project sees that one, paged or not.
+    let member = app.user_client(&admin, "pat@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            serde_json::json!({"subject": {"kind": "user", "name": "pat@example.com"}, "role": "PROJECT_READ_ONLY", "project": one}),
+        )
+        .await
+        .assert_status(201);
+    let theirs = page_through(&member, "/api/v1/projects", 1).await;
+    assert_eq!(names(&theirs), vec![one.clone()]);
+
+    // The console: the first page links to the next; the user's page names choices only.
+    let page = admin.get("/projects").await.assert_status(200);
+    assert!(page.body.contains(&format!("/projects/{}", all[0])));
+    let first = admin.get("/api/v1/projects?limit=2").await.json();
+    let next = first["next"].as_str().unwrap();
+    let page2 = admin
+        .get(&format!("/projects?cursor={next}"))
+        .await
+        .assert_status(200);
+    assert!(page2.body.contains(&format!("/projects/{}", all[2])));
+    let pat_id = sql_strings(
+        &app.services().db,
+        "SELECT id FROM users WHERE email = 'pat@example.com'",
+    )
+    .await[0]
+        .clone();
+    let user_page = admin
+        .get(&format!("/users/{pat_id}"))
+        .await
+        .assert_status(200);
+    let cluster = sql_strings(
+        &app.services().db,
+        "SELECT name FROM clusters ORDER BY name",
+    )
+    .await[0]
+        .clone();
+    assert!(
+        user_page
+            .body
+            .contains(&format!("<option value=\"{cluster}\"")),
+        "the why checker offers the clusters"
+    );
+    assert!(user_page
+        .body
+        .contains(&format!("<option value=\"{}\"", all[0])));
+    assert!(
+        !user_page.body.contains("clusters_owned") && !user_page.body.contains("member_count"),
+        "no counts are sent for a choice of names"
+    );
 }
