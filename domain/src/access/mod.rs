@@ -555,7 +555,66 @@ async fn load_effective(
     user: UserId,
     now: i64,
 ) -> DomainResult<Effective> {
-    let Some(u) = users::Entity::find_by_id(user.to_string()).one(db).await? else {
+    use sea_orm::sea_query::{Expr, Query, SelectStatement};
+    use sea_orm::Condition;
+    let uid = user.to_string();
+    // Every read below is independent of the others (the group memberships and the
+    // bindings are named by subqueries), so they go to the database at once: a cold decision
+    // costs about one round trip, not seven, whatever the size of the organization.
+    let member_groups = || -> SelectStatement {
+        Query::select()
+            .column(group_members::Column::GroupId)
+            .from(group_members::Entity)
+            .and_where(Expr::col(group_members::Column::UserId).eq(uid.clone()))
+            .to_owned()
+    };
+    let held = || {
+        Condition::any()
+            .add(Expr::col(bindings::Column::UserId).eq(uid.clone()))
+            .add(Expr::col(bindings::Column::GroupId).in_subquery(member_groups()))
+    };
+    let bindings_column = |c: bindings::Column| -> SelectStatement {
+        Query::select()
+            .column(c)
+            .from(bindings::Entity)
+            .cond_where(held())
+            .to_owned()
+    };
+    // Every project's name, only when one of the bindings is organization-wide (no project):
+    // such a grant may expand to all of them.
+    let org_wide = Query::select()
+        .expr(Expr::val(1))
+        .from(bindings::Entity)
+        .and_where(Expr::col(bindings::Column::ProjectId).is_null())
+        .cond_where(held())
+        .to_owned();
+    let (u, group_names, rows, role_list, project_list, every_project) = tokio::try_join!(
+        users::Entity::find_by_id(uid.clone()).one(db),
+        groups::Entity::find()
+            .select_only()
+            .columns([groups::Column::Id, groups::Column::Name])
+            .filter(groups::Column::Id.in_subquery(member_groups()))
+            .into_tuple::<(String, String)>()
+            .all(db),
+        bindings::Entity::find().filter(held()).all(db),
+        roles::Entity::find()
+            .filter(roles::Column::Id.in_subquery(bindings_column(bindings::Column::RoleId)))
+            .all(db),
+        projects::Entity::find()
+            .select_only()
+            .columns([projects::Column::Id, projects::Column::Name])
+            .filter(projects::Column::Id.in_subquery(bindings_column(bindings::Column::ProjectId)))
+            .into_tuple::<(String, String)>()
+            .all(db),
+        projects::Entity::find()
+            .select_only()
+            .column(projects::Column::Name)
+            .filter(Expr::exists(org_wide))
+            .order_by_asc(projects::Column::Name)
+            .into_tuple::<String>()
+            .all(db),
+    )?;
+    let Some(u) = u else {
         return Ok(Effective {
             active: false,
             bindings: vec![],
@@ -565,59 +624,10 @@ async fn load_effective(
         });
     };
     let active = u.status == crate::users::STATUS_ACTIVE;
-
-    let memberships = group_members::Entity::find()
-        .filter(group_members::Column::UserId.eq(user.to_string()))
-        .all(db)
-        .await?;
-    let group_ids: Vec<String> = memberships.iter().map(|m| m.group_id.clone()).collect();
-    let group_names: HashMap<String, String> = groups::Entity::find()
-        .filter(groups::Column::Id.is_in(group_ids.clone()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|g| (g.id, g.name))
-        .collect();
-
-    let mut rows = bindings::Entity::find()
-        .filter(bindings::Column::UserId.eq(user.to_string()))
-        .all(db)
-        .await?;
-    if !group_ids.is_empty() {
-        rows.extend(
-            bindings::Entity::find()
-                .filter(bindings::Column::GroupId.is_in(group_ids))
-                .all(db)
-                .await?,
-        );
-    }
-
-    // Only the roles and projects these bindings name: a cold decision costs the same in an
-    // organization of ten users or ten thousand.
-    let role_ids: BTreeSet<String> = rows.iter().map(|b| b.role_id.clone()).collect();
-    let role_map: HashMap<String, roles::Model> = if role_ids.is_empty() {
-        HashMap::new()
-    } else {
-        roles::Entity::find()
-            .filter(roles::Column::Id.is_in(role_ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect()
-    };
-    let project_ids: BTreeSet<String> = rows.iter().filter_map(|b| b.project_id.clone()).collect();
-    let mut project_map: BTreeMap<String, String> = BTreeMap::new();
-    for chunk in project_ids.into_iter().collect::<Vec<_>>().chunks(1000) {
-        project_map.extend(
-            projects::Entity::find()
-                .filter(projects::Column::Id.is_in(chunk.to_vec()))
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|p| (p.id, p.name)),
-        );
-    }
+    let group_names: HashMap<String, String> = group_names.into_iter().collect();
+    let role_map: HashMap<String, roles::Model> =
+        role_list.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let project_map: BTreeMap<String, String> = project_list.into_iter().collect();
     let mut resolved = Vec::new();
     for b in rows {
         let Some(role) = role_map.get(&b.role_id) else {
@@ -689,13 +699,7 @@ async fn load_effective(
         .chain(expired.iter())
         .any(|b| b.scope == Scope::Organization)
     {
-        projects::Entity::find()
-            .select_only()
-            .column(projects::Column::Name)
-            .order_by_asc(projects::Column::Name)
-            .into_tuple()
-            .all(db)
-            .await?
+        every_project
     } else {
         project_map
             .into_values()
