@@ -19,6 +19,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod terminal;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tunnel;
 

@@ -23,6 +23,7 @@ pub mod request;
 pub mod routes;
 pub mod serving;
 pub mod sweeper;
+#[cfg(feature = "testing")]
 pub mod testkit;
 pub mod tokens;
 pub mod transport;
