@@ -14,7 +14,7 @@ use crate::layout::MeResource;
 use crate::roles::list_roles;
 use crate::ui::{
     can, can_in, confirm_href, confirm_open, me_of, success_count, ConfirmPanel, Field, FormAlert,
-    FormState, LoadError, Loading, Submit,
+    FormState, LoadError, Loading, Pager, Submit,
 };
 
 /// The projects the caller can see, a page at a time.
@@ -119,16 +119,6 @@ pub fn ProjectsPage() -> impl IntoView {
                         };
                         let current = q.get_untracked();
                         let pq = query_of(&current);
-                        let next_href = page.next.as_ref().map(|n| {
-                            let mut p = current.clone();
-                            p.replace("cursor", n.clone());
-                            format!("/projects{}", p.to_query_string())
-                        });
-                        let first_href = pq.cursor.is_some().then(|| {
-                            let mut p = current.clone();
-                            p.remove("cursor");
-                            format!("/projects{}", p.to_query_string())
-                        });
                         let searched = pq.q.is_some();
                         view! {
                             <Form method="GET" action="/projects" attr:class="filters" attr:role="search" attr:aria-label="Search projects">
@@ -168,10 +158,7 @@ pub fn ProjectsPage() -> impl IntoView {
                                     </table>
                                 }.into_any()
                             }}
-                            <nav class="pager" aria-label="Pages">
-                                <span>{first_href.map(|h| view! { <a href=h>"← First page"</a> })}</span>
-                                <span>{next_href.map(|h| view! { <a href=h data-testid="next-page">"Next page →"</a> })}</span>
-                            </nav>
+                            <Pager base="/projects" current=current.clone() next=page.next.clone()/>
                         }.into_any()
                     })}
                 </Transition>

@@ -617,3 +617,37 @@ mod jit_time_tests {
         assert_eq!(super::parse_rfc3339_ms("nonsense"), None);
     }
 }
+
+/// The links under a list that pages with a cursor: back to the first page (when on a later
+/// one) and to the next (when the list said there is one). `base` is the page's path;
+/// `current` its query, whose other parameters (the filters) the links keep.
+#[component]
+pub fn Pager(
+    base: &'static str,
+    current: leptos_router::params::ParamsMap,
+    next: Option<String>,
+) -> impl IntoView {
+    let link = |cursor: Option<String>| {
+        let mut p = current.clone();
+        match cursor {
+            Some(c) => {
+                p.replace("cursor", c);
+            }
+            None => {
+                p.remove("cursor");
+            }
+        }
+        format!("{base}{}", p.to_query_string())
+    };
+    let first_href = current
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(|_| link(None));
+    let next_href = next.map(|n| link(Some(n)));
+    view! {
+        <nav class="pager" aria-label="Pages">
+            <span>{first_href.map(|h| view! { <a href=h>"← First page"</a> })}</span>
+            <span>{next_href.map(|h| view! { <a href=h data-testid="next-page">"Next page →"</a> })}</span>
+        </nav>
+    }
+}

@@ -17,7 +17,7 @@ use crate::projects::project_names;
 use crate::roles::{list_permissions, list_roles};
 use crate::ui::{
     can, can_in, confirm_href, confirm_open, me_of, short_time, success_count, take_flash,
-    ConfirmPanel, Field, FormAlert, FormState, LoadError, Loading, OneTimeSecret, Submit,
+    ConfirmPanel, Field, FormAlert, FormState, LoadError, Loading, OneTimeSecret, Pager, Submit,
 };
 
 /// Users per page of the list.
@@ -263,16 +263,6 @@ pub fn UsersPage() -> impl IntoView {
                 let current = q.get_untracked();
                 let uq = query_of(&current);
                 let filtered = uq.q.is_some() || uq.group.is_some() || uq.role.is_some() || uq.project.is_some() || uq.status.is_some();
-                let next_href = page.next.as_ref().map(|n| {
-                    let mut p = current.clone();
-                    p.replace("cursor", n.clone());
-                    format!("/users{}", p.to_query_string())
-                });
-                let first_href = uq.cursor.is_some().then(|| {
-                    let mut p = current.clone();
-                    p.remove("cursor");
-                    format!("/users{}", p.to_query_string())
-                });
                 view! {
                     <Form method="GET" action="/users" attr:class="filters" attr:role="search" attr:aria-label="Filter users">
                         <div class="filter">
@@ -321,10 +311,7 @@ pub fn UsersPage() -> impl IntoView {
                             </div>
                         }.into_any()
                     }}
-                    <nav class="pager" aria-label="Pages">
-                        <span>{first_href.map(|h| view! { <a href=h>"← First page"</a> })}</span>
-                        <span>{next_href.map(|h| view! { <a href=h data-testid="next-page">"Next page →"</a> })}</span>
-                    </nav>
+                    <Pager base="/users" current=current.clone() next=page.next.clone()/>
                 }.into_any()
             })}
         </Transition>

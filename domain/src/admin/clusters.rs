@@ -650,8 +650,8 @@ pub async fn list(
     who: &Principal,
     q: &ClusterQuery,
 ) -> DomainResult<Page<ClusterDto>> {
-    use sea_orm::sea_query::{Expr, Func, LikeExpr};
-    use sea_orm::{Condition, QuerySelect};
+    use sea_orm::sea_query::{Expr, LikeExpr};
+    use sea_orm::QuerySelect;
     let after = super::cursor::decode("clusters", q.cursor.as_deref())?;
     let limit = super::cursor::limit(q.limit);
     let Some(mut cond) = visible(svc, who).await? else {
@@ -688,19 +688,14 @@ pub async fn list(
                 .like(LikeExpr::new(super::cursor::contains_pattern(&needle)).escape('\\')),
         );
     }
-    if let Some(t) =
-        q.q.as_deref()
-            .map(|s| s.trim().to_lowercase())
-            .filter(|s| !s.is_empty())
-    {
-        let like = || LikeExpr::new(super::cursor::contains_pattern(&t)).escape('\\');
-        cond = cond.add(
-            Condition::any()
-                .add(Expr::col(clusters::Column::Name).like(like()))
-                .add(
-                    Expr::expr(Func::lower(Expr::col(clusters::Column::Description))).like(like()),
-                ),
-        );
+    if let Some(c) = super::cursor::contains_any(
+        q.q.as_deref(),
+        [
+            Expr::col(clusters::Column::Name).into(),
+            Expr::col(clusters::Column::Description).into(),
+        ],
+    ) {
+        cond = cond.add(c);
     }
     if let Some(a) = after {
         cond = cond.add(clusters::Column::Name.gt(a));

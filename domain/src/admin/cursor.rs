@@ -49,6 +49,28 @@ pub fn limit(limit: Option<u64>) -> u64 {
     limit.unwrap_or(50).clamp(1, 500)
 }
 
+/// "One of `columns` contains `text`", case-insensitively (both sides lower-cased): the
+/// lists' `q`. `None` when there is no text to look for.
+pub fn contains_any(
+    text: Option<&str>,
+    columns: impl IntoIterator<Item = sea_orm::sea_query::SimpleExpr>,
+) -> Option<sea_orm::Condition> {
+    use sea_orm::sea_query::{Expr, Func, LikeExpr};
+    let t = text
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())?;
+    Some(
+        columns
+            .into_iter()
+            .fold(sea_orm::Condition::any(), |c, col| {
+                c.add(
+                    Expr::expr(Func::lower(col))
+                        .like(LikeExpr::new(contains_pattern(&t)).escape('\\')),
+                )
+            }),
+    )
+}
+
 /// A `LIKE` pattern that matches `text` anywhere (its `%`, `_` and `\` taken literally, with
 /// `\` as the escape character).
 pub fn contains_pattern(text: &str) -> String {

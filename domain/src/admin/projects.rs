@@ -140,7 +140,7 @@ pub async fn list(
     who: &Principal,
     q: &ProjectQuery,
 ) -> DomainResult<Page<ProjectDto>> {
-    use sea_orm::sea_query::{Expr, Func, LikeExpr};
+    use sea_orm::sea_query::Expr;
     use sea_orm::{Condition, QuerySelect};
     let after = super::cursor::decode("projects", q.cursor.as_deref())?;
     let limit = super::cursor::limit(q.limit);
@@ -150,19 +150,14 @@ pub async fn list(
     if !(eff.active && eff.org_permissions().contains(&Permission::ProjectRead)) {
         cond = cond.add(projects::Column::Name.is_in(eff.visible_projects()));
     }
-    if let Some(t) =
-        q.q.as_deref()
-            .map(|s| s.trim().to_lowercase())
-            .filter(|s| !s.is_empty())
-    {
-        let like = || LikeExpr::new(super::cursor::contains_pattern(&t)).escape('\\');
-        cond = cond.add(
-            Condition::any()
-                .add(Expr::col(projects::Column::Name).like(like()))
-                .add(
-                    Expr::expr(Func::lower(Expr::col(projects::Column::Description))).like(like()),
-                ),
-        );
+    if let Some(c) = super::cursor::contains_any(
+        q.q.as_deref(),
+        [
+            Expr::col(projects::Column::Name).into(),
+            Expr::col(projects::Column::Description).into(),
+        ],
+    ) {
+        cond = cond.add(c);
     }
     if let Some(a) = after {
         cond = cond.add(projects::Column::Name.gt(a));

@@ -68,7 +68,7 @@ async fn group_names_of(svc: &Services, user_id: &str) -> DomainResult<Vec<Strin
 }
 
 pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResult<Page<UserDto>> {
-    use sea_orm::sea_query::{Expr, Func, LikeExpr, Query, SelectStatement};
+    use sea_orm::sea_query::{Expr, Query, SelectStatement};
     use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect};
     svc.gate(who, Action::org(Permission::UserRead)).await?;
     let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
@@ -88,17 +88,14 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
     if let Some(s) = given(&q.status) {
         cond = cond.add(users::Column::Status.eq(s));
     }
-    if let Some(t) =
-        q.q.as_ref()
-            .map(|t| t.trim().to_lowercase())
-            .filter(|t| !t.is_empty())
-    {
-        let like = || LikeExpr::new(super::cursor::contains_pattern(&t)).escape('\\');
-        cond = cond.add(
-            Condition::any()
-                .add(Expr::expr(Func::lower(Expr::col(users::Column::Email))).like(like()))
-                .add(Expr::expr(Func::lower(Expr::col(users::Column::Name))).like(like())),
-        );
+    if let Some(c) = super::cursor::contains_any(
+        q.q.as_deref(),
+        [
+            Expr::col(users::Column::Email).into(),
+            Expr::col(users::Column::Name).into(),
+        ],
+    ) {
+        cond = cond.add(c);
     }
     if let Some(g) = given(&q.group) {
         cond = cond.add(
