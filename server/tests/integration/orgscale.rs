@@ -5,7 +5,10 @@
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use warden_domain::access::Principal;
+use warden_domain::audit::{RequestMeta, SessionType};
 use warden_domain::clock::Clock;
+use warden_domain::ids::UserId;
 use warden_domain::seed::{seed, SeedOptions};
 use warden_server::testing::{Client, TestApp};
 
@@ -551,6 +554,56 @@ async fn projects_page_through_what_the_caller_may_see() {
         .assert_status(201);
     let theirs = page_through(&member, "/api/v1/projects", 1).await;
     assert_eq!(names(&theirs), vec![one.clone()]);
+    // The forms' name lists obey the same rules: their project, the clusters it owns or is
+    // shared, and no groups (reading groups needs `group.read`).
+    let pat_id = sql_strings(
+        &app.services().db,
+        "SELECT id FROM users WHERE email = 'pat@example.com'",
+    )
+    .await[0]
+        .clone();
+    let pat = Principal {
+        user_id: UserId::parse(&pat_id).unwrap(),
+        email: "pat@example.com".into(),
+        name: "pat".into(),
+        session_type: SessionType::Browser,
+        must_change_password: false,
+        must_enrol_mfa: false,
+        second_factor_at: None,
+        request: RequestMeta::default(),
+    };
+    let svc = app.services();
+    assert_eq!(
+        warden_domain::admin::projects::names(svc, &pat)
+            .await
+            .unwrap(),
+        vec![one.clone()]
+    );
+    let mut held = sql_strings(
+        &svc.db,
+        &format!(
+            "SELECT c.name FROM clusters c JOIN projects p ON p.id = c.project_id WHERE p.name = '{one}' \
+             UNION SELECT c.name FROM clusters c JOIN cluster_shares s ON s.cluster_id = c.id \
+             JOIN projects p ON p.id = s.project_id WHERE p.name = '{one}'"
+        ),
+    )
+    .await;
+    held.sort();
+    let clusters = warden_domain::admin::clusters::names(svc, &pat)
+        .await
+        .unwrap();
+    assert_eq!(clusters, held);
+    let every = warden_domain::admin::clusters::names(svc, &admin_principal(&app).await)
+        .await
+        .unwrap();
+    assert!(every.len() > clusters.len(), "{every:?} vs {clusters:?}");
+    assert!(warden_domain::admin::groups::refs(svc, &pat).await.is_err());
+    assert!(
+        !warden_domain::admin::groups::refs(svc, &admin_principal(&app).await)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The console: the first page links to the next; the user's page names choices only.
     let page = admin.get("/projects").await.assert_status(200);
@@ -562,12 +615,6 @@ async fn projects_page_through_what_the_caller_may_see() {
         .await
         .assert_status(200);
     assert!(page2.body.contains(&format!("/projects/{}", all[2])));
-    let pat_id = sql_strings(
-        &app.services().db,
-        "SELECT id FROM users WHERE email = 'pat@example.com'",
-    )
-    .await[0]
-        .clone();
     let user_page = admin
         .get(&format!("/users/{pat_id}"))
         .await
@@ -591,4 +638,26 @@ async fn projects_page_through_what_the_caller_may_see() {
         !user_page.body.contains("clusters_owned") && !user_page.body.contains("member_count"),
         "no counts are sent for a choice of names"
     );
+}
+
+async fn admin_principal(app: &TestApp) -> Principal {
+    let id = sql_strings(
+        &app.services().db,
+        &format!(
+            "SELECT id FROM users WHERE email = '{}'",
+            warden_server::testing::ADMIN_EMAIL
+        ),
+    )
+    .await[0]
+        .clone();
+    Principal {
+        user_id: UserId::parse(&id).unwrap(),
+        email: warden_server::testing::ADMIN_EMAIL.into(),
+        name: "admin".into(),
+        session_type: SessionType::Browser,
+        must_change_password: false,
+        must_enrol_mfa: false,
+        second_factor_at: None,
+        request: RequestMeta::default(),
+    }
 }
