@@ -932,13 +932,6 @@ pub async fn record_heartbeats(
             plain.push(id.clone());
             continue;
         };
-        let mut facts = facts.clone();
-        facts
-            .nodes
-            .truncate(crate::agent_protocol::limits::MAX_NODES);
-        facts
-            .namespaces
-            .truncate(crate::agent_protocol::limits::MAX_NAMESPACES);
         let short = |v: &Option<String>| v.as_ref().map(|v| v.chars().take(64).collect::<String>());
         clusters::Entity::update_many()
             .col_expr(clusters::Column::LastSeen, Expr::value(now))
@@ -956,7 +949,7 @@ pub async fn record_heartbeats(
             )
             .col_expr(
                 clusters::Column::Facts,
-                Expr::value(serde_json::to_string(&facts).unwrap_or_else(|_| "{}".into())),
+                Expr::value(serde_json::to_string(facts).unwrap_or_else(|_| "{}".into())),
             )
             .filter(clusters::Column::Id.eq(id.as_str()))
             .exec(&txn)

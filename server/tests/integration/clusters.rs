@@ -2138,7 +2138,12 @@ async fn the_manifest_links_bootstrap_token_is_independent_of_the_link() {
 /// group moves the time on.
 #[tokio::test]
 async fn heartbeats_are_stored_in_groups() {
-    let (app, admin) = app().await;
+    // No tunnel is open here, so the status sweeper would rightly mark these clusters
+    // disconnected once the agent timeout has passed since start: keep it out of the test.
+    let (app, admin) = TestApp::spawn_with(fast_env(&[("WARDEN_AGENT_TIMEOUT_MS", "600000")]))
+        .await
+        .with_admin()
+        .await;
     let mut ids = Vec::new();
     for name in ["hb-1", "hb-2", "hb-3"] {
         let (r, _) = import(&admin, name, "default").await;
