@@ -914,10 +914,13 @@ async fn record_history<C: ConnectionTrait>(
 /// transaction: new facts with one `UPDATE` per cluster that brought some, the time of the
 /// others with one `UPDATE` per 500 clusters, so a thousand agents cost one commit a second
 /// instead of a thousand. A cluster among them that was not `connected` becomes so (after the
-/// commit, audited). Facts that break the bounds are never stored (the caller audits them).
+/// commit, audited) if its tunnel is still live (`is_live`): a heartbeat stored just after its
+/// tunnel closed must not undo the disconnection. Facts that break the bounds are never
+/// stored (the caller audits them).
 pub async fn record_heartbeats(
     svc: &Services,
     beats: &[(String, Option<ClusterFacts>)],
+    is_live: &(dyn Fn(&str) -> bool + Sync),
 ) -> DomainResult<()> {
     use sea_orm::sea_query::Expr;
     use sea_orm::QuerySelect;
@@ -977,7 +980,7 @@ pub async fn record_heartbeats(
             .into_tuple()
             .all(&svc.db)
             .await?;
-        for id in not_connected {
+        for id in not_connected.into_iter().filter(|id| is_live(id)) {
             set_status(svc, &id, cluster_status::CONNECTED, "heartbeat received").await?;
         }
     }

@@ -11,7 +11,7 @@ use warden_domain::agents;
 use warden_domain::dto::ClusterFacts;
 use warden_domain::Services;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// At most this many heartbeats in one write.
 const MAX_GROUP: usize = 2000;
@@ -32,8 +32,9 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
-    /// Start the writer; it ends when this handle is dropped.
-    pub fn start(services: Arc<Services>) -> Self {
+    /// Start the writer; it ends when this handle is dropped. `tunnels`: the registry whose
+    /// live tunnels a heartbeat may mark connected again.
+    pub fn start(services: Arc<Services>, tunnels: Weak<super::ClusterConnections>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Beat>();
         tokio::spawn(async move {
             let mut group = Vec::new();
@@ -44,7 +45,8 @@ impl Heartbeats {
                     .collect();
                 let credentials: Vec<&str> =
                     group.iter().map(|b| b.credential_id.as_str()).collect();
-                let result = match agents::record_heartbeats(&services, &beats).await {
+                let is_live = |id: &str| tunnels.upgrade().is_some_and(|t| t.has_tunnel(id));
+                let result = match agents::record_heartbeats(&services, &beats, &is_live).await {
                     Ok(()) => agents::valid_credentials(&services, &credentials)
                         .await
                         .map_err(|e| e.to_string()),

@@ -127,7 +127,7 @@ impl ClusterConnections {
             me: me.clone(),
             seen: RwLock::new(HashMap::new()),
             replicas: std::sync::OnceLock::new(),
-            heartbeats: heartbeats::Heartbeats::start(services.clone()),
+            heartbeats: heartbeats::Heartbeats::start(services.clone(), me.clone()),
         });
         services
             .clusters

@@ -2167,7 +2167,7 @@ async fn heartbeats_are_stored_in_groups() {
         (ids[2].clone(), Some(facts)),
         ("no-such-cluster".to_owned(), None),
     ];
-    warden_domain::agents::record_heartbeats(app.services(), &group)
+    warden_domain::agents::record_heartbeats(app.services(), &group, &|_| true)
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -2196,8 +2196,19 @@ async fn heartbeats_are_stored_in_groups() {
         );
     }
 
+    // A heartbeat stored after its tunnel closed (no longer live) keeps the time but does not
+    // undo the disconnection.
+    let (r, _) = import(&admin, "hb-late", "default").await;
+    let late = r["id"].as_str().unwrap().to_owned();
+    warden_domain::agents::record_heartbeats(app.services(), &[(late, None)], &|_| false)
+        .await
+        .unwrap();
+    let c = admin.get("/api/v1/clusters/hb-late").await.json();
+    assert_ne!(c["status"], "connected", "{c}");
+    assert!(c["last_seen"].is_string(), "{c}");
+
     app.clock.advance_secs(30);
-    warden_domain::agents::record_heartbeats(app.services(), &group[..2])
+    warden_domain::agents::record_heartbeats(app.services(), &group[..2], &|_| true)
         .await
         .unwrap();
     let c1 = admin.get("/api/v1/clusters/hb-1").await.json();
