@@ -1291,6 +1291,21 @@ async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_the
     admin_z
         .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
         .await;
+    // The grant reaches Y through the epoch notification, within moments: wait for Y to
+    // answer with it before opening the terminal there.
+    let granted = Instant::now();
+    while sally
+        .get(&format!("/api/v1/clusters/{CLUSTER}/pods?namespace=apple"))
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            granted.elapsed() < Duration::from_secs(5),
+            "the grant made on Z never reached Y"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut again = open_terminal(
         &y.url,
         &cookie,
