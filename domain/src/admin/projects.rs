@@ -133,6 +133,20 @@ fn check_description(d: &str) -> DomainResult<String> {
 }
 
 /// The projects the caller can see.
+/// The projects the caller can see, as a condition (the list's and the names' one rule).
+/// An organization-wide `project.read` sees them all: no list of names to send.
+async fn visible(svc: &Services, who: &Principal) -> DomainResult<sea_orm::Condition> {
+    let eff = svc.policy.effective(who.user_id).await?;
+    let all = sea_orm::Condition::all();
+    Ok(
+        if eff.active && eff.org_permissions().contains(&Permission::ProjectRead) {
+            all
+        } else {
+            all.add(projects::Column::Name.is_in(eff.visible_projects()))
+        },
+    )
+}
+
 /// The projects the caller can see, a page at a time (keyset on the name), with their counts
 /// (for that page only).
 pub async fn list(
@@ -141,15 +155,10 @@ pub async fn list(
     q: &ProjectQuery,
 ) -> DomainResult<Page<ProjectDto>> {
     use sea_orm::sea_query::Expr;
-    use sea_orm::{Condition, QuerySelect};
+    use sea_orm::QuerySelect;
     let after = super::cursor::decode("projects", q.cursor.as_deref())?;
     let limit = super::cursor::limit(q.limit);
-    let eff = svc.policy.effective(who.user_id).await?;
-    let mut cond = Condition::all();
-    // An organization-wide `project.read` sees them all: no list of names to send.
-    if !(eff.active && eff.org_permissions().contains(&Permission::ProjectRead)) {
-        cond = cond.add(projects::Column::Name.is_in(eff.visible_projects()));
-    }
+    let mut cond = visible(svc, who).await?;
     if let Some(c) = super::cursor::contains_any(
         q.q.as_deref(),
         [
@@ -184,12 +193,10 @@ pub async fn list(
 /// without [`list`]'s counts (which cost a grouped scan of bindings and clusters).
 pub async fn names(svc: &Services, who: &Principal) -> DomainResult<Vec<String>> {
     use sea_orm::QuerySelect;
-    let eff = svc.policy.effective(who.user_id).await?;
-    let visible = eff.visible_projects();
     Ok(projects::Entity::find()
         .select_only()
         .column(projects::Column::Name)
-        .filter(projects::Column::Name.is_in(visible))
+        .filter(visible(svc, who).await?)
         .order_by_asc(projects::Column::Name)
         .into_tuple()
         .all(&svc.db)
