@@ -1008,6 +1008,47 @@ pub async fn valid_credentials(
     Ok(valid)
 }
 
+/// Why a credential found invalid (by [`valid_credentials`]) stopped working, as the refusal
+/// its agent is sent: the cluster was deleted (the agent should be removed) or the credential
+/// was revoked (a new manifest is needed). Rare path: one read.
+pub async fn credential_refusal(svc: &Services, credential_id: &str) -> DomainResult<Refusal> {
+    let cred = cluster_agent_credentials::Entity::find_by_id(credential_id.to_owned())
+        .one(&svc.db)
+        .await?;
+    let cluster = match cred.as_ref().and_then(|c| c.cluster_id.clone()) {
+        Some(id) => clusters::Entity::find_by_id(id).one(&svc.db).await?,
+        None => None,
+    };
+    Ok(match (cred, cluster) {
+        (Some(c), Some(cluster)) if c.revoked_at.is_some() => Refusal::new(
+            403,
+            refusal::CREDENTIAL_REVOKED,
+            format!(
+                "the agent credential of cluster {} was revoked ({}). Download a new manifest for the cluster in Warden and apply it",
+                cluster.name,
+                c.revoked_reason.as_deref().unwrap_or("revoked")
+            ),
+        ),
+        (Some(c), Some(cluster)) => Refusal::new(
+            403,
+            refusal::CREDENTIAL_REVOKED,
+            format!(
+                "the agent credential of cluster {} is no longer valid ({}). Download a new manifest for the cluster in Warden and apply it",
+                cluster.name,
+                c.revoked_reason.as_deref().unwrap_or("revoked")
+            ),
+        ),
+        (cred, _) => Refusal::new(
+            403,
+            refusal::CLUSTER_DELETED,
+            format!(
+                "the cluster {} was deleted from Warden and this agent's credential is revoked. Remove the agent with: {CLEANUP_COMMAND}",
+                cred.map(|c| c.cluster_name).unwrap_or_else(|| "of this agent".into())
+            ),
+        ),
+    })
+}
+
 /// Clusters marked `connected` whose agent has no tunnel in `live`: mark them `disconnected`
 /// (after a restart of Warden, or a tunnel lost without notice).
 /// `is_live` is asked after the rows are read, so a tunnel registered meanwhile counts as live.

@@ -2259,3 +2259,67 @@ async fn heartbeat_groups_tell_which_credentials_are_valid() {
     .unwrap();
     assert_eq!(valid, ["c-valid".to_owned()].into_iter().collect());
 }
+
+/// The close signal of a deletion or a revocation can be missed (another replica made the
+/// change, or a heartbeat was stored between the commit and the signal): the next heartbeat
+/// ends the tunnel anyway, and says why as the signal would have.
+#[tokio::test]
+async fn a_missed_close_signal_is_caught_by_the_next_heartbeat_with_its_reason() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use warden_domain::entities::{cluster_agent_credentials as creds, clusters};
+    let (app, admin) = app().await;
+    let (revoked_sim, deleted_sim) = (Sim::start().await, Sim::start().await);
+    let revoked = connected(&app, &admin, &revoked_sim, "revoked").await;
+    let deleted = connected(&app, &admin, &deleted_sim, "gone").await;
+    let id_of = |name: &'static str| {
+        let db = app.state.services.db.clone();
+        async move {
+            clusters::Entity::find()
+                .filter(clusters::Column::Name.eq(name))
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+        }
+    };
+    let (revoked_id, deleted_id) = (id_of("revoked").await, id_of("gone").await);
+    // Straight in the database: no signal reaches the tunnels.
+    creds::Entity::update_many()
+        .col_expr(
+            creds::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(1_i64)),
+        )
+        .col_expr(
+            creds::Column::RevokedReason,
+            sea_orm::sea_query::Expr::value(Some("rotated by the test")),
+        )
+        .filter(creds::Column::ClusterId.eq(revoked_id))
+        .exec(&app.state.services.db)
+        .await
+        .unwrap();
+    creds::Entity::update_many()
+        .col_expr(
+            creds::Column::ClusterId,
+            sea_orm::sea_query::Expr::value(Option::<String>::None),
+        )
+        .filter(creds::Column::ClusterId.eq(deleted_id))
+        .exec(&app.state.services.db)
+        .await
+        .unwrap();
+    let outcome = |a: RunningAgent| async move {
+        match a.outcome().await {
+            Err(AgentError::Refused { code, message }) => (code, message),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (code, message) = outcome(revoked).await;
+    assert_eq!(code, "credential_revoked", "{message}");
+    assert!(message.contains("rotated by the test"), "{message}");
+    let (code, message) = outcome(deleted).await;
+    assert_eq!(code, "cluster_deleted", "{message}");
+    assert!(
+        message.contains("kubectl delete namespace warden-system"),
+        "{message}"
+    );
+}
