@@ -568,27 +568,37 @@ async fn load_effective(
             .and_where(Expr::col(group_members::Column::UserId).eq(uid.clone()))
             .to_owned()
     };
-    let held = || {
-        Condition::any()
-            .add(Expr::col(bindings::Column::UserId).eq(uid.clone()))
-            .add(Expr::col(bindings::Column::GroupId).in_subquery(member_groups()))
-    };
-    let bindings_column = |c: bindings::Column| -> SelectStatement {
+    // The bindings the user holds directly, and those held through a group. Kept as two
+    // conditions, never one `user_id = … OR group_id IN (…)`: the databases cannot serve that
+    // OR from the two indexes and scan every binding instead (12 ms at 50,000 bindings).
+    let direct = || Condition::all().add(Expr::col(bindings::Column::UserId).eq(uid.clone()));
+    let via_groups =
+        || Condition::all().add(Expr::col(bindings::Column::GroupId).in_subquery(member_groups()));
+    let bindings_column = |c: bindings::Column, held: Condition| -> SelectStatement {
         Query::select()
             .column(c)
             .from(bindings::Entity)
-            .cond_where(held())
+            .cond_where(held)
             .to_owned()
+    };
+    let in_held = |target: Expr, c: bindings::Column| {
+        Condition::any()
+            .add(target.clone().in_subquery(bindings_column(c, direct())))
+            .add(target.in_subquery(bindings_column(c, via_groups())))
     };
     // Every project's name, only when one of the bindings is organization-wide (no project):
     // such a grant may expand to all of them.
-    let org_wide = Query::select()
-        .expr(Expr::val(1))
-        .from(bindings::Entity)
-        .and_where(Expr::col(bindings::Column::ProjectId).is_null())
-        .cond_where(held())
-        .to_owned();
-    let (u, group_names, rows, role_list, project_list, every_project) = tokio::try_join!(
+    let org_wide = |held: Condition| {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(bindings::Entity)
+                .and_where(Expr::col(bindings::Column::ProjectId).is_null())
+                .cond_where(held)
+                .to_owned(),
+        )
+    };
+    let (u, group_names, direct_rows, group_rows, role_list, project_list, every_project) = tokio::try_join!(
         users::Entity::find_by_id(uid.clone()).one(db),
         groups::Entity::find()
             .select_only()
@@ -596,24 +606,42 @@ async fn load_effective(
             .filter(groups::Column::Id.in_subquery(member_groups()))
             .into_tuple::<(String, String)>()
             .all(db),
-        bindings::Entity::find().filter(held()).all(db),
+        bindings::Entity::find().filter(direct()).all(db),
+        bindings::Entity::find().filter(via_groups()).all(db),
         roles::Entity::find()
-            .filter(roles::Column::Id.in_subquery(bindings_column(bindings::Column::RoleId)))
+            .filter(in_held(
+                Expr::col((roles::Entity, roles::Column::Id)),
+                bindings::Column::RoleId
+            ))
             .all(db),
         projects::Entity::find()
             .select_only()
             .columns([projects::Column::Id, projects::Column::Name])
-            .filter(projects::Column::Id.in_subquery(bindings_column(bindings::Column::ProjectId)))
+            .filter(in_held(
+                Expr::col((projects::Entity, projects::Column::Id)),
+                bindings::Column::ProjectId
+            ))
             .into_tuple::<(String, String)>()
             .all(db),
         projects::Entity::find()
             .select_only()
             .column(projects::Column::Name)
-            .filter(Expr::exists(org_wide))
+            .filter(
+                Condition::any()
+                    .add(org_wide(direct()))
+                    .add(org_wide(via_groups()))
+            )
             .order_by_asc(projects::Column::Name)
             .into_tuple::<String>()
             .all(db),
     )?;
+    // A binding naming both the user and a group (none should) is counted once.
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<bindings::Model> = direct_rows
+        .into_iter()
+        .chain(group_rows)
+        .filter(|b| seen.insert(b.id.clone()))
+        .collect();
     let Some(u) = u else {
         return Ok(Effective {
             active: false,
