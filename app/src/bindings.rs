@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use warden_domain::dto::{BindingDto, BindingQuery, ClusterNamespaces, RoleDto, SubjectRef};
+use warden_domain::dto::{BindingDto, BindingQuery, ClusterNamespaces, RoleDto, Scope, SubjectRef};
 
 use crate::error::AppError;
 use crate::ui::{confirm_href, confirm_target, ConfirmPanel, FieldError, FormAlert, FormState};
@@ -342,33 +342,28 @@ pub fn BindingForm(
     });
     let scope_of = {
         let roles = roles.clone();
-        move |name: &str| {
-            roles
-                .iter()
-                .find(|r| r.name == name)
-                .map(|r| r.scope.clone())
-        }
+        move |name: &str| roles.iter().find(|r| r.name == name).map(|r| r.scope)
     };
     // After hydration the namespaces field is enabled only for namespace roles.
     let ns_disabled = Signal::derive(move || {
         let r = role.get();
-        !r.is_empty() && scope_of(&r).as_deref() != Some("namespace")
+        !r.is_empty() && scope_of(&r) != Some(Scope::Namespace)
     });
     let fixed_project = project.is_some();
     let shown_roles: Vec<RoleDto> = roles
         .into_iter()
-        .filter(|r| !fixed_project || r.scope != "organization")
+        .filter(|r| !fixed_project || r.scope != Scope::Organization)
         .collect();
-    let groups_of = |scope: &'static str, shown: &[RoleDto]| -> Vec<RoleDto> {
+    let groups_of = |scope: Scope, shown: &[RoleDto]| -> Vec<RoleDto> {
         shown.iter().filter(|r| r.scope == scope).cloned().collect()
     };
     let optgroups: Vec<(&'static str, Vec<RoleDto>)> = [
         (
             "Organization roles",
-            groups_of("organization", &shown_roles),
+            groups_of(Scope::Organization, &shown_roles),
         ),
-        ("Project roles", groups_of("project", &shown_roles)),
-        ("Namespace roles", groups_of("namespace", &shown_roles)),
+        ("Project roles", groups_of(Scope::Project, &shown_roles)),
+        ("Namespace roles", groups_of(Scope::Namespace, &shown_roles)),
     ]
     .into_iter()
     .filter(|(_, rs)| !rs.is_empty())

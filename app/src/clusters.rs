@@ -10,7 +10,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use warden_domain::dto::{
-    AuditEventDto, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, Me,
+    AuditEventDto, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, ClusterStatus, Me,
 };
 
 use crate::error::AppError;
@@ -253,10 +253,10 @@ fn ticker(every: Duration) -> ReadSignal<u32> {
 /// Whether the user may import clusters into some project.
 pub(crate) fn can_import(me: &Me) -> bool {
     me.has_org("cluster.write")
-        || me
-            .grants
-            .iter()
-            .any(|g| g.scope == "project" && g.permissions.iter().any(|p| p == "cluster.write"))
+        || me.grants.iter().any(|g| {
+            g.scope == warden_domain::dto::Scope::Project
+                && g.permissions.iter().any(|p| p == "cluster.write")
+        })
 }
 
 /// Projects the user may import clusters into.
@@ -270,16 +270,10 @@ fn import_projects(me: &Me) -> Vec<String> {
 
 #[component]
 pub(crate) fn StatusChip(
-    status: String,
+    status: ClusterStatus,
     #[prop(optional, into)] testid: Option<String>,
 ) -> impl IntoView {
-    let label = match status.as_str() {
-        "connected" => "Connected",
-        "disconnected" => "Disconnected",
-        "pending" => "Pending",
-        _ => "Unknown",
-    };
-    view! { <span class=format!("status status-{status}") data-testid=testid data-status=status.clone()>{label}</span> }
+    view! { <span class=format!("status status-{status}") data-testid=testid data-status=status.as_str()>{status.label()}</span> }
 }
 
 fn ago(rfc3339: &Option<String>) -> String {
@@ -337,7 +331,7 @@ pub fn ClustersPage() -> impl IntoView {
             <div class="filter">
                 <label for="filter-status">"Status"</label>
                 <select id="filter-status" name="status">
-                    {[("", "Any"), ("connected", "Connected"), ("disconnected", "Disconnected"), ("pending", "Pending")].into_iter().map(|(v, l)| {
+                    {[("", "Any")].into_iter().chain(ClusterStatus::ALL.map(|s| (s.as_str(), s.label()))).map(|(v, l)| {
                         view! { <option value=v selected=move || get("status") == v>{l}</option> }
                     }).collect_view()}
                 </select>
@@ -393,7 +387,7 @@ fn ClustersTable(
                     view! {
                         <tr data-testid=format!("cluster-row-{}", c.name)>
                             <td><a href=format!("/clusters/{}", c.name)>{c.name.clone()}</a></td>
-                            <td><StatusChip status=c.status.clone() testid=format!("status-{}", c.name)/></td>
+                            <td><StatusChip status=c.status testid=format!("status-{}", c.name)/></td>
                             <td>{c.project.clone()}{shared}</td>
                             <td>{c.kubernetes_version.clone().unwrap_or_else(|| "—".into())}</td>
                             <td>{c.node_count.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
@@ -404,7 +398,7 @@ fn ClustersTable(
                                     <a href=format!("/api/v1/kubeconfig?cluster={}", crate::ui::encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external" data-testid=format!("kubeconfig-{}", c.name)>"kubeconfig"</a>
                                     " "
                                 })}
-                                {(terminals.contains(&c.name) && c.status == "connected").then(|| view! {
+                                {(terminals.contains(&c.name) && c.status == ClusterStatus::Connected).then(|| view! {
                                     <TerminalLink cluster=c.name.clone() label="Terminal" testid=format!("terminal-{}", c.name)/>
                                 })}
                                 {(!reachable.contains(&c.name)).then(|| view! {
@@ -500,7 +494,7 @@ pub fn ConnectClusterPage() -> impl IntoView {
         <h1>"Connect " {name}</h1>
         <Transition fallback=|| view! { <WizardSteps current=2/> }>
             {move || Suspend::new(async move {
-                let done = matches!(cluster.await, Ok(c) if c.cluster.status == "connected" && c.cluster.last_seen.is_some());
+                let done = matches!(cluster.await, Ok(c) if c.cluster.status == ClusterStatus::Connected && c.cluster.last_seen.is_some());
                 view! { <WizardSteps current=if done { 3 } else { 2 }/> }
             })}
         </Transition>
@@ -668,7 +662,7 @@ fn Checklist(
                         Ok(d) => {
                             let c = d.cluster;
                             let registered = c.registered_at.is_some();
-                            let connected = c.status == "connected";
+                            let connected = c.status == ClusterStatus::Connected;
                             let heartbeat = c.last_seen.is_some() && c.kubernetes_version.is_some();
                             let facts = heartbeat.then(|| format!(
                                 "Kubernetes {}, {} node(s), {} namespace(s)",
@@ -788,7 +782,7 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
     let row = |label: &'static str, value: String| view! { <dt>{label}</dt><dd>{value}</dd> };
     let c2 = c.clone();
     view! {
-        <h1>"Cluster " <span data-testid="cluster-name">{c.name.clone()}</span> " " <StatusChip status=c.status.clone() testid="cluster-status"/></h1>
+        <h1>"Cluster " <span data-testid="cluster-name">{c.name.clone()}</span> " " <StatusChip status=c.status testid="cluster-status"/></h1>
         <p class="muted">{if c.description.is_empty() { "No description.".to_owned() } else { c.description.clone() }}</p>
         <section class="card" aria-labelledby="details-title">
             <h2 id="details-title">"Details"</h2>
@@ -846,7 +840,7 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                         <thead><tr><th scope="col">"Time"</th><th scope="col">"Status"</th><th scope="col">"Why"</th></tr></thead>
                         <tbody>
                             {detail.history.iter().map(|h| view! {
-                                <tr><td>{crate::ui::short_time(&h.at)}</td><td><StatusChip status=h.status.clone()/></td><td>{h.reason.clone()}</td></tr>
+                                <tr><td>{crate::ui::short_time(&h.at)}</td><td><StatusChip status=h.status/></td><td>{h.reason.clone()}</td></tr>
                             }).collect_view()}
                         </tbody>
                     </table>
@@ -894,7 +888,7 @@ fn ManageCluster(
     let name = StoredValue::new(cluster.name.clone());
     let open = confirm_open("delete-cluster", None);
     let href = confirm_href("delete-cluster", None);
-    let disconnected = cluster.status == "disconnected";
+    let disconnected = cluster.status == ClusterStatus::Disconnected;
     let cluster_name = cluster.name.clone();
     let description = cluster.description.clone();
     let labels = format_labels(&cluster.labels);

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use warden_domain::dto::{AuditEventDto, EffectiveGrant, GettingStarted, Overview};
+use warden_domain::dto::{AuditEventDto, ClusterStatus, EffectiveGrant, GettingStarted, Overview};
 
 use crate::error::AppError;
 use crate::layout::MeResource;
@@ -79,7 +79,7 @@ pub fn HomePage() -> impl IntoView {
                                         {m.grants.iter().map(|g| view! {
                                             <tr>
                                                 <td>{g.role.clone()}</td>
-                                                <td>{g.scope.clone()}</td>
+                                                <td>{g.scope.as_str()}</td>
                                                 <td>{g.project.clone().unwrap_or_else(|| "all".into())}</td>
                                                 <td>{g.namespaces.join(", ")}</td>
                                                 <td>{g.via.clone()}</td>
@@ -121,11 +121,15 @@ fn OverviewPanels(overview: Overview, importer: bool) -> impl IntoView {
         getting_started,
     } = overview;
     let total: u64 = cluster_counts.values().sum();
-    let counts = ["pending", "disconnected", "connected"]
-        .into_iter()
-        .filter_map(|s| cluster_counts.get(s).map(|n| format!("{n} {s}")))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let counts = [
+        ClusterStatus::Pending,
+        ClusterStatus::Disconnected,
+        ClusterStatus::Connected,
+    ]
+    .into_iter()
+    .filter_map(|s| cluster_counts.get(&s).map(|n| format!("{n} {s}")))
+    .collect::<Vec<_>>()
+    .join(", ");
     let shown = clusters.len() as u64;
     view! {
         {getting_started.filter(|g| !g.done()).map(|g| view! { <GettingStartedCard steps=g/> })}
@@ -144,14 +148,14 @@ fn OverviewPanels(overview: Overview, importer: bool) -> impl IntoView {
                         <thead><tr><th scope="col">"Name"</th><th scope="col">"Project"</th><th scope="col">"Status"</th><th scope="col">"Last seen"</th></tr></thead>
                         <tbody>
                             {clusters.into_iter().map(|c| {
-                                let needs = c.status != "connected";
-                                let href = if c.status == "pending" && importer { format!("/clusters/{}/connect", c.name) } else { format!("/clusters/{}", c.name) };
+                                let needs = c.status != ClusterStatus::Connected;
+                                let href = if c.status == ClusterStatus::Pending && importer { format!("/clusters/{}/connect", c.name) } else { format!("/clusters/{}", c.name) };
                                 view! {
                                     <tr data-testid=format!("overview-cluster-{}", c.name)>
                                         <td><a href=href>{c.name.clone()}</a></td>
                                         <td>{c.project.clone()}</td>
                                         <td>
-                                            <crate::clusters::StatusChip status=c.status.clone()/>
+                                            <crate::clusters::StatusChip status=c.status/>
                                             {needs.then(|| c.status_reason.clone()).flatten().map(|r| view! { <span class="muted">" — " {r}</span> })}
                                         </td>
                                         <td>{c.last_seen.as_deref().map(short_time).unwrap_or_else(|| "never".into())}</td>

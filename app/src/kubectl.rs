@@ -6,6 +6,7 @@
 //! credential); the links here point at it and the session cookie authenticates them.
 
 use leptos::prelude::*;
+use warden_domain::dto::ClusterStatus;
 use warden_domain::kubeconfig::{
     human_duration, KubeconfigRevoked, KubectlSettings, KubectlSettingsDto, MyKubectl,
 };
@@ -332,14 +333,14 @@ fn MyTools(
                                 <tr data-testid=format!("my-cluster-{}", c.name)>
                                     <td>{c.name.clone()}</td>
                                     <td>{c.project.clone()}</td>
-                                    <td><crate::clusters::StatusChip status=c.status.clone()/></td>
+                                    <td><crate::clusters::StatusChip status=c.status/></td>
                                     <td>{c.access.clone()}</td>
                                     <td class="actions">
                                         {(!mine.cli_disabled).then(|| view! {
                                             <a href=format!("/api/v1/kubeconfig?cluster={}", encode(&c.name)) download=format!("warden-{}.kubeconfig", c.name) rel="external">"kubeconfig for this cluster"</a>
                                             " "
                                         })}
-                                        {(c.status == "connected").then(|| view! {
+                                        {(c.status == ClusterStatus::Connected).then(|| view! {
                                             <crate::terminal::TerminalLink cluster=c.name.clone() label="Terminal" testid=format!("my-terminal-open-{}", c.name)/>
                                         })}
                                     </td>

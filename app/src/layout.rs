@@ -81,10 +81,10 @@ pub fn ConsoleLayout() -> impl IntoView {
 fn NavLinks(me: Me) -> impl IntoView {
     let projects = !me.projects.is_empty() || me.has_org("project.create");
     let audit = me.has_org("audit.read")
-        || me
-            .grants
-            .iter()
-            .any(|g| g.scope == "project" && g.permissions.iter().any(|p| p == "audit.read"));
+        || me.grants.iter().any(|g| {
+            g.scope == warden_domain::dto::Scope::Project
+                && g.permissions.iter().any(|p| p == "audit.read")
+        });
     view! {
         {projects.then(|| view! { <A href="/projects">"Projects"</A> })}
         {projects.then(|| view! { <A href="/clusters">"Clusters"</A> })}

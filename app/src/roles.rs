@@ -88,18 +88,15 @@ pub async fn delete_role(name: String) -> Result<(), AppError> {
 }
 
 /// Whether a role of `scope` may carry a permission whose narrowest scope is `min`.
-fn allowed(scope: &str, min: &str) -> bool {
-    match (Scope::parse(scope), Scope::parse(min)) {
-        (Some(s), Some(m)) => s <= m,
-        _ => true,
-    }
+fn allowed(scope: &str, min: Scope) -> bool {
+    Scope::parse(scope).is_none_or(|s| s <= min)
 }
 
 /// What is wrong with this choice, as the server will say it.
 fn problems(scope: &str, catalogue: &[PermissionDto], chosen: &BTreeSet<String>) -> Vec<String> {
     let mut out: Vec<String> = catalogue
         .iter()
-        .filter(|p| chosen.contains(&p.name) && !allowed(scope, &p.scope))
+        .filter(|p| chosen.contains(&p.name) && !allowed(scope, p.scope))
         .map(|p| {
             format!(
                 "{} needs a role of {} scope; a {scope} role cannot carry it.",
@@ -116,15 +113,6 @@ fn problems(scope: &str, catalogue: &[PermissionDto], chosen: &BTreeSet<String>)
         );
     }
     out
-}
-
-fn scope_label(scope: &str) -> &'static str {
-    match scope {
-        "organization" => "Organization",
-        "project" => "Project",
-        "namespace" => "Namespace",
-        _ => "?",
-    }
 }
 
 #[component]
@@ -161,7 +149,7 @@ pub fn RolesPage() -> impl IntoView {
                                                 <a href=format!("/roles/{}", r.name)>{r.name.clone()}</a>
                                                 " " <span class="tag">{if r.builtin { "built-in" } else { "custom" }}</span>
                                             </td>
-                                            <td>{scope_label(&r.scope)}</td>
+                                            <td>{r.scope.label()}</td>
                                             <td>{r.description.clone()}</td>
                                             <td>{r.permissions.len()}</td>
                                         </tr>
@@ -244,8 +232,8 @@ fn PermissionPicker(
                                 let id = format!("perm-{}", p.name.replace('.', "-"));
                                 let name = p.name.clone();
                                 let n2 = p.name.clone();
-                                let min = p.scope.clone();
-                                let blocked = move || !allowed(&scope.get(), &min);
+                                let min = p.scope;
+                                let blocked = move || !allowed(&scope.get(), min);
                                 let blocked2 = blocked.clone();
                                 let checked = initial.contains(&p.name);
                                 view! {
@@ -367,7 +355,7 @@ fn RoleView(
     view! {
         <h1>"Role " {role.name.clone()} " " <span class="tag">{if role.builtin { "built-in" } else { "custom" }}</span></h1>
         <p>{role.description.clone()}</p>
-        <p class="muted">{format!("Scope: {}.", scope_label(&role.scope))}</p>
+        <p class="muted">{format!("Scope: {}.", role.scope.label())}</p>
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let me = me_of(me.await)?;
@@ -380,7 +368,7 @@ fn RoleView(
                             <ActionForm action=update attr:class="form" attr:data-testid="edit-role">
                                 <input type="hidden" name="name" value=role.name.clone()/>
                                 <Field state name="description" label="Description" value=role.description.clone() autocomplete="off"/>
-                                <PermissionPicker state catalogue=cat.get_value() scope=Signal::stored(role.scope.clone()) initial=role.permissions.clone()/>
+                                <PermissionPicker state catalogue=cat.get_value() scope=Signal::stored(role.scope.as_str().to_owned()) initial=role.permissions.clone()/>
                                 <Submit state label="Save"/>
                             </ActionForm>
                             <FormAlert state fields=&["description", "permissions"] ok="Saved. The change applies on the next request."/>

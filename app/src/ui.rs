@@ -515,7 +515,7 @@ pub fn can(me: &Me, permission: &str) -> bool {
 pub fn can_in(me: &Me, permission: &str, project: &str) -> bool {
     me.has_org(permission)
         || me.grants.iter().any(|g| {
-            g.scope == "project"
+            g.scope == warden_domain::dto::Scope::Project
                 && g.project.as_deref() == Some(project)
                 && g.permissions.iter().any(|p| p == permission)
         })

@@ -6,7 +6,8 @@ use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 use warden_domain::dto::{
-    CreatedUser, Explanation, Page, SubjectRef, UserDetail, UserDto, UserQuery,
+    CreatedUser, Explanation, Page, SubjectRef, UserDetail, UserDto, UserOrigin, UserQuery,
+    UserStatus,
 };
 
 use crate::bindings::{BindingForm, BindingsTable, CreateBinding, DeleteBinding, RemoveBinding};
@@ -276,7 +277,7 @@ pub fn UsersPage() -> impl IntoView {
                         <FilterSelect name="project" label="Project" any="Any project"
                             options=opts.projects.iter().map(|p| (p.clone(), p.clone())).collect() current=uq.project.clone()/>
                         <FilterSelect name="status" label="Status" any="Any status"
-                            options=vec![("active".into(), "Active".into()), ("deactivated".into(), "Deactivated".into())] current=uq.status.clone()/>
+                            options=UserStatus::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned())).collect() current=uq.status.clone()/>
                         <div class="filter-actions">
                             <button type="submit" class="btn btn-primary">"Apply"</button>
                             {filtered.then(|| view! { <a class="btn" href="/users">"Clear"</a> })}
@@ -301,7 +302,7 @@ pub fn UsersPage() -> impl IntoView {
                                         <tr>
                                             <td><a href=format!("/users/{}", u.id)>{u.email.clone()}</a></td>
                                             <td>{u.name.clone()}</td>
-                                            <td><StatusChip status=u.status.clone()/></td>
+                                            <td><StatusChip status=u.status/></td>
                                             <td>{u.groups.join(", ")}</td>
                                             <td>{u.last_login_at.as_deref().map(short_time).unwrap_or_else(|| "never".into())}</td>
                                         </tr>
@@ -319,13 +320,13 @@ pub fn UsersPage() -> impl IntoView {
 }
 
 #[component]
-fn StatusChip(status: String) -> impl IntoView {
-    let class = if status == "active" {
+fn StatusChip(status: UserStatus) -> impl IntoView {
+    let class = if status == UserStatus::Active {
         "chip allowed"
     } else {
         "chip denied"
     };
-    view! { <span class=class>{status}</span> }
+    view! { <span class=class>{status.as_str()}</span> }
 }
 
 #[component]
@@ -486,14 +487,14 @@ fn UserView(
     view! {
         <h1>
             <span data-testid="user-email">{detail.user.email.clone()}</span>
-            " " <StatusChip status=detail.user.status.clone()/>
+            " " <StatusChip status=detail.user.status/>
         </h1>
         <section class="card" aria-labelledby="profile-title">
             <h2 id="profile-title">"Profile"</h2>
             <dl class="facts">
                 <dt>"Name"</dt><dd>{detail.user.name.clone()}</dd>
-                <dt>"Status"</dt><dd>{detail.user.status.clone()}</dd>
-                <dt>"Sign-in"</dt><dd>{if detail.user.origin == "sso" { "Single sign-on" } else { "Local password" }}</dd>
+                <dt>"Status"</dt><dd>{detail.user.status.as_str()}</dd>
+                <dt>"Sign-in"</dt><dd>{detail.user.origin.label()}</dd>
                 <dt>"Created"</dt><dd>{short_time(&detail.user.created_at)}</dd>
                 <dt>"Last sign-in"</dt><dd>{detail.user.last_login_at.as_deref().map(short_time).unwrap_or_else(|| "never".into())}</dd>
                 <dt>"Password"</dt><dd>{if detail.user.must_change_password { "must be changed at next sign-in" } else { "set by the user" }}</dd>
@@ -825,8 +826,8 @@ fn AccountActions(
     let resetting = confirm_open("reset-password", None);
     let deleting = confirm_open("delete-user", None);
     let u = StoredValue::new(user);
-    let active = u.with_value(|u| u.status == "active");
-    let local = u.with_value(|u| u.origin == "local");
+    let active = u.with_value(|u| u.status == UserStatus::Active);
+    let local = u.with_value(|u| u.origin == UserOrigin::Local);
     let (deactivate_href, reset_href, delete_href) = (
         confirm_href("deactivate", None),
         confirm_href("reset-password", None),

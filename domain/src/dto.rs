@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::permissions::Scope;
+
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,8 +33,7 @@ pub struct UserSummary {
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectiveGrant {
-    /// `organization`, `project` or `namespace`.
-    pub scope: String,
+    pub scope: Scope,
     pub project: Option<String>,
     pub namespaces: Vec<String>,
     pub permissions: Vec<String>,
@@ -274,10 +275,8 @@ pub struct UserDto {
     pub id: String,
     pub email: String,
     pub name: String,
-    /// `active` or `deactivated`.
-    pub status: String,
-    /// `local` or `sso`.
-    pub origin: String,
+    pub status: UserStatus,
+    pub origin: UserOrigin,
     pub must_change_password: bool,
     pub created_at: String,
     pub last_login_at: Option<String>,
@@ -393,8 +392,7 @@ pub struct AddMemberRequest {
 pub struct RoleDto {
     pub id: String,
     pub name: String,
-    /// `organization`, `project` or `namespace`.
-    pub scope: String,
+    pub scope: Scope,
     pub description: String,
     pub builtin: bool,
     pub permissions: Vec<String>,
@@ -427,7 +425,7 @@ pub struct PermissionDto {
     pub name: String,
     pub area: String,
     /// The narrowest role scope that may carry it.
-    pub scope: String,
+    pub scope: Scope,
     pub description: String,
 }
 
@@ -447,7 +445,7 @@ pub struct BindingDto {
     pub id: String,
     pub subject: SubjectRef,
     pub role: String,
-    pub scope: String,
+    pub scope: Scope,
     pub project: Option<String>,
     pub namespaces: Vec<String>,
     pub created_at: String,
@@ -469,8 +467,7 @@ pub struct BindingDto {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterNamespaces {
     pub cluster: String,
-    /// `pending` | `connected` | `disconnected`.
-    pub status: String,
+    pub status: ClusterStatus,
     /// As the agent last reported them; empty until it has.
     pub namespaces: Vec<String>,
 }
@@ -657,14 +654,147 @@ pub struct ClusterSide {
 
 // ---- Clusters and their agents ----
 
-/// The status of a cluster's agent connection.
-pub mod cluster_status {
+/// The status of a cluster's agent connection (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterStatus {
     /// Imported; no agent has connected yet.
-    pub const PENDING: &str = "pending";
+    #[default]
+    Pending,
     /// The agent's tunnel is up and heartbeats arrive.
-    pub const CONNECTED: &str = "connected";
+    Connected,
     /// The agent was connected once, and no heartbeat arrived within the timeout.
-    pub const DISCONNECTED: &str = "disconnected";
+    Disconnected,
+}
+
+impl ClusterStatus {
+    pub const ALL: [ClusterStatus; 3] = [Self::Pending, Self::Connected, Self::Disconnected];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+        }
+    }
+
+    /// The stored value; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A stored value read back: anything unknown counts as disconnected (never as connected).
+    pub fn from_stored(s: &str) -> Self {
+        Self::parse(s).unwrap_or(Self::Disconnected)
+    }
+
+    /// In words, for people.
+    /// Which needs attention first: pending, then disconnected, then connected.
+    pub const fn attention(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Disconnected => 1,
+            Self::Connected => 2,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Connected => "Connected",
+            Self::Disconnected => "Disconnected",
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stored values of [`ClusterStatus`], for queries.
+pub mod cluster_status {
+    use super::ClusterStatus;
+    pub const PENDING: &str = ClusterStatus::Pending.as_str();
+    pub const CONNECTED: &str = ClusterStatus::Connected.as_str();
+    pub const DISCONNECTED: &str = ClusterStatus::Disconnected.as_str();
+}
+
+/// Whether a user may sign in (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    /// Cannot sign in; their sessions, API keys and kubeconfigs stop working.
+    Deactivated,
+}
+
+impl UserStatus {
+    pub const ALL: [UserStatus; 2] = [Self::Active, Self::Deactivated];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A stored value read back: anything unknown counts as deactivated (fail closed).
+    pub fn from_stored(s: &str) -> Self {
+        Self::parse(s).unwrap_or(Self::Deactivated)
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Deactivated => "Deactivated",
+        }
+    }
+}
+
+/// How a user signs in (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserOrigin {
+    /// A password kept by Warden.
+    Local,
+    /// Single sign-on through an identity provider.
+    Sso,
+}
+
+impl UserOrigin {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Sso => "sso",
+        }
+    }
+
+    /// A stored value read back (anything but `sso` is local: its password rules apply).
+    pub fn from_stored(s: &str) -> Self {
+        if s == Self::Sso.as_str() {
+            Self::Sso
+        } else {
+            Self::Local
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Local => "Local password",
+            Self::Sso => "Single sign-on",
+        }
+    }
 }
 
 /// The agent's dial-out proxy settings, written into the manifest.
@@ -727,8 +857,7 @@ pub struct ClusterDto {
     pub project: String,
     /// Other projects the cluster is shared with.
     pub shared_with: Vec<String>,
-    /// `pending` | `connected` | `disconnected`.
-    pub status: String,
+    pub status: ClusterStatus,
     pub status_reason: Option<String>,
     /// The last heartbeat (RFC 3339).
     pub last_seen: Option<String>,
@@ -751,7 +880,7 @@ pub struct ClusterDto {
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatusChange {
-    pub status: String,
+    pub status: ClusterStatus,
     pub reason: String,
     pub at: String,
 }
@@ -848,8 +977,8 @@ pub struct Overview {
     /// Clusters the caller may read, those needing attention first (pending, then
     /// disconnected), at most [`Overview::CLUSTERS_SHOWN`].
     pub clusters: Vec<OverviewCluster>,
-    /// Readable clusters by status (`pending`, `connected`, `disconnected`).
-    pub cluster_counts: std::collections::BTreeMap<String, u64>,
+    /// Readable clusters by status.
+    pub cluster_counts: std::collections::BTreeMap<ClusterStatus, u64>,
     /// `None`: the caller may not read the audit log.
     pub recent_denials: Option<Vec<AuditEventDto>>,
     pub recent_activity: Option<Vec<AuditEventDto>>,
@@ -866,7 +995,7 @@ impl Overview {
 pub struct OverviewCluster {
     pub name: String,
     pub project: String,
-    pub status: String,
+    pub status: ClusterStatus,
     pub status_reason: Option<String>,
     pub last_seen: Option<String>,
 }
@@ -919,6 +1048,7 @@ pub struct ProjectQuery {
 pub struct ClusterQuery {
     /// Clusters owned by, or shared with, this project.
     pub project: Option<String>,
+    /// `pending`, `connected` or `disconnected` (anything else: 422).
     pub status: Option<String>,
     /// `key=value`, or `key` for any value.
     pub label: Option<String>,

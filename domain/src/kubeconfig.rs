@@ -239,8 +239,7 @@ pub struct MyKubeCluster {
     pub name: String,
     /// The project through which the strongest right comes.
     pub project: String,
-    /// `pending`, `connected` or `disconnected`.
-    pub status: String,
+    pub status: crate::dto::ClusterStatus,
     /// The rights in words, e.g. "write in apple; read in banana".
     pub access: String,
 }

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a role (and so a binding) applies.
+/// Where a role (and so a binding) applies (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -14,7 +15,9 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [Scope; 3] = [Scope::Organization, Scope::Project, Scope::Namespace];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Scope::Organization => "organization",
             Scope::Project => "project",
@@ -28,6 +31,27 @@ impl Scope {
             "namespace" => Some(Scope::Namespace),
             _ => None,
         }
+    }
+
+    /// A stored value read back (validated when written); anything unknown reads as the
+    /// narrowest scope.
+    pub fn from_stored(s: &str) -> Self {
+        Self::parse(s).unwrap_or(Scope::Namespace)
+    }
+
+    /// In words, for people.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Scope::Organization => "Organization",
+            Scope::Project => "Project",
+            Scope::Namespace => "Namespace",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -48,7 +48,7 @@ pub const PENDING_TTL_SECS: i64 = 600;
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// How far in the future an ID token's `iat` may be (clock skew).
 const MAX_IAT_SKEW_SECS: i64 = 300;
-pub const ORIGIN_SSO: &str = "sso";
+pub const ORIGIN_SSO: &str = crate::dto::UserOrigin::Sso.as_str();
 pub const MODE_BY_NAME: &str = "by_name";
 pub const MODE_EXPLICIT: &str = "explicit";
 /// `amr` values (RFC 8176) that say a second factor was used: multiple factors or channels,

@@ -12,9 +12,9 @@ use crate::ids::{TokenId, UserId};
 use crate::secrets::{random_token, sha256_hex};
 use crate::types::{DisplayName, Email};
 
-pub const STATUS_ACTIVE: &str = "active";
-pub const STATUS_DEACTIVATED: &str = "deactivated";
-pub const ORIGIN_LOCAL: &str = "local";
+pub const STATUS_ACTIVE: &str = crate::dto::UserStatus::Active.as_str();
+pub const STATUS_DEACTIVATED: &str = crate::dto::UserStatus::Deactivated.as_str();
+pub const ORIGIN_LOCAL: &str = crate::dto::UserOrigin::Local.as_str();
 pub const PURPOSE_SET_PASSWORD: &str = "set_password";
 /// How long a set-password link stays valid.
 pub const SET_PASSWORD_TTL_SECS: i64 = 24 * 3600;

@@ -22,8 +22,7 @@ pub struct KubeCluster {
     pub name: String,
     pub owner: String,
     pub shared_with: Vec<String>,
-    /// `pending`, `connected` or `disconnected`.
-    pub status: String,
+    pub status: crate::dto::ClusterStatus,
 }
 
 impl KubeCluster {
@@ -564,7 +563,7 @@ mod tests {
             name: "prod".into(),
             owner: "production".into(),
             shared_with: vec!["dev".into()],
-            status: "connected".into(),
+            status: crate::dto::ClusterStatus::Connected,
         }
     }
 

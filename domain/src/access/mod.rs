@@ -283,7 +283,7 @@ impl Effective {
         self.bindings
             .iter()
             .map(|b| EffectiveGrant {
-                scope: b.scope.as_str().to_owned(),
+                scope: b.scope,
                 project: b.project.clone(),
                 namespaces: b.namespaces.clone(),
                 permissions: b.permissions.iter().map(|p| p.name().to_owned()).collect(),

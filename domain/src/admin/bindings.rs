@@ -116,7 +116,7 @@ impl Names {
             id: b.id.clone(),
             subject,
             role,
-            scope,
+            scope: crate::permissions::Scope::from_stored(&scope),
             project: b
                 .project_id
                 .as_ref()

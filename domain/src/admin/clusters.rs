@@ -21,8 +21,8 @@ use crate::agent_protocol::{self, ManifestParams, BOOTSTRAP_TOKEN_PREFIX, CLEANU
 use crate::audit::{AuditEvent, AuditKind, Outcome};
 use crate::dto::{
     cluster_status, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, ClusterFacts,
-    ClusterQuery, ClusterStatusChange, ConnectWarning, CreateClusterRequest, CreatedCluster, Page,
-    PendingManifest, ProxySettings, UpdateClusterRequest,
+    ClusterQuery, ClusterStatus, ClusterStatusChange, ConnectWarning, CreateClusterRequest,
+    CreatedCluster, Page, PendingManifest, ProxySettings, UpdateClusterRequest,
 };
 use crate::entities::{
     cluster_agent_credentials, cluster_bootstrap_tokens, cluster_shares, cluster_status_history,
@@ -260,7 +260,7 @@ fn to_dto(
         labels: serde_json::from_str(&m.labels).unwrap_or_default(),
         project: names.get(&m.project_id).cloned().unwrap_or_default(),
         shared_with,
-        status: m.status.clone(),
+        status: ClusterStatus::from_stored(&m.status),
         status_reason: m.status_reason.clone(),
         last_seen: m.last_seen.map(ts),
         registered_at: m.registered_at.map(ts),
@@ -664,7 +664,10 @@ pub async fn list(
         cond = cond.add(held_by(vec![p.to_owned()]));
     }
     if let Some(s) = q.status.as_deref().filter(|s| !s.is_empty()) {
-        cond = cond.add(clusters::Column::Status.eq(s));
+        let status = ClusterStatus::parse(s).ok_or_else(|| {
+            DomainError::invalid("status", "one of pending, connected, disconnected")
+        })?;
+        cond = cond.add(clusters::Column::Status.eq(status.as_str()));
     }
     let label = q
         .label
@@ -734,7 +737,7 @@ pub async fn get(svc: &Services, who: &Principal, name: &str) -> DomainResult<Cl
         .into_iter()
         .take(HISTORY_KEEP)
         .map(|h| ClusterStatusChange {
-            status: h.status,
+            status: ClusterStatus::from_stored(&h.status),
             reason: h.reason,
             at: ts(h.at),
         })

@@ -70,7 +70,7 @@ async fn kube_clusters_where<C: ConnectionTrait>(
                 id: c.id,
                 name: c.name,
                 shared_with,
-                status: c.status,
+                status: crate::dto::ClusterStatus::from_stored(&c.status),
             }
         })
         .collect())
@@ -749,7 +749,7 @@ pub async fn my_kubectl(svc: &Services, who: &Principal) -> DomainResult<MyKubec
             continue;
         }
         out.push(MyKubeCluster {
-            status: c.status.clone(),
+            status: c.status,
             project: a.project.clone().unwrap_or_else(|| c.owner.clone()),
             access: access_in_words(&a),
             name: c.name,

@@ -5,22 +5,11 @@
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::access::{Action, Principal};
-use crate::dto::{
-    cluster_status, AuditQuery, ClusterQuery, GettingStarted, Overview, OverviewCluster,
-};
+use crate::dto::{AuditQuery, ClusterQuery, GettingStarted, Overview, OverviewCluster};
 use crate::entities::{clusters, kube_credentials, projects, users};
 use crate::error::DomainResult;
 use crate::permissions::Permission;
 use crate::Services;
-
-/// Pending first, then disconnected, then the rest (connected).
-fn attention(status: &str) -> u8 {
-    match status {
-        cluster_status::PENDING => 0,
-        cluster_status::DISCONNECTED => 1,
-        _ => 2,
-    }
-}
 
 /// The overview, each part through the gate that guards it.
 pub async fn overview(svc: &Services, who: &Principal) -> DomainResult<Overview> {
@@ -47,11 +36,12 @@ pub async fn overview(svc: &Services, who: &Principal) -> DomainResult<Overview>
         })
         .collect();
     for c in &all {
-        *out.cluster_counts.entry(c.status.clone()).or_default() += 1;
+        *out.cluster_counts.entry(c.status).or_default() += 1;
     }
     all.sort_by(|a, b| {
-        attention(&a.status)
-            .cmp(&attention(&b.status))
+        a.status
+            .attention()
+            .cmp(&b.status.attention())
             .then_with(|| a.name.cmp(&b.name))
     });
     all.truncate(Overview::CLUSTERS_SHOWN);

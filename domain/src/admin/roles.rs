@@ -23,7 +23,7 @@ pub fn to_dto(m: &roles::Model) -> RoleDto {
     RoleDto {
         id: m.id.clone(),
         name: m.name.clone(),
-        scope: m.scope.clone(),
+        scope: Scope::from_stored(&m.scope),
         description: m.description.clone(),
         builtin: m.builtin,
         permissions: permissions_of(m),
@@ -48,7 +48,7 @@ pub fn catalogue() -> Vec<PermissionDto> {
         .map(|p| PermissionDto {
             name: p.name().into(),
             area: p.area().into(),
-            scope: p.min_scope().as_str().into(),
+            scope: p.min_scope(),
             description: p.description().into(),
         })
         .collect()

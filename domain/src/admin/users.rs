@@ -25,8 +25,8 @@ fn to_dto(u: &users::Model, groups: Vec<String>) -> UserDto {
         id: u.id.clone(),
         email: u.email.clone(),
         name: u.name.clone(),
-        status: u.status.clone(),
-        origin: u.origin.clone(),
+        status: crate::dto::UserStatus::from_stored(&u.status),
+        origin: crate::dto::UserOrigin::from_stored(&u.origin),
         must_change_password: u.must_change_password,
         created_at: ts(u.created_at),
         last_login_at: u.last_login_at.map(ts),
@@ -581,7 +581,7 @@ fn cluster_side(
     full_access: bool,
 ) -> crate::dto::ClusterSide {
     let name = &c.name;
-    let (ready, says) = if c.status != "connected" {
+    let (ready, says) = if c.status != crate::dto::ClusterStatus::Connected {
         let why = c
             .status_reason
             .as_deref()

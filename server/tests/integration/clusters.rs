@@ -327,6 +327,12 @@ async fn clusters_crud_validation_filters_and_audit() {
         ["eu-1"]
     );
     assert!(names(&admin.get("/api/v1/clusters?status=connected").await.json()).is_empty());
+    // A status that does not exist is a mistake, not an empty list.
+    let bad = admin
+        .get("/api/v1/clusters?status=up")
+        .await
+        .assert_status(422);
+    assert!(bad.body.contains("status"), "{}", bad.body);
     // Proxy passwords are not shown back.
     let us = admin
         .get("/api/v1/clusters/us-1")

@@ -663,7 +663,7 @@ async fn kube_authorization_matrix() {
         name: "alpha-1".into(),
         owner: "alpha".into(),
         shared_with: vec![],
-        status: "connected".into(),
+        status: warden_domain::dto::ClusterStatus::Connected,
     };
     let beta = KubeCluster {
         name: "beta-1".into(),

@@ -334,6 +334,43 @@ async fn openapi_document_describes_the_api() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     assert!(schemas["CreateBindingRequest"]["properties"]["subject"].is_object());
     assert!(schemas.contains_key("ErrorEnvelope"));
+    // Statuses, origins and scopes are typed: the document lists their values.
+    let values = |name: &str| -> Vec<String> {
+        let s = &schemas[name];
+        let list = s["enum"].as_array().cloned().unwrap_or_else(|| {
+            // Documented variants come as `oneOf` single-value enums.
+            s["oneOf"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: {s}"))
+                .iter()
+                .flat_map(|v| v["enum"].as_array().cloned().unwrap_or_default())
+                .collect()
+        });
+        list.iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        values("ClusterStatus"),
+        ["pending", "connected", "disconnected"]
+    );
+    assert_eq!(values("UserStatus"), ["active", "deactivated"]);
+    assert_eq!(values("UserOrigin"), ["local", "sso"]);
+    assert_eq!(values("Scope"), ["organization", "project", "namespace"]);
+    for (schema, field, r#type) in [
+        ("ClusterDto", "status", "ClusterStatus"),
+        ("UserDto", "status", "UserStatus"),
+        ("UserDto", "origin", "UserOrigin"),
+        ("RoleDto", "scope", "Scope"),
+        ("BindingDto", "scope", "Scope"),
+    ] {
+        let prop = &schemas[schema]["properties"][field];
+        let reference = prop["$ref"]
+            .as_str()
+            .or_else(|| prop["allOf"][0]["$ref"].as_str())
+            .unwrap_or_else(|| panic!("{schema}.{field}: {prop}"));
+        assert_eq!(reference, format!("#/components/schemas/{}", r#type));
+    }
     let users = &paths["/api/v1/users"]["get"]["parameters"];
     assert!(users
         .as_array()
