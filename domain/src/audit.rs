@@ -1255,14 +1255,16 @@ pub async fn facets_scan(
             })
             .collect::<Vec<_>>()
     };
-    let kube = C::Kind
-        .eq(AuditKind::KubeApi.as_str())
-        .and(C::Action.starts_with("kube."));
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         return facets_grouping_sets(db, cond).await;
     }
-    // SQLite: one GROUP BY per facet, run concurrently (each on its own connection of the
-    // pool, WAL readers in parallel).
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        return facets_materialized(db, cond).await;
+    }
+    let kube = C::Kind
+        .eq(AuditKind::KubeApi.as_str())
+        .and(C::Action.starts_with("kube."));
+    // Any other backend: one GROUP BY per facet, run concurrently.
     let (total, actors, kinds, clusters, namespaces, verbs, outcomes) = tokio::try_join!(
         audit_events::Entity::find().filter(cond.clone()).count(db),
         top(Expr::col(C::ActorName).into(), None),
@@ -1286,23 +1288,19 @@ pub async fn facets_scan(
     })
 }
 
-/// [`facets_at`] on PostgreSQL: every facet and the total in one pass over the matching rows
-/// (`GROUP BY GROUPING SETS`), the top values picked here (most frequent first, then by value).
-async fn facets_grouping_sets(
-    db: &DatabaseConnection,
-    cond: sea_orm::sea_query::Condition,
-) -> DomainResult<crate::dto::AuditFacets> {
+/// The facet columns of the matching events: what both one-pass implementations group.
+fn facet_columns(cond: sea_orm::sea_query::Condition) -> sea_orm::sea_query::SelectStatement {
     use audit_events::Column as C;
-    use sea_orm::sea_query::{Expr, PostgresQueryBuilder};
+    use sea_orm::sea_query::Expr;
     use sea_orm::{QueryFilter, QueryTrait};
-    let inner = audit_events::Entity::find()
+    audit_events::Entity::find()
         .select_only()
         .column(C::ActorName)
         .column(C::Kind)
         .column(C::Cluster)
         .column(C::Namespace)
         .column_as(
-            // Kubernetes requests only, as the other backends' verb facet.
+            // Kubernetes requests only, as the verb filter.
             Expr::cust(format!(
                 "CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {VERB_SQL} END"
             )),
@@ -1310,7 +1308,85 @@ async fn facets_grouping_sets(
         )
         .column(C::Outcome)
         .filter(cond)
-        .into_query();
+        .into_query()
+}
+
+/// [`facets_at`] on SQLite: the matching rows are read once (a `MATERIALIZED` common table
+/// expression: one pass of the filter's index and the table, where one query per facet read
+/// them seven times, each with its own choice of index), then each facet's top values and the
+/// total are grouped from that temporary table inside SQLite, in one statement.
+async fn facets_materialized(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+) -> DomainResult<crate::dto::AuditFacets> {
+    use sea_orm::sea_query::SqliteQueryBuilder;
+    let (inner, values) = facet_columns(cond).build(SqliteQueryBuilder);
+    let top = crate::dto::AuditFacets::TOP;
+    let facet = |slot: u8, col: &str| {
+        format!(
+            "SELECT * FROM (SELECT {slot} AS g, {col} AS v, COUNT(*) AS n FROM m \
+             WHERE {col} IS NOT NULL GROUP BY {col} ORDER BY n DESC, v ASC LIMIT {top})"
+        )
+    };
+    let sql = format!(
+        "WITH m AS MATERIALIZED ({inner}) SELECT 6 AS g, NULL AS v, COUNT(*) AS n FROM m{}",
+        [
+            "actor_name",
+            "kind",
+            "cluster",
+            "namespace",
+            "verb",
+            "outcome"
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, col)| format!(" UNION ALL {}", facet(i as u8, col)))
+        .collect::<String>()
+    );
+    let rows = db
+        .query_all(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?;
+    let mut lists: [Vec<crate::dto::FacetCount>; 6] = Default::default();
+    let mut total = 0u64;
+    for row in rows {
+        let g: i64 = row.try_get("", "g")?;
+        let n: i64 = row.try_get("", "n")?;
+        match (
+            usize::try_from(g).ok().and_then(|g| lists.get_mut(g)),
+            row.try_get::<Option<String>>("", "v")?,
+        ) {
+            (Some(list), Some(value)) => list.push(crate::dto::FacetCount {
+                value,
+                count: n.max(0) as u64,
+            }),
+            _ if g == 6 => total = n.max(0) as u64,
+            _ => {}
+        }
+    }
+    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists;
+    Ok(crate::dto::AuditFacets {
+        total,
+        actors,
+        kinds,
+        clusters,
+        namespaces,
+        verbs,
+        outcomes,
+    })
+}
+
+/// [`facets_at`] on PostgreSQL: every facet and the total in one pass over the matching rows
+/// (`GROUP BY GROUPING SETS`), the top values picked here (most frequent first, then by value).
+async fn facets_grouping_sets(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+) -> DomainResult<crate::dto::AuditFacets> {
+    use sea_orm::sea_query::PostgresQueryBuilder;
+    let inner = facet_columns(cond);
     let (inner, values) = inner.build(PostgresQueryBuilder);
     let sql = format!(
         "SELECT GROUPING(actor_name, kind, cluster, namespace, verb, outcome)::int AS g, \
