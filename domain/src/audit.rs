@@ -1530,15 +1530,23 @@ async fn histogram_with(
         (Some(s), Some(u)) => (s, u),
         (Some(s), None) => (s, now.millis().max(s)),
         (None, given_until) => {
-            let (first, last) = audit_events::Entity::find()
-                .select_only()
-                .column_as(Expr::col(C::At).min(), "first")
-                .column_as(Expr::col(C::At).max(), "last")
-                .filter(cond.clone())
-                .into_tuple::<(Option<i64>, Option<i64>)>()
-                .one(db)
-                .await?
-                .unwrap_or((None, None));
+            let from_rollup = match counted {
+                Counted::FromEvents => None,
+                _ => rollup::bounds(db, q, scope, &cond, given_until).await?,
+            };
+            let (first, last) = match from_rollup {
+                Some(Some((f, l))) => (Some(f), Some(l)),
+                Some(None) => (None, None),
+                None => audit_events::Entity::find()
+                    .select_only()
+                    .column_as(Expr::col(C::At).min(), "first")
+                    .column_as(Expr::col(C::At).max(), "last")
+                    .filter(cond.clone())
+                    .into_tuple::<(Option<i64>, Option<i64>)>()
+                    .one(db)
+                    .await?
+                    .unwrap_or((None, None)),
+            };
             match (first, given_until.or(last)) {
                 (Some(f), Some(u)) => (f, u.max(f)),
                 _ => {

@@ -363,6 +363,71 @@ async fn kinds_and_outcomes(
     Ok((kinds, outcomes))
 }
 
+/// The time of the first and of the last event matching `cond` (a filter with no start; at
+/// most `until`), found through the rollup: its first and last hours holding a matching event,
+/// then the exact times inside those two hours from the events (the `at` index), so that a
+/// broad filter's histogram does not read every matching event to learn where it begins.
+/// `Ok(None)` when the rollup cannot answer (the caller reads the events);
+/// `Ok(Some(None))` when nothing matches.
+pub(crate) async fn bounds(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    cond: &Condition,
+    until: Option<i64>,
+) -> DomainResult<Option<Option<(i64, i64)>>> {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{EntityTrait, QuerySelect};
+    let Some(conds) = rollup_filter(q, scope) else {
+        return Ok(None);
+    };
+    let b = db.get_database_backend();
+    let mut sql =
+        "SELECT MIN(t) AS first, MAX(t) AS last FROM audit_rollup WHERE dim = '' AND n > 0"
+            .to_owned();
+    let mut values: Vec<Value> = Vec::new();
+    for (col, v) in &conds {
+        values.push(v.clone());
+        sql.push_str(&format!(" AND {col} = {}", placeholder(b, values.len())));
+    }
+    if let Some(u) = until {
+        values.push(u.into());
+        sql.push_str(&format!(" AND t <= {}", placeholder(b, values.len())));
+    }
+    let Some(row) = db
+        .query_one(sea_orm::Statement::from_sql_and_values(b, sql, values))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (Some(first_hour), Some(last_hour)) = (
+        row.try_get::<Option<i64>>("", "first")?,
+        row.try_get::<Option<i64>>("", "last")?,
+    ) else {
+        return Ok(Some(None));
+    };
+    let edge = |hour: i64, column: sea_orm::sea_query::SimpleExpr| {
+        audit_events::Entity::find()
+            .select_only()
+            .column_as(column, "at")
+            .filter(
+                cond.clone()
+                    .add(audit_events::Column::At.gte(hour))
+                    .add(audit_events::Column::At.lt(hour + HOUR_MS)),
+            )
+            .into_tuple::<Option<i64>>()
+            .one(db)
+    };
+    let at = || Expr::col(audit_events::Column::At);
+    let (first, last) =
+        tokio::try_join!(edge(first_hour, at().min()), edge(last_hour, at().max()))?;
+    Ok(match (first.flatten(), last.flatten()) {
+        (Some(f), Some(l)) => Some(Some((f, l.max(f)))),
+        // The rollup disagrees with the events (it never should): read the events.
+        _ => None,
+    })
+}
+
 /// The histogram's counts (bucket, outcome, events) from the rollup's hourly totals for the
 /// whole hours of `[since, until]` and from the events at its edges; `None` when the rollup
 /// cannot answer (the filter, or buckets that are not whole hours).

@@ -779,6 +779,17 @@ async fn audit_rollup_answers_what_a_scan_answers() {
             },
             false,
         ),
+        // No start: the histogram begins at the first matching event, found through the
+        // rollup's first hour holding one.
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.until = Some(u1.clone());
+                a.kind = Some("kube_api".into());
+                a
+            },
+            true,
+        ),
         // No end: the days after its start (none yet) from the rollup, the rest from events.
         (q(|a| a.range = Some("1h".into())), true),
         // Filters the rollup does not hold: counted from the events.
