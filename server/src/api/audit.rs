@@ -266,19 +266,31 @@ pub async fn export_audit_events(
     let db = state.services.db.clone();
     let mut export = Export::start(&db, &query, &scope, format, state.services.clock.now())?;
     let first = export.next_chunk(&db).await?;
-    let rest = futures::stream::unfold(Some((export, db)), |st| async move {
-        let (mut export, db) = st?;
-        match export.next_chunk(&db).await {
-            Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk)), Some((export, db)))),
-            Ok(None) => None,
-            Err(e) => {
-                // The answer has begun: cut it short (the client sees an incomplete body,
-                // never a silently shorter export).
-                tracing::error!(error = %e, "audit export: reading the next page failed");
-                Some((Err(std::io::Error::other("audit export failed")), None))
+    // The next pages are read (and encoded) while the previous ones are being sent: a task
+    // keeps at most two ready, and stops when the client goes away (the receiver is dropped).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    if first.is_some() {
+        tokio::spawn(async move {
+            loop {
+                let next = match export.next_chunk(&db).await {
+                    Ok(Some(chunk)) => Ok(bytes::Bytes::from(chunk)),
+                    Ok(None) => return,
+                    Err(e) => {
+                        // The answer has begun: cut it short (the client sees an incomplete
+                        // body, never a silently shorter export).
+                        tracing::error!(error = %e, "audit export: reading the next page failed");
+                        Err(std::io::Error::other("audit export failed"))
+                    }
+                };
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    return;
+                }
             }
-        }
-    });
+        });
+    }
+    let rest =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let body = futures::stream::iter(first.map(|c| Ok(bytes::Bytes::from(c)))).chain(rest);
     Ok((
         [(header::CONTENT_TYPE, format.content_type())],
