@@ -1367,16 +1367,7 @@ async fn facets_materialized(
             _ => {}
         }
     }
-    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists;
-    Ok(crate::dto::AuditFacets {
-        total,
-        actors,
-        kinds,
-        clusters,
-        namespaces,
-        verbs,
-        outcomes,
-    })
+    Ok(facets_of(total, lists))
 }
 
 /// [`facets_at`] on PostgreSQL: every facet and the total in one pass over the matching rows
@@ -1421,12 +1412,20 @@ async fn facets_grouping_sets(
             count: n.max(0) as u64,
         });
     }
-    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists.map(|mut l| {
-        l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-        l.truncate(crate::dto::AuditFacets::TOP as usize);
-        l
-    });
-    Ok(crate::dto::AuditFacets {
+    Ok(facets_of(
+        total,
+        lists.map(|mut l| {
+            l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            l.truncate(crate::dto::AuditFacets::TOP as usize);
+            l
+        }),
+    ))
+}
+
+/// The facets from their lists, in [`facet_columns`]' order.
+fn facets_of(total: u64, lists: [Vec<crate::dto::FacetCount>; 6]) -> crate::dto::AuditFacets {
+    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists;
+    crate::dto::AuditFacets {
         total,
         actors,
         kinds,
@@ -1434,7 +1433,7 @@ async fn facets_grouping_sets(
         namespaces,
         verbs,
         outcomes,
-    })
+    }
 }
 
 /// Bucket widths the histogram chooses from, in ms: the smallest that cuts the range into at
