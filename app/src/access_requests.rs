@@ -6,7 +6,7 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use warden_domain::dto::{AccessInbox, AccessRequestDto};
+use warden_domain::dto::{AccessInbox, AccessRequestDto, RequestStatus};
 
 use crate::bindings::{split_namespaces, time_left_rfc3339, ExpiryField};
 use crate::error::AppError;
@@ -172,20 +172,20 @@ fn where_of(r: &AccessRequestDto) -> String {
 }
 
 fn status_chip(r: &AccessRequestDto) -> impl IntoView {
-    let class = match r.status.as_str() {
-        "approved" => "chip allowed",
-        "pending" => "chip",
+    let class = match r.status {
+        RequestStatus::Approved => "chip allowed",
+        RequestStatus::Pending => "chip",
         _ => "chip denied",
     };
     let class = if r.break_glass { "chip denied" } else { class };
-    let label = match (&r.status[..], &r.grant_expires_at) {
-        ("approved", Some(at)) => format!("approved · {}", time_left_rfc3339(at)),
-        ("pending", _) if r.approvals_needed > 1 => format!(
+    let label = match (r.status, &r.grant_expires_at) {
+        (RequestStatus::Approved, Some(at)) => format!("approved · {}", time_left_rfc3339(at)),
+        (RequestStatus::Pending, _) if r.approvals_needed > 1 => format!(
             "pending ({} of {} approvals)",
             r.approvals.len(),
             r.approvals_needed
         ),
-        (s, _) => s.to_owned(),
+        (s, _) => s.as_str().to_owned(),
     };
     let label = if r.break_glass {
         format!("break-glass · {label}")
@@ -260,8 +260,8 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                     </tr></thead>
                                     <tbody>
                                         {list.into_iter().map(|r| {
-                                            let pending = r.status == "pending" && r.can_decide;
-                                            let active = r.status == "approved" && r.can_decide
+                                            let pending = r.status == RequestStatus::Pending && r.can_decide;
+                                            let active = r.status == RequestStatus::Approved && r.can_decide
                                                 && r.grant_expires_at.as_deref().is_some_and(|t| time_left_rfc3339(t) != "expired");
                                             let asked = r.duration_secs;
                                             let (id1, id2, id3) = (r.id.clone(), r.id.clone(), r.id.clone());
@@ -337,7 +337,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                                 <td>{short_time(&r.created_at)}</td>
                                                 <td>{status_chip(&r)}</td>
                                                 <td>{r.decided_by.clone().map(|d| format!("{d}{}", r.decision_comment.clone().map(|c| format!(": {c}")).unwrap_or_default()))}</td>
-                                                <td class="actions">{(r.status == "pending").then(|| view! {
+                                                <td class="actions">{(r.status == RequestStatus::Pending).then(|| view! {
                                                     <ActionForm action=cancel>
                                                         <input type="hidden" name="id" value=r.id.clone()/>
                                                         <button type="submit" class="btn" data-testid="cancel-request">"Cancel"</button>

@@ -7,7 +7,8 @@ use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::params::ParamsMap;
 use warden_domain::dto::{
-    AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditQuery, FacetCount, Page,
+    AuditEventDetail, AuditEventDto, AuditFacets, AuditHistogram, AuditKind, AuditQuery,
+    FacetCount, Outcome, Page, SessionType,
 };
 
 use crate::error::AppError;
@@ -545,7 +546,7 @@ fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
         crate::ui::encode(e.actor_id.as_deref().unwrap_or(&e.actor))
     );
     let what = what(&e);
-    let via = via(&e.session_type);
+    let via = via(e.session_type);
     let outcome_class = format!("chip outcome-{}", e.outcome);
     let fact = |label: &'static str, value: Option<String>| {
         value
@@ -559,7 +560,7 @@ fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
     view! {
         <section class="card" data-testid="audit-event">
             <p class="event-headline">
-                <span class=outcome_class>{e.outcome.clone()}</span>" "
+                <span class=outcome_class>{e.outcome.as_str()}</span>" "
                 <code>{what}</code>
             </p>
             {e.reason.clone().map(|r| view! { <p class="event-reason" data-testid="audit-event-reason">{r}</p> })}
@@ -574,7 +575,7 @@ fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
                     " " <small class="muted">{format!("through {via}")}</small>
                     " · " <a href=activity_href data-testid="audit-event-activity">"their activity"</a>
                 </dd>
-                <dt>"Kind"</dt><dd>{e.kind.clone()}</dd>
+                <dt>"Kind"</dt><dd>{e.kind.label()}</dd>
                 <dt>"Action"</dt><dd><code>{e.action.clone()}</code></dd>
                 {e.project.clone().map(|p| view! { <dt>"Project"</dt><dd><a href=format!("/projects/{}", crate::ui::encode(&p))>{p.clone()}</a></dd> })}
                 {e.cluster.clone().map(|c| view! { <dt>"Cluster"</dt><dd><a href=format!("/clusters/{}", crate::ui::encode(&c)) data-testid="audit-event-cluster">{c.clone()}</a></dd> })}
@@ -624,15 +625,15 @@ fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
 }
 
 /// Through what: console, kubectl, API key, web terminal.
-fn via(session_type: &str) -> String {
+fn via(session_type: SessionType) -> &'static str {
     match session_type {
-        "browser" => "console",
-        "api" => "API key",
-        "cli" => "kubectl",
-        "web_shell" => "web terminal",
-        other => other,
+        SessionType::Browser => "console",
+        SessionType::Api => "API key",
+        SessionType::Cli => "kubectl",
+        SessionType::WebShell => "web terminal",
+        SessionType::Agent => "agent",
+        SessionType::System => "system",
     }
-    .to_owned()
 }
 
 /// The live tail: with the toggle on, new events of the current filter arrive at the top (an
@@ -757,7 +758,7 @@ mod live {
 
 /// What happened, in a few words: a Kubernetes request's verb and resource, or the action.
 fn what(e: &AuditEventDto) -> String {
-    if e.kind == "kube_api" {
+    if e.kind == AuditKind::KubeApi {
         let verb = e.action.strip_prefix("kube.").unwrap_or(&e.action);
         let verb = match e.resource_kind.as_deref() {
             Some("pods/exec") => "exec",
@@ -818,7 +819,7 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                     let outcome_class = format!("chip outcome-{}", e.outcome);
                     let what = what(&e);
                     let place = place(&e);
-                    let via = via(&e.session_type);
+                    let via = via(e.session_type);
                     let open_href = event_href(&e.id);
                     let details = serde_json::to_string_pretty(&e.details).unwrap_or_default();
                     // Break-glass access is marked in red.
@@ -830,22 +831,22 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                             <td><span data-testid="audit-who">{e.actor.clone()}</span><br/><small class="muted">{via}</small></td>
                             <td>
                                 <code data-testid="audit-what">{what}</code>
-                                {(e.outcome == "allowed" && e.action.starts_with("terminal.")).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
+                                {(e.outcome == Outcome::Allowed && e.action.starts_with("terminal.")).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
                                     " " <a class="chip" href=crate::recordings::player_href(&r) data-testid=format!("play-{}", e.id)>"▶ Recording"</a>
                                 })}
                             </td>
                             <td data-testid="audit-where">{place}<br/><small class="muted">{e.project.clone().unwrap_or_default()}</small></td>
-                            <td><span class=outcome_class title=outcome_title>{e.outcome.clone()}</span>{e.status.map(|s| view! { " " <small class="muted">{s}</small> })}</td>
+                            <td><span class=outcome_class title=outcome_title>{e.outcome.as_str()}</span>{e.status.map(|s| view! { " " <small class="muted">{s}</small> })}</td>
                             <td>
                                 <details>
                                     <summary>"More"</summary>
                                     <dl class="facts small">
-                                        <dt>"Kind"</dt><dd>{e.kind.clone()}</dd>
+                                        <dt>"Kind"</dt><dd>{e.kind.label()}</dd>
                                         <dt>"Action"</dt><dd><code>{e.action.clone()}</code></dd>
                                         {e.reason.clone().map(|r| view! { <dt>"Reason"</dt><dd>{r}</dd> })}
                                         {e.path.clone().map(|p| view! { <dt>"Request"</dt><dd><code>{format!("{} {p}", e.method.clone().unwrap_or_default())}</code></dd> })}
                                         {e.source_ip.clone().map(|ip| view! { <dt>"Source"</dt><dd>{ip}</dd> })}
-                                        <dt>"Session"</dt><dd>{e.session_type.clone()}</dd>
+                                        <dt>"Session"</dt><dd>{e.session_type.label()}</dd>
                                         <dt>"Event"</dt><dd><code>{format!("#{} {}", e.seq, e.id)}</code></dd>
                                     </dl>
                                     {(details != "null").then(|| view! { <pre class="details">{details.clone()}</pre> })}

@@ -758,7 +758,7 @@ pub fn ClusterPage() -> impl IntoView {
                                             <td>{crate::ui::short_time(&e.time)}</td>
                                             <td>{e.actor.clone()}</td>
                                             <td>{e.action.clone()}</td>
-                                            <td><span class=format!("chip outcome-{}", e.outcome)>{e.outcome.clone()}</span></td>
+                                            <td><span class=format!("chip outcome-{}", e.outcome)>{e.outcome.as_str()}</span></td>
                                             <td>{e.reason.clone().unwrap_or_default()}</td>
                                         </tr>
                                     }).collect_view()}

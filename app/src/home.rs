@@ -259,7 +259,7 @@ fn EventsCard(
                                         <td>{e.actor.clone()}</td>
                                         <td>{what}</td>
                                         <td>{place}</td>
-                                        <td>{e.outcome.clone()}{e.reason.clone().map(|r| view! { <span class="muted">" — " {r}</span> })}</td>
+                                        <td>{e.outcome.as_str()}{e.reason.clone().map(|r| view! { <span class="muted">" — " {r}</span> })}</td>
                                     </tr>
                                 }
                             }).collect_view()}

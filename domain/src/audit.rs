@@ -23,20 +23,7 @@ pub mod siem;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-macro_rules! str_enum {
-    ($name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-        pub enum $name { $($variant),* }
-        impl $name {
-            pub fn as_str(self) -> &'static str { match self { $($name::$variant => $s),* } }
-            pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some($name::$variant),)* _ => None } }
-        }
-    };
-}
-
-str_enum!(AuditKind { Console => "console", SignIn => "sign_in", KubeApi => "kube_api", Terminal => "terminal", Agent => "agent", System => "system" });
-str_enum!(SessionType { Browser => "browser", Api => "api", Cli => "cli", WebShell => "web_shell", Agent => "agent", System => "system" });
-str_enum!(Outcome { Allowed => "allowed", Denied => "denied", Error => "error" });
+pub use crate::dto::{AuditKind, Outcome, SessionType};
 
 /// Who did it.
 #[derive(Debug, Clone)]
@@ -833,17 +820,17 @@ fn to_dto(m: audit_events::Model) -> crate::dto::AuditEventDto {
         seq: m.seq,
         id: m.id,
         time: Timestamp(m.at).rfc3339(),
-        kind: m.kind,
+        kind: AuditKind::from_stored(&m.kind),
         actor_id: m.actor_id,
         actor: m.actor_name,
-        session_type: m.session_type,
+        session_type: SessionType::from_stored(&m.session_type),
         project: m.project,
         cluster: m.cluster,
         namespace: m.namespace,
         action: m.action,
         resource_kind: m.resource_kind,
         resource_name: m.resource_name,
-        outcome: m.outcome,
+        outcome: Outcome::from_stored(&m.outcome),
         reason: m.reason,
         method: m.http_method,
         path: m.path,

@@ -69,12 +69,120 @@ pub mod messages {
     /// The answer to a failed sign-in; the same whether or not the email exists.
     pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
     pub const LOCKED: &str = "Too many failed sign-in attempts. Try again later.";
-    /// The answer to `POST /api/v1/api-keys` authenticated by an API key.
     /// The answer to a wrong, used or expired second factor.
     pub const MFA_INVALID: &str = "Invalid or already used code. Sign in again if this persists.";
+    /// The answer to `POST /api/v1/api-keys` authenticated by an API key.
     pub const API_KEY_NEEDS_SESSION: &str =
         "An API key cannot create API keys. Sign in to the console to create one.";
 }
+
+/// An enum stored and sent as a snake_case string: `as_str` (the stored and wire value),
+/// `parse` (`None` for anything else), `from_stored` (a stored value read back; anything
+/// unknown becomes the named fallback), `label` (in words) and `ALL`.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident, unknown: $fallback:ident,
+        { $( $(#[$vmeta:meta])* $variant:ident => $s:literal, $label:literal ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $( $(#[$vmeta])* $variant ),* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),* }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some($name::$variant),)* _ => None }
+            }
+
+            #[doc = concat!("A stored value read back: anything unknown is `", stringify!($fallback), "`.")]
+            pub fn from_stored(s: &str) -> Self {
+                Self::parse(s).unwrap_or($name::$fallback)
+            }
+
+            pub const fn label(self) -> &'static str {
+                match self { $($name::$variant => $label),* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// What an audit event is about.
+    AuditKind, unknown: System, {
+        /// An action in the console or the REST API.
+        Console => "console", "Console",
+        /// A sign-in, sign-out or second factor.
+        SignIn => "sign_in", "Sign-in",
+        /// A request to a cluster's Kubernetes API through the gateway.
+        KubeApi => "kube_api", "Kubernetes API",
+        /// A web terminal session (kubectl shell or pod exec).
+        Terminal => "terminal", "Terminal",
+        /// An agent connecting, disconnecting or refused.
+        Agent => "agent", "Agent",
+        /// Warden itself (expiries, retention, deliveries).
+        System => "system", "System",
+    }
+);
+
+wire_enum!(
+    /// How an audited request or action ended. A stored value that is none of these reads as
+    /// an error, never as allowed.
+    Outcome, unknown: Error, {
+        Allowed => "allowed", "Allowed",
+        Denied => "denied", "Denied",
+        Error => "error", "Error",
+    }
+);
+
+wire_enum!(
+    /// Through what an audited action came.
+    SessionType, unknown: System, {
+        /// A console session in a browser.
+        Browser => "browser", "Browser",
+        /// An API key.
+        Api => "api", "API key",
+        /// kubectl or the `warden` CLI with a kubeconfig.
+        Cli => "cli", "CLI",
+        /// The web terminal.
+        WebShell => "web_shell", "Web terminal",
+        /// An agent.
+        Agent => "agent", "Agent",
+        /// Warden itself.
+        System => "system", "System",
+    }
+);
+
+wire_enum!(
+    /// Where a just-in-time access request stands. A stored value that is none of these reads
+    /// as expired: nothing can be done with it.
+    RequestStatus, unknown: Expired, {
+        /// Waiting for approvals.
+        Pending => "pending", "Pending",
+        /// Approved: its binding grants the role until it expires.
+        Approved => "approved", "Approved",
+        Denied => "denied", "Denied",
+        /// Withdrawn by the requester.
+        Cancelled => "cancelled", "Cancelled",
+        /// Not decided in time.
+        Expired => "expired", "Expired",
+        /// Approved, then its grant was ended early.
+        Revoked => "revoked", "Revoked",
+    }
+);
 
 /// One audit event as the API and the console show it.
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -84,17 +192,17 @@ pub struct AuditEventDto {
     pub id: String,
     /// RFC 3339.
     pub time: String,
-    pub kind: String,
+    pub kind: AuditKind,
     pub actor_id: Option<String>,
     pub actor: String,
-    pub session_type: String,
+    pub session_type: SessionType,
     pub project: Option<String>,
     pub cluster: Option<String>,
     pub namespace: Option<String>,
     pub action: String,
     pub resource_kind: Option<String>,
     pub resource_name: Option<String>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub reason: Option<String>,
     pub method: Option<String>,
     pub path: Option<String>,
@@ -691,7 +799,6 @@ impl ClusterStatus {
         Self::parse(s).unwrap_or(Self::Disconnected)
     }
 
-    /// In words, for people.
     /// Which needs attention first: pending, then disconnected, then connected.
     pub const fn attention(self) -> u8 {
         match self {
@@ -701,6 +808,7 @@ impl ClusterStatus {
         }
     }
 
+    /// In words, for people.
     pub const fn label(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
@@ -1397,3 +1505,36 @@ pub struct MfaStatus {
 /// Just-in-time access: time-bound grants, access requests, their settings.
 pub mod jit;
 pub use jit::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_enums_round_trip_and_read_unknown_values_closed() {
+        for k in AuditKind::ALL {
+            assert_eq!(AuditKind::parse(k.as_str()), Some(*k));
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::json!(k.as_str())
+            );
+        }
+        for s in RequestStatus::ALL {
+            assert_eq!(RequestStatus::from_stored(s.as_str()), *s);
+        }
+        // A value Warden never wrote is never read as permissive.
+        assert_eq!(Outcome::from_stored("ALLOWED"), Outcome::Error);
+        assert_eq!(Outcome::from_stored(""), Outcome::Error);
+        assert_eq!(
+            RequestStatus::from_stored("approved "),
+            RequestStatus::Expired
+        );
+        assert_eq!(AuditKind::from_stored("kubeapi"), AuditKind::System);
+        assert_eq!(SessionType::from_stored("shell"), SessionType::System);
+        assert!(serde_json::from_str::<Outcome>("\"maybe\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<SessionType>("\"web_shell\"").unwrap(),
+            SessionType::WebShell
+        );
+    }
+}

@@ -20,6 +20,7 @@ use super::ts;
 use crate::access::{Action, Principal, Target};
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
 use crate::clock::Timestamp;
+use crate::dto::RequestStatus;
 use crate::dto::{
     jit_duration, AccessInbox, AccessRequestDto, AccessRequestQuery, ApprovalDto, ApproverGroupDto,
     CreateAccessRequest, DecideAccessRequest, Page,
@@ -31,12 +32,13 @@ use crate::permissions::{Permission, Scope};
 use crate::types::DnsLabel;
 use crate::Services;
 
-pub const PENDING: &str = "pending";
-pub const APPROVED: &str = "approved";
-pub const DENIED: &str = "denied";
-pub const CANCELLED: &str = "cancelled";
-pub const EXPIRED: &str = "expired";
-pub const REVOKED: &str = "revoked";
+/// The stored values of [`RequestStatus`].
+pub const PENDING: &str = RequestStatus::Pending.as_str();
+pub const APPROVED: &str = RequestStatus::Approved.as_str();
+pub const DENIED: &str = RequestStatus::Denied.as_str();
+pub const CANCELLED: &str = RequestStatus::Cancelled.as_str();
+pub const EXPIRED: &str = RequestStatus::Expired.as_str();
+pub const REVOKED: &str = RequestStatus::Revoked.as_str();
 
 /// The shortest grant one may ask for.
 pub const MIN_DURATION_SECS: i64 = 60;
@@ -121,7 +123,7 @@ fn to_dto(r: &access_requests::Model, c: &Ctx, can_decide: bool) -> AccessReques
         cluster: r.cluster.clone(),
         duration_secs: r.duration_secs,
         reason: r.reason.clone(),
-        status: r.status.clone(),
+        status: RequestStatus::from_stored(&r.status),
         approvals: c
             .approvals
             .iter()

@@ -95,8 +95,7 @@ pub struct AccessRequestDto {
     pub cluster: Option<String>,
     pub duration_secs: i64,
     pub reason: String,
-    /// `pending`, `approved`, `denied`, `cancelled`, `expired`, `revoked`.
-    pub status: String,
+    pub status: super::RequestStatus,
     pub approvals: Vec<ApprovalDto>,
     /// Approvals needed in all (1, or 2 for a write role when the organization says so).
     pub approvals_needed: u32,

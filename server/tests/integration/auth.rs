@@ -113,7 +113,7 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let denied: Vec<_> = events
         .items
         .iter()
-        .filter(|e| e.action == "sign_in" && e.outcome == "denied")
+        .filter(|e| e.action == "sign_in" && e.outcome == warden_domain::dto::Outcome::Denied)
         .collect();
     assert_eq!(denied.len(), 2, "{denied:?}");
     assert!(denied.iter().any(|e| e.actor == "nobody@example.com"));

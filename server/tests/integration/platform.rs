@@ -357,7 +357,31 @@ async fn openapi_document_describes_the_api() {
     assert_eq!(values("UserStatus"), ["active", "deactivated"]);
     assert_eq!(values("UserOrigin"), ["local", "sso"]);
     assert_eq!(values("Scope"), ["organization", "project", "namespace"]);
+    assert_eq!(
+        values("AuditKind"),
+        ["console", "sign_in", "kube_api", "terminal", "agent", "system"]
+    );
+    assert_eq!(values("Outcome"), ["allowed", "denied", "error"]);
+    assert_eq!(
+        values("SessionType"),
+        ["browser", "api", "cli", "web_shell", "agent", "system"]
+    );
+    assert_eq!(
+        values("RequestStatus"),
+        [
+            "pending",
+            "approved",
+            "denied",
+            "cancelled",
+            "expired",
+            "revoked"
+        ]
+    );
     for (schema, field, r#type) in [
+        ("AuditEventDto", "kind", "AuditKind"),
+        ("AuditEventDto", "outcome", "Outcome"),
+        ("AuditEventDto", "session_type", "SessionType"),
+        ("AccessRequestDto", "status", "RequestStatus"),
         ("ClusterDto", "status", "ClusterStatus"),
         ("UserDto", "status", "UserStatus"),
         ("UserDto", "origin", "UserOrigin"),
