@@ -174,6 +174,7 @@ wire_enum!(
         Pending => "pending", "Pending",
         /// Approved: its binding grants the role until it expires.
         Approved => "approved", "Approved",
+        /// Refused by an approver.
         Denied => "denied", "Denied",
         /// Withdrawn by the requester.
         Cancelled => "cancelled", "Cancelled",

@@ -481,12 +481,52 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         .get("/api/v1/audit/export?format=csv")
         .await
         .assert_status(200);
-    let mut lines = csv.body.lines();
-    assert!(lines.next().unwrap().starts_with("seq,id,time,"));
-    let csv_seqs: Vec<i64> = lines
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect();
+    let mut records = csv_records(&csv.body).into_iter();
+    let header = records.next().unwrap();
+    assert_eq!(
+        header.join(","),
+        warden_domain::audit::export::CSV_HEADER.trim_end()
+    );
+    let records: Vec<Vec<String>> = records.collect();
+    let csv_seqs: Vec<i64> = records.iter().map(|r| r[0].parse().unwrap()).collect();
     assert_eq!(csv_seqs, seqs);
+    // Every cell is the event's field as the API shows it (a formula-like one neutralised).
+    let fields = [
+        "seq",
+        "id",
+        "time",
+        "kind",
+        "actor",
+        "session_type",
+        "project",
+        "cluster",
+        "namespace",
+        "action",
+        "resource_kind",
+        "resource_name",
+        "outcome",
+        "reason",
+        "method",
+        "path",
+        "status",
+        "source_ip",
+        "request_id",
+        "duration_ms",
+    ];
+    for (record, event) in records.iter().zip(&exported) {
+        assert_eq!(record.len(), fields.len(), "{record:?}");
+        for (cell, field) in record.iter().zip(fields) {
+            let want = match &event[field] {
+                Value::Null => String::new(),
+                Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => {
+                    format!("'{s}")
+                }
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(cell, &want, "{field} of {event}");
+        }
+    }
 
     // `limit` across pages: the newest that many.
     let limited = admin
@@ -871,4 +911,34 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         .await,
         sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await
     );
+}
+
+/// The records of a CSV body (RFC 4180: quoted cells may hold commas, quotes and newlines).
+fn csv_records(body: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let (mut record, mut cell) = (Vec::new(), String::new());
+    let mut chars = body.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut cell)),
+            (false, '\n') => {
+                record.push(std::mem::take(&mut cell));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    assert!(
+        cell.is_empty() && record.is_empty(),
+        "the CSV ends with a newline"
+    );
+    records
 }
