@@ -378,8 +378,9 @@ impl AccessPolicy {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Call after any change that can alter a decision (after its transaction committed).
-    /// Other replicas, if any, are told (see [`AccessPolicy::set_publisher`]).
+    /// Call after any change that can alter a decision (after its transaction committed), or
+    /// the state on a cluster that enforces one (a user's service account removed): whatever
+    /// was cached at an older epoch is checked again. Other replicas, if any, are told (see [`AccessPolicy::set_publisher`]).
     pub fn bump(&self) {
         self.move_epoch();
         if let Some(tx) = self.publisher.get() {

@@ -1016,12 +1016,26 @@ impl Gateway {
         let now = self.services.clock.now();
         let desired = Desired::from_access(access);
         let fingerprint = desired.fingerprint();
-        if let Some(sa) = self
-            .reconciler
-            .is_current(&cluster.id, &user.id, &fingerprint, namespace)
+        // Read before the record: a removal elsewhere moves it after forgetting the record.
+        let epoch = self.services.policy.epoch();
+        if let Some((sa, confirmed)) =
+            self.reconciler
+                .is_current(&cluster.id, &user.id, &fingerprint, namespace)
         {
-            self.touch(cluster, &user.id).await;
-            return Ok(sa);
+            // What this replica applied holds while the epoch has not moved; after a move, while
+            // the database still records that account with those rights (another replica's
+            // sweeper may have removed it from the cluster meanwhile).
+            let holds = confirmed == epoch
+                || matches!(
+                    kc::service_account_of(&self.services.db, &cluster.id, &user.id).await,
+                    Ok(Some(r)) if r.sa_name == sa && r.rbac_hash == fingerprint
+                );
+            if holds {
+                self.reconciler.confirm(&cluster.id, &user.id, epoch);
+                self.touch(cluster, &user.id).await;
+                return Ok(sa);
+            }
+            self.reconciler.invalidate(&cluster.id, &user.id);
         }
         // Which service account: the one on record for the cluster while the user keeps every
         // right it had; a new one (fresh name) when it is the first, or when rights shrank (or
@@ -1092,7 +1106,15 @@ impl Gateway {
         }
         let changes = self
             .reconciler
-            .reconcile(&client, &cluster.id, &user.id, &user.email, &sa, &desired)
+            .reconcile(
+                &client,
+                &cluster.id,
+                &user.id,
+                &user.email,
+                &sa,
+                &desired,
+                epoch,
+            )
             .await
             .map_err(|e| PrepareError {
                 status: StatusCode::BAD_GATEWAY,
@@ -1638,6 +1660,8 @@ impl Gateway {
                 {
                     tracing::warn!(error = %e, "could not forget a service account");
                 }
+                // Other replicas may hold it as reconciled: they read the record again.
+                self.services.policy.bump();
                 tracing::info!(cluster = %cref.name, sa = %row.sa_name, "service account removed: no grant left on the cluster");
             }
             Ok(Err(e)) => {

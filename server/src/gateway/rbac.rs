@@ -393,6 +393,11 @@ struct Applied {
     sa: String,
     desired: Desired,
     at: Instant,
+    /// The authorization epoch at which this was applied or last confirmed against the
+    /// database's record. Another replica may remove the service account (its sweeper, a
+    /// user losing every grant) and moves the epoch when it does: an entry from an older
+    /// epoch is trusted only after the record is read again.
+    epoch: u64,
     /// Granted namespaces the cluster did not have then.
     missing: BTreeSet<String>,
 }
@@ -404,16 +409,16 @@ const RECHECK_MISSING_TARGET: Duration = Duration::from_secs(1);
 
 impl Reconciler {
     /// The service account of the user on the cluster when `fingerprint` is what was last
-    /// applied to it, recently. A request into `namespace` that was missing then makes it stale
-    /// sooner: a grant works as soon as its namespace is created, not at the next periodic
-    /// reconcile.
+    /// applied to it, recently, and the authorization epoch that was confirmed at. A request
+    /// into `namespace` that was missing then makes it stale sooner: a grant works as soon as
+    /// its namespace is created, not at the next periodic reconcile.
     pub fn is_current(
         &self,
         cluster_id: &str,
         user_id: &str,
         fingerprint: &str,
         namespace: Option<&str>,
-    ) -> Option<String> {
+    ) -> Option<(String, u64)> {
         let m = self.applied.lock().ok()?;
         let a = m.get(&(cluster_id.to_owned(), user_id.to_owned()))?;
         let limit = if namespace.is_some_and(|ns| a.missing.contains(ns)) {
@@ -423,7 +428,17 @@ impl Reconciler {
         } else {
             RECHECK
         };
-        (a.fingerprint == fingerprint && a.at.elapsed() < limit).then(|| a.sa.clone())
+        (a.fingerprint == fingerprint && a.at.elapsed() < limit).then(|| (a.sa.clone(), a.epoch))
+    }
+
+    /// What was applied for the user on the cluster is still what the database records at
+    /// `epoch` (see [`Applied::epoch`]).
+    pub fn confirm(&self, cluster_id: &str, user_id: &str, epoch: u64) {
+        if let Ok(mut m) = self.applied.lock() {
+            if let Some(a) = m.get_mut(&(cluster_id.to_owned(), user_id.to_owned())) {
+                a.epoch = a.epoch.max(epoch);
+            }
+        }
     }
 
     /// What was last applied for the user on the cluster by this process: the service account
@@ -517,7 +532,9 @@ impl Reconciler {
     }
 
     /// Bring the cluster in line with `desired` for the user: service account, anchor Secret,
-    /// bindings added, stale bindings removed.
+    /// bindings added, stale bindings removed. `epoch` is the authorization epoch read before
+    /// the service account's record was.
+    #[allow(clippy::too_many_arguments)]
     pub async fn reconcile(
         &self,
         client: &kube::Client,
@@ -526,6 +543,7 @@ impl Reconciler {
         email: &str,
         sa: &str,
         desired: &Desired,
+        epoch: u64,
     ) -> Result<Changes, RbacError> {
         let mut changes = Changes {
             applied: true,
@@ -649,6 +667,7 @@ impl Reconciler {
                     sa: sa.to_owned(),
                     desired: desired.clone(),
                     at: Instant::now(),
+                    epoch,
                     missing: changes.missing_namespaces.iter().cloned().collect(),
                 },
             );

@@ -103,6 +103,10 @@ impl Gateway {
                 }
             }
         }
+        if !report.removed.is_empty() {
+            // Other replicas may hold these accounts as reconciled: they read the records again.
+            self.services.policy.bump();
+        }
         report
     }
 

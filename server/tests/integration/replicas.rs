@@ -1324,3 +1324,106 @@ async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_the
     assert_eq!(closed["reason"], "server restarting", "{closed}");
     drop(z);
 }
+
+/// The sweeper of one replica removes a user's service account that another replica had set
+/// up (the user lost every grant on the cluster). Granted again, the user is served by that
+/// other replica at once: it does not trust what it applied before the epoch moved, reads the
+/// account's record again and makes a new account (it used to keep using the removed one,
+/// refused by the cluster, for up to ten minutes: a flake of the terminals test above, when
+/// the jobs' lease was not on the replica that served the user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_account_removed_by_another_replica_is_made_again_when_granted_again() {
+    if !on_postgres() {
+        eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
+        return;
+    }
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let _ = x.user_client(&admin_x, USER).await;
+    let binding = admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    // X started first and holds the background jobs' lease: its sweeper is the one that
+    // removes accounts, never Y's.
+    let start = Instant::now();
+    while !x.services().jobs.held() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "X never took the jobs' lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let y = WardenServe::start(
+        &x.database_url,
+        &[
+            ("WARDEN_REPLICA_ID", "replica-y"),
+            ("WARDEN_MASTER_KEY", MASTER_KEY),
+        ],
+    )
+    .await;
+    let sally = Client::new(&y.url, true);
+    sally.login(USER, USER_PASSWORD).await.assert_status(200);
+    let pods_path = format!("/api/v1/clusters/{CLUSTER}/pods?namespace=apple");
+    // Y sets up sally's service account (through X's tunnel) and remembers it.
+    sally.get(&pods_path).await.assert_status(200);
+    let db = &x.services().db;
+    let accounts = || sql_strings(db, "SELECT sa_name FROM kube_service_accounts");
+    let first = accounts().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    let on_cluster = |name: &str| sim.store().get("serviceaccounts", "warden-system", name);
+    assert!(on_cluster(&first[0]).is_some());
+
+    // The binding goes (on X; nothing asks Y meanwhile): X's sweeper removes the account.
+    admin_x
+        .delete(&format!("/api/v1/bindings/{binding}"))
+        .await
+        .assert_status(204);
+    let start = Instant::now();
+    while !accounts().await.is_empty() || on_cluster(&first[0]).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "X's sweeper did not remove sally's service account"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(x.services().jobs.held(), "the jobs' lease moved to Y");
+
+    // Granted again: Y serves sally as soon as it hears of the change.
+    admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let granted = Instant::now();
+    loop {
+        let r = sally.get(&pods_path).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            granted.elapsed() < Duration::from_secs(6),
+            "Y still refuses sally after the grant made on X: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = accounts().await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, first, "a new account, not the removed one");
+    assert!(on_cluster(&now[0]).is_some());
+    drop(y);
+}
