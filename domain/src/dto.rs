@@ -325,6 +325,9 @@ pub struct AuditHistogram {
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+// One schema per item type, named after it (`Page_for_UserDto`), as clients generated from the
+// document know them.
+#[cfg_attr(feature = "openapi", schemars(rename = "Page_for_{T}"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,

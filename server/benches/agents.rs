@@ -19,9 +19,8 @@
 
 mod common;
 
-use common::{env_num, free_port, memory_kib};
+use common::{env_num, memory_kib};
 use std::time::{Duration, Instant};
-use warden_server::testing::Client;
 
 fn main() {
     common::block_on(run());
@@ -100,81 +99,27 @@ async fn run() {
     let heartbeat_ms = env_num("AGENTS_BENCH_HEARTBEAT_MS", 1000);
     let secs = env_num("AGENTS_BENCH_SECS", 30);
     let dir = tempfile::tempdir().expect("tempdir");
-    let http_addr = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{http_addr}");
-    let gw = free_port();
-    let admin_password = "the bench administrator's password";
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.arg("serve")
-        .env("WARDEN_HTTP_ADDR", &http_addr)
-        .env("WARDEN_PUBLIC_URL", &url)
-        .env("WARDEN_GATEWAY_ADDR", format!("127.0.0.1:{gw}"))
-        .env(
-            "WARDEN_GATEWAY_PUBLIC_URL",
-            format!("https://127.0.0.1:{gw}"),
-        )
-        .env("WARDEN_DATA_DIR", dir.path().join("data"))
-        .env("WARDEN_SITE_ROOT", dir.path().join("site"))
-        .env("WARDEN_ADMIN_EMAIL", "admin@example.com")
-        .env("WARDEN_ADMIN_PASSWORD", admin_password)
-        .env("WARDEN_AGENT_HEARTBEAT_MS", heartbeat_ms.to_string())
-        .env(
-            "WARDEN_AGENT_TIMEOUT_MS",
-            (heartbeat_ms * 6).max(30_000).to_string(),
-        )
-        // Every agent here dials from 127.0.0.1: the per-source limit would be one source's.
-        .env("WARDEN_RATE_LIMIT_AGENT", "0")
-        .env("WARDEN_RATE_LIMIT_SIGN_IN", "0")
-        .env("WARDEN_LOG", "warn")
-        .kill_on_drop(true);
     // The server's warnings and errors: to AGENTS_BENCH_SERVER_LOG, or nowhere.
-    match std::env::var_os("AGENTS_BENCH_SERVER_LOG") {
-        Some(path) => {
-            let file = std::fs::File::create(path).expect("AGENTS_BENCH_SERVER_LOG");
-            cmd.stdout(file.try_clone().expect("log file")).stderr(file);
-        }
-        None => {
-            cmd.stdout(std::process::Stdio::null());
-        }
-    }
-    let db = std::env::var("WARDEN_BENCH_DATABASE_URL").unwrap_or_else(|_| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("warden.db").display()
-        )
-    });
-    cmd.env("WARDEN_DATABASE_URL", db);
-    let child = cmd.spawn().expect("start warden serve");
-    let pid = child.id().expect("a pid");
+    let log = std::env::var_os("AGENTS_BENCH_SERVER_LOG");
+    let server = common::serve(
+        dir.path(),
+        &[
+            ("WARDEN_AGENT_HEARTBEAT_MS", heartbeat_ms.to_string()),
+            (
+                "WARDEN_AGENT_TIMEOUT_MS",
+                (heartbeat_ms * 6).max(30_000).to_string(),
+            ),
+        ],
+        log.as_deref(),
+    )
+    .await;
+    let (pid, url, admin, idle_rss) = (
+        server.pid,
+        server.url.clone(),
+        &server.admin,
+        server.idle_rss_kib,
+    );
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while !http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "warden serve is not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (idle_rss, _) = memory_kib(&pid.to_string());
-
-    let admin = Client::new(&url, true);
-    admin
-        .login("admin@example.com", admin_password)
-        .await
-        .assert_status(200);
-    let new_password = "the bench administrator's new password";
-    admin
-        .post(
-            "/api/v1/me/password",
-            serde_json::json!({"current_password": admin_password, "new_password": new_password}),
-        )
-        .await
-        .assert_status(204);
     admin
         .post("/api/v1/projects", serde_json::json!({"name": "bench"}))
         .await
@@ -189,40 +134,17 @@ async fn run() {
     let mut agents = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("bench-{i:04}");
-        let created = admin
-            .post(
-                "/api/v1/clusters",
-                serde_json::json!({"name": name, "project": "bench"}),
+        agents.push(
+            common::import_with_agent(
+                admin,
+                dir.path(),
+                &kubeconfig,
+                &name,
+                "bench",
+                stop_rx.clone(),
             )
-            .await
-            .assert_status(201)
-            .json();
-        let manifest = http
-            .get(created["manifest_url"].as_str().expect("manifest_url"))
-            .send()
-            .await
-            .expect("the manifest")
-            .text()
-            .await
-            .expect("the manifest");
-        let manifest_path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&manifest_path, manifest).expect("write the manifest");
-        let clients = warden_agent::kube_clients(Some(&kubeconfig), None)
-            .await
-            .expect("kube clients");
-        let store = warden_agent::Store::file(
-            manifest_path.clone(),
-            Some(manifest_path.with_extension("state.json")),
+            .await,
         );
-        let agent = warden_agent::Agent::new(clients, store, warden_agent::Options::default());
-        let mut stop = stop_rx.clone();
-        agents.push(tokio::spawn(async move {
-            agent
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        }));
         if (i + 1) % 100 == 0 {
             eprintln!(
                 "  {} imported ({:.0} s)",
@@ -306,5 +228,5 @@ async fn run() {
     for a in agents {
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
-    drop(child);
+    drop(server);
 }

@@ -6,7 +6,10 @@
 //! - **gateway**: Warden's gateway over a direct connection to the cluster (client
 //!   certificate, every check, the audit journal, forwarding);
 //! - **gateway + agent**: the gateway and a real agent's tunnel, as in production (an identical
-//!   kubesim behind it).
+//!   kubesim behind it);
+//! - **gw+agent, alone**: the same with Warden as a `warden serve` process of its own (SQLite,
+//!   the binary `cargo bench` built), its CPU its own as `kubectl proxy`'s is: the other
+//!   Warden paths share this process with the load and the clusters.
 //!
 //! Requests: GET of one ConfigMap, LIST of 20, and a WATCH fan-out (16 watchers per path, then
 //! events created on the cluster: delivered events per second). Concurrency 1 (`GATEWAY_BENCH_N`
@@ -298,23 +301,7 @@ async fn run() {
         .await
         .assert_status(201);
     let kubeconfig = user.get("/api/v1/kubeconfig").await.assert_status(200).body;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&kubeconfig).expect("yaml");
-    use base64::Engine;
-    let b64 = |v: &serde_yaml::Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("b64"))
-            .expect("base64")
-    };
-    let u = &doc["users"][0]["user"];
-    let mut identity = b64(&u["client-certificate-data"]);
-    identity.extend(b64(&u["client-key-data"]));
-    let gw_ca = b64(&doc["clusters"][0]["cluster"]["certificate-authority-data"]);
-    let through = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&gw_ca).expect("ca"))
-        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
-        .build()
-        .expect("client");
+    let through = gateway_client(&kubeconfig);
     let gateway = Path {
         name: "gateway",
         client: through.clone(),
@@ -364,7 +351,80 @@ async fn run() {
         bearer: None,
         tunnelled: true,
     };
-    let paths = [direct, proxy, gateway, agent];
+    // The same production path with Warden in a process of its own (its CPU its own, as
+    // `kubectl proxy`'s is): a `warden serve`, its agent on the same cluster.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alone_dir = dir.path().join("alone");
+    std::fs::create_dir_all(&alone_dir).expect("dir");
+    let alone = common::serve(
+        &alone_dir,
+        &[("WARDEN_AUDIT_JOURNAL_SYNC", sync.clone())],
+        std::env::var_os("GATEWAY_BENCH_SERVER_LOG").as_deref(),
+    )
+    .await;
+    alone
+        .admin
+        .post("/api/v1/projects", json!({"name": "bench"}))
+        .await
+        .assert_status(201);
+    let tunnelled_kubeconfig = alone_dir.join("cluster.kubeconfig");
+    std::fs::write(&tunnelled_kubeconfig, tunnelled.admin_kubeconfig()).expect("kubeconfig");
+    let _alone_agent = common::import_with_agent(
+        &alone.admin,
+        &alone_dir,
+        &tunnelled_kubeconfig,
+        "alone",
+        "bench",
+        stop_rx,
+    )
+    .await;
+    let start = Instant::now();
+    while alone
+        .admin
+        .get("/api/v1/clusters/alone")
+        .await
+        .assert_status(200)
+        .json()["status"]
+        != "connected"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the agent of the separate Warden did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alone
+        .admin
+        .post("/api/v1/users", json!({"email": "bench@example.com", "name": "bench", "password": "first password for the bench"}))
+        .await
+        .assert_status(201);
+    alone
+        .admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "bench@example.com"}, "role": "NAMESPACE_ADMIN", "project": "bench", "namespaces": ["apple", "fan"]}))
+        .await
+        .assert_status(201);
+    let alone_user = warden_server::testing::Client::new(&alone.url, true);
+    alone_user
+        .login("bench@example.com", "first password for the bench")
+        .await
+        .assert_status(200);
+    alone_user
+        .post("/api/v1/me/password", json!({"current_password": "first password for the bench", "new_password": "the bench user's own password"}))
+        .await
+        .assert_status(204);
+    let alone_kubeconfig = alone_user
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let alone_path = Path {
+        name: "gw+agent, alone",
+        client: gateway_client(&alone_kubeconfig),
+        base: format!("{}/clusters/alone", alone.gateway_url),
+        bearer: None,
+        tunnelled: true,
+    };
+    let paths = [direct, proxy, gateway, agent, alone_path];
 
     let requests = [
         ("GET", "/api/v1/namespaces/apple/configmaps/c0"),
@@ -434,6 +494,10 @@ async fn run() {
             "gateway + agent",
             kube_client(&kubeconfig, Some("warden-bench-agent")).await,
         ),
+        (
+            "gw+agent, alone",
+            kube_client(&alone_kubeconfig, Some("warden-alone")).await,
+        ),
     ];
     let mut direct_exec = 0.0;
     for (i, (name, client)) in clients.into_iter().enumerate() {
@@ -461,4 +525,33 @@ async fn run() {
         "audit journal ({sync}): {commits} fsyncs, mean {:.3} ms",
         micros as f64 / 1000.0 / commits.max(1) as f64
     );
+    let (rss, peak) = common::memory_kib(&alone.pid.to_string());
+    println!(
+        "Warden alone: resident memory {:.0} MiB (peak {:.0} MiB, idle {:.0} MiB)",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        alone.idle_rss_kib as f64 / 1024.0
+    );
+    let _ = stop_tx.send(true);
+}
+
+/// A client for the gateway with the user's identity from a kubeconfig Warden gave them.
+fn gateway_client(kubeconfig: &str) -> reqwest::Client {
+    use base64::Engine;
+    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).expect("yaml");
+    let b64 = |v: &serde_yaml::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("b64"))
+            .expect("base64")
+    };
+    let u = &doc["users"][0]["user"];
+    let mut identity = b64(&u["client-certificate-data"]);
+    identity.extend(b64(&u["client-key-data"]));
+    let gw_ca = b64(&doc["clusters"][0]["cluster"]["certificate-authority-data"]);
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&gw_ca).expect("ca"))
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .build()
+        .expect("client")
 }

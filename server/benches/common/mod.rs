@@ -59,3 +59,143 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// `warden serve` as a process of its own (the binary `cargo bench` built), so its CPU and
+/// memory are its own: on SQLite in `dir` (or `WARDEN_BENCH_DATABASE_URL`), with `extra`
+/// settings, its administrator signed in with a changed password. Killed when dropped.
+pub struct Serve {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub url: String,
+    pub gateway_url: String,
+    pub admin: warden_server::testing::Client,
+    /// Resident memory (KiB) once ready, before anything was asked of it.
+    pub idle_rss_kib: u64,
+}
+
+/// Start [`Serve`]; the server's own warnings go to `log` (a file), or nowhere.
+pub async fn serve(
+    dir: &std::path::Path,
+    extra: &[(&str, String)],
+    log: Option<&std::ffi::OsStr>,
+) -> Serve {
+    use std::time::Instant;
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{http_addr}");
+    let gw = free_port();
+    let gateway_url = format!("https://127.0.0.1:{gw}");
+    let admin_password = "the bench administrator's password";
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.arg("serve")
+        .env("WARDEN_HTTP_ADDR", &http_addr)
+        .env("WARDEN_PUBLIC_URL", &url)
+        .env("WARDEN_GATEWAY_ADDR", format!("127.0.0.1:{gw}"))
+        .env("WARDEN_GATEWAY_PUBLIC_URL", &gateway_url)
+        .env("WARDEN_DATA_DIR", dir.join("data"))
+        .env("WARDEN_SITE_ROOT", dir.join("site"))
+        .env("WARDEN_ADMIN_EMAIL", "admin@example.com")
+        .env("WARDEN_ADMIN_PASSWORD", admin_password)
+        // Every client here comes from 127.0.0.1: the per-source limits would be one source's.
+        .env("WARDEN_RATE_LIMIT_AGENT", "0")
+        .env("WARDEN_RATE_LIMIT_SIGN_IN", "0")
+        .env("WARDEN_LOG", "warn")
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    match log {
+        Some(path) => {
+            let file = std::fs::File::create(path).expect("the server's log file");
+            cmd.stdout(file.try_clone().expect("log file")).stderr(file);
+        }
+        None => {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+    }
+    let db = std::env::var("WARDEN_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.join("warden.db").display()));
+    cmd.env("WARDEN_DATABASE_URL", db);
+    let child = cmd.spawn().expect("start warden serve");
+    let pid = child.id().expect("a pid");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "warden serve is not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (idle_rss_kib, _) = memory_kib(&pid.to_string());
+    let admin = warden_server::testing::Client::new(&url, true);
+    admin
+        .login("admin@example.com", admin_password)
+        .await
+        .assert_status(200);
+    admin
+        .post(
+            "/api/v1/me/password",
+            serde_json::json!({"current_password": admin_password, "new_password": "the bench administrator's new password"}),
+        )
+        .await
+        .assert_status(204);
+    Serve {
+        child,
+        pid,
+        url,
+        gateway_url,
+        admin,
+        idle_rss_kib,
+    }
+}
+
+/// Import cluster `name` into `project` through the REST API and run a real agent for it
+/// (the agent library, in this process) against the cluster `kubeconfig` names; the agent's
+/// task, which ends when `stop` turns true.
+pub async fn import_with_agent(
+    admin: &warden_server::testing::Client,
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    name: &str,
+    project: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            serde_json::json!({"name": name, "project": project}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
+        .await
+        .expect("the manifest")
+        .text()
+        .await
+        .expect("the manifest");
+    let manifest_path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&manifest_path, manifest).expect("write the manifest");
+    let clients = warden_agent::kube_clients(Some(kubeconfig), None)
+        .await
+        .expect("kube clients");
+    let store = warden_agent::Store::file(
+        manifest_path.clone(),
+        Some(manifest_path.with_extension("state.json")),
+    );
+    let agent = warden_agent::Agent::new(clients, store, warden_agent::Options::default());
+    let mut stop = stop;
+    tokio::spawn(async move {
+        let _ = agent
+            .run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    })
+}

@@ -3,8 +3,8 @@
 //! request and response schemas come from the DTO types themselves (schemars).
 
 use axum::Router;
-use schemars::gen::{SchemaGenerator, SchemaSettings};
-use schemars::schema::{Schema, SchemaObject};
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::Schema;
 use serde_json::{json, Map, Value};
 
 use crate::state::AppState;
@@ -56,9 +56,9 @@ macro_rules! endpoints {
                     tag: $tag,
                     summary: $summary,
                     status: $status,
-                    request: None::<$crate::api::openapi::SchemaFn> $( .or(Some((|g: &mut schemars::gen::SchemaGenerator| g.subschema_for::<$req>()) as $crate::api::openapi::SchemaFn)) )?,
-                    response: None::<$crate::api::openapi::SchemaFn> $( .or(Some((|g: &mut schemars::gen::SchemaGenerator| g.subschema_for::<$resp>()) as $crate::api::openapi::SchemaFn)) )?,
-                    query: None::<$crate::api::openapi::SchemaFn> $( .or(Some((|g: &mut schemars::gen::SchemaGenerator| g.root_schema_for::<$query>().schema.into()) as $crate::api::openapi::SchemaFn)) )?,
+                    request: None::<$crate::api::openapi::SchemaFn> $( .or(Some((|g: &mut schemars::generate::SchemaGenerator| g.subschema_for::<$req>()) as $crate::api::openapi::SchemaFn)) )?,
+                    response: None::<$crate::api::openapi::SchemaFn> $( .or(Some((|g: &mut schemars::generate::SchemaGenerator| g.subschema_for::<$resp>()) as $crate::api::openapi::SchemaFn)) )?,
+                    query: None::<$crate::api::openapi::SchemaFn> $( .or(Some((|g: &mut schemars::generate::SchemaGenerator| g.root_schema_for::<$query>()) as $crate::api::openapi::SchemaFn)) )?,
                     public: false $( || $public )?,
                 }
             ),*]
@@ -66,17 +66,23 @@ macro_rules! endpoints {
     };
 }
 
+/// A query type's fields as OpenAPI parameters (its root schema: transforms applied).
 fn query_parameters(schema: Schema) -> Vec<Value> {
-    let Schema::Object(SchemaObject {
-        object: Some(obj), ..
-    }) = schema
-    else {
+    let Some(obj) = schema.as_object() else {
         return vec![];
     };
-    obj.properties
+    let Some(properties) = obj.get("properties").and_then(Value::as_object) else {
+        return vec![];
+    };
+    let required: Vec<&str> = obj
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    properties
         .iter()
         .map(|(name, s)| {
-            let mut sv = serde_json::to_value(s).unwrap_or(json!({}));
+            let mut sv = s.clone();
             // Optional fields come out as ["string","null"]; parameters are simply optional.
             if let Some(t) = sv.get("type").and_then(|t| t.as_array()).and_then(|a| a.iter().find(|x| *x != "null")).cloned() {
                 sv["type"] = t;
@@ -85,14 +91,24 @@ fn query_parameters(schema: Schema) -> Vec<Value> {
                 o.remove("nullable");
                 o.remove("default");
             }
-            json!({"name": name, "in": "query", "required": obj.required.contains(name), "schema": sv})
+            json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": sv})
         })
         .collect()
+}
+
+/// A schema used in place (a request or response body) in its OpenAPI 3.0 form: the settings'
+/// transforms, which the generator applies itself only to root schemas and definitions.
+fn in_place(gen: &mut SchemaGenerator, mut schema: Schema) -> Schema {
+    for t in gen.transforms_mut() {
+        t.transform(&mut schema);
+    }
+    schema
 }
 
 pub fn document(ops: &[Operation]) -> Value {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let error_ref = gen.subschema_for::<ErrorEnvelope>();
+    let error_ref = in_place(&mut gen, error_ref);
     let mut paths = Map::new();
     for op in ops {
         let mut parameters: Vec<Value> = op
@@ -116,14 +132,18 @@ pub fn document(ops: &[Operation]) -> Value {
         });
         let ok = match op.response {
             Some(r) => {
-                json!({"description": "success", "content": {"application/json": {"schema": r(&mut gen)}}})
+                let schema = r(&mut gen);
+                let schema = in_place(&mut gen, schema);
+                json!({"description": "success", "content": {"application/json": {"schema": schema}}})
             }
             None => json!({"description": "success, no content"}),
         };
         o["responses"][op.status.to_string()] = ok;
         if let Some(r) = op.request {
+            let schema = r(&mut gen);
+            let schema = in_place(&mut gen, schema);
             o["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": r(&mut gen)}}});
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
         if op.public {
             o["security"] = json!([]);
@@ -133,7 +153,7 @@ pub fn document(ops: &[Operation]) -> Value {
             .or_insert_with(|| json!({}));
         entry[op.method] = o;
     }
-    let schemas = serde_json::to_value(gen.take_definitions()).unwrap_or(json!({}));
+    let schemas = Value::Object(gen.take_definitions(true));
     json!({
         "openapi": "3.0.3",
         "info": {

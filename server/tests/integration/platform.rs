@@ -334,6 +334,17 @@ async fn openapi_document_describes_the_api() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     assert!(schemas["CreateBindingRequest"]["properties"]["subject"].is_object());
     assert!(schemas.contains_key("ErrorEnvelope"));
+    // A page of each item type is a schema of its own, named after it.
+    assert_eq!(
+        paths["/api/v1/users"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Page_for_UserDto"
+    );
+    assert!(
+        schemas["Page_for_UserDto"]["properties"]["items"]["items"]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/UserDto"))
+    );
     // Statuses, origins and scopes are typed: the document lists their values.
     let values = |name: &str| -> Vec<String> {
         let s = &schemas[name];
