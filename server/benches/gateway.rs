@@ -537,21 +537,7 @@ async fn run() {
 
 /// A client for the gateway with the user's identity from a kubeconfig Warden gave them.
 fn gateway_client(kubeconfig: &str) -> reqwest::Client {
-    use base64::Engine;
-    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).expect("yaml");
-    let b64 = |v: &serde_yaml::Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("b64"))
-            .expect("base64")
-    };
-    let u = &doc["users"][0]["user"];
-    let mut identity = b64(&u["client-certificate-data"]);
-    identity.extend(b64(&u["client-key-data"]));
-    let gw_ca = b64(&doc["clusters"][0]["cluster"]["certificate-authority-data"]);
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&gw_ca).expect("ca"))
-        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+    warden_server::gateway::testkit::gateway_client_builder(kubeconfig)
         .build()
         .expect("client")
 }

@@ -156,8 +156,9 @@ pub async fn serve(
 }
 
 /// Import cluster `name` into `project` through the REST API and run a real agent for it
-/// (the agent library, in this process) against the cluster `kubeconfig` names; the agent's
-/// task, which ends when `stop` turns true.
+/// (the agent library, in this process) with the credentials of `kubeconfig` (no `kubectl
+/// apply` of the manifest, unlike `testkit::start_agent`: a thousand of them would take
+/// minutes); the agent's task, which ends when `stop` turns true.
 pub async fn import_with_agent(
     admin: &warden_server::testing::Client,
     dir: &std::path::Path,
@@ -166,22 +167,8 @@ pub async fn import_with_agent(
     project: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let created = admin
-        .post(
-            "/api/v1/clusters",
-            serde_json::json!({"name": name, "project": project}),
-        )
-        .await
-        .assert_status(201)
-        .json();
-    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
-        .await
-        .expect("the manifest")
-        .text()
-        .await
-        .expect("the manifest");
-    let manifest_path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&manifest_path, manifest).expect("write the manifest");
+    let manifest_path =
+        warden_server::gateway::testkit::import_cluster(admin, dir, name, project, &[]).await;
     let clients = warden_agent::kube_clients(Some(kubeconfig), None)
         .await
         .expect("kube clients");

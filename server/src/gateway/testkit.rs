@@ -95,6 +95,55 @@ impl TestApp {
     }
 }
 
+/// Import `name` into `project` (shared with `shared_with`) through the REST API, as the
+/// wizard does; the agent's manifest, fetched by its one-time URL, is written in `dir` (its
+/// path returned).
+pub async fn import_cluster(
+    admin: &crate::testing::Client,
+    dir: &Path,
+    name: &str,
+    project: &str,
+    shared_with: &[&str],
+) -> PathBuf {
+    let created = admin
+        .post(
+            "/api/v1/clusters",
+            serde_json::json!({"name": name, "project": project, "shared_with": shared_with}),
+        )
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
+        .await
+        .expect("the manifest URL")
+        .text()
+        .await
+        .expect("the manifest");
+    let manifest_path = dir.join(format!("{name}.manifest.yaml"));
+    std::fs::write(&manifest_path, &manifest).expect("write the manifest");
+    manifest_path
+}
+
+/// An HTTP client for the gateway with the identity of a kubeconfig Warden issued (its client
+/// certificate and key; the gateway's CA as the only root).
+pub fn gateway_client_builder(kubeconfig: &str) -> reqwest::ClientBuilder {
+    use base64::Engine;
+    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).expect("a kubeconfig");
+    let b64 = |v: &serde_yaml::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 data"))
+            .expect("base64")
+    };
+    let user = &doc["users"][0]["user"];
+    let mut identity = b64(&user["client-certificate-data"]);
+    identity.extend(b64(&user["client-key-data"]));
+    let ca = b64(&doc["clusters"][0]["cluster"]["certificate-authority-data"]);
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("the gateway's CA"))
+        .identity(reqwest::Identity::from_pem(&identity).expect("the user's identity"))
+}
+
 /// [`TestApp::connect_agent`] through whichever Warden `admin` talks to (another process, a
 /// load balancer): the agent dials that Warden's public URL. Returns at once (the agent
 /// connects in the background).
@@ -108,22 +157,7 @@ pub async fn start_agent(
     shared_with: &[&str],
 ) -> RunningAgent {
     {
-        let created = admin
-            .post(
-                "/api/v1/clusters",
-                serde_json::json!({"name": name, "project": project, "shared_with": shared_with}),
-            )
-            .await
-            .assert_status(201)
-            .json();
-        let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
-            .await
-            .expect("the manifest URL")
-            .text()
-            .await
-            .expect("the manifest");
-        let manifest_path = dir.join(format!("{name}.manifest.yaml"));
-        std::fs::write(&manifest_path, &manifest).expect("write the manifest");
+        let manifest_path = import_cluster(admin, dir, name, project, shared_with).await;
         Kubectl::new(&dir.join(format!("{name}-ops")), &sim.admin_kubeconfig())
             .run(&["apply", "-f", manifest_path.to_str().expect("a UTF-8 path")])
             .await

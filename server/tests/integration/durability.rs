@@ -13,7 +13,6 @@
 //! Warden is stopped (`SIGTERM`), killed (`SIGKILL`) and started again; and a web terminal open
 //! when Warden is killed gets its end recorded at the next start.
 
-use base64::Engine;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use std::path::Path;
@@ -80,20 +79,7 @@ async fn child_warden_serving_until_killed() {
 
 /// A client of the gateway with the kubeconfig's certificate.
 fn gateway_client(kubeconfig: &str) -> reqwest::Client {
-    let doc: serde_yaml::Value = serde_yaml::from_str(kubeconfig).expect("yaml");
-    let b64 = |v: &serde_yaml::Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("b64"))
-            .expect("base64")
-    };
-    let u = &doc["users"][0]["user"];
-    let mut identity = b64(&u["client-certificate-data"]);
-    identity.extend(b64(&u["client-key-data"]));
-    let ca = b64(&doc["clusters"][0]["cluster"]["certificate-authority-data"]);
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
-        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+    warden_server::gateway::testkit::gateway_client_builder(kubeconfig)
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client")
