@@ -27,7 +27,7 @@ use warden_domain::access::kube::{KubeIntent, KubeRules};
 use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use warden_domain::clock::Timestamp;
-use warden_domain::entities::users;
+use warden_domain::entities::{kube_service_accounts, users};
 use warden_domain::ids::UserId;
 use warden_domain::kubeconfig::EffectiveKubectlSettings;
 use warden_domain::users::STATUS_ACTIVE;
@@ -1018,6 +1018,8 @@ impl Gateway {
         let fingerprint = desired.fingerprint();
         // Read before the record: a removal elsewhere moves it after forgetting the record.
         let epoch = self.services.policy.epoch();
+        // The record, when the fast path below already read it (passed down, not read twice).
+        let mut read: Option<Option<kube_service_accounts::Model>> = None;
         if let Some((sa, confirmed)) =
             self.reconciler
                 .is_current(&cluster.id, &user.id, &fingerprint, namespace)
@@ -1026,10 +1028,17 @@ impl Gateway {
             // the database still records that account with those rights (another replica's
             // sweeper may have removed it from the cluster meanwhile).
             let holds = confirmed == epoch
-                || matches!(
-                    kc::service_account_of(&self.services.db, &cluster.id, &user.id).await,
-                    Ok(Some(r)) if r.sa_name == sa && r.rbac_hash == fingerprint
-                );
+                || match kc::service_account_of(&self.services.db, &cluster.id, &user.id).await {
+                    Ok(record) => {
+                        let same = matches!(
+                            &record,
+                            Some(r) if r.sa_name == sa && r.rbac_hash == fingerprint
+                        );
+                        read = Some(record);
+                        same
+                    }
+                    Err(_) => false,
+                };
             if holds {
                 self.reconciler.confirm(&cluster.id, &user.id, epoch);
                 self.touch(cluster, &user.id).await;
@@ -1041,13 +1050,16 @@ impl Gateway {
         // right it had; a new one (fresh name) when it is the first, or when rights shrank (or
         // may have: what was applied before a restart is known only by its fingerprint). The
         // old one then goes with everything bound to it, tokens included.
-        let recorded = kc::service_account_of(&self.services.db, &cluster.id, &user.id)
-            .await
-            .map_err(|e| PrepareError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "Warden cannot read its records right now".into(),
-                detail: e.to_string(),
-            })?;
+        let recorded = match read {
+            Some(record) => record,
+            None => kc::service_account_of(&self.services.db, &cluster.id, &user.id)
+                .await
+                .map_err(|e| PrepareError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "Warden cannot read its records right now".into(),
+                    detail: e.to_string(),
+                })?,
+        };
         let previous = recorded.as_ref().map(|r| r.sa_name.clone());
         let keep = match (
             &recorded,

@@ -565,22 +565,9 @@ async fn world() -> World {
         .post("/api/v1/projects", json!({"name": "durable"}))
         .await
         .assert_status(201);
-    let created = admin
-        .post(
-            "/api/v1/clusters",
-            json!({"name": "sim", "project": "durable"}),
-        )
-        .await
-        .assert_status(201)
-        .json();
-    let manifest = reqwest::get(created["manifest_url"].as_str().expect("manifest_url"))
-        .await
-        .expect("the manifest URL")
-        .text()
-        .await
-        .expect("the manifest");
-    let manifest_path = dir.path().join("sim.manifest.yaml");
-    std::fs::write(&manifest_path, &manifest).expect("write the manifest");
+    let manifest_path =
+        warden_server::gateway::testkit::import_cluster(&admin, dir.path(), "sim", "durable", &[])
+            .await;
     Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig())
         .run(&["apply", "-f", manifest_path.to_str().expect("UTF-8")])
         .await

@@ -425,6 +425,55 @@ impl Streaming {
     }
 }
 
+/// Replica X: this process (holding the agent's tunnel, reachable by the other replicas at
+/// `WARDEN_REPLICA_ADDR`), project `dev`, the cluster with a connected agent and namespace
+/// `apple`, sally a user and namespace admin of `apple`. Bind `dir`, `sim` and `_agent` when
+/// destructuring (`sim: _sim`): a field left to `..` is dropped at the end of the statement.
+struct ReplicaX {
+    x: TestApp,
+    /// X's internal address (`WARDEN_REPLICA_ADDR`).
+    internal: String,
+    admin_x: Client,
+    dir: tempfile::TempDir,
+    sim: kubesim::KubeSim,
+    _agent: warden_server::gateway::testkit::RunningAgent,
+    /// sally's binding.
+    binding: String,
+}
+
+async fn replica_x() -> ReplicaX {
+    let internal = format!("127.0.0.1:{}", free_port());
+    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
+        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
+        ("WARDEN_REPLICA_ADDR".to_owned(), internal.clone()),
+        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
+    ]))
+    .await
+    .with_admin()
+    .await;
+    admin_x
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, agent) = x
+        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
+        .await;
+    let _ = x.user_client(&admin_x, USER).await;
+    let binding = admin_x
+        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    ReplicaX {
+        x,
+        internal,
+        admin_x,
+        dir,
+        sim,
+        _agent: agent,
+        binding,
+    }
+}
+
 /// One raw hello on the internal channel at `addr`; the answer line.
 async fn hello_answer(addr: &str, line: &str) -> String {
     use tokio::io::AsyncWriteExt;
@@ -443,27 +492,14 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
         return;
     }
     // X: this process, holding the agent's tunnel, reachable by the other replicas.
-    let internal = format!("127.0.0.1:{}", free_port());
-    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
-        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
-        ("WARDEN_REPLICA_ADDR".to_owned(), internal.clone()),
-        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
-    ]))
-    .await
-    .with_admin()
-    .await;
-    admin_x
-        .post("/api/v1/projects", json!({"name": "dev"}))
-        .await
-        .assert_status(201);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_sim, _agent) = x
-        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
-        .await;
-    let _ = x.user_client(&admin_x, USER).await;
-    admin_x
-        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
-        .await;
+    let ReplicaX {
+        x,
+        internal,
+        dir,
+        sim: _sim,
+        _agent,
+        ..
+    } = replica_x().await;
 
     // Y: a `warden serve` without a tunnel; sally signs in there and uses its gateway.
     let y_internal = format!("127.0.0.1:{}", free_port());
@@ -726,26 +762,13 @@ async fn a_session_and_a_kubeconfig_from_one_replica_work_on_another() {
         eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
         return;
     }
-    let internal = format!("127.0.0.1:{}", free_port());
-    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
-        ("WARDEN_REPLICA_ADDR".to_owned(), internal),
-        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
-    ]))
-    .await
-    .with_admin()
-    .await;
-    admin_x
-        .post("/api/v1/projects", json!({"name": "dev"}))
-        .await
-        .assert_status(201);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_sim, _agent) = x
-        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
-        .await;
-    let _ = x.user_client(&admin_x, USER).await;
-    admin_x
-        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
-        .await;
+    let ReplicaX {
+        x,
+        dir,
+        sim: _sim,
+        _agent,
+        ..
+    } = replica_x().await;
     let y = WardenServe::start(&x.database_url, &[("WARDEN_MASTER_KEY", MASTER_KEY)]).await;
 
     // Signed in on X, the same session cookie works on Y.
@@ -1164,23 +1187,14 @@ async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_the
         eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
         return;
     }
-    let internal = format!("127.0.0.1:{}", free_port());
-    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
-        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
-        ("WARDEN_REPLICA_ADDR".to_owned(), internal.clone()),
-        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
-    ]))
-    .await
-    .with_admin()
-    .await;
-    admin_x
-        .post("/api/v1/projects", json!({"name": "dev"}))
-        .await
-        .assert_status(201);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sim, _agent) = x
-        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
-        .await;
+    let ReplicaX {
+        x,
+        dir,
+        sim,
+        _agent,
+        binding,
+        ..
+    } = replica_x().await;
     Kubectl::new(&dir.path().join("ops"), &sim.admin_kubeconfig())
         .run_with_stdin(
             &["apply", "-n", "apple", "-f", "-"],
@@ -1188,10 +1202,6 @@ async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_the
         )
         .await
         .expect_ok();
-    let _ = x.user_client(&admin_x, USER).await;
-    let binding = admin_x
-        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
-        .await;
     let start_replica = |name: &'static str| {
         let db = x.database_url.clone();
         async move {
@@ -1337,27 +1347,15 @@ async fn a_service_account_removed_by_another_replica_is_made_again_when_granted
         eprintln!("skipped: several replicas need PostgreSQL (WARDEN_TEST_DATABASE_URL)");
         return;
     }
-    let internal = format!("127.0.0.1:{}", free_port());
-    let (x, admin_x) = TestApp::spawn_with(std::collections::BTreeMap::from([
-        ("WARDEN_REPLICA_ID".to_owned(), "replica-x".to_owned()),
-        ("WARDEN_REPLICA_ADDR".to_owned(), internal),
-        ("WARDEN_MASTER_KEY".to_owned(), MASTER_KEY.to_owned()),
-    ]))
-    .await
-    .with_admin()
-    .await;
-    admin_x
-        .post("/api/v1/projects", json!({"name": "dev"}))
-        .await
-        .assert_status(201);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (sim, _agent) = x
-        .cluster_with_agent(&admin_x, dir.path(), CLUSTER, "dev", &[], &["apple"])
-        .await;
-    let _ = x.user_client(&admin_x, USER).await;
-    let binding = admin_x
-        .bind_user(USER, "NAMESPACE_ADMIN", "dev", &["apple"])
-        .await;
+    let ReplicaX {
+        x,
+        admin_x,
+        dir: _dir,
+        sim,
+        _agent,
+        binding,
+        ..
+    } = replica_x().await;
     // X started first and holds the background jobs' lease: its sweeper is the one that
     // removes accounts, never Y's.
     let start = Instant::now();
