@@ -28,8 +28,9 @@ COPY . .
 COPY --from=node /src/node_modules ./node_modules
 ENV PATH=/src/node_modules/.bin:$PATH
 RUN CARGO_TARGET_DIR=/src/target ./x release \
- && strip target/release/warden \
- && mkdir -p /out/data
+ && mkdir -p /out/data \
+ && cp "target/$(rustc -vV | sed -n 's/^host: //p')/release/warden" /out/warden \
+ && strip /out/warden
 
 # kubectl, checked against the release's published SHA-256.
 FROM debian:bookworm-slim AS kubectl
@@ -45,7 +46,7 @@ RUN apt-get update \
 # Distroless: no shell, no package manager, uid 65532. The web terminal runs kubectl directly
 # (no shell in between), so nothing else is needed at run time.
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/warden /usr/local/bin/warden
+COPY --from=build /out/warden /usr/local/bin/warden
 COPY --from=build /src/target/site /usr/share/warden/site
 COPY --from=kubectl /kubectl /usr/local/bin/kubectl
 COPY --from=build --chown=65532:65532 /out/data /var/lib/warden

@@ -107,10 +107,23 @@ async fn versioned_assets(
     } else {
         "no-cache"
     };
-    res.headers_mut().insert(
+    let headers = res.headers_mut();
+    headers.insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static(cache),
     );
+    // Every answer here depends on Accept-Encoding (a precompressed file, compressed on the
+    // fly, or plain): caches between must keep them apart.
+    let varies = headers.get_all(axum::http::header::VARY).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("accept-encoding"))
+    });
+    if !varies {
+        headers.append(
+            axum::http::header::VARY,
+            axum::http::HeaderValue::from_static("accept-encoding"),
+        );
+    }
     res
 }
 
@@ -143,9 +156,11 @@ pub fn build_router(state: AppState) -> Router {
 
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     // The console's bundle (WASM, JS, CSS), compressed (brotli or gzip, as the browser
-    // accepts). Pages link it under `/pkg/<version>/` (a digest of the bundle): there it is
-    // cached for good (`immutable`); anywhere else under `/pkg` it is revalidated. Only these
-    // static files are compressed: pages and API answers carry secrets next to reflected input.
+    // accepts): the release build's precompressed files (`warden.wasm.br`, `.gz`: brotli at
+    // its best quality, once, at build time) when present, else compressed on the fly. Pages
+    // link it under `/pkg/<version>/` (a digest of the bundle): there it is cached for good
+    // (`immutable`); anywhere else under `/pkg` it is revalidated. Only these static files are
+    // compressed: pages and API answers carry secrets next to reflected input.
     let version = options
         .site_pkg_dir
         .strip_prefix("pkg/")
@@ -156,7 +171,11 @@ pub fn build_router(state: AppState) -> Router {
             versioned_assets(version.clone(), req, next)
         }))
         .layer(CompressionLayer::new().br(true).gzip(true))
-        .service(ServeDir::new(state.config.site_root.join("pkg")));
+        .service(
+            ServeDir::new(state.config.site_root.join("pkg"))
+                .precompressed_br()
+                .precompressed_gzip(),
+        );
     Router::new()
         .nest_service("/pkg", pkg)
         .route("/sfn/{*fn_name}", post(server_fn_handler))

@@ -692,7 +692,75 @@ async fn the_console_bundle_is_versioned_and_cached_for_good() {
     c.get(&format!("/pkg/{version}/nothing.js"))
         .await
         .assert_status(404);
+
+    // Compressed as the browser accepts: the build's precompressed file when there is one
+    // (never compressed again), else on the fly; plain when nothing is accepted. Each answer
+    // says it varies with Accept-Encoding (the address is cached for good).
+    std::fs::write(site.path().join("pkg/warden.wasm.br"), "brotli bytes").unwrap();
+    std::fs::write(site.path().join("pkg/warden.wasm.gz"), "gzip bytes").unwrap();
+    let raw = reqwest::Client::new();
+    let fetch = |path: String, accept: &'static str| {
+        let req = raw.get(format!("{}{path}", app.url));
+        let req = if accept.is_empty() {
+            req
+        } else {
+            req.header("accept-encoding", accept)
+        };
+        async move { req.send().await.expect("a bundle request") }
+    };
+    let wasm = format!("/pkg/{version}/warden.wasm");
+    for (accept, encoding, body) in [
+        ("br, gzip", Some("br"), "brotli bytes"),
+        ("gzip", Some("gzip"), "gzip bytes"),
+        ("", None, "\0asm"),
+    ] {
+        let r = fetch(wasm.clone(), accept).await;
+        assert_eq!(r.status(), 200, "{accept}");
+        let h = r.headers().clone();
+        let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(header("content-encoding").as_deref(), encoding, "{accept}");
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/wasm"),
+            "{accept}"
+        );
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("public, max-age=31536000, immutable"),
+            "{accept}"
+        );
+        assert_eq!(
+            h.get_all("vary")
+                .iter()
+                .filter(|v| v.to_str().unwrap().eq_ignore_ascii_case("accept-encoding"))
+                .count(),
+            1,
+            "{accept}: {h:?}"
+        );
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            body.as_bytes(),
+            "{accept}"
+        );
+    }
+    // No precompressed stylesheet: brotli on the fly (it decodes to the file).
+    let css = "body { margin: 0 }".repeat(200);
+    std::fs::write(site.path().join("pkg/warden.css"), &css).unwrap();
+    let r = fetch("/pkg/warden.css".to_owned(), "br").await;
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("br")
+    );
+    let compressed = r.bytes().await.unwrap();
+    assert!(compressed.len() < css.len() / 10, "{}", compressed.len());
+    let mut plain = Vec::new();
+    brotli_decompressor::BrotliDecompress(&mut compressed.as_ref(), &mut plain).unwrap();
+    assert_eq!(plain, css.as_bytes());
+
     // A different bundle is a different address.
+    let version = warden_server::startup::asset_version(site.path());
     std::fs::write(site.path().join("pkg/warden.css"), "body { margin: 1px }").unwrap();
     assert_ne!(warden_server::startup::asset_version(site.path()), version);
 }
