@@ -17,6 +17,7 @@ use crate::ids::{AuditEventId, UserId};
 pub mod export;
 pub mod generate;
 pub mod journal;
+pub mod latency;
 pub mod retention;
 pub mod rollup;
 pub mod siem;
@@ -551,12 +552,24 @@ impl AuditSink for DbAuditSink {
 /// An [`AuditSink`] for hot paths (the Kubernetes API gateway): `record` only queues the
 /// event; one writer task stores queued events in batches (one transaction each) through the
 /// inner sink. Nothing is ever dropped: a full queue makes `record` wait (back-pressure), and a
-/// failed write is retried, in order, until it succeeds. When idle, each event is written at
-/// once; under load, batches grow up to `max_batch`.
+/// failed write is retried, in order, until it succeeds. Without a linger, each event is
+/// written at once when idle and batches grow up to `max_batch` under load; with one (see
+/// [`BatchingAuditSink::spawn_with`]) a batch also waits that long for company.
 pub struct BatchingAuditSink {
     tx: tokio::sync::mpsc::Sender<BatchMsg>,
     /// Events handed to `record` that wait for room in the full queue.
     waiting: std::sync::atomic::AtomicUsize,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer of a [`BatchingAuditSink`] did (`warden_audit_write_seconds`,
+/// `warden_audit_written_events_total`).
+#[derive(Default)]
+pub struct WriterStats {
+    /// Each batch's transaction that stored it (a failed attempt is not counted).
+    pub writes: latency::LatencyHistogram,
+    /// Events stored.
+    pub events: std::sync::atomic::AtomicU64,
 }
 
 enum BatchMsg {
@@ -567,37 +580,63 @@ enum BatchMsg {
 impl BatchingAuditSink {
     /// Start the writer task. `capacity`: events queued before `record` waits.
     pub fn spawn(inner: SharedAuditSink, capacity: usize, max_batch: usize) -> Arc<Self> {
-        Self::spawn_with(inner, capacity, max_batch, None)
+        Self::spawn_with(inner, capacity, max_batch, None, std::time::Duration::ZERO)
     }
 
     /// [`BatchingAuditSink::spawn`], telling `journal` which events are stored once their
-    /// transaction committed (so it can let go of them).
+    /// transaction committed (so it can let go of them), and with a `linger`: how long a batch
+    /// that is not full waits for more events before it is written (a flush does not wait).
+    ///
+    /// A linger is for a writer whose events are already durable elsewhere (the gateway's
+    /// journal holds each one before its answer leaves): it then costs no request any time,
+    /// and turns the one- or two-event transactions of a moderate load (each rewriting the
+    /// same index pages) into batches of a few dozen.
     pub fn spawn_with(
         inner: SharedAuditSink,
         capacity: usize,
         max_batch: usize,
         journal: Option<Arc<journal::AuditJournal>>,
+        linger: std::time::Duration,
     ) -> Arc<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<BatchMsg>(capacity.max(1));
         let max_batch = max_batch.max(1);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
         tokio::spawn(async move {
             let mut batch: Vec<AuditEvent> = Vec::new();
             let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
             while let Some(first) = rx.recv().await {
+                let deadline = tokio::time::Instant::now() + linger;
                 let mut next = Some(first);
-                while let Some(msg) = next.take() {
-                    match msg {
-                        BatchMsg::Event(e) => batch.push(*e),
-                        BatchMsg::Flush(done) => waiting.push(done),
+                loop {
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            BatchMsg::Event(e) => batch.push(*e),
+                            BatchMsg::Flush(done) => waiting.push(done),
+                        }
+                        if batch.len() < max_batch {
+                            next = rx.try_recv().ok();
+                        }
                     }
-                    if batch.len() < max_batch {
-                        next = rx.try_recv().ok();
+                    if batch.len() >= max_batch || !waiting.is_empty() || linger.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(msg)) => next = Some(msg),
+                        // Closed (shutting down) or the linger is over: write what there is.
+                        Ok(None) | Err(_) => break,
                     }
                 }
                 let mut backoff = std::time::Duration::from_millis(50);
                 while !batch.is_empty() {
+                    let started = std::time::Instant::now();
                     match inner.record_many(batch.clone()).await {
                         Ok(()) => {
+                            writer_stats.writes.observe(started.elapsed());
+                            writer_stats.events.fetch_add(
+                                batch.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             if let Some(j) = &journal {
                                 j.stored(batch.iter().map(|e| &e.id));
                             }
@@ -618,7 +657,13 @@ impl BatchingAuditSink {
         Arc::new(Self {
             tx,
             waiting: Default::default(),
+            stats,
         })
+    }
+
+    /// What the writer did so far.
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
     }
 }
 
@@ -2028,5 +2073,60 @@ mod batching_tests {
         sink.flush().await;
         assert_eq!(inner.1.load(std::sync::atomic::Ordering::SeqCst), 20);
         assert_eq!(sink.depth(), 0);
+    }
+
+    /// A sink that notes the size of every batch it is given.
+    #[derive(Default)]
+    struct Batches(std::sync::Mutex<Vec<usize>>);
+
+    #[async_trait::async_trait]
+    impl AuditSink for Batches {
+        async fn record(&self, _: AuditEvent) -> DomainResult<()> {
+            unreachable!()
+        }
+        async fn record_many(&self, events: Vec<AuditEvent>) -> DomainResult<()> {
+            self.0.lock().unwrap().push(events.len());
+            Ok(())
+        }
+    }
+
+    /// With a linger, events that arrive one by one within it wait for company; a batch that
+    /// fills goes at once; a flush does not wait for the linger. (The linger is far longer
+    /// than the test, so a slow machine cannot make it expire early.)
+    #[tokio::test]
+    async fn a_linger_gathers_events_into_one_batch_and_a_flush_cuts_it_short() {
+        use std::time::{Duration, Instant};
+        let inner = Arc::new(Batches::default());
+        let sink =
+            BatchingAuditSink::spawn_with(inner.clone(), 100, 4, None, Duration::from_secs(30));
+        for _ in 0..3 {
+            sink.record(event()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            inner.0.lock().unwrap().is_empty(),
+            "written before the linger ended"
+        );
+        // The fourth fills the batch: written now.
+        sink.record(event()).await.unwrap();
+        let t = Instant::now();
+        while inner.0.lock().unwrap().is_empty() && t.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*inner.0.lock().unwrap(), vec![4]);
+        // A flush writes what is waiting now, not when the linger ends.
+        sink.record(event()).await.unwrap();
+        let t = Instant::now();
+        sink.flush().await;
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(*inner.0.lock().unwrap(), vec![4, 1]);
+        assert_eq!(sink.stats().writes.count(), 2);
+        assert_eq!(
+            sink.stats()
+                .events
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
     }
 }

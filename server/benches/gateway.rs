@@ -517,13 +517,18 @@ async fn run() {
     }
     app.gateway().flush_audit().await;
     let stats = &app.gateway().audit_journal().stats;
-    let commits = stats.fsync_count.load(std::sync::atomic::Ordering::Relaxed);
-    let micros = stats
-        .fsync_micros
-        .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "audit journal ({sync}): {commits} fsyncs, mean {:.3} ms",
-        micros as f64 / 1000.0 / commits.max(1) as f64
+        "audit journal ({sync}): {} fsyncs, mean {:.3} ms",
+        stats.fsync.count(),
+        stats.fsync.mean().as_secs_f64() * 1000.0
+    );
+    let writer = app.gateway().audit_writer_stats();
+    let stored = writer.events.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "audit writer: {stored} events in {} transactions ({:.1} each), mean {:.3} ms",
+        writer.writes.count(),
+        stored as f64 / writer.writes.count().max(1) as f64,
+        writer.writes.mean().as_secs_f64() * 1000.0
     );
     let (rss, peak) = common::memory_kib(&alone.pid.to_string());
     println!(

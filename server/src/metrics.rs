@@ -37,6 +37,8 @@ pub struct Metrics {
     siem: std::sync::OnceLock<Arc<crate::siem::SiemStats>>,
     /// The gateway's audit journal (set at start-up).
     journal: std::sync::OnceLock<Arc<warden_domain::audit::journal::AuditJournal>>,
+    /// The gateway's audit writer: its transactions and the events they stored (set at start-up).
+    audit_writer: std::sync::OnceLock<Arc<warden_domain::audit::WriterStats>>,
     /// The background jobs' lease and passes (set at start-up).
     jobs: std::sync::OnceLock<JobsView>,
     /// Agents' heartbeats: from arrival to stored, and the slowest so far (microseconds).
@@ -50,6 +52,12 @@ impl Metrics {
     /// Report the depth of the gateway's audit queue as `warden_audit_queue_depth`.
     pub fn watch_audit_queue(&self, depth: impl Fn() -> (usize, u64) + Send + Sync + 'static) {
         let _ = self.audit_queue.set(Box::new(depth));
+    }
+
+    /// Report the gateway's audit writer as `warden_audit_write_seconds` (each batch's
+    /// transaction) and `warden_audit_written_events_total`.
+    pub fn watch_audit_writer(&self, stats: Arc<warden_domain::audit::WriterStats>) {
+        let _ = self.audit_writer.set(stats);
     }
 
     /// Report unauthenticated refusals as `warden_unauthenticated_refusals_total{action}`.
@@ -175,29 +183,26 @@ impl Metrics {
             out.push_str("# TYPE warden_audit_backpressure_refusals_total counter\n");
             let _ = writeln!(out, "warden_audit_backpressure_refusals_total {refused}");
         }
+        if let Some(w) = self.audit_writer.get() {
+            w.writes.render(
+                &mut out,
+                "warden_audit_write_seconds",
+                "How long each batch of the gateway's audit events took to store (one transaction).",
+            );
+            out.push_str("# HELP warden_audit_written_events_total Audit events of the gateway stored in the database.\n");
+            out.push_str("# TYPE warden_audit_written_events_total counter\n");
+            let _ = writeln!(
+                out,
+                "warden_audit_written_events_total {}",
+                w.events.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         if let Some(j) = self.journal.get() {
-            use std::sync::atomic::Ordering::Relaxed;
-            use warden_domain::audit::journal::FSYNC_BUCKETS;
-            out.push_str("# HELP warden_audit_journal_fsync_seconds How long each group commit of the audit journal (write and fsync) took.\n");
-            out.push_str("# TYPE warden_audit_journal_fsync_seconds histogram\n");
-            for (b, n) in FSYNC_BUCKETS.iter().zip(&j.stats.fsync_buckets) {
-                let _ = writeln!(
-                    out,
-                    "warden_audit_journal_fsync_seconds_bucket{{le=\"{b}\"}} {}",
-                    n.load(Relaxed)
-                );
-            }
-            let count = j.stats.fsync_count.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "warden_audit_journal_fsync_seconds_bucket{{le=\"+Inf\"}} {count}"
+            j.stats.fsync.render(
+                &mut out,
+                "warden_audit_journal_fsync_seconds",
+                "How long each group commit of the audit journal (write and fsync) took.",
             );
-            let _ = writeln!(
-                out,
-                "warden_audit_journal_fsync_seconds_sum {}",
-                j.stats.fsync_micros.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(out, "warden_audit_journal_fsync_seconds_count {count}");
             out.push_str("# HELP warden_audit_journal_pending Audit events in the journal not yet in the database (answers still streaming, events the writer has not stored yet).\n");
             out.push_str("# TYPE warden_audit_journal_pending gauge\n");
             let _ = writeln!(out, "warden_audit_journal_pending {}", j.pending());

@@ -271,6 +271,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     }
     let metrics = Arc::new(Metrics::default());
     metrics.watch_audit_journal(gateway.audit_journal().clone());
+    metrics.watch_audit_writer(gateway.audit_writer_stats().clone());
     let gw = Arc::downgrade(&gateway);
     metrics.watch_audit_queue(move || {
         gw.upgrade().map_or((0, 0), |g| {

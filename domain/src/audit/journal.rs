@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,11 +43,6 @@ const LAZY_BYTES: usize = 256 * 1024;
 /// The reason given to a request whose end the journal never saw.
 pub const END_NOT_RECORDED: &str =
     "Warden stopped before the end of this request was recorded; restored from the audit journal";
-
-/// The upper bounds of the `warden_audit_journal_fsync_seconds` histogram's buckets.
-pub const FSYNC_BUCKETS: [f64; 10] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
-];
 
 /// The journal cannot be written (disk full, I/O error): requests are refused.
 #[derive(Debug, thiserror::Error)]
@@ -267,9 +262,8 @@ impl JournalSync {
 /// What `warden_audit_journal_*` reports.
 #[derive(Default)]
 pub struct JournalStats {
-    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len()],
-    pub fsync_count: AtomicU64,
-    pub fsync_micros: AtomicU64,
+    /// Each group commit: the write, and the `fsync` (`warden_audit_journal_fsync_seconds`).
+    pub fsync: super::latency::LatencyHistogram,
 }
 
 pub struct AuditJournal {
@@ -452,16 +446,7 @@ impl AuditJournal {
     }
 
     fn observe_fsync(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (i, b) in FSYNC_BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.stats.fsync_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.stats.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .fsync_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.stats.fsync.observe(d);
     }
 
     fn push(&self, rec: &Record, f: impl FnOnce(&mut State, &[u8])) -> u64 {
@@ -789,14 +774,14 @@ mod tests {
         assert!(!torn);
         // The background thread flushes it to the disk shortly after.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while j.stats.fsync_count.load(Ordering::Relaxed) == 0 {
+        while j.stats.fsync.count() == 0 {
             assert!(Instant::now() < deadline, "no background fsync");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Nothing written since: no more flushes.
-        let n = j.stats.fsync_count.load(Ordering::Relaxed);
+        let n = j.stats.fsync.count();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(j.stats.fsync_count.load(Ordering::Relaxed), n);
+        assert_eq!(j.stats.fsync.count(), n);
     }
 
     #[test]

@@ -149,6 +149,22 @@ impl World {
         c
     }
 
+    /// A value of Warden's `/metrics` (a series without labels).
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .app
+            .client()
+            .get("/metrics")
+            .await
+            .assert_status(200)
+            .body;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .expect("a number")
+    }
+
     /// Every kube_api audit event, oldest first.
     async fn kube_events(&self) -> Vec<Value> {
         self.app.gateway().flush_audit().await;
@@ -1111,6 +1127,7 @@ async fn audit_rows_match(w: World) {
         ),
     ];
     let before = w.kube_events().await.len();
+    let stored_before = w.metric("warden_audit_written_events_total").await;
     let mut ids = vec![];
     for (client, method, url, body, status, _) in &calls {
         let mut req = client.request(method.parse().unwrap(), url);
@@ -1124,6 +1141,12 @@ async fn audit_rows_match(w: World) {
     }
     let events = w.kube_events().await;
     assert_eq!(events.len() - before, calls.len(), "one row per request");
+    // The writer's metrics count what it stored, in transactions it timed.
+    assert_eq!(
+        w.metric("warden_audit_written_events_total").await - stored_before,
+        calls.len() as f64
+    );
+    assert!(w.metric("warden_audit_write_seconds_count").await >= 1.0);
     for ((_, method, _, _, status, outcome), id) in calls.iter().zip(&ids) {
         let ev = events
             .iter()

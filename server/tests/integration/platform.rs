@@ -17,6 +17,12 @@ async fn health_readiness_metrics() {
     assert!(m.contains("warden_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"401\"} 1"), "{m}");
     assert!(m.contains("warden_http_request_duration_seconds_bucket{route=\"/healthz\",method=\"GET\",le=\"+Inf\"} 1"), "{m}");
     assert!(m.contains("\nwarden_audit_queue_depth 0\n"), "{m}");
+    assert!(m.contains("\nwarden_audit_written_events_total 0\n"), "{m}");
+    assert!(m.contains("\nwarden_audit_write_seconds_count 0\n"), "{m}");
+    assert!(
+        m.contains("\nwarden_audit_journal_fsync_seconds_bucket{le=\"+Inf\"} "),
+        "{m}"
+    );
 }
 
 #[tokio::test]
