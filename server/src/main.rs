@@ -9,12 +9,6 @@ use warden_domain::types::Email;
 use warden_server::config::Config;
 use warden_server::{startup, telemetry};
 
-/// mimalloc instead of glibc's malloc: a busy server spent a quarter of its samples in
-/// malloc/free (per-row and per-request buffers), and mimalloc's thread-local heaps avoid
-/// glibc's arena contention between the runtime's worker threads.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "warden",

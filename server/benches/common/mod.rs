@@ -4,11 +4,6 @@
 
 use std::time::Duration;
 
-/// The allocator of the `warden` binary, so that what runs in the benchmark's process
-/// allocates as production does.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A numeric setting from the environment, or `default`.
 pub fn env_num(key: &str, default: u64) -> u64 {
     std::env::var(key)
