@@ -44,9 +44,10 @@ impl LatencyHistogram {
 
     /// Their mean (zero before the first).
     pub fn mean(&self) -> Duration {
-        self.sum()
-            .checked_div(self.count().max(1) as u32)
-            .unwrap_or_default()
+        match self.count() {
+            0 => Duration::ZERO,
+            n => Duration::from_micros(self.micros.load(Relaxed) / n),
+        }
     }
 
     /// `name` as a Prometheus histogram in seconds, with its `HELP` and `TYPE` lines.
@@ -73,7 +74,11 @@ mod tests {
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(2));
         assert_eq!(h.count(), 3);
-        assert_eq!(h.mean(), Duration::from_micros(80 + 3_000 + 2_000_000) / 3);
+        assert_eq!(
+            h.mean(),
+            Duration::from_micros((80 + 3_000 + 2_000_000) / 3)
+        );
+        assert_eq!(LatencyHistogram::default().mean(), Duration::ZERO);
         let mut out = String::new();
         h.render(&mut out, "x_seconds", "What x took.");
         assert!(out.starts_with("# HELP x_seconds What x took.\n# TYPE x_seconds histogram\n"));
