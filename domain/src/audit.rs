@@ -17,7 +17,6 @@ use crate::ids::{AuditEventId, UserId};
 pub mod export;
 pub mod generate;
 pub mod journal;
-pub mod latency;
 pub mod retention;
 pub mod rollup;
 pub mod siem;
@@ -567,7 +566,7 @@ pub struct BatchingAuditSink {
 #[derive(Default)]
 pub struct WriterStats {
     /// Each batch's transaction that stored it (a failed attempt is not counted).
-    pub writes: latency::LatencyHistogram,
+    pub writes: crate::latency::LatencyHistogram,
     /// Events stored.
     pub events: std::sync::atomic::AtomicU64,
 }

@@ -26,6 +26,8 @@ pub mod error;
 #[cfg(feature = "ssr")]
 pub mod ids;
 #[cfg(feature = "ssr")]
+pub mod latency;
+#[cfg(feature = "ssr")]
 pub mod login;
 #[cfg(feature = "ssr")]
 pub mod mfa;

@@ -6,26 +6,22 @@ use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Latency buckets, in seconds.
-const BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use warden_domain::latency::{LatencyHistogram, REQUEST_BUCKETS};
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; 11],
+/// One route and method: its requests by status, and their latency.
+struct RouteSeries {
+    statuses: BTreeMap<u16, u64>,
+    latency: LatencyHistogram,
 }
 
 /// Whether this replica holds the background jobs' lease, and the passes of each job.
 type JobsView = Box<dyn Fn() -> (bool, Vec<(String, u64)>) + Send + Sync>;
 
-#[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// By route and method.
+    requests: Mutex<BTreeMap<(String, String), RouteSeries>>,
     /// Requests refused by a rate limit, by class.
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
     /// How many audit events wait to be stored, and how many requests were refused because too
@@ -42,10 +38,28 @@ pub struct Metrics {
     /// The background jobs' lease and passes (set at start-up).
     jobs: std::sync::OnceLock<JobsView>,
     /// Agents' heartbeats: from arrival to stored, and the slowest so far (microseconds).
-    heartbeats: Mutex<Series>,
+    heartbeats: LatencyHistogram,
     heartbeat_max_micros: std::sync::atomic::AtomicU64,
     /// Agent tunnels open on this replica.
     agents_connected: std::sync::atomic::AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Mutex::default(),
+            rate_limited: Mutex::default(),
+            audit_queue: Default::default(),
+            refusals: Default::default(),
+            siem: Default::default(),
+            journal: Default::default(),
+            audit_writer: Default::default(),
+            jobs: Default::default(),
+            heartbeats: LatencyHistogram::new(&REQUEST_BUCKETS),
+            heartbeat_max_micros: Default::default(),
+            agents_connected: Default::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -84,20 +98,13 @@ impl Metrics {
         let _ = self.siem.set(stats);
     }
 
-    /// An agent's heartbeat was handled (arrival to stored) in `secs`.
-    pub fn heartbeat(&self, secs: f64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Ok(mut s) = self.heartbeats.lock() {
-            s.count += 1;
-            s.sum += secs;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    s.buckets[i] += 1;
-                }
-            }
-        }
-        self.heartbeat_max_micros
-            .fetch_max((secs * 1e6) as u64, Relaxed);
+    /// An agent's heartbeat was handled (arrival to stored) in `took`.
+    pub fn heartbeat(&self, took: Duration) {
+        self.heartbeats.observe(took);
+        self.heartbeat_max_micros.fetch_max(
+            took.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// An agent tunnel opened (`+1`) or closed (`-1`) on this replica.
@@ -112,20 +119,18 @@ impl Metrics {
         }
     }
 
-    pub fn observe(&self, route: &str, method: &str, status: u16, secs: f64) {
+    pub fn observe(&self, route: &str, method: &str, status: u16, took: Duration) {
         let Ok(mut map) = self.requests.lock() else {
             return;
         };
         let s = map
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default();
-        s.count += 1;
-        s.sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                s.buckets[i] += 1;
-            }
-        }
+            .entry((route.to_owned(), method.to_owned()))
+            .or_insert_with(|| RouteSeries {
+                statuses: BTreeMap::new(),
+                latency: LatencyHistogram::new(&REQUEST_BUCKETS),
+            });
+        *s.statuses.entry(status).or_default() += 1;
+        s.latency.observe(took);
     }
 
     pub fn render(&self) -> String {
@@ -139,23 +144,11 @@ impl Metrics {
                 "warden_agents_connected {}",
                 self.agents_connected.load(Relaxed)
             );
-            if let Ok(s) = self.heartbeats.lock() {
-                out.push_str("# HELP warden_agent_heartbeat_seconds How long an agent's heartbeat took from its arrival to its record in the database.\n");
-                out.push_str("# TYPE warden_agent_heartbeat_seconds histogram\n");
-                for (b, n) in BUCKETS.iter().zip(s.buckets.iter()) {
-                    let _ = writeln!(
-                        out,
-                        "warden_agent_heartbeat_seconds_bucket{{le=\"{b}\"}} {n}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "warden_agent_heartbeat_seconds_bucket{{le=\"+Inf\"}} {}",
-                    s.count
-                );
-                let _ = writeln!(out, "warden_agent_heartbeat_seconds_sum {}", s.sum);
-                let _ = writeln!(out, "warden_agent_heartbeat_seconds_count {}", s.count);
-            }
+            self.heartbeats.render(
+                &mut out,
+                "warden_agent_heartbeat_seconds",
+                "How long an agent's heartbeat took from its arrival to its record in the database.",
+            );
             out.push_str("# HELP warden_agent_heartbeat_max_seconds The slowest agent heartbeat since start (arrival to stored).\n");
             out.push_str("# TYPE warden_agent_heartbeat_max_seconds gauge\n");
             let _ = writeln!(
@@ -259,41 +252,17 @@ impl Metrics {
             "# HELP warden_http_requests_total HTTP requests by route, method and status.\n",
         );
         out.push_str("# TYPE warden_http_requests_total counter\n");
-        for ((route, method, status), s) in map.iter() {
-            let _ = writeln!(out, "warden_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}", esc(route), s.count);
+        for ((route, method), s) in map.iter() {
+            for (status, n) in &s.statuses {
+                let _ = writeln!(out, "warden_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}", esc(route));
+            }
         }
         out.push_str("# HELP warden_http_request_duration_seconds HTTP request latency by route and method.\n");
         out.push_str("# TYPE warden_http_request_duration_seconds histogram\n");
-        let mut merged: BTreeMap<(&str, &str), (u64, f64, [u64; 11])> = BTreeMap::new();
-        for ((route, method, _), s) in map.iter() {
-            let e = merged.entry((route, method)).or_insert((0, 0.0, [0; 11]));
-            e.0 += s.count;
-            e.1 += s.sum;
-            for i in 0..BUCKETS.len() {
-                e.2[i] += s.buckets[i];
-            }
-        }
-        for ((route, method), (count, sum, buckets)) in merged {
+        for ((route, method), s) in map.iter() {
             let labels = format!("route=\"{}\",method=\"{method}\"", esc(route));
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "warden_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                    buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "warden_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "warden_http_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "warden_http_request_duration_seconds_count{{{labels}}} {count}"
-            );
+            s.latency
+                .render_series(&mut out, "warden_http_request_duration_seconds", &labels);
         }
         out
     }
@@ -320,12 +289,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     let method = method_label(req.method()).to_owned();
     let start = Instant::now();
     let res = next.run(req).await;
-    metrics.observe(
-        &route,
-        &method,
-        res.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    metrics.observe(&route, &method, res.status().as_u16(), start.elapsed());
     res
 }
 

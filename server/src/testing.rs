@@ -77,6 +77,15 @@ impl Drop for TestApp {
     }
 }
 
+/// The value of one series in a Prometheus text (`/metrics`): `series` is its name with its
+/// labels as Warden writes them (`warden_audit_queue_depth`,
+/// `warden_background_job_runs_total{job="grant_expiry"}`); `None` when it is absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The URL with `application_name=<tag>` (PostgreSQL only), so a test app's connections can be
 /// found and ended when it is dropped.
 fn tag_connections(url: &str, tag: &str) -> String {

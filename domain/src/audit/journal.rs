@@ -263,7 +263,7 @@ impl JournalSync {
 #[derive(Default)]
 pub struct JournalStats {
     /// Each group commit: the write, and the `fsync` (`warden_audit_journal_fsync_seconds`).
-    pub fsync: super::latency::LatencyHistogram,
+    pub fsync: crate::latency::LatencyHistogram,
 }
 
 pub struct AuditJournal {

@@ -295,7 +295,7 @@ async fn run(
                     tokio::spawn(async move {
                         let valid = match conns2.heartbeats().record(&t2.cluster_id, &t2.credential_id, facts).await {
                             Ok(valid) => {
-                                metrics.heartbeat(arrived.elapsed().as_secs_f64());
+                                metrics.heartbeat(arrived.elapsed());
                                 valid
                             }
                             Err(e) => {

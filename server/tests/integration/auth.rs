@@ -614,12 +614,10 @@ async fn sign_in_floods_are_rate_limited_per_source() {
     c.get("/healthz").await.assert_status(200);
     c.get("/api/v1/me").await.assert_status(401);
     let metrics = c.get("/metrics").await.assert_status(200).body;
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("warden_rate_limited_total{class=\"sign_in\"}"))
-        .expect("the counter");
-    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 36, "{line}");
+    let n =
+        warden_server::testing::metric(&metrics, "warden_rate_limited_total{class=\"sign_in\"}")
+            .expect("the counter");
+    assert!(n >= 36.0, "{n}");
 }
 
 /// With WARDEN_METRICS_TOKEN set, /metrics needs it.

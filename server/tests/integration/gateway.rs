@@ -158,11 +158,7 @@ impl World {
             .await
             .assert_status(200)
             .body;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-            .parse()
-            .expect("a number")
+        warden_server::testing::metric(&text, name).unwrap_or_else(|| panic!("no {name} in {text}"))
     }
 
     /// Every kube_api audit event, oldest first.

@@ -677,16 +677,11 @@ async fn jobs_metrics(url: &str, job: &str) -> (u64, u64) {
         .text()
         .await
         .expect("metrics text");
-    let value = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let value = |series: &str| warden_server::testing::metric(&text, series).unwrap_or(0.0) as u64;
     (
-        value("warden_background_jobs_held "),
+        value("warden_background_jobs_held"),
         value(&format!(
-            "warden_background_job_runs_total{{job=\"{job}\"}} "
+            "warden_background_job_runs_total{{job=\"{job}\"}}"
         )),
     )
 }
