@@ -3,7 +3,9 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use warden_domain::dto::{BindingDto, BindingQuery, ClusterNamespaces, RoleDto, Scope, SubjectRef};
+use warden_domain::dto::{
+    BindingDto, BindingQuery, ClusterNamespaces, RoleDto, Scope, SubjectKind, SubjectRef,
+};
 
 use crate::error::AppError;
 use crate::ui::{confirm_href, confirm_target, ConfirmPanel, FieldError, FormAlert, FormState};
@@ -149,9 +151,18 @@ pub async fn create_binding(
     use warden_domain::dto::CreateBindingRequest;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
+    let Some(kind) = SubjectKind::parse(&subject_kind) else {
+        return Err(AppError::Invalid {
+            fields: [(
+                "subject.kind".to_owned(),
+                "must be user or group".to_owned(),
+            )]
+            .into(),
+        });
+    };
     let req = CreateBindingRequest {
         subject: SubjectRef {
-            kind: subject_kind,
+            kind,
             name: subject_name.trim().to_owned(),
         },
         role,
@@ -211,10 +222,7 @@ pub fn BindingsTable(
                     let removable = can_remove(&b, &me);
                     let label = format!("Remove: {}", describe(&b));
                     let href = confirm_href("remove-binding", Some(&b.id));
-                    let subject_link = match b.subject.kind.as_str() {
-                        "group" => view! { <span class="tag">"group"</span> " " {b.subject.name.clone()} }.into_any(),
-                        _ => view! { <span class="tag">"user"</span> " " {b.subject.name.clone()} }.into_any(),
-                    };
+                    let subject_link = view! { <span class="tag">{b.subject.kind.as_str()}</span> " " {b.subject.name.clone()} };
                     view! {
                         <tr>
                             {(!hide_subject).then(|| view! { <td>{subject_link}</td> })}
@@ -271,7 +279,7 @@ pub fn RemoveBinding(
                     <p>
                         {format!(
                             "{} {} loses what {} grants there on the next request, unless another binding grants it.",
-                            if b.subject.kind == "group" { "Every member of group" } else { "User" },
+                            if b.subject.kind == SubjectKind::Group { "Every member of group" } else { "User" },
                             b.subject.name,
                             b.role
                         )}
@@ -384,7 +392,7 @@ pub fn BindingForm(
         <ActionForm action node_ref=form attr:class="form form-inline" attr:data-testid=prefix>
             {match subject {
                 Some(s) => view! {
-                    <input type="hidden" name="subject_kind" value=s.kind/>
+                    <input type="hidden" name="subject_kind" value=s.kind.as_str()/>
                     <input type="hidden" name="subject_name" value=s.name/>
                 }.into_any(),
                 None => view! {

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
-use warden_domain::dto::{BindingQuery, GroupDto, SubjectRef};
+use warden_domain::dto::{BindingQuery, GroupDto, SubjectKind, SubjectRef};
 
 use crate::bindings::{
     binding_candidates, list_bindings, BindingForm, BindingsTable, CreateBinding, DeleteBinding,
@@ -354,7 +354,7 @@ fn GroupBindings(group: GroupDto) -> impl IntoView {
     let projects = Resource::new(|| (), |_| project_names());
     let remove_state = FormState::new(remove, "remove-binding");
     let subject = StoredValue::new(SubjectRef {
-        kind: "group".into(),
+        kind: SubjectKind::Group,
         name: group.name.clone(),
     });
     view! {

@@ -33,7 +33,13 @@ pub async fn list_live_streams() -> Result<LiveStreams, AppError> {
 pub async fn list_my_terminals() -> Result<LiveStreams, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let page = warden_domain::streams::list(&svc, &who, false, Some("terminal")).await?;
+    let page = warden_domain::streams::list(
+        &svc,
+        &who,
+        false,
+        Some(warden_domain::dto::StreamKind::Terminal),
+    )
+    .await?;
     let recordings = warden_domain::recordings::of_streams(&svc, &who, &page.items).await?;
     Ok(LiveStreams {
         items: page.items,
@@ -113,7 +119,7 @@ pub fn SessionsPage() -> impl IntoView {
                                     <tbody>
                                         {l.items.iter().map(|s| view! {
                                             <tr data-testid=format!("stream-{}", s.id)>
-                                                <td>{s.kind.clone()}</td>
+                                                <td>{s.kind.as_str()}</td>
                                                 <td>{s.user.clone()}</td>
                                                 <td>{s.cluster.clone()}</td>
                                                 <td>{s.namespace.clone().unwrap_or_else(|| "—".into())}</td>

@@ -6,8 +6,8 @@ use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 use warden_domain::dto::{
-    CreatedUser, Explanation, Page, SubjectRef, UserDetail, UserDto, UserOrigin, UserQuery,
-    UserStatus,
+    CreatedUser, Explanation, Page, SubjectKind, SubjectRef, UserDetail, UserDto, UserOrigin,
+    UserQuery, UserStatus,
 };
 
 use crate::bindings::{BindingForm, BindingsTable, CreateBinding, DeleteBinding, RemoveBinding};
@@ -543,9 +543,9 @@ fn UserView(
                         view! { <p class="empty">"No roles yet. Add the user to a group that holds roles, or bind a role below."</p> }.into_any()
                     } else {
                         view! {
-                            <RemoveBinding bindings=list.iter().filter(|b| b.subject.kind == "user").cloned().collect() action=remove/>
+                            <RemoveBinding bindings=list.iter().filter(|b| b.subject.kind == SubjectKind::User).cloned().collect() action=remove/>
                             <BindingsTable bindings=list me
-                                can_remove=|b, me| b.subject.kind == "user" && match &b.project {
+                                can_remove=|b, me| b.subject.kind == SubjectKind::User && match &b.project {
                                     Some(p) => can_in(me, "project.write", p),
                                     None => can(me, "user.write"),
                                 }
@@ -562,7 +562,7 @@ fn UserView(
                     if writable.is_empty() && !can(&me, "user.write") {
                         return None;
                     }
-                    let subject = SubjectRef { kind: "user".into(), name: u.with_value(|u| u.email.clone()) };
+                    let subject = SubjectRef { kind: SubjectKind::User, name: u.with_value(|u| u.email.clone()) };
                     Some(view! {
                         <h3>"Bind a role to this user"</h3>
                         <BindingForm action=add subject projects=writable roles prefix="add-user-binding"/>
@@ -605,7 +605,7 @@ fn UserView(
                 let me = me_of(me.await)?;
                 let user = u.get_value();
                 (can(&me, "user.write")).then(|| view! {
-                    <AccountActions user is_self=me.user.id == u.with_value(|u| u.id.clone()) update reset reset_mfa mfa_enabled bindings=bindings.get_value().iter().filter(|b| b.subject.kind == "user").count()/>
+                    <AccountActions user is_self=me.user.id == u.with_value(|u| u.id.clone()) update reset reset_mfa mfa_enabled bindings=bindings.get_value().iter().filter(|b| b.subject.kind == SubjectKind::User).count()/>
                 })
             })}
         </Transition>

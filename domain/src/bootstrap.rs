@@ -139,7 +139,7 @@ pub async fn run(
         .ok_or_else(|| crate::DomainError::Internal("ADMIN role missing".into()))?;
     bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
-        subject_kind: "group".into(),
+        subject_kind: crate::dto::SubjectKind::Group.as_str().into(),
         user_id: None,
         group_id: Some(group_ids[0].clone()),
         role_id: admin_role.id,

@@ -49,7 +49,8 @@ pub struct EffectiveGrant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Me {
     pub user: UserSummary,
-    pub session_type: String,
+    /// How the caller signed in (the console, an API key, a kubeconfig…).
+    pub session_type: SessionType,
     pub must_change_password: bool,
     /// Permissions that hold across the whole organization.
     pub org_permissions: Vec<String>,
@@ -545,8 +546,7 @@ pub struct PermissionDto {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectRef {
-    /// `user` or `group`.
-    pub kind: String,
+    pub kind: SubjectKind,
     /// The user's email or the group's name.
     pub name: String,
 }
@@ -873,6 +873,41 @@ impl UserStatus {
     }
 }
 
+/// Whom a binding grants to (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectKind {
+    /// One user.
+    User,
+    /// Every member of a group.
+    Group,
+}
+
+impl SubjectKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+        }
+    }
+
+    /// `user` or `group`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "group" => Some(Self::Group),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SubjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a user signs in (stored as its `as_str`).
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1172,14 +1207,54 @@ pub struct ClusterQuery {
 
 // ---- Live streams and terminals ----
 
+/// What a live stream is.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// A `watch=true` request.
+    Watch,
+    /// `pods/log` with `follow=true`.
+    Logs,
+    Exec,
+    Attach,
+    Portforward,
+    /// `…/proxy` of a pod, service or node.
+    Proxy,
+    /// Any other upgraded or long-running request.
+    Stream,
+    /// A web terminal (its kubectl shell or pod exec).
+    Terminal,
+}
+
+impl StreamKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Watch => "watch",
+            Self::Logs => "logs",
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::Portforward => "portforward",
+            Self::Proxy => "proxy",
+            Self::Stream => "stream",
+            Self::Terminal => "terminal",
+        }
+    }
+}
+
+impl std::fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A live stream Warden relays for a person: a watch, a log follow, an exec/attach/port-forward
 /// through the gateway, or a web terminal.
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveStreamDto {
     pub id: u64,
-    /// watch, logs, exec, attach, portforward, proxy, stream, terminal
-    pub kind: String,
+    pub kind: StreamKind,
     pub user_id: String,
     pub user: String,
     pub cluster: String,

@@ -91,7 +91,10 @@ pub async fn of_streams(
     streams: &[LiveStreamDto],
 ) -> DomainResult<Vec<(u64, String)>> {
     use audit_events::Column as C;
-    let terminals: Vec<&LiveStreamDto> = streams.iter().filter(|s| s.kind == "terminal").collect();
+    let terminals: Vec<&LiveStreamDto> = streams
+        .iter()
+        .filter(|s| s.kind == crate::dto::StreamKind::Terminal)
+        .collect();
     if terminals.is_empty() {
         return Ok(vec![]);
     }

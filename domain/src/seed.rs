@@ -423,9 +423,17 @@ pub async fn seed(
             break;
         }
         let (kind, user_id, group_id) = if to_user {
-            ("user", Some(rng.pick(&user_ids).clone()), None)
+            (
+                crate::dto::SubjectKind::User,
+                Some(rng.pick(&user_ids).clone()),
+                None,
+            )
         } else {
-            ("group", None, Some(rng.pick(&group_ids).clone()))
+            (
+                crate::dto::SubjectKind::Group,
+                None,
+                Some(rng.pick(&group_ids).clone()),
+            )
         };
         let r = rng.below(100);
         let (role, project, namespaces) = if r < 1 && !org_roles.is_empty() {
@@ -449,7 +457,7 @@ pub async fn seed(
         let created = now - rng.below(year as u64) as i64;
         rows.push(bindings::ActiveModel::from(bindings::Model {
             id: rng.uuid(),
-            subject_kind: kind.into(),
+            subject_kind: kind.as_str().into(),
             user_id,
             group_id,
             role_id: role,

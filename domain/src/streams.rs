@@ -38,7 +38,7 @@ pub async fn list(
     svc: &Services,
     who: &Principal,
     all: bool,
-    kind: Option<&str>,
+    kind: Option<crate::dto::StreamKind>,
 ) -> DomainResult<Page<LiveStreamDto>> {
     if all {
         svc.policy

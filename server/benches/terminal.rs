@@ -36,7 +36,7 @@ fn main() {
 
 fn info(i: u64) -> StreamInfo {
     StreamInfo {
-        kind: "terminal".into(),
+        kind: warden_domain::dto::StreamKind::Terminal,
         user_id: format!("bench-{i}"),
         email: format!("bench-{i}@example.com"),
         cluster: "bench".into(),

@@ -35,8 +35,7 @@ pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Verdict> + Send + Sync>;
 /// What a stream is, for the registry's listing and the audit event that ends it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamInfo {
-    /// `watch`, `logs`, `exec`, `attach`, `portforward`, `proxy`, `stream`, `terminal`.
-    pub kind: String,
+    pub kind: warden_domain::dto::StreamKind,
     pub user_id: String,
     pub email: String,
     pub cluster: String,

@@ -534,7 +534,7 @@ impl AccessPolicy {
                 email: who.email.clone(),
                 name: who.name.clone(),
             },
-            session_type: who.session_type.as_str().to_owned(),
+            session_type: who.session_type,
             must_change_password: who.must_change_password,
             org_permissions: eff
                 .org_permissions()

@@ -858,7 +858,7 @@ pub async fn approve(
     }
     let binding = bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
-        subject_kind: "user".to_owned(),
+        subject_kind: crate::dto::SubjectKind::User.as_str().to_owned(),
         user_id: Some(r.requester_id.clone()),
         group_id: None,
         role_id: r.role_id.clone(),
@@ -1318,7 +1318,7 @@ pub async fn break_glass(
     let id = uuid::Uuid::new_v4().to_string();
     let binding = bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
-        subject_kind: "user".to_owned(),
+        subject_kind: crate::dto::SubjectKind::User.as_str().to_owned(),
         user_id: Some(me.clone()),
         group_id: None,
         role_id: p.role.id.clone(),

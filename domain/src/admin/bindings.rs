@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::ts;
 use crate::access::{Action, Principal, Target};
-use crate::dto::{BindingDto, BindingQuery, CreateBindingRequest, Page, SubjectRef};
+use crate::dto::{BindingDto, BindingQuery, CreateBindingRequest, Page, SubjectKind, SubjectRef};
 use crate::entities::{bindings, groups, projects, roles, users};
 use crate::error::{DomainError, DomainResult};
 use crate::ids::BindingId;
@@ -99,15 +99,15 @@ impl Names {
     pub(crate) fn dto(&self, b: &bindings::Model) -> BindingDto {
         let subject = match (&b.user_id, &b.group_id) {
             (Some(u), _) => SubjectRef {
-                kind: "user".into(),
+                kind: SubjectKind::User,
                 name: self.users.get(u).cloned().unwrap_or_default(),
             },
             (_, Some(g)) => SubjectRef {
-                kind: "group".into(),
+                kind: SubjectKind::Group,
                 name: self.groups.get(g).cloned().unwrap_or_default(),
             },
             _ => SubjectRef {
-                kind: b.subject_kind.clone(),
+                kind: SubjectKind::parse(&b.subject_kind).unwrap_or(SubjectKind::User),
                 name: String::new(),
             },
         };
@@ -399,9 +399,6 @@ pub async fn create(
         }
         _ => {}
     }
-    if req.subject.kind != "user" && req.subject.kind != "group" {
-        fields.insert("subject.kind".into(), "must be user or group".into());
-    }
     let now = svc.clock.now();
     let expires_at = match parse_expiry(&req, now) {
         Ok(e) => e,
@@ -445,7 +442,7 @@ pub async fn create(
         &role.name,
     )
     .await?;
-    let (user_id, group_id) = if req.subject.kind == "user" {
+    let (user_id, group_id) = if req.subject.kind == SubjectKind::User {
         let email = Email::parse(&req.subject.name)
             .map_err(|e| DomainError::invalid_value("subject.name", e))?;
         let u = crate::users::find_by_email(&svc.db, &email)
@@ -509,7 +506,7 @@ pub async fn create(
     }
     let m = bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
-        subject_kind: req.subject.kind.clone(),
+        subject_kind: req.subject.kind.as_str().to_owned(),
         user_id,
         group_id,
         role_id: role.id.clone(),

@@ -128,11 +128,19 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => Err(match rej {
-                JsonRejection::JsonDataError(e) => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    format!("the JSON body does not match: {}", e.body_text()),
-                ),
+                JsonRejection::JsonDataError(e) => {
+                    let mut err = ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        format!("the JSON body does not match: {}", e.body_text()),
+                    );
+                    // The field at fault, as the domain's validation names its fields
+                    // (`subject.kind`), when the body got one field wrong.
+                    if let Some((field, problem)) = data_error_field(&e) {
+                        err.fields.insert(field, problem);
+                    }
+                    err
+                }
                 JsonRejection::JsonSyntaxError(e) => ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
@@ -162,6 +170,27 @@ where
             }),
         }
     }
+}
+
+/// The path of the field a JSON body got wrong (`subject.kind`, `namespaces[2]`) and what is
+/// wrong with it, without the position in the text; `None` at the body's top level (the
+/// message says it all).
+fn data_error_field(e: &axum::extract::rejection::JsonDataError) -> Option<(String, String)> {
+    use std::error::Error as _;
+    let inner = e
+        .source()?
+        .source()?
+        .downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()?;
+    let path = inner.path().to_string();
+    if path.is_empty() || path == "." {
+        return None;
+    }
+    let problem = inner.inner().to_string();
+    let problem = match problem.rsplit_once(" at line ") {
+        Some((p, _)) => p.to_owned(),
+        None => problem,
+    };
+    Some((path, problem))
 }
 
 /// Query parameters whose failures answer with the error envelope (422 naming the problem).

@@ -17,7 +17,7 @@ pub struct StreamQuery {
     /// Every user's streams (needs `kubeconfig.write` on the organization).
     pub all: Option<bool>,
     /// Only this kind (e.g. `terminal`).
-    pub kind: Option<String>,
+    pub kind: Option<warden_domain::dto::StreamKind>,
 }
 
 pub async fn list_streams(
@@ -26,7 +26,7 @@ pub async fn list_streams(
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> ApiResult<Json<Page<LiveStreamDto>>> {
     Ok(Json(
-        streams::list(&s.services, &who, q.all.unwrap_or(false), q.kind.as_deref()).await?,
+        streams::list(&s.services, &who, q.all.unwrap_or(false), q.kind).await?,
     ))
 }
 

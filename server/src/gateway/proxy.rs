@@ -27,6 +27,7 @@ use warden_domain::access::kube::{KubeIntent, KubeRules};
 use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use warden_domain::clock::Timestamp;
+use warden_domain::dto::StreamKind;
 use warden_domain::entities::{kube_service_accounts, users};
 use warden_domain::ids::UserId;
 use warden_domain::kubeconfig::EffectiveKubectlSettings;
@@ -601,22 +602,22 @@ fn is_long_lived(
 }
 
 impl LiveSpec {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> StreamKind {
         match (self.info.subresource.as_deref(), self.info.verb.as_str()) {
-            (Some("exec"), _) => "exec",
-            (Some("attach"), _) => "attach",
-            (Some("portforward"), _) => "portforward",
-            (Some("proxy"), _) => "proxy",
-            (Some("log"), _) => "logs",
-            (_, "watch") => "watch",
-            _ => "stream",
+            (Some("exec"), _) => StreamKind::Exec,
+            (Some("attach"), _) => StreamKind::Attach,
+            (Some("portforward"), _) => StreamKind::Portforward,
+            (Some("proxy"), _) => StreamKind::Proxy,
+            (Some("log"), _) => StreamKind::Logs,
+            (_, "watch") => StreamKind::Watch,
+            _ => StreamKind::Stream,
         }
     }
 
     /// Register the stream; its check is the request's own authorization, run again.
     fn register(self, gw: &Arc<Gateway>, template: &AuditEvent, email: &str) -> LiveGuard {
         let info = StreamInfo {
-            kind: self.kind().to_owned(),
+            kind: self.kind(),
             user_id: self.user_id.to_string(),
             email: email.to_owned(),
             cluster: self.cluster.clone(),

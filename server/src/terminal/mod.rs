@@ -451,7 +451,7 @@ async fn open(
         .live
         .list()
         .iter()
-        .filter(|(_, i)| i.kind == "terminal" && i.user_id == uid)
+        .filter(|(_, i)| i.kind == warden_domain::dto::StreamKind::Terminal && i.user_id == uid)
         .count() as i64;
     if open_now >= settings.terminal_max_concurrent {
         return Err(deny(
@@ -521,7 +521,7 @@ async fn open(
 
     // Registered as a live stream: re-checked on every authorization change and every frame.
     let info_rec = StreamInfo {
-        kind: "terminal".into(),
+        kind: warden_domain::dto::StreamKind::Terminal,
         user_id: who.user_id.to_string(),
         email: who.email.clone(),
         cluster: cluster.name.clone(),

@@ -155,6 +155,47 @@ async fn users_groups_roles_and_in_use_conflicts() {
     assert!(r.json()["error"]["fields"]["namespaces"].is_string());
     let r = admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "ADMIN", "project": "dev"})).await.assert_status(422);
     assert!(r.json()["error"]["fields"]["project"].is_string());
+    // A subject that is neither a user nor a group: the field at fault is named, nothing made.
+    let r = admin.post("/api/v1/bindings", json!({"subject": {"kind": "robot", "name": "sally@example.com"}, "role": "PROJECT_READ_ONLY", "project": "dev"})).await.assert_status(422);
+    let problem = r.json()["error"]["fields"]["subject.kind"]
+        .as_str()
+        .map(str::to_owned);
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|p| p.contains("unknown variant `robot`")
+                && p.contains("`user`")
+                && !p.contains("line")),
+        "{}",
+        r.body
+    );
+    let r = admin.post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "PROJECT_READ_ONLY", "project": "dev", "namespaces": ["a", 7]})).await.assert_status(422);
+    assert!(
+        r.json()["error"]["fields"]["namespaces[1]"].is_string(),
+        "{}",
+        r.body
+    );
+    let r = admin
+        .post("/api/v1/bindings", json!({"role": "PROJECT_READ_ONLY"}))
+        .await
+        .assert_status(422);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `subject`"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !admin
+            .get("/api/v1/bindings?project=dev")
+            .await
+            .assert_status(200)
+            .body
+            .contains("PROJECT_READ_ONLY"),
+        "a refused binding was made"
+    );
 
     // In use: deleting the group names the bindings.
     let r = admin

@@ -373,6 +373,21 @@ async fn openapi_document_describes_the_api() {
     );
     assert_eq!(values("UserStatus"), ["active", "deactivated"]);
     assert_eq!(values("UserOrigin"), ["local", "sso"]);
+    assert_eq!(values("SubjectKind"), ["user", "group"]);
+    assert_eq!(
+        values("StreamKind"),
+        // (schemars lists the documented variants after the others)
+        [
+            "exec",
+            "attach",
+            "portforward",
+            "watch",
+            "logs",
+            "proxy",
+            "stream",
+            "terminal"
+        ]
+    );
     assert_eq!(values("Scope"), ["organization", "project", "namespace"]);
     assert_eq!(
         values("AuditKind"),
@@ -404,6 +419,9 @@ async fn openapi_document_describes_the_api() {
         ("UserDto", "origin", "UserOrigin"),
         ("RoleDto", "scope", "Scope"),
         ("BindingDto", "scope", "Scope"),
+        ("SubjectRef", "kind", "SubjectKind"),
+        ("Me", "session_type", "SessionType"),
+        ("LiveStreamDto", "kind", "StreamKind"),
     ] {
         let prop = &schemas[schema]["properties"][field];
         let reference = prop["$ref"]

@@ -292,6 +292,24 @@ async fn open_terminals_are_listed_and_an_administrator_ends_one() {
         .unwrap()
         .iter()
         .any(|s| s["id"] == id));
+    // Another kind lists none of it; a kind that does not exist is an error, not an empty page.
+    let watches = w
+        .admin
+        .get("/api/v1/streams?all=true&kind=watch")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(watches["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["id"] != id));
+    let bad = w
+        .admin
+        .get("/api/v1/streams?all=true&kind=terminals")
+        .await
+        .assert_status(422);
+    assert!(bad.body.contains("unknown variant"), "{}", bad.body);
     w.admin
         .delete(&format!("/api/v1/streams/{id}"))
         .await
