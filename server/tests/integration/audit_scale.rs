@@ -447,6 +447,46 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
     )
     .await
     .unwrap();
+    // Text a CSV or JSON writer (or the database's JSON of a page) could get wrong: formulas,
+    // quotes, commas, line breaks, control characters, backslashes, non-ASCII, markup.
+    let tricky = [
+        "=HYPERLINK(\"http://x\")",
+        "a,\"b\"\nc\r\n",
+        "\u{1}ctl\\back\u{7f}\u{1b}[31m",
+        "\t-tab",
+        "日本語 🚀 é",
+        "+1",
+        "@sum",
+        "</script><!--",
+    ];
+    let events: Vec<AuditEvent> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut e = AuditEvent::new(
+                AuditKind::KubeApi,
+                Actor::Anonymous {
+                    claimed: (*t).to_owned(),
+                },
+                SessionType::Cli,
+                "kube.get",
+                Outcome::Denied,
+            )
+            .request(RequestMeta {
+                path: Some(format!("/api/v1/namespaces/n/pods/{t}")),
+                user_agent: Some((*t).to_owned()),
+                request_id: Some(format!("{t}-{i}")),
+                ..Default::default()
+            })
+            .details(json!({"t": t, "i": i, "nested": [t, null, 1.5]}));
+            e.resource_name = Some((*t).to_owned());
+            e.reason = Some((*t).to_owned());
+            e
+        })
+        .collect();
+    let tx = begin_change(&app.services().db).await.unwrap();
+    append(&tx, app.clock.now(), events).await.unwrap();
+    tx.commit().await.unwrap();
     let total = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await as usize;
     assert!(total as u64 > 2 * EXPORT_PAGE, "{total}");
 
@@ -475,6 +515,14 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         exported, listed,
         "each line is the event as the list answers it"
     );
+    for t in tricky {
+        let e = exported
+            .iter()
+            .find(|e| e["resource_name"] == t)
+            .unwrap_or_else(|| panic!("{t:?} is not exported as it was recorded"));
+        assert_eq!(e["details"]["t"], t);
+        assert_eq!(e["user_agent"], t);
+    }
 
     // CSV: the header and the same rows, in the same order.
     let csv = admin
@@ -555,7 +603,7 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         .get("/api/v1/audit/export?format=csv&kind=kube_api")
         .await
         .assert_status(200);
-    assert_eq!(k.body.lines().count(), kube + 1);
+    assert_eq!(csv_records(&k.body).len(), kube + 1);
 
     // Scope: a project auditor of `payments` gets that project's events, all of them, and
     // their own activity; nothing of other projects.
