@@ -516,7 +516,7 @@ pub struct RoleDto {
 #[serde(deny_unknown_fields)]
 pub struct CreateRoleRequest {
     pub name: String,
-    pub scope: String,
+    pub scope: Scope,
     #[serde(default)]
     pub description: Option<String>,
     pub permissions: Vec<String>,

@@ -145,9 +145,7 @@ pub async fn create(
             "a role with this name already exists (names ignore letter case)",
         ));
     }
-    let scope = Scope::parse(&req.scope).ok_or_else(|| {
-        DomainError::invalid("scope", "must be organization, project or namespace")
-    })?;
+    let scope = req.scope;
     let perms = validate_permissions(scope, &req.permissions)?;
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;

@@ -236,6 +236,22 @@ async fn users_groups_roles_and_in_use_conflicts() {
         .as_str()
         .unwrap()
         .contains("user.write"));
+    // A scope that does not exist: the field is named, no role is made.
+    let r = admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "GALAXY", "scope": "galaxy", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(422);
+    assert!(
+        r.json()["error"]["fields"]["scope"]
+            .as_str()
+            .is_some_and(|p| p.contains("unknown variant `galaxy`") && p.contains("`namespace`")),
+        "{}",
+        r.body
+    );
+    admin.get("/api/v1/roles/GALAXY").await.assert_status(404);
     admin.post("/api/v1/roles", json!({"name": "NS_VIEW", "scope": "namespace", "permissions": ["project.read", "kubectl.namespace.read"]})).await.assert_status(201);
     admin
         .patch(

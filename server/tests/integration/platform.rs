@@ -420,6 +420,7 @@ async fn openapi_document_describes_the_api() {
         ("RoleDto", "scope", "Scope"),
         ("BindingDto", "scope", "Scope"),
         ("SubjectRef", "kind", "SubjectKind"),
+        ("CreateRoleRequest", "scope", "Scope"),
         ("Me", "session_type", "SessionType"),
         ("LiveStreamDto", "kind", "StreamKind"),
     ] {
