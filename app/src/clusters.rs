@@ -41,9 +41,7 @@ pub async fn list_clusters(
         limit: Some(500),
         ..Default::default()
     };
-    Ok(warden_domain::admin::clusters::list(&svc, &who, &q)
-        .await?
-        .items)
+    Ok(warden_domain::clusters::list(&svc, &who, &q).await?.items)
 }
 
 /// The names of the clusters the caller can see, for a form's choice.
@@ -51,14 +49,14 @@ pub async fn list_clusters(
 pub async fn cluster_names() -> Result<Vec<String>, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::clusters::names(&svc, &who).await?)
+    Ok(warden_domain::clusters::names(&svc, &who).await?)
 }
 
 #[server(prefix = "/sfn", endpoint = "get_cluster")]
 pub async fn get_cluster(name: String) -> Result<ClusterDetail, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::clusters::get(&svc, &who, &name).await?)
+    Ok(warden_domain::clusters::get(&svc, &who, &name).await?)
 }
 
 /// Recent audit events about a cluster (empty for callers who may not read the audit log).
@@ -66,7 +64,7 @@ pub async fn get_cluster(name: String) -> Result<ClusterDetail, AppError> {
 pub async fn cluster_events(name: String) -> Result<Vec<AuditEventDto>, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::clusters::recent_events(&svc, &who, &name, 20).await?)
+    Ok(warden_domain::clusters::recent_events(&svc, &who, &name, 20).await?)
 }
 
 /// `key=value` pairs separated by commas or new lines.
@@ -117,7 +115,7 @@ pub async fn import_cluster(
             Ok(l) => l,
             Err(m) => {
                 // Every error of the form at once: the labels' and the other fields'.
-                use warden_domain::admin::clusters as c;
+                use warden_domain::clusters as c;
                 let mut fields = BTreeMap::from([("labels".to_owned(), m)]);
                 if let Err(e) = warden_domain::types::DnsLabel::parse(name.trim()) {
                     fields.insert("name".into(), e.0);
@@ -155,7 +153,7 @@ pub async fn import_cluster(
                 ca_pem: opt(proxy_ca),
             }),
         };
-        Ok(warden_domain::admin::clusters::create(&svc, &who, req)
+        Ok(warden_domain::clusters::create(&svc, &who, req)
             .await?
             .cluster)
     }
@@ -174,7 +172,7 @@ pub async fn import_cluster(
 pub async fn connect_cluster(name: String) -> Result<ClusterConnect, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::clusters::connect(&svc, &who, &name).await?)
+    Ok(warden_domain::clusters::connect(&svc, &who, &name).await?)
 }
 
 /// A new one-time manifest URL and manifest; the earlier ones not yet used stop working.
@@ -182,7 +180,7 @@ pub async fn connect_cluster(name: String) -> Result<ClusterConnect, AppError> {
 pub async fn bootstrap_cluster(name: String) -> Result<ClusterBootstrap, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::clusters::bootstrap(&svc, &who, &name).await?)
+    Ok(warden_domain::clusters::bootstrap(&svc, &who, &name).await?)
 }
 
 #[server(prefix = "/sfn", endpoint = "update_cluster")]
@@ -206,7 +204,7 @@ pub async fn update_cluster(
             labels: Some(labels),
             ..Default::default()
         };
-        Ok(warden_domain::admin::clusters::update(&svc, &who, &name, req).await?)
+        Ok(warden_domain::clusters::update(&svc, &who, &name, req).await?)
     }
     .await;
     // A plain form lands on the cluster's page under its (new) name.
@@ -222,7 +220,7 @@ pub async fn delete_cluster(
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let force = matches!(force.as_str(), "true" | "on" | "1");
-    let r = warden_domain::admin::clusters::delete(&svc, &who, &name, force)
+    let r = warden_domain::clusters::delete(&svc, &who, &name, force)
         .await
         .map_err(AppError::from);
     let then = r

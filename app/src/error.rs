@@ -58,9 +58,9 @@ impl AppError {
 }
 
 #[cfg(feature = "ssr")]
-impl From<warden_domain::cluster_reads::ReadError> for AppError {
-    fn from(e: warden_domain::cluster_reads::ReadError) -> Self {
-        use warden_domain::cluster_reads::ReadError as R;
+impl From<warden_domain::clusters::reads::ReadError> for AppError {
+    fn from(e: warden_domain::clusters::reads::ReadError) -> Self {
+        use warden_domain::clusters::reads::ReadError as R;
         match e {
             R::Forbidden(m) | R::NotFound(m) | R::Invalid(m) => AppError::Refused(m),
             R::Unavailable(m) => AppError::Unavailable(m),

@@ -22,7 +22,7 @@ use crate::ui::{
 pub async fn get_my_kubectl() -> Result<MyKubectl, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::kubeconfig::my_kubectl(&svc, &who).await?)
+    Ok(warden_domain::kubectl::my_kubectl(&svc, &who).await?)
 }
 
 /// Revoke every kubeconfig issued so far: the caller's own (`user` empty), or a user's
@@ -35,16 +35,13 @@ pub async fn revoke_kubeconfigs(
     let who = crate::ssr::principal().await?;
     let user = user.trim();
     let target = (!user.is_empty()).then_some(user);
-    let r = warden_domain::admin::kubeconfig::revoke(&svc, &who, target).await;
+    let r = warden_domain::kubectl::revoke(&svc, &who, target).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
 #[cfg(feature = "ssr")]
-fn level(
-    scope: &str,
-    subject: String,
-) -> Result<warden_domain::admin::kubeconfig::SettingsLevel, AppError> {
-    use warden_domain::admin::kubeconfig::SettingsLevel;
+fn level(scope: &str, subject: String) -> Result<warden_domain::kubectl::SettingsLevel, AppError> {
+    use warden_domain::kubectl::SettingsLevel;
     match scope {
         "organization" => Ok(SettingsLevel::Organization),
         "user" if !subject.trim().is_empty() => Ok(SettingsLevel::User(subject)),
@@ -72,14 +69,13 @@ pub async fn get_kubectl_settings(
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let settings =
-        warden_domain::admin::kubeconfig::get_settings(&svc, &who, level(&scope, subject.clone())?)
-            .await?;
+        warden_domain::kubectl::get_settings(&svc, &who, level(&scope, subject.clone())?).await?;
     let me = svc.policy.me(&who).await?;
     let writable = match scope.as_str() {
         "organization" => can(&me, "settings.write"),
         "user" => can(&me, "kubeconfig.write"),
         _ => {
-            let c = warden_domain::admin::clusters::get(&svc, &who, &subject).await?;
+            let c = warden_domain::clusters::get(&svc, &who, &subject).await?;
             can_in(&me, "cluster.write", &c.cluster.project)
         }
     };
@@ -248,7 +244,7 @@ pub async fn update_kubectl_settings(
         )),
     };
     let r = if fields.is_empty() {
-        warden_domain::admin::kubeconfig::update_settings(&svc, &who, level, req)
+        warden_domain::kubectl::update_settings(&svc, &who, level, req)
             .await
             .map_err(|e| match AppError::from(e) {
                 // The domain names durations in seconds; the form asks for hours.

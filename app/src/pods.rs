@@ -32,7 +32,7 @@ pub async fn pod_picker(
     cluster: String,
     #[server(default)] namespace: String,
 ) -> Result<PodPickerView, AppError> {
-    use warden_domain::cluster_reads;
+    use warden_domain::clusters::reads;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let empty = |cluster: String, reachable: bool, refused: Option<String>| PodPickerView {
@@ -45,13 +45,13 @@ pub async fn pod_picker(
     };
     // Not even asked (nor audited as a refusal) for clusters the caller does not reach with
     // kubectl: the cluster page shows no picker then.
-    let mine = warden_domain::admin::kubeconfig::my_kubectl(&svc, &who).await?;
+    let mine = warden_domain::kubectl::my_kubectl(&svc, &who).await?;
     if !mine.clusters.iter().any(|c| c.name == cluster) {
         let why = format!("you have no kubectl access to cluster {cluster}");
         return Ok(empty(cluster, false, Some(why)));
     }
     // Refusals are answers the picker shows (a clear message), not failed calls.
-    let ns = match cluster_reads::list_namespaces(&svc, &who, &cluster).await {
+    let ns = match reads::list_namespaces(&svc, &who, &cluster).await {
         Ok(ns) => ns,
         Err(e) => {
             return Ok(PodPickerView {
@@ -73,7 +73,7 @@ pub async fn pod_picker(
         ns.items.first().map(|n| n.name.clone())
     };
     let (pods, refused) = match &namespace {
-        Some(n) => match cluster_reads::list_pods(&svc, &who, &cluster, n).await {
+        Some(n) => match reads::list_pods(&svc, &who, &cluster, n).await {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(e.to_string())),
         },

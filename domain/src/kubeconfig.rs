@@ -1,5 +1,5 @@
 //! Kubeconfig and kubectl settings: the DTOs of the REST API and the console. Plain serde
-//! types (compiled for the browser too); the use cases are in `admin::kubeconfig` (ssr).
+//! types (compiled for the browser too); the use cases are in `warden_domain::kubectl` (ssr).
 
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -56,9 +56,9 @@ pub use services::Services;
 #[cfg(feature = "ssr")]
 pub mod admin;
 #[cfg(feature = "ssr")]
-pub mod agents;
+pub mod clusters;
 #[cfg(feature = "ssr")]
-pub mod cluster_reads;
+pub mod kubectl;
 #[cfg(feature = "ssr")]
 pub mod recordings;
 #[cfg(feature = "ssr")]

@@ -15,11 +15,11 @@ pub struct Services {
     /// The URL browsers use (`WARDEN_PUBLIC_URL`), for links such as set-password.
     pub public_url: String,
     /// The cluster feature's settings and the server's live tunnels, set at start-up.
-    pub clusters: crate::admin::clusters::ClusterHooks,
+    pub clusters: crate::clusters::ClusterHooks,
     /// The server's registry of live streams and terminals, set at start-up.
     pub streams: crate::streams::StreamHooks,
     /// Reads on clusters as a user (the pod picker), set at start-up.
-    pub cluster_reads: crate::cluster_reads::ClusterReadHooks,
+    pub cluster_reads: crate::clusters::reads::ClusterReadHooks,
     /// Single sign-on: the master key's sealer (set at start-up) and the providers' cache.
     pub sso: crate::sso::SsoHooks,
     /// Just-in-time access: the webhook notifier, set at start-up.

@@ -1,4 +1,4 @@
-//! [`warden_domain::cluster_reads::ClusterReader`] over the gateway: a read on a cluster runs
+//! [`warden_domain::clusters::reads::ClusterReader`] over the gateway: a read on a cluster runs
 //! through the gateway's checks for a console user ([`authorize`] with [`Via::Console`]: the
 //! user is active, may use kubectl on the cluster through their bindings now), then as the
 //! user's own service account there (reconciled by [`Gateway::ensure_identity`], a
@@ -11,10 +11,10 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
-use warden_domain::admin::kubeconfig::KubeLevel;
-use warden_domain::cluster_reads::{ClusterReader, ReadError};
+use warden_domain::clusters::reads::{ClusterReader, ReadError};
 use warden_domain::dto::{ClusterNamespacesDto, NamespaceAccessDto, PodDto, PodListDto};
 use warden_domain::ids::UserId;
+use warden_domain::kubectl::KubeLevel;
 
 use crate::gateway::proxy::{authorize, Authorized, Refusal, Via};
 use crate::gateway::transport::{kube_client_over, As, ClusterRef};

@@ -98,7 +98,7 @@ pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
     let kubeconfig = dir.join("admin.kubeconfig");
     sim.write_admin_kubeconfig(&kubeconfig)
         .context("cannot write the demo kubeconfig")?;
-    let manifest = warden_domain::admin::clusters::unsafe_import_as_system(
+    let manifest = warden_domain::clusters::unsafe_import_as_system(
         &state.services,
         CLUSTER,
         PROJECT,

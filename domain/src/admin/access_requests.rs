@@ -420,7 +420,7 @@ async fn prepare(
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
     if let (Some(c), Some(p)) = (&cluster, &project) {
-        let reaches = super::kubeconfig::kube_cluster(&svc.db, c)
+        let reaches = crate::kubectl::kube_cluster(&svc.db, c)
             .await?
             .is_some_and(|k| k.projects().any(|x| *x == p.name));
         if !reaches {

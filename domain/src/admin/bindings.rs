@@ -572,7 +572,7 @@ async fn project_namespaces(
         limit: Some(500),
         ..Default::default()
     };
-    Ok(super::clusters::list(svc, who, &q)
+    Ok(crate::clusters::list(svc, who, &q)
         .await?
         .items
         .into_iter()

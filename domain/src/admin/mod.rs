@@ -6,12 +6,10 @@
 pub mod access_requests;
 pub mod api_keys;
 pub mod bindings;
-pub mod clusters;
 pub mod cursor;
 pub mod groups;
 pub mod identity_providers;
 pub mod jit_settings;
-pub mod kubeconfig;
 pub mod org_settings;
 pub mod overview;
 pub mod projects;

@@ -15,7 +15,7 @@ use crate::Services;
 pub async fn overview(svc: &Services, who: &Principal) -> DomainResult<Overview> {
     let mut out = Overview::default();
     // Clusters: exactly those the cluster list shows the caller.
-    let page = super::clusters::list(
+    let page = crate::clusters::list(
         svc,
         who,
         &ClusterQuery {

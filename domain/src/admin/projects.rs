@@ -351,5 +351,5 @@ pub async fn cluster_names<C: ConnectionTrait>(
     db: &C,
     project_id: &str,
 ) -> DomainResult<Vec<String>> {
-    crate::admin::clusters::names_owned_by(db, project_id).await
+    crate::clusters::names_owned_by(db, project_id).await
 }

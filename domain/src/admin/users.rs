@@ -463,7 +463,7 @@ pub async fn reset_password(
         super::api_keys::revoke_all_of(svc, who, &u.id).await?;
     }
     if opts.revoke_kubeconfigs {
-        super::kubeconfig::revoke(svc, who, Some(&u.id)).await?;
+        crate::kubectl::revoke(svc, who, Some(&u.id)).await?;
     }
     Ok(svc.set_password_url(&token))
 }
@@ -521,9 +521,7 @@ pub async fn explain(
     };
     // The asker must be allowed to read the cluster (the gate audits a refusal), so the answer
     // tells nothing about clusters they cannot see.
-    let c = crate::admin::clusters::get(svc, who, cluster)
-        .await?
-        .cluster;
+    let c = crate::clusters::get(svc, who, cluster).await?.cluster;
     let holders: Vec<&String> = std::iter::once(&c.project)
         .chain(c.shared_with.iter())
         .collect();

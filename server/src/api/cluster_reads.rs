@@ -1,12 +1,12 @@
 //! `GET /api/v1/clusters/{name}/namespaces` and `GET /api/v1/clusters/{name}/pods`: the
 //! namespaces and pods the caller may see, read on the cluster as the caller (thin adapters
-//! over `warden_domain::cluster_reads`). A refusal says what the caller lacks.
+//! over `warden_domain::clusters::reads`). A refusal says what the caller lacks.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use warden_domain::cluster_reads::{self, ReadError};
+use warden_domain::clusters::reads::{self, ReadError};
 use warden_domain::dto::{ClusterNamespacesDto, PodListDto};
 
 use super::auth::AuthUser;
@@ -38,7 +38,7 @@ pub async fn list_cluster_namespaces(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ClusterNamespacesDto>> {
     Ok(Json(
-        cluster_reads::list_namespaces(&s.services, &who, &name).await?,
+        reads::list_namespaces(&s.services, &who, &name).await?,
     ))
 }
 
@@ -49,6 +49,6 @@ pub async fn list_cluster_pods(
     ApiQuery(q): ApiQuery<PodQuery>,
 ) -> ApiResult<Json<PodListDto>> {
     Ok(Json(
-        cluster_reads::list_pods(&s.services, &who, &name, &q.namespace).await?,
+        reads::list_pods(&s.services, &who, &name, &q.namespace).await?,
     ))
 }

@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use warden_domain::admin::clusters;
+use warden_domain::clusters;
 use warden_domain::dto::*;
 
 use super::auth::AuthUser;

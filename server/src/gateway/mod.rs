@@ -321,7 +321,7 @@ impl Gateway {
             Err(_) => true,
         };
         if write {
-            if let Err(e) = warden_domain::admin::kubeconfig::touch_service_account(
+            if let Err(e) = warden_domain::kubectl::touch_service_account(
                 &self.services.db,
                 &cluster.id,
                 user_id,

@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use warden_domain::access::kube::{KubeIntent, KubeRules};
-use warden_domain::admin::kubeconfig::{self as kc, KubeAccess, KubeCluster};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use warden_domain::clock::Timestamp;
 use warden_domain::dto::StreamKind;
 use warden_domain::entities::{kube_service_accounts, users};
 use warden_domain::ids::UserId;
 use warden_domain::kubeconfig::EffectiveKubectlSettings;
+use warden_domain::kubectl::{self as kc, KubeAccess, KubeCluster};
 use warden_domain::users::STATUS_ACTIVE;
 
 use super::pki::PeerIdentity;

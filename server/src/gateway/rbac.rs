@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use warden_domain::admin::kubeconfig::KubeAccess;
+use warden_domain::kubectl::KubeAccess;
 
 pub const NAMESPACE: &str = "warden-system";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

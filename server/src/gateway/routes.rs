@@ -1,16 +1,16 @@
 //! REST endpoints of the kubeconfig feature: download, revocation, kubectl settings at the
-//! organization, user and cluster levels. Thin adapters over `admin::kubeconfig`.
+//! organization, user and cluster levels. Thin adapters over `warden_domain::kubectl`.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use time::Duration;
-use warden_domain::admin::kubeconfig::{self as kc, SettingsLevel};
 use warden_domain::audit::SessionType;
 use warden_domain::kubeconfig::{
     KubeconfigQuery, KubeconfigRevoked, KubectlSettingsDto, UpdateKubectlSettingsRequest,
 };
+use warden_domain::kubectl::{self as kc, SettingsLevel};
 
 use super::kubeconfig::{render, KubeconfigCluster, KubeconfigInput};
 use crate::api::auth::AuthUser;

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_domain::admin::kubeconfig as kc;
 use warden_domain::entities::users;
 use warden_domain::ids::UserId;
+use warden_domain::kubectl as kc;
 use warden_domain::users::STATUS_ACTIVE;
 
 use super::transport::ClusterRef;

@@ -47,7 +47,7 @@ impl TestApp {
         endpoint: DirectEndpoint,
     ) {
         let admin = self.admin_principal().await;
-        warden_domain::admin::clusters::create(
+        warden_domain::clusters::create(
             self.services(),
             &admin,
             CreateClusterRequest {

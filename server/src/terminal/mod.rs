@@ -426,7 +426,7 @@ async fn open(
     };
     // The limits in force for this person on this cluster (kubectl settings: organization,
     // user, cluster), and how many terminals they have open already.
-    let settings = warden_domain::admin::kubeconfig::effective_settings(
+    let settings = warden_domain::kubectl::effective_settings(
         &state.services.db,
         Some(&who.user_id.to_string()),
         Some(&cluster.id),

@@ -34,8 +34,8 @@ use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use warden_domain::access::Principal;
-use warden_domain::admin::kubeconfig as kc;
 use warden_domain::audit::{AuditEvent, Outcome, SessionType};
+use warden_domain::kubectl as kc;
 use warden_domain::Services;
 
 use super::{argv, Backend, Output};

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
 use warden_agent::tunnel::{self, Frame, Pump};
-use warden_domain::admin::clusters::{self, DownloadRefused};
 use warden_domain::agent_protocol::{
     self, limits, AgentMessage, Challenge, ServerMessage, HEADER_AGENT_KEY, HEADER_AGENT_VERSION,
     HEADER_CLUSTER, HEADER_FINGERPRINT, HEADER_NONCE, HEADER_PROOF, PROOF_CONTEXT,
 };
-use warden_domain::agents::{self, Admission, AgentHello};
+use warden_domain::clusters::agents::{self, Admission, AgentHello};
+use warden_domain::clusters::{self, DownloadRefused};
 use warden_domain::dto::cluster_status;
 
 use super::{ClusterConnections, Tunnel};

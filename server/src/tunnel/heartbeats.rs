@@ -7,7 +7,7 @@
 //! import say, waiting).
 
 use tokio::sync::{mpsc, oneshot};
-use warden_domain::agents;
+use warden_domain::clusters::agents;
 use warden_domain::dto::ClusterFacts;
 use warden_domain::Services;
 

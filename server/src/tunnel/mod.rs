@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use warden_domain::admin::clusters::ClusterRuntime;
 use warden_domain::agent_protocol::ServerMessage;
+use warden_domain::clusters::ClusterRuntime;
 use warden_domain::Services;
 
 pub use client::{TunnelError, TunnelService};
@@ -344,7 +344,7 @@ impl ClusterConnections {
                 },
                 &reason,
             );
-            if let Err(e) = warden_domain::agents::set_status(
+            if let Err(e) = warden_domain::clusters::agents::set_status(
                 &self.services,
                 &t.cluster_id,
                 warden_domain::dto::cluster_status::DISCONNECTED,
@@ -360,7 +360,7 @@ impl ClusterConnections {
             let replicas = self.replicas.get();
             let is_live =
                 |id: &str| self.has_tunnel(id) || replicas.is_some_and(|r| r.held_elsewhere(id));
-            match warden_domain::agents::mark_unconnected(
+            match warden_domain::clusters::agents::mark_unconnected(
                 &self.services,
                 &is_live,
                 "no agent connection",
@@ -442,7 +442,7 @@ pub fn setup(
 ) -> Arc<ClusterConnections> {
     services
         .clusters
-        .set_settings(warden_domain::admin::clusters::ClusterSettings {
+        .set_settings(warden_domain::clusters::ClusterSettings {
             agent_image: config.agent.image.clone(),
             warden_ca_pem: config.agent.public_ca_pem.clone(),
             heartbeat_interval: config.agent.heartbeat_interval,

@@ -1930,7 +1930,7 @@ async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunn
     // Every refusal is audited, naming the key that was tried.
     let mismatches = denied_with(&admin, "key_mismatch").await;
     assert!(mismatches.len() >= 3, "{mismatches:?}");
-    let impostor_id = warden_domain::agents::key_id(&impostor.public_b64());
+    let impostor_id = warden_domain::clusters::agents::key_id(&impostor.public_b64());
     assert!(
         mismatches
             .iter()
@@ -2173,7 +2173,7 @@ async fn heartbeats_are_stored_in_groups() {
         (ids[2].clone(), Some(facts)),
         ("no-such-cluster".to_owned(), None),
     ];
-    warden_domain::agents::record_heartbeats(app.services(), &group, &|_| true)
+    warden_domain::clusters::agents::record_heartbeats(app.services(), &group, &|_| true)
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -2206,7 +2206,7 @@ async fn heartbeats_are_stored_in_groups() {
     // undo the disconnection.
     let (r, _) = import(&admin, "hb-late", "default").await;
     let late = r["id"].as_str().unwrap().to_owned();
-    warden_domain::agents::record_heartbeats(app.services(), &[(late, None)], &|_| false)
+    warden_domain::clusters::agents::record_heartbeats(app.services(), &[(late, None)], &|_| false)
         .await
         .unwrap();
     let c = admin.get("/api/v1/clusters/hb-late").await.json();
@@ -2214,7 +2214,7 @@ async fn heartbeats_are_stored_in_groups() {
     assert!(c["last_seen"].is_string(), "{c}");
 
     app.clock.advance_secs(30);
-    warden_domain::agents::record_heartbeats(app.services(), &group[..2], &|_| true)
+    warden_domain::clusters::agents::record_heartbeats(app.services(), &group[..2], &|_| true)
         .await
         .unwrap();
     let c1 = admin.get("/api/v1/clusters/hb-1").await.json();
@@ -2257,7 +2257,7 @@ async fn heartbeat_groups_tell_which_credentials_are_valid() {
         .await
         .unwrap();
     }
-    let valid = warden_domain::agents::valid_credentials(
+    let valid = warden_domain::clusters::agents::valid_credentials(
         app.services(),
         &["c-valid", "c-revoked", "c-orphan", "c-unknown", "c-valid"],
     )

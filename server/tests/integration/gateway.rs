@@ -2011,7 +2011,7 @@ async fn service_accounts_rotate_when_rights_shrink() {
     forbidden(&sk.run(&["get", "pods", "-n", "banana"]).await);
     // Warden records the account it uses now.
     let me = sally.get("/api/v1/me").await.json();
-    let rows = warden_domain::admin::kubeconfig::service_accounts(&w.app.services().db)
+    let rows = warden_domain::kubectl::service_accounts(&w.app.services().db)
         .await
         .unwrap();
     let row = rows

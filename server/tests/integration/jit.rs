@@ -145,7 +145,7 @@ async fn an_expired_grant_ends_kubectl_access_and_an_open_watch() {
     // With no grant left on the cluster, the sweeper removes sally's service account there.
     let t = Instant::now();
     loop {
-        let left = warden_domain::admin::kubeconfig::service_accounts(&app.services().db)
+        let left = warden_domain::kubectl::service_accounts(&app.services().db)
             .await
             .expect("db");
         if left.is_empty() {

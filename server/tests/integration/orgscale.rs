@@ -589,11 +589,9 @@ async fn projects_page_through_what_the_caller_may_see() {
     )
     .await;
     held.sort();
-    let clusters = warden_domain::admin::clusters::names(svc, &pat)
-        .await
-        .unwrap();
+    let clusters = warden_domain::clusters::names(svc, &pat).await.unwrap();
     assert_eq!(clusters, held);
-    let every = warden_domain::admin::clusters::names(svc, &admin_principal(&app).await)
+    let every = warden_domain::clusters::names(svc, &admin_principal(&app).await)
         .await
         .unwrap();
     assert!(every.len() > clusters.len(), "{every:?} vs {clusters:?}");

@@ -846,7 +846,7 @@ async fn replicas_starting_together_migrate_once() {
 /// another, once; a second use, an unknown nonce and an expired one are stale everywhere.
 #[tokio::test]
 async fn an_agent_challenge_from_one_replica_is_used_once_on_another() {
-    use warden_domain::agents::{issue_challenge, take_challenge, ChallengeCheck};
+    use warden_domain::clusters::agents::{issue_challenge, take_challenge, ChallengeCheck};
     let mut a = TestApp::spawn().await;
     let b = TestApp::spawn_on(&a.database_url).await;
     let nonce = issue_challenge(a.services(), "cluster-1")

@@ -637,7 +637,7 @@ async fn kubectl_shell_runs_kubectl_through_the_gateway_and_refuses_the_rest() {
     // Revoked in the database too (a restart forgets nothing).
     let t = Instant::now();
     loop {
-        let cred = warden_domain::admin::kubeconfig::credential_status(
+        let cred = warden_domain::kubectl::credential_status(
             &w.app.services().db,
             &serial,
             &user_id,

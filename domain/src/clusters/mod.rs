@@ -4,7 +4,12 @@
 //! project (or on a project it is shared with) lets a caller see it; `cluster.write` on the
 //! owning project lets them import, change, delete it and download its manifest. Every change is
 //! audited with before and after values; the agent's side (registration, connection, heartbeats)
-//! lives in [`crate::agents`].
+//! lives in [`agents`].
+//!
+//! The aggregate's files: this one (settings, the read model and the administrator's use cases),
+//! [`validation`] (a cluster's fields), [`enrolment`] (bootstrap tokens, the connect page and
+//! the agent manifest), [`agents`] (the agent's side: registration, tunnels' credentials,
+//! heartbeats) and [`reads`] (the namespaces and pods a user may see, read as that user).
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
@@ -15,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::ts;
 use crate::access::{Action, Principal};
+use crate::admin::ts;
 use crate::agent_protocol::{self, ManifestParams, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND};
 use crate::audit::{AuditEvent, AuditKind, Outcome};
 use crate::dto::{
@@ -33,6 +38,18 @@ use crate::permissions::Permission;
 use crate::secrets::{random_token, sha256_hex};
 use crate::types::{label_key_ok, label_name_ok, DnsLabel};
 use crate::Services;
+
+pub mod agents;
+pub mod enrolment;
+pub mod reads;
+mod validation;
+
+use enrolment::mint;
+pub use enrolment::{
+    bootstrap, connect, connect_warnings, download_manifest, is_loopback_url, manifest,
+    unsafe_import_as_system, DownloadRefused,
+};
+pub use validation::{check_description, check_labels, check_proxy};
 
 /// How long a bootstrap token in a manifest is accepted.
 pub const AGENT_TOKEN_TTL_SECS: i64 = 24 * 3600;
@@ -319,105 +336,6 @@ pub async fn names_owned_by<C: ConnectionTrait>(
         .collect())
 }
 
-// ---- validation ----
-
-pub fn check_description(d: &str) -> DomainResult<String> {
-    let d = d.trim();
-    if d.chars().count() > 1024 || d.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(DomainError::invalid(
-            "description",
-            "must be at most 1024 characters without control characters",
-        ));
-    }
-    Ok(d.to_owned())
-}
-
-/// Labels follow Kubernetes' rules: `[prefix/]name` keys, values of at most 63 characters.
-pub fn check_labels(labels: &BTreeMap<String, String>) -> DomainResult<BTreeMap<String, String>> {
-    if labels.len() > 64 {
-        return Err(DomainError::invalid("labels", "at most 64 labels"));
-    }
-    for (k, v) in labels {
-        if !label_key_ok(k) {
-            return Err(DomainError::invalid(
-                "labels",
-                format!("label key {k:?} must be [prefix/]name: a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
-            ));
-        }
-        if !(v.is_empty() || label_name_ok(v)) {
-            return Err(DomainError::invalid(
-                "labels",
-                format!("label value {v:?} must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
-            ));
-        }
-    }
-    Ok(labels.clone())
-}
-
-fn clean(o: &Option<String>) -> Option<String> {
-    o.as_ref()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-}
-
-pub fn check_proxy(p: &ProxySettings) -> DomainResult<ProxySettings> {
-    let mut fields = BTreeMap::new();
-    let out = ProxySettings {
-        http_proxy: clean(&p.http_proxy),
-        https_proxy: clean(&p.https_proxy),
-        no_proxy: clean(&p.no_proxy),
-        ca_pem: p
-            .ca_pem
-            .as_ref()
-            .map(|s| s.trim().to_owned() + "\n")
-            .filter(|s| !s.trim().is_empty()),
-    };
-    for (field, v) in [
-        ("proxy.http_proxy", &out.http_proxy),
-        ("proxy.https_proxy", &out.https_proxy),
-    ] {
-        if let Some(v) = v {
-            let host = v
-                .strip_prefix("http://")
-                .map(|r| r.rsplit('@').next().unwrap_or_default());
-            let ok = v.len() <= 1024
-                && !v.chars().any(|c| c.is_control() || c.is_whitespace())
-                && host.is_some_and(|h| !h.is_empty() && !h.starts_with(':'));
-            if !ok {
-                fields.insert(
-                    field.to_owned(),
-                    "must be an http://host:port URL (an HTTP proxy that supports CONNECT)"
-                        .to_owned(),
-                );
-            }
-        }
-    }
-    if let Some(n) = &out.no_proxy {
-        if n.len() > 2048 || n.chars().any(|c| c.is_control()) {
-            fields.insert(
-                "proxy.no_proxy".into(),
-                "must be a comma-separated list of hosts of at most 2048 characters".into(),
-            );
-        }
-    }
-    if let Some(ca) = &out.ca_pem {
-        if ca.len() > 65_536
-            || !ca.contains("-----BEGIN CERTIFICATE-----")
-            || !ca.contains("-----END CERTIFICATE-----")
-        {
-            fields.insert(
-                "proxy.ca_pem".into(),
-                "must be one or more PEM certificates".into(),
-            );
-        }
-    }
-    if fields.is_empty() {
-        Ok(out)
-    } else {
-        Err(DomainError::Invalid { fields })
-    }
-}
-
 // ---- access ----
 
 /// Projects where `who` may read clusters.
@@ -652,8 +570,8 @@ pub async fn list(
 ) -> DomainResult<Page<ClusterDto>> {
     use sea_orm::sea_query::{Expr, LikeExpr};
     use sea_orm::QuerySelect;
-    let after = super::cursor::decode("clusters", q.cursor.as_deref())?;
-    let limit = super::cursor::limit(q.limit);
+    let after = crate::admin::cursor::decode("clusters", q.cursor.as_deref())?;
+    let limit = crate::admin::cursor::limit(q.limit);
     let Some(mut cond) = visible(svc, who).await? else {
         return Ok(Page {
             items: vec![],
@@ -688,10 +606,10 @@ pub async fn list(
         };
         cond = cond.add(
             Expr::col(clusters::Column::Labels)
-                .like(LikeExpr::new(super::cursor::contains_pattern(&needle)).escape('\\')),
+                .like(LikeExpr::new(crate::admin::cursor::contains_pattern(&needle)).escape('\\')),
         );
     }
-    if let Some(c) = super::cursor::contains_any(
+    if let Some(c) = crate::admin::cursor::contains_any(
         q.q.as_deref(),
         [
             Expr::col(clusters::Column::Name).into(),
@@ -709,7 +627,7 @@ pub async fn list(
         .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    let next = super::cursor::page(&mut rows, limit, "clusters", |c| &c.name);
+    let next = crate::admin::cursor::page(&mut rows, limit, "clusters", |c| &c.name);
     let (names, shares) = names_and_shares_of(&svc.db, &rows).await?;
     let settings = svc.clusters.settings();
     let items = rows
@@ -798,7 +716,7 @@ pub async fn create(
     .await?;
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let standing = super::jit_settings::current_violations(&tx, svc.clock.now()).await?;
+    let standing = crate::admin::jit_settings::current_violations(&tx, svc.clock.now()).await?;
     let m = clusters::ActiveModel::from(clusters::Model {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
@@ -831,7 +749,7 @@ pub async fn create(
     replace_shares(&tx, &m.id, &shared, now).await?;
     // A cluster that brings a project under a required-expiry rule with standing bindings
     // beyond it is refused (fail closed), naming them.
-    super::jit_settings::refuse_new_violations(
+    crate::admin::jit_settings::refuse_new_violations(
         &tx,
         &standing,
         svc.clock.now(),
@@ -915,7 +833,7 @@ pub async fn update(
     }
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let standing = super::jit_settings::current_violations(&tx, svc.clock.now()).await?;
+    let standing = crate::admin::jit_settings::current_violations(&tx, svc.clock.now()).await?;
     let id = c.id.clone();
     let current = c.clone();
     let mut a = c.into_active_model();
@@ -958,7 +876,7 @@ pub async fn update(
     }
     // Labelled, shared or moved into a project with standing bindings a required-expiry rule
     // would now cover beyond its maximum: refused (fail closed), naming them.
-    super::jit_settings::refuse_new_violations(
+    crate::admin::jit_settings::refuse_new_violations(
         &tx,
         &standing,
         svc.clock.now(),
@@ -1068,406 +986,6 @@ pub async fn delete(
     Ok(CLEANUP_COMMAND.to_owned())
 }
 
-/// A fresh one-time manifest URL and the manifest it serves (for callers allowed to import).
-/// One manifest is pending per cluster: the tokens of earlier ones not yet used are revoked
-/// (the audit event counts them).
-pub async fn bootstrap(
-    svc: &Services,
-    who: &Principal,
-    name: &str,
-) -> DomainResult<ClusterBootstrap> {
-    let (c, owner) = load_writable(svc, who, name).await?;
-    let tx = crate::audit::begin_change(&svc.db).await?;
-    let revoked = revoke_pending(&tx, &c.id, svc.clock.now().millis()).await?;
-    svc.clusters.forget(&c.id);
-    let boot = mint(
-        svc,
-        &tx,
-        Some(who.user_id.to_string()),
-        &c,
-        &owner,
-        true,
-        None,
-    )
-    .await?;
-    let event = cluster_event(
-        who,
-        "cluster.bootstrap_token",
-        &c.name,
-        &owner,
-        Outcome::Allowed,
-    )
-    .details(json!({ "revoked_tokens": revoked }));
-    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
-    tx.commit().await?;
-    Ok(boot)
-}
-
-/// Revoke a cluster's bootstrap tokens (manifest links and agent tokens) not yet used: they
-/// expire now. Answers how many.
-async fn revoke_pending<C: ConnectionTrait>(
-    db: &C,
-    cluster_id: &str,
-    now: i64,
-) -> DomainResult<u64> {
-    let done = cluster_bootstrap_tokens::Entity::update_many()
-        .col_expr(
-            cluster_bootstrap_tokens::Column::ExpiresAt,
-            sea_orm::sea_query::Expr::value(now),
-        )
-        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(cluster_id))
-        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
-        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
-        .exec(db)
-        .await?;
-    Ok(done.rows_affected)
-}
-
-/// What the connect page shows: the cluster's one pending manifest. Viewing it again shows the
-/// same link while it is live; a new one is minted only when none is pending (nothing to show
-/// and nothing to revoke), else the caller asks for one with [`bootstrap`].
-pub async fn connect(svc: &Services, who: &Principal, name: &str) -> DomainResult<ClusterConnect> {
-    let (c, _) = load_writable(svc, who, name).await?;
-    let now = svc.clock.now().millis();
-    let warnings = connect_warnings(svc);
-    let live = cluster_bootstrap_tokens::Entity::find()
-        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(c.id.clone()))
-        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
-        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
-        .all(&svc.db)
-        .await?;
-    if let Some((hash, boot)) = svc.clusters.latest(&c.id) {
-        if live
-            .iter()
-            .any(|t| t.purpose == PURPOSE_MANIFEST && t.token_hash == hash)
-        {
-            return Ok(ClusterConnect {
-                bootstrap: Some(boot),
-                pending: None,
-                warnings,
-            });
-        }
-    }
-    if !live.is_empty() {
-        let issued = live.iter().map(|t| t.created_at).max().unwrap_or(now);
-        let until = live.iter().map(|t| t.expires_at).max().unwrap_or(now);
-        return Ok(ClusterConnect {
-            bootstrap: None,
-            pending: Some(PendingManifest {
-                issued_at: ts(issued),
-                expires_at: ts(until),
-            }),
-            warnings,
-        });
-    }
-    Ok(ClusterConnect {
-        bootstrap: Some(bootstrap(svc, who, name).await?),
-        pending: None,
-        warnings,
-    })
-}
-
-/// Whether a URL's host is a loopback (or unspecified) address, unreachable from a cluster.
-pub fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    let host = host.to_ascii_lowercase();
-    if host == "localhost" || host.ends_with(".localhost") {
-        return true;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
-        Err(_) => false,
-    }
-}
-
-/// What the wizard says plainly about this installation's settings.
-pub fn connect_warnings(svc: &Services) -> Vec<ConnectWarning> {
-    let settings = svc.clusters.settings();
-    let mut out = Vec::new();
-    if is_loopback_url(&svc.public_url) {
-        out.push(ConnectWarning {
-            code: "loopback_url".into(),
-            message: format!(
-                "Warden's public URL is {}, a loopback address: an agent in a real cluster cannot reach it (only an agent on this machine can, such as the demo's). Set WARDEN_PUBLIC_URL to an address the cluster reaches (e.g. https://warden.example.com), restart Warden, then ask for a new link.",
-                svc.public_url
-            ),
-        });
-    }
-    if settings.agent_image == ClusterSettings::default().agent_image {
-        out.push(ConnectWarning {
-            code: "unpublished_image".into(),
-            message: format!(
-                "The manifest names the agent image {}, Warden's default, which is not published. Build it with `docker build -f agent/Dockerfile -t REGISTRY/warden-agent:TAG .`, push it where the cluster can pull it, set WARDEN_AGENT_IMAGE to it, restart Warden, then ask for a new link.",
-                settings.agent_image
-            ),
-        });
-    }
-    out
-}
-
-/// The agent manifest with a fresh bootstrap token (`GET /api/v1/clusters/{name}/manifest`).
-pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResult<String> {
-    let (c, owner) = load_writable(svc, who, name).await?;
-    let tx = crate::audit::begin_change(&svc.db).await?;
-    let boot = mint(
-        svc,
-        &tx,
-        Some(who.user_id.to_string()),
-        &c,
-        &owner,
-        false,
-        None,
-    )
-    .await?;
-    let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed);
-    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
-    tx.commit().await?;
-    Ok(boot.manifest)
-}
-
-/// A fresh bootstrap token: an independent random value, never derived from anything else
-/// (in particular not from a manifest URL's token, which travels in URLs and shell history).
-fn new_agent_token() -> String {
-    format!("{BOOTSTRAP_TOKEN_PREFIX}{}", random_token(32))
-}
-
-/// Store the hash of a one-time token of `purpose` for cluster `c`.
-async fn insert_token<C: ConnectionTrait>(
-    db: &C,
-    c: &clusters::Model,
-    purpose: &str,
-    token: &str,
-    expires_at: i64,
-    created_by: Option<String>,
-    now: i64,
-) -> DomainResult<()> {
-    cluster_bootstrap_tokens::ActiveModel::from(cluster_bootstrap_tokens::Model {
-        id: uuid::Uuid::new_v4().to_string(),
-        cluster_id: c.id.clone(),
-        purpose: purpose.into(),
-        token_hash: sha256_hex(token.as_bytes()),
-        expires_at,
-        used_at: None,
-        used_fingerprint: None,
-        created_by,
-        created_at: now,
-    })
-    .insert(db)
-    .await?;
-    Ok(())
-}
-
-fn render(
-    svc: &Services,
-    c: &clusters::Model,
-    project: &str,
-    token: &str,
-    expires: i64,
-    warden_url: Option<&str>,
-) -> String {
-    let settings = svc.clusters.settings();
-    agent_protocol::render_manifest(&ManifestParams {
-        cluster: &c.name,
-        project,
-        warden_url: warden_url.unwrap_or(&svc.public_url).trim_end_matches('/'),
-        bootstrap_token: token,
-        bootstrap_expires_at: &ts(expires),
-        warden_ca_pem: settings.warden_ca_pem.as_deref(),
-        image: &settings.agent_image,
-        proxy: &stored_proxy(&settings, c),
-        allow_insecure_http: settings.allow_insecure_http,
-    })
-}
-
-/// Mint a bootstrap token (and, with `with_url`, a one-time manifest URL standing for it).
-async fn mint<C: ConnectionTrait>(
-    svc: &Services,
-    db: &C,
-    created_by: Option<String>,
-    c: &clusters::Model,
-    project: &str,
-    with_url: bool,
-    warden_url: Option<&str>,
-) -> DomainResult<ClusterBootstrap> {
-    let now = svc.clock.now();
-    let agent_expires = now.plus_secs(AGENT_TOKEN_TTL_SECS).millis();
-    let url_expires = now.plus_secs(MANIFEST_URL_TTL_SECS).millis();
-    // The manifest shown next to a URL and the one the URL serves carry two different,
-    // independent bootstrap tokens: the URL's manifest gets its own at download time.
-    let url_token = with_url.then(|| random_token(32));
-    let agent_token = new_agent_token();
-    insert_token(
-        db,
-        c,
-        PURPOSE_AGENT,
-        &agent_token,
-        agent_expires,
-        created_by.clone(),
-        now.millis(),
-    )
-    .await?;
-    if let Some(u) = &url_token {
-        insert_token(
-            db,
-            c,
-            PURPOSE_MANIFEST,
-            u,
-            url_expires,
-            created_by.clone(),
-            now.millis(),
-        )
-        .await?;
-    }
-    let url_hash = url_token.as_ref().map(|u| sha256_hex(u.as_bytes()));
-    let manifest_url = url_token
-        .map(|u| {
-            format!(
-                "{}{}/{u}",
-                svc.public_url.trim_end_matches('/'),
-                agent_protocol::MANIFEST_PATH
-            )
-        })
-        .unwrap_or_default();
-    let boot = ClusterBootstrap {
-        apply_command: if manifest_url.is_empty() {
-            String::new()
-        } else {
-            format!("kubectl apply -f {manifest_url}")
-        },
-        manifest_url,
-        manifest_url_expires_at: ts(url_expires),
-        bootstrap_expires_at: ts(agent_expires),
-        manifest: render(svc, c, project, &agent_token, agent_expires, warden_url),
-    };
-    if let Some(hash) = url_hash {
-        svc.clusters.remember(&c.id, hash, boot.clone());
-    }
-    Ok(boot)
-}
-
-/// Why a manifest download was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DownloadRefused {
-    /// Unknown token: 404.
-    Unknown,
-    /// Used or expired: 410.
-    Gone(String),
-}
-
-/// Serve a manifest for a one-time URL token, without a session: the token authorizes only this
-/// download, once, before it expires. Audited (kind `agent`).
-pub async fn download_manifest(
-    svc: &Services,
-    url_token: &str,
-    meta: crate::audit::RequestMeta,
-) -> DomainResult<Result<String, DownloadRefused>> {
-    let now = svc.clock.now().millis();
-    let row = cluster_bootstrap_tokens::Entity::find()
-        .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(url_token.as_bytes())))
-        .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_MANIFEST))
-        .one(&svc.db)
-        .await?;
-    let cluster = match &row {
-        Some(r) => {
-            clusters::Entity::find_by_id(r.cluster_id.clone())
-                .one(&svc.db)
-                .await?
-        }
-        None => None,
-    };
-    let names = project_names(&svc.db).await?;
-    let audit = |outcome: Outcome, reason: Option<String>| {
-        let name = cluster
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| "unknown".into());
-        let mut ev = AuditEvent::new(
-            AuditKind::Agent,
-            crate::audit::Actor::Anonymous {
-                claimed: "manifest URL".into(),
-            },
-            crate::audit::SessionType::Api,
-            "agent.manifest_download",
-            outcome,
-        )
-        .resource("cluster", name.clone())
-        .request(meta.clone());
-        if let Some(c) = &cluster {
-            ev.cluster = Some(c.name.clone());
-            if let Some(p) = names.get(&c.project_id) {
-                ev = ev.project(p.clone());
-            }
-        }
-        if let Some(r) = reason {
-            ev = ev.reason(r);
-        }
-        ev
-    };
-    let (Some(row), Some(c)) = (row.clone(), cluster.clone()) else {
-        svc.audit
-            .record(audit(
-                Outcome::Denied,
-                Some("unknown manifest token".into()),
-            ))
-            .await?;
-        return Ok(Err(DownloadRefused::Unknown));
-    };
-    if row.used_at.is_some() {
-        let msg = "this manifest link was already used; links work once. Ask for a new one in the console or download the manifest there".to_owned();
-        svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
-            .await?;
-        return Ok(Err(DownloadRefused::Gone(msg)));
-    }
-    if row.expires_at <= now {
-        let msg = "this manifest link has expired; ask for a new one in the console".to_owned();
-        svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
-            .await?;
-        return Ok(Err(DownloadRefused::Gone(msg)));
-    }
-    // Mark it used only if nobody raced us to it.
-    let done = cluster_bootstrap_tokens::Entity::update_many()
-        .col_expr(
-            cluster_bootstrap_tokens::Column::UsedAt,
-            sea_orm::sea_query::Expr::value(now),
-        )
-        .filter(cluster_bootstrap_tokens::Column::Id.eq(row.id.clone()))
-        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
-        .exec(&svc.db)
-        .await?;
-    if done.rows_affected != 1 {
-        let msg = "this manifest link was already used; links work once".to_owned();
-        svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
-            .await?;
-        return Ok(Err(DownloadRefused::Gone(msg)));
-    }
-    // A fresh, independent bootstrap token for the manifest this link serves.
-    let agent_token = new_agent_token();
-    let expires = svc.clock.now().plus_secs(AGENT_TOKEN_TTL_SECS).millis();
-    insert_token(
-        &svc.db,
-        &c,
-        PURPOSE_AGENT,
-        &agent_token,
-        expires,
-        row.created_by.clone(),
-        now,
-    )
-    .await?;
-    svc.audit.record(audit(Outcome::Allowed, None)).await?;
-    let project = names.get(&c.project_id).cloned().unwrap_or_default();
-    Ok(Ok(render(svc, &c, &project, &agent_token, expires, None)))
-}
-
 /// Audit events about one cluster, newest first, for callers who may read the audit log.
 pub async fn recent_events(
     svc: &Services,
@@ -1499,93 +1017,4 @@ pub async fn recent_events(
     Ok(crate::audit::search(&svc.db, &q, scope.as_deref())
         .await?
         .items)
-}
-
-/// Import (or find) a cluster as the system, without asking the gate, and mint a manifest for
-/// it whose agent dials `warden_url`. Only for the demo cluster that `WARDEN_DEMO=true` starts
-/// in process; never reachable from a request.
-pub async fn unsafe_import_as_system(
-    svc: &Services,
-    name: &str,
-    project: &str,
-    description: &str,
-    warden_url: &str,
-) -> DomainResult<String> {
-    let name = DnsLabel::parse(name).map_err(|e| DomainError::invalid_value("name", e))?;
-    let p = projects::Entity::find()
-        .filter(projects::Column::Name.eq(project))
-        .one(&svc.db)
-        .await?
-        .ok_or_else(|| DomainError::not_found("project"))?;
-    let existing = clusters::Entity::find()
-        .filter(clusters::Column::Name.eq(name.as_str()))
-        .one(&svc.db)
-        .await?;
-    let c = match existing {
-        Some(c) => c,
-        None => {
-            let now = svc.clock.now().millis();
-            let m = clusters::ActiveModel::from(clusters::Model {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: name.to_string(),
-                description: description.to_owned(),
-                labels: serde_json::to_string(&BTreeMap::from([("warden.dev/demo", "true")]))
-                    .unwrap_or_else(|_| "{}".into()),
-                project_id: p.id.clone(),
-                status: cluster_status::PENDING.into(),
-                status_reason: Some("waiting for the agent's first connection".into()),
-                last_seen: None,
-                registered_at: None,
-                connected_at: None,
-                kubernetes_version: None,
-                node_count: None,
-                agent_version: None,
-                fingerprint: None,
-                facts: "{}".into(),
-                proxy: "{}".into(),
-                created_at: now,
-                updated_at: now,
-                agent_public_key: None,
-                agent_key_registered_at: None,
-            })
-            .insert(&svc.db)
-            .await
-            .on_unique(
-                "uq_clusters_name",
-                "name",
-                "a cluster with this name already exists",
-            )?;
-            let dto = dto_of(svc, &m).await?;
-            let mut ev = AuditEvent::new(
-                AuditKind::System,
-                crate::audit::Actor::System,
-                crate::audit::SessionType::System,
-                "cluster.create",
-                Outcome::Allowed,
-            )
-            .resource("cluster", m.name.clone())
-            .project(p.name.clone())
-            .details(json!({"before": null, "after": dto, "demo": true}));
-            ev.cluster = Some(m.name.clone());
-            svc.audit.record(ev).await?;
-            svc.policy.bump();
-            m
-        }
-    };
-    let project_name = project_names(&svc.db)
-        .await?
-        .get(&c.project_id)
-        .cloned()
-        .unwrap_or_else(|| p.name.clone());
-    Ok(mint(
-        svc,
-        &svc.db,
-        None,
-        &c,
-        &project_name,
-        false,
-        Some(warden_url),
-    )
-    .await?
-    .manifest)
 }

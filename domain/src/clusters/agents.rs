@@ -16,13 +16,13 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use crate::admin::clusters::{HISTORY_KEEP, PURPOSE_AGENT};
 use crate::agent_protocol::{
     proof_message, refusal, BOOTSTRAP_TOKEN_PREFIX, CLEANUP_COMMAND, CREDENTIAL_PREFIX,
     PROOF_CONTEXT,
 };
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::clock::Timestamp;
+use crate::clusters::{HISTORY_KEEP, PURPOSE_AGENT};
 use crate::dto::{cluster_status, ClusterFacts};
 use crate::entities::{
     cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters, projects,

@@ -1,0 +1,377 @@
+//! kubectl settings (credential validity, its maximum, the service accounts' idle time, the
+//! recent sign-in a download needs) at the organization, user and cluster levels.
+
+use super::*;
+
+const ORG_LEVEL: &str = "org";
+
+fn level_id(scope: &str, subject: Option<&str>) -> String {
+    match subject {
+        Some(s) => format!("{scope}:{s}"),
+        None => ORG_LEVEL.to_owned(),
+    }
+}
+
+fn to_settings(m: &kubectl_settings::Model) -> KubectlSettings {
+    KubectlSettings {
+        credential_validity_secs: m.validity_secs,
+        max_credential_validity_secs: m.max_validity_secs,
+        sa_idle_secs: m.sa_idle_secs,
+        require_recent_sign_in: m.require_recent_sign_in,
+        recent_sign_in_secs: m.recent_sign_in_secs,
+        disable_cli: m.disable_cli,
+        secrets_org_admins_only: m.secrets_org_admins_only,
+        terminal_idle_secs: m.terminal_idle_secs,
+        terminal_max_secs: m.terminal_max_secs,
+        terminal_max_concurrent: m.terminal_max_concurrent,
+        terminal_record_input: m.terminal_record_input,
+    }
+}
+
+async fn load_level<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> DomainResult<(KubectlSettings, Option<i64>)> {
+    Ok(
+        match kubectl_settings::Entity::find_by_id(id.to_owned())
+            .one(db)
+            .await?
+        {
+            Some(m) => (to_settings(&m), Some(m.updated_at)),
+            None => (KubectlSettings::default(), None),
+        },
+    )
+}
+
+/// The settings that apply to `user` on `cluster` (either may be absent).
+pub async fn effective_settings<C: ConnectionTrait>(
+    db: &C,
+    user_id: Option<&str>,
+    cluster_id: Option<&str>,
+) -> DomainResult<EffectiveKubectlSettings> {
+    let org = load_level(db, ORG_LEVEL).await?.0;
+    let user = match user_id {
+        Some(u) => load_level(db, &level_id("user", Some(u))).await?.0,
+        None => KubectlSettings::default(),
+    };
+    let cluster = match cluster_id {
+        Some(c) => load_level(db, &level_id("cluster", Some(c))).await?.0,
+        None => KubectlSettings::default(),
+    };
+    Ok(EffectiveKubectlSettings::combine(&org, &user, &cluster))
+}
+
+/// Which level a settings call addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsLevel {
+    Organization,
+    /// A user, by email or id.
+    User(String),
+    /// A cluster, by name.
+    Cluster(String),
+}
+
+struct ResolvedLevel {
+    scope: &'static str,
+    subject_id: Option<String>,
+    subject_name: Option<String>,
+    project: Option<String>,
+}
+
+async fn resolve_level(
+    svc: &Services,
+    who: &Principal,
+    level: &SettingsLevel,
+    write: bool,
+) -> DomainResult<ResolvedLevel> {
+    match level {
+        SettingsLevel::Organization => {
+            let p = if write {
+                Permission::SettingsWrite
+            } else {
+                Permission::SettingsRead
+            };
+            svc.gate(who, Action::org(p)).await?;
+            Ok(ResolvedLevel {
+                scope: "organization",
+                subject_id: None,
+                subject_name: None,
+                project: None,
+            })
+        }
+        SettingsLevel::User(u) => {
+            let own = u == &who.email || u == &who.user_id.to_string();
+            if write || !own {
+                let p = if write {
+                    Permission::KubeconfigWrite
+                } else {
+                    Permission::UserRead
+                };
+                svc.gate(who, Action::org(p)).await?;
+            }
+            let user = crate::admin::users::find(svc, u).await?;
+            Ok(ResolvedLevel {
+                scope: "user",
+                subject_id: Some(user.id),
+                subject_name: Some(user.email),
+                project: None,
+            })
+        }
+        SettingsLevel::Cluster(name) => {
+            let p = if write {
+                Permission::ClusterWrite
+            } else {
+                Permission::ClusterRead
+            };
+            let Some(c) = kube_cluster(&svc.db, name).await? else {
+                svc.gate(who, Action::org(p)).await?;
+                return Err(DomainError::not_found("cluster"));
+            };
+            svc.gate(who, Action::project(p, c.owner.clone())).await?;
+            Ok(ResolvedLevel {
+                scope: "cluster",
+                subject_id: Some(c.id),
+                subject_name: Some(c.name),
+                project: Some(c.owner),
+            })
+        }
+    }
+}
+
+async fn settings_dto<C: ConnectionTrait>(
+    db: &C,
+    l: &ResolvedLevel,
+) -> DomainResult<KubectlSettingsDto> {
+    let id = level_id(
+        if l.scope == "organization" {
+            ORG_LEVEL
+        } else {
+            l.scope
+        },
+        l.subject_id.as_deref(),
+    );
+    let (settings, updated) = load_level(db, &id).await?;
+    let effective = match l.scope {
+        "user" => effective_settings(db, l.subject_id.as_deref(), None).await?,
+        "cluster" => effective_settings(db, None, l.subject_id.as_deref()).await?,
+        _ => effective_settings(db, None, None).await?,
+    };
+    let inherited = match l.scope {
+        "organization" => EffectiveKubectlSettings::default(),
+        _ => effective_settings(db, None, None).await?,
+    };
+    Ok(KubectlSettingsDto {
+        scope: l.scope.to_owned(),
+        subject: l.subject_name.clone(),
+        settings,
+        effective,
+        inherited,
+        updated_at: updated.map(ts),
+    })
+}
+
+pub async fn get_settings(
+    svc: &Services,
+    who: &Principal,
+    level: SettingsLevel,
+) -> DomainResult<KubectlSettingsDto> {
+    let l = resolve_level(svc, who, &level, false).await?;
+    settings_dto(&svc.db, &l).await
+}
+
+fn check_duration(
+    fields: &mut BTreeMap<String, String>,
+    name: &str,
+    v: Option<Option<i64>>,
+) -> Option<Option<i64>> {
+    if let Some(Some(s)) = v {
+        if !(MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(&s) {
+            fields.insert(
+                name.to_owned(),
+                format!("must be between {MIN_DURATION_SECS} and {MAX_DURATION_SECS} seconds"),
+            );
+        }
+    }
+    v
+}
+
+pub async fn update_settings(
+    svc: &Services,
+    who: &Principal,
+    level: SettingsLevel,
+    req: UpdateKubectlSettingsRequest,
+) -> DomainResult<KubectlSettingsDto> {
+    let l = resolve_level(svc, who, &level, true).await?;
+    let mut fields = BTreeMap::new();
+    check_duration(
+        &mut fields,
+        "credential_validity_secs",
+        req.credential_validity_secs,
+    );
+    check_duration(
+        &mut fields,
+        "max_credential_validity_secs",
+        req.max_credential_validity_secs,
+    );
+    check_duration(&mut fields, "sa_idle_secs", req.sa_idle_secs);
+    check_duration(&mut fields, "recent_sign_in_secs", req.recent_sign_in_secs);
+    if l.scope != "organization" && matches!(req.max_credential_validity_secs, Some(Some(_))) {
+        fields.insert(
+            "max_credential_validity_secs".into(),
+            "is set for the whole organization only".into(),
+        );
+    }
+    let in_range = |fields: &mut BTreeMap<String, String>,
+                    name: &str,
+                    v: Option<Option<i64>>,
+                    range: std::ops::RangeInclusive<i64>,
+                    unit: &str| {
+        if let Some(Some(x)) = v {
+            if !range.contains(&x) {
+                fields.insert(
+                    name.to_owned(),
+                    format!(
+                        "must be between {} and {} {unit}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+        }
+    };
+    in_range(
+        &mut fields,
+        "terminal_idle_secs",
+        req.terminal_idle_secs,
+        crate::kubeconfig::TERMINAL_IDLE_RANGE,
+        "seconds",
+    );
+    in_range(
+        &mut fields,
+        "terminal_max_secs",
+        req.terminal_max_secs,
+        crate::kubeconfig::TERMINAL_MAX_RANGE,
+        "seconds",
+    );
+    in_range(
+        &mut fields,
+        "terminal_max_concurrent",
+        req.terminal_max_concurrent,
+        crate::kubeconfig::TERMINAL_CONCURRENT_RANGE,
+        "terminals",
+    );
+    if l.scope == "cluster" && matches!(req.terminal_max_concurrent, Some(Some(_))) {
+        fields.insert(
+            "terminal_max_concurrent".into(),
+            "is set for the organization or a user: it counts a person's terminals on every cluster".into(),
+        );
+    }
+    if l.scope == "cluster" && matches!(req.credential_validity_secs, Some(Some(_))) {
+        fields.insert(
+            "credential_validity_secs".into(),
+            "is set for the organization or a user: a kubeconfig holds one credential for every cluster".into(),
+        );
+    }
+    if !fields.is_empty() {
+        return Err(DomainError::Invalid { fields });
+    }
+    let before = settings_dto(&svc.db, &l).await?;
+    let id = level_id(
+        if l.scope == "organization" {
+            ORG_LEVEL
+        } else {
+            l.scope
+        },
+        l.subject_id.as_deref(),
+    );
+    let now = svc.clock.now().millis();
+    let existing = kubectl_settings::Entity::find_by_id(id.clone())
+        .one(&svc.db)
+        .await?;
+    let mut m = existing.clone().unwrap_or(kubectl_settings::Model {
+        id: id.clone(),
+        scope: l.scope.to_owned(),
+        subject_id: l.subject_id.clone(),
+        validity_secs: None,
+        max_validity_secs: None,
+        sa_idle_secs: None,
+        require_recent_sign_in: None,
+        recent_sign_in_secs: None,
+        disable_cli: None,
+        secrets_org_admins_only: None,
+        updated_at: now,
+        terminal_idle_secs: None,
+        terminal_max_secs: None,
+        terminal_max_concurrent: None,
+        terminal_record_input: None,
+    });
+    if let Some(v) = req.credential_validity_secs {
+        m.validity_secs = v;
+    }
+    if let Some(v) = req.max_credential_validity_secs {
+        m.max_validity_secs = v;
+    }
+    if let Some(v) = req.sa_idle_secs {
+        m.sa_idle_secs = v;
+    }
+    if let Some(v) = req.require_recent_sign_in {
+        m.require_recent_sign_in = v;
+    }
+    if let Some(v) = req.recent_sign_in_secs {
+        m.recent_sign_in_secs = v;
+    }
+    if let Some(v) = req.disable_cli {
+        m.disable_cli = v;
+    }
+    if let Some(v) = req.secrets_org_admins_only {
+        m.secrets_org_admins_only = v;
+    }
+    if let Some(v) = req.terminal_idle_secs {
+        m.terminal_idle_secs = v;
+    }
+    if let Some(v) = req.terminal_max_secs {
+        m.terminal_max_secs = v;
+    }
+    if let Some(v) = req.terminal_max_concurrent {
+        m.terminal_max_concurrent = v;
+    }
+    if let Some(v) = req.terminal_record_input {
+        m.terminal_record_input = v;
+    }
+    m.updated_at = now;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    if existing.is_some() {
+        let mut a = m.clone().into_active_model();
+        a.validity_secs = Set(m.validity_secs);
+        a.max_validity_secs = Set(m.max_validity_secs);
+        a.sa_idle_secs = Set(m.sa_idle_secs);
+        a.require_recent_sign_in = Set(m.require_recent_sign_in);
+        a.recent_sign_in_secs = Set(m.recent_sign_in_secs);
+        a.disable_cli = Set(m.disable_cli);
+        a.secrets_org_admins_only = Set(m.secrets_org_admins_only);
+        a.terminal_idle_secs = Set(m.terminal_idle_secs);
+        a.terminal_max_secs = Set(m.terminal_max_secs);
+        a.terminal_max_concurrent = Set(m.terminal_max_concurrent);
+        a.terminal_record_input = Set(m.terminal_record_input);
+        a.updated_at = Set(now);
+        a.update(&tx).await?;
+    } else {
+        kubectl_settings::ActiveModel::from(m).insert(&tx).await?;
+    }
+    let after = settings_dto(&tx, &l).await?;
+    svc.audit_change(
+        &tx,
+        who,
+        "kubectl_settings.update",
+        &format!("kubectl_settings.{}", l.scope),
+        l.subject_name.as_deref().unwrap_or("organization"),
+        l.project.as_deref(),
+        Some(json!(before)),
+        Some(json!(after)),
+    )
+    .await?;
+    tx.commit().await?;
+    // Settings change gateway decisions: make every cached decision stale.
+    svc.policy.bump();
+    Ok(after)
+}
