@@ -13,7 +13,7 @@ use crate::error::AppError;
 
 #[server(prefix = "/sfn", endpoint = "login")]
 pub async fn login(email: String, password: String) -> Result<(), AppError> {
-    use warden_domain::authn::{sign_in, SignInError};
+    use warden_domain::identity::authn::{sign_in, SignInError};
     let svc = crate::ssr::services()?;
     let session = crate::ssr::session().await?;
     match sign_in(
@@ -66,7 +66,7 @@ pub async fn local_sign_in_open() -> Result<bool, AppError> {
 pub async fn logout() -> Result<(), AppError> {
     let svc = crate::ssr::services()?;
     let session = crate::ssr::session().await?;
-    warden_domain::authn::sign_out(&svc, &session, crate::ssr::request_meta()).await?;
+    warden_domain::identity::authn::sign_out(&svc, &session, crate::ssr::request_meta()).await?;
     leptos_axum::redirect("/login?signed_out=1");
     Ok(())
 }
@@ -121,7 +121,7 @@ pub async fn change_password(
             },
         );
     }
-    match warden_domain::authn::change_password(
+    match warden_domain::identity::authn::change_password(
         &svc,
         &who,
         Some(&session),
@@ -159,7 +159,7 @@ pub async fn set_password(
             },
         );
     }
-    match warden_domain::authn::set_password_with_token(
+    match warden_domain::identity::authn::set_password_with_token(
         &svc,
         &token,
         &new_password,

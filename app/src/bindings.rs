@@ -114,7 +114,7 @@ pub async fn binding_candidates() -> Result<Candidates, AppError> {
             limit: Some(500),
             ..Default::default()
         };
-        warden_domain::admin::users::list(&svc, &who, &q)
+        warden_domain::identity::users::list(&svc, &who, &q)
             .await?
             .items
             .into_iter()

@@ -16,7 +16,7 @@ use crate::ui::{
 #[server(prefix = "/sfn", endpoint = "sign_in_providers")]
 pub async fn sign_in_providers() -> Result<Vec<SignInProvider>, AppError> {
     let svc = crate::ssr::services()?;
-    Ok(warden_domain::sso::sign_in_providers(&svc).await?)
+    Ok(warden_domain::identity::sso::sign_in_providers(&svc).await?)
 }
 
 #[server(prefix = "/sfn", endpoint = "list_identity_providers")]

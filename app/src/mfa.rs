@@ -10,7 +10,7 @@ use crate::ui::{Field, FormAlert, FormState, LoadError, Loading, Submit};
 
 #[server(prefix = "/sfn", endpoint = "verify_mfa")]
 pub async fn verify_mfa(code: String) -> Result<(), AppError> {
-    use warden_domain::authn::{complete_mfa_sign_in, SignInError};
+    use warden_domain::identity::authn::{complete_mfa_sign_in, SignInError};
     let svc = crate::ssr::services()?;
     let session = crate::ssr::session().await?;
     match complete_mfa_sign_in(&svc, &session, &code, crate::ssr::request_meta()).await {
@@ -39,7 +39,7 @@ pub async fn get_my_mfa() -> Result<MfaStatus, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal_enrolling().await?;
     crate::ssr::answer(
-        warden_domain::mfa::status(&svc, &who)
+        warden_domain::identity::mfa::status(&svc, &who)
             .await
             .map_err(AppError::from),
     )
@@ -49,7 +49,7 @@ pub async fn get_my_mfa() -> Result<MfaStatus, AppError> {
 pub async fn begin_totp_enrolment() -> Result<TotpEnrolment, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal_enrolling().await?;
-    let r = warden_domain::mfa::begin_enrolment(&svc, &who).await;
+    let r = warden_domain::identity::mfa::begin_enrolment(&svc, &who).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
@@ -57,7 +57,7 @@ pub async fn begin_totp_enrolment() -> Result<TotpEnrolment, AppError> {
 pub async fn confirm_totp_enrolment(code: String) -> Result<RecoveryCodes, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal_enrolling().await?;
-    let r = warden_domain::mfa::confirm_enrolment(&svc, &who, &code).await;
+    let r = warden_domain::identity::mfa::confirm_enrolment(&svc, &who, &code).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
@@ -65,11 +65,11 @@ pub async fn confirm_totp_enrolment(code: String) -> Result<RecoveryCodes, AppEr
 /// allows writes asks for one when the last is older than the organization's step-up age, one hour by default).
 #[server(prefix = "/sfn", endpoint = "step_up")]
 pub async fn step_up(code: String) -> Result<(), AppError> {
-    use warden_domain::authn::SignInError;
+    use warden_domain::identity::authn::SignInError;
     let svc = crate::ssr::services()?;
     let session = crate::ssr::session().await?;
     let who = crate::ssr::principal().await?;
-    let r = match warden_domain::authn::step_up(&svc, &session, &who, &code).await {
+    let r = match warden_domain::identity::authn::step_up(&svc, &session, &who, &code).await {
         Ok(()) => Ok(()),
         Err(SignInError::Internal(e)) => Err(e.into()),
         Err(SignInError::Locked) => Err(AppError::Refused(

@@ -96,7 +96,10 @@ pub async fn principal_enrolling() -> Result<Principal, AppError> {
 pub async fn principal_allow_password_change() -> Result<Principal, AppError> {
     let svc = services()?;
     let session = session().await?;
-    Ok(warden_domain::authn::principal_from_session(&svc, &session, request_meta()).await?)
+    Ok(
+        warden_domain::identity::authn::principal_from_session(&svc, &session, request_meta())
+            .await?,
+    )
 }
 
 /// Authenticate, then ask the gate. The one way a server function gets a [`Grant`].

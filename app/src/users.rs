@@ -36,7 +36,7 @@ pub struct UserFilterChoices {
 pub async fn list_users(query: UserQuery) -> Result<Page<UserDto>, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::users::list(&svc, &who, &query).await?)
+    Ok(warden_domain::identity::users::list(&svc, &who, &query).await?)
 }
 
 /// The filters' choices. Groups are listed only for callers who may read them, so that the
@@ -74,7 +74,7 @@ pub async fn user_filter_options() -> Result<UserFilterChoices, AppError> {
 pub async fn get_user(id: String) -> Result<UserDetail, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    Ok(warden_domain::admin::users::get(&svc, &who, &id).await?)
+    Ok(warden_domain::identity::users::get(&svc, &who, &id).await?)
 }
 
 /// Create a user. `mode` is `password` (an initial password they must change at first
@@ -94,7 +94,7 @@ pub async fn create_user(
         name,
         password: (mode != "link").then_some(password),
     };
-    let r = warden_domain::admin::users::create(&svc, &who, req)
+    let r = warden_domain::identity::users::create(&svc, &who, req)
         .await
         .map_err(AppError::from);
     let mut then = None;
@@ -121,7 +121,7 @@ pub async fn update_user(
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let r =
-        warden_domain::admin::users::update(&svc, &who, &id, UpdateUserRequest { status, name })
+        warden_domain::identity::users::update(&svc, &who, &id, UpdateUserRequest { status, name })
             .await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
@@ -130,11 +130,11 @@ pub async fn update_user(
 pub async fn delete_user(id: String) -> Result<(), AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let email = warden_domain::admin::users::get(&svc, &who, &id)
+    let email = warden_domain::identity::users::get(&svc, &who, &id)
         .await
         .map(|d| d.user.email)
         .unwrap_or_default();
-    let r = warden_domain::admin::users::delete(&svc, &who, &id).await;
+    let r = warden_domain::identity::users::delete(&svc, &who, &id).await;
     let then = r
         .is_ok()
         .then(|| format!("/users?deleted={}", crate::ui::encode(&email)));
@@ -150,11 +150,11 @@ pub async fn reset_user_password(
 ) -> Result<String, AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let opts = warden_domain::admin::users::ResetOptions {
+    let opts = warden_domain::identity::users::ResetOptions {
         revoke_api_keys: revoke_api_keys.is_some(),
         revoke_kubeconfigs: revoke_kubeconfigs.is_some(),
     };
-    let r = warden_domain::admin::users::reset_password(&svc, &who, &id, opts)
+    let r = warden_domain::identity::users::reset_password(&svc, &who, &id, opts)
         .await
         .map_err(AppError::from);
     if let Ok(link) = &r {
@@ -168,7 +168,7 @@ pub async fn reset_user_password(
 pub async fn reset_user_mfa(id: String) -> Result<(), AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let r = warden_domain::mfa::reset(&svc, &who, &id).await;
+    let r = warden_domain::identity::mfa::reset(&svc, &who, &id).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
@@ -186,7 +186,7 @@ pub async fn explain_access(
     let project = project.filter(|p| !p.is_empty());
     let namespace = namespace.filter(|n| !n.is_empty());
     let cluster = cluster.filter(|c| !c.is_empty());
-    Ok(warden_domain::admin::users::explain(
+    Ok(warden_domain::identity::users::explain(
         &svc,
         &who,
         &user,

@@ -11,12 +11,12 @@ use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType, SharedAud
 use crate::clock::Timestamp;
 use crate::entities::{bindings, group_members, groups, organization, projects, roles};
 use crate::error::DomainResult;
+use crate::identity::{accounts as users, password};
 use crate::ids::{BindingId, GroupId, OrgId, ProjectId, RoleId};
 use crate::permissions::BUILTIN_ROLES;
 use crate::secrets::{generate_password, Secret};
 use crate::settings::{self, OrgSettings};
 use crate::types::{DisplayName, Email};
-use crate::{password, users};
 
 pub const DEFAULT_PROJECT: &str = "default";
 pub const ORG_ADMINS_GROUP: &str = "Organization Admins";

@@ -24,31 +24,19 @@ pub mod entities;
 #[cfg(feature = "ssr")]
 pub mod error;
 #[cfg(feature = "ssr")]
+pub mod identity;
+#[cfg(feature = "ssr")]
 pub mod ids;
 #[cfg(feature = "ssr")]
 pub mod latency;
 #[cfg(feature = "ssr")]
-pub mod login;
-#[cfg(feature = "ssr")]
-pub mod mfa;
-#[cfg(feature = "ssr")]
-pub mod password;
-#[cfg(feature = "ssr")]
 pub mod secrets;
 #[cfg(feature = "ssr")]
-pub mod sessions;
-#[cfg(feature = "ssr")]
 pub mod settings;
-#[cfg(feature = "ssr")]
-pub mod sso;
-#[cfg(feature = "ssr")]
-pub mod users;
 
 #[cfg(feature = "ssr")]
 pub use error::{DomainError, DomainResult};
 
-#[cfg(feature = "ssr")]
-pub mod authn;
 #[cfg(feature = "ssr")]
 mod services;
 #[cfg(feature = "ssr")]

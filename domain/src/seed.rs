@@ -231,12 +231,12 @@ pub async fn seed(
             name: format!("{} {}", cap(first), cap(last)),
             password_hash: None,
             status: if rng.chance(4) {
-                crate::users::STATUS_DEACTIVATED
+                crate::identity::accounts::STATUS_DEACTIVATED
             } else {
-                crate::users::STATUS_ACTIVE
+                crate::identity::accounts::STATUS_ACTIVE
             }
             .into(),
-            origin: crate::users::ORIGIN_LOCAL.into(),
+            origin: crate::identity::accounts::ORIGIN_LOCAL.into(),
             must_change_password: rng.chance(10),
             created_at: created,
             updated_at: created,

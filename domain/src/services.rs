@@ -21,7 +21,7 @@ pub struct Services {
     /// Reads on clusters as a user (the pod picker), set at start-up.
     pub cluster_reads: crate::clusters::reads::ClusterReadHooks,
     /// Single sign-on: the master key's sealer (set at start-up) and the providers' cache.
-    pub sso: crate::sso::SsoHooks,
+    pub sso: crate::identity::sso::SsoHooks,
     /// Just-in-time access: the webhook notifier, set at start-up.
     pub jit: crate::admin::access_requests::JitHooks,
     /// Unauthenticated refusals: counted, and sampled into the audit log.

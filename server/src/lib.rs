@@ -39,7 +39,7 @@ use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
-use warden_domain::sessions::DbSessionStore;
+use warden_domain::identity::sessions::DbSessionStore;
 
 use crate::state::AppState;
 

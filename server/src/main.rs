@@ -459,7 +459,9 @@ async fn reset_password(config: Config, email: &str) -> anyhow::Result<ExitCode>
     let clock: SharedClock = Arc::new(SystemClock);
     let audit = Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
     let services = warden_domain::Services::new(db, clock, audit, config.http.public_url.clone());
-    match warden_domain::authn::admin_reset_password(&services, Actor::System, &email).await {
+    match warden_domain::identity::authn::admin_reset_password(&services, Actor::System, &email)
+        .await
+    {
         Ok(token) => {
             println!(
                 "Password of {email} reset. Send this one-time link (valid 24 hours) to the user:"

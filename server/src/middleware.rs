@@ -63,8 +63,12 @@ pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -
         if let Some(token) = bearer(req.headers()).map(str::to_owned) {
             let meta =
                 app::ssr::request_meta_of(req.method(), req.uri(), req.headers(), req.extensions());
-            if let Ok(p) =
-                warden_domain::authn::principal_from_api_key(&state.services, &token, meta).await
+            if let Ok(p) = warden_domain::identity::authn::principal_from_api_key(
+                &state.services,
+                &token,
+                meta,
+            )
+            .await
             {
                 req.extensions_mut().insert(VerifiedApiKey(p));
                 api_key = true;
@@ -146,7 +150,9 @@ pub async fn console_guard(
         return next.run(req).await;
     }
     let meta = app::ssr::request_meta_of(req.method(), req.uri(), req.headers(), req.extensions());
-    match warden_domain::authn::principal_from_session(&state.services, &session, meta).await {
+    match warden_domain::identity::authn::principal_from_session(&state.services, &session, meta)
+        .await
+    {
         Ok(p) if p.must_change_password && path != "/change-password" => {
             Redirect::to("/change-password").into_response()
         }

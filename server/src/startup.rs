@@ -343,7 +343,7 @@ pub fn spawn_maintenance(state: &AppState) {
             }
         }
     });
-    let store = warden_domain::sessions::DbSessionStore::new(
+    let store = warden_domain::identity::sessions::DbSessionStore::new(
         state.services.db.clone(),
         state.services.clock.clone(),
     );

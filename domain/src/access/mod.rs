@@ -652,7 +652,7 @@ async fn load_effective(
             valid_until: i64::MAX,
         });
     };
-    let active = u.status == crate::users::STATUS_ACTIVE;
+    let active = u.status == crate::identity::accounts::STATUS_ACTIVE;
     let group_names: HashMap<String, String> = group_names.into_iter().collect();
     let role_map: HashMap<String, roles::Model> =
         role_list.into_iter().map(|r| (r.id.clone(), r)).collect();

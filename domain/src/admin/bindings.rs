@@ -445,7 +445,7 @@ pub async fn create(
     let (user_id, group_id) = if req.subject.kind == SubjectKind::User {
         let email = Email::parse(&req.subject.name)
             .map_err(|e| DomainError::invalid_value("subject.name", e))?;
-        let u = crate::users::find_by_email(&svc.db, &email)
+        let u = crate::identity::accounts::find_by_email(&svc.db, &email)
             .await?
             .ok_or_else(|| {
                 DomainError::invalid("subject.name", format!("no user with email {email}"))

@@ -42,7 +42,10 @@ async fn members<C: ConnectionTrait>(db: &C, group_id: &str) -> DomainResult<Vec
         .order_by_asc(users::Column::Email)
         .all(db)
         .await?;
-    Ok(rows.iter().map(crate::users::summary).collect())
+    Ok(rows
+        .iter()
+        .map(crate::identity::accounts::summary)
+        .collect())
 }
 
 async fn to_dto<C: ConnectionTrait>(db: &C, g: &groups::Model) -> DomainResult<GroupDto> {
@@ -278,7 +281,7 @@ pub async fn add_member(
     super::bindings::refuse_escalation(svc, who, &handouts, "group.member.add", "group", &g.name)
         .await?;
     let email = Email::parse(email).map_err(|e| DomainError::invalid_value("user", e))?;
-    let u = crate::users::find_by_email(&svc.db, &email)
+    let u = crate::identity::accounts::find_by_email(&svc.db, &email)
         .await?
         .ok_or_else(|| DomainError::not_found("user"))?;
     let exists = group_members::Entity::find_by_id((g.id.clone(), u.id.clone()))
@@ -329,7 +332,7 @@ pub async fn remove_member(
         ));
     }
     let email = Email::parse(email).map_err(|e| DomainError::invalid_value("user", e))?;
-    let u = crate::users::find_by_email(&svc.db, &email)
+    let u = crate::identity::accounts::find_by_email(&svc.db, &email)
         .await?
         .ok_or_else(|| DomainError::not_found("user"))?;
     let tx = crate::audit::begin_change(&svc.db).await?;

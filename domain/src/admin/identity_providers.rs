@@ -16,9 +16,9 @@ use crate::dto::{
 };
 use crate::entities::{groups, identity_providers};
 use crate::error::{DomainError, DomainResult};
+use crate::identity::sso::{self, Provider, MODE_BY_NAME, MODE_EXPLICIT};
 use crate::ids::TokenId;
 use crate::permissions::Permission;
-use crate::sso::{self, Provider, MODE_BY_NAME, MODE_EXPLICIT};
 use crate::Services;
 
 const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];

@@ -14,7 +14,6 @@ pub mod org_settings;
 pub mod overview;
 pub mod projects;
 pub mod roles;
-pub mod users;
 pub mod webhook_outbox;
 
 use serde_json::Value;

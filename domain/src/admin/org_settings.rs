@@ -78,16 +78,16 @@ async fn check_break_glass(svc: &Services, raw: &[String]) -> DomainResult<Vec<S
     let mut out: Vec<String> = Vec::new();
     for e in raw.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
         let email = Email::parse(e).map_err(|_| bad(format!("{e} is not an email address")))?;
-        let user = crate::users::find_by_email(&svc.db, &email)
+        let user = crate::identity::accounts::find_by_email(&svc.db, &email)
             .await?
-            .filter(|u| u.status == crate::users::STATUS_ACTIVE)
+            .filter(|u| u.status == crate::identity::accounts::STATUS_ACTIVE)
             .ok_or_else(|| bad(format!("{e} is not an active Warden user")))?;
-        if user.origin != crate::users::ORIGIN_LOCAL {
+        if user.origin != crate::identity::accounts::ORIGIN_LOCAL {
             return Err(bad(format!(
                 "{e} signs in with an identity provider, not a local password"
             )));
         }
-        let uid = crate::users::user_id(&user)?;
+        let uid = crate::identity::accounts::user_id(&user)?;
         if !svc
             .policy
             .effective(uid)

@@ -315,7 +315,7 @@ pub async fn revoke(
         Some(u) => {
             svc.gate(who, Action::org(Permission::KubeconfigWrite))
                 .await?;
-            crate::admin::users::find(svc, u).await?
+            crate::identity::users::find(svc, u).await?
         }
     };
     let now = svc.clock.now();

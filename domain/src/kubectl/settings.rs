@@ -109,7 +109,7 @@ async fn resolve_level(
                 };
                 svc.gate(who, Action::org(p)).await?;
             }
-            let user = crate::admin::users::find(svc, u).await?;
+            let user = crate::identity::users::find(svc, u).await?;
             Ok(ResolvedLevel {
                 scope: "user",
                 subject_id: Some(user.id),

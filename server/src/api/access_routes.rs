@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use warden_domain::admin::{api_keys, bindings, groups, org_settings, projects, roles, users};
+use warden_domain::admin::{api_keys, bindings, groups, org_settings, projects, roles};
 use warden_domain::dto::*;
+use warden_domain::identity::users;
 use warden_domain::DomainError;
 
 use super::auth::AuthUser;

@@ -25,7 +25,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, 
         let token = value
             .strip_prefix("Bearer ")
             .ok_or_else(ApiError::unauthenticated)?;
-        return Ok(warden_domain::authn::principal_from_api_key(
+        return Ok(warden_domain::identity::authn::principal_from_api_key(
             &state.services,
             token.trim(),
             meta,
@@ -38,7 +38,10 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, 
             tracing::error!(%msg, "session layer missing");
             ApiError::unauthenticated()
         })?;
-    Ok(warden_domain::authn::principal_from_session(&state.services, &session, meta).await?)
+    Ok(
+        warden_domain::identity::authn::principal_from_session(&state.services, &session, meta)
+            .await?,
+    )
 }
 
 impl FromRequestParts<AppState> for AuthUser {

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use tower_sessions::Session;
-use warden_domain::authn::{self, SignInError};
 use warden_domain::dto::{Me, MfaCodeRequest, MfaStatus, RecoveryCodes, TotpEnrolment};
-use warden_domain::mfa;
+use warden_domain::identity::authn::{self, SignInError};
+use warden_domain::identity::mfa;
 
 use super::auth::{AuthUser, AuthUserEnrolling};
 use super::error::{ApiError, ApiJson, ApiResult};

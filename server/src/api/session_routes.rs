@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use tower_sessions::Session;
-use warden_domain::authn::{self, SignInError};
 use warden_domain::dto::{ChangePasswordRequest, LoginRequest, Me};
+use warden_domain::identity::authn::{self, SignInError};
 
 use super::auth::AuthUserPendingPassword;
 use super::error::{ApiError, ApiJson, ApiResult};

@@ -14,7 +14,7 @@ use warden_domain::dto::{
     CreateIdentityProviderRequest, IdentityProviderDto, IdentityProviderTest, Page, SignInProvider,
     SsoFailure, UpdateIdentityProviderRequest,
 };
-use warden_domain::sso;
+use warden_domain::identity::sso;
 
 use super::auth::AuthUser;
 use super::error::{ApiJson, ApiResult};

@@ -28,10 +28,10 @@ use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, S
 use warden_domain::clock::Timestamp;
 use warden_domain::dto::StreamKind;
 use warden_domain::entities::{kube_service_accounts, users};
+use warden_domain::identity::accounts::STATUS_ACTIVE;
 use warden_domain::ids::UserId;
 use warden_domain::kubeconfig::EffectiveKubectlSettings;
 use warden_domain::kubectl::{self as kc, KubeAccess, KubeCluster};
-use warden_domain::users::STATUS_ACTIVE;
 
 use super::pki::PeerIdentity;
 use super::rbac::{self, Desired};
@@ -883,7 +883,7 @@ async fn admit(
             e,
         )
     };
-    let user = match warden_domain::users::find_by_id(db, user_id).await {
+    let user = match warden_domain::identity::accounts::find_by_id(db, user_id).await {
         Ok(Some(u)) => u,
         Ok(None) => {
             return Err(Refusal::deny(

@@ -25,7 +25,8 @@ pub async fn issue_kubeconfig(
     AuthUser(who): AuthUser,
     ApiQuery(q): ApiQuery<KubeconfigQuery>,
 ) -> ApiResult<Response> {
-    if let Err(message) = warden_domain::mfa::require_fresh_second_factor(&s.services, &who).await?
+    if let Err(message) =
+        warden_domain::identity::mfa::require_fresh_second_factor(&s.services, &who).await?
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_domain::entities::users;
+use warden_domain::identity::accounts::STATUS_ACTIVE;
 use warden_domain::ids::UserId;
 use warden_domain::kubectl as kc;
-use warden_domain::users::STATUS_ACTIVE;
 
 use super::transport::ClusterRef;
 use super::Gateway;
@@ -51,7 +51,7 @@ impl Gateway {
                 continue;
             };
             let user = match UserId::parse(&row.user_id) {
-                Some(id) => warden_domain::users::find_by_id(&self.services.db, id)
+                Some(id) => warden_domain::identity::accounts::find_by_id(&self.services.db, id)
                     .await
                     .ok()
                     .flatten(),

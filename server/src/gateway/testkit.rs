@@ -21,12 +21,12 @@ impl TestApp {
     /// The first administrator as a principal, for domain calls the REST API may not offer.
     pub async fn admin_principal(&self) -> Principal {
         let email = warden_domain::types::Email::parse(ADMIN_EMAIL).expect("admin email");
-        let u = warden_domain::users::find_by_email(&self.services().db, &email)
+        let u = warden_domain::identity::accounts::find_by_email(&self.services().db, &email)
             .await
             .expect("db")
             .expect("the admin exists");
         Principal {
-            user_id: warden_domain::users::user_id(&u).expect("id"),
+            user_id: warden_domain::identity::accounts::user_id(&u).expect("id"),
             email: u.email,
             name: u.name,
             session_type: SessionType::System,

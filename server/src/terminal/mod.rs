@@ -111,9 +111,10 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal,
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned())
             .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
-        let p = warden_domain::authn::principal_from_api_key(&state.services, &token, meta)
-            .await
-            .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
+        let p =
+            warden_domain::identity::authn::principal_from_api_key(&state.services, &token, meta)
+                .await
+                .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
         return Ok((p, Proof::ApiKey(token)));
     }
     // The same comparison as the CSRF layer's.
@@ -132,7 +133,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal,
     let session = Session::from_request_parts(parts, state)
         .await
         .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
-    let p = warden_domain::authn::principal_from_session(&state.services, &session, meta)
+    let p = warden_domain::identity::authn::principal_from_session(&state.services, &session, meta)
         .await
         .map_err(|_| refuse(StatusCode::UNAUTHORIZED, "sign in first"))?;
     let id = session
@@ -147,18 +148,18 @@ pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), S
     let meta = Default::default();
     match proof {
         Proof::ApiKey(token) => {
-            warden_domain::authn::principal_from_api_key(&state.services, token, meta)
+            warden_domain::identity::authn::principal_from_api_key(&state.services, token, meta)
                 .await
                 .map(|_| ())
                 .map_err(|_| "the API key was revoked or expired".to_owned())
         }
         Proof::Session(id) => {
-            let store = warden_domain::sessions::DbSessionStore::new(
+            let store = warden_domain::identity::sessions::DbSessionStore::new(
                 state.services.db.clone(),
                 state.services.clock.clone(),
             );
             let session = Session::new(Some(*id), Arc::new(store), None);
-            warden_domain::authn::principal_from_session(&state.services, &session, meta)
+            warden_domain::identity::authn::principal_from_session(&state.services, &session, meta)
                 .await
                 .map(|_| ())
                 .map_err(|_| "signed out (the console session ended)".to_owned())
@@ -182,7 +183,9 @@ pub async fn terminal_ws(State(state): State<AppState>, req: axum::extract::Requ
             "set up two-factor authentication first",
         );
     }
-    match warden_domain::mfa::require_fresh_second_factor(&state.services, &principal).await {
+    match warden_domain::identity::mfa::require_fresh_second_factor(&state.services, &principal)
+        .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(message)) => {
             return crate::api::error::ApiError::new(

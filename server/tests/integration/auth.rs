@@ -373,7 +373,7 @@ async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
 async fn admin_reset_password_link_forces_a_new_password() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
     let email = warden_domain::types::Email::parse(ADMIN_EMAIL).unwrap();
-    let token = warden_domain::authn::admin_reset_password(
+    let token = warden_domain::identity::authn::admin_reset_password(
         app.services(),
         warden_domain::audit::Actor::System,
         &email,

@@ -15,7 +15,7 @@ fn now_secs(app: &TestApp) -> u64 {
 
 pub(crate) fn code(app: &TestApp, secret: &str, offset_steps: i64) -> String {
     let at = now_secs(app) as i64 + offset_steps * 30;
-    warden_domain::mfa::code_at(secret, at as u64).expect("a code")
+    warden_domain::identity::mfa::code_at(secret, at as u64).expect("a code")
 }
 
 /// Enrol `c`'s user; returns the secret and the recovery codes.

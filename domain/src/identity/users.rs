@@ -4,9 +4,10 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, Query
 use serde_json::json;
 use std::collections::HashMap;
 
-use super::bindings::Names;
-use super::ts;
+use super::password;
 use crate::access::{Action, Principal, Target};
+use crate::admin::bindings::Names;
+use crate::admin::ts;
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::dto::{
     CreateUserRequest, CreatedUser, Explanation, Page, UpdateUserRequest, UserDetail, UserDto,
@@ -14,11 +15,11 @@ use crate::dto::{
 };
 use crate::entities::{bindings, group_members, groups, users};
 use crate::error::{DomainError, DomainResult};
+use crate::identity::accounts::{STATUS_ACTIVE, STATUS_DEACTIVATED};
 use crate::ids::UserId;
 use crate::permissions::Permission;
 use crate::types::{check_password_policy, DisplayName, Email};
-use crate::users::{STATUS_ACTIVE, STATUS_DEACTIVATED};
-use crate::{password, Services};
+use crate::Services;
 
 fn to_dto(u: &users::Model, groups: Vec<String>) -> UserDto {
     UserDto {
@@ -43,7 +44,7 @@ pub async fn find(svc: &Services, email_or_id: &str) -> DomainResult<users::Mode
         return Ok(u);
     }
     let email = Email::parse(email_or_id).map_err(|_| DomainError::not_found("user"))?;
-    crate::users::find_by_email(&svc.db, &email)
+    crate::identity::accounts::find_by_email(&svc.db, &email)
         .await?
         .ok_or_else(|| DomainError::not_found("user"))
 }
@@ -80,15 +81,15 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
             ));
         }
     }
-    let after = super::cursor::decode("users", q.cursor.as_deref())?;
-    let limit = super::cursor::limit(q.limit);
+    let after = crate::admin::cursor::decode("users", q.cursor.as_deref())?;
+    let limit = crate::admin::cursor::limit(q.limit);
 
     // Filter, sort and page in the database (keyset on the unique email).
     let mut cond = Condition::all();
     if let Some(s) = given(&q.status) {
         cond = cond.add(users::Column::Status.eq(s));
     }
-    if let Some(c) = super::cursor::contains_any(
+    if let Some(c) = crate::admin::cursor::contains_any(
         q.q.as_deref(),
         [
             Expr::col(users::Column::Email).into(),
@@ -182,7 +183,7 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
         .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    let next = super::cursor::page(&mut rows, limit, "users", |u| &u.email);
+    let next = crate::admin::cursor::page(&mut rows, limit, "users", |u| &u.email);
 
     // The page's users' groups, in one query.
     let ids: Vec<String> = rows.iter().map(|u| u.id.clone()).collect();
@@ -244,25 +245,25 @@ pub async fn get(svc: &Services, who: &Principal, email_or_id: &str) -> DomainRe
         .collect();
     let mut rows = bindings::Entity::find()
         .filter(bindings::Column::UserId.eq(u.id.clone()))
-        .filter(super::bindings::live(svc.clock.now()))
+        .filter(crate::admin::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?;
     rows.extend(
         bindings::Entity::find()
             .filter(bindings::Column::GroupId.is_in(gids))
-            .filter(super::bindings::live(svc.clock.now()))
+            .filter(crate::admin::bindings::live(svc.clock.now()))
             .all(&svc.db)
             .await?,
     );
     let names = Names::load(&svc.db, &rows).await?;
-    let uid = crate::users::user_id(&u)?;
+    let uid = crate::identity::accounts::user_id(&u)?;
     let eff = svc.policy.effective(uid).await?;
     let access = eff.grants();
     Ok(UserDetail {
         user: to_dto(&u, gnames),
         bindings: rows.iter().map(|b| names.dto(b)).collect(),
         access,
-        mfa_enabled: crate::mfa::is_enabled(&svc.db, uid).await?,
+        mfa_enabled: crate::identity::mfa::is_enabled(&svc.db, uid).await?,
     })
 }
 
@@ -294,9 +295,9 @@ pub async fn create(
     };
     let now = svc.clock.now();
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let u = crate::users::create(
+    let u = crate::identity::accounts::create(
         &tx,
-        crate::users::NewUser {
+        crate::identity::accounts::NewUser {
             email: email.clone(),
             name,
             password_hash: hash,
@@ -319,8 +320,10 @@ pub async fn create(
         .await?;
     }
     let link = if req.password.is_none() {
-        let uid = crate::users::user_id(&u)?;
-        Some(svc.set_password_url(&crate::users::issue_set_password_token(&tx, uid, now).await?))
+        let uid = crate::identity::accounts::user_id(&u)?;
+        Some(svc.set_password_url(
+            &crate::identity::accounts::issue_set_password_token(&tx, uid, now).await?,
+        ))
     } else {
         None
     };
@@ -353,7 +356,7 @@ pub async fn update(
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
     let u = find(svc, email_or_id).await?;
     let before = to_dto(&u, vec![]);
-    let uid = crate::users::user_id(&u)?;
+    let uid = crate::identity::accounts::user_id(&u)?;
     let mut a = u.clone().into_active_model();
     let mut deactivate = false;
     if let Some(status) = &req.status {
@@ -388,7 +391,7 @@ pub async fn update(
     let tx = crate::audit::begin_change(&svc.db).await?;
     let u = a.update(&tx).await?;
     if deactivate {
-        crate::sessions::delete_user_sessions(&tx, uid).await?;
+        crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
     }
     let after = to_dto(&u, after_groups);
     svc.audit_change(
@@ -410,13 +413,13 @@ pub async fn update(
 pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
     let u = find(svc, email_or_id).await?;
-    let uid = crate::users::user_id(&u)?;
+    let uid = crate::identity::accounts::user_id(&u)?;
     if uid == who.user_id {
         return Err(DomainError::conflict("user", "you cannot delete yourself"));
     }
     let before = to_dto(&u, group_names_of(svc, &u.id).await?);
     let tx = crate::audit::begin_change(&svc.db).await?;
-    crate::sessions::delete_user_sessions(&tx, uid).await?;
+    crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
     users::Entity::delete_by_id(u.id.clone()).exec(&tx).await?;
     svc.audit_change(
         &tx,
@@ -458,9 +461,9 @@ pub async fn reset_password(
     }
     let u = find(svc, email_or_id).await?;
     let email = Email::parse(&u.email).map_err(|e| DomainError::Internal(e.0))?;
-    let token = crate::authn::admin_reset_password(svc, who.actor(), &email).await?;
+    let token = crate::identity::authn::admin_reset_password(svc, who.actor(), &email).await?;
     if opts.revoke_api_keys {
-        super::api_keys::revoke_all_of(svc, who, &u.id).await?;
+        crate::admin::api_keys::revoke_all_of(svc, who, &u.id).await?;
     }
     if opts.revoke_kubeconfigs {
         crate::kubectl::revoke(svc, who, Some(&u.id)).await?;

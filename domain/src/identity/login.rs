@@ -12,12 +12,12 @@
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult};
 
+use super::{accounts as user_store, password};
 use crate::clock::Timestamp;
 use crate::entities::{login_throttle, users};
 use crate::error::{DomainError, DomainResult};
 use crate::settings::OrgSettings;
 use crate::types::Email;
-use crate::{password, users as user_store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginFailure {

@@ -5,15 +5,16 @@ use sea_orm::TransactionTrait;
 use std::collections::BTreeMap;
 use tower_sessions::{Expiry, Session};
 
+use super::{accounts as user_store, password};
 use crate::access::Principal;
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::clock::Timestamp;
 use crate::entities::users;
 use crate::error::{DomainError, DomainResult};
-use crate::login::{self, LoginFailure, LoginOutcome};
-use crate::sessions::{delete_user_sessions, AuthRecord, AUTH_KEY};
+use crate::identity::login::{self, LoginFailure, LoginOutcome};
+use crate::identity::sessions::{delete_user_sessions, AuthRecord, AUTH_KEY};
 use crate::types::{check_password_policy, Email};
-use crate::{password, settings, users as user_store, Services};
+use crate::{settings, Services};
 
 /// How often `last_seen` is written back (a write per request would be wasteful).
 const TOUCH_INTERVAL_SECS: i64 = 30;
@@ -86,14 +87,14 @@ pub async fn sign_in(
                     .await?;
                 return Err(SignInError::LocalSignInDisabled);
             }
-            if crate::mfa::is_enabled(&svc.db, uid).await? {
-                let pending = crate::mfa::MfaPending {
+            if crate::identity::mfa::is_enabled(&svc.db, uid).await? {
+                let pending = crate::identity::mfa::MfaPending {
                     user_id: uid,
                     generation: user.session_generation,
                     started_at: now,
                 };
                 session
-                    .insert(crate::mfa::PENDING_KEY, &pending)
+                    .insert(crate::identity::mfa::PENDING_KEY, &pending)
                     .await
                     .map_err(session_err)?;
                 svc.audit
@@ -219,7 +220,7 @@ pub async fn complete_mfa_sign_in(
     code: &str,
     meta: RequestMeta,
 ) -> Result<users::Model, SignInError> {
-    use crate::mfa::{MfaPending, PENDING_KEY, PENDING_TTL_SECS};
+    use crate::identity::mfa::{MfaPending, PENDING_KEY, PENDING_TTL_SECS};
     let now = svc.clock.now();
     let Some(pending) = session
         .get::<MfaPending>(PENDING_KEY)
@@ -270,7 +271,9 @@ pub async fn complete_mfa_sign_in(
             .await?;
         return Err(SignInError::Locked);
     }
-    match crate::mfa::check_second_factor(svc, pending.user_id, &user.email, code, now).await? {
+    match crate::identity::mfa::check_second_factor(svc, pending.user_id, &user.email, code, now)
+        .await?
+    {
         Some(factor) => {
             login::clear_attempts(&svc.db, &key).await?;
             session
@@ -345,7 +348,8 @@ pub async fn step_up(
             .await?;
         return Err(SignInError::Locked);
     }
-    match crate::mfa::check_second_factor(svc, who.user_id, &who.email, code, now).await? {
+    match crate::identity::mfa::check_second_factor(svc, who.user_id, &who.email, code, now).await?
+    {
         Some(factor) => {
             login::clear_attempts(&svc.db, &key).await?;
             record.mfa_at = Some(now);
@@ -473,7 +477,7 @@ async fn must_enrol_mfa(
             .is_empty(),
         _ => false,
     };
-    Ok(applies && !crate::mfa::is_enabled(&svc.db, uid).await?)
+    Ok(applies && !crate::identity::mfa::is_enabled(&svc.db, uid).await?)
 }
 
 fn invalid(field: &str, msg: impl Into<String>) -> DomainError {

@@ -30,6 +30,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tower_sessions::{Expiry, Session};
 
+use super::accounts as user_store;
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::clock::Timestamp;
@@ -38,7 +39,7 @@ use crate::entities::{group_members, groups, identity_providers, user_identities
 use crate::error::{DomainError, DomainResult};
 use crate::secrets::{ct_eq, Sealer, Secret};
 use crate::types::{DisplayName, Email};
-use crate::{users as user_store, Services};
+use crate::Services;
 
 /// The session key of a sign-in in progress.
 pub const PENDING_KEY: &str = "warden.oidc";
@@ -417,7 +418,7 @@ pub async fn start_sign_in(
     };
     let stored = async {
         let signed_in = session
-            .get::<crate::sessions::AuthRecord>(crate::sessions::AUTH_KEY)
+            .get::<crate::identity::sessions::AuthRecord>(crate::identity::sessions::AUTH_KEY)
             .await?
             .is_some();
         session.insert(PENDING_KEY, &pending).await?;
@@ -927,7 +928,7 @@ async fn callback(
         id: uid,
         name: user.email.clone(),
     };
-    let mfa_due = !provider_mfa && crate::mfa::is_enabled(&svc.db, uid).await?;
+    let mfa_due = !provider_mfa && crate::identity::mfa::is_enabled(&svc.db, uid).await?;
     let mut details = json!({
         "provider": provider.name,
         "method": "oidc",
@@ -939,13 +940,13 @@ async fn callback(
         "provider_mfa": provider_mfa,
     });
     let (user, first) = if mfa_due {
-        let pending = crate::mfa::MfaPending {
+        let pending = crate::identity::mfa::MfaPending {
             user_id: uid,
             generation: user.session_generation,
             started_at: now,
         };
         session
-            .insert(crate::mfa::PENDING_KEY, &pending)
+            .insert(crate::identity::mfa::PENDING_KEY, &pending)
             .await
             .map_err(|e| DomainError::Internal(format!("session: {e}")))?;
         details["second_factor_due"] = json!(true);
@@ -960,7 +961,7 @@ async fn callback(
         (None, ev)
     } else {
         let mfa_at = provider_mfa.then_some(now);
-        let user = crate::authn::start_session(svc, session, user, now, mfa_at).await?;
+        let user = crate::identity::authn::start_session(svc, session, user, now, mfa_at).await?;
         let ev = AuditEvent::new(
             AuditKind::SignIn,
             actor.clone(),

@@ -5,7 +5,7 @@
 //!
 //! Sign-in with a second factor is two steps: the password check holds the user in the
 //! browser's pre-session ([`MfaPending`], 5 minutes) instead of signing them in;
-//! [`crate::authn::complete_mfa_sign_in`] checks the code and only then starts the session
+//! [`crate::identity::authn::complete_mfa_sign_in`] checks the code and only then starts the session
 //! (its id rotates). Failed codes count towards the same lockout as passwords.
 
 use sea_orm::sea_query::Expr;
@@ -316,7 +316,7 @@ pub async fn confirm_enrolment(
 /// in with their password alone until they enrol again.
 pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
-    let user = crate::admin::users::find(svc, email_or_id).await?;
+    let user = crate::identity::users::find(svc, email_or_id).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     let removed = user_mfa::Entity::delete_by_id(user.id.clone())
         .exec(&tx)
