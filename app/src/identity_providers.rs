@@ -3,7 +3,9 @@
 //! is write-only.
 
 use leptos::prelude::*;
-use warden_domain::dto::{IdentityProviderDto, IdentityProviderTest, SignInProvider};
+use warden_domain::dto::{
+    GroupMappingMode, IdentityProviderDto, IdentityProviderTest, SignInProvider,
+};
 
 use crate::error::AppError;
 use crate::layout::MeResource;
@@ -70,14 +72,11 @@ pub async fn create_identity_provider(
         name_claim: None,
         groups_claim: Some(groups_claim),
         allowed_domains: Some(vec![allowed_domains]),
-        group_mapping_mode: Some(
-            if table.is_empty() {
-                "by_name"
-            } else {
-                "explicit"
-            }
-            .to_owned(),
-        ),
+        group_mapping_mode: Some(if table.is_empty() {
+            GroupMappingMode::ByName
+        } else {
+            GroupMappingMode::Explicit
+        }),
         group_mapping: Some(table),
         auto_provision: Some(auto_provision.is_some()),
         link_existing_users: Some(link_existing_users.is_some()),
@@ -121,14 +120,11 @@ pub async fn update_identity_provider(
         name_claim: None,
         groups_claim: Some(groups_claim),
         allowed_domains: Some(vec![allowed_domains]),
-        group_mapping_mode: Some(
-            if table.is_empty() {
-                "by_name"
-            } else {
-                "explicit"
-            }
-            .to_owned(),
-        ),
+        group_mapping_mode: Some(if table.is_empty() {
+            GroupMappingMode::ByName
+        } else {
+            GroupMappingMode::Explicit
+        }),
         group_mapping: Some(table),
         auto_provision: Some(auto_provision.is_some()),
         link_existing_users: Some(link_existing_users.is_some()),
@@ -262,7 +258,7 @@ fn ProviderCard(
     writable: bool,
     test: ServerAction<TestIdentityProvider>,
 ) -> impl IntoView {
-    let mapping = if p.group_mapping_mode == "explicit" {
+    let mapping = if p.group_mapping_mode == GroupMappingMode::Explicit {
         p.group_mapping
             .iter()
             .map(|(a, b)| format!("{a} → {b}"))

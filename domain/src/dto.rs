@@ -873,6 +873,37 @@ impl UserStatus {
     }
 }
 
+/// How a provider's groups become Warden groups (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupMappingMode {
+    /// A provider group joins the Warden group of the same name (letter case ignored).
+    #[default]
+    ByName,
+    /// Only the provider groups in the mapping table, each to the Warden group it names.
+    Explicit,
+}
+
+impl GroupMappingMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ByName => "by_name",
+            Self::Explicit => "explicit",
+        }
+    }
+
+    /// A stored value read back: anything unknown maps by name, as a provider without a
+    /// table does.
+    pub fn from_stored(s: &str) -> Self {
+        if s == Self::Explicit.as_str() {
+            Self::Explicit
+        } else {
+            Self::ByName
+        }
+    }
+}
+
 /// Whom a binding grants to (stored as its `as_str`).
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1313,6 +1344,15 @@ pub struct PodListDto {
     pub items: Vec<PodDto>,
 }
 
+/// What a web terminal runs: a kubectl shell, or a shell in a pod's container (exec).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalMode {
+    Shell,
+    Exec,
+}
+
 /// A terminal recording's facts, for the player.
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1324,7 +1364,7 @@ pub struct RecordingDto {
     pub namespace: Option<String>,
     /// `pods/NAME` for a pod exec; none for a kubectl shell.
     pub target: Option<String>,
-    pub mode: String,
+    pub mode: TerminalMode,
     /// RFC 3339.
     pub started_at: String,
     /// Set once the terminal closed.
@@ -1362,7 +1402,7 @@ pub struct IdentityProviderDto {
     /// Empty: any domain.
     pub allowed_domains: Vec<String>,
     /// `by_name` (a provider group joins the Warden group of the same name) or `explicit`.
-    pub group_mapping_mode: String,
+    pub group_mapping_mode: GroupMappingMode,
     /// Provider group -> Warden group (explicit mode).
     pub group_mapping: std::collections::BTreeMap<String, String>,
     pub auto_provision: bool,
@@ -1400,7 +1440,7 @@ pub struct CreateIdentityProviderRequest {
     #[serde(default)]
     pub allowed_domains: Option<Vec<String>>,
     #[serde(default)]
-    pub group_mapping_mode: Option<String>,
+    pub group_mapping_mode: Option<GroupMappingMode>,
     #[serde(default)]
     pub group_mapping: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
@@ -1437,7 +1477,7 @@ pub struct UpdateIdentityProviderRequest {
     #[serde(default)]
     pub allowed_domains: Option<Vec<String>>,
     #[serde(default)]
-    pub group_mapping_mode: Option<String>,
+    pub group_mapping_mode: Option<GroupMappingMode>,
     #[serde(default)]
     pub group_mapping: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]

@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::access::Principal;
 use crate::clock::Timestamp;
-use crate::dto::{LiveStreamDto, RecordingDto, RecordingEnd};
+use crate::dto::{LiveStreamDto, RecordingDto, RecordingEnd, TerminalMode};
 use crate::entities::audit_events;
 use crate::error::{DomainError, DomainResult};
 use crate::permissions::{Permission, Scope};
@@ -65,7 +65,8 @@ pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<Reco
             })
         });
     let details: serde_json::Value = serde_json::from_str(&opened.details).unwrap_or_default();
-    let mode = details["mode"].as_str().unwrap_or("exec").to_owned();
+    // Recorded by the terminal as `shell` or `exec`; a pod target without one is an exec.
+    let mode = serde_json::from_value(details["mode"].clone()).unwrap_or(TerminalMode::Exec);
     let target = match (&opened.resource_kind, &opened.resource_name) {
         (Some(k), Some(n)) if k.starts_with("pods") => Some(format!("pods/{n}")),
         _ => None,

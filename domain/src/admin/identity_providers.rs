@@ -11,12 +11,12 @@ use super::ts;
 use crate::access::{Action, Principal};
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::dto::{
-    CreateIdentityProviderRequest, IdentityProviderDto, IdentityProviderTest, Page,
-    UpdateIdentityProviderRequest,
+    CreateIdentityProviderRequest, GroupMappingMode, IdentityProviderDto, IdentityProviderTest,
+    Page, UpdateIdentityProviderRequest,
 };
 use crate::entities::{groups, identity_providers};
 use crate::error::{DomainError, DomainResult};
-use crate::identity::sso::{self, Provider, MODE_BY_NAME, MODE_EXPLICIT};
+use crate::identity::sso::{self, Provider};
 use crate::ids::TokenId;
 use crate::permissions::Permission;
 use crate::Services;
@@ -37,7 +37,7 @@ fn to_dto(svc: &Services, m: &identity_providers::Model) -> IdentityProviderDto 
         name_claim: m.name_claim.clone(),
         groups_claim: m.groups_claim.clone(),
         allowed_domains: p.allowed_domains,
-        group_mapping_mode: m.group_mapping_mode.clone(),
+        group_mapping_mode: GroupMappingMode::from_stored(&m.group_mapping_mode),
         group_mapping: match p.mapping {
             sso::GroupMapping::Explicit(t) => t,
             sso::GroupMapping::ByName => BTreeMap::new(),
@@ -166,15 +166,8 @@ fn validate_domains(raw: Vec<String>) -> DomainResult<String> {
 
 async fn validate_mapping(
     svc: &Services,
-    mode: &str,
     table: &BTreeMap<String, String>,
 ) -> DomainResult<String> {
-    if mode != MODE_BY_NAME && mode != MODE_EXPLICIT {
-        return Err(DomainError::invalid(
-            "group_mapping_mode",
-            "must be by_name or explicit",
-        ));
-    }
     let names: Vec<String> = groups::Entity::find()
         .all(&svc.db)
         .await?
@@ -262,10 +255,8 @@ pub async fn create(
     let name_claim = claim("name_claim", req.name_claim, "name", false)?;
     let groups_claim = claim("groups_claim", req.groups_claim, "groups", true)?;
     let allowed_domains = validate_domains(req.allowed_domains.unwrap_or_default())?;
-    let mode = req
-        .group_mapping_mode
-        .unwrap_or_else(|| MODE_BY_NAME.to_owned());
-    let mapping = validate_mapping(svc, &mode, &req.group_mapping.unwrap_or_default()).await?;
+    let mode = req.group_mapping_mode.unwrap_or_default();
+    let mapping = validate_mapping(svc, &req.group_mapping.unwrap_or_default()).await?;
     let conflict =
         || DomainError::conflict("name", "an identity provider with this name already exists");
     if identity_providers::Entity::find()
@@ -291,7 +282,7 @@ pub async fn create(
         name_claim,
         groups_claim,
         allowed_domains,
-        group_mapping_mode: mode,
+        group_mapping_mode: mode.as_str().to_owned(),
         group_mapping: mapping,
         auto_provision: req.auto_provision.unwrap_or(true),
         link_existing_users: req.link_existing_users.unwrap_or(false),
@@ -368,13 +359,13 @@ pub async fn update(
     if req.group_mapping_mode.is_some() || req.group_mapping.is_some() {
         let mode = req
             .group_mapping_mode
-            .unwrap_or_else(|| m.group_mapping_mode.clone());
+            .unwrap_or_else(|| GroupMappingMode::from_stored(&m.group_mapping_mode));
         let table = match req.group_mapping {
             Some(t) => t,
             None => serde_json::from_str(&m.group_mapping).unwrap_or_default(),
         };
-        a.group_mapping = Set(validate_mapping(svc, &mode, &table).await?);
-        a.group_mapping_mode = Set(mode);
+        a.group_mapping = Set(validate_mapping(svc, &table).await?);
+        a.group_mapping_mode = Set(mode.as_str().to_owned());
     }
     if let Some(v) = req.auto_provision {
         a.auto_provision = Set(v);

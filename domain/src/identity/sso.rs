@@ -34,7 +34,7 @@ use super::accounts as user_store;
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::clock::Timestamp;
-use crate::dto::{IdentityProviderTest, SignInProvider, SsoFailure};
+use crate::dto::{GroupMappingMode, IdentityProviderTest, SignInProvider, SsoFailure};
 use crate::entities::{group_members, groups, identity_providers, user_identities, users};
 use crate::error::{DomainError, DomainResult};
 use crate::secrets::{ct_eq, Sealer, Secret};
@@ -50,8 +50,6 @@ const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// How far in the future an ID token's `iat` may be (clock skew).
 const MAX_IAT_SKEW_SECS: i64 = 300;
 pub const ORIGIN_SSO: &str = crate::dto::UserOrigin::Sso.as_str();
-pub const MODE_BY_NAME: &str = "by_name";
-pub const MODE_EXPLICIT: &str = "explicit";
 /// `amr` values (RFC 8176) that say a second factor was used: multiple factors or channels,
 /// one-time passwords, proof of possession of a hardware or software key, SMS or telephone
 /// confirmation, a smart card. A biometric or a PIN alone is not taken as a second factor.
@@ -242,11 +240,12 @@ pub(crate) fn secret_purpose(provider_id: &str) -> String {
 
 impl Provider {
     pub fn from_model(m: &identity_providers::Model) -> Self {
-        let mapping = if m.group_mapping_mode == MODE_EXPLICIT {
-            GroupMapping::Explicit(serde_json::from_str(&m.group_mapping).unwrap_or_default())
-        } else {
-            GroupMapping::ByName
-        };
+        let mapping =
+            if GroupMappingMode::from_stored(&m.group_mapping_mode) == GroupMappingMode::Explicit {
+                GroupMapping::Explicit(serde_json::from_str(&m.group_mapping).unwrap_or_default())
+            } else {
+                GroupMapping::ByName
+            };
         Self {
             id: m.id.clone(),
             name: m.name.clone(),
@@ -1152,8 +1151,8 @@ mod tests {
             groups_claim: "groups".into(),
             allowed_domains: "[]".into(),
             group_mapping_mode: match &mapping {
-                GroupMapping::ByName => MODE_BY_NAME.into(),
-                GroupMapping::Explicit(_) => MODE_EXPLICIT.into(),
+                GroupMapping::ByName => GroupMappingMode::ByName.as_str().into(),
+                GroupMapping::Explicit(_) => GroupMappingMode::Explicit.as_str().into(),
             },
             group_mapping: match &mapping {
                 GroupMapping::ByName => "{}".into(),

@@ -54,6 +54,7 @@ use tower_sessions::Session;
 use warden_domain::access::kube::KubeIntent;
 use warden_domain::access::Principal;
 use warden_domain::audit::{AuditEvent, AuditKind, Outcome};
+use warden_domain::dto::TerminalMode;
 
 use crate::gateway::pki::PeerIdentity;
 use crate::gateway::proxy::{authorize, Via};
@@ -387,7 +388,11 @@ async fn open(
         return Err((StatusCode::BAD_REQUEST, "container needs a pod".to_owned()));
     }
     let gw = state.gateway.clone();
-    let mode = if q.pod.is_some() { "exec" } else { "shell" };
+    let mode = if q.pod.is_some() {
+        TerminalMode::Exec
+    } else {
+        TerminalMode::Shell
+    };
     // What the terminal stands for at the gate: an exec into the pod, or (the shell) reaching
     // the cluster at all: every call the shell makes is checked by the gateway on its own.
     let info = match &q.pod {

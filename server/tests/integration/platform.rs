@@ -421,6 +421,12 @@ async fn openapi_document_describes_the_api() {
         ("BindingDto", "scope", "Scope"),
         ("SubjectRef", "kind", "SubjectKind"),
         ("CreateRoleRequest", "scope", "Scope"),
+        (
+            "IdentityProviderDto",
+            "group_mapping_mode",
+            "GroupMappingMode",
+        ),
+        ("RecordingDto", "mode", "TerminalMode"),
         ("Me", "session_type", "SessionType"),
         ("LiveStreamDto", "kind", "StreamKind"),
     ] {

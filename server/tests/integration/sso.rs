@@ -720,6 +720,19 @@ async fn identity_providers_are_for_organization_admins_and_their_secret_is_writ
         insecure["error"]["fields"]["issuer"].is_string(),
         "{insecure}"
     );
+    // The group mapping mode is one of two words; another is refused by name, and nothing is
+    // created.
+    let mut unknown_mode = body.clone();
+    unknown_mode["group_mapping_mode"] = json!("by_email");
+    let unknown_mode = admin
+        .post("/api/v1/identity-providers", unknown_mode)
+        .await
+        .assert_status(422)
+        .json();
+    let said = unknown_mode["error"]["fields"]["group_mapping_mode"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(said.contains("by_email"), "{unknown_mode}");
 
     let created = admin
         .post("/api/v1/identity-providers", body.clone())
