@@ -110,7 +110,7 @@ pub async fn binding_candidates() -> Result<Candidates, AppError> {
     let org = svc.policy.effective(who.user_id).await?.org_permissions();
     let users = if org.contains(&Permission::UserRead) {
         let q = UserQuery {
-            status: Some("active".into()),
+            status: Some(warden_domain::dto::UserStatus::Active),
             limit: Some(500),
             ..Default::default()
         };

@@ -118,6 +118,18 @@ pub async fn update_user(
     status: Option<String>,
 ) -> Result<UserDto, AppError> {
     use warden_domain::dto::UpdateUserRequest;
+    let status = match status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(UserStatus::parse(s).ok_or_else(|| {
+            AppError::Invalid {
+                fields: [(
+                    "status".to_owned(),
+                    "must be active or deactivated".to_owned(),
+                )]
+                .into(),
+            }
+        })?),
+    };
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let r =
@@ -205,7 +217,9 @@ fn query_of(q: &leptos_router::params::ParamsMap) -> UserQuery {
         group: get("group"),
         role: get("role"),
         project: get("project"),
-        status: get("status"),
+        // A status the filter does not offer (a hand-edited address) filters nothing; the
+        // filter then shows "any".
+        status: get("status").and_then(|s| UserStatus::parse(&s)),
         limit: Some(PAGE_SIZE),
         cursor: get("cursor"),
     }
@@ -277,7 +291,7 @@ pub fn UsersPage() -> impl IntoView {
                         <FilterSelect name="project" label="Project" any="Any project"
                             options=opts.projects.iter().map(|p| (p.clone(), p.clone())).collect() current=uq.project.clone()/>
                         <FilterSelect name="status" label="Status" any="Any status"
-                            options=UserStatus::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned())).collect() current=uq.status.clone()/>
+                            options=UserStatus::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned())).collect() current=uq.status.map(|s| s.as_str().to_owned())/>
                         <div class="filter-actions">
                             <button type="submit" class="btn btn-primary">"Apply"</button>
                             {filtered.then(|| view! { <a class="btn" href="/users">"Clear"</a> })}

@@ -420,7 +420,7 @@ pub struct CreatedUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<UserStatus>,
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -434,7 +434,9 @@ pub struct UserQuery {
     pub group: Option<String>,
     pub role: Option<String>,
     pub project: Option<String>,
-    pub status: Option<String>,
+    /// Empty: any.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub status: Option<UserStatus>,
     pub limit: Option<u64>,
     pub cursor: Option<String>,
 }
@@ -873,6 +875,25 @@ impl UserStatus {
     }
 }
 
+/// A query parameter given empty (`?status=`: a filter form's "any") is absent; any other
+/// value must be one of the type's (else the 422 names the parameter and the value).
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::{Error, IntoDeserializer};
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => {
+            let value: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                s.trim().into_deserializer();
+            T::deserialize(value).map(Some).map_err(D::Error::custom)
+        }
+    }
+}
+
 /// How a provider's groups become Warden groups (stored as its `as_str`).
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1226,8 +1247,9 @@ pub struct ProjectQuery {
 pub struct ClusterQuery {
     /// Clusters owned by, or shared with, this project.
     pub project: Option<String>,
-    /// `pending`, `connected` or `disconnected` (anything else: 422).
-    pub status: Option<String>,
+    /// Empty: any.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub status: Option<ClusterStatus>,
     /// `key=value`, or `key` for any value.
     pub label: Option<String>,
     /// Matches the name or description.

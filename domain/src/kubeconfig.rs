@@ -166,12 +166,31 @@ impl EffectiveKubectlSettings {
     }
 }
 
+/// The level kubectl settings are set at (stored as its `as_str`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KubectlSettingsScope {
+    Organization,
+    User,
+    Cluster,
+}
+
+impl KubectlSettingsScope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Organization => "organization",
+            Self::User => "user",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
 /// One level's settings as stored, and what applies there.
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KubectlSettingsDto {
-    /// `organization`, `user` or `cluster`.
-    pub scope: String,
+    pub scope: KubectlSettingsScope,
     /// The user's email or the cluster's name; absent for the organization.
     pub subject: Option<String>,
     /// The values set at this level (`null` = inherited).

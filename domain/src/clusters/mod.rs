@@ -581,10 +581,7 @@ pub async fn list(
     if let Some(p) = q.project.as_deref().filter(|p| !p.is_empty()) {
         cond = cond.add(held_by(vec![p.to_owned()]));
     }
-    if let Some(s) = q.status.as_deref().filter(|s| !s.is_empty()) {
-        let status = ClusterStatus::parse(s).ok_or_else(|| {
-            DomainError::invalid("status", "one of pending, connected, disconnected")
-        })?;
+    if let Some(status) = q.status {
         cond = cond.add(clusters::Column::Status.eq(status.as_str()));
     }
     let label = q

@@ -11,7 +11,7 @@ use crate::admin::ts;
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::dto::{
     CreateUserRequest, CreatedUser, Explanation, Page, UpdateUserRequest, UserDetail, UserDto,
-    UserQuery,
+    UserQuery, UserStatus,
 };
 use crate::entities::{bindings, group_members, groups, users};
 use crate::error::{DomainError, DomainResult};
@@ -26,7 +26,7 @@ fn to_dto(u: &users::Model, groups: Vec<String>) -> UserDto {
         id: u.id.clone(),
         email: u.email.clone(),
         name: u.name.clone(),
-        status: crate::dto::UserStatus::from_stored(&u.status),
+        status: UserStatus::from_stored(&u.status),
         origin: crate::dto::UserOrigin::from_stored(&u.origin),
         must_change_password: u.must_change_password,
         created_at: ts(u.created_at),
@@ -73,21 +73,13 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
     use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect};
     svc.gate(who, Action::org(Permission::UserRead)).await?;
     let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
-    if let Some(s) = given(&q.status) {
-        if s != STATUS_ACTIVE && s != STATUS_DEACTIVATED {
-            return Err(DomainError::invalid(
-                "status",
-                "must be active or deactivated",
-            ));
-        }
-    }
     let after = crate::admin::cursor::decode("users", q.cursor.as_deref())?;
     let limit = crate::admin::cursor::limit(q.limit);
 
     // Filter, sort and page in the database (keyset on the unique email).
     let mut cond = Condition::all();
-    if let Some(s) = given(&q.status) {
-        cond = cond.add(users::Column::Status.eq(s));
+    if let Some(s) = q.status {
+        cond = cond.add(users::Column::Status.eq(s.as_str()));
     }
     if let Some(c) = crate::admin::cursor::contains_any(
         q.q.as_deref(),
@@ -360,9 +352,9 @@ pub async fn update(
     let mut a = u.clone().into_active_model();
     let mut deactivate = false;
     if let Some(status) = &req.status {
-        match status.as_str() {
-            STATUS_ACTIVE => a.status = Set(STATUS_ACTIVE.into()),
-            STATUS_DEACTIVATED => {
+        match status {
+            UserStatus::Active => a.status = Set(STATUS_ACTIVE.into()),
+            UserStatus::Deactivated => {
                 if uid == who.user_id {
                     return Err(DomainError::conflict(
                         "status",
@@ -371,12 +363,6 @@ pub async fn update(
                 }
                 deactivate = u.status != STATUS_DEACTIVATED;
                 a.status = Set(STATUS_DEACTIVATED.into());
-            }
-            _ => {
-                return Err(DomainError::invalid(
-                    "status",
-                    "must be active or deactivated",
-                ))
             }
         }
     }

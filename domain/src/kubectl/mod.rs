@@ -27,7 +27,8 @@ use crate::error::{DomainError, DomainResult};
 use crate::ids::UserId;
 use crate::kubeconfig::{
     EffectiveKubectlSettings, KubeconfigRevoked, KubectlSettings, KubectlSettingsDto,
-    MyKubeCluster, MyKubectl, UpdateKubectlSettingsRequest, MAX_DURATION_SECS, MIN_DURATION_SECS,
+    KubectlSettingsScope, MyKubeCluster, MyKubectl, UpdateKubectlSettingsRequest,
+    MAX_DURATION_SECS, MIN_DURATION_SECS,
 };
 use crate::permissions::Permission;
 use crate::secrets::sha256_hex;

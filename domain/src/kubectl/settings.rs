@@ -5,9 +5,10 @@ use super::*;
 
 const ORG_LEVEL: &str = "org";
 
-fn level_id(scope: &str, subject: Option<&str>) -> String {
+/// The key of a level's row: `org`, or the scope and the subject's id.
+fn level_id(scope: KubectlSettingsScope, subject: Option<&str>) -> String {
     match subject {
-        Some(s) => format!("{scope}:{s}"),
+        Some(s) => format!("{}:{s}", scope.as_str()),
         None => ORG_LEVEL.to_owned(),
     }
 }
@@ -51,11 +52,19 @@ pub async fn effective_settings<C: ConnectionTrait>(
 ) -> DomainResult<EffectiveKubectlSettings> {
     let org = load_level(db, ORG_LEVEL).await?.0;
     let user = match user_id {
-        Some(u) => load_level(db, &level_id("user", Some(u))).await?.0,
+        Some(u) => {
+            load_level(db, &level_id(KubectlSettingsScope::User, Some(u)))
+                .await?
+                .0
+        }
         None => KubectlSettings::default(),
     };
     let cluster = match cluster_id {
-        Some(c) => load_level(db, &level_id("cluster", Some(c))).await?.0,
+        Some(c) => {
+            load_level(db, &level_id(KubectlSettingsScope::Cluster, Some(c)))
+                .await?
+                .0
+        }
         None => KubectlSettings::default(),
     };
     Ok(EffectiveKubectlSettings::combine(&org, &user, &cluster))
@@ -72,7 +81,7 @@ pub enum SettingsLevel {
 }
 
 struct ResolvedLevel {
-    scope: &'static str,
+    scope: KubectlSettingsScope,
     subject_id: Option<String>,
     subject_name: Option<String>,
     project: Option<String>,
@@ -93,7 +102,7 @@ async fn resolve_level(
             };
             svc.gate(who, Action::org(p)).await?;
             Ok(ResolvedLevel {
-                scope: "organization",
+                scope: KubectlSettingsScope::Organization,
                 subject_id: None,
                 subject_name: None,
                 project: None,
@@ -111,7 +120,7 @@ async fn resolve_level(
             }
             let user = crate::identity::users::find(svc, u).await?;
             Ok(ResolvedLevel {
-                scope: "user",
+                scope: KubectlSettingsScope::User,
                 subject_id: Some(user.id),
                 subject_name: Some(user.email),
                 project: None,
@@ -129,7 +138,7 @@ async fn resolve_level(
             };
             svc.gate(who, Action::project(p, c.owner.clone())).await?;
             Ok(ResolvedLevel {
-                scope: "cluster",
+                scope: KubectlSettingsScope::Cluster,
                 subject_id: Some(c.id),
                 subject_name: Some(c.name),
                 project: Some(c.owner),
@@ -142,26 +151,21 @@ async fn settings_dto<C: ConnectionTrait>(
     db: &C,
     l: &ResolvedLevel,
 ) -> DomainResult<KubectlSettingsDto> {
-    let id = level_id(
-        if l.scope == "organization" {
-            ORG_LEVEL
-        } else {
-            l.scope
-        },
-        l.subject_id.as_deref(),
-    );
+    let id = level_id(l.scope, l.subject_id.as_deref());
     let (settings, updated) = load_level(db, &id).await?;
     let effective = match l.scope {
-        "user" => effective_settings(db, l.subject_id.as_deref(), None).await?,
-        "cluster" => effective_settings(db, None, l.subject_id.as_deref()).await?,
-        _ => effective_settings(db, None, None).await?,
+        KubectlSettingsScope::User => effective_settings(db, l.subject_id.as_deref(), None).await?,
+        KubectlSettingsScope::Cluster => {
+            effective_settings(db, None, l.subject_id.as_deref()).await?
+        }
+        KubectlSettingsScope::Organization => effective_settings(db, None, None).await?,
     };
     let inherited = match l.scope {
-        "organization" => EffectiveKubectlSettings::default(),
+        KubectlSettingsScope::Organization => EffectiveKubectlSettings::default(),
         _ => effective_settings(db, None, None).await?,
     };
     Ok(KubectlSettingsDto {
-        scope: l.scope.to_owned(),
+        scope: l.scope,
         subject: l.subject_name.clone(),
         settings,
         effective,
@@ -215,7 +219,9 @@ pub async fn update_settings(
     );
     check_duration(&mut fields, "sa_idle_secs", req.sa_idle_secs);
     check_duration(&mut fields, "recent_sign_in_secs", req.recent_sign_in_secs);
-    if l.scope != "organization" && matches!(req.max_credential_validity_secs, Some(Some(_))) {
+    if l.scope != KubectlSettingsScope::Organization
+        && matches!(req.max_credential_validity_secs, Some(Some(_)))
+    {
         fields.insert(
             "max_credential_validity_secs".into(),
             "is set for the whole organization only".into(),
@@ -260,13 +266,17 @@ pub async fn update_settings(
         crate::kubeconfig::TERMINAL_CONCURRENT_RANGE,
         "terminals",
     );
-    if l.scope == "cluster" && matches!(req.terminal_max_concurrent, Some(Some(_))) {
+    if l.scope == KubectlSettingsScope::Cluster
+        && matches!(req.terminal_max_concurrent, Some(Some(_)))
+    {
         fields.insert(
             "terminal_max_concurrent".into(),
             "is set for the organization or a user: it counts a person's terminals on every cluster".into(),
         );
     }
-    if l.scope == "cluster" && matches!(req.credential_validity_secs, Some(Some(_))) {
+    if l.scope == KubectlSettingsScope::Cluster
+        && matches!(req.credential_validity_secs, Some(Some(_)))
+    {
         fields.insert(
             "credential_validity_secs".into(),
             "is set for the organization or a user: a kubeconfig holds one credential for every cluster".into(),
@@ -276,21 +286,14 @@ pub async fn update_settings(
         return Err(DomainError::Invalid { fields });
     }
     let before = settings_dto(&svc.db, &l).await?;
-    let id = level_id(
-        if l.scope == "organization" {
-            ORG_LEVEL
-        } else {
-            l.scope
-        },
-        l.subject_id.as_deref(),
-    );
+    let id = level_id(l.scope, l.subject_id.as_deref());
     let now = svc.clock.now().millis();
     let existing = kubectl_settings::Entity::find_by_id(id.clone())
         .one(&svc.db)
         .await?;
     let mut m = existing.clone().unwrap_or(kubectl_settings::Model {
         id: id.clone(),
-        scope: l.scope.to_owned(),
+        scope: l.scope.as_str().to_owned(),
         subject_id: l.subject_id.clone(),
         validity_secs: None,
         max_validity_secs: None,
@@ -363,7 +366,7 @@ pub async fn update_settings(
         &tx,
         who,
         "kubectl_settings.update",
-        &format!("kubectl_settings.{}", l.scope),
+        &format!("kubectl_settings.{}", l.scope.as_str()),
         l.subject_name.as_deref().unwrap_or("organization"),
         l.project.as_deref(),
         Some(json!(before)),

@@ -205,16 +205,27 @@ where
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
-        state: &S,
+        _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rej) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                format!("bad query parameters: {}", rej.body_text()),
-            )),
-        }
+        // What axum's `Query` does, with the parameter at fault named in `fields` (as a JSON
+        // body's field is): `?status=up` answers `fields.status`.
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let problem = e.inner().to_string();
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("bad query parameters: {problem}"),
+                );
+                let field = e.path().to_string();
+                if !field.is_empty() && field != "." {
+                    err.fields.insert(field, problem);
+                }
+                err
+            })
     }
 }
 

@@ -754,13 +754,18 @@ async fn changes_take_effect_on_the_next_request() {
         .delete("/api/v1/users/admin@warden.local")
         .await
         .assert_status(409);
-    admin
+    let sleeping = admin
         .patch(
             "/api/v1/users/ann@example.com",
             json!({"status": "sleeping"}),
         )
         .await
-        .assert_status(422);
+        .assert_status(422)
+        .json();
+    let said = sleeping["error"]["fields"]["status"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(said.contains("sleeping"), "{sleeping}");
     admin
         .delete("/api/v1/users/ann@example.com")
         .await

@@ -333,6 +333,16 @@ async fn clusters_crud_validation_filters_and_audit() {
         .await
         .assert_status(422);
     assert!(bad.body.contains("status"), "{}", bad.body);
+    let said = bad.json()["error"]["fields"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(said.contains("`up`"), "{}", bad.body);
+    // Empty is "any" (a filter form's first choice), not a mistake.
+    assert_eq!(
+        names(&admin.get("/api/v1/clusters?status=&q=frank").await.json()),
+        names(&admin.get("/api/v1/clusters?q=frank").await.json())
+    );
     // Proxy passwords are not shown back.
     let us = admin
         .get("/api/v1/clusters/us-1")

@@ -426,7 +426,8 @@ async fn openapi_document_describes_the_api() {
             "group_mapping_mode",
             "GroupMappingMode",
         ),
-        ("RecordingDto", "mode", "TerminalMode"),
+        ("KubectlSettingsDto", "scope", "KubectlSettingsScope"),
+        ("UpdateUserRequest", "status", "UserStatus"),
         ("Me", "session_type", "SessionType"),
         ("LiveStreamDto", "kind", "StreamKind"),
     ] {
@@ -434,6 +435,8 @@ async fn openapi_document_describes_the_api() {
         let reference = prop["$ref"]
             .as_str()
             .or_else(|| prop["allOf"][0]["$ref"].as_str())
+            // An optional field: the type or null.
+            .or_else(|| prop["anyOf"][0]["$ref"].as_str())
             .unwrap_or_else(|| panic!("{schema}.{field}: {prop}"));
         assert_eq!(reference, format!("#/components/schemas/{}", r#type));
     }
