@@ -23,11 +23,23 @@ pub async fn get_access_inbox() -> Result<AccessInbox, AppError> {
 
 #[server(prefix = "/sfn", endpoint = "list_access_requests")]
 pub async fn list_access_requests(scope: String) -> Result<Vec<AccessRequestDto>, AppError> {
-    use warden_domain::dto::AccessRequestQuery;
+    use warden_domain::dto::{AccessRequestQuery, RequestScope};
+    let scope = match scope.trim() {
+        "" => None,
+        s => Some(RequestScope::parse(s).ok_or_else(|| {
+            AppError::Invalid {
+                fields: [(
+                    "scope".to_owned(),
+                    "must be mine, approvals or all".to_owned(),
+                )]
+                .into(),
+            }
+        })?),
+    };
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let q = AccessRequestQuery {
-        scope: Some(scope),
+        scope,
         limit: Some(200),
         ..Default::default()
     };

@@ -23,7 +23,7 @@ use crate::clock::Timestamp;
 use crate::dto::RequestStatus;
 use crate::dto::{
     jit_duration, AccessInbox, AccessRequestDto, AccessRequestQuery, ApprovalDto, ApproverGroupDto,
-    CreateAccessRequest, DecideAccessRequest, Page,
+    CreateAccessRequest, DecideAccessRequest, Page, RequestScope,
 };
 use crate::entities::{access_requests, bindings, group_members, groups, projects, roles, users};
 use crate::error::{DomainError, DomainResult};
@@ -537,65 +537,129 @@ pub async fn list(
     who: &Principal,
     q: &AccessRequestQuery,
 ) -> DomainResult<Page<AccessRequestDto>> {
+    use access_requests::Column as C;
+    use sea_orm::{Condition, QuerySelect};
     svc.policy
         .authorize_self(who, "access_request.list")
         .await
         .map_err(|d| DomainError::forbidden(d.reason))?;
-    let scope = q.scope.as_deref().unwrap_or("all");
-    if !["mine", "approvals", "all"].contains(&scope) {
-        return Err(DomainError::invalid(
-            "scope",
-            "must be mine, approvals or all",
-        ));
-    }
     let me = who.user_id.to_string();
-    let mut rows = access_requests::Entity::find()
-        .order_by_desc(access_requests::Column::CreatedAt)
+    // Filtered, sorted (newest first) and paged in the database: the projects the caller
+    // approves for are known before the rows are read.
+    let approves = approver_projects(svc, who).await?;
+    let mine = || Condition::all().add(C::RequesterId.eq(me.clone()));
+    let theirs = || match &approves {
+        Approves::Every => Some(Condition::all().add(C::RequesterId.ne(me.clone()))),
+        Approves::Some(ids) if ids.is_empty() => None,
+        Approves::Some(ids) => Some(
+            Condition::all()
+                .add(C::RequesterId.ne(me.clone()))
+                .add(C::ProjectId.is_in(ids.iter().cloned())),
+        ),
+    };
+    let shown = match q.scope.unwrap_or_default() {
+        RequestScope::Mine => Some(mine()),
+        RequestScope::Approvals => theirs(),
+        RequestScope::All => Some(match theirs() {
+            Some(t) => Condition::any().add(mine()).add(t),
+            None => mine(),
+        }),
+    };
+    let Some(shown) = shown else {
+        return Ok(Page {
+            items: vec![],
+            next: None,
+        });
+    };
+    let mut select = access_requests::Entity::find().filter(shown);
+    if let Some(st) = q.status {
+        select = select.filter(C::Status.eq(st.as_str()));
+    }
+    if let Some(key) = super::cursor::decode("access_requests", q.cursor.as_deref())? {
+        let (at, id) = key
+            .split_once('-')
+            .and_then(|(n, id)| Some((i64::MAX - n.parse::<i64>().ok()?, id.to_owned())))
+            .ok_or_else(|| DomainError::invalid("cursor", "not a cursor of this list"))?;
+        select = select.filter(
+            Condition::any()
+                .add(C::CreatedAt.lt(at))
+                .add(Condition::all().add(C::CreatedAt.eq(at)).add(C::Id.gt(id))),
+        );
+    }
+    let limit = super::cursor::limit(q.limit);
+    let mut rows = select
+        .order_by_desc(C::CreatedAt)
+        .order_by_asc(C::Id)
+        .limit(limit + 1)
         .all(&svc.db)
         .await?;
-    if let Some(st) = q.status.as_ref().filter(|s| !s.is_empty()) {
-        rows.retain(|r| &r.status == st);
-    }
-    let mut approver_of: std::collections::HashMap<String, bool> = Default::default();
-    let mut items = Vec::new();
+    let key = |r: &access_requests::Model| format!("{:020}-{}", i64::MAX - r.created_at, r.id);
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| super::cursor::encode("access_requests", &key(r)))
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(rows.len());
     for r in rows {
-        let mine = r.requester_id == me;
-        let approver = if mine {
-            false
-        } else {
-            match approver_of.get(&r.project_id) {
-                Some(a) => *a,
-                None => {
-                    let Some(p) = projects::Entity::find_by_id(r.project_id.clone())
-                        .one(&svc.db)
-                        .await?
-                    else {
-                        continue;
-                    };
-                    let a = approver_via(svc, who, &p).await?.is_some();
-                    approver_of.insert(r.project_id.clone(), a);
-                    a
-                }
-            }
-        };
-        let shown = match scope {
-            "mine" => mine,
-            "approvals" => approver,
-            _ => mine || approver,
-        };
-        if !shown {
-            continue;
-        }
+        let approver = r.requester_id != me
+            && match &approves {
+                Approves::Every => true,
+                Approves::Some(ids) => ids.contains(&r.project_id),
+            };
         let c = context(svc, &r).await?;
         let can_decide = approver
             && (r.status == PENDING && !c.approvals.iter().any(|a| a.user_id == me)
                 || r.status == APPROVED);
-        // Newest first: the key sorts descending by creation time.
-        let key = format!("{:020}-{}", i64::MAX - r.created_at, r.id);
-        items.push((key, to_dto(&r, &c, can_decide)));
+        items.push(to_dto(&r, &c, can_decide));
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(super::paginate(items, q.cursor.as_deref(), q.limit))
+    Ok(Page { items, next })
+}
+
+/// The projects whose requests someone may decide on.
+enum Approves {
+    /// Every project: `project.write` across the organization.
+    Every,
+    /// These projects (ids).
+    Some(HashSet<String>),
+}
+
+/// The projects whose requests the caller may decide on (as [`approver_via`] decides for
+/// one): those where they hold `project.write`, and those whose approver group they are in;
+/// none while deactivated.
+async fn approver_projects(svc: &Services, who: &Principal) -> DomainResult<Approves> {
+    use sea_orm::{Condition, QuerySelect};
+    let eff = svc.policy.effective(who.user_id).await?;
+    if !eff.active {
+        return Ok(Approves::Some(HashSet::new()));
+    }
+    if eff.holds(Permission::ProjectWrite, &Target::Org) {
+        return Ok(Approves::Every);
+    }
+    let administered: Vec<String> = eff
+        .all_projects
+        .iter()
+        .filter(|p| eff.holds(Permission::ProjectWrite, &Target::Project((*p).clone())))
+        .cloned()
+        .collect();
+    let in_groups = sea_orm::sea_query::Query::select()
+        .column(group_members::Column::GroupId)
+        .from(group_members::Entity)
+        .and_where(group_members::Column::UserId.eq(who.user_id.to_string()))
+        .to_owned();
+    let mut cond = Condition::any().add(projects::Column::ApproverGroupId.in_subquery(in_groups));
+    if !administered.is_empty() {
+        cond = cond.add(projects::Column::Name.is_in(administered));
+    }
+    let ids: Vec<String> = projects::Entity::find()
+        .select_only()
+        .column(projects::Column::Id)
+        .filter(cond)
+        .into_tuple()
+        .all(&svc.db)
+        .await?;
+    Ok(Approves::Some(ids.into_iter().collect()))
 }
 
 /// One request, for its requester and its approvers.
@@ -624,8 +688,8 @@ pub async fn inbox(svc: &Services, who: &Principal) -> DomainResult<AccessInbox>
         svc,
         who,
         &AccessRequestQuery {
-            scope: Some("all".into()),
-            status: Some(PENDING.into()),
+            scope: Some(RequestScope::All),
+            status: Some(RequestStatus::Pending),
             cursor: None,
             limit: Some(500),
         },

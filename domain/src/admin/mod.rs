@@ -114,25 +114,3 @@ impl Services {
             .await
     }
 }
-
-/// Keyset pagination over a sorted list of `(key, item)`: items after `cursor`, at most `limit`.
-pub(crate) fn paginate<T>(
-    mut sorted: Vec<(String, T)>,
-    cursor: Option<&str>,
-    limit: Option<u64>,
-) -> crate::dto::Page<T> {
-    let limit = limit.unwrap_or(50).clamp(1, 500) as usize;
-    if let Some(c) = cursor.filter(|c| !c.is_empty()) {
-        sorted.retain(|(k, _)| k.as_str() > c);
-    }
-    let next = if sorted.len() > limit {
-        sorted.truncate(limit);
-        sorted.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
-    crate::dto::Page {
-        items: sorted.into_iter().map(|(_, v)| v).collect(),
-        next,
-    }
-}

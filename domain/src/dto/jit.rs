@@ -116,14 +116,46 @@ pub struct AccessRequestDto {
     pub break_glass: bool,
 }
 
+/// Which access requests a list shows.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestScope {
+    /// The caller's own requests.
+    Mine,
+    /// Others' requests the caller may decide on (an administrator or approver of the project).
+    Approvals,
+    /// Both.
+    #[default]
+    All,
+}
+
+impl RequestScope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Mine => "mine",
+            Self::Approvals => "approvals",
+            Self::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Mine, Self::Approvals, Self::All]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessRequestQuery {
-    /// `mine` (the caller's requests), `approvals` (those the caller may decide) or `all`
-    /// (both). Default `all`.
-    pub scope: Option<String>,
-    pub status: Option<String>,
+    /// Default (and empty): `all`.
+    #[serde(deserialize_with = "super::empty_is_none")]
+    pub scope: Option<RequestScope>,
+    /// Empty: any.
+    #[serde(deserialize_with = "super::empty_is_none")]
+    pub status: Option<super::RequestStatus>,
     pub cursor: Option<String>,
     pub limit: Option<u64>,
 }

@@ -1368,3 +1368,177 @@ async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
         .await;
     assert_eq!(group(&p.john).await, "dev-approvers");
 }
+
+/// Every access request `c` lists with query `q`, two a page, following the cursors.
+async fn list(c: &Client, q: &str) -> Vec<Value> {
+    request_pages(c, &format!("/api/v1/access-requests?limit=2&{q}")).await
+}
+
+/// Every page of `path` (its `limit` given), followed by its cursors: the items in order.
+async fn request_pages(c: &Client, path: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let url = match &cursor {
+            Some(k) => format!("{path}&cursor={k}"),
+            None => path.to_owned(),
+        };
+        let page = c.get(&url).await.assert_status(200).json();
+        all.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next"].as_str() {
+            Some(k) => cursor = Some(k.to_owned()),
+            None => return all,
+        }
+    }
+    panic!("{path}: more than 20 pages");
+}
+
+fn ids_of(items: &[Value]) -> Vec<String> {
+    items.iter().map(id).collect()
+}
+
+/// The list is filtered and paged in the database: each caller sees their own requests and
+/// those they may decide on (an approver group's member, a project administrator, an
+/// organization administrator), never others', newest first, in pages that neither repeat
+/// nor skip; a status filter, an empty filter (any) and bad parameters.
+#[tokio::test]
+async fn the_request_list_shows_each_caller_their_own_and_those_they_decide_in_pages() {
+    let p = people().await;
+    p.admin
+        .post("/api/v1/projects", json!({"name": "ops"}))
+        .await
+        .assert_status(201);
+    // mallory: five in dev (a second apart) and one in ops; sally: two in dev.
+    let mut mallory_dev = Vec::new();
+    for i in 0..5 {
+        mallory_dev.push(id(&ask(
+            &p.mallory,
+            "NAMESPACE_ADMIN",
+            &[&format!("m{i}")],
+            3600,
+        )
+        .await));
+        p.app.clock.advance_secs(1);
+    }
+    let mallory_ops = id(&p
+        .mallory
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "ops", "role": "NAMESPACE_ADMIN", "namespaces": ["o"], "duration_secs": 3600, "reason": "ops"}),
+        )
+        .await
+        .assert_status(201)
+        .json());
+    let mut sally_dev = Vec::new();
+    for i in 0..2 {
+        sally_dev.push(id(&ask(
+            &p.sally,
+            "NAMESPACE_ADMIN",
+            &[&format!("s{i}")],
+            3600,
+        )
+        .await));
+    }
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    // Their own: all of them, and only theirs.
+    let mine = list(&p.mallory, "scope=mine").await;
+    let mut want: Vec<String> = mallory_dev.clone();
+    want.push(mallory_ops.clone());
+    assert_eq!(sorted(ids_of(&mine)), sorted(want.clone()));
+    assert!(mine.iter().all(|r| r["can_decide"] == false));
+    // Newest first (ties in the same millisecond in a fixed order), no page repeating another.
+    let at: Vec<String> = mine
+        .iter()
+        .map(|r| r["created_at"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "{at:?}");
+    assert_eq!(ids_of(&mine), ids_of(&list(&p.mallory, "scope=all").await));
+    assert!(list(&p.mallory, "scope=approvals").await.is_empty());
+
+    // An approver group's member: the others' requests in that project, not their own, not
+    // another project's.
+    let sally = list(&p.sally, "scope=approvals").await;
+    assert_eq!(sorted(ids_of(&sally)), sorted(mallory_dev.clone()));
+    assert!(sally.iter().all(|r| r["can_decide"] == true));
+    assert_eq!(
+        sorted(ids_of(&list(&p.sally, "scope=mine").await)),
+        sorted(sally_dev.clone())
+    );
+    assert_eq!(list(&p.sally, "").await.len(), 7);
+    // The project's administrator: everyone's in dev.
+    let mut dev: Vec<String> = mallory_dev.clone();
+    dev.extend(sally_dev.iter().cloned());
+    assert_eq!(
+        sorted(ids_of(&list(&p.john, "scope=approvals").await)),
+        sorted(dev.clone())
+    );
+    // The organization's administrator: every request.
+    let every = list(&p.admin, "scope=approvals").await;
+    let mut all_ids = dev.clone();
+    all_ids.push(mallory_ops.clone());
+    assert_eq!(sorted(ids_of(&every)), sorted(all_ids.clone()));
+    // Pages of two and one page of fifty give the same rows in the same order.
+    let one_page = p
+        .admin
+        .get("/api/v1/access-requests?scope=approvals&limit=50")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        ids_of(one_page["items"].as_array().unwrap()),
+        ids_of(&every)
+    );
+    assert!(one_page["next"].is_null());
+
+    // By status; empty is any.
+    p.mallory
+        .post(
+            &format!("/api/v1/access-requests/{}/cancel", mallory_dev[0]),
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    let cancelled = list(&p.admin, "scope=approvals&status=cancelled").await;
+    assert_eq!(ids_of(&cancelled), vec![mallory_dev[0].clone()]);
+    assert_eq!(
+        list(&p.admin, "scope=approvals&status=pending").await.len(),
+        7
+    );
+    assert_eq!(list(&p.admin, "scope=&status=").await.len(), 8);
+    // The badge counts what is left to decide.
+    let inbox = p
+        .sally
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(inbox["to_decide"], 4, "{inbox:#}");
+    assert_eq!(inbox["pending_mine"], 2, "{inbox:#}");
+
+    // Bad parameters name themselves.
+    let bad = p
+        .admin
+        .get("/api/v1/access-requests?scope=everyone")
+        .await
+        .assert_status(422)
+        .json();
+    assert!(
+        bad["error"]["fields"]["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("everyone"),
+        "{bad}"
+    );
+    p.admin
+        .get("/api/v1/access-requests?status=maybe")
+        .await
+        .assert_status(422);
+    p.admin
+        .get("/api/v1/access-requests?cursor=forged")
+        .await
+        .assert_status(422);
+}
