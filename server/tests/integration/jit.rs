@@ -1541,4 +1541,22 @@ async fn the_request_list_shows_each_caller_their_own_and_those_they_decide_in_p
         .get("/api/v1/access-requests?cursor=forged")
         .await
         .assert_status(422);
+
+    // Out of the approver group, out of the list and the badge at once; her own stay hers.
+    p.admin
+        .delete("/api/v1/groups/dev-approvers/members/sally@example.com")
+        .await
+        .assert_status(200);
+    assert!(list(&p.sally, "scope=approvals").await.is_empty());
+    assert_eq!(
+        sorted(ids_of(&list(&p.sally, "").await)),
+        sorted(sally_dev.clone())
+    );
+    let inbox = p
+        .sally
+        .get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(inbox["to_decide"], 0, "{inbox:#}");
 }
