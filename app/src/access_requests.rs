@@ -24,18 +24,12 @@ pub async fn get_access_inbox() -> Result<AccessInbox, AppError> {
 #[server(prefix = "/sfn", endpoint = "list_access_requests")]
 pub async fn list_access_requests(scope: String) -> Result<Vec<AccessRequestDto>, AppError> {
     use warden_domain::dto::{AccessRequestQuery, RequestScope};
-    let scope = match scope.trim() {
-        "" => None,
-        s => Some(RequestScope::parse(s).ok_or_else(|| {
-            AppError::Invalid {
-                fields: [(
-                    "scope".to_owned(),
-                    "must be mine, approvals or all".to_owned(),
-                )]
-                .into(),
-            }
-        })?),
-    };
+    let scope = AppError::choice(
+        "scope",
+        scope.trim(),
+        RequestScope::parse,
+        "must be mine, approvals or all",
+    )?;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let q = AccessRequestQuery {

@@ -34,18 +34,12 @@ pub async fn list_clusters(
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let opt = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-    let status = match opt(status) {
-        None => None,
-        Some(s) => Some(ClusterStatus::parse(&s).ok_or_else(|| {
-            AppError::Invalid {
-                fields: [(
-                    "status".to_owned(),
-                    "must be pending, connected or disconnected".to_owned(),
-                )]
-                .into(),
-            }
-        })?),
-    };
+    let status = AppError::choice(
+        "status",
+        status.trim(),
+        ClusterStatus::parse,
+        "must be pending, connected or disconnected",
+    )?;
     let q = ClusterQuery {
         project: opt(project),
         status,

@@ -44,6 +44,29 @@ impl FromServerFnError for AppError {
 }
 
 impl AppError {
+    /// The value of a choice field (a `<select>`): empty is none; anything the field does not
+    /// offer is that field's error, `offered` saying what it takes.
+    pub fn choice<T>(
+        field: &str,
+        value: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        offered: &str,
+    ) -> Result<Option<T>, AppError> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        parse(value)
+            .map(Some)
+            .ok_or_else(|| AppError::invalid(field, offered))
+    }
+
+    /// One field's error.
+    pub fn invalid(field: &str, message: &str) -> Self {
+        AppError::Invalid {
+            fields: [(field.to_owned(), message.to_owned())].into(),
+        }
+    }
+
     /// The message for one form field, if the error names it.
     pub fn field(&self, name: &str) -> Option<String> {
         match self {

@@ -46,15 +46,9 @@ pub async fn create_role(
     use warden_domain::dto::CreateRoleRequest;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let Some(scope) = warden_domain::dto::Scope::parse(&scope) else {
-        return Err(AppError::Invalid {
-            fields: [(
-                "scope".to_owned(),
-                "must be organization, project or namespace".to_owned(),
-            )]
-            .into(),
-        });
-    };
+    let offered = "must be organization, project or namespace";
+    let scope = AppError::choice("scope", &scope, warden_domain::dto::Scope::parse, offered)?
+        .ok_or_else(|| AppError::invalid("scope", offered))?;
     let req = CreateRoleRequest {
         name,
         scope,

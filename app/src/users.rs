@@ -118,18 +118,12 @@ pub async fn update_user(
     status: Option<String>,
 ) -> Result<UserDto, AppError> {
     use warden_domain::dto::UpdateUserRequest;
-    let status = match status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(UserStatus::parse(s).ok_or_else(|| {
-            AppError::Invalid {
-                fields: [(
-                    "status".to_owned(),
-                    "must be active or deactivated".to_owned(),
-                )]
-                .into(),
-            }
-        })?),
-    };
+    let status = AppError::choice(
+        "status",
+        status.as_deref().unwrap_or_default().trim(),
+        UserStatus::parse,
+        "must be active or deactivated",
+    )?;
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
     let r =
