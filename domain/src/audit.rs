@@ -1,6 +1,7 @@
 //! The audit log: typed rows written through one [`AuditSink`], chained by hashes so that an
 //! edited or deleted row is detected by [`verify_chain`] (`warden audit verify`).
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, QuerySelect,
     TransactionTrait,
@@ -235,7 +236,12 @@ async fn lock_chain<C: ConnectionTrait>(tx: &C) -> DomainResult<()> {
     let sql = match tx.get_database_backend() {
         DbBackend::Postgres => format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"),
         DbBackend::Sqlite => "UPDATE audit_head SET seq = seq WHERE id = 1".to_owned(),
-        DbBackend::MySql => "SELECT id FROM audit_head WHERE id = 1 FOR UPDATE".to_owned(),
+        // Warden runs on PostgreSQL and SQLite only (`startup` refuses any other URL).
+        other => {
+            return Err(crate::DomainError::Internal(format!(
+                "the audit chain cannot be locked on {other:?}"
+            )))
+        }
     };
     tx.execute_unprepared(&sql).await?;
     Ok(())
@@ -300,26 +306,26 @@ impl ConnectionTrait for ChangeTx {
     fn get_database_backend(&self) -> sea_orm::DbBackend {
         self.0.get_database_backend()
     }
-    async fn execute(
+    async fn execute_raw(
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
-        self.0.execute(stmt).await
+        self.0.execute_raw(stmt).await
     }
     async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
         self.0.execute_unprepared(sql).await
     }
-    async fn query_one(
+    async fn query_one_raw(
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
-        self.0.query_one(stmt).await
+        self.0.query_one_raw(stmt).await
     }
-    async fn query_all(
+    async fn query_all_raw(
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
-        self.0.query_all(stmt).await
+        self.0.query_all_raw(stmt).await
     }
 }
 
@@ -363,7 +369,7 @@ pub async fn append<C: ConnectionTrait>(
         let mut active: audit_events::ActiveModel = models.remove(0).into();
         active.seq = sea_orm::ActiveValue::NotSet;
         let row = active.insert(tx).await?;
-        rollup::add_after(tx, before.min(row.seq - 1)).await?;
+        rollup::add_after(tx, std::cmp::min(before, row.seq - 1)).await?;
         return set_head(tx, row.seq, row.hash).await;
     }
     // A batch (the gateway's writer): all rows at once, in order, so `seq` follows the chain.
@@ -422,7 +428,7 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
              SELECT MAX(seq) AS seq, COUNT(*) AS rows FROM ins"
         );
         let row = tx
-            .query_one(sea_orm::Statement::from_sql_and_values(
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
                 sea_orm::DbBackend::Postgres,
                 sql,
                 [json.into()],
@@ -1282,7 +1288,7 @@ pub async fn facets_scan(
         rows.into_iter()
             .map(|(value, n)| crate::dto::FacetCount {
                 value,
-                count: n.max(0) as u64,
+                count: std::cmp::max(n, 0) as u64,
             })
             .collect::<Vec<_>>()
     };
@@ -1375,7 +1381,7 @@ async fn facets_materialized(
         .collect::<String>()
     );
     let rows = db
-        .query_all(sea_orm::Statement::from_sql_and_values(
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Sqlite,
             sql,
             values,
@@ -1392,9 +1398,9 @@ async fn facets_materialized(
         ) {
             (Some(list), Some(value)) => list.push(crate::dto::FacetCount {
                 value,
-                count: n.max(0) as u64,
+                count: std::cmp::max(n, 0) as u64,
             }),
-            _ if g == 6 => total = n.max(0) as u64,
+            _ if g == 6 => total = std::cmp::max(n, 0) as u64,
             _ => {}
         }
     }
@@ -1417,7 +1423,7 @@ async fn facets_grouping_sets(
          GROUP BY GROUPING SETS ((actor_name), (kind), (cluster), (namespace), (verb), (outcome), ())"
     );
     let rows = db
-        .query_all(sea_orm::Statement::from_sql_and_values(
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
             sql,
             values,
@@ -1431,7 +1437,7 @@ async fn facets_grouping_sets(
         let v: Option<String> = row.try_get("", "v")?;
         let n: i64 = row.try_get("", "n")?;
         if g == 0b111111 {
-            total = n.max(0) as u64;
+            total = std::cmp::max(n, 0) as u64;
             continue;
         }
         let Some(v) = v else { continue };
@@ -1440,7 +1446,7 @@ async fn facets_grouping_sets(
         };
         lists[slot].push(crate::dto::FacetCount {
             value: v,
-            count: n.max(0) as u64,
+            count: std::cmp::max(n, 0) as u64,
         });
     }
     Ok(facets_of(
@@ -1492,7 +1498,7 @@ pub const HISTOGRAM_MAX_BUCKETS: i64 = 60;
 /// The bucket width for a range of `span_ms`: 1 min for 15 min or 1 h, 30 min for 24 h, 3 h for
 /// 7 d, 12 h for 30 d.
 pub fn bucket_width_ms(span_ms: i64) -> i64 {
-    let span = span_ms.max(1);
+    let span = std::cmp::max(span_ms, 1);
     BUCKET_WIDTHS_MS
         .iter()
         .copied()
@@ -1558,7 +1564,7 @@ async fn histogram_with(
     let (since, until) = time_bounds(q, now)?;
     let (since, until) = match (since, until) {
         (Some(s), Some(u)) => (s, u),
-        (Some(s), None) => (s, now.millis().max(s)),
+        (Some(s), None) => (s, std::cmp::max(now.millis(), s)),
         (None, given_until) => {
             let from_rollup = match counted {
                 Counted::FromEvents => None,
@@ -1578,7 +1584,7 @@ async fn histogram_with(
                     .unwrap_or((None, None)),
             };
             match (first, given_until.or(last)) {
-                (Some(f), Some(u)) => (f, u.max(f)),
+                (Some(f), Some(u)) => (f, std::cmp::max(u, f)),
                 _ => {
                     return Ok(Some(crate::dto::AuditHistogram {
                         bucket_seconds: 60,
@@ -1597,7 +1603,7 @@ async fn histogram_with(
     let width = bucket_width_ms(until - since);
     // Buckets start on multiples of their width, so that zooming in and out lines them up.
     let start = since.div_euclid(width) * width;
-    let n = ((until - start) / width + 1).max(1);
+    let n = std::cmp::max((until - start) / width + 1, 1);
     let from_rollup = match counted {
         Counted::FromEvents => None,
         _ => rollup::histogram_counts(db, q, scope, &cond, since, until, start, width).await?,
@@ -1620,7 +1626,7 @@ async fn histogram_with(
         let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) else {
             continue;
         };
-        let count = count.max(0) as u64;
+        let count = std::cmp::max(count, 0) as u64;
         match Outcome::parse(&outcome) {
             Some(Outcome::Allowed) => slot.allowed += count,
             Some(Outcome::Denied) => slot.denied += count,
@@ -1982,7 +1988,7 @@ impl RefusalSampler {
             return None;
         }
         let from = Timestamp(w.start).rfc3339();
-        let until = Timestamp(now.millis().min(w.start + Self::WINDOW_MS)).rfc3339();
+        let until = Timestamp(std::cmp::min(now.millis(), w.start + Self::WINDOW_MS)).rfc3339();
         Some(
             AuditEvent::new(
                 w.kind.unwrap_or(AuditKind::System),

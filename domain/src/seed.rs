@@ -9,6 +9,7 @@
 //! administrator unless `force` is set, and then adds to it (new names never clash with the
 //! rows already there).
 
+use sea_orm::TransactionSession;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, TransactionTrait,

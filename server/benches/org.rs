@@ -38,7 +38,7 @@ fn main() {
 
 async fn first_string(app: &TestApp, sql: &str) -> String {
     let db = &app.services().db;
-    db.query_one(Statement::from_string(
+    db.query_one_raw(Statement::from_string(
         db.get_database_backend(),
         sql.to_owned(),
     ))

@@ -133,7 +133,7 @@ impl Shared {
             ),
             [key.clone().into(), interval.into(), window.into()],
         );
-        match self.db.query_one(admit).await {
+        match self.db.query_one_raw(admit).await {
             Ok(Some(_)) => return Ok(()),
             Ok(None) => {}
             Err(e) => {
@@ -150,7 +150,7 @@ impl Shared {
             ),
             [key.into(), interval.into(), window.into()],
         );
-        let ms = match self.db.query_one(wait).await {
+        let ms = match self.db.query_one_raw(wait).await {
             Ok(Some(row)) => row.try_get::<i64>("", "wait").unwrap_or(interval),
             _ => interval,
         };
@@ -164,7 +164,7 @@ impl Shared {
         use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
         Ok(self
             .db
-            .execute(Statement::from_string(
+            .execute_raw(Statement::from_string(
                 DatabaseBackend::Postgres,
                 format!("DELETE FROM rate_limit_buckets WHERE tat < {DB_NOW_MS}"),
             ))

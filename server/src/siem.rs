@@ -285,7 +285,7 @@ impl Streamer {
 
     /// Deliver the next batch: how many events went out (0: the stream is caught up).
     pub async fn pump(&mut self) -> anyhow::Result<usize> {
-        use sea_orm::{ConnectionTrait, TransactionTrait};
+        use sea_orm::TransactionTrait;
         let svc = &self.services;
         let now = svc.clock.now();
         // One read snapshot: a retention run either happened (its checkpoint is seen and its

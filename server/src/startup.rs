@@ -81,7 +81,7 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
         .begin()
         .await
         .context("cannot open the migration lock's transaction")?;
-    lock.execute(Statement::from_sql_and_values(
+    lock.execute_raw(Statement::from_sql_and_values(
         sea_orm::DatabaseBackend::Postgres,
         "SELECT pg_advisory_xact_lock($1)",
         [MIGRATION_LOCK.into()],

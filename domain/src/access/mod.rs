@@ -6,6 +6,7 @@
 //! that can alter a decision (bindings, group membership, roles, user status). A caller that
 //! holds a grant (a live stream, say) detects any change in O(1) by comparing epochs.
 
+use sea_orm::ExprTrait;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -397,7 +398,7 @@ impl AccessPolicy {
 
     fn move_epoch(&self) {
         let now = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        self.epoch_tx.send_modify(|v| *v = (*v).max(now));
+        self.epoch_tx.send_modify(|v| *v = std::cmp::max(*v, now));
     }
 
     /// Announce every later [`AccessPolicy::bump`] on `tx` (once; a second call is ignored

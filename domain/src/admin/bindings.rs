@@ -1,6 +1,7 @@
 //! Role bindings: a user or group holds a role at organization, project, or project +
 //! namespaces scope. A subject may hold several bindings in one project.
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
 };

@@ -4,6 +4,7 @@
 //! this API did not return (or that belongs to another list) is refused as invalid (422).
 
 use base64::Engine;
+use sea_orm::ExprTrait;
 
 use crate::error::{DomainError, DomainResult};
 

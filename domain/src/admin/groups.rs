@@ -1,5 +1,6 @@
 //! Groups and their members.
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,
@@ -94,7 +95,7 @@ pub async fn list(svc: &Services, who: &Principal) -> DomainResult<Page<GroupDto
     let items = rows
         .into_iter()
         .map(|g| GroupDto {
-            member_count: counts.get(&g.id).copied().unwrap_or(0).max(0) as u64,
+            member_count: std::cmp::max(counts.get(&g.id).copied().unwrap_or(0), 0) as u64,
             id: g.id,
             name: g.name,
             description: g.description,

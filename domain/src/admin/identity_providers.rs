@@ -1,6 +1,7 @@
 //! Identity providers (OpenID Connect), as organization administrators manage them. The client
 //! secret is write-only: sealed with the master key when one is set, never returned.
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };

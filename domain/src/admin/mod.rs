@@ -16,6 +16,7 @@ pub mod projects;
 pub mod roles;
 pub mod webhook_outbox;
 
+use sea_orm::ExprTrait;
 use serde_json::Value;
 
 use crate::access::{Action, Grant, Principal};

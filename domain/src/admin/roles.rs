@@ -1,5 +1,6 @@
 //! Roles: the immutable built-ins and validated custom roles.
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,

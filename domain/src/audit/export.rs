@@ -266,7 +266,7 @@ async fn each_row(
         .select_only()
         .columns(columns.iter().copied())
         .build(backend);
-    let rows = db.query_all(stmt).await?;
+    let rows = db.query_all_raw(stmt).await?;
     let mut cells = Vec::with_capacity(columns.len());
     let mut last = None::<i64>;
     for r in &rows {
@@ -336,7 +336,7 @@ async fn read_json_page(
         .expr(Expr::cust(agg))
         .from_subquery(inner, Alias::new("page"))
         .to_owned();
-    let text: Option<String> = match db.query_one(backend.build(&outer)).await? {
+    let text: Option<String> = match db.query_one_raw(backend.build(&outer)).await? {
         Some(r) => r.try_get_by_index(0)?,
         None => None,
     };

@@ -15,6 +15,7 @@
 //! either way (the integration test `audit_rollup_answers_what_a_scan_answers` compares them).
 
 use sea_orm::sea_query::Condition;
+use sea_orm::ExprTrait;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, QueryFilter, Value};
 use std::collections::HashMap;
 
@@ -68,7 +69,7 @@ fn placeholder(backend: DbBackend, i: usize) -> String {
 pub(crate) async fn add_after<C: ConnectionTrait>(tx: &C, seq: i64) -> DomainResult<()> {
     let b = tx.get_database_backend();
     let sql = upsert_sql(&format!("seq > {}", placeholder(b, 1)), 1);
-    tx.execute(sea_orm::Statement::from_sql_and_values(
+    tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         b,
         sql,
         [seq.into()],
@@ -81,7 +82,7 @@ pub(crate) async fn add_after<C: ConnectionTrait>(tx: &C, seq: i64) -> DomainRes
 pub(crate) async fn remove_through<C: ConnectionTrait>(tx: &C, seq: i64) -> DomainResult<()> {
     let b = tx.get_database_backend();
     let sql = upsert_sql(&format!("seq <= {}", placeholder(b, 1)), -1);
-    tx.execute(sea_orm::Statement::from_sql_and_values(
+    tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         b,
         sql,
         [seq.into()],
@@ -153,7 +154,7 @@ async fn rollup_rows(
     }
     sql.push_str(&format!(" GROUP BY {group}"));
     Ok(db
-        .query_all(sea_orm::Statement::from_sql_and_values(b, sql, values))
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
         .await?)
 }
 
@@ -179,13 +180,13 @@ async fn scan_counts(
         source(&format!("audit_events.seq IN ({inner})"))
     );
     let rows = db
-        .query_all(sea_orm::Statement::from_sql_and_values(b, sql, values))
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
         .await?;
     for r in rows {
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
-        *out.entry((dim, val)).or_default() += n.max(0) as u64;
+        *out.entry((dim, val)).or_default() += std::cmp::max(n, 0) as u64;
     }
     Ok(())
 }
@@ -226,7 +227,7 @@ pub async fn facets_from_rollup(
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
-        *counts.entry((dim, val)).or_default() += n.max(0) as u64;
+        *counts.entry((dim, val)).or_default() += std::cmp::max(n, 0) as u64;
     }
     use audit_events::Column as C;
     if since.is_some() {
@@ -308,7 +309,7 @@ async fn kinds_and_outcomes(
     )
     .await?;
     let mut add = |kind: String, outcome: String, n: i64| {
-        let n = n.max(0) as u64;
+        let n = std::cmp::max(n, 0) as u64;
         *by.entry((true, kind)).or_default() += n;
         *by.entry((false, outcome)).or_default() += n;
     };
@@ -395,7 +396,7 @@ pub(crate) async fn bounds(
         sql.push_str(&format!(" AND t <= {}", placeholder(b, values.len())));
     }
     let Some(row) = db
-        .query_one(sea_orm::Statement::from_sql_and_values(b, sql, values))
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
         .await?
     else {
         return Ok(None);
@@ -422,7 +423,7 @@ pub(crate) async fn bounds(
     let (first, last) =
         tokio::try_join!(edge(first_hour, at().min()), edge(last_hour, at().max()))?;
     Ok(match (first.flatten(), last.flatten()) {
-        (Some(f), Some(l)) => Some(Some((f, l.max(f)))),
+        (Some(f), Some(l)) => Some(Some((f, std::cmp::max(l, f)))),
         // The rollup disagrees with the events (it never should): read the events.
         _ => None,
     })

@@ -10,6 +10,7 @@
 //! presented with another key is refused, and so is a registration from another key while the
 //! cluster's tunnel is live. Every admission and refusal is audited (kind `agent`).
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set, TransactionTrait,
@@ -944,7 +945,7 @@ pub async fn record_heartbeats(
             )
             .col_expr(
                 clusters::Column::NodeCount,
-                Expr::value(facts.node_count.min(i32::MAX as u32) as i32),
+                Expr::value(std::cmp::min(facts.node_count, i32::MAX as u32) as i32),
             )
             .col_expr(
                 clusters::Column::AgentVersion,

@@ -11,6 +11,7 @@
 //! the agent manifest), [`agents`] (the agent's side: registration, tunnels' credentials,
 //! heartbeats) and [`reads`] (the namespaces and pods a user may see, read as that user).
 
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,

@@ -103,7 +103,7 @@ pub(crate) async fn count_attempt(
         )
         .returning_all();
     let row = db
-        .query_one(db.get_database_backend().build(&stmt))
+        .query_one_raw(db.get_database_backend().build(&stmt))
         .await?
         .ok_or_else(|| DomainError::Internal("the login throttle upsert returned no row".into()))?;
     Ok(login_throttle::Model::from_query_result(&row, "")?)

@@ -9,6 +9,7 @@
 //! (its id rotates). Failed codes count towards the same lockout as passwords.
 
 use sea_orm::sea_query::Expr;
+use sea_orm::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
@@ -122,7 +123,7 @@ fn totp(secret: &[u8], account: &str) -> DomainResult<Totp> {
 }
 
 fn unix_secs(now: Timestamp) -> u64 {
-    (now.millis().max(0) / 1000) as u64
+    (std::cmp::max(now.millis(), 0) / 1000) as u64
 }
 
 /// The code an authenticator shows for a base32 secret at a time (tests and tools).

@@ -1,6 +1,7 @@
 //! Browser sessions: a tower-sessions store over sea-orm (same table on SQLite and
 //! PostgreSQL), and the authentication record Warden keeps in a session.
 
+use sea_orm::ExprTrait;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use tower_sessions::session::{Id, Record};

@@ -1,5 +1,6 @@
 //! Users, as administrators manage them.
 
+use sea_orm::ExprTrait;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
 use std::collections::HashMap;
@@ -195,7 +196,7 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
         let backend = svc.db.get_database_backend();
         let pairs = svc
             .db
-            .query_all(backend.build(&stmt))
+            .query_all_raw(backend.build(&stmt))
             .await?
             .into_iter()
             .map(|r| {

@@ -18,7 +18,7 @@ const NAMES: [&str; 2] = ["user-ca", "gateway-ca"];
 
 async fn stored(db: &DatabaseConnection) -> anyhow::Result<Vec<(String, String, String)>> {
     let rows = db
-        .query_all(Statement::from_string(
+        .query_all_raw(Statement::from_string(
             DatabaseBackend::Postgres,
             "SELECT name, cert_pem, key_sealed FROM gateway_cas",
         ))
@@ -58,7 +58,7 @@ pub async fn share(
             let cert = std::fs::read_to_string(dir.join(format!("{name}.pem")))?;
             let key = std::fs::read_to_string(dir.join(format!("{name}-key.pem")))?;
             anyhow::ensure!(Sealer::is_sealed(&key), "the key of {name} is not sealed");
-            db.execute(Statement::from_sql_and_values(
+            db.execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 "INSERT INTO gateway_cas (name, cert_pem, key_sealed) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
                 [name.into(), cert.into(), key.into()],

@@ -244,7 +244,7 @@ impl Replicas {
         let timeout = self.config.timeout.as_millis() as i64;
         let row = self
             .db
-            .query_one(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
                     "SELECT r.id, r.internal_addr FROM cluster_tunnels t JOIN replicas r ON r.id = t.replica_id \
@@ -267,7 +267,7 @@ impl Replicas {
         let timeout = self.config.timeout.as_millis() as i64;
         let rows = self
             .db
-            .query_all(Statement::from_sql_and_values(
+            .query_all_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
                     "SELECT id, internal_addr FROM replicas WHERE heartbeat_at > {DB_NOW_MS} - $1 ORDER BY id"
@@ -290,14 +290,14 @@ impl Replicas {
     pub async fn leave(&self) -> anyhow::Result<()> {
         self.left.store(true, Ordering::SeqCst);
         self.db
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 "DELETE FROM cluster_tunnels WHERE replica_id = $1",
                 [self.id.clone().into()],
             ))
             .await?;
         self.db
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 "DELETE FROM replicas WHERE id = $1",
                 [self.id.clone().into()],
@@ -311,7 +311,7 @@ impl Replicas {
     async fn heartbeat(&self) -> anyhow::Result<()> {
         let timeout = self.config.timeout.as_millis() as i64;
         self.db
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
                     "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ($1, $2, {DB_NOW_MS}, {DB_NOW_MS}) \
@@ -324,7 +324,7 @@ impl Replicas {
             ))
             .await?;
         self.db
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
                     "DELETE FROM cluster_tunnels WHERE replica_id IN \
@@ -334,7 +334,7 @@ impl Replicas {
             ))
             .await?;
         self.db
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!("DELETE FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1"),
                 [timeout.into()],
@@ -342,7 +342,7 @@ impl Replicas {
             .await?;
         let rows = self
             .db
-            .query_all(Statement::from_sql_and_values(
+            .query_all_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 "SELECT cluster_id FROM cluster_tunnels WHERE replica_id <> $1",
                 [self.id.clone().into()],
@@ -361,7 +361,7 @@ impl Replicas {
     async fn read_epoch(&self) -> anyhow::Result<i64> {
         let row = self
             .db
-            .query_one(Statement::from_string(
+            .query_one_raw(Statement::from_string(
                 DatabaseBackend::Postgres,
                 "SELECT value FROM authz_epoch WHERE id = 1",
             ))
@@ -375,7 +375,7 @@ impl Replicas {
     async fn publish(&self) -> anyhow::Result<i64> {
         let row = self
             .db
-            .query_one(Statement::from_sql_and_values(
+            .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
                     "WITH u AS (UPDATE authz_epoch SET value = value + 1 WHERE id = 1 RETURNING value) \
@@ -464,6 +464,9 @@ async fn listen_loop(me: Weak<Replicas>, services: Weak<Services>, mut listener:
                 );
                 svc.policy.bump_from_elsewhere();
             }
+            // The pool was closed (Warden is stopping): let the listening connection go, or
+            // the pool's close would wait for it for ever.
+            Err(sea_orm::sqlx::Error::PoolClosed) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "the authorization-change listener failed; retrying");
                 svc.policy.bump_from_elsewhere();
@@ -541,7 +544,7 @@ async fn ownership_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<Owne
                     [c.clone().into(), r.id.clone().into()],
                 ),
             };
-            match r.db.execute(st).await {
+            match r.db.execute_raw(st).await {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, ?change, "cannot record the agent tunnel's replica; retrying");

@@ -95,7 +95,7 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     // A generated row edited afterwards is named.
     let victim = done.first_seq + 1_234;
     let db = &app.services().db;
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         db.get_database_backend(),
         format!("UPDATE audit_events SET reason = 'nothing to see' WHERE seq = {victim}"),
     ))
@@ -717,7 +717,7 @@ async fn big_audit_batches_keep_the_chain_and_their_order() {
     // The first batch: in the order given.
     let stored: Vec<String> = {
         let rows = db
-            .query_all(Statement::from_string(
+            .query_all_raw(Statement::from_string(
                 db.get_database_backend(),
                 "SELECT id FROM audit_events WHERE actor_name LIKE 'batch-%' ORDER BY seq"
                     .to_owned(),

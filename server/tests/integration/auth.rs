@@ -509,7 +509,7 @@ async fn deactivated_users_lose_their_session() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
     use sea_orm::{ConnectionTrait, Statement};
     let db = &app.services().db;
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         db.get_database_backend(),
         "UPDATE users SET status = 'deactivated'".to_owned(),
     ))
@@ -653,7 +653,7 @@ async fn a_session_written_back_after_a_password_change_stays_dead() {
     let db = &app.services().db;
     let backend = db.get_database_backend();
     let rows = db
-        .query_all(Statement::from_string(
+        .query_all_raw(Statement::from_string(
             backend,
             "SELECT id, data, expires_at, user_id FROM sessions",
         ))
@@ -678,7 +678,7 @@ async fn a_session_written_back_after_a_password_change_stays_dead() {
     user.get("/api/v1/me").await.assert_status(401);
     // A racing request writes the old rows back, as they were.
     for (id, data, expires_at, user_id) in saved {
-        db.execute(Statement::from_sql_and_values(
+        db.execute_raw(Statement::from_sql_and_values(
             backend,
             match backend {
                 sea_orm::DatabaseBackend::Postgres => "INSERT INTO sessions (id, data, expires_at, user_id) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",

@@ -19,7 +19,7 @@ async fn audit_verify_passes_then_names_the_edited_row() {
 
     let db = &app.services().db;
     let row = db
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT MIN(seq) AS s FROM audit_events WHERE outcome = 'denied'".to_owned(),
         ))
@@ -27,7 +27,7 @@ async fn audit_verify_passes_then_names_the_edited_row() {
         .unwrap()
         .unwrap();
     let seq: i64 = row.try_get("", "s").unwrap();
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         db.get_database_backend(),
         format!("UPDATE audit_events SET outcome = 'allowed' WHERE seq = {seq}"),
     ))

@@ -1674,7 +1674,7 @@ async fn proxy_passwords_are_sealed_at_rest_and_survive_a_masked_patch() {
     let stored = || async {
         let db = &app.services().db;
         let row = db
-            .query_one(Statement::from_string(
+            .query_one_raw(Statement::from_string(
                 db.get_database_backend(),
                 "SELECT proxy FROM clusters WHERE name = 'edge-1'".to_owned(),
             ))

@@ -181,7 +181,7 @@ async fn a_sigkill_under_load_loses_no_answered_request() {
     let app = TestApp::spawn_on_data_dir(&db, &data).await;
     let conn = &app.services().db;
     let row = conn
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             conn.get_database_backend(),
             format!("SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'kube_api' AND actor_name = '{USER}' AND resource_name = 'c'"),
         ))
@@ -219,7 +219,7 @@ async fn a_sigkill_under_load_loses_no_answered_request() {
         String::from_utf8_lossy(&out.stderr)
     );
     let row = conn
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             conn.get_database_backend(),
             "SELECT COUNT(*) AS n FROM audit_events WHERE details LIKE '%end_not_recorded%'"
                 .to_owned(),
@@ -293,7 +293,7 @@ async fn the_journal_is_replayed_once_and_a_torn_tail_is_dropped() {
     let rows = |id: String| {
         let conn = app.services().db.clone();
         async move {
-            conn.query_all(Statement::from_string(
+            conn.query_all_raw(Statement::from_string(
                 conn.get_database_backend(),
                 format!("SELECT reason, details FROM audit_events WHERE id = '{id}'"),
             ))
@@ -746,7 +746,7 @@ async fn restarts_under_load(per_phase: usize, clients: usize) {
         );
         async move {
             let row = conn
-                .query_one(Statement::from_string(conn.get_database_backend(), sql))
+                .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
                 .await
                 .expect("count")
                 .expect("a row");
@@ -880,7 +880,7 @@ async fn a_terminal_open_when_warden_is_killed_gets_its_end_recorded() {
     let app = replayed_and_verified(&stack).await;
     let conn = &app.services().db;
     let rows = conn
-        .query_all(Statement::from_string(
+        .query_all_raw(Statement::from_string(
             conn.get_database_backend(),
             "SELECT id, action, outcome, reason, details FROM audit_events WHERE kind = 'terminal' ORDER BY seq".to_owned(),
         ))

@@ -117,7 +117,7 @@ async fn totp_enrolment_sign_in_replay_window_and_recovery_codes() {
     use sea_orm::{ConnectionTrait, Statement};
     let db = &app.services().db;
     let row = db
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT secret FROM user_mfa".to_owned(),
         ))

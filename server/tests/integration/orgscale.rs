@@ -207,7 +207,7 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
         let app = &app;
         async move {
             let db = &app.services().db;
-            db.query_all(Statement::from_string(db.get_database_backend(), sql))
+            db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
                 .await
                 .unwrap()
                 .iter()

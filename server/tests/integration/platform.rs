@@ -211,7 +211,7 @@ async fn audit_chain_detects_edits_and_deletions() {
     let victim = items[1]["seq"].as_i64().unwrap();
 
     let backend = db.get_database_backend();
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         backend,
         format!("UPDATE audit_events SET actor_name = 'someone else' WHERE seq = {victim}"),
     ))
@@ -221,7 +221,7 @@ async fn audit_chain_detects_edits_and_deletions() {
         ChainStatus::Broken { seq, .. } => assert_eq!(seq, victim),
         other => panic!("edit not detected: {other:?}"),
     }
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         backend,
         format!("DELETE FROM audit_events WHERE seq = {victim}"),
     ))
@@ -243,7 +243,7 @@ async fn audit_chain_detects_rows_deleted_from_the_end() {
         ChainStatus::Intact { .. }
     ));
     let backend = db.get_database_backend();
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         backend,
         "DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)".to_owned(),
     ))
@@ -821,7 +821,7 @@ async fn replicas_starting_together_migrate_once() {
         .await
         .expect("again");
     let applied = dbs[0]
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             dbs[0].get_database_backend(),
             "SELECT COUNT(*) AS n FROM seaql_migrations",
         ))

@@ -1082,7 +1082,7 @@ async fn the_epoch_follows_notifications_and_the_safety_net_finds_missed_ones() 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(policy.epoch(), before + 1);
     let shared: i64 = db
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT value FROM authz_epoch WHERE id = 1",
         ))

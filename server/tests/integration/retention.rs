@@ -96,7 +96,7 @@ fn warden_verify_in(
 
 async fn exec(app: &TestApp, sql: &str) {
     let db = &app.services().db;
-    db.execute(Statement::from_string(
+    db.execute_raw(Statement::from_string(
         db.get_database_backend(),
         sql.to_owned(),
     ))

@@ -313,7 +313,7 @@ async fn sso_sign_in_provisions_the_user_with_mapped_groups_and_resyncs_them_at_
     use sea_orm::{ConnectionTrait, Statement};
     let db = &app.services().db;
     let row = db
-        .query_one(Statement::from_string(
+        .query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT client_secret FROM identity_providers".to_owned(),
         ))
@@ -752,7 +752,7 @@ async fn identity_providers_are_for_organization_admins_and_their_secret_is_writ
         use sea_orm::{ConnectionTrait, Statement};
         let db = &app.services().db;
         let row = db
-            .query_one(Statement::from_string(
+            .query_one_raw(Statement::from_string(
                 db.get_database_backend(),
                 "SELECT client_secret FROM identity_providers WHERE name = 'corp'".to_owned(),
             ))

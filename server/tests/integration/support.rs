@@ -18,7 +18,7 @@ pub fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
 
 /// The integer in the first column of the first row of `sql`.
 pub async fn sql_i64(db: &DatabaseConnection, sql: &str) -> i64 {
-    db.query_one(Statement::from_string(db.get_database_backend(), sql))
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")
         .expect("a row")
@@ -28,7 +28,7 @@ pub async fn sql_i64(db: &DatabaseConnection, sql: &str) -> i64 {
 
 /// The text in the first column of every row of `sql`.
 pub async fn sql_strings(db: &DatabaseConnection, sql: &str) -> Vec<String> {
-    db.query_all(Statement::from_string(db.get_database_backend(), sql))
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")
         .into_iter()
