@@ -11,7 +11,22 @@ pub struct Model {
     pub at: i64,
 }
 
+/// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the
+/// tables whose foreign keys name it (`has_many`).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::clusters::Entity",
+        from = "Column::ClusterId",
+        to = "super::clusters::Column::Id"
+    )]
+    Cluster,
+}
+
+impl Related<super::clusters::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Cluster.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -32,7 +32,62 @@ pub struct Model {
     pub agent_key_registered_at: Option<i64>,
 }
 
+/// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the
+/// tables whose foreign keys name it (`has_many`).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::projects::Entity",
+        from = "Column::ProjectId",
+        to = "super::projects::Column::Id"
+    )]
+    Project,
+    #[sea_orm(has_many = "super::cluster_agent_credentials::Entity")]
+    ClusterAgentCredentials,
+    #[sea_orm(has_many = "super::cluster_bootstrap_tokens::Entity")]
+    ClusterBootstrapTokens,
+    #[sea_orm(has_many = "super::cluster_shares::Entity")]
+    ClusterShares,
+    #[sea_orm(has_many = "super::cluster_status_history::Entity")]
+    ClusterStatusHistory,
+    #[sea_orm(has_many = "super::kube_service_accounts::Entity")]
+    KubeServiceAccounts,
+}
+
+impl Related<super::projects::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Project.def()
+    }
+}
+
+impl Related<super::cluster_agent_credentials::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ClusterAgentCredentials.def()
+    }
+}
+
+impl Related<super::cluster_bootstrap_tokens::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ClusterBootstrapTokens.def()
+    }
+}
+
+impl Related<super::cluster_shares::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ClusterShares.def()
+    }
+}
+
+impl Related<super::cluster_status_history::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ClusterStatusHistory.def()
+    }
+}
+
+impl Related<super::kube_service_accounts::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::KubeServiceAccounts.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

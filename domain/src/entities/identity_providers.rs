@@ -30,7 +30,18 @@ pub struct Model {
     pub updated_at: i64,
 }
 
+/// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the
+/// tables whose foreign keys name it (`has_many`).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::user_identities::Entity")]
+    UserIdentities,
+}
+
+impl Related<super::user_identities::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::UserIdentities.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -13,7 +13,42 @@ pub struct Model {
     pub approver_group_id: Option<String>,
 }
 
+/// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the
+/// tables whose foreign keys name it (`has_many`).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::access_requests::Entity")]
+    AccessRequests,
+    #[sea_orm(has_many = "super::bindings::Entity")]
+    Bindings,
+    #[sea_orm(has_many = "super::cluster_shares::Entity")]
+    ClusterShares,
+    #[sea_orm(has_many = "super::clusters::Entity")]
+    Clusters,
+}
+
+impl Related<super::access_requests::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::AccessRequests.def()
+    }
+}
+
+impl Related<super::bindings::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Bindings.def()
+    }
+}
+
+impl Related<super::cluster_shares::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ClusterShares.def()
+    }
+}
+
+impl Related<super::clusters::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Clusters.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -15,7 +15,26 @@ pub struct Model {
     pub updated_at: i64,
 }
 
+/// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the
+/// tables whose foreign keys name it (`has_many`).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::access_requests::Entity")]
+    AccessRequests,
+    #[sea_orm(has_many = "super::bindings::Entity")]
+    Bindings,
+}
+
+impl Related<super::access_requests::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::AccessRequests.def()
+    }
+}
+
+impl Related<super::bindings::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Bindings.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

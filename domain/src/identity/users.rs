@@ -71,7 +71,7 @@ async fn group_names_of(svc: &Services, user_id: &str) -> DomainResult<Vec<Strin
 
 pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResult<Page<UserDto>> {
     use sea_orm::sea_query::{Expr, Query, SelectStatement};
-    use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect};
+    use sea_orm::{Condition, QueryOrder, QuerySelect, QueryTrait};
     svc.gate(who, Action::org(Permission::UserRead)).await?;
     let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
     let after = crate::admin::cursor::decode("users", q.cursor.as_deref())?;
@@ -94,16 +94,12 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
     if let Some(g) = given(&q.group) {
         cond = cond.add(
             users::Column::Id.in_subquery(
-                Query::select()
-                    .column((group_members::Entity, group_members::Column::UserId))
-                    .from(group_members::Entity)
-                    .inner_join(
-                        groups::Entity,
-                        Expr::col((groups::Entity, groups::Column::Id))
-                            .equals((group_members::Entity, group_members::Column::GroupId)),
-                    )
-                    .and_where(Expr::col((groups::Entity, groups::Column::Name)).eq(g))
-                    .to_owned(),
+                group_members::Entity::find()
+                    .select_only()
+                    .column(group_members::Column::UserId)
+                    .inner_join(groups::Entity)
+                    .filter(groups::Column::Name.eq(g))
+                    .into_query(),
             ),
         );
     }
@@ -182,30 +178,16 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
     let ids: Vec<String> = rows.iter().map(|u| u.id.clone()).collect();
     let mut groups_of: HashMap<String, Vec<String>> = HashMap::new();
     if !ids.is_empty() {
-        let stmt = Query::select()
-            .column((group_members::Entity, group_members::Column::UserId))
-            .column((groups::Entity, groups::Column::Name))
-            .from(group_members::Entity)
-            .inner_join(
-                groups::Entity,
-                Expr::col((groups::Entity, groups::Column::Id))
-                    .equals((group_members::Entity, group_members::Column::GroupId)),
-            )
-            .and_where(Expr::col((group_members::Entity, group_members::Column::UserId)).is_in(ids))
-            .to_owned();
-        let backend = svc.db.get_database_backend();
-        let pairs = svc
-            .db
-            .query_all_raw(backend.build(&stmt))
-            .await?
-            .into_iter()
-            .map(|r| {
-                Ok((
-                    r.try_get_by_index::<String>(0)?,
-                    r.try_get_by_index::<String>(1)?,
-                ))
-            })
-            .collect::<Result<Vec<(String, String)>, sea_orm::DbErr>>()?;
+        // Through the entities' declared relation (`group_members` belongs to `groups`).
+        let pairs: Vec<(String, String)> = group_members::Entity::find()
+            .select_only()
+            .column(group_members::Column::UserId)
+            .column(groups::Column::Name)
+            .inner_join(groups::Entity)
+            .filter(group_members::Column::UserId.is_in(ids))
+            .into_tuple()
+            .all(&svc.db)
+            .await?;
         for (u, g) in pairs {
             groups_of.entry(u).or_default().push(g);
         }

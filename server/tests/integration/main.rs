@@ -23,6 +23,7 @@ mod platform;
 mod pods;
 mod replicas;
 mod retention;
+mod schema;
 mod siem;
 mod sso;
 mod support;
