@@ -1304,15 +1304,15 @@ pub async fn facets_scan(
     // Any other backend: one GROUP BY per facet, run concurrently.
     let (total, actors, kinds, clusters, namespaces, verbs, outcomes) = tokio::try_join!(
         audit_events::Entity::find().filter(cond.clone()).count(db),
-        top(Expr::col(C::ActorName).into(), None),
-        top(Expr::col(C::Kind).into(), None),
-        top(Expr::col(C::Cluster).into(), None),
-        top(Expr::col(C::Namespace).into(), None),
+        top(Expr::col(C::ActorName), None),
+        top(Expr::col(C::Kind), None),
+        top(Expr::col(C::Cluster), None),
+        top(Expr::col(C::Namespace), None),
         top(
             Expr::cust(VERB_SQL),
             Some(sea_orm::sea_query::Condition::all().add(kube)),
         ),
-        top(Expr::col(C::Outcome).into(), None),
+        top(Expr::col(C::Outcome), None),
     )?;
     Ok(crate::dto::AuditFacets {
         total,

@@ -30,5 +30,6 @@ id_type!(
     OrgId,
     AuditEventId,
     ApiKeyId,
-    TokenId
+    TokenId,
+    ClusterId
 );

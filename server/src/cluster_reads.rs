@@ -50,7 +50,7 @@ impl GatewayReads {
             .await
             .map_err(refused)?;
         let cref = ClusterRef {
-            id: authorized.adm.cluster.id.clone(),
+            id: authorized.adm.cluster.id,
             name: authorized.adm.cluster.name.clone(),
         };
         let sa = gw

@@ -18,7 +18,7 @@ use crate::permissions::{Permission, Scope};
 /// A cluster with the projects that own and share it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubeCluster {
-    pub id: String,
+    pub id: crate::ids::ClusterId,
     pub name: String,
     pub owner: String,
     pub shared_with: Vec<String>,
@@ -559,7 +559,7 @@ mod tests {
 
     fn cluster() -> KubeCluster {
         KubeCluster {
-            id: "c".into(),
+            id: crate::ids::ClusterId::new(),
             name: "prod".into(),
             owner: "production".into(),
             shared_with: vec!["dev".into()],

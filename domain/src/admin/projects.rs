@@ -163,8 +163,8 @@ pub async fn list(
     if let Some(c) = super::cursor::contains_any(
         q.q.as_deref(),
         [
-            Expr::col(projects::Column::Name).into(),
-            Expr::col(projects::Column::Description).into(),
+            Expr::col(projects::Column::Name),
+            Expr::col(projects::Column::Description),
         ],
     ) {
         cond = cond.add(c);

@@ -28,7 +28,8 @@ use crate::dto::{cluster_status, ClusterFacts};
 use crate::entities::{
     cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters, projects,
 };
-use crate::error::DomainResult;
+use crate::error::{DomainError, DomainResult};
+use crate::ids::ClusterId;
 use crate::secrets::{random_token, sha256_hex};
 use crate::Services;
 
@@ -177,7 +178,7 @@ pub async fn challenge(
             ),
         )
         .await?
-        .map(|a| a.cluster_id))
+        .map(|a| a.cluster_id.to_string()))
 }
 
 /// The cluster (id) a bootstrap token or agent credential belongs to, for a challenge. `None`
@@ -207,7 +208,7 @@ pub async fn challenge_cluster(svc: &Services, secret: &str) -> DomainResult<Opt
 /// An admitted agent.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    pub cluster_id: String,
+    pub cluster_id: ClusterId,
     pub cluster: String,
     pub project: String,
     pub credential_id: String,
@@ -644,7 +645,8 @@ async fn admit_bootstrap(
     let live = svc
         .clusters
         .runtime()
-        .is_some_and(|r| r.is_connected(&cluster.id));
+        .zip(ClusterId::parse(&cluster.id))
+        .is_some_and(|(r, id)| r.is_connected(id));
     if let Some(current) = cluster
         .agent_public_key
         .as_deref()
@@ -816,7 +818,9 @@ async fn admitted(
         project: project_name(&svc.db, &cluster.project_id)
             .await?
             .unwrap_or_default(),
-        cluster_id: cluster.id,
+        cluster_id: ClusterId::parse(&cluster.id).ok_or_else(|| {
+            DomainError::Internal(format!("cluster {} has a malformed id", cluster.name))
+        })?,
         cluster: cluster.name,
         credential_id,
         new_credential,

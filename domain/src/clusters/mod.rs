@@ -35,6 +35,7 @@ use crate::entities::{
     clusters, projects,
 };
 use crate::error::{DomainError, DomainResult, OnConstraint};
+use crate::ids::ClusterId;
 use crate::permissions::Permission;
 use crate::secrets::{random_token, sha256_hex};
 use crate::types::{label_key_ok, label_name_ok, DnsLabel};
@@ -65,12 +66,12 @@ pub const PURPOSE_MANIFEST: &str = "manifest";
 /// The server's live tunnels, as the domain needs them.
 pub trait ClusterRuntime: Send + Sync {
     /// Whether an agent tunnel for the cluster is open in this process.
-    fn is_connected(&self, cluster_id: &str) -> bool;
+    fn is_connected(&self, cluster_id: ClusterId) -> bool;
     /// Close the cluster's tunnel now, telling the agent why (its credential is revoked).
-    fn revoke(&self, cluster_id: &str, code: &str, message: &str);
+    fn revoke(&self, cluster_id: ClusterId, code: &str, message: &str);
     /// Close the cluster's tunnel so that the agent reconnects at once (its credential stays
     /// valid), e.g. to pick up a new name.
-    fn reconnect(&self, _cluster_id: &str, _reason: &str) {}
+    fn reconnect(&self, _cluster_id: ClusterId, _reason: &str) {}
 }
 
 /// Settings of the cluster feature, set once at start-up.
@@ -610,8 +611,8 @@ pub async fn list(
     if let Some(c) = crate::admin::cursor::contains_any(
         q.q.as_deref(),
         [
-            Expr::col(clusters::Column::Name).into(),
-            Expr::col(clusters::Column::Description).into(),
+            Expr::col(clusters::Column::Name),
+            Expr::col(clusters::Column::Description),
         ],
     ) {
         cond = cond.add(c);
@@ -896,8 +897,8 @@ pub async fn update(
     if rename.is_some() {
         // The live tunnel carries the old name: the agent reconnects under the new one (its
         // credential is bound to the cluster, not the name).
-        if let Some(rt) = svc.clusters.runtime() {
-            rt.reconnect(&m.id, &format!("the cluster was renamed to {}", m.name));
+        if let (Some(rt), Some(id)) = (svc.clusters.runtime(), ClusterId::parse(&m.id)) {
+            rt.reconnect(id, &format!("the cluster was renamed to {}", m.name));
         }
     }
     Ok(after)
@@ -970,9 +971,9 @@ pub async fn delete(
     .details(json!({"before": before, "after": null, "agent_connected": agent_connected}));
     crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
-    if let Some(rt) = svc.clusters.runtime() {
+    if let (Some(rt), Some(id)) = (svc.clusters.runtime(), ClusterId::parse(&c.id)) {
         rt.revoke(
-            &c.id,
+            id,
             agent_protocol::refusal::CLUSTER_DELETED,
             &format!(
                 "the cluster {} was deleted from Warden; remove the agent with: {CLEANUP_COMMAND}",

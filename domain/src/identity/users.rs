@@ -85,8 +85,8 @@ pub async fn list(svc: &Services, who: &Principal, q: &UserQuery) -> DomainResul
     if let Some(c) = crate::admin::cursor::contains_any(
         q.q.as_deref(),
         [
-            Expr::col(users::Column::Email).into(),
-            Expr::col(users::Column::Name).into(),
+            Expr::col(users::Column::Email),
+            Expr::col(users::Column::Name),
         ],
     ) {
         cond = cond.add(c);

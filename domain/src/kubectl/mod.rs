@@ -78,20 +78,21 @@ async fn kube_clusters_where<C: ConnectionTrait>(
             shares.entry(s.cluster_id).or_default().push(p.clone());
         }
     }
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|c| {
             let mut shared_with = shares.remove(&c.id).unwrap_or_default();
             shared_with.sort();
-            KubeCluster {
+            Ok(KubeCluster {
                 owner: names.get(&c.project_id).cloned().unwrap_or_default(),
-                id: c.id,
+                id: crate::ids::ClusterId::parse(&c.id).ok_or_else(|| {
+                    DomainError::Internal(format!("cluster {} has a malformed id", c.name))
+                })?,
                 name: c.name,
                 shared_with,
                 status: crate::dto::ClusterStatus::from_stored(&c.status),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// One cluster by name.

@@ -139,7 +139,7 @@ async fn resolve_level(
             svc.gate(who, Action::project(p, c.owner.clone())).await?;
             Ok(ResolvedLevel {
                 scope: KubectlSettingsScope::Cluster,
-                subject_id: Some(c.id),
+                subject_id: Some(c.id.to_string()),
                 subject_name: Some(c.name),
                 project: Some(c.owner),
             })

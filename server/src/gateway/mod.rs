@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_domain::audit::journal::{AuditJournal, JournalUnavailable};
 use warden_domain::audit::{AuditEvent, AuditSink, BatchingAuditSink};
+use warden_domain::ids::ClusterId;
 use warden_domain::Services;
 
 use crate::config::Config;
@@ -61,7 +62,7 @@ pub struct Gateway {
     pub(crate) reconciler: rbac::Reconciler,
     pending: Arc<AtomicUsize>,
     /// (cluster id, user id) -> (last database write, last use in Warden's clock, ms)
-    touched: Mutex<HashMap<(String, String), (Instant, i64)>>,
+    touched: Mutex<HashMap<(ClusterId, String), (Instant, i64)>>,
     /// Every long-lived stream the gateway relays, re-checked when authorization changes.
     pub live: Arc<crate::live::LiveStreams>,
     /// (serial, cluster name) -> what the checks before authorization established.
@@ -306,7 +307,7 @@ impl Gateway {
     /// Note a use of the user's service account on the cluster.
     pub(crate) async fn touch(&self, cluster: &ClusterRef, user_id: &str) {
         let now = self.services.clock.now();
-        let key = (cluster.id.clone(), user_id.to_owned());
+        let key = (cluster.id, user_id.to_owned());
         let write = match self.touched.lock() {
             Ok(mut m) => {
                 let e = m.entry(key).or_insert((Instant::now(), now.millis()));
@@ -323,7 +324,7 @@ impl Gateway {
         if write {
             if let Err(e) = warden_domain::kubectl::touch_service_account(
                 &self.services.db,
-                &cluster.id,
+                &cluster.id.to_string(),
                 user_id,
                 now,
             )
@@ -338,19 +339,16 @@ impl Gateway {
     pub(crate) fn mark_touched(&self, cluster: &ClusterRef, user_id: &str) {
         let now = self.services.clock.now().millis();
         if let Ok(mut m) = self.touched.lock() {
-            m.insert(
-                (cluster.id.clone(), user_id.to_owned()),
-                (Instant::now(), now),
-            );
+            m.insert((cluster.id, user_id.to_owned()), (Instant::now(), now));
         }
     }
 
     /// The last use noted in memory (ms, Warden's clock).
-    pub(crate) fn last_used(&self, cluster_id: &str, user_id: &str) -> Option<i64> {
-        self.touched.lock().ok().and_then(|m| {
-            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
-                .map(|e| e.1)
-        })
+    pub(crate) fn last_used(&self, cluster_id: ClusterId, user_id: &str) -> Option<i64> {
+        self.touched
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(cluster_id, user_id.to_owned())).map(|e| e.1))
     }
 }
 

@@ -440,7 +440,7 @@ async fn answer(
     let (user, cluster) = (&adm.user, &adm.cluster);
     // 7. The user's service account and RBAC, in line with their grants now.
     let cref = ClusterRef {
-        id: cluster.id.clone(),
+        id: cluster.id,
         name: cluster.name.clone(),
     };
     let namespace = info.namespace.as_deref();
@@ -453,7 +453,7 @@ async fn answer(
     };
     // Granted in Warden, but the namespace is not on the cluster (yet): said in words, where
     // the cluster would only say Forbidden. It works once the namespace exists.
-    if let Some(ns) = namespace.filter(|ns| gw.reconciler.is_missing(&cref.id, &user.id, ns)) {
+    if let Some(ns) = namespace.filter(|ns| gw.reconciler.is_missing(cref.id, &user.id, ns)) {
         return ctx.deny(
             StatusCode::NOT_FOUND,
             &format!(
@@ -474,7 +474,7 @@ async fn answer(
         Err(first) => {
             // The service account may have been removed behind Warden's back: once more.
             gw.transport.forget(&cref, &sa);
-            gw.reconciler.invalidate(&cref.id, &user.id);
+            gw.reconciler.invalidate(cref.id, &user.id);
             match gw
                 .ensure_identity(&cref, user, &adm.sa_name, &access, namespace)
                 .await
@@ -947,10 +947,11 @@ async fn admit(
     };
     // 4. Settings: kubectl not disabled; a recent console sign-in when required. (They are
     // about the kubectl CLI: the console's own terminal has its session instead.)
-    let mut settings = match kc::effective_settings(db, Some(&user.id), Some(&cluster.id)).await {
-        Ok(s) => s,
-        Err(e) => return Err(of(unavailable("read its settings", &e))),
-    };
+    let mut settings =
+        match kc::effective_settings(db, Some(&user.id), Some(&cluster.id.to_string())).await {
+            Ok(s) => s,
+            Err(e) => return Err(of(unavailable("read its settings", &e))),
+        };
     // A web terminal's shell is the console's too (its session is checked per frame).
     let console = match via {
         Via::Console => true,
@@ -1023,13 +1024,19 @@ impl Gateway {
         let mut read: Option<Option<kube_service_accounts::Model>> = None;
         if let Some((sa, confirmed)) =
             self.reconciler
-                .is_current(&cluster.id, &user.id, &fingerprint, namespace)
+                .is_current(cluster.id, &user.id, &fingerprint, namespace)
         {
             // What this replica applied holds while the epoch has not moved; after a move, while
             // the database still records that account with those rights (another replica's
             // sweeper may have removed it from the cluster meanwhile).
             let holds = confirmed == epoch
-                || match kc::service_account_of(&self.services.db, &cluster.id, &user.id).await {
+                || match kc::service_account_of(
+                    &self.services.db,
+                    &cluster.id.to_string(),
+                    &user.id,
+                )
+                .await
+                {
                     Ok(record) => {
                         let same = matches!(
                             &record,
@@ -1041,11 +1048,11 @@ impl Gateway {
                     Err(_) => false,
                 };
             if holds {
-                self.reconciler.confirm(&cluster.id, &user.id, epoch);
+                self.reconciler.confirm(cluster.id, &user.id, epoch);
                 self.touch(cluster, &user.id).await;
                 return Ok(sa);
             }
-            self.reconciler.invalidate(&cluster.id, &user.id);
+            self.reconciler.invalidate(cluster.id, &user.id);
         }
         // Which service account: the one on record for the cluster while the user keeps every
         // right it had; a new one (fresh name) when it is the first, or when rights shrank (or
@@ -1053,7 +1060,7 @@ impl Gateway {
         // old one then goes with everything bound to it, tokens included.
         let recorded = match read {
             Some(record) => record,
-            None => kc::service_account_of(&self.services.db, &cluster.id, &user.id)
+            None => kc::service_account_of(&self.services.db, &cluster.id.to_string(), &user.id)
                 .await
                 .map_err(|e| PrepareError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -1064,7 +1071,7 @@ impl Gateway {
         let previous = recorded.as_ref().map(|r| r.sa_name.clone());
         let keep = match (
             &recorded,
-            self.reconciler.last_applied(&cluster.id, &user.id),
+            self.reconciler.last_applied(cluster.id, &user.id),
         ) {
             (None, _) => false,
             (Some(r), Some((applied_sa, before))) if applied_sa == r.sa_name => {
@@ -1121,7 +1128,7 @@ impl Gateway {
             .reconciler
             .reconcile(
                 &client,
-                &cluster.id,
+                cluster.id,
                 &user.id,
                 &user.email,
                 &sa,
@@ -1154,7 +1161,7 @@ impl Gateway {
         }
         if let Err(e) = kc::record_service_account(
             &self.services.db,
-            &cluster.id,
+            &cluster.id.to_string(),
             &user.id,
             &sa,
             &fingerprint,
@@ -1288,7 +1295,7 @@ async fn forward(
                     .forget(cluster, sa.rsplit('/').next().unwrap_or_default());
             }
             if let Some(id) = ev.actor_id() {
-                gw.reconciler.invalidate(&cluster.id, &id);
+                gw.reconciler.invalidate(cluster.id, &id);
             }
         }
     }
@@ -1642,7 +1649,7 @@ impl Gateway {
     /// Remove the user's service account from the cluster (they lost every grant there).
     pub(crate) async fn deprovision(&self, cluster: &KubeCluster, user_id: &str) {
         let known = warden_domain::entities::kube_service_accounts::Entity::find_by_id((
-            cluster.id.clone(),
+            cluster.id.to_string(),
             user_id.to_owned(),
         ));
         use sea_orm::EntityTrait;
@@ -1651,7 +1658,7 @@ impl Gateway {
             _ => return,
         };
         let cref = ClusterRef {
-            id: cluster.id.clone(),
+            id: cluster.id,
             name: cluster.name.clone(),
         };
         let removal = async {
@@ -1661,7 +1668,7 @@ impl Gateway {
                 .await
                 .map_err(|e| e.to_string())?;
             self.reconciler
-                .remove(&client, &cref.id, user_id, &row.sa_name)
+                .remove(&client, cref.id, user_id, &row.sa_name)
                 .await
                 .map_err(|e| e.to_string())
         };
@@ -1669,7 +1676,8 @@ impl Gateway {
             Ok(Ok(())) => {
                 self.transport.forget(&cref, &row.sa_name);
                 if let Err(e) =
-                    kc::forget_service_account(&self.services.db, &cref.id, user_id).await
+                    kc::forget_service_account(&self.services.db, &cref.id.to_string(), user_id)
+                        .await
                 {
                     tracing::warn!(error = %e, "could not forget a service account");
                 }

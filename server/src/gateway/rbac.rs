@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use warden_domain::ids::ClusterId;
 use warden_domain::kubectl::KubeAccess;
 
 pub const NAMESPACE: &str = "warden-system";
@@ -383,7 +384,7 @@ impl From<kube::Error> for RbacError {
 /// Applies users' RBAC to clusters and remembers what it applied.
 #[derive(Default)]
 pub struct Reconciler {
-    applied: Mutex<HashMap<(String, String), Applied>>,
+    applied: Mutex<HashMap<(ClusterId, String), Applied>>,
 }
 
 /// What was last applied for a user on a cluster.
@@ -414,13 +415,13 @@ impl Reconciler {
     /// its namespace is created, not at the next periodic reconcile.
     pub fn is_current(
         &self,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         user_id: &str,
         fingerprint: &str,
         namespace: Option<&str>,
     ) -> Option<(String, u64)> {
         let m = self.applied.lock().ok()?;
-        let a = m.get(&(cluster_id.to_owned(), user_id.to_owned()))?;
+        let a = m.get(&(cluster_id, user_id.to_owned()))?;
         let limit = if namespace.is_some_and(|ns| a.missing.contains(ns)) {
             RECHECK_MISSING_TARGET
         } else if !a.missing.is_empty() {
@@ -433,9 +434,9 @@ impl Reconciler {
 
     /// What was applied for the user on the cluster is still what the database records at
     /// `epoch` (see [`Applied::epoch`]).
-    pub fn confirm(&self, cluster_id: &str, user_id: &str, epoch: u64) {
+    pub fn confirm(&self, cluster_id: ClusterId, user_id: &str, epoch: u64) {
         if let Ok(mut m) = self.applied.lock() {
-            if let Some(a) = m.get_mut(&(cluster_id.to_owned(), user_id.to_owned())) {
+            if let Some(a) = m.get_mut(&(cluster_id, user_id.to_owned())) {
                 a.epoch = a.epoch.max(epoch);
             }
         }
@@ -443,31 +444,31 @@ impl Reconciler {
 
     /// What was last applied for the user on the cluster by this process: the service account
     /// and its RBAC.
-    pub fn last_applied(&self, cluster_id: &str, user_id: &str) -> Option<(String, Desired)> {
+    pub fn last_applied(&self, cluster_id: ClusterId, user_id: &str) -> Option<(String, Desired)> {
         let m = self.applied.lock().ok()?;
-        let a = m.get(&(cluster_id.to_owned(), user_id.to_owned()))?;
+        let a = m.get(&(cluster_id, user_id.to_owned()))?;
         Some((a.sa.clone(), a.desired.clone()))
     }
 
     /// Whether `namespace` is granted to the user but was missing on the cluster at the last
     /// reconcile.
-    pub fn is_missing(&self, cluster_id: &str, user_id: &str, namespace: &str) -> bool {
+    pub fn is_missing(&self, cluster_id: ClusterId, user_id: &str, namespace: &str) -> bool {
         self.applied.lock().ok().is_some_and(|m| {
-            m.get(&(cluster_id.to_owned(), user_id.to_owned()))
+            m.get(&(cluster_id, user_id.to_owned()))
                 .is_some_and(|a| a.missing.contains(namespace))
         })
     }
 
     /// Forget what was applied (the next request reconciles again).
-    pub fn invalidate(&self, cluster_id: &str, user_id: &str) {
+    pub fn invalidate(&self, cluster_id: ClusterId, user_id: &str) {
         if let Ok(mut m) = self.applied.lock() {
-            m.remove(&(cluster_id.to_owned(), user_id.to_owned()));
+            m.remove(&(cluster_id, user_id.to_owned()));
         }
     }
 
-    pub fn invalidate_cluster(&self, cluster_id: &str) {
+    pub fn invalidate_cluster(&self, cluster_id: ClusterId) {
         if let Ok(mut m) = self.applied.lock() {
-            m.retain(|(c, _), _| c != cluster_id);
+            m.retain(|(c, _), _| *c != cluster_id);
         }
     }
 
@@ -538,7 +539,7 @@ impl Reconciler {
     pub async fn reconcile(
         &self,
         client: &kube::Client,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         user_id: &str,
         email: &str,
         sa: &str,
@@ -661,7 +662,7 @@ impl Reconciler {
         }
         if let Ok(mut m) = self.applied.lock() {
             m.insert(
-                (cluster_id.to_owned(), user_id.to_owned()),
+                (cluster_id, user_id.to_owned()),
                 Applied {
                     fingerprint: desired.fingerprint(),
                     sa: sa.to_owned(),
@@ -679,7 +680,7 @@ impl Reconciler {
     pub async fn remove(
         &self,
         client: &kube::Client,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         user_id: &str,
         sa: &str,
     ) -> Result<(), kube::Error> {

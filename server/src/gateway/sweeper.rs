@@ -39,7 +39,7 @@ impl Gateway {
         }
         let clusters: HashMap<String, kc::KubeCluster> =
             match kc::kube_clusters(&self.services.db).await {
-                Ok(cs) => cs.into_iter().map(|c| (c.id.clone(), c)).collect(),
+                Ok(cs) => cs.into_iter().map(|c| (c.id.to_string(), c)).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "sweeper: cannot list clusters");
                     return report;
@@ -62,7 +62,7 @@ impl Gateway {
                 None => continue,
             };
             let cref = ClusterRef {
-                id: cluster.id.clone(),
+                id: cluster.id,
                 name: cluster.name.clone(),
             };
             if !self.transport.reaches(&cref) {
@@ -76,15 +76,19 @@ impl Gateway {
                     .await
                     .map_err(|e| e.to_string())?;
                 self.reconciler
-                    .remove(&client, &cref.id, &row.user_id, &row.sa_name)
+                    .remove(&client, cref.id, &row.user_id, &row.sa_name)
                     .await
                     .map_err(|e| e.to_string())
             };
             match tokio::time::timeout(Duration::from_secs(20), removal).await {
                 Ok(Ok(())) => {
                     self.transport.forget(&cref, &row.sa_name);
-                    if let Err(e) =
-                        kc::forget_service_account(&self.services.db, &cref.id, &row.user_id).await
+                    if let Err(e) = kc::forget_service_account(
+                        &self.services.db,
+                        &cref.id.to_string(),
+                        &row.user_id,
+                    )
+                    .await
                     {
                         tracing::warn!(error = %e, "sweeper: cannot forget a service account");
                     }
@@ -128,11 +132,15 @@ impl Gateway {
         if !kc::kube_access(&eff, cluster).usable() {
             return Some("no grant left on the cluster".into());
         }
-        let settings = kc::effective_settings(&self.services.db, Some(&user.id), Some(&cluster.id))
-            .await
-            .ok()?;
+        let settings = kc::effective_settings(
+            &self.services.db,
+            Some(&user.id),
+            Some(&cluster.id.to_string()),
+        )
+        .await
+        .ok()?;
         let last = self
-            .last_used(&row.cluster_id, &row.user_id)
+            .last_used(cluster.id, &row.user_id)
             .unwrap_or(row.last_used_at)
             .max(row.last_used_at);
         if now.millis() - last > settings.sa_idle_secs * 1000 {

@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
+use warden_domain::ids::ClusterId;
 
 use super::tokens::TokenCache;
 
@@ -36,7 +37,7 @@ pub type BoxIo = Box<dyn Io>;
 /// The cluster a call is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClusterRef {
-    pub id: String,
+    pub id: ClusterId,
     pub name: String,
 }
 

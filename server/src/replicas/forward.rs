@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use warden_domain::ids::ClusterId;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -120,7 +121,7 @@ pub async fn dial(
     addr: &str,
     key: &InternalKey,
     origin: &str,
-    cluster_id: &str,
+    cluster_id: ClusterId,
 ) -> Result<TcpStream, String> {
     let mut s = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
         .await
@@ -128,7 +129,7 @@ pub async fn dial(
         .map_err(|e| format!("cannot connect to replica {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
     let nonce = warden_domain::secrets::random_token(16);
-    let line = hello(key, cluster_id, origin, now_ms(), &nonce);
+    let line = hello(key, &cluster_id.to_string(), origin, now_ms(), &nonce);
     let answer = tokio::time::timeout(HELLO_TIMEOUT, async {
         s.write_all(line.as_bytes()).await?;
         read_line(&mut s).await
@@ -170,7 +171,7 @@ fn check(
     key: Option<&InternalKey>,
     seen: &SeenNonces,
     now: i64,
-) -> Result<(String, String), String> {
+) -> Result<(ClusterId, String), String> {
     let Some(key) = key else {
         return Err("this replica has no WARDEN_MASTER_KEY: the internal channel is closed".into());
     };
@@ -195,7 +196,8 @@ fn check(
     if nonce.len() < 16 || !seen.first_use(nonce, now) {
         return Err("a replayed hello".into());
     }
-    Ok((cluster_id.to_owned(), origin.to_owned()))
+    let cluster_id = ClusterId::parse(cluster_id).ok_or("a malformed cluster id")?;
+    Ok((cluster_id, origin.to_owned()))
 }
 
 /// Serve the internal channel on `listener` until the registry is gone.
@@ -261,7 +263,7 @@ async fn serve_one(
             return;
         }
     };
-    let Some(tunnel) = conns.upgrade().and_then(|c| c.get_by_id(&cluster_id)) else {
+    let Some(tunnel) = conns.upgrade().and_then(|c| c.get_by_id(cluster_id)) else {
         let _ = sock.write_all(b"ERR not connected here\n").await;
         return;
     };
@@ -326,27 +328,33 @@ mod tests {
         let k = key("the master key of the test, long enough");
         let seen = SeenNonces::default();
         let now = now_ms();
-        let good = hello(&k, "c1", "r1", now, "0123456789abcdef0123");
+        let (c1, c2) = (ClusterId::new(), ClusterId::new());
+        let (s1, s2) = (c1.to_string(), c2.to_string());
+        let good = hello(&k, &s1, "r1", now, "0123456789abcdef0123");
         let good = good.trim_end();
-        assert_eq!(
-            check(good, Some(&k), &seen, now),
-            Ok(("c1".to_owned(), "r1".to_owned()))
-        );
+        assert_eq!(check(good, Some(&k), &seen, now), Ok((c1, "r1".to_owned())));
         assert_eq!(
             check(good, Some(&k), &seen, now),
             Err("a replayed hello".into())
         );
-        let wrong = hello(&key("another key"), "c1", "r1", now, "abcdef0123456789abcd");
+        let wrong = hello(&key("another key"), &s1, "r1", now, "abcdef0123456789abcd");
         assert!(check(wrong.trim_end(), Some(&k), &seen, now)
             .unwrap_err()
             .contains("does not verify"));
-        let old = hello(&k, "c1", "r1", now - 60_000, "fedcba9876543210fedc");
+        let old = hello(&k, &s1, "r1", now - 60_000, "fedcba9876543210fedc");
         assert!(check(old.trim_end(), Some(&k), &seen, now)
             .unwrap_err()
             .contains("old"));
         // A signature for another cluster does not open this one.
-        let line = hello(&k, "c1", "r1", now, "1111111111111111aaaa").replace(" c1 ", " c2 ");
+        let line = hello(&k, &s1, "r1", now, "1111111111111111aaaa")
+            .replace(&format!(" {s1} "), &format!(" {s2} "));
         assert!(check(line.trim_end(), Some(&k), &seen, now).is_err());
+        // A signed hello whose cluster is not a cluster id is refused all the same.
+        let odd = hello(&k, "c1", "r1", now, "2222222222222222bbbb");
+        assert_eq!(
+            check(odd.trim_end(), Some(&k), &seen, now),
+            Err("a malformed cluster id".into())
+        );
         assert!(check(good, None, &seen, now).is_err());
         assert!(check("GET / HTTP/1.1", Some(&k), &seen, now).is_err());
     }

@@ -32,6 +32,7 @@ pub mod lease;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 use tokio::sync::mpsc;
+use warden_domain::ids::ClusterId;
 use warden_domain::Services;
 
 /// The `LISTEN`/`NOTIFY` channel of the authorization epoch.
@@ -76,8 +77,8 @@ impl Default for ReplicaConfig {
 /// A change of tunnel ownership, written in order by one task.
 #[derive(Debug)]
 enum Ownership {
-    Held(String),
-    Released(String),
+    Held(ClusterId),
+    Released(ClusterId),
 }
 
 /// This replica, in the registry of replicas sharing the database.
@@ -89,7 +90,7 @@ pub struct Replicas {
     seen_epoch: AtomicI64,
     ownership: mpsc::UnboundedSender<Ownership>,
     /// Cluster ids whose tunnel another live replica holds (refreshed with the heartbeat).
-    elsewhere: RwLock<HashSet<String>>,
+    elsewhere: RwLock<HashSet<ClusterId>>,
     /// The internal channel's key (`None` without a master key: nothing is forwarded).
     key: Option<forward::InternalKey>,
     /// Set when this replica left the registry (shutting down): no more heartbeats or claims.
@@ -183,22 +184,20 @@ impl Replicas {
     }
 
     /// This replica now holds the agent tunnel of `cluster_id`.
-    pub fn tunnel_held(&self, cluster_id: &str) {
-        let _ = self.ownership.send(Ownership::Held(cluster_id.to_owned()));
+    pub fn tunnel_held(&self, cluster_id: ClusterId) {
+        let _ = self.ownership.send(Ownership::Held(cluster_id));
     }
 
     /// This replica no longer holds the agent tunnel of `cluster_id`.
-    pub fn tunnel_released(&self, cluster_id: &str) {
-        let _ = self
-            .ownership
-            .send(Ownership::Released(cluster_id.to_owned()));
+    pub fn tunnel_released(&self, cluster_id: ClusterId) {
+        let _ = self.ownership.send(Ownership::Released(cluster_id));
     }
 
     /// A stream to the API server of `cluster_id` (named `cluster`) through the replica that
     /// holds its agent tunnel.
     pub async fn open_remote(
         &self,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         cluster: &str,
     ) -> Result<crate::gateway::transport::BoxIo, crate::tunnel::TunnelError> {
         use crate::tunnel::TunnelError;
@@ -232,15 +231,15 @@ impl Replicas {
     }
 
     /// Whether another live replica held the tunnel of `cluster_id` at the last heartbeat.
-    pub fn held_elsewhere(&self, cluster_id: &str) -> bool {
+    pub fn held_elsewhere(&self, cluster_id: ClusterId) -> bool {
         self.elsewhere
             .read()
-            .map(|s| s.contains(cluster_id))
+            .map(|s| s.contains(&cluster_id))
             .unwrap_or(false)
     }
 
     /// The live replica holding the agent tunnel of `cluster_id`: its id and internal address.
-    pub async fn owner_of(&self, cluster_id: &str) -> anyhow::Result<Option<ReplicaRef>> {
+    pub async fn owner_of(&self, cluster_id: ClusterId) -> anyhow::Result<Option<ReplicaRef>> {
         let timeout = self.config.timeout.as_millis() as i64;
         let row = self
             .db
@@ -250,7 +249,7 @@ impl Replicas {
                     "SELECT r.id, r.internal_addr FROM cluster_tunnels t JOIN replicas r ON r.id = t.replica_id \
                      WHERE t.cluster_id = $1 AND r.heartbeat_at > {DB_NOW_MS} - $2"
                 ),
-                [cluster_id.into(), timeout.into()],
+                [cluster_id.to_string().into(), timeout.into()],
             ))
             .await?;
         Ok(match row {
@@ -348,9 +347,10 @@ impl Replicas {
                 [self.id.clone().into()],
             ))
             .await?;
-        let set: HashSet<String> = rows
+        let set: HashSet<ClusterId> = rows
             .into_iter()
             .filter_map(|r| r.try_get::<String>("", "cluster_id").ok())
+            .filter_map(|id| ClusterId::parse(&id))
             .collect();
         if let Ok(mut e) = self.elsewhere.write() {
             *e = set;
@@ -535,13 +535,13 @@ async fn ownership_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<Owne
                         "INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ($1, $2, {DB_NOW_MS}) \
                          ON CONFLICT (cluster_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, connected_at = EXCLUDED.connected_at"
                     ),
-                    [c.clone().into(), r.id.clone().into()],
+                    [c.to_string().into(), r.id.clone().into()],
                 ),
                 // Only this replica's own claim: the agent may already be connected elsewhere.
                 Ownership::Released(c) => Statement::from_sql_and_values(
                     DatabaseBackend::Postgres,
                     "DELETE FROM cluster_tunnels WHERE cluster_id = $1 AND replica_id = $2",
-                    [c.clone().into(), r.id.clone().into()],
+                    [c.to_string().into(), r.id.clone().into()],
                 ),
             };
             match r.db.execute_raw(st).await {

@@ -429,7 +429,7 @@ async fn open(
         .clone()
         .or(Some(authorized.adm.cluster.owner.clone()));
     let cluster = ClusterRef {
-        id: authorized.adm.cluster.id.clone(),
+        id: authorized.adm.cluster.id,
         name: authorized.adm.cluster.name.clone(),
     };
     // The limits in force for this person on this cluster (kubectl settings: organization,
@@ -437,7 +437,7 @@ async fn open(
     let settings = warden_domain::kubectl::effective_settings(
         &state.services.db,
         Some(&who.user_id.to_string()),
-        Some(&cluster.id),
+        Some(&cluster.id.to_string()),
     )
     .await
     .map_err(|e| {

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use warden_domain::ids::ClusterId;
 
 use super::ClusterConnections;
 use warden_domain::agent_protocol::{limits, HEADER_MANAGEMENT, MANAGEMENT_VALUE};
@@ -38,7 +39,7 @@ pub enum TunnelError {
 pub struct TunnelService {
     conns: Arc<ClusterConnections>,
     /// The cluster's id: the only key tunnels are found by.
-    cluster_id: String,
+    cluster_id: ClusterId,
     /// Its name, for messages.
     cluster: String,
     headers: HeaderMap,
@@ -47,13 +48,13 @@ pub struct TunnelService {
 impl TunnelService {
     pub fn new(
         conns: Arc<ClusterConnections>,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         cluster: &str,
         headers: HeaderMap,
     ) -> Self {
         Self {
             conns,
-            cluster_id: cluster_id.to_owned(),
+            cluster_id,
             cluster: cluster.to_owned(),
             headers,
         }
@@ -64,7 +65,7 @@ impl TunnelService {
 /// agent, with `headers` on every request (see [`TunnelService`]).
 pub fn kube_client(
     conns: Arc<ClusterConnections>,
-    cluster_id: &str,
+    cluster_id: ClusterId,
     cluster: &str,
     headers: HeaderMap,
 ) -> kube::Client {
@@ -77,7 +78,7 @@ pub fn kube_client(
 /// Open a tunnel stream to the cluster (by id) and an HTTP/1.1 connection over it.
 pub async fn connect(
     conns: &ClusterConnections,
-    cluster_id: &str,
+    cluster_id: ClusterId,
     cluster: &str,
 ) -> Result<hyper::client::conn::http1::SendRequest<kube::client::Body>, TunnelError> {
     let stream = conns.open_stream(cluster_id, cluster).await?;
@@ -109,10 +110,10 @@ impl tower::Service<Request<kube::client::Body>> for TunnelService {
     fn call(&mut self, mut req: Request<kube::client::Body>) -> Self::Future {
         let conns = self.conns.clone();
         let cluster = self.cluster.clone();
-        let cluster_id = self.cluster_id.clone();
+        let cluster_id = self.cluster_id;
         let headers = self.headers.clone();
         Box::pin(async move {
-            let mut sender = connect(&conns, &cluster_id, &cluster).await?;
+            let mut sender = connect(&conns, cluster_id, &cluster).await?;
             // Origin-form URI; the agent sends it on to its API server.
             let pq = req
                 .uri()

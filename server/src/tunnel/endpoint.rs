@@ -208,7 +208,7 @@ async fn run(
     let mut session = tokio_yamux::Session::new_server(io, tunnel::yamux_config());
     let (close_tx, mut close_rx) = watch::channel(None);
     let t = Arc::new(Tunnel {
-        cluster_id: admission.cluster_id.clone(),
+        cluster_id: admission.cluster_id,
         cluster: admission.cluster.clone(),
         conn_id: conns.next_conn_id(),
         credential_id: admission.credential_id.clone(),
@@ -225,7 +225,7 @@ async fn run(
     tracing::info!(cluster = %t.cluster, conn = t.conn_id, "agent connected");
     if let Err(e) = agents::set_status(
         &svc,
-        &t.cluster_id,
+        &t.cluster_id.to_string(),
         cluster_status::CONNECTED,
         "agent connected",
     )
@@ -267,7 +267,7 @@ async fn run(
                     _ => None,
                 };
                 if let Some((action, why)) = violation {
-                    if let Err(e) = agents::audit_violation(&svc, &t.cluster_id, action, &why).await {
+                    if let Err(e) = agents::audit_violation(&svc, &t.cluster_id.to_string(), action, &why).await {
                         tracing::warn!(error = %e, "cannot audit an agent's violation");
                     }
                     conns.close_tunnel(&t, ServerMessage::Closing { reason: why.clone() }, &why);
@@ -283,7 +283,7 @@ async fn run(
                         facts = None;
                         if !facts_rejected {
                             facts_rejected = true;
-                            if let Err(e) = agents::audit_violation(&svc, &t.cluster_id, "agent.facts_rejected", &why).await {
+                            if let Err(e) = agents::audit_violation(&svc, &t.cluster_id.to_string(), "agent.facts_rejected", &why).await {
                                 tracing::warn!(error = %e, "cannot audit an agent's violation");
                             }
                         }
@@ -293,7 +293,7 @@ async fn run(
                     let metrics = metrics.clone();
                     let svc2 = svc.clone();
                     tokio::spawn(async move {
-                        let valid = match conns2.heartbeats().record(&t2.cluster_id, &t2.credential_id, facts).await {
+                        let valid = match conns2.heartbeats().record(&t2.cluster_id.to_string(), &t2.credential_id, facts).await {
                             Ok(valid) => {
                                 metrics.heartbeat(arrived.elapsed());
                                 valid
@@ -351,9 +351,14 @@ async fn run(
     conns.remove_if_current(&t);
     tracing::info!(cluster = %t.cluster, conn = t.conn_id, %reason, streams = t.streams_opened(), "agent disconnected");
     // A newer connection of the same cluster keeps it connected.
-    if !conns.has_tunnel(&t.cluster_id) {
-        if let Err(e) =
-            agents::set_status(&svc, &t.cluster_id, cluster_status::DISCONNECTED, &reason).await
+    if !conns.has_tunnel(t.cluster_id) {
+        if let Err(e) = agents::set_status(
+            &svc,
+            &t.cluster_id.to_string(),
+            cluster_status::DISCONNECTED,
+            &reason,
+        )
+        .await
         {
             tracing::warn!(error = %e, "cannot record the cluster's status");
         }

@@ -9,6 +9,7 @@
 use tokio::sync::{mpsc, oneshot};
 use warden_domain::clusters::agents;
 use warden_domain::dto::ClusterFacts;
+use warden_domain::ids::ClusterId;
 use warden_domain::Services;
 
 use std::sync::{Arc, Weak};
@@ -45,7 +46,11 @@ impl Heartbeats {
                     .collect();
                 let credentials: Vec<&str> =
                     group.iter().map(|b| b.credential_id.as_str()).collect();
-                let is_live = |id: &str| tunnels.upgrade().is_some_and(|t| t.has_tunnel(id));
+                let is_live = |id: &str| {
+                    ClusterId::parse(id)
+                        .zip(tunnels.upgrade())
+                        .is_some_and(|(id, t)| t.has_tunnel(id))
+                };
                 let result = match agents::record_heartbeats(&services, &beats, &is_live).await {
                     Ok(()) => agents::valid_credentials(&services, &credentials)
                         .await

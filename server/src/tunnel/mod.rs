@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use warden_domain::agent_protocol::ServerMessage;
 use warden_domain::clusters::ClusterRuntime;
+use warden_domain::ids::ClusterId;
 use warden_domain::Services;
 
 pub use client::{TunnelError, TunnelService};
 
 /// One live agent tunnel.
 pub struct Tunnel {
-    pub cluster_id: String,
+    pub cluster_id: ClusterId,
     pub cluster: String,
     /// Distinguishes successive connections of the same cluster.
     pub conn_id: u64,
@@ -101,13 +102,13 @@ pub struct Timing {
 /// The live tunnels of this Warden process, by cluster id.
 pub struct ClusterConnections {
     services: Arc<Services>,
-    tunnels: RwLock<HashMap<String, Arc<Tunnel>>>,
+    tunnels: RwLock<HashMap<ClusterId, Arc<Tunnel>>>,
     timing: Timing,
     started: Instant,
     next_conn: AtomicU64,
     me: Weak<ClusterConnections>,
     /// Cluster name -> id of every tunnel seen, for [`Self::client`] (tests, the demo).
-    seen: RwLock<HashMap<String, String>>,
+    seen: RwLock<HashMap<String, ClusterId>>,
     /// This replica among others on PostgreSQL: told which tunnels it holds.
     replicas: std::sync::OnceLock<Arc<crate::replicas::Replicas>>,
     /// Where the tunnels' heartbeats are stored, in groups.
@@ -140,7 +141,7 @@ impl ClusterConnections {
     pub fn set_replicas(&self, replicas: Arc<crate::replicas::Replicas>) {
         if let Ok(m) = self.tunnels.read() {
             for id in m.keys() {
-                replicas.tunnel_held(id);
+                replicas.tunnel_held(*id);
             }
         }
         let _ = self.replicas.set(replicas);
@@ -174,7 +175,7 @@ impl ClusterConnections {
     /// replica's tunnel, else forwarded to the replica that holds it.
     pub async fn open_stream(
         &self,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         cluster: &str,
     ) -> Result<crate::gateway::transport::BoxIo, TunnelError> {
         if let Some(t) = self.get_by_id(cluster_id) {
@@ -188,7 +189,7 @@ impl ClusterConnections {
 
     /// Whether a stream to `cluster_id` can be opened: a tunnel here, or (at the last
     /// heartbeat) on another live replica.
-    pub fn reaches(&self, cluster_id: &str) -> bool {
+    pub fn reaches(&self, cluster_id: ClusterId) -> bool {
         self.has_tunnel(cluster_id)
             || self
                 .replicas
@@ -201,8 +202,8 @@ impl ClusterConnections {
         self.replicas.get().is_some()
     }
 
-    pub fn get_by_id(&self, cluster_id: &str) -> Option<Arc<Tunnel>> {
-        self.tunnels.read().ok()?.get(cluster_id).cloned()
+    pub fn get_by_id(&self, cluster_id: ClusterId) -> Option<Arc<Tunnel>> {
+        self.tunnels.read().ok()?.get(&cluster_id).cloned()
     }
 
     /// Names of the clusters with a live tunnel.
@@ -223,7 +224,7 @@ impl ClusterConnections {
     /// A `kube::Client` for the cluster's API server through its agent (with the agent's
     /// identity: every request carries the management marker). Requests go to the tunnel of
     /// `cluster_id` only and fail at once with a clear error while it is not connected.
-    pub fn client_by_id(&self, cluster_id: &str, cluster_name: &str) -> Option<kube::Client> {
+    pub fn client_by_id(&self, cluster_id: ClusterId, cluster_name: &str) -> Option<kube::Client> {
         let me = self.me.upgrade()?;
         Some(client::kube_client(
             me,
@@ -237,10 +238,10 @@ impl ClusterConnections {
     /// (tests, the demo): the name is resolved once, and the client keeps to that cluster's id.
     pub fn client(&self, cluster: &str) -> Option<kube::Client> {
         let id = match self.get(cluster) {
-            Some(t) => t.cluster_id.clone(),
-            None => self.seen.read().ok()?.get(cluster)?.clone(),
+            Some(t) => t.cluster_id,
+            None => *self.seen.read().ok()?.get(cluster)?,
         };
-        self.client_by_id(&id, cluster)
+        self.client_by_id(id, cluster)
     }
 
     /// Close every tunnel (Warden is shutting down); agents reconnect to the next process.
@@ -274,14 +275,14 @@ impl ClusterConnections {
     /// Register a tunnel; a previous one of the same cluster is closed (replaced).
     fn insert(&self, t: Arc<Tunnel>) {
         if let Ok(mut seen) = self.seen.write() {
-            seen.insert(t.cluster.clone(), t.cluster_id.clone());
+            seen.insert(t.cluster.clone(), t.cluster_id);
         }
         let old = self.tunnels.write().ok().and_then(|mut m| {
             // Under the lock: a release of this tunnel cannot be recorded before its hold.
             if let Some(r) = self.replicas.get() {
-                r.tunnel_held(&t.cluster_id);
+                r.tunnel_held(t.cluster_id);
             }
-            m.insert(t.cluster_id.clone(), t.clone())
+            m.insert(t.cluster_id, t.clone())
         });
         if let Some(old) = old {
             old.close(
@@ -300,7 +301,7 @@ impl ClusterConnections {
                 Some(cur) if cur.conn_id == t.conn_id => {
                     m.remove(&t.cluster_id);
                     if let Some(r) = self.replicas.get() {
-                        r.tunnel_released(&t.cluster_id);
+                        r.tunnel_released(t.cluster_id);
                     }
                     true
                 }
@@ -310,10 +311,10 @@ impl ClusterConnections {
         }
     }
 
-    fn has_tunnel(&self, cluster_id: &str) -> bool {
+    fn has_tunnel(&self, cluster_id: ClusterId) -> bool {
         self.tunnels
             .read()
-            .map(|m| m.contains_key(cluster_id))
+            .map(|m| m.contains_key(&cluster_id))
             .unwrap_or(false)
     }
 
@@ -346,7 +347,7 @@ impl ClusterConnections {
             );
             if let Err(e) = warden_domain::clusters::agents::set_status(
                 &self.services,
-                &t.cluster_id,
+                &t.cluster_id.to_string(),
                 warden_domain::dto::cluster_status::DISCONNECTED,
                 &reason,
             )
@@ -358,8 +359,11 @@ impl ClusterConnections {
         if self.started.elapsed() > timeout && self.services.jobs.run("cluster_status_sweeper") {
             // A tunnel another live replica holds is connected too.
             let replicas = self.replicas.get();
-            let is_live =
-                |id: &str| self.has_tunnel(id) || replicas.is_some_and(|r| r.held_elsewhere(id));
+            let is_live = |id: &str| {
+                ClusterId::parse(id).is_some_and(|id| {
+                    self.has_tunnel(id) || replicas.is_some_and(|r| r.held_elsewhere(id))
+                })
+            };
             match warden_domain::clusters::agents::mark_unconnected(
                 &self.services,
                 &is_live,
@@ -384,11 +388,11 @@ impl ClusterConnections {
 struct Runtime(Weak<ClusterConnections>);
 
 impl ClusterRuntime for Runtime {
-    fn is_connected(&self, cluster_id: &str) -> bool {
+    fn is_connected(&self, cluster_id: ClusterId) -> bool {
         self.0.upgrade().is_some_and(|c| c.has_tunnel(cluster_id))
     }
 
-    fn revoke(&self, cluster_id: &str, code: &str, message: &str) {
+    fn revoke(&self, cluster_id: ClusterId, code: &str, message: &str) {
         if let Some(c) = self.0.upgrade() {
             if let Some(t) = c.get_by_id(cluster_id) {
                 c.close_tunnel(
@@ -403,7 +407,7 @@ impl ClusterRuntime for Runtime {
         }
     }
 
-    fn reconnect(&self, cluster_id: &str, reason: &str) {
+    fn reconnect(&self, cluster_id: ClusterId, reason: &str) {
         if let Some(c) = self.0.upgrade() {
             if let Some(t) = c.get_by_id(cluster_id) {
                 c.close_tunnel(

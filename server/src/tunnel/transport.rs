@@ -33,7 +33,7 @@ impl TunnelTransport {
     /// reused, an id cannot) is here; with several replicas, opening a stream asks the
     /// database which replica holds it.
     fn check_reachable(&self, cluster: &ClusterRef) -> Result<(), TransportError> {
-        if self.conns.get_by_id(&cluster.id).is_some() || self.conns.replicated() {
+        if self.conns.get_by_id(cluster.id).is_some() || self.conns.replicated() {
             Ok(())
         } else {
             Err(TransportError::NotConnected(cluster.name.clone()))
@@ -67,7 +67,7 @@ impl ClusterTransport for TunnelTransport {
     async fn connect(&self, cluster: &ClusterRef) -> Result<BoxIo, TransportError> {
         self.check_reachable(cluster)?;
         self.conns
-            .open_stream(&cluster.id, &cluster.name)
+            .open_stream(cluster.id, &cluster.name)
             .await
             .map_err(|e| match e {
                 super::TunnelError::NotConnected(n) => TransportError::NotConnected(n),
@@ -118,7 +118,7 @@ impl ClusterTransport for TunnelTransport {
     async fn client(&self, cluster: &ClusterRef) -> Result<kube::Client, TransportError> {
         self.check_reachable(cluster)?;
         self.conns
-            .client_by_id(&cluster.id, &cluster.name)
+            .client_by_id(cluster.id, &cluster.name)
             .ok_or_else(|| TransportError::NotConnected(cluster.name.clone()))
     }
 
@@ -127,6 +127,6 @@ impl ClusterTransport for TunnelTransport {
     }
 
     fn reaches(&self, cluster: &ClusterRef) -> bool {
-        self.conns.reaches(&cluster.id)
+        self.conns.reaches(cluster.id)
     }
 }

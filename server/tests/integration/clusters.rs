@@ -1543,7 +1543,7 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
     let transport =
         warden_server::tunnel::transport::TunnelTransport::new(app.state.clusters.clone());
     let cref = warden_server::gateway::transport::ClusterRef {
-        id: c["id"].as_str().unwrap().to_owned(),
+        id: warden_domain::ids::ClusterId::parse(c["id"].as_str().unwrap()).unwrap(),
         name: "real".into(),
     };
     let headers = transport
@@ -1561,10 +1561,10 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .to_str()
         .unwrap()
         .starts_with("Bearer "));
-    let real_id = app.state.clusters.get("real").unwrap().cluster_id.clone();
+    let real_id = app.state.clusters.get("real").unwrap().cluster_id;
     let as_user = warden_server::tunnel::client::kube_client(
         app.state.clusters.clone(),
-        &real_id,
+        real_id,
         "real",
         headers,
     );
@@ -1592,7 +1592,7 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .expect("the user's service account reads now");
     // The agent cannot impersonate anyone else.
     let admin_as =
-        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), &real_id, "real", {
+        warden_server::tunnel::client::kube_client(app.state.clusters.clone(), real_id, "real", {
             let mut h = http::HeaderMap::new();
             h.insert(
                 "impersonate-user",
@@ -1830,7 +1830,7 @@ async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunn
     // The nonce was used up by that attempt: replaying it is refused too.
     let proof = impostor.prove(&warden_domain::agent_protocol::Challenge {
         nonce: nonce.clone(),
-        cluster_id: live.cluster_id.clone(),
+        cluster_id: live.cluster_id.to_string(),
         context: warden_domain::agent_protocol::PROOF_CONTEXT.into(),
     });
     let public = impostor.public_b64();

@@ -659,7 +659,7 @@ async fn kube_authorization_matrix() {
         .expect("pod");
     let policy = &app.services().policy;
     let alpha = KubeCluster {
-        id: "alpha-1".into(),
+        id: warden_domain::ids::ClusterId::new(),
         name: "alpha-1".into(),
         owner: "alpha".into(),
         shared_with: vec![],

@@ -14,6 +14,7 @@ use serde_json::json;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use warden_domain::ids::ClusterId;
 use warden_server::gateway::testkit::Kubectl;
 use warden_server::testing::{Client, TestApp, USER_PASSWORD};
 
@@ -270,12 +271,15 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         .cluster_with_agent(&admin_b, dir.path(), CLUSTER, "dev", &[], &["apple"])
         .await;
     let db = &b.services().db;
-    let cluster_id = sql_strings(
-        db,
-        &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+    let cluster_id = ClusterId::parse(
+        &sql_strings(
+            db,
+            &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
+        )
+        .await
+        .remove(0),
     )
-    .await
-    .remove(0);
+    .expect("a cluster id");
     // A replica with a short agent timeout: its sweeper runs its "no tunnel here" pass soon.
     let a = WardenServe::start(
         &b.database_url,
@@ -291,7 +295,7 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
     let replica_b = b.state.replicas.as_ref().expect("B joined the replicas");
     assert_eq!(replica_b.id(), "replica-b");
     let owner = replica_b
-        .owner_of(&cluster_id)
+        .owner_of(cluster_id)
         .await
         .expect("owner")
         .expect("an owner");
@@ -319,16 +323,17 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
     );
 
     // A replica that stopped without leaving (killed): its row and its tunnels expire.
-    db.execute_unprepared(
+    let other_cluster = ClusterId::new();
+    db.execute_unprepared(&format!(
         "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ('replica-dead', NULL, 0, \
          (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint); \
-         INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ('other-cluster', 'replica-dead', 0)"
-    )
+         INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ('{other_cluster}', 'replica-dead', 0)"
+    ))
     .await
     .expect("a replica about to die");
     assert_eq!(
         replica_b
-            .owner_of("other-cluster")
+            .owner_of(other_cluster)
             .await
             .expect("owner")
             .map(|r| r.id)
@@ -354,7 +359,7 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         // Until removed, it is no owner once its heartbeat is older than the timeout.
         if start.elapsed() > Duration::from_millis(1100) {
             assert_eq!(
-                replica_b.owner_of("other-cluster").await.expect("owner"),
+                replica_b.owner_of(other_cluster).await.expect("owner"),
                 None
             );
         }
@@ -572,14 +577,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
         .replicas
         .as_ref()
         .expect("replicas")
-        .owner_of(
-            &sql_strings(
-                &x.services().db,
-                &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
-            )
-            .await
-            .remove(0),
-        )
+        .owner_of(owner_cluster_id(&x).await)
         .await
         .expect("owner")
         .expect("an owner");
@@ -606,7 +604,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     assert_eq!(hello_answer(&internal, &no_key).await, "ERR refused");
     let forged = hello(
         &wrong,
-        &cluster_id,
+        &cluster_id.to_string(),
         "replica-y",
         now,
         "0123456789abcdef0123",
@@ -614,7 +612,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     assert_eq!(hello_answer(&internal, &forged).await, "ERR refused");
     let old = hello(
         &right,
-        &cluster_id,
+        &cluster_id.to_string(),
         "replica-y",
         now - 120_000,
         "1123456789abcdef0123",
@@ -622,7 +620,7 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     assert_eq!(hello_answer(&internal, &old).await, "ERR refused");
     let valid = hello(
         &right,
-        &cluster_id,
+        &cluster_id.to_string(),
         "replica-y",
         now,
         "2123456789abcdef0123",
@@ -660,13 +658,14 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     drop(y);
 }
 
-async fn owner_cluster_id(app: &TestApp) -> String {
-    sql_strings(
+async fn owner_cluster_id(app: &TestApp) -> ClusterId {
+    let id = sql_strings(
         &app.services().db,
         &format!("SELECT id FROM clusters WHERE name = '{CLUSTER}'"),
     )
     .await
-    .remove(0)
+    .remove(0);
+    ClusterId::parse(&id).expect("a cluster id")
 }
 
 /// `warden_background_jobs_held` and the passes of `job` on the replica at `url`.
@@ -925,12 +924,11 @@ async fn failover(graceful: bool) {
             .await;
     let cluster_id = owner_cluster_id(&x).await;
     let owner = |want: &'static str| {
-        let cluster_id = cluster_id.clone();
         let replicas = x.state.replicas.clone().expect("replicas");
         async move {
             let t = Instant::now();
             loop {
-                let o = replicas.owner_of(&cluster_id).await.expect("owner");
+                let o = replicas.owner_of(cluster_id).await.expect("owner");
                 if o.as_ref()
                     .is_some_and(|o| o.id == want || want == "x" && o.id == replicas.id())
                 {
