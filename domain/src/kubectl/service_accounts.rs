@@ -2,18 +2,19 @@
 //! with which fingerprint and when they were last used.
 
 use super::*;
+use crate::ids::ClusterId;
 
 /// Remember that the service account exists on the cluster with this RBAC.
 pub async fn record_service_account<C: ConnectionTrait>(
     db: &C,
-    cluster_id: &str,
+    cluster_id: ClusterId,
     user_id: &str,
     sa_name: &str,
     rbac_hash: &str,
     now: Timestamp,
 ) -> DomainResult<()> {
     let existing =
-        kube_service_accounts::Entity::find_by_id((cluster_id.to_owned(), user_id.to_owned()))
+        kube_service_accounts::Entity::find_by_id((cluster_id.to_string(), user_id.to_owned()))
             .one(db)
             .await?;
     match existing {
@@ -28,7 +29,7 @@ pub async fn record_service_account<C: ConnectionTrait>(
         }
         None => {
             kube_service_accounts::ActiveModel::from(kube_service_accounts::Model {
-                cluster_id: cluster_id.to_owned(),
+                cluster_id: cluster_id.to_string(),
                 user_id: user_id.to_owned(),
                 sa_name: sa_name.to_owned(),
                 rbac_hash: rbac_hash.to_owned(),
@@ -47,11 +48,11 @@ pub async fn record_service_account<C: ConnectionTrait>(
 /// The service account on record for the user on the cluster.
 pub async fn service_account_of<C: ConnectionTrait>(
     db: &C,
-    cluster_id: &str,
+    cluster_id: ClusterId,
     user_id: &str,
 ) -> DomainResult<Option<kube_service_accounts::Model>> {
     Ok(
-        kube_service_accounts::Entity::find_by_id((cluster_id.to_owned(), user_id.to_owned()))
+        kube_service_accounts::Entity::find_by_id((cluster_id.to_string(), user_id.to_owned()))
             .one(db)
             .await?,
     )
@@ -60,7 +61,7 @@ pub async fn service_account_of<C: ConnectionTrait>(
 /// Note a use of the service account (for idle removal).
 pub async fn touch_service_account<C: ConnectionTrait>(
     db: &C,
-    cluster_id: &str,
+    cluster_id: ClusterId,
     user_id: &str,
     now: Timestamp,
 ) -> DomainResult<()> {
@@ -69,7 +70,7 @@ pub async fn touch_service_account<C: ConnectionTrait>(
             kube_service_accounts::Column::LastUsedAt,
             sea_orm::sea_query::Expr::value(now.millis()),
         )
-        .filter(kube_service_accounts::Column::ClusterId.eq(cluster_id))
+        .filter(kube_service_accounts::Column::ClusterId.eq(cluster_id.to_string()))
         .filter(kube_service_accounts::Column::UserId.eq(user_id))
         .exec(db)
         .await?;
@@ -78,10 +79,10 @@ pub async fn touch_service_account<C: ConnectionTrait>(
 
 pub async fn forget_service_account<C: ConnectionTrait>(
     db: &C,
-    cluster_id: &str,
+    cluster_id: ClusterId,
     user_id: &str,
 ) -> DomainResult<()> {
-    kube_service_accounts::Entity::delete_by_id((cluster_id.to_owned(), user_id.to_owned()))
+    kube_service_accounts::Entity::delete_by_id((cluster_id.to_string(), user_id.to_owned()))
         .exec(db)
         .await?;
     Ok(())

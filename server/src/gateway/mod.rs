@@ -324,7 +324,7 @@ impl Gateway {
         if write {
             if let Err(e) = warden_domain::kubectl::touch_service_account(
                 &self.services.db,
-                &cluster.id.to_string(),
+                cluster.id,
                 user_id,
                 now,
             )

@@ -1030,13 +1030,7 @@ impl Gateway {
             // the database still records that account with those rights (another replica's
             // sweeper may have removed it from the cluster meanwhile).
             let holds = confirmed == epoch
-                || match kc::service_account_of(
-                    &self.services.db,
-                    &cluster.id.to_string(),
-                    &user.id,
-                )
-                .await
-                {
+                || match kc::service_account_of(&self.services.db, cluster.id, &user.id).await {
                     Ok(record) => {
                         let same = matches!(
                             &record,
@@ -1060,7 +1054,7 @@ impl Gateway {
         // old one then goes with everything bound to it, tokens included.
         let recorded = match read {
             Some(record) => record,
-            None => kc::service_account_of(&self.services.db, &cluster.id.to_string(), &user.id)
+            None => kc::service_account_of(&self.services.db, cluster.id, &user.id)
                 .await
                 .map_err(|e| PrepareError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -1161,7 +1155,7 @@ impl Gateway {
         }
         if let Err(e) = kc::record_service_account(
             &self.services.db,
-            &cluster.id.to_string(),
+            cluster.id,
             &user.id,
             &sa,
             &fingerprint,
@@ -1676,8 +1670,7 @@ impl Gateway {
             Ok(Ok(())) => {
                 self.transport.forget(&cref, &row.sa_name);
                 if let Err(e) =
-                    kc::forget_service_account(&self.services.db, &cref.id.to_string(), user_id)
-                        .await
+                    kc::forget_service_account(&self.services.db, cref.id, user_id).await
                 {
                     tracing::warn!(error = %e, "could not forget a service account");
                 }

@@ -83,12 +83,8 @@ impl Gateway {
             match tokio::time::timeout(Duration::from_secs(20), removal).await {
                 Ok(Ok(())) => {
                     self.transport.forget(&cref, &row.sa_name);
-                    if let Err(e) = kc::forget_service_account(
-                        &self.services.db,
-                        &cref.id.to_string(),
-                        &row.user_id,
-                    )
-                    .await
+                    if let Err(e) =
+                        kc::forget_service_account(&self.services.db, cref.id, &row.user_id).await
                     {
                         tracing::warn!(error = %e, "sweeper: cannot forget a service account");
                     }
