@@ -924,8 +924,8 @@ async fn record_history<C: ConnectionTrait>(
 /// stored (the caller audits them).
 pub async fn record_heartbeats(
     svc: &Services,
-    beats: &[(String, Option<ClusterFacts>)],
-    is_live: &(dyn Fn(&str) -> bool + Sync),
+    beats: &[(ClusterId, Option<ClusterFacts>)],
+    is_live: &(dyn Fn(ClusterId) -> bool + Sync),
 ) -> DomainResult<()> {
     use sea_orm::sea_query::Expr;
     use sea_orm::QuerySelect;
@@ -937,7 +937,7 @@ pub async fn record_heartbeats(
             .as_ref()
             .filter(|f| crate::agent_protocol::validate_facts(f).is_ok())
         else {
-            plain.push(id.clone());
+            plain.push(id.to_string());
             continue;
         };
         let short = |v: &Option<String>| v.as_ref().map(|v| v.chars().take(64).collect::<String>());
@@ -959,7 +959,7 @@ pub async fn record_heartbeats(
                 clusters::Column::Facts,
                 Expr::value(serde_json::to_string(facts).unwrap_or_else(|_| "{}".into())),
             )
-            .filter(clusters::Column::Id.eq(id.as_str()))
+            .filter(clusters::Column::Id.eq(id.to_string()))
             .exec(&txn)
             .await?;
     }
@@ -973,19 +973,23 @@ pub async fn record_heartbeats(
             .await?;
     }
     txn.commit().await?;
-    let mut all: Vec<&str> = beats.iter().map(|(id, _)| id.as_str()).collect();
+    let mut all: Vec<ClusterId> = beats.iter().map(|(id, _)| *id).collect();
     all.sort();
     all.dedup();
     for chunk in all.chunks(500) {
         let not_connected: Vec<String> = clusters::Entity::find()
             .select_only()
             .column(clusters::Column::Id)
-            .filter(clusters::Column::Id.is_in(chunk.iter().copied()))
+            .filter(clusters::Column::Id.is_in(chunk.iter().map(ClusterId::to_string)))
             .filter(clusters::Column::Status.ne(cluster_status::CONNECTED))
             .into_tuple()
             .all(&svc.db)
             .await?;
-        for id in not_connected.into_iter().filter(|id| is_live(id)) {
+        // A stored id that is not one is never a live tunnel's.
+        for id in not_connected
+            .into_iter()
+            .filter(|id| ClusterId::parse(id).is_some_and(is_live))
+        {
             set_status(svc, &id, cluster_status::CONNECTED, "heartbeat received").await?;
         }
     }

@@ -293,7 +293,7 @@ async fn run(
                     let metrics = metrics.clone();
                     let svc2 = svc.clone();
                     tokio::spawn(async move {
-                        let valid = match conns2.heartbeats().record(&t2.cluster_id.to_string(), &t2.credential_id, facts).await {
+                        let valid = match conns2.heartbeats().record(t2.cluster_id, &t2.credential_id, facts).await {
                             Ok(valid) => {
                                 metrics.heartbeat(arrived.elapsed());
                                 valid

@@ -21,7 +21,7 @@ const MAX_GROUP: usize = 2000;
 type Done = oneshot::Sender<Result<bool, String>>;
 
 struct Beat {
-    cluster_id: String,
+    cluster_id: ClusterId,
     credential_id: String,
     facts: Option<ClusterFacts>,
     done: Done,
@@ -40,17 +40,13 @@ impl Heartbeats {
         tokio::spawn(async move {
             let mut group = Vec::new();
             while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-                let beats: Vec<(String, Option<ClusterFacts>)> = group
+                let beats: Vec<(ClusterId, Option<ClusterFacts>)> = group
                     .iter_mut()
-                    .map(|b: &mut Beat| (b.cluster_id.clone(), b.facts.take()))
+                    .map(|b: &mut Beat| (b.cluster_id, b.facts.take()))
                     .collect();
                 let credentials: Vec<&str> =
                     group.iter().map(|b| b.credential_id.as_str()).collect();
-                let is_live = |id: &str| {
-                    ClusterId::parse(id)
-                        .zip(tunnels.upgrade())
-                        .is_some_and(|(id, t)| t.has_tunnel(id))
-                };
+                let is_live = |id: ClusterId| tunnels.upgrade().is_some_and(|t| t.has_tunnel(id));
                 let result = match agents::record_heartbeats(&services, &beats, &is_live).await {
                     Ok(()) => agents::valid_credentials(&services, &credentials)
                         .await
@@ -74,14 +70,14 @@ impl Heartbeats {
     /// still valid.
     pub async fn record(
         &self,
-        cluster_id: &str,
+        cluster_id: ClusterId,
         credential_id: &str,
         facts: Option<ClusterFacts>,
     ) -> Result<bool, String> {
         let (done, stored) = oneshot::channel();
         self.tx
             .send(Beat {
-                cluster_id: cluster_id.to_owned(),
+                cluster_id,
                 credential_id: credential_id.to_owned(),
                 facts,
                 done,

@@ -2163,7 +2163,7 @@ async fn heartbeats_are_stored_in_groups() {
     let mut ids = Vec::new();
     for name in ["hb-1", "hb-2", "hb-3"] {
         let (r, _) = import(&admin, name, "default").await;
-        ids.push(r["id"].as_str().unwrap().to_owned());
+        ids.push(warden_domain::ids::ClusterId::parse(r["id"].as_str().unwrap()).unwrap());
     }
     let facts = warden_domain::dto::ClusterFacts {
         kubernetes_version: Some("v1.32.4".into()),
@@ -2177,11 +2177,12 @@ async fn heartbeats_are_stored_in_groups() {
         ..Default::default()
     };
     let group = vec![
-        (ids[0].clone(), None),
-        (ids[1].clone(), Some(bad)),
-        (ids[0].clone(), None),
-        (ids[2].clone(), Some(facts)),
-        ("no-such-cluster".to_owned(), None),
+        (ids[0], None),
+        (ids[1], Some(bad)),
+        (ids[0], None),
+        (ids[2], Some(facts)),
+        // No such cluster.
+        (warden_domain::ids::ClusterId::new(), None),
     ];
     warden_domain::clusters::agents::record_heartbeats(app.services(), &group, &|_| true)
         .await
@@ -2215,7 +2216,7 @@ async fn heartbeats_are_stored_in_groups() {
     // A heartbeat stored after its tunnel closed (no longer live) keeps the time but does not
     // undo the disconnection.
     let (r, _) = import(&admin, "hb-late", "default").await;
-    let late = r["id"].as_str().unwrap().to_owned();
+    let late = warden_domain::ids::ClusterId::parse(r["id"].as_str().unwrap()).unwrap();
     warden_domain::clusters::agents::record_heartbeats(app.services(), &[(late, None)], &|_| false)
         .await
         .unwrap();

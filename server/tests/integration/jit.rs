@@ -284,21 +284,11 @@ async fn access_requests_are_approved_by_others_only_and_can_be_revoked_early() 
     );
 
     // The approvers' inbox counts it; the requester's shows it as hers.
-    let inbox = p
-        .john
-        .get("/api/v1/access-requests/inbox")
-        .await
-        .assert_status(200)
-        .json();
-    assert_eq!(inbox["to_decide"], 1, "{inbox:#}");
-    let inbox = p
-        .sally
-        .get("/api/v1/access-requests/inbox")
-        .await
-        .assert_status(200)
-        .json();
+    let badge = inbox(&p.john).await;
+    assert_eq!(badge["to_decide"], 1, "{badge:#}");
+    let badge = inbox(&p.sally).await;
     assert_eq!(
-        inbox,
+        badge,
         json!({"to_decide": 0, "pending_mine": 1, "break_glass_active": 0})
     );
     // Someone who is neither requester nor approver does not even see it.
@@ -676,22 +666,12 @@ async fn break_glass_grants_at_once_and_alerts_every_administrator() {
     assert_eq!(me["grants"][0]["role"], "CLUSTER_ADMIN", "{me:#}");
     assert_eq!(me["grants"][0]["expires_at"], r["grant_expires_at"]);
     // Every organization administrator is alerted: their inbox, and the webhook.
-    let inbox = p
-        .admin
-        .get("/api/v1/access-requests/inbox")
-        .await
-        .assert_status(200)
-        .json();
-    assert_eq!(inbox["break_glass_active"], 1, "{inbox:#}");
-    let inbox = p
-        .john
-        .get("/api/v1/access-requests/inbox")
-        .await
-        .assert_status(200)
-        .json();
+    let badge = inbox(&p.admin).await;
+    assert_eq!(badge["break_glass_active"], 1, "{badge:#}");
+    let badge = inbox(&p.john).await;
     assert_eq!(
-        inbox["break_glass_active"], 0,
-        "not an organization administrator: {inbox:#}"
+        badge["break_glass_active"], 0,
+        "not an organization administrator: {badge:#}"
     );
     let call = next_hook(&mut calls, "access_request.break_glass").await;
     assert!(
@@ -1374,6 +1354,14 @@ async fn list(c: &Client, q: &str) -> Vec<Value> {
     request_pages(c, &format!("/api/v1/access-requests?limit=2&{q}")).await
 }
 
+/// The caller's badge counts (`GET /api/v1/access-requests/inbox`).
+async fn inbox(c: &Client) -> Value {
+    c.get("/api/v1/access-requests/inbox")
+        .await
+        .assert_status(200)
+        .json()
+}
+
 /// Every page of `path` (its `limit` given), followed by its cursors: the items in order.
 async fn request_pages(c: &Client, path: &str) -> Vec<Value> {
     let mut all = Vec::new();
@@ -1510,14 +1498,9 @@ async fn the_request_list_shows_each_caller_their_own_and_those_they_decide_in_p
     );
     assert_eq!(list(&p.admin, "scope=&status=").await.len(), 8);
     // The badge counts what is left to decide.
-    let inbox = p
-        .sally
-        .get("/api/v1/access-requests/inbox")
-        .await
-        .assert_status(200)
-        .json();
-    assert_eq!(inbox["to_decide"], 4, "{inbox:#}");
-    assert_eq!(inbox["pending_mine"], 2, "{inbox:#}");
+    let badge = inbox(&p.sally).await;
+    assert_eq!(badge["to_decide"], 4, "{badge:#}");
+    assert_eq!(badge["pending_mine"], 2, "{badge:#}");
 
     // Bad parameters name themselves.
     let bad = p
@@ -1552,11 +1535,6 @@ async fn the_request_list_shows_each_caller_their_own_and_those_they_decide_in_p
         sorted(ids_of(&list(&p.sally, "").await)),
         sorted(sally_dev.clone())
     );
-    let inbox = p
-        .sally
-        .get("/api/v1/access-requests/inbox")
-        .await
-        .assert_status(200)
-        .json();
-    assert_eq!(inbox["to_decide"], 0, "{inbox:#}");
+    let badge = inbox(&p.sally).await;
+    assert_eq!(badge["to_decide"], 0, "{badge:#}");
 }
