@@ -1,18 +1,22 @@
-//! Pre-counted audit events (`audit_rollup`, migration `m20261210_000001_audit_rollup`), so
-//! that facets and the histogram of a broad filter do not count every matching row.
+//! Pre-counted audit events (`audit_rollup`, migrations `m20261210_000001_audit_rollup` and
+//! `m20261212_000001_audit_rollup_slices`), so that facets and the histogram of a broad filter
+//! do not count every matching row.
 //!
-//! A rollup row counts the events of one `kind`, `outcome` and `disc` (1 for a Kubernetes
-//! request that names no resource: discovery, version, health) per time slot, for one
-//! dimension `dim`: `''` (every event, per **hour**: the histogram and the total) or `actor`,
-//! `cluster`, `namespace`, `verb` (the facets, per **day**; the value in `val`, events without
-//! one not counted, as the facets do). It is kept in the writer's transaction: every append
-//! adds its rows ([`add_after`]), retention subtracts what it deletes ([`remove_through`]).
+//! A rollup row counts the events of one **slice** (`sd`, `sv`: the whole log, `''`; or one
+//! project, cluster, namespace or verb, see [`SLICES`]), one `kind`, `outcome` and `disc` (1
+//! for a Kubernetes request that names no resource: discovery, version, health) per time slot,
+//! for one dimension `dim`: `''` (every event, per **hour**: the histogram and the total) or
+//! `actor`, `cluster`, `namespace`, `verb` (the facets, per **day**; the value in `val`, events
+//! without one not counted, as the facets do). It is kept in the writer's transaction: every
+//! append adds its rows ([`add_after`]), retention subtracts what it deletes
+//! ([`remove_through`]).
 //!
-//! A filter that names only a time range, `kind`, `outcome` and `discovery`, read by someone
-//! who sees everything, is answered from the rollup for the whole days (facets) or hours
-//! (histogram, when its buckets are whole hours) inside its range, and from the events for the
-//! partial slots at its edges; anything else is counted from the events. The answer is exact
-//! either way (the integration test `audit_rollup_answers_what_a_scan_answers` compares them).
+//! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
+//! project, cluster, namespace and verb, read by someone who sees everything, is answered from
+//! the rollup for the whole days (facets) or hours (histogram, when its buckets are whole
+//! hours) inside its range, and from the events for the partial slots at its edges; anything
+//! else is counted from the events. The answer is exact either way (the integration test
+//! `audit_rollup_answers_what_a_scan_answers` compares them).
 
 use sea_orm::sea_query::Condition;
 use sea_orm::ExprTrait;
@@ -27,11 +31,31 @@ use crate::error::DomainResult;
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// The rollup rows of the events matching `where_sql` (`t`, `kind`, `outcome`, `disc`, `dim`,
-/// `val`; one row per event and dimension, `val` NULL where the event has no value).
-fn source(where_sql: &str) -> String {
+/// The slices an event is counted in (`sd`, and the value `sv` it has there; NULL: not in
+/// that slice). `verb` is exactly what `?verb=` matches ([`super::filter`]): a connection's
+/// `exec`, `attach`, `portforward` from its `resource_kind`, any other verb `v` from the action
+/// `kube.v`; `verbc` (the connections) is stored as `verb`.
+const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
+     WHEN 'cluster' THEN cluster WHEN 'namespace' THEN namespace \
+     WHEN 'verb' THEN (CASE WHEN substr(action, 1, 5) = 'kube.' \
+       AND substr(action, 6) NOT IN ('exec', 'attach', 'portforward') THEN substr(action, 6) END) \
+     WHEN 'verbc' THEN (CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
+       THEN substr(resource_kind, 6) END) END";
+
+/// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `t`, `kind`, `outcome`,
+/// `disc`, `dim`, `val`; one row per event, slice and dimension, `sv` or `val` NULL where the
+/// event is not in the slice or has no value). `slices`: every slice, or only the whole
+/// log's (`sd = ''`).
+fn source(where_sql: &str, slices: bool) -> String {
+    let slice_list = if slices {
+        "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
+         UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc'"
+    } else {
+        "SELECT '' AS sd"
+    };
     format!(
-        "SELECT CASE WHEN d.dim = '' THEN at - (at % {HOUR_MS}) ELSE at - (at % {DAY_MS}) END AS t, \
+        "SELECT CASE WHEN s.sd = 'verbc' THEN 'verb' ELSE s.sd END AS sd, {SLICES} AS sv, \
+         CASE WHEN d.dim = '' THEN at - (at % {HOUR_MS}) ELSE at - (at % {DAY_MS}) END AS t, \
          kind, outcome, \
          CASE WHEN kind = 'kube_api' AND resource_kind IS NULL THEN 1 ELSE 0 END AS disc, \
          d.dim AS dim, \
@@ -41,6 +65,7 @@ fn source(where_sql: &str) -> String {
          ELSE '' END AS val \
          FROM audit_events CROSS JOIN (SELECT '' AS dim UNION ALL SELECT 'actor' UNION ALL \
          SELECT 'cluster' UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb') d \
+         CROSS JOIN ({slice_list}) s \
          WHERE {where_sql}"
     )
 }
@@ -49,11 +74,13 @@ fn source(where_sql: &str) -> String {
 pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
     let minus = if sign < 0 { "-" } else { "" };
     format!(
-        "INSERT INTO audit_rollup (t, kind, outcome, disc, dim, val, n) \
-         SELECT t, kind, outcome, disc, dim, val, {minus}COUNT(*) FROM ({src}) s \
-         WHERE val IS NOT NULL GROUP BY t, kind, outcome, disc, dim, val \
-         ON CONFLICT (t, kind, outcome, disc, dim, val) DO UPDATE SET n = audit_rollup.n + excluded.n",
-        src = source(where_sql)
+        "INSERT INTO audit_rollup (sd, sv, t, kind, outcome, disc, dim, val, n) \
+         SELECT sd, sv, t, kind, outcome, disc, dim, val, {minus}COUNT(*) FROM ({src}) r \
+         WHERE val IS NOT NULL AND sv IS NOT NULL \
+         GROUP BY sd, sv, t, kind, outcome, disc, dim, val \
+         ON CONFLICT (sd, sv, t, kind, outcome, disc, dim, val) \
+         DO UPDATE SET n = audit_rollup.n + excluded.n",
+        src = source(where_sql, true)
     )
 }
 
@@ -93,28 +120,38 @@ pub(crate) async fn remove_through<C: ConnectionTrait>(tx: &C, seq: i64) -> Doma
     Ok(())
 }
 
-/// The rollup's own conditions for a filter it can answer (`kind`, `outcome`, `discovery`),
-/// or `None` when the filter or the scope names anything else.
+/// The rollup's own conditions for a filter it can answer: the slice (`sd`, `sv`; the whole
+/// log's unless the filter names one project, cluster, namespace or verb) and `kind`,
+/// `outcome`, `discovery`; `None` when the filter names anything else (or two slices), or
+/// the reader does not see everything.
 fn rollup_filter(
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
 ) -> Option<Vec<(&'static str, Value)>> {
-    let set = |v: &Option<String>| v.as_ref().is_some_and(|s| !s.is_empty());
+    let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
     if !scope.all
-        || set(&q.actor)
-        || set(&q.project)
-        || set(&q.cluster)
-        || set(&q.namespace)
-        || set(&q.verb)
-        || set(&q.resource)
-        || set(&q.source_ip)
-        || set(&q.action)
-        || set(&q.q)
+        || given(&q.actor).is_some()
+        || given(&q.resource).is_some()
+        || given(&q.source_ip).is_some()
+        || given(&q.action).is_some()
+        || given(&q.q).is_some()
         || q.status.is_some()
     {
         return None;
     }
-    let mut conds = Vec::new();
+    let mut slices = [
+        ("project", given(&q.project)),
+        ("cluster", given(&q.cluster)),
+        ("namespace", given(&q.namespace)),
+        ("verb", given(&q.verb)),
+    ]
+    .into_iter()
+    .filter_map(|(sd, v)| v.map(|v| (sd, v)));
+    let (sd, sv) = slices.next().unwrap_or(("", String::new()));
+    if slices.next().is_some() {
+        return None;
+    }
+    let mut conds = vec![("sd", Value::from(sd)), ("sv", Value::from(sv))];
     if let Some(k) = q.kind.as_ref().filter(|k| !k.is_empty()) {
         conds.push(("kind", Value::from(k.clone())));
     }
@@ -158,11 +195,13 @@ async fn rollup_rows(
         .await?)
 }
 
-/// Per dimension and value, how many events match `cond` (the edges of a range).
+/// Per dimension and value, how many events match `cond` (an edge of a range), added to
+/// (`sign` 1) or subtracted from (`sign` -1) `out`.
 async fn scan_counts(
     db: &DatabaseConnection,
     cond: Condition,
-    out: &mut HashMap<(String, String), u64>,
+    sign: i64,
+    out: &mut HashMap<(String, String), i64>,
 ) -> DomainResult<()> {
     use sea_orm::{EntityTrait, QuerySelect, QueryTrait};
     let b = db.get_database_backend();
@@ -176,8 +215,8 @@ async fn scan_counts(
         _ => inner.build(sea_orm::sea_query::SqliteQueryBuilder),
     };
     let sql = format!(
-        "SELECT dim, val, COUNT(*) AS n FROM ({}) s WHERE val IS NOT NULL GROUP BY dim, val",
-        source(&format!("audit_events.seq IN ({inner})"))
+        "SELECT dim, val, COUNT(*) AS n FROM ({}) r WHERE val IS NOT NULL GROUP BY dim, val",
+        source(&format!("audit_events.seq IN ({inner})"), false)
     );
     let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
@@ -186,9 +225,87 @@ async fn scan_counts(
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
-        *out.entry((dim, val)).or_default() += std::cmp::max(n, 0) as u64;
+        *out.entry((dim, val)).or_default() += sign * n;
     }
     Ok(())
+}
+
+/// How a range is answered from the rollup's whole days: the days `[from, to)` summed, and the
+/// events of the partial days at its edges counted, each edge as the cheaper of two: its own
+/// events added (`[since, first whole day)`), or its day taken whole and the events outside
+/// the range subtracted (`[that day, since)`), whichever spans less time. So an edge costs at
+/// most half a day of events, and a range with no end (the page's presets: the last 24 hours,
+/// 7 or 30 days) has no right edge at all.
+#[derive(Debug, PartialEq, Eq)]
+struct DayPlan {
+    from: i64,
+    to: i64,
+    /// `(start, end, sign)`: the events in `[start, end)` of the filter without its time
+    /// bounds, added (1) or subtracted (-1).
+    edges: Vec<(i64, i64, i64)>,
+}
+
+impl DayPlan {
+    /// `None` when the range holds no whole day (then the events are counted).
+    fn new(since: Option<i64>, until: Option<i64>) -> Option<Self> {
+        let floor = |t: i64| t.div_euclid(DAY_MS) * DAY_MS;
+        // The whole days inside the range: [d0, d1).
+        let d0 = since.map_or(i64::MIN, |s| {
+            if s.rem_euclid(DAY_MS) == 0 {
+                s
+            } else {
+                floor(s) + DAY_MS
+            }
+        });
+        let end = until.map(|u| u.saturating_add(1));
+        let d1 = end.map_or(i64::MAX, floor);
+        if d1 <= d0 {
+            return None;
+        }
+        let mut plan = DayPlan {
+            from: d0,
+            to: d1,
+            edges: Vec::new(),
+        };
+        if let Some(s) = since.filter(|s| *s != d0) {
+            if s - (d0 - DAY_MS) < d0 - s {
+                plan.from = d0 - DAY_MS;
+                plan.edges.push((d0 - DAY_MS, s, -1));
+            } else {
+                plan.edges.push((s, d0, 1));
+            }
+        }
+        if let Some(e) = end.filter(|e| *e != d1) {
+            if d1 + DAY_MS - e < e - d1 {
+                plan.to = d1 + DAY_MS;
+                plan.edges.push((e, d1 + DAY_MS, -1));
+            } else {
+                plan.edges.push((d1, e, 1));
+            }
+        }
+        Some(plan)
+    }
+}
+
+/// The filter `q` in `scope` without its time bounds, within `[start, end)`.
+fn edge_filter(
+    b: DbBackend,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+    start: i64,
+    end: i64,
+) -> DomainResult<Condition> {
+    use audit_events::Column as C;
+    let untimed = crate::dto::AuditQuery {
+        since: None,
+        until: None,
+        range: None,
+        ..q.clone()
+    };
+    Ok(filter(b, &untimed, scope, now)?
+        .add(C::At.gte(start))
+        .add(C::At.lt(end)))
 }
 
 /// The facets of `q` from the rollup (and the events at the edges of its range), or `None`
@@ -199,27 +316,24 @@ pub async fn facets_from_rollup(
     scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<Option<crate::dto::AuditFacets>> {
-    let cond = filter(db.get_database_backend(), q, scope, now)?;
+    let b = db.get_database_backend();
+    // Validates the filter first: a bad one is refused, whoever answers it.
+    filter(b, q, scope, now)?;
     let Some(conds) = rollup_filter(q, scope) else {
         return Ok(None);
     };
     let (since, until) = time_bounds(q, now)?;
-    // The whole days inside the range: [d0, d1).
-    let d0 = since.map_or(i64::MIN, |s| {
-        s.div_euclid(DAY_MS) * DAY_MS + if s.rem_euclid(DAY_MS) == 0 { 0 } else { DAY_MS }
-    });
-    let d1 = until.map_or(i64::MAX, |u| (u + 1).div_euclid(DAY_MS) * DAY_MS);
-    if d1 <= d0 {
+    let Some(plan) = DayPlan::new(since, until) else {
         return Ok(None);
-    }
-    let mut counts: HashMap<(String, String), u64> = HashMap::new();
+    };
+    let mut counts: HashMap<(String, String), i64> = HashMap::new();
     let rows = rollup_rows(
         db,
         "dim, val, CAST(SUM(n) AS BIGINT) AS n",
         "",
         "dim, val",
-        d0,
-        d1,
+        plan.from,
+        plan.to,
         &conds,
     )
     .await?;
@@ -227,21 +341,18 @@ pub async fn facets_from_rollup(
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
-        *counts.entry((dim, val)).or_default() += std::cmp::max(n, 0) as u64;
+        *counts.entry((dim, val)).or_default() += n;
     }
-    use audit_events::Column as C;
-    if since.is_some() {
-        scan_counts(db, cond.clone().add(C::At.lt(d0)), &mut counts).await?;
-    }
-    if until.is_some() {
-        scan_counts(db, cond.add(C::At.gte(d1)), &mut counts).await?;
+    for &(start, end, sign) in &plan.edges {
+        let cond = edge_filter(b, q, scope, now, start, end)?;
+        scan_counts(db, cond, sign, &mut counts).await?;
     }
     let mut lists: HashMap<String, Vec<crate::dto::FacetCount>> = HashMap::new();
     let mut total = 0;
     for ((dim, value), count) in counts {
-        if count == 0 {
+        let Ok(count @ 1..) = u64::try_from(count) else {
             continue;
-        }
+        };
         if dim.is_empty() {
             total += count;
         } else {
@@ -258,18 +369,7 @@ pub async fn facets_from_rollup(
         l
     };
     // Kinds and outcomes: from the total's rows, grouped by the key's columns.
-    let (kinds, outcomes) = kinds_and_outcomes(
-        db,
-        &conds,
-        d0,
-        d1,
-        since.is_some(),
-        until.is_some(),
-        q,
-        scope,
-        now,
-    )
-    .await?;
+    let (kinds, outcomes) = kinds_and_outcomes(db, &conds, &plan, q, scope, now).await?;
     Ok(Some(crate::dto::AuditFacets {
         total,
         actors: take("actor"),
@@ -282,34 +382,29 @@ pub async fn facets_from_rollup(
 }
 
 /// The kind and outcome facets: the rollup's hourly totals grouped by kind and by outcome,
-/// plus the edges counted from the events.
-#[allow(clippy::too_many_arguments)]
+/// plus (or minus) the edges counted from the events.
 async fn kinds_and_outcomes(
     db: &DatabaseConnection,
     conds: &[(&'static str, Value)],
-    d0: i64,
-    d1: i64,
-    left: bool,
-    right: bool,
+    plan: &DayPlan,
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<(Vec<crate::dto::FacetCount>, Vec<crate::dto::FacetCount>)> {
     use audit_events::Column as C;
     use sea_orm::{EntityTrait, QuerySelect};
-    let mut by: HashMap<(bool, String), u64> = HashMap::new();
+    let mut by: HashMap<(bool, String), i64> = HashMap::new();
     let rows = rollup_rows(
         db,
         "kind, outcome, CAST(SUM(n) AS BIGINT) AS n",
         "dim = ''",
         "kind, outcome",
-        d0,
-        d1,
+        plan.from,
+        plan.to,
         conds,
     )
     .await?;
     let mut add = |kind: String, outcome: String, n: i64| {
-        let n = std::cmp::max(n, 0) as u64;
         *by.entry((true, kind)).or_default() += n;
         *by.entry((false, outcome)).or_default() += n;
     };
@@ -320,36 +415,29 @@ async fn kinds_and_outcomes(
             r.try_get("", "n")?,
         );
     }
-    let cond = filter(db.get_database_backend(), q, scope, now)?;
-    let mut edges = Vec::new();
-    if left {
-        edges.push(cond.clone().add(C::At.lt(d0)));
-    }
-    if right {
-        edges.push(cond.add(C::At.gte(d1)));
-    }
-    for c in edges {
+    for &(start, end, sign) in &plan.edges {
+        let cond = edge_filter(db.get_database_backend(), q, scope, now, start, end)?;
         let rows: Vec<(String, String, i64)> = audit_events::Entity::find()
             .select_only()
             .column(C::Kind)
             .column(C::Outcome)
             .column_as(sea_orm::sea_query::Expr::col(C::Seq).count(), "n")
-            .filter(c)
+            .filter(cond)
             .group_by(C::Kind)
             .group_by(C::Outcome)
             .into_tuple()
             .all(db)
             .await?;
         for (k, o, n) in rows {
-            add(k, o, n);
+            add(k, o, sign * n);
         }
     }
     let mut kinds = Vec::new();
     let mut outcomes = Vec::new();
     for ((is_kind, value), count) in by {
-        if count == 0 {
+        let Ok(count @ 1..) = u64::try_from(count) else {
             continue;
-        }
+        };
         let f = crate::dto::FacetCount { value, count };
         if is_kind {
             kinds.push(f)
@@ -482,4 +570,51 @@ pub(crate) async fn histogram_counts(
     out.extend(super::histogram_scan(db, cond.clone().add(C::At.lt(h0)), start, width).await?);
     out.extend(super::histogram_scan(db, cond.clone().add(C::At.gte(h1)), start, width).await?);
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = HOUR_MS;
+    const D: i64 = DAY_MS;
+
+    #[test]
+    fn an_edge_is_counted_from_the_shorter_side_of_its_day() {
+        // Since 05:00 on day 10: the day whole, its first five hours subtracted.
+        let p = DayPlan::new(Some(10 * D + 5 * H), None).unwrap();
+        assert_eq!(
+            p,
+            DayPlan {
+                from: 10 * D,
+                to: i64::MAX,
+                edges: vec![(10 * D, 10 * D + 5 * H, -1)]
+            }
+        );
+        // Since 20:00: its last four hours added to the days after.
+        let p = DayPlan::new(Some(10 * D + 20 * H), None).unwrap();
+        assert_eq!(p.from, 11 * D);
+        assert_eq!(p.edges, vec![(10 * D + 20 * H, 11 * D, 1)]);
+        // Until 18:59:59.999 on day 20 (the end is inclusive): the day whole, what follows
+        // subtracted; until 02:00: what precedes added.
+        let p = DayPlan::new(Some(12 * D), Some(20 * D + 19 * H - 1)).unwrap();
+        assert_eq!(
+            p,
+            DayPlan {
+                from: 12 * D,
+                to: 21 * D,
+                edges: vec![(20 * D + 19 * H, 21 * D, -1)]
+            }
+        );
+        let p = DayPlan::new(None, Some(20 * D + 2 * H)).unwrap();
+        assert_eq!(p.from, i64::MIN);
+        assert_eq!(p.to, 20 * D);
+        assert_eq!(p.edges, vec![(20 * D, 20 * D + 2 * H + 1, 1)]);
+        // Whole days only: no edge.
+        let p = DayPlan::new(Some(3 * D), Some(5 * D - 1)).unwrap();
+        assert_eq!((p.from, p.to, p.edges.len()), (3 * D, 5 * D, 0));
+        // Less than a whole day: the events are counted.
+        assert_eq!(DayPlan::new(Some(3 * D + H), Some(4 * D + H)), None);
+        assert_eq!(DayPlan::new(Some(3 * D + H), Some(3 * D + 2 * H)), None);
+    }
 }

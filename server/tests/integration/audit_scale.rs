@@ -818,6 +818,9 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     };
     let (s1, u1) = (day(12, 5, 17), day(3, 19, 3));
     let (s2, u2) = (day(9, 0, 0), day(8, 23, 59));
+    // Edges near their next day: each counted from its own events (s1 and u1 are near their
+    // previous day: their days taken whole, the events outside subtracted).
+    let (s3, u3) = (day(10, 20, 30), day(5, 2, 0));
     // (filter, whether the rollup answers its facets)
     let answered: Vec<(AuditQuery, bool)> = vec![
         (q(|_| {}), true),
@@ -860,6 +863,25 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         (
             {
                 let mut a = AuditQuery::default();
+                a.since = Some(s3.clone());
+                a.until = Some(u3.clone());
+                a.namespace = Some("ledger".into());
+                a
+            },
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(s3.clone());
+                a.until = Some(u1.clone());
+                a
+            },
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
                 a.since = Some(s2.clone());
                 a.until = Some(u2.clone());
                 a.outcome = Some("allowed".into());
@@ -880,10 +902,59 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         ),
         // No end: the days after its start (none yet) from the rollup, the rest from events.
         (q(|a| a.range = Some("1h".into())), true),
+        // One slice: a project, cluster, namespace or verb (a connection's `exec` is a
+        // `create` of `pods/exec`: it is in both).
+        (q(|a| a.project = Some("payments".into())), true),
+        (q(|a| a.cluster = Some("prod-eu-1".into())), true),
+        (q(|a| a.namespace = Some("ledger".into())), true),
+        (q(|a| a.verb = Some("delete".into())), true),
+        (q(|a| a.verb = Some("exec".into())), true),
+        (q(|a| a.verb = Some("create".into())), true),
+        (
+            q(|a| {
+                a.cluster = Some("staging-us".into());
+                a.range = Some("7d".into());
+                a.kind = Some("kube_api".into());
+                a.outcome = Some("denied".into());
+            }),
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(s1.clone());
+                a.until = Some(u1.clone());
+                a.project = Some("checkout".into());
+                a.discovery = Some(false);
+                a
+            },
+            true,
+        ),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.until = Some(u1.clone());
+                a.verb = Some("get".into());
+                a
+            },
+            true,
+        ),
         // Filters the rollup does not hold: counted from the events.
         (q(|a| a.actor = Some("alice".into())), false),
-        (q(|a| a.project = Some("payments".into())), false),
-        (q(|a| a.verb = Some("delete".into())), false),
+        (
+            q(|a| {
+                a.project = Some("payments".into());
+                a.cluster = Some("prod-eu-1".into());
+            }),
+            false,
+        ),
+        (
+            q(|a| {
+                a.namespace = Some("ledger".into());
+                a.verb = Some("get".into());
+            }),
+            false,
+        ),
         (q(|a| a.q = Some("ledger".into())), false),
         (q(|a| a.status = Some(403)), false),
     ];
@@ -928,7 +999,7 @@ async fn audit_rollup_answers_what_a_scan_answers() {
                         .unwrap()
                 );
             }
-            assert!(from_rollup >= 15, "{label}: {from_rollup}");
+            assert!(from_rollup >= 30, "{label}: {from_rollup}");
         }
     };
     check("fresh").await;
@@ -950,15 +1021,83 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         .await,
         0
     );
-    // The rollup's total is the log's size.
+    // The rollup's total is the log's size, and each slice's the size of its part.
+    let total = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
     assert_eq!(
         sql_i64(
             &app.services().db,
-            "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE dim = ''"
+            "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE sd = '' AND dim = ''"
         )
         .await,
-        sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await
+        total
     );
+    for (sd, column) in [
+        ("project", "project"),
+        ("cluster", "cluster"),
+        ("namespace", "namespace"),
+    ] {
+        let in_slices = sql_i64(
+            &app.services().db,
+            &format!(
+                "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE sd = '{sd}' AND dim = ''"
+            ),
+        )
+        .await;
+        let with_value = sql_i64(
+            &app.services().db,
+            &format!("SELECT COUNT(*) FROM audit_events WHERE {column} IS NOT NULL"),
+        )
+        .await;
+        assert_eq!(in_slices, with_value, "{sd}");
+        assert!(with_value > 0 && with_value < total, "{sd}: {with_value}");
+    }
+    // The migration that made the slices fills them from the events already stored: undone
+    // and redone, it gives back exactly the rows the writer and retention kept.
+    let rows = || async {
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT sd, sv, t, kind, outcome, disc, dim, val, n FROM audit_rollup",
+            ))
+            .await
+            .unwrap();
+        let mut out: Vec<(
+            String,
+            String,
+            i64,
+            String,
+            String,
+            i32,
+            String,
+            String,
+            i64,
+        )> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("", "sd").unwrap(),
+                    r.try_get("", "sv").unwrap(),
+                    r.try_get("", "t").unwrap(),
+                    r.try_get("", "kind").unwrap(),
+                    r.try_get("", "outcome").unwrap(),
+                    r.try_get("", "disc").unwrap(),
+                    r.try_get("", "dim").unwrap(),
+                    r.try_get("", "val").unwrap(),
+                    r.try_get("", "n").unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let kept = rows().await;
+    assert!(kept.len() > 1_000, "{}", kept.len());
+    use warden_migrations::MigratorTrait;
+    warden_migrations::Migrator::down(&db, Some(1))
+        .await
+        .unwrap();
+    warden_migrations::Migrator::up(&db, None).await.unwrap();
+    assert_eq!(rows().await, kept);
 }
 
 /// The records of a CSV body (RFC 4180: quoted cells may hold commas, quotes and newlines).

@@ -1,0 +1,147 @@
+//! The audit rollup per **slice** (`warden_domain::audit::rollup`): besides the whole log, the
+//! events of each project, cluster, namespace and verb are counted apart, so that the facets
+//! and histogram of `?project=`, `?cluster=`, `?namespace=` or `?verb=` sum pre-counted rows
+//! instead of counting hundreds of thousands of events (0.9 to 3.3 s at 10 million events on
+//! PostgreSQL, measured).
+//!
+//! `audit_rollup` gains the slice's key before its other columns: `sd` (`''`: every event;
+//! `project`, `cluster`, `namespace`, `verb`) and `sv` (the slice's value: the event's project,
+//! cluster, namespace; for `verb`, exactly what the filter `?verb=` matches: `exec`, `attach`
+//! and `portforward` from a connection's `resource_kind`, any other verb `v` from the action
+//! `kube.v`, so a `create` of `pods/exec` is in both `create` and `exec`). The primary key
+//! `(sd, sv, t, kind, outcome, disc, dim, val)` serves the writer's upsert and every read (a
+//! slice's range of `t`). The table is made anew and filled from the events already stored,
+//! 100,000 events per statement so that memory stays bounded on a large log (on PostgreSQL
+//! with 10 million events this migration takes some minutes).
+
+use sea_orm_migration::prelude::*;
+
+use crate::columns::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+const CHUNK: i64 = 100_000;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(id("audit_rollup")).to_owned())
+            .await?;
+        m.create_table(
+            Table::create()
+                .table(id("audit_rollup"))
+                .col(ColumnDef::new(id("sd")).string_len(16).not_null())
+                .col(ColumnDef::new(id("sv")).text().not_null())
+                .col(ColumnDef::new(id("t")).big_integer().not_null())
+                .col(ColumnDef::new(id("kind")).string_len(32).not_null())
+                .col(ColumnDef::new(id("outcome")).string_len(16).not_null())
+                .col(ColumnDef::new(id("disc")).integer().not_null())
+                .col(ColumnDef::new(id("dim")).string_len(16).not_null())
+                .col(ColumnDef::new(id("val")).text().not_null())
+                .col(ColumnDef::new(id("n")).big_integer().not_null())
+                .primary_key(
+                    Index::create()
+                        .col(id("sd"))
+                        .col(id("sv"))
+                        .col(id("t"))
+                        .col(id("kind"))
+                        .col(id("outcome"))
+                        .col(id("disc"))
+                        .col(id("dim"))
+                        .col(id("val")),
+                )
+                .to_owned(),
+        )
+        .await?;
+        let db = m.get_connection();
+        let Some(row) = db
+            .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT CAST(MIN(seq) AS BIGINT) AS lo, CAST(MAX(seq) AS BIGINT) AS hi \
+                 FROM audit_events",
+            ))
+            .await?
+        else {
+            return Ok(());
+        };
+        let (Some(lo), Some(hi)) = (
+            row.try_get::<Option<i64>>("", "lo")?,
+            row.try_get::<Option<i64>>("", "hi")?,
+        ) else {
+            return Ok(());
+        };
+        // The same rows the writer adds (`warden_domain::audit::rollup::upsert_sql`).
+        let mut from = lo - 1;
+        while from < hi {
+            let to = from + CHUNK;
+            db.execute_unprepared(&fill_sql(from, to)).await?;
+            from = to;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(id("audit_rollup")).to_owned())
+            .await?;
+        m.create_table(
+            Table::create()
+                .table(id("audit_rollup"))
+                .col(ColumnDef::new(id("t")).big_integer().not_null())
+                .col(ColumnDef::new(id("kind")).string_len(32).not_null())
+                .col(ColumnDef::new(id("outcome")).string_len(16).not_null())
+                .col(ColumnDef::new(id("disc")).integer().not_null())
+                .col(ColumnDef::new(id("dim")).string_len(16).not_null())
+                .col(ColumnDef::new(id("val")).text().not_null())
+                .col(ColumnDef::new(id("n")).big_integer().not_null())
+                .primary_key(
+                    Index::create()
+                        .col(id("t"))
+                        .col(id("kind"))
+                        .col(id("outcome"))
+                        .col(id("disc"))
+                        .col(id("dim"))
+                        .col(id("val")),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Count the events with `from < seq <= to` into the rollup.
+fn fill_sql(from: i64, to: i64) -> String {
+    let verb = "CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
+                THEN substr(resource_kind, 6) ELSE substr(action, 6) END";
+    format!(
+        "INSERT INTO audit_rollup (sd, sv, t, kind, outcome, disc, dim, val, n) \
+         SELECT sd, sv, t, kind, outcome, disc, dim, val, COUNT(*) FROM ( \
+         SELECT CASE WHEN s.sd = 'verbc' THEN 'verb' ELSE s.sd END AS sd, \
+         CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project WHEN 'cluster' THEN cluster \
+         WHEN 'namespace' THEN namespace \
+         WHEN 'verb' THEN (CASE WHEN substr(action, 1, 5) = 'kube.' \
+           AND substr(action, 6) NOT IN ('exec', 'attach', 'portforward') THEN substr(action, 6) END) \
+         WHEN 'verbc' THEN (CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
+           THEN substr(resource_kind, 6) END) END AS sv, \
+         CASE WHEN d.dim = '' THEN at - (at % {HOUR_MS}) ELSE at - (at % {DAY_MS}) END AS t, \
+         kind, outcome, \
+         CASE WHEN kind = 'kube_api' AND resource_kind IS NULL THEN 1 ELSE 0 END AS disc, \
+         d.dim AS dim, \
+         CASE d.dim WHEN 'actor' THEN actor_name WHEN 'cluster' THEN cluster \
+         WHEN 'namespace' THEN namespace \
+         WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {verb} END) \
+         ELSE '' END AS val \
+         FROM audit_events \
+         CROSS JOIN (SELECT '' AS dim UNION ALL SELECT 'actor' UNION ALL \
+         SELECT 'cluster' UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb') d \
+         CROSS JOIN (SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
+         UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc') s \
+         WHERE seq > {from} AND seq <= {to}) r \
+         WHERE val IS NOT NULL AND sv IS NOT NULL \
+         GROUP BY sd, sv, t, kind, outcome, disc, dim, val \
+         ON CONFLICT (sd, sv, t, kind, outcome, disc, dim, val) \
+         DO UPDATE SET n = audit_rollup.n + excluded.n"
+    )
+}
