@@ -1568,7 +1568,7 @@ async fn histogram_with(
         (None, given_until) => {
             let from_rollup = match counted {
                 Counted::FromEvents => None,
-                _ => rollup::bounds(db, q, scope, &cond, given_until).await?,
+                _ => rollup::bounds(db, q, scope, &cond, given_until, now).await?,
             };
             let (first, last) = match from_rollup {
                 Some(Some((f, l))) => (Some(f), Some(l)),
@@ -1606,7 +1606,7 @@ async fn histogram_with(
     let n = std::cmp::max((until - start) / width + 1, 1);
     let from_rollup = match counted {
         Counted::FromEvents => None,
-        _ => rollup::histogram_counts(db, q, scope, &cond, since, until, start, width).await?,
+        _ => rollup::histogram_counts(db, q, scope, since, until, start, width, now).await?,
     };
     let rows = match (from_rollup, counted) {
         (Some(rows), _) => rows,

@@ -120,26 +120,44 @@ pub(crate) async fn remove_through<C: ConnectionTrait>(tx: &C, seq: i64) -> Doma
     Ok(())
 }
 
-/// The rollup's own conditions for a filter it can answer: the slice (`sd`, `sv`; the whole
-/// log's unless the filter names one project, cluster, namespace or verb) and `kind`,
-/// `outcome`, `discovery`; `None` when the filter names anything else (or two slices), or
-/// the reader does not see everything.
-fn rollup_filter(
+/// How the rollup answers a filter within a reader's scope ([`rolled`]).
+struct Rolled {
+    /// What the rollup's rows must equal: the slice's dimension `sd`, and `kind`, `outcome`,
+    /// `disc` as the filter names them.
+    conds: Vec<(&'static str, Value)>,
+    /// The slices summed (`sv IN`): the filter's one value, or the reader's projects.
+    slices: Vec<String>,
+    /// The part of the scope the rollup holds, within which the edges are counted: everything,
+    /// or the reader's projects.
+    held: AuditScope,
+    /// The rest of the scope: the reader's own activity outside their projects, counted from
+    /// the events over the whole range (one person's events, through the actor index).
+    own: Option<Condition>,
+}
+
+/// How the rollup answers `q` within `scope`, or `None` when it cannot: the filter names
+/// something besides a time range, `kind`, `outcome`, `discovery` and one of project, cluster,
+/// namespace or verb; or the reader sees only some projects (`audit.read` there) and the
+/// filter names a cluster, namespace, verb or a project they do not read; or they read no
+/// project at all (their own activity only: counting it is cheap).
+fn rolled(
+    b: DbBackend,
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
-) -> Option<Vec<(&'static str, Value)>> {
+    now: Timestamp,
+) -> DomainResult<Option<Rolled>> {
+    use audit_events::Column as C;
     let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
-    if !scope.all
-        || given(&q.actor).is_some()
+    if given(&q.actor).is_some()
         || given(&q.resource).is_some()
         || given(&q.source_ip).is_some()
         || given(&q.action).is_some()
         || given(&q.q).is_some()
         || q.status.is_some()
     {
-        return None;
+        return Ok(None);
     }
-    let mut slices = [
+    let mut named = [
         ("project", given(&q.project)),
         ("cluster", given(&q.cluster)),
         ("namespace", given(&q.namespace)),
@@ -147,11 +165,40 @@ fn rollup_filter(
     ]
     .into_iter()
     .filter_map(|(sd, v)| v.map(|v| (sd, v)));
-    let (sd, sv) = slices.next().unwrap_or(("", String::new()));
-    if slices.next().is_some() {
-        return None;
+    let slice = named.next();
+    if named.next().is_some() {
+        return Ok(None);
     }
-    let mut conds = vec![("sd", Value::from(sd)), ("sv", Value::from(sv))];
+    let (sd, slices, held, own) = if scope.all {
+        let (sd, sv) = slice.unwrap_or(("", String::new()));
+        (sd, vec![sv], AuditScope::all(), None)
+    } else {
+        if scope.projects.is_empty() {
+            return Ok(None);
+        }
+        let slices = match slice {
+            None => scope.projects.clone(),
+            Some(("project", p)) if scope.projects.contains(&p) => vec![p],
+            Some(_) => return Ok(None),
+        };
+        let held = AuditScope::projects(Some(&scope.projects));
+        // Their own allowed events outside the projects they read (`AuditScope::condition`).
+        let own = match &scope.user {
+            Some(u) => Some(
+                filter(b, q, &AuditScope::all(), now)?
+                    .add(C::ActorId.eq(u.clone()))
+                    .add(C::Outcome.eq(super::Outcome::Allowed.as_str()))
+                    .add(
+                        Condition::any()
+                            .add(C::Project.is_null())
+                            .add(C::Project.is_not_in(scope.projects.clone())),
+                    ),
+            ),
+            None => None,
+        };
+        ("project", slices, held, own)
+    };
+    let mut conds = vec![("sd", Value::from(sd))];
     if let Some(k) = q.kind.as_ref().filter(|k| !k.is_empty()) {
         conds.push(("kind", Value::from(k.clone())));
     }
@@ -161,7 +208,34 @@ fn rollup_filter(
     if q.discovery == Some(false) {
         conds.push(("disc", Value::from(0i32)));
     }
-    Some(conds)
+    Ok(Some(Rolled {
+        conds,
+        slices,
+        held,
+        own,
+    }))
+}
+
+impl Rolled {
+    /// ` AND col = … AND sv IN (…)` with its values, the placeholders numbered after `taken`.
+    fn sql(&self, b: DbBackend, taken: usize) -> (String, Vec<Value>) {
+        let mut sql = String::new();
+        let mut values: Vec<Value> = Vec::new();
+        for (col, v) in &self.conds {
+            values.push(v.clone());
+            sql.push_str(&format!(
+                " AND {col} = {}",
+                placeholder(b, taken + values.len())
+            ));
+        }
+        let mut list = Vec::new();
+        for sv in &self.slices {
+            values.push(Value::from(sv.clone()));
+            list.push(placeholder(b, taken + values.len()));
+        }
+        sql.push_str(&format!(" AND sv IN ({})", list.join(", ")));
+        (sql, values)
+    }
 }
 
 /// `SELECT {select} FROM audit_rollup WHERE t in [from, to) AND {dim} AND the filter's
@@ -173,19 +247,17 @@ async fn rollup_rows(
     group: &str,
     from: i64,
     to: i64,
-    conds: &[(&'static str, Value)],
+    rolled: &Rolled,
 ) -> DomainResult<Vec<sea_orm::QueryResult>> {
     let b = db.get_database_backend();
+    let (conds, more) = rolled.sql(b, 2);
     let mut sql = format!(
-        "SELECT {select} FROM audit_rollup WHERE t >= {} AND t < {}",
+        "SELECT {select} FROM audit_rollup WHERE t >= {} AND t < {}{conds}",
         placeholder(b, 1),
         placeholder(b, 2)
     );
     let mut values: Vec<Value> = vec![from.into(), to.into()];
-    for (col, v) in conds {
-        values.push(v.clone());
-        sql.push_str(&format!(" AND {col} = {}", placeholder(b, values.len())));
-    }
+    values.extend(more);
     if !dim_cond.is_empty() {
         sql.push_str(&format!(" AND {dim_cond}"));
     }
@@ -319,13 +391,22 @@ pub async fn facets_from_rollup(
     let b = db.get_database_backend();
     // Validates the filter first: a bad one is refused, whoever answers it.
     filter(b, q, scope, now)?;
-    let Some(conds) = rollup_filter(q, scope) else {
+    let Some(rolled) = rolled(b, q, scope, now)? else {
         return Ok(None);
     };
     let (since, until) = time_bounds(q, now)?;
     let Some(plan) = DayPlan::new(since, until) else {
         return Ok(None);
     };
+    // What is counted from the events: the edges (within the part of the scope the rollup
+    // holds), and the reader's own activity outside it.
+    let mut scans = Vec::new();
+    for &(start, end, sign) in &plan.edges {
+        scans.push((edge_filter(b, q, &rolled.held, now, start, end)?, sign));
+    }
+    if let Some(own) = &rolled.own {
+        scans.push((own.clone(), 1));
+    }
     let mut counts: HashMap<(String, String), i64> = HashMap::new();
     let rows = rollup_rows(
         db,
@@ -334,7 +415,7 @@ pub async fn facets_from_rollup(
         "dim, val",
         plan.from,
         plan.to,
-        &conds,
+        &rolled,
     )
     .await?;
     for r in rows {
@@ -343,9 +424,8 @@ pub async fn facets_from_rollup(
         let n: i64 = r.try_get("", "n")?;
         *counts.entry((dim, val)).or_default() += n;
     }
-    for &(start, end, sign) in &plan.edges {
-        let cond = edge_filter(b, q, scope, now, start, end)?;
-        scan_counts(db, cond, sign, &mut counts).await?;
+    for (cond, sign) in &scans {
+        scan_counts(db, cond.clone(), *sign, &mut counts).await?;
     }
     let mut lists: HashMap<String, Vec<crate::dto::FacetCount>> = HashMap::new();
     let mut total = 0;
@@ -369,7 +449,7 @@ pub async fn facets_from_rollup(
         l
     };
     // Kinds and outcomes: from the total's rows, grouped by the key's columns.
-    let (kinds, outcomes) = kinds_and_outcomes(db, &conds, &plan, q, scope, now).await?;
+    let (kinds, outcomes) = kinds_and_outcomes(db, &rolled, &plan, &scans).await?;
     Ok(Some(crate::dto::AuditFacets {
         total,
         actors: take("actor"),
@@ -382,14 +462,12 @@ pub async fn facets_from_rollup(
 }
 
 /// The kind and outcome facets: the rollup's hourly totals grouped by kind and by outcome,
-/// plus (or minus) the edges counted from the events.
+/// plus (or minus) what `scans` count from the events.
 async fn kinds_and_outcomes(
     db: &DatabaseConnection,
-    conds: &[(&'static str, Value)],
+    rolled: &Rolled,
     plan: &DayPlan,
-    q: &crate::dto::AuditQuery,
-    scope: &AuditScope,
-    now: Timestamp,
+    scans: &[(Condition, i64)],
 ) -> DomainResult<(Vec<crate::dto::FacetCount>, Vec<crate::dto::FacetCount>)> {
     use audit_events::Column as C;
     use sea_orm::{EntityTrait, QuerySelect};
@@ -401,7 +479,7 @@ async fn kinds_and_outcomes(
         "kind, outcome",
         plan.from,
         plan.to,
-        conds,
+        rolled,
     )
     .await?;
     let mut add = |kind: String, outcome: String, n: i64| {
@@ -415,14 +493,13 @@ async fn kinds_and_outcomes(
             r.try_get("", "n")?,
         );
     }
-    for &(start, end, sign) in &plan.edges {
-        let cond = edge_filter(db.get_database_backend(), q, scope, now, start, end)?;
+    for (cond, sign) in scans {
         let rows: Vec<(String, String, i64)> = audit_events::Entity::find()
             .select_only()
             .column(C::Kind)
             .column(C::Outcome)
             .column_as(sea_orm::sea_query::Expr::col(C::Seq).count(), "n")
-            .filter(cond)
+            .filter(cond.clone())
             .group_by(C::Kind)
             .group_by(C::Outcome)
             .into_tuple()
@@ -455,7 +532,8 @@ async fn kinds_and_outcomes(
 /// The time of the first and of the last event matching `cond` (a filter with no start; at
 /// most `until`), found through the rollup: its first and last hours holding a matching event,
 /// then the exact times inside those two hours from the events (the `at` index), so that a
-/// broad filter's histogram does not read every matching event to learn where it begins.
+/// broad filter's histogram does not read every matching event to learn where it begins (the
+/// reader's own activity outside their projects, if any, is read from the events).
 /// `Ok(None)` when the rollup cannot answer (the caller reads the events);
 /// `Ok(Some(None))` when nothing matches.
 pub(crate) async fn bounds(
@@ -464,57 +542,85 @@ pub(crate) async fn bounds(
     scope: &AuditScope,
     cond: &Condition,
     until: Option<i64>,
+    now: Timestamp,
 ) -> DomainResult<Option<Option<(i64, i64)>>> {
     use sea_orm::sea_query::Expr;
     use sea_orm::{EntityTrait, QuerySelect};
-    let Some(conds) = rollup_filter(q, scope) else {
+    let b = db.get_database_backend();
+    let Some(rolled) = rolled(b, q, scope, now)? else {
         return Ok(None);
     };
-    let b = db.get_database_backend();
-    let mut sql =
-        "SELECT MIN(t) AS first, MAX(t) AS last FROM audit_rollup WHERE dim = '' AND n > 0"
-            .to_owned();
     let mut values: Vec<Value> = Vec::new();
-    for (col, v) in &conds {
-        values.push(v.clone());
-        sql.push_str(&format!(" AND {col} = {}", placeholder(b, values.len())));
-    }
+    let mut until_sql = String::new();
     if let Some(u) = until {
         values.push(u.into());
-        sql.push_str(&format!(" AND t <= {}", placeholder(b, values.len())));
+        until_sql = format!(" AND t <= {}", placeholder(b, 1));
     }
+    let (conds, more) = rolled.sql(b, values.len());
+    values.extend(more);
+    let sql = format!(
+        "SELECT MIN(t) AS first, MAX(t) AS last FROM audit_rollup \
+         WHERE dim = '' AND n > 0{until_sql}{conds}"
+    );
     let Some(row) = db
         .query_one_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
         .await?
     else {
         return Ok(None);
     };
-    let (Some(first_hour), Some(last_hour)) = (
+    let at = || Expr::col(audit_events::Column::At);
+    let held = match (
         row.try_get::<Option<i64>>("", "first")?,
         row.try_get::<Option<i64>>("", "last")?,
-    ) else {
-        return Ok(Some(None));
-    };
-    let edge = |hour: i64, column: sea_orm::sea_query::SimpleExpr| {
-        audit_events::Entity::find()
-            .select_only()
-            .column_as(column, "at")
-            .filter(
-                cond.clone()
-                    .add(audit_events::Column::At.gte(hour))
-                    .add(audit_events::Column::At.lt(hour + HOUR_MS)),
-            )
-            .into_tuple::<Option<i64>>()
-            .one(db)
-    };
-    let at = || Expr::col(audit_events::Column::At);
-    let (first, last) =
-        tokio::try_join!(edge(first_hour, at().min()), edge(last_hour, at().max()))?;
-    Ok(match (first.flatten(), last.flatten()) {
-        (Some(f), Some(l)) => Some(Some((f, std::cmp::max(l, f)))),
-        // The rollup disagrees with the events (it never should): read the events.
+    ) {
+        (Some(first_hour), Some(last_hour)) => {
+            let edge = |hour: i64, column: sea_orm::sea_query::SimpleExpr| {
+                audit_events::Entity::find()
+                    .select_only()
+                    .column_as(column, "at")
+                    .filter(
+                        cond.clone()
+                            .add(audit_events::Column::At.gte(hour))
+                            .add(audit_events::Column::At.lt(hour + HOUR_MS)),
+                    )
+                    .into_tuple::<Option<i64>>()
+                    .one(db)
+            };
+            let (first, last) =
+                tokio::try_join!(edge(first_hour, at().min()), edge(last_hour, at().max()))?;
+            match (first.flatten(), last.flatten()) {
+                (Some(f), Some(l)) => Some((f, std::cmp::max(l, f))),
+                // The rollup disagrees with the events (it never should): read the events.
+                _ => return Ok(None),
+            }
+        }
         _ => None,
-    })
+    };
+    let own = match &rolled.own {
+        Some(own) => {
+            let mut own = own.clone();
+            if let Some(u) = until {
+                own = own.add(audit_events::Column::At.lte(u));
+            }
+            match audit_events::Entity::find()
+                .select_only()
+                .column_as(at().min(), "first")
+                .column_as(at().max(), "last")
+                .filter(own)
+                .into_tuple::<(Option<i64>, Option<i64>)>()
+                .one(db)
+                .await?
+            {
+                Some((Some(f), Some(l))) => Some((f, l)),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    Ok(Some(match (held, own) {
+        (Some((f1, l1)), Some((f2, l2))) => Some((std::cmp::min(f1, f2), std::cmp::max(l1, l2))),
+        (one, None) | (None, one) => one,
+    }))
 }
 
 /// The histogram's counts (bucket, outcome, events) from the rollup's hourly totals for the
@@ -525,13 +631,14 @@ pub(crate) async fn histogram_counts(
     db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
-    cond: &Condition,
     since: i64,
     until: i64,
     start: i64,
     width: i64,
+    now: Timestamp,
 ) -> DomainResult<Option<Vec<(i64, String, i64)>>> {
-    let Some(conds) = rollup_filter(q, scope) else {
+    let b = db.get_database_backend();
+    let Some(rolled) = rolled(b, q, scope, now)? else {
         return Ok(None);
     };
     if width % HOUR_MS != 0 || start % HOUR_MS != 0 {
@@ -554,7 +661,7 @@ pub(crate) async fn histogram_counts(
         "t, outcome",
         h0,
         h1,
-        &conds,
+        &rolled,
     )
     .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -567,8 +674,14 @@ pub(crate) async fn histogram_counts(
         ));
     }
     use audit_events::Column as C;
-    out.extend(super::histogram_scan(db, cond.clone().add(C::At.lt(h0)), start, width).await?);
-    out.extend(super::histogram_scan(db, cond.clone().add(C::At.gte(h1)), start, width).await?);
+    // The edges within the part of the scope the rollup holds; the reader's own activity
+    // outside it, whole.
+    let held = filter(b, q, &rolled.held, now)?;
+    out.extend(super::histogram_scan(db, held.clone().add(C::At.lt(h0)), start, width).await?);
+    out.extend(super::histogram_scan(db, held.add(C::At.gte(h1)), start, width).await?);
+    if let Some(own) = rolled.own {
+        out.extend(super::histogram_scan(db, own, start, width).await?);
+    }
     Ok(Some(out))
 }
 

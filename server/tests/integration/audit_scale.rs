@@ -959,18 +959,42 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         (q(|a| a.status = Some(403)), false),
     ];
     let all = AuditScope::all();
-    let project_reader = AuditScope {
-        projects: vec!["payments".into()],
-        ..Default::default()
+    // Readers of some projects: one, and two with their own activity elsewhere (a person who
+    // acted outside those projects, and was refused somewhere: refusals stay with auditors).
+    let someone: String = {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT actor_id FROM audit_events WHERE actor_id IS NOT NULL \
+                 AND outcome = 'allowed' AND (project IS NULL OR project NOT IN ('payments', 'checkout')) \
+                 AND actor_id IN (SELECT actor_id FROM audit_events WHERE outcome = 'denied') \
+                 GROUP BY actor_id ORDER BY COUNT(*) DESC, actor_id LIMIT 1",
+            ))
+            .await
+            .unwrap()
+            .expect("an actor with activity outside the projects");
+        row.try_get("", "actor_id").unwrap()
     };
+    let readers = vec![
+        AuditScope {
+            projects: vec!["payments".into()],
+            ..Default::default()
+        },
+        AuditScope {
+            projects: vec!["payments".into(), "checkout".into()],
+            user: Some(someone),
+            ..Default::default()
+        },
+    ];
     let check = |label: &'static str| {
         let answered = answered.clone();
         let db = db.clone();
         let all = all.clone();
-        let project_reader = project_reader.clone();
+        let readers = readers.clone();
         let now = app.clock.now();
         async move {
             let mut from_rollup = 0;
+            let mut readers_from_rollup = 0;
             for (filter, by_rollup) in &answered {
                 let scan = facets_scan(&db, filter, &all, now).await.unwrap();
                 let rolled = facets_from_rollup(&db, filter, &all, now).await.unwrap();
@@ -987,19 +1011,29 @@ async fn audit_rollup_answers_what_a_scan_answers() {
                     from_rollup += 1;
                 }
                 assert_eq!(histogram_at(&db, filter, &all, now).await.unwrap(), scan_h);
-                // A reader of some projects only: never from the rollup.
-                assert!(facets_from_rollup(&db, filter, &project_reader, now)
-                    .await
-                    .unwrap()
-                    .is_none());
-                assert_eq!(
-                    facets_at(&db, filter, &project_reader, now).await.unwrap(),
-                    facets_scan(&db, filter, &project_reader, now)
+                // Readers of some projects: their projects' slices, their own activity
+                // elsewhere counted; the same answer as counting what they may see.
+                for reader in &readers {
+                    let scan = facets_scan(&db, filter, reader, now).await.unwrap();
+                    if let Some(r) = facets_from_rollup(&db, filter, reader, now).await.unwrap() {
+                        assert_eq!(r, scan, "{label}: facets of {filter:?} for {reader:?}");
+                        readers_from_rollup += 1;
+                    }
+                    assert_eq!(facets_at(&db, filter, reader, now).await.unwrap(), scan);
+                    let scan_h = histogram_from_events(&db, filter, reader, now)
+                        .await
+                        .unwrap();
+                    if let Some(h) = histogram_from_rollup(&db, filter, reader, now)
                         .await
                         .unwrap()
-                );
+                    {
+                        assert_eq!(h, scan_h, "{label}: histogram of {filter:?} for {reader:?}");
+                        readers_from_rollup += 1;
+                    }
+                }
             }
             assert!(from_rollup >= 30, "{label}: {from_rollup}");
+            assert!(readers_from_rollup >= 30, "{label}: {readers_from_rollup}");
         }
     };
     check("fresh").await;
