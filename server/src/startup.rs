@@ -317,8 +317,12 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
 
 /// How often audit retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often the audit rollup counts the new events, and at most how many in one transaction.
+const ROLLUP_EVERY: Duration = Duration::from_secs(1);
+const ROLLUP_BATCH: i64 = 50_000;
 
-/// Background upkeep: expired sessions; summaries of sampled refusals; audit retention.
+/// Background upkeep: expired sessions; summaries of sampled refusals; audit retention and
+/// rollup.
 pub fn spawn_maintenance(state: &AppState) {
     let services = state.services.clone();
     tokio::spawn(async move {
@@ -330,6 +334,29 @@ pub fn spawn_maintenance(state: &AppState) {
             }
             if let Err(e) = warden_domain::audit::retention::run(&services).await {
                 tracing::warn!(error = %e, "audit retention failed; retrying at the next run");
+            }
+        }
+    });
+    let services = state.services.clone();
+    tokio::spawn(async move {
+        // The audit rollup counts what was stored since its last pass (reads add what it
+        // has not counted yet from the events, so a lag costs time, never exactness).
+        let mut tick = tokio::time::interval(ROLLUP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !services.jobs.run("audit_rollup") {
+                continue;
+            }
+            loop {
+                match warden_domain::audit::rollup::catch_up(&services.db, ROLLUP_BATCH).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the audit rollup could not catch up; retrying");
+                        break;
+                    }
+                }
             }
         }
     });

@@ -7,9 +7,11 @@
 //! for a Kubernetes request that names no resource: discovery, version, health) per time slot,
 //! for one dimension `dim`: `''` (every event, per **hour**: the histogram and the total) or
 //! `actor`, `cluster`, `namespace`, `verb` (the facets, per **day**; the value in `val`, events
-//! without one not counted, as the facets do). It is kept in the writer's transaction: every
-//! append adds its rows ([`add_after`]), retention subtracts what it deletes
-//! ([`remove_through`]).
+//! without one not counted, as the facets do). It is caught up after the appends, in large
+//! batches ([`catch_up`], a background job; `audit_rollup_state.seq` is the last event
+//! counted), and retention subtracts what it deletes among the counted events
+//! ([`remove_through`]). Every read takes the rollup up to that event and counts the events
+//! after it from the log ([`consistent`]).
 //!
 //! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
 //! project, cluster, namespace and verb, read by someone who sees everything, is answered from
@@ -91,28 +93,118 @@ fn placeholder(backend: DbBackend, i: usize) -> String {
     }
 }
 
-/// Count the rows appended after `seq` (inside the appending transaction, the chain locked:
-/// every row after it is this append's).
-pub(crate) async fn add_after<C: ConnectionTrait>(tx: &C, seq: i64) -> DomainResult<()> {
+/// The last event counted (`audit_rollup_state`): every event up to it is in the rollup,
+/// none after it.
+pub async fn counted_through<C: ConnectionTrait>(db: &C) -> DomainResult<i64> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT seq FROM audit_rollup_state WHERE id = 1",
+        ))
+        .await?;
+    match row {
+        Some(r) => Ok(r.try_get("", "seq")?),
+        None => Err(crate::DomainError::Internal(
+            "the audit rollup has no state row".into(),
+        )),
+    }
+}
+
+/// Inside `tx`, take the rollup's lock (its state row: the catch-up and retention, which
+/// both move its counts, one at a time, on every replica) and read where it stands.
+async fn lock_counted<C: ConnectionTrait>(tx: &C) -> DomainResult<i64> {
     let b = tx.get_database_backend();
-    let sql = upsert_sql(&format!("seq > {}", placeholder(b, 1)), 1);
+    let sql = match b {
+        DbBackend::Postgres => "SELECT seq FROM audit_rollup_state WHERE id = 1 FOR UPDATE",
+        // SQLite: a write takes the database's write lock at once.
+        _ => {
+            tx.execute_unprepared("UPDATE audit_rollup_state SET seq = seq WHERE id = 1")
+                .await?;
+            "SELECT seq FROM audit_rollup_state WHERE id = 1"
+        }
+    };
+    let row = tx
+        .query_one_raw(sea_orm::Statement::from_string(b, sql))
+        .await?
+        .ok_or_else(|| crate::DomainError::Internal("the audit rollup has no state row".into()))?;
+    Ok(row.try_get("", "seq")?)
+}
+
+/// Count the events stored since the last catch-up, at most `max` of them (by `seq`), in one
+/// transaction; returns how far it moved (0: nothing new). Appends no longer count their own
+/// events (with the slices, that made a batch of 1,000 events eight times dearer to store):
+/// a background job calls this every second, and the reads add what it has not counted yet
+/// from the events themselves, so the answers stay exact whatever it lags.
+pub async fn catch_up(db: &DatabaseConnection, max: i64) -> DomainResult<i64> {
+    use sea_orm::TransactionTrait;
+    let newest = |r: Option<sea_orm::QueryResult>| -> DomainResult<i64> {
+        Ok(match r {
+            Some(r) => r.try_get::<Option<i64>>("", "s")?.unwrap_or(0),
+            None => 0,
+        })
+    };
+    let last_sql = "SELECT CAST(MAX(seq) AS BIGINT) AS s FROM audit_events";
+    let b = db.get_database_backend();
+    // Nothing new: no write transaction.
+    let newest_now = newest(
+        db.query_one_raw(sea_orm::Statement::from_string(b, last_sql))
+            .await?,
+    )?;
+    if newest_now <= counted_through(db).await? {
+        return Ok(0);
+    }
+    let tx = db.begin().await?;
+    let from = lock_counted(&tx).await?;
+    // Appends commit in `seq` order (the chain's lock), so every event up to the newest
+    // committed one is there to count.
+    let to = std::cmp::min(
+        newest(
+            tx.query_one_raw(sea_orm::Statement::from_string(b, last_sql))
+                .await?,
+        )?,
+        from.saturating_add(max),
+    );
+    if to <= from {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let sql = upsert_sql(
+        &format!(
+            "seq > {} AND seq <= {}",
+            placeholder(b, 1),
+            placeholder(b, 2)
+        ),
+        1,
+    );
     tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         b,
         sql,
-        [seq.into()],
+        [from.into(), to.into()],
     ))
     .await?;
-    Ok(())
+    tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+        b,
+        format!(
+            "UPDATE audit_rollup_state SET seq = {} WHERE id = 1",
+            placeholder(b, 1)
+        ),
+        [to.into()],
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(to - from)
 }
 
-/// Uncount the rows up to `seq` (retention, before it deletes them, in its transaction).
+/// Uncount the rows up to `seq` that the rollup holds (retention, before it deletes them, in
+/// its transaction, the rollup's lock taken: a catch-up never counts what it deletes).
 pub(crate) async fn remove_through<C: ConnectionTrait>(tx: &C, seq: i64) -> DomainResult<()> {
     let b = tx.get_database_backend();
+    let counted = lock_counted(tx).await?;
     let sql = upsert_sql(&format!("seq <= {}", placeholder(b, 1)), -1);
     tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         b,
         sql,
-        [seq.into()],
+        [std::cmp::min(seq, counted).into()],
     ))
     .await?;
     tx.execute_unprepared("DELETE FROM audit_rollup WHERE n <= 0")
@@ -398,12 +490,50 @@ pub async fn facets_from_rollup(
     let Some(plan) = DayPlan::new(since, until) else {
         return Ok(None);
     };
+    consistent(db, |counted| {
+        facets_counted(db, q, now, &rolled, &plan, counted)
+    })
+    .await
+}
+
+/// Run `read` (given the last event the rollup counts) until no catch-up moved the rollup
+/// while it ran, so that what it read from the rollup and from the events after it fit
+/// together; `None` (count the events) if a catch-up moved it three times.
+async fn consistent<T, F, Fut>(db: &DatabaseConnection, read: F) -> DomainResult<Option<T>>
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = DomainResult<T>>,
+{
+    for _ in 0..3 {
+        let counted = counted_through(db).await?;
+        let answer = read(counted).await?;
+        if counted_through(db).await? == counted {
+            return Ok(Some(answer));
+        }
+    }
+    Ok(None)
+}
+
+/// [`facets_from_rollup`] with the rollup holding the events up to `counted`.
+async fn facets_counted(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    now: Timestamp,
+    rolled: &Rolled,
+    plan: &DayPlan,
+    counted: i64,
+) -> DomainResult<crate::dto::AuditFacets> {
+    use audit_events::Column as C;
+    let b = db.get_database_backend();
     // What is counted from the events: the edges (within the part of the scope the rollup
-    // holds), and the reader's own activity outside it.
+    // holds, among the events it holds), the events it does not hold yet, and the reader's
+    // own activity outside their projects.
     let mut scans = Vec::new();
     for &(start, end, sign) in &plan.edges {
-        scans.push((edge_filter(b, q, &rolled.held, now, start, end)?, sign));
+        let edge = edge_filter(b, q, &rolled.held, now, start, end)?.add(C::Seq.lte(counted));
+        scans.push((edge, sign));
     }
+    scans.push((filter(b, q, &rolled.held, now)?.add(C::Seq.gt(counted)), 1));
     if let Some(own) = &rolled.own {
         scans.push((own.clone(), 1));
     }
@@ -415,7 +545,7 @@ pub async fn facets_from_rollup(
         "dim, val",
         plan.from,
         plan.to,
-        &rolled,
+        rolled,
     )
     .await?;
     for r in rows {
@@ -449,8 +579,8 @@ pub async fn facets_from_rollup(
         l
     };
     // Kinds and outcomes: from the total's rows, grouped by the key's columns.
-    let (kinds, outcomes) = kinds_and_outcomes(db, &rolled, &plan, &scans).await?;
-    Ok(Some(crate::dto::AuditFacets {
+    let (kinds, outcomes) = kinds_and_outcomes(db, rolled, plan, &scans).await?;
+    Ok(crate::dto::AuditFacets {
         total,
         actors: take("actor"),
         kinds,
@@ -458,7 +588,7 @@ pub async fn facets_from_rollup(
         namespaces: take("namespace"),
         verbs: take("verb"),
         outcomes,
-    }))
+    })
 }
 
 /// The kind and outcome facets: the rollup's hourly totals grouped by kind and by outcome,
@@ -550,6 +680,9 @@ pub(crate) async fn bounds(
     let Some(rolled) = rolled(b, q, scope, now)? else {
         return Ok(None);
     };
+    // Read before the rollup: every event up to it is there (a later catch-up only adds),
+    // the ones after it are read from the events.
+    let counted = counted_through(db).await?;
     let mut values: Vec<Value> = Vec::new();
     let mut until_sql = String::new();
     if let Some(u) = until {
@@ -596,28 +729,30 @@ pub(crate) async fn bounds(
         }
         _ => None,
     };
-    let own = match &rolled.own {
-        Some(own) => {
-            let mut own = own.clone();
-            if let Some(u) = until {
-                own = own.add(audit_events::Column::At.lte(u));
-            }
-            match audit_events::Entity::find()
-                .select_only()
-                .column_as(at().min(), "first")
-                .column_as(at().max(), "last")
-                .filter(own)
-                .into_tuple::<(Option<i64>, Option<i64>)>()
-                .one(db)
-                .await?
-            {
-                Some((Some(f), Some(l))) => Some((f, l)),
-                _ => None,
-            }
-        }
-        None => None,
+    // The events the rollup does not hold: those after it, the reader's own activity outside
+    // their projects.
+    let mut rest = Condition::any()
+        .add(filter(b, q, &rolled.held, now)?.add(audit_events::Column::Seq.gt(counted)));
+    if let Some(own) = &rolled.own {
+        rest = rest.add(own.clone());
+    }
+    let mut rest = Condition::all().add(rest);
+    if let Some(u) = until {
+        rest = rest.add(audit_events::Column::At.lte(u));
+    }
+    let rest = match audit_events::Entity::find()
+        .select_only()
+        .column_as(at().min(), "first")
+        .column_as(at().max(), "last")
+        .filter(rest)
+        .into_tuple::<(Option<i64>, Option<i64>)>()
+        .one(db)
+        .await?
+    {
+        Some((Some(f), Some(l))) => Some((f, l)),
+        _ => None,
     };
-    Ok(Some(match (held, own) {
+    Ok(Some(match (held, rest) {
         (Some((f1, l1)), Some((f2, l2))) => Some((std::cmp::min(f1, f2), std::cmp::max(l1, l2))),
         (one, None) | (None, one) => one,
     }))
@@ -654,6 +789,25 @@ pub(crate) async fn histogram_counts(
     if h1 <= h0 {
         return Ok(None);
     }
+    consistent(db, |counted| {
+        histogram_counted(db, q, (h0, h1), start, width, now, &rolled, counted)
+    })
+    .await
+}
+
+/// [`histogram_counts`] with the rollup holding the events up to `counted`.
+#[allow(clippy::too_many_arguments)]
+async fn histogram_counted(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    (h0, h1): (i64, i64),
+    start: i64,
+    width: i64,
+    now: Timestamp,
+    rolled: &Rolled,
+    counted: i64,
+) -> DomainResult<Vec<(i64, String, i64)>> {
+    let b = db.get_database_backend();
     let rows = rollup_rows(
         db,
         "t, outcome, CAST(SUM(n) AS BIGINT) AS n",
@@ -661,7 +815,7 @@ pub(crate) async fn histogram_counts(
         "t, outcome",
         h0,
         h1,
-        &rolled,
+        rolled,
     )
     .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -674,15 +828,22 @@ pub(crate) async fn histogram_counts(
         ));
     }
     use audit_events::Column as C;
-    // The edges within the part of the scope the rollup holds; the reader's own activity
-    // outside it, whole.
+    // The edges within the part of the scope the rollup holds, among the events it holds;
+    // the events it does not hold yet; the reader's own activity outside their projects.
     let held = filter(b, q, &rolled.held, now)?;
-    out.extend(super::histogram_scan(db, held.clone().add(C::At.lt(h0)), start, width).await?);
-    out.extend(super::histogram_scan(db, held.add(C::At.gte(h1)), start, width).await?);
-    if let Some(own) = rolled.own {
-        out.extend(super::histogram_scan(db, own, start, width).await?);
+    let counted_held = held.clone().add(C::Seq.lte(counted));
+    let mut scans = vec![
+        counted_held.clone().add(C::At.lt(h0)),
+        counted_held.add(C::At.gte(h1)),
+        held.add(C::Seq.gt(counted)),
+    ];
+    if let Some(own) = &rolled.own {
+        scans.push(own.clone());
     }
-    Ok(Some(out))
+    for cond in scans {
+        out.extend(super::histogram_scan(db, cond, start, width).await?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
