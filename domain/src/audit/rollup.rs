@@ -410,8 +410,10 @@ struct DayPlan {
 }
 
 impl DayPlan {
-    /// `None` when the range holds no whole day (then the events are counted).
-    fn new(since: Option<i64>, until: Option<i64>) -> Option<Self> {
+    /// `None` when the range holds no whole day (then the events are counted). `now`: no
+    /// event is newer (a side of an edge that reaches past it costs only up to it).
+    fn new(since: Option<i64>, until: Option<i64>, now: i64) -> Option<Self> {
+        let horizon = now.saturating_add(1);
         let floor = |t: i64| t.div_euclid(DAY_MS) * DAY_MS;
         // The whole days inside the range: [d0, d1).
         let d0 = since.map_or(i64::MIN, |s| {
@@ -432,7 +434,8 @@ impl DayPlan {
             edges: Vec::new(),
         };
         if let Some(s) = since.filter(|s| *s != d0) {
-            if s - (d0 - DAY_MS) < d0 - s {
+            let own = std::cmp::min(d0, std::cmp::min(end.unwrap_or(i64::MAX), horizon)) - s;
+            if s - (d0 - DAY_MS) < own {
                 plan.from = d0 - DAY_MS;
                 plan.edges.push((d0 - DAY_MS, s, -1));
             } else {
@@ -440,7 +443,7 @@ impl DayPlan {
             }
         }
         if let Some(e) = end.filter(|e| *e != d1) {
-            if d1 + DAY_MS - e < e - d1 {
+            if std::cmp::min(d1 + DAY_MS, horizon) - e < e - d1 {
                 plan.to = d1 + DAY_MS;
                 plan.edges.push((e, d1 + DAY_MS, -1));
             } else {
@@ -487,7 +490,7 @@ pub async fn facets_from_rollup(
         return Ok(None);
     };
     let (since, until) = time_bounds(q, now)?;
-    let Some(plan) = DayPlan::new(since, until) else {
+    let Some(plan) = DayPlan::new(since, until, now.millis()) else {
         return Ok(None);
     };
     consistent(db, |counted| {
@@ -852,11 +855,13 @@ mod tests {
 
     const H: i64 = HOUR_MS;
     const D: i64 = DAY_MS;
+    /// Long after every range below.
+    const NOW: i64 = 100 * D;
 
     #[test]
     fn an_edge_is_counted_from_the_shorter_side_of_its_day() {
         // Since 05:00 on day 10: the day whole, its first five hours subtracted.
-        let p = DayPlan::new(Some(10 * D + 5 * H), None).unwrap();
+        let p = DayPlan::new(Some(10 * D + 5 * H), None, NOW).unwrap();
         assert_eq!(
             p,
             DayPlan {
@@ -866,12 +871,12 @@ mod tests {
             }
         );
         // Since 20:00: its last four hours added to the days after.
-        let p = DayPlan::new(Some(10 * D + 20 * H), None).unwrap();
+        let p = DayPlan::new(Some(10 * D + 20 * H), None, NOW).unwrap();
         assert_eq!(p.from, 11 * D);
         assert_eq!(p.edges, vec![(10 * D + 20 * H, 11 * D, 1)]);
         // Until 18:59:59.999 on day 20 (the end is inclusive): the day whole, what follows
         // subtracted; until 02:00: what precedes added.
-        let p = DayPlan::new(Some(12 * D), Some(20 * D + 19 * H - 1)).unwrap();
+        let p = DayPlan::new(Some(12 * D), Some(20 * D + 19 * H - 1), NOW).unwrap();
         assert_eq!(
             p,
             DayPlan {
@@ -880,15 +885,29 @@ mod tests {
                 edges: vec![(20 * D + 19 * H, 21 * D, -1)]
             }
         );
-        let p = DayPlan::new(None, Some(20 * D + 2 * H)).unwrap();
+        let p = DayPlan::new(None, Some(20 * D + 2 * H), NOW).unwrap();
         assert_eq!(p.from, i64::MIN);
         assert_eq!(p.to, 20 * D);
         assert_eq!(p.edges, vec![(20 * D, 20 * D + 2 * H + 1, 1)]);
         // Whole days only: no edge.
-        let p = DayPlan::new(Some(3 * D), Some(5 * D - 1)).unwrap();
+        let p = DayPlan::new(Some(3 * D), Some(5 * D - 1), NOW).unwrap();
         assert_eq!((p.from, p.to, p.edges.len()), (3 * D, 5 * D, 0));
+        // The last 15 minutes, at 08:45: what lies before them today is longer than what
+        // lies after them up to now, so they are counted from their own events (the rest of
+        // the day has none yet).
+        let now = 10 * D + 8 * H + 45 * 60_000;
+        let p = DayPlan::new(Some(now - 15 * 60_000), None, now).unwrap();
+        assert_eq!(p.from, 11 * D);
+        assert_eq!(p.edges, vec![(now - 15 * 60_000, 11 * D, 1)]);
+        // Until a time still to come: its day whole, nothing to subtract after now.
+        let p = DayPlan::new(Some(3 * D), Some(10 * D + 20 * H), now).unwrap();
+        assert_eq!(p.to, 11 * D);
+        assert_eq!(p.edges, vec![(10 * D + 20 * H + 1, 11 * D, -1)]);
         // Less than a whole day: the events are counted.
-        assert_eq!(DayPlan::new(Some(3 * D + H), Some(4 * D + H)), None);
-        assert_eq!(DayPlan::new(Some(3 * D + H), Some(3 * D + 2 * H)), None);
+        assert_eq!(DayPlan::new(Some(3 * D + H), Some(4 * D + H), NOW), None);
+        assert_eq!(
+            DayPlan::new(Some(3 * D + H), Some(3 * D + 2 * H), NOW),
+            None
+        );
     }
 }
