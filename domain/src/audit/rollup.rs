@@ -541,11 +541,17 @@ async fn facets_counted(
         scans.push((own.clone(), 1));
     }
     let mut counts: HashMap<(String, String), i64> = HashMap::new();
+    // Kinds and outcomes from the same pass: the total's rows (`dim = ''`) grouped by them.
+    let mut by_kind_outcome: HashMap<(bool, String), i64> = HashMap::new();
+    let (k, o) = (
+        "CASE WHEN dim = '' THEN kind ELSE '' END",
+        "CASE WHEN dim = '' THEN outcome ELSE '' END",
+    );
     let rows = rollup_rows(
         db,
-        "dim, val, CAST(SUM(n) AS BIGINT) AS n",
+        &format!("dim, val, {k} AS k, {o} AS o, CAST(SUM(n) AS BIGINT) AS n"),
         "",
-        "dim, val",
+        &format!("dim, val, {k}, {o}"),
         plan.from,
         plan.to,
         rolled,
@@ -555,6 +561,14 @@ async fn facets_counted(
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
+        if dim.is_empty() {
+            *by_kind_outcome
+                .entry((true, r.try_get("", "k")?))
+                .or_default() += n;
+            *by_kind_outcome
+                .entry((false, r.try_get("", "o")?))
+                .or_default() += n;
+        }
         *counts.entry((dim, val)).or_default() += n;
     }
     for (cond, sign) in &scans {
@@ -581,8 +595,7 @@ async fn facets_counted(
         l.truncate(crate::dto::AuditFacets::TOP as usize);
         l
     };
-    // Kinds and outcomes: from the total's rows, grouped by the key's columns.
-    let (kinds, outcomes) = kinds_and_outcomes(db, rolled, plan, &scans).await?;
+    let (kinds, outcomes) = kinds_and_outcomes(db, by_kind_outcome, &scans).await?;
     Ok(crate::dto::AuditFacets {
         total,
         actors: take("actor"),
@@ -594,38 +607,19 @@ async fn facets_counted(
     })
 }
 
-/// The kind and outcome facets: the rollup's hourly totals grouped by kind and by outcome,
+/// The kind and outcome facets: `by` (from the rollup: its totals by kind and by outcome)
 /// plus (or minus) what `scans` count from the events.
 async fn kinds_and_outcomes(
     db: &DatabaseConnection,
-    rolled: &Rolled,
-    plan: &DayPlan,
+    mut by: HashMap<(bool, String), i64>,
     scans: &[(Condition, i64)],
 ) -> DomainResult<(Vec<crate::dto::FacetCount>, Vec<crate::dto::FacetCount>)> {
     use audit_events::Column as C;
     use sea_orm::{EntityTrait, QuerySelect};
-    let mut by: HashMap<(bool, String), i64> = HashMap::new();
-    let rows = rollup_rows(
-        db,
-        "kind, outcome, CAST(SUM(n) AS BIGINT) AS n",
-        "dim = ''",
-        "kind, outcome",
-        plan.from,
-        plan.to,
-        rolled,
-    )
-    .await?;
     let mut add = |kind: String, outcome: String, n: i64| {
         *by.entry((true, kind)).or_default() += n;
         *by.entry((false, outcome)).or_default() += n;
     };
-    for r in rows {
-        add(
-            r.try_get("", "kind")?,
-            r.try_get("", "outcome")?,
-            r.try_get("", "n")?,
-        );
-    }
     for (cond, sign) in scans {
         let rows: Vec<(String, String, i64)> = audit_events::Entity::find()
             .select_only()
