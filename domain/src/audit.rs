@@ -992,6 +992,21 @@ impl AuditScope {
         !self.all && self.projects.is_empty()
     }
 
+    /// The reader's own activity: the allowed events they caused. Only what they were allowed
+    /// to do: a refusal's audited reason is the real one, which the person was answered only as
+    /// a generic 403 (and which could tell them what exists where they may not look), so
+    /// refusals stay with auditors. `None` without a user.
+    pub(crate) fn own_activity(&self) -> Option<sea_orm::sea_query::Condition> {
+        use audit_events::Column as C;
+        use sea_orm::ColumnTrait;
+        let u = self.user.as_ref()?;
+        Some(
+            sea_orm::sea_query::Condition::all()
+                .add(C::ActorId.eq(u.clone()))
+                .add(C::Outcome.eq(Outcome::Allowed.as_str())),
+        )
+    }
+
     fn condition(&self) -> Option<sea_orm::sea_query::Condition> {
         use audit_events::Column as C;
         use sea_orm::ColumnTrait;
@@ -1002,17 +1017,8 @@ impl AuditScope {
         if !self.projects.is_empty() {
             any = any.add(C::Project.is_in(self.projects.clone()));
         }
-        match &self.user {
-            // Only what they were allowed to do: a refusal's audited reason is the real one,
-            // which the person was answered only as a generic 403 (and which could tell them
-            // what exists where they may not look), so refusals stay with auditors.
-            Some(u) => {
-                any = any.add(
-                    sea_orm::sea_query::Condition::all()
-                        .add(C::ActorId.eq(u.clone()))
-                        .add(C::Outcome.eq(Outcome::Allowed.as_str())),
-                )
-            }
+        match self.own_activity() {
+            Some(own) => any = any.add(own),
             // Neither projects nor a user: nothing (an empty `any` would be true).
             None if self.projects.is_empty() => any = any.add(C::Seq.lt(i64::MIN)),
             None => {}

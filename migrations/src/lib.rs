@@ -28,6 +28,7 @@ mod m20261209_000002_rate_limits;
 mod m20261210_000001_audit_rollup;
 mod m20261211_000001_org_scale_indexes;
 mod m20261212_000001_audit_rollup_slices;
+mod m20261213_000001_audit_rollup_spans;
 
 pub struct Migrator;
 
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261210_000001_audit_rollup::Migration),
             Box::new(m20261211_000001_org_scale_indexes::Migration),
             Box::new(m20261212_000001_audit_rollup_slices::Migration),
+            Box::new(m20261213_000001_audit_rollup_spans::Migration),
         ]
     }
 }

@@ -46,25 +46,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        // The same rows the writer adds (`warden_domain::audit::rollup::upsert_sql`).
-        let verb = "CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
-                    THEN substr(resource_kind, 6) ELSE substr(action, 6) END";
-        let sql = format!(
-            "INSERT INTO audit_rollup (t, kind, outcome, disc, dim, val, n) \
-             SELECT t, kind, outcome, disc, dim, val, COUNT(*) FROM ( \
-             SELECT CASE WHEN d.dim = '' THEN at - (at % {HOUR_MS}) ELSE at - (at % {DAY_MS}) END AS t, \
-             kind, outcome, \
-             CASE WHEN kind = 'kube_api' AND resource_kind IS NULL THEN 1 ELSE 0 END AS disc, \
-             d.dim AS dim, \
-             CASE d.dim WHEN 'actor' THEN actor_name WHEN 'cluster' THEN cluster \
-             WHEN 'namespace' THEN namespace \
-             WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {verb} END) \
-             ELSE '' END AS val \
-             FROM audit_events CROSS JOIN (SELECT '' AS dim UNION ALL SELECT 'actor' UNION ALL \
-             SELECT 'cluster' UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb') d) s \
-             WHERE val IS NOT NULL GROUP BY t, kind, outcome, disc, dim, val"
-        );
-        m.get_connection().execute_unprepared(&sql).await?;
+        m.get_connection().execute_unprepared(&fill_sql()).await?;
         Ok(())
     }
 
@@ -72,4 +54,27 @@ impl MigrationTrait for Migration {
         m.drop_table(Table::drop().table(id("audit_rollup")).to_owned())
             .await
     }
+}
+
+/// This table's rows counted from the stored events (also used by the next migration's `down`,
+/// which gives this table back).
+pub(crate) fn fill_sql() -> String {
+    // The same rows the writer adds (`warden_domain::audit::rollup::upsert_sql`).
+    let verb = "CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
+            THEN substr(resource_kind, 6) ELSE substr(action, 6) END";
+    format!(
+        "INSERT INTO audit_rollup (t, kind, outcome, disc, dim, val, n) \
+         SELECT t, kind, outcome, disc, dim, val, COUNT(*) FROM ( \
+         SELECT CASE WHEN d.dim = '' THEN at - (at % {HOUR_MS}) ELSE at - (at % {DAY_MS}) END AS t, \
+         kind, outcome, \
+         CASE WHEN kind = 'kube_api' AND resource_kind IS NULL THEN 1 ELSE 0 END AS disc, \
+         d.dim AS dim, \
+         CASE d.dim WHEN 'actor' THEN actor_name WHEN 'cluster' THEN cluster \
+         WHEN 'namespace' THEN namespace \
+         WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {verb} END) \
+         ELSE '' END AS val \
+         FROM audit_events CROSS JOIN (SELECT '' AS dim UNION ALL SELECT 'actor' UNION ALL \
+         SELECT 'cluster' UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb') d) s \
+         WHERE val IS NOT NULL GROUP BY t, kind, outcome, disc, dim, val"
+    )
 }

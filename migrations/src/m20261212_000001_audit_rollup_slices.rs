@@ -124,7 +124,12 @@ impl MigrationTrait for Migration {
                 )
                 .to_owned(),
         )
-        .await
+        .await?;
+        // The previous release trusts its rollup for whole days: give it back its rows.
+        m.get_connection()
+            .execute_unprepared(&super::m20261210_000001_audit_rollup::fill_sql())
+            .await?;
+        Ok(())
     }
 }
 

@@ -1,13 +1,14 @@
-//! Pre-counted audit events (`audit_rollup`, migrations `m20261210_000001_audit_rollup` and
-//! `m20261212_000001_audit_rollup_slices`), so that facets and the histogram of a broad filter
+//! Pre-counted audit events (`audit_rollup`, migrations `m20261210_000001_audit_rollup`,
+//! `m20261212_000001_audit_rollup_slices` and `m20261213_000001_audit_rollup_spans`), so that facets and the histogram of a broad filter
 //! do not count every matching row.
 //!
 //! A rollup row counts the events of one **slice** (`sd`, `sv`: the whole log, `''`; or one
 //! project, cluster, namespace or verb, see [`SLICES`]), one `kind`, `outcome` and `disc` (1
-//! for a Kubernetes request that names no resource: discovery, version, health) per time slot,
-//! for one dimension `dim`: `''` (every event, per **hour**: the histogram and the total) or
-//! `actor`, `cluster`, `namespace`, `verb` (the facets, per **day**; the value in `val`, events
-//! without one not counted, as the facets do). It is caught up after the appends, in large
+//! for a Kubernetes request that names no resource: discovery, version, health) per time slot
+//! of one `span` (an hour, a day or a week: [`spans`]), for one dimension `dim`: `''` (every
+//! event, per hour, day and week: the histogram and the total) or `actor`, `cluster`,
+//! `namespace`, `verb` (the facets, per day and week; the value in `val`, events without one
+//! not counted, as the facets do). It is caught up after the appends, in large
 //! batches ([`catch_up`], a background job; `audit_rollup_state.seq` is the last event
 //! counted), and retention subtracts what it deletes among the counted events
 //! ([`remove_through`]). Every read takes the rollup up to that event and counts the events
@@ -15,8 +16,8 @@
 //!
 //! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
 //! project, cluster, namespace and verb, read by someone who sees everything, is answered from
-//! the rollup for the whole days (facets) or hours (histogram, when its buckets are whole
-//! hours) inside its range, and from the events for the partial slots at its edges; anything
+//! the rollup for the whole weeks and days (facets, [`DayPlan::segments`]) or hours (histogram,
+//! when its buckets are whole hours) inside its range, and from the events for the partial slots at its edges; anything
 //! else is counted from the events. The answer is exact either way (the integration test
 //! `audit_rollup_answers_what_a_scan_answers` compares them).
 
@@ -32,6 +33,29 @@ use crate::error::DomainResult;
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
+/// Weeks as the rollup counts them: `t - t % WEEK_MS`, from the epoch (a Thursday).
+pub const WEEK_MS: i64 = 7 * DAY_MS;
+
+/// The time slots each dimension is counted per (`span`, `dim`): the whole log's total per
+/// hour (the histogram, and where a filter's first and last events lie), day and week; the
+/// facets' dimensions per day and week. `every`: all of them (the rollup's rows); otherwise
+/// one per dimension (the day: counting events, each once).
+fn spans(every: bool) -> String {
+    let mut rows = Vec::new();
+    for dim in ["", "actor", "cluster", "namespace", "verb"] {
+        let spans: &[i64] = match (every, dim) {
+            (false, _) => &[DAY_MS],
+            (true, "") => &[HOUR_MS, DAY_MS, WEEK_MS],
+            (true, _) => &[DAY_MS, WEEK_MS],
+        };
+        for span in spans {
+            rows.push(format!(
+                "SELECT CAST({span} AS BIGINT) AS span, '{dim}' AS dim"
+            ));
+        }
+    }
+    rows.join(" UNION ALL ")
+}
 
 /// The slices an event is counted in (`sd`, and the value `sv` it has there; NULL: not in
 /// that slice). `verb` is exactly what `?verb=` matches ([`super::filter`]): a connection's
@@ -44,12 +68,13 @@ const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
      WHEN 'verbc' THEN (CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
        THEN substr(resource_kind, 6) END) END";
 
-/// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `t`, `kind`, `outcome`,
-/// `disc`, `dim`, `val`; one row per event, slice and dimension, `sv` or `val` NULL where the
-/// event is not in the slice or has no value). `slices`: every slice, or only the whole
-/// log's (`sd = ''`).
-fn source(where_sql: &str, slices: bool) -> String {
-    let slice_list = if slices {
+/// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `span`, `t`, `kind`,
+/// `outcome`, `disc`, `dim`, `val`; one row per event, slice, dimension and span, `sv` or
+/// `val` NULL where the event is not in the slice or has no value). `every`: every slice and
+/// span (the rollup's rows), or only the whole log's slice (`sd = ''`) and one span per
+/// dimension (counting events).
+fn source(where_sql: &str, every: bool) -> String {
+    let slice_list = if every {
         "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
          UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc'"
     } else {
@@ -57,18 +82,16 @@ fn source(where_sql: &str, slices: bool) -> String {
     };
     format!(
         "SELECT CASE WHEN s.sd = 'verbc' THEN 'verb' ELSE s.sd END AS sd, {SLICES} AS sv, \
-         CASE WHEN d.dim = '' THEN at - (at % {HOUR_MS}) ELSE at - (at % {DAY_MS}) END AS t, \
-         kind, outcome, \
+         d.span AS span, at - (at % d.span) AS t, kind, outcome, \
          CASE WHEN kind = 'kube_api' AND resource_kind IS NULL THEN 1 ELSE 0 END AS disc, \
          d.dim AS dim, \
          CASE d.dim WHEN 'actor' THEN actor_name WHEN 'cluster' THEN cluster \
          WHEN 'namespace' THEN namespace \
          WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {VERB_SQL} END) \
          ELSE '' END AS val \
-         FROM audit_events CROSS JOIN (SELECT '' AS dim UNION ALL SELECT 'actor' UNION ALL \
-         SELECT 'cluster' UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb') d \
-         CROSS JOIN ({slice_list}) s \
-         WHERE {where_sql}"
+         FROM audit_events CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s \
+         WHERE {where_sql}",
+        spans = spans(every)
     )
 }
 
@@ -76,11 +99,11 @@ fn source(where_sql: &str, slices: bool) -> String {
 pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
     let minus = if sign < 0 { "-" } else { "" };
     format!(
-        "INSERT INTO audit_rollup (sd, sv, t, kind, outcome, disc, dim, val, n) \
-         SELECT sd, sv, t, kind, outcome, disc, dim, val, {minus}COUNT(*) FROM ({src}) r \
+        "INSERT INTO audit_rollup (sd, sv, span, t, kind, outcome, disc, dim, val, n) \
+         SELECT sd, sv, span, t, kind, outcome, disc, dim, val, {minus}COUNT(*) FROM ({src}) r \
          WHERE val IS NOT NULL AND sv IS NOT NULL \
-         GROUP BY sd, sv, t, kind, outcome, disc, dim, val \
-         ON CONFLICT (sd, sv, t, kind, outcome, disc, dim, val) \
+         GROUP BY sd, sv, span, t, kind, outcome, disc, dim, val \
+         ON CONFLICT (sd, sv, span, t, kind, outcome, disc, dim, val) \
          DO UPDATE SET n = audit_rollup.n + excluded.n",
         src = source(where_sql, true)
     )
@@ -275,16 +298,13 @@ fn rolled(
         };
         let held = AuditScope::projects(Some(&scope.projects));
         // Their own allowed events outside the projects they read (`AuditScope::condition`).
-        let own = match &scope.user {
-            Some(u) => Some(
-                filter(b, q, &AuditScope::all(), now)?
-                    .add(C::ActorId.eq(u.clone()))
-                    .add(C::Outcome.eq(super::Outcome::Allowed.as_str()))
-                    .add(
-                        Condition::any()
-                            .add(C::Project.is_null())
-                            .add(C::Project.is_not_in(scope.projects.clone())),
-                    ),
+        let own = match scope.own_activity() {
+            Some(own) => Some(
+                filter(b, q, &AuditScope::all(), now)?.add(own).add(
+                    Condition::any()
+                        .add(C::Project.is_null())
+                        .add(C::Project.is_not_in(scope.projects.clone())),
+                ),
             ),
             None => None,
         };
@@ -330,30 +350,55 @@ impl Rolled {
     }
 }
 
-/// `SELECT {select} FROM audit_rollup WHERE t in [from, to) AND {dim} AND the filter's
-/// conditions GROUP BY {group}`.
+/// A part of a range read from the rollup: its rows of one `span` with `t` in `[from, to)`,
+/// added (`sign` 1) or subtracted (-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    span: i64,
+    from: i64,
+    to: i64,
+    sign: i64,
+}
+
+/// `SELECT {select} FROM` the rollup rows of `segments` (their `n` negated where subtracted)
+/// `WHERE {dim}` and the filter's conditions `GROUP BY {group}`: one statement, each segment
+/// one range of the primary key.
 async fn rollup_rows(
     db: &DatabaseConnection,
     select: &str,
     dim_cond: &str,
     group: &str,
-    from: i64,
-    to: i64,
+    segments: &[Segment],
     rolled: &Rolled,
 ) -> DomainResult<Vec<sea_orm::QueryResult>> {
     let b = db.get_database_backend();
-    let (conds, more) = rolled.sql(b, 2);
-    let mut sql = format!(
-        "SELECT {select} FROM audit_rollup WHERE t >= {} AND t < {}{conds}",
-        placeholder(b, 1),
-        placeholder(b, 2)
-    );
-    let mut values: Vec<Value> = vec![from.into(), to.into()];
-    values.extend(more);
-    if !dim_cond.is_empty() {
-        sql.push_str(&format!(" AND {dim_cond}"));
+    let mut values: Vec<Value> = Vec::new();
+    let mut parts = Vec::with_capacity(segments.len());
+    for s in segments {
+        values.extend([s.span.into(), s.from.into(), s.to.into()]);
+        let n = values.len();
+        let (conds, more) = rolled.sql(b, n);
+        values.extend(more);
+        let mut part = format!(
+            "SELECT dim, val, kind, outcome, t, {sign}n AS n FROM audit_rollup \
+             WHERE span = {} AND t >= {} AND t < {}{conds}",
+            placeholder(b, n - 2),
+            placeholder(b, n - 1),
+            placeholder(b, n),
+            sign = if s.sign < 0 { "-" } else { "" },
+        );
+        if !dim_cond.is_empty() {
+            part.push_str(&format!(" AND {dim_cond}"));
+        }
+        parts.push(part);
     }
-    sql.push_str(&format!(" GROUP BY {group}"));
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {select} FROM ({}) r GROUP BY {group}",
+        parts.join(" UNION ALL ")
+    );
     Ok(db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
         .await?)
@@ -451,6 +496,66 @@ impl DayPlan {
             }
         }
         Some(plan)
+    }
+}
+
+impl DayPlan {
+    /// The rollup rows that sum the whole days `[from, to)`: the whole weeks among them as
+    /// week rows, and the days left at each side as day rows, either added (the days before
+    /// the first whole week) or, when fewer, the side's week taken whole and the days outside
+    /// the range subtracted. A 90-day range sums 13 weeks and at most three days a side
+    /// instead of 90 days (a week holds about a sixth of the rows of its seven days).
+    fn segments(&self) -> Vec<Segment> {
+        let (from, to) = (self.from, self.to);
+        let floor = |t: i64| t.div_euclid(WEEK_MS) * WEEK_MS;
+        let ceil = |t: i64| {
+            if t.rem_euclid(WEEK_MS) == 0 {
+                t
+            } else {
+                floor(t) + WEEK_MS
+            }
+        };
+        let days = |from: i64, to: i64, sign: i64| Segment {
+            span: DAY_MS,
+            from,
+            to,
+            sign,
+        };
+        // The week the range's weeks begin and end at: the nearer week boundary.
+        let a = if from == i64::MIN {
+            from
+        } else if ceil(from) - from <= from - floor(from) {
+            ceil(from)
+        } else {
+            floor(from)
+        };
+        let b = if to == i64::MAX {
+            to
+        } else if to - floor(to) <= ceil(to) - to {
+            floor(to)
+        } else {
+            ceil(to)
+        };
+        if a >= b {
+            return vec![days(from, to, 1)];
+        }
+        let mut out = vec![Segment {
+            span: WEEK_MS,
+            from: a,
+            to: b,
+            sign: 1,
+        }];
+        if a > from {
+            out.push(days(from, a, 1));
+        } else if a < from {
+            out.push(days(a, from, -1));
+        }
+        if b < to {
+            out.push(days(b, to, 1));
+        } else if b > to {
+            out.push(days(to, b, -1));
+        }
+        out
     }
 }
 
@@ -552,8 +657,7 @@ async fn facets_counted(
         &format!("dim, val, {k} AS k, {o} AS o, CAST(SUM(n) AS BIGINT) AS n"),
         "",
         &format!("dim, val, {k}, {o}"),
-        plan.from,
-        plan.to,
+        &plan.segments(),
         rolled,
     )
     .await?;
@@ -690,7 +794,7 @@ pub(crate) async fn bounds(
     values.extend(more);
     let sql = format!(
         "SELECT MIN(t) AS first, MAX(t) AS last FROM audit_rollup \
-         WHERE dim = '' AND n > 0{until_sql}{conds}"
+         WHERE span = {HOUR_MS} AND dim = '' AND n > 0{until_sql}{conds}"
     );
     let Some(row) = db
         .query_one_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
@@ -810,8 +914,12 @@ async fn histogram_counted(
         "t, outcome, CAST(SUM(n) AS BIGINT) AS n",
         "dim = ''",
         "t, outcome",
-        h0,
-        h1,
+        &[Segment {
+            span: HOUR_MS,
+            from: h0,
+            to: h1,
+            sign: 1,
+        }],
         rolled,
     )
     .await?;
@@ -851,6 +959,76 @@ mod tests {
     const D: i64 = DAY_MS;
     /// Long after every range below.
     const NOW: i64 = 100 * D;
+
+    #[test]
+    fn whole_weeks_are_summed_as_weeks_and_the_nearer_boundary_wins() {
+        const W: i64 = WEEK_MS;
+        let plan = |from: i64, to: i64| {
+            DayPlan {
+                from,
+                to,
+                edges: Vec::new(),
+            }
+            .segments()
+        };
+        let seg = |span, from, to, sign| Segment {
+            span,
+            from,
+            to,
+            sign,
+        };
+        // Everything: weeks only.
+        assert_eq!(
+            plan(i64::MIN, i64::MAX),
+            vec![seg(W, i64::MIN, i64::MAX, 1)]
+        );
+        // A day into a week: the week whole, that day subtracted.
+        assert_eq!(
+            plan(10 * W + D, i64::MAX),
+            vec![seg(W, 10 * W, i64::MAX, 1), seg(D, 10 * W, 10 * W + D, -1)]
+        );
+        // Five days into a week: its last two days added to the weeks after.
+        assert_eq!(
+            plan(10 * W + 5 * D, i64::MAX),
+            vec![
+                seg(W, 11 * W, i64::MAX, 1),
+                seg(D, 10 * W + 5 * D, 11 * W, 1)
+            ]
+        );
+        // Both ends: three days subtracted before, three after.
+        assert_eq!(
+            plan(10 * W + 3 * D, 12 * W + 4 * D),
+            vec![
+                seg(W, 10 * W, 13 * W, 1),
+                seg(D, 10 * W, 10 * W + 3 * D, -1),
+                seg(D, 12 * W + 4 * D, 13 * W, -1)
+            ]
+        );
+        // Whole weeks exactly; up to a day into the last week.
+        assert_eq!(plan(10 * W, 12 * W), vec![seg(W, 10 * W, 12 * W, 1)]);
+        assert_eq!(
+            plan(i64::MIN, 12 * W + D),
+            vec![seg(W, i64::MIN, 12 * W, 1), seg(D, 12 * W, 12 * W + D, 1)]
+        );
+        // Inside one week, or no whole week nearer than its days: days only.
+        assert_eq!(
+            plan(10 * W + D, 10 * W + 3 * D),
+            vec![seg(D, 10 * W + D, 10 * W + 3 * D, 1)]
+        );
+        // Every segment sums to the range: days counted with their sign cover it once.
+        for (from, to) in [(3 * W + 2 * D, 9 * W + 5 * D), (4 * W + 6 * D, 5 * W + D)] {
+            let mut covered = vec![0i64; 20 * 7];
+            for s in plan(from, to) {
+                for d in (s.from / D)..(s.to / D) {
+                    covered[d as usize] += s.sign;
+                }
+            }
+            for (d, c) in covered.iter().enumerate() {
+                let inside = (from / D..to / D).contains(&(d as i64));
+                assert_eq!(*c, i64::from(inside), "day {d} of [{from}, {to})");
+            }
+        }
+    }
 
     #[test]
     fn an_edge_is_counted_from_the_shorter_side_of_its_day() {

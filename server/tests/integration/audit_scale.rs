@@ -14,7 +14,7 @@ use warden_domain::audit::{
 use warden_domain::clock::Clock;
 use warden_server::testing::{Client, TestApp};
 
-use crate::support::{sql_i64, warden};
+use crate::support::{sql_i64, sql_strings, warden};
 
 #[tokio::test]
 async fn audit_generate_writes_a_realistic_log_that_verifies() {
@@ -1068,49 +1068,78 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         .await,
         0
     );
-    // The rollup's total is the log's size, and each slice's the size of its part.
+    // The rollup's total is the log's size, and each slice's the size of its part, in every
+    // span (hours, days, weeks); each facet dimension's days and weeks count alike.
     let total = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
-    assert_eq!(
-        sql_i64(
-            &app.services().db,
-            "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE sd = '' AND dim = ''"
-        )
-        .await,
-        total
-    );
-    for (sd, column) in [
-        ("project", "project"),
-        ("cluster", "cluster"),
-        ("namespace", "namespace"),
-    ] {
-        let in_slices = sql_i64(
-            &app.services().db,
-            &format!(
-                "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup WHERE sd = '{sd}' AND dim = ''"
-            ),
-        )
-        .await;
-        let with_value = sql_i64(
-            &app.services().db,
-            &format!("SELECT COUNT(*) FROM audit_events WHERE {column} IS NOT NULL"),
-        )
-        .await;
-        assert_eq!(in_slices, with_value, "{sd}");
-        assert!(with_value > 0 && with_value < total, "{sd}: {with_value}");
+    let hour = 3_600_000i64;
+    for span in [hour, 24 * hour, 7 * 24 * hour] {
+        assert_eq!(
+            sql_i64(
+                &app.services().db,
+                &format!(
+                    "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup \
+                     WHERE sd = '' AND dim = '' AND span = {span}"
+                )
+            )
+            .await,
+            total,
+            "span {span}"
+        );
+        for (sd, column) in [
+            ("project", "project"),
+            ("cluster", "cluster"),
+            ("namespace", "namespace"),
+        ] {
+            let in_slices = sql_i64(
+                &app.services().db,
+                &format!(
+                    "SELECT CAST(SUM(n) AS BIGINT) FROM audit_rollup \
+                     WHERE sd = '{sd}' AND dim = '' AND span = {span}"
+                ),
+            )
+            .await;
+            let with_value = sql_i64(
+                &app.services().db,
+                &format!("SELECT COUNT(*) FROM audit_events WHERE {column} IS NOT NULL"),
+            )
+            .await;
+            assert_eq!(in_slices, with_value, "{sd}, span {span}");
+            assert!(with_value > 0 && with_value < total, "{sd}: {with_value}");
+        }
     }
-    // The migration that made the slices fills them from the events already stored: undone
-    // and redone, it gives back exactly the rows the writer and retention kept.
+    let per_span = |span: i64| {
+        let db = db.clone();
+        async move {
+            sql_strings(
+                &db,
+                &format!(
+                    "SELECT sd || '/' || sv || '/' || dim || '/' || val || '/' || \
+                     CAST(SUM(n) AS VARCHAR(20)) FROM audit_rollup \
+                     WHERE span = {span} AND dim <> '' GROUP BY sd, sv, dim, val \
+                     ORDER BY sd, sv, dim, val"
+                ),
+            )
+            .await
+        }
+    };
+    let days = per_span(24 * hour).await;
+    assert!(days.len() > 100, "{}", days.len());
+    assert_eq!(per_span(7 * 24 * hour).await, days);
+    // The migration that made the slices fills them from the events already stored, and the
+    // next one sums its rows into days and weeks: undone and redone, they give back exactly
+    // the rows the catch-up and retention kept.
     let rows = || async {
         let rows = db
             .query_all_raw(Statement::from_string(
                 db.get_database_backend(),
-                "SELECT sd, sv, t, kind, outcome, disc, dim, val, n FROM audit_rollup",
+                "SELECT sd, sv, span, t, kind, outcome, disc, dim, val, n FROM audit_rollup",
             ))
             .await
             .unwrap();
         let mut out: Vec<(
             String,
             String,
+            i64,
             i64,
             String,
             String,
@@ -1124,6 +1153,7 @@ async fn audit_rollup_answers_what_a_scan_answers() {
                 (
                     r.try_get("", "sd").unwrap(),
                     r.try_get("", "sv").unwrap(),
+                    r.try_get("", "span").unwrap(),
                     r.try_get("", "t").unwrap(),
                     r.try_get("", "kind").unwrap(),
                     r.try_get("", "outcome").unwrap(),
@@ -1140,9 +1170,27 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     let kept = rows().await;
     assert!(kept.len() > 1_000, "{}", kept.len());
     use warden_migrations::MigratorTrait;
-    warden_migrations::Migrator::down(&db, Some(1))
+    // The spans' migration (weeks and days summed from the rows there) and the slices'.
+    warden_migrations::Migrator::down(&db, Some(2))
         .await
         .unwrap();
+    // Undone, the previous release's rollup (which it trusts for whole days) is counted again.
+    for (dim, column) in [("", "seq"), ("cluster", "cluster"), ("actor", "actor_name")] {
+        let counted = sql_i64(
+            &db,
+            &format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM audit_rollup WHERE dim = '{dim}'"
+            ),
+        )
+        .await;
+        let stored = sql_i64(
+            &db,
+            &format!("SELECT COUNT(*) FROM audit_events WHERE {column} IS NOT NULL"),
+        )
+        .await;
+        assert_eq!(counted, stored, "previous rollup, dim {dim:?}");
+        assert!(stored > 0);
+    }
     warden_migrations::Migrator::up(&db, None).await.unwrap();
     assert_eq!(rows().await, kept);
     assert_eq!(
