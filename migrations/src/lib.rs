@@ -29,6 +29,7 @@ mod m20261210_000001_audit_rollup;
 mod m20261211_000001_org_scale_indexes;
 mod m20261212_000001_audit_rollup_slices;
 mod m20261213_000001_audit_rollup_spans;
+mod m20261213_000002_audit_rollup_resource_status;
 
 pub struct Migrator;
 
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000001_org_scale_indexes::Migration),
             Box::new(m20261212_000001_audit_rollup_slices::Migration),
             Box::new(m20261213_000001_audit_rollup_spans::Migration),
+            Box::new(m20261213_000002_audit_rollup_resource_status::Migration),
         ]
     }
 }

@@ -3,9 +3,9 @@
 //! do not count every matching row.
 //!
 //! A rollup row counts the events of one **slice** (`sd`, `sv`: the whole log, `''`; or one
-//! project, cluster, namespace or verb, see [`SLICES`]), one `kind`, `outcome` and `disc` (1
+//! project, cluster, namespace, verb, resource kind or HTTP status, see [`SLICES`]), one `kind`, `outcome` and `disc` (1
 //! for a Kubernetes request that names no resource: discovery, version, health) per time slot
-//! of one `span` (an hour, a day or a week: [`spans`]), for one dimension `dim`: `''` (every
+//! of one `span` (an hour, a day or a week: [`Spans`]), for one dimension `dim`: `''` (every
 //! event, per hour, day and week: the histogram and the total) or `actor`, `cluster`,
 //! `namespace`, `verb` (the facets, per day and week; the value in `val`, events without one
 //! not counted, as the facets do). It is caught up after the appends, in large
@@ -15,7 +15,8 @@
 //! after it from the log ([`consistent`]).
 //!
 //! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
-//! project, cluster, namespace and verb, read by someone who sees everything, is answered from
+//! project, cluster, namespace, verb, resource and status, read by someone who sees everything
+//! (or a project of theirs, by a project's reader), is answered from
 //! the rollup for the whole weeks and days (facets, [`DayPlan::segments`]) or hours (histogram,
 //! when its buckets are whole hours) inside its range, and from the events for the partial slots at its edges; anything
 //! else is counted from the events. The answer is exact either way (the integration test
@@ -36,47 +37,57 @@ pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// Weeks as the rollup counts them: `t - t % WEEK_MS`, from the epoch (a Thursday).
 pub const WEEK_MS: i64 = 7 * DAY_MS;
 
-/// The time slots each dimension is counted per (`span`, `dim`): the whole log's total per
-/// hour (the histogram, and where a filter's first and last events lie), day and week; the
-/// facets' dimensions per day and week. `every`: all of them (the rollup's rows); otherwise
-/// one per dimension (the day: counting events, each once).
-fn spans(every: bool) -> String {
-    let mut rows = Vec::new();
-    for dim in ["", "actor", "cluster", "namespace", "verb"] {
-        let spans: &[i64] = match (every, dim) {
-            (false, _) => &[DAY_MS],
-            (true, "") => &[HOUR_MS, DAY_MS, WEEK_MS],
-            (true, _) => &[DAY_MS, WEEK_MS],
-        };
-        for span in spans {
+/// The time slots each dimension is counted in: the whole log's total per hour (the
+/// histogram, and where a filter's first and last events lie), day and week; the facets'
+/// dimensions per day and week (the longer spans are summed from the shortest, see
+/// [`upsert_sql`]).
+#[derive(Clone, Copy)]
+enum Spans {
+    /// The shortest span of each dimension (the total's hour, the facets' day).
+    Shortest,
+    /// The day, for every dimension (counting events: each once per dimension).
+    Day,
+}
+
+impl Spans {
+    /// `(span, dim)` rows.
+    fn sql(self) -> String {
+        let mut rows = Vec::new();
+        for dim in ["", "actor", "cluster", "namespace", "verb"] {
+            let span = match (self, dim) {
+                (Spans::Shortest, "") => HOUR_MS,
+                _ => DAY_MS,
+            };
             rows.push(format!(
                 "SELECT CAST({span} AS BIGINT) AS span, '{dim}' AS dim"
             ));
         }
+        rows.join(" UNION ALL ")
     }
-    rows.join(" UNION ALL ")
 }
 
 /// The slices an event is counted in (`sd`, and the value `sv` it has there; NULL: not in
 /// that slice). `verb` is exactly what `?verb=` matches ([`super::filter`]): a connection's
 /// `exec`, `attach`, `portforward` from its `resource_kind`, any other verb `v` from the action
-/// `kube.v`; `verbc` (the connections) is stored as `verb`.
+/// `kube.v`; `verbc` (the connections) is stored as `verb`. `resource`: the resource kind, as
+/// `?resource=` matches it; `status`: the HTTP status in decimal (`?status=`).
 const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
      WHEN 'cluster' THEN cluster WHEN 'namespace' THEN namespace \
      WHEN 'verb' THEN (CASE WHEN substr(action, 1, 5) = 'kube.' \
        AND substr(action, 6) NOT IN ('exec', 'attach', 'portforward') THEN substr(action, 6) END) \
      WHEN 'verbc' THEN (CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
-       THEN substr(resource_kind, 6) END) END";
+       THEN substr(resource_kind, 6) END) \
+     WHEN 'resource' THEN resource_kind WHEN 'status' THEN CAST(status AS TEXT) END";
 
 /// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `span`, `t`, `kind`,
-/// `outcome`, `disc`, `dim`, `val`; one row per event, slice, dimension and span, `sv` or
-/// `val` NULL where the event is not in the slice or has no value). `every`: every slice and
-/// span (the rollup's rows), or only the whole log's slice (`sd = ''`) and one span per
-/// dimension (counting events).
-fn source(where_sql: &str, every: bool) -> String {
-    let slice_list = if every {
+/// `outcome`, `disc`, `dim`, `val`; one row per event, slice, dimension and span of `spans`,
+/// `sv` or `val` NULL where the event is not in the slice or has no value). `slices`: every
+/// slice, or only the whole log's (`sd = ''`).
+fn source(where_sql: &str, spans: Spans, slices: bool) -> String {
+    let slice_list = if slices {
         "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
-         UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc'"
+         UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc' \
+         UNION ALL SELECT 'resource' UNION ALL SELECT 'status'"
     } else {
         "SELECT '' AS sd"
     };
@@ -91,21 +102,35 @@ fn source(where_sql: &str, every: bool) -> String {
          ELSE '' END AS val \
          FROM audit_events CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s \
          WHERE {where_sql}",
-        spans = spans(every)
+        spans = spans.sql()
     )
 }
 
-/// Add (`sign` 1) or subtract (`sign` -1) the events matching `where_sql` to the rollup.
+/// Add (`sign` 1) or subtract (`sign` -1) the events matching `where_sql` to the rollup. The
+/// events are counted once per slice and dimension, in their shortest span (`base`: the
+/// total per hour, the facets per day); the longer spans are summed from those counts (a
+/// catch-up's events lie in a few hours and days, so that is a handful of rows, where counting
+/// every span from the events would make each event eleven rows per slice).
 pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
     let minus = if sign < 0 { "-" } else { "" };
+    let key = "sd, sv, span, t, kind, outcome, disc, dim, val";
+    let longer = |span: i64, which: &str| {
+        format!(
+            "SELECT sd, sv, {span} AS span, t - (t % {span}) AS t, kind, outcome, disc, dim, \
+             val, n FROM base{which}"
+        )
+    };
     format!(
-        "INSERT INTO audit_rollup (sd, sv, span, t, kind, outcome, disc, dim, val, n) \
-         SELECT sd, sv, span, t, kind, outcome, disc, dim, val, {minus}COUNT(*) FROM ({src}) r \
-         WHERE val IS NOT NULL AND sv IS NOT NULL \
-         GROUP BY sd, sv, span, t, kind, outcome, disc, dim, val \
-         ON CONFLICT (sd, sv, span, t, kind, outcome, disc, dim, val) \
-         DO UPDATE SET n = audit_rollup.n + excluded.n",
-        src = source(where_sql, true)
+        "WITH base AS (SELECT {key}, COUNT(*) AS n FROM ({src}) r \
+         WHERE val IS NOT NULL AND sv IS NOT NULL GROUP BY {key}) \
+         INSERT INTO audit_rollup ({key}, n) \
+         SELECT {key}, {minus}SUM(n) FROM ( \
+         SELECT {key}, n FROM base UNION ALL {days} UNION ALL {weeks}) a \
+         WHERE n > 0 GROUP BY {key} \
+         ON CONFLICT ({key}) DO UPDATE SET n = audit_rollup.n + excluded.n",
+        src = source(where_sql, Spans::Shortest, true),
+        days = longer(DAY_MS, " WHERE dim = ''"),
+        weeks = longer(WEEK_MS, ""),
     )
 }
 
@@ -252,8 +277,8 @@ struct Rolled {
 
 /// How the rollup answers `q` within `scope`, or `None` when it cannot: the filter names
 /// something besides a time range, `kind`, `outcome`, `discovery` and one of project, cluster,
-/// namespace or verb; or the reader sees only some projects (`audit.read` there) and the
-/// filter names a cluster, namespace, verb or a project they do not read; or they read no
+/// namespace, verb, resource or status; or the reader sees only some projects (`audit.read`
+/// there) and the filter names another slice or a project they do not read; or they read no
 /// project at all (their own activity only: counting it is cheap).
 fn rolled(
     b: DbBackend,
@@ -264,11 +289,9 @@ fn rolled(
     use audit_events::Column as C;
     let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
     if given(&q.actor).is_some()
-        || given(&q.resource).is_some()
         || given(&q.source_ip).is_some()
         || given(&q.action).is_some()
         || given(&q.q).is_some()
-        || q.status.is_some()
     {
         return Ok(None);
     }
@@ -277,6 +300,8 @@ fn rolled(
         ("cluster", given(&q.cluster)),
         ("namespace", given(&q.namespace)),
         ("verb", given(&q.verb)),
+        ("resource", given(&q.resource)),
+        ("status", q.status.map(|s| s.to_string())),
     ]
     .into_iter()
     .filter_map(|(sd, v)| v.map(|v| (sd, v)));
@@ -425,7 +450,7 @@ async fn scan_counts(
     };
     let sql = format!(
         "SELECT dim, val, COUNT(*) AS n FROM ({}) r WHERE val IS NOT NULL GROUP BY dim, val",
-        source(&format!("audit_events.seq IN ({inner})"), false)
+        source(&format!("audit_events.seq IN ({inner})"), Spans::Day, false)
     );
     let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))

@@ -1,7 +1,7 @@
 //! Helpers several test modules use: the `warden` binary run as a command, SQL scalars, a free
 //! port. (Test set-ups specific to one module stay in it.)
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 use std::process::Command;
 
 /// Run `warden <args>` against `database_url` (its own data directory, errors-only logs).
@@ -17,7 +17,7 @@ pub fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// The integer in the first column of the first row of `sql`.
-pub async fn sql_i64(db: &DatabaseConnection, sql: &str) -> i64 {
+pub async fn sql_i64<C: ConnectionTrait>(db: &C, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")
@@ -27,7 +27,7 @@ pub async fn sql_i64(db: &DatabaseConnection, sql: &str) -> i64 {
 }
 
 /// The text in the first column of every row of `sql`.
-pub async fn sql_strings(db: &DatabaseConnection, sql: &str) -> Vec<String> {
+pub async fn sql_strings<C: ConnectionTrait>(db: &C, sql: &str) -> Vec<String> {
     db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")
