@@ -81,9 +81,10 @@ const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
 
 /// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `span`, `t`, `kind`,
 /// `outcome`, `disc`, `dim`, `val`; one row per event, slice, dimension and span of `spans`,
-/// `sv` or `val` NULL where the event is not in the slice or has no value). `slices`: every
+/// `sv` or `val` NULL where the event is not in the slice or has no value), read from `events`
+/// (`audit_events`, or a query of its rows with the columns used here). `slices`: every
 /// slice, or only the whole log's (`sd = ''`).
-fn source(where_sql: &str, spans: Spans, slices: bool) -> String {
+fn source(events: &str, where_sql: &str, spans: Spans, slices: bool) -> String {
     let slice_list = if slices {
         "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
          UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc' \
@@ -100,7 +101,7 @@ fn source(where_sql: &str, spans: Spans, slices: bool) -> String {
          WHEN 'namespace' THEN namespace \
          WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {VERB_SQL} END) \
          ELSE '' END AS val \
-         FROM audit_events CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s \
+         FROM {events} CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s \
          WHERE {where_sql}",
         spans = spans.sql()
     )
@@ -128,7 +129,7 @@ pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
          SELECT {key}, n FROM base UNION ALL {days} UNION ALL {weeks}) a \
          WHERE n > 0 GROUP BY {key} \
          ON CONFLICT ({key}) DO UPDATE SET n = audit_rollup.n + excluded.n",
-        src = source(where_sql, Spans::Shortest, true),
+        src = source("audit_events", where_sql, Spans::Shortest, true),
         days = longer(DAY_MS, " WHERE dim = ''"),
         weeks = longer(WEEK_MS, ""),
     )
@@ -375,6 +376,16 @@ impl Rolled {
     }
 }
 
+/// The events up to `counted` (those the rollup holds), as a condition beside a time range
+/// that the time index serves: `seq + 0`, not `seq`, or SQLite walks the primary key's range
+/// (every event, when the rollup is caught up) in place of the time index's few rows at a
+/// range's edge (0.3 to 1 s against 1 ms at 1 million events, measured).
+fn counted_by(counted: i64) -> sea_orm::sea_query::SimpleExpr {
+    sea_orm::sea_query::Expr::col(audit_events::Column::Seq)
+        .add(0i64)
+        .lte(counted)
+}
+
 /// A part of a range read from the rollup: its rows of one `span` with `t` in `[from, to)`,
 /// added (`sign` 1) or subtracted (-1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,9 +450,24 @@ async fn scan_counts(
 ) -> DomainResult<()> {
     use sea_orm::{EntityTrait, QuerySelect, QueryTrait};
     let b = db.get_database_backend();
+    use audit_events::Column as C;
+    // The matching rows themselves (not `seq IN (…)`, which joined every match back to its
+    // row by the primary key: half the time of an edge, measured).
     let inner = audit_events::Entity::find()
         .select_only()
-        .column(audit_events::Column::Seq)
+        .columns([
+            C::Seq,
+            C::At,
+            C::Kind,
+            C::Outcome,
+            C::ActorName,
+            C::Project,
+            C::Cluster,
+            C::Namespace,
+            C::Action,
+            C::ResourceKind,
+            C::Status,
+        ])
         .filter(cond)
         .into_query();
     let (inner, values) = match b {
@@ -450,7 +476,7 @@ async fn scan_counts(
     };
     let sql = format!(
         "SELECT dim, val, COUNT(*) AS n FROM ({}) r WHERE val IS NOT NULL GROUP BY dim, val",
-        source(&format!("audit_events.seq IN ({inner})"), Spans::Day, false)
+        source(&format!("({inner}) ev"), "1 = 1", Spans::Day, false)
     );
     let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
@@ -663,7 +689,7 @@ async fn facets_counted(
     // own activity outside their projects.
     let mut scans = Vec::new();
     for &(start, end, sign) in &plan.edges {
-        let edge = edge_filter(b, q, &rolled.held, now, start, end)?.add(C::Seq.lte(counted));
+        let edge = edge_filter(b, q, &rolled.held, now, start, end)?.add(counted_by(counted));
         scans.push((edge, sign));
     }
     scans.push((filter(b, q, &rolled.held, now)?.add(C::Seq.gt(counted)), 1));
@@ -961,7 +987,7 @@ async fn histogram_counted(
     // The edges within the part of the scope the rollup holds, among the events it holds;
     // the events it does not hold yet; the reader's own activity outside their projects.
     let held = filter(b, q, &rolled.held, now)?;
-    let counted_held = held.clone().add(C::Seq.lte(counted));
+    let counted_held = held.clone().add(counted_by(counted));
     let mut scans = vec![
         counted_held.clone().add(C::At.lt(h0)),
         counted_held.add(C::At.gte(h1)),
