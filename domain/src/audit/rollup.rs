@@ -942,7 +942,16 @@ pub(crate) async fn histogram_counts(
         return Ok(None);
     }
     consistent(db, |counted| {
-        histogram_counted(db, q, (h0, h1), start, width, now, &rolled, counted)
+        histogram_counted(
+            db,
+            q,
+            [since, h0, h1, until],
+            start,
+            width,
+            now,
+            &rolled,
+            counted,
+        )
     })
     .await
 }
@@ -952,7 +961,7 @@ pub(crate) async fn histogram_counts(
 async fn histogram_counted(
     db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
-    (h0, h1): (i64, i64),
+    [since, h0, h1, until]: [i64; 4],
     start: i64,
     width: i64,
     now: Timestamp,
@@ -988,9 +997,12 @@ async fn histogram_counted(
     // the events it does not hold yet; the reader's own activity outside their projects.
     let held = filter(b, q, &rolled.held, now)?;
     let counted_held = held.clone().add(counted_by(counted));
+    // Each edge bounded on both sides, even where the filter has no start or end (`since`
+    // is then its first event): with one side only, SQLite preferred any equality index
+    // (`kind = …`: every sign-in, 180 ms) to the time index's few rows (under 1 ms).
     let mut scans = vec![
-        counted_held.clone().add(C::At.lt(h0)),
-        counted_held.add(C::At.gte(h1)),
+        counted_held.clone().add(C::At.gte(since)).add(C::At.lt(h0)),
+        counted_held.add(C::At.gte(h1)).add(C::At.lte(until)),
         held.add(C::Seq.gt(counted)),
     ];
     if let Some(own) = &rolled.own {
