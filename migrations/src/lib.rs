@@ -30,6 +30,7 @@ mod m20261211_000001_org_scale_indexes;
 mod m20261212_000001_audit_rollup_slices;
 mod m20261213_000001_audit_rollup_spans;
 mod m20261213_000002_audit_rollup_resource_status;
+mod m20261214_000001_audit_hour_seqs;
 
 pub struct Migrator;
 
@@ -60,6 +61,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000001_audit_rollup_slices::Migration),
             Box::new(m20261213_000001_audit_rollup_spans::Migration),
             Box::new(m20261213_000002_audit_rollup_resource_status::Migration),
+            Box::new(m20261214_000001_audit_hour_seqs::Migration),
         ]
     }
 }

@@ -46,6 +46,10 @@ impl ExportFormat {
 /// An export under way: call [`Export::next_chunk`] until it answers `None`.
 pub struct Export {
     cond: Condition,
+    /// The filter (for its time range's `seq` range, read at the first page: `window`).
+    query: crate::dto::AuditQuery,
+    now: Timestamp,
+    window: Option<Condition>,
     format: ExportFormat,
     /// Rows still to send (`limit`), if limited.
     remaining: Option<u64>,
@@ -75,6 +79,9 @@ impl Export {
         )?;
         Ok(Self {
             cond,
+            query: q.clone(),
+            now,
+            window: None,
             format,
             remaining: q.limit,
             before: None,
@@ -109,7 +116,20 @@ impl Export {
             self.done = true;
             return Ok((!out.is_empty()).then_some(out));
         }
+        if self.window.is_none() {
+            // Once, at the first page: the time range as a range of `seq` too.
+            match super::seq_bounds(db, &self.query, self.now).await? {
+                Some(w) => self.window = Some(w),
+                None => {
+                    self.done = true;
+                    return Ok((!out.is_empty()).then_some(out));
+                }
+            }
+        }
         let mut cond = self.cond.clone();
+        if let Some(w) = &self.window {
+            cond = cond.add(w.clone());
+        }
         if let Some(b) = self.before {
             cond = cond.add(C::Seq.lt(b));
         }

@@ -233,6 +233,14 @@ pub async fn catch_up(db: &DatabaseConnection, max: i64) -> DomainResult<i64> {
     .await?;
     tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         b,
+        HOUR_SEQS_SQL
+            .replace("$1", &placeholder(b, 1))
+            .replace("$2", &placeholder(b, 2)),
+        [from.into(), to.into()],
+    ))
+    .await?;
+    tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+        b,
         format!(
             "UPDATE audit_rollup_state SET seq = {} WHERE id = 1",
             placeholder(b, 1)
@@ -242,6 +250,92 @@ pub async fn catch_up(db: &DatabaseConnection, max: i64) -> DomainResult<i64> {
     .await?;
     tx.commit().await?;
     Ok(to - from)
+}
+
+/// Widen each hour's `seq` bounds (`audit_hour_seqs`, see [`seq_window`]) to the events with
+/// `$1 < seq <= $2`. (The `WHERE` also lets SQLite's parser tell `ON CONFLICT` from a join's
+/// `ON`.)
+const HOUR_SEQS_SQL: &str = "INSERT INTO audit_hour_seqs (t, lo, hi) \
+     SELECT at - (at % 3600000), MIN(seq), MAX(seq) FROM audit_events \
+     WHERE seq > $1 AND seq <= $2 GROUP BY at - (at % 3600000) \
+     ON CONFLICT (t) DO UPDATE SET \
+     lo = CASE WHEN excluded.lo < audit_hour_seqs.lo THEN excluded.lo ELSE audit_hour_seqs.lo END, \
+     hi = CASE WHEN excluded.hi > audit_hour_seqs.hi THEN excluded.hi ELSE audit_hour_seqs.hi END";
+
+/// The `seq` range that holds every event of the time range `[since, until]` (ms, inclusive;
+/// `None`: unbounded on that side): `Ok(None)` when no event lies in it, else the bounds
+/// (`None` where unbounded). From the hours' bounds of the events the rollup counts
+/// (`audit_hour_seqs`, kept by [`catch_up`]) and the events it has not counted yet, read
+/// from the log (each bound the first match of a walk of the primary key from where the
+/// rollup stops, so it costs what the catch-up lags). Exact whatever the order in which
+/// events arrive: an event stored late with an earlier time (a journal replayed at start)
+/// lies in its hour's bounds or after the counted ones.
+///
+/// Given to the list and the export beside the time range, so that a walk of the log by
+/// `seq` (newest first) starts and stops at the range: without it PostgreSQL walked from the
+/// newest event (or the cursor) through every event outside the range (migration
+/// `m20261214_000001_audit_hour_seqs`).
+pub(crate) async fn seq_window(
+    db: &DatabaseConnection,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> DomainResult<Option<(Option<i64>, Option<i64>)>> {
+    if since.is_none() && until.is_none() {
+        return Ok(Some((None, None)));
+    }
+    let b = db.get_database_backend();
+    // First where the rollup stands: the hours read after it hold at least the events up to it.
+    let counted = counted_through(db).await?;
+    let hour = |t: i64| t - t.rem_euclid(HOUR_MS);
+    // Each placeholder its own value, in order (SQLite's `?` are positional).
+    let mut values: Vec<Value> = Vec::new();
+    let mut arg = |v: i64| {
+        values.push(v.into());
+        placeholder(b, values.len())
+    };
+    let mut hours = || {
+        let mut c = String::new();
+        if let Some(s) = since {
+            c.push_str(&format!(" AND t >= {}", arg(hour(s))));
+        }
+        if let Some(u) = until {
+            c.push_str(&format!(" AND t <= {}", arg(hour(u))));
+        }
+        c
+    };
+    let (h1, h2) = (hours(), hours());
+    let mut events = || {
+        let mut c = format!("seq > {}", arg(counted));
+        if let Some(s) = since {
+            c.push_str(&format!(" AND at >= {}", arg(s)));
+        }
+        if let Some(u) = until {
+            c.push_str(&format!(" AND at <= {}", arg(u)));
+        }
+        c
+    };
+    let (e1, e2) = (events(), events());
+    let sql = format!(
+        "SELECT (SELECT CAST(MIN(lo) AS BIGINT) FROM audit_hour_seqs WHERE 1 = 1{h1}) AS hlo, \
+         (SELECT CAST(MAX(hi) AS BIGINT) FROM audit_hour_seqs WHERE 1 = 1{h2}) AS hhi, \
+         (SELECT seq FROM audit_events WHERE {e1} ORDER BY seq LIMIT 1) AS elo, \
+         (SELECT seq FROM audit_events WHERE {e2} ORDER BY seq DESC LIMIT 1) AS ehi"
+    );
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
+        .await?
+        .ok_or_else(|| crate::DomainError::Internal("no row from a SELECT".into()))?;
+    let get = |c: &str| row.try_get::<Option<i64>>("", c);
+    let either = |x: Option<i64>, y: Option<i64>, f: fn(i64, i64) -> i64| match (x, y) {
+        (Some(x), Some(y)) => Some(f(x, y)),
+        (x, y) => x.or(y),
+    };
+    let lo = either(get("hlo")?, get("elo")?, std::cmp::min);
+    let hi = either(get("hhi")?, get("ehi")?, std::cmp::max);
+    Ok(match (lo, hi) {
+        (Some(lo), Some(hi)) => Some((since.map(|_| lo), until.map(|_| hi))),
+        _ => None,
+    })
 }
 
 /// Uncount the rows up to `seq` that the rollup holds (retention, before it deletes them, in
@@ -258,6 +352,16 @@ pub(crate) async fn remove_through<C: ConnectionTrait>(tx: &C, seq: i64) -> Doma
     .await?;
     tx.execute_unprepared("DELETE FROM audit_rollup WHERE n <= 0")
         .await?;
+    // An hour whose events are all deleted; one that keeps some keeps its (now looser) bounds.
+    tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+        b,
+        format!(
+            "DELETE FROM audit_hour_seqs WHERE hi <= {}",
+            placeholder(b, 1)
+        ),
+        [seq.into()],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -440,16 +544,49 @@ async fn rollup_rows(
         .await?)
 }
 
-/// Per dimension and value, how many events match `cond` (an edge of a range), added to
-/// (`sign` 1) or subtracted from (`sign` -1) `out`.
+/// What an edge of a range (or the events the rollup does not hold) adds to a rollup's facets:
+/// per dimension and value (`("", "")`: every event), and per kind (`(true, kind)`) and
+/// outcome (`(false, outcome)`), what the rollup's own rows give.
+#[derive(Default)]
+struct FacetTally {
+    dims: HashMap<(String, String), i64>,
+    kinds_outcomes: HashMap<(bool, String), i64>,
+}
+
+/// Count the events matching `cond` into `out`, added (`sign` 1) or subtracted (-1).
+/// PostgreSQL counts every facet in one pass ([`super::grouping_sets`]); SQLite, which has no
+/// grouping sets, makes a row per event and dimension and groups them, and groups kinds and
+/// outcomes in a second statement.
 async fn scan_counts(
     db: &DatabaseConnection,
     cond: Condition,
     sign: i64,
-    out: &mut HashMap<(String, String), i64>,
+    out: &mut FacetTally,
 ) -> DomainResult<()> {
     use sea_orm::{EntityTrait, QuerySelect, QueryTrait};
     let b = db.get_database_backend();
+    if b == DbBackend::Postgres {
+        let (total, lists) = super::grouping_sets(db, cond).await?;
+        *out.dims.entry((String::new(), String::new())).or_default() += sign * total;
+        // `grouping_sets`' order: actor, kind, cluster, namespace, verb, outcome.
+        let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists;
+        for (dim, list) in [
+            ("actor", actors),
+            ("cluster", clusters),
+            ("namespace", namespaces),
+            ("verb", verbs),
+        ] {
+            for (v, n) in list {
+                *out.dims.entry((dim.to_string(), v)).or_default() += sign * n;
+            }
+        }
+        for (is_kind, list) in [(true, kinds), (false, outcomes)] {
+            for (v, n) in list {
+                *out.kinds_outcomes.entry((is_kind, v)).or_default() += sign * n;
+            }
+        }
+        return Ok(());
+    }
     use audit_events::Column as C;
     // The matching rows themselves (not `seq IN (…)`, which joined every match back to its
     // row by the primary key: half the time of an edge, measured).
@@ -468,12 +605,9 @@ async fn scan_counts(
             C::ResourceKind,
             C::Status,
         ])
-        .filter(cond)
+        .filter(cond.clone())
         .into_query();
-    let (inner, values) = match b {
-        DbBackend::Postgres => inner.build(sea_orm::sea_query::PostgresQueryBuilder),
-        _ => inner.build(sea_orm::sea_query::SqliteQueryBuilder),
-    };
+    let (inner, values) = inner.build(sea_orm::sea_query::SqliteQueryBuilder);
     let sql = format!(
         "SELECT dim, val, COUNT(*) AS n FROM ({}) r WHERE val IS NOT NULL GROUP BY dim, val",
         source(&format!("({inner}) ev"), "1 = 1", Spans::Day, false)
@@ -485,7 +619,22 @@ async fn scan_counts(
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
-        *out.entry((dim, val)).or_default() += sign * n;
+        *out.dims.entry((dim, val)).or_default() += sign * n;
+    }
+    let rows: Vec<(String, String, i64)> = audit_events::Entity::find()
+        .select_only()
+        .column(C::Kind)
+        .column(C::Outcome)
+        .column_as(sea_orm::sea_query::Expr::col(C::Seq).count(), "n")
+        .filter(cond)
+        .group_by(C::Kind)
+        .group_by(C::Outcome)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (k, o, n) in rows {
+        *out.kinds_outcomes.entry((true, k)).or_default() += sign * n;
+        *out.kinds_outcomes.entry((false, o)).or_default() += sign * n;
     }
     Ok(())
 }
@@ -506,7 +655,7 @@ struct DayPlan {
 }
 
 impl DayPlan {
-    /// `None` when the range holds no whole day (then the events are counted). `now`: no
+    /// `None` when the range lies inside one day (then the events are counted). `now`: no
     /// event is newer (a side of an edge that reaches past it costs only up to it).
     fn new(since: Option<i64>, until: Option<i64>, now: i64) -> Option<Self> {
         let horizon = now.saturating_add(1);
@@ -521,7 +670,8 @@ impl DayPlan {
         });
         let end = until.map(|u| u.saturating_add(1));
         let d1 = end.map_or(i64::MAX, floor);
-        if d1 <= d0 {
+        // No day boundary inside (`d1 == d0`: one midnight, each side taken from it).
+        if d1 < d0 {
             return None;
         }
         let mut plan = DayPlan {
@@ -696,9 +846,18 @@ async fn facets_counted(
     if let Some(own) = &rolled.own {
         scans.push((own.clone(), 1));
     }
-    let mut counts: HashMap<(String, String), i64> = HashMap::new();
+    // The scans run beside the rollup's read, each on a connection of its own (a range in the
+    // past has two edges: two passes over up to twelve hours of events each).
+    let mut tasks = tokio::task::JoinSet::new();
+    for (cond, sign) in scans {
+        let db = db.clone();
+        tasks.spawn(async move {
+            let mut t = FacetTally::default();
+            scan_counts(&db, cond, sign, &mut t).await.map(|()| t)
+        });
+    }
+    let mut tally = FacetTally::default();
     // Kinds and outcomes from the same pass: the total's rows (`dim = ''`) grouped by them.
-    let mut by_kind_outcome: HashMap<(bool, String), i64> = HashMap::new();
     let (k, o) = (
         "CASE WHEN dim = '' THEN kind ELSE '' END",
         "CASE WHEN dim = '' THEN outcome ELSE '' END",
@@ -717,21 +876,31 @@ async fn facets_counted(
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
         if dim.is_empty() {
-            *by_kind_outcome
+            *tally
+                .kinds_outcomes
                 .entry((true, r.try_get("", "k")?))
                 .or_default() += n;
-            *by_kind_outcome
+            *tally
+                .kinds_outcomes
                 .entry((false, r.try_get("", "o")?))
                 .or_default() += n;
         }
-        *counts.entry((dim, val)).or_default() += n;
+        *tally.dims.entry((dim, val)).or_default() += n;
     }
-    for (cond, sign) in &scans {
-        scan_counts(db, cond.clone(), *sign, &mut counts).await?;
+    while let Some(done) = tasks.join_next().await {
+        let scanned = done.map_err(|e| {
+            crate::DomainError::Internal(format!("counting an edge's events failed: {e}"))
+        })??;
+        for (k, n) in scanned.dims {
+            *tally.dims.entry(k).or_default() += n;
+        }
+        for (k, n) in scanned.kinds_outcomes {
+            *tally.kinds_outcomes.entry(k).or_default() += n;
+        }
     }
     let mut lists: HashMap<String, Vec<crate::dto::FacetCount>> = HashMap::new();
     let mut total = 0;
-    for ((dim, value), count) in counts {
+    for ((dim, value), count) in tally.dims {
         let Ok(count @ 1..) = u64::try_from(count) else {
             continue;
         };
@@ -750,7 +919,7 @@ async fn facets_counted(
         l.truncate(crate::dto::AuditFacets::TOP as usize);
         l
     };
-    let (kinds, outcomes) = kinds_and_outcomes(db, by_kind_outcome, &scans).await?;
+    let (kinds, outcomes) = kinds_and_outcomes(tally.kinds_outcomes);
     Ok(crate::dto::AuditFacets {
         total,
         actors: take("actor"),
@@ -762,35 +931,10 @@ async fn facets_counted(
     })
 }
 
-/// The kind and outcome facets: `by` (from the rollup: its totals by kind and by outcome)
-/// plus (or minus) what `scans` count from the events.
-async fn kinds_and_outcomes(
-    db: &DatabaseConnection,
-    mut by: HashMap<(bool, String), i64>,
-    scans: &[(Condition, i64)],
-) -> DomainResult<(Vec<crate::dto::FacetCount>, Vec<crate::dto::FacetCount>)> {
-    use audit_events::Column as C;
-    use sea_orm::{EntityTrait, QuerySelect};
-    let mut add = |kind: String, outcome: String, n: i64| {
-        *by.entry((true, kind)).or_default() += n;
-        *by.entry((false, outcome)).or_default() += n;
-    };
-    for (cond, sign) in scans {
-        let rows: Vec<(String, String, i64)> = audit_events::Entity::find()
-            .select_only()
-            .column(C::Kind)
-            .column(C::Outcome)
-            .column_as(sea_orm::sea_query::Expr::col(C::Seq).count(), "n")
-            .filter(cond.clone())
-            .group_by(C::Kind)
-            .group_by(C::Outcome)
-            .into_tuple()
-            .all(db)
-            .await?;
-        for (k, o, n) in rows {
-            add(k, o, sign * n);
-        }
-    }
+/// The kind and outcome facets from their counts (`(true, kind)`, `(false, outcome)`).
+fn kinds_and_outcomes(
+    by: HashMap<(bool, String), i64>,
+) -> (Vec<crate::dto::FacetCount>, Vec<crate::dto::FacetCount>) {
     let mut kinds = Vec::new();
     let mut outcomes = Vec::new();
     for ((is_kind, value), count) in by {
@@ -808,7 +952,7 @@ async fn kinds_and_outcomes(
         l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
         l.truncate(crate::dto::AuditFacets::TOP as usize);
     }
-    Ok((kinds, outcomes))
+    (kinds, outcomes)
 }
 
 /// The time of the first and of the last event matching `cond` (a filter with no start; at
@@ -1138,8 +1282,18 @@ mod tests {
         let p = DayPlan::new(Some(3 * D), Some(10 * D + 20 * H), now).unwrap();
         assert_eq!(p.to, 11 * D);
         assert_eq!(p.edges, vec![(10 * D + 20 * H + 1, 11 * D, -1)]);
-        // Less than a whole day: the events are counted.
-        assert_eq!(DayPlan::new(Some(3 * D + H), Some(4 * D + H), NOW), None);
+        // A day across midnight, no whole day in it: each side from its nearer boundary (its
+        // day whole and one hour subtracted; one hour added), two scans of an hour, not one
+        // of a day.
+        assert_eq!(
+            DayPlan::new(Some(3 * D + H), Some(4 * D + H), NOW),
+            Some(DayPlan {
+                from: 3 * D,
+                to: 4 * D,
+                edges: vec![(3 * D, 3 * D + H, -1), (4 * D, 4 * D + H + 1, 1)]
+            })
+        );
+        // Inside one day: the events are counted.
         assert_eq!(
             DayPlan::new(Some(3 * D + H), Some(3 * D + 2 * H), NOW),
             None

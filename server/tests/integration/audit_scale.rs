@@ -879,12 +879,23 @@ async fn audit_rollup_answers_what_a_scan_answers() {
             },
             true,
         ),
+        // Across one midnight, no whole day: each side from that midnight.
         (
             {
                 let mut a = AuditQuery::default();
                 a.since = Some(s2.clone());
                 a.until = Some(u2.clone());
                 a.outcome = Some("allowed".into());
+                a
+            },
+            true,
+        ),
+        // Inside one day: counted from the events.
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.since = Some(day(9, 1, 0));
+                a.until = Some(day(9, 5, 30));
                 a
             },
             false,
@@ -1193,9 +1204,9 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     let kept = rows().await;
     assert!(kept.len() > 1_000, "{}", kept.len());
     use warden_migrations::MigratorTrait;
-    // The resource and status slices' migration, the spans' (weeks and days summed from the
-    // rows there) and the slices'.
-    warden_migrations::Migrator::down(&db, Some(3))
+    // The hours' `seq` bounds' migration, the resource and status slices', the spans' (weeks
+    // and days summed from the rows there) and the slices'.
+    warden_migrations::Migrator::down(&db, Some(4))
         .await
         .unwrap();
     // Undone, the previous release's rollup (which it trusts for whole days) is counted again.
@@ -1217,6 +1228,19 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     }
     warden_migrations::Migrator::up(&db, None).await.unwrap();
     assert_eq!(rows().await, kept);
+    // The hours' bounds filled anew: each hour's lowest and highest `seq` among the events.
+    assert_eq!(
+        sql_i64(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT at - (at % 3600000) AS t, MIN(seq) AS lo, \
+             MAX(seq) AS hi FROM audit_events GROUP BY at - (at % 3600000)) e \
+             LEFT JOIN audit_hour_seqs h ON h.t = e.t AND h.lo = e.lo AND h.hi = e.hi \
+             WHERE h.t IS NULL"
+        )
+        .await,
+        0
+    );
+    assert!(sql_i64(&db, "SELECT COUNT(*) FROM audit_hour_seqs").await > 100);
     assert_eq!(
         counted_through(&db).await.unwrap(),
         sql_i64(&db, "SELECT MAX(seq) FROM audit_events").await
@@ -1279,4 +1303,162 @@ async fn postgres_plans_every_statement_for_its_values() {
     for (mode, _) in answers {
         assert_eq!(mode, vec!["force_custom_plan".to_owned()]);
     }
+}
+
+/// A filter with a time range reads the log by `seq` only within the `seq` range of its hours
+/// (`audit_hour_seqs`, kept by the rollup's catch-up, and the events not counted yet), so a
+/// range in the past or its last page does not walk every other event. The list (every page)
+/// and the export find exactly the events of the range, also when an event is stored late
+/// with an earlier time (a journal replayed at start), before and after the catch-up counts
+/// it, and after retention.
+#[tokio::test]
+async fn audit_time_ranges_find_every_event_of_their_hours() {
+    use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+    use warden_domain::audit::rollup::catch_up;
+    use warden_domain::audit::{filter, search_in, AuditScope};
+    use warden_domain::clock::Timestamp;
+    use warden_domain::dto::AuditQuery;
+    use warden_domain::entities::audit_events;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let db = app.services().db.clone();
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 12}))
+        .await
+        .assert_status(200);
+    // The start-up's events a month old (retention deletes the oldest first), signed in again.
+    app.clock.advance_secs(30 * 86_400);
+    let admin = app.client();
+    admin
+        .login(
+            warden_server::testing::ADMIN_EMAIL,
+            "the admin's new password",
+        )
+        .await
+        .assert_status(200);
+    generate(
+        &db,
+        &GenerateOptions {
+            events: 3_000,
+            days: 15,
+            seed: 9,
+            per_transaction: 1_000,
+        },
+        app.clock.now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    while catch_up(&db, 1_000).await.unwrap() > 0 {}
+    let now = app.clock.now();
+    let at =
+        |days: i64, hours: i64| Timestamp(now.millis() - days * 86_400_000 - hours * 3_600_000);
+    // Stored now, dated days ago: the newest `seq`, an old time.
+    let late = |t: Timestamp, what: &str| {
+        let db = db.clone();
+        let what = what.to_owned();
+        async move {
+            let tx = begin_change(&db).await.unwrap();
+            let e = AuditEvent::new(
+                AuditKind::Console,
+                Actor::System,
+                SessionType::System,
+                what,
+                Outcome::Allowed,
+            );
+            append(&tx, t, vec![e]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    late(at(6, 5), "replayed.first").await;
+    let range = |since: Option<Timestamp>, until: Option<Timestamp>| {
+        let mut a = AuditQuery::default();
+        a.since = since.map(|t| t.rfc3339());
+        a.until = until.map(|t| t.rfc3339());
+        a
+    };
+    let mut filters = vec![
+        range(Some(at(7, 0)), Some(at(6, 0))),
+        range(Some(at(6, 6)), Some(at(6, 4))),
+        range(Some(at(10, 3)), None),
+        range(None, Some(at(9, 0))),
+        range(Some(at(2, 0)), Some(at(1, 12))),
+        // Nothing stored then.
+        range(Some(at(-3, 0)), Some(at(-2, 0))),
+        range(Some(at(60, 0)), Some(at(50, 0))),
+    ];
+    let mut f = range(Some(at(8, 0)), Some(at(5, 0)));
+    f.kind = Some("console".into());
+    filters.push(f);
+    let mut f = AuditQuery::default();
+    f.range = Some("24h".into());
+    filters.push(f);
+    let all = AuditScope::all();
+    let check = |label: &'static str| {
+        let (db, filters, all, admin) = (db.clone(), filters.clone(), all.clone(), &admin);
+        async move {
+            let mut matched = 0;
+            for q in &filters {
+                // What the range holds, read without any `seq` range.
+                let want: Vec<i64> = audit_events::Entity::find()
+                    .select_only()
+                    .column(audit_events::Column::Seq)
+                    .filter(filter(db.get_database_backend(), q, &all, now).unwrap())
+                    .order_by_desc(audit_events::Column::Seq)
+                    .into_tuple()
+                    .all(&db)
+                    .await
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut page = q.clone();
+                page.limit = Some(97);
+                loop {
+                    let p = search_in(&db, &page, &all, now).await.unwrap();
+                    got.extend(p.items.iter().map(|e| e.seq));
+                    match p.next {
+                        Some(next) => page.cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, want, "{label}: {q:?}");
+                let url = format!(
+                    "/api/v1/audit/export?format=ndjson&{}",
+                    serde_urlencoded::to_string([
+                        ("since", q.since.clone().unwrap_or_default()),
+                        ("until", q.until.clone().unwrap_or_default()),
+                        ("range", q.range.clone().unwrap_or_default()),
+                        ("kind", q.kind.clone().unwrap_or_default()),
+                    ])
+                    .unwrap()
+                );
+                let body = admin.get(&url).await.assert_status(200).body;
+                let exported: Vec<i64> = body
+                    .lines()
+                    .map(|l| {
+                        serde_json::from_str::<Value>(l).unwrap()["seq"]
+                            .as_i64()
+                            .unwrap()
+                    })
+                    .collect();
+                assert_eq!(exported, want, "{label}: export of {q:?}");
+                matched += want.len();
+            }
+            assert!(matched > 500, "{label}: {matched}");
+        }
+    };
+    check("the replayed event not counted yet").await;
+    while catch_up(&db, 1_000).await.unwrap() > 0 {}
+    check("caught up").await;
+    // Another, counted at once; then retention deletes the oldest days.
+    late(at(9, 1), "replayed.second").await;
+    while catch_up(&db, 1_000).await.unwrap() > 0 {}
+    check("a second replayed event, counted").await;
+    warden_domain::audit::retention::run_batched(app.services(), 500)
+        .await
+        .unwrap()
+        .expect("old events deleted");
+    check("after retention").await;
+    assert!(
+        sql_i64(&db, "SELECT COUNT(*) FROM audit_hour_seqs").await > 100,
+        "the hours' bounds are kept"
+    );
 }
