@@ -1,26 +1,28 @@
 //! Pre-counted audit events (`audit_rollup`, migrations `m20261210_000001_audit_rollup`,
-//! `m20261212_000001_audit_rollup_slices` and `m20261213_000001_audit_rollup_spans`), so that facets and the histogram of a broad filter
-//! do not count every matching row.
+//! `m20261212_000001_audit_rollup_slices`, `m20261213_000001_audit_rollup_spans` and
+//! `m20261213_000002_audit_rollup_resource_status`), so that facets and the histogram of a
+//! broad filter do not count every matching row; and where each hour's events lie in the
+//! log (`audit_hour_seqs`, migration `m20261214_000001_audit_hour_seqs`: [`seq_window`]).
 //!
 //! A rollup row counts the events of one **slice** (`sd`, `sv`: the whole log, `''`; or one
-//! project, cluster, namespace, verb, resource kind or HTTP status, see [`SLICES`]), one `kind`, `outcome` and `disc` (1
-//! for a Kubernetes request that names no resource: discovery, version, health) per time slot
-//! of one `span` (an hour, a day or a week: [`Spans`]), for one dimension `dim`: `''` (every
-//! event, per hour, day and week: the histogram and the total) or `actor`, `cluster`,
-//! `namespace`, `verb` (the facets, per day and week; the value in `val`, events without one
-//! not counted, as the facets do). It is caught up after the appends, in large
-//! batches ([`catch_up`], a background job; `audit_rollup_state.seq` is the last event
-//! counted), and retention subtracts what it deletes among the counted events
-//! ([`remove_through`]). Every read takes the rollup up to that event and counts the events
-//! after it from the log ([`consistent`]).
+//! project, cluster, namespace, verb, resource kind or HTTP status, see [`SLICES`]), one
+//! `kind`, `outcome` and `disc` (1 for a Kubernetes request that names no resource:
+//! discovery, version, health) per time slot of one `span` (an hour, a day or a week:
+//! [`Spans`]), for one dimension `dim`: `''` (every event, per hour, day and week: the
+//! histogram and the total) or `actor`, `cluster`, `namespace`, `verb` (the facets, per day
+//! and week; the value in `val`, events without one not counted, as the facets do). It is
+//! caught up after the appends, in large batches ([`catch_up`], a background job;
+//! `audit_rollup_state.seq` is the last event counted), and retention subtracts what it
+//! deletes among the counted events ([`remove_through`]). Every read takes the rollup up to
+//! that event and counts the events after it from the log ([`consistent`]).
 //!
 //! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
-//! project, cluster, namespace, verb, resource and status, read by someone who sees everything
-//! (or a project of theirs, by a project's reader), is answered from
-//! the rollup for the whole weeks and days (facets, [`DayPlan::segments`]) or hours (histogram,
-//! when its buckets are whole hours) inside its range, and from the events for the partial slots at its edges; anything
-//! else is counted from the events. The answer is exact either way (the integration test
-//! `audit_rollup_answers_what_a_scan_answers` compares them).
+//! project, cluster, namespace, verb, resource and status, read by someone who sees
+//! everything (or a project of theirs, by a project's reader), is answered from the rollup
+//! for the whole weeks and days (facets, [`DayPlan::segments`]) or hours (histogram, when its
+//! buckets are whole hours) inside its range, and from the events for the partial slots at
+//! its edges; anything else is counted from the events. The answer is exact either way (the
+//! integration test `audit_rollup_answers_what_a_scan_answers` compares them).
 
 use sea_orm::sea_query::Condition;
 use sea_orm::ExprTrait;
@@ -111,7 +113,9 @@ fn source(events: &str, where_sql: &str, spans: Spans, slices: bool) -> String {
 /// events are counted once per slice and dimension, in their shortest span (`base`: the
 /// total per hour, the facets per day); the longer spans are summed from those counts (a
 /// catch-up's events lie in a few hours and days, so that is a handful of rows, where counting
-/// every span from the events would make each event eleven rows per slice).
+/// every span from the events would make each event eleven rows per slice). (`WHERE n > 0`
+/// is always true: SQLite's parser needs a `WHERE` in an `INSERT … SELECT` before its
+/// `ON CONFLICT`, or it reads the `ON` as a join's.)
 pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
     let minus = if sign < 0 { "-" } else { "" };
     let key = "sd, sv, span, t, kind, outcome, disc, dim, val";
@@ -698,9 +702,7 @@ impl DayPlan {
         }
         Some(plan)
     }
-}
 
-impl DayPlan {
     /// The rollup rows that sum the whole days `[from, to)`: the whole weeks among them as
     /// week rows, and the days left at each side as day rows, either added (the days before
     /// the first whole week) or, when fewer, the side's week taken whole and the days outside
