@@ -31,6 +31,7 @@ mod m20261212_000001_audit_rollup_slices;
 mod m20261213_000001_audit_rollup_spans;
 mod m20261213_000002_audit_rollup_resource_status;
 mod m20261214_000001_audit_hour_seqs;
+mod m20261214_000002_audit_rollup_action;
 
 pub struct Migrator;
 
@@ -62,6 +63,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261213_000001_audit_rollup_spans::Migration),
             Box::new(m20261213_000002_audit_rollup_resource_status::Migration),
             Box::new(m20261214_000001_audit_hour_seqs::Migration),
+            Box::new(m20261214_000002_audit_rollup_action::Migration),
         ]
     }
 }

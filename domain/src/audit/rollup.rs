@@ -5,7 +5,7 @@
 //! log (`audit_hour_seqs`, migration `m20261214_000001_audit_hour_seqs`: [`seq_window`]).
 //!
 //! A rollup row counts the events of one **slice** (`sd`, `sv`: the whole log, `''`; or one
-//! project, cluster, namespace, verb, resource kind or HTTP status, see [`SLICES`]), one
+//! project, cluster, namespace, verb, resource kind, HTTP status or action, see [`SLICES`]), one
 //! `kind`, `outcome` and `disc` (1 for a Kubernetes request that names no resource:
 //! discovery, version, health) per time slot of one `span` (an hour, a day or a week:
 //! [`Spans`]), for one dimension `dim`: `''` (every event, per hour, day and week: the
@@ -17,7 +17,7 @@
 //! that event and counts the events after it from the log ([`consistent`]).
 //!
 //! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
-//! project, cluster, namespace, verb, resource and status, read by someone who sees
+//! project, cluster, namespace, verb, resource, status and action prefix, read by someone who sees
 //! everything (or a project of theirs, by a project's reader), is answered from the rollup
 //! for the whole weeks and days (facets, [`DayPlan::segments`]) or hours (histogram, when its
 //! buckets are whole hours) inside its range, and from the events for the partial slots at
@@ -72,14 +72,16 @@ impl Spans {
 /// that slice). `verb` is exactly what `?verb=` matches ([`super::filter`]): a connection's
 /// `exec`, `attach`, `portforward` from its `resource_kind`, any other verb `v` from the action
 /// `kube.v`; `verbc` (the connections) is stored as `verb`. `resource`: the resource kind, as
-/// `?resource=` matches it; `status`: the HTTP status in decimal (`?status=`).
+/// `?resource=` matches it; `status`: the HTTP status in decimal (`?status=`); `action`: the
+/// action (`?action=` names a prefix: the slices of the actions it matches, [`Rolled`]).
 const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
      WHEN 'cluster' THEN cluster WHEN 'namespace' THEN namespace \
      WHEN 'verb' THEN (CASE WHEN substr(action, 1, 5) = 'kube.' \
        AND substr(action, 6) NOT IN ('exec', 'attach', 'portforward') THEN substr(action, 6) END) \
      WHEN 'verbc' THEN (CASE WHEN resource_kind IN ('pods/exec', 'pods/attach', 'pods/portforward') \
        THEN substr(resource_kind, 6) END) \
-     WHEN 'resource' THEN resource_kind WHEN 'status' THEN CAST(status AS TEXT) END";
+     WHEN 'resource' THEN resource_kind WHEN 'status' THEN CAST(status AS TEXT) \
+     WHEN 'action' THEN action END";
 
 /// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `span`, `t`, `kind`,
 /// `outcome`, `disc`, `dim`, `val`; one row per event, slice, dimension and span of `spans`,
@@ -90,7 +92,7 @@ fn source(events: &str, where_sql: &str, spans: Spans, slices: bool) -> String {
     let slice_list = if slices {
         "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
          UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc' \
-         UNION ALL SELECT 'resource' UNION ALL SELECT 'status'"
+         UNION ALL SELECT 'resource' UNION ALL SELECT 'status' UNION ALL SELECT 'action'"
     } else {
         "SELECT '' AS sd"
     };
@@ -384,24 +386,64 @@ struct Rolled {
     own: Option<Condition>,
 }
 
+/// The actions the rollup has counted that `?action=prefix` matches, as the events' filter
+/// matches them (the same condition, on each distinct action: SQLite's `LIKE` ignores case,
+/// PostgreSQL's does not). The distinct actions are found one index step each (a recursive
+/// query: the next action after the last one), not by reading the slice's rows; there are a
+/// few dozen.
+async fn actions(db: &DatabaseConnection, prefix: &str) -> DomainResult<Vec<String>> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::{PostgresQueryBuilder, Query, SqliteQueryBuilder};
+    let b = db.get_database_backend();
+    // The filter's own condition on `"audit_events"."action"`, read here from a common table
+    // expression of that name holding one row per distinct action.
+    let select = Query::select()
+        .column((audit_events::Entity, C::Action))
+        .from(audit_events::Entity)
+        .cond_where(filter(
+            b,
+            &crate::dto::AuditQuery {
+                action: Some(prefix.to_owned()),
+                ..Default::default()
+            },
+            &AuditScope::all(),
+            Timestamp(0),
+        )?)
+        .to_owned();
+    let (select, values) = match b {
+        DbBackend::Postgres => select.build(PostgresQueryBuilder),
+        _ => select.build(SqliteQueryBuilder),
+    };
+    let sql = format!(
+        "WITH RECURSIVE a(sv) AS ( \
+         SELECT MIN(sv) FROM audit_rollup WHERE sd = 'action' \
+         UNION ALL SELECT (SELECT MIN(r.sv) FROM audit_rollup r \
+         WHERE r.sd = 'action' AND r.sv > a.sv) FROM a WHERE a.sv IS NOT NULL), \
+         audit_events(action) AS (SELECT sv FROM a WHERE sv IS NOT NULL) {select}"
+    );
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get_by_index::<String>(0)?))
+        .collect()
+}
+
 /// How the rollup answers `q` within `scope`, or `None` when it cannot: the filter names
 /// something besides a time range, `kind`, `outcome`, `discovery` and one of project, cluster,
-/// namespace, verb, resource or status; or the reader sees only some projects (`audit.read`
-/// there) and the filter names another slice or a project they do not read; or they read no
-/// project at all (their own activity only: counting it is cheap).
-fn rolled(
-    b: DbBackend,
+/// namespace, verb, resource, status or action prefix; or the reader sees only some projects
+/// (`audit.read` there) and the filter names another slice or a project they do not read; or
+/// they read no project at all (their own activity only: counting it is cheap).
+async fn rolled(
+    db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<Option<Rolled>> {
     use audit_events::Column as C;
+    let b = db.get_database_backend();
     let given = |v: &Option<String>| v.as_ref().filter(|s| !s.is_empty()).cloned();
-    if given(&q.actor).is_some()
-        || given(&q.source_ip).is_some()
-        || given(&q.action).is_some()
-        || given(&q.q).is_some()
-    {
+    if given(&q.actor).is_some() || given(&q.source_ip).is_some() || given(&q.q).is_some() {
         return Ok(None);
     }
     let mut named = [
@@ -411,6 +453,7 @@ fn rolled(
         ("verb", given(&q.verb)),
         ("resource", given(&q.resource)),
         ("status", q.status.map(|s| s.to_string())),
+        ("action", given(&q.action)),
     ]
     .into_iter()
     .filter_map(|(sd, v)| v.map(|v| (sd, v)));
@@ -419,8 +462,16 @@ fn rolled(
         return Ok(None);
     }
     let (sd, slices, held, own) = if scope.all {
-        let (sd, sv) = slice.unwrap_or(("", String::new()));
-        (sd, vec![sv], AuditScope::all(), None)
+        match slice {
+            Some(("action", prefix)) => (
+                "action",
+                actions(db, &prefix).await?,
+                AuditScope::all(),
+                None,
+            ),
+            Some((sd, sv)) => (sd, vec![sv], AuditScope::all(), None),
+            None => ("", vec![String::new()], AuditScope::all(), None),
+        }
     } else {
         if scope.projects.is_empty() {
             return Ok(None);
@@ -479,7 +530,12 @@ impl Rolled {
             values.push(Value::from(sv.clone()));
             list.push(placeholder(b, taken + values.len()));
         }
-        sql.push_str(&format!(" AND sv IN ({})", list.join(", ")));
+        if list.is_empty() {
+            // An action prefix that no counted action has.
+            sql.push_str(" AND 1 = 0");
+        } else {
+            sql.push_str(&format!(" AND sv IN ({})", list.join(", ")));
+        }
         (sql, values)
     }
 }
@@ -794,7 +850,7 @@ pub async fn facets_from_rollup(
     let b = db.get_database_backend();
     // Validates the filter first: a bad one is refused, whoever answers it.
     filter(b, q, scope, now)?;
-    let Some(rolled) = rolled(b, q, scope, now)? else {
+    let Some(rolled) = rolled(db, q, scope, now).await? else {
         return Ok(None);
     };
     let (since, until) = time_bounds(q, now)?;
@@ -975,7 +1031,7 @@ pub(crate) async fn bounds(
     use sea_orm::sea_query::Expr;
     use sea_orm::{EntityTrait, QuerySelect};
     let b = db.get_database_backend();
-    let Some(rolled) = rolled(b, q, scope, now)? else {
+    let Some(rolled) = rolled(db, q, scope, now).await? else {
         return Ok(None);
     };
     // Read before the rollup: every event up to it is there (a later catch-up only adds),
@@ -1070,8 +1126,7 @@ pub(crate) async fn histogram_counts(
     width: i64,
     now: Timestamp,
 ) -> DomainResult<Option<Vec<(i64, String, i64)>>> {
-    let b = db.get_database_backend();
-    let Some(rolled) = rolled(b, q, scope, now)? else {
+    let Some(rolled) = rolled(db, q, scope, now).await? else {
         return Ok(None);
     };
     if width % HOUR_MS != 0 || start % HOUR_MS != 0 {
