@@ -7,6 +7,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod columns;
+mod fill;
 mod m20261128_000001_initial;
 mod m20261128_000002_clusters;
 mod m20261128_000003_kubeconfig;
