@@ -1,13 +1,14 @@
 //! Pre-counted audit events (`audit_rollup`, migrations `m20261210_000001_audit_rollup`,
-//! `m20261212_000001_audit_rollup_slices`, `m20261213_000001_audit_rollup_spans` and
-//! `m20261213_000002_audit_rollup_resource_status`), so that facets and the histogram of a
-//! broad filter do not count every matching row; and where each hour's events lie in the
-//! log (`audit_hour_seqs`, migration `m20261214_000001_audit_hour_seqs`: [`seq_window`]).
+//! `m20261212_000001_audit_rollup_slices`, `m20261213_000001_audit_rollup_spans`,
+//! `m20261213_000002_audit_rollup_resource_status` and `m20261214_000002_audit_rollup_action`),
+//! so that facets and the histogram of a broad filter do not count every matching row; and
+//! where each hour's events lie in the log (`audit_hour_seqs`, migration
+//! `m20261214_000001_audit_hour_seqs`: [`seq_window`]).
 //!
 //! A rollup row counts the events of one **slice** (`sd`, `sv`: the whole log, `''`; or one
-//! project, cluster, namespace, verb, resource kind, HTTP status or action, see [`SLICES`]), one
-//! `kind`, `outcome` and `disc` (1 for a Kubernetes request that names no resource:
-//! discovery, version, health) per time slot of one `span` (an hour, a day or a week:
+//! project, cluster, namespace, verb, resource kind, HTTP status or action, see
+//! [`SLICES`]), one `kind`, `outcome` and `disc` (1 for a Kubernetes request that names no
+//! resource: discovery, version, health) per time slot of one `span` (an hour, a day or a week:
 //! [`Spans`]), for one dimension `dim`: `''` (every event, per hour, day and week: the
 //! histogram and the total) or `actor`, `cluster`, `namespace`, `verb` (the facets, per day
 //! and week; the value in `val`, events without one not counted, as the facets do). It is
@@ -17,8 +18,8 @@
 //! that event and counts the events after it from the log ([`consistent`]).
 //!
 //! A filter that names only a time range, `kind`, `outcome`, `discovery` and at most one of
-//! project, cluster, namespace, verb, resource, status and action prefix, read by someone who sees
-//! everything (or a project of theirs, by a project's reader), is answered from the rollup
+//! project, cluster, namespace, verb, resource, status and action prefix, read by someone
+//! who sees everything (or a project of theirs, by a project's reader), is answered from the rollup
 //! for the whole weeks and days (facets, [`DayPlan::segments`]) or hours (histogram, when its
 //! buckets are whole hours) inside its range, and from the events for the partial slots at
 //! its edges; anything else is counted from the events. The answer is exact either way (the
@@ -606,7 +607,7 @@ async fn rollup_rows(
 
 /// What an edge of a range (or the events the rollup does not hold) adds to a rollup's facets:
 /// per dimension and value (`("", "")`: every event), and per kind (`(true, kind)`) and
-/// outcome (`(false, outcome)`), what the rollup's own rows give.
+/// outcome (`(false, outcome)`), in the shape of the rollup's own rows.
 #[derive(Default)]
 struct FacetTally {
     dims: HashMap<(String, String), i64>,
