@@ -10,6 +10,8 @@
 //! - `AUDIT_BENCH_RUNS`: timed runs of each query (default 7, after one warm-up run).
 //! - `AUDIT_BENCH_EXPORT`: events per export run (default 200,000; 0 skips).
 //! - `AUDIT_BENCH_INGEST`: events written through the batched writer (default 200,000; 0 skips).
+//! - `AUDIT_BENCH_INGEST_BASE`: events generated into the ingest's scratch database first
+//!   (default 0: an empty log), to measure ingest into a log that no longer fits in memory.
 //! - `AUDIT_BENCH_ONLY`: run only the queries whose name contains this.
 //!
 //! Times are relative to the newest event, so the presets (15m ... 30d) cover data whenever the
@@ -269,6 +271,26 @@ async fn run() {
         // minutes of the generated log and change the next run's figures.
         let (ingest_url, drop) = scratch_database(&url).await;
         let scratch = warden_migrations_connect(&ingest_url).await;
+        let base = env_num("AUDIT_BENCH_INGEST_BASE", 0);
+        if base > 0 {
+            let t = Instant::now();
+            let now = Timestamp::from_offset(time::OffsetDateTime::now_utc());
+            generate(
+                &scratch,
+                &GenerateOptions {
+                    events: base,
+                    ..Default::default()
+                },
+                now,
+                |_| {},
+            )
+            .await
+            .expect("generate the ingest's base");
+            println!(
+                "\ningest's scratch log: {base} events generated first ({:.0} s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
         ingest_through_writer(&scratch, ingest).await;
         scratch.close().await.ok();
         drop.await;

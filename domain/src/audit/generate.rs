@@ -85,6 +85,16 @@ impl Rng {
             .into_uuid()
             .to_string()
     }
+    /// An event's id as Warden makes it (UUIDv7, `ids::AuditEventId`): `at`'s milliseconds,
+    /// then random bits.
+    pub(crate) fn uuid_at(&mut self, at: i64) -> String {
+        let bytes = (u128::from(self.next()) << 64 | u128::from(self.next())).to_be_bytes();
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&bytes[..10]);
+        uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &rest)
+            .into_uuid()
+            .to_string()
+    }
 }
 
 const FIRST: &[&str] = &[
@@ -247,7 +257,7 @@ fn event(rng: &mut Rng, people: &People, at: i64, prev_hash: String) -> audit_ev
     let namespace = *rng.pick(namespaces);
     let source_ip = ip(rng);
     let user_agent = *rng.pick(USER_AGENTS);
-    let id = rng.uuid();
+    let id = rng.uuid_at(at);
     let kind = *rng.weighted(&[
         (AuditKind::KubeApi, 72),
         (AuditKind::Console, 9),
@@ -540,4 +550,19 @@ pub async fn generate(
         first_seq: first_seq.unwrap_or(0),
         last_seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Generated events carry ids like Warden's own (UUIDv7 at the event's time).
+    #[test]
+    fn generated_event_ids_start_with_their_time() {
+        let mut rng = super::Rng(7);
+        let at = 1_764_000_000_123_i64;
+        let id = uuid::Uuid::parse_str(&rng.uuid_at(at)).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(secs as i64 * 1000 + i64::from(nanos / 1_000_000), at);
+        assert!(rng.uuid_at(at) < rng.uuid_at(at + 1));
+    }
 }
