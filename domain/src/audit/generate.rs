@@ -79,18 +79,20 @@ impl Rng {
     pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+    /// 16 bytes from two draws.
+    fn bytes(&mut self) -> [u8; 16] {
+        (u128::from(self.next()) << 64 | u128::from(self.next())).to_be_bytes()
+    }
     pub(crate) fn uuid(&mut self) -> String {
-        let bytes = (u128::from(self.next()) << 64 | u128::from(self.next())).to_be_bytes();
-        uuid::Builder::from_random_bytes(bytes)
+        uuid::Builder::from_random_bytes(self.bytes())
             .into_uuid()
             .to_string()
     }
     /// An event's id as Warden makes it (UUIDv7, `ids::AuditEventId`): `at`'s milliseconds,
     /// then random bits.
     pub(crate) fn uuid_at(&mut self, at: i64) -> String {
-        let bytes = (u128::from(self.next()) << 64 | u128::from(self.next())).to_be_bytes();
         let mut rest = [0u8; 10];
-        rest.copy_from_slice(&bytes[..10]);
+        rest.copy_from_slice(&self.bytes()[..10]);
         uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &rest)
             .into_uuid()
             .to_string()
