@@ -32,6 +32,7 @@ pub mod xterm;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
+use leptos_router::Lazy;
 use leptos_router::{path, SsrMode};
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -75,16 +76,137 @@ fn set_page_csp() {
     }
 }
 
+/// The console's WASM bundle is split by area (`#[lazy]`): the main module holds the router,
+/// the layout and the reactive runtime, and the browser loads an area's code (its pages, their
+/// server functions' client halves, forms and DTO decoders) when it first shows one of its
+/// pages. `x`'s `build_site` splits the bundle at these points (`xtask split-wasm`), and a console
+/// page rendered on the server links its area's chunks as preloads. Areas rather than pages: a split
+/// point per page made 650 chunks, 30 to 400 of them for a page.
+mod pages {
+    use leptos::prelude::*;
+    use leptos_router::LazyRoute;
+
+    /// An area: an enum of its pages, a module with its lazy function `view` (a split point:
+    /// the area's code is loaded when it is first called or preloaded) and a lazy route per
+    /// page. The router preloads a lazy route's code before it renders or hydrates it
+    /// (`preload`): hydration must find the page's view ready, not a pending load.
+    macro_rules! area {
+        ($(#[$doc:meta])* $area:ident($Area:ident) { $($page:ident => $component:path,)* }) => {
+            #[derive(Clone, Copy)]
+            pub enum $Area {
+                $($page,)*
+            }
+
+            $(#[$doc])*
+            mod $area {
+                use leptos::prelude::*;
+
+                // Named after the area: the split point's name in the bundle and its manifest.
+                #[lazy($area)]
+                pub fn view(page: super::$Area) -> AnyView {
+                    untrack(|| match page {
+                        $(super::$Area::$page => $component().into_any(),)*
+                    })
+                }
+            }
+
+            $(
+                pub struct $page;
+
+                impl LazyRoute for $page {
+                    fn data() -> Self {
+                        $page
+                    }
+
+                    async fn view(_this: Self) -> AnyView {
+                        $area::view($Area::$page).await
+                    }
+
+                    async fn preload() {
+                        #[cfg(feature = "hydrate")]
+                        $area::__preload_view().await;
+                    }
+                }
+            )*
+        };
+    }
+
+    area! {
+        /// The pages of signing in.
+        sign_in(SignIn) {
+            LoginPage => crate::auth::LoginPage,
+            LoginMfaPage => crate::mfa::LoginMfaPage,
+            ChangePasswordPage => crate::auth::ChangePasswordPage,
+            SetPasswordPage => crate::auth::SetPasswordPage,
+        }
+    }
+
+    area! {
+        /// The pages of the overview.
+        overview(Overview) {
+            HomePage => crate::home::HomePage,
+        }
+    }
+
+    area! {
+        /// The pages of clusters and projects.
+        clusters(Clusters) {
+            ClustersPage => crate::clusters::ClustersPage,
+            ImportClusterPage => crate::clusters::ImportClusterPage,
+            ClusterPage => crate::clusters::ClusterPage,
+            ConnectClusterPage => crate::clusters::ConnectClusterPage,
+            ProjectsPage => crate::projects::ProjectsPage,
+            ProjectPage => crate::projects::ProjectPage,
+        }
+    }
+
+    area! {
+        /// The pages of the web terminal (with xterm.js' bindings).
+        terminal(Terminal) {
+            TerminalPage => crate::terminal::TerminalPage,
+        }
+    }
+
+    area! {
+        /// The pages of people, roles and the organization.
+        people(People) {
+            UsersPage => crate::users::UsersPage,
+            CreateUserPage => crate::users::CreateUserPage,
+            UserPage => crate::users::UserPage,
+            GroupsPage => crate::groups::GroupsPage,
+            GroupPage => crate::groups::GroupPage,
+            RolesPage => crate::roles::RolesPage,
+            NewRolePage => crate::roles::NewRolePage,
+            RolePage => crate::roles::RolePage,
+            SettingsPage => crate::settings::SettingsPage,
+            IdentityProvidersPage => crate::identity_providers::IdentityProvidersPage,
+        }
+    }
+
+    area! {
+        /// The pages of the audit log, recordings and sessions.
+        audit(Audit) {
+            AuditPage => crate::audit::AuditPage,
+            AuditEventPage => crate::audit::AuditEventPage,
+            RecordingPage => crate::recordings::RecordingPage,
+            SessionsPage => crate::sessions::SessionsPage,
+        }
+    }
+
+    area! {
+        /// The pages of a user's own pages.
+        me(Me) {
+            ApiKeysPage => crate::apikeys::ApiKeysPage,
+            MyToolsPage => crate::kubectl::MyToolsPage,
+            MyMfaPage => crate::mfa::MyMfaPage,
+            AccessRequestsPage => crate::access_requests::AccessRequestsPage,
+        }
+    }
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // Effects run only in the browser: mark the page once the WASM bundle has hydrated it
-    // (end-to-end tests wait for this before they interact).
-    Effect::new(|_| {
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
-    });
     view! {
         <Title text="Warden"/>
         <Router>
@@ -93,37 +215,37 @@ pub fn App() -> impl IntoView {
                 crate::ssr::page_status(&crate::error::AppError::NotFound("page".into()));
                 view! { <main class="content"><h1>"Not found"</h1><p><a href="/">"Back to the console"</a></p></main> }
             }>
-                <Route path=path!("/login") view=auth::LoginPage/>
-                <Route path=path!("/login/mfa") view=mfa::LoginMfaPage/>
-                <Route path=path!("/change-password") view=auth::ChangePasswordPage/>
-                <Route path=path!("/set-password") view=auth::SetPasswordPage/>
+                <Route path=path!("/login") view={Lazy::<pages::LoginPage>::new()}/>
+                <Route path=path!("/login/mfa") view={Lazy::<pages::LoginMfaPage>::new()}/>
+                <Route path=path!("/change-password") view={Lazy::<pages::ChangePasswordPage>::new()}/>
+                <Route path=path!("/set-password") view={Lazy::<pages::SetPasswordPage>::new()}/>
                 <ParentRoute path=path!("") view=layout::ConsoleLayout>
-                    <Route path=path!("") view=home::HomePage/>
-                    <Route path=path!("/projects") view=projects::ProjectsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/clusters") view=clusters::ClustersPage/>
-                    <Route path=path!("/clusters/new") view=clusters::ImportClusterPage/>
-                    <Route path=path!("/clusters/:name") view=clusters::ClusterPage ssr=SsrMode::Async/>
-                    <Route path=path!("/clusters/:name/connect") view=clusters::ConnectClusterPage/>
-                    <Route path=path!("/clusters/:name/terminal") view=terminal::TerminalPage/>
-                    <Route path=path!("/projects/:name") view=projects::ProjectPage ssr=SsrMode::Async/>
-                    <Route path=path!("/users") view=users::UsersPage ssr=SsrMode::Async/>
-                    <Route path=path!("/users/new") view=users::CreateUserPage ssr=SsrMode::Async/>
-                    <Route path=path!("/users/:id") view=users::UserPage ssr=SsrMode::Async/>
-                    <Route path=path!("/groups") view=groups::GroupsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/groups/:id") view=groups::GroupPage ssr=SsrMode::Async/>
-                    <Route path=path!("/roles") view=roles::RolesPage ssr=SsrMode::Async/>
-                    <Route path=path!("/roles/new") view=roles::NewRolePage ssr=SsrMode::Async/>
-                    <Route path=path!("/roles/:name") view=roles::RolePage ssr=SsrMode::Async/>
-                    <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/identity-providers") view=identity_providers::IdentityProvidersPage ssr=SsrMode::Async/>
-                    <Route path=path!("/audit") view=audit::AuditPage ssr=SsrMode::Async/>
-                    <Route path=path!("/audit/recordings/:id") view=recordings::RecordingPage ssr=SsrMode::Async/>
-                    <Route path=path!("/audit/:id") view=audit::AuditEventPage ssr=SsrMode::Async/>
-                    <Route path=path!("/access") view=access_requests::AccessRequestsPage/>
-                    <Route path=path!("/me/api-keys") view=apikeys::ApiKeysPage ssr=SsrMode::Async/>
-                    <Route path=path!("/me/tools") view=kubectl::MyToolsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/me/mfa") view=mfa::MyMfaPage ssr=SsrMode::Async/>
-                    <Route path=path!("/sessions") view=sessions::SessionsPage ssr=SsrMode::Async/>
+                    <Route path=path!("") view={Lazy::<pages::HomePage>::new()}/>
+                    <Route path=path!("/projects") view={Lazy::<pages::ProjectsPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/clusters") view={Lazy::<pages::ClustersPage>::new()}/>
+                    <Route path=path!("/clusters/new") view={Lazy::<pages::ImportClusterPage>::new()}/>
+                    <Route path=path!("/clusters/:name") view={Lazy::<pages::ClusterPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/clusters/:name/connect") view={Lazy::<pages::ConnectClusterPage>::new()}/>
+                    <Route path=path!("/clusters/:name/terminal") view={Lazy::<pages::TerminalPage>::new()}/>
+                    <Route path=path!("/projects/:name") view={Lazy::<pages::ProjectPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/users") view={Lazy::<pages::UsersPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/users/new") view={Lazy::<pages::CreateUserPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/users/:id") view={Lazy::<pages::UserPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/groups") view={Lazy::<pages::GroupsPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/groups/:id") view={Lazy::<pages::GroupPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/roles") view={Lazy::<pages::RolesPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/roles/new") view={Lazy::<pages::NewRolePage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/roles/:name") view={Lazy::<pages::RolePage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/settings") view={Lazy::<pages::SettingsPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/identity-providers") view={Lazy::<pages::IdentityProvidersPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/audit") view={Lazy::<pages::AuditPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/audit/recordings/:id") view={Lazy::<pages::RecordingPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/audit/:id") view={Lazy::<pages::AuditEventPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/access") view={Lazy::<pages::AccessRequestsPage>::new()}/>
+                    <Route path=path!("/me/api-keys") view={Lazy::<pages::ApiKeysPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/me/tools") view={Lazy::<pages::MyToolsPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/me/mfa") view={Lazy::<pages::MyMfaPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/sessions") view={Lazy::<pages::SessionsPage>::new()} ssr=SsrMode::Async/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -44,16 +44,24 @@ use warden_domain::identity::sessions::DbSessionStore;
 use crate::state::AppState;
 
 /// What the Leptos renderer needs in its context, for pages and server functions alike.
-fn leptos_context(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
+/// What every page and server function finds in its context; pages also the split bundle's
+/// manifest (`split`), for the preloads of the lazy page they render.
+fn leptos_context(
+    state: &AppState,
+    split: Option<leptos::WasmSplitManifest>,
+) -> impl Fn() + Clone + Send + Sync + 'static {
     let services = state.services.clone();
     move || {
         provide_context(services.clone());
         leptos::nonce::provide_nonce();
+        if let Some(split) = &split {
+            provide_context(split.clone());
+        }
     }
 }
 
 async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
-    handle_server_fns_with_context(leptos_context(&state), req).await
+    handle_server_fns_with_context(leptos_context(&state, None), req).await
 }
 
 async fn healthz() -> &'static str {
@@ -144,8 +152,9 @@ pub fn console_listener(
 
 pub fn build_router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
-    let ctx = leptos_context(&state);
     let options = state.leptos_options.clone();
+    let split = startup::split_manifest(&state.config.site_root, &options.site_pkg_dir);
+    let ctx = leptos_context(&state, split);
     let store = DbSessionStore::new(state.services.db.clone(), state.services.clock.clone());
     let sessions = SessionManagerLayer::new(store)
         .with_name(middleware::SESSION_COOKIE)

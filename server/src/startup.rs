@@ -124,25 +124,63 @@ pub fn leptos_options(config: &Config) -> LeptosOptions {
         .build()
 }
 
-/// The console bundle's version: a digest of its files (`pkg/warden.js`, `.wasm`, `.css`).
-/// Pages link the bundle under `/pkg/<version>/`, so a browser may keep it for good (a new
-/// build is a new address) and never downloads the same bundle twice.
+/// The console bundle's version: a digest of its files (everything in `pkg/` but the
+/// precompressed copies: `warden.js`, `.wasm`, `.css`, the chunks and their loader). Pages link
+/// the bundle under `/pkg/<version>/`, so a browser may keep it for good (a new build is a new
+/// address) and never downloads the same bundle twice.
 pub fn asset_version(site_root: &std::path::Path) -> String {
     use sha2::{Digest, Sha256};
+    let mut names: Vec<String> = std::fs::read_dir(site_root.join("pkg"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.ends_with(".br") && !n.ends_with(".gz"))
+        .collect();
+    if names.is_empty() {
+        return "unbuilt".to_owned();
+    }
+    names.sort();
     let mut h = Sha256::new();
-    let mut found = false;
-    for name in ["warden.js", "warden.wasm", "warden.css"] {
+    for name in &names {
         if let Ok(bytes) = std::fs::read(site_root.join("pkg").join(name)) {
+            h.update((name.len() as u64).to_le_bytes());
             h.update(name.as_bytes());
             h.update((bytes.len() as u64).to_le_bytes());
             h.update(&bytes);
-            found = true;
         }
     }
-    if !found {
-        return "unbuilt".to_owned();
-    }
     hex::encode(&h.finalize()[..8])
+}
+
+/// Which chunks of the split console bundle each lazy page needs (`pkg/__wasm_split_manifest.json`,
+/// written by `xtask split-wasm`), as leptos' page renderer reads it from the context: a page
+/// that renders a lazy route then links its chunks as `preload`s, so the browser fetches them
+/// beside the main module instead of after it. `None` for a bundle that is not split.
+pub fn split_manifest(
+    site_root: &std::path::Path,
+    pkg_dir: &str,
+) -> Option<leptos::WasmSplitManifest> {
+    let dir = site_root.join("pkg");
+    let manifest = std::fs::read_to_string(dir.join("__wasm_split_manifest.json")).ok()?;
+    let manifest: std::collections::HashMap<String, Vec<String>> = match serde_json::from_str(
+        &manifest,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "the console bundle's split manifest is unreadable: pages link no preloads");
+            return None;
+        }
+    };
+    let loader = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find(|n| n.starts_with("__wasm_split.") && n.ends_with(".js"))?;
+    Some(leptos::WasmSplitManifest(
+        leptos::prelude::ArcStoredValue::new((format!("/{pkg_dir}"), manifest, loader)),
+    ))
 }
 
 /// The file in the data directory whose secret signs audit retention checkpoints when no
@@ -423,5 +461,73 @@ pub fn spawn_maintenance(state: &AppState) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leptos::prelude::GetValue;
+
+    fn site(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let site = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+        for (name, body) in files {
+            std::fs::write(site.path().join("pkg").join(name), body).unwrap();
+        }
+        site
+    }
+
+    #[test]
+    fn the_bundle_version_covers_every_chunk_but_not_the_compressed_copies() {
+        let site = site(&[
+            ("warden.js", "js"),
+            ("warden.wasm", "main"),
+            ("warden.css", "css"),
+            ("chunk_1.0123456789abcdef.wasm", "chunk"),
+        ]);
+        let version = asset_version(site.path());
+        std::fs::write(
+            site.path().join("pkg/chunk_1.0123456789abcdef.wasm.br"),
+            "br",
+        )
+        .unwrap();
+        assert_eq!(asset_version(site.path()), version);
+        std::fs::write(
+            site.path().join("pkg/chunk_1.0123456789abcdef.wasm"),
+            "other",
+        )
+        .unwrap();
+        assert_ne!(asset_version(site.path()), version);
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(asset_version(empty.path()), "unbuilt");
+    }
+
+    #[test]
+    fn the_split_manifest_links_chunks_under_the_versioned_address() {
+        let split = site(&[
+            ("__wasm_split.0123456789abcdef.js", "loader"),
+            ("__wasm_split.0123456789abcdef.js.br", "br"),
+            (
+                "__wasm_split_manifest.json",
+                r#"{"__people_1": ["chunk_1.0123456789abcdef"]}"#,
+            ),
+        ]);
+        let manifest = split_manifest(split.path(), "pkg/v1").expect("a manifest");
+        let (root, chunks, loader) = manifest.0.get_value();
+        assert_eq!(root, "/pkg/v1");
+        assert_eq!(loader, "__wasm_split.0123456789abcdef.js");
+        assert_eq!(
+            chunks["__people_1"],
+            vec!["chunk_1.0123456789abcdef".to_owned()]
+        );
+
+        // An unsplit bundle, or an unreadable manifest: no preloads, and the pages still render.
+        assert!(split_manifest(site(&[("warden.js", "js")]).path(), "pkg/v1").is_none());
+        let bad = site(&[
+            ("__wasm_split.0123456789abcdef.js", "loader"),
+            ("__wasm_split_manifest.json", "{not json"),
+        ]);
+        assert!(split_manifest(bad.path(), "pkg/v1").is_none());
     }
 }
