@@ -43,7 +43,6 @@ use warden_domain::identity::sessions::DbSessionStore;
 
 use crate::state::AppState;
 
-/// What the Leptos renderer needs in its context, for pages and server functions alike.
 /// What every page and server function finds in its context; pages also the split bundle's
 /// manifest (`split`), for the preloads of the lazy page they render.
 fn leptos_context(
