@@ -194,7 +194,7 @@ mod pages {
     }
 
     area! {
-        /// The pages of a user's own pages.
+        /// A user's own pages: API keys, kubectl tools, two-factor sign-in, access requests.
         me(Me) {
             ApiKeysPage => crate::apikeys::ApiKeysPage,
             MyToolsPage => crate::kubectl::MyToolsPage,

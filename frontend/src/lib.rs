@@ -15,11 +15,9 @@ pub fn hydrate() {
         return;
     };
     wasm_bindgen_futures::spawn_local(async move {
-        leptos::mount::hydrate_from_async(body, app::App)
+        leptos::mount::hydrate_from_async(body.clone(), app::App)
             .await
             .forget();
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
+        let _ = body.set_attribute("data-hydrated", "true");
     });
 }

@@ -74,14 +74,23 @@ fn split(input: &Path, out_dir: &Path) -> anyhow::Result<()> {
         renamed.insert(name, new_name);
     }
     std::fs::write(&loader_path, js)?;
-    let manifest: HashMap<&String, Vec<&String>> = split
+    // Every chunk a split point needs is one the splitter wrote: a name it did not would be a
+    // preload of a file that is not there.
+    let manifest = split
         .prefetch_map
         .iter()
         .map(|(split_point, chunks)| {
-            let chunks = chunks.iter().map(|c| renamed.get(c).unwrap_or(c)).collect();
-            (split_point, chunks)
+            let chunks = chunks
+                .iter()
+                .map(|c| {
+                    renamed
+                        .get(c)
+                        .with_context(|| format!("{split_point} needs {c}, which was not written"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok((split_point, chunks))
         })
-        .collect();
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
     std::fs::write(
         out_dir.join("__wasm_split_manifest.json"),
         serde_json::to_string_pretty(&manifest)?,
