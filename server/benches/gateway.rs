@@ -45,6 +45,9 @@ struct Path {
     bearer: Option<String>,
     /// Which simulated cluster answers (events for its watchers are created there).
     tunnelled: bool,
+    /// The process that serves this path on its own (`kubectl proxy`, Warden alone): its CPU
+    /// per request at c=16 is measured.
+    pid: Option<u32>,
 }
 
 impl Path {
@@ -62,6 +65,20 @@ struct Row {
     p50: f64,
     p99: f64,
     rps: f64,
+    /// Milliseconds of CPU (user + system) the path's own process spent per request at c=16.
+    cpu_ms: Option<f64>,
+}
+
+/// CPU time (user + system, ms) a process has used so far, from `/proc/<pid>/stat` (in clock
+/// ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10.0)
 }
 
 async fn sequential(p: &Path, api: &str, n: u64) -> Vec<Duration> {
@@ -103,11 +120,17 @@ async fn throughput(p: &Path, api: &str, secs: u64) -> f64 {
 async fn measure(p: &Path, api: &str, n: u64, secs: u64) -> Row {
     let _ = sequential(p, api, n / 10 + 1).await; // warm up
     let mut lat = sequential(p, api, n).await;
+    let cpu_before = p.pid.and_then(cpu_ms);
     let rps = throughput(p, api, secs).await;
+    let cpu = match (cpu_before, p.pid.and_then(cpu_ms)) {
+        (Some(a), Some(b)) => Some((b - a) / (rps * secs as f64)),
+        _ => None,
+    };
     Row {
         p50: millis(pct(&mut lat, 0.50)),
         p99: millis(pct(&mut lat, 0.99)),
         rps,
+        cpu_ms: cpu,
     }
 }
 
@@ -308,6 +331,7 @@ async fn run() {
         base: format!("{}/clusters/bench", app.gateway_url),
         bearer: None,
         tunnelled: false,
+        pid: None,
     };
     // The first request creates the user's service account; the direct paths then use its token.
     let _ = sequential(&gateway, "/api/v1/namespaces/apple/configmaps/c0", 1).await;
@@ -333,16 +357,18 @@ async fn run() {
         base: sim.url().to_owned(),
         bearer: Some(token.clone()),
         tunnelled: false,
+        pid: None,
     };
     let proxy_kubeconfig = dir.path().join("sa.kubeconfig");
     std::fs::write(&proxy_kubeconfig, sim.kubeconfig_for_token(&token)).expect("kubeconfig");
-    let (_proxy_child, proxy_url) = kubectl_proxy(&proxy_kubeconfig).await;
+    let (proxy_child, proxy_url) = kubectl_proxy(&proxy_kubeconfig).await;
     let proxy = Path {
         name: "kubectl proxy",
         client: reqwest::Client::builder().build().expect("client"),
         base: proxy_url,
         bearer: None,
         tunnelled: false,
+        pid: proxy_child.id(),
     };
     let agent = Path {
         name: "gateway + agent",
@@ -350,6 +376,7 @@ async fn run() {
         base: format!("{}/clusters/bench-agent", app.gateway_url),
         bearer: None,
         tunnelled: true,
+        pid: None,
     };
     // The same production path with Warden in a process of its own (its CPU its own, as
     // `kubectl proxy`'s is): a `warden serve`, its agent on the same cluster.
@@ -423,6 +450,7 @@ async fn run() {
         base: format!("{}/clusters/alone", alone.gateway_url),
         bearer: None,
         tunnelled: true,
+        pid: Some(alone.pid),
     };
     let paths = [direct, proxy, gateway, agent, alone_path];
 
@@ -436,7 +464,7 @@ async fn run() {
          WATCH: 16 watchers, {events} events each; audit journal: {sync}"
     );
     println!(
-        "{:<8} {:<16} {:>10} {:>10} {:>11} {:>13} {:>12} {:>12}",
+        "{:<8} {:<16} {:>10} {:>10} {:>11} {:>13} {:>12} {:>12} {:>12}",
         "request",
         "path",
         "c=1 p50",
@@ -444,7 +472,8 @@ async fn run() {
         "c=16 req/s",
         "p50 vs direct",
         "p99 ×direct",
-        "req/s ×direct"
+        "req/s ×direct",
+        "CPU/req"
     );
     for (label, api) in requests {
         let mut rows = vec![];
@@ -453,8 +482,9 @@ async fn run() {
         }
         let d = rows[0];
         for (p, r) in paths.iter().zip(&rows) {
+            let cpu = r.cpu_ms.map(|c| format!("{c:.3}ms")).unwrap_or_default();
             println!(
-                "{:<8} {:<16} {:>8.3}ms {:>8.3}ms {:>11.0} {:>+11.3}ms {:>12.2} {:>12.2}",
+                "{:<8} {:<16} {:>8.3}ms {:>8.3}ms {:>11.0} {:>+11.3}ms {:>12.2} {:>12.2} {:>12}",
                 label,
                 p.name,
                 r.p50,
@@ -462,7 +492,8 @@ async fn run() {
                 r.rps,
                 r.p50 - d.p50,
                 r.p99 / d.p99,
-                r.rps / d.rps
+                r.rps / d.rps,
+                cpu
             );
         }
     }

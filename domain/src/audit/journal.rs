@@ -784,6 +784,86 @@ mod tests {
         assert_eq!(j.stats.fsync.count(), n);
     }
 
+    /// Answers on several threads at once (write mode): every record is in the file once,
+    /// whole, each task's in its order; a record nobody waits for is written shortly after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_answers_find_their_records_whole_and_in_order_and_the_rest_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = AuditJournal::open_with(
+            dir.path(),
+            JournalSync::Write {
+                interval: Duration::from_millis(50),
+            },
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let j = j.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..50 {
+                    let ev = event();
+                    j.begin(&ev, Timestamp(n));
+                    let t = j.end(&ev, Timestamp(n));
+                    j.wait(t).await.unwrap();
+                    ids.push(ev.id.to_string());
+                }
+                ids
+            }));
+        }
+        let mut expected = Vec::new();
+        for t in tasks {
+            expected.push(t.await.unwrap());
+        }
+        let read = |dir: &Path| {
+            let mut all = Vec::new();
+            for seg in segments(dir).unwrap() {
+                let bytes = std::fs::read(segment_path(dir, seg)).unwrap();
+                let (records, torn) = decode_all(&bytes);
+                assert!(!torn, "a torn record in a journal nobody killed");
+                all.extend(records);
+            }
+            all
+        };
+        let records = read(dir.path());
+        assert_eq!(records.len(), 16 * 50 * 2);
+        let ends: Vec<String> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::End(s) => Some(s.id.clone()),
+                Record::Begin(_) => None,
+            })
+            .collect();
+        for ids in &expected {
+            let mut at = ids
+                .iter()
+                .map(|id| ends.iter().position(|e| e == id).unwrap());
+            let mut last = at.next().unwrap();
+            for p in at {
+                assert!(p > last, "a task's records out of order");
+                last = p;
+            }
+        }
+        // Nobody waits for this one: the journal's thread writes it within its linger.
+        let lone = event();
+        j.end(&lone, Timestamp(9));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = read(dir.path()).iter().any(|r| match r {
+                Record::End(s) => s.id == lone.id.to_string(),
+                Record::Begin(_) => false,
+            });
+            if found {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a record nobody waited for was never written"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[test]
     fn the_sync_setting_parses_or_says_no() {
         assert_eq!(JournalSync::parse("fsync"), Some(JournalSync::Fsync));

@@ -85,11 +85,12 @@ const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
      WHEN 'action' THEN action END";
 
 /// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `span`, `t`, `kind`,
-/// `outcome`, `disc`, `dim`, `val`; one row per event, slice, dimension and span of `spans`,
-/// `sv` or `val` NULL where the event is not in the slice or has no value), read from `events`
-/// (`audit_events`, or a query of its rows with the columns used here). `slices`: every
-/// slice, or only the whole log's (`sd = ''`).
-fn source(events: &str, where_sql: &str, spans: Spans, slices: bool) -> String {
+/// `outcome`, `disc`, `dim`, `val`, and `c`: how many events the row stands for; one row per
+/// event, slice, dimension and span of `spans`, `sv` or `val` NULL where the event is not in
+/// the slice or has no value), read from `events` (`audit_events`, or a query of its rows with
+/// the columns used here, and a column `c` when `counted`: see [`COUNTED_EVENTS`]). `slices`:
+/// every slice, or only the whole log's (`sd = ''`).
+fn source(events: &str, where_sql: &str, spans: Spans, slices: bool, counted: bool) -> String {
     let slice_list = if slices {
         "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
          UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc' \
@@ -105,12 +106,25 @@ fn source(events: &str, where_sql: &str, spans: Spans, slices: bool) -> String {
          CASE d.dim WHEN 'actor' THEN actor_name WHEN 'cluster' THEN cluster \
          WHEN 'namespace' THEN namespace \
          WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {VERB_SQL} END) \
-         ELSE '' END AS val \
+         ELSE '' END AS val, {c} AS c \
          FROM {events} CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s \
          WHERE {where_sql}",
-        spans = spans.sql()
+        spans = spans.sql(),
+        c = if counted { "c" } else { "1" },
     )
 }
+
+/// The events matching `$where` grouped by everything the rollup reads of them (the hour of
+/// `at`, which also names its day and week; the columns of the slices and dimensions), with
+/// `c`: how many events each group holds. Counting each group once per slice and dimension,
+/// in place of each event, gives the same sums: a gateway's traffic repeats itself (the same
+/// person, request and answer many times an hour), so a catch-up of thousands of events
+/// expands a few hundred groups instead of forty rows an event (on SQLite 169 -> 20 µs an
+/// event for repetitive traffic, 188 -> 197 µs when hardly two events are alike).
+const COUNTED_EVENTS: &str = "(SELECT at - (at % 3600000) AS at, kind, outcome, resource_kind, \
+     actor_name, project, cluster, namespace, action, status, COUNT(*) AS c FROM audit_events \
+     WHERE $where GROUP BY at - (at % 3600000), kind, outcome, resource_kind, actor_name, \
+     project, cluster, namespace, action, status) ev";
 
 /// Add (`sign` 1) or subtract (`sign` -1) the events matching `where_sql` to the rollup. The
 /// events are counted once per slice and dimension, in their shortest span (`base`: the
@@ -129,14 +143,20 @@ pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
         )
     };
     format!(
-        "WITH base AS (SELECT {key}, COUNT(*) AS n FROM ({src}) r \
+        "WITH base AS (SELECT {key}, SUM(c) AS n FROM ({src}) r \
          WHERE val IS NOT NULL AND sv IS NOT NULL GROUP BY {key}) \
          INSERT INTO audit_rollup ({key}, n) \
          SELECT {key}, {minus}SUM(n) FROM ( \
          SELECT {key}, n FROM base UNION ALL {days} UNION ALL {weeks}) a \
          WHERE n > 0 GROUP BY {key} \
          ON CONFLICT ({key}) DO UPDATE SET n = audit_rollup.n + excluded.n",
-        src = source("audit_events", where_sql, Spans::Shortest, true),
+        src = source(
+            &COUNTED_EVENTS.replace("$where", where_sql),
+            "1 = 1",
+            Spans::Shortest,
+            true,
+            true
+        ),
         days = longer(DAY_MS, " WHERE dim = ''"),
         weeks = longer(WEEK_MS, ""),
     )
@@ -671,7 +691,7 @@ async fn scan_counts(
     let (inner, values) = inner.build(sea_orm::sea_query::SqliteQueryBuilder);
     let sql = format!(
         "SELECT dim, val, COUNT(*) AS n FROM ({}) r WHERE val IS NOT NULL GROUP BY dim, val",
-        source(&format!("({inner}) ev"), "1 = 1", Spans::Day, false)
+        source(&format!("({inner}) ev"), "1 = 1", Spans::Day, false, false)
     );
     let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
