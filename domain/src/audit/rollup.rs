@@ -9,7 +9,7 @@
 //! project, cluster, namespace, verb, resource kind, HTTP status or action, see
 //! [`SLICES`]), one `kind`, `outcome` and `disc` (1 for a Kubernetes request that names no
 //! resource: discovery, version, health) per time slot of one `span` (an hour, a day or a week:
-//! [`Spans`]), for one dimension `dim`: `''` (every event, per hour, day and week: the
+//! [`shortest_spans`]), for one dimension `dim`: `''` (every event, per hour, day and week: the
 //! histogram and the total) or `actor`, `cluster`, `namespace`, `verb` (the facets, per day
 //! and week; the value in `val`, events without one not counted, as the facets do). It is
 //! caught up after the appends, in large batches ([`catch_up`], a background job;
@@ -42,31 +42,17 @@ pub const WEEK_MS: i64 = 7 * DAY_MS;
 
 /// The time slots each dimension is counted in: the whole log's total per hour (the
 /// histogram, and where a filter's first and last events lie), day and week; the facets'
-/// dimensions per day and week (the longer spans are summed from the shortest, see
-/// [`upsert_sql`]).
-#[derive(Clone, Copy)]
-enum Spans {
-    /// The shortest span of each dimension (the total's hour, the facets' day).
-    Shortest,
-    /// The day, for every dimension (counting events: each once per dimension).
-    Day,
-}
-
-impl Spans {
-    /// `(span, dim)` rows.
-    fn sql(self) -> String {
-        let mut rows = Vec::new();
-        for dim in ["", "actor", "cluster", "namespace", "verb"] {
-            let span = match (self, dim) {
-                (Spans::Shortest, "") => HOUR_MS,
-                _ => DAY_MS,
-            };
-            rows.push(format!(
-                "SELECT CAST({span} AS BIGINT) AS span, '{dim}' AS dim"
-            ));
-        }
-        rows.join(" UNION ALL ")
+/// dimensions per day and week. The `(span, dim)` rows of the shortest (the longer spans are
+/// summed from those counts, see [`upsert_sql`]).
+fn shortest_spans() -> String {
+    let mut rows = Vec::new();
+    for dim in ["", "actor", "cluster", "namespace", "verb"] {
+        let span = if dim.is_empty() { HOUR_MS } else { DAY_MS };
+        rows.push(format!(
+            "SELECT CAST({span} AS BIGINT) AS span, '{dim}' AS dim"
+        ));
     }
+    rows.join(" UNION ALL ")
 }
 
 /// The slices an event is counted in (`sd`, and the value `sv` it has there; NULL: not in
@@ -84,20 +70,14 @@ const SLICES: &str = "CASE s.sd WHEN '' THEN '' WHEN 'project' THEN project \
      WHEN 'resource' THEN resource_kind WHEN 'status' THEN CAST(status AS TEXT) \
      WHEN 'action' THEN action END";
 
-/// The rollup rows of the events matching `where_sql` (`sd`, `sv`, `span`, `t`, `kind`,
-/// `outcome`, `disc`, `dim`, `val`, and `c`: how many events the row stands for; one row per
-/// event, slice, dimension and span of `spans`, `sv` or `val` NULL where the event is not in
-/// the slice or has no value), read from `events` (`audit_events`, or a query of its rows with
-/// the columns used here, and a column `c` when `counted`: see [`COUNTED_EVENTS`]). `slices`:
-/// every slice, or only the whole log's (`sd = ''`).
-fn source(events: &str, where_sql: &str, spans: Spans, slices: bool, counted: bool) -> String {
-    let slice_list = if slices {
-        "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
+/// The rollup rows of `events` (`sd`, `sv`, `span`, `t`, `kind`, `outcome`, `disc`, `dim`,
+/// `val`, and `c`: how many events the row stands for; one row per group of events, slice,
+/// dimension and shortest span, `sv` or `val` NULL where the events are not in the slice or
+/// have no value). `events`: [`COUNTED_EVENTS`].
+fn source(events: &str) -> String {
+    let slice_list = "SELECT '' AS sd UNION ALL SELECT 'project' UNION ALL SELECT 'cluster' \
          UNION ALL SELECT 'namespace' UNION ALL SELECT 'verb' UNION ALL SELECT 'verbc' \
-         UNION ALL SELECT 'resource' UNION ALL SELECT 'status' UNION ALL SELECT 'action'"
-    } else {
-        "SELECT '' AS sd"
-    };
+         UNION ALL SELECT 'resource' UNION ALL SELECT 'status' UNION ALL SELECT 'action'";
     format!(
         "SELECT CASE WHEN s.sd = 'verbc' THEN 'verb' ELSE s.sd END AS sd, {SLICES} AS sv, \
          d.span AS span, at - (at % d.span) AS t, kind, outcome, \
@@ -106,11 +86,9 @@ fn source(events: &str, where_sql: &str, spans: Spans, slices: bool, counted: bo
          CASE d.dim WHEN 'actor' THEN actor_name WHEN 'cluster' THEN cluster \
          WHEN 'namespace' THEN namespace \
          WHEN 'verb' THEN (CASE WHEN kind = 'kube_api' AND action LIKE 'kube.%' THEN {VERB_SQL} END) \
-         ELSE '' END AS val, {c} AS c \
-         FROM {events} CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s \
-         WHERE {where_sql}",
-        spans = spans.sql(),
-        c = if counted { "c" } else { "1" },
+         ELSE '' END AS val, c \
+         FROM {events} CROSS JOIN ({spans}) d CROSS JOIN ({slice_list}) s",
+        spans = shortest_spans(),
     )
 }
 
@@ -150,13 +128,7 @@ pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
          SELECT {key}, n FROM base UNION ALL {days} UNION ALL {weeks}) a \
          WHERE n > 0 GROUP BY {key} \
          ON CONFLICT ({key}) DO UPDATE SET n = audit_rollup.n + excluded.n",
-        src = source(
-            &COUNTED_EVENTS.replace("$where", where_sql),
-            "1 = 1",
-            Spans::Shortest,
-            true,
-            true
-        ),
+        src = source(&COUNTED_EVENTS.replace("$where", where_sql)),
         days = longer(DAY_MS, " WHERE dim = ''"),
         weeks = longer(WEEK_MS, ""),
     )
@@ -636,15 +608,16 @@ struct FacetTally {
 
 /// Count the events matching `cond` into `out`, added (`sign` 1) or subtracted (-1).
 /// PostgreSQL counts every facet in one pass ([`super::grouping_sets`]); SQLite, which has no
-/// grouping sets, makes a row per event and dimension and groups them, and groups kinds and
-/// outcomes in a second statement.
+/// grouping sets, reads the matching rows once into a materialized table and groups it once
+/// per dimension, kind and outcome in one statement (before: a row per event and dimension,
+/// grouped, and kinds and outcomes in a second pass over the rows; on 200,000 events of half
+/// a day, 2.2 -> 0.9 s, whether their actors number 3 or 5,000).
 async fn scan_counts(
     db: &DatabaseConnection,
     cond: Condition,
     sign: i64,
     out: &mut FacetTally,
 ) -> DomainResult<()> {
-    use sea_orm::{EntityTrait, QuerySelect, QueryTrait};
     let b = db.get_database_backend();
     if b == DbBackend::Postgres {
         let (total, lists) = super::grouping_sets(db, cond).await?;
@@ -668,30 +641,27 @@ async fn scan_counts(
         }
         return Ok(());
     }
-    use audit_events::Column as C;
-    // The matching rows themselves (not `seq IN (…)`, which joined every match back to its
-    // row by the primary key: half the time of an edge, measured).
-    let inner = audit_events::Entity::find()
-        .select_only()
-        .columns([
-            C::Seq,
-            C::At,
-            C::Kind,
-            C::Outcome,
-            C::ActorName,
-            C::Project,
-            C::Cluster,
-            C::Namespace,
-            C::Action,
-            C::ResourceKind,
-            C::Status,
-        ])
-        .filter(cond.clone())
-        .into_query();
-    let (inner, values) = inner.build(sea_orm::sea_query::SqliteQueryBuilder);
+    // The matching rows read once (as [`super::facets_scan`] does), every value counted.
+    let (inner, values) = super::facet_columns(cond).build(sea_orm::sea_query::SqliteQueryBuilder);
+    // `dim` as the rollup names it ('' the total); kinds and outcomes go to `kinds_outcomes`.
     let sql = format!(
-        "SELECT dim, val, COUNT(*) AS n FROM ({}) r WHERE val IS NOT NULL GROUP BY dim, val",
-        source(&format!("({inner}) ev"), "1 = 1", Spans::Day, false, false)
+        "WITH m AS MATERIALIZED ({inner}) SELECT '' AS dim, '' AS val, COUNT(*) AS n FROM m{}",
+        [
+            ("actor", "actor_name"),
+            ("cluster", "cluster"),
+            ("namespace", "namespace"),
+            ("verb", "verb"),
+            ("kind", "kind"),
+            ("outcome", "outcome"),
+        ]
+        .iter()
+        .map(|(dim, col)| {
+            format!(
+                " UNION ALL SELECT '{dim}', {col}, COUNT(*) FROM m \
+                 WHERE {col} IS NOT NULL GROUP BY {col}"
+            )
+        })
+        .collect::<String>()
     );
     let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(b, sql, values))
@@ -700,22 +670,11 @@ async fn scan_counts(
         let dim: String = r.try_get("", "dim")?;
         let val: String = r.try_get("", "val")?;
         let n: i64 = r.try_get("", "n")?;
-        *out.dims.entry((dim, val)).or_default() += sign * n;
-    }
-    let rows: Vec<(String, String, i64)> = audit_events::Entity::find()
-        .select_only()
-        .column(C::Kind)
-        .column(C::Outcome)
-        .column_as(sea_orm::sea_query::Expr::col(C::Seq).count(), "n")
-        .filter(cond)
-        .group_by(C::Kind)
-        .group_by(C::Outcome)
-        .into_tuple()
-        .all(db)
-        .await?;
-    for (k, o, n) in rows {
-        *out.kinds_outcomes.entry((true, k)).or_default() += sign * n;
-        *out.kinds_outcomes.entry((false, o)).or_default() += sign * n;
+        match dim.as_str() {
+            "kind" => *out.kinds_outcomes.entry((true, val)).or_default() += sign * n,
+            "outcome" => *out.kinds_outcomes.entry((false, val)).or_default() += sign * n,
+            _ => *out.dims.entry((dim, val)).or_default() += sign * n,
+        }
     }
     Ok(())
 }
