@@ -14,7 +14,9 @@
 //! Requests: GET of one ConfigMap, LIST of 20, and a WATCH fan-out (16 watchers per path, then
 //! events created on the cluster: delivered events per second). Concurrency 1 (`GATEWAY_BENCH_N`
 //! sequential requests, default 2000: p50, p99) and 16 (`GATEWAY_BENCH_SECS` seconds, default
-//! 3: requests per second).
+//! 3: requests per second). For the paths served by a process of their own (`kubectl proxy`,
+//! Warden alone) the c=16 round also gives that process's CPU time per request (from
+//! `/proc/<pid>/stat`): Warden's own, not its agent's or the cluster's.
 //!
 //! `./x bench` runs it in release mode (`cargo bench -p server --bench gateway`). Every answer
 //! through the gateway waits for its audit record in the journal (see the README's *Audit
