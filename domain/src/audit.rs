@@ -1383,21 +1383,43 @@ fn facet_columns(cond: sea_orm::sea_query::Condition) -> sea_orm::sea_query::Sel
         .into_query()
 }
 
-/// [`facets_at`] on SQLite: the matching rows are read once (a `MATERIALIZED` common table
-/// expression: one pass of the filter's index and the table, where one query per facet read
-/// them seven times, each with its own choice of index), then each facet's top values and the
-/// total are grouped from that temporary table inside SQLite, in one statement.
+/// [`facets_at`] on SQLite ([`materialized_counts`]), each facet's top values.
 async fn facets_materialized(
     db: &DatabaseConnection,
     cond: sea_orm::sea_query::Condition,
 ) -> DomainResult<crate::dto::AuditFacets> {
+    let (total, lists) = materialized_counts(db, cond, Some(crate::dto::AuditFacets::TOP)).await?;
+    Ok(facets_of(
+        std::cmp::max(total, 0) as u64,
+        lists.map(|l| {
+            l.into_iter()
+                .map(|(value, n)| crate::dto::FacetCount {
+                    value,
+                    count: std::cmp::max(n, 0) as u64,
+                })
+                .collect()
+        }),
+    ))
+}
+
+/// On SQLite, which has no grouping sets: what [`grouping_sets`] answers on PostgreSQL, each
+/// facet's values most frequent first (then by value), the first `top` of them or all. The
+/// matching rows are read once (a `MATERIALIZED` common table expression: one pass of the
+/// filter's index and the table, where one query per facet read them seven times, each with
+/// its own choice of index), then each facet and the total are grouped from that temporary
+/// table inside SQLite, in one statement.
+pub(crate) async fn materialized_counts(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+    top: Option<u64>,
+) -> DomainResult<(i64, [Vec<(String, i64)>; 6])> {
     use sea_orm::sea_query::SqliteQueryBuilder;
     let (inner, values) = facet_columns(cond).build(SqliteQueryBuilder);
-    let top = crate::dto::AuditFacets::TOP;
+    let limit = top.map(|t| format!(" LIMIT {t}")).unwrap_or_default();
     let facet = |slot: u8, col: &str| {
         format!(
             "SELECT * FROM (SELECT {slot} AS g, {col} AS v, COUNT(*) AS n FROM m \
-             WHERE {col} IS NOT NULL GROUP BY {col} ORDER BY n DESC, v ASC LIMIT {top})"
+             WHERE {col} IS NOT NULL GROUP BY {col} ORDER BY n DESC, v ASC{limit})"
         )
     };
     let sql = format!(
@@ -1422,8 +1444,8 @@ async fn facets_materialized(
             values,
         ))
         .await?;
-    let mut lists: [Vec<crate::dto::FacetCount>; 6] = Default::default();
-    let mut total = 0u64;
+    let mut lists: [Vec<(String, i64)>; 6] = Default::default();
+    let mut total = 0;
     for row in rows {
         let g: i64 = row.try_get("", "g")?;
         let n: i64 = row.try_get("", "n")?;
@@ -1431,15 +1453,12 @@ async fn facets_materialized(
             usize::try_from(g).ok().and_then(|g| lists.get_mut(g)),
             row.try_get::<Option<String>>("", "v")?,
         ) {
-            (Some(list), Some(value)) => list.push(crate::dto::FacetCount {
-                value,
-                count: std::cmp::max(n, 0) as u64,
-            }),
-            _ if g == 6 => total = std::cmp::max(n, 0) as u64,
+            (Some(list), Some(value)) => list.push((value, n)),
+            _ if g == 6 => total = n,
             _ => {}
         }
     }
-    Ok(facets_of(total, lists))
+    Ok((total, lists))
 }
 
 /// [`facets_at`] on PostgreSQL: every facet and the total in one pass over the matching rows
