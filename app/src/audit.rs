@@ -256,7 +256,6 @@ pub fn AuditPage() -> impl IntoView {
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let result = events.await;
-                let summary = summary.await.ok();
                 let (own_only, actors) = viewer.await.unwrap_or_default();
                 if let Err(AppError::Forbidden) = &result {
                     return view! { <LoadError err=AppError::Forbidden/> }.into_any();
@@ -314,9 +313,7 @@ pub fn AuditPage() -> impl IntoView {
                     {own_only.then(|| view! {
                         <p class="hint" data-testid="audit-own-only">"You see your own activity: what you did. Refusals and other people's events are for those with audit.read on a project or the organization."</p>
                     })}
-                    {summary.clone().map(|(_, h)| view! { <Histogram histogram=h params=current.clone()/> })}
                     <div class="audit-body">
-                    {summary.map(|(f, _)| view! { <Facets facets=f params=current.clone()/> })}
                     <div class="audit-results">
                     <LiveTail url=tail_href(&current)/>
                     {match result {
@@ -336,6 +333,21 @@ pub fn AuditPage() -> impl IntoView {
                         <span>{next_href.map(|h| view! { <a href=h data-testid="audit-next">"Older events →"</a> })}</span>
                     </nav>
                     </div>
+                    // The histogram and facets come after the list in the document (the grid
+                    // shows them above and beside it): the page is streamed in order, so the
+                    // list is on screen while they are still being counted, which over a
+                    // large log with free text or several filters takes longer than the list.
+                    <Transition fallback=|| view! {
+                        <p class="summary-pending muted" aria-busy="true" data-testid="audit-summary-pending">"Counting the matching events…"</p>
+                    }>
+                        {move || Suspend::new(async move {
+                            let current = q.get_untracked();
+                            summary.await.ok().map(|(f, h)| view! {
+                                <Histogram histogram=h params=current.clone()/>
+                                <Facets facets=f params=current/>
+                            })
+                        })}
+                    </Transition>
                     </div>
                 }.into_any()
             })}

@@ -238,7 +238,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/roles/:name") view={Lazy::<pages::RolePage>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view={Lazy::<pages::SettingsPage>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/identity-providers") view={Lazy::<pages::IdentityProvidersPage>::new()} ssr=SsrMode::Async/>
-                    <Route path=path!("/audit") view={Lazy::<pages::AuditPage>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/audit") view={Lazy::<pages::AuditPage>::new()} ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit/recordings/:id") view={Lazy::<pages::RecordingPage>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/audit/:id") view={Lazy::<pages::AuditEventPage>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/access") view={Lazy::<pages::AccessRequestsPage>::new()}/>

@@ -752,16 +752,16 @@ mod tests {
         }
     }
 
+    /// A journal in a new directory, in write mode with this background `fsync` interval.
+    fn write_mode_journal(interval: Duration) -> (tempfile::TempDir, Arc<AuditJournal>) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = AuditJournal::open_with(dir.path(), JournalSync::Write { interval }).unwrap();
+        (dir, j)
+    }
+
     #[tokio::test]
     async fn in_write_mode_an_answer_waits_for_the_write_and_the_fsync_follows() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = AuditJournal::open_with(
-            dir.path(),
-            JournalSync::Write {
-                interval: Duration::from_millis(20),
-            },
-        )
-        .unwrap();
+        let (dir, j) = write_mode_journal(Duration::from_millis(20));
         let a = event();
         let t = j.end(&a, Timestamp(1));
         j.wait(t).await.unwrap();
@@ -788,14 +788,7 @@ mod tests {
     /// whole, each task's in its order; a record nobody waits for is written shortly after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_answers_find_their_records_whole_and_in_order_and_the_rest_follows() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = AuditJournal::open_with(
-            dir.path(),
-            JournalSync::Write {
-                interval: Duration::from_millis(50),
-            },
-        )
-        .unwrap();
+        let (dir, j) = write_mode_journal(Duration::from_millis(50));
         let mut tasks = Vec::new();
         for _ in 0..16 {
             let j = j.clone();

@@ -92,6 +92,12 @@ fn source(events: &str) -> String {
     )
 }
 
+/// `sql` with each `$hour` written as [`HOUR_MS`] (the statements name the hour's length
+/// through it, not a literal of their own).
+fn hours(sql: &str) -> String {
+    sql.replace("$hour", &HOUR_MS.to_string())
+}
+
 /// The events matching `$where` grouped by everything the rollup reads of them (the hour of
 /// `at`, which also names its day and week; the columns of the slices and dimensions), with
 /// `c`: how many events each group holds. Counting each group once per slice and dimension,
@@ -99,9 +105,10 @@ fn source(events: &str) -> String {
 /// person, request and answer many times an hour), so a catch-up of thousands of events
 /// expands a few hundred groups instead of forty rows an event (on SQLite 169 -> 20 µs an
 /// event for repetitive traffic, 188 -> 197 µs when hardly two events are alike).
-const COUNTED_EVENTS: &str = "(SELECT at - (at % 3600000) AS at, kind, outcome, resource_kind, \
+/// (`$hour`: [`HOUR_MS`], see [`hours`].)
+const COUNTED_EVENTS: &str = "(SELECT at - (at % $hour) AS at, kind, outcome, resource_kind, \
      actor_name, project, cluster, namespace, action, status, COUNT(*) AS c FROM audit_events \
-     WHERE $where GROUP BY at - (at % 3600000), kind, outcome, resource_kind, actor_name, \
+     WHERE $where GROUP BY at - (at % $hour), kind, outcome, resource_kind, actor_name, \
      project, cluster, namespace, action, status) ev";
 
 /// Add (`sign` 1) or subtract (`sign` -1) the events matching `where_sql` to the rollup. The
@@ -128,7 +135,7 @@ pub(crate) fn upsert_sql(where_sql: &str, sign: i8) -> String {
          SELECT {key}, n FROM base UNION ALL {days} UNION ALL {weeks}) a \
          WHERE n > 0 GROUP BY {key} \
          ON CONFLICT ({key}) DO UPDATE SET n = audit_rollup.n + excluded.n",
-        src = source(&COUNTED_EVENTS.replace("$where", where_sql)),
+        src = source(&hours(COUNTED_EVENTS).replace("$where", where_sql)),
         days = longer(DAY_MS, " WHERE dim = ''"),
         weeks = longer(WEEK_MS, ""),
     )
@@ -232,7 +239,7 @@ pub async fn catch_up(db: &DatabaseConnection, max: i64) -> DomainResult<i64> {
     .await?;
     tx.execute_raw(sea_orm::Statement::from_sql_and_values(
         b,
-        HOUR_SEQS_SQL
+        hours(HOUR_SEQS_SQL)
             .replace("$1", &placeholder(b, 1))
             .replace("$2", &placeholder(b, 2)),
         [from.into(), to.into()],
@@ -253,10 +260,10 @@ pub async fn catch_up(db: &DatabaseConnection, max: i64) -> DomainResult<i64> {
 
 /// Widen each hour's `seq` bounds (`audit_hour_seqs`, see [`seq_window`]) to the events with
 /// `$1 < seq <= $2`. (The `WHERE` also lets SQLite's parser tell `ON CONFLICT` from a join's
-/// `ON`.)
+/// `ON`; `$hour`: [`HOUR_MS`], see [`hours`].)
 const HOUR_SEQS_SQL: &str = "INSERT INTO audit_hour_seqs (t, lo, hi) \
-     SELECT at - (at % 3600000), MIN(seq), MAX(seq) FROM audit_events \
-     WHERE seq > $1 AND seq <= $2 GROUP BY at - (at % 3600000) \
+     SELECT at - (at % $hour), MIN(seq), MAX(seq) FROM audit_events \
+     WHERE seq > $1 AND seq <= $2 GROUP BY at - (at % $hour) \
      ON CONFLICT (t) DO UPDATE SET \
      lo = CASE WHEN excluded.lo < audit_hour_seqs.lo THEN excluded.lo ELSE audit_hour_seqs.lo END, \
      hi = CASE WHEN excluded.hi > audit_hour_seqs.hi THEN excluded.hi ELSE audit_hour_seqs.hi END";

@@ -759,6 +759,15 @@ async fn audit_every_user_sees_their_own_activity_only() {
         html.contains("<option value=\"admin@warden.local\""),
         "{html}"
     );
+    // The page is streamed in order, the list before the counts (so that a slow count does
+    // not hold the list back); the whole page still holds both, without JavaScript too.
+    let at = |testid: &str| {
+        html.find(&format!("data-testid=\"{testid}\""))
+            .unwrap_or_else(|| panic!("no {testid} in {html}"))
+    };
+    assert!(at("audit-events") < at("audit-histogram"), "{html}");
+    assert!(at("audit-events") < at("audit-facets"), "{html}");
+    assert!(!html.contains("audit-summary-pending"), "{html}");
 }
 
 /// Read a Server-Sent Events answer until `done` holds for what arrived, or `secs` pass.
