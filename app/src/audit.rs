@@ -35,10 +35,7 @@ pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHis
     let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    let now = svc.clock.now();
-    let facets = warden_domain::audit::facets_at(&svc.db, &query, &scope, now).await?;
-    let histogram = warden_domain::audit::histogram_at(&svc.db, &query, &scope, now).await?;
-    Ok((facets, histogram))
+    Ok(warden_domain::audit::summary_at(&svc.db, &query, &scope, svc.clock.now()).await?)
 }
 
 /// What the viewer may read: whether only their own activity, and the people to suggest in

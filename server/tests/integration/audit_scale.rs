@@ -1494,3 +1494,77 @@ async fn audit_time_ranges_find_every_event_of_their_hours() {
         "the hours' bounds are kept"
     );
 }
+
+/// The actor filter's suggestions come from the newest events the reader may see (a bounded
+/// read, whatever the log's size): someone who acted only before them is not suggested, and
+/// the filter still finds them.
+#[tokio::test]
+async fn actor_suggestions_come_from_the_newest_events_and_the_filter_reaches_older_ones() {
+    use warden_domain::audit::{actor_suggestions, search_at, AuditScope, SUGGESTIONS_FROM};
+    let app = TestApp::spawn().await;
+    let db = &app.services().db;
+    // Named to sort before every generated person: only the sample decides who is suggested.
+    let person = |name: &str| {
+        AuditEvent::new(
+            AuditKind::Console,
+            Actor::User {
+                id: warden_domain::ids::UserId::new(),
+                name: name.to_owned(),
+            },
+            SessionType::Browser,
+            "user.update",
+            Outcome::Allowed,
+        )
+    };
+    append_one(&app, person("aaa.ancient@example.com")).await;
+    generate(
+        db,
+        &GenerateOptions {
+            // More than the sample: some generated events are not a person's (agents, the
+            // system), and only a person's count.
+            events: SUGGESTIONS_FROM + SUGGESTIONS_FROM / 2,
+            days: 1,
+            seed: 11,
+            per_transaction: 2_000,
+        },
+        app.clock.now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    append_one(&app, person("aaa.recent@example.com")).await;
+    let now = app.clock.now();
+    let names = actor_suggestions(db, &AuditScope::all(), now)
+        .await
+        .unwrap();
+    assert!(
+        names.contains(&"aaa.recent@example.com".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"aaa.ancient@example.com".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.len() <= 200 && names.len() > 100, "{}", names.len());
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+    let found = search_at(
+        db,
+        &warden_domain::dto::AuditQuery {
+            actor: Some("aaa.ancient@".into()),
+            ..Default::default()
+        },
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.items.len(), 1);
+    assert_eq!(found.items[0].actor, "aaa.ancient@example.com");
+}
+
+/// Append one event, now.
+async fn append_one(app: &TestApp, e: AuditEvent) {
+    let tx = begin_change(&app.services().db).await.unwrap();
+    append(&tx, app.clock.now(), vec![e]).await.unwrap();
+    tx.commit().await.unwrap();
+}
