@@ -434,19 +434,7 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         .await
         .assert_status(201);
     let n = 2 * EXPORT_PAGE + 500;
-    generate(
-        &app.services().db,
-        &GenerateOptions {
-            events: n,
-            days: 30,
-            seed: 11,
-            per_transaction: 2_000,
-        },
-        app.clock.now(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    generate_now(&app, n, 30, 11, 2_000).await;
     // Text a CSV or JSON writer (or the database's JSON of a page) could get wrong: formulas,
     // quotes, commas, line breaks, control characters, backslashes, non-ASCII, markup.
     let tricky = [
@@ -778,19 +766,7 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         .assert_status(200);
     // The start-up's events a month old, then 20 days of generated events.
     app.clock.advance_secs(30 * 86_400);
-    generate(
-        &db,
-        &GenerateOptions {
-            events: 6_000,
-            days: 20,
-            seed: 5,
-            per_transaction: 1_500,
-        },
-        app.clock.now(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    generate_now(&app, 6_000, 20, 5, 1_500).await;
     // Single appends after the batches (the one-row path).
     for i in 0..5 {
         let tx = begin_change(&db).await.unwrap();
@@ -1367,19 +1343,7 @@ async fn audit_time_ranges_find_every_event_of_their_hours() {
         )
         .await
         .assert_status(200);
-    generate(
-        &db,
-        &GenerateOptions {
-            events: 3_000,
-            days: 15,
-            seed: 9,
-            per_transaction: 1_000,
-        },
-        app.clock.now(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    generate_now(&app, 3_000, 15, 9, 1_000).await;
     while catch_up(&db, 1_000).await.unwrap() > 0 {}
     let now = app.clock.now();
     let at =
@@ -1517,21 +1481,9 @@ async fn actor_suggestions_come_from_the_newest_events_and_the_filter_reaches_ol
         )
     };
     append_one(&app, person("aaa.ancient@example.com")).await;
-    generate(
-        db,
-        &GenerateOptions {
-            // More than the sample: some generated events are not a person's (agents, the
-            // system), and only a person's count.
-            events: SUGGESTIONS_FROM + SUGGESTIONS_FROM / 2,
-            days: 1,
-            seed: 11,
-            per_transaction: 2_000,
-        },
-        app.clock.now(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    // More than the sample: some generated events are not a person's (agents, the
+    // system), and only a person's count.
+    generate_now(&app, SUGGESTIONS_FROM + SUGGESTIONS_FROM / 2, 1, 11, 2_000).await;
     append_one(&app, person("aaa.recent@example.com")).await;
     let now = app.clock.now();
     let names = actor_suggestions(db, &AuditScope::all(), now)
@@ -1567,4 +1519,22 @@ async fn append_one(app: &TestApp, e: AuditEvent) {
     let tx = begin_change(&app.services().db).await.unwrap();
     append(&tx, app.clock.now(), vec![e]).await.unwrap();
     tx.commit().await.unwrap();
+}
+
+/// Generate `events` realistic events over the `days` before the app's now (`seed`: their
+/// content), `per_transaction` rows a transaction.
+async fn generate_now(app: &TestApp, events: u64, days: u32, seed: u64, per_transaction: usize) {
+    generate(
+        &app.services().db,
+        &GenerateOptions {
+            events,
+            days,
+            seed,
+            per_transaction,
+        },
+        app.clock.now(),
+        |_| {},
+    )
+    .await
+    .unwrap();
 }
