@@ -1211,9 +1211,10 @@ pub fn filter(
 /// narrows the rows it is checked on, so an indexed search finds exactly what a scan finds.
 /// PostgreSQL: `ILIKE` on each column, plus the same pattern on `audit_text(..)`, the
 /// expression of the GIN trigram index (each column's match implies it). SQLite (whose `LIKE`
-/// is case-insensitive already): candidates from the FTS5 trigram table `audit_fts` (a phrase
-/// of 3 characters or more; trigram matching folds case like `LIKE` does, and more), plus the
-/// rows with that id or request id; shorter texts and texts with a wildcard scan.
+/// is case-insensitive already): candidates from the FTS5 trigram table `audit_fts` (the rows
+/// holding every trigram of a text of 3 characters or more, [`fts_trigrams`]; trigram matching
+/// folds case like `LIKE` does, and more), plus the rows with that id or request id; shorter
+/// texts and texts with a wildcard scan.
 fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query::Condition {
     use audit_events::Column as C;
     use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
@@ -1256,18 +1257,46 @@ fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query
             if !indexable {
                 return exact;
             }
-            let phrase = format!("\"{}\"", text.replace('"', "\"\""));
             // (SQLite's placeholder: `?`.)
             let candidates = Expr::cust_with_values(
                 "\"audit_events\".\"seq\" IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ? \
                  UNION ALL SELECT seq FROM audit_events WHERE id = ? \
                  UNION ALL SELECT seq FROM audit_events WHERE request_id = ?)",
-                [phrase, text.trim().to_owned(), text.trim().to_owned()],
+                [
+                    fts_trigrams(text),
+                    text.trim().to_owned(),
+                    text.trim().to_owned(),
+                ],
             );
             Condition::all().add(candidates).add(exact)
         }
     }
 }
+
+/// The FTS5 query of the rows that hold every trigram of `text` (3 characters or more): each
+/// trigram a quoted string (a `"` doubled), joined by `AND`, each once, at most
+/// [`FTS_TRIGRAMS_MAX`] of them (spread over the text: more only narrow the candidates further,
+/// and the exact condition is checked on each). The index stores which trigrams a row holds,
+/// not where (`detail='none'`, migration `m20261215_000001_audit_fts_trigrams`), so a row may
+/// hold them all without the text; the caller's exact condition removes it.
+fn fts_trigrams(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let all: Vec<String> = chars
+        .windows(3)
+        .map(|w| w.iter().collect::<String>())
+        .filter(|t| seen.insert(t.to_lowercase()))
+        .collect();
+    let step = all.len().div_ceil(FTS_TRIGRAMS_MAX).max(1);
+    all.iter()
+        .step_by(step)
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// At most this many trigrams in one free-text query ([`fts_trigrams`]).
+const FTS_TRIGRAMS_MAX: usize = 32;
 
 /// The verb of a Kubernetes request as the `verb` filter names it: `exec`, `attach` and
 /// `portforward` for connections to a pod (stored as `create` on the subresource), else the
@@ -2243,5 +2272,35 @@ mod batching_tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             5
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fts_trigrams, FTS_TRIGRAMS_MAX};
+
+    #[test]
+    fn a_free_text_is_asked_of_the_text_index_as_every_trigram_it_holds() {
+        assert_eq!(
+            fts_trigrams("LOCKED af"),
+            r#""LOC" AND "OCK" AND "CKE" AND "KED" AND "ED " AND "D a" AND " af""#
+        );
+        // Each trigram once (the index folds case as the search does).
+        assert_eq!(fts_trigrams("abcABC"), r#""abc" AND "bcA" AND "cAB""#);
+        // A double quote is doubled inside the quoted trigram: never query syntax.
+        assert_eq!(fts_trigrams(r#"a"b""#), r#""a""b" AND """b""""#);
+        // Characters, not bytes.
+        assert_eq!(fts_trigrams("müll"), r#""mül" AND "üll""#);
+        // A long text asks for at most FTS_TRIGRAMS_MAX of them, spread over it.
+        let long: String = (0..200)
+            .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+            .collect();
+        let q = fts_trigrams(&long);
+        let n = q.split(" AND ").count();
+        assert!(
+            (FTS_TRIGRAMS_MAX / 2..=FTS_TRIGRAMS_MAX).contains(&n),
+            "{n}: {q}"
+        );
+        assert!(q.starts_with(&format!("\"{}\"", &long[..3])), "{q}");
     }
 }

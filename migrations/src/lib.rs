@@ -33,6 +33,7 @@ mod m20261213_000001_audit_rollup_spans;
 mod m20261213_000002_audit_rollup_resource_status;
 mod m20261214_000001_audit_hour_seqs;
 mod m20261214_000002_audit_rollup_action;
+mod m20261215_000001_audit_fts_trigrams;
 
 pub struct Migrator;
 
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261213_000002_audit_rollup_resource_status::Migration),
             Box::new(m20261214_000001_audit_hour_seqs::Migration),
             Box::new(m20261214_000002_audit_rollup_action::Migration),
+            Box::new(m20261215_000001_audit_fts_trigrams::Migration),
         ]
     }
 }

@@ -103,7 +103,7 @@ END
 $$
 "#;
 
-const SQLITE_FTS: &[&str] = &[
+pub(crate) const SQLITE_FTS: &[&str] = &[
     "CREATE VIRTUAL TABLE audit_fts USING fts5(resource_name, path, reason, actor_name, \
      content='audit_events', content_rowid='seq', tokenize='trigram')",
     "CREATE TRIGGER audit_fts_insert AFTER INSERT ON audit_events BEGIN \

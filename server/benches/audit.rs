@@ -13,6 +13,8 @@
 //! - `AUDIT_BENCH_INGEST_BASE`: events generated into the ingest's scratch database first
 //!   (default 0: an empty log), to measure ingest into a log that no longer fits in memory.
 //! - `AUDIT_BENCH_ONLY`: run only the queries whose name contains this.
+//! - `AUDIT_BENCH_WORK_MEM`: PostgreSQL's `work_mem` on the connections, as
+//!   `WARDEN_DATABASE_WORK_MEM` sets Warden's (default 64MB; `default`: the server's own).
 //!
 //! Times are relative to the newest event, so the presets (15m ... 30d) cover data whenever the
 //! database was generated.
@@ -354,7 +356,18 @@ async fn warden_migrations_connect(url: &str) -> sea_orm::DatabaseConnection {
     use warden_migrations::MigratorTrait;
     let mut opt = sea_orm::ConnectOptions::new(url.to_owned());
     opt.max_connections(8).sqlx_logging(false);
-    warden_server::startup::plan_every_statement(&mut opt);
+    let work_mem = std::env::var("AUDIT_BENCH_WORK_MEM")
+        .unwrap_or_else(|_| warden_server::config::DEFAULT_WORK_MEM.to_owned());
+    warden_server::startup::postgres_session(
+        &mut opt,
+        (work_mem != "default")
+            .then(|| {
+                work_mem
+                    .parse()
+                    .expect("AUDIT_BENCH_WORK_MEM: a size like 64MB")
+            })
+            .as_ref(),
+    );
     let db = sea_orm::Database::connect(opt).await.expect("connect");
     if url.starts_with("sqlite") {
         for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"] {

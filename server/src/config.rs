@@ -76,6 +76,44 @@ pub struct AgentConfig {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub url: Secret,
+    /// PostgreSQL's `work_mem` on Warden's connections (`WARDEN_DATABASE_WORK_MEM`, default
+    /// [`DEFAULT_WORK_MEM`]; `default`: the database server's own setting). See
+    /// [`crate::startup::give_work_mem`].
+    pub work_mem: Option<WorkMem>,
+}
+
+/// The default of `WARDEN_DATABASE_WORK_MEM`.
+pub const DEFAULT_WORK_MEM: &str = "64MB";
+
+/// A PostgreSQL memory size as `work_mem` takes it: a whole number of `kB`, `MB` or `GB`
+/// (PostgreSQL's own units, case as it spells them), from 64 kB (its minimum) to 2 GB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkMem(String);
+
+impl WorkMem {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for WorkMem {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let s = s.trim();
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let (n, unit) = s.split_at(digits);
+        let n: u64 = n.parse().map_err(|_| ())?;
+        let kb = match unit {
+            "kB" => n,
+            "MB" => n.saturating_mul(1024),
+            "GB" => n.saturating_mul(1024 * 1024),
+            _ => return Err(()),
+        };
+        if !(64..=2 * 1024 * 1024).contains(&kb) {
+            return Err(());
+        }
+        Ok(WorkMem(format!("{n}{unit}")))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -565,6 +603,19 @@ impl Config {
                 url: Secret::new(
                     l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,
                 ),
+                work_mem: match l
+                    .string("WARDEN_DATABASE_WORK_MEM", DEFAULT_WORK_MEM)?
+                    .trim()
+                {
+                    "default" => None,
+                    v => Some(v.parse().map_err(|_| ConfigError::Invalid {
+                        key: "WARDEN_DATABASE_WORK_MEM".into(),
+                        message: format!(
+                            "{v:?} is not a size like 64MB (kB, MB or GB, 64kB to 2GB), \
+                             nor `default` (the database server's own setting)"
+                        ),
+                    })?),
+                },
             },
             data_dir: PathBuf::from(l.string("WARDEN_DATA_DIR", "./data")?),
             http: HttpConfig {
@@ -683,6 +734,50 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Pretty);
         assert_eq!(c.agent.heartbeat_interval.as_secs(), 10);
         assert_eq!(c.agent.heartbeat_timeout.as_secs(), 30);
+    }
+
+    #[test]
+    fn the_database_work_mem_is_a_postgres_size_or_the_servers_own() {
+        let work_mem = |v: &str| {
+            Config::from_source(&src(&[("WARDEN_DATABASE_WORK_MEM", v)]))
+                .map(|c| c.database.work_mem.map(|w| w.as_str().to_owned()))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            Config::from_source(&src(&[]))
+                .unwrap()
+                .database
+                .work_mem
+                .unwrap()
+                .as_str(),
+            "64MB"
+        );
+        assert_eq!(work_mem("default"), Ok(None));
+        for (v, want) in [
+            ("16MB", "16MB"),
+            (" 1GB ", "1GB"),
+            ("64kB", "64kB"),
+            ("2GB", "2GB"),
+        ] {
+            assert_eq!(work_mem(v), Ok(Some(want.to_owned())), "{v}");
+        }
+        // Not PostgreSQL's spelling, no unit, out of its range, or anything a startup option
+        // could carry besides a size.
+        for v in [
+            "",
+            "64",
+            "64mb",
+            "64 MB",
+            "-1MB",
+            "63kB",
+            "3GB",
+            "1TB",
+            "64MB -c jit=on",
+            "MB",
+        ] {
+            let e = work_mem(v).unwrap_err();
+            assert!(e.contains("WARDEN_DATABASE_WORK_MEM"), "{v}: {e}");
+        }
     }
 
     #[test]

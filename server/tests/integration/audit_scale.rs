@@ -145,6 +145,14 @@ const ROWS: &[Row] = &[
         reason: Some("Forbidden by policy"),
         actor: "carol.kim@example.com",
     },
+    // Every trigram of "tab-bat" (tab, ab-, b-b, -ba, bat), spread over two columns, and not
+    // the text itself: the text index proposes it, the exact condition refuses it.
+    Row {
+        resource_name: Some("ab-b-bat"),
+        path: Some("/clusters/edge/api/v1/namespaces/tab/pods"),
+        reason: None,
+        actor: "dave.ng@example.com",
+    },
 ];
 
 /// What the free text matched before the text indexes: a case-insensitive (ASCII) substring
@@ -281,6 +289,8 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
         "Q",
         // Matches nothing.
         "zzqx-nothing-here",
+        // Every trigram in one row (and in no other), the text nowhere: matches nothing.
+        "tab-bat",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -314,6 +324,13 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
             "{text} should find row {row}"
         );
     }
+    assert!(
+        scan(&everything, "tab-bat").is_empty()
+            && ["tab", "ab-", "b-b", "-ba", "bat"]
+                .iter()
+                .all(|t| scan(&everything, t).contains(&seeded[5])),
+        "row 5 holds every trigram of tab-bat and not the text"
+    );
     assert_eq!(
         all_ids(&admin, &format!("&q={}", urlencode(&request_id)))
             .await
@@ -333,6 +350,31 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
     assert!(found.iter().all(|id| everything
         .iter()
         .any(|e| e["id"] == *id && e["outcome"] == "denied")));
+
+    // SQLite: the lean text index (migration m20261215_000001) undone and made again from the
+    // events already stored: the same answers, the index consistent with its rows.
+    let db = &app.services().db;
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        use warden_migrations::MigratorTrait;
+        for step in ["down", "up"] {
+            if step == "down" {
+                warden_migrations::Migrator::down(db, Some(1))
+                    .await
+                    .unwrap();
+            } else {
+                warden_migrations::Migrator::up(db, None).await.unwrap();
+            }
+            db.execute_unprepared(
+                "INSERT INTO audit_fts(audit_fts, rank) VALUES ('integrity-check', 1)",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{step}: the text index matches its rows: {e}"));
+            for text in ["7f9c4", "web-FRONTEND", "tab-bat", "erin.müller"] {
+                let (found, _) = all_ids(&admin, &format!("&q={}", urlencode(text))).await;
+                assert_eq!(found, scan(&everything, text), "{step}: q={text:?}");
+            }
+        }
+    }
 }
 
 /// The ids the free text `text` finds (the list, through the domain: the session of a test
@@ -1201,9 +1243,10 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     let kept = rows().await;
     assert!(kept.len() > 1_000, "{}", kept.len());
     use warden_migrations::MigratorTrait;
-    // The action slice's migration, the hours' `seq` bounds', the resource and status
-    // slices', the spans' (weeks and days summed from the rows there) and the slices'.
-    warden_migrations::Migrator::down(&db, Some(5))
+    // SQLite's text index made leaner (nothing to do with the rollup), the action slice's
+    // migration, the hours' `seq` bounds', the resource and status slices', the spans' (weeks
+    // and days summed from the rows there) and the slices'.
+    warden_migrations::Migrator::down(&db, Some(6))
         .await
         .unwrap();
     // Undone, the previous release's rollup (which it trusts for whole days) is counted again.
@@ -1286,8 +1329,9 @@ fn csv_records(body: &str) -> Vec<Vec<String>> {
 /// PostgreSQL plans each statement for its values on every pooled connection: a generic plan
 /// (which PostgreSQL may choose after five executions of a prepared statement) took 40 s for
 /// a free-text search matching nothing at 10 million events, walking the time index for the
-/// first and last match; and compiles none (JIT: up to half a second of a facet count; see
-/// `startup::plan_every_statement`).
+/// first and last match; compiles none (JIT: up to half a second of a facet count); and has
+/// the `work_mem` of `WARDEN_DATABASE_WORK_MEM` (default 64MB: the audit counts' bitmaps stay
+/// exact; see `startup::postgres_session`).
 #[tokio::test]
 async fn postgres_plans_every_statement_for_its_values() {
     let app = TestApp::spawn().await;
@@ -1303,13 +1347,14 @@ async fn postgres_plans_every_statement_for_its_values() {
         let tx = tx.unwrap();
         let mut mode = sql_strings(&tx, "SHOW plan_cache_mode").await;
         mode.extend(sql_strings(&tx, "SHOW jit").await);
+        mode.extend(sql_strings(&tx, "SHOW work_mem").await);
         let pid = sql_i64(&tx, "SELECT CAST(pg_backend_pid() AS BIGINT)").await;
         answers.push((mode, pid));
     }
     let pids: BTreeSet<i64> = answers.iter().map(|(_, pid)| *pid).collect();
     assert_eq!(pids.len(), 4, "{answers:?}");
     for (mode, _) in answers {
-        assert_eq!(mode, vec!["force_custom_plan".to_owned(), "off".to_owned()]);
+        assert_eq!(mode, ["force_custom_plan", "off", "64MB"]);
     }
 }
 
