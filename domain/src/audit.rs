@@ -1209,8 +1209,9 @@ pub fn filter(
 ///
 /// The exact condition is always there; the text index (migration `m20261205_000001`) only
 /// narrows the rows it is checked on, so an indexed search finds exactly what a scan finds.
-/// PostgreSQL: `ILIKE` on each column, plus the same pattern on `audit_text(..)`, the
-/// expression of the GIN trigram index (each column's match implies it). SQLite (whose `LIKE`
+/// PostgreSQL: `ILIKE` on `audit_text(..)` (the columns joined by line breaks: the expression
+/// of the GIN trigram index), and on each column when the text could match across two of them
+/// (a wildcard, a line break). SQLite (whose `LIKE`
 /// is case-insensitive already): candidates from the FTS5 trigram table `audit_fts` (the rows
 /// holding every trigram of a text of 3 characters or more, [`fts_trigrams`]; trigram matching
 /// folds case like `LIKE` does, and more), plus the rows with that id or request id; shorter
@@ -1240,9 +1241,19 @@ fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query
                 "audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\")",
             ))
             .ilike(pattern.as_str());
-            Condition::any()
-                .add(Condition::all().add(indexed).add(columns))
-                .add(exact_id())
+            // `audit_text` joins the columns with line breaks, so a text without a line break
+            // and without `%`, `_` or `\` (LIKE's wildcards and escape) matches the joined
+            // text exactly where it matches one of the columns (a match cannot reach across a
+            // line break): the joined text's condition alone is exact. Checking the columns
+            // as well cost a quarter to a third more (48,696 matches of 2.45 million events:
+            // 430 - 520 against 325 - 360 ms) and made PostgreSQL expect a single matching row
+            // (227 without them, 8,623 in fact), a poor start for planning the rest.
+            let text_match = if text.contains(['\n', '%', '_', '\\']) {
+                Condition::all().add(indexed).add(columns)
+            } else {
+                Condition::all().add(indexed)
+            };
+            Condition::any().add(text_match).add(exact_id())
         }
         _ => {
             let exact = Condition::any()
@@ -1418,17 +1429,7 @@ async fn facets_materialized(
     cond: sea_orm::sea_query::Condition,
 ) -> DomainResult<crate::dto::AuditFacets> {
     let (total, lists) = materialized_counts(db, cond, Some(crate::dto::AuditFacets::TOP)).await?;
-    Ok(facets_of(
-        std::cmp::max(total, 0) as u64,
-        lists.map(|l| {
-            l.into_iter()
-                .map(|(value, n)| crate::dto::FacetCount {
-                    value,
-                    count: std::cmp::max(n, 0) as u64,
-                })
-                .collect()
-        }),
-    ))
+    Ok(facets_of(total, lists))
 }
 
 /// On SQLite, which has no grouping sets: what [`grouping_sets`] answers on PostgreSQL, each
@@ -1497,22 +1498,7 @@ async fn facets_grouping_sets(
     cond: sea_orm::sea_query::Condition,
 ) -> DomainResult<crate::dto::AuditFacets> {
     let (total, lists) = grouping_sets(db, cond).await?;
-    Ok(facets_of(
-        std::cmp::max(total, 0) as u64,
-        lists.map(|l| {
-            let mut l: Vec<_> = l
-                .into_iter()
-                .filter_map(|(value, n)| {
-                    u64::try_from(n)
-                        .ok()
-                        .map(|count| crate::dto::FacetCount { value, count })
-                })
-                .collect();
-            l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-            l.truncate(crate::dto::AuditFacets::TOP as usize);
-            l
-        }),
-    ))
+    Ok(facets_of(total, lists))
 }
 
 /// On PostgreSQL: how many events match `cond`, and per facet (in [`facet_columns`]' order)
@@ -1559,9 +1545,25 @@ pub(crate) async fn grouping_sets(
     Ok((total, lists))
 }
 
-/// The facets from their lists, in [`facet_columns`]' order.
-fn facets_of(total: u64, lists: [Vec<crate::dto::FacetCount>; 6]) -> crate::dto::AuditFacets {
-    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists;
+/// The facets from the total and each facet's `(value, count)` pairs, in [`facet_columns`]'
+/// order: each facet's top [`crate::dto::AuditFacets::TOP`] values, most frequent first, then
+/// by value (SQLite's statement already orders and cuts them; PostgreSQL's grouping sets
+/// answer every value).
+fn facets_of(total: i64, lists: [Vec<(String, i64)>; 6]) -> crate::dto::AuditFacets {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let [actors, kinds, clusters, namespaces, verbs, outcomes] = lists.map(|l| {
+        let mut l: Vec<_> = l
+            .into_iter()
+            .map(|(value, n)| crate::dto::FacetCount {
+                value,
+                count: count(n),
+            })
+            .collect();
+        l.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        l.truncate(crate::dto::AuditFacets::TOP as usize);
+        l
+    });
+    let total = count(total);
     crate::dto::AuditFacets {
         total,
         actors,

@@ -291,6 +291,11 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
         "zzqx-nothing-here",
         // Every trigram in one row (and in no other), the text nowhere: matches nothing.
         "tab-bat",
+        // Across two columns of one row (row 4: its path ends in "frontend", its reason begins
+        // with "Forbidden"), through a wildcard or a line break (PostgreSQL's text index joins
+        // the columns with line breaks): matches nothing, as no column holds it.
+        "frontend%forbidden",
+        "frontend\nForbidden",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -324,6 +329,12 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
             "{text} should find row {row}"
         );
     }
+    let row4 = &everything.iter().find(|e| e["id"] == seeded[4]).unwrap();
+    let joined = ["resource_name", "path", "reason", "actor"]
+        .map(|f| row4[f].as_str().unwrap_or_default().to_lowercase())
+        .join("\n");
+    assert!(joined.contains("frontend\nforbidden"), "{joined}");
+    assert!(scan(&everything, "frontend%forbidden").is_empty());
     assert!(
         scan(&everything, "tab-bat").is_empty()
             && ["tab", "ab-", "b-b", "-ba", "bat"]
