@@ -103,9 +103,12 @@ END
 $$
 "#;
 
-pub(crate) const SQLITE_FTS: &[&str] = &[
+pub(crate) const SQLITE_FTS_TABLE: &str =
     "CREATE VIRTUAL TABLE audit_fts USING fts5(resource_name, path, reason, actor_name, \
-     content='audit_events', content_rowid='seq', tokenize='trigram')",
+     content='audit_events', content_rowid='seq', tokenize='trigram')";
+
+/// What keeps `audit_fts` in step with `audit_events`, and fills it from the rows already there.
+pub(crate) const SQLITE_FTS_SYNC: &[&str] = &[
     "CREATE TRIGGER audit_fts_insert AFTER INSERT ON audit_events BEGIN \
      INSERT INTO audit_fts(rowid, resource_name, path, reason, actor_name) \
      VALUES (new.seq, new.resource_name, new.path, new.reason, new.actor_name); END",
@@ -142,7 +145,7 @@ impl MigrationTrait for Migration {
                     ))
                     .await?;
                 }
-                for sql in SQLITE_FTS {
+                for sql in std::iter::once(&SQLITE_FTS_TABLE).chain(SQLITE_FTS_SYNC) {
                     db.execute_unprepared(sql).await?;
                 }
             }
