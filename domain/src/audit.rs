@@ -1211,11 +1211,11 @@ pub fn filter(
 /// narrows the rows it is checked on, so an indexed search finds exactly what a scan finds.
 /// PostgreSQL: `ILIKE` on `audit_text(..)` (the columns joined by line breaks: the expression
 /// of the GIN trigram index), and on each column when the text could match across two of them
-/// (a wildcard, a line break). SQLite (whose `LIKE`
-/// is case-insensitive already): candidates from the FTS5 trigram table `audit_fts` (the rows
-/// holding every trigram of a text of 3 characters or more, [`fts_trigrams`]; trigram matching
-/// folds case like `LIKE` does, and more), plus the rows with that id or request id; shorter
-/// texts and texts with a wildcard scan.
+/// (a wildcard, a line break). SQLite (whose `LIKE` is case-insensitive already): candidates
+/// from the FTS5 trigram table `audit_fts` (the rows holding every trigram of a text of 3
+/// characters or more, [`fts_trigrams`]; trigram matching folds case like `LIKE` does, and
+/// more), plus the rows with that id or request id; shorter texts and texts with a wildcard
+/// scan.
 fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query::Condition {
     use audit_events::Column as C;
     use sea_orm::sea_query::{Condition, Expr, SimpleExpr};

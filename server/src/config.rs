@@ -78,7 +78,7 @@ pub struct DatabaseConfig {
     pub url: Secret,
     /// PostgreSQL's `work_mem` on Warden's connections (`WARDEN_DATABASE_WORK_MEM`, default
     /// [`DEFAULT_WORK_MEM`]; `default`: the database server's own setting). See
-    /// [`crate::startup::give_work_mem`].
+    /// [`crate::startup::postgres_session`].
     pub work_mem: Option<WorkMem>,
 }
 
