@@ -356,18 +356,12 @@ async fn warden_migrations_connect(url: &str) -> sea_orm::DatabaseConnection {
     use warden_migrations::MigratorTrait;
     let mut opt = sea_orm::ConnectOptions::new(url.to_owned());
     opt.max_connections(8).sqlx_logging(false);
-    let work_mem = std::env::var("AUDIT_BENCH_WORK_MEM")
-        .unwrap_or_else(|_| warden_server::config::DEFAULT_WORK_MEM.to_owned());
-    warden_server::startup::postgres_session(
-        &mut opt,
-        (work_mem != "default")
-            .then(|| {
-                work_mem
-                    .parse()
-                    .expect("AUDIT_BENCH_WORK_MEM: a size like 64MB")
-            })
-            .as_ref(),
-    );
+    let work_mem = warden_server::config::WorkMem::setting(
+        &std::env::var("AUDIT_BENCH_WORK_MEM")
+            .unwrap_or_else(|_| warden_server::config::DEFAULT_WORK_MEM.to_owned()),
+    )
+    .unwrap_or_else(|e| panic!("AUDIT_BENCH_WORK_MEM: {e}"));
+    warden_server::startup::postgres_session(&mut opt, work_mem.as_ref());
     let db = sea_orm::Database::connect(opt).await.expect("connect");
     if url.starts_with("sqlite") {
         for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"] {

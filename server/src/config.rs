@@ -94,6 +94,20 @@ impl WorkMem {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The setting as written (`WARDEN_DATABASE_WORK_MEM`): a size, or `default` for the
+    /// database server's own (`None`). The error says what is accepted.
+    pub fn setting(value: &str) -> Result<Option<WorkMem>, String> {
+        match value.trim() {
+            "default" => Ok(None),
+            v => v.parse().map(Some).map_err(|()| {
+                format!(
+                    "{v:?} is not a size like 64MB (kB, MB or GB, 64kB to 2GB), \
+                     nor `default` (the database server's own setting)"
+                )
+            }),
+        }
+    }
 }
 
 impl std::str::FromStr for WorkMem {
@@ -603,19 +617,13 @@ impl Config {
                 url: Secret::new(
                     l.string("WARDEN_DATABASE_URL", "sqlite://data/warden.db?mode=rwc")?,
                 ),
-                work_mem: match l
-                    .string("WARDEN_DATABASE_WORK_MEM", DEFAULT_WORK_MEM)?
-                    .trim()
-                {
-                    "default" => None,
-                    v => Some(v.parse().map_err(|_| ConfigError::Invalid {
-                        key: "WARDEN_DATABASE_WORK_MEM".into(),
-                        message: format!(
-                            "{v:?} is not a size like 64MB (kB, MB or GB, 64kB to 2GB), \
-                             nor `default` (the database server's own setting)"
-                        ),
-                    })?),
-                },
+                work_mem: WorkMem::setting(
+                    &l.string("WARDEN_DATABASE_WORK_MEM", DEFAULT_WORK_MEM)?,
+                )
+                .map_err(|message| ConfigError::Invalid {
+                    key: "WARDEN_DATABASE_WORK_MEM".into(),
+                    message,
+                })?,
             },
             data_dir: PathBuf::from(l.string("WARDEN_DATA_DIR", "./data")?),
             http: HttpConfig {

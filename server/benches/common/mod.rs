@@ -52,13 +52,7 @@ pub fn memory_kib(process: &str) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// A port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+pub use warden_server::testing::free_port;
 
 /// `warden serve` as a process of its own (the binary `cargo bench` built), so its CPU and
 /// memory are its own: on SQLite in `dir` (or `WARDEN_BENCH_DATABASE_URL`), with `extra`

@@ -36,33 +36,4 @@ pub async fn sql_strings<C: ConnectionTrait>(db: &C, sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// A port nobody listens on now, for a server the test starts later.
-///
-/// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up here), not
-/// from a bind to port 0: the kernel hands out an ephemeral port as the local end of any
-/// outgoing connection too, so a port read from port 0 and bound again later could meanwhile
-/// be the local port of one of the other tests' connections, and the later bind fails with
-/// "Address already in use". Below that range only listeners compete, and the ports here are
-/// handed out once per process (a counter, started at an offset of the process id) and
-/// checked on every address.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id() * 97) % SPAN,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no free port between {LOW} and {}", LOW + SPAN)
-}
+pub use warden_server::testing::free_port;
