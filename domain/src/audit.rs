@@ -373,7 +373,7 @@ pub async fn append<C: ConnectionTrait>(
     }
     // A batch (the gateway's writer): all rows at once, in order, so `seq` follows the chain.
     // (The rollup counts them later: `rollup::catch_up`.)
-    let seq = insert_rows(tx, &models).await?;
+    let seq = insert_rows(tx, models).await?;
     set_head(tx, seq, prev).await
 }
 
@@ -403,7 +403,7 @@ struct JsonRow<'a> {
 /// ([`insert_chunk`]).
 pub(crate) async fn insert_rows<C: ConnectionTrait>(
     tx: &C,
-    models: &[audit_events::Model],
+    models: Vec<audit_events::Model>,
 ) -> DomainResult<i64> {
     if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
         let rows: Vec<JsonRow<'_>> = models
@@ -444,18 +444,18 @@ pub(crate) async fn insert_rows<C: ConnectionTrait>(
         }
         return Ok(row.try_get("", "seq")?);
     }
-    let mut rest = models;
-    while !rest.is_empty() {
-        let (chunk, after) = rest.split_at(insert_chunk(rest.len()));
-        rest = after;
-        let rows = chunk.iter().cloned().map(|m| {
+    // The rows move into the statements: a batch's text is not copied again.
+    let mut left = models.len();
+    let mut rows = models.into_iter();
+    while left > 0 {
+        let chunk = insert_chunk(left);
+        left -= chunk;
+        let statement = audit_events::Entity::insert_many(rows.by_ref().take(chunk).map(|m| {
             let mut a: audit_events::ActiveModel = m.into();
             a.seq = sea_orm::ActiveValue::NotSet;
             a
-        });
-        audit_events::Entity::insert_many(rows)
-            .exec_without_returning(tx)
-            .await?;
+        }));
+        statement.exec_without_returning(tx).await?;
     }
     // The chain is locked: the newest row is the last one inserted.
     let seq: i64 = audit_events::Entity::find()

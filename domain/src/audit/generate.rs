@@ -530,7 +530,7 @@ pub async fn generate(
         }
         let last_hash = prev;
         // The rows' seqs: the chain is locked, so the newest row is the last one written.
-        let seq = insert_rows(&tx, &rows).await?;
+        let seq = insert_rows(&tx, rows).await?;
         first_seq.get_or_insert(seq - count as i64 + 1);
         last_seq = seq;
         set_head(&tx, seq, last_hash).await?;
