@@ -391,10 +391,10 @@ struct Stack {
     starts: usize,
 }
 
-/// A loopback address nothing listens on now.
+/// A loopback address nothing listens on now (the suite's one port allocator: a port read
+/// from a bind to port 0 could meanwhile be another test's outgoing connection's).
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
+    format!("127.0.0.1:{}", crate::support::free_port())
 }
 
 impl Stack {
