@@ -65,12 +65,125 @@ fn protected_paths(state: &AppState) -> Vec<std::path::PathBuf> {
     paths
 }
 
+/// Namespace of [`SAMPLE_WORKLOAD`].
+pub const SAMPLE_NAMESPACE: &str = "shop";
+
+/// What a new demo cluster runs besides its system namespaces, so that pods, logs (`logs -f`
+/// follows a line every few seconds), exec and the terminal's pod list have something to show:
+/// namespace `shop` with a `web` Deployment, its two pods (confined processes of this host, see
+/// the README's *Demo mode*), a Service, a ConfigMap and a Secret, and a `toolbox` pod in
+/// `default`. kubesim runs no controllers, so the pods are created as the Deployment's would be.
+const SAMPLE_WORKLOAD: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels:
+    team: storefront
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-6c9f7d5b8-2xk4p
+  namespace: shop
+  labels: {app: web, pod-template-hash: 6c9f7d5b8}
+spec:
+  containers:
+  - name: web
+    image: nginx:1.27
+    command:
+    - sh
+    - -c
+    - |
+      echo 'web: listening on :8080'
+      while :; do echo "$(date -u +%FT%TZ) GET /products 200"; sleep 5; done
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-6c9f7d5b8-q7m9z
+  namespace: shop
+  labels: {app: web, pod-template-hash: 6c9f7d5b8}
+spec:
+  containers:
+  - name: web
+    image: nginx:1.27
+    command:
+    - sh
+    - -c
+    - |
+      echo 'web: listening on :8080'
+      while :; do echo "$(date -u +%FT%TZ) GET /cart 200"; sleep 7; done
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: shop
+data:
+  CURRENCY: EUR
+  FEATURE_CHECKOUT_V2: "true"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db-credentials
+  namespace: shop
+type: Opaque
+stringData:
+  username: shop
+  password: demo-only-not-a-secret
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: toolbox
+  namespace: default
+  labels: {app: toolbox}
+spec:
+  containers:
+  - name: toolbox
+    image: busybox:1.36
+    command: ["sh", "-c", "while :; do sleep 3600; done"]
+"#;
+
 /// Start the simulator and its agent. The agent dials `warden_url` (Warden's own listener).
 pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
     let dir = state.config.data_dir.join("demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let state_file = dir.join("kubesim-state.json");
+    let fresh = !state_file.exists();
     let sim = kubesim::KubeSim::start_with(kubesim::Options {
-        state_file: Some(dir.join("kubesim-state.json")),
+        state_file: Some(state_file),
         work_dir: Some(dir.join("pods")),
         confine: Some(kubesim::Confinement {
             protect: protected_paths(state),
@@ -94,6 +207,13 @@ pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
         sim.store()
             .create_yaml(&warden_domain::agent_protocol::guard_policy(labels))
             .context("cannot install the guard policy on the demo cluster")?;
+    }
+    // A new demo cluster has something to look at: a small shop's workload (once: what a user
+    // deletes stays deleted across restarts).
+    if fresh {
+        sim.store()
+            .create_yaml(SAMPLE_WORKLOAD)
+            .context("cannot create the demo cluster's sample workload")?;
     }
     let kubeconfig = dir.join("admin.kubeconfig");
     sim.write_admin_kubeconfig(&kubeconfig)

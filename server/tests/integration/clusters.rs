@@ -1633,10 +1633,41 @@ async fn demo_mode_connects_a_simulated_cluster() {
     assert_eq!(c["project"], "default");
     assert_eq!(c["labels"]["warden.dev/demo"], "true");
     let fingerprint = c["fingerprint"].clone();
-    let pods: Api<Pod> = Api::namespaced(app.state.clusters.client("demo").unwrap(), "default");
-    pods.list(&ListParams::default())
+    let client = app.state.clusters.client("demo").unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let names = |l: kube::api::ObjectList<Pod>| {
+        l.items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    let listed = pods
+        .list(&ListParams::default())
         .await
         .expect("the demo cluster answers through its tunnel");
+    assert_eq!(
+        names(listed),
+        ["toolbox"],
+        "the sample workload's pod in default"
+    );
+    // The sample workload: the shop's web pods run, and their log follows a line at a time.
+    let shop: Api<Pod> = Api::namespaced(client.clone(), warden_server::demo::SAMPLE_NAMESPACE);
+    let web = names(shop.list(&ListParams::default()).await.unwrap());
+    assert_eq!(web.len(), 2, "{web:?}");
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = shop.logs(&web[0], &Default::default()).await.unwrap();
+        if log.contains(" 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        log.contains("listening on :8080") && log.contains(" 200"),
+        "{log}"
+    );
+    // What a user deletes stays deleted after a restart: the sample is made once.
+    pods.delete("toolbox", &Default::default()).await.unwrap();
     demo.stop().await;
     wait_status(&admin, "demo", "disconnected", Duration::from_secs(5)).await;
     // Started again (as after a restart of Warden): the same cluster, with its stored credential.
@@ -1645,6 +1676,17 @@ async fn demo_mode_connects_a_simulated_cluster() {
         .expect("the demo starts again");
     let c = wait_status(&admin, "demo", "connected", Duration::from_secs(10)).await;
     assert_eq!(c["fingerprint"], fingerprint);
+    let client = app.state.clusters.client("demo").unwrap();
+    let listed = Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty(), "the deleted pod came back");
+    let shop = Api::<Pod>::namespaced(client, warden_server::demo::SAMPLE_NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(shop.items.len(), 2, "the sample is there once");
     let bootstraps = audit(&admin, "kind=agent&action=agent.bootstrap").await;
     assert_eq!(
         bootstraps.len(),
