@@ -155,6 +155,165 @@ pub async fn search(
     Ok(())
 }
 
+/// One row of a followed log: the table's columns at fixed widths (a stream cannot measure
+/// its column widths first), or the event's JSON on one line.
+fn follow_line(event: &Value, format: Format) -> String {
+    if format == Format::Json {
+        return event.to_string();
+    }
+    let cell = |i: usize| {
+        let text = (COLUMNS[i].read)(event);
+        text.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+    };
+    format!(
+        "{:<24}   {:<24}   {:<40}   {:<20}   {:<12}   {}",
+        cell(0),
+        cell(1),
+        cell(2),
+        cell(3),
+        cell(4),
+        cell(5)
+    )
+    .trim_end()
+    .to_owned()
+}
+
+/// `wardenctl audit --follow`: the newest `limit` events oldest first, then every new matching
+/// event as Warden stores it (its live tail, `GET /api/v1/audit/tail`, Server-Sent Events),
+/// resumed after the last one seen when the connection drops. Ends when Warden ends the stream
+/// (the key revoked, the user deactivated: said on standard error).
+pub async fn follow(
+    api: &Api,
+    filters: &Filters,
+    limit: usize,
+    format: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut q = filters.query();
+    q.push(("limit", limit.clamp(1, 500).to_string()));
+    let mut recent: Vec<Value> = api.list_all("/api/v1/audit/events", &q, limit).await?;
+    recent.reverse();
+    let mut last = recent.last().and_then(|e| e["seq"].as_i64());
+    if format == Format::Table {
+        let headings: Vec<&str> = COLUMNS.iter().map(|c| c.heading).collect();
+        writeln!(
+            out,
+            "{:<24}   {:<24}   {:<40}   {:<20}   {:<12}   {}",
+            headings[0], headings[1], headings[2], headings[3], headings[4], headings[5]
+        )?;
+    }
+    for e in &recent {
+        writeln!(out, "{}", follow_line(e, format))?;
+    }
+    out.flush()?;
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        let mut rb_query = filters.query();
+        rb_query.retain(|(_, v)| !v.is_empty());
+        let resp = match api.tail(&rb_query, last).await {
+            Ok(r) => r,
+            Err(e @ crate::client::ApiError::Api { .. }) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("{e}; retrying in {}s", backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_secs(1);
+        let mut body = resp.bytes_stream();
+        let mut sse = Sse::default();
+        loop {
+            let chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    eprintln!("the live tail broke off ({e}); resuming");
+                    break;
+                }
+                None => break,
+            };
+            for msg in sse.push(&chunk) {
+                match msg.event.as_str() {
+                    "audit" => {
+                        let Ok(e) = serde_json::from_str::<Value>(&msg.data) else {
+                            continue;
+                        };
+                        if let Some(seq) = e["seq"].as_i64() {
+                            if last.is_some_and(|l| seq <= l) {
+                                continue;
+                            }
+                            last = Some(seq);
+                        }
+                        writeln!(out, "{}", follow_line(&e, format))?;
+                        out.flush()?;
+                    }
+                    "end" => anyhow::bail!("Warden ended the live tail: {}", msg.data),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A Server-Sent Events message.
+#[derive(Debug, Default, PartialEq)]
+struct Message {
+    event: String,
+    data: String,
+}
+
+/// Server-Sent Events parsed from chunks as they arrive (a line may be split across two).
+#[derive(Default)]
+struct Sse {
+    line: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+}
+
+impl Sse {
+    fn push(&mut self, chunk: &[u8]) -> Vec<Message> {
+        let mut done = Vec::new();
+        for &b in chunk {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let mut line = String::from_utf8_lossy(&self.line).into_owned();
+            self.line.clear();
+            if line.ends_with('\r') {
+                line.pop();
+            }
+            if line.is_empty() {
+                if !self.data.is_empty() || !self.event.is_empty() {
+                    done.push(Message {
+                        event: match std::mem::take(&mut self.event) {
+                            e if e.is_empty() => "message".to_owned(),
+                            e => e,
+                        },
+                        data: std::mem::take(&mut self.data).join("\n"),
+                    });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f.to_owned(), v.strip_prefix(' ').unwrap_or(v).to_owned()),
+                None => (line.clone(), String::new()),
+            };
+            match field.as_str() {
+                "event" => self.event = value,
+                "data" => self.data.push(value),
+                _ => {}
+            }
+        }
+        done
+    }
+}
+
 /// The export of the filters, written as it arrives (memory does not grow with its size).
 pub async fn export(
     api: &Api,
@@ -174,4 +333,30 @@ pub async fn export(
     }
     out.flush()?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_sent_events_are_read_across_chunk_boundaries() {
+        let mut sse = Sse::default();
+        assert!(sse.push(b": keep-alive\n\nevent: au").is_empty());
+        let got = sse
+            .push(b"dit\r\nid: 7\ndata: {\"seq\":7}\n\nevent: end\ndata: the key was revoked\n\n");
+        assert_eq!(
+            got,
+            [
+                Message {
+                    event: "audit".into(),
+                    data: "{\"seq\":7}".into()
+                },
+                Message {
+                    event: "end".into(),
+                    data: "the key was revoked".into()
+                }
+            ]
+        );
+    }
 }

@@ -158,6 +158,22 @@ impl Api {
             .await
     }
 
+    /// The audit log's live tail (Server-Sent Events), after `after` (its `seq`) when given.
+    pub async fn tail(
+        &self,
+        query: &[(&str, String)],
+        after: Option<i64>,
+    ) -> ApiResult<reqwest::Response> {
+        let mut rb = self
+            .request(reqwest::Method::GET, "/api/v1/audit/tail")
+            .query(query)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(seq) = after {
+            rb = rb.header("last-event-id", seq.to_string());
+        }
+        self.send(rb).await
+    }
+
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,

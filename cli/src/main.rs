@@ -138,9 +138,12 @@ enum Command {
         what: Option<AuditCmd>,
         #[command(flatten)]
         filters: audit::Filters,
-        /// How many events at most.
+        /// How many events at most (with --follow: shown before the new ones).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Keep printing new matching events as they happen (oldest first; -o json: one per line).
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -519,6 +522,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what: None,
             filters,
             limit,
+            follow: true,
+        } => audit::follow(&api, &filters, limit, format, &mut out).await?,
+        Command::Audit {
+            what: None,
+            filters,
+            limit,
+            follow: false,
         } => audit::search(&api, &filters, limit, format, &mut out).await?,
         Command::Audit {
             what: Some(AuditCmd::Export { format: f, file }),

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use warden_server::testing::{TestApp, USER_PASSWORD};
 
 const ADMIN_PASSWORD: &str = "the admin's new password";
@@ -298,8 +298,60 @@ async fn an_administrator_runs_the_organization_from_the_command_line() {
         "{csv}"
     );
 
-    // Logout revokes the key: kept by someone, it opens nothing.
+    // Following the log: new events arrive as they are stored, and revoking the key (logout)
+    // ends the stream.
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_wardenctl"))
+        .args([
+            "audit", "--follow", "--action", "project.", "--limit", "1", "-o", "json",
+        ])
+        .env("WARDEN_URL", &ctl.url)
+        .env("WARDENCTL_CONFIG", &ctl.config)
+        .env_remove("WARDEN_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the newest event first")
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.contains("\"project.create\"") && first.contains("shop"),
+        "{first}"
+    );
+    ctl.ok(&["create", "project", "followed"]).await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the stream goes on");
+            if line.contains("followed") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the new event arrives while followed");
+    let event: Value = serde_json::from_str(&next).unwrap();
+    assert_eq!(event["action"], "project.create");
+
+    // Logout revokes the key: kept by someone, it opens nothing, and the follow ends.
     ctl.ok(&["logout"]).await;
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        follow.wait_with_output(),
+    )
+    .await
+    .expect("the live tail ends once its key is revoked")
+    .unwrap();
+    assert_eq!(ended.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&ended.stderr);
+    assert!(why.contains("ended the live tail"), "{why}");
     assert!(ctl.saved()["api_key"].is_null());
     let r = ctl.run_with(&["whoami"], None, Some(&secret)).await;
     assert_eq!(r.code, 1);

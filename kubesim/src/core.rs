@@ -33,6 +33,9 @@ pub struct Options {
     /// Confine pod processes (container commands and exec): see `exec::confine`. `None`
     /// (default): they run unconfined as this process's user, with a cleared environment.
     pub confine: Option<Confinement>,
+    /// Run the Deployment controller (pods from templates, replaced, scaled, collected): see
+    /// `controllers`. Off by default, so tests see exactly the objects they create.
+    pub controllers: bool,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             work_dir: None,
             kube_system_uid: None,
             confine: None,
+            controllers: false,
         }
     }
 }

@@ -15,6 +15,7 @@
 mod admission;
 mod api;
 mod authn;
+mod controllers;
 mod core;
 mod defaults;
 pub mod error;
@@ -79,6 +80,9 @@ impl KubeSim {
         }
         let tls = core.ca.server_config()?;
         let server = server::spawn(core.clone(), listener, tls);
+        if core.opts.controllers {
+            controllers::spawn(core.clone());
+        }
         let persist = core.opts.state_file.is_some().then(|| {
             let c = core.clone();
             let mut changes = core.db.changes();

@@ -26,6 +26,10 @@ struct Args {
     /// paths, nor anything outside the system directories and their pod's directory.
     #[arg(long, value_name = "PATH", num_args = 0..)]
     confine: Option<Vec<PathBuf>>,
+    /// Run the Deployment controller: a Deployment's pods are made from its template, replaced,
+    /// scaled and deleted with it (off: only the objects clients create exist).
+    #[arg(long)]
+    controllers: bool,
 }
 
 #[tokio::main]
@@ -45,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
             .confine
             .clone()
             .map(|protect| kubesim::Confinement { protect }),
+        controllers: args.controllers,
         ..Default::default()
     };
     let sim = kubesim::KubeSim::start_with(opts)

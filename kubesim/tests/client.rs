@@ -697,3 +697,120 @@ async fn confined_pods_cannot_read_the_host() {
     let (out, code) = exec_out(&pods, &["sh", "-c", "ls /usr/bin | grep -c . && date +%Y"]).await;
     assert_eq!(code, 0, "{out}");
 }
+
+/// With `Options::controllers`: a Deployment's pods come from its template, a deleted pod is
+/// replaced, a scale changes their number, a new template replaces them, and deleting the
+/// Deployment deletes them. Without it nothing but what clients create exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_make_their_pods_when_controllers_run() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    async fn settle(pods: &Api<Pod>, want: impl Fn(&[Pod]) -> bool) -> Vec<Pod> {
+        for _ in 0..100 {
+            let l = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .unwrap()
+                .items;
+            if want(&l) {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the deployment's pods did not settle");
+    }
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}}}
+    }))
+    .unwrap();
+    // Off by default.
+    let plain = KubeSim::start().await.unwrap();
+    let client = common::client_from(&plain.admin_kubeconfig()).await;
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let none = Api::<Pod>::namespaced(client, "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+
+    let sim = KubeSim::start_with(Options {
+        controllers: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = common::client_from(&sim.admin_kubeconfig()).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let made = deploys
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let uid = made.metadata.uid.unwrap();
+    let two = settle(&pods, |l| l.len() == 2).await;
+    let hash = two[0].metadata.labels.as_ref().unwrap()["pod-template-hash"].clone();
+    for p in &two {
+        let name = p.metadata.name.as_deref().unwrap();
+        assert!(name.starts_with(&format!("web-{hash}-")), "{name}");
+        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Deployment", uid.as_str(), Some(true))
+        );
+        assert_eq!(
+            p.spec.as_ref().unwrap().containers[0].image.as_deref(),
+            Some("nginx:1")
+        );
+    }
+    // A deleted pod is replaced.
+    let gone = two[0].metadata.name.clone().unwrap();
+    pods.delete(&gone, &DeleteParams::default()).await.unwrap();
+    let again = settle(&pods, |l| {
+        l.len() == 2
+            && l.iter()
+                .all(|p| p.metadata.name.as_deref() != Some(gone.as_str()))
+    })
+    .await;
+    assert_eq!(again.len(), 2);
+    // Scaled through the scale subresource, as `kubectl scale` does.
+    deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    settle(&pods, |l| l.len() == 3).await;
+    // A new template: every pod replaced by one of the new template.
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let new = settle(&pods, |l| {
+        l.len() == 3
+            && l.iter()
+                .all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:2"))
+    })
+    .await;
+    assert!(new
+        .iter()
+        .all(|p| p.metadata.labels.as_ref().unwrap()["pod-template-hash"] != hash));
+    // Deleted: its pods go with it.
+    deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    settle(&pods, |l| l.is_empty()).await;
+}

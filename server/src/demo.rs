@@ -70,9 +70,9 @@ pub const SAMPLE_NAMESPACE: &str = "shop";
 
 /// What a new demo cluster runs besides its system namespaces, so that pods, logs (`logs -f`
 /// follows a line every few seconds), exec and the terminal's pod list have something to show:
-/// namespace `shop` with a `web` Deployment, its two pods (confined processes of this host, see
-/// the README's *Demo mode*), a Service, a ConfigMap and a Secret, and a `toolbox` pod in
-/// `default`. kubesim runs no controllers, so the pods are created as the Deployment's would be.
+/// namespace `shop` with a `web` Deployment (whose two pods kubesim's Deployment controller
+/// makes: confined processes of this host, see the README's *Demo mode*), a Service, a
+/// ConfigMap and a Secret, and a `toolbox` pod in `default`.
 const SAMPLE_WORKLOAD: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -98,40 +98,12 @@ spec:
       containers:
       - name: web
         image: nginx:1.27
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web-6c9f7d5b8-2xk4p
-  namespace: shop
-  labels: {app: web, pod-template-hash: 6c9f7d5b8}
-spec:
-  containers:
-  - name: web
-    image: nginx:1.27
-    command:
-    - sh
-    - -c
-    - |
-      echo 'web: listening on :8080'
-      while :; do echo "$(date -u +%FT%TZ) GET /products 200"; sleep 5; done
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web-6c9f7d5b8-q7m9z
-  namespace: shop
-  labels: {app: web, pod-template-hash: 6c9f7d5b8}
-spec:
-  containers:
-  - name: web
-    image: nginx:1.27
-    command:
-    - sh
-    - -c
-    - |
-      echo 'web: listening on :8080'
-      while :; do echo "$(date -u +%FT%TZ) GET /cart 200"; sleep 7; done
+        command:
+        - sh
+        - -c
+        - |
+          echo 'web: listening on :8080'
+          while :; do echo "$(date -u +%FT%TZ) GET /products 200"; sleep 5; done
 ---
 apiVersion: v1
 kind: Service
@@ -188,6 +160,7 @@ pub async fn start(state: &AppState, warden_url: &str) -> anyhow::Result<Demo> {
         confine: Some(kubesim::Confinement {
             protect: protected_paths(state),
         }),
+        controllers: true,
         ..Default::default()
     })
     .await

@@ -1652,8 +1652,17 @@ async fn demo_mode_connects_a_simulated_cluster() {
     );
     // The sample workload: the shop's web pods run, and their log follows a line at a time.
     let shop: Api<Pod> = Api::namespaced(client.clone(), warden_server::demo::SAMPLE_NAMESPACE);
-    let web = names(shop.list(&ListParams::default()).await.unwrap());
+    // Made by the simulator's Deployment controller from the Deployment's template.
+    let mut web = Vec::new();
+    for _ in 0..50 {
+        web = names(shop.list(&ListParams::default()).await.unwrap());
+        if web.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(web.len(), 2, "{web:?}");
+    assert!(web.iter().all(|n| n.starts_with("web-")), "{web:?}");
     let mut log = String::new();
     for _ in 0..50 {
         log = shop.logs(&web[0], &Default::default()).await.unwrap();
