@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::client::Api;
-use crate::output::{print_items, text_at, Column, Format};
+use crate::output::{join_present, print_items, printable, text_at, Column, Format};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Filters {
@@ -107,22 +107,12 @@ const COLUMNS: &[Column] = &[
                 ],
                 None => [action.clone(), text_at(v, "/resource_name"), String::new()],
             };
-            words
-                .into_iter()
-                .filter(|w| !w.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
+            join_present(words, " ")
         },
     },
     Column {
         heading: "WHERE",
-        read: |v| {
-            [text_at(v, "/cluster"), text_at(v, "/namespace")]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join("/")
-        },
+        read: |v| join_present([text_at(v, "/cluster"), text_at(v, "/namespace")], "/"),
     },
     Column {
         heading: "OUTCOME",
@@ -161,12 +151,7 @@ fn follow_line(event: &Value, format: Format) -> String {
     if format == Format::Json {
         return event.to_string();
     }
-    let cell = |i: usize| {
-        let text = (COLUMNS[i].read)(event);
-        text.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect::<String>()
-    };
+    let cell = |i: usize| printable(&(COLUMNS[i].read)(event));
     format!(
         "{:<24}   {:<24}   {:<40}   {:<20}   {:<12}   {}",
         cell(0),

@@ -32,8 +32,17 @@ pub fn text(v: &Value) -> String {
     }
 }
 
+/// The parts that are not empty, joined by `sep`.
+pub fn join_present<const N: usize>(parts: [String; N], sep: &str) -> String {
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// Control characters (an escape sequence in a name someone chose) never reach the terminal.
-fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
