@@ -286,12 +286,31 @@ pub fn MyToolsPage() -> impl IntoView {
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match mine.await {
-                    Ok(m) => view! { <MyTools mine=m revoke confirming/> }.into_any(),
+                    Ok(m) => {
+                        let (url, email) = (m.console_url.clone(), m.email.clone());
+                        view! {
+                            <MyTools mine=m revoke confirming/>
+                            <CommandLineCard url email/>
+                        }.into_any()
+                    }
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
                 }
             })}
         </Transition>
         <crate::sessions::MyTerminalsCard/>
+    }
+}
+
+/// `wardenctl`, the command line: how to sign in with it here.
+#[component]
+fn CommandLineCard(url: String, email: String) -> impl IntoView {
+    let command = format!("wardenctl login --url {url} --email {email}");
+    view! {
+        <section class="card" aria-labelledby="cli-title" data-testid="wardenctl-card">
+            <h2 id="cli-title">"Command line"</h2>
+            <p class="muted">"wardenctl does from a terminal what this console does, with your rights: projects, users, groups, bindings, clusters, kubeconfigs, access requests, the audit log (also followed live). Install it from Warden's source ("<code>"cargo install --path cli --locked"</code>"), then sign in; it keeps an API key of 30 days (listed under API keys) and "<code>"wardenctl logout"</code>" revokes it."</p>
+            <crate::ui::CommandBox command testid="wardenctl-login"/>
+        </section>
     }
 }
 

@@ -279,6 +279,9 @@ pub struct MyKubectl {
     pub credential_validity_secs: i64,
     /// kubectl access is disabled for the caller by the settings.
     pub cli_disabled: bool,
+    /// Warden's public URL, for `wardenctl login --url`.
+    #[serde(default)]
+    pub console_url: String,
 }
 
 /// A duration in words for people: "8 h", "90 min", "2 d 4 h".

@@ -93,6 +93,8 @@ test.describe.serial("cluster import wizard", () => {
     await consoleAct.open(page, "/me/tools");
     await expect(page.getByTestId(`my-cluster-${NAME}`)).toContainText("full access");
     await expect(page.getByTestId("credential-summary")).toContainText("0 valid kubeconfig credential(s)");
+    // The command line's sign-in, for this Warden and this user.
+    await expect(page.getByTestId("wardenctl-login")).toContainText(`wardenctl login --url ${new URL(page.url()).origin} --email ${ADMIN_EMAIL}`);
 
     // The browser downloads it (the link is not a console route).
     const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("download-kubeconfig").click()]);

@@ -250,6 +250,7 @@ pub async fn my_kubectl(svc: &Services, who: &Principal) -> DomainResult<MyKubec
             .map(|t| Timestamp(t).rfc3339()),
         credential_validity_secs: settings.credential_validity_secs,
         cli_disabled: settings.disable_cli,
+        console_url: svc.public_url.trim_end_matches('/').to_owned(),
     })
 }
 
