@@ -365,9 +365,18 @@ fn sink(file: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
                 use std::os::unix::fs::OpenOptionsExt;
                 o.mode(0o600);
             }
-            Box::new(std::io::BufWriter::new(o.open(path).map_err(|e| {
-                anyhow::anyhow!("cannot write {}: {e}", path.display())
-            })?))
+            let f = o
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            // An existing file keeps its mode when opened: a kubeconfig (a private key) or
+            // the audit log's export must not stay readable by others.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", path.display()))?;
+            }
+            Box::new(std::io::BufWriter::new(f))
         }
         None => Box::new(std::io::stdout().lock()),
     })

@@ -240,6 +240,12 @@ async fn an_administrator_runs_the_organization_from_the_command_line() {
 
     // A kubeconfig, written for its owner only.
     let kc = ctl.dir().join("warden.kubeconfig");
+    // Over a file others could read: it is made private before the key is written.
+    std::fs::write(&kc, "old").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kc, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     ctl.ok(&["kubeconfig", "-f", kc.to_str().unwrap()]).await;
     let text = std::fs::read_to_string(&kc).unwrap();
     assert!(
