@@ -348,12 +348,6 @@ fn credentials(cli: &Cli, path: &std::path::Path) -> anyhow::Result<(String, Opt
     Ok((url, key))
 }
 
-fn read_stdin_line() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
 /// Where output goes: a new file readable by its owner only, or standard output.
 fn sink(file: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match file {
@@ -573,7 +567,7 @@ async fn create(
         } => {
             let mut body = json!({"email": email, "name": name});
             if password_stdin {
-                body["password"] = json!(read_stdin_line()?);
+                body["password"] = json!(session::read_stdin_line()?);
             }
             (Kind::Users, "/api/v1/users", body)
         }

@@ -20,20 +20,24 @@ pub struct LoginArgs {
     pub days: u32,
 }
 
+/// One line of standard input, without its line break.
+pub fn read_stdin_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Read one line: from the terminal with `prompt` (without echo when `secret`), or from
 /// standard input when it is not a terminal.
 fn ask(prompt: &str, secret: bool) -> anyhow::Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
+    if std::io::stdin().is_terminal() {
         if secret {
             return Ok(rpassword::prompt_password(prompt)?);
         }
         eprint!("{prompt}");
         std::io::stderr().flush()?;
     }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    let line = line.trim_end_matches(['\r', '\n']).to_owned();
+    let line = read_stdin_line()?;
     if line.is_empty() {
         anyhow::bail!("{} was empty", prompt.trim().trim_end_matches(':'));
     }
@@ -46,9 +50,7 @@ pub async fn login(args: LoginArgs, config_path: &Path) -> anyhow::Result<()> {
         None => ask("Email: ", false)?,
     };
     let password = if args.password_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        line.trim_end_matches(['\r', '\n']).to_owned()
+        read_stdin_line()?
     } else {
         ask("Password: ", true)?
     };
