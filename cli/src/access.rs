@@ -2,7 +2,8 @@
 //! with a reason, and (for approvers) approve or deny; Warden applies the same rules as in the
 //! console (who may decide, two approvals for write roles, maximum durations).
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use warden_domain::dto::{CreateAccessRequest, DecideAccessRequest};
 
 use crate::client::{seg, Api};
 
@@ -38,31 +39,18 @@ pub fn duration_text(secs: i64) -> String {
     }
 }
 
-pub struct RequestArgs {
-    pub project: String,
-    pub role: String,
-    pub namespaces: Vec<String>,
-    pub cluster: Option<String>,
-    pub duration_secs: i64,
-    pub reason: String,
-    pub break_glass: bool,
-}
-
-pub async fn request(api: &Api, a: RequestArgs) -> anyhow::Result<Value> {
-    let body = json!({
-        "project": a.project,
-        "role": a.role,
-        "namespaces": a.namespaces,
-        "cluster": a.cluster,
-        "duration_secs": a.duration_secs,
-        "reason": a.reason,
-    });
-    let path = if a.break_glass {
+/// Ask for access (`break_glass`: take a break-glass role at once, without approval).
+pub async fn request(
+    api: &Api,
+    ask: &CreateAccessRequest,
+    break_glass: bool,
+) -> anyhow::Result<Value> {
+    let path = if break_glass {
         "/api/v1/access-requests/break-glass"
     } else {
         "/api/v1/access-requests"
     };
-    Ok(api.post(path, &body).await?)
+    Ok(api.post(path, ask).await?)
 }
 
 /// `approve`, `deny`, `cancel` or `revoke` a request.
@@ -70,16 +58,10 @@ pub async fn decide(
     api: &Api,
     id: &str,
     verb: &str,
-    comment: Option<String>,
-    duration_secs: Option<i64>,
+    decision: &DecideAccessRequest,
 ) -> anyhow::Result<Value> {
     let path = format!("/api/v1/access-requests/{}/{verb}", seg(id));
-    let body = if verb == "cancel" {
-        json!({})
-    } else {
-        json!({"comment": comment, "duration_secs": duration_secs})
-    };
-    Ok(api.post(&path, &body).await?)
+    Ok(api.post(&path, decision).await?)
 }
 
 #[cfg(test)]

@@ -138,20 +138,21 @@ pub async fn search(
     format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let mut q = filters.query();
-    q.push(("limit", limit.min(500).to_string()));
-    let items: Vec<Value> = api.list_all("/api/v1/audit/events", &q, limit).await?;
+    let items = newest(api, filters, limit).await?;
     print_items(out, &items, COLUMNS, format)?;
     Ok(())
 }
 
-/// One row of a followed log: the table's columns at fixed widths (a stream cannot measure
-/// its column widths first), or the event's JSON on one line.
-fn follow_line(event: &Value, format: Format) -> String {
-    if format == Format::Json {
-        return event.to_string();
-    }
-    let cell = |i: usize| printable(&(COLUMNS[i].read)(event));
+/// The newest `limit` events matching the filters, newest first.
+async fn newest(api: &Api, filters: &Filters, limit: usize) -> anyhow::Result<Vec<Value>> {
+    let mut q = filters.query();
+    q.push(("limit", limit.clamp(1, 500).to_string()));
+    Ok(api.list_all("/api/v1/audit/events", &q, limit).await?)
+}
+
+/// A followed log's row: six cells at fixed widths (a stream cannot measure its columns
+/// first), control characters shown as `?`.
+fn fixed_row(cell: impl Fn(usize) -> String) -> String {
     format!(
         "{:<24}   {:<24}   {:<40}   {:<20}   {:<12}   {}",
         cell(0),
@@ -165,6 +166,15 @@ fn follow_line(event: &Value, format: Format) -> String {
     .to_owned()
 }
 
+/// One row of a followed log: the table's columns at fixed widths (a stream cannot measure
+/// its column widths first), or the event's JSON on one line.
+fn follow_line(event: &Value, format: Format) -> String {
+    if format == Format::Json {
+        return event.to_string();
+    }
+    fixed_row(|i| printable(&(COLUMNS[i].read)(event)))
+}
+
 /// `wardenctl audit --follow`: the newest `limit` events oldest first, then every new matching
 /// event as Warden stores it (its live tail, `GET /api/v1/audit/tail`, Server-Sent Events),
 /// resumed after the last one seen when the connection drops. Ends when Warden ends the stream
@@ -176,18 +186,11 @@ pub async fn follow(
     format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let mut q = filters.query();
-    q.push(("limit", limit.clamp(1, 500).to_string()));
-    let mut recent: Vec<Value> = api.list_all("/api/v1/audit/events", &q, limit).await?;
+    let mut recent = newest(api, filters, limit).await?;
     recent.reverse();
     let mut last = recent.last().and_then(|e| e["seq"].as_i64());
     if format == Format::Table {
-        let headings: Vec<&str> = COLUMNS.iter().map(|c| c.heading).collect();
-        writeln!(
-            out,
-            "{:<24}   {:<24}   {:<40}   {:<20}   {:<12}   {}",
-            headings[0], headings[1], headings[2], headings[3], headings[4], headings[5]
-        )?;
+        writeln!(out, "{}", fixed_row(|i| COLUMNS[i].heading.to_owned()))?;
     }
     for e in &recent {
         writeln!(out, "{}", follow_line(e, format))?;

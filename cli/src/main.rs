@@ -488,7 +488,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let answer: Value = api.post(&path, &json!({})).await?;
             if format == Format::Json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+                output::print_json(&mut out, &answer)?;
             } else {
                 eprintln!(
                     "every kubeconfig issued to {} so far is revoked",
@@ -638,6 +638,7 @@ async fn access_cmd(
     format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    use warden_domain::dto::DecideAccessRequest as Decide;
     let answer = match what {
         AccessCmd::Request {
             project,
@@ -648,19 +649,16 @@ async fn access_cmd(
             reason,
             break_glass,
         } => {
-            access::request(
-                api,
-                access::RequestArgs {
-                    project,
-                    role,
-                    namespaces,
-                    cluster,
-                    duration_secs: duration,
-                    reason,
-                    break_glass,
-                },
-            )
-            .await?
+            let ask = warden_domain::dto::CreateAccessRequest {
+                project,
+                role,
+                namespaces,
+                cluster,
+                duration_secs: duration,
+                reason,
+                confirm_system_namespaces: false,
+            };
+            access::request(api, &ask, break_glass).await?
         }
         AccessCmd::List { scope, status } => {
             let q = [
@@ -673,11 +671,42 @@ async fn access_cmd(
             id,
             comment,
             duration,
-        } => access::decide(api, &id, "approve", comment, duration).await?,
-        AccessCmd::Deny { id, comment } => access::decide(api, &id, "deny", comment, None).await?,
-        AccessCmd::Cancel { id } => access::decide(api, &id, "cancel", None, None).await?,
+        } => {
+            access::decide(
+                api,
+                &id,
+                "approve",
+                &Decide {
+                    comment,
+                    duration_secs: duration,
+                },
+            )
+            .await?
+        }
+        AccessCmd::Deny { id, comment } => {
+            access::decide(
+                api,
+                &id,
+                "deny",
+                &Decide {
+                    comment,
+                    duration_secs: None,
+                },
+            )
+            .await?
+        }
+        AccessCmd::Cancel { id } => access::decide(api, &id, "cancel", &Decide::default()).await?,
         AccessCmd::Revoke { id, comment } => {
-            access::decide(api, &id, "revoke", comment, None).await?
+            access::decide(
+                api,
+                &id,
+                "revoke",
+                &Decide {
+                    comment,
+                    duration_secs: None,
+                },
+            )
+            .await?
         }
     };
     resources::get_printed(out, Kind::AccessRequests, &answer, format)

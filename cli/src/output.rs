@@ -48,6 +48,18 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// A value as the API's JSON, pretty-printed (`-o json`).
+pub fn print_json(
+    out: &mut (impl std::io::Write + ?Sized),
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    )
+}
+
 /// The items as a table (or JSON), written to `out`.
 pub fn print_items(
     out: &mut impl std::io::Write,
@@ -56,11 +68,7 @@ pub fn print_items(
     format: Format,
 ) -> std::io::Result<()> {
     if format == Format::Json {
-        return writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(items).unwrap_or_default()
-        );
+        return print_json(out, &items);
     }
     if items.is_empty() {
         return writeln!(out, "No resources found.");
@@ -108,11 +116,7 @@ pub fn print_item(
     format: Format,
 ) -> std::io::Result<()> {
     if format == Format::Json {
-        return writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(item).unwrap_or_default()
-        );
+        return print_json(out, &item);
     }
     let width = columns.iter().map(|c| c.heading.len()).max().unwrap_or(0);
     for c in columns {

@@ -251,7 +251,7 @@ pub fn created(
     format: Format,
 ) -> anyhow::Result<()> {
     if format == Format::Json {
-        writeln!(out, "{}", serde_json::to_string_pretty(answer)?)?;
+        crate::output::print_json(out, answer)?;
         return Ok(());
     }
     match kind {

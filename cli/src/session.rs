@@ -180,7 +180,7 @@ pub async fn whoami(
 ) -> anyhow::Result<()> {
     let me: serde_json::Value = api.get("/api/v1/me").await?;
     if format == crate::output::Format::Json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&me)?)?;
+        crate::output::print_json(out, &me)?;
         return Ok(());
     }
     let t = crate::output::text_at;
