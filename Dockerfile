@@ -28,9 +28,10 @@ COPY . .
 COPY --from=node /src/node_modules ./node_modules
 ENV PATH=/src/node_modules/.bin:$PATH
 RUN CARGO_TARGET_DIR=/src/target ./x release \
- && mkdir -p /out/data \
+ && mkdir -p /out/data /out/cli \
  && cp "target/$(rustc -vV | sed -n 's/^host: //p')/release/warden" /out/warden \
- && strip /out/warden
+ && cp "target/$(rustc -vV | sed -n 's/^host: //p')/release/wardenctl" /out/cli/wardenctl \
+ && strip /out/warden /out/cli/wardenctl
 
 # kubectl, checked against the release's published SHA-256.
 FROM debian:bookworm-slim AS kubectl
@@ -48,6 +49,9 @@ RUN apt-get update \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/warden /usr/local/bin/warden
 COPY --from=build /src/target/site /usr/share/warden/site
+# wardenctl, served to signed-in users from My tools (a plain `wardenctl` is taken as a build
+# for the image's own platform; mount builds named wardenctl-<os>-<arch> here for others).
+COPY --from=build /out/cli /usr/share/warden/cli
 COPY --from=kubectl /kubectl /usr/local/bin/kubectl
 COPY --from=build --chown=65532:65532 /out/data /var/lib/warden
 ENV WARDEN_SITE_ROOT=/usr/share/warden/site \

@@ -8,7 +8,7 @@
 use leptos::prelude::*;
 use warden_domain::dto::ClusterStatus;
 use warden_domain::kubeconfig::{
-    human_duration, KubeconfigRevoked, KubectlSettings, KubectlSettingsDto, MyKubectl,
+    human_duration, CliBuild, KubeconfigRevoked, KubectlSettings, KubectlSettingsDto, MyKubectl,
 };
 
 use crate::error::AppError;
@@ -288,9 +288,10 @@ pub fn MyToolsPage() -> impl IntoView {
                 match mine.await {
                     Ok(m) => {
                         let (url, email) = (m.console_url.clone(), m.email.clone());
+                        let builds = m.cli_builds.clone();
                         view! {
                             <MyTools mine=m revoke confirming/>
-                            <CommandLineCard url email/>
+                            <CommandLineCard url email builds/>
                         }.into_any()
                     }
                     Err(e) => view! { <LoadError err=e/> }.into_any(),
@@ -301,14 +302,38 @@ pub fn MyToolsPage() -> impl IntoView {
     }
 }
 
-/// `wardenctl`, the command line: how to sign in with it here.
+/// `wardenctl`, the command line: where to get it, and how to sign in with it here.
 #[component]
-fn CommandLineCard(url: String, email: String) -> impl IntoView {
+fn CommandLineCard(url: String, email: String, builds: Vec<CliBuild>) -> impl IntoView {
     let command = format!("wardenctl login --url {url} --email {email}");
+    let get_it = if builds.is_empty() {
+        view! {
+            <p class="muted" data-testid="wardenctl-from-source">"This Warden serves no wardenctl builds: install it from Warden's source ("<code>"cargo install --path cli --locked"</code>"), then sign in."</p>
+        }.into_any()
+    } else {
+        view! {
+            <p class="muted">"Download it for your computer, make it executable ("<code>"chmod +x wardenctl"</code>") and put it on your PATH, then sign in:"</p>
+            <ul class="downloads" data-testid="wardenctl-downloads">
+                {builds.into_iter().map(|b| {
+                    let label = b.label();
+                    let size = format!("{:.1} MB", b.size as f64 / 1_000_000.0);
+                    let (sha, title) = (b.sha256.clone(), b.sha256.clone());
+                    view! {
+                        <li>
+                            <a href=b.url download=b.file_name data-testid=format!("wardenctl-download-{}", b.platform)>{label}</a>
+                            <span class="muted">" · "{size}" · SHA-256 "</span>
+                            <code class="digest" title=title>{sha}</code>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        }.into_any()
+    };
     view! {
         <section class="card" aria-labelledby="cli-title" data-testid="wardenctl-card">
             <h2 id="cli-title">"Command line"</h2>
-            <p class="muted">"wardenctl does from a terminal what this console does, with your rights: projects, users, groups, bindings, clusters, kubeconfigs, access requests, the audit log (also followed live). Install it from Warden's source ("<code>"cargo install --path cli --locked"</code>"), then sign in; it keeps an API key of 30 days (listed under API keys) and "<code>"wardenctl logout"</code>" revokes it."</p>
+            <p class="muted">"wardenctl does from a terminal what this console does, with your rights: projects, users, groups, bindings, clusters, kubeconfigs, access requests, the audit log (also followed live). It keeps an API key of 30 days (listed under API keys); "<code>"wardenctl logout"</code>" revokes it."</p>
+            {get_it}
             <crate::ui::CommandBox command testid="wardenctl-login"/>
         </section>
     }

@@ -282,6 +282,49 @@ pub struct MyKubectl {
     /// Warden's public URL, for `wardenctl login --url`.
     #[serde(default)]
     pub console_url: String,
+    /// The `wardenctl` builds this Warden serves (none when it serves none).
+    #[serde(default)]
+    pub cli_builds: Vec<CliBuild>,
+}
+
+/// A build of `wardenctl` this Warden serves (`GET /api/v1/downloads/wardenctl`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliBuild {
+    /// `OS-ARCH`: `linux-amd64`, `darwin-arm64`, `windows-amd64`…
+    pub platform: String,
+    /// `linux`, `darwin` or `windows`.
+    pub os: String,
+    /// `amd64` or `arm64`.
+    pub arch: String,
+    /// The name to save it as: `wardenctl`, or `wardenctl.exe` on Windows.
+    pub file_name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Where to download it (signed in), relative to Warden's URL.
+    pub url: String,
+}
+
+impl CliBuild {
+    /// The platform in words: "Linux (x86-64)", "macOS (Apple silicon)".
+    pub fn label(&self) -> String {
+        let os = match self.os.as_str() {
+            "linux" => "Linux",
+            "darwin" => "macOS",
+            "windows" => "Windows",
+            other => other,
+        };
+        let arch = match (self.os.as_str(), self.arch.as_str()) {
+            ("darwin", "arm64") => "Apple silicon",
+            ("darwin", "amd64") => "Intel",
+            (_, "amd64") => "x86-64",
+            (_, "arm64") => "ARM64",
+            (_, other) => other,
+        };
+        format!("{os} ({arch})")
+    }
 }
 
 /// A duration in words for people: "8 h", "90 min", "2 d 4 h".

@@ -30,6 +30,8 @@ pub struct Services {
     pub retention: crate::audit::retention::RetentionHooks,
     /// Whether this process runs the background jobs now.
     pub jobs: JobLease,
+    /// The `wardenctl` builds this Warden serves, their directory set at start-up.
+    pub cli: Arc<crate::kubectl::downloads::CliDownloads>,
 }
 
 /// Background jobs (grant expiry, the sweepers, audit retention, SIEM streaming, webhook
@@ -102,6 +104,7 @@ impl Services {
             jit: Default::default(),
             refusals: Default::default(),
             retention: Default::default(),
+            cli: Default::default(),
         })
     }
 

@@ -6,7 +6,9 @@
 // Runs after signin.spec.ts against the same server (files run in name order).
 import { expect, test } from "@playwright/test";
 import { act as consoleAct, ADMIN_EMAIL, ADMIN_NEW_PASSWORD, check as consoleCheck } from "./fixtures/console";
-import { readFileSync } from "node:fs";
+import { chmodSync, readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { act, check, Cluster, find } from "./fixtures/clusters";
 
 const NAME = "e2e-sim";
@@ -95,6 +97,16 @@ test.describe.serial("cluster import wizard", () => {
     await expect(page.getByTestId("credential-summary")).toContainText("0 valid kubeconfig credential(s)");
     // The command line's sign-in, for this Warden and this user.
     await expect(page.getByTestId("wardenctl-login")).toContainText(`wardenctl login --url ${new URL(page.url()).origin} --email ${ADMIN_EMAIL}`);
+    // This Warden serves the wardenctl built beside it: the browser downloads it, and it runs.
+    const [cli] = await Promise.all([page.waitForEvent("download"), page.getByTestId(`wardenctl-download-linux-${process.arch === "arm64" ? "arm64" : "amd64"}`).click()]);
+    expect(cli.suggestedFilename()).toBe("wardenctl");
+    const cliPath = (await cli.path())!;
+    chmodSync(cliPath, 0o755);
+    const help = spawnSync(cliPath, ["--help"], { encoding: "utf8" });
+    expect(help.status, help.stderr).toBe(0);
+    expect(help.stdout).toContain("login");
+    const digest = createHash("sha256").update(readFileSync(cliPath)).digest("hex");
+    await expect(page.getByTestId("wardenctl-downloads")).toContainText(digest);
 
     // The browser downloads it (the link is not a console route).
     const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("download-kubeconfig").click()]);

@@ -23,6 +23,9 @@ pub struct Config {
     pub demo: bool,
     /// Where the compiled console (cargo-leptos `site-root`) lives.
     pub site_root: PathBuf,
+    /// Where the `wardenctl` builds served to signed-in users are (`WARDEN_CLI_DIR`; by
+    /// default the directory of the running `warden`; empty: serve none).
+    pub cli_dir: Option<PathBuf>,
     pub agent: AgentConfig,
     pub rate_limits: crate::ratelimit::RateLimitConfig,
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (`WARDEN_METRICS_TOKEN`
@@ -659,6 +662,13 @@ impl Config {
                     .or_else(|| env.get("LEPTOS_SITE_ROOT"))
                     .unwrap_or_else(|| "target/site".to_owned()),
             ),
+            cli_dir: match l.raw("WARDEN_CLI_DIR")? {
+                Some(dir) if dir.trim().is_empty() => None,
+                Some(dir) => Some(PathBuf::from(dir.trim())),
+                None => std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(PathBuf::from)),
+            },
         };
         // The demo cluster runs pod commands as processes of this host: only for a console
         // that nobody else can reach.
@@ -786,6 +796,19 @@ mod tests {
             let e = work_mem(v).unwrap_err();
             assert!(e.contains("WARDEN_DATABASE_WORK_MEM"), "{v}: {e}");
         }
+    }
+
+    #[test]
+    fn wardenctl_builds_come_from_beside_warden_unless_told() {
+        let dir = |pairs: &[(&str, &str)]| Config::from_source(&src(pairs)).unwrap().cli_dir;
+        let exe_dir = std::env::current_exe().unwrap().parent().map(PathBuf::from);
+        assert!(exe_dir.is_some());
+        assert_eq!(dir(&[]), exe_dir);
+        assert_eq!(
+            dir(&[("WARDEN_CLI_DIR", " /opt/warden/cli ")]),
+            Some(PathBuf::from("/opt/warden/cli"))
+        );
+        assert_eq!(dir(&[("WARDEN_CLI_DIR", "")]), None, "empty: serve none");
     }
 
     #[test]

@@ -254,6 +254,9 @@ impl TestApp {
                 "WARDEN_SITE_ROOT".into(),
                 dir.path().join("site").display().to_string(),
             ),
+            // No wardenctl builds (the default, the test binary's directory, is not a place
+            // of builds); the downloads' tests name theirs.
+            ("WARDEN_CLI_DIR".into(), String::new()),
         ]);
         env.extend(extra);
         let pg_tag = env

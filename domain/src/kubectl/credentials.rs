@@ -251,6 +251,7 @@ pub async fn my_kubectl(svc: &Services, who: &Principal) -> DomainResult<MyKubec
         credential_validity_secs: settings.credential_validity_secs,
         cli_disabled: settings.disable_cli,
         console_url: svc.public_url.trim_end_matches('/').to_owned(),
+        cli_builds: svc.cli.builds().await,
     })
 }
 

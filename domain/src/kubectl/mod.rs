@@ -35,6 +35,7 @@ use crate::secrets::sha256_hex;
 use crate::Services;
 
 mod credentials;
+pub mod downloads;
 mod service_accounts;
 mod settings;
 

@@ -7,6 +7,7 @@ mod audit;
 pub mod auth;
 mod cluster_reads;
 mod clusters;
+mod downloads;
 pub mod error;
 mod mfa_routes;
 pub mod openapi;
@@ -108,6 +109,8 @@ crate::endpoints! {
     get "/kubeconfig" => crate::gateway::routes::issue_kubeconfig, "kubeconfig", "A kubeconfig (YAML) for the caller: one context per cluster reachable with kubectl, a fresh short-lived credential (?cluster=NAME for one)", 200, query = warden_domain::kubeconfig::KubeconfigQuery;
     post "/kubeconfig/revoke" => crate::gateway::routes::revoke_own_kubeconfig, "kubeconfig", "Revoke every kubeconfig issued to the caller so far", 200, resp = warden_domain::kubeconfig::KubeconfigRevoked;
     post "/users/{user}/kubeconfig/revoke" => crate::gateway::routes::revoke_user_kubeconfig, "kubeconfig", "Revoke every kubeconfig issued to a user so far (kubeconfig.write)", 200, resp = warden_domain::kubeconfig::KubeconfigRevoked;
+    get "/downloads/wardenctl" => downloads::list_cli_builds, "downloads", "The wardenctl builds this Warden serves (platform, size, SHA-256, download URL); empty when it serves none (WARDEN_CLI_DIR)", 200, resp = Vec<warden_domain::kubeconfig::CliBuild>;
+    get "/downloads/wardenctl/{platform}" => downloads::download_cli_build, "downloads", "A wardenctl build (platform linux-amd64, darwin-arm64, windows-amd64…) as a file to save; its SHA-256 in X-Checksum-Sha256", 200;
     get "/kubectl/settings" => crate::gateway::routes::get_org_kubectl_settings, "kubeconfig", "The organization's kubectl settings", 200, resp = warden_domain::kubeconfig::KubectlSettingsDto;
     patch "/kubectl/settings" => crate::gateway::routes::update_org_kubectl_settings, "kubeconfig", "Change the organization's kubectl settings (null clears a value)", 200, req = warden_domain::kubeconfig::UpdateKubectlSettingsRequest, resp = warden_domain::kubeconfig::KubectlSettingsDto;
     get "/users/{user}/kubectl-settings" => crate::gateway::routes::get_user_kubectl_settings, "kubeconfig", "A user's kubectl settings (overrides of the organization's)", 200, resp = warden_domain::kubeconfig::KubectlSettingsDto;

@@ -9,6 +9,7 @@ mod auth;
 mod chart;
 mod cli;
 mod clusters;
+mod downloads;
 mod durability;
 mod gateway;
 mod gateway_tls;
