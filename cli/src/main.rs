@@ -11,6 +11,7 @@ mod config;
 mod output;
 mod resources;
 mod session;
+mod upgrade;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -131,6 +132,13 @@ enum Command {
     Access {
         #[command(subcommand)]
         what: AccessCmd,
+    },
+    /// Replace this wardenctl by the build your Warden serves for this platform (checked
+    /// against the SHA-256 Warden lists before anything is replaced).
+    Upgrade {
+        /// Only say whether Warden serves another build.
+        #[arg(long)]
+        check: bool,
     },
     /// Search the audit log (the newest first), or export it.
     Audit {
@@ -415,6 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login { .. } | Command::Logout => unreachable!("handled above"),
         Command::Whoami => session::whoami(&api, format, &mut out).await?,
+        Command::Upgrade { check } => upgrade::upgrade(&api, check, &mut out).await?,
         Command::Get {
             kind,
             name,

@@ -20,6 +20,8 @@ struct Run {
 struct Ctl {
     url: String,
     config: PathBuf,
+    /// The wardenctl to run (the built one, or a copy that may replace itself).
+    bin: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -29,6 +31,7 @@ impl Ctl {
         Self {
             url: app.url.clone(),
             config: dir.path().join("wardenctl.json"),
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_wardenctl")),
             _dir: dir,
         }
     }
@@ -38,7 +41,7 @@ impl Ctl {
     }
 
     async fn run_with(&self, args: &[&str], stdin: Option<&str>, api_key: Option<&str>) -> Run {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wardenctl"));
+        let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.args(args)
             .env("WARDEN_URL", &self.url)
             .env("WARDENCTL_CONFIG", &self.config)
@@ -528,4 +531,114 @@ async fn a_second_factor_is_asked_and_cannot_be_skipped() {
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(ctl.ok(&["whoami"]).await.contains("mia@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_installs_the_build_warden_serves_once_its_digest_matches() {
+    let Some((os, arch)) = warden_domain::kubeconfig::this_platform() else {
+        return;
+    };
+    if os == "windows" {
+        return;
+    }
+    let builds = tempfile::tempdir().unwrap();
+    let env = std::collections::BTreeMap::from([(
+        "WARDEN_CLI_DIR".to_owned(),
+        builds.path().display().to_string(),
+    )]);
+    let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
+    let key = admin
+        .post("/api/v1/api-keys", json!({"name": "upgrade test"}))
+        .await
+        .assert_status(201)
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ctl = Ctl::new(&app);
+    let bin_dir = ctl.dir().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    ctl.bin = bin_dir.join("wardenctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_wardenctl"), &ctl.bin).unwrap();
+    let original = std::fs::read(&ctl.bin).unwrap();
+    let unchanged = |ctl: &Ctl| {
+        assert!(
+            std::fs::read(&ctl.bin).unwrap() == original,
+            "the binary was replaced"
+        )
+    };
+
+    // Not signed in: refused, nothing replaced.
+    let r = ctl.run(&["upgrade"]).await;
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    unchanged(&ctl);
+
+    // Warden serves no build for this platform yet.
+    let r = ctl.run_with(&["upgrade"], None, Some(&key)).await;
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("serves no wardenctl build for {os}-{arch}")),
+        "{}",
+        r.stderr
+    );
+    unchanged(&ctl);
+
+    // It does now: --check only says so.
+    let served = "#!/bin/sh\necho the upgraded wardenctl\n";
+    std::fs::write(builds.path().join(format!("wardenctl-{os}-{arch}")), served).unwrap();
+    let r = ctl
+        .run_with(&["upgrade", "--check"], None, Some(&key))
+        .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("serves another wardenctl"),
+        "{}",
+        r.stdout
+    );
+    unchanged(&ctl);
+
+    // A file that is not what Warden lists (here: changed in place, same size and time, so
+    // that the listed digest is the old one) replaces nothing.
+    let path = builds.path().join(format!("wardenctl-{os}-{arch}"));
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let forged = served.replace("upgraded", "forged!!");
+    assert_eq!(forged.len(), served.len());
+    let rewrite = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
+    rewrite(&forged);
+    let r = ctl.run_with(&["upgrade"], None, Some(&key)).await;
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("nothing was replaced"), "{}", r.stderr);
+    unchanged(&ctl);
+    rewrite(served);
+
+    // The upgrade replaces the binary with the served build, executable, and leaves nothing else.
+    let r = ctl.run_with(&["upgrade"], None, Some(&key)).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("wardenctl upgraded"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&ctl.bin).unwrap(), served);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ctl.bin).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o111, 0o111, "executable: {mode:o}");
+        assert_eq!(mode & 0o022, 0, "writable by nobody else: {mode:o}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&bin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["wardenctl"]);
+    let out = std::process::Command::new(&ctl.bin).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "the upgraded wardenctl\n"
+    );
 }

@@ -307,6 +307,23 @@ pub struct CliBuild {
     pub url: String,
 }
 
+/// The platform a program runs on, in the names of `wardenctl` builds (`("linux", "amd64")`),
+/// if builds are named for it.
+pub fn this_platform() -> Option<(&'static str, &'static str)> {
+    let os = match std::env::consts::OS {
+        "linux" => "linux",
+        "macos" => "darwin",
+        "windows" => "windows",
+        _ => return None,
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        _ => return None,
+    };
+    Some((os, arch))
+}
+
 impl CliBuild {
     /// The platform in words: "Linux (x86-64)", "macOS (Apple silicon)".
     pub fn label(&self) -> String {

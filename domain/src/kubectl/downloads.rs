@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::kubeconfig::CliBuild;
+use crate::kubeconfig::{this_platform, CliBuild};
 
 const NAME: &str = "wardenctl";
 const OSES: [&str; 3] = ["linux", "darwin", "windows"];
@@ -26,7 +26,15 @@ const ARCHES: [&str; 2] = ["amd64", "arm64"];
 #[derive(Debug, Default)]
 pub struct CliDownloads {
     dir: OnceLock<PathBuf>,
-    digests: Mutex<HashMap<PathBuf, (u64, Option<SystemTime>, String)>>,
+    digests: Mutex<HashMap<PathBuf, Known>>,
+}
+
+/// A file's digest, and the size and modification time it was computed for.
+#[derive(Debug)]
+struct Known {
+    len: u64,
+    mtime: Option<SystemTime>,
+    sha256: String,
 }
 
 impl CliDownloads {
@@ -110,19 +118,23 @@ impl CliDownloads {
     fn digest(&self, path: &Path) -> Option<(u64, String)> {
         let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
         let (len, mtime) = (meta.len(), meta.modified().ok());
-        if let Some((l, m, sha)) = self.digests.lock().ok()?.get(path) {
-            if *l == len && *m == mtime {
-                return Some((len, sha.clone()));
+        if let Some(k) = self.digests.lock().ok()?.get(path) {
+            if k.len == len && k.mtime == mtime {
+                return Some((len, k.sha256.clone()));
             }
         }
         let mut hasher = Sha256::new();
         let mut file = std::fs::File::open(path).ok()?;
         let size = std::io::copy(&mut file, &mut hasher).ok()?;
         let sha = hex::encode(hasher.finalize());
-        self.digests
-            .lock()
-            .ok()?
-            .insert(path.to_owned(), (size, mtime, sha.clone()));
+        self.digests.lock().ok()?.insert(
+            path.to_owned(),
+            Known {
+                len: size,
+                mtime,
+                sha256: sha.clone(),
+            },
+        );
         Some((size, sha))
     }
 }
@@ -131,7 +143,7 @@ impl CliDownloads {
 /// `wardenctl-windows-arm64.exe`, or a plain `wardenctl` (the platform Warden runs on).
 fn parse_file_name(name: &str) -> Option<(&'static str, &'static str, bool)> {
     if name == NAME {
-        let (os, arch) = host_platform()?;
+        let (os, arch) = this_platform()?;
         return Some((os, arch, false));
     }
     let rest = name.strip_prefix(NAME)?.strip_prefix('-')?;
@@ -150,22 +162,6 @@ fn platform_parts(platform: &str) -> Option<(&'static str, &'static str)> {
     let (os, arch) = platform.split_once('-')?;
     let os = OSES.into_iter().find(|o| *o == os)?;
     let arch = ARCHES.into_iter().find(|a| *a == arch)?;
-    Some((os, arch))
-}
-
-/// The platform this Warden runs on, in the builds' names.
-fn host_platform() -> Option<(&'static str, &'static str)> {
-    let os = match std::env::consts::OS {
-        "linux" => "linux",
-        "macos" => "darwin",
-        "windows" => "windows",
-        _ => return None,
-    };
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        _ => return None,
-    };
     Some((os, arch))
 }
 
@@ -204,7 +200,7 @@ mod tests {
         }
         assert_eq!(
             parse_file_name("wardenctl").map(|(o, a, e)| (format!("{o}-{a}"), e)),
-            host_platform().map(|(o, a)| (format!("{o}-{a}"), false))
+            this_platform().map(|(o, a)| (format!("{o}-{a}"), false))
         );
     }
 
@@ -242,7 +238,7 @@ mod tests {
         assert!(cli.find("../notes.txt").await.is_none());
 
         // A plain `wardenctl` is the host's build, unless a named one exists for it.
-        if let Some((os, arch)) = host_platform() {
+        if let Some((os, arch)) = this_platform() {
             let host = format!("{os}-{arch}");
             write("wardenctl", b"plain");
             let (_, b) = cli.find(&host).await.unwrap();
