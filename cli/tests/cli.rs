@@ -547,14 +547,7 @@ async fn upgrade_installs_the_build_warden_serves_once_its_digest_matches() {
         builds.path().display().to_string(),
     )]);
     let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
-    let key = admin
-        .post("/api/v1/api-keys", json!({"name": "upgrade test"}))
-        .await
-        .assert_status(201)
-        .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = admin.create_api_key(json!({"name": "upgrade test"})).await;
     let mut ctl = Ctl::new(&app);
     let bin_dir = ctl.dir().join("bin");
     std::fs::create_dir(&bin_dir).unwrap();

@@ -559,6 +559,18 @@ impl Client {
         Self::finish(r).await
     }
 
+    /// Create an API key as this client (`POST /api/v1/api-keys` with `request`, expecting
+    /// 201) and return its secret.
+    pub async fn create_api_key(&self, request: Value) -> String {
+        self.post("/api/v1/api-keys", request)
+            .await
+            .assert_status(201)
+            .json()["secret"]
+            .as_str()
+            .expect("the new key's secret")
+            .to_owned()
+    }
+
     /// A GET with `Authorization: Bearer`.
     pub async fn get_bearer(&self, path: &str, token: &str) -> Resp {
         let r = self

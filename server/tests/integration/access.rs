@@ -1028,16 +1028,8 @@ async fn api_keys_authenticate_as_their_owner_until_revoked_or_expired() {
 async fn api_keys_cannot_create_api_keys() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     let secret = admin
-        .post(
-            "/api/v1/api-keys",
-            json!({"name": "ci", "expires_in_days": 1}),
-        )
-        .await
-        .assert_status(201)
-        .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .create_api_key(json!({"name": "ci", "expires_in_days": 1}))
+        .await;
     let bare = app.client_without_origin();
     let r = bare
         .post_bearer(

@@ -547,14 +547,7 @@ async fn a_bogus_bearer_does_not_skip_the_csrf_check() {
     c.get("/api/v1/projects/csrf-made").await.assert_status(404);
 
     // A real API key needs no Origin.
-    let key = c
-        .post("/api/v1/api-keys", json!({"name": "ci"}))
-        .await
-        .assert_status(201)
-        .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = c.create_api_key(json!({"name": "ci"})).await;
     let bare = app.client_without_origin();
     bare.post_bearer("/api/v1/projects", &key, json!({"name": "by-key"}))
         .await
@@ -701,14 +694,7 @@ async fn a_session_written_back_after_a_password_change_stays_dead() {
 async fn a_reset_can_revoke_api_keys_and_kubeconfigs() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     let sally = app.user_client(&admin, "sally@example.com").await;
-    let key = sally
-        .post("/api/v1/api-keys", json!({"name": "laptop"}))
-        .await
-        .assert_status(201)
-        .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = sally.create_api_key(json!({"name": "laptop"})).await;
     let bare = app.client_without_origin();
     // A reset without options leaves the key working (the administrator chose so)...
     admin
