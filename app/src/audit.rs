@@ -554,7 +554,7 @@ fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
         "/audit?actor={}",
         crate::ui::encode(e.actor_id.as_deref().unwrap_or(&e.actor))
     );
-    let what = what(&e);
+    let what = e.what();
     let via = via(e.session_type);
     let outcome_class = format!("chip outcome-{}", e.outcome);
     let fact = |label: &'static str, value: Option<String>| {
@@ -570,7 +570,7 @@ fn EventDetail(detail: AuditEventDetail) -> impl IntoView {
         <section class="card" data-testid="audit-event">
             <p class="event-headline">
                 <span class=outcome_class>{e.outcome.as_str()}</span>" "
-                <code>{what}</code>
+                <span data-testid="audit-event-what">{what}</span>
             </p>
             {e.reason.clone().map(|r| view! { <p class="event-reason" data-testid="audit-event-reason">{r}</p> })}
             <dl class="facts">
@@ -765,45 +765,6 @@ mod live {
     }
 }
 
-/// What happened, in a few words: a Kubernetes request's verb and resource, or the action.
-fn what(e: &AuditEventDto) -> String {
-    if e.kind == AuditKind::KubeApi {
-        let verb = e.action.strip_prefix("kube.").unwrap_or(&e.action);
-        let verb = match e.resource_kind.as_deref() {
-            Some("pods/exec") => "exec",
-            Some("pods/attach") => "attach",
-            Some("pods/portforward") => "port-forward",
-            _ => verb,
-        };
-        return match (&e.resource_kind, &e.resource_name) {
-            (Some(k), Some(n)) => format!("{verb} {k} {n}"),
-            (Some(k), None) => format!("{verb} {k}"),
-            // Discovery and health: the API path on the cluster (without `/clusters/<name>`).
-            _ => format!(
-                "{verb} {}",
-                e.path.as_deref().map(api_path).unwrap_or_default()
-            ),
-        };
-    }
-    match (&e.resource_kind, &e.resource_name) {
-        (Some(k), Some(n)) => format!("{} ({k} {n})", e.action),
-        (None, Some(n)) => format!("{} ({n})", e.action),
-        _ => e.action.clone(),
-    }
-}
-
-/// A gateway path as the cluster sees it: `/clusters/demo/apis?timeout=32s` -> `/apis`.
-fn api_path(path: &str) -> String {
-    let path = path.split('?').next().unwrap_or(path);
-    match path
-        .strip_prefix("/clusters/")
-        .and_then(|p| p.split_once('/'))
-    {
-        Some((_, rest)) => format!("/{rest}"),
-        None => path.to_owned(),
-    }
-}
-
 /// Where it happened: cluster and namespace.
 fn place(e: &AuditEventDto) -> String {
     match (&e.cluster, &e.namespace) {
@@ -826,7 +787,7 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
             <tbody>
                 {events.into_iter().map(|e| {
                     let outcome_class = format!("chip outcome-{}", e.outcome);
-                    let what = what(&e);
+                    let what = e.what();
                     let place = place(&e);
                     let via = via(e.session_type);
                     let open_href = event_href(&e.id);
@@ -839,7 +800,8 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                             <td class="nowrap"><a href=open_href title="Open the event" data-testid="audit-open">{short_time(&e.time)}</a></td>
                             <td><span data-testid="audit-who">{e.actor.clone()}</span><br/><small class="muted">{via}</small></td>
                             <td>
-                                <code data-testid="audit-what">{what}</code>
+                                <span data-testid="audit-what">{what}</span>
+                                {(e.kind != AuditKind::KubeApi).then(|| view! { <br/><small class="muted"><code>{e.action.clone()}</code></small> })}
                                 {(e.outcome == Outcome::Allowed && e.action.starts_with("terminal.")).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
                                     " " <a class="chip" href=crate::recordings::player_href(&r) data-testid=format!("play-{}", e.id)>"▶ Recording"</a>
                                 })}

@@ -755,13 +755,13 @@ pub fn ClusterPage() -> impl IntoView {
                         Ok(list) => view! {
                             <div class="table-scroll">
                             <table class="table" data-testid="cluster-events">
-                                <thead><tr><th scope="col">"Time"</th><th scope="col">"Who"</th><th scope="col">"Action"</th><th scope="col">"Outcome"</th><th scope="col">"Reason"</th></tr></thead>
+                                <thead><tr><th scope="col">"Time"</th><th scope="col">"Who"</th><th scope="col">"What"</th><th scope="col">"Outcome"</th><th scope="col">"Reason"</th></tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|e| view! {
                                         <tr>
                                             <td>{crate::ui::short_time(&e.time)}</td>
                                             <td>{e.actor.clone()}</td>
-                                            <td>{e.action.clone()}</td>
+                                            <td>{e.what()}</td>
                                             <td><span class=format!("chip outcome-{}", e.outcome)>{e.outcome.as_str()}</span></td>
                                             <td>{e.reason.clone().unwrap_or_default()}</td>
                                         </tr>

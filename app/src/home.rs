@@ -244,10 +244,7 @@ fn EventsCard(
                         <thead><tr><th scope="col">"When"</th><th scope="col">"Who"</th><th scope="col">"What"</th><th scope="col">"Where"</th><th scope="col">"Outcome"</th></tr></thead>
                         <tbody>
                             {events.into_iter().map(|e| {
-                                let what = match (&e.resource_kind, &e.resource_name) {
-                                    (Some(k), Some(n)) => format!("{} {k}/{n}", e.action),
-                                    _ => e.action.clone(),
-                                };
+                                let what = e.what();
                                 let place = [e.project.clone(), e.cluster.clone(), e.namespace.clone()]
                                     .into_iter()
                                     .flatten()

@@ -1644,6 +1644,7 @@ pub struct MfaStatus {
     pub recovery_codes_left: usize,
 }
 /// Just-in-time access: time-bound grants, access requests, their settings.
+mod audit_words;
 pub mod jit;
 pub use jit::*;
 
