@@ -122,7 +122,7 @@ const FILTER_KEYS: &[&str] = &[
 
 /// The live tail of exactly the current filter (Server-Sent Events).
 fn tail_href(q: &ParamsMap) -> String {
-    let export = export_href(q);
+    let export = export_href(q, "csv");
     let query = export
         .split_once('?')
         .map(|(_, q)| q)
@@ -135,7 +135,8 @@ fn tail_href(q: &ParamsMap) -> String {
 }
 
 /// The CSV export of exactly the current filter (every page of it, newest first).
-fn export_href(q: &ParamsMap) -> String {
+/// The export of the current filter, as `csv` or `ndjson`.
+fn export_href(q: &ParamsMap, format: &str) -> String {
     let mut out = ParamsMap::new();
     for k in FILTER_KEYS {
         if let Some(v) = q
@@ -149,7 +150,7 @@ fn export_href(q: &ParamsMap) -> String {
     if out.get("discovery").is_none() {
         out.insert("discovery", "false".to_owned());
     }
-    out.insert("format", "csv".to_owned());
+    out.insert("format", format.to_owned());
     format!("/api/v1/audit/export{}", out.to_query_string())
 }
 
@@ -264,7 +265,8 @@ pub fn AuditPage() -> impl IntoView {
                     .any(|f| f.is_some())
                     || aq.status.is_some();
                 let show_discovery = aq.discovery == Some(true);
-                let export = export_href(&current);
+                let export = export_href(&current, "csv");
+                let export_ndjson = export_href(&current, "ndjson");
                 let next_href = result.as_ref().ok().and_then(|p| p.next.clone()).map(|n| {
                     let mut p = current.clone();
                     p.replace("cursor", n);
@@ -305,6 +307,7 @@ pub fn AuditPage() -> impl IntoView {
                             <button type="submit" class="btn btn-primary">"Search"</button>
                             {filtered.then(|| view! { <a class="btn" href="/audit">"Clear"</a> })}
                             <a class="btn" href=export data-testid="audit-export" rel="external" download="">"Export CSV"</a>
+                            <a class="btn" href=export_ndjson data-testid="audit-export-ndjson" rel="external" download="">"Export NDJSON"</a>
                         </div>
                     </Form>
                     {own_only.then(|| view! {

@@ -64,6 +64,16 @@ test.describe.serial("audit log page", () => {
     const lines = (await csv.text()).trim().split("\n");
     expect(lines.length).toBeGreaterThan(1);
     expect(lines.slice(1).every((l) => l.includes("kube.list"))).toBe(true);
+    // The same filter as NDJSON: one event a line, the same events.
+    const ndjsonHref = await page.getByTestId("audit-export-ndjson").getAttribute("href");
+    expect(ndjsonHref).toContain("format=ndjson");
+    expect(ndjsonHref).toContain("verb=list");
+    const ndjson = await page.request.get(ndjsonHref!);
+    expect(ndjson.status()).toBe(200);
+    expect(ndjson.headers()["content-type"]).toContain("ndjson");
+    const events = (await ndjson.text()).trim().split("\n").map((l) => JSON.parse(l));
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((e: { action: string }) => e.action === "kube.list")).toBe(true);
     noErrors();
   });
 
