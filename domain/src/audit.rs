@@ -1102,6 +1102,19 @@ pub async fn search_in(
     scope: &AuditScope,
     now: Timestamp,
 ) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
+    search_windowed(db, q, scope, now, TEXT_WINDOW).await
+}
+
+/// [`search_in`], with a free-text search on PostgreSQL reading the newest `text_window`
+/// events that the rest of the filter matches first ([`text_edge`]; tests set a small one to
+/// cross the edge on a small log). The page is the same whatever the window.
+pub async fn search_windowed(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+    text_window: u64,
+) -> DomainResult<crate::dto::Page<crate::dto::AuditEventDto>> {
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
@@ -1118,13 +1131,28 @@ pub async fn search_in(
             next: None,
         });
     };
-    cond = cond.add(window);
-    let mut rows = audit_events::Entity::find()
-        .filter(cond)
-        .order_by_desc(C::Seq)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
+    cond = cond.add(window.clone());
+    let page = |cond: sea_orm::sea_query::Condition, n: u64| {
+        audit_events::Entity::find()
+            .filter(cond)
+            .order_by_desc(C::Seq)
+            .limit(n)
+            .all(db)
+    };
+    let mut rows = match text_edge(db, q, scope, now, window, text_window).await? {
+        // Free text on PostgreSQL: the newest events the rest of the filter matches first,
+        // each checked against the text (not through its index), then if need be the older.
+        Some((edge, rest, text)) => {
+            let newest = rest.add(C::Seq.gte(edge)).add(text);
+            let mut rows = page(newest, limit + 1).await?;
+            let missing = (limit + 1).saturating_sub(rows.len() as u64);
+            if missing > 0 {
+                rows.extend(page(cond.add(C::Seq.lt(edge)), missing).await?);
+            }
+            rows
+        }
+        None => page(cond, limit + 1).await?,
+    };
     let next = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|r| r.seq.to_string())
@@ -1135,6 +1163,80 @@ pub async fn search_in(
         items: rows.into_iter().map(to_dto).collect(),
         next,
     })
+}
+
+/// How many of the newest events matching the rest of a filter a free-text search on
+/// PostgreSQL reads first, in `seq` order (see [`text_edge`]).
+const TEXT_WINDOW: u64 = 20_000;
+
+/// Where a free-text list on PostgreSQL splits its read: the `seq` of the `text_window`-th
+/// ([`TEXT_WINDOW`]) newest event of the page's span (the time range's events, `window`,
+/// before the cursor), with the rest of the filter (within that span) and the text's
+/// condition checked row by row, not through the trigram index; `None` when the filter has no
+/// free text, the database is not PostgreSQL, or the span holds fewer events.
+///
+/// Through the trigram index, PostgreSQL finds every row holding the text and then sorts the
+/// newest page out of all of them: for a common word over a large log, hundreds of thousands of
+/// rows for a page of 50. The list reads instead the page from the span's newest events (at
+/// most `text_window` rows, through the primary key, each checked against the whole filter),
+/// and only when they hold less than a page, the rest from before the edge through the text
+/// index as before. Both reads carry the whole filter, so the page is exactly the one a single
+/// read gives; a rare text or a narrow filter costs the bounded first read more than before.
+async fn text_edge(
+    db: &DatabaseConnection,
+    q: &crate::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+    window: sea_orm::sea_query::Condition,
+    text_window: u64,
+) -> DomainResult<
+    Option<(
+        i64,
+        sea_orm::sea_query::Condition,
+        sea_orm::sea_query::Condition,
+    )>,
+> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+    let backend = db.get_database_backend();
+    let Some(text) = q.q.as_ref().filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if backend != sea_orm::DbBackend::Postgres {
+        return Ok(None);
+    }
+    // The events the page may come from: the time range's (`window`) before the cursor.
+    let mut span = window;
+    if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
+        let seq: i64 = c.parse().map_err(|_| {
+            crate::DomainError::invalid("cursor", "is not a cursor this API returned")
+        })?;
+        span = span.add(C::Seq.lt(seq));
+    }
+    // Their newest `text_window`: a walk of the primary key alone.
+    let edge: Option<i64> = audit_events::Entity::find()
+        .select_only()
+        .column(C::Seq)
+        .filter(span.clone())
+        .order_by_desc(C::Seq)
+        .offset(Ord::max(text_window, 1) - 1)
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    let Some(edge) = edge else {
+        return Ok(None);
+    };
+    let rest = crate::dto::AuditQuery {
+        q: None,
+        ..q.clone()
+    };
+    let rest = filter(backend, &rest, scope, now)?.add(span);
+    Ok(Some((
+        edge,
+        rest,
+        text_condition(backend, text, TextIndex::Unused),
+    )))
 }
 
 /// The filter's time range as a range of `seq` too ([`rollup::seq_window`]), for a read of
@@ -1263,7 +1365,7 @@ pub fn filter(
         cond = cond.add(C::At.lte(u));
     }
     if let Some(text) = q.q.as_ref().filter(|s| !s.is_empty()) {
-        cond = cond.add(text_condition(backend, text));
+        cond = cond.add(text_condition(backend, text, TextIndex::Used));
     }
     if let Some(visible) = scope.condition() {
         cond = cond.add(visible);
@@ -1284,7 +1386,22 @@ pub fn filter(
 /// characters or more, [`fts_trigrams`]; trigram matching folds case like `LIKE` does, and
 /// more), plus the rows with that id or request id; shorter texts and texts with a wildcard
 /// scan.
-fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query::Condition {
+/// Whether a free-text condition may go through the text index (PostgreSQL: the trigram
+/// index on `audit_text(..)`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextIndex {
+    /// The index narrows the rows: the usual case.
+    Used,
+    /// Each row is checked: for rows already narrowed otherwise (a free-text list's newest
+    /// events, [`text_edge`]), where reading every match through the index costs more.
+    Unused,
+}
+
+fn text_condition(
+    backend: sea_orm::DbBackend,
+    text: &str,
+    index: TextIndex,
+) -> sea_orm::sea_query::Condition {
     use audit_events::Column as C;
     use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
     use sea_orm::ColumnTrait;
@@ -1305,10 +1422,16 @@ fn text_condition(backend: sea_orm::DbBackend, text: &str) -> sea_orm::sea_query
                 .add(ilike(C::Path))
                 .add(ilike(C::Reason))
                 .add(ilike(C::ActorName));
-            let indexed: SimpleExpr = Expr::expr(Expr::cust(
-                "audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\")",
-            ))
-            .ilike(pattern.as_str());
+            // `|| ''` makes the expression one the index does not cover (same value).
+            let joined = match index {
+                TextIndex::Used => {
+                    "audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\")"
+                }
+                TextIndex::Unused => {
+                    "(audit_text(\"resource_name\", \"path\", \"reason\", \"actor_name\") || '')"
+                }
+            };
+            let indexed: SimpleExpr = Expr::expr(Expr::cust(joined)).ilike(pattern.as_str());
             // `audit_text` joins the columns with line breaks, so a text without a line break
             // and without `%`, `_` or `\` (LIKE's wildcards and escape) matches the joined
             // text exactly where it matches one of the columns (a match cannot reach across a

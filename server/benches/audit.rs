@@ -13,6 +13,8 @@
 //! - `AUDIT_BENCH_INGEST_BASE`: events generated into the ingest's scratch database first
 //!   (default 0: an empty log), to measure ingest into a log that no longer fits in memory.
 //! - `AUDIT_BENCH_ONLY`: run only the queries whose name contains this.
+//! - `AUDIT_BENCH_TEXT_WINDOW`: a free-text list's newest-events window on PostgreSQL (default:
+//!   the list's own); larger than the log, every match is read through the text index.
 //! - `AUDIT_BENCH_WORK_MEM`: PostgreSQL's `work_mem` on the connections, as
 //!   `WARDEN_DATABASE_WORK_MEM` sets Warden's (default 64MB; `default`: the server's own).
 //!
@@ -184,6 +186,26 @@ where
     (pct(&mut v, 0.5), pct(&mut v, 0.95), out)
 }
 
+/// The list, with `AUDIT_BENCH_TEXT_WINDOW` (when set) as a free-text list's newest-events
+/// window on PostgreSQL: a window larger than the log reads every match through the text index
+/// (the list before that window existed), for comparing both in one run.
+async fn list(
+    db: &sea_orm::DatabaseConnection,
+    q: &warden_domain::dto::AuditQuery,
+    scope: &AuditScope,
+    now: Timestamp,
+) -> warden_domain::DomainResult<warden_domain::dto::Page<warden_domain::dto::AuditEventDto>> {
+    match std::env::var("AUDIT_BENCH_TEXT_WINDOW") {
+        Ok(w) => {
+            let w = w
+                .parse()
+                .expect("AUDIT_BENCH_TEXT_WINDOW: a number of events");
+            warden_domain::audit::search_windowed(db, q, scope, now, w).await
+        }
+        Err(_) => search_in(db, q, scope, now).await,
+    }
+}
+
 async fn run() {
     let url = std::env::var("AUDIT_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "sqlite:///tmp/warden-audit-bench.sqlite?mode=rwc".into());
@@ -237,12 +259,12 @@ async fn run() {
         if !only.is_empty() && !name.contains(&only) {
             continue;
         }
-        let (l50, l95, page) = time(runs, || search_in(&db, &q, &scope, now)).await;
+        let (l50, l95, page) = time(runs, || list(&db, &q, &scope, now)).await;
         let page = page.expect("list");
         // A deep keyset page: the page after the event half-way down the log.
         let mut deep = q.clone();
         deep.cursor = Some((total as i64 / 2).to_string());
-        let (d50, d95, _) = time(runs, || search_in(&db, &deep, &scope, now)).await;
+        let (d50, d95, _) = time(runs, || list(&db, &deep, &scope, now)).await;
         let (f50, f95, facets) = time(runs, || facets_at(&db, &q, &scope, now)).await;
         let facets = facets.expect("facets");
         let (h50, h95, h) = time(runs, || histogram_at(&db, &q, &scope, now)).await;

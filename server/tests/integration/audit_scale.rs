@@ -316,6 +316,40 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
             .json();
         assert_eq!(facets["total"], expected.len() as u64, "facets q={text:?}");
     }
+    // Paged newest first with a free-text list's newest-events window (PostgreSQL) far smaller
+    // than the log, so that pages start before, at and after its edge: every match once, in
+    // order, whatever the window and the page size.
+    let newest_first = paged_ids(&app, "", 1, 500).await;
+    for text in [
+        "LOCKED after",
+        "7f9c4",
+        "forbidden",
+        "@example.org",
+        "zzqx-nothing-here",
+    ] {
+        let expected = scan(&everything, text);
+        // Windows whose edge is a match (so that a page that misses or repeats the edge's
+        // event shows), and others.
+        let mut windows: Vec<u64> = newest_first
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| expected.contains(*id))
+            .map(|(i, _)| i as u64 + 1)
+            .take(3)
+            .collect();
+        windows.extend([1, 5, 300, 20_000]);
+        for window in windows {
+            for limit in [1, 7, 50] {
+                let found = paged_ids(&app, text, window, limit).await;
+                assert_eq!(found.len(), expected.len(), "q={text:?} window {window}");
+                assert_eq!(
+                    found.into_iter().collect::<BTreeSet<_>>(),
+                    expected,
+                    "q={text:?} window {window} limit {limit}"
+                );
+            }
+        }
+    }
     // What the test is about: the seeded rows are found (the scan above is not vacuous).
     for (text, row) in [
         ("ocked aft", 2),
@@ -386,6 +420,42 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
             }
         }
     }
+}
+
+/// Every id the free text `text` finds, page by page through the list's cursor with the given
+/// newest-events window; checks that the pages run newest first.
+async fn paged_ids(app: &TestApp, text: &str, window: u64, limit: u64) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    let mut last_seq = i64::MAX;
+    loop {
+        let q = warden_domain::dto::AuditQuery {
+            q: Some(text.to_owned()),
+            limit: Some(limit),
+            cursor: cursor.take(),
+            ..Default::default()
+        };
+        let page = warden_domain::audit::search_windowed(
+            &app.services().db,
+            &q,
+            &warden_domain::audit::AuditScope::all(),
+            app.clock.now(),
+            window,
+        )
+        .await
+        .unwrap();
+        assert!(page.items.len() as u64 <= limit);
+        for e in page.items {
+            assert!(e.seq < last_seq, "q={text:?}: newest first");
+            last_seq = e.seq;
+            ids.push(e.id);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids
 }
 
 /// The ids the free text `text` finds (the list, through the domain: the session of a test
