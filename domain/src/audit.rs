@@ -1170,10 +1170,10 @@ pub async fn search_windowed(
 const TEXT_WINDOW: u64 = 20_000;
 
 /// Where a free-text list on PostgreSQL splits its read: the `seq` of the `text_window`-th
-/// ([`TEXT_WINDOW`]) newest event of the page's span (the time range's events, `window`,
+/// ([`TEXT_WINDOW`]) newest `seq` of the page's span (the time range's events, `window`,
 /// before the cursor), with the rest of the filter (within that span) and the text's
 /// condition checked row by row, not through the trigram index; `None` when the filter has no
-/// free text, the database is not PostgreSQL, or the span holds fewer events.
+/// free text, the database is not PostgreSQL, or the span fits in the window.
 ///
 /// Through the trigram index, PostgreSQL finds every row holding the text and then sorts the
 /// newest page out of all of them: for a common word over a large log, hundreds of thousands of
@@ -1213,20 +1213,25 @@ async fn text_edge(
         })?;
         span = span.add(C::Seq.lt(seq));
     }
-    // Their newest `text_window`: a walk of the primary key alone.
-    let edge: Option<i64> = audit_events::Entity::find()
+    // Their newest `text_window` `seq`s (one step of the primary key: `seq` grows by one an
+    // event, so the edge is counted back from the newest; where it has gaps the window holds
+    // fewer events, and the page is the same).
+    let ends: Option<(Option<i64>, Option<i64>)> = audit_events::Entity::find()
         .select_only()
-        .column(C::Seq)
+        .column_as(C::Seq.min(), "oldest")
+        .column_as(C::Seq.max(), "newest")
         .filter(span.clone())
-        .order_by_desc(C::Seq)
-        .offset(Ord::max(text_window, 1) - 1)
-        .limit(1)
         .into_tuple()
         .one(db)
         .await?;
-    let Some(edge) = edge else {
+    let Some((Some(oldest), Some(newest))) = ends else {
         return Ok(None);
     };
+    let edge = newest.saturating_sub(i64::try_from(text_window).unwrap_or(i64::MAX) - 1);
+    if edge <= oldest {
+        // The span is within the window: one read, as PostgreSQL plans it.
+        return Ok(None);
+    }
     let rest = crate::dto::AuditQuery {
         q: None,
         ..q.clone()
