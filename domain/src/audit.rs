@@ -1105,9 +1105,9 @@ pub async fn search_in(
     search_windowed(db, q, scope, now, TEXT_WINDOW).await
 }
 
-/// [`search_in`], with a free-text search on PostgreSQL reading the newest `text_window`
-/// events that the rest of the filter matches first ([`text_edge`]; tests set a small one to
-/// cross the edge on a small log). The page is the same whatever the window.
+/// [`search_in`], with a free-text list on PostgreSQL reading the newest `text_window` events
+/// of its span first ([`text_edge`]; tests set a small window to cross its edge on a small
+/// log). The page is the same whatever the window.
 pub async fn search_windowed(
     db: &DatabaseConnection,
     q: &crate::dto::AuditQuery,
@@ -1119,19 +1119,23 @@ pub async fn search_windowed(
     use sea_orm::{ColumnTrait, QueryFilter};
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let mut cond = filter(db.get_database_backend(), q, scope, now)?;
-    if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
-        let seq: i64 = c.parse().map_err(|_| {
+    let cursor: Option<i64> = match q.cursor.as_ref().filter(|s| !s.is_empty()) {
+        Some(c) => Some(c.parse().map_err(|_| {
             crate::DomainError::invalid("cursor", "is not a cursor this API returned")
-        })?;
-        cond = cond.add(C::Seq.lt(seq));
-    }
-    let Some(window) = seq_bounds(db, q, now).await? else {
+        })?),
+        None => None,
+    };
+    let Some(mut span) = seq_bounds(db, q, now).await? else {
         return Ok(crate::dto::Page {
             items: Vec::new(),
             next: None,
         });
     };
-    cond = cond.add(window.clone());
+    // The events the page may come from: the time range's, before the cursor.
+    if let Some(seq) = cursor {
+        span = span.add(C::Seq.lt(seq));
+    }
+    cond = cond.add(span.clone());
     let page = |cond: sea_orm::sea_query::Condition, n: u64| {
         audit_events::Entity::find()
             .filter(cond)
@@ -1139,7 +1143,7 @@ pub async fn search_windowed(
             .limit(n)
             .all(db)
     };
-    let mut rows = match text_edge(db, q, scope, now, window, text_window).await? {
+    let mut rows = match text_edge(db, q, scope, now, span, text_window).await? {
         // Free text on PostgreSQL: the newest events the rest of the filter matches first,
         // each checked against the text (not through its index), then if need be the older.
         Some((edge, rest, text)) => {
@@ -1165,13 +1169,12 @@ pub async fn search_windowed(
     })
 }
 
-/// How many of the newest events matching the rest of a filter a free-text search on
-/// PostgreSQL reads first, in `seq` order (see [`text_edge`]).
+/// How many of the newest events of its span a free-text list on PostgreSQL reads first (see
+/// [`text_edge`]).
 const TEXT_WINDOW: u64 = 20_000;
 
-/// Where a free-text list on PostgreSQL splits its read: the `seq` of the `text_window`-th
-/// ([`TEXT_WINDOW`]) newest `seq` of the page's span (the time range's events, `window`,
-/// before the cursor), with the rest of the filter (within that span) and the text's
+/// Where a free-text list on PostgreSQL splits its read: the `text_window`-th ([`TEXT_WINDOW`])
+/// newest `seq` of the page's `span` (the time range's events before the cursor), with the rest of the filter (within that span) and the text's
 /// condition checked row by row, not through the trigram index; `None` when the filter has no
 /// free text, the database is not PostgreSQL, or the span fits in the window.
 ///
@@ -1187,7 +1190,7 @@ async fn text_edge(
     q: &crate::dto::AuditQuery,
     scope: &AuditScope,
     now: Timestamp,
-    window: sea_orm::sea_query::Condition,
+    span: sea_orm::sea_query::Condition,
     text_window: u64,
 ) -> DomainResult<
     Option<(
@@ -1205,15 +1208,7 @@ async fn text_edge(
     if backend != sea_orm::DbBackend::Postgres {
         return Ok(None);
     }
-    // The events the page may come from: the time range's (`window`) before the cursor.
-    let mut span = window;
-    if let Some(c) = q.cursor.as_ref().filter(|s| !s.is_empty()) {
-        let seq: i64 = c.parse().map_err(|_| {
-            crate::DomainError::invalid("cursor", "is not a cursor this API returned")
-        })?;
-        span = span.add(C::Seq.lt(seq));
-    }
-    // Their newest `text_window` `seq`s (one step of the primary key: `seq` grows by one an
+    // The span's newest `text_window` `seq`s (one step of the primary key: `seq` grows by one an
     // event, so the edge is counted back from the newest; where it has gaps the window holds
     // fewer events, and the page is the same).
     let ends: Option<(Option<i64>, Option<i64>)> = audit_events::Entity::find()
@@ -1378,6 +1373,17 @@ pub fn filter(
     Ok(cond)
 }
 
+/// Whether a free-text condition may go through the text index (PostgreSQL: the trigram
+/// index on `audit_text(..)`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextIndex {
+    /// The index narrows the rows: the usual case.
+    Used,
+    /// Each row is checked: for rows already narrowed otherwise (a free-text list's newest
+    /// events, [`text_edge`]), where reading every match through the index costs more.
+    Unused,
+}
+
 /// The free-text search: `text` anywhere in the resource name, path, reason or actor name
 /// (case-insensitive, `%` and `_` acting as `LIKE` wildcards), or exactly an event's id or
 /// request id.
@@ -1391,17 +1397,6 @@ pub fn filter(
 /// characters or more, [`fts_trigrams`]; trigram matching folds case like `LIKE` does, and
 /// more), plus the rows with that id or request id; shorter texts and texts with a wildcard
 /// scan.
-/// Whether a free-text condition may go through the text index (PostgreSQL: the trigram
-/// index on `audit_text(..)`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TextIndex {
-    /// The index narrows the rows: the usual case.
-    Used,
-    /// Each row is checked: for rows already narrowed otherwise (a free-text list's newest
-    /// events, [`text_edge`]), where reading every match through the index costs more.
-    Unused,
-}
-
 fn text_condition(
     backend: sea_orm::DbBackend,
     text: &str,
