@@ -1,5 +1,5 @@
 //! What an audit event says happened, in words, as every console page that lists events shows
-//! it: a Kubernetes request as its verb and resource (`list pods`, `exec pods/exec web-0`), a
+//! it: a Kubernetes request as its verb and resource (`list pods`, `exec pod web-0`), a
 //! console action as a phrase (`create user sally@example.com`, `sign in`). Phrases are written
 //! as what was attempted or what happened, so that they read true beside any outcome
 //! (`delete cluster prod` next to *denied*). An action without a phrase here shows its code.
@@ -260,23 +260,28 @@ impl AuditEventDto {
         }
     }
 
-    /// A Kubernetes request: its verb (a subresource's own for exec, attach and port-forward)
-    /// and resource, or for discovery and health checks the API path on the cluster; a stream
-    /// that Warden closed says so.
+    /// A Kubernetes request: its verb (for exec, attach, port-forward and logs, the
+    /// subresource's, naming the pod) and resource, or for discovery and health checks the API
+    /// path on the cluster; a stream says when it opened (`.start`) and when Warden closed it
+    /// (`.closed`).
     fn kube_request(&self) -> String {
         let verb = self.action.strip_prefix("kube.").unwrap_or(&self.action);
-        let (verb, closed) = match verb.strip_suffix(".closed") {
-            Some(v) => (v, true),
-            None => (verb, false),
+        let (verb, suffix) = if let Some(v) = verb.strip_suffix(".closed") {
+            (v, ": closed by Warden")
+        } else if let Some(v) = verb.strip_suffix(".start") {
+            (v, ": opened")
+        } else {
+            (verb, "")
         };
-        let verb = match self.resource_kind.as_deref() {
-            Some("pods/exec") => "exec",
-            Some("pods/attach") => "attach",
-            Some("pods/portforward") => "port-forward",
-            _ => verb,
+        let (verb, kind) = match self.resource_kind.as_deref() {
+            Some("pods/exec") => ("exec", Some("pod")),
+            Some("pods/attach") => ("attach", Some("pod")),
+            Some("pods/portforward") => ("port-forward", Some("pod")),
+            Some("pods/log") => ("logs of", Some("pod")),
+            k => (verb, k),
         };
         let name = self.resource_name.as_ref().filter(|n| !n.is_empty());
-        let request = match (&self.resource_kind, name) {
+        let request = match (kind, name) {
             (Some(k), Some(n)) => format!("{verb} {k} {n}"),
             (Some(k), None) => format!("{verb} {k}"),
             _ => format!(
@@ -284,11 +289,7 @@ impl AuditEventDto {
                 self.path.as_deref().map(cluster_path).unwrap_or_default()
             ),
         };
-        if closed {
-            format!("{request}: closed by Warden")
-        } else {
-            request
-        }
+        format!("{request}{suffix}")
     }
 }
 
@@ -426,7 +427,19 @@ mod tests {
         );
         assert_eq!(
             event(k, "kube.create", Some(("pods/exec", "web-0"))).what(),
-            "exec pods/exec web-0"
+            "exec pod web-0"
+        );
+        assert_eq!(
+            event(k, "kube.get.start", Some(("pods/log", "web-0"))).what(),
+            "logs of pod web-0: opened"
+        );
+        assert_eq!(
+            event(k, "kube.logs.closed", Some(("pods/log", "web-0"))).what(),
+            "logs of pod web-0: closed by Warden"
+        );
+        assert_eq!(
+            event(k, "kube.watch.start", Some(("pods", ""))).what(),
+            "watch pods: opened"
         );
         assert_eq!(
             event(k, "kube.watch.closed", Some(("configmaps", "a"))).what(),
