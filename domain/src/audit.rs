@@ -1871,6 +1871,7 @@ async fn histogram_with(
     use sea_orm::QueryFilter;
     let cond = filter(db.get_database_backend(), q, scope, now)?;
     let (since, until) = time_bounds(q, now)?;
+    let mut by_hour: Option<HourCounts> = None;
     let (since, until) = match (since, until) {
         (Some(s), Some(u)) => (s, u),
         (Some(s), None) => (s, std::cmp::max(now.millis(), s)),
@@ -1879,10 +1880,18 @@ async fn histogram_with(
                 Counted::FromEvents => None,
                 _ => rollup::bounds(db, q, scope, &cond, given_until, now).await?,
             };
-            let (first, last) = match from_rollup {
-                Some(Some((f, l))) => (Some(f), Some(l)),
-                Some(None) => (None, None),
-                None => audit_events::Entity::find()
+            let (first, last) = match (from_rollup, counted) {
+                (Some(Some((f, l))), _) => (Some(f), Some(l)),
+                (Some(None), _) => (None, None),
+                // Counted from the events: one pass gives the range and each hour's counts
+                // (see [`HourCounts`]).
+                (None, Counted::Either) => {
+                    let counts = hour_counts(db, cond.clone()).await?;
+                    let bounds = (counts.first(), counts.last());
+                    by_hour = Some(counts);
+                    bounds
+                }
+                (None, _) => audit_events::Entity::find()
                     .select_only()
                     .column_as(Expr::col(C::At).min(), "first")
                     .column_as(Expr::col(C::At).max(), "last")
@@ -1917,10 +1926,11 @@ async fn histogram_with(
         Counted::FromEvents => None,
         _ => rollup::histogram_counts(db, q, scope, since, until, start, width, now).await?,
     };
-    let rows = match (from_rollup, counted) {
-        (Some(rows), _) => rows,
-        (None, Counted::FromRollup) => return Ok(None),
-        (None, _) => histogram_scan(db, cond, start, width).await?,
+    let rows = match (from_rollup, counted, by_hour) {
+        (Some(rows), _, _) => rows,
+        (None, Counted::FromRollup, _) => return Ok(None),
+        (None, _, Some(hours)) if hours.fit(start, width) => hours.buckets(start, width),
+        (None, _, _) => histogram_scan(db, cond, start, width).await?,
     };
     let mut buckets: Vec<crate::dto::HistogramBucket> = (0..n)
         .map(|i| crate::dto::HistogramBucket {
@@ -1948,6 +1958,77 @@ async fn histogram_with(
         bucket_seconds: width / 1000,
         buckets,
     }))
+}
+
+/// A filter's events per hour and outcome, with the first and last event's time: what the
+/// histogram of a filter without a start needs from the events, in one pass. Without a
+/// start, the histogram spans the filter's first to its last event, which PostgreSQL found
+/// with `MIN(at)`/`MAX(at)` by walking the time index from each end until an event matched:
+/// for free text found rarely or nowhere, most of the log (10 million events: 26 s for a
+/// text found nowhere, 0.7 s for 77 matches), since it cannot tell how rare a text is. Grouped,
+/// the filter is read once through its own index; a range of 60 hours or more has buckets
+/// of whole hours (every width from an hour up is a multiple of one, and buckets start on
+/// multiples of their width), so the same pass answers its histogram too.
+struct HourCounts(Vec<(i64, String, i64, i64, i64)>);
+
+impl HourCounts {
+    /// The first event's time, if any.
+    fn first(&self) -> Option<i64> {
+        self.0.iter().map(|r| r.2).min()
+    }
+
+    /// The last event's time, if any.
+    fn last(&self) -> Option<i64> {
+        self.0.iter().map(|r| r.3).max()
+    }
+
+    /// Whether buckets of `width` from `start` hold whole hours, so that the hours' counts
+    /// are the buckets': not below an hour, and not for times before 1970 (none that Warden
+    /// writes), where the database's division rounds toward zero and an "hour" spans two.
+    fn fit(&self, start: i64, width: i64) -> bool {
+        width % rollup::HOUR_MS == 0
+            && start % rollup::HOUR_MS == 0
+            && self.first().is_none_or(|f| f >= 0)
+    }
+
+    /// Events per (bucket, outcome), as [`histogram_scan`] answers them.
+    fn buckets(self, start: i64, width: i64) -> Vec<(i64, String, i64)> {
+        let mut rows: Vec<(i64, String, i64)> = Vec::new();
+        for (hour, outcome, _, _, n) in self.0 {
+            let bucket = (hour * rollup::HOUR_MS - start).div_euclid(width);
+            match rows.iter_mut().find(|r| r.0 == bucket && r.1 == outcome) {
+                Some(r) => r.2 += n,
+                None => rows.push((bucket, outcome, n)),
+            }
+        }
+        rows
+    }
+}
+
+/// [`HourCounts`] of `cond`, from the events (the hour: `at / 3,600,000`, in integers, the
+/// same in SQLite and PostgreSQL for times after 1970).
+async fn hour_counts(
+    db: &DatabaseConnection,
+    cond: sea_orm::sea_query::Condition,
+) -> DomainResult<HourCounts> {
+    use audit_events::Column as C;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::QueryFilter;
+    let hour = Expr::cust(format!("\"at\" / {}", rollup::HOUR_MS));
+    let rows = audit_events::Entity::find()
+        .select_only()
+        .column_as(hour.clone(), "h")
+        .column(C::Outcome)
+        .column_as(Expr::col(C::At).min(), "first")
+        .column_as(Expr::col(C::At).max(), "last")
+        .column_as(Expr::col(C::Seq).count(), "n")
+        .filter(cond)
+        .group_by(hour)
+        .group_by(C::Outcome)
+        .into_tuple::<(i64, String, i64, i64, i64)>()
+        .all(db)
+        .await?;
+    Ok(HourCounts(rows))
 }
 
 /// Events per (bucket, outcome) of `cond`, buckets of `width` ms from `start`, counted from the

@@ -1066,6 +1066,19 @@ async fn audit_rollup_answers_what_a_scan_answers() {
             false,
         ),
         (q(|a| a.q = Some("ledger".into())), false),
+        // Without a start, counted from the events: the range and, for 60 hours or more
+        // (buckets of whole hours), the buckets from one pass of hourly counts; a text found
+        // nowhere; an end given; a range shorter than 60 hours (buckets below an hour).
+        (q(|a| a.q = Some("zzqx-nothing".into())), false),
+        (
+            {
+                let mut a = AuditQuery::default();
+                a.until = Some(u1.clone());
+                a.q = Some("ledger".into());
+                a
+            },
+            false,
+        ),
         (
             q(|a| {
                 a.status = Some(403);
@@ -1134,8 +1147,32 @@ async fn audit_rollup_answers_what_a_scan_answers() {
             ..Default::default()
         },
     ];
+    let text_until = |until: String| {
+        let mut a = AuditQuery::default();
+        a.until = Some(until);
+        a.q = Some("ledger".into());
+        a
+    };
+    // 30 hours from the text's first event: buckets of 30 minutes.
+    let first = histogram_from_events(&db, &text_until(u1.clone()), &all, app.clock.now())
+        .await
+        .unwrap()
+        .since
+        .expect("a first event");
+    let first = time::OffsetDateTime::parse(&first, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let shortly_after = (first + time::Duration::hours(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let text_histograms = vec![
+        (text_until(u1.clone()), true),
+        (text_until(shortly_after), false),
+    ];
+    let mut answered = answered;
+    answered.extend(text_histograms.iter().map(|(f, _)| (f.clone(), false)));
     let check = |label: &'static str| {
         let answered = answered.clone();
+        let text_histograms = text_histograms.clone();
         let db = db.clone();
         let all = all.clone();
         let readers = readers.clone();
@@ -1158,7 +1195,11 @@ async fn audit_rollup_answers_what_a_scan_answers() {
                     assert_eq!(h, scan_h, "{label}: histogram of {filter:?}");
                     from_rollup += 1;
                 }
-                assert_eq!(histogram_at(&db, filter, &all, now).await.unwrap(), scan_h);
+                assert_eq!(
+                    histogram_at(&db, filter, &all, now).await.unwrap(),
+                    scan_h,
+                    "{label}: histogram of {filter:?}"
+                );
                 // Readers of some projects: their projects' slices, their own activity
                 // elsewhere counted; the same answer as counting what they may see.
                 for reader in &readers {
@@ -1178,7 +1219,31 @@ async fn audit_rollup_answers_what_a_scan_answers() {
                         assert_eq!(h, scan_h, "{label}: histogram of {filter:?} for {reader:?}");
                         readers_from_rollup += 1;
                     }
+                    assert_eq!(
+                        histogram_at(&db, filter, reader, now).await.unwrap(),
+                        scan_h,
+                        "{label}: histogram of {filter:?} for {reader:?}"
+                    );
                 }
+            }
+            // Both ways of the text's histogram without a start were taken: buckets of hours
+            // (the hourly counts) and of less (the scan), each with events in them (until
+            // retention deletes the first 30 hours' events).
+            for (filter, hours) in &text_histograms {
+                let hours = *hours;
+                if !hours && label.starts_with("after retention") {
+                    continue;
+                }
+                let h = histogram_at(&db, filter, &all, now).await.unwrap();
+                assert_eq!(h.bucket_seconds % 3600 == 0, hours, "{label}: {h:?}");
+                assert!(
+                    h.buckets
+                        .iter()
+                        .filter(|b| b.allowed + b.denied + b.error > 0)
+                        .count()
+                        > 1,
+                    "{label}: {h:?}"
+                );
             }
             assert!(from_rollup >= 30, "{label}: {from_rollup}");
             assert!(readers_from_rollup >= 30, "{label}: {readers_from_rollup}");
