@@ -35,7 +35,11 @@ pub async fn summarize_audit(query: AuditQuery) -> Result<(AuditFacets, AuditHis
     let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    Ok(warden_domain::audit::summary_at(&svc.db, &query, &scope, svc.clock.now()).await?)
+    crate::ssr::answer(
+        warden_domain::audit::summary_at(&svc.db, &query, &scope, svc.clock.now())
+            .await
+            .map_err(AppError::from),
+    )
 }
 
 /// What the viewer may read: whether only their own activity, and the people to suggest in

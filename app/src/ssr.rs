@@ -145,7 +145,12 @@ fn endpoint() -> String {
 /// The page a plain form was posted from: its path and query, without the parameters a
 /// previous answer or an open confirmation step added. Only same-site paths are used.
 fn referring_page() -> String {
-    let Some(referer) = leptos::prelude::use_context::<http::request::Parts>().and_then(|p| {
+    referring_page_of(leptos::prelude::use_context::<http::request::Parts>().as_ref())
+}
+
+/// [`referring_page`] of a request's parts.
+fn referring_page_of(parts: Option<&http::request::Parts>) -> String {
+    let Some(referer) = parts.and_then(|p| {
         p.headers
             .get(http::header::REFERER)
             .and_then(|v| v.to_str().ok())
@@ -205,18 +210,7 @@ pub fn finish<T>(result: Result<T, AppError>, then: Option<String>) -> Result<T,
             &[(crate::ui::OK_PARAM.into(), endpoint())],
         )),
         (Err(e), _) if plain => {
-            let errors = crate::ui::FormErrors::from_app(e);
-            let mut params = vec![(crate::ui::FORM_PARAM.to_owned(), endpoint())];
-            if let Some(g) = errors.general {
-                params.push(("err._".into(), g));
-            }
-            params.extend(
-                errors
-                    .fields
-                    .into_iter()
-                    .map(|(k, v)| (format!("err.{k}"), v)),
-            );
-            leptos_axum::redirect(&with_params(&referring_page(), &params));
+            leptos_axum::redirect(&error_page(&referring_page(), &endpoint(), e));
         }
         (Err(e), _) => set_error_status(e),
         _ => {}
@@ -250,8 +244,113 @@ pub fn page_status(e: &AppError) {
 
 /// Answer a failed server-function call with the status its error deserves (not the default
 /// 500), so metrics and logs tell a refused or invalid request from a fault.
-fn set_error_status(e: &AppError) {
-    let status = match e {
+/// Where a plain form that failed with `e` goes: the page it came from, with
+/// `form=ENDPOINT&err.FIELD=message` for the page to show beside the fields.
+fn error_page(page: &str, endpoint: &str, e: &AppError) -> String {
+    let errors = crate::ui::FormErrors::from_app(e);
+    let mut params = vec![(crate::ui::FORM_PARAM.to_owned(), endpoint.to_owned())];
+    if let Some(g) = errors.general {
+        params.push(("err._".into(), g));
+    }
+    params.extend(
+        errors
+            .fields
+            .into_iter()
+            .map(|(k, v)| (format!("err.{k}"), v)),
+    );
+    with_params(page, &params)
+}
+
+/// A server function's answer as it leaves. One that failed before it could say how (an
+/// early `?`: not signed in, a field refused before the domain was asked) has the
+/// server-function layer's defaults: 500, or for a plain form (no JavaScript) a redirect to
+/// the page with the error in leptos' own `__err` parameter, which Warden's pages do not
+/// read (the error was lost). It gets the status its error deserves (401, 403, 404, 409,
+/// 422; 500 stays for an internal error), and a plain form goes back to its page with the
+/// error beside the fields, as [`finish`] sends it (not signed in: to the sign-in page).
+/// Answers that already have their status pass unchanged.
+pub async fn settle(
+    parts: &http::request::Parts,
+    res: axum::response::Response,
+) -> axum::response::Response {
+    const MAX: usize = 64 * 1024;
+    if res.status().is_redirection() {
+        let error = res
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(leptos_form_error);
+        return match error {
+            Some(e) => plain_form_back(parts, &e),
+            None => res,
+        };
+    }
+    if res.status() != http::StatusCode::INTERNAL_SERVER_ERROR
+        || !res.headers().contains_key("serverfnerror")
+    {
+        return res;
+    }
+    let (mut head, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX).await else {
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        return axum::response::Response::from_parts(head, axum::body::Body::empty());
+    };
+    let Ok(e) = serde_json::from_slice::<AppError>(&bytes) else {
+        return axum::response::Response::from_parts(head, axum::body::Body::from(bytes));
+    };
+    let plain = parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if plain {
+        return plain_form_back(parts, &e);
+    }
+    if let Some(status) = error_status(&e) {
+        head.status = status;
+    }
+    axum::response::Response::from_parts(head, axum::body::Body::from(bytes))
+}
+
+/// A plain form that failed with `e`: back to its page with the error (see [`settle`]).
+fn plain_form_back(parts: &http::request::Parts, e: &AppError) -> axum::response::Response {
+    let to = if *e == AppError::Unauthenticated {
+        "/login".to_owned()
+    } else {
+        let endpoint = parts.uri.path().rsplit('/').next().unwrap_or_default();
+        error_page(&referring_page_of(Some(parts)), endpoint, e)
+    };
+    axum::response::IntoResponse::into_response(axum::response::Redirect::to(&to))
+}
+
+/// The error in a redirect's `__err` parameter (leptos' answer to a failed plain form: the
+/// error's JSON, base64, percent-encoded).
+fn leptos_form_error(location: &str) -> Option<AppError> {
+    use base64::Engine;
+    let query = location.split_once('?')?.1;
+    let value = query.split('&').find_map(|kv| kv.strip_prefix("__err="))?;
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut it = value.bytes();
+    while let Some(b) = it.next() {
+        match b {
+            b'%' => {
+                let hex = [it.next()?, it.next()?];
+                bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b'+' => bytes.push(b' '),
+            b => bytes.push(b),
+        }
+    }
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(&bytes)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&bytes))
+        .ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// The status an error deserves over HTTP; `None` for an internal error (500).
+fn error_status(e: &AppError) -> Option<http::StatusCode> {
+    Some(match e {
         AppError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
         AppError::PasswordChangeRequired | AppError::Forbidden | AppError::Refused(_) => {
             http::StatusCode::FORBIDDEN
@@ -261,7 +360,13 @@ fn set_error_status(e: &AppError) {
         AppError::Conflict { .. } => http::StatusCode::CONFLICT,
         AppError::Invalid { .. } => http::StatusCode::UNPROCESSABLE_ENTITY,
         AppError::ServerFn(_) => http::StatusCode::BAD_REQUEST,
-        AppError::Internal => return,
+        AppError::Internal => return None,
+    })
+}
+
+fn set_error_status(e: &AppError) {
+    let Some(status) = error_status(e) else {
+        return;
     };
     if let Some(res) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
         res.set_status(status);

@@ -1283,6 +1283,14 @@ fn time_bounds(
         Some(s) => Some(parse_time("until", &s)?),
         None => None,
     };
+    if let (Some(s), Some(u)) = (since, until) {
+        if u < s {
+            return Err(crate::DomainError::invalid(
+                "until",
+                "must not be before since",
+            ));
+        }
+    }
     Ok((since, until))
 }
 

@@ -63,6 +63,21 @@ async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) ->
     handle_server_fns_with_context(leptos_context(&state, None), req).await
 }
 
+/// Server functions' answers get the status their error deserves, and a plain form its way
+/// back (`app::ssr::settle`): leptos routes each server function itself, so this wraps them
+/// all.
+async fn settle_server_fns(
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !req.uri().path().starts_with("/sfn/") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let res = next.run(Request::from_parts(parts.clone(), body)).await;
+    app::ssr::settle(&parts, res).await
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -188,6 +203,7 @@ pub fn build_router(state: AppState) -> Router {
         .nest_service("/pkg", pkg)
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
+        .layer(axum::middleware::from_fn(settle_server_fns))
         .nest(
             "/api/v1",
             api::router().merge(terminal::routes()),

@@ -227,3 +227,77 @@ async fn the_import_form_reports_every_error_at_once() {
     assert!(page.contains("maxlength=\"63\""), "{page}");
     assert!(page.contains("pattern=\"[a-z0-9]"), "{page}");
 }
+
+/// A server function that fails before it can say how (an early `?`: not signed in, a field
+/// refused before the domain is asked) answers the status its error deserves, not the
+/// server-function layer's default 500; a plain form (no JavaScript) goes back to its page
+/// with the error beside the field (or to the sign-in page), not to a page of JSON.
+#[tokio::test]
+async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goes_back() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let anonymous = app.client();
+    let post = |c: &Client, name: &str, fields: &[(&str, &str)]| {
+        c.http
+            .post(format!("{}/sfn/{name}", app.url))
+            .header("origin", app.url.clone())
+            .form(fields)
+            .send()
+    };
+    // Not signed in: 401, for a read and for a change.
+    for name in ["audit_viewer", "delete_binding"] {
+        let r = post(&anonymous, name, &[("id", "x")]).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{name}");
+    }
+    // An expiry refused before the domain is asked: 422 with the field.
+    let binding = [
+        ("subject_kind", "user"),
+        ("subject_name", warden_server::testing::ADMIN_EMAIL),
+        ("role", "PROJECT_READ_ONLY"),
+        ("project", "default"),
+        ("expires", "custom"),
+        ("expires_custom_hours", "99999999"),
+    ];
+    let r = post(&admin, "create_binding", &binding).await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("expires_at"));
+    // The same as a plain form: back to the page it came from, the error beside the field.
+    let r = admin
+        .http
+        .post(format!("{}/sfn/create_binding", app.url))
+        .header("origin", app.url.clone())
+        .header("referer", format!("{}/projects/default", app.url))
+        .header("accept", "text/html")
+        .form(&binding)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        to.starts_with("/projects/default?form=create_binding&err.expires_at="),
+        "{to}"
+    );
+    // Not signed in, as a plain form: to the sign-in page, not a page of JSON.
+    let r = anonymous
+        .http
+        .post(format!("{}/sfn/delete_binding", app.url))
+        .header("origin", app.url.clone())
+        .header("accept", "text/html")
+        .form(&[("id", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    // (Without a page to return to, the overview, which sends them to sign in.)
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to == "/login" || to == "/", "{to}");
+    // An answer that set its own status is left alone: a binding that does not exist.
+    let r = post(
+        &admin,
+        "delete_binding",
+        &[("id", "00000000-0000-0000-0000-000000000000")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
