@@ -147,9 +147,13 @@ pub fn MyMfaPage() -> impl IntoView {
                     }.into_any(),
                     Ok(_) => view! {
                         <p class="muted">"Sign in with a code from an authenticator app (any TOTP app) besides your password."</p>
-                        <ActionForm action=begin attr:class="form">
-                            <Submit state=begin_state label="Set up an authenticator app" testid="begin-mfa"/>
-                        </ActionForm>
+                        // Once set-up has begun (its code below), a second click would start
+                        // another with a new key: the button goes.
+                        <Show when=move || !begin.value().with(|v| matches!(v, Some(Ok(_))))>
+                            <ActionForm action=begin attr:class="form">
+                                <Submit state=begin_state label="Set up an authenticator app" testid="begin-mfa"/>
+                            </ActionForm>
+                        </Show>
                         <FormAlert state=begin_state/>
                     }.into_any(),
                     Err(e) => view! { <LoadError err=e/> }.into_any(),

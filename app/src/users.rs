@@ -505,7 +505,12 @@ fn UserView(
                 <dt>"Sign-in"</dt><dd>{detail.user.origin.label()}</dd>
                 <dt>"Created"</dt><dd>{short_time(&detail.user.created_at)}</dd>
                 <dt>"Last sign-in"</dt><dd>{detail.user.last_login_at.as_deref().map(short_time).unwrap_or_else(|| "never".into())}</dd>
-                <dt>"Password"</dt><dd>{if detail.user.must_change_password { "must be changed at next sign-in" } else { "set by the user" }}</dd>
+                <dt>"Password"</dt><dd>{match (detail.user.has_password, detail.user.must_change_password, detail.user.origin) {
+                    (false, _, warden_domain::dto::UserOrigin::Sso) => "none (single sign-on)",
+                    (false, _, _) => "none yet: set through a one-time link",
+                    (true, true, _) => "must be changed at next sign-in",
+                    (true, false, _) => "set by the user",
+                }}</dd>
                 <dt>"Groups"</dt>
                 <dd>
                     <ul class="chips" data-testid="user-groups">

@@ -391,6 +391,10 @@ pub struct UserDto {
     pub status: UserStatus,
     pub origin: UserOrigin,
     pub must_change_password: bool,
+    /// Whether the user has a password (one invited by a one-time link has none until they
+    /// set it; a single sign-on user may have none).
+    #[serde(default)]
+    pub has_password: bool,
     pub created_at: String,
     pub last_login_at: Option<String>,
     pub groups: Vec<String>,

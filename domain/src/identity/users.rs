@@ -30,6 +30,7 @@ fn to_dto(u: &users::Model, groups: Vec<String>) -> UserDto {
         status: UserStatus::from_stored(&u.status),
         origin: crate::dto::UserOrigin::from_stored(&u.origin),
         must_change_password: u.must_change_password,
+        has_password: u.password_hash.is_some(),
         created_at: ts(u.created_at),
         last_login_at: u.last_login_at.map(ts),
         groups,

@@ -81,6 +81,17 @@ async fn users_groups_roles_and_in_use_conflicts() {
     assert!(url.starts_with(&format!("{}/set-password?token=", app.url)));
     assert_eq!(r.json()["user"]["email"], "sally@example.com");
     assert_eq!(r.json()["user"]["groups"], json!(["All Users"]));
+    // No password until the link sets one (the console says so, not "must be changed").
+    assert_eq!(r.json()["user"]["has_password"], false);
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"email": "jo@example.com", "name": "Jo", "password": "a first password 1"}),
+        )
+        .await
+        .assert_status(201);
+    assert_eq!(r.json()["user"]["has_password"], true);
+    assert_eq!(r.json()["user"]["must_change_password"], true);
     admin
         .post(
             "/api/v1/users",
