@@ -476,12 +476,13 @@ mod browser {
                     phase.set(Phase::Ended(if !reason.is_empty() {
                         format!("Closed: {reason}")
                     } else if !opened.get_value() {
-                        let what = if target.is_shell() {
-                            format!("use kubectl on cluster {}", target.cluster)
+                        // A browser does not see why an upgrade was refused; the reason is
+                        // in the caller's own activity (the audit log), which they may read.
+                        if target.is_shell() {
+                            format!("Warden could not open the terminal: you may not use kubectl on cluster {}, or the cluster is not connected. My activity (user menu) says which.", target.cluster)
                         } else {
-                            format!("exec into pods in namespace {}", target.namespace)
-                        };
-                        format!("Warden refused the terminal: check that you may {what} and that the cluster is connected.")
+                            format!("Warden could not open the terminal: pod {} may not exist in namespace {}, you may not exec into pods there, or the cluster is not connected. My activity (user menu) says which.", target.pod, target.namespace)
+                        }
                     } else {
                         "Closed: the connection to Warden was lost.".into()
                     }));

@@ -356,7 +356,11 @@ fn deny(
     } else {
         Outcome::Denied
     };
-    ev.reason = Some(detail.unwrap_or_else(|| message.clone()));
+    // What the person was told first (their own activity shows it), then the cause.
+    ev.reason = Some(match detail {
+        Some(d) => format!("{message}: {d}"),
+        None => message.clone(),
+    });
     let audit = state.services.audit.clone();
     tokio::spawn(async move {
         let _ = audit.record(ev).await;
