@@ -203,6 +203,11 @@ fn Select(
 ) -> impl IntoView {
     let id = format!("audit-{name}");
     let for_id = id.clone();
+    // A value the list does not offer (a facet's, e.g. the verb `watch.start`) is offered too,
+    // selected: otherwise the form showed "any" and the next search dropped the filter.
+    let other = current
+        .clone()
+        .filter(|c| !c.is_empty() && !options.iter().any(|(v, _)| v == c));
     view! {
         <div class="filter">
             <label for=for_id>{label}</label>
@@ -211,6 +216,7 @@ fn Select(
                 {options.iter().map(|(v, t)| view! {
                     <option value=*v selected=current.as_deref() == Some(*v)>{*t}</option>
                 }).collect_view()}
+                {other.map(|v| view! { <option value=v.clone() selected=true>{v.clone()}</option> })}
             </select>
         </div>
     }
