@@ -242,8 +242,6 @@ pub fn page_status(e: &AppError) {
     }
 }
 
-/// Answer a failed server-function call with the status its error deserves (not the default
-/// 500), so metrics and logs tell a refused or invalid request from a fault.
 /// Where a plain form that failed with `e` goes: the page it came from, with
 /// `form=ENDPOINT&err.FIELD=message` for the page to show beside the fields.
 fn error_page(page: &str, endpoint: &str, e: &AppError) -> String {
@@ -364,6 +362,8 @@ fn error_status(e: &AppError) -> Option<http::StatusCode> {
     })
 }
 
+/// Answer a failed server-function call with the status its error deserves (not the default
+/// 500), so metrics and logs tell a refused or invalid request from a fault.
 fn set_error_status(e: &AppError) {
     let Some(status) = error_status(e) else {
         return;
