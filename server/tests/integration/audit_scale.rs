@@ -1570,7 +1570,7 @@ async fn audit_time_ranges_find_every_event_of_their_hours() {
         range(None, Some(at(9, 0))),
         range(Some(at(2, 0)), Some(at(1, 12))),
         // Nothing stored then.
-        range(Some(at(-3, 0)), Some(at(-2, 0))),
+        range(Some(at(-2, 0)), Some(at(-3, 0))),
         range(Some(at(60, 0)), Some(at(50, 0))),
     ];
     let mut f = range(Some(at(8, 0)), Some(at(5, 0)));
