@@ -517,13 +517,11 @@ async fn binary_with_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
     let state = dir.path().join("state.json");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Port 0: the binary binds a free port and writes it into the kubeconfig (a port picked
+    // here and released could be taken by a parallel test before the binary binds it).
     let start = || {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesim"));
-        c.args(["--listen", &format!("127.0.0.1:{port}"), "--kubeconfig-out"])
+        c.args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
             .arg(&kc)
             .arg("--state")
             .arg(&state)
@@ -545,7 +543,7 @@ async fn binary_with_state_file() {
         }
     };
     let wait_ready = || async {
-        for _ in 0..100 {
+        for _ in 0..300 {
             if kc.exists() && kubectl(vec!["get", "ns", "default"]).await.status.success() {
                 return;
             }
