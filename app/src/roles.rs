@@ -208,6 +208,9 @@ fn PermissionPicker(
 ) -> impl IntoView {
     let chosen = RwSignal::new(initial.iter().cloned().collect::<BTreeSet<String>>());
     let touched = RwSignal::new(false);
+    // Effects run in the browser only: true once the page is hydrated.
+    let running = RwSignal::new(false);
+    Effect::new(move |_| running.set(true));
     let cat = StoredValue::new(catalogue.clone());
     let mut areas: Vec<String> = Vec::new();
     for p in &catalogue {
@@ -239,9 +242,16 @@ fn PermissionPicker(
                                 let blocked = move || !allowed(&scope.get(), min);
                                 let blocked2 = blocked.clone();
                                 let checked = initial.contains(&p.name);
+                                // Once the page runs (a plain form's scope select cannot re-enable
+                                // it), one the scope cannot carry cannot be ticked; one ticked
+                                // before the scope narrowed stays, to be unticked (the list says why).
+                                let n3 = p.name.clone();
+                                let blocked3 = blocked.clone();
+                                let locked = move || running.get() && blocked3() && !chosen.with(|c| c.contains(&n3));
                                 view! {
                                     <div class="perm" class:perm-blocked=blocked>
                                         <input type="checkbox" id=id.clone() name="permissions[]" value=p.name.clone() checked=checked
+                                            disabled=locked
                                             on:change=move |ev| {
                                                 let on = event_target_checked(&ev);
                                                 touched.set(true);

@@ -115,12 +115,16 @@ pub async fn authorize(action: Action) -> Result<(Principal, Grant), AppError> {
 /// Whether this server-function call is a plain HTML form post (the page has not hydrated, or
 /// JavaScript is off). The browser then needs a redirect; the hydrated client wants the value.
 pub fn plain_form() -> bool {
-    leptos::prelude::use_context::<http::request::Parts>().is_some_and(|p| {
-        p.headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"))
-    })
+    leptos::prelude::use_context::<http::request::Parts>().is_some_and(|p| plain_form_of(&p))
+}
+
+/// Whether the request is a plain HTML form post: its `Accept` asks for a page.
+pub fn plain_form_of(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// Percent-encode a query-string component.
@@ -173,6 +177,7 @@ fn referring_page_of(parts: Option<&http::request::Parts>) -> String {
             let key = kv.split('=').next().unwrap_or_default();
             !key.is_empty()
                 && !key.starts_with("err.")
+                && !key.starts_with(crate::ui::TYPED_PREFIX)
                 && !matches!(
                     key,
                     crate::ui::FORM_PARAM | crate::ui::OK_PARAM | "confirm" | "target"
@@ -267,8 +272,14 @@ fn error_page(page: &str, endpoint: &str, e: &AppError) -> String {
 /// 422; 500 stays for an internal error), and a plain form goes back to its page with the
 /// error beside the fields, as [`finish`] sends it (not signed in: to the sign-in page).
 /// Answers that already have their status pass unchanged.
+///
+/// A plain form sent back with its errors also gets what was typed into it (`form`, the
+/// posted body), so that the page shows it again and nothing typed is lost: each field as
+/// `val.FIELD`, except secrets (passwords, tokens, keys, codes), which are never put in an
+/// address.
 pub async fn settle(
     parts: &http::request::Parts,
+    form: Option<&[u8]>,
     res: axum::response::Response,
 ) -> axum::response::Response {
     const MAX: usize = 64 * 1024;
@@ -278,8 +289,12 @@ pub async fn settle(
             .get(http::header::LOCATION)
             .and_then(|l| l.to_str().ok())
             .and_then(leptos_form_error);
-        return match error {
+        let res = match error {
             Some(e) => plain_form_back(parts, &e),
+            None => res,
+        };
+        return match form {
+            Some(form) => with_typed(res, form),
             None => res,
         };
     }
@@ -296,18 +311,60 @@ pub async fn settle(
     let Ok(e) = serde_json::from_slice::<AppError>(&bytes) else {
         return axum::response::Response::from_parts(head, axum::body::Body::from(bytes));
     };
-    let plain = parts
-        .headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
-    if plain {
-        return plain_form_back(parts, &e);
+    if plain_form_of(parts) {
+        let res = plain_form_back(parts, &e);
+        return match form {
+            Some(form) => with_typed(res, form),
+            None => res,
+        };
     }
     if let Some(status) = error_status(&e) {
         head.status = status;
     }
     axum::response::Response::from_parts(head, axum::body::Body::from(bytes))
+}
+
+/// Whether a form field may travel in an address: not a secret by its name.
+fn shareable_field(name: &str) -> bool {
+    const SECRET: [&str; 7] = ["password", "secret", "token", "key", "code", "otp", "csrf"];
+    let name = name.to_ascii_lowercase();
+    !SECRET.iter().any(|s| name.contains(s))
+}
+
+/// A redirect back to a form with its errors (`form=` and `err.*` in its address) also
+/// carries the shareable fields of the posted `form` as `val.FIELD` (see [`settle`]); any
+/// other answer passes unchanged.
+fn with_typed(mut res: axum::response::Response, form: &[u8]) -> axum::response::Response {
+    const MAX_VALUE: usize = 2000;
+    let Some(to) = res
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+    else {
+        return res;
+    };
+    let query = to.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let keys: Vec<&str> = query
+        .split('&')
+        .filter_map(|kv| kv.split('=').next())
+        .collect();
+    let failed =
+        keys.contains(&crate::ui::FORM_PARAM) && keys.iter().any(|k| k.starts_with("err."));
+    if !failed {
+        return res;
+    }
+    let typed: Vec<(String, String)> = form_urlencoded::parse(form)
+        .filter(|(k, v)| shareable_field(k) && !v.is_empty() && v.len() <= MAX_VALUE)
+        .map(|(k, v)| (format!("{}{k}", crate::ui::TYPED_PREFIX), v.into_owned()))
+        .collect();
+    if typed.is_empty() {
+        return res;
+    }
+    let to = with_params(to, &typed);
+    if let Ok(v) = http::HeaderValue::from_str(&to) {
+        res.headers_mut().insert(http::header::LOCATION, v);
+    }
+    res
 }
 
 /// A plain form that failed with `e`: back to its page with the error (see [`settle`]).

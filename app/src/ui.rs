@@ -19,6 +19,9 @@ use crate::error::AppError;
 pub const FORM_PARAM: &str = "form";
 /// Query parameter naming the form that just succeeded.
 pub const OK_PARAM: &str = "ok";
+/// Prefix of the query parameters that give a plain form back what was typed into it when
+/// it failed (`val.FIELD=value`; never secrets: see `ssr::settle`).
+pub const TYPED_PREFIX: &str = "val.";
 
 /// A form's errors: messages per field, and one for the whole form.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,6 +61,8 @@ fn endpoint_of<S: ServerFn>() -> &'static str {
 #[derive(Clone, Copy)]
 pub struct FormState {
     errors: Signal<FormErrors>,
+    /// What a failed plain form had typed, per field (empty after hydration's own posts).
+    typed: Signal<BTreeMap<String, String>>,
     ok: Signal<bool>,
     pending: Signal<bool>,
     /// Prefix of element ids, unique per form on a page.
@@ -98,6 +103,19 @@ impl FormState {
                 })
             })
         });
+        let typed = Signal::derive(move || {
+            q.with(|q| {
+                if q.get_str(FORM_PARAM) != Some(endpoint) {
+                    return BTreeMap::new();
+                }
+                q.latest_values()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix(TYPED_PREFIX)
+                            .map(|f| (f.to_owned(), v.to_owned()))
+                    })
+                    .collect()
+            })
+        });
         let ok = Signal::derive(move || {
             value.with(|v| match v {
                 Some(r) => r.is_ok(),
@@ -107,6 +125,7 @@ impl FormState {
         let pending = action.pending();
         Self {
             errors,
+            typed,
             ok,
             pending: pending.into(),
             prefix,
@@ -119,6 +138,11 @@ impl FormState {
 
     pub fn ok(&self) -> bool {
         self.ok.get()
+    }
+
+    /// What was typed into `name` when this form last failed as a plain form.
+    pub fn typed(&self, name: &str) -> Option<String> {
+        self.typed.with_untracked(|t| t.get(name).cloned())
     }
 
     pub fn pending(&self) -> bool {
@@ -216,6 +240,7 @@ fn without_confirm(path: &str, search: &str) -> String {
             let k = kv.split('=').next().unwrap_or_default();
             !k.is_empty()
                 && !k.starts_with("err.")
+                && !k.starts_with(TYPED_PREFIX)
                 && !matches!(k, "confirm" | "target" | FORM_PARAM | OK_PARAM)
         })
         .collect();
@@ -365,6 +390,8 @@ pub fn Field(
     let field = field.unwrap_or(name);
     let id = state.id(name);
     let hint_id = format!("{id}-hint");
+    // A failed plain form shows what was typed (never into a password field).
+    let value = value.or_else(|| (kind != "password").then(|| state.typed(name)).flatten());
     let described = match &hint {
         Some(_) => format!("{hint_id} {}", state.err_id(field)),
         None => state.err_id(field),

@@ -131,6 +131,35 @@ test.describe.serial("projects, membership and the why checker", () => {
     noErrors();
   });
 
+  test("the new-role picker offers only what the chosen scope can carry", async ({ page }) => {
+    const noErrors = consoleCheck.noConsoleErrors(page);
+    await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
+    await consoleCheck.onConsole(page);
+    await consoleAct.open(page, "/roles/new");
+    await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1);
+    const form = page.getByTestId("new-role");
+    const userRead = form.locator("#perm-user-read");
+    const auditRead = form.locator("#perm-audit-read");
+    const nsRead = form.locator("#perm-kubectl-namespace-read");
+    // A project role: an organization permission cannot be ticked, a project one can.
+    await expect(userRead).toBeDisabled();
+    await expect(auditRead).toBeEnabled();
+    await auditRead.check();
+    // Narrowed to namespaces: the ticked project permission stays, to be unticked, and says why.
+    await form.getByLabel("Scope", { exact: true }).selectOption("namespace");
+    await expect(page.getByTestId("scope-problems")).toContainText("audit.read needs a role of project scope");
+    await expect(auditRead).toBeEnabled();
+    await auditRead.uncheck();
+    await expect(auditRead).toBeDisabled();
+    await expect(page.getByTestId("scope-problems")).not.toContainText("audit.read");
+    await expect(nsRead).toBeEnabled();
+    // Widened to the organization, everything can be ticked.
+    await form.getByLabel("Scope", { exact: true }).selectOption("organization");
+    await expect(userRead).toBeEnabled();
+    await expect(auditRead).toBeEnabled();
+    noErrors();
+  });
+
   test("names are unique whatever their case, and pages answer 403 and 404 with their message", async ({ page, browser }) => {
     await consoleAct.signIn(page, ADMIN_EMAIL, ADMIN_NEW_PASSWORD);
     await consoleCheck.onConsole(page);

@@ -73,9 +73,25 @@ async fn settle_server_fns(
     if !req.uri().path().starts_with("/sfn/") {
         return next.run(req).await;
     }
+    const MAX_FORM: usize = 256 * 1024;
     let (parts, body) = req.into_parts();
+    let urlencoded = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    // A plain form's body is kept to give its page back what was typed if it fails.
+    if app::ssr::plain_form_of(&parts) && urlencoded {
+        let Ok(form) = axum::body::to_bytes(body, MAX_FORM).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "the form is too large").into_response();
+        };
+        let res = next
+            .run(Request::from_parts(parts.clone(), Body::from(form.clone())))
+            .await;
+        return app::ssr::settle(&parts, Some(&form), res).await;
+    }
     let res = next.run(Request::from_parts(parts.clone(), body)).await;
-    app::ssr::settle(&parts, res).await
+    app::ssr::settle(&parts, None, res).await
 }
 
 async fn healthz() -> &'static str {

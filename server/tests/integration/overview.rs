@@ -277,6 +277,78 @@ async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goe
         to.starts_with("/projects/default?form=create_binding&err.expires_at="),
         "{to}"
     );
+    // A plain form the domain refuses goes back with what was typed, and the page shows it;
+    // a password never travels in the address.
+    let plain = |c: &Client, name: &str, referer: &str, fields: &[(&str, &str)]| {
+        c.http
+            .post(format!("{}/sfn/{name}", app.url))
+            .header("origin", app.url.clone())
+            .header("referer", format!("{}{referer}", app.url))
+            .header("accept", "text/html")
+            .form(fields)
+            .send()
+    };
+    let r = post(&admin, "create_group", &[("name", "Kept-Words")])
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = plain(
+        &admin,
+        "create_group",
+        "/groups",
+        &[
+            ("name", "kept-words"),
+            ("description", "words we typed & more"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        to.starts_with("/groups?form=create_group&err.name="),
+        "{to}"
+    );
+    assert!(to.contains("val.name=kept-words"), "{to}");
+    assert!(
+        to.contains("val.description=words%20we%20typed%20%26%20more"),
+        "{to}"
+    );
+    let page = admin
+        .http
+        .get(format!("{}{to}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("value=\"words we typed &amp; more\""),
+        "the description is lost"
+    );
+    assert!(page.contains("already exists"), "the error is missing");
+    let r = plain(
+        &admin,
+        "create_user",
+        "/users/new",
+        &[
+            ("email", "not an email"),
+            ("name", "Typed Name"),
+            ("mode", "password"),
+            ("password", "a-secret-pass-123"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.contains("err.email="), "{to}");
+    assert!(to.contains("val.name=Typed%20Name"), "{to}");
+    assert!(
+        !to.contains("secret-pass") && !to.contains("password="),
+        "{to}"
+    );
     // Not signed in, as a plain form: to the sign-in page, not a page of JSON.
     let r = anonymous
         .http
