@@ -70,6 +70,10 @@ pub struct Gateway {
     /// The credentials of open web terminals' kubectl shells: serial -> terminal id. A
     /// `web_shell` credential not in here is refused (its terminal ended, or Warden restarted).
     web_shells: Mutex<HashMap<String, u64>>,
+    /// The loopback-only listener the web terminals' kubectl dials: the only entry where a
+    /// `web_shell` credential is accepted, and one that accepts nothing else. A shell's
+    /// credential read out of its terminal is thus useless anywhere but on Warden's host.
+    shell_entry: Mutex<Option<SocketAddr>>,
     backpressure_refusals: std::sync::atomic::AtomicU64,
 }
 
@@ -158,6 +162,7 @@ impl Gateway {
             touched: Mutex::new(HashMap::new()),
             admissions: Mutex::new(HashMap::new()),
             web_shells: Mutex::new(HashMap::new()),
+            shell_entry: Mutex::new(None),
             backpressure_refusals: Default::default(),
         }))
     }
@@ -308,6 +313,11 @@ impl Gateway {
     }
 
     /// The open terminal a web-shell credential belongs to.
+    /// Where a web terminal's kubectl dials (the loopback entry), once the gateway serves.
+    pub fn shell_entry(&self) -> Option<SocketAddr> {
+        *self.shell_entry.lock().ok()?
+    }
+
     pub(crate) fn web_shell_terminal(&self, serial: &str) -> Option<u64> {
         self.web_shells.lock().ok()?.get(serial).copied()
     }
@@ -364,12 +374,14 @@ impl Gateway {
 pub struct GatewayHandle {
     pub addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    shell_server: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl GatewayHandle {
     pub fn stop(&self) {
         self.server.abort();
+        self.shell_server.abort();
         self.sweeper.abort();
     }
 }
@@ -380,28 +392,53 @@ impl Drop for GatewayHandle {
     }
 }
 
-/// Serve the gateway on `listener` and start its sweeper.
+/// Serve the gateway on `listener`, and the web terminals' entry on a loopback port of its
+/// own; start the sweeper.
 pub fn start(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> anyhow::Result<GatewayHandle> {
     let addr = listener.local_addr()?;
     let acceptor = tokio_rustls::TlsAcceptor::from(gw.pki.server_config());
+    // Loopback only, on a port chosen by the system: nothing outside this host reaches it,
+    // whatever sits in front of the public gateway port.
+    let shell_listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .or_else(|_| std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)))
+        .context("cannot listen on loopback for the web terminals' kubectl")?;
+    shell_listener.set_nonblocking(true)?;
+    let shell_listener = tokio::net::TcpListener::from_std(shell_listener)?;
+    if let Ok(mut entry) = gw.shell_entry.lock() {
+        *entry = Some(shell_listener.local_addr()?);
+    }
     let sweeper = sweeper::spawn(gw.clone());
-    let server = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let gw = gw.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
+    let server = tokio::spawn(accept_loop(gw.clone(), listener, acceptor.clone(), false));
+    let shell_server = tokio::spawn(accept_loop(gw, shell_listener, acceptor, true));
+    Ok(GatewayHandle {
+        addr,
+        server,
+        shell_server,
+        sweeper,
+    })
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shell_entry: bool,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
                         tracing::info!(peer = %peer, error = %e, "gateway: TLS handshake refused");
@@ -409,33 +446,31 @@ pub fn start(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> anyhow::Res
                     }
                     Err(_) => return,
                 };
-                let identity = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| pki::peer_identity(c.as_ref()));
-                let conn = Arc::new(proxy::ConnInfo { peer, identity });
-                let service = hyper::service::service_fn(move |req| {
-                    let gw = gw.clone();
-                    let conn = conn.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, conn, req).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .with_upgrades()
-                    .await;
-                if let Err(e) = served {
-                    tracing::debug!(peer = %peer, error = %e, "gateway: connection ended with an error");
-                }
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| pki::peer_identity(c.as_ref()));
+            let conn = Arc::new(proxy::ConnInfo {
+                peer,
+                identity,
+                shell_entry,
             });
-        }
-    });
-    Ok(GatewayHandle {
-        addr,
-        server,
-        sweeper,
-    })
+            let service = hyper::service::service_fn(move |req| {
+                let gw = gw.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, conn, req).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(peer = %peer, error = %e, "gateway: connection ended with an error");
+            }
+        });
+    }
 }

@@ -50,6 +50,8 @@ pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub identity: Option<PeerIdentity>,
+    /// It came in on the web terminals' loopback entry (see [`super::Gateway::shell_entry`]).
+    pub shell_entry: bool,
 }
 
 const AUDIT_ID: HeaderName = HeaderName::from_static("audit-id");
@@ -365,6 +367,16 @@ async fn answer(
             None,
         );
     };
+    // A web terminal's credential works only where that terminal's kubectl dials, and that
+    // entry serves nothing else: read out of the terminal, it is useless elsewhere.
+    if is_web_shell(&identity) != conn.shell_entry {
+        let why = if conn.shell_entry {
+            "this port serves the web terminals' kubectl only; use the gateway URL in your kubeconfig"
+        } else {
+            "this credential belongs to a web terminal and works only inside it: download a kubeconfig from Warden"
+        };
+        return ctx.deny(StatusCode::FORBIDDEN, why, None);
+    }
     let Some((cluster_name, _)) = split else {
         return ctx.deny(
             StatusCode::NOT_FOUND,

@@ -402,9 +402,10 @@ fn check_flag(
     if let Some(why) = refused_flag(name) {
         return Err(Refused(format!("{spelled} is not accepted: {why}")));
     }
-    if name == "output" || name == "template" {
-        // go-template-file=, jsonpath-file=, custom-columns-file=, template-file=
-        if value.is_some_and(|v| v.contains("-file")) {
+    if name == "output" {
+        // Every output format whose template is a path: go-template-file, templatefile,
+        // jsonpath-file, custom-columns-file, in any case (and whatever kubectl adds later).
+        if value.is_some_and(|v| v.to_ascii_lowercase().contains("file")) {
             return Err(Refused(format!(
                 "{spelled} with a template file reads files on Warden's server; give the template inline"
             )));
@@ -502,6 +503,8 @@ mod tests {
             "get pods -A -o wide",
             "get pods -ojson",
             "get pods -o=jsonpath={.items[*].metadata.name}",
+            "get pods -o go-template --template={{.metadata.name}}",
+            "get pods -o template --template '{{range .items}}{{.metadata.name}} profile{{end}}'",
             "-n apple get pods",
             "--namespace=apple get pods",
             "--namespace apple get pods",
@@ -631,6 +634,13 @@ mod tests {
             "get pods -ojsonpath-file=/etc/passwd",
             "get pods --output=custom-columns-file=/etc/passwd",
             "get pods --template=x -o template-file",
+            "get pods -o templatefile=/etc/passwd",
+            "get pods -otemplatefile --template=/etc/passwd",
+            "get pod web -o templatefile --template=kubeconfig",
+            "get pods --output templatefile --template kubeconfig",
+            "get pods -Ao TemplateFile --template kubeconfig",
+            "get pods -o=Go-Template-File --template kubeconfig",
+            "get pods -o jsonpath-file --template=kubeconfig",
         ] {
             let why = refused(line);
             assert!(

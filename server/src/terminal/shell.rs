@@ -11,15 +11,17 @@
 //! kubectl runs
 //! - with a kubeconfig made for this terminal only: a `web_shell` client certificate that
 //!   reaches this cluster only, expires with the terminal's limit and is revoked when the
-//!   terminal ends, pointing at Warden's own gateway (loopback), so every API call passes the
-//!   gateway's checks and audit (the events carry `details.terminal_id`);
+//!   terminal ends, pointing at Warden's own gateway through its loopback entry for web
+//!   terminals (the only place that credential is accepted, so a copy read out of the
+//!   terminal is useless elsewhere), so every API call passes the gateway's checks and audit
+//!   (the events carry `details.terminal_id`);
 //! - with a cleared environment (`PATH` = kubectl's directory; `HOME`, `KUBECONFIG` and
 //!   `KUBECACHEDIR` in a per-terminal directory, mode 0700, deleted at the end), in that
 //!   directory, as the leader of its own session (the whole group is killed at the end);
 //! - confined with Landlock where the kernel has it ([`Confinement`]): it may read and run
 //!   kubectl (and its sibling `kubectl.*` binaries, which a version dispatcher runs), read the
 //!   name-resolution and time-zone files, read and write the terminal's directory and nothing
-//!   else; connect over TCP to the gateway's port only (Landlock ABI 4+); not signal or reach
+//!   else; connect over TCP to that entry's port only (Landlock ABI 4+); not signal or reach
 //!   abstract sockets outside itself (ABI 6+). Without Landlock it runs unconfined, and the
 //!   terminal's `terminal.open` event says so.
 
@@ -70,17 +72,6 @@ pub fn find_kubectl(configured: Option<&Path>) -> Option<PathBuf> {
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The gateway as seen from this host: its listening address, loopback when it listens on
-/// every interface (the serving certificate names loopback).
-fn local_gateway_url(addr: std::net::SocketAddr) -> String {
-    let ip = match addr.ip() {
-        ip if !ip.is_unspecified() => ip,
-        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-    };
-    format!("https://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 /// What is cleaned up when the shell ends, however it ends: the credential is refused at once
@@ -190,8 +181,14 @@ pub(crate) async fn prepare(
             until.to_offset(),
         )
         .map_err(|e| internal("sign a credential", &e))?;
+    // The loopback entry that alone accepts this credential.
+    let entry = state
+        .gateway
+        .shell_entry()
+        .ok_or_else(|| internal("find the gateway", &"the gateway is not serving"))?;
+    let gateway_url = format!("https://{entry}");
     let kubeconfig = render(&KubeconfigInput {
-        gateway_url: &local_gateway_url(state.config.gateway.addr),
+        gateway_url: &gateway_url,
         // The shell's kubectl dials loopback, where the gateway CA's certificate is served.
         gateway_ca_pem: Some(state.gateway.pki().gateway_ca_pem()),
         clusters: &[KubeconfigCluster {
@@ -210,11 +207,7 @@ pub(crate) async fn prepare(
         session_type: session_type.to_owned(),
         serial,
     });
-    shell.confinement = Some(Confinement::new(
-        &kubectl,
-        &dir_path,
-        state.config.gateway.addr.port(),
-    ));
+    shell.confinement = Some(Confinement::new(&kubectl, &dir_path, entry.port()));
     Ok(shell)
 }
 
@@ -1445,22 +1438,6 @@ mod tests {
         assert_eq!(line(&mut e, b"kubectl logs dep\t\r"), "kubectl logs dep");
         // Escape sequences we do not know are ignored.
         assert_eq!(line(&mut e, b"a\x1b[200~b\x1b[201~\r"), "ab");
-    }
-
-    #[test]
-    fn local_gateway_address() {
-        assert_eq!(
-            local_gateway_url("0.0.0.0:8443".parse().unwrap()),
-            "https://127.0.0.1:8443"
-        );
-        assert_eq!(
-            local_gateway_url("[::]:8443".parse().unwrap()),
-            "https://[::1]:8443"
-        );
-        assert_eq!(
-            local_gateway_url("10.0.0.5:9443".parse().unwrap()),
-            "https://10.0.0.5:9443"
-        );
     }
 
     /// Defence in depth: even a command the filter would refuse cannot read Warden's files

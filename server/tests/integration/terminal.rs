@@ -458,6 +458,7 @@ fn refused_lines(data_dir: &std::path::Path) -> Vec<String> {
         "kubectl create configmap x --from-file=/etc/passwd",
         "kubectl create configmap x --from-env-file /etc/environment",
         "kubectl get pods -o go-template-file=/etc/passwd",
+        "kubectl get pods -o templatefile --template=kubeconfig",
         "kubectl cp apple/box:/etc/passwd /tmp/x",
         "kubectl edit pod box",
         "kubectl proxy",
@@ -601,22 +602,77 @@ async fn kubectl_shell_runs_kubectl_through_the_gateway_and_refuses_the_rest() {
             now + time::Duration::hours(1),
         )
         .unwrap();
-    let kubeconfig = warden_server::gateway::kubeconfig::render(
-        &warden_server::gateway::kubeconfig::KubeconfigInput {
-            gateway_url: &w.app.gateway_url,
-            gateway_ca_pem: Some(gw.pki().gateway_ca_pem()),
-            clusters: &[warden_server::gateway::kubeconfig::KubeconfigCluster {
-                name: PROD.to_owned(),
-                namespace: Some("apple".into()),
-            }],
-            user: "stolen",
-            cert_pem: &cert,
-            key_pem: &key,
-            expires_at: "",
-        },
+    let shell_entry = format!("https://{}", gw.shell_entry().expect("the shell's entry"));
+    let as_kubeconfig = |gateway_url: &str| {
+        warden_server::gateway::kubeconfig::render(
+            &warden_server::gateway::kubeconfig::KubeconfigInput {
+                gateway_url,
+                gateway_ca_pem: Some(gw.pki().gateway_ca_pem()),
+                clusters: &[warden_server::gateway::kubeconfig::KubeconfigCluster {
+                    name: PROD.to_owned(),
+                    namespace: Some("apple".into()),
+                }],
+                user: "stolen",
+                cert_pem: &cert,
+                key_pem: &key,
+                expires_at: "",
+            },
+        )
+    };
+    // Taken elsewhere, to the gateway everybody reaches, it is refused: it works only on the
+    // loopback entry the terminal's kubectl dials, and that entry is only on Warden's host.
+    let refused_at = |kubeconfig: String, url: String| async move {
+        let resp = warden_server::gateway::testkit::gateway_client_builder(&kubeconfig)
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    let pods = format!("/clusters/{PROD}/api/v1/namespaces/apple/pods");
+    let (code, body) = refused_at(
+        as_kubeconfig(&w.app.gateway_url),
+        format!("{}{pods}", w.app.gateway_url),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("works only inside it"), "{body}");
+    let elsewhere = Kubectl::new(
+        &w._dir.path().join("elsewhere"),
+        &as_kubeconfig(&w.app.gateway_url),
     );
-    let stolen = Kubectl::new(&w._dir.path().join("stolen"), &kubeconfig);
+    assert!(!elsewhere.run(&["get", "pods"]).await.ok());
+    let stolen = Kubectl::new(&w._dir.path().join("stolen"), &as_kubeconfig(&shell_entry));
     stolen.run(&["get", "pods"]).await.expect_ok();
+    assert!(!shell_entry.ends_with(&format!(
+        ":{}",
+        w.app.gateway_url.rsplit(':').next().unwrap()
+    )));
+    assert!(
+        shell_entry.starts_with("https://127.0.0.1:") || shell_entry.starts_with("https://[::1]:")
+    );
+    // And that entry serves nothing but web terminals: a downloaded kubeconfig is refused there.
+    let downloaded = sally
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let (code, body) = refused_at(downloaded.clone(), format!("{shell_entry}{pods}")).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("serves the web terminals' kubectl only"),
+        "{body}"
+    );
+    let own = Kubectl::new(
+        &w._dir.path().join("own"),
+        &downloaded.replace(&w.app.gateway_url, &shell_entry),
+    );
+    assert!(!own.run(&["get", "pods", "-n", "apple"]).await.ok());
+    // The same downloaded kubeconfig works where it was meant to.
+    let (code, body) = refused_at(downloaded, format!("{}{pods}", w.app.gateway_url)).await;
+    assert_eq!(code, 200, "{body}");
 
     // Ctrl-D on an empty line ends the shell.
     ws.send(Message::Binary(b"\x04".to_vec().into()))
