@@ -431,7 +431,28 @@ pub fn decide_kube(
     }
     // Warden's own namespace on the cluster (the agent and its credential, every user's
     // service account) is out of reach of every grant short of full access, reads included;
-    // so are secrets of all namespaces at once (they include the agent's credential).
+    // so are secrets of all namespaces at once (they include the agent's credential). Full
+    // access only reads it through Warden: no Secrets, no tokens of its service accounts, no
+    // exec or attach into the agent, no change. Those would let one user act in the cluster as
+    // another (every user's service account lives there) or as the agent, out of Warden's
+    // sight; a cluster administrator changes the agent with its manifest, outside Warden.
+    if intent.resource_request && access.full {
+        let verb = intent.in_words();
+        if intent.namespace.as_deref() == Some(WARDEN_NAMESPACE)
+            && (intent.writes() || intent.connect || intent.secrets)
+        {
+            return Err(deny(format!(
+                "{email} cannot {verb} in namespace {WARDEN_NAMESPACE} of cluster {}: it belongs to the Warden agent, and through Warden even full access only reads it (no secrets, tokens, exec or changes); change the agent with its manifest",
+                cluster.name
+            )));
+        }
+        if intent.secrets && intent.namespace.is_none() {
+            return Err(deny(format!(
+                "{email} cannot {verb} of all namespaces at once on cluster {}: they include the Warden agent's ({WARDEN_NAMESPACE}), which no one reads through Warden; ask namespace by namespace",
+                cluster.name
+            )));
+        }
+    }
     if intent.resource_request && !access.full {
         let verb = intent.in_words();
         if intent.namespace.as_deref() == Some(WARDEN_NAMESPACE) {
@@ -760,7 +781,8 @@ mod tests {
             i.verb = "list".into();
             assert!(decide(&writer, &i).is_ok(), "reading them is fine");
         }
-        // Full access is the cluster: nothing of it is out of reach.
+        // Full access is the cluster, but through Warden it only reads Warden's namespace
+        // (no secrets, tokens, exec or changes), and no one lists secrets of every namespace.
         let full = Effective {
             bindings: vec![binding(
                 Scope::Organization,
@@ -770,8 +792,40 @@ mod tests {
             )],
             ..writer
         };
-        assert!(decide(&full, &ask("list", "secrets", Some(WARDEN_NAMESPACE))).is_ok());
-        assert!(decide(&full, &ask("list", "secrets", None)).is_ok());
+        for intent in [
+            ask("get", "pods", Some(WARDEN_NAMESPACE)),
+            ask("list", "serviceaccounts", Some(WARDEN_NAMESPACE)),
+            ask("get", "pods/log", Some(WARDEN_NAMESPACE)),
+            ask("watch", "events", Some(WARDEN_NAMESPACE)),
+            ask("get", "namespaces", Some(WARDEN_NAMESPACE)),
+            ask("list", "secrets", Some("default")),
+            ask("create", "serviceaccounts/token", Some("default")),
+            ask("delete", "clusterrolebindings", None),
+        ] {
+            assert!(decide(&full, &intent).is_ok(), "{intent:?}");
+        }
+        let exec = KubeIntent::pod_exec(WARDEN_NAMESPACE);
+        for intent in [
+            ask("list", "secrets", Some(WARDEN_NAMESPACE)),
+            ask("get", "secrets", Some(WARDEN_NAMESPACE)),
+            ask("create", "serviceaccounts/token", Some(WARDEN_NAMESPACE)),
+            ask("delete", "serviceaccounts", Some(WARDEN_NAMESPACE)),
+            ask("create", "pods", Some(WARDEN_NAMESPACE)),
+            ask("patch", "deployments", Some(WARDEN_NAMESPACE)),
+            ask("create", "rolebindings", Some(WARDEN_NAMESPACE)),
+            ask("delete", "namespaces", Some(WARDEN_NAMESPACE)),
+            ask("deletecollection", "pods", Some(WARDEN_NAMESPACE)),
+            exec,
+            ask("list", "secrets", None),
+            ask("watch", "secrets", None),
+        ] {
+            let d = decide(&full, &intent).unwrap_err();
+            assert!(
+                d.message.contains(WARDEN_NAMESPACE),
+                "{intent:?}: {}",
+                d.message
+            );
+        }
     }
 
     #[test]

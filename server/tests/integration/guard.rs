@@ -247,4 +247,66 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
         .await
         .expect_ok();
     assert!(out.stdout.contains("fine"), "{}", out.stdout);
+
+    // Full access (a project administrator: cluster-admin intent, which the guard exempts)
+    // still only reads warden-system through Warden: minting a token for another user's
+    // service account would let them act in the cluster as that person, out of Warden's sight.
+    let email = "padmin@example.com";
+    let padmin = app.user_client(&admin, email).await;
+    admin.bind_user(email, "PROJECT_ADMIN", "alpha", &[]).await;
+    let kubeconfig = padmin
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let full = Kubectl::new(&dir.path().join("padmin"), &kubeconfig);
+    let out = full
+        .run(&["get", "serviceaccounts", "-n", "warden-system"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains(&sa), "{}", out.stdout);
+    full.run(&["get", "pods", "-n", "warden-system"])
+        .await
+        .expect_ok();
+    full.run(&["get", "secrets", "-n", "team"])
+        .await
+        .expect_ok();
+    full.run(&["create", "configmap", "admin-fine", "-n", "team"])
+        .await
+        .expect_ok();
+    let attacks: &[&[&str]] = &[
+        &["create", "token", &sa, "-n", "warden-system"],
+        &["create", "token", "warden-agent", "-n", "warden-system"],
+        &["get", "secrets", "-n", "warden-system"],
+        &[
+            "get",
+            "secret",
+            "warden-agent",
+            "-n",
+            "warden-system",
+            "-o",
+            "yaml",
+        ],
+        &["get", "secrets", "-A"],
+        &["delete", "serviceaccount", &sa, "-n", "warden-system"],
+        &[
+            "run",
+            "steal",
+            "-n",
+            "warden-system",
+            "--image=busybox",
+            "--restart=Never",
+            "--overrides",
+            r#"{"spec":{"serviceAccountName":"warden-agent"}}"#,
+        ],
+        &["label", "namespace", "warden-system", "x=y"],
+    ];
+    for args in attacks {
+        full.run(args).await.expect_err("the Warden agent");
+    }
+    assert!(sim
+        .store()
+        .get("serviceaccounts", "warden-system", &sa)
+        .is_some());
+    assert!(sim.store().get("pods", "warden-system", "steal").is_none());
 }
