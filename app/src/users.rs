@@ -872,7 +872,7 @@ fn AccountActions(
             </div>
             <Show when=move || deactivating.get()>
                 <ConfirmPanel title=format!("Deactivate {}?", u.with_value(|u| u.email.clone()))>
-                    <p>"Their sessions end now and they cannot sign in. Every right they hold stops at once, including through their groups and API keys. You can activate them again later."</p>
+                    <p>"Their sessions end now and they cannot sign in; every right they hold stops at once, including through their groups. Their API keys and kubeconfigs are revoked for good: activated again later, they sign in and make new ones."</p>
                     <ActionForm action=update>
                         <input type="hidden" name="id" value=u.with_value(|u| u.id.clone())/>
                         <input type="hidden" name="status" value="deactivated"/>

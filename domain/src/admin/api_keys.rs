@@ -146,17 +146,33 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
 /// Revoke every live API key of another user (an administrator's password reset). The caller
 /// has already passed the gate for `user.write`. Audited once, with the prefixes revoked.
 pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> DomainResult<u64> {
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let n = revoke_all_in(svc, &tx, who, user_id).await?;
+    tx.commit().await?;
+    if n > 0 {
+        svc.policy.bump();
+    }
+    Ok(n)
+}
+
+/// Revoke every live API key of `user_id` inside `tx`, with its audit event (none when there
+/// was nothing to revoke): what a password reset may and a deactivation does.
+pub(crate) async fn revoke_all_in<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    who: &Principal,
+    user_id: &str,
+) -> DomainResult<u64> {
     let now = svc.clock.now().millis();
     let live = api_keys::Entity::find()
         .filter(api_keys::Column::UserId.eq(user_id.to_owned()))
         .filter(api_keys::Column::RevokedAt.is_null())
-        .all(&svc.db)
+        .all(tx)
         .await?;
     if live.is_empty() {
         return Ok(0);
     }
     let prefixes: Vec<String> = live.iter().map(|k| k.prefix.clone()).collect();
-    let tx = crate::audit::begin_change(&svc.db).await?;
     let r = api_keys::Entity::update_many()
         .col_expr(
             api_keys::Column::RevokedAt,
@@ -164,10 +180,10 @@ pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> Do
         )
         .filter(api_keys::Column::UserId.eq(user_id.to_owned()))
         .filter(api_keys::Column::RevokedAt.is_null())
-        .exec(&tx)
+        .exec(tx)
         .await?;
     svc.audit_change(
-        &tx,
+        tx,
         who,
         "api_key.revoke_all",
         "user",
@@ -177,7 +193,5 @@ pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> Do
         None,
     )
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
     Ok(r.rows_affected)
 }

@@ -361,7 +361,12 @@ pub async fn update(
     let tx = crate::audit::begin_change(&svc.db).await?;
     let u = a.update(&tx).await?;
     if deactivate {
+        // Everything the person could sign in or call with ends, for good: reactivating the
+        // account later must not revive a key or kubeconfig that may be in someone else's
+        // hands (they sign in again and make new ones).
         crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
+        crate::admin::api_keys::revoke_all_in(svc, &tx, who, &u.id).await?;
+        crate::kubectl::revoke_in(&tx, who, &u, svc.clock.now()).await?;
     }
     let after = to_dto(&u, after_groups);
     svc.audit_change(

@@ -324,7 +324,26 @@ pub async fn revoke(
     // One transaction that holds the audit chain's lock from its start (on SQLite, the write
     // lock: a read-then-write transaction would fail when another writer commits in between).
     let tx = crate::audit::begin_change(&svc.db).await?;
-    kube_user(&tx, &target.id, &target.email, now).await?;
+    let done = revoke_in(&tx, who, &target, now).await?;
+    tx.commit().await?;
+    svc.policy.bump();
+    Ok(KubeconfigRevoked {
+        user: target.email,
+        revoked_before: now.rfc3339(),
+        credentials_revoked: done,
+    })
+}
+
+/// Revoke every kubeconfig credential of `target` issued until `now`, inside `tx`, with its
+/// audit event: what an explicit revocation and a deactivation both do. Returns how many live
+/// credentials it ended.
+pub(crate) async fn revoke_in<C: ConnectionTrait>(
+    tx: &C,
+    who: &Principal,
+    target: &users::Model,
+    now: Timestamp,
+) -> DomainResult<u64> {
+    kube_user(tx, &target.id, &target.email, now).await?;
     kube_users::Entity::update_many()
         .col_expr(
             kube_users::Column::RevokedBefore,
@@ -335,7 +354,7 @@ pub async fn revoke(
             sea_orm::sea_query::Expr::value(now.millis()),
         )
         .filter(kube_users::Column::UserId.eq(target.id.clone()))
-        .exec(&tx)
+        .exec(tx)
         .await?;
     let done = kube_credentials::Entity::update_many()
         .col_expr(
@@ -345,10 +364,10 @@ pub async fn revoke(
         .filter(kube_credentials::Column::UserId.eq(target.id.clone()))
         .filter(kube_credentials::Column::RevokedAt.is_null())
         .filter(kube_credentials::Column::ExpiresAt.gt(now.millis()))
-        .exec(&tx)
+        .exec(tx)
         .await?;
     crate::audit::append(
-        &tx,
+        tx,
         now,
         vec![AuditEvent::new(
             AuditKind::Console,
@@ -366,11 +385,5 @@ pub async fn revoke(
         }))],
     )
     .await?;
-    tx.commit().await?;
-    svc.policy.bump();
-    Ok(KubeconfigRevoked {
-        user: target.email,
-        revoked_before: now.rfc3339(),
-        credentials_revoked: done.rows_affected,
-    })
+    Ok(done.rows_affected)
 }

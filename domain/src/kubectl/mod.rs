@@ -39,6 +39,7 @@ pub mod downloads;
 mod service_accounts;
 mod settings;
 
+pub(crate) use credentials::revoke_in;
 pub use credentials::{
     access_in_words, credential_status, issue, issue_web_shell, my_kubectl, revoke,
     revoke_credential, IssuedCredential, KubeconfigRefused,

@@ -733,7 +733,18 @@ async fn changes_take_effect_on_the_next_request() {
         .assert_status(204);
     ann.get("/api/v1/groups").await.assert_status(403);
 
-    // Deactivation ends the live session at once; reactivation does not revive it.
+    // Deactivation ends the live session at once; reactivation does not revive it, nor the
+    // API keys made before (they may be in someone else's hands).
+    let key = ann
+        .post("/api/v1/api-keys", json!({"name": "laptop"}))
+        .await
+        .assert_status(201)
+        .json()["secret"]
+        .as_str()
+        .expect("the key")
+        .to_owned();
+    let bare = app.client_without_origin();
+    bare.get_bearer("/api/v1/me", &key).await.assert_status(200);
     admin
         .patch(
             "/api/v1/users/ann@example.com",
@@ -750,6 +761,12 @@ async fn changes_take_effect_on_the_next_request() {
         .await
         .assert_status(200);
     ann.get("/api/v1/me").await.assert_status(401);
+    bare.get_bearer("/api/v1/me", &key).await.assert_status(401);
+    let revoked = admin
+        .get("/api/v1/audit/events?action=api_key.revoke_all")
+        .await
+        .json();
+    assert_eq!(revoked["items"].as_array().unwrap().len(), 1, "{revoked}");
     ann.login("ann@example.com", USER_PASSWORD)
         .await
         .assert_status(200);

@@ -574,6 +574,13 @@ async fn changes_take_effect(w: World) {
         )
         .await
         .assert_status(200);
+    // Reactivated, she is back, but the kubeconfig she held (which may be in someone else's
+    // hands) stays dead: she signs in again and downloads a new one.
+    sk.run(&["get", "pods", "-n", "banana"])
+        .await
+        .expect_err("revoked");
+    let sally = w.signed_in("sally@example.com").await;
+    let sk = w.kubectl("sally-again", &w.kubeconfig(&sally, None).await);
     sk.run(&["get", "pods", "-n", "banana"]).await.expect_ok();
 
     // Expired: the credential's 8 hours pass.

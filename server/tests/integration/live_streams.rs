@@ -334,6 +334,17 @@ async fn deactivation_and_kubeconfig_revocation_cut_streams() {
         )
         .await
         .assert_status(200);
+    // Reactivated, her old kubeconfig stays revoked: she signs in and downloads a new one.
+    w.sally
+        .run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_err("revoked");
+    let c = w.app.client();
+    c.login("sally@example.com", warden_server::testing::USER_PASSWORD)
+        .await
+        .assert_status(200);
+    w.sally
+        .set_kubeconfig(&c.get("/api/v1/kubeconfig").await.assert_status(200).body);
 
     // Revoking her kubeconfigs.
     let mut streams = w.open_all("second").await;
