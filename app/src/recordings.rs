@@ -140,7 +140,7 @@ pub fn RecordingPage() -> impl IntoView {
                     Err(AppError::Forbidden) => view! {
                         <section class="card forbidden" role="alert" data-testid="recording-forbidden">
                             <h2>"Not allowed"</h2>
-                            <p>"You may not watch this recording: recordings are shown only to those who may read the terminal's audit events (audit.read on the organization or on the terminal's project)."</p>
+                            <p>"You may not watch this recording. A recording shows whatever the terminal printed, secrets included, so watching it takes both the right to read the terminal's audit events (audit.read on the organization or on the terminal's project) and the right to read secrets where it ran: in the pod's namespace for a pod's terminal, full access to the cluster for a kubectl shell. Read-only access never allows secrets; the commands typed are in the audit log."</p>
                         </section>
                     }.into_any(),
                     Err(AppError::NotFound(_)) => view! {

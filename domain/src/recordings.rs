@@ -1,12 +1,19 @@
 //! Terminal recordings as use cases: the facts of one (for the console's player), and which
-//! open terminals have a recording the caller may watch. A recording is as readable as the
-//! terminal's audit events: `audit.read` on the organization, or on the terminal's project.
+//! open terminals have a recording the caller may watch. A recording needs two rights
+//! ([`readable`]): those to read the terminal's audit events (`audit.read` on the
+//! organization, or on the terminal's project), and, since it shows whatever the terminal
+//! printed (secrets included), those to read secrets where the terminal ran, as the gate
+//! decides them for a kubectl request: for a pod's terminal, `get secrets` in its namespace;
+//! for a kubectl shell, which reaches every namespace its holder could, full access to the
+//! cluster. So "read-only access never allows secrets" holds for replays too: a read-only
+//! auditor sees a terminal's commands (`terminal.command` events), not its output.
 //! (The recording itself, kept in the database as chunks (`store`), is served by
 //! `GET /api/v1/terminal/recordings/{id}`, which applies the same rule.)
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::access::Principal;
+use crate::audit::{AuditEvent, AuditKind, Outcome};
 use crate::clock::Timestamp;
 use crate::dto::{LiveStreamDto, RecordingDto, RecordingEnd, TerminalMode};
 use crate::entities::audit_events;
@@ -19,9 +26,14 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// The facts of a recording, for those who may read its audit events. Not found and not
-/// allowed are told apart (the id is not guessable and the caller asked for it).
-pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<RecordingDto> {
+/// The `terminal.open` event of recording `id`, if `who` may replay it (see the module's
+/// documentation). Not found and not allowed are told apart (the id is not guessable and the
+/// caller asked for it).
+pub async fn readable(
+    svc: &Services,
+    who: &Principal,
+    id: &str,
+) -> DomainResult<audit_events::Model> {
     use audit_events::Column as C;
     if !valid_id(id) {
         return Err(DomainError::not_found("recording"));
@@ -46,6 +58,109 @@ pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<Reco
             ));
         }
     }
+    if let Err(e) = may_see_output(svc, who, &opened).await {
+        if let DomainError::Forbidden { reason } = &e {
+            // Refusals are audited, as every denial of the gate is.
+            let ev = AuditEvent::new(
+                AuditKind::Console,
+                who.actor(),
+                who.session_type,
+                "recording.replay",
+                Outcome::Denied,
+            )
+            .resource("recording", id.to_owned())
+            .reason(reason.clone())
+            .request(who.request.clone());
+            if let Err(e) = svc.audit.record(ev).await {
+                tracing::error!(error = %e, "could not audit a denial");
+            }
+        }
+        return Err(e);
+    }
+    Ok(opened)
+}
+
+/// Whether `who` could read, through Warden now, the secrets the recorded terminal could
+/// have printed.
+async fn may_see_output(
+    svc: &Services,
+    who: &Principal,
+    opened: &audit_events::Model,
+) -> DomainResult<()> {
+    use crate::access::kube::{KubeIntent, KubeRules};
+    let details: serde_json::Value = serde_json::from_str(&opened.details).unwrap_or_default();
+    let shell = details["mode"] == "shell";
+    let place = match (&opened.namespace, &opened.cluster) {
+        (Some(ns), Some(c)) if !shell => format!("namespace {ns} of cluster {c}"),
+        (_, Some(c)) => format!("every namespace of cluster {c}"),
+        _ => "its cluster".to_owned(),
+    };
+    let refused = |why: String| {
+        DomainError::forbidden(format!(
+            "this recording shows whatever the terminal printed, secrets included: replaying it takes the right to read secrets in {place}, which you do not have ({why}); its commands are in the audit log"
+        ))
+    };
+    let cluster = match opened.cluster.as_deref() {
+        Some(name) => crate::kubectl::kube_cluster(&svc.db, name).await?,
+        None => None,
+    };
+    let Some(cluster) = cluster else {
+        // The cluster is gone: nothing to decide against; organization-wide full access only.
+        let eff = svc.policy.effective(who.user_id).await?;
+        return if eff.active
+            && eff
+                .org_permissions()
+                .contains(&Permission::KubectlFullaccess)
+        {
+            Ok(())
+        } else {
+            Err(refused(
+                "the cluster was removed from Warden: only organization-wide full access".into(),
+            ))
+        };
+    };
+    let settings = crate::kubectl::effective_settings(
+        &svc.db,
+        Some(&who.user_id.to_string()),
+        Some(&cluster.id.to_string()),
+    )
+    .await?;
+    let rules = KubeRules {
+        secrets_org_admins_only: settings.secrets_org_admins_only,
+    };
+    let namespace = if shell {
+        // Any namespace but Warden's own, which nobody reads secrets of through Warden.
+        Some("default".to_owned())
+    } else {
+        opened.namespace.clone()
+    };
+    let intent = KubeIntent {
+        verb: "get".into(),
+        resource: Some("secrets".into()),
+        namespace,
+        resource_request: true,
+        secrets: true,
+        ..KubeIntent::default()
+    };
+    let access = svc
+        .policy
+        .admit_kube(who.user_id, &who.email, &cluster, &intent, rules)
+        .await?
+        .map_err(|d| refused(d.message))?;
+    if shell && !access.full {
+        return Err(refused(format!(
+            "Warden grants you {} on cluster {}",
+            access.in_words(),
+            cluster.name
+        )));
+    }
+    Ok(())
+}
+
+/// The facts of a recording, for those who may replay it ([`readable`]).
+pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<RecordingDto> {
+    use audit_events::Column as C;
+    let opened = readable(svc, who, id).await?;
     let closed = audit_events::Entity::find()
         .filter(C::Action.eq("terminal.close"))
         .filter(C::Cluster.eq(opened.cluster.clone()))
@@ -138,7 +253,7 @@ pub async fn of_streams(
         });
         if let Some(m) = found {
             let allowed = org || m.project.as_ref().is_some_and(|p| projects.contains(p));
-            if allowed {
+            if allowed && may_see_output(svc, who, &m).await.is_ok() {
                 out.push((s.id, m.id));
             }
         }

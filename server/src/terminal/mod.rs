@@ -962,39 +962,24 @@ impl TerminalSession {
 /// Chunks read per query when a recording is served.
 const PAGE: u64 = 32;
 
-/// `GET /api/v1/terminal/recordings/{id}`: the asciicast of a terminal, for those who may read
-/// its audit events (`audit.read` on the organization, or on the terminal's project).
+/// `GET /api/v1/terminal/recordings/{id}`: the asciicast of a terminal, for those who may
+/// replay it ([`warden_domain::recordings::readable`]: its audit events, and the secrets it
+/// could have shown).
 pub async fn get_recording(
     State(state): State<AppState>,
     crate::api::auth::AuthUser(who): crate::api::auth::AuthUser,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, crate::api::error::ApiError> {
     use crate::api::error::ApiError;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    use warden_domain::entities::audit_events;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(ApiError::not_found("recording"));
-    }
-    let opened = audit_events::Entity::find()
-        .filter(audit_events::Column::Id.eq(id.clone()))
-        .filter(audit_events::Column::Action.eq("terminal.open"))
-        .one(&state.services.db)
+    // A refusal says why (the right it takes), so the player can tell the viewer.
+    warden_domain::recordings::readable(&state.services, &who, &id)
         .await
-        .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?
-        .ok_or_else(|| ApiError::not_found("recording"))?;
-    let scope = warden_domain::access::audit_scope(&state.services.policy, &who)
-        .await
-        .map_err(|_| ApiError::forbidden())?;
-    if let Some(projects) = scope {
-        if !opened
-            .project
-            .as_ref()
-            .is_some_and(|p| projects.contains(p))
-        {
-            return Err(ApiError::forbidden());
-        }
-    }
+        .map_err(|e| match e {
+            warden_domain::DomainError::Forbidden { reason } => {
+                ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", reason)
+            }
+            e => ApiError::from(e),
+        })?;
     let first = warden_domain::recordings::store::page(&state.services.db, &id, -1, PAGE)
         .await
         .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;

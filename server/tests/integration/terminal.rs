@@ -250,6 +250,39 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         .get(&format!("/api/v1/terminal/recordings/{id}"))
         .await
         .assert_status(403);
+    // A read-only auditor reads the terminal's audit events, not its output: a recording shows
+    // whatever the terminal printed, secrets included, and read-only never allows secrets.
+    let _ = w.app.user_client(&w.admin, "audrey@example.com").await;
+    w.admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "audrey@example.com"}, "role": "ADMIN_READ_ONLY"}),
+        )
+        .await
+        .assert_status(201);
+    let audrey = w.signed_in("audrey@example.com").await;
+    let seen = audrey
+        .get(&format!(
+            "/api/v1/audit/events?kind=terminal&cluster={PROD}"
+        ))
+        .await
+        .assert_status(200)
+        .json();
+    assert!(seen["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "terminal.close"));
+    let refused = audrey
+        .get(&format!("/api/v1/terminal/recordings/{id}"))
+        .await
+        .assert_status(403)
+        .body;
+    assert!(
+        refused.contains("right to read secrets in namespace apple"),
+        "{refused}"
+    );
+    assert!(!refused.contains("42"), "{refused}");
     w.admin
         .get("/api/v1/terminal/recordings/..%2F..%2Fetc")
         .await
