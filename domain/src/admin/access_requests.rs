@@ -815,6 +815,8 @@ pub async fn approve(
 ) -> DomainResult<AccessRequestDto> {
     let r = find(svc, id).await?;
     let c = context(svc, &r).await?;
+    // The approvals this decision counts on (checked again once changes are serialized).
+    let seen_approvals = r.approvals.clone();
     gate_decide(svc, who, &r, &c, "access_request.approve").await?;
     let r = pending(svc, id).await?;
     let comment = clean_comment(d.comment)?;
@@ -848,11 +850,30 @@ pub async fn approve(
     });
     let approvals_json = serde_json::to_string(&approvals).unwrap_or_else(|_| "[]".into());
     let c = Ctx { approvals, ..c };
+    // Changes are serialized from here: the request as this approval found it must still be
+    // what the database holds, or two approvals at the same moment (the same approver's twice,
+    // or two approvers') would each count once on a stale list.
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let now_held = access_requests::Entity::find_by_id(r.id.clone())
+        .one(&tx)
+        .await?
+        .ok_or_else(|| DomainError::not_found("access request"))?;
+    if now_held.status != PENDING {
+        return Err(DomainError::conflict(
+            "status",
+            format!("the request is already {}", now_held.status),
+        ));
+    }
+    if now_held.approvals != seen_approvals {
+        return Err(DomainError::conflict(
+            "approvals",
+            "the request was approved by someone else at the same moment; reload it and decide again",
+        ));
+    }
     if (c.approvals.len() as u32) < c.needed {
         let mut a = r.clone().into_active_model();
         a.approvals = Set(approvals_json);
         a.duration_secs = Set(duration);
-        let tx = crate::audit::begin_change(&svc.db).await?;
         let m = a.update(&tx).await?;
         let dto = to_dto(&m, &c, false);
         record(
@@ -886,7 +907,6 @@ pub async fn approve(
     }
     // The last approval: the grant, as a time-bound binding of the requester.
     let expires_at = now.millis() + duration * 1000;
-    let tx = crate::audit::begin_change(&svc.db).await?;
     // The policy as it stands now (a cluster may have been shared into the project, or the
     // rule tightened, since the request was made): the approver may shorten, never exceed.
     if let Err(m) = super::jit_settings::check_required_expiry(

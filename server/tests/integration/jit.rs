@@ -470,6 +470,23 @@ async fn write_roles_can_need_two_approvals() {
         .assert_status(200)
         .json();
     assert_eq!(one["status"], "approved", "{one:#}");
+
+    // The same approver approving many times at the same moment counts once, and every answer
+    // but one says so (none claims an approval that was not kept).
+    let rid = id(&ask(&p.mallory, "NAMESPACE_ADMIN", &["banana"], 3600).await);
+    let path = format!("/api/v1/access-requests/{rid}/approve");
+    let answers = futures::future::join_all((0..8).map(|_| p.john.post(&path, json!({})))).await;
+    let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 409), "{codes:?}");
+    let held = p
+        .john
+        .get(&format!("/api/v1/access-requests/{rid}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(held["status"], "pending", "{held:#}");
+    assert_eq!(held["approvals"].as_array().unwrap().len(), 1, "{held:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
