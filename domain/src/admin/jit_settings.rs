@@ -75,6 +75,30 @@ async fn clusters_reached<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// The selectors of required-expiry rules that match a cluster labelled `before` and not one
+/// labelled `after`: a relabelling that takes the cluster out of the organization's rule.
+pub async fn selectors_left<C: ConnectionTrait>(
+    db: &C,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> DomainResult<Vec<String>> {
+    let s = load(db).await?;
+    let mut out: Vec<String> = s
+        .required_expiry
+        .iter()
+        .filter_map(|r| r.cluster_selector.as_deref())
+        .filter(|sel| match LabelSelector::parse(sel) {
+            Ok(sel) => sel.matches(before) && !sel.matches(after),
+            // A stored selector that no longer parses matches every cluster: never left.
+            Err(_) => false,
+        })
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The strictest rule of `settings` that applies to a binding of `role` in `project_id`
 /// (`None`: organization scope), with the cluster that makes it apply (none for a rule without
 /// a selector).
@@ -267,9 +291,26 @@ pub async fn current_violations<C: ConnectionTrait>(
     violations(db, &s, now).await
 }
 
+/// A webhook URL as shown and audited: its scheme and host, the rest masked. The path of a
+/// Slack-style hook *is* its credential: whoever reads it can post as Warden.
+pub fn redact_webhook(url: &str) -> String {
+    let Some(s) = url.find("://") else {
+        return "***".to_owned();
+    };
+    let rest = &url[s + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!("{}://{host}/***", &url[..s])
+}
+
+fn redacted(mut s: JitSettingsDto) -> JitSettingsDto {
+    s.webhook_url = s.webhook_url.as_deref().map(redact_webhook);
+    s
+}
+
 pub async fn get(svc: &Services, who: &Principal) -> DomainResult<JitSettingsDto> {
     svc.gate(who, Action::org(Permission::SettingsRead)).await?;
-    load(&svc.db).await
+    Ok(redacted(load(&svc.db).await?))
 }
 
 pub async fn update(
@@ -311,7 +352,13 @@ pub async fn update(
     }
     if let Some(url) = req.webhook_url {
         let url = url.trim().to_owned();
-        if url.is_empty() {
+        if before
+            .webhook_url
+            .as_deref()
+            .is_some_and(|old| redact_webhook(old) == url)
+        {
+            // The masked value shown, sent back unchanged: the stored URL stays.
+        } else if url.is_empty() {
             s.webhook_url = None;
         } else if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
             fields.insert(
@@ -379,12 +426,12 @@ pub async fn update(
         "settings",
         "just-in-time access",
         None,
-        Some(json!(before)),
-        Some(json!(s)),
+        Some(json!(redacted(before))),
+        Some(json!(redacted(s.clone()))),
     )
     .await?;
     tx.commit().await?;
-    Ok(s)
+    Ok(redacted(s))
 }
 
 /// Break-glass access lasts at most this long.
@@ -447,4 +494,20 @@ async fn role_rules(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webhook_urls_show_scheme_and_host_only() {
+        assert_eq!(
+            super::redact_webhook("https://hooks.slack.com/services/T0/B0/XXXX"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            super::redact_webhook("https://user:pw@example.com:8443?token=abc"),
+            "https://example.com:8443/***"
+        );
+        assert_eq!(super::redact_webhook("http://h"), "http://h/***");
+    }
 }

@@ -830,6 +830,30 @@ pub async fn update(
         owner_id = project.id;
         new_owner = project.name;
     }
+    // The organization's required-expiry rules pick clusters by label: taking a cluster out
+    // of one is the organization's call (settings.write), not its project's, or a project
+    // administrator could relabel a cluster, bind without an expiry, and label it back.
+    if let Some(l) = &req.labels {
+        let old_labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&c.labels).unwrap_or_default();
+        let left =
+            crate::admin::jit_settings::selectors_left(&svc.db, &old_labels, &check_labels(l)?)
+                .await?;
+        if !left.is_empty() {
+            svc.gate(who, Action::org(Permission::SettingsWrite))
+                .await
+                .map_err(|_| {
+                    DomainError::conflict(
+                        "labels",
+                        format!(
+                            "these labels take cluster {} out of the organization's required-expiry rule ({}); only someone who may change the organization's settings may do that",
+                            c.name,
+                            left.join(", ")
+                        ),
+                    )
+                })?;
+        }
+    }
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
     let standing = crate::admin::jit_settings::current_violations(&tx, svc.clock.now()).await?;

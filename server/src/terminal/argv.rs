@@ -82,6 +82,7 @@ fn refused_flag(name: &str) -> Option<&'static str> {
         | "tls-server-name"
         | "disable-compression" => "the shell's identity and target are fixed for this terminal",
         "kustomize" => "--kustomize reads files on Warden's server",
+        "kuberc" => "--kuberc reads a preferences file on Warden's server",
         "from-file" | "from-env-file" | "env-file" => "it reads files on Warden's server",
         "cert" | "key" => "it reads files on Warden's server",
         "cache-dir" | "log-dir" | "log-file" | "output-directory" | "profile"
@@ -416,19 +417,34 @@ fn check_flag(
 
 /// The arguments as the audit log keeps them: literal values of secrets are masked.
 pub fn for_audit(args: &[String]) -> Vec<String> {
+    /// Flags whose whole value is a secret.
+    const SECRET_VALUES: &[&str] = &["docker-password"];
     let mut out = Vec::with_capacity(args.len());
-    let mut mask_next = false;
+    let mut mask_next: Option<fn(&str) -> String> = None;
     for a in args {
-        if mask_next {
-            out.push(mask_literal(a));
-            mask_next = false;
+        if let Some(mask) = mask_next.take() {
+            out.push(mask(a));
             continue;
         }
-        if let Some(v) = a.strip_prefix("--from-literal=") {
-            out.push(format!("--from-literal={}", mask_literal(v)));
-        } else {
-            mask_next = a == "--from-literal";
-            out.push(a.clone());
+        let flag = a
+            .strip_prefix("--")
+            .map(|f| f.split_once('=').map_or((f, None), |(n, v)| (n, Some(v))));
+        match flag {
+            Some(("from-literal", Some(v))) => {
+                out.push(format!("--from-literal={}", mask_literal(v)))
+            }
+            Some(("from-literal", None)) => {
+                mask_next = Some(mask_literal);
+                out.push(a.clone());
+            }
+            Some((name, Some(_))) if SECRET_VALUES.contains(&name) => {
+                out.push(format!("--{name}=***"))
+            }
+            Some((name, None)) if SECRET_VALUES.contains(&name) => {
+                mask_next = Some(|_| "***".to_owned());
+                out.push(a.clone());
+            }
+            _ => out.push(a.clone()),
         }
     }
     out
@@ -579,6 +595,7 @@ mod tests {
             "kustomize",
             "from-file",
             "from-env-file",
+            "kuberc",
         ];
         for f in flags {
             for line in [
@@ -702,5 +719,14 @@ mod tests {
                 "user=***"
             ]
         );
+        let a = words(
+            "create secret docker-registry r --docker-username=u --docker-password=p=ss --docker-password hunter2",
+        );
+        let masked = for_audit(&a);
+        assert_eq!(masked[4], "--docker-username=u");
+        assert_eq!(masked[5], "--docker-password=***");
+        assert_eq!(masked[6], "--docker-password");
+        assert_eq!(masked[7], "***");
+        assert!(!masked.concat().contains("hunter2") && !masked.concat().contains("p=ss"));
     }
 }

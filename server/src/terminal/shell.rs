@@ -584,6 +584,10 @@ impl ShellTask {
                 dir.join("cache").display().to_string(),
             ),
             ("TERM".to_owned(), "xterm-256color".to_owned()),
+            // No preferences file (kubectl 1.33+ `kuberc`: aliases and default flags the
+            // argument filter would not see).
+            ("KUBECTL_KUBERC".to_owned(), "false".to_owned()),
+            ("KUBERC".to_owned(), "off".to_owned()),
         ];
         let ruleset = match self.confinement.as_ref().map(Confinement::ruleset) {
             Some(Ok(fd)) => fd,

@@ -872,6 +872,44 @@ async fn the_webhook_is_retried_from_the_outbox_and_delivered_once() {
         .patch("/api/v1/settings/jit", json!({"webhook_url": hook.url}))
         .await
         .assert_status(200);
+    // The URL is the hook's credential: shown (to administrators and read-only auditors
+    // alike) and audited as scheme and host only; sent back masked, as the console's form
+    // does, the stored URL stays.
+    p.admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "ADMIN_READ_ONLY"}),
+        )
+        .await
+        .assert_status(201);
+    let mut masked = String::new();
+    for reader in [&p.admin, &p.mallory] {
+        let shown = reader
+            .get("/api/v1/settings/jit")
+            .await
+            .assert_status(200)
+            .json();
+        masked = shown["webhook_url"].as_str().unwrap().to_owned();
+        assert!(!masked.contains(HOOK_TOKEN), "{shown}");
+        assert!(masked.ends_with("/***"), "{shown}");
+    }
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"webhook_url": masked, "request_ttl_secs": 7200}),
+        )
+        .await
+        .assert_status(200);
+    let audited = p
+        .admin
+        .get("/api/v1/audit/events?action=settings.jit.update")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(
+        audited.contains("/***") && !audited.contains(HOOK_TOKEN),
+        "{audited}"
+    );
     ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
     // Queued with the request (same transaction).
     let rows = outbox(&p.app).await;
@@ -1199,6 +1237,41 @@ async fn required_expiry_can_be_limited_to_clusters_matching_a_label_selector() 
         .patch("/api/v1/clusters/prod-1", json!({"project": "dev"}))
         .await
         .assert_status(409);
+    // Nor may production's own administrator relabel its cluster out of the rule (to bind
+    // without an expiry, then label it back): that is the organization's call.
+    admin
+        .bind_user("john@example.com", "PROJECT_ADMIN", "production", &[])
+        .await;
+    let r = p
+        .john
+        .patch(
+            "/api/v1/clusters/prod-1",
+            json!({"labels": {"env": "prod"}}),
+        )
+        .await
+        .assert_status(409)
+        .json();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("out of the organization's required-expiry rule (env=production)"),
+        "{r:#}"
+    );
+    let c = admin
+        .get("/api/v1/clusters/prod-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(c["labels"], json!({"env": "production"}), "{c:#}");
+    // A change that keeps it under the rule is the project's own.
+    p.john
+        .patch(
+            "/api/v1/clusters/prod-1",
+            json!({"labels": {"env": "production", "team": "a"}}),
+        )
+        .await
+        .assert_status(200);
 
     // Once the standing grant is gone, the share goes through...
     admin
