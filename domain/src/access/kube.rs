@@ -436,34 +436,25 @@ pub fn decide_kube(
     // exec or attach into the agent, no change. Those would let one user act in the cluster as
     // another (every user's service account lives there) or as the agent, out of Warden's
     // sight; a cluster administrator changes the agent with its manifest, outside Warden.
-    if intent.resource_request && access.full {
+    if intent.resource_request {
         let verb = intent.in_words();
-        if intent.namespace.as_deref() == Some(WARDEN_NAMESPACE)
-            && (intent.writes() || intent.connect || intent.secrets)
-        {
-            return Err(deny(format!(
-                "{email} cannot {verb} in namespace {WARDEN_NAMESPACE} of cluster {}: it belongs to the Warden agent, and through Warden even full access only reads it (no secrets, tokens, exec or changes); change the agent with its manifest",
-                cluster.name
-            )));
+        if intent.namespace.as_deref() == Some(WARDEN_NAMESPACE) {
+            if !access.full {
+                return Err(deny(format!(
+                    "{email} cannot {verb} in namespace {WARDEN_NAMESPACE} of cluster {}: it is Warden's own namespace, which only full access reaches",
+                    cluster.name
+                )));
+            }
+            if intent.writes() || intent.connect || intent.secrets {
+                return Err(deny(format!(
+                    "{email} cannot {verb} in namespace {WARDEN_NAMESPACE} of cluster {}: it belongs to the Warden agent, and through Warden even full access only reads it (no secrets, tokens, exec or changes); change the agent with its manifest",
+                    cluster.name
+                )));
+            }
         }
         if intent.secrets && intent.namespace.is_none() {
             return Err(deny(format!(
                 "{email} cannot {verb} of all namespaces at once on cluster {}: they include the Warden agent's ({WARDEN_NAMESPACE}), which no one reads through Warden; ask namespace by namespace",
-                cluster.name
-            )));
-        }
-    }
-    if intent.resource_request && !access.full {
-        let verb = intent.in_words();
-        if intent.namespace.as_deref() == Some(WARDEN_NAMESPACE) {
-            return Err(deny(format!(
-                "{email} cannot {verb} in namespace {WARDEN_NAMESPACE} of cluster {}: it is Warden's own namespace, which only full access reaches",
-                cluster.name
-            )));
-        }
-        if intent.secrets && intent.namespace.is_none() {
-            return Err(deny(format!(
-                "{email} cannot {verb} of all namespaces at once on cluster {}: they include Warden's own ({WARDEN_NAMESPACE}), which only full access reaches; ask namespace by namespace",
                 cluster.name
             )));
         }

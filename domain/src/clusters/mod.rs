@@ -842,15 +842,16 @@ pub async fn update(
         if !left.is_empty() {
             svc.gate(who, Action::org(Permission::SettingsWrite))
                 .await
-                .map_err(|_| {
-                    DomainError::conflict(
+                .map_err(|e| match e {
+                    DomainError::Forbidden { .. } => DomainError::conflict(
                         "labels",
                         format!(
                             "these labels take cluster {} out of the organization's required-expiry rule ({}); only someone who may change the organization's settings may do that",
                             c.name,
                             left.join(", ")
                         ),
-                    )
+                    ),
+                    e => e,
                 })?;
         }
     }
