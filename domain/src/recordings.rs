@@ -13,7 +13,6 @@
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::access::Principal;
-use crate::audit::{AuditEvent, AuditKind, Outcome};
 use crate::clock::Timestamp;
 use crate::dto::{LiveStreamDto, RecordingDto, RecordingEnd, TerminalMode};
 use crate::entities::audit_events;
@@ -61,19 +60,8 @@ pub async fn readable(
     if let Err(e) = may_see_output(svc, who, &opened).await {
         if let DomainError::Forbidden { reason } = &e {
             // Refusals are audited, as every denial of the gate is.
-            let ev = AuditEvent::new(
-                AuditKind::Console,
-                who.actor(),
-                who.session_type,
-                "recording.replay",
-                Outcome::Denied,
-            )
-            .resource("recording", id.to_owned())
-            .reason(reason.clone())
-            .request(who.request.clone());
-            if let Err(e) = svc.audit.record(ev).await {
-                tracing::error!(error = %e, "could not audit a denial");
-            }
+            svc.audit_denied(who, "recording.replay", "recording", id, reason)
+                .await?;
         }
         return Err(e);
     }

@@ -283,6 +283,20 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         "{refused}"
     );
     assert!(!refused.contains("42"), "{refused}");
+    let denials = w
+        .admin
+        .get("/api/v1/audit/events?action=recording.replay&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        denials["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "audrey@example.com" && e["resource_name"] == id),
+        "{denials:#}"
+    );
     w.admin
         .get("/api/v1/terminal/recordings/..%2F..%2Fetc")
         .await
