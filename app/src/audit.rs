@@ -24,7 +24,10 @@ pub async fn search_audit(query: AuditQuery) -> Result<Page<AuditEventDto>, AppE
     let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    Ok(warden_domain::audit::search_in(&svc.db, &query, &scope, svc.clock.now()).await?)
+    let mut page =
+        warden_domain::audit::search_in(&svc.db, &query, &scope, svc.clock.now()).await?;
+    warden_domain::recordings::mark_replayable(&svc, &who, &mut page.items).await?;
+    Ok(page)
 }
 
 /// The facets and the histogram of a filter, within the caller's scope.
@@ -63,11 +66,13 @@ pub async fn get_audit_event(id: String) -> Result<AuditEventDetail, AppError> {
     let scope = warden_domain::access::audit_view(&svc.policy, &who)
         .await
         .map_err(|_| AppError::Forbidden)?;
-    crate::ssr::answer(
-        warden_domain::audit::event_detail(&svc.db, &id, &scope, svc.clock.now())
-            .await
-            .map_err(AppError::from),
-    )
+    let detail = async {
+        let mut d =
+            warden_domain::audit::event_detail(&svc.db, &id, &scope, svc.clock.now()).await?;
+        warden_domain::recordings::mark_detail(&svc, &who, &mut d).await?;
+        Ok::<_, warden_domain::error::DomainError>(d)
+    };
+    crate::ssr::answer(detail.await.map_err(AppError::from))
 }
 
 /// An event's detail page.
@@ -815,7 +820,7 @@ fn EventsTable(events: Vec<AuditEventDto>) -> impl IntoView {
                             <td>
                                 <span data-testid="audit-what">{what}</span>
                                 {(e.kind != AuditKind::KubeApi).then(|| view! { <br/><small class="muted"><code>{e.action.clone()}</code></small> })}
-                                {(e.outcome == Outcome::Allowed && e.action.starts_with("terminal.")).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
+                                {(e.outcome == Outcome::Allowed && e.action.starts_with("terminal.") && e.replayable != Some(false)).then(|| crate::recordings::recording_of(&e.details)).flatten().map(|r| view! {
                                     " " <a class="chip" href=crate::recordings::player_href(&r) data-testid=format!("play-{}", e.id)>"▶ Recording"</a>
                                 })}
                             </td>

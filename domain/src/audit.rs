@@ -957,6 +957,7 @@ fn to_dto(m: audit_events::Model) -> crate::dto::AuditEventDto {
         request_id: m.request_id,
         duration_ms: m.duration_ms,
         details: serde_json::from_str(&m.details).unwrap_or(serde_json::Value::Null),
+        replayable: None,
     }
 }
 
@@ -2200,13 +2201,7 @@ pub async fn event_detail(
         None => Vec::new(),
     };
     // The recording: the terminal event's own, else that of the terminal's opening.
-    let recording_of = |action: &str, details: &serde_json::Value| {
-        let r = &details["recording"];
-        action
-            .starts_with("terminal.")
-            .then(|| r.as_str().or_else(|| r["id"].as_str()).map(str::to_owned))
-            .flatten()
-    };
+    let recording_of = crate::recordings::recording_of;
     let recording = recording_of(&event.action, &details).or_else(|| {
         same_terminal
             .iter()

@@ -214,6 +214,12 @@ pub struct AuditEventDto {
     pub request_id: Option<String>,
     pub duration_ms: Option<i64>,
     pub details: serde_json::Value,
+    /// For an allowed terminal event that names a recording: whether the caller may replay it
+    /// (it shows what the terminal printed, so it takes the right to read the secrets there;
+    /// see `GET /api/v1/terminal/recordings/{id}`). Absent where not decided (e.g. the live
+    /// tail): the player then says whether it may play.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayable: Option<bool>,
 }
 
 /// Filters for the audit search; every field optional.
@@ -269,7 +275,7 @@ pub struct AuditEventDetail {
     pub terminal_id: Option<String>,
     pub same_terminal: Vec<AuditEventDto>,
     /// The terminal's recording (for the player at `/audit/recordings/{id}`), when the event
-    /// names one.
+    /// names one the caller may replay.
     pub recording: Option<String>,
 }
 

@@ -33,6 +33,19 @@ pub async fn readable(
     who: &Principal,
     id: &str,
 ) -> DomainResult<audit_events::Model> {
+    match check(svc, who, id).await {
+        Err(DomainError::Forbidden { reason }) => {
+            // Refusals are audited, as every denial of the gate is.
+            svc.audit_denied(who, "recording.replay", "recording", id, &reason)
+                .await?;
+            Err(DomainError::Forbidden { reason })
+        }
+        other => other,
+    }
+}
+
+/// [`readable`] without the audit entry of a refusal: for deciding which links to show.
+async fn check(svc: &Services, who: &Principal, id: &str) -> DomainResult<audit_events::Model> {
     use audit_events::Column as C;
     if !valid_id(id) {
         return Err(DomainError::not_found("recording"));
@@ -57,15 +70,72 @@ pub async fn readable(
             ));
         }
     }
-    if let Err(e) = may_see_output(svc, who, &opened).await {
-        if let DomainError::Forbidden { reason } = &e {
-            // Refusals are audited, as every denial of the gate is.
-            svc.audit_denied(who, "recording.replay", "recording", id, reason)
-                .await?;
-        }
-        return Err(e);
-    }
+    may_see_output(svc, who, &opened).await?;
     Ok(opened)
+}
+
+/// The recording a terminal event names (`details.recording`, an id or `{id, …}`).
+pub fn recording_of(action: &str, details: &serde_json::Value) -> Option<String> {
+    let r = &details["recording"];
+    action
+        .starts_with("terminal.")
+        .then(|| r.as_str().or_else(|| r["id"].as_str()).map(str::to_owned))
+        .flatten()
+}
+
+/// Marks each allowed terminal event of `events` that names a recording with whether `who`
+/// may replay it ([`readable`]), so that lists offer the player only where it would play.
+/// No audit entry: this only decides which links to show (the player asks the gate).
+pub async fn mark_replayable(
+    svc: &Services,
+    who: &Principal,
+    events: &mut [crate::dto::AuditEventDto],
+) -> DomainResult<()> {
+    let mut decided: std::collections::HashMap<String, bool> = Default::default();
+    for e in events.iter_mut() {
+        if e.outcome != crate::dto::Outcome::Allowed {
+            continue;
+        }
+        let Some(id) = recording_of(&e.action, &e.details) else {
+            continue;
+        };
+        let may = match decided.get(&id) {
+            Some(may) => *may,
+            None => {
+                let may = match check(svc, who, &id).await {
+                    Ok(_) => true,
+                    Err(DomainError::Forbidden { .. } | DomainError::NotFound { .. }) => false,
+                    Err(other) => return Err(other),
+                };
+                decided.insert(id, may);
+                may
+            }
+        };
+        e.replayable = Some(may);
+    }
+    Ok(())
+}
+
+/// [`mark_replayable`] for an event's detail and the events linked to it; the detail's
+/// recording is kept only when `who` may replay it.
+pub async fn mark_detail(
+    svc: &Services,
+    who: &Principal,
+    detail: &mut crate::dto::AuditEventDetail,
+) -> DomainResult<()> {
+    mark_replayable(svc, who, std::slice::from_mut(&mut detail.event)).await?;
+    mark_replayable(svc, who, &mut detail.same_request).await?;
+    mark_replayable(svc, who, &mut detail.same_terminal).await?;
+    if let Some(id) = &detail.recording {
+        match check(svc, who, id).await {
+            Ok(_) => {}
+            Err(DomainError::Forbidden { .. } | DomainError::NotFound { .. }) => {
+                detail.recording = None
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(())
 }
 
 /// Whether `who` could read, through Warden now, the secrets the recorded terminal could

@@ -335,6 +335,7 @@ mod tests {
             request_id: None,
             duration_ms: None,
             details: serde_json::Value::Null,
+            replayable: None,
         }
     }
 

@@ -24,9 +24,10 @@ pub async fn list_audit_events(
     let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
-    Ok(Json(
-        search_in(&state.services.db, &q, &scope, state.services.clock.now()).await?,
-    ))
+    let svc = &state.services;
+    let mut page = search_in(&svc.db, &q, &scope, svc.clock.now()).await?;
+    warden_domain::recordings::mark_replayable(svc, &who, &mut page.items).await?;
+    Ok(Json(page))
 }
 
 pub async fn get_audit_event(
@@ -37,10 +38,10 @@ pub async fn get_audit_event(
     let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
-    let now = state.services.clock.now();
-    Ok(Json(
-        event_detail(&state.services.db, &id, &scope, now).await?,
-    ))
+    let svc = &state.services;
+    let mut detail = event_detail(&svc.db, &id, &scope, svc.clock.now()).await?;
+    warden_domain::recordings::mark_detail(svc, &who, &mut detail).await?;
+    Ok(Json(detail))
 }
 
 /// How often a live tail re-checks its viewer (sign-in and scope), besides at once when the

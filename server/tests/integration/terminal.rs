@@ -268,11 +268,30 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         .await
         .assert_status(200)
         .json();
-    assert!(seen["items"]
+    let seen_close = seen["items"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["action"] == "terminal.close"));
+        .find(|e| e["action"] == "terminal.close")
+        .expect("the auditor reads the terminal's events")
+        .clone();
+    // Lists offer the player only to those it would play for, and deciding that is no denial.
+    assert_eq!(seen_close["replayable"], false, "{seen_close:#}");
+    assert_eq!(close["replayable"], true, "{close:#}");
+    let close_id = seen_close["id"].as_str().unwrap();
+    let detail = audrey
+        .get(&format!("/api/v1/audit/events/{close_id}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert!(detail["recording"].is_null(), "{detail:#}");
+    let detail = w
+        .admin
+        .get(&format!("/api/v1/audit/events/{close_id}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(detail["recording"], id, "{detail:#}");
     let refused = audrey
         .get(&format!("/api/v1/terminal/recordings/{id}"))
         .await
@@ -289,13 +308,15 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         .await
         .assert_status(200)
         .json();
-    assert!(
+    assert_eq!(
         denials["items"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["actor"] == "audrey@example.com" && e["resource_name"] == id),
-        "{denials:#}"
+            .filter(|e| e["actor"] == "audrey@example.com" && e["resource_name"] == id)
+            .count(),
+        1,
+        "the replay she asked for, not the lists she read: {denials:#}"
     );
     w.admin
         .get("/api/v1/terminal/recordings/..%2F..%2Fetc")
