@@ -622,6 +622,15 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         seqs.windows(2).all(|w| w[0] > w[1]),
         "newest first, no repeats"
     );
+    // The list also says, per reader, whether a terminal's recording would play for them
+    // (`replayable`): not part of the event, so not exported.
+    let listed: Vec<Value> = listed
+        .into_iter()
+        .map(|mut e| {
+            e.as_object_mut().unwrap().remove("replayable");
+            e
+        })
+        .collect();
     assert_eq!(
         exported, listed,
         "each line is the event as the list answers it"
