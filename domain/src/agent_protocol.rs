@@ -593,11 +593,11 @@ metadata:
         !((object != null && has(object.subjects) && object.subjects.exists(s,
             (s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == '{ns}') ||
             (s.kind == 'User' && s.name.startsWith('system:serviceaccount:{ns}:')) ||
-            (s.kind == 'Group' && s.name in ['system:serviceaccounts', 'system:serviceaccounts:{ns}']))) ||
+            (s.kind == 'Group' && s.name in ['system:authenticated', 'system:serviceaccounts', 'system:serviceaccounts:{ns}']))) ||
           (oldObject != null && has(oldObject.subjects) && oldObject.subjects.exists(s,
             (s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == '{ns}') ||
             (s.kind == 'User' && s.name.startsWith('system:serviceaccount:{ns}:')) ||
-            (s.kind == 'Group' && s.name in ['system:serviceaccounts', 'system:serviceaccounts:{ns}']))))
+            (s.kind == 'Group' && s.name in ['system:authenticated', 'system:serviceaccounts', 'system:serviceaccounts:{ns}']))))
       reason: Forbidden
       message: "the service accounts of {ns} are bound by the Warden agent only"
     - expression: >-

@@ -75,7 +75,8 @@ fn matches(r: &Request) -> bool {
     is_rbac(r.res, &["clusterroles", "clusterrolebindings"]) && r.op != Op::Connect
 }
 
-/// A subject of `warden-system` (one of its service accounts, or a group holding them).
+/// A subject of `warden-system` (one of its service accounts, or a group holding them, down
+/// to every authenticated identity).
 fn names_warden_subject(obj: Option<&Value>) -> bool {
     let Some(subjects) = obj
         .and_then(|o| o.get("subjects"))
@@ -88,7 +89,9 @@ fn names_warden_subject(obj: Option<&Value>) -> bool {
         match field("kind") {
             "ServiceAccount" => field("namespace") == NS,
             "User" => field("name").starts_with(&format!("system:serviceaccount:{NS}:")),
+            // Every authenticated identity includes Warden's service accounts.
             "Group" => [
+                "system:authenticated".to_string(),
                 "system:serviceaccounts".to_string(),
                 format!("system:serviceaccounts:{NS}"),
             ]

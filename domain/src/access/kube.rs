@@ -480,6 +480,28 @@ pub fn decide_kube(
             ))
         });
     }
+    // Two doors to other identities, which only full access opens: a token for any service
+    // account (kube-system's controllers hold cluster-admin-like rights, and a token is used
+    // out of Warden's sight), and a node's kubelet API (exec into any pod on the node, which
+    // admission never sees). A cluster-wide write grant stops short of both.
+    if !access.full && intent.resource_request && intent.api_group.is_empty() {
+        let door = match intent.resource.as_deref() {
+            Some("serviceaccounts/token") if intent.writes() => {
+                Some("a service account's token is its identity, used out of Warden's sight")
+            }
+            Some("nodes/proxy") => {
+                Some("a node's kubelet API runs commands in any pod on it, out of the cluster's admission")
+            }
+            _ => None,
+        };
+        if let Some(why) = door {
+            return Err(deny(format!(
+                "{email} cannot {} on cluster {}: {why}; that takes full access",
+                intent.in_words(),
+                cluster.name
+            )));
+        }
+    }
     if intent.resource_request && intent.writes() && !intent.self_review() {
         let place = match &intent.namespace {
             Some(ns) => format!("in namespace {ns} of cluster {}", cluster.name),
@@ -772,6 +794,22 @@ mod tests {
             i.verb = "list".into();
             assert!(decide(&writer, &i).is_ok(), "reading them is fine");
         }
+        // Other identities (any service account's token, a node's kubelet) take full access.
+        for intent in [
+            ask("create", "serviceaccounts/token", Some("kube-system")),
+            ask("create", "serviceaccounts/token", Some("default")),
+            ask("get", "nodes/proxy", None),
+            ask("create", "nodes/proxy", None),
+        ] {
+            let d = decide(&writer, &intent).unwrap_err();
+            assert!(
+                d.message.contains("that takes full access"),
+                "{intent:?}: {}",
+                d.message
+            );
+        }
+        assert!(decide(&writer, &ask("get", "serviceaccounts", Some("kube-system"))).is_ok());
+        assert!(decide(&writer, &ask("get", "nodes", None)).is_ok());
         // Full access is the cluster, but through Warden it only reads Warden's namespace
         // (no secrets, tokens, exec or changes), and no one lists secrets of every namespace.
         let full = Effective {
@@ -791,6 +829,7 @@ mod tests {
             ask("get", "namespaces", Some(WARDEN_NAMESPACE)),
             ask("list", "secrets", Some("default")),
             ask("create", "serviceaccounts/token", Some("default")),
+            ask("get", "nodes/proxy", None),
             ask("delete", "clusterrolebindings", None),
         ] {
             assert!(decide(&full, &intent).is_ok(), "{intent:?}");

@@ -756,6 +756,19 @@ async fn admit_bootstrap(
         .filter(cluster_agent_credentials::Column::RevokedAt.is_null())
         .exec(&tx)
         .await?;
+    // And ends every other token of the cluster not used yet (manifests downloaded before,
+    // one-time download links): a spare manifest left in a CI log or a chat must not register
+    // a second agent, which the next blip of the real agent's tunnel would let take over.
+    cluster_bootstrap_tokens::Entity::update_many()
+        .col_expr(
+            cluster_bootstrap_tokens::Column::ExpiresAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(cluster.id.clone()))
+        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
+        .exec(&tx)
+        .await?;
     let credential = format!("{CREDENTIAL_PREFIX}{}", random_token(32));
     let cred = cluster_agent_credentials::ActiveModel::from(cluster_agent_credentials::Model {
         id: uuid::Uuid::new_v4().to_string(),

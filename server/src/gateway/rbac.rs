@@ -113,8 +113,10 @@ const WRITE_VERBS: &[&str] = &[
 /// govern the Namespace object N): everything `read_rules()` gives, plus the write verbs on the
 /// core workload resources and on every resource of the workload API groups. Not included:
 /// `serviceaccounts/token` (tokens for any service account of the namespace), and write on
-/// `namespaces` (Pod Security labels, deletion), `resourcequotas`, `limitranges`, `roles` and
-/// `rolebindings`, which stay read-only.
+/// `namespaces` (Pod Security labels, deletion), `resourcequotas`, `limitranges`, `roles`,
+/// `rolebindings`, `endpoints` and `endpointslices`, which stay read-only (as in Kubernetes'
+/// own `edit` and `admin` since 1.22, CVE-2021-25740: a Service's endpoints set by hand can
+/// point a controller at another namespace's pods or at the control plane).
 fn namespace_write_rules() -> Vec<PolicyRule> {
     const CORE: &[&str] = &[
         "pods",
@@ -125,7 +127,6 @@ fn namespace_write_rules() -> Vec<PolicyRule> {
         "pods/eviction",
         "services",
         "services/proxy",
-        "endpoints",
         "configmaps",
         "secrets",
         "serviceaccounts",
@@ -141,7 +142,6 @@ fn namespace_write_rules() -> Vec<PolicyRule> {
         "autoscaling",
         "policy",
         "networking.k8s.io",
-        "discovery.k8s.io",
         "events.k8s.io",
         "coordination.k8s.io",
     ];
@@ -902,6 +902,17 @@ mod tests {
         }
         // No tokens for the namespace's service accounts, no escalation.
         assert!(!allows(&rules, "create", "", "serviceaccounts/token"));
+        // Endpoints are read, not written (CVE-2021-25740: a Service pointed at another
+        // namespace's pods, or the control plane, through a controller acting for it).
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!allows(&rules, verb, "", "endpoints"), "{verb}");
+            assert!(
+                !allows(&rules, verb, "discovery.k8s.io", "endpointslices"),
+                "{verb}"
+            );
+        }
+        assert!(allows(&rules, "list", "", "endpoints"));
+        assert!(allows(&rules, "list", "discovery.k8s.io", "endpointslices"));
         for verb in ["escalate", "bind", "impersonate", "approve", "sign"] {
             assert!(
                 !allows(&rules, verb, "rbac.authorization.k8s.io", "roles"),

@@ -1848,6 +1848,57 @@ async fn denied_with(admin: &Client, code: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
+async fn a_registration_ends_the_clusters_spare_manifests() {
+    // Two manifests downloaded before the agent registers (one applied, one left in a CI log):
+    // once the first registers, the spare must not register another key the moment the real
+    // agent's tunnel drops (a restart, a blip), which would hand the impostor the cluster.
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "spare", "project": "default"}),
+        )
+        .await
+        .assert_status(201);
+    let manifest = |body: String| warden_agent::Settings::from_manifest(&body).unwrap();
+    let applied = manifest(
+        admin
+            .get("/api/v1/clusters/spare/manifest")
+            .await
+            .assert_status(200)
+            .body,
+    );
+    let spare = manifest(
+        admin
+            .get("/api/v1/clusters/spare/manifest")
+            .await
+            .assert_status(200)
+            .body,
+    );
+    let fp = sim.sim.kube_system_uid();
+    let (_, real) = new_key();
+    let token = applied.bootstrap_token.clone().unwrap();
+    let (r, _) = dial_with(&applied, &token, &fp, &real).await;
+    let socket = r.expect("the applied manifest registers");
+    drop(socket);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.state.clusters.get("spare").is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.state.clusters.get("spare").is_none(),
+        "the tunnel is gone"
+    );
+    let (_, impostor) = new_key();
+    let token = spare.bootstrap_token.clone().unwrap();
+    let (r, _) = dial_with(&spare, &token, &fp, &impostor).await;
+    let (status, code, message) = refused(r);
+    assert_eq!((status, code.as_str()), (403, "token_expired"), "{message}");
+    let _ = app;
+}
+
+#[tokio::test]
 async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunnel_stays() {
     let (app, admin) = app().await;
     let sim = Sim::start().await;

@@ -158,6 +158,18 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
             ],
         ),
         (
+            // Every user's service account is authenticated: granting that group cluster-wide
+            // write would hand a namespace reader every namespace.
+            "binding every authenticated identity cluster-wide",
+            &[
+                "create",
+                "clusterrolebinding",
+                "everyone-writes",
+                "--clusterrole=warden-cluster-write",
+                "--group=system:authenticated",
+            ],
+        ),
+        (
             "editing a warden-* ClusterRole",
             &["label", "clusterrole", "warden-cluster-read", "owned=yes"],
         ),
@@ -217,6 +229,31 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
                     .stderr
                     .contains("ValidatingAdmissionPolicy 'warden-system-guard'"),
             "cluster: {what}: exit {} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+    }
+    // Other identities, which the cluster's RBAC would hand a cluster-wide writer: a token for
+    // any service account (kube-system's controllers), a node's kubelet. Warden's gate refuses.
+    for (what, args) in [
+        (
+            "a token for a kube-system service account",
+            &["create", "token", "default", "-n", "kube-system"][..],
+        ),
+        (
+            "a node's kubelet API",
+            &[
+                "get",
+                "--raw",
+                "/clusters/alpha-1/api/v1/nodes/kubesim-worker/proxy/pods",
+            ][..],
+        ),
+    ] {
+        let out = kubectl.run(args).await;
+        assert!(
+            !out.ok() && out.stderr.contains("that takes full access"),
+            "gateway: {what}: exit {} {} {}",
             out.code,
             out.stdout,
             out.stderr
