@@ -256,20 +256,72 @@ pub(crate) async fn refuse_escalation(
     kind: &str,
     name: &str,
 ) -> DomainResult<()> {
+    if let Some((p, t, what)) = first_not_held(svc, who, handouts).await? {
+        let reason = format!(
+            "cannot hand out {} on {} ({what}): the granter does not hold it there",
+            p.name(),
+            t.describe(),
+        );
+        svc.audit_denied(who, action, kind, name, &reason).await?;
+        return Err(DomainError::forbidden(reason));
+    }
+    Ok(())
+}
+
+/// The first permission of `handouts`, with its target, that `who` does not hold there.
+async fn first_not_held<'a>(
+    svc: &Services,
+    who: &Principal,
+    handouts: &'a [Handout],
+) -> DomainResult<Option<(Permission, &'a Target, &'a str)>> {
     let eff = svc.policy.effective(who.user_id).await?;
-    for h in handouts {
-        for p in &h.permissions {
-            if let Some(t) = h.targets.iter().find(|t| !eff.holds(*p, t)) {
-                let reason = format!(
-                    "cannot hand out {} on {} ({}): the granter does not hold it there",
-                    p.name(),
-                    t.describe(),
-                    h.what
-                );
-                svc.audit_denied(who, action, kind, name, &reason).await?;
-                return Err(DomainError::forbidden(reason));
-            }
-        }
+    Ok(handouts.iter().find_map(|h| {
+        h.permissions.iter().find_map(|p| {
+            h.targets
+                .iter()
+                .find(|t| !eff.holds(*p, t))
+                .map(|t| (*p, t, h.what.as_str()))
+        })
+    }))
+}
+
+/// No takeover through delegated administration: acting on another account as a whole (its
+/// password, its second factor, its activation, its existence) takes holding everything the
+/// account holds where it holds it, as adding someone to a group does. Someone who manages
+/// users resets a developer's password, not an administrator's: the reset link, or the
+/// second factor removed, would hand them the administrator's rights. One's own account is
+/// not a takeover. A refusal is audited as a denial of `action` on the user.
+pub(crate) async fn refuse_takeover(
+    svc: &Services,
+    who: &Principal,
+    target: &users::Model,
+    action: &str,
+    verb: &str,
+) -> DomainResult<()> {
+    let target_id = crate::identity::accounts::user_id(target)?;
+    if target_id == who.user_id {
+        return Ok(());
+    }
+    let eff = svc.policy.effective(target_id).await?;
+    let held: Vec<Handout> = eff
+        .bindings
+        .iter()
+        .map(|b| Handout {
+            what: format!("role {} through {}", b.role, b.via),
+            permissions: b.permissions.iter().copied().collect(),
+            targets: targets(b.project.as_deref(), &b.namespaces),
+        })
+        .collect();
+    if let Some((p, t, what)) = first_not_held(svc, who, &held).await? {
+        let reason = format!(
+            "cannot {verb} {}: they hold {} on {} ({what}), which you do not; only someone holding everything an account holds may act on it as a whole",
+            target.email,
+            p.name(),
+            t.describe(),
+        );
+        svc.audit_denied(who, action, "user", &target.email, &reason)
+            .await?;
+        return Err(DomainError::forbidden(reason));
     }
     Ok(())
 }

@@ -318,6 +318,14 @@ pub async fn confirm_enrolment(
 pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
     let user = crate::identity::users::find(svc, email_or_id).await?;
+    crate::admin::bindings::refuse_takeover(
+        svc,
+        who,
+        &user,
+        "user.mfa.reset",
+        "remove the second factor of",
+    )
+    .await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     let removed = user_mfa::Entity::delete_by_id(user.id.clone())
         .exec(&tx)

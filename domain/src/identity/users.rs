@@ -331,6 +331,17 @@ pub async fn update(
 ) -> DomainResult<UserDto> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
     let u = find(svc, email_or_id).await?;
+    if req.status.is_some() {
+        // Deactivating locks the holder out; reactivating hands back what they hold.
+        crate::admin::bindings::refuse_takeover(
+            svc,
+            who,
+            &u,
+            "user.update",
+            "change the status of",
+        )
+        .await?;
+    }
     let before = to_dto(&u, vec![]);
     let uid = crate::identity::accounts::user_id(&u)?;
     let mut a = u.clone().into_active_model();
@@ -392,6 +403,7 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
     if uid == who.user_id {
         return Err(DomainError::conflict("user", "you cannot delete yourself"));
     }
+    crate::admin::bindings::refuse_takeover(svc, who, &u, "user.delete", "delete").await?;
     let before = to_dto(&u, group_names_of(svc, &u.id).await?);
     let tx = crate::audit::begin_change(&svc.db).await?;
     crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
@@ -435,6 +447,14 @@ pub async fn reset_password(
             .await?;
     }
     let u = find(svc, email_or_id).await?;
+    crate::admin::bindings::refuse_takeover(
+        svc,
+        who,
+        &u,
+        "user.reset_password",
+        "reset the password of",
+    )
+    .await?;
     let email = Email::parse(&u.email).map_err(|e| DomainError::Internal(e.0))?;
     let token = crate::identity::authn::admin_reset_password(svc, who.actor(), &email).await?;
     if opts.revoke_api_keys {

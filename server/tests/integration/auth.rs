@@ -799,3 +799,139 @@ async fn failed_sign_ins_beyond_the_sample_are_counted_not_written_one_by_one() 
         warden_domain::audit::ChainStatus::Intact { .. }
     ));
 }
+
+/// Delegated user administration cannot take an account over: resetting a password or a
+/// second factor, deactivating, reactivating or deleting someone takes holding everything
+/// they hold (a user manager would otherwise reset an administrator's password and sign in
+/// as them).
+#[tokio::test]
+async fn a_user_manager_cannot_take_over_an_account_that_holds_more() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "USER_MANAGER", "scope": "organization", "permissions": ["user.read", "user.write"]}),
+        )
+        .await
+        .assert_status(201);
+    let mallory = app.user_client(&admin, "mallory@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "USER_MANAGER"}),
+        )
+        .await
+        .assert_status(201);
+    // A developer with a project role, and a newcomer who holds nothing yet.
+    let _dev = app.user_client(&admin, "dev@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "dev@example.com"}, "role": "PROJECT_READ_ONLY", "project": "default"}),
+        )
+        .await
+        .assert_status(201);
+    let _new = app.user_client(&admin, "newcomer@example.com").await;
+
+    for target in [ADMIN_EMAIL, "dev@example.com"] {
+        let refused = mallory
+            .post(&format!("/api/v1/users/{target}/reset-password"), json!({}))
+            .await
+            .assert_status(403)
+            .body;
+        assert!(!refused.contains("set-password"), "{refused}");
+        mallory
+            .delete(&format!("/api/v1/users/{target}/mfa"))
+            .await
+            .assert_status(403);
+        mallory
+            .patch(
+                &format!("/api/v1/users/{target}"),
+                json!({"status": "deactivated"}),
+            )
+            .await
+            .assert_status(403);
+        mallory
+            .delete(&format!("/api/v1/users/{target}"))
+            .await
+            .assert_status(403);
+    }
+    // The administrator's session lives on (a reset would have ended it), still active.
+    admin.get("/api/v1/me").await.assert_status(200);
+    // A deactivated administrator is not reactivated (nor reset) by the user manager either.
+    let _second = app.user_client(&admin, "second-admin@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "second-admin@example.com"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .patch(
+            "/api/v1/users/second-admin@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    mallory
+        .patch(
+            "/api/v1/users/second-admin@example.com",
+            json!({"status": "active"}),
+        )
+        .await
+        .assert_status(403);
+    mallory
+        .post(
+            "/api/v1/users/second-admin@example.com/reset-password",
+            json!({}),
+        )
+        .await
+        .assert_status(403);
+    // Someone who holds nothing more than the manager: their job, done.
+    mallory
+        .post(
+            "/api/v1/users/newcomer@example.com/reset-password",
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    mallory
+        .patch(
+            "/api/v1/users/newcomer@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    // The administrator, who holds everything, resets anyone.
+    admin
+        .post("/api/v1/users/dev@example.com/reset-password", json!({}))
+        .await
+        .assert_status(200);
+    // Each refusal is audited with its reason.
+    let denied = admin
+        .get("/api/v1/audit/events?outcome=denied&actor=mallory@example.com&limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    let actions: Vec<&str> = denied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("which you do not")
+        })
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "user.reset_password",
+        "user.mfa.reset",
+        "user.update",
+        "user.delete",
+    ] {
+        assert!(actions.contains(&a), "{a}: {actions:?}");
+    }
+}
