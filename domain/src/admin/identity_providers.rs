@@ -232,12 +232,38 @@ pub async fn get(svc: &Services, who: &Principal, name: &str) -> DomainResult<Id
     Ok(to_dto(svc, &find(svc, name).await?))
 }
 
+/// An identity provider decides who signs in as whom: it links accounts by email, maps its
+/// groups onto Warden's (the organization administrators' included) and may vouch for the
+/// second factor. So changing one takes everything an organization-wide grant can carry, not
+/// `idp.write` alone (no escalation through delegated administration). A refusal is audited.
+async fn refuse_unless_all_held(
+    svc: &Services,
+    who: &Principal,
+    action: &str,
+    name: &str,
+) -> DomainResult<()> {
+    let everything = super::bindings::Handout {
+        what:
+            "an identity provider decides who signs in as whom, groups and second factor included"
+                .to_owned(),
+        permissions: Permission::ALL
+            .iter()
+            .copied()
+            .filter(|p| p.allowed_in(crate::permissions::Scope::Organization))
+            .collect(),
+        targets: vec![crate::access::Target::Org],
+    };
+    super::bindings::refuse_escalation(svc, who, &[everything], action, "identity_provider", name)
+        .await
+}
+
 pub async fn create(
     svc: &Services,
     who: &Principal,
     req: CreateIdentityProviderRequest,
 ) -> DomainResult<IdentityProviderDto> {
     svc.gate(who, Action::org(Permission::IdpWrite)).await?;
+    refuse_unless_all_held(svc, who, "identity_provider.create", req.name.trim()).await?;
     let name = validate_name(&req.name)?;
     let display_name = validate_text(
         "display_name",
@@ -327,6 +353,7 @@ pub async fn update(
 ) -> DomainResult<IdentityProviderDto> {
     svc.gate(who, Action::org(Permission::IdpWrite)).await?;
     let m = find(svc, name).await?;
+    refuse_unless_all_held(svc, who, "identity_provider.update", &m.name).await?;
     let before = to_dto(svc, &m);
     let secret_changed = req.client_secret.as_deref().is_some_and(|s| !s.is_empty());
     let mut a = m.clone().into_active_model();
@@ -411,6 +438,7 @@ pub async fn update(
 pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::IdpWrite)).await?;
     let m = find(svc, name).await?;
+    refuse_unless_all_held(svc, who, "identity_provider.delete", &m.name).await?;
     let before = to_dto(svc, &m);
     let org = crate::settings::load(&svc.db).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;

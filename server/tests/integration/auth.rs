@@ -935,3 +935,68 @@ async fn a_user_manager_cannot_take_over_an_account_that_holds_more() {
         assert!(actions.contains(&a), "{a}: {actions:?}");
     }
 }
+
+/// An identity provider decides who signs in as whom (account links by email, group mapping
+/// onto the administrators' group, a vouched second factor): `idp.write` alone does not let
+/// anyone configure one; it takes everything an organization-wide grant carries.
+#[tokio::test]
+async fn idp_write_alone_cannot_configure_a_sign_in_provider() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "IDP_MANAGER", "scope": "organization", "permissions": ["idp.read", "idp.write"]}),
+        )
+        .await
+        .assert_status(201);
+    let ivan = app.user_client(&admin, "ivan@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "ivan@example.com"}, "role": "IDP_MANAGER"}),
+        )
+        .await
+        .assert_status(201);
+    let body = json!({
+        "name": "corp", "issuer": "https://idp.example.com", "client_id": "warden",
+        "client_secret": "s3cret-value", "link_existing_users": true, "trust_provider_mfa": true,
+        "group_mapping_mode": "explicit", "group_mapping": {"it": "Organization Admins"}
+    });
+    ivan.post("/api/v1/identity-providers", body.clone())
+        .await
+        .assert_status(403);
+    ivan.get("/api/v1/identity-providers")
+        .await
+        .assert_status(200);
+    admin
+        .post("/api/v1/identity-providers", body)
+        .await
+        .assert_status(201);
+    ivan.patch(
+        "/api/v1/identity-providers/corp",
+        json!({"issuer": "https://evil.example.com"}),
+    )
+    .await
+    .assert_status(403);
+    ivan.delete("/api/v1/identity-providers/corp")
+        .await
+        .assert_status(403);
+    let denied = admin
+        .get("/api/v1/audit/events?outcome=denied&actor=ivan@example.com&limit=50")
+        .await
+        .assert_status(200)
+        .json();
+    let actions: Vec<&str> = denied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "identity_provider.create",
+        "identity_provider.update",
+        "identity_provider.delete",
+    ] {
+        assert!(actions.contains(&a), "{a}: {actions:?}");
+    }
+}
