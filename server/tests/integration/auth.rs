@@ -800,6 +800,33 @@ async fn failed_sign_ins_beyond_the_sample_are_counted_not_written_one_by_one() 
     ));
 }
 
+/// A signed-in user holding a new organization role `role` of `permissions`: a delegated
+/// administrator.
+async fn delegate(
+    app: &TestApp,
+    admin: &warden_server::testing::Client,
+    email: &str,
+    role: &str,
+    permissions: &[&str],
+) -> warden_server::testing::Client {
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": role, "scope": "organization", "permissions": permissions}),
+        )
+        .await
+        .assert_status(201);
+    let user = app.user_client(admin, email).await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": email}, "role": role}),
+        )
+        .await
+        .assert_status(201);
+    user
+}
+
 /// Delegated user administration cannot take an account over: resetting a password or a
 /// second factor, deactivating, reactivating or deleting someone takes holding everything
 /// they hold (a user manager would otherwise reset an administrator's password and sign in
@@ -807,21 +834,14 @@ async fn failed_sign_ins_beyond_the_sample_are_counted_not_written_one_by_one() 
 #[tokio::test]
 async fn a_user_manager_cannot_take_over_an_account_that_holds_more() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    admin
-        .post(
-            "/api/v1/roles",
-            json!({"name": "USER_MANAGER", "scope": "organization", "permissions": ["user.read", "user.write"]}),
-        )
-        .await
-        .assert_status(201);
-    let mallory = app.user_client(&admin, "mallory@example.com").await;
-    admin
-        .post(
-            "/api/v1/bindings",
-            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "USER_MANAGER"}),
-        )
-        .await
-        .assert_status(201);
+    let mallory = delegate(
+        &app,
+        &admin,
+        "mallory@example.com",
+        "USER_MANAGER",
+        &["user.read", "user.write"],
+    )
+    .await;
     // A developer with a project role, and a newcomer who holds nothing yet.
     let _dev = app.user_client(&admin, "dev@example.com").await;
     admin
@@ -942,21 +962,14 @@ async fn a_user_manager_cannot_take_over_an_account_that_holds_more() {
 #[tokio::test]
 async fn idp_write_alone_cannot_configure_a_sign_in_provider() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    admin
-        .post(
-            "/api/v1/roles",
-            json!({"name": "IDP_MANAGER", "scope": "organization", "permissions": ["idp.read", "idp.write"]}),
-        )
-        .await
-        .assert_status(201);
-    let ivan = app.user_client(&admin, "ivan@example.com").await;
-    admin
-        .post(
-            "/api/v1/bindings",
-            json!({"subject": {"kind": "user", "name": "ivan@example.com"}, "role": "IDP_MANAGER"}),
-        )
-        .await
-        .assert_status(201);
+    let ivan = delegate(
+        &app,
+        &admin,
+        "ivan@example.com",
+        "IDP_MANAGER",
+        &["idp.read", "idp.write"],
+    )
+    .await;
     let body = json!({
         "name": "corp", "issuer": "https://idp.example.com", "client_id": "warden",
         "client_secret": "s3cret-value", "link_existing_users": true, "trust_provider_mfa": true,
