@@ -497,6 +497,33 @@ pub async fn change_password(
     let user = user_store::find_by_id(&svc.db, who.user_id)
         .await?
         .ok_or(DomainError::Unauthenticated)?;
+    // Guesses of the current password count toward the account's sign-in lockout (its key):
+    // an unattended session or a stolen API key must not guess it at full speed here.
+    let org = settings::load(&svc.db).await?;
+    let now = svc.clock.now();
+    let key = login::throttle_key(&user.email);
+    let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
+    let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
+    if !login::may_check(&throttle, &org, lock_end) {
+        let until = Timestamp(throttle.locked_until.unwrap_or(lock_end));
+        let ev = AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "password.change",
+            Outcome::Denied,
+        )
+        .reason("account locked after wrong passwords; current password not checked")
+        .request(who.request.clone());
+        svc.audit.record(ev).await?;
+        return Err(invalid(
+            "current_password",
+            format!(
+                "too many wrong passwords: try again after {}",
+                until.rfc3339()
+            ),
+        ));
+    }
     if !password::verify(current, user.password_hash.as_deref()).await {
         let ev = AuditEvent::new(
             AuditKind::SignIn,
@@ -510,6 +537,7 @@ pub async fn change_password(
         svc.audit.record(ev).await?;
         return Err(invalid("current_password", "is not your current password"));
     }
+    login::clear_attempts(&svc.db, &key).await?;
     check_password_policy(new, &user.email).map_err(|e| invalid("new_password", e.0))?;
     if password::verify(new, user.password_hash.as_deref()).await {
         return Err(invalid(
@@ -518,7 +546,6 @@ pub async fn change_password(
         ));
     }
     let hash = password::hash(new).await?;
-    let now = svc.clock.now();
     let tx = svc.db.begin().await?;
     user_store::set_password(&tx, user, hash, false, now).await?;
     let generation = delete_user_sessions(&tx, who.user_id).await?;

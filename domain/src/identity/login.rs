@@ -38,7 +38,7 @@ pub enum LoginOutcome {
     Failure(LoginFailure),
 }
 
-fn throttle_key(raw_email: &str) -> String {
+pub(crate) fn throttle_key(raw_email: &str) -> String {
     match Email::parse(raw_email) {
         Ok(e) => e.as_str().to_owned(),
         Err(_) => raw_email

@@ -2,7 +2,7 @@
 //! PostgreSQL when WARDEN_TEST_DATABASE_URL is set.
 
 use serde_json::json;
-use warden_server::testing::{TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+use warden_server::testing::{TestApp, ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD};
 
 const NEW_PASSWORD: &str = "the admin's new password";
 
@@ -1012,4 +1012,52 @@ async fn idp_write_alone_cannot_configure_a_sign_in_provider() {
     ] {
         assert!(actions.contains(&a), "{a}: {actions:?}");
     }
+}
+
+/// Guessing the current password where it is changed counts toward the account's lockout, as
+/// at sign-in: a stolen API key or an unattended session cannot guess it at full speed.
+#[tokio::test]
+async fn guesses_of_the_current_password_lock_the_account_as_sign_in_does() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    let change = |current: &str| json!({"current_password": current, "new_password": "a brand new password 2026"});
+    for i in 0..5 {
+        let r = sally
+            .post("/api/v1/me/password", change(&format!("guess {i}")))
+            .await
+            .assert_status(422);
+        assert!(
+            r.body.contains("is not your current password"),
+            "{}",
+            r.body
+        );
+    }
+    // Locked: even the right password is not checked now...
+    let r = sally
+        .post("/api/v1/me/password", change(USER_PASSWORD))
+        .await
+        .assert_status(422);
+    assert!(r.body.contains("too many wrong passwords"), "{}", r.body);
+    // ...and the lockout is the account's: sign-in is refused too.
+    let fresh = app.client();
+    let r = fresh
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "sally@example.com", "password": USER_PASSWORD}),
+        )
+        .await;
+    assert_ne!(r.status, 200, "{}", r.body);
+    let denied = admin
+        .get("/api/v1/audit/events?action=password.change&outcome=denied&limit=20")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        denied["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap_or_default().contains("locked")),
+        "{denied:#}"
+    );
 }
