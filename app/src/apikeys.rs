@@ -145,6 +145,10 @@ pub fn ApiKeysPage() -> impl IntoView {
                     <Submit state=create_state label="Create key"/>
                 </ActionForm>
                 <FormAlert state=create_state fields=&["name", "expires_in_days"]/>
+                <Show when=move || create_state.asks_step_up()>
+                    <crate::mfa::StepUpForm/>
+                    <p class="muted">"Then create the key again."</p>
+                </Show>
             </section>
         </div>
     }

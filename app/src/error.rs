@@ -14,6 +14,9 @@ pub enum AppError {
     PasswordChangeRequired,
     #[error("You do not have permission to do this.")]
     Forbidden,
+    /// The caller's last second factor is too old for this: a fresh code first (step-up).
+    #[error("Confirm it is you with a code from your authenticator app first.")]
+    StepUpRequired,
     #[error("{0} not found.")]
     NotFound(String),
     #[error("{message}")]
@@ -105,6 +108,7 @@ impl From<warden_domain::DomainError> for AppError {
             D::Invalid { fields } => AppError::Invalid { fields },
             D::Unauthenticated => AppError::Unauthenticated,
             D::PasswordChangeRequired => AppError::PasswordChangeRequired,
+            D::StepUpRequired => AppError::StepUpRequired,
             D::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 AppError::Internal

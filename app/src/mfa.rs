@@ -114,12 +114,29 @@ pub fn LoginMfaPage() -> impl IntoView {
     }
 }
 
+/// Step-up: a fresh code from the authenticator, for what asks for one (a terminal, a kubeconfig
+/// for a role that allows writes, a new API key). Also offered where such a request was refused.
+#[component]
+pub fn StepUpForm() -> impl IntoView {
+    let step_up = ServerAction::<StepUp>::new();
+    let step_up_state = FormState::new(step_up, "step-up");
+    view! {
+        <section class="card" aria-labelledby="step-up-title">
+            <h2 id="step-up-title">"Confirm it is you"</h2>
+            <p class="muted">"A terminal, a kubeconfig for a role that allows writes or a new API key asks for a code when your last one is older than the organization allows (an hour by default)."</p>
+            <ActionForm action=step_up attr:class="form" attr:data-testid="step-up">
+                <Field state=step_up_state name="code" label="Code from the app" required=true autocomplete="one-time-code"/>
+                <Submit state=step_up_state label="Confirm"/>
+            </ActionForm>
+            <FormAlert state=step_up_state fields=&["code"] ok="Confirmed for the next hour."/>
+        </section>
+    }
+}
+
 /// One's own authenticator: enrol with a QR code and a first code; recovery codes shown once.
 #[component]
 pub fn MyMfaPage() -> impl IntoView {
     let begin = ServerAction::<BeginTotpEnrolment>::new();
-    let step_up = ServerAction::<StepUp>::new();
-    let step_up_state = FormState::new(step_up, "step-up");
     let confirm = ServerAction::<ConfirmTotpEnrolment>::new();
     let confirmed = crate::ui::success_count(confirm);
     let status = Resource::new(move || confirmed.get(), |_| get_my_mfa());
@@ -135,15 +152,7 @@ pub fn MyMfaPage() -> impl IntoView {
                             {format!("An authenticator app is enrolled. Recovery codes left: {}.", s.recovery_codes_left)}
                         </p>
                         <p class="muted">"Lost the device? Sign in with a recovery code, or ask an administrator to reset your second factor."</p>
-                        <section class="card" aria-labelledby="step-up-title">
-                            <h2 id="step-up-title">"Confirm it is you"</h2>
-                            <p class="muted">"A terminal or a kubeconfig for a role that allows writes asks for a code when your last one is older than the organization allows (an hour by default)."</p>
-                            <ActionForm action=step_up attr:class="form" attr:data-testid="step-up">
-                                <Field state=step_up_state name="code" label="Code from the app" required=true autocomplete="one-time-code"/>
-                                <Submit state=step_up_state label="Confirm"/>
-                            </ActionForm>
-                            <FormAlert state=step_up_state fields=&["code"] ok="Confirmed for the next hour."/>
-                        </section>
+                        <StepUpForm/>
                     }.into_any(),
                     Ok(_) => view! {
                         <p class="muted">"Sign in with a code from an authenticator app (any TOTP app) besides your password."</p>

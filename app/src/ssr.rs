@@ -407,7 +407,10 @@ fn leptos_form_error(location: &str) -> Option<AppError> {
 fn error_status(e: &AppError) -> Option<http::StatusCode> {
     Some(match e {
         AppError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
-        AppError::PasswordChangeRequired | AppError::Forbidden | AppError::Refused(_) => {
+        AppError::PasswordChangeRequired
+        | AppError::Forbidden
+        | AppError::StepUpRequired
+        | AppError::Refused(_) => {
             http::StatusCode::FORBIDDEN
         }
         AppError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,

@@ -140,6 +140,13 @@ impl FormState {
         self.ok.get()
     }
 
+    /// Whether the form was refused for a second factor too old (step-up), after a plain post
+    /// as after its action.
+    pub fn asks_step_up(&self) -> bool {
+        let text = AppError::StepUpRequired.to_string();
+        self.errors.with(|e| e.general.as_deref() == Some(text.as_str()))
+    }
+
     /// What was typed into `name` when this form last failed as a plain form.
     pub fn typed(&self, name: &str) -> Option<String> {
         self.typed.with_untracked(|t| t.get(name).cloned())

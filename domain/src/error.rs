@@ -23,6 +23,10 @@ pub enum DomainError {
     Unauthenticated,
     #[error("password change required")]
     PasswordChangeRequired,
+    /// The caller's last second factor is too old for this (step-up): they confirm it is them
+    /// with a fresh code first ([`crate::identity::mfa::STEP_UP_MESSAGE`]).
+    #[error("a fresh second factor is required")]
+    StepUpRequired,
     #[error(transparent)]
     Db(#[from] sea_orm::DbErr),
     #[error("internal error: {0}")]

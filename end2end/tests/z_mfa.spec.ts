@@ -6,7 +6,7 @@
 import { expect, test } from "@playwright/test";
 import { act as consoleAct, ADMIN_EMAIL, ADMIN_NEW_PASSWORD, check as consoleCheck, find as consoleFind } from "./fixtures/console";
 import { act as adminAct } from "./fixtures/admin";
-import { act, totp } from "./fixtures/mfa";
+import { act, nextStep, totp } from "./fixtures/mfa";
 
 const MIA = { email: "mia@example.com", name: "Mia", initial: "mia-initial-pass-1", next: "mia-chosen-pass-22" };
 
@@ -24,11 +24,23 @@ test.describe.serial("two-factor authentication", () => {
     await consoleAct.open(page, "/me/mfa");
     await expect(page.getByTestId("mfa-enabled")).toContainText("Recovery codes left: 10");
 
+    // This session signed in without a second factor: a new API key (which downloads
+    // kubeconfigs and is never asked for one itself) asks for a fresh code first.
+    await act.createApiKey(page, "laptop");
+    await expect(page.getByTestId("new-key-error")).toContainText("Confirm it is you");
+    await expect(page.getByTestId("api-key-secret")).toHaveCount(0);
+    await act.stepUp(page, totp(secret, 1));
+    await page.getByTestId("new-key").getByRole("button", { name: "Create key" }).click();
+    await expect(page.getByTestId("api-key-secret")).toBeVisible();
+    await expect(page.getByTestId("api-keys")).toContainText("laptop");
+
     await page.context().clearCookies();
     await consoleAct.signIn(page, MIA.email, MIA.next);
-    // The enrolment used this step's code: the next step's (within the ±1 window) signs in.
+    // The step-up used the next step's code; a step later, the one after (within the ±1 window)
+    // signs in.
     await act.enterCode(page, "000000");
     await expect(consoleFind.loginError(page)).toContainText("Invalid or already used code");
+    await nextStep();
     await act.enterCode(page, totp(secret, 1));
     await consoleCheck.onConsole(page);
     noErrors();

@@ -62,6 +62,19 @@ pub async fn create(
             .await?;
         return Err(DomainError::forbidden(reason));
     }
+    // A key downloads kubeconfigs and is never asked for a step-up itself: minting one takes
+    // the fresh second factor a kubeconfig would (else a stale session gets round the step-up).
+    if crate::identity::mfa::second_factor_is_stale(svc, who).await? {
+        svc.audit_denied(
+            who,
+            "api_key.create",
+            "api_key",
+            name,
+            "the last second factor is older than the organization's step-up age",
+        )
+        .await?;
+        return Err(DomainError::StepUpRequired);
+    }
     if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(DomainError::invalid(
             "name",

@@ -695,8 +695,10 @@ pub async fn principal_from_api_key(
         name: user.name,
         session_type: SessionType::Api,
         must_change_password: user.must_change_password,
-        // Keys are made from a signed-in session, which passed the policy when it was made.
-        must_enrol_mfa: false,
+        // The organization's MFA policy binds keys as it binds sessions: a key made before the
+        // policy asked its owner for a second factor stops working until they enrol one (from
+        // a signed-in session: a key cannot enrol an authenticator).
+        must_enrol_mfa: must_enrol_mfa(svc, &settings::load(&svc.db).await?, uid).await?,
         second_factor_at: None,
         request: meta,
     })

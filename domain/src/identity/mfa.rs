@@ -36,6 +36,10 @@ const ISSUER: &str = "Warden";
 const SECRET_BYTES: usize = 20;
 const RECOVERY_CODE_COUNT: usize = 10;
 
+/// What a caller owing a step-up is told.
+pub const STEP_UP_MESSAGE: &str =
+    "confirm it is you with a code from your authenticator app first (POST /api/v1/auth/step-up)";
+
 /// Step-up: `Err(message)` when `who` must prove a second factor again before opening a terminal
 /// or downloading a kubeconfig: a browser session of a user with an authenticator, who holds a
 /// role that allows writes in a cluster, whose last second factor is older than the
@@ -45,9 +49,7 @@ pub async fn require_fresh_second_factor(
     svc: &Services,
     who: &Principal,
 ) -> DomainResult<Result<(), String>> {
-    if who.session_type != crate::audit::SessionType::Browser
-        || !is_enabled(&svc.db, who.user_id).await?
-    {
+    if !second_factor_is_stale(svc, who).await? {
         return Ok(Ok(()));
     }
     let writes = svc
@@ -66,19 +68,47 @@ pub async fn require_fresh_second_factor(
                 )
             })
         });
+    Ok(if writes {
+        Err(STEP_UP_MESSAGE.to_owned())
+    } else {
+        Ok(())
+    })
+}
+
+/// Whether `who` is a browser session of a user with an authenticator whose last second factor
+/// is older than the organization's `step_up_max_age_minutes` (or who signed in without one).
+/// Minting a lasting credential (an API key, which downloads kubeconfigs and is never asked for
+/// a step-up itself) takes a fresh one whatever the roles held today.
+pub async fn second_factor_is_stale(svc: &Services, who: &Principal) -> DomainResult<bool> {
+    if who.session_type != crate::audit::SessionType::Browser
+        || !is_enabled(&svc.db, who.user_id).await?
+    {
+        return Ok(false);
+    }
     let max_age_ms = crate::settings::load(&svc.db)
         .await?
         .step_up_max_age_minutes as i64
         * 60_000;
     let now = svc.clock.now().millis();
-    let fresh = who
+    Ok(!who
         .second_factor_at
-        .is_some_and(|t| now - t.millis() <= max_age_ms);
-    Ok(if !writes || fresh {
-        Ok(())
-    } else {
-        Err("confirm it is you with a code from your authenticator app first (POST /api/v1/auth/step-up)".to_owned())
-    })
+        .is_some_and(|t| now - t.millis() <= max_age_ms))
+}
+
+/// Enrolling an authenticator takes a signed-in person: a key or a kubeconfig credential alone
+/// must not bind a device of its holder's choosing to the account (its owner would then be
+/// asked for the holder's codes).
+async fn refuse_unless_browser(svc: &Services, who: &Principal, action: &str) -> DomainResult<()> {
+    if who.session_type == crate::audit::SessionType::Browser {
+        return Ok(());
+    }
+    let reason = format!(
+        "an authenticator is enrolled from a signed-in session, not with {} credentials",
+        who.session_type.as_str()
+    );
+    svc.audit_denied(who, action, "user", &who.email, &reason)
+        .await?;
+    Err(DomainError::forbidden(reason))
 }
 
 /// A password check passed; the second factor is still due.
@@ -209,6 +239,7 @@ pub async fn status(svc: &Services, who: &Principal) -> DomainResult<MfaStatus> 
 /// Start (or restart) enrolling an authenticator: a fresh secret, its `otpauth://` URI and the
 /// QR code of it. Nothing changes at sign-in until [`confirm_enrolment`].
 pub async fn begin_enrolment(svc: &Services, who: &Principal) -> DomainResult<TotpEnrolment> {
+    refuse_unless_browser(svc, who, "mfa.enrol").await?;
     let uid = who.user_id.to_string();
     if is_enabled(&svc.db, who.user_id).await? {
         return Err(DomainError::conflict(
@@ -253,6 +284,7 @@ pub async fn confirm_enrolment(
     who: &Principal,
     code: &str,
 ) -> DomainResult<RecoveryCodes> {
+    refuse_unless_browser(svc, who, "mfa.enrol").await?;
     let uid = who.user_id.to_string();
     let row = user_mfa::Entity::find_by_id(uid.clone())
         .one(&svc.db)

@@ -84,6 +84,11 @@ impl From<DomainError> for ApiError {
             },
             DomainError::Unauthenticated => ApiError::unauthenticated(),
             DomainError::PasswordChangeRequired => ApiError::password_change_required(),
+            DomainError::StepUpRequired => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "step_up_required",
+                warden_domain::identity::mfa::STEP_UP_MESSAGE,
+            ),
             DomainError::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(

@@ -441,3 +441,116 @@ async fn the_step_up_age_is_an_organization_setting() {
     assert_eq!(r.error_code(), "step_up_required");
     assert_eq!(terminal_refusal(&app, &c).await, "step_up_required");
 }
+
+/// A browser session whose second factor is stale cannot get round the step-up a kubeconfig
+/// asks for by minting an API key (keys are never asked for one): the key takes the same fresh
+/// factor, and the refusal is audited.
+#[tokio::test]
+async fn a_stale_session_cannot_mint_an_api_key_to_skip_the_step_up() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201);
+    let (secret, _) = enrol(&app, &mia).await;
+    let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+    let r = mia
+        .post("/api/v1/api-keys", json!({"name": "round the step-up"}))
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    assert!(mia.get("/api/v1/api-keys").await.json()["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let denied = audit(&admin, "action=api_key.create&outcome=denied", 1).await;
+    assert_eq!(denied[0]["actor"], EMAIL);
+    assert!(
+        denied[0]["reason"].as_str().unwrap().contains("step-up"),
+        "{}",
+        denied[0]
+    );
+
+    // A fresh code, then the key; the key downloads the kubeconfig as the session now would.
+    app.clock.advance_secs(30);
+    mia.post(
+        "/api/v1/auth/step-up",
+        json!({"code": code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(204);
+    let key = mia
+        .create_api_key(json!({"name": "after the step-up"}))
+        .await;
+    let r = app.client().get_bearer("/api/v1/kubeconfig", &key).await;
+    assert_ne!(r.error_code(), "step_up_required", "{}", r.body);
+
+    // The factor goes stale again: no more keys (even for someone who only reads today: a key
+    // outlives the roles it was made under).
+    for _ in 0..3 {
+        app.clock.advance_secs(1201);
+        mia.get("/api/v1/me").await.assert_status(200);
+        admin.get("/api/v1/me").await.assert_status(200);
+    }
+    let r = mia
+        .post("/api/v1/api-keys", json!({"name": "later"}))
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+}
+
+/// The organization's MFA policy binds API keys as it binds sessions: a key made before the
+/// policy asked its owner for a second factor stops working until they enrol one, and the key
+/// alone cannot enrol an authenticator of its holder's choosing on the account.
+#[tokio::test]
+async fn a_key_made_before_the_mfa_policy_waits_for_its_owners_enrolment() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    let key = mia.create_api_key(json!({"name": "script"})).await;
+    let bare = app.client();
+    bare.get_bearer("/api/v1/projects", &key)
+        .await
+        .assert_status(200);
+    admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
+        .await
+        .assert_status(200);
+    enrol(&app, &admin).await;
+    let r = bare
+        .get_bearer("/api/v1/projects", &key)
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
+    let r = bare.get_bearer("/api/v1/kubeconfig", &key).await;
+    assert_eq!(r.error_code(), "mfa_enrolment_required", "{}", r.body);
+
+    // The key's holder tries to enrol a device of their own on mia's account.
+    bare.post_bearer("/api/v1/me/mfa/totp", &key, json!({}))
+        .await
+        .assert_status(403);
+    bare.post_bearer(
+        "/api/v1/me/mfa/totp/confirm",
+        &key,
+        json!({"code": "000000"}),
+    )
+    .await
+    .assert_status(403);
+    assert_eq!(mia.get("/api/v1/me/mfa").await.json()["enabled"], false);
+    let denied = audit(&admin, "action=mfa.enrol&outcome=denied", 2).await;
+    assert!(denied.iter().all(|e| e["actor"] == EMAIL), "{denied:?}");
+
+    // Mia enrols from her session; her key works again.
+    enrol(&app, &mia).await;
+    bare.get_bearer("/api/v1/projects", &key)
+        .await
+        .assert_status(200);
+}
