@@ -310,7 +310,7 @@ pub struct Hello<'a> {
 /// Dial Warden: ask for a one-time challenge, sign it, and upgrade to the tunnel's WebSocket
 /// with the proof.
 pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, DialError> {
-    let challenge = challenge(settings, hello.secret).await?;
+    let challenge = challenge(settings, hello.secret, hello.fingerprint).await?;
     let proof = hello.key.prove(&challenge);
     let public = hello.key.public_b64();
     upgrade(
@@ -324,6 +324,15 @@ pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, D
         ],
     )
     .await
+}
+
+/// A header value from a setting; a setting an HTTP header cannot carry is a final refusal.
+fn header(v: &str) -> Result<HeaderValue, DialError> {
+    HeaderValue::from_str(v).map_err(|_| DialError::Refused {
+        status: 0,
+        code: "bad_settings".into(),
+        message: "a setting holds characters not allowed in an HTTP header".into(),
+    })
 }
 
 /// A refusal from Warden's error envelope: 400/401/403 are final, anything else may pass.
@@ -355,8 +364,13 @@ fn refusal_from(status: u16, body: &str) -> DialError {
     }
 }
 
-/// `POST /agent/v1/challenge`: a one-time nonce for this secret's cluster.
-pub async fn challenge(settings: &Settings, secret: &str) -> Result<Challenge, DialError> {
+/// `POST /agent/v1/challenge`: a one-time nonce for this secret's cluster. The fingerprint goes
+/// along so that a manifest applied to the wrong cluster is told so at once.
+pub async fn challenge(
+    settings: &Settings,
+    secret: &str,
+    fingerprint: &str,
+) -> Result<Challenge, DialError> {
     use http_body_util::{BodyExt, Empty, Limited};
     let (target, io) = open(settings).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
@@ -369,13 +383,10 @@ pub async fn challenge(settings: &Settings, secret: &str) -> Result<Challenge, D
         .header(http::header::HOST, target.authority())
         .header(
             http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| DialError::Refused {
-                status: 0,
-                code: "bad_settings".into(),
-                message: "a setting holds characters not allowed in an HTTP header".into(),
-            })?,
+            header(&format!("Bearer {secret}"))?,
         )
         .header(HEADER_AGENT_VERSION, env!("CARGO_PKG_VERSION"))
+        .header(HEADER_FINGERPRINT, header(fingerprint)?)
         .body(Empty::new())
         .map_err(DialError::transient)?;
     let result = tokio::time::timeout(Duration::from_secs(20), async {
@@ -460,13 +471,6 @@ pub async fn upgrade(
         .into_client_request()
         .map_err(DialError::transient)?;
     let headers = request.headers_mut();
-    let header = |v: &str| {
-        HeaderValue::from_str(v).map_err(|_| DialError::Refused {
-            status: 0,
-            code: "bad_settings".into(),
-            message: "a setting holds characters not allowed in an HTTP header".into(),
-        })
-    };
     headers.insert("authorization", header(&format!("Bearer {secret}"))?);
     headers.insert(HEADER_FINGERPRINT, header(fingerprint)?);
     for (name, value) in extra {

@@ -410,9 +410,7 @@ fn error_status(e: &AppError) -> Option<http::StatusCode> {
         AppError::PasswordChangeRequired
         | AppError::Forbidden
         | AppError::StepUpRequired
-        | AppError::Refused(_) => {
-            http::StatusCode::FORBIDDEN
-        }
+        | AppError::Refused(_) => http::StatusCode::FORBIDDEN,
         AppError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
         AppError::NotFound(_) => http::StatusCode::NOT_FOUND,
         AppError::Conflict { .. } => http::StatusCode::CONFLICT,

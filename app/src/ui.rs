@@ -144,7 +144,8 @@ impl FormState {
     /// as after its action.
     pub fn asks_step_up(&self) -> bool {
         let text = AppError::StepUpRequired.to_string();
-        self.errors.with(|e| e.general.as_deref() == Some(text.as_str()))
+        self.errors
+            .with(|e| e.general.as_deref() == Some(text.as_str()))
     }
 
     /// What was typed into `name` when this form last failed as a plain form.

@@ -64,9 +64,13 @@ pub enum ChallengeCheck {
 
 /// At most this many challenges are outstanding (an agent asks one per connection attempt).
 pub const MAX_OUTSTANDING_CHALLENGES: u64 = 10_000;
+/// At most this many per cluster: whoever holds one cluster's secret can keep only that
+/// cluster's agent waiting, not every agent's reconnection.
+pub const MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER: u64 = 16;
 
 /// A one-time challenge for an agent of `cluster_id`, kept in the database (only its SHA-256)
-/// so the agent may connect through any replica; `None` when too many are outstanding.
+/// so the agent may connect through any replica; `None` when too many are outstanding, for the
+/// cluster or in all.
 pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<Option<String>> {
     use crate::entities::agent_challenges as ch;
     use sea_orm::PaginatorTrait;
@@ -75,7 +79,13 @@ pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<O
         .filter(ch::Column::ExpiresAt.lte(now.millis()))
         .exec(&svc.db)
         .await?;
-    if ch::Entity::find().count(&svc.db).await? >= MAX_OUTSTANDING_CHALLENGES {
+    if ch::Entity::find()
+        .filter(ch::Column::ClusterId.eq(cluster_id))
+        .count(&svc.db)
+        .await?
+        >= MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER
+        || ch::Entity::find().count(&svc.db).await? >= MAX_OUTSTANDING_CHALLENGES
+    {
         return Ok(None);
     }
     let nonce = random_token(32);
@@ -143,19 +153,33 @@ pub fn verify_proof(key_b64: &str, nonce: &str, cluster_id: &str, proof_b64: &st
 }
 
 /// Before a challenge is issued: the cluster (id) the bootstrap token or agent credential
-/// belongs to. An unknown secret is refused (and audited, action `agent.challenge`).
+/// belongs to. An unknown secret is refused, and so is one that could never connect (a used or
+/// expired bootstrap token, a revoked credential, a deleted cluster's), with the reason the
+/// connection would give: a dead secret gets no challenge to hold (audited, action
+/// `agent.challenge`).
 pub async fn challenge(
     svc: &Services,
     secret: &str,
+    fingerprint: Option<String>,
     agent_version: Option<String>,
     meta: RequestMeta,
 ) -> DomainResult<Result<String, Refusal>> {
-    if let Some(id) = challenge_cluster(svc, secret).await? {
-        return Ok(Ok(id));
-    }
+    let fingerprint = fingerprint.filter(|f| valid_fingerprint(f));
+    let (cluster, refusal) = match challenge_cluster(svc, secret, fingerprint.as_deref()).await? {
+        ChallengeFor::Cluster(id) => return Ok(Ok(id)),
+        ChallengeFor::Dead(cluster, refusal) => (cluster, refusal),
+        ChallengeFor::Unknown => (
+            None,
+            Refusal::new(
+                401,
+                refusal::UNKNOWN_TOKEN,
+                "unknown or revoked bootstrap token or agent credential. Download a new manifest for this cluster in Warden and apply it",
+            ),
+        ),
+    };
     let hello = AgentHello {
         secret: String::new(),
-        fingerprint: String::new(),
+        fingerprint: fingerprint.unwrap_or_default(),
         cluster: None,
         agent_version,
         meta,
@@ -169,40 +193,177 @@ pub async fn challenge(
         action: "agent.challenge",
     };
     Ok(ctx
-        .refuse(
-            None,
-            Refusal::new(
-                401,
-                refusal::UNKNOWN_TOKEN,
-                "unknown or revoked bootstrap token or agent credential. Download a new manifest for this cluster in Warden and apply it",
-            ),
-        )
+        .refuse(cluster.as_ref(), refusal)
         .await?
         .map(|a| a.cluster_id.to_string()))
 }
 
-/// The cluster (id) a bootstrap token or agent credential belongs to, for a challenge. `None`
-/// when the secret is unknown. A revoked credential, or one of a deleted cluster (id ``), still
-/// gets a challenge: the connection then says precisely why it is refused.
-pub async fn challenge_cluster(svc: &Services, secret: &str) -> DomainResult<Option<String>> {
+/// Whom a secret may ask a challenge for.
+pub enum ChallengeFor {
+    /// A live bootstrap token or agent credential of this cluster (id).
+    Cluster(String),
+    /// A known secret that can no longer connect, and why.
+    Dead(Option<clusters::Model>, Refusal),
+    Unknown,
+}
+
+/// The cluster (id) a bootstrap token or agent credential belongs to, for a challenge, or why
+/// the secret can no longer connect, checked in the order the connection checks it (the
+/// Kubernetes cluster it comes from first, when the agent says: a manifest applied to the wrong
+/// cluster is told so, rather than that its token was used).
+pub async fn challenge_cluster(
+    svc: &Services,
+    secret: &str,
+    fingerprint: Option<&str>,
+) -> DomainResult<ChallengeFor> {
     let secret = secret.trim();
     let hash = sha256_hex(secret.as_bytes());
     if secret.starts_with(CREDENTIAL_PREFIX) {
-        Ok(cluster_agent_credentials::Entity::find()
+        let Some(cred) = cluster_agent_credentials::Entity::find()
             .filter(cluster_agent_credentials::Column::SecretHash.eq(hash))
             .one(&svc.db)
             .await?
-            .map(|c| c.cluster_id.unwrap_or_default()))
+        else {
+            return Ok(ChallengeFor::Unknown);
+        };
+        let cluster = match &cred.cluster_id {
+            Some(id) => {
+                clusters::Entity::find_by_id(id.clone())
+                    .one(&svc.db)
+                    .await?
+            }
+            None => None,
+        };
+        Ok(match cluster {
+            None => ChallengeFor::Dead(None, credential_of_deleted_cluster(&cred)),
+            Some(c) if fingerprint.is_some_and(|fp| fp != cred.fingerprint) => {
+                let r =
+                    credential_elsewhere(&c, &cred.fingerprint, fingerprint.unwrap_or_default());
+                ChallengeFor::Dead(Some(c), r)
+            }
+            Some(c) if cred.revoked_at.is_some() => {
+                let r = credential_revoked(&cred, &c);
+                ChallengeFor::Dead(Some(c), r)
+            }
+            Some(c) => ChallengeFor::Cluster(c.id),
+        })
     } else if secret.starts_with(BOOTSTRAP_TOKEN_PREFIX) {
-        Ok(cluster_bootstrap_tokens::Entity::find()
+        let Some(token) = cluster_bootstrap_tokens::Entity::find()
             .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(hash))
             .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_AGENT))
             .one(&svc.db)
             .await?
-            .map(|t| t.cluster_id))
+        else {
+            return Ok(ChallengeFor::Unknown);
+        };
+        let Some(cluster) = clusters::Entity::find_by_id(token.cluster_id.clone())
+            .one(&svc.db)
+            .await?
+        else {
+            return Ok(ChallengeFor::Dead(None, token_of_deleted_cluster()));
+        };
+        if let (Some(bound), Some(fp)) = (cluster.fingerprint.as_deref(), fingerprint) {
+            if bound != fp {
+                let r = manifest_elsewhere(&cluster, bound, fp);
+                return Ok(ChallengeFor::Dead(Some(cluster), r));
+            }
+        }
+        Ok(
+            match token_spent(&token, &cluster, svc.clock.now().millis()) {
+                Some(r) => ChallengeFor::Dead(Some(cluster), r),
+                None => ChallengeFor::Cluster(cluster.id),
+            },
+        )
     } else {
-        Ok(None)
+        Ok(ChallengeFor::Unknown)
     }
+}
+
+fn credential_of_deleted_cluster(cred: &cluster_agent_credentials::Model) -> Refusal {
+    Refusal::new(
+        403,
+        refusal::CLUSTER_DELETED,
+        format!("the cluster {} was deleted from Warden and this agent's credential is revoked. Remove the agent with: {CLEANUP_COMMAND}", cred.cluster_name),
+    )
+}
+
+fn credential_revoked(
+    cred: &cluster_agent_credentials::Model,
+    cluster: &clusters::Model,
+) -> Refusal {
+    Refusal::new(
+        403,
+        refusal::CREDENTIAL_REVOKED,
+        format!(
+            "this agent credential for cluster {} was revoked ({}). Download a new manifest for the cluster in Warden and apply it",
+            cluster.name,
+            cred.revoked_reason.as_deref().unwrap_or("revoked")
+        ),
+    )
+}
+
+fn credential_elsewhere(cluster: &clusters::Model, registered: &str, fp: &str) -> Refusal {
+    Refusal::new(
+        403,
+        refusal::FINGERPRINT_MISMATCH,
+        format!(
+            "this agent credential belongs to cluster {} registered from another Kubernetes cluster (kube-system UID {}…), not this one ({}…). Import this cluster separately in Warden and apply its own manifest",
+            cluster.name,
+            short(registered),
+            short(fp)
+        ),
+    )
+}
+
+fn manifest_elsewhere(cluster: &clusters::Model, bound: &str, fp: &str) -> Refusal {
+    Refusal::new(
+        403,
+        refusal::FINGERPRINT_MISMATCH,
+        format!(
+            "this manifest belongs to cluster {}, which is already registered from another Kubernetes cluster (kube-system UID {}…); this one is {}…. A manifest registers one cluster only: import this cluster separately in Warden and apply its own manifest",
+            cluster.name,
+            short(bound),
+            short(fp)
+        ),
+    )
+}
+
+fn token_of_deleted_cluster() -> Refusal {
+    Refusal::new(
+        403,
+        refusal::CLUSTER_DELETED,
+        "the cluster of this bootstrap token was deleted from Warden",
+    )
+}
+
+/// Why a bootstrap token can no longer register its cluster: used, or expired.
+fn token_spent(
+    token: &cluster_bootstrap_tokens::Model,
+    cluster: &clusters::Model,
+    now: i64,
+) -> Option<Refusal> {
+    if let Some(used) = token.used_at {
+        return Some(Refusal::new(
+            403,
+            refusal::TOKEN_USED,
+            format!(
+                "this bootstrap token was already used (at {}); tokens work once. Download a new manifest for cluster {} in Warden and apply it",
+                Timestamp(used).rfc3339(),
+                cluster.name
+            ),
+        ));
+    }
+    (token.expires_at <= now).then(|| {
+        Refusal::new(
+            403,
+            refusal::TOKEN_EXPIRED,
+            format!(
+                "this bootstrap token expired at {}. Download a new manifest for cluster {} in Warden and apply it",
+                Timestamp(token.expires_at).rfc3339(),
+                cluster.name
+            ),
+        )
+    })
 }
 
 /// An admitted agent.
@@ -439,48 +600,19 @@ async fn admit_credential(
         None => None,
     };
     let Some(cluster) = cluster else {
-        return ctx
-            .refuse(
-                None,
-                Refusal::new(
-                    403,
-                    refusal::CLUSTER_DELETED,
-                    format!("the cluster {} was deleted from Warden and this agent's credential is revoked. Remove the agent with: {CLEANUP_COMMAND}", cred.cluster_name),
-                ),
-            )
-            .await;
+        return ctx.refuse(None, credential_of_deleted_cluster(&cred)).await;
     };
     if cred.fingerprint != fp {
         return ctx
             .refuse(
                 Some(&cluster),
-                Refusal::new(
-                    403,
-                    refusal::FINGERPRINT_MISMATCH,
-                    format!(
-                        "this agent credential belongs to cluster {} registered from another Kubernetes cluster (kube-system UID {}…), not this one ({}…). Import this cluster separately in Warden and apply its own manifest",
-                        cluster.name,
-                        short(&cred.fingerprint),
-                        short(fp)
-                    ),
-                ),
+                credential_elsewhere(&cluster, &cred.fingerprint, fp),
             )
             .await;
     }
     if cred.revoked_at.is_some() {
         return ctx
-            .refuse(
-                Some(&cluster),
-                Refusal::new(
-                    403,
-                    refusal::CREDENTIAL_REVOKED,
-                    format!(
-                        "this agent credential for cluster {} was revoked ({}). Download a new manifest for the cluster in Warden and apply it",
-                        cluster.name,
-                        cred.revoked_reason.as_deref().unwrap_or("revoked")
-                    ),
-                ),
-            )
+            .refuse(Some(&cluster), credential_revoked(&cred, &cluster))
             .await;
     }
     // The credential alone proves nothing: the agent must hold the key registered with it.
@@ -567,65 +699,15 @@ async fn admit_bootstrap(
         .one(&svc.db)
         .await?
     else {
-        return ctx
-            .refuse(
-                None,
-                Refusal::new(
-                    403,
-                    refusal::CLUSTER_DELETED,
-                    "the cluster of this bootstrap token was deleted from Warden",
-                ),
-            )
-            .await;
+        return ctx.refuse(None, token_of_deleted_cluster()).await;
     };
     if let Some(bound) = cluster.fingerprint.as_deref().filter(|b| *b != fp) {
         return ctx
-            .refuse(
-                Some(&cluster),
-                Refusal::new(
-                    403,
-                    refusal::FINGERPRINT_MISMATCH,
-                    format!(
-                        "this manifest belongs to cluster {}, which is already registered from another Kubernetes cluster (kube-system UID {}…); this one is {}…. A manifest registers one cluster only: import this cluster separately in Warden and apply its own manifest",
-                        cluster.name,
-                        short(bound),
-                        short(fp)
-                    ),
-                ),
-            )
+            .refuse(Some(&cluster), manifest_elsewhere(&cluster, bound, fp))
             .await;
     }
-    if let Some(used) = token.used_at {
-        return ctx
-            .refuse(
-                Some(&cluster),
-                Refusal::new(
-                    403,
-                    refusal::TOKEN_USED,
-                    format!(
-                        "this bootstrap token was already used (at {}); tokens work once. Download a new manifest for cluster {} in Warden and apply it",
-                        Timestamp(used).rfc3339(),
-                        cluster.name
-                    ),
-                ),
-            )
-            .await;
-    }
-    if token.expires_at <= now {
-        return ctx
-            .refuse(
-                Some(&cluster),
-                Refusal::new(
-                    403,
-                    refusal::TOKEN_EXPIRED,
-                    format!(
-                        "this bootstrap token expired at {}. Download a new manifest for cluster {} in Warden and apply it",
-                        Timestamp(token.expires_at).rfc3339(),
-                        cluster.name
-                    ),
-                ),
-            )
-            .await;
+    if let Some(r) = token_spent(&token, &cluster, now) {
+        return ctx.refuse(Some(&cluster), r).await;
     }
     // The key to register: the agent proves it holds it before anything is spent.
     if !proof.holds_for(&proof.key, &cluster) {

@@ -504,18 +504,24 @@ pub async fn change_password(
     let key = login::throttle_key(&user.email);
     let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
     let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
-    if !login::may_check(&throttle, &org, lock_end) {
-        let until = Timestamp(throttle.locked_until.unwrap_or(lock_end));
-        let ev = AuditEvent::new(
+    let denied = |reason: &str| {
+        AuditEvent::new(
             AuditKind::SignIn,
             who.actor(),
             who.session_type,
             "password.change",
             Outcome::Denied,
         )
-        .reason("account locked after wrong passwords; current password not checked")
-        .request(who.request.clone());
-        svc.audit.record(ev).await?;
+        .reason(reason)
+        .request(who.request.clone())
+    };
+    if !login::may_check(&throttle, &org, lock_end) {
+        let until = Timestamp(throttle.locked_until.unwrap_or(lock_end));
+        svc.audit
+            .record(denied(
+                "account locked after wrong passwords; current password not checked",
+            ))
+            .await?;
         return Err(invalid(
             "current_password",
             format!(
@@ -525,16 +531,7 @@ pub async fn change_password(
         ));
     }
     if !password::verify(current, user.password_hash.as_deref()).await {
-        let ev = AuditEvent::new(
-            AuditKind::SignIn,
-            who.actor(),
-            who.session_type,
-            "password.change",
-            Outcome::Denied,
-        )
-        .reason("wrong current password")
-        .request(who.request.clone());
-        svc.audit.record(ev).await?;
+        svc.audit.record(denied("wrong current password")).await?;
         return Err(invalid("current_password", "is not your current password"));
     }
     login::clear_attempts(&svc.db, &key).await?;

@@ -54,11 +54,13 @@ pub async fn challenge(State(state): State<AppState>, req: Request) -> Response 
         );
     };
     let version = header_str(&parts.headers, HEADER_AGENT_VERSION);
-    let cluster_id = match agents::challenge(&state.services, &secret, version, meta).await {
-        Ok(Ok(id)) => id,
-        Ok(Err(r)) => return refusal(r.status, r.code, r.message),
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+    let fingerprint = header_str(&parts.headers, HEADER_FINGERPRINT);
+    let cluster_id =
+        match agents::challenge(&state.services, &secret, fingerprint, version, meta).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(r)) => return refusal(r.status, r.code, r.message),
+            Err(e) => return ApiError::from(e).into_response(),
+        };
     let nonce = match agents::issue_challenge(&state.services, &cluster_id).await {
         Ok(Some(n)) => n,
         Ok(None) => {

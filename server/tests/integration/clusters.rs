@@ -1799,7 +1799,7 @@ async fn dial_with(
     Result<warden_agent::dial::Socket, warden_agent::dial::DialError>,
     String,
 ) {
-    let c = warden_agent::dial::challenge(settings, secret)
+    let c = warden_agent::dial::challenge(settings, secret, fingerprint)
         .await
         .expect("a challenge");
     let proof = key.prove(&c);
@@ -1890,12 +1890,69 @@ async fn a_registration_ends_the_clusters_spare_manifests() {
         app.state.clusters.get("spare").is_none(),
         "the tunnel is gone"
     );
-    let (_, impostor) = new_key();
+    // The spare manifest is refused at its first step: no challenge to hold, the reason said.
     let token = spare.bootstrap_token.clone().unwrap();
-    let (r, _) = dial_with(&spare, &token, &fp, &impostor).await;
-    let (status, code, message) = refused(r);
+    let (status, code, message) = refused(
+        warden_agent::dial::challenge(&spare, &token, &fp)
+            .await
+            .map(|_| unreachable_socket()),
+    );
     assert_eq!((status, code.as_str()), (403, "token_expired"), "{message}");
     let _ = app;
+}
+
+/// A socket never made: `refused` takes a dial's result.
+fn unreachable_socket() -> warden_agent::dial::Socket {
+    unreachable!("the challenge was expected to be refused")
+}
+
+/// Challenges are capped per cluster: whoever holds one cluster's secret (without its key) can
+/// keep only that cluster waiting; another cluster's agent still gets its challenge. A secret
+/// that can never connect gets none at all.
+#[tokio::test]
+async fn one_clusters_secret_cannot_use_up_every_agents_challenges() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "held").await;
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(sim.dir.path().join("held.yaml.state.json")).unwrap(),
+    )
+    .unwrap();
+    let credential = state["credential"].as_str().unwrap().to_owned();
+    let settings = warden_agent::Settings::from_manifest(
+        &std::fs::read_to_string(sim.dir.path().join("held.yaml")).unwrap(),
+    )
+    .unwrap();
+    let fp = sim.sim.kube_system_uid();
+    let mut busy = None;
+    for _ in 0..warden_domain::clusters::agents::MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER + 1 {
+        if let Err(e) = warden_agent::dial::challenge(&settings, &credential, &fp).await {
+            busy = Some(e.to_string());
+            break;
+        }
+    }
+    let busy = busy.expect("the cluster's challenges are capped");
+    assert!(busy.contains("too many outstanding challenges"), "{busy}");
+
+    // Another cluster's manifest still gets its challenge and registers.
+    let other = connected(&app, &admin, &sim, "other").await;
+    assert!(app.state.clusters.get("other").is_some());
+    other.stop().await.unwrap();
+
+    // A used bootstrap token gets no challenge: refused with the reason, audited.
+    let token = settings.bootstrap_token.clone().unwrap();
+    let (status, code, message) = refused(
+        warden_agent::dial::challenge(&settings, &token, &fp)
+            .await
+            .map(|_| unreachable_socket()),
+    );
+    assert_eq!((status, code.as_str()), (403, "token_used"), "{message}");
+    let denied = denied_with(&admin, "token_used").await;
+    assert!(
+        denied.iter().any(|e| e["action"] == "agent.challenge"),
+        "{denied:?}"
+    );
+    agent.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -1969,7 +2026,7 @@ async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunn
     );
     assert_eq!((status, code.as_str()), (401, "proof_required"));
     // The real public key with a signature made by another key.
-    let c = warden_agent::dial::challenge(&settings, &credential)
+    let c = warden_agent::dial::challenge(&settings, &credential, &fp)
         .await
         .unwrap();
     let forged = impostor.prove(&c);
