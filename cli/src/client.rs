@@ -66,9 +66,16 @@ impl Api {
                 "{base} is not a URL ({e}); give Warden's address, e.g. https://warden.example.com"
             )
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
+        // Passwords, codes and API keys travel in these requests: in the clear only to this
+        // machine.
+        let allowed = match parsed.scheme() {
+            "https" => true,
+            "http" => is_loopback(&parsed),
+            _ => false,
+        };
+        if !allowed {
             anyhow::bail!(
-                "{base}: Warden's URL starts with https:// (or http:// on a loopback address)"
+                "{base}: Warden's URL starts with https:// (or http:// on a loopback address: passwords and API keys must not cross a network in the clear)"
             );
         }
         let http = reqwest::Client::builder()
@@ -241,6 +248,19 @@ impl Api {
     }
 }
 
+/// Whether a URL names this machine: `localhost`, or a loopback address (127.0.0.0/8, ::1).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `scheme://host[:port]` of a URL, as browsers send it in `Origin`.
 fn origin_of(base: &str) -> String {
     match reqwest::Url::parse(base) {
@@ -313,6 +333,30 @@ mod tests {
         assert_eq!(seg("x%2Fy"), "x%252Fy");
         assert_eq!(seg("a b?c#d"), "a%20b%3Fc%23d");
         assert_eq!(seg(".."), "%2E%2E");
+    }
+
+    #[test]
+    fn plain_http_is_for_this_machine_only() {
+        for ok in [
+            "https://warden.example.com",
+            "http://127.0.0.1:3000",
+            "http://127.9.9.9",
+            "http://localhost:3000/",
+            "http://[::1]:3000",
+        ] {
+            assert!(Api::with_key(ok, "k").is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://warden.example.com",
+            "http://10.0.0.5:3000",
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+            "ftp://127.0.0.1",
+            "http://[::2]",
+        ] {
+            let e = Api::with_key(bad, "k").err().expect(bad).to_string();
+            assert!(e.contains("https://"), "{bad}: {e}");
+        }
     }
 
     #[test]

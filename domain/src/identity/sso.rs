@@ -849,6 +849,17 @@ async fn callback(
                 SsoFailure::LinkRefused,
                 "a Warden user with this email exists and linking is not allowed for this provider",
             ))),
+            // The allowed domains admit new people by their email: only an email the provider
+            // says it verified (else anyone who may set their own email there gets in).
+            None if provider.auto_provision
+                && !provider.allowed_domains.is_empty()
+                && identity.email_verified != Some(true) =>
+            {
+                return Err(with_claimed(refuse(
+                    SsoFailure::EmailUnverified,
+                    "the provider does not say the email is verified, and only a verified email's domain admits a new account",
+                )))
+            }
             None if provider.auto_provision => {
                 let name = identity
                     .name

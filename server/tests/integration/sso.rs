@@ -566,6 +566,23 @@ async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
     op.set_user("mallory", "mallory@elsewhere.org", &[]).await;
     let r = sso_sign_in(&app, &app.client(), &op, "mallory").await;
     assert_refused(&r, "domain");
+    // An allowed domain admits a new account only for an email the provider says it verified:
+    // not when it says it did not, nor when it says nothing (providers where people set their
+    // own email would let anyone claim the domain).
+    op.set_unverified_user("frank", "frank@example.com").await;
+    let r = sso_sign_in(&app, &app.client(), &op, "frank").await;
+    assert_refused(&r, "email_unverified");
+    op.set_user("frank", "frank@example.com", &[]).await;
+    op.tamper(&client_id, json!({"drop_claims": ["email_verified"]}))
+        .await;
+    let r = sso_sign_in(&app, &app.client(), &op, "frank").await;
+    assert_refused(&r, "email_unverified");
+    admin
+        .get("/api/v1/users/frank@example.com")
+        .await
+        .assert_status(404);
+    let r = sso_sign_in(&app, &app.client(), &op, "frank").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
 
     // Deactivating a user in Warden wins over the provider.
     op.set_user("carol", "carol@example.com", &[]).await;
