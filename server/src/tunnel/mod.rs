@@ -388,8 +388,9 @@ impl ClusterConnections {
 struct Runtime(Weak<ClusterConnections>);
 
 impl ClusterRuntime for Runtime {
+    /// Whether the cluster's tunnel is live here or on another live replica (as last read).
     fn is_connected(&self, cluster_id: ClusterId) -> bool {
-        self.0.upgrade().is_some_and(|c| c.has_tunnel(cluster_id))
+        self.0.upgrade().is_some_and(|c| c.reaches(cluster_id))
     }
 
     fn revoke(&self, cluster_id: ClusterId, code: &str, message: &str) {
