@@ -235,6 +235,17 @@ pub async fn delete_cluster(
     crate::ssr::finish(r, then)
 }
 
+/// Revoke the cluster's agent (a credential or key that may have leaked).
+#[server(prefix = "/sfn", endpoint = "revoke_cluster_agent")]
+pub async fn revoke_cluster_agent(name: String) -> Result<u64, AppError> {
+    let svc = crate::ssr::services()?;
+    let who = crate::ssr::principal().await?;
+    let r = warden_domain::clusters::revoke_agent(&svc, &who, &name)
+        .await
+        .map_err(AppError::from);
+    crate::ssr::finish(r, None)
+}
+
 // ---- shared pieces ----
 
 /// A counter that goes up every `every` in the browser (never on the server), to refetch a
@@ -889,6 +900,11 @@ fn ManageCluster(
     let state = FormState::new(update, "edit-cluster");
     let delete = ServerAction::<DeleteCluster>::new();
     let delete_state = FormState::new(delete, "delete-cluster");
+    let revoke = ServerAction::<RevokeClusterAgent>::new();
+    let revoke_state = FormState::new(revoke, "revoke-agent");
+    let revoke_open = confirm_open("revoke-agent", None);
+    let revoke_href = confirm_href("revoke-agent", None);
+    crate::ui::close_confirm_on_success(revoke);
     let name = StoredValue::new(cluster.name.clone());
     let open = confirm_open("delete-cluster", None);
     let href = confirm_href("delete-cluster", None);
@@ -915,6 +931,19 @@ fn ManageCluster(
                 <a href=connect_href data-testid="reconnect">"Connect the agent"</a></p>
             <p>"To remove the agent and everything it created from the cluster:"</p>
             <crate::ui::CommandBox command=cleanup testid="cleanup-command"/>
+            <FormAlert state=revoke_state ok="The agent is revoked and its tunnel closed. Connect the agent with a fresh manifest to reach the cluster again."/>
+            <Show when=move || revoke_open.get() fallback=move || view! {
+                <p>"If the agent's credential or its cluster-side Secret may have leaked, revoke the agent: nobody reaches the cluster through Warden until a fresh manifest is applied."</p>
+                <a class="btn btn-danger-outline" href=revoke_href.clone() data-testid="revoke-agent">"Revoke the agent…"</a>
+            }>
+                <ConfirmPanel title=format!("Revoke the agent of {}?", name.get_value())>
+                    <p>"Its credential stops working and its tunnel closes at once; manifests not applied yet expire. The cluster, its project, sharing and settings stay."</p>
+                    <ActionForm action=revoke>
+                        <input type="hidden" name="name" value=name.get_value()/>
+                        <button type="submit" class="btn btn-danger" data-testid="confirm-revoke-agent">"Revoke the agent"</button>
+                    </ActionForm>
+                </ConfirmPanel>
+            </Show>
         </section>
         <section class="card danger-zone" aria-labelledby="delete-title">
             <h2 id="delete-title">"Delete cluster"</h2>

@@ -1010,6 +1010,68 @@ pub async fn delete(
     Ok(CLEANUP_COMMAND.to_owned())
 }
 
+/// Revoke a cluster's agent, for a credential or key that may have leaked: every credential of
+/// the cluster stops working at once, its tunnel closes (the agent is told why, on this replica;
+/// on another, at the agent's next heartbeat), and every manifest not applied yet expires. The
+/// cluster stays, with its project, sharing and settings; a new manifest connects it again (with
+/// a new key if need be: no tunnel is live). Returns how many credentials were revoked.
+pub async fn revoke_agent(svc: &Services, who: &Principal, name: &str) -> DomainResult<u64> {
+    let (c, owner) = load_writable(svc, who, name).await?;
+    let now = svc.clock.now().millis();
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    let revoked = cluster_agent_credentials::Entity::update_many()
+        .col_expr(
+            cluster_agent_credentials::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .col_expr(
+            cluster_agent_credentials::Column::RevokedReason,
+            sea_orm::sea_query::Expr::value("revoked in Warden by an administrator"),
+        )
+        .filter(cluster_agent_credentials::Column::ClusterId.eq(c.id.clone()))
+        .filter(cluster_agent_credentials::Column::RevokedAt.is_null())
+        .exec(&tx)
+        .await?
+        .rows_affected;
+    let expired = cluster_bootstrap_tokens::Entity::update_many()
+        .col_expr(
+            cluster_bootstrap_tokens::Column::ExpiresAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(cluster_bootstrap_tokens::Column::ClusterId.eq(c.id.clone()))
+        .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
+        .exec(&tx)
+        .await?
+        .rows_affected;
+    let event = cluster_event(
+        who,
+        "cluster.agent_revoke",
+        &c.name,
+        &owner,
+        Outcome::Allowed,
+    )
+    .details(json!({
+        "credentials_revoked": revoked,
+        "manifests_expired": expired,
+        "agent_connected": c.status == cluster_status::CONNECTED,
+    }));
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
+    tx.commit().await?;
+    if let (Some(rt), Some(id)) = (svc.clusters.runtime(), ClusterId::parse(&c.id)) {
+        rt.revoke(
+            id,
+            agent_protocol::refusal::CREDENTIAL_REVOKED,
+            &format!(
+                "the agent credential of cluster {} was revoked in Warden; apply a new manifest for the cluster to connect it again",
+                c.name
+            ),
+        );
+    }
+    svc.policy.bump();
+    Ok(revoked)
+}
+
 /// Audit events about one cluster, newest first, for callers who may read the audit log.
 pub async fn recent_events(
     svc: &Services,

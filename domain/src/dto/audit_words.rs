@@ -95,6 +95,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "delete cluster {name} without its agent",
             "delete a cluster without its agent",
         ),
+        "cluster.agent_revoke" => (
+            "revoke the agent of cluster {name}",
+            "revoke a cluster's agent",
+        ),
         "cluster.bootstrap_token" => (
             "issue a bootstrap token for cluster {name}",
             "issue a bootstrap token",
@@ -505,6 +509,7 @@ mod tests {
         "cluster.update",
         "cluster.delete",
         "cluster.force_delete",
+        "cluster.agent_revoke",
         "cluster.bootstrap_token",
         "cluster.manifest",
         "agent.manifest_download",

@@ -68,6 +68,16 @@ pub async fn delete_cluster(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /clusters/{name}/agent/revoke`: the cluster's agent credential stops working at once.
+pub async fn revoke_cluster_agent(
+    State(s): S,
+    AuthUser(who): AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    clusters::revoke_agent(&s.services, &who, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The agent manifest (YAML) with a fresh one-time bootstrap token.
 pub async fn get_cluster_manifest(
     State(s): S,

@@ -877,6 +877,89 @@ async fn a_new_manifest_re_registers_the_same_cluster() {
     );
 }
 
+/// A credential (or the agent's key) may have leaked: an administrator of the cluster revokes
+/// its agent. The tunnel closes at once, the agent is told, its credential is refused from then
+/// on (at the challenge), a manifest downloaded before cannot register; a new manifest (with a
+/// new key) connects the cluster again. Someone who may only use the cluster cannot revoke it.
+#[tokio::test]
+async fn an_administrator_revokes_a_clusters_agent_and_a_new_manifest_brings_it_back() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "leaky").await;
+    let spare = admin
+        .post("/api/v1/clusters/leaky/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+
+    let nadia = app.user_client(&admin, "nadia@example.com").await;
+    admin
+        .bind_user(
+            "nadia@example.com",
+            "NAMESPACE_ADMIN",
+            "default",
+            &["apple"],
+        )
+        .await;
+    nadia
+        .post("/api/v1/clusters/leaky/agent/revoke", json!({}))
+        .await
+        .assert_status(403);
+    assert!(app.state.clusters.is_connected("leaky"));
+
+    admin
+        .post("/api/v1/clusters/leaky/agent/revoke", json!({}))
+        .await
+        .assert_status(204);
+    let AgentError::Refused { code, message } = agent.outcome().await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(code, "credential_revoked", "{message}");
+    assert!(!app.state.clusters.is_connected("leaky"));
+    wait_status(&admin, "leaky", "disconnected", Duration::from_secs(5)).await;
+    // The same agent again (its stored credential): refused.
+    let again = sim.dir.path().join("leaky.yaml");
+    let AgentError::Refused { code, .. } = RunningAgent::start(&sim.kubeconfig, &again)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "credential_revoked");
+    // A manifest downloaded before the revocation: expired.
+    let before = sim.write("spare.yaml", spare["manifest"].as_str().unwrap());
+    let AgentError::Refused { code, .. } = RunningAgent::start(&sim.kubeconfig, &before)
+        .await
+        .outcome()
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(code, "token_expired");
+
+    // A new manifest, a new agent (a new key): connected again.
+    let fresh = admin
+        .post("/api/v1/clusters/leaky/bootstrap", json!({}))
+        .await
+        .assert_status(201)
+        .json();
+    let manifest = sim.write("fresh.yaml", fresh["manifest"].as_str().unwrap());
+    let agent = RunningAgent::start(&sim.kubeconfig, &manifest).await;
+    wait_status(&admin, "leaky", "connected", Duration::from_secs(5)).await;
+    let ev = audit(&admin, "action=cluster.agent_revoke").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["outcome"], "allowed");
+    assert_eq!(ev[0]["details"]["credentials_revoked"], 1);
+    assert!(
+        ev[0]["details"]["manifests_expired"].as_u64().unwrap() >= 1,
+        "{ev:?}"
+    );
+    agent.stop().await.unwrap();
+}
+
 // ---- the tunnel ----
 
 #[tokio::test]
