@@ -91,51 +91,64 @@ pub async fn mark_replayable(
     who: &Principal,
     events: &mut [crate::dto::AuditEventDto],
 ) -> DomainResult<()> {
-    let mut decided: std::collections::HashMap<String, bool> = Default::default();
-    for e in events.iter_mut() {
-        if e.outcome != crate::dto::Outcome::Allowed {
-            continue;
-        }
-        let Some(id) = recording_of(&e.action, &e.details) else {
-            continue;
-        };
-        let may = match decided.get(&id) {
-            Some(may) => *may,
-            None => {
-                let may = match check(svc, who, &id).await {
-                    Ok(_) => true,
-                    Err(DomainError::Forbidden { .. } | DomainError::NotFound { .. }) => false,
-                    Err(other) => return Err(other),
-                };
-                decided.insert(id, may);
-                may
-            }
-        };
-        e.replayable = Some(may);
-    }
-    Ok(())
+    Replayable::default().mark(svc, who, events).await
 }
 
-/// [`mark_replayable`] for an event's detail and the events linked to it; the detail's
-/// recording is kept only when `who` may replay it.
+/// [`mark_replayable`] for an event's detail and the events linked to it (each recording
+/// decided once); the detail's recording is kept only when `who` may replay it.
 pub async fn mark_detail(
     svc: &Services,
     who: &Principal,
     detail: &mut crate::dto::AuditEventDetail,
 ) -> DomainResult<()> {
-    mark_replayable(svc, who, std::slice::from_mut(&mut detail.event)).await?;
-    mark_replayable(svc, who, &mut detail.same_request).await?;
-    mark_replayable(svc, who, &mut detail.same_terminal).await?;
-    if let Some(id) = &detail.recording {
-        match check(svc, who, id).await {
-            Ok(_) => {}
-            Err(DomainError::Forbidden { .. } | DomainError::NotFound { .. }) => {
-                detail.recording = None
-            }
-            Err(other) => return Err(other),
+    let mut decided = Replayable::default();
+    decided
+        .mark(svc, who, std::slice::from_mut(&mut detail.event))
+        .await?;
+    decided.mark(svc, who, &mut detail.same_request).await?;
+    decided.mark(svc, who, &mut detail.same_terminal).await?;
+    if let Some(id) = detail.recording.clone() {
+        if !decided.may(svc, who, &id).await? {
+            detail.recording = None;
         }
     }
     Ok(())
+}
+
+/// Whether `who` may replay each recording, decided once per recording for one answer.
+#[derive(Default)]
+struct Replayable(std::collections::HashMap<String, bool>);
+
+impl Replayable {
+    async fn may(&mut self, svc: &Services, who: &Principal, id: &str) -> DomainResult<bool> {
+        if let Some(may) = self.0.get(id) {
+            return Ok(*may);
+        }
+        let may = match check(svc, who, id).await {
+            Ok(_) => true,
+            Err(DomainError::Forbidden { .. } | DomainError::NotFound { .. }) => false,
+            Err(other) => return Err(other),
+        };
+        self.0.insert(id.to_owned(), may);
+        Ok(may)
+    }
+
+    async fn mark(
+        &mut self,
+        svc: &Services,
+        who: &Principal,
+        events: &mut [crate::dto::AuditEventDto],
+    ) -> DomainResult<()> {
+        for e in events.iter_mut() {
+            if e.outcome != crate::dto::Outcome::Allowed {
+                continue;
+            }
+            if let Some(id) = recording_of(&e.action, &e.details) {
+                e.replayable = Some(self.may(svc, who, &id).await?);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether `who` could read, through Warden now, the secrets the recorded terminal could
