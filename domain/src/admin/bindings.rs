@@ -727,6 +727,19 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     let names = Names::load(&svc.db, std::slice::from_ref(&b)).await?;
     let dto = names.dto(&b);
     gate_for(svc, who, dto.project.as_deref()).await?;
+    // Taking a grant away is bounded as handing it out is: someone who manages users removes a
+    // developer's binding, not every administrator's ADMIN (which they may not hand out, and
+    // whose holders they may not deactivate either).
+    let held = handouts(&svc.db, std::slice::from_ref(&b), None).await?;
+    refuse_escalation(
+        svc,
+        who,
+        &held,
+        "binding.delete",
+        "binding",
+        &describe(&dto),
+    )
+    .await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     bindings::Entity::delete_by_id(b.id.clone())
         .exec(&tx)

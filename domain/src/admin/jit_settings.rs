@@ -372,6 +372,30 @@ pub async fn update(
     if !fields.is_empty() {
         return Err(DomainError::Invalid { fields });
     }
+    // A break-glass role is taken without approval on any project: making one is handing it out
+    // everywhere, so it takes holding what it grants organization-wide (else `settings.write`
+    // alone would make PROJECT_ADMIN everyone's for the asking, the caller's first).
+    let mut handouts = Vec::new();
+    for r in &s.break_glass_roles {
+        if before.break_glass_roles.iter().any(|b| b.role == r.role) {
+            continue;
+        }
+        let role = super::roles::find(&svc.db, &r.role).await?;
+        handouts.push(super::bindings::Handout {
+            what: format!("break-glass role {} on every project", role.name),
+            permissions: super::bindings::granted_by(&role),
+            targets: vec![crate::access::Target::Org],
+        });
+    }
+    super::bindings::refuse_escalation(
+        svc,
+        who,
+        &handouts,
+        "settings.jit.update",
+        "settings",
+        "break_glass_roles",
+    )
+    .await?;
     let now = svc.clock.now().millis();
     let rules = serde_json::to_string(&s.required_expiry).unwrap_or_else(|_| "[]".into());
     let glass = serde_json::to_string(&s.break_glass_roles).unwrap_or_else(|_| "[]".into());

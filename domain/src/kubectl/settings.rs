@@ -147,6 +147,62 @@ async fn resolve_level(
     }
 }
 
+/// The safeguards of `a` that are looser than `b`'s: a switch `b` turns on that `a` turns off, a
+/// time or a count `a` allows longer or more of.
+fn looser(a: &EffectiveKubectlSettings, b: &EffectiveKubectlSettings) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (name, a, b) in [
+        (
+            "require_recent_sign_in",
+            a.require_recent_sign_in,
+            b.require_recent_sign_in,
+        ),
+        ("disable_cli", a.disable_cli, b.disable_cli),
+        (
+            "secrets_org_admins_only",
+            a.secrets_org_admins_only,
+            b.secrets_org_admins_only,
+        ),
+        (
+            "terminal_record_input",
+            a.terminal_record_input,
+            b.terminal_record_input,
+        ),
+    ] {
+        if b && !a {
+            out.push(name);
+        }
+    }
+    for (name, a, b) in [
+        (
+            "recent_sign_in_secs",
+            a.recent_sign_in_secs,
+            b.recent_sign_in_secs,
+        ),
+        ("sa_idle_secs", a.sa_idle_secs, b.sa_idle_secs),
+        (
+            "terminal_idle_secs",
+            a.terminal_idle_secs,
+            b.terminal_idle_secs,
+        ),
+        (
+            "terminal_max_secs",
+            a.terminal_max_secs,
+            b.terminal_max_secs,
+        ),
+        (
+            "terminal_max_concurrent",
+            a.terminal_max_concurrent,
+            b.terminal_max_concurrent,
+        ),
+    ] {
+        if a > b {
+            out.push(name);
+        }
+    }
+    out
+}
+
 async fn settings_dto<C: ConnectionTrait>(
     db: &C,
     l: &ResolvedLevel,
@@ -362,6 +418,37 @@ pub async fn update_settings(
         kubectl_settings::ActiveModel::from(m).insert(&tx).await?;
     }
     let after = settings_dto(&tx, &l).await?;
+    // A user's level may override the organization's, which is what `settings.write` decides:
+    // loosening a safeguard there (a switch the organization turns on, a limit it sets shorter)
+    // takes `settings.write`, not `kubeconfig.write` alone (else an editor of user settings
+    // turns off their own keystroke recording or the secrets restriction).
+    if l.scope == KubectlSettingsScope::User {
+        let newly: Vec<&str> = looser(&after.effective, &after.inherited)
+            .into_iter()
+            .filter(|f| !looser(&before.effective, &before.inherited).contains(f))
+            .collect();
+        let may = svc
+            .policy
+            .effective(who.user_id)
+            .await?
+            .holds(Permission::SettingsWrite, &crate::access::Target::Org);
+        if !newly.is_empty() && !may {
+            drop(tx);
+            let reason = format!(
+                "loosening the organization's kubectl settings for a user ({}) takes settings.write",
+                newly.join(", ")
+            );
+            svc.audit_denied(
+                who,
+                "kubectl_settings.update",
+                "kubectl_settings.user",
+                l.subject_name.as_deref().unwrap_or_default(),
+                &reason,
+            )
+            .await?;
+            return Err(DomainError::forbidden(reason));
+        }
+    }
     svc.audit_change(
         &tx,
         who,

@@ -1053,3 +1053,165 @@ async fn denied_actions(admin: &Client, actor: &str, reason: &str) -> Vec<String
         .map(|e| e["action"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// `settings.write` alone cannot make a role break-glass (taken without approval on any
+/// project, the caller's first): that takes holding what it grants organization-wide.
+#[tokio::test]
+async fn a_settings_editor_cannot_make_a_role_they_do_not_hold_break_glass() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let setty = delegate(
+        &app,
+        &admin,
+        "setty@example.com",
+        "SETTINGS_EDITOR",
+        &["settings.read", "settings.write"],
+    )
+    .await;
+    setty
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "PROJECT_ADMIN", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(403);
+    let jit = admin.get("/api/v1/settings/jit").await.json();
+    assert_eq!(jit["break_glass_roles"], json!([]), "{jit}");
+    // Other settings stay theirs to change.
+    setty
+        .patch("/api/v1/settings/jit", json!({"request_ttl_secs": 7200}))
+        .await
+        .assert_status(200);
+    // The administrator may; the editor may then leave the list as it is.
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "PROJECT_ADMIN", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    setty
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "PROJECT_ADMIN", "max_secs": 1800}]}),
+        )
+        .await
+        .assert_status(200);
+    let actions = denied_actions(&admin, "setty@example.com", "break-glass role").await;
+    assert_eq!(actions, vec!["settings.jit.update"], "{actions:?}");
+}
+
+/// Taking a grant away is bounded as handing it out is: a user manager removes what they
+/// hold themselves, not an administrator's ADMIN binding.
+#[tokio::test]
+async fn a_user_manager_cannot_strip_an_administrators_binding() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let uma = delegate(
+        &app,
+        &admin,
+        "uma@example.com",
+        "USER_MANAGER",
+        &["user.read", "user.write", "project.read"],
+    )
+    .await;
+    let second = app.user_client(&admin, "second-admin@example.com").await;
+    let admin_binding = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "second-admin@example.com"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    uma.delete(&format!("/api/v1/bindings/{admin_binding}"))
+        .await
+        .assert_status(403);
+    second.get("/api/v1/settings").await.assert_status(200);
+    // A binding of what uma holds herself: hers to remove.
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "DIRECTORY_READER", "scope": "organization", "permissions": ["user.read"]}),
+        )
+        .await
+        .assert_status(201);
+    let reader = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "second-admin@example.com"}, "role": "DIRECTORY_READER"}),
+        )
+        .await
+        .assert_status(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    uma.delete(&format!("/api/v1/bindings/{reader}"))
+        .await
+        .assert_status(204);
+    let actions = denied_actions(&admin, "uma@example.com", "the granter does not hold").await;
+    assert_eq!(actions, vec!["binding.delete"], "{actions:?}");
+}
+
+/// `kubeconfig.write` sets a user's kubectl settings, but loosening a safeguard the
+/// organization set (keystroke recording, secrets for administrators only...) takes
+/// `settings.write`: an editor cannot switch them off for themselves.
+#[tokio::test]
+async fn a_kubeconfig_editor_cannot_loosen_the_organizations_safeguards() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let kim = delegate(
+        &app,
+        &admin,
+        "kim@example.com",
+        "KUBECONFIG_EDITOR",
+        &["user.read", "kubeconfig.write"],
+    )
+    .await;
+    admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_record_input": true, "secrets_org_admins_only": true, "terminal_idle_secs": 600}),
+        )
+        .await
+        .assert_status(200);
+    let _other = app.user_client(&admin, "other@example.com").await;
+    for loosen in [
+        json!({"terminal_record_input": false}),
+        json!({"secrets_org_admins_only": false}),
+        json!({"terminal_idle_secs": 3600}),
+    ] {
+        for whom in ["kim@example.com", "other@example.com"] {
+            kim.patch(
+                &format!("/api/v1/users/{whom}/kubectl-settings"),
+                loosen.clone(),
+            )
+            .await
+            .assert_status(403);
+        }
+    }
+    let me = admin
+        .get("/api/v1/users/kim@example.com/kubectl-settings")
+        .await
+        .json();
+    assert_eq!(me["effective"]["terminal_record_input"], true, "{me}");
+    assert_eq!(me["effective"]["secrets_org_admins_only"], true, "{me}");
+    // Tightening is theirs: a shorter idle time.
+    kim.patch(
+        "/api/v1/users/other@example.com/kubectl-settings",
+        json!({"terminal_idle_secs": 300}),
+    )
+    .await
+    .assert_status(200);
+    // The administrator (settings.write) may loosen for a user.
+    admin
+        .patch(
+            "/api/v1/users/other@example.com/kubectl-settings",
+            json!({"terminal_record_input": false}),
+        )
+        .await
+        .assert_status(200);
+    let actions = denied_actions(&admin, "kim@example.com", "takes settings.write").await;
+    assert_eq!(actions.len(), 6, "{actions:?}");
+}
