@@ -244,6 +244,29 @@ pub(crate) async fn handouts<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// What membership of these groups carries besides their bindings: approving access requests
+/// for the projects whose approver group one of them is, which is as good as `project.write`
+/// there (an approver hands out the project's roles).
+pub(crate) async fn approver_handouts<C: ConnectionTrait>(
+    db: &C,
+    group_ids: &[String],
+) -> DomainResult<Vec<Handout>> {
+    if group_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(projects::Entity::find()
+        .filter(projects::Column::ApproverGroupId.is_in(group_ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| Handout {
+            what: format!("approver of access requests for project {}", p.name),
+            permissions: vec![Permission::ProjectWrite],
+            targets: vec![Target::Project(p.name)],
+        })
+        .collect())
+}
+
 /// No escalation: a user may hand out only permissions they hold themselves wherever the
 /// grant applies (organization administrators hold everything at organization scope, which
 /// covers every project and namespace). A refusal is audited as a denial of `action` on
@@ -303,7 +326,7 @@ pub(crate) async fn refuse_takeover(
         return Ok(());
     }
     let eff = svc.policy.effective(target_id).await?;
-    let held: Vec<Handout> = eff
+    let mut held: Vec<Handout> = eff
         .bindings
         .iter()
         .map(|b| Handout {
@@ -312,6 +335,14 @@ pub(crate) async fn refuse_takeover(
             targets: targets(b.project.as_deref(), &b.namespaces),
         })
         .collect();
+    let groups: Vec<String> = crate::entities::group_members::Entity::find()
+        .filter(crate::entities::group_members::Column::UserId.eq(target.id.clone()))
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|m| m.group_id)
+        .collect();
+    held.extend(approver_handouts(&svc.db, &groups).await?);
     if let Some((p, t, what)) = first_not_held(svc, who, &held).await? {
         let reason = format!(
             "cannot {verb} {}: they hold {} on {} ({what}), which you do not; only someone holding everything an account holds may act on it as a whole",

@@ -278,7 +278,10 @@ pub async fn add_member(
         .filter(super::bindings::live(svc.clock.now()))
         .all(&svc.db)
         .await?;
-    let handouts = super::bindings::handouts(&svc.db, &uses, None).await?;
+    let mut handouts = super::bindings::handouts(&svc.db, &uses, None).await?;
+    // And the approval of access requests for the projects it approves for.
+    handouts
+        .extend(super::bindings::approver_handouts(&svc.db, std::slice::from_ref(&g.id)).await?);
     super::bindings::refuse_escalation(svc, who, &handouts, "group.member.add", "group", &g.name)
         .await?;
     let email = Email::parse(email).map_err(|e| DomainError::invalid_value("user", e))?;

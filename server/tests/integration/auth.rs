@@ -1215,3 +1215,118 @@ async fn a_kubeconfig_editor_cannot_loosen_the_organizations_safeguards() {
     let actions = denied_actions(&admin, "kim@example.com", "takes settings.write").await;
     assert_eq!(actions.len(), 6, "{actions:?}");
 }
+
+/// Membership of a project's approver group is as good as `project.write` there (an approver
+/// hands out the project's roles): a group manager cannot join it, and a user manager cannot
+/// take over one of its members.
+#[tokio::test]
+async fn approving_for_a_project_counts_as_administering_it() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "prod"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/groups", json!({"name": "prod-approvers"}))
+        .await
+        .assert_status(201);
+    let _ann = app.user_client(&admin, "ann@example.com").await;
+    admin
+        .post(
+            "/api/v1/groups/prod-approvers/members",
+            json!({"user": "ann@example.com"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .put(
+            "/api/v1/projects/prod/approver-group",
+            json!({"group": "prod-approvers"}),
+        )
+        .await
+        .assert_status(200);
+    let gus = delegate(
+        &app,
+        &admin,
+        "gus@example.com",
+        "GROUP_MANAGER",
+        &["group.read", "group.write", "user.read", "user.write"],
+    )
+    .await;
+    // The group itself has no binding: only its approval power is at stake.
+    gus.post(
+        "/api/v1/groups/prod-approvers/members",
+        json!({"user": "gus@example.com"}),
+    )
+    .await
+    .assert_status(403);
+    gus.post("/api/v1/users/ann@example.com/reset-password", json!({}))
+        .await
+        .assert_status(403);
+    gus.delete("/api/v1/users/ann@example.com/mfa")
+        .await
+        .assert_status(403);
+    // A group that approves for no project is theirs to fill.
+    admin
+        .post("/api/v1/groups", json!({"name": "book-club"}))
+        .await
+        .assert_status(201);
+    gus.post(
+        "/api/v1/groups/book-club/members",
+        json!({"user": "gus@example.com"}),
+    )
+    .await
+    .assert_status(201);
+    let actions = denied_actions(&admin, "gus@example.com", "approver of access requests").await;
+    for a in ["group.member.add", "user.reset_password", "user.mfa.reset"] {
+        assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
+    }
+}
+
+/// A break-glass role is anyone's for the taking on any project: widening it takes holding
+/// what is added organization-wide, even while it is bound nowhere.
+#[tokio::test]
+async fn a_role_editor_cannot_widen_a_break_glass_role() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for name in ["ONCALL", "UNUSED"] {
+        admin
+            .post(
+                "/api/v1/roles",
+                json!({"name": name, "scope": "project", "permissions": ["project.read"]}),
+            )
+            .await
+            .assert_status(201);
+    }
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "ONCALL", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    let rory = delegate(
+        &app,
+        &admin,
+        "rory@example.com",
+        "ROLE_EDITOR",
+        &["role.read", "role.write"],
+    )
+    .await;
+    rory.patch(
+        "/api/v1/roles/ONCALL",
+        json!({"permissions": ["project.read", "kubectl.fullaccess"]}),
+    )
+    .await
+    .assert_status(403);
+    let role = admin.get("/api/v1/roles/ONCALL").await.json();
+    assert!(!role.to_string().contains("kubectl.fullaccess"), "{role}");
+    // An unbound role that is not break-glass grants nothing: checked when it is bound.
+    rory.patch(
+        "/api/v1/roles/UNUSED",
+        json!({"permissions": ["project.read", "kubectl.fullaccess"]}),
+    )
+    .await
+    .assert_status(200);
+    let actions = denied_actions(&admin, "rory@example.com", "break-glass role").await;
+    assert_eq!(actions, vec!["role.update"], "{actions:?}");
+}
