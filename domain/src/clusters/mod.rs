@@ -423,11 +423,15 @@ async fn load_writable(
 }
 
 /// Resolve the projects to share with: they must exist and be visible to the caller.
+/// Sharing a cluster into a project lets that project's grants reach it: a project it is not
+/// shared with yet (not in `current`, by id) takes `cluster.write` there, as moving the cluster
+/// does; the owner's administrators alone cannot decide it for the other project.
 async fn resolve_shares(
     svc: &Services,
     who: &Principal,
     owner_id: &str,
     wanted: &[String],
+    current: &BTreeSet<String>,
 ) -> DomainResult<Vec<projects::Model>> {
     let eff = svc.policy.effective(who.user_id).await?;
     let visible: BTreeSet<String> = eff.visible_projects().into_iter().collect();
@@ -445,6 +449,13 @@ async fn resolve_shares(
         match p {
             Some(p) if visible.contains(&p.name) => {
                 if p.id != owner_id {
+                    if !current.contains(&p.id) {
+                        svc.gate(
+                            who,
+                            Action::project(Permission::ClusterWrite, p.name.clone()),
+                        )
+                        .await?;
+                    }
                     out.push(p);
                 }
             }
@@ -711,6 +722,7 @@ pub async fn create(
         who,
         &project.id,
         &req.shared_with.clone().unwrap_or_default(),
+        &BTreeSet::new(),
     )
     .await?;
     let now = svc.clock.now().millis();
@@ -855,6 +867,20 @@ pub async fn update(
                 })?;
         }
     }
+    // Shares are decided (and any refusal audited) before the change's transaction.
+    let shared = match &req.shared_with {
+        Some(wanted) => {
+            let current: BTreeSet<String> = cluster_shares::Entity::find()
+                .filter(cluster_shares::Column::ClusterId.eq(c.id.clone()))
+                .all(&svc.db)
+                .await?
+                .into_iter()
+                .map(|s| s.project_id)
+                .collect();
+            Some(resolve_shares(svc, who, &owner_id, wanted, &current).await?)
+        }
+        None => None,
+    };
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
     let standing = crate::admin::jit_settings::current_violations(&tx, svc.clock.now()).await?;
@@ -887,9 +913,8 @@ pub async fn update(
         "name",
         "a cluster with this name already exists",
     )?;
-    if let Some(wanted) = &req.shared_with {
-        let shared = resolve_shares(svc, who, &owner_id, wanted).await?;
-        replace_shares(&tx, &id, &shared, now).await?;
+    if let Some(shared) = &shared {
+        replace_shares(&tx, &id, shared, now).await?;
     } else {
         // An owner needs no share (a no-op unless the cluster moved to a project it was shared with).
         cluster_shares::Entity::delete_many()

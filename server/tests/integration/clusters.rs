@@ -2582,3 +2582,63 @@ async fn a_missed_close_signal_is_caught_by_the_next_heartbeat_with_its_reason()
         "{message}"
     );
 }
+
+/// Sharing a cluster into a project lets that project's grants reach it: it takes
+/// `cluster.write` there, as moving the cluster does, not only the owner's administrators
+/// seeing the other project. A share someone else made may be kept in an update.
+#[tokio::test]
+async fn sharing_a_cluster_into_a_project_takes_its_consent() {
+    let (app, admin) = app().await;
+    for p in ["team-a", "team-b"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    let alice = app.user_client(&admin, "alice@example.com").await;
+    admin
+        .bind_user("alice@example.com", "PROJECT_ADMIN", "team-a", &[])
+        .await;
+    admin
+        .bind_user("alice@example.com", "PROJECT_READ_ONLY", "team-b", &[])
+        .await;
+    alice
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "a-1", "project": "team-a", "shared_with": ["team-b"]}),
+        )
+        .await
+        .assert_status(403);
+    alice
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "a-1", "project": "team-a"}),
+        )
+        .await
+        .assert_status(201);
+    alice
+        .patch("/api/v1/clusters/a-1", json!({"shared_with": ["team-b"]}))
+        .await
+        .assert_status(403);
+    let c = admin.get("/api/v1/clusters/a-1").await.json();
+    assert!(!c.to_string().contains("team-b"), "{c}");
+    // team-b's administrator (here the organization's) shares it; alice keeps the share while
+    // changing something else, and may take it away (her cluster).
+    admin
+        .patch("/api/v1/clusters/a-1", json!({"shared_with": ["team-b"]}))
+        .await
+        .assert_status(200);
+    alice
+        .patch(
+            "/api/v1/clusters/a-1",
+            json!({"description": "ours", "shared_with": ["team-b"]}),
+        )
+        .await
+        .assert_status(200);
+    alice
+        .patch("/api/v1/clusters/a-1", json!({"shared_with": []}))
+        .await
+        .assert_status(200);
+    let denied = audit(&admin, "outcome=denied&actor=alice@example.com").await;
+    assert!(denied.len() >= 2, "{denied:?}");
+}
