@@ -267,6 +267,28 @@ pub(crate) async fn approver_handouts<C: ConnectionTrait>(
         .collect())
 }
 
+/// For powers as good as everything (a sign-in provider, the audit log's retention): refused,
+/// and audited, unless `who` holds every permission an organization-wide grant can carry.
+pub(crate) async fn refuse_unless_everything_held(
+    svc: &Services,
+    who: &Principal,
+    why: &str,
+    action: &str,
+    kind: &str,
+    name: &str,
+) -> DomainResult<()> {
+    let everything = Handout {
+        what: why.to_owned(),
+        permissions: Permission::ALL
+            .iter()
+            .copied()
+            .filter(|p| p.allowed_in(Scope::Organization))
+            .collect(),
+        targets: vec![Target::Org],
+    };
+    refuse_escalation(svc, who, &[everything], action, kind, name).await
+}
+
 /// No escalation: a user may hand out only permissions they hold themselves wherever the
 /// grant applies (organization administrators hold everything at organization scope, which
 /// covers every project and namespace). A refusal is audited as a denial of `action` on

@@ -242,19 +242,15 @@ async fn refuse_unless_all_held(
     action: &str,
     name: &str,
 ) -> DomainResult<()> {
-    let everything = super::bindings::Handout {
-        what:
-            "an identity provider decides who signs in as whom, groups and second factor included"
-                .to_owned(),
-        permissions: Permission::ALL
-            .iter()
-            .copied()
-            .filter(|p| p.allowed_in(crate::permissions::Scope::Organization))
-            .collect(),
-        targets: vec![crate::access::Target::Org],
-    };
-    super::bindings::refuse_escalation(svc, who, &[everything], action, "identity_provider", name)
-        .await
+    super::bindings::refuse_unless_everything_held(
+        svc,
+        who,
+        "an identity provider decides who signs in as whom, groups and second factor included",
+        action,
+        "identity_provider",
+        name,
+    )
+    .await
 }
 
 pub async fn create(

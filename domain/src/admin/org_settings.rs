@@ -155,6 +155,24 @@ pub async fn update(
         s.step_up_max_age_minutes = v;
     }
     if let Some(v) = req.audit_retention_days {
+        // Shortening the retention erases history: the record of everyone's actions, the
+        // caller's included. That takes everything, not `settings.write` alone.
+        let shorter = match (v, s.audit_retention_days) {
+            (Some(new), Some(old)) => new < old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if shorter {
+            super::bindings::refuse_unless_everything_held(
+                svc,
+                who,
+                "a shorter audit retention erases the record of everyone's actions",
+                "settings.update",
+                "settings",
+                "audit_retention_days",
+            )
+            .await?;
+        }
         s.audit_retention_days = v;
     }
     s.validate()?;

@@ -1330,3 +1330,44 @@ async fn a_role_editor_cannot_widen_a_break_glass_role() {
     let actions = denied_actions(&admin, "rory@example.com", "break-glass role").await;
     assert_eq!(actions, vec!["role.update"], "{actions:?}");
 }
+
+/// Shortening the audit log's retention erases everyone's record, the caller's included:
+/// `settings.write` alone may keep events longer, not shorter.
+#[tokio::test]
+async fn a_settings_editor_cannot_shorten_the_audit_retention() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let setty = delegate(
+        &app,
+        &admin,
+        "setty@example.com",
+        "SETTINGS_EDITOR",
+        &["settings.read", "settings.write"],
+    )
+    .await;
+    setty
+        .patch("/api/v1/settings", json!({"audit_retention_days": 1}))
+        .await
+        .assert_status(403);
+    assert_eq!(
+        admin.get("/api/v1/settings").await.json()["audit_retention_days"],
+        serde_json::Value::Null
+    );
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 30}))
+        .await
+        .assert_status(200);
+    setty
+        .patch("/api/v1/settings", json!({"audit_retention_days": 60}))
+        .await
+        .assert_status(200);
+    setty
+        .patch("/api/v1/settings", json!({"audit_retention_days": 10}))
+        .await
+        .assert_status(403);
+    setty
+        .patch("/api/v1/settings", json!({"audit_retention_days": null}))
+        .await
+        .assert_status(200);
+    let actions = denied_actions(&admin, "setty@example.com", "audit retention").await;
+    assert_eq!(actions.len(), 2, "{actions:?}");
+}
