@@ -961,6 +961,86 @@ async fn role_escalation_is_prevented() {
     .ok();
 }
 
+/// Real cluster: the `escalate` check is asked with the name in the request's URL
+/// (`RoleEscalationAuthorized` reads `RequestInfo.Name`), which a create (POST) has not: an
+/// `escalate` rule limited to one role's name lets its holder update that role beyond what they
+/// hold, never create it so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalate_by_name_covers_updates_not_creates() {
+    let env = Env::new().await;
+    env.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: named-escalator, namespace: default}
+rules:
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles]
+  verbs: [create, get, update, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles]
+  resourceNames: [secrets-reader]
+  verbs: [escalate]
+",
+    )
+    .await
+    .ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "gia-escalator",
+        "--role=named-escalator",
+        "--user=gia",
+    ])
+    .await
+    .ok();
+    let kc = env.user("gia", &[]);
+    let out = env
+        .run(
+            &kc,
+            &[
+                "create",
+                "role",
+                "secrets-reader",
+                "--verb=get",
+                "--resource=secrets",
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        out.err()
+            .contains("is attempting to grant RBAC permissions not currently held"),
+        "{}",
+        out.stderr
+    );
+    // Made by the administrator, it is gia's to widen by name.
+    env.kubectl(&[
+        "create",
+        "role",
+        "secrets-reader",
+        "--verb=list",
+        "--resource=configmaps",
+    ])
+    .await
+    .ok();
+    env.run(
+        &kc,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: secrets-reader, namespace: default}
+rules:
+- apiGroups: [\"\"]
+  resources: [secrets]
+  verbs: [get]
+",
+        ),
+    )
+    .await
+    .ok();
+}
+
 /// Real cluster: binding a role needs the `bind` verb on it (or holding its permissions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolebinding_requires_bind_or_coverage() {
