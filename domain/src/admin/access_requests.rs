@@ -819,6 +819,17 @@ pub async fn approve(
     let seen_approvals = r.approvals.clone();
     gate_decide(svc, who, &r, &c, "access_request.approve").await?;
     let r = pending(svc, id).await?;
+    // An approver decides on the role as it was asked for: one changed since (widened, maybe)
+    // is not approved under the old request's name.
+    if c.role.updated_at > r.created_at {
+        return Err(DomainError::conflict(
+            "role",
+            format!(
+                "role {} was changed after this request was made, so what it grants may not be what was asked for; deny this request and ask for it again",
+                c.role.name
+            ),
+        ));
+    }
     let comment = clean_comment(d.comment)?;
     let me = who.user_id.to_string();
     if c.approvals.iter().any(|a| a.user_id == me) {

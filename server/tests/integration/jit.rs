@@ -1628,3 +1628,58 @@ async fn the_request_list_shows_each_caller_their_own_and_those_they_decide_in_p
     let badge = inbox(&p.sally).await;
     assert_eq!(badge["to_decide"], 0, "{badge:#}");
 }
+
+/// A role changed after a request for it was made (widened by a role editor, say) is not
+/// approved under the old request: the approver decided on what was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_changed_after_the_request_is_not_approved_under_it() {
+    let p = people().await;
+    p.admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "LOOKER", "scope": "project", "permissions": ["project.read"]}),
+        )
+        .await
+        .assert_status(201);
+    let r = ask(&p.mallory, "LOOKER", &[], 3600).await;
+    let rid = id(&r);
+    p.app.clock.advance_secs(5);
+    p.admin
+        .patch(
+            "/api/v1/roles/LOOKER",
+            json!({"permissions": ["project.read", "kubectl.fullaccess"]}),
+        )
+        .await
+        .assert_status(200);
+    let refused = p
+        .john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(409);
+    assert!(
+        refused.body.contains("changed after this request"),
+        "{}",
+        refused.body
+    );
+    let now = p
+        .john
+        .get(&format!("/api/v1/access-requests/{rid}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(now["status"], "pending");
+    // Denied, and asked again: it is the role as it is now that is approved.
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/deny"), json!({}))
+        .await
+        .assert_status(200);
+    p.app.clock.advance_secs(5);
+    let again = ask(&p.mallory, "LOOKER", &[], 3600).await;
+    p.john
+        .post(
+            &format!("/api/v1/access-requests/{}/approve", id(&again)),
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+}
