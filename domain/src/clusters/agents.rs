@@ -219,20 +219,8 @@ pub async fn challenge_cluster(
     let secret = secret.trim();
     let hash = sha256_hex(secret.as_bytes());
     if secret.starts_with(CREDENTIAL_PREFIX) {
-        let Some(cred) = cluster_agent_credentials::Entity::find()
-            .filter(cluster_agent_credentials::Column::SecretHash.eq(hash))
-            .one(&svc.db)
-            .await?
-        else {
+        let Some((cred, cluster)) = credential_of(svc, secret).await? else {
             return Ok(ChallengeFor::Unknown);
-        };
-        let cluster = match &cred.cluster_id {
-            Some(id) => {
-                clusters::Entity::find_by_id(id.clone())
-                    .one(&svc.db)
-                    .await?
-            }
-            None => None,
         };
         Ok(match cluster {
             None => ChallengeFor::Dead(None, credential_of_deleted_cluster(&cred)),
@@ -277,6 +265,29 @@ pub async fn challenge_cluster(
     } else {
         Ok(ChallengeFor::Unknown)
     }
+}
+
+/// The agent credential `secret` is, and its cluster (none once the cluster was deleted).
+async fn credential_of(
+    svc: &Services,
+    secret: &str,
+) -> DomainResult<Option<(cluster_agent_credentials::Model, Option<clusters::Model>)>> {
+    let Some(cred) = cluster_agent_credentials::Entity::find()
+        .filter(cluster_agent_credentials::Column::SecretHash.eq(sha256_hex(secret.as_bytes())))
+        .one(&svc.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let cluster = match &cred.cluster_id {
+        Some(id) => {
+            clusters::Entity::find_by_id(id.clone())
+                .one(&svc.db)
+                .await?
+        }
+        None => None,
+    };
+    Ok(Some((cred, cluster)))
 }
 
 fn credential_of_deleted_cluster(cred: &cluster_agent_credentials::Model) -> Refusal {
@@ -582,22 +593,10 @@ async fn admit_credential(
 ) -> DomainResult<Result<Admission, Refusal>> {
     let svc = ctx.svc;
     let fp = ctx.hello.fingerprint.as_str();
-    let Some(cred) = cluster_agent_credentials::Entity::find()
-        .filter(cluster_agent_credentials::Column::SecretHash.eq(sha256_hex(secret.as_bytes())))
-        .one(&svc.db)
-        .await?
-    else {
+    let Some((cred, cluster)) = credential_of(svc, secret).await? else {
         return ctx
             .refuse(None, Refusal::new(401, refusal::UNKNOWN_TOKEN, "unknown agent credential. Download a new manifest for this cluster in Warden and apply it"))
             .await;
-    };
-    let cluster = match &cred.cluster_id {
-        Some(id) => {
-            clusters::Entity::find_by_id(id.clone())
-                .one(&svc.db)
-                .await?
-        }
-        None => None,
     };
     let Some(cluster) = cluster else {
         return ctx.refuse(None, credential_of_deleted_cluster(&cred)).await;

@@ -1603,8 +1603,20 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
     let warden: kube::Client = app.state.clusters.client("real").unwrap();
     let roles: Api<ClusterRole> = Api::all(warden.clone());
     let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "warden-cluster-read"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]})).unwrap();
+    // `escalate` is granted on Warden's roles by name, and the apiserver asks it with the name
+    // in the URL: a create (POST) has none and is refused; server-side apply, which is what
+    // Warden does, names the role and passes.
+    let posted = roles.create(&PostParams::default(), &role).await;
+    assert!(
+        matches!(&posted, Err(kube::Error::Api(e)) if e.code == 403),
+        "{posted:?}"
+    );
     roles
-        .create(&PostParams::default(), &role)
+        .patch(
+            "warden-cluster-read",
+            &kube::api::PatchParams::apply("warden").force(),
+            &kube::api::Patch::Apply(&role),
+        )
         .await
         .expect("escalate on Warden's roles");
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
