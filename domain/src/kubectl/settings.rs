@@ -423,16 +423,18 @@ pub async fn update_settings(
     // takes `settings.write`, not `kubeconfig.write` alone (else an editor of user settings
     // turns off their own keystroke recording or the secrets restriction).
     if l.scope == KubectlSettingsScope::User {
+        let already = looser(&before.effective, &before.inherited);
         let newly: Vec<&str> = looser(&after.effective, &after.inherited)
             .into_iter()
-            .filter(|f| !looser(&before.effective, &before.inherited).contains(f))
+            .filter(|f| !already.contains(f))
             .collect();
-        let may = svc
-            .policy
-            .effective(who.user_id)
-            .await?
-            .holds(Permission::SettingsWrite, &crate::access::Target::Org);
-        if !newly.is_empty() && !may {
+        if !newly.is_empty()
+            && !svc
+                .policy
+                .effective(who.user_id)
+                .await?
+                .holds(Permission::SettingsWrite, &crate::access::Target::Org)
+        {
             drop(tx);
             let reason = format!(
                 "loosening the organization's kubectl settings for a user ({}) takes settings.write",
