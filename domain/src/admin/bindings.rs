@@ -174,6 +174,18 @@ pub(crate) struct Handout {
     pub targets: Vec<Target>,
 }
 
+impl Handout {
+    /// A break-glass role is anyone's on any project for the taking, without approval: making a
+    /// role break-glass, or widening one that is, hands `permissions` out organization-wide.
+    pub(crate) fn break_glass(role: &str, permissions: Vec<Permission>) -> Self {
+        Self {
+            what: format!("break-glass role {role} on every project"),
+            permissions,
+            targets: vec![Target::Org],
+        }
+    }
+}
+
 /// The permissions a role grants, read the way the gate reads them (unknown names and names
 /// above the role's scope grant nothing).
 pub(crate) fn granted_by(role: &roles::Model) -> Vec<Permission> {

@@ -381,11 +381,10 @@ pub async fn update(
             continue;
         }
         let role = super::roles::find(&svc.db, &r.role).await?;
-        handouts.push(super::bindings::Handout {
-            what: format!("break-glass role {} on every project", role.name),
-            permissions: super::bindings::granted_by(&role),
-            targets: vec![crate::access::Target::Org],
-        });
+        handouts.push(super::bindings::Handout::break_glass(
+            &role.name,
+            super::bindings::granted_by(&role),
+        ));
     }
     super::bindings::refuse_escalation(
         svc,

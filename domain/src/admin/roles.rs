@@ -224,19 +224,16 @@ pub async fn update(
                 .all(&svc.db)
                 .await?;
             let mut handouts = super::bindings::handouts(&svc.db, &uses, Some(&added)).await?;
-            // A break-glass role is anyone's on any project for the taking: it counts as bound
-            // organization-wide.
             if super::jit_settings::load(&svc.db)
                 .await?
                 .break_glass_roles
                 .iter()
                 .any(|r| r.role == m.name)
             {
-                handouts.push(super::bindings::Handout {
-                    what: format!("break-glass role {} on every project", m.name),
-                    permissions: added.clone(),
-                    targets: vec![crate::access::Target::Org],
-                });
+                handouts.push(super::bindings::Handout::break_glass(
+                    &m.name,
+                    added.clone(),
+                ));
             }
             super::bindings::refuse_escalation(svc, who, &handouts, "role.update", "role", &m.name)
                 .await?;
