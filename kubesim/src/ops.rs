@@ -346,13 +346,15 @@ impl Core {
     /// RBAC's own escalation checks on writing a role or a binding. `request_name` is the name
     /// in the request's URL, which the `escalate` check is asked with, as the apiserver does
     /// (`RoleEscalationAuthorized` takes `RequestInfo.Name`): empty for a create (POST), so an
-    /// `escalate` rule limited by `resourceNames` never allows creating a role.
+    /// `escalate` rule limited by `resourceNames` never allows creating a role. `old` is the
+    /// object an update replaces.
     fn check_rbac_write(
         &self,
         user: &UserInfo,
         res: &ResourceDef,
         ns: &str,
         obj: &Value,
+        old: Option<&Value>,
         request_name: &str,
     ) -> ApiResult<()> {
         if res.group != rbac::RBAC_GROUP || rbac::is_master(user) {
@@ -414,6 +416,19 @@ impl Core {
         let held = rbac::rules_for(&self.db, user, scope_ns);
         let missing = rbac::covers(&held, &granted_rules);
         if missing.is_empty() {
+            // An aggregation rule can gather anything (and stop a role from ever being
+            // tightened): setting, changing or removing one takes `*` on `*.*` and on every
+            // non-resource URL (clusterrole/policybased/storage.go, `fullAuthority`).
+            let aggregates = res.plural == "clusterroles"
+                && (rbac::has_aggregation_rule(obj) || old.is_some_and(rbac::has_aggregation_rule));
+            if aggregates && !rbac::covers(&held, &rbac::full_authority()).is_empty() {
+                return Err(Status::forbidden(
+                    res.group,
+                    res.plural,
+                    name,
+                    "must have cluster-admin privileges to use the aggregationRule",
+                ));
+            }
             return Ok(());
         }
         let groups: Vec<String> = user.groups.iter().map(|g| format!("\"{g}\"")).collect();
@@ -534,7 +549,7 @@ impl Core {
         self.ensure_namespace(res, ns)?;
         let (obj, warnings) = self.prepare_create(res, ns, obj, o)?;
         if let Some(u) = &o.user {
-            self.check_rbac_write(u, res, ns, &obj, "")?;
+            self.check_rbac_write(u, res, ns, &obj, None, "")?;
         }
         self.admit(o, Op::Create, res, ns, Some(&obj), None)?;
         let key = Self::key(res, ns, name_of(&obj));
@@ -705,7 +720,7 @@ impl Core {
         }
         let (new, warnings) = self.prepare_update(res, &cur.obj, body, status_only, o)?;
         if let Some(u) = &o.user {
-            self.check_rbac_write(u, res, ns, &new, name_of(&new))?;
+            self.check_rbac_write(u, res, ns, &new, Some(&cur.obj), name_of(&new))?;
         }
         self.admit(o, Op::Update, res, ns, Some(&new), Some(&cur.obj))?;
         if o.dry_run {
@@ -805,7 +820,7 @@ impl Core {
             }
             let (new, warnings) = self.prepare_update(res, &cur.obj, patched, status_only, o)?;
             if let Some(u) = &o.user {
-                self.check_rbac_write(u, res, ns, &new, name_of(&new))?;
+                self.check_rbac_write(u, res, ns, &new, Some(&cur.obj), name_of(&new))?;
             }
             self.admit(o, Op::Update, res, ns, Some(&new), Some(&cur.obj))?;
             if o.dry_run {
@@ -876,7 +891,7 @@ impl Core {
                 self.ensure_namespace(res, ns)?;
                 let (obj, warnings) = self.prepare_create(res, ns, config.clone(), o)?;
                 if let Some(u) = &o.user {
-                    self.check_rbac_write(u, res, ns, &obj, name_of(&obj))?;
+                    self.check_rbac_write(u, res, ns, &obj, None, name_of(&obj))?;
                 }
                 self.admit(o, Op::Create, res, ns, Some(&obj), None)?;
                 if o.dry_run {
@@ -936,7 +951,7 @@ impl Core {
             })?;
             let (new, warnings) = self.prepare_update(res, &cur.obj, applied.object, false, o)?;
             if let Some(u) = &o.user {
-                self.check_rbac_write(u, res, ns, &new, name_of(&new))?;
+                self.check_rbac_write(u, res, ns, &new, Some(&cur.obj), name_of(&new))?;
             }
             self.admit(o, Op::Update, res, ns, Some(&new), Some(&cur.obj))?;
             if o.dry_run {

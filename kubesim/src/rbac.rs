@@ -2,10 +2,11 @@
 //! kube-apiserver's RBAC plugin (plus the `system:masters` privileged group), and the
 //! escalation / bind checks applied when roles and bindings are written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use crate::selectors::LabelSelector;
 use crate::store::db::{Db, Key};
 
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -301,17 +302,69 @@ fn matching_subject(user: &UserInfo, subjects: &[Value], binding_ns: &str) -> Op
 }
 
 fn role_rules(db: &Db, kind: &str, name: &str, ns: &str) -> Option<Vec<Rule>> {
-    let key = if kind == "ClusterRole" {
-        Key::new(&format!("clusterroles.{RBAC_GROUP}"), "", name)
-    } else {
-        Key::new(&format!("roles.{RBAC_GROUP}"), ns, name)
-    };
-    db.get(&key).map(|r| {
-        r.get("rules")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(Rule::from_json).collect())
-            .unwrap_or_default()
-    })
+    if kind == "ClusterRole" {
+        let key = Key::new(&format!("clusterroles.{RBAC_GROUP}"), "", name);
+        return db.get(&key).map(|r| cluster_role_rules(db, &r));
+    }
+    db.get(&Key::new(&format!("roles.{RBAC_GROUP}"), ns, name))
+        .map(|r| stored_rules(&r))
+}
+
+fn stored_rules(role: &Value) -> Vec<Rule> {
+    role.get("rules")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(Rule::from_json).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a ClusterRole gathers others' rules (`hasAggregationRule`: at least one selector).
+pub fn has_aggregation_rule(role: &Value) -> bool {
+    role.pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty())
+}
+
+/// A ClusterRole's rules. One with an aggregation rule has the rules of every other ClusterRole
+/// its selectors match: kube-controller-manager's clusterrole-aggregation controller writes
+/// that union into `rules`, replacing what was there; the simulator computes it when it
+/// authorizes instead (following aggregated roles that aggregate in turn), so `rules` as
+/// stored are not what an aggregated role grants.
+pub fn cluster_role_rules(db: &Db, role: &Value) -> Vec<Rule> {
+    let mut seen = BTreeSet::new();
+    gathered_rules(db, role, &mut seen)
+}
+
+fn gathered_rules(db: &Db, role: &Value, seen: &mut BTreeSet<String>) -> Vec<Rule> {
+    if !has_aggregation_rule(role) {
+        return stored_rules(role);
+    }
+    let name = role
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !seen.insert(name.clone()) {
+        return vec![];
+    }
+    let selectors: Vec<LabelSelector> = role
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(LabelSelector::from_object).collect())
+        .unwrap_or_default();
+    let (all, _) = db.list(&format!("clusterroles.{RBAC_GROUP}"), None);
+    let mut out: Vec<Rule> = Vec::new();
+    for other in &all {
+        let other_name = other.pointer("/metadata/name").and_then(Value::as_str);
+        if other_name == Some(name.as_str()) || !selectors.iter().any(|s| s.matches(other)) {
+            continue;
+        }
+        for r in gathered_rules(db, other, seen) {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out
 }
 
 pub fn is_master(user: &UserInfo) -> bool {
@@ -365,21 +418,29 @@ pub fn authorize(db: &Db, user: &UserInfo, a: &Attributes) -> Decision {
     }
 }
 
-/// Every rule that applies to the user in a namespace (cluster-wide rules included).
-pub fn rules_for(db: &Db, user: &UserInfo, ns: &str) -> Vec<Rule> {
-    let mut out = Vec::new();
-    if is_master(user) {
-        out.push(Rule {
+/// `*` on every resource of every group and on every non-resource URL: what cluster-admin holds
+/// (`fullAuthority` in the apiserver's RBAC storage).
+pub fn full_authority() -> Vec<Rule> {
+    vec![
+        Rule {
             verbs: vec!["*".into()],
             api_groups: vec!["*".into()],
             resources: vec!["*".into()],
             ..Default::default()
-        });
-        out.push(Rule {
+        },
+        Rule {
             verbs: vec!["*".into()],
             non_resource_urls: vec!["*".into()],
             ..Default::default()
-        });
+        },
+    ]
+}
+
+/// Every rule that applies to the user in a namespace (cluster-wide rules included).
+pub fn rules_for(db: &Db, user: &UserInfo, ns: &str) -> Vec<Rule> {
+    let mut out = Vec::new();
+    if is_master(user) {
+        out.extend(full_authority());
     }
     for b in bindings(db, ns) {
         if matching_subject(user, &b.subjects, &b.namespace).is_some() {

@@ -237,6 +237,12 @@ fn cluster_role(name: &str, rules: Vec<Value>, aggregate_label: Option<&str>) ->
     v
 }
 
+/// A role labelled `label: "true"` (to be aggregated by the role that selects it).
+fn labelled(mut role: Value, label: &str) -> Value {
+    role["metadata"]["labels"][label] = json!("true");
+    role
+}
+
 fn cluster_binding(name: &str, role: &str, subjects: Value) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -342,20 +348,42 @@ pub fn seed(core: &Arc<Core>) -> Result<()> {
             ],
             None,
         ),
+        // admin, edit and view as a real cluster has them: each aggregates the roles labelled
+        // for it (edit is labelled for admin, view for edit), and the
+        // `system:aggregate-to-*` roles bring the rules. Their stored rules are what the
+        // aggregation controller would have written.
         cluster_role(
             "admin",
             admin_rules(),
             Some("rbac.authorization.k8s.io/aggregate-to-admin"),
         ),
-        cluster_role(
-            "edit",
-            edit_rules(),
-            Some("rbac.authorization.k8s.io/aggregate-to-edit"),
+        labelled(
+            cluster_role(
+                "edit",
+                edit_rules(),
+                Some("rbac.authorization.k8s.io/aggregate-to-edit"),
+            ),
+            "rbac.authorization.k8s.io/aggregate-to-admin",
         ),
-        cluster_role(
-            "view",
-            view_rules(),
-            Some("rbac.authorization.k8s.io/aggregate-to-view"),
+        labelled(
+            cluster_role(
+                "view",
+                view_rules(),
+                Some("rbac.authorization.k8s.io/aggregate-to-view"),
+            ),
+            "rbac.authorization.k8s.io/aggregate-to-edit",
+        ),
+        labelled(
+            cluster_role("system:aggregate-to-admin", admin_rules(), None),
+            "rbac.authorization.k8s.io/aggregate-to-admin",
+        ),
+        labelled(
+            cluster_role("system:aggregate-to-edit", edit_rules(), None),
+            "rbac.authorization.k8s.io/aggregate-to-edit",
+        ),
+        labelled(
+            cluster_role("system:aggregate-to-view", view_rules(), None),
+            "rbac.authorization.k8s.io/aggregate-to-view",
         ),
         cluster_role(
             "system:basic-user",

@@ -126,6 +126,40 @@ impl LabelSelector {
         Ok(LabelSelector { reqs })
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`), as
+    /// `LabelSelectorAsSelector` reads it: `None` when it cannot be read (an unknown operator,
+    /// `In` without values), which selects nothing; `{}` selects everything.
+    pub fn from_object(v: &Value) -> Option<LabelSelector> {
+        let v = v.as_object()?;
+        let mut reqs = Vec::new();
+        if let Some(m) = v.get("matchLabels") {
+            for (k, val) in m.as_object()? {
+                reqs.push(Req::Eq(k.clone(), val.as_str()?.to_string()));
+            }
+        }
+        if let Some(exprs) = v.get("matchExpressions") {
+            for e in exprs.as_array()? {
+                let key = e.get("key")?.as_str()?.to_string();
+                let values: Vec<String> = match e.get("values") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(vs) => vs
+                        .as_array()?
+                        .iter()
+                        .map(|x| x.as_str().map(str::to_string))
+                        .collect::<Option<_>>()?,
+                };
+                reqs.push(match e.get("operator")?.as_str()? {
+                    "In" if !values.is_empty() => Req::In(key, values),
+                    "NotIn" if !values.is_empty() => Req::NotIn(key, values),
+                    "Exists" if values.is_empty() => Req::Exists(key),
+                    "DoesNotExist" if values.is_empty() => Req::NotExists(key),
+                    _ => return None,
+                });
+            }
+        }
+        Some(LabelSelector { reqs })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.reqs.is_empty()
     }

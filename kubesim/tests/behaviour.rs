@@ -1656,3 +1656,153 @@ async fn logs_need_a_container_name_for_multi_container_pods() {
         "from-a\n"
     );
 }
+
+/// Real cluster: an aggregated ClusterRole grants what the roles its selectors match grant (a
+/// CRD's role labelled `aggregate-to-view` reaches `view`, and through `edit` also `admin`),
+/// and setting, changing or removing an aggregation rule takes cluster-admin
+/// (clusterrole/policybased/storage.go): someone who may write every ClusterRole but not
+/// escalate cannot gather cluster-admin's rules into a role of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_cluster_roles_and_who_may_aggregate() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "ns", "dev"]).await.ok();
+    for (binding, role, user) in [("ivy-view", "view", "ivy"), ("al-admin", "admin", "al")] {
+        env.kubectl(&[
+            "create",
+            "rolebinding",
+            binding,
+            "-n",
+            "dev",
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ])
+        .await
+        .ok();
+    }
+    let ivy = env.user("ivy", &[]);
+    let al = env.user("al", &[]);
+    let can = |kc: std::path::PathBuf, what: &'static [&'static str]| {
+        let env = &env;
+        async move {
+            let mut args = vec!["auth", "can-i"];
+            args.extend_from_slice(what);
+            args.extend_from_slice(&["-n", "dev"]);
+            env.run(&kc, &args, None).await.stdout.trim().to_owned()
+        }
+    };
+    assert_eq!(can(ivy.clone(), &["list", "pods"]).await, "yes");
+    assert_eq!(can(ivy.clone(), &["get", "deployments.apps"]).await, "yes");
+    assert_eq!(can(ivy.clone(), &["get", "secrets"]).await, "no");
+    assert_eq!(can(al.clone(), &["create", "rolebindings"]).await, "yes");
+    assert_eq!(can(al.clone(), &["list", "widgets"]).await, "no");
+    env.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: widgets-view
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: \"true\"}
+rules:
+- apiGroups: [\"\"]
+  resources: [widgets]
+  verbs: [get, list, watch]
+",
+    )
+    .await
+    .ok();
+    assert_eq!(can(ivy.clone(), &["list", "widgets"]).await, "yes");
+    assert_eq!(can(al.clone(), &["list", "widgets"]).await, "yes");
+    assert_eq!(can(ivy.clone(), &["delete", "widgets"]).await, "no");
+
+    // max writes every ClusterRole (not escalate, not bind).
+    env.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: role-writer}
+rules:
+- apiGroups: [\"*\"]
+  resources: [\"*\"]
+  verbs: [get, list, watch, create, update, patch, delete]
+",
+    )
+    .await
+    .ok();
+    env.bind_cluster("max-role-writer", "role-writer", "user", "max")
+        .await;
+    let max = env.user("max", &[]);
+    let gather = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: gathered}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {kubernetes.io/bootstrapping: rbac-defaults}
+rules: []
+";
+    let out = env.run(&max, &["create", "-f", "-"], Some(gather)).await;
+    assert!(
+        out.err()
+            .contains("must have cluster-admin privileges to use the aggregationRule"),
+        "{}",
+        out.stderr
+    );
+    // Nor by adding one to a role of their own.
+    env.run(
+        &max,
+        &[
+            "create",
+            "clusterrole",
+            "mine",
+            "--verb=get",
+            "--resource=pods",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let out = env
+        .run(
+            &max,
+            &[
+                "patch",
+                "clusterrole",
+                "mine",
+                "--type=merge",
+                "-p",
+                r#"{"aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"kubernetes.io/bootstrapping":"rbac-defaults"}}]}}"#,
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        out.err()
+            .contains("must have cluster-admin privileges to use the aggregationRule"),
+        "{}",
+        out.stderr
+    );
+    // Nor by removing one (the role would stop following what it aggregates).
+    let out = env
+        .run(
+            &max,
+            &[
+                "patch",
+                "clusterrole",
+                "view",
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/aggregationRule"}]"#,
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        out.err()
+            .contains("must have cluster-admin privileges to use the aggregationRule"),
+        "{}",
+        out.stderr
+    );
+    // cluster-admin may; the role then holds what it gathers.
+    env.kubectl_in(&["create", "-f", "-"], gather).await.ok();
+    env.bind_cluster("joe-gathered", "gathered", "user", "joe")
+        .await;
+    let joe = env.user("joe", &[]);
+    assert_eq!(can(joe, &["delete", "nodes"]).await, "yes");
+}
