@@ -52,8 +52,9 @@ impl Ctx {
         self.query.get(k).map(String::as_str)
     }
 
+    /// A boolean parameter, read as apimachinery's `Convert_Slice_string_To_bool` does.
     pub fn q_bool(&self, k: &str) -> bool {
-        matches!(self.q(k), Some("true") | Some("1"))
+        reqinfo::query_bool(self.q(k))
     }
 
     pub fn header(&self, k: &str) -> &str {
@@ -116,7 +117,12 @@ fn parse_query(q: Option<&str>) -> (HashMap<String, String>, Vec<(String, String
     let all: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    (all.iter().cloned().collect(), all)
+    // `url.Values.Get` and the parameter codec read a key's first value.
+    let mut first = HashMap::new();
+    for (k, v) in &all {
+        first.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    (first, all)
 }
 
 async fn handle_inner(

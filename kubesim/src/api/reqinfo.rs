@@ -22,8 +22,11 @@ pub struct ReqInfo {
     pub parts: Vec<String>,
 }
 
-fn is_true(v: Option<&String>) -> bool {
-    v.is_some_and(|s| s == "true" || s == "1")
+/// A boolean query parameter as the apiserver's parameter codec reads it
+/// (`Convert_Slice_string_To_bool`): absent, `0` or `false` in any case is false; anything
+/// else is true, `?watch=yes` and a bare `?watch` included.
+pub fn query_bool(v: Option<&str>) -> bool {
+    v.is_some_and(|s| s != "0" && !s.eq_ignore_ascii_case("false"))
 }
 
 pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> ReqInfo {
@@ -88,7 +91,7 @@ pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Re
         ri.resource = parts[0].clone();
     }
     if ri.name.is_empty() && ri.verb == "get" {
-        ri.verb = if is_true(query.get("watch")) {
+        ri.verb = if query_bool(query.get("watch").map(String::as_str)) {
             "watch"
         } else {
             "list"

@@ -62,11 +62,15 @@ impl KubeRequest {
     }
 }
 
+/// A boolean query parameter as the API server reads it (apimachinery's
+/// `Convert_Slice_string_To_bool` on the key's first value): absent, `0` or `false` in any case
+/// is false; anything else is true, `?watch=yes`, `?follow=` and a bare `?watch` included.
+/// Reading it more strictly than the cluster would let a watch or a followed log through as a
+/// plain list or get, never registered as a live stream, never cut on revocation.
 pub(crate) fn query_flag(query: Option<&str>, key: &str) -> bool {
-    query.is_some_and(|q| {
-        form_urlencoded_pairs(q)
-            .any(|(k, v)| k == key && matches!(v.as_str(), "1" | "true" | "True"))
-    })
+    query
+        .and_then(|q| form_urlencoded_pairs(q).find(|(k, _)| k == key))
+        .is_some_and(|(_, v)| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -177,6 +181,33 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> KubeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The apiserver's table (`Convert_Slice_string_To_bool`, first value wins): a watch asked
+    /// as `?watch=yes` is a watch.
+    #[test]
+    fn boolean_parameters_read_as_the_api_server_reads_them() {
+        for (q, want) in [
+            ("watch=true", true),
+            ("watch=1", true),
+            ("watch=yes", true),
+            ("watch=TRUE", true),
+            ("watch=t", true),
+            ("watch=", true),
+            ("watch", true),
+            ("w%61tch=on", true),
+            ("watch=false", false),
+            ("watch=FALSE", false),
+            ("watch=0", false),
+            ("limit=5", false),
+            ("watch=0&watch=1", false),
+            ("watch=yes&watch=false", true),
+        ] {
+            assert_eq!(query_flag(Some(q), "watch"), want, "{q}");
+            let r = parse(&Method::GET, "/api/v1/namespaces/apple/secrets", Some(q));
+            assert_eq!(r.verb, if want { "watch" } else { "list" }, "{q}");
+        }
+        assert!(!query_flag(None, "watch"));
+    }
 
     #[test]
     fn parses_like_the_api_server() {

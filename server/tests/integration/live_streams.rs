@@ -478,3 +478,83 @@ async fn moving_a_grant_to_another_namespace_ends_the_streams_in_the_old_one() {
         .await
         .expect_err("Warden grants you write in namespace banana");
 }
+
+/// An insider asks for a watch and a followed log in the spellings the API server also takes
+/// (`?watch=yes`, a bare `?watch`, `?follow=TRUE`: anything but `0` and `false` is true there).
+/// Read more strictly by Warden, they would pass as a plain list and get, never registered and
+/// never cut; they are watches and followed logs, and removing the binding ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_by_any_other_spelling_is_still_cut() {
+    let w = world().await;
+    // `--raw` paths are absolute: the gateway serves the cluster under /clusters/<name>.
+    let mut streams = vec![
+        Streaming::spawn(
+            &w.sally,
+            "watch=yes",
+            &[
+                "get",
+                "--raw",
+                "/clusters/prod-1/api/v1/namespaces/apple/configmaps?watch=yes&timeoutSeconds=31536000",
+            ],
+        ),
+        Streaming::spawn(
+            &w.sally,
+            "bare watch",
+            &["get", "--raw", "/clusters/prod-1/api/v1/namespaces/apple/configmaps?watch"],
+        ),
+        Streaming::spawn(
+            &w.sally,
+            "follow=TRUE",
+            &[
+                "get",
+                "--raw",
+                "/clusters/prod-1/api/v1/namespaces/apple/pods/box/log?follow=TRUE",
+            ],
+        ),
+    ];
+    w.sally
+        .run(&["create", "configmap", "-n", "apple", "spelled"])
+        .await
+        .expect_ok();
+    streams[0].expect_line("spelled").await;
+    streams[1].expect_line("spelled").await;
+    streams[2].expect_line("tick").await;
+    w.wait_live(3).await;
+    let kinds: Vec<String> = w
+        .app
+        .gateway()
+        .live
+        .list()
+        .iter()
+        .map(|(_, s)| format!("{:?}", s.kind))
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| k.contains("Watch")).count(),
+        2,
+        "{kinds:?}"
+    );
+    let t = Instant::now();
+    w.admin
+        .delete(&format!("/api/v1/bindings/{}", w.binding))
+        .await
+        .assert_status(204);
+    w.registry_empties_within_a_second(t).await;
+    for s in streams.iter_mut() {
+        s.ends_within(Duration::from_secs(5)).await;
+    }
+    let events = w.audit("kube.").await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["action"] == "kube.watch.closed" && e["outcome"] == "denied")
+            .count(),
+        2,
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "kube.logs.closed" && e["outcome"] == "denied"),
+        "{events:#?}"
+    );
+}
