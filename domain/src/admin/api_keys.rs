@@ -153,6 +153,8 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     )
     .await?;
     tx.commit().await?;
+    // A terminal or a stream opened with the key is re-checked now, not at its next tick.
+    svc.policy.bump();
     Ok(())
 }
 

@@ -215,5 +215,15 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    // Sessions and what they opened answer to these: open terminals and streams are
+    // re-checked now (a shorter session, an MFA policy that now covers their holder).
+    if before.session_idle_minutes != after.session_idle_minutes
+        || before.session_absolute_hours != after.session_absolute_hours
+        || before.mfa_policy != after.mfa_policy
+        || before.local_sign_in != after.local_sign_in
+        || before.break_glass_users != after.break_glass_users
+    {
+        svc.policy.bump();
+    }
     Ok(after)
 }

@@ -370,6 +370,11 @@ pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> Domain
     if removed == 0 {
         return Err(DomainError::not_found("authenticator"));
     }
+    // An authenticator is reset because it was lost or taken: whoever holds it may hold a
+    // session signed in with it too. Every session ends (and with them, at the next check,
+    // the terminals and streams they opened); the user signs in again and enrols anew.
+    let uid = crate::identity::accounts::user_id(&user)?;
+    crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
     svc.audit_change(
         &tx,
         who,
@@ -382,6 +387,7 @@ pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> Domain
     )
     .await?;
     tx.commit().await?;
+    svc.policy.bump();
     Ok(())
 }
 

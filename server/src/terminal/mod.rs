@@ -144,15 +144,16 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal,
 }
 
 /// Whether the proof still holds: the session exists (not signed out, not expired, user
-/// active), or the API key is still valid.
+/// active), or the API key is still valid; and its holder may still open a terminal (the MFA
+/// policy now covering an unenrolled holder, or a password to change, end it as they refuse
+/// a new one).
 pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), String> {
     let meta = Default::default();
-    match proof {
+    let principal = match proof {
         Proof::ApiKey(token) => {
             warden_domain::identity::authn::principal_from_api_key(&state.services, token, meta)
                 .await
-                .map(|_| ())
-                .map_err(|_| "the API key was revoked or expired".to_owned())
+                .map_err(|_| "the API key was revoked or expired".to_owned())?
         }
         Proof::Session(id) => {
             let store = warden_domain::identity::sessions::DbSessionStore::new(
@@ -162,10 +163,16 @@ pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), S
             let session = Session::new(Some(*id), Arc::new(store), None);
             warden_domain::identity::authn::principal_from_session(&state.services, &session, meta)
                 .await
-                .map(|_| ())
-                .map_err(|_| "signed out (the console session ended)".to_owned())
+                .map_err(|_| "signed out (the console session ended)".to_owned())?
         }
+    };
+    if principal.must_change_password {
+        return Err("a new password must be chosen first".to_owned());
     }
+    if principal.must_enrol_mfa {
+        return Err("two-factor authentication must be set up first".to_owned());
+    }
+    Ok(())
 }
 
 /// `GET /api/v1/terminal/ws`.
@@ -544,10 +551,15 @@ async fn open(
     let check = terminal_check(state, who, proof, &cluster.name, info, shell_credential);
     let mut closing = ev.clone();
     closing.action = "terminal".into();
-    let guard = state
-        .gateway
-        .live
-        .register(info_rec, epoch, now + 60_000, check, closing);
+    let guard = state.gateway.live.register(
+        info_rec,
+        epoch,
+        // Re-checked within a minute, and no later than the grant or credential it was
+        // opened under ends (not left to the expiry job's epoch move alone).
+        (now + 60_000).min(authorized.valid_until()),
+        check,
+        closing,
+    );
     ev.details["terminal_id"] = json!(guard.id());
     ev.details["service_account"] = json!(format!("{}/{sa}", rbac::NAMESPACE));
     // Recorded, or not opened at all.

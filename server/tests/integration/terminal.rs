@@ -1126,3 +1126,98 @@ async fn recordings_keep_keystrokes_only_when_the_setting_says_so() {
         .collect();
     assert!(typed.contains("echo typed-$((2*21))"), "{cast}");
 }
+
+/// What ends a credential ends a terminal opened with it at once, not at the next minute's
+/// check: an API key revoked (a leaked key's owner revokes it), the user's authenticator reset
+/// (it was lost or taken: every session it signed in goes), and an MFA policy that now covers
+/// an unenrolled holder (new requests are refused; an open terminal goes too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_key_a_reset_authenticator_and_a_new_mfa_policy_close_a_terminal_at_once() {
+    let w = world().await;
+    let ready = |mut ws: Ws| async move {
+        until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+        ws.send(Message::Binary(b"echo up\n".to_vec().into()))
+            .await
+            .unwrap();
+        until_output(&mut ws, "up").await;
+        ws
+    };
+
+    // An API key.
+    let sally = w.signed_in("sally@example.com").await;
+    let key = sally.create_api_key(json!({"name": "laptop"})).await;
+    let url = format!(
+        "ws://{}/api/v1/terminal/ws?cluster={PROD}&namespace=apple&pod=box",
+        w.app.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(w.app.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("a terminal opened with the key");
+    let mut ws = ready(ws).await;
+    let keys = sally
+        .get("/api/v1/api-keys")
+        .await
+        .assert_status(200)
+        .json();
+    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    sally
+        .delete(&format!("/api/v1/api-keys/{id}"))
+        .await
+        .assert_status(204);
+    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(3)).await;
+    assert!(
+        closed["reason"].as_str().unwrap().contains("API key"),
+        "{closed}"
+    );
+
+    // The authenticator reset by an administrator.
+    let (secret, _) = crate::mfa::enrol(&w.app, &sally).await;
+    w.app.clock.advance_secs(30);
+    sally
+        .post(
+            "/api/v1/auth/step-up",
+            json!({"code": crate::mfa::code(&w.app, &secret, 0)}),
+        )
+        .await
+        .assert_status(204);
+    let origin = w.app.url.clone();
+    let mut ws = ready(
+        w.open(Some(&sally), Some(&origin), "box")
+            .await
+            .expect("a terminal"),
+    )
+    .await;
+    w.admin
+        .delete("/api/v1/users/sally@example.com/mfa")
+        .await
+        .assert_status(204);
+    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(3)).await;
+    assert!(
+        closed["reason"].as_str().unwrap().contains("signed out"),
+        "{closed}"
+    );
+    sally.get("/api/v1/me").await.assert_status(401);
+
+    // The MFA policy now covers her, and she has no authenticator any more.
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = ready(
+        w.open(Some(&sally), Some(&origin), "box")
+            .await
+            .expect("a terminal"),
+    )
+    .await;
+    w.admin
+        .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
+        .await
+        .assert_status(200);
+    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(3)).await;
+    assert!(
+        closed["reason"].as_str().unwrap().contains("two-factor"),
+        "{closed}"
+    );
+    assert_eq!(w.app.gateway().live.len(), 0);
+}
