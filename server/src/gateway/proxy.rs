@@ -359,6 +359,20 @@ async fn answer(
         );
     }
 
+    // 0b. Kubernetes clients, not web pages: a browser holding the user's client certificate
+    // would present it for any page's request (a cross-site WebSocket opening an exec above
+    // all). Browsers mark what a page sends with `Origin` or `Sec-Fetch-*`; kubectl and
+    // client libraries send neither.
+    if let Some(what) = from_a_web_page(req.headers()) {
+        return ctx.deny(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "the gateway serves Kubernetes clients, not web pages ({what}): use kubectl, or Warden's web terminal"
+            ),
+            None,
+        );
+    }
+
     // 1. Authenticate: the certificate (verified at TLS against the user CA) names the user.
     let Some(identity) = identity else {
         return ctx.deny(
@@ -599,6 +613,17 @@ pub(crate) struct LiveSpec {
     info: request::KubeRequest,
     epoch: u64,
     valid_until: i64,
+}
+
+/// The header that shows a request was sent by a web page, if one does.
+fn from_a_web_page(headers: &http::HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN) {
+        Some("it carries an Origin header")
+    } else if headers.keys().any(|k| k.as_str().starts_with("sec-fetch-")) {
+        Some("it carries Sec-Fetch headers")
+    } else {
+        None
+    }
 }
 
 /// A watch, a followed log, or an upgrade: the answer may stream for hours.

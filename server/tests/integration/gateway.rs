@@ -1608,10 +1608,16 @@ async fn namespace_admin_stays_within_the_namespace() {
 /// A GET sent with its path exactly as given (reqwest would resolve `..`): TLS with the
 /// client certificate, one HTTP/1.1 request over hyper. The status, the JSON body and the
 /// Audit-ID.
-async fn raw_get(
+async fn raw_get(gateway_url: &str, id: (&str, &str, &str), path: &str) -> (u16, Value, String) {
+    raw_get_with(gateway_url, id, path, &[]).await
+}
+
+/// `raw_get` with extra headers.
+async fn raw_get_with(
     gateway_url: &str,
     (cert, key, ca): (&str, &str, &str),
     path: &str,
+    headers: &[(&str, &str)],
 ) -> (u16, Value, String) {
     use http_body_util::BodyExt;
     use rustls::pki_types::pem::PemObject;
@@ -1642,8 +1648,11 @@ async fn raw_get(
             .await
             .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
+    let mut req = http::Request::get(path).header(http::header::HOST, addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
@@ -1660,6 +1669,64 @@ async fn raw_get(
         serde_json::from_slice(&body).unwrap_or(Value::Null),
         audit_id,
     )
+}
+
+/// A web page cannot use the gateway with a certificate the browser holds: a request marked
+/// by the browser as a page's (`Origin`, `Sec-Fetch-*`), a cross-site WebSocket opening an exec
+/// above all, is refused and audited; kubectl sends neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_web_page_cannot_use_the_gateway() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    let (cert, key) = identity_from(&kubeconfig);
+    let ca = gateway_ca(&kubeconfig);
+    let id = (cert.as_str(), key.as_str(), ca.as_str());
+    let url = &w.app.gateway_url;
+    let list = format!("/clusters/{PROD}/api/v1/namespaces/apple/configmaps");
+    let (status, body, _) = raw_get(url, id, &list).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = format!(
+        "/clusters/{PROD}/api/v1/namespaces/apple/pods/web/exec?command=sh&stdin=true&stdout=true&tty=true"
+    );
+    let upgrade: &[(&str, &str)] = &[
+        ("origin", "https://evil.example"),
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-protocol", "v5.channel.k8s.io"),
+    ];
+    for (path, headers) in [
+        (&list, &[("origin", "https://evil.example")][..]),
+        (
+            &list,
+            &[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")][..],
+        ),
+        (&exec, upgrade),
+    ] {
+        let (status, body, audit_id) = raw_get_with(url, id, path, headers).await;
+        assert_eq!(status, 403, "{path} {headers:?}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not web pages")),
+            "{body}"
+        );
+        let events = w.kube_events().await;
+        let ev = events
+            .iter()
+            .find(|e| e["id"] == audit_id.as_str())
+            .unwrap_or_else(|| panic!("no audit row for {path}"));
+        assert_eq!(ev["outcome"], "denied", "{ev}");
+    }
+    assert!(
+        !w.kube_events()
+            .await
+            .iter()
+            .any(|e| e["action"] == "kube.create.start"),
+        "no exec was started"
+    );
 }
 
 /// The gateway forwards the path it checked, so it accepts only canonical paths: the API
