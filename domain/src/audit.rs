@@ -1037,6 +1037,15 @@ pub struct AuditScope {
 }
 
 impl AuditScope {
+    /// Whether this scope shows everything `other` shows (a reader whose scope no longer
+    /// covers the one an export or a tail began with has lost something).
+    pub fn covers(&self, other: &AuditScope) -> bool {
+        self.all
+            || (!other.all
+                && other.projects.iter().all(|p| self.projects.contains(p))
+                && (other.user.is_none() || other.user == self.user))
+    }
+
     /// Everything (organization auditors).
     pub fn all() -> Self {
         Self {

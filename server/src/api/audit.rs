@@ -47,6 +47,12 @@ pub async fn get_audit_event(
 /// How often a live tail re-checks its viewer (sign-in and scope), besides at once when the
 /// authorization epoch moves.
 const TAIL_RECHECK: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What woke the tail: something to read, or a reason to check the reader again.
+enum Woken {
+    Read,
+    Recheck,
+}
 /// A live tail reads at most this many events at a time (and again until it has caught up).
 const TAIL_BATCH: u64 = 100;
 
@@ -59,6 +65,7 @@ pub async fn tail_audit_events(
 ) -> ApiResult<Response> {
     use crate::terminal::{proof_holds, Proof};
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let scope_epoch = state.services.policy.epoch();
     let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
@@ -95,6 +102,7 @@ pub async fn tail_audit_events(
     tokio::spawn(async move {
         let services = state.services.clone();
         let mut scope = scope;
+        let mut scope_epoch = scope_epoch;
         let mut epochs = services.policy.subscribe();
         let mut recheck = tokio::time::interval(TAIL_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,19 +111,24 @@ pub async fn tail_audit_events(
         let mut reread = tokio::time::interval(reread_every);
         reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let check = tokio::select! {
+            let woken = tokio::select! {
+                biased;
                 _ = tx.closed() => return,
+                _ = epochs.changed() => Woken::Recheck,
+                _ = recheck.tick() => Woken::Recheck,
                 changed = committed.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    false
+                    Woken::Read
                 }
-                _ = reread.tick() => false,
-                _ = epochs.changed() => true,
-                _ = recheck.tick() => true,
+                _ = reread.tick() => Woken::Read,
             };
-            if check {
+            // No read under a scope older than the last authorization change: a change heard
+            // together with a commit is checked before that commit's events are read.
+            let moved = services.policy.epoch() != scope_epoch;
+            if matches!(woken, Woken::Recheck) || moved {
+                scope_epoch = services.policy.epoch();
                 let verdict = match proof_holds(&state, &proof).await {
                     Ok(()) => audit_view(&services.policy, &who)
                         .await
@@ -130,7 +143,9 @@ pub async fn tail_audit_events(
                     }
                 }
                 // A re-check reads nothing: new events come with their commit.
-                continue;
+                if matches!(woken, Woken::Recheck) {
+                    continue;
+                }
             }
             // Read until caught up.
             loop {
@@ -251,6 +266,8 @@ pub async fn export_audit_events(
             format!("bad query parameters: {e}"),
         )
     })?;
+    // The epoch before the scope: a change after this point is seen by the export below.
+    let scope_epoch = state.services.policy.epoch();
     let scope = audit_view(&state.services.policy, &who)
         .await
         .map_err(|_| ApiError::forbidden())?;
@@ -267,12 +284,33 @@ pub async fn export_audit_events(
     let db = state.services.db.clone();
     let mut export = Export::start(&db, &query, &scope, format, state.services.clock.now())?;
     let first = export.next_chunk(&db).await?;
+    let services = state.services.clone();
     // The next pages are read (and encoded) while the previous ones are being sent: a task
     // keeps at most two ready, and stops when the client goes away (the receiver is dropped).
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
     if first.is_some() {
         tokio::spawn(async move {
+            let mut seen_epoch = scope_epoch;
             loop {
+                // An export of millions of rows runs for minutes: a reader who loses what
+                // they began with (their audit.read removed, deactivated) gets no more of it.
+                // The body is cut short, never quietly ended.
+                let epoch = services.policy.epoch();
+                if epoch != seen_epoch {
+                    seen_epoch = epoch;
+                    let still = audit_view(&services.policy, &who)
+                        .await
+                        .is_ok_and(|now| now.covers(&scope));
+                    if !still {
+                        tracing::info!(user = %who.email, "audit export cut: the reader's access changed");
+                        let _ = tx
+                            .send(Err(std::io::Error::other(
+                                "audit export ended: your access changed",
+                            )))
+                            .await;
+                        return;
+                    }
+                }
                 let next = match export.next_chunk(&db).await {
                     Ok(Some(chunk)) => Ok(bytes::Bytes::from(chunk)),
                     Ok(None) => return,

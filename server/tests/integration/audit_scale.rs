@@ -768,6 +768,62 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
     assert_eq!(other.body, "");
 }
 
+/// An export runs for minutes over a big log; a reader who loses their audit access while it
+/// runs gets no more of it: the body is cut short (an error, never a quietly shorter file). A
+/// departing project auditor cannot start an export of everything they may still read and
+/// keep it flowing after their binding is removed.
+#[tokio::test]
+async fn an_export_stops_when_its_reader_loses_access() {
+    use warden_domain::audit::export::EXPORT_PAGE;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let n = 16 * EXPORT_PAGE;
+    generate_now(&app, n, 30, 5, 4_000).await;
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    let binding = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "ADMIN_READ_ONLY"}),
+        )
+        .await
+        .assert_status(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut resp = auditor
+        .http
+        .get(format!(
+            "{}/api/v1/audit/export?format=ndjson",
+            auditor.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut received = resp.chunk().await.unwrap().expect("a first page").len();
+    admin
+        .delete(&format!("/api/v1/bindings/{binding}"))
+        .await
+        .assert_status(204);
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), resp.chunk()).await {
+            Ok(Ok(Some(c))) => received += c.len(),
+            Ok(Ok(None)) => break "the end",
+            Ok(Err(_)) => break "an error",
+            Err(_) => panic!("the export stalled"),
+        }
+    };
+    assert_eq!(ended, "an error", "the body is cut, not ended");
+    // A few pages were on their way (read ahead, in socket buffers); not the rest.
+    let whole = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await as usize;
+    let per_line = received / (EXPORT_PAGE as usize);
+    assert!(
+        received < whole * per_line / 2,
+        "received {received} bytes of about {}",
+        whole * per_line
+    );
+}
+
 /// The batched writer's path (`DbAuditSink::record_many`, one transaction a batch; on
 /// PostgreSQL one `json_to_recordset` statement whatever the size): batches larger than one
 /// multi-row INSERT, interleaved with single audited changes, store every event once, `seq`
