@@ -74,6 +74,18 @@ pub struct LiveStreams {
     next: AtomicU64,
 }
 
+/// Where this process's stream ids begin: a random point in [2^32, 2^52), so ids stay exact
+/// in JSON for any client (below 2^53) and do not repeat across restarts and replicas. A
+/// terminal's id links its audit events (`details.terminal_id`: its opening, its shell's
+/// requests, its close) and leads to its recording; counted from 1 in every process, the
+/// terminals of different people on different days shared ids, and the audit log joined them
+/// (and an administrator's `DELETE /api/v1/streams/{id}` answered by another replica could end
+/// someone else's stream).
+fn first_id() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen_range((1u64 << 32)..(1u64 << 52))
+}
+
 /// A registered stream. Dropping it unregisters the stream.
 pub struct LiveGuard {
     entry: Arc<Entry>,
@@ -85,7 +97,7 @@ impl LiveStreams {
         Arc::new(Self {
             services,
             entries: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
+            next: AtomicU64::new(first_id()),
         })
     }
 
@@ -347,5 +359,18 @@ impl Drop for LiveGuard {
         if let Ok(mut m) = self.registry.entries.lock() {
             m.remove(&self.entry.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    /// Two processes (a restart, another replica) do not hand out the same stream ids.
+    #[test]
+    fn stream_ids_do_not_repeat_across_processes() {
+        let firsts: std::collections::BTreeSet<u64> = (0..64).map(|_| super::first_id()).collect();
+        assert_eq!(firsts.len(), 64);
+        assert!(firsts
+            .iter()
+            .all(|id| (1u64 << 32..1u64 << 52).contains(id)));
     }
 }
