@@ -541,7 +541,10 @@ metadata:
 /// every write in `warden-system` (pods, Secrets, service accounts and their tokens, roles and
 /// bindings, the Deployment, exec and attach) and to the Namespace itself; any binding, in any
 /// namespace, that names or named a subject of `warden-system`; any write to a `warden-*`
-/// ClusterRole. Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
+/// ClusterRole; any binding to a `warden-*` ClusterRole (a service account of one's own bound
+/// to `warden-cluster-write` would keep a cluster writer's rights after Warden revoked them);
+/// any long-lived token Secret (`kubernetes.io/service-account-token`: a credential for a
+/// service account that no Warden revocation reaches). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
 /// and Kubernetes never applies admission policies to policy objects themselves.
 /// kubesim enforces the same rules natively (`kubesim/src/admission.rs`).
 pub fn guard_policy(labels: &str) -> String {
@@ -605,6 +608,16 @@ metadata:
           request.resource.resource == 'clusterroles' && request.name.startsWith('warden-'))
       reason: Forbidden
       message: "Warden's ClusterRoles (warden-*) are kept by the Warden agent only"
+    - expression: >-
+        !variables.isBinding || object == null ||
+        !(object.roleRef.kind == 'ClusterRole' && object.roleRef.name.startsWith('warden-'))
+      reason: Forbidden
+      message: "Warden's ClusterRoles (warden-*) are bound by the Warden agent only"
+    - expression: >-
+        !(request.resource.group == '' && request.resource.resource == 'secrets' &&
+          object != null && has(object.type) && object.type == 'kubernetes.io/service-account-token')
+      reason: Forbidden
+      message: "long-lived service account tokens are made by cluster administrators only: one would outlive every Warden grant"
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding

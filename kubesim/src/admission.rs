@@ -123,6 +123,19 @@ fn violation(r: &Request) -> Option<String> {
     if is_rbac(r.res, &["clusterroles"]) && r.name.starts_with("warden-") {
         return Some("Warden's ClusterRoles (warden-*) are kept by the Warden agent only".into());
     }
+    let field = |p: &str| r.object.and_then(|o| o.pointer(p)).and_then(Value::as_str);
+    if is_rbac(r.res, &["rolebindings", "clusterrolebindings"])
+        && field("/roleRef/kind") == Some("ClusterRole")
+        && field("/roleRef/name").is_some_and(|n| n.starts_with("warden-"))
+    {
+        return Some("Warden's ClusterRoles (warden-*) are bound by the Warden agent only".into());
+    }
+    if r.res.group.is_empty()
+        && r.res.plural == "secrets"
+        && field("/type") == Some("kubernetes.io/service-account-token")
+    {
+        return Some("long-lived service account tokens are made by cluster administrators only: one would outlive every Warden grant".into());
+    }
     None
 }
 

@@ -31,7 +31,7 @@ fn the_guard_policy_matches_the_kubernetes_schema() {
     assert_eq!(serde_json::to_value(&binding).unwrap(), docs[1]);
     let spec = policy.spec.unwrap();
     assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(spec.validations.unwrap().len(), 3);
+    assert_eq!(spec.validations.unwrap().len(), 5);
     let bspec = binding.spec;
     assert_eq!(bspec.policy_name, "warden-system-guard");
     assert_eq!(bspec.validation_actions, vec!["Deny".to_string()]);
@@ -170,6 +170,30 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
             ],
         ),
         (
+            // A service account of one's own with the cluster writer's rights keeps them after
+            // Warden revokes the grant.
+            "binding a service account of one's own to a warden-* ClusterRole",
+            &[
+                "create",
+                "clusterrolebinding",
+                "backdoor",
+                "--clusterrole=warden-cluster-write",
+                "--serviceaccount=team:default",
+            ],
+        ),
+        (
+            "binding a warden-* ClusterRole in a namespace",
+            &[
+                "create",
+                "rolebinding",
+                "backdoor",
+                "-n",
+                "team",
+                "--clusterrole=warden-namespace-write",
+                "--user=someone",
+            ],
+        ),
+        (
             "editing a warden-* ClusterRole",
             &["label", "clusterrole", "warden-cluster-read", "owned=yes"],
         ),
@@ -234,6 +258,36 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
             out.stderr
         );
     }
+    // A long-lived token for a service account (its Secret filled in by the cluster's token
+    // controller): a credential no Warden revocation reaches. Refused through the gateway and
+    // straight at the cluster.
+    let token_secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: forever\n  namespace: team\n  annotations:\n    kubernetes.io/service-account.name: default\ntype: kubernetes.io/service-account-token\n";
+    // (Through the gateway, Warden's own gate refuses it first: a cluster writer's secrets
+    // stop at reading.)
+    for (who, k, says) in [
+        ("gateway", &kubectl, "forbidden"),
+        (
+            "cluster",
+            &direct,
+            "long-lived service account tokens are made by cluster administrators only",
+        ),
+    ] {
+        let out = k
+            .run_with_stdin(&["apply", "-f", "-"], Some(token_secret))
+            .await;
+        assert!(
+            !out.ok() && out.stderr.contains(says),
+            "{who}: a token Secret: exit {} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+    }
+    assert!(sim.store().get("secrets", "team", "forever").is_none());
+    assert!(sim
+        .store()
+        .get("clusterrolebindings", "", "backdoor")
+        .is_none());
     // Other identities, which the cluster's RBAC would hand a cluster-wide writer: a token for
     // any service account (kube-system's controllers), a node's kubelet. Warden's gate refuses.
     for (what, args) in [
