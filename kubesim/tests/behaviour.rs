@@ -1806,3 +1806,41 @@ rules: []
     let joe = env.user("joe", &[]);
     assert_eq!(can(joe, &["delete", "nodes"]).await, "yes");
 }
+
+/// Real cluster: a list across every namespace may name its object with a field selector (the
+/// name then also goes to authorization, as `RequestInfo.Name`); it is still a list, not a GET
+/// of a namespaced object without its namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_every_namespace_by_name() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "ns", "dev"]).await.ok();
+    let out = env
+        .kubectl(&[
+            "get",
+            "configmaps",
+            "-A",
+            "--field-selector",
+            "metadata.name=kube-root-ca.crt,metadata.namespace!=dev",
+            "-o",
+            "name",
+        ])
+        .await;
+    let names = out.ok();
+    assert!(names.lines().count() >= 3, "{names}");
+    assert!(
+        names.lines().all(|l| l == "configmap/kube-root-ca.crt"),
+        "{names}"
+    );
+    let out = env
+        .kubectl(&[
+            "get",
+            "configmaps",
+            "-A",
+            "--field-selector",
+            "metadata.namespace=dev",
+            "-o",
+            "jsonpath={.items[*].metadata.namespace}",
+        ])
+        .await;
+    assert_eq!(out.ok().trim(), "dev");
+}

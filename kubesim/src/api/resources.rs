@@ -32,7 +32,9 @@ pub async fn dispatch(ctx: Ctx, body: Bytes, on_upgrade: Option<OnUpgrade>) -> A
     if info.parts.len() > 3 {
         return Err(Status::path_not_found());
     }
-    if res.namespaced && info.namespace.is_empty() && !info.name.is_empty() {
+    // A name in the path (not one a list's `metadata.name=` field selector gave the request
+    // for authorization) needs a namespace for a namespaced kind.
+    if res.namespaced && info.namespace.is_empty() && info.parts.len() >= 2 {
         return Err(Status::path_not_found());
     }
     if !res.namespaced && !info.namespace.is_empty() && !is_ns_resource {

@@ -533,6 +533,21 @@ async fn answer(
             );
         }
     }
+    // Warden's own namespace is out of reach short of full access, reads included, and a list
+    // or watch across every namespace would show it (its service accounts are named after
+    // every user's email; the agent's pod, its events): the cluster is asked for every
+    // namespace but that one.
+    let query = if !access.full && info.lists_every_namespace() {
+        if let Some(ev) = ctx.ev.as_mut() {
+            ev.details["excluded_namespace"] = json!(rbac::NAMESPACE);
+        }
+        Some(request::excluding_namespace(
+            query.as_deref(),
+            rbac::NAMESPACE,
+        ))
+    } else {
+        query
+    };
     // A stream that can outlive this instant (watch, follow, exec/attach/port-forward) is
     // registered, re-checked whenever authorization changes, and cut when it no longer passes.
     let live = is_long_lived(&info, query.as_deref(), req.headers()).then(|| LiveSpec {

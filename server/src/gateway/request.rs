@@ -73,6 +73,91 @@ pub(crate) fn query_flag(query: Option<&str>, key: &str) -> bool {
         .is_some_and(|(_, v)| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
+/// Kinds every cluster serves in namespaces (the API server answers a field selector on
+/// `metadata.namespace` for them; a cluster-scoped kind would refuse it).
+const NAMESPACED: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "pods",
+            "services",
+            "endpoints",
+            "configmaps",
+            "secrets",
+            "serviceaccounts",
+            "events",
+            "persistentvolumeclaims",
+            "replicationcontrollers",
+            "podtemplates",
+            "resourcequotas",
+            "limitranges",
+        ],
+    ),
+    (
+        "apps",
+        &[
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "daemonsets",
+            "controllerrevisions",
+        ],
+    ),
+    ("batch", &["jobs", "cronjobs"]),
+    ("autoscaling", &["horizontalpodautoscalers"]),
+    ("policy", &["poddisruptionbudgets"]),
+    ("networking.k8s.io", &["ingresses", "networkpolicies"]),
+    ("discovery.k8s.io", &["endpointslices"]),
+    ("events.k8s.io", &["events"]),
+    ("coordination.k8s.io", &["leases"]),
+    ("rbac.authorization.k8s.io", &["roles", "rolebindings"]),
+];
+
+impl KubeRequest {
+    /// A list or watch across every namespace of a kind every cluster serves in namespaces.
+    pub fn lists_every_namespace(&self) -> bool {
+        self.resource_request
+            && self.namespace.is_none()
+            && self.subresource.is_none()
+            && matches!(self.verb.as_str(), "list" | "watch")
+            && self.resource.as_deref().is_some_and(|r| {
+                NAMESPACED
+                    .iter()
+                    .any(|(g, rs)| *g == self.api_group && rs.contains(&r))
+            })
+    }
+}
+
+/// `query` with the field selector `metadata.namespace!=<namespace>` added (to the first
+/// `fieldSelector`, which is the one the API server reads, or as a new one).
+pub(crate) fn excluding_namespace(query: Option<&str>, namespace: &str) -> String {
+    let not_there = format!("metadata.namespace!={namespace}");
+    let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let mut done = false;
+    let mut out: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            if done || decode(k, true) != "fieldSelector" {
+                return p.to_owned();
+            }
+            done = true;
+            let v = decode(v, true);
+            if v.trim().is_empty() {
+                format!("fieldSelector={}", enc(&not_there))
+            } else {
+                format!("fieldSelector={}", enc(&format!("{v},{not_there}")))
+            }
+        })
+        .collect();
+    if !done {
+        out.push(format!("fieldSelector={}", enc(&not_there)));
+    }
+    out.join("&")
+}
+
 fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
     q.split('&').filter(|p| !p.is_empty()).map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
@@ -181,6 +266,37 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> KubeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_namespace_but_one() {
+        let ex = |q| excluding_namespace(q, "warden-system");
+        assert_eq!(
+            ex(None),
+            "fieldSelector=metadata.namespace%21%3Dwarden-system"
+        );
+        assert_eq!(
+            ex(Some("limit=500&watch=1")),
+            "limit=500&watch=1&fieldSelector=metadata.namespace%21%3Dwarden-system"
+        );
+        assert_eq!(
+            ex(Some("fieldSelector=status.phase%3DRunning&limit=5")),
+            "fieldSelector=status.phase%3DRunning%2Cmetadata.namespace%21%3Dwarden-system&limit=5"
+        );
+        // The API server reads the first `fieldSelector` only: that is the one narrowed.
+        assert_eq!(
+            ex(Some("fieldSelector=&fieldSelector=x%3Dy")),
+            "fieldSelector=metadata.namespace%21%3Dwarden-system&fieldSelector=x%3Dy"
+        );
+        let all =
+            |path: &str, q: Option<&str>| parse(&Method::GET, path, q).lists_every_namespace();
+        assert!(all("/api/v1/serviceaccounts", None));
+        assert!(all("/api/v1/pods", Some("watch=1")));
+        assert!(all("/apis/apps/v1/deployments", None));
+        assert!(!all("/api/v1/nodes", None));
+        assert!(!all("/api/v1/namespaces", None));
+        assert!(!all("/api/v1/namespaces/apple/pods", None));
+        assert!(!all("/apis/example.com/v1/widgets", None));
+    }
 
     /// The apiserver's table (`Convert_Slice_string_To_bool`, first value wins): a watch asked
     /// as `?watch=yes` is a watch.

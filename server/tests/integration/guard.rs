@@ -215,6 +215,50 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
             &["delete", "namespace", "warden-system"],
         ),
     ];
+    // Reads across every namespace leave warden-system out (its service accounts carry every
+    // user's email in their names), whatever field selector the reader adds; their own
+    // namespaces' objects are all there.
+    for args in [
+        &["get", "serviceaccounts", "-A", "-o", "name"][..],
+        &["get", "pods", "-A", "-o", "name"][..],
+        &["get", "events", "-A", "-o", "name"][..],
+        &[
+            "get",
+            "serviceaccounts",
+            "-A",
+            "-o",
+            "name",
+            "--field-selector",
+            "metadata.namespace=warden-system",
+        ][..],
+    ] {
+        let out = kubectl.run(args).await.expect_ok();
+        assert!(
+            !out.stdout.contains("warden-agent") && !out.stdout.contains("u-"),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    let out = kubectl
+        .run(&["get", "serviceaccounts", "-A", "-o", "name"])
+        .await
+        .expect_ok();
+    assert!(
+        out.stdout.contains("serviceaccount/default"),
+        "{}",
+        out.stdout
+    );
+    let out = kubectl
+        .run(&[
+            "get",
+            "configmaps",
+            "-A",
+            "--field-selector",
+            "metadata.name=fine",
+        ])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("fine"), "{}", out.stdout);
     // The same user's own service account on the cluster, with the RBAC Warden gave it, as if
     // its token had leaked or Warden's gate had a hole: the cluster itself refuses.
     let sa = sim
@@ -353,6 +397,11 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
     let full = Kubectl::new(&dir.path().join("padmin"), &kubeconfig);
     let out = full
         .run(&["get", "serviceaccounts", "-n", "warden-system"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains(&sa), "{}", out.stdout);
+    let out = full
+        .run(&["get", "serviceaccounts", "-A", "-o", "name"])
         .await
         .expect_ok();
     assert!(out.stdout.contains(&sa), "{}", out.stdout);
