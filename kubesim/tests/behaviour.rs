@@ -1738,12 +1738,7 @@ aggregationRule:
 rules: []
 ";
     let out = env.run(&max, &["create", "-f", "-"], Some(gather)).await;
-    assert!(
-        out.err()
-            .contains("must have cluster-admin privileges to use the aggregationRule"),
-        "{}",
-        out.stderr
-    );
+    refused_aggregation(&out);
     // Nor by adding one to a role of their own.
     env.run(
         &max,
@@ -1772,12 +1767,7 @@ rules: []
             None,
         )
         .await;
-    assert!(
-        out.err()
-            .contains("must have cluster-admin privileges to use the aggregationRule"),
-        "{}",
-        out.stderr
-    );
+    refused_aggregation(&out);
     // Nor by removing one (the role would stop following what it aggregates).
     let out = env
         .run(
@@ -1793,12 +1783,7 @@ rules: []
             None,
         )
         .await;
-    assert!(
-        out.err()
-            .contains("must have cluster-admin privileges to use the aggregationRule"),
-        "{}",
-        out.stderr
-    );
+    refused_aggregation(&out);
     // cluster-admin may; the role then holds what it gathers.
     env.kubectl_in(&["create", "-f", "-"], gather).await.ok();
     env.bind_cluster("joe-gathered", "gathered", "user", "joe")
@@ -1843,4 +1828,15 @@ async fn a_list_of_every_namespace_by_name() {
         ])
         .await;
     assert_eq!(out.ok().trim(), "dev");
+}
+
+/// The apiserver's refusal of an aggregation rule to someone short of cluster-admin.
+#[track_caller]
+fn refused_aggregation(out: &common::Out) {
+    assert!(
+        out.err()
+            .contains("must have cluster-admin privileges to use the aggregationRule"),
+        "{}",
+        out.stderr
+    );
 }

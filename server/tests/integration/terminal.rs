@@ -1168,11 +1168,7 @@ async fn a_revoked_key_a_reset_authenticator_and_a_new_mfa_policy_close_a_termin
         .delete(&format!("/api/v1/api-keys/{id}"))
         .await
         .assert_status(204);
-    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(3)).await;
-    assert!(
-        closed["reason"].as_str().unwrap().contains("API key"),
-        "{closed}"
-    );
+    closes_saying(&mut ws, "API key").await;
 
     // The authenticator reset by an administrator.
     let (secret, _) = crate::mfa::enrol(&w.app, &sally).await;
@@ -1184,40 +1180,36 @@ async fn a_revoked_key_a_reset_authenticator_and_a_new_mfa_policy_close_a_termin
         )
         .await
         .assert_status(204);
-    let origin = w.app.url.clone();
-    let mut ws = ready(
-        w.open(Some(&sally), Some(&origin), "box")
-            .await
-            .expect("a terminal"),
-    )
-    .await;
+    let mut ws = ready(w.open_for(&sally).await).await;
     w.admin
         .delete("/api/v1/users/sally@example.com/mfa")
         .await
         .assert_status(204);
-    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(3)).await;
-    assert!(
-        closed["reason"].as_str().unwrap().contains("signed out"),
-        "{closed}"
-    );
+    closes_saying(&mut ws, "signed out").await;
     sally.get("/api/v1/me").await.assert_status(401);
 
     // The MFA policy now covers her, and she has no authenticator any more.
     let sally = w.signed_in("sally@example.com").await;
-    let mut ws = ready(
-        w.open(Some(&sally), Some(&origin), "box")
-            .await
-            .expect("a terminal"),
-    )
-    .await;
+    let mut ws = ready(w.open_for(&sally).await).await;
     w.admin
         .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
         .await
         .assert_status(200);
-    let (closed, _) = until_control(&mut ws, "closed", Duration::from_secs(3)).await;
-    assert!(
-        closed["reason"].as_str().unwrap().contains("two-factor"),
-        "{closed}"
-    );
+    closes_saying(&mut ws, "two-factor").await;
     assert_eq!(w.app.gateway().live.len(), 0);
+}
+
+/// The terminal is closed within 3 seconds with a reason that says `why`.
+async fn closes_saying(ws: &mut Ws, why: &str) {
+    let (closed, _) = until_control(ws, "closed", Duration::from_secs(3)).await;
+    assert!(closed["reason"].as_str().unwrap().contains(why), "{closed}");
+}
+
+impl World {
+    /// A terminal on `box` opened from the console by `who`.
+    async fn open_for(&self, who: &Client) -> Ws {
+        self.open(Some(who), Some(&self.app.url.clone()), "box")
+            .await
+            .expect("a terminal")
+    }
 }
