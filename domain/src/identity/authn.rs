@@ -328,6 +328,25 @@ pub async fn step_up(
         .await
         .map_err(session_err)?
         .ok_or(SignInError::Invalid)?;
+    // The code is checked against the caller, and the freshness goes to the session: both must
+    // be the same person's browser session. Else a browser session found open (its cookie) plus
+    // one's own API key and code would make someone else's session fresh.
+    if who.session_type != SessionType::Browser || record.user_id != who.user_id {
+        svc.audit
+            .record(
+                AuditEvent::new(
+                    AuditKind::SignIn,
+                    who.actor(),
+                    who.session_type,
+                    "mfa.step_up",
+                    Outcome::Denied,
+                )
+                .request(who.request.clone())
+                .reason("a step-up is made in one's own browser session, with no other credential"),
+            )
+            .await?;
+        return Err(SignInError::Invalid);
+    }
     let org = settings::load(&svc.db).await?;
     let key = format!("mfa:{}", who.user_id);
     let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();

@@ -554,3 +554,62 @@ async fn a_key_made_before_the_mfa_policy_waits_for_its_owners_enrolment() {
         .await
         .assert_status(200);
 }
+
+/// A step-up proves a second factor in one's own browser session. An insider who finds a
+/// colleague's console open (their session cookie) and sends the step-up with their own API
+/// key and their own code does not make the colleague's session fresh: the colleague's write
+/// kubeconfig (and a new API key for them) still asks for the colleague's own code.
+#[tokio::test]
+async fn a_step_up_with_someone_elses_key_does_not_freshen_a_session() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .bind_user(EMAIL, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    enrol(&app, &mia).await;
+    let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+
+    let eve = app.user_client(&admin, "eve@example.com").await;
+    let (secret, _) = enrol(&app, &eve).await;
+    app.clock.advance_secs(30);
+    eve.post(
+        "/api/v1/auth/step-up",
+        json!({"code": code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(204);
+    let key = eve.create_api_key(json!({"name": "eve's"})).await;
+
+    // Mia's browser (her cookie), Eve's key and Eve's code.
+    app.clock.advance_secs(30);
+    mia.post_bearer(
+        "/api/v1/auth/step-up",
+        &key,
+        json!({"code": code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(401);
+    let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+    let denied = admin
+        .get("/api/v1/audit/events?action=mfa.step_up&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        denied["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("one's own browser session")),
+        "{denied}"
+    );
+}
