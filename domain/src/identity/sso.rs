@@ -556,18 +556,22 @@ fn claim_groups(extra: &ExtraClaims, name: &str) -> Option<Vec<String>> {
 impl Identity {
     fn from_id_token(p: &Provider, c: &Claims) -> Self {
         let extra = c.additional_claims();
+        // `email` and `preferred_username` are standard claims (parsed apart from the others).
+        let email = claim_str(extra, &p.email_claim).or_else(|| match p.email_claim.as_str() {
+            "email" => c.email().map(|e| e.to_string()),
+            "preferred_username" => c.preferred_username().map(|u| u.to_string()),
+            _ => None,
+        });
+        let standard = claim_str(extra, "email").or_else(|| c.email().map(|e| e.to_string()));
+        let verified = extra
+            .rest
+            .get("email_verified")
+            .and_then(Value::as_bool)
+            .or(c.email_verified());
         Self {
             subject: c.subject().to_string(),
-            email: claim_str(extra, &p.email_claim).or_else(|| {
-                (p.email_claim == "email")
-                    .then(|| c.email().map(|e| e.to_string()))
-                    .flatten()
-            }),
-            email_verified: extra
-                .rest
-                .get("email_verified")
-                .and_then(Value::as_bool)
-                .or(c.email_verified()),
+            email_verified: verified_for(email.as_deref(), standard.as_deref(), verified),
+            email,
             name: claim_str(extra, &p.name_claim).or_else(|| {
                 (p.name_claim == "name")
                     .then(|| c.name().and_then(|n| n.get(None)).map(|n| n.to_string()))
@@ -581,16 +585,20 @@ impl Identity {
     fn merge_userinfo(&mut self, p: &Provider, u: &UserInfoClaims<ExtraClaims, CoreGenderClaim>) {
         let extra = u.additional_claims();
         if self.email.is_none() {
-            self.email = claim_str(extra, &p.email_claim).or_else(|| {
-                (p.email_claim == "email")
-                    .then(|| u.email().map(|e| e.to_string()))
-                    .flatten()
-            });
-            self.email_verified = extra
+            self.email =
+                claim_str(extra, &p.email_claim).or_else(|| match p.email_claim.as_str() {
+                    "email" => u.email().map(|e| e.to_string()),
+                    "preferred_username" => u.preferred_username().map(|n| n.to_string()),
+                    _ => None,
+                });
+            let standard = claim_str(extra, "email").or_else(|| u.email().map(|e| e.to_string()));
+            let verified = extra
                 .rest
                 .get("email_verified")
                 .and_then(Value::as_bool)
                 .or(u.email_verified());
+            self.email_verified =
+                verified_for(self.email.as_deref(), standard.as_deref(), verified);
         }
         if self.name.is_none() {
             self.name = claim_str(extra, &p.name_claim).or_else(|| {
@@ -602,6 +610,22 @@ impl Identity {
         if self.groups.is_none() {
             self.groups = claim_groups(extra, &p.groups_claim);
         }
+    }
+}
+
+/// What the provider's `email_verified` says of the email Warden reads. It speaks of the
+/// standard `email` claim only: an email read from another claim (`email_claim`, e.g.
+/// `preferred_username` or `upn`, which on some providers the user chooses) counts as verified
+/// only when it is that verified email; otherwise nothing is known of it (`None`), which is
+/// not enough to link an existing account or to provision under allowed domains.
+fn verified_for(
+    email: Option<&str>,
+    standard: Option<&str>,
+    verified: Option<bool>,
+) -> Option<bool> {
+    match (email, standard) {
+        (Some(e), Some(s)) if e.trim().eq_ignore_ascii_case(s.trim()) => verified,
+        _ => None,
     }
 }
 

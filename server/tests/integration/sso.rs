@@ -1045,3 +1045,48 @@ async fn a_provider_trusted_for_mfa_vouches_for_the_second_factor_and_otherwise_
     let r = uma.get("/api/v1/projects").await.assert_status(403);
     assert_eq!(r.error_code(), "mfa_enrolment_required");
 }
+
+/// With the email read from another claim (`email_claim: preferred_username`, which on some
+/// providers the user chooses), the provider's `email_verified` says nothing of it: an insider
+/// who verified their own mailbox at the provider and named themselves after a colleague's
+/// email is not linked to the colleague's account. The same claim holding the verified email
+/// itself links as before.
+#[tokio::test]
+async fn an_email_from_another_claim_is_not_taken_as_verified() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let client_id = add_provider(
+        &app,
+        &admin,
+        &op,
+        json!({"email_claim": "preferred_username", "link_existing_users": true}),
+    )
+    .await;
+    admin
+        .post("/api/v1/users", json!({"email": "dave@example.com", "name": "Dave", "password": "dave's first password"}))
+        .await
+        .assert_status(201);
+    op.set_user("mallory", "mallory@evil.example", &[]).await;
+    op.tamper(
+        &client_id,
+        json!({"claims": {"preferred_username": "dave@example.com"}}),
+    )
+    .await;
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "mallory").await;
+    assert_refused(&r, "link_refused");
+    c.get("/api/v1/me").await.assert_status(401);
+
+    // Dave himself, whose preferred_username is his verified email: linked.
+    op.set_user("dave", "dave@example.com", &[]).await;
+    op.tamper(
+        &client_id,
+        json!({"claims": {"preferred_username": "dave@example.com"}}),
+    )
+    .await;
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "dave").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let me = c.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["user"]["email"], "dave@example.com", "{me}");
+}
