@@ -178,9 +178,24 @@ pub async fn consume_set_password_token<C: ConnectionTrait>(
 ) -> DomainResult<users::Model> {
     let token = valid_token(db, raw, now).await?;
     let user_id = token.user_id.clone();
-    let mut a = token.into_active_model();
-    a.used_at = Set(Some(now.millis()));
-    a.update(db).await?;
+    // Used once: the row is marked only if no one else marked it first (two uses racing, on a
+    // database whose transactions do not serialize them, find one row to mark between them).
+    let marked = one_time_tokens::Entity::update_many()
+        .col_expr(
+            one_time_tokens::Column::UsedAt,
+            sea_orm::sea_query::Expr::value(now.millis()),
+        )
+        .filter(one_time_tokens::Column::Id.eq(token.id.clone()))
+        .filter(one_time_tokens::Column::UsedAt.is_null())
+        .exec(db)
+        .await?
+        .rows_affected;
+    if marked != 1 {
+        return Err(DomainError::invalid(
+            "token",
+            "this link is not valid, has expired or was already used; ask an administrator for a new one",
+        ));
+    }
     users::Entity::find_by_id(user_id)
         .one(db)
         .await?

@@ -1371,3 +1371,60 @@ async fn a_settings_editor_cannot_shorten_the_audit_retention() {
     let actions = denied_actions(&admin, "setty@example.com", "audit retention").await;
     assert_eq!(actions.len(), 2, "{actions:?}");
 }
+
+/// A set-password link is used once, also when its uses race: of eight submissions sent at
+/// the same instant with different passwords, one sets the password; the others are refused,
+/// and only the winner's password signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_set_password_link_used_by_racing_requests_sets_one_password() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"email": "race@example.com", "name": "Race"}),
+        )
+        .await
+        .assert_status(201);
+    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let clients: Vec<_> = (0..8).map(|_| app.client()).collect();
+    let tries = clients.iter().enumerate().map(|(i, c)| {
+        let token = token.clone();
+        async move {
+            let password = format!("racing password number {i}");
+            let r = c
+                .post_form(
+                    "/sfn/set_password",
+                    &[
+                        ("token", &token),
+                        ("new_password", &password),
+                        ("confirm_password", &password),
+                    ],
+                )
+                .await;
+            let set = r
+                .headers
+                .get("location")
+                .is_some_and(|l| l == "/login?password_set=1");
+            (password, set)
+        }
+    });
+    let results = futures::future::join_all(tries).await;
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    app.client()
+        .login("race@example.com", winners[0])
+        .await
+        .assert_status(200);
+    // (A few losers only: wrong passwords count towards the lockout.)
+    for (password, _) in results.iter().filter(|(_, set)| !*set).take(2) {
+        app.client()
+            .login("race@example.com", password)
+            .await
+            .assert_status(401);
+    }
+}
