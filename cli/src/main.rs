@@ -352,8 +352,52 @@ fn credentials(cli: &Cli, path: &std::path::Path) -> anyhow::Result<(String, Opt
     let key = std::env::var("WARDEN_API_KEY")
         .ok()
         .filter(|k| !k.is_empty())
-        .or(saved.api_key);
+        .or_else(|| saved_key_for(&saved, &url));
     Ok((url, key))
+}
+
+/// The saved API key, for the Warden that issued it only: a `--url` or `WARDEN_URL` naming
+/// another server (a typo, a copied command, someone's look-alike) never receives it.
+fn saved_key_for(saved: &config::Config, url: &str) -> Option<String> {
+    let issuer = saved.url.as_deref().unwrap_or(DEFAULT_URL);
+    let same = |a: &str, b: &str| {
+        a.trim_end_matches('/')
+            .eq_ignore_ascii_case(b.trim_end_matches('/'))
+    };
+    same(issuer, url).then(|| saved.api_key.clone()).flatten()
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn the_saved_key_goes_only_to_the_warden_that_issued_it() {
+        let saved = config::Config {
+            url: Some("https://warden.example.com".into()),
+            api_key: Some("wk_secret".into()),
+            ..Default::default()
+        };
+        for url in [
+            "https://warden.example.com",
+            "https://warden.example.com/",
+            "https://WARDEN.example.com",
+        ] {
+            assert_eq!(
+                saved_key_for(&saved, url).as_deref(),
+                Some("wk_secret"),
+                "{url}"
+            );
+        }
+        for url in [
+            "https://warden.example.com.evil.example",
+            "http://warden.example.com",
+            "https://warden.example.org",
+            DEFAULT_URL,
+        ] {
+            assert_eq!(saved_key_for(&saved, url), None, "{url}");
+        }
+    }
 }
 
 /// Where output goes: a new file readable by its owner only, or standard output.
