@@ -323,6 +323,16 @@ pub async fn step_up(
     code: &str,
 ) -> Result<(), SignInError> {
     let now = svc.clock.now();
+    let event = |outcome: Outcome| {
+        AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "mfa.step_up",
+            outcome,
+        )
+        .request(who.request.clone())
+    };
     let mut record: AuthRecord = session
         .get(AUTH_KEY)
         .await
@@ -334,15 +344,9 @@ pub async fn step_up(
     if who.session_type != SessionType::Browser || record.user_id != who.user_id {
         svc.audit
             .record(
-                AuditEvent::new(
-                    AuditKind::SignIn,
-                    who.actor(),
-                    who.session_type,
-                    "mfa.step_up",
-                    Outcome::Denied,
-                )
-                .request(who.request.clone())
-                .reason("a step-up is made in one's own browser session, with no other credential"),
+                event(Outcome::Denied).reason(
+                    "a step-up is made in one's own browser session, with no other credential",
+                ),
             )
             .await?;
         return Err(SignInError::Invalid);
@@ -351,16 +355,6 @@ pub async fn step_up(
     let key = format!("mfa:{}", who.user_id);
     let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
     let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
-    let event = |outcome: Outcome| {
-        AuditEvent::new(
-            AuditKind::SignIn,
-            who.actor(),
-            who.session_type,
-            "mfa.step_up",
-            outcome,
-        )
-        .request(who.request.clone())
-    };
     if !login::may_check(&throttle, &org, lock_end) {
         svc.audit
             .record(event(Outcome::Denied).reason("second factor locked; code not checked"))
