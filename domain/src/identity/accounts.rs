@@ -149,22 +149,27 @@ pub async fn peek_set_password_token<C: ConnectionTrait>(
         .ok_or_else(|| DomainError::invalid("token", "this link is not valid"))
 }
 
+/// A set-password link that cannot be used (unknown, expired, or used already).
+fn link_invalid() -> DomainError {
+    DomainError::invalid(
+        "token",
+        "this link is not valid, has expired or was already used; ask an administrator for a new one",
+    )
+}
+
 async fn valid_token<C: ConnectionTrait>(
     db: &C,
     raw: &str,
     now: Timestamp,
 ) -> DomainResult<one_time_tokens::Model> {
-    let invalid = || {
-        DomainError::invalid("token", "this link is not valid, has expired or was already used; ask an administrator for a new one")
-    };
     let token = one_time_tokens::Entity::find()
         .filter(one_time_tokens::Column::TokenHash.eq(sha256_hex(raw.as_bytes())))
         .filter(one_time_tokens::Column::Purpose.eq(PURPOSE_SET_PASSWORD))
         .one(db)
         .await?
-        .ok_or_else(invalid)?;
+        .ok_or_else(link_invalid)?;
     if token.used_at.is_some() || token.expires_at <= now.millis() {
-        return Err(invalid());
+        return Err(link_invalid());
     }
     Ok(token)
 }
@@ -191,10 +196,7 @@ pub async fn consume_set_password_token<C: ConnectionTrait>(
         .await?
         .rows_affected;
     if marked != 1 {
-        return Err(DomainError::invalid(
-            "token",
-            "this link is not valid, has expired or was already used; ask an administrator for a new one",
-        ));
+        return Err(link_invalid());
     }
     users::Entity::find_by_id(user_id)
         .one(db)
