@@ -11,11 +11,13 @@ use crate::error::{DomainError, DomainResult};
 use crate::permissions::Permission;
 use crate::Services;
 
-/// The server's registry of live streams.
+/// The server's registry of live streams: with several replicas, every replica's streams.
+#[async_trait::async_trait]
 pub trait LiveRegistry: Send + Sync {
-    fn list(&self) -> Vec<LiveStreamDto>;
+    /// The streams open now (an error when another replica's cannot be read).
+    async fn list(&self) -> Result<Vec<LiveStreamDto>, String>;
     /// End a stream with the reason shown to its holder; whether it was open.
-    fn close(&self, id: u64, reason: &str) -> bool;
+    async fn close(&self, id: u64, reason: &str) -> Result<bool, String>;
 }
 
 #[derive(Default)]
@@ -27,9 +29,16 @@ impl StreamHooks {
     pub fn set_registry(&self, r: Arc<dyn LiveRegistry>) {
         let _ = self.registry.set(r);
     }
-    fn registry(&self) -> Vec<LiveStreamDto> {
-        self.registry.get().map(|r| r.list()).unwrap_or_default()
+    async fn registry(&self) -> DomainResult<Vec<LiveStreamDto>> {
+        match self.registry.get() {
+            Some(r) => r.list().await.map_err(unreadable),
+            None => Ok(Vec::new()),
+        }
     }
+}
+
+fn unreadable(e: String) -> DomainError {
+    DomainError::Internal(format!("cannot read the live streams: {e}"))
 }
 
 /// The caller's live streams, or everyone's (`all`, with `kubeconfig.write` on the
@@ -50,6 +59,7 @@ pub async fn list(
     let items = svc
         .streams
         .registry()
+        .await?
         .into_iter()
         .filter(|s| all || s.user_id == me)
         .filter(|s| kind.is_none_or(|k| s.kind == k))
@@ -68,7 +78,13 @@ pub async fn may_manage_all(svc: &Services, who: &Principal) -> bool {
 /// End a stream now: one's own, or anyone's with `kubeconfig.write` on the organization. Its
 /// holder is told "ended by <who>"; audited as `stream.end`.
 pub async fn end(svc: &Services, who: &Principal, id: u64) -> DomainResult<()> {
-    let Some(info) = svc.streams.registry().into_iter().find(|s| s.id == id) else {
+    let Some(info) = svc
+        .streams
+        .registry()
+        .await?
+        .into_iter()
+        .find(|s| s.id == id)
+    else {
         return Err(DomainError::not_found("stream"));
     };
     if info.user_id != who.user_id.to_string() {
@@ -79,11 +95,10 @@ pub async fn end(svc: &Services, who: &Principal, id: u64) -> DomainResult<()> {
             .map_err(|_| DomainError::not_found("stream"))?;
     }
     let reason = format!("ended by {}", who.email);
-    let closed = svc
-        .streams
-        .registry
-        .get()
-        .is_some_and(|r| r.close(id, &reason));
+    let closed = match svc.streams.registry.get() {
+        Some(r) => r.close(id, &reason).await.map_err(unreadable)?,
+        None => false,
+    };
     if !closed {
         return Err(DomainError::not_found("stream"));
     }

@@ -72,6 +72,9 @@ pub struct LiveStreams {
     services: Arc<Services>,
     entries: Mutex<HashMap<u64, Arc<Entry>>>,
     next: AtomicU64,
+    /// With several replicas (PostgreSQL): the shared registry, which the list, an *End* and
+    /// the terminal limit reach through ([`crate::replicas::streams`]).
+    shared: OnceLock<std::sync::Weak<crate::replicas::Replicas>>,
 }
 
 /// Where this process's stream ids begin: a random point in [2^32, 2^52), so ids stay exact
@@ -98,7 +101,36 @@ impl LiveStreams {
             services,
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(first_id()),
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Share this registry with the other replicas.
+    pub fn set_replicas(&self, replicas: &Arc<crate::replicas::Replicas>) {
+        let _ = self.shared.set(Arc::downgrade(replicas));
+    }
+
+    fn replicas(&self) -> Option<Arc<crate::replicas::Replicas>> {
+        self.shared.get().and_then(|w| w.upgrade())
+    }
+
+    /// How many terminals `user_id` has open, on every replica.
+    pub async fn terminals_of(&self, user_id: &str) -> Result<i64, String> {
+        let here = self
+            .list()
+            .iter()
+            .filter(|(_, i)| {
+                i.kind == warden_domain::dto::StreamKind::Terminal && i.user_id == user_id
+            })
+            .count() as i64;
+        let elsewhere = match self.replicas() {
+            Some(r) => r
+                .terminals_elsewhere(user_id)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => 0,
+        };
+        Ok(here + elsewhere)
     }
 
     /// Register a stream admitted at `epoch`, valid until `valid_until` unless `check` says
@@ -124,6 +156,9 @@ impl LiveStreams {
         });
         if let Ok(mut m) = self.entries.lock() {
             m.insert(id, entry.clone());
+        }
+        if let Some(r) = self.replicas() {
+            r.stream_opened(id, &entry.info);
         }
         // A change between the admission and the registration is caught here.
         let guard = LiveGuard {
@@ -286,9 +321,10 @@ impl LiveStreams {
     }
 }
 
+#[async_trait::async_trait]
 impl warden_domain::streams::LiveRegistry for LiveStreams {
-    fn list(&self) -> Vec<warden_domain::dto::LiveStreamDto> {
-        LiveStreams::list(self)
+    async fn list(&self) -> Result<Vec<warden_domain::dto::LiveStreamDto>, String> {
+        let mut all: Vec<_> = LiveStreams::list(self)
             .into_iter()
             .map(|(id, i)| warden_domain::dto::LiveStreamDto {
                 id,
@@ -300,11 +336,22 @@ impl warden_domain::streams::LiveRegistry for LiveStreams {
                 target: i.target,
                 started_at: warden_domain::clock::Timestamp(i.started_at).rfc3339(),
             })
-            .collect()
+            .collect();
+        if let Some(r) = self.replicas() {
+            all.extend(r.streams_elsewhere().await.map_err(|e| e.to_string())?);
+            all.sort_by_key(|s| s.id);
+        }
+        Ok(all)
     }
 
-    fn close(&self, id: u64, reason: &str) -> bool {
-        LiveStreams::close(self, id, reason)
+    async fn close(&self, id: u64, reason: &str) -> Result<bool, String> {
+        if LiveStreams::close(self, id, reason) {
+            return Ok(true);
+        }
+        match self.replicas() {
+            Some(r) => r.end_elsewhere(id, reason).await.map_err(|e| e.to_string()),
+            None => Ok(false),
+        }
     }
 }
 
@@ -358,6 +405,9 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         if let Ok(mut m) = self.registry.entries.lock() {
             m.remove(&self.entry.id);
+        }
+        if let Some(r) = self.registry.replicas() {
+            r.stream_closed(self.entry.id);
         }
     }
 }

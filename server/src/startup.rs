@@ -347,6 +347,8 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     .context("cannot join the replicas sharing the database")?;
     if let Some(r) = &replicas {
         clusters.set_replicas(r.clone());
+        gateway.live.set_replicas(r);
+        r.set_live(&gateway.live);
     }
     let metrics = Arc::new(Metrics::default());
     metrics.watch_audit_journal(gateway.audit_journal().clone());

@@ -28,6 +28,7 @@ use std::time::Duration;
 pub mod cas;
 pub mod forward;
 pub mod lease;
+pub mod streams;
 
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
@@ -95,6 +96,10 @@ pub struct Replicas {
     key: Option<forward::InternalKey>,
     /// Set when this replica left the registry (shutting down): no more heartbeats or claims.
     left: std::sync::atomic::AtomicBool,
+    /// Changes to this replica's rows of live streams ([`streams`]), written in order.
+    stream_changes: mpsc::UnboundedSender<streams::StreamChange>,
+    /// The live streams this replica relays, for *End* requests made on another replica.
+    live: std::sync::OnceLock<Weak<crate::live::LiveStreams>>,
 }
 
 /// The database's clock, in milliseconds (one clock for every replica).
@@ -118,6 +123,7 @@ impl Replicas {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let (ownership, ownership_rx) = mpsc::unbounded_channel();
+        let (stream_changes, stream_changes_rx) = mpsc::unbounded_channel();
         let me = Arc::new(Self {
             id,
             db,
@@ -127,6 +133,8 @@ impl Replicas {
             elsewhere: RwLock::new(HashSet::new()),
             key: master_key.map(forward::InternalKey::from_master),
             left: std::sync::atomic::AtomicBool::new(false),
+            stream_changes,
+            live: std::sync::OnceLock::new(),
         });
         if let Some(addr) = &me.config.internal_addr {
             let listen = match me.config.listen_addr {
@@ -155,6 +163,7 @@ impl Replicas {
             );
         }
         me.heartbeat().await?;
+        me.clear_stale_streams(true).await?;
         me.seen_epoch
             .store(me.read_epoch().await?, Ordering::SeqCst);
         // Listen before publishing anything: a change made from now on is heard.
@@ -169,6 +178,7 @@ impl Replicas {
         tokio::spawn(recheck_loop(Arc::downgrade(&me), weak));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&me)));
         tokio::spawn(ownership_loop(Arc::downgrade(&me), ownership_rx));
+        tokio::spawn(streams::writer_loop(Arc::downgrade(&me), stream_changes_rx));
         let opts = (*me.db.get_postgres_connection_pool().connect_options()).clone();
         lease::start(services, opts, me.config.heartbeat).await;
         tracing::info!(replica.id = %me.id, replica.addr = ?me.config.internal_addr, "joined the replicas sharing the database");
@@ -288,13 +298,15 @@ impl Replicas {
     /// the others stop forwarding here at once rather than after the heartbeat timeout.
     pub async fn leave(&self) -> anyhow::Result<()> {
         self.left.store(true, Ordering::SeqCst);
-        self.db
-            .execute_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                "DELETE FROM cluster_tunnels WHERE replica_id = $1",
-                [self.id.clone().into()],
-            ))
-            .await?;
+        for table in ["cluster_tunnels", "live_streams"] {
+            self.db
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    format!("DELETE FROM {table} WHERE replica_id = $1"),
+                    [self.id.clone().into()],
+                ))
+                .await?;
+        }
         self.db
             .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
@@ -339,6 +351,7 @@ impl Replicas {
                 [timeout.into()],
             ))
             .await?;
+        self.clear_stale_streams(false).await?;
         let rows = self
             .db
             .query_all_raw(Statement::from_sql_and_values(
@@ -390,7 +403,8 @@ impl Replicas {
 
     async fn listen(&self) -> anyhow::Result<PgListener> {
         let mut l = PgListener::connect_with(self.db.get_postgres_connection_pool()).await?;
-        l.listen(EPOCH_CHANNEL).await?;
+        l.listen_all([EPOCH_CHANNEL, streams::LIVE_END_CHANNEL])
+            .await?;
         Ok(l)
     }
 
@@ -447,6 +461,13 @@ async fn listen_loop(me: Weak<Replicas>, services: Weak<Services>, mut listener:
             return;
         };
         match next {
+            Ok(Some(n)) if n.channel() == streams::LIVE_END_CHANNEL => {
+                // An *End* for one of this replica's streams, answered by another replica.
+                let (replica, _) = n.payload().rsplit_once(':').unwrap_or(("", ""));
+                if replica == r.id {
+                    tokio::spawn(end_requested_here(Arc::downgrade(&r)));
+                }
+            }
             Ok(Some(n)) => {
                 let (origin, value) = n.payload().rsplit_once(':').unwrap_or(("", ""));
                 if origin != r.id {
@@ -463,6 +484,7 @@ async fn listen_loop(me: Weak<Replicas>, services: Weak<Services>, mut listener:
                     "the authorization-change listener lost its connection; reconnecting"
                 );
                 svc.policy.bump_from_elsewhere();
+                tokio::spawn(end_requested_here(Arc::downgrade(&r)));
             }
             // The pool was closed (Warden is stopping): let the listening connection go, or
             // the pool's close would wait for it for ever.
@@ -500,6 +522,17 @@ async fn recheck_loop(me: Weak<Replicas>, services: Weak<Services>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot re-read the shared authorization epoch"),
         }
+        if let Err(e) = r.end_requested_here().await {
+            tracing::warn!(error = %e, "cannot read which of this replica's live streams were ended elsewhere");
+        }
+    }
+}
+
+/// Carry out the *End* requests other replicas made for this replica's streams.
+async fn end_requested_here(me: Weak<Replicas>) {
+    let Some(r) = me.upgrade() else { return };
+    if let Err(e) = r.end_requested_here().await {
+        tracing::warn!(error = %e, "cannot read which of this replica's live streams were ended elsewhere");
     }
 }
 

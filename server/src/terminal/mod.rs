@@ -465,13 +465,16 @@ async fn open(
         max: Duration::from_secs(settings.terminal_max_secs.max(1) as u64),
     };
     let uid = who.user_id.to_string();
-    let open_now = state
-        .gateway
-        .live
-        .list()
-        .iter()
-        .filter(|(_, i)| i.kind == warden_domain::dto::StreamKind::Terminal && i.user_id == uid)
-        .count() as i64;
+    // Counted on every replica.
+    let open_now = state.gateway.live.terminals_of(&uid).await.map_err(|e| {
+        deny(
+            state,
+            &ev,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Warden cannot count your open terminals right now".into(),
+            Some(e),
+        )
+    })?;
     if open_now >= settings.terminal_max_concurrent {
         return Err(deny(
             state,

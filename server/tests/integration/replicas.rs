@@ -1186,6 +1186,17 @@ async fn a_sign_in_burst_spent_on_one_replica_is_spent_on_the_other() {
 /// Open a web terminal on the Warden at `base` (`http://host:port`) as the holder of
 /// `cookie`; `query` picks the cluster, namespace and pod (none: the kubectl shell).
 async fn open_terminal(base: &str, cookie: &str, query: &str) -> crate::terminal::Ws {
+    try_open_terminal(base, cookie, query)
+        .await
+        .expect("a terminal")
+}
+
+/// A terminal, or the HTTP status of its refusal.
+async fn try_open_terminal(
+    base: &str,
+    cookie: &str,
+    query: &str,
+) -> Result<crate::terminal::Ws, u16> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let host = base.trim_start_matches("http://");
     let mut req = format!("ws://{host}/api/v1/terminal/ws?{query}")
@@ -1197,10 +1208,11 @@ async fn open_terminal(base: &str, cookie: &str, query: &str) -> crate::terminal
         format!("warden_session={cookie}").parse().unwrap(),
     );
     let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tokio_tungstenite::client_async(req, tcp)
-        .await
-        .expect("a terminal")
-        .0
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("unexpected: {e}"),
+    }
 }
 
 async fn type_line(ws: &mut crate::terminal::Ws, line: &str) {
@@ -1212,9 +1224,11 @@ async fn type_line(ws: &mut crate::terminal::Ws, line: &str) {
 }
 
 /// Three replicas: the agent on X, web terminals on Y (a pod exec and the kubectl shell, both
-/// reaching the cluster through X), a revocation made on Z: both terminals on Y close with
-/// the reason within a second. The recording Y made is played from Z. Then Y is stopped with
-/// SIGTERM while a terminal is open: the terminal is told "server restarting".
+/// reaching the cluster through X). On Z, an administrator's *Live sessions* lists both, and
+/// *End* closes the exec on Y; the terminal limit counts the shell on Y when Sally tries one
+/// more on Z; a revocation made on Z closes the shell on Y with the reason within a second.
+/// The recording Y made is played from Z. Then Y is stopped with SIGTERM while a terminal is
+/// open: the terminal is told "server restarting".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_them() {
     use crate::terminal::{until_control, until_output};
@@ -1272,7 +1286,8 @@ async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_the
         &format!("cluster={CLUSTER}&namespace=apple&pod=box"),
     )
     .await;
-    until_control(&mut exec, "ready", Duration::from_secs(20)).await;
+    let (ready, _) = until_control(&mut exec, "ready", Duration::from_secs(20)).await;
+    let exec_id = ready["terminal_id"].as_u64().expect("the terminal's id");
     type_line(&mut exec, "echo through-$((40+2))").await;
     until_output(&mut exec, "through-42").await;
     let mut shell = open_terminal(
@@ -1285,22 +1300,90 @@ async fn terminals_on_one_replica_reach_an_agent_on_another_and_a_third_cuts_the
     type_line(&mut shell, "kubectl get pods -o name").await;
     until_output(&mut shell, "pod/box").await;
 
-    // The binding is removed on Z: both terminals on Y end within a second.
+    // Z's *Live sessions* lists the terminals Y relays; *End* there closes the exec on Y.
     let admin_z = z.admin().await;
+    let terminals_on_z = |want: usize| {
+        let admin_z = &admin_z;
+        async move {
+            let start = Instant::now();
+            loop {
+                let list = admin_z
+                    .get("/api/v1/streams?all=true&kind=terminal")
+                    .await
+                    .assert_status(200)
+                    .json();
+                let items = list["items"].as_array().unwrap().clone();
+                if items.len() == want {
+                    return items;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "Z lists {} terminals, not {want}: {list}",
+                    items.len()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let listed = terminals_on_z(2).await;
+    assert!(
+        listed
+            .iter()
+            .all(|t| t["user"] == USER && t["cluster"] == CLUSTER),
+        "{listed:?}"
+    );
+    assert!(listed.iter().any(|t| t["id"] == exec_id), "{listed:?}");
+    admin_z
+        .delete(&format!("/api/v1/streams/{exec_id}"))
+        .await
+        .assert_status(204);
+    let (closed, _) = until_control(&mut exec, "closed", Duration::from_secs(5)).await;
+    assert!(
+        closed["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("ended by ")),
+        "{closed}"
+    );
+    let left = terminals_on_z(1).await;
+    assert_ne!(left[0]["id"], exec_id, "{left:?}");
+    // Ending it again from Z: it is gone.
+    admin_z
+        .delete(&format!("/api/v1/streams/{exec_id}"))
+        .await
+        .assert_status(404);
+
+    // One terminal at a time: the shell open on Y counts when Sally opens another on Z.
+    admin_z
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_max_concurrent": 1}),
+        )
+        .await
+        .assert_status(200);
+    let sally_z = Client::new(&z.url, true);
+    sally_z.login(USER, USER_PASSWORD).await.assert_status(200);
+    let refused = try_open_terminal(
+        &z.url,
+        &sally_z.session_cookie().expect("a session cookie"),
+        &format!("cluster={CLUSTER}&namespace=apple&pod=box"),
+    )
+    .await
+    .err();
+    assert_eq!(refused, Some(429), "a second terminal, opened on Z");
+
+    // The binding is removed on Z: the shell on Y ends within a second.
     let removed = Instant::now();
     admin_z
         .delete(&format!("/api/v1/bindings/{binding}"))
         .await
         .assert_status(204);
-    for ws in [&mut exec, &mut shell] {
-        let (closed, _) = until_control(ws, "closed", Duration::from_secs(5)).await;
-        let reason = closed["reason"].as_str().unwrap_or_default().to_owned();
-        assert!(!reason.is_empty(), "{closed}");
-    }
+    let (closed, _) = until_control(&mut shell, "closed", Duration::from_secs(5)).await;
+    let reason = closed["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(!reason.is_empty(), "{closed}");
     let took = removed.elapsed();
     assert!(
         took < Duration::from_secs(1),
-        "the terminals on Y closed {took:?} after the revocation on Z"
+        "the terminal on Y closed {took:?} after the revocation on Z"
     );
 
     // The recording made on Y, played from Z (found through the terminal's audit events).
