@@ -171,10 +171,18 @@ pub async fn reset_user_password(
 
 /// An administrator's reset of the user's second factor (authenticator and recovery codes).
 #[server(prefix = "/sfn", endpoint = "reset_user_mfa")]
-pub async fn reset_user_mfa(id: String) -> Result<(), AppError> {
+pub async fn reset_user_mfa(
+    id: String,
+    #[server(default)] revoke_api_keys: Option<String>,
+    #[server(default)] revoke_kubeconfigs: Option<String>,
+) -> Result<(), AppError> {
     let svc = crate::ssr::services()?;
     let who = crate::ssr::principal().await?;
-    let r = warden_domain::identity::mfa::reset(&svc, &who, &id).await;
+    let opts = warden_domain::identity::users::ResetOptions {
+        revoke_api_keys: revoke_api_keys.is_some(),
+        revoke_kubeconfigs: revoke_kubeconfigs.is_some(),
+    };
+    let r = warden_domain::identity::mfa::reset(&svc, &who, &id, opts).await;
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
 
@@ -894,9 +902,12 @@ fn AccountActions(
             </Show>
             <Show when=move || resetting_mfa.get()>
                 <ConfirmPanel title=format!("Reset {}'s second factor?", u.with_value(|u| u.email.clone()))>
-                    <p>"Their authenticator app and recovery codes stop working. They sign in without a second factor until they enrol again (at once, if the organization's policy requires one)."</p>
+                    <p>"Their authenticator app and recovery codes stop working and their sessions end. They sign in without a second factor until they enrol again (at once, if the organization's policy requires one)."</p>
                     <ActionForm action=reset_mfa>
                         <input type="hidden" name="id" value=u.with_value(|u| u.id.clone())/>
+                        <p class="muted">"If the authenticator may be in someone else's hands (not merely lost), also end the credentials it could have made:"</p>
+                        <label class="check"><input type="checkbox" name="revoke_api_keys" value="on" data-testid="reset-mfa-revoke-api-keys"/>" Revoke their API keys"</label>
+                        <label class="check"><input type="checkbox" name="revoke_kubeconfigs" value="on" data-testid="reset-mfa-revoke-kubeconfigs"/>" Revoke their kubeconfigs (kubectl stops working until they download a new one)"</label>
                         <button type="submit" class="btn btn-danger" data-testid="confirm-reset-mfa">"Reset second factor"</button>
                     </ActionForm>
                 </ConfirmPanel>

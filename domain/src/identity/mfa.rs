@@ -346,9 +346,21 @@ pub async fn confirm_enrolment(
 }
 
 /// An administrator's reset: the user's authenticator and recovery codes are removed; they sign
-/// in with their password alone until they enrol again.
-pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
+/// in with their password alone until they enrol again. Their sessions end. With `opts` (an
+/// authenticator in someone else's hands, who may have made credentials with it), their API
+/// keys and kubeconfig credentials are revoked too (each audited); the rights for that are
+/// checked before anything changes.
+pub async fn reset(
+    svc: &Services,
+    who: &Principal,
+    email_or_id: &str,
+    opts: crate::identity::users::ResetOptions,
+) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::UserWrite)).await?;
+    if opts.revoke_kubeconfigs {
+        svc.gate(who, Action::org(Permission::KubeconfigWrite))
+            .await?;
+    }
     let user = crate::identity::users::find(svc, email_or_id).await?;
     crate::admin::bindings::refuse_takeover(
         svc,
@@ -383,11 +395,21 @@ pub async fn reset(svc: &Services, who: &Principal, email_or_id: &str) -> Domain
         &user.email,
         None,
         Some(json!({"mfa": "totp"})),
-        None,
+        Some(json!({
+            "mfa": null,
+            "revoke_api_keys": opts.revoke_api_keys,
+            "revoke_kubeconfigs": opts.revoke_kubeconfigs,
+        })),
     )
     .await?;
     tx.commit().await?;
     svc.policy.bump();
+    if opts.revoke_api_keys {
+        crate::admin::api_keys::revoke_all_of(svc, who, &user.id).await?;
+    }
+    if opts.revoke_kubeconfigs {
+        crate::kubectl::revoke(svc, who, Some(&user.id)).await?;
+    }
     Ok(())
 }
 

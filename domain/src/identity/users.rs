@@ -424,8 +424,9 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
     Ok(())
 }
 
-/// What else a password reset ends: a reset usually means the account may be in someone
-/// else's hands, and API keys and kubeconfigs outlive the password.
+/// What else a password or second-factor reset ends: a reset usually means the account may be
+/// in someone else's hands, and API keys and kubeconfigs outlive the password and the
+/// authenticator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResetOptions {
     pub revoke_api_keys: bool,

@@ -93,11 +93,28 @@ pub async fn confirm_totp_enrolment(
     ))
 }
 
+/// `DELETE /users/{user}/mfa`: what else the reset ends (both off by default).
+#[derive(serde::Deserialize, Default, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetMfaQuery {
+    /// Also revoke every API key of the user.
+    #[serde(default)]
+    pub revoke_api_keys: bool,
+    /// Also revoke every kubeconfig credential issued to the user (needs `kubeconfig.write`).
+    #[serde(default)]
+    pub revoke_kubeconfigs: bool,
+}
+
 pub async fn reset_user_mfa(
     State(s): S,
     AuthUser(who): AuthUser,
     Path(user): Path<String>,
+    crate::api::error::ApiQuery(q): crate::api::error::ApiQuery<ResetMfaQuery>,
 ) -> ApiResult<StatusCode> {
-    mfa::reset(&s.services, &who, &user).await?;
+    let opts = warden_domain::identity::users::ResetOptions {
+        revoke_api_keys: q.revoke_api_keys,
+        revoke_kubeconfigs: q.revoke_kubeconfigs,
+    };
+    mfa::reset(&s.services, &who, &user, opts).await?;
     Ok(StatusCode::NO_CONTENT)
 }

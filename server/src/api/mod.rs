@@ -33,7 +33,7 @@ crate::endpoints! {
     get "/me/mfa" => mfa_routes::get_my_mfa, "session", "Whether the caller signs in with a second factor, and how many recovery codes are left", 200, resp = MfaStatus;
     post "/me/mfa/totp" => mfa_routes::begin_totp_enrolment, "session", "Start enrolling an authenticator app: secret, otpauth URI and QR code (SVG)", 201, resp = TotpEnrolment;
     post "/me/mfa/totp/confirm" => mfa_routes::confirm_totp_enrolment, "session", "Confirm the enrolment with a first code; answers ten recovery codes, shown once", 200, req = MfaCodeRequest, resp = RecoveryCodes;
-    delete "/users/{user}/mfa" => mfa_routes::reset_user_mfa, "users", "Reset a user's second factor (user.write); audited", 204;
+    delete "/users/{user}/mfa" => mfa_routes::reset_user_mfa, "users", "Reset a user's second factor (user.write): their sessions end; optionally revoke their API keys and kubeconfigs (revoke_api_keys, revoke_kubeconfigs); audited", 204, query = mfa_routes::ResetMfaQuery;
     post "/me/password" => session_routes::change_password, "session", "Change one's own password", 204, req = ChangePasswordRequest;
     get "/audit/events" => audit::list_audit_events, "audit", "Search the audit log (newest first, keyset pagination)", 200, resp = Page<AuditEventDto>, query = AuditQuery;
     get "/audit/facets" => audit::get_audit_facets, "audit", "Facets of the audit filter (same parameters as /audit/events): the most frequent actors, kinds, clusters, namespaces, verbs and outcomes with their counts, within the caller's scope", 200, resp = AuditFacets, query = AuditQuery;

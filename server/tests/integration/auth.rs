@@ -802,7 +802,7 @@ async fn failed_sign_ins_beyond_the_sample_are_counted_not_written_one_by_one() 
 
 /// A signed-in user holding a new organization role `role` of `permissions`: a delegated
 /// administrator.
-async fn delegate(
+pub(crate) async fn delegate(
     app: &TestApp,
     admin: &warden_server::testing::Client,
     email: &str,

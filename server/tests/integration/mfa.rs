@@ -613,3 +613,84 @@ async fn a_step_up_with_someone_elses_key_does_not_freshen_a_session() {
         "{denied}"
     );
 }
+
+/// An authenticator in someone else's hands may have made credentials that outlive its reset:
+/// the reset can take the user's API keys and kubeconfigs with it. Without the options the
+/// keys stay (a lost phone); an unknown option is refused with nothing reset; revoking
+/// kubeconfigs takes `kubeconfig.write`, so a user manager asking for it changes nothing.
+#[tokio::test]
+async fn a_second_factor_reset_can_take_the_credentials_made_with_it() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let with_key = |email: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let c = app.user_client(admin, email).await;
+            let (secret, _) = enrol(app, &c).await;
+            app.clock.advance_secs(30);
+            c.post(
+                "/api/v1/auth/step-up",
+                json!({"code": code(app, &secret, 0)}),
+            )
+            .await
+            .assert_status(204);
+            c.create_api_key(json!({"name": "laptop"})).await
+        }
+    };
+    let mia_key = with_key(EMAIL).await;
+    let ned_key = with_key("ned@example.com").await;
+    let bare = app.client_without_origin();
+    let gus = crate::auth::delegate(
+        &app,
+        &admin,
+        "gus@example.com",
+        "USER_MANAGER",
+        &["user.read", "user.write"],
+    )
+    .await;
+
+    gus.delete(&format!(
+        "/api/v1/users/{EMAIL}/mfa?revoke_kubeconfigs=true"
+    ))
+    .await
+    .assert_status(403);
+    let r = admin
+        .delete(&format!("/api/v1/users/{EMAIL}/mfa?revoke_everything=true"))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    bare.get_bearer("/api/v1/me", &mia_key)
+        .await
+        .assert_status(200);
+
+    // A lost phone: the key stays.
+    admin
+        .delete("/api/v1/users/ned@example.com/mfa")
+        .await
+        .assert_status(204);
+    bare.get_bearer("/api/v1/me", &ned_key)
+        .await
+        .assert_status(200);
+
+    // A taken one: the key stops at once, the kubeconfigs are revoked, all of it audited.
+    // (Mia's factor was still there: the refusals above changed nothing.)
+    admin
+        .delete(&format!(
+            "/api/v1/users/{EMAIL}/mfa?revoke_api_keys=true&revoke_kubeconfigs=true"
+        ))
+        .await
+        .assert_status(204);
+    bare.get_bearer("/api/v1/me", &mia_key)
+        .await
+        .assert_status(401);
+    bare.get_bearer("/api/v1/me", &ned_key)
+        .await
+        .assert_status(200);
+    let reset = audit(&admin, "action=user.mfa.reset", 2).await;
+    assert!(
+        reset.iter().any(
+            |e| e["resource_name"] == EMAIL && e["details"]["after"]["revoke_api_keys"] == true
+        ),
+        "{reset:?}"
+    );
+    audit(&admin, "action=api_key.revoke_all", 1).await;
+    audit(&admin, "action=kubeconfig.revoke", 1).await;
+}
