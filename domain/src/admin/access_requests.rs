@@ -161,20 +161,19 @@ fn describe(r: &access_requests::Model, c: &Ctx) -> String {
     )
 }
 
-/// Whether `who` approves requests for `project`: not the requester, and a project
-/// administrator or a member of the project's approver group. No audit.
+/// Whether `who` approves requests for `project`: not the requester, and a member of the
+/// project's approver group or a project administrator (`project.write`). No audit.
+///
+/// The two carry different powers. The approver group approves any of the project's roles:
+/// whoever sets it or adds a member to it must hold every permission a project role can carry
+/// there ([`super::bindings::approver_handouts`]). An administrator outside the group is bound
+/// as when binding directly: they grant (or take away) only what they hold where it applies.
 async fn approver_via(
     svc: &Services,
     who: &Principal,
     project: &projects::Model,
 ) -> DomainResult<Option<&'static str>> {
     let eff = svc.policy.effective(who.user_id).await?;
-    if eff.holds(
-        Permission::ProjectWrite,
-        &Target::Project(project.name.clone()),
-    ) {
-        return Ok(Some("admin"));
-    }
     if !eff.active {
         return Ok(None);
     }
@@ -189,7 +188,24 @@ async fn approver_via(
             return Ok(Some("group"));
         }
     }
+    if eff.holds(
+        Permission::ProjectWrite,
+        &Target::Project(project.name.clone()),
+    ) {
+        return Ok(Some("admin"));
+    }
     Ok(None)
+}
+
+/// What granting (or revoking) the request hands out (or takes away): its role's permissions
+/// on its project or namespaces.
+fn handout_of(r: &access_requests::Model, c: &Ctx) -> super::bindings::Handout {
+    let namespaces: Vec<String> = serde_json::from_str(&r.namespaces).unwrap_or_default();
+    super::bindings::Handout {
+        what: format!("{} would hold {}", c.requester, c.role.name),
+        permissions: super::bindings::granted_by(&c.role),
+        targets: super::bindings::targets(Some(&c.project.name), &namespaces),
+    }
 }
 
 /// The gate for deciding on a request: refuses the requester (whatever groups they are in),
@@ -219,6 +235,19 @@ async fn gate_decide(
                 Action::project(Permission::ProjectWrite, c.project.name.clone()),
             )
             .await?;
+            // Granting or taking away the role is bound as a binding is: only what the
+            // administrator holds there (denying grants nothing).
+            if action != "access_request.deny" {
+                super::bindings::refuse_escalation(
+                    svc,
+                    who,
+                    &[handout_of(r, c)],
+                    action,
+                    "access_request",
+                    &r.id,
+                )
+                .await?;
+            }
             Ok(())
         }
         Some(_) => Ok(()),
@@ -1039,13 +1068,8 @@ pub async fn deny(
     gate_decide(svc, who, &r, &c, "access_request.deny").await?;
     let r = pending(svc, id).await?;
     let comment = clean_comment(d.comment)?;
-    let mut a = r.clone().into_active_model();
-    a.status = Set(DENIED.to_owned());
-    a.decided_at = Set(Some(svc.clock.now().millis()));
-    a.decided_by = Set(Some(who.email.clone()));
-    a.decision_comment = Set(comment.clone());
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let m = a.update(&tx).await?;
+    let m = close_pending(svc, &tx, &r, DENIED, who, comment.clone()).await?;
     let dto = to_dto(&m, &c, false);
     record(
         &tx,
@@ -1071,6 +1095,48 @@ pub async fn deny(
     Ok(dto)
 }
 
+/// Deny or cancel a request, only while it is still pending: an approval committed since it
+/// was read wins (written unconditionally, the request would read "denied" while the binding
+/// its approval made lives on, out of reach of *Revoke*).
+async fn close_pending<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    r: &access_requests::Model,
+    status: &str,
+    who: &Principal,
+    comment: Option<String>,
+) -> DomainResult<access_requests::Model> {
+    use access_requests::Column as C;
+    use sea_orm::sea_query::Expr;
+    let at = svc.clock.now().millis();
+    let updated = access_requests::Entity::update_many()
+        .col_expr(C::Status, Expr::value(status))
+        .col_expr(C::DecidedAt, Expr::value(at))
+        .col_expr(C::DecidedBy, Expr::value(who.email.clone()))
+        .col_expr(C::DecisionComment, Expr::value(comment.clone()))
+        .filter(C::Id.eq(r.id.clone()))
+        .filter(C::Status.eq(PENDING))
+        .exec(tx)
+        .await?;
+    if updated.rows_affected == 0 {
+        let now = access_requests::Entity::find_by_id(r.id.clone())
+            .one(tx)
+            .await?
+            .map(|m| m.status)
+            .unwrap_or_else(|| "gone".into());
+        return Err(DomainError::conflict(
+            "status",
+            format!("the request is already {now}"),
+        ));
+    }
+    let mut m = r.clone();
+    m.status = status.to_owned();
+    m.decided_at = Some(at);
+    m.decided_by = Some(who.email.clone());
+    m.decision_comment = comment;
+    Ok(m)
+}
+
 /// The requester withdraws a pending request.
 pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<AccessRequestDto> {
     svc.policy
@@ -1086,12 +1152,8 @@ pub async fn cancel(svc: &Services, who: &Principal, id: &str) -> DomainResult<A
     }
     let r = pending(svc, id).await?;
     let c = context(svc, &r).await?;
-    let mut a = r.clone().into_active_model();
-    a.status = Set(CANCELLED.to_owned());
-    a.decided_at = Set(Some(svc.clock.now().millis()));
-    a.decided_by = Set(Some(who.email.clone()));
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let m = a.update(&tx).await?;
+    let m = close_pending(svc, &tx, &r, CANCELLED, who, None).await?;
     let dto = to_dto(&m, &c, false);
     record(
         &tx,
@@ -1265,6 +1327,17 @@ pub async fn set_approver_group(
     svc.gate(
         who,
         Action::project(Permission::ProjectWrite, p.name.clone()),
+    )
+    .await?;
+    // The group will approve any of the project's roles: only someone holding all of it there
+    // may name (or change) who does.
+    super::bindings::refuse_escalation(
+        svc,
+        who,
+        &[super::bindings::approver_handout(&p.name)],
+        "project.approver_group.update",
+        "project",
+        &p.name,
     )
     .await?;
     let before = get_approver_group(svc, who, &p.name).await?;

@@ -200,7 +200,7 @@ pub(crate) fn granted_by(role: &roles::Model) -> Vec<Permission> {
 }
 
 /// Where a binding applies, as the gate's targets.
-fn targets(project: Option<&str>, namespaces: &[String]) -> Vec<Target> {
+pub(crate) fn targets(project: Option<&str>, namespaces: &[String]) -> Vec<Target> {
     match project {
         None => vec![Target::Org],
         Some(p) if namespaces.is_empty() => vec![Target::Project(p.to_owned())],
@@ -256,9 +256,24 @@ pub(crate) async fn handouts<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// What membership of a project's approver group carries: approving access requests for any
+/// of the project's roles, that is handing out every permission a project role can carry
+/// there (`project.write` alone would let a membership manager without cluster rights make a
+/// friend an approver, who then grants them `CLUSTER_ADMIN`).
+pub(crate) fn approver_handout(project: &str) -> Handout {
+    Handout {
+        what: format!("approver of access requests for project {project}"),
+        permissions: Permission::ALL
+            .iter()
+            .copied()
+            .filter(|p| p.allowed_in(Scope::Project))
+            .collect(),
+        targets: vec![Target::Project(project.to_owned())],
+    }
+}
+
 /// What membership of these groups carries besides their bindings: approving access requests
-/// for the projects whose approver group one of them is, which is as good as `project.write`
-/// there (an approver hands out the project's roles).
+/// for the projects whose approver group one of them is ([`approver_handout`]).
 pub(crate) async fn approver_handouts<C: ConnectionTrait>(
     db: &C,
     group_ids: &[String],
@@ -271,11 +286,7 @@ pub(crate) async fn approver_handouts<C: ConnectionTrait>(
         .all(db)
         .await?
         .into_iter()
-        .map(|p| Handout {
-            what: format!("approver of access requests for project {}", p.name),
-            permissions: vec![Permission::ProjectWrite],
-            targets: vec![Target::Project(p.name)],
-        })
+        .map(|p| approver_handout(&p.name))
         .collect())
 }
 

@@ -1683,3 +1683,155 @@ async fn a_role_changed_after_the_request_is_not_approved_under_it() {
         .await
         .assert_status(200);
 }
+
+/// Nobody hands out more than they hold, through a request either. A membership manager of the
+/// project (`project.read` + `project.write`, no cluster rights) may not approve a request for
+/// `CLUSTER_ADMIN` (a friend would then grant them the same), nor revoke one, nor name the
+/// approver group; a group manager holding `project.write` may not make a friend an approver.
+/// The approver group keeps its power (its members were named by someone holding all of the
+/// project), and so does a project administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_grants_only_what_they_hold() {
+    let p = people().await;
+    p.admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "MEMBERSHIP_MANAGER", "scope": "project", "permissions": ["project.read", "project.write"]}),
+        )
+        .await
+        .assert_status(201);
+    let mgr = p.app.user_client(&p.admin, "mgr@example.com").await;
+    p.admin
+        .bind_user("mgr@example.com", "MEMBERSHIP_MANAGER", "dev", &[])
+        .await;
+    let r = id(&ask(&p.mallory, "CLUSTER_ADMIN", &[], 3600).await);
+
+    let refused = mgr
+        .post(&format!("/api/v1/access-requests/{r}/approve"), json!({}))
+        .await
+        .assert_status(403);
+    assert_eq!(refused.error_code(), "forbidden", "{}", refused.body);
+    let still = p
+        .mallory
+        .get(&format!("/api/v1/access-requests/{r}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(still["status"], "pending", "{still:#}");
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"], json!([]), "{me:#}");
+    audit_event(
+        &p.admin,
+        "action=access_request.approve&outcome=denied",
+        |e| {
+            e["actor"] == "mgr@example.com"
+                && e["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("cannot hand out")
+        },
+    )
+    .await;
+    // Nor may they choose who approves.
+    mgr.put(
+        "/api/v1/projects/dev/approver-group",
+        json!({"group": null}),
+    )
+    .await
+    .assert_status(403);
+
+    // A group manager who also holds project.write everywhere may not make a friend an
+    // approver of dev (membership of its approver group hands out all of dev).
+    p.admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "GROUPS_AND_PROJECTS", "scope": "organization",
+                   "permissions": ["group.read", "group.write", "project.read", "project.write", "user.read"]}),
+        )
+        .await
+        .assert_status(201);
+    let gm = p.app.user_client(&p.admin, "gm@example.com").await;
+    p.admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "gm@example.com"}, "role": "GROUPS_AND_PROJECTS"}),
+        )
+        .await
+        .assert_status(201);
+    gm.post(
+        "/api/v1/groups/dev-approvers/members",
+        json!({"user": "mgr@example.com"}),
+    )
+    .await
+    .assert_status(403);
+
+    // The approver group approves it; a project administrator may revoke it, the manager not.
+    p.carol
+        .post(&format!("/api/v1/access-requests/{r}/approve"), json!({}))
+        .await
+        .assert_status(200);
+    mgr.post(&format!("/api/v1/access-requests/{r}/revoke"), json!({}))
+        .await
+        .assert_status(403);
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"][0]["role"], "CLUSTER_ADMIN", "{me:#}");
+    p.john
+        .post(&format!("/api/v1/access-requests/{r}/revoke"), json!({}))
+        .await
+        .assert_status(200);
+}
+
+/// Approve and deny (or the requester's cancel) racing on one request: one wins, and a request
+/// never reads denied or cancelled while the binding its approval made lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_denial_racing_an_approval_never_leaves_a_denied_request_with_a_grant() {
+    let p = people().await;
+    for round in 0..12 {
+        let r = id(&ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await);
+        let approve_path = format!("/api/v1/access-requests/{r}/approve");
+        let approve = p.john.post(&approve_path, json!({}));
+        let other = async {
+            if round % 2 == 0 {
+                p.carol
+                    .post(&format!("/api/v1/access-requests/{r}/deny"), json!({}))
+                    .await
+            } else {
+                p.sally
+                    .post(&format!("/api/v1/access-requests/{r}/cancel"), json!({}))
+                    .await
+            }
+        };
+        let (a, o) = tokio::join!(approve, other);
+        let after = p
+            .sally
+            .get(&format!("/api/v1/access-requests/{r}"))
+            .await
+            .assert_status(200)
+            .json();
+        let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+        let granted = !me["grants"].as_array().unwrap().is_empty();
+        assert_eq!(
+            granted,
+            after["status"] == "approved",
+            "round {round}: approve {} {}, other {} {}; request {after:#}; grants {me:#}",
+            a.status,
+            a.body,
+            o.status,
+            o.body
+        );
+        assert!(
+            [a.status, o.status].contains(&200) && [a.status, o.status].contains(&409),
+            "round {round}: approve {} {}, other {} {}",
+            a.status,
+            a.body,
+            o.status,
+            o.body
+        );
+        if granted {
+            p.john
+                .post(&format!("/api/v1/access-requests/{r}/revoke"), json!({}))
+                .await
+                .assert_status(200);
+        }
+    }
+}
