@@ -60,8 +60,14 @@ pub fn request_meta_of(
             .into_owned(),
         ),
         source_ip: extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
+            .get::<warden_domain::audit::ClientIp>()
+            .map(|c| c.0)
+            .or_else(|| {
+                extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip())
+            })
+            .map(|ip| ip.to_string()),
         user_agent: header("user-agent"),
         request_id: header("x-request-id"),
     }

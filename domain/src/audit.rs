@@ -43,6 +43,13 @@ pub enum Actor {
     },
 }
 
+/// The client's address as Warden resolved it (through `WARDEN_TRUSTED_PROXIES`' forwarding
+/// header when the peer is a trusted proxy), set as a request extension by the rate limiter
+/// on the routes it limits (sign-in among them): what [`RequestMeta::source_ip`] records, and
+/// what sign-in throttling counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// Where the request came from, for events caused by an HTTP request.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {

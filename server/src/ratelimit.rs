@@ -253,7 +253,7 @@ impl RateLimits {
 }
 
 /// Middleware: apply the limit of the request's class.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(class) = Class::of(req.uri().path()) else {
         return next.run(req).await;
     };
@@ -266,7 +266,11 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let source = state.rate_limits.source(peer, forwarded);
-    match state.rate_limits.check(class, source).await {
+    req.extensions_mut()
+        .insert(warden_domain::audit::ClientIp(source));
+    // Counted by network: an IPv6 host holds its whole /64.
+    let network = warden_domain::identity::login::network_of(source);
+    match state.rate_limits.check(class, network).await {
         Ok(()) => next.run(req).await,
         Err(Refusal::Unavailable) => {
             state.metrics.rate_limited(class.label());

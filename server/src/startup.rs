@@ -466,6 +466,17 @@ pub fn spawn_maintenance(state: &AppState) {
             if let Err(e) = store.delete_expired().await {
                 tracing::warn!(error = %e, "could not delete expired sessions");
             }
+            // Sign-in counters that no longer count (made-up emails would pile up).
+            let swept = match warden_domain::settings::load(&services.db).await {
+                Ok(org) => {
+                    warden_domain::identity::login::sweep(&services.db, &org, services.clock.now())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = swept {
+                tracing::warn!(error = %e, "could not sweep the sign-in counters");
+            }
         }
     });
     let services = state.services.clone();

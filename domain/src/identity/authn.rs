@@ -58,7 +58,15 @@ pub async fn sign_in(
 ) -> Result<users::Model, SignInError> {
     let now = svc.clock.now();
     let org = settings::load(&svc.db).await?;
-    let outcome = login::authenticate(&svc.db, &org, raw_email, password_attempt, now).await?;
+    let outcome = login::authenticate(
+        &svc.db,
+        &org,
+        raw_email,
+        password_attempt,
+        meta.source_ip.as_deref(),
+        now,
+    )
+    .await?;
     match outcome {
         LoginOutcome::Success(user) => {
             let uid = user_store::user_id(&user)?;
@@ -510,13 +518,12 @@ pub async fn change_password(
     let user = user_store::find_by_id(&svc.db, who.user_id)
         .await?
         .ok_or(DomainError::Unauthenticated)?;
-    // Guesses of the current password count toward the account's sign-in lockout (its key):
+    // Guesses of the current password count as sign-in attempts from the caller's address:
     // an unattended session or a stolen API key must not guess it at full speed here.
     let org = settings::load(&svc.db).await?;
     let now = svc.clock.now();
-    let key = login::throttle_key(&user.email);
-    let lock_end = now.plus_secs(org.lockout_minutes as i64 * 60).millis();
-    let throttle = login::count_attempt(&svc.db, &org, &key, now, lock_end).await?;
+    let source = who.request.source_ip.as_deref();
+    let attempt = login::count_password_attempt(&svc.db, &org, &user.email, source, now).await?;
     let denied = |reason: &str| {
         AuditEvent::new(
             AuditKind::SignIn,
@@ -528,8 +535,8 @@ pub async fn change_password(
         .reason(reason)
         .request(who.request.clone())
     };
-    if !login::may_check(&throttle, &org, lock_end) {
-        let until = Timestamp(throttle.locked_until.unwrap_or(lock_end));
+    if !attempt.may_check {
+        let until = Timestamp(attempt.locked_until.unwrap_or(attempt.lock_end));
         svc.audit
             .record(denied(
                 "account locked after wrong passwords; current password not checked",
@@ -547,7 +554,7 @@ pub async fn change_password(
         svc.audit.record(denied("wrong current password")).await?;
         return Err(invalid("current_password", "is not your current password"));
     }
-    login::clear_attempts(&svc.db, &key).await?;
+    login::clear_password_attempts(&svc.db, &user.email, source).await?;
     check_password_policy(new, &user.email).map_err(|e| invalid("new_password", e.0))?;
     if password::verify(new, user.password_hash.as_deref()).await {
         return Err(invalid(

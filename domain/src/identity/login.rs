@@ -1,7 +1,16 @@
-//! Local sign-in: password check with per-email throttling and lockout.
+//! Local sign-in: password check with throttling and lockout.
 //!
 //! The throttle is keyed by the email as typed (normalised), whether or not such a user
 //! exists, so neither the answer nor the lockout tells an attacker which emails are real.
+//! Two counters apply to every attempt:
+//!
+//! - **per email and source network** (the client's address, an IPv6 one by its /64): the
+//!   organization's `lockout_threshold` failures lock that source out of that account. Keyed
+//!   by email alone, anyone could lock anyone out (the break-glass administrator included,
+//!   when SSO is down) with five wrong passwords every quarter of an hour, from anywhere;
+//! - **per email**, from every source together: [`ACCOUNT_FACTOR`] times the threshold locks
+//!   the account for everyone, so guessing spread over many addresses stays bounded. Locking
+//!   someone out then takes that many failures from as many networks.
 //!
 //! Every attempt is counted *before* its password is checked, in one atomic statement (an
 //! upsert that also restarts an expired window and sets the lock, and returns the new row).
@@ -38,6 +47,44 @@ pub enum LoginOutcome {
     Failure(LoginFailure),
 }
 
+/// How many times the per-source threshold locks an account from every source together.
+pub const ACCOUNT_FACTOR: i32 = 10;
+
+/// The network an address counts as for throttling: an IPv6 address by its /64 (one host
+/// usually holds the whole /64), an IPv4-mapped IPv6 address as the IPv4 address.
+pub fn network_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The throttle key of `raw_email` from `source` (an address as text; unknown: one source).
+/// Hashed, so it fits the key column whatever the email's length; every source key of an
+/// email begins with [`source_key_prefix`], for lifting them all at once.
+pub(crate) fn source_key(raw_email: &str, source: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let net = source
+        .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+        .map(|ip| network_of(ip).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let h = hex::encode(Sha256::digest(net.as_bytes()));
+    format!("{}{}", source_key_prefix(raw_email), &h[..16])
+}
+
+pub(crate) fn source_key_prefix(raw_email: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(throttle_key(raw_email).as_bytes()));
+    format!("src:{}:", &h[..32])
+}
+
 pub(crate) fn throttle_key(raw_email: &str) -> String {
     match Email::parse(raw_email) {
         Ok(e) => e.as_str().to_owned(),
@@ -65,11 +112,22 @@ pub(crate) async fn count_attempt(
     now: Timestamp,
     lock_end: i64,
 ) -> DomainResult<login_throttle::Model> {
+    count_attempt_up_to(db, settings, settings.lockout_threshold, key, now, lock_end).await
+}
+
+/// [`count_attempt`] with another threshold than the organization's.
+async fn count_attempt_up_to(
+    db: &DatabaseConnection,
+    settings: &OrgSettings,
+    threshold: i32,
+    key: &str,
+    now: Timestamp,
+    lock_end: i64,
+) -> DomainResult<login_throttle::Model> {
     use login_throttle::Column as C;
     let col = |c: C| Expr::col((login_throttle::Entity, c));
     let now_ms = now.millis();
     let window_ms = settings.lockout_window_minutes as i64 * 60_000;
-    let threshold = settings.lockout_threshold;
     let first_lock: Option<i64> = (1 >= threshold).then_some(lock_end);
 
     // The right-hand sides of `DO UPDATE SET` all see the row as it was before the update.
@@ -116,8 +174,11 @@ pub(crate) fn may_check(
     settings: &OrgSettings,
     lock_end: i64,
 ) -> bool {
-    throttle.failures <= settings.lockout_threshold
-        && throttle.locked_until.is_none_or(|until| until == lock_end)
+    may_check_up_to(throttle, settings.lockout_threshold, lock_end)
+}
+
+fn may_check_up_to(throttle: &login_throttle::Model, threshold: i32, lock_end: i64) -> bool {
+    throttle.failures <= threshold && throttle.locked_until.is_none_or(|until| until == lock_end)
 }
 
 /// Forget the failures counted under `key` (after a success).
@@ -128,21 +189,70 @@ pub(crate) async fn clear_attempts(db: &DatabaseConnection, key: &str) -> Domain
     Ok(())
 }
 
+/// A password attempt, counted: whether its password may be checked, and the lock in force.
+pub(crate) struct Attempt {
+    pub may_check: bool,
+    /// The lock that applies (the later one, when both counters are locked).
+    pub locked_until: Option<i64>,
+    /// When a lock this attempt sets ends.
+    pub lock_end: i64,
+}
+
+/// Count a password attempt for `raw_email` from `source` on both counters (see the module's
+/// documentation), before the password is checked.
+pub(crate) async fn count_password_attempt(
+    db: &DatabaseConnection,
+    settings: &OrgSettings,
+    raw_email: &str,
+    source: Option<&str>,
+    now: Timestamp,
+) -> DomainResult<Attempt> {
+    let lock_end = now.plus_secs(settings.lockout_minutes as i64 * 60).millis();
+    let here = count_attempt(db, settings, &source_key(raw_email, source), now, lock_end).await?;
+    let account_threshold = settings.lockout_threshold.saturating_mul(ACCOUNT_FACTOR);
+    let key = throttle_key(raw_email);
+    let everywhere =
+        count_attempt_up_to(db, settings, account_threshold, &key, now, lock_end).await?;
+    Ok(Attempt {
+        may_check: may_check(&here, settings, lock_end)
+            && may_check_up_to(&everywhere, account_threshold, lock_end),
+        locked_until: match (here.locked_until, everywhere.locked_until) {
+            (Some(a), Some(b)) => Some(std::cmp::max(a, b)),
+            (a, b) => a.or(b),
+        },
+        lock_end,
+    })
+}
+
+/// Forget the failures counted for `raw_email` from `source`, and from everywhere (the right
+/// password was given).
+pub(crate) async fn clear_password_attempts(
+    db: &DatabaseConnection,
+    raw_email: &str,
+    source: Option<&str>,
+) -> DomainResult<()> {
+    clear_attempts(db, &throttle_key(raw_email)).await?;
+    clear_attempts(db, &source_key(raw_email, source)).await
+}
+
+/// Check `raw_email`'s password, from `source` (the client's address, as text).
 pub async fn authenticate(
     db: &DatabaseConnection,
     settings: &OrgSettings,
     raw_email: &str,
     password_attempt: &str,
+    source: Option<&str>,
     now: Timestamp,
 ) -> DomainResult<LoginOutcome> {
-    let key = throttle_key(raw_email);
-    let lock_end = now.plus_secs(settings.lockout_minutes as i64 * 60).millis();
-    let throttle = count_attempt(db, settings, &key, now, lock_end).await?;
-    let may_check = may_check(&throttle, settings, lock_end);
+    let Attempt {
+        may_check,
+        locked_until,
+        lock_end,
+    } = count_password_attempt(db, settings, raw_email, source, now).await?;
     if !may_check {
         // Spend the same time as a real check.
         let _ = password::verify(password_attempt, None).await;
-        let until = throttle.locked_until.unwrap_or(lock_end);
+        let until = locked_until.unwrap_or(lock_end);
         return Ok(LoginOutcome::Failure(LoginFailure::Locked {
             until: Timestamp(until),
             password_checked: false,
@@ -161,13 +271,13 @@ pub async fn authenticate(
         .unwrap_or(false);
 
     if ok && active {
-        login_throttle::Entity::delete_by_id(key).exec(db).await?;
+        clear_password_attempts(db, raw_email, source).await?;
         let user = user.expect("ok implies a user");
         return Ok(LoginOutcome::Success(user));
     }
 
     // The failure is already counted; this attempt may be the one that set the lock.
-    Ok(LoginOutcome::Failure(match throttle.locked_until {
+    Ok(LoginOutcome::Failure(match locked_until {
         Some(until) => LoginFailure::Locked {
             until: Timestamp(until),
             password_checked: true,
@@ -176,10 +286,55 @@ pub async fn authenticate(
     }))
 }
 
-/// Lift a lockout (an administrator's password reset does this).
+/// Lift a lockout, from every source (an administrator's password reset does this).
 pub async fn clear_lockout(db: &DatabaseConnection, email: &Email) -> DomainResult<()> {
+    use sea_orm::{ColumnTrait, QueryFilter};
     login_throttle::Entity::delete_by_id(email.as_str().to_owned())
         .exec(db)
         .await?;
+    login_throttle::Entity::delete_many()
+        .filter(login_throttle::Column::Email.starts_with(source_key_prefix(email.as_str())))
+        .exec(db)
+        .await?;
     Ok(())
+}
+
+/// Forget counters whose window has passed and whose lock (if any) has ended: a failure they
+/// counted no longer counts (anonymous attempts at made-up emails would otherwise pile up).
+/// Returns how many went.
+pub async fn sweep(
+    db: &DatabaseConnection,
+    settings: &OrgSettings,
+    now: Timestamp,
+) -> DomainResult<u64> {
+    use login_throttle::Column as C;
+    use sea_orm::{ColumnTrait, Condition, QueryFilter};
+    let now_ms = now.millis();
+    let window_ms = settings.lockout_window_minutes as i64 * 60_000;
+    let r = login_throttle::Entity::delete_many()
+        .filter(
+            Condition::any().add(C::LockedUntil.lte(now_ms)).add(
+                Condition::all()
+                    .add(C::LockedUntil.is_null())
+                    .add(C::WindowStart.lte(now_ms - window_ms)),
+            ),
+        )
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_of;
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let n = |s: &str| network_of(s.parse().unwrap()).to_string();
+        assert_eq!(n("2001:db8:1:2::1"), n("2001:db8:1:2:ffff::9"));
+        assert_ne!(n("2001:db8:1:2::1"), n("2001:db8:1:3::1"));
+        assert_eq!(n("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(n("203.0.113.7"), "203.0.113.7");
+        assert_ne!(n("203.0.113.7"), n("203.0.113.8"));
+    }
 }

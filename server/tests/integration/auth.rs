@@ -1428,3 +1428,78 @@ async fn a_set_password_link_used_by_racing_requests_sets_one_password() {
             .assert_status(401);
     }
 }
+
+/// A sign-in from `ip` (through a trusted proxy's `X-Forwarded-For`): its status.
+async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", app.url))
+        .header("origin", &app.url)
+        .header("x-forwarded-for", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Wrong passwords lock out the network they come from, not the account for everyone: a
+/// stranger cannot lock the administrator (the break-glass account, say) out with five
+/// guesses from anywhere. An IPv6 host counts by its /64. Guessing spread over many networks
+/// is still bounded: ten times the threshold, from everywhere together, locks the account.
+#[tokio::test]
+async fn a_stranger_cannot_lock_someone_out_from_elsewhere() {
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_TRUSTED_PROXIES".to_owned(),
+        "127.0.0.1,::1".to_owned(),
+    )]))
+    .await;
+    let from =
+        |ip: &'static str, password: &'static str| login_from(&app, ip, ADMIN_EMAIL, password);
+    for _ in 0..4 {
+        assert_eq!(from("203.0.113.7", "wrong password!!").await, 401);
+    }
+    assert_eq!(from("203.0.113.7", "wrong password!!").await, 429);
+    assert_eq!(from("203.0.113.7", ADMIN_PASSWORD).await, 429);
+    // The administrator, elsewhere, signs in.
+    assert_eq!(from("198.51.100.9", ADMIN_PASSWORD).await, 200);
+    // An IPv6 attacker moving within their /64 stays locked; another /64 is not.
+    for _ in 0..5 {
+        from("2001:db8:1:2::1", "wrong password!!").await;
+    }
+    assert_eq!(from("2001:db8:1:2::99", ADMIN_PASSWORD).await, 429);
+    assert_eq!(from("2001:db8:1:3::1", ADMIN_PASSWORD).await, 200);
+
+    // Fifty failures from ten networks lock the account everywhere...
+    const NETS: [&str; 10] = [
+        "192.0.2.1",
+        "192.0.2.2",
+        "192.0.2.3",
+        "192.0.2.4",
+        "192.0.2.5",
+        "192.0.2.6",
+        "192.0.2.7",
+        "192.0.2.8",
+        "192.0.2.9",
+        "192.0.2.10",
+    ];
+    for ip in NETS {
+        for _ in 0..5 {
+            from(ip, "wrong password!!").await;
+        }
+    }
+    assert_eq!(from("198.51.100.20", ADMIN_PASSWORD).await, 429);
+    // ...until the lock ends. Counters that no longer count are swept (anonymous attempts at
+    // made-up emails would otherwise pile up).
+    app.clock.advance_secs(16 * 60);
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let db = &app.services().db;
+    let rows = || warden_domain::entities::login_throttle::Entity::find().count(db);
+    assert!(rows().await.unwrap() >= 13);
+    let org = warden_domain::settings::load(db).await.unwrap();
+    warden_domain::identity::login::sweep(db, &org, app.services().clock.now())
+        .await
+        .unwrap();
+    assert_eq!(rows().await.unwrap(), 0);
+    assert_eq!(from("198.51.100.20", ADMIN_PASSWORD).await, 200);
+}
