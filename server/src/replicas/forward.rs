@@ -9,11 +9,14 @@
 //!
 //! The receiving replica does not re-run the gate; it verifies a signed, short-lived assertion
 //! from a peer instead: a TCP connection to `WARDEN_REPLICA_ADDR` starts with one line
-//! `WARDEN-TUNNEL/1 <cluster id> <origin replica> <unix ms> <nonce> <hmac>`, where the HMAC-SHA256
-//! key is derived with HKDF from `WARDEN_MASTER_KEY` (purpose `replica internal channel`), so
-//! only a process holding the master key can ask. The timestamp must be within
-//! [`MAX_SKEW`] of the receiver's clock and a nonce is accepted once; anything else (no key,
-//! a wrong key, an old or replayed hello, a malformed line) is answered `ERR refused`, closed,
+//! `WARDEN-TUNNEL/2 <cluster id> <origin replica> <target replica> <unix ms> <nonce> <hmac>`,
+//! where the HMAC-SHA256 key is derived with HKDF from `WARDEN_MASTER_KEY` (purpose `replica
+//! internal channel`), so only a process holding the master key can ask. The hello names the
+//! replica it is for, which must be the receiver: each replica remembers the nonces it saw, so
+//! a hello captured on its way to one replica, replayed to another within the skew, would
+//! otherwise be accepted there. The timestamp must be within [`MAX_SKEW`] of the receiver's
+//! clock and a nonce is accepted once; anything else (no key, a wrong key, a hello for another
+//! replica, an old or replayed one, a malformed line) is answered `ERR refused`, closed,
 //! and audited (`replica.forward` denied, kind `system`, sampled like every unauthenticated
 //! refusal). Accepted, the answer is `OK` and the
 //! connection is spliced onto a new stream of the local tunnel.
@@ -34,13 +37,16 @@ use warden_domain::Services;
 
 use crate::tunnel::ClusterConnections;
 
-const PROTOCOL: &str = "WARDEN-TUNNEL/1";
+const PROTOCOL: &str = "WARDEN-TUNNEL/2";
 /// How far a hello's timestamp may be from the receiver's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(30);
 /// The longest hello line accepted.
 const MAX_LINE: usize = 512;
 /// How long a peer may take to say hello (or to answer one).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many connections may be saying hello at once (the rest wait for a place): an
+/// unauthenticated flood of the port holds no more than this many sockets.
+const MAX_HELLOS: usize = 256;
 
 /// The key of the internal channel (HKDF of the master key).
 #[derive(Clone)]
@@ -58,27 +64,37 @@ impl InternalKey {
         Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
     }
 
-    fn sign(&self, cluster_id: &str, origin: &str, at_ms: i64, nonce: &str) -> String {
-        hex::encode(
-            ring::hmac::sign(&self.0, signed(cluster_id, origin, at_ms, nonce).as_bytes()).as_ref(),
-        )
+    fn sign(&self, h: &Hello<'_>) -> String {
+        hex::encode(ring::hmac::sign(&self.0, h.signed().as_bytes()).as_ref())
     }
 
-    fn verifies(&self, cluster_id: &str, origin: &str, at_ms: i64, nonce: &str, mac: &str) -> bool {
+    fn verifies(&self, h: &Hello<'_>, mac: &str) -> bool {
         let Ok(tag) = hex::decode(mac) else {
             return false;
         };
-        ring::hmac::verify(
-            &self.0,
-            signed(cluster_id, origin, at_ms, nonce).as_bytes(),
-            &tag,
-        )
-        .is_ok()
+        ring::hmac::verify(&self.0, h.signed().as_bytes(), &tag).is_ok()
     }
 }
 
-fn signed(cluster_id: &str, origin: &str, at_ms: i64, nonce: &str) -> String {
-    format!("{PROTOCOL}\n{cluster_id}\n{origin}\n{at_ms}\n{nonce}")
+/// What a hello asserts.
+#[derive(Debug, Clone, Copy)]
+pub struct Hello<'a> {
+    pub cluster_id: &'a str,
+    /// The replica asking.
+    pub origin: &'a str,
+    /// The replica asked (the receiver).
+    pub target: &'a str,
+    pub at_ms: i64,
+    pub nonce: &'a str,
+}
+
+impl Hello<'_> {
+    fn signed(&self) -> String {
+        format!(
+            "{PROTOCOL}\n{}\n{}\n{}\n{}\n{}",
+            self.cluster_id, self.origin, self.target, self.at_ms, self.nonce
+        )
+    }
 }
 
 fn now_ms() -> i64 {
@@ -88,11 +104,14 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// The hello line for a stream to `cluster_id`, signed with `key` at `at_ms` (tests sign
-/// their own, with wrong keys and old timestamps).
-pub fn hello(key: &InternalKey, cluster_id: &str, origin: &str, at_ms: i64, nonce: &str) -> String {
-    let mac = key.sign(cluster_id, origin, at_ms, nonce);
-    format!("{PROTOCOL} {cluster_id} {origin} {at_ms} {nonce} {mac}\n")
+/// The hello line, signed with `key` (tests sign their own, with wrong keys, old timestamps
+/// and other targets).
+pub fn hello(key: &InternalKey, h: &Hello<'_>) -> String {
+    let mac = key.sign(h);
+    format!(
+        "{PROTOCOL} {} {} {} {} {} {mac}\n",
+        h.cluster_id, h.origin, h.target, h.at_ms, h.nonce
+    )
 }
 
 /// Read one `\n`-terminated line, byte by byte (nothing after it is consumed), at most
@@ -116,11 +135,12 @@ async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
-/// Open a stream to `cluster_id` through the replica at `addr`: an error says why not.
+/// Open a stream to `cluster_id` through replica `target` at `addr`: an error says why not.
 pub async fn dial(
     addr: &str,
     key: &InternalKey,
     origin: &str,
+    target: &str,
     cluster_id: ClusterId,
 ) -> Result<TcpStream, String> {
     let mut s = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
@@ -129,7 +149,17 @@ pub async fn dial(
         .map_err(|e| format!("cannot connect to replica {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
     let nonce = warden_domain::secrets::random_token(16);
-    let line = hello(key, &cluster_id.to_string(), origin, now_ms(), &nonce);
+    let cluster = cluster_id.to_string();
+    let line = hello(
+        key,
+        &Hello {
+            cluster_id: &cluster,
+            origin,
+            target,
+            at_ms: now_ms(),
+            nonce: &nonce,
+        },
+    );
     let answer = tokio::time::timeout(HELLO_TIMEOUT, async {
         s.write_all(line.as_bytes()).await?;
         read_line(&mut s).await
@@ -154,7 +184,9 @@ impl SeenNonces {
         let Ok(mut m) = self.0.lock() else {
             return false;
         };
-        let window = 2 * MAX_SKEW.as_millis() as i64;
+        // A hello dated up to the skew ahead stays acceptable for twice the skew after it
+        // arrives: kept longer than that, with a margin.
+        let window = 2 * MAX_SKEW.as_millis() as i64 + 10_000;
         if m.len() > 10_000 {
             m.retain(|_, at| now - *at < window);
         }
@@ -169,6 +201,7 @@ impl SeenNonces {
 fn check(
     line: &str,
     key: Option<&InternalKey>,
+    me: &str,
     seen: &SeenNonces,
     now: i64,
 ) -> Result<(ClusterId, String), String> {
@@ -176,15 +209,27 @@ fn check(
         return Err("this replica has no WARDEN_MASTER_KEY: the internal channel is closed".into());
     };
     let parts: Vec<&str> = line.split(' ').collect();
-    let [proto, cluster_id, origin, at, nonce, mac] = parts[..] else {
+    let [proto, cluster_id, origin, target, at, nonce, mac] = parts[..] else {
         return Err("a malformed hello".into());
     };
     if proto != PROTOCOL {
         return Err("not the internal channel's protocol".into());
     }
     let at: i64 = at.parse().map_err(|_| "a malformed timestamp".to_owned())?;
-    if !key.verifies(cluster_id, origin, at, nonce, mac) {
+    let h = Hello {
+        cluster_id,
+        origin,
+        target,
+        at_ms: at,
+        nonce,
+    };
+    if !key.verifies(&h, mac) {
         return Err("the hello's signature does not verify (wrong or no key)".into());
+    }
+    if target != me {
+        return Err(format!(
+            "a hello for replica {target:?}, not this one (a hello replayed from another replica's traffic?)"
+        ));
     }
     if (now - at).abs() > MAX_SKEW.as_millis() as i64 {
         return Err(format!(
@@ -204,10 +249,13 @@ fn check(
 pub fn spawn_server(
     listener: TcpListener,
     key: Option<InternalKey>,
+    me: String,
     services: Weak<Services>,
     conns: Weak<ClusterConnections>,
 ) {
     let seen = Arc::new(SeenNonces::default());
+    let me: Arc<str> = me.into();
+    let hellos = Arc::new(tokio::sync::Semaphore::new(MAX_HELLOS));
     tokio::spawn(async move {
         loop {
             let (sock, peer) = match listener.accept().await {
@@ -221,22 +269,34 @@ pub fn spawn_server(
             if conns.strong_count() == 0 {
                 return;
             }
-            let (key, seen, services, conns) =
-                (key.clone(), seen.clone(), services.clone(), conns.clone());
+            let (key, seen, services, conns, me) = (
+                key.clone(),
+                seen.clone(),
+                services.clone(),
+                conns.clone(),
+                me.clone(),
+            );
+            // A place among those saying hello, held until the hello is checked.
+            let Ok(place) = hellos.clone().acquire_owned().await else {
+                return;
+            };
             tokio::spawn(async move {
-                serve_one(sock, peer, key, &seen, services, conns).await;
+                serve_one(sock, peer, key, &me, &seen, services, conns, place).await;
             });
         }
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_one(
     mut sock: TcpStream,
     peer: std::net::SocketAddr,
     key: Option<InternalKey>,
+    me: &str,
     seen: &SeenNonces,
     services: Weak<Services>,
     conns: Weak<ClusterConnections>,
+    place: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = sock.set_nodelay(true);
     let line = match tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut sock)).await {
@@ -256,7 +316,9 @@ async fn serve_one(
             return;
         }
     };
-    let (cluster_id, origin) = match check(&line, key.as_ref(), seen, now_ms()) {
+    let checked = check(&line, key.as_ref(), me, seen, now_ms());
+    drop(place);
+    let (cluster_id, origin) = match checked {
         Ok(v) => v,
         Err(why) => {
             refuse(&mut sock, peer, &services, &why).await;
@@ -279,7 +341,7 @@ async fn serve_one(
     if sock.write_all(b"OK\n").await.is_err() {
         return;
     }
-    tracing::debug!(cluster.id = %cluster_id, replica.origin = %origin, "forwarding a stream from another replica");
+    tracing::info!(cluster.id = %cluster_id, replica.origin = %origin, peer = %peer, "forwarding a stream from another replica");
     let _ = tokio::io::copy_bidirectional(&mut sock, &mut stream).await;
 }
 
@@ -323,39 +385,93 @@ mod tests {
         InternalKey::from_master(&Secret::new(k))
     }
 
+    fn line(k: &InternalKey, cluster_id: &str, target: &str, at_ms: i64, nonce: &str) -> String {
+        hello(
+            k,
+            &Hello {
+                cluster_id,
+                origin: "r1",
+                target,
+                at_ms,
+                nonce,
+            },
+        )
+        .trim_end()
+        .to_owned()
+    }
+
     #[test]
-    fn a_hello_is_accepted_once_within_the_skew_and_with_the_key() {
+    fn a_hello_is_accepted_once_within_the_skew_with_the_key_and_by_its_target() {
         let k = key("the master key of the test, long enough");
         let seen = SeenNonces::default();
         let now = now_ms();
         let (c1, c2) = (ClusterId::new(), ClusterId::new());
         let (s1, s2) = (c1.to_string(), c2.to_string());
-        let good = hello(&k, &s1, "r1", now, "0123456789abcdef0123");
-        let good = good.trim_end();
-        assert_eq!(check(good, Some(&k), &seen, now), Ok((c1, "r1".to_owned())));
+        let good = line(&k, &s1, "r2", now, "0123456789abcdef0123");
         assert_eq!(
-            check(good, Some(&k), &seen, now),
+            check(&good, Some(&k), "r2", &seen, now),
+            Ok((c1, "r1".to_owned()))
+        );
+        assert_eq!(
+            check(&good, Some(&k), "r2", &seen, now),
             Err("a replayed hello".into())
         );
-        let wrong = hello(&key("another key"), &s1, "r1", now, "abcdef0123456789abcd");
-        assert!(check(wrong.trim_end(), Some(&k), &seen, now)
+        // Replayed to another replica (which never saw its nonce): refused all the same.
+        let elsewhere = SeenNonces::default();
+        assert!(check(&good, Some(&k), "r3", &elsewhere, now)
+            .unwrap_err()
+            .contains("not this one"));
+        // Nor can the target be rewritten: it is signed.
+        let retargeted = good.replace(" r2 ", " r3 ");
+        assert!(check(&retargeted, Some(&k), "r3", &elsewhere, now)
             .unwrap_err()
             .contains("does not verify"));
-        let old = hello(&k, &s1, "r1", now - 60_000, "fedcba9876543210fedc");
-        assert!(check(old.trim_end(), Some(&k), &seen, now)
+        let wrong = line(&key("another key"), &s1, "r2", now, "abcdef0123456789abcd");
+        assert!(check(&wrong, Some(&k), "r2", &seen, now)
+            .unwrap_err()
+            .contains("does not verify"));
+        let old = line(&k, &s1, "r2", now - 60_000, "fedcba9876543210fedc");
+        assert!(check(&old, Some(&k), "r2", &seen, now)
             .unwrap_err()
             .contains("old"));
         // A signature for another cluster does not open this one.
-        let line = hello(&k, &s1, "r1", now, "1111111111111111aaaa")
+        let other = line(&k, &s1, "r2", now, "1111111111111111aaaa")
             .replace(&format!(" {s1} "), &format!(" {s2} "));
-        assert!(check(line.trim_end(), Some(&k), &seen, now).is_err());
+        assert!(check(&other, Some(&k), "r2", &seen, now).is_err());
         // A signed hello whose cluster is not a cluster id is refused all the same.
-        let odd = hello(&k, "c1", "r1", now, "2222222222222222bbbb");
+        let odd = line(&k, "c1", "r2", now, "2222222222222222bbbb");
         assert_eq!(
-            check(odd.trim_end(), Some(&k), &seen, now),
+            check(&odd, Some(&k), "r2", &seen, now),
             Err("a malformed cluster id".into())
         );
-        assert!(check(good, None, &seen, now).is_err());
-        assert!(check("GET / HTTP/1.1", Some(&k), &seen, now).is_err());
+        assert!(check(&good, None, "r2", &seen, now).is_err());
+        assert!(check("GET / HTTP/1.1", Some(&k), "r2", &seen, now).is_err());
+    }
+
+    /// A hello dated as far ahead as the skew allows is still remembered when it stops being
+    /// acceptable.
+    #[test]
+    fn a_nonce_is_remembered_as_long_as_its_hello_is_acceptable() {
+        let k = key("the master key of the test, long enough");
+        let seen = SeenNonces::default();
+        let now = now_ms();
+        let skew = MAX_SKEW.as_millis() as i64;
+        let ahead = line(
+            &k,
+            &ClusterId::new().to_string(),
+            "r2",
+            now + skew,
+            "3333333333333333cccc",
+        );
+        assert!(check(&ahead, Some(&k), "r2", &seen, now).is_ok());
+        // Fill the cache past its pruning size, at the last moment the hello is acceptable.
+        let later = now + 2 * skew;
+        for i in 0..10_001 {
+            seen.first_use(&format!("filler-{i:016}"), later);
+        }
+        assert_eq!(
+            check(&ahead, Some(&k), "r2", &seen, later),
+            Err("a replayed hello".into())
+        );
     }
 }

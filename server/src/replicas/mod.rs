@@ -158,6 +158,7 @@ impl Replicas {
             forward::spawn_server(
                 listener,
                 me.key.clone(),
+                me.id.clone(),
                 Arc::downgrade(services),
                 Arc::downgrade(clusters),
             );
@@ -234,7 +235,7 @@ impl Replicas {
                 "another replica holds the agent tunnel, and without WARDEN_MASTER_KEY this one cannot forward to it".into(),
             ));
         };
-        let s = forward::dial(addr, key, &self.id, cluster_id)
+        let s = forward::dial(addr, key, &self.id, &owner.id, cluster_id)
             .await
             .map_err(closed)?;
         Ok(Box::new(s))

@@ -634,39 +634,34 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     drop((watch, logs, exec));
 
     // Forged requests on X's internal channel: refused and audited.
-    use warden_server::replicas::forward::{hello, InternalKey};
-    let cluster_id = owner_cluster_id(&x).await;
+    use warden_server::replicas::forward::{hello, Hello, InternalKey};
+    let cluster_id = owner_cluster_id(&x).await.to_string();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_millis() as i64;
     let right = InternalKey::from_master(&warden_domain::secrets::Secret::new(MASTER_KEY));
     let wrong = InternalKey::from_master(&warden_domain::secrets::Secret::new("a guessed key"));
+    let to = |target, at_ms, nonce| Hello {
+        cluster_id: &cluster_id,
+        origin: "replica-y",
+        target,
+        at_ms,
+        nonce,
+    };
     let no_key = format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {internal}\r\n\r\n");
     assert_eq!(hello_answer(&internal, &no_key).await, "ERR refused");
-    let forged = hello(
-        &wrong,
-        &cluster_id.to_string(),
-        "replica-y",
-        now,
-        "0123456789abcdef0123",
-    );
+    let forged = hello(&wrong, &to("replica-x", now, "0123456789abcdef0123"));
     assert_eq!(hello_answer(&internal, &forged).await, "ERR refused");
     let old = hello(
         &right,
-        &cluster_id.to_string(),
-        "replica-y",
-        now - 120_000,
-        "1123456789abcdef0123",
+        &to("replica-x", now - 120_000, "1123456789abcdef0123"),
     );
     assert_eq!(hello_answer(&internal, &old).await, "ERR refused");
-    let valid = hello(
-        &right,
-        &cluster_id.to_string(),
-        "replica-y",
-        now,
-        "2123456789abcdef0123",
-    );
+    // Signed with the key, for another replica (captured on its way there): refused here.
+    let for_z = hello(&right, &to("replica-z", now, "3123456789abcdef0123"));
+    assert_eq!(hello_answer(&internal, &for_z).await, "ERR refused");
+    let valid = hello(&right, &to("replica-x", now, "2123456789abcdef0123"));
     assert_eq!(
         hello_answer(&internal, &valid).await,
         "OK",
@@ -684,14 +679,20 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
             "SELECT reason FROM audit_events WHERE action = 'replica.forward' AND outcome = 'denied' ORDER BY seq",
         )
         .await;
-        if reasons.len() >= 4 || start.elapsed() > Duration::from_secs(5) {
+        if reasons.len() >= 5 || start.elapsed() > Duration::from_secs(5) {
             break reasons;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     // Each refusal says why (the events are written concurrently: in any order).
-    for why in ["malformed", "does not verify", "120 s old", "replayed"] {
+    for why in [
+        "malformed",
+        "does not verify",
+        "120 s old",
+        "not this one",
+        "replayed",
+    ] {
         assert!(
             reasons.iter().any(|r| r.contains(why)),
             "no {why:?} in {reasons:?}"
