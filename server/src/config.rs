@@ -139,6 +139,8 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// How long a client may take to send a request's head (`WARDEN_HTTP_HEADER_TIMEOUT_MS`).
+    pub header_timeout: std::time::Duration,
 }
 
 impl HttpConfig {
@@ -640,6 +642,14 @@ impl Config {
                     l.string("WARDEN_PUBLIC_URL", "http://127.0.0.1:3000")?,
                 )?,
                 body_limit: l.parse("WARDEN_HTTP_BODY_LIMIT", "1048576", "a number of bytes")?,
+                header_timeout: std::time::Duration::from_millis(
+                    l.parse::<u64>(
+                        "WARDEN_HTTP_HEADER_TIMEOUT_MS",
+                        "15000",
+                        "a number of milliseconds",
+                    )?
+                    .max(100),
+                ),
             },
             gateway: GatewayConfig {
                 addr: l.parse(

@@ -165,19 +165,81 @@ async fn versioned_assets(
     res
 }
 
-/// The whole HTTP application, as production and tests run it.
-/// The console's listener with `TCP_NODELAY` on every accepted socket. Agents' tunnels and
-/// web terminals arrive here; small frames must not wait for Nagle's algorithm.
-pub fn console_listener(
+/// Serve the console (the whole HTTP application: console, REST API, agents' tunnels, web
+/// terminals) on `listener` until `shutdown` resolves, then let open connections finish.
+///
+/// - `TCP_NODELAY` on every socket: agents' tunnels and web terminals arrive here, and small
+///   frames must not wait for Nagle's algorithm.
+/// - A request's head must arrive within `header_timeout` (HTTP/1, hyper's
+///   `header_read_timeout`), or the connection is closed. `axum::serve` runs hyper without a
+///   timer, so a client sending half a request line (or nothing) held its socket for ever: a
+///   few thousand anonymous sockets exhausted the process's file descriptors, and with them
+///   the console, the API, the agents' reconnections and the gateway.
+/// - Each request sees the peer's address as axum's `ConnectInfo<SocketAddr>`.
+pub async fn serve_console(
     listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    router: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(std::time::Duration::from_secs(20)));
+    let builder = std::sync::Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "the console cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a console connection");
         }
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(req)
+            },
+        );
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            // The first byte, within the timeout: hyper reads a request's head under its timer,
+            // but the auto builder's protocol sniffing before it waits without one.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, tcp.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(peer = %peer, error = %e, "a console connection ended with an error");
+            }
+        });
     }
-    listener.tap_io(nodelay as fn(&mut tokio::net::TcpStream))
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 pub fn build_router(state: AppState) -> Router {

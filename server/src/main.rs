@@ -191,6 +191,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let replicas = state.replicas.clone();
     let live = state.gateway.live.clone();
     let demo_state = state.clone();
+    let header_timeout = state.config.http.header_timeout;
     let router = warden_server::build_router(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -202,11 +203,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // Agents' tunnels arrive on this listener: without TCP_NODELAY, Nagle's algorithm meets
     // delayed ACKs and a small tunnelled answer waits up to 40 ms.
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        warden_server::console_listener(listener),
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = warden_server::serve_console(listener, router, header_timeout, async move {
         shutdown_signal().await;
         let _ = stopping_tx.send(true);
         // Other replicas stop forwarding here at once (not after the heartbeat timeout).
@@ -227,7 +224,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     });
     // Short requests finish; past the drain bound, whatever is left is dropped.
     tokio::select! {
-        r = server => r?,
+        () = server => {},
         _ = async {
             let _ = stopping.wait_for(|s| *s).await;
             tokio::time::sleep(SHUTDOWN_DRAIN).await;

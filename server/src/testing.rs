@@ -276,14 +276,13 @@ impl TestApp {
         let router = crate::build_router(state.clone());
         let gateway = crate::gateway::start(state.gateway.clone(), gateway_listener)
             .expect("start the gateway");
-        let server = tokio::spawn(async move {
-            axum::serve(
-                crate::console_listener(listener),
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .ok();
-        });
+        let header_timeout = state.config.http.header_timeout;
+        let server = tokio::spawn(crate::serve_console(
+            listener,
+            router,
+            header_timeout,
+            std::future::pending(),
+        ));
         TestApp {
             addr,
             url,

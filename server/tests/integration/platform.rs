@@ -900,3 +900,53 @@ async fn an_agent_challenge_from_one_replica_is_used_once_on_another() {
     drop(b);
     a.drop_database_on_exit();
 }
+
+/// Anonymous sockets cannot hold the console's listener: a client that sends half a request
+/// line, nothing at all, or nothing after its first answer, is cut once the header timeout
+/// passes, while a whole request on another connection is answered. (Served by `axum::serve`, both sockets stayed open for
+/// ever: enough of them exhausted the process's file descriptors.)
+#[tokio::test]
+async fn half_sent_requests_do_not_hold_the_console() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_HTTP_HEADER_TIMEOUT_MS".to_owned(),
+        "600".to_owned(),
+    )]))
+    .await;
+    let mut half = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // One whole request, answered; then the connection idles, kept alive.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    app.client().get("/healthz").await.assert_status(200);
+    let started = std::time::Instant::now();
+    for (name, sock) in [
+        ("half a request", &mut half),
+        ("nothing", &mut silent),
+        ("one request, then nothing", &mut idle),
+    ] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            sock.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+            "a socket that sent {name} was still open after 10 s"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "cut only after {:?}",
+        started.elapsed()
+    );
+}
