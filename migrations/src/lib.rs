@@ -35,6 +35,7 @@ mod m20261214_000001_audit_hour_seqs;
 mod m20261214_000002_audit_rollup_action;
 mod m20261215_000001_audit_fts_trigrams;
 mod m20261216_000001_live_streams;
+mod m20261216_000002_read_only_credentials;
 
 pub struct Migrator;
 
@@ -69,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261214_000002_audit_rollup_action::Migration),
             Box::new(m20261215_000001_audit_fts_trigrams::Migration),
             Box::new(m20261216_000001_live_streams::Migration),
+            Box::new(m20261216_000002_read_only_credentials::Migration),
         ]
     }
 }

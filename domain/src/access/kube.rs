@@ -295,6 +295,12 @@ impl KubeIntent {
         }
     }
 
+    /// What a role that only reads never does: a change (self-reviews aside), an
+    /// interactive connection, anything about secrets.
+    pub fn beyond_reading(&self) -> bool {
+        (self.writes() && !self.self_review()) || self.connect || self.secrets
+    }
+
     fn writes(&self) -> bool {
         matches!(
             self.verb.as_str(),

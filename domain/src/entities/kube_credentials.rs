@@ -12,6 +12,9 @@ pub struct Model {
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// Downloaded without a fresh second factor by someone whose roles only read: the gateway
+    /// refuses writes, exec and secrets on it, whatever roles its holder gains later.
+    pub read_only: bool,
 }
 
 /// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the

@@ -98,6 +98,10 @@ pub async fn issue(
     let now = svc.clock.now();
     let expires_at = now.plus_secs(settings.credential_validity_secs);
     let ku = kube_user(&svc.db, &who.user_id.to_string(), &who.email, now).await?;
+    // Without a fresh second factor (where one is due), only someone whose roles read gets a
+    // kubeconfig (the step-up is asked for roles that write), and it stays a reader's: the
+    // gateway refuses writes, exec and secrets on it whatever roles its holder gains later.
+    let read_only = crate::identity::mfa::second_factor_is_stale(svc, who).await?;
     let serial = new_serial();
     let tx = crate::audit::begin_change(&svc.db).await?;
     kube_credentials::ActiveModel::from(kube_credentials::Model {
@@ -108,12 +112,14 @@ pub async fn issue(
         issued_at: now.millis(),
         expires_at: expires_at.millis(),
         revoked_at: None,
+        read_only,
     })
     .insert(&tx)
     .await?;
     let mut ev = event(Outcome::Allowed).details(json!({
         "serial": serial,
         "session_type": session_type.as_str(),
+        "read_only": read_only,
         "clusters": reachable.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
         "expires_at": expires_at.rfc3339(),
     }));
@@ -138,12 +144,15 @@ pub async fn issue(
 /// session type `web_shell`, and lives no longer than the terminal (`expires_at`); the
 /// terminal revokes it when it ends ([`revoke_credential`]). Not a download: the terminal's
 /// own `terminal.open` event records it.
+/// `read_only`: opened without a fresh second factor by someone whose roles read (see
+/// [`issue`]).
 pub async fn issue_web_shell<C: ConnectionTrait>(
     db: &C,
     user_id: &str,
     cluster: &str,
     now: Timestamp,
     expires_at: Timestamp,
+    read_only: bool,
 ) -> DomainResult<String> {
     let serial = new_serial();
     kube_credentials::ActiveModel::from(kube_credentials::Model {
@@ -154,6 +163,7 @@ pub async fn issue_web_shell<C: ConnectionTrait>(
         issued_at: now.millis(),
         expires_at: expires_at.millis(),
         revoked_at: None,
+        read_only,
     })
     .insert(db)
     .await?;

@@ -717,6 +717,9 @@ pub(crate) struct Admission {
     pub epoch: u64,
     pub user: users::Model,
     pub credential_expires_at: i64,
+    /// The credential was issued to a reader without a fresh second factor: no writes, exec or
+    /// secrets on it.
+    pub read_only: bool,
     pub cluster: KubeCluster,
     pub settings: EffectiveKubectlSettings,
     pub sa_name: String,
@@ -860,6 +863,15 @@ pub(crate) async fn authorize(
         }
     };
     let (user, cluster, settings) = (&adm.user, &adm.cluster, &adm.settings);
+    // A reader's credential, issued without a fresh second factor, stays a reader's.
+    if adm.read_only && intent.beyond_reading() {
+        return Err(Refusal::deny(
+            StatusCode::FORBIDDEN,
+            "this kubeconfig was downloaded without a fresh second factor when your roles only read, so it only reads: confirm it is you with a code from your authenticator app (step-up in the console) and download a new kubeconfig",
+        )
+        .because("a read-only credential (issued without a fresh second factor) asked to write, exec or read secrets")
+        .of(user, user_id));
+    }
     // 5-6. The gate: the user's kubectl rights on this cluster through their bindings now,
     // and what those rights (and the organization's rules) never allow.
     let rules = KubeRules {
@@ -957,6 +969,7 @@ async fn admit(
     // own caller).
     let now = gw.services.clock.now();
     let mut credential_expires_at = i64::MAX;
+    let mut read_only = false;
     if let Via::Kubeconfig(identity) = via {
         let credential = match kc::credential_status(db, &identity.serial, &user.id, now).await {
             Ok(Ok(c)) => c,
@@ -980,6 +993,7 @@ async fn admit(
             )));
         }
         credential_expires_at = credential.expires_at;
+        read_only = credential.read_only;
     }
     let cluster = match kc::kube_cluster(db, cluster_name).await {
         Ok(Some(c)) => c,
@@ -1037,6 +1051,7 @@ async fn admit(
         epoch,
         user,
         credential_expires_at,
+        read_only,
         cluster,
         settings,
         sa_name,

@@ -164,7 +164,10 @@ pub(crate) async fn prepare(
     let now = svc.clock.now();
     let until = warden_domain::clock::Timestamp(expires_at);
     let user_id = who.user_id.to_string();
-    let serial = kc::issue_web_shell(&svc.db, &user_id, cluster, now, until)
+    let read_only = warden_domain::identity::mfa::second_factor_is_stale(svc, who)
+        .await
+        .map_err(|e| internal("check your second factor", &e))?;
+    let serial = kc::issue_web_shell(&svc.db, &user_id, cluster, now, until, read_only)
         .await
         .map_err(|e| internal("issue a credential", &e))?;
     state.gateway.web_shell_opened(&serial, 0);

@@ -694,3 +694,75 @@ async fn a_second_factor_reset_can_take_the_credentials_made_with_it() {
     audit(&admin, "action=api_key.revoke_all", 1).await;
     audit(&admin, "action=kubeconfig.revoke", 1).await;
 }
+
+/// A reader's kubeconfig downloaded without a fresh second factor (the step-up is asked of
+/// roles that write only) stays a reader's: once its holder is granted a role that writes (an
+/// approved request, break-glass), it still reads, but it neither writes, execs nor reads
+/// secrets; a kubeconfig downloaded after a step-up does. (It used to gain every write of the
+/// new role, for up to a week, without any second factor.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_readers_kubeconfig_from_a_stale_session_stays_a_readers() {
+    use warden_server::gateway::testkit::Kubectl;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), "prod-1", "dev", &[], &["apple"])
+        .await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .bind_user(EMAIL, "NAMESPACE_READ_ONLY", "dev", &["apple"])
+        .await;
+    let (secret, _) = enrol(&app, &mia).await;
+    // Enrolling here proved no second factor at sign-in: the session is stale, and a reader
+    // is not asked for a step-up.
+    let stale = mia.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    let old = Kubectl::new(&dir.path().join("old"), &stale);
+    old.run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_ok();
+
+    // Mia is granted a role that writes.
+    admin
+        .bind_user(EMAIL, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    old.run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_ok();
+    old.run(&["create", "configmap", "-n", "apple", "from-the-old-one"])
+        .await
+        .expect_err("without a fresh second factor");
+    old.run(&["get", "secrets", "-n", "apple"])
+        .await
+        .expect_err("without a fresh second factor");
+    // `kubectl auth can-i` (a self-review) still answers.
+    old.run(&["auth", "can-i", "list", "pods", "-n", "apple"])
+        .await
+        .expect_ok();
+    // A kubeconfig now asks for a step-up; after it, the new one writes.
+    let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required");
+    app.clock.advance_secs(30);
+    mia.post(
+        "/api/v1/auth/step-up",
+        json!({"code": code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(204);
+    let fresh = mia.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    Kubectl::new(&dir.path().join("fresh"), &fresh)
+        .run(&["create", "configmap", "-n", "apple", "from-the-new-one"])
+        .await
+        .expect_ok();
+    let denied = audit(&admin, "outcome=denied&kind=kube_api", 2).await;
+    assert!(
+        denied.iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("read-only credential")),
+        "{denied:?}"
+    );
+}
