@@ -977,8 +977,17 @@ pub async fn approve(
                 "the requester already holds this role there, without an expiry",
             ));
         }
-        // A time-bound grant of the same shape (expired, or ending sooner) is replaced.
-        bindings::Entity::delete_by_id(b.id).exec(&tx).await?;
+        replace_grant(
+            svc,
+            &tx,
+            who,
+            &b,
+            (&c.role.name, &c.project.name),
+            expires_at,
+            now,
+            "the requester holds",
+        )
+        .await?;
     }
     let binding = bindings::ActiveModel::from(bindings::Model {
         id: BindingId::new().to_string(),
@@ -1093,6 +1102,52 @@ pub async fn deny(
     tx.commit().await?;
     svc.jit.wake();
     Ok(dto)
+}
+
+/// A time-bound binding of the same shape as a new grant (same user, role, project and
+/// namespaces) is replaced by it when it has ended or ends sooner, and that removal is audited
+/// (`binding.delete`, before the new `binding.create`); one ending later is kept, and the new
+/// grant refused (409), so an approval for an hour never takes away a grant for the quarter.
+#[allow(clippy::too_many_arguments)]
+async fn replace_grant<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    who: &Principal,
+    b: &bindings::Model,
+    (role, project): (&str, &str),
+    expires_at: i64,
+    now: crate::clock::Timestamp,
+    holder: &str,
+) -> DomainResult<()> {
+    let ends = b.expires_at.unwrap_or(i64::MAX);
+    if ends > now.millis() && ends > expires_at {
+        return Err(DomainError::conflict(
+            "duration_secs",
+            format!(
+                "{holder} {role} there until {}, longer than this grant",
+                crate::clock::Timestamp(ends).rfc3339()
+            ),
+        ));
+    }
+    bindings::Entity::delete_by_id(b.id.clone())
+        .exec(tx)
+        .await?;
+    svc.audit_change(
+        tx,
+        who,
+        "binding.delete",
+        "binding",
+        &b.id,
+        Some(project),
+        Some(json!({
+            "role": role,
+            "namespaces": serde_json::from_str::<serde_json::Value>(&b.namespaces).unwrap_or_default(),
+            "expires_at": crate::clock::Timestamp(ends).rfc3339(),
+            "access_request": b.access_request_id,
+        })),
+        Some(json!({"replaced_by_a_grant_until": crate::clock::Timestamp(expires_at).rfc3339()})),
+    )
+    .await
 }
 
 /// Deny or cancel a request, only while it is still pending: an approval committed since it
@@ -1481,7 +1536,17 @@ pub async fn break_glass(
                 "you already hold this role there, without an expiry",
             ));
         }
-        bindings::Entity::delete_by_id(b.id).exec(&tx).await?;
+        replace_grant(
+            svc,
+            &tx,
+            who,
+            &b,
+            (&p.role.name, &p.project.name),
+            expires_at,
+            now,
+            "you hold",
+        )
+        .await?;
     }
     let id = uuid::Uuid::new_v4().to_string();
     let binding = bindings::ActiveModel::from(bindings::Model {

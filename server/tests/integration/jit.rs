@@ -1835,3 +1835,48 @@ async fn a_denial_racing_an_approval_never_leaves_a_denied_request_with_a_grant(
         }
     }
 }
+
+/// An approval never takes away a longer grant of the same shape: a grant for the quarter is
+/// kept and the hour's approval refused (409); one ending sooner is replaced, and its removal
+/// audited (`binding.delete`) before the new grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_replaces_only_a_shorter_grant_and_says_so() {
+    let p = people().await;
+    let bind = |role: &str, secs: i64| {
+        p.admin.post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": role,
+                   "project": "dev", "namespaces": ["apple"], "expires_in_secs": secs}),
+        )
+    };
+    bind("NAMESPACE_ADMIN", 90 * 86_400)
+        .await
+        .assert_status(201);
+    let r = id(&ask(&p.sally, "NAMESPACE_ADMIN", &["apple"], 3600).await);
+    let refused = p
+        .john
+        .post(&format!("/api/v1/access-requests/{r}/approve"), json!({}))
+        .await
+        .assert_status(409);
+    assert!(
+        refused.body.contains("longer than this grant"),
+        "{}",
+        refused.body
+    );
+    let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"].as_array().unwrap().len(), 1, "{me:#}");
+
+    bind("NAMESPACE_READ_ONLY", 600).await.assert_status(201);
+    let r = id(&ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 3600).await);
+    p.john
+        .post(&format!("/api/v1/access-requests/{r}/approve"), json!({}))
+        .await
+        .assert_status(200);
+    let replaced = audit_event(&p.admin, "action=binding.delete", |e| {
+        e["details"]["before"]["role"] == "NAMESPACE_READ_ONLY"
+    })
+    .await;
+    assert_eq!(replaced["actor"], "john@example.com", "{replaced:#}");
+    let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(me["grants"].as_array().unwrap().len(), 2, "{me:#}");
+}
