@@ -43,8 +43,22 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 /// `Authorization` header earns nothing, and server functions (`/sfn/*`, the console's own
 /// calls) are always checked. A cookie-authenticated request without `Origin` or `Referer`
 /// is refused.
+///
+/// Two GETs mint credentials (a kubeconfig's, a cluster manifest's bootstrap token): a
+/// cross-site navigation carries the session cookie (SameSite=Lax), so those are refused when
+/// the browser says the request comes from another site (`Sec-Fetch-Site`); kubectl, curl and
+/// wardenctl send no such header, and the console's own links are `same-origin`.
 pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        if mints_on_get(req.uri().path()) && from_another_site(req.headers()) {
+            tracing::warn!(path = %req.uri().path(), "cross-site credential request refused");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "cross-site request refused: open this link from Warden's console",
+            )
+            .into_response();
+        }
         return next.run(req).await;
     }
     let expected = state.config.http.public_origin();
@@ -90,6 +104,26 @@ pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -
         "cross-site request refused: Origin does not match this server",
     )
     .into_response()
+}
+
+/// The GETs that mint a credential.
+fn mints_on_get(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path == "/api/v1/kubeconfig"
+        || path
+            .strip_prefix("/api/v1/clusters/")
+            .is_some_and(|rest| rest.ends_with("/manifest") && rest.matches('/').count() == 1)
+}
+
+/// The browser says the request was started by another site (a link, a redirect, a form).
+fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("cross-site") || v.eq_ignore_ascii_case("same-site")
+        })
 }
 
 /// Security headers on every response. Console pages set their own CSP with a nonce.

@@ -1503,3 +1503,37 @@ async fn a_stranger_cannot_lock_someone_out_from_elsewhere() {
     assert_eq!(rows().await.unwrap(), 0);
     assert_eq!(from("198.51.100.20", ADMIN_PASSWORD).await, 200);
 }
+
+/// The GETs that mint credentials refuse what a browser says another site started (a link or
+/// redirect carries the session cookie, SameSite=Lax): no kubeconfig credential or bootstrap
+/// token is made in the user's name by a page elsewhere. The console's own links, typed URLs
+/// and kubectl or curl (no `Sec-Fetch-Site`) are served.
+#[tokio::test]
+async fn a_page_elsewhere_cannot_mint_credentials_with_the_users_cookie() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let cookie = admin.session_cookie().expect("a session cookie");
+    let get = |path: &'static str, site: Option<&'static str>| {
+        let (url, cookie) = (app.url.clone(), cookie.clone());
+        async move {
+            let mut r = reqwest::Client::new()
+                .get(format!("{url}{path}"))
+                .header("cookie", format!("warden_session={cookie}"));
+            if let Some(s) = site {
+                r = r.header("sec-fetch-site", s);
+            }
+            let r = r.send().await.expect("request");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    for path in ["/api/v1/kubeconfig", "/api/v1/clusters/prod-1/manifest"] {
+        for site in ["cross-site", "same-site"] {
+            let (status, body) = get(path, Some(site)).await;
+            assert_eq!(status, 403, "{path} {site}: {body}");
+            assert!(body.contains("\"csrf\""), "{body}");
+        }
+        for site in [Some("same-origin"), Some("none"), None] {
+            let (status, body) = get(path, site).await;
+            assert_ne!(status, 403, "{path} {site:?}: {body}");
+        }
+    }
+}
