@@ -56,6 +56,18 @@ pub(crate) async fn enrol(app: &TestApp, c: &Client) -> (String, Vec<String>) {
     (secret, codes)
 }
 
+/// A step-up with a fresh code (the clock moved on by a TOTP step first, so the code is not
+/// the one used last), answered 204.
+async fn step_up(app: &TestApp, c: &Client, secret: &str) {
+    app.clock.advance_secs(30);
+    c.post(
+        "/api/v1/auth/step-up",
+        json!({"code": code(app, secret, 0)}),
+    )
+    .await
+    .assert_status(204);
+}
+
 async fn password_step(app: &TestApp) -> Client {
     let c = app.client();
     let r = c.login(EMAIL, USER_PASSWORD).await.assert_status(401);
@@ -481,13 +493,7 @@ async fn a_stale_session_cannot_mint_an_api_key_to_skip_the_step_up() {
     );
 
     // A fresh code, then the key; the key downloads the kubeconfig as the session now would.
-    app.clock.advance_secs(30);
-    mia.post(
-        "/api/v1/auth/step-up",
-        json!({"code": code(&app, &secret, 0)}),
-    )
-    .await
-    .assert_status(204);
+    step_up(&app, &mia, &secret).await;
     let key = mia
         .create_api_key(json!({"name": "after the step-up"}))
         .await;
@@ -576,13 +582,7 @@ async fn a_step_up_with_someone_elses_key_does_not_freshen_a_session() {
 
     let eve = app.user_client(&admin, "eve@example.com").await;
     let (secret, _) = enrol(&app, &eve).await;
-    app.clock.advance_secs(30);
-    eve.post(
-        "/api/v1/auth/step-up",
-        json!({"code": code(&app, &secret, 0)}),
-    )
-    .await
-    .assert_status(204);
+    step_up(&app, &eve, &secret).await;
     let key = eve.create_api_key(json!({"name": "eve's"})).await;
 
     // Mia's browser (her cookie), Eve's key and Eve's code.
@@ -626,13 +626,7 @@ async fn a_second_factor_reset_can_take_the_credentials_made_with_it() {
         async move {
             let c = app.user_client(admin, email).await;
             let (secret, _) = enrol(app, &c).await;
-            app.clock.advance_secs(30);
-            c.post(
-                "/api/v1/auth/step-up",
-                json!({"code": code(app, &secret, 0)}),
-            )
-            .await
-            .assert_status(204);
+            step_up(app, &c, &secret).await;
             c.create_api_key(json!({"name": "laptop"})).await
         }
     };
@@ -745,13 +739,7 @@ async fn a_readers_kubeconfig_from_a_stale_session_stays_a_readers() {
     // A kubeconfig now asks for a step-up; after it, the new one writes.
     let r = mia.get("/api/v1/kubeconfig").await.assert_status(403);
     assert_eq!(r.error_code(), "step_up_required");
-    app.clock.advance_secs(30);
-    mia.post(
-        "/api/v1/auth/step-up",
-        json!({"code": code(&app, &secret, 0)}),
-    )
-    .await
-    .assert_status(204);
+    step_up(&app, &mia, &secret).await;
     let fresh = mia.get("/api/v1/kubeconfig").await.assert_status(200).body;
     Kubectl::new(&dir.path().join("fresh"), &fresh)
         .run(&["create", "configmap", "-n", "apple", "from-the-new-one"])
