@@ -216,10 +216,17 @@ pub async fn terminal_ws(State(state): State<AppState>, req: axum::extract::Requ
     match open(&state, &principal, proof, &q).await {
         Ok(session) => ws
             .protocols([SUBPROTOCOL])
+            .max_message_size(MAX_MESSAGE)
+            .max_frame_size(MAX_MESSAGE)
             .on_upgrade(move |socket| session.run(socket)),
         Err((status, message)) => refuse(status, &message),
     }
 }
+
+/// The largest message a browser may send a terminal (keystrokes, a paste, a resize): a
+/// WebSocket's default (64 MiB) let one message hold that much memory, and reach the
+/// recording.
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// What the terminal runs.
 pub(crate) enum AnyBackend {
@@ -814,6 +821,9 @@ where
         .send(AxMessage::Text(ready.to_string().into()))
         .await;
     let mut last_input = Instant::now();
+    // The terminal's size: a resize to the size it has is neither recorded nor passed on (a
+    // browser, or a script, sending the same size over and over fills no recording).
+    let mut size: Option<(u16, u16)> = None;
     let mut cancelled = gate.cancelled();
     let browser_gone = || End::Closed("the browser closed the terminal".into());
     let end = loop {
@@ -856,8 +866,13 @@ where
                         Ok(c) if c["type"] == "resize" => {
                             let cols = c["cols"].as_u64().unwrap_or(80).clamp(1, 1000) as u16;
                             let rows = c["rows"].as_u64().unwrap_or(24).clamp(1, 1000) as u16;
-                            let _ = recorder.resize(cols.into(), rows.into()).await;
-                            backend.resize(cols, rows).await
+                            if size == Some((cols, rows)) {
+                                Ok(())
+                            } else {
+                                size = Some((cols, rows));
+                                let _ = recorder.resize(cols.into(), rows.into()).await;
+                                backend.resize(cols, rows).await
+                            }
                         }
                         _ => Ok(()),
                     },

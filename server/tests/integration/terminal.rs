@@ -166,13 +166,16 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         .as_str()
         .unwrap()
         .starts_with("system:serviceaccount:warden-system:u-sally"));
-    ws.send(Message::Text(
-        json!({"type": "resize", "cols": 100, "rows": 30})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    // The same size over and over is recorded once (checked in the recording below).
+    for _ in 0..50 {
+        ws.send(Message::Text(
+            json!({"type": "resize", "cols": 100, "rows": 30})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    }
     ws.send(Message::Binary(
         b"echo $((6*7)); stty size\n".to_vec().into(),
     ))
@@ -237,7 +240,14 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         events.iter().all(|e| e[1] == "o" || e[1] == "r"),
         "{events:?}"
     );
-    assert!(events.iter().any(|e| e[1] == "r" && e[2] == "100x30"));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e[1] == "r" && e[2] == "100x30")
+            .count(),
+        1,
+        "{events:?}"
+    );
     assert!(events
         .iter()
         .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("42")));
@@ -1212,4 +1222,33 @@ impl World {
             .await
             .expect("a terminal")
     }
+}
+
+/// One message larger than a terminal takes (1 MiB) ends the terminal instead of being held in
+/// memory and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_message_ends_the_terminal() {
+    let w = world().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w
+        .open(Some(&sally), Some(&w.app.url), "box")
+        .await
+        .expect("a terminal");
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    let _ = ws
+        .send(Message::Binary(vec![b'a'; (1 << 20) + 1].into()))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the terminal still runs after a 1 MiB + 1 message"
+    );
 }
