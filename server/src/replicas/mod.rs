@@ -179,7 +179,12 @@ impl Replicas {
         tokio::spawn(recheck_loop(Arc::downgrade(&me), weak));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&me)));
         tokio::spawn(ownership_loop(Arc::downgrade(&me), ownership_rx));
-        tokio::spawn(streams::writer_loop(Arc::downgrade(&me), stream_changes_rx));
+        tokio::spawn(ordered_writes(
+            Arc::downgrade(&me),
+            stream_changes_rx,
+            "a live stream",
+            streams::StreamChange::statement,
+        ));
         let opts = (*me.db.get_postgres_connection_pool().connect_options()).clone();
         lease::start(services, opts, me.config.heartbeat).await;
         tracing::info!(replica.id = %me.id, replica.addr = ?me.config.internal_addr, "joined the replicas sharing the database");
@@ -555,33 +560,45 @@ async fn heartbeat_loop(me: Weak<Replicas>) {
 }
 
 /// Write tunnel ownership changes in the order they happened.
-async fn ownership_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<Ownership>) {
+async fn ownership_loop(me: Weak<Replicas>, rx: mpsc::UnboundedReceiver<Ownership>) {
+    ordered_writes(me, rx, "the agent tunnel's replica", |change, replica| match change {
+        Ownership::Held(c) => Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            format!(
+                "INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ($1, $2, {DB_NOW_MS}) \
+                 ON CONFLICT (cluster_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, connected_at = EXCLUDED.connected_at"
+            ),
+            [c.to_string().into(), replica.to_owned().into()],
+        ),
+        // Only this replica's own claim: the agent may already be connected elsewhere.
+        Ownership::Released(c) => Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "DELETE FROM cluster_tunnels WHERE cluster_id = $1 AND replica_id = $2",
+            [c.to_string().into(), replica.to_owned().into()],
+        ),
+    })
+    .await
+}
+
+/// Write this replica's changes of one kind (`what`, for the log) in the order they happened:
+/// each as the statement `statement` makes of it for this replica's id, retried until it is
+/// written, the registry is gone, or this replica left.
+pub(super) async fn ordered_writes<T>(
+    me: Weak<Replicas>,
+    mut rx: mpsc::UnboundedReceiver<T>,
+    what: &'static str,
+    statement: fn(&T, &str) -> Statement,
+) {
     while let Some(change) = rx.recv().await {
         loop {
             let Some(r) = me.upgrade() else { return };
             if r.left.load(Ordering::SeqCst) {
                 break;
             }
-            let st = match &change {
-                Ownership::Held(c) => Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    format!(
-                        "INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ($1, $2, {DB_NOW_MS}) \
-                         ON CONFLICT (cluster_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, connected_at = EXCLUDED.connected_at"
-                    ),
-                    [c.to_string().into(), r.id.clone().into()],
-                ),
-                // Only this replica's own claim: the agent may already be connected elsewhere.
-                Ownership::Released(c) => Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    "DELETE FROM cluster_tunnels WHERE cluster_id = $1 AND replica_id = $2",
-                    [c.to_string().into(), r.id.clone().into()],
-                ),
-            };
-            match r.db.execute_raw(st).await {
+            match r.db.execute_raw(statement(&change, &r.id)).await {
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, ?change, "cannot record the agent tunnel's replica; retrying");
+                    tracing::warn!(error = %e, what, "cannot record a change for the other replicas; retrying");
                     drop(r);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

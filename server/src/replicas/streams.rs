@@ -32,7 +32,7 @@ pub(super) enum StreamChange {
 }
 
 impl StreamChange {
-    fn statement(&self, replica: &str) -> Statement {
+    pub(super) fn statement(&self, replica: &str) -> Statement {
         match self {
             Self::Opened(id, i) => Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
@@ -220,29 +220,5 @@ impl Replicas {
             ))
             .await?;
         Ok(())
-    }
-}
-
-/// Write the changes to this replica's rows in the order they happened.
-pub(super) async fn writer_loop(
-    me: std::sync::Weak<Replicas>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<StreamChange>,
-) {
-    use std::sync::atomic::Ordering;
-    while let Some(change) = rx.recv().await {
-        loop {
-            let Some(r) = me.upgrade() else { return };
-            if r.left.load(Ordering::SeqCst) {
-                break;
-            }
-            match r.db.execute_raw(change.statement(&r.id)).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record a live stream for the other replicas; retrying");
-                    drop(r);
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-            }
-        }
     }
 }
