@@ -50,11 +50,15 @@ pub struct AuditConfig {
 }
 
 /// The web terminal.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TerminalConfig {
     /// `WARDEN_KUBECTL`: the kubectl the kubectl shell runs; by default the one found on
     /// Warden's `PATH` when a shell opens.
     pub kubectl: Option<PathBuf>,
+    /// `WARDEN_TERMINAL_RECORDING_MAX_MB`: a terminal whose recording reaches this size ends
+    /// (a terminal that cannot be recorded does not run), so no one fills the database with
+    /// output. Default 64 MiB; `0` is refused.
+    pub recording_max_bytes: u64,
 }
 
 /// Cluster agents: their heartbeat, and what goes into their manifests.
@@ -617,6 +621,20 @@ impl Config {
                     .raw("WARDEN_KUBECTL")?
                     .filter(|p| !p.trim().is_empty())
                     .map(|p| PathBuf::from(p.trim())),
+                recording_max_bytes: {
+                    let mb: u64 = l.parse(
+                        "WARDEN_TERMINAL_RECORDING_MAX_MB",
+                        "64",
+                        "a number of mebibytes, 1 to 4096",
+                    )?;
+                    if !(1..=4096).contains(&mb) {
+                        return Err(ConfigError::Invalid {
+                            key: "WARDEN_TERMINAL_RECORDING_MAX_MB".into(),
+                            message: "a number of mebibytes, 1 to 4096".into(),
+                        });
+                    }
+                    mb * 1024 * 1024
+                },
             },
             database: DatabaseConfig {
                 url: Secret::new(

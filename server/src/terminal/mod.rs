@@ -470,6 +470,7 @@ async fn open(
     let limits = Limits {
         idle: Duration::from_secs(settings.terminal_idle_secs.max(1) as u64),
         max: Duration::from_secs(settings.terminal_max_secs.max(1) as u64),
+        recording: state.config.terminal.recording_max_bytes,
     };
     let uid = who.user_id.to_string();
     // Counted on every replica.
@@ -774,6 +775,8 @@ pub(crate) enum End {
 pub(crate) struct Limits {
     pub idle: Duration,
     pub max: Duration,
+    /// The recording's size at which the terminal ends.
+    pub recording: u64,
 }
 
 impl Default for Limits {
@@ -781,6 +784,7 @@ impl Default for Limits {
         Self {
             idle: IDLE_LIMIT,
             max: MAX_DURATION,
+            recording: 64 * 1024 * 1024,
         }
     }
 }
@@ -901,6 +905,14 @@ where
                     break browser_gone();
                 }
             }
+        }
+        // What is shown (and typed, and resized) is recorded, and a terminal that cannot be
+        // recorded does not run: past the recording's limit, the terminal ends.
+        if recorder.bytes() >= limits.recording {
+            break End::Closed(format!(
+                "its recording reached the limit of {} MiB",
+                limits.recording.div_ceil(1024 * 1024)
+            ));
         }
     };
     // The terminal is over: out of the registry before anyone is told so (and before the
@@ -1321,10 +1333,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_terminal_ends_when_its_recording_reaches_the_limit() {
+        let mut r = rig(Limits {
+            recording: 4096,
+            ..Limits::default()
+        })
+        .await;
+        // Output is shown, and recorded, until the recording passes the limit.
+        let mut shown = 0;
+        let closed = loop {
+            let _ = r.out.send(Output::Data(vec![b'y'; 1000]));
+            match r.next().await {
+                AxMessage::Binary(b) => shown += b.len(),
+                AxMessage::Text(t) => break serde_json::from_str::<Value>(&t).unwrap(),
+                other => panic!("{other:?}"),
+            }
+            assert!(shown <= 8000, "never ended");
+        };
+        assert_eq!(
+            closed,
+            json!({"type": "closed", "reason": "its recording reached the limit of 1 MiB"})
+        );
+        assert!(shown >= 3000, "{shown}");
+        assert_eq!(r.close_code().await, 4000);
+        assert_eq!(r.did().await, Did::Close);
+        // Keystrokes and resizes count too: a terminal resized over and over ends as well.
+        let mut r = rig(Limits {
+            recording: 4096,
+            ..Limits::default()
+        })
+        .await;
+        let mut ended = None;
+        for i in 0..1000u64 {
+            r.type_in(AxMessage::Text(
+                json!({"type": "resize", "cols": 80 + i % 2, "rows": 24})
+                    .to_string()
+                    .into(),
+            ));
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1), r.seen.next()).await
+            {
+                ended = Some(m);
+                break;
+            }
+        }
+        let ended = match ended {
+            Some(m) => m,
+            None => r.next().await,
+        };
+        assert!(matches!(ended, AxMessage::Text(t) if t.contains("recording reached")));
+    }
+
+    #[tokio::test]
     async fn idle_terminals_end() {
         let mut r = rig(Limits {
             idle: Duration::from_millis(200),
-            max: MAX_DURATION,
+            ..Limits::default()
         })
         .await;
         let closed = r.control().await;

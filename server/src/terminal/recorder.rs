@@ -89,6 +89,11 @@ impl Recorder {
         self.line(&ev.to_string()).await
     }
 
+    /// Bytes of asciicast written so far (header included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Record keystrokes from now on (the `terminal_record_input` setting).
     pub fn record_input(&mut self, on: bool) {
         self.record_input = on;

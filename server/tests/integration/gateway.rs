@@ -643,9 +643,10 @@ async fn exec_watch_and_logs(w: World) {
         .await;
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stdout.contains("hello from box"), "{out:?}");
-    // exec -it under a real terminal (script(1) gives kubectl a pty).
+    // exec -it under a real terminal (script(1) gives kubectl a pty). The command lingers after
+    // its answer: script(1) can lose what its child wrote just before exiting.
     let cmd = format!(
-        "/usr/bin/kubectl exec -it -n apple box -- sh -c 'tty >/dev/null && echo TTY-OK; read line; echo got:$line'"
+        "/usr/bin/kubectl exec -it -n apple box -- sh -c 'tty >/dev/null && echo TTY-OK; read line; echo got:$line; sleep 1'"
     );
     let mut c = tokio::process::Command::new("/usr/bin/script");
     c.args(["-qec", &cmd, "/dev/null"])

@@ -1252,3 +1252,84 @@ async fn an_oversized_message_ends_the_terminal() {
         "the terminal still runs after a 1 MiB + 1 message"
     );
 }
+
+/// A terminal's recording has a ceiling (`WARDEN_TERMINAL_RECORDING_MAX_MB`): a person who
+/// pours output into a terminal to fill Warden's database sees the terminal end there, and
+/// the recording kept stops near the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_terminal_ends_when_its_recording_reaches_the_limit() {
+    let w = world_with(
+        [(
+            "WARDEN_TERMINAL_RECORDING_MAX_MB".to_owned(),
+            "1".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+    )
+    .await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w.open_for(&sally).await;
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    ws.send(Message::Binary(
+        b"yes 0123456789abcdef | head -c 8000000; echo; echo all-$((1+1))-printed\n"
+            .to_vec()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let (closed, out) = until_control(&mut ws, "closed", Duration::from_secs(60)).await;
+    assert_eq!(
+        closed["reason"], "its recording reached the limit of 1 MiB",
+        "{closed}"
+    );
+    assert!(
+        !out.contains("all-2-printed"),
+        "the output went on past the limit"
+    );
+    // The close is audited once the recording is finished.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (items, close) = loop {
+        w.app.gateway().flush_audit().await;
+        let events = w
+            .admin
+            .get("/api/v1/audit/events?kind=terminal&limit=100")
+            .await
+            .json();
+        let items = events["items"].as_array().unwrap().clone();
+        if let Some(c) = items.iter().find(|e| e["action"] == "terminal.close") {
+            break (items.clone(), c.clone());
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{events}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        close["reason"], "its recording reached the limit of 1 MiB",
+        "{close}"
+    );
+    let bytes = close["details"]["recording"]["bytes"].as_u64().unwrap();
+    let open = items
+        .iter()
+        .find(|e| e["action"] == "terminal.open" && e["outcome"] == "allowed")
+        .unwrap();
+    let cast = w
+        .admin
+        .get(&format!(
+            "/api/v1/terminal/recordings/{}",
+            open["id"].as_str().unwrap()
+        ))
+        .await
+        .assert_status(200)
+        .body;
+    assert_eq!(cast.len() as u64, bytes);
+    assert!(
+        (1 << 20..(1 << 20) + 256 * 1024).contains(&bytes),
+        "recording of {bytes} bytes"
+    );
+    // A new terminal starts a new recording: the limit is per terminal.
+    let mut ws = w.open_for(&sally).await;
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    ws.send(Message::Binary(b"echo again-$((6*7))\n".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, "again-42").await;
+}
