@@ -141,20 +141,38 @@ pub fn spawn_pty(
     cols: u16,
     rows: u16,
 ) -> io::Result<(Child, PtyMaster)> {
-    let ws = nix::pty::Winsize {
+    let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    let pty = nix::pty::openpty(Some(&ws), None).map_err(io::Error::from)?;
-    let master = pty.master;
-    let slave = pty.slave;
-    // SAFETY: fcntl on an fd we own.
+    // Both ends are opened close-on-exec: a process spawned at the same moment by another
+    // thread must not inherit them (a stray holder of the slave keeps the terminal open after
+    // its shell exits).
+    use nix::fcntl::OFlag;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let pt = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(io::Error::from)?;
+    nix::pty::grantpt(&pt).map_err(io::Error::from)?;
+    nix::pty::unlockpt(&pt).map_err(io::Error::from)?;
+    let name = nix::pty::ptsname_r(&pt).map_err(io::Error::from)?;
+    // SAFETY: the fd comes from `into_raw_fd`, so we own it exclusively.
+    let master = unsafe { OwnedFd::from_raw_fd(pt.into_raw_fd()) };
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY) // std adds O_CLOEXEC
+        .open(&name)?
+        .into();
+    // SAFETY: fcntl and TIOCSWINSZ on an fd we own; `ws` outlives the call.
     unsafe {
         let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
         libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-        libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     let mut cmd = base_command(argv, penv)?;
     if !penv.env.iter().any(|(k, _)| k == "TERM") {
