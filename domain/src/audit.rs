@@ -515,7 +515,7 @@ async fn set_head<C: ConnectionTrait>(tx: &C, seq: i64, hash: String) -> DomainR
 fn to_model(e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Model {
     let (actor_id, actor_name) = match e.actor {
         Actor::User { id, name } => (Some(id.to_string()), name),
-        Actor::Anonymous { claimed } => (None, truncate(&claimed, 254)),
+        Actor::Anonymous { claimed } => (None, truncate(&printable(&claimed, false), 254)),
         Actor::System => (None, "system".to_owned()),
         Actor::Agent { cluster } => (None, format!("agent:{cluster}")),
     };
@@ -552,6 +552,25 @@ fn to_model(e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Mo
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+/// `s` with control characters (terminal escapes, carriage returns, line breaks unless
+/// `keep_newlines`) written out as `\u{1b}`: text from outside (a name typed at sign-in)
+/// shows as what it is wherever the event is read, never as a terminal command.
+pub fn printable(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !(keep_newlines && c == '\n');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[async_trait::async_trait]

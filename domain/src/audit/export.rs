@@ -169,6 +169,9 @@ impl Export {
 /// One CSV cell, quoted when needed; a cell that a spreadsheet would read as a formula (`=`,
 /// `+`, `-`, `@`, tab or carriage return first: OWASP's list) is neutralised with a leading `'`.
 pub fn csv_cell(out: &mut Vec<u8>, s: &str) {
+    // Control characters (an escape sequence typed as a sign-in name) are written out, so a
+    // file shown in a terminal shows text; line breaks stay (quoted).
+    let s = &*super::printable(s, true);
     let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let quote = s.contains([',', '"', '\n', '\r']);
     if quote {
@@ -643,8 +646,13 @@ mod tests {
         assert_eq!(cell("-x,y"), "\"'-x,y\"");
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("a\nb"), "\"a\nb\"");
-        assert_eq!(cell("\t=1+2"), "'\t=1+2");
-        assert_eq!(cell("\r=1+2"), "\"'\r=1+2\"");
+        // Control characters are written out: neither a formula nor a terminal escape.
+        assert_eq!(cell("\t=1+2"), "\\u{9}=1+2");
+        assert_eq!(cell("\r=1+2"), "\\u{d}=1+2");
+        assert_eq!(
+            cell("x\u{1b}]8;;http://evil\u{7}admin@warden.local"),
+            "x\\u{1b}]8;;http://evil\\u{7}admin@warden.local"
+        );
         assert_eq!(cell(""), "");
     }
 

@@ -203,18 +203,28 @@ async fn names_and_shares_of<C: ConnectionTrait>(
     Ok((names, shares))
 }
 
-/// `http://user:secret@host` as `http://user:***@host`.
+/// A URL as it may be shown: `http://user:secret@host` as `http://user:***@host`, a bare
+/// `http://token@host` as `http://***@host` (a proxy's token is often the user name), and a
+/// query string as `?***`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***@{}", &url[..s], &url[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = (&url[..s], &url[s + 3..]);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => match authority[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:***@{}", &authority[at + 1..]),
+            None => format!("***@{}", &authority[at + 1..]),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?***", &tail[..q]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 const PROXY_PURPOSE: &str = "clusters.proxy";
@@ -249,10 +259,11 @@ fn stored_proxy(settings: &ClusterSettings, m: &clusters::Model) -> ProxySetting
     }
 }
 
-/// A proxy URL sent back as the API showed it (`user:***@host`) keeps the stored password.
+/// A proxy URL sent back as the API showed it (`user:***@host`, `***@host`, `?***`) keeps the
+/// stored secret.
 fn keep_masked(new: &Option<String>, old: &Option<String>) -> Option<String> {
     match (new, old) {
-        (Some(n), Some(o)) if n.contains(":***@") && redact_url(o) == n.trim() => Some(o.clone()),
+        (Some(n), Some(o)) if n.contains("***") && redact_url(o) == n.trim() => Some(o.clone()),
         _ => new.clone(),
     }
 }
@@ -1128,4 +1139,36 @@ pub async fn recent_events(
     Ok(crate::audit::search(&svc.db, &q, scope.as_deref())
         .await?
         .items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        for (url, shown) in [
+            ("http://proxy:3128", "http://proxy:3128"),
+            ("http://bob:hunter2@proxy:3128", "http://bob:***@proxy:3128"),
+            (
+                "http://ghp_S3cr3tT0ken@proxy.corp:3128",
+                "http://***@proxy.corp:3128",
+            ),
+            ("http://a:b@proxy/p?token=x", "http://a:***@proxy/p?***"),
+            (
+                "postgres://w:pw@db/warden?sslpassword=x",
+                "postgres://w:***@db/warden?***",
+            ),
+            // An `@` after the host is not a user name.
+            ("http://proxy:3128/x@y", "http://proxy:3128/x@y"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        // A URL sent back masked keeps the stored one.
+        let old = Some("http://tok@proxy:1".to_owned());
+        assert_eq!(keep_masked(&Some("http://***@proxy:1".into()), &old), old);
+        let new = Some("http://other@proxy:1".to_owned());
+        assert_eq!(keep_masked(&new, &old), new);
+    }
 }

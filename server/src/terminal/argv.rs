@@ -415,35 +415,79 @@ fn check_flag(
     Ok(())
 }
 
-/// The arguments as the audit log keeps them: literal values of secrets are masked.
+/// The arguments as the audit log keeps them: literal values of secrets are masked
+/// (`--from-literal` values, registry and API passwords and tokens, the values of
+/// `set env`, and the body of a patch on a secret). A read-only auditor sees a terminal's
+/// commands, never a secret typed into one.
 pub fn for_audit(args: &[String]) -> Vec<String> {
     /// Flags whose whole value is a secret.
-    const SECRET_VALUES: &[&str] = &["docker-password"];
+    const SECRET_VALUES: &[&str] = &["docker-password", "password", "token"];
+    // The command's words before `--` that are not flags: `set env`, `patch secret …`.
+    let words: Vec<&str> = args
+        .iter()
+        .take_while(|a| a.as_str() != "--")
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let set_env = words.starts_with(&["set", "env"]);
+    let patches_a_secret = words.first() == Some(&"patch")
+        && words[1..].iter().any(|w| {
+            let r = w.split(['/', '.']).next().unwrap_or_default();
+            r == "secret" || r == "secrets"
+        });
     let mut out = Vec::with_capacity(args.len());
     let mut mask_next: Option<fn(&str) -> String> = None;
+    let mut after_dashes = false;
     for a in args {
         if let Some(mask) = mask_next.take() {
             out.push(mask(a));
             continue;
         }
+        if after_dashes || a == "--" {
+            after_dashes = true;
+            out.push(a.clone());
+            continue;
+        }
         let flag = a
             .strip_prefix("--")
             .map(|f| f.split_once('=').map_or((f, None), |(n, v)| (n, Some(v))));
-        match flag {
-            Some(("from-literal", Some(v))) => {
+        let short = a
+            .strip_prefix('-')
+            .filter(|f| !f.starts_with('-'))
+            .map(|f| f.split_once('=').map_or((f, None), |(n, v)| (n, Some(v))));
+        match (flag, short) {
+            (Some(("from-literal", Some(v))), _) => {
                 out.push(format!("--from-literal={}", mask_literal(v)))
             }
-            Some(("from-literal", None)) => {
+            (Some(("from-literal", None)), _) => {
                 mask_next = Some(mask_literal);
                 out.push(a.clone());
             }
-            Some((name, Some(_))) if SECRET_VALUES.contains(&name) => {
+            (Some((name, Some(_))), _) if SECRET_VALUES.contains(&name) => {
                 out.push(format!("--{name}=***"))
             }
-            Some((name, None)) if SECRET_VALUES.contains(&name) => {
+            (Some((name, None)), _) if SECRET_VALUES.contains(&name) => {
                 mask_next = Some(|_| "***".to_owned());
                 out.push(a.clone());
             }
+            // `set env`: `--env=K=V` / `-e K=V`.
+            (Some(("env", Some(v))), _) if set_env => {
+                out.push(format!("--env={}", mask_literal(v)))
+            }
+            (Some(("env", None)), _) | (_, Some(("e", None))) if set_env => {
+                mask_next = Some(mask_literal);
+                out.push(a.clone());
+            }
+            (_, Some(("e", Some(v)))) if set_env => out.push(format!("-e={}", mask_literal(v))),
+            // A patch's body on a secret: `--patch=…`, `-p …`.
+            (Some(("patch", Some(_))), _) if patches_a_secret => out.push("--patch=***".into()),
+            (_, Some(("p", Some(_)))) if patches_a_secret => out.push("-p=***".into()),
+            (Some(("patch", None)), _) | (_, Some(("p", None))) if patches_a_secret => {
+                mask_next = Some(|_| "***".to_owned());
+                out.push(a.clone());
+            }
+            // `set env … KEY=VALUE`.
+            (None, None) if set_env && a.contains('=') => out.push(mask_literal(a)),
             _ => out.push(a.clone()),
         }
     }
@@ -728,5 +772,40 @@ mod tests {
         assert_eq!(masked[6], "--docker-password");
         assert_eq!(masked[7], "***");
         assert!(!masked.concat().contains("hunter2") && !masked.concat().contains("p=ss"));
+        // `set env` values, in every spelling.
+        let a = words(
+            "set env deploy/db DB_PASSWORD=hunter2 --env=API_KEY=k3y -e TOKEN=t0k --containers=main",
+        );
+        assert_eq!(
+            for_audit(&a),
+            [
+                "set",
+                "env",
+                "deploy/db",
+                "DB_PASSWORD=***",
+                "--env=API_KEY=***",
+                "-e",
+                "TOKEN=***",
+                "--containers=main"
+            ]
+        );
+        // A patch on a secret hides its body; one on a deployment does not.
+        for line in [
+            r#"patch secret db -p {"data":{"pw":"aHVudGVyMg=="}}"#,
+            r#"patch secrets/db --patch={"data":{"pw":"aHVudGVyMg=="}}"#,
+            r#"patch -n apple secret.v1 db --type=merge -p={"stringData":{"pw":"aHVudGVyMg=="}}"#,
+        ] {
+            let masked = for_audit(&words(line)).join(" ");
+            assert!(!masked.contains("aHVudGVyMg"), "{line}: {masked}");
+            assert!(masked.contains("***"), "{masked}");
+        }
+        let a = words(r#"patch deploy web -p {"spec":{"replicas":3}}"#);
+        assert_eq!(for_audit(&a), a);
+        // API credentials given on the command line.
+        let masked = for_audit(&words("get pods --token=abc --password hunter2")).join(" ");
+        assert_eq!(masked, "get pods --token=*** --password ***");
+        // What follows `--` (the command an exec runs) is kept as typed.
+        let a = words("exec box -- env DB_PASSWORD=x");
+        assert_eq!(for_audit(&a), a);
     }
 }
