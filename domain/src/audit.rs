@@ -512,12 +512,60 @@ async fn set_head<C: ConnectionTrait>(tx: &C, seq: i64, hash: String) -> DomainR
     Ok(())
 }
 
+/// Bounds of a stored event's fields. Much of an event comes from outside (headers, paths,
+/// names typed at sign-in, an agent's self-description): each field is cut to a length no
+/// honest request needs, so no request, refused or not, can store megabytes in the log.
+pub mod bounds {
+    /// Names: Kubernetes names and namespaces (253), emails (254), projects, clusters.
+    pub const NAME: usize = 256;
+    pub const ACTION: usize = 128;
+    pub const REASON: usize = 2048;
+    pub const PATH: usize = 2048;
+    pub const SOURCE_IP: usize = 64;
+    pub const REQUEST_ID: usize = 128;
+    pub const USER_AGENT: usize = 512;
+    /// The details' JSON; past it, a preview is kept with the size it had.
+    pub const DETAILS: usize = 64 * 1024;
+    pub const DETAILS_PREVIEW: usize = 4 * 1024;
+}
+
+/// `s` cut to `max` characters, marked with `…` when cut.
+fn bounded(s: String, max: usize) -> String {
+    if s.len() <= max || s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn bounded_opt(s: Option<String>, max: usize) -> Option<String> {
+    s.map(|s| bounded(s, max))
+}
+
+fn bounded_details(details: &serde_json::Value) -> String {
+    let text = details.to_string();
+    if text.len() <= bounds::DETAILS {
+        return text;
+    }
+    let mut cut = bounds::DETAILS_PREVIEW;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "preview": &text[..cut],
+    })
+    .to_string()
+}
+
 fn to_model(e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Model {
     let (actor_id, actor_name) = match e.actor {
-        Actor::User { id, name } => (Some(id.to_string()), name),
+        Actor::User { id, name } => (Some(id.to_string()), bounded(name, bounds::NAME)),
         Actor::Anonymous { claimed } => (None, truncate(&printable(&claimed, false), 254)),
         Actor::System => (None, "system".to_owned()),
-        Actor::Agent { cluster } => (None, format!("agent:{cluster}")),
+        Actor::Agent { cluster } => (None, bounded(format!("agent:{cluster}"), bounds::NAME)),
     };
     let mut m = audit_events::Model {
         seq: 0,
@@ -527,22 +575,22 @@ fn to_model(e: AuditEvent, at: Timestamp, prev_hash: String) -> audit_events::Mo
         actor_id,
         actor_name,
         session_type: e.session_type.as_str().to_owned(),
-        project: e.project,
-        cluster: e.cluster,
-        namespace: e.namespace,
-        action: e.action,
-        resource_kind: e.resource_kind,
-        resource_name: e.resource_name,
+        project: bounded_opt(e.project, bounds::NAME),
+        cluster: bounded_opt(e.cluster, bounds::NAME),
+        namespace: bounded_opt(e.namespace, bounds::NAME),
+        action: bounded(e.action, bounds::ACTION),
+        resource_kind: bounded_opt(e.resource_kind, bounds::NAME),
+        resource_name: bounded_opt(e.resource_name, bounds::NAME),
         outcome: e.outcome.as_str().to_owned(),
-        reason: e.reason,
-        http_method: e.request.method,
-        path: e.request.path,
+        reason: bounded_opt(e.reason, bounds::REASON),
+        http_method: bounded_opt(e.request.method, 16),
+        path: bounded_opt(e.request.path, bounds::PATH),
         status: e.status,
-        source_ip: e.request.source_ip,
-        user_agent: e.request.user_agent.map(|u| truncate(&u, 512)),
-        request_id: e.request.request_id,
+        source_ip: bounded_opt(e.request.source_ip, bounds::SOURCE_IP),
+        user_agent: bounded_opt(e.request.user_agent, bounds::USER_AGENT),
+        request_id: bounded_opt(e.request.request_id, bounds::REQUEST_ID),
         duration_ms: e.duration_ms,
-        details: e.details.to_string(),
+        details: bounded_details(&e.details),
         prev_hash,
         hash: String::new(),
     };

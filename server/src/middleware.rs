@@ -126,6 +126,27 @@ fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
         })
 }
 
+/// A request id given by the client (a proxy's correlation id) is kept when it looks like one:
+/// at most 128 characters of letters, digits and `-_.:`. Anything else is dropped and Warden
+/// makes its own, so a header cannot store megabytes in the audit log or pose as another
+/// request's id with odd characters.
+pub async fn sane_request_id(mut req: Request, next: Next) -> Response {
+    let ok = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    };
+    let headers = req.headers_mut();
+    if headers.get_all("x-request-id").iter().count() > 1
+        || headers.get("x-request-id").is_some_and(|v| !ok(v))
+    {
+        headers.remove("x-request-id");
+    }
+    next.run(req).await
+}
+
 /// Security headers on every response. Console pages set their own CSP with a nonce.
 pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;

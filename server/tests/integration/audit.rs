@@ -1006,3 +1006,67 @@ async fn a_terminals_events_are_those_of_its_exact_id() {
         .collect();
     assert_eq!(same, vec![ids[1].as_str()], "{d}");
 }
+
+/// No request, refused or not, stores megabytes in the audit log: a sign-in with a long name
+/// and request id, an agent hello with long headers. Each field is cut to what an honest
+/// request needs, and a client's request id that does not look like one is replaced.
+#[tokio::test]
+async fn requests_cannot_store_megabytes_in_the_audit_log() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let big = "x".repeat(100_000);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/auth/login", app.url))
+        .header("x-request-id", &big)
+        .header("origin", &app.url)
+        .json(&json!({"email": format!("{big}@example.com"), "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A well-formed id from a proxy is kept.
+    http.post(format!("{}/api/v1/auth/login", app.url))
+        .header("x-request-id", "proxy-7f3a:42")
+        .header("origin", &app.url)
+        .json(&json!({"email": "nobody@example.com", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{}/agent/v1/challenge", app.url))
+        .bearer_auth("not-a-token")
+        .header("x-warden-agent-version", &big)
+        .header("x-warden-fingerprint", &big)
+        .header("x-warden-cluster", &big)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let events = admin
+        .get("/api/v1/audit/events?limit=200")
+        .await
+        .assert_status(200)
+        .json();
+    let items = events["items"].as_array().unwrap();
+    let sign_in = items
+        .iter()
+        .find(|e| {
+            e["outcome"] == "denied" && e["actor"].as_str().unwrap_or_default().starts_with("xxx")
+        })
+        .unwrap_or_else(|| panic!("{events}"));
+    let request_id = sign_in["request_id"].as_str().unwrap();
+    assert!(request_id.len() <= 128, "{request_id}");
+    assert!(sign_in["actor"].as_str().unwrap().chars().count() <= 254);
+    assert!(items.iter().any(|e| e["request_id"] == "proxy-7f3a:42"));
+    let agent = items
+        .iter()
+        .find(|e| e["kind"] == "agent" && e["outcome"] == "denied")
+        .unwrap_or_else(|| panic!("{events}"));
+    let stored = agent.to_string().len();
+    assert!(stored < 16 * 1024, "an agent refusal stored {stored} bytes");
+    // Every stored event is small.
+    for e in items {
+        let n = e.to_string().len();
+        assert!(n < 80 * 1024, "{n} bytes: {}", &e.to_string()[..200]);
+    }
+}
