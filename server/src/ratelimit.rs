@@ -23,6 +23,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use crate::api::error::ApiError;
 use crate::state::AppState;
@@ -80,6 +81,10 @@ impl Class {
     }
 }
 
+/// Audit live tails one person may have open at once, and all people together (per replica).
+pub const AUDIT_TAILS_PER_PERSON: usize = 5;
+pub const AUDIT_TAILS_IN_ALL: usize = 200;
+
 /// The buckets of every source, per class.
 pub struct RateLimits {
     sign_in: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -87,6 +92,60 @@ pub struct RateLimits {
     trusted_proxies: Vec<IpAddr>,
     config: RateLimitConfig,
     shared: Option<Shared>,
+    /// Audit live tails open at once (each re-reads the log on every audit write).
+    pub audit_tails: Arc<Concurrent>,
+}
+
+/// Long-lived things held at once, per holder and in all: taken with [`Concurrent::acquire`],
+/// given back when the guard drops.
+pub struct Concurrent {
+    per_holder: usize,
+    total: usize,
+    held: std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>,
+}
+
+/// One held slot of a [`Concurrent`].
+pub struct ConcurrentGuard {
+    of: Arc<Concurrent>,
+    holder: String,
+}
+
+impl Concurrent {
+    pub fn new(per_holder: usize, total: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_holder,
+            total,
+            held: std::sync::Mutex::new((0, Default::default())),
+        })
+    }
+
+    /// A slot for `holder`, or `None` when they (or everyone together) hold the most allowed.
+    pub fn acquire(self: &Arc<Self>, holder: &str) -> Option<ConcurrentGuard> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.1.get(holder).copied().unwrap_or(0);
+        if mine >= self.per_holder || held.0 >= self.total {
+            return None;
+        }
+        held.0 += 1;
+        held.1.insert(holder.to_owned(), mine + 1);
+        Some(ConcurrentGuard {
+            of: self.clone(),
+            holder: holder.to_owned(),
+        })
+    }
+}
+
+impl Drop for ConcurrentGuard {
+    fn drop(&mut self) {
+        let mut held = self.of.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.0 = held.0.saturating_sub(1);
+        if let Some(n) = held.1.get_mut(&self.holder) {
+            *n -= 1;
+            if *n == 0 {
+                held.1.remove(&self.holder);
+            }
+        }
+    }
 }
 
 /// Why a request may not go on.
@@ -189,6 +248,7 @@ impl RateLimits {
             trusted_proxies: config.trusted_proxies.clone(),
             config: config.clone(),
             shared: None,
+            audit_tails: Concurrent::new(AUDIT_TAILS_PER_PERSON, AUDIT_TAILS_IN_ALL),
         }
     }
 

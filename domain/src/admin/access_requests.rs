@@ -29,7 +29,6 @@ use crate::entities::{access_requests, bindings, group_members, groups, projects
 use crate::error::{DomainError, DomainResult};
 use crate::ids::BindingId;
 use crate::permissions::{Permission, Scope};
-use crate::types::DnsLabel;
 use crate::Services;
 
 /// The stored values of [`RequestStatus`].
@@ -369,34 +368,14 @@ async fn prepare(
         Err(e) => return Err(e),
     };
     let scope = role.as_ref().and_then(|r| Scope::parse(&r.scope));
-    let mut namespaces: Vec<String> = Vec::new();
-    for n in &req.namespaces {
-        match DnsLabel::parse(n.trim()) {
-            Ok(l) if l.as_str() == crate::agent_protocol::NAMESPACE => {
-                fields.insert(
-                    "namespaces".to_owned(),
-                    "Warden's own namespace cannot be granted".to_owned(),
-                );
-            }
-            Ok(l)
-                if crate::dto::SYSTEM_NAMESPACES.contains(&l.as_str())
-                    && !req.confirm_system_namespaces =>
-            {
-                fields.insert(
-                    "namespaces".to_owned(),
-                    format!(
-                        "{:?} is a system namespace: confirm it explicitly (confirm_system_namespaces)",
-                        l.as_str()
-                    ),
-                );
-            }
-            Ok(l) if !namespaces.contains(&l.to_string()) => namespaces.push(l.to_string()),
-            Ok(_) => {}
+    let namespaces =
+        match super::bindings::namespace_list(&req.namespaces, req.confirm_system_namespaces) {
+            Ok(n) => n,
             Err(e) => {
-                fields.insert("namespaces".to_owned(), format!("{n:?} {}", e.0));
+                fields.insert("namespaces".to_owned(), e);
+                vec![]
             }
-        }
-    }
+        };
     match scope {
         Some(Scope::Organization) => {
             fields.insert(
@@ -471,6 +450,9 @@ async fn prepare(
     })
 }
 
+/// The most requests one person may have waiting at once.
+pub const MAX_PENDING_PER_PERSON: u64 = 10;
+
 pub async fn create(
     svc: &Services,
     who: &Principal,
@@ -503,6 +485,23 @@ pub async fn create(
         return Err(DomainError::conflict(
             "role",
             "you already asked for this; wait for a decision or cancel that request",
+        ));
+    }
+    // A person's requests waiting at once are few: each is in every approver's inbox.
+    let waiting = sea_orm::PaginatorTrait::count(
+        access_requests::Entity::find()
+            .filter(access_requests::Column::RequesterId.eq(who.user_id.to_string()))
+            .filter(access_requests::Column::Status.eq(PENDING))
+            .filter(access_requests::Column::ExpiresAt.gt(now.millis())),
+        &svc.db,
+    )
+    .await?;
+    if waiting >= MAX_PENDING_PER_PERSON {
+        return Err(DomainError::conflict(
+            "role",
+            format!(
+                "you have {waiting} requests waiting for a decision, the most one person may have; cancel one or wait for the decisions"
+            ),
         ));
     }
     let settings = super::jit_settings::load(&svc.db).await?;

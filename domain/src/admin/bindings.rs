@@ -440,6 +440,53 @@ fn parse_expiry(
     Ok(Some(at))
 }
 
+/// The most namespaces one binding (or access request) names: past it, a project-wide grant
+/// says what is meant, and no list costs the server more than a moment.
+pub const MAX_NAMESPACES: usize = 100;
+
+/// A binding's or access request's namespaces, checked and without repeats: DNS labels,
+/// never Warden's own namespace, a system namespace only when `confirm_system` says so.
+pub(crate) fn namespace_list(
+    given: &[String],
+    confirm_system: bool,
+) -> Result<Vec<String>, String> {
+    if given.len() > MAX_NAMESPACES {
+        return Err(format!(
+            "at most {MAX_NAMESPACES} namespaces per grant ({} given); grant the project instead",
+            given.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut namespaces = Vec::new();
+    for n in given {
+        match DnsLabel::parse(n.trim()) {
+            // Warden's own namespace holds every user's service account and the agent's:
+            // a grant there would reach them all.
+            Ok(l) if l.as_str() == crate::agent_protocol::NAMESPACE => {
+                return Err(format!(
+                    "{:?} is Warden's own namespace and cannot be granted",
+                    crate::agent_protocol::NAMESPACE
+                ));
+            }
+            // The cluster's own namespaces: its controllers' service accounts and tokens live
+            // there. Granted only when the administrator says so.
+            Ok(l) if crate::dto::SYSTEM_NAMESPACES.contains(&l.as_str()) && !confirm_system => {
+                return Err(format!(
+                    "{:?} is a system namespace: a grant there reaches the cluster's own components and their credentials; confirm it explicitly (confirm_system_namespaces) if that is what you mean",
+                    l.as_str()
+                ));
+            }
+            Ok(l) => {
+                if seen.insert(l.to_string()) {
+                    namespaces.push(l.to_string());
+                }
+            }
+            Err(e) => return Err(format!("{n:?} {}", e.0)),
+        }
+    }
+    Ok(namespaces)
+}
+
 pub async fn create(
     svc: &Services,
     who: &Principal,
@@ -460,41 +507,13 @@ pub async fn create(
         .as_ref()
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty());
-    let mut namespaces = Vec::new();
-    for n in &req.namespaces {
-        match DnsLabel::parse(n.trim()) {
-            // Warden's own namespace holds every user's service account and the agent's:
-            // a grant there would reach them all.
-            Ok(l) if l.as_str() == crate::agent_protocol::NAMESPACE => {
-                fields.insert(
-                    "namespaces".to_owned(),
-                    format!(
-                        "{:?} is Warden's own namespace and cannot be granted",
-                        crate::agent_protocol::NAMESPACE
-                    ),
-                );
-            }
-            // The cluster's own namespaces: its controllers' service accounts and tokens live
-            // there. Granted only when the administrator says so.
-            Ok(l)
-                if crate::dto::SYSTEM_NAMESPACES.contains(&l.as_str())
-                    && !req.confirm_system_namespaces =>
-            {
-                fields.insert(
-                    "namespaces".to_owned(),
-                    format!(
-                        "{:?} is a system namespace: a grant there reaches the cluster's own components and their credentials; confirm it explicitly (confirm_system_namespaces) if that is what you mean",
-                        l.as_str()
-                    ),
-                );
-            }
-            Ok(l) if !namespaces.contains(&l.to_string()) => namespaces.push(l.to_string()),
-            Ok(_) => {}
-            Err(e) => {
-                fields.insert("namespaces".to_owned(), format!("{n:?} {}", e.0));
-            }
+    let namespaces = match namespace_list(&req.namespaces, req.confirm_system_namespaces) {
+        Ok(n) => n,
+        Err(e) => {
+            fields.insert("namespaces".to_owned(), e);
+            vec![]
         }
-    }
+    };
     match (scope, &project_name) {
         (Some(Scope::Organization), Some(_)) => {
             fields.insert(

@@ -97,9 +97,25 @@ pub async fn tail_audit_events(
         Some(seq) => seq,
         None => warden_domain::audit::latest_seq(&state.services.db).await?,
     };
+    // Each tail re-reads the log on every audit write: a person has a few open at once.
+    let Some(slot) = state
+        .rate_limits
+        .audit_tails
+        .acquire(&who.user_id.to_string())
+    else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_tails",
+            format!(
+                "you (or everyone together) have the most live tails open at once ({} per person); close one first",
+                crate::ratelimit::AUDIT_TAILS_PER_PERSON
+            ),
+        ));
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
     let reread_every = state.config.audit.tail_reread;
     tokio::spawn(async move {
+        let _slot = slot;
         let services = state.services.clone();
         let mut scope = scope;
         let mut scope_epoch = scope_epoch;

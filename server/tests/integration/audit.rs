@@ -1070,3 +1070,41 @@ async fn requests_cannot_store_megabytes_in_the_audit_log() {
         assert!(n < 80 * 1024, "{n} bytes: {}", &e.to_string()[..200]);
     }
 }
+
+/// Each live tail re-reads the log on every audit write: one person holds at most five at
+/// once (the sixth is refused, 429), and a closed tail gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_cannot_open_live_tails_without_end() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let nobody = app.user_client(&admin, "nobody@example.com").await;
+    let mut open = vec![];
+    for _ in 0..5 {
+        open.push(open_tail(&nobody, "").await);
+    }
+    let r = nobody
+        .get("/api/v1/audit/tail")
+        .await
+        .assert_status(429)
+        .json();
+    assert_eq!(r["error"]["code"], "too_many_tails", "{r}");
+    // Someone else is not held back.
+    let _admins = open_tail(&admin, "").await;
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = nobody
+            .http
+            .get(format!("{}/api/v1/audit/tail", nobody.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed tail's place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

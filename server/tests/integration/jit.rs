@@ -1880,3 +1880,75 @@ async fn an_approval_replaces_only_a_shorter_grant_and_says_so() {
     let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
     assert_eq!(me["grants"].as_array().unwrap().len(), 2, "{me:#}");
 }
+
+/// A person with no role cannot weigh on the server or the approvers: a request names at most
+/// 100 namespaces (a binding too, refused before any work), and one person has at most 10
+/// requests waiting at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_is_bounded() {
+    let p = people().await;
+    let many: Vec<String> = (0..101).map(|i| format!("ns-{i}")).collect();
+    let r = p
+        .mallory
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "dev", "role": "NAMESPACE_READ_ONLY", "namespaces": many, "duration_secs": 3600, "reason": "x"}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    assert!(r.to_string().contains("at most 100 namespaces"), "{r}");
+    // A binding too, for whoever sends it (here someone who may not bind at all).
+    let r = p
+        .mallory
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": many}),
+        )
+        .await;
+    assert!(matches!(r.status, 422 | 403), "{}", r.status);
+    let r = p
+        .admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "NAMESPACE_ADMIN", "project": "dev", "namespaces": many}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    assert!(r.to_string().contains("at most 100 namespaces"), "{r}");
+    // Repeats count once.
+    let twice: Vec<&str> = std::iter::repeat_n("apple", 100).collect();
+    let one = ask(&p.mallory, "NAMESPACE_READ_ONLY", &twice, 3600).await;
+    assert_eq!(one["namespaces"], json!(["apple"]), "{one}");
+    for i in 1..10 {
+        ask(
+            &p.mallory,
+            "NAMESPACE_READ_ONLY",
+            &[&format!("ns-{i}")],
+            3600,
+        )
+        .await;
+    }
+    let r = p
+        .mallory
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "dev", "role": "NAMESPACE_READ_ONLY", "namespaces": ["ns-10"], "duration_secs": 3600, "reason": "x"}),
+        )
+        .await
+        .assert_status(409)
+        .json();
+    assert!(r.to_string().contains("10 requests waiting"), "{r}");
+    // Cancelling one makes room.
+    p.mallory
+        .post(
+            &format!("/api/v1/access-requests/{}/cancel", id(&one)),
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    ask(&p.mallory, "NAMESPACE_READ_ONLY", &["ns-10"], 3600).await;
+    // Others are not held back by mallory's requests.
+    ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 3600).await;
+}
