@@ -70,6 +70,8 @@ impl Class {
             "/sfn/verify_mfa",
             "/sfn/set_password",
             "/sfn/change_password",
+            // Three password hashes a call: the REST twin of the console's change.
+            "/api/v1/me/password",
         ];
         if path.starts_with("/api/v1/auth/") || SIGN_IN.contains(&path) {
             Some(Class::SignIn)
@@ -375,6 +377,7 @@ mod tests {
             Some(Class::SignIn)
         );
         assert_eq!(Class::of("/sfn/login"), Some(Class::SignIn));
+        assert_eq!(Class::of("/api/v1/me/password"), Some(Class::SignIn));
         assert_eq!(Class::of("/agent/v1/connect"), Some(Class::Agent));
         assert_eq!(Class::of("/api/v1/projects"), None);
         assert_eq!(Class::of("/sfn/me"), None);
