@@ -47,6 +47,10 @@ pub struct AuditConfig {
     pub tail_reread: std::time::Duration,
     /// What a gateway answer waits for in the audit journal (`WARDEN_AUDIT_JOURNAL_SYNC`).
     pub journal_sync: warden_domain::audit::journal::JournalSync,
+    /// The shortest audit retention the organization may set, days
+    /// (`WARDEN_AUDIT_RETENTION_MIN_DAYS`, default 30): an administrator cannot erase more
+    /// recent history from the console, and the retention job never deletes younger events.
+    pub retention_min_days: i32,
 }
 
 /// The web terminal.
@@ -612,6 +616,20 @@ impl Config {
             audit: AuditConfig {
                 tail_reread: std::time::Duration::from_millis(tail_reread_ms.max(100)),
                 journal_sync: audit_journal_sync,
+                retention_min_days: {
+                    let d: i32 = l.parse(
+                        "WARDEN_AUDIT_RETENTION_MIN_DAYS",
+                        "30",
+                        "a number of days, 1 to 36500",
+                    )?;
+                    if !(1..=36500).contains(&d) {
+                        return Err(ConfigError::Invalid {
+                            key: "WARDEN_AUDIT_RETENTION_MIN_DAYS".into(),
+                            message: "a number of days, 1 to 36500".into(),
+                        });
+                    }
+                    d
+                },
             },
             agent,
             rate_limits,

@@ -275,6 +275,9 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     if let Some(key) = checkpoint_key(&config, true)? {
         services.retention.set_key(key);
     }
+    services
+        .retention
+        .set_min_days(config.audit.retention_min_days);
     if let Some(dir) = &config.cli_dir {
         services.cli.set_dir(dir.clone());
     }

@@ -162,6 +162,15 @@ pub async fn update(
             (Some(_), None) => true,
             (None, _) => false,
         };
+        let floor = svc.retention.min_days();
+        if v.is_some_and(|d| d < floor) {
+            return Err(DomainError::invalid(
+                "audit_retention_days",
+                format!(
+                    "at least {floor} days: this deployment keeps that much history whatever the console says (WARDEN_AUDIT_RETENTION_MIN_DAYS)"
+                ),
+            ));
+        }
         if shorter {
             super::bindings::refuse_unless_everything_held(
                 svc,

@@ -71,9 +71,22 @@ impl CheckpointKey {
 #[derive(Default)]
 pub struct RetentionHooks {
     key: OnceLock<CheckpointKey>,
+    /// The shortest retention the organization may set (`WARDEN_AUDIT_RETENTION_MIN_DAYS`,
+    /// set at start-up; [`DEFAULT_MIN_DAYS`] otherwise).
+    min_days: OnceLock<i32>,
 }
 
+/// The shortest retention by default: one administrator cannot erase the last month.
+pub const DEFAULT_MIN_DAYS: i32 = 30;
+
 impl RetentionHooks {
+    pub fn set_min_days(&self, days: i32) {
+        let _ = self.min_days.set(days.max(1));
+    }
+    /// The shortest retention allowed, days.
+    pub fn min_days(&self) -> i32 {
+        self.min_days.get().copied().unwrap_or(DEFAULT_MIN_DAYS)
+    }
     pub fn set_key(&self, key: CheckpointKey) {
         let _ = self.key.set(key);
     }
@@ -110,6 +123,9 @@ pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<Rete
     let Some(days) = crate::settings::load(&svc.db).await?.audit_retention_days else {
         return Ok(None);
     };
+    // Whatever the stored setting says (it may have been written around the console), never
+    // less than the deployment's floor.
+    let days = days.max(svc.retention.min_days());
     let key = svc.retention.key().ok_or_else(|| {
         DomainError::Internal("no audit checkpoint key was set at start-up".into())
     })?;

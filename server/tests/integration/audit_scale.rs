@@ -483,10 +483,13 @@ async fn search_ids(app: &TestApp, text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn audit_text_index_follows_retention_deletes() {
-    let env = BTreeMap::from([(
-        "WARDEN_MASTER_KEY".to_owned(),
-        "text index retention master key".to_owned(),
-    )]);
+    let env = BTreeMap::from([
+        (
+            "WARDEN_MASTER_KEY".to_owned(),
+            "text index retention master key".to_owned(),
+        ),
+        ("WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(), "1".to_owned()),
+    ]);
     let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
     let svc = app.services().clone();
     let pod = |name: String| {
@@ -687,10 +690,15 @@ async fn audit_export_streams_every_row_once_in_order_within_scope() {
         for (cell, field) in record.iter().zip(fields) {
             let want = match &event[field] {
                 Value::Null => String::new(),
-                Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => {
-                    format!("'{s}")
+                // Control characters written out, then a formula-like cell neutralised.
+                Value::String(s) => {
+                    let p = warden_domain::audit::printable(s, true).into_owned();
+                    if p.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                        format!("'{p}")
+                    } else {
+                        p
+                    }
                 }
-                Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
             assert_eq!(cell, &want, "{field} of {event}");
@@ -947,7 +955,13 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         AuditScope,
     };
     use warden_domain::dto::AuditQuery;
-    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let (app, admin) = TestApp::spawn_with(BTreeMap::from([(
+        "WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(),
+        "1".to_owned(),
+    )]))
+    .await
+    .with_admin()
+    .await;
     let db = app.services().db.clone();
     admin
         .patch("/api/v1/settings", json!({"audit_retention_days": 11}))
@@ -1584,7 +1598,13 @@ async fn audit_time_ranges_find_every_event_of_their_hours() {
     use warden_domain::clock::Timestamp;
     use warden_domain::dto::AuditQuery;
     use warden_domain::entities::audit_events;
-    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let (app, admin) = TestApp::spawn_with(BTreeMap::from([(
+        "WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(),
+        "1".to_owned(),
+    )]))
+    .await
+    .with_admin()
+    .await;
     let db = app.services().db.clone();
     admin
         .patch("/api/v1/settings", json!({"audit_retention_days": 12}))

@@ -1345,7 +1345,7 @@ async fn a_settings_editor_cannot_shorten_the_audit_retention() {
     )
     .await;
     setty
-        .patch("/api/v1/settings", json!({"audit_retention_days": 1}))
+        .patch("/api/v1/settings", json!({"audit_retention_days": 40}))
         .await
         .assert_status(403);
     assert_eq!(
@@ -1361,13 +1361,18 @@ async fn a_settings_editor_cannot_shorten_the_audit_retention() {
         .await
         .assert_status(200);
     setty
-        .patch("/api/v1/settings", json!({"audit_retention_days": 10}))
+        .patch("/api/v1/settings", json!({"audit_retention_days": 45}))
         .await
         .assert_status(403);
     setty
         .patch("/api/v1/settings", json!({"audit_retention_days": null}))
         .await
         .assert_status(200);
+    // Nor can a full administrator go below the deployment's floor (30 days by default).
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 29}))
+        .await
+        .assert_status(422);
     let actions = denied_actions(&admin, "setty@example.com", "audit retention").await;
     assert_eq!(actions.len(), 2, "{actions:?}");
 }

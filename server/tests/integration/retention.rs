@@ -44,6 +44,9 @@ async fn aged_app_with(
     old: usize,
     new: usize,
 ) -> (TestApp, Client, Vec<String>) {
+    let mut env = env;
+    // Retention shorter than the default floor, to age events by days.
+    env.insert("WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(), "1".to_owned());
     let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
     let svc = app.services().clone();
     for n in 0..old {
@@ -116,6 +119,24 @@ async fn the_retention_setting_is_validated_and_clearable() {
         s["audit_retention_days"].is_null(),
         "keep forever by default: {s}"
     );
+    // Below the deployment's floor (WARDEN_AUDIT_RETENTION_MIN_DAYS, 30 by default): one
+    // administrator cannot erase the last month from the console.
+    let r = admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 29}))
+        .await
+        .assert_status(422)
+        .json();
+    assert!(
+        r["error"]["fields"]["audit_retention_days"]
+            .as_str()
+            .unwrap()
+            .contains("at least 30 days"),
+        "{r}"
+    );
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 30}))
+        .await
+        .assert_status(200);
     for bad in [json!(0), json!(-1), json!(36_501)] {
         let r = admin
             .patch("/api/v1/settings", json!({ "audit_retention_days": bad }))

@@ -320,10 +320,13 @@ async fn the_webhook_is_retried_until_the_receiver_accepts() {
 
 #[tokio::test]
 async fn events_retention_deleted_before_delivery_are_counted_and_audited() {
-    let (app, admin) = TestApp::spawn_with(BTreeMap::from([(
-        "WARDEN_MASTER_KEY".to_owned(),
-        "siem test master key".to_owned(),
-    )]))
+    let (app, admin) = TestApp::spawn_with(BTreeMap::from([
+        (
+            "WARDEN_MASTER_KEY".to_owned(),
+            "siem test master key".to_owned(),
+        ),
+        ("WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(), "1".to_owned()),
+    ]))
     .await
     .with_admin()
     .await;
