@@ -20,6 +20,7 @@ pub mod generate;
 pub mod journal;
 pub mod retention;
 pub mod rollup;
+pub mod seals;
 pub mod siem;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -212,7 +213,9 @@ impl<'a> From<&'a audit_events::Model> for Hashed<'a> {
     }
 }
 
-fn row_hash(m: &audit_events::Model) -> String {
+/// A row's hash: SHA-256 of its content and the previous row's hash (unkeyed; the seals make
+/// the chain unforgeable, see [`seals`]).
+pub fn row_hash(m: &audit_events::Model) -> String {
     let h = Hashed::from(m);
     let bytes = serde_json::to_vec(&h).unwrap_or_default();
     hex::encode(Sha256::digest(bytes))
@@ -918,6 +921,23 @@ async fn walk_chain<C: ConnectionTrait>(
             });
         }
     }
+    // The seals of rows after the newest checkpoint (older ones went with retention): each
+    // sealed row must be there, with the sealed hash.
+    let newest_checkpoint = checkpoints.last().map_or(i64::MIN, |c| c.seq);
+    let mut sealed = std::collections::BTreeMap::new();
+    for s in seals::seals(db).await? {
+        if s.seq <= newest_checkpoint {
+            continue;
+        }
+        if key.is_some_and(|k| !k.verifies_seal(&s)) {
+            return Ok(ChainStatus::Broken {
+                seq: s.seq,
+                id: String::new(),
+                problem: "an audit seal is forged or altered (its signature does not match)".into(),
+            });
+        }
+        sealed.insert(s.seq, s.hash);
+    }
     let mut next_checkpoint = 0usize;
     let mut prev = GENESIS_HASH.to_owned();
     let mut rows = 0u64;
@@ -931,6 +951,15 @@ async fn walk_chain<C: ConnectionTrait>(
             .all(db)
             .await?;
         if page.is_empty() {
+            if let Some(&seq) = sealed.keys().next() {
+                return Ok(ChainStatus::Broken {
+                    seq,
+                    id: String::new(),
+                    problem:
+                        "a sealed row is missing (rows were deleted and the chain computed again)"
+                            .into(),
+                });
+            }
             // A checkpoint at or beyond the newest row: only the row it names may be there.
             for c in &checkpoints[next_checkpoint..] {
                 if last != Some(c.seq) || prev != c.hash {
@@ -997,6 +1026,13 @@ async fn walk_chain<C: ConnectionTrait>(
                     seq: m.seq,
                     id: m.id.clone(),
                     problem: "the row's content was changed (hash does not match)".into(),
+                });
+            }
+            if sealed.remove(&m.seq).is_some_and(|h| h != m.hash) {
+                return Ok(ChainStatus::Broken {
+                    seq: m.seq,
+                    id: m.id.clone(),
+                    problem: "the chain was computed again after a change: this row's hash is not the one sealed for it".into(),
                 });
             }
             prev = m.hash;

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit_checkpoints;
 pub mod audit_events;
 pub mod audit_head;
+pub mod audit_seals;
 pub mod bindings;
 pub mod cluster_agent_credentials;
 pub mod cluster_bootstrap_tokens;

@@ -36,6 +36,7 @@ mod m20261214_000002_audit_rollup_action;
 mod m20261215_000001_audit_fts_trigrams;
 mod m20261216_000001_live_streams;
 mod m20261216_000002_read_only_credentials;
+mod m20261217_000001_audit_seals;
 
 pub struct Migrator;
 
@@ -71,6 +72,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261215_000001_audit_fts_trigrams::Migration),
             Box::new(m20261216_000001_live_streams::Migration),
             Box::new(m20261216_000002_read_only_credentials::Migration),
+            Box::new(m20261217_000001_audit_seals::Migration),
         ]
     }
 }

@@ -399,6 +399,8 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     })
 }
 
+/// How often the newest audit row is sealed.
+const SEAL_EVERY: Duration = Duration::from_secs(5);
 /// How often audit retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often the audit rollup counts the new events, and at most how many in one transaction.
@@ -418,6 +420,44 @@ pub fn spawn_maintenance(state: &AppState) {
             }
             if let Err(e) = warden_domain::audit::retention::run(&services).await {
                 tracing::warn!(error = %e, "audit retention failed; retrying at the next run");
+            }
+        }
+    });
+    let services = state.services.clone();
+    tokio::spawn(async move {
+        // The audit seals: the newest row signed every few seconds, after checking that
+        // everything since the last seal chains on (`warden_domain::audit::seals`).
+        let mut tick = tokio::time::interval(SEAL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported: Option<String> = None;
+        loop {
+            tick.tick().await;
+            if !services.jobs.run("audit_seal") {
+                continue;
+            }
+            match warden_domain::audit::seals::seal(&services).await {
+                Ok(warden_domain::audit::seals::SealRun::Sealed { seq, hash }) => {
+                    tracing::info!(audit.seq = seq, audit.hash = %hash, "audit log sealed");
+                }
+                Ok(warden_domain::audit::seals::SealRun::Tampered { problem }) => {
+                    tracing::error!(problem = %problem, "the audit log was changed behind Warden's back; nothing is sealed until it is looked into");
+                    if reported.as_deref() != Some(problem.as_str()) {
+                        reported = Some(problem.clone());
+                        let mut ev = warden_domain::audit::AuditEvent::new(
+                            warden_domain::audit::AuditKind::System,
+                            warden_domain::audit::Actor::System,
+                            warden_domain::audit::SessionType::System,
+                            "audit.tampered",
+                            warden_domain::audit::Outcome::Denied,
+                        );
+                        ev.reason = Some(problem);
+                        if let Err(e) = services.audit.record(ev).await {
+                            tracing::error!(error = %e, "could not record that the audit log was changed");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sealing the audit log failed; retrying"),
             }
         }
     });

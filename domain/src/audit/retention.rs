@@ -49,6 +49,10 @@ impl CheckpointKey {
         Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
     }
 
+    pub(super) fn hmac(&self) -> &ring::hmac::Key {
+        &self.0
+    }
+
     fn sign(&self, seq: i64, hash: &str, deleted: i64, at: i64) -> String {
         hex::encode(ring::hmac::sign(&self.0, message(seq, hash, deleted, at).as_bytes()).as_ref())
     }
@@ -71,6 +75,8 @@ impl CheckpointKey {
 #[derive(Default)]
 pub struct RetentionHooks {
     key: OnceLock<CheckpointKey>,
+    /// The newest seal this process wrote (`seq`, `hash`).
+    last_seal: std::sync::Mutex<Option<(i64, String)>>,
     /// The shortest retention the organization may set (`WARDEN_AUDIT_RETENTION_MIN_DAYS`,
     /// set at start-up; [`DEFAULT_MIN_DAYS`] otherwise).
     min_days: OnceLock<i32>,
@@ -80,6 +86,15 @@ pub struct RetentionHooks {
 pub const DEFAULT_MIN_DAYS: i32 = 30;
 
 impl RetentionHooks {
+    pub fn last_seal(&self) -> Option<(i64, String)> {
+        self.last_seal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    pub(super) fn remember_seal(&self, seq: i64, hash: String) {
+        *self.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, hash));
+    }
     pub fn set_min_days(&self, days: i32) {
         let _ = self.min_days.set(days.max(1));
     }

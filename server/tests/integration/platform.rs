@@ -950,3 +950,94 @@ async fn half_sent_requests_do_not_hold_the_console() {
         started.elapsed()
     );
 }
+
+/// Someone who can write the database deletes a row from the middle of the audit log and
+/// computes every later hash again: each row still chains to the one before, but the chain no
+/// longer passes through the sealed hash. `warden audit verify` says so, the sealer refuses to
+/// seal over it, a removed seal is noticed, and a seal forged without the key is refused.
+#[tokio::test]
+async fn a_chain_computed_again_does_not_pass_the_seals() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, QueryOrder};
+    use warden_domain::audit::seals::{seal, SealRun};
+    use warden_domain::audit::{row_hash, verify_chain_with};
+    use warden_domain::entities::{audit_events, audit_seals};
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    for _ in 0..3 {
+        c.login("nobody@example.com", "wrong password!!").await;
+    }
+    let svc = app.services();
+    let db = &svc.db;
+    let key = svc.retention.key().expect("a checkpoint key").clone();
+    assert!(matches!(seal(svc).await.unwrap(), SealRun::Sealed { .. }));
+    // More events, sealed in turn: the sealer walks them first.
+    c.login("nobody@example.com", "wrong password!!").await;
+    let SealRun::Sealed { seq: sealed, .. } = seal(svc).await.unwrap() else {
+        panic!("not sealed")
+    };
+    assert_eq!(seal(svc).await.unwrap(), SealRun::Nothing);
+    assert!(matches!(
+        verify_chain_with(db, Some(&key)).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+
+    // The insider's edit: a row in the middle goes, the chain after it is computed again.
+    let rows = audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .all(db)
+        .await
+        .unwrap();
+    let victim = rows.len() / 2;
+    audit_events::Entity::delete_by_id(rows[victim].seq)
+        .exec(db)
+        .await
+        .unwrap();
+    let mut prev = rows[victim - 1].hash.clone();
+    for m in &rows[victim + 1..] {
+        let mut m = m.clone();
+        m.prev_hash = prev;
+        m.hash = row_hash(&m);
+        prev = m.hash.clone();
+        let mut a: audit_events::ActiveModel = m.clone().into();
+        a.prev_hash = Set(m.prev_hash.clone());
+        a.hash = Set(m.hash.clone());
+        a.update(db).await.unwrap();
+    }
+    db.execute_unprepared(&format!(
+        "UPDATE audit_head SET hash = '{prev}' WHERE id = 1"
+    ))
+    .await
+    .unwrap();
+    // The unkeyed chain holds; the seals do not.
+    match verify_chain_with(db, Some(&key)).await.unwrap() {
+        ChainStatus::Broken { seq, problem, .. } => {
+            // At the first seal after the deleted row.
+            assert!(seq > rows[victim].seq && seq <= sealed, "{seq}");
+            assert!(problem.contains("computed again"), "{problem}");
+        }
+        other => panic!("a rewritten chain passed: {other:?}"),
+    }
+    match seal(svc).await.unwrap() {
+        SealRun::Tampered { problem } => assert!(problem.contains("rewritten"), "{problem}"),
+        other => panic!("sealed over a rewritten chain: {other:?}"),
+    }
+    // The seals deleted too: the sealer misses the one it wrote last.
+    audit_seals::Entity::delete_many().exec(db).await.unwrap();
+    match seal(svc).await.unwrap() {
+        SealRun::Tampered { problem } => assert!(problem.contains("removed"), "{problem}"),
+        other => panic!("{other:?}"),
+    }
+    // A seal made up without the key is refused.
+    audit_seals::ActiveModel::from(audit_seals::Model {
+        seq: sealed,
+        hash: prev.clone(),
+        at: 0,
+        mac: "00".repeat(32),
+    })
+    .insert(db)
+    .await
+    .unwrap();
+    match verify_chain_with(db, Some(&key)).await.unwrap() {
+        ChainStatus::Broken { problem, .. } => assert!(problem.contains("forged"), "{problem}"),
+        other => panic!("{other:?}"),
+    }
+}
