@@ -27,6 +27,13 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "csv" => Some(Self::Csv),

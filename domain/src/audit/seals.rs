@@ -104,10 +104,12 @@ pub async fn seal(svc: &Services) -> DomainResult<SealRun> {
             let row = audit_events::Entity::find_by_id(s.seq).one(db).await?;
             match row {
                 Some(r) if r.hash == s.hash => (Some(s.seq), Some(s.hash.clone())),
-                Some(_) => return tampered(&format!(
+                Some(_) => {
+                    return tampered(&format!(
                     "the audit chain was rewritten: row {} no longer has the hash sealed for it",
                     s.seq
-                )),
+                ))
+                }
                 None => {
                     // Deleted by retention under a signed checkpoint, or behind Warden's back.
                     let covered = audit_checkpoints::Entity::find()

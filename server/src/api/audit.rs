@@ -300,6 +300,22 @@ pub async fn export_audit_events(
     let db = state.services.db.clone();
     let mut export = Export::start(&db, &query, &scope, format, state.services.clock.now())?;
     let first = export.next_chunk(&db).await?;
+    // A copy of the log leaving Warden is itself in the log (who, what filter, which format),
+    // before the first row is sent (after the first page is read: newest first, the export never
+    // holds its own event); an export that cannot be recorded is not made.
+    let mut ev = warden_domain::audit::AuditEvent::new(
+        warden_domain::dto::AuditKind::Console,
+        who.actor(),
+        who.session_type,
+        "audit.export",
+        warden_domain::audit::Outcome::Allowed,
+    )
+    .request(who.request.clone());
+    ev.details = serde_json::json!({
+        "format": format.as_str(),
+        "filter": filter,
+    });
+    state.services.audit.record(ev).await?;
     let services = state.services.clone();
     // The next pages are read (and encoded) while the previous ones are being sent: a task
     // keeps at most two ready, and stops when the client goes away (the receiver is dropped).

@@ -1108,3 +1108,37 @@ async fn a_person_cannot_open_live_tails_without_end() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A copy of the audit log leaving Warden is itself in the log: who exported, with which
+/// filter and format (a departing auditor's full export is on record).
+#[tokio::test]
+async fn an_export_of_the_audit_log_is_audited() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "ADMIN_READ_ONLY"}),
+        )
+        .await
+        .assert_status(201);
+    let body = auditor
+        .get("/api/v1/audit/export?format=csv&outcome=denied")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(
+        !body.contains("audit.export"),
+        "an export holds no event of its own"
+    );
+    let events = admin
+        .get("/api/v1/audit/events?action=audit.export")
+        .await
+        .assert_status(200)
+        .json();
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{events}");
+    assert_eq!(items[0]["actor"], "auditor@example.com");
+    assert_eq!(items[0]["details"]["format"], "csv");
+    assert_eq!(items[0]["details"]["filter"], "outcome=denied");
+}
