@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::Arc;
-use warden_domain::audit::{verify_chain_with, Actor, ChainStatus, DbAuditSink};
+use warden_domain::audit::{verify_chain_with, ChainStatus, DbAuditSink};
 use warden_domain::clock::{SharedClock, SystemClock};
 use warden_domain::types::Email;
 use warden_server::config::Config;
@@ -456,9 +456,7 @@ async fn reset_password(config: Config, email: &str) -> anyhow::Result<ExitCode>
     let clock: SharedClock = Arc::new(SystemClock);
     let audit = Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
     let services = warden_domain::Services::new(db, clock, audit, config.http.public_url.clone());
-    match warden_domain::identity::authn::admin_reset_password(&services, Actor::System, &email)
-        .await
-    {
+    match warden_domain::identity::authn::admin_reset_password(&services, None, &email).await {
         Ok(token) => {
             println!(
                 "Password of {email} reset. Send this one-time link (valid 24 hours) to the user:"

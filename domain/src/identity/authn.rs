@@ -1,7 +1,6 @@
 //! Authentication of browser sessions: sign-in, sign-out, password changes, and turning a
 //! session into a [`Principal`] on every request (idle and absolute timeouts included).
 
-use sea_orm::TransactionTrait;
 use std::collections::BTreeMap;
 use tower_sessions::{Expiry, Session};
 
@@ -563,9 +562,23 @@ pub async fn change_password(
         ));
     }
     let hash = password::hash(new).await?;
-    let tx = svc.db.begin().await?;
+    // The change and its audit event commit together.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     user_store::set_password(&tx, user, hash, false, now).await?;
     let generation = delete_user_sessions(&tx, who.user_id).await?;
+    crate::audit::append(
+        &tx,
+        now,
+        vec![AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "password.change",
+            Outcome::Allowed,
+        )
+        .request(who.request.clone())],
+    )
+    .await?;
     tx.commit().await?;
     // Live streams and terminals opened with the ended sessions are re-checked now.
     svc.policy.bump();
@@ -579,18 +592,6 @@ pub async fn change_password(
             session.insert(AUTH_KEY, &r).await.map_err(session_err)?;
         }
     }
-    svc.audit
-        .record(
-            AuditEvent::new(
-                AuditKind::SignIn,
-                who.actor(),
-                who.session_type,
-                "password.change",
-                Outcome::Allowed,
-            )
-            .request(who.request.clone()),
-        )
-        .await?;
     Ok(())
 }
 
@@ -605,31 +606,33 @@ pub async fn set_password_with_token(
     let user = user_store::peek_set_password_token(&svc.db, token, now).await?;
     check_password_policy(new, &user.email).map_err(|e| invalid("new_password", e.0))?;
     let hash = password::hash(new).await?;
-    let tx = svc.db.begin().await?;
+    // The password and its audit event commit together.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let user = user_store::consume_set_password_token(&tx, token, now).await?;
     let uid = user_store::user_id(&user)?;
     let user = user_store::set_password(&tx, user, hash, false, now).await?;
     delete_user_sessions(&tx, uid).await?;
+    crate::audit::append(
+        &tx,
+        now,
+        vec![AuditEvent::new(
+            AuditKind::SignIn,
+            Actor::User {
+                id: uid,
+                name: user.email.clone(),
+            },
+            SessionType::Browser,
+            "password.set_with_link",
+            Outcome::Allowed,
+        )
+        .request(meta)],
+    )
+    .await?;
     tx.commit().await?;
     svc.policy.bump();
     if let Ok(email) = Email::parse(&user.email) {
         login::clear_lockout(&svc.db, &email).await?;
     }
-    svc.audit
-        .record(
-            AuditEvent::new(
-                AuditKind::SignIn,
-                Actor::User {
-                    id: uid,
-                    name: user.email.clone(),
-                },
-                SessionType::Browser,
-                "password.set_with_link",
-                Outcome::Allowed,
-            )
-            .request(meta),
-        )
-        .await?;
     Ok(user)
 }
 
@@ -637,7 +640,7 @@ pub async fn set_password_with_token(
 /// link token; their sessions end and the current password stops working.
 pub async fn admin_reset_password(
     svc: &Services,
-    actor: Actor,
+    who: Option<&Principal>,
     email: &Email,
 ) -> DomainResult<String> {
     let now = svc.clock.now();
@@ -645,7 +648,26 @@ pub async fn admin_reset_password(
         .await?
         .ok_or_else(|| DomainError::not_found("user"))?;
     let uid = user_store::user_id(&user)?;
-    let tx = svc.db.begin().await?;
+    // The reset and its audit event commit together: no reset goes unrecorded.
+    let mut ev = match who {
+        Some(p) => AuditEvent::new(
+            AuditKind::Console,
+            p.actor(),
+            p.session_type,
+            "user.reset_password",
+            Outcome::Allowed,
+        )
+        .request(p.request.clone()),
+        None => AuditEvent::new(
+            AuditKind::Console,
+            Actor::System,
+            SessionType::System,
+            "user.reset_password",
+            Outcome::Allowed,
+        ),
+    };
+    ev = ev.resource("user", email.as_str());
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let token = user_store::issue_set_password_token(&tx, uid, now).await?;
     let mut a: users::ActiveModel = user.into();
     a.password_hash = sea_orm::Set(None);
@@ -653,20 +675,9 @@ pub async fn admin_reset_password(
     a.updated_at = sea_orm::Set(now.millis());
     sea_orm::ActiveModelTrait::update(a, &tx).await?;
     delete_user_sessions(&tx, uid).await?;
+    crate::audit::append(&tx, now, vec![ev]).await?;
     tx.commit().await?;
     svc.policy.bump();
-    svc.audit
-        .record(
-            AuditEvent::new(
-                AuditKind::Console,
-                actor,
-                SessionType::System,
-                "user.reset_password",
-                Outcome::Allowed,
-            )
-            .resource("user", email.as_str()),
-        )
-        .await?;
     Ok(token)
 }
 

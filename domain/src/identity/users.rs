@@ -457,7 +457,7 @@ pub async fn reset_password(
     )
     .await?;
     let email = Email::parse(&u.email).map_err(|e| DomainError::Internal(e.0))?;
-    let token = crate::identity::authn::admin_reset_password(svc, who.actor(), &email).await?;
+    let token = crate::identity::authn::admin_reset_password(svc, Some(who), &email).await?;
     if opts.revoke_api_keys {
         crate::admin::api_keys::revoke_all_of(svc, who, &u.id).await?;
     }

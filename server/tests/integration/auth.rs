@@ -373,13 +373,9 @@ async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
 async fn admin_reset_password_link_forces_a_new_password() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
     let email = warden_domain::types::Email::parse(ADMIN_EMAIL).unwrap();
-    let token = warden_domain::identity::authn::admin_reset_password(
-        app.services(),
-        warden_domain::audit::Actor::System,
-        &email,
-    )
-    .await
-    .unwrap();
+    let token = warden_domain::identity::authn::admin_reset_password(app.services(), None, &email)
+        .await
+        .unwrap();
     // Sessions ended; the old password stopped working.
     c.get("/api/v1/me").await.assert_status(401);
     c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(401);
@@ -687,6 +683,17 @@ async fn a_session_written_back_after_a_password_change_stays_dead() {
     replay.get("/api/v1/me").await.assert_status(401);
     // The administrator's own session (written back too) was not ended: it still works.
     admin.get("/api/v1/me").await.assert_status(200);
+    // The reset is on record as the administrator's, from where they asked it (it commits
+    // with the reset itself).
+    let ev = admin
+        .get("/api/v1/audit/events?action=user.reset_password")
+        .await
+        .json();
+    let ev = &ev["items"][0];
+    assert_eq!(ev["actor"], ADMIN_EMAIL, "{ev}");
+    assert_eq!(ev["session_type"], "browser", "{ev}");
+    assert_eq!(ev["source_ip"], "127.0.0.1", "{ev}");
+    assert_eq!(ev["resource_name"], "sally@example.com", "{ev}");
 }
 
 /// A reset can also end what outlives the password: API keys and kubeconfigs.
