@@ -178,6 +178,13 @@ pub struct GatewayConfig {
     /// An operator-provided serving certificate (`WARDEN_GATEWAY_TLS_CERT_FILE`,
     /// `WARDEN_GATEWAY_TLS_KEY_FILE`, `WARDEN_GATEWAY_TLS_CA_FILE`); `None`: the gateway CA's.
     pub tls: Option<crate::gateway::serving::ProvidedTls>,
+    /// Connections the gateway holds at once (`WARDEN_GATEWAY_MAX_CONNECTIONS`, default
+    /// 16384) and from one source address, an IPv6 /64 counted as one
+    /// (`WARDEN_GATEWAY_MAX_CONNECTIONS_PER_SOURCE`, default 1024: an office behind one NAT
+    /// runs many kubectl at once). Past either, a new connection is closed at once, before
+    /// its TLS handshake.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -695,6 +702,20 @@ impl Config {
                 )?,
                 public_url: gateway_url.clone(),
                 tls: gateway_tls(&l, &gateway_url)?,
+                max_connections: l
+                    .parse::<usize>(
+                        "WARDEN_GATEWAY_MAX_CONNECTIONS",
+                        "16384",
+                        "a number of connections",
+                    )?
+                    .max(1),
+                max_connections_per_source: l
+                    .parse::<usize>(
+                        "WARDEN_GATEWAY_MAX_CONNECTIONS_PER_SOURCE",
+                        "1024",
+                        "a number of connections",
+                    )?
+                    .max(1),
             },
             bootstrap: BootstrapConfig {
                 admin_email,

@@ -75,6 +75,8 @@ pub struct Gateway {
     /// credential read out of its terminal is thus useless anywhere but on Warden's host.
     shell_entry: Mutex<Option<SocketAddr>>,
     backpressure_refusals: std::sync::atomic::AtomicU64,
+    /// Connections held at once, per source network and in all (the public listener).
+    connections: Arc<crate::ratelimit::Concurrent>,
 }
 
 /// Audit events the gateway's queue holds before `record` waits for room.
@@ -164,6 +166,10 @@ impl Gateway {
             web_shells: Mutex::new(HashMap::new()),
             shell_entry: Mutex::new(None),
             backpressure_refusals: Default::default(),
+            connections: crate::ratelimit::Concurrent::new(
+                config.gateway.max_connections_per_source,
+                config.gateway.max_connections,
+            ),
         }))
     }
 
@@ -433,9 +439,25 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A flood of connections from one network (or from everywhere) is closed before its
+        // TLS handshake costs anything; the loopback entry of the web terminals is Warden's.
+        let slot = if shell_entry {
+            None
+        } else {
+            let source = warden_domain::identity::login::network_of(peer.ip()).to_string();
+            match gw.connections.acquire(&source) {
+                Some(s) => Some(s),
+                None => {
+                    tracing::debug!(peer = %peer, "gateway: too many connections; closed");
+                    drop(tcp);
+                    continue;
+                }
+            }
+        };
         let acceptor = acceptor.clone();
         let gw = gw.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

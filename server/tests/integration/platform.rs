@@ -1041,3 +1041,40 @@ async fn a_chain_computed_again_does_not_pass_the_seals() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A flood of connections to the gateway from one network is closed before its TLS handshake
+/// costs anything (`WARDEN_GATEWAY_MAX_CONNECTIONS_PER_SOURCE`); the places come back when the
+/// connections go.
+#[tokio::test]
+async fn one_source_cannot_hold_every_gateway_connection() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_GATEWAY_MAX_CONNECTIONS_PER_SOURCE".to_owned(),
+        "3".to_owned(),
+    )]))
+    .await;
+    let addr: std::net::SocketAddr = app
+        .gateway_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let still_open = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 1];
+        // Open: nothing to read within the wait; closed: end of stream (or reset) at once.
+        tokio::time::timeout(std::time::Duration::from_millis(500), s.read(&mut buf))
+            .await
+            .is_err()
+    };
+    let mut held = vec![];
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(!still_open(fourth).await, "a fourth connection was kept");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let again = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(still_open(again).await, "the places did not come back");
+}
