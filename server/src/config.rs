@@ -277,6 +277,28 @@ impl Layered<'_> {
             message: format!("{v:?} is not {what}"),
         })
     }
+
+    /// A number within `range` (`what` names its unit).
+    fn parse_in<T>(
+        &self,
+        key: &str,
+        default: &str,
+        range: std::ops::RangeInclusive<T>,
+        what: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let what = format!("{what}, {} to {}", range.start(), range.end());
+        let n: T = self.parse(key, default, &what)?;
+        if !range.contains(&n) {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                message: format!("{n} is not {what}"),
+            });
+        }
+        Ok(n)
+    }
 }
 
 /// `WARDEN_GATEWAY_TLS_CERT_FILE` and `_KEY_FILE` (both or neither), `_CA_FILE` optional. The
@@ -623,20 +645,12 @@ impl Config {
             audit: AuditConfig {
                 tail_reread: std::time::Duration::from_millis(tail_reread_ms.max(100)),
                 journal_sync: audit_journal_sync,
-                retention_min_days: {
-                    let d: i32 = l.parse(
-                        "WARDEN_AUDIT_RETENTION_MIN_DAYS",
-                        "30",
-                        "a number of days, 1 to 36500",
-                    )?;
-                    if !(1..=36500).contains(&d) {
-                        return Err(ConfigError::Invalid {
-                            key: "WARDEN_AUDIT_RETENTION_MIN_DAYS".into(),
-                            message: "a number of days, 1 to 36500".into(),
-                        });
-                    }
-                    d
-                },
+                retention_min_days: l.parse_in(
+                    "WARDEN_AUDIT_RETENTION_MIN_DAYS",
+                    "30",
+                    1..=36500,
+                    "a number of days",
+                )?,
             },
             agent,
             rate_limits,
@@ -646,20 +660,13 @@ impl Config {
                     .raw("WARDEN_KUBECTL")?
                     .filter(|p| !p.trim().is_empty())
                     .map(|p| PathBuf::from(p.trim())),
-                recording_max_bytes: {
-                    let mb: u64 = l.parse(
-                        "WARDEN_TERMINAL_RECORDING_MAX_MB",
-                        "64",
-                        "a number of mebibytes, 1 to 4096",
-                    )?;
-                    if !(1..=4096).contains(&mb) {
-                        return Err(ConfigError::Invalid {
-                            key: "WARDEN_TERMINAL_RECORDING_MAX_MB".into(),
-                            message: "a number of mebibytes, 1 to 4096".into(),
-                        });
-                    }
-                    mb * 1024 * 1024
-                },
+                recording_max_bytes: l.parse_in::<u64>(
+                    "WARDEN_TERMINAL_RECORDING_MAX_MB",
+                    "64",
+                    1..=4096,
+                    "a number of mebibytes",
+                )? * 1024
+                    * 1024,
             },
             database: DatabaseConfig {
                 url: Secret::new(

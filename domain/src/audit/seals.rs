@@ -131,15 +131,7 @@ pub async fn seal(svc: &Services) -> DomainResult<SealRun> {
     if after.is_none() {
         // No seal to start from (the first run, or the sealed rows went with retention): the
         // newest row is sealed as it is.
-        newest = audit_events::Entity::find()
-            .select_only()
-            .column(audit_events::Column::Seq)
-            .column(audit_events::Column::Hash)
-            .order_by_desc(audit_events::Column::Seq)
-            .limit(1)
-            .into_tuple()
-            .one(db)
-            .await?;
+        newest = Some(super::last_row(db).await?).filter(|(seq, _)| *seq > 0);
     } else {
         let mut walked = 0u64;
         while walked < WALK_LIMIT {

@@ -962,13 +962,7 @@ async fn audit_rollup_answers_what_a_scan_answers() {
         AuditScope,
     };
     use warden_domain::dto::AuditQuery;
-    let (app, admin) = TestApp::spawn_with(BTreeMap::from([(
-        "WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(),
-        "1".to_owned(),
-    )]))
-    .await
-    .with_admin()
-    .await;
+    let (app, admin) = app_with_short_retention().await;
     let db = app.services().db.clone();
     admin
         .patch("/api/v1/settings", json!({"audit_retention_days": 11}))
@@ -1605,13 +1599,7 @@ async fn audit_time_ranges_find_every_event_of_their_hours() {
     use warden_domain::clock::Timestamp;
     use warden_domain::dto::AuditQuery;
     use warden_domain::entities::audit_events;
-    let (app, admin) = TestApp::spawn_with(BTreeMap::from([(
-        "WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(),
-        "1".to_owned(),
-    )]))
-    .await
-    .with_admin()
-    .await;
+    let (app, admin) = app_with_short_retention().await;
     let db = app.services().db.clone();
     admin
         .patch("/api/v1/settings", json!({"audit_retention_days": 12}))
@@ -1821,4 +1809,16 @@ async fn generate_now(app: &TestApp, events: u64, days: u32, seed: u64, per_tran
     )
     .await
     .unwrap();
+}
+
+/// An application whose retention may be set below the default floor of 30 days, to age
+/// events by days.
+async fn app_with_short_retention() -> (TestApp, Client) {
+    TestApp::spawn_with(BTreeMap::from([(
+        "WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(),
+        "1".to_owned(),
+    )]))
+    .await
+    .with_admin()
+    .await
 }
