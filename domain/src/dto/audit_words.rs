@@ -216,6 +216,11 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "delete audit events older than the retention period",
             "delete audit events older than the retention period",
         ),
+        "audit.export" => ("export the audit log", "export the audit log"),
+        "audit.tampered" => (
+            "find the audit log changed outside Warden",
+            "find the audit log changed outside Warden",
+        ),
         "siem.dropped" => ("SIEM stream dropped events", "SIEM stream dropped events"),
         "webhook.delivered" => ("deliver webhook {name}", "deliver a webhook"),
         "webhook.delivery.failed" => (
@@ -544,6 +549,8 @@ mod tests {
         "access_request.expired",
         "access_request.break_glass",
         "audit.retention",
+        "audit.export",
+        "audit.tampered",
         "siem.dropped",
         "webhook.delivery.failed",
         "replica.forward",
