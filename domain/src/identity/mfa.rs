@@ -10,9 +10,7 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::ExprTrait;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use totp_rs::{Algorithm, Builder, Totp};
@@ -303,7 +301,8 @@ pub async fn confirm_enrolment(
     let codes: Vec<String> = (0..RECOVERY_CODE_COUNT)
         .map(|_| new_recovery_code())
         .collect();
-    let tx = svc.db.begin().await?;
+    // The enrolment and its audit event commit together.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     user_mfa::Entity::update_many()
         .col_expr(user_mfa::Column::ConfirmedAt, Expr::value(now.millis()))
         .col_expr(user_mfa::Column::LastStep, Expr::value(step as i64))
@@ -325,21 +324,22 @@ pub async fn confirm_enrolment(
         .insert(&tx)
         .await?;
     }
-    tx.commit().await?;
-    svc.audit
-        .record(
-            AuditEvent::new(
-                AuditKind::SignIn,
-                who.actor(),
-                who.session_type,
-                "mfa.enrol",
-                Outcome::Allowed,
-            )
-            .resource("user", who.email.clone())
-            .request(who.request.clone())
-            .details(json!({"method": "totp"})),
+    crate::audit::append(
+        &tx,
+        now,
+        vec![AuditEvent::new(
+            AuditKind::SignIn,
+            who.actor(),
+            who.session_type,
+            "mfa.enrol",
+            Outcome::Allowed,
         )
-        .await?;
+        .resource("user", who.email.clone())
+        .request(who.request.clone())
+        .details(json!({"method": "totp"}))],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(RecoveryCodes {
         recovery_codes: codes,
     })
