@@ -536,13 +536,8 @@ impl Config {
                 })?),
                 None => None,
             };
-            let batch: u64 = l.parse("WARDEN_SIEM_BATCH", "500", "a number of events")?;
-            if !(1..=10_000).contains(&batch) {
-                return Err(ConfigError::Invalid {
-                    key: "WARDEN_SIEM_BATCH".into(),
-                    message: "must be between 1 and 10000".into(),
-                });
-            }
+            let batch: u64 =
+                l.parse_in("WARDEN_SIEM_BATCH", "500", 1..=10_000, "a number of events")?;
             let poll_ms: u64 =
                 l.parse("WARDEN_SIEM_POLL_MS", "1000", "a number of milliseconds")?;
             crate::siem::SiemConfig {
