@@ -109,6 +109,16 @@ impl AuditEvent {
             details: serde_json::Value::Object(Default::default()),
         }
     }
+    /// An event of what a signed-in person did: who they are, through what session, and the
+    /// request it came with.
+    pub fn by(
+        who: &crate::access::Principal,
+        kind: AuditKind,
+        action: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
+        Self::new(kind, who.actor(), who.session_type, action, outcome).request(who.request.clone())
+    }
     pub fn reason(mut self, r: impl Into<String>) -> Self {
         self.reason = Some(r.into());
         self

@@ -1600,6 +1600,15 @@ impl SsoFailure {
     pub fn parse(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.code() == code)
     }
+    /// What the browser is told: whether an account exists for an email (linking refused, a
+    /// deactivated account) is not said to whoever can present that email; the audit event
+    /// keeps the real reason.
+    pub fn public(self) -> Self {
+        match self {
+            SsoFailure::LinkRefused | SsoFailure::Deactivated => SsoFailure::NoAccount,
+            other => other,
+        }
+    }
     pub fn message(self) -> &'static str {
         match self {
             SsoFailure::UnknownProvider => "This identity provider does not exist or is turned off.",
@@ -1611,7 +1620,7 @@ impl SsoFailure {
             SsoFailure::MissingEmail => "The identity provider did not tell Warden your email address.",
             SsoFailure::EmailUnverified => "The identity provider has not verified your email address.",
             SsoFailure::Domain => "Your email domain is not allowed to sign in with this provider.",
-            SsoFailure::NoAccount => "You have no Warden account yet. Ask an administrator to create one.",
+            SsoFailure::NoAccount => "You cannot sign in to Warden with this account of the provider. Ask an administrator.",
             SsoFailure::LinkRefused => "A Warden account with your email already exists and is not linked to this provider. Ask an administrator.",
             SsoFailure::Deactivated => "Your Warden account is deactivated.",
             SsoFailure::Internal => "Something went wrong on our side. It has been logged.",

@@ -102,14 +102,7 @@ pub async fn end(svc: &Services, who: &Principal, id: u64) -> DomainResult<()> {
     if !closed {
         return Err(DomainError::not_found("stream"));
     }
-    let mut ev = AuditEvent::new(
-        AuditKind::Console,
-        who.actor(),
-        who.session_type,
-        "stream.end",
-        Outcome::Allowed,
-    )
-    .request(who.request.clone());
+    let mut ev = AuditEvent::by(who, AuditKind::Console, "stream.end", Outcome::Allowed);
     ev.cluster = Some(info.cluster.clone());
     ev.namespace = info.namespace.clone();
     ev.details = serde_json::json!({"stream_id": id, "kind": info.kind, "user": info.user});

@@ -19,6 +19,10 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub bootstrap: BootstrapConfig,
     pub master_key: Option<Secret>,
+    /// The key that seals secrets kept in the database: the master key, or the one generated
+    /// into the data directory without it (set by `startup::prepare`; see
+    /// `startup::MASTER_KEY_FILE`).
+    pub at_rest_key: Option<Secret>,
     pub log: LogConfig,
     pub demo: bool,
     /// Where the compiled console (cargo-leptos `site-root`) lives.
@@ -724,6 +728,7 @@ impl Config {
                 admin_password,
             },
             master_key: l.raw("WARDEN_MASTER_KEY")?.map(Secret::new),
+            at_rest_key: None,
             log: LogConfig { format },
             demo,
             site_root: PathBuf::from(

@@ -214,15 +214,40 @@ pub fn checkpoint_key(
     create: bool,
 ) -> anyhow::Result<Option<warden_domain::audit::retention::CheckpointKey>> {
     use warden_domain::audit::retention::CheckpointKey;
-    use warden_domain::secrets::Secret;
     if let Some(master) = &config.master_key {
         return Ok(Some(CheckpointKey::from_master(master)));
     }
-    let path = config.data_dir.join(CHECKPOINT_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => {
-            return Ok(Some(CheckpointKey::from_master(&Secret::new(s.trim()))))
-        }
+    Ok(
+        key_file(&config.data_dir.join(CHECKPOINT_KEY_FILE), create)?
+            .map(|k| CheckpointKey::from_master(&k)),
+    )
+}
+
+/// The file in the data directory whose key seals the secrets kept in the database (identity
+/// providers' client secrets, authenticator seeds, clusters' proxy settings) when no
+/// `WARDEN_MASTER_KEY` is configured: someone who reads the database (a backup, a read-only
+/// role) but not the data directory reads none of them.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// The key that seals secrets in the database: `WARDEN_MASTER_KEY` (or `_FILE`), else
+/// [`MASTER_KEY_FILE`] in the data directory, generated (mode 0600) on the first start.
+pub fn at_rest_key(config: &Config) -> anyhow::Result<warden_domain::secrets::Secret> {
+    if let Some(master) = &config.master_key {
+        return Ok(master.clone());
+    }
+    key_file(&config.data_dir.join(MASTER_KEY_FILE), true)?
+        .context("the generated master key is missing")
+}
+
+/// A key kept in a file: read, or (with `create`) generated: 32 random bytes, mode 0600,
+/// written once (never over an existing file).
+fn key_file(
+    path: &std::path::Path,
+    create: bool,
+) -> anyhow::Result<Option<warden_domain::secrets::Secret>> {
+    use warden_domain::secrets::Secret;
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(Some(Secret::new(s.trim()))),
         Ok(_) => anyhow::bail!("{} is empty", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -247,11 +272,11 @@ pub fn checkpoint_key(
             .and_then(|_| f.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(Some(CheckpointKey::from_master(&Secret::new(secret))))
+    Ok(Some(Secret::new(secret)))
 }
 
 /// Everything `warden serve` needs before it binds a port. Idempotent.
-pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
+pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -267,11 +292,11 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
         audit.clone(),
         config.http.public_url.clone(),
     );
-    if let Some(key) = &config.master_key {
-        services
-            .sso
-            .set_sealer(warden_domain::secrets::Sealer::new(key));
-    }
+    let at_rest = at_rest_key(&config)?;
+    services
+        .sso
+        .set_sealer(warden_domain::secrets::Sealer::new(&at_rest));
+    config.at_rest_key = Some(at_rest);
     if let Some(key) = checkpoint_key(&config, true)? {
         services.retention.set_key(key);
     }
@@ -340,6 +365,13 @@ pub async fn prepare(config: Config, clock: SharedClock) -> anyhow::Result<AppSt
     let gateway = crate::gateway::Gateway::new(services.clone(), &config, journal)?;
     crate::cluster_reads::GatewayReads::install(&gateway);
     let clusters = crate::tunnel::setup(&services, &config, &gateway);
+    // Secrets a Warden without a key stored plain are sealed now.
+    let sealed = warden_domain::identity::mfa::seal_plaintext(&services).await?
+        + warden_domain::admin::identity_providers::seal_plaintext(&services).await?
+        + warden_domain::clusters::seal_plaintext_proxies(&services).await?;
+    if sealed > 0 {
+        tracing::info!(count = sealed, "sealed secrets found stored plain");
+    }
     let replicas = crate::replicas::Replicas::start(
         &services,
         &config.replicas,

@@ -323,6 +323,22 @@ impl KubeIntent {
         let what = self.resource.as_deref().unwrap_or("resources");
         format!("{} {what}", self.verb)
     }
+
+    /// Why a stream of this request (a watch, a follow) may not run on `access`, when it may
+    /// not. A request across namespaces or of cluster-scoped objects is left to the
+    /// cluster's RBAC when it is made; but the API server authorizes a watch once, when it
+    /// starts, and a grant removed later in Warden (with the RBAC it gave) does not end it.
+    /// So Warden holds such a stream to its own grants for as long as it lasts.
+    pub fn stream_refusal(&self, access: &KubeAccess) -> Option<String> {
+        (self.resource_request && self.namespace.is_none() && access.level(None) == KubeLevel::None)
+            .then(|| {
+                format!(
+                    "{} across namespaces needs read on the whole cluster; Warden grants you {}",
+                    self.in_words(),
+                    access.in_words()
+                )
+            })
+    }
 }
 
 /// Warden's namespace on every cluster (the agent, users' service accounts).
@@ -578,6 +594,34 @@ mod tests {
     use super::*;
     use crate::access::ResolvedBinding;
     use Permission::*;
+
+    #[test]
+    fn a_stream_across_namespaces_needs_read_on_the_whole_cluster() {
+        let watch_all = KubeIntent {
+            verb: "watch".into(),
+            resource: Some("configmaps".into()),
+            resource_request: true,
+            ..KubeIntent::default()
+        };
+        let one_namespace = KubeAccess {
+            namespace_write: ["apple".to_owned()].into(),
+            ..KubeAccess::default()
+        };
+        let why = watch_all.stream_refusal(&one_namespace).expect("refused");
+        assert!(why.contains("across namespaces"), "{why}");
+        let whole = KubeAccess {
+            cluster_read: true,
+            ..KubeAccess::default()
+        };
+        assert_eq!(watch_all.stream_refusal(&whole), None);
+        // In a namespace, and discovery, it is the usual decision's business.
+        let in_apple = KubeIntent {
+            namespace: Some("apple".into()),
+            ..watch_all.clone()
+        };
+        assert_eq!(in_apple.stream_refusal(&one_namespace), None);
+        assert_eq!(KubeIntent::default().stream_refusal(&one_namespace), None);
+    }
 
     fn binding(
         scope: Scope,

@@ -448,15 +448,13 @@ impl AccessPolicy {
         match decision {
             Ok(via) => Ok(Grant { action, via, epoch }),
             Err(reason) => {
-                let mut ev = AuditEvent::new(
+                let mut ev = AuditEvent::by(
+                    who,
                     AuditKind::Console,
-                    who.actor(),
-                    who.session_type,
                     format!("authorize:{}", action.permission.name()),
                     Outcome::Denied,
                 )
-                .reason(reason.clone())
-                .request(who.request.clone());
+                .reason(reason.clone());
                 match &action.target {
                     Target::Org => {}
                     Target::Project(p) => ev = ev.project(p.clone()),
@@ -486,15 +484,13 @@ impl AccessPolicy {
                 "authorization lookup failed".to_owned()
             }
         };
-        let ev = AuditEvent::new(
+        let ev = AuditEvent::by(
+            who,
             AuditKind::Console,
-            who.actor(),
-            who.session_type,
             format!("authorize:{what}"),
             Outcome::Denied,
         )
-        .reason(reason.clone())
-        .request(who.request.clone());
+        .reason(reason.clone());
         if let Err(e) = self.audit.record(ev).await {
             tracing::error!(error = %e, "could not audit a denial");
         }

@@ -272,17 +272,19 @@ async fn record<C: sea_orm::ConnectionTrait>(
     reason: Option<String>,
     details: serde_json::Value,
 ) -> DomainResult<()> {
-    let (actor, session) = match who {
-        Some(p) => (p.actor(), p.session_type),
-        None => (Actor::System, SessionType::System),
-    };
-    let mut ev = AuditEvent::new(AuditKind::Console, actor, session, action, Outcome::Allowed)
-        .resource("access_request", r.id.clone())
-        .project(c.project.name.clone())
-        .details(details);
-    if let Some(p) = who {
-        ev = ev.request(p.request.clone());
+    let mut ev = match who {
+        Some(p) => AuditEvent::by(p, AuditKind::Console, action, Outcome::Allowed),
+        None => AuditEvent::new(
+            AuditKind::Console,
+            Actor::System,
+            SessionType::System,
+            action,
+            Outcome::Allowed,
+        ),
     }
+    .resource("access_request", r.id.clone())
+    .project(c.project.name.clone())
+    .details(details);
     if let Some(x) = reason {
         ev = ev.reason(x);
     }
@@ -711,40 +713,67 @@ pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<Acce
 }
 
 /// The console's badge: pending requests the caller may decide, and their own pending ones.
+/// Counted in the database on every page load, whatever the number of requests: two
+/// counts, and the approvals of the pending requests the caller approves for.
 pub async fn inbox(svc: &Services, who: &Principal) -> DomainResult<AccessInbox> {
-    let page = list(
-        svc,
-        who,
-        &AccessRequestQuery {
-            scope: Some(RequestScope::All),
-            status: Some(RequestStatus::Pending),
-            cursor: None,
-            limit: Some(500),
-        },
-    )
-    .await?;
-    let me = who.email.to_lowercase();
+    use access_requests::Column as C;
+    use sea_orm::{PaginatorTrait, QuerySelect};
+    svc.policy
+        .authorize_self(who, "access_request.list")
+        .await
+        .map_err(|d| DomainError::forbidden(d.reason))?;
+    let me = who.user_id.to_string();
+    let pending_mine = access_requests::Entity::find()
+        .filter(C::RequesterId.eq(me.clone()))
+        .filter(C::Status.eq(PENDING))
+        .count(&svc.db)
+        .await?;
+    let theirs = match approver_projects(svc, who).await? {
+        Approves::Every => Some(access_requests::Entity::find()),
+        Approves::Some(ids) if ids.is_empty() => None,
+        Approves::Some(ids) => {
+            Some(access_requests::Entity::find().filter(C::ProjectId.is_in(ids)))
+        }
+    };
+    let to_decide = match theirs {
+        None => 0,
+        Some(select) => {
+            // Those the caller has not approved yet (approvals are a JSON list per request).
+            let approvals: Vec<String> = select
+                .select_only()
+                .column(C::Approvals)
+                .filter(C::RequesterId.ne(me.clone()))
+                .filter(C::Status.eq(PENDING))
+                .into_tuple()
+                .all(&svc.db)
+                .await?;
+            approvals
+                .iter()
+                .filter(|a| {
+                    !serde_json::from_str::<Vec<Approval>>(a)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|a| a.user_id == me)
+                })
+                .count() as u64
+        }
+    };
     // Organization administrators are alerted of every break-glass grant in force.
     let eff = svc.policy.effective(who.user_id).await?;
     let break_glass_active = if eff.org_permissions().contains(&Permission::ProjectWrite) {
         access_requests::Entity::find()
-            .filter(access_requests::Column::BreakGlass.eq(true))
-            .filter(access_requests::Column::Status.eq(APPROVED))
-            .filter(access_requests::Column::GrantExpiresAt.gt(svc.clock.now().millis()))
-            .all(&svc.db)
+            .filter(C::BreakGlass.eq(true))
+            .filter(C::Status.eq(APPROVED))
+            .filter(C::GrantExpiresAt.gt(svc.clock.now().millis()))
+            .count(&svc.db)
             .await?
-            .len() as u64
     } else {
         0
     };
     Ok(AccessInbox {
         break_glass_active,
-        to_decide: page.items.iter().filter(|r| r.can_decide).count() as u64,
-        pending_mine: page
-            .items
-            .iter()
-            .filter(|r| r.requester.to_lowercase() == me)
-            .count() as u64,
+        to_decide,
+        pending_mine,
     })
 }
 

@@ -24,6 +24,62 @@ use crate::Services;
 
 const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
+/// When a provider stops vouching for its users (turned off, deleted, pointed at another
+/// issuer), what it vouched for ends with it, in the change's transaction: the sessions of
+/// everyone linked to it, and for those who had no other way in (no password, no other
+/// provider) the API keys and kubeconfigs made through it. With `unlink`, the links go too
+/// (a new issuer's subjects are not the old one's people). Returns what ended, for the audit.
+async fn end_what_it_vouched_for<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    who: &Principal,
+    provider_id: &str,
+    unlink: bool,
+) -> DomainResult<serde_json::Value> {
+    use crate::entities::{user_identities, users};
+    use sea_orm::{PaginatorTrait, QuerySelect};
+    let linked: Vec<String> = user_identities::Entity::find()
+        .select_only()
+        .column(user_identities::Column::UserId)
+        .filter(user_identities::Column::ProviderId.eq(provider_id.to_owned()))
+        .into_tuple()
+        .all(tx)
+        .await?;
+    let now = svc.clock.now();
+    let (mut ended, mut revoked) = (Vec::new(), Vec::new());
+    for uid in linked
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let Some(u) = users::Entity::find_by_id(uid.clone()).one(tx).await? else {
+            continue;
+        };
+        crate::identity::sessions::delete_user_sessions(
+            tx,
+            crate::identity::accounts::user_id(&u)?,
+        )
+        .await?;
+        ended.push(u.email.clone());
+        let other_links = user_identities::Entity::find()
+            .filter(user_identities::Column::UserId.eq(uid.clone()))
+            .filter(user_identities::Column::ProviderId.ne(provider_id.to_owned()))
+            .count(tx)
+            .await?;
+        if u.password_hash.is_none() && other_links == 0 {
+            super::api_keys::revoke_all_in(svc, tx, who, &u.id).await?;
+            crate::kubectl::revoke_in(tx, who, &u, now).await?;
+            revoked.push(u.email.clone());
+        }
+    }
+    if unlink {
+        user_identities::Entity::delete_many()
+            .filter(user_identities::Column::ProviderId.eq(provider_id.to_owned()))
+            .exec(tx)
+            .await?;
+    }
+    Ok(json!({"sessions_ended": ended, "credentials_revoked": revoked, "unlinked": unlink}))
+}
+
 fn to_dto(svc: &Services, m: &identity_providers::Model) -> IdentityProviderDto {
     let p = Provider::from_model(m);
     IdentityProviderDto {
@@ -139,6 +195,32 @@ fn validate_scopes(raw: Option<Vec<String>>) -> DomainResult<String> {
     }
     scopes.dedup();
     Ok(scopes.join(" "))
+}
+
+/// Seal the client secrets stored plain (by a Warden that had no key to seal them with).
+/// Returns how many.
+pub async fn seal_plaintext(svc: &Services) -> DomainResult<u64> {
+    if svc.sso.sealer().is_none() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for m in identity_providers::Entity::find().all(&svc.db).await? {
+        if m.client_secret.is_empty() || crate::secrets::Sealer::is_sealed(&m.client_secret) {
+            continue;
+        }
+        identity_providers::Entity::update_many()
+            .col_expr(
+                identity_providers::Column::ClientSecret,
+                sea_orm::sea_query::Expr::value(seal(svc, &m.id, &m.client_secret)),
+            )
+            .filter(identity_providers::Column::Id.eq(m.id.clone()))
+            .filter(identity_providers::Column::ClientSecret.eq(m.client_secret.clone()))
+            .exec(&svc.db)
+            .await?;
+        svc.sso.forget(&m.id);
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn validate_domains(raw: Vec<String>) -> DomainResult<String> {
@@ -352,6 +434,18 @@ pub async fn update(
     refuse_unless_all_held(svc, who, "identity_provider.update", &m.name).await?;
     let before = to_dto(svc, &m);
     let secret_changed = req.client_secret.as_deref().is_some_and(|s| !s.is_empty());
+    let issuer_changed = match &req.issuer {
+        Some(v) => validate_issuer(v)? != m.issuer,
+        None => false,
+    };
+    // Another issuer is another provider: its client secret is its own (the stored one is
+    // never sent to it), and the subjects it names are not the old one's people.
+    if issuer_changed && !secret_changed {
+        return Err(DomainError::invalid(
+            "client_secret",
+            "a new issuer needs the client secret it gave Warden: the stored secret is never sent to another issuer",
+        ));
+    }
     let mut a = m.clone().into_active_model();
     if let Some(v) = req.display_name {
         a.display_name = Set(validate_text("display_name", &v, 128, false)?);
@@ -406,14 +500,23 @@ pub async fn update(
     a.updated_at = Set(svc.clock.now().millis());
     let org = crate::settings::load(&svc.db).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
-    if m.enabled && req.enabled == Some(false) {
+    let turned_off = m.enabled && req.enabled == Some(false);
+    if turned_off {
         super::org_settings::ensure_sign_in_remains(&tx, &org, &m.id).await?;
     }
+    let ended = if turned_off || issuer_changed {
+        Some(end_what_it_vouched_for(svc, &tx, who, &m.id, issuer_changed).await?)
+    } else {
+        None
+    };
     let m = a.update(&tx).await?;
     let after = to_dto(svc, &m);
     let mut details_after = json!(after);
     if secret_changed {
         details_after["client_secret"] = json!("(changed)");
+    }
+    if let Some(e) = &ended {
+        details_after["ended"] = e.clone();
     }
     svc.audit_change(
         &tx,
@@ -428,6 +531,9 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     svc.sso.forget(&m.id);
+    if ended.is_some() {
+        svc.policy.bump();
+    }
     Ok(after)
 }
 
@@ -441,6 +547,7 @@ pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult
     if m.enabled {
         super::org_settings::ensure_sign_in_remains(&tx, &org, &m.id).await?;
     }
+    let ended = end_what_it_vouched_for(svc, &tx, who, &m.id, true).await?;
     identity_providers::Entity::delete_by_id(m.id.clone())
         .exec(&tx)
         .await?;
@@ -452,11 +559,12 @@ pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult
         &m.name,
         None,
         Some(json!(before)),
-        None,
+        Some(json!({ "ended": ended })),
     )
     .await?;
     tx.commit().await?;
     svc.sso.forget(&m.id);
+    svc.policy.bump();
     Ok(())
 }
 

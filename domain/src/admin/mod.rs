@@ -74,16 +74,9 @@ impl Services {
         before: Option<Value>,
         after: Option<Value>,
     ) -> DomainResult<()> {
-        let mut ev = AuditEvent::new(
-            AuditKind::Console,
-            who.actor(),
-            who.session_type,
-            action,
-            Outcome::Allowed,
-        )
-        .resource(kind, name)
-        .request(who.request.clone())
-        .details(serde_json::json!({ "before": before, "after": after }));
+        let mut ev = AuditEvent::by(who, AuditKind::Console, action, Outcome::Allowed)
+            .resource(kind, name)
+            .details(serde_json::json!({ "before": before, "after": after }));
         if let Some(p) = project {
             ev = ev.project(p);
         }
@@ -101,16 +94,9 @@ impl Services {
     ) -> DomainResult<()> {
         self.audit
             .record(
-                AuditEvent::new(
-                    AuditKind::Console,
-                    who.actor(),
-                    who.session_type,
-                    action,
-                    Outcome::Denied,
-                )
-                .resource(kind, name)
-                .reason(reason)
-                .request(who.request.clone()),
+                AuditEvent::by(who, AuditKind::Console, action, Outcome::Denied)
+                    .resource(kind, name)
+                    .reason(reason),
             )
             .await
     }

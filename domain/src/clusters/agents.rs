@@ -23,7 +23,7 @@ use crate::agent_protocol::{
 };
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::clock::Timestamp;
-use crate::clusters::{HISTORY_KEEP, PURPOSE_AGENT};
+use crate::clusters::{AGENT_PURPOSES, HISTORY_KEEP, PURPOSE_AGENT};
 use crate::dto::{cluster_status, ClusterFacts};
 use crate::entities::{
     cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters, projects,
@@ -238,7 +238,7 @@ pub async fn challenge_cluster(
     } else if secret.starts_with(BOOTSTRAP_TOKEN_PREFIX) {
         let Some(token) = cluster_bootstrap_tokens::Entity::find()
             .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(hash))
-            .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_AGENT))
+            .filter(cluster_bootstrap_tokens::Column::Purpose.is_in(AGENT_PURPOSES))
             .one(&svc.db)
             .await?
         else {
@@ -256,12 +256,17 @@ pub async fn challenge_cluster(
                 return Ok(ChallengeFor::Dead(Some(cluster), r));
             }
         }
-        Ok(
-            match token_spent(&token, &cluster, svc.clock.now().millis()) {
-                Some(r) => ChallengeFor::Dead(Some(cluster), r),
-                None => ChallengeFor::Cluster(cluster.id),
-            },
-        )
+        if let Some(r) = token_spent(&token, &cluster, svc.clock.now().millis()) {
+            return Ok(ChallengeFor::Dead(Some(cluster), r));
+        }
+        // A manifest made after registration (a CI log, a chat) gets no challenge: its
+        // holder could otherwise keep the real agent's challenges taken and register their own
+        // key at the next blip of its tunnel.
+        if token.purpose == PURPOSE_AGENT && registered(&svc.db, &cluster).await? {
+            let r = already_registered(&cluster);
+            return Ok(ChallengeFor::Dead(Some(cluster), r));
+        }
+        Ok(ChallengeFor::Cluster(cluster.id))
     } else {
         Ok(ChallengeFor::Unknown)
     }
@@ -335,6 +340,35 @@ fn manifest_elsewhere(cluster: &clusters::Model, bound: &str, fp: &str) -> Refus
             cluster.name,
             short(bound),
             short(fp)
+        ),
+    )
+}
+
+/// Whether the cluster is registered to an agent key whose credential still stands: then no
+/// bootstrap token may register another agent until an administrator revokes that one.
+async fn registered<C: ConnectionTrait>(db: &C, cluster: &clusters::Model) -> DomainResult<bool> {
+    use sea_orm::PaginatorTrait;
+    if cluster.agent_public_key.is_none() {
+        // Registered before agents had keys: a new manifest registers it again.
+        return Ok(false);
+    }
+    Ok(cluster_agent_credentials::Entity::find()
+        .filter(cluster_agent_credentials::Column::ClusterId.eq(cluster.id.clone()))
+        .filter(cluster_agent_credentials::Column::RevokedAt.is_null())
+        .count(db)
+        .await?
+        > 0)
+}
+
+fn already_registered(cluster: &clusters::Model) -> Refusal {
+    Refusal::new(
+        403,
+        refusal::KEY_MISMATCH,
+        format!(
+            "cluster {} is registered to an agent (key {}) that still holds its credential; a manifest cannot replace it. If that agent is gone for good (reinstalled, its key lost), revoke it in Warden first (the cluster's page, or POST /api/v1/clusters/{}/agent/revoke), then apply a new manifest",
+            cluster.name,
+            cluster.agent_public_key.as_deref().map(key_id).unwrap_or_default(),
+            cluster.name
         ),
     )
 }
@@ -425,29 +459,51 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    async fn audit(
+    /// The agent's version as it says, when it looks like one.
+    fn agent_version(&self) -> Option<&str> {
+        self.hello
+            .agent_version
+            .as_deref()
+            .filter(|v| crate::agent_protocol::is_version(v))
+    }
+
+    /// The event of this attempt. Until a secret names its cluster, the caller is anonymous:
+    /// the cluster it claims is only a claim (kept in the details), never the event's actor.
+    async fn event(
         &self,
         cluster: Option<&clusters::Model>,
         outcome: Outcome,
         reason: Option<String>,
-        details: serde_json::Value,
-    ) -> DomainResult<()> {
-        let name = cluster
-            .map(|c| c.name.clone())
-            .or_else(|| self.hello.cluster.clone())
-            .unwrap_or_else(|| "unknown".into());
-        let mut ev = AuditEvent::new(
-            AuditKind::Agent,
-            Actor::Agent {
-                cluster: name.clone(),
-            },
-            SessionType::Agent,
-            self.action,
-            outcome,
-        )
-        .resource("cluster", name.clone())
-        .request(self.hello.meta.clone())
-        .details(details);
+        mut details: serde_json::Value,
+    ) -> DomainResult<AuditEvent> {
+        let (actor, name) = match cluster {
+            Some(c) => (
+                Actor::Agent {
+                    cluster: c.name.clone(),
+                },
+                c.name.clone(),
+            ),
+            None => {
+                if let (Some(claimed), Some(d)) = (&self.hello.cluster, details.as_object_mut()) {
+                    let claimed: String = claimed.chars().take(64).collect();
+                    d.insert("claimed_cluster".into(), json!(claimed));
+                }
+                (
+                    Actor::Anonymous {
+                        claimed: "agent".into(),
+                    },
+                    "unknown".to_owned(),
+                )
+            }
+        };
+        let session = match cluster {
+            Some(_) => SessionType::Agent,
+            None => SessionType::Api,
+        };
+        let mut ev = AuditEvent::new(AuditKind::Agent, actor, session, self.action, outcome)
+            .resource("cluster", name)
+            .request(self.hello.meta.clone())
+            .details(details);
         if let Some(c) = cluster {
             ev.cluster = Some(c.name.clone());
             if let Some(p) = project_name(&self.svc.db, &c.project_id).await? {
@@ -457,7 +513,19 @@ impl Ctx<'_> {
         if let Some(r) = reason {
             ev = ev.reason(r);
         }
-        self.svc.audit.record(ev).await
+        Ok(ev)
+    }
+
+    async fn audit(
+        &self,
+        cluster: Option<&clusters::Model>,
+        outcome: Outcome,
+        reason: Option<String>,
+        details: serde_json::Value,
+    ) -> DomainResult<()> {
+        let ev = self.event(cluster, outcome, reason, details).await?;
+        // Anonymous refusals go through the sampler: a flood of them is counted, not stored.
+        self.svc.record_refusal(ev).await
     }
 
     async fn refuse(
@@ -478,7 +546,7 @@ impl Ctx<'_> {
             json!({
                 "code": r.code,
                 "fingerprint": self.hello.fingerprint,
-                "agent_version": self.hello.agent_version,
+                "agent_version": self.agent_version(),
                 "agent_key": self.hello.key.as_deref().filter(|k| valid_key(k)).map(key_id),
             }),
         )
@@ -667,7 +735,7 @@ async fn admit_credential(
         Some(&cluster),
         Outcome::Allowed,
         None,
-        json!({"fingerprint": fp, "agent_version": ctx.hello.agent_version, "agent_key": key_id(&registered)}),
+        json!({"fingerprint": fp, "agent_version": ctx.agent_version(), "agent_key": key_id(&registered)}),
     )
     .await?;
     Ok(Ok(admitted(svc, cluster, cred.id, None, registered).await?))
@@ -683,7 +751,7 @@ async fn admit_bootstrap(
     let now = svc.clock.now().millis();
     let Some(token) = cluster_bootstrap_tokens::Entity::find()
         .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(secret.as_bytes())))
-        .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_AGENT))
+        .filter(cluster_bootstrap_tokens::Column::Purpose.is_in(AGENT_PURPOSES))
         .one(&svc.db)
         .await?
     else {
@@ -749,8 +817,22 @@ async fn admit_bootstrap(
             )
             .await;
     }
-    let tx = svc.db.begin().await?;
-    // Use the token only if nobody raced us to it.
+    // Nor while the other key's credential stands: only an administrator's revocation frees
+    // a registered cluster for a new key.
+    if token.purpose == PURPOSE_AGENT
+        && cluster
+            .agent_public_key
+            .as_deref()
+            .is_some_and(|k| k != proof.key)
+        && registered(&svc.db, &cluster).await?
+    {
+        return ctx
+            .refuse(Some(&cluster), already_registered(&cluster))
+            .await;
+    }
+    // The registration and its audit event commit together.
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    // Use the token only if nobody raced us to it (nor to its expiry: a revocation).
     let used = cluster_bootstrap_tokens::Entity::update_many()
         .col_expr(
             cluster_bootstrap_tokens::Column::UsedAt,
@@ -762,10 +844,11 @@ async fn admit_bootstrap(
         )
         .filter(cluster_bootstrap_tokens::Column::Id.eq(token.id.clone()))
         .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
+        .filter(cluster_bootstrap_tokens::Column::ExpiresAt.gt(now))
         .exec(&tx)
         .await?;
     if used.rows_affected != 1 {
-        drop(tx);
+        tx.rollback().await?;
         return ctx
             .refuse(
                 Some(&cluster),
@@ -808,7 +891,7 @@ async fn admit_bootstrap(
         .exec(&tx)
         .await?;
     if bound.rows_affected != 1 {
-        drop(tx);
+        tx.rollback().await?;
         return ctx
             .refuse(
                 Some(&cluster),
@@ -864,21 +947,23 @@ async fn admit_bootstrap(
     })
     .insert(&tx)
     .await?;
+    let event = ctx
+        .event(
+            Some(&cluster),
+            Outcome::Allowed,
+            None,
+            json!({
+                "fingerprint": fp,
+                "agent_version": ctx.agent_version(),
+                "credential": cred.id,
+                "first_registration": cluster.fingerprint.is_none(),
+                "agent_key": key_id(&proof.key),
+                "previous_agent_key": cluster.agent_public_key.as_deref().map(key_id),
+            }),
+        )
+        .await?;
+    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
-    ctx.audit(
-        Some(&cluster),
-        Outcome::Allowed,
-        None,
-        json!({
-            "fingerprint": fp,
-            "agent_version": ctx.hello.agent_version,
-            "credential": cred.id,
-            "first_registration": cluster.fingerprint.is_none(),
-            "agent_key": key_id(&proof.key),
-            "previous_agent_key": cluster.agent_public_key.as_deref().map(key_id),
-        }),
-    )
-    .await?;
     Ok(Ok(admitted(
         svc,
         cluster,

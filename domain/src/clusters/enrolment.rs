@@ -11,6 +11,17 @@ pub async fn bootstrap(
     who: &Principal,
     name: &str,
 ) -> DomainResult<ClusterBootstrap> {
+    new_registration(svc, who, name, true).await
+}
+
+/// A new manifest (and link) for the cluster, revoking those still pending; with `replaces`,
+/// an administrator's explicit new registration, which may register another agent key.
+async fn new_registration(
+    svc: &Services,
+    who: &Principal,
+    name: &str,
+    replaces: bool,
+) -> DomainResult<ClusterBootstrap> {
     let (c, owner) = load_writable(svc, who, name).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     let revoked = revoke_pending(&tx, &c.id, svc.clock.now().millis()).await?;
@@ -23,6 +34,7 @@ pub async fn bootstrap(
         &owner,
         true,
         None,
+        replaces,
     )
     .await?;
     let event = cluster_event(
@@ -74,7 +86,7 @@ pub async fn connect(svc: &Services, who: &Principal, name: &str) -> DomainResul
     if let Some((hash, boot)) = svc.clusters.latest(&c.id) {
         if live
             .iter()
-            .any(|t| t.purpose == PURPOSE_MANIFEST && t.token_hash == hash)
+            .any(|t| MANIFEST_PURPOSES.contains(&t.purpose.as_str()) && t.token_hash == hash)
         {
             return Ok(ClusterConnect {
                 bootstrap: Some(boot),
@@ -96,7 +108,8 @@ pub async fn connect(svc: &Services, who: &Principal, name: &str) -> DomainResul
         });
     }
     Ok(ClusterConnect {
-        bootstrap: Some(bootstrap(svc, who, name).await?),
+        // Opening the page is no decision to replace a registered agent.
+        bootstrap: Some(new_registration(svc, who, name, false).await?),
         pending: None,
         warnings,
     })
@@ -162,6 +175,7 @@ pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResu
         &owner,
         false,
         None,
+        false,
     )
     .await?;
     let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed);
@@ -233,7 +247,13 @@ pub(super) async fn mint<C: ConnectionTrait>(
     project: &str,
     with_url: bool,
     warden_url: Option<&str>,
+    replaces: bool,
 ) -> DomainResult<ClusterBootstrap> {
+    let (agent_purpose, manifest_purpose) = if replaces {
+        (PURPOSE_AGENT_REPLACE, PURPOSE_MANIFEST_REPLACE)
+    } else {
+        (PURPOSE_AGENT, PURPOSE_MANIFEST)
+    };
     let now = svc.clock.now();
     let agent_expires = now.plus_secs(AGENT_TOKEN_TTL_SECS).millis();
     let url_expires = now.plus_secs(MANIFEST_URL_TTL_SECS).millis();
@@ -244,7 +264,7 @@ pub(super) async fn mint<C: ConnectionTrait>(
     insert_token(
         db,
         c,
-        PURPOSE_AGENT,
+        agent_purpose,
         &agent_token,
         agent_expires,
         created_by.clone(),
@@ -255,7 +275,7 @@ pub(super) async fn mint<C: ConnectionTrait>(
         insert_token(
             db,
             c,
-            PURPOSE_MANIFEST,
+            manifest_purpose,
             u,
             url_expires,
             created_by.clone(),
@@ -309,7 +329,7 @@ pub async fn download_manifest(
     let now = svc.clock.now().millis();
     let row = cluster_bootstrap_tokens::Entity::find()
         .filter(cluster_bootstrap_tokens::Column::TokenHash.eq(sha256_hex(url_token.as_bytes())))
-        .filter(cluster_bootstrap_tokens::Column::Purpose.eq(PURPOSE_MANIFEST))
+        .filter(cluster_bootstrap_tokens::Column::Purpose.is_in(MANIFEST_PURPOSES))
         .one(&svc.db)
         .await?;
     let cluster = match &row {
@@ -369,6 +389,9 @@ pub async fn download_manifest(
             .await?;
         return Ok(Err(DownloadRefused::Gone(msg)));
     }
+    // The redemption, the bootstrap token it mints and its audit event commit together: a
+    // link is never spent without a trace, nor a token minted that nobody can account for.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     // Mark it used only if nobody raced us to it.
     let done = cluster_bootstrap_tokens::Entity::update_many()
         .col_expr(
@@ -377,9 +400,10 @@ pub async fn download_manifest(
         )
         .filter(cluster_bootstrap_tokens::Column::Id.eq(row.id.clone()))
         .filter(cluster_bootstrap_tokens::Column::UsedAt.is_null())
-        .exec(&svc.db)
+        .exec(&tx)
         .await?;
     if done.rows_affected != 1 {
+        tx.rollback().await?;
         let msg = "this manifest link was already used; links work once".to_owned();
         svc.record_refusal(audit(Outcome::Denied, Some(msg.clone())))
             .await?;
@@ -388,17 +412,24 @@ pub async fn download_manifest(
     // A fresh, independent bootstrap token for the manifest this link serves.
     let agent_token = new_agent_token();
     let expires = svc.clock.now().plus_secs(AGENT_TOKEN_TTL_SECS).millis();
+    // A replacement link's manifest replaces, as the link does.
+    let agent_purpose = if row.purpose == PURPOSE_MANIFEST_REPLACE {
+        PURPOSE_AGENT_REPLACE
+    } else {
+        PURPOSE_AGENT
+    };
     insert_token(
-        &svc.db,
+        &tx,
         &c,
-        PURPOSE_AGENT,
+        agent_purpose,
         &agent_token,
         expires,
         row.created_by.clone(),
         now,
     )
     .await?;
-    svc.audit.record(audit(Outcome::Allowed, None)).await?;
+    crate::audit::append(&tx, svc.clock.now(), vec![audit(Outcome::Allowed, None)]).await?;
+    tx.commit().await?;
     let project = names.get(&c.project_id).cloned().unwrap_or_default();
     Ok(Ok(render(svc, &c, &project, &agent_token, expires, None)))
 }
@@ -487,6 +518,7 @@ pub async fn unsafe_import_as_system(
         &project_name,
         false,
         Some(warden_url),
+        false,
     )
     .await?
     .manifest)

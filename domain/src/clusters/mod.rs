@@ -62,6 +62,15 @@ pub const HISTORY_KEEP: usize = 50;
 
 pub const PURPOSE_AGENT: &str = "agent";
 pub const PURPOSE_MANIFEST: &str = "manifest";
+/// A bootstrap token, and a manifest link, of an administrator's explicit new registration
+/// (`POST /api/v1/clusters/{name}/bootstrap`): the only ones that may register another agent
+/// key for a cluster whose agent still holds its credential (a reinstalled agent). Tokens
+/// minted on the way (the connect page, a manifest download) never replace a registered agent.
+pub const PURPOSE_AGENT_REPLACE: &str = "agent.replace";
+pub const PURPOSE_MANIFEST_REPLACE: &str = "manifest.replace";
+/// Every purpose of a bootstrap token, and of a manifest link.
+pub const AGENT_PURPOSES: [&str; 2] = [PURPOSE_AGENT, PURPOSE_AGENT_REPLACE];
+pub const MANIFEST_PURPOSES: [&str; 2] = [PURPOSE_MANIFEST, PURPOSE_MANIFEST_REPLACE];
 
 /// The server's live tunnels, as the domain needs them.
 pub trait ClusterRuntime: Send + Sync {
@@ -237,6 +246,33 @@ fn seal_proxy(settings: &ClusterSettings, p: &ProxySettings) -> String {
         Some(sealer) => sealer.seal(PROXY_PURPOSE, json.as_bytes()),
         None => json,
     }
+}
+
+/// Seal the clusters' proxy settings stored plain (by a Warden that had no key to seal them
+/// with). Returns how many.
+pub async fn seal_plaintext_proxies(svc: &Services) -> DomainResult<u64> {
+    let settings = svc.clusters.settings();
+    if settings.sealer.is_none() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for m in clusters::Entity::find().all(&svc.db).await? {
+        if m.proxy.is_empty() || crate::secrets::Sealer::is_sealed(&m.proxy) {
+            continue;
+        }
+        let sealed = seal_proxy(&settings, &stored_proxy(&settings, &m));
+        clusters::Entity::update_many()
+            .col_expr(
+                clusters::Column::Proxy,
+                sea_orm::sea_query::Expr::value(sealed),
+            )
+            .filter(clusters::Column::Id.eq(m.id.clone()))
+            .filter(clusters::Column::Proxy.eq(m.proxy.clone()))
+            .exec(&svc.db)
+            .await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The proxy settings of a cluster, opened. A sealed value that cannot be opened (no or
@@ -511,16 +547,9 @@ fn cluster_event(
     project: &str,
     outcome: Outcome,
 ) -> AuditEvent {
-    let mut ev = AuditEvent::new(
-        AuditKind::Console,
-        who.actor(),
-        who.session_type,
-        action,
-        outcome,
-    )
-    .resource("cluster", cluster)
-    .project(project)
-    .request(who.request.clone());
+    let mut ev = AuditEvent::by(who, AuditKind::Console, action, outcome)
+        .resource("cluster", cluster)
+        .project(project);
     ev.cluster = Some(cluster.to_owned());
     ev
 }
@@ -790,6 +819,7 @@ pub async fn create(
         &project.name,
         true,
         None,
+        false,
     )
     .await?;
     let dto = dto_in(svc, &tx, &m).await?;

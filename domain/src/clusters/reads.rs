@@ -125,15 +125,8 @@ async fn audit_refusal<T>(
     let Err(ReadError::Forbidden(reason)) = r else {
         return;
     };
-    let mut ev = AuditEvent::new(
-        AuditKind::Console,
-        who.actor(),
-        who.session_type,
-        action,
-        Outcome::Denied,
-    )
-    .request(who.request.clone())
-    .reason(reason.clone());
+    let mut ev =
+        AuditEvent::by(who, AuditKind::Console, action, Outcome::Denied).reason(reason.clone());
     ev.cluster = Some(cluster.to_owned());
     ev.namespace = namespace.map(str::to_owned);
     ev.resource_kind = Some(

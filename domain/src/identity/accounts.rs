@@ -87,6 +87,18 @@ pub async fn set_password<C: ConnectionTrait>(
     must_change: bool,
     now: Timestamp,
 ) -> DomainResult<users::Model> {
+    // A password set ends every set-password link still waiting (in a mail archive, a
+    // ticket): one found later sets no other password.
+    one_time_tokens::Entity::update_many()
+        .col_expr(
+            one_time_tokens::Column::UsedAt,
+            sea_orm::sea_query::Expr::value(now.millis()),
+        )
+        .filter(one_time_tokens::Column::UserId.eq(user.id.clone()))
+        .filter(one_time_tokens::Column::Purpose.eq(PURPOSE_SET_PASSWORD))
+        .filter(one_time_tokens::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
     let mut a = user.into_active_model();
     a.password_hash = Set(Some(password_hash));
     a.must_change_password = Set(must_change);

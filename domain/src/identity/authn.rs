@@ -99,6 +99,7 @@ pub async fn sign_in(
                     user_id: uid,
                     generation: user.session_generation,
                     started_at: now,
+                    provider: None,
                 };
                 session
                     .insert(crate::identity::mfa::PENDING_KEY, &pending)
@@ -122,7 +123,7 @@ pub async fn sign_in(
                     .await?;
                 return Err(SignInError::MfaRequired);
             }
-            let user = start_session(svc, session, user, now, None).await?;
+            let user = start_session(svc, session, user, now, None, None).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -195,6 +196,7 @@ pub(crate) async fn start_session(
     user: users::Model,
     now: Timestamp,
     mfa_at: Option<Timestamp>,
+    provider: Option<String>,
 ) -> DomainResult<users::Model> {
     let org = settings::load(&svc.db).await?;
     let uid = user_store::user_id(&user)?;
@@ -207,6 +209,7 @@ pub(crate) async fn start_session(
         last_seen: now,
         generation: user.session_generation,
         mfa_at,
+        provider,
     };
     session
         .insert(AUTH_KEY, &record)
@@ -287,7 +290,8 @@ pub async fn complete_mfa_sign_in(
                 .remove::<MfaPending>(PENDING_KEY)
                 .await
                 .map_err(session_err)?;
-            let user = start_session(svc, session, user, now, Some(now)).await?;
+            let user =
+                start_session(svc, session, user, now, Some(now), pending.provider.clone()).await?;
             svc.audit
                 .record(
                     AuditEvent::new(
@@ -330,16 +334,7 @@ pub async fn step_up(
     code: &str,
 ) -> Result<(), SignInError> {
     let now = svc.clock.now();
-    let event = |outcome: Outcome| {
-        AuditEvent::new(
-            AuditKind::SignIn,
-            who.actor(),
-            who.session_type,
-            "mfa.step_up",
-            outcome,
-        )
-        .request(who.request.clone())
-    };
+    let event = |outcome: Outcome| AuditEvent::by(who, AuditKind::SignIn, "mfa.step_up", outcome);
     let mut record: AuthRecord = session
         .get(AUTH_KEY)
         .await
@@ -459,6 +454,12 @@ pub async fn principal_from_session(
         session.flush().await.map_err(session_err)?;
         return Err(DomainError::Unauthenticated);
     }
+    // A password's session lasts only while local sign-in is open to its user (the
+    // organization may have limited it to break-glass accounts since).
+    if record.provider.is_none() && !org.allows_local_sign_in(&user.email) {
+        session.flush().await.map_err(session_err)?;
+        return Err(DomainError::Unauthenticated);
+    }
     if now.millis() - record.last_seen.millis() >= TOUCH_INTERVAL_SECS * 1000 {
         record.last_seen = now;
         session
@@ -524,15 +525,7 @@ pub async fn change_password(
     let source = who.request.source_ip.as_deref();
     let attempt = login::count_password_attempt(&svc.db, &org, &user.email, source, now).await?;
     let denied = |reason: &str| {
-        AuditEvent::new(
-            AuditKind::SignIn,
-            who.actor(),
-            who.session_type,
-            "password.change",
-            Outcome::Denied,
-        )
-        .reason(reason)
-        .request(who.request.clone())
+        AuditEvent::by(who, AuditKind::SignIn, "password.change", Outcome::Denied).reason(reason)
     };
     if !attempt.may_check {
         let until = Timestamp(attempt.locked_until.unwrap_or(attempt.lock_end));
@@ -569,14 +562,12 @@ pub async fn change_password(
     crate::audit::append(
         &tx,
         now,
-        vec![AuditEvent::new(
+        vec![AuditEvent::by(
+            who,
             AuditKind::SignIn,
-            who.actor(),
-            who.session_type,
             "password.change",
             Outcome::Allowed,
-        )
-        .request(who.request.clone())],
+        )],
     )
     .await?;
     tx.commit().await?;
@@ -650,14 +641,12 @@ pub async fn admin_reset_password(
     let uid = user_store::user_id(&user)?;
     // The reset and its audit event commit together: no reset goes unrecorded.
     let mut ev = match who {
-        Some(p) => AuditEvent::new(
+        Some(p) => AuditEvent::by(
+            p,
             AuditKind::Console,
-            p.actor(),
-            p.session_type,
             "user.reset_password",
             Outcome::Allowed,
-        )
-        .request(p.request.clone()),
+        ),
         None => AuditEvent::new(
             AuditKind::Console,
             Actor::System,

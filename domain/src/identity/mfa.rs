@@ -115,6 +115,9 @@ pub struct MfaPending {
     pub user_id: UserId,
     pub generation: i64,
     pub started_at: Timestamp,
+    /// The identity provider (id) whose sign-in this completes; `None`: a local password.
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 /// Which second factor signed someone in.
@@ -166,6 +169,32 @@ fn seal(svc: &Services, user_id: &str, base32: &str) -> String {
         Some(s) => s.seal(&purpose(user_id), base32.as_bytes()),
         None => base32.to_owned(),
     }
+}
+
+/// Seal the authenticator secrets stored plain (by a Warden that had no key to seal them
+/// with). Returns how many.
+pub async fn seal_plaintext(svc: &Services) -> DomainResult<u64> {
+    if svc.sso.sealer().is_none() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for row in user_mfa::Entity::find().all(&svc.db).await? {
+        if Sealer::is_sealed(&row.secret) {
+            continue;
+        }
+        let sealed = seal(svc, &row.user_id, &row.secret);
+        user_mfa::Entity::update_many()
+            .col_expr(
+                user_mfa::Column::Secret,
+                sea_orm::sea_query::Expr::value(sealed),
+            )
+            .filter(user_mfa::Column::UserId.eq(row.user_id.clone()))
+            .filter(user_mfa::Column::Secret.eq(row.secret.clone()))
+            .exec(&svc.db)
+            .await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn open(svc: &Services, row: &user_mfa::Model) -> DomainResult<Vec<u8>> {
@@ -327,16 +356,11 @@ pub async fn confirm_enrolment(
     crate::audit::append(
         &tx,
         now,
-        vec![AuditEvent::new(
-            AuditKind::SignIn,
-            who.actor(),
-            who.session_type,
-            "mfa.enrol",
-            Outcome::Allowed,
-        )
-        .resource("user", who.email.clone())
-        .request(who.request.clone())
-        .details(json!({"method": "totp"}))],
+        vec![
+            AuditEvent::by(who, AuditKind::SignIn, "mfa.enrol", Outcome::Allowed)
+                .resource("user", who.email.clone())
+                .details(json!({"method": "totp"})),
+        ],
     )
     .await?;
     tx.commit().await?;

@@ -27,6 +27,10 @@ pub struct AuthRecord {
     /// When the user last proved a second factor in this session (at sign-in or a step-up).
     #[serde(default)]
     pub mfa_at: Option<Timestamp>,
+    /// The identity provider (id) the session signed in with; `None`: a local password. A
+    /// password's session ends when local sign-in is no longer open to its user.
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -868,20 +868,23 @@ async fn callback(
                     "a Warden user with this email exists, and the provider does not say the email is verified",
                 )))
             }
-            Some(u) if provider.link_existing_users => (u, false, true),
+            Some(u) if provider.link_existing_users => {
+                if let Some(why) = link_refusal(svc, &tx, &provider, &u).await? {
+                    return Err(with_claimed(refuse(SsoFailure::LinkRefused, why)));
+                }
+                (u, false, true)
+            }
             Some(_) => return Err(with_claimed(refuse(
                 SsoFailure::LinkRefused,
                 "a Warden user with this email exists and linking is not allowed for this provider",
             ))),
-            // The allowed domains admit new people by their email: only an email the provider
-            // says it verified (else anyone who may set their own email there gets in).
-            None if provider.auto_provision
-                && !provider.allowed_domains.is_empty()
-                && identity.email_verified != Some(true) =>
-            {
+            // A new account is made for an email only when the provider says it verified it:
+            // else anyone who may set their own email there gets in, or claims the email of
+            // someone not yet on board (and the bindings made for them later).
+            None if provider.auto_provision && identity.email_verified != Some(true) => {
                 return Err(with_claimed(refuse(
                     SsoFailure::EmailUnverified,
-                    "the provider does not say the email is verified, and only a verified email's domain admits a new account",
+                    "the provider does not say the email is verified, and only a verified email admits a new account",
                 )))
             }
             None if provider.auto_provision => {
@@ -956,7 +959,9 @@ async fn callback(
         .auth_method_refs()
         .map(|v| v.iter().map(|a| a.to_string()).collect())
         .unwrap_or_default();
-    let provider_mfa = provider.trust_provider_mfa && amr_has_second_factor(&amr);
+    // Never on the sign-in that links an existing account: that account's own second factor
+    // is asked for first.
+    let provider_mfa = !linked && provider.trust_provider_mfa && amr_has_second_factor(&amr);
     let uid = user_store::user_id(&user)?;
     let actor = Actor::User {
         id: uid,
@@ -978,6 +983,7 @@ async fn callback(
             user_id: uid,
             generation: user.session_generation,
             started_at: now,
+            provider: Some(provider.id.clone()),
         };
         session
             .insert(crate::identity::mfa::PENDING_KEY, &pending)
@@ -995,7 +1001,15 @@ async fn callback(
         (None, ev)
     } else {
         let mfa_at = provider_mfa.then_some(now);
-        let user = crate::identity::authn::start_session(svc, session, user, now, mfa_at).await?;
+        let user = crate::identity::authn::start_session(
+            svc,
+            session,
+            user,
+            now,
+            mfa_at,
+            Some(provider.id.clone()),
+        )
+        .await?;
         let ev = AuditEvent::new(
             AuditKind::SignIn,
             actor.clone(),
@@ -1036,6 +1050,48 @@ async fn callback(
 }
 
 /// A new SSO user: no local password, a member of All Users.
+/// Why an existing account may not be handed to a provider's sign-in by its email, if it
+/// may not. An email match is all the provider proves: so an account already linked to
+/// another provider, a break-glass account, and an account with organization-wide rights are
+/// never linked this way (whoever administers that provider's users would then hold them).
+async fn link_refusal<C: ConnectionTrait>(
+    svc: &Services,
+    db: &C,
+    provider: &Provider,
+    user: &users::Model,
+) -> DomainResult<Option<String>> {
+    use sea_orm::PaginatorTrait;
+    let elsewhere = user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user.id.clone()))
+        .filter(user_identities::Column::ProviderId.ne(provider.id.clone()))
+        .count(db)
+        .await?;
+    if elsewhere > 0 {
+        return Ok(Some(
+            "the Warden user with this email is linked to another identity provider".into(),
+        ));
+    }
+    let org = crate::settings::load(&svc.db).await?;
+    if org
+        .break_glass_users
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(&user.email))
+    {
+        return Ok(Some(
+            "the Warden user with this email is a break-glass account, never linked to a provider"
+                .into(),
+        ));
+    }
+    let eff = svc.policy.effective(user_store::user_id(user)?).await?;
+    if !eff.org_permissions().is_empty() {
+        return Ok(Some(
+            "the Warden user with this email holds organization-wide rights, and such an account is not linked by its email"
+                .into(),
+        ));
+    }
+    Ok(None)
+}
+
 async fn provision<C: ConnectionTrait>(
     db: &C,
     email: Email,

@@ -61,15 +61,8 @@ pub async fn issue(
         .filter(|c| kube_access(&eff, c).usable())
         .collect();
     let event = |outcome: Outcome| {
-        AuditEvent::new(
-            AuditKind::Console,
-            who.actor(),
-            who.session_type,
-            "kubeconfig.download",
-            outcome,
-        )
-        .resource("kubeconfig", who.email.clone())
-        .request(who.request.clone())
+        AuditEvent::by(who, AuditKind::Console, "kubeconfig.download", outcome)
+            .resource("kubeconfig", who.email.clone())
     };
     if let Some(name) = cluster {
         reachable.retain(|c| c.name == name);
@@ -379,15 +372,13 @@ pub(crate) async fn revoke_in<C: ConnectionTrait>(
     crate::audit::append(
         tx,
         now,
-        vec![AuditEvent::new(
+        vec![AuditEvent::by(
+            who,
             AuditKind::Console,
-            who.actor(),
-            who.session_type,
             "kubeconfig.revoke",
             Outcome::Allowed,
         )
         .resource("kubeconfig", target.email.clone())
-        .request(who.request.clone())
         .details(json!({
             "user": target.email,
             "revoked_before": now.rfc3339(),

@@ -146,7 +146,7 @@ pub async fn tail_audit_events(
             if matches!(woken, Woken::Recheck) || moved {
                 scope_epoch = services.policy.epoch();
                 let verdict = match proof_holds(&state, &proof).await {
-                    Ok(()) => audit_view(&services.policy, &who)
+                    Ok(_) => audit_view(&services.policy, &who)
                         .await
                         .map_err(|_| "you may no longer read the audit log".to_owned()),
                     Err(reason) => Err(reason),
@@ -303,14 +303,12 @@ pub async fn export_audit_events(
     // A copy of the log leaving Warden is itself in the log (who, what filter, which format),
     // before the first row is sent (after the first page is read: newest first, the export never
     // holds its own event); an export that cannot be recorded is not made.
-    let mut ev = warden_domain::audit::AuditEvent::new(
+    let mut ev = warden_domain::audit::AuditEvent::by(
+        &who,
         warden_domain::dto::AuditKind::Console,
-        who.actor(),
-        who.session_type,
         "audit.export",
         warden_domain::audit::Outcome::Allowed,
-    )
-    .request(who.request.clone());
+    );
     ev.details = serde_json::json!({
         "format": format.as_str(),
         "filter": filter,

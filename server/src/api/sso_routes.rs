@@ -79,7 +79,7 @@ pub async fn list_sign_in_providers(State(s): S) -> ApiResult<Json<Vec<SignInPro
 }
 
 fn back_to_sign_in(failure: SsoFailure) -> Response {
-    Redirect::to(&format!("/login?sso_error={}", failure.code())).into_response()
+    Redirect::to(&format!("/login?sso_error={}", failure.public().code())).into_response()
 }
 
 pub async fn start_oidc_sign_in(

@@ -125,6 +125,15 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     warden_domain::agent_protocol::is_hop_by_hop(name.as_str())
 }
 
+/// What a cluster's answer may not set on the client: state of the host the gateway shares
+/// with the console (cookies are not scoped by port), or policy for that host.
+fn host_state_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "set-cookie" | "set-cookie2" | "strict-transport-security" | "clear-site-data" | "alt-svc"
+    ) || name.as_str().starts_with("x-warden-")
+}
+
 /// Client-supplied credentials and identity claims: never forwarded.
 fn client_identity_header(name: &HeaderName) -> bool {
     let n = name.as_str();
@@ -550,7 +559,14 @@ async fn answer(
     };
     // A stream that can outlive this instant (watch, follow, exec/attach/port-forward) is
     // registered, re-checked whenever authorization changes, and cut when it no longer passes.
-    let live = is_long_lived(&info, query.as_deref(), req.headers()).then(|| LiveSpec {
+    let long_lived = is_long_lived(&info, query.as_deref(), req.headers());
+    if long_lived {
+        if let Some(why) = info.intent().stream_refusal(&access) {
+            let msg = format!("{} on cluster {}: {why}", user.email, cluster.name);
+            return ctx.deny(StatusCode::FORBIDDEN, &msg, None);
+        }
+    }
+    let live = long_lived.then(|| LiveSpec {
         identity: identity.clone(),
         user_id,
         cluster: cluster.name.clone(),
@@ -689,17 +705,24 @@ impl LiveSpec {
             let spec = spec.clone();
             Box::pin(async move {
                 let epoch = gw.services.policy.epoch();
+                let intent = spec.info.intent();
                 match authorize(
                     &gw,
                     Via::Kubeconfig(&spec.identity),
                     spec.user_id,
                     &spec.cluster,
-                    &spec.info.intent(),
+                    &intent,
                     epoch,
                 )
                 .await
                 {
-                    Ok(a) => Ok(a.valid_until()),
+                    Ok(a) => match intent.stream_refusal(&a.access) {
+                        Some(why) => Err(format!(
+                            "{} on cluster {}: {why}",
+                            a.adm.user.email, spec.cluster
+                        )),
+                        None => Ok(a.valid_until()),
+                    },
                     Err(r) => Err(r.message),
                 }
             })
@@ -921,7 +944,14 @@ pub(crate) async fn authorize(
         .effective(user_id)
         .await
         .map(|e| e.valid_until)
-        .unwrap_or(i64::MAX);
+        // Never an unbounded grant for want of a lookup: fail closed.
+        .map_err(|e| {
+            Refusal::fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot check your access right now; try again",
+                e,
+            )
+        })?;
     Ok(Authorized {
         adm,
         access,
@@ -1433,7 +1463,7 @@ async fn forward(
     let names: Vec<HeaderName> = parts
         .headers
         .keys()
-        .filter(|n| hop_by_hop(n))
+        .filter(|n| hop_by_hop(n) || host_state_header(n))
         .cloned()
         .collect();
     for n in names {
@@ -1758,6 +1788,22 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clusters_answer_sets_no_state_on_the_host() {
+        for h in [
+            "set-cookie",
+            "strict-transport-security",
+            "clear-site-data",
+            "alt-svc",
+            "x-warden-management",
+        ] {
+            assert!(host_state_header(&HeaderName::from_static(h)), "{h}");
+        }
+        for h in ["content-type", "audit-id", "warning", "cache-control"] {
+            assert!(!host_state_header(&HeaderName::from_static(h)), "{h}");
+        }
+    }
 
     #[test]
     fn cluster_paths() {

@@ -286,10 +286,14 @@ pub fn check(args: &[String]) -> Result<Checked, Refused> {
             break;
         }
         if let Some(long) = a.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
+            let (spelled, inline) = match long.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_owned())),
                 None => (long, None),
             };
+            // kubectl reads `_` in a flag's name as `-` (`--cache_dir` is `--cache-dir`):
+            // every comparison is on the name as kubectl will read it.
+            let normalized = spelled.replace('_', "-");
+            let name = normalized.as_str();
             let takes_value = LONG_WITH_VALUE.contains(&name);
             let value = match (inline, takes_value) {
                 (Some(v), _) => Some(v),
@@ -304,7 +308,7 @@ pub fn check(args: &[String]) -> Result<Checked, Refused> {
                 name,
                 value.as_deref(),
                 &mut reads_stdin,
-                &format!("--{name}"),
+                &format!("--{spelled}"),
             )?;
             continue;
         }
@@ -651,6 +655,22 @@ mod tests {
                 refused(&line);
             }
         }
+        // kubectl reads `_` as `-` in a flag's name: so does the filter.
+        for line in [
+            "get pods --cache_dir=/tmp/x",
+            "get pods --client_key=/etc/hostname",
+            "get pods --client_certificate /etc/hostname",
+            "get pods --certificate_authority=/etc/hostname",
+            "get pods --insecure_skip_tls_verify",
+            "get pods --as_group=system:masters",
+            "get pods --log_file=/tmp/x",
+            "create configmap x --from_file=/etc/passwd",
+            "get pods --tls_server_name=x",
+        ] {
+            refused(line);
+        }
+        assert!(refused("get pods --cache_dir=/tmp/x").contains("--cache_dir"));
+        ok("get pods --all_namespaces");
         refused("get pods --insecure-skip-tls-verify");
         refused("get pods --insecure-skip-tls-verify=true");
         refused("--insecure-skip-tls-verify get pods");

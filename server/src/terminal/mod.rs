@@ -147,13 +147,30 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<(Principal,
 /// active), or the API key is still valid; and its holder may still open a terminal (the MFA
 /// policy now covering an unenrolled holder, or a password to change, end it as they refuse
 /// a new one).
-pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), String> {
+pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<i64, String> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use warden_domain::entities::{api_keys, sessions};
     let meta = Default::default();
-    let principal = match proof {
+    let (principal, deadline) = match proof {
         Proof::ApiKey(token) => {
-            warden_domain::identity::authn::principal_from_api_key(&state.services, token, meta)
+            let p = warden_domain::identity::authn::principal_from_api_key(
+                &state.services,
+                token,
+                meta,
+            )
+            .await
+            .map_err(|_| "the API key was revoked or expired".to_owned())?;
+            let expires = api_keys::Entity::find()
+                .filter(
+                    api_keys::Column::SecretHash
+                        .eq(warden_domain::secrets::sha256_hex(token.as_bytes())),
+                )
+                .one(&state.services.db)
                 .await
-                .map_err(|_| "the API key was revoked or expired".to_owned())?
+                .map_err(|e| format!("Warden cannot check the API key right now: {e}"))?
+                .map(|k| k.expires_at)
+                .ok_or_else(|| "the API key was revoked or expired".to_owned())?;
+            (p, expires)
         }
         Proof::Session(id) => {
             let store = warden_domain::identity::sessions::DbSessionStore::new(
@@ -161,9 +178,20 @@ pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), S
                 state.services.clock.clone(),
             );
             let session = Session::new(Some(*id), Arc::new(store), None);
-            warden_domain::identity::authn::principal_from_session(&state.services, &session, meta)
+            let p = warden_domain::identity::authn::principal_from_session(
+                &state.services,
+                &session,
+                meta,
+            )
+            .await
+            .map_err(|_| "signed out (the console session ended)".to_owned())?;
+            let expires = sessions::Entity::find_by_id(id.to_string())
+                .one(&state.services.db)
                 .await
-                .map_err(|_| "signed out (the console session ended)".to_owned())?
+                .map_err(|e| format!("Warden cannot check the console session right now: {e}"))?
+                .map(|s| s.expires_at)
+                .ok_or_else(|| "signed out (the console session ended)".to_owned())?;
+            (p, expires)
         }
     };
     if principal.must_change_password {
@@ -172,7 +200,8 @@ pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<(), S
     if principal.must_enrol_mfa {
         return Err("two-factor authentication must be set up first".to_owned());
     }
-    Ok(())
+    // Until when the proof holds, nothing else changing: the terminal is checked again then.
+    Ok(deadline)
 }
 
 /// `GET /api/v1/terminal/ws`.
@@ -417,14 +446,7 @@ async fn open(
         Some(_) => KubeIntent::pod_exec(&namespace),
         None => KubeIntent::shell(),
     };
-    let mut ev = AuditEvent::new(
-        AuditKind::Terminal,
-        who.actor(),
-        who.session_type,
-        "terminal.open",
-        Outcome::Allowed,
-    )
-    .request(who.request.clone());
+    let mut ev = AuditEvent::by(who, AuditKind::Terminal, "terminal.open", Outcome::Allowed);
     ev.cluster = Some(q.cluster.clone());
     ev.namespace = Some(namespace.clone());
     match &q.pod {
@@ -559,7 +581,26 @@ async fn open(
         target: Some(target),
         started_at: now,
     };
-    let check = terminal_check(state, who, proof, &cluster.name, info, shell_credential);
+    // No later than the session or API key it was opened with ends, either.
+    let proof_until = match proof_holds(state, &proof).await {
+        Ok(until) => until,
+        Err(reason) => return Err(deny(state, &ev, StatusCode::UNAUTHORIZED, reason, None)),
+    };
+    let opened_with = OpenedWith {
+        cluster_id: cluster.id.to_string(),
+        idle_secs: settings.terminal_idle_secs,
+        max_secs: settings.terminal_max_secs,
+        record_input: settings.terminal_record_input,
+    };
+    let check = terminal_check(
+        state,
+        who,
+        proof,
+        &cluster.name,
+        info,
+        shell_credential,
+        opened_with,
+    );
     let mut closing = ev.clone();
     closing.action = "terminal".into();
     let guard = state.gateway.live.register(
@@ -567,7 +608,9 @@ async fn open(
         epoch,
         // Re-checked within a minute, and no later than the grant or credential it was
         // opened under ends (not left to the expiry job's epoch move alone).
-        (now + 60_000).min(authorized.valid_until()),
+        (now + 60_000)
+            .min(authorized.valid_until())
+            .min(proof_until),
         check,
         closing,
     );
@@ -662,9 +705,37 @@ enum PreparedBackend {
     Shell(Box<shell::PreparedShell>),
 }
 
-/// The check a terminal is re-admitted with: the console session (or API key) still holds, and
-/// the same gate that opened it still says yes. The shell is checked with its own credential,
-/// so revoking the user's kubeconfigs ends it too.
+/// The safeguards a terminal opened under (kubectl settings for its person and cluster).
+#[derive(Debug, Clone)]
+struct OpenedWith {
+    cluster_id: String,
+    idle_secs: i64,
+    max_secs: i64,
+    record_input: bool,
+}
+
+impl OpenedWith {
+    /// Why the terminal may not go on under `now`'s settings, when they are stricter than
+    /// those it opened with (a shorter limit, keystrokes now recorded).
+    fn tightened(
+        &self,
+        now: &warden_domain::kubeconfig::EffectiveKubectlSettings,
+    ) -> Option<String> {
+        if now.terminal_idle_secs < self.idle_secs || now.terminal_max_secs < self.max_secs {
+            return Some("the terminal time limits were shortened: open the terminal again".into());
+        }
+        if now.terminal_record_input && !self.record_input {
+            return Some(
+                "keystrokes are now recorded: open the terminal again to go on under that".into(),
+            );
+        }
+        None
+    }
+}
+
+/// The check a terminal is re-admitted with: the console session (or API key) still holds, the
+/// same gate that opened it still says yes, and its safeguards were not tightened since. The
+/// shell is checked with its own credential, so revoking the user's kubeconfigs ends it too.
 fn terminal_check(
     state: &AppState,
     who: &Principal,
@@ -672,7 +743,9 @@ fn terminal_check(
     cluster: &str,
     info: KubeIntent,
     credential: Option<PeerIdentity>,
+    opened_with: OpenedWith,
 ) -> Check {
+    let opened_with = Arc::new(opened_with);
     let state = state.clone();
     let user_id = who.user_id;
     let cluster = cluster.to_owned();
@@ -684,8 +757,19 @@ fn terminal_check(
         let cluster = cluster.clone();
         let info = info.clone();
         let credential = credential.clone();
+        let opened_with = opened_with.clone();
         Box::pin(async move {
-            proof_holds(&state, &proof).await?;
+            let proof_until = proof_holds(&state, &proof).await?;
+            let settings = warden_domain::kubectl::effective_settings(
+                &state.services.db,
+                Some(&user_id.to_string()),
+                Some(&opened_with.cluster_id),
+            )
+            .await
+            .map_err(|e| format!("Warden cannot read the terminal limits right now: {e}"))?;
+            if let Some(why) = opened_with.tightened(&settings) {
+                return Err(why);
+            }
             let epoch = state.services.policy.epoch();
             let via = match credential.as_deref() {
                 Some(c) => Via::Kubeconfig(c),
@@ -694,7 +778,9 @@ fn terminal_check(
             match authorize(&state.gateway, via, user_id, &cluster, &info, epoch).await {
                 // The session is re-checked at least every minute (idle/absolute limits),
                 // and when a grant behind it expires.
-                Ok(a) => Ok((state.services.clock.now().millis() + 60_000).min(a.grants_until)),
+                Ok(a) => Ok((state.services.clock.now().millis() + 60_000)
+                    .min(a.grants_until)
+                    .min(proof_until)),
                 Err(r) => Err(r.message),
             }
         })

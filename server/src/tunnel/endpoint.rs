@@ -147,7 +147,11 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
     };
     let conns = state.clusters.clone();
     let metrics = state.metrics.clone();
-    ws.max_message_size(16 << 20)
+    // Data moves in chunks of at most 64 KiB and control messages are at most 256 KiB: room
+    // for twice that, so an oversize message still arrives to be audited, and no agent makes
+    // Warden buffer megabytes per message.
+    ws.max_message_size(2 * limits::MAX_CONTROL_MESSAGE)
+        .max_frame_size(2 * limits::MAX_CONTROL_MESSAGE)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "agent WebSocket upgrade failed"))
         .on_upgrade(move |socket| run(conns, socket, admission, metrics))
 }

@@ -454,8 +454,9 @@ pub fn setup(
             heartbeat_timeout: config.agent.heartbeat_timeout,
             allow_insecure_http: config.agent.allow_insecure_http,
             sealer: config
-                .master_key
+                .at_rest_key
                 .as_ref()
+                .or(config.master_key.as_ref())
                 .map(warden_domain::secrets::Sealer::new),
         });
     let conns = ClusterConnections::new(

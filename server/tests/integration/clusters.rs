@@ -2050,6 +2050,132 @@ async fn one_clusters_secret_cannot_use_up_every_agents_challenges() {
     agent.stop().await.unwrap();
 }
 
+/// A manifest made after the cluster registered (left in a CI log, a chat) is worth nothing
+/// to whoever finds it: not while the real agent's tunnel is up, not once it drops (a restart
+/// of Warden, a blip), and it cannot keep the real agent's challenges taken. Only an
+/// administrator's revocation frees the cluster for a new agent key.
+#[tokio::test]
+async fn a_manifest_made_after_registration_cannot_take_the_cluster_over() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "prod").await;
+    let leaked = admin
+        .get("/api/v1/clusters/prod/manifest")
+        .await
+        .assert_status(200)
+        .body;
+    let leaked = warden_agent::Settings::from_manifest(&leaked).unwrap();
+    let token = leaked.bootstrap_token.clone().unwrap();
+    let fp = sim.sim.kube_system_uid();
+    // The real tunnel drops.
+    agent.stop().await.unwrap();
+    wait_for(
+        &admin,
+        "prod",
+        "disconnected",
+        |c| c["status"] != "connected",
+        Duration::from_secs(10),
+    )
+    .await;
+    // The finder asks for challenges, again and again: each is refused, none is held.
+    for _ in 0..20 {
+        let (status, code, message) = refused(
+            warden_agent::dial::challenge(&leaked, &token, &fp)
+                .await
+                .map(|_| unreachable_socket()),
+        );
+        assert_eq!((status, code.as_str()), (403, "key_mismatch"), "{message}");
+    }
+    let held = sea_orm::PaginatorTrait::count(
+        <warden_domain::entities::agent_challenges::Entity as sea_orm::EntityTrait>::find(),
+        &app.services().db,
+    )
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "a leaked manifest holds challenges");
+    // The real agent comes back with its own credential and key.
+    let manifest = sim.dir.path().join("prod.yaml");
+    let back = RunningAgent::start(&sim.kubeconfig, &manifest).await;
+    wait_for(
+        &admin,
+        "prod",
+        "connected again",
+        |c| c["status"] == "connected",
+        Duration::from_secs(10),
+    )
+    .await;
+    back.stop().await.unwrap();
+    // The refusals are audited, with the cluster they concern.
+    let denied = denied_with(&admin, "key_mismatch").await;
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["action"] == "agent.challenge" && e["cluster"] == "prod"),
+        "{denied:?}"
+    );
+
+    // An administrator revokes the agent (reinstalled, its key lost): a new manifest then
+    // registers a new key.
+    admin
+        .post("/api/v1/clusters/prod/agent/revoke", json!({}))
+        .await
+        .assert_status(204);
+    let fresh = admin
+        .get("/api/v1/clusters/prod/manifest")
+        .await
+        .assert_status(200)
+        .body;
+    let fresh = warden_agent::Settings::from_manifest(&fresh).unwrap();
+    let (_, key) = new_key();
+    let (r, _) = dial_with(&fresh, fresh.bootstrap_token.as_deref().unwrap(), &fp, &key).await;
+    assert!(r.is_ok(), "{:?}", r.err().map(|e| e.to_string()));
+}
+
+/// Before a secret names its cluster, an agent's claim of one is only a claim: the refusal is
+/// anonymous, names no cluster, and a flood of them is sampled, not stored row by row.
+#[tokio::test]
+async fn an_unknown_agent_cannot_write_events_in_a_clusters_name() {
+    let (app, admin) = app().await;
+    let sim = Sim::start().await;
+    let agent = connected(&app, &admin, &sim, "prod").await;
+    let settings = warden_agent::Settings::from_manifest(
+        &std::fs::read_to_string(sim.dir.path().join("prod.yaml")).unwrap(),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/agent/v1/challenge",
+        settings.warden_url.trim_end_matches('/')
+    );
+    for _ in 0..60 {
+        let r = client
+            .post(&url)
+            .header("authorization", "Bearer wdc_not-a-credential")
+            .header("x-warden-fingerprint", "a")
+            .header("x-warden-cluster", "prod")
+            .header("x-warden-agent-version", "A".repeat(4000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let denied = audit(&admin, "kind=agent&outcome=denied&action=agent.challenge").await;
+    assert!(!denied.is_empty());
+    assert!(
+        denied.len() <= 50,
+        "every anonymous refusal was stored: {}",
+        denied.len()
+    );
+    for e in &denied {
+        assert_ne!(e["cluster"], "prod", "{e:#}");
+        assert_ne!(e["resource_name"], "prod", "{e:#}");
+        assert!(!e["actor"].to_string().contains("prod"), "{e:#}");
+        assert!(e["details"]["agent_version"].is_null(), "{e:#}");
+        assert_eq!(e["actor"], "agent", "{e:#}");
+    }
+    agent.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunnel_stays() {
     let (app, admin) = app().await;
@@ -2140,8 +2266,9 @@ async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunn
     );
     assert_eq!((status, code.as_str()), (403, "proof_required"));
 
-    // 3. A fresh manifest (an unused bootstrap token) used from another key while the real
-    // tunnel is live: refused (409: it may pass once that tunnel is gone), not swapped in.
+    // 3. An administrator's new registration (an unused replacing bootstrap token) used from
+    // another key while the real tunnel is live: refused (409: it may pass once that tunnel
+    // is gone), not swapped in.
     let fresh = admin
         .post("/api/v1/clusters/prod/bootstrap", json!({}))
         .await
@@ -2157,6 +2284,24 @@ async fn an_impostor_with_the_credential_but_another_key_is_refused_and_the_tunn
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("the impostor was swapped in"),
     }
+    // A manifest merely downloaded (no decision to replace the agent): no challenge at all.
+    let downloaded = admin
+        .get("/api/v1/clusters/prod/manifest")
+        .await
+        .assert_status(200)
+        .body;
+    let downloaded = warden_agent::Settings::from_manifest(&downloaded).unwrap();
+    let (status, code, message) = refused(
+        warden_agent::dial::challenge(
+            &downloaded,
+            downloaded.bootstrap_token.as_deref().unwrap(),
+            &fp,
+        )
+        .await
+        .map(|_| unreachable_socket()),
+    );
+    assert_eq!((status, code.as_str()), (403, "key_mismatch"), "{message}");
+    assert!(message.contains("revoke"), "{message}");
 
     // 4. An impostor agent run as the binary runs, with the stolen state but its own key.
     let copy = sim.write(

@@ -432,6 +432,8 @@ async fn write_roles_can_need_two_approvals() {
         .await
         .assert_status(200);
     let rid = id(&ask(&p.mallory, "NAMESPACE_ADMIN", &["apple"], 3600).await);
+    assert_eq!(inbox(&p.john).await["to_decide"], 1);
+    assert_eq!(inbox(&p.sally).await["to_decide"], 1);
     let first = p
         .john
         .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
@@ -447,6 +449,10 @@ async fn write_roles_can_need_two_approvals() {
         json!([]),
         "one approval granted a write role: {me:#}"
     );
+    // Approved once by john: waiting on someone else, so no longer in john's badge.
+    assert_eq!(inbox(&p.john).await["to_decide"], 0);
+    assert_eq!(inbox(&p.sally).await["to_decide"], 1);
+    assert_eq!(inbox(&p.mallory).await["pending_mine"], 1);
     // The same approver twice does not count as two.
     p.john
         .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))

@@ -479,6 +479,60 @@ async fn moving_a_grant_to_another_namespace_ends_the_streams_in_the_old_one() {
         .expect_err("Warden grants you write in namespace banana");
 }
 
+/// The API server authorizes a watch once, when it starts. Sally watches every namespace's
+/// configmaps through a project-wide read grant, and keeps a grant in one namespace; when the
+/// project grant goes, the watch across namespaces goes with it (her namespace grant does not
+/// hold it open), and a new one is refused by Warden itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn narrowing_to_one_namespace_ends_a_watch_across_namespaces() {
+    let w = world().await;
+    let project_read = w
+        .admin
+        .bind_user("sally@example.com", "PROJECT_READ_ONLY", "dev", &[])
+        .await;
+    let mut watch = Streaming::spawn(
+        &w.sally,
+        "watch -A",
+        &["get", "configmaps", "-A", "-w", "-o", "name"],
+    );
+    w._sim
+        .store()
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "elsewhere", "namespace": "default"}}))
+        .expect("configmap");
+    watch.expect_line("configmap/elsewhere").await;
+    w.wait_live(1).await;
+    let t = Instant::now();
+    w.admin
+        .delete(&format!("/api/v1/bindings/{project_read}"))
+        .await
+        .assert_status(204);
+    w.registry_empties_within_a_second(t).await;
+    watch.ends_within(Duration::from_secs(5)).await;
+    let closed = w.audit("kube.watch.closed").await;
+    assert!(
+        closed.iter().any(|e| e["outcome"] == "denied"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("across namespaces"))),
+        "{closed:#?}"
+    );
+    // A new watch across namespaces is refused, in her words; her namespace works.
+    w.sally
+        .run(&[
+            "get",
+            "configmaps",
+            "-A",
+            "--watch-only",
+            "--request-timeout=10s",
+        ])
+        .await
+        .expect_err("Warden grants you write in namespace apple");
+    w.sally
+        .run(&["get", "configmaps", "-n", "apple"])
+        .await
+        .expect_ok();
+}
+
 /// An insider asks for a watch and a followed log in the spellings the API server also takes
 /// (`?watch=yes`, a bare `?watch`, `?follow=TRUE`: anything but `0` and `false` is true there).
 /// Read more strictly by Warden, they would pass as a plain list and get, never registered and

@@ -754,3 +754,79 @@ async fn a_readers_kubeconfig_from_a_stale_session_stays_a_readers() {
         "{denied:?}"
     );
 }
+
+/// The stored authenticator secret (one user enrolled).
+async fn stored_secret(app: &TestApp) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &app.services().db;
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT secret FROM user_mfa".to_owned(),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "secret")
+    .unwrap()
+}
+
+/// Without `WARDEN_MASTER_KEY`, secrets in the database are sealed all the same: with a key
+/// generated into the data directory (mode 0600), so a copy of the database alone (a backup,
+/// a read-only role) holds none of them. One stored plain by an older Warden is sealed at the
+/// next start, and keeps working.
+#[tokio::test]
+async fn without_a_master_key_secrets_are_sealed_with_a_generated_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = warden_server::testing::fresh_database_url(dir.path()).await;
+    let data = dir.path().join("data");
+    let (mut first, admin) = TestApp::spawn_on_data_dir(&db, &data)
+        .await
+        .with_admin()
+        .await;
+    let mia = first.user_client(&admin, EMAIL).await;
+    let (secret, _) = enrol(&first, &mia).await;
+    let stored = stored_secret(&first).await;
+    assert!(
+        stored.starts_with("warden-sealed:v1:") && !stored.contains(&secret),
+        "{stored}"
+    );
+    let key = data.join("master.key");
+    let meta = std::fs::metadata(&key).expect("a generated master key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let generated = std::fs::read_to_string(&key).unwrap();
+
+    // An older Warden's plain secret.
+    {
+        use sea_orm::{ConnectionTrait, Statement};
+        let conn = &first.services().db;
+        conn.execute_raw(Statement::from_string(
+            conn.get_database_backend(),
+            format!("UPDATE user_mfa SET secret = '{secret}'"),
+        ))
+        .await
+        .unwrap();
+    }
+    first.keep_database();
+    drop(first);
+    let app = TestApp::spawn_on_data_dir(&db, &data).await;
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        generated,
+        "the key was generated again"
+    );
+    let stored = stored_secret(&app).await;
+    assert!(
+        stored.starts_with("warden-sealed:v1:") && !stored.contains(&secret),
+        "{stored}"
+    );
+    let c = password_step(&app).await;
+    app.clock.advance_secs(30);
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200);
+    c.get("/api/v1/me").await.assert_status(200);
+}

@@ -322,8 +322,9 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         "A marked B's cluster disconnected"
     );
 
-    // A fresh manifest with another key, through A, while B holds the cluster's tunnel: refused
-    // as it would be on B (the live check sees every replica's tunnels), never a silent swap.
+    // A fresh manifest, through A, while B holds the cluster's tunnel and its agent's
+    // credential stands: refused as it would be on B, never a silent swap (only a revocation
+    // frees a registered cluster for another key).
     let body = admin_b
         .get(&format!("/api/v1/clusters/{CLUSTER}/manifest"))
         .await
@@ -333,31 +334,12 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
     settings.warden_url = a.url.clone();
     let token = settings.bootstrap_token.clone().expect("a token");
     let fp = _sim.kube_system_uid();
-    let seed = warden_agent::identity::AgentKey::generate_seed().unwrap();
-    let key = warden_agent::identity::AgentKey::from_seed(&seed).unwrap();
-    let c = warden_agent::dial::challenge(&settings, &token, &fp)
-        .await
-        .expect("a challenge");
-    let (proof, public) = (key.prove(&c), key.public_b64());
-    let r = warden_agent::dial::upgrade(
-        &settings,
-        &token,
-        &fp,
-        &[
-            ("x-warden-agent-key", public.as_str()),
-            ("x-warden-nonce", c.nonce.as_str()),
-            ("x-warden-proof", proof.as_str()),
-        ],
-    )
-    .await;
-    // 409: the agent would retry, as a reinstalled agent waits for the old tunnel to go.
-    match r {
-        Err(e) => assert!(
-            e.to_string().contains("409")
-                && e.to_string().contains("live tunnel from another agent key"),
-            "{e}"
-        ),
-        Ok(_) => panic!("another key took over the tunnel B holds, through A"),
+    match warden_agent::dial::challenge(&settings, &token, &fp).await {
+        Err(warden_agent::dial::DialError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (403, "key_mismatch"))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a manifest made after registration got a challenge, through A"),
     }
     assert_eq!(
         replica_b.owner_of(cluster_id).await.unwrap().unwrap().id,

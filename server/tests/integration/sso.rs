@@ -597,8 +597,9 @@ async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
         .await
         .assert_status(200);
     carol.get("/api/v1/me").await.assert_status(401);
+    // (The browser is not told whether an account exists for the email: the audit is.)
     let r = sso_sign_in(&app, &app.client(), &op, "carol").await;
-    assert_refused(&r, "deactivated");
+    assert_refused(&r, "no_account");
 
     // A local account with the same email is linked only when the provider allows it.
     admin
@@ -607,7 +608,7 @@ async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
         .assert_status(201);
     op.set_user("dave", "dave@example.com", &[]).await;
     let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
-    assert_refused(&r, "link_refused");
+    assert_refused(&r, "no_account");
     admin
         .patch(
             &format!("/api/v1/identity-providers/{PROVIDER}"),
@@ -624,7 +625,7 @@ async fn sso_refuses_other_domains_deactivated_users_and_unknown_accounts() {
     op.tamper(&client_id, json!({"drop_claims": ["email_verified"]}))
         .await;
     let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
-    assert_refused(&r, "link_refused");
+    assert_refused(&r, "no_account");
     let r = sso_sign_in(&app, &app.client(), &op, "dave").await;
     assert_eq!(location(&r), "/", "{}", r.body);
     let dave = admin
@@ -810,7 +811,7 @@ async fn identity_providers_are_for_organization_admins_and_their_secret_is_writ
     admin
         .patch(
             "/api/v1/identity-providers/corp",
-            json!({"issuer": "http://127.0.0.1:9"}),
+            json!({"issuer": "http://127.0.0.1:9", "client_secret": "that issuer's own secret"}),
         )
         .await
         .assert_status(200);
@@ -853,7 +854,7 @@ async fn identity_providers_are_for_organization_admins_and_their_secret_is_writ
 async fn local_passwords_can_be_limited_to_break_glass_administrators() {
     let op = OidcProvider::start().await;
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    let _bob = app.user_client(&admin, "bob@example.com").await;
+    let bob_before = app.user_client(&admin, "bob@example.com").await;
     let restrict = json!({"local_sign_in": "break_glass_only", "break_glass_users": [ADMIN_EMAIL]});
 
     // Never a lockout: not without an enabled identity provider.
@@ -894,6 +895,10 @@ async fn local_passwords_can_be_limited_to_break_glass_administrators() {
         .json();
     assert_eq!(s["local_sign_in"], "break_glass_only");
     assert_eq!(s["break_glass_users"], json!([ADMIN_EMAIL]));
+    // The session bob signed in with his password before ends with it; the administrator's
+    // (a break-glass account) does not.
+    bob_before.get("/api/v1/me").await.assert_status(401);
+    admin.get("/api/v1/me").await.assert_status(200);
 
     // A normal user's password is refused, with a clear code (a wrong one stays invalid).
     let r = app
@@ -1074,7 +1079,7 @@ async fn an_email_from_another_claim_is_not_taken_as_verified() {
     .await;
     let c = app.client();
     let r = sso_sign_in(&app, &c, &op, "mallory").await;
-    assert_refused(&r, "link_refused");
+    assert_refused(&r, "no_account");
     c.get("/api/v1/me").await.assert_status(401);
 
     // Dave himself, whose preferred_username is his verified email: linked.
@@ -1089,4 +1094,128 @@ async fn an_email_from_another_claim_is_not_taken_as_verified() {
     assert_eq!(location(&r), "/", "{}", r.body);
     let me = c.get("/api/v1/me").await.assert_status(200).json();
     assert_eq!(me["user"]["email"], "dave@example.com", "{me}");
+}
+
+/// An insider who administers the users of a provider (a partner's tenant, a second IdP) makes
+/// a user there with the email of a Warden account. Linking by email hands over no account
+/// with organization-wide rights (break-glass accounts are among them), nor one linked to
+/// another provider; and the provider's word for a second factor does not replace
+/// the account's own on the sign-in that links it.
+#[tokio::test]
+async fn a_providers_administrator_cannot_take_over_accounts_by_their_email() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    add_provider(
+        &app,
+        &admin,
+        &op,
+        json!({"link_existing_users": true, "trust_provider_mfa": true}),
+    )
+    .await;
+    // The organization administrator: refused, and no link is left behind.
+    op.set_user_amr("evil-admin", ADMIN_EMAIL, &["mfa"]).await;
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "evil-admin").await;
+    assert_refused(&r, "no_account");
+    c.get("/api/v1/me").await.assert_status(401);
+    let refused = audit(&admin, "action=sign_in&outcome=denied", 1).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["details"]["failure"] == "link_refused"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("organization-wide rights"))),
+        "{refused:#?}"
+    );
+    // A plain local account is linked, but the provider's `amr` does not stand in for the
+    // account's own second factor on that first sign-in.
+    let bob = app.user_client(&admin, "bob@example.com").await;
+    crate::mfa::enrol(&app, &bob).await;
+    op.set_user_amr("bob-there", "bob@example.com", &["mfa"])
+        .await;
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "bob-there").await;
+    assert_ne!(
+        location(&r),
+        "/",
+        "the provider's amr stood in for bob's own code"
+    );
+    c.get("/api/v1/me").await.assert_status(401);
+}
+
+/// Turning a provider off ends what it vouched for: the sessions of the people linked to it,
+/// and the API keys and kubeconfigs of those who had no other way in. Pointing it at another
+/// issuer takes that issuer's own client secret and unlinks the old subjects.
+#[tokio::test]
+async fn turning_a_provider_off_ends_its_sign_ins_and_another_issuer_is_another_provider() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    add_provider(&app, &admin, &op, json!({})).await;
+    op.set_user("zoe", "zoe@example.com", &[]).await;
+    let zoe = app.client();
+    let r = sso_sign_in(&app, &zoe, &op, "zoe").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    zoe.get("/api/v1/me").await.assert_status(200);
+    let key = zoe.create_api_key(json!({"name": "ci"})).await;
+    let by_key = app.client();
+    by_key
+        .get_bearer("/api/v1/me", &key)
+        .await
+        .assert_status(200);
+
+    // Another issuer without its own secret: refused, nothing changed.
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"issuer": "https://idp2.example.com"}),
+        )
+        .await
+        .assert_status(422);
+    zoe.get("/api/v1/me").await.assert_status(200);
+
+    // Turned off: zoe's session and key end with it.
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"enabled": false}),
+        )
+        .await
+        .assert_status(200);
+    zoe.get("/api/v1/me").await.assert_status(401);
+    by_key
+        .get_bearer("/api/v1/me", &key)
+        .await
+        .assert_status(401);
+    let changes = audit(&admin, "action=identity_provider.update", 1).await;
+    assert!(
+        changes
+            .iter()
+            .any(|e| e["details"]["after"]["ended"]["sessions_ended"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "zoe@example.com"))),
+        "{changes:#?}"
+    );
+
+    // Another issuer, with its secret: the old subjects are unlinked.
+    admin
+        .patch(
+            &format!("/api/v1/identity-providers/{PROVIDER}"),
+            json!({"issuer": "https://idp2.example.com", "client_secret": "the new issuer's secret"}),
+        )
+        .await
+        .assert_status(200);
+    let changes = audit(&admin, "action=identity_provider.update", 2).await;
+    assert!(
+        changes
+            .iter()
+            .any(|e| e["details"]["after"]["ended"]["unlinked"] == true),
+        "{changes:#?}"
+    );
 }

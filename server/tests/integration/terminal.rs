@@ -1209,6 +1209,36 @@ async fn a_revoked_key_a_reset_authenticator_and_a_new_mfa_policy_close_a_termin
     assert_eq!(w.app.gateway().live.len(), 0);
 }
 
+/// Safeguards tightened while a terminal is open reach it: keystrokes now recorded, or a
+/// shorter time limit, end it with the reason (it was opened under looser ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tightened_safeguards_end_an_open_terminal() {
+    let w = world().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w.open_for(&sally).await;
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_record_input": true}),
+        )
+        .await
+        .assert_status(200);
+    closes_saying(&mut ws, "keystrokes are now recorded").await;
+    // Opened again under the new settings: it stays, until a shorter limit ends it too.
+    let mut ws = w.open_for(&sally).await;
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_idle_secs": 600}),
+        )
+        .await
+        .assert_status(200);
+    closes_saying(&mut ws, "time limits were shortened").await;
+    assert_eq!(w.app.gateway().live.len(), 0);
+}
+
 /// The terminal is closed within 3 seconds with a reason that says `why`.
 async fn closes_saying(ws: &mut Ws, why: &str) {
     let (closed, _) = until_control(ws, "closed", Duration::from_secs(3)).await;
