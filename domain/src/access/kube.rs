@@ -362,6 +362,10 @@ pub struct KubeDenied {
     pub project: String,
     /// The user holds no kubectl right on the cluster any more: their identity there goes.
     pub lost_cluster: bool,
+    /// The refusal may name the cluster's project (a link to request access there): only to
+    /// someone whose grant on it just expired. Anyone else is told what they would be told of
+    /// a cluster that does not exist, so cluster names and owners cannot be enumerated.
+    pub names_owner: bool,
     /// A namespace no grant reaches, and the built-in role that would allow the request: what
     /// a pre-filled access request asks for.
     pub could_request: Option<(String, &'static str)>,
@@ -422,18 +426,27 @@ pub fn decide_kube(
         reason: None,
         project: project.clone(),
         lost_cluster: false,
+        names_owner: false,
         could_request: None,
     };
     if !access.usable() {
-        // A grant that just expired says so (a binding is kept a day after its expiry).
-        let message = expired_grant(eff, cluster)
-            .unwrap_or_else(|| format!("you have no kubectl access to cluster {}", cluster.name));
+        // A grant that just expired says so (a binding is kept a day after its expiry), and
+        // where to ask again; anyone else hears what an unknown cluster's name gets.
+        let expired = expired_grant(eff, cluster);
+        let names_owner = expired.is_some();
+        let message = expired.unwrap_or_else(|| {
+            format!(
+                "you have no kubectl access to a cluster named {}",
+                cluster.name
+            )
+        });
         return Err(KubeDenied {
             reason: Some(format!(
                 "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
                 cluster.owner
             )),
             lost_cluster: true,
+            names_owner,
             ..deny(message)
         });
     }
@@ -985,7 +998,12 @@ mod tests {
         };
         let d = decide(&eff, &KubeIntent::shell()).unwrap_err();
         assert!(d.lost_cluster);
-        assert_eq!(d.message, "you have no kubectl access to cluster prod");
+        // Told what an unknown cluster's name gets: no owner, no link.
+        assert_eq!(
+            d.message,
+            "you have no kubectl access to a cluster named prod"
+        );
+        assert!(!d.names_owner);
         let inactive = Effective {
             active: false,
             ..sally()

@@ -918,10 +918,11 @@ pub(crate) async fn authorize(
     let base = gw.services.public_url.trim_end_matches('/');
     let access = decision.map_err(|d| {
         let message = match (&d.could_request, d.lost_cluster) {
-            (_, true) => format!(
+            (_, true) if d.names_owner => format!(
                 "{}; request access at {base}/access?project={}&cluster={}",
                 d.message, cluster.owner, cluster.name
             ),
+            (_, true) => d.message,
             // A namespace no grant reaches: a request for it, pre-filled.
             (Some((ns, role)), false) => format!(
                 "{} (or request it: {base}/access?project={}&cluster={}&namespaces={ns}&role={role})",

@@ -1387,6 +1387,22 @@ async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
             .json()["group"]
             .clone()
     }
+    // Whether a project exists is not told to someone who may not read it: an unknown
+    // project and one they may not read are refused alike.
+    for path in ["dev", "no-such-project"] {
+        let r = p
+            .mallory
+            .get(&format!("/api/v1/projects/{path}/approver-group"))
+            .await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        p.mallory
+            .put(
+                &format!("/api/v1/projects/{path}/approver-group"),
+                json!({"group": "dev-approvers"}),
+            )
+            .await
+            .assert_status(403);
+    }
     // The project page offers john the organization's groups to choose from.
     let page = p.john.get("/projects/dev").await.assert_status(200);
     assert!(

@@ -283,7 +283,7 @@ async fn removing_the_binding_cuts_watch_logs_exec_and_attach() {
     for (what, out) in &said {
         if *what == "exec" {
             assert!(
-                out.contains("you have no kubectl access to cluster prod-1"),
+                out.contains("you have no kubectl access to a cluster named prod-1"),
                 "{what} did not say why:\n{out}"
             );
         }
@@ -299,7 +299,7 @@ async fn removing_the_binding_cuts_watch_logs_exec_and_attach() {
         assert!(ev["reason"]
             .as_str()
             .unwrap()
-            .contains("no kubectl access to cluster prod-1"));
+            .contains("no kubectl access to a cluster named prod-1"));
     }
     // Each long-lived request was audited when it started, before it was forwarded.
     for action in ["kube.watch.start", "kube.get.start", "kube.create.start"] {

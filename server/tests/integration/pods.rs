@@ -135,16 +135,24 @@ async fn pods_are_listed_as_the_user_and_refused_outside_their_namespaces() {
     assert_eq!(ns["items"][0]["can_exec"], true);
     assert_eq!(ns["cluster_wide"], false);
 
-    // Someone without kubectl access to the cluster, an unknown cluster, a bad name.
+    // Someone without kubectl access to the cluster, an unknown cluster, a bad name. The first
+    // two are told the same: cluster names and their projects cannot be enumerated.
     let nora = w.signed_in("nora@example.com").await;
     let r = nora.get(&pods("apple")).await.assert_status(403);
+    let told = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no kubectl access to cluster"),
-        "{}",
-        r.body
+        told.contains(&format!("no kubectl access to a cluster named {PROD}")),
+        "{told}"
+    );
+    assert!(!told.contains("project="), "{told}");
+    let unknown = nora
+        .get("/api/v1/clusters/nowhere/pods?namespace=apple")
+        .await
+        .assert_status(403)
+        .json();
+    assert_eq!(
+        unknown["error"]["message"].as_str().unwrap(),
+        told.replace(PROD, "nowhere"),
     );
     sally
         .get("/api/v1/clusters/nowhere/pods?namespace=apple")

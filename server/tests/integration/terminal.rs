@@ -457,7 +457,7 @@ async fn revocations_close_an_idle_terminal_with_the_reason() {
         closed["reason"]
             .as_str()
             .unwrap()
-            .contains("no kubectl access to cluster prod-1"),
+            .contains("no kubectl access to a cluster named prod-1"),
         "{closed}"
     );
     // The socket is closed after the reason.
@@ -934,7 +934,7 @@ async fn revocations_close_a_kubectl_shell_with_the_reason() {
         .delete(&format!("/api/v1/bindings/{}", w.binding))
         .await
         .assert_status(204);
-    closes_within_2s(ws, "no kubectl access to cluster prod-1").await;
+    closes_within_2s(ws, "no kubectl access to a cluster named prod-1").await;
     // The watch the killed kubectl held through the gateway leaves the registry too (its
     // connection closes just after the terminal).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
