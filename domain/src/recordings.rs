@@ -56,15 +56,21 @@ async fn check(svc: &Services, who: &Principal, id: &str) -> DomainResult<audit_
         .one(&svc.db)
         .await?
         .ok_or_else(|| DomainError::not_found("recording"))?;
-    let scope = crate::access::audit_scope(&svc.policy, who)
-        .await
-        .map_err(|d| DomainError::forbidden(d.reason))?;
-    if let Some(projects) = scope {
-        if !opened
-            .project
-            .as_ref()
-            .is_some_and(|p| projects.contains(p))
-        {
+    // The same scope as the audit log's, read without recording a refusal: listing one's own
+    // terminal events asks this for every recording on the page.
+    let eff = svc.policy.effective(who.user_id).await?;
+    if !eff.active {
+        return Err(DomainError::forbidden("the user is deactivated"));
+    }
+    if !eff.org_permissions().contains(&Permission::AuditRead) {
+        let audits_it = opened.project.as_ref().is_some_and(|p| {
+            eff.bindings.iter().any(|b| {
+                b.scope == Scope::Project
+                    && b.permissions.contains(&Permission::AuditRead)
+                    && b.project.as_ref() == Some(p)
+            })
+        });
+        if !audits_it {
             return Err(DomainError::forbidden(
                 "the recording's audit events belong to a project the caller may not audit",
             ));

@@ -429,7 +429,10 @@ async fn prepare(
         .as_ref()
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
-    if let (Some(c), Some(p)) = (&cluster, &project) {
+    // Checked last, once everything else holds: a request made only to learn which project a
+    // cluster is in either says so about a request that is otherwise whole, or is created
+    // (and audited, and its approvers told).
+    if let (Some(c), Some(p), true) = (&cluster, &project, fields.is_empty()) {
         let reaches = crate::kubectl::kube_cluster(&svc.db, c)
             .await?
             .is_some_and(|k| k.projects().any(|x| *x == p.name));

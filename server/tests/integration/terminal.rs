@@ -1363,3 +1363,42 @@ async fn a_terminal_ends_when_its_recording_reaches_the_limit() {
         .unwrap();
     until_output(&mut ws, "again-42").await;
 }
+
+/// Someone without audit.read reads their own activity, terminal sessions included: whether
+/// each recording may be replayed is decided without a refusal in the log per recording (a
+/// page of fifty terminal events wrote fifty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reading_ones_own_terminal_events_writes_no_refusal_per_recording() {
+    let w = world().await;
+    let sally = w.signed_in("sally@example.com").await;
+    for _ in 0..3 {
+        let mut ws = w.open_for(&sally).await;
+        until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+        ws.send(Message::Binary(b"exit\n".to_vec().into()))
+            .await
+            .unwrap();
+        until_control(&mut ws, "exit", Duration::from_secs(10)).await;
+    }
+    w.app.gateway().flush_audit().await;
+    let refusals = || async {
+        w.admin
+            .get("/api/v1/audit/events?action=authorize:audit.read&outcome=denied&limit=200")
+            .await
+            .assert_status(200)
+            .json()["items"]
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    let before = refusals().await;
+    let own = sally
+        .get("/api/v1/audit/events?kind=terminal&limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(own["items"].as_array().unwrap().len() >= 3, "{own:#}");
+    let after = refusals().await;
+    assert!(
+        after - before <= 1,
+        "{before} refusals before, {after} after"
+    );
+}
