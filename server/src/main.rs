@@ -455,9 +455,14 @@ async fn reset_password(config: Config, email: &str) -> anyhow::Result<ExitCode>
     startup::migrate(&db).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let audit = Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
-    let services = warden_domain::Services::new(db, clock, audit, config.http.public_url.clone());
+    let services =
+        warden_domain::Services::new(db.clone(), clock, audit, config.http.public_url.clone());
     match warden_domain::identity::authn::admin_reset_password(&services, None, &email).await {
         Ok(token) => {
+            // The running servers end the user's open terminals and streams now.
+            if let Err(e) = warden_server::replicas::announce_from_outside(&db).await {
+                eprintln!("warden: the running servers will notice within a minute ({e})");
+            }
             println!(
                 "Password of {email} reset. Send this one-time link (valid 24 hours) to the user:"
             );

@@ -1354,15 +1354,7 @@ pub async fn get_approver_group(
     who: &Principal,
     project: &str,
 ) -> DomainResult<ApproverGroupDto> {
-    // Refuse before revealing whether it exists: the gate decides on the name asked for.
-    let p = super::projects::find(&svc.db, project).await;
-    let name = p
-        .as_ref()
-        .map(|p| p.name.clone())
-        .unwrap_or_else(|_| project.to_owned());
-    svc.gate(who, Action::project(Permission::ProjectRead, name))
-        .await?;
-    let p = p?;
+    let p = super::projects::find_gated(svc, who, project, Permission::ProjectRead).await?;
     let group = match &p.approver_group_id {
         Some(g) => groups::Entity::find_by_id(g.clone())
             .one(&svc.db)
@@ -1412,14 +1404,7 @@ pub async fn set_approver_group(
     project: &str,
     req: ApproverGroupDto,
 ) -> DomainResult<ApproverGroupDto> {
-    let p = super::projects::find(&svc.db, project).await;
-    let name = p
-        .as_ref()
-        .map(|p| p.name.clone())
-        .unwrap_or_else(|_| project.to_owned());
-    svc.gate(who, Action::project(Permission::ProjectWrite, name))
-        .await?;
-    let p = p?;
+    let p = super::projects::find_gated(svc, who, project, Permission::ProjectWrite).await?;
     // The group will approve any of the project's roles: only someone holding all of it there
     // may name (or change) who does.
     super::bindings::refuse_escalation(

@@ -204,16 +204,25 @@ pub async fn names(svc: &Services, who: &Principal) -> DomainResult<Vec<String>>
         .await?)
 }
 
-pub async fn get(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<ProjectDto> {
+/// The project `name_or_id`, once the gate allows `permission` on it: refused before saying
+/// whether it exists (the gate decides on the name asked for).
+pub(crate) async fn find_gated(
+    svc: &Services,
+    who: &Principal,
+    name_or_id: &str,
+    permission: Permission,
+) -> DomainResult<projects::Model> {
     let p = find(&svc.db, name_or_id).await;
-    // Refuse before revealing whether it exists: the gate decides on the name asked for.
     let name = p
         .as_ref()
         .map(|p| p.name.clone())
         .unwrap_or_else(|_| name_or_id.to_owned());
-    svc.gate(who, Action::project(Permission::ProjectRead, name))
-        .await?;
-    let p = p?;
+    svc.gate(who, Action::project(permission, name)).await?;
+    p
+}
+
+pub async fn get(svc: &Services, who: &Principal, name_or_id: &str) -> DomainResult<ProjectDto> {
+    let p = find_gated(svc, who, name_or_id, Permission::ProjectRead).await?;
     let counts = counts(
         &svc.db,
         std::slice::from_ref(&p.id),

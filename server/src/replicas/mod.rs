@@ -459,6 +459,26 @@ async fn publish_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<()>) {
     }
 }
 
+/// Tell every running server that authorization changed, from outside one (a `warden`
+/// command that changed it in the database): the move of the shared epoch a replica makes, so
+/// their open terminals and streams are checked again now. On SQLite there is nobody to tell
+/// (a server there checks its terminals again within a minute, and every request anew).
+pub async fn announce_from_outside(db: &sea_orm::DatabaseConnection) -> anyhow::Result<()> {
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    db.query_one_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        format!(
+            "WITH u AS (UPDATE authz_epoch SET value = value + 1 WHERE id = 1 RETURNING value) \
+             SELECT u.value AS value, pg_notify('{EPOCH_CHANNEL}', $1 || ':' || u.value::text) AS sent FROM u"
+        ),
+        ["warden-command".into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Hear the other replicas' moves of the epoch.
 async fn listen_loop(me: Weak<Replicas>, services: Weak<Services>, mut listener: PgListener) {
     loop {
