@@ -100,6 +100,7 @@ pub async fn sign_in(
                     generation: user.session_generation,
                     started_at: now,
                     provider: None,
+                    link: None,
                 };
                 session
                     .insert(crate::identity::mfa::PENDING_KEY, &pending)
@@ -290,6 +291,22 @@ pub async fn complete_mfa_sign_in(
                 .remove::<MfaPending>(PENDING_KEY)
                 .await
                 .map_err(session_err)?;
+            let mut details = serde_json::json!({"mfa": factor.as_str()});
+            if let Some(link) = &pending.link {
+                match crate::identity::sso::complete_link(svc, &user, link, now).await? {
+                    Ok(changes) => {
+                        details["account_linked"] = serde_json::json!(true);
+                        details["groups_added"] = serde_json::json!(changes.added);
+                        details["groups_removed"] = serde_json::json!(changes.removed);
+                    }
+                    Err(why) => {
+                        svc.audit
+                            .record(denied(format!("not linked: {why}")).details(details))
+                            .await?;
+                        return Err(SignInError::Invalid);
+                    }
+                }
+            }
             let user =
                 start_session(svc, session, user, now, Some(now), pending.provider.clone()).await?;
             svc.audit
@@ -302,7 +319,7 @@ pub async fn complete_mfa_sign_in(
                         Outcome::Allowed,
                     )
                     .request(meta.clone())
-                    .details(serde_json::json!({"mfa": factor.as_str()})),
+                    .details(details),
                 )
                 .await?;
             Ok(user)

@@ -118,6 +118,19 @@ pub struct MfaPending {
     /// The identity provider (id) whose sign-in this completes; `None`: a local password.
     #[serde(default)]
     pub provider: Option<String>,
+    /// An existing account this provider sign-in would link (by its email): made only once the
+    /// account's own second factor is given, so a failed code leaves no link behind.
+    #[serde(default)]
+    pub link: Option<PendingLink>,
+}
+
+/// A provider's subject waiting to be linked to an account, and the groups it said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingLink {
+    pub provider_id: String,
+    pub subject: String,
+    /// The provider's groups, when the provider maps groups.
+    pub groups: Option<Vec<String>>,
 }
 
 /// Which second factor signed someone in.

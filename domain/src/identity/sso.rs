@@ -914,7 +914,12 @@ async fn callback(
             "the Warden user is deactivated",
         )));
     }
-    if created || linked {
+    // An existing account linked on this sign-in that has its own second factor: the link, and
+    // the provider's groups, wait for that code (else a wrong code would leave the link, and
+    // the next sign-in through the provider would need no code of the account's at all).
+    let uid = user_store::user_id(&user)?;
+    let link_due = linked && crate::identity::mfa::is_enabled(&tx, uid).await?;
+    if created || (linked && !link_due) {
         user_identities::ActiveModel::from(user_identities::Model {
             provider_id: provider.id.clone(),
             subject: identity.subject.clone(),
@@ -924,7 +929,7 @@ async fn callback(
         })
         .insert(&tx)
         .await?;
-    } else {
+    } else if !linked {
         user_identities::Entity::update_many()
             .col_expr(
                 user_identities::Column::LastLoginAt,
@@ -935,7 +940,7 @@ async fn callback(
             .exec(&tx)
             .await?;
     }
-    let changes = if wants_groups {
+    let changes = if wants_groups && !link_due {
         sync_groups(
             &tx,
             &provider,
@@ -962,17 +967,17 @@ async fn callback(
     // Never on the sign-in that links an existing account: that account's own second factor
     // is asked for first.
     let provider_mfa = !linked && provider.trust_provider_mfa && amr_has_second_factor(&amr);
-    let uid = user_store::user_id(&user)?;
     let actor = Actor::User {
         id: uid,
         name: user.email.clone(),
     };
-    let mfa_due = !provider_mfa && crate::identity::mfa::is_enabled(&svc.db, uid).await?;
+    let mfa_due =
+        link_due || (!provider_mfa && crate::identity::mfa::is_enabled(&svc.db, uid).await?);
     let mut details = json!({
         "provider": provider.name,
         "method": "oidc",
         "user_created": created,
-        "account_linked": linked,
+        "account_linked": linked && !link_due,
         "groups_added": changes.added,
         "groups_removed": changes.removed,
         "amr": amr,
@@ -984,12 +989,20 @@ async fn callback(
             generation: user.session_generation,
             started_at: now,
             provider: Some(provider.id.clone()),
+            link: link_due.then(|| crate::identity::mfa::PendingLink {
+                provider_id: provider.id.clone(),
+                subject: identity.subject.clone(),
+                groups: wants_groups.then(|| identity.groups.clone().unwrap_or_default()),
+            }),
         };
         session
             .insert(crate::identity::mfa::PENDING_KEY, &pending)
             .await
             .map_err(|e| DomainError::Internal(format!("session: {e}")))?;
         details["second_factor_due"] = json!(true);
+        if link_due {
+            details["link_due"] = json!(true);
+        }
         let ev = AuditEvent::new(
             AuditKind::SignIn,
             actor.clone(),
@@ -1047,6 +1060,63 @@ async fn callback(
         Some(u) => SsoSignIn::SignedIn(u),
         None => SsoSignIn::MfaRequired,
     })
+}
+
+/// The link a provider sign-in left waiting for the account's own second factor, made now
+/// that the code was right: checked again (the provider still on, the subject not linked to
+/// anyone else, the account still one that may be linked), with the provider's groups.
+/// `Ok(Err(why))`: not linked, and the sign-in does not go on.
+pub(crate) async fn complete_link(
+    svc: &Services,
+    user: &users::Model,
+    link: &crate::identity::mfa::PendingLink,
+    now: Timestamp,
+) -> DomainResult<Result<GroupChanges, String>> {
+    let tx = svc.db.begin().await?;
+    let Some(provider) = identity_providers::Entity::find_by_id(link.provider_id.clone())
+        .filter(identity_providers::Column::Enabled.eq(true))
+        .one(&tx)
+        .await?
+        .map(|m| Provider::from_model(&m))
+    else {
+        return Ok(Err("the identity provider was turned off or deleted".into()));
+    };
+    let existing = user_identities::Entity::find_by_id((provider.id.clone(), link.subject.clone()))
+        .one(&tx)
+        .await?;
+    match existing {
+        Some(l) if l.user_id != user.id => {
+            return Ok(Err(
+                "the provider's account was linked to another Warden user meanwhile".into(),
+            ))
+        }
+        Some(_) => {}
+        None => {
+            if let Some(why) = link_refusal(svc, &tx, &provider, user).await? {
+                return Ok(Err(why));
+            }
+            user_identities::ActiveModel::from(user_identities::Model {
+                provider_id: provider.id.clone(),
+                subject: link.subject.clone(),
+                user_id: user.id.clone(),
+                created_at: now.millis(),
+                last_login_at: Some(now.millis()),
+            })
+            .insert(&tx)
+            .await?;
+        }
+    }
+    let changes = match &link.groups {
+        Some(g) if !provider.groups_claim.is_empty() => {
+            sync_groups(&tx, &provider, &user.id, g, now).await?
+        }
+        _ => GroupChanges::default(),
+    };
+    tx.commit().await?;
+    if !changes.added.is_empty() || !changes.removed.is_empty() {
+        svc.policy.bump();
+    }
+    Ok(Ok(changes))
 }
 
 /// A new SSO user: no local password, a member of All Users.

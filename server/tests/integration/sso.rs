@@ -1134,7 +1134,7 @@ async fn a_providers_administrator_cannot_take_over_accounts_by_their_email() {
     // A plain local account is linked, but the provider's `amr` does not stand in for the
     // account's own second factor on that first sign-in.
     let bob = app.user_client(&admin, "bob@example.com").await;
-    crate::mfa::enrol(&app, &bob).await;
+    let (secret, _) = crate::mfa::enrol(&app, &bob).await;
     op.set_user_amr("bob-there", "bob@example.com", &["mfa"])
         .await;
     let c = app.client();
@@ -1145,6 +1145,46 @@ async fn a_providers_administrator_cannot_take_over_accounts_by_their_email() {
         "the provider's amr stood in for bob's own code"
     );
     c.get("/api/v1/me").await.assert_status(401);
+    // Whoever holds that provider account but not bob's code: a wrong code, then a sign-in
+    // again. No link was left behind by the first try, so the `amr` still stands in for
+    // nothing.
+    c.post("/api/v1/auth/mfa", json!({"code": "000000"}))
+        .await
+        .assert_status(401);
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "bob-there").await;
+    assert_ne!(
+        location(&r),
+        "/",
+        "a failed second factor left the link, and the provider's amr then stood in for it"
+    );
+    c.get("/api/v1/me").await.assert_status(401);
+    // Bob himself gives his code: linked now, and from then on the trusted provider's `amr`
+    // counts as his second factor.
+    app.clock.advance_secs(30);
+    c.post(
+        "/api/v1/auth/mfa",
+        json!({"code": crate::mfa::code(&app, &secret, 0)}),
+    )
+    .await
+    .assert_status(200);
+    c.get("/api/v1/me").await.assert_status(200);
+    let linked = audit(
+        &admin,
+        "action=sign_in&actor=bob@example.com&outcome=allowed",
+        1,
+    )
+    .await;
+    assert!(
+        linked
+            .iter()
+            .any(|e| e["details"]["account_linked"] == true),
+        "{linked:#?}"
+    );
+    let c = app.client();
+    let r = sso_sign_in(&app, &c, &op, "bob-there").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    c.get("/api/v1/me").await.assert_status(200);
 }
 
 /// Turning a provider off ends what it vouched for: the sessions of the people linked to it,
