@@ -107,6 +107,12 @@ fn problems(scope: &str, catalogue: &[PermissionDto], chosen: &BTreeSet<String>)
             )
         })
         .collect();
+    if scope != "namespace" && chosen.contains("kubectl.namespace.write") {
+        out.push(format!(
+            "{}.",
+            warden_domain::permissions::NAMESPACE_WRITE_WIDE
+        ));
+    }
     if scope == "namespace"
         && !chosen.contains("kubectl.namespace.read")
         && !chosen.contains("kubectl.namespace.write")

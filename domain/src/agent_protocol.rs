@@ -544,7 +544,9 @@ metadata:
 /// ClusterRole; any binding to a `warden-*` ClusterRole (a service account of one's own bound
 /// to `warden-cluster-write` would keep a cluster writer's rights after Warden revoked them);
 /// any long-lived token Secret (`kubernetes.io/service-account-token`: a credential for a
-/// service account that no Warden revocation reaches). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
+/// service account that no Warden revocation reaches); any role or binding written with a Warden
+/// user's service account (below cluster-admin intent: a copy of `warden-cluster-write` bound
+/// to a service account of one's own would do what the `warden-*` rule stops). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
 /// and Kubernetes never applies admission policies to policy objects themselves.
 /// kubesim enforces the same rules natively (`kubesim/src/admission.rs`).
 pub fn guard_policy(labels: &str) -> String {
@@ -618,6 +620,11 @@ metadata:
           object != null && has(object.type) && object.type == 'kubernetes.io/service-account-token')
       reason: Forbidden
       message: "long-lived service account tokens are made by cluster administrators only: one would outlive every Warden grant"
+    - expression: >-
+        !(request.resource.group == 'rbac.authorization.k8s.io' &&
+          request.userInfo.username.startsWith('system:serviceaccount:{ns}:'))
+      reason: Forbidden
+      message: "roles and bindings are made by the Warden agent, not with a Warden user's grant: one made by hand would outlive the grant"
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding

@@ -233,3 +233,9 @@ mod tests {
         }
     }
 }
+
+/// Why a project or organization role may not carry `kubectl.namespace.write`: held for a whole
+/// project it would reach every namespace, and on a cluster that is a cluster-wide write
+/// (the Namespace objects, RBAC, quotas, endpoints, nodes: everything the namespace role leaves
+/// out on purpose). Write across a project's clusters is `kubectl.cluster.write`, which says so.
+pub const NAMESPACE_WRITE_WIDE: &str = "kubectl.namespace.write is granted namespace by namespace (a namespace role); for write across whole clusters choose kubectl.cluster.write, which also writes cluster-wide objects";

@@ -102,7 +102,7 @@ fn names_warden_subject(obj: Option<&Value>) -> bool {
 }
 
 /// `validations`: the message of the first that fails.
-fn violation(r: &Request) -> Option<String> {
+fn violation(user: &UserInfo, r: &Request) -> Option<String> {
     let in_ns = if r.res.namespaced {
         r.ns == NS
     } else {
@@ -136,6 +136,13 @@ fn violation(r: &Request) -> Option<String> {
     {
         return Some("long-lived service account tokens are made by cluster administrators only: one would outlive every Warden grant".into());
     }
+    if r.res.group == rbac::RBAC_GROUP
+        && user
+            .name
+            .starts_with(&format!("system:serviceaccount:{NS}:"))
+    {
+        return Some("roles and bindings are made by the Warden agent, not with a Warden user's grant: one made by hand would outlive the grant".into());
+    }
     None
 }
 
@@ -156,7 +163,7 @@ pub fn admit(db: &Db, user: &UserInfo, r: &Request) -> ApiResult<()> {
     if rbac::authorize(db, user, &escalate).allowed {
         return Ok(());
     }
-    match violation(r) {
+    match violation(user, r) {
         None => Ok(()),
         Some(message) => Err(Status::forbidden(
             r.res.group,

@@ -254,6 +254,24 @@ pub fn issue_sa_token(
     Ok((token, exp))
 }
 
+/// The namespace and name of a service account's username (`serviceaccount.SplitUsername`):
+/// exactly `system:serviceaccount:<namespace>:<name>` with a valid namespace (a DNS label) and
+/// service-account name (a DNS subdomain). Any other name, `system:serviceaccount:x` or
+/// `system:serviceaccount:a:b:c` included, is a plain user's, so impersonating it takes
+/// `impersonate` on `users`, not the narrower grant on `serviceaccounts`.
+fn split_service_account_username(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("system:serviceaccount:")?;
+    let mut parts = rest.split(':');
+    let (ns, sa) = (parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || !crate::validate::is_dns1123_label(ns)
+        || !crate::validate::is_dns1123_subdomain(sa)
+    {
+        return None;
+    }
+    Some((ns, sa))
+}
+
 /// Apply `Impersonate-*` headers: every requested identity needs the `impersonate` verb.
 pub fn impersonate(core: &Core, user: UserInfo, headers: &HeaderMap) -> ApiResult<UserInfo> {
     let name = headers
@@ -307,8 +325,7 @@ pub fn impersonate(core: &Core, user: UserInfo, headers: &HeaderMap) -> ApiResul
         }
     };
     let mut new_groups = groups.clone();
-    if let Some(rest) = name.strip_prefix("system:serviceaccount:") {
-        let (ns, sa) = rest.split_once(':').unwrap_or(("", rest));
+    if let Some((ns, sa)) = split_service_account_username(&name) {
         check(Attributes::resource(
             "impersonate",
             "",
@@ -374,4 +391,34 @@ pub fn impersonate(core: &Core, user: UserInfo, headers: &HeaderMap) -> ApiResul
         groups: new_groups,
         extra,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_service_account_username as split;
+
+    #[test]
+    fn service_account_usernames_split_only_when_valid() {
+        assert_eq!(
+            split("system:serviceaccount:default:robot"),
+            Some(("default", "robot"))
+        );
+        assert_eq!(
+            split("system:serviceaccount:kube-system:a.b"),
+            Some(("kube-system", "a.b"))
+        );
+        for name in [
+            "robot",
+            "system:serviceaccount:",
+            "system:serviceaccount:x",
+            "system:serviceaccount::robot",
+            "system:serviceaccount:default:",
+            "system:serviceaccount:ns:a:b",
+            "system:serviceaccount:Default:robot",
+            "system:serviceaccount:a.b:robot",
+            "system:serviceaccount:default:Robot",
+        ] {
+            assert_eq!(split(name), None, "{name}");
+        }
+    }
 }

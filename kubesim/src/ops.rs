@@ -405,11 +405,19 @@ impl Core {
                     .db
                     .get(&Self::key(role_def, role_ns, role))
                     .ok_or_else(|| Status::not_found(role_def, role))?;
-                role_obj
-                    .get("rules")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().map(rbac::Rule::from_json).collect())
-                    .unwrap_or_default()
+                // What the binding grants is what authorization will grant through it: for an
+                // aggregated ClusterRole the union the aggregation controller would have written
+                // into `rules`, which the simulator only computes (so the stored `rules` may
+                // lack what a newly labelled role brings).
+                if role_res == "clusterroles" {
+                    rbac::cluster_role_rules(&self.db, &role_obj)
+                } else {
+                    role_obj
+                        .get("rules")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().map(rbac::Rule::from_json).collect())
+                        .unwrap_or_default()
+                }
             }
             _ => return Ok(()),
         };
@@ -845,6 +853,31 @@ impl Core {
         Err(Status::conflict(res, name))
     }
 
+    /// The request was authorized as a `patch`; one that creates the object must also be
+    /// allowed to `create` it, or `patch` alone would make objects (handlers/patch.go wraps
+    /// the create validation in `withAuthorization` with verb `create`). The refusal is
+    /// `NewForbidden` with the authorizer's reason, as there (RBAC's is usually empty).
+    fn authorize_create_on_patch(
+        &self,
+        user: &UserInfo,
+        res: &ResourceDef,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<()> {
+        let scope_ns = if res.namespaced { ns } else { "" };
+        let a = Attributes::resource("create", res.group, res.plural, "", scope_ns, name);
+        let decision = rbac::authorize(&self.db, user, &a);
+        if decision.allowed {
+            return Ok(());
+        }
+        Err(Status::forbidden(
+            res.group,
+            res.plural,
+            name,
+            &decision.reason,
+        ))
+    }
+
     /// Server-side apply.
     fn apply(
         self: &Arc<Self>,
@@ -892,6 +925,7 @@ impl Core {
                 let (obj, warnings) = self.prepare_create(res, ns, config.clone(), o)?;
                 if let Some(u) = &o.user {
                     self.check_rbac_write(u, res, ns, &obj, None, name_of(&obj))?;
+                    self.authorize_create_on_patch(u, res, ns, name)?;
                 }
                 self.admit(o, Op::Create, res, ns, Some(&obj), None)?;
                 if o.dry_run {

@@ -18,6 +18,25 @@ fn pod(name: &str, command: &str) -> String {
     )
 }
 
+/// Send a raw request and return the status code and the body (JSON, or null if it is not).
+async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let res = client
+        .send(request.map(kube::client::Body::from))
+        .await
+        .expect("response");
+    let code = res.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(10), res.into_body().collect())
+        .await
+        .expect("body within 10s")
+        .expect("body")
+        .to_bytes();
+    (
+        code,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Discovery and seeded state
 
@@ -1117,6 +1136,223 @@ async fn rolebinding_requires_bind_or_coverage() {
     .ok();
 }
 
+/// Real cluster: a watch names its object through `fieldSelector=metadata.name=` only when its
+/// verb comes from `?watch` (requestinfo.go reads the selector for a GET turned into list or
+/// watch); one through the deprecated `/watch/` path prefix is authorized unnamed, so a rule
+/// limited by `resourceNames` allows the first and not the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_through_the_path_prefix_is_not_named_by_its_field_selector() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "cm", "x"]).await.ok();
+    env.kubectl(&[
+        "create",
+        "role",
+        "watch-x",
+        "--verb=watch",
+        "--resource=configmaps",
+        "--resource-name=x",
+    ])
+    .await
+    .ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "wendy-watch-x",
+        "--role=watch-x",
+        "--user=wendy",
+    ])
+    .await
+    .ok();
+    let wendy =
+        common::client_from(&env.sim.kubeconfig_for_cert("wendy", &[]).expect("cert")).await;
+    let get = |uri: &str| http::Request::get(uri).body(Vec::new()).expect("request");
+    let (code, _) = send(
+        &wendy,
+        get("/api/v1/namespaces/default/configmaps?watch=1&fieldSelector=metadata.name%3Dx&timeoutSeconds=1"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, status) = send(
+        &wendy,
+        get("/api/v1/watch/namespaces/default/configmaps?fieldSelector=metadata.name%3Dx&timeoutSeconds=1"),
+    )
+    .await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(
+        status["message"],
+        "configmaps is forbidden: User \"wendy\" cannot watch resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+}
+
+/// Real cluster: a server-side apply is authorized as `patch`, and one that creates the object
+/// must also be allowed to `create` it (handlers/patch.go authorizes the create with verb
+/// `create` and the object's name): `patch` alone updates, never creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_creates_needs_create() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "ns", "a"]).await.ok();
+    env.kubectl(&["create", "cm", "old", "-n", "a"]).await.ok();
+    env.kubectl(&[
+        "create",
+        "role",
+        "cm-patcher",
+        "--verb=get,patch",
+        "--resource=configmaps",
+        "-n",
+        "a",
+    ])
+    .await
+    .ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "pat-patcher",
+        "--role=cm-patcher",
+        "--user=pat",
+        "-n",
+        "a",
+    ])
+    .await
+    .ok();
+    let pat = common::client_from(&env.sim.kubeconfig_for_cert("pat", &[]).expect("cert")).await;
+    let apply = |name: &str| {
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"k": "v"},
+        });
+        http::Request::patch(format!(
+            "/api/v1/namespaces/a/configmaps/{name}?fieldManager=pat"
+        ))
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body(serde_json::to_vec(&body).expect("json"))
+        .expect("request")
+    };
+    // An existing object is patch's to change.
+    let (code, obj) = send(&pat, apply("old")).await;
+    assert_eq!(code, 200, "{obj}");
+    let (code, status) = send(&pat, apply("new")).await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(status["reason"], "Forbidden");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("configmaps \"new\" is forbidden")),
+        "{status}"
+    );
+    assert!(env
+        .kubectl(&["get", "cm", "new", "-n", "a"])
+        .await
+        .err()
+        .contains("NotFound"));
+    env.kubectl(&[
+        "create",
+        "role",
+        "cm-creator",
+        "--verb=create",
+        "--resource=configmaps",
+        "-n",
+        "a",
+    ])
+    .await
+    .ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "pat-creator",
+        "--role=cm-creator",
+        "--user=pat",
+        "-n",
+        "a",
+    ])
+    .await
+    .ok();
+    let (code, obj) = send(&pat, apply("new")).await;
+    assert_eq!(code, 201, "{obj}");
+    assert_eq!(obj["data"]["k"], "v");
+}
+
+/// Real cluster: the clusterrole-aggregation controller writes what a newly labelled role
+/// brings into `admin`'s rules, so binding `admin` without `bind` takes holding those rules
+/// too; holding `admin`'s rules from before the label is not enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_an_aggregated_cluster_role_takes_its_aggregated_rules() {
+    let env = Env::new().await;
+    env.kubectl(&["create", "ns", "dev"]).await.ok();
+    let admin = env
+        .kubectl(&["get", "clusterrole", "admin", "-o", "json"])
+        .await
+        .json();
+    let copy = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "admin-copy"},
+        "rules": admin["rules"],
+    });
+    env.apply(&copy.to_string()).await.ok();
+    env.kubectl(&[
+        "create",
+        "rolebinding",
+        "bo-admin-copy",
+        "-n",
+        "dev",
+        "--clusterrole=admin-copy",
+        "--user=bo",
+    ])
+    .await
+    .ok();
+    let bo = env.user("bo", &[]);
+    let bind_admin = |name: &'static str| {
+        let (env, bo) = (&env, bo.clone());
+        async move {
+            env.run(
+                &bo,
+                &[
+                    "create",
+                    "rolebinding",
+                    name,
+                    "-n",
+                    "dev",
+                    "--clusterrole=admin",
+                    "--user=cy",
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    // bo holds all of admin's rules, so may bind it.
+    bind_admin("before").await.ok();
+    env.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: widgets-delete
+  labels: {rbac.authorization.k8s.io/aggregate-to-admin: \"true\"}
+rules:
+- apiGroups: [\"\"]
+  resources: [widgets]
+  verbs: [delete]
+",
+    )
+    .await
+    .ok();
+    let out = bind_admin("after").await;
+    assert!(
+        out.err()
+            .contains("is attempting to grant RBAC permissions not currently held"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.err()
+            .contains("{APIGroups:[\"\"], Resources:[\"widgets\"], Verbs:[\"delete\"]}"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Real cluster: the request-info resolver gives `/api/v1/namespaces/N` the namespace N, so the
 /// rules of a RoleBinding in N apply to the Namespace object N itself, and to no other namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1322,6 +1558,66 @@ async fn impersonating_groups_needs_its_own_right() {
         "{}",
         out.stderr
     );
+}
+
+/// Real cluster: an impersonated name is a service account's only in the exact form
+/// `system:serviceaccount:<namespace>:<name>` with valid parts (`serviceaccount.SplitUsername`);
+/// any other name under that prefix is a user's and takes `impersonate` on users, which a grant
+/// on serviceaccounts does not give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_well_formed_service_account_names_impersonate_as_service_accounts() {
+    let env = Env::new().await;
+    env.kubectl(&[
+        "create",
+        "clusterrole",
+        "imp-sas",
+        "--verb=impersonate",
+        "--resource=serviceaccounts",
+    ])
+    .await
+    .ok();
+    env.bind_cluster("alice-imp-sas", "imp-sas", "user", "alice")
+        .await;
+    let kc = env.user("alice", &[]);
+    env.run(&kc, &["api-resources"], None).await.ok();
+    let who = env
+        .run(
+            &kc,
+            &[
+                "auth",
+                "whoami",
+                "--as=system:serviceaccount:default:robot",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated"
+        ])
+    );
+    for name in [
+        "system:serviceaccount:default:robot:extra",
+        "system:serviceaccount:robot",
+        "system:serviceaccount:Default:robot",
+    ] {
+        let out = env
+            .run(&kc, &["get", "pods", &format!("--as={name}")], None)
+            .await;
+        assert!(
+            out.err().contains(&format!(
+                "users \"{name}\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+            )),
+            "{name}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// Real cluster: an admin impersonating a user in system:masters acts with full rights;

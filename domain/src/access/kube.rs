@@ -207,10 +207,12 @@ pub fn kube_access(eff: &Effective, cluster: &KubeCluster) -> KubeAccess {
                     1
                 }
                 // A namespace permission granted to a whole project or the organization
-                // reaches every namespace of the cluster.
+                // reaches every namespace of the cluster. Write so granted would be a
+                // cluster-wide write (roles no longer carry it: `roles::NAMESPACE_WRITE_WIDE`);
+                // a role stored before that grants the read it includes, no more.
                 (Permission::KubectlNamespaceWrite, _) => {
-                    a.cluster_write = true;
-                    4
+                    a.cluster_read = true;
+                    2
                 }
                 (Permission::KubectlNamespaceRead, _) => {
                     a.cluster_read = true;
@@ -537,6 +539,28 @@ pub fn decide_kube(
             )));
         }
     }
+    // The cluster's own system namespaces hold the controllers' service accounts (some may
+    // `escalate` ClusterRoles): a pod made there to run as one, or an exec into one, hands out
+    // its token, and with it the cluster. A cluster-wide write grant stops short of them; an
+    // administrator may still grant one by name (confirmed as a system namespace).
+    if !access.full
+        && intent.resource_request
+        && (intent.writes() || intent.connect)
+        && !intent.self_review()
+    {
+        if let Some(ns) = intent
+            .namespace
+            .as_deref()
+            .filter(|ns| crate::dto::SYSTEM_NAMESPACES.contains(ns))
+            .filter(|ns| !access.namespace_write.contains(*ns))
+        {
+            return Err(deny(format!(
+                "{email} cannot {} in namespace {ns} of cluster {}: the cluster's system namespaces hold its controllers' service accounts (a pod run as one hands out its token); that takes full access, or a grant on {ns} itself",
+                intent.in_words(),
+                cluster.name
+            )));
+        }
+    }
     if intent.resource_request && intent.writes() && !intent.self_review() {
         let place = match &intent.namespace {
             Some(ns) => format!("in namespace {ns} of cluster {}", cluster.name),
@@ -575,6 +599,15 @@ pub fn decide_kube(
             if admission {
                 return Err(refuse(
                     "admission policies and webhooks guard the cluster (Warden's namespace included); changing them takes full access".into(),
+                ));
+            }
+            // Roles and bindings made by hand would outlive the grant they were made with (a
+            // copy of Warden's own ClusterRole, bound to a service account of one's own, keeps
+            // a writer's rights after Warden revoked them): on the cluster, RBAC is Warden's
+            // to make, below full access.
+            if intent.api_group == "rbac.authorization.k8s.io" {
+                return Err(refuse(
+                    "roles and bindings on the cluster are made by Warden (one made by hand would outlive the grant it was made with); that takes full access".into(),
                 ));
             }
         }
@@ -873,6 +906,53 @@ mod tests {
         }
         assert!(decide(&writer, &ask("get", "serviceaccounts", Some("kube-system"))).is_ok());
         assert!(decide(&writer, &ask("get", "nodes", None)).is_ok());
+        // The system namespaces (pods run as a controller's service account) and RBAC (a role
+        // of one's own outlives the grant) take full access; reading them does not.
+        let mut exec = ask("create", "pods/exec", Some("kube-system"));
+        exec.connect = true;
+        for mut intent in [
+            ask("create", "pods", Some("kube-system")),
+            ask("patch", "deployments", Some("kube-public")),
+            exec,
+            ask("create", "clusterroles", None),
+            ask("create", "clusterrolebindings", None),
+            ask("create", "rolebindings", Some("default")),
+            ask("patch", "roles", Some("default")),
+        ] {
+            if intent
+                .resource
+                .as_deref()
+                .is_some_and(|r| r.contains("role"))
+            {
+                intent.api_group = "rbac.authorization.k8s.io".into();
+            }
+            let d = decide(&writer, &intent).unwrap_err();
+            assert!(
+                d.message.contains("that takes full access"),
+                "{intent:?}: {}",
+                d.message
+            );
+            intent.verb = "get".into();
+            intent.connect = false;
+            assert!(decide(&writer, &intent).is_ok(), "{intent:?}");
+        }
+        // A namespace write granted to a whole project (a role stored before roles stopped
+        // carrying it so) reads the cluster, and writes nothing.
+        let wide = Effective {
+            active: true,
+            bindings: vec![binding(
+                Scope::Project,
+                Some("production"),
+                &[],
+                &[KubeconfigRead, KubectlNamespaceWrite],
+            )],
+            all_projects: vec![],
+            expired: vec![],
+            valid_until: i64::MAX,
+        };
+        assert!(decide(&wide, &ask("list", "pods", Some("default"))).is_ok());
+        assert!(decide(&wide, &ask("create", "pods", Some("default"))).is_err());
+        assert!(decide(&wide, &ask("patch", "namespaces", Some("default"))).is_err());
         // Full access is the cluster, but through Warden it only reads Warden's namespace
         // (no secrets, tokens, exec or changes), and no one lists secrets of every namespace.
         let full = Effective {

@@ -107,6 +107,9 @@ pub fn validate_permissions(scope: Scope, names: &[String]) -> DomainResult<Vec<
             }
         }
     }
+    if scope != Scope::Namespace && set.contains(&Permission::KubectlNamespaceWrite) {
+        problems.push(crate::permissions::NAMESPACE_WRITE_WIDE.into());
+    }
     if set.is_empty() && problems.is_empty() {
         problems.push("choose at least one permission".into());
     }

@@ -98,7 +98,10 @@ pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> Re
         }
         .into();
     }
-    let listing = ri.verb == "watch" || ri.verb == "list" && !watch_prefix;
+    // Only a list or watch that got its verb from `?watch` (requestinfo.go's `Verb == "get"`
+    // branch) names its object by `fieldSelector=metadata.name=`; one through the deprecated
+    // `/watch/` prefix stays unnamed, so a rule limited by `resourceNames` does not allow it.
+    let listing = (ri.verb == "watch" || ri.verb == "list") && !watch_prefix;
     if listing && ri.name.is_empty() {
         if let Some(n) = query
             .get("fieldSelector")
@@ -170,6 +173,33 @@ mod tests {
             &[("watch", "true"), ("fieldSelector", "metadata.name=x")],
         );
         assert_eq!((r.verb.as_str(), r.name.as_str()), ("watch", "x"));
+        let r = p(
+            Method::GET,
+            "/api/v1/namespaces/a/pods",
+            &[("fieldSelector", "metadata.name=x")],
+        );
+        assert_eq!((r.verb.as_str(), r.name.as_str()), ("list", "x"));
+    }
+
+    /// The deprecated `/watch/` path prefix sets the verb itself: upstream reads a
+    /// `metadata.name` field selector only for a GET turned into list or watch, so such a
+    /// watch is authorized without a name.
+    #[test]
+    fn watch_prefix_takes_no_name_from_the_field_selector() {
+        let r = p(
+            Method::GET,
+            "/api/v1/watch/namespaces/a/pods",
+            &[("fieldSelector", "metadata.name=x")],
+        );
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.namespace.as_str(),
+                r.resource.as_str(),
+                r.name.as_str()
+            ),
+            ("watch", "a", "pods", "")
+        );
     }
 
     /// The path is decoded before it is split (Go's `URL.Path`): `%2F` separates segments.

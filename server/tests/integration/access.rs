@@ -247,6 +247,19 @@ async fn users_groups_roles_and_in_use_conflicts() {
         .as_str()
         .unwrap()
         .contains("user.write"));
+    // Namespace write held for a whole project would be write on whole clusters (Namespace
+    // objects, RBAC, quotas): refused, with the permission that says so named.
+    for scope in ["project", "organization"] {
+        let r = admin.post("/api/v1/roles", json!({"name": "DEV_ALL", "scope": scope, "permissions": ["project.read", "kubeconfig.read", "kubectl.namespace.write"]})).await.assert_status(422);
+        assert!(
+            r.json()["error"]["fields"]["permissions"]
+                .as_str()
+                .is_some_and(|p| p.contains("kubectl.cluster.write")),
+            "{}",
+            r.body
+        );
+    }
+    admin.get("/api/v1/roles/DEV_ALL").await.assert_status(404);
     // A scope that does not exist: the field is named, no role is made.
     let r = admin
         .post(

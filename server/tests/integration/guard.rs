@@ -31,7 +31,7 @@ fn the_guard_policy_matches_the_kubernetes_schema() {
     assert_eq!(serde_json::to_value(&binding).unwrap(), docs[1]);
     let spec = policy.spec.unwrap();
     assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(spec.validations.unwrap().len(), 5);
+    assert_eq!(spec.validations.unwrap().len(), 6);
     let bspec = binding.spec;
     assert_eq!(bspec.policy_name, "warden-system-guard");
     assert_eq!(bspec.validation_actions, vec!["Deny".to_string()]);
@@ -214,6 +214,41 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
             "deleting the warden-system namespace",
             &["delete", "namespace", "warden-system"],
         ),
+        // A copy of warden-cluster-write under another name (the escalation check passes: the
+        // writer holds every rule in it), bound to a service account of one's own: cluster-wide
+        // write that would outlive Warden's revocation.
+        (
+            "a copy of warden-cluster-write",
+            &[
+                "create",
+                "clusterrole",
+                "mine",
+                "--verb=get,list,watch,create,update,patch,delete,deletecollection",
+                "--resource=*.*",
+            ],
+        ),
+        (
+            "binding a ClusterRole of the cluster's own to a service account of one's own",
+            &[
+                "create",
+                "clusterrolebinding",
+                "keep",
+                "--clusterrole=view",
+                "--serviceaccount=team:default",
+            ],
+        ),
+        (
+            "a Role in a namespace",
+            &[
+                "create",
+                "role",
+                "mine",
+                "-n",
+                "team",
+                "--verb=get",
+                "--resource=pods",
+            ],
+        ),
     ];
     // Reads across every namespace leave warden-system out (its service accounts carry every
     // user's email in their names), whatever field selector the reader adds; their own
@@ -332,12 +367,26 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
         .store()
         .get("clusterrolebindings", "", "backdoor")
         .is_none());
+    assert!(sim.store().get("clusterroles", "", "mine").is_none());
+    assert!(sim.store().get("clusterrolebindings", "", "keep").is_none());
+    assert!(sim.store().get("roles", "team", "mine").is_none());
     // Other identities, which the cluster's RBAC would hand a cluster-wide writer: a token for
     // any service account (kube-system's controllers), a node's kubelet. Warden's gate refuses.
     for (what, args) in [
         (
             "a token for a kube-system service account",
             &["create", "token", "default", "-n", "kube-system"][..],
+        ),
+        (
+            "a pod in kube-system (run as a controller's service account, its token is the cluster)",
+            &[
+                "run",
+                "x",
+                "-n",
+                "kube-system",
+                "--image=busybox",
+                "--restart=Never",
+            ][..],
         ),
         (
             "a node's kubelet API",
