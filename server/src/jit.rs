@@ -65,10 +65,12 @@ pub fn spawn_webhooks(services: &Arc<Services>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// The HTTP client for webhook deliveries.
+/// The HTTP client for webhook deliveries. It follows no redirect: the URL was checked when
+/// it was set (`jit_settings::webhook_url_problem`), where it redirects to was not.
 pub fn webhook_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }
@@ -89,12 +91,19 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
             return accepted;
         }
         for d in batch {
-            let outcome = http.post(&d.url).json(&d.payload).send().await;
-            // The URL may carry a token: errors are stripped of it, and it is never logged.
-            let error = match outcome {
-                Ok(r) if r.status().is_success() => None,
-                Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-                Err(e) => Some(e.without_url().to_string()),
+            // A URL stored before the rule of what a webhook may be: checked again, not posted.
+            let error = if let Some(why) =
+                warden_domain::admin::jit_settings::webhook_url_problem(&d.url)
+            {
+                Some(format!("not posted: the webhook URL {why}"))
+            } else {
+                let outcome = http.post(&d.url).json(&d.payload).send().await;
+                // The URL may carry a token: errors are stripped of it, and it is never logged.
+                match outcome {
+                    Ok(r) if r.status().is_success() => None,
+                    Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+                    Err(e) => Some(e.without_url().to_string()),
+                }
             };
             let attempt = d.attempts + 1;
             match error {

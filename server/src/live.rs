@@ -75,6 +75,29 @@ pub struct LiveStreams {
     /// With several replicas (PostgreSQL): the shared registry, which the list, an *End* and
     /// the terminal limit reach through ([`crate::replicas::streams`]).
     shared: OnceLock<std::sync::Weak<crate::replicas::Replicas>>,
+    /// Terminals being opened, by user: counted against the limit from the moment the count
+    /// is taken until they are registered (or fail), so twenty upgrades at once do not all
+    /// see the same "none open yet".
+    opening: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+/// A place among a user's terminals, held while one opens. Dropping it gives the place back
+/// (the registered terminal counts from then on).
+pub struct TerminalSlot {
+    user_id: String,
+    opening: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl Drop for TerminalSlot {
+    fn drop(&mut self) {
+        let mut o = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = o.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n <= 0 {
+                o.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// Where this process's stream ids begin: a random point in [2^32, 2^52), so ids stay exact
@@ -102,7 +125,44 @@ impl LiveStreams {
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(first_id()),
             shared: OnceLock::new(),
+            opening: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// Take a place among `user_id`'s terminals if fewer than `max` are open or opening (on
+    /// every replica); `Ok(Err(n))`: `n` are; `Err`: the other replicas' count is out of
+    /// reach. The count of this replica's open and opening terminals and the reservation are
+    /// one step under one lock.
+    pub async fn reserve_terminal(
+        &self,
+        user_id: &str,
+        max: i64,
+    ) -> Result<Result<TerminalSlot, i64>, String> {
+        let elsewhere = match self.replicas() {
+            Some(r) => r
+                .terminals_elsewhere(user_id)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => 0,
+        };
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let here = entries
+            .values()
+            .filter(|e| {
+                e.info.kind == warden_domain::dto::StreamKind::Terminal && e.info.user_id == user_id
+            })
+            .count() as i64;
+        let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = opening.get(user_id).copied().unwrap_or(0);
+        let open = here + elsewhere + pending;
+        if open >= max {
+            return Ok(Err(open));
+        }
+        *opening.entry(user_id.to_owned()).or_insert(0) += 1;
+        Ok(Ok(TerminalSlot {
+            user_id: user_id.to_owned(),
+            opening: self.opening.clone(),
+        }))
     }
 
     /// Share this registry with the other replicas.
@@ -112,25 +172,6 @@ impl LiveStreams {
 
     fn replicas(&self) -> Option<Arc<crate::replicas::Replicas>> {
         self.shared.get().and_then(|w| w.upgrade())
-    }
-
-    /// How many terminals `user_id` has open, on every replica.
-    pub async fn terminals_of(&self, user_id: &str) -> Result<i64, String> {
-        let here = self
-            .list()
-            .iter()
-            .filter(|(_, i)| {
-                i.kind == warden_domain::dto::StreamKind::Terminal && i.user_id == user_id
-            })
-            .count() as i64;
-        let elsewhere = match self.replicas() {
-            Some(r) => r
-                .terminals_elsewhere(user_id)
-                .await
-                .map_err(|e| e.to_string())?,
-            None => 0,
-        };
-        Ok(here + elsewhere)
     }
 
     /// Register a stream admitted at `epoch`, valid until `valid_until` unless `check` says

@@ -223,9 +223,11 @@ impl SiemSink for WebhookSink {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.expose());
         }
+        // The URL may carry a token: the error is stripped of it before it is logged.
         let status = req
             .send()
             .await
+            .map_err(|e| e.without_url())
             .context("the SIEM webhook is unreachable")?
             .status();
         anyhow::ensure!(

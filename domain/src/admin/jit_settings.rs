@@ -360,11 +360,8 @@ pub async fn update(
             // The masked value shown, sent back unchanged: the stored URL stays.
         } else if url.is_empty() {
             s.webhook_url = None;
-        } else if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
-            fields.insert(
-                "webhook_url".to_owned(),
-                "must be an http(s) URL".to_owned(),
-            );
+        } else if let Some(why) = webhook_url_problem(&url) {
+            fields.insert("webhook_url".to_owned(), why.to_owned());
         } else {
             s.webhook_url = Some(url);
         }
@@ -532,5 +529,79 @@ mod tests {
             "https://example.com:8443/***"
         );
         assert_eq!(super::redact_webhook("http://h"), "http://h/***");
+    }
+}
+
+/// What is wrong with a webhook URL, if anything. Warden posts every access request there,
+/// from inside the network it runs in, so a settings writer must not aim it at what only that
+/// network reaches in the clear: `https://` (plain `http://` only to a loopback address, as
+/// the SIEM stream's webhook), and never a link-local address or a cloud's metadata host (the
+/// instance's credentials). Deliveries follow no redirect either (`server::jit`).
+pub fn webhook_url_problem(url: &str) -> Option<&'static str> {
+    use std::net::IpAddr;
+    if url.len() > 2000 {
+        return Some("must be at most 2000 characters");
+    }
+    let Ok(u) = openidconnect::url::Url::parse(url) else {
+        return Some("must be an https:// URL");
+    };
+    let ip = match u.host() {
+        Some(openidconnect::url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+        Some(openidconnect::url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+        Some(openidconnect::url::Host::Domain(_)) => None,
+        None => return Some("must be an https:// URL"),
+    };
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let loopback = host == "localhost" || ip.is_some_and(|ip| ip.is_loopback());
+    let link_local = match ip {
+        Some(IpAddr::V4(a)) => a.is_link_local() || a.is_unspecified(),
+        Some(IpAddr::V6(a)) => {
+            (a.segments()[0] & 0xffc0) == 0xfe80
+                || a.is_unspecified()
+                || a.to_ipv4_mapped().is_some_and(|m| m.is_link_local())
+        }
+        None => false,
+    };
+    if link_local || host == "metadata.google.internal" || host == "metadata" {
+        return Some("must not be a link-local address or a cloud metadata host");
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Some("must not carry a user name or password (put a token in the path or query)");
+    }
+    match u.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some("must be https:// (plain http:// only to a loopback address)"),
+        _ => Some("must be an https:// URL"),
+    }
+}
+
+#[cfg(test)]
+mod webhook_url_tests {
+    use super::webhook_url_problem;
+
+    #[test]
+    fn webhook_urls_stay_out_of_the_metadata_service_and_the_clear() {
+        for ok in [
+            "https://hooks.example.com/warden?token=x",
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://[::1]:9/hook",
+        ] {
+            assert_eq!(webhook_url_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/warden",
+            "http://169.254.169.254/latest/meta-data/",
+            "https://169.254.169.254/",
+            "https://[fe80::1]/",
+            "https://metadata.google.internal/computeMetadata/v1/",
+            "https://user:pw@hooks.example.com/",
+            "ftp://hooks.example.com/",
+            "https://0.0.0.0/",
+            "not a url",
+        ] {
+            assert!(webhook_url_problem(bad).is_some(), "{bad}");
+        }
     }
 }

@@ -495,27 +495,36 @@ async fn open(
         recording: state.config.terminal.recording_max_bytes,
     };
     let uid = who.user_id.to_string();
-    // Counted on every replica.
-    let open_now = state.gateway.live.terminals_of(&uid).await.map_err(|e| {
-        deny(
-            state,
-            &ev,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Warden cannot count your open terminals right now".into(),
-            Some(e),
-        )
-    })?;
-    if open_now >= settings.terminal_max_concurrent {
-        return Err(deny(
-            state,
-            &ev,
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "you have {open_now} terminals open, the most allowed at once: close one first (My tools lists them)"
-            ),
-            None,
-        ));
-    }
+    // Counted on every replica, with the terminals this replica is still opening: the place
+    // is held until the terminal is registered (or fails to open).
+    let slot = match state
+        .gateway
+        .live
+        .reserve_terminal(&uid, settings.terminal_max_concurrent)
+        .await
+    {
+        Ok(Ok(slot)) => slot,
+        Ok(Err(open_now)) => {
+            return Err(deny(
+                state,
+                &ev,
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "you have {open_now} terminals open, the most allowed at once: close one first (My tools lists them)"
+                ),
+                None,
+            ))
+        }
+        Err(e) => {
+            return Err(deny(
+                state,
+                &ev,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot count your open terminals right now".into(),
+                Some(e),
+            ))
+        }
+    };
     let now = state.services.clock.now().millis();
     let expires_at = now + limits.max.as_millis() as i64;
     // The user's service account on the cluster, in line with their grants now (its name
@@ -614,6 +623,8 @@ async fn open(
         check,
         closing,
     );
+    // Registered: it counts as open from here on.
+    drop(slot);
     ev.details["terminal_id"] = json!(guard.id());
     ev.details["service_account"] = json!(format!("{}/{sa}", rbac::NAMESPACE));
     // Recorded, or not opened at all.

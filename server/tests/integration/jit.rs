@@ -265,6 +265,24 @@ fn id(v: &Value) -> String {
 async fn access_requests_are_approved_by_others_only_and_can_be_revoked_early() {
     let p = people().await;
     let (hook, mut calls) = webhook().await;
+    // A settings writer cannot aim Warden's posts at what only its network reaches in the
+    // clear: the cloud's metadata service (the instance's credentials), or plain http.
+    for bad in [
+        "http://169.254.169.254/latest/meta-data/iam/",
+        "https://metadata.google.internal/computeMetadata/v1/",
+        "http://hooks.internal.example/warden",
+    ] {
+        let r = p
+            .admin
+            .patch("/api/v1/settings/jit", json!({"webhook_url": bad}))
+            .await
+            .assert_status(422);
+        assert!(
+            r.json()["error"]["fields"]["webhook_url"].is_string(),
+            "{}",
+            r.body
+        );
+    }
     p.admin
         .patch("/api/v1/settings/jit", json!({"webhook_url": hook}))
         .await

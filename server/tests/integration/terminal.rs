@@ -1079,6 +1079,17 @@ async fn terminal_limits_come_from_the_settings() {
         .await
         .expect("a place again");
     until_control(&mut again, "ready", Duration::from_secs(10)).await;
+    // Eight upgrades at once, with one place left: one opens. The count is taken and the
+    // place held in one step, so they do not all see "one open" before any registers.
+    let opens = (0..8).map(|_| w.open(Some(&sally), Some(&w.app.url), "box"));
+    let results = futures::future::join_all(opens).await;
+    let opened = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<u16> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().copied())
+        .collect();
+    assert_eq!(opened, 1, "{refused:?}");
+    assert!(refused.iter().all(|s| *s == 429), "{refused:?}");
 }
 
 /// Keystrokes reach a recording only when the organization turns `terminal_record_input` on.
