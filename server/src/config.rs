@@ -496,10 +496,14 @@ impl Config {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse::<std::net::IpAddr>()
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
                     .map_err(|_| ConfigError::Invalid {
                         key: "WARDEN_TRUSTED_PROXIES".into(),
-                        message: format!("{s:?} is not an IP address"),
+                        message: format!(
+                            "{s:?} is not an IP address or range (e.g. 10.0.0.5 or 10.42.0.0/16)"
+                        ),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;

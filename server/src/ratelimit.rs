@@ -35,8 +35,10 @@ pub struct RateLimitConfig {
     pub sign_in_per_minute: u32,
     /// Agent endpoint requests per minute and source (`WARDEN_RATE_LIMIT_AGENT`, default 120).
     pub agent_per_minute: u32,
-    /// Reverse proxies whose `X-Forwarded-For` is believed (`WARDEN_TRUSTED_PROXIES`).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`WARDEN_TRUSTED_PROXIES`):
+    /// addresses, or ranges (an ingress controller's pods change addresses within the pod
+    /// network's range).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for RateLimitConfig {
@@ -91,7 +93,7 @@ pub const AUDIT_TAILS_IN_ALL: usize = 200;
 pub struct RateLimits {
     sign_in: Option<DefaultKeyedRateLimiter<IpAddr>>,
     agent: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<ipnet::IpNet>,
     config: RateLimitConfig,
     shared: Option<Shared>,
     /// Audit live tails open at once (each re-reads the log on every audit write).
@@ -268,7 +270,8 @@ impl RateLimits {
     /// The client's address: the peer, or behind trusted proxies the last untrusted hop.
     pub fn source(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> IpAddr {
         let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if !self.trusted_proxies.contains(&peer) {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
             return peer;
         }
         let Some(chain) = forwarded_for else {
@@ -278,7 +281,7 @@ impl RateLimits {
             .rsplit(',')
             .map(str::trim)
             .filter_map(|hop| hop.parse::<IpAddr>().ok())
-            .find(|ip| !self.trusted_proxies.contains(ip))
+            .find(|ip| !trusted(ip))
             .unwrap_or(peer)
     }
 
@@ -405,7 +408,7 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.1.1.1".parse().unwrap();
         let l = RateLimits::new(&RateLimitConfig {
-            trusted_proxies: vec![proxy],
+            trusted_proxies: vec![proxy.into()],
             ..Default::default()
         });
         let client: IpAddr = "203.0.113.7".parse().unwrap();
@@ -415,5 +418,14 @@ mod tests {
         // Through the proxy: the last hop the proxy saw, not what the client wrote first.
         assert_eq!(l.source(Some(proxy), Some("1.2.3.4, 203.0.113.7")), client);
         assert_eq!(l.source(Some(proxy), None), proxy);
+        // A range: every ingress pod of the pod network is believed, and the hops they add.
+        let l = RateLimits::new(&RateLimitConfig {
+            trusted_proxies: vec!["10.42.0.0/16".parse().unwrap()],
+            ..Default::default()
+        });
+        let pod: IpAddr = "10.42.7.3".parse().unwrap();
+        assert_eq!(l.source(Some(pod), Some("203.0.113.7, 10.42.1.1")), client);
+        let outside: IpAddr = "10.43.0.1".parse().unwrap();
+        assert_eq!(l.source(Some(outside), Some("203.0.113.7")), outside);
     }
 }

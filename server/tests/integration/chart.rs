@@ -33,6 +33,7 @@ fn helm() -> Option<&'static str> {
 const REQUIRED: &[&str] = &[
     "publicUrl=https://warden.example.com",
     "gateway.publicUrl=https://kube.example.com",
+    "trustedProxies=10.42.0.0/16",
 ];
 
 /// `helm template` with `--set` values; Ok(stdout) or Err(stderr).
@@ -85,7 +86,14 @@ fn the_chart_renders_what_production_needs() {
     let lint = Command::new(helm)
         .arg("lint")
         .arg(chart_dir())
-        .args(["--set", REQUIRED[0], "--set", REQUIRED[1]])
+        .args([
+            "--set",
+            REQUIRED[0],
+            "--set",
+            REQUIRED[1],
+            "--set",
+            REQUIRED[2],
+        ])
         .output()
         .expect("helm lint");
     assert!(
@@ -191,7 +199,13 @@ fn the_chart_renders_what_production_needs() {
     );
 
     // A single replica has no PodDisruptionBudget (it would block every node drain).
-    let one = docs(&render(helm, &[REQUIRED[0], REQUIRED[1], "replicaCount=1"]).unwrap());
+    let one = docs(
+        &render(
+            helm,
+            &[REQUIRED[0], REQUIRED[1], REQUIRED[2], "replicaCount=1"],
+        )
+        .unwrap(),
+    );
     assert!(find(&one, "PodDisruptionBudget", "w-warden").is_none());
 
     // A gateway certificate from cert-manager: the Certificate, and the files Warden reads.
@@ -201,6 +215,7 @@ fn the_chart_renders_what_production_needs() {
             &[
                 REQUIRED[0],
                 REQUIRED[1],
+                REQUIRED[2],
                 "gateway.tls.certManager.enabled=true",
                 "gateway.tls.certManager.issuerRef.name=letsencrypt",
                 "metrics.serviceMonitor.enabled=true",
@@ -249,6 +264,7 @@ fn the_chart_refuses_missing_and_contradictory_values() {
         &[
             REQUIRED[0],
             REQUIRED[1],
+            REQUIRED[2],
             "gateway.tls.existingSecret=mine",
             "gateway.tls.certManager.enabled=true",
             "gateway.tls.certManager.issuerRef.name=x",
@@ -258,10 +274,42 @@ fn the_chart_refuses_missing_and_contradictory_values() {
     assert!(err.contains("not both"), "{err}");
     let err = render(
         helm,
-        &[REQUIRED[0], REQUIRED[1], "database.existingSecret="],
+        &[
+            REQUIRED[0],
+            REQUIRED[1],
+            REQUIRED[2],
+            "database.existingSecret=",
+        ],
     )
     .unwrap_err();
     assert!(err.contains("database.existingSecret is required"), "{err}");
+    // Behind the Ingress, every client arrives from the ingress controller: without the
+    // proxies Warden may believe, the whole organization would share one sign-in bucket and
+    // one lockout network. Named, or explicitly none, or no Ingress.
+    let err = render(helm, &[REQUIRED[0], REQUIRED[1]]).unwrap_err();
+    assert!(err.contains("trustedProxies is required"), "{err}");
+    for sets in [
+        &[REQUIRED[0], REQUIRED[1], "trustedProxies=none"][..],
+        &[REQUIRED[0], REQUIRED[1], "console.ingress.enabled=false"][..],
+    ] {
+        let objs = docs(&render(helm, sets).expect("renders"));
+        let dep = find(&objs, "Deployment", "w-warden").expect("the Deployment");
+        let env = env_of(&dep["spec"]["template"]["spec"]["containers"][0]);
+        assert!(
+            !env.iter().any(|(k, _)| k == "WARDEN_TRUSTED_PROXIES"),
+            "{sets:?}: {env:?}"
+        );
+    }
+    let objs = docs(&render(helm, REQUIRED).expect("renders"));
+    let dep = find(&objs, "Deployment", "w-warden").expect("the Deployment");
+    let env = env_of(&dep["spec"]["template"]["spec"]["containers"][0]);
+    assert!(
+        env.contains(&(
+            "WARDEN_TRUSTED_PROXIES".to_owned(),
+            Some("10.42.0.0/16".to_owned())
+        )),
+        "{env:?}"
+    );
 }
 
 #[tokio::test]
@@ -280,6 +328,7 @@ async fn an_api_server_accepts_the_rendered_chart() {
         &[
             REQUIRED[0],
             REQUIRED[1],
+            REQUIRED[2],
             "gateway.tls.existingSecret=warden-gateway-tls",
         ],
     )

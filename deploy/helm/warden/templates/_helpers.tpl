@@ -60,6 +60,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and .Values.gateway.tls.certManager.enabled (not .Values.gateway.tls.certManager.issuerRef.name) -}}
 {{- fail "gateway.tls.certManager.issuerRef.name is required when cert-manager issues the gateway's certificate" -}}
 {{- end -}}
+{{- if and .Values.console.ingress.enabled (not .Values.trustedProxies) -}}
+{{- fail "trustedProxies is required with console.ingress.enabled: the ingress controller's addresses or range (e.g. 10.42.0.0/16, the pod network). Behind a proxy Warden does not believe, every client shares one sign-in rate limit and one lockout network, and the audit log records the proxy. Set it to none to believe no proxy" -}}
+{{- end -}}
 {{- if lt (int .Values.replicaCount) 1 -}}
 {{- fail "replicaCount must be at least 1" -}}
 {{- end -}}
