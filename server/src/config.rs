@@ -189,6 +189,13 @@ pub struct GatewayConfig {
     /// its TLS handshake.
     pub max_connections: usize,
     pub max_connections_per_source: usize,
+    /// Long-lived streams (watches, followed logs, exec/attach/port-forward) one person may
+    /// hold through the gateway at once (`WARDEN_GATEWAY_MAX_STREAMS_PER_USER`, default 256),
+    /// and all people on one cluster (`WARDEN_GATEWAY_MAX_STREAMS_PER_CLUSTER`, default 3072:
+    /// below the agent tunnel's 4096 streams, so Warden's own calls to the cluster and short
+    /// requests always find one). Past either, 429.
+    pub max_streams_per_user: usize,
+    pub max_streams_per_cluster: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -724,6 +731,20 @@ impl Config {
                         "WARDEN_GATEWAY_MAX_CONNECTIONS_PER_SOURCE",
                         "1024",
                         "a number of connections",
+                    )?
+                    .max(1),
+                max_streams_per_user: l
+                    .parse::<usize>(
+                        "WARDEN_GATEWAY_MAX_STREAMS_PER_USER",
+                        "256",
+                        "a number of streams",
+                    )?
+                    .max(1),
+                max_streams_per_cluster: l
+                    .parse::<usize>(
+                        "WARDEN_GATEWAY_MAX_STREAMS_PER_CLUSTER",
+                        "3072",
+                        "a number of streams",
                     )?
                     .max(1),
             },

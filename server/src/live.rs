@@ -116,6 +116,9 @@ fn first_id() -> u64 {
 pub struct LiveGuard {
     entry: Arc<Entry>,
     registry: Arc<LiveStreams>,
+    /// Places the stream holds (the gateway's per-person and per-cluster ceilings), given
+    /// back when it ends.
+    held: Vec<crate::ratelimit::ConcurrentGuard>,
 }
 
 impl LiveStreams {
@@ -205,6 +208,7 @@ impl LiveStreams {
         let guard = LiveGuard {
             entry,
             registry: self.clone(),
+            held: Vec::new(),
         };
         if !guard.entry.fresh(
             self.services.policy.epoch(),
@@ -399,6 +403,12 @@ impl warden_domain::streams::LiveRegistry for LiveStreams {
 impl LiveGuard {
     pub fn id(&self) -> u64 {
         self.entry.id
+    }
+
+    /// Hold `places` for as long as the stream lives.
+    pub fn holding(mut self, places: Vec<crate::ratelimit::ConcurrentGuard>) -> Self {
+        self.held.extend(places);
+        self
     }
 
     /// Whether the stream may relay the next frame. O(1) while nothing changed; otherwise the

@@ -77,6 +77,9 @@ pub struct Gateway {
     backpressure_refusals: std::sync::atomic::AtomicU64,
     /// Connections held at once, per source network and in all (the public listener).
     connections: Arc<crate::ratelimit::Concurrent>,
+    /// Long-lived streams held at once, per person and per cluster (this replica's).
+    pub(crate) streams_per_user: Arc<crate::ratelimit::Concurrent>,
+    pub(crate) streams_per_cluster: Arc<crate::ratelimit::Concurrent>,
 }
 
 /// Audit events the gateway's queue holds before `record` waits for room.
@@ -169,6 +172,14 @@ impl Gateway {
             connections: crate::ratelimit::Concurrent::new(
                 config.gateway.max_connections_per_source,
                 config.gateway.max_connections,
+            ),
+            streams_per_user: crate::ratelimit::Concurrent::new(
+                config.gateway.max_streams_per_user,
+                usize::MAX,
+            ),
+            streams_per_cluster: crate::ratelimit::Concurrent::new(
+                config.gateway.max_streams_per_cluster,
+                usize::MAX,
             ),
         }))
     }

@@ -1295,6 +1295,25 @@ async fn forward(
                 Actor::User { name, .. } => name.clone(),
                 _ => String::new(),
             };
+            // One person, or everyone on one cluster, cannot hold the agent tunnel's streams
+            // (4096) or this replica's memory with streams held open: a ceiling for each.
+            let Some(mine) = gw.streams_per_user.acquire(&spec.user_id.to_string()) else {
+                return ctx.deny(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "you hold the most streams (watches, followed logs, exec, port-forwards) allowed at once through Warden: end some first",
+                    None,
+                );
+            };
+            let Some(cluster_wide) = gw.streams_per_cluster.acquire(&spec.cluster) else {
+                return ctx.deny(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "cluster {} has the most streams allowed at once through Warden: try again shortly",
+                        spec.cluster
+                    ),
+                    None,
+                );
+            };
             let mut start = template.clone();
             start.id = warden_domain::ids::AuditEventId::new();
             start.action = format!("{}.start", template.action);
@@ -1306,7 +1325,10 @@ async fn forward(
                     &e.to_string(),
                 );
             }
-            Some(spec.register(&gw, &template, &email))
+            Some(
+                spec.register(&gw, &template, &email)
+                    .holding(vec![mine, cluster_wide]),
+            )
         }
         None => None,
     };

@@ -26,7 +26,11 @@ struct World {
 }
 
 async fn world() -> World {
-    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    world_with(Default::default()).await
+}
+
+async fn world_with(env: std::collections::BTreeMap<String, String>) -> World {
+    let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
     for p in ["production", "dev"] {
         admin
             .post("/api/v1/projects", json!({"name": p}))
@@ -611,4 +615,60 @@ async fn a_watch_by_any_other_spelling_is_still_cut() {
             .any(|e| e["action"] == "kube.logs.closed" && e["outcome"] == "denied"),
         "{events:#?}"
     );
+}
+
+/// One person cannot hold the agent tunnel's streams (and Warden's memory) with watches held
+/// open: past their ceiling a stream is refused with 429 and audited; ending one frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_person_holds_no_more_streams_than_the_ceiling() {
+    let w = world_with(
+        [(
+            "WARDEN_GATEWAY_MAX_STREAMS_PER_USER".to_owned(),
+            "2".to_owned(),
+        )]
+        .into(),
+    )
+    .await;
+    let watch = |what| {
+        Streaming::spawn(
+            &w.sally,
+            what,
+            &["get", "pods", "-n", "apple", "-w", "-o", "name"],
+        )
+    };
+    let mut first = watch("first");
+    first.expect_line("pod/box").await;
+    let mut second = watch("second");
+    second.expect_line("pod/box").await;
+    while w.live() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut third = watch("third");
+    third.expect_line("the most streams").await;
+    assert!(first.still_running() && second.still_running());
+    let refused = w.audit("").await;
+    assert!(
+        refused.iter().any(|e| e["outcome"] == "denied"
+            && e["status"] == 429
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the most streams"))),
+        "{refused:#?}"
+    );
+    // Short requests are not streams: they still pass.
+    w.sally
+        .run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_ok();
+    drop(first);
+    let t = Instant::now();
+    while w.live() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the first watch is still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = watch("again");
+    again.expect_line("pod/box").await;
 }
