@@ -317,11 +317,9 @@ impl RateLimits {
     }
 }
 
-/// Middleware: apply the limit of the request's class.
+/// Middleware: name the client's address for every request (behind a trusted proxy, the one
+/// it forwards: every audit event records it), and apply the limit of the request's class.
 pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(class) = Class::of(req.uri().path()) else {
-        return next.run(req).await;
-    };
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -333,6 +331,9 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     let source = state.rate_limits.source(peer, forwarded);
     req.extensions_mut()
         .insert(warden_domain::audit::ClientIp(source));
+    let Some(class) = Class::of(req.uri().path()) else {
+        return next.run(req).await;
+    };
     // Counted by network: an IPv6 host holds its whole /64.
     let network = warden_domain::identity::login::network_of(source);
     match state.rate_limits.check(class, network).await {

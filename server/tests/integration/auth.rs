@@ -1441,6 +1441,38 @@ async fn a_set_password_link_used_by_racing_requests_sets_one_password() {
     }
 }
 
+/// Behind a trusted proxy, every audit event records the client's address, not the proxy's:
+/// an administrator's change as much as a sign-in.
+#[tokio::test]
+async fn behind_a_trusted_proxy_every_event_records_the_client() {
+    let (app, admin) = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_TRUSTED_PROXIES".to_owned(),
+        "127.0.0.0/8,::1".to_owned(),
+    )]))
+    .await
+    .with_admin()
+    .await;
+    let key = admin.create_api_key(json!({"name": "ops"})).await;
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/projects", app.url))
+        .bearer_auth(&key)
+        .header("x-forwarded-for", "203.0.113.50")
+        .json(&json!({"name": "through-the-proxy"}))
+        .send()
+        .await
+        .expect("request")
+        .error_for_status()
+        .expect("created");
+    let page = admin
+        .get("/api/v1/audit/events?action=project.create")
+        .await
+        .assert_status(200)
+        .json();
+    let ev = &page["items"][0];
+    assert_eq!(ev["resource_name"], "through-the-proxy", "{ev}");
+    assert_eq!(ev["source_ip"], "203.0.113.50", "{ev}");
+}
+
 /// A sign-in from `ip` (through a trusted proxy's `X-Forwarded-For`): its status.
 async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> u16 {
     reqwest::Client::new()
