@@ -58,7 +58,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// Console pages allow only our own scripts, and inline scripts carrying this response's nonce
-/// (the hydration bootstrap).
+/// (the hydration bootstrap); they connect only to their own origin (`'self'` covers its
+/// `ws:`/`wss:` too: the terminal's and live tail's sockets), never to another host.
 #[cfg(feature = "ssr")]
 fn set_page_csp() {
     if let (Some(nonce), Some(res)) = (
@@ -67,7 +68,7 @@ fn set_page_csp() {
     ) {
         let csp = format!(
             "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
-             img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; object-src 'none'; \
+             img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; object-src 'none'; \
              base-uri 'self'; form-action 'self'"
         );
         if let Ok(v) = http::HeaderValue::from_str(&csp) {

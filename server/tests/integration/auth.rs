@@ -446,10 +446,13 @@ async fn sign_in_form_works_without_javascript() {
     assert_eq!(r.headers["location"], "/login");
     let page = c.get("/login").await.assert_status(200);
     assert!(page.body.contains("action=\"/sfn/login\""));
-    assert!(page.headers["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("'nonce-"));
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("'nonce-"), "{csp}");
+    // Sockets to our own origin only: no bare ws:/wss: (any host).
+    assert!(
+        csp.contains("connect-src 'self';") && !csp.contains("ws:"),
+        "{csp}"
+    );
 
     let r = c
         .post_form(
