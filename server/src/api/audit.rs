@@ -63,7 +63,7 @@ pub async fn tail_audit_events(
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
-    use crate::terminal::{proof_holds, Proof};
+    use crate::terminal::proof_holds;
     use axum::response::sse::{Event, KeepAlive, Sse};
     let scope_epoch = state.services.policy.epoch();
     let scope = audit_view(&state.services.policy, &who)
@@ -76,16 +76,7 @@ pub async fn tail_audit_events(
         &scope,
         state.services.clock.now(),
     )?;
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
-    let proof = match (bearer, session.id()) {
-        (Some(token), _) => Proof::ApiKey(token),
-        (None, Some(id)) => Proof::Session(id),
-        (None, None) => return Err(ApiError::unauthenticated()),
-    };
+    let proof = proof_of(&headers, &session).ok_or_else(ApiError::unauthenticated)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -264,6 +255,29 @@ fn split_format(raw: Option<&str>) -> (Option<String>, String) {
     (format, rest)
 }
 
+/// The credential a long-running read was opened with (an API key, else the console session),
+/// so it can be asked again whether it still holds.
+fn proof_of(
+    headers: &axum::http::HeaderMap,
+    session: &tower_sessions::Session,
+) -> Option<crate::terminal::Proof> {
+    use crate::terminal::Proof;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    match (bearer, session.id()) {
+        (Some(token), _) => Some(Proof::ApiKey(token)),
+        (None, Some(id)) => Some(Proof::Session(id)),
+        (None, None) => None,
+    }
+}
+
+/// How often a running export asks again whether its credential holds (a session's end or a
+/// key's expiry moves no authorization epoch).
+const EXPORT_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Streams the export: the filter is checked and the first page read before answering (so a
 /// bad filter or a failing database answers with the error envelope), then the body is
 /// written page by page (`warden_domain::audit::export`: keyset paging, one page in memory).
@@ -271,9 +285,12 @@ fn split_format(raw: Option<&str>) -> (Option<String>, String) {
 pub async fn export_audit_events(
     State(state): State<AppState>,
     AuthUser(who): AuthUser,
+    session: tower_sessions::Session,
+    headers: axum::http::HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     use warden_domain::audit::export::{Export, ExportFormat};
+    let proof = proof_of(&headers, &session).ok_or_else(ApiError::unauthenticated)?;
     let (format, filter) = split_format(raw.as_deref());
     let query: AuditQuery = serde_urlencoded::from_str(&filter).map_err(|e| {
         ApiError::new(
@@ -321,16 +338,20 @@ pub async fn export_audit_events(
     if first.is_some() {
         tokio::spawn(async move {
             let mut seen_epoch = scope_epoch;
+            let mut checked_at = tokio::time::Instant::now();
             loop {
                 // An export of millions of rows runs for minutes: a reader who loses what
-                // they began with (their audit.read removed, deactivated) gets no more of it.
-                // The body is cut short, never quietly ended.
+                // they began with (their audit.read removed, deactivated, the API key revoked,
+                // the session ended) gets no more of it. The body is cut short, never quietly
+                // ended.
                 let epoch = services.policy.epoch();
-                if epoch != seen_epoch {
+                if epoch != seen_epoch || checked_at.elapsed() >= EXPORT_RECHECK {
                     seen_epoch = epoch;
-                    let still = audit_view(&services.policy, &who)
-                        .await
-                        .is_ok_and(|now| now.covers(&scope));
+                    checked_at = tokio::time::Instant::now();
+                    let still = crate::terminal::proof_holds(&state, &proof).await.is_ok()
+                        && audit_view(&services.policy, &who)
+                            .await
+                            .is_ok_and(|now| now.covers(&scope));
                     if !still {
                         tracing::info!(user = %who.email, "audit export cut: the reader's access changed");
                         let _ = tx

@@ -840,6 +840,61 @@ async fn an_export_stops_when_its_reader_loses_access() {
     );
 }
 
+/// An export made with an API key ends when the key is revoked, though its holder's rights
+/// are unchanged: a leaked key does not go on copying the log.
+#[tokio::test]
+async fn an_export_stops_when_its_api_key_is_revoked() {
+    use warden_domain::audit::export::EXPORT_PAGE;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    generate_now(&app, 16 * EXPORT_PAGE, 30, 5, 4_000).await;
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "ADMIN_READ_ONLY"}),
+        )
+        .await
+        .assert_status(201);
+    let key = auditor.create_api_key(json!({"name": "siem-pull"})).await;
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/audit/export?format=ndjson", app.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut received = resp.chunk().await.unwrap().expect("a first page").len();
+    let keys = auditor
+        .get("/api/v1/api-keys")
+        .await
+        .assert_status(200)
+        .json();
+    let id = keys["items"][0]["id"]
+        .as_str()
+        .expect("the key's id")
+        .to_owned();
+    auditor
+        .delete(&format!("/api/v1/api-keys/{id}"))
+        .await
+        .assert_status(204);
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), resp.chunk()).await {
+            Ok(Ok(Some(c))) => received += c.len(),
+            Ok(Ok(None)) => break "the end",
+            Ok(Err(_)) => break "an error",
+            Err(_) => panic!("the export stalled"),
+        }
+    };
+    assert_eq!(ended, "an error", "the body is cut, not ended");
+    let whole = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await as usize;
+    let per_line = received / (EXPORT_PAGE as usize);
+    assert!(
+        received < whole * per_line / 2,
+        "received {received} bytes of about {}",
+        whole * per_line
+    );
+}
+
 /// The batched writer's path (`DbAuditSink::record_many`, one transaction a batch; on
 /// PostgreSQL one `json_to_recordset` statement whatever the size): batches larger than one
 /// multi-row INSERT, interleaved with single audited changes, store every event once, `seq`
