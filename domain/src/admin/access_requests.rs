@@ -169,17 +169,17 @@ fn describe(r: &access_requests::Model, c: &Ctx) -> String {
 /// as when binding directly: they grant (or take away) only what they hold where it applies.
 async fn approver_via(
     svc: &Services,
-    who: &Principal,
+    user: crate::ids::UserId,
     project: &projects::Model,
 ) -> DomainResult<Option<&'static str>> {
-    let eff = svc.policy.effective(who.user_id).await?;
+    let eff = svc.policy.effective(user).await?;
     if !eff.active {
         return Ok(None);
     }
     if let Some(g) = &project.approver_group_id {
         let member = group_members::Entity::find()
             .filter(group_members::Column::GroupId.eq(g.clone()))
-            .filter(group_members::Column::UserId.eq(who.user_id.to_string()))
+            .filter(group_members::Column::UserId.eq(user.to_string()))
             .one(&svc.db)
             .await?
             .is_some();
@@ -227,7 +227,7 @@ async fn gate_decide(
             .await?;
         return Err(DomainError::forbidden(reason));
     }
-    match approver_via(svc, who, &c.project).await? {
+    match approver_via(svc, who.user_id, &c.project).await? {
         Some("admin") => {
             svc.gate(
                 who,
@@ -704,7 +704,7 @@ pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<Acce
     let r = find(svc, id).await?;
     let c = context(svc, &r).await?;
     let mine = r.requester_id == who.user_id.to_string();
-    let approver = !mine && approver_via(svc, who, &c.project).await?.is_some();
+    let approver = !mine && approver_via(svc, who.user_id, &c.project).await?.is_some();
     if !mine && !approver {
         return Err(DomainError::not_found("access request"));
     }
@@ -912,7 +912,22 @@ pub async fn approve(
         None => r.duration_secs,
     };
     let now = svc.clock.now();
-    let mut approvals = c.approvals.clone();
+    // An earlier approval counts only while its approver still is one (active, in the approver
+    // group or administering the project): else an approver about to lose that could leave
+    // "1 of 2" on every pending request, and one other approver would complete them alone.
+    let mut approvals = Vec::with_capacity(c.approvals.len() + 1);
+    let mut voided = Vec::new();
+    for a in &c.approvals {
+        let holds = match crate::ids::UserId::parse(&a.user_id) {
+            Some(u) => approver_via(svc, u, &c.project).await?.is_some(),
+            None => false,
+        };
+        if holds {
+            approvals.push(a.clone());
+        } else {
+            voided.push(a.email.clone());
+        }
+    }
     approvals.push(Approval {
         user_id: me.clone(),
         email: who.email.clone(),
@@ -955,7 +970,7 @@ pub async fn approve(
             &m,
             &c,
             comment,
-            json!({ "approvals": c.approvals.len(), "approvals_needed": c.needed, "duration_secs": duration }),
+            json!({ "approvals": c.approvals.len(), "approvals_needed": c.needed, "duration_secs": duration, "approvals_voided": voided }),
         )
         .await?;
         notify(
@@ -1456,7 +1471,7 @@ pub async fn set_approver_group(
 pub async fn approvable_projects(svc: &Services, who: &Principal) -> DomainResult<HashSet<String>> {
     let mut out = HashSet::new();
     for p in projects::Entity::find().all(&svc.db).await? {
-        if approver_via(svc, who, &p).await?.is_some() {
+        if approver_via(svc, who.user_id, &p).await?.is_some() {
             out.insert(p.name);
         }
     }

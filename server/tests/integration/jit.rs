@@ -511,6 +511,43 @@ async fn write_roles_can_need_two_approvals() {
         .json();
     assert_eq!(held["status"], "pending", "{held:#}");
     assert_eq!(held["approvals"].as_array().unwrap().len(), 1, "{held:#}");
+
+    // An approver about to lose that leaves "1 of 2" behind: once out of the approver group,
+    // their approval no longer counts, and one other approver does not complete it alone.
+    let rid = id(&ask(&p.mallory, "NAMESPACE_ADMIN", &["cherry"], 3600).await);
+    p.sally
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200);
+    p.admin
+        .delete("/api/v1/groups/dev-approvers/members/sally@example.com")
+        .await
+        .assert_status(200);
+    let after = p
+        .carol
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(after["status"], "pending", "{after:#}");
+    let approvers: Vec<&str> = after["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["approver"].as_str())
+        .collect();
+    assert_eq!(approvers, ["carol@example.com"], "{after:#}");
+    let me = p.mallory.get("/api/v1/me").await.assert_status(200).json();
+    assert!(
+        !me["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["namespaces"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|x| x == "cherry"))),
+        "{me:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
