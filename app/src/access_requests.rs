@@ -278,7 +278,7 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                                 <tr data-testid="approval-row">
                                                     <td>{r.requester.clone()}</td>
                                                     <td>{r.role.clone()}</td>
-                                                    <td>{where_of(&r)}{r.cluster.clone().map(|c| format!(" (cluster {c})"))}</td>
+                                                    <td>{where_of(&r)}{r.cluster.clone().map(|c| format!(" (asked for cluster {c}; granted on every cluster of the project)"))}</td>
                                                     <td>{warden_domain::dto::jit_duration(r.duration_secs)}</td>
                                                     <td>{r.reason.clone()}</td>
                                                     <td>{status_chip(&r)}</td>

@@ -249,7 +249,7 @@ pub fn build_router(state: AppState) -> Router {
     let ctx = leptos_context(&state, split);
     let store = DbSessionStore::new(state.services.db.clone(), state.services.clock.clone());
     let sessions = SessionManagerLayer::new(store)
-        .with_name(middleware::SESSION_COOKIE)
+        .with_name(middleware::session_cookie(state.config.http.tls()))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(state.config.http.tls())

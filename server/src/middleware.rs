@@ -12,13 +12,29 @@ use crate::config::origin_of;
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "warden_session";
+/// The session cookie's name over TLS: a browser takes a `__Host-` cookie only when it is
+/// Secure, for `/`, and without a Domain, so no sibling subdomain (another app on
+/// `*.example.com`, a taken-over one) can set it in front of Warden's (login forgery).
+pub const SECURE_SESSION_COOKIE: &str = "__Host-warden_session";
+
+/// The session cookie's name, for a console served over TLS or not.
+pub fn session_cookie(tls: bool) -> &'static str {
+    if tls {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 fn has_session_cookie(req: &Request) -> bool {
     req.headers().get_all(header::COOKIE).iter().any(|v| {
         v.to_str()
             .map(|s| {
-                s.split(';')
-                    .any(|c| c.trim().starts_with(&format!("{SESSION_COOKIE}=")))
+                s.split(';').any(|c| {
+                    let c = c.trim();
+                    c.starts_with(&format!("{SESSION_COOKIE}="))
+                        || c.starts_with(&format!("{SECURE_SESSION_COOKIE}="))
+                })
             })
             .unwrap_or(false)
     })

@@ -152,8 +152,15 @@ fn describe(r: &access_requests::Model, c: &Ctx) -> String {
     } else {
         format!("namespaces {} of project {}", ns.join(", "), c.project.name)
     };
+    // A request may name the cluster it is about; the grant is the project's, on every cluster
+    // it owns or has shared in: said so, so no approver takes the name for a limit.
+    let cluster = r
+        .cluster
+        .as_deref()
+        .map(|c| format!(" (asked for cluster {c}; granted on every cluster of the project)"))
+        .unwrap_or_default();
     format!(
-        "{} asks for {} on {at} for {}",
+        "{} asks for {} on {at}{cluster} for {}",
         c.requester,
         c.role.name,
         jit_duration(r.duration_secs)

@@ -56,7 +56,8 @@ pub struct CreateAccessRequest {
     pub role: String,
     #[serde(default)]
     pub namespaces: Vec<String>,
-    /// One cluster of the project the access is meant for (informative).
+    /// One cluster of the project the access is meant for (informative: an approval grants the
+    /// role on every cluster of the project, which the approver is told).
     #[serde(default)]
     pub cluster: Option<String>,
     /// How long the grant should last once approved.

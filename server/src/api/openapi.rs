@@ -167,7 +167,8 @@ pub fn document(ops: &[Operation]) -> Value {
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": crate::middleware::SESSION_COOKIE},
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::middleware::SESSION_COOKIE,
+                    "description": format!("{} when Warden is served over TLS", crate::middleware::SECURE_SESSION_COOKIE)},
                 "apiKey": {"type": "http", "scheme": "bearer"}
             }
         }

@@ -1444,6 +1444,64 @@ async fn a_set_password_link_used_by_racing_requests_sets_one_password() {
     }
 }
 
+/// Over TLS (an https public URL, TLS ended by the proxy in front), the session cookie is
+/// `__Host-` prefixed: Secure, for `/`, no Domain, so no sibling subdomain can set one in
+/// front of it; the unprefixed name is not read.
+#[tokio::test]
+async fn over_tls_the_session_cookie_is_host_only() {
+    let public = "https://warden.example.com";
+    let app = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_PUBLIC_URL".to_owned(),
+        public.to_owned(),
+    )]))
+    .await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/auth/login", app.url))
+        .header("origin", public)
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let set = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.contains("warden_session="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(set.starts_with("__Host-warden_session="), "{set}");
+    assert!(set.contains("Secure") && set.contains("Path=/"), "{set}");
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    let value = set
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .unwrap();
+    let me = |cookie: String| {
+        http.get(format!("{}/api/v1/me", app.url))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_eq!(
+        me(format!("__Host-warden_session={value}"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        me(format!("warden_session={value}"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
 /// Behind a trusted proxy, every audit event records the client's address, not the proxy's:
 /// an administrator's change as much as a sign-in.
 #[tokio::test]
