@@ -318,12 +318,26 @@ pub async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
-/// `GET /metrics`: open, or with `WARDEN_METRICS_TOKEN` set, only for
-/// `Authorization: Bearer <token>` (compared in constant time).
+/// `GET /metrics`: with `WARDEN_METRICS_TOKEN` set, only for `Authorization: Bearer <token>`
+/// (compared in constant time). Without it, only for a scraper that reaches Warden directly:
+/// a request that came through a reverse proxy (it carries `X-Forwarded-For` or `Forwarded`,
+/// as an Ingress adds) is refused, so the metrics (fleet size, refusal and rate-limit counts)
+/// are not published to whoever reaches the console.
 pub async fn render_protected(
     State(state): State<crate::state::AppState>,
     headers: http::HeaderMap,
 ) -> Response {
+    if state.config.metrics_token.is_none()
+        && (headers.contains_key("x-forwarded-for")
+            || headers.contains_key(http::header::FORWARDED))
+    {
+        return crate::api::error::ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "the metrics are served through a proxy only with a bearer token (WARDEN_METRICS_TOKEN); scrape Warden directly, or set one",
+        )
+        .into_response();
+    }
     if let Some(token) = &state.config.metrics_token {
         let given = headers
             .get(http::header::AUTHORIZATION)

@@ -632,6 +632,37 @@ async fn metrics_can_require_a_bearer_token() {
     assert!(r.body.contains("warden_http_requests_total"), "{}", r.body);
     // Health stays open for probes.
     c.get("/healthz").await.assert_status(200);
+    // With the token, through a proxy too.
+    let r = reqwest::Client::new()
+        .get(format!("{}/metrics", app.url))
+        .bearer_auth(token)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Without a metrics token, /metrics answers a scraper that reaches Warden directly, not a
+/// request that came through a proxy (an Ingress publishing the console to everyone).
+#[tokio::test]
+async fn without_a_token_the_metrics_are_not_served_through_a_proxy() {
+    let app = TestApp::spawn().await;
+    app.client().get("/metrics").await.assert_status(200);
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+    ] {
+        let r = reqwest::Client::new()
+            .get(format!("{}/metrics", app.url))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("warden_http_requests_total"), "{body}");
+    }
 }
 
 /// A session written back after the user's sessions were ended (by a request that held it
