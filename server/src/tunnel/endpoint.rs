@@ -297,7 +297,6 @@ async fn run(
                     let t2 = t.clone();
                     let conns2 = conns.clone();
                     let metrics = metrics.clone();
-                    let svc2 = svc.clone();
                     tokio::spawn(async move {
                         let valid = match conns2.heartbeats().record(t2.cluster_id, &t2.credential_id, facts).await {
                             Ok(valid) => {
@@ -310,24 +309,8 @@ async fn run(
                             }
                         };
                         // A revoked credential ends the tunnel even if the close signal was missed.
-                        // It says why, as the close signal would have: a deleted cluster asks
-                        // for the agent's removal, a revoked credential for a new manifest.
                         if !valid {
-                            let (code, message) = match agents::credential_refusal(&svc2, &t2.credential_id).await {
-                                Ok(r) => (r.code.to_owned(), r.message),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, cluster = %t2.cluster, "cannot read why an agent credential is invalid");
-                                    (
-                                        warden_domain::agent_protocol::refusal::CREDENTIAL_REVOKED.to_owned(),
-                                        format!("the agent credential of cluster {} was revoked", t2.cluster),
-                                    )
-                                }
-                            };
-                            conns2.close_tunnel(
-                                &t2,
-                                ServerMessage::Revoked { code, message },
-                                "the agent credential was revoked",
-                            );
+                            conns2.close_revoked(&t2).await;
                         }
                     });
                 }

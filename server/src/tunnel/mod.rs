@@ -134,7 +134,34 @@ impl ClusterConnections {
             .clusters
             .set_runtime(Arc::new(Runtime(Arc::downgrade(&c))));
         spawn_sweeper(Arc::downgrade(&c));
+        spawn_credential_watch(Arc::downgrade(&c), services.policy.subscribe());
         c
+    }
+
+    /// Close `t` because its agent credential is no longer valid, telling the agent why as a
+    /// revocation would: a deleted cluster asks for the agent's removal, a revoked credential
+    /// for a new manifest.
+    pub async fn close_revoked(&self, t: &Tunnel) {
+        let (code, message) = match warden_domain::clusters::agents::credential_refusal(
+            &self.services,
+            &t.credential_id,
+        )
+        .await
+        {
+            Ok(r) => (r.code.to_owned(), r.message),
+            Err(e) => {
+                tracing::warn!(error = %e, cluster = %t.cluster, "cannot read why an agent credential is invalid");
+                (
+                    warden_domain::agent_protocol::refusal::CREDENTIAL_REVOKED.to_owned(),
+                    format!("the agent credential of cluster {} was revoked", t.cluster),
+                )
+            }
+        };
+        self.close_tunnel(
+            t,
+            ServerMessage::Revoked { code, message },
+            "the agent credential was revoked",
+        );
     }
 
     /// Record the tunnels of this registry in the replicas' shared registry from now on.
@@ -421,6 +448,38 @@ impl ClusterRuntime for Runtime {
             }
         }
     }
+}
+
+/// Whenever authorization changes (here, or announced by another replica: a revocation made
+/// through any replica moves the shared epoch), the credentials of the tunnels held here are
+/// checked in one query and a revoked one's tunnel closes at once, not at its next heartbeat.
+fn spawn_credential_watch(
+    conns: Weak<ClusterConnections>,
+    mut epochs: tokio::sync::watch::Receiver<u64>,
+) {
+    tokio::spawn(async move {
+        while epochs.changed().await.is_ok() {
+            let Some(c) = conns.upgrade() else { return };
+            let held: Vec<Arc<Tunnel>> = c
+                .tunnels
+                .read()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            if held.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = held.iter().map(|t| t.credential_id.as_str()).collect();
+            match warden_domain::clusters::agents::valid_credentials(&c.services, &ids).await {
+                Ok(valid) => {
+                    for t in held.iter().filter(|t| !valid.contains(&t.credential_id)) {
+                        c.close_revoked(t).await;
+                    }
+                }
+                // The next heartbeat checks again.
+                Err(e) => tracing::warn!(error = %e, "cannot check the agents' credentials"),
+            }
+        }
+    });
 }
 
 fn spawn_sweeper(conns: Weak<ClusterConnections>) {

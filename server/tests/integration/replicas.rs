@@ -346,6 +346,25 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         "replica-b"
     );
 
+    // The agent revoked through A: B, which holds its tunnel, closes it at once (the shared
+    // authorization epoch moved), not at the agent's next heartbeat (10 s here).
+    let key = admin_b.create_api_key(json!({"name": "ops"})).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/clusters/{CLUSTER}/agent/revoke", a.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("revoke through A");
+    assert_eq!(r.status(), 204);
+    let revoked = Instant::now();
+    while b.state.clusters.get_by_id(cluster_id).is_some() {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(3),
+            "B kept the revoked agent's tunnel open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // A replica that stopped without leaving (killed): its row and its tunnels expire.
     let other_cluster = ClusterId::new();
     db.execute_unprepared(&format!(
