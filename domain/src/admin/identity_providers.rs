@@ -45,7 +45,6 @@ async fn end_what_it_vouched_for<C: sea_orm::ConnectionTrait>(
         .into_tuple()
         .all(tx)
         .await?;
-    let now = svc.clock.now();
     let (mut ended, mut revoked) = (Vec::new(), Vec::new());
     for uid in linked
         .into_iter()
@@ -66,8 +65,7 @@ async fn end_what_it_vouched_for<C: sea_orm::ConnectionTrait>(
             .count(tx)
             .await?;
         if u.password_hash.is_none() && other_links == 0 {
-            super::api_keys::revoke_all_in(svc, tx, who, &u.id).await?;
-            crate::kubectl::revoke_in(tx, who, &u, now).await?;
+            crate::identity::users::revoke_credentials_in(svc, tx, who, &u).await?;
             revoked.push(u.email.clone());
         }
     }

@@ -376,8 +376,7 @@ pub async fn update(
         // account later must not revive a key or kubeconfig that may be in someone else's
         // hands (they sign in again and make new ones).
         crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
-        crate::admin::api_keys::revoke_all_in(svc, &tx, who, &u.id).await?;
-        crate::kubectl::revoke_in(&tx, who, &u, svc.clock.now()).await?;
+        revoke_credentials_in(svc, &tx, who, &u).await?;
     }
     let after = to_dto(&u, after_groups);
     svc.audit_change(
@@ -394,6 +393,20 @@ pub async fn update(
     tx.commit().await?;
     svc.policy.bump();
     Ok(after)
+}
+
+/// End, inside `tx`, the credentials `u` calls Warden with outside the console: every API key
+/// and every kubeconfig (each with its audit event). What deactivation does, and what a
+/// provider that stops vouching does for the people it was the only way in for.
+pub(crate) async fn revoke_credentials_in<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    who: &Principal,
+    u: &users::Model,
+) -> DomainResult<()> {
+    crate::admin::api_keys::revoke_all_in(svc, tx, who, &u.id).await?;
+    crate::kubectl::revoke_in(tx, who, u, svc.clock.now()).await?;
+    Ok(())
 }
 
 pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> DomainResult<()> {
