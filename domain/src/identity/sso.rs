@@ -920,15 +920,7 @@ async fn callback(
     let uid = user_store::user_id(&user)?;
     let link_due = linked && crate::identity::mfa::is_enabled(&tx, uid).await?;
     if created || (linked && !link_due) {
-        user_identities::ActiveModel::from(user_identities::Model {
-            provider_id: provider.id.clone(),
-            subject: identity.subject.clone(),
-            user_id: user.id.clone(),
-            created_at: now.millis(),
-            last_login_at: Some(now.millis()),
-        })
-        .insert(&tx)
-        .await?;
+        link_subject(&tx, &provider.id, &identity.subject, &user.id, now).await?;
     } else if !linked {
         user_identities::Entity::update_many()
             .col_expr(
@@ -1095,15 +1087,7 @@ pub(crate) async fn complete_link(
             if let Some(why) = link_refusal(svc, &tx, &provider, user).await? {
                 return Ok(Err(why));
             }
-            user_identities::ActiveModel::from(user_identities::Model {
-                provider_id: provider.id.clone(),
-                subject: link.subject.clone(),
-                user_id: user.id.clone(),
-                created_at: now.millis(),
-                last_login_at: Some(now.millis()),
-            })
-            .insert(&tx)
-            .await?;
+            link_subject(&tx, &provider.id, &link.subject, &user.id, now).await?;
         }
     }
     let changes = match &link.groups {
@@ -1117,6 +1101,26 @@ pub(crate) async fn complete_link(
         svc.policy.bump();
     }
     Ok(Ok(changes))
+}
+
+/// Link the provider's `subject` to the Warden user, signed in through it now.
+async fn link_subject<C: ConnectionTrait>(
+    db: &C,
+    provider_id: &str,
+    subject: &str,
+    user_id: &str,
+    now: Timestamp,
+) -> DomainResult<()> {
+    user_identities::ActiveModel::from(user_identities::Model {
+        provider_id: provider_id.to_owned(),
+        subject: subject.to_owned(),
+        user_id: user_id.to_owned(),
+        created_at: now.millis(),
+        last_login_at: Some(now.millis()),
+    })
+    .insert(db)
+    .await?;
+    Ok(())
 }
 
 /// A new SSO user: no local password, a member of All Users.
