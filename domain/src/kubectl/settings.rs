@@ -195,6 +195,12 @@ fn looser(a: &EffectiveKubectlSettings, b: &EffectiveKubectlSettings) -> Vec<&'s
             a.terminal_max_concurrent,
             b.terminal_max_concurrent,
         ),
+        // A kubeconfig that lives longer than the organization says.
+        (
+            "credential_validity_secs",
+            a.credential_validity_secs,
+            b.credential_validity_secs,
+        ),
     ] {
         if a > b {
             out.push(name);

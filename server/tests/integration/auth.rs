@@ -1213,7 +1213,7 @@ async fn a_kubeconfig_editor_cannot_loosen_the_organizations_safeguards() {
     admin
         .patch(
             "/api/v1/kubectl/settings",
-            json!({"terminal_record_input": true, "secrets_org_admins_only": true, "terminal_idle_secs": 600}),
+            json!({"terminal_record_input": true, "secrets_org_admins_only": true, "terminal_idle_secs": 600, "credential_validity_secs": 3600}),
         )
         .await
         .assert_status(200);
@@ -1222,6 +1222,8 @@ async fn a_kubeconfig_editor_cannot_loosen_the_organizations_safeguards() {
         json!({"terminal_record_input": false}),
         json!({"secrets_org_admins_only": false}),
         json!({"terminal_idle_secs": 3600}),
+        // A kubeconfig living longer than the organization's hour.
+        json!({"credential_validity_secs": 86400}),
     ] {
         for whom in ["kim@example.com", "other@example.com"] {
             kim.patch(
@@ -1253,8 +1255,14 @@ async fn a_kubeconfig_editor_cannot_loosen_the_organizations_safeguards() {
         )
         .await
         .assert_status(200);
+    kim.patch(
+        "/api/v1/users/other@example.com/kubectl-settings",
+        json!({"credential_validity_secs": 1800}),
+    )
+    .await
+    .assert_status(200);
     let actions = denied_actions(&admin, "kim@example.com", "takes settings.write").await;
-    assert_eq!(actions.len(), 6, "{actions:?}");
+    assert_eq!(actions.len(), 8, "{actions:?}");
 }
 
 /// Membership of a project's approver group is as good as `project.write` there (an approver
