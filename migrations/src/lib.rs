@@ -37,6 +37,7 @@ mod m20261215_000001_audit_fts_trigrams;
 mod m20261216_000001_live_streams;
 mod m20261216_000002_read_only_credentials;
 mod m20261217_000001_audit_seals;
+mod m20261218_000001_credential_api_key;
 
 pub struct Migrator;
 
@@ -73,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261216_000001_live_streams::Migration),
             Box::new(m20261216_000002_read_only_credentials::Migration),
             Box::new(m20261217_000001_audit_seals::Migration),
+            Box::new(m20261218_000001_credential_api_key::Migration),
         ]
     }
 }

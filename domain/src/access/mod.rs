@@ -37,6 +37,17 @@ pub struct Principal {
     /// When this browser session last proved a second factor (none for other sessions).
     pub second_factor_at: Option<crate::clock::Timestamp>,
     pub request: RequestMeta,
+    /// The API key the caller authenticated with (none for a browser session): what it makes
+    /// (a kubeconfig) ends with it.
+    pub api_key: Option<ApiKeyUse>,
+}
+
+/// The API key behind a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyUse {
+    pub id: String,
+    /// Ms, Warden's clock.
+    pub expires_at: i64,
 }
 
 impl Principal {

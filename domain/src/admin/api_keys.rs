@@ -141,6 +141,10 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     a.revoked_at = Set(Some(svc.clock.now().millis()));
     let tx = crate::audit::begin_change(&svc.db).await?;
     let k = a.update(&tx).await?;
+    // The kubeconfigs downloaded with the key end with it.
+    let kubeconfigs =
+        crate::kubectl::revoke_made_with_keys(&tx, std::slice::from_ref(&k.id), svc.clock.now())
+            .await?;
     svc.audit_change(
         &tx,
         who,
@@ -149,7 +153,11 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
         &k.prefix,
         None,
         Some(json!(before)),
-        Some(json!(to_dto(&k))),
+        Some({
+            let mut after = json!(to_dto(&k));
+            after["kubeconfigs_revoked"] = json!(kubeconfigs);
+            after
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -188,6 +196,8 @@ pub(crate) async fn revoke_all_in<C: sea_orm::ConnectionTrait>(
         return Ok(0);
     }
     let prefixes: Vec<String> = live.iter().map(|k| k.prefix.clone()).collect();
+    let ids: Vec<String> = live.iter().map(|k| k.id.clone()).collect();
+    crate::kubectl::revoke_made_with_keys(tx, &ids, svc.clock.now()).await?;
     let r = api_keys::Entity::update_many()
         .col_expr(
             api_keys::Column::RevokedAt,

@@ -15,6 +15,9 @@ pub struct Model {
     /// Downloaded without a fresh second factor by someone whose roles only read: the gateway
     /// refuses writes, exec and secrets on it, whatever roles its holder gains later.
     pub read_only: bool,
+    /// The API key it was downloaded with: it ends with that key (revoked with it, never past
+    /// its expiry).
+    pub api_key_id: Option<String>,
 }
 
 /// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the

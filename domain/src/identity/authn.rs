@@ -495,6 +495,7 @@ pub async fn principal_from_session(
         must_enrol_mfa,
         second_factor_at: record.mfa_at,
         request: meta,
+        api_key: None,
     })
 }
 
@@ -709,6 +710,10 @@ pub async fn principal_from_api_key(
         return Err(DomainError::Unauthenticated);
     }
     let uid = crate::ids::UserId::parse(&k.user_id).ok_or(DomainError::Unauthenticated)?;
+    let key = crate::access::ApiKeyUse {
+        id: k.id.clone(),
+        expires_at: k.expires_at,
+    };
     let user = user_store::find_by_id(&svc.db, uid)
         .await?
         .ok_or(DomainError::Unauthenticated)?;
@@ -735,5 +740,6 @@ pub async fn principal_from_api_key(
         must_enrol_mfa: must_enrol_mfa(svc, &settings::load(&svc.db).await?, uid).await?,
         second_factor_at: None,
         request: meta,
+        api_key: Some(key),
     })
 }

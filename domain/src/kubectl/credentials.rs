@@ -89,7 +89,11 @@ pub async fn issue(
         }));
     }
     let now = svc.clock.now();
-    let expires_at = now.plus_secs(settings.credential_validity_secs);
+    // Made with an API key, it lives no longer than the key (and is revoked with it).
+    let mut expires_at = now.plus_secs(settings.credential_validity_secs);
+    if let Some(key) = &who.api_key {
+        expires_at = Timestamp(expires_at.millis().min(key.expires_at));
+    }
     let ku = kube_user(&svc.db, &who.user_id.to_string(), &who.email, now).await?;
     // Without a fresh second factor (where one is due), only someone whose roles read gets a
     // kubeconfig (the step-up is asked for roles that write), and it stays a reader's: the
@@ -106,6 +110,7 @@ pub async fn issue(
         expires_at: expires_at.millis(),
         revoked_at: None,
         read_only,
+        api_key_id: who.api_key.as_ref().map(|k| k.id.clone()),
     })
     .insert(&tx)
     .await?;
@@ -157,10 +162,33 @@ pub async fn issue_web_shell<C: ConnectionTrait>(
         expires_at: expires_at.millis(),
         revoked_at: None,
         read_only,
+        api_key_id: None,
     })
     .insert(db)
     .await?;
     Ok(serial)
+}
+
+/// Revoke, inside `tx`, the kubeconfig credentials downloaded with these API keys (the keys
+/// being revoked): a leaked key's kubeconfigs end with it. Returns how many.
+pub async fn revoke_made_with_keys<C: ConnectionTrait>(
+    db: &C,
+    key_ids: &[String],
+    now: Timestamp,
+) -> DomainResult<u64> {
+    if key_ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(kube_credentials::Entity::update_many()
+        .col_expr(
+            kube_credentials::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now.millis()),
+        )
+        .filter(kube_credentials::Column::ApiKeyId.is_in(key_ids.iter().cloned()))
+        .filter(kube_credentials::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?
+        .rows_affected)
 }
 
 /// Revoke one credential (a web terminal's, when the terminal ends).

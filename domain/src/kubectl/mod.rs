@@ -39,11 +39,11 @@ pub mod downloads;
 mod service_accounts;
 mod settings;
 
-pub(crate) use credentials::revoke_in;
 pub use credentials::{
     access_in_words, credential_status, issue, issue_web_shell, my_kubectl, revoke,
     revoke_credential, IssuedCredential, KubeconfigRefused,
 };
+pub(crate) use credentials::{revoke_in, revoke_made_with_keys};
 pub use service_accounts::{
     forget_service_account, record_service_account, service_account_of, service_accounts,
     touch_service_account,

@@ -34,6 +34,7 @@ impl TestApp {
             must_enrol_mfa: false,
             second_factor_at: None,
             request: RequestMeta::default(),
+            api_key: None,
         }
     }
 

@@ -672,3 +672,80 @@ async fn one_person_holds_no_more_streams_than_the_ceiling() {
     let mut again = watch("again");
     again.expect_line("pod/box").await;
 }
+
+/// A kubeconfig downloaded with an API key ends with the key: revoking a leaked key revokes
+/// what it made, and such a kubeconfig never outlives the key's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kubeconfig_made_with_an_api_key_ends_with_the_key() {
+    let w = world().await;
+    let sally = w.app.client();
+    sally
+        .login("sally@example.com", warden_server::testing::USER_PASSWORD)
+        .await
+        .assert_status(200);
+    let key = sally
+        .create_api_key(json!({"name": "laptop", "expires_in_days": 1}))
+        .await;
+    let kubeconfig = sally
+        .get_bearer("/api/v1/kubeconfig", &key)
+        .await
+        .assert_status(200)
+        .body;
+    let by_key = Kubectl::new(&w.dir.path().join("by-key"), &kubeconfig);
+    by_key
+        .run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_ok();
+    let keys = sally
+        .get("/api/v1/api-keys")
+        .await
+        .assert_status(200)
+        .json();
+    let id = keys["items"][0]["id"]
+        .as_str()
+        .expect("the key's id")
+        .to_owned();
+    sally
+        .delete(&format!("/api/v1/api-keys/{id}"))
+        .await
+        .assert_status(204);
+    let out = by_key.run(&["get", "pods", "-n", "apple"]).await;
+    assert!(
+        !out.ok() && out.stderr.contains("this kubeconfig was revoked"),
+        "the kubeconfig outlived the key: {} {}",
+        out.stdout,
+        out.stderr
+    );
+    // The console session's own kubeconfig is not the key's: it still works.
+    w.sally
+        .run(&["get", "pods", "-n", "apple"])
+        .await
+        .expect_ok();
+
+    // Kubeconfigs last a week here; one made with a key of a day ends with the key's day.
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"credential_validity_secs": 7 * 86400}),
+        )
+        .await
+        .assert_status(200);
+    let key = sally
+        .create_api_key(json!({"name": "short", "expires_in_days": 1}))
+        .await;
+    let kubeconfig = sally
+        .get_bearer("/api/v1/kubeconfig", &key)
+        .await
+        .assert_status(200)
+        .body;
+    let short = Kubectl::new(&w.dir.path().join("short"), &kubeconfig);
+    short.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
+    w.app.clock.advance_secs(2 * 86400);
+    let out = short.run(&["get", "pods", "-n", "apple"]).await;
+    assert!(
+        !out.ok() && out.stderr.contains("You must be logged in to the server"),
+        "the kubeconfig outlived its key's expiry: {} {}",
+        out.stdout,
+        out.stderr
+    );
+}

@@ -426,6 +426,7 @@ async fn authorization_matrix() {
                     must_enrol_mfa: false,
                     second_factor_at: None,
                     request: RequestMeta::default(),
+                    api_key: None,
                 };
                 let allowed = app
                     .services()
@@ -493,6 +494,7 @@ async fn authorization_matrix() {
                 must_enrol_mfa: false,
                 second_factor_at: None,
                 request: RequestMeta::default(),
+                api_key: None,
             };
             checked += 1;
             if app

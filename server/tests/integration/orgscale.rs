@@ -571,6 +571,7 @@ async fn projects_page_through_what_the_caller_may_see() {
         must_enrol_mfa: false,
         second_factor_at: None,
         request: RequestMeta::default(),
+        api_key: None,
     };
     let svc = app.services();
     assert_eq!(
@@ -657,5 +658,6 @@ async fn admin_principal(app: &TestApp) -> Principal {
         must_enrol_mfa: false,
         second_factor_at: None,
         request: RequestMeta::default(),
+        api_key: None,
     }
 }
