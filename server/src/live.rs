@@ -78,27 +78,12 @@ pub struct LiveStreams {
     /// Terminals being opened, by user: counted against the limit from the moment the count
     /// is taken until they are registered (or fail), so twenty upgrades at once do not all
     /// see the same "none open yet".
-    opening: Arc<Mutex<HashMap<String, i64>>>,
+    opening: Arc<crate::ratelimit::Concurrent>,
 }
 
 /// A place among a user's terminals, held while one opens. Dropping it gives the place back
 /// (the registered terminal counts from then on).
-pub struct TerminalSlot {
-    user_id: String,
-    opening: Arc<Mutex<HashMap<String, i64>>>,
-}
-
-impl Drop for TerminalSlot {
-    fn drop(&mut self) {
-        let mut o = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = o.get_mut(&self.user_id) {
-            *n -= 1;
-            if *n <= 0 {
-                o.remove(&self.user_id);
-            }
-        }
-    }
-}
+pub type TerminalSlot = crate::ratelimit::ConcurrentGuard;
 
 /// Where this process's stream ids begin: a random point in [2^32, 2^52), so ids stay exact
 /// in JSON for any client (below 2^53) and do not repeat across restarts and replicas. A
@@ -128,7 +113,7 @@ impl LiveStreams {
             entries: Mutex::new(HashMap::new()),
             next: AtomicU64::new(first_id()),
             shared: OnceLock::new(),
-            opening: Arc::new(Mutex::new(HashMap::new())),
+            opening: crate::ratelimit::Concurrent::new(usize::MAX, usize::MAX),
         })
     }
 
@@ -155,17 +140,12 @@ impl LiveStreams {
                 e.info.kind == warden_domain::dto::StreamKind::Terminal && e.info.user_id == user_id
             })
             .count() as i64;
-        let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = opening.get(user_id).copied().unwrap_or(0);
-        let open = here + elsewhere + pending;
-        if open >= max {
-            return Ok(Err(open));
-        }
-        *opening.entry(user_id.to_owned()).or_insert(0) += 1;
-        Ok(Ok(TerminalSlot {
-            user_id: user_id.to_owned(),
-            opening: self.opening.clone(),
-        }))
+        let mut open = here + elsewhere;
+        let slot = self.opening.acquire_if(user_id, |pending| {
+            open += pending as i64;
+            open < max
+        });
+        Ok(slot.ok_or(open))
     }
 
     /// Share this registry with the other replicas.

@@ -125,9 +125,19 @@ impl Concurrent {
 
     /// A slot for `holder`, or `None` when they (or everyone together) hold the most allowed.
     pub fn acquire(self: &Arc<Self>, holder: &str) -> Option<ConcurrentGuard> {
+        self.acquire_if(holder, |_| true)
+    }
+
+    /// A slot for `holder` if, besides the limits, `admit` accepts the number they hold now:
+    /// the count and the taking are one step under one lock.
+    pub fn acquire_if(
+        self: &Arc<Self>,
+        holder: &str,
+        admit: impl FnOnce(usize) -> bool,
+    ) -> Option<ConcurrentGuard> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let mine = held.1.get(holder).copied().unwrap_or(0);
-        if mine >= self.per_holder || held.0 >= self.total {
+        if mine >= self.per_holder || held.0 >= self.total || !admit(mine) {
             return None;
         }
         held.0 += 1;
