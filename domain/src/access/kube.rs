@@ -208,7 +208,7 @@ pub fn kube_access(eff: &Effective, cluster: &KubeCluster) -> KubeAccess {
                 }
                 // A namespace permission granted to a whole project or the organization
                 // reaches every namespace of the cluster. Write so granted would be a
-                // cluster-wide write (roles no longer carry it: `roles::NAMESPACE_WRITE_WIDE`);
+                // cluster-wide write (roles no longer carry it: `permissions::NAMESPACE_WRITE_WIDE`);
                 // a role stored before that grants the read it includes, no more.
                 (Permission::KubectlNamespaceWrite, _) => {
                     a.cluster_read = true;
