@@ -546,7 +546,9 @@ metadata:
 /// any long-lived token Secret (`kubernetes.io/service-account-token`: a credential for a
 /// service account that no Warden revocation reaches); any role or binding written with a Warden
 /// user's service account (below cluster-admin intent: a copy of `warden-cluster-write` bound
-/// to a service account of one's own would do what the `warden-*` rule stops). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
+/// to a service account of one's own would do what the `warden-*` rule stops); any Service with
+/// `externalIPs` written with a Warden user's service account (CVE-2020-8554: it intercepts the
+/// traffic of those addresses, on clusters without the `DenyServiceExternalIPs` plugin). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
 /// and Kubernetes never applies admission policies to policy objects themselves.
 /// kubesim enforces the same rules natively (`kubesim/src/admission.rs`).
 pub fn guard_policy(labels: &str) -> String {
@@ -625,6 +627,13 @@ metadata:
           request.userInfo.username.startsWith('system:serviceaccount:{ns}:'))
       reason: Forbidden
       message: "roles and bindings are made by the Warden agent, not with a Warden user's grant: one made by hand would outlive the grant"
+    - expression: >-
+        !(request.resource.group == '' && request.resource.resource == 'services' &&
+          request.userInfo.username.startsWith('system:serviceaccount:{ns}:') &&
+          object != null && has(object.spec) && has(object.spec.externalIPs) &&
+          size(object.spec.externalIPs) > 0)
+      reason: Forbidden
+      message: "a Service's externalIPs take the traffic of those addresses, other teams' included (CVE-2020-8554): set by cluster administrators only"
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding

@@ -1152,6 +1152,11 @@ pub struct AuditScope {
     pub all: bool,
     /// Projects whose events are visible (`audit.read` on them).
     pub projects: Vec<String>,
+    /// Among `projects`, those whose name the log held before the project bearing it now was
+    /// made (a deleted project of the same name): from when each present one began (ms). Their
+    /// readers see only the present project's events: the log names projects, and a name
+    /// re-used is not an inheritance.
+    pub since: std::collections::BTreeMap<String, i64>,
     /// The reader's user id: what they did (allowed events they caused) is visible.
     pub user: Option<String>,
 }
@@ -1162,7 +1167,11 @@ impl AuditScope {
     pub fn covers(&self, other: &AuditScope) -> bool {
         self.all
             || (!other.all
-                && other.projects.iter().all(|p| self.projects.contains(p))
+                && other.projects.iter().all(|p| {
+                    self.projects.contains(p)
+                        && self.since.get(p).unwrap_or(&i64::MIN)
+                            <= other.since.get(p).unwrap_or(&i64::MIN)
+                })
                 && (other.user.is_none() || other.user == self.user))
     }
 
@@ -1212,8 +1221,22 @@ impl AuditScope {
             return None;
         }
         let mut any = sea_orm::sea_query::Condition::any();
-        if !self.projects.is_empty() {
-            any = any.add(C::Project.is_in(self.projects.clone()));
+        let whole: Vec<&String> = self
+            .projects
+            .iter()
+            .filter(|p| !self.since.contains_key(*p))
+            .collect();
+        if !whole.is_empty() {
+            any = any.add(C::Project.is_in(whole));
+        }
+        for (p, since) in &self.since {
+            if self.projects.contains(p) {
+                any = any.add(
+                    sea_orm::sea_query::Condition::all()
+                        .add(C::Project.eq(p.clone()))
+                        .add(C::At.gte(*since)),
+                );
+            }
         }
         match self.own_activity() {
             Some(own) => any = any.add(own),
@@ -1223,6 +1246,49 @@ impl AuditScope {
         }
         Some(any)
     }
+}
+
+/// Of the projects `names`, those whose name the log held before the project now bearing it
+/// was made (the events of a deleted project of that name), each with when the present one
+/// began: [`AuditScope::since`]. A name no live project bears shows nothing (fail closed).
+/// One lookup of the projects and one index step per project (its first event).
+pub async fn namesakes(
+    db: &DatabaseConnection,
+    names: &[String],
+) -> DomainResult<std::collections::BTreeMap<String, i64>> {
+    use crate::entities::projects;
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    let mut out = std::collections::BTreeMap::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let live: std::collections::HashMap<String, i64> = projects::Entity::find()
+        .filter(projects::Column::Name.is_in(names.to_vec()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.name, p.created_at))
+        .collect();
+    for name in names {
+        let Some(&created) = live.get(name) else {
+            out.insert(name.clone(), i64::MAX);
+            continue;
+        };
+        let first: Option<i64> = audit_events::Entity::find()
+            .select_only()
+            .column(C::At)
+            .filter(C::Project.eq(name.clone()))
+            .order_by_asc(C::Seq)
+            .limit(1)
+            .into_tuple()
+            .one(db)
+            .await?;
+        if first.is_some_and(|at| at < created) {
+            out.insert(name.clone(), created);
+        }
+    }
+    Ok(out)
 }
 
 /// [`search_at`] within a reader's [`AuditScope`].
@@ -2408,6 +2474,10 @@ mod loggable_path_tests {
 /// written in full; the rest are counted, and one summary event per action and window (how
 /// many, from which sources, claiming which names) is written when the window ends. A flood
 /// from many addresses then costs the log one row a minute, not one row a guess.
+///
+/// A person's refused Kubernetes requests are sampled the same way, per person and action:
+/// cheap to send and never forwarded, they would otherwise let one kubeconfig fill the audit
+/// queue until the gateway refuses everyone (it fails closed). Their summary names the person.
 #[derive(Default)]
 pub struct RefusalSampler {
     windows: std::sync::Mutex<std::collections::HashMap<String, RefusalWindow>>,
@@ -2416,6 +2486,9 @@ pub struct RefusalSampler {
 
 #[derive(Default)]
 struct RefusalWindow {
+    /// The action sampled, and for a person's refusals who they are.
+    action: String,
+    actor: Option<Actor>,
     start: i64,
     written: u32,
     suppressed: u64,
@@ -2452,30 +2525,50 @@ impl RefusalSampler {
     pub const WINDOW_MS: i64 = 60_000;
     pub const PER_WINDOW: u32 = 50;
 
-    /// Whether an unauthenticated refusal is one: a denied event with an anonymous actor.
+    /// Whether a refusal is sampled: a denied event with an anonymous actor, or a person's
+    /// refused Kubernetes request.
     pub fn applies_to(ev: &AuditEvent) -> bool {
-        ev.outcome == Outcome::Denied && matches!(ev.actor, Actor::Anonymous { .. })
+        ev.outcome == Outcome::Denied
+            && match ev.actor {
+                Actor::Anonymous { .. } => true,
+                Actor::User { .. } => ev.kind == AuditKind::KubeApi,
+                _ => false,
+            }
     }
 
     /// Count `ev` and say what to write now: the summary of a window that ended (if any
     /// refusal of this action was left out of it) and the event itself while the window has
     /// room for it.
     pub fn admit(&self, ev: AuditEvent, now: Timestamp) -> Vec<AuditEvent> {
-        if let Ok(mut t) = self.total.lock() {
-            *t.entry(ev.action.clone()).or_default() += 1;
+        let person = match &ev.actor {
+            Actor::User { id, .. } => Some(*id),
+            _ => None,
+        };
+        if person.is_none() {
+            if let Ok(mut t) = self.total.lock() {
+                *t.entry(ev.action.clone()).or_default() += 1;
+            }
         }
         let mut out = Vec::new();
         let Ok(mut windows) = self.windows.lock() else {
             out.push(ev);
             return out;
         };
-        let w = windows.entry(ev.action.clone()).or_default();
+        let key = match person {
+            Some(id) => format!("{}\u{1f}{id}", ev.action),
+            None => ev.action.clone(),
+        };
+        let w = windows.entry(key).or_default();
         if now.millis() - w.start >= Self::WINDOW_MS {
-            out.extend(Self::summary(&ev.action, w, now));
+            out.extend(Self::summary(w, now));
             *w = RefusalWindow {
                 start: now.millis(),
                 ..Default::default()
             };
+        }
+        if w.action.is_empty() {
+            w.action = ev.action.clone();
+            w.actor = person.map(|_| ev.actor.clone());
         }
         if w.written < Self::PER_WINDOW {
             w.written += 1;
@@ -2509,11 +2602,11 @@ impl RefusalSampler {
             return Vec::new();
         };
         let mut out = Vec::new();
-        windows.retain(|action, w| {
+        windows.retain(|_, w| {
             if now.millis() - w.start < Self::WINDOW_MS {
                 return true;
             }
-            out.extend(Self::summary(action, w, now));
+            out.extend(Self::summary(w, now));
             false
         });
         out
@@ -2528,16 +2621,17 @@ impl RefusalSampler {
             .unwrap_or_default()
     }
 
-    fn summary(action: &str, w: &RefusalWindow, now: Timestamp) -> Option<AuditEvent> {
+    fn summary(w: &RefusalWindow, now: Timestamp) -> Option<AuditEvent> {
         if w.suppressed == 0 {
             return None;
         }
+        let action = w.action.as_str();
         let from = Timestamp(w.start).rfc3339();
         let until = Timestamp(std::cmp::min(now.millis(), w.start + Self::WINDOW_MS)).rfc3339();
         Some(
             AuditEvent::new(
                 w.kind.unwrap_or(AuditKind::System),
-                Actor::System,
+                w.actor.clone().unwrap_or(Actor::System),
                 w.session_type.unwrap_or(SessionType::System),
                 format!("{action}.sampled"),
                 Outcome::Denied,

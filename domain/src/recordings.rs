@@ -75,6 +75,17 @@ async fn check(svc: &Services, who: &Principal, id: &str) -> DomainResult<audit_
                 "the recording's audit events belong to a project the caller may not audit",
             ));
         }
+        // Made before the project of that name was: a deleted namesake's.
+        let name = opened.project.clone().unwrap_or_default();
+        let began = crate::audit::namesakes(&svc.db, std::slice::from_ref(&name))
+            .await?
+            .get(&name)
+            .copied();
+        if began.is_some_and(|b| opened.at < b) {
+            return Err(DomainError::forbidden(
+                "the recording belongs to a deleted project that bore the same name",
+            ));
+        }
     }
     may_see_output(svc, who, &opened).await?;
     Ok(opened)

@@ -143,6 +143,18 @@ fn violation(user: &UserInfo, r: &Request) -> Option<String> {
     {
         return Some("roles and bindings are made by the Warden agent, not with a Warden user's grant: one made by hand would outlive the grant".into());
     }
+    if r.res.group.is_empty()
+        && r.res.plural == "services"
+        && user
+            .name
+            .starts_with(&format!("system:serviceaccount:{NS}:"))
+        && r.object
+            .and_then(|o| o.pointer("/spec/externalIPs"))
+            .and_then(Value::as_array)
+            .is_some_and(|ips| !ips.is_empty())
+    {
+        return Some("a Service's externalIPs take the traffic of those addresses, other teams' included (CVE-2020-8554): set by cluster administrators only".into());
+    }
     None
 }
 

@@ -317,6 +317,24 @@ impl Effective {
             })
     }
 
+    /// Until when the user holds `permission` (or one implying it) at `target`: `None` when
+    /// they do not hold it, `Some(None)` when a grant without an expiry gives it, else the
+    /// latest end among the grants that do. What they hand out ends no later.
+    pub fn held_until(&self, permission: Permission, target: &Target) -> Option<Option<i64>> {
+        if !self.active {
+            return None;
+        }
+        self.bindings
+            .iter()
+            .filter(|b| {
+                b.permissions
+                    .iter()
+                    .any(|h| h.implies(permission) && b.covers(target, *h))
+            })
+            .map(|b| b.expires_at)
+            .max_by_key(|e| e.unwrap_or(i64::MAX))
+    }
+
     pub fn decide(&self, action: &Action) -> Result<String, String> {
         if !self.active {
             return Err("the user is deactivated".into());
@@ -753,12 +771,12 @@ async fn load_effective(
     })
 }
 
-/// Which audit events `who` may read: `Ok(None)` for all (organization `audit.read`),
-/// `Ok(Some(projects))` for those projects' events, or the gate's denial.
+/// Which audit events `who` may read as an auditor (their own activity aside): all of them
+/// (organization `audit.read`), their projects' events, or the gate's denial.
 pub async fn audit_scope(
     policy: &AccessPolicy,
     who: &Principal,
-) -> Result<Option<Vec<String>>, Denied> {
+) -> Result<crate::audit::AuditScope, Denied> {
     let eff = match policy.effective(who.user_id).await {
         Ok(e) => e,
         Err(e) => {
@@ -772,7 +790,7 @@ pub async fn audit_scope(
         policy
             .authorize(who, Action::org(Permission::AuditRead))
             .await?;
-        return Ok(None);
+        return Ok(crate::audit::AuditScope::all());
     }
     let projects: BTreeSet<String> = if eff.active {
         eff.bindings
@@ -789,7 +807,32 @@ pub async fn audit_scope(
             .authorize(who, Action::org(Permission::AuditRead))
             .await?;
     }
-    Ok(Some(projects.into_iter().collect()))
+    project_scope(policy, projects, None).await
+}
+
+/// The scope of a reader of `projects` (and of `user`'s own activity), each project read from
+/// when it began if a deleted project bore its name before ([`crate::audit::namesakes`]).
+async fn project_scope(
+    policy: &AccessPolicy,
+    projects: BTreeSet<String>,
+    user: Option<String>,
+) -> Result<crate::audit::AuditScope, Denied> {
+    let projects: Vec<String> = projects.into_iter().collect();
+    let since = match crate::audit::namesakes(&policy.db, &projects).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "audit scope lookup failed; denying");
+            return Err(Denied {
+                reason: "authorization lookup failed".into(),
+            });
+        }
+    };
+    Ok(crate::audit::AuditScope {
+        all: false,
+        projects,
+        since,
+        user,
+    })
 }
 
 /// Which audit events `who` may read on the audit page and its API: everything (organization
@@ -822,11 +865,7 @@ pub async fn audit_view(
         .filter(|b| b.scope == Scope::Project && b.permissions.contains(&Permission::AuditRead))
         .filter_map(|b| b.project.clone())
         .collect();
-    Ok(crate::audit::AuditScope {
-        all: false,
-        projects: projects.into_iter().collect(),
-        user: Some(who.user_id.to_string()),
-    })
+    project_scope(policy, projects, Some(who.user_id.to_string())).await
 }
 
 #[cfg(test)]

@@ -205,12 +205,17 @@ async fn approver_via(
 
 /// What granting (or revoking) the request hands out (or takes away): its role's permissions
 /// on its project or namespaces.
-fn handout_of(r: &access_requests::Model, c: &Ctx) -> super::bindings::Handout {
+fn handout_of(
+    r: &access_requests::Model,
+    c: &Ctx,
+    until: super::bindings::Until,
+) -> super::bindings::Handout {
     let namespaces: Vec<String> = serde_json::from_str(&r.namespaces).unwrap_or_default();
     super::bindings::Handout {
         what: format!("{} would hold {}", c.requester, c.role.name),
         permissions: super::bindings::granted_by(&c.role),
         targets: super::bindings::targets(Some(&c.project.name), &namespaces),
+        until,
     }
 }
 
@@ -223,6 +228,7 @@ async fn gate_decide(
     r: &access_requests::Model,
     c: &Ctx,
     action: &str,
+    until: super::bindings::Until,
 ) -> DomainResult<()> {
     svc.policy
         .authorize_self(who, action)
@@ -247,7 +253,7 @@ async fn gate_decide(
                 super::bindings::refuse_escalation(
                     svc,
                     who,
-                    &[handout_of(r, c)],
+                    &[handout_of(r, c, until)],
                     action,
                     "access_request",
                     &r.id,
@@ -884,7 +890,14 @@ pub async fn approve(
     let c = context(svc, &r).await?;
     // The approvals this decision counts on (checked again once changes are serialized).
     let seen_approvals = r.approvals.clone();
-    gate_decide(svc, who, &r, &c, "access_request.approve").await?;
+    // The grant ends when the decision says (at most as asked): an administrator whose own
+    // grant ends sooner may not approve it.
+    let asked = d
+        .duration_secs
+        .unwrap_or(r.duration_secs)
+        .min(r.duration_secs);
+    let until = super::bindings::Until::At(svc.clock.now().millis() + asked * 1000);
+    gate_decide(svc, who, &r, &c, "access_request.approve", until).await?;
     let r = pending(svc, id).await?;
     // An approver decides on the role as it was asked for: one changed since (widened, maybe)
     // is not approved under the old request's name.
@@ -1127,7 +1140,15 @@ pub async fn deny(
 ) -> DomainResult<AccessRequestDto> {
     let r = find(svc, id).await?;
     let c = context(svc, &r).await?;
-    gate_decide(svc, who, &r, &c, "access_request.deny").await?;
+    gate_decide(
+        svc,
+        who,
+        &r,
+        &c,
+        "access_request.deny",
+        super::bindings::Until::Now,
+    )
+    .await?;
     let r = pending(svc, id).await?;
     let comment = clean_comment(d.comment)?;
     let tx = crate::audit::begin_change(&svc.db).await?;
@@ -1297,7 +1318,15 @@ pub async fn revoke(
 ) -> DomainResult<AccessRequestDto> {
     let r = find(svc, id).await?;
     let c = context(svc, &r).await?;
-    gate_decide(svc, who, &r, &c, "access_request.revoke").await?;
+    gate_decide(
+        svc,
+        who,
+        &r,
+        &c,
+        "access_request.revoke",
+        super::bindings::Until::Now,
+    )
+    .await?;
     let now = svc.clock.now();
     if r.status != APPROVED || r.grant_expires_at.is_some_and(|t| t <= now.millis()) {
         return Err(DomainError::conflict(

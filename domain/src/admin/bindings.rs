@@ -172,9 +172,45 @@ pub(crate) struct Handout {
     pub what: String,
     pub permissions: Vec<Permission>,
     pub targets: Vec<Target>,
+    /// For how long it is handed out: no one hands out for longer than they hold it (a grant
+    /// of an hour, approved or taken as break-glass, does not make a permanent one).
+    pub until: Until,
+}
+
+/// How long a [`Handout`] lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Taken away, not handed out: holding it now is enough.
+    Now,
+    /// Until this instant (ms).
+    At(i64),
+    /// Until removed.
+    Forever,
+}
+
+impl Until {
+    /// A binding's end: `expires_at`, or never.
+    pub(crate) fn of(expires_at: Option<i64>) -> Self {
+        expires_at.map_or(Until::Forever, Until::At)
+    }
+
+    /// Whether handing out this long outlasts a grant held until `held` (`None`: until removed).
+    fn outlasts(self, held: Option<i64>) -> bool {
+        match (self, held) {
+            (Until::Now, _) | (_, None) => false,
+            (Until::Forever, Some(_)) => true,
+            (Until::At(u), Some(h)) => u > h,
+        }
+    }
 }
 
 impl Handout {
+    /// What the same grants are when taken away rather than handed out ([`Until::Now`]).
+    pub(crate) fn taken_away(mut self) -> Self {
+        self.until = Until::Now;
+        self
+    }
+
     /// A break-glass role is anyone's on any project for the taking, without approval: making a
     /// role break-glass, or widening one that is, hands `permissions` out organization-wide.
     pub(crate) fn break_glass(role: &str, permissions: Vec<Permission>) -> Self {
@@ -182,6 +218,7 @@ impl Handout {
             what: format!("break-glass role {role} on every project"),
             permissions,
             targets: vec![Target::Org],
+            until: Until::Forever,
         }
     }
 }
@@ -251,6 +288,7 @@ pub(crate) async fn handouts<C: ConnectionTrait>(
                 None => granted_by(role),
             },
             targets: targets(project, &namespaces),
+            until: Until::of(b.expires_at),
         });
     }
     Ok(out)
@@ -269,6 +307,7 @@ pub(crate) fn approver_handout(project: &str) -> Handout {
             .filter(|p| p.allowed_in(Scope::Project))
             .collect(),
         targets: vec![Target::Project(project.to_owned())],
+        until: Until::Forever,
     }
 }
 
@@ -308,6 +347,7 @@ pub(crate) async fn refuse_unless_everything_held(
             .filter(|p| p.allowed_in(Scope::Organization))
             .collect(),
         targets: vec![Target::Org],
+        until: Until::Forever,
     };
     refuse_escalation(svc, who, &[everything], action, kind, name).await
 }
@@ -324,33 +364,137 @@ pub(crate) async fn refuse_escalation(
     kind: &str,
     name: &str,
 ) -> DomainResult<()> {
-    if let Some((p, t, what)) = first_not_held(svc, who, handouts).await? {
-        let reason = format!(
-            "cannot hand out {} on {} ({what}): the granter does not hold it there",
-            p.name(),
-            t.describe(),
-        );
+    if let Some(gap) = first_not_held(svc, who, handouts).await? {
+        let reason = match gap.held_until {
+            None => format!(
+                "cannot hand out {} on {} ({}): the granter does not hold it there",
+                gap.permission.name(),
+                gap.target.describe(),
+                gap.what,
+            ),
+            Some(end) => format!(
+                "cannot hand out {} on {} ({}) for longer than the granter holds it there: their grant ends at {}; give this one an expiry no later than that",
+                gap.permission.name(),
+                gap.target.describe(),
+                gap.what,
+                crate::clock::Timestamp(end).rfc3339(),
+            ),
+        };
         svc.audit_denied(who, action, kind, name, &reason).await?;
         return Err(DomainError::forbidden(reason));
     }
     Ok(())
 }
 
-/// The first permission of `handouts`, with its target, that `who` does not hold there.
+/// A permission at a target that a handout needs and its granter lacks: not held there at all
+/// (`held_until: None`), or held only until `held_until`, sooner than the handout ends.
+struct Gap<'a> {
+    permission: Permission,
+    target: &'a Target,
+    what: &'a str,
+    held_until: Option<i64>,
+}
+
+/// The first permission of `handouts`, with its target, that `who` does not hold there for as
+/// long as it is handed out.
 async fn first_not_held<'a>(
     svc: &Services,
     who: &Principal,
     handouts: &'a [Handout],
-) -> DomainResult<Option<(Permission, &'a Target, &'a str)>> {
+) -> DomainResult<Option<Gap<'a>>> {
     let eff = svc.policy.effective(who.user_id).await?;
     Ok(handouts.iter().find_map(|h| {
         h.permissions.iter().find_map(|p| {
-            h.targets
-                .iter()
-                .find(|t| !eff.holds(*p, t))
-                .map(|t| (*p, t, h.what.as_str()))
+            h.targets.iter().find_map(|t| {
+                let gap = |held_until| Gap {
+                    permission: *p,
+                    target: t,
+                    what: h.what.as_str(),
+                    held_until,
+                };
+                match eff.held_until(*p, t) {
+                    None => Some(gap(None)),
+                    Some(held) if h.until.outlasts(held) => Some(gap(held)),
+                    Some(_) => None,
+                }
+            })
         })
     }))
+}
+
+/// Whether `eff` holds, through grants without an expiry other than those `lost` drops, every
+/// permission an organization-wide grant can carry: an administrator the organization keeps.
+fn administers(
+    eff: &crate::access::Effective,
+    lost: &dyn Fn(&crate::access::ResolvedBinding) -> bool,
+) -> bool {
+    eff.active
+        && Permission::ALL
+            .iter()
+            .filter(|p| p.allowed_in(Scope::Organization))
+            .all(|p| {
+                eff.bindings.iter().any(|b| {
+                    b.expires_at.is_none()
+                        && !lost(b)
+                        && b.permissions
+                            .iter()
+                            .any(|h| h.implies(*p) && b.covers(&Target::Org, *h))
+                })
+            })
+}
+
+/// No change leaves the organization without an administrator (an active user holding
+/// everything organization-wide, for good): `affected` users lose the grants `lost` picks.
+/// Refused (409, audited) only when someone administers it now and no one would after; then
+/// only direct access to the database could bring one back.
+pub(crate) async fn refuse_leaving_no_administrator(
+    svc: &Services,
+    who: &Principal,
+    affected: &[String],
+    lost: &(dyn Fn(&crate::access::ResolvedBinding) -> bool + Sync),
+    action: &str,
+    kind: &str,
+    name: &str,
+) -> DomainResult<()> {
+    use crate::entities::group_members;
+    // Only organization-wide grants make an administrator: their holders are the candidates.
+    let org = bindings::Entity::find()
+        .filter(bindings::Column::ProjectId.is_null())
+        .filter(bindings::Column::ExpiresAt.is_null())
+        .all(&svc.db)
+        .await?;
+    let mut candidates: Vec<String> = org.iter().filter_map(|b| b.user_id.clone()).collect();
+    let groups: Vec<String> = org.iter().filter_map(|b| b.group_id.clone()).collect();
+    if !groups.is_empty() {
+        candidates.extend(
+            group_members::Entity::find()
+                .filter(group_members::Column::GroupId.is_in(groups))
+                .all(&svc.db)
+                .await?
+                .into_iter()
+                .map(|m| m.user_id),
+        );
+    }
+    candidates.sort();
+    candidates.dedup();
+    let mut before = false;
+    for c in &candidates {
+        let Some(uid) = crate::ids::UserId::parse(c) else {
+            continue;
+        };
+        let eff = svc.policy.effective(uid).await?;
+        let hit = affected.contains(c);
+        if administers(&eff, &|b| hit && lost(b)) {
+            return Ok(());
+        }
+        before |= administers(&eff, &|_| false);
+    }
+    if !before {
+        return Ok(());
+    }
+    let reason = "no one else administers the organization: it would be left without an administrator; make someone else one first";
+    svc.audit_denied(who, action, kind, name, reason).await?;
+    Err(DomainError::conflict("subject", reason))
 }
 
 /// No takeover through delegated administration: acting on another account as a whole (its
@@ -378,6 +522,7 @@ pub(crate) async fn refuse_takeover(
             what: format!("role {} through {}", b.role, b.via),
             permissions: b.permissions.iter().copied().collect(),
             targets: targets(b.project.as_deref(), &b.namespaces),
+            until: Until::of(b.expires_at),
         })
         .collect();
     let groups: Vec<String> = crate::entities::group_members::Entity::find()
@@ -388,12 +533,20 @@ pub(crate) async fn refuse_takeover(
         .map(|m| m.group_id)
         .collect();
     held.extend(approver_handouts(&svc.db, &groups).await?);
-    if let Some((p, t, what)) = first_not_held(svc, who, &held).await? {
+    if let Some(gap) = first_not_held(svc, who, &held).await? {
+        let yours = match gap.held_until {
+            None => "which you do not".to_owned(),
+            Some(end) => format!(
+                "longer than you do (yours ends at {})",
+                crate::clock::Timestamp(end).rfc3339()
+            ),
+        };
         let reason = format!(
-            "cannot {verb} {}: they hold {} on {} ({what}), which you do not; only someone holding everything an account holds may act on it as a whole",
+            "cannot {verb} {}: they hold {} on {} ({}), {yours}; only someone holding everything an account holds may act on it as a whole",
             target.email,
-            p.name(),
-            t.describe(),
+            gap.permission.name(),
+            gap.target.describe(),
+            gap.what,
         );
         svc.audit_denied(who, action, "user", &target.email, &reason)
             .await?;
@@ -580,6 +733,7 @@ pub async fn create(
         ),
         permissions: granted_by(&role),
         targets: targets(project.as_ref().map(|p| p.name.as_str()), &namespaces),
+        until: Until::of(expires_at),
     };
     refuse_escalation(
         svc,
@@ -825,11 +979,36 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     // Taking a grant away is bounded as handing it out is: someone who manages users removes a
     // developer's binding, not every administrator's ADMIN (which they may not hand out, and
     // whose holders they may not deactivate either).
-    let held = handouts(&svc.db, std::slice::from_ref(&b), None).await?;
+    let held: Vec<Handout> = handouts(&svc.db, std::slice::from_ref(&b), None)
+        .await?
+        .into_iter()
+        .map(Handout::taken_away)
+        .collect();
     refuse_escalation(
         svc,
         who,
         &held,
+        "binding.delete",
+        "binding",
+        &describe(&dto),
+    )
+    .await?;
+    let mut affected: Vec<String> = b.user_id.iter().cloned().collect();
+    if let Some(g) = &b.group_id {
+        affected.extend(
+            crate::entities::group_members::Entity::find()
+                .filter(crate::entities::group_members::Column::GroupId.eq(g.clone()))
+                .all(&svc.db)
+                .await?
+                .into_iter()
+                .map(|m| m.user_id),
+        );
+    }
+    refuse_leaving_no_administrator(
+        svc,
+        who,
+        &affected,
+        &|r| r.binding_id == b.id,
         "binding.delete",
         "binding",
         &describe(&dto),

@@ -25,8 +25,12 @@ pub async fn find<C: ConnectionTrait>(db: &C, name_or_id: &str) -> DomainResult<
                 .eq(name_or_id)
                 .or(groups::Column::Id.eq(name_or_id)),
         )
-        .one(db)
+        .all(db)
         .await?
+        .into_iter()
+        // A name equal to another row's id (refused since, see `admin::refuse_id_shaped`) is
+        // the name: the gate asked about the name as given.
+        .min_by_key(|m| m.name != name_or_id)
         .ok_or_else(|| DomainError::not_found("group"))
 }
 
@@ -141,6 +145,7 @@ pub async fn create(
 ) -> DomainResult<GroupDto> {
     svc.gate(who, Action::org(Permission::GroupWrite)).await?;
     let name = validate_name(&req.name)?;
+    super::refuse_id_shaped(&name)?;
     if super::name_taken_ignoring_case::<groups::Entity, _>(&svc.db, groups::Column::Name, &name)
         .await?
     {
@@ -339,6 +344,44 @@ pub async fn remove_member(
     let u = crate::identity::accounts::find_by_email(&svc.db, &email)
         .await?
         .ok_or_else(|| DomainError::not_found("user"))?;
+    // Taking a membership away is bounded as handing it out is (`add_member`): someone who
+    // manages groups removes a developer from a team, not every administrator from
+    // Organization Admins. One's own membership is one's own to give up.
+    let uses = bindings::Entity::find()
+        .filter(bindings::Column::GroupId.eq(g.id.clone()))
+        .filter(super::bindings::live(svc.clock.now()))
+        .all(&svc.db)
+        .await?;
+    if u.id != who.user_id.to_string() {
+        let mut held = super::bindings::handouts(&svc.db, &uses, None).await?;
+        held.extend(
+            super::bindings::approver_handouts(&svc.db, std::slice::from_ref(&g.id)).await?,
+        );
+        let held: Vec<_> = held
+            .into_iter()
+            .map(super::bindings::Handout::taken_away)
+            .collect();
+        super::bindings::refuse_escalation(
+            svc,
+            who,
+            &held,
+            "group.member.remove",
+            "group",
+            &g.name,
+        )
+        .await?;
+    }
+    let via = format!("group {}", g.name);
+    super::bindings::refuse_leaving_no_administrator(
+        svc,
+        who,
+        std::slice::from_ref(&u.id),
+        &|b| b.via == via,
+        "group.member.remove",
+        "group",
+        &g.name,
+    )
+    .await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     let r = group_members::Entity::delete_by_id((g.id.clone(), u.id.clone()))
         .exec(&tx)

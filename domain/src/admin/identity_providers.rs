@@ -114,8 +114,12 @@ async fn find(svc: &Services, name_or_id: &str) -> DomainResult<identity_provide
                 .eq(name_or_id)
                 .or(identity_providers::Column::Id.eq(name_or_id)),
         )
-        .one(&svc.db)
+        .all(&svc.db)
         .await?
+        .into_iter()
+        // A name equal to another row's id (refused since, see `admin::refuse_id_shaped`) is
+        // the name: the gate asked about the name as given.
+        .min_by_key(|m| m.name != name_or_id)
         .ok_or_else(|| DomainError::not_found("identity provider"))
 }
 

@@ -25,6 +25,18 @@ use crate::clock::Timestamp;
 use crate::error::{DomainError, DomainResult};
 use crate::Services;
 
+/// Lookups take a name or an id (`projects::find`): a new name shaped like an id (a UUID, in
+/// any of its spellings) could be taken for another object's id by whoever acts on it.
+pub(crate) fn refuse_id_shaped(name: &str) -> DomainResult<()> {
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(DomainError::invalid(
+            "name",
+            "must not look like an id (a UUID): objects are looked up by name or id",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether another row of `E` has `name` in any letter case (`Developers` and `developers` are
 /// one name to people). Names never change after creation, so creation checks this; the
 /// unique index on the exact name stays the guard against a race.

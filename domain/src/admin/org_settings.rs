@@ -184,6 +184,29 @@ pub async fn update(
         }
         s.audit_retention_days = v;
     }
+    // Who may sign in, and with what, decides who administers Warden: limiting local passwords
+    // to a list of accounts ends every other administrator's session at once (and they are
+    // never linked to a provider by email), and a laxer second-factor rule lets a stolen
+    // password suffice. Like an identity provider's settings, that takes everything, not
+    // `settings.write` alone.
+    let rank = |p: &str| crate::settings::MFA_POLICIES.iter().position(|m| *m == p);
+    let sign_in_changed =
+        s.local_sign_in != before.local_sign_in || s.break_glass_users != before.break_glass_users;
+    if sign_in_changed || rank(&s.mfa_policy) < rank(&before.mfa_policy) {
+        super::bindings::refuse_unless_everything_held(
+            svc,
+            who,
+            "who may sign in, and with what second factor, decides who administers Warden",
+            "settings.update",
+            "settings",
+            if sign_in_changed {
+                "local_sign_in"
+            } else {
+                "mfa_policy"
+            },
+        )
+        .await?;
+    }
     s.validate()?;
     // No lockout: local passwords go off only while someone can sign in with a provider.
     if s.local_sign_in == LOCAL_SIGN_IN_BREAK_GLASS_ONLY

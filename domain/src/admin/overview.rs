@@ -58,24 +58,24 @@ pub async fn overview(svc: &Services, who: &Principal) -> DomainResult<Overview>
     if may_read_audit {
         if let Ok(scope) = crate::access::audit_scope(&svc.policy, who).await {
             let now = svc.clock.now();
-            let denials = crate::audit::search_at(
+            let denials = crate::audit::search_in(
                 &svc.db,
                 &AuditQuery {
                     outcome: Some("denied".into()),
                     limit: Some(Overview::EVENTS_SHOWN),
                     ..Default::default()
                 },
-                scope.as_deref(),
+                &scope,
                 now,
             )
             .await?;
-            let activity = crate::audit::search_at(
+            let activity = crate::audit::search_in(
                 &svc.db,
                 &AuditQuery {
                     limit: Some(Overview::EVENTS_SHOWN),
                     ..Default::default()
                 },
-                scope.as_deref(),
+                &scope,
                 now,
             )
             .await?;

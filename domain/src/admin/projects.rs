@@ -117,8 +117,12 @@ pub async fn find<C: ConnectionTrait>(db: &C, name_or_id: &str) -> DomainResult<
                 .eq(name_or_id)
                 .or(projects::Column::Id.eq(name_or_id)),
         )
-        .one(db)
+        .all(db)
         .await?
+        .into_iter()
+        // A name equal to another row's id (refused since, see `admin::refuse_id_shaped`) is
+        // the name: the gate asked about the name as given.
+        .min_by_key(|m| m.name != name_or_id)
         .ok_or_else(|| DomainError::not_found("project"))
 }
 
@@ -241,6 +245,7 @@ pub async fn create(
         .await?;
     let name =
         DnsLabel::parse(req.name.trim()).map_err(|e| DomainError::invalid_value("name", e))?;
+    super::refuse_id_shaped(&name.to_string())?;
     let description = check_description(req.description.as_deref().unwrap_or(""))?;
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;

@@ -38,8 +38,12 @@ pub async fn find<C: ConnectionTrait>(db: &C, name_or_id: &str) -> DomainResult<
                 .eq(name_or_id)
                 .or(roles::Column::Id.eq(name_or_id)),
         )
-        .one(db)
+        .all(db)
         .await?
+        .into_iter()
+        // A name equal to another row's id (refused since, see `admin::refuse_id_shaped`) is
+        // the name: the gate asked about the name as given.
+        .min_by_key(|m| m.name != name_or_id)
         .ok_or_else(|| DomainError::not_found("role"))
 }
 
@@ -141,6 +145,7 @@ pub async fn create(
 ) -> DomainResult<RoleDto> {
     svc.gate(who, Action::org(Permission::RoleWrite)).await?;
     let name = validate_name(&req.name)?;
+    super::refuse_id_shaped(&name)?;
     if super::name_taken_ignoring_case::<roles::Entity, _>(&svc.db, roles::Column::Name, &name)
         .await?
     {
@@ -151,6 +156,29 @@ pub async fn create(
     }
     let scope = req.scope;
     let perms = validate_permissions(scope, &req.permissions)?;
+    // The just-in-time settings name break-glass roles: a role made under such a name is
+    // anyone's on any project for the taking, as widening one is (`update`).
+    if super::jit_settings::load(&svc.db)
+        .await?
+        .break_glass_roles
+        .iter()
+        .any(|r| r.role.eq_ignore_ascii_case(&name))
+    {
+        let granted: Vec<Permission> = perms
+            .iter()
+            .filter_map(|n| Permission::parse(n))
+            .filter(|p| p.allowed_in(scope))
+            .collect();
+        super::bindings::refuse_escalation(
+            svc,
+            who,
+            &[super::bindings::Handout::break_glass(&name, granted)],
+            "role.create",
+            "role",
+            &name,
+        )
+        .await?;
+    }
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
     let m = roles::ActiveModel::from(roles::Model {
@@ -277,6 +305,22 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         return Err(DomainError::conflict(
             "name",
             "built-in roles cannot be deleted",
+        ));
+    }
+    // Settings name break-glass roles: deleting one would leave its name for the taking (a role
+    // made under it, with whatever it grants, is break-glass at once).
+    if super::jit_settings::load(&svc.db)
+        .await?
+        .break_glass_roles
+        .iter()
+        .any(|r| r.role.eq_ignore_ascii_case(&m.name))
+    {
+        return Err(DomainError::conflict(
+            "name",
+            format!(
+                "{} is a break-glass role in the just-in-time settings; remove it from there first",
+                m.name
+            ),
         ));
     }
     let uses = bindings::Entity::find()

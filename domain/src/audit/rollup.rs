@@ -473,7 +473,8 @@ async fn rolled(
             None => ("", vec![String::new()], AuditScope::all(), None),
         }
     } else {
-        if scope.projects.is_empty() {
+        // A project whose name a deleted one bore is read from when it began: not a slice.
+        if scope.projects.is_empty() || !scope.since.is_empty() {
             return Ok(None);
         }
         let slices = match slice {

@@ -343,6 +343,21 @@ fn to_dto(
     }
 }
 
+/// The projects a cluster is shared with, as far as the reader may see projects: a namespace
+/// reader of one sharing project learns the owner (whose cluster it is), not the other
+/// projects it is shared with, which the project list hides from them.
+async fn hide_unseen_shares(
+    svc: &Services,
+    who: &Principal,
+    dtos: &mut [ClusterDto],
+) -> DomainResult<()> {
+    let visible = svc.policy.effective(who.user_id).await?.visible_projects();
+    for d in dtos {
+        d.shared_with.retain(|p| visible.contains(p));
+    }
+    Ok(())
+}
+
 /// The DTO of one cluster.
 pub async fn dto_of(svc: &Services, m: &clusters::Model) -> DomainResult<ClusterDto> {
     dto_in(svc, &svc.db, m).await
@@ -680,7 +695,7 @@ pub async fn list(
     let next = crate::admin::cursor::page(&mut rows, limit, "clusters", |c| &c.name);
     let (names, shares) = names_and_shares_of(&svc.db, &rows).await?;
     let settings = svc.clusters.settings();
-    let items = rows
+    let mut items: Vec<ClusterDto> = rows
         .iter()
         .map(|c| to_dto(&settings, c, &names, &shares))
         .filter(|d| match &label {
@@ -692,6 +707,7 @@ pub async fn list(
             None => true,
         })
         .collect();
+    hide_unseen_shares(svc, who, &mut items).await?;
     Ok(Page { items, next })
 }
 
@@ -710,8 +726,11 @@ pub async fn get(svc: &Services, who: &Principal, name: &str) -> DomainResult<Cl
             at: ts(h.at),
         })
         .collect();
+    let mut cluster = [to_dto(&svc.clusters.settings(), &c, &names, &shares)];
+    hide_unseen_shares(svc, who, &mut cluster).await?;
+    let [cluster] = cluster;
     Ok(ClusterDetail {
-        cluster: to_dto(&svc.clusters.settings(), &c, &names, &shares),
+        cluster,
         history,
         cleanup_command: CLEANUP_COMMAND.to_owned(),
     })
@@ -1166,9 +1185,11 @@ pub async fn recent_events(
         limit: Some(limit),
         ..Default::default()
     };
-    Ok(crate::audit::search(&svc.db, &q, scope.as_deref())
-        .await?
-        .items)
+    Ok(
+        crate::audit::search_in(&svc.db, &q, &scope, svc.clock.now())
+            .await?
+            .items,
+    )
 }
 
 #[cfg(test)]

@@ -217,6 +217,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "delete audit events older than the retention period",
         ),
         "audit.export" => ("export the audit log", "export the audit log"),
+        "recording.replay" => (
+            "replay terminal recording {name}",
+            "replay a terminal recording",
+        ),
         "audit.tampered" => (
             "find the audit log changed outside Warden",
             "find the audit log changed outside Warden",
@@ -550,6 +554,7 @@ mod tests {
         "access_request.break_glass",
         "audit.retention",
         "audit.export",
+        "recording.replay",
         "audit.tampered",
         "siem.dropped",
         "webhook.delivery.failed",

@@ -207,9 +207,15 @@ impl Gateway {
         PendingAudit(None)
     }
 
-    /// Queue an audit event without blocking the request path (never dropped). A refusal of
-    /// a client Warden did not authenticate is counted and sampled.
+    /// Queue an audit event without blocking the request path (never dropped).
     pub(crate) fn record(&self, ev: AuditEvent) {
+        self.queue(ev);
+    }
+
+    /// [`Self::record`] for Warden's own refusal of a request it never forwarded (nothing of it
+    /// journaled): a refusal of a client Warden did not authenticate, or a person's refused
+    /// request, is counted and sampled (`RefusalSampler`).
+    pub(crate) fn record_refusal(&self, ev: AuditEvent) {
         if warden_domain::audit::RefusalSampler::applies_to(&ev) {
             let now = self.services.clock.now();
             for ev in self.services.refusals.admit(ev, now) {

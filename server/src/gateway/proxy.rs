@@ -216,7 +216,7 @@ impl Ctx {
             ev.reason = Some(reason.unwrap_or(message).to_owned());
             ev.status = Some(code.as_u16() as i32);
             ev.duration_ms = Some(self.started.elapsed().as_millis() as i64);
-            self.gw.record(ev);
+            self.gw.record_refusal(ev);
         }
         status_response(code, message, &id)
     }

@@ -1111,7 +1111,7 @@ pub async fn get_recording(
 ) -> Result<Response, crate::api::error::ApiError> {
     use crate::api::error::ApiError;
     // A refusal says why (the right it takes), so the player can tell the viewer.
-    warden_domain::recordings::readable(&state.services, &who, &id)
+    let opened = warden_domain::recordings::readable(&state.services, &who, &id)
         .await
         .map_err(|e| match e {
             warden_domain::DomainError::Forbidden { reason } => {
@@ -1122,6 +1122,21 @@ pub async fn get_recording(
     let first = warden_domain::recordings::store::page(&state.services.db, &id, -1, PAGE)
         .await
         .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;
+    // A replay shows what the terminal printed (and typed, when input is recorded): who watched
+    // whose session is in the log before the first byte is sent; one that cannot be recorded is
+    // not played.
+    let mut ev = warden_domain::audit::AuditEvent::by(
+        &who,
+        warden_domain::dto::AuditKind::Console,
+        "recording.replay",
+        warden_domain::audit::Outcome::Allowed,
+    )
+    .resource("recording", &id);
+    ev.project = opened.project.clone();
+    ev.cluster = opened.cluster.clone();
+    ev.namespace = opened.namespace.clone();
+    ev.details = serde_json::json!({ "terminal_of": opened.actor_name });
+    state.services.audit.record(ev).await?;
     let body = if first.is_empty() {
         // Made before recordings moved into the database: a file in this replica's data
         // directory, if it is still there.

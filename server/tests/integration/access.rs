@@ -1298,3 +1298,104 @@ async fn group_and_role_names_ignore_letter_case() {
         .await;
     assert_eq!(r.status, 422, "projects are lower-case: {}", r.body);
 }
+
+/// Someone who manages groups removes a developer from a team, not the administrators from
+/// Organization Admins; and no one, an administrator included, leaves the organization
+/// without an administrator, by a membership or a binding.
+#[tokio::test]
+async fn group_managers_cannot_remove_the_administrators_and_the_last_one_stays() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let admin_email = warden_server::testing::ADMIN_EMAIL;
+    admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "GROUP_MANAGER", "scope": "organization", "permissions": ["group.read", "group.write"]}),
+        )
+        .await
+        .assert_status(201);
+    let mallory = app.user_client(&admin, "mallory@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "GROUP_MANAGER"}),
+        )
+        .await
+        .assert_status(201);
+    let _dev = app.user_client(&admin, "dev@example.com").await;
+    admin
+        .post("/api/v1/groups", json!({"name": "team"}))
+        .await
+        .assert_status(201);
+    for g in ["team", "Organization%20Admins"] {
+        admin
+            .post(
+                &format!("/api/v1/groups/{g}/members"),
+                json!({"user": "dev@example.com"}),
+            )
+            .await
+            .assert_status(201);
+    }
+    // The delegate: a team member yes; an administrator no.
+    mallory
+        .delete("/api/v1/groups/team/members/dev@example.com")
+        .await
+        .assert_status(200);
+    for who in [admin_email, "dev@example.com"] {
+        mallory
+            .delete(&format!(
+                "/api/v1/groups/Organization%20Admins/members/{who}"
+            ))
+            .await
+            .assert_status(403);
+    }
+    admin.get("/api/v1/users").await.assert_status(200);
+    let denied = admin
+        .get("/api/v1/audit/events?action=group.member.remove&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(denied["items"].as_array().unwrap().len(), 2, "{denied:#}");
+
+    // Two administrators: one may leave. The last may not, by membership or binding.
+    admin
+        .delete("/api/v1/groups/Organization%20Admins/members/dev@example.com")
+        .await
+        .assert_status(200);
+    let r = admin
+        .delete(&format!(
+            "/api/v1/groups/Organization%20Admins/members/{admin_email}"
+        ))
+        .await
+        .assert_status(409);
+    assert!(r.body.contains("without an administrator"), "{}", r.body);
+    let bindings = admin
+        .get("/api/v1/bindings?limit=200")
+        .await
+        .assert_status(200)
+        .json();
+    let org_admins = bindings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["role"] == "ADMIN" && b["subject"]["name"] == "Organization Admins")
+        .expect("the administrators' binding")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin
+        .delete(&format!("/api/v1/bindings/{org_admins}"))
+        .await
+        .assert_status(409);
+    // With another administrator bound directly, the group's binding may go.
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "dev@example.com"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .delete(&format!("/api/v1/bindings/{org_admins}"))
+        .await
+        .assert_status(204);
+}

@@ -1142,3 +1142,94 @@ async fn an_export_of_the_audit_log_is_audited() {
     assert_eq!(items[0]["details"]["format"], "csv");
     assert_eq!(items[0]["details"]["filter"], "outcome=denied");
 }
+
+/// The log names projects: a project made under a deleted project's name does not inherit that
+/// project's events. Its auditors read from when it began (list, facets, histogram, export);
+/// the organization's auditors still read both.
+#[tokio::test]
+async fn a_project_made_under_a_deleted_ones_name_does_not_inherit_its_log() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let payments = || json!({"name": "payments"});
+    admin
+        .post("/api/v1/projects", payments())
+        .await
+        .assert_status(201);
+    app.clock.advance_secs(60);
+    let old = kube(
+        "old@example.com",
+        "payments",
+        "c1",
+        "ledger",
+        "get",
+        Outcome::Allowed,
+    );
+    write_at(&app, 0, vec![old]).await;
+    app.clock.advance_secs(60);
+    admin
+        .delete("/api/v1/projects/payments")
+        .await
+        .assert_status(204);
+    app.clock.advance_secs(60);
+    admin
+        .post("/api/v1/projects", payments())
+        .await
+        .assert_status(201);
+    app.clock.advance_secs(60);
+    let new = kube(
+        "new@example.com",
+        "payments",
+        "c9",
+        "books",
+        "list",
+        Outcome::Allowed,
+    );
+    write_at(&app, 0, vec![new]).await;
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "payments"}),
+        )
+        .await
+        .assert_status(201);
+
+    for q in ["", "project=payments&", "outcome=allowed&"] {
+        let list = auditor
+            .get(&format!("/api/v1/audit/events?{q}limit=100"))
+            .await
+            .assert_status(200)
+            .json();
+        let text = list.to_string();
+        assert!(text.contains("new@example.com"), "{q}: {list}");
+        assert!(!text.contains("old@example.com"), "{q}: {list}");
+        assert!(!text.contains("project.delete"), "{q}: {list}");
+        let f = auditor
+            .get(&format!("/api/v1/audit/facets?{q}range=1h"))
+            .await
+            .assert_status(200)
+            .json();
+        assert!(!f.to_string().contains("old@example.com"), "{q}: {f}");
+        assert!(!f.to_string().contains("ledger"), "{q}: {f}");
+        let h = auditor
+            .get(&format!(
+                "/api/v1/audit/histogram?{q}range=1h&kind=kube_api"
+            ))
+            .await
+            .assert_status(200)
+            .json();
+        assert_eq!(sums(&h), (1, 0, 0), "{q}: {h}");
+    }
+    let nd = auditor
+        .get("/api/v1/audit/export?format=ndjson&project=payments")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(nd.contains("new@example.com"), "{nd}");
+    assert!(!nd.contains("old@example.com"), "{nd}");
+    let all = admin
+        .get("/api/v1/audit/events?project=payments&kind=kube_api&limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
+}

@@ -1382,6 +1382,66 @@ async fn a_role_editor_cannot_widen_a_break_glass_role() {
 
 /// Shortening the audit log's retention erases everyone's record, the caller's included:
 /// `settings.write` alone may keep events longer, not shorter.
+/// `settings.write` alone cannot decide who signs in: limiting local passwords to a list
+/// (which ends every other administrator's session and names the editor the only way in), or
+/// a laxer second-factor rule, takes everything, as an identity provider's settings do.
+#[tokio::test]
+async fn a_settings_editor_cannot_change_who_signs_in_or_weaken_the_second_factor() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let setty = delegate(
+        &app,
+        &admin,
+        "setty@example.com",
+        "SETTINGS_EDITOR",
+        &["settings.read", "settings.write"],
+    )
+    .await;
+    for change in [
+        json!({"break_glass_users": ["setty@example.com"]}),
+        json!({"local_sign_in": "break_glass_only", "break_glass_users": ["setty@example.com"]}),
+        json!({"local_sign_in": "break_glass_only"}),
+    ] {
+        setty
+            .patch("/api/v1/settings", change.clone())
+            .await
+            .assert_status(403);
+    }
+    let now = admin
+        .get("/api/v1/settings")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(now["local_sign_in"], "everyone", "{now}");
+    assert_eq!(now["break_glass_users"], json!([]), "{now}");
+    // A stricter second factor is theirs to ask for; a laxer one is not.
+    crate::mfa::enrol(&app, &admin).await;
+    crate::mfa::enrol(&app, &setty).await;
+    setty
+        .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
+        .await
+        .assert_status(200);
+    for laxer in ["admins", "nobody"] {
+        setty
+            .patch("/api/v1/settings", json!({"mfa_policy": laxer}))
+            .await
+            .assert_status(403);
+    }
+    // The rest stays theirs; the administrator may do both.
+    setty
+        .patch("/api/v1/settings", json!({"session_idle_minutes": 20}))
+        .await
+        .assert_status(200);
+    admin
+        .patch(
+            "/api/v1/settings",
+            json!({"mfa_policy": "nobody", "break_glass_users": ["admin@warden.local"]}),
+        )
+        .await
+        .assert_status(200);
+    let denied = denied_actions(&admin, "setty@example.com", "who may sign in").await;
+    assert_eq!(denied.len(), 5, "{denied:?}");
+}
+
 #[tokio::test]
 async fn a_settings_editor_cannot_shorten_the_audit_retention() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;

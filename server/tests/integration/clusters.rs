@@ -2799,3 +2799,69 @@ async fn sharing_a_cluster_into_a_project_takes_its_consent() {
     let denied = audit(&admin, "outcome=denied&actor=alice@example.com").await;
     assert!(denied.len() >= 2, "{denied:?}");
 }
+
+/// A reader of one project a cluster is shared with sees whose cluster it is, not which other
+/// projects it is shared with (the project list hides those from them too).
+#[tokio::test]
+async fn a_sharing_projects_reader_does_not_learn_the_other_projects() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    for p in ["owner", "team-b", "secret-merger"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "shared-1", "project": "owner", "shared_with": ["team-b", "secret-merger"]}),
+        )
+        .await
+        .assert_status(201);
+    let bob = app.user_client(&admin, "bob@example.com").await;
+    admin
+        .bind_user("bob@example.com", "PROJECT_READ_ONLY", "team-b", &[])
+        .await;
+    let one = bob
+        .get("/api/v1/clusters/shared-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(one["project"], "owner", "{one}");
+    assert_eq!(one["shared_with"], json!(["team-b"]), "{one}");
+    let list = bob.get("/api/v1/clusters").await.assert_status(200).json();
+    assert_eq!(list["items"][0]["shared_with"], json!(["team-b"]), "{list}");
+    assert!(!list.to_string().contains("secret-merger"), "{list}");
+    let all = admin
+        .get("/api/v1/clusters/shared-1")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        all["shared_with"],
+        json!(["secret-merger", "team-b"]),
+        "{all}"
+    );
+}
+
+/// Objects are looked up by name or id: a new name shaped like an id is refused.
+#[tokio::test]
+async fn names_shaped_like_ids_are_refused() {
+    let (_app, admin) = TestApp::spawn().await.with_admin().await;
+    let id = "a3f1c2d4-5b6e-4f70-8192-a3b4c5d6e7f8";
+    for (path, body) in [
+        ("/api/v1/projects", json!({"name": id})),
+        ("/api/v1/groups", json!({"name": id})),
+        (
+            "/api/v1/roles",
+            json!({"name": id, "scope": "project", "permissions": ["project.read"]}),
+        ),
+    ] {
+        let r = admin.post(path, body).await.assert_status(422);
+        assert!(
+            r.json()["error"]["fields"]["name"].is_string(),
+            "{}",
+            r.body
+        );
+    }
+}

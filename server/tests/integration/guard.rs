@@ -31,7 +31,7 @@ fn the_guard_policy_matches_the_kubernetes_schema() {
     assert_eq!(serde_json::to_value(&binding).unwrap(), docs[1]);
     let spec = policy.spec.unwrap();
     assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(spec.validations.unwrap().len(), 6);
+    assert_eq!(spec.validations.unwrap().len(), 7);
     let bspec = binding.spec;
     assert_eq!(bspec.policy_name, "warden-system-guard");
     assert_eq!(bspec.validation_actions, vec!["Deny".to_string()]);
@@ -362,6 +362,54 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
             out.stderr
         );
     }
+    // A Service with externalIPs takes the traffic of those addresses, other teams' included
+    // (CVE-2020-8554): refused to a Warden user's grant, through the gateway and straight at
+    // the cluster; a Service without them is fine.
+    let service = |name: &str, ips: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: team\nspec:\n  ports:\n  - port: 80\n{ips}")
+    };
+    let intercept = service("intercept", "  externalIPs:\n  - 10.0.0.10\n");
+    // (Through the gateway the cluster's refusal is told in Warden's words.)
+    for (who, k, says) in [
+        ("gateway", &kubectl, "Forbidden"),
+        ("cluster", &direct, "externalIPs"),
+    ] {
+        let out = k
+            .run_with_stdin(&["apply", "-f", "-"], Some(&intercept))
+            .await;
+        assert!(
+            !out.ok() && out.stderr.contains(says),
+            "{who}: externalIPs: exit {} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+    }
+    kubectl
+        .run_with_stdin(&["apply", "-f", "-"], Some(&service("plain", "")))
+        .await
+        .expect_ok();
+    let out = kubectl
+        .run(&[
+            "patch",
+            "service",
+            "plain",
+            "-n",
+            "team",
+            "-p",
+            r#"{"spec":{"externalIPs":["10.0.0.10"]}}"#,
+        ])
+        .await;
+    assert!(
+        !out.ok() && out.stderr.contains("Forbidden"),
+        "patch: exit {} {} {}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    assert!(sim.store().get("services", "team", "intercept").is_none());
+    let plain = sim.store().get("services", "team", "plain").unwrap();
+    assert!(plain["spec"].get("externalIPs").is_none(), "{plain}");
     assert!(sim.store().get("secrets", "team", "forever").is_none());
     assert!(sim
         .store()

@@ -2029,3 +2029,169 @@ async fn a_flood_of_requests_is_bounded() {
     // Others are not held back by mallory's requests.
     ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 3600).await;
 }
+
+/// A grant of an hour does not make a permanent one: someone approved PROJECT_ADMIN for ten
+/// minutes hands out (to themselves, a second account, anyone) and approves nothing that
+/// outlasts their own grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_bound_grant_hands_out_nothing_that_outlasts_it() {
+    let p = people().await;
+    let rid = id(&ask(&p.mallory, "PROJECT_ADMIN", &[], 600).await);
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200);
+    // Permanent, or longer than her grant: refused, and the audited reason says until when.
+    let longer = |e: &Value| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("for longer than the granter holds it"))
+    };
+    for extra in [json!({}), json!({"expires_in_secs": 900})] {
+        for who in ["mallory@example.com", "carol@example.com"] {
+            p.mallory
+                .post(
+                    "/api/v1/bindings",
+                    binding(who, "CLUSTER_ADMIN", "dev", extra.clone()),
+                )
+                .await
+                .assert_status(403);
+        }
+    }
+    let refused = p
+        .admin
+        .get("/api/v1/audit/events?action=binding.create&outcome=denied&limit=50")
+        .await
+        .assert_status(200)
+        .json();
+    let refused = refused["items"].as_array().unwrap();
+    assert_eq!(
+        refused.iter().filter(|e| longer(e)).count(),
+        4,
+        "{refused:#?}"
+    );
+    // Nor approve someone else's request for longer than she holds it.
+    let sallys = id(&ask(&p.sally, "NAMESPACE_ADMIN", &["apple"], 3600).await);
+    p.mallory
+        .post(
+            &format!("/api/v1/access-requests/{sallys}/approve"),
+            json!({}),
+        )
+        .await
+        .assert_status(403);
+    audit_event(
+        &p.admin,
+        "action=access_request.approve&outcome=denied",
+        longer,
+    )
+    .await;
+    // Within her grant, she administers as granted.
+    p.mallory
+        .post(
+            &format!("/api/v1/access-requests/{sallys}/approve"),
+            json!({"duration_secs": 300}),
+        )
+        .await
+        .assert_status(200);
+    p.mallory
+        .post(
+            "/api/v1/bindings",
+            binding(
+                "carol@example.com",
+                "CLUSTER_ADMIN",
+                "dev",
+                json!({"expires_in_secs": 300}),
+            ),
+        )
+        .await
+        .assert_status(201);
+    // When it ends, nothing she handed out remains.
+    p.app.clock.advance_secs(601);
+    for c in [&p.mallory, &p.carol, &p.sally] {
+        let me = c.get("/api/v1/me").await.assert_status(200).json();
+        assert_eq!(me["grants"], json!([]), "{me:#}");
+    }
+}
+
+/// A break-glass role is named in the settings: deleting it and making a wider one under its
+/// name (which needs only `role.write`) would make that one anyone's for the taking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_role_cannot_be_remade_wider_under_its_name() {
+    let p = people().await;
+    p.admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "GLASS", "scope": "project", "permissions": ["project.read", "kubectl.cluster.read"]}),
+        )
+        .await
+        .assert_status(201);
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "GLASS", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    p.admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "ROLE_EDITOR", "scope": "organization", "permissions": ["role.read", "role.write"]}),
+        )
+        .await
+        .assert_status(201);
+    p.admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "mallory@example.com"}, "role": "ROLE_EDITOR"}),
+        )
+        .await
+        .assert_status(201);
+    // Widening it in place is refused already; deleting it is refused while it is break-glass.
+    p.mallory
+        .patch(
+            "/api/v1/roles/GLASS",
+            json!({"permissions": ["project.read", "kubectl.fullaccess"]}),
+        )
+        .await
+        .assert_status(403);
+    let r = p
+        .mallory
+        .delete("/api/v1/roles/GLASS")
+        .await
+        .assert_status(409);
+    assert!(r.body.contains("break-glass"), "{}", r.body);
+    // Once the settings no longer name it, it is an ordinary role.
+    p.admin
+        .patch("/api/v1/settings/jit", json!({"break_glass_roles": []}))
+        .await
+        .assert_status(200);
+    p.mallory
+        .delete("/api/v1/roles/GLASS")
+        .await
+        .assert_status(204);
+    // A role made under the name while some settings still name it (as stored before this
+    // rule) is checked as widening a break-glass role is.
+    let db = &p.app.services().db;
+    use sea_orm::{ConnectionTrait, Statement};
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        r#"UPDATE jit_settings SET break_glass = '[{"role":"GLASS","max_secs":3600}]'"#,
+    ))
+    .await
+    .unwrap();
+    p.mallory
+        .post(
+            "/api/v1/roles",
+            json!({"name": "glass", "scope": "project", "permissions": ["project.read", "kubectl.fullaccess"]}),
+        )
+        .await
+        .assert_status(403);
+    let r = p
+        .mallory
+        .post(
+            "/api/v1/access-requests/break-glass",
+            json!({"project": "dev", "role": "GLASS", "duration_secs": 600, "reason": "x"}),
+        )
+        .await;
+    assert_ne!(r.status, 201, "{}", r.body);
+}

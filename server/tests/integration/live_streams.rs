@@ -749,3 +749,64 @@ async fn a_kubeconfig_made_with_an_api_key_ends_with_the_key() {
         out.stderr
     );
 }
+
+/// A person's refused requests are sampled as anonymous ones are: cheap to send and never
+/// forwarded, one kubeconfig's flood of them would fill the audit queue until the gateway
+/// refuses everyone. The first of each minute are written one by one, the rest counted in a
+/// summary naming the person; allowed requests are all written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_flood_of_refused_requests_is_counted_not_written_one_by_one() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use warden_domain::audit::RefusalSampler;
+    use warden_domain::entities::audit_events;
+    let w = world().await;
+    let c = w.app.client();
+    c.login("sally@example.com", warden_server::testing::USER_PASSWORD)
+        .await
+        .assert_status(200);
+    let kubeconfig = c.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    let http = warden_server::gateway::testkit::gateway_client_builder(&kubeconfig)
+        .build()
+        .unwrap();
+    let at = |ns: &str| {
+        format!(
+            "{}/clusters/{PROD}/api/v1/namespaces/{ns}/configmaps",
+            w.app.gateway_url
+        )
+    };
+    let extra = 30;
+    for _ in 0..RefusalSampler::PER_WINDOW as usize + extra {
+        let r = http.get(at("banana")).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    for _ in 0..3 {
+        let r = http.get(at("apple")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    w.app.gateway().flush_audit().await;
+    let db = &w.app.services().db;
+    let rows = |action: &'static str, outcome: &'static str| async move {
+        audit_events::Entity::find()
+            .filter(audit_events::Column::Action.eq(action))
+            .filter(audit_events::Column::Outcome.eq(outcome))
+            .filter(audit_events::Column::ActorName.eq("sally@example.com"))
+            .all(db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        rows("kube.list", "denied").await.len(),
+        RefusalSampler::PER_WINDOW as usize
+    );
+    assert_eq!(rows("kube.list", "allowed").await.len(), 3);
+    w.app.clock.advance_secs(61);
+    w.app.services().flush_refusals().await.unwrap();
+    let summary = rows("kube.list.sampled", "denied").await;
+    assert_eq!(summary.len(), 1, "{summary:#?}");
+    let details: Value = serde_json::from_str(&summary[0].details).unwrap();
+    assert_eq!(details["suppressed"], extra, "{details:#}");
+    assert!(matches!(
+        warden_domain::audit::verify_chain(db).await.unwrap(),
+        warden_domain::audit::ChainStatus::Intact { .. }
+    ));
+}

@@ -260,6 +260,26 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         .get(&format!("/api/v1/terminal/recordings/{id}"))
         .await
         .assert_status(403);
+    // Who watched it is in the log, as is who was refused.
+    let replays = w
+        .admin
+        .get("/api/v1/audit/events?action=recording.replay&limit=50")
+        .await
+        .assert_status(200)
+        .json();
+    let replays = replays["items"].as_array().unwrap();
+    let by = |actor: &str, outcome: &str| {
+        replays
+            .iter()
+            .filter(|e| e["actor"] == actor && e["outcome"] == outcome && e["resource_name"] == id)
+            .count()
+    };
+    assert_eq!(
+        by(warden_server::testing::ADMIN_EMAIL, "allowed"),
+        1,
+        "{replays:#?}"
+    );
+    assert_eq!(by("sally@example.com", "denied"), 1, "{replays:#?}");
     // A read-only auditor reads the terminal's audit events, not its output: a recording shows
     // whatever the terminal printed, secrets included, and read-only never allows secrets.
     let _ = w.app.user_client(&w.admin, "audrey@example.com").await;
