@@ -894,6 +894,17 @@ pub async fn verify_chain_with(
     db: &DatabaseConnection,
     key: Option<&retention::CheckpointKey>,
 ) -> DomainResult<ChainStatus> {
+    verify_chain_witnessed(db, key, None).await
+}
+
+/// [`verify_chain_with`], also against the seal kept outside the database
+/// ([`seals::WITNESS_FILE`]): its row must be in the log with the sealed hash (or gone with
+/// retention), which deleting every seal and computing the chain again does not keep.
+pub async fn verify_chain_witnessed(
+    db: &DatabaseConnection,
+    key: Option<&retention::CheckpointKey>,
+    witness: Option<&crate::entities::audit_seals::Model>,
+) -> DomainResult<ChainStatus> {
     let tx = match db.get_database_backend() {
         sea_orm::DbBackend::Postgres => {
             db.begin_with_config(
@@ -904,7 +915,7 @@ pub async fn verify_chain_with(
         }
         _ => db.begin().await?,
     };
-    let status = walk_chain(&tx, key).await;
+    let status = walk_chain(&tx, key, witness).await;
     tx.rollback().await?;
     status
 }
@@ -912,6 +923,7 @@ pub async fn verify_chain_with(
 async fn walk_chain<C: ConnectionTrait>(
     db: &C,
     key: Option<&retention::CheckpointKey>,
+    witness: Option<&crate::entities::audit_seals::Model>,
 ) -> DomainResult<ChainStatus> {
     use sea_orm::{ColumnTrait, QueryFilter};
     let checkpoints = retention::checkpoints(db).await?;
@@ -947,6 +959,19 @@ async fn walk_chain<C: ConnectionTrait>(
             });
         }
         sealed.insert(s.seq, s.hash);
+    }
+    // (Without the key there is nothing to check it with, as for the seals.)
+    if let (Some(w), Some(k)) = (witness.filter(|w| w.seq > newest_checkpoint), key) {
+        if !k.verifies_seal(w) {
+            return Ok(ChainStatus::Broken {
+                seq: w.seq,
+                id: String::new(),
+                problem:
+                    "the audit seal witness is forged or altered, or was made with another key"
+                        .into(),
+            });
+        }
+        sealed.entry(w.seq).or_insert_with(|| w.hash.clone());
     }
     let mut next_checkpoint = 0usize;
     let mut prev = GENESIS_HASH.to_owned();

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::Arc;
-use warden_domain::audit::{verify_chain_with, ChainStatus, DbAuditSink};
+use warden_domain::audit::{verify_chain_witnessed, ChainStatus, DbAuditSink};
 use warden_domain::clock::{SharedClock, SystemClock};
 use warden_domain::types::Email;
 use warden_server::config::Config;
@@ -335,7 +335,14 @@ async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .ok()
         .and_then(|c| c.last().map(|c| c.seq));
-    match verify_chain_with(&db, key.as_ref()).await? {
+    // The newest seal this host wrote, kept in the data directory (out of a database writer's
+    // reach): the log must still pass through it.
+    let witness = warden_domain::audit::seals::read_witness(
+        &config
+            .data_dir
+            .join(warden_domain::audit::seals::WITNESS_FILE),
+    );
+    match verify_chain_witnessed(&db, key.as_ref(), witness.as_ref()).await? {
         ChainStatus::Intact { rows } => {
             match checkpoint {
             Some(seq) => println!(

@@ -299,6 +299,11 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
     config.at_rest_key = Some(at_rest);
     if let Some(key) = checkpoint_key(&config, true)? {
         services.retention.set_key(key);
+        services.retention.set_witness(
+            config
+                .data_dir
+                .join(warden_domain::audit::seals::WITNESS_FILE),
+        );
     }
     services
         .retention

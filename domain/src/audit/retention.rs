@@ -75,8 +75,12 @@ impl CheckpointKey {
 #[derive(Default)]
 pub struct RetentionHooks {
     key: OnceLock<CheckpointKey>,
-    /// The newest seal this process wrote (`seq`, `hash`).
+    /// The newest seal this process wrote (`seq`, `hash`), or at start the one the witness file
+    /// holds.
     last_seal: std::sync::Mutex<Option<(i64, String)>>,
+    /// Where the newest seal is also written, outside the database (`super::seals::WITNESS_FILE`
+    /// in the data directory).
+    witness: OnceLock<std::path::PathBuf>,
     /// The shortest retention the organization may set (`WARDEN_AUDIT_RETENTION_MIN_DAYS`,
     /// set at start-up; [`DEFAULT_MIN_DAYS`] otherwise).
     min_days: OnceLock<i32>,
@@ -92,8 +96,28 @@ impl RetentionHooks {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-    pub(super) fn remember_seal(&self, seq: i64, hash: String) {
-        *self.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, hash));
+    pub(super) fn remember_seal(&self, seal: &crate::entities::audit_seals::Model) {
+        *self.last_seal.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((seal.seq, seal.hash.clone()));
+        if let Some(path) = self.witness.get() {
+            if let Err(e) = super::seals::write_witness(path, seal) {
+                tracing::error!(error = %e, path = %path.display(), "could not write the audit seal witness");
+            }
+        }
+    }
+
+    /// Keep the newest seal in `path` too (a database writer cannot reach it), and start from
+    /// the one it holds, if its MAC is the key's: a seal removed while Warden was stopped is
+    /// then noticed at the sealer's first run. Call after [`Self::set_key`].
+    pub fn set_witness(&self, path: std::path::PathBuf) {
+        if let (Some(key), Some(w)) = (self.key(), super::seals::read_witness(&path)) {
+            if key.verifies_seal(&w) {
+                *self.last_seal.lock().unwrap_or_else(|p| p.into_inner()) = Some((w.seq, w.hash));
+            } else {
+                tracing::error!(path = %path.display(), "the audit seal witness does not carry this key's MAC: ignored");
+            }
+        }
+        let _ = self.witness.set(path);
     }
     pub fn set_min_days(&self, days: i32) {
         let _ = self.min_days.set(days.max(1));

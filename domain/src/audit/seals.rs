@@ -11,8 +11,17 @@
 //! also written to the server's log (`audit log sealed`), a copy of the head outside the
 //! database.
 //!
+//! The newest seal is also kept outside the database, in the data directory
+//! ([`WITNESS_FILE`], written at every seal): deleting every seal and computing the chain
+//! again is then noticed by the sealer after a restart (it starts from the witness) and by
+//! `warden audit verify` run where that file is. A deployment without a lasting data directory
+//! (several replicas with `WARDEN_MASTER_KEY`) has the server's log (`audit log sealed`) and the
+//! SIEM stream for that. After restoring the database from a backup (which loses the rows
+//! since), the witness says so until it is removed.
+//!
 //! What a seal cannot prove: rows deleted from the end, with the seals after them, while
-//! Warden was stopped (the log and the SIEM stream hold the later heads).
+//! Warden was stopped, where no witness is kept (the log and the SIEM stream hold the later
+//! heads).
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -46,6 +55,39 @@ impl CheckpointKey {
         };
         ring::hmac::verify(self.hmac(), message(s.seq, &s.hash, s.at).as_bytes(), &tag).is_ok()
     }
+}
+
+/// The file in the data directory holding the newest seal this host wrote.
+pub const WITNESS_FILE: &str = "audit-seal.last";
+
+/// The seal a witness file holds (JSON), if it is readable.
+pub fn read_witness(path: &std::path::Path) -> Option<audit_seals::Model> {
+    #[derive(serde::Deserialize)]
+    struct W {
+        seq: i64,
+        hash: String,
+        at: i64,
+        mac: String,
+    }
+    let w: W = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(audit_seals::Model {
+        seq: w.seq,
+        hash: w.hash,
+        at: w.at,
+        mac: w.mac,
+    })
+}
+
+/// Replace the witness file with `seal` (written beside it, then renamed: never half written).
+pub(super) fn write_witness(
+    path: &std::path::Path,
+    seal: &audit_seals::Model,
+) -> std::io::Result<()> {
+    let body =
+        serde_json::json!({"seq": seal.seq, "hash": seal.hash, "at": seal.at, "mac": seal.mac});
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// What one run of the sealer did.
@@ -172,14 +214,15 @@ pub async fn seal(svc: &Services) -> DomainResult<SealRun> {
     }
     let at = svc.clock.now().millis();
     let mac = key.seal_mac(seq, &hash, at);
-    audit_seals::ActiveModel::from(audit_seals::Model {
+    let made = audit_seals::Model {
         seq,
         hash: hash.clone(),
         at,
         mac,
-    })
-    .insert(db)
-    .await?;
+    };
+    audit_seals::ActiveModel::from(made.clone())
+        .insert(db)
+        .await?;
     // Keep the newest few.
     let keep_from: Option<i64> = audit_seals::Entity::find()
         .select_only()
@@ -196,6 +239,6 @@ pub async fn seal(svc: &Services) -> DomainResult<SealRun> {
             .exec(db)
             .await?;
     }
-    svc.retention.remember_seal(seq, hash.clone());
+    svc.retention.remember_seal(&made);
     Ok(SealRun::Sealed { seq, hash })
 }

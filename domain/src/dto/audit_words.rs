@@ -18,6 +18,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "sync the groups of {name} from single sign-on",
             "sync groups from single sign-on",
         ),
+        "sign_in.account" => (
+            "make or link the account {name} through single sign-on",
+            "make or link an account through single sign-on",
+        ),
         "mfa.step_up" => (
             "confirm a sign-in with a two-factor code",
             "confirm a sign-in with a two-factor code",
@@ -481,6 +485,7 @@ mod tests {
         "sign_in.password",
         "sign_in.oidc",
         "sign_in.groups",
+        "sign_in.account",
         "mfa.step_up",
         "mfa.enrol",
         "password.change",

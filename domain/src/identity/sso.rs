@@ -847,7 +847,9 @@ async fn callback(
         )));
     }
 
-    let tx = svc.db.begin().await?;
+    // What this sign-in changes (an account made or linked, group memberships, and so
+    // authorization) commits with its audit events, never without them.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let link = user_identities::Entity::find_by_id((provider.id.clone(), identity.subject.clone()))
         .one(&tx)
         .await?;
@@ -944,11 +946,52 @@ async fn callback(
     } else {
         GroupChanges::default()
     };
+    let mut changed = Vec::new();
+    let actor = Actor::User {
+        id: uid,
+        name: user.email.clone(),
+    };
+    if created || (linked && !link_due) {
+        changed.push(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                actor.clone(),
+                SessionType::Browser,
+                "sign_in.account",
+                Outcome::Allowed,
+            )
+            .resource("user", user.email.clone())
+            .request(meta.clone())
+            .details(json!({
+                "provider": provider.name,
+                "user_created": created,
+                "account_linked": linked,
+            })),
+        );
+    }
+    if !changes.added.is_empty() || !changes.removed.is_empty() {
+        changed.push(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                actor.clone(),
+                SessionType::Browser,
+                "sign_in.groups",
+                Outcome::Allowed,
+            )
+            .resource("user", user.email.clone())
+            .request(meta.clone())
+            .details(json!({
+                "provider": provider.name,
+                "groups_added": changes.added,
+                "groups_removed": changes.removed,
+            })),
+        );
+    }
+    crate::audit::append(&tx, now, changed).await?;
     tx.commit().await?;
     if created || !changes.added.is_empty() || !changes.removed.is_empty() {
         svc.policy.bump();
     }
-    let user_email = user.email.clone();
 
     // The provider's sign-in counts as a second factor only when the provider is trusted for
     // it and its `amr` claim names one; otherwise an enrolled user gives Warden's own code.
@@ -959,10 +1002,6 @@ async fn callback(
     // Never on the sign-in that links an existing account: that account's own second factor
     // is asked for first.
     let provider_mfa = !linked && provider.trust_provider_mfa && amr_has_second_factor(&amr);
-    let actor = Actor::User {
-        id: uid,
-        name: user.email.clone(),
-    };
     let mfa_due =
         link_due || (!provider_mfa && crate::identity::mfa::is_enabled(&svc.db, uid).await?);
     let mut details = json!({
@@ -1024,29 +1063,10 @@ async fn callback(
         );
         (Some(user), ev)
     };
-    let email = user_email.clone();
-    let mut events = vec![first
+    let events = vec![first
         .resource("identity_provider", provider.name.clone())
         .request(meta.clone())
         .details(details)];
-    if !changes.added.is_empty() || !changes.removed.is_empty() {
-        events.push(
-            AuditEvent::new(
-                AuditKind::SignIn,
-                actor,
-                SessionType::Browser,
-                "sign_in.groups",
-                Outcome::Allowed,
-            )
-            .resource("user", email)
-            .request(meta.clone())
-            .details(json!({
-                "provider": provider.name,
-                "groups_added": changes.added,
-                "groups_removed": changes.removed,
-            })),
-        );
-    }
     svc.audit.record_many(events).await?;
     Ok(match user {
         Some(u) => SsoSignIn::SignedIn(u),

@@ -1042,6 +1042,109 @@ async fn a_chain_computed_again_does_not_pass_the_seals() {
     }
 }
 
+/// Every seal deleted and the chain computed again: the database alone no longer shows it. The
+/// newest seal is also kept in the data directory (`audit-seal.last`), out of a database
+/// writer's reach: `warden audit verify` reads it, and a sealer started again on that
+/// directory starts from it; both see the rewrite. A witness made up without the key is refused.
+#[tokio::test]
+async fn deleting_every_seal_does_not_hide_a_rewritten_chain_from_the_witness() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder};
+    use warden_domain::audit::seals::{read_witness, seal, SealRun, WITNESS_FILE};
+    use warden_domain::audit::{row_hash, verify_chain_with, verify_chain_witnessed};
+    use warden_domain::entities::{audit_events, audit_seals};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = warden_server::testing::fresh_database_url(dir.path()).await;
+    let mut app = TestApp::spawn_on_data_dir(&url, &data).await;
+    let c = app.client();
+    for _ in 0..4 {
+        c.login("nobody@example.com", "wrong password!!").await;
+    }
+    let key = app.services().retention.key().expect("a key").clone();
+    seal(app.services()).await.unwrap();
+    c.login("nobody@example.com", "wrong password!!").await;
+    seal(app.services()).await.unwrap();
+    // (The background sealer may have sealed too: the witness holds the newest seal.)
+    let witness = read_witness(&data.join(WITNESS_FILE)).expect("the witness");
+    let sealed = witness.seq;
+    assert!(audit_seals::Entity::find_by_id(sealed)
+        .one(&app.services().db)
+        .await
+        .unwrap()
+        .is_some());
+
+    // The insider's edit, the seals deleted with it.
+    let db = app.services().db.clone();
+    let rows = audit_events::Entity::find()
+        .filter(audit_events::Column::Seq.lte(sealed))
+        .order_by_asc(audit_events::Column::Seq)
+        .all(&db)
+        .await
+        .unwrap();
+    let victim = rows.len() / 2;
+    let all = audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .all(&db)
+        .await
+        .unwrap();
+    audit_events::Entity::delete_by_id(rows[victim].seq)
+        .exec(&db)
+        .await
+        .unwrap();
+    let mut prev = rows[victim - 1].hash.clone();
+    for m in all.iter().filter(|m| m.seq > rows[victim].seq) {
+        let mut m = m.clone();
+        m.prev_hash = prev;
+        m.hash = row_hash(&m);
+        prev = m.hash.clone();
+        let mut a: audit_events::ActiveModel = m.clone().into();
+        a.prev_hash = Set(m.prev_hash.clone());
+        a.hash = Set(m.hash.clone());
+        a.update(&db).await.unwrap();
+    }
+    db.execute_unprepared(&format!(
+        "UPDATE audit_head SET hash = '{prev}' WHERE id = 1"
+    ))
+    .await
+    .unwrap();
+    audit_seals::Entity::delete_many().exec(&db).await.unwrap();
+    app.keep_database();
+    drop(app);
+
+    // The database alone passes (what the witness is for); with the witness it does not.
+    assert!(matches!(
+        verify_chain_with(&db, Some(&key)).await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+    match verify_chain_witnessed(&db, Some(&key), Some(&witness))
+        .await
+        .unwrap()
+    {
+        ChainStatus::Broken { seq, problem, .. } => {
+            assert_eq!(seq, sealed);
+            assert!(problem.contains("computed again"), "{problem}");
+        }
+        other => panic!("a rewritten chain passed the witness: {other:?}"),
+    }
+    let mut forged = witness.clone();
+    forged.mac = "00".repeat(32);
+    match verify_chain_witnessed(&db, Some(&key), Some(&forged))
+        .await
+        .unwrap()
+    {
+        ChainStatus::Broken { problem, .. } => assert!(problem.contains("forged"), "{problem}"),
+        other => panic!("{other:?}"),
+    }
+    // Warden started again on that data directory: its sealer misses the seal it wrote last.
+    let mut again = TestApp::spawn_on_data_dir(&url, &data).await;
+    again.drop_database_on_exit();
+    match seal(again.services()).await.unwrap() {
+        SealRun::Tampered { problem } => assert!(problem.contains("removed"), "{problem}"),
+        other => panic!("sealed over a rewritten chain after a restart: {other:?}"),
+    }
+}
+
 /// A flood of connections to the gateway from one network is closed before its TLS handshake
 /// costs anything (`WARDEN_GATEWAY_MAX_CONNECTIONS_PER_SOURCE`); the places come back when the
 /// connections go.

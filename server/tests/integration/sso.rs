@@ -406,6 +406,10 @@ async fn sso_sign_in_provisions_the_user_with_mapped_groups_and_resyncs_them_at_
     let ev = audit(&admin, "action=sign_in.groups&actor=alice@example.com", 2).await;
     assert_eq!(ev[0]["details"]["groups_added"], json!(["ops"]));
     assert_eq!(ev[0]["details"]["groups_removed"], json!(["developers"]));
+    // The account made at the first sign-in is in the log, written with it (one transaction).
+    let made = audit(&admin, "action=sign_in.account&actor=alice@example.com", 1).await;
+    assert_eq!(made.len(), 1, "{made:#?}");
+    assert_eq!(made[0]["details"]["user_created"], true);
 
     // A token whose claims came only from userinfo (the ID token lacks email and groups).
     op.set_user("alice", "alice@example.com", &["developers"])
