@@ -1186,12 +1186,8 @@ async fn a_project_made_under_a_deleted_ones_name_does_not_inherit_its_log() {
     write_at(&app, 0, vec![new]).await;
     let auditor = app.user_client(&admin, "auditor@example.com").await;
     admin
-        .post(
-            "/api/v1/bindings",
-            json!({"subject": {"kind": "user", "name": "auditor@example.com"}, "role": "PROJECT_READ_ONLY", "project": "payments"}),
-        )
-        .await
-        .assert_status(201);
+        .bind_user("auditor@example.com", "PROJECT_READ_ONLY", "payments", &[])
+        .await;
 
     for q in ["", "project=payments&", "outcome=allowed&"] {
         let list = auditor

@@ -951,15 +951,48 @@ async fn half_sent_requests_do_not_hold_the_console() {
     );
 }
 
+/// An insider's edit of the audit log: the row `rows[victim]` (`rows`: every row, in order)
+/// deleted, and every later row's hash computed again, the head moved with them. The unkeyed
+/// chain holds after it; the new head's hash is returned.
+async fn delete_and_chain_again(
+    db: &sea_orm::DatabaseConnection,
+    rows: &[warden_domain::entities::audit_events::Model],
+    victim: usize,
+) -> String {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    use warden_domain::entities::audit_events;
+    audit_events::Entity::delete_by_id(rows[victim].seq)
+        .exec(db)
+        .await
+        .unwrap();
+    let mut prev = rows[victim - 1].hash.clone();
+    for m in &rows[victim + 1..] {
+        let mut m = m.clone();
+        m.prev_hash = prev;
+        m.hash = warden_domain::audit::row_hash(&m);
+        prev = m.hash.clone();
+        let mut a: audit_events::ActiveModel = m.clone().into();
+        a.prev_hash = Set(m.prev_hash.clone());
+        a.hash = Set(m.hash.clone());
+        a.update(db).await.unwrap();
+    }
+    db.execute_unprepared(&format!(
+        "UPDATE audit_head SET hash = '{prev}' WHERE id = 1"
+    ))
+    .await
+    .unwrap();
+    prev
+}
+
 /// Someone who can write the database deletes a row from the middle of the audit log and
 /// computes every later hash again: each row still chains to the one before, but the chain no
 /// longer passes through the sealed hash. `warden audit verify` says so, the sealer refuses to
 /// seal over it, a removed seal is noticed, and a seal forged without the key is refused.
 #[tokio::test]
 async fn a_chain_computed_again_does_not_pass_the_seals() {
-    use sea_orm::{ActiveModelTrait, ActiveValue::Set, QueryOrder};
+    use sea_orm::{ActiveModelTrait, QueryOrder};
     use warden_domain::audit::seals::{seal, SealRun};
-    use warden_domain::audit::{row_hash, verify_chain_with};
+    use warden_domain::audit::verify_chain_with;
     use warden_domain::entities::{audit_events, audit_seals};
     let (app, c) = TestApp::spawn().await.with_admin().await;
     for _ in 0..3 {
@@ -987,26 +1020,7 @@ async fn a_chain_computed_again_does_not_pass_the_seals() {
         .await
         .unwrap();
     let victim = rows.len() / 2;
-    audit_events::Entity::delete_by_id(rows[victim].seq)
-        .exec(db)
-        .await
-        .unwrap();
-    let mut prev = rows[victim - 1].hash.clone();
-    for m in &rows[victim + 1..] {
-        let mut m = m.clone();
-        m.prev_hash = prev;
-        m.hash = row_hash(&m);
-        prev = m.hash.clone();
-        let mut a: audit_events::ActiveModel = m.clone().into();
-        a.prev_hash = Set(m.prev_hash.clone());
-        a.hash = Set(m.hash.clone());
-        a.update(db).await.unwrap();
-    }
-    db.execute_unprepared(&format!(
-        "UPDATE audit_head SET hash = '{prev}' WHERE id = 1"
-    ))
-    .await
-    .unwrap();
+    let prev = delete_and_chain_again(db, &rows, victim).await;
     // The unkeyed chain holds; the seals do not.
     match verify_chain_with(db, Some(&key)).await.unwrap() {
         ChainStatus::Broken { seq, problem, .. } => {
@@ -1048,9 +1062,9 @@ async fn a_chain_computed_again_does_not_pass_the_seals() {
 /// directory starts from it; both see the rewrite. A witness made up without the key is refused.
 #[tokio::test]
 async fn deleting_every_seal_does_not_hide_a_rewritten_chain_from_the_witness() {
-    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder};
+    use sea_orm::QueryOrder;
     use warden_domain::audit::seals::{read_witness, seal, SealRun, WITNESS_FILE};
-    use warden_domain::audit::{row_hash, verify_chain_with, verify_chain_witnessed};
+    use warden_domain::audit::{verify_chain_with, verify_chain_witnessed};
     use warden_domain::entities::{audit_events, audit_seals};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -1077,37 +1091,12 @@ async fn deleting_every_seal_does_not_hide_a_rewritten_chain_from_the_witness() 
     // The insider's edit, the seals deleted with it.
     let db = app.services().db.clone();
     let rows = audit_events::Entity::find()
-        .filter(audit_events::Column::Seq.lte(sealed))
         .order_by_asc(audit_events::Column::Seq)
         .all(&db)
         .await
         .unwrap();
-    let victim = rows.len() / 2;
-    let all = audit_events::Entity::find()
-        .order_by_asc(audit_events::Column::Seq)
-        .all(&db)
-        .await
-        .unwrap();
-    audit_events::Entity::delete_by_id(rows[victim].seq)
-        .exec(&db)
-        .await
-        .unwrap();
-    let mut prev = rows[victim - 1].hash.clone();
-    for m in all.iter().filter(|m| m.seq > rows[victim].seq) {
-        let mut m = m.clone();
-        m.prev_hash = prev;
-        m.hash = row_hash(&m);
-        prev = m.hash.clone();
-        let mut a: audit_events::ActiveModel = m.clone().into();
-        a.prev_hash = Set(m.prev_hash.clone());
-        a.hash = Set(m.hash.clone());
-        a.update(&db).await.unwrap();
-    }
-    db.execute_unprepared(&format!(
-        "UPDATE audit_head SET hash = '{prev}' WHERE id = 1"
-    ))
-    .await
-    .unwrap();
+    let victim = rows.iter().filter(|m| m.seq <= sealed).count() / 2;
+    delete_and_chain_again(&db, &rows, victim).await;
     audit_seals::Entity::delete_many().exec(&db).await.unwrap();
     app.keep_database();
     drop(app);
