@@ -167,11 +167,17 @@ async fn the_file_sink_receives_every_committed_event_in_the_kubernetes_shape() 
     ] {
         assert!(!all.contains(secret), "{secret} leaked into the stream");
     }
-    let metrics = app.client().get("/metrics").await.body;
-    assert!(
-        metrics.contains(&format!("warden_siem_events_total {}", rows.len())),
-        "{metrics}"
-    );
+    // (The counter moves just after the line is written: read until it has.)
+    let want = format!("warden_siem_events_total {}", rows.len());
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app.client().get("/metrics").await.body;
+        if metrics.contains(&want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains(&want), "{metrics}");
     assert!(metrics.contains("warden_siem_dropped_total 0"), "{metrics}");
 }
 
