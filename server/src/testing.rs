@@ -570,6 +570,20 @@ impl Client {
             .to_owned()
     }
 
+    /// Revoke the caller's API key named `name` (answered 204).
+    pub async fn revoke_api_key(&self, name: &str) {
+        let keys = self.get("/api/v1/api-keys").await.assert_status(200).json();
+        let id = keys["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|k| k["name"] == name))
+            .and_then(|k| k["id"].as_str())
+            .expect("the key's id")
+            .to_owned();
+        self.delete(&format!("/api/v1/api-keys/{id}"))
+            .await
+            .assert_status(204);
+    }
+
     /// A GET with `Authorization: Bearer`.
     pub async fn get_bearer(&self, path: &str, token: &str) -> Resp {
         let r = self

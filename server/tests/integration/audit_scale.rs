@@ -870,19 +870,7 @@ async fn an_export_stops_when_its_api_key_is_revoked() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let received = resp.chunk().await.unwrap().expect("a first page").len();
-    let keys = auditor
-        .get("/api/v1/api-keys")
-        .await
-        .assert_status(200)
-        .json();
-    let id = keys["items"][0]["id"]
-        .as_str()
-        .expect("the key's id")
-        .to_owned();
-    auditor
-        .delete(&format!("/api/v1/api-keys/{id}"))
-        .await
-        .assert_status(204);
+    auditor.revoke_api_key("siem-pull").await;
     is_cut_short(&app, resp, received).await;
 }
 

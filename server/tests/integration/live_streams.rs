@@ -673,6 +673,19 @@ async fn one_person_holds_no_more_streams_than_the_ceiling() {
     again.expect_line("pod/box").await;
 }
 
+/// kubectl with a kubeconfig downloaded with a new API key of `c`'s, named `name`, valid a day.
+async fn kubectl_by_key(w: &World, c: &Client, name: &str) -> Kubectl {
+    let key = c
+        .create_api_key(json!({"name": name, "expires_in_days": 1}))
+        .await;
+    let kubeconfig = c
+        .get_bearer("/api/v1/kubeconfig", &key)
+        .await
+        .assert_status(200)
+        .body;
+    Kubectl::new(&w.dir.path().join(name), &kubeconfig)
+}
+
 /// A kubeconfig downloaded with an API key ends with the key: revoking a leaked key revokes
 /// what it made, and such a kubeconfig never outlives the key's expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -683,32 +696,12 @@ async fn a_kubeconfig_made_with_an_api_key_ends_with_the_key() {
         .login("sally@example.com", warden_server::testing::USER_PASSWORD)
         .await
         .assert_status(200);
-    let key = sally
-        .create_api_key(json!({"name": "laptop", "expires_in_days": 1}))
-        .await;
-    let kubeconfig = sally
-        .get_bearer("/api/v1/kubeconfig", &key)
-        .await
-        .assert_status(200)
-        .body;
-    let by_key = Kubectl::new(&w.dir.path().join("by-key"), &kubeconfig);
+    let by_key = kubectl_by_key(&w, &sally, "laptop").await;
     by_key
         .run(&["get", "pods", "-n", "apple"])
         .await
         .expect_ok();
-    let keys = sally
-        .get("/api/v1/api-keys")
-        .await
-        .assert_status(200)
-        .json();
-    let id = keys["items"][0]["id"]
-        .as_str()
-        .expect("the key's id")
-        .to_owned();
-    sally
-        .delete(&format!("/api/v1/api-keys/{id}"))
-        .await
-        .assert_status(204);
+    sally.revoke_api_key("laptop").await;
     let out = by_key.run(&["get", "pods", "-n", "apple"]).await;
     assert!(
         !out.ok() && out.stderr.contains("this kubeconfig was revoked"),
@@ -730,15 +723,7 @@ async fn a_kubeconfig_made_with_an_api_key_ends_with_the_key() {
         )
         .await
         .assert_status(200);
-    let key = sally
-        .create_api_key(json!({"name": "short", "expires_in_days": 1}))
-        .await;
-    let kubeconfig = sally
-        .get_bearer("/api/v1/kubeconfig", &key)
-        .await
-        .assert_status(200)
-        .body;
-    let short = Kubectl::new(&w.dir.path().join("short"), &kubeconfig);
+    let short = kubectl_by_key(&w, &sally, "short").await;
     short.run(&["get", "pods", "-n", "apple"]).await.expect_ok();
     w.app.clock.advance_secs(2 * 86400);
     let out = short.run(&["get", "pods", "-n", "apple"]).await;
