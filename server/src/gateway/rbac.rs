@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `kubectl.fullaccess` | ClusterRoleBinding `<sa>.full-access` -> `warden-full-access` | every verb on every resource and non-resource URL |
 //! | `kubectl.cluster.write` | ClusterRoleBinding `<sa>.cluster-write` -> `warden-cluster-write` | get list watch create update patch delete deletecollection on every resource (not escalate, bind, impersonate, approve, sign); GET on non-resource URLs |
-//! | `kubectl.cluster.read` | ClusterRoleBinding `<sa>.cluster-read` -> `warden-cluster-read` | `read_rules()`: get list watch without secrets and the connect subresources |
+//! | `kubectl.cluster.read` | ClusterRoleBinding `<sa>.cluster-read` -> `warden-cluster-read` | `read_rules()`: get list watch without secrets, the connect subresources, RoleBindings and ClusterRoleBindings |
 //! | `kubectl.namespace.write` in N | RoleBinding `<sa>.namespace-write` in N -> `warden-namespace-write` | `namespace_write_rules()`: the read rules, plus the write verbs on the core workload resources (secrets and exec included, `serviceaccounts/token` not) and on apps, batch, autoscaling, policy, networking, discovery, events, coordination; never write on the namespace itself, its quotas, limit ranges or RBAC |
 //! | `kubectl.namespace.read` in N | RoleBinding `<sa>.namespace-read` in N -> `warden-namespace-read` | `read_rules()` |
 //!
@@ -41,7 +41,7 @@ const FIELD_MANAGER: &str = "warden";
 /// Re-check a service account that was reconciled longer ago than this, even if nothing changed.
 const RECHECK: Duration = Duration::from_secs(600);
 /// Bumped whenever the ClusterRoles' rules change, so they are re-applied.
-const ROLES_VERSION: &str = "2";
+const ROLES_VERSION: &str = "3";
 
 /// Warden's ClusterRoles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -92,7 +92,8 @@ impl WardenRole {
             WardenRole::FullAccess => vec![rule(&["*"], &["*"], &["*"]), urls(&["*"])],
             WardenRole::ClusterWrite => vec![rule(&["*"], &["*"], WRITE_VERBS), urls(&["get"])],
             WardenRole::NamespaceWrite => namespace_write_rules(),
-            WardenRole::ClusterRead | WardenRole::NamespaceRead => read_rules(),
+            WardenRole::ClusterRead => read_rules(Bindings::Hidden),
+            WardenRole::NamespaceRead => read_rules(Bindings::Readable),
         }
     }
 }
@@ -146,7 +147,7 @@ fn namespace_write_rules() -> Vec<PolicyRule> {
         "coordination.k8s.io",
     ];
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let mut rules = read_rules();
+    let mut rules = read_rules(Bindings::Readable);
     rules.push(PolicyRule {
         api_groups: Some(vec![String::new()]),
         resources: Some(strings(CORE)),
@@ -162,10 +163,24 @@ fn namespace_write_rules() -> Vec<PolicyRule> {
     rules
 }
 
+/// Whether a read role may read RoleBindings and ClusterRoleBindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bindings {
+    /// Bound in one namespace: its RoleBindings show who else works there, which its members
+    /// may know (as in Kubernetes' `admin`).
+    Readable,
+    /// Bound cluster-wide: the bindings of every namespace and the ClusterRoleBindings would
+    /// name every Warden user of the cluster (their service accounts carry their email) and
+    /// their level, the cluster administrators first. Kubernetes' own `view` leaves RBAC out
+    /// for the same reason; roles and cluster roles (what rights exist) stay readable.
+    Hidden,
+}
+
 /// Read access without secrets, exec, attach, port-forward or proxy: RBAC cannot subtract,
 /// so the core resources are listed one by one (secrets and the connect subresources left
 /// out), and other API groups are listed by name (no `*` group, which would include core).
-fn read_rules() -> Vec<PolicyRule> {
+/// RBAC is listed by resource, its bindings as `bindings` says.
+fn read_rules(bindings: Bindings) -> Vec<PolicyRule> {
     const CORE: &[&str] = &[
         "pods",
         "pods/log",
@@ -202,7 +217,6 @@ fn read_rules() -> Vec<PolicyRule> {
         "discovery.k8s.io",
         "events.k8s.io",
         "storage.k8s.io",
-        "rbac.authorization.k8s.io",
         "apiextensions.k8s.io",
         "coordination.k8s.io",
         "scheduling.k8s.io",
@@ -214,7 +228,17 @@ fn read_rules() -> Vec<PolicyRule> {
         "gateway.networking.k8s.io",
     ];
     let verbs = vec!["get".to_string(), "list".into(), "watch".into()];
+    let mut rbac = vec!["roles".to_string(), "clusterroles".into()];
+    if bindings == Bindings::Readable {
+        rbac.extend(["rolebindings".to_string(), "clusterrolebindings".into()]);
+    }
     vec![
+        PolicyRule {
+            api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+            resources: Some(rbac),
+            verbs: verbs.clone(),
+            ..Default::default()
+        },
         PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(CORE.iter().map(|s| s.to_string()).collect()),
@@ -920,15 +944,41 @@ mod tests {
             );
             assert!(!allows(&rules, verb, "", "serviceaccounts"), "{verb}");
         }
-        // Read access is never narrower than the read-only role's.
-        for r in read_rules() {
+        // Read access is never narrower than the namespace read-only role's.
+        for r in read_rules(Bindings::Readable) {
             assert!(rules.contains(&r), "{r:?}");
         }
     }
 
     #[test]
+    fn the_cluster_wide_read_role_does_not_list_who_holds_what() {
+        let cluster = WardenRole::ClusterRead.rules();
+        let namespace = WardenRole::NamespaceRead.rules();
+        for kind in ["rolebindings", "clusterrolebindings"] {
+            for verb in ["get", "list", "watch"] {
+                assert!(
+                    !allows(&cluster, verb, "rbac.authorization.k8s.io", kind),
+                    "{verb} {kind}"
+                );
+            }
+            assert!(allows(
+                &namespace,
+                "list",
+                "rbac.authorization.k8s.io",
+                kind
+            ));
+        }
+        for kind in ["roles", "clusterroles"] {
+            assert!(allows(&cluster, "list", "rbac.authorization.k8s.io", kind));
+        }
+    }
+
+    #[test]
     fn read_roles_never_grant_secrets_or_connect() {
-        for r in read_rules() {
+        for r in read_rules(Bindings::Hidden)
+            .into_iter()
+            .chain(read_rules(Bindings::Readable))
+        {
             let res = r.resources.unwrap_or_default();
             if r.api_groups.as_deref() == Some(&[String::new()][..]) {
                 assert!(!res.iter().any(|x| x == "secrets"

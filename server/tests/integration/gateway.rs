@@ -2452,3 +2452,62 @@ async fn a_namespace_grant_says_which_clusters_lack_the_namespace() {
         .await
         .assert_status(403);
 }
+
+/// A cluster-wide reader cannot list who holds what on the cluster: Warden's bindings name
+/// every user's service account (their email) and level, the cluster administrators first.
+/// A namespace's members still see that namespace's RoleBindings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_wide_reader_does_not_learn_who_the_administrators_are() {
+    let w = World::new().await;
+    // john (full access) and sally (apple) have used the cluster: their bindings exist.
+    for email in ["john@example.com", "sally@example.com"] {
+        let c = w.signed_in(email).await;
+        w.kubectl(email, &w.kubeconfig(&c, Some(PROD)).await)
+            .run(&["get", "pods", "-n", "apple"])
+            .await
+            .expect_ok();
+    }
+    let john_sa = w.sa("john@example.com");
+    assert!(w
+        .prod
+        .store()
+        .get("clusterrolebindings", "", &format!("{john_sa}.full-access"))
+        .is_some());
+    w.user("mia@example.com", "PROJECT_READ_ONLY", "dev", &[])
+        .await;
+    let mia = w.signed_in("mia@example.com").await;
+    let mk = w.kubectl("mia", &w.kubeconfig(&mia, Some(PROD)).await);
+    mk.run(&["get", "pods", "-A"]).await.expect_ok();
+    for args in [
+        &["get", "clusterrolebindings", "-o", "name"][..],
+        &["get", "rolebindings", "-A", "-o", "name"],
+        &["get", "rolebindings", "-n", "apple", "-o", "name"],
+        &[
+            "get",
+            "clusterrolebinding",
+            &format!("{john_sa}.full-access"),
+        ],
+        &[
+            "get",
+            "clusterrolebindings",
+            "--watch",
+            "--request-timeout=2s",
+        ],
+    ] {
+        let out = mk.run(args).await;
+        forbidden(&out);
+        assert!(!out.stdout.contains("u-john"), "{args:?}: {out:?}");
+    }
+    // What rights exist stays readable.
+    mk.run(&["get", "clusterroles", "-o", "name"])
+        .await
+        .expect_ok();
+    // sally sees who else works in apple.
+    let sally = w.signed_in("sally@example.com").await;
+    let out = w
+        .kubectl("sally", &w.kubeconfig(&sally, Some(PROD)).await)
+        .run(&["get", "rolebindings", "-n", "apple", "-o", "name"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("namespace-write"), "{out:?}");
+}
