@@ -351,21 +351,36 @@ pub async fn of_streams(
 
 /// Where recordings are kept: chunks in the database, so every replica writes and plays them
 /// alike. Callers check who may read a recording before they ask for its chunks.
+///
+/// A terminal prints what its user reads (secrets, environment variables, keystrokes when they
+/// are recorded), so each chunk is sealed with the key of secrets at rest (`WARDEN_MASTER_KEY`),
+/// bound to its recording and place: a chunk moved to another recording or position does not
+/// open. Chunks written before sealing (plain) still play.
 pub mod store {
     use sea_orm::{
         ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     };
 
     use crate::entities::terminal_recording_chunks as chunks;
+    use crate::secrets::Sealer;
 
-    /// Add the next chunk of a recording.
+    fn purpose(id: &str, seq: i32) -> String {
+        format!("terminal recording {id} chunk {seq}")
+    }
+
+    /// Add the next chunk of a recording, sealed when there is a sealer.
     pub async fn append<C: ConnectionTrait>(
         db: &C,
+        sealer: Option<&Sealer>,
         id: &str,
         seq: i32,
         started_at: i64,
         data: Vec<u8>,
     ) -> Result<(), DbErr> {
+        let data = match sealer {
+            Some(s) => s.seal_bytes(&purpose(id, seq), &data),
+            None => data,
+        };
         chunks::Entity::insert(chunks::ActiveModel::from(chunks::Model {
             recording_id: id.to_owned(),
             seq,
@@ -377,14 +392,17 @@ pub mod store {
         .map(|_| ())
     }
 
-    /// Up to `limit` chunks after `after` (`-1` for the first), in order: `(seq, data)`.
+    /// Up to `limit` chunks after `after` (`-1` for the first), in order and opened:
+    /// `(seq, data)`. A sealed chunk that does not open (another master key, or altered) is an
+    /// error, never played as it is.
     pub async fn page<C: ConnectionTrait>(
         db: &C,
+        sealer: Option<&Sealer>,
         id: &str,
         after: i32,
         limit: u64,
     ) -> Result<Vec<(i32, Vec<u8>)>, DbErr> {
-        chunks::Entity::find()
+        let rows: Vec<(i32, Vec<u8>)> = chunks::Entity::find()
             .select_only()
             .column(chunks::Column::Seq)
             .column(chunks::Column::Data)
@@ -394,7 +412,19 @@ pub mod store {
             .limit(limit)
             .into_tuple()
             .all(db)
-            .await
+            .await?;
+        rows.into_iter()
+            .map(|(seq, data)| {
+                if !Sealer::is_sealed_bytes(&data) {
+                    return Ok((seq, data));
+                }
+                let opened = sealer
+                    .ok_or(crate::secrets::SealError::Undecryptable)
+                    .and_then(|s| s.open_bytes(&purpose(id, seq), &data))
+                    .map_err(|e| DbErr::Custom(format!("recording {id}, chunk {seq}: {e}")))?;
+                Ok((seq, opened))
+            })
+            .collect()
     }
 
     /// Remove the recordings that began before `cutoff` (ms): audit retention, with the events

@@ -89,6 +89,7 @@ pub enum SealError {
 }
 
 const SEALED_PREFIX: &str = "warden-sealed:v1:";
+const SEALED_BYTES_PREFIX: &[u8] = b"warden-sealed:b1:";
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,6 +133,54 @@ impl Sealer {
             "{SEALED_PREFIX}{}",
             base64::engine::general_purpose::STANDARD.encode(out)
         )
+    }
+
+    /// Seal `plain` for `purpose` as bytes (for blobs such as terminal recordings, where
+    /// base64 would add a third): `warden-sealed:b1:`, the nonce, the ciphertext and its tag.
+    pub fn seal_bytes(&self, purpose: &str, plain: &[u8]) -> Vec<u8> {
+        use ring::aead;
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let mut buf = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(purpose.as_bytes()),
+                &mut buf,
+            )
+            .expect("AES-GCM seals any length we store");
+        let mut out = Vec::with_capacity(SEALED_BYTES_PREFIX.len() + nonce.len() + buf.len());
+        out.extend_from_slice(SEALED_BYTES_PREFIX);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    /// Whether `data` was sealed by [`Sealer::seal_bytes`].
+    pub fn is_sealed_bytes(data: &[u8]) -> bool {
+        data.starts_with(SEALED_BYTES_PREFIX)
+    }
+
+    /// Open bytes sealed for `purpose` by [`Sealer::seal_bytes`].
+    pub fn open_bytes(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        use ring::aead;
+        let raw = sealed
+            .strip_prefix(SEALED_BYTES_PREFIX)
+            .ok_or(SealError::NotSealed)?;
+        if raw.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
+            return Err(SealError::Undecryptable);
+        }
+        let (nonce, ct) = raw.split_at(aead::NONCE_LEN);
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Undecryptable)?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, aead::Aad::from(purpose.as_bytes()), &mut buf)
+            .map_err(|_| SealError::Undecryptable)?;
+        let n = plain.len();
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// Open a value sealed for `purpose`.
@@ -195,5 +244,30 @@ mod sealer_tests {
             Err(SealError::Undecryptable)
         );
         assert_eq!(s.open("x", "plain text"), Err(SealError::NotSealed));
+    }
+
+    #[test]
+    fn bytes_seal_and_open_bound_to_their_purpose() {
+        let s = Sealer::new(&Secret::new("correct horse battery staple"));
+        let plain = b"[0.1, \"o\", \"password: hunter2\"]\n";
+        let sealed = s.seal_bytes("recording r chunk 0", plain);
+        assert!(Sealer::is_sealed_bytes(&sealed));
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(s.open_bytes("recording r chunk 0", &sealed).unwrap(), plain);
+        assert_eq!(
+            s.open_bytes("recording r chunk 1", &sealed),
+            Err(SealError::Undecryptable)
+        );
+        let mut edited = sealed.clone();
+        *edited.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            s.open_bytes("recording r chunk 0", &edited),
+            Err(SealError::Undecryptable)
+        );
+        assert_eq!(
+            s.open_bytes("recording r chunk 0", plain),
+            Err(SealError::NotSealed)
+        );
+        assert_eq!(s.open_bytes("x", &s.seal_bytes("x", b"")).unwrap(), b"");
     }
 }

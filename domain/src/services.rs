@@ -78,6 +78,11 @@ impl JobLease {
 }
 
 impl Services {
+    /// The sealer of secrets at rest (from the master key), set at start-up.
+    pub fn at_rest(&self) -> Option<&crate::secrets::Sealer> {
+        self.sso.sealer()
+    }
+
     pub fn new(
         db: DatabaseConnection,
         clock: SharedClock,

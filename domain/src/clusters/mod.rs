@@ -1029,7 +1029,9 @@ pub async fn delete(
     let agent_connected = c.status == cluster_status::CONNECTED;
     let before = dto_of(svc, &c).await?;
     let now = svc.clock.now().millis();
+    crate::kubectl::settings::refuse_dropping_with_cluster(svc, who, &c.id, &c.name).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    crate::kubectl::settings::delete_with_cluster(&tx, &c.id).await?;
     cluster_agent_credentials::Entity::update_many()
         .col_expr(
             cluster_agent_credentials::Column::RevokedAt,

@@ -37,7 +37,7 @@ use crate::Services;
 mod credentials;
 pub mod downloads;
 mod service_accounts;
-mod settings;
+pub(crate) mod settings;
 
 pub use credentials::{
     access_in_words, credential_status, issue, issue_web_shell, my_kubectl, revoke,

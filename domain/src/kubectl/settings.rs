@@ -13,6 +13,64 @@ fn level_id(scope: KubectlSettingsScope, subject: Option<&str>) -> String {
     }
 }
 
+/// Before a cluster is deleted: its own kubectl safeguards go with it (a cluster imported again
+/// gets a new id and none of them), so deleting one that has any is the organization's call
+/// (`settings.write`), as lifting them is. Refused in words and audited.
+pub(crate) async fn refuse_dropping_with_cluster(
+    svc: &Services,
+    who: &Principal,
+    cluster_id: &str,
+    cluster_name: &str,
+) -> DomainResult<()> {
+    let id = level_id(KubectlSettingsScope::Cluster, Some(cluster_id));
+    let Some(row) = kubectl_settings::Entity::find_by_id(id)
+        .one(&svc.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let set = to_settings(&row);
+    let none = EffectiveKubectlSettings::default();
+    let safeguards = looser(
+        &none,
+        &EffectiveKubectlSettings::combine(
+            &KubectlSettings::default(),
+            &KubectlSettings::default(),
+            &set,
+        ),
+    );
+    if !safeguards.is_empty()
+        && !svc
+            .policy
+            .effective(who.user_id)
+            .await?
+            .holds(Permission::SettingsWrite, &crate::access::Target::Org)
+    {
+        let reason = format!(
+            "cluster {cluster_name} has kubectl safeguards of its own ({}), which deleting it drops: that takes settings.write",
+            safeguards.join(", ")
+        );
+        svc.audit_denied(who, "cluster.delete", "cluster", cluster_name, &reason)
+            .await?;
+        return Err(DomainError::forbidden(reason));
+    }
+    Ok(())
+}
+
+/// A deleted cluster's own kubectl settings go with it.
+pub(crate) async fn delete_with_cluster<C: ConnectionTrait>(
+    db: &C,
+    cluster_id: &str,
+) -> DomainResult<()> {
+    kubectl_settings::Entity::delete_by_id(level_id(
+        KubectlSettingsScope::Cluster,
+        Some(cluster_id),
+    ))
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
 fn to_settings(m: &kubectl_settings::Model) -> KubectlSettings {
     KubectlSettings {
         credential_validity_secs: m.validity_secs,
@@ -119,6 +177,19 @@ async fn resolve_level(
                 svc.gate(who, Action::org(p)).await?;
             }
             let user = crate::identity::users::find(svc, u).await?;
+            // Another person's kubectl (turned off, keystrokes recorded, one-minute
+            // kubeconfigs) is theirs as a whole: only someone holding everything they hold
+            // may set it.
+            if write {
+                crate::admin::bindings::refuse_takeover(
+                    svc,
+                    who,
+                    &user,
+                    "kubectl_settings.update",
+                    "change the kubectl settings of",
+                )
+                .await?;
+            }
             Ok(ResolvedLevel {
                 scope: KubectlSettingsScope::User,
                 subject_id: Some(user.id),
@@ -203,6 +274,57 @@ fn looser(a: &EffectiveKubectlSettings, b: &EffectiveKubectlSettings) -> Vec<&'s
         ),
     ] {
         if a > b {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The values a user's own row sets that exempt them from the organization: a switch set off
+/// (it outlasts the organization turning it on later), a time or count not shorter than the
+/// organization's. Only `settings.write` grants exemptions; `kubeconfig.write` adds
+/// restrictions.
+fn exemptions(row: &KubectlSettings, org: &EffectiveKubectlSettings) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (name, v) in [
+        ("require_recent_sign_in", row.require_recent_sign_in),
+        ("disable_cli", row.disable_cli),
+        ("secrets_org_admins_only", row.secrets_org_admins_only),
+        ("terminal_record_input", row.terminal_record_input),
+    ] {
+        if v == Some(false) {
+            out.push(name);
+        }
+    }
+    for (name, v, o) in [
+        (
+            "recent_sign_in_secs",
+            row.recent_sign_in_secs,
+            org.recent_sign_in_secs,
+        ),
+        ("sa_idle_secs", row.sa_idle_secs, org.sa_idle_secs),
+        (
+            "terminal_idle_secs",
+            row.terminal_idle_secs,
+            org.terminal_idle_secs,
+        ),
+        (
+            "terminal_max_secs",
+            row.terminal_max_secs,
+            org.terminal_max_secs,
+        ),
+        (
+            "terminal_max_concurrent",
+            row.terminal_max_concurrent,
+            org.terminal_max_concurrent,
+        ),
+        (
+            "credential_validity_secs",
+            row.credential_validity_secs,
+            org.credential_validity_secs,
+        ),
+    ] {
+        if v.is_some_and(|v| v >= o) {
             out.push(name);
         }
     }
@@ -424,16 +546,23 @@ pub async fn update_settings(
         kubectl_settings::ActiveModel::from(m).insert(&tx).await?;
     }
     let after = settings_dto(&tx, &l).await?;
-    // A user's level may override the organization's, which is what `settings.write` decides:
-    // loosening a safeguard there (a switch the organization turns on, a limit it sets shorter)
-    // takes `settings.write`, not `kubeconfig.write` alone (else an editor of user settings
-    // turns off their own keystroke recording or the secrets restriction).
-    if l.scope == KubectlSettingsScope::User {
-        let already = looser(&before.effective, &before.inherited);
-        let newly: Vec<&str> = looser(&after.effective, &after.inherited)
-            .into_iter()
-            .filter(|f| !already.contains(f))
-            .collect();
+    // Exempting a user or a cluster from a safeguard is the organization's call
+    // (`settings.write`): `kubeconfig.write` (a user's level) and a project's `cluster.write`
+    // (its cluster's) only add restrictions. Refused: anything that applies more loosely than
+    // it did before the change (lifting a restriction an administrator put on one user or
+    // cluster, or widening one), and, on a user's level, a new value that would outlast the
+    // organization tightening later (a switch set off, a time not shorter than the
+    // organization's).
+    if l.scope != KubectlSettingsScope::Organization {
+        let mut newly = looser(&after.effective, &before.effective);
+        if l.scope == KubectlSettingsScope::User {
+            let had = exemptions(&before.settings, &before.inherited);
+            for f in exemptions(&after.settings, &after.inherited) {
+                if !had.contains(&f) && !newly.contains(&f) {
+                    newly.push(f);
+                }
+            }
+        }
         if !newly.is_empty()
             && !svc
                 .policy
@@ -443,13 +572,14 @@ pub async fn update_settings(
         {
             drop(tx);
             let reason = format!(
-                "loosening the organization's kubectl settings for a user ({}) takes settings.write",
+                "loosening kubectl safeguards for a {} ({}) takes settings.write",
+                l.scope.as_str(),
                 newly.join(", ")
             );
             svc.audit_denied(
                 who,
                 "kubectl_settings.update",
-                "kubectl_settings.user",
+                &format!("kubectl_settings.{}", l.scope.as_str()),
                 l.subject_name.as_deref().unwrap_or_default(),
                 &reason,
             )

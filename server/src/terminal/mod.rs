@@ -632,19 +632,26 @@ async fn open(
         Some(pod) => format!("{} {namespace}/{pod}", cluster.name),
         None => format!("{} {namespace} (kubectl shell)", cluster.name),
     };
-    let mut recorder =
-        match Recorder::create(state.services.db.clone(), &ev.id.to_string(), &title, now).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(deny(
-                    state,
-                    &ev,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Warden cannot record the terminal right now, so it does not open".into(),
-                    Some(e.to_string()),
-                ))
-            }
-        };
+    let mut recorder = match Recorder::create(
+        state.services.db.clone(),
+        state.services.at_rest().cloned(),
+        &ev.id.to_string(),
+        &title,
+        now,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(deny(
+                state,
+                &ev,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Warden cannot record the terminal right now, so it does not open".into(),
+                Some(e.to_string()),
+            ))
+        }
+    };
     ev.details["recording"] = json!(ev.id.to_string());
     recorder.record_input(settings.terminal_record_input);
     ev.details["recording_input"] = json!(settings.terminal_record_input);
@@ -1119,9 +1126,11 @@ pub async fn get_recording(
             }
             e => ApiError::from(e),
         })?;
-    let first = warden_domain::recordings::store::page(&state.services.db, &id, -1, PAGE)
-        .await
-        .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;
+    let sealer = state.services.at_rest().cloned();
+    let first =
+        warden_domain::recordings::store::page(&state.services.db, sealer.as_ref(), &id, -1, PAGE)
+            .await
+            .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;
     // A replay shows what the terminal printed (and typed, when input is recorded): who watched
     // whose session is in the log before the first byte is sent; one that cannot be recorded is
     // not played.
@@ -1154,23 +1163,34 @@ pub async fn get_recording(
         // Streamed a page of chunks at a time: memory does not grow with the recording.
         let db = state.services.db.clone();
         let pages =
-            futures::stream::unfold((Some(first), db, id.clone()), |(page, db, id)| async move {
-                let page = page?;
-                let last = page.last().map(|c| c.0)?;
-                let full = page.len() as u64 == PAGE;
-                let bytes: Vec<u8> = page.into_iter().flat_map(|c| c.1).collect();
-                let next = if full {
-                    match warden_domain::recordings::store::page(&db, &id, last, PAGE).await {
-                        Ok(p) if !p.is_empty() => Some(p),
-                        Ok(_) => None,
-                        Err(e) => {
-                            return Some((Err(std::io::Error::other(e)), (None, db, id)));
+            futures::stream::unfold((Some(first), db, id.clone()), move |(page, db, id)| {
+                let sealer = sealer.clone();
+                async move {
+                    let page = page?;
+                    let last = page.last().map(|c| c.0)?;
+                    let full = page.len() as u64 == PAGE;
+                    let bytes: Vec<u8> = page.into_iter().flat_map(|c| c.1).collect();
+                    let next = if full {
+                        match warden_domain::recordings::store::page(
+                            &db,
+                            sealer.as_ref(),
+                            &id,
+                            last,
+                            PAGE,
+                        )
+                        .await
+                        {
+                            Ok(p) if !p.is_empty() => Some(p),
+                            Ok(_) => None,
+                            Err(e) => {
+                                return Some((Err(std::io::Error::other(e)), (None, db, id)));
+                            }
                         }
-                    }
-                } else {
-                    None
-                };
-                Some((Ok(bytes::Bytes::from(bytes)), (next, db, id)))
+                    } else {
+                        None
+                    };
+                    Some((Ok(bytes::Bytes::from(bytes)), (next, db, id)))
+                }
             });
         axum::body::Body::from_stream(pages)
     };
@@ -1286,7 +1306,7 @@ mod tests {
         let gate = FakeGate::default();
         let dir = tempfile::tempdir().unwrap();
         let db = recorder::tests::database(dir.path()).await;
-        let mut recorder = Recorder::create(db, "t", "test", 0).await.unwrap();
+        let mut recorder = Recorder::create(db, None, "t", "test", 0).await.unwrap();
         let g = gate.clone();
         let relay = tokio::spawn(async move {
             let mut backend = FakeBackend {

@@ -3,6 +3,7 @@
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 use std::time::Instant;
+use warden_domain::secrets::Sealer;
 
 /// A chunk is written once this much is waiting, even before the next second's flush.
 const CHUNK: usize = 64 * 1024;
@@ -14,6 +15,8 @@ const CHUNK: usize = 64 * 1024;
 /// can play it, flushed at least every second, with the SHA-256 of everything written.
 pub struct Recorder {
     db: DatabaseConnection,
+    /// Seals each chunk at rest (the master key's sealer).
+    sealer: Option<Sealer>,
     id: String,
     /// The recording's start (ms), on every chunk.
     started_at: i64,
@@ -33,12 +36,14 @@ impl Recorder {
     /// cannot be recorded does not open.
     pub async fn create(
         db: DatabaseConnection,
+        sealer: Option<Sealer>,
         id: &str,
         title: &str,
         now_ms: i64,
     ) -> std::io::Result<Self> {
         let mut r = Self {
             db,
+            sealer,
             id: id.to_owned(),
             started_at: now_ms,
             seq: 0,
@@ -122,6 +127,7 @@ impl Recorder {
         let data = self.pending.clone();
         warden_domain::recordings::store::append(
             &self.db,
+            self.sealer.as_ref(),
             &self.id,
             self.seq,
             self.started_at,
@@ -161,10 +167,14 @@ pub(crate) mod tests {
     }
 
     async fn stored(db: &DatabaseConnection, id: &str) -> Vec<u8> {
+        stored_with(db, None, id).await
+    }
+
+    async fn stored_with(db: &DatabaseConnection, sealer: Option<&Sealer>, id: &str) -> Vec<u8> {
         let mut all = vec![];
         let mut after = -1;
         loop {
-            let page = warden_domain::recordings::store::page(db, id, after, 3)
+            let page = warden_domain::recordings::store::page(db, sealer, id, after, 3)
                 .await
                 .unwrap();
             let Some(last) = page.last().map(|c| c.0) else {
@@ -183,7 +193,7 @@ pub(crate) mod tests {
     async fn a_recording_is_stored_in_chunks_and_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let db = database(dir.path()).await;
-        let mut r = Recorder::create(db.clone(), "rec-1", "test", 1_000)
+        let mut r = Recorder::create(db.clone(), None, "rec-1", "test", 1_000)
             .await
             .unwrap();
         // The header is stored before anything else happens.
@@ -216,7 +226,7 @@ pub(crate) mod tests {
         assert!(text.contains("\"100x30\""));
         assert!(!text.contains("secret"));
         assert!(text.contains("ls\\r"));
-        let chunks = warden_domain::recordings::store::page(&db, "rec-1", -1, 100)
+        let chunks = warden_domain::recordings::store::page(&db, None, "rec-1", -1, 100)
             .await
             .unwrap();
         assert!(chunks.len() >= 4, "{} chunks", chunks.len());
@@ -226,5 +236,59 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(gone, chunks.len() as u64);
         assert!(stored(&db, "rec-1").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn chunks_are_sealed_at_rest_and_open_only_in_their_place() {
+        use sea_orm::{ConnectionTrait, Statement};
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(dir.path()).await;
+        let sealer = Sealer::new(&warden_domain::secrets::Secret::new("k"));
+        for id in ["rec-a", "rec-b"] {
+            let mut r = Recorder::create(db.clone(), Some(sealer.clone()), id, "t", 5)
+                .await
+                .unwrap();
+            r.output(format!("{id}: password=hunter2").as_bytes())
+                .await
+                .unwrap();
+            r.finish().await.unwrap();
+        }
+        let raw = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT data FROM terminal_recording_chunks",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(raw.len(), 4);
+        for row in raw {
+            let data: Vec<u8> = row.try_get("", "data").unwrap();
+            assert!(Sealer::is_sealed_bytes(&data));
+            assert!(!data.windows(7).any(|w| w == b"hunter2"));
+        }
+        let text = String::from_utf8(stored_with(&db, Some(&sealer), "rec-a").await).unwrap();
+        assert!(text.contains("rec-a: password=hunter2"), "{text}");
+        // Without the key, or with another, or a chunk moved into another recording: no play.
+        let other = Sealer::new(&warden_domain::secrets::Secret::new("other"));
+        for s in [None, Some(&other)] {
+            assert!(
+                warden_domain::recordings::store::page(&db, s, "rec-a", -1, 10)
+                    .await
+                    .is_err()
+            );
+        }
+        db.execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            "UPDATE terminal_recording_chunks SET data = (SELECT data FROM \
+             terminal_recording_chunks WHERE recording_id = 'rec-b' AND seq = 1) \
+             WHERE recording_id = 'rec-a' AND seq = 1",
+        ))
+        .await
+        .unwrap();
+        assert!(
+            warden_domain::recordings::store::page(&db, Some(&sealer), "rec-a", -1, 10)
+                .await
+                .is_err()
+        );
     }
 }

@@ -1265,6 +1265,121 @@ async fn a_kubeconfig_editor_cannot_loosen_the_organizations_safeguards() {
     assert_eq!(actions.len(), 8, "{actions:?}");
 }
 
+/// `kubeconfig.write` only adds restrictions: it cannot lift one an administrator put on a user
+/// (its holder's own included), widen one an administrator granted, or pin today's values so
+/// that the organization tightening later passes its holder by; and it cannot touch the kubectl
+/// of someone holding more than its holder (their kubectl off, their keystrokes recorded).
+#[tokio::test]
+async fn a_kubeconfig_editor_only_adds_restrictions_and_only_to_those_below_them() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let kim = delegate(
+        &app,
+        &admin,
+        "kim@example.com",
+        "KUBECONFIG_EDITOR",
+        &["user.read", "kubeconfig.write"],
+    )
+    .await;
+    let _other = app.user_client(&admin, "other@example.com").await;
+    // The administrator restricts kim and another user.
+    let restriction = json!({"disable_cli": true, "secrets_org_admins_only": true,
+        "terminal_record_input": true, "credential_validity_secs": 3600});
+    for whom in ["kim@example.com", "other@example.com"] {
+        admin
+            .patch(
+                &format!("/api/v1/users/{whom}/kubectl-settings"),
+                restriction.clone(),
+            )
+            .await
+            .assert_status(200);
+    }
+    let mut refused = 0;
+    for whom in ["kim@example.com", "other@example.com"] {
+        for lift in [
+            json!({"disable_cli": null}),
+            json!({"disable_cli": false}),
+            json!({"secrets_org_admins_only": null}),
+            json!({"terminal_record_input": false}),
+            json!({"credential_validity_secs": null}),
+        ] {
+            kim.patch(&format!("/api/v1/users/{whom}/kubectl-settings"), lift)
+                .await
+                .assert_status(403);
+            refused += 1;
+        }
+        let s = admin
+            .get(&format!("/api/v1/users/{whom}/kubectl-settings"))
+            .await
+            .json();
+        for f in [
+            "disable_cli",
+            "secrets_org_admins_only",
+            "terminal_record_input",
+        ] {
+            assert_eq!(s["effective"][f], true, "{f}: {s}");
+        }
+        assert_eq!(s["effective"]["credential_validity_secs"], 3600, "{s}");
+    }
+    // Pinning today's values on a user with no restriction: an exemption from the
+    // organization's next tightening.
+    let _third = app.user_client(&admin, "third@example.com").await;
+    for pin in [
+        json!({"disable_cli": false}),
+        json!({"secrets_org_admins_only": false}),
+        json!({"require_recent_sign_in": false}),
+        json!({"terminal_idle_secs": 900}),
+    ] {
+        kim.patch("/api/v1/users/third@example.com/kubectl-settings", pin)
+            .await
+            .assert_status(403);
+        refused += 1;
+    }
+    // A value the administrator granted above the organization's is not widened further.
+    admin
+        .patch(
+            "/api/v1/users/third@example.com/kubectl-settings",
+            json!({"terminal_idle_secs": 1200}),
+        )
+        .await
+        .assert_status(200);
+    kim.patch(
+        "/api/v1/users/third@example.com/kubectl-settings",
+        json!({"terminal_idle_secs": 86400}),
+    )
+    .await
+    .assert_status(403);
+    refused += 1;
+    // Narrowing it is theirs, and so is a new restriction.
+    kim.patch(
+        "/api/v1/users/third@example.com/kubectl-settings",
+        json!({"terminal_idle_secs": 600, "disable_cli": true}),
+    )
+    .await
+    .assert_status(200);
+    let actions = denied_actions(&admin, "kim@example.com", "takes settings.write").await;
+    assert_eq!(actions.len(), refused, "{actions:?}");
+    // The administrator's own kubectl is out of kim's reach, even to restrict it.
+    for restrict in [
+        json!({"disable_cli": true}),
+        json!({"terminal_record_input": true}),
+    ] {
+        kim.patch(
+            "/api/v1/users/admin@warden.local/kubectl-settings",
+            restrict,
+        )
+        .await
+        .assert_status(403);
+    }
+    let s = admin
+        .get("/api/v1/users/admin@warden.local/kubectl-settings")
+        .await
+        .json();
+    assert_eq!(s["effective"]["disable_cli"], false, "{s}");
+    assert_eq!(s["effective"]["terminal_record_input"], false, "{s}");
+    let actions = denied_actions(&admin, "kim@example.com", "change the kubectl settings of").await;
+    assert_eq!(actions.len(), 2, "{actions:?}");
+}
+
 /// Membership of a project's approver group is as good as `project.write` there (an approver
 /// hands out the project's roles): a group manager cannot join it, and a user manager cannot
 /// take over one of its members.

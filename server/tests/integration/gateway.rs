@@ -2511,3 +2511,73 @@ async fn a_cluster_wide_reader_does_not_learn_who_the_administrators_are() {
         .expect_ok();
     assert!(out.stdout.contains("namespace-write"), "{out:?}");
 }
+
+/// A project's administrator (`cluster.write` on the owning project) may add safeguards to its
+/// cluster, not lift the ones an organization administrator put there, nor shed them by
+/// deleting the cluster (to import it again under a new id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_admin_cannot_lift_the_safeguards_put_on_its_cluster() {
+    let w = World::new().await;
+    let settings = format!("/api/v1/clusters/{PROD}/kubectl-settings");
+    w.admin
+        .patch(
+            &settings,
+            json!({"secrets_org_admins_only": true, "terminal_record_input": true,
+                "disable_cli": true, "terminal_max_secs": 1800}),
+        )
+        .await
+        .assert_status(200);
+    // john is PROJECT_ADMIN of production, which owns the cluster.
+    let john = w.signed_in("john@example.com").await;
+    for lift in [
+        json!({"secrets_org_admins_only": null}),
+        json!({"secrets_org_admins_only": false}),
+        json!({"terminal_record_input": null}),
+        json!({"disable_cli": false}),
+        json!({"terminal_max_secs": null}),
+        json!({"terminal_max_secs": 3600}),
+    ] {
+        john.patch(&settings, lift).await.assert_status(403);
+    }
+    let s = w.admin.get(&settings).await.assert_status(200).json();
+    for f in [
+        "secrets_org_admins_only",
+        "terminal_record_input",
+        "disable_cli",
+    ] {
+        assert_eq!(s["effective"][f], true, "{f}: {s}");
+    }
+    assert_eq!(s["effective"]["terminal_max_secs"], 1800, "{s}");
+    // Adding one is his.
+    john.patch(&settings, json!({"terminal_max_secs": 900}))
+        .await
+        .assert_status(200);
+    // Deleting the cluster would drop them: refused, the cluster stays.
+    let r = john
+        .delete(&format!("/api/v1/clusters/{PROD}?force=true"))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    w.admin
+        .get(&format!("/api/v1/clusters/{PROD}"))
+        .await
+        .assert_status(200);
+    let denied = w
+        .admin
+        .get("/api/v1/audit/events?outcome=denied&actor=john@example.com&limit=100")
+        .await
+        .assert_status(200)
+        .json();
+    let reasons: Vec<&str> = denied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .filter(|r| r.contains("takes settings.write"))
+        .collect();
+    assert_eq!(reasons.len(), 7, "{reasons:?}");
+    // The organization's administrator may lift them.
+    w.admin
+        .patch(&settings, json!({"disable_cli": null}))
+        .await
+        .assert_status(200);
+}

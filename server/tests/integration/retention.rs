@@ -224,9 +224,16 @@ async fn retention_deletes_old_events_in_batches_and_verify_still_passes() {
     use warden_domain::recordings::store;
     for (id, started) in [("rec-old", cutoff - 1), ("rec-new", cutoff + 1)] {
         for seq in 0..3 {
-            store::append(db, id, seq, started, b"[0.1, \"o\", \"x\"]\n".to_vec())
-                .await
-                .unwrap();
+            store::append(
+                db,
+                None,
+                id,
+                seq,
+                started,
+                b"[0.1, \"o\", \"x\"]\n".to_vec(),
+            )
+            .await
+            .unwrap();
         }
     }
 
@@ -236,8 +243,17 @@ async fn retention_deletes_old_events_in_batches_and_verify_still_passes() {
         .expect("a run");
     assert_eq!(run.deleted, old);
     assert_eq!(run.recordings_deleted, 3, "{run:?}");
-    assert!(store::page(db, "rec-old", -1, 10).await.unwrap().is_empty());
-    assert_eq!(store::page(db, "rec-new", -1, 10).await.unwrap().len(), 3);
+    assert!(store::page(db, None, "rec-old", -1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store::page(db, None, "rec-new", -1, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     assert!(run.batches >= 3, "{run:?}");
     assert_eq!(run.cutoff, cutoff);
     let left_old = audit_events::Entity::find()
