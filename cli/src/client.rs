@@ -82,6 +82,10 @@ impl Api {
             .cookie_store(matches!(auth, Auth::Session))
             .user_agent(concat!("wardenctl/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
+            // Warden's API never redirects these calls: following one would resend a sign-in
+            // body (password, second-factor code) or the API key to wherever it points,
+            // plain http included.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self { base, http, auth })
     }
@@ -122,6 +126,18 @@ impl Api {
         })?;
         if resp.status().is_success() {
             return Ok(resp);
+        }
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("elsewhere")
+                .to_owned();
+            return Err(ApiError::Unexpected(format!(
+                "{} answered with a redirect to {to}, which wardenctl does not follow (it would carry your password or key there): check the Warden URL",
+                self.base
+            )));
         }
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();

@@ -635,3 +635,47 @@ async fn upgrade_installs_the_build_warden_serves_once_its_digest_matches() {
         "the upgraded wardenctl\n"
     );
 }
+
+/// Whatever answers at the Warden URL cannot redirect wardenctl's password (or key) elsewhere:
+/// a redirect is an error in words, and nothing reaches where it points.
+#[tokio::test]
+async fn wardenctl_does_not_follow_redirects_with_credentials() {
+    use tokio::io::AsyncReadExt;
+    let thief = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let thief_addr = thief.local_addr().unwrap();
+    let stolen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = stolen.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = thief.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = front.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{thief_addr}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Ctl {
+        url: format!("http://{front_addr}"),
+        config: dir.path().join("wardenctl.json"),
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_wardenctl")),
+        _dir: dir,
+    };
+    let r = ctl.login("admin@warden.local", "the password").await;
+    assert_ne!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("redirect"), "{}", r.stderr);
+    let r = ctl
+        .run_with(&["get", "projects"], None, Some("wdn_not_a_real_key"))
+        .await;
+    assert_ne!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(stolen.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
