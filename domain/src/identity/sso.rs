@@ -1223,11 +1223,13 @@ async fn provision<C: ConnectionTrait>(
 }
 
 /// The Warden groups a provider manages (whose membership it replaces), and the ones its
-/// groups map to.
+/// groups map to. By name, `guarded` groups (see [`guarded_groups`]) are left alone: a group
+/// of the same name at the provider is not the provider's administrator vouching for them.
 fn mapped_groups(
     provider: &Provider,
     all: &[groups::Model],
     provider_groups: &[String],
+    guarded: &BTreeSet<String>,
 ) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let by_lower: HashMap<String, &groups::Model> =
         all.iter().map(|g| (g.name.to_lowercase(), g)).collect();
@@ -1235,11 +1237,12 @@ fn mapped_groups(
     let mut wanted = BTreeSet::new();
     match &provider.mapping {
         GroupMapping::ByName => {
-            for g in all.iter().filter(|g| !g.builtin) {
+            let mappable = |g: &groups::Model| !g.builtin && !guarded.contains(&g.id);
+            for g in all.iter().filter(|g| mappable(g)) {
                 managed.insert(g.id.clone(), g.name.clone());
             }
             for pg in provider_groups {
-                if let Some(g) = by_lower.get(&pg.to_lowercase()).filter(|g| !g.builtin) {
+                if let Some(g) = by_lower.get(&pg.to_lowercase()).filter(|g| mappable(g)) {
                     wanted.insert(g.id.clone());
                 }
             }
@@ -1267,6 +1270,36 @@ fn mapped_groups(
     (managed, wanted)
 }
 
+/// Groups that mapping by name never touches: those holding an organization-wide grant and
+/// those approving a project's access requests. Where members may create or name groups at
+/// the provider (GitLab groups, Entra ID security groups, GitHub teams through Dex), a group
+/// named like one of them would otherwise hand out the organization or a project's approvals.
+/// An explicit table may still name them: changing a provider takes holding everything.
+async fn guarded_groups<C: ConnectionTrait>(
+    db: &C,
+    now: Timestamp,
+) -> DomainResult<BTreeSet<String>> {
+    use crate::entities::{bindings, projects};
+    let mut out: BTreeSet<String> = bindings::Entity::find()
+        .filter(bindings::Column::GroupId.is_not_null())
+        .filter(bindings::Column::ProjectId.is_null())
+        .filter(crate::admin::bindings::live(now))
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|b| b.group_id)
+        .collect();
+    out.extend(
+        projects::Entity::find()
+            .filter(projects::Column::ApproverGroupId.is_not_null())
+            .all(db)
+            .await?
+            .into_iter()
+            .filter_map(|p| p.approver_group_id),
+    );
+    Ok(out)
+}
+
 /// Replace the user's membership in the provider's mapped groups by what the provider says.
 async fn sync_groups<C: ConnectionTrait>(
     db: &C,
@@ -1276,7 +1309,11 @@ async fn sync_groups<C: ConnectionTrait>(
     now: Timestamp,
 ) -> DomainResult<GroupChanges> {
     let all = groups::Entity::find().all(db).await?;
-    let (managed, wanted) = mapped_groups(provider, &all, provider_groups);
+    let guarded = match provider.mapping {
+        GroupMapping::ByName => guarded_groups(db, now).await?,
+        GroupMapping::Explicit(_) => BTreeSet::new(),
+    };
+    let (managed, wanted) = mapped_groups(provider, &all, provider_groups, &guarded);
     let current: BTreeSet<String> = group_members::Entity::find()
         .filter(group_members::Column::UserId.eq(user_id))
         .all(db)
@@ -1378,10 +1415,24 @@ mod tests {
                 "Organization Admins".into(),
                 "unknown".into(),
             ],
+            &BTreeSet::new(),
         );
         assert_eq!(
             managed.values().cloned().collect::<Vec<_>>(),
             ["developers", "ops"]
+        );
+        assert_eq!(wanted.into_iter().collect::<Vec<_>>(), ["id-developers"]);
+        // A guarded group (an organization-wide grant, a project's approvers) is neither
+        // joined nor left by name.
+        let (managed, wanted) = mapped_groups(
+            &provider(GroupMapping::ByName),
+            &all,
+            &["OPS".into(), "developers".into()],
+            &BTreeSet::from(["id-ops".to_owned()]),
+        );
+        assert_eq!(
+            managed.values().cloned().collect::<Vec<_>>(),
+            ["developers"]
         );
         assert_eq!(wanted.into_iter().collect::<Vec<_>>(), ["id-developers"]);
     }
@@ -1401,6 +1452,7 @@ mod tests {
             &provider(GroupMapping::Explicit(table)),
             &all,
             &["idp-admins".into(), "ops".into()],
+            &BTreeSet::new(),
         );
         assert_eq!(managed.len(), 2);
         assert!(!managed.contains_key("id-ops"));

@@ -1263,3 +1263,82 @@ async fn turning_a_provider_off_ends_its_sign_ins_and_another_issuer_is_another_
         "{changes:#?}"
     );
 }
+
+/// Where people may create or name groups at the provider, mapping by name must not hand out
+/// what a Warden group named alike holds: groups with an organization-wide grant and a
+/// project's approver group are neither joined nor left by name (an explicit table may name
+/// them); an ordinary custom group still is.
+#[tokio::test]
+async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    for g in ["platform-admins", "prod-approvers", "developers", "ops"] {
+        admin
+            .post("/api/v1/groups", json!({"name": g}))
+            .await
+            .assert_status(201);
+    }
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "platform-admins"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/projects", json!({"name": "prod"}))
+        .await
+        .assert_status(201);
+    admin
+        .put(
+            "/api/v1/projects/prod/approver-group",
+            json!({"group": "prod-approvers"}),
+        )
+        .await
+        .assert_status(200);
+    add_provider(&app, &admin, &op, json!({})).await;
+    // A member who made groups named like Warden's at the provider.
+    op.set_user(
+        "eve",
+        "eve@example.com",
+        &["Platform-Admins", "prod-approvers", "developers"],
+    )
+    .await;
+    let eve = app.client();
+    let r = sso_sign_in(&app, &eve, &op, "eve").await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(location(&r), "/");
+    let groups = groups_of(&admin, "eve@example.com").await;
+    assert!(groups.contains(&"developers".to_owned()), "{groups:?}");
+    assert!(
+        !groups.contains(&"platform-admins".to_owned()),
+        "{groups:?}"
+    );
+    assert!(!groups.contains(&"prod-approvers".to_owned()), "{groups:?}");
+    let me = eve.get("/api/v1/me").await.assert_status(200).json();
+    assert!(
+        me["org_permissions"]
+            .as_array()
+            .is_none_or(|p| !p.iter().any(|x| x == "user.write")),
+        "{me}"
+    );
+    eve.get("/api/v1/users").await.assert_status(403);
+    // What an administrator gave by hand to a guarded group stays through the next sign-in.
+    admin
+        .post(
+            "/api/v1/groups/prod-approvers/members",
+            json!({"user": "eve@example.com"}),
+        )
+        .await
+        .assert_status(201);
+    op.set_user("eve", "eve@example.com", &[]).await;
+    let again = app.client();
+    let r = sso_sign_in(&app, &again, &op, "eve").await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let groups = groups_of(&admin, "eve@example.com").await;
+    assert!(groups.contains(&"prod-approvers".to_owned()), "{groups:?}");
+    assert!(!groups.contains(&"developers".to_owned()), "{groups:?}");
+}
