@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tower_sessions::{Expiry, Session};
 
 use super::accounts as user_store;
+use crate::access::Principal;
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::bootstrap::ALL_USERS_GROUP;
 use crate::clock::Timestamp;
@@ -921,6 +922,14 @@ async fn callback(
     // the next sign-in through the provider would need no code of the account's at all).
     let uid = user_store::user_id(&user)?;
     let link_due = linked && crate::identity::mfa::is_enabled(&tx, uid).await?;
+    let mut handed_over = json!(null);
+    let user = if linked && !link_due {
+        let (u, ended) = hand_over(svc, &tx, &user, meta).await?;
+        handed_over = ended;
+        u
+    } else {
+        user
+    };
     if created || (linked && !link_due) {
         link_subject(&tx, &provider.id, &identity.subject, &user.id, now).await?;
     } else if !linked {
@@ -966,6 +975,7 @@ async fn callback(
                 "provider": provider.name,
                 "user_created": created,
                 "account_linked": linked,
+                "ended": handed_over,
             })),
         );
     }
@@ -1121,6 +1131,51 @@ pub(crate) async fn complete_link(
         svc.policy.bump();
     }
     Ok(Ok(changes))
+}
+
+/// Linking an existing account by its email, with no second factor of its own to prove the
+/// person at the provider is the one who used it, hands the account to the provider: whoever
+/// else could sign in to it keeps nothing. Someone who made the account before its owner came
+/// (a user manager, with a password they chose and a key they minted) would otherwise hold
+/// every right later given to that person. In `tx`: the local password is removed (the
+/// provider vouches from now on), every session ends, and every API key and kubeconfig is
+/// revoked (each audited). Returns the account as it is now and what ended, for the
+/// `sign_in.account` event.
+async fn hand_over<C: ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    user: &users::Model,
+    meta: &RequestMeta,
+) -> DomainResult<(users::Model, serde_json::Value)> {
+    let uid = user_store::user_id(user)?;
+    let had_password = user.password_hash.is_some();
+    let mut user = user.clone();
+    if had_password || user.must_change_password {
+        let mut a = user.clone().into_active_model();
+        a.password_hash = Set(None);
+        a.must_change_password = Set(false);
+        user = a.update(tx).await?;
+    }
+    crate::identity::sessions::delete_user_sessions(tx, uid).await?;
+    // The new session is made from this row: with the session generation that just moved on.
+    let user = users::Entity::find_by_id(user.id.clone())
+        .one(tx)
+        .await?
+        .ok_or_else(|| DomainError::Internal("the linked user is missing".into()))?;
+    let me = Principal {
+        user_id: uid,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        session_type: SessionType::Browser,
+        must_change_password: false,
+        must_enrol_mfa: false,
+        second_factor_at: None,
+        request: meta.clone(),
+        api_key: None,
+    };
+    crate::identity::users::revoke_credentials_in(svc, tx, &me, &user).await?;
+    let ended = json!({"local_password": had_password, "sessions": true, "api_keys": true, "kubeconfigs": true});
+    Ok((user, ended))
 }
 
 /// Link the provider's `subject` to the Warden user, signed in through it now.

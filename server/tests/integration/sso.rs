@@ -859,6 +859,7 @@ async fn local_passwords_can_be_limited_to_break_glass_administrators() {
     let op = OidcProvider::start().await;
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     let bob_before = app.user_client(&admin, "bob@example.com").await;
+    let _carol = app.user_client(&admin, "carol@example.com").await;
     let restrict = json!({"local_sign_in": "break_glass_only", "break_glass_users": [ADMIN_EMAIL]});
 
     // Never a lockout: not without an enabled identity provider.
@@ -959,15 +960,20 @@ async fn local_passwords_can_be_limited_to_break_glass_administrators() {
     assert_eq!(refusal["actor"], "bob@example.com", "{refusal}");
     audit(&admin, "action=settings.update", 1).await;
 
-    // Back to everyone: bob's password works again.
+    // Back to everyone: carol's password works again. Bob's account went to the provider
+    // when it was linked by its email, its password with it.
     admin
         .patch("/api/v1/settings", json!({"local_sign_in": "everyone"}))
         .await
         .assert_status(200);
     app.client()
-        .login("bob@example.com", USER_PASSWORD)
+        .login("carol@example.com", USER_PASSWORD)
         .await
         .assert_status(200);
+    app.client()
+        .login("bob@example.com", USER_PASSWORD)
+        .await
+        .assert_status(401);
 }
 
 #[tokio::test]
@@ -1341,4 +1347,84 @@ async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
     let groups = groups_of(&admin, "eve@example.com").await;
     assert!(groups.contains(&"prod-approvers".to_owned()), "{groups:?}");
     assert!(!groups.contains(&"developers".to_owned()), "{groups:?}");
+}
+
+/// Linking an existing account by its email (no second factor of its own) hands it to the
+/// provider: someone who made it before its owner came (a user manager, with a password they
+/// chose and a key they minted) keeps no way in.
+#[tokio::test]
+async fn linking_by_email_ends_the_accounts_local_password_sessions_and_keys() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    let mallory = crate::auth::delegate(
+        &app,
+        &admin,
+        "mallory@example.com",
+        "USER_MANAGER",
+        &["user.read", "user.write"],
+    )
+    .await;
+    // Mallory makes Jane's account before Jane starts, signs in to it and mints a key.
+    mallory
+        .post(
+            "/api/v1/users",
+            json!({"email": "jane@example.com", "name": "Jane", "password": "mallory knows this one"}),
+        )
+        .await
+        .assert_status(201);
+    let as_jane = app.client();
+    as_jane
+        .login("jane@example.com", "mallory knows this one")
+        .await
+        .assert_status(200);
+    as_jane
+        .post(
+            "/api/v1/me/password",
+            json!({"current_password": "mallory knows this one", "new_password": "mallory's second choice"}),
+        )
+        .await
+        .assert_status(204);
+    let as_jane = app.client();
+    as_jane
+        .login("jane@example.com", "mallory's second choice")
+        .await
+        .assert_status(200);
+    let key = as_jane
+        .create_api_key(json!({"name": "later", "expires_in_days": 365}))
+        .await;
+    as_jane
+        .get_bearer("/api/v1/me", &key)
+        .await
+        .assert_status(200);
+    add_provider(&app, &admin, &op, json!({"link_existing_users": true})).await;
+    // Jane's first sign-in through the provider links the account.
+    op.set_user("jane-idp", "jane@example.com", &[]).await;
+    let jane = app.client();
+    let r = sso_sign_in(&app, &jane, &op, "jane-idp").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    jane.get("/api/v1/me").await.assert_status(200);
+    // Mallory's ways in are gone.
+    as_jane.get("/api/v1/me").await.assert_status(401);
+    as_jane
+        .get_bearer("/api/v1/me", &key)
+        .await
+        .assert_status(401);
+    app.client()
+        .login("jane@example.com", "mallory's second choice")
+        .await
+        .assert_status(401);
+    let linked = audit(&admin, "action=sign_in.account&actor=jane@example.com", 1).await;
+    assert_eq!(linked[0]["details"]["account_linked"], true, "{linked:#?}");
+    assert_eq!(
+        linked[0]["details"]["ended"]["local_password"], true,
+        "{linked:#?}"
+    );
+    // Her next sign-in through the provider is an ordinary one.
+    let again = app.client();
+    let r = sso_sign_in(&app, &again, &op, "jane-idp").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    again.get("/api/v1/me").await.assert_status(200);
 }
