@@ -352,8 +352,11 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
         config.audit.journal_sync,
     )
     .with_context(|| format!("cannot open the audit journal {}", journal_dir.display()))?;
+    let retained_after = warden_domain::audit::retention::cutoff_now(&services)
+        .await
+        .context("cannot read the audit retention setting")?;
     journal
-        .recover(&db)
+        .recover(&db, retained_after)
         .await
         .context("cannot restore the events of the audit journal")?;
     crate::replicas::cas::share(

@@ -566,7 +566,16 @@ impl AuditJournal {
     /// Store in the chain every event the previous run journaled and the database does not
     /// have (an unfinished request with [`END_NOT_RECORDED`]), then delete its segments.
     /// Returns how many events were restored.
-    pub async fn recover(&self, db: &DatabaseConnection) -> DomainResult<usize> {
+    ///
+    /// Records from before `retained_after` (ms; retention's cutoff now, when the organization
+    /// keeps events for a limited time) are not restored: retention deleted them, or would at
+    /// once. A segment the last run never filled can hold events long since stored and
+    /// deleted by retention, which must not come back.
+    pub async fn recover(
+        &self,
+        db: &DatabaseConnection,
+        retained_after: Option<i64>,
+    ) -> DomainResult<usize> {
         let old = self.leftovers.lock().map(|l| l.clone()).unwrap_or_default();
         let mut order: Vec<String> = Vec::new();
         let mut found: HashMap<String, (bool, Stored)> = HashMap::new();
@@ -611,6 +620,7 @@ impl AuditJournal {
             present.extend(ids);
         }
         let mut restored = 0usize;
+        let mut expired = 0usize;
         let tx = super::begin_change(db).await?;
         for id in order.iter().filter(|id| !present.contains(*id)) {
             let Some((ended, s)) = found.remove(id) else {
@@ -620,6 +630,10 @@ impl AuditJournal {
                 tracing::warn!(event.id = %id, "an audit journal record cannot be read back: skipped");
                 continue;
             };
+            if retained_after.is_some_and(|cutoff| at.millis() < cutoff) {
+                expired += 1;
+                continue;
+            }
             if !ended {
                 if ev.reason.is_none() {
                     ev.reason = Some(END_NOT_RECORDED.into());
@@ -637,6 +651,12 @@ impl AuditJournal {
         }
         if let Ok(mut l) = self.leftovers.lock() {
             l.clear();
+        }
+        if expired > 0 {
+            tracing::info!(
+                events = expired,
+                "audit journal records older than the retention period were not restored"
+            );
         }
         if restored > 0 {
             tracing::warn!(

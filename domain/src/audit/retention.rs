@@ -157,6 +157,16 @@ pub async fn run(svc: &Services) -> DomainResult<Option<RetentionRun>> {
 
 /// Apply the organization's retention now: `None` when retention is off or nothing is old
 /// enough. Runs that delete rows are audited (`audit.retention`).
+/// The time (ms) before which retention deletes events now, if the organization keeps them
+/// for a limited time: the setting, never below the deployment's floor.
+pub async fn cutoff_now(svc: &Services) -> DomainResult<Option<i64>> {
+    let Some(days) = crate::settings::load(&svc.db).await?.audit_retention_days else {
+        return Ok(None);
+    };
+    let days = days.max(svc.retention.min_days());
+    Ok(Some(svc.clock.now().millis() - i64::from(days) * DAY_MS))
+}
+
 #[tracing::instrument(skip_all)]
 pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<RetentionRun>> {
     let Some(days) = crate::settings::load(&svc.db).await?.audit_retention_days else {

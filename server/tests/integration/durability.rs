@@ -322,6 +322,70 @@ async fn the_journal_is_replayed_once_and_a_torn_tail_is_dropped() {
     ));
 }
 
+/// A journal segment the last run never filled can hold events long since stored and then
+/// deleted by retention: the restart must not bring them back. What retention keeps is still
+/// restored.
+#[tokio::test]
+async fn journal_replay_does_not_bring_back_what_retention_deleted() {
+    use warden_domain::audit::journal::AuditJournal;
+    use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_database_url(dir.path()).await;
+    let data = dir.path().join("data");
+    let event = |action: &str| {
+        AuditEvent::new(
+            AuditKind::KubeApi,
+            Actor::Anonymous {
+                claimed: "replay".into(),
+            },
+            SessionType::Cli,
+            action,
+            Outcome::Allowed,
+        )
+        .status(200)
+    };
+    let (first, admin) = TestApp::spawn_on_data_dir(&db, &data)
+        .await
+        .with_admin()
+        .await;
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 30}))
+        .await
+        .assert_status(200);
+    let now = first.services().clock.now();
+    let mut first = first;
+    first.keep_database();
+    drop(admin);
+    drop(first);
+
+    let (deleted, recent) = (event("kube.get"), event("kube.list"));
+    let journal_dir = data.join("audit-journal");
+    let journal = AuditJournal::open(&journal_dir).expect("journal");
+    journal.end(
+        &deleted,
+        warden_domain::clock::Timestamp(now.millis() - 40 * 86_400_000),
+    );
+    let ticket = journal.end(&recent, now);
+    journal.wait(ticket).await.expect("durable");
+    drop(journal);
+
+    let app = TestApp::spawn_on_data_dir(&db, &data).await;
+    let count = |id: String| {
+        let conn = app.services().db.clone();
+        async move {
+            conn.query_all_raw(Statement::from_string(
+                conn.get_database_backend(),
+                format!("SELECT id FROM audit_events WHERE id = '{id}'"),
+            ))
+            .await
+            .expect("rows")
+            .len()
+        }
+    };
+    assert_eq!(count(deleted.id.to_string()).await, 0, "brought back");
+    assert_eq!(count(recent.id.to_string()).await, 1, "not restored");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Restarts under load: the agent killed and started again, Warden stopped (SIGTERM) and killed
 // (SIGKILL) and started again, while clients keep sending requests through the gateway.
