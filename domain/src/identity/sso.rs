@@ -51,10 +51,19 @@ const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// How far in the future an ID token's `iat` may be (clock skew).
 const MAX_IAT_SKEW_SECS: i64 = 300;
 pub const ORIGIN_SSO: &str = crate::dto::UserOrigin::Sso.as_str();
-/// `amr` values (RFC 8176) that say a second factor was used: multiple factors or channels,
-/// one-time passwords, proof of possession of a hardware or software key, SMS or telephone
-/// confirmation, a smart card. A biometric or a PIN alone is not taken as a second factor.
-pub const SECOND_FACTOR_AMR: [&str; 8] = ["mfa", "mca", "otp", "hwk", "swk", "sms", "tel", "sc"];
+/// `amr` values (RFC 8176) that say several factors were used, on their own.
+pub const MULTI_FACTOR_AMR: [&str; 2] = ["mfa", "mca"];
+/// `amr` values (RFC 8176) of something one has: a one-time password, proof of possession of a
+/// hardware or software key, SMS or telephone confirmation, a smart card. One of them counts
+/// as a second factor only beside something one knows or is ([`FIRST_FACTOR_AMR`]): a
+/// passwordless sign-in with an SMS code, a mailed one-time code or a bare security key is
+/// one factor.
+pub const POSSESSION_AMR: [&str; 6] = ["otp", "hwk", "swk", "sms", "tel", "sc"];
+/// `amr` values of something one knows or is: a password, a PIN, a biometric, user presence
+/// verified by the authenticator.
+pub const FIRST_FACTOR_AMR: [&str; 12] = [
+    "pwd", "pin", "kba", "fpt", "face", "iris", "retina", "vbm", "geo", "user", "wia", "pop",
+];
 
 /// How a single sign-on ended.
 #[derive(Debug)]
@@ -65,10 +74,15 @@ pub enum SsoSignIn {
     MfaRequired,
 }
 
-/// Whether an ID token's `amr` values say a second factor was used.
+/// Whether an ID token's `amr` values say a second factor was used: `mfa`/`mca`, or something
+/// one has beside something one knows or is.
 pub fn amr_has_second_factor<S: AsRef<str>>(amr: &[S]) -> bool {
-    amr.iter()
-        .any(|a| SECOND_FACTOR_AMR.contains(&a.as_ref().to_ascii_lowercase().as_str()))
+    let amr: Vec<String> = amr
+        .iter()
+        .map(|a| a.as_ref().to_ascii_lowercase())
+        .collect();
+    let any = |set: &[&str]| amr.iter().any(|a| set.contains(&a.as_str()));
+    any(&MULTI_FACTOR_AMR) || (any(&POSSESSION_AMR) && any(&FIRST_FACTOR_AMR))
 }
 
 /// Claims beyond the standard ones (groups, or an email under another name), by name.
@@ -1448,7 +1462,13 @@ mod tests {
     fn amr_second_factors() {
         assert!(amr_has_second_factor(&["pwd", "otp"]));
         assert!(amr_has_second_factor(&["MFA"]));
-        assert!(amr_has_second_factor(&["hwk"]));
+        assert!(amr_has_second_factor(&["hwk", "user"]));
+        assert!(amr_has_second_factor(&["pin", "sc"]));
+        // One factor: a passwordless sign-in with a code or a bare key.
+        assert!(!amr_has_second_factor(&["hwk"]));
+        assert!(!amr_has_second_factor(&["otp"]));
+        assert!(!amr_has_second_factor(&["sms"]));
+        assert!(!amr_has_second_factor(&["otp", "sms"]));
         assert!(!amr_has_second_factor(&["pwd"]));
         assert!(!amr_has_second_factor(&["pwd", "fpt"]));
         assert!(!amr_has_second_factor::<&str>(&[]));

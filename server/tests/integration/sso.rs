@@ -1059,6 +1059,13 @@ async fn a_provider_trusted_for_mfa_vouches_for_the_second_factor_and_otherwise_
     assert_eq!(location(&r), "/", "{}", r.body);
     let r = uma.get("/api/v1/projects").await.assert_status(403);
     assert_eq!(r.error_code(), "mfa_enrolment_required");
+    // A passwordless sign-in at the provider with a code alone is one factor.
+    op.set_user_amr("vic", "vic@example.com", &["sms"]).await;
+    let vic = app.client();
+    let r = sso_sign_in(&app, &vic, &op, "vic").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let r = vic.get("/api/v1/projects").await.assert_status(403);
+    assert_eq!(r.error_code(), "mfa_enrolment_required");
 }
 
 /// With the email read from another claim (`email_claim: preferred_username`, which on some
