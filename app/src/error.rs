@@ -106,7 +106,7 @@ impl From<warden_domain::DomainError> for AppError {
                 AppError::Forbidden
             }
             D::Invalid { fields } => AppError::Invalid { fields },
-            D::Unauthenticated => AppError::Unauthenticated,
+            D::Unauthenticated | D::ProviderSignInRequired => AppError::Unauthenticated,
             D::PasswordChangeRequired => AppError::PasswordChangeRequired,
             D::StepUpRequired => AppError::StepUpRequired,
             D::Db(e) => {

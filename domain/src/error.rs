@@ -27,6 +27,10 @@ pub enum DomainError {
     /// with a fresh code first ([`crate::identity::mfa::STEP_UP_MESSAGE`]).
     #[error("a fresh second factor is required")]
     StepUpRequired,
+    /// The caller signs in through an identity provider that has not vouched for them for
+    /// longer than the deployment allows credentials used without a session to go on.
+    #[error("a sign-in through the identity provider is due")]
+    ProviderSignInRequired,
     #[error(transparent)]
     Db(#[from] sea_orm::DbErr),
     #[error("internal error: {0}")]

@@ -39,6 +39,11 @@ pub struct Config {
     /// The SIEM stream (`WARDEN_SIEM_*`).
     pub siem: crate::siem::SiemConfig,
     pub audit: AuditConfig,
+    /// How long a provider's word about one of its users (that they exist, their groups) holds
+    /// for credentials used without a console session, API keys and kubeconfigs
+    /// (`WARDEN_SSO_REVALIDATE_HOURS`, default 168): past it, a sign-in through the provider
+    /// is due.
+    pub sso_revalidate: std::time::Duration,
     /// Several replicas on one PostgreSQL (`WARDEN_REPLICA_*`; unused on SQLite).
     pub replicas: crate::replicas::ReplicaConfig,
 }
@@ -649,7 +654,14 @@ impl Config {
                 epoch_recheck: ms("WARDEN_REPLICA_EPOCH_RECHECK_MS", "5000")?,
             }
         };
+        let sso_revalidate_hours: u64 = l.parse_in(
+            "WARDEN_SSO_REVALIDATE_HOURS",
+            "168",
+            1..=8760,
+            "a number of hours",
+        )?;
         let config = Config {
+            sso_revalidate: std::time::Duration::from_secs(sso_revalidate_hours * 3600),
             replicas,
             siem,
             audit: AuditConfig {

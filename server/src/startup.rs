@@ -296,6 +296,7 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
     services
         .sso
         .set_sealer(warden_domain::secrets::Sealer::new(&at_rest));
+    services.sso.set_revalidate(config.sso_revalidate);
     config.at_rest_key = Some(at_rest);
     if let Some(key) = checkpoint_key(&config, true)? {
         services.retention.set_key(key);

@@ -720,6 +720,12 @@ pub async fn principal_from_api_key(
     if user.status != user_store::STATUS_ACTIVE {
         return Err(DomainError::Unauthenticated);
     }
+    if crate::identity::sso::vouched_until(svc, &svc.db, &user.id)
+        .await?
+        .is_some_and(|until| now.millis() >= until)
+    {
+        return Err(DomainError::ProviderSignInRequired);
+    }
     if k.last_used_at
         .map(|t| now.millis() - t >= TOUCH_INTERVAL_SECS * 1000)
         .unwrap_or(true)

@@ -65,6 +65,31 @@ pub const FIRST_FACTOR_AMR: [&str; 12] = [
     "pwd", "pin", "kba", "fpt", "face", "iris", "retina", "vbm", "geo", "user", "wia", "pop",
 ];
 
+/// How long, by default, a provider's word about one of its users holds for credentials used
+/// without a console session (`WARDEN_SSO_REVALIDATE_HOURS`).
+pub const DEFAULT_REVALIDATE_HOURS: i64 = 168;
+
+/// Until when (ms) an API key or a kubeconfig of `user_id` may be used, as far as the identity
+/// providers linked to them go: a provider vouches for its user (that the account still
+/// exists there, and its groups, which Warden replaces) only at a sign-in through it, so a
+/// credential used without a session must not outlive that word for long. Someone removed
+/// from a group, or from the provider, who never signs in through it again would otherwise
+/// keep the group's rights through a year-long key. `None`: the user is linked to no provider.
+pub async fn vouched_until<C: ConnectionTrait>(
+    svc: &Services,
+    db: &C,
+    user_id: &str,
+) -> DomainResult<Option<i64>> {
+    let last = user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|l| l.last_login_at.unwrap_or(l.created_at))
+        .max();
+    Ok(last.map(|t| t + svc.sso.revalidate_ms()))
+}
+
 /// How a single sign-on ended.
 #[derive(Debug)]
 pub enum SsoSignIn {
@@ -139,6 +164,8 @@ struct CachedMetadata {
 #[derive(Default)]
 pub struct SsoHooks {
     sealer: OnceLock<Sealer>,
+    /// How long a provider's word about a user holds for API keys and kubeconfigs (ms).
+    revalidate_ms: OnceLock<i64>,
     http: OnceLock<reqwest::Client>,
     metadata: Mutex<HashMap<String, CachedMetadata>>,
 }
@@ -146,6 +173,18 @@ pub struct SsoHooks {
 impl SsoHooks {
     pub fn set_sealer(&self, sealer: Sealer) {
         let _ = self.sealer.set(sealer);
+    }
+
+    /// Set at start-up (`WARDEN_SSO_REVALIDATE_HOURS`).
+    pub fn set_revalidate(&self, d: Duration) {
+        let _ = self.revalidate_ms.set(d.as_millis() as i64);
+    }
+
+    fn revalidate_ms(&self) -> i64 {
+        self.revalidate_ms
+            .get()
+            .copied()
+            .unwrap_or(DEFAULT_REVALIDATE_HOURS * 3_600_000)
     }
 
     pub(crate) fn sealer(&self) -> Option<&Sealer> {

@@ -84,6 +84,11 @@ impl From<DomainError> for ApiError {
             },
             DomainError::Unauthenticated => ApiError::unauthenticated(),
             DomainError::PasswordChangeRequired => ApiError::password_change_required(),
+            DomainError::ProviderSignInRequired => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "provider_sign_in_required",
+                "your identity provider has not vouched for you recently: sign in to the Warden console through it, then retry",
+            ),
             DomainError::StepUpRequired => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "step_up_required",

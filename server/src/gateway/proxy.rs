@@ -1025,6 +1025,22 @@ async fn admit(
         }
         credential_expires_at = credential.expires_at;
         read_only = credential.read_only;
+        // Not past the identity provider's word about its user (their groups among it).
+        match warden_domain::identity::sso::vouched_until(&gw.services, db, &user.id).await {
+            Ok(Some(until)) if now.millis() >= until => {
+                return Err(of(Refusal::deny(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "your identity provider has not vouched for you recently: sign in to the Warden console at {} through it, then retry",
+                        gw.services.public_url
+                    ),
+                )
+                .because("the last sign-in through the identity provider is too old")));
+            }
+            Ok(Some(until)) => credential_expires_at = credential_expires_at.min(until),
+            Ok(None) => {}
+            Err(e) => return Err(of(unavailable("check your credential", &e))),
+        }
     }
     let cluster = match kc::kube_cluster(db, cluster_name).await {
         Ok(Some(c)) => c,

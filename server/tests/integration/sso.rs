@@ -1435,3 +1435,94 @@ async fn linking_by_email_ends_the_accounts_local_password_sessions_and_keys() {
     assert_eq!(location(&r), "/", "{}", r.body);
     again.get("/api/v1/me").await.assert_status(200);
 }
+
+/// A provider vouches for its user (that they still exist there, and their groups) only at a
+/// sign-in through it: an API key or a kubeconfig of someone linked to a provider stops when
+/// that word is older than `WARDEN_SSO_REVALIDATE_HOURS`, so someone the provider dropped, or
+/// took out of a group, who never signs in through it again does not keep the group's rights.
+/// A sign-in through the provider brings them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_does_not_outlive_the_providers_word_about_its_owner() {
+    use warden_server::gateway::testkit::Kubectl;
+    use warden_server::gateway::transport::{DirectCredential, DirectEndpoint};
+    let op = OidcProvider::start().await;
+    let mut env = master_key_env();
+    env.insert("WARDEN_SSO_REVALIDATE_HOURS".into(), "1".into());
+    let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
+    admin
+        .post("/api/v1/groups", json!({"name": "developers"}))
+        .await
+        .assert_status(201);
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "developers"}, "role": "PROJECT_READ_ONLY", "project": "dev"}),
+        )
+        .await
+        .assert_status(201);
+    let sim = kubesim::KubeSim::start().await.expect("kubesim");
+    app.import_direct_cluster(
+        "dev-1",
+        "dev",
+        &[],
+        DirectEndpoint {
+            url: sim.url().to_owned(),
+            ca_pem: sim.ca_pem().to_owned(),
+            credential: DirectCredential::Bearer(sim.admin_token().to_owned()),
+        },
+    )
+    .await;
+    add_provider(&app, &admin, &op, json!({})).await;
+    op.set_user("dev1", "dev1@example.com", &["developers"])
+        .await;
+    let dev1 = app.client();
+    let r = sso_sign_in(&app, &dev1, &op, "dev1").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let key = dev1
+        .create_api_key(json!({"name": "ci", "expires_in_days": 30}))
+        .await;
+    let kubeconfig = dev1
+        .get_bearer("/api/v1/kubeconfig", &key)
+        .await
+        .assert_status(200)
+        .body;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&dir.path().join("dev1"), &kubeconfig);
+    k.run(&["get", "pods", "-A"]).await.expect_ok();
+    dev1.get_bearer("/api/v1/projects", &key)
+        .await
+        .assert_status(200);
+
+    // The provider drops them from the group; they never sign in through it again.
+    op.set_user("dev1", "dev1@example.com", &[]).await;
+    app.clock.advance_secs(3_700);
+    let r = dev1.get_bearer("/api/v1/projects", &key).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.error_code(), "provider_sign_in_required");
+    let out = k.run(&["get", "pods", "-A"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("identity provider"), "{}", out.stderr);
+
+    // A sign-in through the provider: its word is fresh, and it says no group.
+    let again = app.client();
+    let r = sso_sign_in(&app, &again, &op, "dev1").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    again
+        .get_bearer("/api/v1/me", &key)
+        .await
+        .assert_status(200);
+    let out = k.run(&["get", "pods", "-A"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    let admin = app.client();
+    admin
+        .login(ADMIN_EMAIL, ADMIN_NEW_PASSWORD)
+        .await
+        .assert_status(200);
+    assert!(!groups_of(&admin, "dev1@example.com")
+        .await
+        .contains(&"developers".to_owned()));
+}
