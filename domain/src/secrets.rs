@@ -114,8 +114,8 @@ impl Sealer {
         text.starts_with(SEALED_PREFIX)
     }
 
-    /// Seal `plain` for `purpose` (e.g. the file name).
-    pub fn seal(&self, purpose: &str, plain: &[u8]) -> String {
+    /// The nonce, then `plain` encrypted for `purpose` with its tag.
+    fn seal_raw(&self, purpose: &str, plain: &[u8]) -> Vec<u8> {
         use ring::aead;
         let mut nonce = [0u8; aead::NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -127,32 +127,44 @@ impl Sealer {
                 &mut buf,
             )
             .expect("AES-GCM seals any length we store");
-        let mut out = nonce.to_vec();
+        let mut out = Vec::with_capacity(nonce.len() + buf.len());
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&buf);
+        out
+    }
+
+    /// What [`Sealer::seal_raw`] sealed for `purpose`.
+    fn open_raw(&self, purpose: &str, raw: &[u8]) -> Result<Vec<u8>, SealError> {
+        use ring::aead;
+        if raw.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
+            return Err(SealError::Undecryptable);
+        }
+        let (nonce, ct) = raw.split_at(aead::NONCE_LEN);
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Undecryptable)?;
+        let mut buf = ct.to_vec();
+        let n = self
+            .key
+            .open_in_place(nonce, aead::Aad::from(purpose.as_bytes()), &mut buf)
+            .map_err(|_| SealError::Undecryptable)?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Seal `plain` for `purpose` (e.g. the file name).
+    pub fn seal(&self, purpose: &str, plain: &[u8]) -> String {
         format!(
             "{SEALED_PREFIX}{}",
-            base64::engine::general_purpose::STANDARD.encode(out)
+            base64::engine::general_purpose::STANDARD.encode(self.seal_raw(purpose, plain))
         )
     }
 
     /// Seal `plain` for `purpose` as bytes (for blobs such as terminal recordings, where
     /// base64 would add a third): `warden-sealed:b1:`, the nonce, the ciphertext and its tag.
     pub fn seal_bytes(&self, purpose: &str, plain: &[u8]) -> Vec<u8> {
-        use ring::aead;
-        let mut nonce = [0u8; aead::NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut buf = plain.to_vec();
-        self.key
-            .seal_in_place_append_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(purpose.as_bytes()),
-                &mut buf,
-            )
-            .expect("AES-GCM seals any length we store");
-        let mut out = Vec::with_capacity(SEALED_BYTES_PREFIX.len() + nonce.len() + buf.len());
-        out.extend_from_slice(SEALED_BYTES_PREFIX);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&buf);
+        let mut out = SEALED_BYTES_PREFIX.to_vec();
+        out.extend(self.seal_raw(purpose, plain));
         out
     }
 
@@ -163,29 +175,14 @@ impl Sealer {
 
     /// Open bytes sealed for `purpose` by [`Sealer::seal_bytes`].
     pub fn open_bytes(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
-        use ring::aead;
         let raw = sealed
             .strip_prefix(SEALED_BYTES_PREFIX)
             .ok_or(SealError::NotSealed)?;
-        if raw.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
-            return Err(SealError::Undecryptable);
-        }
-        let (nonce, ct) = raw.split_at(aead::NONCE_LEN);
-        let nonce =
-            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Undecryptable)?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, aead::Aad::from(purpose.as_bytes()), &mut buf)
-            .map_err(|_| SealError::Undecryptable)?;
-        let n = plain.len();
-        buf.truncate(n);
-        Ok(buf)
+        self.open_raw(purpose, raw)
     }
 
     /// Open a value sealed for `purpose`.
     pub fn open(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
-        use ring::aead;
         let body = sealed
             .trim()
             .strip_prefix(SEALED_PREFIX)
@@ -193,18 +190,7 @@ impl Sealer {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(body)
             .map_err(|_| SealError::Undecryptable)?;
-        if raw.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
-            return Err(SealError::Undecryptable);
-        }
-        let (nonce, ct) = raw.split_at(aead::NONCE_LEN);
-        let nonce =
-            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Undecryptable)?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, aead::Aad::from(purpose.as_bytes()), &mut buf)
-            .map_err(|_| SealError::Undecryptable)?;
-        Ok(plain.to_vec())
+        self.open_raw(purpose, &raw)
     }
 }
 

@@ -237,25 +237,15 @@ async fn a_sigkill_under_load_loses_no_answered_request() {
 #[tokio::test]
 async fn the_journal_is_replayed_once_and_a_torn_tail_is_dropped() {
     use warden_domain::audit::journal::{AuditJournal, END_NOT_RECORDED};
-    use warden_domain::audit::{
-        verify_chain, Actor, AuditEvent, AuditKind, ChainStatus, Outcome, SessionType,
-    };
+    use warden_domain::audit::{verify_chain, ChainStatus};
     let dir = tempfile::tempdir().expect("tempdir");
     let db = fresh_database_url(dir.path()).await;
     let data = dir.path().join("data");
-    let event = |action: &str| {
-        AuditEvent::new(
-            AuditKind::KubeApi,
-            Actor::Anonymous {
-                claimed: "replay".into(),
-            },
-            SessionType::Cli,
-            action,
-            Outcome::Allowed,
-        )
-        .status(200)
-    };
-    let (stored, started, finished) = (event("kube.get"), event("kube.watch"), event("kube.list"));
+    let (stored, started, finished) = (
+        journaled("kube.get"),
+        journaled("kube.watch"),
+        journaled("kube.list"),
+    );
     let mut first = TestApp::spawn_on_data_dir(&db, &data).await;
     first
         .services()
@@ -322,28 +312,30 @@ async fn the_journal_is_replayed_once_and_a_torn_tail_is_dropped() {
     ));
 }
 
+/// A gateway event as the journal keeps it (an anonymous, allowed `action`).
+fn journaled(action: &str) -> warden_domain::audit::AuditEvent {
+    use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
+    AuditEvent::new(
+        AuditKind::KubeApi,
+        Actor::Anonymous {
+            claimed: "replay".into(),
+        },
+        SessionType::Cli,
+        action,
+        Outcome::Allowed,
+    )
+    .status(200)
+}
+
 /// A journal segment the last run never filled can hold events long since stored and then
 /// deleted by retention: the restart must not bring them back. What retention keeps is still
 /// restored.
 #[tokio::test]
 async fn journal_replay_does_not_bring_back_what_retention_deleted() {
     use warden_domain::audit::journal::AuditJournal;
-    use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
     let dir = tempfile::tempdir().expect("tempdir");
     let db = fresh_database_url(dir.path()).await;
     let data = dir.path().join("data");
-    let event = |action: &str| {
-        AuditEvent::new(
-            AuditKind::KubeApi,
-            Actor::Anonymous {
-                claimed: "replay".into(),
-            },
-            SessionType::Cli,
-            action,
-            Outcome::Allowed,
-        )
-        .status(200)
-    };
     let (first, admin) = TestApp::spawn_on_data_dir(&db, &data)
         .await
         .with_admin()
@@ -358,7 +350,7 @@ async fn journal_replay_does_not_bring_back_what_retention_deleted() {
     drop(admin);
     drop(first);
 
-    let (deleted, recent) = (event("kube.get"), event("kube.list"));
+    let (deleted, recent) = (journaled("kube.get"), journaled("kube.list"));
     let journal_dir = data.join("audit-journal");
     let journal = AuditJournal::open(&journal_dir).expect("journal");
     journal.end(

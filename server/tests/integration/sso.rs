@@ -276,14 +276,9 @@ async fn groups_of(admin: &Client, email: &str) -> Vec<String> {
     g
 }
 
-#[tokio::test]
-async fn sso_sign_in_provisions_the_user_with_mapped_groups_and_resyncs_them_at_every_sign_in() {
-    let op = OidcProvider::start().await;
-    let (app, admin) = TestApp::spawn_with(master_key_env())
-        .await
-        .with_admin()
-        .await;
-    for g in ["developers", "ops"] {
+/// Groups `developers` (PROJECT_READ_ONLY on a new project `dev`) and `others` (no grant).
+async fn developers_read_dev(admin: &Client, others: &[&str]) {
+    for g in std::iter::once(&"developers").chain(others) {
         admin
             .post("/api/v1/groups", json!({"name": g}))
             .await
@@ -300,6 +295,16 @@ async fn sso_sign_in_provisions_the_user_with_mapped_groups_and_resyncs_them_at_
         )
         .await
         .assert_status(201);
+}
+
+#[tokio::test]
+async fn sso_sign_in_provisions_the_user_with_mapped_groups_and_resyncs_them_at_every_sign_in() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    developers_read_dev(&admin, &["ops"]).await;
     let client_id = add_provider(&app, &admin, &op, json!({})).await;
 
     // The client secret is write-only and sealed at rest.
@@ -1449,21 +1454,7 @@ async fn a_key_does_not_outlive_the_providers_word_about_its_owner() {
     let mut env = master_key_env();
     env.insert("WARDEN_SSO_REVALIDATE_HOURS".into(), "1".into());
     let (app, admin) = TestApp::spawn_with(env).await.with_admin().await;
-    admin
-        .post("/api/v1/groups", json!({"name": "developers"}))
-        .await
-        .assert_status(201);
-    admin
-        .post("/api/v1/projects", json!({"name": "dev"}))
-        .await
-        .assert_status(201);
-    admin
-        .post(
-            "/api/v1/bindings",
-            json!({"subject": {"kind": "group", "name": "developers"}, "role": "PROJECT_READ_ONLY", "project": "dev"}),
-        )
-        .await
-        .assert_status(201);
+    developers_read_dev(&admin, &[]).await;
     let sim = kubesim::KubeSim::start().await.expect("kubesim");
     app.import_direct_cluster(
         "dev-1",
