@@ -77,6 +77,8 @@ pub fn derive_key(master_key: &Secret, purpose: &[u8]) -> [u8; 32] {
 #[derive(Clone)]
 pub struct Sealer {
     key: std::sync::Arc<ring::aead::LessSafeKey>,
+    /// Keys [`Sealer::mac`]: derived from the same master key for another purpose.
+    mac_key: ring::hmac::Key,
 }
 
 /// Why a sealed value cannot be opened.
@@ -104,9 +106,21 @@ impl Sealer {
         let bytes = derive_key(master_key, b"secrets at rest");
         let key =
             aead::UnboundKey::new(&aead::AES_256_GCM, &bytes).expect("32 bytes is an AES-256 key");
+        let mac = derive_key(master_key, b"macs at rest");
         Self {
             key: std::sync::Arc::new(aead::LessSafeKey::new(key)),
+            mac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &mac),
         }
+    }
+
+    /// HMAC-SHA256 of `data` for `purpose`, in hex: a digest of a low-entropy secret (a
+    /// recovery code) that a copy of the database alone cannot test guesses against.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> String {
+        let mut ctx = ring::hmac::Context::with_key(&self.mac_key);
+        ctx.update(purpose.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(data);
+        hex::encode(ctx.sign().as_ref())
     }
 
     /// Whether `text` is a sealed value.

@@ -23,7 +23,7 @@ use crate::entities::{mfa_recovery_codes, user_mfa};
 use crate::error::{DomainError, DomainResult};
 use crate::ids::{TokenId, UserId};
 use crate::permissions::Permission;
-use crate::secrets::{random_token, sha256_hex, Sealer};
+use crate::secrets::{sha256_hex, Sealer};
 use crate::Services;
 
 /// The session key of a sign-in waiting for its second factor.
@@ -244,20 +244,36 @@ fn normalise_recovery(code: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The characters of recovery codes: no 0/o, 1/l/i.
+const RECOVERY_SET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+/// Characters in a recovery code: 16 drawn uniformly from 31, about 79 bits.
+const RECOVERY_LEN: usize = 16;
+
 fn new_recovery_code() -> String {
-    // 10 characters from an unambiguous set, shown as xxxxx-xxxxx.
-    const SET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let raw = random_token(16);
-    let chars: Vec<char> = raw
-        .bytes()
-        .take(10)
-        .map(|b| SET[b as usize % SET.len()] as char)
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    let chars: Vec<char> = (0..RECOVERY_LEN)
+        .map(|_| RECOVERY_SET[rng.gen_range(0..RECOVERY_SET.len())] as char)
         .collect();
-    format!(
-        "{}-{}",
-        chars[..5].iter().collect::<String>(),
-        chars[5..].iter().collect::<String>()
-    )
+    // Shown as xxxx-xxxx-xxxx-xxxx.
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// How a recovery code is stored: an HMAC keyed by the master key, bound to its user, so a
+/// copy of the database alone cannot test guesses (without a sealer, as before: SHA-256).
+fn recovery_hash(svc: &Services, user_id: &str, code: &str) -> String {
+    let normalised = normalise_recovery(code);
+    match svc.sso.sealer() {
+        Some(s) => s.mac(
+            &format!("mfa recovery code of {user_id}"),
+            normalised.as_bytes(),
+        ),
+        None => sha256_hex(normalised.as_bytes()),
+    }
 }
 
 pub async fn status(svc: &Services, who: &Principal) -> DomainResult<MfaStatus> {
@@ -359,7 +375,7 @@ pub async fn confirm_enrolment(
         mfa_recovery_codes::ActiveModel::from(mfa_recovery_codes::Model {
             id: TokenId::new().to_string(),
             user_id: uid.clone(),
-            code_hash: sha256_hex(normalise_recovery(c).as_bytes()),
+            code_hash: recovery_hash(svc, &uid, c),
             used_at: None,
             created_at: now.millis(),
         })
@@ -485,16 +501,18 @@ pub(crate) async fn check_second_factor(
             .await?;
         return Ok((r.rows_affected == 1).then_some(SecondFactor::Totp));
     }
+    // Codes given out before they were keyed are stored as SHA-256.
+    let hashes = [
+        recovery_hash(svc, &uid, code),
+        sha256_hex(normalise_recovery(code).as_bytes()),
+    ];
     let r = mfa_recovery_codes::Entity::update_many()
         .col_expr(
             mfa_recovery_codes::Column::UsedAt,
             Expr::value(now.millis()),
         )
         .filter(mfa_recovery_codes::Column::UserId.eq(uid))
-        .filter(
-            mfa_recovery_codes::Column::CodeHash
-                .eq(sha256_hex(normalise_recovery(code).as_bytes())),
-        )
+        .filter(mfa_recovery_codes::Column::CodeHash.is_in(hashes))
         .filter(mfa_recovery_codes::Column::UsedAt.is_null())
         .exec(&svc.db)
         .await?;
@@ -513,9 +531,30 @@ mod tests {
     }
 
     #[test]
+    fn recovery_codes_are_long_and_drawn_uniformly() {
+        let mut counts = std::collections::HashMap::<char, usize>::new();
+        let n = 20_000;
+        for _ in 0..n {
+            let code = new_recovery_code();
+            assert_eq!(code.len(), RECOVERY_LEN + 3, "{code}");
+            let plain = normalise_recovery(&code);
+            assert_eq!(plain.len(), RECOVERY_LEN);
+            for c in plain.chars() {
+                *counts.entry(c).or_default() += 1;
+            }
+        }
+        assert_eq!(counts.len(), RECOVERY_SET.len(), "every character appears");
+        let expected = (n * RECOVERY_LEN) as f64 / RECOVERY_SET.len() as f64;
+        for (c, k) in counts {
+            let off = (k as f64 - expected).abs() / expected;
+            assert!(off < 0.05, "{c}: {k} against {expected}");
+        }
+    }
+
+    #[test]
     fn recovery_codes_are_normalised_before_hashing() {
         let c = new_recovery_code();
-        assert_eq!(c.len(), 11);
+        assert_eq!(c.len(), 19);
         assert_eq!(
             normalise_recovery(&c.to_uppercase()),
             normalise_recovery(&c)

@@ -138,6 +138,25 @@ async fn totp_enrolment_sign_in_replay_window_and_recovery_codes() {
         .unwrap();
     let stored: String = row.try_get("", "secret").unwrap();
     assert!(stored.starts_with("warden-sealed:v1:") && !stored.contains(&secret));
+    // Recovery codes are long, and stored keyed: a copy of the database alone cannot test
+    // guesses against them (no plain SHA-256 of any code is there).
+    let hashes: Vec<String> = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT code_hash FROM mfa_recovery_codes".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("", "code_hash").unwrap())
+        .collect();
+    assert_eq!(hashes.len(), 10);
+    for code in &recovery {
+        let plain: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        assert_eq!(plain.len(), 16, "{code}");
+        let unkeyed = warden_domain::secrets::sha256_hex(plain.to_ascii_lowercase().as_bytes());
+        assert!(!hashes.contains(&unkeyed), "{code}");
+    }
 
     // The confirmation's code cannot sign in again (replay), the next step's can.
     let c = password_step(&app).await;
