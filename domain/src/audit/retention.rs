@@ -155,26 +155,31 @@ pub async fn run(svc: &Services) -> DomainResult<Option<RetentionRun>> {
     run_batched(svc, DEFAULT_BATCH).await
 }
 
-/// Apply the organization's retention now: `None` when retention is off or nothing is old
-/// enough. Runs that delete rows are audited (`audit.retention`).
-/// The time (ms) before which retention deletes events now, if the organization keeps them
-/// for a limited time: the setting, never below the deployment's floor.
-pub async fn cutoff_now(svc: &Services) -> DomainResult<Option<i64>> {
-    let Some(days) = crate::settings::load(&svc.db).await?.audit_retention_days else {
-        return Ok(None);
-    };
-    let days = days.max(svc.retention.min_days());
-    Ok(Some(svc.clock.now().millis() - i64::from(days) * DAY_MS))
+/// How many days events are kept, if the organization keeps them for a limited time: whatever
+/// the stored setting says (it may have been written around the console), never less than the
+/// deployment's floor.
+async fn retention_days(svc: &Services) -> DomainResult<Option<i32>> {
+    Ok(crate::settings::load(&svc.db)
+        .await?
+        .audit_retention_days
+        .map(|days| days.max(svc.retention.min_days())))
 }
 
+/// The time (ms) before which retention deletes events now, if the organization keeps them
+/// for a limited time.
+pub async fn cutoff_now(svc: &Services) -> DomainResult<Option<i64>> {
+    Ok(retention_days(svc)
+        .await?
+        .map(|days| svc.clock.now().millis() - i64::from(days) * DAY_MS))
+}
+
+/// Apply the organization's retention now: `None` when retention is off or nothing is old
+/// enough. Runs that delete rows are audited (`audit.retention`).
 #[tracing::instrument(skip_all)]
 pub async fn run_batched(svc: &Services, batch: u64) -> DomainResult<Option<RetentionRun>> {
-    let Some(days) = crate::settings::load(&svc.db).await?.audit_retention_days else {
+    let Some(days) = retention_days(svc).await? else {
         return Ok(None);
     };
-    // Whatever the stored setting says (it may have been written around the console), never
-    // less than the deployment's floor.
-    let days = days.max(svc.retention.min_days());
     let key = svc.retention.key().ok_or_else(|| {
         DomainError::Internal("no audit checkpoint key was set at start-up".into())
     })?;
