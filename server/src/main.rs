@@ -81,7 +81,9 @@ enum AuditCommand {
     /// Walk the audit log's hash chain; exit non-zero naming the first row that was changed or deleted.
     Verify,
     /// Fill the audit log with realistic generated events (for measuring it at scale), chained
-    /// like real ones: `warden audit verify` passes afterwards.
+    /// like real ones: `warden audit verify` passes afterwards. Refuses an organization in use
+    /// (users besides the bootstrap administrator, or clusters) unless --force; the log records
+    /// which rows were generated.
     Generate {
         /// How many events.
         #[arg(long)]
@@ -92,6 +94,9 @@ enum AuditCommand {
         /// The seed of the generated content (same seed, same events).
         #[arg(long, default_value_t = 0x5741_5244_454e)]
         seed: u64,
+        /// Generate into a database whose organization is in use.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -122,8 +127,14 @@ async fn main() -> ExitCode {
             command: AuditCommand::Verify,
         } => audit_verify(config).await,
         Command::Audit {
-            command: AuditCommand::Generate { events, days, seed },
-        } => audit_generate(config, events, days, seed).await,
+            command:
+                AuditCommand::Generate {
+                    events,
+                    days,
+                    seed,
+                    force,
+                },
+        } => audit_generate(config, events, days, seed, force).await,
         Command::Admin {
             command: AdminCommand::ResetPassword { email },
         } => reset_password(config, &email).await,
@@ -364,10 +375,17 @@ async fn audit_generate(
     events: u64,
     days: u32,
     seed: u64,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
-    use warden_domain::audit::generate::{generate, GenerateOptions};
+    use warden_domain::audit::generate::{
+        generate, record_run, refuse_organization_in_use, GenerateOptions,
+    };
     let db = startup::connect(&config).await?;
     startup::migrate(&db).await?;
+    if let Err(e) = refuse_organization_in_use(&db, force).await {
+        eprintln!("warden: {e}");
+        return Ok(ExitCode::from(1));
+    }
     let opts = GenerateOptions {
         events,
         days,
@@ -383,6 +401,8 @@ async fn audit_generate(
         }
     })
     .await?;
+    let finished = warden_domain::clock::Timestamp::from_offset(time::OffsetDateTime::now_utc());
+    record_run(&db, &done, finished, "warden audit generate").await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "generated {} audit events (seq {} to {}) over {days} days in {secs:.1} s ({:.0} events/s)",

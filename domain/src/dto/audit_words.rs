@@ -221,6 +221,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "delete audit events older than the retention period",
         ),
         "audit.export" => ("export the audit log", "export the audit log"),
+        "audit.generated" => (
+            "generate synthetic audit events",
+            "generate synthetic audit events",
+        ),
         "recording.replay" => (
             "replay terminal recording {name}",
             "replay a terminal recording",
@@ -559,6 +563,7 @@ mod tests {
         "access_request.break_glass",
         "audit.retention",
         "audit.export",
+        "audit.generated",
         "recording.replay",
         "audit.tampered",
         "siem.dropped",

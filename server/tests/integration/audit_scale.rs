@@ -31,6 +31,14 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("generated 1500 audit events"));
+    // The log says which rows were generated.
+    let said = sql_strings(
+        &app.services().db,
+        "SELECT reason FROM audit_events WHERE action = 'audit.generated'",
+    )
+    .await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("1500 synthetic events"), "{said:?}");
     // And through the domain, several transactions of several multi-row INSERTs each.
     let now = app.clock.now();
     let done = generate(
@@ -50,7 +58,7 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     assert_eq!(done.last_seq - done.first_seq + 1, 2_500);
     assert_eq!(
         sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await,
-        before + 4_000
+        before + 4_001
     );
     // Realistic: every kind, many actors, clusters and namespaces, refusals, statuses, over
     // the whole range.
@@ -90,7 +98,7 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     let ChainStatus::Intact { rows } = verify_chain(&app.services().db).await.unwrap() else {
         panic!("the chain should be intact after generating and appending");
     };
-    assert!(rows as i64 >= before + 4_001);
+    assert!(rows as i64 >= before + 4_002);
 
     // A generated row edited afterwards is named.
     let victim = done.first_seq + 1_234;
@@ -105,6 +113,36 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("seq={victim}")), "{err}");
+}
+
+/// Generated events are backdated and look like real ones: among what real people did they
+/// would be forged history. The command refuses an organization in use unless told.
+#[tokio::test]
+async fn audit_generate_refuses_an_organization_in_use() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    app.user_client(&admin, "someone@example.com").await;
+    let before = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
+    let out = warden(&app.database_url, &["audit", "generate", "--events", "50"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use") && err.contains("--force"), "{err}");
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await,
+        before
+    );
+    let out = warden(
+        &app.database_url,
+        &["audit", "generate", "--events", "50", "--force"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await,
+        before + 51
+    );
 }
 
 struct Row {
