@@ -2549,6 +2549,10 @@ fn top(map: &std::collections::HashMap<String, u64>) -> serde_json::Value {
 impl RefusalSampler {
     pub const WINDOW_MS: i64 = 60_000;
     pub const PER_WINDOW: u32 = 50;
+    /// Distinct actions counted in the totals (metric series); the rest count as `other`.
+    pub const MAX_ACTIONS: usize = 256;
+    /// Open windows at once (actions, and actions per person).
+    pub const MAX_WINDOWS: usize = 20_000;
 
     /// Whether a refusal is sampled: a denied event with an anonymous actor, or a person's
     /// refused Kubernetes request.
@@ -2571,7 +2575,12 @@ impl RefusalSampler {
         };
         if person.is_none() {
             if let Ok(mut t) = self.total.lock() {
-                *t.entry(ev.action.clone()).or_default() += 1;
+                let key = if t.len() < Self::MAX_ACTIONS || t.contains_key(&ev.action) {
+                    ev.action.clone()
+                } else {
+                    "other".to_owned()
+                };
+                *t.entry(key).or_default() += 1;
             }
         }
         let mut out = Vec::new();
@@ -2579,10 +2588,16 @@ impl RefusalSampler {
             out.push(ev);
             return out;
         };
-        let key = match person {
+        let mut key = match person {
             Some(id) => format!("{}\u{1f}{id}", ev.action),
             None => ev.action.clone(),
         };
+        // Whatever a client makes vary, the windows stay bounded: past the cap, new keys
+        // share one window (sampled together, summarised as "other").
+        let folded = windows.len() >= Self::MAX_WINDOWS && !windows.contains_key(&key);
+        if folded {
+            key = "\u{1f}other".to_owned();
+        }
         let w = windows.entry(key).or_default();
         if now.millis() - w.start >= Self::WINDOW_MS {
             out.extend(Self::summary(w, now));
@@ -2592,8 +2607,13 @@ impl RefusalSampler {
             };
         }
         if w.action.is_empty() {
-            w.action = ev.action.clone();
-            w.actor = person.map(|_| ev.actor.clone());
+            if folded {
+                // Many actions and people: the summary names none of them.
+                w.action = "refusal".to_owned();
+            } else {
+                w.action = ev.action.clone();
+                w.actor = person.map(|_| ev.actor.clone());
+            }
         }
         if w.written < Self::PER_WINDOW {
             w.written += 1;
@@ -2677,6 +2697,51 @@ impl RefusalSampler {
                 "reasons": top(&w.reasons),
             })),
         )
+    }
+}
+
+#[cfg(test)]
+mod sampler_tests {
+    use super::*;
+
+    /// Actions a client makes up (a new HTTP method each request) neither grow the sampler
+    /// without bound nor escape sampling.
+    #[test]
+    fn made_up_actions_keep_the_sampler_bounded_and_sampled() {
+        let s = RefusalSampler::default();
+        let now = Timestamp(1_000_000);
+        let mut written = 0;
+        let n = RefusalSampler::MAX_WINDOWS + 5_000;
+        for i in 0..n {
+            let ev = AuditEvent::new(
+                AuditKind::KubeApi,
+                Actor::Anonymous {
+                    claimed: "no client certificate".into(),
+                },
+                SessionType::Cli,
+                format!("kube.made-up-{i}"),
+                Outcome::Denied,
+            );
+            written += s.admit(ev, now).len();
+        }
+        assert!(s.windows.lock().unwrap().len() <= RefusalSampler::MAX_WINDOWS + 1);
+        assert!(s.total.lock().unwrap().len() <= RefusalSampler::MAX_ACTIONS + 1);
+        assert_eq!(
+            s.total.lock().unwrap().values().sum::<u64>(),
+            n as u64,
+            "every refusal is counted"
+        );
+        // Past the cap, the rest share one window: at most its first few are written.
+        assert_eq!(
+            written,
+            RefusalSampler::MAX_WINDOWS + RefusalSampler::PER_WINDOW as usize
+        );
+        let summaries = s.due(Timestamp(now.millis() + RefusalSampler::WINDOW_MS));
+        let other = summaries
+            .iter()
+            .find(|e| e.action == "refusal.sampled")
+            .expect("the folded window is summarised");
+        assert!(other.reason.as_deref().unwrap().starts_with("4950 more"));
     }
 }
 

@@ -74,6 +74,10 @@ impl Class {
             "/sfn/change_password",
             // Three password hashes a call: the REST twin of the console's change.
             "/api/v1/me/password",
+            // Codes checked (each a database write and an audit event when wrong).
+            "/sfn/step_up",
+            "/sfn/confirm_totp_enrolment",
+            "/api/v1/me/mfa/totp/confirm",
         ];
         if path.starts_with("/api/v1/auth/") || SIGN_IN.contains(&path) {
             Some(Class::SignIn)
@@ -327,6 +331,17 @@ impl RateLimits {
     }
 }
 
+/// Every `X-Forwarded-For` line, in order, as one list: a proxy may add a line of its own
+/// rather than extend the client's, and the hop it adds is then on the last line, not the
+/// first. A line that is not text makes the whole list unbelievable (`None`: the peer counts).
+pub fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<String> {
+    let mut lines = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        lines.push(v.to_str().ok()?);
+    }
+    (!lines.is_empty()).then(|| lines.join(","))
+}
+
 /// Middleware: name the client's address for every request (behind a trusted proxy, the one
 /// it forwards: every audit event records it), and apply the limit of the request's class.
 pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -334,11 +349,8 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let source = state.rate_limits.source(peer, forwarded);
+    let forwarded = forwarded_for(req.headers());
+    let source = state.rate_limits.source(peer, forwarded.as_deref());
     req.extensions_mut()
         .insert(warden_domain::audit::ClientIp(source));
     let Some(class) = Class::of(req.uri().path()) else {
@@ -392,6 +404,15 @@ mod tests {
         );
         assert_eq!(Class::of("/sfn/login"), Some(Class::SignIn));
         assert_eq!(Class::of("/api/v1/me/password"), Some(Class::SignIn));
+        // Second-factor codes, whichever door they come through.
+        for p in [
+            "/sfn/step_up",
+            "/sfn/confirm_totp_enrolment",
+            "/api/v1/me/mfa/totp/confirm",
+            "/api/v1/auth/step-up",
+        ] {
+            assert_eq!(Class::of(p), Some(Class::SignIn), "{p}");
+        }
         assert_eq!(Class::of("/agent/v1/connect"), Some(Class::Agent));
         assert_eq!(Class::of("/api/v1/projects"), None);
         assert_eq!(Class::of("/sfn/me"), None);
@@ -438,5 +459,32 @@ mod tests {
         assert_eq!(l.source(Some(pod), Some("203.0.113.7, 10.42.1.1")), client);
         let outside: IpAddr = "10.43.0.1".parse().unwrap();
         assert_eq!(l.source(Some(outside), Some("203.0.113.7")), outside);
+    }
+
+    /// A proxy that adds its own header line (HAProxy's `option forwardfor`) rather than
+    /// extending the client's: the client's line comes first and is not what counts.
+    #[test]
+    fn every_forwarded_for_line_is_read_in_order() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let proxy: IpAddr = "10.1.1.1".parse().unwrap();
+        let l = RateLimits::new(&RateLimitConfig {
+            trusted_proxies: vec![proxy.into()],
+            ..Default::default()
+        });
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.77"));
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        let joined = forwarded_for(&h);
+        assert_eq!(
+            l.source(Some(proxy), joined.as_deref()),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(forwarded_for(&HeaderMap::new()), None);
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff203.0.113.8").unwrap(),
+        );
+        assert_eq!(forwarded_for(&h), None);
+        assert_eq!(l.source(Some(proxy), forwarded_for(&h).as_deref()), proxy);
     }
 }

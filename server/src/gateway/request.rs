@@ -198,8 +198,21 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> KubeRequest {
         .filter(|s| !s.is_empty())
         .map(|s| decode(s, false))
         .collect();
+    // The apiserver's verb for a non-resource path is the method in lower case; a method of
+    // the client's invention is "unknown" (the verb names audit actions and metric series:
+    // a closed set).
     let non_resource = || KubeRequest {
-        verb: method.as_str().to_ascii_lowercase(),
+        verb: match *method {
+            Method::GET => "get",
+            Method::HEAD => "head",
+            Method::POST => "post",
+            Method::PUT => "put",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            Method::OPTIONS => "options",
+            _ => "unknown",
+        }
+        .to_owned(),
         ..Default::default()
     };
     let (group, version, mut rest) = match segs.first().map(String::as_str) {
@@ -296,6 +309,21 @@ mod tests {
         assert!(!all("/api/v1/namespaces", None));
         assert!(!all("/api/v1/namespaces/apple/pods", None));
         assert!(!all("/apis/example.com/v1/widgets", None));
+    }
+
+    /// A non-resource path's verb is the method in lower case, from a closed set: a method of
+    /// the client's invention does not become an audit action or a metric series of its own.
+    #[test]
+    fn a_made_up_method_is_an_unknown_verb() {
+        let verb = |m: &str, path: &str| {
+            parse(&Method::from_bytes(m.as_bytes()).unwrap(), path, None).verb
+        };
+        assert_eq!(verb("GET", "/version"), "get");
+        assert_eq!(verb("POST", "/apis"), "post");
+        assert_eq!(verb("HEAD", "/healthz"), "head");
+        assert_eq!(verb("AAAA0001", "/x"), "unknown");
+        assert_eq!(verb("AAAA0002", "/api"), "unknown");
+        assert_eq!(verb("AAAA0003", "/api/v1/pods"), "unknown");
     }
 
     /// The apiserver's table (`Convert_Slice_string_To_bool`, first value wins): a watch asked

@@ -116,6 +116,7 @@ const LONG_WITH_VALUE: &[&str] = &[
     "labels",
     "limit-bytes",
     "limits",
+    "log-flush-frequency",
     "max-log-requests",
     "name",
     "namespace",
@@ -361,20 +362,24 @@ pub fn check(args: &[String]) -> Result<Checked, Refused> {
             "which kubectl subcommand? type help for those available".into(),
         ));
     };
+    // A flag this filter does not know to take a value is read as a switch, so its value
+    // counts as a positional word here while kubectl reads the word after it as the
+    // subcommand's own subcommand: the refused ones are looked for among every positional
+    // word, not only the first.
+    let any = |words: &[&str]| positional.iter().any(|p| words.contains(p));
     let second = positional.first().copied();
-    match (subcommand.as_str(), second) {
-        ("auth", Some("can-i" | "whoami")) => {}
-        ("auth", _) => {
+    match subcommand.as_str() {
+        "auth" if !matches!(second, Some("can-i" | "whoami")) || any(&["reconcile"]) => {
             return Err(Refused(
                 "only kubectl auth can-i and auth whoami are available in the web shell".into(),
             ))
         }
-        ("cluster-info", Some("dump")) => {
+        "cluster-info" if any(&["dump"]) => {
             return Err(Refused(
                 "kubectl cluster-info dump writes files on Warden's server".into(),
             ))
         }
-        ("apply", Some("edit-last-applied")) => {
+        "apply" if any(&["edit-last-applied"]) => {
             return Err(Refused(
                 "kubectl apply edit-last-applied starts an editor on Warden's server".into(),
             ))
@@ -766,6 +771,25 @@ mod tests {
         }
         // A value after an unknown long flag is read as the subcommand: refused, not run.
         refused("--some-new-flag x get pods");
+        // A flag's value cannot hide the subcommand's own subcommand from the filter: the
+        // global --log-flush-frequency takes one, and so may any flag it does not know.
+        for (line, word) in [
+            (
+                "apply --log-flush-frequency 5s edit-last-applied deploy/web",
+                "editor",
+            ),
+            (
+                "apply --prune-allowlist core/v1/Pod edit-last-applied deploy/web",
+                "editor",
+            ),
+            ("cluster-info --log-flush-frequency 5s dump", "files"),
+            ("cluster-info --something x dump", "files"),
+            ("auth --log-flush-frequency can-i reconcile -f -", "can-i"),
+            ("auth --something can-i reconcile -f -", "can-i"),
+        ] {
+            let why = refused(line);
+            assert!(why.contains(word), "{line}: {why}");
+        }
     }
 
     #[test]

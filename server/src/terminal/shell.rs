@@ -515,8 +515,16 @@ impl ShellTask {
             Ok(w) => w,
             Err(why) => {
                 self.typeahead = rest;
-                let shown: String = line.chars().take(200).collect();
-                return self.refuse(&why.0, json!({"line": shown})).await;
+                // Recorded as the words it seems to hold, masked as an accepted line's are
+                // (a secret typed into a line with a stray quote stays out of the log).
+                let seen: Vec<String> = line
+                    .split_whitespace()
+                    .take(64)
+                    .map(|w| w.chars().take(200).collect())
+                    .collect();
+                return self
+                    .refuse(&why.0, json!({"argv": argv::for_audit(&seen)}))
+                    .await;
             }
         };
         if words.first().map(String::as_str) != Some("kubectl") {
@@ -591,6 +599,10 @@ impl ShellTask {
             // argument filter would not see).
             ("KUBECTL_KUBERC".to_owned(), "false".to_owned()),
             ("KUBERC".to_owned(), "off".to_owned()),
+            // Should a line ever get an editor started past the filter, it is no editor.
+            ("KUBE_EDITOR".to_owned(), "/bin/false".to_owned()),
+            ("EDITOR".to_owned(), "/bin/false".to_owned()),
+            ("VISUAL".to_owned(), "/bin/false".to_owned()),
         ];
         let ruleset = match self.confinement.as_ref().map(Confinement::ruleset) {
             Some(Ok(fd)) => fd,

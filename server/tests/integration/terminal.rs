@@ -567,6 +567,11 @@ fn refused_lines(data_dir: &std::path::Path) -> Vec<String> {
         "kubectl diff -f -",
         "kubectl cluster-info dump",
         "kubectl auth reconcile -f -",
+        // A flag's value hiding the subcommand's own subcommand from the filter.
+        "kubectl apply --log-flush-frequency 5s edit-last-applied pod/box",
+        "kubectl cluster-info --log-flush-frequency 5s dump",
+        // A secret in a line with a stray quote: refused, and kept out of the log.
+        "kubectl create secret generic db --from-literal=password=s3cr3t-typed 'oops",
         // Another identity or target.
         "kubectl get pods --token=abc",
         "kubectl get pods --as=admin",
@@ -676,6 +681,12 @@ async fn kubectl_shell_runs_kubectl_through_the_gateway_and_refuses_the_rest() {
         && e["details"]["argv"] == json!(["get", "pods", "-n", "apple"])));
     let denied = commands.iter().filter(|e| e["outcome"] == "denied").count();
     assert_eq!(denied, lines.len(), "{commands:#?}");
+    assert!(
+        !serde_json::to_string(&term)
+            .unwrap()
+            .contains("s3cr3t-typed"),
+        "a secret typed into a refused line is not recorded"
+    );
     assert!(commands
         .iter()
         .filter(|e| e["outcome"] == "denied")
