@@ -9,7 +9,7 @@
 //!
 //! The receiving replica does not re-run the gate; it verifies a signed, short-lived assertion
 //! from a peer instead: a TCP connection to `WARDEN_REPLICA_ADDR` starts with one line
-//! `WARDEN-TUNNEL/2 <cluster id> <origin replica> <target replica> <unix ms> <nonce> <hmac>`,
+//! `WARDEN-TUNNEL/3 <cluster id> <origin replica> <target replica> <unix ms> <nonce> <hmac>`,
 //! where the HMAC-SHA256 key is derived with HKDF from `WARDEN_MASTER_KEY` (purpose `replica
 //! internal channel`), so only a process holding the master key can ask. The hello names the
 //! replica it is for, which must be the receiver: each replica remembers the nonces it saw, so
@@ -21,15 +21,18 @@
 //! refusal). Accepted, the answer is `OK` and the
 //! connection is spliced onto a new stream of the local tunnel.
 //!
-//! The channel is authenticated, not encrypted: run replicas on a private network (or a mesh
-//! that encrypts pod-to-pod traffic).
+//! All of it runs inside mutually authenticated TLS 1.3 ([`super::tls`]): both ends prove
+//! they hold the master key in the handshake, and what follows is encrypted and
+//! integrity-protected, so nobody on the network between replicas reads the bearer tokens
+//! and exec streams crossing it or injects requests into an open stream. A peer that fails
+//! the handshake is refused and audited like a bad hello.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use warden_domain::ids::ClusterId;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use warden_domain::secrets::Secret;
@@ -37,7 +40,7 @@ use warden_domain::Services;
 
 use crate::tunnel::ClusterConnections;
 
-const PROTOCOL: &str = "WARDEN-TUNNEL/2";
+const PROTOCOL: &str = "WARDEN-TUNNEL/3";
 /// How far a hello's timestamp may be from the receiver's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(30);
 /// The longest hello line accepted.
@@ -48,9 +51,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// unauthenticated flood of the port holds no more than this many sockets.
 const MAX_HELLOS: usize = 256;
 
-/// The key of the internal channel (HKDF of the master key).
+/// The keys of the internal channel (HKDF of the master key): the hello's HMAC key and the
+/// TLS identity.
 #[derive(Clone)]
-pub struct InternalKey(ring::hmac::Key);
+pub struct InternalKey(ring::hmac::Key, Arc<super::tls::ChannelTls>);
 
 impl std::fmt::Debug for InternalKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +65,17 @@ impl std::fmt::Debug for InternalKey {
 impl InternalKey {
     pub fn from_master(master_key: &Secret) -> Self {
         let bytes = warden_domain::secrets::derive_key(master_key, b"replica internal channel");
-        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+        let tls = super::tls::ChannelTls::from_master(master_key)
+            .expect("an Ed25519 key and certificate from 32 derived bytes");
+        Self(
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            Arc::new(tls),
+        )
+    }
+
+    /// The TLS configurations of both ends.
+    pub fn tls(&self) -> &super::tls::ChannelTls {
+        &self.1
     }
 
     fn sign(&self, h: &Hello<'_>) -> String {
@@ -116,7 +130,7 @@ pub fn hello(key: &InternalKey, h: &Hello<'_>) -> String {
 
 /// Read one `\n`-terminated line, byte by byte (nothing after it is consumed), at most
 /// [`MAX_LINE`] bytes.
-async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
+async fn read_line(s: &mut (impl AsyncRead + Unpin)) -> std::io::Result<String> {
     let mut line = Vec::with_capacity(128);
     loop {
         let b = s.read_u8().await?;
@@ -135,6 +149,27 @@ async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
+/// Open the channel's TLS to replica `addr` (both ends proving they hold the master key).
+pub async fn connect(
+    addr: &str,
+    key: &InternalKey,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let tcp = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to replica {addr} timed out"))?
+        .map_err(|e| format!("cannot connect to replica {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    tokio::time::timeout(
+        HELLO_TIMEOUT,
+        key.tls()
+            .connector()
+            .connect(super::tls::ChannelTls::server_name(), tcp),
+    )
+    .await
+    .map_err(|_| format!("replica {addr}: the TLS handshake timed out"))?
+    .map_err(|e| format!("replica {addr}: the TLS handshake failed: {e}"))
+}
+
 /// Open a stream to `cluster_id` through replica `target` at `addr`: an error says why not.
 pub async fn dial(
     addr: &str,
@@ -142,12 +177,8 @@ pub async fn dial(
     origin: &str,
     target: &str,
     cluster_id: ClusterId,
-) -> Result<TcpStream, String> {
-    let mut s = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("connecting to replica {addr} timed out"))?
-        .map_err(|e| format!("cannot connect to replica {addr}: {e}"))?;
-    let _ = s.set_nodelay(true);
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let mut s = connect(addr, key).await?;
     let nonce = warden_domain::secrets::random_token(16);
     let cluster = cluster_id.to_string();
     let line = hello(
@@ -162,6 +193,7 @@ pub async fn dial(
     );
     let answer = tokio::time::timeout(HELLO_TIMEOUT, async {
         s.write_all(line.as_bytes()).await?;
+        s.flush().await?;
         read_line(&mut s).await
     })
     .await
@@ -289,7 +321,7 @@ pub fn spawn_server(
 
 #[allow(clippy::too_many_arguments)]
 async fn serve_one(
-    mut sock: TcpStream,
+    tcp: TcpStream,
     peer: std::net::SocketAddr,
     key: Option<InternalKey>,
     me: &str,
@@ -298,7 +330,35 @@ async fn serve_one(
     conns: Weak<ClusterConnections>,
     place: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let _ = sock.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let Some(key) = key else {
+        let mut tcp = tcp;
+        refuse(
+            &mut tcp,
+            peer,
+            &services,
+            "this replica has no WARDEN_MASTER_KEY: the internal channel is closed",
+        )
+        .await;
+        return;
+    };
+    let mut sock = match tokio::time::timeout(HELLO_TIMEOUT, key.tls().acceptor().accept(tcp)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            audit_refusal(
+                    peer,
+                    &services,
+                    &format!("the peer failed the channel's TLS handshake (it does not hold the master key, or does not speak TLS): {e}"),
+                )
+                .await;
+            return;
+        }
+        Err(_) => {
+            audit_refusal(peer, &services, "no TLS handshake in time").await;
+            return;
+        }
+    };
     let line = match tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut sock)).await {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
@@ -316,7 +376,7 @@ async fn serve_one(
             return;
         }
     };
-    let checked = check(&line, key.as_ref(), me, seen, now_ms());
+    let checked = check(&line, Some(&key), me, seen, now_ms());
     drop(place);
     let (cluster_id, origin) = match checked {
         Ok(v) => v,
@@ -327,6 +387,7 @@ async fn serve_one(
     };
     let Some(tunnel) = conns.upgrade().and_then(|c| c.get_by_id(cluster_id)) else {
         let _ = sock.write_all(b"ERR not connected here\n").await;
+        let _ = sock.shutdown().await;
         return;
     };
     let mut stream = match tunnel.open_stream().await {
@@ -335,10 +396,11 @@ async fn serve_one(
             let _ = sock
                 .write_all(format!("ERR {}\n", e.to_string().replace('\n', " ")).as_bytes())
                 .await;
+            let _ = sock.shutdown().await;
             return;
         }
     };
-    if sock.write_all(b"OK\n").await.is_err() {
+    if sock.write_all(b"OK\n").await.is_err() || sock.flush().await.is_err() {
         return;
     }
     tracing::info!(cluster.id = %cluster_id, replica.origin = %origin, peer = %peer, "forwarding a stream from another replica");
@@ -346,14 +408,18 @@ async fn serve_one(
 }
 
 async fn refuse(
-    sock: &mut TcpStream,
+    sock: &mut (impl AsyncWrite + Unpin),
     peer: std::net::SocketAddr,
     services: &Weak<Services>,
     why: &str,
 ) {
-    tracing::warn!(peer = %peer, reason = %why, "refused a connection on the replicas' internal channel");
     let _ = sock.write_all(b"ERR refused\n").await;
     let _ = sock.shutdown().await;
+    audit_refusal(peer, services, why).await;
+}
+
+async fn audit_refusal(peer: std::net::SocketAddr, services: &Weak<Services>, why: &str) {
+    tracing::warn!(peer = %peer, reason = %why, "refused a connection on the replicas' internal channel");
     if let Some(svc) = services.upgrade() {
         // An unauthenticated caller: sampled like every such refusal (a flood of them is
         // counted, and summarised, rather than written row by row).

@@ -29,6 +29,7 @@ pub mod cas;
 pub mod forward;
 pub mod lease;
 pub mod streams;
+pub mod tls;
 
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};

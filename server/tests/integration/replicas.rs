@@ -533,6 +533,26 @@ async fn hello_answer(addr: &str, line: &str) -> String {
     answer.trim_end().to_owned()
 }
 
+/// The first line the replica at `addr` answers to `line`, sent inside the channel's TLS as
+/// a holder of `key` (empty: the handshake failed or nothing came back).
+async fn hello_answer_tls(
+    addr: &str,
+    key: &warden_server::replicas::forward::InternalKey,
+    line: &str,
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut s) = warden_server::replicas::forward::connect(addr, key).await else {
+        return String::new();
+    };
+    if s.write_all(line.as_bytes()).await.is_err() || s.flush().await.is_err() {
+        return String::new();
+    }
+    let mut answer = String::new();
+    let mut r = BufReader::new(s);
+    let _ = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut answer)).await;
+    answer.trim_end().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
     if !on_postgres() {
@@ -650,26 +670,44 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
         at_ms,
         nonce,
     };
-    let no_key = format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {internal}\r\n\r\n");
-    assert_eq!(hello_answer(&internal, &no_key).await, "ERR refused");
+    let http = format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {internal}\r\n\r\n");
+    // In the clear (someone on the network between replicas): answered by a TLS alert (0x15)
+    // or nothing, never by the channel.
+    let clear = hello_answer(&internal, &http).await;
+    assert!(clear.is_empty() || clear.starts_with('\u{15}'), "{clear:?}");
+    let valid = hello(&right, &to("replica-x", now, "2123456789abcdef0123"));
+    // Even a correctly signed hello, from a TLS client that does not hold the master key.
+    assert_eq!(hello_answer_tls(&internal, &wrong, &valid).await, "");
+    assert_eq!(
+        hello_answer_tls(&internal, &right, &http).await,
+        "ERR refused"
+    );
     let forged = hello(&wrong, &to("replica-x", now, "0123456789abcdef0123"));
-    assert_eq!(hello_answer(&internal, &forged).await, "ERR refused");
+    assert_eq!(
+        hello_answer_tls(&internal, &right, &forged).await,
+        "ERR refused"
+    );
     let old = hello(
         &right,
         &to("replica-x", now - 120_000, "1123456789abcdef0123"),
     );
-    assert_eq!(hello_answer(&internal, &old).await, "ERR refused");
+    assert_eq!(
+        hello_answer_tls(&internal, &right, &old).await,
+        "ERR refused"
+    );
     // Signed with the key, for another replica (captured on its way there): refused here.
     let for_z = hello(&right, &to("replica-z", now, "3123456789abcdef0123"));
-    assert_eq!(hello_answer(&internal, &for_z).await, "ERR refused");
-    let valid = hello(&right, &to("replica-x", now, "2123456789abcdef0123"));
     assert_eq!(
-        hello_answer(&internal, &valid).await,
+        hello_answer_tls(&internal, &right, &for_z).await,
+        "ERR refused"
+    );
+    assert_eq!(
+        hello_answer_tls(&internal, &right, &valid).await,
         "OK",
         "a correctly signed hello opens a stream"
     );
     assert_eq!(
-        hello_answer(&internal, &valid).await,
+        hello_answer_tls(&internal, &right, &valid).await,
         "ERR refused",
         "a replayed hello"
     );
@@ -680,13 +718,21 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
             "SELECT reason FROM audit_events WHERE action = 'replica.forward' AND outcome = 'denied' ORDER BY seq",
         )
         .await;
-        if reasons.len() >= 5 || start.elapsed() > Duration::from_secs(5) {
+        if reasons.len() >= 7 || start.elapsed() > Duration::from_secs(5) {
             break reasons;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 7, "{reasons:?}");
     // Each refusal says why (the events are written concurrently: in any order).
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("TLS handshake"))
+            .count(),
+        2,
+        "{reasons:?}"
+    );
     for why in [
         "malformed",
         "does not verify",
