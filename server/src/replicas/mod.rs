@@ -351,13 +351,24 @@ impl Replicas {
                 [timeout.into()],
             ))
             .await?;
-        self.db
+        let reaped = self
+            .db
             .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!("DELETE FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1"),
                 [timeout.into()],
             ))
-            .await?;
+            .await?
+            .rows_affected();
+        if reaped > 0 {
+            // A replica that died may have committed a change and died before announcing it
+            // (the announcement follows the commit): every replica checks again, this one too.
+            tracing::warn!(
+                replicas = reaped,
+                "a replica stopped answering; every replica checks authorization again"
+            );
+            announce_from_outside(&self.db).await?;
+        }
         self.clear_stale_streams(false).await?;
         let rows = self
             .db

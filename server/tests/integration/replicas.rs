@@ -1180,6 +1180,34 @@ async fn the_epoch_follows_notifications_and_the_safety_net_finds_missed_ones() 
         .try_get("", "value")
         .expect("value");
     assert_eq!(shared, 3, "the local change was published");
+    // A replica that died (silent past the timeout) may have committed a change it never
+    // announced: when it is removed, every replica checks again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = policy.epoch();
+    db.execute_unprepared(
+        "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ('died-before-announcing', NULL, 0, 0)",
+    )
+    .await
+    .expect("a dead replica's row");
+    let moved = {
+        let t = Instant::now();
+        loop {
+            if policy.epoch() != before {
+                break true;
+            }
+            if t.elapsed() > Duration::from_secs(15) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(moved, "removing a dead replica moves the epoch");
+    assert!(sql_strings(
+        db,
+        "SELECT id FROM replicas WHERE id = 'died-before-announcing'"
+    )
+    .await
+    .is_empty());
 }
 
 /// Sign-in rate limits are shared by the replicas: a source that spent its burst on one
