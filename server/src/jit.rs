@@ -75,6 +75,16 @@ pub fn webhook_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A `Retry-After` in seconds (the HTTP-date form is read as "a while": `None`).
+fn retry_after_secs(h: &reqwest::header::HeaderMap) -> Option<i64> {
+    h.get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<i64>()
+        .ok()
+}
+
 /// One pass over the outbox: post every due delivery once; a failure is scheduled again with
 /// backoff, or given up (and audited) after the last attempt. Returns how many were accepted.
 pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
@@ -90,7 +100,8 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
         if batch.is_empty() {
             return accepted;
         }
-        for d in batch {
+        let mut batch = batch.into_iter();
+        while let Some(d) = batch.next() {
             // A URL stored before the rule of what a webhook may be: checked again, not posted.
             let error = if let Some(why) =
                 warden_domain::admin::jit_settings::webhook_url_problem(&d.url)
@@ -101,6 +112,18 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
                 // The URL may carry a token: errors are stripped of it, and it is never logged.
                 match outcome {
                     Ok(r) if r.status().is_success() => None,
+                    Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                        // Slow down as asked: this delivery and the rest of the batch wait
+                        // (no attempt counted), and this pass ends.
+                        let wait = retry_after_secs(r.headers()).unwrap_or(30);
+                        tracing::debug!(wait, "the webhook receiver asked to slow down");
+                        for d in std::iter::once(d).chain(batch) {
+                            if let Err(e) = webhook_outbox::throttled(svc, &d, wait).await {
+                                tracing::warn!(error = %e, "could not reschedule a webhook delivery");
+                            }
+                        }
+                        return accepted;
+                    }
                     Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
                     Err(e) => Some(e.without_url().to_string()),
                 }

@@ -561,6 +561,10 @@ pub fn spawn_maintenance(state: &AppState) {
             if let Err(e) = swept {
                 tracing::warn!(error = %e, "could not sweep the sign-in counters");
             }
+            // Webhook deliveries done with (their payloads name people and reasons).
+            if let Err(e) = warden_domain::admin::webhook_outbox::purge(&services).await {
+                tracing::warn!(error = %e, "could not purge the webhook outbox");
+            }
         }
     });
     let services = state.services.clone();

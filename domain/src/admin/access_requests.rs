@@ -47,9 +47,23 @@ pub const MIN_DURATION_SECS: i64 = 60;
 #[derive(Default)]
 pub struct JitHooks {
     outbox: std::sync::Arc<tokio::sync::Notify>,
+    /// The receiver asked to slow down (HTTP 429) until then (ms, Warden's clock): nothing is
+    /// posted to it before.
+    receiver_busy_until: std::sync::atomic::AtomicI64,
 }
 
 impl JitHooks {
+    /// The receiver asked to be left alone until `until` (ms).
+    pub fn receiver_busy_until(&self, until: i64) {
+        self.receiver_busy_until
+            .fetch_max(until, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Whether the receiver asked to be left alone at `now` (ms).
+    pub fn receiver_busy(&self, now: i64) -> bool {
+        now < self
+            .receiver_busy_until
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
     /// A delivery was committed to the outbox: deliver it now rather than at the next tick.
     pub fn wake(&self) {
         self.outbox.notify_one();
@@ -313,6 +327,9 @@ async fn notify<C: sea_orm::ConnectionTrait>(
     text: String,
     dto: &AccessRequestDto,
 ) -> DomainResult<()> {
+    // Chat services read `<...>` as markup (`<!channel>`, `<https://x|a link's words>`) and
+    // `&` as the start of an entity: a requester's reason is shown as typed, never as markup.
+    let text = escape_markup(&text);
     super::webhook_outbox::enqueue(
         tx,
         svc,
@@ -321,6 +338,13 @@ async fn notify<C: sea_orm::ConnectionTrait>(
     )
     .await?;
     Ok(())
+}
+
+/// Slack's (and Mattermost's, Rocket.Chat's) escaping of message text.
+pub fn escape_markup(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn request_link(svc: &Services, id: &str) -> String {
@@ -470,6 +494,8 @@ async fn prepare(
 
 /// The most requests one person may have waiting at once.
 pub const MAX_PENDING_PER_PERSON: u64 = 10;
+/// Requests one person may make in an hour (cancelled and decided ones count).
+pub const MAX_REQUESTS_PER_HOUR: u64 = 30;
 
 pub async fn create(
     svc: &Services,
@@ -519,6 +545,23 @@ pub async fn create(
             "role",
             format!(
                 "you have {waiting} requests waiting for a decision, the most one person may have; cancel one or wait for the decisions"
+            ),
+        ));
+    }
+    // And few in an hour, cancelled ones included: each notifies the approvers (the webhook
+    // too), and a flood of them would bury the notifications that matter.
+    let lately = sea_orm::PaginatorTrait::count(
+        access_requests::Entity::find()
+            .filter(access_requests::Column::RequesterId.eq(who.user_id.to_string()))
+            .filter(access_requests::Column::CreatedAt.gt(now.millis() - 3_600_000)),
+        &svc.db,
+    )
+    .await?;
+    if lately >= MAX_REQUESTS_PER_HOUR {
+        return Err(DomainError::conflict(
+            "role",
+            format!(
+                "you made {lately} access requests in the last hour, the most one person may make; try again later"
             ),
         ));
     }

@@ -33,6 +33,22 @@ pub const MAX_BACKOFF_SECS: i64 = 3600;
 /// How long a claimed delivery is left to its worker before another may take it.
 pub const LEASE_SECS: i64 = 60;
 
+/// Attempts before giving up on a delivery of `event`. A break-glass alert is the one
+/// notification that must not be lost to a receiver that is down or swamped: it is tried for
+/// about fourteen hours (every hour after the first few), the others for about four minutes.
+pub fn max_attempts(event: &str) -> i32 {
+    if event == BREAK_GLASS {
+        24
+    } else {
+        MAX_ATTEMPTS
+    }
+}
+
+const BREAK_GLASS: &str = "access_request.break_glass";
+
+/// The longest wait a receiver's `Retry-After` is followed for (longer asks wait this much).
+pub const MAX_THROTTLE_SECS: i64 = 300;
+
 /// The wait before attempt `attempts + 1`, after `attempts` failures (1, 2, ...).
 pub fn backoff_secs(attempts: i32) -> i64 {
     let shift = (attempts.max(1) - 1).min(20) as u32;
@@ -95,9 +111,17 @@ impl std::fmt::Debug for Delivery {
 /// deliveries are dropped (there is nowhere to send them).
 pub async fn claim_due(svc: &Services, limit: u64) -> DomainResult<Vec<Delivery>> {
     let now = svc.clock.now().millis();
+    if svc.jit.receiver_busy(now) {
+        return Ok(vec![]);
+    }
+    // Break-glass alerts first: a flood of other notifications does not delay them.
     let rows = webhook_outbox::Entity::find()
         .filter(webhook_outbox::Column::Status.eq(PENDING))
         .filter(webhook_outbox::Column::NextAttemptAt.lte(now))
+        .order_by(
+            webhook_outbox::Column::Event.eq(BREAK_GLASS),
+            sea_orm::Order::Desc,
+        )
         .order_by_asc(webhook_outbox::Column::NextAttemptAt)
         .limit(limit)
         .all(&svc.db)
@@ -170,7 +194,7 @@ pub async fn failed(svc: &Services, d: &Delivery, error: &str) -> DomainResult<b
     let now = svc.clock.now();
     let attempts = d.attempts + 1;
     let error: String = error.chars().take(500).collect();
-    if attempts < MAX_ATTEMPTS {
+    if attempts < max_attempts(&d.event) {
         webhook_outbox::Entity::update_many()
             .col_expr(webhook_outbox::Column::Attempts, Expr::value(attempts))
             .col_expr(
@@ -225,6 +249,47 @@ pub async fn failed(svc: &Services, d: &Delivery, error: &str) -> DomainResult<b
     crate::audit::append(&tx, now, vec![ev]).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// The receiver asked to slow down (HTTP 429): try `d` again after `wait_secs` (its
+/// `Retry-After`, at most [`MAX_THROTTLE_SECS`]), without counting an attempt, and post
+/// nothing else to it before (a receiver swamped by a flood of notifications does not use up
+/// the attempts of the ones that matter).
+pub async fn throttled(svc: &Services, d: &Delivery, wait_secs: i64) -> DomainResult<()> {
+    let now = svc.clock.now().millis();
+    let wait = wait_secs.clamp(1, MAX_THROTTLE_SECS);
+    svc.jit.receiver_busy_until(now + wait * 1000);
+    webhook_outbox::Entity::update_many()
+        .col_expr(
+            webhook_outbox::Column::NextAttemptAt,
+            Expr::value(now + wait * 1000),
+        )
+        .col_expr(
+            webhook_outbox::Column::LastError,
+            Expr::value(format!("HTTP 429: the receiver asked to wait {wait} s")),
+        )
+        .col_expr(webhook_outbox::Column::UpdatedAt, Expr::value(now))
+        .filter(webhook_outbox::Column::Id.eq(d.id.clone()))
+        .filter(webhook_outbox::Column::Status.eq(PENDING))
+        .exec(&svc.db)
+        .await?;
+    Ok(())
+}
+
+/// How long a delivery is kept once it is done with (delivered, given up or dropped).
+pub const KEEP_DONE_DAYS: i64 = 7;
+
+/// Delete the deliveries done with for longer than [`KEEP_DONE_DAYS`]: the outbox does not
+/// grow for ever, and payloads (emails, reasons, comments) do not outlive their use. The
+/// audit log keeps what happened. Returns how many were deleted.
+pub async fn purge(svc: &Services) -> DomainResult<u64> {
+    let before = svc.clock.now().millis() - KEEP_DONE_DAYS * 86_400_000;
+    Ok(webhook_outbox::Entity::delete_many()
+        .filter(webhook_outbox::Column::Status.ne(PENDING))
+        .filter(webhook_outbox::Column::UpdatedAt.lt(before))
+        .exec(&svc.db)
+        .await?
+        .rows_affected)
 }
 
 /// The earliest time a pending delivery is due, for the worker's sleep.

@@ -711,7 +711,8 @@ async fn break_glass_grants_at_once_and_alerts_every_administrator() {
         )
         .await
         .assert_status(200);
-    let glass = |role: &str, secs: i64| json!({"project": "dev", "role": role, "duration_secs": secs, "reason": "prod is down"});
+    // The reason carries chat markup: a mention of everyone, and a link dressed as Warden's.
+    let glass = |role: &str, secs: i64| json!({"project": "dev", "role": role, "duration_secs": secs, "reason": "prod is down <!channel> <https://evil.example/|Open request in Warden> & more"});
     // Only the organization's break-glass roles, for at most their maximum.
     p.mallory
         .post(
@@ -755,6 +756,15 @@ async fn break_glass_grants_at_once_and_alerts_every_administrator() {
     assert!(
         call["text"].as_str().unwrap().contains("BREAK-GLASS"),
         "{call:#}"
+    );
+    // Shown as typed, never read as markup by the chat service.
+    let text = call["text"].as_str().unwrap();
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    assert!(
+        text.contains(
+            "&lt;!channel&gt; &lt;https://evil.example/|Open request in Warden&gt; &amp; more"
+        ),
+        "{text}"
     );
     // Marked in the audit log.
     let ev = audit_event(&p.admin, "action=access_request.break_glass", |e| {
@@ -861,6 +871,8 @@ struct Flaky {
     url: String,
     calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, every call is answered 429 with `Retry-After: 7`.
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accepted: tokio::sync::mpsc::UnboundedReceiver<Value>,
 }
 
@@ -871,20 +883,30 @@ async fn flaky(fail_first: usize) -> Flaky {
     use std::sync::Arc;
     let calls = Arc::new(AtomicUsize::new(0));
     let down = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
     let (tx, accepted) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let (seen, is_down) = (calls.clone(), down.clone());
+    let (seen, is_down, is_busy) = (calls.clone(), down.clone(), busy.clone());
     let router = axum::Router::new().route(
         "/flaky",
         axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let (seen, tx, is_down) = (seen.clone(), tx.clone(), is_down.clone());
+            let (seen, tx, is_down, is_busy) =
+                (seen.clone(), tx.clone(), is_down.clone(), is_busy.clone());
             async move {
+                use axum::response::IntoResponse;
                 if seen.fetch_add(1, Ordering::SeqCst) < fail_first
                     || is_down.load(Ordering::SeqCst)
                 {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                if is_busy.load(Ordering::SeqCst) {
+                    return (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "7")],
+                    )
+                        .into_response();
                 }
                 let _ = tx.send(v);
-                axum::http::StatusCode::OK
+                axum::http::StatusCode::OK.into_response()
             }
         }),
     );
@@ -898,8 +920,88 @@ async fn flaky(fail_first: usize) -> Flaky {
         url,
         calls,
         down,
+        busy,
         accepted,
     }
+}
+
+/// A receiver swamped by a flood of notifications answers 429: Warden waits as asked, counts
+/// no attempt, and sends the break-glass alert before the others when it may again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_asking_to_slow_down_is_followed_and_break_glass_goes_first() {
+    use std::sync::atomic::Ordering;
+    let p = people().await;
+    let mut hook = flaky(0).await;
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"webhook_url": hook.url, "break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    hook.busy.store(true, Ordering::SeqCst);
+    // A flood of ordinary notifications, then the alert.
+    for i in 0..5 {
+        ask(
+            &p.mallory,
+            "NAMESPACE_READ_ONLY",
+            &[&format!("ns-{i}")],
+            600,
+        )
+        .await;
+    }
+    p.sally
+        .post(
+            "/api/v1/access-requests/break-glass",
+            json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 600, "reason": "prod is down"}),
+        )
+        .await
+        .assert_status(201);
+    let http = warden_server::jit::webhook_client();
+    // Wait until the background worker has met the 429 (or do it here).
+    warden_server::jit::deliver_due(p.app.services(), &http).await;
+    let t = Instant::now();
+    while hook.calls.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "no delivery tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Told to wait, the pass stopped at the first answer: one call for six notifications,
+    // which all wait, none with an attempt counted.
+    let calls = hook.calls.load(Ordering::SeqCst);
+    assert!(calls <= 2, "{calls} calls while the receiver asked to wait");
+    let rows = outbox(&p.app).await;
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for r in &rows {
+        assert_eq!((r.status.as_str(), r.attempts), ("pending", 0), "{r:?}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.last_error.as_deref().is_some_and(|e| e.contains("429"))),
+        "{rows:?}"
+    );
+    // Not before the receiver's 7 s.
+    p.app.clock.advance_secs(3);
+    warden_server::jit::deliver_due(p.app.services(), &http).await;
+    assert_eq!(hook.calls.load(Ordering::SeqCst), calls);
+    // Then the alert first.
+    hook.busy.store(false, Ordering::SeqCst);
+    p.app.clock.advance_secs(61);
+    advance_until(&p.app, 5, "six deliveries", || async {
+        outbox(&p.app).await.iter().all(|r| r.status == "delivered")
+    })
+    .await;
+    let first = hook.accepted.try_recv().expect("a delivery");
+    assert_eq!(first["event"], "access_request.break_glass", "{first:#}");
+    // Done with, the deliveries (and the names and reasons in them) go after a week.
+    use warden_domain::admin::webhook_outbox::{purge, KEEP_DONE_DAYS};
+    assert_eq!(purge(p.app.services()).await.unwrap(), 0);
+    hook.busy.store(true, Ordering::SeqCst);
+    ask(&p.carol, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+    p.app.clock.advance_secs(KEEP_DONE_DAYS * 86_400 + 1);
+    assert_eq!(purge(p.app.services()).await.unwrap(), 6);
+    let left = outbox(&p.app).await;
+    assert_eq!(left.len(), 1, "the pending one stays: {left:?}");
+    assert_eq!(left[0].status, "pending");
 }
 
 /// The outbox's rows, newest first.
@@ -2025,9 +2127,50 @@ async fn a_flood_of_requests_is_bounded() {
         )
         .await
         .assert_status(200);
-    ask(&p.mallory, "NAMESPACE_READ_ONLY", &["ns-10"], 3600).await;
+    let mut last = ask(&p.mallory, "NAMESPACE_READ_ONLY", &["ns-10"], 3600).await;
+    // Cancel and ask again, over and over (each notifies the approvers and the webhook): at
+    // most MAX_REQUESTS_PER_HOUR in an hour.
+    let mut made = 11;
+    let refused = loop {
+        p.mallory
+            .post(
+                &format!("/api/v1/access-requests/{}/cancel", id(&last)),
+                json!({}),
+            )
+            .await
+            .assert_status(200);
+        let r = p
+            .mallory
+            .post(
+                "/api/v1/access-requests",
+                json!({"project": "dev", "role": "NAMESPACE_READ_ONLY", "namespaces": ["ns-10"], "duration_secs": 3600, "reason": "again"}),
+            )
+            .await;
+        if r.status != 201 && r.status != 200 {
+            break r;
+        }
+        made += 1;
+        assert!(made <= 30, "more than 30 requests in an hour");
+        last = r.json();
+    };
+    assert_eq!(made, 30);
+    assert_eq!(refused.status, 409);
+    assert!(
+        refused.json().to_string().contains("in the last hour"),
+        "{:?}",
+        refused.json()
+    );
     // Others are not held back by mallory's requests.
     ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 3600).await;
+    // An hour later, mallory may ask again (her session kept alive on the way).
+    for _ in 0..3 {
+        p.app.clock.advance_secs(20 * 60 + 1);
+        p.mallory
+            .get("/api/v1/access-requests?scope=mine")
+            .await
+            .assert_status(200);
+    }
+    ask(&p.mallory, "NAMESPACE_READ_ONLY", &["ns-10"], 3600).await;
 }
 
 /// A grant of an hour does not make a permanent one: someone approved PROJECT_ADMIN for ten
