@@ -249,6 +249,25 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
             ),
         ));
     }
+    // A project's approver group decides its access requests: deleting it would take that
+    // power from every member at once (which removing them one by one is bounded against),
+    // and leave the project pointing at nothing.
+    let approves: Vec<String> = crate::entities::projects::Entity::find()
+        .filter(crate::entities::projects::Column::ApproverGroupId.eq(g.id.clone()))
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    if !approves.is_empty() {
+        return Err(DomainError::conflict(
+            "name",
+            format!(
+                "the group approves access requests for project(s) {}; choose another approver group there first",
+                approves.join(", ")
+            ),
+        ));
+    }
     let before = to_dto(&svc.db, &g).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     groups::Entity::delete_by_id(g.id.clone()).exec(&tx).await?;

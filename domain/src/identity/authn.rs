@@ -174,7 +174,7 @@ pub async fn sign_in(
                 AuditEvent::new(
                     AuditKind::SignIn,
                     Actor::Anonymous {
-                        claimed: raw_email.trim().to_owned(),
+                        claimed: claimed_name(raw_email),
                     },
                     SessionType::Browser,
                     "sign_in",
@@ -186,6 +186,21 @@ pub async fn sign_in(
             .await?;
             Err(err)
         }
+    }
+}
+
+/// The name a failed sign-in claimed, as the audit log (and the SIEM) keeps it: an email
+/// address as typed; anything else only described, since what lands in the email field is
+/// often a password typed one field too early.
+pub(crate) fn claimed_name(raw: &str) -> String {
+    let raw = raw.trim();
+    if crate::types::Email::parse(raw).is_ok() {
+        raw.to_owned()
+    } else {
+        format!(
+            "not an email address ({} characters; not recorded: it may be a password typed in the wrong field)",
+            raw.chars().count()
+        )
     }
 }
 

@@ -378,11 +378,16 @@ struct TerminalSession {
     limits: Limits,
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+/// A DNS-1123 label, as Kubernetes requires of namespace and container names (and Warden of
+/// cluster names).
+fn valid_label(s: &str) -> bool {
+    warden_domain::types::DnsLabel::parse(s).is_ok()
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of pod names: labels joined by dots, at most
+/// 253 characters (so never `..`, nor a name starting with `-`).
+fn valid_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(valid_label)
 }
 
 /// Record a refusal to open (in the background: the answer does not wait for it).
@@ -418,13 +423,17 @@ async fn open(
     q: &TerminalQuery,
 ) -> Result<TerminalSession, (StatusCode, String)> {
     let namespace = q.namespace.clone().unwrap_or_else(|| "default".to_owned());
-    for (field, v) in [
-        ("cluster", Some(q.cluster.as_str())),
-        ("namespace", Some(namespace.as_str())),
-        ("pod", q.pod.as_deref()),
-        ("container", q.container.as_deref()),
+    for (field, v, valid) in [
+        (
+            "cluster",
+            Some(q.cluster.as_str()),
+            valid_label as fn(&str) -> bool,
+        ),
+        ("namespace", Some(namespace.as_str()), valid_label),
+        ("pod", q.pod.as_deref(), valid_subdomain),
+        ("container", q.container.as_deref(), valid_label),
     ] {
-        if v.is_some_and(|v| !valid_name(v)) {
+        if v.is_some_and(|v| !valid(v)) {
             return Err((
                 StatusCode::BAD_REQUEST,
                 format!("{field} is not a valid name"),

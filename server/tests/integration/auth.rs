@@ -835,6 +835,18 @@ async fn failed_sign_ins_beyond_the_sample_are_counted_not_written_one_by_one() 
         rows("sign_in").await.len(),
         RefusalSampler::PER_WINDOW as usize + 1
     );
+    // A password typed into the email field is not what the log keeps.
+    c.login("Tr0ub4dor&3-typed-too-early", "wrong password!!")
+        .await;
+    let all = rows("sign_in").await;
+    assert!(
+        all.iter()
+            .all(|r| !r.actor_name.contains("Tr0ub4dor") && !r.details.contains("Tr0ub4dor")),
+        "the log keeps what was typed in the email field"
+    );
+    assert!(all
+        .iter()
+        .any(|r| r.actor_name.contains("not an email address (27 characters")));
     assert!(matches!(
         warden_domain::audit::verify_chain(db).await.unwrap(),
         warden_domain::audit::ChainStatus::Intact { .. }

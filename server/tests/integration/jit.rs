@@ -1582,6 +1582,17 @@ async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
         assert!(!to.contains("ok="), "{to}");
     }
     assert_eq!(group(&p.john).await, "dev-approvers");
+    // While it approves for dev, the group cannot be deleted (its members would lose the
+    // power to approve all at once, and dev would point at nothing).
+    let r = p.admin.delete("/api/v1/groups/dev-approvers").await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body
+            .contains("approves access requests for project(s) dev"),
+        "{}",
+        r.body
+    );
+    assert_eq!(group(&p.john).await, "dev-approvers");
     // John clears it, then sets it again; an unknown group is refused on the field.
     let r = p
         .john

@@ -149,6 +149,14 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
     assert_eq!(w.open(Some(&sally), None, "box").await.err(), Some(403));
     // No session.
     assert_eq!(w.open(None, Some(&origin), "box").await.err(), Some(401));
+    // Names Kubernetes would never give a pod: refused before anything is asked of the gate.
+    for pod in ["-box", "box.", "a..b", "..", "--token", "box-"] {
+        assert_eq!(
+            w.open(Some(&sally), Some(&origin), pod).await.err(),
+            Some(400),
+            "{pod}"
+        );
+    }
     // Read-only access never execs.
     let rita = w.signed_in("rita@example.com").await;
     assert_eq!(
