@@ -374,7 +374,13 @@ pub async fn update(
     // alone would make PROJECT_ADMIN everyone's for the asking, the caller's first).
     let mut handouts = Vec::new();
     for r in &s.break_glass_roles {
-        if before.break_glass_roles.iter().any(|b| b.role == r.role) {
+        // A rule already there, no longer than it was, hands out nothing new; a longer one
+        // hands the role out for longer, as a new rule would.
+        if before
+            .break_glass_roles
+            .iter()
+            .any(|b| b.role == r.role && r.max_secs <= b.max_secs)
+        {
             continue;
         }
         let role = super::roles::find(&svc.db, &r.role).await?;

@@ -1149,8 +1149,22 @@ async fn a_settings_editor_cannot_make_a_role_they_do_not_hold_break_glass() {
         )
         .await
         .assert_status(200);
+    // ...shorten it (above), but not stretch it: longer is handing the role out anew.
+    setty
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "PROJECT_ADMIN", "max_secs": 86400}]}),
+        )
+        .await
+        .assert_status(403);
+    let jit = admin.get("/api/v1/settings/jit").await.json();
+    assert_eq!(jit["break_glass_roles"][0]["max_secs"], 1800, "{jit}");
     let actions = denied_actions(&admin, "setty@example.com", "break-glass role").await;
-    assert_eq!(actions, vec!["settings.jit.update"], "{actions:?}");
+    assert_eq!(
+        actions,
+        vec!["settings.jit.update", "settings.jit.update"],
+        "{actions:?}"
+    );
 }
 
 /// Taking a grant away is bounded as handing it out is: a user manager removes what they
