@@ -188,8 +188,17 @@ async fn may_see_output(
             "this recording shows whatever the terminal printed, secrets included: replaying it takes the right to read secrets in {place}, which you do not have ({why}); its commands are in the audit log"
         ))
     };
+    // The very cluster the terminal ran on: a namesake imported since is another cluster,
+    // and rights on it say nothing about this one's secrets.
     let cluster = match opened.cluster.as_deref() {
-        Some(name) => crate::kubectl::kube_cluster(&svc.db, name).await?,
+        Some(name) => crate::kubectl::kube_cluster(&svc.db, name)
+            .await?
+            // (Recorded before terminals named their cluster's id: the cluster of that name.)
+            .filter(|c| {
+                details["cluster_id"]
+                    .as_str()
+                    .is_none_or(|id| c.id.to_string() == id)
+            }),
         None => None,
     };
     let Some(cluster) = cluster else {

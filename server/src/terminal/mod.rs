@@ -636,6 +636,9 @@ async fn open(
     drop(slot);
     ev.details["terminal_id"] = json!(guard.id());
     ev.details["service_account"] = json!(format!("{}/{sa}", rbac::NAMESPACE));
+    // The cluster itself, not only its name: a cluster imported later under the same name is
+    // another cluster (replaying this recording is judged against this one).
+    ev.details["cluster_id"] = json!(cluster.id.to_string());
     // Recorded, or not opened at all.
     let title = match &q.pod {
         Some(pod) => format!("{} {namespace}/{pod}", cluster.name),

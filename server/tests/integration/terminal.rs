@@ -225,6 +225,20 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         action("terminal.open", "denied"),
         "rita's refusal is audited: {items:#?}"
     );
+    // The opening names the cluster itself, not only its name (replay is judged against that
+    // cluster, never a namesake imported later).
+    let cluster_id = w
+        .admin
+        .get(&format!("/api/v1/clusters/{PROD}"))
+        .await
+        .assert_status(200)
+        .json()["id"]
+        .clone();
+    let opened = items
+        .iter()
+        .find(|e| e["action"] == "terminal.open" && e["outcome"] == "allowed")
+        .unwrap();
+    assert_eq!(opened["details"]["cluster_id"], cluster_id, "{opened:#}");
 
     // The recording: asciicast v2 with the output (never the keystrokes as input events), its
     // SHA-256 in the closing event, readable by those who read the audit log only.
