@@ -318,25 +318,37 @@ pub async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
+/// Why `/metrics` is refused to a caller at `peer` when no token is set: only a scraper on
+/// Warden's own host (loopback: a sidecar, `kubectl port-forward`, `./x run`) that reached it
+/// directly is answered. A request that came through a reverse proxy (it carries
+/// `X-Forwarded-For` or `Forwarded`, as an Ingress adds) or from anywhere else on the network
+/// (any pod can reach a Service) is refused, so the metrics (fleet size, refusal and rate-limit
+/// counts) are not published to whoever reaches the console.
+pub fn refused_without_token(
+    peer: Option<std::net::IpAddr>,
+    headers: &http::HeaderMap,
+) -> Option<&'static str> {
+    if headers.contains_key("x-forwarded-for") || headers.contains_key(http::header::FORWARDED) {
+        return Some("the metrics are served through a proxy only with a bearer token (WARDEN_METRICS_TOKEN); set one");
+    }
+    if !peer.is_some_and(|p| p.is_loopback() || p.to_canonical().is_loopback()) {
+        return Some("without a bearer token (WARDEN_METRICS_TOKEN) the metrics are served on Warden's own host only; set one for a scraper elsewhere");
+    }
+    None
+}
+
 /// `GET /metrics`: with `WARDEN_METRICS_TOKEN` set, only for `Authorization: Bearer <token>`
-/// (compared in constant time). Without it, only for a scraper that reaches Warden directly:
-/// a request that came through a reverse proxy (it carries `X-Forwarded-For` or `Forwarded`,
-/// as an Ingress adds) is refused, so the metrics (fleet size, refusal and rate-limit counts)
-/// are not published to whoever reaches the console.
+/// (compared in constant time); without it, see [`refused_without_token`].
 pub async fn render_protected(
     State(state): State<crate::state::AppState>,
+    peer: Option<axum::Extension<warden_domain::audit::ClientIp>>,
     headers: http::HeaderMap,
 ) -> Response {
-    if state.config.metrics_token.is_none()
-        && (headers.contains_key("x-forwarded-for")
-            || headers.contains_key(http::header::FORWARDED))
-    {
-        return crate::api::error::ApiError::new(
-            http::StatusCode::FORBIDDEN,
-            "forbidden",
-            "the metrics are served through a proxy only with a bearer token (WARDEN_METRICS_TOKEN); scrape Warden directly, or set one",
-        )
-        .into_response();
+    if state.config.metrics_token.is_none() {
+        if let Some(why) = refused_without_token(peer.map(|p| p.0 .0), &headers) {
+            return crate::api::error::ApiError::new(http::StatusCode::FORBIDDEN, "forbidden", why)
+                .into_response();
+        }
     }
     if let Some(token) = &state.config.metrics_token {
         let given = headers
@@ -370,6 +382,32 @@ fn same_secret(a: &str, b: &str) -> bool {
         .zip(y.iter())
         .fold(0u8, |acc, (p, q)| acc | (p ^ q))
         == 0
+}
+
+#[cfg(test)]
+mod access_tests {
+    /// Without a token: this host's scraper only, reaching Warden directly.
+    #[test]
+    fn without_a_token_only_this_host_is_answered() {
+        let none = http::HeaderMap::new();
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(super::refused_without_token(ip("127.0.0.1"), &none), None);
+        assert_eq!(super::refused_without_token(ip("::1"), &none), None);
+        assert_eq!(
+            super::refused_without_token(ip("::ffff:127.0.0.1"), &none),
+            None
+        );
+        for elsewhere in ["10.42.0.7", "192.168.1.20", "203.0.113.9", "fd00::1"] {
+            assert!(
+                super::refused_without_token(ip(elsewhere), &none).is_some(),
+                "{elsewhere}"
+            );
+        }
+        assert!(super::refused_without_token(None, &none).is_some());
+        let mut proxied = http::HeaderMap::new();
+        proxied.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert!(super::refused_without_token(ip("127.0.0.1"), &proxied).is_some());
+    }
 }
 
 #[cfg(test)]

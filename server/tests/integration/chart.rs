@@ -283,6 +283,18 @@ fn the_chart_refuses_missing_and_contradictory_values() {
     )
     .unwrap_err();
     assert!(err.contains("database.existingSecret is required"), "{err}");
+    // Without a token Warden answers /metrics on its own host only: a ServiceMonitor needs one.
+    let err = render(
+        helm,
+        &[
+            REQUIRED[0],
+            REQUIRED[1],
+            REQUIRED[2],
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    )
+    .unwrap_err();
+    assert!(err.contains("needs metrics.tokenSecret"), "{err}");
     // Behind the Ingress, every client arrives from the ingress controller: without the
     // proxies Warden may believe, the whole organization would share one sign-in bucket and
     // one lockout network. Named, or explicitly none, or no Ingress.
