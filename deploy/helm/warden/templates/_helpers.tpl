@@ -67,3 +67,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- fail "replicaCount must be at least 1" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The Secret holding the first administrator's password: the operator's, or the one the chart
+makes (kept across upgrades and uninstalls).
+*/}}
+{{- define "warden.adminSecret" -}}
+{{- .Values.admin.existingSecret | default (printf "%s-admin" (include "warden.fullname" .)) -}}
+{{- end }}
