@@ -45,11 +45,48 @@ const PROTOCOL: &str = "WARDEN-TUNNEL/3";
 pub const MAX_SKEW: Duration = Duration::from_secs(30);
 /// The longest hello line accepted.
 const MAX_LINE: usize = 512;
-/// How long a peer may take to say hello (or to answer one).
+/// How long a peer may take to connect, or to answer a hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many connections may be saying hello at once (the rest wait for a place): an
-/// unauthenticated flood of the port holds no more than this many sockets.
+/// How long a caller may take over the TLS handshake and its hello line (one line, at once).
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many connections may be saying hello at once (the rest are closed): an unauthenticated
+/// flood of the port holds no more than this many sockets, each for at most [`ACCEPT_TIMEOUT`].
 const MAX_HELLOS: usize = 256;
+/// Of those, how many one address may hold (a pod that can reach the port does not take them
+/// all).
+const MAX_HELLOS_PER_SOURCE: usize = 64;
+
+/// Unfinished hellos per source address.
+#[derive(Default)]
+struct HellosBySource(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One source's place among the unfinished hellos, given back when dropped.
+struct SourcePlace(Arc<HellosBySource>, std::net::IpAddr);
+
+impl HellosBySource {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourcePlace> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_HELLOS_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourcePlace(self.clone(), ip))
+    }
+}
+
+impl Drop for SourcePlace {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0 .0.lock() {
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
+            }
+        }
+    }
+}
 
 /// The keys of the internal channel (HKDF of the master key): the hello's HMAC key and the
 /// TLS identity.
@@ -288,6 +325,7 @@ pub fn spawn_server(
     let seen = Arc::new(SeenNonces::default());
     let me: Arc<str> = me.into();
     let hellos = Arc::new(tokio::sync::Semaphore::new(MAX_HELLOS));
+    let by_source = Arc::new(HellosBySource::default());
     tokio::spawn(async move {
         loop {
             let (sock, peer) = match listener.accept().await {
@@ -308,10 +346,24 @@ pub fn spawn_server(
                 conns.clone(),
                 me.clone(),
             );
-            // A place among those saying hello, held until the hello is checked.
-            let Ok(place) = hellos.clone().acquire_owned().await else {
-                return;
+            // A place among those saying hello, held until the hello is checked. When every
+            // place is taken the connection is closed at once: the accept loop never waits
+            // for one, so sockets held open without a word do not stop the peers' streams.
+            let place = match hellos.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(tokio::sync::TryAcquireError::Closed) => return,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    tracing::debug!(peer = %peer, "the internal channel is full of unfinished hellos; closed a connection");
+                    drop(sock);
+                    continue;
+                }
             };
+            let Some(source_place) = by_source.take(peer.ip()) else {
+                tracing::debug!(peer = %peer, "this address holds its share of unfinished hellos; closed a connection");
+                drop(sock);
+                continue;
+            };
+            let place = (place, source_place);
             tokio::spawn(async move {
                 serve_one(sock, peer, key, &me, &seen, services, conns, place).await;
             });
@@ -328,7 +380,7 @@ async fn serve_one(
     seen: &SeenNonces,
     services: Weak<Services>,
     conns: Weak<ClusterConnections>,
-    place: tokio::sync::OwnedSemaphorePermit,
+    place: (tokio::sync::OwnedSemaphorePermit, SourcePlace),
 ) {
     let _ = tcp.set_nodelay(true);
     let Some(key) = key else {
@@ -342,7 +394,8 @@ async fn serve_one(
         .await;
         return;
     };
-    let mut sock = match tokio::time::timeout(HELLO_TIMEOUT, key.tls().acceptor().accept(tcp)).await
+    let mut sock = match tokio::time::timeout(ACCEPT_TIMEOUT, key.tls().acceptor().accept(tcp))
+        .await
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -359,7 +412,7 @@ async fn serve_one(
             return;
         }
     };
-    let line = match tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut sock)).await {
+    let line = match tokio::time::timeout(ACCEPT_TIMEOUT, read_line(&mut sock)).await {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             refuse(
@@ -464,6 +517,24 @@ mod tests {
         )
         .trim_end()
         .to_owned()
+    }
+
+    /// One address holds at most its share of the unfinished hellos, and gets places back as
+    /// its connections finish.
+    #[test]
+    fn one_address_holds_at_most_its_share_of_unfinished_hellos() {
+        let by = Arc::new(HellosBySource::default());
+        let a: std::net::IpAddr = "10.42.0.9".parse().unwrap();
+        let b: std::net::IpAddr = "10.42.0.10".parse().unwrap();
+        let mut held: Vec<SourcePlace> = (0..MAX_HELLOS_PER_SOURCE)
+            .map(|_| by.take(a).expect("a place"))
+            .collect();
+        assert!(by.take(a).is_none(), "past its share");
+        let other = by.take(b).expect("another address is not held back");
+        held.pop();
+        let again = by.take(a).expect("a place given back");
+        drop((held, again, other));
+        assert!(by.0.lock().unwrap().is_empty());
     }
 
     #[test]
