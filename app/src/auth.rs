@@ -49,6 +49,10 @@ pub async fn login(email: String, password: String) -> Result<(), AppError> {
             leptos_axum::redirect("/login?error=local_sign_in_disabled&break_glass=1");
             Ok(())
         }
+        Err(SignInError::PasswordNeedsReset) => {
+            leptos_axum::redirect("/login?error=password_needs_reset");
+            Ok(())
+        }
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
 }
@@ -210,6 +214,7 @@ pub fn LoginPage() -> impl IntoView {
             Some("invalid") => Some(warden_domain::dto::messages::INVALID_CREDENTIALS),
             Some("locked") => Some(warden_domain::dto::messages::LOCKED),
             Some("local_sign_in_disabled") => Some("Local passwords are turned off for your account: sign in with your organization's identity provider."),
+            Some("password_needs_reset") => Some("This password was chosen for you by someone who may no longer act on your account: ask an administrator for a set-password link."),
             _ => q.get("sso_error").map(|c| {
                 warden_domain::dto::SsoFailure::parse(&c)
                     .unwrap_or(warden_domain::dto::SsoFailure::ProviderError)

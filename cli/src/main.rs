@@ -371,6 +371,41 @@ fn saved_key_for(saved: &config::Config, url: &str) -> Option<String> {
 mod credential_tests {
     use super::*;
 
+    /// A kubeconfig (a private key) written with `-f` into a directory others write to: a link
+    /// planted at the path is replaced, its target untouched; the file is the owner's only; an
+    /// output not finished leaves the old file as it was.
+    #[cfg(unix)]
+    #[test]
+    fn output_files_are_replaced_never_written_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let mut w = sink(Some(&path)).unwrap();
+        w.write_all(b"client-key-data: secret").unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "the link was replaced");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "client-key-data: secret"
+        );
+
+        let mut cut = sink(Some(&path)).unwrap();
+        cut.write_all(b"half of an exp").unwrap();
+        drop(cut);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "client-key-data: secret"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temporary file stays behind: {left:?}");
+    }
+
     #[test]
     fn the_saved_key_goes_only_to_the_warden_that_issued_it() {
         let saved = config::Config {
@@ -400,32 +435,99 @@ mod credential_tests {
     }
 }
 
-/// Where output goes: a new file readable by its owner only, or standard output.
-fn sink(file: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
-    Ok(match file {
-        Some(path) => {
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                o.mode(0o600);
-            }
-            let f = o
-                .open(path)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            // An existing file keeps its mode when opened: a kubeconfig (a private key) or
-            // the audit log's export must not stay readable by others.
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", path.display()))?;
-            }
-            Box::new(std::io::BufWriter::new(f))
-        }
-        None => Box::new(std::io::stdout().lock()),
+/// Where output goes: standard output, or a file readable by its owner only. The file is
+/// written beside its path under a new name (created for this write, `0600`) and renamed over
+/// the path when complete ([`Sink::finish`]): a link planted at the path (a directory others
+/// write to) is replaced, never written through, a file of someone else's there is not
+/// truncated and left behind readable by them, and an output cut short (the export failed)
+/// leaves the old file as it was.
+fn sink(file: Option<&PathBuf>) -> anyhow::Result<Sink> {
+    let Some(path) = file else {
+        return Ok(Sink::Stdout(std::io::stdout().lock()));
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let f = o
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(Sink::File {
+        w: Some(std::io::BufWriter::new(f)),
+        tmp,
+        path: path.clone(),
     })
+}
+
+enum Sink {
+    Stdout(std::io::StdoutLock<'static>),
+    File {
+        w: Option<std::io::BufWriter<std::fs::File>>,
+        tmp: PathBuf,
+        path: PathBuf,
+    },
+}
+
+impl Sink {
+    /// The output is complete: flushed, and a file synced and put at its path.
+    fn finish(mut self) -> anyhow::Result<()> {
+        match &mut self {
+            Sink::Stdout(o) => o.flush()?,
+            Sink::File { w, tmp, path } => {
+                let f = w.take().expect("finished once").into_inner().map_err(|e| {
+                    anyhow::anyhow!("cannot write {}: {}", path.display(), e.error())
+                })?;
+                f.sync_all()
+                    .and_then(|_| std::fs::rename(&*tmp, &*path))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Stdout(o) => o.write(buf),
+            Sink::File { w: Some(w), .. } => w.write(buf),
+            Sink::File { w: None, .. } => Err(std::io::Error::other("output already finished")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(o) => o.flush(),
+            Sink::File { w: Some(w), .. } => w.flush(),
+            Sink::File { w: None, .. } => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// Not finished: the new file goes, the path keeps what it had.
+    fn drop(&mut self) {
+        if let Sink::File {
+            w: Some(_), tmp, ..
+        } = self
+        {
+            let _ = std::fs::remove_file(&*tmp);
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -529,7 +631,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             let mut w = sink(file.as_ref())?;
             w.write_all(text.as_bytes())?;
-            w.flush()?;
+            w.finish()?;
         }
         Command::Kubeconfig {
             what: Some(KubeconfigCmd::Revoke { user }),
@@ -564,7 +666,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             let mut w = sink(file.as_ref())?;
             w.write_all(text.as_bytes())?;
-            w.flush()?;
+            w.finish()?;
             if let Some(f) = file {
                 eprintln!(
                     "kubeconfig written to {} (use: KUBECONFIG={} kubectl get namespaces)",
@@ -592,7 +694,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => {
             let mut w = sink(file.as_ref())?;
-            let n = audit::export(&api, &filters, f == "csv", &mut *w).await?;
+            let n = audit::export(&api, &filters, f == "csv", &mut w).await?;
+            w.finish()?;
             if let Some(file) = file {
                 eprintln!("{n} bytes written to {}", file.display());
             }

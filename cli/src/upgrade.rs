@@ -80,6 +80,14 @@ pub async fn upgrade(api: &Api, check: bool, out: &mut dyn Write) -> anyhow::Res
 
 /// The build written to `path` (executable, new file), and the SHA-256 of what was written.
 async fn download(api: &Api, build: &CliBuild, path: &PathBuf) -> anyhow::Result<String> {
+    // The API key goes with the request: only to a path of this Warden (`@host/…` or
+    // `.host/…` joined to the base would name another host).
+    if !build.url.starts_with('/') || build.url.starts_with("//") {
+        anyhow::bail!(
+            "Warden offered the build at {:?}, not a path of its own; not downloaded",
+            build.url
+        );
+    }
     let resp = api.get_raw(&build.url, &[]).await?;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);

@@ -1077,6 +1077,15 @@ async fn walk_chain<C: ConnectionTrait>(
     }
 }
 
+/// An event as `scope`'s reader sees it ([`AuditScope::redact_details`]).
+fn to_dto_in(scope: &AuditScope) -> impl Fn(audit_events::Model) -> crate::dto::AuditEventDto + '_ {
+    move |m| {
+        let mut dto = to_dto(m);
+        scope.redact_details(&mut dto.details);
+        dto
+    }
+}
+
 fn to_dto(m: audit_events::Model) -> crate::dto::AuditEventDto {
     crate::dto::AuditEventDto {
         seq: m.seq,
@@ -1217,6 +1226,32 @@ impl AuditScope {
                 ..Default::default()
             },
         }
+    }
+
+    /// What of an event's details this reader sees. A cluster's shares name projects: a
+    /// reader of some projects sees only those among them, as the cluster's own page shows
+    /// them (`clusters::hide_unseen_shares`); the log keeps them all for organization
+    /// auditors. Every `shared_with` list in the details (a change's `before` and `after`) is
+    /// filtered.
+    pub fn redact_details(&self, details: &mut serde_json::Value) {
+        fn walk(v: &mut serde_json::Value, keep: &dyn Fn(&str) -> bool, depth: u8) {
+            let serde_json::Value::Object(map) = v else {
+                return;
+            };
+            for (k, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::Array(list) if k == "shared_with" => {
+                        list.retain(|p| p.as_str().is_some_and(keep));
+                    }
+                    serde_json::Value::Object(_) if depth < 4 => walk(v, keep, depth + 1),
+                    _ => {}
+                }
+            }
+        }
+        if self.all {
+            return;
+        }
+        walk(details, &|p| self.projects.iter().any(|x| x == p), 0);
     }
 
     /// Only the reader's own activity (no `audit.read` anywhere).
@@ -1385,7 +1420,7 @@ pub async fn search_windowed(
         None
     };
     Ok(crate::dto::Page {
-        items: rows.into_iter().map(to_dto).collect(),
+        items: rows.into_iter().map(to_dto_in(scope)).collect(),
         next,
     })
 }
@@ -2317,7 +2352,7 @@ pub async fn newer_than(
         .all(db)
         .await?
         .into_iter()
-        .map(to_dto)
+        .map(to_dto_in(scope))
         .collect())
 }
 
@@ -2382,6 +2417,7 @@ pub async fn event_detail(
     use audit_events::Column as C;
     use sea_orm::{ColumnTrait, QueryFilter};
     let not_found = || crate::DomainError::not_found("audit event");
+    let reader = scope;
     let scope = filter(db.get_database_backend(), &Default::default(), scope, now)?;
     let event = audit_events::Entity::find()
         .filter(scope.clone().add(C::Id.eq(id)))
@@ -2429,13 +2465,13 @@ pub async fn event_detail(
             .find_map(|e| recording_of(&e.action, &serde_json::from_str(&e.details).ok()?))
     });
     Ok(crate::dto::AuditEventDetail {
-        event: to_dto(event),
-        same_request: same_request.into_iter().map(to_dto).collect(),
+        event: to_dto_in(reader)(event),
+        same_request: same_request.into_iter().map(to_dto_in(reader)).collect(),
         terminal_id: terminal.map(|t| match t {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
         }),
-        same_terminal: same_terminal.into_iter().map(to_dto).collect(),
+        same_terminal: same_terminal.into_iter().map(to_dto_in(reader)).collect(),
         recording,
     })
 }

@@ -168,6 +168,7 @@ pub async fn run(
             name: DisplayName::parse("Administrator").expect("valid"),
             password_hash: Some(hash),
             must_change_password: true,
+            password_set_by: None,
         },
         now,
     )

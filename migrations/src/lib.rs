@@ -38,6 +38,7 @@ mod m20261216_000001_live_streams;
 mod m20261216_000002_read_only_credentials;
 mod m20261217_000001_audit_seals;
 mod m20261218_000001_credential_api_key;
+mod m20261219_000001_credentials_set_by;
 
 pub struct Migrator;
 
@@ -75,6 +76,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261216_000002_read_only_credentials::Migration),
             Box::new(m20261217_000001_audit_seals::Migration),
             Box::new(m20261218_000001_credential_api_key::Migration),
+            Box::new(m20261219_000001_credentials_set_by::Migration),
         ]
     }
 }

@@ -32,6 +32,10 @@ pub struct Config {
     pub cli_dir: Option<PathBuf>,
     pub agent: AgentConfig,
     pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// Addresses of Warden's own networks (loopback, private) that the just-in-time webhook
+    /// may be posted to (`WARDEN_WEBHOOK_ALLOWED_NETWORKS`, addresses or ranges; default
+    /// none: public addresses only).
+    pub webhook_allowed_networks: Vec<ipnet::IpNet>,
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (`WARDEN_METRICS_TOKEN`
     /// or `WARDEN_METRICS_TOKEN_FILE`).
     pub metrics_token: Option<Secret>,
@@ -502,23 +506,26 @@ impl Config {
             public_ca_pem,
             allow_insecure_http,
         };
-        let trusted_proxies = l
-            .string("WARDEN_TRUSTED_PROXIES", "")?
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| ConfigError::Invalid {
-                        key: "WARDEN_TRUSTED_PROXIES".into(),
-                        message: format!(
-                            "{s:?} is not an IP address or range (e.g. 10.0.0.5 or 10.42.0.0/16)"
-                        ),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let networks = |key: &str| -> Result<Vec<ipnet::IpNet>, ConfigError> {
+            l.string(key, "")?
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map(|n| n.trunc())
+                        .map_err(|_| ConfigError::Invalid {
+                            key: key.into(),
+                            message: format!(
+                                "{s:?} is not an IP address or range (e.g. 10.0.0.5 or 10.42.0.0/16)"
+                            ),
+                        })
+                })
+                .collect()
+        };
+        let trusted_proxies = networks("WARDEN_TRUSTED_PROXIES")?;
+        let webhook_allowed_networks = networks("WARDEN_WEBHOOK_ALLOWED_NETWORKS")?;
         let rate_limits = crate::ratelimit::RateLimitConfig {
             sign_in_per_minute: l.parse(
                 "WARDEN_RATE_LIMIT_SIGN_IN",
@@ -676,6 +683,7 @@ impl Config {
             },
             agent,
             rate_limits,
+            webhook_allowed_networks,
             metrics_token,
             terminal: TerminalConfig {
                 kubectl: l

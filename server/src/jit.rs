@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use warden_domain::admin::jit_settings::WebhookNetworks;
 use warden_domain::admin::{access_requests, bindings, webhook_outbox};
 use warden_domain::Services;
 
@@ -48,7 +49,7 @@ pub async fn run_once(svc: &Services) {
 pub fn spawn_webhooks(services: &Arc<Services>) -> tokio::task::JoinHandle<()> {
     let weak: Weak<Services> = Arc::downgrade(services);
     let waker = services.jit.waker();
-    let http = webhook_client();
+    let http = webhook_client(services);
     tokio::spawn(async move {
         loop {
             {
@@ -66,13 +67,63 @@ pub fn spawn_webhooks(services: &Arc<Services>) -> tokio::task::JoinHandle<()> {
 }
 
 /// The HTTP client for webhook deliveries. It follows no redirect: the URL was checked when
-/// it was set (`jit_settings::webhook_url_problem`), where it redirects to was not.
-pub fn webhook_client() -> reqwest::Client {
+/// it was set (`jit_settings::webhook_url_problem`), where it redirects to was not. Every
+/// address a name resolves to is judged by the operator's networks before it is dialled
+/// ([`GuardedResolver`]); a URL naming an address is judged in [`deliver_due`].
+pub fn webhook_client(svc: &Services) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver {
+            networks: svc.jit.networks(),
+        }))
         .build()
         .unwrap_or_default()
+}
+
+/// Resolves a webhook's host and keeps only the addresses webhooks may be posted to: a name
+/// that resolves (or comes to resolve) to a private or metadata address is not dialled there.
+struct GuardedResolver {
+    networks: WebhookNetworks,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let networks = self.networks.clone();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let mut why = None;
+            let allowed: Vec<std::net::SocketAddr> = found
+                .filter(|a| match networks.refuses(a.ip()) {
+                    None => true,
+                    Some(w) => {
+                        why = Some(w);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = why.unwrap_or("has no address");
+                return Err(format!("the webhook's host resolves to an address that {why}").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An error and its causes in one line (reqwest's own says only "error sending request").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// A `Retry-After` in seconds (the HTTP-date form is read as "a while": `None`).
@@ -88,6 +139,7 @@ fn retry_after_secs(h: &reqwest::header::HeaderMap) -> Option<i64> {
 /// One pass over the outbox: post every due delivery once; a failure is scheduled again with
 /// backoff, or given up (and audited) after the last attempt. Returns how many were accepted.
 pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
+    let networks = svc.jit.networks();
     let mut accepted = 0;
     loop {
         let batch = match webhook_outbox::claim_due(svc, 50).await {
@@ -105,6 +157,7 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
             // A URL stored before the rule of what a webhook may be: checked again, not posted.
             let error = if let Some(why) =
                 warden_domain::admin::jit_settings::webhook_url_problem(&d.url)
+                    .or_else(|| networks.url_problem(&d.url))
             {
                 Some(format!("not posted: the webhook URL {why}"))
             } else {
@@ -125,7 +178,7 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
                         return accepted;
                     }
                     Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-                    Err(e) => Some(e.without_url().to_string()),
+                    Err(e) => Some(error_chain(&e.without_url())),
                 }
             };
             let attempt = d.attempts + 1;
@@ -153,5 +206,63 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::dns::Resolve;
+    use std::str::FromStr;
+
+    /// A name is judged on what it resolves to when dialled (here `localhost`, which the
+    /// resolver itself does not treat specially): refused unless the operator listed the
+    /// network, and then only the listed addresses are dialled.
+    #[tokio::test]
+    async fn a_name_resolving_into_wardens_networks_is_not_dialled_unless_listed() {
+        let name = || reqwest::dns::Name::from_str("localhost").unwrap();
+        let closed = GuardedResolver {
+            networks: WebhookNetworks::default(),
+        };
+        let err = match closed.resolve(name()).await {
+            Ok(addrs) => panic!("dialled {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("WARDEN_WEBHOOK_ALLOWED_NETWORKS"), "{err}");
+        let open = GuardedResolver {
+            networks: WebhookNetworks::new(vec!["127.0.0.0/8".parse().unwrap()]),
+        };
+        let addrs: Vec<_> = open.resolve(name()).await.expect("allowed").collect();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()),
+            "{addrs:?}"
+        );
+    }
+
+    #[test]
+    fn the_causes_of_an_error_are_kept() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = std::io::Error::new(std::io::ErrorKind::Other, inner);
+        assert_eq!(error_chain(&outer), "connection refused");
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let w = Wrap(std::io::Error::other(
+            "the webhook's host resolves to an address that is bad",
+        ));
+        assert_eq!(
+            error_chain(&w),
+            "error sending request: the webhook's host resolves to an address that is bad"
+        );
     }
 }

@@ -92,6 +92,10 @@ impl Class {
 /// Audit live tails one person may have open at once, and all people together (per replica).
 pub const AUDIT_TAILS_PER_PERSON: usize = 5;
 pub const AUDIT_TAILS_IN_ALL: usize = 200;
+/// Audit exports a person runs at once, and all people together: each reads the whole
+/// matching log (a free-text filter scans it) page by page while its reader takes it in.
+pub const AUDIT_EXPORTS_PER_PERSON: usize = 2;
+pub const AUDIT_EXPORTS_IN_ALL: usize = 20;
 
 /// The buckets of every source, per class.
 pub struct RateLimits {
@@ -102,6 +106,8 @@ pub struct RateLimits {
     shared: Option<Shared>,
     /// Audit live tails open at once (each re-reads the log on every audit write).
     pub audit_tails: Arc<Concurrent>,
+    /// Audit exports running ([`AUDIT_EXPORTS_PER_PERSON`], [`AUDIT_EXPORTS_IN_ALL`]).
+    pub audit_exports: Arc<Concurrent>,
 }
 
 /// Long-lived things held at once, per holder and in all: taken with [`Concurrent::acquire`],
@@ -267,6 +273,7 @@ impl RateLimits {
             config: config.clone(),
             shared: None,
             audit_tails: Concurrent::new(AUDIT_TAILS_PER_PERSON, AUDIT_TAILS_IN_ALL),
+            audit_exports: Concurrent::new(AUDIT_EXPORTS_PER_PERSON, AUDIT_EXPORTS_IN_ALL),
         }
     }
 

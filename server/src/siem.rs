@@ -148,20 +148,48 @@ impl FileSink {
         Ok(())
     }
 
+    /// The file, opened (again) when there is none yet or when `path` is no longer the file
+    /// held: someone renamed or deleted it (a rotation by hand or by `logrotate`, another
+    /// replica's sink on a shared volume). Appending to a file nobody reads would lose every
+    /// event while the delivery position moved on. Its size is read from the file each time,
+    /// not remembered, for the same reason. Created `0640` (the events name people, addresses
+    /// and request URIs), never through a symbolic link, and only as a regular file.
     fn open(&mut self) -> anyhow::Result<()> {
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        if let Some((f, size)) = &mut self.file {
+            let held = f.metadata()?;
+            match std::fs::symlink_metadata(&self.path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    *size = held.len();
+                    return Ok(());
+                }
+                _ => self.file = None,
             }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .with_context(|| format!("cannot open {}", self.path.display()))?;
-            let size = f.metadata()?.len();
-            self.file = Some((f, size));
         }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+            .with_context(|| {
+                format!(
+                    "cannot open {} (a symbolic link is not followed)",
+                    self.path.display()
+                )
+            })?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            anyhow::bail!("{} is not a regular file", self.path.display());
+        }
+        self.file = Some((f, meta.len()));
         Ok(())
     }
 }
@@ -183,7 +211,10 @@ impl SiemSink for FileSink {
         let (f, size) = self.file.as_mut().expect("opened above");
         let written = f.write_all(&buf).and_then(|_| f.sync_data());
         if let Err(e) = written {
-            // Reopen next time; the batch is written again (at least once).
+            // A part of the batch may be on disk (the disk filled up): cut it off, so the
+            // batch, written again (at least once), starts on a line of its own and every
+            // line stays a JSON document. Reopened next time.
+            let _ = f.set_len(*size).and_then(|_| f.sync_data());
             self.file = None;
             return Err(e).with_context(|| format!("cannot write {}", self.path.display()));
         }
@@ -394,6 +425,68 @@ impl Streamer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(tag: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{{\"e\":\"{tag}{i}\"}}")).collect()
+    }
+
+    /// Someone renames or deletes the file between batches (a rotation by hand, `logrotate`
+    /// without `copytruncate`, another replica): the next batch goes to a file at the path,
+    /// not into the renamed or deleted one nobody reads.
+    #[tokio::test]
+    async fn a_renamed_or_deleted_file_is_not_written_to_any_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut sink = FileSink::new(path.clone(), 1 << 20, 3);
+        sink.send(&lines("a", 3)).await.unwrap();
+        std::fs::rename(&path, dir.path().join("moved.jsonl")).unwrap();
+        sink.send(&lines("b", 2)).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            lines("b", 2).join("\n") + "\n"
+        );
+        std::fs::remove_file(&path).unwrap();
+        sink.send(&lines("c", 1)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"e\":\"c0\"}\n");
+        // Appended to by someone else (another replica's sink): the size is the file's, so
+        // rotation happens where it should.
+        let mut small = FileSink::new(path.clone(), 64, 1);
+        std::fs::write(&path, "x".repeat(60) + "\n").unwrap();
+        small.send(&lines("d", 1)).await.unwrap();
+        std::fs::write(&path, "y".repeat(60) + "\n").unwrap();
+        small.send(&lines("e", 1)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"e\":\"e0\"}\n");
+    }
+
+    /// The stream names people, addresses and request URIs: its file is not world-readable,
+    /// and a link planted at its path (a directory others write to) is not followed.
+    #[tokio::test]
+    async fn the_file_is_private_and_a_planted_link_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs").join("audit.jsonl");
+        let mut sink = FileSink::new(path.clone(), 1 << 20, 3);
+        sink.send(&lines("a", 1)).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077 & !0o040, 0, "{mode:o}");
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o007, 0, "{dir_mode:o}");
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        let planted = dir.path().join("planted.jsonl");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let mut sink = FileSink::new(planted.clone(), 1 << 20, 3);
+        let err = sink.send(&lines("x", 1)).await.unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        // Neither is a directory (or a pipe) at the path written to.
+        let mut sink = FileSink::new(dir.path().join("logs"), 1 << 20, 3);
+        assert!(sink.send(&lines("x", 1)).await.is_err());
+    }
 
     #[test]
     fn sinks_parse() {

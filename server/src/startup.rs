@@ -343,6 +343,11 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
         }
         println!("  You will be asked to choose a new password at first sign-in.\n");
     }
+    services
+        .jit
+        .set_networks(warden_domain::admin::jit_settings::WebhookNetworks::new(
+            config.webhook_allowed_networks.clone(),
+        ));
     crate::jit::spawn(&services);
     crate::jit::spawn_webhooks(&services);
     // Events the previous run journaled but did not store go into the chain before anything

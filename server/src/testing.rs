@@ -257,6 +257,9 @@ impl TestApp {
             // No wardenctl builds (the default, the test binary's directory, is not a place
             // of builds); the downloads' tests name theirs.
             ("WARDEN_CLI_DIR".into(), String::new()),
+            // The tests' webhook receivers listen on this host's loopback; the webhook
+            // networks' own test sets none.
+            ("WARDEN_WEBHOOK_ALLOWED_NETWORKS".into(), "127.0.0.1".into()),
         ]);
         env.extend(extra);
         let pg_tag = env

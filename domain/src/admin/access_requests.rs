@@ -50,9 +50,19 @@ pub struct JitHooks {
     /// The receiver asked to slow down (HTTP 429) until then (ms, Warden's clock): nothing is
     /// posted to it before.
     receiver_busy_until: std::sync::atomic::AtomicI64,
+    /// Where webhooks may be posted (set at start-up; unset: public addresses only).
+    networks: std::sync::OnceLock<super::jit_settings::WebhookNetworks>,
 }
 
 impl JitHooks {
+    /// The operator's `WARDEN_WEBHOOK_ALLOWED_NETWORKS`, set once at start-up.
+    pub fn set_networks(&self, networks: super::jit_settings::WebhookNetworks) {
+        let _ = self.networks.set(networks);
+    }
+    /// Where webhooks may be posted.
+    pub fn networks(&self) -> super::jit_settings::WebhookNetworks {
+        self.networks.get().cloned().unwrap_or_default()
+    }
     /// The receiver asked to be left alone until `until` (ms).
     pub fn receiver_busy_until(&self, until: i64) {
         self.receiver_busy_until

@@ -360,7 +360,9 @@ pub async fn update(
             // The masked value shown, sent back unchanged: the stored URL stays.
         } else if url.is_empty() {
             s.webhook_url = None;
-        } else if let Some(why) = webhook_url_problem(&url) {
+        } else if let Some(why) =
+            webhook_url_problem(&url).or_else(|| svc.jit.networks().url_problem(&url))
+        {
             fields.insert("webhook_url".to_owned(), why.to_owned());
         } else {
             s.webhook_url = Some(url);
@@ -582,6 +584,121 @@ pub fn webhook_url_problem(url: &str) -> Option<&'static str> {
     }
 }
 
+/// Where webhooks may be posted, by address (`WARDEN_WEBHOOK_ALLOWED_NETWORKS`). Public
+/// addresses are; addresses of Warden's own networks (loopback, private, shared and reserved
+/// ranges) only inside a network the operator listed, since a settings writer would otherwise
+/// reach what only Warden's host or network reaches (its metrics, its replicas' port, the
+/// cluster's services) and read the answers' statuses in the audit log; link-local, multicast
+/// and unspecified addresses (a cloud's metadata service) never. The check is made on the URL
+/// when it is set, and on every address its name resolves to when a delivery is posted
+/// (`server::jit`), so a name that later resolves elsewhere does not get through either.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookNetworks {
+    allowed: std::sync::Arc<Vec<ipnet::IpNet>>,
+}
+
+impl WebhookNetworks {
+    pub fn new(allowed: Vec<ipnet::IpNet>) -> Self {
+        Self {
+            allowed: std::sync::Arc::new(allowed),
+        }
+    }
+
+    /// Why a webhook is not posted to `ip`, if it is not.
+    pub fn refuses(&self, ip: std::net::IpAddr) -> Option<&'static str> {
+        let ip = canonical_ip(ip);
+        if never_posted_to(ip) {
+            return Some(
+                "is a link-local, multicast or unspecified address (where a cloud's metadata service answers)",
+            );
+        }
+        if local_address(ip) && !self.allowed.iter().any(|n| n.contains(&ip)) {
+            return Some(
+                "is an address of Warden's own networks (loopback or private); the operator allows such receivers with WARDEN_WEBHOOK_ALLOWED_NETWORKS",
+            );
+        }
+        None
+    }
+
+    /// Why a webhook URL's host is not posted to, judged on what the URL says (an address, or
+    /// `localhost`); a name is judged on its addresses at each delivery.
+    pub fn url_problem(&self, url: &str) -> Option<&'static str> {
+        use std::net::{IpAddr, Ipv4Addr};
+        let u = openidconnect::url::Url::parse(url).ok()?;
+        let ip = match u.host()? {
+            openidconnect::url::Host::Ipv4(a) => IpAddr::V4(a),
+            openidconnect::url::Host::Ipv6(a) => IpAddr::V6(a),
+            openidconnect::url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                if d == "localhost" || d.ends_with(".localhost") {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                } else {
+                    return None;
+                }
+            }
+        };
+        self.refuses(ip)
+    }
+}
+
+/// An IPv6 address that carries an IPv4 one (mapped, or NAT64's well-known prefix) is that
+/// IPv4 address: it is where the packets go.
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr};
+    match ip {
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = a.segments();
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+            }
+            ip
+        }
+        v4 => v4,
+    }
+}
+
+fn never_posted_to(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            a.is_link_local()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.octets()[0] == 0
+        }
+        std::net::IpAddr::V6(a) => {
+            (a.segments()[0] & 0xffc0) == 0xfe80 || a.is_unspecified() || a.is_multicast()
+        }
+    }
+}
+
+fn local_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let [o0, o1, o2, _] = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || (o0 == 100 && (o1 & 0xc0) == 64) // shared address space (carrier NAT)
+                || (o0 == 192 && o1 == 0 && o2 == 0) // IETF protocol assignments
+                || (o0 == 198 && (o1 & 0xfe) == 18) // benchmarking
+                || a.is_documentation()
+                || o0 >= 240 // reserved
+        }
+        std::net::IpAddr::V6(a) => {
+            let s0 = a.segments()[0];
+            a.is_loopback()
+                || (s0 & 0xfe00) == 0xfc00 // unique local
+                || (s0 & 0xffc0) == 0xfec0 // site-local (deprecated, still routed somewhere)
+                || (s0 == 0x2001 && a.segments()[1] == 0x0db8) // documentation
+        }
+    }
+}
+
 #[cfg(test)]
 mod webhook_url_tests {
     use super::webhook_url_problem;
@@ -608,6 +725,61 @@ mod webhook_url_tests {
             "not a url",
         ] {
             assert!(webhook_url_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn webhook_networks_keep_out_of_wardens_own_unless_listed() {
+        use super::WebhookNetworks;
+        let none = WebhookNetworks::default();
+        let some = WebhookNetworks::new(vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.42.0.0/16".parse().unwrap(),
+        ]);
+        for (url, closed, listed) in [
+            ("https://hooks.example.com/x", true, true),
+            ("https://203.0.113.7/x", false, false), // documentation range
+            ("https://8.8.8.8/x", true, true),
+            ("https://[2606:4700::1111]/x", true, true),
+            ("http://127.0.0.1:9/x", false, true),
+            ("http://localhost:9/x", false, true),
+            ("http://api.localhost:9/x", false, true),
+            ("http://127.0.0.2:9/x", false, false),
+            ("https://10.42.1.1/x", false, true),
+            ("https://10.43.1.1/x", false, false),
+            ("https://172.16.0.1/x", false, false),
+            ("https://192.168.0.1/x", false, false),
+            ("https://100.64.0.1/x", false, false),
+            ("https://[::1]/x", false, false),
+            ("https://[::ffff:127.0.0.1]/x", false, true),
+            ("https://[::ffff:10.42.0.9]/x", false, true),
+            ("https://[fd12::1]/x", false, false),
+            ("https://[64:ff9b::7f00:1]/x", false, true),
+        ] {
+            assert_eq!(
+                none.url_problem(url).is_none(),
+                closed,
+                "{url} without networks"
+            );
+            assert_eq!(
+                some.url_problem(url).is_none(),
+                listed,
+                "{url} with networks"
+            );
+        }
+        // Never, even when listed: the metadata service's link-local range, multicast, zero.
+        let all = WebhookNetworks::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
+        for url in [
+            "https://169.254.169.254/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://[64:ff9b::a9fe:a9fe]/",
+            "https://[fe80::1]/",
+            "https://224.0.0.1/",
+            "https://0.0.0.0/",
+            "https://[::]/",
+            "https://[ff02::1]/",
+        ] {
+            assert!(all.url_problem(url).is_some(), "{url}");
         }
     }
 }

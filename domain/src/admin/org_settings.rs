@@ -207,6 +207,49 @@ pub async fn update(
         )
         .await?;
     }
+    // Laxer guards against a stolen password or an unattended browser (more guesses before a
+    // lock, shorter locks, a second factor proved longer ago, longer sessions) help whoever
+    // is after another administrator's account: like a laxer second-factor rule, they take
+    // everything. Stricter ones stay `settings.write`'s.
+    let laxer = [
+        (
+            "lockout_threshold",
+            s.lockout_threshold > before.lockout_threshold,
+        ),
+        (
+            "lockout_window_minutes",
+            s.lockout_window_minutes < before.lockout_window_minutes,
+        ),
+        (
+            "lockout_minutes",
+            s.lockout_minutes < before.lockout_minutes,
+        ),
+        (
+            "step_up_max_age_minutes",
+            s.step_up_max_age_minutes > before.step_up_max_age_minutes,
+        ),
+        (
+            "session_idle_minutes",
+            s.session_idle_minutes > before.session_idle_minutes,
+        ),
+        (
+            "session_absolute_hours",
+            s.session_absolute_hours > before.session_absolute_hours,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(field, laxer)| laxer.then_some(field));
+    if let Some(field) = laxer {
+        super::bindings::refuse_unless_everything_held(
+            svc,
+            who,
+            "laxer lockouts, second-factor freshness and sessions help whoever is after another administrator's account",
+            "settings.update",
+            "settings",
+            field,
+        )
+        .await?;
+    }
     s.validate()?;
     // No lockout: local passwords go off only while someone can sign in with a provider.
     if s.local_sign_in == LOCAL_SIGN_IN_BREAK_GLASS_ONLY

@@ -58,6 +58,8 @@ pub struct Export {
     now: Timestamp,
     window: Option<Condition>,
     format: ExportFormat,
+    /// The reader's scope, when it is not everything: details are shown as it sees them.
+    redact: Option<AuditScope>,
     /// Rows still to send (`limit`), if limited.
     remaining: Option<u64>,
     /// The keyset cursor: the `seq` of the last row sent.
@@ -90,6 +92,7 @@ impl Export {
             now,
             window: None,
             format,
+            redact: (!scope.all).then(|| scope.clone()),
             remaining: q.limit,
             before: None,
             page: EXPORT_PAGE,
@@ -154,7 +157,11 @@ impl Export {
             // Every column but the chain's hashes (the API's event does not show them).
             ExportFormat::Ndjson => {
                 out.reserve(self.page as usize * 700);
-                each_row(db, select, &NDJSON_COLUMNS, |row| ndjson_row(&mut out, row)).await?
+                let redact = self.redact.as_ref();
+                each_row(db, select, &NDJSON_COLUMNS, |row| {
+                    ndjson_row(&mut out, row, redact)
+                })
+                .await?
             }
         };
         if (n as u64) < want {
@@ -564,7 +571,7 @@ const NDJSON_COLUMNS: [audit_events::Column; 23] = {
 /// (`serde_json::Value::to_string`), copied as they are once checked to be one JSON value on
 /// one line; anything else goes through a parse, like the API's conversion (`null` when not
 /// JSON).
-fn ndjson_row(out: &mut Vec<u8>, r: &[Cell<'_>]) -> DomainResult<()> {
+fn ndjson_row(out: &mut Vec<u8>, r: &[Cell<'_>], redact: Option<&AuditScope>) -> DomainResult<()> {
     use std::io::Write;
     fn s(out: &mut Vec<u8>, key: &str, v: &str) {
         out.push(b',');
@@ -622,13 +629,18 @@ fn ndjson_row(out: &mut Vec<u8>, r: &[Cell<'_>]) -> DomainResult<()> {
     n(out, "\"duration_ms\":", r[21].int()?);
     out.extend_from_slice(b",\"details\":");
     let d = t0(22)?;
+    // Details a scoped reader sees in part ([`AuditScope::redact_details`]) go through a parse.
+    let redact = redact.filter(|_| d.contains("\"shared_with\""));
     let compact = !d.contains(['\n', '\r'])
         && serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok()
         && d.trim() == d;
-    if compact && !d.is_empty() {
+    if compact && !d.is_empty() && redact.is_none() {
         out.extend_from_slice(d.as_bytes());
     } else {
-        let v: serde_json::Value = serde_json::from_str(d).unwrap_or(serde_json::Value::Null);
+        let mut v: serde_json::Value = serde_json::from_str(d).unwrap_or(serde_json::Value::Null);
+        if let Some(scope) = redact {
+            scope.redact_details(&mut v);
+        }
         let _ = serde_json::to_writer(&mut *out, &v);
     }
     out.extend_from_slice(b"}\n");
@@ -787,7 +799,7 @@ mod tests {
         ] {
             let m = model(details);
             let mut line = Vec::new();
-            ndjson_row(&mut line, &cells_of(&m)).unwrap();
+            ndjson_row(&mut line, &cells_of(&m), None).unwrap();
             let line = String::from_utf8(line).unwrap();
             assert!(
                 line.ends_with('\n') && line.matches('\n').count() == 1,

@@ -999,9 +999,20 @@ pub async fn update(
     )
     .await?;
     let after = dto_in(svc, &tx, &m).await?;
-    let event = cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
-        .details(json!({"before": before, "after": after}));
-    crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
+    let details = json!({"before": before, "after": after});
+    let mut events =
+        vec![
+            cluster_event(who, "cluster.update", &m.name, &new_owner, Outcome::Allowed)
+                .details(details.clone()),
+        ];
+    if new_owner != owner {
+        // Moved to another project: the project it left sees that in its own log too.
+        events.push(
+            cluster_event(who, "cluster.update", &m.name, &owner, Outcome::Allowed)
+                .details(details),
+        );
+    }
+    crate::audit::append(&tx, svc.clock.now(), events).await?;
     tx.commit().await?;
     svc.policy.bump();
     if rename.is_some() {

@@ -35,6 +35,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "set the password of {name} with a link",
             "set a password with a link",
         ),
+        "password.chosen_for" => (
+            "let {name} sign in with a password chosen for them",
+            "let someone sign in with a password chosen for them",
+        ),
         "session.expired" => ("session of {name} expired", "session expired"),
         // People.
         "organization.initialise" => (
@@ -494,6 +498,7 @@ mod tests {
         "mfa.enrol",
         "password.change",
         "password.set_with_link",
+        "password.chosen_for",
         "organization.initialise",
         "user.create",
         "user.update",

@@ -11,6 +11,8 @@ pub struct Model {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub created_at: i64,
+    /// Who made the link for someone else (none: Warden itself, or the person it is for).
+    pub issued_by: Option<String>,
 }
 
 /// The foreign keys of the table (`belongs_to`, as the migrations declare them) and the

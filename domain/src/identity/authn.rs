@@ -33,7 +33,48 @@ pub enum SignInError {
     /// The password was right, but the organization limits local passwords to break-glass
     /// accounts and this is not one: sign in with an identity provider.
     LocalSignInDisabled,
+    /// The password was right, but someone else chose it and may no longer act on the
+    /// account (its rights grew past theirs): an administrator makes a set-password link.
+    PasswordNeedsReset,
     Internal(DomainError),
+}
+
+/// The code of [`SignInError::PasswordNeedsReset`].
+pub const PASSWORD_NEEDS_RESET: &str = "password_needs_reset";
+
+/// Whether `actor_id` (someone who made a credential for `target`) may still act on the
+/// account as a whole: active, and holding everything it holds now
+/// (`bindings::refuse_takeover`, which audits a refusal as theirs).
+async fn still_may_act_on(
+    svc: &Services,
+    actor_id: &str,
+    target: &users::Model,
+    action: &str,
+    verb: &str,
+) -> DomainResult<bool> {
+    let Some(actor) = <users::Entity as sea_orm::EntityTrait>::find_by_id(actor_id.to_owned())
+        .one(&svc.db)
+        .await?
+        .filter(|u| u.status == user_store::STATUS_ACTIVE)
+    else {
+        return Ok(false);
+    };
+    let who = Principal {
+        user_id: user_store::user_id(&actor)?,
+        email: actor.email.clone(),
+        name: actor.name.clone(),
+        session_type: SessionType::System,
+        must_change_password: false,
+        must_enrol_mfa: false,
+        second_factor_at: None,
+        request: RequestMeta::default(),
+        api_key: None,
+    };
+    match crate::admin::bindings::refuse_takeover(svc, &who, target, action, verb).await {
+        Ok(()) => Ok(true),
+        Err(DomainError::Forbidden { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 impl From<DomainError> for SignInError {
@@ -69,6 +110,46 @@ pub async fn sign_in(
     match outcome {
         LoginOutcome::Success(user) => {
             let uid = user_store::user_id(&user)?;
+            // A first password someone else chose lets in only while they could still act on
+            // the account: promoted before its owner replaced it, it is void (the owner asks
+            // an administrator for a set-password link). Checked after the password.
+            let setter = match user.must_change_password {
+                true => user_store::password_chosen_by(&svc.db, &user.id).await?,
+                false => None,
+            };
+            if let Some(setter) = setter {
+                if !still_may_act_on(
+                    svc,
+                    &setter,
+                    &user,
+                    "password.chosen_for",
+                    "let in with a password they chose",
+                )
+                .await?
+                {
+                    svc.audit
+                        .record(
+                            AuditEvent::new(
+                                AuditKind::SignIn,
+                                Actor::User {
+                                    id: uid,
+                                    name: user.email.clone(),
+                                },
+                                SessionType::Browser,
+                                "sign_in",
+                                Outcome::Denied,
+                            )
+                            .reason("the password was chosen by someone who may no longer act on this account")
+                            .request(meta)
+                            .details(serde_json::json!({
+                                "method": "password",
+                                "failure": PASSWORD_NEEDS_RESET,
+                            })),
+                        )
+                        .await?;
+                    return Err(SignInError::PasswordNeedsReset);
+                }
+            }
             // Checked after the password, so the answer never tells which accounts are
             // break-glass ones.
             if !org.allows_local_sign_in(&user.email) {
@@ -627,7 +708,26 @@ pub async fn set_password_with_token(
     meta: RequestMeta,
 ) -> DomainResult<users::Model> {
     let now: Timestamp = svc.clock.now();
-    let user = user_store::peek_set_password_token(&svc.db, token, now).await?;
+    let (user, issued_by) = user_store::peek_set_password_token(&svc.db, token, now).await?;
+    // A link someone made for another person is used only while its maker could still make
+    // it: a user manager's link for a newcomer is not one for the administrator the newcomer
+    // became before using it.
+    if let Some(maker) = issued_by {
+        if !still_may_act_on(
+            svc,
+            &maker,
+            &user,
+            "password.set_with_link",
+            "set the password of",
+        )
+        .await?
+        {
+            return Err(invalid(
+                "token",
+                "this link was made by someone who may no longer set this account's password (its rights grew since); ask an administrator for a new one".to_owned(),
+            ));
+        }
+    }
     check_password_policy(new, &user.email).map_err(|e| invalid("new_password", e.0))?;
     let hash = password::hash(new).await?;
     // The password and its audit event commit together.
@@ -690,7 +790,7 @@ pub async fn admin_reset_password(
     };
     ev = ev.resource("user", email.as_str());
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let token = user_store::issue_set_password_token(&tx, uid, now).await?;
+    let token = user_store::issue_set_password_token(&tx, uid, who.map(|p| p.user_id), now).await?;
     let mut a: users::ActiveModel = user.into();
     a.password_hash = sea_orm::Set(None);
     a.must_change_password = sea_orm::Set(true);

@@ -1209,6 +1209,10 @@ async fn hand_over<C: ConnectionTrait>(
         a.must_change_password = Set(false);
         user = a.update(tx).await?;
     }
+    // A set-password link made with the account (by its maker, or a reset) would give back
+    // the local password just removed.
+    let links =
+        crate::identity::accounts::end_set_password_links(tx, &user.id, svc.clock.now()).await?;
     crate::identity::sessions::delete_user_sessions(tx, uid).await?;
     // The new session is made from this row: with the session generation that just moved on.
     let user = users::Entity::find_by_id(user.id.clone())
@@ -1227,7 +1231,7 @@ async fn hand_over<C: ConnectionTrait>(
         api_key: None,
     };
     crate::identity::users::revoke_credentials_in(svc, tx, &me, &user).await?;
-    let ended = json!({"local_password": had_password, "sessions": true, "api_keys": true, "kubeconfigs": true});
+    let ended = json!({"local_password": had_password, "set_password_links": links, "sessions": true, "api_keys": true, "kubeconfigs": true});
     Ok((user, ended))
 }
 
@@ -1307,6 +1311,7 @@ async fn provision<C: ConnectionTrait>(
             name,
             password_hash: None,
             must_change_password: false,
+            password_set_by: None,
         },
         now,
     )
@@ -1378,23 +1383,33 @@ fn mapped_groups(
     (managed, wanted)
 }
 
-/// Groups that mapping by name never touches: those holding an organization-wide grant and
-/// those approving a project's access requests. Where members may create or name groups at
-/// the provider (GitLab groups, Entra ID security groups, GitHub teams through Dex), a group
-/// named like one of them would otherwise hand out the organization or a project's approvals.
-/// An explicit table may still name them: changing a provider takes holding everything.
+/// Groups that mapping by name never touches: those holding an organization-wide grant, a
+/// role that changes things anywhere (any `*.write` permission or full kubectl access: a
+/// project's administrators, a cluster's admins, a namespace's writers), and those approving a
+/// project's access requests. Where members may create or name groups at the provider (GitLab
+/// groups, Entra ID security groups, GitHub teams through Dex), a group named like one of them
+/// would otherwise hand out the organization, write access to production or a project's
+/// approvals. Groups that only read stay mapped by name. An explicit table may still name
+/// them: changing a provider takes holding everything.
 async fn guarded_groups<C: ConnectionTrait>(
     db: &C,
     now: Timestamp,
 ) -> DomainResult<BTreeSet<String>> {
-    use crate::entities::{bindings, projects};
+    use crate::entities::{bindings, projects, roles};
+    let writes: BTreeSet<String> = roles::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter(crate::admin::access_requests::is_write_role)
+        .map(|r| r.id)
+        .collect();
     let mut out: BTreeSet<String> = bindings::Entity::find()
         .filter(bindings::Column::GroupId.is_not_null())
-        .filter(bindings::Column::ProjectId.is_null())
         .filter(crate::admin::bindings::live(now))
         .all(db)
         .await?
         .into_iter()
+        .filter(|b| b.project_id.is_none() || writes.contains(&b.role_id))
         .filter_map(|b| b.group_id)
         .collect();
     out.extend(

@@ -278,6 +278,7 @@ pub async fn create(
             name,
             password_hash: hash,
             must_change_password: true,
+            password_set_by: req.password.is_some().then_some(who.user_id),
         },
         now,
     )
@@ -297,9 +298,17 @@ pub async fn create(
     }
     let link = if req.password.is_none() {
         let uid = crate::identity::accounts::user_id(&u)?;
-        Some(svc.set_password_url(
-            &crate::identity::accounts::issue_set_password_token(&tx, uid, now).await?,
-        ))
+        Some(
+            svc.set_password_url(
+                &crate::identity::accounts::issue_set_password_token(
+                    &tx,
+                    uid,
+                    Some(who.user_id),
+                    now,
+                )
+                .await?,
+            ),
+        )
     } else {
         None
     };
@@ -377,6 +386,7 @@ pub async fn update(
         // hands (they sign in again and make new ones).
         crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
         revoke_credentials_in(svc, &tx, who, &u).await?;
+        crate::identity::accounts::end_set_password_links(&tx, &u.id, svc.clock.now()).await?;
     }
     let after = to_dto(&u, after_groups);
     svc.audit_change(

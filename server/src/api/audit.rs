@@ -314,6 +314,21 @@ pub async fn export_audit_events(
             .insert("format".into(), "must be csv or ndjson".into());
         return Err(e);
     };
+    // Held until the body is sent or dropped (it lives in the body's stream).
+    let Some(slot) = state
+        .rate_limits
+        .audit_exports
+        .acquire(&who.user_id.to_string())
+    else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_exports",
+            format!(
+                "you (or everyone together) have the most audit exports running at once ({} per person); let one finish first",
+                crate::ratelimit::AUDIT_EXPORTS_PER_PERSON
+            ),
+        ));
+    };
     let db = state.services.db.clone();
     let mut export = Export::start(&db, &query, &scope, format, state.services.clock.now())?;
     let first = export.next_chunk(&db).await?;
@@ -379,8 +394,9 @@ pub async fn export_audit_events(
             }
         });
     }
-    let rest =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let rest = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
+        rx.recv().await.map(|c| (c, (rx, slot)))
+    });
     let body = futures::stream::iter(first.map(|c| Ok(bytes::Bytes::from(c)))).chain(rest);
     Ok((
         [(header::CONTENT_TYPE, format.content_type())],

@@ -52,6 +52,11 @@ pub async fn login(
             authn::LOCAL_SIGN_IN_DISABLED,
             "local passwords are turned off for this account: sign in with your identity provider (GET /api/v1/auth/providers)",
         )),
+        Err(SignInError::PasswordNeedsReset) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            authn::PASSWORD_NEEDS_RESET,
+            "this password was chosen by someone who may no longer act on this account: ask an administrator for a set-password link",
+        )),
         Err(SignInError::Internal(e)) => Err(e.into()),
     }
 }

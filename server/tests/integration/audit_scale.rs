@@ -435,14 +435,14 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
         .any(|e| e["id"] == *id && e["outcome"] == "denied")));
 
     // SQLite: the lean text index (migration m20261215_000001; the live streams' table,
-    // read-only credentials, the audit seals and credentials' API keys came after it) undone and made again from the events already stored: the
+    // read-only credentials, the audit seals, credentials' API keys and who set credentials came after it) undone and made again from the events already stored: the
     // same answers, the index consistent with its rows.
     let db = &app.services().db;
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
         use warden_migrations::MigratorTrait;
         for step in ["down", "up"] {
             if step == "down" {
-                warden_migrations::Migrator::down(db, Some(5))
+                warden_migrations::Migrator::down(db, Some(6))
                     .await
                     .unwrap();
             } else {
@@ -1542,10 +1542,10 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     let kept = rows().await;
     assert!(kept.len() > 1_000, "{}", kept.len());
     use warden_migrations::MigratorTrait;
-    // Credentials' API keys, the audit seals, read-only credentials, the live streams' table and SQLite's text index made leaner
+    // Who set credentials, credentials' API keys, the audit seals, read-only credentials, the live streams' table and SQLite's text index made leaner
     // (nothing to do with the rollup), the action slice's migration, the hours' `seq` bounds', the resource and status
     // slices', the spans' (weeks and days summed from the rows there) and the slices'.
-    warden_migrations::Migrator::down(&db, Some(10))
+    warden_migrations::Migrator::down(&db, Some(11))
         .await
         .unwrap();
     // Undone, the previous release's rollup (which it trusts for whole days) is counted again.
@@ -1863,6 +1863,52 @@ async fn append_one(app: &TestApp, e: AuditEvent) {
     let tx = begin_change(&app.services().db).await.unwrap();
     append(&tx, app.clock.now(), vec![e]).await.unwrap();
     tx.commit().await.unwrap();
+}
+
+/// Each export reads the whole matching log while its reader takes it in: one person runs at
+/// most two at once (a third is refused, 429, while the first two are still being read), a
+/// finished or abandoned one gives its place back, and someone else is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_cannot_run_audit_exports_without_end() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let nobody = app.user_client(&admin, "nobody@example.com").await;
+    // Far more than the sockets between here and the reader hold: an unread export stays
+    // running.
+    generate_now(&app, 60_000, 30, 11, 10_000).await;
+    let export = |c: &Client| {
+        let req = c
+            .http
+            .get(format!("{}/api/v1/audit/export?format=ndjson", c.base));
+        async move { req.send().await.unwrap() }
+    };
+    let mut running = vec![];
+    for _ in 0..warden_server::ratelimit::AUDIT_EXPORTS_PER_PERSON {
+        let r = export(&admin).await;
+        assert_eq!(r.status(), 200);
+        running.push(r);
+    }
+    let r = export(&admin).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_exports", "{body}");
+    // Someone else is not held back (their own activity).
+    let theirs = export(&nobody).await;
+    assert_eq!(theirs.status(), 200);
+    assert!(!theirs.text().await.unwrap().is_empty());
+    // An abandoned export gives its place back.
+    drop(running.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = export(&admin).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned export's place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Generate `events` realistic events over the `days` before the app's now (`seed`: their

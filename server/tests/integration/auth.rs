@@ -369,6 +369,58 @@ async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
     .assert_status(204);
 }
 
+/// A set-password link sets nothing once its account is deactivated (its password would be
+/// the live one the day the account is reactivated), and stays ended after a reactivation.
+#[tokio::test]
+async fn deactivation_ends_the_accounts_set_password_links() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"email": "leaver@example.com", "name": "Leaver"}),
+        )
+        .await
+        .assert_status(201);
+    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let leaked = "a leaked link's password";
+    let use_link = |c: Client| {
+        let token = token.clone();
+        async move {
+            let r = c
+                .post_form(
+                    "/sfn/set_password",
+                    &[
+                        ("token", &token),
+                        ("new_password", leaked),
+                        ("confirm_password", leaked),
+                    ],
+                )
+                .await;
+            r.headers
+                .get("location")
+                .is_some_and(|l| l == "/login?password_set=1")
+        }
+    };
+    for status in ["deactivated", "active"] {
+        admin
+            .patch(
+                "/api/v1/users/leaver@example.com",
+                json!({"status": status}),
+            )
+            .await
+            .assert_status(200);
+        assert!(
+            !use_link(app.client()).await,
+            "the link set a password ({status})"
+        );
+        app.client()
+            .login("leaver@example.com", leaked)
+            .await
+            .assert_status(401);
+    }
+}
+
 #[tokio::test]
 async fn admin_reset_password_link_forces_a_new_password() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
@@ -878,6 +930,130 @@ pub(crate) async fn delegate(
         .await
         .assert_status(201);
     user
+}
+
+/// What a user manager made for a newcomer (a set-password link, or a first password they
+/// chose) is checked again when it is used: an administrator promoted the newcomer before they
+/// used it, so it lets nobody in (the user manager would otherwise sign in as an
+/// administrator). The owner asks an administrator for a new link, which works; an
+/// administrator's own link for the same account works; a newcomer who stays a newcomer
+/// uses the user manager's link.
+#[tokio::test]
+async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mallory = delegate(
+        &app,
+        &admin,
+        "mallory@example.com",
+        "USER_MANAGER",
+        &["user.read", "user.write"],
+    )
+    .await;
+    let link_of = |r: serde_json::Value| {
+        r["set_password_url"]
+            .as_str()
+            .unwrap()
+            .split("token=")
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let use_link = |token: String, password: &'static str| {
+        let c = app.client();
+        async move {
+            let r = c
+                .post_form(
+                    "/sfn/set_password",
+                    &[
+                        ("token", &token),
+                        ("new_password", password),
+                        ("confirm_password", password),
+                    ],
+                )
+                .await;
+            r.headers
+                .get("location")
+                .is_some_and(|l| l == "/login?password_set=1")
+        }
+    };
+    let kept = link_of(
+        mallory
+            .post(
+                "/api/v1/users",
+                json!({"email": "newcomer@example.com", "name": "Newcomer"}),
+            )
+            .await
+            .assert_status(201)
+            .json(),
+    );
+    mallory
+        .post(
+            "/api/v1/users",
+            json!({"email": "second@example.com", "name": "Second", "password": "mallory chose this one"}),
+        )
+        .await
+        .assert_status(201);
+    let stays = link_of(
+        mallory
+            .post(
+                "/api/v1/users",
+                json!({"email": "intern@example.com", "name": "Intern"}),
+            )
+            .await
+            .assert_status(201)
+            .json(),
+    );
+    for who in ["newcomer@example.com", "second@example.com"] {
+        admin
+            .post(
+                "/api/v1/bindings",
+                json!({"subject": {"kind": "user", "name": who}, "role": "ADMIN"}),
+            )
+            .await
+            .assert_status(201);
+    }
+    assert!(!use_link(kept.clone(), "mallory's new admin password").await);
+    app.client()
+        .login("newcomer@example.com", "mallory's new admin password")
+        .await
+        .assert_status(401);
+    let r = app
+        .client()
+        .login("second@example.com", "mallory chose this one")
+        .await
+        .assert_status(403)
+        .json();
+    assert_eq!(r["error"]["code"], "password_needs_reset", "{r}");
+    let refused = admin
+        .get("/api/v1/audit/events?action=password.set_with_link&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        refused["items"][0]["actor"], "mallory@example.com",
+        "{refused}"
+    );
+    // An administrator's link works; the intern's (still a newcomer) from mallory works.
+    let fresh = admin
+        .post(
+            "/api/v1/users/newcomer@example.com/reset-password",
+            json!({}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    assert!(use_link(link_of(fresh), "the newcomer's own password").await);
+    app.client()
+        .login("newcomer@example.com", "the newcomer's own password")
+        .await
+        .assert_status(200);
+    assert!(use_link(stays, "the intern's own password").await);
+    // Once its owner replaced it, a password is theirs: promotions do not touch it.
+    let intern = app.client();
+    intern
+        .login("intern@example.com", "the intern's own password")
+        .await
+        .assert_status(200);
 }
 
 /// Delegated user administration cannot take an account over: resetting a password or a
@@ -1567,11 +1743,43 @@ async fn a_settings_editor_cannot_change_who_signs_in_or_weaken_the_second_facto
             .await
             .assert_status(403);
     }
-    // The rest stays theirs; the administrator may do both.
+    // Laxer lockouts, step-up and sessions help whoever is after another administrator's
+    // account: not theirs either.
+    for laxer in [
+        json!({"lockout_threshold": 100}),
+        json!({"lockout_window_minutes": 1}),
+        json!({"lockout_minutes": 1}),
+        json!({"step_up_max_age_minutes": 1440}),
+        json!({"session_idle_minutes": 1440}),
+        json!({"session_absolute_hours": 720}),
+    ] {
+        setty
+            .patch("/api/v1/settings", laxer.clone())
+            .await
+            .assert_status(403);
+    }
+    // The rest stays theirs (stricter ones included); the administrator may do both.
     setty
-        .patch("/api/v1/settings", json!({"session_idle_minutes": 20}))
+        .patch(
+            "/api/v1/settings",
+            json!({"session_idle_minutes": 20, "lockout_threshold": 4, "step_up_max_age_minutes": 10}),
+        )
         .await
         .assert_status(200);
+    let s = admin
+        .get("/api/v1/settings")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        (
+            s["lockout_threshold"].as_i64(),
+            s["lockout_minutes"].as_i64(),
+            s["step_up_max_age_minutes"].as_i64()
+        ),
+        (Some(4), Some(15), Some(10)),
+        "{s}"
+    );
     admin
         .patch(
             "/api/v1/settings",

@@ -361,6 +361,27 @@ fn the_chart_refuses_missing_and_contradictory_values() {
         )),
         "{env:?}"
     );
+    // The webhook reaches the company's own networks only where the operator names them.
+    assert!(
+        !env.iter()
+            .any(|(k, _)| k == "WARDEN_WEBHOOK_ALLOWED_NETWORKS"),
+        "{env:?}"
+    );
+    let with: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .chain(["webhookAllowedNetworks=10.20.0.7"])
+        .collect();
+    let objs = docs(&render(helm, &with).expect("renders"));
+    let dep = find(&objs, "Deployment", "w-warden").expect("the Deployment");
+    let env = env_of(&dep["spec"]["template"]["spec"]["containers"][0]);
+    assert!(
+        env.contains(&(
+            "WARDEN_WEBHOOK_ALLOWED_NETWORKS".to_owned(),
+            Some("10.20.0.7".to_owned())
+        )),
+        "{env:?}"
+    );
 }
 
 #[tokio::test]

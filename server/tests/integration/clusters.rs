@@ -427,6 +427,98 @@ async fn clusters_crud_validation_filters_and_audit() {
     assert_eq!(del[0]["project"], "prod");
 }
 
+/// A project's auditor reads its cluster's changes in the log, but not the names of the other
+/// projects the cluster is shared with (its page hides them too): not in the list, an event's
+/// detail or the export. A cluster moved away is in the log of the
+/// project it left as well.
+#[tokio::test]
+async fn a_project_auditor_reads_no_other_projects_names_in_cluster_events() {
+    let (app, admin) = app().await;
+    for p in ["team-a", "team-b", "hidden-merger"] {
+        admin
+            .post("/api/v1/projects", json!({"name": p}))
+            .await
+            .assert_status(201);
+    }
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "a1", "project": "team-a"}),
+        )
+        .await
+        .assert_status(201);
+    admin
+        .patch(
+            "/api/v1/clusters/a1",
+            json!({"shared_with": ["team-b", "hidden-merger"]}),
+        )
+        .await
+        .assert_status(200);
+    let auditor = app.user_client(&admin, "auditor@example.com").await;
+    admin
+        .bind_user("auditor@example.com", "PROJECT_READ_ONLY", "team-a", &[])
+        .await;
+    let secret = "hidden-merger";
+    // The organization's log keeps every share.
+    let full = audit(&admin, "action=cluster.update").await;
+    assert!(full[0].to_string().contains(secret), "{full:?}");
+    let seen = audit(&auditor, "action=cluster.update").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0]["details"]["after"]["shared_with"],
+        json!([]),
+        "{seen:?}"
+    );
+    assert!(!seen[0].to_string().contains(secret));
+    let id = seen[0]["id"].as_str().unwrap();
+    let detail = auditor
+        .get(&format!("/api/v1/audit/events/{id}"))
+        .await
+        .assert_status(200)
+        .body;
+    assert!(detail.contains("\"shared_with\""), "{detail}");
+    assert!(!detail.contains(secret), "{detail}");
+    let export = auditor
+        .get("/api/v1/audit/export?format=ndjson&action=cluster.update")
+        .await
+        .assert_status(200)
+        .body;
+    assert!(export.contains("\"shared_with\""), "{export}");
+    assert!(!export.contains(secret), "{export}");
+    // A reader of both projects sees both names.
+    admin
+        .bind_user("auditor@example.com", "PROJECT_READ_ONLY", "team-b", &[])
+        .await;
+    let seen = audit(&auditor, "action=cluster.update").await;
+    assert_eq!(
+        seen[0]["details"]["after"]["shared_with"],
+        json!(["team-b"]),
+        "{seen:?}"
+    );
+
+    // Moved to team-b: team-a's log has it.
+    let only_a = app.user_client(&admin, "only-a@example.com").await;
+    admin
+        .bind_user("only-a@example.com", "PROJECT_READ_ONLY", "team-a", &[])
+        .await;
+    admin
+        .patch("/api/v1/clusters/a1", json!({"project": "team-b"}))
+        .await
+        .assert_status(200);
+    let seen = audit(&only_a, "action=cluster.update").await;
+    assert_eq!(
+        seen.len(),
+        2,
+        "the move is in the log of the project it left: {seen:?}"
+    );
+    assert_eq!(seen[0]["project"], "team-a");
+    assert_eq!(seen[0]["details"]["after"]["project"], "team-b", "{seen:?}");
+    assert!(
+        !seen.iter().any(|e| e.to_string().contains(secret)),
+        "{seen:?}"
+    );
+}
+
 #[tokio::test]
 async fn cluster_permissions_follow_the_project_and_sharing() {
     let (app, admin) = app().await;
@@ -1944,8 +2036,8 @@ async fn denied_with(admin: &Client, code: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_registration_ends_the_clusters_spare_manifests() {
-    // Two manifests downloaded before the agent registers (one applied, one left in a CI log):
-    // once the first registers, the spare must not register another key the moment the real
+    // Two manifests downloaded before the agent registers (one left in a CI log, one applied):
+    // the later download ends the earlier one's token, and once the applied one registers, the spare must not register another key the moment the real
     // agent's tunnel drops (a restart, a blip), which would hand the impostor the cluster.
     let (app, admin) = app().await;
     let sim = Sim::start().await;
@@ -1957,13 +2049,6 @@ async fn a_registration_ends_the_clusters_spare_manifests() {
         .await
         .assert_status(201);
     let manifest = |body: String| warden_agent::Settings::from_manifest(&body).unwrap();
-    let applied = manifest(
-        admin
-            .get("/api/v1/clusters/spare/manifest")
-            .await
-            .assert_status(200)
-            .body,
-    );
     let spare = manifest(
         admin
             .get("/api/v1/clusters/spare/manifest")
@@ -1971,7 +2056,22 @@ async fn a_registration_ends_the_clusters_spare_manifests() {
             .assert_status(200)
             .body,
     );
+    let applied = manifest(
+        admin
+            .get("/api/v1/clusters/spare/manifest")
+            .await
+            .assert_status(200)
+            .body,
+    );
     let fp = sim.sim.kube_system_uid();
+    // One manifest is pending per cluster: the later download ended the spare's token at
+    // once, before any agent registered.
+    let (status, code, message) = refused(
+        warden_agent::dial::challenge(&spare, spare.bootstrap_token.as_deref().unwrap(), &fp)
+            .await
+            .map(|_| unreachable_socket()),
+    );
+    assert_eq!((status, code.as_str()), (403, "token_expired"), "{message}");
     let (_, real) = new_key();
     let token = applied.bootstrap_token.clone().unwrap();
     let (r, _) = dial_with(&applied, &token, &fp, &real).await;

@@ -201,7 +201,12 @@ struct People {
 /// Project dev; john administers it; group `dev-approvers` (sally and carol) approves its
 /// requests; mallory holds nothing.
 async fn people() -> People {
-    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    people_with(std::collections::BTreeMap::new()).await
+}
+
+/// [`people`] on a Warden with extra configuration.
+async fn people_with(extra: std::collections::BTreeMap<String, String>) -> People {
+    let (app, admin) = TestApp::spawn_with(extra).await.with_admin().await;
     admin
         .post("/api/v1/projects", json!({"name": "dev"}))
         .await
@@ -957,7 +962,7 @@ async fn a_receiver_asking_to_slow_down_is_followed_and_break_glass_goes_first()
         )
         .await
         .assert_status(201);
-    let http = warden_server::jit::webhook_client();
+    let http = warden_server::jit::webhook_client(p.app.services());
     // Wait until the background worker has met the 429 (or do it here).
     warden_server::jit::deliver_due(p.app.services(), &http).await;
     let t = Instant::now();
@@ -1098,11 +1103,97 @@ async fn the_webhook_is_retried_from_the_outbox_and_delivered_once() {
     // Exactly once: nothing more, however long one waits.
     for _ in 0..5 {
         p.app.clock.advance_secs(3600);
-        warden_server::jit::deliver_due(p.app.services(), &warden_server::jit::webhook_client())
-            .await;
+        warden_server::jit::deliver_due(
+            p.app.services(),
+            &warden_server::jit::webhook_client(p.app.services()),
+        )
+        .await;
     }
     assert!(hook.accepted.try_recv().is_err(), "delivered twice");
     assert_eq!(hook.calls.load(Ordering::SeqCst), 3);
+}
+
+/// A settings writer aims the webhook at what only Warden's host or network reaches (its
+/// metrics, its replicas' port, a cluster's services): refused when set, and a URL stored
+/// before the rule is not posted either, unless the operator listed the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_reaches_no_address_of_wardens_own_networks_unless_the_operator_allows_it() {
+    use sea_orm::{ConnectionTrait, Statement};
+    use std::sync::atomic::Ordering;
+    let p = people_with(
+        [("WARDEN_WEBHOOK_ALLOWED_NETWORKS".to_owned(), String::new())]
+            .into_iter()
+            .collect(),
+    )
+    .await;
+    let hook = flaky(0).await;
+    let port = hook
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for bad in [
+        hook.url.clone(),
+        format!("http://localhost:{port}/flaky"),
+        "https://10.0.0.5/hook".to_owned(),
+        "https://192.168.1.1/hook".to_owned(),
+        "https://[::ffff:127.0.0.1]/hook".to_owned(),
+        "https://[fd00::1]/hook".to_owned(),
+        // The metadata address, through NAT64's prefix.
+        "https://[64:ff9b::a9fe:a9fe]/latest".to_owned(),
+    ] {
+        let r = p
+            .admin
+            .patch("/api/v1/settings/jit", json!({"webhook_url": bad}))
+            .await
+            .assert_status(422)
+            .json();
+        let why = r["error"]["fields"]["webhook_url"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            why.contains("WARDEN_WEBHOOK_ALLOWED_NETWORKS") || why.contains("link-local"),
+            "{bad}: {r}"
+        );
+    }
+    // A public receiver is accepted (it is not posted to here: nothing is asked yet).
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"webhook_url": "https://hooks.example.com/warden"}),
+        )
+        .await
+        .assert_status(200);
+    // A loopback URL stored before the rule (or by hand in the database): not posted.
+    let db = &p.app.services().db;
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        format!("UPDATE jit_settings SET webhook_url = '{}'", hook.url),
+    ))
+    .await
+    .expect("store the URL by hand");
+    ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
+    warden_server::jit::deliver_due(
+        p.app.services(),
+        &warden_server::jit::webhook_client(p.app.services()),
+    )
+    .await;
+    let row = &outbox(&p.app).await[0];
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not posted") && e.contains("own networks")),
+        "{row:?}"
+    );
+    assert_eq!(
+        hook.calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the receiver"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1153,8 +1244,11 @@ async fn a_webhook_that_never_answers_is_given_up_after_the_last_attempt_and_aud
     // No more attempts after the give-up.
     for _ in 0..3 {
         p.app.clock.advance_secs(3600);
-        warden_server::jit::deliver_due(p.app.services(), &warden_server::jit::webhook_client())
-            .await;
+        warden_server::jit::deliver_due(
+            p.app.services(),
+            &warden_server::jit::webhook_client(p.app.services()),
+        )
+        .await;
     }
     assert_eq!(hook.calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
 }

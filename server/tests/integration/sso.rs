@@ -1283,9 +1283,10 @@ async fn turning_a_provider_off_ends_its_sign_ins_and_another_issuer_is_another_
 }
 
 /// Where people may create or name groups at the provider, mapping by name must not hand out
-/// what a Warden group named alike holds: groups with an organization-wide grant and a
-/// project's approver group are neither joined nor left by name (an explicit table may name
-/// them); an ordinary custom group still is.
+/// what a Warden group named alike holds: groups with an organization-wide grant, a role that
+/// writes anywhere (a project's administrators) and a project's approver group are neither
+/// joined nor left by name (an explicit table may name them); a group that only reads, or
+/// holds nothing, still is.
 #[tokio::test]
 async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
     let op = OidcProvider::start().await;
@@ -1293,7 +1294,14 @@ async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
         .await
         .with_admin()
         .await;
-    for g in ["platform-admins", "prod-approvers", "developers", "ops"] {
+    for g in [
+        "platform-admins",
+        "prod-approvers",
+        "developers",
+        "ops",
+        "prod-admins",
+        "prod-readers",
+    ] {
         admin
             .post("/api/v1/groups", json!({"name": g}))
             .await
@@ -1317,12 +1325,31 @@ async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
         )
         .await
         .assert_status(200);
+    // A project's administrators write to its clusters; its readers only read.
+    for (g, role) in [
+        ("prod-admins", "PROJECT_ADMIN"),
+        ("prod-readers", "PROJECT_READ_ONLY"),
+    ] {
+        admin
+            .post(
+                "/api/v1/bindings",
+                json!({"subject": {"kind": "group", "name": g}, "role": role, "project": "prod"}),
+            )
+            .await
+            .assert_status(201);
+    }
     add_provider(&app, &admin, &op, json!({})).await;
     // A member who made groups named like Warden's at the provider.
     op.set_user(
         "eve",
         "eve@example.com",
-        &["Platform-Admins", "prod-approvers", "developers"],
+        &[
+            "Platform-Admins",
+            "prod-approvers",
+            "developers",
+            "prod-admins",
+            "prod-readers",
+        ],
     )
     .await;
     let eve = app.client();
@@ -1336,6 +1363,8 @@ async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
         "{groups:?}"
     );
     assert!(!groups.contains(&"prod-approvers".to_owned()), "{groups:?}");
+    assert!(!groups.contains(&"prod-admins".to_owned()), "{groups:?}");
+    assert!(groups.contains(&"prod-readers".to_owned()), "{groups:?}");
     let me = eve.get("/api/v1/me").await.assert_status(200).json();
     assert!(
         me["org_permissions"]
@@ -1411,7 +1440,51 @@ async fn linking_by_email_ends_the_accounts_local_password_sessions_and_keys() {
         .get_bearer("/api/v1/me", &key)
         .await
         .assert_status(200);
+    // And Joe's, with no password: the set-password link is kept for later.
+    let r = mallory
+        .post(
+            "/api/v1/users",
+            json!({"email": "joe@example.com", "name": "Joe"}),
+        )
+        .await
+        .assert_status(201);
+    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
+    let joe_link = url.split("token=").nth(1).unwrap().to_owned();
     add_provider(&app, &admin, &op, json!({"link_existing_users": true})).await;
+    // Joe's first sign-in through the provider links his account, and ends the kept link.
+    op.set_user("joe-idp", "joe@example.com", &[]).await;
+    let joe = app.client();
+    let r = sso_sign_in(&app, &joe, &op, "joe-idp").await;
+    assert_eq!(location(&r), "/", "{}", r.body);
+    let chosen = "mallory's kept link";
+    let r = app
+        .client()
+        .post_form(
+            "/sfn/set_password",
+            &[
+                ("token", &joe_link),
+                ("new_password", chosen),
+                ("confirm_password", chosen),
+            ],
+        )
+        .await;
+    assert_ne!(
+        r.headers
+            .get("location")
+            .map(|l| l.to_str().unwrap_or_default()),
+        Some("/login?password_set=1"),
+        "the kept link set a password"
+    );
+    app.client()
+        .login("joe@example.com", chosen)
+        .await
+        .assert_status(401);
+    joe.get("/api/v1/me").await.assert_status(200);
+    let linked = audit(&admin, "action=sign_in.account&actor=joe@example.com", 1).await;
+    assert_eq!(
+        linked[0]["details"]["ended"]["set_password_links"], 1,
+        "{linked:#?}"
+    );
     // Jane's first sign-in through the provider links the account.
     op.set_user("jane-idp", "jane@example.com", &[]).await;
     let jane = app.client();
