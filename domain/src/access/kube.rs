@@ -411,6 +411,14 @@ fn expired_grant(eff: &Effective, cluster: &KubeCluster) -> Option<String> {
     .map(|b| b.expired_reason())
 }
 
+/// Whether `cluster` is, to this user, as a cluster that does not exist: no kubectl access
+/// there, and none that just expired (which is told as such). Checks that would answer
+/// differently for a cluster that exists (its settings, a credential's limits) come after
+/// this one, so nobody learns which cluster names exist.
+pub fn unknown_to(eff: &Effective, cluster: &KubeCluster) -> bool {
+    !kube_access(eff, cluster).usable() && expired_grant(eff, cluster).is_none()
+}
+
 pub fn decide_kube(
     eff: &Effective,
     email: &str,

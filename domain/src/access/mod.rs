@@ -541,6 +541,16 @@ impl AccessPolicy {
         Ok(kube::decide_kube(&eff, email, cluster, intent, rules))
     }
 
+    /// Whether `cluster` is, to `user`, as a cluster that does not exist ([`kube::unknown_to`]).
+    pub async fn cluster_unknown_to(
+        &self,
+        user: UserId,
+        cluster: &kube::KubeCluster,
+    ) -> DomainResult<bool> {
+        let eff = self.effective(user).await?;
+        Ok(kube::unknown_to(&eff, cluster))
+    }
+
     /// "Why": which binding allows `action` for `user`, or why none does. No audit.
     pub async fn explain(
         &self,

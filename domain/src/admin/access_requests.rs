@@ -391,11 +391,7 @@ struct Prepared {
     reason: String,
 }
 
-async fn prepare(
-    svc: &Services,
-    req: CreateAccessRequest,
-    now: Timestamp,
-) -> DomainResult<Prepared> {
+async fn prepare(svc: &Services, req: CreateAccessRequest) -> DomainResult<Prepared> {
     let mut fields = BTreeMap::new();
     let project = match super::projects::find(&svc.db, req.project.trim()).await {
         Ok(p) => Some(p),
@@ -452,16 +448,22 @@ async fn prepare(
             "must be between a minute and a year".to_owned(),
         );
     } else if let (Some(r), Some(p)) = (&role, &project) {
-        if let Err(m) = super::jit_settings::check_required_expiry(
-            &svc.db,
-            &r.name,
-            Some(&p.id),
-            Some(now.millis() + req.duration_secs * 1000),
-            now,
-        )
-        .await?
+        // The requester is told the longest allowed, not which rule, label selector or
+        // cluster makes it apply (they may read neither the settings nor the project's
+        // clusters).
+        if let Some(max) =
+            super::jit_settings::requestable_max_secs(&svc.db, &r.name, &p.id).await?
         {
-            fields.insert("duration_secs".to_owned(), m);
+            if req.duration_secs > max {
+                fields.insert(
+                    "duration_secs".to_owned(),
+                    format!(
+                        "role {} may be granted in this project for at most {} (the organization's rule)",
+                        r.name,
+                        crate::dto::jit_duration(max)
+                    ),
+                );
+            }
         }
     }
     let reason = req.reason.trim().to_owned();
@@ -524,7 +526,7 @@ pub async fn create(
         namespaces,
         cluster,
         reason,
-    } = prepare(svc, req, now).await?;
+    } = prepare(svc, req).await?;
     let ns_json = serde_json::to_string(&namespaces).unwrap_or_else(|_| "[]".into());
     let same = access_requests::Entity::find()
         .filter(access_requests::Column::RequesterId.eq(who.user_id.to_string()))
@@ -1605,7 +1607,7 @@ pub async fn break_glass(
     let settings = super::jit_settings::load(&svc.db).await?;
     let asked_role = req.role.trim().to_owned();
     let duration = req.duration_secs;
-    let p = prepare(svc, req, now).await?;
+    let p = prepare(svc, req).await?;
     let Some(rule) = settings
         .break_glass_roles
         .iter()

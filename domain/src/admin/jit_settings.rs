@@ -174,6 +174,21 @@ pub async fn required_expiry_violation<C: ConnectionTrait>(
     })
 }
 
+/// The longest `role` may be granted for in `project_id` under the organization's
+/// required-expiry rules (`None`: no rule applies), without saying which rule or cluster made
+/// it apply: what a requester, who may not read the settings or see the project's clusters,
+/// is told.
+pub async fn requestable_max_secs<C: ConnectionTrait>(
+    db: &C,
+    role: &str,
+    project_id: &str,
+) -> DomainResult<Option<i64>> {
+    let s = load(db).await?;
+    Ok(applicable_rule(db, &s, role, Some(project_id))
+        .await?
+        .map(|(rule, _)| rule.max_secs))
+}
+
 /// `Ok(Err(message))` when the organization requires an expiry for `role` in `project_id`
 /// and `expires_at` is missing or beyond the maximum.
 pub async fn check_required_expiry<C: ConnectionTrait>(

@@ -315,10 +315,14 @@ pub async fn begin_enrolment(svc: &Services, who: &Principal) -> DomainResult<To
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(200, 200)
         .build();
-    user_mfa::Entity::delete_by_id(uid.clone())
+    // Only an unconfirmed enrolment is replaced: one confirmed meanwhile (from another of the
+    // person's sessions) stays, and this start answers the conflict.
+    user_mfa::Entity::delete_many()
+        .filter(user_mfa::Column::UserId.eq(uid.clone()))
+        .filter(user_mfa::Column::ConfirmedAt.is_null())
         .exec(&svc.db)
         .await?;
-    user_mfa::ActiveModel::from(user_mfa::Model {
+    let inserted = user_mfa::ActiveModel::from(user_mfa::Model {
         secret: seal(svc, &uid, &base32),
         user_id: uid,
         confirmed_at: None,
@@ -326,7 +330,16 @@ pub async fn begin_enrolment(svc: &Services, who: &Principal) -> DomainResult<To
         created_at: svc.clock.now().millis(),
     })
     .insert(&svc.db)
-    .await?;
+    .await;
+    if let Err(e) = inserted {
+        if is_enabled(&svc.db, who.user_id).await? {
+            return Err(DomainError::conflict(
+                "mfa",
+                "an authenticator is already enrolled; an administrator can reset it",
+            ));
+        }
+        return Err(e.into());
+    }
     Ok(TotpEnrolment {
         secret: base32,
         otpauth_url: url,

@@ -1058,6 +1058,26 @@ async fn admit(
         project: project.clone(),
         ..r.of(&user, user_id)
     };
+    // Someone without access hears what an unknown cluster's name gets, before anything
+    // that only a cluster that exists would answer (its kubectl settings, below; a read-only
+    // credential's limit, after). Losing every grant there still removes the service account.
+    match gw.services.policy.cluster_unknown_to(user_id, &cluster).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(Refusal {
+                lost_cluster: Some(cluster.clone()),
+                ..of(Refusal::deny(
+                    StatusCode::FORBIDDEN,
+                    format!("you have no kubectl access to a cluster named {cluster_name}"),
+                )
+                .because(format!(
+                    "no binding grants kubeconfig.read and a kubectl permission through project {} or a project it is shared with",
+                    cluster.owner
+                )))
+            })
+        }
+        Err(e) => return Err(of(unavailable("check your access", &e))),
+    }
     // 4. Settings: kubectl not disabled; a recent console sign-in when required. (They are
     // about the kubectl CLI: the console's own terminal has its session instead.)
     let mut settings =

@@ -1182,6 +1182,58 @@ async fn audit_rows_match(w: World) {
     ));
 }
 
+/// Someone without access to a cluster hears what an unknown cluster's name gets, whatever
+/// else applies to them there (kubectl disabled for them, a required recent sign-in): the
+/// gateway tells nobody which cluster names exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_without_access_answers_as_an_unknown_one() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, None).await;
+    w.admin
+        .post("/api/v1/projects", json!({"name": "vault"}))
+        .await
+        .assert_status(201);
+    w.admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "hidden-1", "project": "vault"}),
+        )
+        .await
+        .assert_status(201);
+    w.admin
+        .patch(
+            "/api/v1/users/sally@example.com/kubectl-settings",
+            json!({"disable_cli": true}),
+        )
+        .await
+        .assert_status(200);
+    // `--raw` (a path on the gateway, with her credential): no discovery first, whose
+    // refusals kubectl does not print.
+    let k = w.kubectl("sally", &kubeconfig);
+    let mut told = vec![];
+    for name in ["hidden-1", "no-such-1"] {
+        let out = k
+            .run(&[
+                "get",
+                "--raw",
+                &format!("/clusters/{name}/api/v1/namespaces/apple/pods"),
+            ])
+            .await
+            .expect_err("no kubectl access to a cluster named");
+        told.push(out.stderr.replace(name, "NAME"));
+    }
+    assert_eq!(told[0], told[1]);
+    // Where she has access, the setting is what she hears.
+    k.run(&[
+        "get",
+        "--raw",
+        &format!("/clusters/{PROD}/api/v1/namespaces/apple/pods"),
+    ])
+    .await
+    .expect_err("kubectl access is disabled for you");
+}
+
 /// Settings: kubectl disabled per user, recent console sign-in, secrets only for org admins,
 /// service accounts removed after the idle time; access rules for the settings themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

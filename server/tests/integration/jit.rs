@@ -1438,6 +1438,20 @@ async fn required_expiry_can_be_limited_to_clusters_matching_a_label_selector() 
         )
         .await
         .assert_status(201);
+    // A requester is told the longest allowed, not the rule's selector or the project's
+    // cluster (they may see neither).
+    let r = p
+        .sally
+        .post(
+            "/api/v1/access-requests",
+            json!({"project": "production", "role": "CLUSTER_ADMIN", "duration_secs": 30 * 86400, "reason": "incident 42"}),
+        )
+        .await
+        .assert_status(422)
+        .json();
+    let msg = r["error"]["fields"]["duration_secs"].as_str().unwrap();
+    assert!(msg.contains("at most 8 hours"), "{msg}");
+    assert!(!msg.contains("prod-1") && !msg.contains("env"), "{msg}");
     // Elsewhere, and for other roles, nothing changes.
     p.john
         .post(
