@@ -164,13 +164,9 @@ pub fn connect_warnings(svc: &Services) -> Vec<ConnectWarning> {
 }
 
 /// The agent manifest with a fresh bootstrap token (`GET /api/v1/clusters/{name}/manifest`).
-/// One manifest is pending per cluster, as with [`bootstrap`]: the tokens of earlier ones not
-/// yet used are revoked (a manifest left in a CI log or a chat before the cluster registered
-/// would otherwise register an impostor's agent first).
 pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResult<String> {
     let (c, owner) = load_writable(svc, who, name).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let revoked = revoke_pending(&tx, &c.id, svc.clock.now().millis()).await?;
     let boot = mint(
         svc,
         &tx,
@@ -182,8 +178,7 @@ pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResu
         false,
     )
     .await?;
-    let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed)
-        .details(json!({ "revoked_tokens": revoked }));
+    let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed);
     crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
     Ok(boot.manifest)

@@ -127,52 +127,28 @@ pub async fn sign_in(
                 )
                 .await?
                 {
-                    svc.audit
-                        .record(
-                            AuditEvent::new(
-                                AuditKind::SignIn,
-                                Actor::User {
-                                    id: uid,
-                                    name: user.email.clone(),
-                                },
-                                SessionType::Browser,
-                                "sign_in",
-                                Outcome::Denied,
-                            )
-                            .reason("the password was chosen by someone who may no longer act on this account")
-                            .request(meta)
-                            .details(serde_json::json!({
-                                "method": "password",
-                                "failure": PASSWORD_NEEDS_RESET,
-                            })),
-                        )
-                        .await?;
+                    password_refused(
+                        svc,
+                        &user,
+                        meta,
+                        "the password was chosen by someone who may no longer act on this account",
+                        PASSWORD_NEEDS_RESET,
+                    )
+                    .await?;
                     return Err(SignInError::PasswordNeedsReset);
                 }
             }
             // Checked after the password, so the answer never tells which accounts are
             // break-glass ones.
             if !org.allows_local_sign_in(&user.email) {
-                svc.audit
-                    .record(
-                        AuditEvent::new(
-                            AuditKind::SignIn,
-                            Actor::User {
-                                id: uid,
-                                name: user.email.clone(),
-                            },
-                            SessionType::Browser,
-                            "sign_in",
-                            Outcome::Denied,
-                        )
-                        .reason("local passwords are limited to break-glass accounts")
-                        .request(meta)
-                        .details(serde_json::json!({
-                            "method": "password",
-                            "failure": LOCAL_SIGN_IN_DISABLED,
-                        })),
-                    )
-                    .await?;
+                password_refused(
+                    svc,
+                    &user,
+                    meta,
+                    "local passwords are limited to break-glass accounts",
+                    LOCAL_SIGN_IN_DISABLED,
+                )
+                .await?;
                 return Err(SignInError::LocalSignInDisabled);
             }
             if crate::identity::mfa::is_enabled(&svc.db, uid).await? {
@@ -268,6 +244,36 @@ pub async fn sign_in(
             Err(err)
         }
     }
+}
+
+/// Audit a sign-in refused after a right password (`failure`: the code the caller is answered).
+async fn password_refused(
+    svc: &Services,
+    user: &users::Model,
+    meta: RequestMeta,
+    reason: &str,
+    failure: &str,
+) -> DomainResult<()> {
+    svc.audit
+        .record(
+            AuditEvent::new(
+                AuditKind::SignIn,
+                Actor::User {
+                    id: user_store::user_id(user)?,
+                    name: user.email.clone(),
+                },
+                SessionType::Browser,
+                "sign_in",
+                Outcome::Denied,
+            )
+            .reason(reason)
+            .request(meta)
+            .details(serde_json::json!({
+                "method": "password",
+                "failure": failure,
+            })),
+        )
+        .await
 }
 
 /// The name a failed sign-in claimed, as the audit log (and the SIEM) keeps it: an email

@@ -369,6 +369,25 @@ async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
     .assert_status(204);
 }
 
+/// Set a password with a set-password link's token through the console's form (as a browser
+/// without JavaScript does); whether it was set.
+pub(crate) async fn set_password_with_link(app: &TestApp, token: &str, password: &str) -> bool {
+    let r = app
+        .client()
+        .post_form(
+            "/sfn/set_password",
+            &[
+                ("token", token),
+                ("new_password", password),
+                ("confirm_password", password),
+            ],
+        )
+        .await;
+    r.headers
+        .get("location")
+        .is_some_and(|l| l == "/login?password_set=1")
+}
+
 /// A set-password link sets nothing once its account is deactivated (its password would be
 /// the live one the day the account is reactivated), and stays ended after a reactivation.
 #[tokio::test]
@@ -384,24 +403,6 @@ async fn deactivation_ends_the_accounts_set_password_links() {
     let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
     let token = url.split("token=").nth(1).unwrap().to_owned();
     let leaked = "a leaked link's password";
-    let use_link = |c: Client| {
-        let token = token.clone();
-        async move {
-            let r = c
-                .post_form(
-                    "/sfn/set_password",
-                    &[
-                        ("token", &token),
-                        ("new_password", leaked),
-                        ("confirm_password", leaked),
-                    ],
-                )
-                .await;
-            r.headers
-                .get("location")
-                .is_some_and(|l| l == "/login?password_set=1")
-        }
-    };
     for status in ["deactivated", "active"] {
         admin
             .patch(
@@ -411,7 +412,7 @@ async fn deactivation_ends_the_accounts_set_password_links() {
             .await
             .assert_status(200);
         assert!(
-            !use_link(app.client()).await,
+            !set_password_with_link(&app, &token, leaked).await,
             "the link set a password ({status})"
         );
         app.client()
@@ -958,24 +959,6 @@ async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
             .unwrap()
             .to_owned()
     };
-    let use_link = |token: String, password: &'static str| {
-        let c = app.client();
-        async move {
-            let r = c
-                .post_form(
-                    "/sfn/set_password",
-                    &[
-                        ("token", &token),
-                        ("new_password", password),
-                        ("confirm_password", password),
-                    ],
-                )
-                .await;
-            r.headers
-                .get("location")
-                .is_some_and(|l| l == "/login?password_set=1")
-        }
-    };
     let kept = link_of(
         mallory
             .post(
@@ -1012,7 +995,7 @@ async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
             .await
             .assert_status(201);
     }
-    assert!(!use_link(kept.clone(), "mallory's new admin password").await);
+    assert!(!set_password_with_link(&app, &kept, "mallory's new admin password").await);
     app.client()
         .login("newcomer@example.com", "mallory's new admin password")
         .await
@@ -1042,12 +1025,12 @@ async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
         .await
         .assert_status(200)
         .json();
-    assert!(use_link(link_of(fresh), "the newcomer's own password").await);
+    assert!(set_password_with_link(&app, &link_of(fresh), "the newcomer's own password").await);
     app.client()
         .login("newcomer@example.com", "the newcomer's own password")
         .await
         .assert_status(200);
-    assert!(use_link(stays, "the intern's own password").await);
+    assert!(set_password_with_link(&app, &stays, "the intern's own password").await);
     // Once its owner replaced it, a password is theirs: promotions do not touch it.
     let intern = app.client();
     intern

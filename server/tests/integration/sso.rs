@@ -1457,22 +1457,8 @@ async fn linking_by_email_ends_the_accounts_local_password_sessions_and_keys() {
     let r = sso_sign_in(&app, &joe, &op, "joe-idp").await;
     assert_eq!(location(&r), "/", "{}", r.body);
     let chosen = "mallory's kept link";
-    let r = app
-        .client()
-        .post_form(
-            "/sfn/set_password",
-            &[
-                ("token", &joe_link),
-                ("new_password", chosen),
-                ("confirm_password", chosen),
-            ],
-        )
-        .await;
-    assert_ne!(
-        r.headers
-            .get("location")
-            .map(|l| l.to_str().unwrap_or_default()),
-        Some("/login?password_set=1"),
+    assert!(
+        !crate::auth::set_password_with_link(&app, &joe_link, chosen).await,
         "the kept link set a password"
     );
     app.client()
