@@ -51,6 +51,26 @@ pub struct ApiKeyUse {
 }
 
 impl Principal {
+    /// `user` acting through Warden itself rather than a request of theirs (a check made for
+    /// them, a session being made for them): no password change or enrolment pending, no key.
+    pub fn acting_internally(
+        user: &users::Model,
+        session_type: SessionType,
+        request: RequestMeta,
+    ) -> DomainResult<Self> {
+        Ok(Self {
+            user_id: crate::identity::accounts::user_id(user)?,
+            email: user.email.clone(),
+            name: user.name.clone(),
+            session_type,
+            must_change_password: false,
+            must_enrol_mfa: false,
+            second_factor_at: None,
+            request,
+            api_key: None,
+        })
+    }
+
     pub fn actor(&self) -> Actor {
         Actor::User {
             id: self.user_id,

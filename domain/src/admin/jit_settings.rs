@@ -375,9 +375,7 @@ pub async fn update(
             // The masked value shown, sent back unchanged: the stored URL stays.
         } else if url.is_empty() {
             s.webhook_url = None;
-        } else if let Some(why) =
-            webhook_url_problem(&url).or_else(|| svc.jit.networks().url_problem(&url))
-        {
+        } else if let Some(why) = svc.jit.networks().problem(&url) {
             fields.insert("webhook_url".to_owned(), why.to_owned());
         } else {
             s.webhook_url = Some(url);
@@ -633,6 +631,12 @@ impl WebhookNetworks {
             );
         }
         None
+    }
+
+    /// What is wrong with a webhook URL, if anything: its form ([`webhook_url_problem`]), then
+    /// its host's address when the URL names one ([`Self::url_problem`]).
+    pub fn problem(&self, url: &str) -> Option<&'static str> {
+        webhook_url_problem(url).or_else(|| self.url_problem(url))
     }
 
     /// Why a webhook URL's host is not posted to, judged on what the URL says (an address, or

@@ -59,17 +59,7 @@ async fn still_may_act_on(
     else {
         return Ok(false);
     };
-    let who = Principal {
-        user_id: user_store::user_id(&actor)?,
-        email: actor.email.clone(),
-        name: actor.name.clone(),
-        session_type: SessionType::System,
-        must_change_password: false,
-        must_enrol_mfa: false,
-        second_factor_at: None,
-        request: RequestMeta::default(),
-        api_key: None,
-    };
+    let who = Principal::acting_internally(&actor, SessionType::System, RequestMeta::default())?;
     match crate::admin::bindings::refuse_takeover(svc, &who, target, action, verb).await {
         Ok(()) => Ok(true),
         Err(DomainError::Forbidden { .. }) => Ok(false),

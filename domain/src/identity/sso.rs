@@ -1219,17 +1219,7 @@ async fn hand_over<C: ConnectionTrait>(
         .one(tx)
         .await?
         .ok_or_else(|| DomainError::Internal("the linked user is missing".into()))?;
-    let me = Principal {
-        user_id: uid,
-        email: user.email.clone(),
-        name: user.name.clone(),
-        session_type: SessionType::Browser,
-        must_change_password: false,
-        must_enrol_mfa: false,
-        second_factor_at: None,
-        request: meta.clone(),
-        api_key: None,
-    };
+    let me = Principal::acting_internally(&user, SessionType::Browser, meta.clone())?;
     crate::identity::users::revoke_credentials_in(svc, tx, &me, &user).await?;
     let ended = json!({"local_password": had_password, "set_password_links": links, "sessions": true, "api_keys": true, "kubeconfigs": true});
     Ok((user, ended))

@@ -369,6 +369,27 @@ async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
     .assert_status(204);
 }
 
+/// The token of a set-password link in an answer that carries one (a user made without a
+/// password, a reset).
+pub(crate) fn link_token(answer: &serde_json::Value) -> String {
+    answer["set_password_url"]
+        .as_str()
+        .expect("a set-password link")
+        .split("token=")
+        .nth(1)
+        .expect("a token in the link")
+        .to_owned()
+}
+
+/// `by` makes an account without a password; its set-password link's token.
+pub(crate) async fn create_user_with_link(by: &Client, email: &str, name: &str) -> String {
+    let r = by
+        .post("/api/v1/users", json!({"email": email, "name": name}))
+        .await
+        .assert_status(201);
+    link_token(&r.json())
+}
+
 /// Set a password with a set-password link's token through the console's form (as a browser
 /// without JavaScript does); whether it was set.
 pub(crate) async fn set_password_with_link(app: &TestApp, token: &str, password: &str) -> bool {
@@ -393,15 +414,7 @@ pub(crate) async fn set_password_with_link(app: &TestApp, token: &str, password:
 #[tokio::test]
 async fn deactivation_ends_the_accounts_set_password_links() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    let r = admin
-        .post(
-            "/api/v1/users",
-            json!({"email": "leaver@example.com", "name": "Leaver"}),
-        )
-        .await
-        .assert_status(201);
-    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
-    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let token = create_user_with_link(&admin, "leaver@example.com", "Leaver").await;
     let leaked = "a leaked link's password";
     for status in ["deactivated", "active"] {
         admin
@@ -950,25 +963,7 @@ async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
         &["user.read", "user.write"],
     )
     .await;
-    let link_of = |r: serde_json::Value| {
-        r["set_password_url"]
-            .as_str()
-            .unwrap()
-            .split("token=")
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    };
-    let kept = link_of(
-        mallory
-            .post(
-                "/api/v1/users",
-                json!({"email": "newcomer@example.com", "name": "Newcomer"}),
-            )
-            .await
-            .assert_status(201)
-            .json(),
-    );
+    let kept = create_user_with_link(&mallory, "newcomer@example.com", "Newcomer").await;
     mallory
         .post(
             "/api/v1/users",
@@ -976,16 +971,7 @@ async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
         )
         .await
         .assert_status(201);
-    let stays = link_of(
-        mallory
-            .post(
-                "/api/v1/users",
-                json!({"email": "intern@example.com", "name": "Intern"}),
-            )
-            .await
-            .assert_status(201)
-            .json(),
-    );
+    let stays = create_user_with_link(&mallory, "intern@example.com", "Intern").await;
     for who in ["newcomer@example.com", "second@example.com"] {
         admin
             .post(
@@ -1025,7 +1011,7 @@ async fn a_credential_made_by_a_user_manager_does_not_outlive_their_rights() {
         .await
         .assert_status(200)
         .json();
-    assert!(set_password_with_link(&app, &link_of(fresh), "the newcomer's own password").await);
+    assert!(set_password_with_link(&app, &link_token(&fresh), "the newcomer's own password").await);
     app.client()
         .login("newcomer@example.com", "the newcomer's own password")
         .await
@@ -1824,15 +1810,7 @@ async fn a_settings_editor_cannot_shorten_the_audit_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_set_password_link_used_by_racing_requests_sets_one_password() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
-    let r = admin
-        .post(
-            "/api/v1/users",
-            json!({"email": "race@example.com", "name": "Race"}),
-        )
-        .await
-        .assert_status(201);
-    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
-    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let token = create_user_with_link(&admin, "race@example.com", "Race").await;
     let clients: Vec<_> = (0..8).map(|_| app.client()).collect();
     let tries = clients.iter().enumerate().map(|(i, c)| {
         let token = token.clone();

@@ -1441,15 +1441,7 @@ async fn linking_by_email_ends_the_accounts_local_password_sessions_and_keys() {
         .await
         .assert_status(200);
     // And Joe's, with no password: the set-password link is kept for later.
-    let r = mallory
-        .post(
-            "/api/v1/users",
-            json!({"email": "joe@example.com", "name": "Joe"}),
-        )
-        .await
-        .assert_status(201);
-    let url = r.json()["set_password_url"].as_str().unwrap().to_owned();
-    let joe_link = url.split("token=").nth(1).unwrap().to_owned();
+    let joe_link = crate::auth::create_user_with_link(&mallory, "joe@example.com", "Joe").await;
     add_provider(&app, &admin, &op, json!({"link_existing_users": true})).await;
     // Joe's first sign-in through the provider links his account, and ends the kept link.
     op.set_user("joe-idp", "joe@example.com", &[]).await;
