@@ -119,6 +119,18 @@ impl AuditEvent {
     ) -> Self {
         Self::new(kind, who.actor(), who.session_type, action, outcome).request(who.request.clone())
     }
+    /// [`Self::by`] a person, or, without one, Warden itself (the operator's command line).
+    pub fn by_or_system(
+        who: Option<&crate::access::Principal>,
+        kind: AuditKind,
+        action: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
+        match who {
+            Some(p) => Self::by(p, kind, action, outcome),
+            None => Self::new(kind, Actor::System, SessionType::System, action, outcome),
+        }
+    }
     pub fn reason(mut self, r: impl Into<String>) -> Self {
         self.reason = Some(r.into());
         self

@@ -102,10 +102,17 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Invalidate a user's password and print a one-time link to set a new one.
+    /// Invalidate a user's password, end their sessions, API keys and kubeconfigs, and print a
+    /// one-time link to set a new one.
     ResetPassword {
         /// The user's email address.
         email: String,
+        /// Keep the user's API keys (a forgotten password, not a taken account).
+        #[arg(long)]
+        keep_api_keys: bool,
+        /// Keep the user's kubeconfig credentials (a forgotten password, not a taken account).
+        #[arg(long)]
+        keep_kubeconfigs: bool,
     },
 }
 
@@ -136,8 +143,19 @@ async fn main() -> ExitCode {
                 },
         } => audit_generate(config, events, days, seed, force).await,
         Command::Admin {
-            command: AdminCommand::ResetPassword { email },
-        } => reset_password(config, &email).await,
+            command:
+                AdminCommand::ResetPassword {
+                    email,
+                    keep_api_keys,
+                    keep_kubeconfigs,
+                },
+        } => {
+            let opts = warden_domain::identity::users::ResetOptions {
+                revoke_api_keys: !keep_api_keys,
+                revoke_kubeconfigs: !keep_kubeconfigs,
+            };
+            reset_password(config, &email, opts).await
+        }
         Command::Healthcheck { timeout } => healthcheck(&config, timeout).await,
         Command::Dev {
             command:
@@ -476,7 +494,11 @@ async fn dev_seed(
     }
 }
 
-async fn reset_password(config: Config, email: &str) -> anyhow::Result<ExitCode> {
+async fn reset_password(
+    config: Config,
+    email: &str,
+    opts: warden_domain::identity::users::ResetOptions,
+) -> anyhow::Result<ExitCode> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{email:?}: {e}"))?;
     let db = startup::connect(&config).await?;
     startup::migrate(&db).await?;
@@ -484,16 +506,35 @@ async fn reset_password(config: Config, email: &str) -> anyhow::Result<ExitCode>
     let audit = Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
     let services =
         warden_domain::Services::new(db.clone(), clock, audit, config.http.public_url.clone());
-    match warden_domain::identity::authn::admin_reset_password(&services, None, &email).await {
-        Ok(token) => {
+    match warden_domain::identity::authn::admin_reset_password(&services, None, &email, opts).await
+    {
+        Ok(done) => {
             // The running servers end the user's open terminals and streams now.
             if let Err(e) = warden_server::replicas::announce_from_outside(&db).await {
                 eprintln!("warden: the running servers will notice within a minute ({e})");
             }
+            println!("Password of {email} reset; their sessions ended.");
             println!(
-                "Password of {email} reset. Send this one-time link (valid 24 hours) to the user:"
+                "{}",
+                if opts.revoke_api_keys {
+                    format!("API keys revoked: {}.", done.api_keys_revoked)
+                } else {
+                    "API keys kept (--keep-api-keys).".to_owned()
+                }
             );
-            println!("{}", services.set_password_url(&token));
+            println!(
+                "{}",
+                if opts.revoke_kubeconfigs {
+                    format!(
+                        "Kubeconfig credentials revoked: {}.",
+                        done.kubeconfigs_revoked
+                    )
+                } else {
+                    "Kubeconfig credentials kept (--keep-kubeconfigs).".to_owned()
+                }
+            );
+            println!("Send this one-time link (valid 24 hours) to the user:");
+            println!("{}", services.set_password_url(&done.token));
             Ok(ExitCode::SUCCESS)
         }
         Err(warden_domain::DomainError::NotFound { .. }) => {

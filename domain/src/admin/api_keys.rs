@@ -170,7 +170,7 @@ pub async fn revoke(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
 /// has already passed the gate for `user.write`. Audited once, with the prefixes revoked.
 pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> DomainResult<u64> {
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let n = revoke_all_in(svc, &tx, who, user_id).await?;
+    let n = revoke_all_in(svc, &tx, Some(who), user_id).await?;
     tx.commit().await?;
     if n > 0 {
         svc.policy.bump();
@@ -179,11 +179,12 @@ pub async fn revoke_all_of(svc: &Services, who: &Principal, user_id: &str) -> Do
 }
 
 /// Revoke every live API key of `user_id` inside `tx`, with its audit event (none when there
-/// was nothing to revoke): what a password reset may and a deactivation does.
+/// was nothing to revoke): what a password reset may and a deactivation does. `who`: the
+/// person who asked; none: the operator's command line.
 pub(crate) async fn revoke_all_in<C: sea_orm::ConnectionTrait>(
     svc: &Services,
     tx: &C,
-    who: &Principal,
+    who: Option<&Principal>,
     user_id: &str,
 ) -> DomainResult<u64> {
     let now = svc.clock.now().millis();
@@ -207,16 +208,14 @@ pub(crate) async fn revoke_all_in<C: sea_orm::ConnectionTrait>(
         .filter(api_keys::Column::RevokedAt.is_null())
         .exec(tx)
         .await?;
-    svc.audit_change(
-        tx,
+    let ev = crate::audit::AuditEvent::by_or_system(
         who,
+        crate::audit::AuditKind::Console,
         "api_key.revoke_all",
-        "user",
-        user_id,
-        None,
-        Some(json!({"prefixes": prefixes})),
-        None,
+        crate::audit::Outcome::Allowed,
     )
-    .await?;
+    .resource("user", user_id)
+    .details(json!({"before": {"prefixes": prefixes}, "after": null}));
+    crate::audit::append(tx, svc.clock.now(), vec![ev]).await?;
     Ok(r.rows_affected)
 }

@@ -756,37 +756,51 @@ pub async fn set_password_with_token(
     Ok(user)
 }
 
-/// An administrator's reset: the user must set a new password through the returned one-time
-/// link token; their sessions end and the current password stops working.
+/// What a reset did: the one-time link's token, and how many API keys and kubeconfig
+/// credentials it ended.
+#[derive(Debug, Clone)]
+pub struct ResetDone {
+    pub token: String,
+    pub api_keys_revoked: u64,
+    pub kubeconfigs_revoked: u64,
+}
+
+/// An administrator's reset (`who`), or the operator's (`warden admin reset-password`, none):
+/// the user must set a new password through the returned one-time link token; their sessions
+/// end and the current password stops working; with `opts`, their API keys and kubeconfig
+/// credentials end too, in the same transaction (each audited), so no key made by whoever held
+/// the account works again once the link is used.
 pub async fn admin_reset_password(
     svc: &Services,
     who: Option<&Principal>,
     email: &Email,
-) -> DomainResult<String> {
+    opts: crate::identity::users::ResetOptions,
+) -> DomainResult<ResetDone> {
     let now = svc.clock.now();
     let user = user_store::find_by_email(&svc.db, email)
         .await?
         .ok_or_else(|| DomainError::not_found("user"))?;
     let uid = user_store::user_id(&user)?;
     // The reset and its audit event commit together: no reset goes unrecorded.
-    let mut ev = match who {
-        Some(p) => AuditEvent::by(
-            p,
-            AuditKind::Console,
-            "user.reset_password",
-            Outcome::Allowed,
-        ),
-        None => AuditEvent::new(
-            AuditKind::Console,
-            Actor::System,
-            SessionType::System,
-            "user.reset_password",
-            Outcome::Allowed,
-        ),
-    };
-    ev = ev.resource("user", email.as_str());
+    let ev = AuditEvent::by_or_system(
+        who,
+        AuditKind::Console,
+        "user.reset_password",
+        Outcome::Allowed,
+    )
+    .resource("user", email.as_str());
     let tx = crate::audit::begin_change(&svc.db).await?;
     let token = user_store::issue_set_password_token(&tx, uid, who.map(|p| p.user_id), now).await?;
+    let api_keys_revoked = if opts.revoke_api_keys {
+        crate::admin::api_keys::revoke_all_in(svc, &tx, who, &user.id).await?
+    } else {
+        0
+    };
+    let kubeconfigs_revoked = if opts.revoke_kubeconfigs {
+        crate::kubectl::revoke_in(&tx, who, &user, now).await?
+    } else {
+        0
+    };
     let mut a: users::ActiveModel = user.into();
     a.password_hash = sea_orm::Set(None);
     a.must_change_password = sea_orm::Set(true);
@@ -796,7 +810,11 @@ pub async fn admin_reset_password(
     crate::audit::append(&tx, now, vec![ev]).await?;
     tx.commit().await?;
     svc.policy.bump();
-    Ok(token)
+    Ok(ResetDone {
+        token,
+        api_keys_revoked,
+        kubeconfigs_revoked,
+    })
 }
 
 /// The principal behind an API key (`Authorization: Bearer <key>`). Keys are stored hashed;

@@ -81,6 +81,14 @@ pub async fn delete_user_sessions<C: sea_orm::ConnectionTrait>(
         .map_or(0, |u| u.session_generation))
 }
 
+/// The row key of a session: the SHA-256 of its id. The id is the cookie's value, a bearer
+/// credential like an API key, so the table holds only its digest: whoever reads the database
+/// (a backup, a read-only role) finds no cookie to replay. Rows stored by keys of old (the id
+/// itself) match no cookie any more and leave with their expiry.
+pub fn row_id(id: &Id) -> String {
+    crate::secrets::sha256_hex(id.to_string().as_bytes())
+}
+
 fn backend(e: impl std::fmt::Display) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }
@@ -92,7 +100,7 @@ fn to_model(record: &Record) -> session_store::Result<sessions::Model> {
         .and_then(|v| serde_json::from_value::<AuthRecord>(v.clone()).ok())
         .map(|a| a.user_id.to_string());
     Ok(sessions::Model {
-        id: record.id.to_string(),
+        id: row_id(&record.id),
         data: serde_json::to_string(&record.data)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?,
         expires_at: Timestamp::from_offset(record.expiry_date).millis(),
@@ -104,7 +112,7 @@ fn to_model(record: &Record) -> session_store::Result<sessions::Model> {
 impl SessionStore for DbSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         // Never overwrite an existing session with a colliding id.
-        while sessions::Entity::find_by_id(record.id.to_string())
+        while sessions::Entity::find_by_id(row_id(&record.id))
             .one(&self.db)
             .await
             .map_err(backend)?
@@ -145,7 +153,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let Some(m) = sessions::Entity::find_by_id(id.to_string())
+        let Some(m) = sessions::Entity::find_by_id(row_id(id))
             .filter(sessions::Column::ExpiresAt.gt(self.clock.now().millis()))
             .one(&self.db)
             .await
@@ -163,7 +171,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        sessions::Entity::delete_by_id(id.to_string())
+        sessions::Entity::delete_by_id(row_id(id))
             .exec(&self.db)
             .await
             .map_err(backend)?;

@@ -414,8 +414,8 @@ pub(crate) async fn revoke_credentials_in<C: sea_orm::ConnectionTrait>(
     who: &Principal,
     u: &users::Model,
 ) -> DomainResult<()> {
-    crate::admin::api_keys::revoke_all_in(svc, tx, who, &u.id).await?;
-    crate::kubectl::revoke_in(tx, who, u, svc.clock.now()).await?;
+    crate::admin::api_keys::revoke_all_in(svc, tx, Some(who), &u.id).await?;
+    crate::kubectl::revoke_in(tx, Some(who), u, svc.clock.now()).await?;
     Ok(())
 }
 
@@ -480,14 +480,8 @@ pub async fn reset_password(
     )
     .await?;
     let email = Email::parse(&u.email).map_err(|e| DomainError::Internal(e.0))?;
-    let token = crate::identity::authn::admin_reset_password(svc, Some(who), &email).await?;
-    if opts.revoke_api_keys {
-        crate::admin::api_keys::revoke_all_of(svc, who, &u.id).await?;
-    }
-    if opts.revoke_kubeconfigs {
-        crate::kubectl::revoke(svc, who, Some(&u.id)).await?;
-    }
-    Ok(svc.set_password_url(&token))
+    let done = crate::identity::authn::admin_reset_password(svc, Some(who), &email, opts).await?;
+    Ok(svc.set_password_url(&done.token))
 }
 
 /// "Why": may `user` do `permission` at `project` / `namespace`, and which binding allows it.

@@ -355,7 +355,7 @@ pub async fn revoke(
     // One transaction that holds the audit chain's lock from its start (on SQLite, the write
     // lock: a read-then-write transaction would fail when another writer commits in between).
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let done = revoke_in(&tx, who, &target, now).await?;
+    let done = revoke_in(&tx, Some(who), &target, now).await?;
     tx.commit().await?;
     svc.policy.bump();
     Ok(KubeconfigRevoked {
@@ -367,10 +367,10 @@ pub async fn revoke(
 
 /// Revoke every kubeconfig credential of `target` issued until `now`, inside `tx`, with its
 /// audit event: what an explicit revocation and a deactivation both do. Returns how many live
-/// credentials it ended.
+/// credentials it ended. `who`: the person who asked; none: the operator's command line.
 pub(crate) async fn revoke_in<C: ConnectionTrait>(
     tx: &C,
-    who: &Principal,
+    who: Option<&Principal>,
     target: &users::Model,
     now: Timestamp,
 ) -> DomainResult<u64> {
@@ -400,7 +400,7 @@ pub(crate) async fn revoke_in<C: ConnectionTrait>(
     crate::audit::append(
         tx,
         now,
-        vec![AuditEvent::by(
+        vec![AuditEvent::by_or_system(
             who,
             AuditKind::Console,
             "kubeconfig.revoke",

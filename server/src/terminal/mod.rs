@@ -185,12 +185,13 @@ pub(crate) async fn proof_holds(state: &AppState, proof: &Proof) -> Result<i64, 
             )
             .await
             .map_err(|_| "signed out (the console session ended)".to_owned())?;
-            let expires = sessions::Entity::find_by_id(id.to_string())
-                .one(&state.services.db)
-                .await
-                .map_err(|e| format!("Warden cannot check the console session right now: {e}"))?
-                .map(|s| s.expires_at)
-                .ok_or_else(|| "signed out (the console session ended)".to_owned())?;
+            let expires =
+                sessions::Entity::find_by_id(warden_domain::identity::sessions::row_id(id))
+                    .one(&state.services.db)
+                    .await
+                    .map_err(|e| format!("Warden cannot check the console session right now: {e}"))?
+                    .map(|s| s.expires_at)
+                    .ok_or_else(|| "signed out (the console session ended)".to_owned())?;
             (p, expires)
         }
     };

@@ -439,9 +439,15 @@ async fn deactivation_ends_the_accounts_set_password_links() {
 async fn admin_reset_password_link_forces_a_new_password() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
     let email = warden_domain::types::Email::parse(ADMIN_EMAIL).unwrap();
-    let token = warden_domain::identity::authn::admin_reset_password(app.services(), None, &email)
-        .await
-        .unwrap();
+    let token = warden_domain::identity::authn::admin_reset_password(
+        app.services(),
+        None,
+        &email,
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .token;
     // Sessions ended; the old password stopped working.
     c.get("/api/v1/me").await.assert_status(401);
     c.login(ADMIN_EMAIL, NEW_PASSWORD).await.assert_status(401);
@@ -729,6 +735,47 @@ async fn without_a_token_the_metrics_are_not_served_through_a_proxy() {
         let body = r.text().await.unwrap();
         assert!(!body.contains("warden_http_requests_total"), "{body}");
     }
+}
+
+/// Whoever reads the sessions table (a backup, a read-only role) finds no cookie to replay:
+/// rows are keyed by the SHA-256 of the session id, and a row's key sent as a cookie is no
+/// session.
+#[tokio::test]
+async fn the_sessions_table_holds_no_cookie_to_replay() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let cookie = admin.session_cookie().expect("a session cookie");
+    let db = &app.services().db;
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, data FROM sessions",
+        ))
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    let digest = warden_domain::secrets::sha256_hex(cookie.as_bytes());
+    let mut found = false;
+    for r in &rows {
+        let id: String = r.try_get("", "id").unwrap();
+        let data: String = r.try_get("", "data").unwrap();
+        assert!(!id.contains(&cookie) && !data.contains(&cookie), "{id}");
+        found |= id == digest;
+        let replay = app.client();
+        replay.set_session_cookie(&id);
+        replay.get("/api/v1/me").await.assert_status(401);
+    }
+    assert!(found, "the admin's session is keyed by its digest");
+    admin.get("/api/v1/me").await.assert_status(200);
+    admin.post("/api/v1/auth/logout", json!({})).await;
+    let left = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT id FROM sessions WHERE id = '{digest}'"),
+        ))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "sign-out deletes the row");
 }
 
 /// A session written back after the user's sessions were ended (by a request that held it

@@ -2,6 +2,7 @@
 
 use crate::support::warden;
 use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
 use std::process::Command;
 use warden_server::testing::{TestApp, ADMIN_EMAIL};
 
@@ -91,6 +92,91 @@ async fn reset_password_prints_a_one_time_link() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
+}
+
+/// The operator's reset is for an account that may be in someone else's hands: it ends the
+/// API keys and kubeconfigs of whoever held it (in the reset's transaction, audited as
+/// Warden's), so a key made with the stolen password does not come back once the owner uses
+/// the link. `--keep-api-keys` keeps them, for a forgotten password.
+#[tokio::test]
+async fn the_operators_reset_ends_what_outlives_the_password() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let sally = app.user_client(&admin, "sally@example.com").await;
+    let taken = sally.create_api_key(json!({"name": "the thief's"})).await;
+    let bare = app.client_without_origin();
+    bare.get_bearer("/api/v1/me", &taken)
+        .await
+        .assert_status(200);
+    let out = warden(
+        &app.database_url,
+        &["admin", "reset-password", "sally@example.com"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("API keys revoked: 1."), "{stdout}");
+    assert!(
+        stdout.contains("Kubeconfig credentials revoked: 0."),
+        "{stdout}"
+    );
+    let token = stdout
+        .lines()
+        .find_map(|l| l.split("token=").nth(1))
+        .expect("a link")
+        .trim()
+        .to_owned();
+    bare.get_bearer("/api/v1/me", &taken)
+        .await
+        .assert_status(401);
+    assert!(crate::auth::set_password_with_link(&app, &token, "sally's own new password").await);
+    bare.get_bearer("/api/v1/me", &taken)
+        .await
+        .assert_status(401);
+    let events = admin
+        .get("/api/v1/audit/events?limit=50")
+        .await
+        .assert_status(200)
+        .json();
+    for action in [
+        "api_key.revoke_all",
+        "kubeconfig.revoke",
+        "user.reset_password",
+    ] {
+        assert!(
+            events["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action && e["actor"] == "system"),
+            "{action}: {events}"
+        );
+    }
+    // A forgotten password: the key is kept when asked.
+    let sally = app.client();
+    sally
+        .login("sally@example.com", "sally's own new password")
+        .await
+        .assert_status(200);
+    let kept = sally.create_api_key(json!({"name": "laptop"})).await;
+    let out = warden(
+        &app.database_url,
+        &[
+            "admin",
+            "reset-password",
+            "sally@example.com",
+            "--keep-api-keys",
+            "--keep-kubeconfigs",
+        ],
+    );
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("API keys kept"), "{stdout}");
+    bare.get_bearer("/api/v1/me", &kept)
+        .await
+        .assert_status(200);
 }
 
 #[test]
