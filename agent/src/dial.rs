@@ -246,7 +246,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            // On bytes: the two after `%` may be part of a character (`%é`), not hex digits.
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
                 out.push(b);
                 i += 3;
                 continue;
@@ -544,6 +546,15 @@ mod tests {
             Some("u@x:p:w")
         );
         assert_eq!(proxy_credentials("http://proxy:3128"), None);
+        // A `%` before a character of several bytes is kept as it is (no panic at start).
+        assert_eq!(
+            proxy_credentials("http://u:p%aé@proxy:3128").as_deref(),
+            Some("u:p%aé")
+        );
+        assert_eq!(
+            proxy_credentials("http://u:%41@proxy:3128").as_deref(),
+            Some("u:A")
+        );
     }
 
     #[test]

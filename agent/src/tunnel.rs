@@ -58,13 +58,44 @@ impl Drop for PumpGuard {
     }
 }
 
+/// What a pump does when its peer stops reading (Warden's end of an agent's tunnel).
+///
+/// yamux answers some frames itself (a ping with a pong, a stream it refuses with a reset) and
+/// keeps reading while its answers wait, in a queue with no bound: a peer that sends pings and
+/// never reads would grow that queue by four bytes for each byte it sends, until the process
+/// runs out of memory. So while a message to the peer has waited longer than `pause_reads_after`,
+/// nothing more is read from it; and one that waits longer than `give_up_after` ends the tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteStall {
+    pub pause_reads_after: Duration,
+    pub give_up_after: Duration,
+}
+
+impl WriteStall {
+    /// Warden's side of an agent's tunnel: a peer that reads nothing for 30 s is gone (yamux's
+    /// own write timeout is as long).
+    pub const SERVER: WriteStall = WriteStall {
+        pause_reads_after: Duration::from_millis(20),
+        give_up_after: Duration::from_secs(30),
+    };
+}
+
 /// Run the tunnel's transport over a WebSocket given as a stream and a sink of frames.
 ///
 /// Binary messages are written, in order, to [`Pump::io`]'s peer end; what is written there is
 /// sent as binary messages of at most [`MAX_CHUNK`] bytes. Text messages go to and come from
 /// the control channels. When the WebSocket ends (close, error, end of stream) the byte stream
 /// reaches end-of-file; when the byte stream is shut down a close message is sent.
-pub fn pump<R, W>(mut reader: R, mut writer: W) -> Pump
+pub fn pump<R, W>(reader: R, writer: W) -> Pump
+where
+    R: Stream<Item = io::Result<Frame>> + Send + Unpin + 'static,
+    W: Sink<Frame, Error = io::Error> + Send + Unpin + 'static,
+{
+    pump_with(reader, writer, None)
+}
+
+/// [`pump`], bounded by `stall` when the peer stops reading (see [`WriteStall`]).
+pub fn pump_with<R, W>(mut reader: R, mut writer: W, stall: Option<WriteStall>) -> Pump
 where
     R: Stream<Item = io::Result<Frame>> + Send + Unpin + 'static,
     W: Sink<Frame, Error = io::Error> + Send + Unpin + 'static,
@@ -73,8 +104,36 @@ where
     let (mut ours_r, mut ours_w) = tokio::io::split(ours);
     let (in_tx, in_rx) = mpsc::channel::<String>(64);
     let (out_tx, mut out_rx) = mpsc::channel::<String>(64);
+    // Since when the message being sent to the peer has waited (none: nothing waits).
+    let (sending_tx, mut sending_rx) =
+        tokio::sync::watch::channel::<Option<tokio::time::Instant>>(None);
     let read_task = tokio::spawn(async move {
         while let Some(frame) = reader.next().await {
+            if let Some(stall) = stall {
+                if sending_rx.has_changed().is_err() {
+                    // The sending half gave up (or ended): nothing read now would be answered.
+                    break;
+                }
+                let since = *sending_rx.borrow_and_update();
+                if since.is_some_and(|t| t.elapsed() >= stall.pause_reads_after) {
+                    // The peer reads nothing: read nothing from it until it does.
+                    let resumed = tokio::time::timeout(stall.give_up_after, async {
+                        loop {
+                            if sending_rx.borrow_and_update().is_none() {
+                                return true;
+                            }
+                            if sending_rx.changed().await.is_err() {
+                                return false;
+                            }
+                        }
+                    })
+                    .await;
+                    if !matches!(resumed, Ok(true)) {
+                        tracing::debug!("tunnel: the peer stopped reading; giving up");
+                        break;
+                    }
+                }
+            }
             match frame {
                 Ok(Frame::Binary(b)) => {
                     if ours_w.write_all(&b).await.is_err() {
@@ -97,19 +156,34 @@ where
     let write_task = tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_CHUNK];
         let mut control_open = true;
+        // Send one message; false when the peer is gone or (with `stall`) reads nothing.
+        async fn send<W: Sink<Frame, Error = io::Error> + Unpin>(
+            writer: &mut W,
+            frame: Frame,
+            stall: Option<WriteStall>,
+            sending: &tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+        ) -> bool {
+            let Some(stall) = stall else {
+                return writer.send(frame).await.is_ok();
+            };
+            sending.send_replace(Some(tokio::time::Instant::now()));
+            let sent = tokio::time::timeout(stall.give_up_after, writer.send(frame)).await;
+            sending.send_replace(None);
+            matches!(sent, Ok(Ok(())))
+        }
         loop {
             tokio::select! {
                 n = ours_r.read(&mut buf) => match n {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if writer.send(Frame::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        if !send(&mut writer, Frame::Binary(Bytes::copy_from_slice(&buf[..n])), stall, &sending_tx).await {
                             return;
                         }
                     }
                 },
                 msg = out_rx.recv(), if control_open => match msg {
                     Some(t) => {
-                        if writer.send(Frame::Text(t)).await.is_err() {
+                        if !send(&mut writer, Frame::Text(t), stall, &sending_tx).await {
                             return;
                         }
                     }
@@ -242,5 +316,85 @@ mod tests {
             .unwrap();
         assert!(rest.is_empty());
         drop(a_guard);
+    }
+
+    /// Never accepts a message: a peer that reads nothing.
+    struct NeverReads;
+
+    impl Sink<Frame> for NeverReads {
+        type Error = io::Error;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, _: Frame) -> io::Result<()> {
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// A peer that floods yamux pings and never reads: each ping makes yamux queue a pong, in
+    /// a queue with no bound. Bounded by [`WriteStall`], the pump stops reading from such a
+    /// peer (only the first few of its messages are read) and ends the tunnel; unbounded (the
+    /// agent's side, talking to Warden), it would read every message and never end.
+    #[tokio::test]
+    async fn a_peer_that_pings_and_never_reads_is_read_no_further_and_cut() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        const MESSAGES: usize = 400;
+        async fn flood(stall: Option<WriteStall>) -> (usize, bool) {
+            let read = Arc::new(AtomicUsize::new(0));
+            // Ping, SYN, stream 0, opaque 7: 12 bytes each, 4,000 per message.
+            let ping = [0u8, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+            let msg: Bytes = ping
+                .iter()
+                .copied()
+                .cycle()
+                .take(ping.len() * 4000)
+                .collect::<Vec<u8>>()
+                .into();
+            let counter = read.clone();
+            let reader = futures::stream::iter((0..MESSAGES).map(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(Frame::Binary(msg.clone()))
+            }));
+            let p = pump_with(Box::pin(reader), NeverReads, stall);
+            let mut session = tokio_yamux::Session::new_server(p.io, yamux_config());
+            let ended = tokio::time::timeout(Duration::from_secs(3), async {
+                while let Some(Ok(_)) = session.next().await {}
+            })
+            .await
+            .is_ok();
+            // Let the pump's tasks settle before counting.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(p.guard);
+            (read.load(Ordering::SeqCst), ended)
+        }
+        let (read, ended) = flood(Some(WriteStall {
+            pause_reads_after: Duration::from_millis(20),
+            give_up_after: Duration::from_millis(500),
+        }))
+        .await;
+        assert!(read < MESSAGES / 8, "read {read} of {MESSAGES} messages");
+        assert!(ended, "the tunnel did not end");
+        let (read, ended) = flood(None).await;
+        assert!(
+            read > MESSAGES / 2,
+            "unbounded, it reads on ({read} of {MESSAGES} messages)"
+        );
+        assert!(!ended);
     }
 }

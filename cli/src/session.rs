@@ -150,26 +150,48 @@ pub async fn logout(config_path: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    if let Some(id) = &config.api_key_id {
-        match Api::with_key(&url, &key)?
-            .delete(&format!("/api/v1/api-keys/{}", crate::client::seg(id)))
-            .await
-        {
-            Ok(()) => {}
-            // Already revoked or expired: nothing left to revoke.
-            Err(ApiError::Api { status: 401, .. }) => {}
+    let api = Api::with_key(&url, &key)?;
+    // A key saved without its id (by hand, or by an older wardenctl): found by its prefix.
+    let id = match config.api_key_id.clone() {
+        Some(id) => Some(id),
+        None => match api.get::<serde_json::Value>("/api/v1/api-keys").await {
+            Ok(page) => page["items"].as_array().and_then(|items| {
+                items.iter().find_map(|k| {
+                    let prefix = k["prefix"].as_str().filter(|p| !p.is_empty())?;
+                    key.starts_with(&format!("{prefix}_"))
+                        .then(|| k["id"].as_str().map(str::to_owned))
+                        .flatten()
+                })
+            }),
+            Err(ApiError::Api { status: 401, .. }) => None,
             Err(e) => {
                 return Err(anyhow::anyhow!(
                     "{e}\nThe key was not revoked and is still saved; try again, or revoke it in the console"
                 ))
             }
-        }
-    }
+        },
+    };
+    let revoked = match &id {
+        Some(id) => match api
+            .delete(&format!("/api/v1/api-keys/{}", crate::client::seg(id)))
+            .await
+        {
+            Ok(()) => "the API key is revoked",
+            // Already revoked or expired: nothing left to revoke.
+            Err(ApiError::Api { status: 401, .. }) => "the API key had already ended",
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "{e}\nThe key was not revoked and is still saved; try again, or revoke it in the console"
+                ))
+            }
+        },
+        None => "the API key had already ended (or is not one of yours: check the console)",
+    };
     config.api_key = None;
     config.api_key_id = None;
     config.email = None;
     config.save(config_path)?;
-    eprintln!("Signed out of {url}; the API key is revoked.");
+    eprintln!("Signed out of {url}; {revoked}.");
     Ok(())
 }
 

@@ -679,3 +679,30 @@ async fn wardenctl_does_not_follow_redirects_with_credentials() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(stolen.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// A key saved without its id (by hand, or by an older wardenctl) is still revoked at
+/// logout, found by its prefix; a key that had already ended is not said to be revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_a_key_saved_without_its_id_and_says_what_it_did() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    app.user_client(&admin, "sam@example.com").await;
+    let ctl = Ctl::new(&app);
+    let r = ctl.login("sam@example.com", USER_PASSWORD).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut saved = ctl.saved();
+    let secret = saved["api_key"].as_str().unwrap().to_owned();
+    saved.as_object_mut().unwrap().remove("api_key_id");
+    std::fs::write(&ctl.config, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let r = ctl.run(&["logout"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("the API key is revoked"), "{}", r.stderr);
+    let r = ctl.run_with(&["whoami"], None, Some(&secret)).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    // Saved again, already revoked: signed out, not "revoked" again.
+    std::fs::write(&ctl.config, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let r = ctl.run(&["logout"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("is revoked"), "{}", r.stderr);
+    assert!(r.stderr.contains("had already ended"), "{}", r.stderr);
+}

@@ -82,6 +82,23 @@ impl GatewayReads {
     }
 }
 
+/// How long a console read waits for a cluster's whole answer: an agent that never answers,
+/// or trickles its answer, does not hold the page (and Warden's memory) longer.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `read`, or an error once [`READ_TIMEOUT`] has passed.
+async fn within_time<T>(
+    read: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("no complete answer within {} s", READ_TIMEOUT.as_secs()).into(),
+            ))
+        })
+}
+
 fn unreachable(cluster: &str) -> ReadError {
     ReadError::Unavailable(format!(
         "the cluster {cluster} is not reachable through Warden right now"
@@ -129,10 +146,7 @@ impl ClusterReader for GatewayReads {
             .cloned()
             .collect();
         let cluster_wide = access.level(None) > KubeLevel::None;
-        match Api::<Namespace>::all(client)
-            .list(&ListParams::default())
-            .await
-        {
+        match within_time(Api::<Namespace>::all(client).list(&ListParams::default())).await {
             Ok(list) => {
                 let listed = list.items.into_iter().filter_map(|n| n.metadata.name);
                 if cluster_wide {
@@ -178,9 +192,10 @@ impl ClusterReader for GatewayReads {
         // The gate refuses a namespace no grant reaches, in words naming what is granted.
         let (authorized, client) = self.as_user(user, cluster, &path).await?;
         let level = authorized.access.level(Some(namespace));
-        let list = match Api::<Pod>::namespaced(client, namespace)
-            .list(&ListParams::default())
-            .await
+        let list = match within_time(
+            Api::<Pod>::namespaced(client, namespace).list(&ListParams::default()),
+        )
+        .await
         {
             Ok(l) => l,
             Err(kube::Error::Api(s)) if s.code == 403 || s.code == 401 => {

@@ -373,6 +373,18 @@ async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
     );
     match verify_chain_witnessed(&db, key.as_ref(), witness.as_ref()).await? {
         ChainStatus::Intact { rows } => {
+            // Without the key, the seals' signatures were not checked: a chain computed again
+            // with its seals rewritten would pass. Said, not hidden.
+            if key.is_none()
+                && !warden_domain::audit::seals::seals(&db)
+                    .await
+                    .map(|s| s.is_empty())
+                    .unwrap_or(true)
+            {
+                eprintln!(
+                    "warden: the audit seals' signatures were NOT checked: no key here (set the same WARDEN_MASTER_KEY as the servers, or WARDEN_DATA_DIR with audit-checkpoint.key); the chain alone proves nothing against someone who can write the database"
+                );
+            }
             match checkpoint {
             Some(seq) => println!(
                 "audit log intact: {rows} rows verified (retention deleted the rows up to seq {seq}; the chain continues from its signed checkpoint)"

@@ -89,8 +89,9 @@ pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<O
         return Ok(None);
     }
     let nonce = random_token(32);
+    let hash = sha256_hex(nonce.as_bytes());
     ch::ActiveModel {
-        nonce_hash: Set(sha256_hex(nonce.as_bytes())),
+        nonce_hash: Set(hash.clone()),
         cluster_id: Set(cluster_id.to_owned()),
         expires_at: Set(now
             .plus_secs(crate::agent_protocol::CHALLENGE_TTL_SECS as i64)
@@ -98,6 +99,19 @@ pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<O
     }
     .insert(&svc.db)
     .await?;
+    // Counted again with ours in: of a burst that all counted before any inserted, those that
+    // find the limits passed take theirs back, so the limits hold whatever the timing (a row
+    // stays only if the count with it was within them, and every row kept was there then).
+    if ch::Entity::find()
+        .filter(ch::Column::ClusterId.eq(cluster_id))
+        .count(&svc.db)
+        .await?
+        > MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER
+        || ch::Entity::find().count(&svc.db).await? > MAX_OUTSTANDING_CHALLENGES
+    {
+        ch::Entity::delete_by_id(hash).exec(&svc.db).await?;
+        return Ok(None);
+    }
     Ok(Some(nonce))
 }
 

@@ -223,9 +223,10 @@ fn render(
     token: &str,
     expires: i64,
     warden_url: Option<&str>,
-) -> String {
+) -> DomainResult<String> {
     let settings = svc.clusters.settings();
-    agent_protocol::render_manifest(&ManifestParams {
+    let proxy = stored_proxy(&settings, c)?;
+    Ok(agent_protocol::render_manifest(&ManifestParams {
         cluster: &c.name,
         project,
         warden_url: warden_url.unwrap_or(&svc.public_url).trim_end_matches('/'),
@@ -233,9 +234,9 @@ fn render(
         bootstrap_expires_at: &ts(expires),
         warden_ca_pem: settings.warden_ca_pem.as_deref(),
         image: &settings.agent_image,
-        proxy: &stored_proxy(&settings, c),
+        proxy: &proxy,
         allow_insecure_http: settings.allow_insecure_http,
-    })
+    }))
 }
 
 /// Mint a bootstrap token (and, with `with_url`, a one-time manifest URL standing for it).
@@ -302,7 +303,7 @@ pub(super) async fn mint<C: ConnectionTrait>(
         manifest_url,
         manifest_url_expires_at: ts(url_expires),
         bootstrap_expires_at: ts(agent_expires),
-        manifest: render(svc, c, project, &agent_token, agent_expires, warden_url),
+        manifest: render(svc, c, project, &agent_token, agent_expires, warden_url)?,
     };
     if let Some(hash) = url_hash {
         svc.clusters.remember(&c.id, hash, boot.clone());
@@ -369,12 +370,12 @@ pub async fn download_manifest(
         ev
     };
     let (Some(row), Some(c)) = (row.clone(), cluster.clone()) else {
-        svc.audit
-            .record(audit(
-                Outcome::Denied,
-                Some("unknown manifest token".into()),
-            ))
-            .await?;
+        // Anyone can ask with made-up links: sampled, as the other anonymous refusals.
+        svc.record_refusal(audit(
+            Outcome::Denied,
+            Some("unknown manifest token".into()),
+        ))
+        .await?;
         return Ok(Err(DownloadRefused::Unknown));
     };
     if row.used_at.is_some() {
@@ -431,7 +432,7 @@ pub async fn download_manifest(
     crate::audit::append(&tx, svc.clock.now(), vec![audit(Outcome::Allowed, None)]).await?;
     tx.commit().await?;
     let project = names.get(&c.project_id).cloned().unwrap_or_default();
-    Ok(Ok(render(svc, &c, &project, &agent_token, expires, None)))
+    Ok(Ok(render(svc, &c, &project, &agent_token, expires, None)?))
 }
 
 /// Import (or find) a cluster as the system, without asking the gate, and mint a manifest for

@@ -236,31 +236,51 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-const PROXY_PURPOSE: &str = "clusters.proxy";
+/// What a cluster's sealed proxy settings were sealed for before they were bound to their
+/// cluster: opened only at start, to seal them again bound (`seal_plaintext_proxies`).
+const LEGACY_PROXY_PURPOSE: &str = "clusters.proxy";
+
+/// What a cluster's proxy settings are sealed for: that cluster only, so a value copied into
+/// another cluster's row (by someone who can write the database) opens nowhere.
+fn proxy_purpose(cluster_id: &str) -> String {
+    format!("clusters.proxy:{cluster_id}")
+}
 
 /// The proxy settings as stored: sealed with the master key when one is set (a proxy URL may
-/// carry a password), plain JSON otherwise.
-fn seal_proxy(settings: &ClusterSettings, p: &ProxySettings) -> String {
+/// carry a password), bound to the cluster; plain JSON otherwise.
+fn seal_proxy(settings: &ClusterSettings, cluster_id: &str, p: &ProxySettings) -> String {
     let json = serde_json::to_string(p).unwrap_or_else(|_| "{}".into());
     match &settings.sealer {
-        Some(sealer) => sealer.seal(PROXY_PURPOSE, json.as_bytes()),
+        Some(sealer) => sealer.seal(&proxy_purpose(cluster_id), json.as_bytes()),
         None => json,
     }
 }
 
 /// Seal the clusters' proxy settings stored plain (by a Warden that had no key to seal them
-/// with). Returns how many.
+/// with), and seal again, bound to their cluster, those sealed before values were bound.
+/// Returns how many.
 pub async fn seal_plaintext_proxies(svc: &Services) -> DomainResult<u64> {
     let settings = svc.clusters.settings();
-    if settings.sealer.is_none() {
+    let Some(sealer) = settings.sealer.as_ref() else {
         return Ok(0);
-    }
+    };
     let mut n = 0;
     for m in clusters::Entity::find().all(&svc.db).await? {
-        if m.proxy.is_empty() || crate::secrets::Sealer::is_sealed(&m.proxy) {
+        if m.proxy.is_empty() {
             continue;
         }
-        let sealed = seal_proxy(&settings, &stored_proxy(&settings, &m));
+        let proxy = if !crate::secrets::Sealer::is_sealed(&m.proxy) {
+            serde_json::from_str(&m.proxy).unwrap_or_default()
+        } else if sealer.open(&proxy_purpose(&m.id), &m.proxy).is_ok() {
+            continue;
+        } else {
+            match sealer.open(LEGACY_PROXY_PURPOSE, &m.proxy) {
+                Ok(json) => serde_json::from_slice::<ProxySettings>(&json).unwrap_or_default(),
+                // Not this cluster's, or another key's: left as it is, and refused when used.
+                Err(_) => continue,
+            }
+        };
+        let sealed = seal_proxy(&settings, &m.id, &proxy);
         clusters::Entity::update_many()
             .col_expr(
                 clusters::Column::Proxy,
@@ -276,21 +296,28 @@ pub async fn seal_plaintext_proxies(svc: &Services) -> DomainResult<u64> {
 }
 
 /// The proxy settings of a cluster, opened. A sealed value that cannot be opened (no or
-/// another master key) reads as no proxy, and says so in the log.
-fn stored_proxy(settings: &ClusterSettings, m: &clusters::Model) -> ProxySettings {
+/// another master key, or sealed for another cluster) is an error, said in the log: a
+/// manifest is never rendered without the proxy its cluster needs, nor with another's.
+fn stored_proxy(settings: &ClusterSettings, m: &clusters::Model) -> DomainResult<ProxySettings> {
     if !crate::secrets::Sealer::is_sealed(&m.proxy) {
-        return serde_json::from_str(&m.proxy).unwrap_or_default();
+        return Ok(serde_json::from_str(&m.proxy).unwrap_or_default());
     }
     let opened = settings
         .sealer
         .as_ref()
         .ok_or_else(|| "WARDEN_MASTER_KEY is not set".to_owned())
-        .and_then(|s| s.open(PROXY_PURPOSE, &m.proxy).map_err(|e| e.to_string()));
+        .and_then(|s| {
+            s.open(&proxy_purpose(&m.id), &m.proxy)
+                .map_err(|e| e.to_string())
+        });
     match opened {
-        Ok(json) => serde_json::from_slice(&json).unwrap_or_default(),
+        Ok(json) => Ok(serde_json::from_slice(&json).unwrap_or_default()),
         Err(e) => {
             tracing::error!(cluster = %m.name, error = %e, "cannot open the cluster's sealed proxy settings");
-            ProxySettings::default()
+            Err(DomainError::Internal(format!(
+                "the proxy settings of cluster {} cannot be opened with this master key (set them again)",
+                m.name
+            )))
         }
     }
 }
@@ -311,7 +338,8 @@ fn to_dto(
     shares: &HashMap<String, Vec<String>>,
 ) -> ClusterDto {
     let facts: ClusterFacts = serde_json::from_str(&m.facts).unwrap_or_default();
-    let mut proxy = stored_proxy(settings, m);
+    // Shown only: a value that cannot be opened shows as none (its use is refused).
+    let mut proxy = stored_proxy(settings, m).unwrap_or_default();
     proxy.http_proxy = proxy.http_proxy.as_deref().map(redact_url);
     proxy.https_proxy = proxy.https_proxy.as_deref().map(redact_url);
     let mut shared_with: Vec<String> = shares
@@ -787,8 +815,10 @@ pub async fn create(
     let now = svc.clock.now().millis();
     let tx = crate::audit::begin_change(&svc.db).await?;
     let standing = crate::admin::jit_settings::current_violations(&tx, svc.clock.now()).await?;
+    let id = uuid::Uuid::new_v4().to_string();
     let m = clusters::ActiveModel::from(clusters::Model {
-        id: uuid::Uuid::new_v4().to_string(),
+        proxy: seal_proxy(&svc.clusters.settings(), &id, &proxy),
+        id,
         name: name.to_string(),
         description,
         labels: serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into()),
@@ -803,7 +833,6 @@ pub async fn create(
         agent_version: None,
         fingerprint: None,
         facts: "{}".into(),
-        proxy: seal_proxy(&svc.clusters.settings(), &proxy),
         created_at: now,
         updated_at: now,
         agent_public_key: None,
@@ -959,13 +988,14 @@ pub async fn update(
     }
     if let Some(p) = &req.proxy {
         let settings = svc.clusters.settings();
-        let old = stored_proxy(&settings, &current);
+        // A stored value that cannot be opened keeps no secret: what is sent is what is set.
+        let old = stored_proxy(&settings, &current).unwrap_or_default();
         let p = ProxySettings {
             http_proxy: keep_masked(&p.http_proxy, &old.http_proxy),
             https_proxy: keep_masked(&p.https_proxy, &old.https_proxy),
             ..p.clone()
         };
-        a.proxy = Set(seal_proxy(&settings, &check_proxy(&p)?));
+        a.proxy = Set(seal_proxy(&settings, &current.id, &check_proxy(&p)?));
     }
     a.updated_at = Set(now);
     let m = a.update(&tx).await.on_unique(

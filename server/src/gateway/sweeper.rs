@@ -46,10 +46,49 @@ impl Gateway {
                 }
             };
         let now = self.services.clock.now();
+        // Each cluster on its own (a few at once): a cluster whose agent never answers costs
+        // its own rows one timeout, not every other cluster's removals a wait behind it.
+        let mut by_cluster: HashMap<String, Vec<_>> = HashMap::new();
         for row in rows {
-            let Some(cluster) = clusters.get(&row.cluster_id) else {
-                continue;
-            };
+            if clusters.contains_key(&row.cluster_id) {
+                by_cluster
+                    .entry(row.cluster_id.clone())
+                    .or_default()
+                    .push(row);
+            }
+        }
+        let passes = by_cluster.into_iter().filter_map(|(id, rows)| {
+            let cluster = clusters.get(&id)?;
+            Some(self.sweep_cluster(cluster, rows, now))
+        });
+        use futures::StreamExt;
+        let mut passes = futures::stream::iter(passes).buffer_unordered(8);
+        while let Some(r) = passes.next().await {
+            report.removed.extend(r.removed);
+            report.deferred += r.deferred;
+        }
+        if !report.removed.is_empty() {
+            // Other replicas may hold these accounts as reconciled: they read the records again.
+            self.services.policy.bump();
+        }
+        report
+    }
+
+    /// The service accounts of one cluster that should go. After a failure to reach it (a
+    /// timeout, no connection), its other rows wait for the next pass.
+    async fn sweep_cluster(
+        &self,
+        cluster: &kc::KubeCluster,
+        rows: Vec<warden_domain::entities::kube_service_accounts::Model>,
+        now: warden_domain::clock::Timestamp,
+    ) -> SweepReport {
+        let mut report = SweepReport::default();
+        let cref = ClusterRef {
+            id: cluster.id,
+            name: cluster.name.clone(),
+        };
+        let mut stalled = false;
+        for row in rows {
             let user = match UserId::parse(&row.user_id) {
                 Some(id) => warden_domain::identity::accounts::find_by_id(&self.services.db, id)
                     .await
@@ -61,11 +100,7 @@ impl Gateway {
                 Some(w) => w,
                 None => continue,
             };
-            let cref = ClusterRef {
-                id: cluster.id,
-                name: cluster.name.clone(),
-            };
-            if !self.transport.reaches(&cref) {
+            if stalled || !self.transport.reaches(&cref) {
                 report.deferred += 1;
                 continue;
             }
@@ -98,14 +133,11 @@ impl Gateway {
                     report.deferred += 1;
                 }
                 Err(_) => {
-                    tracing::warn!(cluster = %cref.name, sa = %row.sa_name, "sweeper: removal timed out; retrying later");
+                    tracing::warn!(cluster = %cref.name, sa = %row.sa_name, "sweeper: removal timed out; the cluster's other removals wait for the next pass");
                     report.deferred += 1;
+                    stalled = true;
                 }
             }
-        }
-        if !report.removed.is_empty() {
-            // Other replicas may hold these accounts as reconciled: they read the records again.
-            self.services.policy.bump();
         }
         report
     }

@@ -14,7 +14,9 @@ pub const TOKEN_TTL_SECS: i64 = 3600;
 
 #[derive(Default)]
 pub struct TokenCache {
-    /// (cluster, namespace/name) -> (token, refresh after)
+    /// (cluster, namespace/name) -> (token, refresh after). The cluster as the transport names
+    /// it for good: its id through agents' tunnels (a name can be renamed or reused), its
+    /// registered name for direct clusters (whose registration forgets its tokens).
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 

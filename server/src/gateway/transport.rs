@@ -201,7 +201,9 @@ where
 }
 
 /// A `kube::Client` whose requests go through `transport` to `cluster`, with `headers`
-/// (the identity) on every request.
+/// (the identity) on every request. Of each answer, at most
+/// [`limits::MAX_MANAGEMENT_RESPONSE`](warden_domain::agent_protocol::limits) bytes are read
+/// (the client buffers whole bodies), so a cluster's agent cannot make Warden buffer more.
 pub fn kube_client_over(
     transport: SharedTransport,
     cluster: &ClusterRef,
@@ -224,6 +226,14 @@ pub fn kube_client_over(
                 req.headers_mut().insert(k.clone(), v.clone());
             }
             req
+        })
+        .map_response(|r: http::Response<hyper::body::Incoming>| {
+            r.map(|body| {
+                http_body_util::Limited::new(
+                    body,
+                    warden_domain::agent_protocol::limits::MAX_MANAGEMENT_RESPONSE,
+                )
+            })
         })
         .service(http);
     kube::Client::new(service, "default")
@@ -560,3 +570,80 @@ impl ClusterTransport for Transports {
 
 /// A response body type the gateway can forward requests with.
 pub type ForwardBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A cluster whose answer never ends: 200, then chunks of `[` for as long as it is read.
+    struct Endless(Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl ClusterTransport for Endless {
+        async fn connect(&self, _: &ClusterRef) -> Result<BoxIo, TransportError> {
+            let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+            let sent = self.0.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match theirs.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if theirs.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = [b'['; 60 * 1024];
+                let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                framed.extend_from_slice(&chunk);
+                framed.extend_from_slice(b"\r\n");
+                while theirs.write_all(&framed).await.is_ok() {
+                    sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+            });
+            Ok(Box::new(ours))
+        }
+        async fn authenticate(&self, _: &ClusterRef, _: &As) -> Result<HeaderMap, TransportError> {
+            Ok(HeaderMap::new())
+        }
+        async fn client(&self, c: &ClusterRef) -> Result<kube::Client, TransportError> {
+            Err(TransportError::NotConnected(c.name.clone()))
+        }
+        fn reaches(&self, _: &ClusterRef) -> bool {
+            true
+        }
+    }
+
+    /// A cluster (its agent) that answers a read with a body that never ends makes Warden read
+    /// no more than the management limit, then give up: it does not buffer until it runs out
+    /// of memory.
+    #[tokio::test]
+    async fn an_answer_that_never_ends_is_cut_at_the_limit() {
+        use kube::api::{Api, ListParams};
+        let sent = Arc::new(AtomicUsize::new(0));
+        let cluster = ClusterRef {
+            id: ClusterId::new(),
+            name: "endless".into(),
+        };
+        let client = kube_client_over(Arc::new(Endless(sent.clone())), &cluster, HeaderMap::new());
+        let listed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(client).list(&ListParams::default()),
+        )
+        .await
+        .expect("the read ends");
+        let err = listed.expect_err("no list from an endless answer");
+        assert!(err.to_string().contains("length limit"), "{err}");
+        let limit = warden_domain::agent_protocol::limits::MAX_MANAGEMENT_RESPONSE;
+        let read = sent.load(Ordering::SeqCst);
+        assert!(
+            read <= limit + 1024 * 1024 && read + 1024 * 1024 >= limit,
+            "read {read} bytes (the limit is {limit})"
+        );
+    }
+}

@@ -198,7 +198,11 @@ async fn run(
         mut control_rx,
         control_tx,
         guard: _guard,
-    } = tunnel::pump(Box::pin(frames_in), Box::pin(frames_out));
+    } = tunnel::pump_with(
+        Box::pin(frames_in),
+        Box::pin(frames_out),
+        Some(tunnel::WriteStall::SERVER),
+    );
     let welcome = ServerMessage::Welcome {
         cluster: admission.cluster.clone(),
         credential: admission.new_credential.clone(),

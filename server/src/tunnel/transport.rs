@@ -97,11 +97,13 @@ impl ClusterTransport for TunnelTransport {
                 bound_secret,
             } => {
                 let client = self.client(cluster).await?;
+                // Cached by the cluster's id: a name can be renamed or taken by another
+                // cluster, whose agent must never be handed this one's tokens.
                 let token = self
                     .tokens
                     .token(
                         &client,
-                        &cluster.name,
+                        &cluster.id.to_string(),
                         namespace,
                         name,
                         bound_secret.as_deref(),
@@ -123,7 +125,7 @@ impl ClusterTransport for TunnelTransport {
     }
 
     fn forget(&self, cluster: &ClusterRef, service_account: &str) {
-        self.tokens.forget(&cluster.name, service_account);
+        self.tokens.forget(&cluster.id.to_string(), service_account);
     }
 
     fn reaches(&self, cluster: &ClusterRef) -> bool {

@@ -17,6 +17,14 @@ async fn audit_verify_passes_then_names_the_edited_row() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit log intact"));
+    // Sealed, and verified where there is no key: intact, and said not to be fully checked.
+    warden_domain::audit::seals::seal(app.services())
+        .await
+        .unwrap();
+    let out = warden(&app.database_url, &["audit", "verify"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seals' signatures were NOT checked"), "{err}");
 
     let db = &app.services().db;
     let row = db

@@ -1964,6 +1964,55 @@ async fn proxy_passwords_are_sealed_at_rest_and_survive_a_masked_patch() {
     let m = manifest(&admin).await;
     assert!(m.contains("http://ops:n3w@proxy.corp:3128") && !m.contains("s3cret-pass"));
     assert!(stored().await.starts_with("warden-sealed:v1:"));
+
+    // Someone who can write the database but holds no key copies edge-1's sealed value into a
+    // cluster they administer: it opens nowhere but in edge-1, and edge-2's manifest is
+    // refused rather than rendered with it (or without any proxy).
+    admin
+        .post(
+            "/api/v1/clusters",
+            json!({"name": "edge-2", "project": "default"}),
+        )
+        .await
+        .assert_status(201);
+    let db = &app.services().db;
+    let set_proxy = |value: String| async move {
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            match db.get_database_backend() {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "UPDATE clusters SET proxy = $1 WHERE name = 'edge-2'"
+                }
+                _ => "UPDATE clusters SET proxy = ? WHERE name = 'edge-2'",
+            },
+            [value.into()],
+        ))
+        .await
+        .unwrap();
+    };
+    set_proxy(stored().await).await;
+    let r = admin.get("/api/v1/clusters/edge-2/manifest").await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(!r.body.contains("n3w"), "{}", r.body);
+    // A value sealed before values were bound to their cluster is sealed again, bound, at
+    // start, and works.
+    let sealer = app.services().clusters.settings().sealer.unwrap();
+    set_proxy(sealer.seal(
+        "clusters.proxy",
+        br#"{"https_proxy":"http://ops:old@proxy.corp:3128"}"#,
+    ))
+    .await;
+    assert_eq!(
+        warden_domain::clusters::seal_plaintext_proxies(app.services())
+            .await
+            .unwrap(),
+        1
+    );
+    let r = admin
+        .get("/api/v1/clusters/edge-2/manifest")
+        .await
+        .assert_status(200);
+    assert!(r.body.contains("http://ops:old@proxy.corp:3128"));
 }
 
 // ---- agent identity: the key pair, and bounds on what an agent may make Warden do ----
@@ -2956,4 +3005,43 @@ async fn names_shaped_like_ids_are_refused() {
             r.body
         );
     }
+}
+
+/// Made-up manifest links, from anyone, are sampled as the other anonymous refusals: a flood
+/// writes the sample's rows, then one summary, not a row each.
+#[tokio::test]
+async fn a_flood_of_made_up_manifest_links_is_sampled_not_written_one_by_one() {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use warden_domain::audit::RefusalSampler;
+    use warden_domain::entities::audit_events;
+    let app = TestApp::spawn_with(BTreeMap::from([(
+        "WARDEN_RATE_LIMIT_AGENT".to_owned(),
+        "100000".to_owned(),
+    )]))
+    .await;
+    let flood = RefusalSampler::PER_WINDOW as usize + 30;
+    let http = reqwest::Client::new();
+    for i in 0..flood {
+        let r = http
+            .get(format!("{}/agent/v1/manifests/made-up-{i}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let db = &app.services().db;
+    let rows = |action: &'static str| async move {
+        audit_events::Entity::find()
+            .filter(audit_events::Column::Action.eq(action))
+            .count(db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        rows("agent.manifest_download").await,
+        RefusalSampler::PER_WINDOW as u64
+    );
+    app.clock.advance_secs(61);
+    app.services().flush_refusals().await.unwrap();
+    assert_eq!(rows("agent.manifest_download.sampled").await, 1);
 }

@@ -851,6 +851,44 @@ async fn replicas_starting_together_migrate_once() {
     }
 }
 
+/// A burst of challenges for one cluster, asked all at once (through two replicas), keeps no
+/// more outstanding than the cluster's limit: the count and the insert are not a window to
+/// get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_challenges_stays_within_the_clusters_limit() {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use warden_domain::clusters::agents::{
+        issue_challenge, MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER,
+    };
+    use warden_domain::entities::agent_challenges as ch;
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(&a.database_url).await;
+    let asks = (0..64).map(|i| {
+        let svc = if i % 2 == 0 {
+            a.services()
+        } else {
+            b.services()
+        };
+        async move { issue_challenge(svc, "burst-cluster").await }
+    });
+    let issued = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok().flatten())
+        .count() as u64;
+    let kept = ch::Entity::find()
+        .filter(ch::Column::ClusterId.eq("burst-cluster"))
+        .count(&a.services().db)
+        .await
+        .unwrap();
+    assert!(
+        kept <= MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER,
+        "{kept} outstanding"
+    );
+    assert!(issued <= kept, "every challenge handed out is one kept");
+    assert!(issued > 0);
+}
+
 /// An agent's challenge is kept in the database: asked of one replica, it is accepted by
 /// another, once; a second use, an unknown nonce and an expired one are stale everywhere.
 #[tokio::test]
