@@ -155,6 +155,23 @@ pub fn run_as(headers: &http::HeaderMap) -> Result<RunAs, &'static str> {
     }
 }
 
+/// Whether a request header goes on to the API server. Never the identity claims of the
+/// impersonation API (`Impersonate-*`) or of an authenticating proxy (`X-Remote-*`): Warden
+/// strips them from what clients send, and the agent does too, so a request that reached it
+/// some other way still runs as the identity it was given, never one it names.
+fn forwarded(name: &HeaderName, as_user: bool, upgrade: bool) -> bool {
+    let keep_for_upgrade = upgrade && (name == header::CONNECTION || name == header::UPGRADE);
+    let n = name.as_str();
+    !((hop_by_hop(name) && !keep_for_upgrade)
+        || name == header::HOST
+        || (name == header::AUTHORIZATION && !as_user)
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::CONTENT_LENGTH
+        || n == HEADER_MANAGEMENT
+        || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-"))
+}
+
 async fn forward(
     clients: crate::KubeClients,
     mut req: Request<Incoming>,
@@ -229,16 +246,9 @@ async fn forward(
         .method(parts.method.clone())
         .uri(path.as_str());
     for (name, value) in &parts.headers {
-        let keep_for_upgrade = upgrade && (name == header::CONNECTION || name == header::UPGRADE);
-        if (hop_by_hop(name) && !keep_for_upgrade)
-            || name == header::HOST
-            || (name == header::AUTHORIZATION && !as_user)
-            || name == header::CONTENT_LENGTH
-            || name.as_str() == HEADER_MANAGEMENT
-        {
-            continue;
+        if forwarded(name, as_user, upgrade) {
+            out = out.header(name, value);
         }
-        out = out.header(name, value);
     }
     let out = match out.body(kube::client::Body::from(body)) {
         Ok(r) => r,
@@ -332,4 +342,33 @@ fn too_large() -> Response<ResponseBody> {
             MAX_REQUEST_BODY
         ),
     )
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn identity_claims_never_reach_the_api_server() {
+        let h = |n: &'static str| HeaderName::from_static(n);
+        for name in [
+            "impersonate-user",
+            "impersonate-group",
+            "impersonate-uid",
+            "impersonate-extra-scopes",
+            "x-remote-user",
+            "x-remote-group",
+            "proxy-authorization",
+        ] {
+            for as_user in [true, false] {
+                assert!(!forwarded(&h(name), as_user, false), "{name} forwarded");
+            }
+        }
+        // A user's request keeps its own token; Warden's management call gets the agent's.
+        assert!(forwarded(&header::AUTHORIZATION, true, false));
+        assert!(!forwarded(&header::AUTHORIZATION, false, false));
+        assert!(forwarded(&h("accept"), true, false));
+        assert!(forwarded(&header::UPGRADE, true, true));
+        assert!(!forwarded(&header::UPGRADE, true, false));
+    }
 }

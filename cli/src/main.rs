@@ -59,7 +59,8 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
         /// The second factor's code (asked when the account needs one and this is not given).
-        #[arg(long)]
+        /// Prefer WARDEN_MFA_CODE in scripts: a command line is readable by every local user.
+        #[arg(long, env = "WARDEN_MFA_CODE", hide_env_values = true)]
         mfa_code: Option<String>,
         /// Days until the saved API key expires (1 to 365).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]

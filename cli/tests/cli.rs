@@ -41,11 +41,23 @@ impl Ctl {
     }
 
     async fn run_with(&self, args: &[&str], stdin: Option<&str>, api_key: Option<&str>) -> Run {
+        self.run_env(args, stdin, api_key, &[]).await
+    }
+
+    async fn run_env(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        api_key: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Run {
         let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.args(args)
             .env("WARDEN_URL", &self.url)
             .env("WARDENCTL_CONFIG", &self.config)
             .env_remove("WARDEN_API_KEY")
+            .env_remove("WARDEN_MFA_CODE")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -515,18 +527,13 @@ async fn a_second_factor_is_asked_and_cannot_be_skipped() {
     assert!(r.stderr.contains("invalid_code"), "{}", r.stderr);
     assert!(!ctl.config.exists());
     app.clock.advance_secs(30);
+    // From the environment, out of the process list.
     let r = ctl
-        .run_with(
-            &[
-                "login",
-                "--email",
-                "mia@example.com",
-                "--password-stdin",
-                "--mfa-code",
-                &code(&app),
-            ],
+        .run_env(
+            &["login", "--email", "mia@example.com", "--password-stdin"],
             Some(&format!("{USER_PASSWORD}\n")),
             None,
+            &[("WARDEN_MFA_CODE", &code(&app))],
         )
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);

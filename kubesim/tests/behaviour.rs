@@ -2136,3 +2136,42 @@ fn refused_aggregation(out: &common::Out) {
         out.stderr
     );
 }
+
+/// Real cluster (`installer.go`): across all namespaces only list and watch are routed. A
+/// `DELETE /api/v1/configmaps` is 405 and deletes nothing, in kube-system or anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_all_namespaces_only_list_and_watch_are_served() {
+    let env = Env::new().await;
+    env.kubectl_in(&["apply", "-n", "kube-system", "-f", "-"], CM)
+        .await
+        .ok();
+    let client = env.client().await;
+    let (code, body) = send(
+        &client,
+        http::Request::delete("/api/v1/configmaps")
+            .body(Vec::new())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 405, "{body}");
+    let (code, body) = send(
+        &client,
+        http::Request::post("/api/v1/configmaps")
+            .header("content-type", "application/json")
+            .body(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"default"}}"#.to_vec())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 405, "{body}");
+    env.kubectl(&["get", "configmap", "cfg", "-n", "kube-system"])
+        .await
+        .ok();
+    let (code, _) = send(
+        &client,
+        http::Request::get("/api/v1/configmaps")
+            .body(Vec::new())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200);
+}

@@ -109,6 +109,9 @@ pub struct DatabaseConfig {
 /// The default of `WARDEN_DATABASE_WORK_MEM`.
 pub const DEFAULT_WORK_MEM: &str = "64MB";
 
+/// The shortest `WARDEN_MASTER_KEY` accepted (32 random bytes in base64 are 44 characters).
+pub const MIN_MASTER_KEY_CHARS: usize = 16;
+
 /// A PostgreSQL memory size as `work_mem` takes it: a whole number of `kB`, `MB` or `GB`
 /// (PostgreSQL's own units, case as it spells them), from 64 kB (its minimum) to 2 GB.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -772,7 +775,19 @@ impl Config {
                 admin_email,
                 admin_password,
             },
-            master_key: l.raw("WARDEN_MASTER_KEY")?.map(Secret::new),
+            master_key: match l.raw("WARDEN_MASTER_KEY")? {
+                // Every secret at rest, the replicas' channel and the audit seals hang on it,
+                // and one sealed value tests a guess offline: a word is no key.
+                Some(k) if k.trim().chars().count() < MIN_MASTER_KEY_CHARS => {
+                    return Err(ConfigError::Invalid {
+                        key: "WARDEN_MASTER_KEY".into(),
+                        message: format!(
+                            "is too short to be a key (at least {MIN_MASTER_KEY_CHARS} characters): use 32 random bytes in base64, e.g. `head -c 32 /dev/urandom | base64`"
+                        ),
+                    })
+                }
+                k => k.map(Secret::new),
+            },
             at_rest_key: None,
             log: LogConfig { format },
             demo,
@@ -856,6 +871,21 @@ mod tests {
         by_ip[0].1 = "https://10.0.0.7:8443";
         let err = Config::from_source(&src(&by_ip)).unwrap_err().to_string();
         assert!(err.contains("DNS name"), "{err}");
+    }
+
+    #[test]
+    fn a_word_is_no_master_key() {
+        let err = Config::from_source(&src(&[("WARDEN_MASTER_KEY", "changeme")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too short"), "{err}");
+        assert!(
+            !err.contains("changeme"),
+            "the value is not repeated: {err}"
+        );
+        let key = "q0CDxXfkBIX5NbC+WTl3KAkPdIszO2pmtMZHpEEXyw8=";
+        let c = Config::from_source(&src(&[("WARDEN_MASTER_KEY", key)])).unwrap();
+        assert_eq!(c.master_key.unwrap().expose(), key);
     }
 
     #[test]

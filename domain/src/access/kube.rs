@@ -277,6 +277,32 @@ pub struct KubeIntent {
     pub connect: bool,
     /// Anything about core secrets.
     pub secrets: bool,
+    /// The path of a non-resource request (`/version`, `/logs/...`).
+    pub non_resource_path: Option<String>,
+}
+
+/// The first segments of the non-resource paths a kubectl user needs: discovery, the OpenAPI
+/// documents, the version, health, and the service-account issuer's public keys. Others serve
+/// the control plane's own files and internals (`/logs/` is the node's `/var/log`, audit logs
+/// included; `/debug/pprof`; `/metrics`; `/configz`; `/flowcontrol`), which only full access
+/// reaches.
+const USER_NON_RESOURCE_ROOTS: &[&str] = &[
+    "",
+    "api",
+    "apis",
+    "openapi",
+    "version",
+    "healthz",
+    "livez",
+    "readyz",
+    ".well-known",
+    "openid",
+];
+
+/// Whether a non-resource path is one a kubectl user needs (see [`USER_NON_RESOURCE_ROOTS`]).
+pub fn user_non_resource_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    USER_NON_RESOURCE_ROOTS.contains(&first)
 }
 
 impl KubeIntent {
@@ -504,6 +530,19 @@ pub fn decide_kube(
             )));
         }
     }
+    // The control plane's own files and internals, below full access.
+    if !intent.resource_request && !access.full {
+        if let Some(path) = intent
+            .non_resource_path
+            .as_deref()
+            .filter(|p| !user_non_resource_path(p))
+        {
+            return Err(deny(format!(
+                "{email} cannot {} {path} on cluster {}: it serves the control plane's own files and internals (logs, profiles, metrics); that takes full access",
+                intent.verb, cluster.name
+            )));
+        }
+    }
     // A namespaced request where no grant reaches: refused here, in the person's words, and
     // never left to the cluster's RBAC (which may still hold what a revoked grant gave).
     if let (true, Some(ns), KubeLevel::None) =
@@ -613,6 +652,20 @@ pub fn decide_kube(
             // copy of Warden's own ClusterRole, bound to a service account of one's own, keeps
             // a writer's rights after Warden revoked them): on the cluster, RBAC is Warden's
             // to make, below full access.
+            // Identities and traffic of others: a certificate signing request for a kubelet's
+            // client signer is approved by the cluster itself (a node's identity, for a year,
+            // out of Warden's sight); an APIService decides where a whole API's requests go,
+            // bodies included.
+            if intent.api_group == "certificates.k8s.io" {
+                return Err(refuse(
+                    "certificate signing requests mint identities (a kubelet's client certificate is approved by the cluster itself and used out of Warden's sight); that takes full access".into(),
+                ));
+            }
+            if intent.api_group == "apiregistration.k8s.io" {
+                return Err(refuse(
+                    "an APIService decides where a whole API's requests go, their bodies included; that takes full access".into(),
+                ));
+            }
             if intent.api_group == "rbac.authorization.k8s.io" {
                 return Err(refuse(
                     "roles and bindings on the cluster are made by Warden (one made by hand would outlive the grant it was made with); that takes full access".into(),
@@ -648,6 +701,33 @@ mod tests {
     use super::*;
     use crate::access::ResolvedBinding;
     use Permission::*;
+
+    #[test]
+    fn users_reach_discovery_and_health_not_the_control_planes_internals() {
+        for ok in [
+            "/",
+            "/api",
+            "/apis/apps/v1",
+            "/openapi/v3",
+            "/version",
+            "/healthz",
+            "/readyz/etcd",
+            "/.well-known/openid-configuration",
+        ] {
+            assert!(user_non_resource_path(ok), "{ok}");
+        }
+        for no in [
+            "/logs/",
+            "/logs/kube-apiserver-audit.log",
+            "/debug/pprof/profile",
+            "/metrics",
+            "/configz",
+            "/flowcontrol",
+            "/apisx",
+        ] {
+            assert!(!user_non_resource_path(no), "{no}");
+        }
+    }
 
     #[test]
     fn a_stream_across_namespaces_needs_read_on_the_whole_cluster() {

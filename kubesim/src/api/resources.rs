@@ -37,6 +37,15 @@ pub async fn dispatch(ctx: Ctx, body: Bytes, on_upgrade: Option<OnUpgrade>) -> A
     if res.namespaced && info.namespace.is_empty() && info.parts.len() >= 2 {
         return Err(Status::path_not_found());
     }
+    // Across all namespaces the API server routes only list and watch (`installer.go`): a
+    // `DELETE /api/v1/configmaps` or `POST /api/v1/pods` there is 405, never a deletion in
+    // every namespace.
+    if res.namespaced
+        && info.namespace.is_empty()
+        && !matches!(info.verb.as_str(), "list" | "watch")
+    {
+        return Err(method_not_allowed());
+    }
     if !res.namespaced && !info.namespace.is_empty() && !is_ns_resource {
         return Err(Status::path_not_found());
     }

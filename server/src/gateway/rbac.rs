@@ -83,14 +83,19 @@ impl WardenRole {
             verbs: verbs.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let urls = |verbs: &[&str]| PolicyRule {
-            non_resource_urls: Some(vec!["*".into()]),
+        let urls = |paths: &[&str], verbs: &[&str]| PolicyRule {
+            non_resource_urls: Some(paths.iter().map(|s| s.to_string()).collect()),
             verbs: verbs.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
         match self {
-            WardenRole::FullAccess => vec![rule(&["*"], &["*"], &["*"]), urls(&["*"])],
-            WardenRole::ClusterWrite => vec![rule(&["*"], &["*"], WRITE_VERBS), urls(&["get"])],
+            WardenRole::FullAccess => vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+            // Discovery, OpenAPI, version and health: not the control plane's files and
+            // internals (`/logs/`, `/debug/pprof`, `/metrics`), which only full access reads.
+            WardenRole::ClusterWrite => vec![
+                rule(&["*"], &["*"], WRITE_VERBS),
+                urls(CLUSTER_WRITE_NON_RESOURCE_URLS, &["get"]),
+            ],
             WardenRole::NamespaceWrite => namespace_write_rules(),
             WardenRole::ClusterRead => read_rules(Bindings::Hidden),
             WardenRole::NamespaceRead => read_rules(Bindings::Readable),
@@ -99,6 +104,27 @@ impl WardenRole {
 }
 
 /// The verbs of the write roles (no `escalate`, `bind`, `impersonate`, `approve`, `sign`).
+/// The non-resource URLs a cluster-wide writer may get: what a kubectl user needs
+/// (`warden_domain::access::kube::user_non_resource_path` says the same at the gate).
+const CLUSTER_WRITE_NON_RESOURCE_URLS: &[&str] = &[
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/openapi",
+    "/openapi/*",
+    "/version",
+    "/version/",
+    "/healthz",
+    "/healthz/*",
+    "/livez",
+    "/livez/*",
+    "/readyz",
+    "/readyz/*",
+    "/.well-known/openid-configuration",
+    "/openid/v1/jwks",
+];
+
 const WRITE_VERBS: &[&str] = &[
     "get",
     "list",
@@ -800,6 +826,27 @@ fn delete_ok<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A cluster-wide writer gets discovery and health, not the control plane's files and
+    /// internals (`/logs/`, `/debug/pprof`, `/metrics`): the same paths the gate lets through.
+    #[test]
+    fn cluster_write_gets_only_the_non_resource_urls_a_user_needs() {
+        let rules = WardenRole::ClusterWrite.rules();
+        let urls: Vec<&String> = rules
+            .iter()
+            .filter_map(|r| r.non_resource_urls.as_ref())
+            .flatten()
+            .collect();
+        assert!(!urls.is_empty());
+        for u in urls {
+            assert!(!u.starts_with('*'), "{u}");
+            assert!(
+                warden_domain::access::kube::user_non_resource_path(u.trim_end_matches('*')),
+                "{u}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

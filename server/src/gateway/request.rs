@@ -18,6 +18,8 @@ pub struct KubeRequest {
     pub name: Option<String>,
     /// Whether it addresses a resource (not discovery, `/version`, `/healthz`...).
     pub resource_request: bool,
+    /// The path of a non-resource request (`/version`, `/logs/...`), decoded.
+    pub path: Option<String>,
 }
 
 impl KubeRequest {
@@ -51,6 +53,11 @@ impl KubeRequest {
             resource_request: self.resource_request,
             connect: self.is_connect(),
             secrets: self.is_secrets(),
+            non_resource_path: if self.resource_request {
+                None
+            } else {
+                self.path.clone()
+            },
         }
     }
 
@@ -213,6 +220,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> KubeRequest {
             _ => "unknown",
         }
         .to_owned(),
+        path: Some(format!("/{}", segs.join("/"))),
         ..Default::default()
     };
     let (group, version, mut rest) = match segs.first().map(String::as_str) {

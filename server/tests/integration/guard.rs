@@ -419,8 +419,53 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
     assert!(sim.store().get("clusterrolebindings", "", "keep").is_none());
     assert!(sim.store().get("roles", "team", "mine").is_none());
     // Other identities, which the cluster's RBAC would hand a cluster-wide writer: a token for
-    // any service account (kube-system's controllers), a node's kubelet. Warden's gate refuses.
+    // any service account (kube-system's controllers), a node's kubelet, a kubelet's client
+    // certificate (approved by the cluster itself), an APIService taking a whole API's traffic,
+    // the control plane's files (`/logs/`: the node's /var/log, audit logs included). Warden's
+    // gate refuses.
+    let files = tempfile::tempdir().unwrap();
+    let csr = files.path().join("csr.json");
+    std::fs::write(
+        &csr,
+        r#"{"apiVersion":"certificates.k8s.io/v1","kind":"CertificateSigningRequest","metadata":{"name":"x"},"spec":{"signerName":"kubernetes.io/kube-apiserver-client-kubelet","usages":["digital signature","client auth"],"request":"LS0t"}}"#,
+    )
+    .unwrap();
+    let apiservice = files.path().join("apiservice.json");
+    std::fs::write(
+        &apiservice,
+        r#"{"apiVersion":"apiregistration.k8s.io/v1","kind":"APIService","metadata":{"name":"v1.evil.example.com"},"spec":{"group":"evil.example.com","version":"v1","service":{"namespace":"team","name":"evil"},"insecureSkipTLSVerify":true,"groupPriorityMinimum":1000,"versionPriority":15}}"#,
+    )
+    .unwrap();
+    let (csr, apiservice) = (csr.to_str().unwrap(), apiservice.to_str().unwrap());
     for (what, args) in [
+        (
+            "a kubelet's client certificate",
+            &[
+                "create",
+                "--raw",
+                "/clusters/alpha-1/apis/certificates.k8s.io/v1/certificatesigningrequests",
+                "-f",
+                csr,
+            ][..],
+        ),
+        (
+            "an APIService",
+            &[
+                "create",
+                "--raw",
+                "/clusters/alpha-1/apis/apiregistration.k8s.io/v1/apiservices",
+                "-f",
+                apiservice,
+            ][..],
+        ),
+        (
+            "the control plane's log files",
+            &["get", "--raw", "/clusters/alpha-1/logs/"][..],
+        ),
+        (
+            "the API server's profiles",
+            &["get", "--raw", "/clusters/alpha-1/debug/pprof/"][..],
+        ),
         (
             "a token for a kube-system service account",
             &["create", "token", "default", "-n", "kube-system"][..],
