@@ -29,10 +29,16 @@ pub async fn list_clusters(
     #[server(default)] project: String,
     #[server(default)] status: String,
     #[server(default)] label: String,
+    // The page's own refresh, not the person's doing: it does not keep the session alive.
+    #[server(default)] poll: bool,
 ) -> Result<Vec<ClusterDto>, AppError> {
     use warden_domain::dto::ClusterQuery;
     let svc = crate::ssr::services()?;
-    let who = crate::ssr::principal().await?;
+    let who = if poll {
+        crate::ssr::principal_polling().await?
+    } else {
+        crate::ssr::principal().await?
+    };
     let opt = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let status = AppError::choice(
         "status",
@@ -59,9 +65,17 @@ pub async fn cluster_names() -> Result<Vec<String>, AppError> {
 }
 
 #[server(prefix = "/sfn", endpoint = "get_cluster")]
-pub async fn get_cluster(name: String) -> Result<ClusterDetail, AppError> {
+pub async fn get_cluster(
+    name: String,
+    // The page's own refresh: it does not keep the session alive.
+    #[server(default)] poll: bool,
+) -> Result<ClusterDetail, AppError> {
     let svc = crate::ssr::services()?;
-    let who = crate::ssr::principal().await?;
+    let who = if poll {
+        crate::ssr::principal_polling().await?
+    } else {
+        crate::ssr::principal().await?
+    };
     Ok(warden_domain::clusters::get(&svc, &who, &name).await?)
 }
 
@@ -308,7 +322,7 @@ pub fn ClustersPage() -> impl IntoView {
     let tick = ticker(Duration::from_secs(3));
     let clusters = Resource::new(
         move || (get("project"), get("status"), get("label"), tick.get()),
-        |(p, s, l, _)| list_clusters(p, s, l),
+        |(p, s, l, t)| list_clusters(p, s, l, t > 0),
     );
     let deleted = move || q.with(|q| q.get("deleted"));
     // The clusters the caller reaches with kubectl (for the kubeconfig links).
@@ -503,7 +517,7 @@ pub fn ConnectClusterPage() -> impl IntoView {
         |(n, _)| connect_cluster(n),
     );
     let tick = ticker(Duration::from_secs(2));
-    let cluster = Resource::new(move || (name(), tick.get()), |(n, _)| get_cluster(n));
+    let cluster = Resource::new(move || (name(), tick.get()), |(n, t)| get_cluster(n, t > 0));
     view! {
         <p class="crumbs"><a href="/clusters">"Clusters"</a></p>
         <h1>"Connect " {name}</h1>
@@ -742,7 +756,7 @@ pub fn ClusterPage() -> impl IntoView {
     let tick = ticker(Duration::from_secs(5));
     let cluster = Resource::new(
         move || (name(), updated.get(), tick.get()),
-        |(n, _, _)| get_cluster(n),
+        |(n, _, t)| get_cluster(n, t > 0),
     );
     let events = Resource::new(move || (name(), updated.get()), |(n, _)| cluster_events(n));
     view! {

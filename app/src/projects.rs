@@ -310,7 +310,7 @@ fn ProjectClusters(project: String) -> impl IntoView {
     let p = project.clone();
     let clusters = Resource::new(
         move || p.clone(),
-        |p| crate::clusters::list_clusters(p, String::new(), String::new()),
+        |p| crate::clusters::list_clusters(p, String::new(), String::new(), false),
     );
     let project = StoredValue::new(project);
     view! {

@@ -88,6 +88,29 @@ pub async fn principal() -> Result<Principal, AppError> {
     Ok(p)
 }
 
+/// [`principal`] for a page's background refresh: the same checks, but no activity (the
+/// session still idles out while a page polls).
+pub async fn principal_polling() -> Result<Principal, AppError> {
+    let svc = services()?;
+    let session = session().await?;
+    let p = warden_domain::identity::authn::principal_from_session_polling(
+        &svc,
+        &session,
+        request_meta(),
+    )
+    .await?;
+    if p.must_change_password {
+        return Err(AppError::PasswordChangeRequired);
+    }
+    if p.must_enrol_mfa {
+        return Err(AppError::Refused(
+            "Set up two-factor authentication first (Two-factor authentication, in your menu)."
+                .into(),
+        ));
+    }
+    Ok(p)
+}
+
 /// The signed-in principal, even while the MFA policy still asks them to enrol (the enrolment
 /// server functions).
 pub async fn principal_enrolling() -> Result<Principal, AppError> {
@@ -330,12 +353,7 @@ pub async fn settle(
     axum::response::Response::from_parts(head, axum::body::Body::from(bytes))
 }
 
-/// Whether a form field may travel in an address: not a secret by its name.
-fn shareable_field(name: &str) -> bool {
-    const SECRET: [&str; 7] = ["password", "secret", "token", "key", "code", "otp", "csrf"];
-    let name = name.to_ascii_lowercase();
-    !SECRET.iter().any(|s| name.contains(s))
-}
+use crate::ui::shareable_field;
 
 /// A redirect back to a form with its errors (`form=` and `err.*` in its address) also
 /// carries the shareable fields of the posted `form` as `val.FIELD` (see [`settle`]); any

@@ -69,6 +69,19 @@ pub struct FormState {
     pub prefix: &'static str,
 }
 
+/// Whether a form field may travel in an address (`val.FIELD` of a failed plain form): not a
+/// secret by its name. Proxy URLs carry a password (`http://user:password@proxy:3128`):
+/// Warden seals and masks them everywhere else, so they never go into an address (history,
+/// access logs, same-origin referrers), and none is ever filled in from one (a link made by
+/// someone else would aim a new cluster's agent at their proxy).
+pub fn shareable_field(name: &str) -> bool {
+    const SECRET: [&str; 8] = [
+        "password", "secret", "token", "key", "code", "otp", "csrf", "proxy",
+    ];
+    let name = name.to_ascii_lowercase();
+    !SECRET.iter().any(|s| name.contains(s))
+}
+
 impl FormState {
     pub fn new<S>(action: ServerAction<S>, prefix: &'static str) -> Self
     where
@@ -111,6 +124,7 @@ impl FormState {
                 q.latest_values()
                     .filter_map(|(k, v)| {
                         k.strip_prefix(TYPED_PREFIX)
+                            .filter(|f| shareable_field(f))
                             .map(|f| (f.to_owned(), v.to_owned()))
                     })
                     .collect()

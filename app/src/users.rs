@@ -159,6 +159,7 @@ pub async fn reset_user_password(
     let opts = warden_domain::identity::users::ResetOptions {
         revoke_api_keys: revoke_api_keys.is_some(),
         revoke_kubeconfigs: revoke_kubeconfigs.is_some(),
+        ..Default::default()
     };
     let r = warden_domain::identity::users::reset_password(&svc, &who, &id, opts)
         .await
@@ -181,6 +182,7 @@ pub async fn reset_user_mfa(
     let opts = warden_domain::identity::users::ResetOptions {
         revoke_api_keys: revoke_api_keys.is_some(),
         revoke_kubeconfigs: revoke_kubeconfigs.is_some(),
+        ..Default::default()
     };
     let r = warden_domain::identity::mfa::reset(&svc, &who, &id, opts).await;
     crate::ssr::finish(r.map_err(AppError::from), None)

@@ -548,7 +548,11 @@ metadata:
 /// user's service account (below cluster-admin intent: a copy of `warden-cluster-write` bound
 /// to a service account of one's own would do what the `warden-*` rule stops); any Service with
 /// `externalIPs` written with a Warden user's service account (CVE-2020-8554: it intercepts the
-/// traffic of those addresses, on clusters without the `DenyServiceExternalIPs` plugin). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
+/// traffic of those addresses, on clusters without the `DenyServiceExternalIPs` plugin); any pod
+/// or pod template written with a Warden user's service account that Pod Security's `baseline`
+/// would refuse (host namespaces, `hostPath`, privileged containers, added capabilities, host
+/// ports, unconfined profiles: each a way onto the node, and from the node to the agent's
+/// token, where the cluster enforces no Pod Security). Admission never sees reads (RBAC keeps Secrets of `warden-system` from users),
 /// and Kubernetes never applies admission policies to policy objects themselves.
 /// kubesim enforces the same rules natively (`kubesim/src/admission.rs`).
 pub fn guard_policy(labels: &str) -> String {
@@ -572,7 +576,7 @@ metadata:
       - apiGroups: [""]
         apiVersions: ["v1"]
         operations: ["UPDATE", "DELETE"]
-        resources: ["namespaces"]
+        resources: ["namespaces", "namespaces/status", "namespaces/finalize"]
         resourceNames: ["{ns}"]
       # Warden's ClusterRoles and cluster-wide bindings.
       - apiGroups: ["rbac.authorization.k8s.io"]
@@ -589,6 +593,24 @@ metadata:
       expression: >-
         request.resource.group == 'rbac.authorization.k8s.io' &&
         request.resource.resource in ['rolebindings', 'clusterrolebindings']
+    - name: isWardenUser
+      expression: "request.userInfo.username.startsWith('system:serviceaccount:{ns}:')"
+    # The pod specs a write carries (a pod's, a workload's template), none when unchanged by
+    # an update (scaling an administrator's workload is no new pod).
+    - name: newPodSpecs
+      expression: >-
+        {new_specs}
+    - name: oldPodSpecs
+      expression: >-
+        {old_specs}
+    - name: podSpecs
+      expression: "variables.newPodSpecs == variables.oldPodSpecs ? [] : variables.newPodSpecs"
+    - name: containers
+      expression: >-
+        variables.podSpecs.size() == 0 ? [] :
+        (has(variables.podSpecs[0].containers) ? variables.podSpecs[0].containers : []) +
+        (has(variables.podSpecs[0].initContainers) ? variables.podSpecs[0].initContainers : []) +
+        (has(variables.podSpecs[0].ephemeralContainers) ? variables.podSpecs[0].ephemeralContainers : [])
   validations:
     - expression: >-
         request.namespace != '{ns}' &&
@@ -634,6 +656,25 @@ metadata:
           size(object.spec.externalIPs) > 0)
       reason: Forbidden
       message: "a Service's externalIPs take the traffic of those addresses, other teams' included (CVE-2020-8554): set by cluster administrators only"
+    - expression: >-
+        !variables.isWardenUser || variables.podSpecs.all(s,
+          !(has(s.hostNetwork) && s.hostNetwork) && !(has(s.hostPID) && s.hostPID) &&
+          !(has(s.hostIPC) && s.hostIPC) &&
+          !(has(s.volumes) && s.volumes.exists(v, has(v.hostPath))) &&
+          !(has(s.securityContext) && {pod_context}))
+      reason: Forbidden
+      message: "{pod_message}"
+    - expression: >-
+        !variables.isWardenUser || variables.containers.all(c,
+          !(has(c.ports) && c.ports.exists(p, has(p.hostPort) && p.hostPort != 0)) &&
+          !(has(c.securityContext) && (
+            (has(c.securityContext.privileged) && c.securityContext.privileged) ||
+            (has(c.securityContext.capabilities) && has(c.securityContext.capabilities.add) &&
+              c.securityContext.capabilities.add.exists(x, !(x in [{caps}]))) ||
+            (has(c.securityContext.procMount) && c.securityContext.procMount != 'Default') ||
+            {container_context})))
+      reason: Forbidden
+      message: "{pod_message}"
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding
@@ -646,6 +687,90 @@ metadata:
         name = GUARD_POLICY,
         ns = NAMESPACE,
         sa = SERVICE_ACCOUNT,
+        new_specs = pod_specs_cel("object"),
+        old_specs = pod_specs_cel("oldObject"),
+        pod_context = unconfined_cel("s.securityContext"),
+        container_context = unconfined_cel("c.securityContext"),
+        caps = BASELINE_CAPABILITIES
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        pod_message = BASELINE_MESSAGE,
+    )
+}
+
+/// The guard's refusal of a pod that Pod Security's `baseline` would refuse.
+pub const BASELINE_MESSAGE: &str = "a Warden user's grant runs no pod that Pod Security's baseline refuses (host namespaces, hostPath volumes, privileged containers, added capabilities, host ports, unconfined profiles): each is a way onto the node, for cluster administrators only";
+
+/// The capabilities Pod Security's `baseline` lets a container add.
+pub const BASELINE_CAPABILITIES: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// The SELinux types Pod Security's `baseline` allows.
+pub const BASELINE_SELINUX_TYPES: &[&str] = &[
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+/// CEL: the pod spec `root` (`object` or `oldObject`) carries, as a list of none or one: a
+/// Pod's (any subresource whose object is a Pod: status, ephemeral containers), a
+/// PodTemplate's, a workload's template's (Deployment, ReplicaSet, StatefulSet, DaemonSet,
+/// Job, ReplicationController), a CronJob's job template's.
+fn pod_specs_cel(root: &str) -> String {
+    let path = |p: &str| {
+        let mut cond = vec![format!("{root} != null")];
+        let mut at = root.to_string();
+        for part in p.split('.') {
+            at = format!("{at}.{part}");
+            cond.push(format!("has({at})"));
+        }
+        (cond.join(" && "), at)
+    };
+    let (pod, pod_at) = path("spec");
+    let (tpl, tpl_at) = path("template.spec");
+    let (wl, wl_at) = path("spec.template.spec");
+    let (cj, cj_at) = path("spec.jobTemplate.spec.template.spec");
+    format!(
+        "(request.resource.group == '' && request.resource.resource == 'pods' && {pod}) ? [{pod_at}] :
+                 (request.resource.group == '' && request.resource.resource == 'podtemplates' && {tpl}) ? [{tpl_at}] :
+                 (((request.resource.group == 'apps' && request.resource.resource in ['deployments', 'replicasets', 'statefulsets', 'daemonsets']) ||
+                   (request.resource.group == 'batch' && request.resource.resource == 'jobs') ||
+                   (request.resource.group == '' && request.resource.resource == 'replicationcontrollers')) && {wl}) ? [{wl_at}] :
+                 (request.resource.group == 'batch' && request.resource.resource == 'cronjobs' && {cj}) ? [{cj_at}] : []"
+    )
+}
+
+/// CEL: the security context `ctx` asks what `baseline` refuses (unconfined seccomp or
+/// AppArmor, a Windows host process, an SELinux user, role or type of its own).
+fn unconfined_cel(ctx: &str) -> String {
+    let types = BASELINE_SELINUX_TYPES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "((has({ctx}.seccompProfile) && has({ctx}.seccompProfile.type) && {ctx}.seccompProfile.type == 'Unconfined') ||
+                       (has({ctx}.appArmorProfile) && has({ctx}.appArmorProfile.type) && {ctx}.appArmorProfile.type == 'Unconfined') ||
+                       (has({ctx}.windowsOptions) && has({ctx}.windowsOptions.hostProcess) && {ctx}.windowsOptions.hostProcess) ||
+                       (has({ctx}.seLinuxOptions) && ((has({ctx}.seLinuxOptions.user) && {ctx}.seLinuxOptions.user != '') ||
+                         (has({ctx}.seLinuxOptions.role) && {ctx}.seLinuxOptions.role != '') ||
+                         (has({ctx}.seLinuxOptions.type) && {ctx}.seLinuxOptions.type != '' && !({ctx}.seLinuxOptions.type in [{types}])))))"
     )
 }
 

@@ -256,26 +256,8 @@ async fn may_see_output(
 
 /// The facts of a recording, for those who may replay it ([`readable`]).
 pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<RecordingDto> {
-    use audit_events::Column as C;
     let opened = readable(svc, who, id).await?;
-    let closed = audit_events::Entity::find()
-        .filter(C::Action.eq("terminal.close"))
-        .filter(C::Cluster.eq(opened.cluster.clone()))
-        .filter(C::Details.contains(id))
-        .order_by_desc(C::Seq)
-        .limit(5)
-        .all(&svc.db)
-        .await?
-        .into_iter()
-        .find_map(|m| {
-            let d: serde_json::Value = serde_json::from_str(&m.details).ok()?;
-            (d["recording"]["id"] == id).then(|| RecordingEnd {
-                reason: m.reason.clone(),
-                duration_ms: m.duration_ms,
-                sha256: d["recording"]["sha256"].as_str().map(str::to_owned),
-                bytes: d["recording"]["bytes"].as_u64(),
-            })
-        });
+    let closed = ending(svc, &opened, id).await?;
     let details: serde_json::Value = serde_json::from_str(&opened.details).unwrap_or_default();
     // Recorded by the terminal as `shell` or `exec`; a pod target without one is an exec.
     let mode = serde_json::from_value(details["mode"].clone()).unwrap_or(TerminalMode::Exec);
@@ -293,6 +275,36 @@ pub async fn get(svc: &Services, who: &Principal, id: &str) -> DomainResult<Reco
         started_at: Timestamp(opened.at).rfc3339(),
         ended: closed,
     })
+}
+
+/// How recording `id` (opened by `opened`) ended: its `terminal.close` event's reason, and the
+/// SHA-256 and size of everything it stored. `None` while the terminal is open. The event is in
+/// the audit log's hash chain, so the digest vouches for the chunks: a replay checks them
+/// against it.
+pub async fn ending(
+    svc: &Services,
+    opened: &audit_events::Model,
+    id: &str,
+) -> DomainResult<Option<RecordingEnd>> {
+    use audit_events::Column as C;
+    Ok(audit_events::Entity::find()
+        .filter(C::Action.eq("terminal.close"))
+        .filter(C::Cluster.eq(opened.cluster.clone()))
+        .filter(C::Details.contains(id))
+        .order_by_desc(C::Seq)
+        .limit(5)
+        .all(&svc.db)
+        .await?
+        .into_iter()
+        .find_map(|m| {
+            let d: serde_json::Value = serde_json::from_str(&m.details).ok()?;
+            (d["recording"]["id"] == id).then(|| RecordingEnd {
+                reason: m.reason.clone(),
+                duration_ms: m.duration_ms,
+                sha256: d["recording"]["sha256"].as_str().map(str::to_owned),
+                bytes: d["recording"]["bytes"].as_u64(),
+            })
+        }))
 }
 
 /// For the open terminals among `streams`, the recording the caller may watch:
@@ -422,6 +434,31 @@ pub mod store {
             .into_tuple()
             .all(db)
             .await?;
+        // A plain chunk plays only in a recording made before chunks were sealed (its first
+        // chunk plain too): one written into a sealed recording by hand is refused.
+        if let (Some(_), Some(plain)) = (
+            sealer,
+            rows.iter().find(|(_, d)| !Sealer::is_sealed_bytes(d)),
+        ) {
+            let first_sealed = match rows.first() {
+                Some((0, d)) => Sealer::is_sealed_bytes(d),
+                _ => chunks::Entity::find()
+                    .select_only()
+                    .column(chunks::Column::Data)
+                    .filter(chunks::Column::RecordingId.eq(id))
+                    .filter(chunks::Column::Seq.eq(0))
+                    .into_tuple::<Vec<u8>>()
+                    .one(db)
+                    .await?
+                    .is_some_and(|d| Sealer::is_sealed_bytes(&d)),
+            };
+            if first_sealed {
+                return Err(DbErr::Custom(format!(
+                    "recording {id}, chunk {}: plain in a sealed recording (altered)",
+                    plain.0
+                )));
+            }
+        }
         rows.into_iter()
             .map(|(seq, data)| {
                 if !Sealer::is_sealed_bytes(&data) {

@@ -39,6 +39,7 @@ mod m20261216_000002_read_only_credentials;
 mod m20261217_000001_audit_seals;
 mod m20261218_000001_credential_api_key;
 mod m20261219_000001_credentials_set_by;
+mod m20261220_000001_key_check;
 
 pub struct Migrator;
 
@@ -77,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261217_000001_audit_seals::Migration),
             Box::new(m20261218_000001_credential_api_key::Migration),
             Box::new(m20261219_000001_credentials_set_by::Migration),
+            Box::new(m20261220_000001_key_check::Migration),
         ]
     }
 }

@@ -113,6 +113,10 @@ enum AdminCommand {
         /// Keep the user's kubeconfig credentials (a forgotten password, not a taken account).
         #[arg(long)]
         keep_kubeconfigs: bool,
+        /// Remove the user's second factor too (a lost authenticator, and no other
+        /// administrator to remove it); they enrol again after setting their password.
+        #[arg(long)]
+        reset_mfa: bool,
     },
 }
 
@@ -148,11 +152,13 @@ async fn main() -> ExitCode {
                     email,
                     keep_api_keys,
                     keep_kubeconfigs,
+                    reset_mfa,
                 },
         } => {
             let opts = warden_domain::identity::users::ResetOptions {
                 revoke_api_keys: !keep_api_keys,
                 revoke_kubeconfigs: !keep_kubeconfigs,
+                reset_mfa,
             };
             reset_password(config, &email, opts).await
         }
@@ -513,7 +519,7 @@ async fn reset_password(
 ) -> anyhow::Result<ExitCode> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{email:?}: {e}"))?;
     let db = startup::connect(&config).await?;
-    startup::migrate(&db).await?;
+    startup::require_current_schema(&db).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let audit = Arc::new(DbAuditSink::new(db.clone(), clock.clone()));
     let services =
@@ -523,7 +529,9 @@ async fn reset_password(
         Ok(done) => {
             // The running servers end the user's open terminals and streams now.
             if let Err(e) = warden_server::replicas::announce_from_outside(&db).await {
-                eprintln!("warden: the running servers will notice within a minute ({e})");
+                eprintln!(
+                    "warden: the running servers could not be notified ({e}); they notice when they next re-read the authorization epoch (WARDEN_REPLICA_EPOCH_RECHECK_MS)"
+                );
             }
             println!("Password of {email} reset; their sessions ended.");
             println!(
@@ -545,6 +553,16 @@ async fn reset_password(
                     "Kubeconfig credentials kept (--keep-kubeconfigs).".to_owned()
                 }
             );
+            if opts.reset_mfa {
+                println!(
+                    "{}",
+                    if done.mfa_removed {
+                        "Second factor removed: they enrol again after setting their password."
+                    } else {
+                        "They had no second factor to remove."
+                    }
+                );
+            }
             println!("Send this one-time link (valid 24 hours) to the user:");
             println!("{}", services.set_password_url(&done.token));
             Ok(ExitCode::SUCCESS)

@@ -167,6 +167,11 @@ pub async fn sane_request_id(mut req: Request, next: Next) -> Response {
 pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    // Pages and answers may hold what is shown once (a bootstrap token, a set-password link,
+    // a new API key): kept out of the browser's caches and its back-forward cache, unless the
+    // answer says otherwise (the hashed assets under /pkg are immutable).
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(
         "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'",
     ));

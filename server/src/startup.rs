@@ -102,6 +102,23 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// For commands run beside the servers (`warden admin …`): the schema must be exactly this
+/// binary's. An administrative command never migrates: a newer `warden` run during an incident
+/// would upgrade the schema under servers of the older release (which then cannot restart);
+/// an older one would write to a schema it does not know.
+pub async fn require_current_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let pending = warden_migrations::Migrator::get_pending_migrations_read_only(db)
+        .await
+        .context("the database's schema is not this release's (run this command with the servers' release)")?;
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "the database's schema is older than this `warden` ({} migration(s) pending): run this command with the servers' release, or upgrade the servers first (`warden migrate`)",
+            pending.len()
+        );
+    }
+    Ok(())
+}
+
 /// The advisory lock key under which replicas migrate PostgreSQL ("warden-migrate").
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e_6d67;
 
@@ -239,6 +256,85 @@ pub fn at_rest_key(config: &Config) -> anyhow::Result<warden_domain::secrets::Se
         .context("the generated master key is missing")
 }
 
+/// What the `key_check` row holds, sealed.
+const KEY_CHECK_PURPOSE: &str = "warden.key_check";
+const KEY_CHECK_PLAIN: &[u8] = b"the key that seals Warden's secrets";
+
+/// The key that seals secrets is the one this database's secrets were sealed with: checked
+/// against the `key_check` row (written at the first start with a key check), or Warden
+/// refuses to start. Started with another key, it would fail later at every second factor,
+/// single sign-on, proxy, recording and audit seal, and seal new secrets with the wrong key.
+pub async fn check_at_rest_key(
+    db: &DatabaseConnection,
+    key: &warden_domain::secrets::Secret,
+    config: &Config,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    use sea_orm::{DatabaseBackend, Statement};
+    let sealer = warden_domain::secrets::Sealer::new(key);
+    let backend = db.get_database_backend();
+    let read = || async {
+        db.query_one_raw(Statement::from_string(
+            backend,
+            "SELECT sealed FROM key_check WHERE id = 1",
+        ))
+        .await
+        .context("cannot read the key check")
+    };
+    if read().await?.is_none() {
+        let sql = match backend {
+            DatabaseBackend::Postgres => {
+                "INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING"
+            }
+            _ => {
+                "INSERT INTO key_check (id, sealed, created_at) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING"
+            }
+        };
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                sealer.seal(KEY_CHECK_PURPOSE, KEY_CHECK_PLAIN).into(),
+                now_ms.into(),
+            ],
+        ))
+        .await
+        .context("cannot write the key check")?;
+    }
+    // Read again: another replica starting at the same moment may have written it first.
+    let sealed: String = read()
+        .await?
+        .context("the key check is missing")?
+        .try_get("", "sealed")
+        .context("cannot read the key check")?;
+    match sealer.open(KEY_CHECK_PURPOSE, &sealed) {
+        Ok(plain) if plain == KEY_CHECK_PLAIN => Ok(()),
+        _ => {
+            let used = if config.master_key.is_some() {
+                "WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE)".to_owned()
+            } else {
+                format!(
+                    "the generated key {}",
+                    config.data_dir.join(MASTER_KEY_FILE).display()
+                )
+            };
+            let generated = config.data_dir.join(MASTER_KEY_FILE);
+            let hint = if config.master_key.is_some() && generated.exists() {
+                format!(
+                    " This data directory holds a generated key ({}): if the secrets were sealed with it, start with WARDEN_MASTER_KEY_FILE={} instead.",
+                    generated.display(),
+                    generated.display()
+                )
+            } else {
+                String::new()
+            };
+            anyhow::bail!(
+                "the key that seals secrets at rest, {used}, is not the one this database's secrets were sealed with: Warden would fail at every second factor, single sign-on, proxy, recording and audit seal. Start with the key the database was used with (a restored database needs its key, and without WARDEN_MASTER_KEY the data directory it was used with).{hint}"
+            )
+        }
+    }
+}
+
 /// A key kept in a file: read, or (with `create`) generated: 32 random bytes, mode 0600,
 /// written once (never over an existing file).
 fn key_file(
@@ -293,6 +389,7 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
         config.http.public_url.clone(),
     );
     let at_rest = at_rest_key(&config)?;
+    check_at_rest_key(&db, &at_rest, &config, clock.now().millis()).await?;
     services
         .sso
         .set_sealer(warden_domain::secrets::Sealer::new(&at_rest));
@@ -382,7 +479,8 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
     // Secrets a Warden without a key stored plain are sealed now.
     let sealed = warden_domain::identity::mfa::seal_plaintext(&services).await?
         + warden_domain::admin::identity_providers::seal_plaintext(&services).await?
-        + warden_domain::clusters::seal_plaintext_proxies(&services).await?;
+        + warden_domain::clusters::seal_plaintext_proxies(&services).await?
+        + warden_domain::admin::jit_settings::seal_plaintext(&services).await?;
     if sealed > 0 {
         tracing::info!(count = sealed, "sealed secrets found stored plain");
     }
@@ -398,6 +496,12 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
         clusters.set_replicas(r.clone());
         gateway.live.set_replicas(r);
         r.set_live(&gateway.live);
+    } else {
+        // One process (SQLite): `warden` commands run beside it still change authorization.
+        tokio::spawn(crate::replicas::local_epoch_loop(
+            Arc::downgrade(&services),
+            config.replicas.epoch_recheck,
+        ));
     }
     let metrics = Arc::new(Metrics::default());
     metrics.watch_audit_journal(gateway.audit_journal().clone());

@@ -150,6 +150,44 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// The generated at-rest key (`master.key`) of the first Warden started on each database
+/// without `WARDEN_MASTER_KEY`: a second one on the same database (a restart in a fresh data
+/// directory, another replica) is given it, as a deployment's would find it in its data
+/// directory. Without it, Warden refuses to start (the database's key check does not open).
+static GENERATED_KEYS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Before a Warden starts on `database_url` with `data_dir`: the database's generated key, if
+/// one is known and the directory has none.
+pub fn share_generated_key(database_url: &str, data_dir: &std::path::Path) {
+    let known = GENERATED_KEYS
+        .lock()
+        .ok()
+        .and_then(|k| k.get(database_url).cloned());
+    let path = data_dir.join(crate::startup::MASTER_KEY_FILE);
+    if let (Some(key), false) = (known, path.exists()) {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        std::fs::write(&path, key).expect("write the generated key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+        }
+    }
+}
+
+/// After a Warden started on `database_url` with `data_dir`: remember its generated key (the
+/// first one on the database is the database's).
+pub fn remember_generated_key(database_url: &str, data_dir: &std::path::Path) {
+    if let Ok(key) = std::fs::read_to_string(data_dir.join(crate::startup::MASTER_KEY_FILE)) {
+        if let Ok(mut k) = GENERATED_KEYS.lock() {
+            k.entry(database_url.to_owned()).or_insert(key);
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(BTreeMap::new()).await
@@ -270,12 +308,15 @@ impl TestApp {
             let url = tag_connections(&env["WARDEN_DATABASE_URL"], tag);
             env.insert("WARDEN_DATABASE_URL".into(), url);
         }
+        let data_dir = std::path::PathBuf::from(&env["WARDEN_DATA_DIR"]);
+        share_generated_key(&database_url, &data_dir);
         let config = Config::from_source(&env).expect("test config");
         let clock = ManualClock::new();
         let shared: SharedClock = clock.clone();
         let state = crate::startup::prepare(config, shared)
             .await
             .expect("prepare");
+        remember_generated_key(&database_url, &data_dir);
         let router = crate::build_router(state.clone());
         let gateway = crate::gateway::start(state.gateway.clone(), gateway_listener)
             .expect("start the gateway");

@@ -801,6 +801,18 @@ async fn load_effective(
     })
 }
 
+/// Move the epoch every server re-reads (`authz_epoch`), inside the transaction of a change
+/// made from outside a server: the servers drop their cached admissions and check their open
+/// terminals and streams again when they see it move.
+pub async fn move_shared_epoch<C: sea_orm::ConnectionTrait>(db: &C) -> DomainResult<()> {
+    db.execute_raw(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        "UPDATE authz_epoch SET value = value + 1 WHERE id = 1",
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Which audit events `who` may read as an auditor (their own activity aside): all of them
 /// (organization `audit.read`), their projects' events, or the gate's denial.
 pub async fn audit_scope(

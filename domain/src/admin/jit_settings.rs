@@ -41,6 +41,68 @@ pub async fn load<C: sea_orm::ConnectionTrait>(db: &C) -> DomainResult<JitSettin
     })
 }
 
+/// What the webhook URL is sealed for (its path is often its credential: a Slack-style hook).
+const WEBHOOK_PURPOSE: &str = "jit_settings.webhook_url";
+
+/// [`load`], with the webhook URL opened (it is sealed at rest).
+pub async fn load_open<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    db: &C,
+) -> DomainResult<JitSettingsDto> {
+    let mut s = load(db).await?;
+    if let Some(url) = s.webhook_url.take() {
+        s.webhook_url = Some(open_webhook(svc, &url)?);
+    }
+    Ok(s)
+}
+
+fn open_webhook(svc: &Services, stored: &str) -> DomainResult<String> {
+    if !crate::secrets::Sealer::is_sealed(stored) {
+        return Ok(stored.to_owned());
+    }
+    let plain = svc
+        .sso
+        .sealer()
+        .ok_or_else(|| DomainError::Internal("the webhook URL is sealed and no key is set".into()))?
+        .open(WEBHOOK_PURPOSE, stored)
+        .map_err(|e| DomainError::Internal(format!("the webhook URL cannot be opened: {e}")))?;
+    String::from_utf8(plain)
+        .map_err(|_| DomainError::Internal("the webhook URL is not text".into()))
+}
+
+fn seal_webhook(svc: &Services, url: Option<&str>) -> Option<String> {
+    url.map(|u| match svc.sso.sealer() {
+        Some(s) => s.seal(WEBHOOK_PURPOSE, u.as_bytes()),
+        None => u.to_owned(),
+    })
+}
+
+/// Seal a webhook URL an older Warden stored plain (at start).
+pub async fn seal_plaintext(svc: &Services) -> DomainResult<u64> {
+    if svc.sso.sealer().is_none() {
+        return Ok(0);
+    }
+    let Some(m) = jit_settings::Entity::find_by_id(ROW).one(&svc.db).await? else {
+        return Ok(0);
+    };
+    match &m.webhook_url {
+        Some(url) if !crate::secrets::Sealer::is_sealed(url) => {
+            let n = jit_settings::Entity::update_many()
+                .col_expr(
+                    jit_settings::Column::WebhookUrl,
+                    sea_orm::sea_query::Expr::value(seal_webhook(svc, Some(url))),
+                )
+                .filter(jit_settings::Column::Id.eq(ROW))
+                .filter(jit_settings::Column::WebhookUrl.eq(url.clone()))
+                .exec(&svc.db)
+                .await?
+                .rows_affected;
+            Ok(n)
+        }
+        _ => Ok(0),
+    }
+}
+
 /// The clusters a binding in `project_id` reaches (owned or shared), or every cluster for an
 /// organization binding (`None`): name and labels.
 async fn clusters_reached<C: ConnectionTrait>(
@@ -325,7 +387,7 @@ fn redacted(mut s: JitSettingsDto) -> JitSettingsDto {
 
 pub async fn get(svc: &Services, who: &Principal) -> DomainResult<JitSettingsDto> {
     svc.gate(who, Action::org(Permission::SettingsRead)).await?;
-    Ok(redacted(load(&svc.db).await?))
+    Ok(redacted(load_open(svc, &svc.db).await?))
 }
 
 pub async fn update(
@@ -335,7 +397,7 @@ pub async fn update(
 ) -> DomainResult<JitSettingsDto> {
     svc.gate(who, Action::org(Permission::SettingsWrite))
         .await?;
-    let before = load(&svc.db).await?;
+    let before = load_open(svc, &svc.db).await?;
     let mut s = before.clone();
     let mut fields = std::collections::BTreeMap::new();
     if let Some(rules) = req.required_expiry {
@@ -441,7 +503,7 @@ pub async fn update(
             a.required_expiry = Set(rules);
             a.request_ttl_secs = Set(s.request_ttl_secs);
             a.two_approvals_for_write = Set(s.two_approvals_for_write);
-            a.webhook_url = Set(s.webhook_url.clone());
+            a.webhook_url = Set(seal_webhook(svc, s.webhook_url.as_deref()));
             a.break_glass = Set(glass);
             a.updated_at = Set(now);
             a.update(&tx).await?;
@@ -452,7 +514,7 @@ pub async fn update(
                 required_expiry: rules,
                 request_ttl_secs: s.request_ttl_secs,
                 two_approvals_for_write: s.two_approvals_for_write,
-                webhook_url: s.webhook_url.clone(),
+                webhook_url: seal_webhook(svc, s.webhook_url.as_deref()),
                 break_glass: glass,
                 updated_at: now,
             })

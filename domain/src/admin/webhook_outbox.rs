@@ -129,7 +129,10 @@ pub async fn claim_due(svc: &Services, limit: u64) -> DomainResult<Vec<Delivery>
     if rows.is_empty() {
         return Ok(vec![]);
     }
-    let Some(url) = super::jit_settings::load(&svc.db).await?.webhook_url else {
+    let Some(url) = super::jit_settings::load_open(svc, &svc.db)
+        .await?
+        .webhook_url
+    else {
         webhook_outbox::Entity::update_many()
             .col_expr(webhook_outbox::Column::Status, Expr::value(DROPPED))
             .col_expr(webhook_outbox::Column::UpdatedAt, Expr::value(now))

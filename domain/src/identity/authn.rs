@@ -538,6 +538,26 @@ pub async fn principal_from_session(
     session: &Session,
     meta: RequestMeta,
 ) -> DomainResult<Principal> {
+    principal_from_session_with(svc, session, meta, true).await
+}
+
+/// [`principal_from_session`] for a page's background refresh (a cluster's status, every few
+/// seconds): every check the same, but it is no activity, so it does not keep the session
+/// from idling out (a console left open on a shared workstation still signs itself out).
+pub async fn principal_from_session_polling(
+    svc: &Services,
+    session: &Session,
+    meta: RequestMeta,
+) -> DomainResult<Principal> {
+    principal_from_session_with(svc, session, meta, false).await
+}
+
+async fn principal_from_session_with(
+    svc: &Services,
+    session: &Session,
+    meta: RequestMeta,
+    activity: bool,
+) -> DomainResult<Principal> {
     let Some(mut record) = session
         .get::<AuthRecord>(AUTH_KEY)
         .await
@@ -569,7 +589,7 @@ pub async fn principal_from_session(
         session.flush().await.map_err(session_err)?;
         return Err(DomainError::Unauthenticated);
     }
-    if now.millis() - record.last_seen.millis() >= TOUCH_INTERVAL_SECS * 1000 {
+    if activity && now.millis() - record.last_seen.millis() >= TOUCH_INTERVAL_SECS * 1000 {
         record.last_seen = now;
         session
             .insert(AUTH_KEY, &record)
@@ -763,6 +783,8 @@ pub struct ResetDone {
     pub token: String,
     pub api_keys_revoked: u64,
     pub kubeconfigs_revoked: u64,
+    /// An authenticator was removed (`reset_mfa`).
+    pub mfa_removed: bool,
 }
 
 /// An administrator's reset (`who`), or the operator's (`warden admin reset-password`, none):
@@ -801,19 +823,50 @@ pub async fn admin_reset_password(
     } else {
         0
     };
+    let mut events = vec![ev];
+    let mfa_removed = opts.reset_mfa && {
+        use crate::entities::{mfa_recovery_codes, user_mfa};
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let removed = user_mfa::Entity::delete_by_id(user.id.clone())
+            .exec(&tx)
+            .await?
+            .rows_affected
+            > 0;
+        mfa_recovery_codes::Entity::delete_many()
+            .filter(mfa_recovery_codes::Column::UserId.eq(user.id.clone()))
+            .exec(&tx)
+            .await?;
+        if removed {
+            events.push(
+                AuditEvent::by_or_system(
+                    who,
+                    AuditKind::Console,
+                    "user.mfa.reset",
+                    Outcome::Allowed,
+                )
+                .resource("user", email.as_str()),
+            );
+        }
+        removed
+    };
     let mut a: users::ActiveModel = user.into();
     a.password_hash = sea_orm::Set(None);
     a.must_change_password = sea_orm::Set(true);
     a.updated_at = sea_orm::Set(now.millis());
     sea_orm::ActiveModelTrait::update(a, &tx).await?;
     delete_user_sessions(&tx, uid).await?;
-    crate::audit::append(&tx, now, vec![ev]).await?;
+    crate::audit::append(&tx, now, events).await?;
+    // Run from outside a server (`warden admin reset-password`), the reset reaches the running
+    // servers through the shared epoch they re-read: moved in the same transaction, so no reset
+    // commits unannounced.
+    crate::access::move_shared_epoch(&tx).await?;
     tx.commit().await?;
     svc.policy.bump();
     Ok(ResetDone {
         token,
         api_keys_revoked,
         kubeconfigs_revoked,
+        mfa_removed,
     })
 }
 

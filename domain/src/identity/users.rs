@@ -454,6 +454,10 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
 pub struct ResetOptions {
     pub revoke_api_keys: bool,
     pub revoke_kubeconfigs: bool,
+    /// The operator's reset only (`warden admin reset-password --reset-mfa`): the second
+    /// factor goes too, for an administrator whose authenticator is lost and who has no other
+    /// administrator to remove it.
+    pub reset_mfa: bool,
 }
 
 /// An administrator's reset: returns the one-time set-password URL. With `opts`, the user's

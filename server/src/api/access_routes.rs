@@ -148,6 +148,7 @@ pub async fn reset_user_password(
     let opts = users::ResetOptions {
         revoke_api_keys: req.revoke_api_keys,
         revoke_kubeconfigs: req.revoke_kubeconfigs,
+        ..Default::default()
     };
     Ok(Json(ResetPasswordResponse {
         set_password_url: users::reset_password(&s.services, &who, &user, opts).await?,

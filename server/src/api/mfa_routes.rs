@@ -114,6 +114,7 @@ pub async fn reset_user_mfa(
     let opts = warden_domain::identity::users::ResetOptions {
         revoke_api_keys: q.revoke_api_keys,
         revoke_kubeconfigs: q.revoke_kubeconfigs,
+        ..Default::default()
     };
     mfa::reset(&s.services, &who, &user, opts).await?;
     Ok(StatusCode::NO_CONTENT)

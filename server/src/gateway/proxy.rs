@@ -622,6 +622,14 @@ async fn reword_forbidden(body: Incoming, words: &Words<'_>) -> Option<(Bytes, S
         .and_then(|m| m.as_str())
         .unwrap_or_default()
         .to_owned();
+    if original.contains(&format!(
+        "ValidatingAdmissionPolicy '{}'",
+        warden_domain::agent_protocol::GUARD_POLICY
+    )) {
+        // Warden's own guard on the cluster: its words name no service account and say what
+        // to change, so they are passed on as they are.
+        return Some((bytes, original));
+    }
     let intent = words.info.intent();
     let resource = words.info.resource.as_deref().unwrap_or("resources");
     status["message"] = json!(format!(

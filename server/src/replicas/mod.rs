@@ -81,6 +81,9 @@ impl Default for ReplicaConfig {
 enum Ownership {
     Held(ClusterId),
     Released(ClusterId),
+    /// Still held after this replica's rows were taken for a dead replica's (the database was
+    /// out of reach past the timeout): claimed again unless another replica claimed it since.
+    Reclaimed(ClusterId),
 }
 
 /// This replica, in the registry of replicas sharing the database.
@@ -99,6 +102,8 @@ pub struct Replicas {
     left: std::sync::atomic::AtomicBool,
     /// Changes to this replica's rows of live streams ([`streams`]), written in order.
     stream_changes: mpsc::UnboundedSender<streams::StreamChange>,
+    /// The tunnels this replica holds, claimed again when its registration was lost.
+    clusters: Weak<crate::tunnel::ClusterConnections>,
     /// The live streams this replica relays, for *End* requests made on another replica.
     live: std::sync::OnceLock<Weak<crate::live::LiveStreams>>,
 }
@@ -133,6 +138,7 @@ impl Replicas {
             ownership,
             elsewhere: RwLock::new(HashSet::new()),
             key: master_key.map(forward::InternalKey::from_master),
+            clusters: Arc::downgrade(clusters),
             left: std::sync::atomic::AtomicBool::new(false),
             stream_changes,
             live: std::sync::OnceLock::new(),
@@ -328,12 +334,14 @@ impl Replicas {
     /// timeout; refresh which tunnels other live replicas hold.
     async fn heartbeat(&self) -> anyhow::Result<()> {
         let timeout = self.config.timeout.as_millis() as i64;
-        self.db
-            .execute_raw(Statement::from_sql_and_values(
+        let registered = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
                     "INSERT INTO replicas (id, internal_addr, started_at, heartbeat_at) VALUES ($1, $2, {DB_NOW_MS}, {DB_NOW_MS}) \
-                     ON CONFLICT (id) DO UPDATE SET internal_addr = EXCLUDED.internal_addr, heartbeat_at = EXCLUDED.heartbeat_at"
+                     ON CONFLICT (id) DO UPDATE SET internal_addr = EXCLUDED.internal_addr, heartbeat_at = EXCLUDED.heartbeat_at \
+                     RETURNING (xmax = 0) AS inserted"
                 ),
                 [
                     self.id.clone().into(),
@@ -341,6 +349,28 @@ impl Replicas {
                 ],
             ))
             .await?;
+        let inserted = registered
+            .and_then(|r| r.try_get::<bool>("", "inserted").ok())
+            .unwrap_or(false);
+        if inserted {
+            // New, or its row was removed as a dead replica's (with its tunnels' rows) while
+            // the database was out of reach: the tunnels it still holds are claimed again, or
+            // the other replicas would find no owner for them until their agents reconnect.
+            let held = self
+                .clusters
+                .upgrade()
+                .map(|c| c.held_ids())
+                .unwrap_or_default();
+            if !held.is_empty() {
+                tracing::warn!(
+                    tunnels = held.len(),
+                    "this replica's registration was lost (the database was out of reach past the timeout); claiming its agent tunnels again"
+                );
+            }
+            for id in held {
+                let _ = self.ownership.send(Ownership::Reclaimed(id));
+            }
+        }
         self.db
             .execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
@@ -471,10 +501,53 @@ async fn publish_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<()>) {
     }
 }
 
+/// One process on SQLite: no replicas, but `warden` commands (a password reset) change
+/// authorization in the same database from outside it, and move `authz_epoch` in their
+/// transaction. Re-read it every `every`: when it moved, cached admissions are dropped and
+/// every open terminal and stream is checked again, as a replica does on PostgreSQL.
+pub async fn local_epoch_loop(services: Weak<Services>, every: Duration) {
+    let read = |db: DatabaseConnection| async move {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT value FROM authz_epoch WHERE id = 1",
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the authz_epoch row is missing"))?;
+        anyhow::Ok(row.try_get::<i64>("", "value")?)
+    };
+    let mut seen = None;
+    loop {
+        let Some(svc) = services.upgrade() else {
+            return;
+        };
+        match read(svc.db.clone()).await {
+            Ok(v) => {
+                if seen.is_some_and(|s| s != v) {
+                    tracing::info!(
+                        epoch = v,
+                        "authorization was changed from outside this server; checking again"
+                    );
+                    svc.policy.bump_from_elsewhere();
+                }
+                seen = Some(v);
+            }
+            Err(e) => {
+                // Unknown whether anything changed: assume it did (fail closed).
+                tracing::warn!(error = %e, "cannot re-read the authorization epoch");
+                svc.policy.bump_from_elsewhere();
+            }
+        }
+        drop(svc);
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Tell every running server that authorization changed, from outside one (a `warden`
-/// command that changed it in the database): the move of the shared epoch a replica makes, so
-/// their open terminals and streams are checked again now. On SQLite there is nobody to tell
-/// (a server there checks its terminals again within a minute, and every request anew).
+/// command that changed it in the database and moved `authz_epoch` in its transaction): a
+/// notification, so replicas check their open terminals and streams again now rather than at
+/// their next re-read of the epoch. On SQLite there is nobody to notify (the server re-reads
+/// the epoch every `WARDEN_REPLICA_EPOCH_RECHECK_MS`).
 pub async fn announce_from_outside(db: &sea_orm::DatabaseConnection) -> anyhow::Result<()> {
     if db.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
@@ -599,6 +672,15 @@ async fn ownership_loop(me: Weak<Replicas>, rx: mpsc::UnboundedReceiver<Ownershi
             format!(
                 "INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ($1, $2, {DB_NOW_MS}) \
                  ON CONFLICT (cluster_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, connected_at = EXCLUDED.connected_at"
+            ),
+            [c.to_string().into(), replica.to_owned().into()],
+        ),
+        // Never over a newer claim: the agent may have connected to another replica since.
+        Ownership::Reclaimed(c) => Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            format!(
+                "INSERT INTO cluster_tunnels (cluster_id, replica_id, connected_at) VALUES ($1, $2, {DB_NOW_MS}) \
+                 ON CONFLICT (cluster_id) DO NOTHING"
             ),
             [c.to_string().into(), replica.to_owned().into()],
         ),

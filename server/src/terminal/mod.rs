@@ -1121,6 +1121,35 @@ impl TerminalSession {
 /// Chunks read per query when a recording is served.
 const PAGE: u64 = 32;
 
+/// The SHA-256 (hex) and size of a stored recording, read a page at a time from `first`.
+async fn recording_digest(
+    state: &AppState,
+    sealer: Option<&warden_domain::secrets::Sealer>,
+    id: &str,
+    first: Vec<(i32, Vec<u8>)>,
+) -> Result<(String, u64), sea_orm::DbErr> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut bytes = 0u64;
+    let mut page = first;
+    loop {
+        let Some(last) = page.last().map(|c| c.0) else {
+            break;
+        };
+        let full = page.len() as u64 == PAGE;
+        for (_, data) in &page {
+            hash.update(data);
+            bytes += data.len() as u64;
+        }
+        if !full {
+            break;
+        }
+        page = warden_domain::recordings::store::page(&state.services.db, sealer, id, last, PAGE)
+            .await?;
+    }
+    Ok((hex::encode(hash.finalize()), bytes))
+}
+
 /// `GET /api/v1/terminal/recordings/{id}`: the asciicast of a terminal, for those who may
 /// replay it ([`warden_domain::recordings::readable`]: its audit events, and the secrets it
 /// could have shown).
@@ -1144,6 +1173,29 @@ pub async fn get_recording(
         warden_domain::recordings::store::page(&state.services.db, sealer.as_ref(), &id, -1, PAGE)
             .await
             .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;
+    // A finished recording is checked against the digest its terminal closed with (in the
+    // audit log's hash chain) before a byte is played: chunks altered, removed or swapped in
+    // the database are refused, never shown as what the terminal printed.
+    if !first.is_empty() {
+        let ended = warden_domain::recordings::ending(&state.services, &opened, &id).await?;
+        if let Some(end) = ended.filter(|e| e.sha256.is_some()) {
+            let (digest, bytes) = recording_digest(&state, sealer.as_ref(), &id, first.clone())
+                .await
+                .map_err(|e| ApiError::from(warden_domain::DomainError::from(e)))?;
+            if Some(digest) != end.sha256 || end.bytes.is_some_and(|b| b != bytes) {
+                let why = "the recording does not match the digest its terminal closed with: it was altered in the database";
+                state
+                    .services
+                    .audit_denied(&who, "recording.replay", "recording", &id, why)
+                    .await?;
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "recording_altered",
+                    why,
+                ));
+            }
+        }
+    }
     // A replay shows what the terminal printed (and typed, when input is recorded): who watched
     // whose session is in the log before the first byte is sent; one that cannot be recorded is
     // not played.

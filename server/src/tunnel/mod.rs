@@ -233,6 +233,14 @@ impl ClusterConnections {
         self.tunnels.read().ok()?.get(&cluster_id).cloned()
     }
 
+    /// Ids of the clusters whose tunnel this process holds.
+    pub fn held_ids(&self) -> Vec<ClusterId> {
+        self.tunnels
+            .read()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Names of the clusters with a live tunnel.
     pub fn connected(&self) -> Vec<String> {
         let mut v: Vec<String> = self

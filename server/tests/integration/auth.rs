@@ -334,6 +334,47 @@ async fn idle_and_absolute_timeouts() {
     c.get("/api/v1/me").await.assert_status(401);
 }
 
+/// A page that refreshes itself (the Clusters page, every few seconds) is no activity: a
+/// console left open on a shared workstation still signs itself out when idle. The same calls
+/// made by the person (a first load, a navigation) keep it alive.
+#[tokio::test]
+async fn a_pages_background_refresh_does_not_keep_the_session_alive() {
+    let (app, c) = TestApp::spawn().await.with_admin().await;
+    let sfn = |name: &'static str, form: Vec<(&'static str, &'static str)>| {
+        c.http
+            .post(format!("{}/sfn/{name}", app.url))
+            .header("origin", app.url.clone())
+            .form(&form)
+            .send()
+    };
+    // Someone at the keyboard: 31 minutes of loads, every 30 s, keep the session.
+    for _ in 0..62 {
+        app.clock.advance_secs(30);
+        let r = sfn("list_clusters", vec![]).await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    c.get("/api/v1/me").await.assert_status(200);
+    // Nobody there: the page's own refreshes, for 31 minutes, do not.
+    let mut refused = false;
+    for i in 0..62 {
+        app.clock.advance_secs(30);
+        let what = if i % 2 == 0 {
+            "list_clusters"
+        } else {
+            "get_cluster"
+        };
+        let form = if what == "get_cluster" {
+            vec![("name", "nowhere"), ("poll", "true")]
+        } else {
+            vec![("poll", "true")]
+        };
+        let r = sfn(what, form).await.unwrap();
+        refused |= r.status() == 401;
+    }
+    assert!(refused, "the refreshes were never refused");
+    c.get("/api/v1/me").await.assert_status(401);
+}
+
 #[tokio::test]
 async fn csrf_requires_our_origin_for_cookie_authenticated_writes() {
     let (app, c) = TestApp::spawn().await.with_admin().await;

@@ -162,6 +162,31 @@ async fn the_operators_reset_ends_what_outlives_the_password() {
             "{action}: {events}"
         );
     }
+    // Run by a `warden` of another release than the database's schema: refused, nothing
+    // migrated (an incident's command never upgrades the schema under running servers).
+    {
+        use warden_migrations::MigratorTrait;
+        let db = &app.services().db;
+        warden_migrations::Migrator::down(db, Some(1))
+            .await
+            .unwrap();
+        let out = warden(
+            &app.database_url,
+            &["admin", "reset-password", "sally@example.com"],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("schema is older than this"), "{err}");
+        assert_eq!(
+            warden_migrations::Migrator::get_pending_migrations_read_only(db)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "the command migrated"
+        );
+        warden_migrations::Migrator::up(db, None).await.unwrap();
+    }
     // A forgotten password: the key is kept when asked.
     let sally = app.client();
     sally
@@ -185,6 +210,84 @@ async fn the_operators_reset_ends_what_outlives_the_password() {
     bare.get_bearer("/api/v1/me", &kept)
         .await
         .assert_status(200);
+}
+
+/// A taken account's kubeconfig, in use (its admission cached by the gateway) and holding a
+/// watch open, is cut by the operator's reset run beside the server, on SQLite as on
+/// PostgreSQL: the reset moves the shared epoch in its transaction and the server re-reads it.
+#[tokio::test]
+async fn the_operators_reset_cuts_a_kubeconfig_in_use() {
+    use std::time::{Duration, Instant};
+    use warden_server::gateway::testkit::Kubectl;
+    let (app, admin) = TestApp::spawn_with(std::collections::BTreeMap::from([(
+        "WARDEN_REPLICA_EPOCH_RECHECK_MS".to_owned(),
+        "300".to_owned(),
+    )]))
+    .await
+    .with_admin()
+    .await;
+    admin
+        .post("/api/v1/projects", json!({"name": "alpha"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), "alpha-1", "alpha", &[], &["team"])
+        .await;
+    let email = "taken@example.com";
+    let user = app.user_client(&admin, email).await;
+    admin
+        .bind_user(email, "NAMESPACE_READ_ONLY", "alpha", &["team"])
+        .await;
+    let kubeconfig = user.get("/api/v1/kubeconfig").await.assert_status(200).body;
+    let kubectl = Kubectl::new(&dir.path().join("taken"), &kubeconfig);
+    kubectl
+        .run(&["get", "configmaps", "-n", "team"])
+        .await
+        .expect_ok();
+    let _watch = kubectl
+        .command(&["get", "configmaps", "-n", "team", "-w", "-o", "name"])
+        .spawn()
+        .expect("a watch");
+    let opened = Instant::now();
+    while app.gateway().live.len() == 0 {
+        assert!(
+            opened.elapsed() < Duration::from_secs(20),
+            "no watch opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = warden(&app.database_url, &["admin", "reset-password", email]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Kubeconfig credentials revoked: 1."));
+    let reset = Instant::now();
+    loop {
+        let out = kubectl.run(&["get", "configmaps", "-n", "team"]).await;
+        if !out.ok() {
+            assert!(
+                out.stderr.contains("Unauthorized") || out.stderr.contains("revoked"),
+                "{}",
+                out.stderr
+            );
+            break;
+        }
+        assert!(
+            reset.elapsed() < Duration::from_secs(10),
+            "the revoked kubeconfig still works after the reset"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while app.gateway().live.len() > 0 {
+        assert!(
+            reset.elapsed() < Duration::from_secs(10),
+            "the watch outlived the reset"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn the_guard_policy_matches_the_kubernetes_schema() {
     assert_eq!(serde_json::to_value(&binding).unwrap(), docs[1]);
     let spec = policy.spec.unwrap();
     assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(spec.validations.unwrap().len(), 7);
+    assert_eq!(spec.validations.unwrap().len(), 9);
     let bspec = binding.spec;
     assert_eq!(bspec.policy_name, "warden-system-guard");
     assert_eq!(bspec.validation_actions, vec!["Deny".to_string()]);
@@ -407,6 +407,87 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
         out.stdout,
         out.stderr
     );
+    // Pods that Pod Security's baseline refuses: from one that is privileged, mounts the node's
+    // files or shares its PIDs, the node is reachable, and from the node the agent's token (on
+    // clusters whose namespaces enforce no Pod Security, a stock cluster's included). Refused to
+    // a Warden user's grant, through the gateway and straight at the cluster, as a pod and as a
+    // workload's template; plain ones are fine.
+    let says = "Pod Security's baseline refuses";
+    let overrides = |spec: &str| format!(r#"{{"spec":{spec}}}"#);
+    let privileged = overrides(
+        r#"{"containers":[{"name":"p","image":"busybox","securityContext":{"privileged":true}}]}"#,
+    );
+    let host_path = overrides(
+        r#"{"containers":[{"name":"p","image":"busybox","volumeMounts":[{"name":"root","mountPath":"/host"}]}],"volumes":[{"name":"root","hostPath":{"path":"/"}}]}"#,
+    );
+    let host_pid = overrides(r#"{"hostPID":true,"containers":[{"name":"p","image":"busybox"}]}"#);
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: nodes\n  namespace: team\nspec:\n  selector:\n    matchLabels: {app: nodes}\n  template:\n    metadata:\n      labels: {app: nodes}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: c\n        image: busybox\n        securityContext:\n          capabilities:\n            add: [SYS_ADMIN]\n";
+    for (who, k) in [("gateway", &kubectl), ("cluster", &direct)] {
+        for (what, spec) in [
+            ("privileged", &privileged),
+            ("hostPath", &host_path),
+            ("hostPID", &host_pid),
+        ] {
+            let out = k
+                .run(&[
+                    "run",
+                    "node",
+                    "-n",
+                    "team",
+                    "--image=busybox",
+                    "--restart=Never",
+                    "--overrides",
+                    spec,
+                ])
+                .await;
+            assert!(
+                !out.ok() && out.stderr.contains(says),
+                "{who}: a {what} pod: exit {} {} {}",
+                out.code,
+                out.stdout,
+                out.stderr
+            );
+        }
+        let out = k
+            .run_with_stdin(&["apply", "-f", "-"], Some(deployment))
+            .await;
+        assert!(
+            !out.ok() && out.stderr.contains(says),
+            "{who}: a Deployment on the host's network: exit {} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+    }
+    assert!(sim.store().get("pods", "team", "node").is_none());
+    assert!(sim.store().get("deployments", "team", "nodes").is_none());
+    kubectl
+        .run(&[
+            "run",
+            "plain",
+            "-n",
+            "team",
+            "--image=busybox",
+            "--restart=Never",
+        ])
+        .await
+        .expect_ok();
+    direct
+        .run(&[
+            "create",
+            "deployment",
+            "plain",
+            "-n",
+            "team",
+            "--image=busybox",
+        ])
+        .await
+        .expect_ok();
+    // Relabelling an existing pod changes no pod spec.
+    kubectl
+        .run(&["label", "pod", "plain", "-n", "team", "tier=web"])
+        .await
+        .expect_ok();
     assert!(sim.store().get("services", "team", "intercept").is_none());
     let plain = sim.store().get("services", "team", "plain").unwrap();
     assert!(plain["spec"].get("externalIPs").is_none(), "{plain}");
@@ -554,6 +635,60 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
         .await
         .expect_ok();
     full.run(&["create", "configmap", "admin-fine", "-n", "team"])
+        .await
+        .expect_ok();
+    // Cluster-admin intent runs what it likes.
+    full.run(&[
+        "run",
+        "admin-node",
+        "-n",
+        "team",
+        "--image=busybox",
+        "--restart=Never",
+        "--overrides",
+        &privileged,
+    ])
+    .await
+    .expect_ok();
+    // A namespace's administrator is held to baseline in their own namespace, and may still
+    // relabel the administrator's privileged pod there (its spec is unchanged).
+    let email = "nsadmin@example.com";
+    let nsadmin = app.user_client(&admin, email).await;
+    admin
+        .bind_user(email, "NAMESPACE_ADMIN", "alpha", &["team"])
+        .await;
+    let kubeconfig = nsadmin
+        .get("/api/v1/kubeconfig")
+        .await
+        .assert_status(200)
+        .body;
+    let ns_admin = Kubectl::new(&dir.path().join("nsadmin"), &kubeconfig);
+    ns_admin
+        .run(&[
+            "run",
+            "mine",
+            "-n",
+            "team",
+            "--image=busybox",
+            "--restart=Never",
+            "--overrides",
+            &host_path,
+        ])
+        .await
+        .expect_err(says);
+    ns_admin
+        .run(&["label", "pod", "admin-node", "-n", "team", "seen=yes"])
+        .await
+        .expect_ok();
+    ns_admin
+        .run(&[
+            "run",
+            "mine",
+            "-n",
+            "team",
+            "--image=busybox",
+            "--restart=Never",
+        ])
         .await
         .expect_ok();
     let attacks: &[&[&str]] = &[

@@ -1032,6 +1032,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_is_retried_from_the_outbox_and_delivered_once() {
+    use sea_orm::{ConnectionTrait, Statement};
     use std::sync::atomic::Ordering;
     let p = people().await;
     // A receiver that fails twice, then accepts.
@@ -1078,6 +1079,38 @@ async fn the_webhook_is_retried_from_the_outbox_and_delivered_once() {
         audited.contains("/***") && !audited.contains(HOOK_TOKEN),
         "{audited}"
     );
+    // Sealed at rest, like every other secret: a copy of the database cannot post as Warden.
+    // One an older Warden stored plain is sealed at the next start.
+    let db = &p.app.services().db;
+    let stored = || async {
+        db.query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT webhook_url FROM jit_settings",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "webhook_url")
+        .unwrap()
+    };
+    let at_rest = stored().await;
+    assert!(
+        warden_domain::secrets::Sealer::is_sealed(&at_rest) && !at_rest.contains(HOOK_TOKEN),
+        "{at_rest}"
+    );
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        format!("UPDATE jit_settings SET webhook_url = '{}'", hook.url),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        warden_domain::admin::jit_settings::seal_plaintext(p.app.services())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(warden_domain::secrets::Sealer::is_sealed(&stored().await));
     ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 600).await;
     // Queued with the request (same transaction).
     let rows = outbox(&p.app).await;

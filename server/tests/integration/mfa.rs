@@ -848,4 +848,86 @@ async fn without_a_master_key_secrets_are_sealed_with_a_generated_one() {
         .await
         .assert_status(200);
     c.get("/api/v1/me").await.assert_status(200);
+
+    // The operator moves to WARDEN_MASTER_KEY with a fresh value, as if the generated key had
+    // sealed nothing: Warden refuses to start, says why, and points at the generated key,
+    // rather than starting and failing at every second factor.
+    let env = std::collections::BTreeMap::from([
+        ("WARDEN_DATABASE_URL".to_owned(), db.clone()),
+        ("WARDEN_DATA_DIR".to_owned(), data.display().to_string()),
+        (
+            "WARDEN_MASTER_KEY".to_owned(),
+            "a-fresh-key-of-the-operators-own-making".to_owned(),
+        ),
+        ("WARDEN_HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+        ("WARDEN_GATEWAY_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+    ]);
+    let config = warden_server::config::Config::from_source(&env).expect("config");
+    let clock: warden_domain::clock::SharedClock =
+        std::sync::Arc::new(warden_domain::clock::SystemClock);
+    let err = match warden_server::startup::prepare(config, clock).await {
+        Ok(_) => panic!("Warden started with a key that opens none of its secrets"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("is not the one this database's secrets were sealed with")
+            && err.contains(&format!("WARDEN_MASTER_KEY_FILE={}", key.display())),
+        "{err}"
+    );
+    // Nothing was sealed with the wrong key: the second factor still works.
+    let c = password_step(&app).await;
+    app.clock.advance_secs(30);
+    c.post("/api/v1/auth/mfa", json!({"code": code(&app, &secret, 0)}))
+        .await
+        .assert_status(200);
+}
+
+/// An administrator whose authenticator is lost, with no other administrator to remove it:
+/// the operator's reset removes it too when asked (`--reset-mfa`), in the reset's transaction,
+/// audited as Warden's; without the flag the second factor stays.
+#[tokio::test]
+async fn the_operators_reset_can_remove_a_lost_second_factor() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    enrol(&app, &mia).await;
+    let authenticators = || async {
+        let db = &app.services().db;
+        db.query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT user_id FROM user_mfa".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .len()
+    };
+    assert_eq!(authenticators().await, 1);
+    let out = crate::support::warden(&app.database_url, &["admin", "reset-password", EMAIL]);
+    assert!(out.status.success());
+    assert_eq!(authenticators().await, 1, "removed without --reset-mfa");
+    let out = crate::support::warden(
+        &app.database_url,
+        &["admin", "reset-password", EMAIL, "--reset-mfa"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Second factor removed"), "{stdout}");
+    assert_eq!(authenticators().await, 0);
+    let events = admin
+        .get("/api/v1/audit/events?action=user.mfa.reset")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "system" && e["resource_name"] == EMAIL),
+        "{events}"
+    );
 }

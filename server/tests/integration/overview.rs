@@ -349,6 +349,65 @@ async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goe
         !to.contains("secret-pass") && !to.contains("password="),
         "{to}"
     );
+    // Nor a proxy's password: the import form refused (its labels), what was typed comes back
+    // without the proxy URLs.
+    let r = plain(
+        &admin,
+        "import_cluster",
+        "/clusters/new",
+        &[
+            ("name", "typed-cluster"),
+            ("project", "default"),
+            ("labels", "not a label"),
+            ("https_proxy", "http://ops:proxy-s3cret@proxy.internal:3128"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.contains("err.labels="), "{to}");
+    assert!(to.contains("val.name=typed-cluster"), "{to}");
+    assert!(
+        !to.contains("s3cret") && !to.contains("proxy.internal"),
+        "{to}"
+    );
+    // The page that shows what was typed is kept out of the browser's caches (pages may show
+    // a bootstrap token or a set-password link once).
+    let r = admin
+        .http
+        .get(format!("{}{to}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    // A link made by someone else fills in no proxy (it would aim the new cluster's agent at
+    // theirs); the shareable fields it names are filled in.
+    let page = admin
+        .http
+        .get(format!(
+            "{}/clusters/new?form=import_cluster&err.labels=x&val.name=linked-name&val.https_proxy=http%3A%2F%2Fattacker.example%3A3128",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("value=\"linked-name\""),
+        "the typed name is lost"
+    );
+    assert!(
+        !page.contains("attacker.example"),
+        "a proxy was filled in from a link"
+    );
     // Not signed in, as a plain form: to the sign-in page, not a page of JSON.
     let r = anonymous
         .http

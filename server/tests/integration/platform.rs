@@ -141,12 +141,15 @@ async fn first_start_is_idempotent() {
         .unwrap()
         .items
         .len();
-    // Start again on the same database, with a different admin configured.
+    // Start again on the same database, with a different admin configured (and the key that
+    // sealed its secrets: a restart in another data directory brings it along).
+    let data = tempfile::tempdir().unwrap();
+    warden_server::testing::share_generated_key(&app.database_url, data.path());
     let env = std::collections::BTreeMap::from([
         ("WARDEN_DATABASE_URL".to_owned(), app.database_url.clone()),
         (
             "WARDEN_DATA_DIR".to_owned(),
-            tempfile::tempdir().unwrap().path().display().to_string(),
+            data.path().display().to_string(),
         ),
         (
             "WARDEN_ADMIN_EMAIL".to_owned(),

@@ -45,6 +45,7 @@ impl WardenServe {
         let dir = tempfile::tempdir().expect("tempdir");
         let gw = free_port();
         let url = format!("http://{http}");
+        warden_server::testing::share_generated_key(database_url, &dir.path().join("data"));
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
         cmd.arg("serve")
             .env("WARDEN_DATABASE_URL", database_url)
@@ -89,6 +90,7 @@ impl WardenServe {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        warden_server::testing::remember_generated_key(database_url, &dir.path().join("data"));
         WardenServe {
             url,
             gateway_url: format!("https://127.0.0.1:{gw}"),
@@ -345,6 +347,30 @@ async fn tunnels_are_recorded_per_replica_and_expire_with_its_heartbeat() {
         replica_b.owner_of(cluster_id).await.unwrap().unwrap().id,
         "replica-b"
     );
+
+    // B cut off from the database past the timeout (a failover): A takes B's rows for a dead
+    // replica's, tunnels included. B, back, claims the tunnel it still holds again, or A would
+    // find no owner for the cluster until its agent reconnected.
+    db.execute_unprepared(
+        "DELETE FROM cluster_tunnels WHERE replica_id = 'replica-b'; DELETE FROM replicas WHERE id = 'replica-b'",
+    )
+    .await
+    .expect("B's rows reaped");
+    let reaped = Instant::now();
+    while replica_b
+        .owner_of(cluster_id)
+        .await
+        .expect("owner")
+        .map(|r| r.id)
+        .as_deref()
+        != Some("replica-b")
+    {
+        assert!(
+            reaped.elapsed() < Duration::from_secs(5),
+            "B never claimed its tunnel again after its rows were reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The agent revoked through A: B, which holds its tunnel, closes it at once (the shared
     // authorization epoch moved), not at the agent's next heartbeat (10 s here).
@@ -773,6 +799,40 @@ async fn jobs_metrics(url: &str, job: &str) -> (u64, u64) {
             "warden_background_job_runs_total{{job=\"{job}\"}}"
         )),
     )
+}
+
+/// The jobs' lock connection asks PostgreSQL to probe it: a holder whose machine vanished
+/// (no FIN) loses the lock in about 25 s, not the system's two hours.
+#[tokio::test]
+async fn the_jobs_lock_connection_is_probed_by_the_server() {
+    if !on_postgres() {
+        eprintln!("skipped: the jobs' lease is PostgreSQL's");
+        return;
+    }
+    use sea_orm::sqlx::{Connection, Row};
+    let app = TestApp::spawn().await;
+    let opts = (*app
+        .services()
+        .db
+        .get_postgres_connection_pool()
+        .connect_options())
+    .clone();
+    let mut conn = sea_orm::sqlx::postgres::PgConnection::connect_with(
+        &warden_server::replicas::lease::lease_options(opts),
+    )
+    .await
+    .expect("a lock connection");
+    for (setting, want) in [
+        ("SHOW tcp_keepalives_idle", "10"),
+        ("SHOW tcp_keepalives_interval", "5"),
+        ("SHOW tcp_keepalives_count", "3"),
+    ] {
+        let row = sea_orm::sqlx::query(setting)
+            .fetch_one(&mut conn)
+            .await
+            .expect(setting);
+        assert_eq!(row.try_get::<String, _>(0).unwrap(), want, "{setting}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

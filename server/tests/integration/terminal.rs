@@ -374,6 +374,43 @@ async fn exec_round_trip_and_refusals_before_the_upgrade() {
         .get("/api/v1/terminal/recordings/..%2F..%2Fetc")
         .await
         .assert_status(404);
+    // Someone with the database's keys cuts the end off the recording (what the terminal
+    // printed last): the digest its terminal closed with, in the audit log's chain, no longer
+    // matches, and the replay is refused and audited rather than shown as the whole session.
+    {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = &w.app.services().db;
+        db.execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "DELETE FROM terminal_recording_chunks WHERE recording_id = '{id}' AND seq = \
+                 (SELECT MAX(seq) FROM terminal_recording_chunks WHERE recording_id = '{id}')"
+            ),
+        ))
+        .await
+        .unwrap();
+    }
+    let refused = w
+        .admin
+        .get(&format!("/api/v1/terminal/recordings/{id}"))
+        .await
+        .assert_status(409)
+        .body;
+    assert!(refused.contains("altered"), "{refused}");
+    let denials = w
+        .admin
+        .get("/api/v1/audit/events?action=recording.replay&outcome=denied")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        denials["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == warden_server::testing::ADMIN_EMAIL && e["resource_name"] == id),
+        "{denials:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
