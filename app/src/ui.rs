@@ -73,10 +73,11 @@ pub struct FormState {
 /// secret by its name. Proxy URLs carry a password (`http://user:password@proxy:3128`):
 /// Warden seals and masks them everywhere else, so they never go into an address (history,
 /// access logs, same-origin referrers), and none is ever filled in from one (a link made by
-/// someone else would aim a new cluster's agent at their proxy).
+/// someone else would aim a new cluster's agent at their proxy). A webhook URL is often its
+/// own credential (a Slack-style hook): the same.
 pub fn shareable_field(name: &str) -> bool {
-    const SECRET: [&str; 8] = [
-        "password", "secret", "token", "key", "code", "otp", "csrf", "proxy",
+    const SECRET: [&str; 9] = [
+        "password", "secret", "token", "key", "code", "otp", "csrf", "proxy", "webhook",
     ];
     let name = name.to_ascii_lowercase();
     !SECRET.iter().any(|s| name.contains(s))

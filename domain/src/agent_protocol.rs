@@ -661,6 +661,8 @@ metadata:
           !(has(s.hostNetwork) && s.hostNetwork) && !(has(s.hostPID) && s.hostPID) &&
           !(has(s.hostIPC) && s.hostIPC) &&
           !(has(s.volumes) && s.volumes.exists(v, has(v.hostPath))) &&
+          !(has(s.securityContext) && has(s.securityContext.sysctls) &&
+            s.securityContext.sysctls.exists(x, !(x.name in [{sysctls}]))) &&
           !(has(s.securityContext) && {pod_context}))
       reason: Forbidden
       message: "{pod_message}"
@@ -675,6 +677,11 @@ metadata:
             {container_context})))
       reason: Forbidden
       message: "{pod_message}"
+    - expression: >-
+        !(variables.isWardenUser && request.resource.group == 'apps' &&
+          request.resource.resource == 'controllerrevisions' && request.operation != 'DELETE')
+      reason: Forbidden
+      message: "{revision_message}"
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding
@@ -697,8 +704,35 @@ metadata:
             .collect::<Vec<_>>()
             .join(", "),
         pod_message = BASELINE_MESSAGE,
+        sysctls = BASELINE_SYSCTLS
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        revision_message = REVISION_MESSAGE,
     )
 }
+
+/// The guard's refusal of a ControllerRevision written with a Warden user's grant: it holds a
+/// pod template the guard never saw, which a StatefulSet or DaemonSet controller would run (a
+/// status pointing at it, a pod deleted) under the controller's own name.
+pub const REVISION_MESSAGE: &str = "controller revisions are written by the workload controllers: one written by hand holds a pod template the guard never saw, which a StatefulSet or DaemonSet would run";
+
+/// The sysctls Pod Security's `baseline` allows (Kubernetes 1.32).
+pub const BASELINE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
 
 /// The guard's refusal of a pod that Pod Security's `baseline` would refuse.
 pub const BASELINE_MESSAGE: &str = "a Warden user's grant runs no pod that Pod Security's baseline refuses (host namespaces, hostPath volumes, privileged containers, added capabilities, host ports, unconfined profiles): each is a way onto the node, for cluster administrators only";

@@ -163,8 +163,34 @@ fn violation(user: &UserInfo, r: &Request) -> Option<String> {
     {
         return Some(BASELINE_MESSAGE.into());
     }
+    if user
+        .name
+        .starts_with(&format!("system:serviceaccount:{NS}:"))
+        && r.res.group == "apps"
+        && r.res.plural == "controllerrevisions"
+        && r.op != Op::Delete
+    {
+        return Some(REVISION_MESSAGE.into());
+    }
     None
 }
+
+/// The policy's refusal of a ControllerRevision written with a Warden user's grant.
+const REVISION_MESSAGE: &str = "controller revisions are written by the workload controllers: one written by hand holds a pod template the guard never saw, which a StatefulSet or DaemonSet would run";
+const BASELINE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
 
 /// The policy's refusal of a pod that Pod Security's `baseline` refuses.
 const BASELINE_MESSAGE: &str = "a Warden user's grant runs no pod that Pod Security's baseline refuses (host namespaces, hostPath volumes, privileged containers, added capabilities, host ports, unconfined profiles): each is a way onto the node, for cluster administrators only";
@@ -238,6 +264,11 @@ fn baseline(spec: &Value) -> bool {
         && !list(spec, "/volumes")
             .iter()
             .any(|v| v.get("hostPath").is_some())
+        && list(spec, "/securityContext/sysctls").iter().all(|s| {
+            s.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| BASELINE_SYSCTLS.contains(&n))
+        })
         && confined(spec.get("securityContext"));
     let containers = ["/containers", "/initContainers", "/ephemeralContainers"]
         .into_iter()
@@ -620,6 +651,18 @@ mod policy_tests {
             )
                 .into_case(pods),
             (
+                "an unsafe sysctl",
+                json!({"securityContext": {"sysctls": [{"name": "kernel.core_pattern", "value": "|/x"}]}, "containers": [container(json!({}))]}),
+                true,
+            )
+                .into_case(pods),
+            (
+                "a safe sysctl",
+                json!({"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}, "containers": [container(json!({}))]}),
+                false,
+            )
+                .into_case(pods),
+            (
                 "a privileged init container",
                 json!({"containers": [container(json!({}))], "initContainers": [container(json!({"securityContext": {"privileged": true}}))]}),
                 true,
@@ -733,6 +776,36 @@ mod policy_tests {
                 None,
             ));
         }
+        // A ControllerRevision holds a template a StatefulSet or DaemonSet would run.
+        let revisions = unserved("apps", "controllerrevisions");
+        cases.push((
+            create(
+                "a controller revision",
+                WRITER,
+                revisions,
+                json!({"kind": "ControllerRevision", "revision": 9, "data": {"spec": {"template": {"spec": privileged.clone()}}}}),
+            ),
+            Some(REVISION_MESSAGE.to_string()),
+        ));
+        cases.push((
+            Case {
+                what: "deleting a controller revision",
+                op: Op::Delete,
+                object: None,
+                old: Some(json!({"kind": "ControllerRevision", "revision": 1})),
+                ..create("", WRITER, revisions, json!({}))
+            },
+            None,
+        ));
+        cases.push((
+            create(
+                "a controller revision by the cluster's own controller",
+                OTHER,
+                revisions,
+                json!({"kind": "ControllerRevision", "revision": 9}),
+            ),
+            None,
+        ));
         // The rules that came before, for the record.
         let ns_message = Some(format!(
             "namespace {NS} belongs to the Warden agent: no one else may write there"

@@ -281,7 +281,39 @@ pub async fn check_at_rest_key(
         .await
         .context("cannot read the key check")
     };
+    let refuse = || {
+        let used = if config.master_key.is_some() {
+            "WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE)".to_owned()
+        } else {
+            format!(
+                "the generated key {}",
+                config.data_dir.join(MASTER_KEY_FILE).display()
+            )
+        };
+        let generated = config.data_dir.join(MASTER_KEY_FILE);
+        let hint = if config.master_key.is_some() && generated.exists() {
+            format!(
+                " This data directory holds a generated key ({}): if the secrets were sealed with it, start with WARDEN_MASTER_KEY_FILE={} instead.",
+                generated.display(),
+                generated.display()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!(
+            "the key that seals secrets at rest, {used}, is not the one this database's secrets were sealed with: Warden would fail at every second factor, single sign-on, proxy, recording and audit seal. Start with the key the database was used with (a restored database needs its key, and without WARDEN_MASTER_KEY the data directory it was used with).{hint}"
+        )
+    };
     if read().await?.is_none() {
+        // The first start with a key check (a new database, or an upgrade): a secret sealed
+        // before must open with this key, or this key would be taken as the database's.
+        if warden_domain::identity::mfa::sealer_opens_what_is_sealed(db, &sealer)
+            .await
+            .context("cannot read the sealed secrets")?
+            == Some(false)
+        {
+            return Err(refuse());
+        }
         let sql = match backend {
             DatabaseBackend::Postgres => {
                 "INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING"
@@ -309,29 +341,7 @@ pub async fn check_at_rest_key(
         .context("cannot read the key check")?;
     match sealer.open(KEY_CHECK_PURPOSE, &sealed) {
         Ok(plain) if plain == KEY_CHECK_PLAIN => Ok(()),
-        _ => {
-            let used = if config.master_key.is_some() {
-                "WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE)".to_owned()
-            } else {
-                format!(
-                    "the generated key {}",
-                    config.data_dir.join(MASTER_KEY_FILE).display()
-                )
-            };
-            let generated = config.data_dir.join(MASTER_KEY_FILE);
-            let hint = if config.master_key.is_some() && generated.exists() {
-                format!(
-                    " This data directory holds a generated key ({}): if the secrets were sealed with it, start with WARDEN_MASTER_KEY_FILE={} instead.",
-                    generated.display(),
-                    generated.display()
-                )
-            } else {
-                String::new()
-            };
-            anyhow::bail!(
-                "the key that seals secrets at rest, {used}, is not the one this database's secrets were sealed with: Warden would fail at every second factor, single sign-on, proxy, recording and audit seal. Start with the key the database was used with (a restored database needs its key, and without WARDEN_MASTER_KEY the data directory it was used with).{hint}"
-            )
-        }
+        _ => Err(refuse()),
     }
 }
 

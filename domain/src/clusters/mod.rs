@@ -242,6 +242,13 @@ const LEGACY_PROXY_PURPOSE: &str = "clusters.proxy";
 
 /// What a cluster's proxy settings are sealed for: that cluster only, so a value copied into
 /// another cluster's row (by someone who can write the database) opens nowhere.
+/// Whether `sealer` opens a cluster's stored proxy settings (bound to the cluster, or sealed
+/// before binding).
+pub(crate) fn proxy_opens(sealer: &crate::secrets::Sealer, cluster_id: &str, stored: &str) -> bool {
+    sealer.open(&proxy_purpose(cluster_id), stored).is_ok()
+        || sealer.open(LEGACY_PROXY_PURPOSE, stored).is_ok()
+}
+
 fn proxy_purpose(cluster_id: &str) -> String {
     format!("clusters.proxy:{cluster_id}")
 }

@@ -153,6 +153,37 @@ fn purpose(user_id: &str) -> String {
     format!("user_mfa.secret:{user_id}")
 }
 
+/// Whether `sealer` opens a secret already sealed in the database (an authenticator seed, an
+/// identity provider's client secret, a cluster's proxy settings): `None` when none is sealed.
+/// Asked before the first key check is written, so an upgrade started with another key than
+/// the one its secrets were sealed with is refused rather than taken as the key from then on.
+pub async fn sealer_opens_what_is_sealed(
+    db: &sea_orm::DatabaseConnection,
+    sealer: &crate::secrets::Sealer,
+) -> DomainResult<Option<bool>> {
+    use crate::entities::{clusters, identity_providers};
+    use crate::secrets::Sealer;
+    use sea_orm::QuerySelect;
+    let sample = |value: &str| Sealer::is_sealed(value);
+    for m in user_mfa::Entity::find().limit(20).all(db).await? {
+        if sample(&m.secret) {
+            return Ok(Some(sealer.open(&purpose(&m.user_id), &m.secret).is_ok()));
+        }
+    }
+    for m in identity_providers::Entity::find().limit(20).all(db).await? {
+        if sample(&m.client_secret) {
+            let purpose = crate::identity::sso::secret_purpose(&m.id);
+            return Ok(Some(sealer.open(&purpose, &m.client_secret).is_ok()));
+        }
+    }
+    for m in clusters::Entity::find().limit(50).all(db).await? {
+        if sample(&m.proxy) {
+            return Ok(Some(crate::clusters::proxy_opens(sealer, &m.id, &m.proxy)));
+        }
+    }
+    Ok(None)
+}
+
 fn totp(secret: &[u8], account: &str) -> DomainResult<Totp> {
     Builder::new()
         .with_algorithm(Algorithm::SHA1)

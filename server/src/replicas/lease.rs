@@ -5,7 +5,7 @@
 //! another replica takes it. A holder that loses its connection stops running the jobs at the
 //! next check (jobs are idempotent, so a short overlap repeats work, never corrupts it). A
 //! holder that vanishes without closing its connection (power, network) is found by TCP
-//! keepalives within about 25 s ([`lease_options`]).
+//! keepalives within about 25 s ([`connect`]).
 
 use std::time::Duration;
 
@@ -24,16 +24,25 @@ async fn try_lock(conn: &mut PgConnection) -> Result<bool, sea_orm::sqlx::Error>
     row.try_get::<bool, _>("held")
 }
 
-/// The lock connection's options: PostgreSQL probes the connection after 10 s of silence,
-/// every 5 s, and ends the session after 3 unanswered probes. A holder whose machine lost its
-/// power or network sends no FIN: with the system's defaults its session, and the lock, would
-/// stay for two hours, and no replica would run the jobs meanwhile; with these, about 25 s.
-pub fn lease_options(opts: PgConnectOptions) -> PgConnectOptions {
-    opts.options([
-        ("tcp_keepalives_idle", "10"),
-        ("tcp_keepalives_interval", "5"),
-        ("tcp_keepalives_count", "3"),
-    ])
+/// Open the lock connection and have PostgreSQL probe it: after 10 s of silence, every 5 s,
+/// ending the session after 3 unanswered probes. A holder whose machine lost its power or
+/// network sends no FIN: with the system's defaults its session, and the lock, would stay for
+/// two hours, and no replica would run the jobs meanwhile; with these, about 25 s. Set after
+/// connecting (not as start-up options, which some poolers and managed proxies refuse); a
+/// server that refuses them keeps its defaults, said in the log.
+pub async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sea_orm::sqlx::Error> {
+    let mut conn = PgConnection::connect_with(opts).await?;
+    for set in [
+        "SET tcp_keepalives_idle = 10",
+        "SET tcp_keepalives_interval = 5",
+        "SET tcp_keepalives_count = 3",
+    ] {
+        if let Err(e) = sea_orm::sqlx::query(set).execute(&mut conn).await {
+            tracing::warn!(error = %e, "the background jobs' lock connection keeps the server's keepalive settings");
+            break;
+        }
+    }
+    Ok(conn)
 }
 
 /// How long one step's round trip may take before the connection counts as lost (a
@@ -45,8 +54,7 @@ fn step_timeout(every: Duration) -> Duration {
 /// Try once now (so a lone replica runs its jobs from the start), then keep trying, and
 /// holding, in the background.
 pub async fn start(services: &std::sync::Arc<Services>, opts: PgConnectOptions, every: Duration) {
-    let opts = lease_options(opts);
-    let mut conn = match PgConnection::connect_with(&opts).await {
+    let mut conn = match connect(&opts).await {
         Ok(mut c) => match try_lock(&mut c).await {
             Ok(held) => {
                 services.jobs.set_held(held);
@@ -82,7 +90,7 @@ async fn step(
 ) -> Option<PgConnection> {
     let mut conn = match conn {
         Some(c) => c,
-        None => match tokio::time::timeout(within, PgConnection::connect_with(opts)).await {
+        None => match tokio::time::timeout(within, connect(opts)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot open the background jobs' lock connection");

@@ -371,25 +371,23 @@ impl Replicas {
                 let _ = self.ownership.send(Ownership::Reclaimed(id));
             }
         }
-        self.db
-            .execute_raw(Statement::from_sql_and_values(
+        // The replicas silent past the timeout and their tunnels, in one statement: a replica
+        // whose heartbeat lands in between keeps both (two statements would leave it
+        // registered without its tunnels, which it would never claim again).
+        let reaped = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 format!(
-                    "DELETE FROM cluster_tunnels WHERE replica_id IN \
-                     (SELECT id FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1)"
+                    "WITH dead AS (DELETE FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1 RETURNING id), \
+                     gone AS (DELETE FROM cluster_tunnels WHERE replica_id IN (SELECT id FROM dead) RETURNING 1) \
+                     SELECT (SELECT count(*) FROM dead) AS reaped, (SELECT count(*) FROM gone) AS tunnels"
                 ),
                 [timeout.into()],
             ))
-            .await?;
-        let reaped = self
-            .db
-            .execute_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                format!("DELETE FROM replicas WHERE heartbeat_at <= {DB_NOW_MS} - $1"),
-                [timeout.into()],
-            ))
             .await?
-            .rows_affected();
+            .and_then(|r| r.try_get::<i64>("", "reaped").ok())
+            .unwrap_or(0);
         if reaped > 0 {
             // A replica that died may have committed a change and died before announcing it
             // (the announcement follows the commit): every replica checks again, this one too.

@@ -31,7 +31,7 @@ fn the_guard_policy_matches_the_kubernetes_schema() {
     assert_eq!(serde_json::to_value(&binding).unwrap(), docs[1]);
     let spec = policy.spec.unwrap();
     assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(spec.validations.unwrap().len(), 9);
+    assert_eq!(spec.validations.unwrap().len(), 10);
     let bspec = binding.spec;
     assert_eq!(bspec.policy_name, "warden-system-guard");
     assert_eq!(bspec.validation_actions, vec!["Deny".to_string()]);

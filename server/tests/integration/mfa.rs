@@ -862,16 +862,36 @@ async fn without_a_master_key_secrets_are_sealed_with_a_generated_one() {
         ("WARDEN_HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
         ("WARDEN_GATEWAY_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
     ]);
-    let config = warden_server::config::Config::from_source(&env).expect("config");
-    let clock: warden_domain::clock::SharedClock =
-        std::sync::Arc::new(warden_domain::clock::SystemClock);
-    let err = match warden_server::startup::prepare(config, clock).await {
-        Ok(_) => panic!("Warden started with a key that opens none of its secrets"),
-        Err(e) => format!("{e:#}"),
+    let start = || async {
+        let config = warden_server::config::Config::from_source(&env).expect("config");
+        let clock: warden_domain::clock::SharedClock =
+            std::sync::Arc::new(warden_domain::clock::SystemClock);
+        match warden_server::startup::prepare(config, clock).await {
+            Ok(_) => panic!("Warden started with a key that opens none of its secrets"),
+            Err(e) => format!("{e:#}"),
+        }
     };
+    let err = start().await;
     assert!(
         err.contains("is not the one this database's secrets were sealed with")
             && err.contains(&format!("WARDEN_MASTER_KEY_FILE={}", key.display())),
+        "{err}"
+    );
+    // A database from before the key check (no check yet), upgraded with the wrong key: the
+    // secrets sealed before decide, and the wrong key is not taken as the database's.
+    {
+        use sea_orm::{ConnectionTrait, Statement};
+        let conn = &app.services().db;
+        conn.execute_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "DELETE FROM key_check",
+        ))
+        .await
+        .unwrap();
+    }
+    let err = start().await;
+    assert!(
+        err.contains("is not the one this database's secrets were sealed with"),
         "{err}"
     );
     // Nothing was sealed with the wrong key: the second factor still works.

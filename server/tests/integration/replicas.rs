@@ -809,7 +809,7 @@ async fn the_jobs_lock_connection_is_probed_by_the_server() {
         eprintln!("skipped: the jobs' lease is PostgreSQL's");
         return;
     }
-    use sea_orm::sqlx::{Connection, Row};
+    use sea_orm::sqlx::Row;
     let app = TestApp::spawn().await;
     let opts = (*app
         .services()
@@ -817,11 +817,9 @@ async fn the_jobs_lock_connection_is_probed_by_the_server() {
         .get_postgres_connection_pool()
         .connect_options())
     .clone();
-    let mut conn = sea_orm::sqlx::postgres::PgConnection::connect_with(
-        &warden_server::replicas::lease::lease_options(opts),
-    )
-    .await
-    .expect("a lock connection");
+    let mut conn = warden_server::replicas::lease::connect(&opts)
+        .await
+        .expect("a lock connection");
     for (setting, want) in [
         ("SHOW tcp_keepalives_idle", "10"),
         ("SHOW tcp_keepalives_interval", "5"),
