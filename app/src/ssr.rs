@@ -75,7 +75,11 @@ pub fn request_meta_of(
 
 /// The signed-in principal, allowed to act (no forced password change pending).
 pub async fn principal() -> Result<Principal, AppError> {
-    let p = principal_allow_password_change().await?;
+    allowed_to_act(principal_allow_password_change().await?)
+}
+
+/// `p`, unless a password change or the MFA policy's enrolment must come first.
+fn allowed_to_act(p: Principal) -> Result<Principal, AppError> {
     if p.must_change_password {
         return Err(AppError::PasswordChangeRequired);
     }
@@ -93,22 +97,14 @@ pub async fn principal() -> Result<Principal, AppError> {
 pub async fn principal_polling() -> Result<Principal, AppError> {
     let svc = services()?;
     let session = session().await?;
-    let p = warden_domain::identity::authn::principal_from_session_polling(
-        &svc,
-        &session,
-        request_meta(),
+    allowed_to_act(
+        warden_domain::identity::authn::principal_from_session_polling(
+            &svc,
+            &session,
+            request_meta(),
+        )
+        .await?,
     )
-    .await?;
-    if p.must_change_password {
-        return Err(AppError::PasswordChangeRequired);
-    }
-    if p.must_enrol_mfa {
-        return Err(AppError::Refused(
-            "Set up two-factor authentication first (Two-factor authentication, in your menu)."
-                .into(),
-        ));
-    }
-    Ok(p)
 }
 
 /// The signed-in principal, even while the MFA policy still asks them to enrol (the enrolment

@@ -282,15 +282,12 @@ pub async fn check_at_rest_key(
         .context("cannot read the key check")
     };
     let refuse = || {
+        let generated = config.data_dir.join(MASTER_KEY_FILE);
         let used = if config.master_key.is_some() {
             "WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE)".to_owned()
         } else {
-            format!(
-                "the generated key {}",
-                config.data_dir.join(MASTER_KEY_FILE).display()
-            )
+            format!("the generated key {}", generated.display())
         };
-        let generated = config.data_dir.join(MASTER_KEY_FILE);
         let hint = if config.master_key.is_some() && generated.exists() {
             format!(
                 " This data directory holds a generated key ({}): if the secrets were sealed with it, start with WARDEN_MASTER_KEY_FILE={} instead.",

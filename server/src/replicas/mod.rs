@@ -418,15 +418,7 @@ impl Replicas {
     }
 
     async fn read_epoch(&self) -> anyhow::Result<i64> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                DatabaseBackend::Postgres,
-                "SELECT value FROM authz_epoch WHERE id = 1",
-            ))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the authz_epoch row is missing"))?;
-        Ok(row.try_get("", "value")?)
+        read_shared_epoch(&self.db).await
     }
 
     /// Move the shared epoch and announce it, in one statement (the notification goes out
@@ -499,27 +491,29 @@ async fn publish_loop(me: Weak<Replicas>, mut rx: mpsc::UnboundedReceiver<()>) {
     }
 }
 
+/// The shared authorization epoch (`authz_epoch`), on either database.
+async fn read_shared_epoch(db: &DatabaseConnection) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT value FROM authz_epoch WHERE id = 1",
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the authz_epoch row is missing"))?;
+    Ok(row.try_get("", "value")?)
+}
+
 /// One process on SQLite: no replicas, but `warden` commands (a password reset) change
 /// authorization in the same database from outside it, and move `authz_epoch` in their
 /// transaction. Re-read it every `every`: when it moved, cached admissions are dropped and
 /// every open terminal and stream is checked again, as a replica does on PostgreSQL.
 pub async fn local_epoch_loop(services: Weak<Services>, every: Duration) {
-    let read = |db: DatabaseConnection| async move {
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT value FROM authz_epoch WHERE id = 1",
-            ))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the authz_epoch row is missing"))?;
-        anyhow::Ok(row.try_get::<i64>("", "value")?)
-    };
     let mut seen = None;
     loop {
         let Some(svc) = services.upgrade() else {
             return;
         };
-        match read(svc.db.clone()).await {
+        match read_shared_epoch(&svc.db).await {
             Ok(v) => {
                 if seen.is_some_and(|s| s != v) {
                     tracing::info!(
