@@ -313,6 +313,12 @@ pub struct Hello<'a> {
 /// with the proof.
 pub async fn connect(settings: &Settings, hello: &Hello<'_>) -> Result<Socket, DialError> {
     let challenge = challenge(settings, hello.secret, hello.fingerprint).await?;
+    if challenge.context != warden_domain::agent_protocol::PROOF_CONTEXT {
+        return Err(DialError::Transient(format!(
+            "the challenge names another purpose ({:?}) than connecting an agent: not signed",
+            challenge.context
+        )));
+    }
     let proof = hello.key.prove(&challenge);
     let public = hello.key.public_b64();
     upgrade(

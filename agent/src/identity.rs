@@ -6,7 +6,7 @@
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use warden_domain::agent_protocol::{proof_message, Challenge};
+use warden_domain::agent_protocol::{proof_message, Challenge, PROOF_CONTEXT};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -48,11 +48,13 @@ impl AgentKey {
         B64.encode(self.pair.public_key().as_ref())
     }
 
-    /// The proof for a challenge, as sent in `X-Warden-Proof`.
+    /// The proof for a challenge, as sent in `X-Warden-Proof`. It is always made for the
+    /// agent's connection ([`PROOF_CONTEXT`]), whatever context the challenge names: the key
+    /// signs nothing whose purpose the other side chooses.
     pub fn prove(&self, c: &Challenge) -> String {
         B64.encode(
             self.pair
-                .sign(&proof_message(&c.context, &c.nonce, &c.cluster_id))
+                .sign(&proof_message(PROOF_CONTEXT, &c.nonce, &c.cluster_id))
                 .as_ref(),
         )
     }
@@ -82,6 +84,12 @@ mod tests {
                 .is_ok()
         };
         assert!(verify(&key.public_b64(), "n1", "c1", &proof));
+        // A challenge naming another purpose gets the same proof, good for connecting only.
+        let other_purpose = Challenge {
+            context: "sign-in-somewhere-else".into(),
+            ..c.clone()
+        };
+        assert_eq!(key.prove(&other_purpose), proof);
         assert!(!verify(&other.public_b64(), "n1", "c1", &proof));
         assert!(!verify(&key.public_b64(), "n2", "c1", &proof));
         assert!(!verify(&key.public_b64(), "n1", "c2", &proof));

@@ -355,7 +355,12 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
         const MESSAGES: usize = 400;
-        async fn flood(stall: Option<WriteStall>) -> (usize, bool) {
+        /// Until the session ends (true), `enough` messages are read, or `within` passes.
+        async fn flood(
+            stall: Option<WriteStall>,
+            enough: usize,
+            within: Duration,
+        ) -> (usize, bool) {
             let read = Arc::new(AtomicUsize::new(0));
             // Ping, SYN, stream 0, opaque 7: 12 bytes each, 4,000 per message.
             let ping = [0u8, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
@@ -373,24 +378,35 @@ mod tests {
             }));
             let p = pump_with(Box::pin(reader), NeverReads, stall);
             let mut session = tokio_yamux::Session::new_server(p.io, yamux_config());
-            let ended = tokio::time::timeout(Duration::from_secs(3), async {
-                while let Some(Ok(_)) = session.next().await {}
-            })
-            .await
-            .is_ok();
+            let seen = read.clone();
+            let ended = tokio::select! {
+                _ = async { while let Some(Ok(_)) = session.next().await {} } => true,
+                _ = async {
+                    let deadline = tokio::time::Instant::now() + within;
+                    while seen.load(Ordering::SeqCst) < enough && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                } => false,
+            };
             // Let the pump's tasks settle before counting.
             tokio::time::sleep(Duration::from_millis(50)).await;
             drop(p.guard);
             (read.load(Ordering::SeqCst), ended)
         }
-        let (read, ended) = flood(Some(WriteStall {
-            pause_reads_after: Duration::from_millis(20),
-            give_up_after: Duration::from_millis(500),
-        }))
+        let (read, ended) = flood(
+            Some(WriteStall {
+                pause_reads_after: Duration::from_millis(20),
+                give_up_after: Duration::from_millis(500),
+            }),
+            MESSAGES,
+            Duration::from_secs(10),
+        )
         .await;
         assert!(read < MESSAGES / 8, "read {read} of {MESSAGES} messages");
         assert!(ended, "the tunnel did not end");
-        let (read, ended) = flood(None).await;
+        // However slow the machine, unbounded it reads on (the test waits until it has, or
+        // gives up after a long while) and never ends.
+        let (read, ended) = flood(None, MESSAGES / 2 + 1, Duration::from_secs(60)).await;
         assert!(
             read > MESSAGES / 2,
             "unbounded, it reads on ({read} of {MESSAGES} messages)"

@@ -186,6 +186,14 @@ pub fn MyMfaPage() -> impl IntoView {
                 <h2>"Your recovery codes"</h2>
                 <p>"Each works once, instead of a code from the app. Keep them somewhere safe: they are shown only now."</p>
                 <ul class="mono">{r.recovery_codes.into_iter().map(|c| view! { <li>{c}</li> }).collect_view()}</ul>
+                {(r.api_keys_revoked > 0).then(|| view! {
+                    <p data-testid="keys-revoked">{format!(
+                        "Your {} API key{} made before two-factor authentication {} revoked: make new ones under API keys.",
+                        r.api_keys_revoked,
+                        if r.api_keys_revoked == 1 { "" } else { "s" },
+                        if r.api_keys_revoked == 1 { "was" } else { "were" },
+                    )}</p>
+                })}
             </section>
         })}
     }

@@ -350,22 +350,40 @@ fn credentials(cli: &Cli, path: &std::path::Path) -> anyhow::Result<(String, Opt
         .clone()
         .or_else(|| saved.url.clone())
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let key = std::env::var("WARDEN_API_KEY")
+    let env_key = std::env::var("WARDEN_API_KEY")
         .ok()
-        .filter(|k| !k.is_empty())
-        .or_else(|| saved_key_for(&saved, &url));
+        .filter(|k| !k.is_empty());
+    if env_key.is_some() {
+        let env_url = std::env::var("WARDEN_URL").ok().filter(|u| !u.is_empty());
+        env_key_may_go_to(env_url.as_deref(), &url)?;
+    }
+    let key = env_key.or_else(|| saved_key_for(&saved, &url));
     Ok((url, key))
+}
+
+/// `WARDEN_API_KEY` set beside `WARDEN_URL` belongs to that server: a `--url` naming another
+/// (a copied command, someone's look-alike) is refused rather than handed the key.
+fn env_key_may_go_to(env_url: Option<&str>, url: &str) -> anyhow::Result<()> {
+    match env_url {
+        Some(issuer) if !same_server(issuer, url) => anyhow::bail!(
+            "WARDEN_API_KEY is set for WARDEN_URL ({issuer}), and --url names another server ({url}): the key is not sent there. Unset WARDEN_API_KEY, or point WARDEN_URL at it"
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
 /// The saved API key, for the Warden that issued it only: a `--url` or `WARDEN_URL` naming
 /// another server (a typo, a copied command, someone's look-alike) never receives it.
 fn saved_key_for(saved: &config::Config, url: &str) -> Option<String> {
     let issuer = saved.url.as_deref().unwrap_or(DEFAULT_URL);
-    let same = |a: &str, b: &str| {
-        a.trim_end_matches('/')
-            .eq_ignore_ascii_case(b.trim_end_matches('/'))
-    };
-    same(issuer, url).then(|| saved.api_key.clone()).flatten()
+    same_server(issuer, url)
+        .then(|| saved.api_key.clone())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -405,6 +423,19 @@ mod credential_tests {
         );
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "no temporary file stays behind: {left:?}");
+    }
+
+    #[test]
+    fn the_environments_key_goes_only_to_the_environments_warden() {
+        let issuer = Some("https://warden.example.com");
+        assert!(env_key_may_go_to(issuer, "https://warden.example.com/").is_ok());
+        assert!(env_key_may_go_to(issuer, "https://WARDEN.example.com").is_ok());
+        let e = env_key_may_go_to(issuer, "https://warden.example.com.evil.test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not sent there"), "{e}");
+        // Without WARDEN_URL the key goes where the command says (documented).
+        assert!(env_key_may_go_to(None, "https://elsewhere.example.com").is_ok());
     }
 
     #[test]

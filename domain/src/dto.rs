@@ -1654,6 +1654,9 @@ pub struct TotpEnrolment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
+    /// The owner's API keys ended by the enrolment (made without a second factor).
+    #[serde(default)]
+    pub api_keys_revoked: u64,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

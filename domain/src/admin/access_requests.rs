@@ -508,6 +508,9 @@ async fn prepare(svc: &Services, req: CreateAccessRequest) -> DomainResult<Prepa
 pub const MAX_PENDING_PER_PERSON: u64 = 10;
 /// Requests one person may make in an hour (cancelled and decided ones count).
 pub const MAX_REQUESTS_PER_HOUR: u64 = 30;
+/// Break-glass grants one person may take in any 24 hours (every project together): each
+/// alerts every administrator, and a flood of them would bury the one that matters.
+pub const MAX_BREAK_GLASS_PER_DAY: u64 = 5;
 
 pub async fn create(
     svc: &Services,
@@ -1031,6 +1034,21 @@ pub async fn approve(
             "the request was approved by someone else at the same moment; reload it and decide again",
         ));
     }
+    // The role as this approval weighed it (its permissions, checked against the approver's
+    // and the request's date) is the role the grant binds: an edit committed since is refused,
+    // not bound under the approval of what it was.
+    let role_now = roles::Entity::find_by_id(c.role.id.clone())
+        .one(&tx)
+        .await?;
+    if role_now.as_ref() != Some(&c.role) {
+        return Err(DomainError::conflict(
+            "role",
+            format!(
+                "role {} changed while this approval was made; reload the request and decide again",
+                c.role.name
+            ),
+        ));
+    }
     if (c.approvals.len() as u32) < c.needed {
         let mut a = r.clone().into_active_model();
         a.approvals = Set(approvals_json);
@@ -1261,6 +1279,21 @@ async fn replace_grant<C: sea_orm::ConnectionTrait>(
     bindings::Entity::delete_by_id(b.id.clone())
         .exec(tx)
         .await?;
+    // The request whose grant this was ends with it: its grant is over (shown as expired), and
+    // *Revoke* on it is refused rather than answered as if it took the access away, which the
+    // new grant holds now.
+    if let Some(rid) = &b.access_request_id {
+        use sea_orm::sea_query::Expr;
+        access_requests::Entity::update_many()
+            .col_expr(
+                access_requests::Column::GrantExpiresAt,
+                Expr::value(now.millis()),
+            )
+            .filter(access_requests::Column::Id.eq(rid.clone()))
+            .filter(access_requests::Column::Status.eq(APPROVED))
+            .exec(tx)
+            .await?;
+    }
     svc.audit_change(
         tx,
         who,
@@ -1397,20 +1430,52 @@ pub async fn revoke(
         ));
     }
     let comment = clean_comment(d.comment)?;
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    // Read and ended inside the transaction, only while the grant is still in force: of two
+    // revocations at once one wins, and a grant that no longer exists (replaced by another of
+    // the same shape) is not reported as taken away.
     let binding = match &r.binding_id {
-        Some(b) => bindings::Entity::find_by_id(b.clone()).one(&svc.db).await?,
+        Some(b) => bindings::Entity::find_by_id(b.clone()).one(&tx).await?,
         None => None,
     };
-    let tx = crate::audit::begin_change(&svc.db).await?;
+    if r.binding_id.is_some() && binding.is_none() {
+        return Err(DomainError::conflict(
+            "status",
+            "this request's grant no longer exists (another grant of the same role there replaced it): revoke that one, or remove the binding",
+        ));
+    }
+    {
+        use access_requests::Column as C;
+        use sea_orm::sea_query::Expr;
+        let ended = access_requests::Entity::update_many()
+            .col_expr(C::Status, Expr::value(REVOKED))
+            .col_expr(C::GrantExpiresAt, Expr::value(now.millis()))
+            .filter(C::Id.eq(r.id.clone()))
+            .filter(C::Status.eq(APPROVED))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(C::GrantExpiresAt.is_null())
+                    .add(C::GrantExpiresAt.gt(now.millis())),
+            )
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        if ended == 0 {
+            return Err(DomainError::conflict(
+                "status",
+                "only a grant still in force can be revoked (it has ended since)",
+            ));
+        }
+    }
     if let Some(b) = &binding {
         bindings::Entity::delete_by_id(b.id.clone())
             .exec(&tx)
             .await?;
     }
-    let mut a = r.clone().into_active_model();
-    a.status = Set(REVOKED.to_owned());
-    a.grant_expires_at = Set(Some(now.millis()));
-    let m = a.update(&tx).await?;
+    let m = access_requests::Entity::find_by_id(r.id.clone())
+        .one(&tx)
+        .await?
+        .ok_or_else(|| DomainError::not_found("access request"))?;
     let dto = to_dto(&m, &c, false);
     record(
         &tx,
@@ -1634,9 +1699,31 @@ pub async fn break_glass(
             ),
         ));
     }
+    let me = who.user_id.to_string();
+    let lately = sea_orm::PaginatorTrait::count(
+        access_requests::Entity::find()
+            .filter(access_requests::Column::RequesterId.eq(me.clone()))
+            .filter(access_requests::Column::BreakGlass.eq(true))
+            .filter(access_requests::Column::CreatedAt.gt(now.millis() - 86_400_000)),
+        &svc.db,
+    )
+    .await?;
+    if lately >= MAX_BREAK_GLASS_PER_DAY {
+        let reason = format!(
+            "you took break-glass access {lately} times in the last 24 hours, the most one person may; ask for access in a request"
+        );
+        svc.audit_denied(
+            who,
+            "access_request.break_glass",
+            "access_request",
+            &p.role.name,
+            &reason,
+        )
+        .await?;
+        return Err(DomainError::conflict("role", reason));
+    }
     let ns_json = serde_json::to_string(&p.namespaces).unwrap_or_else(|_| "[]".into());
     let expires_at = now.millis() + duration * 1000;
-    let me = who.user_id.to_string();
     let tx = crate::audit::begin_change(&svc.db).await?;
     if let Err(m) = super::jit_settings::check_required_expiry(
         &tx,
@@ -1662,6 +1749,25 @@ pub async fn break_glass(
                 "role",
                 "you already hold this role there, without an expiry",
             ));
+        }
+        // Not renewed while it lasts: taken again before each end, break-glass would be access
+        // for good without anyone's approval. More time is asked for in a request.
+        if let Some(ends) = b.expires_at.filter(|t| *t > now.millis()) {
+            let reason = format!(
+                "you hold {} there until {}: break-glass is not renewed while it lasts; ask for more time in an access request",
+                p.role.name,
+                crate::clock::Timestamp(ends).rfc3339()
+            );
+            drop(tx);
+            svc.audit_denied(
+                who,
+                "access_request.break_glass",
+                "access_request",
+                &p.role.name,
+                &reason,
+            )
+            .await?;
+            return Err(DomainError::conflict("role", reason));
         }
         replace_grant(
             svc,

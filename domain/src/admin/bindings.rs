@@ -778,13 +778,11 @@ pub async fn create(
         .filter(bindings::Column::Namespaces.eq(ns_json.clone()))
         .one(&svc.db)
         .await?;
-    // An expired binding of the same shape is only kept to explain the expiry: replace it.
-    let dup = match dup {
-        Some(d) if d.expires_at.is_some_and(|t| t <= now.millis()) => {
-            bindings::Entity::delete_by_id(d.id).exec(&svc.db).await?;
-            None
-        }
-        d => d,
+    // An expired binding of the same shape is only kept to explain the expiry: the new one
+    // replaces it, in the same transaction and audited (a refusal below leaves it as it was).
+    let (expired, dup) = match dup {
+        Some(d) if d.expires_at.is_some_and(|t| t <= now.millis()) => (Some(d), None),
+        d => (None, d),
     };
     if dup.is_some() {
         return Err(DomainError::conflict(
@@ -793,6 +791,23 @@ pub async fn create(
         ));
     }
     let tx = crate::audit::begin_change(&svc.db).await?;
+    if let Some(d) = expired {
+        let before = Names::load(&tx, std::slice::from_ref(&d)).await?.dto(&d);
+        bindings::Entity::delete_by_id(d.id.clone())
+            .exec(&tx)
+            .await?;
+        svc.audit_change(
+            &tx,
+            who,
+            "binding.delete",
+            "binding",
+            &describe(&before),
+            before.project.as_deref(),
+            Some(json!(before)),
+            Some(json!({"replaced_by_a_new_binding": true})),
+        )
+        .await?;
+    }
     // Inside the transaction: a cluster shared into the project meanwhile counts (changes that
     // bring clusters into projects take the same lock).
     if let Err(msg) = super::jit_settings::check_required_expiry(

@@ -385,6 +385,30 @@ fn redacted(mut s: JitSettingsDto) -> JitSettingsDto {
     s
 }
 
+/// The first safeguard `after` loosens compared with `before`, if any: the second approval
+/// turned off, an expiry rule removed, lengthened or narrowed to other clusters, the webhook
+/// (where alerts go) changed or cleared, or requests left pending for longer.
+fn loosened(before: &JitSettingsDto, after: &JitSettingsDto) -> Option<&'static str> {
+    if before.two_approvals_for_write && !after.two_approvals_for_write {
+        return Some("two_approvals_for_write");
+    }
+    let kept = |b: &RequiredExpiry| {
+        after.required_expiry.iter().any(|r| {
+            r.role == b.role && r.cluster_selector == b.cluster_selector && r.max_secs <= b.max_secs
+        })
+    };
+    if !before.required_expiry.iter().all(kept) {
+        return Some("required_expiry");
+    }
+    if before.webhook_url.is_some() && after.webhook_url != before.webhook_url {
+        return Some("webhook_url");
+    }
+    if after.request_ttl_secs > before.request_ttl_secs {
+        return Some("request_ttl_secs");
+    }
+    None
+}
+
 pub async fn get(svc: &Services, who: &Principal) -> DomainResult<JitSettingsDto> {
     svc.gate(who, Action::org(Permission::SettingsRead)).await?;
     Ok(redacted(load_open(svc, &svc.db).await?))
@@ -445,6 +469,21 @@ pub async fn update(
     }
     if !fields.is_empty() {
         return Err(DomainError::Invalid { fields });
+    }
+    // Loosening a safeguard (the two-person rule, an expiry cap, where alerts go, how long a
+    // request waits) takes holding everything, as the organization's laxer sign-in rules do:
+    // else `settings.write` alone could switch the second approval off, approve an
+    // accomplice's request alone and switch it back on. Stricter ones stay settings.write's.
+    if let Some(field) = loosened(&before, &s) {
+        super::bindings::refuse_unless_everything_held(
+            svc,
+            who,
+            "loosening just-in-time access's safeguards lets requests through that they stop",
+            "settings.jit.update",
+            "settings",
+            field,
+        )
+        .await?;
     }
     // A break-glass role is taken without approval on any project: making one is handing it out
     // everywhere, so it takes holding what it grants organization-wide (else `settings.write`

@@ -64,28 +64,23 @@ pub enum ChallengeCheck {
 
 /// At most this many challenges are outstanding (an agent asks one per connection attempt).
 pub const MAX_OUTSTANDING_CHALLENGES: u64 = 10_000;
-/// At most this many per cluster: whoever holds one cluster's secret can keep only that
-/// cluster's agent waiting, not every agent's reconnection.
+/// At most this many per cluster: asking for one more drops the cluster's oldest. An agent
+/// answers its challenge within moments, so whoever holds a cluster's secret without its key
+/// and asks for challenges over and over only ever displaces their own: the real agent still
+/// gets one (a cap that refused instead would let them keep it out).
 pub const MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER: u64 = 16;
 
 /// A one-time challenge for an agent of `cluster_id`, kept in the database (only its SHA-256)
-/// so the agent may connect through any replica; `None` when too many are outstanding, for the
-/// cluster or in all.
+/// so the agent may connect through any replica; `None` when too many are outstanding in all.
 pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<Option<String>> {
     use crate::entities::agent_challenges as ch;
-    use sea_orm::PaginatorTrait;
+    use sea_orm::{PaginatorTrait, QueryOrder, QuerySelect};
     let now = svc.clock.now();
     ch::Entity::delete_many()
         .filter(ch::Column::ExpiresAt.lte(now.millis()))
         .exec(&svc.db)
         .await?;
-    if ch::Entity::find()
-        .filter(ch::Column::ClusterId.eq(cluster_id))
-        .count(&svc.db)
-        .await?
-        >= MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER
-        || ch::Entity::find().count(&svc.db).await? >= MAX_OUTSTANDING_CHALLENGES
-    {
+    if ch::Entity::find().count(&svc.db).await? >= MAX_OUTSTANDING_CHALLENGES {
         return Ok(None);
     }
     let nonce = random_token(32);
@@ -99,16 +94,30 @@ pub async fn issue_challenge(svc: &Services, cluster_id: &str) -> DomainResult<O
     }
     .insert(&svc.db)
     .await?;
-    // Counted again with ours in: of a burst that all counted before any inserted, those that
-    // find the limits passed take theirs back, so the limits hold whatever the timing (a row
-    // stays only if the count with it was within them, and every row kept was there then).
-    if ch::Entity::find()
+    // The cluster's oldest beyond its limit go. Run after every insert, the last of a burst
+    // sees every row the others inserted, so no more than the limit stay.
+    // (A handful of rows: the limit, and those of a burst.)
+    let older: Vec<String> = ch::Entity::find()
+        .select_only()
+        .column(ch::Column::NonceHash)
         .filter(ch::Column::ClusterId.eq(cluster_id))
-        .count(&svc.db)
+        .order_by_desc(ch::Column::ExpiresAt)
+        .order_by_desc(ch::Column::NonceHash)
+        .into_tuple::<String>()
+        .all(&svc.db)
         .await?
-        > MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER
-        || ch::Entity::find().count(&svc.db).await? > MAX_OUTSTANDING_CHALLENGES
-    {
+        .into_iter()
+        .skip(MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER as usize)
+        .collect();
+    if !older.is_empty() {
+        ch::Entity::delete_many()
+            .filter(ch::Column::NonceHash.is_in(older))
+            .exec(&svc.db)
+            .await?;
+    }
+    // Counted again with ours in: of a burst that all counted before any inserted, those that
+    // find the limit passed take theirs back, so it holds whatever the timing.
+    if ch::Entity::find().count(&svc.db).await? > MAX_OUTSTANDING_CHALLENGES {
         ch::Entity::delete_by_id(hash).exec(&svc.db).await?;
         return Ok(None);
     }

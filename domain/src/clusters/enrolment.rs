@@ -167,6 +167,10 @@ pub fn connect_warnings(svc: &Services) -> Vec<ConnectWarning> {
 pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResult<String> {
     let (c, owner) = load_writable(svc, who, name).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    // One pending manifest per cluster, as with a new bootstrap token: every earlier download
+    // (copies in a pipeline, a wiki, a chat) could otherwise register the cluster first, with
+    // its own key, until the real one does.
+    let revoked = revoke_pending(&tx, &c.id, svc.clock.now().millis()).await?;
     let boot = mint(
         svc,
         &tx,
@@ -178,7 +182,8 @@ pub async fn manifest(svc: &Services, who: &Principal, name: &str) -> DomainResu
         false,
     )
     .await?;
-    let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed);
+    let event = cluster_event(who, "cluster.manifest", &c.name, &owner, Outcome::Allowed)
+        .details(json!({ "revoked_tokens": revoked }));
     crate::audit::append(&tx, svc.clock.now(), vec![event]).await?;
     tx.commit().await?;
     Ok(boot.manifest)

@@ -645,6 +645,18 @@ pub async fn change_password(
     current: &str,
     new: &str,
 ) -> DomainResult<()> {
+    // From a signed-in session only, as keys and authenticators are made: a change ends the
+    // owner's sessions, so a stolen key with the password would keep its holder in and the
+    // owner out (their second factor no longer opens with the old password).
+    if who.session_type != SessionType::Browser {
+        let reason = format!(
+            "a password is changed from a signed-in session, not with {} credentials",
+            who.session_type.as_str()
+        );
+        svc.audit_denied(who, "password.change", "user", &who.email, &reason)
+            .await?;
+        return Err(DomainError::forbidden(reason));
+    }
     let user = user_store::find_by_id(&svc.db, who.user_id)
         .await?
         .ok_or(DomainError::Unauthenticated)?;
@@ -902,10 +914,15 @@ pub async fn principal_from_api_key(
     if user.status != user_store::STATUS_ACTIVE {
         return Err(DomainError::Unauthenticated);
     }
-    if crate::identity::sso::vouched_until(svc, &svc.db, &user.id)
-        .await?
-        .is_some_and(|until| now.millis() >= until)
-    {
+    let vouched = crate::identity::sso::vouched_until(svc, &svc.db, &user.id).await?;
+    if vouched.is_some_and(|until| now.millis() >= until) {
+        return Err(DomainError::ProviderSignInRequired);
+    }
+    let org = settings::load(&svc.db).await?;
+    // A key of an account no provider vouches for was made with its password: it lasts only
+    // while local sign-in is open to its owner, as a password's session does (the
+    // organization may have limited it to break-glass accounts since).
+    if vouched.is_none() && !org.allows_local_sign_in(&user.email) {
         return Err(DomainError::ProviderSignInRequired);
     }
     if k.last_used_at
@@ -925,7 +942,7 @@ pub async fn principal_from_api_key(
         // The organization's MFA policy binds keys as it binds sessions: a key made before the
         // policy asked its owner for a second factor stops working until they enrol one (from
         // a signed-in session: a key cannot enrol an authenticator).
-        must_enrol_mfa: must_enrol_mfa(svc, &settings::load(&svc.db).await?, uid).await?,
+        must_enrol_mfa: must_enrol_mfa(svc, &org, uid).await?,
         second_factor_at: None,
         request: meta,
         api_key: Some(key),

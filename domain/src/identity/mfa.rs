@@ -426,19 +426,28 @@ pub async fn confirm_enrolment(
         .insert(&tx)
         .await?;
     }
+    // Every API key the owner holds now was made without a second factor (there was none).
+    // Whoever had the password then could have made one, and keys are never asked for a
+    // step-up: they end here, with the kubeconfigs made with them (audited), and the owner
+    // makes new ones behind the second factor.
+    let api_keys_revoked = crate::admin::api_keys::revoke_all_in(svc, &tx, Some(who), &uid).await?;
     crate::audit::append(
         &tx,
         now,
         vec![
             AuditEvent::by(who, AuditKind::SignIn, "mfa.enrol", Outcome::Allowed)
                 .resource("user", who.email.clone())
-                .details(json!({"method": "totp"})),
+                .details(json!({"method": "totp", "api_keys_revoked": api_keys_revoked})),
         ],
     )
     .await?;
     tx.commit().await?;
+    if api_keys_revoked > 0 {
+        svc.policy.bump();
+    }
     Ok(RecoveryCodes {
         recovery_codes: codes,
+        api_keys_revoked,
     })
 }
 

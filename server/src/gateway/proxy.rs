@@ -243,7 +243,19 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<GatewayBody> {
-    let resp = answer(gw.clone(), conn, req).await;
+    let (parts, body) = req.into_parts();
+    // A client that asked to hear first (`Expect: 100-continue`) sends no body to a refusal.
+    let hears_first = parts.headers.contains_key(header::EXPECT);
+    let mut body = Some(body);
+    let mut resp = answer(gw.clone(), conn, Request::from_parts(parts, ()), &mut body).await;
+    // Not forwarded: a refusal. Its request body is read (bounded) before the answer goes out,
+    // so a client still sending it hears the refusal rather than a reset connection.
+    if let Some(unread) = body.filter(|_| !hears_first) {
+        if !drain(unread).await {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     match gw.journal_durable().await {
         Ok(()) => resp,
         Err(e) => {
@@ -267,10 +279,40 @@ pub async fn handle(
     }
 }
 
+/// The most of a refused request's body read before answering, and for how long.
+const DRAIN_LIMIT: usize = 4 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read and discard a refused request's body; false when it was larger or slower than the
+/// bounds (the connection is then closed after the answer).
+async fn drain(mut body: Incoming) -> bool {
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        seen += data.len();
+                        if seen > DRAIN_LIMIT {
+                            return false;
+                        }
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read)
+        .await
+        .unwrap_or(false)
+}
+
 async fn answer(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<()>,
+    body: &mut Option<Incoming>,
 ) -> Response<GatewayBody> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
@@ -585,6 +627,7 @@ async fn answer(
         ctx,
         &cref,
         req,
+        body,
         &api_path,
         query.as_deref(),
         auth,
@@ -1316,7 +1359,8 @@ async fn forward(
     gw: Arc<Gateway>,
     mut ctx: Ctx,
     cluster: &ClusterRef,
-    mut req: Request<Incoming>,
+    mut req: Request<()>,
+    body: &mut Option<Incoming>,
     api_path: &str,
     query: Option<&str>,
     auth: http::HeaderMap,
@@ -1414,9 +1458,16 @@ async fn forward(
     for (k, v) in auth.iter() {
         out = out.header(k, v);
     }
+    let Some(inner) = body.take() else {
+        return ctx.fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            "the request body was already taken",
+        );
+    };
     let bytes_in = Arc::new(AtomicU64::new(0));
     let out = match out.body(CountedBody {
-        inner: req.into_body(),
+        inner,
         bytes: bytes_in.clone(),
     }) {
         Ok(r) => r,

@@ -27,6 +27,9 @@ use super::{ClusterConnections, Tunnel};
 use crate::api::error::ApiError;
 use crate::state::AppState;
 
+/// How long unchanged facts from a tunnel go unwritten (plain heartbeats meanwhile).
+const FACTS_REWRITE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Routes under `/agent/v1`.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -251,6 +254,10 @@ async fn run(
     let mut window_start = Instant::now();
     let mut in_window: u32 = 0;
     let mut facts_rejected = false;
+    // The facts last handed to the writer, and when: the same facts again are a plain
+    // heartbeat (an agent resending large facts on every beat costs one small write, not a
+    // rewrite of them), though at least every FACTS_REWRITE they are written again.
+    let mut sent_facts: Option<(warden_domain::dto::ClusterFacts, Instant)> = None;
     let reason: String = loop {
         tokio::select! {
             s = session.next() => match s {
@@ -296,6 +303,12 @@ async fn run(
                             if let Err(e) = agents::audit_violation(&svc, &t.cluster_id.to_string(), "agent.facts_rejected", &why).await {
                                 tracing::warn!(error = %e, "cannot audit an agent's violation");
                             }
+                        }
+                    }
+                    if let Some(f) = &facts {
+                        match &sent_facts {
+                            Some((same, at)) if same == f && at.elapsed() < FACTS_REWRITE => facts = None,
+                            _ => sent_facts = Some((f.clone(), Instant::now())),
                         }
                     }
                     let t2 = t.clone();

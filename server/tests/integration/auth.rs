@@ -1281,6 +1281,16 @@ async fn guesses_of_the_current_password_lock_the_account_as_sign_in_does() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     let sally = app.user_client(&admin, "sally@example.com").await;
     let change = |current: &str| json!({"current_password": current, "new_password": "a brand new password 2026"});
+    // A key (stolen, with the password) cannot change it: that would end the owner's sessions
+    // and keep them out while the key works on. Refused before anything is checked, audited.
+    let key = sally.create_api_key(json!({"name": "script"})).await;
+    app.client()
+        .post_bearer("/api/v1/me/password", &key, change(USER_PASSWORD))
+        .await
+        .assert_status(403);
+    sally.get("/api/v1/me").await.assert_status(200);
+    let actions = denied_actions(&admin, "sally@example.com", "from a signed-in session").await;
+    assert_eq!(actions, vec!["password.change"], "{actions:?}");
     for i in 0..5 {
         let r = sally
             .post("/api/v1/me/password", change(&format!("guess {i}")))
@@ -1398,6 +1408,75 @@ async fn a_settings_editor_cannot_make_a_role_they_do_not_hold_break_glass() {
         vec!["settings.jit.update", "settings.jit.update"],
         "{actions:?}"
     );
+}
+
+/// `settings.write` alone tightens just-in-time access but does not loosen it: switching the
+/// second approval off (to approve an accomplice alone, then on again), removing or stretching
+/// an expiry cap, or leaving requests pending longer takes holding everything.
+#[tokio::test]
+async fn a_settings_editor_cannot_loosen_just_in_time_safeguards() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({
+                "two_approvals_for_write": true,
+                "request_ttl_secs": 3600,
+                "required_expiry": [{"role": "PROJECT_ADMIN", "max_secs": 7200}],
+            }),
+        )
+        .await
+        .assert_status(200);
+    let setty = delegate(
+        &app,
+        &admin,
+        "setty@example.com",
+        "SETTINGS_EDITOR",
+        &["settings.read", "settings.write"],
+    )
+    .await;
+    for laxer in [
+        json!({"two_approvals_for_write": false}),
+        json!({"required_expiry": []}),
+        json!({"required_expiry": [{"role": "PROJECT_ADMIN", "max_secs": 86400}]}),
+        json!({"required_expiry": [{"role": "PROJECT_ADMIN", "max_secs": 7200, "cluster_selector": "env=lab"}]}),
+        json!({"request_ttl_secs": 7200}),
+    ] {
+        setty
+            .patch("/api/v1/settings/jit", laxer.clone())
+            .await
+            .assert_status(403);
+    }
+    let jit = admin.get("/api/v1/settings/jit").await.json();
+    assert_eq!(jit["two_approvals_for_write"], true, "{jit}");
+    assert_eq!(jit["request_ttl_secs"], 3600, "{jit}");
+    assert_eq!(jit["required_expiry"][0]["max_secs"], 7200, "{jit}");
+    // Stricter stays theirs: a shorter cap, a new one, a shorter wait; the same values again.
+    setty
+        .patch(
+            "/api/v1/settings/jit",
+            json!({
+                "two_approvals_for_write": true,
+                "request_ttl_secs": 1800,
+                "required_expiry": [
+                    {"role": "PROJECT_ADMIN", "max_secs": 3600},
+                    {"role": "NAMESPACE_ADMIN", "max_secs": 3600},
+                ],
+            }),
+        )
+        .await
+        .assert_status(200);
+    let actions = denied_actions(&admin, "setty@example.com", "safeguards").await;
+    assert_eq!(actions.len(), 5, "{actions:?}");
+    assert!(actions.iter().all(|a| a == "settings.jit.update"));
+    // The administrator may loosen them.
+    admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"two_approvals_for_write": false, "required_expiry": [], "request_ttl_secs": 86400}),
+        )
+        .await
+        .assert_status(200);
 }
 
 /// Taking a grant away is bounded as handing it out is: a user manager removes what they

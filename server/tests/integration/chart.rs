@@ -284,6 +284,81 @@ fn the_chart_renders_what_production_needs() {
     );
 }
 
+/// The data directory (the audit journal of answered requests not yet in the database): an
+/// emptyDir by default; with persistence, a StatefulSet whose replicas each keep a volume that
+/// a replacement pod mounts again, so what a lost node left unwritten is replayed.
+#[test]
+fn the_data_directory_can_outlive_its_pod() {
+    let Some(helm) = helm() else { return };
+    let data_volume = |pod: &Value| -> Option<Value> {
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some("data"))
+            .cloned()
+    };
+    let objs = docs(&render(helm, REQUIRED).unwrap());
+    assert!(find(&objs, "StatefulSet", "w-warden").is_none());
+    let dep = find(&objs, "Deployment", "w-warden").expect("the Deployment");
+    let data = data_volume(&dep["spec"]["template"]["spec"]).expect("a data volume");
+    assert_eq!(data["emptyDir"]["sizeLimit"].as_str(), Some("2Gi"));
+    assert!(find(&objs, "Service", "w-warden-replicas").is_none());
+
+    let with: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .chain([
+            "dataDir.persistence.enabled=true",
+            "dataDir.persistence.size=5Gi",
+            "dataDir.persistence.storageClassName=fast-ssd",
+        ])
+        .collect();
+    let objs = docs(&render(helm, &with).unwrap());
+    assert!(find(&objs, "Deployment", "w-warden").is_none());
+    let sts = find(&objs, "StatefulSet", "w-warden").expect("the StatefulSet");
+    let spec = &sts["spec"];
+    assert_eq!(spec["replicas"].as_u64(), Some(2));
+    let pod = &spec["template"]["spec"];
+    // Mounted from the claim, not an emptyDir beside it.
+    assert!(data_volume(pod).is_none(), "{:?}", pod["volumes"]);
+    assert!(pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"].as_str() == Some("data")
+            && m["mountPath"].as_str() == Some("/var/lib/warden")));
+    let claim = &spec["volumeClaimTemplates"][0];
+    assert_eq!(claim["metadata"]["name"].as_str(), Some("data"));
+    assert_eq!(
+        claim["spec"]["accessModes"][0].as_str(),
+        Some("ReadWriteOnce")
+    );
+    assert_eq!(claim["spec"]["storageClassName"].as_str(), Some("fast-ssd"));
+    assert_eq!(
+        claim["spec"]["resources"]["requests"]["storage"].as_str(),
+        Some("5Gi")
+    );
+    // Kept when the release is removed or scaled down: a journal is not thrown away.
+    assert_eq!(
+        spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"].as_str(),
+        Some("Retain")
+    );
+    assert_eq!(
+        spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"].as_str(),
+        Some("Retain")
+    );
+    // Its governing Service exists and selects the same pods.
+    let governing = spec["serviceName"].as_str().expect("a serviceName");
+    let svc = find(&objs, "Service", governing).expect("the governing Service");
+    assert_eq!(svc["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(svc["spec"]["selector"], spec["selector"]["matchLabels"]);
+    // The rest of the release is the same: the budget and the other Services select the pods.
+    let pdb = find(&objs, "PodDisruptionBudget", "w-warden").expect("a PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["selector"], spec["selector"]);
+    assert!(find(&objs, "Service", "w-warden-gateway").is_some());
+}
+
 #[test]
 fn the_chart_refuses_missing_and_contradictory_values() {
     let Some(helm) = helm() else { return };
@@ -420,6 +495,34 @@ async fn an_api_server_accepts_the_rendered_chart() {
         "poddisruptionbudget.policy/w-warden created (server dry run)",
         "serviceaccount/w-warden created (server dry run)",
         "networkpolicy.networking.k8s.io/w-warden created (server dry run)",
+    ] {
+        assert!(
+            out.stdout.contains(obj),
+            "{obj} missing in:\n{}",
+            out.stdout
+        );
+    }
+    // The StatefulSet made with persistence, too.
+    let persistent = render(
+        helm,
+        &[
+            REQUIRED[0],
+            REQUIRED[1],
+            REQUIRED[2],
+            "dataDir.persistence.enabled=true",
+        ],
+    )
+    .unwrap();
+    let out = kubectl
+        .run_with_stdin(
+            &["apply", "--dry-run=server", "-n", "warden", "-f", "-"],
+            Some(&persistent),
+        )
+        .await
+        .expect_ok();
+    for obj in [
+        "statefulset.apps/w-warden created (server dry run)",
+        "service/w-warden-replicas created (server dry run)",
     ] {
         assert!(
             out.stdout.contains(obj),

@@ -1632,6 +1632,12 @@ async fn the_manifest_installs_an_agent_that_works_with_its_own_service_account(
         .assert_status(200)
         .body;
     let file = sim.write("real.yaml", &manifest);
+    // Only the newest download registers the cluster: the link's token has expired with it,
+    // so the new manifest is what the cluster must hold before its agent first connects.
+    kubectl
+        .run(&["apply", "-f", file.to_str().unwrap()])
+        .await
+        .expect_ok();
 
     // The agent as the Deployment runs it: its service account, its Secret.
     let token = sim
@@ -2085,8 +2091,9 @@ async fn denied_with(admin: &Client, code: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_registration_ends_the_clusters_spare_manifests() {
-    // Two manifests downloaded before the agent registers (one applied, one left in a CI log):
-    // once the first registers, the spare must not register another key the moment the real
+    // Two manifests downloaded before the agent registers (the first left in a CI log, the
+    // second applied): the newer download already ends the older, which therefore can neither
+    // register first nor, once the agent has, register another key the moment the real
     // agent's tunnel drops (a restart, a blip), which would hand the impostor the cluster.
     let (app, admin) = app().await;
     let sim = Sim::start().await;
@@ -2098,13 +2105,6 @@ async fn a_registration_ends_the_clusters_spare_manifests() {
         .await
         .assert_status(201);
     let manifest = |body: String| warden_agent::Settings::from_manifest(&body).unwrap();
-    let applied = manifest(
-        admin
-            .get("/api/v1/clusters/spare/manifest")
-            .await
-            .assert_status(200)
-            .body,
-    );
     let spare = manifest(
         admin
             .get("/api/v1/clusters/spare/manifest")
@@ -2112,7 +2112,30 @@ async fn a_registration_ends_the_clusters_spare_manifests() {
             .assert_status(200)
             .body,
     );
+    let applied = manifest(
+        admin
+            .get("/api/v1/clusters/spare/manifest")
+            .await
+            .assert_status(200)
+            .body,
+    );
     let fp = sim.sim.kube_system_uid();
+    let token = spare.bootstrap_token.clone().unwrap();
+    let (status, code, message) = refused(
+        warden_agent::dial::challenge(&spare, &token, &fp)
+            .await
+            .map(|_| unreachable_socket()),
+    );
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "token_expired"),
+        "the older download, before any registration: {message}"
+    );
+    let downloads = audit(&admin, "action=cluster.manifest").await;
+    assert_eq!(
+        downloads[0]["details"]["revoked_tokens"], 1,
+        "{downloads:?}"
+    );
     let (_, real) = new_key();
     let token = applied.bootstrap_token.clone().unwrap();
     let (r, _) = dial_with(&applied, &token, &fp, &real).await;
@@ -2142,11 +2165,12 @@ fn unreachable_socket() -> warden_agent::dial::Socket {
     unreachable!("the challenge was expected to be refused")
 }
 
-/// Challenges are capped per cluster: whoever holds one cluster's secret (without its key) can
-/// keep only that cluster waiting; another cluster's agent still gets its challenge. A secret
-/// that can never connect gets none at all.
+/// Whoever holds one cluster's secret (without its key) and asks for challenges over and over
+/// keeps neither that cluster's agent out (each new challenge drops the cluster's oldest, and
+/// the agent answers its own at once) nor any other cluster's. A secret that can never
+/// connect gets none at all.
 #[tokio::test]
-async fn one_clusters_secret_cannot_use_up_every_agents_challenges() {
+async fn one_clusters_secret_cannot_keep_agents_out() {
     let (app, admin) = app().await;
     let sim = Sim::start().await;
     let agent = connected(&app, &admin, &sim, "held").await;
@@ -2160,15 +2184,33 @@ async fn one_clusters_secret_cannot_use_up_every_agents_challenges() {
     )
     .unwrap();
     let fp = sim.sim.kube_system_uid();
-    let mut busy = None;
-    for _ in 0..warden_domain::clusters::agents::MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER + 1 {
-        if let Err(e) = warden_agent::dial::challenge(&settings, &credential, &fp).await {
-            busy = Some(e.to_string());
-            break;
-        }
+    for _ in 0..2 * warden_domain::clusters::agents::MAX_OUTSTANDING_CHALLENGES_PER_CLUSTER + 1 {
+        warden_agent::dial::challenge(&settings, &credential, &fp)
+            .await
+            .expect("a challenge, the oldest dropped");
     }
-    let busy = busy.expect("the cluster's challenges are capped");
-    assert!(busy.contains("too many outstanding challenges"), "{busy}");
+    // The real agent, restarted (a blip, a rollout; a moment later: the test's clock stands
+    // still otherwise), gets back in.
+    app.clock.advance_secs(1);
+    agent.stop().await.unwrap();
+    wait_for(
+        &admin,
+        "held",
+        "disconnected",
+        |c| c["status"] != "connected",
+        Duration::from_secs(10),
+    )
+    .await;
+    let manifest = sim.dir.path().join("held.yaml");
+    let agent = RunningAgent::start(&sim.kubeconfig, &manifest).await;
+    wait_for(
+        &admin,
+        "held",
+        "connected again",
+        |c| c["status"] == "connected",
+        Duration::from_secs(10),
+    )
+    .await;
 
     // Another cluster's manifest still gets its challenge and registers.
     let other = connected(&app, &admin, &sim, "other").await;
@@ -2594,6 +2636,55 @@ async fn an_agent_cannot_flood_warden_or_feed_it_malformed_facts() {
     assert!(
         c["namespaces"].as_array().map_or(true, |n| n.is_empty()),
         "{c}"
+    );
+
+    // Facts sent again unchanged are not written again (a plain heartbeat): an agent that
+    // resends large facts every beat costs one small write, not a rewrite of them.
+    let stored = || async {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        use warden_domain::entities::clusters as cl;
+        let c = cl::Entity::find()
+            .filter(cl::Column::Name.eq("noisy"))
+            .one(&app.services().db)
+            .await
+            .unwrap()
+            .unwrap();
+        (c.kubernetes_version, c.last_seen)
+    };
+    let good =
+        json!({"type": "heartbeat", "facts": {"kubernetes_version": "v1.32.0", "node_count": 1}});
+    tx.send(Frame::Text(good.to_string())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored().await.0.as_deref() != Some("v1.32.0") {
+        assert!(Instant::now() < deadline, "the facts were not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        use sea_orm::ConnectionTrait;
+        let db = &app.services().db;
+        db.execute_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "UPDATE clusters SET kubernetes_version = 'written-aside' WHERE name = 'noisy'",
+        ))
+        .await
+        .unwrap();
+    }
+    let (_, seen) = stored().await;
+    app.clock.advance_secs(1);
+    tx.send(Frame::Text(good.to_string())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        let now = stored().await;
+        if now.1 != seen {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the heartbeat was not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        again.0.as_deref(),
+        Some("written-aside"),
+        "unchanged facts were rewritten"
     );
 
     // An oversize control message closes the tunnel.

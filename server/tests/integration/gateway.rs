@@ -2633,3 +2633,50 @@ async fn a_project_admin_cannot_lift_the_safeguards_put_on_its_cluster() {
         .await
         .assert_status(200);
 }
+
+/// A refused request whose body is still on its way (larger than a socket's buffers) is
+/// answered with the refusal, not a reset connection: kubectl prints why, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_with_a_large_body_hears_why() {
+    let w = World::new().await;
+    let sally = w.signed_in("sally@example.com").await;
+    let kubeconfig = w.kubeconfig(&sally, Some(PROD)).await;
+    let k = w.kubectl("sally", &kubeconfig);
+    let big = w.dir.path().join("big.json");
+    let filler = "x".repeat(900 * 1024);
+    std::fs::write(
+        &big,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"filler": filler}})
+            .to_string(),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let out = k
+            .run(&[
+                "create",
+                "--raw",
+                &format!("/clusters/{PROD}/api/v1/namespaces/banana/configmaps"),
+                "-f",
+                big.to_str().unwrap(),
+            ])
+            .await;
+        forbidden(&out);
+        assert!(
+            !out.stderr.contains("broken pipe") && !out.stderr.contains("reset"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(w.prod.store().get("configmaps", "banana", "big").is_none());
+    // Where she may write, the same body goes through.
+    k.run(&[
+        "create",
+        "--raw",
+        &format!("/clusters/{PROD}/api/v1/namespaces/apple/configmaps"),
+        "-f",
+        big.to_str().unwrap(),
+    ])
+    .await
+    .expect_ok();
+    assert!(w.prod.store().get("configmaps", "apple", "big").is_some());
+}

@@ -2216,6 +2216,113 @@ async fn an_approval_replaces_only_a_shorter_grant_and_says_so() {
     assert_eq!(replaced["actor"], "john@example.com", "{replaced:#}");
     let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
     assert_eq!(me["grants"].as_array().unwrap().len(), 2, "{me:#}");
+
+    // A longer approval replaces that grant in turn. The replaced request's grant is over: an
+    // administrator answering its alert with *Revoke* is told so, never "revoked" while the
+    // newer grant keeps the access; revoking the newer one takes it away.
+    let newer = id(&ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 7200).await);
+    p.john
+        .post(
+            &format!("/api/v1/access-requests/{newer}/approve"),
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    let old = p
+        .admin
+        .get(&format!("/api/v1/access-requests/{r}"))
+        .await
+        .assert_status(200)
+        .json();
+    assert_ne!(old["status"], "revoked", "{old:#}");
+    let refused = p
+        .admin
+        .post(&format!("/api/v1/access-requests/{r}/revoke"), json!({}))
+        .await
+        .assert_status(409);
+    assert!(refused.body.contains("can be revoked"), "{}", refused.body);
+    let readers = |me: &Value| {
+        me["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["role"] == "NAMESPACE_READ_ONLY")
+            .count()
+    };
+    let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(readers(&me), 1, "{me:#}");
+    p.admin
+        .post(
+            &format!("/api/v1/access-requests/{newer}/revoke"),
+            json!({}),
+        )
+        .await
+        .assert_status(200);
+    // Twice: the second finds nothing in force.
+    p.admin
+        .post(
+            &format!("/api/v1/access-requests/{newer}/revoke"),
+            json!({}),
+        )
+        .await
+        .assert_status(409);
+    let me = p.sally.get("/api/v1/me").await.assert_status(200).json();
+    assert_eq!(readers(&me), 0, "{me:#}");
+}
+
+/// Break-glass is for the emergency, not a way round approval: it is not renewed while the
+/// grant lasts (taken again before each end, it would be access for good), and one person
+/// takes it at most five times in any 24 hours (each alerts every administrator).
+#[tokio::test]
+async fn break_glass_is_neither_renewed_nor_taken_without_end() {
+    let p = people().await;
+    p.admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"break_glass_roles": [{"role": "CLUSTER_ADMIN", "max_secs": 3600}]}),
+        )
+        .await
+        .assert_status(200);
+    let glass = json!({"project": "dev", "role": "CLUSTER_ADMIN", "duration_secs": 600, "reason": "incident"});
+    let take = || {
+        p.mallory
+            .post("/api/v1/access-requests/break-glass", glass.clone())
+    };
+    take().await.assert_status(201);
+    p.app.clock.advance_secs(300);
+    let r = take().await.assert_status(409);
+    assert!(r.body.contains("not renewed while it lasts"), "{}", r.body);
+    let denied = audit_event(
+        &p.admin,
+        "action=access_request.break_glass&outcome=denied",
+        |e| {
+            e["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not renewed")
+        },
+    )
+    .await;
+    assert_eq!(denied["actor"], "mallory@example.com");
+    // Once it has ended, again; up to five times a day.
+    for _ in 1..5 {
+        p.app.clock.advance_secs(301);
+        take().await.assert_status(201);
+        p.app.clock.advance_secs(300);
+    }
+    p.app.clock.advance_secs(301);
+    let r = take().await.assert_status(409);
+    assert!(r.body.contains("in the last 24 hours"), "{}", r.body);
+    p.app.clock.advance_secs(86_400);
+    let mallory = p.app.client();
+    mallory
+        .login("mallory@example.com", warden_server::testing::USER_PASSWORD)
+        .await
+        .assert_status(200);
+    mallory
+        .post("/api/v1/access-requests/break-glass", glass.clone())
+        .await
+        .assert_status(201);
 }
 
 /// A person with no role cannot weigh on the server or the approvers: a request names at most

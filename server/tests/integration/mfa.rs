@@ -56,6 +56,17 @@ pub(crate) async fn enrol(app: &TestApp, c: &Client) -> (String, Vec<String>) {
     (secret, codes)
 }
 
+/// What the enrolment of `c`'s user answered about their API keys (after [`enrol`]): read
+/// back from the audit event.
+async fn keys_revoked_at_enrolment(admin: &Client, email: &str) -> Value {
+    let items = audit(admin, "action=mfa.enrol&outcome=allowed", 1).await;
+    let ev = items
+        .iter()
+        .find(|e| e["actor"] == email)
+        .unwrap_or_else(|| panic!("no enrolment of {email}: {items:?}"));
+    ev["details"]["api_keys_revoked"].clone()
+}
+
 /// A step-up with a fresh code (the clock moved on by a TOTP step first, so the code is not
 /// the one used last), answered 204.
 async fn step_up(app: &TestApp, c: &Client, secret: &str) {
@@ -573,11 +584,77 @@ async fn a_key_made_before_the_mfa_policy_waits_for_its_owners_enrolment() {
     let denied = audit(&admin, "action=mfa.enrol&outcome=denied", 2).await;
     assert!(denied.iter().all(|e| e["actor"] == EMAIL), "{denied:?}");
 
-    // Mia enrols from her session; her key works again.
+    // Mia enrols from her session. The key was made with her password alone (whoever knew it
+    // then could have made it), and keys are never asked for a step-up: it ends with the
+    // enrolment, audited; the answer says so. A key she makes now works.
     enrol(&app, &mia).await;
     bare.get_bearer("/api/v1/projects", &key)
         .await
+        .assert_status(401);
+    assert_eq!(keys_revoked_at_enrolment(&admin, EMAIL).await, json!(1));
+    let revoked = audit(&admin, "action=api_key.revoke_all", 1).await;
+    assert!(revoked.iter().any(|e| e["actor"] == EMAIL), "{revoked:?}");
+    let keys = mia.get("/api/v1/api-keys").await.assert_status(200).json();
+    assert!(
+        keys["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["revoked"] == true),
+        "{keys}"
+    );
+}
+
+/// A key made while the organization asked for no second factor, by whoever had the owner's
+/// password then, does not come back with full rights once the owner enrols: it ends at the
+/// enrolment, and with it the kubeconfigs made with it (their streams cut).
+#[tokio::test]
+async fn a_key_made_before_enrolment_ends_with_it() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    admin
+        .bind_user(EMAIL, "NAMESPACE_ADMIN", "dev", &["apple"])
+        .await;
+    let key = mia.create_api_key(json!({"name": "someone's"})).await;
+    let bare = app.client();
+    bare.get_bearer("/api/v1/kubeconfig", &key)
+        .await
         .assert_status(200);
+    let live_with_key = || async {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        use warden_domain::entities::kube_credentials as kc;
+        kc::Entity::find()
+            .filter(kc::Column::ApiKeyId.is_not_null())
+            .filter(kc::Column::RevokedAt.is_null())
+            .count(&app.services().db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(live_with_key().await, 1);
+    enrol(&app, &mia).await;
+    assert_eq!(
+        live_with_key().await,
+        0,
+        "the key's kubeconfig ends with it"
+    );
+    bare.get_bearer("/api/v1/kubeconfig", &key)
+        .await
+        .assert_status(401);
+    bare.get_bearer("/api/v1/projects", &key)
+        .await
+        .assert_status(401);
+    assert_eq!(keys_revoked_at_enrolment(&admin, EMAIL).await, json!(1));
+    // Enrolling again later (after a reset) with no keys revokes nothing and says so.
+    let eve = app.user_client(&admin, "eve@example.com").await;
+    enrol(&app, &eve).await;
+    assert_eq!(
+        keys_revoked_at_enrolment(&admin, "eve@example.com").await,
+        json!(0)
+    );
 }
 
 /// A step-up proves a second factor in one's own browser session. An insider who finds a

@@ -866,6 +866,10 @@ async fn local_passwords_can_be_limited_to_break_glass_administrators() {
     let bob_before = app.user_client(&admin, "bob@example.com").await;
     let _carol = app.user_client(&admin, "carol@example.com").await;
     let restrict = json!({"local_sign_in": "break_glass_only", "break_glass_users": [ADMIN_EMAIL]});
+    // Keys made with a password (bob's could be made by whoever phished it) and by the
+    // administrator, a break-glass account.
+    let bob_key = bob_before.create_api_key(json!({"name": "bob's"})).await;
+    let admin_key = admin.create_api_key(json!({"name": "admin's"})).await;
 
     // Never a lockout: not without an enabled identity provider.
     let r = admin
@@ -909,6 +913,16 @@ async fn local_passwords_can_be_limited_to_break_glass_administrators() {
     // (a break-glass account) does not.
     bob_before.get("/api/v1/me").await.assert_status(401);
     admin.get("/api/v1/me").await.assert_status(200);
+    // So with the keys: bob's password key no longer opens anything (the provider has never
+    // vouched for him); the break-glass administrator's still does.
+    let bare = app.client();
+    for path in ["/api/v1/me", "/api/v1/kubeconfig"] {
+        let r = bare.get_bearer(path, &bob_key).await.assert_status(401);
+        assert_eq!(r.error_code(), "provider_sign_in_required", "{path}");
+    }
+    bare.get_bearer("/api/v1/me", &admin_key)
+        .await
+        .assert_status(200);
 
     // A normal user's password is refused, with a clear code (a wrong one stays invalid).
     let r = app
