@@ -2344,6 +2344,21 @@ pub async fn latest_seq(db: &DatabaseConnection) -> DomainResult<i64> {
         .map_or(0, |m| m.seq))
 }
 
+/// The `seq` of the last event stored before `before` (ms), roughly (events are stamped when
+/// they happen and numbered when they are written): the furthest back a live tail resumes.
+/// 0 when there is none.
+pub async fn seq_before(db: &DatabaseConnection, before: i64) -> DomainResult<i64> {
+    use audit_events::Column as C;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    Ok(audit_events::Entity::find()
+        .filter(C::At.lt(before))
+        .order_by_desc(C::At)
+        .limit(1)
+        .one(db)
+        .await?
+        .map_or(0, |m| m.seq))
+}
+
 /// The events of filter `q` within `scope` stored after `after` (a `seq`), oldest first, at
 /// most `limit`: the next batch of a live tail.
 pub async fn newer_than(

@@ -53,6 +53,8 @@ enum Woken {
     Read,
     Recheck,
 }
+/// How far back a live tail resumes with `Last-Event-ID` (a reconnect after a blip, not a replay).
+const TAIL_RESUME: std::time::Duration = std::time::Duration::from_secs(600);
 /// A live tail reads at most this many events at a time (and again until it has caught up).
 const TAIL_BATCH: u64 = 100;
 
@@ -85,7 +87,13 @@ pub async fn tail_audit_events(
     // before the starting point is read, so nothing committed in between is missed.
     let mut committed = warden_domain::audit::committed();
     let mut last = match resume {
-        Some(seq) => seq,
+        // A reconnect picks up where it left off, but no further back than a few minutes: a
+        // tail is not an export (that is audited, and streamed without holding a slot), so
+        // `Last-Event-ID: 0` does not replay the whole log.
+        Some(seq) => {
+            let since = state.services.clock.now().millis() - TAIL_RESUME.as_millis() as i64;
+            seq.max(warden_domain::audit::seq_before(&state.services.db, since).await?)
+        }
         None => warden_domain::audit::latest_seq(&state.services.db).await?,
     };
     // Each tail re-reads the log on every audit write: a person has a few open at once.

@@ -36,7 +36,7 @@ mod exec;
 mod recorder;
 pub(crate) mod shell;
 
-pub use recorder::Recorder;
+pub use recorder::{InputSwitch, Recorder};
 
 use axum::extract::ws::{CloseFrame as AxCloseFrame, Message as AxMessage, WebSocket};
 use axum::extract::{FromRequestParts, Query, State, WebSocketUpgrade};
@@ -605,11 +605,13 @@ async fn open(
         Ok(until) => until,
         Err(reason) => return Err(deny(state, &ev, StatusCode::UNAUTHORIZED, reason, None)),
     };
+    let input_switch = InputSwitch::new(settings.terminal_record_input);
     let opened_with = OpenedWith {
         cluster_id: cluster.id.to_string(),
         idle_secs: settings.terminal_idle_secs,
         max_secs: settings.terminal_max_secs,
         record_input: settings.terminal_record_input,
+        input_switch: input_switch.clone(),
     };
     let check = terminal_check(
         state,
@@ -666,7 +668,7 @@ async fn open(
         }
     };
     ev.details["recording"] = json!(ev.id.to_string());
-    recorder.record_input(settings.terminal_record_input);
+    recorder.record_input(input_switch);
     ev.details["recording_input"] = json!(settings.terminal_record_input);
     let backend = match backend {
         PreparedBackend::Exec(b) => AnyBackend::Exec(b),
@@ -743,6 +745,8 @@ struct OpenedWith {
     idle_secs: i64,
     max_secs: i64,
     record_input: bool,
+    /// Keystroke recording in the open terminal: turned off when the setting is.
+    input_switch: InputSwitch,
 }
 
 impl OpenedWith {
@@ -801,6 +805,10 @@ fn terminal_check(
             if let Some(why) = opened_with.tightened(&settings) {
                 return Err(why);
             }
+            // Loosened (keystrokes no longer recorded): that applies at once, without ending it.
+            opened_with
+                .input_switch
+                .set(opened_with.record_input && settings.terminal_record_input);
             let epoch = state.services.policy.epoch();
             let via = match credential.as_deref() {
                 Some(c) => Via::Kubeconfig(c),
@@ -810,7 +818,7 @@ fn terminal_check(
                 // The session is re-checked at least every minute (idle/absolute limits),
                 // and when a grant behind it expires.
                 Ok(a) => Ok((state.services.clock.now().millis() + 60_000)
-                    .min(a.grants_until)
+                    .min(a.valid_until())
                     .min(proof_until)),
                 Err(r) => Err(r.message),
             }

@@ -28,7 +28,27 @@ pub struct Recorder {
     /// The tail of a UTF-8 sequence split between two chunks.
     carry: Vec<u8>,
     /// Keystrokes are written too (`"i"` events): an organization's choice, off by default.
-    record_input: bool,
+    record_input: InputSwitch,
+}
+
+/// Whether a terminal's keystrokes are recorded, switchable while it is open: an organization
+/// that turns keystroke recording off stops it in the terminals already open (turning it on
+/// ends them instead: they were opened under the promise that keystrokes stay unrecorded).
+#[derive(Debug, Clone, Default)]
+pub struct InputSwitch(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl InputSwitch {
+    pub fn new(on: bool) -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(on)))
+    }
+
+    pub fn set(&self, on: bool) {
+        self.0.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Recorder {
@@ -52,7 +72,7 @@ impl Recorder {
             started: Instant::now(),
             bytes: 0,
             carry: vec![],
-            record_input: false,
+            record_input: InputSwitch::default(),
         };
         let header = json!({"version": 2, "width": 80, "height": 24, "timestamp": now_ms / 1000,
             "title": title, "env": {"TERM": "xterm-256color"}});
@@ -99,14 +119,14 @@ impl Recorder {
         self.bytes
     }
 
-    /// Record keystrokes from now on (the `terminal_record_input` setting).
-    pub fn record_input(&mut self, on: bool) {
-        self.record_input = on;
+    /// Record keystrokes while `switch` is on (the `terminal_record_input` setting).
+    pub fn record_input(&mut self, switch: InputSwitch) {
+        self.record_input = switch;
     }
 
     /// What the person typed, when keystrokes are recorded; nothing otherwise.
     pub async fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if !self.record_input || data.is_empty() {
+        if !self.record_input.is_on() || data.is_empty() {
             return Ok(());
         }
         let ev = json!([self.t(), "i", String::from_utf8_lossy(data)]);
@@ -210,8 +230,12 @@ pub(crate) mod tests {
         r.resize(100, 30).await.unwrap();
         // Keystrokes are not kept unless the organization says so.
         r.input(b"secret").await.unwrap();
-        r.record_input(true);
+        let switch = InputSwitch::new(true);
+        r.record_input(switch.clone());
         r.input(b"ls\r").await.unwrap();
+        // Switched off while open: nothing typed after that is kept.
+        switch.set(false);
+        r.input(b"hunter2").await.unwrap();
         let (sha, bytes) = r.finish().await.unwrap();
         let all = stored(&db, "rec-1").await;
         assert_eq!(all.len() as u64, bytes);
@@ -226,6 +250,7 @@ pub(crate) mod tests {
         assert!(text.contains("\"100x30\""));
         assert!(!text.contains("secret"));
         assert!(text.contains("ls\\r"));
+        assert!(!text.contains("hunter2"));
         let chunks = warden_domain::recordings::store::page(&db, None, "rec-1", -1, 100)
             .await
             .unwrap();

@@ -808,6 +808,44 @@ async fn open_tail(c: &Client, query: &str) -> reqwest::Response {
     r
 }
 
+/// A tail that resumes (`Last-Event-ID`) picks up what it missed in the last minutes, but a
+/// forged `Last-Event-ID: 0` does not replay the whole log past the export's audit.
+#[tokio::test]
+async fn a_tail_resumes_minutes_back_not_from_the_beginning() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let old = kube(
+        "bob@example.com",
+        "alpha",
+        "c1",
+        "apple",
+        "get",
+        Outcome::Allowed,
+    );
+    let recent = kube(
+        "alice@example.com",
+        "alpha",
+        "c1",
+        "apple",
+        "get",
+        Outcome::Allowed,
+    );
+    let (old_id, recent_id) = (old.id.to_string(), recent.id.to_string());
+    write_at(&app, 3600, vec![old]).await;
+    write_at(&app, 60, vec![recent]).await;
+    let mut r = admin
+        .http
+        .get(format!("{}/api/v1/audit/tail?kind=kube_api", admin.base))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = String::new();
+    read_until(&mut r, &mut got, 10, |b| b.contains(&recent_id)).await;
+    assert!(got.contains(&recent_id), "missed a minute ago: {got}");
+    assert!(!got.contains(&old_id), "an hour ago is the list's: {got}");
+}
+
 /// The live tail streams new matching events within the viewer's scope (a project auditor never
 /// sees another project's), follows a narrowed scope, and ends when the sign-in ends.
 #[tokio::test]

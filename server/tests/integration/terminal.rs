@@ -1182,7 +1182,8 @@ async fn terminal_limits_come_from_the_settings() {
     assert!(refused.iter().all(|s| *s == 429), "{refused:?}");
 }
 
-/// Keystrokes reach a recording only when the organization turns `terminal_record_input` on.
+/// Keystrokes reach a recording only when the organization turns `terminal_record_input` on, and
+/// stop reaching it when it turns it off again, in the terminals open then too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recordings_keep_keystrokes_only_when_the_setting_says_so() {
     let w = world().await;
@@ -1203,6 +1204,19 @@ async fn recordings_keep_keystrokes_only_when_the_setting_says_so() {
         .await
         .unwrap();
     until_output(&mut ws, "typed-42").await;
+    // Turned off while the terminal is open: it stays open, and what is typed from then on is
+    // not kept (the organization no longer wants keystrokes stored).
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_record_input": false}),
+        )
+        .await
+        .assert_status(200);
+    ws.send(Message::Binary(b"echo after-$((6*7))\n".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, "after-42").await;
     ws.send(Message::Binary(b"exit\n".to_vec().into()))
         .await
         .unwrap();
@@ -1236,6 +1250,8 @@ async fn recordings_keep_keystrokes_only_when_the_setting_says_so() {
         .map(|e| e[2].as_str().unwrap_or_default().to_owned())
         .collect();
     assert!(typed.contains("echo typed-$((2*21))"), "{cast}");
+    assert!(!typed.contains("after"), "{typed}");
+    assert!(cast.contains("after-42"), "the output is still recorded");
 }
 
 /// What ends a credential ends a terminal opened with it at once, not at the next minute's
@@ -1307,6 +1323,38 @@ async fn a_revoked_key_a_reset_authenticator_and_a_new_mfa_policy_close_a_termin
         .await
         .assert_status(200);
     closes_saying(&mut ws, "two-factor").await;
+    assert_eq!(w.app.gateway().live.len(), 0);
+}
+
+/// A kubectl shell's credential expires with the terminal's limit, on Warden's clock; every
+/// re-check of the open shell (at least once a minute) keeps the credential's expiry among its
+/// deadlines, so the shell ends when the credential does, not at the next minute's check. (The
+/// manual clock moves while real time hardly does: the relay's own timer cannot end it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kubectl_shell_ends_when_its_credential_expires_between_two_checks() {
+    let w = world().await;
+    w.admin
+        .patch(
+            "/api/v1/kubectl/settings",
+            json!({"terminal_max_secs": 100}),
+        )
+        .await
+        .assert_status(200);
+    let sally = w.signed_in("sally@example.com").await;
+    let mut ws = w.open_shell(&sally, "apple").await;
+    until_control(&mut ws, "ready", Duration::from_secs(10)).await;
+    until_output(&mut ws, PROMPT).await;
+    // Past the first minute's check: a keystroke is admitted after a re-check, which sets the
+    // next deadline (the credential's expiry, 39 s on).
+    w.app.clock.advance_secs(61);
+    ws.send(Message::Binary(b"\r".to_vec().into()))
+        .await
+        .unwrap();
+    until_output(&mut ws, PROMPT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the credential's expiry, 20 s before the next minute's check would come.
+    w.app.clock.advance_secs(40);
+    closes_saying(&mut ws, "expired").await;
     assert_eq!(w.app.gateway().live.len(), 0);
 }
 
