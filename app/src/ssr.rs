@@ -455,6 +455,21 @@ fn flash_key(kind: &str) -> String {
     format!("warden.flash.{kind}")
 }
 
+/// How long a plain form's one-time secret waits for the page it redirects to.
+const FLASH_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// A one-time secret kept for the next page: sealed with the master key (the session row is
+/// in the database, and its backups), and dropped unread once [`FLASH_TTL_MS`] has passed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Flash {
+    value: String,
+    until: i64,
+}
+
+fn flash_purpose(kind: &str) -> String {
+    format!("session-flash:{kind}")
+}
+
 /// Keep a one-time secret (a set-password link, an API key) in the session for the next page
 /// a plain form lands on. The hydrated client gets it from the action instead, so it is never
 /// stored then.
@@ -462,9 +477,18 @@ pub async fn flash_for_plain_form(kind: &str, value: &str) -> Result<(), AppErro
     if !plain_form() {
         return Ok(());
     }
+    let svc = services()?;
+    let value = match svc.at_rest() {
+        Some(sealer) => sealer.seal(&flash_purpose(kind), value.as_bytes()),
+        None => value.to_owned(),
+    };
+    let flash = Flash {
+        value,
+        until: svc.clock.now().millis() + FLASH_TTL_MS,
+    };
     session()
         .await?
-        .insert(&flash_key(kind), value.to_owned())
+        .insert(&flash_key(kind), flash)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "could not store a flash message");
@@ -472,14 +496,29 @@ pub async fn flash_for_plain_form(kind: &str, value: &str) -> Result<(), AppErro
         })
 }
 
-/// Take (and forget) the one-time secret of this kind, if a plain form left one.
+/// Take (and forget) the one-time secret of this kind, if a plain form left one (and it has
+/// not waited too long).
 pub async fn take_flash(kind: &str) -> Result<Option<String>, AppError> {
-    session()
+    let flash = session()
         .await?
-        .remove::<String>(&flash_key(kind))
+        .remove::<Flash>(&flash_key(kind))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "could not read a flash message");
             AppError::Internal
-        })
+        })?;
+    let Some(flash) = flash else {
+        return Ok(None);
+    };
+    let svc = services()?;
+    if svc.clock.now().millis() >= flash.until {
+        return Ok(None);
+    }
+    match svc.at_rest() {
+        Some(sealer) => match sealer.open(&flash_purpose(kind), &flash.value) {
+            Ok(plain) => Ok(String::from_utf8(plain).ok()),
+            Err(_) => Ok(None),
+        },
+        None => Ok(Some(flash.value)),
+    }
 }

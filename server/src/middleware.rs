@@ -67,7 +67,7 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         if mints_on_get(req.uri().path()) && from_another_site(req.headers()) {
-            tracing::warn!(path = %req.uri().path(), "cross-site credential request refused");
+            tracing::warn!(path = %warden_domain::audit::loggable_path(req.uri().path()), "cross-site credential request refused");
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "csrf",
@@ -113,7 +113,7 @@ pub async fn csrf(State(state): State<AppState>, mut req: Request, next: Next) -
     if api_key || same_origin {
         return next.run(req).await;
     }
-    tracing::warn!(path = %req.uri().path(), "cross-site request refused");
+    tracing::warn!(path = %warden_domain::audit::loggable_path(req.uri().path()), "cross-site request refused");
     ApiError::new(
         StatusCode::FORBIDDEN,
         "csrf",

@@ -1546,12 +1546,11 @@ pub async fn approver_group_form(
 ) -> DomainResult<crate::dto::ApproverGroupForm> {
     let current = get_approver_group(svc, who, project).await?;
     let p = super::projects::find(&svc.db, project).await?;
-    let writable = svc
-        .policy
-        .effective(who.user_id)
-        .await?
-        .holds(Permission::ProjectWrite, &Target::Project(p.name.clone()));
-    let mut choices: Vec<String> = if writable {
+    let rights = svc.policy.effective(who.user_id).await?;
+    let writable = rights.holds(Permission::ProjectWrite, &Target::Project(p.name.clone()));
+    let mut choices: Vec<String> = if !writable {
+        vec![]
+    } else if rights.holds(Permission::GroupRead, &Target::Org) {
         groups::Entity::find()
             .all(&svc.db)
             .await?
@@ -1559,7 +1558,29 @@ pub async fn approver_group_form(
             .map(|g| g.name)
             .collect()
     } else {
-        vec![]
+        // A project's administrator who may not read the organization's groups chooses among
+        // those the project already names (other group names are not theirs to learn; one they
+        // know can still be typed, and is checked when set).
+        use crate::entities::bindings;
+        use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+        let bound: Vec<Option<String>> = bindings::Entity::find()
+            .select_only()
+            .column(bindings::Column::GroupId)
+            .filter(bindings::Column::ProjectId.eq(p.id.clone()))
+            .filter(bindings::Column::GroupId.is_not_null())
+            .distinct()
+            .into_tuple()
+            .all(&svc.db)
+            .await?;
+        let mut ids: Vec<String> = bound.into_iter().flatten().collect();
+        ids.extend(p.approver_group_id.clone());
+        groups::Entity::find()
+            .filter(groups::Column::Id.is_in(ids))
+            .all(&svc.db)
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect()
     };
     choices.sort_by_key(|g| g.to_lowercase());
     Ok(crate::dto::ApproverGroupForm {

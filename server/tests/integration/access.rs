@@ -1065,6 +1065,65 @@ async fn api_keys_authenticate_as_their_owner_until_revoked_or_expired() {
 
 /// A request authenticated by an API key cannot create API keys (a leaked key could
 /// otherwise multiply itself and outlive its own expiry); a signed-in session still can.
+/// A key made from a plain form (no JavaScript) is shown once on the page the form lands on.
+/// Until then it waits in the session, whose row lives in the database (and its backups):
+/// sealed there, never in the clear, and dropped unread after a few minutes.
+#[tokio::test]
+async fn a_plain_forms_new_key_waits_sealed_and_not_for_long() {
+    use sea_orm::EntityTrait;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let sessions = || async {
+        warden_domain::entities::sessions::Entity::find()
+            .all(&app.services().db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.data)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let key_in = |body: &str| {
+        body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|w| w.starts_with("wdn_") && w.len() > 20)
+            .map(str::to_owned)
+    };
+    let r = admin
+        .post_form(
+            "/sfn/create_api_key",
+            &[("name", "script"), ("expires_in_days", "30")],
+        )
+        .await;
+    assert!(
+        r.status == 303 || r.status == 302,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let stored = sessions().await;
+    let page = admin.get("/me/api-keys").await.assert_status(200);
+    let key = key_in(&page.body).expect("the new key on the page");
+    assert!(
+        !stored.contains(&key),
+        "the key sat in the session row in the clear"
+    );
+    assert!(stored.contains("warden-sealed"), "{stored}");
+    let me = app.client();
+    me.get_bearer("/api/v1/me", &key).await.assert_status(200);
+    // Shown once.
+    let again = admin.get("/me/api-keys").await.assert_status(200);
+    assert_eq!(key_in(&again.body), None);
+    // Left unread too long: gone.
+    admin
+        .post_form(
+            "/sfn/create_api_key",
+            &[("name", "forgotten"), ("expires_in_days", "30")],
+        )
+        .await;
+    app.clock.advance_secs(6 * 60);
+    let late = admin.get("/me/api-keys").await.assert_status(200);
+    assert_eq!(key_in(&late.body), None, "{}", late.body);
+}
+
 #[tokio::test]
 async fn api_keys_cannot_create_api_keys() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;

@@ -1707,7 +1707,23 @@ async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
             .await
             .assert_status(403);
     }
-    // The project page offers john the organization's groups to choose from.
+    // The project page offers john, the project's administrator, the groups the project
+    // names; the organization's other groups are not his to learn (he may not read groups).
+    p.admin
+        .post("/api/v1/groups", json!({"name": "sre-breakglass"}))
+        .await
+        .assert_status(201);
+    p.admin
+        .post("/api/v1/groups", json!({"name": "dev-readers"}))
+        .await
+        .assert_status(201);
+    p.admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "group", "name": "dev-readers"}, "role": "PROJECT_READ_ONLY", "project": "dev"}),
+        )
+        .await
+        .assert_status(201);
     let page = p.john.get("/projects/dev").await.assert_status(200);
     assert!(
         page.body.contains("data-testid=\"approver-group-select\""),
@@ -1715,6 +1731,11 @@ async fn the_approver_group_form_sets_and_clears_it_through_the_gate() {
         page.body
     );
     assert!(page.body.contains(">dev-approvers</option>"));
+    assert!(page.body.contains(">dev-readers</option>"));
+    assert!(!page.body.contains("sre-breakglass"), "{}", page.body);
+    // An organization administrator chooses among them all.
+    let page = p.admin.get("/projects/dev").await.assert_status(200);
+    assert!(page.body.contains(">sre-breakglass</option>"));
     // Neither mallory (nothing) nor sally (an approver, not an administrator) may change it:
     // the server function asks the gate, whatever the page shows.
     for c in [&p.mallory, &p.sally] {
