@@ -1121,7 +1121,7 @@ pub async fn approve(
             &tx,
             who,
             &b,
-            (&c.role.name, &c.project.name),
+            &c.role.name,
             expires_at,
             now,
             "the requester holds",
@@ -1261,7 +1261,7 @@ async fn replace_grant<C: sea_orm::ConnectionTrait>(
     tx: &C,
     who: &Principal,
     b: &bindings::Model,
-    (role, project): (&str, &str),
+    role: &str,
     expires_at: i64,
     now: crate::clock::Timestamp,
     holder: &str,
@@ -1276,9 +1276,6 @@ async fn replace_grant<C: sea_orm::ConnectionTrait>(
             ),
         ));
     }
-    bindings::Entity::delete_by_id(b.id.clone())
-        .exec(tx)
-        .await?;
     // The request whose grant this was ends with it: its grant is over (shown as expired), and
     // *Revoke* on it is refused rather than answered as if it took the access away, which the
     // new grant holds now.
@@ -1294,19 +1291,11 @@ async fn replace_grant<C: sea_orm::ConnectionTrait>(
             .exec(tx)
             .await?;
     }
-    svc.audit_change(
+    super::bindings::delete_in(
+        svc,
         tx,
         who,
-        "binding.delete",
-        "binding",
-        &b.id,
-        Some(project),
-        Some(json!({
-            "role": role,
-            "namespaces": serde_json::from_str::<serde_json::Value>(&b.namespaces).unwrap_or_default(),
-            "expires_at": crate::clock::Timestamp(ends).rfc3339(),
-            "access_request": b.access_request_id,
-        })),
+        b,
         Some(json!({"replaced_by_a_grant_until": crate::clock::Timestamp(expires_at).rfc3339()})),
     )
     .await
@@ -1467,11 +1456,6 @@ pub async fn revoke(
             ));
         }
     }
-    if let Some(b) = &binding {
-        bindings::Entity::delete_by_id(b.id.clone())
-            .exec(&tx)
-            .await?;
-    }
     let m = access_requests::Entity::find_by_id(r.id.clone())
         .one(&tx)
         .await?
@@ -1489,20 +1473,7 @@ pub async fn revoke(
     )
     .await?;
     if let Some(b) = &binding {
-        let bdto = super::bindings::Names::load(&tx, std::slice::from_ref(b))
-            .await?
-            .dto(b);
-        svc.audit_change(
-            &tx,
-            who,
-            "binding.delete",
-            "binding",
-            &super::bindings::describe(&bdto),
-            Some(&c.project.name),
-            Some(json!(bdto)),
-            None,
-        )
-        .await?;
+        super::bindings::delete_in(svc, &tx, who, b, None).await?;
     }
     notify(
         &tx,
@@ -1676,6 +1647,34 @@ pub async fn requestable_roles(
     Ok(out)
 }
 
+/// A refused break-glass: audited as denied (the refusal is the error unless the audit fails),
+/// answered as `as_error` says.
+async fn refuse_break_glass(
+    svc: &Services,
+    who: &Principal,
+    role: &str,
+    reason: String,
+    as_error: fn(String) -> DomainError,
+) -> DomainError {
+    match svc
+        .audit_denied(
+            who,
+            "access_request.break_glass",
+            "access_request",
+            role,
+            &reason,
+        )
+        .await
+    {
+        Ok(()) => as_error(reason),
+        Err(e) => e,
+    }
+}
+
+fn in_conflict(reason: String) -> DomainError {
+    DomainError::conflict("role", reason)
+}
+
 /// Break-glass: an active user takes one of the organization's break-glass roles at once,
 /// without approval, for at most the role's maximum, giving a reason. The grant is a
 /// time-bound binding like an approved request's; every organization administrator is alerted
@@ -1700,15 +1699,9 @@ pub async fn break_glass(
         .find(|r| r.role == p.role.name)
     else {
         let reason = format!("{asked_role} is not a break-glass role of the organization");
-        svc.audit_denied(
-            who,
-            "access_request.break_glass",
-            "access_request",
-            &p.role.name,
-            &reason,
-        )
-        .await?;
-        return Err(DomainError::forbidden(reason));
+        return Err(
+            refuse_break_glass(svc, who, &p.role.name, reason, DomainError::forbidden).await,
+        );
     };
     if duration > rule.max_secs {
         return Err(DomainError::invalid(
@@ -1733,15 +1726,7 @@ pub async fn break_glass(
         let reason = format!(
             "you took break-glass access {lately} times in the last 24 hours, the most one person may; ask for access in a request"
         );
-        svc.audit_denied(
-            who,
-            "access_request.break_glass",
-            "access_request",
-            &p.role.name,
-            &reason,
-        )
-        .await?;
-        return Err(DomainError::conflict("role", reason));
+        return Err(refuse_break_glass(svc, who, &p.role.name, reason, in_conflict).await);
     }
     let ns_json = serde_json::to_string(&p.namespaces).unwrap_or_else(|_| "[]".into());
     let expires_at = now.millis() + duration * 1000;
@@ -1780,27 +1765,9 @@ pub async fn break_glass(
                 crate::clock::Timestamp(ends).rfc3339()
             );
             drop(tx);
-            svc.audit_denied(
-                who,
-                "access_request.break_glass",
-                "access_request",
-                &p.role.name,
-                &reason,
-            )
-            .await?;
-            return Err(DomainError::conflict("role", reason));
+            return Err(refuse_break_glass(svc, who, &p.role.name, reason, in_conflict).await);
         }
-        replace_grant(
-            svc,
-            &tx,
-            who,
-            &b,
-            (&p.role.name, &p.project.name),
-            expires_at,
-            now,
-            "you hold",
-        )
-        .await?;
+        replace_grant(svc, &tx, who, &b, &p.role.name, expires_at, now, "you hold").await?;
     }
     let id = uuid::Uuid::new_v4().to_string();
     let binding = bindings::ActiveModel::from(bindings::Model {

@@ -792,18 +792,11 @@ pub async fn create(
     }
     let tx = crate::audit::begin_change(&svc.db).await?;
     if let Some(d) = expired {
-        let before = Names::load(&tx, std::slice::from_ref(&d)).await?.dto(&d);
-        bindings::Entity::delete_by_id(d.id.clone())
-            .exec(&tx)
-            .await?;
-        svc.audit_change(
+        delete_in(
+            svc,
             &tx,
             who,
-            "binding.delete",
-            "binding",
-            &describe(&before),
-            before.project.as_deref(),
-            Some(json!(before)),
+            &d,
             Some(json!({"replaced_by_a_new_binding": true})),
         )
         .await?;
@@ -1030,23 +1023,37 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
     )
     .await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
-    bindings::Entity::delete_by_id(b.id.clone())
-        .exec(&tx)
-        .await?;
-    svc.audit_change(
-        &tx,
-        who,
-        "binding.delete",
-        "binding",
-        &describe(&dto),
-        dto.project.as_deref(),
-        Some(json!(dto)),
-        None,
-    )
-    .await?;
+    delete_in(svc, &tx, who, &b, None).await?;
     tx.commit().await?;
     svc.policy.bump();
     Ok(())
+}
+
+/// Remove a binding and audit its removal (`binding.delete`, the binding as it was, and
+/// `after` when something replaces it), in the caller's transaction: every way a binding goes
+/// away is told the same way.
+pub(crate) async fn delete_in<C: sea_orm::ConnectionTrait>(
+    svc: &Services,
+    tx: &C,
+    who: &Principal,
+    b: &bindings::Model,
+    after: Option<serde_json::Value>,
+) -> DomainResult<()> {
+    let before = Names::load(tx, std::slice::from_ref(b)).await?.dto(b);
+    bindings::Entity::delete_by_id(b.id.clone())
+        .exec(tx)
+        .await?;
+    svc.audit_change(
+        tx,
+        who,
+        "binding.delete",
+        "binding",
+        &describe(&before),
+        before.project.as_deref(),
+        Some(json!(before)),
+        after,
+    )
+    .await
 }
 
 /// Ends the grants whose time is up: each expired binding is audited once

@@ -1083,7 +1083,7 @@ async fn a_plain_forms_new_key_waits_sealed_and_not_for_long() {
             .join("\n")
     };
     let key_in = |body: &str| {
-        body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
             .find(|w| w.starts_with("wdn_") && w.len() > 20)
             .map(str::to_owned)
     };
