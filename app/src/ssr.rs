@@ -205,7 +205,11 @@ fn referring_page_of(parts: Option<&http::request::Parts>) -> String {
                 && !key.starts_with(crate::ui::TYPED_PREFIX)
                 && !matches!(
                     key,
-                    crate::ui::FORM_PARAM | crate::ui::OK_PARAM | "confirm" | "target"
+                    crate::ui::FORM_PARAM
+                        | crate::ui::OK_PARAM
+                        | crate::ui::SIG_PARAM
+                        | "confirm"
+                        | "target"
                 )
         })
         .collect();
@@ -347,6 +351,110 @@ pub async fn settle(
         head.status = status;
     }
     axum::response::Response::from_parts(head, axum::body::Body::from(bytes))
+}
+
+// ---- a plain form's errors in an address, signed ----
+//
+// A plain form that fails goes back to its page with the errors in the address
+// (`form=F&err.FIELD=message`), and the page shows them as Warden's words. A link crafted with
+// `err._=Your session expired, call ...` would show anyone who follows it the crafter's words
+// on Warden's page. So the errors Warden puts in an address are signed (`sig`: an expiry and a
+// MAC over the errors, the expiry and the browser's session cookie), and a page asked for with
+// errors that are not is sent to the same address without them.
+
+/// How long a signed form result stays good (the redirect follows at once).
+const OUTCOME_TTL_MS: i64 = 10 * 60 * 1000;
+
+fn outcome_key(svc: &warden_domain::Services) -> warden_domain::secrets::Sealer {
+    static FALLBACK: std::sync::OnceLock<warden_domain::secrets::Sealer> =
+        std::sync::OnceLock::new();
+    match svc.at_rest() {
+        Some(s) => s.clone(),
+        // No master key: a key of this process (a restart only drops pending form results).
+        None => FALLBACK
+            .get_or_init(|| {
+                warden_domain::secrets::Sealer::new(&warden_domain::secrets::Secret::new(
+                    warden_domain::secrets::random_token(32),
+                ))
+            })
+            .clone(),
+    }
+}
+
+/// The form result in `query` as signed: `form` and every `err.*`, in order, decoded; `None`
+/// when it carries no error.
+fn outcome_material(query: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut errors = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k.starts_with("err.") || k == crate::ui::FORM_PARAM {
+            errors |= k.starts_with("err.");
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+    }
+    errors.then_some(out)
+}
+
+fn outcome_mac(key: &warden_domain::secrets::Sealer, cookie: &str, exp: i64, m: &[u8]) -> String {
+    let mut data = Vec::with_capacity(m.len() + cookie.len() + 24);
+    data.extend_from_slice(cookie.as_bytes());
+    data.push(0);
+    data.extend_from_slice(exp.to_string().as_bytes());
+    data.push(0);
+    data.extend_from_slice(m);
+    key.mac("form-outcome", &data)
+}
+
+/// `location` with its form errors signed for the browser holding session cookie `cookie`
+/// (empty: none); unchanged when it carries no error.
+pub fn sign_outcome(svc: &warden_domain::Services, cookie: &str, location: &str) -> Option<String> {
+    let query = location.split_once('?').map(|(_, q)| q)?;
+    let m = outcome_material(query)?;
+    let exp = svc.clock.now().millis() + OUTCOME_TTL_MS;
+    let sig = format!("{exp}.{}", outcome_mac(&outcome_key(svc), cookie, exp, &m));
+    Some(with_params(location, &[(crate::ui::SIG_PARAM.into(), sig)]))
+}
+
+/// Where a page asked for at `path?query` goes instead when it carries form errors Warden did
+/// not sign for this browser (or signed too long ago): the same address without the errors.
+pub fn unsigned_outcome(
+    svc: &warden_domain::Services,
+    cookie: &str,
+    path: &str,
+    query: &str,
+) -> Option<String> {
+    let m = outcome_material(query)?;
+    let signed = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == crate::ui::SIG_PARAM)
+        .map(|(_, v)| v.into_owned())
+        .last()
+        .and_then(|sig| {
+            let (exp, mac) = sig.split_once('.')?;
+            let exp: i64 = exp.parse().ok()?;
+            (svc.clock.now().millis() < exp
+                && warden_domain::secrets::ct_eq(
+                    mac,
+                    &outcome_mac(&outcome_key(svc), cookie, exp, &m),
+                ))
+            .then_some(())
+        })
+        .is_some();
+    if signed {
+        return None;
+    }
+    let kept: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        // What was typed stays (a shared link may fill in a form's shareable fields).
+        .filter(|(k, _)| !k.starts_with("err.") && k != crate::ui::SIG_PARAM)
+        .map(|(k, v)| format!("{}={}", encode(&k), encode(&v)))
+        .collect();
+    Some(if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    })
 }
 
 use crate::ui::shareable_field;

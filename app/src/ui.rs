@@ -19,6 +19,8 @@ use crate::error::AppError;
 pub const FORM_PARAM: &str = "form";
 /// Query parameter naming the form that just succeeded.
 pub const OK_PARAM: &str = "ok";
+/// The signature of a plain form's errors in a page's address (see `ssr::sign_outcome`).
+pub const SIG_PARAM: &str = "sig";
 /// Prefix of the query parameters that give a plain form back what was typed into it when
 /// it failed (`val.FIELD=value`; never secrets: see `ssr::settle`).
 pub const TYPED_PREFIX: &str = "val.";
@@ -264,7 +266,7 @@ fn without_confirm(path: &str, search: &str) -> String {
             !k.is_empty()
                 && !k.starts_with("err.")
                 && !k.starts_with(TYPED_PREFIX)
-                && !matches!(k, "confirm" | "target" | FORM_PARAM | OK_PARAM)
+                && !matches!(k, "confirm" | "target" | FORM_PARAM | OK_PARAM | SIG_PARAM)
         })
         .collect();
     if kept.is_empty() {

@@ -67,12 +67,45 @@ async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) ->
 /// back (`app::ssr::settle`): leptos routes each server function itself, so this wraps them
 /// all.
 async fn settle_server_fns(
+    State(state): State<AppState>,
     req: Request<Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     if !req.uri().path().starts_with("/sfn/") {
         return next.run(req).await;
     }
+    let cookie = middleware::session_cookie_value(req.headers());
+    let res = settle_server_fn(req, next).await;
+    sign_form_errors(&state, &cookie, res)
+}
+
+/// A plain form sent back to its page with errors: they are signed for this browser (see
+/// `middleware::unsigned_form_errors`).
+fn sign_form_errors(
+    state: &AppState,
+    cookie: &str,
+    mut res: axum::response::Response,
+) -> axum::response::Response {
+    if !res.status().is_redirection() {
+        return res;
+    }
+    let cookie = middleware::session_cookie_set(res.headers()).unwrap_or_else(|| cookie.to_owned());
+    let signed = res
+        .headers()
+        .get(axum::http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|to| app::ssr::sign_outcome(&state.services, &cookie, to))
+        .and_then(|to| axum::http::HeaderValue::from_str(&to).ok());
+    if let Some(to) = signed {
+        res.headers_mut().insert(axum::http::header::LOCATION, to);
+    }
+    res
+}
+
+async fn settle_server_fn(
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     const MAX_FORM: usize = 256 * 1024;
     let (parts, body) = req.into_parts();
     let urlencoded = parts
@@ -281,7 +314,8 @@ pub fn build_router(state: AppState) -> Router {
         .nest_service("/pkg", pkg)
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
-        .layer(axum::middleware::from_fn(settle_server_fns))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), settle_server_fns))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::unsigned_form_errors))
         .nest(
             "/api/v1",
             api::router().merge(terminal::routes()),

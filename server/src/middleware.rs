@@ -26,6 +26,55 @@ pub fn session_cookie(tls: bool) -> &'static str {
     }
 }
 
+/// The session cookie's value in `headers` (`Cookie`), or "" without one.
+pub fn session_cookie_value(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == SESSION_COOKIE || k == SECURE_SESSION_COOKIE).then(|| v.to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// The session cookie a response sets, if it sets one (a session begun by this answer).
+pub fn session_cookie_set(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            let (k, rest) = c.split_once('=')?;
+            let k = k.trim();
+            (k == SESSION_COOKIE || k == SECURE_SESSION_COOKIE)
+                .then(|| rest.split(';').next().unwrap_or_default().to_owned())
+        })
+}
+
+/// A page asked for with form errors in its address that Warden did not put there for this
+/// browser (a crafted link: `?form=x&err._=Call +1 555 ...`) goes to the same address without
+/// them, so Warden's pages only ever show Warden's words (`app::ssr::unsigned_outcome`).
+pub async fn unsigned_form_errors(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Some(query) = req.uri().query().filter(|q| q.contains("err.")) {
+            let cookie = session_cookie_value(req.headers());
+            if let Some(to) =
+                app::ssr::unsigned_outcome(&state.services, &cookie, req.uri().path(), query)
+            {
+                return Redirect::to(&to).into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
 fn has_session_cookie(req: &Request) -> bool {
     req.headers().get_all(header::COOKIE).iter().any(|v| {
         v.to_str()

@@ -514,10 +514,21 @@ async fn admin_reset_password_link_forces_a_new_password() {
         )
         .await;
     assert!(r.status == 302 || r.status == 303, "{}", r.status);
-    assert!(r.headers["location"]
-        .to_str()
-        .unwrap()
-        .contains("err.new_password"));
+    let back = r.headers["location"].to_str().unwrap().to_owned();
+    assert!(back.contains("err.new_password"), "{back}");
+    // The page shows it (signed for this browser, which has no session yet).
+    let page = c.get(&back).await;
+    assert_eq!(
+        page.status,
+        200,
+        "{back}: {:?}",
+        page.headers.get("location")
+    );
+    assert!(
+        page.body.contains("class=\"field-error\"") || page.body.contains("role=\"alert\""),
+        "{}",
+        page.body
+    );
     let r = c
         .post_form(
             "/sfn/set_password",
@@ -597,10 +608,9 @@ async fn sign_in_form_works_without_javascript() {
             ],
         )
         .await;
-    assert!(r.headers["location"]
-        .to_str()
-        .unwrap()
-        .contains("err.confirm_password"));
+    let back = r.headers["location"].to_str().unwrap().to_owned();
+    assert!(back.contains("err.confirm_password"), "{back}");
+    assert_eq!(c.get(&back).await.status, 200, "{back}");
     let r = c
         .post_form(
             "/sfn/change_password",

@@ -328,6 +328,7 @@ async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goe
         "the description is lost"
     );
     assert!(page.contains("already exists"), "the error is missing");
+    let signed_for_admin = to.clone();
     let r = plain(
         &admin,
         "create_user",
@@ -388,18 +389,34 @@ async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goe
     );
     // A link made by someone else fills in no proxy (it would aim the new cluster's agent at
     // theirs); the shareable fields it names are filled in.
-    let page = admin
-        .http
-        .get(format!(
-            "{}/clusters/new?form=import_cluster&err.labels=x&val.name=linked-name&val.https_proxy=http%3A%2F%2Fattacker.example%3A3128",
-            app.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Followed by hand: (status, where to, page).
+    let visit = |who: &Client, path: String| {
+        let url = format!("{}{path}", app.url);
+        let http = who.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let to = r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (status, to, r.text().await.unwrap())
+        }
+    };
+    let (status, to, _) = visit(
+        &admin,
+        "/clusters/new?form=import_cluster&err.labels=x&err._=Your%20session%20expired%3A%20call%20IT%20on%20555-0100&val.name=linked-name&val.https_proxy=http%3A%2F%2Fattacker.example%3A3128".into(),
+    )
+    .await;
+    // Nor does it put its words on Warden's page as Warden's: errors in an address are shown
+    // only as Warden signed them, for this browser and for a few minutes; the page is sent to
+    // the same address without them.
+    assert_eq!(status, 303);
+    let to = to.unwrap();
+    assert!(!to.contains("err.") && !to.contains("555-0100"), "{to}");
+    let (status, _, page) = visit(&admin, to).await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("555-0100"), "a crafted error was shown");
     assert!(
         page.contains("value=\"linked-name\""),
         "the typed name is lost"
@@ -408,6 +425,17 @@ async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goe
         !page.contains("attacker.example"),
         "a proxy was filled in from a link"
     );
+    let (status, _, page) = visit(&admin, signed_for_admin.clone()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("already exists"));
+    // The same signed address in another browser, or later, shows no error.
+    let stranger = app.user_client(&admin, "stranger@example.com").await;
+    let (status, to, _) = visit(&stranger, signed_for_admin.clone()).await;
+    assert_eq!(status, 303, "another browser's error was shown");
+    assert!(!to.unwrap().contains("err."));
+    app.clock.advance_secs(11 * 60);
+    let (status, _, _) = visit(&admin, signed_for_admin.clone()).await;
+    assert_eq!(status, 303, "a stale error was shown");
     // Not signed in, as a plain form: to the sign-in page, not a page of JSON.
     let r = anonymous
         .http
