@@ -12,7 +12,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use warden_domain::admin::jit_settings::WebhookNetworks;
-use warden_domain::admin::{access_requests, bindings, webhook_outbox};
+use warden_domain::admin::{access_requests, bindings, jit_settings, webhook_outbox};
 use warden_domain::Services;
 
 /// Start the expiry job. It stops when the services are dropped.
@@ -158,7 +158,22 @@ pub async fn deliver_due(svc: &Services, http: &reqwest::Client) -> usize {
             let error = if let Some(why) = networks.problem(&d.url) {
                 Some(format!("not posted: the webhook URL {why}"))
             } else {
-                let outcome = http.post(&d.url).json(&d.payload).send().await;
+                let body = serde_json::to_vec(&d.payload).unwrap_or_default();
+                let mut req = http
+                    .post(&d.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json");
+                // Signed (Standard Webhooks), so the receiver can tell Warden's deliveries from
+                // anyone else's who learns the URL, and refuse a replayed one.
+                if let Some(secret) = jit_settings::webhook_signing_secret(svc, &d.url) {
+                    let ts = svc.clock.now().millis() / 1000;
+                    if let Some(sig) = jit_settings::webhook_signature(&secret, &d.id, ts, &body) {
+                        req = req
+                            .header("webhook-id", &d.id)
+                            .header("webhook-timestamp", ts.to_string())
+                            .header("webhook-signature", sig);
+                    }
+                }
+                let outcome = req.body(body).send().await;
                 // The URL may carry a token: errors are stripped of it, and it is never logged.
                 match outcome {
                     Ok(r) if r.status().is_success() => None,

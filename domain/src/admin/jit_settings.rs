@@ -30,6 +30,7 @@ pub async fn load<C: sea_orm::ConnectionTrait>(db: &C) -> DomainResult<JitSettin
             two_approvals_for_write: m.two_approvals_for_write,
             webhook_url: m.webhook_url,
             break_glass_roles: serde_json::from_str(&m.break_glass).unwrap_or_default(),
+            webhook_signing_secret: None,
         },
         None => JitSettingsDto {
             required_expiry: vec![],
@@ -37,6 +38,7 @@ pub async fn load<C: sea_orm::ConnectionTrait>(db: &C) -> DomainResult<JitSettin
             two_approvals_for_write: false,
             webhook_url: None,
             break_glass_roles: vec![],
+            webhook_signing_secret: None,
         },
     })
 }
@@ -382,7 +384,36 @@ pub fn redact_webhook(url: &str) -> String {
 
 fn redacted(mut s: JitSettingsDto) -> JitSettingsDto {
     s.webhook_url = s.webhook_url.as_deref().map(redact_webhook);
+    s.webhook_signing_secret = None;
     s
+}
+
+/// The key Warden signs deliveries to webhook `url` with: `whsec_` and 32 bytes in base64
+/// (Standard Webhooks), derived from the master key and the URL, so a new URL (or a new query
+/// token in it) has a new key. `None` without a master key: deliveries then go unsigned.
+pub fn webhook_signing_secret(svc: &Services, url: &str) -> Option<String> {
+    use base64::Engine;
+    let mac = svc
+        .at_rest()?
+        .mac("jit_settings.webhook_signing", url.as_bytes());
+    let raw = hex::decode(mac).ok()?;
+    Some(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+}
+
+/// The `webhook-signature` header of a delivery (Standard Webhooks `v1`): HMAC-SHA256 with the
+/// secret's key over `{id}.{timestamp}.{body}`, in base64.
+pub fn webhook_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_")?).ok()?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(format!("{id}.{timestamp}.").as_bytes());
+    ctx.update(body);
+    Some(format!("v1,{}", b64.encode(ctx.sign().as_ref())))
 }
 
 /// The first safeguard `after` loosens compared with `before`, if any: the second approval
@@ -451,6 +482,7 @@ pub async fn update(
     if let Some(v) = req.two_approvals_for_write {
         s.two_approvals_for_write = v;
     }
+    let mut named_webhook = false;
     if let Some(url) = req.webhook_url {
         let url = url.trim().to_owned();
         if before
@@ -464,6 +496,9 @@ pub async fn update(
         } else if let Some(why) = svc.jit.networks().problem(&url) {
             fields.insert("webhook_url".to_owned(), why.to_owned());
         } else {
+            // Named in full (not the masked value shown): its signing key is shown with the
+            // answer, to whoever could name it.
+            named_webhook = true;
             s.webhook_url = Some(url);
         }
     }
@@ -573,7 +608,16 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(redacted(s))
+    let signing = named_webhook
+        .then(|| {
+            s.webhook_url
+                .as_deref()
+                .and_then(|u| webhook_signing_secret(svc, u))
+        })
+        .flatten();
+    let mut out = redacted(s);
+    out.webhook_signing_secret = signing;
+    Ok(out)
 }
 
 /// Break-glass access lasts at most this long.

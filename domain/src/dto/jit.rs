@@ -33,6 +33,12 @@ pub struct JitSettingsDto {
     /// organization administrator is alerted). `max_secs` bounds the duration.
     #[serde(default)]
     pub break_glass_roles: Vec<RequiredExpiry>,
+    /// The key Warden signs the webhook's deliveries with (`whsec_…`, the Standard Webhooks
+    /// scheme: headers `webhook-id`, `webhook-timestamp`, `webhook-signature`), derived from
+    /// the URL (a new URL has a new key). Only in the answer of a change that names the webhook
+    /// URL in full; never in a read, never audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_signing_secret: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]

@@ -869,6 +869,105 @@ async fn next_control(
     }
 }
 
+/// Every delivery is signed as Standard Webhooks says (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature: v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))`), with the key
+/// shown once, to the administrator who named the URL in full: never in a read, never in the
+/// audit log. Anyone who learns the URL alone cannot forge a delivery the receiver accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_are_signed_with_a_key_shown_once() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let p = people().await;
+    let (tx, mut calls) =
+        tokio::sync::mpsc::unbounded_channel::<(axum::http::HeaderMap, bytes::Bytes)>();
+    let router = axum::Router::new().route(
+        "/signed",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!(
+        "http://{}/signed?token={HOOK_TOKEN}",
+        l.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(l, router).await.ok() });
+
+    let set = p
+        .admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": hook}))
+        .await
+        .assert_status(200)
+        .json();
+    let secret = set["webhook_signing_secret"]
+        .as_str()
+        .expect("the key")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let key = b64.decode(&secret["whsec_".len()..]).unwrap();
+    assert_eq!(key.len(), 32);
+    // Not in a read, nor in the audit log; the masked URL sent back shows no key either.
+    let read = p.admin.get("/api/v1/settings/jit").await.assert_status(200);
+    assert!(
+        !read.body.contains("whsec_") && !read.body.contains(&secret[6..]),
+        "{}",
+        read.body
+    );
+    let masked = read.json()["webhook_url"].as_str().unwrap().to_owned();
+    let again = p
+        .admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": masked}))
+        .await
+        .assert_status(200);
+    assert!(!again.body.contains("whsec_"), "{}", again.body);
+    let ev = audit_event(&p.admin, "action=settings.jit.update", |_| true).await;
+    assert!(!ev.to_string().contains(&secret[6..]), "{ev:#}");
+
+    ask(&p.sally, "NAMESPACE_ADMIN", &["apple"], 3600).await;
+    loop {
+        let (headers, body) = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+            .await
+            .expect("a delivery")
+            .unwrap();
+        let h = |n: &str| headers[n].to_str().unwrap().to_owned();
+        let (id, ts) = (h("webhook-id"), h("webhook-timestamp"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((ts.parse::<i64>().unwrap() - now).abs() < 300, "{ts}");
+        let expected = |key: &[u8]| {
+            let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+            let mut signed = format!("{id}.{ts}.").into_bytes();
+            signed.extend_from_slice(&body);
+            format!("v1,{}", b64.encode(ring::hmac::sign(&k, &signed).as_ref()))
+        };
+        assert_eq!(h("webhook-signature"), expected(&key));
+        assert_ne!(h("webhook-signature"), expected(&[0u8; 32]));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        if v["event"] == "access_request.create" {
+            break;
+        }
+    }
+
+    // Another URL (a new token in it), another key.
+    let other = p
+        .admin
+        .patch(
+            "/api/v1/settings/jit",
+            json!({"webhook_url": hook.replace(HOOK_TOKEN, "rotated-token")}),
+        )
+        .await
+        .assert_status(200)
+        .json();
+    let rotated = other["webhook_signing_secret"].as_str().unwrap();
+    assert_ne!(rotated, secret);
+}
+
 /// A receiver that answers 503 to the first `fail_first` calls (and to every call while `down`
 /// is set), then 200: the bodies it accepted, and how many calls it saw. The URL carries a
 /// token, as a chat webhook's does.
