@@ -199,7 +199,13 @@ fn referring_page_of(parts: Option<&http::request::Parts>) -> String {
         .unwrap_or_default()
         .split('&')
         .filter(|kv| {
-            let key = kv.split('=').next().unwrap_or_default();
+            // Judged decoded, as the page reads it (`err%2E_` is `err._`).
+            let raw = kv.split('=').next().unwrap_or_default();
+            let key: String = form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            let key = key.as_str();
             !key.is_empty()
                 && !key.starts_with("err.")
                 && !key.starts_with(crate::ui::TYPED_PREFIX)
@@ -450,8 +456,14 @@ pub fn unsigned_outcome(
         .filter(|(k, _)| !k.starts_with("err.") && k != crate::ui::SIG_PARAM)
         .map(|(k, v)| format!("{}={}", encode(&k), encode(&v)))
         .collect();
-    Some(if kept.is_empty() {
+    // Never `//host` (or `/\host`), which a browser would take for another site.
+    let path = if path.starts_with("//") || path.contains('\\') {
+        "/".to_owned()
+    } else {
         path.to_owned()
+    };
+    Some(if kept.is_empty() {
+        path
     } else {
         format!("{path}?{}", kept.join("&"))
     })
@@ -607,14 +619,15 @@ pub async fn flash_for_plain_form(kind: &str, value: &str) -> Result<(), AppErro
 /// Take (and forget) the one-time secret of this kind, if a plain form left one (and it has
 /// not waited too long).
 pub async fn take_flash(kind: &str) -> Result<Option<String>, AppError> {
-    let flash = session()
-        .await?
-        .remove::<Flash>(&flash_key(kind))
-        .await
-        .map_err(|e| {
+    let flash = match session().await?.remove::<Flash>(&flash_key(kind)).await {
+        Ok(f) => f,
+        // Left by an older Warden in another shape: dropped, not shown.
+        Err(tower_sessions::session::Error::SerdeJson(_)) => None,
+        Err(e) => {
             tracing::error!(error = %e, "could not read a flash message");
-            AppError::Internal
-        })?;
+            return Err(AppError::Internal);
+        }
+    };
     let Some(flash) = flash else {
         return Ok(None);
     };

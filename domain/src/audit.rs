@@ -2344,19 +2344,24 @@ pub async fn latest_seq(db: &DatabaseConnection) -> DomainResult<i64> {
         .map_or(0, |m| m.seq))
 }
 
-/// The `seq` of the last event stored before `before` (ms), roughly (events are stamped when
-/// they happen and numbered when they are written): the furthest back a live tail resumes.
-/// 0 when there is none.
-pub async fn seq_before(db: &DatabaseConnection, before: i64) -> DomainResult<i64> {
+/// The furthest back a live tail resumes to see every event stamped at or after `since` (ms):
+/// the `seq` just before the first of them (events are stamped when they happen and numbered
+/// when written, so the earliest stamped is not always the first numbered). The newest `seq`
+/// when none is that recent.
+pub async fn seq_before(db: &DatabaseConnection, since: i64) -> DomainResult<i64> {
     use audit_events::Column as C;
-    use sea_orm::{ColumnTrait, QueryFilter};
-    Ok(audit_events::Entity::find()
-        .filter(C::At.lt(before))
-        .order_by_desc(C::At)
-        .limit(1)
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+    let first: Option<Option<i64>> = audit_events::Entity::find()
+        .select_only()
+        .column_as(C::Seq.min(), "first")
+        .filter(C::At.gte(since))
+        .into_tuple()
         .one(db)
-        .await?
-        .map_or(0, |m| m.seq))
+        .await?;
+    match first.flatten() {
+        Some(seq) => Ok(seq - 1),
+        None => latest_seq(db).await,
+    }
 }
 
 /// The events of filter `q` within `scope` stored after `after` (a `seq`), oldest first, at

@@ -74,13 +74,17 @@ async fn settle_server_fns(
     if !req.uri().path().starts_with("/sfn/") {
         return next.run(req).await;
     }
-    let cookie = middleware::session_cookie_value(req.headers());
+    let cookie = middleware::session_cookie_value(
+        req.headers(),
+        middleware::session_cookie(state.config.http.tls()),
+    );
     let res = settle_server_fn(req, next).await;
     sign_form_errors(&state, &cookie, res)
 }
 
-/// A plain form sent back to its page with errors: they are signed for this browser (see
-/// `middleware::unsigned_form_errors`).
+/// A plain form sent back to its page with errors: they are signed for this browser's
+/// session cookie (see `middleware::unsigned_form_errors`). (A form whose failure starts or
+/// rotates the session would lose its errors: none does; sign-in failures say `?error=`.)
 fn sign_form_errors(
     state: &AppState,
     cookie: &str,
@@ -89,12 +93,11 @@ fn sign_form_errors(
     if !res.status().is_redirection() {
         return res;
     }
-    let cookie = middleware::session_cookie_set(res.headers()).unwrap_or_else(|| cookie.to_owned());
     let signed = res
         .headers()
         .get(axum::http::header::LOCATION)
         .and_then(|l| l.to_str().ok())
-        .and_then(|to| app::ssr::sign_outcome(&state.services, &cookie, to))
+        .and_then(|to| app::ssr::sign_outcome(&state.services, cookie, to))
         .and_then(|to| axum::http::HeaderValue::from_str(&to).ok());
     if let Some(to) = signed {
         res.headers_mut().insert(axum::http::header::LOCATION, to);
@@ -315,7 +318,6 @@ pub fn build_router(state: AppState) -> Router {
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), settle_server_fns))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::unsigned_form_errors))
         .nest(
             "/api/v1",
             api::router().merge(terminal::routes()),
@@ -325,6 +327,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render_protected))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(ctx, app::shell))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::unsigned_form_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::console_guard))
         .layer(sessions)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf))

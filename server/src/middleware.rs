@@ -26,8 +26,8 @@ pub fn session_cookie(tls: bool) -> &'static str {
     }
 }
 
-/// The session cookie's value in `headers` (`Cookie`), or "" without one.
-pub fn session_cookie_value(headers: &axum::http::HeaderMap) -> String {
+/// The value of session cookie `name` in `headers` (`Cookie`), or "" without one.
+pub fn session_cookie_value(headers: &axum::http::HeaderMap, name: &str) -> String {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -35,39 +35,29 @@ pub fn session_cookie_value(headers: &axum::http::HeaderMap) -> String {
         .flat_map(|s| s.split(';'))
         .find_map(|c| {
             let (k, v) = c.trim().split_once('=')?;
-            (k == SESSION_COOKIE || k == SECURE_SESSION_COOKIE).then(|| v.to_owned())
+            (k == name).then(|| v.to_owned())
         })
         .unwrap_or_default()
 }
 
-/// The session cookie a response sets, if it sets one (a session begun by this answer).
-pub fn session_cookie_set(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| {
-            let (k, rest) = c.split_once('=')?;
-            let k = k.trim();
-            (k == SESSION_COOKIE || k == SECURE_SESSION_COOKIE)
-                .then(|| rest.split(';').next().unwrap_or_default().to_owned())
-        })
-}
-
-/// A page asked for with form errors in its address that Warden did not put there for this
-/// browser (a crafted link: `?form=x&err._=Call +1 555 ...`) goes to the same address without
-/// them, so Warden's pages only ever show Warden's words (`app::ssr::unsigned_outcome`).
+/// A console page asked for with form errors in its address that Warden did not put there for
+/// this browser (a crafted link: `?form=x&err._=Call +1 555 ...`, its keys encoded or not) goes
+/// to the same address without them, so Warden's pages only ever show Warden's words
+/// (`app::ssr::unsigned_outcome`). On every page route, the fallback's too (`/page/`).
 pub async fn unsigned_form_errors(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD) {
-        if let Some(query) = req.uri().query().filter(|q| q.contains("err.")) {
-            let cookie = session_cookie_value(req.headers());
-            if let Some(to) =
-                app::ssr::unsigned_outcome(&state.services, &cookie, req.uri().path(), query)
-            {
+    let path = req.uri().path();
+    let page = !["/api/", "/agent/", "/sfn/", "/pkg/"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if page && matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Some(query) = req.uri().query() {
+            let cookie =
+                session_cookie_value(req.headers(), session_cookie(state.config.http.tls()));
+            if let Some(to) = app::ssr::unsigned_outcome(&state.services, &cookie, path, query) {
                 return Redirect::to(&to).into_response();
             }
         }

@@ -1063,8 +1063,6 @@ async fn api_keys_authenticate_as_their_owner_until_revoked_or_expired() {
         .all(|k| k.secret_hash != s2 && k.secret_hash.len() == 64));
 }
 
-/// A request authenticated by an API key cannot create API keys (a leaked key could
-/// otherwise multiply itself and outlive its own expiry); a signed-in session still can.
 /// A key made from a plain form (no JavaScript) is shown once on the page the form lands on.
 /// Until then it waits in the session, whose row lives in the database (and its backups):
 /// sealed there, never in the clear, and dropped unread after a few minutes.
@@ -1124,6 +1122,8 @@ async fn a_plain_forms_new_key_waits_sealed_and_not_for_long() {
     assert_eq!(key_in(&late.body), None, "{}", late.body);
 }
 
+/// A request authenticated by an API key cannot create API keys (a leaked key could
+/// otherwise multiply itself and outlive its own expiry); a signed-in session still can.
 #[tokio::test]
 async fn api_keys_cannot_create_api_keys() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;

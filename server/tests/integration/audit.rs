@@ -813,6 +813,8 @@ async fn open_tail(c: &Client, query: &str) -> reqwest::Response {
 #[tokio::test]
 async fn a_tail_resumes_minutes_back_not_from_the_beginning() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
+    // What setting up wrote is long past too.
+    app.clock.advance_secs(20 * 60);
     let old = kube(
         "bob@example.com",
         "alpha",
@@ -832,6 +834,17 @@ async fn a_tail_resumes_minutes_back_not_from_the_beginning() {
     let (old_id, recent_id) = (old.id.to_string(), recent.id.to_string());
     write_at(&app, 3600, vec![old]).await;
     write_at(&app, 60, vec![recent]).await;
+    // Stamped long ago, written last (a replayed journal): it does not move the resume point
+    // past the recent one.
+    let late = kube(
+        "carol@example.com",
+        "alpha",
+        "c1",
+        "apple",
+        "get",
+        Outcome::Allowed,
+    );
+    write_at(&app, 3000, vec![late]).await;
     let mut r = admin
         .http
         .get(format!("{}/api/v1/audit/tail?kind=kube_api", admin.base))

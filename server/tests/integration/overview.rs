@@ -433,9 +433,35 @@ async fn a_server_function_failing_early_answers_its_status_and_a_plain_form_goe
     let (status, to, _) = visit(&stranger, signed_for_admin.clone()).await;
     assert_eq!(status, 303, "another browser's error was shown");
     assert!(!to.unwrap().contains("err."));
+    // Keys encoded (`err%2E_`, as the page decodes them), a trailing slash (another route to
+    // the same page), a HEAD: the same.
+    for (path, head) in [
+        ("/groups?form=create_group&err%2E_=Call%20555-0100", false),
+        ("/groups/?form=create_group&err._=Call%20555-0100", false),
+        ("/groups?form=create_group&err._=Call%20555-0100", true),
+    ] {
+        let url = format!("{}{path}", app.url);
+        let r = if head {
+            admin.http.head(url).send().await.unwrap()
+        } else {
+            admin.http.get(url).send().await.unwrap()
+        };
+        assert_eq!(r.status().as_u16(), 303, "{path}");
+        let to = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            !to.contains("555-0100") && to.starts_with("/groups"),
+            "{path}: {to}"
+        );
+    }
+    // Never to another site: `//evil.example` is a path here, not a host.
+    let (status, to, _) = visit(&admin, "//evil.example/x?err._=hi".into()).await;
+    assert_eq!(status, 303);
+    assert_eq!(to.as_deref(), Some("/"));
     app.clock.advance_secs(11 * 60);
-    let (status, _, _) = visit(&admin, signed_for_admin.clone()).await;
+    let (status, to, _) = visit(&admin, signed_for_admin.clone()).await;
     assert_eq!(status, 303, "a stale error was shown");
+    let to = to.unwrap();
+    assert!(to.starts_with("/groups") && !to.contains("err."), "{to}");
     // Not signed in, as a plain form: to the sign-in page, not a page of JSON.
     let r = anonymous
         .http
