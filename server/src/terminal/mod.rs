@@ -1167,6 +1167,8 @@ pub async fn get_recording(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, crate::api::error::ApiError> {
     use crate::api::error::ApiError;
+    // Read before the check: an authorization change after it is seen while streaming.
+    let checked_epoch = state.services.policy.epoch();
     // A refusal says why (the right it takes), so the player can tell the viewer.
     let opened = warden_domain::recordings::readable(&state.services, &who, &id)
         .await
@@ -1233,38 +1235,57 @@ pub async fn get_recording(
                 .map_err(|_| ApiError::not_found("recording"))?,
         )
     } else {
-        // Streamed a page of chunks at a time: memory does not grow with the recording.
+        // Streamed a page of chunks at a time: memory does not grow with the recording. A
+        // viewer who loses the right to replay it (an authorization change) gets no further
+        // page: the body is cut short, never quietly ended.
         let db = state.services.db.clone();
-        let pages =
-            futures::stream::unfold((Some(first), db, id.clone()), move |(page, db, id)| {
-                let sealer = sealer.clone();
-                async move {
-                    let page = page?;
-                    let last = page.last().map(|c| c.0)?;
-                    let full = page.len() as u64 == PAGE;
-                    let bytes: Vec<u8> = page.into_iter().flat_map(|c| c.1).collect();
-                    let next = if full {
-                        match warden_domain::recordings::store::page(
-                            &db,
-                            sealer.as_ref(),
-                            &id,
-                            last,
-                            PAGE,
-                        )
+        let services = state.services.clone();
+        let start = (Some(first), db, id.clone(), checked_epoch);
+        let pages = futures::stream::unfold(start, move |(page, db, id, checked_epoch)| {
+            let sealer = sealer.clone();
+            let (services, who) = (services.clone(), who.clone());
+            async move {
+                let page = page?;
+                let mut checked_epoch = checked_epoch;
+                let epoch = services.policy.epoch();
+                if epoch != checked_epoch {
+                    if warden_domain::recordings::readable(&services, &who, &id)
                         .await
-                        {
-                            Ok(p) if !p.is_empty() => Some(p),
-                            Ok(_) => None,
-                            Err(e) => {
-                                return Some((Err(std::io::Error::other(e)), (None, db, id)));
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    Some((Ok(bytes::Bytes::from(bytes)), (next, db, id)))
+                        .is_err()
+                    {
+                        let cut = std::io::Error::other(
+                            "the recording's replay ended: your access changed",
+                        );
+                        return Some((Err(cut), (None, db, id, epoch)));
+                    }
+                    checked_epoch = epoch;
                 }
-            });
+                let last = page.last().map(|c| c.0)?;
+                let full = page.len() as u64 == PAGE;
+                let bytes: Vec<u8> = page.into_iter().flat_map(|c| c.1).collect();
+                let next = if full {
+                    match warden_domain::recordings::store::page(
+                        &db,
+                        sealer.as_ref(),
+                        &id,
+                        last,
+                        PAGE,
+                    )
+                    .await
+                    {
+                        Ok(p) if !p.is_empty() => Some(p),
+                        Ok(_) => None,
+                        Err(e) => {
+                            let failed = std::io::Error::other(e);
+                            return Some((Err(failed), (None, db, id, checked_epoch)));
+                        }
+                    }
+                } else {
+                    None
+                };
+                Some((Ok(bytes::Bytes::from(bytes)), (next, db, id, checked_epoch)))
+            }
+        });
         axum::body::Body::from_stream(pages)
     };
     Ok((

@@ -808,6 +808,74 @@ async fn open_tail(c: &Client, query: &str) -> reqwest::Response {
     r
 }
 
+/// A long recording's replay is streamed page by page; a viewer who loses the right to replay
+/// it meanwhile (here: their binding removed) gets no further page, and the body is cut short
+/// rather than quietly ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_cut_when_its_viewer_loses_access() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let viewer = app.user_client(&admin, "viewer@example.com").await;
+    let binding = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": "viewer@example.com"}, "role": "ADMIN"}),
+        )
+        .await
+        .assert_status(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut open = AuditEvent::new(
+        AuditKind::Terminal,
+        Actor::System,
+        SessionType::WebShell,
+        "terminal.open",
+        Outcome::Allowed,
+    )
+    .project("alpha");
+    open.cluster = Some("c1".into());
+    let id = open.id.to_string();
+    open.details = json!({"recording": id});
+    write_at(&app, 60, vec![open]).await;
+    let svc = app.services();
+    let mut rec = warden_server::terminal::Recorder::create(
+        svc.db.clone(),
+        svc.at_rest().cloned(),
+        &id,
+        "a long one",
+        0,
+    )
+    .await
+    .unwrap();
+    // About 24 MB: far more than the sockets between the two hold.
+    let block = "x".repeat(60_000);
+    for _ in 0..400 {
+        rec.output(block.as_bytes()).await.unwrap();
+    }
+    let (_, full) = rec.finish().await.unwrap();
+    let mut r = viewer
+        .http
+        .get(format!("{}/api/v1/terminal/recordings/{id}", viewer.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = r.chunk().await.unwrap().unwrap().len() as u64;
+    admin
+        .delete(&format!("/api/v1/bindings/{binding}"))
+        .await
+        .assert_status(204);
+    let cut = loop {
+        match r.chunk().await {
+            Ok(Some(b)) => got += b.len() as u64,
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut && got < full, "read {got} of {full} bytes, cut: {cut}");
+}
+
 /// A tail that resumes (`Last-Event-ID`) picks up what it missed in the last minutes, but a
 /// forged `Last-Event-ID: 0` does not replay the whole log past the export's audit.
 #[tokio::test]
