@@ -24,7 +24,8 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     let out = warden(
         &app.database_url,
         &["audit", "generate", "--events", "1500", "--days", "90"],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -87,7 +88,7 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     assert!((89.0..=90.0).contains(&span_days), "{span_days}");
 
     // The chain holds, by the command and by the library, and goes on with real events.
-    let out = warden(&app.database_url, &["audit", "verify"]);
+    let out = warden(&app.database_url, &["audit", "verify"]).await;
     assert!(
         out.status.success(),
         "{}{}",
@@ -109,7 +110,7 @@ async fn audit_generate_writes_a_realistic_log_that_verifies() {
     ))
     .await
     .unwrap();
-    let out = warden(&app.database_url, &["audit", "verify"]);
+    let out = warden(&app.database_url, &["audit", "verify"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("seq={victim}")), "{err}");
@@ -122,7 +123,7 @@ async fn audit_generate_refuses_an_organization_in_use() {
     let (app, admin) = TestApp::spawn().await.with_admin().await;
     app.user_client(&admin, "someone@example.com").await;
     let before = sql_i64(&app.services().db, "SELECT COUNT(*) FROM audit_events").await;
-    let out = warden(&app.database_url, &["audit", "generate", "--events", "50"]);
+    let out = warden(&app.database_url, &["audit", "generate", "--events", "50"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use") && err.contains("--force"), "{err}");
@@ -133,7 +134,8 @@ async fn audit_generate_refuses_an_organization_in_use() {
     let out = warden(
         &app.database_url,
         &["audit", "generate", "--events", "50", "--force"],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",

@@ -10,7 +10,7 @@ use warden_server::testing::{TestApp, ADMIN_EMAIL};
 async fn audit_verify_passes_then_names_the_edited_row() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
     c.login("nobody@example.com", "wrong password!!").await;
-    let out = warden(&app.database_url, &["audit", "verify"]);
+    let out = warden(&app.database_url, &["audit", "verify"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -21,7 +21,7 @@ async fn audit_verify_passes_then_names_the_edited_row() {
     warden_domain::audit::seals::seal(app.services())
         .await
         .unwrap();
-    let out = warden(&app.database_url, &["audit", "verify"]);
+    let out = warden(&app.database_url, &["audit", "verify"]).await;
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("seals' signatures were NOT checked"), "{err}");
@@ -42,7 +42,7 @@ async fn audit_verify_passes_then_names_the_edited_row() {
     ))
     .await
     .unwrap();
-    let out = warden(&app.database_url, &["audit", "verify"]);
+    let out = warden(&app.database_url, &["audit", "verify"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("seq={seq}")), "{err}");
@@ -52,7 +52,7 @@ async fn audit_verify_passes_then_names_the_edited_row() {
 async fn reset_password_prints_a_one_time_link() {
     let (app, c) = TestApp::spawn().await.with_admin().await;
     let epoch = app.services().policy.epoch();
-    let out = warden(&app.database_url, &["admin", "reset-password", ADMIN_EMAIL]);
+    let out = warden(&app.database_url, &["admin", "reset-password", ADMIN_EMAIL]).await;
     // On PostgreSQL the running servers hear of it at once (their open terminals and streams
     // are checked again now, not at the next minute's check).
     if app.database_url.starts_with("postgres") {
@@ -97,7 +97,8 @@ async fn reset_password_prints_a_one_time_link() {
     let out = warden(
         &app.database_url,
         &["admin", "reset-password", "ghost@example.com"],
-    );
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user"));
 }
@@ -118,7 +119,8 @@ async fn the_operators_reset_ends_what_outlives_the_password() {
     let out = warden(
         &app.database_url,
         &["admin", "reset-password", "sally@example.com"],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -173,7 +175,8 @@ async fn the_operators_reset_ends_what_outlives_the_password() {
         let out = warden(
             &app.database_url,
             &["admin", "reset-password", "sally@example.com"],
-        );
+        )
+        .await;
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("schema is older than this"), "{err}");
@@ -203,7 +206,8 @@ async fn the_operators_reset_ends_what_outlives_the_password() {
             "--keep-api-keys",
             "--keep-kubeconfigs",
         ],
-    );
+    )
+    .await;
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("API keys kept"), "{stdout}");
@@ -257,7 +261,7 @@ async fn the_operators_reset_cuts_a_kubeconfig_in_use() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out = warden(&app.database_url, &["admin", "reset-password", email]);
+    let out = warden(&app.database_url, &["admin", "reset-password", email]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -290,12 +294,13 @@ async fn the_operators_reset_cuts_a_kubeconfig_in_use() {
     }
 }
 
-#[test]
-fn unreachable_database_is_a_clear_error_not_a_panic() {
+#[tokio::test]
+async fn unreachable_database_is_a_clear_error_not_a_panic() {
     let out = warden(
         "postgres://warden:secret-pw@127.0.0.1:1/warden",
         &["migrate"],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to the database"), "{err}");
@@ -333,7 +338,7 @@ fn help_lists_the_subcommands() {
 async fn migrate_is_idempotent() {
     let app = TestApp::spawn().await;
     for _ in 0..2 {
-        let out = warden(&app.database_url, &["migrate"]);
+        let out = warden(&app.database_url, &["migrate"]).await;
         assert!(
             out.status.success(),
             "{}",

@@ -999,13 +999,14 @@ async fn the_operators_reset_can_remove_a_lost_second_factor() {
         .len()
     };
     assert_eq!(authenticators().await, 1);
-    let out = crate::support::warden(&app.database_url, &["admin", "reset-password", EMAIL]);
+    let out = crate::support::warden(&app.database_url, &["admin", "reset-password", EMAIL]).await;
     assert!(out.status.success());
     assert_eq!(authenticators().await, 1, "removed without --reset-mfa");
     let out = crate::support::warden(
         &app.database_url,
         &["admin", "reset-password", EMAIL, "--reset-mfa"],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",

@@ -67,7 +67,8 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
             "--bindings",
             "600",
         ],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -126,7 +127,7 @@ async fn dev_seed_makes_a_realistic_organization_that_the_lists_page_through() {
     }
 
     // A second run refuses: the organization is no longer empty.
-    let again = warden(&app.database_url, &["dev", "seed", "--users", "5"]);
+    let again = warden(&app.database_url, &["dev", "seed", "--users", "5"]).await;
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(

@@ -2,17 +2,23 @@
 //! port. (Test set-ups specific to one module stay in it.)
 
 use sea_orm::{ConnectionTrait, Statement};
-use std::process::Command;
 
 /// Run `warden <args>` against `database_url` (its own data directory, errors-only logs).
-pub fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
+pub async fn warden(database_url: &str, args: &[&str]) -> std::process::Output {
+    // Awaited, never waited for: the server under test shares this runtime, and a command
+    // that needs a lock one of its transactions holds (the audit chain's, on PostgreSQL)
+    // would otherwise wait for a server that cannot run.
     let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_warden"))
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(args)
         .env("WARDEN_DATABASE_URL", database_url)
         .env("WARDEN_DATA_DIR", dir.path())
         .env("WARDEN_LOG", "error")
-        .output()
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("`warden {}` did not finish in 120 s", args.join(" ")))
         .expect("run warden")
 }
 
