@@ -277,7 +277,13 @@ pub fn AccessRequestsPage() -> impl IntoView {
                                             view! {
                                                 <tr data-testid="approval-row">
                                                     <td>{r.requester.clone()}</td>
-                                                    <td>{r.role.clone()}</td>
+                                                    <td>
+                                                        {r.role.clone()}
+                                                        <details class="grants" data-testid="request-grants">
+                                                            <summary>"What it grants"</summary>
+                                                            <code>{r.role_permissions.join(", ")}</code>
+                                                        </details>
+                                                    </td>
                                                     <td>{where_of(&r)}{r.cluster.clone().map(|c| format!(" (asked for cluster {c}; granted on every cluster of the project)"))}</td>
                                                     <td>{warden_domain::dto::jit_duration(r.duration_secs)}</td>
                                                     <td>{r.reason.clone()}</td>
@@ -553,8 +559,22 @@ pub async fn update_jit_settings(
         webhook_url: Some(webhook_url),
     };
     let r = warden_domain::admin::jit_settings::update(&svc, &who, req).await;
+    // A new webhook URL's signing key is shown once: a plain form finds it on the next page.
+    if let Some(key) = r
+        .as_ref()
+        .ok()
+        .and_then(|s| s.webhook_signing_secret.as_deref())
+    {
+        crate::ssr::flash_for_plain_form(WEBHOOK_KEY_FLASH, key).await?;
+    }
     crate::ssr::finish(r.map_err(AppError::from), None)
 }
+
+/// The session flash a plain form leaves a new webhook signing key in.
+pub const WEBHOOK_KEY_FLASH: &str = "webhook_signing_secret";
+
+/// What to do with a webhook's signing key, shown once.
+pub const WEBHOOK_KEY_NOTE: &str = "Copy it now: it is shown only once. Each delivery is signed with it (Standard Webhooks: the webhook-signature header is v1, then base64 of HMAC-SHA256 over \"{webhook-id}.{webhook-timestamp}.{body}\", keyed with the base64 after whsec_). Check it, and the timestamp's age, before trusting a delivery. Another URL has another key.";
 
 /// The Settings page's card: required expiry per role, request lifetime, two approvals for
 /// write roles, break-glass roles, the webhook. (The page creates the resource and the action,

@@ -74,6 +74,25 @@ pub fn SettingsPage() -> impl IntoView {
         move || jit_saved.get(),
         |_| crate::access_requests::get_jit_settings(),
     );
+    // A new webhook URL's signing key: from the hydrated form's answer, or left in the session
+    // by a plain form.
+    let key_flash = Resource::new_blocking(
+        || (),
+        |_| crate::ui::take_flash(crate::access_requests::WEBHOOK_KEY_FLASH.into()),
+    );
+    let fresh_key = move || {
+        jit_action.value().with(|v| {
+            v.as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|s| s.webhook_signing_secret.clone())
+        })
+    };
+    let key_view = |key: String| {
+        view! {
+            <crate::ui::OneTimeSecret title="The webhook's signing key" value=key
+                note=crate::access_requests::WEBHOOK_KEY_NOTE testid="webhook-signing-key"/>
+        }
+    };
     view! {
         <h1>"Settings"</h1>
         <Transition fallback=Loading>
@@ -85,6 +104,10 @@ pub fn SettingsPage() -> impl IntoView {
                 }
             })}
         </Transition>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move { key_flash.await.ok().flatten().map(key_view) })}
+        </Suspense>
+        {move || fresh_key().map(key_view)}
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let writable = me_of(me.await).is_some_and(|m| can(&m, "settings.write"));

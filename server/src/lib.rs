@@ -313,8 +313,18 @@ pub fn build_router(state: AppState) -> Router {
                 .precompressed_br()
                 .precompressed_gzip(),
         );
+    // The terminal's xterm.js (copied from node_modules by `./x`; its file names carry no
+    // digest): compressed, and revalidated rather than fetched again at each terminal.
+    let xterm = ServiceBuilder::new()
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-cache"),
+        ))
+        .layer(CompressionLayer::new().br(true).gzip(true))
+        .service(ServeDir::new(state.config.site_root.join("xterm")));
     Router::new()
         .nest_service("/pkg", pkg)
+        .nest_service("/xterm", xterm)
         .route("/sfn/{*fn_name}", post(server_fn_handler))
         .leptos_routes_with_context(&state, routes, ctx.clone(), move || app::shell(options.clone()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), settle_server_fns))

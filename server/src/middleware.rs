@@ -238,7 +238,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
 
 /// Paths served without a session: sign-in pages, assets, APIs (which answer 401 themselves).
 fn is_public(path: &str) -> bool {
-    const PREFIXES: &[&str] = &["/pkg/", "/sfn/", "/api/", "/assets/", "/agent/"];
+    const PREFIXES: &[&str] = &["/pkg/", "/xterm/", "/sfn/", "/api/", "/assets/", "/agent/"];
     const EXACT: &[&str] = &[
         "/login",
         "/login/mfa",

@@ -142,6 +142,10 @@ fn to_dto(r: &access_requests::Model, c: &Ctx, can_decide: bool) -> AccessReques
         requester: c.requester.clone(),
         project: c.project.name.clone(),
         role: c.role.name.clone(),
+        role_permissions: super::bindings::granted_by(&c.role)
+            .into_iter()
+            .map(|p| p.name().to_owned())
+            .collect(),
         namespaces: serde_json::from_str(&r.namespaces).unwrap_or_default(),
         cluster: r.cluster.clone(),
         duration_secs: r.duration_secs,
@@ -207,7 +211,9 @@ async fn approver_via(
     if !eff.active {
         return Ok(None);
     }
-    if let Some(g) = &project.approver_group_id {
+    // *All users* never approves, even if named before that was refused: anyone who can make
+    // an account (or sign in through a provider that provisions) would be in it.
+    if let Some(g) = approver_group_that_chooses(svc, project).await? {
         let member = group_members::Entity::find()
             .filter(group_members::Column::GroupId.eq(g.clone()))
             .filter(group_members::Column::UserId.eq(user.to_string()))
@@ -225,6 +231,20 @@ async fn approver_via(
         return Ok(Some("admin"));
     }
     Ok(None)
+}
+
+/// The project's approver group, unless it is one whose members nobody chooses.
+async fn approver_group_that_chooses(
+    svc: &Services,
+    project: &projects::Model,
+) -> DomainResult<Option<String>> {
+    let Some(g) = &project.approver_group_id else {
+        return Ok(None);
+    };
+    let named = groups::Entity::find_by_id(g.clone()).one(&svc.db).await?;
+    Ok(named
+        .filter(|g| g.name != crate::bootstrap::ALL_USERS_GROUP)
+        .map(|g| g.id))
 }
 
 /// What granting (or revoking) the request hands out (or takes away): its role's permissions
@@ -747,10 +767,24 @@ async fn approver_projects(svc: &Services, who: &Principal) -> DomainResult<Appr
         .filter(|p| eff.holds(Permission::ProjectWrite, &Target::Project((*p).clone())))
         .cloned()
         .collect();
+    // Groups that approve: *All users* never does (see `approver_group_that_chooses`).
+    use sea_orm::sea_query::ExprTrait;
     let in_groups = sea_orm::sea_query::Query::select()
-        .column(group_members::Column::GroupId)
+        .column((group_members::Entity, group_members::Column::GroupId))
         .from(group_members::Entity)
-        .and_where(group_members::Column::UserId.eq(who.user_id.to_string()))
+        .inner_join(
+            groups::Entity,
+            sea_orm::sea_query::Expr::col((groups::Entity, groups::Column::Id))
+                .equals((group_members::Entity, group_members::Column::GroupId)),
+        )
+        .and_where(
+            sea_orm::sea_query::Expr::col((group_members::Entity, group_members::Column::UserId))
+                .eq(who.user_id.to_string()),
+        )
+        .and_where(
+            sea_orm::sea_query::Expr::col((groups::Entity, groups::Column::Name))
+                .ne(crate::bootstrap::ALL_USERS_GROUP),
+        )
         .to_owned();
     let mut cond = Condition::any().add(projects::Column::ApproverGroupId.in_subquery(in_groups));
     if !administered.is_empty() {
@@ -1048,6 +1082,23 @@ pub async fn approve(
                 c.role.name
             ),
         ));
+    }
+    // Both people as they stand now: a requester deactivated (or an approver) since the checks
+    // above would otherwise be granted a role that comes back with a reactivation.
+    for (person, says) in [
+        (
+            &r.requester_id,
+            "the requester's account was deactivated; the request cannot be approved",
+        ),
+        (&who.user_id.to_string(), "your account was deactivated"),
+    ] {
+        let active = users::Entity::find_by_id(person.clone())
+            .one(&tx)
+            .await?
+            .is_some_and(|u| u.status == crate::identity::accounts::STATUS_ACTIVE);
+        if !active {
+            return Err(DomainError::conflict("requester", says));
+        }
     }
     if (c.approvals.len() as u32) < c.needed {
         let mut a = r.clone().into_active_model();
@@ -1553,6 +1604,7 @@ pub async fn approver_group_form(
             .map(|g| g.name)
             .collect()
     };
+    choices.retain(|g| g != crate::bootstrap::ALL_USERS_GROUP);
     choices.sort_by_key(|g| g.to_lowercase());
     Ok(crate::dto::ApproverGroupForm {
         group: current.group,
@@ -1586,6 +1638,14 @@ pub async fn set_approver_group(
         .map(|g| g.trim())
         .filter(|g| !g.is_empty())
     {
+        Some(g) if g == crate::bootstrap::ALL_USERS_GROUP => {
+            return Err(DomainError::invalid(
+                "group",
+                format!(
+                    "{g:?} cannot approve: every new account joins it, so anyone who can make an account could approve their own request; name a group whose members are chosen"
+                ),
+            ))
+        }
         Some(g) => Some(
             super::groups::find(&svc.db, g)
                 .await

@@ -1031,7 +1031,7 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
 
 /// Remove a binding and audit its removal (`binding.delete`, the binding as it was, and
 /// `after` when something replaces it), in the caller's transaction: every way a binding goes
-/// away is told the same way.
+/// away is told the same way, and told once.
 pub(crate) async fn delete_in<C: sea_orm::ConnectionTrait>(
     svc: &Services,
     tx: &C,
@@ -1040,9 +1040,18 @@ pub(crate) async fn delete_in<C: sea_orm::ConnectionTrait>(
     after: Option<serde_json::Value>,
 ) -> DomainResult<()> {
     let before = Names::load(tx, std::slice::from_ref(b)).await?.dto(b);
-    bindings::Entity::delete_by_id(b.id.clone())
+    let gone = bindings::Entity::delete_by_id(b.id.clone())
         .exec(tx)
         .await?;
+    // Read before this transaction: a removal committed meanwhile (a second click, another
+    // administrator, the expiry sweep) already told it. The caller's whole change is refused
+    // rather than audited a second time.
+    if gone.rows_affected == 0 {
+        return Err(DomainError::conflict(
+            "binding",
+            "this binding was removed meanwhile; reload to see what holds now",
+        ));
+    }
     svc.audit_change(
         tx,
         who,

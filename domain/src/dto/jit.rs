@@ -98,6 +98,10 @@ pub struct AccessRequestDto {
     pub requester: String,
     pub project: String,
     pub role: String,
+    /// What the role grants there (its permissions as they stand): what an approval hands
+    /// out, not only its name.
+    #[serde(default)]
+    pub role_permissions: Vec<String>,
     pub namespaces: Vec<String>,
     pub cluster: Option<String>,
     pub duration_secs: i64,

@@ -29,6 +29,9 @@ pub struct Recorder {
     carry: Vec<u8>,
     /// Keystrokes are written too (`"i"` events): an organization's choice, off by default.
     record_input: InputSwitch,
+    /// Whether the last keystroke was recorded: a change is marked in the cast (an `"m"`
+    /// event), so a gap in the keystrokes reads as one, not as someone typing nothing.
+    input_recorded: bool,
 }
 
 /// Whether a terminal's keystrokes are recorded, switchable while it is open: an organization
@@ -73,6 +76,7 @@ impl Recorder {
             bytes: 0,
             carry: vec![],
             record_input: InputSwitch::default(),
+            input_recorded: false,
         };
         let header = json!({"version": 2, "width": 80, "height": 24, "timestamp": now_ms / 1000,
             "title": title, "env": {"TERM": "xterm-256color"}});
@@ -121,12 +125,24 @@ impl Recorder {
 
     /// Record keystrokes while `switch` is on (the `terminal_record_input` setting).
     pub fn record_input(&mut self, switch: InputSwitch) {
+        self.input_recorded = switch.is_on();
         self.record_input = switch;
     }
 
     /// What the person typed, when keystrokes are recorded; nothing otherwise.
     pub async fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if !self.record_input.is_on() || data.is_empty() {
+        let on = self.record_input.is_on();
+        if on != self.input_recorded {
+            self.input_recorded = on;
+            let note = if on {
+                "keystrokes are recorded again from here"
+            } else {
+                "keystrokes are not recorded from here: keystroke recording was turned off"
+            };
+            let ev = json!([self.t(), "m", note]);
+            self.line(&ev.to_string()).await?;
+        }
+        if !on || data.is_empty() {
             return Ok(());
         }
         let ev = json!([self.t(), "i", String::from_utf8_lossy(data)]);
@@ -236,6 +252,10 @@ pub(crate) mod tests {
         // Switched off while open: nothing typed after that is kept.
         switch.set(false);
         r.input(b"hunter2").await.unwrap();
+        r.input(b"hunter3").await.unwrap();
+        // On again: recorded again, and the gap is marked at both ends.
+        switch.set(true);
+        r.input(b"pwd\r").await.unwrap();
         let (sha, bytes) = r.finish().await.unwrap();
         let all = stored(&db, "rec-1").await;
         assert_eq!(all.len() as u64, bytes);
@@ -251,6 +271,11 @@ pub(crate) mod tests {
         assert!(!text.contains("secret"));
         assert!(text.contains("ls\\r"));
         assert!(!text.contains("hunter2"));
+        assert!(text.contains("pwd\\r"));
+        let marks: Vec<&str> = text.lines().filter(|l| l.contains("\"m\"")).collect();
+        assert_eq!(marks.len(), 2, "{marks:?}");
+        assert!(marks[0].contains("not recorded from here"), "{marks:?}");
+        assert!(marks[1].contains("recorded again"), "{marks:?}");
         let chunks = warden_domain::recordings::store::page(&db, None, "rec-1", -1, 100)
             .await
             .unwrap();

@@ -1458,3 +1458,34 @@ async fn group_managers_cannot_remove_the_administrators_and_the_last_one_stays(
         .await
         .assert_status(204);
 }
+
+/// A binding removed twice at once (a double click, two administrators) is removed and
+/// audited once: the later removal is refused, not told a second time.
+#[tokio::test]
+async fn a_binding_removed_twice_at_once_is_audited_once() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    app.user_client(&admin, "sally@example.com").await;
+    let b = admin
+        .post("/api/v1/bindings", json!({"subject": {"kind": "user", "name": "sally@example.com"}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["cherry"]}))
+        .await
+        .assert_status(201)
+        .json();
+    let path = format!("/api/v1/bindings/{}", b["id"].as_str().unwrap());
+    let answers = futures::future::join_all((0..6).map(|_| admin.delete(&path))).await;
+    let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 204).count(), 1, "{codes:?}");
+    assert!(
+        codes.iter().all(|c| [204, 404, 409].contains(c)),
+        "{codes:?}"
+    );
+    let ev = admin
+        .get("/api/v1/audit/events?action=binding.delete")
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(ev["items"].as_array().unwrap().len(), 1, "{ev}");
+}

@@ -966,6 +966,54 @@ async fn webhook_deliveries_are_signed_with_a_key_shown_once() {
         .json();
     let rotated = other["webhook_signing_secret"].as_str().unwrap();
     assert_ne!(rotated, secret);
+
+    // The console shows it once too, also after a plain form (no JavaScript): on the next
+    // page, and never again.
+    let key_in = |body: &str| {
+        body.split(|c: char| !(c.is_ascii_alphanumeric() || "_-+/=".contains(c)))
+            .find(|w| w.starts_with("whsec_") && w.len() > 20)
+            .map(str::to_owned)
+    };
+    let third = hook.replace(HOOK_TOKEN, "third-token");
+    let r = p
+        .admin
+        .post_form(
+            "/sfn/update_jit_settings",
+            &[
+                ("required_expiry", ""),
+                ("break_glass_roles", ""),
+                ("request_ttl_hours", "24"),
+                ("webhook_url", third.as_str()),
+            ],
+        )
+        .await;
+    assert!(
+        r.status == 303 || r.status == 302,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let page = p.admin.get("/settings").await.assert_status(200);
+    assert!(
+        page.body.contains("data-testid=\"webhook-signing-key\""),
+        "{}",
+        page.body
+    );
+    let shown = key_in(&page.body).expect("the key on the page");
+    assert!(shown != secret && shown != rotated, "{shown}");
+    let again = p.admin.get("/settings").await.assert_status(200);
+    assert_eq!(key_in(&again.body), None);
+    // It is the key deliveries to that URL are signed with (the API names it for that URL).
+    let named = p
+        .admin
+        .patch("/api/v1/settings/jit", json!({"webhook_url": third}))
+        .await
+        .assert_status(200)
+        .json();
+    assert_eq!(
+        named["webhook_signing_secret"].as_str(),
+        Some(shown.as_str())
+    );
 }
 
 /// A receiver that answers 503 to the first `fail_first` calls (and to every call while `down`
@@ -2722,4 +2770,101 @@ async fn a_break_glass_role_cannot_be_remade_wider_under_its_name() {
         )
         .await;
     assert_ne!(r.status, 201, "{}", r.body);
+}
+
+/// *All users* cannot approve: every new account joins it, so a user manager (or anyone a
+/// provisioning provider lets in) would mint accounts to approve their own request. Naming it
+/// is refused, it is not offered, and a project that named it before approves through its
+/// administrators only.
+#[tokio::test]
+async fn all_users_never_approves() {
+    let p = people().await;
+    let r = p
+        .john
+        .put(
+            "/api/v1/projects/dev/approver-group",
+            json!({"group": "All Users"}),
+        )
+        .await
+        .assert_status(422);
+    assert!(r.body.contains("every new account joins it"), "{}", r.body);
+    let form = p.admin.get("/projects/dev").await.assert_status(200);
+    assert!(
+        form.body.contains(">dev-approvers</option>"),
+        "{}",
+        form.body
+    );
+    assert!(
+        !form.body.contains(">All Users</option>"),
+        "offered as an approver group"
+    );
+    // Named before this was refused: its members approve nothing.
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &p.app.services().db;
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        "UPDATE projects SET approver_group_id = (SELECT id FROM groups WHERE name = 'All Users') WHERE name = 'dev'",
+    ))
+    .await
+    .unwrap();
+    let asked = ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 3600).await;
+    let rid = id(&asked);
+    p.mallory
+        .get(&format!("/api/v1/access-requests/{rid}"))
+        .await
+        .assert_status(404);
+    p.mallory
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(403);
+    p.john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await
+        .assert_status(200);
+}
+
+/// A request whose requester was deactivated after asking is not approved: the grant would
+/// come back with a reactivation, unasked for by then.
+#[tokio::test]
+async fn a_deactivated_requesters_request_is_not_approved() {
+    let p = people().await;
+    let asked = ask(&p.sally, "NAMESPACE_READ_ONLY", &["apple"], 3600).await;
+    // What it would grant travels with it, not only the role's name.
+    let grants = asked["role_permissions"].to_string();
+    assert!(grants.contains("\"kubectl.namespace.read\""), "{asked:#}");
+    assert!(!grants.contains("write"), "{asked:#}");
+    let page = p.john.get("/access").await.assert_status(200);
+    assert!(
+        page.body.contains("data-testid=\"request-grants\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("kubectl.namespace.read"),
+        "{}",
+        page.body
+    );
+    let rid = id(&asked);
+    p.admin
+        .patch(
+            "/api/v1/users/sally@example.com",
+            json!({"status": "deactivated"}),
+        )
+        .await
+        .assert_status(200);
+    let r = p
+        .john
+        .post(&format!("/api/v1/access-requests/{rid}/approve"), json!({}))
+        .await;
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    let held = p
+        .admin
+        .get("/api/v1/bindings?user=sally@example.com")
+        .await
+        .assert_status(200)
+        .json();
+    assert!(
+        !held.to_string().contains("NAMESPACE_READ_ONLY"),
+        "{held:#}"
+    );
 }

@@ -729,6 +729,21 @@ async fn the_console_bundle_is_versioned_and_cached_for_good() {
     c.get(&format!("/pkg/{version}/nothing.js"))
         .await
         .assert_status(404);
+    // The terminal's xterm.js (no digest in its name): revalidated, never kept unasked.
+    std::fs::create_dir_all(site.path().join("xterm")).unwrap();
+    std::fs::write(
+        site.path().join("xterm/xterm.mjs"),
+        "export class Terminal {}\n".repeat(200),
+    )
+    .unwrap();
+    let r = c.get("/xterm/xterm.mjs").await.assert_status(200);
+    assert!(r.body.starts_with("export class Terminal {}"), "{}", r.body);
+    assert_eq!(
+        r.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-cache")
+    );
+    assert!(r.headers.get("last-modified").is_some(), "{:?}", r.headers);
+    c.get("/xterm/nothing.mjs").await.assert_status(404);
 
     // Compressed as the browser accepts: the build's precompressed file when there is one
     // (never compressed again), else on the fly; plain when nothing is accepted. Each answer
@@ -795,6 +810,14 @@ async fn the_console_bundle_is_versioned_and_cached_for_good() {
     let mut plain = Vec::new();
     brotli_decompressor::BrotliDecompress(&mut compressed.as_ref(), &mut plain).unwrap();
     assert_eq!(plain, css.as_bytes());
+    // xterm.js too.
+    let r = fetch("/xterm/xterm.mjs".to_owned(), "br").await;
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("br")
+    );
 
     // A different bundle is a different address.
     let version = warden_server::startup::asset_version(site.path());
