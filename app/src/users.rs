@@ -863,6 +863,15 @@ fn AccountActions(
             <FormAlert state=reset_state/>
             <FormAlert state=delete_state/>
             <FormAlert state=reset_mfa_state ok="Second factor reset: they sign in without one until they enrol again."/>
+            <Show when=move || {
+                status_state.asks_step_up()
+                    || reset_state.asks_step_up()
+                    || delete_state.asks_step_up()
+                    || reset_mfa_state.asks_step_up()
+            }>
+                <crate::mfa::StepUpForm/>
+                <p class="muted">"Then do it again."</p>
+            </Show>
             <div class="button-row">
                 {if active {
                     (!is_self).then(|| view! { <a class="btn btn-danger-outline" href=deactivate_href data-testid="deactivate">"Deactivate…"</a> }).into_any()

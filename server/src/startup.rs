@@ -223,21 +223,30 @@ pub fn split_manifest(
 /// master key is configured.
 pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
 
-/// The key that signs audit retention checkpoints: derived from `WARDEN_MASTER_KEY`, else from
-/// [`CHECKPOINT_KEY_FILE`] in the data directory (generated, mode 0600, when `create`). Someone
-/// who can write to the database but read neither cannot forge a checkpoint.
+/// The key that signs audit retention checkpoints and seals: derived from `WARDEN_MASTER_KEY`,
+/// else from [`CHECKPOINT_KEY_FILE`] in the data directory (generated, mode 0600, when
+/// `create`). Someone who can write to the database but read neither cannot forge a
+/// checkpoint. With a master key, a [`CHECKPOINT_KEY_FILE`] still in the data directory signed
+/// what was made before the master key was set: what it signed is still accepted (the way the
+/// README gives from the generated key to an explicit one would otherwise turn every earlier
+/// checkpoint and seal into a forgery), and nothing new is signed with it.
 pub fn checkpoint_key(
     config: &Config,
     create: bool,
 ) -> anyhow::Result<Option<warden_domain::audit::retention::CheckpointKey>> {
     use warden_domain::audit::retention::CheckpointKey;
-    if let Some(master) = &config.master_key {
-        return Ok(Some(CheckpointKey::from_master(master)));
-    }
-    Ok(
-        key_file(&config.data_dir.join(CHECKPOINT_KEY_FILE), create)?
-            .map(|k| CheckpointKey::from_master(&k)),
-    )
+    let file = key_file(
+        &config.data_dir.join(CHECKPOINT_KEY_FILE),
+        create && config.master_key.is_none(),
+    )?
+    .map(|k| CheckpointKey::from_master(&k));
+    Ok(match (&config.master_key, file) {
+        (Some(master), Some(earlier)) => {
+            Some(CheckpointKey::from_master(master).also_accepting(earlier))
+        }
+        (Some(master), None) => Some(CheckpointKey::from_master(master)),
+        (None, file) => file,
+    })
 }
 
 /// The file in the data directory whose key seals the secrets kept in the database (identity

@@ -213,9 +213,17 @@ impl TestApp {
     /// one (another process, maybe killed) left. On PostgreSQL, a `warden_test_` database is
     /// dropped with this app (unless [`TestApp::keep_database`]).
     pub async fn spawn_on_data_dir(database_url: &str, data_dir: &std::path::Path) -> Self {
-        let extra =
-            BTreeMap::from([("WARDEN_DATA_DIR".to_owned(), data_dir.display().to_string())]);
-        Self::spawn_inner(Some(database_url.to_owned()), extra, true).await
+        Self::spawn_on_data_dir_with(database_url, data_dir, BTreeMap::new()).await
+    }
+
+    /// [`Self::spawn_on_data_dir`], with more environment.
+    pub async fn spawn_on_data_dir_with(
+        database_url: &str,
+        data_dir: &std::path::Path,
+        mut env: BTreeMap<String, String>,
+    ) -> Self {
+        env.insert("WARDEN_DATA_DIR".to_owned(), data_dir.display().to_string());
+        Self::spawn_inner(Some(database_url.to_owned()), env, true).await
     }
 
     /// Drop this app's PostgreSQL database with it (the last app of a restart test).

@@ -607,8 +607,19 @@ impl AccessPolicy {
 /// expiry job removes it.
 pub const EXPIRED_KEPT_MS: i64 = 24 * 3600 * 1000;
 
-async fn load_effective(
-    db: &DatabaseConnection,
+/// The user's effective rights read through `db` as it stands, without the cache: what a
+/// check inside a change's transaction decides on (the cache may not yet hold a change
+/// committed just before the transaction took the chain's lock).
+pub(crate) async fn effective_in<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    now: i64,
+) -> DomainResult<Effective> {
+    load_effective(db, user, now).await
+}
+
+async fn load_effective<C: sea_orm::ConnectionTrait>(
+    db: &C,
     user: UserId,
     now: i64,
 ) -> DomainResult<Effective> {

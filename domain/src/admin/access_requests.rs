@@ -1085,19 +1085,24 @@ pub async fn approve(
     }
     // Both people as they stand now: a requester deactivated (or an approver) since the checks
     // above would otherwise be granted a role that comes back with a reactivation.
-    for (person, says) in [
+    for (person, field, says) in [
         (
             &r.requester_id,
+            "requester",
             "the requester's account was deactivated; the request cannot be approved",
         ),
-        (&who.user_id.to_string(), "your account was deactivated"),
+        (
+            &who.user_id.to_string(),
+            "approver",
+            "your account was deactivated",
+        ),
     ] {
         let active = users::Entity::find_by_id(person.clone())
             .one(&tx)
             .await?
             .is_some_and(|u| u.status == crate::identity::accounts::STATUS_ACTIVE);
         if !active {
-            return Err(DomainError::conflict("requester", says));
+            return Err(DomainError::conflict(field, says));
         }
     }
     if (c.approvals.len() as u32) < c.needed {
@@ -1673,17 +1678,6 @@ pub async fn set_approver_group(
     .await?;
     tx.commit().await?;
     Ok(after)
-}
-
-/// Projects whose requests `who` may decide (for the console's pickers). No audit.
-pub async fn approvable_projects(svc: &Services, who: &Principal) -> DomainResult<HashSet<String>> {
-    let mut out = HashSet::new();
-    for p in projects::Entity::find().all(&svc.db).await? {
-        if approver_via(svc, who.user_id, &p).await?.is_some() {
-            out.insert(p.name);
-        }
-    }
-    Ok(out)
 }
 
 /// The roles one may ask for (project and namespace roles), as `(name, scope)`: what the

@@ -422,12 +422,9 @@ async fn first_not_held<'a>(
     }))
 }
 
-/// Whether `eff` holds, through grants without an expiry other than those `lost` drops, every
-/// permission an organization-wide grant can carry: an administrator the organization keeps.
-fn administers(
-    eff: &crate::access::Effective,
-    lost: &dyn Fn(&crate::access::ResolvedBinding) -> bool,
-) -> bool {
+/// Whether `eff` holds, through grants without an expiry, every permission an
+/// organization-wide grant can carry: an administrator the organization keeps.
+fn administers(eff: &crate::access::Effective) -> bool {
     eff.active
         && Permission::ALL
             .iter()
@@ -435,7 +432,6 @@ fn administers(
             .all(|p| {
                 eff.bindings.iter().any(|b| {
                     b.expires_at.is_none()
-                        && !lost(b)
                         && b.permissions
                             .iter()
                             .any(|h| h.implies(*p) && b.covers(&Target::Org, *h))
@@ -443,25 +439,21 @@ fn administers(
             })
 }
 
-/// No change leaves the organization without an administrator (an active user holding
-/// everything organization-wide, for good): `affected` users lose the grants `lost` picks.
-/// Refused (409, audited) only when someone administers it now and no one would after; then
-/// only direct access to the database could bring one back.
-pub(crate) async fn refuse_leaving_no_administrator(
-    svc: &Services,
-    who: &Principal,
-    affected: &[String],
-    lost: &(dyn Fn(&crate::access::ResolvedBinding) -> bool + Sync),
-    action: &str,
-    kind: &str,
-    name: &str,
-) -> DomainResult<()> {
+/// Whether the organization has an administrator (an active user holding everything
+/// organization-wide, for good), read through `tx` as it stands: inside an audited change's
+/// transaction, after the change, it sees every change committed before (they all take the
+/// chain's lock first) and this one.
+pub(crate) async fn has_administrator<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    now: crate::clock::Timestamp,
+) -> DomainResult<bool> {
     use crate::entities::group_members;
-    // Only organization-wide grants make an administrator: their holders are the candidates.
+    // Only organization-wide grants without an expiry make an administrator: their holders
+    // are the candidates.
     let org = bindings::Entity::find()
         .filter(bindings::Column::ProjectId.is_null())
         .filter(bindings::Column::ExpiresAt.is_null())
-        .all(&svc.db)
+        .all(tx)
         .await?;
     let mut candidates: Vec<String> = org.iter().filter_map(|b| b.user_id.clone()).collect();
     let groups: Vec<String> = org.iter().filter_map(|b| b.group_id.clone()).collect();
@@ -469,7 +461,7 @@ pub(crate) async fn refuse_leaving_no_administrator(
         candidates.extend(
             group_members::Entity::find()
                 .filter(group_members::Column::GroupId.is_in(groups))
-                .all(&svc.db)
+                .all(tx)
                 .await?
                 .into_iter()
                 .map(|m| m.user_id),
@@ -477,21 +469,39 @@ pub(crate) async fn refuse_leaving_no_administrator(
     }
     candidates.sort();
     candidates.dedup();
-    let mut before = false;
     for c in &candidates {
         let Some(uid) = crate::ids::UserId::parse(c) else {
             continue;
         };
-        let eff = svc.policy.effective(uid).await?;
-        let hit = affected.contains(c);
-        if administers(&eff, &|b| hit && lost(b)) {
-            return Ok(());
+        if administers(&crate::access::effective_in(tx, uid, now.millis()).await?) {
+            return Ok(true);
         }
-        before |= administers(&eff, &|_| false);
     }
-    if !before {
-        return Ok(());
+    Ok(false)
+}
+
+/// No change leaves the organization without an administrator: `tx` is the change's
+/// transaction with the change made, `had` what [`has_administrator`] said in it before the
+/// change. Given back when someone still administers (or no one did); otherwise rolled back,
+/// and the change refused (409, audited), for then only direct access to the database could
+/// bring one back. Checked inside the transaction, not before it: two administrators who
+/// remove each other at the same moment are taken one after the other, and the second is
+/// refused.
+pub(crate) async fn keep_an_administrator(
+    svc: &Services,
+    tx: crate::audit::ChangeTx,
+    had: bool,
+    who: &Principal,
+    action: &str,
+    kind: &str,
+    name: &str,
+) -> DomainResult<crate::audit::ChangeTx> {
+    if !had || has_administrator(&tx, svc.clock.now()).await? {
+        return Ok(tx);
     }
+    // The denial goes to the log after the rollback: the change's transaction holds the
+    // chain's lock, which the denial's own write takes.
+    tx.rollback().await?;
     let reason = "no one else administers the organization: it would be left without an administrator; make someone else one first";
     svc.audit_denied(who, action, kind, name, reason).await?;
     Err(DomainError::conflict("subject", reason))
@@ -502,7 +512,8 @@ pub(crate) async fn refuse_leaving_no_administrator(
 /// account holds where it holds it, as adding someone to a group does. Someone who manages
 /// users resets a developer's password, not an administrator's: the reset link, or the
 /// second factor removed, would hand them the administrator's rights. One's own account is
-/// not a takeover. A refusal is audited as a denial of `action` on the user.
+/// not a takeover. From a browser session, it takes a fresh second factor when the actor has
+/// one (a step-up). A refusal is audited as a denial of `action` on the user.
 pub(crate) async fn refuse_takeover(
     svc: &Services,
     who: &Principal,
@@ -513,6 +524,21 @@ pub(crate) async fn refuse_takeover(
     let target_id = crate::identity::accounts::user_id(target)?;
     if target_id == who.user_id {
         return Ok(());
+    }
+    // From a browser session whose second factor is stale (a console left open, a cookie
+    // taken from it), acting on someone else's account as a whole takes a fresh code first,
+    // as a terminal does: the session alone must not hand out a reset link or strip a second
+    // factor.
+    if crate::identity::mfa::second_factor_is_stale(svc, who).await? {
+        svc.audit_denied(
+            who,
+            action,
+            "user",
+            &target.email,
+            "the last second factor is older than the organization's step-up age",
+        )
+        .await?;
+        return Err(DomainError::StepUpRequired);
     }
     let eff = svc.policy.effective(target_id).await?;
     let mut held: Vec<Handout> = eff
@@ -1001,29 +1027,22 @@ pub async fn delete(svc: &Services, who: &Principal, id: &str) -> DomainResult<(
         &describe(&dto),
     )
     .await?;
-    let mut affected: Vec<String> = b.user_id.iter().cloned().collect();
-    if let Some(g) = &b.group_id {
-        affected.extend(
-            crate::entities::group_members::Entity::find()
-                .filter(crate::entities::group_members::Column::GroupId.eq(g.clone()))
-                .all(&svc.db)
-                .await?
-                .into_iter()
-                .map(|m| m.user_id),
-        );
-    }
-    refuse_leaving_no_administrator(
+    let tx = crate::audit::begin_change(&svc.db).await?;
+    // Only an organization-wide grant for good can make an administrator.
+    let had = b.project_id.is_none()
+        && b.expires_at.is_none()
+        && has_administrator(&tx, svc.clock.now()).await?;
+    delete_in(svc, &tx, who, &b, None).await?;
+    let tx = keep_an_administrator(
         svc,
+        tx,
+        had,
         who,
-        &affected,
-        &|r| r.binding_id == b.id,
         "binding.delete",
         "binding",
         &describe(&dto),
     )
     .await?;
-    let tx = crate::audit::begin_change(&svc.db).await?;
-    delete_in(svc, &tx, who, &b, None).await?;
     tx.commit().await?;
     svc.policy.bump();
     Ok(())

@@ -390,18 +390,8 @@ pub async fn remove_member(
         )
         .await?;
     }
-    let via = format!("group {}", g.name);
-    super::bindings::refuse_leaving_no_administrator(
-        svc,
-        who,
-        std::slice::from_ref(&u.id),
-        &|b| b.via == via,
-        "group.member.remove",
-        "group",
-        &g.name,
-    )
-    .await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    let had = super::bindings::has_administrator(&tx, svc.clock.now()).await?;
     let r = group_members::Entity::delete_by_id((g.id.clone(), u.id.clone()))
         .exec(&tx)
         .await?;
@@ -417,6 +407,16 @@ pub async fn remove_member(
         None,
         Some(json!({"member": email.as_str()})),
         None,
+    )
+    .await?;
+    let tx = super::bindings::keep_an_administrator(
+        svc,
+        tx,
+        had,
+        who,
+        "group.member.remove",
+        "group",
+        &g.name,
     )
     .await?;
     tx.commit().await?;

@@ -280,6 +280,8 @@ pub async fn update(
     }
     a.updated_at = Set(svc.clock.now().millis());
     let tx = crate::audit::begin_change(&svc.db).await?;
+    // Narrowing the role the last administrator holds it through would leave none.
+    let had = perms.is_some() && super::bindings::has_administrator(&tx, svc.clock.now()).await?;
     let m = a.update(&tx).await?;
     let after = to_dto(&m);
     svc.audit_change(
@@ -293,6 +295,9 @@ pub async fn update(
         Some(json!(after)),
     )
     .await?;
+    let tx =
+        super::bindings::keep_an_administrator(svc, tx, had, who, "role.update", "role", &m.name)
+            .await?;
     tx.commit().await?;
     svc.policy.bump();
     Ok(after)

@@ -29,9 +29,14 @@ pub const DEFAULT_BATCH: u64 = 1000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The key that signs retention checkpoints: HKDF of the master key (or of the generated key
-/// file when no master key is configured) for this purpose only.
+/// file when no master key is configured) for this purpose only. It may also accept what
+/// earlier keys signed ([`CheckpointKey::also_accepting`]): moving from the generated key to
+/// an explicit master key does not turn the checkpoints and seals made before into forgeries.
 #[derive(Clone)]
-pub struct CheckpointKey(ring::hmac::Key);
+pub struct CheckpointKey {
+    signing: ring::hmac::Key,
+    earlier: Vec<ring::hmac::Key>,
+}
 
 impl std::fmt::Debug for CheckpointKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,28 +51,43 @@ fn message(seq: i64, hash: &str, deleted: i64, at: i64) -> String {
 impl CheckpointKey {
     pub fn from_master(master_key: &Secret) -> Self {
         let bytes = crate::secrets::derive_key(master_key, b"audit checkpoints");
-        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+        Self {
+            signing: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            earlier: Vec::new(),
+        }
     }
 
+    /// This key, also accepting (never signing with) what `earlier` signed.
+    pub fn also_accepting(mut self, earlier: CheckpointKey) -> Self {
+        self.earlier.push(earlier.signing);
+        self.earlier.extend(earlier.earlier);
+        self
+    }
+
+    /// The key new MACs are made with.
     pub(super) fn hmac(&self) -> &ring::hmac::Key {
-        &self.0
+        &self.signing
+    }
+
+    /// Whether `tag` is the MAC of `msg` under this key or an earlier one (constant-time each).
+    pub(super) fn accepts(&self, msg: &[u8], tag: &str) -> bool {
+        let Ok(tag) = hex::decode(tag) else {
+            return false;
+        };
+        std::iter::once(&self.signing)
+            .chain(&self.earlier)
+            .any(|k| ring::hmac::verify(k, msg, &tag).is_ok())
     }
 
     fn sign(&self, seq: i64, hash: &str, deleted: i64, at: i64) -> String {
-        hex::encode(ring::hmac::sign(&self.0, message(seq, hash, deleted, at).as_bytes()).as_ref())
+        hex::encode(
+            ring::hmac::sign(&self.signing, message(seq, hash, deleted, at).as_bytes()).as_ref(),
+        )
     }
 
-    /// Whether the checkpoint's MAC is this key's (constant-time).
+    /// Whether the checkpoint's MAC is this key's, or an earlier one's.
     pub fn verifies(&self, c: &audit_checkpoints::Model) -> bool {
-        let Ok(tag) = hex::decode(&c.mac) else {
-            return false;
-        };
-        ring::hmac::verify(
-            &self.0,
-            message(c.seq, &c.hash, c.deleted, c.at).as_bytes(),
-            &tag,
-        )
-        .is_ok()
+        self.accepts(message(c.seq, &c.hash, c.deleted, c.at).as_bytes(), &c.mac)
     }
 }
 

@@ -48,12 +48,9 @@ impl CheckpointKey {
         hex::encode(ring::hmac::sign(self.hmac(), message(seq, hash, at).as_bytes()).as_ref())
     }
 
-    /// Whether the seal's MAC is this key's (constant-time).
+    /// Whether the seal's MAC is this key's, or an earlier one's.
     pub fn verifies_seal(&self, s: &audit_seals::Model) -> bool {
-        let Ok(tag) = hex::decode(&s.mac) else {
-            return false;
-        };
-        ring::hmac::verify(self.hmac(), message(s.seq, &s.hash, s.at).as_bytes(), &tag).is_ok()
+        self.accepts(message(s.seq, &s.hash, s.at).as_bytes(), &s.mac)
     }
 }
 

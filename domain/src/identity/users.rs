@@ -379,6 +379,7 @@ pub async fn update(
     a.updated_at = Set(svc.clock.now().millis());
     let after_groups = group_names_of(svc, &u.id).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
+    let had = deactivate && crate::admin::bindings::has_administrator(&tx, svc.clock.now()).await?;
     let u = a.update(&tx).await?;
     if deactivate {
         // Everything the person could sign in or call with ends, for good: reactivating the
@@ -398,6 +399,17 @@ pub async fn update(
         None,
         Some(json!(before)),
         Some(json!(after)),
+    )
+    .await?;
+    // Two administrators who deactivate each other at once: the second is refused.
+    let tx = crate::admin::bindings::keep_an_administrator(
+        svc,
+        tx,
+        had,
+        who,
+        "user.update",
+        "user",
+        &u.email,
     )
     .await?;
     tx.commit().await?;
@@ -429,6 +441,7 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
     crate::admin::bindings::refuse_takeover(svc, who, &u, "user.delete", "delete").await?;
     let before = to_dto(&u, group_names_of(svc, &u.id).await?);
     let tx = crate::audit::begin_change(&svc.db).await?;
+    let had = crate::admin::bindings::has_administrator(&tx, svc.clock.now()).await?;
     crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
     users::Entity::delete_by_id(u.id.clone()).exec(&tx).await?;
     svc.audit_change(
@@ -440,6 +453,17 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
         None,
         Some(json!(before)),
         None,
+    )
+    .await?;
+    // Two administrators who delete each other at once: the second is refused.
+    let tx = crate::admin::bindings::keep_an_administrator(
+        svc,
+        tx,
+        had,
+        who,
+        "user.delete",
+        "user",
+        &u.email,
     )
     .await?;
     tx.commit().await?;

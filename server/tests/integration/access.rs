@@ -1459,6 +1459,121 @@ async fn group_managers_cannot_remove_the_administrators_and_the_last_one_stays(
         .assert_status(204);
 }
 
+/// Two administrators who remove each other at the same moment (from Organization Admins,
+/// by deactivation, by deletion) are taken one after the other: one change goes through, the
+/// other is refused (409 and audited; or 401/403 when it came late enough to be asked by
+/// someone no longer signed in or no longer an administrator), and the organization keeps an
+/// administrator. Each way is tried a few times: a check made before the changes'
+/// transactions, which both pass, fails here.
+#[tokio::test]
+async fn administrators_removing_each_other_at_once_leave_one() {
+    use warden_server::testing::Resp;
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let admin_email = warden_server::testing::ADMIN_EMAIL;
+    let dev_email = "dev@example.com";
+    let dev = app.user_client(&admin, dev_email).await;
+    admin
+        .post(
+            "/api/v1/groups/Organization%20Admins/members",
+            json!({"user": dev_email}),
+        )
+        .await
+        .assert_status(201);
+    let people = [
+        (&admin, admin_email, "the admin's new password"),
+        (&dev, dev_email, USER_PASSWORD),
+    ];
+    // Which of the two stays (the index in `people`): exactly one change went through.
+    let mut refusals = 0;
+    let mut stays = |a: &Resp, b: &Resp, ok: u16| -> usize {
+        let went = [a.status, b.status].iter().filter(|s| **s == ok).count();
+        assert_eq!(
+            went, 1,
+            "{} {}: {} / {}",
+            a.status, b.status, a.body, b.body
+        );
+        let refused = if a.status == ok { b } else { a };
+        assert!(
+            [401, 403, 409].contains(&refused.status),
+            "{}: {}",
+            refused.status,
+            refused.body
+        );
+        if refused.status == 409 {
+            assert!(
+                refused.body.contains("without an administrator"),
+                "{}",
+                refused.body
+            );
+            refusals += 1;
+        }
+        // `a` was the administrator's change, made on the developer.
+        usize::from(a.status != ok)
+    };
+    let member = |email: &str| format!("/api/v1/groups/Organization%20Admins/members/{email}");
+    let (dev_member, admin_member) = (member(dev_email), member(admin_email));
+    let (dev_user, admin_user) = (
+        format!("/api/v1/users/{dev_email}"),
+        format!("/api/v1/users/{admin_email}"),
+    );
+    let off = json!({"status": "deactivated"});
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(admin.delete(&dev_member), dev.delete(&admin_member));
+        let kept = stays(&a, &b, 200);
+        // The one still an administrator brings the other back.
+        people[kept]
+            .0
+            .post(
+                "/api/v1/groups/Organization%20Admins/members",
+                json!({"user": people[1 - kept].1}),
+            )
+            .await
+            .assert_status(201);
+    }
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(
+            admin.patch(&dev_user, off.clone()),
+            dev.patch(&admin_user, off.clone())
+        );
+        let kept = stays(&a, &b, 200);
+        let (back, email, password) = people[1 - kept];
+        people[kept]
+            .0
+            .patch(
+                &format!("/api/v1/users/{email}"),
+                json!({"status": "active"}),
+            )
+            .await
+            .assert_status(200);
+        // Deactivation ended their sessions: they sign in again.
+        back.login(email, password).await.assert_status(200);
+    }
+    let (a, b) = tokio::join!(admin.delete(&dev_user), dev.delete(&admin_user));
+    let left = people[stays(&a, &b, 204)].0;
+    // Someone administers still, and every refusal for the organization's sake was audited.
+    left.get("/api/v1/users?limit=10").await.assert_status(200);
+    let mut denied = 0;
+    for action in ["group.member.remove", "user.update", "user.delete"] {
+        denied += left
+            .get(&format!(
+                "/api/v1/audit/events?action={action}&outcome=denied&limit=50"
+            ))
+            .await
+            .assert_status(200)
+            .json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("without an administrator"))
+            })
+            .count();
+    }
+    assert_eq!(denied, refusals);
+}
+
 /// A binding removed twice at once (a double click, two administrators) is removed and
 /// audited once: the later removal is refused, not told a second time.
 #[tokio::test]

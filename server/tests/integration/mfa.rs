@@ -1029,3 +1029,64 @@ async fn the_operators_reset_can_remove_a_lost_second_factor() {
         "{events}"
     );
 }
+
+/// Acting on someone else's account as a whole (its password, its second factor, its status,
+/// its existence) from a console whose second factor is stale (left open, its cookie taken)
+/// takes a fresh code first: each is refused (403 `step_up_required`, audited) and changes
+/// nothing until a step-up; then it goes through. One's own session with a fresh code, or an
+/// administrator without an authenticator, is not asked.
+#[tokio::test]
+async fn acting_on_another_account_from_a_stale_session_takes_a_step_up() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    let mia = app.user_client(&admin, EMAIL).await;
+    enrol(&app, &mia).await;
+    let (secret, _) = enrol(&app, &admin).await;
+    let user = format!("/api/v1/users/{EMAIL}");
+    let reset = format!("{user}/reset-password");
+    let mfa = format!("{user}/mfa");
+    let r = admin.post(&reset, json!({})).await.assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    admin.delete(&mfa).await.assert_status(403);
+    admin
+        .patch(&user, json!({"status": "deactivated"}))
+        .await
+        .assert_status(403);
+    admin.delete(&user).await.assert_status(403);
+    // Nothing changed: mia still signs in, with her second factor, and her session holds.
+    mia.get("/api/v1/me").await.assert_status(200);
+    assert_eq!(mia.get("/api/v1/me/mfa").await.json()["enabled"], true);
+    let mut denied = Vec::new();
+    for action in [
+        "user.reset_password",
+        "user.mfa.reset",
+        "user.update",
+        "user.delete",
+    ] {
+        let items = audit(&admin, &format!("action={action}&outcome=denied"), 1).await;
+        assert!(
+            items[0]["reason"].as_str().unwrap().contains("step-up"),
+            "{}",
+            items[0]
+        );
+        denied.push(items[0]["resource_name"].clone());
+    }
+    assert!(denied.iter().all(|n| n == EMAIL), "{denied:?}");
+
+    // A fresh code, and each goes through.
+    step_up(&app, &admin, &secret).await;
+    admin.post(&reset, json!({})).await.assert_status(200);
+    admin.delete(&mfa).await.assert_status(204);
+    admin
+        .patch(&user, json!({"status": "deactivated"}))
+        .await
+        .assert_status(200);
+    // Stale again later (a stricter age, so the session is still alive): asked again.
+    admin
+        .patch("/api/v1/settings", json!({"step_up_max_age_minutes": 10}))
+        .await
+        .assert_status(200);
+    app.clock.advance_secs(11 * 60);
+    admin.delete(&user).await.assert_status(403);
+    step_up(&app, &admin, &secret).await;
+    admin.delete(&user).await.assert_status(204);
+}

@@ -471,3 +471,80 @@ async fn without_a_master_key_the_data_directory_key_signs_checkpoints() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The README's way from the generated key to an explicit master key
+/// (`WARDEN_MASTER_KEY_FILE` at the generated `master.key`): the checkpoints and seals signed
+/// before, with the data directory's `audit-checkpoint.key`, still verify (in Warden and in
+/// `warden audit verify`), and what is signed after is signed with the master key's.
+#[tokio::test]
+async fn moving_to_an_explicit_master_key_keeps_earlier_checkpoints_and_seals() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = warden_server::testing::fresh_database_url(dir.path()).await;
+    let data = dir.path().join("data");
+    let floor = BTreeMap::from([("WARDEN_AUDIT_RETENTION_MIN_DAYS".to_owned(), "1".to_owned())]);
+    let (mut first, admin) = TestApp::spawn_on_data_dir_with(&db, &data, floor.clone())
+        .await
+        .with_admin()
+        .await;
+    for n in 0..3 {
+        first.services().audit.record(event(n)).await.unwrap();
+    }
+    admin
+        .patch("/api/v1/settings", json!({"audit_retention_days": 7}))
+        .await
+        .assert_status(200);
+    first.clock.advance_secs(10 * DAY_SECS);
+    first.services().audit.record(event(1000)).await.unwrap();
+    retention::run(first.services())
+        .await
+        .unwrap()
+        .expect("a run");
+    warden_domain::audit::seals::seal(first.services())
+        .await
+        .unwrap();
+    assert!(matches!(verify(&first).await, ChainStatus::Intact { .. }));
+    assert!(data
+        .join(warden_server::startup::CHECKPOINT_KEY_FILE)
+        .exists());
+    first.keep_database();
+    drop(first);
+
+    let master = data.join(warden_server::startup::MASTER_KEY_FILE);
+    let mut env = floor;
+    env.insert(
+        "WARDEN_MASTER_KEY_FILE".to_owned(),
+        master.display().to_string(),
+    );
+    let mut app = TestApp::spawn_on_data_dir_with(&db, &data, env).await;
+    app.drop_database_on_exit();
+    // The seal outside the database, signed with the data directory's key, is taken.
+    assert!(app.services().retention.last_seal().is_some());
+    assert!(
+        matches!(verify(&app).await, ChainStatus::Intact { .. }),
+        "{:?}",
+        verify(&app).await
+    );
+    let master_key = std::fs::read_to_string(&master).unwrap();
+    let out = warden_verify_in(&app.database_url, &data, Some(master_key.trim()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A checkpoint made now is signed with the master key's: the master key alone (a replica
+    // without this data directory) verifies it, and the older one needs the directory.
+    app.clock.advance_secs(30 * DAY_SECS);
+    app.services().audit.record(event(2000)).await.unwrap();
+    retention::run(app.services())
+        .await
+        .unwrap()
+        .expect("a run");
+    let checkpoints = retention::checkpoints(&app.services().db).await.unwrap();
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    let newest = checkpoints.last().unwrap();
+    assert!(
+        CheckpointKey::from_master(&warden_domain::secrets::Secret::new(master_key.trim()))
+            .verifies(newest)
+    );
+    assert!(matches!(verify(&app).await, ChainStatus::Intact { .. }));
+}
