@@ -123,7 +123,7 @@ pub fn StepUpForm() -> impl IntoView {
     view! {
         <section class="card" aria-labelledby="step-up-title">
             <h2 id="step-up-title">"Confirm it is you"</h2>
-            <p class="muted">"A terminal, a kubeconfig for a role that allows writes, a new API key, or acting on someone else's account (its password, second factor, status or kubectl settings) asks for a code when your last one is older than the organization allows (an hour by default)."</p>
+            <p class="muted">"A terminal, a kubeconfig for a role that allows writes, a new API key, giving access away (a role, a place in a group, an approval, a laxer setting) or acting on someone else's account (its password, second factor, status or kubectl settings) asks for a code when your last one is older than the organization allows (an hour by default)."</p>
             <ActionForm action=step_up attr:class="form" attr:data-testid="step-up">
                 <Field state=step_up_state name="code" label="Code from the app" required=true autocomplete="one-time-code"/>
                 <Submit state=step_up_state label="Confirm"/>

@@ -381,6 +381,14 @@ pub fn FormAlert(
                 </div>
             })
         }}
+        // Refused for a stale second factor: where to give a fresh one (pages that show the
+        // step-up form beside theirs have it at hand too).
+        {move || state.asks_step_up().then(|| view! {
+            <p class="muted" data-testid=format!("{}-step-up", state.prefix)>
+                <a href="/me/mfa">"Confirm it is you"</a>
+                " (a code from your authenticator app), then try again."
+            </p>
+        })}
         {move || (ok.is_some() && state.ok()).then(|| view! {
             <p class="notice" role="status">{ok.unwrap_or_default()}</p>
         })}

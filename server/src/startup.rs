@@ -227,26 +227,68 @@ pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
 /// else from [`CHECKPOINT_KEY_FILE`] in the data directory (generated, mode 0600, when
 /// `create`). Someone who can write to the database but read neither cannot forge a
 /// checkpoint. With a master key, a [`CHECKPOINT_KEY_FILE`] still in the data directory signed
-/// what was made before the master key was set: what it signed is still accepted (the way the
-/// README gives from the generated key to an explicit one would otherwise turn every earlier
-/// checkpoint and seal into a forgery), and nothing new is signed with it.
+/// what was made before the master key was set (the README's way from the generated key to an
+/// explicit one): it is accepted too, never signs, and start-up signs its work again with the
+/// master key's and retires the file ([`adopt_master_checkpoint_key`]). Such a file that
+/// cannot be read is left aside with a warning: it is not needed to start.
 pub fn checkpoint_key(
     config: &Config,
     create: bool,
 ) -> anyhow::Result<Option<warden_domain::audit::retention::CheckpointKey>> {
     use warden_domain::audit::retention::CheckpointKey;
-    let file = key_file(
-        &config.data_dir.join(CHECKPOINT_KEY_FILE),
-        create && config.master_key.is_none(),
-    )?
-    .map(|k| CheckpointKey::from_master(&k));
-    Ok(match (&config.master_key, file) {
-        (Some(master), Some(earlier)) => {
-            Some(CheckpointKey::from_master(master).also_accepting(earlier))
+    let path = config.data_dir.join(CHECKPOINT_KEY_FILE);
+    let Some(master) = &config.master_key else {
+        return Ok(key_file(&path, create)?.map(|k| CheckpointKey::from_master(&k)));
+    };
+    let key = CheckpointKey::from_master(master);
+    Ok(Some(match key_file(&path, false) {
+        Ok(Some(earlier)) => key.also_accepting(CheckpointKey::from_master(&earlier)),
+        Ok(None) => key,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the data directory's earlier audit checkpoint key is unreadable: left aside");
+            key
         }
-        (Some(master), None) => Some(CheckpointKey::from_master(master)),
-        (None, file) => file,
-    })
+    }))
+}
+
+/// Where [`CHECKPOINT_KEY_FILE`] goes once the master key's has taken over from it (kept: a
+/// database restored from a backup taken before needs it back in place).
+pub const RETIRED_CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key.retired";
+
+/// Once, at the first start with a master key beside a [`CHECKPOINT_KEY_FILE`]: sign again
+/// with the master key's what that file's key signed (checkpoints, seals, the witness; audited),
+/// then retire the file, so from then on only the master key's signatures are accepted (an
+/// old copy of the file can forge nothing). Returns the key to run with.
+pub async fn adopt_master_checkpoint_key(
+    db: &DatabaseConnection,
+    config: &Config,
+    key: warden_domain::audit::retention::CheckpointKey,
+    now_ms: i64,
+) -> anyhow::Result<warden_domain::audit::retention::CheckpointKey> {
+    if config.master_key.is_none() || !key.has_earlier() {
+        return Ok(key);
+    }
+    let witness = config
+        .data_dir
+        .join(warden_domain::audit::seals::WITNESS_FILE);
+    let done = warden_domain::audit::retention::sign_again(
+        db,
+        &key,
+        Some(&witness),
+        warden_domain::clock::Timestamp(now_ms),
+    )
+    .await
+    .context("cannot sign the audit checkpoints again with the master key")?;
+    let from = config.data_dir.join(CHECKPOINT_KEY_FILE);
+    let to = config.data_dir.join(RETIRED_CHECKPOINT_KEY_FILE);
+    std::fs::rename(&from, &to)
+        .with_context(|| format!("cannot retire {} to {}", from.display(), to.display()))?;
+    tracing::info!(
+        audit.checkpoints = done.checkpoints,
+        audit.seals = done.seals,
+        "the audit checkpoints now carry the master key's signatures; the data directory's earlier key is retired"
+    );
+    Ok(key.alone())
 }
 
 /// The file in the data directory whose key seals the secrets kept in the database (identity
@@ -412,6 +454,7 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
     services.sso.set_revalidate(config.sso_revalidate);
     config.at_rest_key = Some(at_rest);
     if let Some(key) = checkpoint_key(&config, true)? {
+        let key = adopt_master_checkpoint_key(&db, &config, key, clock.now().millis()).await?;
         services.retention.set_key(key);
         services.retention.set_witness(
             config

@@ -306,6 +306,12 @@ async fn gate_decide(
             }
             Ok(())
         }
+        // An approver group's member grants what the group approves: the same fresh second
+        // factor as an administrator's approval.
+        Some(_) if until != super::bindings::Until::Now => {
+            super::bindings::refuse_stale_second_factor(svc, who, action, "access_request", &r.id)
+                .await
+        }
         Some(_) => Ok(()),
         None => {
             let reason = format!(

@@ -355,7 +355,8 @@ pub(crate) async fn refuse_unless_everything_held(
 /// No escalation: a user may hand out only permissions they hold themselves wherever the
 /// grant applies (organization administrators hold everything at organization scope, which
 /// covers every project and namespace). A refusal is audited as a denial of `action` on
-/// `kind`/`name` and answered `Forbidden`.
+/// `kind`/`name` and answered `Forbidden`. Handing out also takes a fresh second factor
+/// ([`refuse_stale_second_factor`]).
 pub(crate) async fn refuse_escalation(
     svc: &Services,
     who: &Principal,
@@ -383,7 +384,39 @@ pub(crate) async fn refuse_escalation(
         svc.audit_denied(who, action, kind, name, &reason).await?;
         return Err(DomainError::forbidden(reason));
     }
+    // Handing out (not taking away) takes a fresh second factor: the session alone must not
+    // make its taker, or an account of theirs, an administrator.
+    if handouts.iter().any(|h| h.until != Until::Now) {
+        refuse_stale_second_factor(svc, who, action, kind, name).await?;
+    }
     Ok(())
+}
+
+/// Step-up for what gives access away (a grant, a membership, a loosened safeguard, another
+/// person's account as a whole): from a browser session whose second factor is older than
+/// the organization's step-up age (a console left open, its cookie taken), a fresh code
+/// first, as a terminal takes. Refused `StepUpRequired` (403 `step_up_required`), audited as
+/// a denial of `action` on `kind`/`name`. Other credentials are not asked: API keys are made
+/// with a fresh code, and Warden's own work is no session.
+pub(crate) async fn refuse_stale_second_factor(
+    svc: &Services,
+    who: &Principal,
+    action: &str,
+    kind: &str,
+    name: &str,
+) -> DomainResult<()> {
+    if !crate::identity::mfa::second_factor_is_stale(svc, who).await? {
+        return Ok(());
+    }
+    svc.audit_denied(
+        who,
+        action,
+        kind,
+        name,
+        "the last second factor is older than the organization's step-up age",
+    )
+    .await?;
+    Err(DomainError::StepUpRequired)
 }
 
 /// A permission at a target that a handout needs and its granter lacks: not held there at all
@@ -448,11 +481,28 @@ pub(crate) async fn has_administrator<C: sea_orm::ConnectionTrait>(
     now: crate::clock::Timestamp,
 ) -> DomainResult<bool> {
     use crate::entities::group_members;
-    // Only organization-wide grants without an expiry make an administrator: their holders
-    // are the candidates.
+    // Only organization-wide grants without an expiry make an administrator, and one of them
+    // must carry `user.write` (an administrator holds every organization permission): the
+    // holders of those are the candidates, whatever else is bound organization-wide (a
+    // viewer's role bound to All Users names no one).
+    let carrying: Vec<String> = roles::Entity::find()
+        .all(tx)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            granted_by(r)
+                .iter()
+                .any(|p| p.implies(Permission::UserWrite))
+        })
+        .map(|r| r.id)
+        .collect();
+    if carrying.is_empty() {
+        return Ok(false);
+    }
     let org = bindings::Entity::find()
         .filter(bindings::Column::ProjectId.is_null())
         .filter(bindings::Column::ExpiresAt.is_null())
+        .filter(bindings::Column::RoleId.is_in(carrying))
         .all(tx)
         .await?;
     let mut candidates: Vec<String> = org.iter().filter_map(|b| b.user_id.clone()).collect();
@@ -478,6 +528,19 @@ pub(crate) async fn has_administrator<C: sea_orm::ConnectionTrait>(
         }
     }
     Ok(false)
+}
+
+/// Whether `user` administers the organization, read through `tx` as it stands (see
+/// [`has_administrator`]): a change that takes only their access away can leave the
+/// organization without an administrator only if they are one.
+pub(crate) async fn administers_in<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    user: crate::ids::UserId,
+    now: crate::clock::Timestamp,
+) -> DomainResult<bool> {
+    Ok(administers(
+        &crate::access::effective_in(tx, user, now.millis()).await?,
+    ))
 }
 
 /// No change leaves the organization without an administrator: `tx` is the change's
@@ -512,8 +575,8 @@ pub(crate) async fn keep_an_administrator(
 /// account holds where it holds it, as adding someone to a group does. Someone who manages
 /// users resets a developer's password, not an administrator's: the reset link, or the
 /// second factor removed, would hand them the administrator's rights. One's own account is
-/// not a takeover. From a browser session, it takes a fresh second factor when the actor has
-/// one (a step-up). A refusal is audited as a denial of `action` on the user.
+/// not a takeover. It also takes a fresh second factor ([`refuse_stale_second_factor`]). A
+/// refusal is audited as a denial of `action` on the user.
 pub(crate) async fn refuse_takeover(
     svc: &Services,
     who: &Principal,
@@ -524,21 +587,6 @@ pub(crate) async fn refuse_takeover(
     let target_id = crate::identity::accounts::user_id(target)?;
     if target_id == who.user_id {
         return Ok(());
-    }
-    // From a browser session whose second factor is stale (a console left open, a cookie
-    // taken from it), acting on someone else's account as a whole takes a fresh code first,
-    // as a terminal does: the session alone must not hand out a reset link or strip a second
-    // factor.
-    if crate::identity::mfa::second_factor_is_stale(svc, who).await? {
-        svc.audit_denied(
-            who,
-            action,
-            "user",
-            &target.email,
-            "the last second factor is older than the organization's step-up age",
-        )
-        .await?;
-        return Err(DomainError::StepUpRequired);
     }
     let eff = svc.policy.effective(target_id).await?;
     let mut held: Vec<Handout> = eff
@@ -578,7 +626,8 @@ pub(crate) async fn refuse_takeover(
             .await?;
         return Err(DomainError::forbidden(reason));
     }
-    Ok(())
+    // The session alone must not hand out a reset link or strip a second factor.
+    refuse_stale_second_factor(svc, who, action, "user", &target.email).await
 }
 
 /// Bindings still in force at `now` (expired ones are kept a day to explain the expiry).

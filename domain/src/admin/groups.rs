@@ -391,7 +391,13 @@ pub async fn remove_member(
         .await?;
     }
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let had = super::bindings::has_administrator(&tx, svc.clock.now()).await?;
+    // Only an administrator's leaving can leave the organization without one.
+    let had = super::bindings::administers_in(
+        &tx,
+        crate::identity::accounts::user_id(&u)?,
+        svc.clock.now(),
+    )
+    .await?;
     let r = group_members::Entity::delete_by_id((g.id.clone(), u.id.clone()))
         .exec(&tx)
         .await?;

@@ -89,6 +89,108 @@ impl CheckpointKey {
     pub fn verifies(&self, c: &audit_checkpoints::Model) -> bool {
         self.accepts(message(c.seq, &c.hash, c.deleted, c.at).as_bytes(), &c.mac)
     }
+
+    /// Whether `tag` is the MAC of `msg` under this key itself (not an earlier one).
+    pub(super) fn signed(&self, msg: &[u8], tag: &str) -> bool {
+        hex::decode(tag).is_ok_and(|t| ring::hmac::verify(&self.signing, msg, &t).is_ok())
+    }
+
+    /// This key alone, without the earlier ones it accepts.
+    pub fn alone(&self) -> Self {
+        Self {
+            signing: self.signing.clone(),
+            earlier: Vec::new(),
+        }
+    }
+
+    /// Whether it accepts what an earlier key signed.
+    pub fn has_earlier(&self) -> bool {
+        !self.earlier.is_empty()
+    }
+}
+
+/// What [`sign_again`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SignedAgain {
+    pub checkpoints: usize,
+    pub seals: usize,
+    pub witness: bool,
+}
+
+/// Move the audit log's checkpoints and seals to `key` itself: each one an earlier key of
+/// `key`'s signed (and nothing else: a MAC no key accepts stays, for verification to report)
+/// is signed again with `key`, in one transaction under the chain lock, audited
+/// (`audit.checkpoints.signed_again`); the seal kept outside the database (`witness`) too.
+/// What start-up does once when the data directory's generated key gives way to the master
+/// key's: afterwards only the master key's signatures are accepted, so the old key file (an
+/// old volume, a backup) can forge nothing.
+pub async fn sign_again(
+    db: &sea_orm::DatabaseConnection,
+    key: &CheckpointKey,
+    witness: Option<&std::path::Path>,
+    now: Timestamp,
+) -> DomainResult<SignedAgain> {
+    use crate::entities::audit_seals;
+    let mut done = SignedAgain::default();
+    let tx = begin_change(db).await?;
+    for c in checkpoints(&*tx).await? {
+        let msg = message(c.seq, &c.hash, c.deleted, c.at);
+        if key.signed(msg.as_bytes(), &c.mac) || !key.verifies(&c) {
+            continue;
+        }
+        let mac = key.sign(c.seq, &c.hash, c.deleted, c.at);
+        let mut a: audit_checkpoints::ActiveModel = c.into();
+        a.mac = sea_orm::Set(mac);
+        a.update(&*tx).await?;
+        done.checkpoints += 1;
+    }
+    for s in super::seals::seals(&*tx).await? {
+        if key.signed_seal(&s) || !key.verifies_seal(&s) {
+            continue;
+        }
+        let mac = key.seal_mac_of(&s);
+        let mut a: audit_seals::ActiveModel = s.into();
+        a.mac = sea_orm::Set(mac);
+        a.update(&*tx).await?;
+        done.seals += 1;
+    }
+    let mut rewritten = None;
+    if let Some(path) = witness {
+        if let Some(mut w) = super::seals::read_witness(path) {
+            if !key.signed_seal(&w) && key.verifies_seal(&w) {
+                w.mac = key.seal_mac_of(&w);
+                rewritten = Some((path, w));
+            }
+        }
+    }
+    done.witness = rewritten.is_some();
+    if done.checkpoints + done.seals > 0 || done.witness {
+        let ev = AuditEvent::new(
+            AuditKind::System,
+            Actor::System,
+            SessionType::System,
+            "audit.checkpoints.signed_again",
+            Outcome::Allowed,
+        )
+        .resource("audit_log", "checkpoints")
+        .reason(format!(
+            "{} retention checkpoint(s) and {} seal(s) signed with the data directory's key were signed again with the master key's; that key is no longer accepted",
+            done.checkpoints, done.seals
+        ))
+        .details(serde_json::json!({
+            "checkpoints": done.checkpoints,
+            "seals": done.seals,
+            "witness": done.witness,
+        }));
+        append(&*tx, now, vec![ev]).await?;
+    }
+    tx.commit().await?;
+    // After the commit: a witness ahead of the database would be taken for a seal deleted.
+    if let Some((path, w)) = rewritten {
+        super::seals::write_witness(path, &w)
+            .map_err(|e| DomainError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(done)
 }
 
 /// The checkpoint key, set at start-up.

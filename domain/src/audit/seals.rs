@@ -52,6 +52,16 @@ impl CheckpointKey {
     pub fn verifies_seal(&self, s: &audit_seals::Model) -> bool {
         self.accepts(message(s.seq, &s.hash, s.at).as_bytes(), &s.mac)
     }
+
+    /// Whether the seal's MAC is this key's itself (not an earlier one's).
+    pub(super) fn signed_seal(&self, s: &audit_seals::Model) -> bool {
+        self.signed(message(s.seq, &s.hash, s.at).as_bytes(), &s.mac)
+    }
+
+    /// The seal's MAC under this key.
+    pub(super) fn seal_mac_of(&self, s: &audit_seals::Model) -> String {
+        self.seal_mac(s.seq, &s.hash, s.at)
+    }
 }
 
 /// The file in the data directory holding the newest seal this host wrote.

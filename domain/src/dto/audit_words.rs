@@ -224,6 +224,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "delete audit events older than the retention period",
             "delete audit events older than the retention period",
         ),
+        "audit.checkpoints.signed_again" => (
+            "sign the audit log's checkpoints again with the master key",
+            "sign the audit log's checkpoints again with the master key",
+        ),
         "audit.export" => ("export the audit log", "export the audit log"),
         "audit.generated" => (
             "generate synthetic audit events",
@@ -567,6 +571,7 @@ mod tests {
         "access_request.expired",
         "access_request.break_glass",
         "audit.retention",
+        "audit.checkpoints.signed_again",
         "audit.export",
         "audit.generated",
         "recording.replay",

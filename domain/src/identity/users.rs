@@ -379,7 +379,9 @@ pub async fn update(
     a.updated_at = Set(svc.clock.now().millis());
     let after_groups = group_names_of(svc, &u.id).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let had = deactivate && crate::admin::bindings::has_administrator(&tx, svc.clock.now()).await?;
+    // Only an administrator's going can leave the organization without one.
+    let had =
+        deactivate && crate::admin::bindings::administers_in(&tx, uid, svc.clock.now()).await?;
     let u = a.update(&tx).await?;
     if deactivate {
         // Everything the person could sign in or call with ends, for good: reactivating the
@@ -441,7 +443,7 @@ pub async fn delete(svc: &Services, who: &Principal, email_or_id: &str) -> Domai
     crate::admin::bindings::refuse_takeover(svc, who, &u, "user.delete", "delete").await?;
     let before = to_dto(&u, group_names_of(svc, &u.id).await?);
     let tx = crate::audit::begin_change(&svc.db).await?;
-    let had = crate::admin::bindings::has_administrator(&tx, svc.clock.now()).await?;
+    let had = crate::admin::bindings::administers_in(&tx, uid, svc.clock.now()).await?;
     crate::identity::sessions::delete_user_sessions(&tx, uid).await?;
     users::Entity::delete_by_id(u.id.clone()).exec(&tx).await?;
     svc.audit_change(

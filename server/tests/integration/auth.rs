@@ -1877,7 +1877,7 @@ async fn a_settings_editor_cannot_change_who_signs_in_or_weaken_the_second_facto
     assert_eq!(now["local_sign_in"], "everyone", "{now}");
     assert_eq!(now["break_glass_users"], json!([]), "{now}");
     // A stricter second factor is theirs to ask for; a laxer one is not.
-    crate::mfa::enrol(&app, &admin).await;
+    let (admin_secret, _) = crate::mfa::enrol(&app, &admin).await;
     crate::mfa::enrol(&app, &setty).await;
     setty
         .patch("/api/v1/settings", json!({"mfa_policy": "everyone"}))
@@ -1926,11 +1926,17 @@ async fn a_settings_editor_cannot_change_who_signs_in_or_weaken_the_second_facto
         (Some(4), Some(15), Some(10)),
         "{s}"
     );
+    // A laxer rule gives access away: from the administrator's stale session, a fresh code
+    // first.
+    let laxer = json!({"mfa_policy": "nobody", "break_glass_users": ["admin@warden.local"]});
+    let r = admin
+        .patch("/api/v1/settings", laxer.clone())
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    crate::mfa::step_up(&app, &admin, &admin_secret).await;
     admin
-        .patch(
-            "/api/v1/settings",
-            json!({"mfa_policy": "nobody", "break_glass_users": ["admin@warden.local"]}),
-        )
+        .patch("/api/v1/settings", laxer)
         .await
         .assert_status(200);
     let denied = denied_actions(&admin, "setty@example.com", "who may sign in").await;

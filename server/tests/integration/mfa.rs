@@ -69,7 +69,7 @@ async fn keys_revoked_at_enrolment(admin: &Client, email: &str) -> Value {
 
 /// A step-up with a fresh code (the clock moved on by a TOTP step first, so the code is not
 /// the one used last), answered 204.
-async fn step_up(app: &TestApp, c: &Client, secret: &str) {
+pub(crate) async fn step_up(app: &TestApp, c: &Client, secret: &str) {
     app.clock.advance_secs(30);
     c.post(
         "/api/v1/auth/step-up",
@@ -1089,4 +1089,82 @@ async fn acting_on_another_account_from_a_stale_session_takes_a_step_up() {
     admin.delete(&user).await.assert_status(403);
     step_up(&app, &admin, &secret).await;
     admin.delete(&user).await.assert_status(204);
+}
+
+/// Handing out access from a stale console session takes a step-up too: a grant, a place in a
+/// group that holds grants, a loosened safeguard (a longer step-up age included). Refused
+/// (403 `step_up_required`, audited), nothing changes; taking access away is not asked; after
+/// a fresh code each goes through.
+#[tokio::test]
+async fn handing_out_access_from_a_stale_session_takes_a_step_up() {
+    let (app, admin) = TestApp::spawn().await.with_admin().await;
+    admin
+        .post("/api/v1/projects", json!({"name": "dev"}))
+        .await
+        .assert_status(201);
+    let mia = app.user_client(&admin, EMAIL).await;
+    let reader = admin
+        .post(
+            "/api/v1/bindings",
+            json!({"subject": {"kind": "user", "name": EMAIL}, "role": "NAMESPACE_READ_ONLY", "project": "dev", "namespaces": ["apple"]}),
+        )
+        .await
+        .assert_status(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (secret, _) = enrol(&app, &admin).await;
+    let admin_grant = json!({"subject": {"kind": "user", "name": EMAIL}, "role": "ADMIN"});
+    let admins = "/api/v1/groups/Organization%20Admins/members";
+    let longer = json!({"step_up_max_age_minutes": 1440});
+    let r = admin
+        .post("/api/v1/bindings", admin_grant.clone())
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    let r = admin
+        .post(admins, json!({"user": EMAIL}))
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    let r = admin
+        .patch("/api/v1/settings", longer.clone())
+        .await
+        .assert_status(403);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    // Nothing was given: mia holds no organization right, the age is as it was.
+    mia.get("/api/v1/users").await.assert_status(403);
+    assert_eq!(
+        admin.get("/api/v1/settings").await.json()["step_up_max_age_minutes"],
+        60
+    );
+    for action in ["binding.create", "group.member.add", "settings.update"] {
+        let items = audit(&admin, &format!("action={action}&outcome=denied"), 1).await;
+        assert!(
+            items[0]["reason"].as_str().unwrap().contains("step-up"),
+            "{}",
+            items[0]
+        );
+    }
+    // Taking access away is not asked.
+    admin
+        .delete(&format!("/api/v1/bindings/{reader}"))
+        .await
+        .assert_status(204);
+
+    step_up(&app, &admin, &secret).await;
+    admin
+        .post("/api/v1/bindings", admin_grant)
+        .await
+        .assert_status(201);
+    admin
+        .post(admins, json!({"user": EMAIL}))
+        .await
+        .assert_status(201);
+    admin
+        .patch("/api/v1/settings", longer)
+        .await
+        .assert_status(200);
+    mia.get("/api/v1/users").await.assert_status(200);
 }

@@ -473,9 +473,11 @@ async fn without_a_master_key_the_data_directory_key_signs_checkpoints() {
 }
 
 /// The README's way from the generated key to an explicit master key
-/// (`WARDEN_MASTER_KEY_FILE` at the generated `master.key`): the checkpoints and seals signed
-/// before, with the data directory's `audit-checkpoint.key`, still verify (in Warden and in
-/// `warden audit verify`), and what is signed after is signed with the master key's.
+/// (`WARDEN_MASTER_KEY_FILE` at the generated `master.key`): at the first start with it, what
+/// the data directory's `audit-checkpoint.key` signed (checkpoints, seals, the witness) is
+/// signed again with the master key's, audited, and the file retired. The log then verifies
+/// with the master key alone (a replica without this data directory, `warden audit verify`),
+/// and a MAC of the old key (an old copy of the file) is a forgery again.
 #[tokio::test]
 async fn moving_to_an_explicit_master_key_keeps_earlier_checkpoints_and_seals() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,13 +505,16 @@ async fn moving_to_an_explicit_master_key_keeps_earlier_checkpoints_and_seals() 
         .await
         .unwrap();
     assert!(matches!(verify(&first).await, ChainStatus::Intact { .. }));
-    assert!(data
-        .join(warden_server::startup::CHECKPOINT_KEY_FILE)
-        .exists());
+    let old_file = data.join(warden_server::startup::CHECKPOINT_KEY_FILE);
+    assert!(old_file.exists());
+    let old_mac = retention::checkpoints(&first.services().db).await.unwrap()[0]
+        .mac
+        .clone();
     first.keep_database();
     drop(first);
 
     let master = data.join(warden_server::startup::MASTER_KEY_FILE);
+    let master_key = std::fs::read_to_string(&master).unwrap();
     let mut env = floor;
     env.insert(
         "WARDEN_MASTER_KEY_FILE".to_owned(),
@@ -517,22 +522,34 @@ async fn moving_to_an_explicit_master_key_keeps_earlier_checkpoints_and_seals() 
     );
     let mut app = TestApp::spawn_on_data_dir_with(&db, &data, env).await;
     app.drop_database_on_exit();
-    // The seal outside the database, signed with the data directory's key, is taken.
+    assert!(!old_file.exists(), "the earlier key was not retired");
+    assert!(data
+        .join(warden_server::startup::RETIRED_CHECKPOINT_KEY_FILE)
+        .exists());
+    // The seal outside the database was signed again too, and is taken.
     assert!(app.services().retention.last_seal().is_some());
     assert!(
         matches!(verify(&app).await, ChainStatus::Intact { .. }),
         "{:?}",
         verify(&app).await
     );
-    let master_key = std::fs::read_to_string(&master).unwrap();
-    let out = warden_verify_in(&app.database_url, &data, Some(master_key.trim()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // A checkpoint made now is signed with the master key's: the master key alone (a replica
-    // without this data directory) verifies it, and the older one needs the directory.
+    let resigned: i64 = crate::support::sql_i64(
+        &app.services().db,
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'audit.checkpoints.signed_again'",
+    )
+    .await;
+    assert_eq!(resigned, 1);
+    // The master key alone verifies the log: with this data directory, and without it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for data_dir in [data.as_path(), elsewhere.path()] {
+        let out = warden_verify_in(&app.database_url, data_dir, Some(master_key.trim()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A checkpoint made now is signed with the master key's.
     app.clock.advance_secs(30 * DAY_SECS);
     app.services().audit.record(event(2000)).await.unwrap();
     retention::run(app.services())
@@ -541,10 +558,19 @@ async fn moving_to_an_explicit_master_key_keeps_earlier_checkpoints_and_seals() 
         .expect("a run");
     let checkpoints = retention::checkpoints(&app.services().db).await.unwrap();
     assert!(checkpoints.len() >= 2, "{checkpoints:?}");
-    let newest = checkpoints.last().unwrap();
-    assert!(
-        CheckpointKey::from_master(&warden_domain::secrets::Secret::new(master_key.trim()))
-            .verifies(newest)
-    );
+    assert!(checkpoints.iter().all(|c| CheckpointKey::from_master(
+        &warden_domain::secrets::Secret::new(master_key.trim())
+    )
+    .verifies(c)));
     assert!(matches!(verify(&app).await, ChainStatus::Intact { .. }));
+    // What the old key signs is no longer taken.
+    exec(
+        &app,
+        &format!(
+            "UPDATE audit_checkpoints SET mac = '{old_mac}' WHERE seq = {}",
+            checkpoints[0].seq
+        ),
+    )
+    .await;
+    assert!(matches!(verify(&app).await, ChainStatus::Broken { .. }));
 }
