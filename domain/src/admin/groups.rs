@@ -233,13 +233,17 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
             format!("{} is built in and cannot be deleted", g.name),
         ));
     }
+    // What holds the group is read inside the deletion's transaction: a binding or an approver
+    // role given to it meanwhile (their changes take the same lock first) is seen, not removed
+    // with the group unsaid.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let uses = bindings::Entity::find()
         .filter(bindings::Column::GroupId.eq(g.id.clone()))
         .filter(super::bindings::live(svc.clock.now()))
-        .all(&svc.db)
+        .all(&tx)
         .await?;
     if !uses.is_empty() {
-        let list = super::bindings::describe_all(&svc.db, &uses).await?;
+        let list = super::bindings::describe_all(&tx, &uses).await?;
         return Err(DomainError::conflict(
             "name",
             format!(
@@ -254,7 +258,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
     // and leave the project pointing at nothing.
     let approves: Vec<String> = crate::entities::projects::Entity::find()
         .filter(crate::entities::projects::Column::ApproverGroupId.eq(g.id.clone()))
-        .all(&svc.db)
+        .all(&tx)
         .await?
         .into_iter()
         .map(|p| p.name)
@@ -268,8 +272,7 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
             ),
         ));
     }
-    let before = to_dto(&svc.db, &g).await?;
-    let tx = crate::audit::begin_change(&svc.db).await?;
+    let before = to_dto(&tx, &g).await?;
     groups::Entity::delete_by_id(g.id.clone()).exec(&tx).await?;
     svc.audit_change(
         &tx,

@@ -328,13 +328,16 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
             ),
         ));
     }
+    // Read inside the deletion's transaction: a binding of the role made meanwhile (binding
+    // changes take the same lock first) is seen, not deleted with the role unsaid.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let uses = bindings::Entity::find()
         .filter(bindings::Column::RoleId.eq(m.id.clone()))
         .filter(super::bindings::live(svc.clock.now()))
-        .all(&svc.db)
+        .all(&tx)
         .await?;
     if !uses.is_empty() {
-        let list = super::bindings::describe_all(&svc.db, &uses).await?;
+        let list = super::bindings::describe_all(&tx, &uses).await?;
         return Err(DomainError::conflict(
             "name",
             format!(
@@ -345,7 +348,6 @@ pub async fn delete(svc: &Services, who: &Principal, name_or_id: &str) -> Domain
         ));
     }
     let before = to_dto(&m);
-    let tx = crate::audit::begin_change(&svc.db).await?;
     // Expired bindings of the role (kept only to explain their expiry) go with it.
     bindings::Entity::delete_many()
         .filter(bindings::Column::RoleId.eq(m.id.clone()))

@@ -21,7 +21,7 @@ use openidconnect::{
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    QueryOrder, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -1147,7 +1147,10 @@ pub(crate) async fn complete_link(
     link: &crate::identity::mfa::PendingLink,
     now: Timestamp,
 ) -> DomainResult<Result<GroupChanges, String>> {
-    let tx = svc.db.begin().await?;
+    // An audited change like the others (the link, the groups, what a hand-over ends): the
+    // chain's lock first, so on SQLite the transaction is the writer from its first read, and
+    // it is taken in turn with every other change.
+    let tx = crate::audit::begin_change(&svc.db).await?;
     let Some(provider) = identity_providers::Entity::find_by_id(link.provider_id.clone())
         .filter(identity_providers::Column::Enabled.eq(true))
         .one(&tx)
