@@ -909,6 +909,17 @@ impl PtyMaster {
     }
 }
 
+/// The signals a program in a terminal gets from it (and from its parent's ending), each set
+/// back to its default action in the child.
+const TERMINAL_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGHUP,
+];
+
 /// Run `program args` in a new session whose controlling terminal is a new PTY, with exactly
 /// `env`, in `dir`, confined by `ruleset` when given.
 fn spawn_pty(
@@ -943,10 +954,20 @@ fn spawn_pty(
         .stderr(std::process::Stdio::from(slave))
         .kill_on_drop(true);
     let ruleset: RawFd = ruleset.map(|f| f.as_raw_fd()).unwrap_or(-1);
-    // SAFETY: only async-signal-safe calls between fork and exec (setsid, ioctl, prctl and the
-    // landlock_restrict_self system call); the ruleset was built before the fork.
+    // SAFETY: only async-signal-safe calls between fork and exec (signal, setsid, ioctl, prctl
+    // and the landlock_restrict_self system call); the ruleset was built before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // A terminal's program takes its keyboard signals as a terminal gives them:
+            // dispositions Warden was started with (SIGINT and SIGQUIT ignored, as for any
+            // program started in the background by a script or `nohup`) are not inherited, or
+            // a Ctrl-C that lands before kubectl installs its own handler is lost and
+            // `get -w` or `logs -f` runs on.
+            for sig in TERMINAL_SIGNALS {
+                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -1525,5 +1546,57 @@ mod tests {
         assert!(inside.contains("configmap/x"), "{inside}");
         let outside = run(secret).await;
         assert!(outside.contains("permission denied"), "{outside}");
+    }
+
+    /// Warden started with SIGINT and SIGQUIT ignored (in the background of a script, under
+    /// `nohup`): the program in the PTY still has them at their default, so Ctrl-C ends it
+    /// even before it installs a handler of its own.
+    #[tokio::test]
+    async fn the_program_in_the_pty_takes_ctrl_c_whatever_warden_ignores() {
+        let cat = Path::new("/bin/cat");
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: changes this test process's dispositions, restored below; no handler runs.
+        let before = unsafe {
+            [
+                libc::signal(libc::SIGINT, libc::SIG_IGN),
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+            ]
+        };
+        let spawned = spawn_pty(
+            cat,
+            &["/proc/self/status".to_owned()],
+            &[],
+            dir.path(),
+            (80, 24),
+            None,
+        );
+        // SAFETY: as above.
+        unsafe {
+            libc::signal(libc::SIGINT, before[0]);
+            libc::signal(libc::SIGQUIT, before[1]);
+        }
+        let (mut child, pty) = spawned.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), pty.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = child.wait().await;
+        let status = String::from_utf8_lossy(&out).into_owned();
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("no SigIgn in {status}"));
+        for sig in [libc::SIGINT, libc::SIGQUIT] {
+            assert_eq!(
+                ignored & (1 << (sig - 1)),
+                0,
+                "signal {sig} ignored: {status}"
+            );
+        }
     }
 }
