@@ -10,7 +10,8 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use warden_domain::dto::{
-    AuditEventDto, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, ClusterStatus, Me,
+    AuditEventDto, ClusterBootstrap, ClusterConnect, ClusterDetail, ClusterDto, ClusterStatus,
+    GuardStatus, Me,
 };
 
 use crate::error::AppError;
@@ -825,6 +826,14 @@ fn ClusterView(detail: ClusterDetail, update: ServerAction<UpdateCluster>) -> im
                 {row("Kubernetes", c.kubernetes_version.clone().unwrap_or_else(|| "unknown".into()))}
                 {row("Nodes", c.node_count.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into()))}
                 {row("Agent", c.agent_version.clone().unwrap_or_else(|| "unknown".into()))}
+                <dt>"Admission guard"</dt>
+                <dd data-testid="cluster-guard">{match c.guard {
+                    None => view! { <span class="muted">"not reported by this agent"</span> }.into_any(),
+                    Some(GuardStatus::Enforced) => view! { <span>"enforced"</span> }.into_any(),
+                    Some(g) => view! {
+                        <span class="hint warn">{g.describe()}". A cluster-wide write grant can reach warden-system (the agent's token) until the manifest is applied again."</span>
+                    }.into_any(),
+                }}</dd>
                 {row("Fingerprint (kube-system UID)", c.fingerprint.clone().unwrap_or_else(|| "not registered yet".into()))}
                 {row("Labels", if c.labels.is_empty() { "none".into() } else { format_labels(&c.labels) })}
             </dl>

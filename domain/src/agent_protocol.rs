@@ -404,6 +404,11 @@ metadata:
   - apiGroups: ["rbac.authorization.k8s.io"]
     resources: ["clusterrolebindings", "rolebindings"]
     verbs: ["get", "list", "create", "patch", "update", "delete"]
+  # Report whether the admission guard below is in force (read only, by name).
+  - apiGroups: ["admissionregistration.k8s.io"]
+    resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
+    resourceNames: ["{guard_name}"]
+    verbs: ["get"]
   # The version (GET /version) and discovery need no rule: every authenticated client may
   # read them.
 ---
@@ -518,6 +523,7 @@ metadata:
 ---
 {guard}"#,
         guard = guard_policy(&labels),
+        guard_name = GUARD_POLICY,
         cluster = p.cluster,
         project = p.project,
         url = p.warden_url,

@@ -1053,6 +1053,49 @@ pub struct ClusterFacts {
     /// At most the first 1000 namespaces.
     pub namespaces: Vec<String>,
     pub agent_version: Option<String>,
+    /// Whether the admission guard that keeps `warden-system` to the agent is in force; none
+    /// from an agent that does not report it.
+    pub guard: Option<GuardStatus>,
+}
+
+/// The admission guard (`warden-system-guard`, a ValidatingAdmissionPolicy and its binding,
+/// from the agent's manifest) as the agent finds it on its cluster. Without it, a
+/// cluster-wide write grant reaches into `warden-system` (the agent's token) straight at the
+/// cluster.
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardStatus {
+    /// The policy as the manifest ships it, bound to deny.
+    Enforced,
+    /// No policy (deleted, or a cluster older than Kubernetes 1.30).
+    PolicyMissing,
+    /// The policy is there but not as shipped (its rules, conditions or failure policy).
+    PolicyAltered,
+    /// No binding: the policy is not applied.
+    BindingMissing,
+    /// A binding that does not deny, or binds another policy.
+    BindingAltered,
+    /// The agent may not read them (a manifest from before it reported the guard).
+    Unreadable,
+    /// What a newer agent reports that this Warden does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl GuardStatus {
+    /// In words, for the console and the audit log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Enforced => "enforced",
+            Self::PolicyMissing => "missing: the ValidatingAdmissionPolicy warden-system-guard is not on the cluster",
+            Self::PolicyAltered => "altered: the ValidatingAdmissionPolicy warden-system-guard is not as the manifest ships it",
+            Self::BindingMissing => "not applied: its ValidatingAdmissionPolicyBinding is missing",
+            Self::BindingAltered => "not applied: its binding does not deny",
+            Self::Unreadable => "unknown: the agent may not read it (apply the cluster's current manifest)",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
@@ -1080,6 +1123,9 @@ pub struct ClusterDto {
     pub fingerprint: Option<String>,
     pub namespaces: Vec<String>,
     pub nodes: Vec<NodeFact>,
+    /// The admission guard as the agent last reported it (none: not reported).
+    #[serde(default)]
+    pub guard: Option<GuardStatus>,
     pub proxy: ProxySettings,
     pub created_at: String,
     pub updated_at: String,

@@ -506,6 +506,40 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         generation: true,
     },
+    // Storage: a cluster-scoped kind and a namespaced one outside the kinds every
+    // Kubernetes client knows by heart (what is namespaced is learnt from discovery).
+    ResourceDef {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        short_names: &["sc"],
+        categories: &[],
+        verbs: STD,
+        subresources: &[],
+        stored: true,
+        name_rule: NameRule::Subdomain,
+        has_status: false,
+        generation: false,
+    },
+    ResourceDef {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "csistoragecapacities",
+        singular: "csistoragecapacity",
+        kind: "CSIStorageCapacity",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        verbs: STD,
+        subresources: &[],
+        stored: true,
+        name_rule: NameRule::Subdomain,
+        has_status: false,
+        generation: false,
+    },
 ];
 
 /// API groups in discovery order (the core group first, served under `/api`).
@@ -518,6 +552,7 @@ pub const GROUPS: &[&str] = &[
     "admissionregistration.k8s.io",
     "networking.k8s.io",
     "policy",
+    "storage.k8s.io",
 ];
 
 impl ResourceDef {

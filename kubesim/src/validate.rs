@@ -443,6 +443,25 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         }
         ("networking.k8s.io", "ingresses") => errs.extend(ingress_errors(obj)),
         ("policy", "poddisruptionbudgets") => errs.extend(pdb_errors(obj)),
+        // The one field each must carry (apis/storage/validation).
+        ("storage.k8s.io", "storageclasses") => {
+            if obj
+                .get("provisioner")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                errs.push(FieldError::required("provisioner", ""));
+            }
+        }
+        ("storage.k8s.io", "csistoragecapacities") => {
+            if obj
+                .get("storageClassName")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                errs.push(FieldError::required("storageClassName", ""));
+            }
+        }
         ("networking.k8s.io", "networkpolicies") => errs.extend(network_policy_errors(obj)),
         ("", "configmaps") | ("", "secrets") => {
             for field in ["data", "binaryData", "stringData"] {

@@ -24,7 +24,7 @@ use crate::agent_protocol::{
 use crate::audit::{Actor, AuditEvent, AuditKind, Outcome, RequestMeta, SessionType};
 use crate::clock::Timestamp;
 use crate::clusters::{AGENT_PURPOSES, HISTORY_KEEP, PURPOSE_AGENT};
-use crate::dto::{cluster_status, ClusterFacts};
+use crate::dto::{cluster_status, ClusterFacts, GuardStatus};
 use crate::entities::{
     cluster_agent_credentials, cluster_bootstrap_tokens, cluster_status_history, clusters, projects,
 };
@@ -32,6 +32,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::ids::ClusterId;
 use crate::secrets::{random_token, sha256_hex};
 use crate::Services;
+use std::collections::HashMap;
 
 /// What an agent presents when it dials in.
 #[derive(Debug, Clone)]
@@ -1117,6 +1118,19 @@ async fn record_history<C: ConnectionTrait>(
     Ok(())
 }
 
+/// The audit action for a change of a cluster's admission guard from `was` to `now`: a guard
+/// no longer in force (from any state, the first report included), or one in force again
+/// after it was not. An agent that stops reporting it (an older one) says nothing.
+fn guard_change(was: Option<GuardStatus>, now: Option<GuardStatus>) -> Option<&'static str> {
+    match (was, now) {
+        (_, None) => None,
+        (w, n) if w == n => None,
+        (Some(_), Some(GuardStatus::Enforced)) => Some("agent.guard_restored"),
+        (None, Some(GuardStatus::Enforced)) => None,
+        (_, Some(_)) => Some("agent.guard_weakened"),
+    }
+}
+
 /// Heartbeats of many clusters at once (see the server's heartbeat writer), in one
 /// transaction: new facts with one `UPDATE` per cluster that brought some, the time of the
 /// others with one `UPDATE` per 500 clusters, so a thousand agents cost one commit a second
@@ -1133,6 +1147,25 @@ pub async fn record_heartbeats(
     use sea_orm::QuerySelect;
     let now = svc.clock.now().millis();
     let mut plain: Vec<String> = Vec::new();
+    // What the clusters bringing facts reported before: a change of their admission guard is
+    // audited.
+    let bringing: Vec<String> = beats
+        .iter()
+        .filter(|(_, f)| f.is_some())
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let mut before: HashMap<String, clusters::Model> = HashMap::new();
+    for chunk in bringing.chunks(500) {
+        before.extend(
+            clusters::Entity::find()
+                .filter(clusters::Column::Id.is_in(chunk.to_vec()))
+                .all(&svc.db)
+                .await?
+                .into_iter()
+                .map(|c| (c.id.clone(), c)),
+        );
+    }
+    let mut guard_changes = Vec::new();
     let txn = svc.db.begin().await?;
     for (id, facts) in beats {
         let Some(facts) = facts
@@ -1164,6 +1197,14 @@ pub async fn record_heartbeats(
             .filter(clusters::Column::Id.eq(id.to_string()))
             .exec(&txn)
             .await?;
+        if let Some(c) = before.get(&id.to_string()) {
+            let was = serde_json::from_str::<ClusterFacts>(&c.facts)
+                .ok()
+                .and_then(|f| f.guard);
+            if let Some(change) = guard_change(was, facts.guard) {
+                guard_changes.push((c.clone(), change, facts.guard));
+            }
+        }
     }
     plain.sort();
     plain.dedup();
@@ -1175,6 +1216,28 @@ pub async fn record_heartbeats(
             .await?;
     }
     txn.commit().await?;
+    for (c, action, now_is) in guard_changes {
+        let mut ev = AuditEvent::new(
+            AuditKind::Agent,
+            Actor::Agent {
+                cluster: c.name.clone(),
+            },
+            SessionType::Agent,
+            action,
+            Outcome::Allowed,
+        )
+        .resource("cluster", c.name.clone())
+        .reason(format!(
+            "the admission guard warden-system-guard is {}",
+            now_is.map_or("unknown", GuardStatus::describe)
+        ))
+        .details(json!({"guard": now_is}));
+        ev.cluster = Some(c.name.clone());
+        if let Some(p) = project_name(&svc.db, &c.project_id).await? {
+            ev = ev.project(p);
+        }
+        svc.audit.record(ev).await?;
+    }
     let mut all: Vec<ClusterId> = beats.iter().map(|(id, _)| *id).collect();
     all.sort();
     all.dedup();

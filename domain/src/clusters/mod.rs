@@ -372,6 +372,7 @@ fn to_dto(
         fingerprint: m.fingerprint.clone(),
         namespaces: facts.namespaces,
         nodes: facts.nodes,
+        guard: facts.guard,
         proxy,
         created_at: ts(m.created_at),
         updated_at: ts(m.updated_at),

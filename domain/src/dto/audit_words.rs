@@ -137,6 +137,14 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "an agent connects with its credential",
         ),
         "agent.connected" => ("agent of cluster {name} connected", "an agent connected"),
+        "agent.guard_weakened" => (
+            "the admission guard of cluster {name} is no longer in force",
+            "a cluster's admission guard is no longer in force",
+        ),
+        "agent.guard_restored" => (
+            "the admission guard of cluster {name} is in force again",
+            "a cluster's admission guard is in force again",
+        ),
         "agent.disconnect" | "agent.disconnected" => (
             "agent of cluster {name} disconnected",
             "an agent disconnected",
@@ -547,6 +555,8 @@ mod tests {
         "agent.connected",
         "agent.disconnected",
         "agent.facts_rejected",
+        "agent.guard_restored",
+        "agent.guard_weakened",
         "agent.heartbeat_flood",
         "agent.oversize_message",
         "kubeconfig.download",

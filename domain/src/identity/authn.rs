@@ -390,6 +390,7 @@ pub async fn complete_mfa_sign_in(
                         details["account_linked"] = serde_json::json!(true);
                         details["groups_added"] = serde_json::json!(changes.added);
                         details["groups_removed"] = serde_json::json!(changes.removed);
+                        details["groups_kept"] = serde_json::json!(changes.kept);
                     }
                     Err(why) => {
                         svc.audit

@@ -532,6 +532,9 @@ impl From<sea_orm::DbErr> for Refusal {
 pub struct GroupChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Groups the provider no longer names that the user stays in: leaving them would leave
+    /// the organization without an administrator.
+    pub kept: Vec<String>,
 }
 
 /// Finish a sign-in at the callback: check the pre-session, exchange the code, verify the ID
@@ -1032,7 +1035,7 @@ async fn callback(
             })),
         );
     }
-    if !changes.added.is_empty() || !changes.removed.is_empty() {
+    if !changes.added.is_empty() || !changes.removed.is_empty() || !changes.kept.is_empty() {
         changed.push(
             AuditEvent::new(
                 AuditKind::SignIn,
@@ -1047,6 +1050,7 @@ async fn callback(
                 "provider": provider.name,
                 "groups_added": changes.added,
                 "groups_removed": changes.removed,
+                "groups_kept": changes.kept,
             })),
         );
     }
@@ -1074,6 +1078,7 @@ async fn callback(
         "account_linked": linked && !link_due,
         "groups_added": changes.added,
         "groups_removed": changes.removed,
+        "groups_kept": changes.kept,
         "amr": amr,
         "provider_mfa": provider_mfa,
     });
@@ -1430,14 +1435,16 @@ async fn sync_groups<C: ConnectionTrait>(
         GroupMapping::Explicit(_) => BTreeSet::new(),
     };
     let (managed, wanted) = mapped_groups(provider, &all, provider_groups, &guarded);
-    let current: BTreeSet<String> = group_members::Entity::find()
+    // group id -> when the user joined it
+    let joined: BTreeMap<String, i64> = group_members::Entity::find()
         .filter(group_members::Column::UserId.eq(user_id))
         .all(db)
         .await?
         .into_iter()
-        .map(|m| m.group_id)
-        .filter(|g| managed.contains_key(g))
+        .filter(|m| managed.contains_key(&m.group_id))
+        .map(|m| (m.group_id, m.created_at))
         .collect();
+    let current: BTreeSet<String> = joined.keys().cloned().collect();
     let mut changes = GroupChanges::default();
     for g in wanted.difference(&current) {
         group_members::ActiveModel::from(group_members::Model {
@@ -1449,14 +1456,42 @@ async fn sync_groups<C: ConnectionTrait>(
         .await?;
         changes.added.push(managed[g].clone());
     }
-    for g in current.difference(&wanted) {
-        group_members::Entity::delete_by_id((g.clone(), user_id.to_owned()))
+    let leaving: Vec<&String> = current.difference(&wanted).collect();
+    // The provider's groups do not leave the organization without an administrator: an
+    // explicit mapping can name a group that carries administration, and the last
+    // administrator signing in without the provider's group would lose it with no one left to
+    // give it back. Their memberships stay (the event says so); someone else is made an
+    // administrator first, and the next sign-in applies the provider's word.
+    let was_admin = !leaving.is_empty()
+        && crate::admin::bindings::administers_in(
+            db,
+            crate::ids::UserId::parse(user_id)
+                .ok_or_else(|| DomainError::Internal(format!("corrupt user id {user_id:?}")))?,
+            now,
+        )
+        .await?;
+    for g in &leaving {
+        group_members::Entity::delete_by_id(((*g).clone(), user_id.to_owned()))
             .exec(db)
             .await?;
-        changes.removed.push(managed[g].clone());
+    }
+    if was_admin && !crate::admin::bindings::has_administrator(db, now).await? {
+        for g in &leaving {
+            group_members::ActiveModel::from(group_members::Model {
+                group_id: (*g).clone(),
+                user_id: user_id.to_owned(),
+                created_at: joined[*g],
+            })
+            .insert(db)
+            .await?;
+            changes.kept.push(managed[*g].clone());
+        }
+    } else {
+        changes.removed = leaving.iter().map(|g| managed[*g].clone()).collect();
     }
     changes.added.sort();
     changes.removed.sort();
+    changes.kept.sort();
     Ok(changes)
 }
 

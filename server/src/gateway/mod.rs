@@ -6,6 +6,7 @@
 //! connection in tests), streamed back and audited.
 //!
 //! - [`pki`]: the user CA, the gateway CA and serving certificate, client certificates.
+//! - [`discovery`]: which kinds a cluster serves in namespaces.
 //! - [`kubeconfig`]: the YAML users download.
 //! - [`routes`]: `GET /api/v1/kubeconfig`, revocation and settings endpoints.
 //! - [`proxy`]: one request, in the fixed order of checks.
@@ -14,6 +15,7 @@
 //! - [`transport`]: how a cluster is reached ([`transport::ClusterTransport`]).
 //! - [`sweeper`]: removal of service accounts that should no longer exist.
 
+pub mod discovery;
 pub mod kubeconfig;
 pub mod pki;
 pub mod proxy;
@@ -80,6 +82,8 @@ pub struct Gateway {
     /// Long-lived streams held at once, per person and per cluster (this replica's).
     pub(crate) streams_per_user: Arc<crate::ratelimit::Concurrent>,
     pub(crate) streams_per_cluster: Arc<crate::ratelimit::Concurrent>,
+    /// Which kinds each cluster serves in namespaces (its discovery, kept a while).
+    pub(crate) scopes: discovery::Scopes,
 }
 
 /// Audit events the gateway's queue holds before `record` waits for room.
@@ -181,6 +185,7 @@ impl Gateway {
                 config.gateway.max_streams_per_cluster,
                 usize::MAX,
             ),
+            scopes: discovery::Scopes::default(),
         }))
     }
 

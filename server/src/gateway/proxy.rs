@@ -586,9 +586,24 @@ async fn answer(
     }
     // Warden's own namespace is out of reach short of full access, reads included, and a list
     // or watch across every namespace would show it (its service accounts are named after
-    // every user's email; the agent's pod, its events): the cluster is asked for every
-    // namespace but that one.
-    let query = if !access.full && info.lists_every_namespace() {
+    // every user's email; the agent's pod, its events, its metrics, custom resources kept
+    // there): the cluster is asked for every namespace but that one. Whether the kind is
+    // namespaced, the cluster's discovery says; when it cannot say, the list is narrowed all
+    // the same (a cluster-scoped kind may then refuse the selector: closed, not open).
+    let across = !access.full
+        && info.lists_across_namespaces()
+        && gw
+            .scopes
+            .namespaced(
+                &gw.transport,
+                &cref,
+                &info.api_group,
+                &info.api_version,
+                info.resource.as_deref().unwrap_or_default(),
+            )
+            .await
+            != Some(false);
+    let query = if across {
         if let Some(ev) = ctx.ev.as_mut() {
             ev.details["excluded_namespace"] = json!(rbac::NAMESPACE);
         }

@@ -80,58 +80,16 @@ pub(crate) fn query_flag(query: Option<&str>, key: &str) -> bool {
         .is_some_and(|(_, v)| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
-/// Kinds every cluster serves in namespaces (the API server answers a field selector on
-/// `metadata.namespace` for them; a cluster-scoped kind would refuse it).
-const NAMESPACED: &[(&str, &[&str])] = &[
-    (
-        "",
-        &[
-            "pods",
-            "services",
-            "endpoints",
-            "configmaps",
-            "secrets",
-            "serviceaccounts",
-            "events",
-            "persistentvolumeclaims",
-            "replicationcontrollers",
-            "podtemplates",
-            "resourcequotas",
-            "limitranges",
-        ],
-    ),
-    (
-        "apps",
-        &[
-            "deployments",
-            "replicasets",
-            "statefulsets",
-            "daemonsets",
-            "controllerrevisions",
-        ],
-    ),
-    ("batch", &["jobs", "cronjobs"]),
-    ("autoscaling", &["horizontalpodautoscalers"]),
-    ("policy", &["poddisruptionbudgets"]),
-    ("networking.k8s.io", &["ingresses", "networkpolicies"]),
-    ("discovery.k8s.io", &["endpointslices"]),
-    ("events.k8s.io", &["events"]),
-    ("coordination.k8s.io", &["leases"]),
-    ("rbac.authorization.k8s.io", &["roles", "rolebindings"]),
-];
-
 impl KubeRequest {
-    /// A list or watch across every namespace of a kind every cluster serves in namespaces.
-    pub fn lists_every_namespace(&self) -> bool {
+    /// A list or watch of a kind across every namespace (or of a cluster-scoped kind: which
+    /// it is, the cluster's discovery says; see [`super::discovery`]).
+    pub fn lists_across_namespaces(&self) -> bool {
         self.resource_request
             && self.namespace.is_none()
             && self.subresource.is_none()
+            && self.name.is_none()
+            && self.resource.is_some()
             && matches!(self.verb.as_str(), "list" | "watch")
-            && self.resource.as_deref().is_some_and(|r| {
-                NAMESPACED
-                    .iter()
-                    .any(|(g, rs)| *g == self.api_group && rs.contains(&r))
-            })
     }
 }
 
@@ -309,14 +267,17 @@ mod tests {
             "fieldSelector=metadata.namespace%21%3Dwarden-system&fieldSelector=x%3Dy"
         );
         let all =
-            |path: &str, q: Option<&str>| parse(&Method::GET, path, q).lists_every_namespace();
+            |path: &str, q: Option<&str>| parse(&Method::GET, path, q).lists_across_namespaces();
         assert!(all("/api/v1/serviceaccounts", None));
         assert!(all("/api/v1/pods", Some("watch=1")));
         assert!(all("/apis/apps/v1/deployments", None));
-        assert!(!all("/api/v1/nodes", None));
-        assert!(!all("/api/v1/namespaces", None));
+        assert!(all("/apis/example.com/v1/widgets", None));
+        assert!(all("/apis/metrics.k8s.io/v1beta1/pods", None));
         assert!(!all("/api/v1/namespaces/apple/pods", None));
-        assert!(!all("/apis/example.com/v1/widgets", None));
+        assert!(!all("/api/v1/namespaces/apple", None));
+        assert!(!all("/api/v1/pods/web", None));
+        assert!(!all("/api/v1/namespaces/apple/pods/web/log", None));
+        assert!(!all("/api", None));
     }
 
     /// A non-resource path's verb is the method in lower case, from a closed set: a method of

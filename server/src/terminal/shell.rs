@@ -1480,6 +1480,20 @@ mod tests {
         assert_eq!(line(&mut e, b"a\x1b[200~b\x1b[201~\r"), "ab");
     }
 
+    /// What the program in the PTY writes until it ends (or is quiet for 20 s).
+    async fn read_to_end(mut child: tokio::process::Child, pty: PtyMaster) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), pty.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = child.wait().await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// Defence in depth: even a command the filter would refuse cannot read Warden's files
     /// when Landlock is there.
     #[tokio::test]
@@ -1528,19 +1542,7 @@ mod tests {
             .collect();
             let (child, pty) =
                 spawn_pty(&kubectl, &args, &env, session.path(), (80, 24), fd.as_ref()).unwrap();
-            async move {
-                let mut child = child;
-                let mut out = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(20), pty.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
-                        _ => break,
-                    }
-                }
-                let _ = child.wait().await;
-                String::from_utf8_lossy(&out).into_owned()
-            }
+            read_to_end(child, pty)
         };
         let inside = run(own).await;
         assert!(inside.contains("configmap/x"), "{inside}");
@@ -1575,17 +1577,8 @@ mod tests {
             libc::signal(libc::SIGINT, before[0]);
             libc::signal(libc::SIGQUIT, before[1]);
         }
-        let (mut child, pty) = spawned.unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(Duration::from_secs(20), pty.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
-        }
-        let _ = child.wait().await;
-        let status = String::from_utf8_lossy(&out).into_owned();
+        let (child, pty) = spawned.unwrap();
+        let status = read_to_end(child, pty).await;
         let ignored = status
             .lines()
             .find_map(|l| l.strip_prefix("SigIgn:"))

@@ -283,6 +283,56 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
         "{}",
         out.stdout
     );
+    // The same for a kind outside the ones every client knows (a custom resource, an
+    // aggregated API such as metrics.k8s.io, here storage.k8s.io's CSIStorageCapacity): what
+    // is namespaced, the cluster's discovery says. A cluster-scoped kind is listed as asked.
+    sim.store()
+        .create_yaml(
+            "apiVersion: storage.k8s.io/v1\nkind: CSIStorageCapacity\nmetadata:\n  name: agent-volume\n  namespace: warden-system\nstorageClassName: standard\n---\napiVersion: storage.k8s.io/v1\nkind: CSIStorageCapacity\nmetadata:\n  name: team-volume\n  namespace: team\nstorageClassName: standard\n---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: standard\nprovisioner: example.com/csi\n",
+        )
+        .expect("storage objects");
+    for args in [
+        &["get", "csistoragecapacities", "-A", "-o", "name"][..],
+        &[
+            "get",
+            "csistoragecapacities",
+            "-A",
+            "-o",
+            "name",
+            "--field-selector",
+            "metadata.namespace=warden-system",
+        ][..],
+    ] {
+        let out = kubectl.run(args).await.expect_ok();
+        assert!(
+            !out.stdout.contains("agent-volume"),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    let out = kubectl
+        .run(&["get", "csistoragecapacities", "-A", "-o", "name"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("team-volume"), "{}", out.stdout);
+    let out = kubectl
+        .run(&["get", "storageclasses", "-o", "name"])
+        .await
+        .expect_ok();
+    assert!(out.stdout.contains("standard"), "{}", out.stdout);
+    let asked: Vec<String> = sim
+        .audit_log()
+        .into_iter()
+        .map(|r| r.request_uri)
+        .filter(|u| u.contains("/storage.k8s.io/"))
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .filter(|u| u.contains("/storageclasses"))
+            .all(|u| !u.contains("fieldSelector")),
+        "a cluster-scoped kind is listed as asked: {asked:?}"
+    );
     let out = kubectl
         .run(&[
             "get",
@@ -726,4 +776,126 @@ async fn warden_system_is_out_of_reach_of_a_cluster_wide_write_grant() {
         .get("serviceaccounts", "warden-system", &sa)
         .is_some());
     assert!(sim.store().get("pods", "warden-system", "steal").is_none());
+}
+
+/// The agent reports whether the admission guard is in force, from its manifest's read-only
+/// rule: the cluster page shows it, and its loss (the binding deleted, the policy's rules
+/// edited) and its return are audited as they happen.
+#[tokio::test]
+async fn the_agent_reports_the_admission_guard_and_its_loss_is_audited() {
+    // Heartbeats (and the facts they carry) every 200 ms.
+    let (app, admin) = TestApp::spawn_with(
+        [
+            ("WARDEN_AGENT_HEARTBEAT_MS", "200"),
+            ("WARDEN_AGENT_TIMEOUT_MS", "2000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    )
+    .await
+    .with_admin()
+    .await;
+    admin
+        .post("/api/v1/projects", json!({"name": "alpha"}))
+        .await
+        .assert_status(201);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _agent) = app
+        .cluster_with_agent(&admin, dir.path(), "alpha-1", "alpha", &[], &["team"])
+        .await;
+    let reported = |want: &'static str| {
+        let admin = &admin;
+        async move {
+            let mut last = Value::Null;
+            for _ in 0..300 {
+                last = admin
+                    .get("/api/v1/clusters/alpha-1")
+                    .await
+                    .assert_status(200)
+                    .json()["guard"]
+                    .clone();
+                if last == want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the guard is reported {last}, not {want}");
+        }
+    };
+    let events = |action: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .get(&format!("/api/v1/audit/events?action={action}"))
+                .await
+                .assert_status(200)
+                .json()["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    reported("enforced").await;
+    assert!(events("agent.guard_weakened").await.is_empty());
+
+    let shipped = warden_domain::agent_protocol::guard_policy("");
+    let binding = shipped
+        .split("\n---\n")
+        .nth(1)
+        .expect("the binding")
+        .to_owned();
+    let store = sim.store();
+    store
+        .delete(
+            "validatingadmissionpolicybindings",
+            "",
+            warden_domain::agent_protocol::GUARD_POLICY,
+        )
+        .expect("binding deleted");
+    reported("binding_missing").await;
+    let lost = events("agent.guard_weakened").await;
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    assert_eq!(lost[0]["cluster"], "alpha-1");
+    assert!(
+        lost[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ValidatingAdmissionPolicyBinding is missing"),
+        "{}",
+        lost[0]
+    );
+    store.create_yaml(&binding).expect("binding back");
+    reported("enforced").await;
+    assert_eq!(events("agent.guard_restored").await.len(), 1);
+
+    // The policy edited into one that lets everything through: a validation that always holds.
+    let mut policy = store
+        .get(
+            "validatingadmissionpolicies",
+            "",
+            warden_domain::agent_protocol::GUARD_POLICY,
+        )
+        .expect("the policy");
+    store
+        .delete(
+            "validatingadmissionpolicies",
+            "",
+            warden_domain::agent_protocol::GUARD_POLICY,
+        )
+        .expect("policy deleted");
+    reported("policy_missing").await;
+    policy["spec"]["validations"] = json!([{"expression": "true"}]);
+    for k in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+    ] {
+        policy["metadata"].as_object_mut().unwrap().remove(k);
+    }
+    store.create(policy).expect("an altered policy");
+    reported("policy_altered").await;
+    assert_eq!(events("agent.guard_weakened").await.len(), 3);
 }

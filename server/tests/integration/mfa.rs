@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use warden_server::testing::{Client, TestApp, USER_PASSWORD};
+use warden_server::testing::{Client, Resp, TestApp, USER_PASSWORD};
 
 const EMAIL: &str = "mia@example.com";
 
@@ -1030,6 +1030,28 @@ async fn the_operators_reset_can_remove_a_lost_second_factor() {
     );
 }
 
+/// A refusal for want of a fresh second factor.
+#[track_caller]
+fn asks_for_step_up(r: &Resp) {
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+}
+
+/// The latest denial of each action, each refused for want of a step-up.
+async fn denied_for_step_up(admin: &Client, actions: &[&str]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for action in actions {
+        let items = audit(admin, &format!("action={action}&outcome=denied"), 1).await;
+        assert!(
+            items[0]["reason"].as_str().unwrap().contains("step-up"),
+            "{action}: {}",
+            items[0]
+        );
+        out.push(items[0].clone());
+    }
+    out
+}
+
 /// Acting on someone else's account as a whole (its password, its second factor, its status,
 /// its existence) from a console whose second factor is stale (left open, its cookie taken)
 /// takes a fresh code first: each is refused (403 `step_up_required`, audited) and changes
@@ -1044,33 +1066,27 @@ async fn acting_on_another_account_from_a_stale_session_takes_a_step_up() {
     let user = format!("/api/v1/users/{EMAIL}");
     let reset = format!("{user}/reset-password");
     let mfa = format!("{user}/mfa");
-    let r = admin.post(&reset, json!({})).await.assert_status(403);
-    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
-    admin.delete(&mfa).await.assert_status(403);
-    admin
-        .patch(&user, json!({"status": "deactivated"}))
-        .await
-        .assert_status(403);
-    admin.delete(&user).await.assert_status(403);
+    asks_for_step_up(&admin.post(&reset, json!({})).await);
+    asks_for_step_up(&admin.delete(&mfa).await);
+    asks_for_step_up(&admin.patch(&user, json!({"status": "deactivated"})).await);
+    asks_for_step_up(&admin.delete(&user).await);
     // Nothing changed: mia still signs in, with her second factor, and her session holds.
     mia.get("/api/v1/me").await.assert_status(200);
     assert_eq!(mia.get("/api/v1/me/mfa").await.json()["enabled"], true);
-    let mut denied = Vec::new();
-    for action in [
-        "user.reset_password",
-        "user.mfa.reset",
-        "user.update",
-        "user.delete",
-    ] {
-        let items = audit(&admin, &format!("action={action}&outcome=denied"), 1).await;
-        assert!(
-            items[0]["reason"].as_str().unwrap().contains("step-up"),
-            "{}",
-            items[0]
-        );
-        denied.push(items[0]["resource_name"].clone());
-    }
-    assert!(denied.iter().all(|n| n == EMAIL), "{denied:?}");
+    let denied = denied_for_step_up(
+        &admin,
+        &[
+            "user.reset_password",
+            "user.mfa.reset",
+            "user.update",
+            "user.delete",
+        ],
+    )
+    .await;
+    assert!(
+        denied.iter().all(|e| e["resource_name"] == EMAIL),
+        "{denied:?}"
+    );
 
     // A fresh code, and each goes through.
     step_up(&app, &admin, &secret).await;
@@ -1118,35 +1134,20 @@ async fn handing_out_access_from_a_stale_session_takes_a_step_up() {
     let admin_grant = json!({"subject": {"kind": "user", "name": EMAIL}, "role": "ADMIN"});
     let admins = "/api/v1/groups/Organization%20Admins/members";
     let longer = json!({"step_up_max_age_minutes": 1440});
-    let r = admin
-        .post("/api/v1/bindings", admin_grant.clone())
-        .await
-        .assert_status(403);
-    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
-    let r = admin
-        .post(admins, json!({"user": EMAIL}))
-        .await
-        .assert_status(403);
-    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
-    let r = admin
-        .patch("/api/v1/settings", longer.clone())
-        .await
-        .assert_status(403);
-    assert_eq!(r.error_code(), "step_up_required", "{}", r.body);
+    asks_for_step_up(&admin.post("/api/v1/bindings", admin_grant.clone()).await);
+    asks_for_step_up(&admin.post(admins, json!({"user": EMAIL})).await);
+    asks_for_step_up(&admin.patch("/api/v1/settings", longer.clone()).await);
     // Nothing was given: mia holds no organization right, the age is as it was.
     mia.get("/api/v1/users").await.assert_status(403);
     assert_eq!(
         admin.get("/api/v1/settings").await.json()["step_up_max_age_minutes"],
         60
     );
-    for action in ["binding.create", "group.member.add", "settings.update"] {
-        let items = audit(&admin, &format!("action={action}&outcome=denied"), 1).await;
-        assert!(
-            items[0]["reason"].as_str().unwrap().contains("step-up"),
-            "{}",
-            items[0]
-        );
-    }
+    denied_for_step_up(
+        &admin,
+        &["binding.create", "group.member.add", "settings.update"],
+    )
+    .await;
     // Taking access away is not asked.
     admin
         .delete(&format!("/api/v1/bindings/{reader}"))

@@ -1404,6 +1404,72 @@ async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
     assert!(!groups.contains(&"developers".to_owned()), "{groups:?}");
 }
 
+/// An explicit table may map a provider's group onto Organization Admins, and the provider
+/// decides membership at every sign-in: but the last administrator signing in without that
+/// group keeps it (audited), or the organization would be left with no one to administer it.
+/// With another administrator there, the provider's word applies.
+#[tokio::test]
+async fn the_providers_groups_never_take_the_last_administrator_away() {
+    let op = OidcProvider::start().await;
+    let (app, admin) = TestApp::spawn_with(master_key_env())
+        .await
+        .with_admin()
+        .await;
+    add_provider(
+        &app,
+        &admin,
+        &op,
+        json!({"group_mapping_mode": "explicit", "group_mapping": {"it-admins": "Organization Admins"}}),
+    )
+    .await;
+    let admins = "Organization Admins".to_owned();
+    let sign_in = |groups: &'static [&'static str]| {
+        let (app, op) = (&app, &op);
+        async move {
+            op.set_user("alice", "alice@example.com", groups).await;
+            let c = app.client();
+            let r = sso_sign_in(app, &c, op, "alice").await;
+            assert_eq!(r.status, 303, "{}", r.body);
+            assert_eq!(location(&r), "/");
+            c
+        }
+    };
+    sign_in(&["it-admins"]).await;
+    assert!(groups_of(&admin, "alice@example.com")
+        .await
+        .contains(&admins));
+    // Another administrator is there: the provider's word applies.
+    sign_in(&[]).await;
+    assert!(!groups_of(&admin, "alice@example.com")
+        .await
+        .contains(&admins));
+    let alice = sign_in(&["it-admins"]).await;
+    assert!(groups_of(&admin, "alice@example.com")
+        .await
+        .contains(&admins));
+    alice.get("/api/v1/users").await.assert_status(200);
+    // The first administrator steps down; alice is the last.
+    admin
+        .delete(&format!(
+            "/api/v1/groups/Organization%20Admins/members/{ADMIN_EMAIL}"
+        ))
+        .await
+        .assert_status(200);
+    let alice = sign_in(&[]).await;
+    assert!(groups_of(&alice, "alice@example.com")
+        .await
+        .contains(&admins));
+    alice.get("/api/v1/users").await.assert_status(200);
+    let kept = audit(&alice, "action=sign_in.groups&actor=alice@example.com", 4).await;
+    assert_eq!(
+        kept[0]["details"]["groups_kept"],
+        json!(["Organization Admins"]),
+        "{:#}",
+        kept[0]
+    );
+    assert_eq!(kept[0]["details"]["groups_removed"], json!([]));
+}
+
 /// Linking an existing account by its email (no second factor of its own) hands it to the
 /// provider: someone who made it before its owner came (a user manager, with a password they
 /// chose and a key they minted) keeps no way in.
