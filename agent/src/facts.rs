@@ -70,28 +70,40 @@ pub async fn gather(kube: &kube::Client) -> ClusterFacts {
         }
         Err(e) => tracing::debug!(error = %e, "cannot list namespaces"),
     }
-    facts.guard = Some(guard(kube).await);
+    facts.guard = guard(kube).await;
     facts
 }
 
 /// Whether the admission guard is in force: the policy as the manifest ships it (its rules,
 /// conditions, variables and validations; what the API server fills in by default aside),
-/// and a binding of it that denies.
-pub async fn guard(kube: &kube::Client) -> GuardStatus {
+/// and a binding of it that denies. None when the API server could not answer just now (a
+/// timeout, throttling, an error of its own): that says nothing about the guard.
+pub async fn guard(kube: &kube::Client) -> Option<GuardStatus> {
+    match guard_status(kube).await {
+        Ok(g) => Some(g),
+        Err(known) => known,
+    }
+}
+
+async fn guard_status(kube: &kube::Client) -> Result<GuardStatus, Option<GuardStatus>> {
     use warden_domain::agent_protocol::GUARD_POLICY;
+    // Refused (the manifest from before the report): unreadable. Anything else: not known now.
     let unreadable = |e: kube::Error| {
         tracing::debug!(error = %e, "cannot read the admission guard");
-        GuardStatus::Unreadable
+        match e {
+            kube::Error::Api(s) if s.code == 401 || s.code == 403 => Some(GuardStatus::Unreadable),
+            _ => None,
+        }
     };
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(kube.clone());
     let policy = match policies.get_opt(GUARD_POLICY).await {
         Ok(Some(p)) => p,
-        Ok(None) => return GuardStatus::PolicyMissing,
-        Err(e) => return unreadable(e),
+        Ok(None) => return Ok(GuardStatus::PolicyMissing),
+        Err(e) => return Err(unreadable(e)),
     };
     match (policy.spec.as_ref(), shipped_policy()) {
         (Some(live), Some(shipped)) if same_rules(live, &shipped) => {}
-        _ => return GuardStatus::PolicyAltered,
+        _ => return Ok(GuardStatus::PolicyAltered),
     }
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(kube.clone());
     match bindings.get_opt(GUARD_POLICY).await {
@@ -111,13 +123,13 @@ pub async fn guard(kube: &kube::Client) -> GuardStatus {
                 && spec.param_ref.is_none()
                 && !narrowed
             {
-                GuardStatus::Enforced
+                Ok(GuardStatus::Enforced)
             } else {
-                GuardStatus::BindingAltered
+                Ok(GuardStatus::BindingAltered)
             }
         }
-        Ok(None) => GuardStatus::BindingMissing,
-        Err(e) => unreadable(e),
+        Ok(None) => Ok(GuardStatus::BindingMissing),
+        Err(e) => Err(unreadable(e)),
     }
 }
 

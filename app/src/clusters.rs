@@ -417,7 +417,12 @@ fn ClustersTable(
                     view! {
                         <tr data-testid=format!("cluster-row-{}", c.name)>
                             <td><a href=format!("/clusters/{}", c.name)>{c.name.clone()}</a></td>
-                            <td><StatusChip status=c.status testid=format!("status-{}", c.name)/></td>
+                            <td>
+                                <StatusChip status=c.status testid=format!("status-{}", c.name)/>
+                                {c.guard.filter(|g| *g != GuardStatus::Enforced).map(|g| view! {
+                                    <span class="tag tag-warn" title=format!("Admission guard {}", g.describe()) data-testid=format!("guard-{}", c.name)>{if matches!(g, GuardStatus::Unreadable | GuardStatus::Unknown) { "guard unknown" } else { "guard off" }}</span>
+                                })}
+                            </td>
                             <td>{c.project.clone()}{shared}</td>
                             <td>{c.kubernetes_version.clone().unwrap_or_else(|| "—".into())}</td>
                             <td>{c.node_count.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>

@@ -576,7 +576,8 @@ metadata:
       - apiGroups: ["*"]
         apiVersions: ["*"]
         operations: ["CREATE", "UPDATE", "DELETE", "CONNECT"]
-        resources: ["*", "*/*"]
+        # Every resource and every subresource: the API server allows "*/*" only alone.
+        resources: ["*/*"]
         scope: "Namespaced"
       # The namespace object (labels such as Pod Security, deletion).
       - apiGroups: [""]

@@ -408,14 +408,12 @@ mod policy_tests {
                 .as_array()
                 .is_some_and(|a| a.iter().any(|x| x == "*" || x == v))
         };
-        let resource = if c.sub.is_empty() {
-            c.res.plural.to_string()
-        } else {
-            format!("{}/{}", c.res.plural, c.sub)
-        };
+        // The apiserver's `splitResource` and matcher: `*` is every resource without a
+        // subresource, `*/*` every resource with or without one.
         let resource_ok = rule["resources"].as_array().unwrap().iter().any(|r| {
             let r = r.as_str().unwrap();
-            r == resource || (r == "*" && c.sub.is_empty()) || (r == "*/*" && !c.sub.is_empty())
+            let (res, sub) = r.split_once('/').unwrap_or((r, ""));
+            (res == "*" || res == c.res.plural) && (sub == "*" || sub == c.sub)
         });
         let names_ok = rule["resourceNames"]
             .as_array()

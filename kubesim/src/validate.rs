@@ -443,6 +443,24 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         }
         ("networking.k8s.io", "ingresses") => errs.extend(ingress_errors(obj)),
         ("policy", "poddisruptionbudgets") => errs.extend(pdb_errors(obj)),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            let rules = obj
+                .pointer("/spec/matchConstraints/resourceRules")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, rule) in rules.iter().enumerate() {
+                let resources = rule
+                    .get("resources")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                errs.extend(rule_resources_errors(
+                    &resources,
+                    &format!("spec.matchConstraints.resourceRules[{i}].resources"),
+                ));
+            }
+        }
         // The one field each must carry (apis/storage/validation).
         ("storage.k8s.io", "storageclasses") => {
             if obj
@@ -821,5 +839,93 @@ mod tests {
         assert!(!name_errors(NameRule::Dns1035, "1abc", "metadata.name").is_empty());
         assert!(!name_errors(NameRule::PathSegment, "a/b", "metadata.name").is_empty());
         assert!(name_errors(NameRule::PathSegment, "system:x", "metadata.name").is_empty());
+    }
+}
+
+/// The resources of an admission rule, as the apiserver's `validateResources` checks them
+/// (pkg/apis/admissionregistration/validation): `*/*` only alone, `*` with no plain resource
+/// beside it, no `x/*` with `x/y`, no `*/y` with `x/y`.
+fn rule_resources_errors(resources: &[Value], field: &str) -> Vec<FieldError> {
+    use std::collections::BTreeSet;
+    let mut errs = Vec::new();
+    if resources.is_empty() {
+        errs.push(FieldError::required(field, ""));
+    }
+    let mut with_wildcard_sub: BTreeSet<String> = BTreeSet::new();
+    let mut with_wildcard_res: BTreeSet<String> = BTreeSet::new();
+    let (mut double, mut single, mut plain) = (false, false, false);
+    for (i, r) in resources.iter().enumerate() {
+        let r = r.as_str().unwrap_or("");
+        if r.is_empty() {
+            errs.push(FieldError::required(format!("{field}[{i}]"), ""));
+            continue;
+        }
+        double |= r == "*/*";
+        single |= r == "*";
+        let Some((res, sub)) = r.split_once('/') else {
+            // As the apiserver has it: the last plain entry decides.
+            plain = r != "*";
+            continue;
+        };
+        if with_wildcard_sub.contains(res) {
+            errs.push(FieldError::invalid(
+                format!("{field}[{i}]"),
+                r,
+                &format!("if '{res}/*' is present, must not specify {r}"),
+            ));
+        }
+        if with_wildcard_res.contains(sub) {
+            errs.push(FieldError::invalid(
+                format!("{field}[{i}]"),
+                r,
+                &format!("if '*/{sub}' is present, must not specify {r}"),
+            ));
+        }
+        if sub == "*" {
+            with_wildcard_sub.insert(res.to_owned());
+        }
+        if res == "*" {
+            with_wildcard_res.insert(sub.to_owned());
+        }
+    }
+    let all = serde_json::to_string(resources).unwrap_or_default();
+    if resources.len() > 1 && double {
+        errs.push(FieldError::invalid(
+            field,
+            &all,
+            "if '*/*' is present, must not specify other resources",
+        ));
+    }
+    if single && plain {
+        errs.push(FieldError::invalid(
+            field,
+            &all,
+            "if '*' is present, must not specify other resources without subresources",
+        ));
+    }
+    errs
+}
+
+#[cfg(test)]
+mod rule_resources_tests {
+    use super::*;
+
+    /// The apiserver's own cases (validation_test.go): `*/*` only alone, `*` beside no plain
+    /// resource, no overlap of `x/*` or `*/y` with `x/y`.
+    #[test]
+    fn admission_rule_resources_as_the_apiserver_checks_them() {
+        let errs = |r: &[&str]| {
+            let v: Vec<Value> = r.iter().map(|s| Value::from(*s)).collect();
+            rule_resources_errors(&v, "r").len()
+        };
+        assert_eq!(errs(&["*/*"]), 0);
+        assert_eq!(errs(&["*", "*/scale"]), 0);
+        assert_eq!(errs(&["pods", "pods/exec"]), 0);
+        assert_eq!(errs(&["*", "*/*"]), 1);
+        assert_eq!(errs(&["*/*", "a"]), 1);
+        assert_eq!(errs(&["*", "pods"]), 1);
+        assert_eq!(errs(&["pods/*", "pods/exec"]), 1);
+        assert_eq!(errs(&["*/exec", "pods/exec"]), 1);
+        assert_eq!(errs(&[]), 1);
     }
 }

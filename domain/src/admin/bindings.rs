@@ -480,6 +480,68 @@ pub(crate) async fn has_administrator<C: sea_orm::ConnectionTrait>(
     tx: &C,
     now: crate::clock::Timestamp,
 ) -> DomainResult<bool> {
+    has_administrator_who(tx, now, None).await
+}
+
+/// Whether the organization has an administrator (see [`has_administrator`]) who can still
+/// sign in to the console without the identity provider `without`: an active account with a
+/// local password that the organization's sign-in settings accept for them, or linked to
+/// another enabled provider. Turning the last such provider off would leave administrators no
+/// one can be (API keys cannot give access away).
+pub(crate) async fn has_administrator_signing_in_without<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    now: crate::clock::Timestamp,
+    org: &crate::settings::OrgSettings,
+    without: &str,
+) -> DomainResult<bool> {
+    has_administrator_who(tx, now, Some((org, without))).await
+}
+
+/// Whether the active account `user_id` can sign in with a local password (as `org` allows)
+/// or through an enabled identity provider other than `without`.
+async fn signs_in_without<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    user_id: &str,
+    org: &crate::settings::OrgSettings,
+    without: &str,
+) -> DomainResult<bool> {
+    use crate::entities::{identity_providers, user_identities};
+    let Some(u) = users::Entity::find_by_id(user_id.to_owned())
+        .one(tx)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if u.status != crate::identity::accounts::STATUS_ACTIVE {
+        return Ok(false);
+    }
+    if u.password_hash.is_some() && org.allows_local_sign_in(&u.email) {
+        return Ok(true);
+    }
+    let providers: Vec<String> = user_identities::Entity::find()
+        .filter(user_identities::Column::UserId.eq(user_id))
+        .filter(user_identities::Column::ProviderId.ne(without))
+        .all(tx)
+        .await?
+        .into_iter()
+        .map(|l| l.provider_id)
+        .collect();
+    if providers.is_empty() {
+        return Ok(false);
+    }
+    Ok(identity_providers::Entity::find()
+        .filter(identity_providers::Column::Id.is_in(providers))
+        .filter(identity_providers::Column::Enabled.eq(true))
+        .one(tx)
+        .await?
+        .is_some())
+}
+
+async fn has_administrator_who<C: sea_orm::ConnectionTrait>(
+    tx: &C,
+    now: crate::clock::Timestamp,
+    signing_in: Option<(&crate::settings::OrgSettings, &str)>,
+) -> DomainResult<bool> {
     use crate::entities::group_members;
     // Only organization-wide grants without an expiry make an administrator, and one of them
     // must carry `user.write` (an administrator holds every organization permission): the
@@ -523,6 +585,11 @@ pub(crate) async fn has_administrator<C: sea_orm::ConnectionTrait>(
         let Some(uid) = crate::ids::UserId::parse(c) else {
             continue;
         };
+        if let Some((org, without)) = signing_in {
+            if !signs_in_without(tx, c, org, without).await? {
+                continue;
+            }
+        }
         if administers(&crate::access::effective_in(tx, uid, now.millis()).await?) {
             return Ok(true);
         }

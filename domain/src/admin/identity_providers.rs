@@ -503,9 +503,12 @@ pub async fn update(
     let org = crate::settings::load(&svc.db).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
     let turned_off = m.enabled && req.enabled == Some(false);
-    if turned_off {
+    let tx = if turned_off {
         super::org_settings::ensure_sign_in_remains(&tx, &org, &m.id).await?;
-    }
+        keep_an_administrator_signing_in(svc, tx, who, "identity_provider.update", &m, &org).await?
+    } else {
+        tx
+    };
     let ended = if turned_off || issuer_changed {
         Some(end_what_it_vouched_for(svc, &tx, who, &m.id, issuer_changed).await?)
     } else {
@@ -539,6 +542,32 @@ pub async fn update(
     Ok(after)
 }
 
+/// Turning a provider off, or deleting it, never leaves the organization with administrators
+/// none of whom can sign in any more (each signing in only through it): then no one could
+/// give administration to anyone again. `tx` is the change's, before the change; given back
+/// when someone administering can still sign in (or no one administers), else rolled back and
+/// the change refused (409, audited).
+async fn keep_an_administrator_signing_in(
+    svc: &Services,
+    tx: crate::audit::ChangeTx,
+    who: &Principal,
+    action: &str,
+    m: &identity_providers::Model,
+    org: &crate::settings::OrgSettings,
+) -> DomainResult<crate::audit::ChangeTx> {
+    let now = svc.clock.now();
+    if !super::bindings::has_administrator(&tx, now).await?
+        || super::bindings::has_administrator_signing_in_without(&tx, now, org, &m.id).await?
+    {
+        return Ok(tx);
+    }
+    tx.rollback().await?;
+    let reason = "every administrator signs in only through this identity provider: without it no one could administer the organization; give an administrator a local password or another provider first";
+    svc.audit_denied(who, action, "identity_provider", &m.name, reason)
+        .await?;
+    Err(DomainError::conflict("enabled", reason))
+}
+
 pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult<()> {
     svc.gate(who, Action::org(Permission::IdpWrite)).await?;
     let m = find(svc, name).await?;
@@ -546,9 +575,12 @@ pub async fn delete(svc: &Services, who: &Principal, name: &str) -> DomainResult
     let before = to_dto(svc, &m);
     let org = crate::settings::load(&svc.db).await?;
     let tx = crate::audit::begin_change(&svc.db).await?;
-    if m.enabled {
+    let tx = if m.enabled {
         super::org_settings::ensure_sign_in_remains(&tx, &org, &m.id).await?;
-    }
+        keep_an_administrator_signing_in(svc, tx, who, "identity_provider.delete", &m, &org).await?
+    } else {
+        tx
+    };
     let ended = end_what_it_vouched_for(svc, &tx, who, &m.id, true).await?;
     identity_providers::Entity::delete_by_id(m.id.clone())
         .exec(&tx)

@@ -854,6 +854,14 @@ async fn the_agent_reports_the_admission_guard_and_its_loss_is_audited() {
         )
         .expect("binding deleted");
     reported("binding_missing").await;
+    // The console says so: on the cluster's page, and beside its status in the list.
+    let page = admin.get("/clusters/alpha-1").await.assert_status(200).body;
+    assert!(
+        page.contains("not applied: its ValidatingAdmissionPolicyBinding is missing"),
+        "{page}"
+    );
+    let list = admin.get("/clusters").await.assert_status(200).body;
+    assert!(list.contains("data-testid=\"guard-alpha-1\""), "{list}");
     let lost = events("agent.guard_weakened").await;
     assert_eq!(lost.len(), 1, "{lost:#?}");
     assert_eq!(lost[0]["cluster"], "alpha-1");
@@ -868,6 +876,8 @@ async fn the_agent_reports_the_admission_guard_and_its_loss_is_audited() {
     store.create_yaml(&binding).expect("binding back");
     reported("enforced").await;
     assert_eq!(events("agent.guard_restored").await.len(), 1);
+    let list = admin.get("/clusters").await.assert_status(200).body;
+    assert!(!list.contains("data-testid=\"guard-alpha-1\""), "{list}");
 
     // The policy edited into one that lets everything through: a validation that always holds.
     let mut policy = store

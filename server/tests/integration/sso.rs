@@ -1407,7 +1407,8 @@ async fn by_name_never_hands_out_organization_rights_or_approver_groups() {
 /// An explicit table may map a provider's group onto Organization Admins, and the provider
 /// decides membership at every sign-in: but the last administrator signing in without that
 /// group keeps it (audited), or the organization would be left with no one to administer it.
-/// With another administrator there, the provider's word applies.
+/// With another administrator there, the provider's word applies. Nor can administrators who
+/// sign in only through the provider turn it off.
 #[tokio::test]
 async fn the_providers_groups_never_take_the_last_administrator_away() {
     let op = OidcProvider::start().await;
@@ -1468,6 +1469,38 @@ async fn the_providers_groups_never_take_the_last_administrator_away() {
         kept[0]
     );
     assert_eq!(kept[0]["details"]["groups_removed"], json!([]));
+
+    // Nor can the last administrator turn the provider off or delete it: every administrator
+    // signs in only through it, and no one could administer again. With an administrator who
+    // has a local password back, they can.
+    let provider = format!("/api/v1/identity-providers/{PROVIDER}");
+    let r = alice.patch(&provider, json!({"enabled": false})).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    alice.delete(&provider).await.assert_status(409);
+    for action in ["identity_provider.update", "identity_provider.delete"] {
+        let refused = audit(&alice, &format!("action={action}&outcome=denied"), 1).await;
+        assert!(
+            refused[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("every administrator signs in only through this identity provider"),
+            "{}",
+            refused[0]
+        );
+    }
+    let p = alice.get(&provider).await.assert_status(200).json();
+    assert_eq!(p["enabled"], true, "{p}");
+    alice
+        .post(
+            "/api/v1/groups/Organization%20Admins/members",
+            json!({"user": ADMIN_EMAIL}),
+        )
+        .await
+        .assert_status(201);
+    alice
+        .patch(&provider, json!({"enabled": false}))
+        .await
+        .assert_status(200);
 }
 
 /// Linking an existing account by its email (no second factor of its own) hands it to the
