@@ -1197,13 +1197,15 @@ pub async fn record_heartbeats(
             .filter(clusters::Column::Id.eq(id.to_string()))
             .exec(&txn)
             .await?;
-        if let Some(c) = before.get(&id.to_string()) {
+        if let Some(c) = before.get_mut(&id.to_string()) {
             let was = serde_json::from_str::<ClusterFacts>(&c.facts)
                 .ok()
                 .and_then(|f| f.guard);
             if let Some(change) = guard_change(was, facts.guard) {
                 guard_changes.push((c.clone(), change, facts.guard));
             }
+            // A later beat of the same cluster in this batch is compared with this one.
+            c.facts = serde_json::to_string(facts).unwrap_or_else(|_| "{}".into());
         }
     }
     plain.sort();
