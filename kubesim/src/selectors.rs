@@ -253,8 +253,14 @@ impl FieldSelector {
 }
 
 fn supported_field(plural: &str, field: &str) -> bool {
-    if field == "metadata.name" || field == "metadata.namespace" {
+    if field == "metadata.name" {
         return true;
+    }
+    // Every kind takes `metadata.namespace` (`DefaultMetaV1FieldSelectorConversion`; on a
+    // cluster-scoped kind it is the empty string) but Nodes and Namespaces, whose own
+    // conversions (`AddFieldLabelConversionsForNode`/`ForNamespace`) refuse it.
+    if field == "metadata.namespace" {
+        return !matches!(plural, "nodes" | "namespaces");
     }
     match plural {
         "pods" => matches!(
@@ -330,5 +336,13 @@ mod tests {
             .unwrap()
             .matches(&o));
         assert!(FieldSelector::parse("spec.foo=a", "pods").is_err());
+        // As the API server: every kind but Nodes and Namespaces takes metadata.namespace.
+        for plural in ["pods", "clusterroles", "storageclasses", ""] {
+            assert!(FieldSelector::parse("metadata.namespace!=x", plural).is_ok());
+        }
+        for plural in ["nodes", "namespaces"] {
+            assert!(FieldSelector::parse("metadata.namespace!=x", plural).is_err());
+            assert!(FieldSelector::parse("metadata.name=x", plural).is_ok());
+        }
     }
 }

@@ -40,6 +40,7 @@ mod m20261217_000001_audit_seals;
 mod m20261218_000001_credential_api_key;
 mod m20261219_000001_credentials_set_by;
 mod m20261220_000001_key_check;
+mod m20261221_000001_data_key;
 
 pub struct Migrator;
 
@@ -79,6 +80,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261218_000001_credential_api_key::Migration),
             Box::new(m20261219_000001_credentials_set_by::Migration),
             Box::new(m20261220_000001_key_check::Migration),
+            Box::new(m20261221_000001_data_key::Migration),
         ]
     }
 }

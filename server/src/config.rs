@@ -18,10 +18,17 @@ pub struct Config {
     pub http: HttpConfig,
     pub gateway: GatewayConfig,
     pub bootstrap: BootstrapConfig,
+    /// `WARDEN_MASTER_KEY` (or `_FILE`). Once `startup::prepare` (or `startup::data_key`) has
+    /// opened the database's data key with it, it holds that data key: everything derived from
+    /// "the master key" (sealing, audit signatures, the replicas' channel) derives from the
+    /// data key, which a rotation of the master key leaves unchanged.
     pub master_key: Option<Secret>,
-    /// The key that seals secrets kept in the database: the master key, or the one generated
-    /// into the data directory without it (set by `startup::prepare`; see
-    /// `startup::MASTER_KEY_FILE`).
+    /// `WARDEN_NEW_MASTER_KEY` (or `_FILE`): the key `warden keys rotate` seals the data key
+    /// with. Read by that command only.
+    pub new_master_key: Option<Secret>,
+    /// The key that seals secrets kept in the database: the data key, opened with the master
+    /// key or the one generated into the data directory without it (set by
+    /// `startup::prepare`; see `startup::MASTER_KEY_FILE`).
     pub at_rest_key: Option<Secret>,
     pub log: LogConfig,
     pub demo: bool,
@@ -111,6 +118,20 @@ pub const DEFAULT_WORK_MEM: &str = "64MB";
 
 /// The shortest `WARDEN_MASTER_KEY` accepted (32 random bytes in base64 are 44 characters).
 pub const MIN_MASTER_KEY_CHARS: usize = 16;
+
+/// A master key setting (`key` or `key_FILE`). Every secret at rest, the replicas' channel and
+/// the audit seals hang on it, and one sealed value tests a guess offline: a word is no key.
+fn master_key(l: &Layered<'_>, key: &str) -> Result<Option<Secret>, ConfigError> {
+    match l.raw(key)? {
+        Some(k) if k.trim().chars().count() < MIN_MASTER_KEY_CHARS => Err(ConfigError::Invalid {
+            key: key.into(),
+            message: format!(
+                "is too short to be a key (at least {MIN_MASTER_KEY_CHARS} characters): use 32 random bytes in base64, e.g. `head -c 32 /dev/urandom | base64`"
+            ),
+        }),
+        k => Ok(k.map(Secret::new)),
+    }
+}
 
 /// A PostgreSQL memory size as `work_mem` takes it: a whole number of `kB`, `MB` or `GB`
 /// (PostgreSQL's own units, case as it spells them), from 64 kB (its minimum) to 2 GB.
@@ -775,19 +796,8 @@ impl Config {
                 admin_email,
                 admin_password,
             },
-            master_key: match l.raw("WARDEN_MASTER_KEY")? {
-                // Every secret at rest, the replicas' channel and the audit seals hang on it,
-                // and one sealed value tests a guess offline: a word is no key.
-                Some(k) if k.trim().chars().count() < MIN_MASTER_KEY_CHARS => {
-                    return Err(ConfigError::Invalid {
-                        key: "WARDEN_MASTER_KEY".into(),
-                        message: format!(
-                            "is too short to be a key (at least {MIN_MASTER_KEY_CHARS} characters): use 32 random bytes in base64, e.g. `head -c 32 /dev/urandom | base64`"
-                        ),
-                    })
-                }
-                k => k.map(Secret::new),
-            },
+            master_key: master_key(&l, "WARDEN_MASTER_KEY")?,
+            new_master_key: master_key(&l, "WARDEN_NEW_MASTER_KEY")?,
             at_rest_key: None,
             log: LogConfig { format },
             demo,

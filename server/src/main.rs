@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Master key tools.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Exit 0 when this host's Warden answers `/readyz` (database reachable): the container
     /// image's HEALTHCHECK (the image has no shell and no curl).
     Healthcheck {
@@ -74,6 +79,15 @@ enum DevCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Change the master key: seal the database's data key with the key in
+    /// WARDEN_NEW_MASTER_KEY (or WARDEN_NEW_MASTER_KEY_FILE) in place of the current one
+    /// (WARDEN_MASTER_KEY, or the data directory's generated master.key). Running servers go
+    /// on; restart each with the new key. Audited (keys.master_rotated).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +177,9 @@ async fn main() -> ExitCode {
             reset_password(config, &email, opts).await
         }
         Command::Healthcheck { timeout } => healthcheck(&config, timeout).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => rotate_master_key(config).await,
         Command::Dev {
             command:
                 DevCommand::Seed {
@@ -363,8 +380,20 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
+async fn audit_verify(mut config: Config) -> anyhow::Result<ExitCode> {
     let db = startup::connect(&config).await?;
+    // The seals are signed with a key derived from the database's data key.
+    if let Some(master) = &config.master_key {
+        match startup::data_key(&db, master).await {
+            Ok(key) => config.master_key = Some(key),
+            Err(e) => {
+                eprintln!(
+                    "audit log NOT verified: {e:#}: it cannot vouch for the checkpoints and seals"
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
     let key = startup::checkpoint_key(&config, false)?;
     let checkpoint = warden_domain::audit::retention::checkpoints(&db)
         .await
@@ -404,6 +433,38 @@ async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+async fn rotate_master_key(config: Config) -> anyhow::Result<ExitCode> {
+    let Some(new) = config.new_master_key.clone() else {
+        eprintln!(
+            "warden: set WARDEN_NEW_MASTER_KEY (or WARDEN_NEW_MASTER_KEY_FILE) to the new master key (32 random bytes in base64: `head -c 32 /dev/urandom | base64`)"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let db = startup::connect(&config).await?;
+    startup::require_current_schema(&db).await?;
+    let now = warden_domain::clock::Clock::now(&SystemClock).millis();
+    let done = startup::rotate_master_key(&db, &config, &new, now).await?;
+    println!("The data key is now sealed with the new master key.");
+    println!(
+        "Running servers go on as they are. Put the new key where WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE) comes from, then restart each server: one started with the previous key refuses to start."
+    );
+    let generated = config.data_dir.join(startup::MASTER_KEY_FILE);
+    if done.data_key_was_master {
+        println!(
+            "This database was set up before data keys: its data key is the previous master key itself, which still opens its secrets with a copy of the database. Keep that key away from the servers (with the backups taken before), and if it leaked, replace the secrets it sealed (see the README's key rotation)."
+        );
+    } else {
+        println!("The previous key no longer opens the data key; keep it only with the backups taken before.");
+    }
+    if config.master_key.is_none() {
+        println!(
+            "From now on start Warden with WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE), and move {} off this host.",
+            generated.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn audit_generate(

@@ -291,14 +291,15 @@ pub async fn adopt_master_checkpoint_key(
     Ok(key.alone())
 }
 
-/// The file in the data directory whose key seals the secrets kept in the database (identity
-/// providers' client secrets, authenticator seeds, clusters' proxy settings) when no
-/// `WARDEN_MASTER_KEY` is configured: someone who reads the database (a backup, a read-only
+/// The file in the data directory whose key opens the data key that seals the secrets kept
+/// in the database (identity providers' client secrets, authenticator seeds, clusters' proxy
+/// settings) when no `WARDEN_MASTER_KEY` is configured: someone who reads the database (a backup, a read-only
 /// role) but not the data directory reads none of them.
 pub const MASTER_KEY_FILE: &str = "master.key";
 
-/// The key that seals secrets in the database: `WARDEN_MASTER_KEY` (or `_FILE`), else
-/// [`MASTER_KEY_FILE`] in the data directory, generated (mode 0600) on the first start.
+/// The master key, which opens the database's data key (see [`check_at_rest_key`]):
+/// `WARDEN_MASTER_KEY` (or `_FILE`), else [`MASTER_KEY_FILE`] in the data directory,
+/// generated (mode 0600) on the first start.
 pub fn at_rest_key(config: &Config) -> anyhow::Result<warden_domain::secrets::Secret> {
     if let Some(master) = &config.master_key {
         return Ok(master.clone());
@@ -310,29 +311,143 @@ pub fn at_rest_key(config: &Config) -> anyhow::Result<warden_domain::secrets::Se
 /// What the `key_check` row holds, sealed.
 const KEY_CHECK_PURPOSE: &str = "warden.key_check";
 const KEY_CHECK_PLAIN: &[u8] = b"the key that seals Warden's secrets";
+/// What `key_check.data_key` is sealed for.
+const DATA_KEY_PURPOSE: &str = "warden.data_key";
+
+/// The `key_check` row: the check value (sealed with the data key) and the data key (sealed
+/// with the master key; `None` for a database set up before data keys, whose data key is its
+/// master key).
+async fn read_key_check(
+    db: &impl sea_orm::ConnectionTrait,
+) -> anyhow::Result<Option<(String, Option<String>)>> {
+    use sea_orm::Statement;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT sealed, data_key FROM key_check WHERE id = 1",
+        ))
+        .await
+        .context("cannot read the key check")?;
+    row.map(|r| {
+        Ok((
+            r.try_get::<String>("", "sealed")
+                .context("cannot read the key check")?,
+            r.try_get::<Option<String>>("", "data_key")
+                .context("cannot read the key check")?,
+        ))
+    })
+    .transpose()
+}
+
+/// The data key that `master` opens: `master` itself for a database without a sealed data
+/// key; `None` when `master` is not the key the data key was sealed with, or the check value
+/// does not open with the result.
+fn open_data_key(
+    master: &warden_domain::secrets::Secret,
+    sealed_check: &str,
+    data_key: Option<&str>,
+) -> Option<warden_domain::secrets::Secret> {
+    use warden_domain::secrets::{Sealer, Secret};
+    let key = match data_key {
+        None => master.clone(),
+        Some(sealed) => Secret::new(
+            String::from_utf8(Sealer::new(master).open(DATA_KEY_PURPOSE, sealed).ok()?).ok()?,
+        ),
+    };
+    (Sealer::new(&key)
+        .open(KEY_CHECK_PURPOSE, sealed_check)
+        .ok()?
+        == KEY_CHECK_PLAIN)
+        .then_some(key)
+}
+
+/// The database's data key, opened with `master` (the configured or generated master key),
+/// for commands that read what it seals or signs without starting Warden (`warden audit
+/// verify`): `master` itself for a database without a key check or without a sealed data key.
+pub async fn data_key(
+    db: &DatabaseConnection,
+    master: &warden_domain::secrets::Secret,
+) -> anyhow::Result<warden_domain::secrets::Secret> {
+    // A database of an older schema (a restored backup) has no data key column, or no key
+    // check: its data key is its master key.
+    let row = match read_key_check(db).await {
+        Ok(row) => row,
+        Err(e) => {
+            use sea_orm::Statement;
+            let older = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT sealed FROM key_check WHERE id = 1",
+                ))
+                .await;
+            match older {
+                Ok(Some(r)) => Some((r.try_get::<String>("", "sealed")?, None)),
+                Ok(None) => None,
+                Err(_) if !has_table(db, "key_check").await? => None,
+                Err(_) => return Err(e),
+            }
+        }
+    };
+    match row {
+        None => Ok(master.clone()),
+        Some((check, data_key)) => open_data_key(master, &check, data_key.as_deref()).context(
+            "the master key is not the one this database's data key is sealed with (after `warden keys rotate`, use the new key)",
+        ),
+    }
+}
+
+/// Whether the database has `table`.
+async fn has_table(db: &DatabaseConnection, table: &str) -> anyhow::Result<bool> {
+    use sea_orm::Statement;
+    let sql = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => format!(
+            "SELECT 1 AS x FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ),
+        _ => format!("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
+    };
+    Ok(db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .context("cannot read the database's tables")?
+        .is_some())
+}
+
+/// Whether nothing was ever sealed or signed for this database: an empty audit log (every
+/// start writes to it) and no gateway CA keys in the data directory. Such a database gets a
+/// random data key of its own; an older one keeps its master key as its data key.
+async fn is_new_database(db: &DatabaseConnection, config: &Config) -> anyhow::Result<bool> {
+    use sea_orm::Statement;
+    let events = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT seq FROM audit_events LIMIT 1",
+        ))
+        .await
+        .context("cannot read the audit log")?;
+    let gateway_files = std::fs::read_dir(config.data_dir.join("gateway"))
+        .map(|d| d.flatten().next().is_some())
+        .unwrap_or(false);
+    Ok(events.is_none() && !gateway_files)
+}
 
 /// The key that seals secrets is the one this database's secrets were sealed with: checked
 /// against the `key_check` row (written at the first start with a key check), or Warden
 /// refuses to start. Started with another key, it would fail later at every second factor,
 /// single sign-on, proxy, recording and audit seal, and seal new secrets with the wrong key.
+/// Returns the database's data key: a new database gets a random one, sealed with `key` in
+/// the same row (so `warden keys rotate` changes the master key by sealing it again); one
+/// set up before keeps `key` as its data key.
 pub async fn check_at_rest_key(
     db: &DatabaseConnection,
     key: &warden_domain::secrets::Secret,
     config: &Config,
     now_ms: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<warden_domain::secrets::Secret> {
     use sea_orm::{DatabaseBackend, Statement};
-    let sealer = warden_domain::secrets::Sealer::new(key);
+    use warden_domain::secrets::{Sealer, Secret};
+    let sealer = Sealer::new(key);
     let backend = db.get_database_backend();
-    let read = || async {
-        db.query_one_raw(Statement::from_string(
-            backend,
-            "SELECT sealed FROM key_check WHERE id = 1",
-        ))
-        .await
-        .context("cannot read the key check")
-    };
-    let refuse = || {
+    let refuse = |wrapped: bool| {
         let generated = config.data_dir.join(MASTER_KEY_FILE);
         let used = if config.master_key.is_some() {
             "WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE)".to_owned()
@@ -348,11 +463,16 @@ pub async fn check_at_rest_key(
         } else {
             String::new()
         };
+        let rotated = if wrapped {
+            " If `warden keys rotate` changed it, start with the new key."
+        } else {
+            ""
+        };
         anyhow::anyhow!(
-            "the key that seals secrets at rest, {used}, is not the one this database's secrets were sealed with: Warden would fail at every second factor, single sign-on, proxy, recording and audit seal. Start with the key the database was used with (a restored database needs its key, and without WARDEN_MASTER_KEY the data directory it was used with).{hint}"
+            "the key that seals secrets at rest, {used}, is not the one this database's secrets were sealed with: Warden would fail at every second factor, single sign-on, proxy, recording and audit seal. Start with the key the database was used with (a restored database needs its key, and without WARDEN_MASTER_KEY the data directory it was used with).{rotated}{hint}"
         )
     };
-    if read().await?.is_none() {
+    if read_key_check(db).await?.is_none() {
         // The first start with a key check (a new database, or an upgrade): a secret sealed
         // before must open with this key, or this key would be taken as the database's.
         if warden_domain::identity::mfa::sealer_opens_what_is_sealed(db, &sealer)
@@ -360,21 +480,33 @@ pub async fn check_at_rest_key(
             .context("cannot read the sealed secrets")?
             == Some(false)
         {
-            return Err(refuse());
+            return Err(refuse(false));
         }
+        let (data_key, wrapped) = if is_new_database(db, config).await? {
+            tracing::info!("a new database: its secrets are sealed with a data key of its own, which the master key opens");
+            let data_key = Secret::new(warden_domain::secrets::random_token(32));
+            let wrapped = sealer.seal(DATA_KEY_PURPOSE, data_key.expose().as_bytes());
+            (data_key, Some(wrapped))
+        } else {
+            tracing::info!("a database set up before data keys: the master key stays its data key (`warden keys rotate` seals it with a new one)");
+            (key.clone(), None)
+        };
         let sql = match backend {
             DatabaseBackend::Postgres => {
-                "INSERT INTO key_check (id, sealed, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO key_check (id, sealed, data_key, created_at) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING"
             }
             _ => {
-                "INSERT INTO key_check (id, sealed, created_at) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO key_check (id, sealed, data_key, created_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
             }
         };
         db.execute_raw(Statement::from_sql_and_values(
             backend,
             sql,
             [
-                sealer.seal(KEY_CHECK_PURPOSE, KEY_CHECK_PLAIN).into(),
+                Sealer::new(&data_key)
+                    .seal(KEY_CHECK_PURPOSE, KEY_CHECK_PLAIN)
+                    .into(),
+                wrapped.into(),
                 now_ms.into(),
             ],
         ))
@@ -382,15 +514,102 @@ pub async fn check_at_rest_key(
         .context("cannot write the key check")?;
     }
     // Read again: another replica starting at the same moment may have written it first.
-    let sealed: String = read()
+    let (check, wrapped) = read_key_check(db)
         .await?
-        .context("the key check is missing")?
-        .try_get("", "sealed")
-        .context("cannot read the key check")?;
-    match sealer.open(KEY_CHECK_PURPOSE, &sealed) {
-        Ok(plain) if plain == KEY_CHECK_PLAIN => Ok(()),
-        _ => Err(refuse()),
+        .context("the key check is missing")?;
+    open_data_key(key, &check, wrapped.as_deref()).ok_or_else(|| refuse(wrapped.is_some()))
+}
+
+/// What `warden keys rotate` did.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The database had no sealed data key: its data key is the old master key, now sealed
+    /// with the new one.
+    pub data_key_was_master: bool,
+}
+
+/// `warden keys rotate`: seal the database's data key with `new` in place of the current
+/// master key (`WARDEN_MASTER_KEY`, or the data directory's generated key without it), in
+/// one audited transaction (`keys.master_rotated`). Nothing sealed or signed with the data
+/// key changes, so running servers go on as they are; from then on only `new` opens the data
+/// key (a server started with the old key refuses to start and says so). Refused, with
+/// nothing changed: no current key, a current key that does not open the data key, a new key
+/// that is the current one, or a database never started.
+pub async fn rotate_master_key(
+    db: &DatabaseConnection,
+    config: &Config,
+    new: &warden_domain::secrets::Secret,
+    now_ms: i64,
+) -> anyhow::Result<Rotated> {
+    use sea_orm::Statement;
+    use warden_domain::audit::{Actor, AuditEvent, AuditKind, Outcome, SessionType};
+    use warden_domain::secrets::Sealer;
+    let (current, from) = match &config.master_key {
+        Some(k) => (k.clone(), "WARDEN_MASTER_KEY".to_owned()),
+        None => {
+            let path = config.data_dir.join(MASTER_KEY_FILE);
+            let k = key_file(&path, false)?.with_context(|| {
+                format!(
+                    "no current master key: set WARDEN_MASTER_KEY (or WARDEN_MASTER_KEY_FILE), or WARDEN_DATA_DIR to the directory holding {MASTER_KEY_FILE}"
+                )
+            })?;
+            (k, format!("the generated key {}", path.display()))
+        }
+    };
+    if warden_domain::secrets::ct_eq(current.expose(), new.expose()) {
+        anyhow::bail!("the new master key is the current one");
     }
+    let tx = warden_domain::audit::begin_change(db).await?;
+    let (check, wrapped) = read_key_check(&*tx).await?.context(
+        "this database has no key check yet: start Warden once with its current key first",
+    )?;
+    let data_key_was_master = wrapped.is_none();
+    let data_key = open_data_key(&current, &check, wrapped.as_deref()).with_context(|| {
+        format!("the current master key ({from}) does not open this database's data key")
+    })?;
+    let sealed = Sealer::new(new).seal(DATA_KEY_PURPOSE, data_key.expose().as_bytes());
+    let sql = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => {
+            "UPDATE key_check SET data_key = $1, rotated_at = $2 WHERE id = 1"
+        }
+        _ => "UPDATE key_check SET data_key = ?, rotated_at = ? WHERE id = 1",
+    };
+    tx.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        [sealed.into(), now_ms.into()],
+    ))
+    .await
+    .context("cannot store the data key sealed with the new master key")?;
+    let event = AuditEvent::new(
+        AuditKind::System,
+        Actor::System,
+        SessionType::System,
+        "keys.master_rotated",
+        Outcome::Allowed,
+    )
+    .reason(if data_key_was_master {
+        "the data key (the previous master key itself: this database was set up before data keys) is sealed with a new master key; the previous one no longer starts Warden"
+    } else {
+        "the data key is sealed with a new master key; the previous one no longer opens it"
+    })
+    .details(serde_json::json!({
+        "previous": if config.master_key.is_some() { "WARDEN_MASTER_KEY" } else { "generated" },
+        "data_key_was_master": data_key_was_master,
+    }));
+    warden_domain::audit::append(&*tx, warden_domain::clock::Timestamp(now_ms), vec![event])
+        .await?;
+    // What was written opens with the new key before it is kept.
+    let (check, wrapped) = read_key_check(&*tx)
+        .await?
+        .context("the key check is missing")?;
+    if open_data_key(new, &check, wrapped.as_deref()).as_ref() != Some(&data_key) {
+        anyhow::bail!("the data key sealed with the new master key does not open again");
+    }
+    tx.commit().await?;
+    Ok(Rotated {
+        data_key_was_master,
+    })
 }
 
 /// A key kept in a file: read, or (with `create`) generated: 32 random bytes, mode 0600,
@@ -446,12 +665,17 @@ pub async fn prepare(mut config: Config, clock: SharedClock) -> anyhow::Result<A
         audit.clone(),
         config.http.public_url.clone(),
     );
-    let at_rest = at_rest_key(&config)?;
-    check_at_rest_key(&db, &at_rest, &config, clock.now().millis()).await?;
+    // Everything sealed or signed with "the master key" is sealed or signed with the
+    // database's data key, which the master key opens (see `check_at_rest_key`).
+    let master = at_rest_key(&config)?;
+    let at_rest = check_at_rest_key(&db, &master, &config, clock.now().millis()).await?;
     services
         .sso
         .set_sealer(warden_domain::secrets::Sealer::new(&at_rest));
     services.sso.set_revalidate(config.sso_revalidate);
+    if config.master_key.is_some() {
+        config.master_key = Some(at_rest.clone());
+    }
     config.at_rest_key = Some(at_rest);
     if let Some(key) = checkpoint_key(&config, true)? {
         let key = adopt_master_checkpoint_key(&db, &config, key, clock.now().millis()).await?;

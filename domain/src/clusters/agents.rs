@@ -1131,13 +1131,44 @@ fn guard_change(was: Option<GuardStatus>, now: Option<GuardStatus>) -> Option<&'
     }
 }
 
+/// The audit event of a change of `c`'s admission guard to `now_is` (`action`: see
+/// [`guard_change`]).
+async fn guard_event(
+    svc: &Services,
+    c: &clusters::Model,
+    action: &str,
+    now_is: Option<GuardStatus>,
+) -> DomainResult<AuditEvent> {
+    let mut ev = AuditEvent::new(
+        AuditKind::Agent,
+        Actor::Agent {
+            cluster: c.name.clone(),
+        },
+        SessionType::Agent,
+        action,
+        Outcome::Allowed,
+    )
+    .resource("cluster", c.name.clone())
+    .reason(format!(
+        "the admission guard warden-system-guard is {}",
+        now_is.map_or("unknown", GuardStatus::describe)
+    ))
+    .details(json!({"guard": now_is}));
+    ev.cluster = Some(c.name.clone());
+    if let Some(p) = project_name(&svc.db, &c.project_id).await? {
+        ev = ev.project(p);
+    }
+    Ok(ev)
+}
+
 /// Heartbeats of many clusters at once (see the server's heartbeat writer), in one
 /// transaction: new facts with one `UPDATE` per cluster that brought some, the time of the
 /// others with one `UPDATE` per 500 clusters, so a thousand agents cost one commit a second
 /// instead of a thousand. A cluster among them that was not `connected` becomes so (after the
 /// commit, audited) if its tunnel is still live (`is_live`): a heartbeat stored just after its
 /// tunnel closed must not undo the disconnection. Facts that break the bounds are never
-/// stored (the caller audits them).
+/// stored (the caller audits them). A change of a cluster's admission guard is audited in the
+/// same transaction as the facts that report it.
 pub async fn record_heartbeats(
     svc: &Services,
     beats: &[(ClusterId, Option<ClusterFacts>)],
@@ -1165,8 +1196,31 @@ pub async fn record_heartbeats(
                 .map(|c| (c.id.clone(), c)),
         );
     }
-    let mut guard_changes = Vec::new();
+    // Their audit events are appended first in the same transaction (the chain locked before
+    // any cluster row, as every audited change does): the facts and the event of their change
+    // are stored together or not at all.
+    let mut guard_events = Vec::new();
+    for (id, facts) in beats {
+        let Some(facts) = facts
+            .as_ref()
+            .filter(|f| crate::agent_protocol::validate_facts(f).is_ok())
+        else {
+            continue;
+        };
+        if let Some(c) = before.get_mut(&id.to_string()) {
+            let was = serde_json::from_str::<ClusterFacts>(&c.facts)
+                .ok()
+                .and_then(|f| f.guard);
+            if let Some(action) = guard_change(was, facts.guard) {
+                guard_events.push(guard_event(svc, c, action, facts.guard).await?);
+            }
+            // A later beat of the same cluster in this batch is compared with this one.
+            c.facts = serde_json::to_string(facts).unwrap_or_else(|_| "{}".into());
+        }
+    }
+    let audited = !guard_events.is_empty();
     let txn = svc.db.begin().await?;
+    crate::audit::append(&txn, svc.clock.now(), guard_events).await?;
     for (id, facts) in beats {
         let Some(facts) = facts
             .as_ref()
@@ -1197,16 +1251,6 @@ pub async fn record_heartbeats(
             .filter(clusters::Column::Id.eq(id.to_string()))
             .exec(&txn)
             .await?;
-        if let Some(c) = before.get_mut(&id.to_string()) {
-            let was = serde_json::from_str::<ClusterFacts>(&c.facts)
-                .ok()
-                .and_then(|f| f.guard);
-            if let Some(change) = guard_change(was, facts.guard) {
-                guard_changes.push((c.clone(), change, facts.guard));
-            }
-            // A later beat of the same cluster in this batch is compared with this one.
-            c.facts = serde_json::to_string(facts).unwrap_or_else(|_| "{}".into());
-        }
     }
     plain.sort();
     plain.dedup();
@@ -1218,27 +1262,8 @@ pub async fn record_heartbeats(
             .await?;
     }
     txn.commit().await?;
-    for (c, action, now_is) in guard_changes {
-        let mut ev = AuditEvent::new(
-            AuditKind::Agent,
-            Actor::Agent {
-                cluster: c.name.clone(),
-            },
-            SessionType::Agent,
-            action,
-            Outcome::Allowed,
-        )
-        .resource("cluster", c.name.clone())
-        .reason(format!(
-            "the admission guard warden-system-guard is {}",
-            now_is.map_or("unknown", GuardStatus::describe)
-        ))
-        .details(json!({"guard": now_is}));
-        ev.cluster = Some(c.name.clone());
-        if let Some(p) = project_name(&svc.db, &c.project_id).await? {
-            ev = ev.project(p);
-        }
-        svc.audit.record(ev).await?;
+    if audited {
+        crate::audit::notify_committed();
     }
     let mut all: Vec<ClusterId> = beats.iter().map(|(id, _)| *id).collect();
     all.sort();

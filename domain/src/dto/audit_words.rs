@@ -236,6 +236,10 @@ fn phrase(action: &str) -> Option<(&'static str, &'static str)> {
             "sign the audit log's checkpoints again with the master key",
             "sign the audit log's checkpoints again with the master key",
         ),
+        "keys.master_rotated" => (
+            "seal the data key with a new master key",
+            "seal the data key with a new master key",
+        ),
         "audit.export" => ("export the audit log", "export the audit log"),
         "audit.generated" => (
             "generate synthetic audit events",
@@ -582,6 +586,7 @@ mod tests {
         "access_request.break_glass",
         "audit.retention",
         "audit.checkpoints.signed_again",
+        "keys.master_rotated",
         "audit.export",
         "audit.generated",
         "recording.replay",

@@ -59,7 +59,10 @@ impl Scopes {
                 None => {}
             }
         }
-        let doc = Arc::new(fetch(transport, cluster, group, &api_version).await?);
+        let Some(doc) = fetch(transport, cluster, group, &api_version).await else {
+            return built_in_scope(group, version, resource);
+        };
+        let doc = Arc::new(doc);
         let found = doc.get(resource).copied();
         if let Ok(mut m) = self.documents.lock() {
             m.retain(|_, d| d.fetched.elapsed() < FRESH);
@@ -80,6 +83,20 @@ impl Scopes {
         let age = d.fetched.elapsed();
         (age < FRESH).then(|| (age, d.namespaced.clone()))
     }
+}
+
+/// The scope of a core (`v1`) kind that every Kubernetes serves the same way, for when the
+/// cluster's discovery cannot answer: Nodes and Namespaces refuse a `metadata.namespace`
+/// field selector, so narrowing their lists blindly would break `kubectl get nodes` whenever
+/// discovery hiccups. Every other kind stays unknown (`None`: narrowed, closed).
+fn built_in_scope(group: &str, version: &str, resource: &str) -> Option<bool> {
+    (group.is_empty()
+        && version == "v1"
+        && matches!(
+            resource,
+            "nodes" | "namespaces" | "persistentvolumes" | "componentstatuses"
+        ))
+    .then_some(false)
 }
 
 async fn fetch(
@@ -112,5 +129,34 @@ async fn fetch(
             tracing::info!(cluster = %cluster.name, api_version, error = %e, "the cluster's discovery document cannot be read");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::built_in_scope;
+
+    #[test]
+    fn without_discovery_only_core_cluster_scoped_kinds_are_known() {
+        for r in [
+            "nodes",
+            "namespaces",
+            "persistentvolumes",
+            "componentstatuses",
+        ] {
+            assert_eq!(built_in_scope("", "v1", r), Some(false), "{r}");
+            // The same name in another group is that group's to say.
+            assert_eq!(built_in_scope("example.com", "v1", r), None, "{r}");
+        }
+        for r in [
+            "pods",
+            "serviceaccounts",
+            "secrets",
+            "events",
+            "nodes/status",
+        ] {
+            assert_eq!(built_in_scope("", "v1", r), None, "{r}");
+        }
+        assert_eq!(built_in_scope("", "v2", "nodes"), None);
     }
 }

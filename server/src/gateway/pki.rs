@@ -100,7 +100,11 @@ impl Ca {
                 .with_context(|| format!("cannot read {}", key.display()))?;
             let k = match (Sealer::is_sealed(&stored), sealer) {
                 (true, Some(s)) => String::from_utf8(s.open(&purpose, &stored).with_context(|| {
-                    format!("cannot open {}", key.display())
+                    format!(
+                        "cannot open {}: it was sealed with another database's data key (a data directory kept for a new database: remove {} and new certificate authorities are made; kubeconfigs issued before stop working) or another master key",
+                        key.display(),
+                        dir.display()
+                    )
                 })?)
                 .context("the sealed key is not text")?,
                 (true, None) => anyhow::bail!(

@@ -589,7 +589,8 @@ async fn answer(
     // every user's email; the agent's pod, its events, its metrics, custom resources kept
     // there): the cluster is asked for every namespace but that one. Whether the kind is
     // namespaced, the cluster's discovery says; when it cannot say, the list is narrowed all
-    // the same (a cluster-scoped kind may then refuse the selector: closed, not open).
+    // the same (a cluster-scoped kind may then refuse the selector: closed, not open), but
+    // for the core kinds every Kubernetes serves cluster-wide (`discovery::built_in_scope`).
     let across = !access.full
         && info.lists_across_namespaces()
         && gw

@@ -437,14 +437,14 @@ async fn audit_free_text_through_the_text_index_finds_what_a_scan_finds() {
         .any(|e| e["id"] == *id && e["outcome"] == "denied")));
 
     // SQLite: the lean text index (migration m20261215_000001; the live streams' table,
-    // read-only credentials, the audit seals, credentials' API keys, who set credentials and the key check came after it) undone and made again from the events already stored: the
+    // read-only credentials, the audit seals, credentials' API keys, who set credentials, the key check and the data key came after it) undone and made again from the events already stored: the
     // same answers, the index consistent with its rows.
     let db = &app.services().db;
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
         use warden_migrations::MigratorTrait;
         for step in ["down", "up"] {
             if step == "down" {
-                warden_migrations::Migrator::down(db, Some(7))
+                warden_migrations::Migrator::down(db, Some(8))
                     .await
                     .unwrap();
             } else {
@@ -1544,10 +1544,10 @@ async fn audit_rollup_answers_what_a_scan_answers() {
     let kept = rows().await;
     assert!(kept.len() > 1_000, "{}", kept.len());
     use warden_migrations::MigratorTrait;
-    // The key check, who set credentials, credentials' API keys, the audit seals, read-only credentials, the live streams' table and SQLite's text index made leaner
+    // The data key, the key check, who set credentials, credentials' API keys, the audit seals, read-only credentials, the live streams' table and SQLite's text index made leaner
     // (nothing to do with the rollup), the action slice's migration, the hours' `seq` bounds', the resource and status
     // slices', the spans' (weeks and days summed from the rows there) and the slices'.
-    warden_migrations::Migrator::down(&db, Some(12))
+    warden_migrations::Migrator::down(&db, Some(13))
         .await
         .unwrap();
     // Undone, the previous release's rollup (which it trusts for whole days) is counted again.

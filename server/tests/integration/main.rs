@@ -15,6 +15,7 @@ mod gateway;
 mod gateway_tls;
 mod guard;
 mod jit;
+mod keys;
 mod live_streams;
 mod matrix;
 mod mfa;

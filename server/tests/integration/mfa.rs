@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use warden_server::testing::{Client, Resp, TestApp, USER_PASSWORD};
 
-const EMAIL: &str = "mia@example.com";
+pub(crate) const EMAIL: &str = "mia@example.com";
 
 fn now_secs(app: &TestApp) -> u64 {
     (app.services().clock.now().millis() / 1000) as u64
@@ -79,7 +79,7 @@ pub(crate) async fn step_up(app: &TestApp, c: &Client, secret: &str) {
     .assert_status(204);
 }
 
-async fn password_step(app: &TestApp) -> Client {
+pub(crate) async fn password_step(app: &TestApp) -> Client {
     let c = app.client();
     let r = c.login(EMAIL, USER_PASSWORD).await.assert_status(401);
     assert_eq!(r.error_code(), "mfa_required");

@@ -687,7 +687,14 @@ async fn kubectl_through_one_replica_reaches_an_agent_on_another() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_millis() as i64;
-    let right = InternalKey::from_master(&warden_domain::secrets::Secret::new(MASTER_KEY));
+    // The channel's key derives from the data key the master key opens.
+    let data_key = warden_server::startup::data_key(
+        &x.services().db,
+        &warden_domain::secrets::Secret::new(MASTER_KEY),
+    )
+    .await
+    .unwrap();
+    let right = InternalKey::from_master(&data_key);
     let wrong = InternalKey::from_master(&warden_domain::secrets::Secret::new("a guessed key"));
     let to = |target, at_ms, nonce| Hello {
         cluster_id: &cluster_id,
